@@ -1,0 +1,136 @@
+"""Minibatch SVI for any model/guide pair with a ``"data"`` plate."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import pyro
+import pyro.optim
+import torch
+from pyro.infer import SVI
+from pyro.poutine.messenger import Messenger
+from tqdm.auto import tqdm
+
+from .estimators import elbo
+from .objectives import make_loss
+from .weights import DATA_PLATE, check_finite_inputs
+
+
+class scale_data_plate(Messenger):
+    """Multiply the log densities of sites inside the ``"data"`` plate by ``factor``.
+
+    With ``factor = N / batch_size`` a minibatch gives an unbiased estimate of the full-data
+    objective, while sites outside the plate (global latents) keep their weight of one.
+    """
+
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def _process_message(self, msg):
+        if any(frame.name == DATA_PLATE for frame in msg["cond_indep_stack"]):
+            msg["scale"] = msg["scale"] * self.factor
+
+
+def _as_tensors(data) -> tuple[torch.Tensor, ...]:
+    tensors = tuple(data) if isinstance(data, (tuple, list)) else (data,)
+    if not tensors or not all(torch.is_tensor(t) for t in tensors):
+        raise TypeError("data must be a tensor or a tuple of tensors with a leading data dim")
+    sizes = {t.shape[0] for t in tensors}
+    if len(sizes) != 1:
+        raise ValueError(f"data tensors disagree on the number of datapoints: {sizes}")
+    return tensors
+
+
+def _module_of(fn):
+    owner = getattr(fn, "__self__", None)
+    return owner if isinstance(owner, torch.nn.Module) else None
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"``/None picks CUDA when available, else CPU; anything else is used as given."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was requested but torch sees no CUDA device")
+    return device
+
+
+def fit(
+    model: Callable,
+    guide: Callable,
+    data,
+    *,
+    loss: str = "elbo",
+    num_particles: int = 1,
+    epochs: int = 10,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    valid_data=None,
+    progress: bool = True,
+    callback: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Train a model/guide pair with :class:`pyro.infer.SVI` over shuffled minibatches.
+
+    Each minibatch ``batch`` (a tuple of slices of ``data``) is passed as
+    ``model(*batch)`` and ``guide(*batch)``; sites in the ``"data"`` plate are scaled by
+    ``N / len(batch)`` so every step estimates the full-data objective.
+
+    Args:
+        data: ``[N, ...]`` tensor or tuple of such tensors (e.g. images and labels).
+        loss: ``"elbo"`` (Trace_ELBO), ``"meanfield"`` (analytic KL where available),
+            ``"iwae"`` (IWAE_K with K = ``num_particles``) or ``"dreg"`` (IWAE_K with
+            doubly reparameterized guide gradients).
+        device: where data and, when ``model`` is a bound method of an ``nn.Module``, that
+            module live; ``"auto"`` picks CUDA when present.
+        valid_data: optional held-out data; its single-sample ELBO per datapoint is recorded
+            every epoch, without gradients and without touching parameters.
+        callback: called with each epoch's record after it is appended.
+
+    Returns:
+        one record per epoch: ``epoch``, ``train_loss`` (the objective minimized, nats per
+        datapoint, averaged over the epoch), ``seconds``, and ``valid_elbo`` when asked.
+    """
+    device = resolve_device(device)
+    tensors = tuple(t.to(device) for t in _as_tensors(data))
+    check_finite_inputs(tensors, {})
+    valid = tuple(t.to(device) for t in _as_tensors(valid_data)) if valid_data is not None else None
+    for fn in (model, guide):
+        module = _module_of(fn)
+        if module is not None:
+            module.to(device)
+    num_data = tensors[0].shape[0]
+    if batch_size < 1 or epochs < 0:
+        raise ValueError(f"need batch_size >= 1 and epochs >= 0, got {batch_size}, {epochs}")
+    pyro.set_rng_seed(seed)
+    shuffler = torch.Generator().manual_seed(seed)
+    objective = make_loss(loss, num_particles)
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": lr}), loss=objective.loss,
+              loss_and_grads=objective.loss_and_grads)
+    history = []
+    bar = tqdm(range(epochs), desc=f"fit ({loss})", disable=not progress, leave=False)
+    for epoch in bar:
+        start = time.perf_counter()
+        order = torch.randperm(num_data, generator=shuffler).to(device)
+        total = 0.0
+        for begin in range(0, num_data, batch_size):
+            index = order[begin:begin + batch_size]
+            with scale_data_plate(num_data / len(index)):
+                total += svi.step(*(t[index] for t in tensors))
+        record = {"epoch": epoch + 1, "train_loss": total / num_data / _num_batches(num_data, batch_size)}
+        if valid is not None:
+            record["valid_elbo"] = float(elbo(model, guide, *valid).mean())
+        record["seconds"] = time.perf_counter() - start
+        history.append(record)
+        bar.set_postfix(loss=f"{record['train_loss']:.3f}")
+        if callback is not None:
+            callback(record)
+    return history
+
+
+def _num_batches(num_data: int, batch_size: int) -> int:
+    return -(-num_data // batch_size)

@@ -1,0 +1,26 @@
+"""Input checks shared by the models: say what was expected instead of failing deep inside."""
+
+from __future__ import annotations
+
+import torch
+
+
+def check_data(x, event_shape: tuple[int, ...], name: str = "x",
+               low: float | None = None, high: float | None = None) -> None:
+    """Raise ``ValueError``/``TypeError`` unless ``x`` is a finite float tensor ``[batch, *event_shape]``.
+
+    ``low``/``high``, when given, bound the allowed values.
+    """
+    if not torch.is_tensor(x):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    expected = "[batch, " + ", ".join(map(str, event_shape)) + "]"
+    if x.dim() != len(event_shape) + 1 or tuple(x.shape[1:]) != tuple(event_shape):
+        raise ValueError(f"{name} must have shape {expected}, got {list(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    if low is not None and high is not None:
+        lo, hi = float(x.min()), float(x.max())
+        if lo < low or hi > high:
+            raise ValueError(f"{name} must lie in [{low}, {high}], got values in [{lo}, {hi}]")

@@ -1,0 +1,94 @@
+"""Probabilistic PCA: a latent-variable model whose evidence and posterior are closed-form.
+
+    z ~ N(0, I_d),    x | z ~ N(W z + b, s^2 I_D)
+
+so ``p(x) = N(x; b, W W^T + s^2 I)`` and ``p(z | x) = N(M^-1 W^T (x - b) / s^2, M^-1)`` with
+``M = I + W^T W / s^2`` (Tipping and Bishop 1999).
+"""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule, PyroParam, pyro_method
+from torch.distributions import constraints
+
+from .checks import check_data
+
+
+class LinearGaussian(PyroModule):
+    """Linear-Gaussian model with an amortized guide and the exact posterior as a second guide.
+
+    Args:
+        data_dim: D, pixels or features per datapoint.
+        latent_dim: d.
+        noise_scale: initial s.
+        seed: seed for the initial ``W`` (``N(0, 1/d)`` entries).
+
+    All methods take ``x: [batch, D]``.
+    """
+
+    def __init__(self, data_dim: int, latent_dim: int, noise_scale: float = 0.5, seed: int = 0):
+        super().__init__()
+        self.data_dim, self.latent_dim = data_dim, latent_dim
+        gen = torch.Generator().manual_seed(seed)
+        self.weight = torch.nn.Parameter(torch.randn(data_dim, latent_dim, generator=gen)
+                                         / latent_dim ** 0.5)
+        self.bias = torch.nn.Parameter(torch.zeros(data_dim))
+        self.noise_scale = PyroParam(torch.tensor(noise_scale), constraints.positive)
+        # Amortized guide: a linear map to the mean and a shared full-covariance factor, a
+        # family that contains the exact posterior.
+        self.encoder = torch.nn.Linear(data_dim, latent_dim)
+        self.guide_scale_tril = PyroParam(torch.eye(latent_dim), constraints.lower_cholesky)
+
+    def _check(self, x):
+        check_data(x, (self.data_dim,), "x")
+
+    @pyro_method
+    def model(self, x: torch.Tensor) -> None:
+        self._check(x)
+        prior = dist.Normal(x.new_zeros(self.latent_dim), 1.0).to_event(1)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", prior)  # [..., batch, d]
+            loc = z @ self.weight.T + self.bias  # [..., batch, D]
+            pyro.sample("x", dist.Normal(loc, self.noise_scale).to_event(1), obs=x)
+
+    @pyro_method
+    def guide(self, x: torch.Tensor) -> None:
+        self._check(x)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.MultivariateNormal(self.encoder(x),
+                                                     scale_tril=self.guide_scale_tril))
+
+    def posterior(self, x: torch.Tensor) -> dist.MultivariateNormal:
+        """Exact ``p(z | x)``: batch shape ``[batch]``, event shape ``[d]``."""
+        self._check(x)
+        precision = torch.eye(self.latent_dim, dtype=x.dtype, device=x.device) + (
+            self.weight.T @ self.weight / self.noise_scale**2
+        )
+        covariance = torch.cholesky_inverse(torch.linalg.cholesky(precision))
+        mean = (x - self.bias) @ self.weight @ covariance / self.noise_scale**2  # [batch, d]
+        return dist.MultivariateNormal(mean, covariance_matrix=covariance)
+
+    @pyro_method
+    def exact_guide(self, x: torch.Tensor) -> None:
+        """Guide that samples the exact posterior: every importance weight equals log p(x)."""
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", self.posterior(x))
+
+    def log_marginal(self, x: torch.Tensor) -> torch.Tensor:
+        """Closed-form ``log p(x)``, ``[batch]`` in nats."""
+        self._check(x)
+        eye = torch.eye(self.data_dim, dtype=x.dtype, device=x.device)
+        covariance = self.weight @ self.weight.T + self.noise_scale**2 * eye
+        return dist.MultivariateNormal(self.bias, covariance_matrix=covariance).log_prob(x)
+
+    def simulate(self, num_data: int, seed: int = 0) -> torch.Tensor:
+        """Draw ``[num_data, D]`` datapoints from the model's current parameters."""
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            w = self.weight
+            z = torch.randn(num_data, self.latent_dim, generator=gen, dtype=w.dtype)
+            noise = torch.randn(num_data, self.data_dim, generator=gen, dtype=w.dtype)
+            return (z @ w.T + self.bias + self.noise_scale * noise).to(w.device)
