@@ -97,7 +97,10 @@ def inspect_pair(model: Callable, guide: Callable, args=(), kwargs=None) -> Pair
             on the batch size, or a latent site of the model that the guide does not sample.
     """
     kwargs = kwargs or {}
-    with poutine.block(), torch.no_grad():
+    # Fork the generators so inspecting does not shift the draws of the run that follows.
+    devices = sorted({a.device.index or 0 for a in (*args, *kwargs.values())
+                      if torch.is_tensor(a) and a.device.type == "cuda"})
+    with torch.random.fork_rng(devices=devices), poutine.block(), torch.no_grad():
         model_trace, guide_trace = _trace_pair(model, guide, args, kwargs)
     sites = {}
     for role, trace in (("model", model_trace), ("guide", guide_trace)):

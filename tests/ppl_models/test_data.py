@@ -1,0 +1,193 @@
+"""Data sets, IDX files and pixel representations; nothing here downloads."""
+
+import gzip
+import socket
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+import torchvision.datasets.mnist
+from sklearn.datasets import load_digits
+
+from ppl_models.data import (
+    DATASETS, IDX_FILES, ImageData, binarize_dynamic, binarize_static, load_images, read_idx,
+    to_levels, uniform_dequantize, write_idx,
+)
+
+N_TRAIN, N_TEST, H, W = 12, 5, 4, 3  # tiny IDX files: 12 training images -> 10 train, 2 valid
+
+
+def _rows(images, labels):
+    """Multiset of (pixels, label) rows, to compare splits with the full data set."""
+    flat = images.reshape(len(labels), -1)
+    return Counter((tuple(x.tolist()), int(y)) for x, y in zip(flat, labels))
+
+
+def _write_tiny(folder, gz=False, seed=0):
+    """Four tiny IDX files in ``folder``; returns the raw uint8 arrays."""
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "train_images": rng.integers(0, 256, (N_TRAIN, H, W), dtype=np.uint8),
+        "train_labels": rng.integers(0, 10, N_TRAIN, dtype=np.uint8),
+        "test_images": rng.integers(0, 256, (N_TEST, H, W), dtype=np.uint8),
+        "test_labels": rng.integers(0, 10, N_TEST, dtype=np.uint8),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, array in arrays.items():
+        write_idx(folder / (IDX_FILES[key] + (".gz" if gz else "")), array)
+    return arrays
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Fail the test on any attempt to connect or to download through torchvision."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("tried to use the network")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(torchvision.datasets.mnist.MNIST, "download", refuse)
+
+
+def test_digits_shapes_levels_and_split():
+    data = load_images("digits")
+    assert isinstance(data, ImageData) and data.name == "digits"
+    assert data.image_shape == (1, 8, 8) and data.num_classes == 10
+    assert (len(data.train), len(data.valid), len(data.test)) == (1297, 200, 300)
+    for split in (data.train, data.valid, data.test):
+        assert split.images.dtype == torch.float32 and split.labels.dtype == torch.int64
+        assert split.images.shape == (len(split), 1, 8, 8) and split.labels.shape == (len(split),)
+        assert split.images.min() >= 0 and split.images.max() <= 1
+        assert torch.equal(to_levels(split.images).float() / 255, split.images)  # on the grid
+    # The three splits partition the data set, with levels round(v * 255 / 16).
+    raw = load_digits()
+    expected = _rows(np.rint(raw.images * 255 / 16).astype(int), raw.target)
+    got = sum((_rows(to_levels(s.images), s.labels) for s in (data.train, data.valid, data.test)),
+              Counter())
+    assert got == expected
+    again = load_images("digits")
+    for a, b in zip((data.train, data.valid, data.test), (again.train, again.valid, again.test)):
+        assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_fashion_mnist_from_tiny_idx_files(tmp_path, gz):
+    arrays = _write_tiny(tmp_path, gz=gz)
+    data = load_images("fashion-mnist", root=tmp_path)
+    assert data.name == "fashion-mnist" and data.image_shape == (1, H, W)
+    assert (len(data.train), len(data.valid), len(data.test)) == (10, 2, N_TEST)
+    assert torch.equal(data.test.images, torch.from_numpy(arrays["test_images"] / 255).float()
+                       .unsqueeze(1))
+    assert torch.equal(data.test.labels, torch.from_numpy(arrays["test_labels"]).long())
+    got = _rows(to_levels(data.train.images), data.train.labels)
+    got += _rows(to_levels(data.valid.images), data.valid.labels)
+    assert got == _rows(arrays["train_images"], arrays["train_labels"])
+    again = load_images("fashion-mnist", root=str(tmp_path))
+    assert torch.equal(again.valid.images, data.valid.images)
+
+
+def test_missing_files_say_where_and_how(tmp_path):
+    with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist") as info:
+        load_images("fashion-mnist", root=tmp_path)
+    assert str(tmp_path) in str(info.value) and "make data" in str(info.value)
+    _write_tiny(tmp_path)
+    (tmp_path / IDX_FILES["test_labels"]).unlink()
+    with pytest.raises(FileNotFoundError, match=IDX_FILES["test_labels"]):
+        load_images("fashion-mnist", root=tmp_path)
+
+
+def test_malformed_idx_files(tmp_path):
+    _write_tiny(tmp_path)
+    path = tmp_path / IDX_FILES["train_images"]
+    good = path.read_bytes()
+    path.write_bytes(b"\x01\x02" + good[2:])
+    with pytest.raises(ValueError, match="bad magic number") as info:
+        load_images("fashion-mnist", root=tmp_path)
+    assert str(path) in str(info.value)
+    path.write_bytes(good[:-7])
+    with pytest.raises(ValueError, match="truncated"):
+        load_images("fashion-mnist", root=tmp_path)
+    path.write_bytes(good[:6])
+    with pytest.raises(ValueError, match="truncated"):
+        load_images("fashion-mnist", root=tmp_path)
+    path.write_bytes((tmp_path / IDX_FILES["train_labels"]).read_bytes())  # labels, not images
+    with pytest.raises(ValueError, match="expected images"):
+        load_images("fashion-mnist", root=tmp_path)
+    broken = tmp_path / "broken.gz"
+    broken.write_bytes(gzip.compress(good)[:-20])
+    with pytest.raises(ValueError, match="broken.gz"):
+        read_idx(broken)
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(ValueError, match="valid names") as info:
+        load_images("cifar")
+    assert all(name in str(info.value) for name in DATASETS)
+
+
+def test_mnist_without_files_never_downloads(tmp_path, no_network):
+    with pytest.raises(FileNotFoundError, match="download=True") as info:
+        load_images("mnist", root=tmp_path, download=False)
+    assert str(tmp_path) in str(info.value) and IDX_FILES["train_images"] in str(info.value)
+
+
+def test_mnist_reports_a_failed_download(tmp_path, monkeypatch):
+    def offline(self):
+        raise OSError("no internet")
+    monkeypatch.setattr(torchvision.datasets.mnist.MNIST, "download", offline)
+    with pytest.raises(FileNotFoundError, match="no internet"):
+        load_images("mnist", root=tmp_path, download=True)
+
+
+@pytest.mark.parametrize("layout", [".", "MNIST/raw"])
+def test_mnist_reads_idx_files_in_root_or_torchvision_layout(tmp_path, layout, no_network):
+    arrays = _write_tiny(tmp_path / layout, gz=layout == ".")
+    data = load_images("mnist", root=tmp_path)
+    assert data.name == "mnist" and (len(data.train), len(data.valid)) == (10, 2)
+    assert torch.equal(data.test.labels, torch.from_numpy(arrays["test_labels"]).long())
+
+
+def test_write_idx_round_trip_and_checks(tmp_path):
+    labels = np.arange(7)
+    write_idx(tmp_path / "labels", labels)
+    assert read_idx(tmp_path / "labels").tolist() == labels.tolist()
+    header = (tmp_path / "labels").read_bytes()[:8]
+    assert header == (2049).to_bytes(4, "big") + (7).to_bytes(4, "big")
+    with pytest.raises(ValueError, match="0..255"):
+        write_idx(tmp_path / "bad", np.array([256]))
+
+
+def test_static_binarization_is_fixed_by_the_seed():
+    images = torch.rand(64, 1, 5, 5)
+    x = binarize_static(images, seed=3)
+    assert torch.equal(x, binarize_static(images, seed=3))
+    assert not torch.equal(x, binarize_static(images, seed=4))
+    assert x.shape == images.shape and set(x.unique().tolist()) <= {0.0, 1.0}
+    data = load_images("digits")
+    a, b = data.binarized(0), data.binarized(0)
+    assert torch.equal(a.test.images, b.test.images)
+    assert torch.equal(a.test.labels, data.test.labels)
+    assert not torch.equal(a.test.images, data.binarized(1).test.images)
+    assert abs(float(a.train.images.mean() - data.train.images.mean())) < 0.01
+
+
+def test_dynamic_binarization_resamples():
+    images = torch.full((32, 1, 8, 8), 0.5)
+    g = torch.Generator().manual_seed(0)
+    first, second = binarize_dynamic(images, g), binarize_dynamic(images, g)
+    assert not torch.equal(first, second)
+    assert torch.equal(first, binarize_dynamic(images, torch.Generator().manual_seed(0)))
+    assert set(first.unique().tolist()) == {0.0, 1.0}
+
+
+def test_levels_and_dequantization_bounds():
+    k = torch.arange(256).repeat(200)
+    images = (k.double() / 255).float().reshape(-1, 1, 16, 16)
+    assert torch.equal(to_levels(images).flatten(), k)
+    x = uniform_dequantize(images, torch.Generator().manual_seed(0)).flatten()
+    assert x.dtype == torch.float32
+    assert (x >= k / 256).all() and (x < (k + 1) / 256).all()
+    # float32 (255 + u) / 256 rounds to 1.0 for u within 2^-17 of 1: must stay below.
+    ones = uniform_dequantize(torch.ones(2_000_000), torch.Generator().manual_seed(1))
+    assert ones.max() < 1 and ones.min() >= 255 / 256
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        to_levels(torch.tensor([1.5]))
