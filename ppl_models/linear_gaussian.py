@@ -24,7 +24,7 @@ class LinearGaussian(PyroModule):
         data_dim: D, pixels or features per datapoint.
         latent_dim: d.
         noise_scale: initial s.
-        seed: seed for the initial ``W`` (``N(0, 1/d)`` entries).
+        seed: fixes the initial parameters (``W`` has ``N(0, 1/d)`` entries).
 
     All methods take ``x: [batch, D]``.
     """
@@ -32,14 +32,14 @@ class LinearGaussian(PyroModule):
     def __init__(self, data_dim: int, latent_dim: int, noise_scale: float = 0.5, seed: int = 0):
         super().__init__()
         self.data_dim, self.latent_dim = data_dim, latent_dim
-        gen = torch.Generator().manual_seed(seed)
-        self.weight = torch.nn.Parameter(torch.randn(data_dim, latent_dim, generator=gen)
-                                         / latent_dim ** 0.5)
+        with torch.random.fork_rng(devices=[]):  # initialization fixed by `seed` alone
+            torch.manual_seed(seed)
+            self.weight = torch.nn.Parameter(torch.randn(data_dim, latent_dim) / latent_dim**0.5)
+            # Amortized guide: a linear map to the mean and a shared full-covariance factor,
+            # a family that contains the exact posterior.
+            self.encoder = torch.nn.Linear(data_dim, latent_dim)
         self.bias = torch.nn.Parameter(torch.zeros(data_dim))
         self.noise_scale = PyroParam(torch.tensor(noise_scale), constraints.positive)
-        # Amortized guide: a linear map to the mean and a shared full-covariance factor, a
-        # family that contains the exact posterior.
-        self.encoder = torch.nn.Linear(data_dim, latent_dim)
         self.guide_scale_tril = PyroParam(torch.eye(latent_dim), constraints.lower_cholesky)
 
     def _check(self, x):
