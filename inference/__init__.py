@@ -6,7 +6,7 @@ Every estimator returns one value per datapoint of the ``pyro.plate("data", ...)
 from .estimators import BoundTable, bound_sweep, elbo, iwae_bound, iwae_from_weights
 from .exact import ExactEvidence, exact_log_evidence
 from .objectives import DReGLoss, IWAELoss, make_loss
-from .training import fit, resolve_device, scale_data_plate
+from .training import fit, resolve_device, save_checkpoint, scale_data_plate, scale_latents
 from .weights import log_importance_weights, log_mean_exp
 
 __all__ = [
@@ -24,5 +24,7 @@ __all__ = [
     "log_mean_exp",
     "make_loss",
     "resolve_device",
+    "save_checkpoint",
     "scale_data_plate",
+    "scale_latents",
 ]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Callable
 
 import pyro
 import pyro.optim
+import pyro.util
 import torch
 from pyro.infer import SVI
 from pyro.poutine.messenger import Messenger
@@ -58,6 +61,59 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
+class scale_latents(Messenger):
+    """Multiply the log densities of latent (unobserved) sites by ``beta``.
+
+    Applied to model and guide together it turns the ELBO into
+    ``E_q[log p(x | z)] - beta KL(q || p)``: KL warm-up (Bowman et al. 2016; Sonderby et al.
+    2016) raises ``beta`` from 0 to 1 over the first epochs.
+    """
+
+    def __init__(self, beta: float):
+        super().__init__()
+        self.beta = beta
+
+    def _process_message(self, msg):
+        if msg["type"] == "sample" and not msg["is_observed"]:
+            msg["scale"] = msg["scale"] * self.beta
+
+
+def _rng_state() -> dict:
+    state = {"pyro": pyro.util.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    pyro.util.set_rng_state(state["pyro"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _foreign_param_store_state(modules) -> dict:
+    """Param-store state without the parameters that ``modules`` own.
+
+    Module parameters travel in their ``state_dict``; restoring them through the store too
+    would leave the store and the module holding different tensors, and the optimizer
+    state (keyed by store name) attached to the wrong one.
+    """
+    owned = {id(p) for m in modules for p in m.parameters()}
+    store = pyro.get_param_store()
+    keep = {name for name, p in store.named_parameters() if id(p) not in owned}
+    state = store.get_state()
+    return {key: {n: v for n, v in table.items() if n in keep} for key, table in state.items()}
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Write ``state`` with ``torch.save`` atomically: a crash leaves the old file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    torch.save(state, partial)
+    os.replace(partial, path)
+
+
 def fit(
     model: Callable,
     guide: Callable,
@@ -70,7 +126,10 @@ def fit(
     lr: float = 1e-3,
     seed: int = 0,
     device: str | torch.device | None = None,
+    kl_warmup_epochs: int = 0,
     valid_data=None,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
     progress: bool = True,
     callback: Callable[[dict], None] | None = None,
 ) -> list[dict]:
@@ -87,8 +146,14 @@ def fit(
             doubly reparameterized guide gradients).
         device: where data and, when ``model`` is a bound method of an ``nn.Module``, that
             module live; ``"auto"`` picks CUDA when present.
+        kl_warmup_epochs: scale the latent terms by ``epoch / kl_warmup_epochs`` (capped at
+            one) during the first epochs; the recorded ``train_loss`` is of that objective.
         valid_data: optional held-out data; its single-sample ELBO per datapoint is recorded
             every epoch, without gradients and without touching parameters.
+        checkpoint: file to write after every epoch (atomically): module and Pyro parameters,
+            optimizer and random-number states, history.
+        resume: continue from ``checkpoint`` when it exists; the result equals that of an
+            uninterrupted run with the same seed.
         callback: called with each epoch's record after it is appended.
 
     Returns:
@@ -99,34 +164,60 @@ def fit(
     tensors = tuple(t.to(device) for t in _as_tensors(data))
     check_finite_inputs(tensors, {})
     valid = tuple(t.to(device) for t in _as_tensors(valid_data)) if valid_data is not None else None
-    for fn in (model, guide):
-        module = _module_of(fn)
-        if module is not None:
-            module.to(device)
+    modules = [m for m in {id(m): m for m in map(_module_of, (model, guide)) if m}.values()]
+    for module in modules:
+        module.to(device)
     num_data = tensors[0].shape[0]
     if batch_size < 1 or epochs < 0:
         raise ValueError(f"need batch_size >= 1 and epochs >= 0, got {batch_size}, {epochs}")
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs a checkpoint path")
     pyro.set_rng_seed(seed)
     shuffler = torch.Generator().manual_seed(seed)
+    optimizer = pyro.optim.Adam({"lr": lr})
     objective = make_loss(loss, num_particles)
-    svi = SVI(model, guide, pyro.optim.Adam({"lr": lr}), loss=objective.loss,
+    svi = SVI(model, guide, optimizer, loss=objective.loss,
               loss_and_grads=objective.loss_and_grads)
     history = []
-    bar = tqdm(range(epochs), desc=f"fit ({loss})", disable=not progress, leave=False)
+    if resume and Path(checkpoint).exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        for module, module_state in zip(modules, state["modules"]):
+            module.load_state_dict(module_state)
+        pyro.get_param_store().set_state(state["param_store"])
+        optimizer.set_state(state["optimizer"])
+        shuffler.set_state(state["shuffler"])
+        _set_rng_state(state["rng"])
+        history = state["history"]
+    bar = tqdm(range(len(history), epochs), desc=f"fit ({loss})", disable=not progress,
+               leave=False)
     for epoch in bar:
         start = time.perf_counter()
         order = torch.randperm(num_data, generator=shuffler).to(device)
+        beta = min(1.0, epoch / kl_warmup_epochs) if kl_warmup_epochs else 1.0
         total = 0.0
-        for begin in range(0, num_data, batch_size):
-            index = order[begin:begin + batch_size]
-            with scale_data_plate(num_data / len(index)):
-                total += svi.step(*(t[index] for t in tensors))
-        record = {"epoch": epoch + 1, "train_loss": total / num_data / _num_batches(num_data, batch_size)}
+        with scale_latents(beta):
+            for begin in range(0, num_data, batch_size):
+                index = order[begin:begin + batch_size]
+                with scale_data_plate(num_data / len(index)):
+                    total += svi.step(*(t[index] for t in tensors))
+        record = {"epoch": epoch + 1,
+                  "train_loss": total / num_data / _num_batches(num_data, batch_size)}
+        if kl_warmup_epochs:
+            record["kl_weight"] = beta
         if valid is not None:
             record["valid_elbo"] = float(elbo(model, guide, *valid).mean())
         record["seconds"] = time.perf_counter() - start
         history.append(record)
         bar.set_postfix(loss=f"{record['train_loss']:.3f}")
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, {
+                "modules": [m.state_dict() for m in modules],
+                "param_store": _foreign_param_store_state(modules),
+                "optimizer": optimizer.get_state(),
+                "shuffler": shuffler.get_state(),
+                "rng": _rng_state(),
+                "history": history,
+            })
         if callback is not None:
             callback(record)
     return history

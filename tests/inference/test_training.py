@@ -115,3 +115,38 @@ def test_dreg_gradient_matches_iwae_gradient_in_expectation():
     guide = [i for i, n in enumerate(names) if n.startswith(("encoder", "guide"))]
     cols = torch.cat([torch.arange(offsets[i], offsets[i + 1]) for i in guide])
     assert float(dreg.var(0)[cols].sum()) < float(iwae.var(0)[cols].sum())
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    def train(epochs, resume, path):
+        pyro.clear_param_store()
+        model = LinearGaussian(data_dim=3, latent_dim=1, seed=0)
+        x = LinearGaussian(data_dim=3, latent_dim=1, seed=9).simulate(96, seed=1).detach()
+        history = fit(model.model, model.guide, x, epochs=epochs, batch_size=32, seed=4,
+                      checkpoint=path, resume=resume, progress=False)
+        return model, history
+
+    straight, straight_history = train(4, False, tmp_path / "straight.pt")
+    train(2, False, tmp_path / "split.pt")  # "interrupted" after two epochs
+    assert not (tmp_path / "split.pt.partial").exists()
+    resumed, resumed_history = train(4, True, tmp_path / "split.pt")
+    for key, value in straight.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, atol=0, rtol=0)
+    assert [r["train_loss"] for r in resumed_history] == [r["train_loss"] for r in straight_history]
+
+
+def test_kl_warmup_scales_latent_terms():
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    from inference import scale_latents
+
+    with scale_latents(0.25):
+        trace = pyro.poutine.trace(model).get_trace(torch.zeros(3))
+    assert trace.nodes["z"]["scale"] == 0.25 and trace.nodes["x"]["scale"] == 1.0
+    m = LinearGaussian(data_dim=3, latent_dim=1)
+    history = fit(m.model, m.guide, m.simulate(40).detach(), epochs=3, kl_warmup_epochs=2,
+                  progress=False)
+    assert [r["kl_weight"] for r in history] == [0.0, 0.5, 1.0]
