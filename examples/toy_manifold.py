@@ -78,8 +78,8 @@ def plot_posterior(vae: ToyManifoldVAE, x: torch.Tensor, path: Path) -> None:
     with torch.no_grad():
         loc, scale = vae.encode(x)
     guide = torch.distributions.Normal(loc.item(), scale.item()).log_prob(z).exp()
-    keep = log_posterior > log_posterior.max() - 12
-    window = z[keep].min() - 1, z[keep].max() + 1
+    keep = (log_posterior > log_posterior.max() - 12) | (guide > guide.max() * 1e-5)
+    window = z[keep].min() - 0.5, z[keep].max() + 0.5
     fig, axes = plt.subplots(1, 3, figsize=(11, 3))
     axes[0].plot(z, log_prior.exp())
     axes[0].set_title("prior p(z)")
@@ -152,9 +152,11 @@ def main(args: argparse.Namespace) -> dict:
     }
     plot_images(test[:32], out / "data.png", "test images (4x4)")
     plot_manifold(vae, truth, out / "manifold.png")
-    # The datapoint whose ELBO is loosest shows best why a Gaussian guide falls short.
-    worst = int((exact - elbo(vae.model, vae.guide, test, num_samples=100)).argmax())
-    plot_posterior(vae, test[worst:worst + 1], out / "posterior.png")
+    # A datapoint at the 90th percentile of the ELBO gap shows a typical guide mismatch
+    # (the very worst are outliers whose posterior lies far in the prior's tail).
+    gaps = exact - elbo(vae.model, vae.guide, test, num_samples=100)
+    shown = int(gaps.argsort()[int(0.9 * (len(gaps) - 1))])
+    plot_posterior(vae, test[shown:shown + 1], out / "posterior.png")
     plot_bounds(table, metrics["exact_log_evidence"], out / "bounds_vs_k.png")
     metrics["wall_seconds"] = time.perf_counter() - start
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
