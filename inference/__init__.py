@@ -3,6 +3,13 @@
 Every estimator returns one value per datapoint of the ``pyro.plate("data", ...)``.
 """
 
+from .diagnostics import (
+    active_units,
+    expected_log_likelihood,
+    kl_per_dimension,
+    posterior_means,
+    probe_accuracy,
+)
 from .estimators import BoundTable, bound_sweep, elbo, iwae_bound, iwae_from_weights
 from .exact import ExactEvidence, exact_log_evidence
 from .objectives import DReGLoss, IWAELoss, make_loss
@@ -10,6 +17,11 @@ from .training import fit, resolve_device, save_checkpoint, scale_data_plate, sc
 from .weights import log_importance_weights, log_mean_exp
 
 __all__ = [
+    "active_units",
+    "expected_log_likelihood",
+    "kl_per_dimension",
+    "posterior_means",
+    "probe_accuracy",
     "BoundTable",
     "DReGLoss",
     "ExactEvidence",

@@ -50,7 +50,7 @@ class IWAELoss:
         structure, model_trace, guide_trace = self._traces(model, guide, args, kwargs)
         k = self.num_particles
         log_w = trace_log_density(model_trace, structure, k) - trace_log_density(
-            guide_trace, structure, k, latent_only=True
+            guide_trace, structure, k, observed=False
         )
         return data_plate_scale(model_trace) * log_mean_exp(log_w).sum()
 
@@ -108,9 +108,9 @@ class DReGLoss(IWAELoss):
         structure, model_trace, guide_trace = self._traces(model, guide, args, kwargs)
         k = self.num_particles
         log_p = trace_log_density(model_trace, structure, k)
-        log_q = trace_log_density(guide_trace, structure, k, latent_only=True)
+        log_q = trace_log_density(guide_trace, structure, k, observed=False)
         log_q_fixed = trace_log_density(
-            guide_trace, structure, k, latent_only=True, transform=detach_parameters
+            guide_trace, structure, k, observed=False, transform=detach_parameters
         )
         scale = data_plate_scale(model_trace)
         log_w = log_p - log_q

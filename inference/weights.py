@@ -181,11 +181,12 @@ def vectorized_traces(model, guide, args, kwargs, num_particles: int, nesting: i
 
 
 def trace_log_density(trace, structure: PairStructure, num_particles: int,
-                      latent_only: bool = False, transform=None) -> torch.Tensor:
+                      observed: bool | None = None, transform=None) -> torch.Tensor:
     """Unscaled log density of a vectorized trace, per particle and datapoint.
 
     Args:
-        latent_only: skip observed sites (the guide's view of a trace).
+        observed: score only observed (True) or only latent (False, the guide's view)
+            sites; None scores all.
         transform: optional map applied to each site's distribution before scoring
             (e.g. detaching its parameters).
 
@@ -194,7 +195,7 @@ def trace_log_density(trace, structure: PairStructure, num_particles: int,
     """
     nesting = structure.max_plate_nesting + 1
     total = None
-    for site in _sample_sites(trace, False if latent_only else None):
+    for site in _sample_sites(trace, observed):
         fn = transform(site["fn"]) if transform else site["fn"]
         log_p = fn.log_prob(site["value"], *site["args"], **site["kwargs"])
         term = _per_datapoint(log_p, site, nesting, structure.batch_size)
@@ -220,7 +221,7 @@ def vectorized_log_weights(
         model, guide, args, kwargs, num_particles, structure.max_plate_nesting + 1
     )
     return trace_log_density(model_trace, structure, num_particles) - trace_log_density(
-        guide_trace, structure, num_particles, latent_only=True
+        guide_trace, structure, num_particles, observed=False
     )
 
 

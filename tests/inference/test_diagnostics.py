@@ -1,0 +1,74 @@
+"""Collapse diagnostics and probes against hand-computed values."""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from inference import (
+    active_units,
+    expected_log_likelihood,
+    kl_per_dimension,
+    posterior_means,
+    probe_accuracy,
+)
+
+
+def pair(loc, scale):
+    """Model with prior N(0, I_3); guide N(loc, scale) per dimension; x ~ N(z_0, 1)."""
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(3), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z[..., 0], 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(loc.expand(x.shape[0], 3), scale).to_event(1))
+
+    return model, guide
+
+
+def test_kl_per_dimension_matches_closed_form():
+    loc = torch.tensor([1.0, 0.0, 0.0])
+    scale = torch.tensor([0.5, 1.0, 2.0])
+    model, guide = pair(loc, scale)
+    kl = kl_per_dimension(model, guide, torch.zeros(5))
+    expected = 0.5 * (scale**2 + loc**2 - 1) - scale.log()
+    torch.testing.assert_close(kl, expected)
+    assert float(kl[1]) == 0.0  # a collapsed dimension
+
+
+def test_active_units_counts_varying_means():
+    means = torch.stack([torch.linspace(-1, 1, 50), torch.full((50,), 0.3),
+                         0.01 * torch.randn(50)], dim=1)
+    count, variance = active_units(means)
+    assert count == 1 and variance.shape == (3,)
+    with pytest.raises(ValueError, match="batch >= 2"):
+        active_units(means[:1])
+
+
+def test_posterior_means_and_expected_log_likelihood():
+    loc = torch.tensor([0.5, 0.0, 0.0])
+    model, guide = pair(loc, torch.tensor(1e-4))
+    x = torch.tensor([0.5, 1.5])
+    torch.testing.assert_close(posterior_means(guide, x), loc.expand(2, 3))
+    # with an almost deterministic guide, E_q log N(x; z_0, 1) = log N(x; 0.5, 1)
+    expected = -0.5 * (x - 0.5) ** 2 - 0.5 * math.log(2 * math.pi)
+    torch.testing.assert_close(expected_log_likelihood(model, guide, x, num_samples=3),
+                               expected, atol=1e-3, rtol=0)
+
+
+def test_probe_separates_linearly_separable_classes():
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(200) % 2
+    features = torch.randn(200, 2, generator=gen) + 4.0 * labels[:, None]
+    accuracy = probe_accuracy(features[:100], labels[:100], features[100:], labels[100:])
+    # the Bayes rule for these two Gaussians is the line f0 + f1 = 4; a fitted linear probe
+    # may lose at most two test points to it
+    bayes = float(((features[100:].sum(1) > 4).long() == labels[100:]).float().mean())
+    assert accuracy >= bayes - 0.02, (accuracy, bayes)
+    noise = torch.randn(200, 2, generator=gen)
+    assert probe_accuracy(noise[:100], labels[:100], noise[100:], labels[100:]) < 0.7
