@@ -1,0 +1,104 @@
+"""Encoder and decoder networks for images: MLPs for any size, a convolutional pair for 28x28.
+
+Encoders map ``x: [batch, C, H, W]`` to the parameters of a diagonal Gaussian
+``q(z | x)``; decoders map ``z: [..., latent_dim]`` (any leading particle/batch dims) to
+``params_per_pixel`` raw outputs per pixel, ``[..., params_per_pixel, C, H, W]``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.Softplus) -> nn.Sequential:
+    """Linear layers of the given sizes with ``activation`` between them (none at the end)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+def _gaussian_params(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    loc, raw_scale = raw.chunk(2, dim=-1)
+    return loc, F.softplus(raw_scale) + 1e-5
+
+
+class MLPEncoder(nn.Module):
+    """``x: [batch, C, H, W] -> (loc, scale)``, each ``[batch, latent_dim]``."""
+
+    def __init__(self, image_shape: Sequence[int], latent_dim: int,
+                 hidden: Sequence[int] = (400,)):
+        super().__init__()
+        self.net = mlp([math.prod(image_shape), *hidden, 2 * latent_dim])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _gaussian_params(self.net(x.flatten(-3)))
+
+
+class MLPDecoder(nn.Module):
+    """``z: [..., latent_dim] -> [..., params_per_pixel, C, H, W]`` raw pixel parameters."""
+
+    def __init__(self, latent_dim: int, image_shape: Sequence[int], params_per_pixel: int = 1,
+                 hidden: Sequence[int] = (400,)):
+        super().__init__()
+        self.out_shape = (params_per_pixel, *image_shape)
+        self.net = mlp([latent_dim, *hidden, math.prod(self.out_shape)])
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).unflatten(-1, self.out_shape)
+
+
+def _check_28(image_shape: Sequence[int]) -> None:
+    if len(image_shape) != 3 or tuple(image_shape[1:]) != (28, 28):
+        raise ValueError(
+            f"the convolutional networks expect images [C, 28, 28], got {list(image_shape)}; "
+            "use the MLP networks for other sizes"
+        )
+
+
+class ConvEncoder(nn.Module):
+    """Two stride-2 convolutions (28 -> 14 -> 7) and a dense layer: ``[batch, C, 28, 28]``."""
+
+    def __init__(self, image_shape: Sequence[int], latent_dim: int, channels: int = 32,
+                 hidden: int = 256):
+        super().__init__()
+        _check_28(image_shape)
+        self.net = nn.Sequential(
+            nn.Conv2d(image_shape[0], channels, 4, stride=2, padding=1), nn.ReLU(),  # 14x14
+            nn.Conv2d(channels, 2 * channels, 4, stride=2, padding=1), nn.ReLU(),  # 7x7
+            nn.Flatten(), nn.Linear(2 * channels * 49, hidden), nn.ReLU(),
+            nn.Linear(hidden, 2 * latent_dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _gaussian_params(self.net(x))
+
+
+class ConvDecoder(nn.Module):
+    """Mirror of :class:`ConvEncoder`: ``z: [..., d] -> [..., params_per_pixel, C, 28, 28]``."""
+
+    def __init__(self, latent_dim: int, image_shape: Sequence[int], params_per_pixel: int = 1,
+                 channels: int = 32, hidden: int = 256):
+        super().__init__()
+        _check_28(image_shape)
+        self.out_shape = (params_per_pixel, *image_shape)
+        self.dense = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(),
+                                   nn.Linear(hidden, 2 * channels * 49), nn.ReLU())
+        self.deconv = nn.Sequential(
+            nn.Unflatten(1, (2 * channels, 7, 7)),
+            nn.ConvTranspose2d(2 * channels, channels, 4, stride=2, padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(channels, params_per_pixel * image_shape[0], 4, stride=2,
+                               padding=1),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        leading = z.shape[:-1]
+        out = self.deconv(self.dense(z.reshape(-1, z.shape[-1])))  # [n, P*C, 28, 28]
+        return out.reshape(*leading, *self.out_shape)
