@@ -1,0 +1,164 @@
+"""The variational autoencoder (Kingma and Welling 2014; Rezende et al. 2014) as a Pyro pair.
+
+    z ~ N(0, I_d),    x | z ~ p_theta(x | z)  (one of the pixel likelihoods),
+    q_phi(z | x) = N(mu_phi(x), diag sigma_phi(x)^2)  (amortized, reparameterized)
+
+and the deterministic and sparse autoencoders of the lecture as fully observed Pyro models
+(empty guides), so :func:`inference.fit` trains all three the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule, pyro_method
+
+from .checks import check_data
+from .likelihoods import make_likelihood
+from .networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+
+
+def _networks(network: str, image_shape, latent_dim, params_per_pixel, hidden):
+    if network == "mlp":
+        return (MLPEncoder(image_shape, latent_dim, hidden),
+                MLPDecoder(latent_dim, image_shape, params_per_pixel, hidden))
+    if network == "conv":
+        return (ConvEncoder(image_shape, latent_dim),
+                ConvDecoder(latent_dim, image_shape, params_per_pixel))
+    raise ValueError(f"unknown network {network!r}; choose 'mlp' or 'conv'")
+
+
+class _ImageModel(PyroModule):
+    """Shared input checks and likelihood wiring for the image models."""
+
+    def __init__(self, image_shape: Sequence[int], likelihood: str, likelihood_options):
+        super().__init__()
+        if len(image_shape) != 3:
+            raise ValueError(f"image_shape must be (C, H, W), got {tuple(image_shape)}")
+        self.image_shape = tuple(image_shape)
+        self.likelihood = make_likelihood(likelihood, **(likelihood_options or {}))
+
+    def _check(self, x: torch.Tensor) -> None:
+        check_data(x, self.image_shape, "x")
+        self.likelihood.check(x)
+
+    def pixel_distribution(self, raw: torch.Tensor):
+        """Per-pixel distribution from decoder output ``raw: [..., P, C, H, W]``.
+
+        Batch shape ``[..., C, H, W]``; wrap with ``.to_event(3)`` for one image.
+        """
+        return self.likelihood.distribution(raw)
+
+
+class VAE(_ImageModel):
+    """VAE for images ``x: [batch, C, H, W]`` with values as the likelihood expects.
+
+    Args:
+        image_shape: ``(C, H, W)``.
+        latent_dim: d.
+        likelihood: ``"bernoulli"``, ``"gaussian-fixed"``, ``"gaussian-learned"``,
+            ``"categorical256"`` or ``"logistic-mixture"`` (see :mod:`ppl_models.likelihoods`).
+        network: ``"mlp"`` (any size) or ``"conv"`` (28x28).
+        hidden: hidden widths of the MLPs (depth = number of entries).
+        likelihood_options: keyword arguments of the likelihood (e.g. ``{"scale": 0.1}``).
+    """
+
+    def __init__(self, image_shape: Sequence[int] = (1, 28, 28), latent_dim: int = 50,
+                 likelihood: str = "bernoulli", network: str = "mlp",
+                 hidden: Sequence[int] = (400,), likelihood_options: dict | None = None):
+        super().__init__(image_shape, likelihood, likelihood_options)
+        self.latent_dim = latent_dim
+        self.encoder, self.decoder = _networks(
+            network, self.image_shape, latent_dim, self.likelihood.params_per_pixel, hidden)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x: [batch, C, H, W]`` -> loc, scale of ``q(z | x)``, each ``[batch, d]``."""
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor):
+        """``z: [..., d]`` -> pixel distribution with batch shape ``[..., C, H, W]``."""
+        return self.pixel_distribution(self.decoder(z))
+
+    @pyro_method
+    def model(self, x: torch.Tensor) -> None:
+        self._check(x)
+        prior = dist.Normal(x.new_zeros(self.latent_dim), 1.0).to_event(1)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", prior)  # [..., batch, d]
+            pyro.sample("x", self.decode(z).to_event(3), obs=x)
+
+    @pyro_method
+    def guide(self, x: torch.Tensor) -> None:
+        self._check(x)
+        loc, scale = self.encode(x)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    def reconstruct(self, x: torch.Tensor, num_samples: int = 0) -> torch.Tensor:
+        """Mean images decoded from the posterior mean (``num_samples=0``) or from samples.
+
+        Returns:
+            ``[batch, C, H, W]``, or ``[num_samples, batch, C, H, W]`` from ``z ~ q(z | x)``.
+        """
+        with torch.no_grad():
+            loc, scale = self.encode(x)
+            if num_samples:
+                loc = loc + scale * torch.randn((num_samples, *loc.shape), device=loc.device,
+                                                dtype=loc.dtype)
+            return self.decode(loc).mean
+
+    def sample_images(self, num: int, generator: torch.Generator | None = None,
+                      mean: bool = True) -> torch.Tensor:
+        """Images from the prior, ``[num, C, H, W]``: pixel means, or pixel samples."""
+        device = next(self.parameters()).device
+        with torch.no_grad():
+            z = torch.randn(num, self.latent_dim, generator=generator).to(device)
+            pixels = self.decode(z)
+            return pixels.mean if mean else pixels.sample()
+
+
+class Autoencoder(_ImageModel):
+    """Deterministic autoencoder as a fully observed Pyro model with an empty guide.
+
+    ``model`` scores ``log p(x | z = encoder(x))`` (the reconstruction likelihood), minus
+    ``sparsity * |z|_1`` per image when ``sparsity > 0``: the sparse autoencoder of the
+    lecture, whose L1 penalty on the code activity drives most units to zero. SVI with
+    Trace_ELBO then maximizes the (penalized) reconstruction likelihood; the returned
+    numbers are not evidence bounds.
+    """
+
+    def __init__(self, image_shape: Sequence[int] = (1, 28, 28), latent_dim: int = 50,
+                 likelihood: str = "bernoulli", network: str = "mlp",
+                 hidden: Sequence[int] = (400,), sparsity: float = 0.0,
+                 likelihood_options: dict | None = None):
+        super().__init__(image_shape, likelihood, likelihood_options)
+        if sparsity < 0:
+            raise ValueError(f"sparsity must be >= 0, got {sparsity}")
+        self.latent_dim, self.sparsity = latent_dim, sparsity
+        self.encoder, self.decoder = _networks(
+            network, self.image_shape, latent_dim, self.likelihood.params_per_pixel, hidden)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The code ``[batch, d]`` (the mean head of the shared encoder network)."""
+        return self.encoder(x)[0]
+
+    @pyro_method
+    def model(self, x: torch.Tensor) -> None:
+        self._check(x)
+        code = self.encode(x)
+        with pyro.plate("data", x.shape[0]):
+            if self.sparsity:
+                pyro.factor("l1_activity", -self.sparsity * code.abs().sum(-1))
+            pyro.sample("x", self.pixel_distribution(self.decoder(code)).to_event(3), obs=x)
+
+    @pyro_method
+    def guide(self, x: torch.Tensor) -> None:
+        """Nothing is latent."""
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean reconstruction ``[batch, C, H, W]``."""
+        with torch.no_grad():
+            return self.pixel_distribution(self.decoder(self.encode(x))).mean
