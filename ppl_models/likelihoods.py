@@ -50,7 +50,7 @@ def discrete_log_likelihood_bound(log_density_nats, num_dims: int, levels: int =
     return log_density_nats - num_dims * math.log(levels)
 
 
-def to_levels(x: torch.Tensor) -> torch.Tensor:
+def _level_index(x: torch.Tensor) -> torch.Tensor:
     """Integer levels ``k = round(255 x)`` of ``x: [...]`` in [0, 1], as int64."""
     return torch.round(x * (LEVELS - 1)).long()
 
@@ -61,7 +61,7 @@ def _check_levels(x: torch.Tensor) -> None:
             f"pixel values must lie in [0, 1] as levels k/255, got [{float(x.min())}, "
             f"{float(x.max())}]"
         )
-    if float((x * (LEVELS - 1) - to_levels(x)).abs().max()) > 1e-3:
+    if float((x * (LEVELS - 1) - _level_index(x)).abs().max()) > 1e-3:
         raise ValueError("pixel values must be 8-bit levels k/255 for a discrete likelihood; "
                          "use the original (not dequantized) images")
 
@@ -87,7 +87,7 @@ class Categorical256(TorchDistribution):
         return Categorical256(self.logits.expand(*batch_shape, LEVELS))
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        index = to_levels(value).clamp(0, LEVELS - 1)
+        index = _level_index(value).clamp(0, LEVELS - 1)
         logits, index = torch.broadcast_tensors(self.logits, index[..., None])
         return logits.gather(-1, index[..., :1]).squeeze(-1)
 
@@ -165,7 +165,7 @@ class DiscretizedLogisticMixture(TorchDistribution):
         return torch.logsumexp(log_weights + self._component_log_probs(levels), -1)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        return self._log_prob_levels(to_levels(value).clamp(0, LEVELS - 1))
+        return self._log_prob_levels(_level_index(value).clamp(0, LEVELS - 1))
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         with torch.no_grad():
