@@ -28,6 +28,7 @@ import pyro  # noqa: E402
 import torch  # noqa: E402
 
 from inference import bound_sweep, elbo, exact_log_evidence, fit, resolve_device  # noqa: E402
+from inference.plots import bounds_against_k  # noqa: E402
 from ppl_models import ToyManifold, ToyManifoldVAE, manifold_mean  # noqa: E402
 
 SIDE = 4
@@ -97,23 +98,6 @@ def plot_posterior(vae: ToyManifoldVAE, x: torch.Tensor, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_bounds(table, exact: float, path: Path) -> None:
-    """IWAE_K against K with the exact evidence as a line."""
-    rows = [r for r in table.rows if r["bound"] == "iwae"]
-    ks = [r["num_samples"] for r in rows]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.errorbar(ks, [r["mean"] for r in rows], yerr=[2 * r["stderr"] for r in rows],
-                marker="o", capsize=3, label="IWAE_K (±2 s.e.)")
-    ax.axhline(exact, color="k", linestyle="--", label="exact log p(x)")
-    ax.axhline(table.elbo(), color="C3", linestyle=":", label="ELBO")
-    ax.set_xscale("log")
-    ax.set_xlabel("K")
-    ax.set_ylabel("nats per image (test mean)")
-    ax.legend(fontsize=8)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-
-
 def main(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     out = Path(args.out_dir)
@@ -157,7 +141,7 @@ def main(args: argparse.Namespace) -> dict:
     gaps = exact - elbo(vae.model, vae.guide, test, num_samples=100)
     shown = int(gaps.argsort()[int(0.9 * (len(gaps) - 1))])
     plot_posterior(vae, test[shown:shown + 1], out / "posterior.png")
-    plot_bounds(table, metrics["exact_log_evidence"], out / "bounds_vs_k.png")
+    bounds_against_k(table, out / "bounds_vs_k.png", reference=metrics["exact_log_evidence"])
     metrics["wall_seconds"] = time.perf_counter() - start
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
 

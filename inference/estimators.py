@@ -89,13 +89,29 @@ class BoundTable:
         return "\n".join(lines)
 
 
+def _data_slices(args: tuple, batch_size: int | None):
+    """Yield ``args`` with every tensor cut to consecutive slices of ``batch_size`` rows."""
+    if batch_size is None:
+        yield args
+        return
+    sizes = {a.shape[0] for a in args if torch.is_tensor(a)}
+    if len(sizes) != 1:
+        raise ValueError(f"data_batch_size needs tensor arguments of one length, got {sizes}")
+    n = sizes.pop()
+    for start in range(0, n, batch_size):
+        yield tuple(a[start:start + batch_size] if torch.is_tensor(a) else a for a in args)
+
+
 def bound_sweep(model: Callable, guide: Callable, *args,
                 num_samples: Sequence[int] = (1, 10, 100, 1000, 5000), repeats: int = 3,
-                chunk_size: int | None = 500, **kwargs) -> BoundTable:
-    """Table of ELBO and IWAE_K for several K on one batch of data.
+                chunk_size: int | None = 500, data_batch_size: int | None = None,
+                **kwargs) -> BoundTable:
+    """Table of ELBO and IWAE_K for several K, averaged over the datapoints.
 
     Each repeat draws ``max(num_samples)`` particles per datapoint; IWAE_K for smaller K
     averages over disjoint groups of those particles, and the ELBO is the mean log weight.
+    ``data_batch_size`` splits every tensor in ``args`` along its first (data) dim so that
+    large test sets are evaluated a slice at a time.
 
     Returns:
         a :class:`BoundTable`; standard errors come from the spread over ``repeats``.
@@ -108,12 +124,18 @@ def bound_sweep(model: Callable, guide: Callable, *args,
     ks = sorted(set(num_samples))
     per_repeat = [[] for _ in range(len(ks) + 1)]
     for _ in range(repeats):
-        log_w = log_importance_weights(
-            model, guide, *args, num_samples=ks[-1], chunk_size=chunk_size, **kwargs
-        )
-        per_repeat[0].append(float(log_w.mean()))
-        for i, k in enumerate(ks):
-            per_repeat[i + 1].append(float(iwae_from_weights(log_w, k).mean()))
+        sums = [0.0] * (len(ks) + 1)
+        count = 0
+        for batch in _data_slices(args, data_batch_size):
+            log_w = log_importance_weights(
+                model, guide, *batch, num_samples=ks[-1], chunk_size=chunk_size, **kwargs
+            )
+            count += log_w.shape[1]
+            sums[0] += float(log_w.mean(0).sum())
+            for i, k in enumerate(ks):
+                sums[i + 1] += float(iwae_from_weights(log_w, k).sum())
+        for i, total in enumerate(sums):
+            per_repeat[i].append(total / count)
     table = BoundTable(per_repeat=per_repeat)
     for (bound, k), values in zip([("elbo", 1)] + [("iwae", k) for k in ks], per_repeat):
         mean = sum(values) / len(values)

@@ -52,6 +52,7 @@ class IWAELoss:
         log_w = trace_log_density(model_trace, structure, k) - trace_log_density(
             guide_trace, structure, k, observed=False
         )
+        log_w = log_w.expand(k, structure.batch_size)
         return data_plate_scale(model_trace) * log_mean_exp(log_w).sum()
 
     def loss(self, model, guide, *args, **kwargs) -> float:
@@ -113,7 +114,7 @@ class DReGLoss(IWAELoss):
             guide_trace, structure, k, observed=False, transform=detach_parameters
         )
         scale = data_plate_scale(model_trace)
-        log_w = log_p - log_q
+        log_w = (log_p - log_q).expand(k, structure.batch_size)
         normalized = torch.softmax(log_w.detach(), 0)
         model_surrogate = -scale * (normalized * log_w).sum()
         guide_surrogate = -scale * (normalized.pow(2) * (log_p - log_q_fixed)).sum()

@@ -127,6 +127,7 @@ def fit(
     seed: int = 0,
     device: str | torch.device | None = None,
     kl_warmup_epochs: int = 0,
+    batch_transform: Callable[..., tuple] | None = None,
     valid_data=None,
     checkpoint: str | Path | None = None,
     resume: bool = False,
@@ -148,6 +149,9 @@ def fit(
             module live; ``"auto"`` picks CUDA when present.
         kl_warmup_epochs: scale the latent terms by ``epoch / kl_warmup_epochs`` (capped at
             one) during the first epochs; the recorded ``train_loss`` is of that objective.
+        batch_transform: maps a minibatch's tensors to new ones before each step, e.g.
+            dynamic binarization or uniform dequantization drawn afresh every epoch (its
+            random draws come from torch's generator, which checkpoints save).
         valid_data: optional held-out data; its single-sample ELBO per datapoint is recorded
             every epoch, without gradients and without touching parameters.
         checkpoint: file to write after every epoch (atomically): module and Pyro parameters,
@@ -198,8 +202,11 @@ def fit(
         with scale_latents(beta):
             for begin in range(0, num_data, batch_size):
                 index = order[begin:begin + batch_size]
+                batch = tuple(t[index] for t in tensors)
+                if batch_transform is not None:
+                    batch = _as_tensors(batch_transform(*batch))
                 with scale_data_plate(num_data / len(index)):
-                    total += svi.step(*(t[index] for t in tensors))
+                    total += svi.step(*batch)
         record = {"epoch": epoch + 1,
                   "train_loss": total / num_data / _num_batches(num_data, batch_size)}
         if kl_warmup_epochs:

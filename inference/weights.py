@@ -191,16 +191,16 @@ def trace_log_density(trace, structure: PairStructure, num_particles: int,
             (e.g. detaching its parameters).
 
     Returns:
-        ``[num_particles, batch]``.
+        ``[num_particles or 1, batch]`` (broadcastable to ``[num_particles, batch]``), or
+        0.0 when no site qualifies.
     """
     nesting = structure.max_plate_nesting + 1
-    total = None
+    total = 0.0  # stays a float for a trace without such sites (an empty guide)
     for site in _sample_sites(trace, observed):
         fn = transform(site["fn"]) if transform else site["fn"]
         log_p = fn.log_prob(site["value"], *site["args"], **site["kwargs"])
-        term = _per_datapoint(log_p, site, nesting, structure.batch_size)
-        total = term if total is None else total + term
-    return total.expand(num_particles, structure.batch_size)
+        total = total + _per_datapoint(log_p, site, nesting, structure.batch_size)
+    return total
 
 
 def vectorized_log_weights(
@@ -220,9 +220,10 @@ def vectorized_log_weights(
     model_trace, guide_trace = vectorized_traces(
         model, guide, args, kwargs, num_particles, structure.max_plate_nesting + 1
     )
-    return trace_log_density(model_trace, structure, num_particles) - trace_log_density(
+    log_w = trace_log_density(model_trace, structure, num_particles) - trace_log_density(
         guide_trace, structure, num_particles, observed=False
     )
+    return log_w.expand(num_particles, structure.batch_size)
 
 
 def check_num_samples(num_samples, chunk_size) -> None:

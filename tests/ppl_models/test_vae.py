@@ -1,0 +1,78 @@
+"""VAE and autoencoders: shapes with every likelihood, gradients, input checks."""
+
+import pyro
+import pytest
+import torch
+
+from inference import elbo, iwae_bound, log_importance_weights, log_mean_exp, make_loss
+from ppl_models import load_images
+from ppl_models.likelihoods import LIKELIHOODS, make_likelihood
+from ppl_models.vae import VAE, Autoencoder
+
+
+def images_for(likelihood: str, shape=(1, 8, 8), n=6) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(0)
+    levels = torch.randint(0, 256, (n, *shape), generator=gen).float() / 255
+    if likelihood == "bernoulli":
+        return (levels > 0.5).float()
+    return levels if make_likelihood(likelihood).discrete else levels * 255 / 256
+
+
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
+def test_vae_bounds_have_one_value_per_image(likelihood):
+    vae = VAE((1, 8, 8), latent_dim=3, likelihood=likelihood, hidden=(32,))
+    x = images_for(likelihood)
+    weights = log_importance_weights(vae.model, vae.guide, x, num_samples=4)
+    assert weights.shape == (4, 6) and bool(torch.isfinite(weights).all())
+    # on the same particles, mean log w <= log mean w holds exactly (Jensen)
+    assert bool((weights.mean(0) <= log_mean_exp(weights) + 1e-6).all())
+    assert iwae_bound(vae.model, vae.guide, x, num_samples=4).shape == (6,)
+    assert vae.reconstruct(x).shape == x.shape
+    assert vae.reconstruct(x, num_samples=2).shape == (2, *x.shape)
+    assert vae.sample_images(5).shape == (5, 1, 8, 8)
+
+
+def test_conv_vae_on_28x28():
+    vae = VAE((1, 28, 28), latent_dim=4, network="conv")
+    x = images_for("bernoulli", (1, 28, 28), n=3)
+    assert elbo(vae.model, vae.guide, x, num_samples=2).shape == (3,)
+    with pytest.raises(ValueError, match=r"\[C, 28, 28\]"):
+        VAE((1, 8, 8), network="conv")
+
+
+def test_gradients_flow_through_the_reparameterized_guide():
+    vae = VAE((1, 8, 8), latent_dim=3, hidden=(16,))
+    x = images_for("bernoulli")
+    make_loss("elbo").loss_and_grads(vae.model, vae.guide, x)
+    for name, param in vae.encoder.named_parameters():
+        assert param.grad is not None and float(param.grad.abs().sum()) > 0, name
+
+
+def test_bad_input_is_named():
+    vae = VAE((1, 8, 8), latent_dim=2, hidden=(8,))
+    with pytest.raises(ValueError, match=r"shape \[batch, 1, 8, 8\]"):
+        vae.model(torch.zeros(2, 1, 28, 28))
+    with pytest.raises(ValueError, match="binary"):
+        vae.model(torch.full((2, 1, 8, 8), 0.3))
+    with pytest.raises(TypeError, match="floating-point"):
+        vae.model(torch.zeros(2, 1, 8, 8, dtype=torch.long))
+    with pytest.raises(ValueError, match="unknown network"):
+        VAE((1, 8, 8), network="transformer")
+    with pytest.raises(ValueError, match="unknown data set"):
+        load_images("cifar")
+
+
+def test_autoencoders_are_fully_observed():
+    x = images_for("bernoulli")
+    plain = Autoencoder((1, 8, 8), latent_dim=3, hidden=(16,))
+    sparse = Autoencoder((1, 8, 8), latent_dim=3, hidden=(16,), sparsity=2.0)
+    sparse.load_state_dict(plain.state_dict())
+    trace = pyro.poutine.trace(sparse.model).get_trace(x)
+    sites = [n for n, s in trace.nodes.items() if s["type"] == "sample" and n != "data"]
+    assert sites == ["l1_activity", "x"]
+    # the objective of the sparse model is the plain one minus the L1 penalty
+    penalty = 2.0 * plain.encode(x).abs().sum(-1)
+    plain_value = elbo(plain.model, plain.guide, x)
+    torch.testing.assert_close(elbo(sparse.model, sparse.guide, x), plain_value - penalty)
+    with pytest.raises(ValueError, match="sparsity"):
+        Autoencoder((1, 8, 8), sparsity=-1.0)
