@@ -38,32 +38,15 @@ from inference import (
     resolve_device,
 )
 from inference.plots import bounds_against_k, image_grid, training_curves
-from ppl_models import DATASETS, ImageData, load_images, uniform_dequantize
+from ppl_models import DATASETS, load_images
 from ppl_models.likelihoods import (
     LIKELIHOODS,
     bits_per_dim,
     discrete_log_likelihood_bound,
     make_likelihood,
+    training_representation,
 )
 from ppl_models.vae import VAE, Autoencoder
-
-
-def prepare(data: ImageData, likelihood: str, binarization: str, seed: int):
-    """Training and test tensors in the representation ``likelihood`` expects.
-
-    Returns:
-        ``(train [n, C, H, W], test [m, C, H, W], batch_transform or None)``; the transform
-        redraws dynamic binarization or dequantization noise for every minibatch.
-    """
-    if likelihood == "bernoulli":
-        fixed = data.binarized(seed)
-        if binarization == "dynamic":
-            return data.train.images, fixed.test.images, torch.bernoulli
-        return fixed.train.images, fixed.test.images, None
-    if not make_likelihood(likelihood).discrete:
-        test = uniform_dequantize(data.test.images, torch.Generator().manual_seed(seed))
-        return data.train.images, test, uniform_dequantize
-    return data.train.images, data.test.images, None
 
 
 def to_report(table, num_dims: int, discrete: bool) -> dict:
@@ -124,7 +107,7 @@ def main(args: argparse.Namespace) -> dict:
     pyro.clear_param_store()
 
     data = load_images(args.dataset, root=args.data_root, download=args.download)
-    train, test, batch_transform = prepare(data, args.likelihood, args.binarization, args.seed)
+    train, test, batch_transform = training_representation(data, args.likelihood, args.binarization, args.seed)
     train_labels, test_labels = data.train.labels, data.test.labels
     if args.num_train:
         train, train_labels = train[:args.num_train], train_labels[:args.num_train]

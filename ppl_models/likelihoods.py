@@ -31,6 +31,8 @@ from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 from torch.nn import functional as F
 
+from .data import uniform_dequantize
+
 LEVELS = 256
 LOG_SCALE_MIN = -7.0  # keeps learned scales above ~1e-3 so densities stay finite
 LOG_SCALE_MAX = 3.0
@@ -272,3 +274,27 @@ def make_likelihood(name: str, scale: float = 0.1, num_mixtures: int = 5) -> Pix
 
 LIKELIHOODS = ("bernoulli", "gaussian-fixed", "gaussian-learned", "categorical256",
                "logistic-mixture")
+
+
+def training_representation(data, likelihood: str, binarization: str = "static", seed: int = 0):
+    """Training and test images of an :class:`ppl_models.ImageData` as ``likelihood`` needs them.
+
+    Bernoulli: binarized (``"static"``: one fixed draw; ``"dynamic"``: train redrawn every
+    minibatch, test fixed). Continuous likelihoods: uniformly dequantized (train redrawn
+    every minibatch, test fixed by ``seed``). Discrete 8-bit likelihoods: the levels as they are.
+
+    Returns:
+        ``(train [n, C, H, W], test [m, C, H, W], batch_transform or None)`` for
+        :func:`inference.fit`.
+    """
+    if binarization not in ("static", "dynamic"):
+        raise ValueError(f"binarization must be 'static' or 'dynamic', got {binarization!r}")
+    if likelihood == "bernoulli":
+        fixed = data.binarized(seed)
+        if binarization == "dynamic":
+            return data.train.images, fixed.test.images, torch.bernoulli
+        return fixed.train.images, fixed.test.images, None
+    if not make_likelihood(likelihood).discrete:
+        test = uniform_dequantize(data.test.images, torch.Generator().manual_seed(seed))
+        return data.train.images, test, uniform_dequantize
+    return data.train.images, data.test.images, None

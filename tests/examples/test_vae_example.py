@@ -35,3 +35,16 @@ def test_vae_example_runs(tmp_path, monkeypatch, extra):
     run([*TINY, *extra, "--out-dir", str(tmp_path), "--resume"], monkeypatch)
     again = json.loads((tmp_path / "metrics.json").read_text())
     assert again["history"] == metrics["history"]
+
+
+def test_pixel_likelihoods_example_runs(tmp_path, monkeypatch):
+    example = EXAMPLE.parent / "pixel_likelihoods.py"
+    argv = [str(example), "--epochs", "1", "--k", "5", "--repeats", "1", "--num-train", "100",
+            "--num-test", "20", "--hidden", "8", "--out-dir", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(example), run_name="__main__")
+    results = json.loads((tmp_path / "metrics.json").read_text())["results"]
+    assert len(results) == 5
+    for name, row in results.items():
+        assert row["elbo_bits_per_dim"] >= row["iwae_5_bits_per_dim"] - 0.05, name
+        assert (tmp_path / f"samples_{name}.png").exists()
