@@ -12,6 +12,7 @@ import pyro.optim
 import pyro.util
 import torch
 from pyro.infer import SVI
+from pyro.infer.util import is_validation_enabled
 from pyro.poutine.messenger import Messenger
 from tqdm.auto import tqdm
 
@@ -160,6 +161,9 @@ def fit(
             uninterrupted run with the same seed.
         callback: called with each epoch's record after it is appended.
 
+    Pyro's validation (argument checks of distributions and models) runs on the first step
+    only, when it is enabled; the data are checked for NaN up front.
+
     Returns:
         one record per epoch: ``epoch``, ``train_loss`` (the objective minimized, nats per
         datapoint, averaged over the epoch), ``seconds``, and ``valid_elbo`` when asked.
@@ -192,6 +196,7 @@ def fit(
         shuffler.set_state(state["shuffler"])
         _set_rng_state(state["rng"])
         history = state["history"]
+    validate, validated = is_validation_enabled(), False
     bar = tqdm(range(len(history), epochs), desc=f"fit ({loss})", disable=not progress,
                leave=False)
     for epoch in bar:
@@ -205,8 +210,11 @@ def fit(
                 batch = tuple(t[index] for t in tensors)
                 if batch_transform is not None:
                     batch = _as_tensors(batch_transform(*batch))
-                with scale_data_plate(num_data / len(index)):
+                # Validate the first step's shapes and values; later steps skip the checks.
+                with scale_data_plate(num_data / len(index)), \
+                        pyro.validation_enabled(validate and not validated):
                     total += svi.step(*batch)
+                validated = True
         record = {"epoch": epoch + 1,
                   "train_loss": total / num_data / _num_batches(num_data, batch_size)}
         if kl_warmup_epochs:

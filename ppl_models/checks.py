@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import torch
+from pyro.infer.util import is_validation_enabled
 
 
 def check_data(x, event_shape: tuple[int, ...], name: str = "x",
                low: float | None = None, high: float | None = None) -> None:
     """Raise ``ValueError``/``TypeError`` unless ``x`` is a finite float tensor ``[batch, *event_shape]``.
 
-    ``low``/``high``, when given, bound the allowed values.
+    ``low``/``high``, when given, bound the allowed values. Type and shape are always
+    checked; the values (which costs a pass over the data and, on a GPU, a synchronization)
+    only while Pyro's validation is enabled, as it is by default.
     """
     if not torch.is_tensor(x):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -18,6 +21,8 @@ def check_data(x, event_shape: tuple[int, ...], name: str = "x",
     expected = "[batch, " + ", ".join(map(str, event_shape)) + "]"
     if x.dim() != len(event_shape) + 1 or tuple(x.shape[1:]) != tuple(event_shape):
         raise ValueError(f"{name} must have shape {expected}, got {list(x.shape)}")
+    if not is_validation_enabled():
+        return
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     if low is not None and high is not None:

@@ -14,6 +14,7 @@ from typing import Sequence
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule, pyro_method
 
 from .checks import check_data
@@ -43,7 +44,8 @@ class _ImageModel(PyroModule):
 
     def _check(self, x: torch.Tensor) -> None:
         check_data(x, self.image_shape, "x")
-        self.likelihood.check(x)
+        if is_validation_enabled():
+            self.likelihood.check(x)
 
     def pixel_distribution(self, raw: torch.Tensor):
         """Per-pixel distribution from decoder output ``raw: [..., P, C, H, W]``.
