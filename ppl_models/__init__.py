@@ -12,11 +12,37 @@ from .data import (
     uniform_dequantize,
     write_idx,
 )
+from .likelihoods import (
+    LIKELIHOODS,
+    Categorical256,
+    DiscretizedLogisticMixture,
+    PixelLikelihood,
+    bits_per_dim,
+    discrete_log_likelihood_bound,
+    make_likelihood,
+    training_representation,
+)
 from .linear_gaussian import LinearGaussian
+from .networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from .toy_manifold import NUM_PIXELS, ToyManifold, ToyManifoldVAE, manifold_mean
+from .vae import VAE, Autoencoder
 
 __all__ = [
+    "Autoencoder",
+    "Categorical256",
+    "ConvDecoder",
+    "ConvEncoder",
     "DATASETS",
+    "DiscretizedLogisticMixture",
+    "LIKELIHOODS",
+    "MLPDecoder",
+    "MLPEncoder",
+    "PixelLikelihood",
+    "VAE",
+    "bits_per_dim",
+    "discrete_log_likelihood_bound",
+    "make_likelihood",
+    "training_representation",
     "ImageData",
     "LinearGaussian",
     "NUM_PIXELS",
