@@ -183,8 +183,8 @@ class DiscretizedLogisticMixture(TorchDistribution):
     def _level_probs(self) -> torch.Tensor:
         """``[..., C, H, W, 256]`` probabilities of every level."""
         levels = torch.arange(LEVELS, device=self.means.device)
-        return torch.stack([self._log_prob_levels(k.expand(self.batch_shape)) for k in levels],
-                           -1).exp()
+        levels = levels.reshape(LEVELS, *(1,) * len(self.batch_shape))  # [256, 1, ...]
+        return self._log_prob_levels(levels).movedim(0, -1).exp()
 
     @property
     def mean(self) -> torch.Tensor:
