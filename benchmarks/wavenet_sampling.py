@@ -33,6 +33,8 @@ def time_generation(wn: WaveNet, num_samples: int, seed: int, method: str
 
 
 def main(args: argparse.Namespace) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rows = []
     for layers in args.layers:
@@ -94,6 +96,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--skip-channels", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice); 1 on a busy machine")
     parser.add_argument("--out", default="benchmarks/results/wavenet_sampling.json")
     return parser.parse_args(argv)
 

@@ -78,6 +78,8 @@ def plot_waveforms(real: torch.Tensor, generated: torch.Tensor, rate: int, path:
 
 
 def main(args: argparse.Namespace) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
     start = time.perf_counter()
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -126,6 +128,7 @@ def main(args: argparse.Namespace) -> dict:
         "history": history,
         "config": vars(args),
         "device": str(device),
+        "threads": torch.get_num_threads(),
     }
     metrics["wall_seconds"] = time.perf_counter() - start
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -144,7 +147,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--wav", default=None, help="your own WAV file (overrides --source)")
     parser.add_argument("--source", choices=["auto", "speech", "synthetic"], default="auto",
                         help="auto: espeak-ng speech when installed, else synthetic")
-    parser.add_argument("--seconds", type=float, default=8.0,
+    parser.add_argument("--seconds", type=float, default=30.0,
                         help="length of the synthetic signal")
     parser.add_argument("--rate", type=int, default=8000)
     parser.add_argument("--segment-length", type=int, default=1024)
@@ -153,13 +156,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--stacks", type=int, default=1)
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--skip-channels", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--num-generate", type=int, default=8000,
                         help="samples drawn by each sampler (and written to generated.wav)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice); 1 on a busy machine")
     parser.add_argument("--out-dir", default="runs/wavenet")
     return parser.parse_args(argv)
 

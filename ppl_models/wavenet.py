@@ -1,0 +1,268 @@
+"""WaveNet: an autoregressive model of quantized 1-D signals built from dilated causal convolutions.
+
+A sequence of levels ``x = (x_0, ..., x_{T-1})``, each in ``0..num_levels-1`` (8-bit mu-law
+audio: 256 levels, :mod:`ppl_models.audio`), has the exact likelihood [1]::
+
+    log p(x | y) = sum_t log softmax(f(x_{t-R}, ..., x_{t-1}; y))[x_t]
+
+where ``f`` is a stack of gated residual blocks (``z = tanh(W_f * h + V_f y) ⊙ σ(W_g * h +
+V_g y)``, [1] eq. 2-3 and Fig. 4) whose kernel-2 convolutions have dilations
+``1, 2, 4, ..., 2^(layers-1)``, repeated ``stacks`` times. The receptive field is
+``R = 1 + stacks (2^layers - 1)`` past samples. ``y`` is an optional global condition (a
+class or speaker id) whose learned embedding is added inside every block.
+
+Convention for the start of a sequence: every layer sees zeros before time 0 (the zero
+padding of a causal convolution), so ``x_0`` is predicted from an empty "silence" context
+that is no mu-law level, and each ``x_t`` from the ``min(t, R)`` samples before it.
+
+Generation draws ``x_t`` by the Gumbel-max trick, ``argmax(logits + g)`` with
+``g = -log(-log(u))``, ``u ~ U(0, 1)^num_levels`` from a seeded :class:`torch.Generator`, one
+draw per step. The naive sampler reruns the training network on the last ``R`` samples at
+every step (``O(2^layers)`` work per step); the fast sampler [2] keeps, for each block of
+dilation ``d``, a queue of its last ``d`` inputs, so one step costs one matrix-vector product
+per layer. Both consume the same draws in the same order, so they return the same samples;
+their logits agree up to float rounding (about 1e-6), which could change a draw only if it
+fell that close to a tie.
+
+References:
+    [1] van den Oord, Dieleman, Zen, Simonyan, Vinyals, Graves, Kalchbrenner, Senior,
+        Kavukcuoglu (2016), WaveNet: A Generative Model for Raw Audio, arXiv:1609.03499.
+    [2] Paine, Khorrami, Chang, Zhang, Ramachandran, Hasegawa-Johnson, Huang (2016),
+        Fast Wavenet Generation Algorithm, arXiv:1611.09482.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule, pyro_method
+from torch import nn
+from torch.nn import functional as F
+
+from .audio import NUM_LEVELS
+
+
+class ResidualBlock(nn.Module):
+    """Gated residual block with dilation ``d`` ([1] Fig. 4).
+
+    ``a_t = W_0 h_{t-d} + W_1 h_t + b (+ V y)``, ``z = tanh(a_filter) * sigmoid(a_gate)``;
+    a 1x1 convolution of ``z`` gives the residual added to ``h`` and the skip output.
+    Channels sit in dim 1 both for sequences ``[batch, C, T]`` and for single steps
+    ``[batch, C]``.
+    """
+
+    def __init__(self, channels: int, gate_channels: int, skip_channels: int, dilation: int,
+                 num_classes: int | None):
+        super().__init__()
+        self.dilation = dilation
+        self.sizes = [channels, skip_channels]
+        self.conv = nn.Conv1d(channels, 2 * gate_channels, kernel_size=2, dilation=dilation)
+        self.out = nn.Conv1d(gate_channels, channels + skip_channels, kernel_size=1)
+        self.cond = nn.Embedding(num_classes, 2 * gate_channels) if num_classes else None
+
+    def condition(self, y: torch.Tensor | None) -> torch.Tensor | None:
+        """Class ids ``y: [batch]`` -> the block's bias ``V y: [batch, 2 * gate_channels]``."""
+        return None if self.cond is None else self.cond(y)
+
+    def forward(self, h: torch.Tensor, cond: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``h: [batch, channels, T]`` -> ``(h + residual: [batch, channels, T], skip: [batch,
+        skip_channels, T])``; output ``t`` reads ``h`` at ``t`` and ``t - d`` (zeros before 0)."""
+        a = self.conv(F.pad(h, (self.dilation, 0)))  # [batch, 2 * gate, T]
+        if cond is not None:
+            a = a + cond[:, :, None]
+        residual, skip = self.out(_gated(a)).split(self.sizes, 1)
+        return h + residual, skip
+
+    def step(self, past: torch.Tensor, h: torch.Tensor, cond: torch.Tensor | None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One time step of :meth:`forward` from ``past = h_{t-d}`` and ``h = h_t``, each
+        ``[batch, channels]``: returns ``[batch, channels]`` and ``[batch, skip_channels]``."""
+        w = self.conv.weight  # [2 * gate, channels, 2]; tap 0 reads t - d, tap 1 reads t
+        a = F.linear(past, w[:, :, 0]) + F.linear(h, w[:, :, 1], self.conv.bias)
+        if cond is not None:
+            a = a + cond
+        out = F.linear(_gated(a), self.out.weight[:, :, 0], self.out.bias)
+        residual, skip = out.split(self.sizes, 1)
+        return h + residual, skip
+
+
+def _gated(a: torch.Tensor) -> torch.Tensor:
+    """``tanh(filter) * sigmoid(gate)`` of ``a: [batch, 2 * gate, ...]`` -> ``[batch, gate, ...]``."""
+    filt, gate = a.chunk(2, 1)
+    return torch.tanh(filt) * torch.sigmoid(gate)
+
+
+def _gumbel_max(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One categorical draw per row of ``logits: [batch, K]`` -> ``[batch]`` int64."""
+    u = torch.rand(logits.shape, generator=generator, device=logits.device)
+    return (logits - torch.log(-torch.log(u))).argmax(-1)
+
+
+class WaveNet(PyroModule):
+    """WaveNet [1] as a fully observed Pyro model with an empty guide.
+
+    ``model(x, y)`` scores ``x: [batch, T]`` int64 levels, so ``inference.fit(wn.model,
+    wn.guide, x)`` is maximum likelihood and ``inference.elbo`` equals :meth:`log_prob`.
+
+    Args:
+        layers: blocks per stack, with dilations ``1, 2, ..., 2^(layers-1)``.
+        stacks: how many times the dilation pattern repeats.
+        channels: residual channels (also the size of the input embedding).
+        gate_channels: channels of the gated activation (default: ``channels``).
+        skip_channels: channels of the skip connections and of the output head.
+        num_levels: size of the softmax (256 for 8-bit mu-law).
+        num_classes: number of global-condition ids ``y``; None for an unconditional model.
+    """
+
+    def __init__(self, layers: int = 8, stacks: int = 1, channels: int = 32,
+                 gate_channels: int | None = None, skip_channels: int = 64,
+                 num_levels: int = NUM_LEVELS, num_classes: int | None = None):
+        super().__init__()
+        if layers < 1 or stacks < 1 or num_levels < 2:
+            raise ValueError(f"need layers >= 1, stacks >= 1, num_levels >= 2, got "
+                             f"{layers}, {stacks}, {num_levels}")
+        self.num_levels = num_levels
+        self.num_classes = num_classes
+        self.channels = channels
+        self.embed = nn.Embedding(num_levels, channels)
+        self.blocks = nn.ModuleList(
+            ResidualBlock(channels, gate_channels or channels, skip_channels, 2**i, num_classes)
+            for _ in range(stacks) for i in range(layers)
+        )
+        self.head = nn.Sequential(nn.ReLU(), nn.Linear(skip_channels, skip_channels), nn.ReLU(),
+                                  nn.Linear(skip_channels, num_levels))
+
+    @property
+    def receptive_field(self) -> int:
+        """Number of past samples that the prediction of ``x_t`` depends on."""
+        return 1 + sum(block.dilation for block in self.blocks)
+
+    def _check(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
+        if not torch.is_tensor(x) or x.dtype != torch.long:
+            raise TypeError(f"x must be an int64 tensor of levels, got "
+                            f"{getattr(x, 'dtype', type(x))}")
+        if x.dim() != 2 or x.shape[1] < 1:
+            raise ValueError(f"x must have shape [batch, T] with T >= 1, got {list(x.shape)}")
+        if x.numel() and (x.min() < 0 or x.max() >= self.num_levels):
+            raise ValueError(f"x must hold levels in 0..{self.num_levels - 1}, got range "
+                             f"[{int(x.min())}, {int(x.max())}]")
+        self._check_condition(y, x.shape[0])
+
+    def _check_condition(self, y: torch.Tensor | None, batch: int) -> None:
+        if self.num_classes is None:
+            if y is not None:
+                raise ValueError("this WaveNet is unconditional; pass y=None")
+            return
+        if not torch.is_tensor(y) or y.dtype != torch.long or y.shape != (batch,):
+            raise ValueError(f"y must be an int64 tensor [batch] = [{batch}] of class ids, got "
+                             f"{getattr(y, 'dtype', type(y))} {list(getattr(y, 'shape', []))}")
+        if y.min() < 0 or y.max() >= self.num_classes:
+            raise ValueError(f"y must hold class ids in 0..{self.num_classes - 1}, got range "
+                             f"[{int(y.min())}, {int(y.max())}]")
+
+    def logits_from_embedding(self, e: torch.Tensor, y: torch.Tensor | None = None
+                              ) -> torch.Tensor:
+        """Network on embedded samples ``e: [batch, channels, T]`` (``e[..., t]`` = embedding
+        of ``x_t``) -> ``[batch, T, num_levels]``, entry ``t`` depending on ``e[..., :t]`` only."""
+        h = F.pad(e, (1, 0))[:, :, :-1]  # [batch, channels, T], position t holds x_{t-1}
+        skip = 0
+        for block in self.blocks:
+            h, s = block(h, block.condition(y))
+            skip = skip + s  # [batch, skip_channels, T]
+        return self.head(skip.transpose(1, 2))  # [batch, T, num_levels]
+
+    def logits(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """``x: [batch, T]`` levels -> logits ``[batch, T, num_levels]`` of ``p(x_t | x_{<t}, y)``."""
+        self._check(x, y)
+        return self.logits_from_embedding(self.embed(x).transpose(1, 2), y)
+
+    def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """``log p(x | y)`` in nats per sequence: ``x: [batch, T]`` -> ``[batch]``."""
+        log_p = self.logits(x, y).log_softmax(-1)  # [batch, T, num_levels]
+        return log_p.gather(-1, x[..., None]).squeeze(-1).sum(-1)
+
+    @pyro_method
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        logits = self.logits(x, y)  # [batch, T, num_levels]
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Categorical(logits=logits).to_event(1), obs=x)
+
+    @pyro_method
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        """Empty: with no latent variables the ELBO is ``log p(x | y)`` itself."""
+
+    def _run_naive(self, batch: int, num_steps: int, y: torch.Tensor | None,
+                   choose: Callable[[int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """Rerun :meth:`logits` on the last ``R`` samples each step; ``choose(t, logits:
+        [batch, num_levels]) -> x_t: [batch]``. Returns ``x: [batch, num_steps]``."""
+        x = torch.zeros(batch, num_steps, dtype=torch.long, device=self.embed.weight.device)
+        field = self.receptive_field
+        for t in range(num_steps):
+            window = x[:, max(0, t - field):t + 1]  # x_t itself is a placeholder: causality
+            x[:, t] = choose(t, self.logits(window, y)[:, -1])
+        return x
+
+    def _run_cached(self, batch: int, num_steps: int, y: torch.Tensor | None,
+                    choose: Callable[[int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """The fast algorithm [2]: per block a circular queue ``[dilation, batch, channels]``
+        of its last inputs, zeros before time 0. Same contract as :meth:`_run_naive`."""
+        embed, blocks, head = self.embed, list(self.blocks), self.head
+        like = embed.weight  # device and dtype of the activations
+        conds = [block.condition(y) for block in blocks]
+        queues = [like.new_zeros(b.dilation, batch, self.channels) for b in blocks]
+        x = torch.zeros(batch, num_steps, dtype=torch.long, device=like.device)
+        e = like.new_zeros(batch, self.channels)  # input at t = 0: silence
+        for t in range(num_steps):
+            h, skip = e, 0
+            for block, queue, cond in zip(blocks, queues, conds):
+                slot = t % block.dilation  # holds h_{t-d}; replaced by h_t after use
+                h_next, s = block.step(queue[slot], h, cond)
+                queue[slot] = h
+                h, skip = h_next, skip + s  # [batch, channels], [batch, skip_channels]
+            x[:, t] = choose(t, head(skip))
+            e = embed(x[:, t])  # [batch, channels]
+        return x
+
+    @torch.no_grad()
+    def cached_logits(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """What the fast sampler computes, teacher-forced on ``x: [batch, T]``:
+        ``[batch, T, num_levels]``, equal to :meth:`logits` up to float rounding."""
+        self._check(x, y)
+        steps = []
+
+        def teacher(t, logits):
+            steps.append(logits)
+            return x[:, t]
+
+        self._run_cached(x.shape[0], x.shape[1], y, teacher)
+        return torch.stack(steps, 1)
+
+    @torch.no_grad()
+    def generate(self, num_samples: int, *, batch_size: int | None = None,
+                 y: torch.Tensor | None = None, seed: int = 0, method: str = "fast"
+                 ) -> torch.Tensor:
+        """Draw ``[batch_size, num_samples]`` int64 levels from the model.
+
+        Args:
+            batch_size: sequences to draw (default: ``len(y)`` when conditioned, else 1).
+            y: class ids ``[batch_size]`` for a conditional model.
+            seed: seeds the :class:`torch.Generator` of the Gumbel noise; ``"naive"`` and
+                ``"fast"`` with the same seed give the same samples.
+            method: ``"fast"`` (cached queues [2], O(layers) per step) or ``"naive"``
+                (the full network on the receptive field every step).
+        """
+        runs = {"fast": self._run_cached, "naive": self._run_naive}
+        if method not in runs:
+            raise ValueError(f"method must be 'fast' or 'naive', got {method!r}")
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        batch = batch_size or (1 if y is None else len(y))
+        self._check_condition(y, batch)
+        device = self.embed.weight.device
+        generator = torch.Generator(device).manual_seed(seed)
+        return runs[method](batch, num_samples, y,
+                            lambda t, logits: _gumbel_max(logits, generator))

@@ -1,0 +1,146 @@
+"""Mu-law levels, WAV files, signal sources and the fixed split."""
+
+import math
+import shutil
+import wave
+
+import numpy as np
+import pytest
+import torch
+
+from ppl_models import audio
+from ppl_models.audio import (
+    MU,
+    histogram_bits_per_sample,
+    load_signal,
+    mu_law_decode,
+    mu_law_encode,
+    read_wav,
+    split_segments,
+    synthetic_signal,
+    write_wav,
+)
+
+
+def test_mu_law_round_trip_within_half_a_level():
+    x = torch.linspace(-1, 1, 200_001)
+    error = (mu_law_decode(mu_law_encode(x)) - x).abs()
+    # half a level step (1/mu in the companded domain) through the slope of the inverse map
+    bound = (1 + MU * x.abs()) * ((1 + MU) ** (1 / MU) - 1) / MU
+    excess = error - bound
+    assert excess.max() < 1e-6, f"worst excess {excess.max()} at x = {x[excess.argmax()]}"
+    assert error.max() < 0.0221  # the bound at |x| = 1
+
+
+def test_mu_law_levels_are_fixed_points_and_ordered():
+    levels = torch.arange(MU + 1)
+    decoded = mu_law_decode(levels)
+    assert torch.equal(mu_law_encode(decoded), levels)
+    assert (decoded.diff() > 0).all()
+    assert mu_law_encode(torch.tensor([-1.0, 1.0])).tolist() == [0, MU]
+
+
+@pytest.mark.parametrize("bad, error", [
+    (torch.tensor([0, 1]), TypeError),
+    (torch.tensor([0.5, 1.01]), ValueError),
+    (torch.tensor([float("nan")]), ValueError),
+])
+def test_mu_law_encode_rejects_bad_input(bad, error):
+    with pytest.raises(error):
+        mu_law_encode(bad)
+
+
+def test_mu_law_decode_rejects_bad_input():
+    with pytest.raises(TypeError, match="integer"):
+        mu_law_decode(torch.tensor([0.5]))
+    with pytest.raises(ValueError, match="0..255"):
+        mu_law_decode(torch.tensor([256]))
+
+
+def test_wav_round_trip(tmp_path):
+    signal = synthetic_signal(0.5, 8000, seed=1)
+    write_wav(tmp_path / "a.wav", signal, 8000)
+    back, rate = read_wav(tmp_path / "a.wav")
+    assert rate == 8000 and back.shape == signal.shape and back.dtype == torch.float32
+    # written as round(32767 x), read as k / 32768: at most 1.5 / 32768 off
+    assert (back - signal).abs().max() <= 1.5 / 32768 + 1e-7
+
+
+def test_read_wav_averages_channels_and_reads_8_bit(tmp_path):
+    with wave.open(str(tmp_path / "stereo.wav"), "wb") as f:
+        f.setnchannels(2)
+        f.setsampwidth(1)
+        f.setframerate(8000)
+        f.writeframes(np.array([[128, 192], [0, 64]], dtype=np.uint8).tobytes())
+    signal, rate = read_wav(tmp_path / "stereo.wav")
+    assert rate == 8000
+    assert signal.tolist() == [0.25, -0.75]  # (0 + 64) / 2 / 128 and (-128 - 64) / 2 / 128
+
+
+def test_read_wav_resamples(tmp_path):
+    t = np.arange(16000) / 16000
+    write_wav(tmp_path / "a.wav", torch.from_numpy(0.5 * np.sin(2 * np.pi * 440 * t)).float(),
+              16000)
+    signal, rate = read_wav(tmp_path / "a.wav", rate=8000)
+    assert rate == 8000 and signal.shape == (8000,)
+    expected = 0.5 * np.sin(2 * np.pi * 440 * np.arange(8000) / 8000)
+    # away from the edges the polyphase filter passes 440 Hz almost unchanged
+    assert np.abs(signal.numpy()[200:-200] - expected[200:-200]).max() < 5e-3
+
+
+def test_wav_errors_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no WAV file"):
+        read_wav(tmp_path / "missing.wav")
+    with pytest.raises(FileNotFoundError):
+        load_signal(tmp_path / "missing.wav")
+    (tmp_path / "text.wav").write_text("not audio at all")
+    with pytest.raises(ValueError, match="not a readable PCM WAV"):
+        read_wav(tmp_path / "text.wav")
+    with pytest.raises(TypeError):
+        write_wav(tmp_path / "b.wav", torch.tensor([1, 2]), 8000)
+    with pytest.raises(ValueError, match="num_samples"):
+        write_wav(tmp_path / "b.wav", torch.zeros(2, 3), 8000)
+
+
+def test_load_signal_reports_its_source(tmp_path, monkeypatch):
+    write_wav(tmp_path / "a.wav", synthetic_signal(0.25, 16000), 16000)
+    from_file = load_signal(tmp_path / "a.wav", rate=8000)
+    assert from_file.source == f"wav:{tmp_path / 'a.wav'}" and from_file.samples.shape == (2000,)
+    monkeypatch.setattr(audio.shutil, "which", lambda name: None)
+    fallback = load_signal(rate=8000, seconds=0.5, seed=3)
+    assert fallback.source == "synthetic"
+    assert torch.equal(fallback.samples, synthetic_signal(0.5, 8000, seed=3))
+    with pytest.raises(RuntimeError, match="espeak-ng is not installed"):
+        load_signal("speech")
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+def test_speech_from_espeak_ng(tmp_path):
+    signal = load_signal("auto", rate=8000, text="hello world")
+    assert signal.source == "espeak-ng" and signal.rate == 8000
+    assert 0.3 < signal.seconds < 3 and signal.samples.abs().max() > 0.1
+
+
+def test_synthetic_signal_is_seeded_and_in_range():
+    a, b = synthetic_signal(1.0, 8000, seed=0), synthetic_signal(1.0, 8000, seed=1)
+    assert a.shape == (8000,) and torch.equal(a, synthetic_signal(1.0, 8000, seed=0))
+    assert not torch.equal(a, b)
+    assert math.isclose(float(a.abs().max()), 0.9, rel_tol=1e-6)
+
+
+def test_split_keeps_time_order_and_puts_the_end_in_test():
+    levels = torch.arange(1050)
+    train, test = split_segments(levels, 100, test_fraction=0.1)
+    assert train.shape == (9, 100) and test.shape == (1, 100)
+    assert torch.equal(torch.cat([train.reshape(-1), test.reshape(-1)]), levels[:1000])
+    with pytest.raises(ValueError, match="two segments"):
+        split_segments(levels, 600)
+
+
+def test_histogram_baseline_by_hand():
+    train = torch.tensor([0, 0, 1, 1, 1, 1])
+    test = torch.tensor([0, 1, 2])
+    # pseudocount 1 over 4 levels: p = (3, 5, 1, 1) / 10
+    expected = -(math.log2(0.3) + math.log2(0.5) + math.log2(0.1)) / 3
+    assert math.isclose(histogram_bits_per_sample(train, test, num_levels=4), expected,
+                        rel_tol=1e-12)
