@@ -96,8 +96,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--skip-channels", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice); 1 on a busy machine")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads; generation is a chain of small operations "
+                             "that more threads do not speed up, and on a busy machine slow")
     parser.add_argument("--out", default="benchmarks/results/wavenet_sampling.json")
     return parser.parse_args(argv)
 

@@ -15,20 +15,21 @@ Convention for the start of a sequence: every layer sees zeros before time 0 (th
 padding of a causal convolution), so ``x_0`` is predicted from an empty "silence" context
 that is no mu-law level, and each ``x_t`` from the ``min(t, R)`` samples before it.
 
-Generation draws ``x_t`` by the Gumbel-max trick, ``argmax(logits + g)`` with
+Generation draws ``x_t`` by the Gumbel-max trick [3], ``argmax(logits + g)`` with
 ``g = -log(-log(u))``, ``u ~ U(0, 1)^num_levels`` from a seeded :class:`torch.Generator`, one
 draw per step. The naive sampler reruns the training network on the last ``R`` samples at
-every step (``O(2^layers)`` work per step); the fast sampler [2] keeps, for each block of
-dilation ``d``, a queue of its last ``d`` inputs, so one step costs one matrix-vector product
-per layer. Both consume the same draws in the same order, so they return the same samples;
-their logits agree up to float rounding (about 1e-6), which could change a draw only if it
-fell that close to a tie.
+every step (work proportional to ``R * layers`` per step); the fast sampler [2] keeps, for
+each block of dilation ``d``, a queue of its last ``d`` inputs, so one step costs one
+matrix-vector product per layer. Both consume the same draws in the same order, so they
+return the same samples; their logits agree up to float rounding (about 1e-6), which could
+change a draw only if it fell that close to a tie.
 
 References:
     [1] van den Oord, Dieleman, Zen, Simonyan, Vinyals, Graves, Kalchbrenner, Senior,
         Kavukcuoglu (2016), WaveNet: A Generative Model for Raw Audio, arXiv:1609.03499.
     [2] Paine, Khorrami, Chang, Zhang, Ramachandran, Hasegawa-Johnson, Huang (2016),
         Fast Wavenet Generation Algorithm, arXiv:1611.09482.
+    [3] Maddison, Tarlow, Minka (2014), A* Sampling, NeurIPS (the Gumbel-max trick).
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class ResidualBlock(nn.Module):
 
 
 def _gated(a: torch.Tensor) -> torch.Tensor:
-    """``tanh(filter) * sigmoid(gate)`` of ``a: [batch, 2 * gate, ...]`` -> ``[batch, gate, ...]``."""
+    """``tanh(filter) * sigmoid(gate)``: ``a: [batch, 2 * gate, ...]`` -> ``[batch, gate, ...]``."""
     filt, gate = a.chunk(2, 1)
     return torch.tanh(filt) * torch.sigmoid(gate)
 
@@ -176,7 +177,7 @@ class WaveNet(PyroModule):
         return self.head(skip.transpose(1, 2))  # [batch, T, num_levels]
 
     def logits(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """``x: [batch, T]`` levels -> logits ``[batch, T, num_levels]`` of ``p(x_t | x_{<t}, y)``."""
+        """Levels ``x: [batch, T]`` -> ``[batch, T, num_levels]``, logits of ``x_t | x_{<t}, y``."""
         self._check(x, y)
         return self.logits_from_embedding(self.embed(x).transpose(1, 2), y)
 
@@ -197,13 +198,14 @@ class WaveNet(PyroModule):
 
     def _run_naive(self, batch: int, num_steps: int, y: torch.Tensor | None,
                    choose: Callable[[int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """Rerun :meth:`logits` on the last ``R`` samples each step; ``choose(t, logits:
+        """Rerun the whole network on the last ``R`` samples each step; ``choose(t, logits:
         [batch, num_levels]) -> x_t: [batch]``. Returns ``x: [batch, num_steps]``."""
         x = torch.zeros(batch, num_steps, dtype=torch.long, device=self.embed.weight.device)
         field = self.receptive_field
         for t in range(num_steps):
             window = x[:, max(0, t - field):t + 1]  # x_t itself is a placeholder: causality
-            x[:, t] = choose(t, self.logits(window, y)[:, -1])
+            logits = self.logits_from_embedding(self.embed(window).transpose(1, 2), y)
+            x[:, t] = choose(t, logits[:, -1])
         return x
 
     def _run_cached(self, batch: int, num_steps: int, y: torch.Tensor | None,
