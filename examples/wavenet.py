@@ -11,8 +11,8 @@ seed, checks that they are identical and times both.
 
 Expected (defaults: 40 s of espeak-ng speech of the built-in paragraph, 8 layers, 30 epochs;
 under two minutes on 2 CPU cores): 4.8 test bits per sample against 7.2 for the histogram
-(4.3 on the training audio); the two samplers draw identical samples, 8000 of them in about
-10.6 s naive and 2.2 s fast (ratio about 5 for a receptive field of 256 samples; it grows
+(4.3 on the training audio); the two samplers draw identical samples, 8000 of them in
+11-15 s naive and about 2 s fast (ratio 5-7 for a receptive field of 256 samples; it grows
 with depth, see ``benchmarks/wavenet_sampling.py``). Without espeak-ng the 30 s synthetic
 signal gives 3.9 against 7.5 bits. The generated waveform has speech-like bursts, pauses
 and pitch periods, but no words (``waveforms.png``). On a machine busy with other jobs pass

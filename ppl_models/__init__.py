@@ -1,5 +1,15 @@
 """Generative processes as Pyro model/guide pairs: models, likelihoods, networks and data."""
 
+from .audio import (
+    Signal,
+    load_signal,
+    mu_law_decode,
+    mu_law_encode,
+    read_wav,
+    speech_signal,
+    synthetic_signal,
+    write_wav,
+)
 from .data import (
     DATASETS,
     ImageData,
@@ -26,6 +36,7 @@ from .linear_gaussian import LinearGaussian
 from .networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from .toy_manifold import NUM_PIXELS, ToyManifold, ToyManifoldVAE, manifold_mean
 from .vae import VAE, Autoencoder
+from .wavenet import WaveNet
 
 __all__ = [
     "Autoencoder",
@@ -38,7 +49,16 @@ __all__ = [
     "MLPDecoder",
     "MLPEncoder",
     "PixelLikelihood",
+    "Signal",
     "VAE",
+    "WaveNet",
+    "load_signal",
+    "mu_law_decode",
+    "mu_law_encode",
+    "read_wav",
+    "speech_signal",
+    "synthetic_signal",
+    "write_wav",
     "bits_per_dim",
     "discrete_log_likelihood_bound",
     "make_likelihood",
