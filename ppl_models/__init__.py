@@ -24,15 +24,21 @@ from .data import (
 )
 from .likelihoods import (
     LIKELIHOODS,
+    BernoulliPixel,
     Categorical256,
     DiscretizedLogisticMixture,
+    GaussianPixel,
     PixelLikelihood,
     bits_per_dim,
+    dequantization_correction_nats,
     discrete_log_likelihood_bound,
     make_likelihood,
     training_representation,
 )
 from .linear_gaussian import LinearGaussian
+from .neural_lm import GRULanguageModel
+from .ngram import NGramModel
+from .text import Vocabulary, WordData, load_words
 from .networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from .toy_manifold import NUM_PIXELS, ToyManifold, ToyManifoldVAE, manifold_mean
 from .vae import VAE, Autoencoder
@@ -40,11 +46,17 @@ from .wavenet import WaveNet
 
 __all__ = [
     "Autoencoder",
+    "BernoulliPixel",
     "Categorical256",
     "ConvDecoder",
     "ConvEncoder",
     "DATASETS",
     "DiscretizedLogisticMixture",
+    "GRULanguageModel",
+    "GaussianPixel",
+    "NGramModel",
+    "Vocabulary",
+    "WordData",
     "LIKELIHOODS",
     "MLPDecoder",
     "MLPEncoder",
@@ -60,6 +72,8 @@ __all__ = [
     "synthetic_signal",
     "write_wav",
     "bits_per_dim",
+    "dequantization_correction_nats",
+    "load_words",
     "discrete_log_likelihood_bound",
     "make_likelihood",
     "training_representation",

@@ -1,29 +1,45 @@
 """Pixel likelihoods p(x | z) that any image model can use, and the units to compare them.
 
-Images are tensors ``x: [..., C, H, W]`` with values in [0, 1]. The discrete likelihoods
-read them as 8-bit levels ``k / 255``; the continuous ones are meant for uniformly
-dequantized data ``(k + u) / 256`` (:func:`ppl_models.uniform_dequantize`). Every
-distribution here scores one value per pixel (batch shape ``[..., C, H, W]``, event shape
-``()``): wrap it in ``.to_event(3)`` to score whole images.
+Data convention (all five): pixels are floats in [0, 1], ``x: [batch, C, H, W]`` or
+``x: [batch, D]``.
 
-Comparing a density with a probability mass: for levels k and ``u ~ U[0, 1)^D``,
-``log P(k) >= E_u[log p((k + u) / 256)] - D log 256`` (Theis et al. 2016), so
-:func:`discrete_log_likelihood_bound` turns a continuous log density on dequantized data
-into a lower bound on the discrete log-likelihood, which one table can rank with the
-discrete models in bits/dim (:func:`bits_per_dim`).
+- ``BernoulliPixel``: binary pixels in {0, 1}.
+- ``GaussianPixel`` (fixed or learned sigma): a density on the reals, meant for uniformly
+  dequantized data ``(k + u) / 256`` in [0, 1) (:func:`uniform_dequantize`).
+- ``Categorical256``, ``DiscretizedLogisticMixture``: 8-bit levels ``x = k / 255``,
+  ``k = 0..255`` (the original images scaled by 1/255, never dequantized). With
+  ``validate_args`` on, values farther than ``LEVEL_TOLERANCE`` levels from ``k / 255`` raise
+  ``ValueError``.
+
+Decoder outputs may carry extra leading dims (particles ``[K, batch, ...]``) and broadcast
+against the data. Every distribution scores one value per pixel (batch shape = pixel shape,
+event shape ``()``): wrap it in ``.to_event(3)`` (images) or ``.to_event(1)`` (vectors) to
+score whole data points, e.g. ``pyro.sample("x", d.to_event(3), obs=x)``.
+
+Comparing a density with a probability mass. For levels ``k in {0..255}^D`` and
+``u ~ U[0, 1)^D``, ``y = (k + u) / 256`` lies in the cell of volume ``256^-D`` that k owns, so
+a density p on [0, 1]^D gives ``P(k) = 256^-D E_u[p(y)]`` and by Jensen
+
+    -log P(k) <= E_u[-log p(y)] + D log 256     (Theis et al. 2016 [3]; Ho et al. 2019 [4]),
+
+with equality when p is constant on every cell. :func:`dequantization_correction_nats` is
+the ``D log 256`` term and :func:`discrete_log_likelihood_bound` applies it, so one table
+ranks densities on dequantized data with the discrete models in bits/dim (:func:`bits_per_dim`).
 
 References:
     [1] Salimans, Karpathy, Chen, Kingma (2017), PixelCNN++ (discretized logistic mixture).
     [2] van den Oord, Kalchbrenner, Kavukcuoglu (2016), Pixel Recurrent Neural Networks
         (256-way softmax).
     [3] Theis, van den Oord, Bethge (2016), A note on the evaluation of generative models.
+    [4] Ho, Chen, Srinivas, Duan, Abbeel (2019), Flow++ (uniform dequantization bound).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import pyro.distributions as dist
 import torch
@@ -33,167 +49,322 @@ from torch.nn import functional as F
 
 from .data import uniform_dequantize
 
+__all__ = [
+    "LEVELS",
+    "LEVEL_TOLERANCE",
+    "LIKELIHOODS",
+    "LOG_SCALE_MAX",
+    "LOG_SCALE_MIN",
+    "BernoulliPixel",
+    "Categorical256",
+    "DiscretizedLogisticMixture",
+    "GaussianPixel",
+    "PixelLikelihood",
+    "bits_per_dim",
+    "dequantization_correction_nats",
+    "discrete_log_likelihood_bound",
+    "make_likelihood",
+    "training_representation",
+    "uniform_dequantize",
+]
+
 LEVELS = 256
-LOG_SCALE_MIN = -7.0  # keeps learned scales above ~1e-3 so densities stay finite
+# Largest distance, in levels, of 255 x from an integer that still counts as level k / 255.
+# float32 stores k / 255 to ~1.5e-5 levels; dequantized data miss it by up to 0.5 levels.
+LEVEL_TOLERANCE = 1e-3
+# Learned log-scales are clamped to [-7, 3]. The lower end is PixelCNN++'s [1]: a logistic
+# with s = e^-7 still spreads 2.7% of its mass beyond its level's bin (width 2/255 in [-1, 1]),
+# and a Gaussian with sigma = e^-7 (~9e-4, a quarter of a dequantization cell of 1/256) has a
+# log density bounded by 6.1 nats. The upper end, e^3 = 20, is already flat on the data range.
+LOG_SCALE_MIN = -7.0
 LOG_SCALE_MAX = 3.0
 
 
 def bits_per_dim(nats_per_image: float | torch.Tensor, num_dims: int):
-    """Convert a negative log-likelihood in nats per image to bits per dimension."""
+    """Negative log-likelihood ``nats_per_image`` (float or tensor ``[...]``) in bits/dim."""
     return nats_per_image / (num_dims * math.log(2))
 
 
-def discrete_log_likelihood_bound(log_density_nats, num_dims: int, levels: int = LEVELS):
-    """Lower bound on ``log P(levels)`` from a log density on ``(k + u) / levels`` [3].
+def dequantization_correction_nats(num_dims: int, levels: int = LEVELS) -> float:
+    """``D log(levels)``: nats between a density on ``(k + u) / levels`` and a mass on k.
 
-    The density lives on [0, 1]^D, each level's cell has volume ``levels^-D``, hence the
-    subtraction of ``D log(levels)`` nats.
+    ``-log P(k) <= E_u[-log p((k + u) / levels)] + dequantization_correction_nats(D)``
+    (module docstring, [3], [4]).
     """
-    return log_density_nats - num_dims * math.log(levels)
+    return num_dims * math.log(levels)
+
+
+def discrete_log_likelihood_bound(log_density_nats, num_dims: int, levels: int = LEVELS):
+    """Lower bound on ``log P(k)`` from ``E_u[log p((k + u) / levels)]`` (float or tensor).
+
+    ``log P(k) >= log_density_nats - D log(levels)``; equality when p is constant on each cell.
+    """
+    return log_density_nats - dequantization_correction_nats(num_dims, levels)
+
+
+class _EightBitLevels(constraints.Constraint):
+    """Values ``k / 255``, ``k = 0..255``, up to ``LEVEL_TOLERANCE`` levels."""
+
+    is_discrete = True
+    event_dim = 0
+
+    def check(self, value: torch.Tensor) -> torch.Tensor:
+        scaled = value * (LEVELS - 1)
+        k = scaled.round()
+        return (k >= 0) & (k <= LEVELS - 1) & ((scaled - k).abs() <= LEVEL_TOLERANCE)
+
+
+_EIGHT_BIT_LEVELS = _EightBitLevels()
+
+_BINARY = "binary pixels in {0, 1} (binarize the images first)"
+_UNIT = "values in [0, 1] (uniformly dequantized levels (k + u) / 256, see uniform_dequantize)"
+_LEVELS = ("8-bit levels k/255 in [0, 1], k = 0..255 (the images scaled by 1/255, not "
+           "dequantized or binarized)")
+
+
+def _require(constraint: constraints.Constraint, x: torch.Tensor, who: str,
+             expects: str) -> None:
+    """Raise ``ValueError`` naming ``expects`` unless every entry of ``x: [...]`` satisfies it."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{who} scores tensors, got {type(x).__name__}")
+    ok = constraint.check(x)
+    if not bool(ok.all()):
+        bad = x[~ok]
+        raise ValueError(f"{who} needs {expects}; {bad.numel()} of {x.numel()} values are not, "
+                         f"e.g. {bad[0].item()!r}")
+
+
+class _PixelValidation:
+    """Mixin: ``validate_args`` errors that say which data the likelihood expects."""
+
+    expects: str
+
+    def _validate_sample(self, value: torch.Tensor) -> None:
+        if isinstance(value, torch.Tensor):
+            try:
+                torch.broadcast_shapes(value.shape, self.batch_shape)
+            except RuntimeError:
+                raise ValueError(
+                    f"{type(self).__name__}: data of shape {list(value.shape)} do not broadcast "
+                    f"against the pixel shape {list(self.batch_shape)}") from None
+        _require(self.support, value, type(self).__name__, self.expects)
+
+
+class BernoulliPixel(_PixelValidation, dist.Bernoulli):
+    """Independent Bernoulli pixels from logits: ``BernoulliPixel(logits=logits)``.
+
+    ``logits: [..., *pixels]``; data ``x: [batch, *pixels]`` in {0, 1}. ``log_prob`` is
+    ``-binary_cross_entropy_with_logits`` (stable for any logit) with one value per pixel:
+    wrap in ``.to_event(n)``. ``mean`` is ``sigmoid(logits)``.
+    """
+
+    expects = _BINARY
+
+
+class GaussianPixel(_PixelValidation, dist.Normal):
+    """Independent Gaussian pixels ``N(loc, scale^2)``, one log density per pixel.
+
+    ``GaussianPixel(loc, sigma)`` with a fixed float sigma, or
+    :meth:`from_log_scale` for a learned per-pixel scale. ``loc, scale: [..., *pixels]``;
+    data: dequantized ``x: [batch, *pixels]`` in [0, 1). Wrap in ``.to_event(n)``.
+    """
+
+    expects = "real values (no NaN)"
+
+    @classmethod
+    def from_log_scale(cls, loc: torch.Tensor, log_scale: torch.Tensor,
+                       validate_args=None) -> GaussianPixel:
+        """Scale ``exp(log_scale)`` with ``log_scale: [..., *pixels]`` clamped to
+        ``[LOG_SCALE_MIN, LOG_SCALE_MAX]`` (no gradient beyond the clamp)."""
+        return cls(loc, log_scale.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX).exp(),
+                   validate_args=validate_args)
 
 
 def _level_index(x: torch.Tensor) -> torch.Tensor:
-    """Integer levels ``k = round(255 x)`` of ``x: [...]`` in [0, 1], as int64."""
-    return torch.round(x * (LEVELS - 1)).long()
+    """Integer levels ``k = round(255 x)`` in 0..255 of ``x: [...]``, int64 ``[...]``."""
+    return torch.round(x * (LEVELS - 1)).long().clamp(0, LEVELS - 1)
 
 
-def _check_levels(x: torch.Tensor) -> None:
-    if float(x.min()) < 0 or float(x.max()) > 1:
-        raise ValueError(
-            f"pixel values must lie in [0, 1] as levels k/255, got [{float(x.min())}, "
-            f"{float(x.max())}]"
-        )
-    if float((x * (LEVELS - 1) - _level_index(x)).abs().max()) > 1e-3:
-        raise ValueError("pixel values must be 8-bit levels k/255 for a discrete likelihood; "
-                         "use the original (not dequantized) images")
-
-
-class Categorical256(TorchDistribution):
+class Categorical256(_PixelValidation, TorchDistribution):
     """A 256-way softmax per pixel over the levels ``k / 255`` [2].
 
     Args:
-        logits: ``[..., C, H, W, 256]``.
+        logits: ``[..., *pixels, 256]`` unnormalized log-probabilities of the levels (the
+            level dim last); normalized exactly over the 256 levels.
+
+    ``log_prob(x)`` for ``x: [batch, *pixels]`` (levels k/255) is ``[..., batch, *pixels]``,
+    one value per pixel: wrap in ``.to_event(n)``.
     """
 
     arg_constraints = {"logits": constraints.real_vector}
-    support = constraints.interval(0.0, 1.0)
+    support = _EIGHT_BIT_LEVELS
     has_rsample = False
+    expects = _LEVELS
 
     def __init__(self, logits: torch.Tensor, validate_args=None):
-        if logits.shape[-1] != LEVELS:
-            raise ValueError(f"logits need a last dim of {LEVELS} levels, got {logits.shape}")
+        if logits.dim() < 1 or logits.shape[-1] != LEVELS:
+            raise ValueError(f"Categorical256 needs logits [..., {LEVELS}] with the level dim "
+                             f"last, got {list(logits.shape)}")
         self.logits = logits - logits.logsumexp(-1, keepdim=True)
         super().__init__(logits.shape[:-1], validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
-        return Categorical256(self.logits.expand(*batch_shape, LEVELS))
+        new = self._get_checked_instance(Categorical256, _instance)
+        batch_shape = torch.Size(batch_shape)
+        new.logits = self.logits.expand(*batch_shape, LEVELS)
+        super(Categorical256, new).__init__(batch_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        index = _level_index(value).clamp(0, LEVELS - 1)
-        logits, index = torch.broadcast_tensors(self.logits, index[..., None])
-        return logits.gather(-1, index[..., :1]).squeeze(-1)
+        if self._validate_args:
+            self._validate_sample(value)
+        shape = torch.broadcast_shapes(self.batch_shape, value.shape)
+        index = _level_index(value).expand(shape)[..., None]
+        return self.logits.expand(*shape, LEVELS).gather(-1, index).squeeze(-1)
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        """Levels ``k / 255``, ``[*sample_shape, ..., *pixels]``."""
         with torch.no_grad():
-            levels = dist.Categorical(logits=self.logits).sample(sample_shape)
-            return levels.to(self.logits.dtype) / (LEVELS - 1)
+            k = torch.distributions.Categorical(logits=self.logits).sample(sample_shape)
+            return k.to(self.logits.dtype) / (LEVELS - 1)
 
     @property
-    def _grid(self) -> torch.Tensor:
-        return torch.arange(LEVELS, dtype=self.logits.dtype, device=self.logits.device) / (
-            LEVELS - 1)
+    def probs(self) -> torch.Tensor:
+        """``[..., *pixels, 256]``."""
+        return self.logits.exp()
 
     @property
     def mean(self) -> torch.Tensor:
-        return (self.logits.exp() * self._grid).sum(-1)
+        """``sum_k k/255 P(k)``, ``[..., *pixels]``."""
+        grid = torch.arange(LEVELS, dtype=self.logits.dtype, device=self.logits.device)
+        return self.probs @ grid / (LEVELS - 1)
 
     @property
     def mode(self) -> torch.Tensor:
+        """The most probable level ``k / 255``, ``[..., *pixels]``."""
         return self.logits.argmax(-1).to(self.logits.dtype) / (LEVELS - 1)
 
 
-class DiscretizedLogisticMixture(TorchDistribution):
-    """Mixture of logistics discretized to the 256 levels, per pixel and channel [1].
+def _log1mexp(d: torch.Tensor) -> torch.Tensor:
+    """``log(1 - exp(-d))`` for ``d > 0``, accurate for small and large d (Maechler 2012)."""
+    return torch.where(d < math.log(2), torch.log(-torch.expm1(-d)), torch.log1p(-torch.exp(-d)))
 
-    The data are mapped to ``y = 2x - 1`` in [-1, 1]; level k owns the bin
-    ``[y_k - 1/255, y_k + 1/255]``, with the first and last bins extended to infinity so the
-    256 probabilities sum to one.
+
+class DiscretizedLogisticMixture(_PixelValidation, TorchDistribution):
+    """A mixture of logistics discretized to the 256 levels, independently per pixel [1].
+
+    In the scaled space ``y = 2x - 1`` level k sits at ``y_k = 2k/255 - 1`` and owns the bin
+    ``[y_k - 1/255, y_k + 1/255]``; the bins of k = 0 and k = 255 extend to -inf and +inf, so
+    the 256 masses sum to one. With ``F`` the logistic CDF of a component and ``u, l`` the
+    standardized bin edges, an interior bin's mass is factorized as
+
+        F(u) - F(l) = sigmoid(u) sigmoid(-l) (1 - exp(-(u - l))),    u - l = (2/255) / s,
+
+    and taken in log space (log-sigmoids and ``log1mexp``). This is exact wherever the plain
+    difference of sigmoids underflows, so the paper's fallback to the density at the bin
+    centre for bins with mass below 1e-5 is not needed: far-tail log-probabilities and their
+    gradients stay exact in float32. Channels are independent (no RGB coupling).
 
     Args:
-        logit_weights, means, log_scales: ``[..., C, H, W, M]`` for M components.
+        logit_weights, means, log_scales: ``[..., *pixels, M]`` for M components; means in the
+            scaled space [-1, 1]; log-scales are clamped to ``[LOG_SCALE_MIN, LOG_SCALE_MAX]``.
+
+    ``log_prob(x)`` for ``x: [batch, *pixels]`` (levels k/255) is ``[..., batch, *pixels]``,
+    one value per pixel: wrap in ``.to_event(n)``.
     """
 
     arg_constraints = {"logit_weights": constraints.real_vector,
                        "means": constraints.real_vector,
                        "log_scales": constraints.real_vector}
-    support = constraints.interval(0.0, 1.0)
+    support = _EIGHT_BIT_LEVELS
     has_rsample = False
+    expects = _LEVELS
 
-    def __init__(self, logit_weights, means, log_scales, validate_args=None):
-        logit_weights, means, log_scales = torch.broadcast_tensors(logit_weights, means,
-                                                                   log_scales)
+    def __init__(self, logit_weights: torch.Tensor, means: torch.Tensor,
+                 log_scales: torch.Tensor, validate_args=None):
+        sizes = {t.shape[-1] if t.dim() else None for t in (logit_weights, means, log_scales)}
+        if len(sizes) != 1 or None in sizes:
+            raise ValueError(
+                "logit_weights, means and log_scales need the same last (mixture) dim, got "
+                f"{[list(t.shape) for t in (logit_weights, means, log_scales)]}")
+        try:
+            logit_weights, means, log_scales = torch.broadcast_tensors(
+                logit_weights, means, log_scales)
+        except RuntimeError:
+            raise ValueError(
+                "logit_weights, means and log_scales do not broadcast: "
+                f"{[list(t.shape) for t in (logit_weights, means, log_scales)]}") from None
         self.logit_weights = logit_weights
         self.means = means
         self.log_scales = log_scales.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
         super().__init__(means.shape[:-1], validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(DiscretizedLogisticMixture, _instance)
+        batch_shape = torch.Size(batch_shape)
         shape = (*batch_shape, self.means.shape[-1])
-        return DiscretizedLogisticMixture(self.logit_weights.expand(shape),
-                                          self.means.expand(shape),
-                                          self.log_scales.expand(shape))
+        new.logit_weights = self.logit_weights.expand(shape)
+        new.means = self.means.expand(shape)
+        new.log_scales = self.log_scales.expand(shape)
+        super(DiscretizedLogisticMixture, new).__init__(batch_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
 
-    def _component_log_probs(self, levels: torch.Tensor) -> torch.Tensor:
-        """``log P(k | component)`` for ``levels: [..., C, H, W]`` -> ``[..., C, H, W, M]``."""
-        y = (2 * levels.to(self.means.dtype) / (LEVELS - 1) - 1)[..., None]
-        centered = y - self.means
+    def _log_prob_levels(self, k: torch.Tensor) -> torch.Tensor:
+        """``log P(k)`` for int64 levels ``k: [...]`` broadcasting with the batch shape."""
+        y = (2 * k.to(self.means.dtype) / (LEVELS - 1) - 1)[..., None]  # [..., 1]
         inv_scale = torch.exp(-self.log_scales)
-        upper = inv_scale * (centered + 1 / (LEVELS - 1))
-        lower = inv_scale * (centered - 1 / (LEVELS - 1))
-        log_cdf_upper = F.logsigmoid(upper)  # mass below the bin's upper edge (k = 0)
-        log_survival_lower = F.logsigmoid(-lower)  # mass above the lower edge (k = 255)
-        mass = torch.sigmoid(upper) - torch.sigmoid(lower)
-        # where the bin mass underflows, use the density at the centre times the bin width
-        middle = inv_scale * centered
-        log_density_mid = middle - self.log_scales - 2 * F.softplus(middle)
-        log_mass = torch.where(mass > 1e-5, mass.clamp_min(1e-12).log(),
-                               log_density_mid + math.log(2 / (LEVELS - 1)))
-        levels = levels[..., None]
-        return torch.where(levels == 0, log_cdf_upper,
-                           torch.where(levels == LEVELS - 1, log_survival_lower, log_mass))
-
-    def _log_prob_levels(self, levels: torch.Tensor) -> torch.Tensor:
-        log_weights = F.log_softmax(self.logit_weights, -1)
-        return torch.logsumexp(log_weights + self._component_log_probs(levels), -1)
+        upper = inv_scale * (y - self.means + 1 / (LEVELS - 1))
+        lower = inv_scale * (y - self.means - 1 / (LEVELS - 1))
+        log_below_upper = F.logsigmoid(upper)  # log F(u): mass of the bin of k = 0
+        log_above_lower = F.logsigmoid(-lower)  # log (1 - F(l)): mass of the bin of k = 255
+        log_interior = (log_below_upper + log_above_lower
+                        + _log1mexp(inv_scale * (2 / (LEVELS - 1))))
+        k = k[..., None]
+        component = torch.where(k == 0, log_below_upper,
+                                torch.where(k == LEVELS - 1, log_above_lower, log_interior))
+        return torch.logsumexp(F.log_softmax(self.logit_weights, -1) + component, -1)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        return self._log_prob_levels(_level_index(value).clamp(0, LEVELS - 1))
+        if self._validate_args:
+            self._validate_sample(value)
+        return self._log_prob_levels(_level_index(value))
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        """Levels ``k / 255``, ``[*sample_shape, ..., *pixels]``."""
         with torch.no_grad():
-            shape = torch.Size(sample_shape) + self.means.shape
-            component = dist.Categorical(logits=self.logit_weights.expand(shape)).sample()
-            pick = component[..., None]
+            pick = torch.distributions.Categorical(logits=self.logit_weights).sample(
+                sample_shape)[..., None]
+            shape = (*pick.shape[:-1], self.means.shape[-1])
             loc = self.means.expand(shape).gather(-1, pick).squeeze(-1)
-            log_scale = self.log_scales.expand(shape).gather(-1, pick).squeeze(-1)
-            u = torch.rand_like(loc).clamp(1e-5, 1 - 1e-5)
-            y = (loc + log_scale.exp() * (u.log() - (-u).log1p())).clamp(-1, 1)
-            return torch.round((y + 1) / 2 * (LEVELS - 1)) / (LEVELS - 1)
+            scale = self.log_scales.expand(shape).gather(-1, pick).squeeze(-1).exp()
+            tiny = torch.finfo(loc.dtype).tiny
+            u = torch.rand_like(loc).clamp(tiny, 1 - torch.finfo(loc.dtype).eps)
+            y = loc + scale * (torch.log(u) - torch.log1p(-u))  # logistic inverse CDF
+            k = torch.round((y + 1) / 2 * (LEVELS - 1)).clamp(0, LEVELS - 1)
+            return k / (LEVELS - 1)
 
-    def _level_probs(self) -> torch.Tensor:
-        """``[..., C, H, W, 256]`` probabilities of every level."""
-        levels = torch.arange(LEVELS, device=self.means.device)
-        levels = levels.reshape(LEVELS, *(1,) * len(self.batch_shape))  # [256, 1, ...]
-        return self._log_prob_levels(levels).movedim(0, -1).exp()
+    def _level_log_probs(self) -> torch.Tensor:
+        """``log P(k)`` of every level, ``[..., *pixels, 256]``."""
+        k = torch.arange(LEVELS, device=self.means.device)
+        k = k.reshape(LEVELS, *(1,) * len(self.batch_shape))  # [256, 1, ...]
+        return self._log_prob_levels(k).movedim(0, -1)
 
     @property
     def mean(self) -> torch.Tensor:
+        """``sum_k k/255 P(k)``, ``[..., *pixels]``."""
         grid = torch.arange(LEVELS, dtype=self.means.dtype, device=self.means.device)
-        return (self._level_probs() * grid).sum(-1) / (LEVELS - 1)
+        return self._level_log_probs().exp() @ grid / (LEVELS - 1)
 
     @property
     def mode(self) -> torch.Tensor:
-        return self._level_probs().argmax(-1).to(self.means.dtype) / (LEVELS - 1)
+        """The most probable level ``k / 255``, ``[..., *pixels]``."""
+        return self._level_log_probs().argmax(-1).to(self.means.dtype) / (LEVELS - 1)
+
+
+def _pixel_dims_text(pixel_ndim: int) -> str:
+    return {1: "D", 3: "C, H, W"}.get(pixel_ndim, f"<{pixel_ndim} pixel dims>")
 
 
 @dataclass(frozen=True)
@@ -201,12 +372,13 @@ class PixelLikelihood:
     """How a decoder's raw output becomes a pixel distribution.
 
     Attributes:
-        name: registry key.
-        params_per_pixel: P, raw outputs the decoder emits per pixel and channel.
-        discrete: scores 8-bit levels (True) or a density on [0, 1] (False).
-        build: maps ``raw: [..., P, C, H, W]`` to a distribution with batch shape
-            ``[..., C, H, W]``.
-        check: raises ``ValueError`` when data do not suit the likelihood.
+        name: key in :data:`LIKELIHOODS`.
+        params_per_pixel: P, raw decoder outputs per pixel (and channel).
+        discrete: scores 8-bit levels or binary pixels (True) or a density on [0, 1] (False).
+        build: ``params: [..., *pixels, P]`` (parameter dim last) -> distribution with batch
+            shape ``[..., *pixels]``.
+        check: ``check(x)`` raises ``ValueError`` unless ``x: [...]`` follows the data
+            convention of the likelihood.
     """
 
     name: str
@@ -215,65 +387,114 @@ class PixelLikelihood:
     build: Callable[[torch.Tensor], TorchDistribution]
     check: Callable[[torch.Tensor], None]
 
-    def distribution(self, raw: torch.Tensor) -> TorchDistribution:
-        if raw.dim() < 4 or raw.shape[-4] != self.params_per_pixel:
+    def distribution(self, raw: torch.Tensor, pixel_ndim: int = 3) -> TorchDistribution:
+        """From ``raw: [..., P, *pixels]``, e.g. ``[K, batch, P, C, H, W]`` (``pixel_ndim=3``)
+        or ``[K, batch, P, D]`` (``pixel_ndim=1``), to batch shape ``[..., *pixels]``."""
+        if raw.dim() < pixel_ndim + 1 or raw.shape[-pixel_ndim - 1] != self.params_per_pixel:
             raise ValueError(
-                f"{self.name} needs decoder output [..., {self.params_per_pixel}, C, H, W], "
-                f"got {list(raw.shape)}"
-            )
-        return self.build(raw)
+                f"{self.name} needs decoder output [..., {self.params_per_pixel}, "
+                f"{_pixel_dims_text(pixel_ndim)}], got {list(raw.shape)}")
+        return self.build(raw.movedim(-pixel_ndim - 1, -1))
+
+    def distribution_from_flat(self, raw: torch.Tensor,
+                               pixel_shape: Sequence[int]) -> TorchDistribution:
+        """From a flat ``raw: [..., P * prod(pixel_shape)]``, laid out as ``[..., P, *pixels]``
+        (parameter-major, what ``unflatten(-1, (P, *pixel_shape))`` inverts)."""
+        size = self.params_per_pixel * math.prod(pixel_shape)
+        if raw.dim() < 1 or raw.shape[-1] != size:
+            raise ValueError(
+                f"{self.name} needs a flat decoder output [..., {size}] = [..., "
+                f"{self.params_per_pixel} x {math.prod(pixel_shape)}] for pixels "
+                f"{list(pixel_shape)}, got {list(raw.shape)}")
+        return self.distribution(raw.unflatten(-1, (self.params_per_pixel, *pixel_shape)),
+                                 len(pixel_shape))
 
 
 def _check_binary(x: torch.Tensor) -> None:
-    if not bool(((x == 0) | (x == 1)).all()):
-        raise ValueError("the Bernoulli likelihood needs binary pixels in {0, 1}; "
-                         "binarize the images first")
+    _require(constraints.boolean, x, "the Bernoulli likelihood", _BINARY)
 
 
 def _check_unit_interval(x: torch.Tensor) -> None:
-    if float(x.min()) < 0 or float(x.max()) > 1:
-        raise ValueError(
-            f"pixel values must lie in [0, 1], got [{float(x.min())}, {float(x.max())}]")
+    _require(constraints.unit_interval, x, "the Gaussian likelihood", _UNIT)
 
 
-def make_likelihood(name: str, scale: float = 0.1, num_mixtures: int = 5) -> PixelLikelihood:
-    """The pixel likelihood ``name``.
+def _check_levels(x: torch.Tensor) -> None:
+    _require(_EIGHT_BIT_LEVELS, x, "a discrete 8-bit likelihood", _LEVELS)
 
-    Args:
-        name: ``"bernoulli"`` (logits), ``"gaussian-fixed"`` (mean; ``scale`` fixed),
-            ``"gaussian-learned"`` (mean and log-scale per pixel), ``"categorical256"``
-            (256 logits), ``"logistic-mixture"`` (``num_mixtures`` weights, means, log-scales).
-        scale: the fixed standard deviation of ``"gaussian-fixed"``.
-        num_mixtures: components of ``"logistic-mixture"``.
+
+def _bernoulli() -> PixelLikelihood:
+    """P = 1: the logit."""
+    return PixelLikelihood("bernoulli", 1, True,
+                           lambda p: BernoulliPixel(logits=p[..., 0]), _check_binary)
+
+
+def _gaussian_fixed(scale: float = 0.1) -> PixelLikelihood:
+    """P = 1: the mean; ``scale`` is the fixed sigma."""
+    if not scale > 0:
+        raise ValueError(f"gaussian-fixed needs a positive scale, got {scale}")
+    return PixelLikelihood("gaussian-fixed", 1, False,
+                           lambda p: GaussianPixel(p[..., 0], float(scale)), _check_unit_interval)
+
+
+def _gaussian_learned() -> PixelLikelihood:
+    """P = 2: the mean and the log-scale (clamped, :meth:`GaussianPixel.from_log_scale`)."""
+    return PixelLikelihood("gaussian-learned", 2, False,
+                           lambda p: GaussianPixel.from_log_scale(p[..., 0], p[..., 1]),
+                           _check_unit_interval)
+
+
+def _categorical256() -> PixelLikelihood:
+    """P = 256: the logits of the levels."""
+    return PixelLikelihood("categorical256", LEVELS, True, Categorical256, _check_levels)
+
+
+def _logistic_mixture(num_mixtures: int = 5) -> PixelLikelihood:
+    """P = 3M: M mixture logits, M means (through tanh, so they stay in [-1, 1]), M log-scales."""
+    if not (isinstance(num_mixtures, int) and num_mixtures >= 1):
+        raise ValueError(f"logistic-mixture needs num_mixtures >= 1, got {num_mixtures!r}")
+
+    def build(params):
+        weights, means, log_scales = params.chunk(3, dim=-1)
+        return DiscretizedLogisticMixture(weights, torch.tanh(means), log_scales)
+
+    return PixelLikelihood("logistic-mixture", 3 * num_mixtures, True, build, _check_levels)
+
+
+# Name -> constructor of the PixelLikelihood, taking the options listed in make_likelihood.
+LIKELIHOODS: dict[str, Callable[..., PixelLikelihood]] = {
+    "bernoulli": _bernoulli,
+    "gaussian-fixed": _gaussian_fixed,
+    "gaussian-learned": _gaussian_learned,
+    "categorical256": _categorical256,
+    "logistic-mixture": _logistic_mixture,
+}
+
+
+def make_likelihood(name: str, **options) -> PixelLikelihood:
+    """The pixel likelihood ``name`` with its options.
+
+    ==================  ==========================  ====================  =============
+    name                decoder outputs P / pixel   data                  options
+    ==================  ==========================  ====================  =============
+    bernoulli           1 (logit)                   {0, 1}                -
+    gaussian-fixed      1 (mean)                    (k + u)/256 in [0,1)  scale=0.1
+    gaussian-learned    2 (mean, log-scale)         (k + u)/256 in [0,1)  -
+    categorical256      256 (level logits)          k/255                 -
+    logistic-mixture    3M (logits, means, log-s)   k/255                 num_mixtures=5
+    ==================  ==========================  ====================  =============
+
+    Raises:
+        ValueError: unknown ``name``, or an option the likelihood does not take.
     """
-    if name == "bernoulli":
-        return PixelLikelihood(name, 1, True,
-                               lambda raw: dist.Bernoulli(logits=raw[..., 0, :, :, :]),
-                               _check_binary)
-    if name == "gaussian-fixed":
-        if scale <= 0:
-            raise ValueError(f"scale must be positive, got {scale}")
-        return PixelLikelihood(name, 1, False,
-                               lambda raw: dist.Normal(raw[..., 0, :, :, :], scale),
-                               _check_unit_interval)
-    if name == "gaussian-learned":
-        def gaussian(raw):
-            log_scale = raw[..., 1, :, :, :].clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
-            return dist.Normal(raw[..., 0, :, :, :], log_scale.exp())
-        return PixelLikelihood(name, 2, False, gaussian, _check_unit_interval)
-    if name == "categorical256":
-        return PixelLikelihood(name, LEVELS, True,
-                               lambda raw: Categorical256(raw.movedim(-4, -1)), _check_levels)
-    if name == "logistic-mixture":
-        def mixture(raw):
-            weights, means, log_scales = raw.movedim(-4, -1).chunk(3, dim=-1)
-            return DiscretizedLogisticMixture(weights, torch.tanh(means), log_scales)
-        return PixelLikelihood(name, 3 * num_mixtures, True, mixture, _check_levels)
-    raise ValueError(f"unknown likelihood {name!r}; choose one of {', '.join(LIKELIHOODS)}")
-
-
-LIKELIHOODS = ("bernoulli", "gaussian-fixed", "gaussian-learned", "categorical256",
-               "logistic-mixture")
+    if name not in LIKELIHOODS:
+        raise ValueError(f"unknown likelihood {name!r}; choose one of {', '.join(LIKELIHOODS)}")
+    builder = LIKELIHOODS[name]
+    accepted = list(inspect.signature(builder).parameters)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"likelihood {name!r} takes no option(s) {unknown}; "
+                         f"it takes {accepted or 'none'}")
+    return builder(**options)
 
 
 def training_representation(data, likelihood: str, binarization: str = "static", seed: int = 0):

@@ -1,0 +1,199 @@
+"""Character language models of English words: Dirichlet-smoothed n-grams against a GRU.
+
+Loads a word list (``--data``, one word per line; else ``/usr/share/dict/words`` from the
+Debian package ``wamerican``, filtered to lowercase a-z words; else the 5,429 words bundled in
+``ppl_models/corpora``), splits it 80/10/10 with ``--seed`` and trains on the first
+``--num-train`` training words:
+
+- :class:`ppl_models.ngram.NGramModel` for ``n = 1 .. --max-order``, fitted by counting, each with
+  the Dirichlet concentration ``alpha`` that maximizes the exact evidence of the training
+  words (MacKay and Peto 1995); no held-out data is used to choose it;
+- :class:`ppl_models.neural_lm.GRULanguageModel` by maximum likelihood with :func:`inference.fit`
+  (empty guide), keeping the epoch with the best validation bits per character.
+
+It prints one table of held-out (test) bits per character and perplexity ``2^bits`` per
+model, where each word's end symbol counts as one character (a word of ``m`` letters is
+``m + 1`` predictions), with the chosen ``alpha`` per ``n``, then five sampled words per model.
+
+Expected (defaults, 2 CPU cores). With the bundled list (what runs where ``wamerican`` is not
+installed; about 15 s): test bits per character 4.23, 3.59, 3.23, 3.19, 3.41, 3.66 for
+n = 1..6 (best n = 4; longer contexts are mostly unseen in 4,343 words and fall back to
+near-uniform guesses) and 2.97 for the GRU. With ``wamerican`` (20,000 of its 51,099
+training words; about two and a half minutes): 4.24, 3.57, 3.13, 2.87, 2.80, 2.96 and 2.66
+for the GRU. Samples from the larger n mix real words with letter salad: once a sample reaches
+a context never seen in training, additive smoothing guesses nearly uniformly (it does not
+back off to shorter contexts). The GRU's samples are mostly pronounceable, English-like
+words ("forthe", "deserviacies").
+
+    python examples/language_model.py --out-dir runs/language_model
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pyro  # noqa: E402
+import torch  # noqa: E402
+
+from inference import fit, resolve_device  # noqa: E402
+from ppl_models.neural_lm import GRULanguageModel  # noqa: E402
+from ppl_models.ngram import NGramModel  # noqa: E402
+from ppl_models.text import Vocabulary, load_words  # noqa: E402
+
+
+@torch.no_grad()
+def bits_per_char(lm, x: torch.Tensor, vocab: Vocabulary, batch_size: int = 4096) -> float:
+    """Mean ``-log2 p(s_t | s_{<t})`` over every symbol (end symbols included) of ``x: [n,
+    max_len]``."""
+    nats = sum(float(lm.log_prob(x[i:i + batch_size]).sum())
+               for i in range(0, len(x), batch_size))
+    return -nats / float(vocab.lengths(x).sum()) / math.log(2)
+
+
+def train_gru(vocab: Vocabulary, train: torch.Tensor, valid: torch.Tensor,
+              args: argparse.Namespace, device: torch.device
+              ) -> tuple[GRULanguageModel, list[dict]]:
+    """Maximum likelihood with :func:`inference.fit`; returns the model at its best validation
+    epoch (in eval mode) and the history with ``valid_bits_per_char`` per epoch."""
+    lm = GRULanguageModel(vocab, embedding=args.embedding, hidden=args.hidden,
+                          dropout=args.dropout)
+    valid = valid.to(device)
+    best = {"bits": math.inf, "state": None}
+
+    def keep_best(record: dict) -> None:
+        lm.eval()
+        record["valid_bits_per_char"] = bits_per_char(lm, valid, vocab)
+        lm.train()
+        if record["valid_bits_per_char"] < best["bits"]:
+            best.update(bits=record["valid_bits_per_char"], state=copy.deepcopy(lm.state_dict()))
+
+    history = fit(lm.model, lm.guide, train, epochs=args.epochs, batch_size=args.batch_size,
+                  lr=args.lr, seed=args.seed, device=device, callback=keep_best)
+    if best["state"] is not None:
+        lm.load_state_dict(best["state"])
+    return lm.eval(), history
+
+
+def plot_bits(orders: list[int], ngram_bits: list[float], ngram_train_bits: list[float],
+              gru_bits: float, path: Path) -> None:
+    """Test (and training) bits per character against ``n``, the GRU as a horizontal line."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.plot(orders, ngram_bits, "o-", label="n-gram, test")
+    ax.plot(orders, ngram_train_bits, "o--", color="gray", alpha=0.6, label="n-gram, train")
+    ax.axhline(gru_bits, color="C3", label="GRU, test")
+    ax.set_xlabel("n-gram order n")
+    ax.set_ylabel("bits per character (end symbol included)")
+    ax.set_xticks(orders)
+    ax.legend()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def main(args: argparse.Namespace) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(args.device)
+    pyro.set_rng_seed(args.seed)
+    pyro.clear_param_store()
+
+    data = load_words(args.data, seed=args.seed)
+    vocab = Vocabulary.from_words(data.words)
+    train_words = data.train[:args.num_train]
+    train, valid, test = (vocab.encode(w) for w in (train_words, data.valid, data.test))
+    print(f"words: {data.source}; {len(train_words)} of {len(data.train)} training words used, "
+          f"{len(data.valid)} valid, {len(data.test)} test ({int(vocab.lengths(test).sum())} "
+          f"symbols incl. end symbols); {len(vocab)} characters")
+
+    rows = []
+    for order in range(1, args.max_order + 1):
+        ngram = NGramModel(order, vocab).fit_counts(train)
+        alpha = ngram.fit_concentration()
+        generator = torch.Generator().manual_seed(args.seed)
+        rows.append({
+            "model": f"{order}-gram", "order": order, "alpha": alpha,
+            "log_evidence_nats": ngram.log_evidence(),
+            "num_contexts": ngram.num_contexts,
+            "train_bits_per_char": bits_per_char(ngram, train, vocab),
+            "test_bits_per_char": bits_per_char(ngram, test, vocab),
+            "samples": ngram.sample(args.num_samples, generator),
+        })
+
+    gru, history = train_gru(vocab, train, valid, args, device)
+    generator = torch.Generator(device).manual_seed(args.seed)
+    rows.append({
+        "model": "GRU", "order": None, "alpha": None,
+        "train_bits_per_char": bits_per_char(gru, train.to(device), vocab),
+        "test_bits_per_char": bits_per_char(gru, test.to(device), vocab),
+        "samples": gru.sample(args.num_samples, generator),
+    })
+    for row in rows:
+        row["test_perplexity"] = 2 ** row["test_bits_per_char"]
+
+    plot_bits([r["order"] for r in rows[:-1]], [r["test_bits_per_char"] for r in rows[:-1]],
+              [r["train_bits_per_char"] for r in rows[:-1]], rows[-1]["test_bits_per_char"],
+              out / "bits_per_char.png")
+    metrics = {
+        "source": data.source,
+        "num_train_words": len(train_words),
+        "num_valid_words": len(data.valid),
+        "num_test_words": len(data.test),
+        "num_test_symbols": int(vocab.lengths(test).sum()),
+        "characters": "".join(vocab.characters),
+        "units": "bits per character, the end symbol of each word counted as a character",
+        "models": rows,
+        "gru_history": history,
+        "config": vars(args),
+        "device": str(device),
+    }
+    metrics["wall_seconds"] = time.perf_counter() - start
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+    print("test set; bits per character with the end symbol counted as a character")
+    print(f"{'model':<8}{'alpha':>9}{'bits/char':>11}{'perplexity':>12}")
+    for row in rows:
+        alpha = f"{row['alpha']:.4f}" if row["alpha"] is not None else "-"
+        print(f"{row['model']:<8}{alpha:>9}{row['test_bits_per_char']:>11.3f}"
+              f"{row['test_perplexity']:>12.2f}")
+    for row in rows:
+        print(f"samples {row['model']:<8} " + " ".join(row["samples"]))
+    print(f"results: {out.resolve()} (metrics.json, bits_per_char.png), "
+          f"{metrics['wall_seconds']:.0f} s")
+    return metrics
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=None,
+                        help="text file, one word per line (default: wamerican, else bundled)")
+    parser.add_argument("--num-train", type=int, default=20000,
+                        help="training words used (at most the training split)")
+    parser.add_argument("--max-order", type=int, default=6, help="largest n-gram order n")
+    parser.add_argument("--num-samples", type=int, default=5, help="words sampled per model")
+    parser.add_argument("--embedding", type=int, default=32)
+    parser.add_argument("--hidden", type=int, default=256, help="GRU state size")
+    parser.add_argument("--dropout", type=float, default=0.3)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--out-dir", default="runs/language_model")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    main(parse_args())

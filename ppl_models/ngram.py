@@ -1,0 +1,216 @@
+"""Character n-gram language model with a Dirichlet prior on every context: additive smoothing.
+
+A word is the symbol sequence ``s_1 ... s_T`` with ``s_T = EOS`` (:mod:`ppl_models.text`).
+Each symbol depends on the ``n - 1`` before it, the context ``h_t = s_{t-n+1} ... s_{t-1}``,
+filled with ``BOS`` before the start of the word. Each context ``h`` has its own distribution
+``theta_h`` over the ``V`` predictable symbols (characters and ``EOS``), a priori symmetric
+Dirichlet [1, 2]::
+
+    theta_h ~ Dirichlet(alpha, ..., alpha),     s_t | h_t ~ Categorical(theta_{h_t})
+
+Given the counts ``N_hc`` of symbol ``c`` after context ``h`` in the training words
+(``N_h = sum_c N_hc``), the posterior of ``theta_h`` is ``Dirichlet(alpha + N_h.)`` and the
+posterior predictive is additive (Lidstone) smoothing::
+
+    p(c | h) = (N_hc + alpha) / (N_h + alpha V)
+
+which :meth:`NGramModel.log_prob` scores exactly. Integrating every ``theta_h`` out, the
+training sequence has the exact evidence (a product of Dirichlet-multinomials [1])::
+
+    log p(data | alpha) = sum_h [ log G(V alpha) - log G(N_h + V alpha)
+                                  + sum_c (log G(N_hc + alpha) - log G(alpha)) ]
+
+(``G`` the Gamma function; unseen contexts and pairs contribute zero), and
+:meth:`NGramModel.fit_concentration` picks ``alpha`` by maximizing it, the empirical-Bayes
+choice of [1]. Counts are stored sparsely: each (context, symbol) pair is one integer code,
+counted with :func:`torch.unique` and looked up with :func:`torch.searchsorted`.
+
+References:
+    [1] MacKay, Peto (1995), A hierarchical Dirichlet language model, Natural Language
+        Engineering 1(3), 289-308.
+    [2] Chen, Goodman (1999), An empirical study of smoothing techniques for language
+        modeling, Computer Speech and Language 13(4), 359-394.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule, pyro_method
+from scipy.optimize import minimize_scalar
+
+from .text import Vocabulary
+
+
+def _lookup(codes: torch.Tensor, counts: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """Counts of ``query: [...]`` codes in the sorted table ``codes: [K]`` (zero when absent)."""
+    if len(codes) == 0:
+        return torch.zeros(query.shape, dtype=counts.dtype, device=query.device)
+    index = torch.searchsorted(codes, query).clamp(max=len(codes) - 1)
+    return torch.where(codes[index] == query, counts[index], 0.0)
+
+
+class NGramModel(PyroModule):
+    """Character n-gram with Dirichlet(``concentration``) smoothing, fitted by counting.
+
+    ``model(x)`` scores ``x: [batch, max_len]`` (:meth:`Vocabulary.encode`) under the posterior
+    predictive, and ``guide`` is empty, so ``inference.elbo(ng.model, ng.guide, x)`` equals
+    :meth:`log_prob`. Before :meth:`fit_counts` the model is the prior predictive: uniform.
+
+    Args:
+        order: ``n``, so each symbol is predicted from the ``n - 1`` before it.
+        vocab: the characters; ``V = vocab.num_outputs`` symbols are predicted.
+        concentration: ``alpha > 0``, the pseudo-count added to every symbol.
+    """
+
+    def __init__(self, order: int, vocab: Vocabulary, concentration: float = 1.0):
+        super().__init__()
+        if order < 1:
+            raise ValueError(f"order must be >= 1, got {order}")
+        if not concentration > 0:
+            raise ValueError(f"concentration must be > 0, got {concentration}")
+        base = vocab.num_symbols
+        if base ** (order - 1) * vocab.num_outputs >= 2**62:
+            raise ValueError(f"order {order} with {base} context symbols overflows the int64 "
+                             "codes of (context, symbol) pairs")
+        self.order = order
+        self.vocab = vocab
+        self.concentration = float(concentration)
+        # code of context h_1..h_{n-1} = sum_j h_j base^(n-2-j); of a pair = code * V + c
+        self.register_buffer("powers", base ** torch.arange(order - 2, -1, -1))
+        self.register_buffer("pair_codes", torch.zeros(0, dtype=torch.long))
+        self.register_buffer("pair_counts", torch.zeros(0, dtype=torch.float64))
+        self.register_buffer("context_codes", torch.zeros(0, dtype=torch.long))
+        self.register_buffer("context_counts", torch.zeros(0, dtype=torch.float64))
+
+    @property
+    def num_outputs(self) -> int:
+        return self.vocab.num_outputs
+
+    def contexts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Split words into what is predicted and from what.
+
+        Args:
+            x: ``[batch, max_len]`` from :meth:`Vocabulary.encode`.
+
+        Returns:
+            ``targets: [batch, max_len]`` (``x`` with ``PAD`` replaced by ``EOS``, so every
+            entry is a valid symbol), ``contexts: [batch, max_len, n - 1]`` (the symbols before
+            each target, ``BOS`` before the word) and ``mask: [batch, max_len]`` (True where a
+            symbol is scored).
+        """
+        self.vocab.check(x)
+        mask = x != self.vocab.pad
+        targets = torch.where(mask, x, self.vocab.EOS)
+        padded = torch.nn.functional.pad(targets, (self.order - 1, 0), value=self.vocab.bos)
+        windows = padded.unfold(1, self.order, 1)  # [batch, max_len, n]
+        return targets, windows[..., :-1], mask
+
+    def _context_code(self, contexts: torch.Tensor) -> torch.Tensor:
+        """``contexts: [..., n - 1]`` -> integer codes ``[...]``."""
+        return (contexts * self.powers).sum(-1)
+
+    def fit_counts(self, x: torch.Tensor) -> NGramModel:
+        """Replace the counts by those of the words ``x: [batch, max_len]``; returns self."""
+        targets, contexts, mask = self.contexts(x)
+        pairs = (self._context_code(contexts) * self.num_outputs + targets)[mask]  # [symbols]
+        self.pair_codes, counts = torch.unique(pairs, return_counts=True)  # sorted codes
+        self.pair_counts = counts.double()
+        # pairs sorted by code are grouped by context, since code = context * V + symbol
+        self.context_codes, inverse = torch.unique_consecutive(
+            self.pair_codes // self.num_outputs, return_inverse=True)
+        self.context_counts = torch.zeros(len(self.context_codes), dtype=torch.float64,
+                                          device=x.device).index_add_(0, inverse,
+                                                                      self.pair_counts)
+        return self
+
+    @property
+    def num_contexts(self) -> int:
+        """Distinct contexts seen in training."""
+        return len(self.context_codes)
+
+    def conditional(self, contexts: torch.Tensor) -> torch.Tensor:
+        """Posterior predictive ``p(. | h)`` of ``contexts: [..., n - 1]`` ids -> ``[..., V]``
+        float64, ``(N_hc + alpha) / (N_h + alpha V)`` for every symbol ``c``."""
+        if contexts.dtype != torch.long or contexts.shape[-1:] != (self.order - 1,):
+            raise ValueError(f"contexts must be int64 [..., {self.order - 1}], got "
+                             f"{contexts.dtype} {list(contexts.shape)}")
+        if contexts.numel() and (contexts.min() < 0 or contexts.max() > self.vocab.bos):
+            raise ValueError(f"context ids must lie in 0..{self.vocab.bos}, got range "
+                             f"[{int(contexts.min())}, {int(contexts.max())}]")
+        code = self._context_code(contexts)
+        symbols = torch.arange(self.num_outputs, device=contexts.device)
+        pair_counts = _lookup(self.pair_codes, self.pair_counts,
+                              code[..., None] * self.num_outputs + symbols)  # [..., V]
+        totals = _lookup(self.context_codes, self.context_counts, code)[..., None]
+        alpha = self.concentration
+        return (pair_counts + alpha) / (totals + alpha * self.num_outputs)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact ``log p(word)`` in nats, end symbol included: ``x: [batch, max_len]`` ->
+        ``[batch]`` float64."""
+        targets, contexts, mask = self.contexts(x)
+        code = self._context_code(contexts)  # [batch, max_len]
+        pair_counts = _lookup(self.pair_codes, self.pair_counts,
+                              code * self.num_outputs + targets)
+        totals = _lookup(self.context_codes, self.context_counts, code)
+        alpha = self.concentration
+        log_p = (pair_counts + alpha).log() - (totals + alpha * self.num_outputs).log()
+        return torch.where(mask, log_p, 0.0).sum(1)
+
+    def log_evidence(self, alpha: float | None = None) -> float:
+        """Exact ``log p(training symbols | alpha)`` in nats (module docstring); ``alpha``
+        defaults to the model's concentration."""
+        alpha = self.concentration if alpha is None else float(alpha)
+        if not alpha > 0:
+            raise ValueError(f"alpha (the concentration) must be > 0, got {alpha}")
+        total = alpha * self.num_outputs
+        per_context = math.lgamma(total) - torch.lgamma(self.context_counts + total)
+        per_pair = torch.lgamma(self.pair_counts + alpha) - math.lgamma(alpha)
+        return float(per_context.sum() + per_pair.sum())
+
+    def fit_concentration(self, bounds: tuple[float, float] = (1e-4, 1e3)) -> float:
+        """Set the concentration to the maximizer of :meth:`log_evidence` within ``bounds``
+        (a bounded scalar search over ``log alpha``, tolerance 1e-6) and return it."""
+        if self.num_contexts == 0:
+            raise ValueError("no counts yet: call fit_counts(x) first")
+        result = minimize_scalar(lambda log_alpha: -self.log_evidence(math.exp(log_alpha)),
+                                 bounds=tuple(map(math.log, bounds)), method="bounded",
+                                 options={"xatol": 1e-6})
+        self.concentration = math.exp(result.x)
+        return self.concentration
+
+    @pyro_method
+    def model(self, x: torch.Tensor) -> None:
+        targets, contexts, mask = self.contexts(x)
+        probs = self.conditional(contexts)  # [batch, max_len, V]
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Categorical(probs=probs).mask(mask).to_event(1), obs=targets)
+
+    @pyro_method
+    def guide(self, x: torch.Tensor) -> None:
+        """Empty: the Dirichlet parameters are integrated out, nothing is latent."""
+
+    @torch.no_grad()
+    def sample(self, num: int, generator: torch.Generator | None = None,
+               max_length: int = 100) -> list[str]:
+        """Draw ``num`` words symbol by symbol from the posterior predictive.
+
+        A word still unfinished after ``max_length`` characters is returned cut there.
+        """
+        device = self.powers.device
+        context = torch.full((num, self.order - 1), self.vocab.bos, device=device)
+        symbols = []
+        done = torch.zeros(num, dtype=torch.bool, device=device)
+        for _ in range(max_length):
+            step = torch.multinomial(self.conditional(context), 1, generator=generator)[:, 0]
+            step = torch.where(done, self.vocab.EOS, step)  # [num]
+            symbols.append(step)
+            done |= step == self.vocab.EOS
+            if done.all():
+                break
+            context = torch.cat([context, step[:, None]], 1)[:, 1:]  # [num, n - 1]
+        return self.vocab.decode(torch.stack(symbols, 1))

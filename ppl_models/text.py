@@ -1,0 +1,231 @@
+"""Words as character sequences: word lists, fixed splits, and a character vocabulary.
+
+Sources, as chosen by :func:`load_words`:
+
+- the English word list of the Debian package ``wamerican`` (``/usr/share/dict/words``,
+  104,334 lines in version 2020.12.07). :func:`clean_word_list` keeps the lines that are
+  lowercase ASCII words, ``[a-z]+``, once each: possessives (``aardvark's``, 29,497 lines),
+  capitalized names and acronyms (``Aachen``, ``AMD``) and accented words (``éclair``) are
+  dropped, leaving 63,875 words;
+- when that file is missing, ``ppl_models/corpora/words_small.txt``: 5,429 common English words
+  (base forms, inflections, animals, foods, tools, adjectives, adverbs) written for this
+  repository, one per line, every one also in ``wamerican``; the same filter applies;
+- any text file named by the user: one sequence per line, stripped of surrounding
+  whitespace, blank lines skipped, nothing else filtered or deduplicated (inner spaces and
+  punctuation become characters of the vocabulary).
+
+Encoding (:class:`Vocabulary`): a word ``c_1 ... c_m`` is scored as the ``m + 1`` symbols
+``c_1 ... c_m EOS``, so every model also predicts where the word ends and the probabilities of
+all finite words sum to one. A batch is a LongTensor ``x: [batch, max_len]`` padded with
+``PAD`` after the end symbol. ``BOS`` never appears in ``x``: models use it to fill the
+context before the first character.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+WAMERICAN_PATH = Path("/usr/share/dict/words")
+BUNDLED_PATH = Path(__file__).resolve().parent / "corpora" / "words_small.txt"
+_LOWERCASE_WORD = re.compile(r"[a-z]+")
+
+
+class Vocabulary:
+    """Characters and the special symbols as integer ids.
+
+    Ids: ``EOS = 0``, the characters ``1..C`` in sorted order, ``BOS = C + 1``,
+    ``PAD = C + 2``. The symbols a model predicts are the first ``num_outputs = C + 1`` ids
+    (end symbol and characters); ``num_symbols = C + 2`` ids (adding ``BOS``) can occur in a
+    context; ``PAD`` only fills ``x`` after the end symbol.
+
+    Args:
+        characters: the alphabet (duplicates are ignored); default ``a-z``.
+    """
+
+    EOS = 0
+
+    def __init__(self, characters: Iterable[str] = "abcdefghijklmnopqrstuvwxyz"):
+        chars = sorted(set(characters))
+        if not chars or any(len(c) != 1 for c in chars):
+            raise ValueError(f"characters must be non-empty single characters, got {chars[:10]}")
+        self.characters = tuple(chars)
+        self.ids = {c: i + 1 for i, c in enumerate(chars)}
+        self.num_outputs = len(chars) + 1
+        self.num_symbols = len(chars) + 2
+        self.bos = len(chars) + 1
+        self.pad = len(chars) + 2
+
+    @classmethod
+    def from_words(cls, words: Iterable[str]) -> Vocabulary:
+        """The vocabulary of every character that occurs in ``words``."""
+        return cls(set().union(*map(set, words)))
+
+    def __len__(self) -> int:
+        return len(self.characters)
+
+    def __repr__(self) -> str:
+        return f"Vocabulary({''.join(self.characters)!r})"
+
+    def encode(self, words: Sequence[str], max_len: int | None = None) -> torch.Tensor:
+        """Words -> ``x: [len(words), max_len]`` int64: characters, ``EOS``, then ``PAD``.
+
+        ``max_len`` defaults to the longest word plus one (its end symbol).
+
+        Raises:
+            ValueError: a character outside the vocabulary (the first offending word is
+                named), no words, or a ``max_len`` too short for the longest word.
+        """
+        if isinstance(words, str) or len(words) == 0:
+            raise ValueError("words must be a non-empty sequence of strings")
+        longest = max(map(len, words)) + 1
+        if max_len is None:
+            max_len = longest
+        elif max_len < longest:
+            raise ValueError(f"max_len={max_len} cannot hold a word of {longest - 1} "
+                             "characters and its end symbol")
+        rows = []
+        for word in words:
+            unknown = set(word) - self.ids.keys()
+            if unknown:
+                raise ValueError(f"word {word!r} has characters outside the vocabulary: "
+                                 f"{sorted(unknown)} (vocabulary: {''.join(self.characters)!r})")
+            rows.append([self.ids[c] for c in word] + [self.EOS]
+                        + [self.pad] * (max_len - len(word) - 1))
+        return torch.tensor(rows, dtype=torch.long)
+
+    def decode(self, x: torch.Tensor) -> list[str]:
+        """``x: [batch, length]`` ids -> words, each read up to its first end symbol (or the
+        whole row when it has none); ``BOS`` and ``PAD`` are skipped."""
+        words = []
+        for row in x.tolist():
+            chars = []
+            for i in row:
+                if i == self.EOS:
+                    break
+                if 1 <= i <= len(self.characters):
+                    chars.append(self.characters[i - 1])
+            words.append("".join(chars))
+        return words
+
+    def lengths(self, x: torch.Tensor) -> torch.Tensor:
+        """Scored symbols per word, end symbol included: ``x: [batch, max_len]`` -> ``[batch]``."""
+        return (x != self.pad).sum(1)
+
+    def check(self, x: torch.Tensor, name: str = "x") -> None:
+        """Raise ``ValueError`` unless ``x`` is what :meth:`encode` returns.
+
+        That is an int64 tensor ``[batch, max_len]`` of ids in ``0..PAD`` without ``BOS``,
+        where every row holds exactly one end symbol and ``PAD`` at exactly the positions
+        after it.
+        """
+        if not torch.is_tensor(x) or x.dtype != torch.long:
+            raise ValueError(f"{name} must be an int64 tensor of symbol ids (Vocabulary.encode), "
+                             f"got {getattr(x, 'dtype', type(x).__name__)}")
+        if x.dim() != 2 or x.shape[0] < 1 or x.shape[1] < 1:
+            raise ValueError(f"{name} must have shape [batch, max_len] with both >= 1, "
+                             f"got {list(x.shape)}")
+        low, high = int(x.min()), int(x.max())
+        if low < 0 or high > self.pad or (x == self.bos).any():
+            raise ValueError(f"{name} must hold ids in 0..{self.pad} other than BOS={self.bos} "
+                             f"(vocabulary of {len(self)} characters), got range [{low}, {high}]")
+        is_end = x == self.EOS
+        bad = (is_end.sum(1) != 1).nonzero().flatten()
+        if len(bad):
+            raise ValueError(f"every row of {name} needs exactly one end symbol (id "
+                             f"{self.EOS}); rows {bad.tolist()[:5]} do not")
+        end = is_end.long().argmax(1, keepdim=True)  # [batch, 1]
+        after = torch.arange(x.shape[1], device=x.device) > end  # [batch, max_len]
+        bad = ((x == self.pad) != after).any(1).nonzero().flatten()
+        if len(bad):
+            raise ValueError(f"rows {bad.tolist()[:5]} of {name} are not padded with PAD="
+                             f"{self.pad} exactly after their end symbol")
+
+
+@dataclass(frozen=True)
+class WordData:
+    """Fixed ``train``/``valid``/``test`` lists of words and where they came from.
+
+    ``source`` is ``"wamerican:<path>"``, ``"bundled:<path>"`` or ``"file:<path>"``.
+    """
+
+    train: list[str]
+    valid: list[str]
+    test: list[str]
+    source: str
+
+    @property
+    def words(self) -> list[str]:
+        return self.train + self.valid + self.test
+
+
+def clean_word_list(lines: Iterable[str]) -> list[str]:
+    """Lines of a word list -> the distinct lowercase ASCII words ``[a-z]+``, in file order.
+
+    Surrounding whitespace is stripped; possessives (``"cat's"``) and anything else with a
+    character outside ``a-z`` (capitals, accents, digits, hyphens) are dropped.
+    """
+    words = (line.strip() for line in lines)
+    return list(dict.fromkeys(w for w in words if _LOWERCASE_WORD.fullmatch(w)))
+
+
+def split_words(words: Sequence[str], valid_fraction: float = 0.1, test_fraction: float = 0.1,
+                seed: int = 0) -> tuple[list[str], list[str], list[str]]:
+    """Shuffle ``words`` with ``seed`` and cut ``train, valid, test`` lists.
+
+    Valid and test get ``max(1, round(fraction * n))`` words each; the rest is train.
+    """
+    n = len(words)
+    num_valid = max(1, round(valid_fraction * n))
+    num_test = max(1, round(test_fraction * n))
+    if n - num_valid - num_test < 1:
+        raise ValueError(f"{n} words are too few for train, valid and test splits")
+    order = np.random.default_rng(seed).permutation(n)
+    shuffled = [words[i] for i in order]
+    return (shuffled[num_valid + num_test:], shuffled[:num_valid],
+            shuffled[num_valid:num_valid + num_test])
+
+
+def load_words(path: str | Path | None = None, *, valid_fraction: float = 0.1,
+               test_fraction: float = 0.1, seed: int = 0) -> WordData:
+    """Load a word list and split it into fixed train/valid/test lists (see the module doc).
+
+    Args:
+        path: a text file with one word (or sequence) per line; None: ``wamerican``'s
+            ``/usr/share/dict/words`` when present, else the bundled list (a warning says so).
+        valid_fraction, test_fraction, seed: the split, fixed by ``seed``
+            (:func:`split_words`).
+
+    Raises:
+        FileNotFoundError: ``path`` names no file.
+        ValueError: the file holds no words (after the filter for the default sources).
+    """
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no word list at {path}")
+        words = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        words = [w for w in words if w]
+        source = f"file:{path}"
+    else:
+        if WAMERICAN_PATH.is_file():
+            path, source = WAMERICAN_PATH, f"wamerican:{WAMERICAN_PATH}"
+        else:
+            path, source = BUNDLED_PATH, f"bundled:{BUNDLED_PATH}"
+            logger.warning("%s not found (Debian package wamerican); using the bundled list %s",
+                           WAMERICAN_PATH, BUNDLED_PATH)
+        words = clean_word_list(path.read_text(encoding="utf-8").splitlines())
+    if not words:
+        raise ValueError(f"{path} holds no words" + ("" if source.startswith("file:") else
+                                                      " matching [a-z]+"))
+    logger.info("loaded %d words from %s", len(words), source)
+    train, valid, test = split_words(words, valid_fraction, test_fraction, seed)
+    return WordData(train, valid, test, source)

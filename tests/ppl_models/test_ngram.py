@@ -1,0 +1,172 @@
+"""Dirichlet-smoothed n-grams: normalization, exact evidence, empirical Bayes, Pyro pair."""
+
+import itertools
+import math
+import random
+import time
+from collections import Counter
+
+import pytest
+import torch
+
+from inference import elbo
+from ppl_models.ngram import NGramModel
+from ppl_models.text import Vocabulary
+
+TINY = ["ab", "a", "abba", "bab", "b", "aab", "ba"]
+
+
+def fitted(order, words=TINY, alphabet="ab", concentration=0.5):
+    vocab = Vocabulary(alphabet)
+    return NGramModel(order, vocab, concentration).fit_counts(vocab.encode(words))
+
+
+def all_words(alphabet, max_length):
+    return ["".join(w) for m in range(max_length + 1)
+            for w in itertools.product(alphabet, repeat=m)]
+
+
+def test_posterior_predictive_is_additive_smoothing_by_hand():
+    # bigram, alpha = 0.5, V = 3 (end, a, b) on "ab", "a": after BOS: a twice;
+    # after a: b once, end once; after b: end once
+    ng = fitted(2, ["ab", "a"])
+    log_p = ng.log_prob(ng.vocab.encode(["ab", "b"]))
+    expected_ab = (2.5 / 3.5) * (1.5 / 3.5) * (1.5 / 2.5)
+    expected_b = (0.5 / 3.5) * (1.5 / 2.5)  # b after BOS is unseen, end after b is seen
+    assert torch.allclose(log_p, torch.tensor([expected_ab, expected_b], dtype=torch.float64).log(),
+                          rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+def test_conditionals_sum_to_one_for_every_seen_and_unseen_context(order):
+    ng = fitted(order)
+    # every context over all ids that may precede a symbol (end, a, b and BOS)
+    contexts = list(itertools.product(range(ng.vocab.bos + 1), repeat=order - 1))
+    contexts = torch.tensor(contexts, dtype=torch.long).reshape(len(contexts), order - 1)
+    probs = ng.conditional(contexts)  # [contexts, V]
+    assert probs.shape == (len(contexts), 3) and (probs > 0).all()
+    # float64 sum of three ratios: exact to a few ulps
+    assert torch.allclose(probs.sum(-1), torch.ones(len(contexts), dtype=torch.float64),
+                          rtol=0, atol=1e-14), probs.sum(-1)
+    totals = [float(ng.conditional(c[None])[0].sum()) for c in contexts[:3]]
+    assert all(abs(t - 1) < 1e-14 for t in totals)
+    if order > 1:  # both kinds occur: seen contexts and unseen ones (uniform 1/V)
+        seen = (probs - 1 / 3).abs().max(-1).values > 1e-9
+        assert seen.any() and (~seen).any()
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_probabilities_of_all_words_plus_longer_prefixes_sum_to_one(order):
+    # Every infinite symbol stream either ends within max_length characters or starts with
+    # one of the 2^(max_length + 1) prefixes of max_length + 1 characters, so
+    #   sum_{|w| <= L} p(w) + sum_{|u| = L + 1} p(u is a prefix) = 1   exactly.
+    ng = fitted(order)
+    max_length = 8
+    words = all_words("ab", max_length)
+    total = ng.log_prob(ng.vocab.encode(words)).exp().sum()
+    prefixes = all_words("ab", max_length + 1)[-2 ** (max_length + 1):]
+    x = ng.vocab.encode(prefixes)
+    # p(u is a prefix) = p(u, end) / p(end | last n - 1 symbols of u)
+    _, contexts, _ = ng.contexts(x)
+    p_end = ng.conditional(contexts[:, max_length + 1])[:, ng.vocab.EOS]
+    remaining = (ng.log_prob(x).exp() / p_end).sum()
+    # 1023 float64 terms: rounding stays below 1e-13; the remaining mass is not negligible
+    assert remaining > 1e-3
+    assert abs(float(total + remaining) - 1) < 1e-12, (float(total), float(remaining))
+
+
+def sequential_log_evidence(words, order, alphabet, alpha):
+    """Brute force: the product of posterior predictives, updating counts one symbol at a time."""
+    counts, totals = Counter(), Counter()
+    size = len(alphabet) + 1
+    log_p = 0.0
+    for word in words:
+        symbols = ["<s>"] * (order - 1) + list(word) + ["</s>"]
+        for t in range(order - 1, len(symbols)):
+            context, symbol = tuple(symbols[t - order + 1:t]), symbols[t]
+            log_p += math.log((counts[context, symbol] + alpha) / (totals[context] + alpha * size))
+            counts[context, symbol] += 1
+            totals[context] += 1
+    return log_p
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 5])
+@pytest.mark.parametrize("alpha", [0.01, 0.3, 2.0])
+def test_log_evidence_equals_the_sequential_predictive_probabilities(order, alpha):
+    ng = fitted(order, alphabet="abc", words=TINY + ["cab", "abc", "ccc", "a"])
+    expected = sequential_log_evidence(TINY + ["cab", "abc", "ccc", "a"], order, "abc", alpha)
+    # float64 lgamma against a float64 sum of about 50 logs: agreement to 1e-10 nats
+    assert abs(ng.log_evidence(alpha) - expected) < 1e-10, (ng.log_evidence(alpha), expected)
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_evidence_chosen_concentration_is_a_maximum(order):
+    rng = random.Random(0)
+    words = ["".join(rng.choice("aab" if i % 2 else "abbc") for i in range(rng.randint(1, 6)))
+             for _ in range(300)]
+    ng = fitted(order, words, alphabet="abc")
+    alpha = ng.fit_concentration()
+    assert ng.concentration == alpha and 1e-4 < alpha < 1e3
+    best = ng.log_evidence(alpha)
+    # the search stops within 1e-6 in log alpha, far inside these 1% steps
+    for neighbour in (alpha * 0.99, alpha * 1.01):
+        assert ng.log_evidence(neighbour) < best, (neighbour, alpha)
+    grid = [10 ** k for k in torch.linspace(-4, 3, 71).tolist()]
+    assert max(ng.log_evidence(a) for a in grid) <= best + 1e-9
+
+
+def test_elbo_with_the_empty_guide_is_log_prob():
+    ng = fitted(3)
+    x = ng.vocab.encode(["ab", "bbbbab", "", "a"])
+    expected = ng.log_prob(x)
+    # Categorical renormalizes the probabilities it is given: float64 rounding only
+    assert torch.allclose(elbo(ng.model, ng.guide, x), expected, rtol=0, atol=1e-10)
+
+
+def test_samples_follow_the_counts_and_the_generator():
+    ng = fitted(3, ["abc"] * 200, alphabet="abc", concentration=1e-3)
+    samples = ng.sample(50, torch.Generator().manual_seed(0))
+    assert len(samples) == 50 and all(set(s) <= set("abc") for s in samples)
+    # p("abc") = (200 / 200.003)^4 ~ 0.99994 per sample
+    assert samples.count("abc") >= 49
+    uniform = NGramModel(2, Vocabulary("ab"))  # no counts: the prior predictive
+    assert uniform.sample(20, torch.Generator().manual_seed(1)) == \
+        uniform.sample(20, torch.Generator().manual_seed(1))
+    assert all(len(w) <= 4 for w in uniform.sample(200, torch.Generator(), max_length=4))
+
+
+def test_counting_a_hundred_thousand_words_takes_seconds():
+    rng = random.Random(0)
+    words = ["".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=rng.randint(1, 20)))
+             for _ in range(100_000)]
+    vocab = Vocabulary()
+    x = vocab.encode(words)
+    start = time.perf_counter()
+    ng = NGramModel(6, vocab).fit_counts(x)
+    seconds = time.perf_counter() - start
+    assert ng.pair_counts.sum() == vocab.lengths(x).sum()
+    # measured about 0.5 s on 2 CPU cores; 10 s leaves room for a loaded machine
+    assert seconds < 10, seconds
+
+
+def test_input_errors_are_clear():
+    vocab = Vocabulary("ab")
+    with pytest.raises(ValueError, match="order"):
+        NGramModel(0, vocab)
+    with pytest.raises(ValueError, match="concentration"):
+        NGramModel(2, vocab, concentration=0.0)
+    with pytest.raises(ValueError, match="overflows"):
+        NGramModel(40, vocab)
+    ng = NGramModel(2, vocab)
+    with pytest.raises(ValueError, match="fit_counts"):
+        ng.fit_concentration()
+    with pytest.raises(ValueError, match="int64"):
+        ng.log_prob(torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="0..4"):
+        ng.log_prob(torch.tensor([[7, 0]]))
+    with pytest.raises(ValueError, match=r"contexts must be int64 \[\.\.\., 1\]"):
+        ng.conditional(torch.zeros(3, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="context ids"):
+        ng.conditional(torch.tensor([[5]]))
+    with pytest.raises(ValueError, match="concentration"):
+        ng.log_evidence(-1.0)

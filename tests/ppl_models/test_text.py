@@ -1,0 +1,111 @@
+"""Word lists, splits and the character vocabulary."""
+
+import logging
+import re
+
+import pytest
+import torch
+
+from ppl_models import text
+from ppl_models.text import Vocabulary, clean_word_list, load_words, split_words
+
+
+def test_clean_word_list_keeps_distinct_lowercase_ascii_words():
+    lines = ["A", "AA's", "aardvark", "aardvark's", "Aachen", "\u00e9clair", "cat", "cat",
+             " dog \n", "x-ray", "mp3", ""]
+    assert clean_word_list(lines) == ["aardvark", "cat", "dog"]
+
+
+def test_bundled_list_is_small_clean_and_a_few_thousand_words():
+    raw = text.BUNDLED_PATH.read_text().splitlines()
+    assert text.BUNDLED_PATH.stat().st_size < 100_000
+    assert clean_word_list(raw) == raw, "the bundled list should need no filtering"
+    assert len(raw) > 3000
+
+
+def test_default_source_is_wamerican_when_present(tmp_path, monkeypatch):
+    words = tmp_path / "words"
+    words.write_text("A\nAachen\nabacus\nabacus's\nabbey\nabbey's\nabbot\n\u00e9clair\n"
+                     "ability\nable\nabout\nabove\n")
+    monkeypatch.setattr(text, "WAMERICAN_PATH", words)
+    data = load_words(valid_fraction=0.2, test_fraction=0.2)
+    assert data.source == f"wamerican:{words}"
+    assert sorted(data.words) == ["abacus", "abbey", "abbot", "ability", "able", "about",
+                                  "above"]
+
+
+def test_missing_wamerican_falls_back_to_the_bundled_list_and_says_so(tmp_path, monkeypatch,
+                                                                      caplog):
+    monkeypatch.setattr(text, "WAMERICAN_PATH", tmp_path / "missing")
+    with caplog.at_level(logging.WARNING, logger="ppl_models.text"):
+        data = load_words()
+    assert data.source == f"bundled:{text.BUNDLED_PATH}"
+    assert "bundled" in caplog.text and "wamerican" in caplog.text
+    assert len(data.words) == len(text.BUNDLED_PATH.read_text().splitlines())
+
+
+def test_a_named_file_is_read_line_by_line_without_the_word_filter(tmp_path):
+    path = tmp_path / "names.txt"
+    path.write_text("Anna\n\n  bob's  \nx-ray\r\nanna\nc\n")
+    data = load_words(path, valid_fraction=0.2, test_fraction=0.2)
+    assert data.source == f"file:{path}"
+    assert sorted(data.words) == ["Anna", "anna", "bob's", "c", "x-ray"]
+
+
+def test_load_errors_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no word list"):
+        load_words(tmp_path / "absent.txt")
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    with pytest.raises(ValueError, match="holds no words"):
+        load_words(tmp_path / "empty.txt")
+    with pytest.raises(ValueError, match="too few"):
+        split_words(["a", "b"])
+
+
+def test_split_is_fixed_by_the_seed_and_partitions_the_words():
+    words = [f"w{i}" for i in range(100)]
+    train, valid, test = split_words(words, 0.1, 0.2, seed=3)
+    assert (len(train), len(valid), len(test)) == (70, 10, 20)
+    assert sorted(train + valid + test) == sorted(words)
+    assert split_words(words, 0.1, 0.2, seed=3) == (train, valid, test)
+    assert split_words(words, 0.1, 0.2, seed=4)[2] != test
+
+
+def test_encode_pads_after_the_end_symbol_and_decodes_back():
+    vocab = Vocabulary("cab")
+    assert vocab.characters == ("a", "b", "c") and vocab.num_outputs == 4
+    assert (vocab.bos, vocab.pad, vocab.num_symbols) == (4, 5, 5)
+    x = vocab.encode(["cab", "a", ""])
+    assert torch.equal(x, torch.tensor([[3, 1, 2, 0], [1, 0, 5, 5], [0, 5, 5, 5]]))
+    assert vocab.lengths(x).tolist() == [4, 2, 1]
+    assert vocab.decode(x) == ["cab", "a", ""]
+    assert vocab.encode(["ab"], max_len=6).shape == (1, 6)
+    vocab.check(x)
+
+
+def test_vocabulary_from_words_and_encoding_errors():
+    vocab = Vocabulary.from_words(["hi there", "yo"])
+    assert "".join(vocab.characters) == " ehiorty"
+    with pytest.raises(ValueError, match=re.escape("'hello' has characters outside the "
+                                                   "vocabulary: ['l']")):
+        vocab.encode(["hey", "hello"])
+    with pytest.raises(ValueError, match="max_len"):
+        vocab.encode(["there"], max_len=5)
+    with pytest.raises(ValueError, match="non-empty"):
+        vocab.encode([])
+
+
+def test_check_rejects_malformed_tensors():
+    vocab = Vocabulary("ab")  # EOS 0, a 1, b 2, BOS 3, PAD 4
+    with pytest.raises(ValueError, match="int64"):
+        vocab.check(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match=r"\[batch, max_len\]"):
+        vocab.check(torch.tensor([1, 0]))
+    with pytest.raises(ValueError, match="0..4"):
+        vocab.check(torch.tensor([[1, 5, 0]]))
+    with pytest.raises(ValueError, match="BOS"):
+        vocab.check(torch.tensor([[3, 1, 0]]))
+    with pytest.raises(ValueError, match="exactly one end symbol"):
+        vocab.check(torch.tensor([[1, 2, 4], [1, 0, 0]]))
+    with pytest.raises(ValueError, match="padded"):
+        vocab.check(torch.tensor([[1, 4, 0]]))
