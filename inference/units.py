@@ -1,0 +1,96 @@
+"""Units of log-likelihoods: nats per datapoint, bits, bits/dim, and dequantization.
+
+Every estimator in :mod:`inference` returns natural-log values per datapoint (nats). Image
+and audio results are usually quoted as a *negative* log-likelihood in bits per dimension,
+
+    bits/dim = -log p(x) / (D ln 2),
+
+for ``D`` pixels (times channels) or samples per datapoint, which makes numbers comparable
+across image sizes.
+
+Comparing a density with a probability mass. A continuous density p on ``[0, 1]^D`` and a
+discrete model P on the integer levels ``k in {0, ..., L-1}^D`` are not measured in the same
+units: ``log p`` can be arbitrarily large. With uniform dequantization,
+``y = (k + u) / L`` with ``u ~ U[0, 1)^D`` lies in the cell of volume ``L^-D`` that ``k``
+owns, so ``P(k) := integral over the cell of p = L^-D E_u[p(y)]`` is a proper mass, and by
+Jensen's inequality
+
+    log P(k) >= E_u[log p((k + u) / L)] - D log L            [1, Section 3.1], [2],
+
+with equality when p is constant on each cell. The ``D log L`` term is
+:func:`dequantization_correction_nats`; :func:`discrete_log_likelihood_bound` applies it.
+
+References:
+    [1] Theis, van den Oord, Bethge (2016), A note on the evaluation of generative models.
+    [2] Ho, Chen, Srinivas, Duan, Abbeel (2019), Flow++: improving flow-based generative
+        models with variational dequantization and architecture design.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+LN2 = math.log(2.0)
+LEVELS = 256
+
+
+def _check_count(value, name: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def nats_to_bits(nats: float | torch.Tensor) -> float | torch.Tensor:
+    """``nats / ln 2``: the same quantity in base-2 logarithms (float or tensor ``[...]``)."""
+    return nats / LN2
+
+
+def bits_to_nats(bits: float | torch.Tensor) -> float | torch.Tensor:
+    """``bits * ln 2`` (float or tensor ``[...]``)."""
+    return bits * LN2
+
+
+def bits_per_dim(nats_per_datapoint: float | torch.Tensor, num_dims: int):
+    """Negative log-likelihood in bits per dimension: ``nats_per_datapoint / (D ln 2)``.
+
+    Args:
+        nats_per_datapoint: negative log-likelihood ``-log p(x)`` in nats, float or tensor
+            ``[...]`` (pass ``-iwae`` or ``-log_evidence``: a positive number for discrete data).
+        num_dims: D, the number of dimensions of one datapoint (e.g. 784 for a 28x28 image,
+            3072 for 32x32x3).
+
+    Returns:
+        the same type and shape, in bits/dim.
+    """
+    _check_count(num_dims, "num_dims", 1)
+    return nats_per_datapoint / (num_dims * LN2)
+
+
+def dequantization_correction_nats(num_dims: int, levels: int = LEVELS) -> float:
+    """``D log(levels)``: the nats between a density on ``(k + u) / levels`` and a mass on k.
+
+    ``-log P(k) <= E_u[-log p((k + u) / levels)] + dequantization_correction_nats(D)``
+    (module docstring, [1], [2]). For a 28x28 8-bit image: ``784 log 256 = 4347.4`` nats.
+    """
+    _check_count(num_dims, "num_dims", 1)
+    _check_count(levels, "levels", 2)
+    return num_dims * math.log(levels)
+
+
+def discrete_log_likelihood_bound(log_density_nats: float | torch.Tensor, num_dims: int,
+                                  levels: int = LEVELS):
+    """Lower bound on ``log P(k)`` from a continuous density on dequantized data.
+
+    Args:
+        log_density_nats: ``E_u[log p((k + u) / levels)]`` (or an estimate or lower bound of
+            it, such as an ELBO) per datapoint in nats, float or tensor ``[...]``, for a density
+            on data scaled to ``[0, 1]^D``.
+        num_dims: D.
+        levels: number of integer levels per dimension (256 for 8-bit data).
+
+    Returns:
+        ``log_density_nats - D log(levels)``, the same type and shape: a lower bound on the
+        log-probability of the integer data (equality when p is constant on every cell).
+    """
+    return log_density_nats - dequantization_correction_nats(num_dims, levels)
