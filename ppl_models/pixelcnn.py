@@ -1,0 +1,347 @@
+"""PixelCNN: an exact autoregressive likelihood for images built from masked convolutions.
+
+An image ``x: [C, H, W]`` is factorized in raster order, pixel by pixel and channel by channel
+inside a pixel ([1] eq. 1-2)::
+
+    log p(x | y, h) = sum_{i, c} log p(x_{c,i} | x_{<i}, x_{<c,i}, y, h)
+
+where each conditional is a pixel likelihood of :mod:`ppl_models.likelihoods` (Bernoulli,
+256-way softmax, or discretized logistic mixture) whose parameters come from a stack of
+masked convolutions (:mod:`ppl_models.layers`): one mask-"A" ``k0 x k0`` convolution, gated
+residual blocks with mask-"B" ``k x k`` convolutions ([2] eq. 2), and a 1x1 head. ``y`` is an
+optional class id and ``h: [batch, cond_dim]`` an optional conditioning vector (e.g. the
+latent of a VAE whose decoder this is), both entering every block as a per-image bias
+([2] eq. 4). The network has the "blind spot" of plain masked convolutions ([2] Section 2.2):
+some pixels above-right of the current one are out of reach; this costs some likelihood and
+changes nothing about exactness or normalization.
+
+Sampling draws each ``x_{c,i}`` by the Gumbel-max trick [4] over its levels (2 for binary
+pixels, 256 otherwise), ``argmax(log P(k) + g_k)``, ``g = -log(-log u)``, ``u ~ U(0, 1)``
+from a seeded :class:`torch.Generator`, one draw of ``u`` per (pixel, channel) in raster
+order. :meth:`PixelCNN.sample` reruns the whole network for every draw (``C H W`` forward
+passes). :meth:`PixelCNN.sample_fast` uses that a masked layer's activation at position
+``q`` depends only on the inputs before ``q`` (and on earlier channels of ``q``), so it is
+final once those are drawn: it keeps every layer's input in a zero-padded cache and, per draw,
+computes only position ``q`` of each layer, one kernel-window dot product (``k (k//2 + 1)``
+taps) per layer, about one forward pass in total [3]. Both consume the same ``u`` in the same
+order, so they return the same images; their parameters agree up to float rounding (about
+1e-6), which could change a draw only if it fell that close to a tie.
+
+References:
+    [1] van den Oord, Kalchbrenner, Kavukcuoglu (2016), Pixel Recurrent Neural Networks, ICML.
+    [2] van den Oord, Kalchbrenner, Vinyals, Espeholt, Graves, Kavukcuoglu (2016),
+        Conditional Image Generation with PixelCNN Decoders, NeurIPS.
+    [3] Ramachandran, Paine, Khorrami, Babaeizadeh, Chang, Zhang, Hasegawa-Johnson, Campbell,
+        Huang (2017), Fast Generation for Convolutional Autoregressive Models, ICLR workshop.
+    [4] Maddison, Tarlow, Minka (2014), A* Sampling, NeurIPS (the Gumbel-max trick).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import pyro
+import torch
+from pyro.infer.util import is_validation_enabled
+from pyro.nn import PyroModule, pyro_method
+from torch import nn
+from torch.nn import functional as F
+
+from .layers import GatedResidualBlock, MaskedConv2d
+from .likelihoods import LEVELS, make_likelihood
+
+__all__ = ["PixelCNN"]
+
+# A chooser gets the pixel (c, i, j) and the likelihood parameters [batch, P] of x_{c,i,j}
+# (None where the network was skipped) and returns its values [batch] on the data scale.
+Chooser = Callable[[int, int, int, torch.Tensor], torch.Tensor]
+
+
+class PixelCNN(PyroModule):
+    """PixelCNN [1, 2] as a fully observed Pyro model with an empty guide.
+
+    ``model(x, y, h)`` scores ``x: [batch, C, H, W]`` (data convention of the likelihood:
+    binary {0, 1} for ``"bernoulli"``, levels ``k / 255`` otherwise), so
+    ``inference.fit(m.model, m.guide, x)`` is maximum likelihood and ``inference.elbo``
+    equals :meth:`log_prob`.
+
+    Args:
+        image_shape: ``(C, H, W)``.
+        likelihood: ``"bernoulli"``, ``"categorical256"`` or ``"logistic-mixture"``.
+        channels: residual channels (a multiple of ``C``).
+        num_blocks: gated residual blocks.
+        kernel_size: odd kernel of the blocks' masked convolutions.
+        first_kernel_size: odd kernel of the first (mask "A") convolution.
+        num_classes: class ids ``y`` for p(x | y); None for an unconditional model.
+        cond_dim: size of a conditioning vector ``h: [batch, cond_dim]``; None for none.
+        num_mixtures: components of the logistic mixture.
+    """
+
+    def __init__(self, image_shape: Sequence[int] = (1, 28, 28), likelihood: str = "bernoulli",
+                 channels: int = 64, num_blocks: int = 5, kernel_size: int = 3,
+                 first_kernel_size: int = 7, num_classes: int | None = None,
+                 cond_dim: int | None = None, num_mixtures: int = 5):
+        super().__init__()
+        if len(image_shape) != 3 or min(image_shape) < 1:
+            raise ValueError(f"image_shape must be (C, H, W) with positive sizes, got "
+                             f"{tuple(image_shape)}")
+        if likelihood not in ("bernoulli", "categorical256", "logistic-mixture"):
+            raise ValueError(f"likelihood must be 'bernoulli', 'categorical256' or "
+                             f"'logistic-mixture', got {likelihood!r}")
+        if num_blocks < 0:
+            raise ValueError(f"num_blocks must be >= 0, got {num_blocks}")
+        options = {"num_mixtures": num_mixtures} if likelihood == "logistic-mixture" else {}
+        self.likelihood = make_likelihood(likelihood, **options)
+        self.image_shape = tuple(int(s) for s in image_shape)
+        self.num_classes = num_classes
+        self.cond_dim = cond_dim
+        C = self.image_shape[0]
+        P = self.likelihood.params_per_pixel
+        self.first = MaskedConv2d(C, channels, first_kernel_size, "A", C)
+        self.blocks = nn.ModuleList(
+            GatedResidualBlock(channels, kernel_size, C, num_classes, cond_dim)
+            for _ in range(num_blocks))
+        # channel k of the last layer is parameter k // C of data channel k % C: [P, C]
+        self.head = nn.ModuleList([MaskedConv2d(channels, channels, 1, "B", C),
+                                   MaskedConv2d(channels, P * C, 1, "B", C)])
+        binary = likelihood == "bernoulli"
+        self.register_buffer("levels", torch.arange(2.0) if binary
+                             else torch.arange(float(LEVELS)) / (LEVELS - 1), persistent=False)
+
+    # ----------------------------------------------------------------------------- checks
+    def _check_x(self, x: torch.Tensor, name: str = "x") -> None:
+        if not torch.is_tensor(x) or not x.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor [batch, "
+                             f"{', '.join(map(str, self.image_shape))}], got "
+                             f"{getattr(x, 'dtype', type(x).__name__)}")
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
+            raise ValueError(f"{name} must have shape [batch, "
+                             f"{', '.join(map(str, self.image_shape))}], got {list(x.shape)}")
+        if is_validation_enabled() and x.numel():
+            self.likelihood.check(x)
+
+    def _check_condition(self, y: torch.Tensor | None, h: torch.Tensor | None,
+                         batch: int) -> None:
+        if self.num_classes is None:
+            if y is not None:
+                raise ValueError("this PixelCNN has no classes (num_classes=None); pass y=None")
+        else:
+            if not torch.is_tensor(y) or y.dtype != torch.long or tuple(y.shape) != (batch,):
+                raise ValueError(f"y must be an int64 tensor [batch] = [{batch}] of class ids, "
+                                 f"got {getattr(y, 'dtype', type(y).__name__)} "
+                                 f"{list(getattr(y, 'shape', []))}")
+            if batch and (y.min() < 0 or y.max() >= self.num_classes):
+                raise ValueError(f"y must hold class ids in 0..{self.num_classes - 1}, got "
+                                 f"range [{int(y.min())}, {int(y.max())}]")
+        if self.cond_dim is None:
+            if h is not None:
+                raise ValueError("this PixelCNN takes no conditioning vector (cond_dim=None); "
+                                 "pass h=None")
+        elif (not torch.is_tensor(h) or not h.is_floating_point() or h.dim() < 2
+              or tuple(h.shape[-2:]) != (batch, self.cond_dim)):
+            raise ValueError(f"h must be a float tensor [..., batch, cond_dim] = [..., {batch}, "
+                             f"{self.cond_dim}], got {getattr(h, 'dtype', type(h).__name__)} "
+                             f"{list(getattr(h, 'shape', []))}")
+
+    # ---------------------------------------------------------------------------- network
+    def _network(self, x: torch.Tensor, y: torch.Tensor | None, h: torch.Tensor | None
+                 ) -> torch.Tensor:
+        """Unchecked: ``x: [n, C, H, W]``, ``y: [n]``, ``h: [n, cond_dim]`` -> ``[n, P, C, H, W]``."""
+        a = self.first(2 * x - 1)  # data scaled to [-1, 1]; the zero padding sits mid-range
+        for block in self.blocks:
+            a = block(a, block.condition(y, h))
+        raw = self.head[1](F.relu(self.head[0](F.relu(a))))  # [n, P * C, H, W]
+        return raw.unflatten(1, (self.likelihood.params_per_pixel, self.image_shape[0]))
+
+    def pixel_params(self, x: torch.Tensor, y: torch.Tensor | None = None,
+                     h: torch.Tensor | None = None) -> torch.Tensor:
+        """Likelihood parameters of every ``x_{c,i}`` given what precedes it.
+
+        Args:
+            x: ``[batch, C, H, W]``.
+            y: ``[batch]`` int64 class ids (conditional models only).
+            h: ``[*lead, batch, cond_dim]`` conditioning vectors; leading dims (e.g. VAE
+                particles) broadcast over ``x``.
+
+        Returns:
+            ``[*lead, batch, P, C, H, W]``; entry ``[..., c, i, j]`` depends on ``x`` only
+            through pixels before ``(i, j)`` in raster order and channels ``< c`` of ``(i, j)``.
+        """
+        self._check_x(x)
+        batch = x.shape[0]
+        self._check_condition(y, h, batch)
+        lead = () if h is None else tuple(h.shape[:-2])
+        if not lead:
+            return self._network(x, y, h)
+        n = math.prod(lead)
+        x_all = x.expand(*lead, *x.shape).reshape(n * batch, *self.image_shape)
+        y_all = None if y is None else y.expand(*lead, batch).reshape(-1)
+        raw = self._network(x_all, y_all, h.reshape(n * batch, -1))
+        return raw.reshape(*lead, batch, *raw.shape[1:])
+
+    def distribution(self, x: torch.Tensor, y: torch.Tensor | None = None,
+                     h: torch.Tensor | None = None):
+        """The pixel distributions given their predecessors: batch shape ``[*lead, batch, C, H,
+        W]`` (see :meth:`pixel_params`); ``.log_prob(x)`` scores each pixel, wrap it in
+        ``.to_event(3)`` to score images."""
+        return self.likelihood.distribution(self.pixel_params(x, y, h))
+
+    def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None,
+                 h: torch.Tensor | None = None) -> torch.Tensor:
+        """``log p(x | y, h)`` in nats per image: ``x: [batch, C, H, W]`` -> ``[*lead, batch]``."""
+        return self.distribution(x, y, h).log_prob(x).sum((-3, -2, -1))
+
+    @pyro_method
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None,
+              h: torch.Tensor | None = None) -> None:
+        d = self.distribution(x, y, h)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", d.to_event(3), obs=x)
+
+    @pyro_method
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None,
+              h: torch.Tensor | None = None) -> None:
+        """Empty: with no latent variables the ELBO is ``log p(x | y, h)`` itself."""
+
+    # --------------------------------------------------------------------------- sampling
+    def _level_log_probs(self, raw: torch.Tensor) -> torch.Tensor:
+        """Parameters ``raw: [batch, P]`` of one pixel -> ``log P(level)``: ``[batch, K]``."""
+        # closed forms of BernoulliPixel and Categorical256, without building a distribution
+        if self.likelihood.name == "bernoulli":
+            return F.logsigmoid(torch.cat([-raw, raw], 1))  # [batch, 2]: P(0), P(1)
+        if self.likelihood.name == "categorical256":
+            return raw.log_softmax(1)
+        d = self.likelihood.distribution(raw[:, :, None], pixel_ndim=1)  # batch shape [batch, 1]
+        return d.log_prob(self.levels[:, None, None])[..., 0].T  # [K, batch, 1] -> [batch, K]
+
+    def _run_naive(self, batch: int, y, h, choose: Chooser, skip=None) -> torch.Tensor:
+        """The whole network for every draw; ``skip(c, i, j)`` says the network is not needed
+        there (every image has that value given). Returns ``x: [batch, C, H, W]``."""
+        C, H, W = self.image_shape
+        x = self.levels.new_zeros(batch, C, H, W)
+        raw = None
+        for i in range(H):
+            for j in range(W):
+                for c in range(C):
+                    if skip is None or not skip(c, i, j):
+                        raw = self._network(x, y, h)[:, :, c, i, j]  # [batch, P]
+                    x[:, c, i, j] = choose(c, i, j, raw)
+                    raw = None
+        return x
+
+    def _run_cached(self, batch: int, y, h, choose: Chooser) -> torch.Tensor:
+        """Fast generation: caches of every layer's padded input, one position per layer per
+        draw (module docstring). Same contract as :meth:`_run_naive`."""
+        C, H, W = self.image_shape
+        first, blocks = self.first, list(self.blocks)
+        new = self.levels.new_zeros
+        x = new(batch, C, H, W)
+        image = first.pad(new(batch, C, H, W))  # scaled data 2x - 1, zero-padded
+        caches = [block.conv.pad(new(batch, first.out_channels, H, W)) for block in blocks]
+        pads = [block.conv.half for block in blocks]
+        biases = [block.condition(y, h) for block in blocks]
+        weights = [(block.conv.flat_weight(), block.out.flat_weight()) for block in blocks]
+        first_w = first.flat_weight()
+        head_w = [(layer.flat_weight(), layer.bias) for layer in self.head]
+        p0 = first.half
+        for i in range(H):
+            for j in range(W):
+                for c in range(C):
+                    a = first.at(image, i, j, first_w)  # [batch, channels]
+                    for block, cache, p, bias, w in zip(blocks, caches, pads, biases, weights):
+                        cache[:, :, i + p, j + p] = a
+                        a = block.at(cache, i, j, bias, w)
+                    for weight, b in head_w:
+                        a = F.linear(F.relu(a), weight, b)
+                    raw = a.unflatten(1, (-1, C))[:, :, c]  # [batch, P]
+                    value = choose(c, i, j, raw)
+                    x[:, c, i, j] = value
+                    image[:, c, i + p0, j + p0] = 2 * value - 1
+        return x
+
+    def _sampler(self, num: int, y, h, generator, seed, given, mask
+                 ) -> tuple[Chooser, Callable[[int, int, int], bool] | None]:
+        """Check the arguments; the Gumbel-max chooser that keeps ``given`` where ``mask``."""
+        if not isinstance(num, int) or num < 1:
+            raise ValueError(f"num must be a positive int, got {num!r}")
+        self._check_condition(y, h, num)
+        if h is not None and h.dim() != 2:
+            raise ValueError(f"sampling takes h: [num, cond_dim], got {list(h.shape)}")
+        device = self.levels.device
+        if generator is None:
+            generator = torch.Generator(device).manual_seed(seed)
+        if (given is None) != (mask is None):
+            raise ValueError("completion needs both given: [num, C, H, W] and mask (True where "
+                             "a pixel is given)")
+        if given is not None:
+            self._check_x(given, "given")
+            if given.shape[0] != num:
+                raise ValueError(f"given must hold num={num} images, got {given.shape[0]}")
+            if not torch.is_tensor(mask) or mask.dtype != torch.bool:
+                raise ValueError(f"mask must be a bool tensor, got "
+                                 f"{getattr(mask, 'dtype', type(mask).__name__)}")
+            try:
+                mask = mask.expand(given.shape)
+            except RuntimeError:
+                raise ValueError(f"mask of shape {list(mask.shape)} does not broadcast to given "
+                                 f"{list(given.shape)}") from None
+        levels = self.levels
+
+        def choose(c: int, i: int, j: int, raw: torch.Tensor | None) -> torch.Tensor:
+            u = torch.rand((num, len(levels)), generator=generator, device=device)
+            if raw is None:  # every value is given: draw anyway so both samplers stay in step
+                return given[:, c, i, j]
+            log_p = self._level_log_probs(raw)  # [num, K]
+            value = levels[(log_p - torch.log(-torch.log(u))).argmax(-1)]
+            return value if given is None else torch.where(mask[:, c, i, j], given[:, c, i, j],
+                                                           value)
+
+        skip = None if given is None else (lambda c, i, j: bool(mask[:, c, i, j].all()))
+        return choose, skip
+
+    @torch.no_grad()
+    def sample(self, num: int, y: torch.Tensor | None = None, h: torch.Tensor | None = None,
+               *, generator: torch.Generator | None = None, seed: int = 0,
+               given: torch.Tensor | None = None, mask: torch.Tensor | None = None
+               ) -> torch.Tensor:
+        """Draw ``[num, C, H, W]`` images pixel by pixel, rerunning the network every draw.
+
+        Args:
+            y: ``[num]`` class ids; h: ``[num, cond_dim]`` conditioning vectors.
+            generator: source of the Gumbel noise (default: a new one seeded with ``seed``);
+                :meth:`sample_fast` with an equally seeded generator draws the same images.
+            given, mask: completion: ``given: [num, C, H, W]`` values kept where the bool
+                ``mask`` (broadcasting to ``given``) is True; the rest is sampled given them
+                (only pixels before a position condition it, so given pixels below are kept
+                but do not inform what is drawn above them).
+        """
+        choose, skip = self._sampler(num, y, h, generator, seed, given, mask)
+        return self._run_naive(num, y, h, choose, skip)
+
+    @torch.no_grad()
+    def sample_fast(self, num: int, y: torch.Tensor | None = None, h: torch.Tensor | None = None,
+                    *, generator: torch.Generator | None = None, seed: int = 0,
+                    given: torch.Tensor | None = None, mask: torch.Tensor | None = None
+                    ) -> torch.Tensor:
+        """:meth:`sample` with cached activations (module docstring): same arguments, same
+        images for the same seed, at the cost of about one forward pass."""
+        choose, _ = self._sampler(num, y, h, generator, seed, given, mask)
+        return self._run_cached(num, y, h, choose)
+
+    @torch.no_grad()
+    def cached_params(self, x: torch.Tensor, y: torch.Tensor | None = None,
+                      h: torch.Tensor | None = None) -> torch.Tensor:
+        """What :meth:`sample_fast` computes, teacher-forced on ``x: [batch, C, H, W]``:
+        ``[batch, P, C, H, W]``, equal to :meth:`pixel_params` up to float rounding."""
+        self._check_x(x)
+        self._check_condition(y, h, x.shape[0])
+        C, H, W = self.image_shape
+        out = x.new_zeros(x.shape[0], self.likelihood.params_per_pixel, C, H, W)
+
+        def teacher(c, i, j, raw):
+            out[:, :, c, i, j] = raw
+            return x[:, c, i, j]
+
+        self._run_cached(x.shape[0], y, h, teacher)
+        return out
