@@ -1,0 +1,285 @@
+"""Lossless compression with model probabilities: range coding against gzip, bz2, lzma and PNG.
+
+A model that predicts each symbol from those before it turns into a compressor: the range
+coder of ``constriction`` (:mod:`inference.coding`) spends ``-log2 p(s_t | s_<t)`` bits per
+symbol, so the compressed size is the model's negative log-likelihood in bits plus a few
+bytes. Two messages are coded, and every codec in the printed table sees the same data:
+
+- **text**: the test split of the word list (one word per line), coded by the Dirichlet
+  n-gram :class:`ppl_models.ngram.NGramModel` fitted to ``--num-train`` training words, against
+  gzip, bz2 and lzma of the same text file; bits per character count the newline (the end
+  symbol) as a character;
+- **images**: the statically binarized 8x8 digits of the test split, coded pixel by pixel with
+  an independent-pixel Bernoulli model (per-pixel frequencies of the training images, the
+  simplest model) and, when ``ppl_models.pixelcnn`` is present, a PixelCNN trained for
+  ``--epochs``; against gzip, bz2 and lzma of the packed bits and PNG (one 1-bit PNG per image,
+  and all test images tiled into one PNG).
+
+Each model's bytes are decoded again and compared with the input (``roundtrip`` is True only
+for a bit-exact match), and its code length is set beside the model's NLL (``overhead``,
+code bits / NLL bits - 1, which stays under 1%).
+
+Expected with the defaults (wamerican words, 20,000 training words, n = 5; about a minute on 2
+CPU cores; decoding is a Python loop over symbols): the 5-gram codes the 6,388 test words at
+2.85 bits per character, 0.04% above its NLL, where lzma needs about 3.6 (gzip 3.9, bz2 3.8).
+See docs/compression.md for the image rows.
+
+    python examples/compression.py --out-dir runs/compression
+"""
+
+from __future__ import annotations
+
+import argparse
+import bz2
+import gzip
+import io
+import json
+import lzma
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pyro
+import torch
+from tqdm.auto import tqdm
+
+from inference import fit, resolve_device
+from inference.coding import decode_images, decode_words, encode_images, encode_words
+from ppl_models.data import load_images
+from ppl_models.ngram import NGramModel
+from ppl_models.pixelcnn import PixelCNN
+from ppl_models.text import Vocabulary, load_words
+
+BYTE_CODECS = {
+    "gzip": lambda b: gzip.compress(b, compresslevel=9, mtime=0),
+    "bz2": lambda b: bz2.compress(b, compresslevel=9),
+    "lzma": lambda b: lzma.compress(b, preset=9 | lzma.PRESET_EXTREME),
+}
+
+
+def png_bytes(image: np.ndarray) -> int:
+    """Size in bytes of ``image: [H, W]`` (0/1 or 0..255 uint8) saved as an optimized PNG."""
+    from PIL import Image
+
+    binary = image.max() <= 1
+    picture = Image.fromarray((image * 255).astype(np.uint8) if binary else image.astype(np.uint8))
+    buffer = io.BytesIO()
+    picture.convert("1" if binary else "L").save(buffer, format="PNG", optimize=True)
+    return len(buffer.getvalue())
+
+
+def tile(images: np.ndarray, columns: int = 20) -> np.ndarray:
+    """``images: [n, H, W]`` -> one ``[rows * H, columns * W]`` mosaic (zeros pad the end)."""
+    n, height, width = images.shape
+    rows = math.ceil(n / columns)
+    padded = np.zeros((rows * columns, height, width), images.dtype)
+    padded[:n] = images
+    return padded.reshape(rows, columns, height, width).swapaxes(1, 2).reshape(
+        rows * height, columns * width)
+
+
+def model_row(data: str, method: str, payload: bytes, nll_bits: float, units: float,
+              roundtrip: bool, seconds: dict) -> dict:
+    bits = 8 * len(payload)
+    return {"data": data, "method": method, "bytes": len(payload), "bits_per_unit": bits / units,
+            "nll_bits_per_unit": nll_bits / units, "overhead": bits / nll_bits - 1,
+            "roundtrip": roundtrip, **seconds}
+
+
+def byte_rows(data: str, raw: bytes, units: float) -> list[dict]:
+    return [{"data": data, "method": name, "bytes": len(codec(raw)),
+             "bits_per_unit": 8 * len(codec(raw)) / units} for name, codec in BYTE_CODECS.items()]
+
+
+def compress_text(args) -> tuple[list[dict], dict]:
+    words = load_words(args.words, seed=args.seed)
+    vocab = Vocabulary.from_words(words.words)
+    test_words = words.test[:args.num_test_words] if args.num_test_words else words.test
+    lm = NGramModel(args.order, vocab).fit_counts(vocab.encode(words.train[:args.num_train]))
+    lm.fit_concentration()
+    x = vocab.encode(test_words)
+    num_chars = int(vocab.lengths(x).sum())  # letters plus one end symbol (newline) per word
+    start = time.perf_counter()
+    payload = encode_words(lm, x)
+    encode_seconds = time.perf_counter() - start
+    decoded = decode_words(lm, payload)
+    decode_seconds = time.perf_counter() - start - encode_seconds
+    nll_bits = -float(lm.log_prob(x).sum()) / math.log(2)
+    roundtrip = decoded.shape == x.shape and torch.equal(decoded, x)
+    rows = [model_row("text", f"{args.order}-gram + range coder", payload, nll_bits, num_chars,
+                      roundtrip, {"encode_seconds": encode_seconds,
+                                  "decode_seconds": decode_seconds})]
+    text = ("\n".join(test_words) + "\n").encode("ascii")
+    rows += byte_rows("text", text, num_chars)
+    info = {"source": words.source, "num_test_words": len(test_words), "num_chars": num_chars,
+            "alpha": lm.concentration, "raw_bits_per_unit": 8.0}
+    return rows, info
+
+
+class IndependentPixels:
+    """``p(x) = prod_i Bernoulli(x_i | f_i)`` with ``f_i`` the smoothed training frequency of
+    pixel ``i`` (add-one): the model without any context, for ``x: [batch, C, H, W]`` 0/1."""
+
+    def __init__(self, train: torch.Tensor):
+        self.on = (train.sum(0) + 1) / (train.shape[0] + 2)  # [C, H, W]
+
+    def pixel_probs(self, symbols: torch.Tensor) -> torch.Tensor:
+        """``symbols: [batch, C, H, W]`` -> ``[batch, C, H, W, 2]`` (no dependence on them)."""
+        on = self.on.to(symbols.device).double().expand(symbols.shape)
+        return torch.stack([1 - on, on], -1)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: [batch, C, H, W]`` -> ``[batch]`` nats."""
+        probs = self.pixel_probs(x.long())
+        return probs.gather(-1, x.long()[..., None])[..., 0].log().flatten(1).sum(1)
+
+
+def train_pixelcnn(args, train: torch.Tensor, device):
+    pyro.clear_param_store()
+    model = PixelCNN(tuple(train.shape[1:]), likelihood="bernoulli", **pixelcnn_sizes(args))
+    history = fit(model.model, model.guide, train, epochs=args.epochs,
+                  batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device)
+    return model.eval(), history
+
+
+def pixelcnn_sizes(args) -> dict:
+    return {"channels": args.channels, "num_blocks": args.blocks, "first_kernel_size": 5}
+
+
+def compress_images(args, device) -> tuple[list[dict], dict]:
+    data = load_images("digits").binarized(args.seed)
+    train, test = data.train.images, data.test.images
+    if args.num_test_images:
+        test = test[:args.num_test_images]
+    symbols = test.long()  # [n, 1, 8, 8], 0/1
+    num_images = len(test)
+    models = {"independent pixels": IndependentPixels(train)}
+    info = {"num_test_images": num_images, "image_shape": list(test.shape[1:]),
+            "raw_bits_per_unit": float(test[0].numel())}
+    if args.epochs > 0:
+        pixelcnn, history = train_pixelcnn(args, train, device)
+        models["PixelCNN"] = PixelCNNProbs(pixelcnn)
+        info["pixelcnn_history"] = history
+    rows = []
+    for name, model in tqdm(models.items(), desc="image models"):
+        start = time.perf_counter()
+        payload = encode_images(model.pixel_probs, symbols.to(device))
+        encode_seconds = time.perf_counter() - start
+        decoded = decode_images(model.pixel_probs, payload, tuple(test.shape[1:]), device)
+        decode_seconds = time.perf_counter() - start - encode_seconds
+        with torch.no_grad():
+            nll_bits = -float(model.log_prob(test.to(device)).sum()) / math.log(2)
+        rows.append(model_row("binarized digits", f"{name} + range coder", payload, nll_bits,
+                              num_images, torch.equal(decoded.cpu(), symbols),
+                              {"encode_seconds": encode_seconds,
+                               "decode_seconds": decode_seconds}))
+    arrays = symbols[:, 0].numpy().astype(np.uint8)  # [n, H, W]
+    rows += byte_rows("binarized digits", np.packbits(arrays.reshape(num_images, -1)).tobytes(),
+                      num_images)
+    rows.append({"data": "binarized digits", "method": "PNG, one file per image",
+                 "bytes": sum(png_bytes(a) for a in arrays),
+                 "bits_per_unit": 8 * sum(png_bytes(a) for a in arrays) / num_images})
+    mosaic = png_bytes(tile(arrays))
+    rows.append({"data": "binarized digits", "method": "PNG, all images in one file",
+                 "bytes": mosaic, "bits_per_unit": 8 * mosaic / num_images})
+    return rows, info
+
+
+class PixelCNNProbs:
+    """Adapter: a PixelCNN's per-pixel level tables for :func:`inference.coding.encode_images`.
+
+    Symbols are level indices (0/1 for binary pixels, ``k`` for the value ``k / 255``).
+    """
+
+    def __init__(self, model):
+        self.model = model
+
+    def pixel_probs(self, symbols: torch.Tensor) -> torch.Tensor:
+        """``symbols: [batch, C, H, W]`` -> ``[batch, C, H, W, K]`` over the K levels."""
+        levels = self.model.levels  # [K] on the data scale
+        pixels = self.model.distribution(levels[symbols])  # batch shape [batch, C, H, W]
+        shape = (len(levels), *symbols.shape)
+        log_p = pixels.log_prob(levels.view(-1, 1, 1, 1, 1).expand(shape))  # [K, batch, ...]
+        return log_p.double().exp().movedim(0, -1)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.log_prob(x)
+
+
+def main(args: argparse.Namespace) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+
+    text_rows, text_info = compress_text(args)
+    image_rows, image_info = compress_images(args, device)
+    rows = text_rows + image_rows
+    metrics = {
+        "units": "bits per character (text, newline counted) or per image (images); "
+                 "overhead = code bits / model NLL bits - 1",
+        "rows": rows, "text": text_info, "images": image_info,
+        "config": vars(args), "device": str(device),
+        "wall_seconds": time.perf_counter() - start,
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    plot_rates(rows, out / "bits.png")
+
+    print(f"{'data':<18}{'method':<32}{'bits/unit':>10}{'NLL':>9}{'overhead':>10}{'exact':>7}")
+    for row in rows:
+        nll = f"{row['nll_bits_per_unit']:.3f}" if "nll_bits_per_unit" in row else "-"
+        over = f"{100 * row['overhead']:.3f}%" if "overhead" in row else "-"
+        exact = str(row["roundtrip"]) if "roundtrip" in row else "-"
+        print(f"{row['data']:<18}{row['method']:<32}{row['bits_per_unit']:>10.3f}{nll:>9}"
+              f"{over:>10}{exact:>7}")
+    print(f"results: {out.resolve()} (metrics.json, bits.png), {metrics['wall_seconds']:.0f} s")
+    return metrics
+
+
+def plot_rates(rows: list[dict], path: Path) -> None:
+    """One horizontal bar chart per data set of bits per unit, lowest first."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(r["data"] for r in rows))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], datasets):
+        chosen = sorted((r for r in rows if r["data"] == name), key=lambda r: r["bits_per_unit"])
+        ax.barh([r["method"] for r in chosen], [r["bits_per_unit"] for r in chosen],
+                color=["C0" if "range" in r["method"] else "C7" for r in chosen])
+        ax.invert_yaxis()
+        ax.set_title(name)
+        ax.set_xlabel("bits per character" if name == "text" else "bits per image")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--words", default=None,
+                        help="text file, one word per line (default: wamerican, else bundled)")
+    parser.add_argument("--num-train", type=int, default=20000, help="training words")
+    parser.add_argument("--num-test-words", type=int, default=0, help="0: the whole test split")
+    parser.add_argument("--order", type=int, default=5, help="n of the n-gram")
+    parser.add_argument("--num-test-images", type=int, default=0, help="0: all 300")
+    parser.add_argument("--epochs", type=int, default=30, help="PixelCNN epochs (0: skip it)")
+    parser.add_argument("--channels", type=int, default=32, help="PixelCNN channels")
+    parser.add_argument("--blocks", type=int, default=4, help="PixelCNN residual blocks")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--out-dir", default="runs/compression")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    main(parse_args())
