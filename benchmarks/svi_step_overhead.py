@@ -1,0 +1,254 @@
+"""What one SVI step of our VAE costs against the same step written by hand in PyTorch.
+
+One training step of :class:`ppl_models.vae.VAE` (784-400-50 MLP, softplus, Bernoulli pixels
+from logits, batch 256, Adam 1e-3, 28x28 images) with ``Trace_ELBO`` (``loss="elbo"``) and
+``TraceMeanField_ELBO`` (``"meanfield"``, analytic KL), taken
+
+- ``ours``: what :func:`inference.fit` does per step (:class:`inference.svi_step.SVIStep`
+  inside :class:`inference.scale_data_plate`, Pyro's validation off after the first step);
+- ``pyro_svi``: stock ``pyro.infer.SVI`` with ``pyro.optim.Adam`` on the same pair;
+- ``hand_eager``: the identical networks, batch, optimizer (``torch.optim.Adam``) and loss
+  written as plain PyTorch (:func:`hand_written_loss`);
+- ``hand_compiled``: the same with the loss and its backward through ``torch.compile``
+  (noise drawn outside, so the draws match eager ones).
+
+Before timing, the script asserts that ours and the hand-written step give the same loss and
+gradients on the same draws. Sides alternate in blocks of ``--steps`` steps (the order
+rotating every repetition) so that load drifts hit all alike; reported are medians over
+``--repeats`` blocks of the per-block ratio to ``hand_eager``.
+
+    python benchmarks/svi_step_overhead.py  # -> benchmarks/results/svi_step_overhead.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import pyro
+import pyro.optim
+import torch
+from pyro.infer import SVI
+from torch.nn import functional as F
+
+from inference.objectives import make_loss
+from inference.svi_step import SVIStep
+from inference.training import scale_data_plate
+from ppl_models.vae import VAE
+
+LOSSES = ("elbo", "meanfield")
+HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
+
+
+def hand_written_loss(vae: VAE, x: torch.Tensor, noise: torch.Tensor | None, scale: float,
+                      analytic_kl: bool) -> torch.Tensor:
+    """``-scale * sum_b ELBO_b`` of the Bernoulli VAE in plain PyTorch.
+
+    Args:
+        x: ``[batch, 1, 28, 28]`` binary images.
+        noise: ``[batch, d]`` standard normal draws, or None to draw them here (as Pyro does:
+            the same generator, the same order).
+        analytic_kl: ``E_q[log p(x | z)] - KL(q || N(0, I))`` in closed form (as
+            ``TraceMeanField_ELBO``) instead of ``log p(x | z) + log p(z) - log q(z | x)``.
+
+    Returns:
+        a scalar tensor with the graph to the networks' parameters.
+    """
+    loc, sigma = vae.encoder(x)  # [batch, d] each
+    eps = torch.randn_like(loc) if noise is None else noise
+    z = loc + eps * sigma
+    logits = vae.decoder(z).flatten(1)  # [batch, 784]
+    log_lik = -F.binary_cross_entropy_with_logits(logits, x.flatten(1), reduction="none").sum(1)
+    if analytic_kl:
+        kl = 0.5 * (sigma.pow(2) + loc.pow(2) - 1.0) - sigma.log()
+        elbo = log_lik - kl.sum(1)
+    else:
+        log_prior = (-0.5 * z.pow(2) - HALF_LOG_TWO_PI).sum(1)
+        log_q = (-0.5 * eps.pow(2) - sigma.log() - HALF_LOG_TWO_PI).sum(1)
+        elbo = log_lik + log_prior - log_q
+    return -scale * elbo.sum()
+
+
+def make_vae(hidden: int, latent_dim: int, seed: int) -> VAE:
+    torch.manual_seed(seed)
+    return VAE((1, 28, 28), latent_dim=latent_dim, likelihood="bernoulli", hidden=(hidden,))
+
+
+def grads_of(vae: VAE) -> list[torch.Tensor]:
+    return [p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+            for p in vae.parameters()]
+
+
+def check_same_loss_and_grads(vae: VAE, x: torch.Tensor, loss: str, scale: float,
+                              seed: int) -> dict:
+    """Ours (lean path) against the hand-written loss and Pyro's objective on the same draws.
+
+    Returns the largest relative differences; raises ``AssertionError`` beyond float32
+    rounding (relative 1e-4 of the loss, 1e-3 of each gradient's largest entry).
+    """
+    pyro.clear_param_store()
+    ours_vae, hand_vae, pyro_vae = (copy.deepcopy(vae) for _ in range(3))
+    step = SVIStep(ours_vae.model, ours_vae.guide, loss=loss)
+    with scale_data_plate(scale), pyro.validation_enabled(False):
+        step.loss_and_grads(x)  # the first call runs Pyro's objective and picks the lean path
+        assert step.lean, "the VAE should take the lean path"
+        ours_vae.zero_grad(set_to_none=True)
+        pyro.set_rng_seed(seed)
+        ours_loss = step.loss_and_grads(x)
+        pyro.set_rng_seed(seed)
+        pyro_loss = make_loss(loss).loss_and_grads(pyro_vae.model, pyro_vae.guide, x)
+    pyro.set_rng_seed(seed)
+    hand = hand_written_loss(hand_vae, x, None, scale, analytic_kl=loss == "meanfield")
+    hand.backward()
+    report = {"loss_ours": ours_loss, "loss_hand": hand.item(), "loss_pyro": float(pyro_loss)}
+    report["max_rel_loss_diff"] = max(abs(ours_loss - hand.item()),
+                                      abs(ours_loss - float(pyro_loss))) / abs(hand.item())
+    worst = 0.0
+    for other in (hand_vae, pyro_vae):
+        for g_ours, g_other in zip(grads_of(ours_vae), grads_of(other)):
+            worst = max(worst, float((g_ours - g_other).abs().max() / g_other.abs().max()))
+    report["max_rel_grad_diff"] = worst
+    assert report["max_rel_loss_diff"] < 1e-4, report
+    assert worst < 1e-3, report
+    return report
+
+
+class Side:
+    """One contender: its own copy of the networks, its optimizer, and a ``step(x)``."""
+
+    def __init__(self, name: str, vae: VAE, loss: str, scale: float, lr: float):
+        self.name, self.vae, self.scale = name, copy.deepcopy(vae), scale
+        analytic_kl = loss == "meanfield"
+        if name == "ours":
+            self.stepper = SVIStep(self.vae.model, self.vae.guide, loss=loss, lr=lr)
+            self.step = self._ours
+        elif name == "pyro_svi":
+            objective = make_loss(loss)
+            self.svi = SVI(self.vae.model, self.vae.guide, pyro.optim.Adam({"lr": lr}),
+                           loss=objective)
+            self.step = self._pyro
+        else:
+            self.optimizer = torch.optim.Adam(self.vae.parameters(), lr=lr)
+            if name == "hand_eager":
+                self.loss_fn = lambda x: hand_written_loss(self.vae, x, None, scale, analytic_kl)
+            else:
+                compiled = torch.compile(
+                    lambda x, eps: hand_written_loss(self.vae, x, eps, scale, analytic_kl))
+                latent = self.vae.latent_dim
+                self.loss_fn = lambda x: compiled(
+                    x, torch.randn(x.shape[0], latent, dtype=x.dtype, device=x.device))
+            self.step = self._hand
+
+    def _ours(self, x):
+        with scale_data_plate(self.scale), pyro.validation_enabled(False):
+            return self.stepper.step(x)
+
+    def _pyro(self, x):
+        with scale_data_plate(self.scale), pyro.validation_enabled(False):
+            return self.svi.step(x)
+
+    def _hand(self, x):
+        loss = self.loss_fn(x)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+
+def load_batches(args) -> torch.Tensor:
+    """``[num_batches, batch, 1, 28, 28]`` binary images (Fashion-MNIST or random)."""
+    count = args.batch_size * args.num_batches
+    if args.data == "random":
+        generator = torch.Generator().manual_seed(args.seed)
+        images = (torch.rand(count, 1, 28, 28, generator=generator) < 0.3).float()
+    else:
+        from ppl_models import load_images
+
+        images = load_images("fashion-mnist", root=args.data_root).binarized(0).train.images
+        images = images[:count]
+    return images.reshape(args.num_batches, args.batch_size, 1, 28, 28)
+
+
+def time_sides(sides: list[Side], batches: torch.Tensor, steps: int, repeats: int) -> dict:
+    """Seconds per step of every side in each of ``repeats`` rotating blocks."""
+    seconds = {side.name: [] for side in sides}
+    for side in sides:  # warm-up: first-step validation, compilation, allocator
+        for i in range(3):
+            side.step(batches[i % len(batches)])
+    for repeat in range(repeats):
+        order = sides[repeat % len(sides):] + sides[:repeat % len(sides)]
+        for side in order:
+            start = time.perf_counter()
+            for i in range(steps):
+                side.step(batches[i % len(batches)])
+            seconds[side.name].append((time.perf_counter() - start) / steps)
+    return seconds
+
+
+def main(args: argparse.Namespace) -> dict:
+    torch.set_num_threads(args.threads)
+    batches = load_batches(args)
+    scale = args.num_data / args.batch_size
+    vae = make_vae(args.hidden, args.latent_dim, args.seed)
+    result = {
+        "machine": f"{platform.processor() or platform.machine()}, {args.threads} thread(s), "
+                   f"torch {torch.__version__}, pyro {pyro.__version__}, cpu",
+        "config": vars(args), "checks": {}, "seconds_per_step": {}, "median_ratio_to_hand_eager": {},
+    }
+    for loss in args.losses:
+        result["checks"][loss] = check_same_loss_and_grads(vae, batches[0], loss, scale,
+                                                           args.seed)
+        pyro.clear_param_store()
+        sides = [Side(name, vae, loss, scale, args.lr) for name in args.sides]
+        seconds = time_sides(sides, batches, args.steps, args.repeats)
+        result["seconds_per_step"][loss] = seconds
+        result["median_ratio_to_hand_eager"][loss] = {
+            name: statistics.median(s / h for s, h in zip(values, seconds["hand_eager"]))
+            for name, values in seconds.items()
+        }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"{'loss':<11}{'side':<15}{'ms/step (median)':>18}{'ratio to hand_eager':>22}")
+    for loss in args.losses:
+        for name in args.sides:
+            ms = 1000 * statistics.median(result["seconds_per_step"][loss][name])
+            ratio = result["median_ratio_to_hand_eager"][loss][name]
+            print(f"{loss:<11}{name:<15}{ms:>18.2f}{ratio:>22.3f}")
+        check = result["checks"][loss]
+        print(f"{loss:<11}same loss and gradients: rel. loss diff "
+              f"{check['max_rel_loss_diff']:.1e}, rel. grad diff {check['max_rel_grad_diff']:.1e}")
+    print(f"written: {out}")
+    return result
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", choices=["fashion-mnist", "random"], default="fashion-mnist")
+    parser.add_argument("--data-root", default=None, help="Fashion-MNIST IDX folder")
+    parser.add_argument("--losses", nargs="+", choices=LOSSES, default=list(LOSSES))
+    parser.add_argument("--sides", nargs="+", default=["hand_eager", "ours", "pyro_svi",
+                                                       "hand_compiled"])
+    parser.add_argument("--hidden", type=int, default=400)
+    parser.add_argument("--latent-dim", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--num-batches", type=int, default=8)
+    parser.add_argument("--num-data", type=int, default=60000,
+                        help="training-set size N: the data plate is scaled by N / batch")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--steps", type=int, default=20, help="steps per timed block")
+    parser.add_argument("--repeats", type=int, default=7, help="blocks per side")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="benchmarks/results/svi_step_overhead.json")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    main(parse_args())
