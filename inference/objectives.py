@@ -132,8 +132,17 @@ class DReGLoss(IWAELoss):
         return -scale * float(log_mean_exp(log_w.detach()).sum())
 
 
-def make_loss(name: str, num_particles: int = 1):
-    """The SVI loss object for ``name`` in ``"elbo" | "meanfield" | "iwae" | "dreg"``."""
+def make_loss(name, num_particles: int = 1, free_bits: float = 0.0):
+    """The SVI loss object for ``name`` in ``"elbo" | "meanfield" | "iwae" | "dreg" |
+    "elbo-free-bits"`` (the free-bits ELBO with ``free_bits`` nats per latent dimension, see
+    :mod:`inference.free_bits`). An object with ``loss`` and ``loss_and_grads`` methods is
+    returned as it is."""
+    if hasattr(name, "loss") and hasattr(name, "loss_and_grads"):
+        return name
+    if name == "elbo-free-bits":
+        from .free_bits import FreeBitsELBO
+
+        return FreeBitsELBO(free_bits, num_particles)
     if name == "elbo":
         return Trace_ELBO(num_particles=num_particles, vectorize_particles=num_particles > 1)
     if name == "meanfield":
@@ -144,4 +153,5 @@ def make_loss(name: str, num_particles: int = 1):
         return IWAELoss(num_particles)
     if name == "dreg":
         return DReGLoss(num_particles)
-    raise ValueError(f"unknown loss {name!r}; choose one of 'elbo', 'meanfield', 'iwae', 'dreg'")
+    raise ValueError(f"unknown loss {name!r}; choose one of 'elbo', 'meanfield', 'iwae', "
+                     "'dreg', 'elbo-free-bits'")

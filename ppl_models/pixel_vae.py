@@ -1,0 +1,176 @@
+"""A VAE whose decoder is a PixelCNN conditioned on the latent (a "PixelVAE").
+
+    z ~ N(0, I_d),
+    x | z ~ prod_{i, c} p_theta(x_{c,i} | x_{<i}, x_{<c,i}, z)   (a PixelCNN, [1, 2]),
+    q_phi(z | x) = N(mu_phi(x), diag sigma_phi(x)^2)              (amortized, as in ppl_models.vae)
+
+The latent enters every gated residual block of the PixelCNN as a per-image bias
+``V_h z`` ([2] eq. 4). The likelihood is exact and normalized for every ``z``, so the ELBO,
+IWAE_K and every estimator of :mod:`inference` apply unchanged. An autoregressive decoder can
+model the data without the latent at all; trained with the plain ELBO, such a VAE often drives
+``KL(q(z | x) || p(z))`` to zero ("posterior collapse", [3] Section 2.2, [4]). KL warm-up
+(:func:`inference.fit`'s ``kl_warmup_epochs``) and free bits
+(:class:`inference.free_bits.FreeBitsELBO`, [5] Appendix C.8) are the usual counter-measures;
+``examples/pixel_vae.py`` compares them.
+
+References:
+    [1] van den Oord, Kalchbrenner, Kavukcuoglu (2016), Pixel Recurrent Neural Networks.
+    [2] van den Oord et al. (2016), Conditional Image Generation with PixelCNN Decoders.
+    [3] Bowman, Vilnis, Vinyals, Dai, Jozefowicz, Bengio (2016), Generating Sentences from a
+        Continuous Space.
+    [4] Gulrajani, Kumar, Ahmed, Taiga, Visin, Vazquez, Courville (2017), PixelVAE: A Latent
+        Variable Model for Natural Images; Chen et al. (2017), Variational Lossy Autoencoder.
+    [5] Kingma, Salimans, Jozefowicz, Chen, Sutskever, Welling (2016), Improved Variational
+        Inference with Inverse Autoregressive Flow.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule, pyro_method
+
+from .checks import check_data
+from .networks import ConvEncoder, MLPEncoder
+from .pixelcnn import PixelCNN
+
+__all__ = ["PixelVAE"]
+
+
+class PixelVAE(PyroModule):
+    """VAE with a latent-conditioned PixelCNN decoder for ``x: [batch, C, H, W]``.
+
+    ``model(x)`` and ``guide(x)`` share ``pyro.plate("data", batch)`` with the latent site
+    ``"z"`` (``[batch, latent_dim]``) and the observed site ``"x"`` (event shape
+    ``[C, H, W]``), like :class:`ppl_models.vae.VAE`.
+
+    Args:
+        image_shape: ``(C, H, W)``.
+        latent_dim: d.
+        likelihood: ``"bernoulli"`` (binary pixels), ``"categorical256"`` or
+            ``"logistic-mixture"`` (8-bit levels ``k / 255``), as in
+            :class:`ppl_models.pixelcnn.PixelCNN`.
+        network: encoder, ``"mlp"`` (any size) or ``"conv"`` (28x28).
+        hidden: hidden widths of the MLP encoder.
+        channels, num_blocks, kernel_size, first_kernel_size: the PixelCNN decoder; a small
+            receptive field leaves more for the latent to explain.
+    """
+
+    def __init__(self, image_shape: Sequence[int] = (1, 28, 28), latent_dim: int = 16,
+                 likelihood: str = "bernoulli", network: str = "mlp",
+                 hidden: Sequence[int] = (200,), channels: int = 32, num_blocks: int = 2,
+                 kernel_size: int = 3, first_kernel_size: int = 5):
+        super().__init__()
+        if latent_dim < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+        self.decoder = PixelCNN(image_shape, likelihood, channels, num_blocks, kernel_size,
+                                first_kernel_size, cond_dim=latent_dim)
+        self.image_shape = self.decoder.image_shape
+        self.latent_dim = latent_dim
+        if network == "mlp":
+            self.encoder = MLPEncoder(self.image_shape, latent_dim, hidden)
+        elif network == "conv":
+            self.encoder = ConvEncoder(self.image_shape, latent_dim)
+        else:
+            raise ValueError(f"unknown network {network!r}; choose 'mlp' or 'conv'")
+
+    def _check(self, x: torch.Tensor) -> None:
+        check_data(x, self.image_shape, "x")
+        self.decoder._check_x(x)  # the likelihood's support (binary or 8-bit levels)
+
+    def _check_z(self, z: torch.Tensor, batch: int) -> None:
+        if (not torch.is_tensor(z) or not z.is_floating_point() or z.dim() < 2
+                or tuple(z.shape[-2:]) != (batch, self.latent_dim)):
+            raise ValueError(f"z must be a float tensor [..., batch, latent_dim] = [..., {batch}, "
+                             f"{self.latent_dim}], got {getattr(z, 'dtype', type(z).__name__)} "
+                             f"{list(getattr(z, 'shape', []))}")
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x: [batch, C, H, W]`` -> loc, scale of ``q(z | x)``, each ``[batch, d]``."""
+        self._check(x)
+        return self.encoder(x)
+
+    def decode(self, x: torch.Tensor, z: torch.Tensor):
+        """``p(x_i | x_{<i}, z)`` for every pixel (teacher-forced on ``x: [batch, C, H, W]``).
+
+        Args:
+            z: ``[*particles, batch, d]``; leading particle dims broadcast over ``x``.
+
+        Returns:
+            a distribution with batch shape ``[*particles, batch, C, H, W]``; wrap it in
+            ``.to_event(3)`` to score whole images.
+        """
+        self._check_z(z, x.shape[0])
+        return self.decoder.distribution(x, h=z)
+
+    def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Exact ``log p(x | z)`` in nats per image: ``x: [batch, C, H, W]``, ``z: [*particles,
+        batch, d]`` -> ``[*particles, batch]``."""
+        return self.decode(x, z).log_prob(x).sum((-3, -2, -1))
+
+    @pyro_method
+    def model(self, x: torch.Tensor) -> None:
+        self._check(x)
+        prior = dist.Normal(x.new_zeros(self.latent_dim), 1.0).to_event(1)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", prior)  # [..., batch, d]
+            pyro.sample("x", self.decode(x, z).to_event(3), obs=x)
+
+    @pyro_method
+    def guide(self, x: torch.Tensor) -> None:
+        loc, scale = self.encode(x)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    # --------------------------------------------------------------------------- sampling
+    def _draw(self, z: torch.Tensor, generator: torch.Generator | None, seed: int,
+              fast: bool) -> torch.Tensor:
+        """Pixels given ``z: [n, d]`` by the PixelCNN sampler: ``[n, C, H, W]``."""
+        sampler = self.decoder.sample_fast if fast else self.decoder.sample
+        return sampler(z.shape[0], h=z, generator=generator, seed=seed)
+
+    @torch.no_grad()
+    def sample(self, num: int, *, generator: torch.Generator | None = None, seed: int = 0,
+               fast: bool = True, return_latents: bool = False):
+        """Ancestral samples: ``z ~ N(0, I)``, then the pixels one by one given ``z``.
+
+        Args:
+            num: number of images.
+            generator: source of all randomness (default: a new one seeded with ``seed``);
+                the same generator state gives the same images with ``fast`` True or False
+                (:meth:`PixelCNN.sample_fast` and :meth:`PixelCNN.sample` agree).
+            fast: use the cached PixelCNN sampler (about one network pass per image).
+
+        Returns:
+            images ``[num, C, H, W]``, and the latents ``[num, d]`` when ``return_latents``.
+        """
+        if not isinstance(num, int) or num < 1:
+            raise ValueError(f"num must be a positive int, got {num!r}")
+        device = self.decoder.levels.device
+        if generator is None:
+            generator = torch.Generator(device).manual_seed(seed)
+        z = torch.randn(num, self.latent_dim, generator=generator, device=device)
+        images = self._draw(z, generator, seed, fast)
+        return (images, z) if return_latents else images
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, num_samples: int = 0, *,
+                    generator: torch.Generator | None = None, seed: int = 0) -> torch.Tensor:
+        """Images sampled from ``p(x | z)`` with ``z`` the posterior mean (``num_samples=0``)
+        or ``z ~ q(z | x)``; none of the pixels of ``x`` are shown to the decoder.
+
+        Returns:
+            ``[batch, C, H, W]``, or ``[num_samples, batch, C, H, W]``.
+        """
+        loc, scale = self.encode(x)
+        if generator is None:
+            generator = torch.Generator(loc.device).manual_seed(seed)
+        if not num_samples:
+            return self._draw(loc, generator, seed, True)
+        noise = torch.randn((num_samples, *loc.shape), generator=generator, device=loc.device,
+                            dtype=loc.dtype)
+        z = (loc + scale * noise).reshape(-1, self.latent_dim)  # [num_samples * batch, d]
+        return self._draw(z, generator, seed, True).reshape(num_samples, *x.shape)
