@@ -1,0 +1,174 @@
+"""Write your own model/guide pair: factor analysis gets every estimator of ``inference`` free.
+
+Factor analysis (Ghahramani and Hinton 1996) with ``d`` factors for ``D``-dimensional data::
+
+    z ~ N(0, I_d),    x | z ~ N(W z + mu, diag(psi)),    so  p(x) = N(x; mu, W W^T + diag(psi))
+
+The guide is amortized and linear, ``q(z | x) = N(A x + b, diag(s^2))``. The exact posterior
+is Gaussian with a mean linear in x but a full covariance, so the diagonal guide misses it by
+a little: that is the gap between the ELBO and ``log p(x)`` which IWAE_K closes as K grows.
+Nothing below is specific to factor analysis except the two methods ``model`` and ``guide``
+(sharing one ``pyro.plate("data", ...)``) and the closed-form ``log_marginal`` used to check
+the estimators.
+
+Expected (defaults, about 30 seconds on 2 CPU cores): on 200 held-out points, ELBO <
+IWAE_10 < IWAE_1000 <= log p(x), with IWAE_1000 and AIS within a few hundredths of a nat of the
+closed form, and k-hat below 0.5 for almost every point (the weights are light-tailed).
+
+    python examples/own_pair.py --out-dir runs/own_pair
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule, PyroParam, pyro_method
+from torch.distributions import constraints
+
+from inference.ais import ais_log_evidence
+from inference.estimators import bound_sweep
+from inference.gaps import inference_gaps
+from inference.plots import bounds_against_k
+from inference.training import fit, resolve_device
+from inference.weight_diagnostics import pareto_k
+from inference.weights import log_importance_weights
+
+
+class FactorAnalysis(PyroModule):
+    """Factor analysis with an amortized linear Gaussian guide; all methods take ``x: [batch, D]``.
+
+    Args:
+        data_dim: D.
+        num_factors: d.
+    """
+
+    def __init__(self, data_dim: int, num_factors: int):
+        super().__init__()
+        self.data_dim, self.num_factors = data_dim, num_factors
+        self.loading = torch.nn.Parameter(0.1 * torch.randn(data_dim, num_factors))  # W
+        self.mean = torch.nn.Parameter(torch.zeros(data_dim))  # mu
+        self.noise_variance = PyroParam(torch.ones(data_dim), constraints.positive)  # psi
+        self.encoder = torch.nn.Linear(data_dim, num_factors)  # A, b
+        self.guide_scale = PyroParam(torch.ones(num_factors), constraints.positive)  # s
+
+    def _check(self, x: torch.Tensor) -> None:
+        if not torch.is_tensor(x) or x.dim() != 2 or x.shape[1] != self.data_dim:
+            shape = list(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise ValueError(f"x must be [batch, {self.data_dim}], got {shape}")
+
+    @pyro_method
+    def model(self, x: torch.Tensor) -> None:
+        self._check(x)
+        prior = dist.Normal(x.new_zeros(self.num_factors), 1.0).to_event(1)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", prior)  # [..., batch, d]
+            loc = z @ self.loading.T + self.mean  # [..., batch, D]
+            pyro.sample("x", dist.Normal(loc, self.noise_variance.sqrt()).to_event(1), obs=x)
+
+    @pyro_method
+    def guide(self, x: torch.Tensor) -> None:
+        self._check(x)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(self.encoder(x), self.guide_scale).to_event(1))
+
+    def log_marginal(self, x: torch.Tensor) -> torch.Tensor:
+        """Closed-form ``log p(x)``, ``[batch]`` in nats."""
+        self._check(x)
+        covariance = self.loading @ self.loading.T + torch.diag(self.noise_variance)
+        return dist.MultivariateNormal(self.mean, covariance_matrix=covariance).log_prob(x)
+
+
+def simulate(num_data: int, data_dim: int, num_factors: int, seed: int) -> torch.Tensor:
+    """``[num_data, D]`` points from a random factor-analysis model fixed by ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    loading = torch.randn(data_dim, num_factors, generator=gen)
+    noise_scale = 0.3 + torch.rand(data_dim, generator=gen)
+    z = torch.randn(num_data, num_factors, generator=gen)
+    return z @ loading.T + noise_scale * torch.randn(num_data, data_dim, generator=gen)
+
+
+def main(args: argparse.Namespace) -> dict:
+    start = time.perf_counter()
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(args.device)
+    pyro.set_rng_seed(args.seed)
+    pyro.clear_param_store()
+
+    data = simulate(args.num_train + args.num_test, args.data_dim, args.num_factors, args.seed)
+    train, test = data[:args.num_train], data[args.num_train:].to(device)
+    pair = FactorAnalysis(args.data_dim, args.num_factors)
+    history = fit(pair.model, pair.guide, train, loss=args.objective,
+                  num_particles=args.num_particles, epochs=args.epochs,
+                  batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device)
+
+    # Every estimator below takes the pair as it is: nothing was written for it.
+    with torch.no_grad():
+        exact = pair.log_marginal(test)  # [num_test]
+    ks = [k for k in (1, 10, 100, 1000) if k <= args.max_k]
+    table = bound_sweep(pair.model, pair.guide, test, num_samples=ks, repeats=args.repeats)
+    ais = ais_log_evidence(pair.model, pair.guide, test, num_chains=args.ais_chains,
+                           num_steps=args.ais_steps)
+    k_hat = pareto_k(log_importance_weights(pair.model, pair.guide, test,
+                                            num_samples=ks[-1]))  # [num_test]
+    gaps = inference_gaps(pair.model, pair.guide, test, log_evidence=exact)
+
+    metrics = {
+        "units": "nats per datapoint, mean over test points",
+        "exact_log_evidence": float(exact.mean()),
+        "elbo": table.elbo(),
+        "iwae": table.iwae(),
+        "bounds": table.rows,
+        "ais": float(ais.log_evidence.mean()),
+        "ais_stderr": float(ais.stderr.pow(2).sum().sqrt() / test.shape[0]),
+        "k_hat": k_hat.tolist(),
+        "amortization_gap": float(gaps.amortization_gap.mean()),
+        "approximation_gap": float(gaps.approximation_gap.mean()),
+        "history": history,
+        "config": vars(args),
+        "device": str(device),
+    }
+    bounds_against_k(table, out / "bounds_vs_k.png", reference=metrics["exact_log_evidence"],
+                     reference_label="closed-form log p(x)")
+    metrics["wall_seconds"] = time.perf_counter() - start
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+    print(table)
+    print(f"{'AIS':<12}{metrics['ais']:>14.4f}{metrics['ais_stderr']:>12.4f}")
+    print(f"{'exact':<12}{metrics['exact_log_evidence']:>14.4f}   (closed form)")
+    print(f"k-hat median {float(k_hat.median()):.2f}; gaps: amortization "
+          f"{metrics['amortization_gap']:.3f}, approximation {metrics['approximation_gap']:.3f}")
+    print(f"results: {out.resolve()} (metrics.json, bounds_vs_k.png)")
+    return metrics
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dim", type=int, default=10)
+    parser.add_argument("--num-factors", type=int, default=3)
+    parser.add_argument("--num-train", type=int, default=2000)
+    parser.add_argument("--num-test", type=int, default=200)
+    parser.add_argument("--objective", choices=["elbo", "meanfield", "iwae", "dreg"],
+                        default="iwae")
+    parser.add_argument("--num-particles", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--lr", type=float, default=1e-2)
+    parser.add_argument("--max-k", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--ais-chains", type=int, default=16)
+    parser.add_argument("--ais-steps", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out-dir", default="runs/own_pair")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    main(parse_args())
