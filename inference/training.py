@@ -17,7 +17,7 @@ from pyro.poutine.messenger import Messenger
 from tqdm.auto import tqdm
 
 from .estimators import elbo
-from .objectives import make_loss
+from .svi_step import Adam, SVIStep
 from .weights import DATA_PLATE, check_finite_inputs
 
 
@@ -115,6 +115,42 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     os.replace(partial, path)
 
 
+class OneProcess:
+    """How :func:`fit` trains on a single process; :class:`inference.distributed.DataParallel`
+    implements the same methods over a process group."""
+
+    rank, world_size = 0, 1
+
+    def attach(self, svi: SVI) -> None:
+        self.svi = svi
+
+    def process_seed(self, seed: int) -> int:
+        return seed
+
+    def prepare(self, modules, example: tuple, batch_transform) -> None:
+        """Nothing to agree on with other processes."""
+
+    def shard(self, index: torch.Tensor) -> torch.Tensor:
+        """The part of a global minibatch ``index: [batch]`` that this process trains on."""
+        return index
+
+    def step(self, batch: tuple, num_data: int, global_size: int) -> float:
+        """One SVI step on ``batch`` (this process's shard of a ``global_size`` minibatch)."""
+        with scale_data_plate(num_data / global_size):
+            return self.svi.step(*batch)
+
+    def valid_elbo(self, model, guide, valid: tuple) -> float:
+        """Single-sample ELBO per datapoint of ``valid``, nats."""
+        return float(elbo(model, guide, *valid).mean())
+
+    def save(self, path: Path, state: Callable[[dict], dict]) -> None:
+        """Write the checkpoint ``state(random state)`` atomically."""
+        save_checkpoint(path, state(_rng_state()))
+
+    def set_rng_state(self, state: dict) -> None:
+        _set_rng_state(state)
+
+
 def fit(
     model: Callable,
     guide: Callable,
@@ -134,6 +170,7 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     callback: Callable[[dict], None] | None = None,
+    distributed: bool = False,
 ) -> list[dict]:
     """Train a model/guide pair with :class:`pyro.infer.SVI` over shuffled minibatches.
 
@@ -159,7 +196,13 @@ def fit(
             optimizer and random-number states, history.
         resume: continue from ``checkpoint`` when it exists; the result equals that of an
             uninterrupted run with the same seed.
-        callback: called with each epoch's record after it is appended.
+        callback: called with each epoch's record after it is appended (on every process
+            when ``distributed``).
+        distributed: data-parallel training over the default ``torch.distributed`` process
+            group, created from ``torchrun``'s environment when needed: ``batch_size`` is
+            the global batch, split across processes, each on its own device (see
+            :mod:`inference.distributed`). The result equals single-process training on the
+            same batches up to the random draws and float rounding.
 
     Pyro's validation (argument checks of distributions and models) runs on the first step
     only, when it is enabled; the data are checked for NaN up front.
@@ -169,6 +212,13 @@ def fit(
         datapoint, averaged over the epoch), ``seconds``, and ``valid_elbo`` when asked.
     """
     device = resolve_device(device)
+    if distributed:
+        from .distributed import DataParallel
+
+        parallel = DataParallel.from_env(device)
+        device = parallel.device
+    else:
+        parallel = OneProcess()
     tensors = tuple(t.to(device) for t in _as_tensors(data))
     check_finite_inputs(tensors, {})
     valid = tuple(t.to(device) for t in _as_tensors(valid_data)) if valid_data is not None else None
@@ -180,12 +230,12 @@ def fit(
         raise ValueError(f"need batch_size >= 1 and epochs >= 0, got {batch_size}, {epochs}")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
-    pyro.set_rng_seed(seed)
-    shuffler = torch.Generator().manual_seed(seed)
-    optimizer = pyro.optim.Adam({"lr": lr})
-    objective = make_loss(loss, num_particles)
-    svi = SVI(model, guide, optimizer, loss=objective.loss,
-              loss_and_grads=objective.loss_and_grads)
+    pyro.set_rng_seed(parallel.process_seed(seed))
+    shuffler = torch.Generator().manual_seed(seed)  # the same permutation on every process
+    # SVIStep: SVI with Pyro's ELBOs scored as the sites are sampled and one torch Adam
+    # (docs/performance.md: the same loss and gradients at less overhead per step).
+    optimizer = Adam(lr)
+    parallel.attach(SVIStep(model, guide, optimizer, loss=loss, num_particles=num_particles))
     history = []
     if resume and Path(checkpoint).exists():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
@@ -194,11 +244,12 @@ def fit(
         pyro.get_param_store().set_state(state["param_store"])
         optimizer.set_state(state["optimizer"])
         shuffler.set_state(state["shuffler"])
-        _set_rng_state(state["rng"])
+        parallel.set_rng_state(state["rng"])
         history = state["history"]
+    parallel.prepare(modules, tuple(t[:1] for t in tensors), batch_transform)
     validate, validated = is_validation_enabled(), False
-    bar = tqdm(range(len(history), epochs), desc=f"fit ({loss})", disable=not progress,
-               leave=False)
+    bar = tqdm(range(len(history), epochs), desc=f"fit ({loss})",
+               disable=not progress or parallel.rank != 0, leave=False)
     for epoch in bar:
         start = time.perf_counter()
         order = torch.randperm(num_data, generator=shuffler).to(device)
@@ -207,30 +258,30 @@ def fit(
         with scale_latents(beta):
             for begin in range(0, num_data, batch_size):
                 index = order[begin:begin + batch_size]
-                batch = tuple(t[index] for t in tensors)
-                if batch_transform is not None:
+                local = parallel.shard(index)
+                batch = tuple(t[local] for t in tensors)
+                if batch_transform is not None and len(local):
                     batch = _as_tensors(batch_transform(*batch))
                 # Validate the first step's shapes and values; later steps skip the checks.
-                with scale_data_plate(num_data / len(index)), \
-                        pyro.validation_enabled(validate and not validated):
-                    total += svi.step(*batch)
+                with pyro.validation_enabled(validate and not validated):
+                    total += parallel.step(batch, num_data, len(index))
                 validated = True
         record = {"epoch": epoch + 1,
                   "train_loss": total / num_data / _num_batches(num_data, batch_size)}
         if kl_warmup_epochs:
             record["kl_weight"] = beta
         if valid is not None:
-            record["valid_elbo"] = float(elbo(model, guide, *valid).mean())
+            record["valid_elbo"] = parallel.valid_elbo(model, guide, valid)
         record["seconds"] = time.perf_counter() - start
         history.append(record)
         bar.set_postfix(loss=f"{record['train_loss']:.3f}")
         if checkpoint is not None:
-            save_checkpoint(checkpoint, {
+            parallel.save(checkpoint, lambda rng: {
                 "modules": [m.state_dict() for m in modules],
                 "param_store": _foreign_param_store_state(modules),
                 "optimizer": optimizer.get_state(),
                 "shuffler": shuffler.get_state(),
-                "rng": _rng_state(),
+                "rng": rng,
                 "history": history,
             })
         if callback is not None:
