@@ -115,9 +115,10 @@ def main(args: argparse.Namespace) -> dict:
                            args.seed), out / "completions.png",
                "original | given top half | completions", columns=2 + args.completions_per_image)
     if args.class_conditional:
-        classes = torch.arange(data.num_classes, device=device).repeat_interleave(10)
+        per_class = args.samples_per_class
+        classes = torch.arange(data.num_classes, device=device).repeat_interleave(per_class)
         image_grid(m.sample_fast(len(classes), classes, seed=args.seed),
-                   out / "class_samples.png", "one row per class", columns=10,
+                   out / "class_samples.png", "one row per class", columns=per_class,
                    row_labels=[str(c) for c in range(data.num_classes)])
 
     timing_y = cond(test_y[:args.num_timing])
@@ -177,6 +178,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--num-samples", type=int, default=40, help="images in samples.png")
+    parser.add_argument("--samples-per-class", type=int, default=10,
+                        help="columns of class_samples.png (with --class-conditional)")
     parser.add_argument("--num-complete", type=int, default=8, help="test images completed")
     parser.add_argument("--completions-per-image", type=int, default=5)
     parser.add_argument("--num-timing", type=int, default=4,
