@@ -13,6 +13,10 @@ higher, a probe accuracy around 0.9 for every representation.
 
     python examples/vae.py --out-dir runs/vae
     python examples/vae.py --dataset fashion-mnist --network conv --epochs 20 --out-dir runs/fm
+    torchrun --nproc-per-node 2 examples/vae.py --out-dir runs/vae2  # data-parallel training
+
+Under torchrun every process trains on its share of each minibatch (docs/distributed.md);
+rank 0 alone evaluates, draws the figures and writes metrics.json.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -93,7 +98,7 @@ def train_baselines(args, shape, train, batch_transform, device) -> dict:
                       batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device,
                       batch_transform=batch_transform,
                       checkpoint=Path(args.out_dir) / f"checkpoint_{name}.pt",
-                      resume=args.resume)
+                      resume=args.resume, distributed=args.distributed)
         baselines[name] = (model, history)
     return baselines
 
@@ -121,7 +126,11 @@ def main(args: argparse.Namespace) -> dict:
                   num_particles=args.num_particles, epochs=args.epochs,
                   batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device,
                   kl_warmup_epochs=args.kl_warmup, batch_transform=batch_transform,
-                  checkpoint=out / "checkpoint_vae.pt", resume=args.resume)
+                  checkpoint=out / "checkpoint_vae.pt", resume=args.resume,
+                  distributed=args.distributed)
+    if args.distributed and torch.distributed.get_rank() != 0:
+        train_baselines(args, shape, train, batch_transform, device)  # every rank takes part
+        return {"rank": torch.distributed.get_rank(), "history": history}
     train_seconds = sum(r["seconds"] for r in history)
     vae.eval()
     test = test.to(device)
@@ -173,6 +182,7 @@ def main(args: argparse.Namespace) -> dict:
         "history": history,
         "config": vars(args),
         "device": str(device),
+        "world_size": torch.distributed.get_world_size() if args.distributed else 1,
     }
 
     image_grid(test[:50], out / "data.png", f"{args.dataset} test images ({args.likelihood})")
@@ -237,9 +247,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="continue from the checkpoints in --out-dir")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--distributed", action="store_true", default="WORLD_SIZE" in os.environ,
+                        help="data-parallel training over torch.distributed (on by default "
+                             "under torchrun)")
     parser.add_argument("--out-dir", default="runs/vae")
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
     main(parse_args())
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
