@@ -38,7 +38,7 @@ from pyro.infer import SVI
 from torch.nn import functional as F
 
 from inference.objectives import make_loss
-from inference.svi_step import SVIStep
+from inference.svi_step import Adam, SVIStep
 from inference.training import scale_data_plate
 from ppl_models.vae import VAE
 
@@ -96,11 +96,11 @@ def check_same_loss_and_grads(vae: VAE, x: torch.Tensor, loss: str, scale: float
     ours_vae, hand_vae, pyro_vae = (copy.deepcopy(vae) for _ in range(3))
     step = SVIStep(ours_vae.model, ours_vae.guide, loss=loss)
     with scale_data_plate(scale), pyro.validation_enabled(False):
-        step.loss_and_grads(x)  # the first call runs Pyro's objective and picks the lean path
+        step.loss_and_grads(ours_vae.model, ours_vae.guide, x)  # picks the lean path
         assert step.lean, "the VAE should take the lean path"
         ours_vae.zero_grad(set_to_none=True)
         pyro.set_rng_seed(seed)
-        ours_loss = step.loss_and_grads(x)
+        ours_loss = step.loss_and_grads(ours_vae.model, ours_vae.guide, x)
         pyro.set_rng_seed(seed)
         pyro_loss = make_loss(loss).loss_and_grads(pyro_vae.model, pyro_vae.guide, x)
     pyro.set_rng_seed(seed)
@@ -126,7 +126,7 @@ class Side:
         self.name, self.vae, self.scale = name, copy.deepcopy(vae), scale
         analytic_kl = loss == "meanfield"
         if name == "ours":
-            self.stepper = SVIStep(self.vae.model, self.vae.guide, loss=loss, lr=lr)
+            self.stepper = SVIStep(self.vae.model, self.vae.guide, Adam(lr), loss=loss)
             self.step = self._ours
         elif name == "pyro_svi":
             objective = make_loss(loss)

@@ -10,11 +10,11 @@ the parameters the pair touches, and gradients reset to ``None``. The loss and g
 those of ``Trace_ELBO`` / ``TraceMeanField_ELBO`` [1, 2] (equal up to float rounding, tested
 in ``tests/inference/test_svi_step.py``).
 
-The first step always runs Pyro's own objective (with Pyro's validation, when enabled); it
-also tells whether the pair suits the lean path: single-particle ``"elbo"``/``"meanfield"``
-and every latent site of the guide reparameterized and not enumerated. Other pairs and the
-importance-weighted objectives keep Pyro's objective on every step (still with the single
-optimizer).
+Before the first step, Pyro's own tracing of the objective runs once (with its checks of
+site shapes and model/guide match when Pyro's validation is enabled) and tells whether the
+pair suits the lean path: single-particle ``"elbo"``/``"meanfield"`` and every latent site
+of the guide reparameterized and not enumerated. Other pairs and the importance-weighted
+objectives use Pyro's objective on every step (still with the single optimizer).
 
 References:
     [1] Kingma, Welling (2014), Auto-Encoding Variational Bayes.
@@ -120,12 +120,14 @@ def _latent_sites(trace):
             and not site["is_observed"] and not site_is_subsample(site)]
 
 
-def _lean_eligible(model, guide, args, kwargs) -> bool:
-    """Whether the guide reparameterizes (and does not enumerate) every latent of the model."""
+def _lean_eligible(objective, model, guide, args, kwargs) -> bool:
+    """Whether the guide reparameterizes (and does not enumerate) every latent of the model.
+
+    Runs Pyro's own tracing of the objective once (random state restored, effects hidden), so
+    its checks (site shapes, model/guide match) apply when Pyro's validation is enabled.
+    """
     with pyro.poutine.block(), torch.no_grad(), torch.random.fork_rng():
-        guide_trace = pyro.poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = pyro.poutine.trace(
-            pyro.poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        model_trace, guide_trace = next(objective._get_traces(model, guide, args, kwargs))
     guide_latents = {site["name"] for site in _latent_sites(guide_trace)}
     if any(site["name"] not in guide_latents for site in _latent_sites(model_trace)):
         return False
@@ -133,79 +135,32 @@ def _lean_eligible(model, guide, args, kwargs) -> bool:
                for site in _latent_sites(guide_trace))
 
 
-class SVIStep:
-    """``step(*args, **kwargs) -> float``: one gradient step of ``loss`` on a batch.
+class Adam:
+    """``pyro.optim.Adam``'s interface on one ``torch.optim.Adam`` over every parameter seen.
 
-    A drop-in for ``pyro.infer.SVI(model, guide, Adam({"lr": lr}), loss).step`` (with torch's
-    Adam over all parameters instead of one optimizer per parameter). Handlers active around
-    :meth:`step` apply as they would to SVI, e.g. :class:`inference.scale_data_plate` for
-    minibatches and :class:`inference.scale_latents` for KL warm-up.
-
-    Args:
-        model, guide: a Pyro pair; the batch is passed to both.
-        loss: ``"elbo"``, ``"meanfield"``, ``"iwae"`` or ``"dreg"`` (:func:`make_loss`).
-        num_particles: particles per step (the lean path needs 1).
-        lr: Adam's learning rate; the other Adam settings are torch's defaults.
-        lean: allow the lean path (False: Pyro's objective on every step, for comparison).
-
-    :meth:`step` returns the step's loss, ``-ELBO`` (or ``-IWAE``) in nats with the scale of
-    the gradient.
+    ``Adam(lr)(params)`` steps the given parameters (others keep their state, as with Pyro's
+    per-parameter optimizers); parameters join the optimizer the first time they are given.
+    :meth:`get_state`/:meth:`set_state` key the moments by param-store name (and accept the
+    per-parameter state dicts that ``pyro.optim`` checkpoints hold).
     """
 
-    def __init__(self, model: Callable, guide: Callable, loss: str = "elbo",
-                 num_particles: int = 1, lr: float = 1e-3, lean: bool = True):
-        self.model, self.guide = model, guide
-        self.loss_name = loss
-        self.objective = make_loss(loss, num_particles)
+    def __init__(self, lr: float = 1e-3):
         self.lr = lr
-        self._lean_allowed = lean and loss in LEAN_LOSSES and num_particles == 1
-        self._lean: bool | None = None  # decided on the first step
         self.optimizer: torch.optim.Adam | None = None
         self._known: set[int] = set()
-        self._pending_state: dict[str, dict] = {}
+        self._pending: dict[str, dict] = {}
 
-    @property
-    def lean(self) -> bool:
-        """True once the first step has chosen the lean path."""
-        return bool(self._lean)
-
-    def step(self, *args, **kwargs) -> float:
-        """One Adam step on the batch; returns the loss before the step."""
-        loss = self.loss_and_grads(*args, **kwargs)
-        if self.optimizer is not None:
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-        return loss
-
-    __call__ = step
-
-    def loss_and_grads(self, *args, **kwargs) -> float:
-        """The loss, with its gradient accumulated in ``.grad`` of every parameter touched."""
-        if self._lean:
-            loss, params = self._lean_loss_and_grads(args, kwargs)
-        else:
-            capture = _ParamCapture()
-            with capture:
-                loss = self.objective.loss_and_grads(self.model, self.guide, *args, **kwargs)
-            loss, params = float(loss), capture.params
-            if self._lean is None:
-                self._lean = self._lean_allowed and _lean_eligible(
-                    self.model, self.guide, args, kwargs)
+    def __call__(self, params) -> None:
+        params = list(params)
         self._register(params)
-        return loss
-
-    def _lean_loss_and_grads(self, args, kwargs):
-        scorer = _ScoreAsSampled(analytic_kl=self.loss_name == "meanfield")
-        with scorer:
-            self.guide(*args, **kwargs)
-            scorer.in_model = True
-            self.model(*args, **kwargs)
-        loss = -scorer.elbo
-        if not torch.is_tensor(loss):
-            return float(loss), scorer.params
-        if loss.requires_grad:
-            loss.backward()
-        return loss.detach().item(), scorer.params
+        if self.optimizer is None:
+            return
+        given = {id(p) for p in params}
+        for group in self.optimizer.param_groups:
+            for param in group["params"]:
+                if id(param) not in given:
+                    param.grad = None  # torch's Adam steps every parameter with a gradient
+        self.optimizer.step()
 
     def _register(self, params) -> None:
         new = []
@@ -221,29 +176,106 @@ class SVIStep:
             self.optimizer.add_param_group({"params": new})
         names = pyro.get_param_store()._param_to_name
         for param in new:
-            state = self._pending_state.pop(names.get(param, ""), None)
+            state = self._pending.pop(names.get(param, ""), None)
             if state is not None:
-                self.optimizer.state[param] = {k: v.to(param.device) if torch.is_tensor(v)
-                                               else v for k, v in state.items()}
+                self.optimizer.state[param] = {
+                    k: v.to(param.device) if torch.is_tensor(v) and v.dim() else v
+                    for k, v in state.items()}
 
     def get_state(self) -> dict:
-        """Adam's state per parameter, keyed by param-store name (for checkpoints)."""
-        if self.optimizer is None:
-            return dict(self._pending_state)
-        names = pyro.get_param_store()._param_to_name
-        state = dict(self._pending_state)
-        for group in self.optimizer.param_groups:
-            for param in group["params"]:
-                if param in self.optimizer.state and param in names:
-                    state[names[param]] = dict(self.optimizer.state[param])
+        """``{param-store name: Adam state}`` (moments and step count)."""
+        state = dict(self._pending)
+        if self.optimizer is not None:
+            names = pyro.get_param_store()._param_to_name
+            for param, param_state in self.optimizer.state.items():
+                if param in names:
+                    state[names[param]] = dict(param_state)
         return state
 
     def set_state(self, state: dict) -> None:
-        """Restore :meth:`get_state`; parameters not yet seen get theirs when first touched."""
-        self._pending_state = dict(state)
+        """Restore :meth:`get_state`; parameters not yet seen get theirs when first given."""
+        self._pending = {name: s["state"][0] if "state" in s else dict(s)
+                         for name, s in state.items() if "state" not in s or s["state"]}
         if self.optimizer is not None:
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            self.optimizer = None
-            self._known.clear()
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            self.optimizer, self._known = None, set()
             self._register(params)
 
+
+class SVIStep:
+    """A drop-in for ``pyro.infer.SVI(model, guide, optim, loss)`` with the lean ELBO path.
+
+    ``step(*args, **kwargs) -> float`` takes one gradient step on a batch and returns the loss
+    before it, ``-ELBO`` (or ``-IWAE``) in nats with the scale of the gradient. Handlers active
+    around it apply as they would to SVI, e.g. :class:`inference.scale_data_plate` for
+    minibatches and :class:`inference.scale_latents` for KL warm-up.
+
+    Args:
+        model, guide: a Pyro pair; the batch is passed to both.
+        optim: :class:`Adam` (the default, lr 1e-3) or any ``pyro.optim`` optimizer.
+        loss: ``"elbo"``, ``"meanfield"``, ``"iwae"`` or ``"dreg"`` (:func:`make_loss`).
+        num_particles: particles per step (the lean path needs 1).
+        lean: allow the lean path (False: Pyro's objective on every step).
+    """
+
+    def __init__(self, model: Callable, guide: Callable, optim=None, loss: str = "elbo",
+                 num_particles: int = 1, lean: bool = True):
+        self.model, self.guide = model, guide
+        self.optim = optim if optim is not None else Adam()
+        self.loss_name = loss
+        self.objective = make_loss(loss, num_particles)
+        self._lean_allowed = lean and loss in LEAN_LOSSES and num_particles == 1
+        self._lean: bool | None = None  # decided on the first step
+
+    @property
+    def lean(self) -> bool:
+        """True once the first step has chosen the lean path."""
+        return bool(self._lean)
+
+    def step(self, *args, **kwargs) -> float:
+        """One optimizer step on the batch; returns the loss before the step."""
+        loss, params = self._loss_and_grads(args, kwargs)
+        self.optim(params)
+        for param in params:
+            param.grad = None
+        return loss
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        """``SVI.loss_and_grads``'s signature: the loss, gradients left in ``.grad``."""
+        if (model, guide) != (self.model, self.guide):
+            raise ValueError("SVIStep.loss_and_grads scores the pair it was built with")
+        return self._loss_and_grads(args, kwargs)[0]
+
+    def _loss_and_grads(self, args, kwargs):
+        if self._lean is None:  # first step: Pyro's tracing with its checks decides
+            self._lean = self._lean_allowed and _lean_eligible(
+                self.objective, self.model, self.guide, args, kwargs)
+        if self._lean:
+            return self._lean_loss_and_grads(args, kwargs)
+        capture = _ParamCapture()
+        with capture:
+            loss = self.objective.loss_and_grads(self.model, self.guide, *args, **kwargs)
+        return float(loss), _unique(capture.params)
+
+    def _lean_loss_and_grads(self, args, kwargs):
+        scorer = _ScoreAsSampled(analytic_kl=self.loss_name == "meanfield")
+        with scorer:
+            self.guide(*args, **kwargs)
+            scorer.in_model = True
+            self.model(*args, **kwargs)
+        loss = -scorer.elbo
+        params = _unique(scorer.params)
+        if not torch.is_tensor(loss):
+            return float(loss), params
+        if loss.requires_grad:
+            loss.backward()
+        return loss.detach().item(), params
+
+
+def _unique(params: list[torch.Tensor]) -> list[torch.Tensor]:
+    seen, out = set(), []
+    for param in params:
+        if id(param) not in seen:
+            seen.add(id(param))
+            out.append(param)
+    return out
