@@ -50,8 +50,8 @@ References:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import pyro
 import torch
@@ -60,6 +60,7 @@ from torch.distributions import biject_to
 from torch.distributions.transforms import ComposeTransform, IndependentTransform
 from tqdm.auto import tqdm
 
+from ._checks import check_int
 from .weights import (
     PARTICLE_PLATE,
     PairStructure,
@@ -121,8 +122,7 @@ def annealing_schedule(num_steps: int, kind: str = "sigmoid", sharpness: float =
     rescaled to run from 0 to 1, which spends more steps near both ends of the path, where
     the intermediate densities change fastest.
     """
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
+    check_int(num_steps, "num_steps")
     if kind not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {kind!r}")
     t = torch.linspace(0.0, 1.0, num_steps + 1, dtype=torch.float64)
@@ -299,19 +299,14 @@ def _transition(path, state, beta, eps, num_leapfrog, adjusted):
 
 def _check_options(num_chains, num_steps, transition, step_size, num_leapfrog, start,
                    target_accept, adapt_rate, chunk_size, schedule):
-    if isinstance(num_chains, bool) or not isinstance(num_chains, int) or num_chains < 2:
-        raise ValueError(
-            f"num_chains must be an integer >= 2 (for a standard error), got {num_chains!r}"
-        )
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
+    check_int(num_chains, "num_chains", 2)  # two chains at least, for a standard error
+    check_int(num_steps, "num_steps")
     check_num_samples(num_chains, chunk_size)  # names chunk_size when it is bad
     if transition not in TRANSITIONS:
         raise ValueError(f"transition must be one of {TRANSITIONS}, got {transition!r}")
     if start not in ("guide", "prior"):
         raise ValueError(f"start must be 'guide' or 'prior', got {start!r}")
-    if isinstance(num_leapfrog, bool) or not isinstance(num_leapfrog, int) or num_leapfrog < 1:
-        raise ValueError(f"num_leapfrog must be a positive integer, got {num_leapfrog!r}")
+    check_int(num_leapfrog, "num_leapfrog")
     if torch.is_tensor(step_size):
         if not bool((step_size > 0).all()) or not bool(torch.isfinite(step_size).all()):
             raise ValueError("step_size must be positive and finite")

@@ -32,13 +32,10 @@ import math
 
 import torch
 
+from ._checks import check_int
+
 LN2 = math.log(2.0)
 LEVELS = 256
-
-
-def _check_count(value, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def nats_to_bits(nats: float | torch.Tensor) -> float | torch.Tensor:
@@ -63,7 +60,7 @@ def bits_per_dim(nats_per_datapoint: float | torch.Tensor, num_dims: int):
     Returns:
         the same type and shape, in bits/dim.
     """
-    _check_count(num_dims, "num_dims", 1)
+    check_int(num_dims, "num_dims")
     return nats_per_datapoint / (num_dims * LN2)
 
 
@@ -73,8 +70,8 @@ def dequantization_correction_nats(num_dims: int, levels: int = LEVELS) -> float
     ``-log P(k) <= E_u[-log p((k + u) / levels)] + dequantization_correction_nats(D)``
     (module docstring, [1], [2]). For a 28x28 8-bit image: ``784 log 256 = 4347.4`` nats.
     """
-    _check_count(num_dims, "num_dims", 1)
-    _check_count(levels, "levels", 2)
+    check_int(num_dims, "num_dims")
+    check_int(levels, "levels", 2)
     return num_dims * math.log(levels)
 
 

@@ -183,14 +183,14 @@ def test_bad_input():
     model = LinearGaussian(data_dim=4, latent_dim=2, seed=1)
     x = model.simulate(3, seed=2)
     cases = [
-        (dict(num_chains=1), "num_chains must be an integer >= 2"),
-        (dict(num_steps=0), "num_steps must be a positive integer"),
-        (dict(transition="nuts"), "transition must be one of"),
-        (dict(start="posterior"), "start must be 'guide' or 'prior'"),
-        (dict(step_size=-0.1), "step_size must be a positive number"),
-        (dict(num_leapfrog=0), "num_leapfrog must be a positive integer"),
-        (dict(target_accept=1.5), "target_accept must lie in"),
-        (dict(chunk_size=0), "chunk_size must be a positive integer"),
+        ({"num_chains": 1}, "num_chains must be an integer >= 2"),
+        ({"num_steps": 0}, "num_steps must be a positive integer"),
+        ({"transition": "nuts"}, "transition must be one of"),
+        ({"start": "posterior"}, "start must be 'guide' or 'prior'"),
+        ({"step_size": -0.1}, "step_size must be a positive number"),
+        ({"num_leapfrog": 0}, "num_leapfrog must be a positive integer"),
+        ({"target_accept": 1.5}, "target_accept must lie in"),
+        ({"chunk_size": 0}, "chunk_size must be a positive integer"),
     ]
     for options, message in cases:
         with pytest.raises(ValueError, match=message):

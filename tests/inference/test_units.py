@@ -59,7 +59,7 @@ def test_bound_holds_for_a_nonuniform_density():
 
 @pytest.mark.parametrize("num_dims", [0, -1, 2.5, True])
 def test_bad_num_dims(num_dims):
-    with pytest.raises(ValueError, match="num_dims must be an integer >= 1"):
+    with pytest.raises(ValueError, match="num_dims must be a positive integer"):
         bits_per_dim(1.0, num_dims)
     with pytest.raises(ValueError, match="num_dims"):
         dequantization_correction_nats(num_dims)
