@@ -39,7 +39,7 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import pyro
 import torch

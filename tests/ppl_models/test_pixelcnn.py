@@ -22,7 +22,7 @@ def one_thread():
 
 def small(image_shape=(1, 4, 4), likelihood="bernoulli", **kwargs) -> PixelCNN:
     torch.manual_seed(0)
-    options = dict(channels=6, num_blocks=2, kernel_size=3, first_kernel_size=3)
+    options = {"channels": 6, "num_blocks": 2, "kernel_size": 3, "first_kernel_size": 3}
     return PixelCNN(image_shape, likelihood, **{**options, **kwargs})
 
 
@@ -54,7 +54,7 @@ def test_parameters_are_causal_in_pixels_and_channels(likelihood, image_shape):
 
 @pytest.mark.parametrize("conditioning", ["none", "class", "vector"])
 def test_probabilities_of_every_binary_image_sum_to_one(conditioning):
-    options = {"class": dict(num_classes=3), "vector": dict(cond_dim=2)}.get(conditioning, {})
+    options = {"class": {"num_classes": 3}, "vector": {"cond_dim": 2}}.get(conditioning, {})
     m = small((1, 3, 3), **options).double()
     x = torch.tensor(list(itertools.product([0.0, 1.0], repeat=9)), dtype=torch.float64)
     x = x.reshape(512, 1, 3, 3)  # all 2^9 images
@@ -103,8 +103,8 @@ def test_vector_condition_with_particle_dims_broadcasts_over_images():
 
 
 @pytest.mark.parametrize("likelihood,image_shape,options", [
-    ("bernoulli", (1, 6, 5), dict(num_classes=3)),
-    ("categorical256", (3, 3, 3), dict(cond_dim=2)),
+    ("bernoulli", (1, 6, 5), {"num_classes": 3}),
+    ("categorical256", (3, 3, 3), {"cond_dim": 2}),
     ("logistic-mixture", (1, 3, 4), {}),
 ])
 def test_fast_sampler_draws_the_same_images_as_the_naive_one(likelihood, image_shape, options):
