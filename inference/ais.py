@@ -391,6 +391,12 @@ def ais_log_evidence(
     elif guide is None:
         raise ValueError("guide is None: pass a guide or use start='prior'")
     structure = inspect_pair(model, guide, args, kwargs)
+    if torch.is_tensor(step_size) and step_size.dim() > 0 and tuple(step_size.shape) != (
+            structure.batch_size,):
+        raise ValueError(
+            f"step_size must be a number or a tensor of shape [batch] = "
+            f"[{structure.batch_size}], got shape {list(step_size.shape)}"
+        )
     target = DEFAULT_TARGET_ACCEPT[transition] if target_accept is None else target_accept
     leapfrogs = num_leapfrog if transition in ("hmc", "uha") else 1
     adjusted = transition in ("hmc", "mala")

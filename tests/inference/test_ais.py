@@ -15,6 +15,7 @@ from ppl_models.linear_gaussian import LinearGaussian
 from ppl_models.toy_manifold import ToyManifold
 
 
+@pytest.mark.slow
 def test_poor_guide_recovers_closed_form_and_beats_iwae_5000():
     # 8 latent dims and an untrained amortized guide (random encoder, unit covariance): even
     # 5000 importance samples leave IWAE about 2.6 nats short, while 16 chains annealed over
@@ -114,6 +115,7 @@ def gamma_normal_pair(alpha=2.0, beta=1.5):
     return model, guide, log_evidence
 
 
+@pytest.mark.slow
 def test_several_sites_and_a_positive_latent():
     # tau moves as log tau (ExpTransform, whose Jacobian enters the HMC target); mu as it is.
     model, guide, log_evidence = gamma_normal_pair()
@@ -132,7 +134,7 @@ def test_parameters_get_no_gradient_and_stay_unchanged():
     x = model.simulate(3, seed=2)
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     result = ais_log_evidence(model.model, model.guide, x, num_chains=3, num_steps=5,
-                              chunk_size=2)
+                              chunk_size=2, step_size=torch.full((3,), 0.05))
     assert result.log_weights.shape == (3, 3) and not result.log_weights.requires_grad
     for name, param in model.named_parameters():
         assert param.grad is None, name
@@ -195,6 +197,8 @@ def test_bad_input():
     for options, message in cases:
         with pytest.raises(ValueError, match=message):
             ais_log_evidence(model.model, model.guide, x, **options)
+    with pytest.raises(ValueError, match=r"step_size must be a number or a tensor of shape \[batch\]"):
+        ais_log_evidence(model.model, model.guide, x, step_size=torch.full((2,), 0.1))
     with pytest.raises(ValueError, match="guide is None"):
         ais_log_evidence(model.model, None, x)
     bad = x.clone()

@@ -27,6 +27,7 @@ def mean_field_guide(model, shrink=0.5):
     return guide
 
 
+@pytest.mark.slow
 def test_full_covariance_local_guides_close_the_gap(linear_gaussian):
     # The amortized guide (untrained linear encoder, shared covariance) is a full-covariance
     # Gaussian, and so is the exact posterior: optimized per datapoint, the local guides reach
