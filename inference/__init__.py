@@ -3,6 +3,7 @@
 Every estimator returns one value per datapoint of the ``pyro.plate("data", ...)``.
 """
 
+from .ais import AISResult, ais_log_evidence, annealing_schedule
 from .diagnostics import (
     active_units,
     expected_log_likelihood,
@@ -12,11 +13,41 @@ from .diagnostics import (
 )
 from .estimators import BoundTable, bound_sweep, elbo, iwae_bound, iwae_from_weights
 from .exact import ExactEvidence, exact_log_evidence
+from .gaps import GapResult, LocalGaussianGuide, amortization_gap, fit_local_guide
 from .objectives import DReGLoss, IWAELoss, make_loss
 from .training import fit, resolve_device, save_checkpoint, scale_data_plate, scale_latents
+from .units import (
+    bits_per_dim,
+    bits_to_nats,
+    dequantization_correction_nats,
+    discrete_log_likelihood_bound,
+    nats_to_bits,
+)
+from .weight_diagnostics import (
+    WeightDiagnostics,
+    effective_sample_size,
+    pareto_k,
+    weight_diagnostics,
+)
 from .weights import log_importance_weights, log_mean_exp
 
 __all__ = [
+    "AISResult",
+    "GapResult",
+    "LocalGaussianGuide",
+    "WeightDiagnostics",
+    "ais_log_evidence",
+    "amortization_gap",
+    "annealing_schedule",
+    "bits_per_dim",
+    "bits_to_nats",
+    "dequantization_correction_nats",
+    "discrete_log_likelihood_bound",
+    "effective_sample_size",
+    "fit_local_guide",
+    "nats_to_bits",
+    "pareto_k",
+    "weight_diagnostics",
     "active_units",
     "expected_log_likelihood",
     "kl_per_dimension",

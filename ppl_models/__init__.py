@@ -35,9 +35,11 @@ from .likelihoods import (
     make_likelihood,
     training_representation,
 )
+from .layers import GatedResidualBlock, MaskedConv2d
 from .linear_gaussian import LinearGaussian
 from .neural_lm import GRULanguageModel
 from .ngram import NGramModel
+from .pixelcnn import PixelCNN
 from .text import Vocabulary, WordData, load_words
 from .networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from .toy_manifold import NUM_PIXELS, ToyManifold, ToyManifoldVAE, manifold_mean
@@ -53,7 +55,10 @@ __all__ = [
     "DATASETS",
     "DiscretizedLogisticMixture",
     "GRULanguageModel",
+    "GatedResidualBlock",
     "GaussianPixel",
+    "MaskedConv2d",
+    "PixelCNN",
     "NGramModel",
     "Vocabulary",
     "WordData",

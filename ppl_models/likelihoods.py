@@ -47,6 +47,12 @@ from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 from torch.nn import functional as F
 
+from inference.units import (
+    bits_per_dim,
+    dequantization_correction_nats,
+    discrete_log_likelihood_bound,
+)
+
 from .data import uniform_dequantize
 
 __all__ = [
@@ -78,28 +84,6 @@ LEVEL_TOLERANCE = 1e-3
 # log density bounded by 6.1 nats. The upper end, e^3 = 20, is already flat on the data range.
 LOG_SCALE_MIN = -7.0
 LOG_SCALE_MAX = 3.0
-
-
-def bits_per_dim(nats_per_image: float | torch.Tensor, num_dims: int):
-    """Negative log-likelihood ``nats_per_image`` (float or tensor ``[...]``) in bits/dim."""
-    return nats_per_image / (num_dims * math.log(2))
-
-
-def dequantization_correction_nats(num_dims: int, levels: int = LEVELS) -> float:
-    """``D log(levels)``: nats between a density on ``(k + u) / levels`` and a mass on k.
-
-    ``-log P(k) <= E_u[-log p((k + u) / levels)] + dequantization_correction_nats(D)``
-    (module docstring, [3], [4]).
-    """
-    return num_dims * math.log(levels)
-
-
-def discrete_log_likelihood_bound(log_density_nats, num_dims: int, levels: int = LEVELS):
-    """Lower bound on ``log P(k)`` from ``E_u[log p((k + u) / levels)]`` (float or tensor).
-
-    ``log P(k) >= log_density_nats - D log(levels)``; equality when p is constant on each cell.
-    """
-    return log_density_nats - dequantization_correction_nats(num_dims, levels)
 
 
 class _EightBitLevels(constraints.Constraint):
