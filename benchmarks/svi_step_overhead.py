@@ -92,17 +92,20 @@ def check_same_loss_and_grads(vae: VAE, x: torch.Tensor, loss: str, scale: float
     Returns the largest relative differences; raises ``AssertionError`` beyond float32
     rounding (relative 1e-4 of the loss, 1e-3 of each gradient's largest entry).
     """
-    pyro.clear_param_store()
     ours_vae, hand_vae, pyro_vae = (copy.deepcopy(vae) for _ in range(3))
     step = SVIStep(ours_vae.model, ours_vae.guide, loss=loss)
+    store = pyro.get_param_store()
+    # Copies of one PyroModule share param-store names: give each its own store.
     with scale_data_plate(scale), pyro.validation_enabled(False):
-        step.loss_and_grads(ours_vae.model, ours_vae.guide, x)  # picks the lean path
-        assert step.lean, "the VAE should take the lean path"
-        ours_vae.zero_grad(set_to_none=True)
-        pyro.set_rng_seed(seed)
-        ours_loss = step.loss_and_grads(ours_vae.model, ours_vae.guide, x)
-        pyro.set_rng_seed(seed)
-        pyro_loss = make_loss(loss).loss_and_grads(pyro_vae.model, pyro_vae.guide, x)
+        with store.scope():
+            step.loss_and_grads(ours_vae.model, ours_vae.guide, x)  # picks the lean path
+            assert step.lean, "the VAE should take the lean path"
+            ours_vae.zero_grad(set_to_none=True)
+            pyro.set_rng_seed(seed)
+            ours_loss = step.loss_and_grads(ours_vae.model, ours_vae.guide, x)
+        with store.scope():
+            pyro.set_rng_seed(seed)
+            pyro_loss = make_loss(loss).loss_and_grads(pyro_vae.model, pyro_vae.guide, x)
     pyro.set_rng_seed(seed)
     hand = hand_written_loss(hand_vae, x, None, scale, analytic_kl=loss == "meanfield")
     hand.backward()
@@ -124,6 +127,7 @@ class Side:
 
     def __init__(self, name: str, vae: VAE, loss: str, scale: float, lr: float):
         self.name, self.vae, self.scale = name, copy.deepcopy(vae), scale
+        self.store_state = None  # this side's own param store (pyro's ParamStoreDict.scope)
         analytic_kl = loss == "meanfield"
         if name == "ours":
             self.stepper = SVIStep(self.vae.model, self.vae.guide, Adam(lr), loss=loss)
@@ -178,16 +182,19 @@ def load_batches(args) -> torch.Tensor:
 def time_sides(sides: list[Side], batches: torch.Tensor, steps: int, repeats: int) -> dict:
     """Seconds per step of every side in each of ``repeats`` rotating blocks."""
     seconds = {side.name: [] for side in sides}
+    store = pyro.get_param_store()
     for side in sides:  # warm-up: first-step validation, compilation, allocator
-        for i in range(3):
-            side.step(batches[i % len(batches)])
+        with store.scope(side.store_state) as side.store_state:
+            for i in range(3):
+                side.step(batches[i % len(batches)])
     for repeat in range(repeats):
         order = sides[repeat % len(sides):] + sides[:repeat % len(sides)]
         for side in order:
-            start = time.perf_counter()
-            for i in range(steps):
-                side.step(batches[i % len(batches)])
-            seconds[side.name].append((time.perf_counter() - start) / steps)
+            with store.scope(side.store_state) as side.store_state:
+                start = time.perf_counter()
+                for i in range(steps):
+                    side.step(batches[i % len(batches)])
+                seconds[side.name].append((time.perf_counter() - start) / steps)
     return seconds
 
 
@@ -204,7 +211,6 @@ def main(args: argparse.Namespace) -> dict:
     for loss in args.losses:
         result["checks"][loss] = check_same_loss_and_grads(vae, batches[0], loss, scale,
                                                            args.seed)
-        pyro.clear_param_store()
         sides = [Side(name, vae, loss, scale, args.lr) for name in args.sides]
         seconds = time_sides(sides, batches, args.steps, args.repeats)
         result["seconds_per_step"][loss] = seconds
