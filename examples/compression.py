@@ -268,7 +268,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num-test-words", type=int, default=0, help="0: the whole test split")
     parser.add_argument("--order", type=int, default=5, help="n of the n-gram")
     parser.add_argument("--num-test-images", type=int, default=0, help="0: all 300")
-    parser.add_argument("--epochs", type=int, default=30, help="PixelCNN epochs (0: skip it)")
+    parser.add_argument("--epochs", type=int, default=10, help="PixelCNN epochs (0: skip it)")
     parser.add_argument("--channels", type=int, default=32, help="PixelCNN channels")
     parser.add_argument("--blocks", type=int, default=4, help="PixelCNN residual blocks")
     parser.add_argument("--batch-size", type=int, default=64)

@@ -1,0 +1,193 @@
+"""Completion and artifact removal: fill masked pixels and remove noise with a VAE and a PixelCNN.
+
+Trains a Bernoulli VAE and a PixelCNN on the statically binarized 8x8 digits, then damages the
+test images four ways and restores them:
+
+- ``bottom half``: rows 4-7 missing;
+- ``random 50%``: half of the pixels missing, chosen at random;
+- ``scratch``: a random horizontal or vertical line of 1s (place known, so its pixels count as
+  missing);
+- ``10% flips``: every pixel flipped with probability 0.1 at unknown places (the rate is known).
+
+Methods (:mod:`inference.completion` for the VAE): ``pixel mean`` (training frequency of each
+missing pixel; for flips the damaged image itself), ``VAE MAP`` (optimize ``z`` for
+``log p(y | z) + log p(z)``), ``VAE MwG`` (Metropolis-within-Gibbs over ``z`` and the damaged
+pixels, Mattei and Frellsen 2018), and ``PixelCNN`` (``sample_fast(given=..., mask=...)``,
+``--num-draws`` conditional samples averaged; exact for the bottom half, where everything
+given precedes everything missing in raster order; for the other masks it conditions only
+on the given pixels above and to the left). Not run on flips: their places are unknown.
+
+Each method gives a probability per pixel; reported on the damaged pixels (the missing ones;
+every pixel for flips): the ``error rate`` of the thresholded estimate against the clean image
+and the ``mean absolute error`` of the probabilities. Figures: clean, damaged (missing pixels
+gray) and each restoration, per task.
+
+Expected with the defaults (about four minutes on 2 CPU cores): every model beats the pixel
+means clearly; MwG slightly beats MAP; for the bottom half the PixelCNN is best. See
+docs/completion.md for the numbers.
+
+    python examples/completion.py --out-dir runs/completion
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import pyro
+import torch
+from tqdm.auto import tqdm
+
+from inference import fit, resolve_device
+from inference.completion import map_complete, metropolis_within_gibbs, observed_channel
+from inference.plots import image_grid
+from ppl_models.data import load_images
+from ppl_models.pixelcnn import PixelCNN
+from ppl_models.vae import VAE
+
+
+def damage(clean: torch.Tensor, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
+    """The damaged versions of ``clean: [n, C, H, W]`` 0/1.
+
+    Returns:
+        ``{task: (y [n, C, H, W], missing bool [n, C, H, W], flip rate)}``.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    n, _, height, width = clean.shape
+    rows = torch.arange(height)[:, None].expand(height, width)
+    bottom = (rows >= height // 2).expand(clean.shape)
+    random_half = torch.rand(clean.shape, generator=generator) < 0.5
+    scratch = torch.zeros(clean.shape, dtype=torch.bool)
+    places = torch.randint(1, height - 1, (n,), generator=generator)
+    for k in range(n):
+        if k % 2:
+            scratch[k, :, places[k], :] = True
+        else:
+            scratch[k, :, :, places[k]] = True
+    flips = torch.rand(clean.shape, generator=generator) < 0.1
+    return {
+        "bottom half": (torch.where(bottom, 0.0, clean), bottom, 0.0),
+        "random 50%": (torch.where(random_half, 0.0, clean), random_half, 0.0),
+        "scratch": (torch.where(scratch, 1.0, clean), scratch, 0.0),
+        "10% flips": ((clean + flips.float()) % 2, torch.zeros_like(flips), 0.1),
+    }
+
+
+def errors(estimate: torch.Tensor, clean: torch.Tensor, region: torch.Tensor) -> dict:
+    """Error rate of ``estimate > 0.5`` and mean absolute error, over ``region`` pixels."""
+    wrong = ((estimate > 0.5).float() != clean).float()
+    return {"error_rate": float(wrong[region].mean()),
+            "mean_absolute_error": float((estimate - clean).abs()[region].mean())}
+
+
+def pixelcnn_complete(model: PixelCNN, y: torch.Tensor, missing: torch.Tensor, draws: int,
+                      seed: int) -> torch.Tensor:
+    """Mean of ``draws`` conditional samples keeping the given pixels: ``[n, C, H, W]``."""
+    total = torch.zeros_like(y)
+    for k in range(draws):
+        total += model.sample_fast(len(y), given=y, mask=~missing, seed=seed + k)
+    return total / draws
+
+
+def train(model, x: torch.Tensor, args, epochs: int, device) -> list:
+    pyro.clear_param_store()
+    history = fit(model.model, model.guide, x, epochs=epochs, batch_size=args.batch_size,
+                  lr=args.lr, seed=args.seed, device=device)
+    model.eval()
+    return history
+
+
+def main(args: argparse.Namespace) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(args.device)
+    pyro.set_rng_seed(args.seed)
+
+    data = load_images("digits").binarized(args.seed)
+    train_x = data.train.images[:args.num_train] if args.num_train else data.train.images
+    clean = data.test.images[:args.num_test] if args.num_test else data.test.images
+    clean = clean.to(device)
+    shape = data.image_shape
+    vae = VAE(shape, args.latent_dim, hidden=(args.hidden,))
+    train(vae, train_x, args, args.vae_epochs, device)
+    for p in vae.parameters():
+        p.requires_grad_(False)
+    pixelcnn = None
+    if args.pixelcnn_epochs > 0:
+        pixelcnn = PixelCNN(shape, "bernoulli", channels=args.channels, num_blocks=args.blocks,
+                            first_kernel_size=5).to(device)
+        train(pixelcnn, train_x, args, args.pixelcnn_epochs, device)
+    pixel_mean = train_x.mean(0).to(device)  # [C, H, W]
+
+    results, acceptance = {}, {}
+    generator = torch.Generator(device).manual_seed(args.seed)
+    for task, (y, missing, rate) in tqdm(damage(clean.cpu(), args.seed).items(), desc="tasks"):
+        y, missing = y.to(device), missing.to(device)
+        region = missing if rate == 0 else torch.ones_like(missing)
+        channel = observed_channel(y, missing, rate)
+        estimates = {"pixel mean": torch.where(missing, pixel_mean, y)}
+        estimates["VAE MAP"], _ = map_complete(vae, channel, steps=args.map_steps)
+        estimates["VAE MwG"], acceptance[task] = metropolis_within_gibbs(
+            vae, channel, num_steps=args.mwg_steps, generator=generator)
+        if pixelcnn is not None and rate == 0:
+            estimates["PixelCNN"] = pixelcnn_complete(pixelcnn, y, missing, args.num_draws,
+                                                      args.seed)
+        results[task] = {name: errors(e, clean, region) for name, e in estimates.items()}
+        shown = torch.where(missing, 0.5, y)
+        rows = [clean[:10], shown[:10], *(e[:10] for e in estimates.values())]
+        image_grid(torch.cat(rows), out / f"completion_{task.replace(' ', '_').replace('%', '')}"
+                   ".png", f"{task}: rows clean, damaged, " + ", ".join(estimates),
+                   row_labels=["clean", "damaged", *estimates])
+
+    metrics = {
+        "num_test": len(clean),
+        "units": "error_rate: fraction of damaged pixels wrong after thresholding at 0.5; "
+                 "mean_absolute_error: of the pixel probabilities; both against the clean "
+                 "binarized image, over missing pixels (all pixels for flips)",
+        "results": results, "mwg_acceptance_rate": acceptance,
+        "config": vars(args), "device": str(device),
+        "wall_seconds": time.perf_counter() - start,
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    methods = list(dict.fromkeys(m for r in results.values() for m in r))
+    print(f"error rate on the damaged pixels ({len(clean)} test images)")
+    print(f"{'task':<14}" + "".join(f"{m:>12}" for m in methods))
+    for task, row in results.items():
+        print(f"{task:<14}" + "".join(f"{row[m]['error_rate']:>12.3f}" if m in row else
+                                      f"{'-':>12}" for m in methods))
+    print(f"MwG acceptance: " + ", ".join(f"{k} {v:.2f}" for k, v in acceptance.items()))
+    print(f"results: {out.resolve()} (metrics.json and figures), "
+          f"{metrics['wall_seconds']:.0f} s")
+    return metrics
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--num-train", type=int, default=0, help="0: all 1297")
+    parser.add_argument("--num-test", type=int, default=0, help="0: all 300")
+    parser.add_argument("--latent-dim", type=int, default=16)
+    parser.add_argument("--hidden", type=int, default=200)
+    parser.add_argument("--vae-epochs", type=int, default=150)
+    parser.add_argument("--map-steps", type=int, default=300)
+    parser.add_argument("--mwg-steps", type=int, default=400)
+    parser.add_argument("--channels", type=int, default=32, help="PixelCNN channels")
+    parser.add_argument("--blocks", type=int, default=4, help="PixelCNN residual blocks")
+    parser.add_argument("--pixelcnn-epochs", type=int, default=10, help="0: no PixelCNN")
+    parser.add_argument("--num-draws", type=int, default=10, help="PixelCNN samples averaged")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--out-dir", default="runs/completion")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    main(parse_args())

@@ -1,0 +1,175 @@
+"""Representations: latent codes as features (probe accuracy) and as clusters (ARI), on digits.
+
+Trains on the statically binarized 8x8 digits, all with ``--latent-dim`` units: a Bernoulli VAE
+(features: posterior means), a deterministic autoencoder and a sparse autoencoder (L1 weight
+``--sparsity`` on the code; features: codes), and PCA of the pixels; the raw 64 pixels are
+the baseline. For each representation it reports on the test split
+
+- ``probe_accuracy``: a logistic-regression probe trained on the training features
+  (:func:`inference.probe_accuracy`), how linearly the classes can be read out;
+- ``kmeans_ari``: k-means with ``k = 10`` (10 restarts) fitted to the training features and
+  applied to the test features, scored by the adjusted Rand index against the labels
+  (Hubert and Arabie 1985; 0 for chance, 1 for the labels' partition up to renaming);
+- ``gmm_ari``: the same with a full-covariance Gaussian mixture of 10 components.
+
+Features are standardized (training mean and scale) before clustering so no unit dominates.
+Figure: each representation's test features projected on their first two principal axes,
+coloured by label, and a bar chart of the three numbers.
+
+Expected with the defaults (about three minutes on 2 CPU cores): probes around 0.9 for
+every representation, raw pixels included (8x8 digits are nearly linearly separable); the
+clusters differ more, see docs/representations.md for the numbers.
+
+    python examples/representations.py --out-dir runs/representations
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pyro
+import torch
+from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
+from sklearn.metrics import adjusted_rand_score
+from sklearn.mixture import GaussianMixture
+from sklearn.preprocessing import StandardScaler
+from tqdm.auto import tqdm
+
+from inference import fit, posterior_means, probe_accuracy, resolve_device
+from ppl_models.data import load_images
+from ppl_models.vae import VAE, Autoencoder
+
+
+def cluster_scores(train: np.ndarray, test: np.ndarray, test_labels: np.ndarray,
+                   num_clusters: int, seed: int) -> dict:
+    """ARI of k-means and of a Gaussian mixture fitted on ``train: [n, k]``, applied to
+    ``test: [m, k]``, against ``test_labels: [m]``."""
+    scaler = StandardScaler().fit(train)
+    train, test = scaler.transform(train), scaler.transform(test)
+    kmeans = KMeans(num_clusters, n_init=10, random_state=seed).fit(train)
+    gmm = GaussianMixture(num_clusters, n_init=3, random_state=seed, reg_covar=1e-4).fit(train)
+    return {"kmeans_ari": float(adjusted_rand_score(test_labels, kmeans.predict(test))),
+            "gmm_ari": float(adjusted_rand_score(test_labels, gmm.predict(test)))}
+
+
+def representations(args, train_x: torch.Tensor, test_x: torch.Tensor, device) -> tuple:
+    """``{name: (train features [n, k], test features [m, k])}`` and the training histories."""
+    shape = tuple(train_x.shape[1:])
+    features, histories = {}, {}
+    models = {
+        "vae": VAE(shape, args.latent_dim, hidden=(args.hidden,)),
+        "autoencoder": Autoencoder(shape, args.latent_dim, hidden=(args.hidden,)),
+        "sparse_autoencoder": Autoencoder(shape, args.latent_dim, hidden=(args.hidden,),
+                                          sparsity=args.sparsity),
+    }
+    for name, model in tqdm(models.items(), desc="models"):
+        pyro.clear_param_store()
+        histories[name] = fit(model.model, model.guide, train_x, epochs=args.epochs,
+                              batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                              device=device)
+        model.eval()
+        with torch.no_grad():
+            if name == "vae":
+                pair = (posterior_means(model.guide, train_x.to(device)),
+                        posterior_means(model.guide, test_x.to(device)))
+            else:
+                pair = (model.encode(train_x.to(device)), model.encode(test_x.to(device)))
+        features[name] = tuple(f.cpu().numpy() for f in pair)
+    pixels_train, pixels_test = train_x.flatten(1).numpy(), test_x.flatten(1).numpy()
+    pca = PCA(args.latent_dim, random_state=args.seed).fit(pixels_train)
+    features["pca"] = (pca.transform(pixels_train), pca.transform(pixels_test))
+    features["pixels"] = (pixels_train, pixels_test)
+    return features, histories
+
+
+def plot(features: dict, test_labels: np.ndarray, results: dict, path: Path) -> None:
+    """Test features on their first two principal axes, and the scores as bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(features) + 1, figsize=(3.2 * (len(features) + 1), 3.2))
+    for ax, (name, (_, test)) in zip(axes, features.items()):
+        flat = PCA(2).fit_transform(StandardScaler().fit_transform(test))
+        ax.scatter(flat[:, 0], flat[:, 1], c=test_labels, cmap="tab10", s=5)
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    ax = axes[-1]
+    names, keys = list(results), ["probe_accuracy", "kmeans_ari", "gmm_ari"]
+    width = 0.8 / len(keys)
+    for k, key in enumerate(keys):
+        ax.bar(np.arange(len(names)) + k * width, [results[n][key] for n in names], width,
+               label=key)
+    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2)
+    ax.set_xticklabels(names, rotation=45, ha="right", fontsize=7)
+    ax.legend(fontsize=7)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def main(args: argparse.Namespace) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(args.device)
+    pyro.set_rng_seed(args.seed)
+
+    data = load_images("digits").binarized(args.seed)
+    n_train = args.num_train or len(data.train)
+    train_x, train_y = data.train.images[:n_train], data.train.labels[:n_train]
+    test_x, test_y = data.test.images, data.test.labels
+    features, histories = representations(args, train_x, test_x, device)
+    results = {}
+    for name, (train_f, test_f) in features.items():
+        results[name] = {"dim": int(train_f.shape[1]),
+                         "probe_accuracy": probe_accuracy(torch.from_numpy(train_f), train_y,
+                                                          torch.from_numpy(test_f), test_y),
+                         **cluster_scores(train_f, test_f, test_y.numpy(), 10, args.seed)}
+    plot(features, test_y.numpy(), results, out / "representations.png")
+    metrics = {
+        "num_train": n_train, "num_test": len(test_x),
+        "units": "probe_accuracy: test accuracy; *_ari: adjusted Rand index of 10 clusters "
+                 "against the test labels",
+        "results": results, "histories": histories,
+        "config": vars(args), "device": str(device),
+        "wall_seconds": time.perf_counter() - start,
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(f"{'features':<20}{'dim':>5}{'probe':>8}{'k-means ARI':>13}{'GMM ARI':>9}")
+    for name, row in results.items():
+        print(f"{name:<20}{row['dim']:>5}{row['probe_accuracy']:>8.3f}"
+              f"{row['kmeans_ari']:>13.3f}{row['gmm_ari']:>9.3f}")
+    print(f"results: {out.resolve()} (metrics.json, representations.png), "
+          f"{metrics['wall_seconds']:.0f} s")
+    return metrics
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--num-train", type=int, default=0, help="0: all 1297")
+    parser.add_argument("--latent-dim", type=int, default=16)
+    parser.add_argument("--hidden", type=int, default=200)
+    parser.add_argument("--sparsity", type=float, default=0.1,
+                        help="L1 weight on the sparse autoencoder's code")
+    parser.add_argument("--epochs", type=int, default=150)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--out-dir", default="runs/representations")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    main(parse_args())
