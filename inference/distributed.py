@@ -76,7 +76,8 @@ def init_process_group(device: torch.device) -> torch.device:
 def _coalesced_all_reduce(tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
     """Sum ``tensors`` over all ranks with one ``all_reduce`` per dtype; returns new tensors."""
     out: list[torch.Tensor | None] = [None] * len(tensors)
-    for dtype in {t.dtype for t in tensors}:
+    # dtypes in order of first appearance: a set's order could differ between processes
+    for dtype in dict.fromkeys(t.dtype for t in tensors):
         members = [i for i, t in enumerate(tensors) if t.dtype == dtype]
         flat = torch.cat([tensors[i].reshape(-1).to(device) for i in members])
         dist.all_reduce(flat)
@@ -165,7 +166,7 @@ class DataParallel:
             global_size: B, the global minibatch size ``sum_r B_r``.
         """
         local = batch[0].shape[0]
-        touched = torch.zeros(len(self.params) + 1, dtype=torch.float64, device=self.device)
+        flags = [0.0] * (len(self.params) + 1)  # which parameters this rank used; its loss
         if local:
             with poutine.trace(param_only=True) as capture, \
                     scale_data_plate(num_data / local):
@@ -177,20 +178,22 @@ class DataParallel:
                         f"parameter '{site['name']}' appeared after the first step; create "
                         "every parameter in the model's or guide's first call"
                     )
-                touched[index] = 1.0
-            touched[-1] = float(loss) * local / global_size
+                flags[index] = 1.0
+            flags[-1] = float(loss) * local / global_size
+        touched = torch.tensor(flags, dtype=torch.float64, device=self.device)
         weight = local / global_size
         grads = [p.grad * weight if p.grad is not None and local else torch.zeros_like(p)
                  for p in self.params]
         *grads, touched = _coalesced_all_reduce([*grads, touched], self.device)
+        *hits, total_loss = touched.tolist()  # the step's one host synchronization
         stepped = []
-        for param, grad, hit in zip(self.params, grads, touched[:-1].tolist()):
+        for param, grad, hit in zip(self.params, grads, hits):
             if hit:
                 param.grad = grad
                 stepped.append(param)
         self.svi.optim(stepped)
         pyro.infer.util.zero_grads(set(self.params))
-        return float(touched[-1])
+        return total_loss
 
     def valid_elbo(self, model, guide, valid: tuple) -> float:
         """Single-sample ELBO per datapoint of ``valid``, each rank scoring its strided shard."""

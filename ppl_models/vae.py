@@ -114,10 +114,15 @@ class VAE(_ImageModel):
 
     def sample_images(self, num: int, generator: torch.Generator | None = None,
                       mean: bool = True) -> torch.Tensor:
-        """Images from the prior, ``[num, C, H, W]``: pixel means, or pixel samples."""
+        """Images from the prior, ``[num, C, H, W]``: pixel means, or pixel samples.
+
+        The latents are drawn on ``generator``'s device (a CPU generator gives the same
+        images on every device) or, without one, on the model's device.
+        """
         device = next(self.parameters()).device
+        source = generator.device if generator is not None else device
         with torch.no_grad():
-            z = torch.randn(num, self.latent_dim, generator=generator).to(device)
+            z = torch.randn(num, self.latent_dim, generator=generator, device=source).to(device)
             pixels = self.decode(z)
             return pixels.mean if mean else pixels.sample()
 

@@ -39,6 +39,7 @@ from typing import Callable
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule, pyro_method
 from torch import nn
 from torch.nn import functional as F
@@ -148,7 +149,9 @@ class WaveNet(PyroModule):
                             f"{getattr(x, 'dtype', type(x))}")
         if x.dim() != 2 or x.shape[1] < 1:
             raise ValueError(f"x must have shape [batch, T] with T >= 1, got {list(x.shape)}")
-        if x.numel() and (x.min() < 0 or x.max() >= self.num_levels):
+        # Value checks read the data on the host (a GPU synchronization): only while Pyro's
+        # validation is on, which `fit` limits to the first step.
+        if is_validation_enabled() and x.numel() and (x.min() < 0 or x.max() >= self.num_levels):
             raise ValueError(f"x must hold levels in 0..{self.num_levels - 1}, got range "
                              f"[{int(x.min())}, {int(x.max())}]")
         self._check_condition(y, x.shape[0])
@@ -161,7 +164,7 @@ class WaveNet(PyroModule):
         if not torch.is_tensor(y) or y.dtype != torch.long or y.shape != (batch,):
             raise ValueError(f"y must be an int64 tensor [batch] = [{batch}] of class ids, got "
                              f"{getattr(y, 'dtype', type(y))} {list(getattr(y, 'shape', []))}")
-        if y.min() < 0 or y.max() >= self.num_classes:
+        if is_validation_enabled() and (y.min() < 0 or y.max() >= self.num_classes):
             raise ValueError(f"y must hold class ids in 0..{self.num_classes - 1}, got range "
                              f"[{int(y.min())}, {int(y.max())}]")
 

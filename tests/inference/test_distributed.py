@@ -47,6 +47,9 @@ class NoisePair(PyroModule):
             torch.manual_seed(init)
             self.encoder = torch.nn.Linear(DATA_DIM, 2 * LATENT_DIM).double()
             self.decoder = torch.nn.Linear(LATENT_DIM, DATA_DIM).double()
+        # never used: its zero float32 gradient joins the reduction (two dtypes, one of them
+        # a parameter no step touches)
+        self.unused = torch.nn.Parameter(torch.zeros(3))
 
     @pyro_method
     def model(self, x, eps):
