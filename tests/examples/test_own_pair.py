@@ -15,8 +15,8 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "own_pair.py"
 
 def test_own_pair_example_runs(tmp_path, monkeypatch):
     argv = [str(EXAMPLE), "--num-train", "300", "--num-test", "30", "--epochs", "5",
-            "--max-k", "100", "--repeats", "2", "--ais-chains", "4", "--ais-steps", "20", "--gap-steps", "50",
-            "--out-dir", str(tmp_path)]
+            "--max-k", "100", "--repeats", "2", "--ais-chains", "4", "--ais-steps", "20",
+            "--gap-steps", "50", "--out-dir", str(tmp_path)]
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(EXAMPLE), run_name="__main__")
     m = json.loads((tmp_path / "metrics.json").read_text())
