@@ -7,7 +7,7 @@ the baseline. For each representation it reports on the test split
 
 - ``probe_accuracy``: a logistic-regression probe trained on the training features
   (:func:`inference.probe_accuracy`), how linearly the classes can be read out;
-- ``kmeans_ari``: k-means with ``k = 10`` (10 restarts) fitted to the training features and
+- ``kmeans_ari``: k-means with ``k = 10`` (``--restarts`` of them) fitted to the training features and
   applied to the test features, scored by the adjusted Rand index against the labels
   (Hubert and Arabie 1985; 0 for chance, 1 for the labels' partition up to renaming);
 - ``gmm_ari``: the same with a full-covariance Gaussian mixture of 10 components.
@@ -46,13 +46,14 @@ from ppl_models.vae import VAE, Autoencoder
 
 
 def cluster_scores(train: np.ndarray, test: np.ndarray, test_labels: np.ndarray,
-                   num_clusters: int, seed: int) -> dict:
+                   num_clusters: int, seed: int, restarts: int = 10) -> dict:
     """ARI of k-means and of a Gaussian mixture fitted on ``train: [n, k]``, applied to
     ``test: [m, k]``, against ``test_labels: [m]``."""
     scaler = StandardScaler().fit(train)
     train, test = scaler.transform(train), scaler.transform(test)
-    kmeans = KMeans(num_clusters, n_init=10, random_state=seed).fit(train)
-    gmm = GaussianMixture(num_clusters, n_init=3, random_state=seed, reg_covar=1e-4).fit(train)
+    kmeans = KMeans(num_clusters, n_init=restarts, random_state=seed).fit(train)
+    gmm = GaussianMixture(num_clusters, n_init=max(1, restarts // 3), random_state=seed,
+                          reg_covar=1e-4).fit(train)
     return {"kmeans_ari": float(adjusted_rand_score(test_labels, kmeans.predict(test))),
             "gmm_ari": float(adjusted_rand_score(test_labels, gmm.predict(test)))}
 
@@ -133,7 +134,8 @@ def main(args: argparse.Namespace) -> dict:
         results[name] = {"dim": int(train_f.shape[1]),
                          "probe_accuracy": probe_accuracy(torch.from_numpy(train_f), train_y,
                                                           torch.from_numpy(test_f), test_y),
-                         **cluster_scores(train_f, test_f, test_y.numpy(), 10, args.seed)}
+                         **cluster_scores(train_f, test_f, test_y.numpy(), 10, args.seed,
+                                          args.restarts)}
     plot(features, test_y.numpy(), results, out / "representations.png")
     metrics = {
         "num_train": n_train, "num_test": len(test_x),
@@ -161,6 +163,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sparsity", type=float, default=0.1,
                         help="L1 weight on the sparse autoencoder's code")
     parser.add_argument("--epochs", type=int, default=150)
+    parser.add_argument("--restarts", type=int, default=10,
+                        help="k-means restarts (the Gaussian mixture gets a third)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
