@@ -94,7 +94,8 @@ def pyro_renyi_iwae(vae, x: torch.Tensor, num_samples: int) -> torch.Tensor:
     renyi = RenyiELBO(alpha=0.0, num_particles=num_samples, vectorize_particles=True,
                       max_plate_nesting=1)
     with torch.no_grad():
-        return torch.tensor([-renyi.loss(vae.model, vae.guide, image[None]) for image in x])
+        return torch.tensor([-renyi.loss(vae.model, vae.guide, image[None]) for image in x],
+                            dtype=torch.float64)
 
 
 def run_side(side: str, vae: VAE, x: torch.Tensor, args) -> torch.Tensor:
