@@ -1,18 +1,30 @@
-"""PixelCNN against the VAE on the same statically binarized split: exact NLL vs IWAE_5000.
+"""PixelCNN against the VAE on the same binarized split: exact NLL vs IWAE_5000.
 
 Trains the VAE of ``examples/vae.py`` (:class:`ppl_models.vae.VAE`, MLP, 16 latents, ELBO)
 and the PixelCNN of ``examples/pixelcnn.py`` (:class:`ppl_models.pixelcnn.PixelCNN`, Bernoulli
-pixels) on the same binarized training images (``ImageData.binarized(seed)``), each at its
-example's default training budget unless overridden, and compares on the same binarized test
-images the PixelCNN's exact ``log p(x)`` with the VAE's IWAE_5000 lower bound (Burda et al.
-2015), both in nats per image and bits/dim. The literature leads us to expect the
-autoregressive model ahead (ANCHORS.md: PixelCNN 81.3 against about 85-86 nats for VAEs on
-binarized MNIST). Note that IWAE_5000 is a lower bound on the VAE's log-likelihood, so the
-comparison favours the PixelCNN by the (small, ~0.1 nat on digits) remaining gap.
+pixels) on the same training images, and compares on the same statically binarized test
+images (``ImageData.binarized(seed)``, the VAE issue's split) the PixelCNN's exact
+``log p(x)`` with the VAE's IWAE_K lower bound (Burda et al. 2015), in nats per image and
+bits/dim. The literature leads us to expect the autoregressive model ahead (ANCHORS.md:
+PixelCNN 81.3 against about 85-86 nats for VAEs on binarized MNIST). IWAE_K is a lower bound
+on the VAE's log-likelihood, so the comparison favours the PixelCNN by the remaining gap
+(about 0.1 nat on digits).
 
-    python benchmarks/pixelcnn_vs_vae.py --out benchmarks/results/pixelcnn_vs_vae.json
-    python benchmarks/pixelcnn_vs_vae.py --dataset fashion-mnist --num-train 10000 \\
-        --num-test 1000 --vae-epochs 10 --pixelcnn-epochs 2 \\
+Both models are trained the same way: ``--binarization dynamic`` (the default) draws fresh
+binary training images every minibatch from the grey levels (Salakhutdinov & Murray 2008;
+Burda et al. 2015), ``static`` uses the one fixed draw; each model keeps the parameters of
+its best epoch on the statically binarized validation split (:class:`inference.early_stopping
+.KeepBest`: exact NLL for the PixelCNN, ``--valid-k``-sample IWAE for the VAE). The VAE issue's
+own VAE (static binarization, 200 epochs, last epoch) is trained too with ``--vae-as-issued``.
+
+Expected with the defaults (digits, 1297 train / 200 valid / 300 test; docs/pixelcnn.md):
+PixelCNN about 22.5 nats per image against VAE IWAE_5000 about 23.0 (dynamic) and 23.2
+(static, as issued).
+
+    python benchmarks/pixelcnn_vs_vae.py --vae-as-issued --out benchmarks/results/pixelcnn_vs_vae.json
+    python benchmarks/pixelcnn_vs_vae.py --dataset fashion-mnist --num-train 2000 \\
+        --num-valid 200 --num-test 500 --channels 16 --blocks 3 --first-kernel-size 7 \\
+        --pixelcnn-epochs 8 --vae-epochs 100 \\
         --out benchmarks/results/pixelcnn_vs_vae_fashion_mnist.json
 """
 
@@ -27,59 +39,102 @@ from pathlib import Path
 import pyro
 import torch
 
-from inference import bound_sweep, fit, resolve_device
+from inference import bound_sweep, fit, iwae_bound, resolve_device
+from inference.early_stopping import KeepBest
 from ppl_models.data import load_images
 from ppl_models.likelihoods import bits_per_dim
 from ppl_models.pixelcnn import PixelCNN
 from ppl_models.vae import VAE
 
 
-def main(args: argparse.Namespace) -> dict:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    data = load_images(args.dataset).binarized(args.seed)
-    train = data.train.images[:args.num_train].to(device)
-    test = data.test.images[:args.num_test].to(device)
-    shape = data.image_shape
-    num_dims = test[0].numel()
+def mean_in_chunks(score, x: torch.Tensor, size: int) -> float:
+    """Mean over ``x: [n, ...]`` of ``score(chunk) -> [chunk]``, a chunk at a time."""
+    return float(torch.cat([score(x[i:i + size]) for i in range(0, len(x), size)]).mean())
 
+
+def train_vae(args, shape, train, valid, transform, epochs: int, select: bool, device) -> tuple:
+    """The VAE of examples/vae.py; returns ``(vae, seconds, best epoch or None)``."""
     pyro.clear_param_store()
     torch.manual_seed(args.seed)
     start = time.perf_counter()
     vae = VAE(shape, args.latent_dim, "bernoulli", hidden=tuple(args.hidden))
-    fit(vae.model, vae.guide, train, epochs=args.vae_epochs, batch_size=args.batch_size,
-        lr=args.vae_lr, seed=args.seed, device=device)
-    vae_train_seconds = time.perf_counter() - start
+    keep = KeepBest(vae, lambda: mean_in_chunks(
+        lambda x: iwae_bound(vae.model, vae.guide, x, num_samples=args.valid_k), valid,
+        args.eval_batch_size)) if select else None
+    fit(vae.model, vae.guide, train, epochs=epochs, batch_size=args.batch_size, lr=args.vae_lr,
+        seed=args.seed, device=device, batch_transform=transform, callback=keep,
+        progress=False)
+    if keep is not None:
+        keep.restore()
+    return vae, time.perf_counter() - start, keep and keep.best_epoch
+
+
+def vae_nll(args, vae, test) -> dict:
+    """Test ELBO and IWAE_K of a VAE, as nats per image (negated)."""
     table = bound_sweep(vae.model, vae.guide, test, num_samples=(1, args.k), repeats=1,
                         chunk_size=1000, data_batch_size=args.eval_batch_size)
-    vae_iwae = table.iwae()[str(args.k)]
+    return {"elbo": -table.elbo(), f"iwae_{args.k}": -table.iwae()[str(args.k)]}
+
+
+def main(args: argparse.Namespace) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    data = load_images(args.dataset)
+    fixed = data.binarized(args.seed)
+    dynamic = args.binarization == "dynamic"
+    train = (data if dynamic else fixed).train.images[:args.num_train].to(device)
+    transform = torch.bernoulli if dynamic else None
+    valid = fixed.valid.images[:args.num_valid].to(device)
+    test = fixed.test.images[:args.num_test].to(device)
+    shape = data.image_shape
+    num_dims = test[0].numel()
+    select = not args.last_epoch
+
+    vae, vae_seconds, vae_best = train_vae(args, shape, train, valid, transform,
+                                           args.vae_epochs, select, device)
+    vae_rows = vae_nll(args, vae, test)
 
     pyro.clear_param_store()
     torch.manual_seed(args.seed)
     start = time.perf_counter()
     m = PixelCNN(shape, "bernoulli", channels=args.channels, num_blocks=args.blocks,
-                 first_kernel_size=args.first_kernel_size)
-    fit(m.model, m.guide, train, epochs=args.pixelcnn_epochs, batch_size=args.batch_size,
-        lr=args.pixelcnn_lr, seed=args.seed, device=device)
-    pixelcnn_train_seconds = time.perf_counter() - start
+                 first_kernel_size=args.first_kernel_size, dropout=args.dropout)
+    keep = KeepBest(m, lambda: mean_in_chunks(m.log_prob, valid, 256)) if select else None
+    history = fit(m.model, m.guide, train, epochs=args.pixelcnn_epochs,
+                  batch_size=args.batch_size, lr=args.pixelcnn_lr, seed=args.seed,
+                  device=device, batch_transform=transform, callback=keep, progress=False)
+    if keep is not None:
+        keep.restore()
+    pixelcnn_seconds = time.perf_counter() - start
+    m.eval()
     with torch.no_grad():
-        pixelcnn_log_p = torch.cat([m.log_prob(test[i:i + 256])
-                                    for i in range(0, len(test), 256)]).mean()
+        pixelcnn_nats = -mean_in_chunks(m.log_prob, test, 256)
 
-    rows = {
-        "vae_elbo": -table.elbo(),
-        f"vae_iwae_{args.k}": -vae_iwae,
-        "pixelcnn_exact": -float(pixelcnn_log_p),
-    }
+    rows = {f"vae_{name}": nats for name, nats in vae_rows.items()}
+    rows["pixelcnn_exact"] = pixelcnn_nats
+    seconds = {"vae": vae_seconds, "pixelcnn": pixelcnn_seconds}
+    best = {"vae": vae_best, "pixelcnn": keep and keep.best_epoch}
+    if args.vae_as_issued:  # static binarization, fixed epochs, last epoch: examples/vae.py
+        static_train = fixed.train.images[:args.num_train].to(device)
+        issued, seconds["vae_as_issued"], _ = train_vae(
+            args, shape, static_train, valid, None, args.issued_vae_epochs, False, device)
+        rows.update({f"vae_as_issued_{name}": nats
+                     for name, nats in vae_nll(args, issued, test).items()})
+
     result = {
         "dataset": args.dataset,
+        "binarization": args.binarization,
         "num_train": len(train),
+        "num_valid": len(valid),
         "num_test": len(test),
         "nll_nats_per_image": rows,
         "nll_bits_per_dim": {k: bits_per_dim(v, num_dims) for k, v in rows.items()},
         "pixelcnn_minus_vae_nats": rows["pixelcnn_exact"] - rows[f"vae_iwae_{args.k}"],
-        "train_seconds": {"vae": vae_train_seconds, "pixelcnn": pixelcnn_train_seconds},
+        "best_epoch": best,
+        "pixelcnn_history": [{k: r[k] for k in ("epoch", "train_loss", "valid_score") if k in r}
+                             for r in history],
+        "train_seconds": seconds,
         "config": vars(args),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -88,10 +143,11 @@ def main(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    print(f"{args.dataset}, {len(train)} train / {len(test)} test binarized images")
-    print(f"{'test NLL':<18}{'nats/image':>12}{'bits/dim':>10}")
+    print(f"{args.dataset}, {len(train)} train ({args.binarization} binarization) / "
+          f"{len(valid)} valid / {len(test)} test binarized images; best epochs {best}")
+    print(f"{'test NLL':<26}{'nats/image':>12}{'bits/dim':>10}")
     for name, nats in rows.items():
-        print(f"{name:<18}{nats:>12.3f}{bits_per_dim(nats, num_dims):>10.4f}")
+        print(f"{name:<26}{nats:>12.3f}{bits_per_dim(nats, num_dims):>10.4f}")
     print(f"results: {out.resolve()}")
     return result
 
@@ -100,19 +156,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="digits", choices=["digits", "fashion-mnist", "mnist"])
     parser.add_argument("--num-train", type=int, default=None)
+    parser.add_argument("--num-valid", type=int, default=None)
     parser.add_argument("--num-test", type=int, default=None)
+    parser.add_argument("--binarization", choices=["static", "dynamic"], default="dynamic",
+                        help="of the training images, for both models (valid/test: static)")
+    parser.add_argument("--last-epoch", action="store_true",
+                        help="keep the last epoch instead of the best one on the valid split")
     # examples/vae.py defaults
     parser.add_argument("--latent-dim", type=int, default=16)
     parser.add_argument("--hidden", type=int, nargs="+", default=[200])
     parser.add_argument("--vae-epochs", type=int, default=200)
     parser.add_argument("--vae-lr", type=float, default=1e-3)
-    parser.add_argument("--k", type=int, default=5000)
+    parser.add_argument("--vae-as-issued", action="store_true",
+                        help="also train the VAE issue's VAE: static, --issued-vae-epochs, last")
+    parser.add_argument("--issued-vae-epochs", type=int, default=200)
+    parser.add_argument("--k", type=int, default=5000, help="IWAE_K on the test split")
+    parser.add_argument("--valid-k", type=int, default=100,
+                        help="IWAE_K that selects the VAE's best epoch on the valid split")
     parser.add_argument("--eval-batch-size", type=int, default=100)
     # examples/pixelcnn.py defaults
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--blocks", type=int, default=4)
     parser.add_argument("--first-kernel-size", type=int, default=5)
-    parser.add_argument("--pixelcnn-epochs", type=int, default=20)
+    parser.add_argument("--dropout", type=float, default=0.0)
+    parser.add_argument("--pixelcnn-epochs", type=int, default=60)
     parser.add_argument("--pixelcnn-lr", type=float, default=2e-3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)

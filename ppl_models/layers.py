@@ -144,11 +144,18 @@ class GatedResidualBlock(nn.Module):
         data_channels: channels of the modelled image.
         num_classes: number of class ids ``y`` (None: no class bias).
         cond_dim: size of the conditioning vector ``h`` (None: none).
+        dropout: probability of zeroing each gated activation before ``W_o`` in training
+            mode (Srivastava et al. 2014, as in PixelCNN++'s residual blocks); off in
+            evaluation mode and in :meth:`at`, so sampling and scoring are deterministic.
     """
 
     def __init__(self, channels: int, kernel_size: int = 3, data_channels: int = 1,
-                 num_classes: int | None = None, cond_dim: int | None = None):
+                 num_classes: int | None = None, cond_dim: int | None = None,
+                 dropout: float = 0.0):
         super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
+        self.dropout = nn.Dropout(dropout)
         self.conv = MaskedConv2d(channels, 2 * channels, kernel_size, "B", data_channels)
         self.out = MaskedConv2d(channels, channels, 1, "B", data_channels)
         self.class_bias = nn.Embedding(num_classes, 2 * channels) if num_classes else None
@@ -172,14 +179,14 @@ class GatedResidualBlock(nn.Module):
         a = self.conv(x)  # [batch, 2 * channels, H, W]
         if bias is not None:
             a = a + bias[:, :, None, None]
-        return x + self.out(gated_tanh(a))
+        return x + self.out(self.dropout(gated_tanh(a)))
 
     def at(self, padded: torch.Tensor, i: int, j: int, bias: torch.Tensor | None,
            weights: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Output at ``(i, j)`` from ``padded = self.conv.pad(x)``: ``[batch, channels]``.
 
         ``weights = (self.conv.flat_weight(), self.out.flat_weight())`` may be passed to reuse
-        them across calls.
+        them across calls. Evaluation-mode arithmetic: no dropout.
         """
         conv_w, out_w = weights if weights is not None else (self.conv.flat_weight(),
                                                              self.out.flat_weight())

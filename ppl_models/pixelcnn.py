@@ -38,6 +38,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -58,6 +59,24 @@ __all__ = ["PixelCNN"]
 Chooser = Callable[[int, int, int, torch.Tensor], torch.Tensor]
 
 
+def _in_eval_mode(method):
+    """Run a method of a module without gradients in evaluation mode (no dropout), then
+    restore each submodule's training flag."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        flags = [(m, m.training) for m in self.modules()]
+        self.eval()
+        try:
+            with torch.no_grad():
+                return method(self, *args, **kwargs)
+        finally:
+            for m, flag in flags:
+                m.training = flag
+
+    return wrapper
+
+
 class PixelCNN(PyroModule):
     """PixelCNN [1, 2] as a fully observed Pyro model with an empty guide.
 
@@ -76,12 +95,15 @@ class PixelCNN(PyroModule):
         num_classes: class ids ``y`` for p(x | y); None for an unconditional model.
         cond_dim: size of a conditioning vector ``h: [batch, cond_dim]``; None for none.
         num_mixtures: components of the logistic mixture.
+        dropout: dropout on the gated activations of every block in training mode (a
+            regularizer for small data sets); :meth:`log_prob` is exact only in evaluation
+            mode (``m.eval()``), and the samplers switch to it themselves.
     """
 
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), likelihood: str = "bernoulli",
                  channels: int = 64, num_blocks: int = 5, kernel_size: int = 3,
                  first_kernel_size: int = 7, num_classes: int | None = None,
-                 cond_dim: int | None = None, num_mixtures: int = 5):
+                 cond_dim: int | None = None, num_mixtures: int = 5, dropout: float = 0.0):
         super().__init__()
         if len(image_shape) != 3 or min(image_shape) < 1:
             raise ValueError(f"image_shape must be (C, H, W) with positive sizes, got "
@@ -100,7 +122,7 @@ class PixelCNN(PyroModule):
         P = self.likelihood.params_per_pixel
         self.first = MaskedConv2d(C, channels, first_kernel_size, "A", C)
         self.blocks = nn.ModuleList(
-            GatedResidualBlock(channels, kernel_size, C, num_classes, cond_dim)
+            GatedResidualBlock(channels, kernel_size, C, num_classes, cond_dim, dropout)
             for _ in range(num_blocks))
         # channel k of the last layer is parameter k // C of data channel k % C: [P, C]
         self.head = nn.ModuleList([MaskedConv2d(channels, channels, 1, "B", C),
@@ -300,7 +322,7 @@ class PixelCNN(PyroModule):
         skip = None if given is None else (lambda c, i, j: bool(mask[:, c, i, j].all()))
         return choose, skip
 
-    @torch.no_grad()
+    @_in_eval_mode
     def sample(self, num: int, y: torch.Tensor | None = None, h: torch.Tensor | None = None,
                *, generator: torch.Generator | None = None, seed: int = 0,
                given: torch.Tensor | None = None, mask: torch.Tensor | None = None
@@ -319,7 +341,7 @@ class PixelCNN(PyroModule):
         choose, skip = self._sampler(num, y, h, generator, seed, given, mask)
         return self._run_naive(num, y, h, choose, skip)
 
-    @torch.no_grad()
+    @_in_eval_mode
     def sample_fast(self, num: int, y: torch.Tensor | None = None, h: torch.Tensor | None = None,
                     *, generator: torch.Generator | None = None, seed: int = 0,
                     given: torch.Tensor | None = None, mask: torch.Tensor | None = None
@@ -329,7 +351,7 @@ class PixelCNN(PyroModule):
         choose, _ = self._sampler(num, y, h, generator, seed, given, mask)
         return self._run_cached(num, y, h, choose)
 
-    @torch.no_grad()
+    @_in_eval_mode
     def cached_params(self, x: torch.Tensor, y: torch.Tensor | None = None,
                       h: torch.Tensor | None = None) -> torch.Tensor:
         """What :meth:`sample_fast` computes, teacher-forced on ``x: [batch, C, H, W]``:

@@ -178,3 +178,23 @@ def test_maximum_likelihood_fit_lowers_test_nll():
     # 8-nat margin is half the measured gain, room for rounding across thread counts
     assert after < before - 8, (before, after)
     assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_dropout_acts_in_training_only_and_samplers_switch_it_off():
+    m = small((1, 5, 5), dropout=0.5)
+    plain = small((1, 5, 5))  # the same seed: identical weights without dropout
+    x = random_images(m, 6)
+    m.train()
+    with torch.no_grad():
+        # half of the gated units zeroed: two draws differ (equal with probability ~0)
+        assert not torch.equal(m.log_prob(x), m.log_prob(x))
+    m.eval()
+    with torch.no_grad():
+        assert torch.equal(m.log_prob(x), plain.log_prob(x))  # evaluation mode: no dropout
+    m.train()
+    naive = m.sample(3, seed=2)
+    fast = m.sample_fast(3, seed=2)
+    assert torch.equal(naive, fast) and torch.equal(naive, plain.sample_fast(3, seed=2))
+    assert m.training and all(b.dropout.training for b in m.blocks), "training flag restored"
+    with pytest.raises(ValueError, match=r"dropout must lie in \[0, 1\)"):
+        small(dropout=1.0)

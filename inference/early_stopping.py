@@ -1,0 +1,79 @@
+"""Best-epoch selection on held-out data (early stopping without stopping).
+
+Small training sets overfit: the held-out score rises, peaks and falls while the training
+loss keeps going down. :class:`KeepBest` is a :func:`inference.fit` ``callback`` that scores
+the model after every epoch on a validation split, keeps a copy of the parameters of the best
+epoch so far, and puts them back at the end (:meth:`KeepBest.restore`). This is early
+stopping with unlimited patience (Prechelt 1998 [1]; Goodfellow, Bengio, Courville 2016 [2],
+Section 7.8): the epoch is chosen on validation data only, so the test score stays unbiased.
+
+References:
+    [1] Prechelt (1998), Early Stopping - But When?, in Neural Networks: Tricks of the Trade.
+    [2] Goodfellow, Bengio, Courville (2016), Deep Learning, MIT Press.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+
+__all__ = ["KeepBest"]
+
+
+class KeepBest:
+    """Keep the parameters of the epoch with the highest validation score.
+
+    Args:
+        modules: the ``nn.Module`` (or modules) whose parameters :func:`inference.fit` trains.
+        score: called after every epoch with no arguments; returns a float, higher is better
+            (e.g. the mean exact log-likelihood of a validation split, nats per datapoint).
+            It runs under ``torch.no_grad()`` with every module in evaluation mode (no
+            dropout); each module's training flag is restored afterwards.
+
+    Use ``keep = KeepBest(m, score); fit(..., callback=keep); keep.restore()``. Each call
+    adds ``"valid_score"`` to the epoch's record (so it lands in fit's history); after
+    :meth:`restore`, ``best_epoch`` and ``best_score`` say what was kept.
+    """
+
+    def __init__(self, modules: torch.nn.Module | Sequence[torch.nn.Module],
+                 score: Callable[[], float]):
+        modules = [modules] if isinstance(modules, torch.nn.Module) else list(modules)
+        if not modules or not all(isinstance(m, torch.nn.Module) for m in modules):
+            raise ValueError("modules must be an nn.Module or a non-empty sequence of them")
+        if not callable(score):
+            raise ValueError(f"score must be callable, got {type(score).__name__}")
+        self.modules = modules
+        self.score = score
+        self.best_score = -math.inf
+        self.best_epoch: int | None = None
+        self._best_state: list[dict] | None = None
+
+    def __call__(self, record: dict) -> None:
+        flags = [[(sub, sub.training) for sub in m.modules()] for m in self.modules]
+        for m in self.modules:
+            m.eval()
+        try:
+            with torch.no_grad():
+                value = float(self.score())
+        finally:
+            for module_flags in flags:
+                for sub, flag in module_flags:
+                    sub.training = flag
+        if math.isnan(value):
+            raise ValueError(f"the validation score of epoch {record.get('epoch')} is NaN")
+        record["valid_score"] = value
+        if value > self.best_score:
+            self.best_score = value
+            self.best_epoch = record.get("epoch")
+            self._best_state = [copy.deepcopy(m.state_dict()) for m in self.modules]
+
+    def restore(self) -> None:
+        """Load the best epoch's parameters into the modules (in place, so optimizers and
+        the Pyro param store keep referring to the same tensors)."""
+        if self._best_state is None:
+            raise ValueError("no epoch was scored yet: pass this object as fit's callback")
+        for m, state in zip(self.modules, self._best_state):
+            m.load_state_dict(state)
