@@ -57,8 +57,8 @@ LATENT_MODELS = ("vae", "pixelvae_elbo", "pixelvae_warmup", "pixelvae_free_bits"
 
 def build(name: str, args, shape):
     """A fresh model/guide pair for ``name``."""
-    decoder = dict(channels=args.channels, num_blocks=args.num_blocks,
-                   kernel_size=args.kernel_size, first_kernel_size=args.first_kernel_size)
+    decoder = {"channels": args.channels, "num_blocks": args.num_blocks,
+               "kernel_size": args.kernel_size, "first_kernel_size": args.first_kernel_size}
     if name == "vae":
         return VAE(shape, args.latent_dim, "bernoulli", "mlp", tuple(args.hidden))
     if name == "pixelcnn":

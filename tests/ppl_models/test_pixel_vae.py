@@ -14,7 +14,8 @@ from ppl_models.pixel_vae import PixelVAE
 
 def tiny(image_shape=(1, 2, 3), latent_dim=2, likelihood="bernoulli", **kwargs) -> PixelVAE:
     torch.manual_seed(0)
-    options = dict(hidden=(8,), channels=4, num_blocks=1, kernel_size=3, first_kernel_size=3)
+    options = {"hidden": (8,), "channels": 4, "num_blocks": 1, "kernel_size": 3,
+               "first_kernel_size": 3}
     return PixelVAE(image_shape, latent_dim, likelihood, **{**options, **kwargs})
 
 
