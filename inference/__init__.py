@@ -13,6 +13,7 @@ from .diagnostics import (
 )
 from .estimators import BoundTable, bound_sweep, elbo, iwae_bound, iwae_from_weights
 from .exact import ExactEvidence, exact_log_evidence
+from .free_bits import FreeBitsELBO, free_bits_terms
 from .gaps import GapResult, LocalGaussianGuide, amortization_gap, fit_local_guide
 from .objectives import DReGLoss, IWAELoss, make_loss
 from .training import fit, resolve_device, save_checkpoint, scale_data_plate, scale_latents
@@ -33,6 +34,7 @@ from .weights import log_importance_weights, log_mean_exp
 
 __all__ = [
     "AISResult",
+    "FreeBitsELBO",
     "GapResult",
     "LocalGaussianGuide",
     "WeightDiagnostics",
@@ -45,6 +47,7 @@ __all__ = [
     "discrete_log_likelihood_bound",
     "effective_sample_size",
     "fit_local_guide",
+    "free_bits_terms",
     "nats_to_bits",
     "pareto_k",
     "weight_diagnostics",

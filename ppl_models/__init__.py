@@ -39,6 +39,7 @@ from .layers import GatedResidualBlock, MaskedConv2d
 from .linear_gaussian import LinearGaussian
 from .neural_lm import GRULanguageModel
 from .ngram import NGramModel
+from .pixel_vae import PixelVAE
 from .pixelcnn import PixelCNN
 from .text import Vocabulary, WordData, load_words
 from .networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
@@ -59,6 +60,7 @@ __all__ = [
     "GaussianPixel",
     "MaskedConv2d",
     "PixelCNN",
+    "PixelVAE",
     "NGramModel",
     "Vocabulary",
     "WordData",
