@@ -48,13 +48,25 @@ def _scaled_sum(value: torch.Tensor, msg) -> torch.Tensor:
     return total if isinstance(scale, float) and scale == 1.0 else total * scale
 
 
-class _ScoreAsSampled(Messenger):
+class _ParamCapture(Messenger):
+    """Collect the unconstrained leaf of every param site (for steps on Pyro's objectives)."""
+
+    def __init__(self):
+        super().__init__()
+        self.params: list[torch.Tensor] = []
+
+    def _pyro_post_param(self, msg) -> None:
+        value = msg["value"]
+        self.params.append(value.unconstrained() if hasattr(value, "unconstrained") else value)
+
+
+class _ScoreAsSampled(_ParamCapture):
     """Accumulate the ELBO surrogate while the guide, then the model, run.
 
     Guide pass: record each latent site's message. Model pass: replay the guide's value at
     latent sites (as ``poutine.replay``) and add ``log p`` of every site minus ``log q`` of
     the latent ones, or ``-KL(q || p)`` in closed form when ``analytic_kl`` and registered.
-    Param sites are collected so the optimizer sees every parameter touched.
+    Param sites are collected (as :class:`_ParamCapture`) for the optimizer.
     """
 
     def __init__(self, analytic_kl: bool):
@@ -63,7 +75,6 @@ class _ScoreAsSampled(Messenger):
         self.guide_sites: dict[str, dict] = {}
         self.in_model = False
         self.elbo: torch.Tensor | float = 0.0
-        self.params: list[torch.Tensor] = []
 
     def _pyro_sample(self, msg) -> None:
         if self.in_model and not msg["is_observed"]:
@@ -98,21 +109,6 @@ class _ScoreAsSampled(Messenger):
         log_q = _scaled_sum(guide_msg["fn"].log_prob(guide_msg["value"]), guide_msg)
         self.elbo = self.elbo + log_p - log_q
 
-    def _pyro_post_param(self, msg) -> None:
-        value = msg["value"]
-        self.params.append(value.unconstrained() if hasattr(value, "unconstrained") else value)
-
-
-class _ParamCapture(Messenger):
-    """Collect the unconstrained leaf of every param site (for steps on Pyro's objectives)."""
-
-    def __init__(self):
-        super().__init__()
-        self.params: list[torch.Tensor] = []
-
-    def _pyro_post_param(self, msg) -> None:
-        value = msg["value"]
-        self.params.append(value.unconstrained() if hasattr(value, "unconstrained") else value)
 
 
 def _latent_sites(trace):
@@ -121,7 +117,7 @@ def _latent_sites(trace):
 
 
 def _lean_eligible(objective, model, guide, args, kwargs) -> bool:
-    """Whether the guide reparameterizes (and does not enumerate) every latent of the model.
+    """Whether the guide reparameterizes (and does not enumerate) exactly the model's latents.
 
     Runs Pyro's own tracing of the objective once (random state restored, effects hidden), so
     its checks (site shapes, model/guide match) apply when Pyro's validation is enabled.
@@ -129,8 +125,8 @@ def _lean_eligible(objective, model, guide, args, kwargs) -> bool:
     with pyro.poutine.block(), torch.no_grad(), torch.random.fork_rng():
         model_trace, guide_trace = next(objective._get_traces(model, guide, args, kwargs))
     guide_latents = {site["name"] for site in _latent_sites(guide_trace)}
-    if any(site["name"] not in guide_latents for site in _latent_sites(model_trace)):
-        return False
+    if guide_latents != {site["name"] for site in _latent_sites(model_trace)}:
+        return False  # a latent the guide does not propose, or an auxiliary guide variable
     return all(getattr(site["fn"], "has_rsample", False) and not site["infer"].get("enumerate")
                for site in _latent_sites(guide_trace))
 
