@@ -16,9 +16,10 @@ Features are standardized (training mean and scale) before clustering so no unit
 Figure: each representation's test features projected on their first two principal axes,
 coloured by label, and a bar chart of the three numbers.
 
-Expected with the defaults (about three minutes on 2 CPU cores): probes around 0.9 for
-every representation, raw pixels included (8x8 digits are nearly linearly separable); the
-clusters differ more, see docs/representations.md for the numbers.
+Expected with the defaults (ten minutes on our busy 2-core machine, about three idle): probes
+0.80-0.84 for every representation, raw pixels best (8x8 digits are nearly linearly
+separable); k-means ARI 0.20 on the VAE means against 0.51-0.54 for the autoencoders and PCA,
+GMM ARI 0.40-0.56. See docs/representations.md.
 
     python examples/representations.py --out-dir runs/representations
 """
