@@ -163,7 +163,7 @@ def main(args: argparse.Namespace) -> dict:
     for task, row in results.items():
         print(f"{task:<14}" + "".join(f"{row[m]['error_rate']:>12.3f}" if m in row else
                                       f"{'-':>12}" for m in methods))
-    print(f"MwG acceptance: " + ", ".join(f"{k} {v:.2f}" for k, v in acceptance.items()))
+    print("MwG acceptance: " + ", ".join(f"{k} {v:.2f}" for k, v in acceptance.items()))
     print(f"results: {out.resolve()} (metrics.json and figures), "
           f"{metrics['wall_seconds']:.0f} s")
     return metrics

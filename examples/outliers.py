@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -64,7 +63,7 @@ def flip(x: torch.Tensor, rate: float, generator: torch.Generator) -> torch.Tens
 def simple_images(n: int, shape: tuple[int, int, int], generator: torch.Generator
                   ) -> dict[str, torch.Tensor]:
     """Images far simpler (or noisier) than the data, each ``[n, C, H, W]`` 0/1."""
-    _, height, width = shape
+    height = shape[1]
     bars = torch.zeros(n, *shape)
     thickness = max(1, height // 8)
     for k in range(n):
@@ -139,7 +138,7 @@ def score_all(pairs: dict, sets: dict[str, torch.Tensor], valid: torch.Tensor,
     """AUROC of every score for every outlier set, and the mean ``log p`` per set."""
     aurocs, mean_log_p = {}, {}
     for name, (model, background, k) in tqdm(pairs.items(), desc="scoring"):
-        def evidence(m, x):
+        def evidence(m, x, k=k):
             return log_evidence(m.model, m.guide, x.to(device), num_samples=k).cpu()
 
         reference = evidence(model, valid)
