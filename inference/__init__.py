@@ -4,6 +4,16 @@ Every estimator returns one value per datapoint of the ``pyro.plate("data", ...)
 """
 
 from .ais import AISResult, ais_log_evidence, annealing_schedule
+from .coding import (
+    decode_images,
+    decode_words,
+    encode_images,
+    encode_words,
+    information_bits,
+    range_decode,
+    range_encode,
+)
+from .completion import map_complete, metropolis_within_gibbs, observed_channel
 from .diagnostics import (
     active_units,
     expected_log_likelihood,
@@ -16,6 +26,13 @@ from .exact import ExactEvidence, exact_log_evidence
 from .free_bits import FreeBitsELBO, free_bits_terms
 from .gaps import GapResult, LocalGaussianGuide, amortization_gap, fit_local_guide
 from .objectives import DReGLoss, IWAELoss, make_loss
+from .scoring import (
+    auroc,
+    likelihood_ratio_scores,
+    log_evidence,
+    nll_scores,
+    typicality_scores,
+)
 from .training import fit, resolve_device, save_checkpoint, scale_data_plate, scale_latents
 from .units import (
     bits_per_dim,
@@ -33,6 +50,21 @@ from .weight_diagnostics import (
 from .weights import log_importance_weights, log_mean_exp
 
 __all__ = [
+    "decode_images",
+    "decode_words",
+    "encode_images",
+    "encode_words",
+    "information_bits",
+    "range_decode",
+    "range_encode",
+    "map_complete",
+    "metropolis_within_gibbs",
+    "observed_channel",
+    "auroc",
+    "likelihood_ratio_scores",
+    "log_evidence",
+    "nll_scores",
+    "typicality_scores",
     "AISResult",
     "FreeBitsELBO",
     "GapResult",
