@@ -23,6 +23,7 @@ from .diagnostics import (
 )
 from .estimators import BoundTable, bound_sweep, elbo, iwae_bound, iwae_from_weights
 from .exact import ExactEvidence, exact_log_evidence
+from .distributed import DataParallel, init_process_group
 from .free_bits import FreeBitsELBO, free_bits_terms
 from .gaps import GapResult, LocalGaussianGuide, amortization_gap, fit_local_guide
 from .objectives import DReGLoss, IWAELoss, make_loss
@@ -50,6 +51,8 @@ from .weight_diagnostics import (
 from .weights import log_importance_weights, log_mean_exp
 
 __all__ = [
+    "DataParallel",
+    "init_process_group",
     "decode_images",
     "decode_words",
     "encode_images",
