@@ -179,7 +179,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--blocks", type=int, default=4)
     parser.add_argument("--first-kernel-size", type=int, default=5)
     parser.add_argument("--dropout", type=float, default=0.0)
-    parser.add_argument("--pixelcnn-epochs", type=int, default=60)
+    parser.add_argument("--pixelcnn-epochs", type=int, default=70)
     parser.add_argument("--pixelcnn-lr", type=float, default=2e-3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
