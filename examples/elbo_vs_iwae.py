@@ -236,9 +236,10 @@ def bounds_table(results: dict) -> str:
 
 def diagnostics_table(results: dict) -> str:
     """Markdown: k-hat, weight ESS and the gaps of each model."""
-    khat_k = results["budget"]["khat_k"]
+    khat_k, points = results["budget"]["khat_k"], results["budget"]["gap_points"]
     header = ["trained with", "median k-hat", f"share k-hat > {KHAT_RELIABLE}",
-              f"median ESS / {khat_k}", "amortization gap", "approximation gap"]
+              f"median ESS / {khat_k}", f"amortization gap (first {points})",
+              f"approximation gap (first {points})"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for objective, m in results["models"].items():
         k_hat = torch.tensor(m["k_hat"])
@@ -305,16 +306,16 @@ def write_csv(metrics: dict, path: Path) -> None:
 # ---------------------------------------------------------------------------- figures
 
 
-def _panels(count: int, width: float = 3.2, height: float = 2.8):
+def _panels(count: int, sharey: bool, width: float = 3.2, height: float = 2.8):
     fig, axes = plt.subplots(1, count, figsize=(width * count, height), squeeze=False,
-                             sharey=True)
+                             sharey=sharey)
     return fig, axes[0]
 
 
 def plot_bounds(name: str, results: dict, path: Path) -> None:
     """IWAE_K (±2 s.e.) against K per model, ELBO dotted, exact or AIS dashed."""
     models = results["models"]
-    fig, axes = _panels(len(models))
+    fig, axes = _panels(len(models), sharey=False)  # the ELBOs can lie tens of nats apart
     for ax, (objective, m) in zip(axes, models.items()):
         rows = [r for r in m["bounds"] if r["bound"] == "iwae"]
         ax.errorbar([r["num_samples"] for r in rows], [r["mean"] for r in rows],
@@ -341,7 +342,7 @@ def plot_khat(name: str, results: dict, path: Path) -> None:
     low = min(float(finite.min()), 0.0) if finite.numel() else 0.0
     high = max(float(finite.max()), 1.0) if finite.numel() else 1.0
     bins = torch.linspace(low, high, 31).tolist()  # shared, so the panels compare
-    fig, axes = _panels(len(models))
+    fig, axes = _panels(len(models), sharey=True)
     for ax, (objective, m) in zip(axes, models.items()):
         ax.hist(m["k_hat"], bins=bins, color="C0")
         ax.axvline(KHAT_RELIABLE, color="k", linestyle="--")
