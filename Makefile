@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 OUT ?= runs/demo
 
-.PHONY: demo toy test install bench data clean
+.PHONY: demo toy test install bench docs data clean examples
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +25,28 @@ toy: install
 test: install
 	$(PY) -m pytest -q tests
 
-# Quality benchmarks; vae_vs_pyro_example needs Fashion-MNIST (`make data`).
+# Every example with its default settings, results under runs/<name>/.
+EXAMPLES := toy_manifold vae pixel_likelihoods pixelcnn pixel_vae language_model wavenet \
+	elbo_vs_iwae own_pair compression outliers completion representations
+examples: install
+	for name in $(EXAMPLES); do $(PY) examples/$$name.py --out-dir runs/$$name || exit 1; done
+
+# Quality and speed benchmarks, JSON in benchmarks/results/. The Fashion-MNIST ones need
+# `make data`. Speed figures are ratios measured side by side in one process.
 bench: install
 	$(PY) benchmarks/digits_objectives.py
 	$(PY) benchmarks/vae_vs_pyro_example.py
+	$(PY) benchmarks/pixelcnn_vs_vae.py
+	$(PY) benchmarks/pixelcnn_sampling.py
+	$(PY) benchmarks/wavenet_sampling.py
+	$(PY) benchmarks/svi_step_overhead.py
+	$(PY) benchmarks/evidence_speed.py
+	$(PY) benchmarks/distributed_scaling.py
+
+# The documentation site, built offline into site/.
+docs: install
+	$(PY) -m pip install --quiet -e '.[docs]'
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 # Optional real data sets (Debian packages); the demo and tests need none of them.
 data:
