@@ -171,6 +171,7 @@ def fit(
     progress: bool = True,
     callback: Callable[[dict], None] | None = None,
     distributed: bool = False,
+    compile: bool = False,
 ) -> list[dict]:
     """Train a model/guide pair with :class:`pyro.infer.SVI` over shuffled minibatches.
 
@@ -204,6 +205,11 @@ def fit(
             :mod:`inference.distributed`). The result equals single-process training on the
             same batches up to the random draws and float rounding.
 
+        compile: trace the step once per batch shape and compile it with ``torch.compile``
+            (:class:`inference.compiled_step.CompiledSVIStep`): ``"elbo"``/``"meanfield"``
+            pairs whose model and guide are methods of one module owning their parameters;
+            the same losses and gradients as the default step, faster once compiled.
+
     Pyro's validation (argument checks of distributions and models) runs on the first step
     only, when it is enabled; the data are checked for NaN up front.
 
@@ -235,7 +241,14 @@ def fit(
     # SVIStep: SVI with Pyro's ELBOs scored as the sites are sampled and one torch Adam
     # (docs/performance.md: the same loss and gradients at less overhead per step).
     optimizer = Adam(lr)
-    parallel.attach(SVIStep(model, guide, optimizer, loss=loss, num_particles=num_particles))
+    if compile:
+        if distributed or num_particles != 1:
+            raise ValueError("compile=True needs one process and num_particles=1")
+        from .compiled_step import CompiledSVIStep
+
+        parallel.attach(CompiledSVIStep(model, guide, optimizer, loss=loss))
+    else:
+        parallel.attach(SVIStep(model, guide, optimizer, loss=loss, num_particles=num_particles))
     history = []
     if resume and Path(checkpoint).exists():
         state = torch.load(checkpoint, map_location=device, weights_only=False)

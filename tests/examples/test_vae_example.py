@@ -48,3 +48,12 @@ def test_pixel_likelihoods_example_runs(tmp_path, monkeypatch):
     for name, row in results.items():
         assert row["elbo_bits_per_dim"] >= row["iwae_5_bits_per_dim"] - 0.05, name
         assert (tmp_path / f"samples_{name}.png").exists()
+
+
+def test_vae_example_compiled_step(tmp_path, monkeypatch):
+    import inference.compiled_step
+
+    monkeypatch.setattr(inference.compiled_step, "DEFAULT_BACKEND", "eager")  # no compiler wait
+    run([*TINY, "--compile", "--out-dir", str(tmp_path)], monkeypatch)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["elbo"] <= metrics["iwae"]["10"]
