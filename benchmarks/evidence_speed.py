@@ -15,7 +15,7 @@ particles for binarized Fashion-MNIST test images (Burda et al. 2015):
 Sides alternate per repetition (rotating order); reported are median seconds per image and
 the median per-repetition ratio to ``pyro_renyi``, plus the three estimates' mean (they
 agree within Monte Carlo error). Peak memory of one call per side is measured in a fresh
-process each (``ru_maxrss`` growth on CPU, ``torch.cuda.max_memory_allocated`` on CUDA).
+process each (growth of the resident-set high-water mark on CPU, ``torch.cuda.max_memory_allocated`` on CUDA).
 The network is untrained (timing does not depend on the weights).
 
     python benchmarks/evidence_speed.py  # -> benchmarks/results/evidence_speed.json
@@ -141,6 +141,21 @@ def peak_memory_mib(side: str, args) -> float:
     return float(output.strip().splitlines()[-1])
 
 
+def _peak_rss_kib() -> int:
+    """This process's resident-set high-water mark in KiB.
+
+    ``VmHWM`` belongs to the address space the process got at ``exec``; ``ru_maxrss`` (the
+    fallback off Linux) also keeps the parent's peak from before the ``fork``.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def measure_memory(args) -> None:
     """Print the memory growth (MiB) of one call of ``args.memory_of`` (child process)."""
     args.num_images, args.data = args.images_per_call, "random"  # shapes, not values, matter
@@ -152,12 +167,12 @@ def measure_memory(args) -> None:
             torch.cuda.reset_peak_memory_stats(device)
             base = torch.cuda.memory_allocated(device)
         else:
-            base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            base = _peak_rss_kib()
         run_side(args.memory_of, vae, x, args)
     if device.type == "cuda":
         peak = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
     else:
-        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024  # KiB
+        peak = (_peak_rss_kib() - base) / 1024
     print(peak)
 
 
@@ -209,10 +224,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data", choices=["fashion-mnist", "random"], default="fashion-mnist")
     parser.add_argument("--data-root", default=None, help="Fashion-MNIST IDX folder")
     parser.add_argument("--k", type=int, default=5000)
-    parser.add_argument("--num-images", type=int, default=100)
-    parser.add_argument("--images-per-call", type=int, default=50)
+    parser.add_argument("--num-images", type=int, default=10,
+                        help="images per timed block (blocks alternate between the sides)")
+    parser.add_argument("--images-per-call", type=int, default=10)
     parser.add_argument("--chunk-size", type=int, default=250)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--memory", type=int, default=1, help="1: measure peak memory")
     parser.add_argument("--memory-of", choices=SIDES, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1)

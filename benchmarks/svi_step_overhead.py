@@ -10,7 +10,10 @@ from logits, batch 256, Adam 1e-3, 28x28 images) with ``Trace_ELBO`` (``loss="el
 - ``hand_eager``: the identical networks, batch, optimizer (``torch.optim.Adam``) and loss
   written as plain PyTorch (:func:`hand_written_loss`);
 - ``hand_compiled``: the same with the loss and its backward through ``torch.compile``
-  (noise drawn outside, so the draws match eager ones).
+  (noise drawn outside, so the draws match eager ones);
+- ``ours_compiled``: ``fit(..., compile=True)``'s step,
+  :class:`inference.compiled_step.CompiledSVIStep` (the same loss and gradients, tested in
+  ``tests/inference/test_compiled_step.py``).
 
 Before timing, the script asserts that ours and the hand-written step give the same loss and
 gradients on the same draws. Sides alternate in blocks of ``--steps`` steps (the order
@@ -37,6 +40,7 @@ import torch
 from pyro.infer import SVI
 from torch.nn import functional as F
 
+from inference.compiled_step import CompiledSVIStep
 from inference.objectives import make_loss
 from inference.svi_step import Adam, SVIStep
 from inference.training import scale_data_plate
@@ -131,6 +135,9 @@ class Side:
         analytic_kl = loss == "meanfield"
         if name == "ours":
             self.stepper = SVIStep(self.vae.model, self.vae.guide, Adam(lr), loss=loss)
+            self.step = self._ours
+        elif name == "ours_compiled":
+            self.stepper = CompiledSVIStep(self.vae.model, self.vae.guide, Adam(lr), loss=loss)
             self.step = self._ours
         elif name == "pyro_svi":
             objective = make_loss(loss)
@@ -240,7 +247,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data-root", default=None, help="Fashion-MNIST IDX folder")
     parser.add_argument("--losses", nargs="+", choices=LOSSES, default=list(LOSSES))
     parser.add_argument("--sides", nargs="+", default=["hand_eager", "ours", "pyro_svi",
-                                                       "hand_compiled"])
+                                                       "hand_compiled", "ours_compiled"])
     parser.add_argument("--hidden", type=int, default=400)
     parser.add_argument("--latent-dim", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=256)
@@ -248,8 +255,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num-data", type=int, default=60000,
                         help="training-set size N: the data plate is scaled by N / batch")
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--steps", type=int, default=20, help="steps per timed block")
-    parser.add_argument("--repeats", type=int, default=7, help="blocks per side")
+    parser.add_argument("--steps", type=int, default=5, help="steps per timed block")
+    parser.add_argument("--repeats", type=int, default=15, help="blocks per side")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/svi_step_overhead.json")
