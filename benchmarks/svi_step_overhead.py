@@ -225,6 +225,12 @@ def main(args: argparse.Namespace) -> dict:
             name: statistics.median(s / h for s, h in zip(values, seconds["hand_eager"]))
             for name, values in seconds.items()
         }
+    if {"ours_compiled", "hand_compiled"} <= set(args.sides):
+        result["median_ratio_ours_compiled_to_hand_compiled"] = {
+            loss: statistics.median(o / h for o, h in zip(
+                result["seconds_per_step"][loss]["ours_compiled"],
+                result["seconds_per_step"][loss]["hand_compiled"]))
+            for loss in args.losses}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
