@@ -18,7 +18,7 @@ it must not depend on the values of the data or of the draws.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pyro
 import torch
@@ -26,9 +26,8 @@ from pyro.poutine.runtime import _PYRO_STACK
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.nn.utils.stateless import _reparametrize_module
 
-from .svi_step import LEAN_LOSSES, Adam, _lean_eligible, _ScoreAsSampled, _unique
 from .objectives import make_loss
-
+from .svi_step import LEAN_LOSSES, Adam, _lean_eligible, _unique, score_pair
 
 # torch.compile backend; "eager" replays the traced graph uncompiled (tests, debugging).
 DEFAULT_BACKEND = "inductor"
@@ -77,11 +76,8 @@ class CompiledSVIStep:
             raise ValueError("compiled steps need a guide that reparameterizes exactly the "
                              "model's latent sites (use fit without compile)")
         owned = {id(p) for _, p in self._named_params()}
-        scorer = _ScoreAsSampled(analytic_kl=False)
-        with pyro.poutine.block(), torch.no_grad(), torch.random.fork_rng(), scorer:
-            self.guide(*args, **kwargs)
-            scorer.in_model = True
-            self.model(*args, **kwargs)
+        with pyro.poutine.block(), torch.no_grad(), torch.random.fork_rng():
+            scorer = score_pair(self.model, self.guide, args, kwargs, analytic_kl=False)
         foreign = [p for p in _unique(scorer.params) if id(p) not in owned and p.requires_grad]
         if foreign:
             raise ValueError(f"{len(foreign)} parameter(s) of the pair are not owned by "
@@ -92,12 +88,8 @@ class CompiledSVIStep:
     def _loss_and_grads(self, params, args, kwargs):
         names = [n for n, _ in self._named_params()]
         with _reparametrize_module(self.module, dict(zip(names, params))):
-            scorer = _ScoreAsSampled(analytic_kl=self.loss_name == "meanfield")
-            with scorer:
-                self.guide(*args, **kwargs)
-                scorer.in_model = True
-                self.model(*args, **kwargs)
-            loss = -scorer.elbo
+            loss = -score_pair(self.model, self.guide, args, kwargs,
+                               self.loss_name == "meanfield").elbo
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         grads = tuple(torch.zeros_like(p) if g is None else g for p, g in zip(params, grads))
         return loss.detach(), grads

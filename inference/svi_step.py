@@ -23,7 +23,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pyro
 import torch
@@ -109,6 +109,17 @@ class _ScoreAsSampled(_ParamCapture):
         log_q = _scaled_sum(guide_msg["fn"].log_prob(guide_msg["value"]), guide_msg)
         self.elbo = self.elbo + log_p - log_q
 
+
+
+def score_pair(model, guide, args, kwargs, analytic_kl: bool) -> _ScoreAsSampled:
+    """Run the guide, then the model on its draws, under one scorer; returns the scorer
+    (``.elbo``: the scaled single-sample ELBO surrogate, ``.params``: parameters touched)."""
+    scorer = _ScoreAsSampled(analytic_kl)
+    with scorer:
+        guide(*args, **kwargs)
+        scorer.in_model = True
+        model(*args, **kwargs)
+    return scorer
 
 
 def _latent_sites(trace):
@@ -254,11 +265,7 @@ class SVIStep:
         return float(loss), _unique(capture.params)
 
     def _lean_loss_and_grads(self, args, kwargs):
-        scorer = _ScoreAsSampled(analytic_kl=self.loss_name == "meanfield")
-        with scorer:
-            self.guide(*args, **kwargs)
-            scorer.in_model = True
-            self.model(*args, **kwargs)
+        scorer = score_pair(self.model, self.guide, args, kwargs, self.loss_name == "meanfield")
         loss = -scorer.elbo
         params = _unique(scorer.params)
         if not torch.is_tensor(loss):

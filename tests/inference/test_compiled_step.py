@@ -80,7 +80,7 @@ def test_unsuitable_pairs_are_refused():
 
     with pytest.raises(ValueError, match="methods of one torch.nn.Module"):
         CompiledSVIStep(model, model)
-    vae, x = small_vae_and_images()
+    vae, _ = small_vae_and_images()
     with pytest.raises(ValueError, match="support the losses"):
         CompiledSVIStep(vae.model, vae.guide, loss="iwae")
 
