@@ -110,7 +110,6 @@ class _ScoreAsSampled(_ParamCapture):
         self.elbo = self.elbo + log_p - log_q
 
 
-
 def score_pair(model, guide, args, kwargs, analytic_kl: bool) -> _ScoreAsSampled:
     """Run the guide, then the model on its draws, under one scorer; returns the scorer
     (``.elbo``: the scaled single-sample ELBO surrogate, ``.params``: parameters touched)."""
