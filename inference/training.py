@@ -173,7 +173,8 @@ def fit(
     distributed: bool = False,
     compile: bool = False,
 ) -> list[dict]:
-    """Train a model/guide pair with :class:`pyro.infer.SVI` over shuffled minibatches.
+    """Train a model/guide pair by SVI (:class:`inference.SVIStep`, a drop-in for
+    :class:`pyro.infer.SVI` with the same objectives) over shuffled minibatches.
 
     Each minibatch ``batch`` (a tuple of slices of ``data``) is passed as
     ``model(*batch)`` and ``guide(*batch)``; sites in the ``"data"`` plate are scaled by
@@ -182,8 +183,10 @@ def fit(
     Args:
         data: ``[N, ...]`` tensor or tuple of such tensors (e.g. images and labels).
         loss: ``"elbo"`` (Trace_ELBO), ``"meanfield"`` (analytic KL where available),
-            ``"iwae"`` (IWAE_K with K = ``num_particles``) or ``"dreg"`` (IWAE_K with
-            doubly reparameterized guide gradients).
+            ``"iwae"`` (IWAE_K with K = ``num_particles``), ``"dreg"`` (IWAE_K with
+            doubly reparameterized guide gradients), or a loss object with ``loss`` and
+            ``loss_and_grads`` methods, e.g. ``inference.FreeBitsELBO(0.25)`` (free bits,
+            nats per latent dimension).
         device: where data and, when ``model`` is a bound method of an ``nn.Module``, that
             module live; ``"auto"`` picks CUDA when present.
         kl_warmup_epochs: scale the latent terms by ``epoch / kl_warmup_epochs`` (capped at
@@ -204,7 +207,6 @@ def fit(
             the global batch, split across processes, each on its own device (see
             :mod:`inference.distributed`). The result equals single-process training on the
             same batches up to the random draws and float rounding.
-
         compile: trace the step once per batch shape and compile it with ``torch.compile``
             (:class:`inference.compiled_step.CompiledSVIStep`): ``"elbo"``/``"meanfield"``
             pairs whose model and guide are methods of one module owning their parameters;
