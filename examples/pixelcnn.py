@@ -14,7 +14,7 @@ class for a class-conditional model, and times the naive sampler (the network re
 pixel) against the cached one on the same seed, checking that they draw identical images.
 
 Expected with the defaults (binarized 8x8 digits, 32 channels, 4 blocks, dynamic
-binarization, 100 epochs, best epoch on the 200 validation images; about 15 minutes on one
+binarization, 100 epochs, best epoch on the 200 validation images; 5 to 10 minutes on one
 loaded CPU core): test NLL about 22.7 nats per image (0.51 bits/dim), below the VAE of
 ``examples/vae.py`` on the same test split (IWAE_5000 23.2; ``benchmarks/pixelcnn_vs_vae.py``,
 ``docs/pixelcnn.md``). Trained on the one static draw instead, the PixelCNN overfits these
