@@ -22,6 +22,7 @@ from .diagnostics import (
     posterior_means,
     probe_accuracy,
 )
+from .early_stopping import KeepBest
 from .estimators import BoundTable, bound_sweep, elbo, iwae_bound, iwae_from_weights
 from .exact import ExactEvidence, exact_log_evidence
 from .distributed import DataParallel, init_process_group
@@ -62,6 +63,7 @@ __all__ = [
     "ExactEvidence",
     "FreeBitsELBO",
     "GapResult",
+    "KeepBest",
     "IWAELoss",
     "LocalGaussianGuide",
     "SVIStep",
