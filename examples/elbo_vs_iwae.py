@@ -94,13 +94,12 @@ class Budget:
 # Budgets sized for 2 shared CPU cores (minutes per data set, not hours): far below the
 # 3,280 passes of Burda et al. [1]; see docs/elbo-vs-iwae.md.
 FULL = {
-    "toy": Budget(2000, 200, 50, 100, 3e-3, 64, 1, ais_steps=100, gap_steps=100),
-    "digits": Budget(1297, 300, 30, 64, 1e-3, 200, 16, ais_chains=8, ais_steps=100,
-                     gap_steps=100),
-    "fashion-mnist": Budget(2000, 30, 5, 100, 1e-3, 200, 20, ais_chains=8, ais_steps=30,
-                            khat_k=1000, gap_points=30, gap_steps=50),
-    "mnist": Budget(2000, 30, 5, 100, 1e-3, 200, 20, ais_chains=8, ais_steps=30,
-                    khat_k=1000, gap_points=30, gap_steps=50),
+    "toy": Budget(2000, 200, 50, 100, 3e-3, 64, 1, ais_steps=300, gap_steps=500),
+    "digits": Budget(1297, 300, 30, 64, 1e-3, 200, 16, ais_steps=1000, gap_steps=300),
+    "fashion-mnist": Budget(2000, 30, 5, 100, 1e-3, 200, 20, ais_steps=300,
+                            khat_k=1000, gap_points=30, gap_steps=200),
+    "mnist": Budget(2000, 30, 5, 100, 1e-3, 200, 20, ais_steps=300,
+                    khat_k=1000, gap_points=30, gap_steps=200),
 }
 TINY = {
     "toy": Budget(200, 20, 3, 50, 3e-3, 16, 1, max_k=500, ais_chains=4, ais_steps=20,
