@@ -34,7 +34,7 @@ import torch
 from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
-from .text import Vocabulary
+from .text import Vocabulary, draw_words
 
 
 class GRULanguageModel(PyroModule):
@@ -102,25 +102,16 @@ class GRULanguageModel(PyroModule):
     def guide(self, x: torch.Tensor) -> None:
         """Empty: with no latent variables the ELBO is ``log p(x)`` itself."""
 
-    @torch.no_grad()
     def sample(self, num: int, generator: torch.Generator | None = None,
                max_length: int = 100) -> list[str]:
-        """Draw ``num`` words symbol by symbol, carrying the GRU state.
-
-        A word still unfinished after ``max_length`` characters is returned cut there.
-        """
-        device = self.head.weight.device
-        step = torch.full((num,), self.vocab.bos, device=device)
+        """Draw ``num`` words symbol by symbol, carrying the GRU state
+        (:func:`ppl_models.text.draw_words`)."""
         state = None
-        symbols = []
-        done = torch.zeros(num, dtype=torch.bool, device=device)
-        for _ in range(max_length):
-            h, state = self.gru(self.embed(step)[:, None], state)  # h: [num, 1, hidden]
-            probs = self.head(h[:, 0]).softmax(-1)  # [num, V]
-            step = torch.multinomial(probs, 1, generator=generator)[:, 0]
-            step = torch.where(done, self.vocab.EOS, step)
-            symbols.append(step)
-            done |= step == self.vocab.EOS
-            if done.all():
-                break
-        return self.vocab.decode(torch.stack(symbols, 1))
+
+        def next_probs(previous: torch.Tensor) -> torch.Tensor:
+            nonlocal state
+            h, state = self.gru(self.embed(previous)[:, None], state)  # h: [num, 1, hidden]
+            return self.head(h[:, 0]).softmax(-1)  # [num, V]
+
+        return draw_words(self.vocab, next_probs, num, generator, max_length,
+                          self.head.weight.device)

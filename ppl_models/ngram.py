@@ -42,7 +42,7 @@ import torch
 from pyro.nn import PyroModule, pyro_method
 from scipy.optimize import minimize_scalar
 
-from .text import Vocabulary
+from .text import Vocabulary, draw_words
 
 
 def _lookup(codes: torch.Tensor, counts: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
@@ -194,23 +194,17 @@ class NGramModel(PyroModule):
     def guide(self, x: torch.Tensor) -> None:
         """Empty: the Dirichlet parameters are integrated out, nothing is latent."""
 
-    @torch.no_grad()
     def sample(self, num: int, generator: torch.Generator | None = None,
                max_length: int = 100) -> list[str]:
-        """Draw ``num`` words symbol by symbol from the posterior predictive.
-
-        A word still unfinished after ``max_length`` characters is returned cut there.
-        """
+        """Draw ``num`` words symbol by symbol from the posterior predictive
+        (:func:`ppl_models.text.draw_words`)."""
         device = self.powers.device
         context = torch.full((num, self.order - 1), self.vocab.bos, device=device)
-        symbols = []
-        done = torch.zeros(num, dtype=torch.bool, device=device)
-        for _ in range(max_length):
-            step = torch.multinomial(self.conditional(context), 1, generator=generator)[:, 0]
-            step = torch.where(done, self.vocab.EOS, step)  # [num]
-            symbols.append(step)
-            done |= step == self.vocab.EOS
-            if done.all():
-                break
-            context = torch.cat([context, step[:, None]], 1)[:, 1:]  # [num, n - 1]
-        return self.vocab.decode(torch.stack(symbols, 1))
+
+        def next_probs(previous: torch.Tensor) -> torch.Tensor:
+            nonlocal context
+            # BOS first: appended to the all-BOS start context it leaves it unchanged.
+            context = torch.cat([context, previous[:, None]], 1)[:, 1:]  # [num, n - 1]
+            return self.conditional(context)
+
+        return draw_words(self.vocab, next_probs, num, generator, max_length, device)

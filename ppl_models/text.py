@@ -27,7 +27,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -148,6 +148,30 @@ class Vocabulary:
         if len(bad):
             raise ValueError(f"rows {bad.tolist()[:5]} of {name} are not padded with PAD="
                              f"{self.pad} exactly after their end symbol")
+
+
+@torch.no_grad()
+def draw_words(vocab: Vocabulary, next_probs: Callable[[torch.Tensor], torch.Tensor], num: int,
+               generator: torch.Generator | None = None, max_length: int = 100,
+               device: torch.device | None = None) -> list[str]:
+    """Draw ``num`` words symbol by symbol from a sequence model.
+
+    ``next_probs(previous: [num]) -> [num, V]`` gives the next symbol's probabilities; it is
+    called first with ``BOS`` and then with each drawn symbol, and may keep state (a context
+    or a recurrent state) between calls. A word still unfinished after ``max_length``
+    characters is returned cut there.
+    """
+    step = torch.full((num,), vocab.bos, device=device)
+    symbols = []
+    done = torch.zeros(num, dtype=torch.bool, device=device)
+    for _ in range(max_length):
+        step = torch.multinomial(next_probs(step), 1, generator=generator)[:, 0]
+        step = torch.where(done, vocab.EOS, step)  # [num]
+        symbols.append(step)
+        done |= step == vocab.EOS
+        if done.all():
+            break
+    return vocab.decode(torch.stack(symbols, 1))
 
 
 @dataclass(frozen=True)
