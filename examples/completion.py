@@ -37,15 +37,15 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import pyro
 import torch
 from tqdm.auto import tqdm
 
-from inference import KeepBest, fit, resolve_device
+from inference import KeepBest, fit
 from inference.completion import map_complete, metropolis_within_gibbs, observed_channel
 from inference.plots import image_grid
+from inference.runs import start_run
 from ppl_models.data import binarize_dynamic, load_images
 from ppl_models.pixelcnn import PixelCNN
 from ppl_models.vae import VAE
@@ -117,13 +117,7 @@ def train_pixelcnn(model: PixelCNN, data, args, device) -> list:
 
 
 def main(args: argparse.Namespace) -> dict:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    start = time.perf_counter()
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(args.device)
-    pyro.set_rng_seed(args.seed)
+    out, device, start = start_run(args)
 
     grey = load_images("digits")
     data = grey.binarized(args.seed)

@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 
 from inference import fit, resolve_device
 from inference.coding import decode_images, decode_words, encode_images, encode_words
+from inference.plots import save_figure
 from ppl_models.data import load_images
 from ppl_models.ngram import NGramModel
 from ppl_models.pixelcnn import PixelCNN
@@ -257,8 +258,7 @@ def plot_rates(rows: list[dict], path: Path) -> None:
         ax.invert_yaxis()
         ax.set_title(name)
         ax.set_xlabel("bits per character" if name == "text" else "bits per image")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -55,6 +55,7 @@ from inference.ais import ais_log_evidence  # noqa: E402
 from inference.estimators import bound_sweep  # noqa: E402
 from inference.exact import exact_log_evidence  # noqa: E402
 from inference.gaps import amortization_gap  # noqa: E402
+from inference.plots import save_figure  # noqa: E402
 from inference.training import fit, resolve_device  # noqa: E402
 from inference.weight_diagnostics import weight_diagnostics  # noqa: E402
 from ppl_models.data import DATASETS, load_images  # noqa: E402
@@ -334,8 +335,7 @@ def plot_bounds(name: str, results: dict, path: Path) -> None:
     axes[0].set_ylabel("nats per test point")
     axes[0].legend(fontsize=7)
     fig.suptitle(name, y=1.04)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_khat(name: str, results: dict, path: Path) -> None:
@@ -355,8 +355,7 @@ def plot_khat(name: str, results: dict, path: Path) -> None:
     axes[0].set_ylabel("test points")
     fig.suptitle(f"{name}: k-hat of the importance weights (> {KHAT_RELIABLE}: unreliable)",
                  y=1.04)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_gaps(name: str, results: dict, path: Path) -> None:
@@ -372,8 +371,7 @@ def plot_gaps(name: str, results: dict, path: Path) -> None:
     ax.set_title(f"{name}: log p(x) - ELBO split as in Cremer et al. (2018)", fontsize=9)
     ax.legend(fontsize=8)
     ax.tick_params(axis="x", labelsize=8)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------- main

@@ -44,7 +44,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pyro  # noqa: E402
 import torch  # noqa: E402
 
-from inference import fit, resolve_device  # noqa: E402
+from inference import fit  # noqa: E402
+from inference.plots import save_figure  # noqa: E402
+from inference.runs import start_run  # noqa: E402
 from ppl_models.neural_lm import GRULanguageModel  # noqa: E402
 from ppl_models.ngram import NGramModel  # noqa: E402
 from ppl_models.text import Vocabulary, load_words  # noqa: E402
@@ -94,18 +96,11 @@ def plot_bits(orders: list[int], ngram_bits: list[float], ngram_train_bits: list
     ax.set_ylabel("bits per character (end symbol included)")
     ax.set_xticks(orders)
     ax.legend()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(args: argparse.Namespace) -> dict:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    start = time.perf_counter()
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(args.device)
-    pyro.set_rng_seed(args.seed)
+    out, device, start = start_run(args)
     pyro.clear_param_store()
 
     data = load_words(args.data, seed=args.seed)

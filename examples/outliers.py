@@ -41,8 +41,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from inference import fit, resolve_device
-from inference.plots import image_grid
+from inference import fit
+from inference.plots import image_grid, save_figure
+from inference.runs import start_run
 from inference.scoring import (
     auroc,
     likelihood_ratio_scores,
@@ -176,18 +177,11 @@ def plot_histograms(pairs: dict, sets: dict, device, path: Path) -> None:
         ax.set_title(f"{name}: log p(x), nats")
         ax.set_xlabel("log p(x) (clamped at -400)")
     axes[0, -1].legend(fontsize=7)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(args: argparse.Namespace) -> dict:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    start = time.perf_counter()
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(args.device)
-    pyro.set_rng_seed(args.seed)
+    out, device, start = start_run(args)
 
     data = load_images(args.dataset, root=args.data_root)
     binary = data.binarized(args.seed)

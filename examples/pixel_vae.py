@@ -45,7 +45,7 @@ from inference import (
     resolve_device,
 )
 from inference.free_bits import FreeBitsELBO
-from inference.plots import image_grid, training_curves
+from inference.plots import image_grid, save_figure, training_curves
 from ppl_models import DATASETS, load_images
 from ppl_models.likelihoods import bits_per_dim, training_representation
 from ppl_models.pixel_vae import PixelVAE
@@ -154,8 +154,7 @@ def plot_kl_bars(results: dict, path: Path) -> None:
     ax.set_xlabel("latent dimension")
     ax.set_ylabel("KL (nats, test mean)")
     ax.legend(fontsize=7)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(args: argparse.Namespace) -> dict:

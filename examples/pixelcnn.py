@@ -36,14 +36,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import pyro
 import torch
 
-from inference import fit, resolve_device
+from inference import fit
 from inference.early_stopping import KeepBest
 from inference.plots import image_grid
+from inference.runs import start_run
 from ppl_models.data import DATASETS, load_images
 from ppl_models.likelihoods import bits_per_dim, training_representation
 from ppl_models.pixelcnn import PixelCNN
@@ -88,13 +88,7 @@ def completions(m: PixelCNN, x: torch.Tensor, y: torch.Tensor | None, per_image:
 
 
 def main(args: argparse.Namespace) -> dict:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    start = time.perf_counter()
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(args.device)
-    pyro.set_rng_seed(args.seed)
+    out, device, start = start_run(args)
     pyro.clear_param_store()
 
     data = load_images(args.dataset, args.data_root, args.download)

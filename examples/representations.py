@@ -41,7 +41,9 @@ from sklearn.mixture import GaussianMixture
 from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
-from inference import fit, posterior_means, probe_accuracy, resolve_device
+from inference import fit, posterior_means, probe_accuracy
+from inference.plots import save_figure
+from inference.runs import start_run
 from ppl_models.data import load_images
 from ppl_models.vae import VAE, Autoencoder
 
@@ -112,18 +114,11 @@ def plot(features: dict, test_labels: np.ndarray, results: dict, path: Path) -> 
     ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2)
     ax.set_xticklabels(names, rotation=45, ha="right", fontsize=7)
     ax.legend(fontsize=7)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(args: argparse.Namespace) -> dict:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    start = time.perf_counter()
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(args.device)
-    pyro.set_rng_seed(args.seed)
+    out, device, start = start_run(args)
 
     data = load_images("digits").binarized(args.seed)
     n_train = args.num_train or len(data.train)

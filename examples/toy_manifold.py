@@ -28,7 +28,10 @@ import pyro  # noqa: E402
 import torch  # noqa: E402
 
 from inference import bound_sweep, elbo, exact_log_evidence, fit, resolve_device  # noqa: E402
-from inference.plots import bounds_against_k  # noqa: E402
+from inference.plots import (
+    bounds_against_k,  # noqa: E402
+    save_figure,  # noqa: E402
+)
 from ppl_models import ToyManifold, ToyManifoldVAE, manifold_mean  # noqa: E402
 
 SIDE = 4
@@ -44,8 +47,7 @@ def plot_images(images: torch.Tensor, path: Path, title: str, columns: int = 8) 
     for ax, image in zip(axes.flat, images.cpu()):
         ax.imshow(image.reshape(SIDE, SIDE), cmap="gray", vmin=0, vmax=1)
     fig.suptitle(title)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_manifold(vae: ToyManifoldVAE, truth: ToyManifold, path: Path) -> None:
@@ -65,8 +67,7 @@ def plot_manifold(vae: ToyManifoldVAE, truth: ToyManifold, path: Path) -> None:
                 ax.set_xlabel(f"{value:.1f}", fontsize=7)
         axes[row, 0].set_ylabel(label, fontsize=8)
     fig.suptitle("image along the latent z (learned z may be reparameterized)")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_posterior(vae: ToyManifoldVAE, x: torch.Tensor, path: Path) -> None:
@@ -94,8 +95,7 @@ def plot_posterior(vae: ToyManifoldVAE, x: torch.Tensor, path: Path) -> None:
         ax.set_xlim(*window)
     for ax in axes:
         ax.set_xlabel("z")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(args: argparse.Namespace) -> dict:

@@ -37,7 +37,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pyro  # noqa: E402
 import torch  # noqa: E402
 
-from inference import fit, resolve_device  # noqa: E402
+from inference import fit  # noqa: E402
+from inference.plots import save_figure  # noqa: E402
+from inference.runs import start_run  # noqa: E402
 from ppl_models.audio import (  # noqa: E402
     histogram_bits_per_sample,
     load_signal,
@@ -77,18 +79,11 @@ def plot_waveforms(real: torch.Tensor, generated: torch.Tensor, rate: int, path:
         axes[row, 1].plot(1000 * t[:zoom], signal[:zoom], lw=0.8)
     axes[1, 0].set_xlabel("time (s)")
     axes[1, 1].set_xlabel("time (ms)")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(args: argparse.Namespace) -> dict:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    start = time.perf_counter()
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(args.device)
-    pyro.set_rng_seed(args.seed)
+    out, device, start = start_run(args)
     pyro.clear_param_store()
 
     signal = load_signal(args.wav or args.source, rate=args.rate, seconds=args.seconds,

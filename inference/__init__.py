@@ -13,8 +13,8 @@ from .coding import (
     range_decode,
     range_encode,
 )
-from .completion import map_complete, metropolis_within_gibbs, observed_channel
 from .compiled_step import CompiledSVIStep
+from .completion import map_complete, metropolis_within_gibbs, observed_channel
 from .diagnostics import (
     active_units,
     expected_log_likelihood,
@@ -22,10 +22,10 @@ from .diagnostics import (
     posterior_means,
     probe_accuracy,
 )
+from .distributed import DataParallel, init_process_group
 from .early_stopping import KeepBest
 from .estimators import BoundTable, bound_sweep, elbo, iwae_bound, iwae_from_weights
 from .exact import ExactEvidence, exact_log_evidence
-from .distributed import DataParallel, init_process_group
 from .free_bits import FreeBitsELBO, free_bits_terms
 from .gaps import GapResult, LocalGaussianGuide, amortization_gap, fit_local_guide
 from .objectives import DReGLoss, IWAELoss, make_loss

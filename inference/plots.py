@@ -12,6 +12,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 
+def save_figure(fig, path: str | Path) -> None:
+    """Write a matplotlib figure at 120 dpi, trimmed, and close it."""
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
 def image_grid(images: torch.Tensor, path: str | Path, title: str = "", columns: int = 10,
                row_labels: list[str] | None = None) -> None:
     """Save ``images: [n, C, H, W]`` (values in [0, 1]) as a grid, ``columns`` per row."""
@@ -30,8 +36,7 @@ def image_grid(images: torch.Tensor, path: str | Path, title: str = "", columns:
         axes[row, 0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def training_curves(histories: dict[str, list[dict]], path: str | Path,
@@ -44,8 +49,7 @@ def training_curves(histories: dict[str, list[dict]], path: str | Path,
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def bounds_against_k(table, path: str | Path, reference: float | None = None,
@@ -63,5 +67,4 @@ def bounds_against_k(table, path: str | Path, reference: float | None = None,
     ax.set_xlabel("K")
     ax.set_ylabel("nats per datapoint (mean)")
     ax.legend(fontsize=8)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
