@@ -148,10 +148,18 @@ class Adam:
     per-parameter optimizers); parameters join the optimizer the first time they are given.
     :meth:`get_state`/:meth:`set_state` key the moments by param-store name (and accept the
     per-parameter state dicts that ``pyro.optim`` checkpoints hold).
+
+    Args:
+        lr: learning rate (torch's other Adam defaults).
+        fused: use torch's fused Adam kernel (the same update in one pass over each
+            parameter; on the 784-400-50 VAE about 4x faster than torch's default
+            per-tensor loop on the CPU, ``benchmarks/svi_step_overhead.py``). ``None``: fused
+            whenever every parameter is a floating-point tensor on the CPU or a CUDA device.
     """
 
-    def __init__(self, lr: float = 1e-3):
+    def __init__(self, lr: float = 1e-3, fused: bool | None = None):
         self.lr = lr
+        self.fused = fused
         self.optimizer: torch.optim.Adam | None = None
         self._known: set[int] = set()
         self._pending: dict[str, dict] = {}
@@ -177,7 +185,8 @@ class Adam:
         if not new:
             return
         if self.optimizer is None:
-            self.optimizer = torch.optim.Adam(new, lr=self.lr)
+            fused = self.fused if self.fused is not None else all(map(_fusable, new))
+            self.optimizer = torch.optim.Adam(new, lr=self.lr, fused=fused or None)
         else:
             self.optimizer.add_param_group({"params": new})
         names = pyro.get_param_store()._param_to_name
@@ -185,8 +194,16 @@ class Adam:
             state = self._pending.pop(names.get(param, ""), None)
             if state is not None:
                 self.optimizer.state[param] = {
-                    k: v.to(param.device) if torch.is_tensor(v) and v.dim() else v
-                    for k, v in state.items()}
+                    key: self._state_value(key, value, param) for key, value in state.items()}
+
+    def _state_value(self, key: str, value, param: torch.Tensor):
+        """A checkpointed state entry placed as this optimizer keeps it (the fused kernel
+        wants ``step`` as a float tensor on the parameter's device)."""
+        if key == "step" and self.optimizer.defaults["fused"]:
+            return torch.as_tensor(value, dtype=torch.float32, device=param.device)
+        if torch.is_tensor(value) and value.dim():
+            return value.to(param.device)
+        return value
 
     def get_state(self) -> dict:
         """``{param-store name: Adam state}`` (moments and step count)."""
@@ -272,6 +289,11 @@ class SVIStep:
         if loss.requires_grad:
             loss.backward()
         return loss.detach().item(), params
+
+
+def _fusable(param: torch.Tensor) -> bool:
+    """Whether torch's fused Adam kernel takes this parameter."""
+    return param.is_floating_point() and param.device.type in ("cpu", "cuda")
 
 
 def _unique(params: list[torch.Tensor]) -> list[torch.Tensor]:
