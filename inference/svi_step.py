@@ -25,15 +25,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import math
+
 import pyro
 import torch
+from pyro.poutine.broadcast_messenger import BroadcastMessenger
+from pyro.poutine.indep_messenger import IndepMessenger
+from pyro.poutine.mask_messenger import MaskMessenger
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import _PYRO_STACK
+from pyro.poutine.scale_messenger import ScaleMessenger
 from pyro.poutine.util import site_is_subsample
-from torch.distributions import kl_divergence
+from torch.distributions import Independent, Normal, kl_divergence
 
 from .objectives import make_loss
 
 LEAN_LOSSES = ("elbo", "meanfield")
+HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
+# Handlers that never give a sample site its value (plates, scales, masks); others may, e.g.
+# replay or condition. Our own such handlers say so with a ``value_neutral = True`` attribute.
+_VALUE_NEUTRAL = (BroadcastMessenger, IndepMessenger, MaskMessenger, ScaleMessenger)
 
 
 def _scaled_sum(value: torch.Tensor, msg) -> torch.Tensor:
@@ -73,11 +84,18 @@ class _ScoreAsSampled(_ParamCapture):
         super().__init__()
         self.analytic_kl = analytic_kl
         self.guide_sites: dict[str, dict] = {}
+        self.own_draws: set[str] = set()  # guide sites whose value its distribution drew
         self.in_model = False
         self.elbo: torch.Tensor | float = 0.0
 
     def _pyro_sample(self, msg) -> None:
-        if self.in_model and not msg["is_observed"]:
+        if not self.in_model:
+            if (not msg["is_observed"] and msg["value"] is None
+                    and all(frame is self or isinstance(frame, _VALUE_NEUTRAL)
+                            or getattr(frame, "value_neutral", False) for frame in _PYRO_STACK)):
+                self.own_draws.add(msg["name"])
+            return
+        if not msg["is_observed"]:
             guide_msg = self.guide_sites.get(msg["name"])
             if guide_msg is None:
                 if site_is_subsample(msg):  # a plate the guide does not open
@@ -106,8 +124,46 @@ class _ScoreAsSampled(_ParamCapture):
                 self.elbo = self.elbo - _scaled_sum(kl, guide_msg)
                 return
         log_p = _scaled_sum(msg["fn"].log_prob(msg["value"]), msg)
-        log_q = _scaled_sum(guide_msg["fn"].log_prob(guide_msg["value"]), guide_msg)
+        log_q = _scaled_sum(self._guide_log_density(guide_msg), guide_msg)
         self.elbo = self.elbo + log_p - log_q
+
+    def _guide_log_density(self, guide_msg) -> torch.Tensor:
+        """``log q(z)`` of a guide site; from the standard-normal draw for a Normal's own draw."""
+        fn, value = guide_msg["fn"], guide_msg["value"]
+        if guide_msg["name"] in self.own_draws:
+            normal, event_dims = _plain_normal(fn)
+            if normal is not None:
+                return _drawn_normal_log_density(normal, value, event_dims)
+        return fn.log_prob(value)
+
+
+def _plain_normal(fn) -> tuple[Normal | None, int]:
+    """``(Normal, event dims)`` when ``fn`` is a Normal, possibly inside Independent wrappers,
+    of exactly torch's or Pyro's classes (subclasses may draw differently); else ``(None, 0)``."""
+    event_dims = 0
+    while type(fn) in (Independent, pyro.distributions.Independent):
+        event_dims += fn.reinterpreted_batch_ndims
+        fn = fn.base_dist
+    if type(fn) in (Normal, pyro.distributions.Normal):
+        return fn, event_dims
+    return None, 0
+
+
+def _drawn_normal_log_density(normal: Normal, value: torch.Tensor,
+                              event_dims: int) -> torch.Tensor:
+    """``log N(value; loc, scale)`` summed over the last ``event_dims`` dims, for a value that
+    ``normal.rsample()`` drew as ``loc + scale * eps``.
+
+    Written ``-eps^2 / 2 - log scale - log(2 pi) / 2`` with ``eps`` held constant: the same
+    value, and the same gradient, since the derivative through the draw and the score term
+    cancel to ``-grad log scale`` for a reparameterized location-scale draw. It saves the
+    backward of ``(value - loc)^2 / scale^2``. ``value: [*sample, *batch, *event]``.
+    """
+    with torch.no_grad():
+        eps = (value - normal.loc) / normal.scale
+        constant = -0.5 * eps.square() - HALF_LOG_TWO_PI
+    density = constant - normal.scale.log()
+    return density.sum(tuple(range(-event_dims, 0))) if event_dims else density
 
 
 def score_pair(model, guide, args, kwargs, analytic_kl: bool) -> _ScoreAsSampled:

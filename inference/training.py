@@ -28,6 +28,8 @@ class scale_data_plate(Messenger):
     objective, while sites outside the plate (global latents) keep their weight of one.
     """
 
+    value_neutral = True  # never sets a site's value (see inference.svi_step)
+
     def __init__(self, factor: float):
         super().__init__()
         self.factor = factor
@@ -69,6 +71,8 @@ class scale_latents(Messenger):
     ``E_q[log p(x | z)] - beta KL(q || p)``: KL warm-up (Bowman et al. 2016; Sonderby et al.
     2016) raises ``beta`` from 0 to 1 over the first epochs.
     """
+
+    value_neutral = True  # never sets a site's value (see inference.svi_step)
 
     def __init__(self, beta: float):
         super().__init__()
