@@ -127,7 +127,8 @@ def main(args: argparse.Namespace) -> dict:
                   batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device,
                   kl_warmup_epochs=args.kl_warmup, batch_transform=batch_transform,
                   checkpoint=out / "checkpoint_vae.pt", resume=args.resume,
-                  distributed=args.distributed, compile=args.compile)
+                  distributed=args.distributed, compile=args.compile,
+                  mixed_precision=args.mixed_precision)
     if args.distributed and torch.distributed.get_rank() != 0:
         train_baselines(args, shape, train, batch_transform, device)  # every rank takes part
         return {"rank": torch.distributed.get_rank(), "history": history}
@@ -240,6 +241,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true",
                         help="compiled training step (objectives elbo/meanfield; see "
                              "docs/performance.md)")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="networks in bfloat16 under autocast, log densities in float32 "
+                             "(GPUs with bfloat16 units; slower on most CPUs)")
     parser.add_argument("--num-train", type=int, default=0, help="use the first N (0: all)")
     parser.add_argument("--num-test", type=int, default=0, help="use the first N (0: all)")
     parser.add_argument("--max-k", type=int, default=5000)

@@ -25,8 +25,18 @@ def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.Softplus) -> nn.S
     return nn.Sequential(*layers)
 
 
+def full_precision(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as float32 when autocast left it in half or bfloat16 precision, else ``t``.
+
+    Every network here returns its outputs through it, so that under mixed precision
+    (``inference.fit(..., mixed_precision=True)``) only the networks' matrix products run in
+    low precision while the log densities, their sums and the KL stay in float32.
+    """
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def _gaussian_params(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    loc, raw_scale = raw.chunk(2, dim=-1)
+    loc, raw_scale = full_precision(raw).chunk(2, dim=-1)
     return loc, F.softplus(raw_scale) + 1e-5
 
 
@@ -52,7 +62,7 @@ class MLPDecoder(nn.Module):
         self.net = mlp([latent_dim, *hidden, math.prod(self.out_shape)])
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z).unflatten(-1, self.out_shape)
+        return full_precision(self.net(z)).unflatten(-1, self.out_shape)
 
 
 def _check_28(image_shape: Sequence[int]) -> None:
@@ -101,4 +111,4 @@ class ConvDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         leading = z.shape[:-1]
         out = self.deconv(self.dense(z.reshape(-1, z.shape[-1])))  # [n, P*C, 28, 28]
-        return out.reshape(*leading, *self.out_shape)
+        return full_precision(out).reshape(*leading, *self.out_shape)

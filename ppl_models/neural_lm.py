@@ -34,6 +34,7 @@ import torch
 from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
+from .networks import full_precision
 from .text import Vocabulary, draw_words
 
 
@@ -76,7 +77,7 @@ class GRULanguageModel(PyroModule):
         ``s_t``) -> ``[batch, T, V]``, entry ``t`` depending on ``e[:, :t]`` only."""
         bos = self.embed.weight[self.vocab.bos].expand(e.shape[0], 1, -1)
         h, _ = self.gru(torch.cat([bos, e[:, :-1]], 1))  # [batch, T, hidden], t reads s_{<t}
-        return self.head(self.dropout(h))
+        return full_precision(self.head(self.dropout(h)))
 
     def logits(self, targets: torch.Tensor) -> torch.Tensor:
         """``targets: [batch, T]`` ids (no ``PAD``) -> logits ``[batch, T, V]`` of

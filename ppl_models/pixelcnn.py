@@ -51,6 +51,7 @@ from torch.nn import functional as F
 
 from .layers import GatedResidualBlock, MaskedConv2d
 from .likelihoods import LEVELS, make_likelihood
+from .networks import full_precision
 
 __all__ = ["PixelCNN"]
 
@@ -173,7 +174,7 @@ class PixelCNN(PyroModule):
         a = self.first(2 * x - 1)  # data scaled to [-1, 1]; the zero padding sits mid-range
         for block in self.blocks:
             a = block(a, block.condition(y, h))
-        raw = self.head[1](F.relu(self.head[0](F.relu(a))))  # [n, P * C, H, W]
+        raw = full_precision(self.head[1](F.relu(self.head[0](F.relu(a)))))  # [n, P * C, H, W]
         return raw.unflatten(1, (self.likelihood.params_per_pixel, self.image_shape[0]))
 
     def pixel_params(self, x: torch.Tensor, y: torch.Tensor | None = None,

@@ -25,6 +25,7 @@ from torch import nn
 from torch.distributions import constraints
 
 from .checks import check_data
+from .networks import full_precision
 
 IMAGE_SIDE = 4
 NUM_PIXELS = IMAGE_SIDE * IMAGE_SIDE
@@ -90,11 +91,11 @@ class ToyManifoldVAE(PyroModule):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Mean image for ``z: [..., 1]`` -> ``[..., 16]``."""
-        return self.decoder(z)
+        return full_precision(self.decoder(z))
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Guide parameters for ``x: [batch, 16]`` -> loc, scale each ``[batch, 1]``."""
-        loc, raw_scale = self.encoder(x).chunk(2, dim=-1)
+        loc, raw_scale = full_precision(self.encoder(x)).chunk(2, dim=-1)
         return loc, nn.functional.softplus(raw_scale) + 1e-4
 
     @pyro_method

@@ -45,6 +45,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .audio import NUM_LEVELS
+from .networks import full_precision
 
 
 class ResidualBlock(nn.Module):
@@ -177,7 +178,7 @@ class WaveNet(PyroModule):
         for block in self.blocks:
             h, s = block(h, block.condition(y))
             skip = skip + s  # [batch, skip_channels, T]
-        return self.head(skip.transpose(1, 2))  # [batch, T, num_levels]
+        return full_precision(self.head(skip.transpose(1, 2)))  # [batch, T, num_levels]
 
     def logits(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Levels ``x: [batch, T]`` -> ``[batch, T, num_levels]``, logits of ``x_t | x_{<t}, y``."""

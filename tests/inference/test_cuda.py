@@ -129,3 +129,17 @@ def test_fully_observed_models_on_cuda(device):
     x = (torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0)) > 0.5).float()
     cpu, gpu = same_on(device, cnn, "log_prob", x)
     torch.testing.assert_close(gpu, cpu, rtol=1e-5, atol=1e-3)
+
+
+def test_mixed_precision_fit_on_cuda(device):
+    # bfloat16 networks on the GPU: parameters and log densities stay float32, and training
+    # lowers the loss as in full precision (tests/inference/test_mixed_precision.py on the CPU).
+    if not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bfloat16 support")
+    torch.manual_seed(0)
+    x = (torch.rand(256, 1, 28, 28) < 0.3).float()
+    vae = VAE(hidden=(64,), latent_dim=4)
+    history = fit(vae.model, vae.guide, x, epochs=3, batch_size=64, lr=3e-3, device=device,
+                  progress=False, mixed_precision=True)
+    assert all(p.dtype == torch.float32 and p.is_cuda for p in vae.parameters())
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
