@@ -25,6 +25,17 @@ training sequence has the exact evidence (a product of Dirichlet-multinomials [1
 choice of [1]. Counts are stored sparsely: each (context, symbol) pair is one integer code,
 counted with :func:`torch.unique` and looked up with :func:`torch.searchsorted`.
 
+With ``backoff=True`` the prior is the hierarchical one of [1]: ``theta_h ~ Dirichlet(alpha
+m(h'))``, its mean ``m(h')`` the posterior predictive of the (n-1)-gram model (itself built
+the same way) at the context's last ``n - 2`` symbols ``h'``, and the uniform distribution
+for ``n = 1``. The predictive interpolates with the lower order, most where ``h`` is rare::
+
+    p(c | h) = (N_hc + alpha m_c(h')) / (N_h + alpha)
+
+so an unseen context falls back to the lower order instead of to uniform. The evidence is as
+above with ``V alpha`` replaced by ``alpha`` and each pair's ``alpha`` by ``alpha m_c(h')``;
+each order's ``alpha`` is chosen on it, lowest order first.
+
 References:
     [1] MacKay, Peto (1995), A hierarchical Dirichlet language model, Natural Language
         Engineering 1(3), 289-308.
@@ -63,10 +74,14 @@ class NGramModel(PyroModule):
     Args:
         order: ``n``, so each symbol is predicted from the ``n - 1`` before it.
         vocab: the characters; ``V = vocab.num_outputs`` symbols are predicted.
-        concentration: ``alpha > 0``, the pseudo-count added to every symbol.
+        concentration: ``alpha > 0``: the pseudo-count added to every symbol, or with
+            ``backoff`` the total pseudo-count, spread as the lower order predicts.
+        backoff: the hierarchical prior (module docstring): the Dirichlet's mean is the
+            ``(n-1)``-gram's predictive, held in :attr:`lower` (None for ``n = 1``).
     """
 
-    def __init__(self, order: int, vocab: Vocabulary, concentration: float = 1.0):
+    def __init__(self, order: int, vocab: Vocabulary, concentration: float = 1.0,
+                 backoff: bool = False):
         super().__init__()
         if order < 1:
             raise ValueError(f"order must be >= 1, got {order}")
@@ -79,6 +94,9 @@ class NGramModel(PyroModule):
         self.order = order
         self.vocab = vocab
         self.concentration = float(concentration)
+        self.backoff = backoff
+        self.lower = (NGramModel(order - 1, vocab, concentration, backoff=True)
+                      if backoff and order > 1 else None)
         # code of context h_1..h_{n-1} = sum_j h_j base^(n-2-j); of a pair = code * V + c
         self.register_buffer("powers", base ** torch.arange(order - 2, -1, -1))
         self.register_buffer("pair_codes", torch.zeros(0, dtype=torch.long))
@@ -125,6 +143,8 @@ class NGramModel(PyroModule):
         self.context_counts = torch.zeros(len(self.context_codes), dtype=torch.float64,
                                           device=x.device).index_add_(0, inverse,
                                                                       self.pair_counts)
+        if self.lower is not None:
+            self.lower.fit_counts(x)
         return self
 
     @property
@@ -134,31 +154,42 @@ class NGramModel(PyroModule):
 
     def conditional(self, contexts: torch.Tensor) -> torch.Tensor:
         """Posterior predictive ``p(. | h)`` of ``contexts: [..., n - 1]`` ids -> ``[..., V]``
-        float64, ``(N_hc + alpha) / (N_h + alpha V)`` for every symbol ``c``."""
+        float64: ``(N_hc + alpha) / (N_h + alpha V)`` for every symbol ``c``, or
+        ``(N_hc + alpha m_c(h')) / (N_h + alpha)`` with ``backoff``."""
         if contexts.dtype != torch.long or contexts.shape[-1:] != (self.order - 1,):
             raise ValueError(f"contexts must be int64 [..., {self.order - 1}], got "
                              f"{contexts.dtype} {list(contexts.shape)}")
         if contexts.numel() and (contexts.min() < 0 or contexts.max() > self.vocab.bos):
             raise ValueError(f"context ids must lie in 0..{self.vocab.bos}, got range "
                              f"[{int(contexts.min())}, {int(contexts.max())}]")
-        code = self._context_code(contexts)
         symbols = torch.arange(self.num_outputs, device=contexts.device)
-        pair_counts = _lookup(self.pair_codes, self.pair_counts,
-                              code[..., None] * self.num_outputs + symbols)  # [..., V]
-        totals = _lookup(self.context_codes, self.context_counts, code)[..., None]
-        alpha = self.concentration
-        return (pair_counts + alpha) / (totals + alpha * self.num_outputs)
+        return self._predictive(contexts[..., None, :], symbols)
+
+    def _strength(self, alpha: float) -> float:
+        """Total prior pseudo-count of a context."""
+        return alpha if self.backoff else alpha * self.num_outputs
+
+    def _prior_mean(self, contexts: torch.Tensor, symbols: torch.Tensor) -> torch.Tensor | float:
+        """The Dirichlet's mean at ``symbols: [...]`` after ``contexts: [..., n - 1]``."""
+        if self.lower is None:
+            return 1.0 / self.num_outputs
+        return self.lower._predictive(contexts[..., 1:], symbols)
+
+    def _predictive(self, contexts: torch.Tensor, symbols: torch.Tensor,
+                    alpha: float | None = None) -> torch.Tensor:
+        """Unchecked ``p(symbols | contexts)``: ``contexts: [..., n - 1]`` broadcast against
+        ``symbols: [...]`` -> ``[...]`` float64."""
+        alpha = self._strength(self.concentration if alpha is None else alpha)
+        code = self._context_code(contexts)
+        pair_counts = _lookup(self.pair_codes, self.pair_counts, code * self.num_outputs + symbols)
+        totals = _lookup(self.context_codes, self.context_counts, code)
+        return (pair_counts + alpha * self._prior_mean(contexts, symbols)) / (totals + alpha)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Exact ``log p(word)`` in nats, end symbol included: ``x: [batch, max_len]`` ->
         ``[batch]`` float64."""
         targets, contexts, mask = self.contexts(x)
-        code = self._context_code(contexts)  # [batch, max_len]
-        pair_counts = _lookup(self.pair_codes, self.pair_counts,
-                              code * self.num_outputs + targets)
-        totals = _lookup(self.context_codes, self.context_counts, code)
-        alpha = self.concentration
-        log_p = (pair_counts + alpha).log() - (totals + alpha * self.num_outputs).log()
+        log_p = self._predictive(contexts, targets).log()  # [batch, max_len]
         return torch.where(mask, log_p, 0.0).sum(1)
 
     def log_evidence(self, alpha: float | None = None) -> float:
@@ -167,16 +198,34 @@ class NGramModel(PyroModule):
         alpha = self.concentration if alpha is None else float(alpha)
         if not alpha > 0:
             raise ValueError(f"alpha (the concentration) must be > 0, got {alpha}")
-        total = alpha * self.num_outputs
+        total = self._strength(alpha)
         per_context = math.lgamma(total) - torch.lgamma(self.context_counts + total)
-        per_pair = torch.lgamma(self.pair_counts + alpha) - math.lgamma(alpha)
+        pseudo = total * self._pair_prior_means()  # [pairs] or a float
+        per_pair = torch.lgamma(self.pair_counts + pseudo) - torch.lgamma(
+            torch.as_tensor(pseudo, dtype=torch.float64))
         return float(per_context.sum() + per_pair.sum())
 
-    def fit_concentration(self, bounds: tuple[float, float] = (1e-4, 1e3)) -> float:
+    def _pair_prior_means(self) -> torch.Tensor | float:
+        """The prior mean at every counted (context, symbol) pair, ``[pairs]`` (a float for the
+        symmetric prior)."""
+        if self.lower is None:
+            return 1.0 / self.num_outputs
+        base = self.vocab.num_symbols
+        symbols = self.pair_codes % self.num_outputs
+        contexts = (self.pair_codes // self.num_outputs)[:, None] // self.powers % base
+        return self._prior_mean(contexts, symbols)
+
+    def fit_concentration(self, bounds: tuple[float, float] | None = None) -> float:
         """Set the concentration to the maximizer of :meth:`log_evidence` within ``bounds``
-        (a bounded scalar search over ``log alpha``, tolerance 1e-6) and return it."""
+        (a bounded scalar search over ``log alpha``, tolerance 1e-6) and return it; with
+        ``backoff`` the lower orders' first. Default bounds: ``(1e-4, 1e3)`` per symbol for
+        the symmetric prior, ``(1e-3, 1e5)`` in total for the hierarchical one."""
         if self.num_contexts == 0:
             raise ValueError("no counts yet: call fit_counts(x) first")
+        if self.lower is not None:
+            self.lower.fit_concentration(bounds)
+        if bounds is None:
+            bounds = (1e-3, 1e5) if self.backoff else (1e-4, 1e3)
         result = minimize_scalar(lambda log_alpha: -self.log_evidence(math.exp(log_alpha)),
                                  bounds=tuple(map(math.log, bounds)), method="bounded",
                                  options={"xatol": 1e-6})

@@ -21,7 +21,8 @@ def test_language_model_example_runs(tmp_path, monkeypatch):
     assert metrics["source"] == f"file:{BUNDLED_PATH}"
     assert metrics["num_train_words"] == 500 and metrics["num_test_words"] == 543
     models = {row["model"]: row for row in metrics["models"]}
-    assert list(models) == ["1-gram", "2-gram", "3-gram", "GRU"]
+    assert list(models) == ["1-gram", "2-gram", "3-gram", "1-gram backoff", "2-gram backoff",
+                            "3-gram backoff", "GRU"]
     uniform_bits = math.log2(27)  # 26 letters and the end symbol
     for name, row in models.items():
         assert len(row["samples"]) == 3, name
@@ -31,6 +32,10 @@ def test_language_model_example_runs(tmp_path, monkeypatch):
         assert 1 < row["test_bits_per_char"] < limit, (name, row["test_bits_per_char"])
     # on 500 words a bigram already beats the unigram (measured 3.7 against 4.2 bits)
     assert models["2-gram"]["test_bits_per_char"] < models["1-gram"]["test_bits_per_char"] - 0.3
-    assert all(models[f"{n}-gram"]["alpha"] > 0 for n in (1, 2, 3))
+    assert all(models[f"{n}-gram{kind}"]["alpha"] > 0 for n in (1, 2, 3)
+               for kind in ("", " backoff"))
+    # the hierarchical prior does not lose to additive smoothing at the highest order here
+    assert models["3-gram backoff"]["test_bits_per_char"] <= \
+        models["3-gram"]["test_bits_per_char"] + 0.02
     assert len(metrics["gru_history"]) == 2
     assert (tmp_path / "bits_per_char.png").stat().st_size > 1000
