@@ -116,6 +116,10 @@ class CompiledSVIStep:
 
     def loss_and_grads(self, *args, **kwargs) -> float:
         """The loss, with its gradient written to ``.grad`` of the module's parameters."""
+        return float(self._replay(args, kwargs))
+
+    def _replay(self, args, kwargs) -> torch.Tensor:
+        """Run the batch's graph: the loss (0-dim tensor), gradients written to ``.grad``."""
         if not self._checked:
             self._check(args, kwargs)
         params = [p for _, p in self._named_params()]
@@ -124,11 +128,16 @@ class CompiledSVIStep:
             loss, grads = graph(params, args)
         for param, grad in zip(params, grads):
             param.grad = grad
-        return loss.item()
+        return loss
 
     def step(self, *args, **kwargs) -> float:
         """One optimizer step on the batch; returns the loss before the step."""
-        loss = self.loss_and_grads(*args, **kwargs)
+        return float(self.tensor_step(*args, **kwargs))
+
+    def tensor_step(self, *args, **kwargs) -> torch.Tensor:
+        """:meth:`step` with the loss as a 0-dim tensor, read by nobody yet (no host
+        synchronization; see :meth:`inference.svi_step.SVIStep.tensor_step`)."""
+        loss = self._replay(args, kwargs)
         params = [p for _, p in self._named_params()]
         self.optim(params)
         for param in params:

@@ -313,6 +313,14 @@ class SVIStep:
 
     def step(self, *args, **kwargs) -> float:
         """One optimizer step on the batch; returns the loss before the step."""
+        return float(self.tensor_step(*args, **kwargs))
+
+    def tensor_step(self, *args, **kwargs) -> torch.Tensor:
+        """:meth:`step`, returning the loss as a detached 0-dim tensor on the loss's device.
+
+        On the lean path nothing waits for the device: :func:`inference.fit` adds these up
+        and reads the sum once per epoch, so a GPU never idles between steps.
+        """
         loss, params = self._loss_and_grads(args, kwargs)
         self.optim(params)
         for param in params:
@@ -323,7 +331,7 @@ class SVIStep:
         """``SVI.loss_and_grads``'s signature: the loss, gradients left in ``.grad``."""
         if (model, guide) != (self.model, self.guide):
             raise ValueError("SVIStep.loss_and_grads scores the pair it was built with")
-        return self._loss_and_grads(args, kwargs)[0]
+        return float(self._loss_and_grads(args, kwargs)[0])
 
     def _loss_and_grads(self, args, kwargs):
         if self._lean is None:  # first step: Pyro's tracing with its checks decides
@@ -334,17 +342,18 @@ class SVIStep:
         capture = _ParamCapture()
         with capture:
             loss = self.objective.loss_and_grads(self.model, self.guide, *args, **kwargs)
-        return float(loss), _unique(capture.params)
+        return torch.as_tensor(float(loss)), _unique(capture.params)
 
     def _lean_loss_and_grads(self, args, kwargs):
+        """``(loss: detached 0-dim tensor, parameters touched)``, gradients in ``.grad``."""
         scorer = score_pair(self.model, self.guide, args, kwargs, self.loss_name == "meanfield")
         loss = -scorer.elbo
         params = _unique(scorer.params)
-        if not torch.is_tensor(loss):
-            return float(loss), params
+        if not torch.is_tensor(loss):  # nothing was scored
+            return torch.as_tensor(float(loss)), params
         if loss.requires_grad:
             loss.backward()
-        return loss.detach().item(), params
+        return loss.detach(), params
 
 
 def _fusable(param: torch.Tensor) -> bool:

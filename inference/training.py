@@ -11,7 +11,6 @@ import pyro
 import pyro.optim
 import pyro.util
 import torch
-from pyro.infer import SVI
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine.messenger import Messenger
 from tqdm.auto import tqdm
@@ -125,7 +124,9 @@ class OneProcess:
 
     rank, world_size = 0, 1
 
-    def attach(self, svi: SVI) -> None:
+    def attach(self, svi) -> None:
+        """The stepper: :class:`SVIStep`, :class:`inference.CompiledSVIStep` or any object
+        with ``pyro.infer.SVI``'s ``step``."""
         self.svi = svi
 
     def process_seed(self, seed: int) -> int:
@@ -138,10 +139,12 @@ class OneProcess:
         """The part of a global minibatch ``index: [batch]`` that this process trains on."""
         return index
 
-    def step(self, batch: tuple, num_data: int, global_size: int) -> float:
-        """One SVI step on ``batch`` (this process's shard of a ``global_size`` minibatch)."""
+    def step(self, batch: tuple, num_data: int, global_size: int) -> torch.Tensor | float:
+        """One SVI step on ``batch`` (this process's shard of a ``global_size`` minibatch);
+        the loss as a 0-dim tensor left on the device (no host synchronization) when the
+        stepper has ``tensor_step``, else as ``step``'s float."""
         with scale_data_plate(num_data / global_size):
-            return self.svi.step(*batch)
+            return getattr(self.svi, "tensor_step", self.svi.step)(*batch)
 
     def valid_elbo(self, model, guide, valid: tuple) -> float:
         """Single-sample ELBO per datapoint of ``valid``, nats."""
@@ -299,8 +302,9 @@ def fit(
                         device.type, dtype=torch.bfloat16, enabled=mixed_precision):
                     total += parallel.step(batch, num_data, len(index))
                 validated = True
+        # the epoch's one read of the step losses (tensors on the device, or floats)
         record = {"epoch": epoch + 1,
-                  "train_loss": total / num_data / _num_batches(num_data, batch_size)}
+                  "train_loss": float(total) / num_data / _num_batches(num_data, batch_size)}
         if kl_warmup_epochs:
             record["kl_weight"] = beta
         if valid is not None:

@@ -143,3 +143,24 @@ def test_mixed_precision_fit_on_cuda(device):
                   progress=False, mixed_precision=True)
     assert all(p.dtype == torch.float32 and p.is_cuda for p in vae.parameters())
     assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_lean_training_steps_never_wait_for_the_gpu(device):
+    # fit adds up SVIStep.tensor_step's losses on the device and reads them once per epoch;
+    # after the first (validating) step, a step must not synchronize with the host at all.
+    from inference.svi_step import SVIStep
+    from inference.training import scale_data_plate
+
+    vae = VAE(hidden=(64,), latent_dim=4).to(device)
+    x = (torch.rand(64, 1, 28, 28, device=device) < 0.3).float()
+    step = SVIStep(vae.model, vae.guide)
+    with scale_data_plate(10.0):
+        step.tensor_step(x)
+        assert step.lean
+        with pyro.validation_enabled(False):
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                losses = [step.tensor_step(x) for _ in range(3)]
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+    assert all(loss.device.type == "cuda" and loss.dim() == 0 for loss in losses)

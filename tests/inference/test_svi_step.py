@@ -215,3 +215,18 @@ def test_values_set_by_other_handlers_are_scored_by_their_log_prob():
     assert any(g.abs().max() > 1e-3 for g in grads["ours"])
     for ours, pyros in zip(grads["ours"], grads["pyro"]):
         torch.testing.assert_close(ours, pyros, rtol=1e-10, atol=1e-12)
+
+
+def test_tensor_step_returns_the_loss_without_reading_it():
+    # The same step as step(), the loss left as a detached 0-dim tensor (fit reads the sum of
+    # an epoch's losses once).
+    losses = {}
+    for kind in ("step", "tensor_step"):
+        pyro.clear_param_store()
+        pair = small_vae()
+        stepper = SVIStep(pair.model, pair.guide, Adam(0.05))
+        pyro.set_rng_seed(0)
+        losses[kind] = [getattr(stepper, kind)(binary_images()) for _ in range(3)]
+    assert all(torch.is_tensor(v) and v.dim() == 0 and not v.requires_grad
+               for v in losses["tensor_step"])
+    assert [float(v) for v in losses["tensor_step"]] == losses["step"]
