@@ -6,9 +6,12 @@ second pass over both traces to score them, an extra handler capturing parameter
 optimizer per parameter (``pyro.optim``) and gradients zeroed by allocating new tensors.
 :class:`SVIStep` computes the same objective with one handler that scores every site as it
 is sampled (the guide's values replayed into the model), a single ``torch.optim.Adam`` over
-the parameters the pair touches, and gradients reset to ``None``. The loss and gradients are
-those of ``Trace_ELBO`` / ``TraceMeanField_ELBO`` [1, 2] (equal up to float rounding, tested
-in ``tests/inference/test_svi_step.py``).
+the parameters the pair touches (torch's fused kernel where the parameters allow it), and
+gradients reset to ``None``. A Normal guide site's own reparameterized draw is scored from
+its standard-normal noise, which gives ``log q`` and its gradient with fewer operations
+(see :func:`_drawn_normal_log_density`; values set by other handlers are scored by
+``log_prob``). The loss and gradients are those of ``Trace_ELBO`` / ``TraceMeanField_ELBO``
+[1, 2] (equal up to float rounding, tested in ``tests/inference/test_svi_step.py``).
 
 Before the first step, Pyro's own tracing of the objective runs once (with its checks of
 site shapes and model/guide match when Pyro's validation is enabled) and tells whether the
@@ -23,9 +26,8 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import math
+from collections.abc import Callable
 
 import pyro
 import torch
