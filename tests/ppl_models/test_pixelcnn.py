@@ -7,7 +7,7 @@ import torch
 
 from inference import elbo, fit
 from ppl_models.data import load_images
-from ppl_models.pixelcnn import PixelCNN
+from ppl_models.pixelcnn import PixelCNN, default_depth
 
 
 @pytest.fixture(autouse=True)
@@ -198,3 +198,10 @@ def test_dropout_acts_in_training_only_and_samplers_switch_it_off():
     assert m.training and all(b.dropout.training for b in m.blocks), "training flag restored"
     with pytest.raises(ValueError, match=r"dropout must lie in \[0, 1\)"):
         small(dropout=1.0)
+
+
+def test_default_depth_grows_with_the_image():
+    # 8x8 digits keep the network of the digits results; 28x28 images get 8 blocks after a
+    # 7x7 layer, so that a pixel sees 11 rows up (3 + 8) instead of 6 (2 + 4)
+    assert default_depth((1, 8, 8)) == (4, 5)
+    assert default_depth((1, 28, 28)) == (8, 7)
