@@ -4,6 +4,7 @@ Every estimator returns one value per datapoint of the ``pyro.plate("data", ...)
 """
 
 from .ais import AISResult, ais_log_evidence, annealing_schedule
+from .bits_back import bits_back_decode, bits_back_encode
 from .coding import (
     decode_images,
     decode_words,
@@ -73,6 +74,8 @@ __all__ = [
     "amortization_gap",
     "annealing_schedule",
     "auroc",
+    "bits_back_decode",
+    "bits_back_encode",
     "bits_per_dim",
     "bits_to_nats",
     "bound_sweep",
