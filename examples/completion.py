@@ -27,7 +27,8 @@ on the damaged pixels for bottom half / random 50% / scratch / flips of 0.248 / 
 0.284 / 0.097 with pixel means, 0.208 / 0.172 / 0.196 / 0.064 with VAE MAP, 0.203 / 0.168 /
 0.200 / 0.064 with VAE MwG (acceptance about 0.55) and 0.220 / 0.205 / 0.231 with the
 PixelCNN (trained as examples/pixelcnn.py trains it: dynamic binarization, best validation
-epoch). ``-log p(bottom half | top half)``: VAE 10.84, PixelCNN 11.25 nats per image.
+epoch). ``-log p(bottom half | top half)``: VAE 10.84, PixelCNN 11.25 nats per image
+(whole images: 23.14 and 22.90).
 See docs/completion.md.
 
     python examples/completion.py --out-dir runs/completion
@@ -111,7 +112,8 @@ def given_pixels_model(vae: VAE, given: torch.Tensor):
 def conditional_nll(vae: VAE, pixelcnn: PixelCNN | None, clean: torch.Tensor,
                     missing: torch.Tensor, k: int) -> dict:
     """``-log p(missing pixels | given pixels)`` in nats per image, for a mask whose missing
-    pixels all follow the given ones in raster order (the bottom half).
+    pixels all follow the given ones in raster order (the bottom half), and each model's
+    ``-log p(x)`` of the whole image beside it (the VAE's from IWAE_k).
 
     PixelCNN: exact, its conditionals summed over the missing pixels. VAE: IWAE_k of the
     whole image minus IWAE_k of the given pixels alone (the guide sees the whole image, a
@@ -121,10 +123,11 @@ def conditional_nll(vae: VAE, pixelcnn: PixelCNN | None, clean: torch.Tensor,
     whole = iwae_bound(vae.model, vae.guide, clean, num_samples=k, chunk_size=250)
     given = iwae_bound(given_pixels_model(vae, ~missing), vae.guide, clean, num_samples=k,
                        chunk_size=250)
-    result = {"VAE": float((given - whole).mean())}
+    result = {"VAE": float((given - whole).mean()), "VAE whole image": -float(whole.mean())}
     if pixelcnn is not None:
         per_pixel = pixelcnn.distribution(clean).log_prob(clean)  # [n, C, H, W]
         result["PixelCNN"] = -float((per_pixel * missing).flatten(1).sum(1).mean())
+        result["PixelCNN whole image"] = -float(per_pixel.flatten(1).sum(1).mean())
     return result
 
 
