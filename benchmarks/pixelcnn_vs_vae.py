@@ -93,9 +93,9 @@ def main(args: argparse.Namespace) -> dict:
     test = fixed.test.images[:args.num_test].to(device)
     shape = data.image_shape
     num_dims = test[0].numel()
-    depth = default_depth(shape)  # for the options left unset (recorded in the config)
-    args.blocks = depth[0] if args.blocks is None else args.blocks
-    args.first_kernel_size = depth[1] if args.first_kernel_size is None else args.first_kernel_size
+    # fill the options left unset (recorded in the config)
+    args.blocks, args.first_kernel_size = default_depth(shape, args.blocks,
+                                                       args.first_kernel_size)
     select = not args.last_epoch
 
     vae, vae_seconds, vae_best = train_vae(args, shape, train, valid, transform,

@@ -107,9 +107,9 @@ def main(args: argparse.Namespace) -> dict:
     print(f"{args.dataset}: {len(train)} train / {len(valid)} valid / {len(test)} test images of "
           f"{list(data.image_shape)}, {args.likelihood} pixels")
 
-    depth = default_depth(data.image_shape)  # for the options left unset (recorded in args)
-    args.blocks = depth[0] if args.blocks is None else args.blocks
-    args.first_kernel_size = depth[1] if args.first_kernel_size is None else args.first_kernel_size
+    # fill the options left unset (recorded in the config)
+    args.blocks, args.first_kernel_size = default_depth(data.image_shape, args.blocks,
+                                                       args.first_kernel_size)
     torch.manual_seed(args.seed)
     m = PixelCNN(data.image_shape, args.likelihood, channels=args.channels,
                  num_blocks=args.blocks, kernel_size=args.kernel_size,

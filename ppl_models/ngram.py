@@ -198,9 +198,14 @@ class NGramModel(PyroModule):
         alpha = self.concentration if alpha is None else float(alpha)
         if not alpha > 0:
             raise ValueError(f"alpha (the concentration) must be > 0, got {alpha}")
+        return self._log_evidence(alpha, self._pair_prior_means())
+
+    def _log_evidence(self, alpha: float, prior_means: torch.Tensor | float) -> float:
+        """:meth:`log_evidence` given :meth:`_pair_prior_means` (fixed while ``alpha`` is
+        searched: they depend on the lower orders only)."""
         total = self._strength(alpha)
         per_context = math.lgamma(total) - torch.lgamma(self.context_counts + total)
-        pseudo = total * self._pair_prior_means()  # [pairs] or a float
+        pseudo = total * prior_means  # [pairs] or a float
         per_pair = torch.lgamma(self.pair_counts + pseudo) - torch.lgamma(
             torch.as_tensor(pseudo, dtype=torch.float64))
         return float(per_context.sum() + per_pair.sum())
@@ -226,7 +231,9 @@ class NGramModel(PyroModule):
             self.lower.fit_concentration(bounds)
         if bounds is None:
             bounds = (1e-3, 1e5) if self.backoff else (1e-4, 1e3)
-        result = minimize_scalar(lambda log_alpha: -self.log_evidence(math.exp(log_alpha)),
+        prior_means = self._pair_prior_means()
+        result = minimize_scalar(lambda log_alpha: -self._log_evidence(math.exp(log_alpha),
+                                                                       prior_means),
                                  bounds=tuple(map(math.log, bounds)), method="bounded",
                                  options={"xatol": 1e-6})
         self.concentration = math.exp(result.x)

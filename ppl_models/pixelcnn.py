@@ -78,15 +78,19 @@ def _in_eval_mode(method):
     return wrapper
 
 
-def default_depth(image_shape: Sequence[int]) -> tuple[int, int]:
-    """``(num_blocks, first_kernel_size)`` the examples use for images of ``image_shape``.
+def default_depth(image_shape: Sequence[int], num_blocks: int | None = None,
+                  first_kernel_size: int | None = None) -> tuple[int, int]:
+    """``(num_blocks, first_kernel_size)`` for images of ``image_shape``, the given ones kept.
 
     Each 3x3 block lets a pixel see one more row up, so the depth grows with the image: 4
     blocks after a 5x5 layer (6 rows) for images up to 16 pixels high such as the 8x8 digits,
     8 blocks after a 7x7 layer (11 rows) for larger ones such as 28x28 Fashion-MNIST, where 4
-    blocks trailed the VAE and 8 beat it (docs/pixelcnn.md).
+    blocks trailed the VAE and 8 beat it (docs/pixelcnn.md). The examples fill their unset
+    options with it.
     """
-    return (4, 5) if image_shape[-2] <= 16 else (8, 7)
+    blocks, kernel = (4, 5) if image_shape[-2] <= 16 else (8, 7)
+    return (blocks if num_blocks is None else num_blocks,
+            kernel if first_kernel_size is None else first_kernel_size)
 
 
 class PixelCNN(PyroModule):

@@ -205,3 +205,5 @@ def test_default_depth_grows_with_the_image():
     # 7x7 layer, so that a pixel sees 11 rows up (3 + 8) instead of 6 (2 + 4)
     assert default_depth((1, 8, 8)) == (4, 5)
     assert default_depth((1, 28, 28)) == (8, 7)
+    assert default_depth((1, 28, 28), num_blocks=3) == (3, 7)
+    assert default_depth((1, 8, 8), first_kernel_size=3) == (4, 3)
