@@ -32,8 +32,8 @@ def worker(args: argparse.Namespace) -> None:
     import pyro
     import torch
 
-    from inference.estimators import elbo
-    from inference.training import fit
+    from inference.evidence.estimators import elbo
+    from inference import fit
     from ppl_models.data import load_images
     from ppl_models.vae import VAE
 

@@ -13,7 +13,7 @@ on the VAE's log-likelihood, so the comparison favours the PixelCNN by the remai
 Both models are trained the same way: ``--binarization dynamic`` (the default) draws fresh
 binary training images every minibatch from the grey levels (Salakhutdinov & Murray 2008;
 Burda et al. 2015), ``static`` uses the one fixed draw; each model keeps the parameters of
-its best epoch on the statically binarized validation split (:class:`inference.early_stopping
+its best epoch on the statically binarized validation split (:class:`inference.training.early_stopping
 .KeepBest`: exact NLL for the PixelCNN, ``--valid-k``-sample IWAE for the VAE). The VAE issue's
 own VAE (static binarization, 200 epochs, last epoch) is trained too with ``--vae-as-issued``.
 
@@ -44,9 +44,9 @@ import pyro
 import torch
 
 from inference import bound_sweep, fit, iwae_bound, resolve_device
-from inference.early_stopping import KeepBest
+from inference.training.early_stopping import KeepBest
 from ppl_models.data import load_images
-from ppl_models.likelihoods import bits_per_dim
+from inference import bits_per_dim
 from ppl_models.pixelcnn import PixelCNN, default_depth
 from ppl_models.vae import VAE
 

@@ -43,9 +43,9 @@ import torch
 from pyro.infer import SVI
 from torch.nn import functional as F
 
-from inference.compiled_step import CompiledSVIStep
-from inference.objectives import make_loss
-from inference.svi_step import Adam, SVIStep
+from inference.training.compiled_step import CompiledSVIStep
+from inference.training.objectives import make_loss
+from inference.training.svi_step import Adam, SVIStep
 from inference.training import scale_data_plate
 from ppl_models.vae import VAE
 

@@ -9,7 +9,7 @@ test images four ways and restores them:
   missing);
 - ``10% flips``: every pixel flipped with probability 0.1 at unknown places (the rate is known).
 
-Methods (:mod:`inference.completion` for the VAE): ``pixel mean`` (training frequency of each
+Methods (:mod:`inference.uses.completion` for the VAE): ``pixel mean`` (training frequency of each
 missing pixel; for flips the damaged image itself), ``VAE MAP`` (optimize ``z`` for
 ``log p(y | z) + log p(z)``), ``VAE MwG`` (Metropolis-within-Gibbs over ``z`` and the damaged
 pixels, Mattei and Frellsen 2018), and ``PixelCNN`` (``sample_fast(given=..., mask=...)``,
@@ -46,9 +46,9 @@ import torch
 from tqdm.auto import tqdm
 
 from inference import KeepBest, fit, iwae_bound
-from inference.completion import map_complete, metropolis_within_gibbs, observed_channel
-from inference.plots import image_grid
-from inference.runs import start_run
+from inference.uses.completion import map_complete, metropolis_within_gibbs, observed_channel
+from scaffold.plots import image_grid
+from scaffold.runs import start_run
 from ppl_models.data import binarize_dynamic, load_images
 from ppl_models.pixelcnn import PixelCNN
 from ppl_models.vae import VAE

@@ -1,7 +1,7 @@
 """Lossless compression with model probabilities: range coding against gzip, bz2, lzma and PNG.
 
 A model that predicts each symbol from those before it turns into a compressor: the range
-coder of ``constriction`` (:mod:`inference.coding`) spends ``-log2 p(s_t | s_<t)`` bits per
+coder of ``constriction`` (:mod:`inference.coding.range_coding`) spends ``-log2 p(s_t | s_<t)`` bits per
 symbol, so the compressed size is the model's negative log-likelihood in bits plus a few
 bytes. Two messages are coded, and every codec in the printed table sees the same data:
 
@@ -16,7 +16,7 @@ bytes. Two messages are coded, and every codec in the printed table sees the sam
   and all test images tiled into one PNG).
 
 The digits are also coded by bits-back with the VAE of ``examples/vae.py`` trained for
-``--vae-epochs`` (:mod:`inference.bits_back`, ``constriction``'s ANS stack): a latent-variable
+``--vae-epochs`` (:mod:`inference.coding.bits_back`, ``constriction``'s ANS stack): a latent-variable
 model has no tractable ``p(x)``, and bits-back coding reaches its ``-ELBO`` instead.
 
 Each model's bytes are decoded again and compared with the input (``roundtrip`` is True only
@@ -52,9 +52,9 @@ import torch
 from tqdm.auto import tqdm
 
 from inference import elbo, fit, resolve_device
-from inference.bits_back import bits_back_decode, bits_back_encode, net_bits
-from inference.coding import decode_images, decode_words, encode_images, encode_words
-from inference.plots import save_figure
+from inference.coding.bits_back import bits_back_decode, bits_back_encode, net_bits
+from inference.coding.range_coding import decode_images, decode_words, encode_images, encode_words
+from scaffold.plots import save_figure
 from ppl_models.data import load_images
 from ppl_models.ngram import NGramModel
 from ppl_models.pixelcnn import PixelCNN

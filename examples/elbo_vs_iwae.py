@@ -51,13 +51,13 @@ import pyro  # noqa: E402
 import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from inference.ais import ais_log_evidence  # noqa: E402
-from inference.estimators import bound_sweep  # noqa: E402
-from inference.exact import exact_log_evidence  # noqa: E402
-from inference.gaps import amortization_gap  # noqa: E402
-from inference.plots import save_figure  # noqa: E402
-from inference.training import fit, resolve_device  # noqa: E402
-from inference.weight_diagnostics import weight_diagnostics  # noqa: E402
+from inference.evidence.ais import ais_log_evidence  # noqa: E402
+from inference.evidence.estimators import bound_sweep  # noqa: E402
+from inference.evidence.exact import exact_log_evidence  # noqa: E402
+from inference.evidence.gaps import amortization_gap  # noqa: E402
+from scaffold.plots import save_figure  # noqa: E402
+from inference import fit, resolve_device  # noqa: E402
+from inference.evidence.weight_diagnostics import weight_diagnostics  # noqa: E402
 from ppl_models.data import DATASETS, load_images  # noqa: E402
 from ppl_models.likelihoods import training_representation  # noqa: E402
 from ppl_models.toy_manifold import ToyManifold, ToyManifoldVAE  # noqa: E402

@@ -50,8 +50,8 @@ import pyro  # noqa: E402
 import torch  # noqa: E402
 
 from inference import fit  # noqa: E402
-from inference.plots import save_figure  # noqa: E402
-from inference.runs import start_run  # noqa: E402
+from scaffold.plots import save_figure  # noqa: E402
+from scaffold.runs import start_run  # noqa: E402
 from ppl_models.neural_lm import GRULanguageModel  # noqa: E402
 from ppl_models.ngram import NGramModel  # noqa: E402
 from ppl_models.text import Vocabulary, load_words  # noqa: E402

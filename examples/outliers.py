@@ -42,9 +42,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from inference import fit
-from inference.plots import image_grid, save_figure
-from inference.runs import start_run
-from inference.scoring import (
+from scaffold.plots import image_grid, save_figure
+from scaffold.runs import start_run
+from inference import (
     auroc,
     likelihood_ratio_scores,
     log_evidence,

@@ -33,12 +33,12 @@ import torch
 from pyro.nn import PyroModule, PyroParam, pyro_method
 from torch.distributions import constraints
 
-from inference.ais import ais_log_evidence
-from inference.estimators import bound_sweep
-from inference.gaps import amortization_gap
-from inference.plots import bounds_against_k
-from inference.training import fit, resolve_device
-from inference.weight_diagnostics import pareto_k
+from inference.evidence.ais import ais_log_evidence
+from inference.evidence.estimators import bound_sweep
+from inference.evidence.gaps import amortization_gap
+from scaffold.plots import bounds_against_k
+from inference import fit, resolve_device
+from inference.evidence.weight_diagnostics import pareto_k
 from inference.weights import log_importance_weights
 
 

@@ -24,16 +24,16 @@ from pathlib import Path
 import pyro
 import torch
 
-from inference import bound_sweep, fit, resolve_device
-from inference.plots import image_grid
-from ppl_models import DATASETS, load_images
-from ppl_models.likelihoods import (
-    LIKELIHOODS,
+from inference import (
     bits_per_dim,
+    bound_sweep,
     discrete_log_likelihood_bound,
-    make_likelihood,
-    training_representation,
+    fit,
+    resolve_device,
 )
+from scaffold.plots import image_grid
+from ppl_models import DATASETS, load_images
+from ppl_models.likelihoods import LIKELIHOODS, make_likelihood, training_representation
 from ppl_models.vae import VAE
 
 

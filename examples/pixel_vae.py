@@ -44,10 +44,11 @@ from inference import (
     posterior_means,
     resolve_device,
 )
-from inference.free_bits import FreeBitsELBO
-from inference.plots import image_grid, save_figure, training_curves
+from inference.training.free_bits import FreeBitsELBO
+from scaffold.plots import image_grid, save_figure, training_curves
 from ppl_models import DATASETS, load_images
-from ppl_models.likelihoods import bits_per_dim, training_representation
+from inference import bits_per_dim
+from ppl_models.likelihoods import training_representation
 from ppl_models.pixel_vae import PixelVAE
 from ppl_models.pixelcnn import PixelCNN
 from ppl_models.vae import VAE

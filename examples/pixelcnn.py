@@ -43,11 +43,12 @@ import pyro
 import torch
 
 from inference import fit
-from inference.early_stopping import KeepBest
-from inference.plots import image_grid
-from inference.runs import start_run
+from inference.training.early_stopping import KeepBest
+from scaffold.plots import image_grid
+from scaffold.runs import start_run
 from ppl_models.data import DATASETS, load_images
-from ppl_models.likelihoods import bits_per_dim, training_representation
+from inference import bits_per_dim
+from ppl_models.likelihoods import training_representation
 from ppl_models.pixelcnn import PixelCNN, default_depth
 
 

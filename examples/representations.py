@@ -42,8 +42,8 @@ from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
 from inference import fit, posterior_means, probe_accuracy
-from inference.plots import save_figure
-from inference.runs import start_run
+from scaffold.plots import save_figure
+from scaffold.runs import start_run
 from ppl_models.data import load_images
 from ppl_models.vae import VAE, Autoencoder
 

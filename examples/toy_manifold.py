@@ -28,7 +28,7 @@ import pyro  # noqa: E402
 import torch  # noqa: E402
 
 from inference import bound_sweep, elbo, exact_log_evidence, fit, resolve_device  # noqa: E402
-from inference.plots import (
+from scaffold.plots import (
     bounds_against_k,  # noqa: E402
     save_figure,  # noqa: E402
 )

@@ -34,7 +34,9 @@ from sklearn.decomposition import PCA
 
 from inference import (
     active_units,
+    bits_per_dim,
     bound_sweep,
+    discrete_log_likelihood_bound,
     expected_log_likelihood,
     fit,
     kl_per_dimension,
@@ -42,15 +44,9 @@ from inference import (
     probe_accuracy,
     resolve_device,
 )
-from inference.plots import bounds_against_k, image_grid, training_curves
+from scaffold.plots import bounds_against_k, image_grid, training_curves
 from ppl_models import DATASETS, load_images
-from ppl_models.likelihoods import (
-    LIKELIHOODS,
-    bits_per_dim,
-    discrete_log_likelihood_bound,
-    make_likelihood,
-    training_representation,
-)
+from ppl_models.likelihoods import LIKELIHOODS, make_likelihood, training_representation
 from ppl_models.vae import VAE, Autoencoder
 
 

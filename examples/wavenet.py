@@ -38,8 +38,8 @@ import pyro  # noqa: E402
 import torch  # noqa: E402
 
 from inference import fit  # noqa: E402
-from inference.plots import save_figure  # noqa: E402
-from inference.runs import start_run  # noqa: E402
+from scaffold.plots import save_figure  # noqa: E402
+from scaffold.runs import start_run  # noqa: E402
 from ppl_models.audio import (  # noqa: E402
     histogram_bits_per_sample,
     load_signal,

@@ -1,11 +1,19 @@
-"""What you can do to any Pyro model/guide pair: train it, bound its evidence, diagnose it.
+"""What you can do to any Pyro model/guide pair, one sub-package per verb.
 
+- :mod:`inference.evidence`: estimate ``log p(x)`` per datapoint (ELBO, IWAE_K, AIS, exact
+  quadrature) and judge the estimates (weight diagnostics, amortization gaps);
+- :mod:`inference.training`: train the pair by SVI (:func:`fit`, steppers, objectives);
+- :mod:`inference.uses`: use a trained model (completion, outlier scores, representations);
+- :mod:`inference.coding`: compress with it (range coding, bits-back coding).
+
+Shared by all of them: :mod:`inference.weights` (tracing a pair, importance weights),
+:mod:`inference.units` (nats, bits, bits per dimension) and :mod:`inference.checks`.
 Every estimator returns one value per datapoint of the ``pyro.plate("data", ...)``.
 """
 
-from .ais import AISResult, ais_log_evidence, annealing_schedule
-from .bits_back import bits_back_decode, bits_back_encode
 from .coding import (
+    bits_back_decode,
+    bits_back_encode,
     decode_images,
     decode_words,
     encode_images,
@@ -14,31 +22,45 @@ from .coding import (
     range_decode,
     range_encode,
 )
-from .compiled_step import CompiledSVIStep
-from .completion import map_complete, metropolis_within_gibbs, observed_channel
-from .diagnostics import (
-    active_units,
-    expected_log_likelihood,
-    kl_per_dimension,
-    posterior_means,
-    probe_accuracy,
-)
-from .distributed import DataParallel, init_process_group
-from .early_stopping import KeepBest
-from .estimators import BoundTable, bound_sweep, elbo, iwae_bound, iwae_from_weights
-from .exact import ExactEvidence, exact_log_evidence
-from .free_bits import FreeBitsELBO, free_bits_terms
-from .gaps import GapResult, LocalGaussianGuide, amortization_gap, fit_local_guide
-from .objectives import DReGLoss, IWAELoss, make_loss
-from .scoring import (
-    auroc,
-    likelihood_ratio_scores,
+from .evidence import (
+    AISResult,
+    BoundTable,
+    ExactEvidence,
+    GapResult,
+    LocalGaussianGuide,
+    WeightDiagnostics,
+    ais_log_evidence,
+    amortization_gap,
+    annealing_schedule,
+    bound_sweep,
+    effective_sample_size,
+    elbo,
+    exact_log_evidence,
+    fit_local_guide,
+    iwae_bound,
+    iwae_from_weights,
     log_evidence,
-    nll_scores,
-    typicality_scores,
+    pareto_k,
+    weight_diagnostics,
 )
-from .svi_step import Adam, SVIStep
-from .training import fit, resolve_device, save_checkpoint, scale_data_plate, scale_latents
+from .training import (
+    Adam,
+    CompiledSVIStep,
+    DataParallel,
+    DReGLoss,
+    FreeBitsELBO,
+    IWAELoss,
+    KeepBest,
+    SVIStep,
+    fit,
+    free_bits_terms,
+    init_process_group,
+    make_loss,
+    resolve_device,
+    save_checkpoint,
+    scale_data_plate,
+    scale_latents,
+)
 from .units import (
     bits_per_dim,
     bits_to_nats,
@@ -46,11 +68,19 @@ from .units import (
     discrete_log_likelihood_bound,
     nats_to_bits,
 )
-from .weight_diagnostics import (
-    WeightDiagnostics,
-    effective_sample_size,
-    pareto_k,
-    weight_diagnostics,
+from .uses import (
+    active_units,
+    auroc,
+    expected_log_likelihood,
+    kl_per_dimension,
+    likelihood_ratio_scores,
+    map_complete,
+    metropolis_within_gibbs,
+    nll_scores,
+    observed_channel,
+    posterior_means,
+    probe_accuracy,
+    typicality_scores,
 )
 from .weights import log_importance_weights, log_mean_exp
 

@@ -32,10 +32,9 @@ import math
 
 import torch
 
-from ._checks import check_int
+from .checks import check_int
 
 LN2 = math.log(2.0)
-LEVELS = 256
 
 
 def nats_to_bits(nats: float | torch.Tensor) -> float | torch.Tensor:
@@ -64,7 +63,7 @@ def bits_per_dim(nats_per_datapoint: float | torch.Tensor, num_dims: int):
     return nats_per_datapoint / (num_dims * LN2)
 
 
-def dequantization_correction_nats(num_dims: int, levels: int = LEVELS) -> float:
+def dequantization_correction_nats(num_dims: int, levels: int = 256) -> float:
     """``D log(levels)``: the nats between a density on ``(k + u) / levels`` and a mass on k.
 
     ``-log P(k) <= E_u[-log p((k + u) / levels)] + dequantization_correction_nats(D)``
@@ -76,7 +75,7 @@ def dequantization_correction_nats(num_dims: int, levels: int = LEVELS) -> float
 
 
 def discrete_log_likelihood_bound(log_density_nats: float | torch.Tensor, num_dims: int,
-                                  levels: int = LEVELS):
+                                  levels: int = 256):
     """Lower bound on ``log P(k)`` from a continuous density on dequantized data.
 
     Args:

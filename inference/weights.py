@@ -43,21 +43,24 @@ def data_plate_scale(trace) -> float:
     ``N / batch_size`` when the plate is subsampled or :func:`inference.fit` scales a
     minibatch, else 1. Training objectives use it; evidence estimates never do.
     """
-    for site in _sample_sites(trace):
-        if _data_frame(site) is not None:
+    for site in sample_sites(trace):
+        if data_frame(site) is not None:
             scale = site["scale"]
             return float(scale.reshape(-1)[0]) if torch.is_tensor(scale) else float(scale)
     return 1.0
 
 
-def _data_frame(site):
+def data_frame(site):
+    """The ``"data"`` plate's frame in a trace site's plate stack, or None."""
     for frame in site["cond_indep_stack"]:
         if frame.name == DATA_PLATE:
             return frame
     return None
 
 
-def _sample_sites(trace, observed: bool | None = None):
+def sample_sites(trace, observed: bool | None = None):
+    """The sample sites of ``trace`` (no subsample sites), only observed or latent ones when
+    ``observed`` is True or False."""
     for site in trace.nodes.values():
         if site["type"] != "sample" or site_is_subsample(site):
             continue
@@ -66,7 +69,8 @@ def _sample_sites(trace, observed: bool | None = None):
         yield site
 
 
-def _trace_pair(model, guide, args, kwargs):
+def trace_pair(model, guide, args, kwargs):
+    """``(model_trace, guide_trace)``: one guide draw and the model replayed against it."""
     guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
         *args, **kwargs
@@ -101,13 +105,13 @@ def inspect_pair(model: Callable, guide: Callable, args=(), kwargs=None) -> Pair
     devices = sorted({a.device.index or 0 for a in (*args, *kwargs.values())
                       if torch.is_tensor(a) and a.device.type == "cuda"})
     with torch.random.fork_rng(devices=devices), poutine.block(), torch.no_grad():
-        model_trace, guide_trace = _trace_pair(model, guide, args, kwargs)
+        model_trace, guide_trace = trace_pair(model, guide, args, kwargs)
     sites = {}
     for role, trace in (("model", model_trace), ("guide", guide_trace)):
-        for site in _sample_sites(trace):
+        for site in sample_sites(trace):
             if role == "guide" and site["is_observed"]:
                 continue
-            frame = _data_frame(site)
+            frame = data_frame(site)
             if frame is None:
                 raise ValueError(
                     f"{role} site '{site['name']}' is not inside a pyro.plate named "
@@ -139,7 +143,7 @@ def inspect_pair(model: Callable, guide: Callable, args=(), kwargs=None) -> Pair
     return PairStructure(max(dims), batch_sizes.pop())
 
 
-def _per_datapoint(log_p: torch.Tensor, site, nesting: int, batch_size: int) -> torch.Tensor:
+def per_datapoint(log_p: torch.Tensor, site, nesting: int, batch_size: int) -> torch.Tensor:
     """Sum a site's log density over everything but particles and datapoints.
 
     Args:
@@ -160,7 +164,7 @@ def _per_datapoint(log_p: torch.Tensor, site, nesting: int, batch_size: int) -> 
             "dims than its plates declare; use .to_event() for event dimensions"
         )
     log_p = log_p.reshape((1,) * (nesting - log_p.dim()) + log_p.shape)
-    data_dim = nesting + _data_frame(site).dim
+    data_dim = nesting + data_frame(site).dim
     log_p = log_p.movedim(data_dim, 1)
     if log_p.dim() > 2:
         log_p = log_p.flatten(2).sum(-1)
@@ -177,7 +181,7 @@ def vectorized_traces(model, guide, args, kwargs, num_particles: int, nesting: i
 
         return run
 
-    return _trace_pair(vectorized(model), vectorized(guide), args, kwargs)
+    return trace_pair(vectorized(model), vectorized(guide), args, kwargs)
 
 
 def trace_log_density(trace, structure: PairStructure, num_particles: int,
@@ -196,10 +200,10 @@ def trace_log_density(trace, structure: PairStructure, num_particles: int,
     """
     nesting = structure.max_plate_nesting + 1
     total = 0.0  # stays a float for a trace without such sites (an empty guide)
-    for site in _sample_sites(trace, observed):
+    for site in sample_sites(trace, observed):
         fn = transform(site["fn"]) if transform else site["fn"]
         log_p = fn.log_prob(site["value"], *site["args"], **site["kwargs"])
-        total = total + _per_datapoint(log_p, site, nesting, structure.batch_size)
+        total = total + per_datapoint(log_p, site, nesting, structure.batch_size)
     return total
 
 

@@ -16,22 +16,14 @@ against the data. Every distribution scores one value per pixel (batch shape = p
 event shape ``()``): wrap it in ``.to_event(3)`` (images) or ``.to_event(1)`` (vectors) to
 score whole data points, e.g. ``pyro.sample("x", d.to_event(3), obs=x)``.
 
-Comparing a density with a probability mass. For levels ``k in {0..255}^D`` and
-``u ~ U[0, 1)^D``, ``y = (k + u) / 256`` lies in the cell of volume ``256^-D`` that k owns, so
-a density p on [0, 1]^D gives ``P(k) = 256^-D E_u[p(y)]`` and by Jensen
-
-    -log P(k) <= E_u[-log p(y)] + D log 256     (Theis et al. 2016 [3]; Ho et al. 2019 [4]),
-
-with equality when p is constant on every cell. :func:`dequantization_correction_nats` is
-the ``D log 256`` term and :func:`discrete_log_likelihood_bound` applies it, so one table
-ranks densities on dequantized data with the discrete models in bits/dim (:func:`bits_per_dim`).
+Densities (``GaussianPixel``) and probability masses (the 8-bit models) are compared in bits
+per dimension after the dequantization correction of :mod:`inference.units`, which states the
+bound and its derivation.
 
 References:
     [1] Salimans, Karpathy, Chen, Kingma (2017), PixelCNN++ (discretized logistic mixture).
     [2] van den Oord, Kalchbrenner, Kavukcuoglu (2016), Pixel Recurrent Neural Networks
         (256-way softmax).
-    [3] Theis, van den Oord, Bethge (2016), A note on the evaluation of generative models.
-    [4] Ho, Chen, Srinivas, Duan, Abbeel (2019), Flow++ (uniform dequantization bound).
 """
 
 from __future__ import annotations
@@ -47,12 +39,6 @@ from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 from torch.nn import functional as F
 
-from inference.units import (
-    bits_per_dim,
-    dequantization_correction_nats,
-    discrete_log_likelihood_bound,
-)
-
 from .data import uniform_dequantize
 
 __all__ = [
@@ -66,9 +52,6 @@ __all__ = [
     "DiscretizedLogisticMixture",
     "GaussianPixel",
     "PixelLikelihood",
-    "bits_per_dim",
-    "dequantization_correction_nats",
-    "discrete_log_likelihood_bound",
     "make_likelihood",
     "training_representation",
     "uniform_dequantize",

@@ -1,8 +1,15 @@
 """Shared fixtures: a fresh Pyro parameter store and fixed seeds for every test."""
 
+import sys
+from pathlib import Path
+
 import pyro
 import pytest
 import torch
+
+# Example scripts import their shared scaffolding as `scaffold` from the examples folder,
+# which Python puts on sys.path when a script runs; runpy.run_path in the tests does not.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from inference.estimators import iwae_bound
+from inference.evidence.estimators import iwae_bound
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "own_pair.py"
 

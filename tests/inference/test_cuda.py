@@ -148,7 +148,7 @@ def test_mixed_precision_fit_on_cuda(device):
 def test_lean_training_steps_never_wait_for_the_gpu(device):
     # fit adds up SVIStep.tensor_step's losses on the device and reads them once per epoch;
     # after the first (validating) step, a step must not synchronize with the host at all.
-    from inference.svi_step import SVIStep
+    from inference.training.svi_step import SVIStep
     from inference.training import scale_data_plate
 
     vae = VAE(hidden=(64,), latent_dim=4).to(device)

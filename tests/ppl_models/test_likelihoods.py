@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from inference import bits_per_dim, dequantization_correction_nats, discrete_log_likelihood_bound
 from ppl_models.likelihoods import (
     LEVELS,
     LIKELIHOODS,
@@ -15,9 +16,6 @@ from ppl_models.likelihoods import (
     Categorical256,
     DiscretizedLogisticMixture,
     GaussianPixel,
-    bits_per_dim,
-    dequantization_correction_nats,
-    discrete_log_likelihood_bound,
     make_likelihood,
     uniform_dequantize,
 )

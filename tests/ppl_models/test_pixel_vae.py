@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from inference import bound_sweep, elbo, exact_log_evidence, fit, kl_per_dimension
-from inference.free_bits import FreeBitsELBO
+from inference.training.free_bits import FreeBitsELBO
 from ppl_models.pixel_vae import PixelVAE
 
 

@@ -1,0 +1,176 @@
+"""When can IWAE_K be trusted? Pareto k-hat and effective sample size of importance weights.
+
+For weights ``w_k = p(x, z_k) / q(z_k | x)``, ``z_k ~ q``, the IWAE bound
+``log mean_k w_k`` converges to ``log p(x)`` at a rate set by the *tail* of the weight
+distribution. Pareto-smoothed importance sampling [1] fits a generalized Pareto distribution
+to the largest ``M = min(K/5, 3 sqrt(K))`` weights; its shape estimate k-hat says how many
+moments the weights have (about ``1/k``) and, in practice, how far to trust the estimate:
+
+- ``k < 0.5``: the variance of the weights is finite; the estimate converges quickly (good).
+- ``0.5 <= k < 0.7``: infinite variance but a usable estimate; the pre-asymptotic
+  convergence is still practical (ok, more samples help).
+- ``k >= 0.7``: the estimate is unreliable at any practical K; the guide misses part of
+  the posterior (typically it is too narrow). [1] ties the threshold to the sample size as
+  ``min(1 - 1/log10(K), 0.7)``; for the K of evidence estimates (hundreds and more) it is 0.7.
+
+The effective sample size ``(sum_k w_k)^2 / sum_k w_k^2`` [2] lies in ``[1, K]`` and equals K
+when all weights are equal (the guide is the exact posterior). It is a rougher diagnostic:
+with heavy tails the sample ESS can look fine while the estimate is poor, which is why k-hat
+is reported beside it.
+
+References:
+    [1] Vehtari, Simpson, Gelman, Yao, Gabry (2015; JMLR 2024), Pareto smoothed importance
+        sampling.
+    [2] Kong (1992), A note on importance sampling using standardized weights; Owen (2013),
+        Monte Carlo theory, methods and examples, Section 9.3.
+    [3] Yao, Vehtari, Simpson, Gelman (2018), Yes, but did it work?: evaluating variational
+        inference (k-hat as a diagnostic of variational approximations).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..weights import check_num_samples, log_importance_weights, log_mean_exp
+
+GOOD_K = 0.5
+OK_K = 0.7
+# ArviZ fits the tail to the ceil(min(K/5, 3 sqrt(K))) largest weights and needs more than 4.
+MIN_PARETO_SAMPLES = 21
+
+
+def _check_log_weights(log_w) -> torch.Tensor:
+    if not torch.is_tensor(log_w):
+        raise ValueError(f"log_w must be a torch.Tensor [K, batch], got {type(log_w).__name__}")
+    if log_w.dim() != 2:
+        raise ValueError(f"log_w must have shape [K, batch], got {list(log_w.shape)}")
+    if not log_w.is_floating_point():
+        raise ValueError(f"log_w must be a floating-point tensor, got dtype {log_w.dtype}")
+    if torch.isnan(log_w).any() or (log_w == math.inf).any():
+        raise ValueError("log_w contains NaN or +inf entries")
+    return log_w
+
+
+def effective_sample_size(log_w: torch.Tensor) -> torch.Tensor:
+    """Kish's effective sample size ``(sum_k w_k)^2 / sum_k w_k^2`` of each column.
+
+    Args:
+        log_w: ``[K, batch]`` log importance weights (any additive constant per column).
+
+    Returns:
+        ``[batch]`` in ``[1, K]``; K exactly when all weights of a column are equal.
+    """
+    log_w = _check_log_weights(log_w)
+    return (2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)).exp()
+
+
+def pareto_k(log_w: torch.Tensor) -> torch.Tensor:
+    """Pareto-smoothed importance sampling shape estimate k-hat per column [1], via ArviZ.
+
+    Thresholds (module docstring): ``k < 0.5`` good, ``0.5-0.7`` ok, ``> 0.7`` unreliable.
+
+    Args:
+        log_w: ``[K, batch]`` log importance weights with ``K >= 21``.
+
+    Returns:
+        ``[batch]`` (same dtype and device as ``log_w``). A column whose weights are all equal
+        up to floating-point rounding (an exact proposal: nothing to fit) gets ``-inf``; a
+        tail fit that fails gets ``+inf`` (unreliable).
+    """
+    log_w = _check_log_weights(log_w)
+    if log_w.shape[0] < MIN_PARETO_SAMPLES:
+        raise ValueError(
+            f"pareto_k needs at least {MIN_PARETO_SAMPLES} weights per column to fit the "
+            f"tail, got K={log_w.shape[0]}"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ArviZ announces its refactor on import
+        import arviz
+
+        # ArviZ takes samples along the last axis.
+        array = log_w.detach().T.double().cpu().numpy()
+        _, k = arviz.psislw(np.ascontiguousarray(array))
+    k = torch.as_tensor(np.asarray(k, dtype=np.float64)).reshape(log_w.shape[1])
+    # Equal weights leave ArviZ no tail above its cutoff; call them exact, not unreliable.
+    spread = (log_w.max(0).values - log_w.min(0).values).detach().cpu().double()
+    rounding = 64 * torch.finfo(log_w.dtype).eps * log_w.abs().max(0).values.clamp(min=1.0)
+    k = torch.where(spread <= rounding.detach().cpu().double(), -math.inf, k)
+    return k.to(dtype=log_w.dtype, device=log_w.device)
+
+
+@dataclass
+class WeightDiagnostics:
+    """Per-datapoint diagnostics of ``K`` importance weights (:func:`weight_diagnostics`).
+
+    Attributes:
+        pareto_k: ``[batch]`` k-hat (good < 0.5 <= ok < 0.7 <= unreliable).
+        ess: ``[batch]`` effective sample size in ``[1, K]``.
+        iwae: ``[batch]`` IWAE_K from the same weights, nats.
+        num_samples: K.
+    """
+
+    pareto_k: torch.Tensor
+    ess: torch.Tensor
+    iwae: torch.Tensor
+    num_samples: int
+
+    def counts(self) -> dict[str, int]:
+        """How many datapoints fall in each k-hat class: ``good``, ``ok``, ``unreliable``."""
+        k = self.pareto_k
+        return {
+            "good": int((k < GOOD_K).sum()),
+            "ok": int(((k >= GOOD_K) & (k < OK_K)).sum()),
+            "unreliable": int((k >= OK_K).sum()),
+        }
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary: the counts, means and the k-hat quantiles."""
+        finite = self.pareto_k[torch.isfinite(self.pareto_k)].double()
+        quantiles = {}
+        if finite.numel():
+            for q in (0.5, 0.9, 1.0):
+                quantiles[f"pareto_k_q{int(q * 100)}"] = float(torch.quantile(finite, q))
+        return {
+            "num_samples": self.num_samples,
+            **self.counts(),
+            **quantiles,
+            "ess_mean": float(self.ess.double().mean()),
+            "ess_fraction_mean": float(self.ess.double().mean()) / self.num_samples,
+            "iwae_mean": float(self.iwae.double().mean()),
+        }
+
+
+def weight_diagnostics(model: Callable, guide: Callable, *args, num_samples: int = 5000,
+                       chunk_size: int | None = 1000, **kwargs) -> WeightDiagnostics:
+    """k-hat, effective sample size and IWAE_K of one draw of ``num_samples`` weights.
+
+    Args:
+        model, guide: a Pyro pair sharing ``pyro.plate("data", batch)`` (see
+            :func:`inference.log_importance_weights`); ``*args``/``**kwargs`` go to both.
+        num_samples: K particles per datapoint (at least 21; thousands for a stable k-hat).
+        chunk_size: particles per vectorized pass.
+
+    Returns:
+        :class:`WeightDiagnostics` with ``[batch]`` tensors.
+    """
+    check_num_samples(num_samples, chunk_size)
+    if num_samples < MIN_PARETO_SAMPLES:
+        raise ValueError(
+            f"num_samples must be at least {MIN_PARETO_SAMPLES} for k-hat, got {num_samples}"
+        )
+    log_w = log_importance_weights(
+        model, guide, *args, num_samples=num_samples,
+        chunk_size=min(chunk_size, num_samples) if chunk_size else None, **kwargs
+    )
+    return WeightDiagnostics(
+        pareto_k=pareto_k(log_w),
+        ess=effective_sample_size(log_w),
+        iwae=log_mean_exp(log_w, 0),
+        num_samples=num_samples,
+    )

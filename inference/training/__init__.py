@@ -1,0 +1,24 @@
+"""Training any pair by SVI: :func:`fit`, its steppers, objectives and helpers.
+
+:func:`fit` (:mod:`.fit`) runs minibatch SVI with checkpoints (:mod:`.checkpoints`) and the
+plate-scaling handlers (:mod:`.handlers`); one step is :class:`SVIStep` (:mod:`.svi_step`) or
+:class:`CompiledSVIStep` (:mod:`.compiled_step`); the multi-sample objectives live in
+:mod:`.objectives`, free bits in :mod:`.free_bits`, data parallelism in :mod:`.distributed`
+and best-epoch selection in :mod:`.early_stopping`.
+"""
+
+from .checkpoints import save_checkpoint
+from .compiled_step import CompiledSVIStep
+from .distributed import DataParallel, init_process_group
+from .early_stopping import KeepBest
+from .fit import fit, resolve_device
+from .free_bits import FreeBitsELBO, free_bits_terms
+from .handlers import scale_data_plate, scale_latents
+from .objectives import DReGLoss, IWAELoss, make_loss
+from .svi_step import Adam, SVIStep
+
+__all__ = [
+    "Adam", "CompiledSVIStep", "DReGLoss", "DataParallel", "FreeBitsELBO", "IWAELoss",
+    "KeepBest", "SVIStep", "fit", "free_bits_terms", "init_process_group", "make_loss",
+    "resolve_device", "save_checkpoint", "scale_data_plate", "scale_latents",
+]

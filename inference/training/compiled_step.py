@@ -1,0 +1,147 @@
+"""A compiled SVI step for pairs whose trace structure is fixed: trace once, compile, replay.
+
+Dynamo cannot compile Pyro's effect handlers, so :class:`CompiledSVIStep` takes another route.
+For each new batch shape (and handler setting, e.g. the data-plate scale) it traces the lean
+ELBO of :class:`inference.svi_step.SVIStep` *and its gradient* once with ``make_fx``, with the
+owning module's parameters swapped for graph inputs. The result is a plain graph of tensor
+operations from ``(parameters, batch)`` to ``(loss, gradients)``, the random draws included
+(``normal_`` on torch's generator), that ``torch.compile`` turns into fused kernels. With
+``torch._inductor.config.fallback_random`` set while compiling, the draws are those of the
+eager step, so loss and gradients equal the eager ones up to float rounding.
+
+Requirements (checked, ``ValueError`` otherwise): ``model`` and ``guide`` are methods of one
+``torch.nn.Module`` that owns every parameter they use (as every model in
+:mod:`ppl_models`), and the pair suits the lean path (single-particle ``"elbo"`` or
+``"meanfield"``, reparameterized guide). The pair's Python control flow is frozen at tracing:
+it must not depend on the values of the data or of the draws.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pyro
+import torch
+from pyro.poutine.runtime import _PYRO_STACK
+from torch.fx.experimental.proxy_tensor import make_fx
+from torch.nn.utils.stateless import _reparametrize_module
+
+from .objectives import make_loss
+from .svi_step import LEAN_LOSSES, Adam, lean_eligible, unique_tensors, score_pair
+
+# torch.compile backend; "eager" replays the traced graph uncompiled (tests, debugging).
+DEFAULT_BACKEND = "inductor"
+
+
+def _handler_key() -> tuple:
+    """What the active handlers bake into a trace (e.g. the data-plate scale), hashable."""
+    return tuple((type(h).__name__, tuple(sorted((k, v) for k, v in vars(h).items()
+                                                  if isinstance(v, (int, float, str, bool)))))
+                 for h in _PYRO_STACK)
+
+
+class CompiledSVIStep:
+    """``step(*args) -> float`` like :class:`inference.svi_step.SVIStep`, through a compiled graph.
+
+    Args:
+        model, guide: bound methods of one ``nn.Module`` that owns all their parameters.
+        optim: :class:`inference.svi_step.Adam` (default lr 1e-3).
+        loss: ``"elbo"`` or ``"meanfield"``.
+        backend: ``torch.compile`` backend (None: :data:`DEFAULT_BACKEND`, ``"inductor"``;
+            ``"eager"`` only replays the traced graph).
+
+    Each new batch shape or handler setting traces and compiles again (seconds to a minute on
+    a CPU); a training run sees two shapes, the full batches and the last partial one.
+    """
+
+    def __init__(self, model: Callable, guide: Callable, optim=None, loss: str = "elbo",
+                 backend: str | None = None):
+        owner = getattr(model, "__self__", None)
+        if not isinstance(owner, torch.nn.Module) or getattr(guide, "__self__", None) is not owner:
+            raise ValueError("compiled steps need model and guide to be methods of one "
+                             "torch.nn.Module (e.g. a PyroModule with pyro_method)")
+        if loss not in LEAN_LOSSES:
+            raise ValueError(f"compiled steps support the losses {LEAN_LOSSES}, got {loss!r}")
+        self.model, self.guide, self.module = model, guide, owner
+        self.optim = optim if optim is not None else Adam()
+        self.loss_name, self.backend = loss, backend or DEFAULT_BACKEND
+        self._graphs: dict[tuple, Callable] = {}
+        self._checked = False
+
+    def _named_params(self):
+        return [(n, p) for n, p in self.module.named_parameters() if p.requires_grad]
+
+    def _check(self, args, kwargs) -> None:
+        if not lean_eligible(make_loss(self.loss_name), self.model, self.guide, args, kwargs):
+            raise ValueError("compiled steps need a guide that reparameterizes exactly the "
+                             "model's latent sites (use fit without compile)")
+        owned = {id(p) for _, p in self._named_params()}
+        with pyro.poutine.block(), torch.no_grad(), torch.random.fork_rng():
+            scorer = score_pair(self.model, self.guide, args, kwargs, analytic_kl=False)
+        foreign = [p for p in unique_tensors(scorer.params) if id(p) not in owned and p.requires_grad]
+        if foreign:
+            raise ValueError(f"{len(foreign)} parameter(s) of the pair are not owned by "
+                             f"{type(self.module).__name__} (pyro.param outside the module); "
+                             "compiled steps optimize the module's parameters only")
+        self._checked = True
+
+    def _loss_and_grads(self, params, args, kwargs):
+        names = [n for n, _ in self._named_params()]
+        with _reparametrize_module(self.module, dict(zip(names, params))):
+            loss = -score_pair(self.model, self.guide, args, kwargs,
+                               self.loss_name == "meanfield").elbo
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        grads = tuple(torch.zeros_like(p) if g is None else g for p, g in zip(params, grads))
+        return loss.detach(), grads
+
+    def _graph(self, params, args, kwargs) -> Callable:
+        key = (tuple((tuple(a.shape), a.dtype, a.device) if torch.is_tensor(a) else a
+                     for a in args), tuple(sorted(kwargs.items())), _handler_key())
+        graph = self._graphs.get(key)
+        if graph is None:
+            with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
+                traced = make_fx(lambda p, a: self._loss_and_grads(p, a, kwargs))(params, args)
+            if self.backend == "eager":
+                graph = traced
+            else:
+                import torch._inductor.config as inductor_config
+
+                compiled = torch.compile(traced, backend=self.backend)
+
+                def graph(p, a, compiled=compiled):
+                    with inductor_config.patch(fallback_random=True):
+                        return compiled(p, a)
+            self._graphs[key] = graph
+        return graph
+
+    def loss_and_grads(self, *args, **kwargs) -> float:
+        """The loss, with its gradient written to ``.grad`` of the module's parameters."""
+        return float(self._replay(args, kwargs))
+
+    def _replay(self, args, kwargs) -> torch.Tensor:
+        """Run the batch's graph: the loss (0-dim tensor), gradients written to ``.grad``."""
+        if not self._checked:
+            self._check(args, kwargs)
+        params = [p for _, p in self._named_params()]
+        graph = self._graph(params, args, kwargs)
+        with torch.no_grad():
+            loss, grads = graph(params, args)
+        for param, grad in zip(params, grads):
+            param.grad = grad
+        return loss
+
+    def step(self, *args, **kwargs) -> float:
+        """One optimizer step on the batch; returns the loss before the step."""
+        return float(self.tensor_step(*args, **kwargs))
+
+    def tensor_step(self, *args, **kwargs) -> torch.Tensor:
+        """:meth:`step` with the loss as a 0-dim tensor, read by nobody yet (no host
+        synchronization; see :meth:`inference.svi_step.SVIStep.tensor_step`)."""
+        loss = self._replay(args, kwargs)
+        params = [p for _, p in self._named_params()]
+        self.optim(params)
+        for param in params:
+            param.grad = None
+        return loss
+
+    __call__ = step

@@ -1,0 +1,44 @@
+"""Effect handlers that reweight a pair's log densities during training."""
+
+from __future__ import annotations
+
+from pyro.poutine.messenger import Messenger
+
+from ..weights import DATA_PLATE
+
+
+class scale_data_plate(Messenger):
+    """Multiply the log densities of sites inside the ``"data"`` plate by ``factor``.
+
+    With ``factor = N / batch_size`` a minibatch gives an unbiased estimate of the full-data
+    objective, while sites outside the plate (global latents) keep their weight of one.
+    """
+
+    value_neutral = True  # never sets a site's value (see inference.svi_step)
+
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def _process_message(self, msg):
+        if any(frame.name == DATA_PLATE for frame in msg["cond_indep_stack"]):
+            msg["scale"] = msg["scale"] * self.factor
+
+
+class scale_latents(Messenger):
+    """Multiply the log densities of latent (unobserved) sites by ``beta``.
+
+    Applied to model and guide together it turns the ELBO into
+    ``E_q[log p(x | z)] - beta KL(q || p)``: KL warm-up (Bowman et al. 2016; Sonderby et al.
+    2016) raises ``beta`` from 0 to 1 over the first epochs.
+    """
+
+    value_neutral = True  # never sets a site's value (see inference.svi_step)
+
+    def __init__(self, beta: float):
+        super().__init__()
+        self.beta = beta
+
+    def _process_message(self, msg):
+        if msg["type"] == "sample" and not msg["is_observed"]:
+            msg["scale"] = msg["scale"] * self.beta

@@ -1,0 +1,157 @@
+"""Training objectives for :class:`pyro.infer.SVI`.
+
+``"elbo"`` and ``"meanfield"`` are Pyro's ``Trace_ELBO`` and ``TraceMeanField_ELBO``. The
+importance-weighted objectives are written here because Pyro's ``RenyiELBO(alpha=0)`` takes
+one log-sum-exp over the whole minibatch (a looser bound than the per-datapoint IWAE bound
+whenever the batch holds more than one datapoint) and mixes the subsample scale into it.
+
+References:
+    [1] Burda, Grosse, Salakhutdinov (2015), Importance Weighted Autoencoders.
+    [2] Tucker, Lawson, Gu, Maddison (2018), Doubly Reparameterized Gradient Estimators for
+        Monte Carlo Objectives.
+"""
+
+from __future__ import annotations
+
+import torch
+from pyro.distributions import Independent, MultivariateNormal
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+
+from ..weights import (
+    data_plate_scale,
+    inspect_pair,
+    log_mean_exp,
+    trace_log_density,
+    vectorized_traces,
+)
+
+
+class IWAELoss:
+    """Negative per-datapoint IWAE_K bound, summed over the minibatch and data-plate scaled.
+
+    The loss equals ``-scale * sum_b log mean_k w_kb``; its gradient is the standard IWAE
+    gradient [1], a softmax-weighted sum of the particles' ``grad log w``. Use it as
+    ``SVI(model, guide, optim, loss=obj.loss, loss_and_grads=obj.loss_and_grads)``.
+    """
+
+    def __init__(self, num_particles: int = 5):
+        if num_particles < 1:
+            raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+        self.num_particles = num_particles
+
+    def _traces(self, model, guide, args, kwargs):
+        structure = inspect_pair(model, guide, args, kwargs)
+        model_trace, guide_trace = vectorized_traces(
+            model, guide, args, kwargs, self.num_particles, structure.max_plate_nesting + 1
+        )
+        return structure, model_trace, guide_trace
+
+    def _scaled_bound(self, model, guide, args, kwargs) -> torch.Tensor:
+        structure, model_trace, guide_trace = self._traces(model, guide, args, kwargs)
+        k = self.num_particles
+        log_w = trace_log_density(model_trace, structure, k) - trace_log_density(
+            guide_trace, structure, k, observed=False
+        )
+        log_w = log_w.expand(k, structure.batch_size)
+        return data_plate_scale(model_trace) * log_mean_exp(log_w).sum()
+
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        with torch.no_grad():
+            return -float(self._scaled_bound(model, guide, args, kwargs))
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        loss = -self._scaled_bound(model, guide, args, kwargs)
+        loss.backward()
+        return float(loss.detach())
+
+
+def detach_parameters(fn):
+    """The same distribution with its parameters cut from the graph (values keep their path).
+
+    Supports the guide families used here: ``Normal``-like distributions whose parameters
+    are their ``arg_constraints`` (wrapped in ``Independent`` or not) and
+    ``MultivariateNormal``.
+    """
+    if isinstance(fn, Independent):
+        return Independent(detach_parameters(fn.base_dist), fn.reinterpreted_batch_ndims)
+    if isinstance(fn, MultivariateNormal):
+        return MultivariateNormal(fn.loc.detach(), scale_tril=fn.scale_tril.detach())
+    params = {k: fn.__dict__[k].detach() for k in fn.arg_constraints if k in fn.__dict__}
+    if not params:
+        raise NotImplementedError(
+            f"DReG cannot detach the parameters of a {type(fn).__name__} guide distribution"
+        )
+    return type(fn)(**params)
+
+
+def _param_leaves(trace) -> list[torch.Tensor]:
+    leaves = []
+    for site in trace.nodes.values():
+        if site["type"] == "param":
+            value = site["value"]
+            leaf = value.unconstrained() if hasattr(value, "unconstrained") else value
+            if leaf.requires_grad and all(leaf is not p for p in leaves):
+                leaves.append(leaf)
+    return leaves
+
+
+class DReGLoss(IWAELoss):
+    """IWAE_K objective with the doubly reparameterized guide gradient of Tucker et al. [2].
+
+    Model parameters get the usual IWAE gradient ``sum_k w~_k grad log w_k``; guide parameters
+    get ``sum_k w~_k^2 (d log w_k / d z_k)(d z_k / d phi)``, where ``w~`` are the normalized
+    weights and ``log q`` inside ``log w`` is scored with its parameters held fixed. This removes
+    the score-function term whose signal-to-noise ratio decays with K (Rainforth et al. 2018).
+    The guide must be reparameterized. The reported loss is the same IWAE bound.
+    """
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        structure, model_trace, guide_trace = self._traces(model, guide, args, kwargs)
+        k = self.num_particles
+        log_p = trace_log_density(model_trace, structure, k)
+        log_q = trace_log_density(guide_trace, structure, k, observed=False)
+        log_q_fixed = trace_log_density(
+            guide_trace, structure, k, observed=False, transform=detach_parameters
+        )
+        scale = data_plate_scale(model_trace)
+        log_w = (log_p - log_q).expand(k, structure.batch_size)
+        normalized = torch.softmax(log_w.detach(), 0)
+        model_surrogate = -scale * (normalized * log_w).sum()
+        guide_surrogate = -scale * (normalized.pow(2) * (log_p - log_q_fixed)).sum()
+        model_params = _param_leaves(model_trace)
+        guide_params = [p for p in _param_leaves(guide_trace)
+                        if all(p is not q for q in model_params)]
+        for params, surrogate in ((model_params, model_surrogate),
+                                  (guide_params, guide_surrogate)):
+            if not params:
+                continue
+            grads = torch.autograd.grad(surrogate, params, retain_graph=True, allow_unused=True)
+            for param, grad in zip(params, grads):
+                if grad is not None:
+                    param.grad = grad if param.grad is None else param.grad + grad
+        return -scale * float(log_mean_exp(log_w.detach()).sum())
+
+
+def make_loss(name, num_particles: int = 1, free_bits: float = 0.0):
+    """The SVI loss object for ``name`` in ``"elbo" | "meanfield" | "iwae" | "dreg" |
+    "elbo-free-bits"`` (the free-bits ELBO with ``free_bits`` nats per latent dimension, see
+    :mod:`inference.free_bits`). An object with ``loss`` and ``loss_and_grads`` methods is
+    returned as it is."""
+    if hasattr(name, "loss") and hasattr(name, "loss_and_grads"):
+        return name
+    if name == "elbo-free-bits":
+        from .free_bits import FreeBitsELBO
+
+        return FreeBitsELBO(free_bits, num_particles)
+    if name == "elbo":
+        return Trace_ELBO(num_particles=num_particles, vectorize_particles=num_particles > 1)
+    if name == "meanfield":
+        return TraceMeanField_ELBO(
+            num_particles=num_particles, vectorize_particles=num_particles > 1
+        )
+    if name == "iwae":
+        return IWAELoss(num_particles)
+    if name == "dreg":
+        return DReGLoss(num_particles)
+    raise ValueError(f"unknown loss {name!r}; choose one of 'elbo', 'meanfield', 'iwae', "
+                     "'dreg', 'elbo-free-bits'")

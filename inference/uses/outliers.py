@@ -1,0 +1,98 @@
+"""Outlier scores from density models, and how well they separate outliers (AUROC).
+
+Every score here is an *anomaly score*: higher means more unusual. Given a model's
+``log p(x)`` (exact for autoregressive models, the IWAE bound for a VAE,
+:func:`inference.log_evidence`):
+
+- ``nll``: ``-log p(x)``, the obvious score, which fails when outliers are *simpler* than the
+  training data: a model of Fashion-MNIST gives MNIST digits (or blank images) a higher
+  likelihood than its own test set [1];
+- ``likelihood ratio``: ``-(log p(x) - log p_0(x))`` for a background model ``p_0`` that
+  shares the low-level statistics that inflate the likelihood of simple inputs (a model trained
+  on perturbed data [2], a local model of low capacity, or a general-purpose compressor [3]);
+  the ratio keeps what the full model explains beyond them;
+- ``typicality``: ``| -(1/M) sum_m log p(x_m) - H |`` over groups of ``M`` inputs, with ``H``
+  the mean ``-log p`` of held-out inliers [4]: inputs far too likely are flagged as well as
+  inputs far too unlikely.
+
+:func:`auroc` is the area under the ROC curve of a score, outliers as positives: 1 separates
+perfectly, 0.5 is chance and below 0.5 means the score ranks outliers as *more* normal.
+
+References:
+    [1] Nalisnick, Matsukawa, Teh, Gorur, Lakshminarayanan (2019), Do deep generative models
+        know what they don't know?, ICLR.
+    [2] Ren, Liu, Fertig, Snoek, Poplin, DePristo, Dillon, Lakshminarayanan (2019),
+        Likelihood ratios for out-of-distribution detection, NeurIPS.
+    [3] Serra, Alvarez, Gomez, Slizovskaia, Nunez, Luque (2020), Input complexity and
+        out-of-distribution detection with likelihood-based generative models, ICLR.
+    [4] Nalisnick, Matsukawa, Teh, Lakshminarayanan (2019), Detecting out-of-distribution
+        inputs to deep generative models using typicality, arXiv:1906.02994.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def _vector(values, name: str) -> np.ndarray:
+    array = values.detach().cpu().double().numpy() if torch.is_tensor(values) else \
+        np.asarray(values, dtype=float)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D array of scores, got shape "
+                         f"{list(array.shape)}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} holds {int((~np.isfinite(array)).sum())} non-finite scores")
+    return array
+
+
+def auroc(inlier_scores, outlier_scores) -> float:
+    """Area under the ROC curve of anomaly scores, outliers as the positive class.
+
+    Args:
+        inlier_scores: ``[n_in]``; outlier_scores: ``[n_out]`` (tensors or arrays).
+
+    Returns:
+        the probability that a random outlier scores above a random inlier (ties count half).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    inliers = _vector(inlier_scores, "inlier_scores")
+    outliers = _vector(outlier_scores, "outlier_scores")
+    labels = np.r_[np.zeros(len(inliers)), np.ones(len(outliers))]
+    return float(roc_auc_score(labels, np.r_[inliers, outliers]))
+
+
+def nll_scores(log_p: torch.Tensor) -> torch.Tensor:
+    """``-log p(x)``: ``[n]`` -> ``[n]``."""
+    return -log_p
+
+
+def likelihood_ratio_scores(log_p: torch.Tensor, background_log_p: torch.Tensor) -> torch.Tensor:
+    """``-(log p(x) - log p_0(x))`` of a model and its background model [2]: ``[n]``, ``[n]``
+    -> ``[n]``."""
+    if log_p.shape != background_log_p.shape:
+        raise ValueError(f"log_p {list(log_p.shape)} and background_log_p "
+                         f"{list(background_log_p.shape)} must have the same shape")
+    return background_log_p - log_p
+
+
+def typicality_scores(log_p: torch.Tensor, reference_log_p: torch.Tensor,
+                      group_size: int = 1) -> torch.Tensor:
+    """Distance of the mean ``-log p`` of each group of inputs from the inliers' entropy [4].
+
+    Args:
+        log_p: ``[n]``, scored in consecutive groups of ``group_size`` (a trailing partial
+            group is dropped).
+        reference_log_p: ``[m]`` of held-out inliers; ``H = -mean(reference_log_p)``.
+
+    Returns:
+        ``[n // group_size]``: ``| -mean(log_p of the group) - H |``.
+    """
+    if group_size < 1 or log_p.dim() != 1 or log_p.shape[0] < group_size:
+        raise ValueError(f"need log_p [n] with n >= group_size >= 1, got {list(log_p.shape)} "
+                         f"and group_size={group_size}")
+    entropy = -reference_log_p.mean()
+    groups = log_p.shape[0] // group_size
+    means = log_p[:groups * group_size].reshape(groups, group_size).mean(1)
+    return (-means - entropy).abs()

@@ -1,0 +1,107 @@
+"""Range coding: bit-exact round trips and code lengths against the model's information."""
+
+import math
+
+import pytest
+import torch
+
+from inference.coding.range_coding import (
+    decode_images,
+    decode_words,
+    encode_images,
+    encode_words,
+    information_bits,
+    range_decode,
+    range_encode,
+)
+from ppl_models.ngram import NGramModel
+from ppl_models.pixelcnn import PixelCNN
+from ppl_models.text import Vocabulary
+
+WORDS = ["cat", "cats", "dog", "dogs", "catalog", "dot", "cog", "act", "tac", "god", "good",
+         "goods", "cot", "coat", "goat", "toad", "road", "roads", "a", "ad"]
+
+
+def random_tables(n, v, seed):
+    generator = torch.Generator().manual_seed(seed)
+    probs = torch.distributions.Dirichlet(torch.full((v,), 0.5)).sample((n,))
+    symbols = torch.multinomial(probs, 1, generator=generator)[:, 0]
+    return symbols, probs
+
+
+def test_round_trip_and_length_close_to_information():
+    symbols, probs = random_tables(5000, 7, seed=1)
+    data = range_encode(symbols, probs)
+    decoded = range_decode(data, lambda chunks: None if chunks else probs)
+    assert torch.equal(decoded, symbols)
+    ideal = information_bits(symbols, probs)
+    # the range coder adds at most a few 32-bit words plus the 24-bit quantization of the
+    # tables (Dirichlet(0.5) draws hold probabilities near 2^-24 only rarely): 1% of ~9000 bits
+    assert 8 * len(data) >= ideal
+    assert 8 * len(data) <= 1.01 * ideal, (8 * len(data), ideal)
+
+
+def test_decoding_step_by_step_matches():
+    symbols, probs = random_tables(300, 3, seed=2)
+    data = range_encode(symbols, probs)
+    decoded = range_decode(data, lambda chunks: probs[len(chunks)][None]
+                           if len(chunks) < len(probs) else None)
+    assert torch.equal(decoded, symbols)
+
+
+def test_unnormalized_tables_are_normalized():
+    symbols, probs = random_tables(2000, 4, seed=3)
+    assert information_bits(symbols, 5 * probs) == pytest.approx(information_bits(symbols, probs))
+    data = range_encode(symbols, 5 * probs)
+    assert torch.equal(range_decode(data, lambda chunks: None if chunks else 5 * probs), symbols)
+
+
+def test_bad_input():
+    symbols, probs = random_tables(10, 4, seed=0)
+    with pytest.raises(ValueError, match="symbols must lie"):
+        range_encode(symbols + 4, probs)
+    with pytest.raises(ValueError, match=r"\[n, V\]"):
+        range_encode(symbols, probs[:5])
+    with pytest.raises(ValueError, match="non-negative"):
+        range_encode(symbols, -probs)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        range_decode(b"abc", lambda chunks: None)
+
+
+@pytest.mark.parametrize("order", [1, 3])
+def test_ngram_words_round_trip(order):
+    vocab = Vocabulary.from_words(WORDS)
+    lm = NGramModel(order, vocab).fit_counts(vocab.encode(WORDS[:12]))
+    x = vocab.encode(WORDS * 20)  # unseen words and contexts included
+    data = encode_words(lm, x)
+    assert torch.equal(decode_words(lm, data), x)
+    nll_bits = -float(lm.log_prob(x).sum()) / math.log(2)
+    # 4-byte word count + range-coder tail: within 1% of ~4000 bits of information
+    assert nll_bits <= 8 * len(data) <= 1.01 * nll_bits + 32, (8 * len(data), nll_bits)
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "categorical256"])
+def test_pixelcnn_images_round_trip(likelihood):
+    torch.manual_seed(0)
+    model = PixelCNN((1, 4, 4), likelihood, channels=8, num_blocks=1, first_kernel_size=3).eval()
+    levels = 2 if likelihood == "bernoulli" else 256
+    symbols = torch.randint(levels, (6, 1, 4, 4), generator=torch.Generator().manual_seed(1))
+
+    def pixel_probs(s):  # [batch, 1, 4, 4] -> [batch, 1, 4, 4, K]
+        d = model.distribution(model.levels[s])
+        grid = model.levels.view(-1, 1, 1, 1, 1).expand(len(model.levels), *s.shape)
+        return d.log_prob(grid).double().exp().movedim(0, -1)
+
+    data = encode_images(pixel_probs, symbols)
+    assert torch.equal(decode_images(pixel_probs, data, (1, 4, 4)), symbols)
+    with torch.no_grad():
+        nll_bits = -float(model.log_prob(model.levels[symbols]).sum()) / math.log(2)
+    # 96 pixels only: allow the header, one 32-bit tail word and 1%
+    assert 8 * len(data) <= 1.01 * nll_bits + 64
+
+
+def test_encode_images_checks_shapes():
+    with pytest.raises(ValueError, match="int64"):
+        encode_images(lambda s: s, torch.zeros(2, 1, 3, 3))
+    with pytest.raises(ValueError, match="pixel_probs must return"):
+        encode_images(lambda s: torch.ones(2, 2), torch.zeros(2, 1, 3, 3, dtype=torch.long))

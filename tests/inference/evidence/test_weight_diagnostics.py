@@ -1,0 +1,118 @@
+"""k-hat and ESS against the known tails of Gaussian proposals on the linear-Gaussian model."""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from inference.evidence.weight_diagnostics import (
+    WeightDiagnostics,
+    effective_sample_size,
+    pareto_k,
+    weight_diagnostics,
+)
+from ppl_models.linear_gaussian import LinearGaussian
+
+
+@pytest.fixture
+def linear_gaussian():
+    model = LinearGaussian(data_dim=5, latent_dim=2, noise_scale=0.5, seed=3).double()
+    return model, model.simulate(12, seed=4)
+
+
+def scaled_posterior_guide(model, factor):
+    """q(z | x) = N(m, factor^2 S) for the exact posterior N(m, S)."""
+
+    def guide(x):
+        post = model.posterior(x)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.MultivariateNormal(post.loc, scale_tril=factor * post.scale_tril))
+
+    return guide
+
+
+@pytest.mark.parametrize("factor", [0.3, 0.85])
+def test_pareto_k_matches_the_tail_of_a_scaled_posterior(linear_gaussian, factor):
+    # Whitened, the weights are w(z) ~ exp(|z|^2 (1/c^2 - 1) / 2) with z ~ N(0, c^2 I), whose
+    # tail P(w > t) decays like t^(-1 / (1 - c^2)): the Pareto shape is k = 1 - c^2
+    # (0.91 for c = 0.3, far past 0.7; 0.28 for c = 0.85, good). With K = 4000 the k-hat of
+    # one datapoint scatters by about 0.1, so the mean over 12 datapoints sits within 0.1.
+    model, x = linear_gaussian
+    result = weight_diagnostics(model.model, scaled_posterior_guide(model, factor), x,
+                                num_samples=4000)
+    assert isinstance(result, WeightDiagnostics)
+    assert result.pareto_k.shape == result.ess.shape == result.iwae.shape == (12,)
+    expected = 1 - factor**2
+    mean_k = float(result.pareto_k.mean())
+    assert abs(mean_k - expected) < 0.1, (mean_k, expected, result.pareto_k)
+    if factor < 0.5:
+        # 0.7 is about two scatters below 0.91: most, not necessarily all, datapoints flag
+        assert result.counts()["unreliable"] >= 10, result.pareto_k
+        # heavy tails: a few weights dominate
+        assert float(result.ess.max()) < 0.5 * 4000
+    else:
+        assert bool((result.pareto_k < 0.5).all()), result.pareto_k
+        assert result.counts()["good"] == 12
+    summary = result.to_dict()
+    assert summary["num_samples"] == 4000 and sum(result.counts().values()) == 12
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_exact_posterior_has_ess_k_and_small_k(dtype):
+    # q = p(z | x): every weight equals log p(x) up to rounding, so ESS = K to rounding and
+    # k-hat is either -inf (all weights equal) or the fit to rounding noise (bounded: < 0.5).
+    model = LinearGaussian(data_dim=5, latent_dim=2, noise_scale=0.5, seed=3).to(dtype)
+    x = model.simulate(6, seed=4)
+    result = weight_diagnostics(model.model, model.exact_guide, x, num_samples=500)
+    tol = 1e-9 if dtype == torch.float64 else 1e-3
+    torch.testing.assert_close(result.ess, torch.full_like(result.ess, 500.0), rtol=tol, atol=0)
+    assert bool((result.pareto_k < 0.5).all()), result.pareto_k
+    torch.testing.assert_close(result.iwae, model.log_marginal(x).detach(),
+                               rtol=0, atol=1e-9 if dtype == torch.float64 else 1e-4)
+
+
+def test_equal_weights_are_exact():
+    log_w = torch.full((100, 3), -7.25, dtype=torch.float64)
+    assert bool((pareto_k(log_w) == -math.inf).all())
+    torch.testing.assert_close(effective_sample_size(log_w),
+                               torch.full((3,), 100.0, dtype=torch.float64))
+
+
+def test_effective_sample_size_by_hand():
+    # weights (1, 1, 2): (1 + 1 + 2)^2 / (1 + 1 + 4) = 16 / 6; one weight dominating gives ~1.
+    log_w = torch.tensor([[0.0, 0.0], [0.0, -50.0], [math.log(2.0), -50.0]])
+    ess = effective_sample_size(log_w)
+    assert float(ess[0]) == pytest.approx(16 / 6, rel=1e-6)
+    assert float(ess[1]) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_pareto_k_of_known_pareto_weights():
+    # Weights drawn from a Pareto distribution with tail index alpha have shape k = 1/alpha.
+    gen = torch.Generator().manual_seed(0)
+    u = torch.rand(20000, 4, generator=gen, dtype=torch.float64)
+    for alpha in (1.25, 4.0):
+        log_w = -torch.log(u) / alpha  # log of Pareto(1, alpha) draws
+        k = pareto_k(log_w)
+        # the GPD fit on 3 sqrt(K) = 424 tail draws has a standard error of about 0.06
+        assert float((k - 1 / alpha).abs().max()) < 0.2, (alpha, k)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match=r"shape \[K, batch\]"):
+        pareto_k(torch.zeros(100))
+    with pytest.raises(ValueError, match="at least 21"):
+        pareto_k(torch.zeros(10, 2))
+    with pytest.raises(ValueError, match="NaN"):
+        effective_sample_size(torch.tensor([[0.0], [float("nan")]]))
+    with pytest.raises(ValueError, match="floating-point"):
+        effective_sample_size(torch.zeros(30, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="torch.Tensor"):
+        pareto_k([[0.0]] * 30)
+    model = LinearGaussian(data_dim=5, latent_dim=2)
+    x = model.simulate(3)
+    with pytest.raises(ValueError, match="at least 21"):
+        weight_diagnostics(model.model, model.guide, x, num_samples=5)
+    with pytest.raises(ValueError, match="num_samples must be a positive integer"):
+        weight_diagnostics(model.model, model.guide, x, num_samples=0)

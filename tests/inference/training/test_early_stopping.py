@@ -1,0 +1,63 @@
+"""KeepBest: best-epoch selection on a validation split."""
+
+import pytest
+import torch
+
+from inference import fit
+from inference.training.early_stopping import KeepBest
+from ppl_models.data import load_images
+from ppl_models.pixelcnn import PixelCNN
+
+
+def test_restores_the_parameters_of_the_best_scored_epoch_and_the_training_flags():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Dropout(0.5))
+    scores = iter([1.0, 3.0, 2.0, 3.0])  # a tie later does not replace the first best
+    modes = []
+
+    def score():
+        modes.append(net.training)
+        return next(scores)
+
+    keep = KeepBest(net, score)
+    snapshots = []
+    for epoch in range(1, 5):
+        with torch.no_grad():
+            net[0].weight.add_(1.0)  # stands for an epoch of training
+        snapshots.append(net[0].weight.clone())
+        record = {"epoch": epoch}
+        keep(record)
+        assert record["valid_score"] == [1.0, 3.0, 2.0, 3.0][epoch - 1]
+    assert modes == [False] * 4, "scored in evaluation mode (dropout off)"
+    assert net.training and net[1].training, "training flags restored after scoring"
+    keep.restore()
+    assert keep.best_epoch == 2 and keep.best_score == 3.0
+    assert torch.equal(net[0].weight, snapshots[1])
+
+
+def test_with_fit_the_restored_model_scores_the_best_recorded_value():
+    data = load_images("digits").binarized(0)
+    train, valid = data.train.images[:128], data.valid.images[:64]
+    torch.manual_seed(0)
+    m = PixelCNN((1, 8, 8), channels=8, num_blocks=1, first_kernel_size=3, dropout=0.2)
+    keep = KeepBest(m, lambda: float(m.log_prob(valid).mean()))
+    history = fit(m.model, m.guide, train, epochs=3, batch_size=32, lr=3e-3, progress=False,
+                  callback=keep)
+    recorded = [r["valid_score"] for r in history]
+    assert keep.best_score == max(recorded) and keep.best_epoch == 1 + recorded.index(max(recorded))
+    keep.restore()
+    m.eval()
+    with torch.no_grad():
+        # the same weights on the same images in evaluation mode: equal to float rounding
+        assert abs(float(m.log_prob(valid).mean()) - keep.best_score) < 1e-5
+
+
+def test_bad_use_raises_clear_errors():
+    net = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="no epoch was scored"):
+        KeepBest(net, lambda: 0.0).restore()
+    with pytest.raises(ValueError, match="is NaN"):
+        KeepBest(net, lambda: float("nan"))({"epoch": 1})
+    with pytest.raises(ValueError, match="nn.Module"):
+        KeepBest([], lambda: 0.0)
+    with pytest.raises(ValueError, match="callable"):
+        KeepBest(net, 3.0)

@@ -1,0 +1,232 @@
+"""SVIStep: the lean path gives Pyro's ELBO losses and gradients, and the hand-written ones."""
+
+import importlib.util
+from pathlib import Path
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from inference.training.objectives import make_loss
+from inference.training.svi_step import Adam, SVIStep, score_pair
+from inference.training import scale_data_plate
+from ppl_models.vae import VAE
+
+BENCHMARK = Path(__file__).resolve().parents[3] / "benchmarks" / "svi_step_overhead.py"
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("svi_step_overhead", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def small_vae():
+    torch.manual_seed(1)
+    return VAE((1, 4, 4), latent_dim=3, hidden=(5,)).double()
+
+
+def binary_images(n=6):
+    return (torch.rand(n, 1, 4, 4, generator=torch.Generator().manual_seed(2)) < 0.4).double()
+
+
+def lean_loss_and_grads(pair, x, loss, scale, seed):
+    step = SVIStep(pair.model, pair.guide, loss=loss)
+    with scale_data_plate(scale):
+        step.loss_and_grads(pair.model, pair.guide, x)  # the first call picks the path
+        pair.zero_grad(set_to_none=True)
+        pyro.set_rng_seed(seed)
+        value = step.loss_and_grads(pair.model, pair.guide, x)
+    return step, value, [p.grad.clone() for p in pair.parameters()]
+
+
+@pytest.mark.parametrize("loss", ["elbo", "meanfield"])
+def test_lean_step_equals_pyro_and_hand_written(loss):
+    # float64 and the same draws: the three computations differ only by rounding order
+    # (measured differences below 1e-13 relative), so 1e-10 would catch any wrong term.
+    benchmark = load_benchmark()
+    x, scale = binary_images(), 7.5
+    ours, hand, reference = small_vae(), small_vae(), small_vae()
+    step, ours_loss, ours_grads = lean_loss_and_grads(ours, x, loss, scale, seed=3)
+    assert step.lean
+    pyro.set_rng_seed(3)
+    with scale_data_plate(scale):
+        pyro_loss = make_loss(loss).loss_and_grads(reference.model, reference.guide, x)
+    pyro.set_rng_seed(3)
+    hand_loss = benchmark.hand_written_loss(hand, x, None, scale, analytic_kl=loss == "meanfield")
+    hand_loss.backward()
+    assert ours_loss == pytest.approx(pyro_loss, rel=1e-10)
+    assert ours_loss == pytest.approx(hand_loss.item(), rel=1e-10)
+    for g, g_pyro, p_hand in zip(ours_grads, reference.parameters(), hand.parameters()):
+        torch.testing.assert_close(g, g_pyro.grad, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(g, p_hand.grad, rtol=1e-10, atol=1e-12)
+
+
+def global_and_local(x):
+    g = pyro.param("g_loc", torch.tensor(0.3, dtype=x.dtype))
+    mu = pyro.sample("mu", dist.Normal(g, 1.0))
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(mu, 1.0))
+        pyro.sample("x", dist.Normal(z, 0.5), obs=x)
+
+
+def global_and_local_guide(x):
+    m = pyro.param("m", torch.tensor(0.1, dtype=x.dtype))
+    w = pyro.param("w", torch.tensor(0.5, dtype=x.dtype))
+    pyro.sample("mu", dist.Normal(m, 0.7))
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist.Normal(w * x, 0.6))
+
+
+@pytest.mark.parametrize("loss", ["elbo", "meanfield"])
+def test_global_latent_is_not_scaled_like_pyro(loss):
+    # A global latent outside the data plate keeps weight one under scale_data_plate; the lean
+    # scorer must read each site's own scale (exact equality up to float64 rounding).
+    x = torch.linspace(-1, 1, 5, dtype=torch.float64)
+    step = SVIStep(global_and_local, global_and_local_guide, loss=loss)
+    with scale_data_plate(4.0):
+        step.loss_and_grads(global_and_local, global_and_local_guide, x)
+        assert step.lean
+        names = ["g_loc", "m", "w"]
+        for name in names:
+            pyro.param(name).unconstrained().grad = None
+        pyro.set_rng_seed(5)
+        ours = step.loss_and_grads(global_and_local, global_and_local_guide, x)
+        ours_grads = [pyro.param(n).unconstrained().grad.clone() for n in names]
+        for name in names:
+            pyro.param(name).unconstrained().grad = None
+        pyro.set_rng_seed(5)
+        reference = make_loss(loss).loss_and_grads(global_and_local, global_and_local_guide, x)
+    assert ours == pytest.approx(reference, rel=1e-12)
+    for name, g in zip(names, ours_grads):
+        torch.testing.assert_close(g, pyro.param(name).unconstrained().grad, rtol=1e-12, atol=0)
+
+
+def test_non_reparameterized_guide_keeps_pyros_objective():
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            k = pyro.sample("k", dist.Bernoulli(0.5))
+            pyro.sample("x", dist.Normal(k, 1.0), obs=x)
+
+    def guide(x):
+        p = pyro.param("p", torch.tensor(0.4))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("k", dist.Bernoulli(p))
+
+    step = SVIStep(model, guide)
+    step.step(torch.zeros(3))
+    assert not step.lean  # the score-function term needs Pyro's surrogate
+    assert pyro.param("p").unconstrained() in step.optim.optimizer.param_groups[0]["params"]
+
+
+def test_iwae_never_takes_the_lean_path():
+    pair = small_vae()
+    step = SVIStep(pair.model, pair.guide, loss="iwae", num_particles=3)
+    step.step(binary_images())
+    assert not step.lean
+
+
+def test_optimizer_state_round_trip_equals_uninterrupted_training():
+    # Adam's moments travel by param-store name; restored into a fresh stepper, the next steps
+    # are those of an uninterrupted run (same draws), to the last bit.
+    x = binary_images()
+    uninterrupted, resumed = small_vae(), small_vae()
+    step = SVIStep(uninterrupted.model, uninterrupted.guide, Adam(0.05))
+    for seed in range(4):
+        pyro.set_rng_seed(seed)
+        step.step(x)
+    pyro.clear_param_store()
+    first = SVIStep(resumed.model, resumed.guide, Adam(0.05))
+    for seed in range(2):
+        pyro.set_rng_seed(seed)
+        first.step(x)
+    state = first.optim.get_state()
+    assert len(state) == len(list(resumed.parameters()))
+    second = SVIStep(resumed.model, resumed.guide, Adam(0.05))
+    second.optim.set_state(state)
+    for seed in range(2, 4):
+        pyro.set_rng_seed(seed)
+        second.step(x)
+    for a, b in zip(uninterrupted.parameters(), resumed.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def train_steps(optim, seeds, pair=None):
+    pair = pair if pair is not None else small_vae()
+    step = SVIStep(pair.model, pair.guide, optim)
+    for seed in seeds:
+        pyro.set_rng_seed(seed)
+        step.step(binary_images())
+    return pair, step
+
+
+def test_fused_adam_is_the_default_and_takes_torchs_steps():
+    # The fused kernel computes torch's Adam update in one pass: in float64 the parameters
+    # after five steps agree with the per-tensor loop to rounding.
+    pyro.clear_param_store()
+    fused, fused_step = train_steps(Adam(0.05), range(5))
+    pyro.clear_param_store()
+    looped, looped_step = train_steps(Adam(0.05, fused=False), range(5))
+    assert fused_step.optim.optimizer.defaults["fused"]
+    assert not looped_step.optim.optimizer.defaults["fused"]
+    for a, b in zip(fused.parameters(), looped.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("fused_first", [True, False])
+def test_optimizer_state_moves_between_fused_and_looped_adam(fused_first):
+    pyro.clear_param_store()
+    uninterrupted, _ = train_steps(Adam(0.05, fused=False), range(4))
+    pyro.clear_param_store()
+    resumed, first = train_steps(Adam(0.05, fused=fused_first), range(2))
+    optim = Adam(0.05, fused=not fused_first)
+    optim.set_state(first.optim.get_state())
+    train_steps(optim, range(2, 4), pair=resumed)
+    for a, b in zip(uninterrupted.parameters(), resumed.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_values_set_by_other_handlers_are_scored_by_their_log_prob():
+    # A guide draw is scored from its standard-normal noise (the same value and gradient as
+    # Normal.log_prob for the distribution's own draw). Under poutine.replay the guide's z is
+    # a fixed tensor instead: log q(z) then has a gradient in the encoder's mean head, which
+    # the draw-based form would drop, so the scorer must use log_prob; gradients equal Pyro's.
+    pair, x = small_vae(), binary_images()
+    fixed = pyro.poutine.trace(pair.guide).get_trace(x)
+    for site in fixed.nodes.values():
+        if site["type"] == "sample":
+            site["value"] = site["value"].detach()
+    with scale_data_plate(1.0):
+        drawn = score_pair(pair.model, pair.guide, (x,), {}, analytic_kl=False)
+    assert "z" in drawn.own_draws
+    grads = {}
+    for name in ("ours", "pyro"):
+        pair.zero_grad(set_to_none=True)
+        with pyro.poutine.replay(trace=fixed):
+            if name == "ours":
+                scorer = score_pair(pair.model, pair.guide, (x,), {}, analytic_kl=False)
+                assert "z" not in scorer.own_draws
+                (-scorer.elbo).backward()
+            else:
+                make_loss("elbo").loss_and_grads(pair.model, pair.guide, x)
+        grads[name] = [p.grad.clone() for p in pair.parameters()]
+    assert any(g.abs().max() > 1e-3 for g in grads["ours"])
+    for ours, pyros in zip(grads["ours"], grads["pyro"]):
+        torch.testing.assert_close(ours, pyros, rtol=1e-10, atol=1e-12)
+
+
+def test_tensor_step_returns_the_loss_without_reading_it():
+    # The same step as step(), the loss left as a detached 0-dim tensor (fit reads the sum of
+    # an epoch's losses once).
+    losses = {}
+    for kind in ("step", "tensor_step"):
+        pyro.clear_param_store()
+        pair = small_vae()
+        stepper = SVIStep(pair.model, pair.guide, Adam(0.05))
+        pyro.set_rng_seed(0)
+        losses[kind] = [getattr(stepper, kind)(binary_images()) for _ in range(3)]
+    assert all(torch.is_tensor(v) and v.dim() == 0 and not v.requires_grad
+               for v in losses["tensor_step"])
+    assert [float(v) for v in losses["tensor_step"]] == losses["step"]
