@@ -215,7 +215,8 @@ def fashion_mnist_binarized(root) -> dict:
 
 
 def make_vae(sizes: dict, seed: int):
-    """The 784-400-50 Bernoulli VAE (``sizes`` may shrink nothing but the data)."""
+    """The Bernoulli MLP VAE, 784-``sizes["hidden"]``-``sizes["latent_dim"]`` (784-400-50 in
+    both the full check and the dry run), its weights drawn from ``seed``."""
     import torch
     from ppl_models import VAE
 
@@ -500,20 +501,19 @@ def part_epoch(args, results: Results, clock: Clock) -> None:
         pyro.clear_param_store()
         vae = make_vae(sizes, args.seed)
         marks = {}
-
-        def callback(record, caught=None):
-            if record["epoch"] == 2:  # the third epoch counts synchronizations
-                marks["syncs_from"] = len(caught)
-                if device.type == "cuda":
-                    torch.cuda.set_sync_debug_mode("warn")
-
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+
+            def callback(record):
+                if record["epoch"] == 2:  # the third epoch counts synchronizations
+                    marks["syncs_from"] = len(caught)
+                    if device.type == "cuda":
+                        torch.cuda.set_sync_debug_mode("warn")
+
             try:
                 history = fit(vae.model, vae.guide, data["train"], epochs=3,
                               batch_size=sizes["epoch_batch"], seed=args.seed, device=device,
-                              progress=False, compile=compile_,
-                              callback=lambda r: callback(r, caught))
+                              progress=False, compile=compile_, callback=callback)
             finally:
                 if device.type == "cuda":
                     torch.cuda.set_sync_debug_mode("default")

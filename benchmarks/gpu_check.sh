@@ -46,10 +46,10 @@ if compgen -G "$KIT/*.whl" >/dev/null; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
         --target "$WORK/site" "$KIT"/*.whl 2>&1 | tee -a "$LOG" \
         || say "installing the wheels failed: the parts that need them will fail"
-    export PYTHONPATH=$ROOT:$WORK/site
+    export PYTHONPATH=$ROOT:$WORK/site${PYTHONPATH:+:$PYTHONPATH}
 else
     say "== no wheels in $KIT: using the installed packages"
-    export PYTHONPATH=$ROOT
+    export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 fi
 DATA=()
 if (( ! DRY )) && compgen -G "$KIT/train-images-idx3-ubyte*" >/dev/null; then

@@ -60,7 +60,7 @@ def test_dry_run_records_every_part(tmp_path):
     for batch, record in svi["batches"].items():
         expected = SIDES | ({"hand_cudagraphs", "ours_cudagraphs"} if batch == "16" else set())
         assert set(record["ms_per_step"]) == expected and not record["errors"], record
-        assert all(0 < ms < 10_000 for ms in record["ms_per_step"].values())
+        assert all(math.isfinite(ms) and ms > 0 for ms in record["ms_per_step"].values())
         assert record["ratio_to_hand_eager"]["hand_eager"] == 1.0
         assert record["syncs_per_step"]["ours"] == 0  # nothing to count on the CPU
 
