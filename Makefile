@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 OUT ?= runs/demo
 
-.PHONY: demo toy test install bench docs data clean examples
+.PHONY: demo toy test install bench docs data clean examples gpu-kit
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,32 @@ bench: install
 docs: install
 	$(PY) -m pip install --quiet -e '.[docs]'
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+
+# What benchmarks/gpu_check.sh needs on the GPU machine, which has no network and no Pyro:
+# the wheels it lacks (CPython 3.12, manylinux x86-64; it has torch, numpy, opt-einsum, tqdm,
+# pytest) and the Fashion-MNIST IDX files, in an ignored folder that the device tool carries
+# (carry: ["gpu-kit"]). Everything that travels must stay within 64 MiB.
+GPU_KIT := gpu-kit
+GPU_KIT_WHEELS := pyro-ppl==1.9.2 pyro-api==0.1.2
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+FASHION_MNIST_FILES := train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz \
+	t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz
+gpu-kit:
+	@for f in $(FASHION_MNIST_FILES); do test -f $(FASHION_MNIST)/$$f || { \
+		echo "gpu-kit: no $(FASHION_MNIST)/$$f; run 'make data' first"; exit 1; }; done
+	rm -rf $(GPU_KIT) && mkdir -p $(GPU_KIT)
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		--dest $(GPU_KIT) $(GPU_KIT_WHEELS)
+	cp $(addprefix $(FASHION_MNIST)/,$(FASHION_MNIST_FILES)) $(GPU_KIT)/
+	@kit=$$(du -sb $(GPU_KIT) | cut -f1); \
+	repo=$$(git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2>/dev/null \
+		| awk '{s += $$1} END {print s + 0}'); \
+	total=$$((kit + repo)); \
+	ls -l $(GPU_KIT); \
+	echo "gpu-kit: $$((kit / 1024)) KiB; with the repository's $$((repo / 1024)) KiB:" \
+		"$$((total / 1024)) KiB of the 65536 KiB (64 MiB) the device tool carries"; \
+	test $$total -le 67108864 || { echo "gpu-kit: over 64 MiB"; exit 1; }
 
 # Optional real data sets (Debian packages); the demo and tests need none of them.
 data:
