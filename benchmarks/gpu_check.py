@@ -97,11 +97,21 @@ class Results:
             return {}
         return json.loads(self.path.read_text())
 
+    def reset(self, part: str, **values) -> None:
+        """Start the record of ``part`` afresh (a rerun keeps nothing of an earlier one)."""
+        data = self.load()
+        data.pop(part, None)
+        self._write(data)
+        self.update(part, **values)
+
     def update(self, part: str, **values) -> None:
         """Merge ``values`` into the record of ``part`` and write the file."""
         data = self.load()
         data.setdefault(part, {}).update(values)
-        partial = self.path.with_name(self.path.name + ".partial")
+        self._write(data)
+
+    def _write(self, data: dict) -> None:
+        partial = self.path.with_name(f"{self.path.name}.{os.getpid()}.partial")
         partial.write_text(json.dumps(data, indent=2, default=_jsonable))
         os.replace(partial, self.path)
 
@@ -680,7 +690,7 @@ def run_parts(args) -> int:
     for part in args.part:
         clock = Clock(args.deadline)
         print(f"== {part}{' (dry run)' if args.dry_run else ''}", flush=True)
-        results.update(part, status="running", dry_run=args.dry_run)
+        results.reset(part, status="running", dry_run=args.dry_run)
         start = time.perf_counter()
         try:
             PART_FUNCTIONS[part](args, results, clock)

@@ -119,8 +119,8 @@ run_tests() {
 if (( DRY )); then  # one process: imports dominate at these sizes
     run_part 300 device svi_step epoch iwae pixelcnn mixed_precision
     run_tests tests_cuda 90 -m cuda tests
-    run_tests tests_short 100 tests/inference/test_svi_step.py \
-        tests/inference/test_compiled_step.py tests/inference/test_mixed_precision.py \
+    run_tests tests_short 100 tests/inference/training/test_svi_step.py \
+        tests/inference/training/test_compiled_step.py tests/inference/training/test_mixed_precision.py \
         tests/examples/test_vae_example.py
 else
     run_part 40 device
@@ -132,8 +132,8 @@ else
     run_part 45 mixed_precision
     # the CPU-side tests of the code measured above, and the VAE example on the GPU
     # (its --device auto picks CUDA): last, with what is left of the budget
-    run_tests tests_short 100 tests/inference/test_svi_step.py \
-        tests/inference/test_compiled_step.py tests/inference/test_mixed_precision.py \
+    run_tests tests_short 100 tests/inference/training/test_svi_step.py \
+        tests/inference/training/test_compiled_step.py tests/inference/training/test_mixed_precision.py \
         tests/examples/test_vae_example.py
 fi
 say "== done in $((SECONDS - START)) s"
