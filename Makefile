@@ -27,7 +27,7 @@ test: install
 
 # Every example with its default settings, results under runs/<name>/.
 EXAMPLES := toy_manifold vae pixel_likelihoods pixelcnn pixel_vae language_model wavenet \
-	elbo_vs_iwae own_pair compression outliers completion representations
+	elbo_vs_iwae own_pair compression outliers completion representations gallery
 examples: install
 	for name in $(EXAMPLES); do $(PY) examples/$$name.py --out-dir runs/$$name || exit 1; done
 
@@ -68,10 +68,11 @@ docs: install katex
 docs-check: docs
 	$(PY) tools/site_check.py site --screenshots site-check
 
-# The figures, audio and text of docs/gallery.md, on Fashion-MNIST when `make data` has
-# installed it (else the 8x8 digits); trained models are cached under runs/gallery/.
+# The figures, audio and sampled words of docs/gallery.md, on Fashion-MNIST when `make data`
+# has installed it (else the 8x8 digits); trained models are cached in runs/gallery-models/,
+# so a second run only evaluates and draws.
 gallery: install
-	$(PY) docs/gallery.py --out-dir docs/figures --cache-dir runs/gallery
+	$(PY) examples/gallery.py --out-dir docs/figures/gallery --cache-dir runs/gallery-models
 
 # Optional real data sets (Debian packages); the demo and tests need none of them.
 data:
