@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import fcntl
 import functools
 import http.server
 import json
@@ -211,9 +212,15 @@ class DevTools:
     def __init__(self, chromium: str, user_data_dir: str, extra_flags=()):
         to_child_r, self._to_child = os.pipe()
         self._from_child, from_child_w = os.pipe()
+        # the child's ends moved above 4 first, so that placing one cannot overwrite the other
+        child_ends = []
+        for fd in (to_child_r, from_child_w):
+            child_ends.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10))
+            os.close(fd)
+        to_child_r, from_child_w = child_ends
 
         def place_pipes():  # in the child, before exec: the pipes become fds 3 and 4
-            os.dup2(to_child_r, 3)
+            os.dup2(to_child_r, 3)  # dup2 makes them inheritable, the originals close on exec
             os.dup2(from_child_w, 4)
 
         self.process = subprocess.Popen(
@@ -312,6 +319,27 @@ PAGE_PROBE = r"""
 """
 
 
+SETTLED = r"""
+new Promise(resolve => {
+  const done = () => [...document.images].every(img => img.complete) &&
+    [...document.querySelectorAll("audio, video")].every(m => m.readyState >= 1 || m.error);
+  const deadline = Date.now() + 10000;  // then the probe reports what is still missing
+  const poll = () => (done() || Date.now() > deadline) ? resolve(done()) : setTimeout(poll, 100);
+  poll();
+})
+"""
+
+
+def evaluate(browser: DevTools, session: str, expression: str, timeout: float = 30.0):
+    """The value of a JavaScript ``expression`` in the page (a promise is awaited)."""
+    reply = browser.send("Runtime.evaluate", {"expression": expression, "returnByValue": True,
+                                              "awaitPromise": True},
+                         session=session, timeout=timeout)
+    if "exceptionDetails" in reply:
+        raise RuntimeError(f"the page check failed: {reply['exceptionDetails']}")
+    return reply["result"].get("value")
+
+
 def _serve(site: Path) -> tuple[socketserver.TCPServer, int]:
     """Serve ``site`` on 127.0.0.1 at a free port in a background thread."""
     handler = functools.partial(_QuietHandler, directory=str(site))
@@ -387,10 +415,10 @@ def check_in_browser(site: str | Path, pages: list[str], screenshots: str | Path
                     continue
                 if browser.wait_for("Page.loadEventFired", timeout=30) is None:
                     problems.append(Problem(page, "load timeout", url))
-                time.sleep(settle_seconds)  # let the typesetting and media metadata finish
-                probe = json.loads(browser.send(
-                    "Runtime.evaluate", {"expression": PAGE_PROBE, "returnByValue": True},
-                    session=session)["result"]["value"])
+                # images decoded and audio metadata read (or failed), then a little settling
+                evaluate(browser, session, SETTLED)
+                time.sleep(settle_seconds)
+                probe = json.loads(evaluate(browser, session, PAGE_PROBE))
                 problems += event_problems(page, browser.events, session)
                 problems += [Problem(page, "broken image", src) for src in probe["broken"]]
                 problems += [Problem(page, "maths not typeset", tex)
