@@ -459,7 +459,7 @@ def main(args: argparse.Namespace) -> dict:
     if name == "auto":
         try:
             data = load_images("fashion-mnist")
-        except (FileNotFoundError, OSError) as error:
+        except FileNotFoundError as error:
             print(f"Fashion-MNIST not found ({error}); using the 8x8 digits (`make data` "
                   f"installs Fashion-MNIST)")
             data = load_images("digits")

@@ -5,6 +5,7 @@ import runpy
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from ppl_models import read_wav
@@ -29,6 +30,7 @@ def run(out: Path, cache: Path, monkeypatch) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
 
+@pytest.mark.slow  # about 15 s: five models trained, nine figures drawn
 def test_gallery_example_runs(tmp_path, monkeypatch):
     first = run(tmp_path / "a", tmp_path / "cache", monkeypatch)
     assert first["dataset"] == "digits"
