@@ -63,9 +63,10 @@ docs: install katex
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 # Builds the site, serves it on 127.0.0.1 and opens every page in headless Chromium (Debian's
-# chromium package): fails on a broken image or link, TeX left unrendered or a console error;
+# chromium package, installed when missing): fails on a broken image or link, TeX left unrendered or a console error;
 # a screenshot of each page lands in site-check/. Not part of `make test` (needs Chromium).
 docs-check: docs
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	$(PY) tools/site_check.py site --screenshots site-check
 
 # The figures, audio and sampled words of docs/gallery.md, on Fashion-MNIST when `make data`

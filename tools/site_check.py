@@ -386,15 +386,20 @@ def event_problems(page: str, events: list[dict], session: str) -> list[Problem]
 
 def check_in_browser(site: str | Path, pages: list[str], screenshots: str | Path | None,
                      chromium: str = "chromium", settle_seconds: float = 0.5,
-                     width: int = 1280) -> list[Problem]:
+                     width: int = 1280) -> tuple[list[Problem], dict[str, int]]:
     """Open each of ``pages`` (paths relative to ``site``) in headless Chromium; see the
-    module docstring for what fails. Screenshots go to ``screenshots/<page>.png``."""
+    module docstring for what fails. Screenshots go to ``screenshots/<page>.png``.
+
+    Returns:
+        the problems, and the number of formulas KaTeX typeset on each page.
+    """
     program = shutil.which(chromium)
     if program is None:
         raise FileNotFoundError(f"{chromium} not found (Debian: apt-get install chromium)")
     site = Path(site)
     server, port = _serve(site)
     problems: list[Problem] = []
+    formulas: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="site-check-") as profile:
         browser = DevTools(program, profile)
         try:
@@ -419,6 +424,7 @@ def check_in_browser(site: str | Path, pages: list[str], screenshots: str | Path
                 evaluate(browser, session, SETTLED)
                 time.sleep(settle_seconds)
                 probe = json.loads(evaluate(browser, session, PAGE_PROBE))
+                formulas[page] = probe["katex"]
                 problems += event_problems(page, browser.events, session)
                 problems += [Problem(page, "broken image", src) for src in probe["broken"]]
                 problems += [Problem(page, "maths not typeset", tex)
@@ -439,7 +445,7 @@ def check_in_browser(site: str | Path, pages: list[str], screenshots: str | Path
             browser.close()
             server.shutdown()
             server.server_close()
-    return problems
+    return problems, formulas
 
 
 def main(argv=None) -> int:
@@ -457,9 +463,11 @@ def main(argv=None) -> int:
     if not args.static_only:
         if args.screenshots:
             shutil.rmtree(args.screenshots, ignore_errors=True)
-        browser_problems = check_in_browser(args.site, pages, args.screenshots, args.chromium)
+        browser_problems, formulas = check_in_browser(args.site, pages, args.screenshots,
+                                                      args.chromium)
         print(f"browser: {len(pages)} pages opened in headless Chromium, "
-              f"{len(browser_problems)} problems; screenshots in {args.screenshots}/")
+              f"{sum(formulas.values())} formulas typeset on {sum(map(bool, formulas.values()))} "
+              f"of them, {len(browser_problems)} problems; screenshots in {args.screenshots}/")
         problems += browser_problems
     failed = sorted({p.page for p in problems})
     for problem in problems:
