@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 OUT ?= runs/demo
 
-.PHONY: demo toy test install bench docs data clean examples gpu-kit
+.PHONY: demo toy test install bench docs docs-check gallery katex data clean examples gpu-kit
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ test: install
 
 # Every example with its default settings, results under runs/<name>/.
 EXAMPLES := toy_manifold vae pixel_likelihoods pixelcnn pixel_vae language_model wavenet \
-	elbo_vs_iwae own_pair compression outliers completion representations
+	elbo_vs_iwae own_pair compression outliers completion representations gallery
 examples: install
 	for name in $(EXAMPLES); do $(PY) examples/$$name.py --out-dir runs/$$name || exit 1; done
 
@@ -43,8 +43,22 @@ bench: install
 	$(PY) benchmarks/evidence_speed.py
 	$(PY) benchmarks/distributed_scaling.py
 
-# The documentation site, built offline into site/.
-docs: install
+# The documentation site, built offline into site/. Its maths is typeset by KaTeX, taken from
+# the npm registry (not a CDN) and copied into docs/assets/katex/ (ignored), so the built
+# site needs no network.
+KATEX_VERSION := 0.19.1
+KATEX := docs/assets/katex
+KATEX_NPM := build/katex-npm
+$(KATEX)/.version-$(KATEX_VERSION):
+	npm install --silent --no-audit --no-fund --prefix $(KATEX_NPM) katex@$(KATEX_VERSION)
+	rm -rf $(KATEX) && mkdir -p $(KATEX)
+	cp -r $(KATEX_NPM)/node_modules/katex/dist/katex.min.js \
+		$(KATEX_NPM)/node_modules/katex/dist/katex.min.css \
+		$(KATEX_NPM)/node_modules/katex/dist/fonts $(KATEX_NPM)/node_modules/katex/LICENSE $(KATEX)/
+	touch $@
+katex: $(KATEX)/.version-$(KATEX_VERSION)
+
+docs: install katex
 	$(PY) -m pip install --quiet -e '.[docs]'
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
@@ -73,6 +87,19 @@ gpu-kit:
 	echo "gpu-kit: $$((kit / 1024)) KiB; with the repository's $$((repo / 1024)) KiB:" \
 		"$$((total / 1024)) KiB of the 65536 KiB (64 MiB) the device tool carries"; \
 	test $$total -le 67108864 || { echo "gpu-kit: over 64 MiB"; exit 1; }
+
+# Builds the site, serves it on 127.0.0.1 and opens every page in headless Chromium (Debian's
+# chromium package, installed when missing): fails on a broken image or link, TeX left unrendered or a console error;
+# a screenshot of each page lands in site-check/. Not part of `make test` (needs Chromium).
+docs-check: docs
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	$(PY) .ci/site_check.py site --screenshots site-check
+
+# The figures, audio and sampled words of docs/gallery.md, on Fashion-MNIST when `make data`
+# has installed it (else the 8x8 digits); trained models are cached in runs/gallery-models/,
+# so a second run only evaluates and draws.
+gallery: install
+	$(PY) examples/gallery.py --out-dir docs/figures/gallery --cache-dir runs/gallery-models
 
 # Optional real data sets (Debian packages); the demo and tests need none of them.
 data:
