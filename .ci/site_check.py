@@ -15,8 +15,8 @@ Two layers:
   ``arithmatex`` element KaTeX did not typeset, or raw TeX (``$...$``, ``\\(``, ``\\frac``...)
   in its visible text outside code and rendered maths. A screenshot of each page is saved.
 
-    python tools/site_check.py site --screenshots site-check     # `make docs-check`
-    python tools/site_check.py site --static-only                 # no Chromium needed
+    python .ci/site_check.py site --screenshots site-check     # `make docs-check`
+    python .ci/site_check.py site --static-only                 # no Chromium needed
 
 Exit status 0 when every page passes, 1 otherwise (each problem printed with its page).
 """
