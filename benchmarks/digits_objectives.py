@@ -5,7 +5,7 @@ IWAE_5000 estimate of test log-likelihood; Tucker et al. (2018) found DReG gradi
 still. This benchmark checks the same ordering on the embedded 8x8 digits with the example's
 default VAE, several seeds, and reports means with standard errors.
 
-    python benchmarks/digits_objectives.py --out benchmarks/results/digits_objectives.json
+    python benchmarks/digits_objectives.py  # writes benchmarks/results/digits_objectives.json
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def main(args: argparse.Namespace) -> dict:
                           "elbo_mean": statistics.mean(r["elbo"] for r in rows)}
     result = {"config": vars(args), "summary": summary, "runs": runs,
               "units": "nats per test image (300 statically binarized digits)"}
-    finish_benchmark(args, result)
+    print(f"written: {finish_benchmark(args, result)}")
     print(f"{'training':<10}{'ELBO':>10}{f'IWAE_{args.k}':>12}{'s.e.':>8}")
     for label, row in summary.items():
         print(f"{label:<10}{row['elbo_mean']:>10.3f}{row['iwae_mean']:>12.3f}{row['iwae_stderr']:>8.3f}")

@@ -8,7 +8,7 @@ processes (fairer than wall time on a machine shared with other jobs), and the f
 data-parallel training follows the same minibatches and differs only in the random draws, so
 the losses must agree within the seed-to-seed spread.
 
-    python benchmarks/distributed_scaling.py --out benchmarks/results/distributed_scaling.json
+    python benchmarks/distributed_scaling.py  # writes benchmarks/results/distributed_scaling.json
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def main(args: argparse.Namespace) -> dict:
               "machine": f"{os.cpu_count()} CPU cores, shared with other jobs",
               "units": "seconds per epoch; losses in nats per image (negative ELBO for "
                        "training, ELBO for the 300 test digits)"}
-    finish_benchmark(args, result)
+    print(f"written: {finish_benchmark(args, result)}")
     print(f"{'layout':<24}{'s/epoch':>9}{'cpu s/epoch':>12}{'train loss':>18}{'test ELBO':>18}")
     for layout, row in summary.items():
         (wall, _), (cpu, _), (loss, loss_sd), (test, test_sd) = row.values()

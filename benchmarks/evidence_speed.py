@@ -211,7 +211,7 @@ def main(args: argparse.Namespace) -> dict:
         "peak_memory_mib_one_call": memory,
         "seconds_per_image": seconds,
     }
-    finish_benchmark(args, result)
+    out = finish_benchmark(args, result)
     print(f"K={args.k}, {args.images_per_call} images per call (Pyro: 1), chunk {args.chunk_size}")
     print(f"{'side':<18}{'s/image':>10}{'ratio to pyro':>15}{'IWAE (nats)':>13}{'peak MiB':>10}")
     for side in SIDES:

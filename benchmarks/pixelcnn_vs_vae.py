@@ -29,7 +29,7 @@ VAE's IWAE_5000 of 241.9 nats per image (seed 0, about 35 minutes on one core):
 
     python benchmarks/pixelcnn_vs_vae.py --dataset fashion-mnist --num-train 4000 \\
         --num-valid 500 --num-test 1000 --pixelcnn-epochs 25 --vae-epochs 100 \\
-        --out benchmarks/results/pixelcnn_vs_vae_fashion_mnist_8blocks.json
+        --name pixelcnn_vs_vae_fashion_mnist_8blocks
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def main(args: argparse.Namespace) -> dict:
         "threads": torch.get_num_threads(),
         "machine": platform.platform(),
     }
-    finish_benchmark(args, result)
+    out = finish_benchmark(args, result)
     print(f"{args.dataset}, {len(train)} train ({args.binarization} binarization) / "
           f"{len(valid)} valid / {len(test)} test binarized images; best epochs {best}")
     print(f"{'test NLL':<26}{'nats/image':>12}{'bits/dim':>10}")

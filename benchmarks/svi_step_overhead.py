@@ -243,7 +243,7 @@ def main(args: argparse.Namespace) -> dict:
             result["seconds_per_step"][loss][a], result["seconds_per_step"][loss][b]))
             for a, b in PAIRS if {a, b} <= set(args.sides)}
         for loss in args.losses}
-    finish_benchmark(args, result)
+    out = finish_benchmark(args, result)
     print(f"{'loss':<11}{'side':<21}{'ms/step (median)':>18}{'ratio to hand_eager':>22}")
     for loss in args.losses:
         for name in args.sides:

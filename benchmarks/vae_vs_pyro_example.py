@@ -136,7 +136,7 @@ def main(args: argparse.Namespace) -> dict:
         "runs": runs,
         "num_test": int(test.shape[0]),
     }
-    finish_benchmark(args, result)
+    out = finish_benchmark(args, result)
     print(f"{'':<14}{'s/epoch':>10}{'ELBO':>12}{f'IWAE_{args.k}':>12}{'std. error':>12}")
     for name in ("ours", "pyro_example"):
         row = summary[name]

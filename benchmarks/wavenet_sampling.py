@@ -7,7 +7,7 @@ per second and the ratio naive / fast, and checks that both methods drew the sam
 The naive cost per step grows with the receptive field ``2^layers``, the fast one with
 ``layers`` (Paine et al. 2016), so the ratio grows with depth.
 
-    python benchmarks/wavenet_sampling.py --out benchmarks/results/wavenet_sampling.json
+    python benchmarks/wavenet_sampling.py  # writes benchmarks/results/wavenet_sampling.json
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def main(args: argparse.Namespace) -> dict:
         "machine": platform.platform(),
         "rows": rows,
     }
-    finish_benchmark(args, result)
+    out = finish_benchmark(args, result)
 
     print(f"{args.num_samples} samples, median of {args.repeats}, {args.channels} channels, "
           f"{torch.get_num_threads()} threads")

@@ -65,8 +65,6 @@ def finish_run(out_dir: str | Path, metrics: dict, start: float,
 
 
 def finish_benchmark(args: argparse.Namespace, result: dict) -> Path:
-    """Write a benchmark's ``result`` to ``<args.out_dir>/<args.name>.json`` (atomically)
-    and say where; the flags are those of :func:`scaffold.flags.benchmark_parser`."""
-    path = write_json(Path(args.out_dir) / f"{args.name}.json", result)
-    print(f"wrote {path}")
-    return path
+    """Write a benchmark's ``result`` to ``<args.out_dir>/<args.name>.json`` (atomically);
+    the flags are those of :func:`scaffold.flags.benchmark_parser`. Returns the path."""
+    return write_json(Path(args.out_dir) / f"{args.name}.json", result)
