@@ -5,27 +5,31 @@ IWAE_5000 estimate of test log-likelihood; Tucker et al. (2018) found DReG gradi
 still. This benchmark checks the same ordering on the embedded 8x8 digits with the example's
 default VAE, several seeds, and reports means with standard errors.
 
-    python benchmarks/digits_objectives.py --out benchmarks/results/digits_objectives.json
+    python benchmarks/digits_objectives.py  # writes benchmarks/results/digits_objectives.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
+import sys
 from pathlib import Path
 
 import pyro
 
-from inference import bound_sweep, fit, resolve_device
+from inference import bound_sweep, fit
 from ppl_models import load_images
 from ppl_models.vae import VAE
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))  # for scaffold
+from scaffold.flags import benchmark_parser, numbers  # noqa: E402
+from scaffold.runs import finish_benchmark, start_run  # noqa: E402
 
 OBJECTIVES = (("elbo", 1), ("iwae", 5), ("dreg", 5))
 
 
 def main(args: argparse.Namespace) -> dict:
-    device = resolve_device(args.device)
+    _, device, _ = start_run(args)
     data = load_images("digits").binarized(0)
     test = data.test.images.to(device)
     runs = {f"{name}-{k}": [] for name, k in OBJECTIVES}
@@ -49,9 +53,7 @@ def main(args: argparse.Namespace) -> dict:
                           "elbo_mean": statistics.mean(r["elbo"] for r in rows)}
     result = {"config": vars(args), "summary": summary, "runs": runs,
               "units": "nats per test image (300 statically binarized digits)"}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    print(f"written: {finish_benchmark(args, result)}")
     print(f"{'training':<10}{'ELBO':>10}{f'IWAE_{args.k}':>12}{'s.e.':>8}")
     for label, row in summary.items():
         print(f"{label:<10}{row['elbo_mean']:>10.3f}{row['iwae_mean']:>12.3f}{row['iwae_stderr']:>8.3f}")
@@ -59,16 +61,9 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=200)
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--latent-dim", type=int, default=16)
-    parser.add_argument("--hidden", type=int, nargs="+", default=[200])
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--k", type=int, default=5000)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", default="benchmarks/results/digits_objectives.json")
+    parser = benchmark_parser(__doc__, "digits_objectives", threads=None)
+    numbers(parser, epochs=200, seeds=3, latent_dim=16, hidden=[200], batch_size=64, lr=1e-3,
+            k=5000)
     return parser.parse_args(argv)
 
 

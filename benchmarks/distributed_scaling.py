@@ -8,7 +8,7 @@ processes (fairer than wall time on a machine shared with other jobs), and the f
 data-parallel training follows the same minibatches and differs only in the random draws, so
 the losses must agree within the seed-to-seed spread.
 
-    python benchmarks/distributed_scaling.py --out benchmarks/results/distributed_scaling.json
+    python benchmarks/distributed_scaling.py  # writes benchmarks/results/distributed_scaling.json
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))  # for scaffold
+from scaffold.flags import benchmark_parser  # noqa: E402
+from scaffold.runs import finish_benchmark  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,9 +116,7 @@ def main(args: argparse.Namespace) -> dict:
               "machine": f"{os.cpu_count()} CPU cores, shared with other jobs",
               "units": "seconds per epoch; losses in nats per image (negative ELBO for "
                        "training, ELBO for the 300 test digits)"}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    print(f"written: {finish_benchmark(args, result)}")
     print(f"{'layout':<24}{'s/epoch':>9}{'cpu s/epoch':>12}{'train loss':>18}{'test ELBO':>18}")
     for layout, row in summary.items():
         (wall, _), (cpu, _), (loss, loss_sd), (test, test_sd) = row.values()
@@ -127,15 +129,12 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = benchmark_parser(__doc__, "distributed_scaling", device=False)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=64, help="global minibatch")
     parser.add_argument("--repeats", type=int, default=4)
-    parser.add_argument("--out", default="benchmarks/results/distributed_scaling.json")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
-    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 

@@ -24,7 +24,6 @@ The network is untrained (timing does not depend on the weights).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import resource
@@ -40,8 +39,12 @@ import torch
 from pyro.infer import RenyiELBO
 from torch.nn import functional as F
 
-from inference import iwae_bound, resolve_device
+from inference import iwae_bound
 from ppl_models.vae import VAE
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))  # for scaffold
+from scaffold.flags import benchmark_parser, numbers  # noqa: E402
+from scaffold.runs import finish_benchmark  # noqa: E402
 
 SIDES = ("ours", "pyro_renyi", "pyro_renyi_probs", "plain")
 HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
@@ -208,9 +211,7 @@ def main(args: argparse.Namespace) -> dict:
         "peak_memory_mib_one_call": memory,
         "seconds_per_image": seconds,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    out = finish_benchmark(args, result)
     print(f"K={args.k}, {args.images_per_call} images per call (Pyro: 1), chunk {args.chunk_size}")
     print(f"{'side':<18}{'s/image':>10}{'ratio to pyro':>15}{'IWAE (nats)':>13}{'peak MiB':>10}")
     for side in SIDES:
@@ -222,21 +223,15 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = benchmark_parser(__doc__, "evidence_speed")
     parser.add_argument("--data", choices=["fashion-mnist", "random"], default="fashion-mnist")
     parser.add_argument("--data-root", default=None, help="Fashion-MNIST IDX folder")
     parser.add_argument("--k", type=int, default=5000)
     parser.add_argument("--num-images", type=int, default=10,
                         help="images per timed block (blocks alternate between the sides)")
-    parser.add_argument("--images-per-call", type=int, default=10)
-    parser.add_argument("--chunk-size", type=int, default=250)
-    parser.add_argument("--repeats", type=int, default=15)
+    numbers(parser, images_per_call=10, chunk_size=250, repeats=15)
     parser.add_argument("--memory", type=int, default=1, help="1: measure peak memory")
     parser.add_argument("--memory-of", choices=SIDES, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", default="benchmarks/results/evidence_speed.json")
     return parser.parse_args(argv)
 
 

@@ -8,21 +8,25 @@ about one pass in total), alternating the two for ``--repeats`` rounds so that d
 machine load hit both alike. It reports median seconds, the ratio naive / fast, and whether
 the two drew identical images from the same seed. The issue's target is a ratio of at least 10.
 
-    python benchmarks/pixelcnn_sampling.py --out benchmarks/results/pixelcnn_sampling.json
+    python benchmarks/pixelcnn_sampling.py  # writes benchmarks/results/pixelcnn_sampling.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 from ppl_models.pixelcnn import PixelCNN
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))  # for scaffold
+from scaffold.flags import benchmark_parser, numbers  # noqa: E402
+from scaffold.runs import finish_benchmark, start_run  # noqa: E402
 
 
 def time_sampler(sampler, num: int, seed: int) -> tuple[float, torch.Tensor]:
@@ -33,9 +37,7 @@ def time_sampler(sampler, num: int, seed: int) -> tuple[float, torch.Tensor]:
 
 
 def main(args: argparse.Namespace) -> dict:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    start_run(args)  # threads and seeds
     shape = (1, args.size, args.size)
     m = PixelCNN(shape, args.likelihood, channels=args.channels, num_blocks=args.blocks).eval()
     warm = PixelCNN((1, 4, 4), args.likelihood, channels=args.channels,
@@ -69,9 +71,7 @@ def main(args: argparse.Namespace) -> dict:
         "threads": torch.get_num_threads(),
         "machine": platform.platform(),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    out = finish_benchmark(args, result)
     print(f"{args.batch} images of {args.size}x{args.size}, median of {args.repeats}: naive "
           f"{naive_median:.2f} s, fast {fast_median:.2f} s, ratio {naive_median / fast_median:.1f}"
           f", identical: {identical}")
@@ -80,18 +80,11 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = benchmark_parser(__doc__, "pixelcnn_sampling", device=False)
     parser.add_argument("--size", type=int, default=28)
     parser.add_argument("--likelihood", default="bernoulli",
                         choices=["bernoulli", "categorical256", "logistic-mixture"])
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--channels", type=int, default=64)
-    parser.add_argument("--blocks", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads; 1 on a shared machine")
-    parser.add_argument("--out", default="benchmarks/results/pixelcnn_sampling.json")
+    numbers(parser, batch=4, channels=64, blocks=5, repeats=3)
     return parser.parse_args(argv)
 
 

@@ -29,26 +29,30 @@ VAE's IWAE_5000 of 241.9 nats per image (seed 0, about 35 minutes on one core):
 
     python benchmarks/pixelcnn_vs_vae.py --dataset fashion-mnist --num-train 4000 \\
         --num-valid 500 --num-test 1000 --pixelcnn-epochs 25 --vae-epochs 100 \\
-        --out benchmarks/results/pixelcnn_vs_vae_fashion_mnist_8blocks.json
+        --name pixelcnn_vs_vae_fashion_mnist_8blocks
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
+import sys
 import time
 from pathlib import Path
 
 import pyro
 import torch
 
-from inference import bound_sweep, fit, iwae_bound, resolve_device
+from inference import bound_sweep, fit, iwae_bound
 from inference.training.early_stopping import KeepBest
 from ppl_models.data import load_images
 from inference import bits_per_dim
 from ppl_models.pixelcnn import PixelCNN, default_depth
 from ppl_models.vae import VAE
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))  # for scaffold
+from scaffold.flags import benchmark_parser, numbers  # noqa: E402
+from scaffold.runs import finish_benchmark, start_run  # noqa: E402
 
 
 def mean_in_chunks(score, x: torch.Tensor, size: int) -> float:
@@ -81,9 +85,7 @@ def vae_nll(args, vae, test) -> dict:
 
 
 def main(args: argparse.Namespace) -> dict:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    _, device, _ = start_run(args)
     data = load_images(args.dataset)
     fixed = data.binarized(args.data_seed)
     dynamic = args.binarization == "dynamic"
@@ -147,9 +149,7 @@ def main(args: argparse.Namespace) -> dict:
         "threads": torch.get_num_threads(),
         "machine": platform.platform(),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    out = finish_benchmark(args, result)
     print(f"{args.dataset}, {len(train)} train ({args.binarization} binarization) / "
           f"{len(valid)} valid / {len(test)} test binarized images; best epochs {best}")
     print(f"{'test NLL':<26}{'nats/image':>12}{'bits/dim':>10}")
@@ -160,7 +160,7 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = benchmark_parser(__doc__, "pixelcnn_vs_vae")
     parser.add_argument("--dataset", default="digits", choices=["digits", "fashion-mnist", "mnist"])
     parser.add_argument("--num-train", type=int, default=None)
     parser.add_argument("--num-valid", type=int, default=None)
@@ -170,10 +170,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--last-epoch", action="store_true",
                         help="keep the last epoch instead of the best one on the valid split")
     # examples/vae.py defaults
-    parser.add_argument("--latent-dim", type=int, default=16)
-    parser.add_argument("--hidden", type=int, nargs="+", default=[200])
-    parser.add_argument("--vae-epochs", type=int, default=200)
-    parser.add_argument("--vae-lr", type=float, default=1e-3)
+    numbers(parser, latent_dim=16, hidden=[200], vae_epochs=200, vae_lr=1e-3)
     parser.add_argument("--vae-as-issued", action="store_true",
                         help="also train the VAE issue's VAE: static, --issued-vae-epochs, last")
     parser.add_argument("--issued-vae-epochs", type=int, default=200)
@@ -187,16 +184,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="gated blocks (default: 4 for images up to 16 pixels high, else 8)")
     parser.add_argument("--first-kernel-size", type=int, default=None,
                         help="first layer's kernel (default: 5 up to 16 pixels high, else 7)")
-    parser.add_argument("--dropout", type=float, default=0.0)
-    parser.add_argument("--pixelcnn-epochs", type=int, default=100)
-    parser.add_argument("--pixelcnn-lr", type=float, default=2e-3)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0, help="initialization and minibatches")
+    numbers(parser, dropout=0.0, pixelcnn_epochs=100, pixelcnn_lr=2e-3, batch_size=64)
     parser.add_argument("--data-seed", type=int, default=0,
                         help="static binarization of valid/test (0: the VAE issue's split)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default="benchmarks/results/pixelcnn_vs_vae.json")
     return parser.parse_args(argv)
 
 

@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -48,6 +48,10 @@ from inference.training.objectives import make_loss
 from inference.training.svi_step import Adam, SVIStep
 from inference.training import scale_data_plate
 from ppl_models.vae import VAE
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))  # for scaffold
+from scaffold.flags import benchmark_parser, numbers  # noqa: E402
+from scaffold.runs import finish_benchmark  # noqa: E402
 
 LOSSES = ("elbo", "meanfield")
 # (ours, reference) pairs reported beside the ratios to hand_eager
@@ -239,9 +243,7 @@ def main(args: argparse.Namespace) -> dict:
             result["seconds_per_step"][loss][a], result["seconds_per_step"][loss][b]))
             for a, b in PAIRS if {a, b} <= set(args.sides)}
         for loss in args.losses}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    out = finish_benchmark(args, result)
     print(f"{'loss':<11}{'side':<21}{'ms/step (median)':>18}{'ratio to hand_eager':>22}")
     for loss in args.losses:
         for name in args.sides:
@@ -258,23 +260,17 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = benchmark_parser(__doc__, "svi_step_overhead", device=False)
     parser.add_argument("--data", choices=["fashion-mnist", "random"], default="fashion-mnist")
     parser.add_argument("--data-root", default=None, help="Fashion-MNIST IDX folder")
     parser.add_argument("--losses", nargs="+", choices=LOSSES, default=list(LOSSES))
     parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
-    parser.add_argument("--hidden", type=int, default=400)
-    parser.add_argument("--latent-dim", type=int, default=50)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--num-batches", type=int, default=8)
+    numbers(parser, hidden=400, latent_dim=50, batch_size=256, num_batches=8)
     parser.add_argument("--num-data", type=int, default=60000,
                         help="training-set size N: the data plate is scaled by N / batch")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--steps", type=int, default=5, help="steps per timed block")
     parser.add_argument("--repeats", type=int, default=15, help="blocks per side")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="benchmarks/results/svi_step_overhead.json")
     return parser.parse_args(argv)
 
 

@@ -18,9 +18,9 @@ ratio of back-to-back epochs, and test IWAE_5000 as mean and standard error over
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -31,9 +31,13 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 from torch import nn
 
-from inference import bound_sweep, fit, resolve_device
+from inference import bound_sweep, fit
 from ppl_models import load_images
 from ppl_models.vae import VAE
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))  # for scaffold
+from scaffold.flags import benchmark_parser, numbers  # noqa: E402
+from scaffold.runs import finish_benchmark, start_run  # noqa: E402
 
 
 class ReferenceVAE(nn.Module):
@@ -101,7 +105,7 @@ def _mean_and_stderr(values: list[float]) -> tuple[float, float]:
 
 
 def main(args: argparse.Namespace) -> dict:
-    device = resolve_device(args.device)
+    _, device, _ = start_run(args)
     data = load_images("fashion-mnist", root=args.data_root).binarized(0)
     train = data.train.images[: args.num_train or None].to(device)
     test = data.test.images[: args.num_test].to(device)
@@ -132,9 +136,7 @@ def main(args: argparse.Namespace) -> dict:
         "runs": runs,
         "num_test": int(test.shape[0]),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    out = finish_benchmark(args, result)
     print(f"{'':<14}{'s/epoch':>10}{'ELBO':>12}{f'IWAE_{args.k}':>12}{'std. error':>12}")
     for name in ("ours", "pyro_example"):
         row = summary[name]
@@ -149,19 +151,12 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = benchmark_parser(__doc__, "vae_vs_pyro_example", threads=None)
     parser.add_argument("--data-root", default=None,
                         help="Fashion-MNIST IDX folder (default: the Debian package's; `make data`)")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--num-train", type=int, default=0)
-    parser.add_argument("--num-test", type=int, default=1000)
-    parser.add_argument("--k", type=int, default=5000)
-    parser.add_argument("--chunk-size", type=int, default=500)
+    numbers(parser, epochs=10, batch_size=256, lr=1e-3, num_train=0, num_test=1000, k=5000,
+            chunk_size=500)
     parser.add_argument("--seeds", type=int, default=3, help="training seeds 0..seeds-1")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", default="benchmarks/results/vae_vs_pyro_example.json")
     return parser.parse_args(argv)
 
 

@@ -7,21 +7,25 @@ per second and the ratio naive / fast, and checks that both methods drew the sam
 The naive cost per step grows with the receptive field ``2^layers``, the fast one with
 ``layers`` (Paine et al. 2016), so the ratio grows with depth.
 
-    python benchmarks/wavenet_sampling.py --out benchmarks/results/wavenet_sampling.json
+    python benchmarks/wavenet_sampling.py  # writes benchmarks/results/wavenet_sampling.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 from ppl_models.wavenet import WaveNet
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))  # for scaffold
+from scaffold.flags import benchmark_parser, numbers  # noqa: E402
+from scaffold.runs import finish_benchmark, start_run  # noqa: E402
 
 
 def time_generation(wn: WaveNet, num_samples: int, seed: int, method: str
@@ -33,9 +37,7 @@ def time_generation(wn: WaveNet, num_samples: int, seed: int, method: str
 
 
 def main(args: argparse.Namespace) -> dict:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    start_run(args)  # threads and seeds
     rows = []
     for layers in args.layers:
         wn = WaveNet(layers=layers, channels=args.channels, skip_channels=args.skip_channels)
@@ -72,9 +74,7 @@ def main(args: argparse.Namespace) -> dict:
         "machine": platform.platform(),
         "rows": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    out = finish_benchmark(args, result)
 
     print(f"{args.num_samples} samples, median of {args.repeats}, {args.channels} channels, "
           f"{torch.get_num_threads()} threads")
@@ -89,17 +89,10 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--layers", type=int, nargs="+", default=[6, 8, 10])
-    parser.add_argument("--num-samples", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--channels", type=int, default=32)
-    parser.add_argument("--skip-channels", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads; generation is a chain of small operations "
-                             "that more threads do not speed up, and on a busy machine slow")
-    parser.add_argument("--out", default="benchmarks/results/wavenet_sampling.json")
+    parser = benchmark_parser(__doc__, "wavenet_sampling", device=False)
+    numbers(parser, layers=[6, 8, 10], num_samples=2000, repeats=3, channels=32, skip_channels=64)
+    parser.set_defaults(threads=1)  # generation is a chain of small operations that more
+    # threads do not speed up, and on a busy machine slow
     return parser.parse_args(argv)
 
 

@@ -37,8 +37,6 @@ See docs/completion.md.
 from __future__ import annotations
 
 import argparse
-import json
-import time
 
 import pyro
 import pyro.distributions as dist
@@ -48,7 +46,8 @@ from tqdm.auto import tqdm
 from inference import KeepBest, fit, iwae_bound
 from inference.uses.completion import map_complete, metropolis_within_gibbs, observed_channel
 from scaffold.plots import image_grid
-from scaffold.runs import start_run
+from scaffold.flags import data_flags, numbers, pixelcnn_flags, script_parser, training_flags
+from scaffold.runs import finish_run, start_run
 from ppl_models.data import binarize_dynamic, load_images
 from ppl_models.pixelcnn import PixelCNN
 from ppl_models.vae import VAE
@@ -203,9 +202,7 @@ def main(args: argparse.Namespace) -> dict:
         "results": results, "mwg_acceptance_rate": acceptance,
         "bottom_half_conditional_nll_nats": nll,
         "config": vars(args), "device": str(device),
-        "wall_seconds": time.perf_counter() - start,
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     methods = list(dict.fromkeys(m for r in results.values() for m in r))
     print(f"error rate on the damaged pixels ({len(clean)} test images)")
     print(f"{'task':<14}" + "".join(f"{m:>12}" for m in methods))
@@ -215,33 +212,19 @@ def main(args: argparse.Namespace) -> dict:
     print("MwG acceptance: " + ", ".join(f"{k} {v:.2f}" for k, v in acceptance.items()))
     print("-log p(bottom half | top half), nats per image: "
           + ", ".join(f"{name} {value:.3f}" for name, value in nll.items()))
-    print(f"results: {out.resolve()} (metrics.json and figures), "
-          f"{metrics['wall_seconds']:.0f} s")
-    return metrics
+    return finish_run(out, metrics, start)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--num-train", type=int, default=0, help="0: all 1297")
-    parser.add_argument("--num-test", type=int, default=0, help="0: all 300")
-    parser.add_argument("--latent-dim", type=int, default=16)
-    parser.add_argument("--hidden", type=int, default=200)
-    parser.add_argument("--vae-epochs", type=int, default=150)
-    parser.add_argument("--map-steps", type=int, default=300)
-    parser.add_argument("--mwg-steps", type=int, default=400)
-    parser.add_argument("--channels", type=int, default=32, help="PixelCNN channels")
-    parser.add_argument("--blocks", type=int, default=4, help="PixelCNN residual blocks")
+    parser = script_parser(__doc__, "runs/completion")
+    data_flags(parser, num_train=0, num_test=0)
+    numbers(parser, latent_dim=16, hidden=200, vae_epochs=150, map_steps=300, mwg_steps=400)
+    pixelcnn_flags(parser, channels=32, blocks=4)
     parser.add_argument("--pixelcnn-epochs", type=int, default=60, help="0: no PixelCNN")
     parser.add_argument("--num-draws", type=int, default=10, help="PixelCNN samples averaged")
     parser.add_argument("--nll-k", type=int, default=1000,
                         help="IWAE samples for the VAE's conditional NLL of the bottom half")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--out-dir", default="runs/completion")
+    training_flags(parser, epochs=None, batch_size=64, lr=3e-3)
     return parser.parse_args(argv)
 
 

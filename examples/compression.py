@@ -40,7 +40,6 @@ import argparse
 import bz2
 import gzip
 import io
-import json
 import lzma
 import math
 import time
@@ -51,10 +50,12 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from inference import elbo, fit, resolve_device
+from inference import elbo, fit
 from inference.coding.bits_back import bits_back_decode, bits_back_encode, net_bits
 from inference.coding.range_coding import decode_images, decode_words, encode_images, encode_words
+from scaffold.flags import pixelcnn_flags, script_parser, training_flags
 from scaffold.plots import save_figure
+from scaffold.runs import finish_run, start_run
 from ppl_models.data import load_images
 from ppl_models.ngram import NGramModel
 from ppl_models.pixelcnn import PixelCNN
@@ -249,13 +250,7 @@ class PixelCNNProbs:
 
 
 def main(args: argparse.Namespace) -> dict:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    start = time.perf_counter()
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(args.device)
-    torch.manual_seed(args.seed)
+    out, device, start = start_run(args)
 
     text_rows, text_info = compress_text(args)
     image_rows, image_info = compress_images(args, device)
@@ -265,9 +260,7 @@ def main(args: argparse.Namespace) -> dict:
                  "overhead = code bits / model NLL bits - 1 (for bits-back, -ELBO bits)",
         "rows": rows, "text": text_info, "images": image_info,
         "config": vars(args), "device": str(device),
-        "wall_seconds": time.perf_counter() - start,
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_rates(rows, out / "bits.png")
 
     print(f"{'data':<18}{'method':<32}{'bits/unit':>10}{'NLL':>9}{'overhead':>10}{'exact':>7}")
@@ -277,8 +270,7 @@ def main(args: argparse.Namespace) -> dict:
         exact = str(row["roundtrip"]) if "roundtrip" in row else "-"
         print(f"{row['data']:<18}{row['method']:<32}{row['bits_per_unit']:>10.3f}{nll:>9}"
               f"{over:>10}{exact:>7}")
-    print(f"results: {out.resolve()} (metrics.json, bits.png), {metrics['wall_seconds']:.0f} s")
-    return metrics
+    return finish_run(out, metrics, start, "metrics.json, bits.png")
 
 
 def plot_rates(rows: list[dict], path: Path) -> None:
@@ -301,7 +293,7 @@ def plot_rates(rows: list[dict], path: Path) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = script_parser(__doc__, "runs/compression")
     parser.add_argument("--words", default=None,
                         help="text file, one word per line (default: wamerican, else bundled)")
     parser.add_argument("--num-train", type=int, default=20000, help="training words")
@@ -309,19 +301,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--order", type=int, default=5, help="n of the n-gram")
     parser.add_argument("--num-test-images", type=int, default=0, help="0: all 300")
     parser.add_argument("--epochs", type=int, default=10, help="PixelCNN epochs (0: skip it)")
-    parser.add_argument("--channels", type=int, default=32, help="PixelCNN channels")
-    parser.add_argument("--blocks", type=int, default=4, help="PixelCNN residual blocks")
+    pixelcnn_flags(parser, channels=32, blocks=4)
     parser.add_argument("--vae-epochs", type=int, default=100,
                         help="VAE epochs for bits-back coding (0: skip it)")
     parser.add_argument("--latent-bits", type=int, default=8,
                         help="bits-back: 2^b buckets per latent dimension")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--out-dir", default="runs/compression")
+    training_flags(parser, epochs=None, batch_size=64, lr=3e-3)
     return parser.parse_args(argv)
 
 

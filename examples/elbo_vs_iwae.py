@@ -39,7 +39,6 @@ import csv
 import json
 import re
 import shutil
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -55,8 +54,10 @@ from inference.evidence.ais import ais_log_evidence  # noqa: E402
 from inference.evidence.estimators import bound_sweep  # noqa: E402
 from inference.evidence.exact import exact_log_evidence  # noqa: E402
 from inference.evidence.gaps import amortization_gap  # noqa: E402
+from scaffold.flags import numbers, script_parser  # noqa: E402
 from scaffold.plots import save_figure  # noqa: E402
-from inference import fit, resolve_device  # noqa: E402
+from scaffold.runs import finish_run, start_run  # noqa: E402
+from inference import fit  # noqa: E402
 from inference.evidence.weight_diagnostics import weight_diagnostics  # noqa: E402
 from ppl_models.data import DATASETS, load_images  # noqa: E402
 from ppl_models.likelihoods import training_representation  # noqa: E402
@@ -402,11 +403,7 @@ def report(metrics: dict, out: Path, args) -> dict[str, str]:
 
 
 def main(args: argparse.Namespace) -> dict:
-    start = time.perf_counter()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out, device, start = start_run(args)
     if args.tables_from:
         # Re-render figures and tables of a finished run without training anything.
         metrics = json.loads(Path(args.tables_from).read_text())
@@ -414,7 +411,6 @@ def main(args: argparse.Namespace) -> dict:
         for name, table in tables.items():
             print(f"\n{name}\n{table}")
         return metrics
-    device = resolve_device(args.device)
     presets = TINY if args.tiny else FULL
     metrics = {"units": "nats per test point, mean over test points; standard error over "
                         "repeats (bounds) or over test points (AIS)",
@@ -432,12 +428,10 @@ def main(args: argparse.Namespace) -> dict:
         if budget.max_k < 21 or budget.khat_k < 21:
             raise ValueError(f"max_k and khat_k must be at least 21 for k-hat, got {budget}")
         metrics["datasets"][name] = run_dataset(name, budget, args, device, out)
-    metrics["wall_seconds"] = time.perf_counter() - start
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    finish_run(out, metrics, start, "metrics.json, tables.md, results.csv, figures")
     tables = report(metrics, out, args)
     for name, table in tables.items():
         print(f"\n{name}\n{table}")
-    print(f"results: {out.resolve()} (metrics.json, tables.md, results.csv, figures)")
     return metrics
 
 
@@ -453,7 +447,7 @@ def _names(choices):
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = script_parser(__doc__, "runs/elbo_vs_iwae")
     parser.add_argument("--datasets", type=_names(("toy", *DATASETS)),
                         default=["toy", "digits", "fashion-mnist"],
                         help="comma-separated: toy, digits, fashion-mnist, mnist")
@@ -462,13 +456,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"comma-separated training objectives: {', '.join(OBJECTIVES)}")
     parser.add_argument("--tiny", action="store_true",
                         help="tiny sizes for every data set (seconds; the test suite's setting)")
-    parser.add_argument("--num-train", type=int, default=None, help="override every data set")
-    parser.add_argument("--num-test", type=int, default=None, help="override every data set")
-    parser.add_argument("--epochs", type=int, default=None, help="override every data set")
+    for name in ("num-train", "num-test", "epochs"):
+        parser.add_argument(f"--{name}", type=int, default=None, help="override every data set")
     parser.add_argument("--max-k", type=int, default=None, help="largest evaluation K")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--chunk-size", type=int, default=500)
-    parser.add_argument("--eval-batch-size", type=int, default=100)
+    numbers(parser, repeats=3, chunk_size=500, eval_batch_size=100)
     parser.add_argument("--fashion-root", default=None,
                         help="folder of the Fashion-MNIST IDX files "
                              "(default /usr/share/datasets/fashion-mnist)")
@@ -480,11 +471,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="metrics.json of a finished run: only redo figures and tables")
     parser.add_argument("--resume", action="store_true",
                         help="reuse the training checkpoints in --out-dir")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--out-dir", default="runs/elbo_vs_iwae")
     return parser.parse_args(argv)
 
 

@@ -37,9 +37,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
-import time
 from pathlib import Path
 
 import matplotlib
@@ -51,7 +49,8 @@ import torch  # noqa: E402
 
 from inference import fit  # noqa: E402
 from scaffold.plots import save_figure  # noqa: E402
-from scaffold.runs import start_run  # noqa: E402
+from scaffold.flags import script_parser, training_flags  # noqa: E402
+from scaffold.runs import finish_run, start_run  # noqa: E402
 from ppl_models.neural_lm import GRULanguageModel  # noqa: E402
 from ppl_models.ngram import NGramModel  # noqa: E402
 from ppl_models.text import Vocabulary, load_words  # noqa: E402
@@ -166,9 +165,6 @@ def main(args: argparse.Namespace) -> dict:
         "config": vars(args),
         "device": str(device),
     }
-    metrics["wall_seconds"] = time.perf_counter() - start
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-
     print("test set; bits per character with the end symbol counted as a character")
     print(f"{'model':<16}{'alpha':>12}{'bits/char':>11}{'perplexity':>12}")
     for row in rows:
@@ -177,13 +173,11 @@ def main(args: argparse.Namespace) -> dict:
               f"{row['test_perplexity']:>12.2f}")
     for row in rows:
         print(f"samples {row['model']:<16} " + " ".join(row["samples"]))
-    print(f"results: {out.resolve()} (metrics.json, bits_per_char.png), "
-          f"{metrics['wall_seconds']:.0f} s")
-    return metrics
+    return finish_run(out, metrics, start, "metrics.json, bits_per_char.png")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = script_parser(__doc__, "runs/language_model")
     parser.add_argument("--data", default=None,
                         help="text file, one word per line (default: wamerican, else bundled)")
     parser.add_argument("--num-train", type=int, default=20000,
@@ -193,14 +187,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--embedding", type=int, default=32)
     parser.add_argument("--hidden", type=int, default=256, help="GRU state size")
     parser.add_argument("--dropout", type=float, default=0.3)
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--out-dir", default="runs/language_model")
+    training_flags(parser, epochs=15, batch_size=128, lr=3e-3)
     return parser.parse_args(argv)
 
 

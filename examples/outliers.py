@@ -32,8 +32,6 @@ images, and typicality mends blank images only. Numbers in docs/outliers.md.
 from __future__ import annotations
 
 import argparse
-import json
-import time
 from pathlib import Path
 
 import pyro
@@ -43,7 +41,8 @@ from tqdm.auto import tqdm
 
 from inference import fit
 from scaffold.plots import image_grid, save_figure
-from scaffold.runs import start_run
+from scaffold.flags import data_flags, numbers, pixelcnn_flags, script_parser, training_flags
+from scaffold.runs import finish_run, start_run
 from inference import (
     auroc,
     likelihood_ratio_scores,
@@ -211,10 +210,7 @@ def main(args: argparse.Namespace) -> dict:
                  "log p in nats per image",
         "auroc": aurocs, "mean_log_p": mean_log_p,
         "config": vars(args), "device": str(device),
-        "wall_seconds": time.perf_counter() - start,
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-
     for name, table in aurocs.items():
         print(f"{name}: AUROC against {len(test_x)} inlier test images "
               f"(mean log p of inliers {mean_log_p[name]['inliers']['model']:.1f} nats)")
@@ -222,42 +218,25 @@ def main(args: argparse.Namespace) -> dict:
         for set_name, row in table.items():
             print(f"  {set_name:<20}{mean_log_p[name][set_name]['model']:>11.1f}"
                   f"{row['nll']:>8.3f}{row['ratio']:>8.3f}{row['typicality']:>12.3f}")
-    print(f"results: {out.resolve()} (metrics.json and figures), "
-          f"{metrics['wall_seconds']:.0f} s")
-    return metrics
+    return finish_run(out, metrics, start)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", choices=["digits", "fashion-mnist", "mnist"],
-                        default="digits")
-    parser.add_argument("--data-root", default=None, help="folder of the IDX files")
+    parser = script_parser(__doc__, "runs/outliers")
+    data_flags(parser, num_train=0, num_test=0, datasets=("digits", "fashion-mnist", "mnist"))
     parser.add_argument("--inlier-classes", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--models", nargs="+", choices=["vae", "pixelcnn"],
                         default=["vae", "pixelcnn"])
-    parser.add_argument("--num-train", type=int, default=0, help="0: every inlier image")
-    parser.add_argument("--num-test", type=int, default=0, help="0: every test image")
-    parser.add_argument("--latent-dim", type=int, default=16)
-    parser.add_argument("--hidden", type=int, default=200)
-    parser.add_argument("--vae-epochs", type=int, default=150)
+    numbers(parser, latent_dim=16, hidden=200, vae_epochs=150)
     parser.add_argument("--num-samples", type=int, default=100, help="IWAE K for the VAE")
     parser.add_argument("--flip-rate", type=float, default=0.15,
                         help="pixel flips of the VAE background's training data")
-    parser.add_argument("--channels", type=int, default=32, help="PixelCNN channels")
-    parser.add_argument("--blocks", type=int, default=4, help="PixelCNN residual blocks")
+    pixelcnn_flags(parser, channels=32, blocks=4)
     parser.add_argument("--pixelcnn-epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--out-dir", default="runs/outliers")
+    training_flags(parser, epochs=None, batch_size=64, lr=3e-3)
     args = parser.parse_args(argv)
-    if args.num_train == 0:
-        args.num_train = None
-    if args.num_test == 0:
-        args.num_test = None
+    args.num_train = args.num_train or None  # 0: all (a slice [:None])
+    args.num_test = args.num_test or None
     return args
 
 

@@ -23,9 +23,6 @@ approximation gap 0.18 nats, which add up to the ELBO's 0.42 nats below log p(x)
 from __future__ import annotations
 
 import argparse
-import json
-import time
-from pathlib import Path
 
 import pyro
 import pyro.distributions as dist
@@ -36,8 +33,11 @@ from torch.distributions import constraints
 from inference.evidence.ais import ais_log_evidence
 from inference.evidence.estimators import bound_sweep
 from inference.evidence.gaps import amortization_gap
+from scaffold.flags import (data_flags, evidence_flags, numbers, objective_flags, script_parser,
+                            training_flags)
 from scaffold.plots import bounds_against_k
-from inference import fit, resolve_device
+from scaffold.runs import finish_run, start_run
+from inference import fit
 from inference.evidence.weight_diagnostics import pareto_k
 from inference.weights import log_importance_weights
 
@@ -96,11 +96,7 @@ def simulate(num_data: int, data_dim: int, num_factors: int, seed: int) -> torch
 
 
 def main(args: argparse.Namespace) -> dict:
-    start = time.perf_counter()
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(args.device)
-    pyro.set_rng_seed(args.seed)
+    out, device, start = start_run(args)
     pyro.clear_param_store()
 
     data = simulate(args.num_train + args.num_test, args.data_dim, args.num_factors, args.seed)
@@ -139,39 +135,24 @@ def main(args: argparse.Namespace) -> dict:
     }
     bounds_against_k(table, out / "bounds_vs_k.png", reference=metrics["exact_log_evidence"],
                      reference_label="closed-form log p(x)")
-    metrics["wall_seconds"] = time.perf_counter() - start
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-
     print(table)
     print(f"{'AIS':<12}{metrics['ais']:>14.4f}{metrics['ais_stderr']:>12.4f}")
     print(f"{'exact':<12}{metrics['exact_log_evidence']:>14.4f}   (closed form)")
     print(f"k-hat median {float(k_hat.median()):.2f}; gaps: amortization "
           f"{metrics['amortization_gap']:.3f}, approximation {metrics['approximation_gap']:.3f}")
-    print(f"results: {out.resolve()} (metrics.json, bounds_vs_k.png)")
-    return metrics
+    return finish_run(out, metrics, start, "metrics.json, bounds_vs_k.png")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dim", type=int, default=10)
-    parser.add_argument("--num-factors", type=int, default=3)
-    parser.add_argument("--num-train", type=int, default=2000)
-    parser.add_argument("--num-test", type=int, default=200)
-    parser.add_argument("--objective", choices=["elbo", "meanfield", "iwae", "dreg"],
-                        default="iwae")
-    parser.add_argument("--num-particles", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=200)
-    parser.add_argument("--lr", type=float, default=1e-2)
-    parser.add_argument("--max-k", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--ais-chains", type=int, default=16)
-    parser.add_argument("--ais-steps", type=int, default=100)
+    parser = script_parser(__doc__, "runs/own_pair")
+    numbers(parser, data_dim=10, num_factors=3)
+    data_flags(parser, num_train=2000, num_test=200)
+    objective_flags(parser, objective="iwae", num_particles=5)
+    training_flags(parser, epochs=30, batch_size=200, lr=1e-2)
+    evidence_flags(parser, max_k=1000, repeats=3)
+    numbers(parser, ais_chains=16, ais_steps=100)
     parser.add_argument("--gap-steps", type=int, default=300,
                         help="optimization steps of the per-datapoint guides")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--out-dir", default="runs/own_pair")
     return parser.parse_args(argv)
 
 

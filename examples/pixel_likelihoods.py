@@ -16,10 +16,7 @@ among the 8-bit likelihoods, the Gaussian with a fixed sigma the highest.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import time
-from pathlib import Path
 
 import pyro
 import torch
@@ -29,19 +26,17 @@ from inference import (
     bound_sweep,
     discrete_log_likelihood_bound,
     fit,
-    resolve_device,
 )
+from scaffold.flags import data_flags, numbers, script_parser, training_flags
 from scaffold.plots import image_grid
+from scaffold.runs import finish_run, start_run
 from ppl_models import DATASETS, load_images
 from ppl_models.likelihoods import LIKELIHOODS, make_likelihood, training_representation
 from ppl_models.vae import VAE
 
 
 def main(args: argparse.Namespace) -> dict:
-    start = time.perf_counter()
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(args.device)
+    out, device, start = start_run(args)
     data = load_images(args.dataset, root=args.data_root)
     num_dims = math.prod(data.image_shape)
     results = {}
@@ -80,34 +75,22 @@ def main(args: argparse.Namespace) -> dict:
 
     metrics = {"dataset": args.dataset, "k": args.k, "results": results, "config": vars(args),
                "units": "nats per image of the discrete (8-bit or binary) data; bits/dim",
-               "wall_seconds": time.perf_counter() - start}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+               "device": str(device)}
     key = f"iwae_{args.k}_bits_per_dim"
     print(f"{'likelihood':<20}{'data':>8}{'ELBO b/d':>10}{f'IWAE_{args.k} b/d':>14}")
     for name, row in sorted(results.items(), key=lambda item: (item[1]["data"], item[1][key])):
         print(f"{name:<20}{row['data']:>8}{row['elbo_bits_per_dim']:>10.4f}{row[key]:>14.4f}")
-    print(f"results: {out.resolve()} (metrics.json, samples_*.png)")
-    return metrics
+    return finish_run(out, metrics, start, "metrics.json, samples_*.png")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", choices=DATASETS, default="digits")
-    parser.add_argument("--data-root", default=None)
+    parser = script_parser(__doc__, "runs/pixel_likelihoods")
+    data_flags(parser, num_train=0, num_test=0, datasets=DATASETS)
     parser.add_argument("--likelihoods", nargs="+", choices=LIKELIHOODS, default=list(LIKELIHOODS))
-    parser.add_argument("--latent-dim", type=int, default=16)
-    parser.add_argument("--hidden", type=int, nargs="+", default=[200])
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--num-train", type=int, default=0)
-    parser.add_argument("--num-test", type=int, default=0)
+    numbers(parser, latent_dim=16, hidden=[200])
+    training_flags(parser, epochs=100, batch_size=64, lr=1e-3)
     parser.add_argument("--k", type=int, default=1000, help="particles of the IWAE bound")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--chunk-size", type=int, default=500)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--out-dir", default="runs/pixel_likelihoods")
+    numbers(parser, repeats=2, chunk_size=500)
     return parser.parse_args(argv)
 
 

@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
-import time
 from pathlib import Path
 
 import pyro
@@ -42,10 +40,11 @@ from inference import (
     fit,
     kl_per_dimension,
     posterior_means,
-    resolve_device,
 )
 from inference.training.free_bits import FreeBitsELBO
+from scaffold.flags import data_flags, evidence_flags, numbers, script_parser, training_flags
 from scaffold.plots import image_grid, save_figure, training_curves
+from scaffold.runs import finish_run, start_run
 from ppl_models import DATASETS, load_images
 from inference import bits_per_dim
 from ppl_models.likelihoods import training_representation
@@ -159,21 +158,12 @@ def plot_kl_bars(results: dict, path: Path) -> None:
 
 
 def main(args: argparse.Namespace) -> dict:
-    start = time.perf_counter()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(args.device)
-    pyro.set_rng_seed(args.seed)
+    out, device, start = start_run(args)
 
     data = load_images(args.dataset, root=args.data_root)
     train, test, batch_transform = training_representation(data, "bernoulli",
                                                            args.binarization, args.seed)
-    if args.num_train:
-        train = train[:args.num_train]
-    if args.num_test:
-        test = test[:args.num_test]
+    train, test = train[:args.num_train or None], test[:args.num_test or None]  # 0: all
     shape = data.image_shape
     num_dims = math.prod(shape)
     test = test.to(device)
@@ -225,18 +215,14 @@ def main(args: argparse.Namespace) -> dict:
         "history": histories,
         "config": vars(args),
         "device": str(device),
-        "wall_seconds": time.perf_counter() - start,
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(markdown)
-    print(f"results: {out.resolve()} (metrics.json, results.md/csv and figures)")
-    return metrics
+    return finish_run(out, metrics, start, "metrics.json, results.md/csv and figures")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", choices=DATASETS, default="digits")
-    parser.add_argument("--data-root", default=None, help="folder of the IDX files")
+    parser = script_parser(__doc__, "runs/pixel_vae")
+    data_flags(parser, num_train=0, num_test=0, datasets=DATASETS)
     parser.add_argument("--binarization", choices=["static", "dynamic"], default="dynamic",
                         help="of the training images (test: one fixed draw)")
     parser.add_argument("--latent-dim", type=int, default=16)
@@ -244,26 +230,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="MLP widths of the VAE and of the PixelVAE encoder")
     parser.add_argument("--channels", type=int, default=16, help="PixelCNN channels")
     parser.add_argument("--num-blocks", type=int, default=2, help="PixelCNN gated blocks")
-    parser.add_argument("--kernel-size", type=int, default=3)
-    parser.add_argument("--first-kernel-size", type=int, default=5)
+    numbers(parser, kernel_size=3, first_kernel_size=5)
     parser.add_argument("--kl-warmup", type=int, default=20, help="epochs of KL warm-up")
     parser.add_argument("--free-bits", type=float, default=0.25,
                         help="lambda, nats per latent dimension")
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--num-train", type=int, default=0, help="use the first N (0: all)")
-    parser.add_argument("--num-test", type=int, default=0, help="use the first N (0: all)")
-    parser.add_argument("--max-k", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--chunk-size", type=int, default=500)
-    parser.add_argument("--eval-batch-size", type=int, default=50)
+    training_flags(parser, epochs=40, batch_size=64, lr=2e-3)
+    evidence_flags(parser, max_k=1000, repeats=1, chunk_size=500, eval_batch_size=50)
     parser.add_argument("--num-samples", type=int, default=10, help="images per figure row")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--out-dir", default="runs/pixel_vae")
     return parser.parse_args(argv)
 
 

@@ -36,7 +36,6 @@ MNIST recipe (GPU, not run here; compare with 81.30 nats, van den Oord et al. 20
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import pyro
@@ -45,7 +44,8 @@ import torch
 from inference import fit
 from inference.training.early_stopping import KeepBest
 from scaffold.plots import image_grid
-from scaffold.runs import start_run
+from scaffold.flags import data_flags, script_parser, training_flags
+from scaffold.runs import finish_run, start_run
 from ppl_models.data import DATASETS, load_images
 from inference import bits_per_dim
 from ppl_models.likelihoods import training_representation
@@ -176,33 +176,25 @@ def main(args: argparse.Namespace) -> dict:
         "device": str(device),
         "threads": torch.get_num_threads(),
     }
-    metrics["wall_seconds"] = time.perf_counter() - start
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-
     print(f"{'':<8}{'NLL nats/image':>16}{'bits/dim':>10}")
     print(f"{'test':<8}{test_nats:>16.3f}{metrics['test_bits_per_dim']:>10.4f}")
     print(f"{'train':<8}{train_nats:>16.3f}{metrics['train_bits_per_dim']:>10.4f}")
     print(f"sampling {args.num_timing} images: naive {naive_seconds:.2f} s, fast "
           f"{fast_seconds:.2f} s, ratio {metrics['naive_over_fast']:.1f}, identical: "
           f"{metrics['samples_identical']}")
-    print(f"results: {out.resolve()} (metrics.json, samples.png, completions.png"
-          f"{', class_samples.png' if args.class_conditional else ''}, data.png)")
-    return metrics
+    return finish_run(out, metrics, start, "metrics.json, samples.png, completions.png"
+                      f"{', class_samples.png' if args.class_conditional else ''}, data.png")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", choices=DATASETS, default="digits")
+    parser = script_parser(__doc__, "runs/pixelcnn")
+    data_flags(parser, num_train=None, num_test=None, datasets=DATASETS, download=True)
+    parser.add_argument("--num-valid", type=int, default=None,
+                        help="first N validation images (best-epoch selection)")
     parser.add_argument("--likelihood", default="bernoulli",
                         choices=["bernoulli", "categorical256", "logistic-mixture"])
     parser.add_argument("--class-conditional", action="store_true",
                         help="model p(x | class) with a class embedding in every block")
-    parser.add_argument("--num-train", type=int, default=None, help="first N training images")
-    parser.add_argument("--num-valid", type=int, default=None,
-                        help="first N validation images (best-epoch selection)")
-    parser.add_argument("--num-test", type=int, default=None, help="first N test images")
-    parser.add_argument("--data-root", default=None, help="folder of the IDX files")
-    parser.add_argument("--download", action="store_true", help="let torchvision fetch MNIST")
     parser.add_argument("--binarization", choices=["static", "dynamic"], default="dynamic",
                         help="of the training images (bernoulli); valid/test stay static")
     parser.add_argument("--dropout", type=float, default=0.0,
@@ -215,9 +207,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--kernel-size", type=int, default=3)
     parser.add_argument("--first-kernel-size", type=int, default=None,
                         help="first layer's kernel (default: 5 up to 16 pixels high, else 7)")
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    training_flags(parser, epochs=100, batch_size=64, lr=2e-3)
     parser.add_argument("--num-samples", type=int, default=40, help="images in samples.png")
     parser.add_argument("--samples-per-class", type=int, default=10,
                         help="columns of class_samples.png (with --class-conditional)")
@@ -225,11 +215,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--completions-per-image", type=int, default=5)
     parser.add_argument("--num-timing", type=int, default=4,
                         help="images drawn by each sampler for the timing")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice); 1 on a busy machine")
-    parser.add_argument("--out-dir", default="runs/pixelcnn")
     return parser.parse_args(argv)
 
 

@@ -27,8 +27,6 @@ GMM ARI 0.40-0.56. See docs/representations.md.
 from __future__ import annotations
 
 import argparse
-import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +41,8 @@ from tqdm.auto import tqdm
 
 from inference import fit, posterior_means, probe_accuracy
 from scaffold.plots import save_figure
-from scaffold.runs import start_run
+from scaffold.flags import numbers, script_parser, training_flags
+from scaffold.runs import finish_run, start_run
 from ppl_models.data import load_images
 from ppl_models.vae import VAE, Autoencoder
 
@@ -139,35 +138,23 @@ def main(args: argparse.Namespace) -> dict:
                  "against the test labels",
         "results": results, "histories": histories,
         "config": vars(args), "device": str(device),
-        "wall_seconds": time.perf_counter() - start,
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(f"{'features':<20}{'dim':>5}{'probe':>8}{'k-means ARI':>13}{'GMM ARI':>9}")
     for name, row in results.items():
         print(f"{name:<20}{row['dim']:>5}{row['probe_accuracy']:>8.3f}"
               f"{row['kmeans_ari']:>13.3f}{row['gmm_ari']:>9.3f}")
-    print(f"results: {out.resolve()} (metrics.json, representations.png), "
-          f"{metrics['wall_seconds']:.0f} s")
-    return metrics
+    return finish_run(out, metrics, start, "metrics.json, representations.png")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = script_parser(__doc__, "runs/representations")
     parser.add_argument("--num-train", type=int, default=0, help="0: all 1297")
-    parser.add_argument("--latent-dim", type=int, default=16)
-    parser.add_argument("--hidden", type=int, default=200)
+    numbers(parser, latent_dim=16, hidden=200)
     parser.add_argument("--sparsity", type=float, default=0.1,
                         help="L1 weight on the sparse autoencoder's code")
-    parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--restarts", type=int, default=10,
                         help="k-means restarts (the Gaussian mixture gets a third)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--out-dir", default="runs/representations")
+    training_flags(parser, epochs=150, batch_size=64, lr=1e-3)
     return parser.parse_args(argv)
 
 

@@ -15,9 +15,7 @@ the exact evidence and IWAE_5000 within a few hundredths of a nat of it.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import time
 from pathlib import Path
 
 import matplotlib
@@ -27,11 +25,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pyro  # noqa: E402
 import torch  # noqa: E402
 
-from inference import bound_sweep, elbo, exact_log_evidence, fit, resolve_device  # noqa: E402
-from scaffold.plots import (
-    bounds_against_k,  # noqa: E402
-    save_figure,  # noqa: E402
-)
+from inference import bound_sweep, elbo, exact_log_evidence, fit  # noqa: E402
+from scaffold.flags import (  # noqa: E402
+    data_flags, evidence_flags, numbers, objective_flags, script_parser, training_flags)
+from scaffold.plots import bounds_against_k, save_figure  # noqa: E402
+from scaffold.runs import finish_run, start_run  # noqa: E402
 from ppl_models import ToyManifold, ToyManifoldVAE, manifold_mean  # noqa: E402
 
 SIDE = 4
@@ -99,11 +97,7 @@ def plot_posterior(vae: ToyManifoldVAE, x: torch.Tensor, path: Path) -> None:
 
 
 def main(args: argparse.Namespace) -> dict:
-    start = time.perf_counter()
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(args.device)
-    pyro.set_rng_seed(args.seed)
+    out, device, start = start_run(args)
     pyro.clear_param_store()
 
     truth = ToyManifold(noise_scale=args.noise_scale)
@@ -142,36 +136,20 @@ def main(args: argparse.Namespace) -> dict:
     shown = int(gaps.argsort()[int(0.9 * (len(gaps) - 1))])
     plot_posterior(vae, test[shown:shown + 1], out / "posterior.png")
     bounds_against_k(table, out / "bounds_vs_k.png", reference=metrics["exact_log_evidence"])
-    metrics["wall_seconds"] = time.perf_counter() - start
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-
     print(table)
     print(f"{'exact':<12}{metrics['exact_log_evidence']:>14.4f}   (quadrature, learned model)")
     print(f"{'true model':<12}{metrics['true_model_log_evidence']:>14.4f}   (data-generating process)")
-    print(f"results: {out.resolve()} (metrics.json, data.png, manifold.png, posterior.png, "
-          "bounds_vs_k.png)")
-    return metrics
+    return finish_run(out, metrics, start,
+                      "metrics.json, data.png, manifold.png, posterior.png, bounds_vs_k.png")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--num-train", type=int, default=2000)
-    parser.add_argument("--num-test", type=int, default=200)
-    parser.add_argument("--noise-scale", type=float, default=0.1)
-    parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--objective", choices=["elbo", "meanfield", "iwae", "dreg"],
-                        default="elbo")
-    parser.add_argument("--num-particles", type=int, default=1,
-                        help="particles per datapoint in training (K of the IWAE objective)")
-    parser.add_argument("--epochs", type=int, default=150)
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--max-k", type=int, default=5000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--chunk-size", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--out-dir", default="runs/toy_manifold")
+    parser = script_parser(__doc__, "runs/toy_manifold")
+    data_flags(parser, num_train=2000, num_test=200)
+    numbers(parser, noise_scale=0.1, hidden=64)
+    objective_flags(parser, objective="elbo", num_particles=1)
+    training_flags(parser, epochs=150, batch_size=100, lr=3e-3)
+    evidence_flags(parser, max_k=5000, repeats=3, chunk_size=1000)
     return parser.parse_args(argv)
 
 

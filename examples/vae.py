@@ -22,10 +22,8 @@ rank 0 alone evaluates, draws the figures and writes metrics.json.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import time
 from pathlib import Path
 
 import pyro
@@ -42,9 +40,11 @@ from inference import (
     kl_per_dimension,
     posterior_means,
     probe_accuracy,
-    resolve_device,
 )
+from scaffold.flags import (data_flags, evidence_flags, numbers, objective_flags, script_parser,
+                            training_flags)
 from scaffold.plots import bounds_against_k, image_grid, training_curves
+from scaffold.runs import finish_run, start_run
 from ppl_models import DATASETS, load_images
 from ppl_models.likelihoods import LIKELIHOODS, make_likelihood, training_representation
 from ppl_models.vae import VAE, Autoencoder
@@ -100,11 +100,7 @@ def train_baselines(args, shape, train, batch_transform, device) -> dict:
 
 
 def main(args: argparse.Namespace) -> dict:
-    start = time.perf_counter()
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(args.device)
-    pyro.set_rng_seed(args.seed)
+    out, device, start = start_run(args)
     pyro.clear_param_store()
 
     data = load_images(args.dataset, root=args.data_root, download=args.download)
@@ -202,58 +198,39 @@ def main(args: argparse.Namespace) -> dict:
     bounds_against_k(table, out / "bounds_vs_k.png")
     if args.latent_dim == 2:
         plot_latent_space(vae, test, test_labels, out)
-    metrics["wall_seconds"] = time.perf_counter() - start
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-
     print(f"{'bound':<12}{'nats/image':>12}{'bits/dim':>10}{'std. error':>12}")
     for row in metrics["bounds"]:
         name = "ELBO" if row["bound"] == "elbo" else f"IWAE_{row['num_samples']}"
         print(f"{name:<12}{row['mean']:>12.3f}{row['bits_per_dim']:>10.4f}{row['stderr']:>12.4f}")
     print(f"active units {num_active}/{args.latent_dim}; probe accuracy "
           + ", ".join(f"{k} {v:.3f}" for k, v in probes.items()))
-    print(f"results: {out.resolve()} (metrics.json and figures)")
-    return metrics
+    return finish_run(out, metrics, start)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", choices=DATASETS, default="digits")
-    parser.add_argument("--data-root", default=None, help="folder of the IDX files")
-    parser.add_argument("--download", action="store_true", help="let torchvision fetch MNIST")
+    parser = script_parser(__doc__, "runs/vae")
+    data_flags(parser, num_train=0, num_test=0, datasets=DATASETS, download=True)
     parser.add_argument("--likelihood", choices=LIKELIHOODS, default="bernoulli")
     parser.add_argument("--binarization", choices=["static", "dynamic"], default="static")
     parser.add_argument("--network", choices=["mlp", "conv"], default="mlp")
-    parser.add_argument("--hidden", type=int, nargs="+", default=[200])
-    parser.add_argument("--latent-dim", type=int, default=16)
-    parser.add_argument("--objective", choices=["elbo", "meanfield", "iwae", "dreg"],
-                        default="elbo")
-    parser.add_argument("--num-particles", type=int, default=1)
+    numbers(parser, hidden=[200], latent_dim=16)
+    objective_flags(parser, objective="elbo", num_particles=1)
     parser.add_argument("--kl-warmup", type=int, default=0, help="epochs of KL warm-up")
     parser.add_argument("--sparsity", type=float, default=0.1,
                         help="L1 weight on the sparse autoencoder's code")
-    parser.add_argument("--epochs", type=int, default=200)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    training_flags(parser, epochs=200, batch_size=64, lr=1e-3)
     parser.add_argument("--compile", action="store_true",
                         help="compiled training step (objectives elbo/meanfield; see "
                              "docs/performance.md)")
     parser.add_argument("--mixed-precision", action="store_true",
                         help="networks in bfloat16 under autocast, log densities in float32 "
                              "(GPUs with bfloat16 units; slower on most CPUs)")
-    parser.add_argument("--num-train", type=int, default=0, help="use the first N (0: all)")
-    parser.add_argument("--num-test", type=int, default=0, help="use the first N (0: all)")
-    parser.add_argument("--max-k", type=int, default=5000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--chunk-size", type=int, default=500)
-    parser.add_argument("--eval-batch-size", type=int, default=100)
+    evidence_flags(parser, max_k=5000, repeats=3, chunk_size=500, eval_batch_size=100)
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoints in --out-dir")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
     parser.add_argument("--distributed", action="store_true", default="WORLD_SIZE" in os.environ,
                         help="data-parallel training over torch.distributed (on by default "
                              "under torchrun)")
-    parser.add_argument("--out-dir", default="runs/vae")
     return parser.parse_args(argv)
 
 

@@ -25,7 +25,6 @@ our runs.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -39,7 +38,8 @@ import torch  # noqa: E402
 
 from inference import fit  # noqa: E402
 from scaffold.plots import save_figure  # noqa: E402
-from scaffold.runs import start_run  # noqa: E402
+from scaffold.flags import numbers, script_parser, training_flags  # noqa: E402
+from scaffold.runs import finish_run, start_run  # noqa: E402
 from ppl_models.audio import (  # noqa: E402
     histogram_bits_per_sample,
     load_signal,
@@ -129,42 +129,27 @@ def main(args: argparse.Namespace) -> dict:
         "device": str(device),
         "threads": torch.get_num_threads(),
     }
-    metrics["wall_seconds"] = time.perf_counter() - start
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-
     print(f"{'test bits/sample':<28}{'WaveNet':>10}{'histogram':>11}")
     print(f"{'':<28}{model_bits:>10.3f}{baseline_bits:>11.3f}")
     print(f"generating {args.num_generate} samples: naive {naive_seconds:.2f} s, fast "
           f"{fast_seconds:.2f} s, ratio {metrics['naive_over_fast']:.1f}, identical samples: "
           f"{metrics['samples_identical']}")
-    print(f"results: {out.resolve()} (metrics.json, generated.wav, data.wav, waveforms.png)")
-    return metrics
+    return finish_run(out, metrics, start, "metrics.json, generated.wav, data.wav, waveforms.png")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = script_parser(__doc__, "runs/wavenet")
     parser.add_argument("--wav", default=None, help="your own WAV file (overrides --source)")
     parser.add_argument("--source", choices=["auto", "speech", "synthetic"], default="auto",
                         help="auto: espeak-ng speech when installed, else synthetic")
     parser.add_argument("--seconds", type=float, default=30.0,
                         help="length of the synthetic signal")
-    parser.add_argument("--rate", type=int, default=8000)
-    parser.add_argument("--segment-length", type=int, default=1024)
-    parser.add_argument("--test-fraction", type=float, default=0.1)
+    numbers(parser, rate=8000, segment_length=1024, test_fraction=0.1)
     parser.add_argument("--layers", type=int, default=8, help="blocks per dilation stack")
-    parser.add_argument("--stacks", type=int, default=1)
-    parser.add_argument("--channels", type=int, default=32)
-    parser.add_argument("--skip-channels", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    numbers(parser, stacks=1, channels=32, skip_channels=64)
+    training_flags(parser, epochs=30, batch_size=8, lr=3e-3)
     parser.add_argument("--num-generate", type=int, default=8000,
                         help="samples drawn by each sampler (and written to generated.wav)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice); 1 on a busy machine")
-    parser.add_argument("--out-dir", default="runs/wavenet")
     return parser.parse_args(argv)
 
 

@@ -7,7 +7,8 @@
 - :mod:`inference.coding`: compress with it (range coding, bits-back coding).
 
 Shared by all of them: :mod:`inference.weights` (tracing a pair, importance weights),
-:mod:`inference.units` (nats, bits, bits per dimension) and :mod:`inference.checks`.
+:mod:`inference.units` (nats, bits, bits per dimension), :mod:`inference.checks` and
+:mod:`inference.protocols` (what the uses and coders need from a model beyond a pair).
 Every estimator returns one value per datapoint of the ``pyro.plate("data", ...)``.
 """
 
@@ -61,6 +62,7 @@ from .training import (
     scale_data_plate,
     scale_latents,
 )
+from .protocols import BernoulliLatentModel, EncoderDecoder, MarkovTextModel, require
 from .units import (
     bits_per_dim,
     bits_to_nats,
@@ -87,16 +89,19 @@ from .weights import log_importance_weights, log_mean_exp
 __all__ = [
     "Adam",
     "AISResult",
+    "BernoulliLatentModel",
     "BoundTable",
     "CompiledSVIStep",
     "DataParallel",
     "DReGLoss",
+    "EncoderDecoder",
     "ExactEvidence",
     "FreeBitsELBO",
     "GapResult",
     "KeepBest",
     "IWAELoss",
     "LocalGaussianGuide",
+    "MarkovTextModel",
     "SVIStep",
     "WeightDiagnostics",
     "active_units",
@@ -140,6 +145,7 @@ __all__ = [
     "pareto_k",
     "posterior_means",
     "probe_accuracy",
+    "require",
     "range_decode",
     "range_encode",
     "resolve_device",

@@ -1,8 +1,11 @@
-"""Bookkeeping shared by the example scripts: setting up a run from their common flags."""
+"""Bookkeeping shared by the example and benchmark scripts: a run's set-up and its results file."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -13,7 +16,7 @@ from inference import resolve_device
 
 
 def start_run(args: argparse.Namespace) -> tuple[Path, torch.device, float]:
-    """Set up a run from the examples' common flags.
+    """Set up a run from the common flags of :func:`scaffold.flags.script_parser`.
 
     Sets torch's CPU threads (``args.threads``, when given and non-zero), seeds Pyro and torch
     with ``args.seed``, creates ``args.out_dir`` and resolves ``args.device``.
@@ -26,6 +29,42 @@ def start_run(args: argparse.Namespace) -> tuple[Path, torch.device, float]:
     start = time.perf_counter()
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device) if hasattr(args, "device") else torch.device("cpu")
     pyro.set_rng_seed(args.seed)
     return out, device, start
+
+
+def write_json(path: str | Path, data: dict) -> Path:
+    """Write ``data`` as indented JSON to ``path`` atomically: a reader (or a run killed
+    half-way) sees the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(json.dumps(data, indent=2))
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def finish_run(out_dir: str | Path, metrics: dict, start: float,
+               files: str = "metrics.json and figures") -> dict:
+    """Add ``wall_seconds`` (since ``start``) to ``metrics``, write them to
+    ``out_dir/metrics.json`` (atomically) and say where the results are.
+
+    Returns:
+        ``metrics``, with ``wall_seconds``.
+    """
+    metrics["wall_seconds"] = time.perf_counter() - start
+    write_json(Path(out_dir) / "metrics.json", metrics)
+    print(f"results: {Path(out_dir).resolve()} ({files}), {metrics['wall_seconds']:.0f} s")
+    return metrics
+
+
+def finish_benchmark(args: argparse.Namespace, result: dict) -> Path:
+    """Write a benchmark's ``result`` to ``<args.out_dir>/<args.name>.json`` (atomically);
+    the flags are those of :func:`scaffold.flags.benchmark_parser`. Returns the path."""
+    return write_json(Path(args.out_dir) / f"{args.name}.json", result)

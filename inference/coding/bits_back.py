@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from .range_coding import WORD_BYTES, load_constriction
+from ..protocols import BernoulliLatentModel, require
 
 HEADER_BYTES = 4  # image count
 MAX_LATENT_BITS = 16
@@ -111,6 +112,7 @@ def bits_back_encode(vae, images: torch.Tensor, latent_bits: int = 12,
     Returns:
         a 4-byte image count, then the stack's 32-bit words.
     """
+    require(vae, BernoulliLatentModel, "vae")
     _check_images(images, vae.image_shape)
     if initial_words < 1:
         raise ValueError(f"initial_words must be >= 1, got {initial_words}")
@@ -137,6 +139,7 @@ def bits_back_decode(vae, data: bytes, latent_bits: int = 12) -> tuple[torch.Ten
         ``(images, initial words)``: float ``[n, C, H, W]`` of 0/1 on the VAE's device, in
         the order they were encoded, and the stack's words left after the last image.
     """
+    require(vae, BernoulliLatentModel, "vae")
     if len(data) < HEADER_BYTES or (len(data) - HEADER_BYTES) % WORD_BYTES:
         raise ValueError(f"bits-back data must be a {HEADER_BYTES}-byte header and 32-bit "
                          f"words, got {len(data)} bytes")

@@ -28,6 +28,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from ..protocols import MarkovTextModel, require
+
 WORD_BYTES = 4  # constriction emits 32-bit words
 
 
@@ -128,6 +130,7 @@ def encode_words(lm, x: torch.Tensor) -> bytes:
     -> [..., V]``, as :class:`ppl_models.ngram.NGramModel` has. The output is a 4-byte word
     count followed by the range-coded symbols, word after word, end symbols included.
     """
+    require(lm, MarkovTextModel, "lm")
     targets, contexts, mask = lm.contexts(x)
     with torch.no_grad():
         probs = lm.conditional(contexts)[mask]  # [symbols, V]
@@ -137,6 +140,7 @@ def encode_words(lm, x: torch.Tensor) -> bytes:
 def decode_words(lm, data: bytes) -> torch.Tensor:
     """Invert :func:`encode_words`: bytes -> ``x: [batch, max_len]`` as ``Vocabulary.encode``
     gives it (padded to the longest decoded word)."""
+    require(lm, MarkovTextModel, "lm")
     if len(data) < HEADER_BYTES:
         raise ValueError(f"compressed words need a {HEADER_BYTES}-byte header, got {len(data)} "
                          "bytes")

@@ -1,9 +1,11 @@
 """Using a trained model: completing images, scoring outliers, reading its representations.
 
-Each use states what it needs from a model as a :class:`typing.Protocol`
-(:mod:`.protocols`) and checks it at the call.
+Each use states what it needs from a model beyond a model/guide pair as a
+:class:`typing.Protocol` (:mod:`inference.protocols`; completion needs an
+:class:`EncoderDecoder`) and checks it at the call.
 """
 
+from ..protocols import EncoderDecoder
 from .completion import map_complete, metropolis_within_gibbs, observed_channel
 from .outliers import auroc, likelihood_ratio_scores, nll_scores, typicality_scores
 from .representations import (
@@ -15,7 +17,7 @@ from .representations import (
 )
 
 __all__ = [
-    "active_units", "auroc", "expected_log_likelihood", "kl_per_dimension",
+    "EncoderDecoder", "active_units", "auroc", "expected_log_likelihood", "kl_per_dimension",
     "likelihood_ratio_scores", "map_complete", "metropolis_within_gibbs", "nll_scores",
     "observed_channel", "posterior_means", "probe_accuracy", "typicality_scores",
 ]

@@ -37,6 +37,8 @@ import math
 
 import torch
 
+from ..protocols import EncoderDecoder, require
+
 NEG_INF = -math.inf
 
 
@@ -89,12 +91,14 @@ def _pixel_logits(vae, z: torch.Tensor) -> torch.Tensor:
 
 def pixel_posterior(vae, z: torch.Tensor, log_channel: torch.Tensor) -> torch.Tensor:
     """``p(x_i = 1 | y_i, z)``: ``z: [..., batch, d]`` -> ``[..., batch, C, H, W]``."""
+    require(vae, EncoderDecoder, "vae")
     joint = _log_bernoulli(_pixel_logits(vae, z)) + log_channel
     return joint.softmax(-1)[..., 1]
 
 
 def marginal_log_likelihood(vae, z: torch.Tensor, log_channel: torch.Tensor) -> torch.Tensor:
     """``log p(y | z) = sum_i log sum_k p(y_i | x_i = k) p(x_i = k | z)``: ``[..., batch]``."""
+    require(vae, EncoderDecoder, "vae")
     joint = _log_bernoulli(_pixel_logits(vae, z)) + log_channel
     return joint.logsumexp(-1).flatten(-3).sum(-1)
 
@@ -116,6 +120,7 @@ def map_complete(vae, log_channel: torch.Tensor, steps: int = 300, lr: float = 0
     Returns:
         ``(p(x_i = 1 | y, z*) [batch, C, H, W], z* [batch, d])``.
     """
+    require(vae, EncoderDecoder, "vae")
     _check_channel(log_channel, vae.image_shape)
     with torch.no_grad():
         start, _ = vae.encode(_initial_image(log_channel))
@@ -147,6 +152,7 @@ def metropolis_within_gibbs(vae, log_channel: torch.Tensor, num_steps: int = 200
         ``(mean of p(x_i = 1 | y_i, z) over the kept sweeps [batch, C, H, W],
         acceptance rate of the z step)``.
     """
+    require(vae, EncoderDecoder, "vae")
     _check_channel(log_channel, vae.image_shape)
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")

@@ -26,8 +26,9 @@ def test_pixelcnn_example_runs(tmp_path, monkeypatch):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_train"] == 200 and metrics["num_test"] == 50
     assert metrics["samples_identical"] is True
-    # one epoch of a tiny net: only a sanity range, below the 64 ln 2 = 44.4 nats of a coin
-    assert 0 < metrics["test_nll_nats_per_image"] < 50
+    # one epoch of a tiny net on 200 images already beats a fair coin per pixel, 64 ln 2 =
+    # 44.4 nats per image (measured 40.6: it has learned the pixel frequencies at least)
+    assert 0 < metrics["test_nll_nats_per_image"] < 64 * math.log(2)
     assert math.isclose(metrics["test_bits_per_dim"],
                         metrics["test_nll_nats_per_image"] / (64 * math.log(2)))
     for name in ("samples.png", "completions.png", "class_samples.png", "data.png"):

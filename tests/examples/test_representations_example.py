@@ -19,6 +19,12 @@ def test_representations_example_runs(tmp_path, monkeypatch):
     # a linear probe on the 64 raw pixels of 200 digits reads 10 classes far above chance
     # (0.1); we measured 0.75
     assert results["pixels"]["probe_accuracy"] > 0.5
-    for row in results.values():
+    # every representation, even a VAE or autoencoder after 2 epochs, carries class
+    # information a linear probe reads at twice chance or more (weakest measured: 0.28)
+    for name, row in results.items():
+        assert row["probe_accuracy"] > 0.2, (name, row)
         assert -1 <= row["kmeans_ari"] <= 1 and -1 <= row["gmm_ari"] <= 1
+    # k-means on 4 principal components or on the pixels finds the digit classes well above
+    # the 0 of random clusters (measured ARI 0.35 and 0.28)
+    assert results["pca"]["kmeans_ari"] > 0.15 and results["pixels"]["kmeans_ari"] > 0.15
     assert (tmp_path / "representations.png").stat().st_size > 1000

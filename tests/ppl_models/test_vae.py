@@ -22,11 +22,29 @@ def images_for(likelihood: str, shape=(1, 8, 8), n=6) -> torch.Tensor:
 def test_vae_bounds_have_one_value_per_image(likelihood):
     vae = VAE((1, 8, 8), latent_dim=3, likelihood=likelihood, hidden=(32,))
     x = images_for(likelihood)
-    weights = log_importance_weights(vae.model, vae.guide, x, num_samples=4)
+
+    def weights_of(images):
+        pyro.set_rng_seed(1)
+        return log_importance_weights(vae.model, vae.guide, images, num_samples=4)
+
+    weights = weights_of(x)
     assert weights.shape == (4, 6) and bool(torch.isfinite(weights).all())
-    # on the same particles, mean log w <= log mean w holds exactly (Jensen)
-    assert bool((weights.mean(0) <= log_mean_exp(weights) + 1e-6).all())
-    assert iwae_bound(vae.model, vae.guide, x, num_samples=4).shape == (6,)
+    # column i is image i's alone: changing image 0 (same seed, so the same noise) leaves the
+    # other columns exactly as they were and changes column 0; a plate that mixed images up
+    # (a sum or a broadcast over the batch) would move them all
+    changed = x.clone()
+    changed[0] = x[1]
+    moved = weights_of(changed)
+    assert torch.equal(moved[:, 1:], weights[:, 1:])
+    assert not torch.equal(moved[:, 0], weights[:, 0])
+    # the bounds reduce those same weights over particles, per image: exact on the same seed
+    pyro.set_rng_seed(1)
+    iwae = iwae_bound(vae.model, vae.guide, x, num_samples=4)
+    pyro.set_rng_seed(1)
+    bound = elbo(vae.model, vae.guide, x, num_samples=4)
+    assert iwae.shape == bound.shape == (6,)
+    torch.testing.assert_close(iwae, log_mean_exp(weights), rtol=0, atol=1e-6)
+    torch.testing.assert_close(bound, weights.mean(0), rtol=0, atol=1e-6)
     assert vae.reconstruct(x).shape == x.shape
     assert vae.reconstruct(x, num_samples=2).shape == (2, *x.shape)
     assert vae.sample_images(5).shape == (5, 1, 8, 8)

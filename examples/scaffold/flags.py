@@ -1,0 +1,124 @@
+"""The flags the example and benchmark scripts share, added to a parser one group per call.
+
+Every script starts from :func:`script_parser` (examples) or :func:`benchmark_parser`
+(benchmarks), which add ``--seed --device --threads`` and the output folder ``--out-dir``;
+the groups below add the flags that several scripts share with the same meaning. Only a
+script's own flags stay in the script. Plain numeric sizes go in one :func:`numbers` call.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+OBJECTIVES = ("elbo", "meanfield", "iwae", "dreg")
+"""The training objectives (of :func:`inference.training.objectives.make_loss`) offered."""
+
+
+def script_parser(doc: str | None, out_dir: str, device: bool = True) -> argparse.ArgumentParser:
+    """A parser described by the first line of ``doc``, with the common flags.
+
+    ``--seed`` (0), ``--device`` (``auto``: CUDA when available; left out when ``device`` is
+    False, for scripts that run on the CPU only), ``--threads`` (torch's CPU threads; default
+    torch's choice) and ``--out-dir`` (default ``out_dir``).
+    """
+    parser = argparse.ArgumentParser(description=(doc or "").strip().split("\n")[0])
+    parser.add_argument("--seed", type=int, default=0, help="Pyro's and torch's seed")
+    if device:
+        parser.add_argument("--device", default="auto",
+                            help="auto (CUDA when available), cpu, cuda:0, ...")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice); 1 on a busy machine")
+    parser.add_argument("--out-dir", default=out_dir, help="folder of metrics.json and figures")
+    return parser
+
+
+def benchmark_parser(doc: str | None, name: str, threads: int | None = 1,
+                     device: bool = True) -> argparse.ArgumentParser:
+    """:func:`script_parser` for a benchmark: results go to ``<out-dir>/<name>.json``.
+
+    ``--out-dir`` defaults to ``benchmarks/results`` and ``--name`` to ``name`` (give another
+    name to keep a variant beside the default run); ``--threads`` defaults to ``threads``
+    (1: timings on a shared machine are steadier on one thread).
+    """
+    parser = script_parser(doc, "benchmarks/results", device)
+    parser.set_defaults(threads=threads)
+    parser.add_argument("--name", default=name, help="the result file's name, without .json")
+    return parser
+
+
+def numbers(parser: argparse.ArgumentParser, **defaults: int | float | list) -> None:
+    """Add one ``--kebab-case`` flag per keyword, typed by its default.
+
+    An int or float default gives a flag of that type; a list default (``hidden=[200]``) a
+    flag taking one or more values of its first element's type.
+    """
+    for name, default in defaults.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(default, list):
+            if not default or not isinstance(default[0], (int, float)):
+                raise TypeError(f"numbers: {name} needs a non-empty list of numbers, "
+                                f"got {default!r}")
+            parser.add_argument(flag, type=type(default[0]), nargs="+", default=default)
+        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            parser.add_argument(flag, type=type(default), default=default)
+        else:
+            raise TypeError(f"numbers: {name} needs an int, float or list default, "
+                            f"got {default!r}")
+
+
+def training_flags(parser: argparse.ArgumentParser, *, epochs: int | None, batch_size: int,
+                   lr: float) -> None:
+    """``--epochs`` (left out when ``epochs`` is None), ``--batch-size`` and ``--lr`` (Adam)."""
+    if epochs is not None:
+        parser.add_argument("--epochs", type=int, default=epochs, help="training epochs")
+    parser.add_argument("--batch-size", type=int, default=batch_size, help="training minibatch")
+    parser.add_argument("--lr", type=float, default=lr, help="Adam's learning rate")
+
+
+def data_flags(parser: argparse.ArgumentParser, *, num_train: int | None, num_test: int | None,
+               datasets: tuple[str, ...] | None = None, dataset: str = "digits",
+               download: bool = False) -> None:
+    """``--num-train`` and ``--num-test`` (the first N images; 0 or None: all of them).
+
+    With ``datasets``: also ``--dataset`` (one of them, default ``dataset``) and
+    ``--data-root`` (the folder of the IDX files); with ``download``: ``--download``.
+    """
+    if datasets is not None:
+        parser.add_argument("--dataset", choices=list(datasets), default=dataset)
+        parser.add_argument("--data-root", default=None, help="folder of the IDX files")
+    if download:
+        parser.add_argument("--download", action="store_true",
+                            help="let torchvision fetch MNIST")
+    for split, default in (("train", num_train), ("test", num_test)):
+        parser.add_argument(f"--num-{split}", type=int, default=default,
+                            help=f"the first N {split} images (0 or unset: all)")
+
+
+def evidence_flags(parser: argparse.ArgumentParser, *, max_k: int, repeats: int,
+                   chunk_size: int | None = None, eval_batch_size: int | None = None) -> None:
+    """The evidence sweep's ``--max-k`` (largest IWAE K) and ``--repeats``; when given,
+    ``--chunk-size`` (particles per vectorized call) and ``--eval-batch-size``."""
+    parser.add_argument("--max-k", type=int, default=max_k, help="largest IWAE K evaluated")
+    parser.add_argument("--repeats", type=int, default=repeats,
+                        help="independent repeats of each bound (for its standard error)")
+    if chunk_size is not None:
+        parser.add_argument("--chunk-size", type=int, default=chunk_size,
+                            help="particles per vectorized evaluation")
+    if eval_batch_size is not None:
+        parser.add_argument("--eval-batch-size", type=int, default=eval_batch_size,
+                            help="images per evaluation batch")
+
+
+def objective_flags(parser: argparse.ArgumentParser, *, objective: str,
+                    num_particles: int) -> None:
+    """``--objective`` (one of :data:`OBJECTIVES`) and ``--num-particles`` (its K)."""
+    parser.add_argument("--objective", choices=list(OBJECTIVES), default=objective)
+    parser.add_argument("--num-particles", type=int, default=num_particles,
+                        help="particles per datapoint in training (K of the IWAE objective)")
+
+
+def pixelcnn_flags(parser: argparse.ArgumentParser, *, channels: int, blocks: int | None) -> None:
+    """A PixelCNN's ``--channels`` and ``--blocks``, for scripts where it is one model among
+    others."""
+    parser.add_argument("--channels", type=int, default=channels, help="PixelCNN channels")
+    parser.add_argument("--blocks", type=int, default=blocks, help="PixelCNN gated blocks")

@@ -1,0 +1,113 @@
+"""What the model-using code needs from a model, stated as :class:`typing.Protocol`\\ s.
+
+Most of :mod:`inference` takes any Pyro model/guide pair. A few uses need more than a pair:
+image completion calls the model's encoder and decoder, bits-back coding also needs its
+latent size and a Bernoulli pixel likelihood, and word coding needs a Markov model's next-symbol
+tables. Each of those needs is a protocol here, and each public function that relies on one
+calls :func:`require` first, so a wrong object fails at the call with the name of the argument,
+the protocol and the members it lacks, not deep inside the algorithm with an
+``AttributeError``.
+
+The protocols describe members, not types: any object with them will do (for example
+:class:`ppl_models.vae.VAE` for the first two and :class:`ppl_models.ngram.NGramModel` for the
+third); no class needs to inherit from them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+__all__ = ["EncoderDecoder", "BernoulliLatentModel", "MarkovTextModel", "protocol_members",
+           "require"]
+
+
+@runtime_checkable
+class EncoderDecoder(Protocol):
+    """A latent-variable image model with a Gaussian encoder and a pixel decoder
+    (:mod:`inference.uses.completion`).
+
+    Attributes:
+        image_shape: ``(C, H, W)`` of one image.
+    """
+
+    image_shape: tuple[int, ...]
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x: [batch, C, H, W]`` -> ``(loc, scale)`` of ``q(z | x)``, each ``[batch, d]``."""
+        ...
+
+    def decode(self, z: torch.Tensor) -> Any:
+        """``z: [..., d]`` -> ``p(x | z)``, a distribution with ``mean`` (for Bernoulli pixels
+        also ``probs``) of shape ``[..., C, H, W]``."""
+        ...
+
+
+@runtime_checkable
+class BernoulliLatentModel(EncoderDecoder, Protocol):
+    """An :class:`EncoderDecoder` with Bernoulli pixels and a standard normal prior, as
+    bits-back coding needs it (:mod:`inference.coding.bits_back`).
+
+    Attributes:
+        latent_dim: ``d``, the size of ``z``.
+        likelihood: the pixel likelihood; its ``name`` must be ``"bernoulli"`` (checked by
+            the coder, which needs binary pixels).
+    """
+
+    latent_dim: int
+    likelihood: Any
+
+    def parameters(self) -> Any:
+        """The model's tensors (``torch.nn.Module.parameters``): they fix device and dtype."""
+        ...
+
+
+@runtime_checkable
+class MarkovTextModel(Protocol):
+    """A Markov (n-gram-like) model of words as symbol sequences
+    (:func:`inference.coding.range_coding.encode_words` and ``decode_words``).
+
+    Attributes:
+        order: ``n``: each symbol depends on the ``n - 1`` before it.
+        vocab: the symbol table (``bos``, ``EOS``, ``pad``), as
+            :class:`ppl_models.text.Vocabulary`.
+    """
+
+    order: int
+    vocab: Any
+
+    def contexts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``x: [batch, max_len]`` -> ``(targets, contexts [batch, max_len, n - 1], mask)``."""
+        ...
+
+    def conditional(self, contexts: torch.Tensor) -> torch.Tensor:
+        """``contexts: [..., n - 1]`` -> next-symbol probabilities ``[..., V]``."""
+        ...
+
+
+def protocol_members(protocol: type) -> list[str]:
+    """The attribute and method names a protocol (with its parent protocols) asks for, sorted."""
+    names = set()
+    for klass in protocol.__mro__:
+        if klass in (Protocol, object) or not getattr(klass, "_is_protocol", False):
+            continue
+        names.update(getattr(klass, "__annotations__", {}))
+        names.update(name for name, value in vars(klass).items()
+                     if callable(value) and not name.startswith("_"))
+    return sorted(names)
+
+
+def require(obj: Any, protocol: type, argument_name: str) -> None:
+    """Raise ``TypeError`` unless ``obj`` has every member of ``protocol``.
+
+    The message names the argument, the protocol, the members it needs and those ``obj``
+    lacks, e.g. ``vae must satisfy EncoderDecoder (decode, encode, image_shape); NGramModel
+    lacks decode, encode, image_shape``.
+    """
+    needed = protocol_members(protocol)
+    missing = [name for name in needed if not hasattr(obj, name)]
+    if missing:
+        raise TypeError(f"{argument_name} must satisfy {protocol.__name__} "
+                        f"({', '.join(needed)}); {type(obj).__name__} lacks "
+                        f"{', '.join(missing)}")
