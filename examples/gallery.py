@@ -66,7 +66,6 @@ from inference import (  # noqa: E402
     map_complete,
     observed_channel,
     posterior_means,
-    resolve_device,
 )
 from ppl_models import (  # noqa: E402
     VAE,
@@ -84,6 +83,8 @@ from ppl_models import (  # noqa: E402
     mu_law_encode,
     write_wav,
 )
+from scaffold.flags import script_parser  # noqa: E402
+from scaffold.runs import finish_run, start_run  # noqa: E402
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                    "Sneaker", "Bag", "Ankle boot")
@@ -115,7 +116,7 @@ def cached(module: torch.nn.Module, name: str, settings: dict, cache_dir: Path, 
     return {"cached": False, "train_seconds": seconds, "file": str(path)}
 
 
-def save_figure(fig, path: Path) -> None:
+def save_small_png(fig, path: Path) -> None:
     """Save ``fig`` as a PNG with a reduced palette (the figures are mostly grey levels)."""
     from PIL import Image
 
@@ -162,7 +163,7 @@ def grid_figure(rows: list[torch.Tensor], path: Path, title: str, row_labels: li
             ax.tick_params(length=0)
     axes[0, 0].set_title(title, fontsize=9, pad=34 if column_labels else 6)
     fig.subplots_adjust(hspace=0.08)
-    save_figure(fig, path)
+    save_small_png(fig, path)
 
 
 def one_per_class(labels: torch.Tensor, num_classes: int, offset: int = 0) -> torch.Tensor:
@@ -219,7 +220,7 @@ def vae_figures(vae2: VAE, vae20: VAE, test_grey, test_x, test_y, names, out: Pa
         decoded = vae2.decode(z.to(device)).mean
     show_grid(right, decoded, steps, gap=1)
     right.set_title("decoded means on a grid of prior quantiles 0.03..0.97", fontsize=9)
-    save_figure(fig, out / "vae_latent_space.png")
+    save_small_png(fig, out / "vae_latent_space.png")
 
     # interpolations in the 20-D latent space between pairs of test images of other classes
     pairs = [(0, 9), (1, 3), (5, 7), (2, 8)] if len(names) == 10 else [(0, 1)]
@@ -241,7 +242,7 @@ def vae_figures(vae2: VAE, vae20: VAE, test_grey, test_x, test_y, names, out: Pa
     fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
     show_grid(ax, samples, 8)
     ax.set_title("pixel means of p(x | z), z ~ N(0, I), 20-D latent", fontsize=9)
-    save_figure(fig, out / "vae_samples.png")
+    save_small_png(fig, out / "vae_samples.png")
 
     pyro.set_rng_seed(seed)
     bounds = {"elbo": float(elbo(vae20.model, vae20.guide, test_x).mean()),
@@ -337,7 +338,7 @@ def pixelcnn_figures(m: PixelCNN, vae20: VAE, test_x, test_y, names, out: Path, 
         ax.text(bits[name], k, f" {bits[name]:.0f}", va="center", fontsize=8)
     ax.set_xlabel(f"bits per binarized test image ({H}x{W} pixels, {n} images)")
     ax.set_xlim(0, 1.15 * max(bits.values()))
-    save_figure(fig, out / "compression.png")
+    save_small_png(fig, out / "compression.png")
     ideal = float(-log_p[:n].sum() / math.log(2) / n + math.log2(num_classes))
     return {"test_nll_nats_per_image": -float(log_p.mean()),
             "compression_bits_per_image": bits, "num_compressed": n,
@@ -439,7 +440,7 @@ def wavenet_audio(args, device, cache_dir: Path, out: Path) -> dict:
         ax.plot(np.arange(len(wave)) / signal.rate, wave.numpy(), lw=0.3, color="C0")
         ax.set_ylabel(label, fontsize=8)
     axes[1].set_xlabel("seconds")
-    save_figure(fig, out / "wavenet_waveforms.png")
+    save_small_png(fig, out / "wavenet_waveforms.png")
     return {"source": signal.source, "rate_hz": signal.rate, "wavenet": info,
             "receptive_field": wn.receptive_field, "test_bits_per_sample": test_bits,
             "histogram_bits_per_sample": histogram_bits, "generated_seconds": num / signal.rate}
@@ -447,13 +448,8 @@ def wavenet_audio(args, device, cache_dir: Path, out: Path) -> dict:
 
 # ------------------------------------------------------------------------------------ main
 def main(args: argparse.Namespace) -> dict:
-    start = time.perf_counter()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out, cache_dir = Path(args.out_dir), Path(args.cache_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(args.device)
-    pyro.set_rng_seed(args.seed)
+    out, device, start = start_run(args)
+    cache_dir = Path(args.cache_dir)
 
     name = args.dataset
     if name == "auto":
@@ -492,14 +488,11 @@ def main(args: argparse.Namespace) -> dict:
     metrics["audio"] = wavenet_audio(args, device, cache_dir, out)
     print(f"WaveNet ({metrics['audio']['source']}): {metrics['audio']['test_bits_per_sample']:.2f}"
           f" test bits per sample, histogram {metrics['audio']['histogram_bits_per_sample']:.2f}")
-    metrics["wall_seconds"] = time.perf_counter() - start
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    print(f"results: {out.resolve()} ({metrics['wall_seconds']:.0f} s)")
-    return metrics
+    return finish_run(out, metrics, start, "figures, audio, words and metrics.json")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = script_parser(__doc__, "runs/gallery")
     parser.add_argument("--dataset", choices=["auto", "fashion-mnist", "digits"], default="auto",
                         help="auto: Fashion-MNIST when installed, else the 8x8 digits")
     parser.add_argument("--num-train", type=int, default=20000, help="VAE training images")
@@ -526,11 +519,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--generate-seconds", type=float, default=2.0)
     parser.add_argument("--cache-dir", default="runs/gallery-models",
                         help="trained models, reused when their settings are unchanged")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice); 1 on a busy machine")
-    parser.add_argument("--out-dir", default="runs/gallery")
     return parser.parse_args(argv)
 
 
