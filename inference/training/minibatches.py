@@ -1,0 +1,108 @@
+"""How :func:`inference.fit` cuts a pair's data into minibatches and scales them.
+
+:func:`plan_minibatches` surveys the pair on the first minibatch (:mod:`inference.pair_check`)
+before any step and decides:
+
+- whether ``loss`` is defined for the pair (a non-reparameterized guide site with
+  ``"iwae"``/``"dreg"``/``"meanfield"``, guide and model site sets that differ, ... refuse with
+  the site's name);
+- the multiplier on the ``"data"`` plate. ``fit`` wants every step to estimate the full-data
+  objective, so the ``B`` datapoints a step scores must count ``N / B`` times. A model that
+  sizes its plate from its input (``pyro.plate("data", len(x))``, or sizeless) gets
+  ``N / len(batch)`` from ``fit``; a model that subsamples it further
+  (``pyro.plate("data", len(x), subsample_size=B)``) scales by ``len(x) / B`` itself, and the
+  two multiply to ``N / B``. A model that declares the full size itself
+  (``pyro.plate("data", N, subsample=idx)``, the index-aware idiom, or
+  ``subsample_size=B`` of a plate of size N) already scales by ``N / B``: ``fit`` adds nothing.
+  A plate of any other declared size is refused (its scale cannot be right for both);
+- whether the guide keeps per-datapoint parameters (Pyro's AutoGuides on a model with local
+  latents) that shuffled minibatches would mix up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..pair_check import DATA_PLATE, FIT_LOSSES, PairError, PairStructure, check_pair, survey_pair
+
+
+@dataclass(frozen=True)
+class MinibatchPlan:
+    """What :func:`plan_minibatches` decided.
+
+    Attributes:
+        model_scales: the model declares the full data size on its ``"data"`` plate and so
+            scales its minibatch itself; ``fit`` must not multiply again.
+        structure: the survey of the pair on the first minibatch.
+    """
+
+    model_scales: bool
+    structure: PairStructure
+
+    def factor(self, num_data: int, global_size: int) -> float:
+        """The multiplier ``fit`` applies to the ``"data"`` plate of a ``global_size`` batch."""
+        return 1.0 if self.model_scales else num_data / global_size
+
+
+def _is_autoguide(guide) -> bool:
+    try:
+        from pyro.infer.autoguide import AutoGuide
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(guide, AutoGuide)
+
+
+def plan_minibatches(model, guide, first_batch: tuple, *, num_data: int, batch_size: int,
+                     loss, num_particles: int, shuffle: bool) -> MinibatchPlan:
+    """Survey the pair on ``first_batch`` (``fit``'s first minibatch, tensors ``[b, ...]``)
+    and check ``fit``'s settings against it (module docstring).
+
+    Raises:
+        PairError: naming the site, plate or setting ``fit`` cannot train correctly.
+    """
+    use = f"fit:{loss}" if isinstance(loss, str) and loss in FIT_LOSSES else "fit:custom"
+    structure = check_pair(survey_pair(model, guide, first_batch, {},
+                                       probe_vectorized=num_particles > 1), use)
+    length = first_batch[0].shape[0]
+    minibatched = batch_size < num_data
+    declared = structure.data_size
+    if structure.batch_size == 0:  # no site in the "data" plate
+        if minibatched:
+            raise PairError(
+                f"fit: the model has no site inside pyro.plate('{DATA_PLATE}'), so minibatches "
+                f"of {batch_size} of the {num_data} datapoints cannot be scaled to the full "
+                f"data: put the per-datapoint sites in `with pyro.plate('{DATA_PLATE}', "
+                f"len(x)):` or use batch_size >= {num_data}")
+        return MinibatchPlan(False, structure)
+    if minibatched and structure.global_observed:
+        raise PairError(
+            f"fit: observed site '{structure.global_observed[0]}' lies outside "
+            f"pyro.plate('{DATA_PLATE}'); minibatches would count it once per step instead of "
+            f"once per dataset: move it into the plate or use batch_size >= {num_data}")
+    if declared is None or declared == length:
+        model_scales = False
+    elif declared == num_data:
+        model_scales = True
+    else:
+        raise PairError(
+            f"fit: pyro.plate('{DATA_PLATE}') declares size {declared}, but fit passes "
+            f"minibatches of {length} of {num_data} datapoints: declare the plate's size as "
+            f"len(x) (fit then scales by {num_data} / len(x)) or as {num_data} with the "
+            "minibatch's indices (pyro.plate('data', N, subsample=idx), idx passed as data)")
+    if structure.vectorizable is False and num_particles > 1:
+        raise PairError(
+            f"fit(num_particles={num_particles}): the pair fails with particles in a leftmost "
+            f"pyro.plate ({structure.vectorize_error}); use num_particles=1 or make the model "
+            "broadcast over leading batch dims (docs/own-pair.md)")
+    global_names = {name for _, name in structure.global_sites}
+    local = any(name not in global_names for name in structure.model_latents)
+    if (_is_autoguide(guide) and local and not model_scales
+            and (minibatched or shuffle)):
+        raise PairError(
+            f"fit: {type(guide).__name__} keeps parameters for each datapoint of "
+            f"pyro.plate('{DATA_PLATE}'), by position; {'shuffled ' if shuffle else ''}"
+            f"minibatches would give them other datapoints' rows. Pass the indices with the "
+            "data, fit(model, guide, (x, torch.arange(N))), and write the model as "
+            "`def model(x, idx): with pyro.plate('data', N, subsample=idx): ...`, or train "
+            f"on all data at once: batch_size >= {num_data} and shuffle=False")
+    return MinibatchPlan(model_scales, structure)
