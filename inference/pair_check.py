@@ -72,6 +72,10 @@ class PairStructure:
         guide_families: ``{latent site: distribution class name}`` of the guide.
         model_latents: latent site names of the model.
         point_masses: guide sites that are a ``Delta`` with zero log density (AutoDelta).
+        trainable: whether model or guide touch a parameter that requires a gradient.
+        row_mismatch: ``(site, rows of its observed value, plate size)`` for observed sites
+            whose data dim disagrees with the ``"data"`` plate (e.g. an AutoGuide built on
+            other data replaying its plate's indices into the model).
     """
 
     max_plate_nesting: int
@@ -93,6 +97,8 @@ class PairStructure:
     guide_families: dict = field(default_factory=dict, compare=False)
     model_latents: tuple = ()
     point_masses: tuple = ()
+    trainable: bool = True
+    row_mismatch: tuple = ()
 
     @property
     def data_subsample(self) -> torch.Tensor | None:
@@ -154,6 +160,23 @@ def _family(fn) -> str:
 
 def _is_delta(fn) -> bool:
     return _family(fn) == "Delta"
+
+
+def _row_mismatches(model_sites):
+    for site in model_sites:
+        frame = data_frame(site)
+        if not site["is_observed"] or frame is None or frame.size < 0:
+            continue
+        value = site["value"]
+        batch = value.shape[:value.dim() - site["fn"].event_dim]
+        if len(batch) >= -frame.dim and batch[frame.dim] not in (1, frame.size):
+            yield site["name"], batch[frame.dim], frame.size
+
+
+def _requires_grad(param_site) -> bool:
+    value = param_site["value"]
+    value = value.unconstrained() if hasattr(value, "unconstrained") else value
+    return bool(getattr(value, "requires_grad", False))
 
 
 def _is_point_mass(fn) -> bool:
@@ -295,6 +318,9 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         guide_families={s["name"]: _family(s["fn"]) for s in guide_latents},
         model_latents=tuple(model_latent_names),
         point_masses=tuple(s["name"] for s in guide_latents if _is_point_mass(s["fn"])),
+        row_mismatch=tuple(_row_mismatches(model_sites)),
+        trainable=any(_requires_grad(site) for trace in (guide_full, model_full)
+                      for site in trace.nodes.values() if site["type"] == "param"),
     )
 
 
@@ -303,6 +329,12 @@ def _site_list(names) -> str:
 
 
 def _check_sites_match(s: PairStructure) -> None:
+    if s.row_mismatch:
+        name, rows, size = s.row_mismatch[0]
+        raise PairError(
+            f"observed site '{name}' has {rows} rows along the '{DATA_PLATE}' dim but the "
+            f"plate has {size}: the data and the plate disagree (a guide's plate, e.g. an "
+            "AutoGuide's sized on other data, replays its indices into the model)")
     if s.missing_in_guide or s.missing_in_model:
         parts = []
         if s.missing_in_guide:

@@ -136,8 +136,14 @@ class LocalGaussianGuide:
         return [t for s in self.sites for t in (s.loc, s.raw_scale)]
 
     def __call__(self, *args, **kwargs) -> None:
-        for s in self.sites:
-            with pyro.plate(DATA_PLATE, self.batch_size, dim=s.data_dim):
+        # one "data" plate for all sites (a plate opened per site would record its
+        # subsample site once per latent); sites keep their order
+        dims = {s.data_dim for s in self.sites}
+        if len(dims) != 1:
+            raise ValueError(f"the guide's latent sites put the '{DATA_PLATE}' plate at "
+                             f"different dims {sorted(dims)}")
+        with pyro.plate(DATA_PLATE, self.batch_size, dim=dims.pop()):
+            for s in self.sites:
                 pyro.sample(s.name, s.distribution())
 
 

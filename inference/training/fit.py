@@ -196,8 +196,7 @@ def fit(
         raise ValueError("resume=True needs a checkpoint path")
     pyro.set_rng_seed(parallel.process_seed(seed))
     # the pair checked on a first minibatch (random state restored) before any step
-    plan = plan_minibatches(model, guide, tuple(t[:batch_size] for t in tensors),
-                            num_data=num_data, batch_size=batch_size, loss=loss,
+    plan = plan_minibatches(model, guide, tensors, batch_size=batch_size, loss=loss,
                             num_particles=num_particles, shuffle=shuffle)
     shuffler = torch.Generator().manual_seed(seed)  # the same permutation on every process
     # SVIStep: SVI with Pyro's ELBOs scored as the sites are sampled and one torch Adam

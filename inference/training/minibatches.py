@@ -52,19 +52,53 @@ def _is_autoguide(guide) -> bool:
     return isinstance(guide, AutoGuide)
 
 
-def plan_minibatches(model, guide, first_batch: tuple, *, num_data: int, batch_size: int,
-                     loss, num_particles: int, shuffle: bool) -> MinibatchPlan:
-    """Survey the pair on ``first_batch`` (``fit``'s first minibatch, tensors ``[b, ...]``)
-    and check ``fit``'s settings against it (module docstring).
+def _check_dreg_families(structure, first_batch, model, guide) -> None:
+    """DReG scores ``log q`` with the guide's parameters detached: refuse families it cannot
+    rebuild (e.g. Beta, whose parameters live in an inner Dirichlet), naming the site."""
+    import torch
+    from pyro import poutine
+
+    from .objectives import detach_parameters
+
+    with torch.random.fork_rng(), poutine.block(), torch.no_grad():
+        trace = poutine.trace(guide).get_trace(*first_batch)
+    for site in trace.nodes.values():
+        if site["type"] != "sample" or site["is_observed"] or site["name"] in (
+                structure.auxiliary) or site["name"] not in structure.guide_families:
+            continue
+        try:
+            detach_parameters(site["fn"])
+        except (NotImplementedError, TypeError, KeyError) as error:
+            raise PairError(
+                f"fit(loss='dreg'): guide site '{site['name']}' is a "
+                f"{structure.guide_families[site['name']]}, whose parameters DReG cannot hold "
+                f"fixed ({error}); use loss='iwae'") from None
+
+
+def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_particles: int,
+                     shuffle: bool) -> MinibatchPlan:
+    """Survey the pair on ``fit``'s first minibatch (the first ``batch_size`` rows of
+    ``data``, tensors ``[N, ...]``) and check ``fit``'s settings against it (module
+    docstring).
 
     Raises:
         PairError: naming the site, plate or setting ``fit`` cannot train correctly.
     """
+    num_data = data[0].shape[0]
+    first_batch = tuple(t[:batch_size] for t in data)
     use = f"fit:{loss}" if isinstance(loss, str) and loss in FIT_LOSSES else "fit:custom"
+    minibatched = batch_size < num_data
+    if _is_autoguide(guide) and (minibatched or shuffle):
+        _check_autoguide_rows(model, guide, data, first_batch, use, num_data, shuffle)
     structure = check_pair(survey_pair(model, guide, first_batch, {},
                                        probe_vectorized=num_particles > 1), use)
+    if not structure.trainable:
+        raise PairError("fit: neither the model nor the guide uses a parameter that requires "
+                        "a gradient (pyro.param, pyro.module or a PyroModule's): nothing to "
+                        "train")
+    if loss == "dreg":
+        _check_dreg_families(structure, first_batch, model, guide)
     length = first_batch[0].shape[0]
-    minibatched = batch_size < num_data
     declared = structure.data_size
     if structure.batch_size == 0:  # no site in the "data" plate
         if minibatched:
@@ -94,15 +128,29 @@ def plan_minibatches(model, guide, first_batch: tuple, *, num_data: int, batch_s
             f"fit(num_particles={num_particles}): the pair fails with particles in a leftmost "
             f"pyro.plate ({structure.vectorize_error}); use num_particles=1 or make the model "
             "broadcast over leading batch dims (docs/own-pair.md)")
-    global_names = {name for _, name in structure.global_sites}
-    local = any(name not in global_names for name in structure.model_latents)
-    if (_is_autoguide(guide) and local and not model_scales
-            and (minibatched or shuffle)):
-        raise PairError(
-            f"fit: {type(guide).__name__} keeps parameters for each datapoint of "
-            f"pyro.plate('{DATA_PLATE}'), by position; {'shuffled ' if shuffle else ''}"
-            f"minibatches would give them other datapoints' rows. Pass the indices with the "
-            "data, fit(model, guide, (x, torch.arange(N))), and write the model as "
-            "`def model(x, idx): with pyro.plate('data', N, subsample=idx): ...`, or train "
-            f"on all data at once: batch_size >= {num_data} and shuffle=False")
     return MinibatchPlan(model_scales, structure)
+
+
+def _positional_error(guide, num_data: int, shuffle: bool) -> PairError:
+    return PairError(
+        f"fit: {type(guide).__name__} keeps parameters for each datapoint of "
+        f"pyro.plate('{DATA_PLATE}'), by position; {'shuffled ' if shuffle else ''}"
+        "minibatches would give them other datapoints' rows. Pass the indices with the "
+        "data, fit(model, guide, (x, torch.arange(N))), and write the model as "
+        "`def model(x, idx): with pyro.plate('data', N, subsample=idx): ...`, or train "
+        f"on all data at once: batch_size >= {num_data} and shuffle=False")
+
+
+def _check_autoguide_rows(model, guide, data, first_batch, use, num_data, shuffle) -> None:
+    """An AutoGuide on a model with local latents is index-aware only when the model's
+    ``"data"`` plate declares the full size (and takes the minibatch's indices)."""
+    whole = check_pair(survey_pair(model, guide, data, {}, probe_vectorized=False), use)
+    global_names = {name for _, name in whole.global_sites}
+    if not any(name not in global_names for name in whole.model_latents):
+        return  # only global latents: the guide's parameters do not follow the rows
+    try:
+        first = survey_pair(model, guide, first_batch, {}, probe_vectorized=False)
+    except Exception:  # the guide's per-row parameters do not fit a minibatch
+        raise _positional_error(guide, num_data, shuffle) from None
+    if first.row_mismatch or first.data_size != num_data:
+        raise _positional_error(guide, num_data, shuffle)
