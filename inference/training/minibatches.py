@@ -136,9 +136,11 @@ def _positional_error(guide, num_data: int, shuffle: bool) -> PairError:
         f"fit: {type(guide).__name__} keeps parameters for each datapoint of "
         f"pyro.plate('{DATA_PLATE}'), by position; {'shuffled ' if shuffle else ''}"
         "minibatches would give them other datapoints' rows. Pass the indices with the "
-        "data, fit(model, guide, (x, torch.arange(N))), and write the model as "
-        "`def model(x, idx): with pyro.plate('data', N, subsample=idx): ...`, or train "
-        f"on all data at once: batch_size >= {num_data} and shuffle=False")
+        "data, fit(model, guide, (x, torch.arange(N))), write the model as "
+        "`def model(x, idx): with pyro.plate('data', N, subsample=idx): ...` and build the "
+        f"guide with {type(guide).__name__}(model, create_plates=lambda x, idx: "
+        "pyro.plate('data', N, subsample=idx)); or train on all data at once: batch_size >= "
+        f"{num_data} and shuffle=False")
 
 
 def _check_autoguide_rows(model, guide, data, first_batch, use, num_data, shuffle) -> None:
@@ -148,8 +150,10 @@ def _check_autoguide_rows(model, guide, data, first_batch, use, num_data, shuffl
     global_names = {name for _, name in whole.global_sites}
     if not any(name not in global_names for name in whole.model_latents):
         return  # only global latents: the guide's parameters do not follow the rows
+    # two rows: an index-aware model still declares all N rows; a positional one declares 2
+    probe = tuple(t[:2] for t in data) if num_data > 2 else first_batch
     try:
-        first = survey_pair(model, guide, first_batch, {}, probe_vectorized=False)
+        first = survey_pair(model, guide, probe, {}, probe_vectorized=False)
     except Exception:  # the guide's per-row parameters do not fit a minibatch
         raise _positional_error(guide, num_data, shuffle) from None
     if first.row_mismatch or first.data_size != num_data:
