@@ -6,7 +6,9 @@
 - :mod:`inference.uses`: use a trained model (completion, outlier scores, representations);
 - :mod:`inference.coding`: compress with it (range coding, bits-back coding).
 
-Shared by all of them: :mod:`inference.weights` (tracing a pair, importance weights),
+Shared by all of them: :mod:`inference.pair_check` (one survey of a pair decides what each
+entry point may do with it, or refuses naming the construct), :mod:`inference.weights`
+(tracing a pair, importance weights),
 :mod:`inference.units` (nats, bits, bits per dimension) and :mod:`inference.checks`.
 Every estimator returns one value per datapoint of the ``pyro.plate("data", ...)``.
 """
@@ -43,6 +45,7 @@ from .evidence import (
     pareto_k,
     weight_diagnostics,
 )
+from .pair_check import PairError, PairStructure, check_pair, survey_pair
 from .training import (
     Adam,
     CompiledSVIStep,
@@ -51,11 +54,13 @@ from .training import (
     FreeBitsELBO,
     IWAELoss,
     KeepBest,
+    MinibatchPlan,
     SVIStep,
     fit,
     free_bits_terms,
     init_process_group,
     make_loss,
+    plan_minibatches,
     resolve_device,
     save_checkpoint,
     scale_data_plate,
@@ -97,6 +102,9 @@ __all__ = [
     "KeepBest",
     "IWAELoss",
     "LocalGaussianGuide",
+    "MinibatchPlan",
+    "PairError",
+    "PairStructure",
     "SVIStep",
     "WeightDiagnostics",
     "active_units",
@@ -109,6 +117,7 @@ __all__ = [
     "bits_per_dim",
     "bits_to_nats",
     "bound_sweep",
+    "check_pair",
     "decode_images",
     "decode_words",
     "dequantization_correction_nats",
@@ -137,6 +146,7 @@ __all__ = [
     "nats_to_bits",
     "nll_scores",
     "observed_channel",
+    "plan_minibatches",
     "pareto_k",
     "posterior_means",
     "probe_accuracy",
@@ -146,6 +156,7 @@ __all__ = [
     "save_checkpoint",
     "scale_data_plate",
     "scale_latents",
+    "survey_pair",
     "typicality_scores",
     "weight_diagnostics",
 ]
