@@ -197,7 +197,8 @@ def fit(
     pyro.set_rng_seed(parallel.process_seed(seed))
     # the pair checked on a first minibatch (random state restored) before any step
     plan = plan_minibatches(model, guide, tensors, batch_size=batch_size, loss=loss,
-                            num_particles=num_particles, shuffle=shuffle)
+                            num_particles=num_particles, shuffle=shuffle,
+                            batch_transform=batch_transform)
     shuffler = torch.Generator().manual_seed(seed)  # the same permutation on every process
     # SVIStep: SVI with Pyro's ELBOs scored as the sites are sampled and one torch Adam
     # (docs/performance.md: the same loss and gradients at less overhead per step).

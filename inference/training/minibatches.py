@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from ..pair_check import DATA_PLATE, FIT_LOSSES, PairError, PairStructure, check_pair, survey_pair
 
 
@@ -44,6 +46,10 @@ class MinibatchPlan:
         return 1.0 if self.model_scales else num_data / global_size
 
 
+def _cuda_devices(tensors) -> list[int]:
+    return sorted({t.device.index or 0 for t in tensors if t.device.type == "cuda"})
+
+
 def _is_autoguide(guide) -> bool:
     try:
         from pyro.infer.autoguide import AutoGuide
@@ -55,7 +61,6 @@ def _is_autoguide(guide) -> bool:
 def _check_dreg_families(structure, first_batch, model, guide) -> None:
     """DReG scores ``log q`` with the guide's parameters detached: refuse families it cannot
     rebuild (e.g. Beta, whose parameters live in an inner Dirichlet), naming the site."""
-    import torch
     from pyro import poutine
 
     from .objectives import detach_parameters
@@ -76,20 +81,31 @@ def _check_dreg_families(structure, first_batch, model, guide) -> None:
 
 
 def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_particles: int,
-                     shuffle: bool) -> MinibatchPlan:
+                     shuffle: bool, batch_transform=None) -> MinibatchPlan:
     """Survey the pair on ``fit``'s first minibatch (the first ``batch_size`` rows of
     ``data``, tensors ``[N, ...]``) and check ``fit``'s settings against it (module
-    docstring).
+    docstring). ``batch_transform`` (``fit``'s) is applied to every tuple surveyed, its random
+    draws forked off so that training draws as it would without the survey.
 
     Raises:
         PairError: naming the site, plate or setting ``fit`` cannot train correctly.
     """
     num_data = data[0].shape[0]
-    first_batch = tuple(t[:batch_size] for t in data)
+
+    def rows(stop: int) -> tuple:
+        """The first ``stop`` rows of ``data`` as a step would see them."""
+        part = tuple(t[:stop] for t in data)
+        if batch_transform is None:
+            return part
+        with torch.random.fork_rng(devices=_cuda_devices(part)):
+            out = batch_transform(*part)
+        return (out,) if torch.is_tensor(out) else tuple(out)
+
+    first_batch = rows(batch_size)
     use = f"fit:{loss}" if isinstance(loss, str) and loss in FIT_LOSSES else "fit:custom"
     minibatched = batch_size < num_data
     if _is_autoguide(guide) and (minibatched or shuffle):
-        _check_autoguide_rows(model, guide, data, first_batch, use, num_data, shuffle)
+        _check_autoguide_rows(model, guide, rows, first_batch, use, num_data, shuffle)
     structure = check_pair(survey_pair(model, guide, first_batch, {},
                                        probe_vectorized=num_particles > 1), use)
     if not structure.trainable:
@@ -143,15 +159,16 @@ def _positional_error(guide, num_data: int, shuffle: bool) -> PairError:
         f"{num_data} and shuffle=False")
 
 
-def _check_autoguide_rows(model, guide, data, first_batch, use, num_data, shuffle) -> None:
+def _check_autoguide_rows(model, guide, rows, first_batch, use, num_data, shuffle) -> None:
     """An AutoGuide on a model with local latents is index-aware only when the model's
     ``"data"`` plate declares the full size (and takes the minibatch's indices)."""
-    whole = check_pair(survey_pair(model, guide, data, {}, probe_vectorized=False), use)
+    whole = check_pair(survey_pair(model, guide, rows(num_data), {}, probe_vectorized=False),
+                       use)
     global_names = {name for _, name in whole.global_sites}
     if not any(name not in global_names for name in whole.model_latents):
         return  # only global latents: the guide's parameters do not follow the rows
     # two rows: an index-aware model still declares all N rows; a positional one declares 2
-    probe = tuple(t[:2] for t in data) if num_data > 2 else first_batch
+    probe = rows(2) if num_data > 2 else first_batch
     try:
         first = survey_pair(model, guide, probe, {}, probe_vectorized=False)
     except Exception:  # the guide's per-row parameters do not fit a minibatch
