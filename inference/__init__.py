@@ -6,9 +6,11 @@
 - :mod:`inference.uses`: use a trained model (completion, outlier scores, representations);
 - :mod:`inference.coding`: compress with it (range coding, bits-back coding).
 
-Shared by all of them: :mod:`inference.weights` (tracing a pair, importance weights),
-:mod:`inference.units` (nats, bits, bits per dimension), :mod:`inference.checks` and
-:mod:`inference.protocols` (what the uses and coders need from a model beyond a pair).
+Shared by all of them: :mod:`inference.pair_check` (one survey of a pair decides what each
+entry point may do with it, or refuses naming the construct), :mod:`inference.weights`
+(importance weights), :mod:`inference.units` (nats, bits, bits per dimension),
+:mod:`inference.checks` and :mod:`inference.protocols` (what the uses and coders need
+from a model beyond a pair).
 Every estimator returns one value per datapoint of the ``pyro.plate("data", ...)``.
 """
 
@@ -44,6 +46,7 @@ from .evidence import (
     pareto_k,
     weight_diagnostics,
 )
+from .pair_check import PairError, PairStructure, check_pair, survey_pair
 from .training import (
     Adam,
     CompiledSVIStep,
@@ -52,11 +55,13 @@ from .training import (
     FreeBitsELBO,
     IWAELoss,
     KeepBest,
+    MinibatchPlan,
     SVIStep,
     fit,
     free_bits_terms,
     init_process_group,
     make_loss,
+    plan_minibatches,
     resolve_device,
     save_checkpoint,
     scale_data_plate,
@@ -102,6 +107,9 @@ __all__ = [
     "IWAELoss",
     "LocalGaussianGuide",
     "MarkovTextModel",
+    "MinibatchPlan",
+    "PairError",
+    "PairStructure",
     "SVIStep",
     "WeightDiagnostics",
     "active_units",
@@ -114,6 +122,7 @@ __all__ = [
     "bits_per_dim",
     "bits_to_nats",
     "bound_sweep",
+    "check_pair",
     "decode_images",
     "decode_words",
     "dequantization_correction_nats",
@@ -142,6 +151,7 @@ __all__ = [
     "nats_to_bits",
     "nll_scores",
     "observed_channel",
+    "plan_minibatches",
     "pareto_k",
     "posterior_means",
     "probe_accuracy",
@@ -152,6 +162,7 @@ __all__ = [
     "save_checkpoint",
     "scale_data_plate",
     "scale_latents",
+    "survey_pair",
     "typicality_scores",
     "weight_diagnostics",
 ]

@@ -17,25 +17,20 @@ from typing import Callable
 
 import pyro
 import torch
-from pyro import poutine
-from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
-DATA_PLATE = "data"
-PARTICLE_PLATE = "particles"
-
-
-@dataclass(frozen=True)
-class PairStructure:
-    """What one unvectorized run of a model/guide pair reveals.
-
-    Attributes:
-        max_plate_nesting: number of batch dims used by plates (the particle plate goes left).
-        batch_size: size of the ``"data"`` plate in this call (the minibatch size).
-    """
-
-    max_plate_nesting: int
-    batch_size: int
-
+from .pair_check import (  # noqa: F401  (re-exported: the shared trace machinery)
+    DATA_PLATE,
+    attach_subsample,
+    PARTICLE_PLATE,
+    PairError,
+    PairStructure,
+    check_pair,
+    data_frame,
+    inspect_pair,
+    sample_sites,
+    survey_pair,
+    trace_pair,
+)
 
 def data_plate_scale(trace) -> float:
     """The multiplier on the ``"data"`` plate's log densities in ``trace``.
@@ -48,34 +43,6 @@ def data_plate_scale(trace) -> float:
             scale = site["scale"]
             return float(scale.reshape(-1)[0]) if torch.is_tensor(scale) else float(scale)
     return 1.0
-
-
-def data_frame(site):
-    """The ``"data"`` plate's frame in a trace site's plate stack, or None."""
-    for frame in site["cond_indep_stack"]:
-        if frame.name == DATA_PLATE:
-            return frame
-    return None
-
-
-def sample_sites(trace, observed: bool | None = None):
-    """The sample sites of ``trace`` (no subsample sites), only observed or latent ones when
-    ``observed`` is True or False."""
-    for site in trace.nodes.values():
-        if site["type"] != "sample" or site_is_subsample(site):
-            continue
-        if observed is not None and site["is_observed"] != observed:
-            continue
-        yield site
-
-
-def trace_pair(model, guide, args, kwargs):
-    """``(model_trace, guide_trace)``: one guide draw and the model replayed against it."""
-    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-        *args, **kwargs
-    )
-    return prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
 
 
 def check_finite_inputs(args, kwargs) -> None:
@@ -91,56 +58,6 @@ def check_finite_inputs(args, kwargs) -> None:
                     f"{name} (shape {tuple(value.shape)}) contains {int(bad.sum())} NaN or "
                     "infinite entries; clean the data before estimating the evidence"
                 )
-
-
-def inspect_pair(model: Callable, guide: Callable, args=(), kwargs=None) -> PairStructure:
-    """Run the pair once (hidden from outer handlers) and check it suits per-datapoint estimates.
-
-    Raises:
-        ValueError: no ``"data"`` plate, a sample site outside it, model and guide disagreeing
-            on the batch size, or a latent site of the model that the guide does not sample.
-    """
-    kwargs = kwargs or {}
-    # Fork the generators so inspecting does not shift the draws of the run that follows.
-    devices = sorted({a.device.index or 0 for a in (*args, *kwargs.values())
-                      if torch.is_tensor(a) and a.device.type == "cuda"})
-    with torch.random.fork_rng(devices=devices), poutine.block(), torch.no_grad():
-        model_trace, guide_trace = trace_pair(model, guide, args, kwargs)
-    sites = {}
-    for role, trace in (("model", model_trace), ("guide", guide_trace)):
-        for site in sample_sites(trace):
-            if role == "guide" and site["is_observed"]:
-                continue
-            frame = data_frame(site)
-            if frame is None:
-                raise ValueError(
-                    f"{role} site '{site['name']}' is not inside a pyro.plate named "
-                    f"'{DATA_PLATE}': per-datapoint estimates need every sample site inside "
-                    f"`with pyro.plate('{DATA_PLATE}', batch_size):`"
-                )
-            sites.setdefault(role, []).append((site, frame))
-    if "model" not in sites:
-        raise ValueError("the model has no sample sites: nothing to estimate")
-    guide_latents = {site["name"] for site, _ in sites.get("guide", [])}
-    for site, _ in sites["model"]:
-        if not site["is_observed"] and site["name"] not in guide_latents:
-            raise ValueError(
-                f"latent site '{site['name']}' of the model is not sampled by the guide; "
-                "importance weights need the guide to propose every latent variable"
-            )
-    batch_sizes = {frame.size for role in sites.values() for _, frame in role}
-    if len(batch_sizes) != 1:
-        raise ValueError(
-            f"model and guide disagree on the size of the '{DATA_PLATE}' plate: {batch_sizes}"
-        )
-    dims = [
-        -frame.dim
-        for role in sites.values()
-        for site, _ in role
-        for frame in site["cond_indep_stack"]
-        if frame.vectorized
-    ]
-    return PairStructure(max(dims), batch_sizes.pop())
 
 
 def per_datapoint(log_p: torch.Tensor, site, nesting: int, batch_size: int) -> torch.Tensor:
@@ -239,6 +156,60 @@ def check_num_samples(num_samples, chunk_size) -> None:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
+def particle_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: dict,
+                         num_particles: int, structure: PairStructure) -> torch.Tensor:
+    """``log p(x, z) - log q(z | x)`` ``[num_particles, batch]`` for a surveyed pair.
+
+    Vectorized (:func:`vectorized_log_weights`) when the survey found that the pair
+    broadcasts over a leading particle dim, else one unvectorized pass per particle.
+    Gradients flow as in :func:`vectorized_log_weights`.
+    """
+    if structure.vectorizable:
+        return vectorized_log_weights(model, guide, args, kwargs, num_particles, structure)
+    rows = []
+    for _ in range(num_particles):
+        model_trace, guide_trace = trace_pair(model, guide, args, kwargs)
+        log_w = trace_log_density(model_trace, structure, 1) - trace_log_density(
+            guide_trace, structure, 1, observed=False)
+        rows.append(log_w.expand(1, structure.batch_size))
+    return torch.cat(rows)
+
+
+def checked_pair(model: Callable, guide: Callable, args: tuple, kwargs: dict, use: str):
+    """Survey and check a pair for entry point ``use`` (:func:`inference.pair_check.check_pair`).
+
+    Returns:
+        ``(model, guide, structure)`` with model and guide replaying the subsample the survey
+        drew (when the model subsamples its own plates), so that every later pass of one call
+        scores the same datapoints.
+    """
+    structure = check_pair(survey_pair(model, guide, args, kwargs), use)
+    return structure.fix_subsample(model), structure.fix_subsample(guide), structure
+
+
+def checked_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: dict,
+                        num_samples: int, chunk_size: int | None,
+                        structure: PairStructure) -> torch.Tensor:
+    """Log weights ``[num_samples, batch]`` of a pair returned by :func:`checked_pair`, without
+    gradients, ``chunk_size`` particles at a time; raises on NaN weights."""
+    chunk = chunk_size or num_samples
+    chunks = []
+    # The survey ran the pair once with Pyro's validation as configured; the passes here
+    # skip it, since its checks cost more than the passes themselves.
+    with torch.no_grad(), pyro.validation_enabled(False):
+        for start in range(0, num_samples, chunk):
+            size = min(chunk, num_samples - start)
+            chunks.append(particle_log_weights(model, guide, args, kwargs, size, structure))
+    weights = torch.cat(chunks)
+    bad = torch.isnan(weights).any(0)
+    if bad.any():
+        raise ValueError(
+            f"importance weights are NaN for datapoints {bad.nonzero().flatten().tolist()[:10]}"
+            " (check the model's parameters and the data range)"
+        )
+    return weights
+
+
 def log_importance_weights(
     model: Callable,
     guide: Callable,
@@ -249,9 +220,11 @@ def log_importance_weights(
 ) -> torch.Tensor:
     """Log importance weights ``log p(x, z_k) - log q(z_k | x)`` with ``z_k ~ q(z | x)``.
 
-    Particles are drawn vectorized inside an outermost plate; ``chunk_size`` bounds how many
-    are in memory at once (the results match the unchunked ones up to the random draws).
-    Runs without gradients and leaves every parameter as it is.
+    Particles are drawn vectorized inside an outermost plate (one pass per particle for a
+    model that does not broadcast over it); ``chunk_size`` bounds how many are in memory at
+    once (the results match the unchunked ones up to the random draws). Runs without
+    gradients and leaves every parameter as it is. The pair is checked first
+    (:mod:`inference.pair_check`): what it cannot handle raises a ``PairError`` naming it.
 
     Args:
         model, guide: a Pyro pair sharing a ``pyro.plate("data", batch)``; ``*args`` and
@@ -260,29 +233,17 @@ def log_importance_weights(
         chunk_size: at most this many particles per vectorized pass (None: all at once).
 
     Returns:
-        ``[num_samples, batch]`` tensor, one column per datapoint, in nats.
+        ``[num_samples, batch]`` tensor, one column per datapoint, in nats. When the model
+        subsamples its ``"data"`` plate (``pyro.plate("data", N, subsample_size=B)``), one
+        subsample is drawn and used for every particle and chunk, and its ``[B]`` indices
+        are the tensor's ``subsample`` attribute (column ``b`` is datapoint
+        ``result.subsample[b]``).
     """
     check_num_samples(num_samples, chunk_size)
     check_finite_inputs(args, kwargs)
-    structure = inspect_pair(model, guide, args, kwargs)
-    chunk = chunk_size or num_samples
-    chunks = []
-    # inspect_pair ran the pair once with Pyro's validation as configured; the vectorized
-    # passes skip it, since its checks cost more than the passes themselves here.
-    with torch.no_grad(), pyro.validation_enabled(False):
-        for start in range(0, num_samples, chunk):
-            size = min(chunk, num_samples - start)
-            chunks.append(
-                vectorized_log_weights(model, guide, args, kwargs, size, structure)
-            )
-    weights = torch.cat(chunks)
-    bad = torch.isnan(weights).any(0)
-    if bad.any():
-        raise ValueError(
-            f"importance weights are NaN for datapoints {bad.nonzero().flatten().tolist()[:10]}"
-            " (check the model's parameters and the data range)"
-        )
-    return weights
+    model, guide, structure = checked_pair(model, guide, args, kwargs, "log_importance_weights")
+    weights = checked_log_weights(model, guide, args, kwargs, num_samples, chunk_size, structure)
+    return attach_subsample(weights, structure)
 
 
 def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:

@@ -56,6 +56,7 @@ from dataclasses import dataclass
 import pyro
 import torch
 from pyro import poutine
+from pyro.poutine.messenger import Messenger
 from torch.distributions import biject_to
 from torch.distributions.transforms import ComposeTransform, IndependentTransform
 from tqdm.auto import tqdm
@@ -69,7 +70,7 @@ from ..weights import (
     sample_sites,
     check_finite_inputs,
     check_num_samples,
-    inspect_pair,
+    checked_pair,
     log_mean_exp,
     trace_log_density,
     vectorized_traces,
@@ -95,6 +96,8 @@ class AISResult:
         acceptance_rate: ``[batch]`` mean Metropolis acceptance probability over transitions
             and chains (for the uncorrected moves: of the ratio they would have been tested on).
         step_size: ``[batch]`` the adapted leapfrog step sizes at the end of annealing.
+        subsample: ``[batch]`` indices of the datapoints scored when the model subsamples its
+            ``"data"`` plate (one subsample for every chain and step), else None.
     """
 
     log_evidence: torch.Tensor
@@ -102,6 +105,7 @@ class AISResult:
     log_weights: torch.Tensor
     acceptance_rate: torch.Tensor
     step_size: torch.Tensor
+    subsample: torch.Tensor | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready means over the datapoints."""
@@ -160,8 +164,12 @@ class _AnnealingPath:
         self.structure = structure
         self.nesting = structure.max_plate_nesting + 1
         self.sites = []
+        # The chains move the guide's free latents; Delta sites (an AutoGuide's latents,
+        # deterministic functions of its auxiliary sites) follow them.
         for node in sample_sites(guide_trace, observed=False):
             fn = node["fn"]
+            if _is_delta(fn):
+                continue
             if fn.support.is_discrete:
                 raise ValueError(
                     f"latent site '{node['name']}' is discrete ({type(fn).__name__}); AIS "
@@ -212,9 +220,8 @@ class _AnnealingPath:
         return values, log_jac
 
     def _trace(self, fn, values, num_chains):
-        conditioned = poutine.condition(fn, data=values)
         with poutine.block(), pyro.plate(PARTICLE_PLATE, num_chains, dim=-self.nesting):
-            return poutine.trace(conditioned).get_trace(*self.args, **self.kwargs)
+            return poutine.trace(_SetLatents(values)(fn)).get_trace(*self.args, **self.kwargs)
 
     def evaluate(self, flat: torch.Tensor) -> dict:
         """Log densities ``[K, batch]`` at ``flat: [K, batch, D]`` and gradients ``[K, batch, D]``.
@@ -228,14 +235,20 @@ class _AnnealingPath:
             flat = flat.detach().requires_grad_(True)
             values, log_jac = self.unflatten(flat)
             guide_trace = self._trace(self.guide, values, num_chains)
-            log_q = 0.0
+            log_q_free = 0.0  # the free latents' density: pi_0 in their space
             for node in sample_sites(guide_trace):
                 if node["name"] in self.names:
                     log_p = node["fn"].log_prob(node["value"])
-                    log_q = log_q + per_datapoint(log_p, node, self.nesting, batch)
-            model_trace = self._trace(self.model, values, num_chains)
+                    log_q_free = log_q_free + per_datapoint(log_p, node, self.nesting, batch)
+            # log q(z) of the model's latents: the free part plus the Delta sites' log
+            # densities (minus log|det dz/du| of an AutoGuide's transform)
+            log_q = trace_log_density(guide_trace, self.structure, num_chains, observed=False)
+            with pyro.plate(PARTICLE_PLATE, num_chains, dim=-self.nesting), poutine.block():
+                model_trace = poutine.trace(poutine.replay(self.model, trace=guide_trace)
+                                            ).get_trace(*self.args, **self.kwargs)
             log_joint = trace_log_density(model_trace, self.structure, num_chains)
-            a, b = log_q + log_jac, log_joint + log_jac
+            # target in the free latents' space: p(x, z(u)) |det dz/du|
+            a, b = log_q_free + log_jac, log_joint - (log_q - log_q_free) + log_jac
             grad_a = _grad(a, flat, retain=True)
             grad_b = _grad(b, flat, retain=False)
         shape = (num_chains, batch)
@@ -248,6 +261,25 @@ class _AnnealingPath:
             "grad_a": grad_a,
             "grad_b": grad_b,
         }
+
+
+class _SetLatents(Messenger):
+    """Give latent sites the values of ``values`` (they stay latent, unlike ``condition``)."""
+
+    def __init__(self, values: dict):
+        super().__init__()
+        self.values = values
+
+    def _pyro_sample(self, msg):
+        if msg["name"] in self.values and not msg["is_observed"]:
+            msg["value"] = self.values[msg["name"]]
+            msg["done"] = True
+
+
+def _is_delta(fn) -> bool:
+    while isinstance(fn, torch.distributions.Independent):
+        fn = fn.base_dist
+    return type(fn).__name__ == "Delta"
 
 
 def _grad(output, flat, retain):
@@ -390,7 +422,8 @@ def ais_log_evidence(
         guide = _prior_as_guide(model)
     elif guide is None:
         raise ValueError("guide is None: pass a guide or use start='prior'")
-    structure = inspect_pair(model, guide, args, kwargs)
+    # one subsample (when the model draws one) for every chain and annealing step
+    model, guide, structure = checked_pair(model, guide, args, kwargs, "ais_log_evidence")
     if torch.is_tensor(step_size) and step_size.dim() > 0 and tuple(step_size.shape) != (
             structure.batch_size,):
         raise ValueError(
@@ -411,7 +444,6 @@ def ais_log_evidence(
             model_trace, guide_trace = vectorized_traces(
                 model, guide, args, kwargs, size, structure.max_plate_nesting + 1
             )
-            _check_latents(model_trace, guide_trace, start)
             path = _AnnealingPath(model, guide, args, kwargs, structure, guide_trace)
             state = path.evaluate(path.flatten(guide_trace))
             flat = state["u"]
@@ -450,17 +482,8 @@ def ais_log_evidence(
         log_weights=log_w,
         acceptance_rate=acceptance,
         step_size=torch.stack(steps).mean(0),
+        subsample=structure.data_subsample,
     )
-
-
-def _check_latents(model_trace, guide_trace, start):
-    model_latents = {s["name"] for s in sample_sites(model_trace, observed=False)}
-    guide_latents = {s["name"] for s in sample_sites(guide_trace, observed=False)}
-    if model_latents != guide_latents:
-        raise ValueError(
-            f"the guide samples {sorted(guide_latents)} but the model's latent sites are "
-            f"{sorted(model_latents)}: AIS anneals between densities on the same latents"
-        )
 
 
 def _delta_method_stderr(log_w: torch.Tensor) -> torch.Tensor:

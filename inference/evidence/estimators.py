@@ -13,7 +13,23 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..weights import check_num_samples, log_importance_weights, log_mean_exp
+from ..pair_check import DATA_PLATE
+from ..weights import (
+    attach_subsample,
+    check_finite_inputs,
+    check_num_samples,
+    checked_log_weights,
+    checked_pair,
+    log_mean_exp,
+)
+
+
+def _weights(use, model, guide, args, kwargs, num_samples, chunk_size):
+    check_num_samples(num_samples, chunk_size)
+    check_finite_inputs(args, kwargs)
+    model, guide, structure = checked_pair(model, guide, args, kwargs, use)
+    return checked_log_weights(model, guide, args, kwargs, num_samples, chunk_size,
+                               structure), structure
 
 
 def elbo(model: Callable, guide: Callable, *args, num_samples: int = 1,
@@ -21,25 +37,27 @@ def elbo(model: Callable, guide: Callable, *args, num_samples: int = 1,
     """Monte Carlo ELBO ``mean_k log w_k`` per datapoint.
 
     Returns:
-        ``[batch]`` in nats.
+        ``[batch]`` in nats; for a model that subsamples its ``"data"`` plate, the
+        subsample's indices are the result's ``subsample`` attribute
+        (:func:`inference.log_importance_weights`).
     """
-    weights = log_importance_weights(
-        model, guide, *args, num_samples=num_samples, chunk_size=chunk_size, **kwargs
-    )
-    return weights.mean(0)
+    weights, structure = _weights("elbo", model, guide, args, kwargs, num_samples, chunk_size)
+    return attach_subsample(weights.mean(0), structure)
 
 
 def iwae_bound(model: Callable, guide: Callable, *args, num_samples: int,
                chunk_size: int | None = None, **kwargs) -> torch.Tensor:
     """Importance-weighted bound ``log mean_k w_k`` per datapoint (Burda et al. 2015).
 
+    All ``num_samples`` particles (over all chunks) score the same datapoints: an in-model
+    subsample is drawn once, and its indices are the result's ``subsample`` attribute.
+
     Returns:
         ``[batch]`` in nats.
     """
-    weights = log_importance_weights(
-        model, guide, *args, num_samples=num_samples, chunk_size=chunk_size, **kwargs
-    )
-    return log_mean_exp(weights, 0)
+    weights, structure = _weights("iwae_bound", model, guide, args, kwargs, num_samples,
+                                  chunk_size)
+    return attach_subsample(log_mean_exp(weights, 0), structure)
 
 
 def log_evidence(model: Callable, guide: Callable, x: torch.Tensor, *, num_samples: int = 1,
@@ -51,17 +69,32 @@ def log_evidence(model: Callable, guide: Callable, x: torch.Tensor, *, num_sampl
         x: ``[n, ...]``, scored ``batch_size`` datapoints at a time.
 
     Returns:
-        ``[n]`` nats.
+        ``[n]`` nats. A model that subsamples its own ``"data"`` plate is refused: the rows
+        scored would not be the rows of ``x`` in order.
     """
     if not torch.is_tensor(x) or x.dim() < 1 or x.shape[0] < 1:
         raise ValueError(f"x must be a tensor [n, ...] with n >= 1, got "
                          f"{getattr(x, 'shape', type(x).__name__)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    out = []
     with torch.no_grad():
-        return torch.cat([iwae_bound(model, guide, x[i:i + batch_size], num_samples=num_samples,
-                                     chunk_size=chunk_size)
-                          for i in range(0, x.shape[0], batch_size)])
+        for i in range(0, x.shape[0], batch_size):
+            part = x[i:i + batch_size]
+            check_num_samples(num_samples, chunk_size)
+            check_finite_inputs((part,), {})
+            fixed_model, fixed_guide, structure = checked_pair(model, guide, (part,), {},
+                                                               "log_evidence")
+            if structure.data_subsample is not None or structure.batch_size != part.shape[0]:
+                raise ValueError(
+                    f"log_evidence: the '{DATA_PLATE}' plate scores {structure.batch_size} "
+                    f"datapoints of a slice of {part.shape[0]} rows (the model subsamples or "
+                    "resizes its plate); call iwae_bound, whose result says which rows it "
+                    "scored (result.subsample)")
+            weights = checked_log_weights(fixed_model, fixed_guide, (part,), {}, num_samples,
+                                          chunk_size, structure)
+            out.append(log_mean_exp(weights, 0))
+    return torch.cat(out)
 
 
 def iwae_from_weights(log_w: torch.Tensor, k: int) -> torch.Tensor:
@@ -87,11 +120,14 @@ class BoundTable:
     """Mean over datapoints, then mean and standard error over repeats, of each bound (nats).
 
     ``rows`` holds dicts with keys ``bound`` ("elbo" or "iwae"), ``num_samples``, ``mean``,
-    ``stderr``; ``per_repeat`` the raw dataset means, one list per row.
+    ``stderr``; ``per_repeat`` the raw dataset means, one list per row; ``subsample`` the
+    ``[B]`` indices of the datapoints scored when the model subsamples its ``"data"`` plate
+    (one subsample for all repeats and K), else None.
     """
 
     rows: list[dict] = field(default_factory=list)
     per_repeat: list[list[float]] = field(default_factory=list)
+    subsample: torch.Tensor | None = None
 
     def iwae(self) -> dict[str, float]:
         """``{"K": mean}`` for the IWAE rows, keys as strings (JSON-ready)."""
@@ -136,7 +172,9 @@ def bound_sweep(model: Callable, guide: Callable, *args,
     large test sets are evaluated a slice at a time.
 
     Returns:
-        a :class:`BoundTable`; standard errors come from the spread over ``repeats``.
+        a :class:`BoundTable`; standard errors come from the spread over ``repeats``. A model
+        that subsamples its own ``"data"`` plate is scored on one subsample for every repeat
+        and K (``BoundTable.subsample``); it cannot be combined with ``data_batch_size``.
     """
     if not num_samples:
         raise ValueError("num_samples must list at least one K")
@@ -145,20 +183,29 @@ def bound_sweep(model: Callable, guide: Callable, *args,
     check_num_samples(repeats, None)
     ks = sorted(set(num_samples))
     per_repeat = [[] for _ in range(len(ks) + 1)]
+    slices = []
+    for batch in _data_slices(args, data_batch_size):
+        check_finite_inputs(batch, kwargs)
+        slices.append((batch, *checked_pair(model, guide, batch, kwargs, "bound_sweep")))
+    subsampled = [s for *_, s in slices if s.data_subsample is not None]
+    if subsampled and data_batch_size is not None:
+        raise ValueError("bound_sweep: the model subsamples its own 'data' plate; "
+                         "data_batch_size would score a different subsample of every slice: "
+                         "leave data_batch_size=None")
     for _ in range(repeats):
         sums = [0.0] * (len(ks) + 1)
         count = 0
-        for batch in _data_slices(args, data_batch_size):
-            log_w = log_importance_weights(
-                model, guide, *batch, num_samples=ks[-1], chunk_size=chunk_size, **kwargs
-            )
+        for batch, fixed_model, fixed_guide, structure in slices:
+            log_w = checked_log_weights(fixed_model, fixed_guide, batch, kwargs, ks[-1],
+                                        chunk_size, structure)
             count += log_w.shape[1]
             sums[0] += float(log_w.mean(0).sum())
             for i, k in enumerate(ks):
                 sums[i + 1] += float(iwae_from_weights(log_w, k).sum())
         for i, total in enumerate(sums):
             per_repeat[i].append(total / count)
-    table = BoundTable(per_repeat=per_repeat)
+    table = BoundTable(per_repeat=per_repeat,
+                       subsample=subsampled[0].data_subsample if subsampled else None)
     for (bound, k), values in zip([("elbo", 1)] + [("iwae", k) for k in ks], per_repeat):
         mean = sum(values) / len(values)
         var = sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)

@@ -48,9 +48,11 @@ from ..weights import (
     sample_sites,
     check_finite_inputs,
     check_num_samples,
-    inspect_pair,
-    log_importance_weights,
-    vectorized_log_weights,
+    checked_log_weights,
+    check_pair,
+    checked_pair,
+    particle_log_weights,
+    survey_pair,
 )
 
 
@@ -90,6 +92,7 @@ class LocalGaussianGuide:
             trace = poutine.trace(guide).get_trace(*args, **kwargs)
         self.sites: list[_LocalSite] = []
         self.batch_size = None
+        self.dims: list[int] = []
         for node in sample_sites(trace, observed=False):
             frame = data_frame(node)
             if frame is None:
@@ -97,7 +100,8 @@ class LocalGaussianGuide:
                     f"guide site '{node['name']}' is not inside the '{DATA_PLATE}' plate: "
                     "local parameters are per datapoint"
                 )
-            self.batch_size = frame.size
+            # a sizeless plate records size -1: the datapoints are the value's data dim
+            self.batch_size = frame.size if frame.size > 0 else node["value"].shape[frame.dim]
             self.sites.append(self._local_site(node, frame.dim))
         if not self.sites:
             raise ValueError("the guide samples no latent site: nothing to optimize")
@@ -132,8 +136,14 @@ class LocalGaussianGuide:
         return [t for s in self.sites for t in (s.loc, s.raw_scale)]
 
     def __call__(self, *args, **kwargs) -> None:
-        for s in self.sites:
-            with pyro.plate(DATA_PLATE, self.batch_size, dim=s.data_dim):
+        # one "data" plate for all sites (a plate opened per site would record its
+        # subsample site once per latent); sites keep their order
+        dims = {s.data_dim for s in self.sites}
+        if len(dims) != 1:
+            raise ValueError(f"the guide's latent sites put the '{DATA_PLATE}' plate at "
+                             f"different dims {sorted(dims)}")
+        with pyro.plate(DATA_PLATE, self.batch_size, dim=dims.pop()):
+            for s in self.sites:
                 pyro.sample(s.name, s.distribution())
 
 
@@ -154,7 +164,7 @@ def fit_local_guide(model: Callable, local_guide: LocalGaussianGuide, *args,
     check_int(num_particles, "num_particles")
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr!r}")
-    structure = inspect_pair(model, local_guide, args, kwargs)
+    structure = check_pair(survey_pair(model, local_guide, args, kwargs), "amortization_gap")
     params = local_guide.parameters()
     optimizer = torch.optim.Adam(params, lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -164,8 +174,8 @@ def fit_local_guide(model: Callable, local_guide: LocalGaussianGuide, *args,
     with pyro.validation_enabled(False):
         for _ in tqdm(range(num_steps), desc="local guides", disable=not progress):
             with poutine.block(), torch.enable_grad():
-                log_w = vectorized_log_weights(model, local_guide, args, kwargs,
-                                               num_particles, structure)
+                log_w = particle_log_weights(model, local_guide, args, kwargs,
+                                             num_particles, structure)
                 loss = -log_w.mean(0).sum()
                 grads = torch.autograd.grad(loss, params)
             for p, g in zip(params, grads):
@@ -191,6 +201,8 @@ class GapResult:
         inference_gap: ``[batch]`` ``log_evidence - elbo_amortized`` (the sum), or None.
         history: mean negative ELBO per optimization step.
         local_guide: the optimized :class:`LocalGaussianGuide`.
+        subsample: ``[batch]`` indices of the datapoints scored when the model subsamples its
+            ``"data"`` plate (one subsample for every estimate of the call), else None.
     """
 
     elbo_amortized: torch.Tensor
@@ -203,6 +215,7 @@ class GapResult:
     inference_gap: torch.Tensor | None = None
     history: list[float] = field(default_factory=list)
     local_guide: LocalGaussianGuide | None = None
+    subsample: torch.Tensor | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready means over the datapoints (None where ``log_evidence`` was not given)."""
@@ -220,8 +233,8 @@ class GapResult:
 
 
 def _elbo_with_stderr(model, guide, args, kwargs, num_samples, chunk_size):
-    log_w = log_importance_weights(model, guide, *args, num_samples=num_samples,
-                                   chunk_size=chunk_size, **kwargs)
+    structure = survey_pair(model, guide, args, kwargs)
+    log_w = checked_log_weights(model, guide, args, kwargs, num_samples, chunk_size, structure)
     return log_w.mean(0), log_w.std(0) / math.sqrt(num_samples)
 
 
@@ -247,6 +260,9 @@ def amortization_gap(model: Callable, guide: Callable, *args,
     """
     check_int(num_eval_samples, "num_eval_samples", 2)  # two at least, for a standard error
     check_num_samples(num_eval_samples, chunk_size)
+    check_finite_inputs(args, kwargs)
+    # one subsample (when the model draws one) for every estimate below
+    model, guide, structure = checked_pair(model, guide, args, kwargs, "amortization_gap")
     local = LocalGaussianGuide(guide, *args, **kwargs)
     if log_evidence is not None:
         if not torch.is_tensor(log_evidence) or tuple(log_evidence.shape) != (local.batch_size,):
@@ -273,4 +289,5 @@ def amortization_gap(model: Callable, guide: Callable, *args,
         inference_gap=None if log_evidence is None else log_evidence - amortized,
         history=history,
         local_guide=local,
+        subsample=structure.data_subsample,
     )

@@ -37,7 +37,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..weights import check_num_samples, log_importance_weights, log_mean_exp
+from ..weights import (
+    check_finite_inputs,
+    check_num_samples,
+    checked_log_weights,
+    checked_pair,
+    log_mean_exp,
+)
 
 GOOD_K = 0.5
 OK_K = 0.7
@@ -113,12 +119,15 @@ class WeightDiagnostics:
         ess: ``[batch]`` effective sample size in ``[1, K]``.
         iwae: ``[batch]`` IWAE_K from the same weights, nats.
         num_samples: K.
+        subsample: ``[batch]`` indices of the datapoints scored when the model subsamples its
+            ``"data"`` plate, else None.
     """
 
     pareto_k: torch.Tensor
     ess: torch.Tensor
     iwae: torch.Tensor
     num_samples: int
+    subsample: torch.Tensor | None = None
 
     def counts(self) -> dict[str, int]:
         """How many datapoints fall in each k-hat class: ``good``, ``ok``, ``unreliable``."""
@@ -164,13 +173,14 @@ def weight_diagnostics(model: Callable, guide: Callable, *args, num_samples: int
         raise ValueError(
             f"num_samples must be at least {MIN_PARETO_SAMPLES} for k-hat, got {num_samples}"
         )
-    log_w = log_importance_weights(
-        model, guide, *args, num_samples=num_samples,
-        chunk_size=min(chunk_size, num_samples) if chunk_size else None, **kwargs
-    )
+    check_finite_inputs(args, kwargs)
+    model, guide, structure = checked_pair(model, guide, args, kwargs, "weight_diagnostics")
+    log_w = checked_log_weights(model, guide, args, kwargs, num_samples,
+                                min(chunk_size, num_samples) if chunk_size else None, structure)
     return WeightDiagnostics(
         pareto_k=pareto_k(log_w),
         ess=effective_sample_size(log_w),
         iwae=log_mean_exp(log_w, 0),
         num_samples=num_samples,
+        subsample=structure.data_subsample,
     )

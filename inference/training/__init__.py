@@ -14,11 +14,12 @@ from .early_stopping import KeepBest
 from .fit import fit, resolve_device
 from .free_bits import FreeBitsELBO, free_bits_terms
 from .handlers import scale_data_plate, scale_latents
+from .minibatches import MinibatchPlan, plan_minibatches
 from .objectives import DReGLoss, IWAELoss, make_loss
 from .svi_step import Adam, SVIStep
 
 __all__ = [
     "Adam", "CompiledSVIStep", "DReGLoss", "DataParallel", "FreeBitsELBO", "IWAELoss",
-    "KeepBest", "SVIStep", "fit", "free_bits_terms", "init_process_group", "make_loss",
-    "resolve_device", "save_checkpoint", "scale_data_plate", "scale_latents",
+    "KeepBest", "MinibatchPlan", "SVIStep", "fit", "free_bits_terms", "init_process_group", "make_loss",
+    "plan_minibatches", "resolve_device", "save_checkpoint", "scale_data_plate", "scale_latents",
 ]

@@ -15,6 +15,7 @@ from ..evidence.estimators import elbo
 from ..weights import check_finite_inputs
 from . import checkpoints
 from .handlers import scale_data_plate, scale_latents
+from .minibatches import plan_minibatches
 from .svi_step import Adam, SVIStep
 
 
@@ -105,13 +106,18 @@ def fit(
     distributed: bool = False,
     compile: bool = False,
     mixed_precision: bool = False,
+    shuffle: bool = True,
 ) -> list[dict]:
     """Train a model/guide pair by SVI (:class:`inference.SVIStep`, a drop-in for
     :class:`pyro.infer.SVI` with the same objectives) over shuffled minibatches.
 
     Each minibatch ``batch`` (a tuple of slices of ``data``) is passed as
     ``model(*batch)`` and ``guide(*batch)``; sites in the ``"data"`` plate are scaled by
-    ``N / len(batch)`` so every step estimates the full-data objective.
+    ``N / len(batch)`` so every step estimates the full-data objective, unless the model
+    declares the full size itself (``pyro.plate("data", N, subsample=idx)``) and so scales
+    its own minibatch (:mod:`inference.training.minibatches`). Before the first step the pair
+    is checked on the first minibatch (:mod:`inference.pair_check`): a loss the pair does not
+    support is refused with the site's name.
 
     Args:
         data: ``[N, ...]`` tensor or tuple of such tensors (e.g. images and labels).
@@ -151,6 +157,11 @@ def fit(
             density stay in float32. bfloat16 keeps float32's exponent range, so no loss
             scaling is needed. Pays off on GPUs with bfloat16 units (CUDA compute capability
             8.0 and newer) and CPUs with AVX-512 BF16 or AMX; elsewhere it is slower.
+        shuffle: draw a new order of the datapoints every epoch (False: the order of
+            ``data``). Guides with a parameter per datapoint *by position* (AutoGuides on a
+            model with local latents) need ``shuffle=False`` and one batch of all data, or
+            the minibatch's indices passed as data (``fit(model, guide, (x, torch.arange(N)))``
+            with ``pyro.plate("data", N, subsample=idx)`` in the model and guide).
 
     Pyro's validation (argument checks of distributions and models) runs on the first step
     only, when it is enabled; the data are checked for NaN up front.
@@ -184,6 +195,10 @@ def fit(
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
     pyro.set_rng_seed(parallel.process_seed(seed))
+    # the pair checked on a first minibatch (random state restored) before any step
+    plan = plan_minibatches(model, guide, tensors, batch_size=batch_size, loss=loss,
+                            num_particles=num_particles, shuffle=shuffle,
+                            batch_transform=batch_transform)
     shuffler = torch.Generator().manual_seed(seed)  # the same permutation on every process
     # SVIStep: SVI with Pyro's ELBOs scored as the sites are sampled and one torch Adam
     # (docs/performance.md: the same loss and gradients at less overhead per step).
@@ -212,7 +227,8 @@ def fit(
                disable=not progress or parallel.rank != 0, leave=False)
     for epoch in bar:
         start = time.perf_counter()
-        order = torch.randperm(num_data, generator=shuffler).to(device)
+        order = (torch.randperm(num_data, generator=shuffler) if shuffle
+                 else torch.arange(num_data)).to(device)
         beta = min(1.0, epoch / kl_warmup_epochs) if kl_warmup_epochs else 1.0
         total = 0.0
         with scale_latents(beta):
@@ -225,7 +241,9 @@ def fit(
                 # Validate the first step's shapes and values; later steps skip the checks.
                 with pyro.validation_enabled(validate and not validated), torch.autocast(
                         device.type, dtype=torch.bfloat16, enabled=mixed_precision):
-                    total += parallel.step(batch, num_data, len(index))
+                    # a model that scales its own plate gets factor 1 (num_data == size)
+                    total += parallel.step(batch, num_data if not plan.model_scales
+                                           else len(index), len(index))
                 validated = True
         # the epoch's one read of the step losses (tensors on the device, or floats)
         record = {"epoch": epoch + 1,

@@ -1,0 +1,468 @@
+"""One place that inspects a Pyro model/guide pair and decides what each entry point may do.
+
+Every estimator of :mod:`inference.evidence` and :func:`inference.fit` starts by running the
+pair once (random state restored, effects hidden from outer handlers, no gradients) through
+:func:`survey_pair`, and then asks :func:`check_pair` whether its use of the pair is defined.
+Either the pair qualifies, or a ``PairError`` (a ``ValueError``) names the site or plate at
+fault and says what the user can do. The survey records:
+
+- the ``"data"`` plate: its size in this call (resolved from the tensors for a sizeless
+  ``pyro.plate("data")``), the size it declares (``N`` for ``pyro.plate("data", N,
+  subsample_size=B)``) and the indices of an in-model subsample, which every later pass of the
+  same call replays (:meth:`PairStructure.fix_subsample`), so that one call uses one subsample;
+- the model's own scale on ``"data"`` sites (its subsample scale ``N / B``, or a
+  ``poutine.scale``), which :func:`inference.fit` must not multiply a second time;
+- sites outside the ``"data"`` plate (global latents: per-datapoint evidence is undefined);
+- latent sites of the model the guide does not sample and guide sites the model lacks;
+- auxiliary guide sites (AutoGuides' ``*_unconstrained`` or ``_Auto*_latent``), accepted when
+  every other guide site is a ``Delta`` determined by them, as Pyro's AutoGuides build them;
+- guide sites that are not reparameterized (discrete, or ``has_rsample`` False) or enumerated;
+- whether the pair runs with particles in a leftmost ``pyro.plate`` (models that do not
+  broadcast over a leading dimension get a sequential loop over particles instead).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.poutine.util import prune_subsample_sites, site_is_subsample
+
+DATA_PLATE = "data"
+PARTICLE_PLATE = "particles"
+
+# Entry points (``use`` of :func:`check_pair`) that need one log weight per datapoint.
+PER_DATAPOINT_USES = ("elbo", "iwae_bound", "bound_sweep", "log_importance_weights",
+                      "weight_diagnostics", "log_evidence", "ais_log_evidence",
+                      "amortization_gap", "fit:iwae", "fit:dreg")
+FIT_LOSSES = ("elbo", "meanfield", "iwae", "dreg")
+
+
+class PairError(ValueError):
+    """A model/guide pair an entry point cannot handle; the message names the construct."""
+
+
+@dataclass(frozen=True)
+class PairStructure:
+    """What one unvectorized run of a model/guide pair reveals (:func:`survey_pair`).
+
+    Attributes:
+        max_plate_nesting: number of batch dims used by plates (the particle plate goes left).
+        batch_size: number of datapoints of the ``"data"`` plate in this call (the minibatch
+            or subsample size; resolved from the tensors for a sizeless plate).
+        data_size: the size the ``"data"`` plate declares (``N`` of ``pyro.plate("data", N,
+            subsample_size=B)``), None for a sizeless plate.
+        subsample: ``{plate name: [size] indices}`` drawn by subsampled plates in this run
+            (empty when nothing is subsampled); :meth:`fix_subsample` replays them.
+        data_scale: the model's own multiplier on ``"data"`` sites (its subsample scale
+            ``N / B``, or a ``poutine.scale``), 1.0 for most models.
+        global_sites: ``("model" | "guide", name)`` of sample sites outside ``"data"``.
+        global_observed: observed model sites outside ``"data"``.
+        non_reparameterized: guide latent sites without a reparameterized sampler.
+        discrete: guide latent sites with discrete support.
+        enumerated: guide sites marked for enumeration.
+        auxiliary: guide-only sites marked ``infer={"is_auxiliary": True}``.
+        missing_in_guide, missing_in_model: latent site names one side lacks.
+        vectorizable: whether the pair runs with particles in a leftmost plate.
+        vectorize_error: the error of the vectorized trial run when it failed.
+        shared_in_sizeless: sites of a sizeless ``"data"`` plate without a data dimension.
+        guide_families: ``{latent site: distribution class name}`` of the guide.
+        model_latents: latent site names of the model.
+        point_masses: guide sites that are a ``Delta`` with zero log density (AutoDelta).
+        trainable: whether model or guide touch a parameter that requires a gradient.
+        row_mismatch: ``(site, rows of its observed value, plate size)`` for observed sites
+            whose data dim disagrees with the ``"data"`` plate (e.g. an AutoGuide built on
+            other data replaying its plate's indices into the model).
+    """
+
+    max_plate_nesting: int
+    batch_size: int
+    data_size: int | None = None
+    subsample: dict = field(default_factory=dict, compare=False)
+    data_scale: float = 1.0
+    global_sites: tuple = ()
+    global_observed: tuple = ()
+    non_reparameterized: tuple = ()
+    discrete: tuple = ()
+    enumerated: tuple = ()
+    auxiliary: tuple = ()
+    missing_in_guide: tuple = ()
+    missing_in_model: tuple = ()
+    vectorizable: bool = True
+    vectorize_error: str = ""
+    shared_in_sizeless: tuple = ()
+    guide_families: dict = field(default_factory=dict, compare=False)
+    model_latents: tuple = ()
+    point_masses: tuple = ()
+    trainable: bool = True
+    row_mismatch: tuple = ()
+
+    @property
+    def data_subsample(self) -> torch.Tensor | None:
+        """``[batch_size]`` indices of the datapoints of an in-model subsample, or None."""
+        return self.subsample.get(DATA_PLATE)
+
+    def fix_subsample(self, fn: Callable) -> Callable:
+        """``fn`` replaying this run's subsample indices (``fn`` itself when none was drawn)."""
+        if not self.subsample:
+            return fn
+        return poutine.condition(fn, data=dict(self.subsample))
+
+
+def data_frame(site):
+    """The ``"data"`` plate's frame in a trace site's plate stack, or None."""
+    for frame in site["cond_indep_stack"]:
+        if frame.name == DATA_PLATE:
+            return frame
+    return None
+
+
+def sample_sites(trace, observed: bool | None = None):
+    """The sample sites of ``trace`` (no subsample sites), only observed or latent ones when
+    ``observed`` is True or False."""
+    for site in trace.nodes.values():
+        if site["type"] != "sample" or site_is_subsample(site):
+            continue
+        if observed is not None and site["is_observed"] != observed:
+            continue
+        yield site
+
+
+def trace_pair(model, guide, args, kwargs):
+    """``(model_trace, guide_trace)``: one guide draw and the model replayed against it."""
+    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+        *args, **kwargs
+    )
+    return prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
+
+
+def _devices(args, kwargs):
+    return sorted({a.device.index or 0 for a in (*args, *kwargs.values())
+                   if torch.is_tensor(a) and a.device.type == "cuda"})
+
+
+def _site_data_size(site, frame) -> int:
+    """The length of ``site``'s log density along the ``"data"`` dim (1 when it broadcasts)."""
+    shape = site["fn"].batch_shape
+    return shape[frame.dim] if len(shape) >= -frame.dim else 1
+
+
+def _family(fn) -> str:
+    """The class name of a distribution, through ``Independent`` wrappers."""
+    while isinstance(fn, torch.distributions.Independent):
+        fn = fn.base_dist
+    return type(fn).__name__
+
+
+def _is_delta(fn) -> bool:
+    return _family(fn) == "Delta"
+
+
+def _row_mismatches(model_sites):
+    for site in model_sites:
+        frame = data_frame(site)
+        if not site["is_observed"] or frame is None or frame.size < 0:
+            continue
+        value = site["value"]
+        batch = value.shape[:value.dim() - site["fn"].event_dim]
+        if len(batch) >= -frame.dim and batch[frame.dim] not in (1, frame.size):
+            yield site["name"], batch[frame.dim], frame.size
+
+
+def _requires_grad(param_site) -> bool:
+    value = param_site["value"]
+    value = value.unconstrained() if hasattr(value, "unconstrained") else value
+    return bool(getattr(value, "requires_grad", False))
+
+
+def _is_point_mass(fn) -> bool:
+    """A Delta without a log density: a point estimate, not a distribution with a density."""
+    while isinstance(fn, torch.distributions.Independent):
+        fn = fn.base_dist
+    if _family(fn) != "Delta":
+        return False
+    log_density = getattr(fn, "log_density", 0.0)
+    return not bool(torch.as_tensor(log_density).ne(0).any())
+
+
+def _try_vectorized(model, guide, args, kwargs, nesting: int) -> str:
+    """Run the pair with 2 particles in a leftmost plate; '' on success, else the error."""
+
+    def vectorized(fn):
+        def run(*a, **k):
+            with pyro.plate(PARTICLE_PLATE, 2, dim=-nesting):
+                return fn(*a, **k)
+
+        return run
+
+    try:
+        model_trace, guide_trace = trace_pair(vectorized(model), vectorized(guide), args, kwargs)
+        for trace in (model_trace, guide_trace):
+            for site in sample_sites(trace):
+                log_p = site["fn"].log_prob(site["value"])
+                if log_p.dim() > nesting:
+                    return (f"site '{site['name']}' has log_prob shape {tuple(log_p.shape)} "
+                            f"with more batch dims than its plates declare")
+                if log_p.dim() == nesting and log_p.shape[0] not in (1, 2):
+                    return (f"site '{site['name']}' has log_prob shape {tuple(log_p.shape)}: "
+                            "its leftmost dim is not the particle dim")
+    except Exception as error:  # the user's code failed on a leading particle dim
+        return f"{type(error).__name__}: {error}"
+    return ""
+
+
+def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
+                probe_vectorized: bool = True) -> PairStructure:
+    """Run the pair once (hidden from outer handlers, random state restored) and describe it.
+
+    Args:
+        probe_vectorized: also run it once with 2 particles in a leftmost plate to learn
+            whether it broadcasts (False: assume it does, one pass saved).
+
+    Raises only when the pair cannot be described at all (no sample site, plates of
+    different sizes); every other finding is recorded for :func:`check_pair` to judge per
+    entry point.
+    """
+    kwargs = kwargs or {}
+    with torch.random.fork_rng(devices=_devices(args, kwargs)), poutine.block(), \
+            torch.no_grad():
+        guide_full = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_full = poutine.trace(poutine.replay(model, trace=guide_full)).get_trace(
+            *args, **kwargs)
+    subsample = {}
+    for trace in (guide_full, model_full):
+        for site in trace.nodes.values():
+            # a plate records its indices even when it keeps every datapoint: only a
+            # proper subsample needs replaying
+            if (site["type"] == "sample" and site_is_subsample(site)
+                    and site["value"].shape[0] < getattr(site["fn"], "size", -1)):
+                subsample.setdefault(site["name"], site["value"])
+    model_trace = prune_subsample_sites(model_full)
+    guide_trace = prune_subsample_sites(guide_full)
+    model_sites = list(sample_sites(model_trace))
+    guide_latents = list(sample_sites(guide_trace, observed=False))
+    if not model_sites:
+        raise PairError("the model has no sample sites: nothing to estimate or train")
+
+    global_sites, frames = [], []
+    for role, sites in (("model", model_sites), ("guide", guide_latents)):
+        for site in sites:
+            frame = data_frame(site)
+            if frame is None:
+                global_sites.append((role, site["name"]))
+            else:
+                frames.append((site, frame))
+    declared = {frame.full_size if frame.full_size is not None else frame.size
+                for _, frame in frames}
+    sizes = {frame.size for _, frame in frames}
+    sizeless = -1 in sizes
+    shared = []
+    if sizeless:
+        lengths = {site["name"]: _site_data_size(site, frame) for site, frame in frames}
+        batch_size = max(lengths.values())
+        shared = tuple(name for name, n in lengths.items() if n != batch_size)
+    else:
+        if len(sizes) > 1:
+            raise PairError(f"model and guide disagree on the size of the '{DATA_PLATE}' "
+                            f"plate: {sorted(sizes)}")
+        batch_size = sizes.pop() if sizes else 0
+    data_scale = 1.0
+    for site in model_sites:
+        if site["is_observed"] and data_frame(site) is not None:
+            scale = site["scale"]
+            data_scale = float(scale.reshape(-1)[0]) if torch.is_tensor(scale) else float(scale)
+            break
+
+    model_latent_names = [s["name"] for s in model_sites if not s["is_observed"]]
+    auxiliary = tuple(s["name"] for s in guide_latents if s["infer"].get("is_auxiliary"))
+    guide_names = {s["name"] for s in guide_latents}
+    missing_in_guide = tuple(n for n in model_latent_names if n not in guide_names)
+    missing_in_model = tuple(s["name"] for s in guide_latents if s["name"] not in auxiliary
+                             and s["name"] not in model_latent_names)
+    non_reparam = tuple(s["name"] for s in guide_latents
+                        if not getattr(s["fn"], "has_rsample", False) and not _is_delta(s["fn"]))
+    discrete = tuple(s["name"] for s in guide_latents if s["fn"].support.is_discrete)
+    enumerated = tuple(s["name"] for s in guide_latents if s["infer"].get("enumerate"))
+    dims = [-frame.dim for site in (*model_sites, *guide_latents)
+            for frame in site["cond_indep_stack"] if frame.vectorized]
+    nesting = max(dims, default=0)
+    error = ""
+    if probe_vectorized:
+        fixed = PairStructure(nesting, batch_size, subsample=subsample)
+        with torch.random.fork_rng(devices=_devices(args, kwargs)), poutine.block(), \
+                torch.no_grad(), pyro.validation_enabled(False):
+            error = _try_vectorized(fixed.fix_subsample(model), fixed.fix_subsample(guide),
+                                    args, kwargs, nesting + 1)
+    return PairStructure(
+        max_plate_nesting=nesting,
+        batch_size=batch_size,
+        data_size=None if sizeless or not declared else max(declared),
+        subsample=subsample,
+        data_scale=data_scale,
+        global_sites=tuple(global_sites),
+        global_observed=tuple(s["name"] for s in model_sites
+                              if s["is_observed"] and data_frame(s) is None),
+        non_reparameterized=non_reparam,
+        discrete=discrete,
+        enumerated=enumerated,
+        auxiliary=auxiliary,
+        missing_in_guide=missing_in_guide,
+        missing_in_model=missing_in_model,
+        vectorizable=not error,
+        vectorize_error=error,
+        shared_in_sizeless=shared,
+        guide_families={s["name"]: _family(s["fn"]) for s in guide_latents},
+        model_latents=tuple(model_latent_names),
+        point_masses=tuple(s["name"] for s in guide_latents if _is_point_mass(s["fn"])),
+        row_mismatch=tuple(_row_mismatches(model_sites)),
+        trainable=any(_requires_grad(site) for trace in (guide_full, model_full)
+                      for site in trace.nodes.values() if site["type"] == "param"),
+    )
+
+
+def _site_list(names) -> str:
+    return ", ".join(f"'{n}'" for n in names)
+
+
+def _check_sites_match(s: PairStructure) -> None:
+    if s.row_mismatch:
+        name, rows, size = s.row_mismatch[0]
+        raise PairError(
+            f"observed site '{name}' has {rows} rows along the '{DATA_PLATE}' dim but the "
+            f"plate has {size}: the data and the plate disagree (a guide's plate, e.g. an "
+            "AutoGuide's sized on other data, replays its indices into the model)")
+    if s.missing_in_guide or s.missing_in_model:
+        parts = []
+        if s.missing_in_guide:
+            parts.append(f"the model's latent site(s) {_site_list(s.missing_in_guide)} are not "
+                         "sampled by the guide")
+        if s.missing_in_model:
+            parts.append(f"the guide samples {_site_list(s.missing_in_model)}, which the model "
+                         "does not have (mark a guide-only variable with "
+                         "infer={'is_auxiliary': True} if it is one)")
+        raise PairError("; ".join(parts) + ": the guide must propose exactly the model's "
+                        "latent sites (discrete latents the model enumerates need "
+                        "pyro.infer.TraceEnum_ELBO, which this library does not use)")
+    if s.auxiliary:
+        others = [n for n, family in s.guide_families.items()
+                  if n not in s.auxiliary and family != "Delta"]
+        if others:
+            raise PairError(
+                f"the guide has auxiliary site(s) {_site_list(s.auxiliary)} and also samples "
+                f"{_site_list(others)} from a non-Delta distribution: importance weights "
+                "need q(z) itself, known only when the model's latents are deterministic "
+                "functions (Delta sites) of the auxiliary ones, as in Pyro's AutoGuides")
+    if s.enumerated:
+        raise PairError(f"guide site(s) {_site_list(s.enumerated)} are marked for enumeration "
+                        "(infer={'enumerate': ...}); the estimators here draw samples: remove "
+                        "the mark")
+
+
+def _check_per_datapoint(s: PairStructure, use: str) -> None:
+    if s.global_sites:
+        role, name = s.global_sites[0]
+        raise PairError(
+            f"{use}: {role} site '{name}' lies outside pyro.plate('{DATA_PLATE}'), so it is "
+            "shared by all datapoints and log p(x_1..N) does not split into per-datapoint "
+            f"terms; {use} needs every sample site inside `with pyro.plate('{DATA_PLATE}', "
+            "batch):`. To score the datapoints given a value of it, fix it with "
+            f"pyro.poutine.block(pyro.poutine.condition(model, data={{'{name}': value}}), "
+            f"hide=['{name}']) (and the same for the guide); fit() trains such pairs with "
+            "loss='elbo' or 'meanfield'")
+    if s.batch_size == 0:
+        raise PairError(f"{use}: no sample site lies inside pyro.plate('{DATA_PLATE}')")
+    deltas = [n for n in s.point_masses if n not in s.auxiliary]
+    if deltas and not s.auxiliary:
+        raise PairError(
+            f"{use}: guide site '{deltas[0]}' is a Delta (a point estimate, e.g. AutoDelta): "
+            "such a guide has no density, so importance weights and bounds are undefined; "
+            "use a guide with a density (e.g. AutoNormal) to estimate the evidence")
+    if s.shared_in_sizeless:
+        raise PairError(
+            f"{use}: site(s) {_site_list(s.shared_in_sizeless)} inside the sizeless "
+            f"pyro.plate('{DATA_PLATE}') have no data dimension (size 1 where the data have "
+            f"{s.batch_size}): one value is shared by all datapoints. Give the plate its size, "
+            f"pyro.plate('{DATA_PLATE}', len(x)), so Pyro expands the site per datapoint")
+
+
+def check_pair(structure: PairStructure, use: str) -> PairStructure:
+    """Raise :class:`PairError` unless entry point ``use`` is defined for the surveyed pair.
+
+    Args:
+        structure: from :func:`survey_pair`.
+        use: the entry point: ``"log_importance_weights"``, ``"elbo"``, ``"iwae_bound"``,
+            ``"bound_sweep"``, ``"weight_diagnostics"``, ``"log_evidence"``,
+            ``"ais_log_evidence"``, ``"amortization_gap"``, or ``"fit:<loss>"`` with a loss of
+            :data:`FIT_LOSSES` (any other ``fit:`` loss only gets the site checks).
+
+    Returns:
+        ``structure``, for chaining.
+    """
+    s = structure
+    _check_sites_match(s)
+    if use in PER_DATAPOINT_USES:
+        _check_per_datapoint(s, use)
+    if use == "ais_log_evidence":
+        discrete = [n for n in s.discrete if n not in s.auxiliary]
+        if discrete:
+            raise PairError(f"ais_log_evidence: guide site(s) {_site_list(discrete)} are "
+                            "discrete; AIS moves continuous latents (use iwae_bound, whose "
+                            "weights need no gradient)")
+        if not s.vectorizable:
+            raise PairError("ais_log_evidence: the pair fails with chains in a leftmost "
+                            f"pyro.plate ({s.vectorize_error}); AIS runs all chains at once, "
+                            "so the model and guide must broadcast over leading batch dims "
+                            "(see docs/own-pair.md)")
+    if use == "amortization_gap":
+        bad = [n for n, family in s.guide_families.items()
+               if family not in ("Normal", "MultivariateNormal")]
+        if bad:
+            raise PairError(
+                f"amortization_gap: guide site '{bad[0]}' is a {s.guide_families[bad[0]]}; the "
+                "local guides that measure the gap are Normal or MultivariateNormal per site "
+                "(a guide with discrete or auxiliary sites, e.g. an AutoGuide, has no "
+                "amortization to measure)")
+    if use in ("fit:iwae", "fit:dreg"):
+        loss = use.split(":")[1]
+        bad = [n for n in s.non_reparameterized if n not in s.auxiliary]
+        if bad:
+            raise PairError(
+                f"fit(loss='{loss}'): guide site '{bad[0]}' ({s.guide_families[bad[0]]}) is not "
+                "reparameterized; the importance-weighted objectives here follow pathwise "
+                "gradients only and would miss its score-function term. Use loss='elbo' "
+                "(Trace_ELBO's score-function estimator) for such guides")
+        if not s.vectorizable:
+            raise PairError(
+                f"fit(loss='{loss}'): the pair fails with particles in a leftmost pyro.plate "
+                f"({s.vectorize_error}); the importance-weighted losses draw the particles at "
+                "once, so the model must broadcast over leading batch dims (see "
+                "docs/own-pair.md), or use loss='elbo'")
+    if use == "fit:meanfield":
+        bad = [n for n in s.non_reparameterized if n not in s.auxiliary]
+        if bad:
+            raise PairError(
+                f"fit(loss='meanfield'): guide site '{bad[0]}' ({s.guide_families[bad[0]]}) is "
+                "not reparameterized and TraceMeanField_ELBO has no score-function term; use "
+                "loss='elbo'")
+    return s
+
+
+def inspect_pair(model: Callable, guide: Callable, args=(), kwargs=None,
+                 use: str = "log_importance_weights") -> PairStructure:
+    """:func:`survey_pair` (without the vectorization probe) then :func:`check_pair` for
+    ``use`` (per-datapoint weights by default): the structure of a pair fit for per-datapoint
+    estimates, or a ``PairError``."""
+    return check_pair(survey_pair(model, guide, args, kwargs, probe_vectorized=False), use)
+
+
+def attach_subsample(result, structure: PairStructure):
+    """Set ``result.subsample`` to the ``"data"`` plate's subsample indices ``[batch]`` when the
+    model subsampled its own plate (a tensor result gets the attribute too); returns it."""
+    indices = structure.data_subsample
+    if indices is not None:
+        result.subsample = indices
+    return result

@@ -1,0 +1,177 @@
+"""How :func:`inference.fit` cuts a pair's data into minibatches and scales them.
+
+:func:`plan_minibatches` surveys the pair on the first minibatch (:mod:`inference.pair_check`)
+before any step and decides:
+
+- whether ``loss`` is defined for the pair (a non-reparameterized guide site with
+  ``"iwae"``/``"dreg"``/``"meanfield"``, guide and model site sets that differ, ... refuse with
+  the site's name);
+- the multiplier on the ``"data"`` plate. ``fit`` wants every step to estimate the full-data
+  objective, so the ``B`` datapoints a step scores must count ``N / B`` times. A model that
+  sizes its plate from its input (``pyro.plate("data", len(x))``, or sizeless) gets
+  ``N / len(batch)`` from ``fit``; a model that subsamples it further
+  (``pyro.plate("data", len(x), subsample_size=B)``) scales by ``len(x) / B`` itself, and the
+  two multiply to ``N / B``. A model that declares the full size itself
+  (``pyro.plate("data", N, subsample=idx)``, the index-aware idiom, or
+  ``subsample_size=B`` of a plate of size N) already scales by ``N / B``: ``fit`` adds nothing.
+  A plate of any other declared size is refused (its scale cannot be right for both);
+- whether the guide keeps per-datapoint parameters (Pyro's AutoGuides on a model with local
+  latents) that shuffled minibatches would mix up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..pair_check import DATA_PLATE, FIT_LOSSES, PairError, PairStructure, check_pair, survey_pair
+
+
+@dataclass(frozen=True)
+class MinibatchPlan:
+    """What :func:`plan_minibatches` decided.
+
+    Attributes:
+        model_scales: the model declares the full data size on its ``"data"`` plate and so
+            scales its minibatch itself; ``fit`` must not multiply again.
+        structure: the survey of the pair on the first minibatch.
+    """
+
+    model_scales: bool
+    structure: PairStructure
+
+    def factor(self, num_data: int, global_size: int) -> float:
+        """The multiplier ``fit`` applies to the ``"data"`` plate of a ``global_size`` batch."""
+        return 1.0 if self.model_scales else num_data / global_size
+
+
+def _cuda_devices(tensors) -> list[int]:
+    return sorted({t.device.index or 0 for t in tensors if t.device.type == "cuda"})
+
+
+def _is_autoguide(guide) -> bool:
+    try:
+        from pyro.infer.autoguide import AutoGuide
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(guide, AutoGuide)
+
+
+def _check_dreg_families(structure, first_batch, model, guide) -> None:
+    """DReG scores ``log q`` with the guide's parameters detached: refuse families it cannot
+    rebuild (e.g. Beta, whose parameters live in an inner Dirichlet), naming the site."""
+    from pyro import poutine
+
+    from .objectives import detach_parameters
+
+    with torch.random.fork_rng(), poutine.block(), torch.no_grad():
+        trace = poutine.trace(guide).get_trace(*first_batch)
+    for site in trace.nodes.values():
+        if site["type"] != "sample" or site["is_observed"] or site["name"] in (
+                structure.auxiliary) or site["name"] not in structure.guide_families:
+            continue
+        try:
+            detach_parameters(site["fn"])
+        except (NotImplementedError, TypeError, KeyError) as error:
+            raise PairError(
+                f"fit(loss='dreg'): guide site '{site['name']}' is a "
+                f"{structure.guide_families[site['name']]}, whose parameters DReG cannot hold "
+                f"fixed ({error}); use loss='iwae'") from None
+
+
+def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_particles: int,
+                     shuffle: bool, batch_transform=None) -> MinibatchPlan:
+    """Survey the pair on ``fit``'s first minibatch (the first ``batch_size`` rows of
+    ``data``, tensors ``[N, ...]``) and check ``fit``'s settings against it (module
+    docstring). ``batch_transform`` (``fit``'s) is applied to every tuple surveyed, its random
+    draws forked off so that training draws as it would without the survey.
+
+    Raises:
+        PairError: naming the site, plate or setting ``fit`` cannot train correctly.
+    """
+    num_data = data[0].shape[0]
+
+    def rows(stop: int) -> tuple:
+        """The first ``stop`` rows of ``data`` as a step would see them."""
+        part = tuple(t[:stop] for t in data)
+        if batch_transform is None:
+            return part
+        with torch.random.fork_rng(devices=_cuda_devices(part)):
+            out = batch_transform(*part)
+        return (out,) if torch.is_tensor(out) else tuple(out)
+
+    first_batch = rows(batch_size)
+    use = f"fit:{loss}" if isinstance(loss, str) and loss in FIT_LOSSES else "fit:custom"
+    minibatched = batch_size < num_data
+    if _is_autoguide(guide) and (minibatched or shuffle):
+        _check_autoguide_rows(model, guide, rows, first_batch, use, num_data, shuffle)
+    structure = check_pair(survey_pair(model, guide, first_batch, {},
+                                       probe_vectorized=num_particles > 1), use)
+    if not structure.trainable:
+        raise PairError("fit: neither the model nor the guide uses a parameter that requires "
+                        "a gradient (pyro.param, pyro.module or a PyroModule's): nothing to "
+                        "train")
+    if loss == "dreg":
+        _check_dreg_families(structure, first_batch, model, guide)
+    length = first_batch[0].shape[0]
+    declared = structure.data_size
+    if structure.batch_size == 0:  # no site in the "data" plate
+        if minibatched:
+            raise PairError(
+                f"fit: the model has no site inside pyro.plate('{DATA_PLATE}'), so minibatches "
+                f"of {batch_size} of the {num_data} datapoints cannot be scaled to the full "
+                f"data: put the per-datapoint sites in `with pyro.plate('{DATA_PLATE}', "
+                f"len(x)):` or use batch_size >= {num_data}")
+        return MinibatchPlan(False, structure)
+    if minibatched and structure.global_observed:
+        raise PairError(
+            f"fit: observed site '{structure.global_observed[0]}' lies outside "
+            f"pyro.plate('{DATA_PLATE}'); minibatches would count it once per step instead of "
+            f"once per dataset: move it into the plate or use batch_size >= {num_data}")
+    if declared is None or declared == length:
+        model_scales = False
+    elif declared == num_data:
+        model_scales = True
+    else:
+        raise PairError(
+            f"fit: pyro.plate('{DATA_PLATE}') declares size {declared}, but fit passes "
+            f"minibatches of {length} of {num_data} datapoints: declare the plate's size as "
+            f"len(x) (fit then scales by {num_data} / len(x)) or as {num_data} with the "
+            "minibatch's indices (pyro.plate('data', N, subsample=idx), idx passed as data)")
+    if structure.vectorizable is False and num_particles > 1:
+        raise PairError(
+            f"fit(num_particles={num_particles}): the pair fails with particles in a leftmost "
+            f"pyro.plate ({structure.vectorize_error}); use num_particles=1 or make the model "
+            "broadcast over leading batch dims (docs/own-pair.md)")
+    return MinibatchPlan(model_scales, structure)
+
+
+def _positional_error(guide, num_data: int, shuffle: bool) -> PairError:
+    return PairError(
+        f"fit: {type(guide).__name__} keeps parameters for each datapoint of "
+        f"pyro.plate('{DATA_PLATE}'), by position; {'shuffled ' if shuffle else ''}"
+        "minibatches would give them other datapoints' rows. Pass the indices with the "
+        "data, fit(model, guide, (x, torch.arange(N))), write the model as "
+        "`def model(x, idx): with pyro.plate('data', N, subsample=idx): ...` and build the "
+        f"guide with {type(guide).__name__}(model, create_plates=lambda x, idx: "
+        "pyro.plate('data', N, subsample=idx)); or train on all data at once: batch_size >= "
+        f"{num_data} and shuffle=False")
+
+
+def _check_autoguide_rows(model, guide, rows, first_batch, use, num_data, shuffle) -> None:
+    """An AutoGuide on a model with local latents is index-aware only when the model's
+    ``"data"`` plate declares the full size (and takes the minibatch's indices)."""
+    whole = check_pair(survey_pair(model, guide, rows(num_data), {}, probe_vectorized=False),
+                       use)
+    global_names = {name for _, name in whole.global_sites}
+    if not any(name not in global_names for name in whole.model_latents):
+        return  # only global latents: the guide's parameters do not follow the rows
+    # two rows: an index-aware model still declares all N rows; a positional one declares 2
+    probe = rows(2) if num_data > 2 else first_batch
+    try:
+        first = survey_pair(model, guide, probe, {}, probe_vectorized=False)
+    except Exception:  # the guide's per-row parameters do not fit a minibatch
+        raise _positional_error(guide, num_data, shuffle) from None
+    if first.row_mismatch or first.data_size != num_data:
+        raise _positional_error(guide, num_data, shuffle)
