@@ -46,3 +46,11 @@ def check_nonempty_batch(args, kwargs=None) -> None:
         if torch.is_tensor(value) and value.dim() >= 1 and value.shape[0] == 0:
             raise ValueError(f"{name} has no datapoints (shape {list(value.shape)}); "
                              "pass a batch of at least one")
+
+
+def check_pair_arguments(model, guide, num_particles: int = 1) -> None:
+    """``model`` and ``guide`` callable, ``num_particles`` a positive integer."""
+    for name, fn in (("model", model), ("guide", guide)):
+        if not callable(fn):
+            raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
+    check_int(num_particles, "num_particles")
