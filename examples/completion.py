@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 
 from inference import KeepBest, fit, iwae_bound
 from inference.uses.completion import map_complete, metropolis_within_gibbs, observed_channel
+from scaffold.flags_types import nonnegative_int, positive_float, positive_int
 from scaffold.plots import image_grid
 from scaffold.runs import start_run
 from ppl_models.data import binarize_dynamic, load_images
@@ -222,21 +223,21 @@ def main(args: argparse.Namespace) -> dict:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--num-train", type=int, default=0, help="0: all 1297")
-    parser.add_argument("--num-test", type=int, default=0, help="0: all 300")
-    parser.add_argument("--latent-dim", type=int, default=16)
-    parser.add_argument("--hidden", type=int, default=200)
-    parser.add_argument("--vae-epochs", type=int, default=150)
+    parser.add_argument("--num-train", type=nonnegative_int, default=0, help="0: all 1297")
+    parser.add_argument("--num-test", type=nonnegative_int, default=0, help="0: all 300")
+    parser.add_argument("--latent-dim", type=positive_int, default=16)
+    parser.add_argument("--hidden", type=positive_int, default=200)
+    parser.add_argument("--vae-epochs", type=nonnegative_int, default=150)
     parser.add_argument("--map-steps", type=int, default=300)
     parser.add_argument("--mwg-steps", type=int, default=400)
     parser.add_argument("--channels", type=int, default=32, help="PixelCNN channels")
     parser.add_argument("--blocks", type=int, default=4, help="PixelCNN residual blocks")
-    parser.add_argument("--pixelcnn-epochs", type=int, default=60, help="0: no PixelCNN")
-    parser.add_argument("--num-draws", type=int, default=10, help="PixelCNN samples averaged")
+    parser.add_argument("--pixelcnn-epochs", type=nonnegative_int, default=60, help="0: no PixelCNN")
+    parser.add_argument("--num-draws", type=positive_int, default=10, help="PixelCNN samples averaged")
     parser.add_argument("--nll-k", type=int, default=1000,
                         help="IWAE samples for the VAE's conditional NLL of the bottom half")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--lr", type=positive_float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None,

@@ -54,6 +54,7 @@ from tqdm.auto import tqdm
 from inference import elbo, fit, resolve_device
 from inference.coding.bits_back import bits_back_decode, bits_back_encode, net_bits
 from inference.coding.range_coding import decode_images, decode_words, encode_images, encode_words
+from scaffold.flags_types import nonnegative_int, positive_float, positive_int
 from scaffold.plots import save_figure
 from ppl_models.data import load_images
 from ppl_models.ngram import NGramModel
@@ -304,19 +305,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--words", default=None,
                         help="text file, one word per line (default: wamerican, else bundled)")
-    parser.add_argument("--num-train", type=int, default=20000, help="training words")
+    parser.add_argument("--num-train", type=nonnegative_int, default=20000, help="training words")
     parser.add_argument("--num-test-words", type=int, default=0, help="0: the whole test split")
     parser.add_argument("--order", type=int, default=5, help="n of the n-gram")
     parser.add_argument("--num-test-images", type=int, default=0, help="0: all 300")
-    parser.add_argument("--epochs", type=int, default=10, help="PixelCNN epochs (0: skip it)")
+    parser.add_argument("--epochs", type=nonnegative_int, default=10, help="PixelCNN epochs (0: skip it)")
     parser.add_argument("--channels", type=int, default=32, help="PixelCNN channels")
     parser.add_argument("--blocks", type=int, default=4, help="PixelCNN residual blocks")
-    parser.add_argument("--vae-epochs", type=int, default=100,
+    parser.add_argument("--vae-epochs", type=nonnegative_int, default=100,
                         help="VAE epochs for bits-back coding (0: skip it)")
-    parser.add_argument("--latent-bits", type=int, default=8,
+    parser.add_argument("--latent-bits", type=positive_int, default=8,
                         help="bits-back: 2^b buckets per latent dimension")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--lr", type=positive_float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None,

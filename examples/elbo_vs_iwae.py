@@ -55,6 +55,7 @@ from inference.evidence.ais import ais_log_evidence  # noqa: E402
 from inference.evidence.estimators import bound_sweep  # noqa: E402
 from inference.evidence.exact import exact_log_evidence  # noqa: E402
 from inference.evidence.gaps import amortization_gap  # noqa: E402
+from scaffold.flags_types import nonnegative_int, positive_int  # noqa: E402
 from scaffold.plots import save_figure  # noqa: E402
 from inference import fit, resolve_device  # noqa: E402
 from inference.evidence.weight_diagnostics import weight_diagnostics  # noqa: E402
@@ -462,13 +463,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"comma-separated training objectives: {', '.join(OBJECTIVES)}")
     parser.add_argument("--tiny", action="store_true",
                         help="tiny sizes for every data set (seconds; the test suite's setting)")
-    parser.add_argument("--num-train", type=int, default=None, help="override every data set")
-    parser.add_argument("--num-test", type=int, default=None, help="override every data set")
-    parser.add_argument("--epochs", type=int, default=None, help="override every data set")
-    parser.add_argument("--max-k", type=int, default=None, help="largest evaluation K")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--chunk-size", type=int, default=500)
-    parser.add_argument("--eval-batch-size", type=int, default=100)
+    parser.add_argument("--num-train", type=nonnegative_int, default=None, help="override every data set")
+    parser.add_argument("--num-test", type=nonnegative_int, default=None, help="override every data set")
+    parser.add_argument("--epochs", type=nonnegative_int, default=None, help="override every data set")
+    parser.add_argument("--max-k", type=positive_int, default=None, help="largest evaluation K")
+    parser.add_argument("--repeats", type=positive_int, default=3)
+    parser.add_argument("--chunk-size", type=positive_int, default=500)
+    parser.add_argument("--eval-batch-size", type=positive_int, default=100)
     parser.add_argument("--fashion-root", default=None,
                         help="folder of the Fashion-MNIST IDX files "
                              "(default /usr/share/datasets/fashion-mnist)")

@@ -50,6 +50,7 @@ import pyro  # noqa: E402
 import torch  # noqa: E402
 
 from inference import fit  # noqa: E402
+from scaffold.flags_types import nonnegative_int, positive_float, positive_int  # noqa: E402
 from scaffold.plots import save_figure  # noqa: E402
 from scaffold.runs import start_run  # noqa: E402
 from ppl_models.neural_lm import GRULanguageModel  # noqa: E402
@@ -186,16 +187,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=None,
                         help="text file, one word per line (default: wamerican, else bundled)")
-    parser.add_argument("--num-train", type=int, default=20000,
+    parser.add_argument("--num-train", type=nonnegative_int, default=20000,
                         help="training words used (at most the training split)")
     parser.add_argument("--max-order", type=int, default=6, help="largest n-gram order n")
-    parser.add_argument("--num-samples", type=int, default=5, help="words sampled per model")
+    parser.add_argument("--num-samples", type=positive_int, default=5, help="words sampled per model")
     parser.add_argument("--embedding", type=int, default=32)
-    parser.add_argument("--hidden", type=int, default=256, help="GRU state size")
+    parser.add_argument("--hidden", type=positive_int, default=256, help="GRU state size")
     parser.add_argument("--dropout", type=float, default=0.3)
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--epochs", type=nonnegative_int, default=15)
+    parser.add_argument("--batch-size", type=positive_int, default=128)
+    parser.add_argument("--lr", type=positive_float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None,

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from inference import fit
+from scaffold.flags_types import nonnegative_int, positive_float, positive_int
 from scaffold.plots import image_grid, save_figure
 from scaffold.runs import start_run
 from inference import (
@@ -235,19 +236,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--inlier-classes", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--models", nargs="+", choices=["vae", "pixelcnn"],
                         default=["vae", "pixelcnn"])
-    parser.add_argument("--num-train", type=int, default=0, help="0: every inlier image")
-    parser.add_argument("--num-test", type=int, default=0, help="0: every test image")
-    parser.add_argument("--latent-dim", type=int, default=16)
-    parser.add_argument("--hidden", type=int, default=200)
-    parser.add_argument("--vae-epochs", type=int, default=150)
-    parser.add_argument("--num-samples", type=int, default=100, help="IWAE K for the VAE")
+    parser.add_argument("--num-train", type=nonnegative_int, default=0, help="0: every inlier image")
+    parser.add_argument("--num-test", type=nonnegative_int, default=0, help="0: every test image")
+    parser.add_argument("--latent-dim", type=positive_int, default=16)
+    parser.add_argument("--hidden", type=positive_int, default=200)
+    parser.add_argument("--vae-epochs", type=nonnegative_int, default=150)
+    parser.add_argument("--num-samples", type=positive_int, default=100, help="IWAE K for the VAE")
     parser.add_argument("--flip-rate", type=float, default=0.15,
                         help="pixel flips of the VAE background's training data")
     parser.add_argument("--channels", type=int, default=32, help="PixelCNN channels")
     parser.add_argument("--blocks", type=int, default=4, help="PixelCNN residual blocks")
-    parser.add_argument("--pixelcnn-epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--pixelcnn-epochs", type=nonnegative_int, default=30)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--lr", type=positive_float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None,

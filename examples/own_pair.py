@@ -36,6 +36,7 @@ from torch.distributions import constraints
 from inference.evidence.ais import ais_log_evidence
 from inference.evidence.estimators import bound_sweep
 from inference.evidence.gaps import amortization_gap
+from scaffold.flags_types import nonnegative_int, positive_float, positive_int
 from scaffold.plots import bounds_against_k
 from inference import fit, resolve_device
 from inference.evidence.weight_diagnostics import pareto_k
@@ -153,18 +154,18 @@ def main(args: argparse.Namespace) -> dict:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dim", type=int, default=10)
+    parser.add_argument("--data-dim", type=positive_int, default=10)
     parser.add_argument("--num-factors", type=int, default=3)
-    parser.add_argument("--num-train", type=int, default=2000)
-    parser.add_argument("--num-test", type=int, default=200)
+    parser.add_argument("--num-train", type=nonnegative_int, default=2000)
+    parser.add_argument("--num-test", type=nonnegative_int, default=200)
     parser.add_argument("--objective", choices=["elbo", "meanfield", "iwae", "dreg"],
                         default="iwae")
-    parser.add_argument("--num-particles", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=200)
-    parser.add_argument("--lr", type=float, default=1e-2)
-    parser.add_argument("--max-k", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--num-particles", type=positive_int, default=5)
+    parser.add_argument("--epochs", type=nonnegative_int, default=30)
+    parser.add_argument("--batch-size", type=positive_int, default=200)
+    parser.add_argument("--lr", type=positive_float, default=1e-2)
+    parser.add_argument("--max-k", type=positive_int, default=1000)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--ais-chains", type=int, default=16)
     parser.add_argument("--ais-steps", type=int, default=100)
     parser.add_argument("--gap-steps", type=int, default=300,

@@ -31,6 +31,7 @@ from inference import (
     fit,
     resolve_device,
 )
+from scaffold.flags_types import nonnegative_int, positive_float, positive_int
 from scaffold.plots import image_grid
 from ppl_models import DATASETS, load_images
 from ppl_models.likelihoods import LIKELIHOODS, make_likelihood, training_representation
@@ -95,16 +96,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dataset", choices=DATASETS, default="digits")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--likelihoods", nargs="+", choices=LIKELIHOODS, default=list(LIKELIHOODS))
-    parser.add_argument("--latent-dim", type=int, default=16)
-    parser.add_argument("--hidden", type=int, nargs="+", default=[200])
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--num-train", type=int, default=0)
-    parser.add_argument("--num-test", type=int, default=0)
-    parser.add_argument("--k", type=int, default=1000, help="particles of the IWAE bound")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--chunk-size", type=int, default=500)
+    parser.add_argument("--latent-dim", type=positive_int, default=16)
+    parser.add_argument("--hidden", type=positive_int, nargs="+", default=[200])
+    parser.add_argument("--epochs", type=nonnegative_int, default=100)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--lr", type=positive_float, default=1e-3)
+    parser.add_argument("--num-train", type=nonnegative_int, default=0)
+    parser.add_argument("--num-test", type=nonnegative_int, default=0)
+    parser.add_argument("--k", type=positive_int, default=1000, help="particles of the IWAE bound")
+    parser.add_argument("--repeats", type=positive_int, default=2)
+    parser.add_argument("--chunk-size", type=positive_int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out-dir", default="runs/pixel_likelihoods")

@@ -45,6 +45,7 @@ from inference import (
     resolve_device,
 )
 from inference.training.free_bits import FreeBitsELBO
+from scaffold.flags_types import nonnegative_int, positive_float, positive_int
 from scaffold.plots import image_grid, save_figure, training_curves
 from ppl_models import DATASETS, load_images
 from inference import bits_per_dim
@@ -239,26 +240,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data-root", default=None, help="folder of the IDX files")
     parser.add_argument("--binarization", choices=["static", "dynamic"], default="dynamic",
                         help="of the training images (test: one fixed draw)")
-    parser.add_argument("--latent-dim", type=int, default=16)
-    parser.add_argument("--hidden", type=int, nargs="+", default=[200],
+    parser.add_argument("--latent-dim", type=positive_int, default=16)
+    parser.add_argument("--hidden", type=positive_int, nargs="+", default=[200],
                         help="MLP widths of the VAE and of the PixelVAE encoder")
     parser.add_argument("--channels", type=int, default=16, help="PixelCNN channels")
     parser.add_argument("--num-blocks", type=int, default=2, help="PixelCNN gated blocks")
     parser.add_argument("--kernel-size", type=int, default=3)
     parser.add_argument("--first-kernel-size", type=int, default=5)
-    parser.add_argument("--kl-warmup", type=int, default=20, help="epochs of KL warm-up")
+    parser.add_argument("--kl-warmup", type=nonnegative_int, default=20, help="epochs of KL warm-up")
     parser.add_argument("--free-bits", type=float, default=0.25,
                         help="lambda, nats per latent dimension")
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--num-train", type=int, default=0, help="use the first N (0: all)")
-    parser.add_argument("--num-test", type=int, default=0, help="use the first N (0: all)")
-    parser.add_argument("--max-k", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--chunk-size", type=int, default=500)
-    parser.add_argument("--eval-batch-size", type=int, default=50)
-    parser.add_argument("--num-samples", type=int, default=10, help="images per figure row")
+    parser.add_argument("--epochs", type=nonnegative_int, default=40)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--lr", type=positive_float, default=2e-3)
+    parser.add_argument("--num-train", type=nonnegative_int, default=0, help="use the first N (0: all)")
+    parser.add_argument("--num-test", type=nonnegative_int, default=0, help="use the first N (0: all)")
+    parser.add_argument("--max-k", type=positive_int, default=1000)
+    parser.add_argument("--repeats", type=positive_int, default=1)
+    parser.add_argument("--chunk-size", type=positive_int, default=500)
+    parser.add_argument("--eval-batch-size", type=positive_int, default=50)
+    parser.add_argument("--num-samples", type=positive_int, default=10, help="images per figure row")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)

@@ -44,6 +44,7 @@ import torch
 
 from inference import fit
 from inference.training.early_stopping import KeepBest
+from scaffold.flags_types import nonnegative_int, positive_float, positive_int
 from scaffold.plots import image_grid
 from scaffold.runs import start_run
 from ppl_models.data import DATASETS, load_images
@@ -197,10 +198,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         choices=["bernoulli", "categorical256", "logistic-mixture"])
     parser.add_argument("--class-conditional", action="store_true",
                         help="model p(x | class) with a class embedding in every block")
-    parser.add_argument("--num-train", type=int, default=None, help="first N training images")
+    parser.add_argument("--num-train", type=nonnegative_int, default=None, help="first N training images")
     parser.add_argument("--num-valid", type=int, default=None,
                         help="first N validation images (best-epoch selection)")
-    parser.add_argument("--num-test", type=int, default=None, help="first N test images")
+    parser.add_argument("--num-test", type=nonnegative_int, default=None, help="first N test images")
     parser.add_argument("--data-root", default=None, help="folder of the IDX files")
     parser.add_argument("--download", action="store_true", help="let torchvision fetch MNIST")
     parser.add_argument("--binarization", choices=["static", "dynamic"], default="dynamic",
@@ -215,11 +216,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--kernel-size", type=int, default=3)
     parser.add_argument("--first-kernel-size", type=int, default=None,
                         help="first layer's kernel (default: 5 up to 16 pixels high, else 7)")
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--num-samples", type=int, default=40, help="images in samples.png")
-    parser.add_argument("--samples-per-class", type=int, default=10,
+    parser.add_argument("--epochs", type=nonnegative_int, default=100)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--lr", type=positive_float, default=2e-3)
+    parser.add_argument("--num-samples", type=positive_int, default=40, help="images in samples.png")
+    parser.add_argument("--samples-per-class", type=positive_int, default=10,
                         help="columns of class_samples.png (with --class-conditional)")
     parser.add_argument("--num-complete", type=int, default=8, help="test images completed")
     parser.add_argument("--completions-per-image", type=int, default=5)

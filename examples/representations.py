@@ -42,6 +42,7 @@ from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
 from inference import fit, posterior_means, probe_accuracy
+from scaffold.flags_types import nonnegative_int, positive_float, positive_int
 from scaffold.plots import save_figure
 from scaffold.runs import start_run
 from ppl_models.data import load_images
@@ -153,16 +154,16 @@ def main(args: argparse.Namespace) -> dict:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--num-train", type=int, default=0, help="0: all 1297")
-    parser.add_argument("--latent-dim", type=int, default=16)
-    parser.add_argument("--hidden", type=int, default=200)
+    parser.add_argument("--num-train", type=nonnegative_int, default=0, help="0: all 1297")
+    parser.add_argument("--latent-dim", type=positive_int, default=16)
+    parser.add_argument("--hidden", type=positive_int, default=200)
     parser.add_argument("--sparsity", type=float, default=0.1,
                         help="L1 weight on the sparse autoencoder's code")
-    parser.add_argument("--epochs", type=int, default=150)
+    parser.add_argument("--epochs", type=nonnegative_int, default=150)
     parser.add_argument("--restarts", type=int, default=10,
                         help="k-means restarts (the Gaussian mixture gets a third)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--lr", type=positive_float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None,

@@ -28,6 +28,7 @@ import pyro  # noqa: E402
 import torch  # noqa: E402
 
 from inference import bound_sweep, elbo, exact_log_evidence, fit, resolve_device  # noqa: E402
+from scaffold.flags_types import nonnegative_int, positive_float, positive_int
 from scaffold.plots import (
     bounds_against_k,  # noqa: E402
     save_figure,  # noqa: E402
@@ -155,20 +156,20 @@ def main(args: argparse.Namespace) -> dict:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--num-train", type=int, default=2000)
-    parser.add_argument("--num-test", type=int, default=200)
+    parser.add_argument("--num-train", type=nonnegative_int, default=2000)
+    parser.add_argument("--num-test", type=nonnegative_int, default=200)
     parser.add_argument("--noise-scale", type=float, default=0.1)
-    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--hidden", type=positive_int, default=64)
     parser.add_argument("--objective", choices=["elbo", "meanfield", "iwae", "dreg"],
                         default="elbo")
-    parser.add_argument("--num-particles", type=int, default=1,
+    parser.add_argument("--num-particles", type=positive_int, default=1,
                         help="particles per datapoint in training (K of the IWAE objective)")
-    parser.add_argument("--epochs", type=int, default=150)
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--max-k", type=int, default=5000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--chunk-size", type=int, default=1000)
+    parser.add_argument("--epochs", type=nonnegative_int, default=150)
+    parser.add_argument("--batch-size", type=positive_int, default=100)
+    parser.add_argument("--lr", type=positive_float, default=3e-3)
+    parser.add_argument("--max-k", type=positive_int, default=5000)
+    parser.add_argument("--repeats", type=positive_int, default=3)
+    parser.add_argument("--chunk-size", type=positive_int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out-dir", default="runs/toy_manifold")

@@ -44,6 +44,7 @@ from inference import (
     probe_accuracy,
     resolve_device,
 )
+from scaffold.flags_types import nonnegative_int, positive_float, positive_int
 from scaffold.plots import bounds_against_k, image_grid, training_curves
 from ppl_models import DATASETS, load_images
 from ppl_models.likelihoods import LIKELIHOODS, make_likelihood, training_representation
@@ -223,29 +224,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--likelihood", choices=LIKELIHOODS, default="bernoulli")
     parser.add_argument("--binarization", choices=["static", "dynamic"], default="static")
     parser.add_argument("--network", choices=["mlp", "conv"], default="mlp")
-    parser.add_argument("--hidden", type=int, nargs="+", default=[200])
-    parser.add_argument("--latent-dim", type=int, default=16)
+    parser.add_argument("--hidden", type=positive_int, nargs="+", default=[200])
+    parser.add_argument("--latent-dim", type=positive_int, default=16)
     parser.add_argument("--objective", choices=["elbo", "meanfield", "iwae", "dreg"],
                         default="elbo")
-    parser.add_argument("--num-particles", type=int, default=1)
-    parser.add_argument("--kl-warmup", type=int, default=0, help="epochs of KL warm-up")
+    parser.add_argument("--num-particles", type=positive_int, default=1)
+    parser.add_argument("--kl-warmup", type=nonnegative_int, default=0, help="epochs of KL warm-up")
     parser.add_argument("--sparsity", type=float, default=0.1,
                         help="L1 weight on the sparse autoencoder's code")
-    parser.add_argument("--epochs", type=int, default=200)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--epochs", type=nonnegative_int, default=200)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--lr", type=positive_float, default=1e-3)
     parser.add_argument("--compile", action="store_true",
                         help="compiled training step (objectives elbo/meanfield; see "
                              "docs/performance.md)")
     parser.add_argument("--mixed-precision", action="store_true",
                         help="networks in bfloat16 under autocast, log densities in float32 "
                              "(GPUs with bfloat16 units; slower on most CPUs)")
-    parser.add_argument("--num-train", type=int, default=0, help="use the first N (0: all)")
-    parser.add_argument("--num-test", type=int, default=0, help="use the first N (0: all)")
-    parser.add_argument("--max-k", type=int, default=5000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--chunk-size", type=int, default=500)
-    parser.add_argument("--eval-batch-size", type=int, default=100)
+    parser.add_argument("--num-train", type=nonnegative_int, default=0, help="use the first N (0: all)")
+    parser.add_argument("--num-test", type=nonnegative_int, default=0, help="use the first N (0: all)")
+    parser.add_argument("--max-k", type=positive_int, default=5000)
+    parser.add_argument("--repeats", type=positive_int, default=3)
+    parser.add_argument("--chunk-size", type=positive_int, default=500)
+    parser.add_argument("--eval-batch-size", type=positive_int, default=100)
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoints in --out-dir")
     parser.add_argument("--seed", type=int, default=0)

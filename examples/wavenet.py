@@ -38,6 +38,7 @@ import pyro  # noqa: E402
 import torch  # noqa: E402
 
 from inference import fit  # noqa: E402
+from scaffold.flags_types import nonnegative_int, positive_float, positive_int  # noqa: E402
 from scaffold.plots import save_figure  # noqa: E402
 from scaffold.runs import start_run  # noqa: E402
 from ppl_models.audio import (  # noqa: E402
@@ -155,9 +156,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--stacks", type=int, default=1)
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--skip-channels", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--epochs", type=nonnegative_int, default=30)
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--lr", type=positive_float, default=3e-3)
     parser.add_argument("--num-generate", type=int, default=8000,
                         help="samples drawn by each sampler (and written to generated.wav)")
     parser.add_argument("--seed", type=int, default=0)

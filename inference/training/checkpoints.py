@@ -65,6 +65,25 @@ def _unique_partial(path: Path) -> Path:
     return path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
 
 
+def remove_stale_partials(path: str | Path) -> list[Path]:
+    """Delete temporary files of ``path`` left by processes that no longer run (a run killed
+    while writing); returns them. Files of live processes are left alone."""
+    path = Path(path)
+    removed = []
+    for partial in path.parent.glob(f"{path.name}.*.partial"):
+        pid = partial.name[len(path.name) + 1:].split(".")[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            partial.unlink(missing_ok=True)
+            removed.append(partial)
+        except OSError:
+            pass  # alive, owned by someone else
+    return removed
+
+
 def check_writable(path: str | Path) -> Path:
     """Make sure a checkpoint can be written at ``path`` before any training is spent.
 

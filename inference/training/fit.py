@@ -88,6 +88,7 @@ def _holding_checkpoint_lock(fit_fn):
             raise TypeError(f"checkpoint must be a path or None, got {type(checkpoint).__name__}")
         checkpoints.check_writable(checkpoint)
         with checkpoints.CheckpointLock(checkpoint):
+            checkpoints.remove_stale_partials(checkpoint)
             return fit_fn(*args, checkpoint=checkpoint, distributed=distributed, **kwargs)
 
     return run
