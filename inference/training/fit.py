@@ -129,7 +129,11 @@ def _check_resumable(state: dict, path, epochs: int, current: dict) -> None:
         raise checkpoints.CheckpointError(
             f"checkpoint {path} has no fingerprint (written by an older version or another "
             "program); delete it to start afresh")
-    differences = checkpoints.describe_differences(saved, current)
+    # compare what ``current`` holds (its "pair" part may hold the modules only)
+    compared = {key: saved.get(key) for key in current}
+    if isinstance(compared.get("pair"), dict) and isinstance(current.get("pair"), dict):
+        compared["pair"] = {key: compared["pair"].get(key) for key in current["pair"]}
+    differences = checkpoints.describe_differences(compared, current)
     if differences:
         shown = "; ".join(differences[:8]) + (" ..." if len(differences) > 8 else "")
         raise checkpoints.CheckpointError(
@@ -353,10 +357,13 @@ def fit(
                                          kl_warmup_epochs, compile, mixed_precision)}
     if resume and Path(checkpoint).exists():
         state = checkpoints.load_checkpoint(checkpoint, map_location=device)
-        shapes = _probe_store_shapes(model, guide, tuple(t[:batch_size] for t in tensors),
-                                     modules, device)
+        # modules first (no need to run the pair), then the param store (runs it once)
+        pair_print = checkpoints.params_fingerprint(modules, {})
         _check_resumable(state, checkpoint, epochs, {
-            "pair": checkpoints.params_fingerprint(modules, shapes), **fingerprint})
+            "pair": {"modules": pair_print["modules"]}, **fingerprint})
+        pair_print["param_store"] = _probe_store_shapes(
+            model, guide, tuple(t[:batch_size] for t in tensors), modules, device)
+        _check_resumable(state, checkpoint, epochs, {"pair": pair_print, **fingerprint})
         for module, module_state in zip(modules, state["modules"]):
             module.load_state_dict(module_state)
         pyro.get_param_store().set_state(state["param_store"])

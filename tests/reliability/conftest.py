@@ -1,0 +1,47 @@
+"""Shared pieces of the reliability suite: a tiny pair and a way to run Python in a child."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ppl_models import LinearGaussian
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def pair():
+    """A 3-d linear-Gaussian model with a 1-d latent, and 64 datapoints of it."""
+    model = LinearGaussian(data_dim=3, latent_dim=1, seed=0)
+    x = LinearGaussian(data_dim=3, latent_dim=1, seed=9).simulate(64, seed=1).detach()
+    return model, x
+
+
+def python_child(code: str, **kwargs) -> subprocess.Popen:
+    """Start ``python -c code`` from the repository root (this checkout's packages)."""
+    env = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+
+def small_tmpfs(folder: Path, size: str, read_only: bool = False) -> bool:
+    """Mount a tmpfs of ``size`` on ``folder`` (root only); False when that is not possible."""
+    folder.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                              capture_output=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
+
+
+def unmount(folder: Path) -> None:
+    subprocess.run(["umount", str(folder)], capture_output=True, timeout=20)
+
+
+def finite_state(module: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in module.state_dict().values())
