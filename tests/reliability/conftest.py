@@ -1,7 +1,6 @@
-"""Shared pieces of the reliability suite: a tiny pair and a way to run Python in a child."""
+"""Shared pieces of the reliability suite: a tiny pair and small tmpfs mounts (root only)."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,13 +17,6 @@ def pair():
     model = LinearGaussian(data_dim=3, latent_dim=1, seed=0)
     x = LinearGaussian(data_dim=3, latent_dim=1, seed=9).simulate(64, seed=1).detach()
     return model, x
-
-
-def python_child(code: str, **kwargs) -> subprocess.Popen:
-    """Start ``python -c code`` from the repository root (this checkout's packages)."""
-    env = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
-    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
 
 
 def small_tmpfs(folder: Path, size: str, read_only: bool = False) -> bool:
