@@ -107,12 +107,12 @@ def _forked(target, *args):
 
 def _save_many(path, seed):
     torch.manual_seed(seed)
-    for i in range(30):
-        save_checkpoint(path, {"w": torch.randn(20000), "i": i})
+    for i in range(60):
+        save_checkpoint(path, {"w": torch.randn(100000), "i": i})
 
 
 def test_concurrent_saves_use_unique_temporary_names(tmp_path):
-    # Two processes writing one checkpoint path 30 times each: with a shared temporary name
+    # Two processes writing one checkpoint path 60 times each: with a shared temporary name
     # one process's rename fails or a file mixes both; with unique names both finish and the
     # file is always one complete checkpoint.
     path = tmp_path / "shared.pt"
@@ -120,7 +120,7 @@ def test_concurrent_saves_use_unique_temporary_names(tmp_path):
     for child in children:
         child.join(120)
         assert child.exitcode == 0
-    assert load_checkpoint(path)["i"] == 29
+    assert load_checkpoint(path)["i"] == 59
     assert _partials(tmp_path) == []
 
 
