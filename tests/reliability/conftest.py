@@ -32,7 +32,10 @@ def small_tmpfs(folder: Path, size: str, read_only: bool = False) -> bool:
 
 
 def unmount(folder: Path) -> None:
-    subprocess.run(["umount", str(folder)], capture_output=True, timeout=20)
+    """Unmount ``folder`` (lazily when something still holds it)."""
+    done = subprocess.run(["umount", str(folder)], capture_output=True, timeout=20)
+    if done.returncode != 0:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True, timeout=20)
 
 
 def finite_state(module: torch.nn.Module) -> bool:
