@@ -10,11 +10,9 @@ import os
 import signal
 import time
 
-import pyro
 import pytest
 import torch
 
-from inference import fit
 from inference.training.checkpoints import (
     CheckpointError,
     load_checkpoint,
@@ -27,7 +25,6 @@ FORK = multiprocessing.get_context("fork")
 
 TRAIN = """
 import pyro, torch
-from inference import fit
 from ppl_models import LinearGaussian
 
 def train(path, epochs, resume=False, callback=None):
