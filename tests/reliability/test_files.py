@@ -25,6 +25,7 @@ FORK = multiprocessing.get_context("fork")
 
 TRAIN = """
 import pyro, torch
+from inference import fit
 from ppl_models import LinearGaussian
 
 def train(path, epochs, resume=False, callback=None):
