@@ -46,7 +46,15 @@ from tqdm.auto import tqdm
 from inference import KeepBest, fit, iwae_bound
 from inference.uses.completion import map_complete, metropolis_within_gibbs, observed_channel
 from scaffold.plots import image_grid
-from scaffold.flags import data_flags, numbers, pixelcnn_flags, script_parser, training_flags
+from scaffold.flags import (
+    data_flags,
+    nonnegative_int,
+    numbers,
+    pixelcnn_flags,
+    positive_int,
+    script_parser,
+    training_flags,
+)
 from scaffold.runs import finish_run, start_run
 from ppl_models.data import binarize_dynamic, load_images
 from ppl_models.pixelcnn import PixelCNN
@@ -220,9 +228,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     data_flags(parser, num_train=0, num_test=0)
     numbers(parser, latent_dim=16, hidden=200, vae_epochs=150, map_steps=300, mwg_steps=400)
     pixelcnn_flags(parser, channels=32, blocks=4)
-    parser.add_argument("--pixelcnn-epochs", type=int, default=60, help="0: no PixelCNN")
-    parser.add_argument("--num-draws", type=int, default=10, help="PixelCNN samples averaged")
-    parser.add_argument("--nll-k", type=int, default=1000,
+    parser.add_argument("--pixelcnn-epochs", type=nonnegative_int, default=60,
+                        help="0: no PixelCNN")
+    parser.add_argument("--num-draws", type=positive_int, default=10,
+                        help="PixelCNN samples averaged")
+    parser.add_argument("--nll-k", type=positive_int, default=1000,
                         help="IWAE samples for the VAE's conditional NLL of the bottom half")
     training_flags(parser, epochs=None, batch_size=64, lr=3e-3)
     return parser.parse_args(argv)

@@ -53,7 +53,13 @@ from tqdm.auto import tqdm
 from inference import elbo, fit
 from inference.coding.bits_back import bits_back_decode, bits_back_encode, net_bits
 from inference.coding.range_coding import decode_images, decode_words, encode_images, encode_words
-from scaffold.flags import pixelcnn_flags, script_parser, training_flags
+from scaffold.flags import (
+    nonnegative_int,
+    pixelcnn_flags,
+    positive_int,
+    script_parser,
+    training_flags,
+)
 from scaffold.plots import save_figure
 from scaffold.runs import finish_run, start_run
 from ppl_models.data import load_images
@@ -296,15 +302,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = script_parser(__doc__, "runs/compression")
     parser.add_argument("--words", default=None,
                         help="text file, one word per line (default: wamerican, else bundled)")
-    parser.add_argument("--num-train", type=int, default=20000, help="training words")
-    parser.add_argument("--num-test-words", type=int, default=0, help="0: the whole test split")
-    parser.add_argument("--order", type=int, default=5, help="n of the n-gram")
-    parser.add_argument("--num-test-images", type=int, default=0, help="0: all 300")
-    parser.add_argument("--epochs", type=int, default=10, help="PixelCNN epochs (0: skip it)")
+    parser.add_argument("--num-train", type=nonnegative_int, default=20000, help="training words")
+    parser.add_argument("--num-test-words", type=nonnegative_int, default=0,
+                        help="0: the whole test split")
+    parser.add_argument("--order", type=positive_int, default=5, help="n of the n-gram")
+    parser.add_argument("--num-test-images", type=nonnegative_int, default=0, help="0: all 300")
+    parser.add_argument("--epochs", type=nonnegative_int, default=10,
+                        help="PixelCNN epochs (0: skip it)")
     pixelcnn_flags(parser, channels=32, blocks=4)
-    parser.add_argument("--vae-epochs", type=int, default=100,
+    parser.add_argument("--vae-epochs", type=nonnegative_int, default=100,
                         help="VAE epochs for bits-back coding (0: skip it)")
-    parser.add_argument("--latent-bits", type=int, default=8,
+    parser.add_argument("--latent-bits", type=positive_int, default=8,
                         help="bits-back: 2^b buckets per latent dimension")
     training_flags(parser, epochs=None, batch_size=64, lr=3e-3)
     return parser.parse_args(argv)

@@ -54,7 +54,7 @@ from inference.evidence.ais import ais_log_evidence  # noqa: E402
 from inference.evidence.estimators import bound_sweep  # noqa: E402
 from inference.evidence.exact import exact_log_evidence  # noqa: E402
 from inference.evidence.gaps import amortization_gap  # noqa: E402
-from scaffold.flags import numbers, script_parser  # noqa: E402
+from scaffold.flags import numbers, positive_int, script_parser  # noqa: E402
 from scaffold.plots import save_figure  # noqa: E402
 from scaffold.runs import finish_run, start_run  # noqa: E402
 from inference import fit  # noqa: E402
@@ -457,8 +457,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--tiny", action="store_true",
                         help="tiny sizes for every data set (seconds; the test suite's setting)")
     for name in ("num-train", "num-test", "epochs"):
-        parser.add_argument(f"--{name}", type=int, default=None, help="override every data set")
-    parser.add_argument("--max-k", type=int, default=None, help="largest evaluation K")
+        parser.add_argument(f"--{name}", type=positive_int, default=None,
+                            help="override every data set")
+    parser.add_argument("--max-k", type=positive_int, default=None, help="largest evaluation K")
     numbers(parser, repeats=3, chunk_size=500, eval_batch_size=100)
     parser.add_argument("--fashion-root", default=None,
                         help="folder of the Fashion-MNIST IDX files "

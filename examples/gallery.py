@@ -83,7 +83,13 @@ from ppl_models import (  # noqa: E402
     mu_law_encode,
     write_wav,
 )
-from scaffold.flags import script_parser  # noqa: E402
+from scaffold.flags import (  # noqa: E402
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    script_parser,
+)
 from scaffold.runs import finish_run, start_run  # noqa: E402
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
@@ -495,28 +501,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = script_parser(__doc__, "runs/gallery")
     parser.add_argument("--dataset", choices=["auto", "fashion-mnist", "digits"], default="auto",
                         help="auto: Fashion-MNIST when installed, else the 8x8 digits")
-    parser.add_argument("--num-train", type=int, default=20000, help="VAE training images")
-    parser.add_argument("--num-test", type=int, default=2000, help="test images used")
-    parser.add_argument("--hidden", type=int, default=500, help="VAE MLP hidden units")
-    parser.add_argument("--vae-epochs", type=int, default=15)
-    parser.add_argument("--pixelcnn-num-train", type=int, default=4000)
-    parser.add_argument("--pixelcnn-channels", type=int, default=24)
-    parser.add_argument("--pixelcnn-blocks", type=int, default=3)
-    parser.add_argument("--pixelcnn-epochs", type=int, default=2)
-    parser.add_argument("--samples-per-class", type=int, default=10)
-    parser.add_argument("--completions", type=int, default=4, help="PixelCNN draws per image")
-    parser.add_argument("--outliers-per-side", type=int, default=5)
-    parser.add_argument("--num-compress", type=int, default=200)
-    parser.add_argument("--lm-num-train", type=int, default=20000, help="training words")
-    parser.add_argument("--gru-hidden", type=int, default=128)
-    parser.add_argument("--gru-epochs", type=int, default=3)
-    parser.add_argument("--num-words", type=int, default=8, help="sampled words per model")
+    parser.add_argument("--num-train", type=nonnegative_int, default=20000,
+                        help="VAE training images")
+    parser.add_argument("--num-test", type=nonnegative_int, default=2000, help="test images used")
+    parser.add_argument("--hidden", type=positive_int, default=500, help="VAE MLP hidden units")
+    parser.add_argument("--vae-epochs", type=nonnegative_int, default=15)
+    parser.add_argument("--pixelcnn-num-train", type=nonnegative_int, default=4000)
+    parser.add_argument("--pixelcnn-channels", type=positive_int, default=24)
+    parser.add_argument("--pixelcnn-blocks", type=positive_int, default=3)
+    parser.add_argument("--pixelcnn-epochs", type=nonnegative_int, default=2)
+    parser.add_argument("--samples-per-class", type=positive_int, default=10)
+    parser.add_argument("--completions", type=positive_int, default=4,
+                        help="PixelCNN draws per image")
+    parser.add_argument("--outliers-per-side", type=positive_int, default=5)
+    parser.add_argument("--num-compress", type=positive_int, default=200)
+    parser.add_argument("--lm-num-train", type=nonnegative_int, default=20000,
+                        help="training words")
+    parser.add_argument("--gru-hidden", type=positive_int, default=128)
+    parser.add_argument("--gru-epochs", type=nonnegative_int, default=3)
+    parser.add_argument("--num-words", type=positive_int, default=8, help="sampled words per model")
     parser.add_argument("--audio", choices=["auto", "speech", "synthetic"], default="auto",
                         help="auto: espeak-ng speech when installed, else the synthetic voice")
-    parser.add_argument("--audio-seconds", type=float, default=30.0,
+    parser.add_argument("--audio-seconds", type=positive_float, default=30.0,
                         help="length of the synthetic signal")
-    parser.add_argument("--wavenet-epochs", type=int, default=15)
-    parser.add_argument("--generate-seconds", type=float, default=2.0)
+    parser.add_argument("--wavenet-epochs", type=nonnegative_int, default=15)
+    parser.add_argument("--generate-seconds", type=positive_float, default=2.0)
     parser.add_argument("--cache-dir", default="runs/gallery-models",
                         help="trained models, reused when their settings are unchanged")
     return parser.parse_args(argv)

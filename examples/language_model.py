@@ -49,7 +49,13 @@ import torch  # noqa: E402
 
 from inference import fit  # noqa: E402
 from scaffold.plots import save_figure  # noqa: E402
-from scaffold.flags import script_parser, training_flags  # noqa: E402
+from scaffold.flags import (  # noqa: E402
+    nonnegative_float,
+    nonnegative_int,
+    positive_int,
+    script_parser,
+    training_flags,
+)
 from scaffold.runs import finish_run, start_run  # noqa: E402
 from ppl_models.neural_lm import GRULanguageModel  # noqa: E402
 from ppl_models.ngram import NGramModel  # noqa: E402
@@ -180,13 +186,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = script_parser(__doc__, "runs/language_model")
     parser.add_argument("--data", default=None,
                         help="text file, one word per line (default: wamerican, else bundled)")
-    parser.add_argument("--num-train", type=int, default=20000,
+    parser.add_argument("--num-train", type=nonnegative_int, default=20000,
                         help="training words used (at most the training split)")
-    parser.add_argument("--max-order", type=int, default=6, help="largest n-gram order n")
-    parser.add_argument("--num-samples", type=int, default=5, help="words sampled per model")
-    parser.add_argument("--embedding", type=int, default=32)
-    parser.add_argument("--hidden", type=int, default=256, help="GRU state size")
-    parser.add_argument("--dropout", type=float, default=0.3)
+    parser.add_argument("--max-order", type=positive_int, default=6, help="largest n-gram order n")
+    parser.add_argument("--num-samples", type=positive_int, default=5,
+                        help="words sampled per model")
+    parser.add_argument("--embedding", type=positive_int, default=32)
+    parser.add_argument("--hidden", type=positive_int, default=256, help="GRU state size")
+    parser.add_argument("--dropout", type=nonnegative_float, default=0.3)
     training_flags(parser, epochs=15, batch_size=128, lr=3e-3)
     return parser.parse_args(argv)
 

@@ -41,7 +41,16 @@ from tqdm.auto import tqdm
 
 from inference import fit
 from scaffold.plots import image_grid, save_figure
-from scaffold.flags import data_flags, numbers, pixelcnn_flags, script_parser, training_flags
+from scaffold.flags import (
+    data_flags,
+    nonnegative_float,
+    nonnegative_int,
+    numbers,
+    pixelcnn_flags,
+    positive_int,
+    script_parser,
+    training_flags,
+)
 from scaffold.runs import finish_run, start_run
 from inference import (
     auroc,
@@ -224,15 +233,16 @@ def main(args: argparse.Namespace) -> dict:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = script_parser(__doc__, "runs/outliers")
     data_flags(parser, num_train=0, num_test=0, datasets=("digits", "fashion-mnist", "mnist"))
-    parser.add_argument("--inlier-classes", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--inlier-classes", type=nonnegative_int, nargs="+",
+                        default=[0, 1, 2, 3, 4])
     parser.add_argument("--models", nargs="+", choices=["vae", "pixelcnn"],
                         default=["vae", "pixelcnn"])
     numbers(parser, latent_dim=16, hidden=200, vae_epochs=150)
-    parser.add_argument("--num-samples", type=int, default=100, help="IWAE K for the VAE")
-    parser.add_argument("--flip-rate", type=float, default=0.15,
+    parser.add_argument("--num-samples", type=positive_int, default=100, help="IWAE K for the VAE")
+    parser.add_argument("--flip-rate", type=nonnegative_float, default=0.15,
                         help="pixel flips of the VAE background's training data")
     pixelcnn_flags(parser, channels=32, blocks=4)
-    parser.add_argument("--pixelcnn-epochs", type=int, default=30)
+    parser.add_argument("--pixelcnn-epochs", type=nonnegative_int, default=30)
     training_flags(parser, epochs=None, batch_size=64, lr=3e-3)
     args = parser.parse_args(argv)
     args.num_train = args.num_train or None  # 0: all (a slice [:None])

@@ -33,8 +33,15 @@ from torch.distributions import constraints
 from inference.evidence.ais import ais_log_evidence
 from inference.evidence.estimators import bound_sweep
 from inference.evidence.gaps import amortization_gap
-from scaffold.flags import (data_flags, evidence_flags, numbers, objective_flags, script_parser,
-                            training_flags)
+from scaffold.flags import (
+    data_flags,
+    evidence_flags,
+    nonnegative_int,
+    numbers,
+    objective_flags,
+    script_parser,
+    training_flags,
+)
 from scaffold.plots import bounds_against_k
 from scaffold.runs import finish_run, start_run
 from inference import fit
@@ -151,7 +158,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     training_flags(parser, epochs=30, batch_size=200, lr=1e-2)
     evidence_flags(parser, max_k=1000, repeats=3)
     numbers(parser, ais_chains=16, ais_steps=100)
-    parser.add_argument("--gap-steps", type=int, default=300,
+    parser.add_argument("--gap-steps", type=nonnegative_int, default=300,
                         help="optimization steps of the per-datapoint guides")
     return parser.parse_args(argv)
 

@@ -27,7 +27,7 @@ from inference import (
     discrete_log_likelihood_bound,
     fit,
 )
-from scaffold.flags import data_flags, numbers, script_parser, training_flags
+from scaffold.flags import data_flags, numbers, positive_int, script_parser, training_flags
 from scaffold.plots import image_grid
 from scaffold.runs import finish_run, start_run
 from ppl_models import DATASETS, load_images
@@ -89,7 +89,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--likelihoods", nargs="+", choices=LIKELIHOODS, default=list(LIKELIHOODS))
     numbers(parser, latent_dim=16, hidden=[200])
     training_flags(parser, epochs=100, batch_size=64, lr=1e-3)
-    parser.add_argument("--k", type=int, default=1000, help="particles of the IWAE bound")
+    parser.add_argument("--k", type=positive_int, default=1000, help="particles of the IWAE bound")
     numbers(parser, repeats=2, chunk_size=500)
     return parser.parse_args(argv)
 

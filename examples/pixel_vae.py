@@ -42,7 +42,16 @@ from inference import (
     posterior_means,
 )
 from inference.training.free_bits import FreeBitsELBO
-from scaffold.flags import data_flags, evidence_flags, numbers, script_parser, training_flags
+from scaffold.flags import (
+    data_flags,
+    evidence_flags,
+    nonnegative_float,
+    nonnegative_int,
+    numbers,
+    positive_int,
+    script_parser,
+    training_flags,
+)
 from scaffold.plots import image_grid, save_figure, training_curves
 from scaffold.runs import finish_run, start_run
 from ppl_models import DATASETS, load_images
@@ -225,18 +234,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     data_flags(parser, num_train=0, num_test=0, datasets=DATASETS)
     parser.add_argument("--binarization", choices=["static", "dynamic"], default="dynamic",
                         help="of the training images (test: one fixed draw)")
-    parser.add_argument("--latent-dim", type=int, default=16)
-    parser.add_argument("--hidden", type=int, nargs="+", default=[200],
+    parser.add_argument("--latent-dim", type=positive_int, default=16)
+    parser.add_argument("--hidden", type=positive_int, nargs="+", default=[200],
                         help="MLP widths of the VAE and of the PixelVAE encoder")
-    parser.add_argument("--channels", type=int, default=16, help="PixelCNN channels")
-    parser.add_argument("--num-blocks", type=int, default=2, help="PixelCNN gated blocks")
+    parser.add_argument("--channels", type=positive_int, default=16, help="PixelCNN channels")
+    parser.add_argument("--num-blocks", type=positive_int, default=2, help="PixelCNN gated blocks")
     numbers(parser, kernel_size=3, first_kernel_size=5)
-    parser.add_argument("--kl-warmup", type=int, default=20, help="epochs of KL warm-up")
-    parser.add_argument("--free-bits", type=float, default=0.25,
+    parser.add_argument("--kl-warmup", type=nonnegative_int, default=20,
+                        help="epochs of KL warm-up")
+    parser.add_argument("--free-bits", type=nonnegative_float, default=0.25,
                         help="lambda, nats per latent dimension")
     training_flags(parser, epochs=40, batch_size=64, lr=2e-3)
     evidence_flags(parser, max_k=1000, repeats=1, chunk_size=500, eval_batch_size=50)
-    parser.add_argument("--num-samples", type=int, default=10, help="images per figure row")
+    parser.add_argument("--num-samples", type=positive_int, default=10,
+                        help="images per figure row")
     return parser.parse_args(argv)
 
 

@@ -44,7 +44,13 @@ import torch
 from inference import fit
 from inference.training.early_stopping import KeepBest
 from scaffold.plots import image_grid
-from scaffold.flags import data_flags, script_parser, training_flags
+from scaffold.flags import (
+    data_flags,
+    nonnegative_float,
+    positive_int,
+    script_parser,
+    training_flags,
+)
 from scaffold.runs import finish_run, start_run
 from ppl_models.data import DATASETS, load_images
 from inference import bits_per_dim
@@ -189,7 +195,7 @@ def main(args: argparse.Namespace) -> dict:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = script_parser(__doc__, "runs/pixelcnn")
     data_flags(parser, num_train=None, num_test=None, datasets=DATASETS, download=True)
-    parser.add_argument("--num-valid", type=int, default=None,
+    parser.add_argument("--num-valid", type=positive_int, default=None,
                         help="first N validation images (best-epoch selection)")
     parser.add_argument("--likelihood", default="bernoulli",
                         choices=["bernoulli", "categorical256", "logistic-mixture"])
@@ -197,23 +203,25 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="model p(x | class) with a class embedding in every block")
     parser.add_argument("--binarization", choices=["static", "dynamic"], default="dynamic",
                         help="of the training images (bernoulli); valid/test stay static")
-    parser.add_argument("--dropout", type=float, default=0.0,
+    parser.add_argument("--dropout", type=nonnegative_float, default=0.0,
                         help="on the gated activations of every block, in training only")
     parser.add_argument("--last-epoch", action="store_true",
                         help="keep the last epoch instead of the best on the valid split")
-    parser.add_argument("--channels", type=int, default=32)
-    parser.add_argument("--blocks", type=int, default=None,
+    parser.add_argument("--channels", type=positive_int, default=32)
+    parser.add_argument("--blocks", type=positive_int, default=None,
                         help="gated blocks (default: 4 for images up to 16 pixels high, else 8)")
-    parser.add_argument("--kernel-size", type=int, default=3)
-    parser.add_argument("--first-kernel-size", type=int, default=None,
+    parser.add_argument("--kernel-size", type=positive_int, default=3)
+    parser.add_argument("--first-kernel-size", type=positive_int, default=None,
                         help="first layer's kernel (default: 5 up to 16 pixels high, else 7)")
     training_flags(parser, epochs=100, batch_size=64, lr=2e-3)
-    parser.add_argument("--num-samples", type=int, default=40, help="images in samples.png")
-    parser.add_argument("--samples-per-class", type=int, default=10,
+    parser.add_argument("--num-samples", type=positive_int, default=40,
+                        help="images in samples.png")
+    parser.add_argument("--samples-per-class", type=positive_int, default=10,
                         help="columns of class_samples.png (with --class-conditional)")
-    parser.add_argument("--num-complete", type=int, default=8, help="test images completed")
-    parser.add_argument("--completions-per-image", type=int, default=5)
-    parser.add_argument("--num-timing", type=int, default=4,
+    parser.add_argument("--num-complete", type=positive_int, default=8,
+                        help="test images completed")
+    parser.add_argument("--completions-per-image", type=positive_int, default=5)
+    parser.add_argument("--num-timing", type=positive_int, default=4,
                         help="images drawn by each sampler for the timing")
     return parser.parse_args(argv)
 

@@ -41,7 +41,14 @@ from tqdm.auto import tqdm
 
 from inference import fit, posterior_means, probe_accuracy
 from scaffold.plots import save_figure
-from scaffold.flags import numbers, script_parser, training_flags
+from scaffold.flags import (
+    nonnegative_float,
+    nonnegative_int,
+    numbers,
+    positive_int,
+    script_parser,
+    training_flags,
+)
 from scaffold.runs import finish_run, start_run
 from ppl_models.data import load_images
 from ppl_models.vae import VAE, Autoencoder
@@ -148,11 +155,11 @@ def main(args: argparse.Namespace) -> dict:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = script_parser(__doc__, "runs/representations")
-    parser.add_argument("--num-train", type=int, default=0, help="0: all 1297")
+    parser.add_argument("--num-train", type=nonnegative_int, default=0, help="0: all 1297")
     numbers(parser, latent_dim=16, hidden=200)
-    parser.add_argument("--sparsity", type=float, default=0.1,
+    parser.add_argument("--sparsity", type=nonnegative_float, default=0.1,
                         help="L1 weight on the sparse autoencoder's code")
-    parser.add_argument("--restarts", type=int, default=10,
+    parser.add_argument("--restarts", type=positive_int, default=10,
                         help="k-means restarts (the Gaussian mixture gets a third)")
     training_flags(parser, epochs=150, batch_size=64, lr=1e-3)
     return parser.parse_args(argv)

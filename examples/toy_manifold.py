@@ -27,7 +27,13 @@ import torch  # noqa: E402
 
 from inference import bound_sweep, elbo, exact_log_evidence, fit  # noqa: E402
 from scaffold.flags import (  # noqa: E402
-    data_flags, evidence_flags, numbers, objective_flags, script_parser, training_flags)
+    data_flags,
+    evidence_flags,
+    numbers,
+    objective_flags,
+    script_parser,
+    training_flags,
+)
 from scaffold.plots import bounds_against_k, save_figure  # noqa: E402
 from scaffold.runs import finish_run, start_run  # noqa: E402
 from ppl_models import ToyManifold, ToyManifoldVAE, manifold_mean  # noqa: E402

@@ -41,8 +41,16 @@ from inference import (
     posterior_means,
     probe_accuracy,
 )
-from scaffold.flags import (data_flags, evidence_flags, numbers, objective_flags, script_parser,
-                            training_flags)
+from scaffold.flags import (
+    data_flags,
+    evidence_flags,
+    nonnegative_float,
+    nonnegative_int,
+    numbers,
+    objective_flags,
+    script_parser,
+    training_flags,
+)
 from scaffold.plots import bounds_against_k, image_grid, training_curves
 from scaffold.runs import finish_run, start_run
 from ppl_models import DATASETS, load_images
@@ -215,8 +223,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--network", choices=["mlp", "conv"], default="mlp")
     numbers(parser, hidden=[200], latent_dim=16)
     objective_flags(parser, objective="elbo", num_particles=1)
-    parser.add_argument("--kl-warmup", type=int, default=0, help="epochs of KL warm-up")
-    parser.add_argument("--sparsity", type=float, default=0.1,
+    parser.add_argument("--kl-warmup", type=nonnegative_int, default=0, help="epochs of KL warm-up")
+    parser.add_argument("--sparsity", type=nonnegative_float, default=0.1,
                         help="L1 weight on the sparse autoencoder's code")
     training_flags(parser, epochs=200, batch_size=64, lr=1e-3)
     parser.add_argument("--compile", action="store_true",

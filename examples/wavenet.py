@@ -38,7 +38,14 @@ import torch  # noqa: E402
 
 from inference import fit  # noqa: E402
 from scaffold.plots import save_figure  # noqa: E402
-from scaffold.flags import numbers, script_parser, training_flags  # noqa: E402
+from scaffold.flags import (  # noqa: E402
+    nonnegative_float,
+    numbers,
+    positive_float,
+    positive_int,
+    script_parser,
+    training_flags,
+)
 from scaffold.runs import finish_run, start_run  # noqa: E402
 from ppl_models.audio import (  # noqa: E402
     histogram_bits_per_sample,
@@ -142,13 +149,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--wav", default=None, help="your own WAV file (overrides --source)")
     parser.add_argument("--source", choices=["auto", "speech", "synthetic"], default="auto",
                         help="auto: espeak-ng speech when installed, else synthetic")
-    parser.add_argument("--seconds", type=float, default=30.0,
+    parser.add_argument("--seconds", type=positive_float, default=30.0,
                         help="length of the synthetic signal")
     numbers(parser, rate=8000, segment_length=1024, test_fraction=0.1)
-    parser.add_argument("--layers", type=int, default=8, help="blocks per dilation stack")
+    parser.add_argument("--layers", type=positive_int, default=8, help="blocks per dilation stack")
     numbers(parser, stacks=1, channels=32, skip_channels=64)
     training_flags(parser, epochs=30, batch_size=8, lr=3e-3)
-    parser.add_argument("--num-generate", type=int, default=8000,
+    parser.add_argument("--num-generate", type=positive_int, default=8000,
                         help="samples drawn by each sampler (and written to generated.wav)")
     return parser.parse_args(argv)
 

@@ -27,6 +27,7 @@ Representations: :func:`binarize_static` (fixed seed, e.g. a stored binarized te
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,6 +175,16 @@ def _load_mnist_style(name: str, files: dict[str, Path]) -> ImageData:
         if images.shape[0] != labels.shape[0]:
             raise ValueError(f"{name}: {split} has {images.shape[0]} images but "
                              f"{labels.shape[0]} labels")
+        if labels.size and labels.max() >= 10:
+            raise ValueError(f"{name}: {split} labels must lie in 0..9, found {int(labels.max())} "
+                             f"({files[split.replace('t10k', 'test') + '_labels']})")
+        if images.shape[0] == 0 or 0 in images.shape[1:]:
+            raise ValueError(f"{name}: {split} images have shape {list(images.shape)}: empty "
+                             f"({files[split.replace('t10k', 'test') + '_images']})")
+    if train_images.shape[1:] != test_images.shape[1:]:
+        raise ValueError(f"{name}: train images are {list(train_images.shape[1:])} but test "
+                         f"images {list(test_images.shape[1:])} ({files['train_images']}, "
+                         f"{files['test_images']}); all four files must come from one data set")
     n = train_images.shape[0]
     n_valid = n // MNIST_VALID_DIVISOR  # 10000 of the official 60000
     order = np.random.RandomState(SPLIT_SEED).permutation(n)
@@ -221,7 +232,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     if ndim == 0 or len(data) < header:
         raise ValueError(f"{path}: truncated or invalid header ({len(data)} bytes, {ndim} dims)")
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(shape))
+    expected = header + math.prod(shape)  # exact: no int64 overflow for absurd headers
     if len(data) != expected:
         problem = "truncated" if len(data) < expected else "has trailing bytes"
         raise ValueError(f"{path}: {problem}: header says shape {list(shape)} ({expected} bytes), "

@@ -9,6 +9,64 @@ script's own flags stay in the script. Plain numeric sizes go in one :func:`numb
 from __future__ import annotations
 
 import argparse
+import math
+
+def _integer(text: str, minimum: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (sizes, counts of particles, samples, repeats)."""
+    return _integer(text, 1, "a positive integer")
+
+
+def nonnegative_int(text: str) -> int:
+    """An integer >= 0 (epochs, where 0 skips training; counts where 0 means all)."""
+    return _integer(text, 0, "an integer >= 0")
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (learning rates, scales)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite positive number, got {text!r}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """A finite number >= 0 (rates, dropout, free bits)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+# Flags (in ``numbers``) whose zero means "none" or "all" rather than a degenerate size.
+ZERO_ALLOWED = ("epochs", "warmup", "num_train", "num_test", "steps")
+
+
+def size_type(name: str, default: int | float):
+    """The argparse type of a numeric flag: sizes and counts must be positive; epochs, step
+    counts and ``--num-train/--num-test`` (0: all) may be zero; floats must be finite and
+    non-negative, learning rates positive."""
+    if isinstance(default, float):
+        return positive_float if "lr" in name.split("_") else nonnegative_float
+    if default == 0 or any(word in name for word in ZERO_ALLOWED):
+        return nonnegative_int
+    return positive_int
+
 
 OBJECTIVES = ("elbo", "meanfield", "iwae", "dreg")
 """The training objectives (of :func:`inference.training.objectives.make_loss`) offered."""
@@ -26,7 +84,7 @@ def script_parser(doc: str | None, out_dir: str, device: bool = True) -> argpars
     if device:
         parser.add_argument("--device", default="auto",
                             help="auto (CUDA when available), cpu, cuda:0, ...")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch CPU threads (default: torch's choice); 1 on a busy machine")
     parser.add_argument("--out-dir", default=out_dir, help="folder of metrics.json and figures")
     return parser
@@ -58,9 +116,10 @@ def numbers(parser: argparse.ArgumentParser, **defaults: int | float | list) -> 
             if not default or not isinstance(default[0], (int, float)):
                 raise TypeError(f"numbers: {name} needs a non-empty list of numbers, "
                                 f"got {default!r}")
-            parser.add_argument(flag, type=type(default[0]), nargs="+", default=default)
+            parser.add_argument(flag, type=size_type(name, default[0]), nargs="+",
+                                default=default)
         elif isinstance(default, (int, float)) and not isinstance(default, bool):
-            parser.add_argument(flag, type=type(default), default=default)
+            parser.add_argument(flag, type=size_type(name, default), default=default)
         else:
             raise TypeError(f"numbers: {name} needs an int, float or list default, "
                             f"got {default!r}")
@@ -70,9 +129,11 @@ def training_flags(parser: argparse.ArgumentParser, *, epochs: int | None, batch
                    lr: float) -> None:
     """``--epochs`` (left out when ``epochs`` is None), ``--batch-size`` and ``--lr`` (Adam)."""
     if epochs is not None:
-        parser.add_argument("--epochs", type=int, default=epochs, help="training epochs")
-    parser.add_argument("--batch-size", type=int, default=batch_size, help="training minibatch")
-    parser.add_argument("--lr", type=float, default=lr, help="Adam's learning rate")
+        parser.add_argument("--epochs", type=nonnegative_int, default=epochs,
+                            help="training epochs")
+    parser.add_argument("--batch-size", type=positive_int, default=batch_size,
+                        help="training minibatch")
+    parser.add_argument("--lr", type=positive_float, default=lr, help="Adam's learning rate")
 
 
 def data_flags(parser: argparse.ArgumentParser, *, num_train: int | None, num_test: int | None,
@@ -90,7 +151,7 @@ def data_flags(parser: argparse.ArgumentParser, *, num_train: int | None, num_te
         parser.add_argument("--download", action="store_true",
                             help="let torchvision fetch MNIST")
     for split, default in (("train", num_train), ("test", num_test)):
-        parser.add_argument(f"--num-{split}", type=int, default=default,
+        parser.add_argument(f"--num-{split}", type=nonnegative_int, default=default,
                             help=f"the first N {split} images (0 or unset: all)")
 
 
@@ -98,14 +159,15 @@ def evidence_flags(parser: argparse.ArgumentParser, *, max_k: int, repeats: int,
                    chunk_size: int | None = None, eval_batch_size: int | None = None) -> None:
     """The evidence sweep's ``--max-k`` (largest IWAE K) and ``--repeats``; when given,
     ``--chunk-size`` (particles per vectorized call) and ``--eval-batch-size``."""
-    parser.add_argument("--max-k", type=int, default=max_k, help="largest IWAE K evaluated")
-    parser.add_argument("--repeats", type=int, default=repeats,
+    parser.add_argument("--max-k", type=positive_int, default=max_k,
+                        help="largest IWAE K evaluated")
+    parser.add_argument("--repeats", type=positive_int, default=repeats,
                         help="independent repeats of each bound (for its standard error)")
     if chunk_size is not None:
-        parser.add_argument("--chunk-size", type=int, default=chunk_size,
+        parser.add_argument("--chunk-size", type=positive_int, default=chunk_size,
                             help="particles per vectorized evaluation")
     if eval_batch_size is not None:
-        parser.add_argument("--eval-batch-size", type=int, default=eval_batch_size,
+        parser.add_argument("--eval-batch-size", type=positive_int, default=eval_batch_size,
                             help="images per evaluation batch")
 
 
@@ -113,12 +175,12 @@ def objective_flags(parser: argparse.ArgumentParser, *, objective: str,
                     num_particles: int) -> None:
     """``--objective`` (one of :data:`OBJECTIVES`) and ``--num-particles`` (its K)."""
     parser.add_argument("--objective", choices=list(OBJECTIVES), default=objective)
-    parser.add_argument("--num-particles", type=int, default=num_particles,
+    parser.add_argument("--num-particles", type=positive_int, default=num_particles,
                         help="particles per datapoint in training (K of the IWAE objective)")
 
 
 def pixelcnn_flags(parser: argparse.ArgumentParser, *, channels: int, blocks: int | None) -> None:
     """A PixelCNN's ``--channels`` and ``--blocks``, for scripts where it is one model among
     others."""
-    parser.add_argument("--channels", type=int, default=channels, help="PixelCNN channels")
-    parser.add_argument("--blocks", type=int, default=blocks, help="PixelCNN gated blocks")
+    parser.add_argument("--channels", type=positive_int, default=channels, help="PixelCNN channels")
+    parser.add_argument("--blocks", type=positive_int, default=blocks, help="PixelCNN gated blocks")

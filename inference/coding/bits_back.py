@@ -34,13 +34,24 @@ References:
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import torch
 
-from .range_coding import WORD_BYTES, load_constriction
 from ..protocols import BernoulliLatentModel, require
+from .range_coding import (
+    KIND_BITS_BACK,
+    MAX_SYMBOLS,
+    STREAM_HEADER_BYTES,
+    WORD_BYTES,
+    load_constriction,
+    pack_stream,
+    unpack_stream,
+)
 
-HEADER_BYTES = 4  # image count
+_PREFIX = struct.Struct("<IQ")  # initial_words, seed: the decoder checks it gets them back
+HEADER_BYTES = STREAM_HEADER_BYTES + _PREFIX.size
 MAX_LATENT_BITS = 16
 
 
@@ -110,12 +121,17 @@ def bits_back_encode(vae, images: torch.Tensor, latent_bits: int = 12,
             ``seed``); the decoder gets them back.
 
     Returns:
-        a 4-byte image count, then the stack's 32-bit words.
+        a stream header (image count, ``latent_bits``, CRC32), ``initial_words`` and
+        ``seed``, then the stack's 32-bit words.
     """
     require(vae, BernoulliLatentModel, "vae")
     _check_images(images, vae.image_shape)
-    if initial_words < 1:
-        raise ValueError(f"initial_words must be >= 1, got {initial_words}")
+    _check_latent_bits(latent_bits)
+    if isinstance(initial_words, bool) or not isinstance(initial_words, int) \
+            or not 1 <= initial_words < 2**32:
+        raise ValueError(f"initial_words must be an int >= 1, got {initial_words!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be an int in 0..2^64-1, got {seed!r}")
     constriction = load_constriction()
     tables = _Tables(vae, latent_bits)
     categorical = constriction.stream.model.Categorical(perfect=False)
@@ -128,8 +144,8 @@ def bits_back_encode(vae, images: torch.Tensor, latent_bits: int = 12,
             pixels = image.reshape(-1).to(torch.int32).cpu().numpy()
             coder.encode_reverse(pixels, categorical, tables.pixels(buckets))
             coder.encode_reverse(buckets.astype(np.int32), prior)
-    return len(images).to_bytes(HEADER_BYTES, "little") + \
-        coder.get_compressed().astype("<u4").tobytes()
+    payload = _PREFIX.pack(initial_words, seed) + coder.get_compressed().astype("<u4").tobytes()
+    return pack_stream(KIND_BITS_BACK, len(images), len(images), payload, extra=latent_bits)
 
 
 def bits_back_decode(vae, data: bytes, latent_bits: int = 12) -> tuple[torch.Tensor, np.ndarray]:
@@ -138,32 +154,59 @@ def bits_back_decode(vae, data: bytes, latent_bits: int = 12) -> tuple[torch.Ten
     Returns:
         ``(images, initial words)``: float ``[n, C, H, W]`` of 0/1 on the VAE's device, in
         the order they were encoded, and the stack's words left after the last image.
+
+    Raises:
+        ValueError: a corrupt or truncated stream (header, length, CRC32), another
+            ``latent_bits`` than the encoder's, an implausible image count, or a decoder that
+            does not end on exactly the encoder's initial words (another VAE).
     """
     require(vae, BernoulliLatentModel, "vae")
-    if len(data) < HEADER_BYTES or (len(data) - HEADER_BYTES) % WORD_BYTES:
-        raise ValueError(f"bits-back data must be a {HEADER_BYTES}-byte header and 32-bit "
-                         f"words, got {len(data)} bytes")
+    _check_latent_bits(latent_bits)
+    count, _, encoded_bits, payload = unpack_stream(data, KIND_BITS_BACK)
+    if encoded_bits != latent_bits:
+        raise ValueError(f"bits-back images: the stream was coded with latent_bits="
+                         f"{encoded_bits}, decoding asked for {latent_bits}")
+    if len(payload) < _PREFIX.size or (len(payload) - _PREFIX.size) % WORD_BYTES:
+        raise ValueError(f"bits-back images: payload of {len(payload)} bytes is not "
+                         f"{_PREFIX.size} bytes and 32-bit words")
+    initial_words, seed = _PREFIX.unpack_from(payload)
+    pixels_per_image = int(np.prod(vae.image_shape))
+    if count * pixels_per_image > MAX_SYMBOLS:
+        raise ValueError(f"bits-back images: header claims {count} images "
+                         f"({count * pixels_per_image} pixels), more than MAX_SYMBOLS")
     constriction = load_constriction()
     tables = _Tables(vae, latent_bits)
     categorical = constriction.stream.model.Categorical(perfect=False)
     prior = constriction.stream.model.Uniform(tables.num_buckets)
-    count = int.from_bytes(data[:HEADER_BYTES], "little")
-    words = np.frombuffer(data[HEADER_BYTES:], dtype="<u4").astype(np.uint32)
+    words = np.frombuffer(payload[_PREFIX.size:], dtype="<u4").astype(np.uint32)
     coder = constriction.stream.stack.AnsCoder(words, seal=False)
     image_shape = tuple(vae.image_shape)
     images = []
     with torch.no_grad():
-        for _ in range(count):
-            buckets = coder.decode(prior, vae.latent_dim)
-            pixels = coder.decode(categorical, tables.pixels(buckets))
-            image = torch.as_tensor(pixels.astype(np.float32)).reshape(image_shape)
-            coder.encode_reverse(buckets.astype(np.int32), categorical, tables.posterior(image))
+        for index in range(count):
+            try:
+                buckets = coder.decode(prior, vae.latent_dim)
+                pixels = coder.decode(categorical, tables.pixels(buckets))
+                image = torch.as_tensor(pixels.astype(np.float32)).reshape(image_shape)
+                coder.encode_reverse(buckets.astype(np.int32), categorical,
+                                     tables.posterior(image))
+            except (ValueError, RuntimeError, AssertionError) as error:
+                raise ValueError(f"bits-back images: decoding failed at image {index} of "
+                                 f"{count} ({error}): corrupt stream or another VAE") from error
             images.append(image)
+    left = coder.get_compressed()
+    expected = np.random.default_rng(seed).integers(1, 2**32, size=initial_words, dtype=np.uint32)
+    if not np.array_equal(left, expected):
+        raise ValueError("bits-back images: decoding did not end on the encoder's initial "
+                         "words: another VAE than the encoder's, or a corrupt stream")
     stacked = torch.stack(images[::-1]) if images else torch.zeros(0, *image_shape)
-    return stacked.to(tables.device), coder.get_compressed()
+    return stacked.to(tables.device), left
 
 
-def net_bits(data: bytes, initial_words: int = 8) -> int:
+def net_bits(data: bytes, initial_words: int | None = None) -> int:
     """Code length of :func:`bits_back_encode`'s output without the header and the initial
-    words: what the images themselves cost."""
+    words (by default the number the stream records): what the images themselves cost."""
+    if initial_words is None:
+        _, _, _, payload = unpack_stream(data, KIND_BITS_BACK)
+        initial_words = _PREFIX.unpack_from(payload)[0]
     return 8 * (len(data) - HEADER_BYTES) - 32 * initial_words

@@ -23,6 +23,8 @@ References:
 from __future__ import annotations
 
 import math
+import struct
+import zlib
 from collections.abc import Callable
 
 import numpy as np
@@ -31,6 +33,69 @@ import torch
 from ..protocols import MarkovTextModel, require
 
 WORD_BYTES = 4  # constriction emits 32-bit words
+
+# Every stream written here starts with a header: magic, format version, kind of content, a
+# kind-specific small field, the item count (symbols, words, images), the number of coded
+# symbols, the payload length and a CRC32 of header and payload. Decoders check all of it
+# before decoding, so a truncated, extended or altered stream raises ValueError.
+STREAM_MAGIC = b"PPLC"
+STREAM_VERSION = 1
+_STREAM = struct.Struct("<4sBBHQQI")  # magic, version, kind, extra, count, symbols, length
+STREAM_HEADER_BYTES = _STREAM.size + 4  # + CRC32
+STREAM_KINDS = {1: "range-coded symbols", 2: "words", 3: "images", 4: "bits-back images"}
+KIND_RANGE, KIND_WORDS, KIND_IMAGES, KIND_BITS_BACK = 1, 2, 3, 4
+# Plausibility limit checked before anything is allocated: a header claiming more coded
+# symbols (pixels, word symbols) is refused. Raise it for larger messages.
+MAX_SYMBOLS = 2**26
+# The coder's tables give every symbol at least 2^-24 (24-bit precision), so a symbol costs at
+# least -log2(1 - 2^-24) bits: a payload of B bits holds at most (B + 64) / that many symbols.
+_MIN_BITS_PER_SYMBOL = -math.log2(1 - 2.0**-24)
+
+
+def pack_stream(kind: int, count: int, symbols: int, payload: bytes, extra: int = 0) -> bytes:
+    """Header (see :data:`STREAM_MAGIC`) + ``payload``: the framing every encoder here uses."""
+    head = _STREAM.pack(STREAM_MAGIC, STREAM_VERSION, kind, extra, count, symbols, len(payload))
+    return head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
+
+
+def unpack_stream(data, kind: int) -> tuple[int, int, int, bytes]:
+    """Check the header and CRC32 of a stream of ``kind``; ``(count, symbols, extra, payload)``.
+
+    Raises:
+        TypeError: ``data`` is not bytes-like.
+        ValueError: truncated or extended stream, another format, version or kind, a CRC32
+            mismatch, or a count beyond the plausibility limits.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"compressed data must be bytes, got {type(data).__name__}")
+    data = bytes(data)
+    want = STREAM_KINDS[kind]
+    if len(data) < STREAM_HEADER_BYTES:
+        raise ValueError(f"compressed {want}: stream truncated, {len(data)} bytes is less than "
+                         f"its {STREAM_HEADER_BYTES}-byte header")
+    magic, version, found, extra, count, symbols, length = _STREAM.unpack_from(data)
+    if magic != STREAM_MAGIC:
+        raise ValueError(f"compressed {want}: not a stream of inference.coding (starts with "
+                         f"{data[:4]!r}, expected {STREAM_MAGIC!r})")
+    if version != STREAM_VERSION:
+        raise ValueError(f"compressed {want}: stream format version {version}, this library "
+                         f"reads version {STREAM_VERSION}")
+    if found != kind:
+        raise ValueError(f"compressed {want}: the stream holds "
+                         f"{STREAM_KINDS.get(found, f'unknown kind {found}')}")
+    payload = data[STREAM_HEADER_BYTES:]
+    if len(payload) != length:
+        problem = "truncated" if len(payload) < length else "followed by extra bytes"
+        raise ValueError(f"compressed {want}: stream {problem}: header says {length} payload "
+                         f"bytes, got {len(payload)}")
+    (crc,) = struct.unpack_from("<I", data, _STREAM.size)
+    if zlib.crc32(payload, zlib.crc32(data[:_STREAM.size])) != crc:
+        raise ValueError(f"compressed {want}: stream corrupt (CRC32 mismatch)")
+    limit = min(MAX_SYMBOLS, (8 * len(payload) + 64) / _MIN_BITS_PER_SYMBOL)
+    if symbols > limit:
+        raise ValueError(f"compressed {want}: header claims {symbols} coded symbols, more than "
+                         f"{int(limit)} (MAX_SYMBOLS or what {len(payload)} bytes can hold)")
+    return count, symbols, extra, payload
 
 
 def load_constriction():
@@ -69,9 +134,14 @@ def range_encode(symbols: torch.Tensor, probs: torch.Tensor) -> bytes:
     ``probs[t]: [V]`` (rows are normalized by the coder), into bytes.
 
     Returns:
-        the compressed message, a multiple of 4 bytes.
+        the compressed message: a header (:data:`STREAM_HEADER_BYTES` bytes: magic, version,
+        symbol count, CRC32) and the coder's 32-bit words.
     """
     _check_tables(symbols, probs)
+    return pack_stream(KIND_RANGE, symbols.numel(), symbols.numel(), _encode_raw(symbols, probs))
+
+
+def _encode_raw(symbols: torch.Tensor, probs: torch.Tensor) -> bytes:
     constriction = load_constriction()
     encoder = constriction.stream.queue.RangeEncoder()
     if symbols.numel():
@@ -92,20 +162,52 @@ def range_decode(data: bytes,
 
     Returns:
         all decoded symbols, int64 ``[n]``.
+
+    Raises:
+        ValueError: a corrupt or truncated stream (header, length, CRC32), ``next_probs``
+            asking for more or fewer symbols than the stream holds, or a decoder that did not
+            consume exactly the stream (other tables than the encoder's).
     """
+    count, symbols, _, payload = unpack_stream(data, KIND_RANGE)
+    if count != symbols:
+        raise ValueError(f"compressed range-coded symbols: header counts disagree ({count}, "
+                         f"{symbols})")
+    return _decode_raw(payload, next_probs, symbols, "range-coded symbols")
+
+
+def _decode_raw(data: bytes, next_probs, expected: int, what: str) -> torch.Tensor:
+    """Decode exactly ``expected`` symbols from the coder words ``data``."""
     if len(data) % WORD_BYTES:
-        raise ValueError(f"compressed data must be a multiple of {WORD_BYTES} bytes, "
+        raise ValueError(f"compressed {what}: payload must be a multiple of {WORD_BYTES} bytes, "
                          f"got {len(data)}")
     constriction = load_constriction()
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4")
                                                      .astype(np.uint32))
     family = constriction.stream.model.Categorical(perfect=False)
     chunks: list[torch.Tensor] = []
+    done = 0
     while (probs := next_probs(chunks)) is not None:
-        if probs.dim() != 2:
-            raise ValueError(f"next_probs must return [m, V] tables, got {list(probs.shape)}")
+        if not torch.is_tensor(probs) or probs.dim() != 2:
+            raise ValueError(f"next_probs must return [m, V] tables, got "
+                             f"{list(probs.shape) if torch.is_tensor(probs) else type(probs)}")
         _check_probs(probs)
-        chunks.append(torch.from_numpy(decoder.decode(family, _as_numpy(probs)).astype(np.int64)))
+        if done + probs.shape[0] > expected:
+            raise ValueError(f"compressed {what}: the stream holds {expected} symbols, decoding "
+                             f"asked for more ({done + probs.shape[0]}): corrupt stream or "
+                             "another model than the encoder's")
+        try:
+            decoded = decoder.decode(family, _as_numpy(probs))
+        except (ValueError, RuntimeError, AssertionError) as error:
+            raise ValueError(f"compressed {what}: the decoder failed after {done} symbols "
+                             f"({error}): corrupt stream or another model") from error
+        chunks.append(torch.from_numpy(decoded.astype(np.int64)))
+        done += probs.shape[0]
+    if done != expected:
+        raise ValueError(f"compressed {what}: decoding stopped after {done} of the stream's "
+                         f"{expected} symbols")
+    if not decoder.maybe_exhausted():
+        raise ValueError(f"compressed {what}: the decoder did not consume exactly the stream: "
+                         "another model (tables) than the encoder's, or a corrupt stream")
     return torch.cat(chunks) if chunks else torch.zeros(0, dtype=torch.long)
 
 
@@ -120,31 +222,31 @@ def information_bits(symbols: torch.Tensor, probs: torch.Tensor) -> float:
     return float(-chosen.log().sum() / math.log(2))
 
 
-HEADER_BYTES = 4  # a little-endian uint32 count in front of the coded symbols
-
-
 def encode_words(lm, x: torch.Tensor) -> bytes:
     """Code words ``x: [batch, max_len]`` (``Vocabulary.encode``) with a Markov language model.
 
     ``lm`` needs ``order``, ``vocab``, ``contexts(x)`` and ``conditional(contexts [..., n-1])
-    -> [..., V]``, as :class:`ppl_models.ngram.NGramModel` has. The output is a 4-byte word
-    count followed by the range-coded symbols, word after word, end symbols included.
+    -> [..., V]``, as :class:`ppl_models.ngram.NGramModel` has. The output is a stream
+    header (word count, symbol count, CRC32) followed by the range-coded symbols, word after
+    word, end symbols included.
     """
     require(lm, MarkovTextModel, "lm")
     targets, contexts, mask = lm.contexts(x)
     with torch.no_grad():
         probs = lm.conditional(contexts)[mask]  # [symbols, V]
-    return len(x).to_bytes(HEADER_BYTES, "little") + range_encode(targets[mask], probs)
+    symbols = targets[mask]
+    _check_tables(symbols, probs)
+    return pack_stream(KIND_WORDS, len(x), symbols.numel(), _encode_raw(symbols, probs))
 
 
 def decode_words(lm, data: bytes) -> torch.Tensor:
     """Invert :func:`encode_words`: bytes -> ``x: [batch, max_len]`` as ``Vocabulary.encode``
     gives it (padded to the longest decoded word)."""
     require(lm, MarkovTextModel, "lm")
-    if len(data) < HEADER_BYTES:
-        raise ValueError(f"compressed words need a {HEADER_BYTES}-byte header, got {len(data)} "
-                         "bytes")
-    num_words = int.from_bytes(data[:HEADER_BYTES], "little")
+    num_words, num_symbols, _, payload = unpack_stream(data, KIND_WORDS)
+    if num_words > num_symbols:
+        raise ValueError(f"compressed words: {num_words} words cannot fit in {num_symbols} "
+                         "symbols (each ends with an end symbol)")
     vocab, start = lm.vocab, [lm.vocab.bos] * (lm.order - 1)
     state = {"context": list(start), "words": 0, "seen": 0}
     cache: dict[tuple, torch.Tensor] = {}  # one table per distinct context: same numbers
@@ -168,7 +270,7 @@ def decode_words(lm, data: bytes) -> torch.Tensor:
                                                          device=device).reshape(1, -1))
         return cache[key]
 
-    symbols = range_decode(data[HEADER_BYTES:], next_probs).tolist()
+    symbols = _decode_raw(payload, next_probs, num_symbols, "words").tolist()
     words, current = [], []
     for symbol in symbols:
         if symbol == vocab.EOS:
@@ -201,8 +303,9 @@ def encode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor],
             8-bit ones).
 
     Returns:
-        a 4-byte image count, then the range-coded pixels, pixel position by position (all
-        images of the batch at each position), the order :func:`decode_images` reads them in.
+        a stream header (image count, pixel count, CRC32), then the range-coded pixels,
+        pixel position by position (all images of the batch at each position), the order
+        :func:`decode_images` reads them in.
     """
     if symbols.dim() != 4 or symbols.dtype != torch.long:
         raise ValueError(f"symbols must be int64 [batch, C, H, W], got {symbols.dtype} "
@@ -212,7 +315,8 @@ def encode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor],
     _check_pixel_tables(probs, symbols)
     order = symbols.permute(2, 3, 1, 0).reshape(-1)  # [H * W * C * batch], raster order
     tables = probs.permute(2, 3, 1, 0, 4).reshape(order.shape[0], -1)  # [..., V]
-    return len(symbols).to_bytes(HEADER_BYTES, "little") + range_encode(order, tables)
+    _check_tables(order, tables)
+    return pack_stream(KIND_IMAGES, len(symbols), order.numel(), _encode_raw(order, tables))
 
 
 def decode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor], data: bytes,
@@ -223,11 +327,15 @@ def decode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor], data: byt
     Returns:
         int64 symbols ``[batch, C, H, W]`` with ``image_shape = (C, H, W)``.
     """
-    if len(data) < HEADER_BYTES:
-        raise ValueError(f"compressed images need a {HEADER_BYTES}-byte header, got "
-                         f"{len(data)} bytes")
+    if (not isinstance(image_shape, (tuple, list)) or len(image_shape) != 3
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1
+                       for d in image_shape)):
+        raise ValueError(f"image_shape must be three positive ints (C, H, W), got {image_shape!r}")
+    batch, num_symbols, _, payload = unpack_stream(data, KIND_IMAGES)
     channels, height, width = image_shape
-    batch = int.from_bytes(data[:HEADER_BYTES], "little")
+    if batch * channels * height * width != num_symbols:
+        raise ValueError(f"compressed images: the stream holds {num_symbols} pixels, not "
+                         f"{batch} images of shape {tuple(image_shape)}: wrong image_shape?")
     canvas = torch.zeros(batch, channels, height, width, dtype=torch.long, device=device)
     positions = [(i, j, c) for i in range(height) for j in range(width) for c in range(channels)]
 
@@ -243,5 +351,5 @@ def decode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor], data: byt
         _check_pixel_tables(probs, canvas)
         return probs[:, c, i, j]  # [batch, V]
 
-    range_decode(data[HEADER_BYTES:], next_probs)
+    _decode_raw(payload, next_probs, num_symbols, "images")
     return canvas

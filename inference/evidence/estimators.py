@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..checks import check_int, check_nonempty_batch
 from ..pair_check import DATA_PLATE
 from ..weights import (
     attach_subsample,
@@ -41,6 +42,7 @@ def elbo(model: Callable, guide: Callable, *args, num_samples: int = 1,
         subsample's indices are the result's ``subsample`` attribute
         (:func:`inference.log_importance_weights`).
     """
+    check_nonempty_batch(args, kwargs)
     weights, structure = _weights("elbo", model, guide, args, kwargs, num_samples, chunk_size)
     return attach_subsample(weights.mean(0), structure)
 
@@ -55,6 +57,7 @@ def iwae_bound(model: Callable, guide: Callable, *args, num_samples: int,
     Returns:
         ``[batch]`` in nats.
     """
+    check_nonempty_batch(args, kwargs)
     weights, structure = _weights("iwae_bound", model, guide, args, kwargs, num_samples,
                                   chunk_size)
     return attach_subsample(log_mean_exp(weights, 0), structure)
@@ -75,8 +78,8 @@ def log_evidence(model: Callable, guide: Callable, x: torch.Tensor, *, num_sampl
     if not torch.is_tensor(x) or x.dim() < 1 or x.shape[0] < 1:
         raise ValueError(f"x must be a tensor [n, ...] with n >= 1, got "
                          f"{getattr(x, 'shape', type(x).__name__)}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_int(batch_size, "batch_size")
+    check_num_samples(num_samples, chunk_size)
     out = []
     with torch.no_grad():
         for i in range(0, x.shape[0], batch_size):
@@ -108,6 +111,10 @@ def iwae_from_weights(log_w: torch.Tensor, k: int) -> torch.Tensor:
     Returns:
         ``[batch]`` in nats.
     """
+    check_int(k, "k")
+    if not torch.is_tensor(log_w) or log_w.dim() != 2:
+        raise ValueError(f"log_w must be a [K, batch] tensor, got "
+                         f"{list(log_w.shape) if torch.is_tensor(log_w) else type(log_w).__name__}")
     groups = log_w.shape[0] // k
     if groups < 1:
         raise ValueError(f"need at least k={k} weights, got {log_w.shape[0]}")
@@ -176,11 +183,14 @@ def bound_sweep(model: Callable, guide: Callable, *args,
         that subsamples its own ``"data"`` plate is scored on one subsample for every repeat
         and K (``BoundTable.subsample``); it cannot be combined with ``data_batch_size``.
     """
-    if not num_samples:
-        raise ValueError("num_samples must list at least one K")
+    if isinstance(num_samples, int) or not num_samples:
+        raise ValueError(f"num_samples must list at least one K, got {num_samples!r}")
     for k in num_samples:
         check_num_samples(k, chunk_size)
-    check_num_samples(repeats, None)
+    check_int(repeats, "repeats")
+    if data_batch_size is not None:
+        check_int(data_batch_size, "data_batch_size")
+    check_nonempty_batch(args, kwargs)
     ks = sorted(set(num_samples))
     per_repeat = [[] for _ in range(len(ks) + 1)]
     slices = []

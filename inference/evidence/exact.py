@@ -8,6 +8,7 @@ import pyro
 import torch
 from pyro import poutine
 
+from ..checks import check_int, check_nonempty_batch, check_number
 from ..weights import (
     DATA_PLATE,
     PARTICLE_PLATE,
@@ -68,6 +69,15 @@ def exact_log_evidence(
             coarse or too narrow for the posterior.
     """
     check_finite_inputs(args, kwargs)
+    check_nonempty_batch(args, kwargs)
+    check_int(num_points, "num_points", 3)
+    check_int(chunk_size, "chunk_size")
+    if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
+        raise ValueError(f"bounds must be a pair (low, high), got {bounds!r}")
+    for name, bound in zip(("bounds[0]", "bounds[1]"), bounds):
+        check_number(bound, name)
+    if not bounds[0] < bounds[1]:
+        raise ValueError(f"bounds must satisfy low < high, got {tuple(bounds)}")
     with poutine.block(), torch.no_grad():
         trace = poutine.trace(model).get_trace(*args, **kwargs)
     latents = [s for s in sample_sites(trace, observed=False)]
@@ -77,6 +87,12 @@ def exact_log_evidence(
             f"but the model has latent sites {[s['name'] for s in latents]}"
         )
     value = latents[0]["value"]
+    fn = latents[0]["fn"]
+    if getattr(fn.support, "is_discrete", False) or not value.is_floating_point() \
+            or getattr(fn, "has_enumerate_support", False):
+        raise ValueError(
+            f"exact_log_evidence integrates a continuous latent; site '{site}' is discrete "
+            f"({type(fn).__name__}, support {fn.support}): sum over its values instead")
     sites = list(sample_sites(trace))
     frames = [f for s in sites for f in s["cond_indep_stack"] if f.name == DATA_PLATE]
     if len(frames) != len(sites):

@@ -1,8 +1,17 @@
-"""Checkpoints of a training run: atomic writes, random-number states, the param store."""
+"""Checkpoints of a training run: atomic writes, random-number states, the param store.
+
+A checkpoint file carries a header (magic, payload length, CRC32), is written to a uniquely
+named temporary file and renamed into place, and holds fingerprints of the pair, the data and
+the settings that :func:`inference.fit` checks on resume (see docs/reliability.md)."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import secrets
+import struct
+import zlib
 from pathlib import Path
 
 import pyro
@@ -39,10 +48,234 @@ def foreign_param_store_state(modules) -> dict:
     return {key: {n: v for n, v in table.items() if n in keep} for key, table in state.items()}
 
 
-def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Write ``state`` with ``torch.save`` atomically: a crash leaves the old file intact."""
+# --- the checkpoint file format, integrity and locking -----------------------------------------
+# A checkpoint file is MAGIC, a little-endian uint64 payload length, the payload's CRC32 (uint32)
+# and the payload (torch.save of the state). A truncated, extended or altered file fails the
+# length or CRC check and is refused with its path; nothing is unpickled before that.
+MAGIC = b"PPLCKPT\x01"
+_HEADER = struct.Struct("<8sQI")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: unreadable, corrupt, or of another run."""
+
+
+def _unique_partial(path: Path) -> Path:
+    """A temporary name next to ``path`` that no other process or thread uses."""
+    return path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
+
+
+def remove_stale_partials(path: str | Path) -> list[Path]:
+    """Delete temporary files of ``path`` left by processes that no longer run (a run killed
+    while writing); returns them. Files of live processes are left alone."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    torch.save(state, partial)
-    os.replace(partial, path)
+    removed = []
+    for partial in path.parent.glob(f"{path.name}.*.partial"):
+        pid = partial.name[len(path.name) + 1:].split(".")[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            partial.unlink(missing_ok=True)
+            removed.append(partial)
+        except OSError:
+            pass  # alive, owned by someone else
+    return removed
+
+
+def check_writable(path: str | Path) -> Path:
+    """Make sure a checkpoint can be written at ``path`` before any training is spent.
+
+    Creates the parent folder if needed and writes (then removes) a probe file there.
+
+    Raises:
+        CheckpointError: ``path`` is a folder, or the folder cannot be created or written;
+        the message names the path and the reason.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder; pass a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = _unique_partial(path)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, b"probe")
+        finally:
+            os.close(fd)
+            probe.unlink(missing_ok=True)
+    except OSError as error:
+        raise CheckpointError(f"cannot write the checkpoint {path}: {error.strerror or error} "
+                              f"(folder {path.parent})") from error
+    return path
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Write ``state`` atomically: the file at ``path`` is either the old one or the new one.
+
+    The state is serialized in memory (``torch.save``), written with a header (magic, length,
+    CRC32) to a temporary file of a unique name in the same folder, flushed to disk and renamed
+    over ``path``. Any failure (full disk, read-only folder, a crash) leaves the old file
+    intact; on an error the temporary file is removed and an ``OSError`` names ``path``.
+    """
+    path = Path(path)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    header = _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload))
+    partial = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = _unique_partial(path)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(header)
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        os.replace(partial, path)
+    except OSError as error:
+        if partial is not None:
+            partial.unlink(missing_ok=True)
+        message = (f"could not write the checkpoint {path} ({error.strerror or error}); "
+                   "the previous checkpoint is unchanged")
+        raise (OSError(error.errno, message) if error.errno else OSError(message)) from error
+
+
+def load_checkpoint(path: str | Path, map_location=None) -> dict:
+    """Read what :func:`save_checkpoint` wrote, after checking its header, length and CRC32.
+
+    Raises:
+        CheckpointError: naming ``path`` for a missing, unreadable, truncated, altered or
+        foreign file.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise CheckpointError(f"cannot read the checkpoint {path}: "
+                              f"{error.strerror or error}") from error
+    if len(data) < _HEADER.size or not data.startswith(MAGIC):
+        raise CheckpointError(f"{path} is not a checkpoint written by inference.fit (no "
+                              f"{MAGIC[:7].decode()} header; {len(data)} bytes): corrupt, "
+                              "foreign or from an older version; delete it to start afresh")
+    _, length, crc = _HEADER.unpack_from(data)
+    payload = memoryview(data)[_HEADER.size:]
+    if len(payload) != length:
+        raise CheckpointError(f"checkpoint {path} is truncated or has trailing bytes: header "
+                              f"says {length} bytes of payload, the file has {len(payload)}")
+    if zlib.crc32(payload) != crc:
+        raise CheckpointError(f"checkpoint {path} is corrupt: its CRC32 does not match")
+    try:
+        state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=False)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means the same
+        raise CheckpointError(f"checkpoint {path} cannot be loaded: {error}") from error
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a dict")
+    return state
+
+
+class CheckpointLock:
+    """An exclusive lock on a checkpoint path, held by one training run at a time.
+
+    ``with CheckpointLock(path):`` takes an ``fcntl`` lock on ``path + ".lock"`` (released by
+    the kernel when the process ends, even by SIGKILL, so no stale lock outlives its run) and
+    raises :class:`CheckpointError` at once when another run holds it.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self._file = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        lock = open(self.lock_path, "a+")
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            lock.seek(0)
+            owner = lock.read().strip() or "?"
+            lock.close()
+            raise CheckpointError(
+                f"another run (pid {owner}) is writing the checkpoint {self.path} (lock "
+                f"{self.lock_path}); wait for it to finish or use another checkpoint path"
+            ) from error
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        self._file = lock
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing drops the flock
+            self._file = None
+
+    def __enter__(self) -> CheckpointLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+# --- fingerprints: what a resumed run must share with the run that wrote the checkpoint ---------
+def data_fingerprint(tensors, samples: int = 4096) -> list[dict]:
+    """Shape, dtype and a hash of up to ``samples`` evenly strided elements of each tensor
+    (plus their sum): cheap for any size, and it changes when the data visibly change."""
+    prints = []
+    for tensor in tensors:
+        flat = tensor.detach().reshape(-1)
+        if flat.numel() > samples:
+            index = torch.linspace(0, flat.numel() - 1, samples, device=flat.device).long()
+            flat = flat[index]
+        sample = flat.cpu().contiguous()
+        if sample.dtype == torch.bfloat16:  # numpy has no bfloat16: hash its bits
+            sample = sample.view(torch.int16)
+        digest = hashlib.blake2b(sample.numpy().tobytes(), digest_size=8).hexdigest()
+        prints.append({"shape": list(tensor.shape), "dtype": str(tensor.dtype), "hash": digest})
+    return prints
+
+
+def params_fingerprint(modules, store_shapes: dict) -> dict:
+    """Parameter and buffer names with shapes of each module, and ``store_shapes``
+    (name -> shape) of the Pyro parameters the modules do not own."""
+    return {"modules": [{name: list(t.shape) for name, t in m.state_dict().items()}
+                        for m in modules],
+            "param_store": {name: list(shape) for name, shape in sorted(store_shapes.items())}}
+
+
+def foreign_store_shapes(modules) -> dict:
+    """name -> shape of the param-store entries that ``modules`` do not own."""
+    owned = {id(p) for m in modules for p in m.parameters()}
+    return {name: list(p.shape) for name, p in pyro.get_param_store().named_parameters()
+            if id(p) not in owned}
+
+
+def describe_differences(saved: dict, current: dict, what: str = "") -> list[str]:
+    """Human-readable differences between two fingerprints (nested dicts/lists)."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        out = []
+        for key in sorted(set(saved) | set(current), key=str):
+            where = f"{what}.{key}" if what else str(key)
+            if key not in saved:
+                out.append(f"{where}: not in the checkpoint, now {current[key]!r}")
+            elif key not in current:
+                out.append(f"{where}: {saved[key]!r} in the checkpoint, absent now")
+            else:
+                out.extend(describe_differences(saved[key], current[key], where))
+        return out
+    if isinstance(saved, list) and isinstance(current, list) and len(saved) == len(current) \
+            and any(isinstance(s, (dict, list)) for s in saved):
+        out = []
+        for i, (s, c) in enumerate(zip(saved, current)):
+            out.extend(describe_differences(s, c, f"{what}[{i}]"))
+        return out
+    return [] if saved == current else [f"{what}: {saved!r} in the checkpoint, {current!r} now"]

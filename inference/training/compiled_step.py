@@ -26,6 +26,7 @@ from pyro.poutine.runtime import _PYRO_STACK
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.nn.utils.stateless import _reparametrize_module
 
+from ..checks import check_pair_arguments
 from .objectives import make_loss
 from .svi_step import LEAN_LOSSES, Adam, lean_eligible, unique_tensors, score_pair
 
@@ -56,6 +57,7 @@ class CompiledSVIStep:
 
     def __init__(self, model: Callable, guide: Callable, optim=None, loss: str = "elbo",
                  backend: str | None = None):
+        check_pair_arguments(model, guide)
         owner = getattr(model, "__self__", None)
         if not isinstance(owner, torch.nn.Module) or getattr(guide, "__self__", None) is not owner:
             raise ValueError("compiled steps need model and guide to be methods of one "

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import math
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -11,22 +14,159 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from tqdm.auto import tqdm
 
+from ..checks import check_finite_tensor, check_int, check_number
 from ..evidence.estimators import elbo
-from ..weights import check_finite_inputs
+from ..weights import trace_pair
 from . import checkpoints
 from .handlers import scale_data_plate, scale_latents
 from .minibatches import plan_minibatches
 from .svi_step import Adam, SVIStep
 
 
-def _as_tensors(data) -> tuple[torch.Tensor, ...]:
+def _as_tensors(data, name: str = "data") -> tuple[torch.Tensor, ...]:
     tensors = tuple(data) if isinstance(data, (tuple, list)) else (data,)
     if not tensors or not all(torch.is_tensor(t) for t in tensors):
-        raise TypeError("data must be a tensor or a tuple of tensors with a leading data dim")
+        raise TypeError(f"{name} must be a tensor or a tuple of tensors with a leading data dim")
+    if any(t.dim() == 0 for t in tensors):
+        raise ValueError(f"{name} tensors need a leading data dim, got shapes "
+                         f"{[list(t.shape) for t in tensors]}")
     sizes = {t.shape[0] for t in tensors}
     if len(sizes) != 1:
-        raise ValueError(f"data tensors disagree on the number of datapoints: {sizes}")
+        raise ValueError(f"{name} tensors disagree on the number of datapoints: {sizes}")
     return tensors
+
+
+def _check_data(tensors: tuple, name: str, like: tuple | None = None) -> None:
+    """No datapoints, NaN/inf values, or (``like``: the training data) other shapes: raise
+    ``ValueError`` naming ``name`` before any work."""
+    if tensors[0].shape[0] == 0:
+        raise ValueError(f"{name} has no datapoints (shapes {[list(t.shape) for t in tensors]})")
+    for i, tensor in enumerate(tensors):
+        check_finite_tensor(tensor, name if len(tensors) == 1 else f"{name}[{i}]")
+    if like is not None:
+        mine = [list(t.shape[1:]) for t in tensors]
+        theirs = [list(t.shape[1:]) for t in like]
+        if mine != theirs:
+            raise ValueError(f"{name} tensors have datapoint shapes {mine}, the training data "
+                             f"{theirs}")
+
+
+def _check_arguments(model, guide, loss, num_particles, epochs, batch_size, lr, seed,
+                     kl_warmup_epochs, batch_transform, callback, checkpoint, resume) -> None:
+    """Every argument of :func:`fit` that is not data, checked before any work."""
+    for name, fn in (("model", model), ("guide", guide)):
+        if not callable(fn):
+            raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
+    for name, fn in (("batch_transform", batch_transform), ("callback", callback)):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"{name} must be callable or None, got {type(fn).__name__}")
+    if not isinstance(loss, str) and not (hasattr(loss, "loss") and hasattr(loss, "loss_and_grads")):
+        raise TypeError(f"loss must be a loss name or an object with loss and loss_and_grads, "
+                        f"got {loss!r}")
+    check_int(num_particles, "num_particles")
+    check_int(epochs, "epochs", 0)
+    check_int(batch_size, "batch_size")
+    check_number(lr, "lr", minimum=0.0)
+    check_int(seed, "seed", 0)
+    check_int(kl_warmup_epochs, "kl_warmup_epochs", 0)
+    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(f"checkpoint must be a path or None, got {type(checkpoint).__name__}")
+    if not isinstance(resume, bool):
+        raise TypeError(f"resume must be True or False, got {resume!r}")
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs a checkpoint path")
+
+
+def _holding_checkpoint_lock(fit_fn):
+    """Check that ``checkpoint`` can be written and lock it for the whole run (rank 0 of a
+    distributed run), so that two runs on one checkpoint refuse rather than interleave."""
+
+    @functools.wraps(fit_fn)
+    def run(*args, checkpoint=None, distributed=False, **kwargs):
+        if checkpoint is None or (distributed and int(os.environ.get("RANK", "0")) != 0):
+            return fit_fn(*args, checkpoint=checkpoint, distributed=distributed, **kwargs)
+        if not isinstance(checkpoint, (str, os.PathLike)):
+            raise TypeError(f"checkpoint must be a path or None, got {type(checkpoint).__name__}")
+        checkpoints.check_writable(checkpoint)
+        with checkpoints.CheckpointLock(checkpoint):
+            checkpoints.remove_stale_partials(checkpoint)
+            return fit_fn(*args, checkpoint=checkpoint, distributed=distributed, **kwargs)
+
+    return run
+
+
+def _settings(loss, num_particles, batch_size, lr, seed, kl_warmup_epochs, compile,
+              mixed_precision) -> dict:
+    """The settings a resumed run must share with the run that wrote the checkpoint."""
+    return {"loss": loss if isinstance(loss, str) else type(loss).__qualname__,
+            "num_particles": num_particles, "batch_size": batch_size, "lr": float(lr),
+            "seed": seed, "kl_warmup_epochs": kl_warmup_epochs, "compile": bool(compile),
+            "mixed_precision": bool(mixed_precision)}
+
+
+def _probe_store_shapes(model, guide, batch: tuple, modules, device) -> dict:
+    """name -> shape of the Pyro parameters outside ``modules`` that one pass of the pair
+    creates or uses, found without changing the param store or any random state."""
+    store = pyro.get_param_store()
+    before = set(store.keys())
+    rng = pyro.util.get_rng_state()
+    cuda = [device] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=cuda), pyro.poutine.block():
+            trace_pair(model, guide, batch, {})
+        shapes = checkpoints.foreign_store_shapes(modules)
+    finally:
+        pyro.util.set_rng_state(rng)
+        for name in set(store.keys()) - before:
+            del store[name]
+    return shapes
+
+
+def _check_resumable(state: dict, path, epochs: int, current: dict) -> None:
+    """Refuse a checkpoint of another pair, other data or other settings, or of more epochs
+    than asked for; say what differs."""
+    saved = state.get("fingerprint")
+    if not isinstance(saved, dict) or "history" not in state:
+        raise checkpoints.CheckpointError(
+            f"checkpoint {path} has no fingerprint (written by an older version or another "
+            "program); delete it to start afresh")
+    # compare what ``current`` holds (its "pair" part may hold the modules only)
+    compared = {key: saved.get(key) for key in current}
+    if isinstance(compared.get("pair"), dict) and isinstance(current.get("pair"), dict):
+        compared["pair"] = {key: compared["pair"].get(key) for key in current["pair"]}
+    differences = checkpoints.describe_differences(compared, current)
+    if differences:
+        shown = "; ".join(differences[:8]) + (" ..." if len(differences) > 8 else "")
+        raise checkpoints.CheckpointError(
+            f"checkpoint {path} was written by another run, it differs in: {shown}. Resume "
+            "with the same pair, data and settings, or use another checkpoint path")
+    done = len(state["history"])
+    if done > epochs:
+        raise checkpoints.CheckpointError(
+            f"checkpoint {path} holds {done} epochs, more than epochs={epochs}; ask for "
+            f"epochs >= {done} to continue it or use another checkpoint path")
+
+
+def _check_finite_epoch(record: dict, step_losses: list, params, epoch: int, checkpoint) -> None:
+    """Stop when the epoch's loss, a step's loss, the validation ELBO or a parameter is NaN
+    or infinite, before anything of this epoch is saved."""
+    problem = None
+    if not math.isfinite(record["train_loss"]):  # then find the first bad step
+        values = [float(v) for v in step_losses]
+        bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+        problem = (f"the loss is {values[bad]} at step {bad + 1} of epoch {epoch}"
+                   if bad is not None else f"the loss is {record['train_loss']} in epoch {epoch}")
+    elif math.isnan(record.get("valid_elbo", 0.0)):
+        problem = f"the validation ELBO is NaN after epoch {epoch}"
+    else:
+        bad = [name for name, p in params if not bool(torch.isfinite(p).all())]
+        if bad:
+            problem = f"parameters {bad[:5]} hold NaN or infinite values after epoch {epoch}"
+    if problem is not None:
+        kept = (f"; the checkpoint {checkpoint} keeps epoch {epoch - 1}" if checkpoint is not None
+                else "")
+        raise FloatingPointError(f"training diverged: {problem}{kept}. Lower lr, check the "
+                                 "data and the model's parameter ranges")
 
 
 def _module_of(fn):
@@ -38,7 +178,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """``"auto"``/None picks CUDA when available, else CPU; anything else is used as given."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device, "
+                         f"got {device!r}") from error
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' was requested but torch sees no CUDA device")
     return device
@@ -84,6 +228,7 @@ class OneProcess:
         checkpoints.set_rng_state(state)
 
 
+@_holding_checkpoint_lock
 def fit(
     model: Callable,
     guide: Callable,
@@ -135,10 +280,15 @@ def fit(
             random draws come from torch's generator, which checkpoints save).
         valid_data: optional held-out data; its single-sample ELBO per datapoint is recorded
             every epoch, without gradients and without touching parameters.
-        checkpoint: file to write after every epoch (atomically): module and Pyro parameters,
-            optimizer and random-number states, history.
+        checkpoint: file to write after every epoch (atomically, with a CRC32): module and
+            Pyro parameters, optimizer and random-number states, history, and fingerprints of
+            the pair, the data and the settings. Its folder must be writable (checked before
+            training); one run at a time may use it (a lock file ``checkpoint + ".lock"``).
         resume: continue from ``checkpoint`` when it exists; the result equals that of an
-            uninterrupted run with the same seed.
+            uninterrupted run with the same seed. A checkpoint of another pair (parameter
+            names and shapes), other data (shape, dtype, a strided hash), other settings
+            (loss, num_particles, batch_size, lr, seed, kl_warmup_epochs, compile,
+            mixed_precision) or of more epochs than ``epochs`` is refused with what differs.
         callback: called with each epoch's record after it is appended (on every process
             when ``distributed``).
         distributed: data-parallel training over the default ``torch.distributed`` process
@@ -164,12 +314,21 @@ def fit(
             with ``pyro.plate("data", N, subsample=idx)`` in the model and guide).
 
     Pyro's validation (argument checks of distributions and models) runs on the first step
-    only, when it is enabled; the data are checked for NaN up front.
+    only, when it is enabled; the arguments, and the data for NaN/inf and empty sets, are
+    checked up front. A loss, validation ELBO or parameter that becomes NaN or infinite stops
+    the run with ``FloatingPointError`` naming the epoch (and step) before that epoch is
+    saved, so the checkpoint keeps the last finite epoch.
 
     Returns:
         one record per epoch: ``epoch``, ``train_loss`` (the objective minimized, nats per
         datapoint, averaged over the epoch), ``seconds``, and ``valid_elbo`` when asked.
     """
+    _check_arguments(model, guide, loss, num_particles, epochs, batch_size, lr, seed,
+                     kl_warmup_epochs, batch_transform, callback, checkpoint, resume)
+    tensors = _as_tensors(data, "data")
+    _check_data(tensors, "data")
+    if valid_data is not None:
+        _check_data(_as_tensors(valid_data, "valid_data"), "valid_data", like=tensors)
     device = resolve_device(device)
     if mixed_precision and compile:
         raise ValueError("mixed_precision=True does not combine with compile=True")
@@ -183,17 +342,12 @@ def fit(
         device = parallel.device
     else:
         parallel = OneProcess()
-    tensors = tuple(t.to(device) for t in _as_tensors(data))
-    check_finite_inputs(tensors, {})
+    tensors = tuple(t.to(device) for t in tensors)
     valid = tuple(t.to(device) for t in _as_tensors(valid_data)) if valid_data is not None else None
     modules = [m for m in {id(m): m for m in map(_module_of, (model, guide)) if m}.values()]
     for module in modules:
         module.to(device)
     num_data = tensors[0].shape[0]
-    if batch_size < 1 or epochs < 0:
-        raise ValueError(f"need batch_size >= 1 and epochs >= 0, got {batch_size}, {epochs}")
-    if resume and checkpoint is None:
-        raise ValueError("resume=True needs a checkpoint path")
     pyro.set_rng_seed(parallel.process_seed(seed))
     # the pair checked on a first minibatch (random state restored) before any step
     plan = plan_minibatches(model, guide, tensors, batch_size=batch_size, loss=loss,
@@ -212,8 +366,19 @@ def fit(
     else:
         parallel.attach(SVIStep(model, guide, optimizer, loss=loss, num_particles=num_particles))
     history = []
+    fingerprint = {"data": checkpoints.data_fingerprint(tensors),
+                   "valid_data": checkpoints.data_fingerprint(valid) if valid else None,
+                   "settings": _settings(loss, num_particles, batch_size, lr, seed,
+                                         kl_warmup_epochs, compile, mixed_precision)}
     if resume and Path(checkpoint).exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        state = checkpoints.load_checkpoint(checkpoint, map_location=device)
+        # modules first (no need to run the pair), then the param store (runs it once)
+        pair_print = checkpoints.params_fingerprint(modules, {})
+        _check_resumable(state, checkpoint, epochs, {
+            "pair": {"modules": pair_print["modules"]}, **fingerprint})
+        pair_print["param_store"] = _probe_store_shapes(
+            model, guide, tuple(t[:batch_size] for t in tensors), modules, device)
+        _check_resumable(state, checkpoint, epochs, {"pair": pair_print, **fingerprint})
         for module, module_state in zip(modules, state["modules"]):
             module.load_state_dict(module_state)
         pyro.get_param_store().set_state(state["param_store"])
@@ -230,7 +395,7 @@ def fit(
         order = (torch.randperm(num_data, generator=shuffler) if shuffle
                  else torch.arange(num_data)).to(device)
         beta = min(1.0, epoch / kl_warmup_epochs) if kl_warmup_epochs else 1.0
-        total = 0.0
+        total, step_losses = 0.0, []
         with scale_latents(beta):
             for begin in range(0, num_data, batch_size):
                 index = order[begin:begin + batch_size]
@@ -242,8 +407,10 @@ def fit(
                 with pyro.validation_enabled(validate and not validated), torch.autocast(
                         device.type, dtype=torch.bfloat16, enabled=mixed_precision):
                     # a model that scales its own plate gets factor 1 (num_data == size)
-                    total += parallel.step(batch, num_data if not plan.model_scales
-                                           else len(index), len(index))
+                    step_loss = parallel.step(batch, num_data if not plan.model_scales
+                                              else len(index), len(index))
+                total += step_loss
+                step_losses.append(step_loss)
                 validated = True
         # the epoch's one read of the step losses (tensors on the device, or floats)
         record = {"epoch": epoch + 1,
@@ -253,6 +420,7 @@ def fit(
         if valid is not None:
             record["valid_elbo"] = parallel.valid_elbo(model, guide, valid)
         record["seconds"] = time.perf_counter() - start
+        _check_finite_epoch(record, step_losses, _named_params(modules), epoch + 1, checkpoint)
         history.append(record)
         bar.set_postfix(loss=f"{record['train_loss']:.3f}")
         if checkpoint is not None:
@@ -263,10 +431,20 @@ def fit(
                 "shuffler": shuffler.get_state(),
                 "rng": rng,
                 "history": history,
+                "fingerprint": {"pair": checkpoints.params_fingerprint(
+                    modules, checkpoints.foreign_store_shapes(modules)), **fingerprint},
             })
         if callback is not None:
             callback(record)
     return history
+
+
+def _named_params(modules) -> list[tuple[str, torch.Tensor]]:
+    """Module parameters and the Pyro parameters outside them, by name."""
+    named = [(f"{type(m).__name__}.{n}", p) for m in modules for n, p in m.named_parameters()]
+    owned = {id(p) for _, p in named}
+    return named + [(n, p) for n, p in pyro.get_param_store().named_parameters()
+                    if id(p) not in owned]
 
 
 def _num_batches(num_data: int, batch_size: int) -> int:

@@ -40,6 +40,7 @@ from pyro.poutine.scale_messenger import ScaleMessenger
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import Independent, Normal, kl_divergence
 
+from ..checks import check_number, check_pair_arguments
 from .objectives import make_loss
 
 LEAN_LOSSES = ("elbo", "meanfield")
@@ -216,6 +217,7 @@ class Adam:
     """
 
     def __init__(self, lr: float = 1e-3, fused: bool | None = None):
+        check_number(lr, "lr", minimum=0.0)
         self.lr = lr
         self.fused = fused
         self.optimizer: torch.optim.Adam | None = None
@@ -301,6 +303,7 @@ class SVIStep:
 
     def __init__(self, model: Callable, guide: Callable, optim=None, loss: str = "elbo",
                  num_particles: int = 1, lean: bool = True):
+        check_pair_arguments(model, guide, num_particles)
         self.model, self.guide = model, guide
         self.optim = optim if optim is not None else Adam()
         self.loss_name = loss

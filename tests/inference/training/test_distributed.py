@@ -25,6 +25,8 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.nn import PyroModule, pyro_method
 from torch.distributions import constraints
 
+from inference.training.checkpoints import load_checkpoint
+
 ROOT = Path(__file__).resolve().parents[3]
 NUM_DATA, DATA_DIM, LATENT_DIM = 11, 3, 2
 FIT = dict(epochs=2, batch_size=5, lr=0.05, seed=3, progress=False)  # batches 5, 5, 1
@@ -174,7 +176,7 @@ def test_distributed_fit_equals_single_process_fit(two_process_results, tmp_path
                 assert abs(ours[key] - theirs[key]) < TOLERANCE * abs(theirs[key]), (key, rank)
         # resuming the distributed run after one epoch gives the uninterrupted result
         assert_same(results["resumed"][1], params, f"resumed fit, rank {rank}")
-    state = torch.load(out / "fit.pt", weights_only=False)
+    state = load_checkpoint(out / "fit.pt")
     assert state["rng"]["world_size"] == 2 and len(state["rng"]["ranks"]) == 2
     assert not list(out.glob("*.partial")), "checkpoints are written atomically"
 

@@ -1,0 +1,137 @@
+"""Resume only from a checkpoint of this pair, these data and these settings; say what differs.
+
+Before issue 14 each of these was accepted silently (another model's checkpoint, more epochs,
+other data) or failed with ``OSError: Invalid argument`` / ``UnpicklingError`` and no path.
+"""
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from inference import fit
+from inference.training.checkpoints import CheckpointError
+from ppl_models import LinearGaussian
+
+
+def _run(model, x, path, epochs=2, resume=False, **kwargs):
+    return fit(model.model, model.guide, x, epochs=epochs, batch_size=32, seed=4,
+               checkpoint=path, resume=resume, progress=False, **kwargs)
+
+
+@pytest.fixture
+def written(pair, tmp_path):
+    """A checkpoint of two epochs of ``pair``."""
+    model, x = pair
+    path = tmp_path / "run.pt"
+    _run(model, x, path)
+    return path, x
+
+
+def test_checkpoint_of_another_model(written):
+    path, x = written
+    other = LinearGaussian(data_dim=3, latent_dim=2, seed=0)
+    with pytest.raises(CheckpointError, match=r"differs in: pair\.modules.*\[3, 1\].*\[3, 2\]"):
+        _run(other, x, path, epochs=3, resume=True)
+
+
+def _param_pair(name, size):
+    def model(x):
+        loc = pyro.param(name, torch.zeros(size))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(loc.sum(), 1.0), obs=x)
+
+    def guide(x):
+        pass
+
+    return model, guide
+
+
+def test_param_store_pair_of_another_shape(tmp_path):
+    # pure pyro.param pairs (no nn.Module): found by running the pair once before loading
+    x = torch.randn(20)
+    path = tmp_path / "run.pt"
+    model, guide = _param_pair("loc", 2)
+    fit(model, guide, x, epochs=1, checkpoint=path, progress=False)
+    pyro.clear_param_store()
+    model, guide = _param_pair("loc", 3)
+    with pytest.raises(CheckpointError, match=r"pair\.param_store\.loc: \[2\].*\[3\]"):
+        fit(model, guide, x, epochs=2, checkpoint=path, resume=True, progress=False)
+    assert "loc" not in pyro.get_param_store(), "the check must not leave parameters behind"
+    pyro.clear_param_store()
+    model, guide = _param_pair("scale", 2)
+    with pytest.raises(CheckpointError, match=r"param_store\.loc.*absent now"):
+        fit(model, guide, x, epochs=2, checkpoint=path, resume=True, progress=False)
+
+
+def test_more_epochs_than_asked(pair, written):
+    path, x = written
+    with pytest.raises(CheckpointError, match="holds 2 epochs, more than epochs=1"):
+        _run(pair[0], x, path, epochs=1, resume=True)
+
+
+def test_other_data(pair, written):
+    path, x = written
+    changed = x.clone()
+    changed[0, 0] += 1.0
+    with pytest.raises(CheckpointError, match=r"data\[0\]\.hash"):
+        _run(pair[0], changed, path, epochs=3, resume=True)
+    with pytest.raises(CheckpointError, match=r"data\[0\]\.shape"):
+        _run(pair[0], x[:60], path, epochs=3, resume=True)
+    with pytest.raises(CheckpointError, match=r"data\[0\]\.dtype"):
+        _run(pair[0].double(), x.double(), path, epochs=3, resume=True)
+
+
+@pytest.mark.parametrize("setting,value", [("lr", 0.5), ("loss", "meanfield"),
+                                           ("kl_warmup_epochs", 2), ("num_particles", 2)])
+def test_other_settings(pair, written, setting, value):
+    path, x = written
+    with pytest.raises(CheckpointError, match=rf"settings\.{setting}: .* in the checkpoint"):
+        _run(pair[0], x, path, epochs=3, resume=True, **{setting: value})
+
+
+def test_other_batch_size_and_seed(pair, written):
+    path, x = written
+    model = pair[0]
+    with pytest.raises(CheckpointError, match=r"settings\.batch_size.*settings\.seed"):
+        fit(model.model, model.guide, x, epochs=3, batch_size=16, seed=5, checkpoint=path,
+            resume=True, progress=False)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "flipped byte", "empty",
+                                    "plain torch.save", "trailing bytes"])
+def test_damaged_checkpoint_is_named(pair, written, damage):
+    path, x = written
+    data = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"\x93NUMPY" + bytes(range(256)) * 10)
+    elif damage == "flipped byte":
+        path.write_bytes(data[:500] + bytes([data[500] ^ 0x10]) + data[501:])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "plain torch.save":
+        torch.save({"history": []}, path)
+    else:
+        path.write_bytes(data + b"\0")
+    with pytest.raises(CheckpointError, match=str(path)):
+        _run(pair[0], x, path, epochs=3, resume=True)
+
+
+def test_resume_after_check_equals_uninterrupted(tmp_path):
+    # The fingerprint check runs the pair once; it must not move any random state.
+    def train(epochs, resume, path):
+        pyro.clear_param_store()
+        model = LinearGaussian(data_dim=3, latent_dim=1, seed=0)
+        x = LinearGaussian(data_dim=3, latent_dim=1, seed=9).simulate(96, seed=1).detach()
+        history = _run(model, x, path, epochs=epochs, resume=resume)
+        return model, history
+
+    straight, straight_history = train(4, False, tmp_path / "a.pt")
+    train(2, False, tmp_path / "b.pt")
+    resumed, resumed_history = train(4, True, tmp_path / "b.pt")
+    for key, value in straight.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+    assert [r["train_loss"] for r in resumed_history] == \
+        [r["train_loss"] for r in straight_history]
