@@ -348,6 +348,20 @@ def fit(
     for module in modules:
         module.to(device)
     num_data = tensors[0].shape[0]
+    fingerprint = {"data": checkpoints.data_fingerprint(tensors),
+                   "valid_data": checkpoints.data_fingerprint(valid) if valid else None,
+                   "settings": _settings(loss, num_particles, batch_size, lr, seed,
+                                         kl_warmup_epochs, compile, mixed_precision)}
+    state = None
+    if resume and Path(checkpoint).exists():
+        state = checkpoints.load_checkpoint(checkpoint, map_location=device)
+        # modules first, before anything runs the pair; the param store's shapes below
+        pair_print = checkpoints.params_fingerprint(modules, {})
+        _check_resumable(state, checkpoint, epochs, {
+            "pair": {"modules": pair_print["modules"]}, **fingerprint})
+        pair_print["param_store"] = _probe_store_shapes(
+            model, guide, tuple(t[:batch_size] for t in tensors), modules, device)
+        _check_resumable(state, checkpoint, epochs, {"pair": pair_print, **fingerprint})
     pyro.set_rng_seed(parallel.process_seed(seed))
     # the pair checked on a first minibatch (random state restored) before any step
     plan = plan_minibatches(model, guide, tensors, batch_size=batch_size, loss=loss,
@@ -366,19 +380,7 @@ def fit(
     else:
         parallel.attach(SVIStep(model, guide, optimizer, loss=loss, num_particles=num_particles))
     history = []
-    fingerprint = {"data": checkpoints.data_fingerprint(tensors),
-                   "valid_data": checkpoints.data_fingerprint(valid) if valid else None,
-                   "settings": _settings(loss, num_particles, batch_size, lr, seed,
-                                         kl_warmup_epochs, compile, mixed_precision)}
-    if resume and Path(checkpoint).exists():
-        state = checkpoints.load_checkpoint(checkpoint, map_location=device)
-        # modules first (no need to run the pair), then the param store (runs it once)
-        pair_print = checkpoints.params_fingerprint(modules, {})
-        _check_resumable(state, checkpoint, epochs, {
-            "pair": {"modules": pair_print["modules"]}, **fingerprint})
-        pair_print["param_store"] = _probe_store_shapes(
-            model, guide, tuple(t[:batch_size] for t in tensors), modules, device)
-        _check_resumable(state, checkpoint, epochs, {"pair": pair_print, **fingerprint})
+    if state is not None:
         for module, module_state in zip(modules, state["modules"]):
             module.load_state_dict(module_state)
         pyro.get_param_store().set_state(state["param_store"])
