@@ -4,7 +4,7 @@ Trains on the same binarized images (a) the plain VAE (MLP decoder, factorized p
 (b) the unconditional PixelCNN (exact likelihood), and the PixelVAE (a PixelCNN decoder
 conditioned on z) three ways: (c) the plain ELBO, (d) the ELBO with KL warm-up
 (``fit``'s ``kl_warmup_epochs``), (e) the free-bits ELBO of Kingma et al. 2016
-(``inference.free_bits.FreeBitsELBO``, lambda nats per latent dimension). It reports one
+(``inference.training.free_bits.FreeBitsELBO``, lambda nats per latent dimension). It reports one
 table on the test split: ELBO and IWAE_K (nats per image, the PixelCNN's exact log p(x) in
 their place), bits/dim of the tightest number, KL(q(z | x) || p(z)) (the rate), the
 reconstruction term E_q[log p(x | z)], and the active units (Burda et al. 2015): a

@@ -6,7 +6,7 @@ images redrawn every minibatch with ``--binarization dynamic``, the default, whi
 validation and test images are the one static draw the VAE examples use) or on the 256 levels
 (``categorical256``, ``logistic-mixture``), optionally conditioned on the class
 (``--class-conditional``), keeping the epoch with the best exact validation NLL
-(:class:`inference.early_stopping.KeepBest`; ``--last-epoch`` keeps the last). Reports the
+(:class:`inference.training.early_stopping.KeepBest`; ``--last-epoch`` keeps the last). Reports the
 exact test NLL in nats per image and bits/dim (no bound: the likelihood of an autoregressive
 model is a product of normalized conditionals), draws samples, completes the bottom half of
 test images given the top half (several completions per image), draws one row of samples per

@@ -49,7 +49,7 @@ def assert_close_statistically(cpu: torch.Tensor, gpu: torch.Tensor, what: str) 
 
 
 def test_fit_on_cuda_reaches_the_exact_maximum_likelihood(device):
-    # as tests/inference/test_training.py on the CPU: the guide family holds the exact
+    # as tests/inference/training/test_training.py on the CPU: the guide family holds the exact
     # posterior, so the ELBO's maximum is the likelihood's; 0.05 nats allows for SGD noise.
     truth = LinearGaussian(data_dim=5, latent_dim=2, noise_scale=0.3, seed=3)
     x = truth.simulate(1000, seed=4).detach()
@@ -133,7 +133,7 @@ def test_fully_observed_models_on_cuda(device):
 
 def test_mixed_precision_fit_on_cuda(device):
     # bfloat16 networks on the GPU: parameters and log densities stay float32, and training
-    # lowers the loss as in full precision (tests/inference/test_mixed_precision.py on the CPU).
+    # lowers the loss as in full precision (tests/inference/training/test_mixed_precision.py on the CPU).
     if not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bfloat16 support")
     torch.manual_seed(0)
