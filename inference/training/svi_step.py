@@ -254,7 +254,7 @@ class ImportanceScorer(_ParamCapture):
         batch_dims = value.dim() - event_dims
         particle_dim = batch_dims - self.nesting
         data_dim = batch_dims + self._frame(guide_msg).dim
-        if particle_dim < 0 or value.shape[particle_dim] == 1:
+        if particle_dim < 0:
             raise ValueError(f"guide site '{guide_msg['name']}' has no particle dimension")
         shape = [1] * value.dim()
         out = value.view_as(value)
@@ -542,7 +542,7 @@ class SVIStep:
         capture = _ParamCapture()
         with capture:
             loss = self.objective.loss_and_grads(self.model, self.guide, *args, **kwargs)
-        return torch.as_tensor(float(loss)), unique_tensors(capture.params)
+        return torch.tensor(float(loss), dtype=torch.float64), unique_tensors(capture.params)
 
     def _choose_weighted_path(self, args, kwargs) -> bool:
         """Whether IWAE/DReG can take :class:`ImportanceScorer`'s path (and remember the
