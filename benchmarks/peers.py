@@ -314,12 +314,12 @@ def load_images(args):
     return (torch.rand(n, 1, 28, 28, generator=generator) < 0.3).float()
 
 
-def time_blocks(steps: dict, block: int, repeats: int) -> dict:
+def time_blocks(steps: dict, block: int, repeats: int, warmup: int = 2) -> dict:
     """Seconds per call of every side, one list per side, blocks rotating."""
     names = list(steps)
     seconds = {name: [] for name in names}
     for name in names:  # warm-up: compilation, first-step checks, allocator
-        for _ in range(2):
+        for _ in range(warmup):
             steps[name]()
     for repeat in range(repeats):
         order = names[repeat % len(names):] + names[:repeat % len(names)]
@@ -335,7 +335,7 @@ def main(args: argparse.Namespace) -> dict:
     if args.quick:
         args.hidden, args.latent_dim, args.batch_size = 32, 4, 16
         args.num_particles, args.evidence_k, args.chunk_size, args.images = 3, 40, 20, 2
-        args.steps, args.repeats, args.evidence_repeats = 1, 2, 1
+        args.steps, args.repeats, args.evidence_repeats = 1, 1, 1
     flags = (f"--xla_cpu_multi_thread_eigen={'true' if args.threads > 1 else 'false'} "
              f"intra_op_parallelism_threads={args.threads}")
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
@@ -369,7 +369,7 @@ def main(args: argparse.Namespace) -> dict:
         load_before = os.getloadavg()
         block, repeats = ((1, args.evidence_repeats) if objective == "evidence"
                           else (args.steps, args.repeats))
-        seconds = time_blocks(steps, block, repeats)
+        seconds = time_blocks(steps, block, repeats, warmup=1 if args.quick else 2)
         per = args.images if objective == "evidence" else 1
         ratios = {name: None for name in SIDES}
         ratios.update({name: statistics.median(s / h for s, h in zip(values,
