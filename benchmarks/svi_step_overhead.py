@@ -18,12 +18,20 @@ from logits, batch 256, Adam 1e-3, 28x28 images) with ``Trace_ELBO`` (``loss="el
   :class:`inference.compiled_step.CompiledSVIStep` (the same loss and gradients, tested in
   ``tests/inference/test_compiled_step.py``).
 
+``--losses iwae dreg --num-particles K`` times the importance-weighted steps the same way:
+``ours`` is :class:`inference.svi_step.SVIStep`'s weighted lean path, ``pyro_svi`` stock SVI
+driving :class:`inference.IWAELoss`/:class:`inference.DReGLoss`, and the hand-written sides
+:func:`hand_written_weighted_loss`.
+
 Before timing, the script asserts that ours and the hand-written step give the same loss and
 gradients on the same draws. Sides alternate in blocks of ``--steps`` steps (the order
 rotating every repetition) so that load drifts hit all alike; reported are medians over
 ``--repeats`` blocks of the per-block ratio to ``hand_eager``.
 
     python benchmarks/svi_step_overhead.py  # -> benchmarks/results/svi_step_overhead.json
+    python benchmarks/svi_step_overhead.py --losses iwae dreg --num-particles 5 \
+        --sides hand_eager hand_eager_fused ours pyro_svi \
+        --out benchmarks/results/iwae_dreg_step_k5.json
 """
 
 from __future__ import annotations
