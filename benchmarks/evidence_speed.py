@@ -39,7 +39,7 @@ import torch
 from pyro.infer import RenyiELBO
 from torch.nn import functional as F
 
-from inference import iwae_bound
+from inference import iwae_bound, resolve_device
 from ppl_models.vae import VAE
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))  # for scaffold

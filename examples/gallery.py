@@ -84,7 +84,6 @@ from ppl_models import (  # noqa: E402
     write_wav,
 )
 from scaffold.flags import (  # noqa: E402
-    nonnegative_float,
     nonnegative_int,
     positive_float,
     positive_int,

@@ -39,7 +39,6 @@ import torch  # noqa: E402
 from inference import fit  # noqa: E402
 from scaffold.plots import save_figure  # noqa: E402
 from scaffold.flags import (  # noqa: E402
-    nonnegative_float,
     numbers,
     positive_float,
     positive_int,

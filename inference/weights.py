@@ -12,7 +12,6 @@ them, unlike ``pyro.infer.RenyiELBO``, which mixes the scale into its log-sum-ex
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable
 
 import pyro

@@ -14,18 +14,20 @@ import torch
 
 from inference import resolve_device
 
+from .threads import configure_threads
+
 
 def start_run(args: argparse.Namespace) -> tuple[Path, torch.device, float]:
     """Set up a run from the common flags of :func:`scaffold.flags.script_parser`.
 
-    Sets torch's CPU threads (``args.threads``, when given and non-zero), seeds Pyro and torch
+    Sets torch's CPU threads (``args.threads`` when given, else as many as the load average
+    leaves idle: :func:`scaffold.threads.configure_threads`), seeds Pyro and torch
     with ``args.seed``, creates ``args.out_dir`` and resolves ``args.device``.
 
     Returns:
         ``(out_dir, device, start)`` with ``start`` from :func:`time.perf_counter`.
     """
-    if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
+    configure_threads(getattr(args, "threads", None))
     start = time.perf_counter()
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -9,10 +9,16 @@ operations from ``(parameters, batch)`` to ``(loss, gradients)``, the random dra
 ``torch._inductor.config.fallback_random`` set while compiling, the draws are those of the
 eager step, so loss and gradients equal the eager ones up to float rounding.
 
+The importance-weighted objectives ``"iwae"`` and ``"dreg"`` with K particles are traced the
+same way from :class:`inference.svi_step.ImportanceScorer` (the per-datapoint log weights of
+K vectorized particles; DReG's weighted latent gradients are tensor hooks, which the trace
+records as ordinary multiplications).
+
 Requirements (checked, ``ValueError`` otherwise): ``model`` and ``guide`` are methods of one
 ``torch.nn.Module`` that owns every parameter they use (as every model in
-:mod:`ppl_models`), and the pair suits the lean path (single-particle ``"elbo"`` or
-``"meanfield"``, reparameterized guide). The pair's Python control flow is frozen at tracing:
+:mod:`ppl_models`), and the pair suits the lean path (``"elbo"`` or ``"meanfield"`` with one
+particle, or ``"iwae"``/``"dreg"`` with any number, and a guide that reparameterizes exactly
+the model's latents; for ``"dreg"`` no parameter shared by model and guide). The pair's Python control flow is frozen at tracing:
 it must not depend on the values of the data or of the draws.
 """
 
@@ -28,7 +34,17 @@ from torch.nn.utils.stateless import _reparametrize_module
 
 from ..checks import check_pair_arguments
 from .objectives import make_loss
-from .svi_step import LEAN_LOSSES, Adam, lean_eligible, unique_tensors, score_pair
+from .svi_step import (
+    LEAN_LOSSES,
+    WEIGHTED_LOSSES,
+    Adam,
+    importance_loss,
+    lean_eligible,
+    score_pair,
+    score_weights,
+    unique_tensors,
+    weights_eligible,
+)
 
 # torch.compile backend; "eager" replays the traced graph uncompiled (tests, debugging).
 DEFAULT_BACKEND = "inductor"
@@ -47,7 +63,8 @@ class CompiledSVIStep:
     Args:
         model, guide: bound methods of one ``nn.Module`` that owns all their parameters.
         optim: :class:`inference.svi_step.Adam` (default lr 1e-3).
-        loss: ``"elbo"`` or ``"meanfield"``.
+        loss: ``"elbo"``, ``"meanfield"``, ``"iwae"`` or ``"dreg"``.
+        num_particles: K of ``"iwae"``/``"dreg"`` (1 for the ELBOs).
         backend: ``torch.compile`` backend (None: :data:`DEFAULT_BACKEND`, ``"inductor"``;
             ``"eager"`` only replays the traced graph).
 
@@ -56,14 +73,20 @@ class CompiledSVIStep:
     """
 
     def __init__(self, model: Callable, guide: Callable, optim=None, loss: str = "elbo",
-                 backend: str | None = None):
-        check_pair_arguments(model, guide)
+                 backend: str | None = None, num_particles: int = 1):
+        check_pair_arguments(model, guide, num_particles)
         owner = getattr(model, "__self__", None)
         if not isinstance(owner, torch.nn.Module) or getattr(guide, "__self__", None) is not owner:
             raise ValueError("compiled steps need model and guide to be methods of one "
                              "torch.nn.Module (e.g. a PyroModule with pyro_method)")
-        if loss not in LEAN_LOSSES:
-            raise ValueError(f"compiled steps support the losses {LEAN_LOSSES}, got {loss!r}")
+        if loss not in LEAN_LOSSES + WEIGHTED_LOSSES:
+            raise ValueError(f"compiled steps support the losses "
+                             f"{LEAN_LOSSES + WEIGHTED_LOSSES}, got {loss!r}")
+        if loss in LEAN_LOSSES and num_particles != 1:
+            raise ValueError(f"compiled {loss!r} steps take one particle, got "
+                             f"num_particles={num_particles} (use 'iwae' or 'dreg' for K > 1)")
+        self.num_particles = num_particles
+        self._nesting: int | None = None  # plate nesting + 1 (weighted losses)
         self.model, self.guide, self.module = model, guide, owner
         self.optim = optim if optim is not None else Adam()
         self.loss_name, self.backend = loss, backend or DEFAULT_BACKEND
@@ -74,12 +97,23 @@ class CompiledSVIStep:
         return [(n, p) for n, p in self.module.named_parameters() if p.requires_grad]
 
     def _check(self, args, kwargs) -> None:
-        if not lean_eligible(make_loss(self.loss_name), self.model, self.guide, args, kwargs):
+        if self.loss_name in WEIGHTED_LOSSES:
+            self._nesting = weights_eligible(self.model, self.guide, args, kwargs)
+            eligible = self._nesting is not None
+        else:
+            eligible = lean_eligible(make_loss(self.loss_name), self.model, self.guide, args,
+                                     kwargs)
+        if not eligible:
             raise ValueError("compiled steps need a guide that reparameterizes exactly the "
                              "model's latent sites (use fit without compile)")
         owned = {id(p) for _, p in self._named_params()}
         with pyro.poutine.block(), torch.no_grad(), torch.random.fork_rng():
-            scorer = score_pair(self.model, self.guide, args, kwargs, analytic_kl=False)
+            scorer = self._score(args, kwargs)
+        if self.loss_name == "dreg":
+            guide_ids = {id(p) for p in scorer.params[:scorer.num_guide_params]}
+            if any(id(p) in guide_ids for p in scorer.params[scorer.num_guide_params:]):
+                raise ValueError("compiled 'dreg' steps need model and guide to use "
+                                 "separate parameters (use fit without compile)")
         foreign = [p for p in unique_tensors(scorer.params) if id(p) not in owned and p.requires_grad]
         if foreign:
             raise ValueError(f"{len(foreign)} parameter(s) of the pair are not owned by "
@@ -87,12 +121,22 @@ class CompiledSVIStep:
                              "compiled steps optimize the module's parameters only")
         self._checked = True
 
+    def _score(self, args, kwargs):
+        """The eager scorer of one step (``.params``: parameters touched)."""
+        if self.loss_name in WEIGHTED_LOSSES:
+            return score_weights(self.model, self.guide, args, kwargs, self.num_particles,
+                                 self._nesting, dreg=self.loss_name == "dreg")
+        return score_pair(self.model, self.guide, args, kwargs, self.loss_name == "meanfield")
+
     def _loss_and_grads(self, params, args, kwargs):
         names = [n for n, _ in self._named_params()]
         with _reparametrize_module(self.module, dict(zip(names, params))):
-            loss = -score_pair(self.model, self.guide, args, kwargs,
-                               self.loss_name == "meanfield").elbo
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
+            scorer = self._score(args, kwargs)
+            if self.loss_name in WEIGHTED_LOSSES:
+                surrogate, loss = importance_loss(scorer)
+            else:
+                surrogate = loss = -scorer.elbo
+        grads = torch.autograd.grad(surrogate, params, allow_unused=True)
         grads = tuple(torch.zeros_like(p) if g is None else g for p, g in zip(params, grads))
         return loss.detach(), grads
 

@@ -294,12 +294,13 @@ def fit(
         distributed: data-parallel training over the default ``torch.distributed`` process
             group, created from ``torchrun``'s environment when needed: ``batch_size`` is
             the global batch, split across processes, each on its own device (see
-            :mod:`inference.distributed`). The result equals single-process training on the
+            :mod:`inference.training.distributed`). The result equals single-process training on the
             same batches up to the random draws and float rounding.
         compile: trace the step once per batch shape and compile it with ``torch.compile``
-            (:class:`inference.compiled_step.CompiledSVIStep`): ``"elbo"``/``"meanfield"``
-            pairs whose model and guide are methods of one module owning their parameters;
-            the same losses and gradients as the default step, faster once compiled.
+            (:class:`inference.training.compiled_step.CompiledSVIStep`): ``"elbo"``,
+            ``"meanfield"``, and ``"iwae"``/``"dreg"`` with K = ``num_particles``, for pairs
+            whose model and guide are methods of one module owning their parameters; the same
+            losses and gradients as the default step, faster once compiled.
         mixed_precision: run each step under ``torch.autocast`` with bfloat16, so that the
             networks' matrix products and convolutions run in bfloat16 while parameters,
             gradients, the optimizer and (for the models of :mod:`ppl_models`, whose networks
@@ -372,11 +373,12 @@ def fit(
     # (docs/performance.md: the same loss and gradients at less overhead per step).
     optimizer = Adam(lr)
     if compile:
-        if distributed or num_particles != 1:
-            raise ValueError("compile=True needs one process and num_particles=1")
+        if distributed:
+            raise ValueError("compile=True needs one process (distributed=False)")
         from .compiled_step import CompiledSVIStep
 
-        parallel.attach(CompiledSVIStep(model, guide, optimizer, loss=loss))
+        parallel.attach(CompiledSVIStep(model, guide, optimizer, loss=loss,
+                                        num_particles=num_particles))
     else:
         parallel.attach(SVIStep(model, guide, optimizer, loss=loss, num_particles=num_particles))
     history = []

@@ -16,8 +16,11 @@ its standard-normal noise, which gives ``log q`` and its gradient with fewer ope
 Before the first step, Pyro's own tracing of the objective runs once (with its checks of
 site shapes and model/guide match when Pyro's validation is enabled) and tells whether the
 pair suits the lean path: single-particle ``"elbo"``/``"meanfield"`` and every latent site
-of the guide reparameterized and not enumerated. Other pairs and the importance-weighted
-objectives use Pyro's objective on every step (still with the single optimizer).
+of the guide reparameterized and not enumerated. ``"iwae"`` and ``"dreg"`` with K particles
+have their own lean path on such pairs (:class:`ImportanceScorer`: the per-datapoint log
+weights scored as sampled, one backward, DReG's two surrogates folded into one by weighting
+the latents' gradient). Other pairs use Pyro's objective (or :class:`inference.IWAELoss` /
+:class:`inference.DReGLoss`) on every step, still with the single optimizer.
 
 References:
     [1] Kingma, Welling (2014), Auto-Encoding Variational Bayes.
@@ -41,9 +44,18 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions import Independent, Normal, kl_divergence
 
 from ..checks import check_number, check_pair_arguments
-from .objectives import make_loss
+from ..weights import (
+    PARTICLE_PLATE,
+    data_frame,
+    inspect_pair,
+    log_mean_exp,
+    per_datapoint,
+    trace_pair,
+)
+from .objectives import detach_parameters, make_loss
 
 LEAN_LOSSES = ("elbo", "meanfield")
+WEIGHTED_LOSSES = ("iwae", "dreg")  # lean path with K vectorized particles (ImportanceScorer)
 HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
 # Handlers that never give a sample site its value (plates, scales, masks); others may, e.g.
 # replay or condition. Our own such handlers say so with a ``value_neutral = True`` attribute.
@@ -180,6 +192,181 @@ def score_pair(model, guide, args, kwargs, analytic_kl: bool) -> _ScoreAsSampled
     return scorer
 
 
+class ImportanceScorer(_ParamCapture):
+    """Per-datapoint log importance weights of K vectorized particles, scored as sampled.
+
+    The importance-weighted counterpart of :class:`_ScoreAsSampled`, run by
+    :func:`score_weights` with a particle plate around guide and model. Guide pass: record
+    each latent site. Model pass: replay the guide's value at latent sites and add the
+    *unscaled* ``log p`` of every site and ``log q`` of the latent ones, summed per particle
+    and datapoint (:func:`inference.weights.per_datapoint`): the quantities of
+    :func:`inference.weights.vectorized_log_weights` without building traces.
+
+    ``log q`` of a Normal guide site's own draw is scored from its standard-normal noise (same
+    value and gradient, see :func:`_drawn_normal_log_density`). With ``dreg``, ``log q`` is
+    scored with the guide's parameters detached, on a copy of the value whose gradient is
+    multiplied by the normalized weights ``w~`` (:attr:`weights`, set before the backward):
+    one backward of ``sum w~ log w`` then gives the model parameters the IWAE gradient and
+    the guide parameters Tucker et al.'s ``sum w~^2 d log w / dz dz / dphi``.
+
+    Attributes (after a run): ``log_p``, ``log_q``: ``[K or 1, batch]`` (or 0.0);
+    ``scale``: the first data-plate model site's scale (as
+    :func:`inference.weights.data_plate_scale`); ``params`` (the guide's first
+    ``num_guide_params`` of them).
+    """
+
+    def __init__(self, nesting: int, dreg: bool = False):
+        super().__init__()
+        self.nesting, self.dreg = nesting, dreg
+        self.guide_sites: dict[str, dict] = {}
+        self.own_draws: set[str] = set()
+        self.in_model = False
+        self.log_p: torch.Tensor | float = 0.0
+        self.log_q: torch.Tensor | float = 0.0
+        self.scale = None
+        self.batch_size: int | None = None
+        self.num_guide_params = 0  # params[:num_guide_params] were met in the guide
+        self.weights: torch.Tensor | None = None  # [K, batch], DReG's w~ for the backward
+
+    def _pyro_sample(self, msg) -> None:
+        if not self.in_model:
+            if (not msg["is_observed"] and msg["value"] is None
+                    and all(frame is self or isinstance(frame, _VALUE_NEUTRAL)
+                            or getattr(frame, "value_neutral", False) for frame in _PYRO_STACK)):
+                self.own_draws.add(msg["name"])
+            return
+        if not msg["is_observed"]:
+            guide_msg = self.guide_sites.get(msg["name"])
+            if guide_msg is None:
+                if site_is_subsample(msg):
+                    return
+                raise RuntimeError(f"model site '{msg['name']}' is not sampled by the guide")
+            value = guide_msg["value"]
+            if self.dreg and value.requires_grad:
+                value = self._weighted_gradient(value, guide_msg)
+                guide_msg["dreg_value"] = value
+            msg["value"] = value
+            msg["done"] = True
+
+    def _weighted_gradient(self, value: torch.Tensor, guide_msg) -> torch.Tensor:
+        """``value`` unchanged, with its gradient multiplied by ``w~`` of its particle and
+        datapoint. ``value: [*batch, *event]``, plates right-aligned in ``batch``."""
+        event_dims = len(guide_msg["fn"].event_shape)
+        batch_dims = value.dim() - event_dims
+        particle_dim = batch_dims - self.nesting
+        data_dim = batch_dims + self._frame(guide_msg).dim
+        if particle_dim < 0:
+            raise ValueError(f"guide site '{guide_msg['name']}' has no particle dimension")
+        shape = [1] * value.dim()
+        out = value.view_as(value)
+
+        def hook(grad, shape=shape):
+            shape[particle_dim], shape[data_dim] = self.weights.shape
+            return grad * self.weights.reshape(shape)
+
+        out.register_hook(hook)
+        return out
+
+    def _frame(self, msg):
+        frame = data_frame(msg)
+        if frame is None:
+            raise ValueError(f"site '{msg['name']}' is not inside the 'data' plate")
+        return frame
+
+    def _per_datapoint(self, log_p: torch.Tensor, msg) -> torch.Tensor:
+        size = self._frame(msg).size
+        if self.batch_size is None:
+            self.batch_size = size
+        elif size != self.batch_size:
+            raise ValueError(f"site '{msg['name']}' has a 'data' plate of size {size}, "
+                             f"others {self.batch_size}")
+        return per_datapoint(log_p, msg, self.nesting, size)
+
+    def _pyro_post_sample(self, msg) -> None:
+        if site_is_subsample(msg):
+            return
+        if not self.in_model:
+            if not msg["is_observed"]:
+                self.guide_sites[msg["name"]] = msg
+            return
+        if self.scale is None:
+            self._frame(msg)
+            self.scale = msg["scale"]
+        self.log_p = self.log_p + self._per_datapoint(msg["fn"].log_prob(msg["value"]), msg)
+        if msg["is_observed"]:
+            return
+        guide_msg = self.guide_sites[msg["name"]]
+        fn, value = guide_msg["fn"], guide_msg["value"]
+        if self.dreg:
+            log_q = detach_parameters(fn).log_prob(guide_msg.get("dreg_value", value))
+        elif msg["name"] in self.own_draws and _plain_normal(fn)[0] is not None:
+            normal, event_dims = _plain_normal(fn)
+            log_q = _drawn_normal_log_density(normal, value, event_dims)
+        else:
+            log_q = fn.log_prob(value)
+        self.log_q = self.log_q + self._per_datapoint(log_q, guide_msg)
+
+    def log_weights(self) -> torch.Tensor:
+        """``[K, batch]``: ``log p(x, z) - log q(z | x)`` per particle and datapoint."""
+        log_w = self.log_p - self.log_q
+        if not torch.is_tensor(log_w):
+            raise ValueError("the pair has no sample sites to score")
+        return log_w.expand(self._num_particles, self.batch_size)
+
+
+def score_weights(model, guide, args, kwargs, num_particles: int, nesting: int,
+                  dreg: bool = False) -> ImportanceScorer:
+    """Run the guide, then the model on its draws, with ``num_particles`` particles in a plate
+    at ``dim=-nesting`` under one :class:`ImportanceScorer`; returns the scorer.
+
+    ``nesting``: the pair's plate nesting plus one (see :func:`inference.inspect_pair`).
+    """
+    scorer = ImportanceScorer(nesting, dreg)
+    scorer._num_particles = num_particles
+    with scorer:
+        with pyro.plate(PARTICLE_PLATE, num_particles, dim=-nesting):
+            guide(*args, **kwargs)
+        scorer.in_model = True
+        scorer.num_guide_params = len(scorer.params)
+        with pyro.plate(PARTICLE_PLATE, num_particles, dim=-nesting):
+            model(*args, **kwargs)
+    return scorer
+
+
+def weights_eligible(model, guide, args, kwargs) -> int | None:
+    """``nesting`` (plate nesting plus one) when the importance-weighted lean path suits the
+    pair: the guide reparameterizes (and does not enumerate) exactly the model's latents.
+    None otherwise. Raises what :func:`inference.inspect_pair` raises for unsuitable pairs.
+    """
+    structure = inspect_pair(model, guide, args, kwargs)
+    with pyro.poutine.block(), torch.no_grad(), torch.random.fork_rng():
+        model_trace, guide_trace = trace_pair(model, guide, args, kwargs)
+    guide_latents = {site["name"] for site in _latent_sites(guide_trace)}
+    if guide_latents != {site["name"] for site in _latent_sites(model_trace)}:
+        return None
+    if not all(getattr(site["fn"], "has_rsample", False) and not site["infer"].get("enumerate")
+               for site in _latent_sites(guide_trace)):
+        return None
+    return structure.max_plate_nesting + 1
+
+
+def importance_loss(scorer: ImportanceScorer) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(surrogate, loss)`` of a scored run: backward of ``surrogate`` gives the IWAE (or,
+    for a DReG scorer, the DReG) gradients; ``loss`` is ``-scale * sum_b log mean_k w_kb``
+    (detached). Sets ``scorer.weights`` for DReG."""
+    log_w = scorer.log_weights()
+    scale = scorer.scale
+    if torch.is_tensor(scale):
+        scale = scale.reshape(-1)[0]
+    if not scorer.dreg:
+        loss = -scale * log_mean_exp(log_w).sum()
+        return loss, loss.detach()
+    detached = log_w.detach()
+    scorer.weights = torch.softmax(detached, 0)
+    surrogate = -scale * (scorer.weights * log_w).sum()
+    return surrogate, -scale * log_mean_exp(detached).sum()
+
+
 def _latent_sites(trace):
     return [site for site in trace.nodes.values() if site["type"] == "sample"
             and not site["is_observed"] and not site_is_subsample(site)]
@@ -297,8 +484,10 @@ class SVIStep:
         model, guide: a Pyro pair; the batch is passed to both.
         optim: :class:`Adam` (the default, lr 1e-3) or any ``pyro.optim`` optimizer.
         loss: ``"elbo"``, ``"meanfield"``, ``"iwae"`` or ``"dreg"`` (:func:`make_loss`).
-        num_particles: particles per step (the lean path needs 1).
-        lean: allow the lean path (False: Pyro's objective on every step).
+        num_particles: particles per step (K of ``"iwae"``/``"dreg"``; the ELBOs' lean path
+            needs 1).
+        lean: allow the lean paths (False: Pyro's objective, or :class:`inference.IWAELoss` /
+            :class:`inference.DReGLoss`, on every step).
     """
 
     def __init__(self, model: Callable, guide: Callable, optim=None, loss: str = "elbo",
@@ -308,8 +497,12 @@ class SVIStep:
         self.optim = optim if optim is not None else Adam()
         self.loss_name = loss
         self.objective = make_loss(loss, num_particles)
-        self._lean_allowed = lean and loss in LEAN_LOSSES and num_particles == 1
+        self.num_particles = num_particles
+        self._weighted = loss in WEIGHTED_LOSSES
+        self._lean_allowed = lean and (loss in LEAN_LOSSES and num_particles == 1
+                                       or self._weighted)
         self._lean: bool | None = None  # decided on the first step
+        self._nesting: int | None = None  # plate nesting + 1, for the weighted lean path
 
     @property
     def lean(self) -> bool:
@@ -340,14 +533,45 @@ class SVIStep:
 
     def _loss_and_grads(self, args, kwargs):
         if self._lean is None:  # first step: Pyro's tracing with its checks decides
-            self._lean = self._lean_allowed and lean_eligible(
-                self.objective, self.model, self.guide, args, kwargs)
+            if self._weighted and self._lean_allowed:
+                self._lean = self._choose_weighted_path(args, kwargs)
+            else:
+                self._lean = self._lean_allowed and lean_eligible(
+                    self.objective, self.model, self.guide, args, kwargs)
+        if self._lean and self._weighted:
+            return self._weighted_loss_and_grads(args, kwargs)
         if self._lean:
             return self._lean_loss_and_grads(args, kwargs)
         capture = _ParamCapture()
         with capture:
             loss = self.objective.loss_and_grads(self.model, self.guide, *args, **kwargs)
-        return torch.as_tensor(float(loss)), unique_tensors(capture.params)
+        return torch.tensor(float(loss), dtype=torch.float64), unique_tensors(capture.params)
+
+    def _choose_weighted_path(self, args, kwargs) -> bool:
+        """Whether IWAE/DReG can take :class:`ImportanceScorer`'s path (and remember the
+        nesting): a reparameterized guide of exactly the model's latents and, for DReG,
+        guide and model parameters apart (a shared parameter gets DReGLoss's treatment)."""
+        self._nesting = weights_eligible(self.model, self.guide, args, kwargs)
+        if self._nesting is None:
+            return False
+        if self.loss_name == "dreg":
+            with pyro.poutine.block(), torch.no_grad(), torch.random.fork_rng(), \
+                    pyro.validation_enabled(False):
+                scorer = score_weights(self.model, self.guide, args, kwargs,
+                                       self.num_particles, self._nesting, dreg=True)
+            guide_ids = {id(p) for p in scorer.params[:scorer.num_guide_params]}
+            if any(id(p) in guide_ids for p in scorer.params[scorer.num_guide_params:]):
+                return False
+        return True
+
+    def _weighted_loss_and_grads(self, args, kwargs):
+        """IWAE/DReG: ``(loss: detached 0-dim tensor, parameters touched)``, one backward."""
+        scorer = score_weights(self.model, self.guide, args, kwargs, self.num_particles,
+                               self._nesting, dreg=self.loss_name == "dreg")
+        surrogate, loss = importance_loss(scorer)
+        if surrogate.requires_grad:
+            surrogate.backward()
+        return loss, unique_tensors(scorer.params)
 
     def _lean_loss_and_grads(self, args, kwargs):
         """``(loss: detached 0-dim tensor, parameters touched)``, gradients in ``.grad``."""

@@ -20,12 +20,12 @@ def small_vae_and_images():
     return vae, x
 
 
-def eager_and_compiled(loss, backend, scale=6.0, seed=4):
+def eager_and_compiled(loss, backend, scale=6.0, seed=4, num_particles=1):
     vae, x = small_vae_and_images()
     eager, compiled = copy.deepcopy(vae), copy.deepcopy(vae)
     store = pyro.get_param_store()
     with store.scope(), scale_data_plate(scale):
-        step = SVIStep(eager.model, eager.guide, loss=loss)
+        step = SVIStep(eager.model, eager.guide, loss=loss, num_particles=num_particles)
         step.loss_and_grads(eager.model, eager.guide, x)  # first call: checks, picks lean
         eager.zero_grad(set_to_none=True)
         pyro.set_rng_seed(seed)
@@ -33,7 +33,8 @@ def eager_and_compiled(loss, backend, scale=6.0, seed=4):
     with store.scope(), scale_data_plate(scale):
         pyro.set_rng_seed(seed)
         compiled_loss = CompiledSVIStep(compiled.model, compiled.guide, loss=loss,
-                                        backend=backend).loss_and_grads(x)
+                                        backend=backend,
+                                        num_particles=num_particles).loss_and_grads(x)
     return eager, eager_loss, compiled, compiled_loss
 
 
@@ -45,6 +46,33 @@ def test_traced_graph_replays_the_eager_step_exactly(loss):
     assert compiled_loss == eager_loss
     for p, q in zip(eager.parameters(), compiled.parameters()):
         torch.testing.assert_close(q.grad, p.grad, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("loss", ["iwae", "dreg"])
+def test_traced_weighted_graph_replays_the_eager_step(loss):
+    # IWAE and DReG with K = 4: the traced graph holds the particle plate's draws and, for
+    # DReG, the weighted latent gradients (tensor hooks recorded as multiplications). The
+    # eager step is SVIStep's lean path, itself tested against IWAELoss/DReGLoss.
+    eager, eager_loss, compiled, compiled_loss = eager_and_compiled(loss, "eager",
+                                                                    num_particles=4)
+    assert compiled_loss == pytest.approx(eager_loss, rel=1e-12)
+    for p, q in zip(eager.parameters(), compiled.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-12, atol=1e-14)
+
+
+def test_traced_dreg_graph_differs_from_iwae():
+    # the same draws: DReG and IWAE share the loss but not the guide's gradients, so a trace
+    # that dropped the hooks (giving IWAE-like guide gradients) would fail here
+    _, iwae_loss, iwae, _ = eager_and_compiled("iwae", "eager", num_particles=4)
+    _, dreg_loss, dreg, _ = eager_and_compiled("dreg", "eager", num_particles=4)
+    assert dreg_loss == pytest.approx(iwae_loss, rel=1e-12)
+    encoder = [(p, q) for (n, p), q in zip(iwae.named_parameters(), dreg.parameters())
+               if n.startswith("encoder")]
+    assert max(float((p.grad - q.grad).abs().max()) for p, q in encoder) > 1e-6
+    decoder = [(p, q) for (n, p), q in zip(iwae.named_parameters(), dreg.parameters())
+               if n.startswith("decoder")]
+    for p, q in decoder:
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.slow
@@ -82,7 +110,11 @@ def test_unsuitable_pairs_are_refused():
         CompiledSVIStep(model, model)
     vae, _ = small_vae_and_images()
     with pytest.raises(ValueError, match="support the losses"):
-        CompiledSVIStep(vae.model, vae.guide, loss="iwae")
+        CompiledSVIStep(vae.model, vae.guide, loss="renyi")
+    with pytest.raises(ValueError, match="one particle"):
+        CompiledSVIStep(vae.model, vae.guide, loss="elbo", num_particles=3)
+    with pytest.raises(ValueError, match="num_particles must be a positive integer"):
+        CompiledSVIStep(vae.model, vae.guide, loss="iwae", num_particles=0)
 
 
 def test_fit_selects_the_compiled_step(monkeypatch):
@@ -102,5 +134,5 @@ def test_fit_selects_the_compiled_step(monkeypatch):
     assert [r["train_loss"] for r in compiled_history] == [r["train_loss"] for r in plain_history]
     for p, q in zip(plain, compiled):
         torch.testing.assert_close(q, p, rtol=0, atol=0)
-    with pytest.raises(ValueError, match="num_particles=1"):
+    with pytest.raises(ValueError, match="num_particles"):
         fit(vae.model, vae.guide, x, epochs=1, num_particles=2, compile=True, progress=False)

@@ -1,0 +1,67 @@
+"""CPU thread defaults for example runs on shared machines (never set by the library itself).
+
+``benchmarks/under_load.py`` measured what the demo VAE's epoch costs when other CPU-bound
+processes share the cores (docs/performance.md, "Under load"): torch's default of one
+intra-op thread per core is fine on an idle machine, but when the cores are already busy its
+OpenMP team waits on threads that are not scheduled: on a machine at load 7-9 an epoch took
+3.3 s with torch's default 2 threads against 0.30 s with one (11x), 20-26x with 2-4 more
+busy processes; with ``OMP_WAIT_POLICY=PASSIVE`` two threads took 0.36 s. So an example run uses all cores only when the load average leaves
+them idle, one thread otherwise; an explicit ``--threads`` wins. OpenMP's wait policy is read
+once, when the runtime loads with torch: :func:`passive_openmp_wait` only helps when called
+before ``import torch``.
+
+This module imports nothing heavy at import time, so a script may call
+:func:`passive_openmp_wait` first.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+
+def passive_openmp_wait() -> None:
+    """Ask OpenMP threads to sleep instead of spinning while they wait
+    (``OMP_WAIT_POLICY=PASSIVE``), unless the user set a policy. Effective only before
+    torch is imported (the runtime reads it when it loads)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def default_threads(cores: int | None = None, load: float | None = None) -> int:
+    """Threads that the machine has idle: ``floor(cores - load)``, between 1 and ``cores``.
+
+    Args:
+        cores: logical CPUs this process may use (None: its CPU affinity, else
+            ``os.cpu_count()``).
+        load: the 1-minute load average (None: ``os.getloadavg()[0]``; 0 where unknown).
+    """
+    if cores is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cores = os.cpu_count() or 1
+    if cores < 1:
+        raise ValueError(f"cores must be at least 1, got {cores}")
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            load = 0.0
+    if load < 0 or math.isnan(load):
+        raise ValueError(f"load must be a non-negative number, got {load}")
+    return max(1, min(cores, math.floor(cores - load)))
+
+
+def configure_threads(threads: int | None = None) -> int:
+    """Set torch's intra-op threads for a run: ``threads`` when given (positive), else
+    :func:`default_threads`. Returns the number set.
+
+    Call it from the run set-up (``scaffold.runs.start_run``), never from the library.
+    """
+    import torch
+
+    if threads is not None and threads < 0:
+        raise ValueError(f"threads must be positive (or 0/None for the default), got {threads}")
+    chosen = threads or default_threads()
+    torch.set_num_threads(chosen)
+    return chosen
