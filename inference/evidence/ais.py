@@ -32,7 +32,7 @@ forms within their standard errors.
 
 Standard error: with ``w_k`` the chains' weights, ``Z_hat = mean_k w_k`` and the delta method
 gives ``se(log Z_hat) ~ sd(w) / (sqrt(K) Z_hat)`` [6]. It is itself unreliable when the weights
-are heavy-tailed (check :func:`inference.weight_diagnostics.pareto_k` on ``log_weights``).
+are heavy-tailed (check :func:`inference.evidence.weight_diagnostics.pareto_k` on ``log_weights``).
 
 References:
     [1] Neal (2001), Annealed importance sampling. Statistics and Computing 11.

@@ -2,7 +2,7 @@
 
 Dynamo cannot compile Pyro's effect handlers, so :class:`CompiledSVIStep` takes another route.
 For each new batch shape (and handler setting, e.g. the data-plate scale) it traces the lean
-ELBO of :class:`inference.svi_step.SVIStep` *and its gradient* once with ``make_fx``, with the
+ELBO of :class:`inference.training.svi_step.SVIStep` *and its gradient* once with ``make_fx``, with the
 owning module's parameters swapped for graph inputs. The result is a plain graph of tensor
 operations from ``(parameters, batch)`` to ``(loss, gradients)``, the random draws included
 (``normal_`` on torch's generator), that ``torch.compile`` turns into fused kernels. With
@@ -10,7 +10,7 @@ operations from ``(parameters, batch)`` to ``(loss, gradients)``, the random dra
 eager step, so loss and gradients equal the eager ones up to float rounding.
 
 The importance-weighted objectives ``"iwae"`` and ``"dreg"`` with K particles are traced the
-same way from :class:`inference.svi_step.ImportanceScorer` (the per-datapoint log weights of
+same way from :class:`inference.training.svi_step.ImportanceScorer` (the per-datapoint log weights of
 K vectorized particles; DReG's weighted latent gradients are tensor hooks, which the trace
 records as ordinary multiplications).
 
@@ -58,11 +58,11 @@ def _handler_key() -> tuple:
 
 
 class CompiledSVIStep:
-    """``step(*args) -> float`` like :class:`inference.svi_step.SVIStep`, through a compiled graph.
+    """``step(*args) -> float`` like :class:`inference.training.svi_step.SVIStep`, through a compiled graph.
 
     Args:
         model, guide: bound methods of one ``nn.Module`` that owns all their parameters.
-        optim: :class:`inference.svi_step.Adam` (default lr 1e-3).
+        optim: :class:`inference.training.svi_step.Adam` (default lr 1e-3).
         loss: ``"elbo"``, ``"meanfield"``, ``"iwae"`` or ``"dreg"``.
         num_particles: K of ``"iwae"``/``"dreg"`` (1 for the ELBOs).
         backend: ``torch.compile`` backend (None: :data:`DEFAULT_BACKEND`, ``"inductor"``;
@@ -182,7 +182,7 @@ class CompiledSVIStep:
 
     def tensor_step(self, *args, **kwargs) -> torch.Tensor:
         """:meth:`step` with the loss as a 0-dim tensor, read by nobody yet (no host
-        synchronization; see :meth:`inference.svi_step.SVIStep.tensor_step`)."""
+        synchronization; see :meth:`inference.training.svi_step.SVIStep.tensor_step`)."""
         loss = self._replay(args, kwargs)
         params = [p for _, p in self._named_params()]
         self.optim(params)

@@ -189,7 +189,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 class OneProcess:
-    """How :func:`fit` trains on a single process; :class:`inference.distributed.DataParallel`
+    """How :func:`fit` trains on a single process; :class:`inference.training.distributed.DataParallel`
     implements the same methods over a process group."""
 
     rank, world_size = 0, 1

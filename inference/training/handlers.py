@@ -14,7 +14,7 @@ class scale_data_plate(Messenger):
     objective, while sites outside the plate (global latents) keep their weight of one.
     """
 
-    value_neutral = True  # never sets a site's value (see inference.svi_step)
+    value_neutral = True  # never sets a site's value (see inference.training.svi_step)
 
     def __init__(self, factor: float):
         super().__init__()
@@ -33,7 +33,7 @@ class scale_latents(Messenger):
     2016) raises ``beta`` from 0 to 1 over the first epochs.
     """
 
-    value_neutral = True  # never sets a site's value (see inference.svi_step)
+    value_neutral = True  # never sets a site's value (see inference.training.svi_step)
 
     def __init__(self, beta: float):
         super().__init__()

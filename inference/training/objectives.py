@@ -135,7 +135,7 @@ class DReGLoss(IWAELoss):
 def make_loss(name, num_particles: int = 1, free_bits: float = 0.0):
     """The SVI loss object for ``name`` in ``"elbo" | "meanfield" | "iwae" | "dreg" |
     "elbo-free-bits"`` (the free-bits ELBO with ``free_bits`` nats per latent dimension, see
-    :mod:`inference.free_bits`). An object with ``loss`` and ``loss_and_grads`` methods is
+    :mod:`inference.training.free_bits`). An object with ``loss`` and ``loss_and_grads`` methods is
     returned as it is."""
     if hasattr(name, "loss") and hasattr(name, "loss_and_grads"):
         return name
