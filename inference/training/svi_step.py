@@ -86,7 +86,33 @@ class _ParamCapture(Messenger):
         self.params.append(value.unconstrained() if hasattr(value, "unconstrained") else value)
 
 
-class _ScoreAsSampled(_ParamCapture):
+class _GuideThenModel(_ParamCapture):
+    """Run with the guide (``in_model`` False), then the model (True): remembers the guide's
+    latent sites and which of them their own distribution drew (every handler on the stack
+    value-neutral), and looks a model latent's guide site up for the replay."""
+
+    def __init__(self):
+        super().__init__()
+        self.guide_sites: dict[str, dict] = {}
+        self.own_draws: set[str] = set()  # guide sites whose value its distribution drew
+        self.in_model = False
+
+    def _note_guide_draw(self, msg) -> None:
+        if (not msg["is_observed"] and msg["value"] is None
+                and all(frame is self or isinstance(frame, _VALUE_NEUTRAL)
+                        or getattr(frame, "value_neutral", False) for frame in _PYRO_STACK)):
+            self.own_draws.add(msg["name"])
+
+    def _guide_site_of(self, msg) -> dict | None:
+        """The guide's message of model latent ``msg``; None for a subsample site the guide
+        did not open (the model's plate draws it)."""
+        guide_msg = self.guide_sites.get(msg["name"])
+        if guide_msg is None and not site_is_subsample(msg):
+            raise RuntimeError(f"model site '{msg['name']}' is not sampled by the guide")
+        return guide_msg
+
+
+class _ScoreAsSampled(_GuideThenModel):
     """Accumulate the ELBO surrogate while the guide, then the model, run.
 
     Guide pass: record each latent site's message. Model pass: replay the guide's value at
@@ -98,24 +124,16 @@ class _ScoreAsSampled(_ParamCapture):
     def __init__(self, analytic_kl: bool):
         super().__init__()
         self.analytic_kl = analytic_kl
-        self.guide_sites: dict[str, dict] = {}
-        self.own_draws: set[str] = set()  # guide sites whose value its distribution drew
-        self.in_model = False
         self.elbo: torch.Tensor | float = 0.0
 
     def _pyro_sample(self, msg) -> None:
         if not self.in_model:
-            if (not msg["is_observed"] and msg["value"] is None
-                    and all(frame is self or isinstance(frame, _VALUE_NEUTRAL)
-                            or getattr(frame, "value_neutral", False) for frame in _PYRO_STACK)):
-                self.own_draws.add(msg["name"])
+            self._note_guide_draw(msg)
             return
         if not msg["is_observed"]:
-            guide_msg = self.guide_sites.get(msg["name"])
+            guide_msg = self._guide_site_of(msg)
             if guide_msg is None:
-                if site_is_subsample(msg):  # a plate the guide does not open
-                    return
-                raise RuntimeError(f"model site '{msg['name']}' is not sampled by the guide")
+                return
             msg["value"] = guide_msg["value"]
             msg["done"] = True
 
@@ -192,7 +210,7 @@ def score_pair(model, guide, args, kwargs, analytic_kl: bool) -> _ScoreAsSampled
     return scorer
 
 
-class ImportanceScorer(_ParamCapture):
+class ImportanceScorer(_GuideThenModel):
     """Per-datapoint log importance weights of K vectorized particles, scored as sampled.
 
     The importance-weighted counterpart of :class:`_ScoreAsSampled`, run by
@@ -218,9 +236,6 @@ class ImportanceScorer(_ParamCapture):
     def __init__(self, nesting: int, dreg: bool = False):
         super().__init__()
         self.nesting, self.dreg = nesting, dreg
-        self.guide_sites: dict[str, dict] = {}
-        self.own_draws: set[str] = set()
-        self.in_model = False
         self.log_p: torch.Tensor | float = 0.0
         self.log_q: torch.Tensor | float = 0.0
         self.scale = None
@@ -230,17 +245,12 @@ class ImportanceScorer(_ParamCapture):
 
     def _pyro_sample(self, msg) -> None:
         if not self.in_model:
-            if (not msg["is_observed"] and msg["value"] is None
-                    and all(frame is self or isinstance(frame, _VALUE_NEUTRAL)
-                            or getattr(frame, "value_neutral", False) for frame in _PYRO_STACK)):
-                self.own_draws.add(msg["name"])
+            self._note_guide_draw(msg)
             return
         if not msg["is_observed"]:
-            guide_msg = self.guide_sites.get(msg["name"])
+            guide_msg = self._guide_site_of(msg)
             if guide_msg is None:
-                if site_is_subsample(msg):
-                    return
-                raise RuntimeError(f"model site '{msg['name']}' is not sampled by the guide")
+                return
             value = guide_msg["value"]
             if self.dreg and value.requires_grad:
                 value = self._weighted_gradient(value, guide_msg)
