@@ -293,10 +293,13 @@ def gaussian_pool_posterior(loc: torch.Tensor, scale: torch.Tensor, y: torch.Ten
                             factor: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and variance of ``x_i | y_b, z`` (module docstring), each ``[..., batch, C, H, W]``."""
     mu, var, total = _gaussian_terms(loc, scale, y, factor)
+    m = var.shape[-1]
     block_var = var.sum(-1, keepdim=True)
-    gain = var / block_var
-    mean = mu + gain * (total[..., None] - mu.sum(-1, keepdim=True))
-    return _unblock(mean, factor), _unblock(var * (1 - gain), factor)
+    # the other pixels' variance summed directly, not as V - sigma_i^2, which cancels to 0
+    # when one pixel's variance dominates its block
+    others = var @ (1 - torch.eye(m, dtype=var.dtype, device=var.device))
+    mean = mu + var / block_var * (total[..., None] - mu.sum(-1, keepdim=True))
+    return _unblock(mean, factor), _unblock(var * others / block_var, factor)
 
 
 def gaussian_pool_sample(loc: torch.Tensor, scale: torch.Tensor, y: torch.Tensor, factor: int,
