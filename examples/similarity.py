@@ -126,15 +126,17 @@ def nearest_neighbours(queries: torch.Tensor, gallery: torch.Tensor, k: int,
 
 
 def precision_at_k(neighbours: torch.Tensor, query_labels: torch.Tensor,
-                   gallery_labels: torch.Tensor) -> tuple[float, dict]:
+                   gallery_labels: torch.Tensor) -> tuple[float, float, dict]:
     """Mean fraction of the neighbours ``[m, k]`` (gallery indices) whose label is the
-    query's, and the same per query class ``{class: value}``."""
+    query's, its standard error over the ``m`` queries, and the mean per query class
+    ``{class: value}``."""
     if neighbours.dim() != 2 or len(neighbours) != len(query_labels):
         raise ValueError(f"neighbours must be [m, k] with m = {len(query_labels)} queries, got "
                          f"{list(neighbours.shape)}")
     hits = (gallery_labels[neighbours] == query_labels[:, None]).double().mean(1)  # [m]
     per_class = {int(c): float(hits[query_labels == c].mean()) for c in query_labels.unique()}
-    return float(hits.mean()), per_class
+    stderr = float(hits.std() / len(hits) ** 0.5) if len(hits) > 1 else float("nan")
+    return float(hits.mean()), stderr, per_class
 
 
 def plot(neighbours: dict, query_x, query_y, gallery_x, gallery_y, path: Path,
@@ -188,8 +190,8 @@ def run_dataset(name: str, args, device, out: Path) -> dict:
         row = {"dim": int(gallery_f.shape[1])}
         for metric in ("euclidean", "cosine"):
             found = nearest_neighbours(query_f, gallery_f, args.k, metric)
-            row[f"precision_at_{args.k}_{metric}"], row[f"per_class_{metric}"] = \
-                precision_at_k(found, query_y, gallery_y)
+            (row[f"precision_at_{args.k}_{metric}"], row[f"stderr_{metric}"],
+             row[f"per_class_{metric}"]) = precision_at_k(found, query_y, gallery_y)
             if metric == "euclidean":
                 neighbours[rep_name] = found
         row["seconds"] = time.perf_counter() - tic
@@ -214,7 +216,8 @@ def main(args: argparse.Namespace) -> dict:
     metrics = {
         "k": args.k, "distance": "euclidean (cosine beside it)",
         "units": f"precision_at_{args.k}: mean over test queries of the fraction of the "
-                 f"{args.k} nearest training images with the query's label",
+                 f"{args.k} nearest training images with the query's label; stderr: its "
+                 f"standard error over the queries",
         "datasets": datasets, "skipped": skipped,
         "config": vars(args), "device": str(device),
         "wall_seconds": time.perf_counter() - start,
@@ -223,10 +226,10 @@ def main(args: argparse.Namespace) -> dict:
     for name, entry in datasets.items():
         print(f"{name}: precision@{args.k} ({entry['num_queries']} queries, "
               f"{entry['num_gallery']} gallery images, chance {entry['chance_precision']:.3f})")
-        print(f"{'representation':<16}{'dim':>6}{'euclidean':>11}{'cosine':>9}")
+        print(f"{'representation':<16}{'dim':>6}{'euclidean':>11}{'(s.e.)':>8}{'cosine':>9}")
         for rep, row in entry["results"].items():
             print(f"{rep:<16}{row['dim']:>6}{row[f'precision_at_{args.k}_euclidean']:>11.3f}"
-                  f"{row[f'precision_at_{args.k}_cosine']:>9.3f}")
+                  f"{row['stderr_euclidean']:>8.3f}{row[f'precision_at_{args.k}_cosine']:>9.3f}")
     print(f"results: {out.resolve()} (metrics.json and figures), "
           f"{metrics['wall_seconds']:.0f} s")
     return metrics

@@ -5,14 +5,18 @@ becomes 4x4 or 2x2), an exact, noiseless channel (:mod:`inference.super_resoluti
 
 - **binary images** (statically binarized digits): ``f^2 y_b`` is the number of ones in each
   ``f x f`` block. A Bernoulli VAE scores it exactly, ``p(y_b | z)`` being the Poisson-binomial
-  probability of that count, and infers ``x`` by ``VAE MAP`` (Adam on ``z``) and ``VAE MwG``
-  (Metropolis-within-Gibbs over ``z`` and ``x`` with exact draws of ``x | y, z``). A PixelCNN,
+  probability of that count, and infers ``x`` by ``VAE MAP`` (Adam on ``z``), ``VAE MwG``
+  (Metropolis-within-Gibbs over ``z`` and ``x`` with exact draws of ``x | y, z``, as
+  ``inference.completion`` does for masks) and ``VAE MH`` (random-walk Metropolis on ``z``
+  alone, the pixels summed out exactly; step adapted during burn-in). A PixelCNN,
   whose pixels are dependent under every conditioning, infers ``x`` by ``PixelCNN Gibbs``:
   block Gibbs over the binary image restricted to fillings with the observed counts, each step
   an exact conditional enumerated with the PixelCNN's exact ``log p(x)``;
 - **grey levels** (uniformly dequantized digits): a VAE with Gaussian pixels (learned
   per-pixel scale) scores ``y`` exactly, the pooled pixels being Gaussian given ``z``, and the
-  pixels given ``y`` and ``z`` are the Gaussian conditioned on the block means.
+  pixels given ``y`` and ``z`` are the Gaussian conditioned on the block means; the same three
+  VAE methods. (No grey-level PixelCNN: an exact step would enumerate up to 256 values per
+  pixel pair under the sum constraint, hundreds of network passes per step.)
 
 Baselines: ``nearest`` (each pixel gets its block's mean), ``bilinear`` and ``bicubic`` up-
 sampling (``torch.nn.functional.interpolate``, clamped to [0, 1]). Reported against the true
@@ -51,6 +55,7 @@ from inference.super_resolution import (
     average_pool,
     super_resolve_gibbs,
     super_resolve_map,
+    super_resolve_mh,
     super_resolve_mwg,
 )
 from ppl_models.data import DATASETS, binarize_dynamic, load_images
@@ -66,23 +71,32 @@ def upsample(y: torch.Tensor, factor: int, mode: str) -> torch.Tensor:
     return F.interpolate(y, scale_factor=factor, mode=mode, **options).clamp(0, 1)
 
 
-def binary_scores(prob: torch.Tensor, truth: torch.Tensor, undetermined: torch.Tensor) -> dict:
-    """Error rates of ``prob > 0.5`` (all pixels, undetermined pixels) and the mean
-    ``-log p(truth_i)`` in nats, for ``prob, truth: [n, C, H, W]``."""
+def pool_miss(estimate: torch.Tensor, truth: torch.Tensor, factor: int) -> float:
+    """Largest ``|average_pool(estimate) - average_pool(truth)|``: 0 (up to rounding) for an
+    estimate that agrees with the observation, as the exact posterior means do."""
+    return float((average_pool(estimate, factor) - average_pool(truth, factor)).abs().max())
+
+
+def binary_scores(prob: torch.Tensor, truth: torch.Tensor, undetermined: torch.Tensor,
+                  factor: int) -> dict:
+    """Error rates of ``prob > 0.5`` (all pixels, undetermined pixels), the mean
+    ``-log p(truth_i)`` in nats, and :func:`pool_miss`, for ``prob, truth: [n, C, H, W]``."""
     wrong = ((prob > 0.5).to(truth.dtype) != truth).float()
     p = prob.clamp(1e-6, 1 - 1e-6)
     nll = -torch.where(truth > 0.5, p, 1 - p).log()
     return {"error_rate": float(wrong.mean()),
             "error_rate_undetermined": float(wrong[undetermined].mean()),
-            "nll_nats_per_pixel": float(nll.mean())}
+            "nll_nats_per_pixel": float(nll.mean()),
+            "pool_miss": pool_miss(prob, truth, factor)}
 
 
 def grey_scores(mean: torch.Tensor, truth: torch.Tensor,
-                log_predictive: torch.Tensor | None) -> dict:
-    """PSNR in dB (peak 1, per image, averaged) of ``mean: [n, C, H, W]``, and the mean log
-    density of the truth per pixel when the method gives one."""
+                log_predictive: torch.Tensor | None, factor: int) -> dict:
+    """PSNR in dB (peak 1, per image, averaged) of ``mean: [n, C, H, W]``, :func:`pool_miss`,
+    and the mean log density of the truth per pixel when the method gives one."""
     mse = ((mean - truth) ** 2).flatten(1).mean(1)
-    scores = {"psnr_db": float((10 * torch.log10(1 / mse.clamp(min=1e-12))).mean())}
+    scores = {"psnr_db": float((10 * torch.log10(1 / mse.clamp(min=1e-12))).mean()),
+              "pool_miss": pool_miss(mean, truth, factor)}
     if log_predictive is not None:
         scores["log_likelihood_nats_per_pixel"] = float(log_predictive.mean())
     return scores
@@ -174,8 +188,12 @@ def main(args: argparse.Namespace) -> dict:
         tic = time.perf_counter()
         chain = super_resolve_mwg(vae, y, f, num_steps=args.mwg_steps, generator=generator)
         seconds[f"binary {key} VAE MwG"] = time.perf_counter() - tic
-        estimates["VAE MwG"], acceptance[f"binary {key}"] = chain.mean, chain.acceptance_rate
-        results["binary"][key] = {name: binary_scores(e, truth_bin, undetermined)
+        estimates["VAE MwG"], acceptance[f"binary {key} MwG"] = chain.mean, chain.acceptance_rate
+        tic = time.perf_counter()
+        chain = super_resolve_mh(vae, y, f, num_steps=args.mh_steps, generator=generator)
+        seconds[f"binary {key} VAE MH"] = time.perf_counter() - tic
+        estimates["VAE MH"], acceptance[f"binary {key} MH"] = chain.mean, chain.acceptance_rate
+        results["binary"][key] = {name: binary_scores(e, truth_bin, undetermined, f)
                                   for name, e in estimates.items()}
         sub = slice(0, n_chain)
         if pixelcnn is not None:
@@ -188,9 +206,10 @@ def main(args: argparse.Namespace) -> dict:
             estimates["PixelCNN Gibbs"] = torch.cat([gibbs.mean, torch.full_like(
                 estimates["bilinear"][n_chain:], math.nan)])
         chain_subset["binary"][key] = {
-            name: binary_scores(e[sub], truth_bin[sub], undetermined[sub])
+            name: binary_scores(e[sub], truth_bin[sub], undetermined[sub], f)
             for name, e in estimates.items()}
-        figure({"truth": truth_bin, "input": estimates["nearest"], **estimates},
+        figure({"truth": truth_bin, "input (nearest)": estimates["nearest"],
+                **{k: v for k, v in estimates.items() if k != "nearest"}},
                out / f"super_resolution_binary_{key}.png",
                f"binary digits, {f}x average pooling: truth, input, estimates", n_chain)
 
@@ -207,14 +226,21 @@ def main(args: argparse.Namespace) -> dict:
                                      generator=generator, truth=truth_grey)
         seconds[f"grey {key} VAE MwG"] = time.perf_counter() - tic
         means["VAE MwG"], scored["VAE MwG"] = estimate.mean, estimate.log_predictive
-        acceptance[f"grey {key}"] = estimate.acceptance_rate
-        results["grey"][key] = {name: grey_scores(m, truth_grey, scored[name])
+        acceptance[f"grey {key} MwG"] = estimate.acceptance_rate
+        tic = time.perf_counter()
+        estimate = super_resolve_mh(grey_vae, y, f, num_steps=args.mh_steps,
+                                    generator=generator, truth=truth_grey)
+        seconds[f"grey {key} VAE MH"] = time.perf_counter() - tic
+        means["VAE MH"], scored["VAE MH"] = estimate.mean, estimate.log_predictive
+        acceptance[f"grey {key} MH"] = estimate.acceptance_rate
+        results["grey"][key] = {name: grey_scores(m, truth_grey, scored[name], f)
                                 for name, m in means.items()}
         chain_subset["grey"][key] = {
             name: grey_scores(m[sub], truth_grey[sub],
-                              None if scored[name] is None else scored[name][sub])
+                              None if scored[name] is None else scored[name][sub], f)
             for name, m in means.items()}
-        figure({"truth": truth_grey, "input": means["nearest"], **means},
+        figure({"truth": truth_grey, "input (nearest)": means["nearest"],
+                **{k: v for k, v in means.items() if k != "nearest"}},
                out / f"super_resolution_grey_{key}.png",
                f"grey digits, {f}x average pooling: truth, input, estimates", n_chain)
 
@@ -225,12 +251,13 @@ def main(args: argparse.Namespace) -> dict:
                  "nll_nats_per_pixel = mean -log p(x_i | y) (baselines clamped to [1e-6, "
                  "1 - 1e-6]); grey: psnr_db per image with peak 1, averaged; "
                  "log_likelihood_nats_per_pixel = mean log density of the true dequantized "
-                 "pixel under the model's p(x_i | y)",
+                 "pixel under the model's p(x_i | y); pool_miss: largest |average_pool("
+                 "estimate) - y|, 0 for estimates that agree with the observation",
         "results": results,
         f"first_{n_chain}_test_images": chain_subset,
         "pixelcnn_note": f"the PixelCNN chain ran on the first {n_chain} test images only: "
                          f"it is scored in first_{n_chain}_test_images, beside every method",
-        "mwg_acceptance_rate": acceptance, "inference_seconds": seconds,
+        "acceptance_rate": acceptance, "seconds": seconds,
         "config": vars(args), "device": str(device),
         "wall_seconds": time.perf_counter() - start,
     }
@@ -243,7 +270,7 @@ def main(args: argparse.Namespace) -> dict:
         print(f"{'factor':<8}" + "".join(f"{m:>16}" for m in methods))
         for key, row in table[kind].items():
             print(f"{key:<8}" + "".join(f"{row[m][metric]:>16.3f}" for m in methods))
-    print("MwG acceptance: " + ", ".join(f"{k} {v:.2f}" for k, v in acceptance.items()))
+    print("acceptance: " + ", ".join(f"{k} {v:.2f}" for k, v in acceptance.items()))
     print(f"results: {out.resolve()} (metrics.json and figures), "
           f"{metrics['wall_seconds']:.0f} s")
     return metrics
@@ -257,18 +284,21 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="pooling factors f (each must divide the image size)")
     parser.add_argument("--num-train", type=int, default=0, help="0: all")
     parser.add_argument("--num-test", type=int, default=300, help="0: all")
-    parser.add_argument("--pixelcnn-test", type=int, default=100,
+    parser.add_argument("--pixelcnn-test", type=int, default=50,
                         help="first test images for the PixelCNN chain")
     parser.add_argument("--latent-dim", type=int, default=16)
     parser.add_argument("--hidden", type=int, default=200)
     parser.add_argument("--vae-epochs", type=int, default=150)
     parser.add_argument("--map-steps", type=int, default=300)
-    parser.add_argument("--mwg-steps", type=int, default=400)
+    parser.add_argument("--mwg-steps", type=int, default=400,
+                        help="Metropolis-within-Gibbs sweeps, the first half burn-in")
+    parser.add_argument("--mh-steps", type=int, default=1600,
+                        help="random-walk Metropolis steps on z, the first half adapting")
     parser.add_argument("--channels", type=int, default=32, help="PixelCNN channels")
     parser.add_argument("--blocks", type=int, default=None,
                         help="PixelCNN residual blocks (default: by image size)")
     parser.add_argument("--pixelcnn-epochs", type=int, default=60, help="0: no PixelCNN")
-    parser.add_argument("--gibbs-sweeps", type=int, default=30,
+    parser.add_argument("--gibbs-sweeps", type=int, default=60,
                         help="PixelCNN Gibbs sweeps, the first half burn-in")
     parser.add_argument("--subset-size", type=int, default=4,
                         help="pixels of a block redrawn together by the PixelCNN Gibbs step")

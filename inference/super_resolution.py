@@ -31,7 +31,11 @@ as :mod:`inference.completion` does for per-pixel channels:
 - :func:`super_resolve_mwg`: Metropolis-within-Gibbs on ``(z, x)`` targeting ``p(z, x | y)``
   (Mattei and Frellsen 2018): ``z`` by an independence Metropolis-Hastings step proposing from
   ``q(z' | x)`` (``p(z | x, y) = p(z | x)`` because ``y`` is a function of ``x``), then ``x``
-  drawn exactly from ``p(x | y, z)``; Rao-Blackwellized chain averages of the pixel posterior.
+  drawn exactly from ``p(x | y, z)``; Rao-Blackwellized chain averages of the pixel posterior;
+- :func:`super_resolve_mh`: random-walk Metropolis on ``z`` alone targeting ``p(z | y)``, the
+  pixels summed out by the closed forms above, the step adapted during burn-in; the same
+  averages. It mixes where the Gibbs chain, whose ``z`` and ``x`` are tightly coupled, does
+  not (Gaussian pixels with small learned scales accept 1-3% of the encoder's proposals).
 
 For an autoregressive model whose conditionals are exact but whose pixels are not
 independent given anything (a PixelCNN), :func:`super_resolve_gibbs` runs block Gibbs on
@@ -72,6 +76,7 @@ __all__ = [
     "pooled_counts",
     "super_resolve_gibbs",
     "super_resolve_map",
+    "super_resolve_mh",
     "super_resolve_mwg",
 ]
 
@@ -482,6 +487,78 @@ def super_resolve_mwg(vae, y: torch.Tensor, factor: int, num_steps: int = 200,
     if truth is not None:
         scored = scored - math.log(kept)
     return SuperResolution(mean, variance, scored, z, accepted / num_steps)
+
+
+@torch.no_grad()
+def super_resolve_mh(vae, y: torch.Tensor, factor: int, num_steps: int = 1600,
+                     burn_in: int | None = None, target_acceptance: float = 0.3,
+                     generator: torch.Generator | None = None,
+                     truth: torch.Tensor | None = None) -> SuperResolution:
+    """Random-walk Metropolis on ``z`` alone, targeting ``p(z | y) ∝ p(y | z) p(z)`` with the
+    pixels summed out exactly (the channel's closed form), then ``x | y, z`` exactly.
+
+    Proposal ``z' = z + step * eps``, ``eps ~ N(0, I)``, one step size per chain, starting at
+    the encoder's mean scale for the nearest-neighbour up-sampled ``y`` and adapted during
+    burn-in (Robbins-Monro on ``log step`` toward ``target_acceptance``); it is frozen after
+    burn-in, so the kept sweeps are a Metropolis chain with a fixed symmetric proposal.
+    Where ``z`` and ``x`` are tightly coupled (Gaussian pixels with small learned scales),
+    :func:`super_resolve_mwg` accepts few encoder proposals and barely moves; this chain does
+    not need the encoder to fit ``p(z | y)``.
+
+    Args:
+        vae, y, factor, truth: as in :func:`super_resolve_map`.
+        num_steps: Metropolis steps; the first ``burn_in`` (default half) adapt the step and
+            are not averaged.
+        target_acceptance: in ``(0, 1)``.
+        generator: source of randomness, on ``y``'s device.
+
+    Returns:
+        :class:`SuperResolution` as from :func:`super_resolve_mwg`; ``acceptance_rate`` over
+        the kept steps.
+    """
+    _check_vae_inputs(vae, y, factor, truth)
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 2:
+        raise ValueError(f"num_steps must be an int >= 2, got {num_steps!r}")
+    burn_in = num_steps // 2 if burn_in is None else burn_in
+    if not 0 <= burn_in < num_steps:
+        raise ValueError(f"burn_in must lie in 0..{num_steps - 1}, got {burn_in}")
+    if not 0 < target_acceptance < 1:
+        raise ValueError(f"target_acceptance must lie in (0, 1), got {target_acceptance}")
+    like = {"device": y.device, "dtype": y.dtype}
+    z, scale = vae.encode(_upsampled(y, factor))
+    channel = _Channel.of(vae.decode(z), factor, y)
+
+    def log_posterior(z):  # log p(y | z) + log p(z) up to a constant, [batch]
+        return channel.log_likelihood(vae.decode(z)) - 0.5 * (z ** 2).sum(-1)
+
+    step = scale.mean(-1, keepdim=True)  # [batch, 1]
+    current = log_posterior(z)
+    accepted, kept = 0.0, num_steps - burn_in
+    mean_sum = second_sum = scored = None
+    for t in range(num_steps):
+        proposal = z + step * torch.randn(z.shape, generator=generator, **like)
+        candidate = log_posterior(proposal)
+        accept = torch.rand(current.shape, generator=generator, **like).log() < candidate - current
+        z = torch.where(accept[:, None], proposal, z)
+        current = torch.where(accept, candidate, current)
+        if t < burn_in:
+            step = step * torch.exp((accept.to(y.dtype)[:, None] - target_acceptance)
+                                    / (1 + t) ** 0.6)
+            continue
+        accepted += float(accept.float().mean())
+        mean, variance = channel.posterior(vae.decode(z))
+        if mean_sum is None:
+            mean_sum, second_sum = torch.zeros_like(mean), torch.zeros_like(mean)
+        mean_sum += mean
+        second_sum += variance + mean ** 2
+        if truth is not None:
+            term = channel.log_predictive(mean, variance, truth)
+            scored = term if scored is None else torch.logaddexp(scored, term)
+    mean = mean_sum / kept
+    variance = (second_sum / kept - mean ** 2).clamp(min=0)
+    if truth is not None:
+        scored = scored - math.log(kept)
+    return SuperResolution(mean, variance, scored, z, accepted / kept)
 
 
 # ------------------------------------------------------------- block Gibbs for any p(x)

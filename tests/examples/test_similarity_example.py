@@ -18,8 +18,10 @@ def test_precision_at_k_by_hand():
     queries = torch.tensor([[0.4], [10.6]])
     found = example["nearest_neighbours"](queries, gallery, 3)
     assert found.tolist() == [[0, 1, 2], [4, 3, 2]]
-    precision, per_class = example["precision_at_k"](found, torch.tensor([0, 1]), labels)
+    precision, stderr, per_class = example["precision_at_k"](found, torch.tensor([0, 1]),
+                                                             labels)
     assert precision == pytest.approx((2 / 3 + 1) / 2) and per_class == {0: 2 / 3, 1: 1.0}
+    assert stderr == pytest.approx(torch.tensor([2 / 3, 1.0]).std().item() / 2 ** 0.5)
     # cosine ignores the length: [1, 0] is as close to [5, 0] as to [0.1, 0]
     cosine = example["nearest_neighbours"](torch.tensor([[1.0, 0.1]]),
                                            torch.tensor([[5.0, 0.0], [0.0, 1.0], [0.1, 0.0]]),
