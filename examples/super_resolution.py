@@ -26,7 +26,8 @@ fixed by ``y``), and the per-pixel negative log-likelihood of the truth, ``-log 
 in nats (the baselines' values taken as probabilities, clamped to [1e-6, 1 - 1e-6]); for grey
 levels the ``psnr`` in dB (per image, peak 1, averaged) and, for the models, the per-pixel log
 density of the truth, ``log p(x_i | y)`` in nats. The PixelCNN chain runs on the first
-``--pixelcnn-test`` images only; every method is also scored on that subset. Figures
+``--pixelcnn-test`` images only; every method is also scored on that subset
+(``--gibbs-check`` runs it a second time from the true images, a convergence check). Figures
 ``super_resolution_<binary|grey>_<f>x.png``: truth, input (up-sampled by nearest), estimates.
 
 Expected with the defaults (binarized 8x8 digits, 300 test images, a few minutes on 2 cores):
@@ -196,20 +197,24 @@ def main(args: argparse.Namespace) -> dict:
         results["binary"][key] = {name: binary_scores(e, truth_bin, undetermined, f)
                                   for name, e in estimates.items()}
         sub = slice(0, n_chain)
-        if pixelcnn is not None:
+        starts = {"PixelCNN Gibbs": estimates["bilinear"]}
+        if args.gibbs_check:  # a diagnostic, not a method: it starts at the answer
+            starts["PixelCNN Gibbs from truth"] = truth_bin
+        for name, start_image in starts.items() if pixelcnn is not None else ():
             tic = time.perf_counter()
             gibbs = super_resolve_gibbs(
                 lambda x: pixelcnn.log_prob(x), y[sub], f, num_sweeps=args.gibbs_sweeps,
-                subset_size=args.subset_size, init=estimates["bilinear"][sub],
-                generator=generator, max_batch=args.max_batch)
-            seconds[f"binary {key} PixelCNN Gibbs"] = time.perf_counter() - tic
-            estimates["PixelCNN Gibbs"] = torch.cat([gibbs.mean, torch.full_like(
+                subset_size=args.subset_size, init=start_image[sub], generator=generator,
+                max_batch=args.max_batch)
+            seconds[f"binary {key} {name}"] = time.perf_counter() - tic
+            estimates[name] = torch.cat([gibbs.mean, torch.full_like(
                 estimates["bilinear"][n_chain:], math.nan)])
         chain_subset["binary"][key] = {
             name: binary_scores(e[sub], truth_bin[sub], undetermined[sub], f)
             for name, e in estimates.items()}
         figure({"truth": truth_bin, "input (nearest)": estimates["nearest"],
-                **{k: v for k, v in estimates.items() if k != "nearest"}},
+                **{k: v for k, v in estimates.items()
+                   if k not in ("nearest", "PixelCNN Gibbs from truth")}},
                out / f"super_resolution_binary_{key}.png",
                f"binary digits, {f}x average pooling: truth, input, estimates", n_chain)
 
@@ -266,10 +271,11 @@ def main(args: argparse.Namespace) -> dict:
         table = chain_subset if kind == "binary" and pixelcnn is not None else results
         count = n_chain if table is chain_subset else n_test
         methods = list(dict.fromkeys(m for r in table[kind].values() for m in r))
+        width = max(len(m) for m in methods) + 2
         print(f"{kind}: {metric} ({count} test images)")
-        print(f"{'factor':<8}" + "".join(f"{m:>16}" for m in methods))
+        print(f"{'factor':<8}" + "".join(f"{m:>{width}}" for m in methods))
         for key, row in table[kind].items():
-            print(f"{key:<8}" + "".join(f"{row[m][metric]:>16.3f}" for m in methods))
+            print(f"{key:<8}" + "".join(f"{row[m][metric]:>{width}.3f}" for m in methods))
     print("acceptance: " + ", ".join(f"{k} {v:.2f}" for k, v in acceptance.items()))
     print(f"results: {out.resolve()} (metrics.json and figures), "
           f"{metrics['wall_seconds']:.0f} s")
@@ -300,6 +306,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--pixelcnn-epochs", type=int, default=60, help="0: no PixelCNN")
     parser.add_argument("--gibbs-sweeps", type=int, default=60,
                         help="PixelCNN Gibbs sweeps, the first half burn-in")
+    parser.add_argument("--gibbs-check", action="store_true",
+                        help="also run the PixelCNN chain from the true images: a chain that "
+                             "has forgotten its start gives the same estimate from both")
     parser.add_argument("--subset-size", type=int, default=4,
                         help="pixels of a block redrawn together by the PixelCNN Gibbs step")
     parser.add_argument("--max-batch", type=int, default=2048,

@@ -212,18 +212,23 @@ def bernoulli_pool_log_likelihood(logits: torch.Tensor, y: torch.Tensor, factor:
 def bernoulli_pool_posterior(logits: torch.Tensor, y: torch.Tensor, factor: int
                              ) -> torch.Tensor:
     """``p(x_i = 1 | y_b, z) = pi_i P_{-i}(s_b - 1) / P(s_b)``: same arguments as
-    :func:`bernoulli_pool_log_likelihood`, returns ``[..., batch, C, H, W]``."""
-    log_p0, log_p1, counts = _bernoulli_terms(logits, y, factor)
-    m = log_p0.shape[-1]
-    full = _count_log_pmf(log_p0, log_p1)  # [..., m + 1]
-    others = torch.tensor([[j for j in range(m) if j != i] for i in range(m)],
-                          device=logits.device)  # [m, m - 1]
-    loo = _count_log_pmf(log_p0[..., others], log_p1[..., others])  # [..., m, m]: t = 0..m-1
-    s = counts[..., None]  # [..., 1]
-    below = loo.gather(-1, (s - 1).clamp(min=0)[..., None].expand(*loo.shape[:-1], 1))[..., 0]
-    log_post = log_p1 + below - full.gather(-1, s)  # [..., m]
-    post = torch.where(s == 0, 0.0, log_post.exp().clamp(max=1.0))
-    return _unblock(post, factor)
+    :func:`bernoulli_pool_log_likelihood`, returns ``[..., batch, C, H, W]`` (no gradient).
+
+    Computed as ``pi_i + d log P(s_b) / d logit_i``: for ``P(s) = sum_x prod_i pi_i^x_i
+    (1 - pi_i)^(1 - x_i) [sum x = s]``, the derivative of ``log P(s)`` in the logit of pixel
+    ``i`` is ``E[x_i | s] - pi_i``, so one backward pass through the recursion gives every
+    pixel's posterior at once.
+    """
+    _bernoulli_terms(logits, y, factor)  # checks
+    with torch.enable_grad():
+        leaf = logits.detach().requires_grad_(True)
+        total = bernoulli_pool_log_likelihood(leaf, y, factor)
+        (grad,) = torch.autograd.grad(total.sum(), leaf)
+    post = (torch.sigmoid(logits.detach()) + grad).clamp(0, 1)
+    counts = _unblock(pooled_counts(y, factor)[..., None].expand(
+        *y.shape, factor ** 2), factor).expand(post.shape)
+    # blocks of all zeros or all ones are known exactly; keep them free of rounding
+    return torch.where(counts == 0, 0.0, torch.where(counts == factor ** 2, 1.0, post))
 
 
 def bernoulli_pool_sample(logits: torch.Tensor, y: torch.Tensor, factor: int,
