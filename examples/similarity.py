@@ -20,10 +20,12 @@ balanced ten-class sets. Fashion-MNIST is read from ``--fashion-root`` (default
 is skipped with a message (kept in ``metrics.json``).
 
 Figures ``similarity_<dataset>.png``: a few queries (one per class) and their 10 nearest
-neighbours in every representation, wrong labels framed in red. Expected: on both data sets
-the VAE means and the autoencoder codes retrieve same-class neighbours at least as well as
-the raw pixels with four to fifty times fewer dimensions; see docs/similarity.md for the
-measured numbers.
+neighbours in every representation, wrong labels framed in red.
+
+Expected with the defaults (about a minute of CPU time, 4 minutes on our busy 2-core
+machine): precision@10 (Euclidean) on digits 0.69 / 0.72 / 0.74 / 0.71 for VAE / autoencoder /
+PCA / pixels, all within about two standard errors (0.016); on Fashion-MNIST 0.72 / 0.74 /
+0.71 / 0.66, the 16-number codes clearly ahead of the 784 pixels. See docs/similarity.md.
 
     python examples/similarity.py --out-dir runs/similarity
 """
