@@ -35,10 +35,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import pyro
 import torch
 from sklearn.decomposition import PCA

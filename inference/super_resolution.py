@@ -57,8 +57,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch.nn import functional as F
@@ -293,7 +293,7 @@ def gaussian_pool_log_likelihood(loc: torch.Tensor, scale: torch.Tensor, y: torc
     Returns:
         ``[..., batch]`` in nats; differentiable in ``loc`` and ``scale``.
     """
-    mu, var, total = _gaussian_terms(loc, scale, y, factor)
+    mu, var, _ = _gaussian_terms(loc, scale, y, factor)
     n = factor ** 2
     pooled = torch.distributions.Normal(mu.sum(-1) / n, var.sum(-1).sqrt() / n)
     return pooled.log_prob(y).flatten(-3).sum(-1)
@@ -332,7 +332,7 @@ class _Channel:
         self.factor, self.y = factor, y
 
     @staticmethod
-    def of(pixels, factor: int, y: torch.Tensor) -> "_Channel":
+    def of(pixels, factor: int, y: torch.Tensor) -> _Channel:
         if isinstance(pixels, torch.distributions.Bernoulli):
             return _BernoulliChannel(factor, y)
         if isinstance(pixels, torch.distributions.Normal):
