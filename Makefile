@@ -27,7 +27,8 @@ test: install
 
 # Every example with its default settings, results under runs/<name>/.
 EXAMPLES := toy_manifold vae pixel_likelihoods pixelcnn pixel_vae language_model wavenet \
-	elbo_vs_iwae own_pair compression outliers completion representations gallery
+	elbo_vs_iwae own_pair compression outliers completion representations gallery \
+	super_resolution similarity
 examples: install
 	for name in $(EXAMPLES); do $(PY) examples/$$name.py --out-dir runs/$$name || exit 1; done
 

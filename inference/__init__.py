@@ -77,6 +77,7 @@ from .units import (
 )
 from .uses import (
     active_units,
+    average_pool,
     auroc,
     expected_log_likelihood,
     kl_per_dimension,
@@ -87,6 +88,10 @@ from .uses import (
     observed_channel,
     posterior_means,
     probe_accuracy,
+    super_resolve_gibbs,
+    super_resolve_map,
+    super_resolve_mh,
+    super_resolve_mwg,
     typicality_scores,
 )
 from .weights import log_importance_weights, log_mean_exp
@@ -113,6 +118,7 @@ __all__ = [
     "SVIStep",
     "WeightDiagnostics",
     "active_units",
+    "average_pool",
     "ais_log_evidence",
     "amortization_gap",
     "annealing_schedule",
@@ -162,6 +168,10 @@ __all__ = [
     "save_checkpoint",
     "scale_data_plate",
     "scale_latents",
+    "super_resolve_gibbs",
+    "super_resolve_map",
+    "super_resolve_mh",
+    "super_resolve_mwg",
     "survey_pair",
     "typicality_scores",
     "weight_diagnostics",

@@ -1,4 +1,5 @@
-"""Using a trained model: completing images, scoring outliers, reading its representations.
+"""Using a trained model: completing and super-resolving images, scoring outliers, reading its
+representations.
 
 Each use states what it needs from a model beyond a model/guide pair as a
 :class:`typing.Protocol` (:mod:`inference.protocols`; completion needs an
@@ -15,9 +16,18 @@ from .representations import (
     posterior_means,
     probe_accuracy,
 )
+from .super_resolution import (
+    average_pool,
+    super_resolve_gibbs,
+    super_resolve_map,
+    super_resolve_mh,
+    super_resolve_mwg,
+)
 
 __all__ = [
     "EncoderDecoder", "active_units", "auroc", "expected_log_likelihood", "kl_per_dimension",
     "likelihood_ratio_scores", "map_complete", "metropolis_within_gibbs", "nll_scores",
     "observed_channel", "posterior_means", "probe_accuracy", "typicality_scores",
+    "average_pool", "super_resolve_gibbs", "super_resolve_map", "super_resolve_mh",
+    "super_resolve_mwg",
 ]
