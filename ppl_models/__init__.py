@@ -32,8 +32,11 @@ from .likelihoods import (
     make_likelihood,
     training_representation,
 )
+from .flow_guide import ConditionalIAF, FlowVAE, IAFNormal, LocalFlowGuide
+from .hierarchical_vae import LocalTwoLayerGuide, TwoLayerVAE
 from .layers import GatedResidualBlock, MaskedConv2d
 from .linear_gaussian import LinearGaussian
+from .local_guides import LocalGuide
 from .neural_lm import GRULanguageModel
 from .ngram import NGramModel
 from .pixel_vae import PixelVAE
@@ -48,13 +51,19 @@ __all__ = [
     "Autoencoder",
     "BernoulliPixel",
     "Categorical256",
+    "ConditionalIAF",
     "ConvDecoder",
     "ConvEncoder",
     "DATASETS",
     "DiscretizedLogisticMixture",
+    "FlowVAE",
     "GRULanguageModel",
     "GatedResidualBlock",
     "GaussianPixel",
+    "IAFNormal",
+    "LocalFlowGuide",
+    "LocalGuide",
+    "LocalTwoLayerGuide",
     "MaskedConv2d",
     "PixelCNN",
     "PixelVAE",
@@ -84,6 +93,7 @@ __all__ = [
     "Split",
     "ToyManifold",
     "ToyManifoldVAE",
+    "TwoLayerVAE",
     "binarize_dynamic",
     "binarize_static",
     "load_images",

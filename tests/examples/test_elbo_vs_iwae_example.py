@@ -22,30 +22,53 @@ def run(argv, monkeypatch):
 
 def test_elbo_vs_iwae_example_runs(tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
-    run(["--tiny", "--threads", "1", "--quiet", "--datasets", "digits,fashion-mnist",
+    run(["--tiny", "--threads", "1", "--quiet", "--datasets", "toy,digits,fashion-mnist",
          "--objectives", "elbo,dreg-5", "--fashion-root", str(tmp_path / "missing"),
          "--out-dir", str(out)], monkeypatch)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert "fashion-mnist skipped" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "fashion-mnist skipped" in printed
     assert set(metrics["skipped"]) == {"fashion-mnist"}
-    models = metrics["datasets"]["digits"]["models"]
-    assert set(models) == {"elbo", "dreg-5"}
-    for name, m in models.items():
-        rows = {r["bound"] + str(r["num_samples"]): r for r in m["bounds"]}
-        # ELBO and IWAE_1 are the same average of the same weights: equal to float rounding
-        assert rows["elbo1"]["mean"] == pytest.approx(rows["iwae1"]["mean"], abs=1e-4), name
-        # IWAE_K rises with K in expectation (Burda et al. Thm 1); 3 standard errors of slack
-        for small, large in ((1, 5), (5, 50), (50, 500)):
-            lo, hi = rows[f"iwae{small}"], rows[f"iwae{large}"]
-            slack = 3 * (lo["stderr"] + hi["stderr"])
-            assert lo["mean"] <= hi["mean"] + slack, (name, small, large, lo, hi)
-        assert len(m["k_hat"]) == len(m["ess_fraction"]) == 20
-        assert all(0 < e <= 1 for e in m["ess_fraction"])
-        # amortization gap >= 0 up to Monte Carlo error of the two ELBO estimates
-        assert m["gaps"]["amortization"] > -0.05, (name, m["gaps"])
-    for figure in ("bounds_vs_k_digits", "khat_digits", "gaps_digits"):
+    # the toy has the Gaussian guide only, and says why
+    toy = metrics["datasets"]["toy"]
+    assert set(toy["pairs"]) == {"gaussian"}
+    assert set(toy["skipped_pairs"]) == {"flow", "two-layer"}
+    assert "affine map" in toy["skipped_pairs"]["flow"] and "toy: no flow rows" in printed
+    pairs = metrics["datasets"]["digits"]["pairs"]
+    assert set(pairs) == {"gaussian", "flow", "two-layer"}
+    for pair, entry in pairs.items():
+        models = entry["models"]
+        assert set(models) == {"elbo", "dreg-5"}
+        for name, m in models.items():
+            rows = {r["bound"] + str(r["num_samples"]): r for r in m["bounds"]}
+            # ELBO and IWAE_1 are the same average of the same weights: equal to float rounding
+            assert rows["elbo1"]["mean"] == pytest.approx(rows["iwae1"]["mean"], abs=1e-4), name
+            # IWAE_K rises with K in expectation (Burda et al. Thm 1); 3 standard errors of slack
+            for small, large in ((1, 5), (5, 50), (50, 500)):
+                lo, hi = rows[f"iwae{small}"], rows[f"iwae{large}"]
+                slack = 3 * (lo["stderr"] + hi["stderr"])
+                assert lo["mean"] <= hi["mean"] + slack, (pair, name, small, large, lo, hi)
+            assert len(m["k_hat"]) == len(m["ess_fraction"]) == 20
+            assert all(0 < e <= 1 for e in m["ess_fraction"])
+            gaps = m["gaps"]
+            # amortization gap >= 0 up to Monte Carlo error of the two ELBO estimates, and
+            # the two gaps add up to log p(x) - ELBO
+            assert gaps["amortization"] > -0.05, (pair, name, gaps)
+            assert gaps["approximation"] + gaps["amortization"] == pytest.approx(
+                gaps["log_evidence"] - gaps["elbo_amortized"], abs=1e-4)
+            # the Gaussian guide uses inference.amortization_gap, the others their own family
+            assert gaps["local_family"] == ("gaussian" if pair == "gaussian" else "local")
+    for figure in ("bounds_vs_k_digits", "khat_digits", "gaps_digits", "bounds_vs_k_toy"):
         assert (out / f"{figure}.png").stat().st_size > 1000, figure
-    assert (out / "results.csv").read_text().startswith("dataset,trained_with,estimate")
+    tables = (out / "tables.md").read_text()
+    names = [line for line in tables.splitlines() if line and not line.startswith("|")]
+    # one pair on the toy: no comparison; three on digits: a row per pair and objective
+    assert names == ["toy-tiny-bounds", "toy-tiny-diagnostics", "digits-tiny-bounds",
+                     "digits-tiny-diagnostics", "digits-tiny-gaps"]
+    assert tables.count("| IAF flow guide | DReG, K=5 |") == 3
+    csv = (out / "results.csv").read_text()
+    assert csv.startswith("dataset,pair,trained_with,estimate")
+    assert "digits,two-layer,dreg-5,iwae_500," in csv
     # tables re-rendered from metrics.json without training equal those of the run
     again = tmp_path / "again"
     run(["--tables-from", str(out / "metrics.json"), "--out-dir", str(again)], monkeypatch)
@@ -62,7 +85,10 @@ def test_write_doc_tables_needs_markers(tmp_path):
         example["write_doc_tables"](page, {"b": "| x |"})
 
 
-def test_unknown_dataset_is_rejected(monkeypatch, capsys):
+def test_unknown_dataset_or_pair_is_rejected(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         run(["--datasets", "toy,cifar"], monkeypatch)
     assert "unknown ['cifar']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run(["--pairs", "flow,ladder"], monkeypatch)
+    assert "unknown ['ladder']" in capsys.readouterr().err

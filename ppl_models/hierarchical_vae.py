@@ -1,0 +1,219 @@
+"""A VAE with two stochastic layers (Burda et al. 2015, Table 1's second architecture).
+
+Model (top-down):
+
+    z2 ~ N(0, I_{d2}),    z1 | z2 ~ N(mu_p(z2), diag sigma_p(z2)^2),    x | z1 ~ p_theta(x | z1)
+
+Guide (bottom-up, amortized and reparameterized):
+
+    q(z1 | x) = N(mu_1(x), diag sigma_1(x)^2),    q(z2 | z1) = N(mu_2(z1), diag sigma_2(z1)^2)
+
+Burda et al. [1] use, for 28x28 MNIST, ``d1 = 100`` and ``d2 = 50`` with two deterministic
+tanh layers of 200 units between x and z1 and two of 100 units between z1 and z2, in both
+directions: the defaults here. Every size is an argument, so the 8x8 digits and the tests use
+small ones.
+
+References:
+    [1] Burda, Grosse, Salakhutdinov (2015), Importance Weighted Autoencoders, section 5.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer.util import is_validation_enabled
+from pyro.nn import PyroModule, pyro_method
+from torch import nn
+from torch.nn import functional as F
+
+from .checks import check_data
+from .likelihoods import make_likelihood
+from .local_guides import LocalGuide
+from .networks import full_precision, mlp
+
+ACTIVATIONS = {"tanh": nn.Tanh, "softplus": nn.Softplus, "relu": nn.ReLU}
+
+
+class _GaussianLayer(nn.Module):
+    """MLP ``[..., n_in] -> (loc, scale)``, each ``[..., n_out]`` (scale = softplus + 1e-5)."""
+
+    def __init__(self, n_in: int, hidden: Sequence[int], n_out: int, activation):
+        super().__init__()
+        self.net = mlp([n_in, *hidden, 2 * n_out], activation)
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, raw_scale = full_precision(self.net(h)).chunk(2, dim=-1)
+        return loc, F.softplus(raw_scale) + 1e-5
+
+
+def _positive_int(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+class TwoLayerVAE(PyroModule):
+    """Two-stochastic-layer VAE for images ``x: [batch, C, H, W]``; latent sites ``"z1"``, ``"z2"``.
+
+    Args:
+        image_shape: ``(C, H, W)``.
+        latent_dim: d1, units of the lower stochastic layer z1 (the one next to x).
+        top_latent_dim: d2, units of the upper stochastic layer z2.
+        likelihood: a pixel likelihood of :mod:`ppl_models.likelihoods`.
+        hidden: deterministic layers between x and z1 (both directions).
+        top_hidden: deterministic layers between z1 and z2 (both directions).
+        activation: ``"tanh"`` (Burda et al.), ``"softplus"`` or ``"relu"``.
+        likelihood_options: keyword arguments of the likelihood.
+
+    Both sites sit in ``pyro.plate("data", batch)`` and accept leading particle dims, so every
+    estimator of :mod:`inference` and ``inference.fit`` with ``"elbo"``, ``"iwae"`` and
+    ``"dreg"`` apply.
+    """
+
+    def __init__(self, image_shape: Sequence[int] = (1, 28, 28), latent_dim: int = 100,
+                 top_latent_dim: int = 50, likelihood: str = "bernoulli",
+                 hidden: Sequence[int] = (200, 200), top_hidden: Sequence[int] = (100, 100),
+                 activation: str = "tanh", likelihood_options: dict | None = None):
+        super().__init__()
+        if len(image_shape) != 3:
+            raise ValueError(f"image_shape must be (C, H, W), got {tuple(image_shape)}")
+        _positive_int(latent_dim, "latent_dim")
+        _positive_int(top_latent_dim, "top_latent_dim")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose from "
+                             f"{', '.join(ACTIVATIONS)}")
+        self.image_shape = tuple(image_shape)
+        self.latent_dim, self.top_latent_dim = latent_dim, top_latent_dim
+        self.likelihood = make_likelihood(likelihood, **(likelihood_options or {}))
+        act = ACTIVATIONS[activation]
+        pixels = math.prod(self.image_shape)
+        self.out_shape = (self.likelihood.params_per_pixel, *self.image_shape)
+        # guide, bottom-up
+        self.encoder = _GaussianLayer(pixels, hidden, latent_dim, act)
+        self.top_encoder = _GaussianLayer(latent_dim, top_hidden, top_latent_dim, act)
+        # model, top-down
+        self.top_decoder = _GaussianLayer(top_latent_dim, tuple(reversed(top_hidden)),
+                                          latent_dim, act)
+        self.decoder = mlp([latent_dim, *reversed(hidden), math.prod(self.out_shape)], act)
+
+    def _check(self, x: torch.Tensor) -> None:
+        check_data(x, self.image_shape, "x")
+        if is_validation_enabled():
+            self.likelihood.check(x)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x: [batch, C, H, W]`` -> loc, scale of ``q(z1 | x)``, each ``[batch, d1]``."""
+        return self.encoder(x.flatten(-3))
+
+    def encode_top(self, z1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``z1: [..., d1]`` -> loc, scale of ``q(z2 | z1)``, each ``[..., d2]``."""
+        return self.top_encoder(z1)
+
+    def prior_z1(self, z2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``z2: [..., d2]`` -> loc, scale of ``p(z1 | z2)``, each ``[..., d1]``."""
+        return self.top_decoder(z2)
+
+    def decode(self, z1: torch.Tensor):
+        """``z1: [..., d1]`` -> pixel distribution with batch shape ``[..., C, H, W]``."""
+        raw = full_precision(self.decoder(z1)).unflatten(-1, self.out_shape)
+        return self.likelihood.distribution(raw)
+
+    @pyro_method
+    def model(self, x: torch.Tensor) -> None:
+        self._check(x)
+        prior = dist.Normal(x.new_zeros(self.top_latent_dim), 1.0).to_event(1)
+        with pyro.plate("data", x.shape[0]):
+            z2 = pyro.sample("z2", prior)  # [..., batch, d2]
+            z1 = pyro.sample("z1", dist.Normal(*self.prior_z1(z2)).to_event(1))  # [..., batch, d1]
+            pyro.sample("x", self.decode(z1).to_event(3), obs=x)
+
+    @pyro_method
+    def guide(self, x: torch.Tensor) -> None:
+        self._check(x)
+        loc, scale = self.encode(x)
+        with pyro.plate("data", x.shape[0]):
+            z1 = pyro.sample("z1", dist.Normal(loc, scale).to_event(1))  # [..., batch, d1]
+            pyro.sample("z2", dist.Normal(*self.encode_top(z1)).to_event(1))
+
+    def representation(self, x: torch.Tensor) -> torch.Tensor:
+        """The posterior mean of the lower layer, ``E_q[z1 | x] = mu_1(x)``: ``[batch, d1]``."""
+        self._check(x)
+        with torch.no_grad():
+            return self.encode(x)[0]
+
+    def reconstruct(self, x: torch.Tensor, num_samples: int = 0) -> torch.Tensor:
+        """Mean images decoded from ``E_q[z1 | x]`` (``num_samples=0``) or from ``q(z1 | x)``.
+
+        Returns:
+            ``[batch, C, H, W]``, or ``[num_samples, batch, C, H, W]``.
+        """
+        with torch.no_grad():
+            loc, scale = self.encode(x)
+            if num_samples:
+                loc = loc + scale * torch.randn((num_samples, *loc.shape), device=loc.device,
+                                                dtype=loc.dtype)
+            return self.decode(loc).mean
+
+    def sample_images(self, num: int, generator: torch.Generator | None = None,
+                      mean: bool = True) -> torch.Tensor:
+        """Images from the model, ``[num, C, H, W]``: ``z2 ~ p``, ``z1 ~ p(z1 | z2)``, then the
+        pixel means (``mean=True``) or pixel samples. Latent noise from ``generator`` (on its
+        device)."""
+        _positive_int(num, "num")
+        device = next(self.parameters()).device
+        source = generator.device if generator is not None else device
+        with torch.no_grad():
+            z2 = torch.randn(num, self.top_latent_dim, generator=generator,
+                             device=source).to(device)
+            loc, scale = self.prior_z1(z2)
+            eps = torch.randn(num, self.latent_dim, generator=generator, device=source)
+            pixels = self.decode(loc + scale * eps.to(device))
+            return pixels.mean if mean else pixels.sample()
+
+    def local_guide(self, x: torch.Tensor) -> LocalTwoLayerGuide:
+        """A guide with free ``q(z1)`` parameters per datapoint of ``x`` and ``q(z2 | z1)`` fixed.
+
+        For the amortization gap (Cremer et al. 2018): see :class:`LocalTwoLayerGuide`.
+        """
+        self._check(x)
+        with torch.no_grad():
+            loc, scale = self.encode(x)
+        return LocalTwoLayerGuide(loc, scale, self.top_encoder)
+
+
+class LocalTwoLayerGuide(LocalGuide):
+    """The two-layer guide with its x-dependent part freed: ``q(z1) = N(loc_i, scale_i)`` per
+    datapoint, ``q(z2 | z1)`` the trained (and here fixed) network.
+
+    Only ``q(z1 | x)`` sees x, so this is the family the amortized guide chooses from, and the
+    amortized guide is its member ``(loc_i, scale_i) = encoder(x_i)``; optimizing the local
+    parameters (:meth:`~ppl_models.local_guides.LocalGuide.fit`) measures the amortization
+    gap within that family. (``inference.amortization_gap`` would instead fit independent
+    local Gaussians to z1 and z2, dropping the guide's z2-on-z1 dependence.)
+
+    Args:
+        loc, scale: ``[batch, d1]`` initial ``q(z1)``.
+        top_encoder: ``z1 -> (loc, scale)`` of ``q(z2 | z1)``; copied, its weights frozen.
+    """
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, top_encoder: nn.Module):
+        if loc.dim() != 2 or scale.shape != loc.shape:
+            raise ValueError(f"loc and scale must both be [batch, d1], got {list(loc.shape)} "
+                             f"and {list(scale.shape)}")
+        self.loc = loc.detach().clone().requires_grad_(True)
+        self.log_scale = scale.detach().log().requires_grad_(True)
+        self.top_encoder = copy.deepcopy(top_encoder).requires_grad_(False)
+        self.batch_size = loc.shape[0]
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.loc, self.log_scale]
+
+    def __call__(self, x: torch.Tensor, *args, **kwargs) -> None:
+        self._check_batch(x)
+        with pyro.plate("data", self.batch_size):
+            z1 = pyro.sample("z1", dist.Normal(self.loc, self.log_scale.exp()).to_event(1))
+            pyro.sample("z2", dist.Normal(*self.top_encoder(z1)).to_event(1))
