@@ -5,6 +5,8 @@ Every representation is a callable ``embed(x: [batch, C, H, W]) -> [batch, d]`` 
 training images (the list ``REPRESENTATIONS``; adding one is one line there):
 
 - ``vae``: posterior means ``E_q[z | x]`` of a Bernoulli VAE (:func:`inference.posterior_means`);
+- ``flow guide``: ``z_T(mu(x))`` of a VAE whose guide adds two inverse autoregressive flow
+  steps to the Gaussian (:class:`ppl_models.FlowVAE`, its ``representation``);
 - ``autoencoder``: codes of a deterministic autoencoder with the same networks;
 - ``pca``: the first ``--latent-dim`` principal components of the training pixels;
 - ``pixels``: the raw pixels.
@@ -47,6 +49,7 @@ from scaffold.plots import save_figure
 from scaffold.flags import nonnegative_int, positive_float, positive_int, script_parser
 from scaffold.runs import finish_run, start_run
 from ppl_models.data import load_images
+from ppl_models import FlowVAE
 from ppl_models.vae import VAE, Autoencoder
 
 Embed = Callable[[torch.Tensor], torch.Tensor]
@@ -89,6 +92,8 @@ def raw_pixels(train_x: torch.Tensor, args, device) -> Embed:
 REPRESENTATIONS: list[tuple[str, Builder]] = [
     ("vae", trained(lambda shape, a: VAE(shape, a.latent_dim, hidden=(a.hidden,)),
                     lambda m, x: posterior_means(m.guide, x))),
+    ("flow guide", trained(lambda shape, a: FlowVAE(shape, a.latent_dim, hidden=(a.hidden,)),
+                           lambda m, x: m.representation(x))),
     ("autoencoder", trained(lambda shape, a: Autoencoder(shape, a.latent_dim, hidden=(a.hidden,)),
                             lambda m, x: m.encode(x))),
     ("pca", pca_projection),

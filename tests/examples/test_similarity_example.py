@@ -43,7 +43,8 @@ def test_similarity_example_runs(tmp_path, monkeypatch):
     assert "missing" in metrics["skipped"]["fashion-mnist"]
     digits = metrics["datasets"]["digits"]
     results = digits["results"]
-    assert list(results) == ["vae", "autoencoder", "pca", "pixels"]
+    assert list(results) == ["vae", "flow guide", "autoencoder", "pca", "pixels"]
+    assert results["flow guide"]["dim"] == 4
     assert results["pixels"]["dim"] == 64 and results["vae"]["dim"] == 4
     assert 0.08 < digits["chance_precision"] < 0.12
     # 10 nearest of 300 binarized training digits by raw pixels share the query's class far
