@@ -91,7 +91,7 @@ def check_writable(path: str | Path) -> Path:
 
     Raises:
         CheckpointError: ``path`` is a folder, or the folder cannot be created or written;
-        the message names the path and the reason.
+            the message names the path and the reason.
     """
     path = Path(path)
     if path.is_dir():
@@ -152,7 +152,7 @@ def load_checkpoint(path: str | Path, map_location=None) -> dict:
 
     Raises:
         CheckpointError: naming ``path`` for a missing, unreadable, truncated, altered or
-        foreign file.
+            foreign file.
     """
     path = Path(path)
     try:
