@@ -8,7 +8,8 @@ from pyro.infer.util import is_validation_enabled
 
 def check_data(x, event_shape: tuple[int, ...], name: str = "x",
                low: float | None = None, high: float | None = None) -> None:
-    """Raise ``ValueError``/``TypeError`` unless ``x`` is a finite float tensor ``[batch, *event_shape]``.
+    """Raise ``ValueError``/``TypeError`` unless ``x`` is a finite float tensor
+    ``[batch, *event_shape]``.
 
     ``low``/``high``, when given, bound the allowed values. Type and shape are always
     checked; the values (which costs a pass over the data and, on a GPU, a synchronization)

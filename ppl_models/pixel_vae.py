@@ -10,7 +10,8 @@ IWAE_K and every estimator of :mod:`inference` apply unchanged. An autoregressiv
 model the data without the latent at all; trained with the plain ELBO, such a VAE often drives
 ``KL(q(z | x) || p(z))`` to zero ("posterior collapse", [3] Section 2.2, [4]). KL warm-up
 (:func:`inference.fit`'s ``kl_warmup_epochs``) and free bits
-(:class:`inference.training.free_bits.FreeBitsELBO`, [5] Appendix C.8) are the usual counter-measures;
+(:class:`inference.training.free_bits.FreeBitsELBO`, [5] Appendix C.8) are the usual
+counter-measures;
 ``examples/pixel_vae.py`` compares them.
 
 References:

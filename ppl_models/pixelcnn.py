@@ -185,7 +185,8 @@ class PixelCNN(PyroModule):
     # ---------------------------------------------------------------------------- network
     def _network(self, x: torch.Tensor, y: torch.Tensor | None, h: torch.Tensor | None
                  ) -> torch.Tensor:
-        """Unchecked: ``x: [n, C, H, W]``, ``y: [n]``, ``h: [n, cond_dim]`` -> ``[n, P, C, H, W]``."""
+        """Unchecked: ``x: [n, C, H, W]``, ``y: [n]``, ``h: [n, cond_dim]``
+        -> ``[n, P, C, H, W]``."""
         a = self.first(2 * x - 1)  # data scaled to [-1, 1]; the zero padding sits mid-range
         for block in self.blocks:
             a = block(a, block.condition(y, h))

@@ -203,7 +203,8 @@ class _AnnealingPath:
         return torch.cat(parts, -1)
 
     def unflatten(self, flat: torch.Tensor):
-        """Constrained values per site from ``flat: [K, batch, D]``, and ``log|det J|`` ``[K, batch]``."""
+        """Constrained values per site from ``flat: [K, batch, D]``, and ``log|det J|``
+        ``[K, batch]``."""
         values, log_jac, start = {}, 0.0, 0
         num_chains, batch = flat.shape[:2]
         for s in self.sites:

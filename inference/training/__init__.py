@@ -20,6 +20,7 @@ from .svi_step import Adam, SVIStep
 
 __all__ = [
     "Adam", "CompiledSVIStep", "DReGLoss", "DataParallel", "FreeBitsELBO", "IWAELoss",
-    "KeepBest", "MinibatchPlan", "SVIStep", "fit", "free_bits_terms", "init_process_group", "make_loss",
+    "KeepBest", "MinibatchPlan", "SVIStep", "fit", "free_bits_terms", "init_process_group",
+    "make_loss",
     "plan_minibatches", "resolve_device", "save_checkpoint", "scale_data_plate", "scale_latents",
 ]

@@ -2,7 +2,8 @@
 
 Dynamo cannot compile Pyro's effect handlers, so :class:`CompiledSVIStep` takes another route.
 For each new batch shape (and handler setting, e.g. the data-plate scale) it traces the lean
-ELBO of :class:`inference.training.svi_step.SVIStep` *and its gradient* once with ``make_fx``, with the
+ELBO of :class:`inference.training.svi_step.SVIStep` *and its gradient* once with
+``make_fx``, with the
 owning module's parameters swapped for graph inputs. The result is a plain graph of tensor
 operations from ``(parameters, batch)`` to ``(loss, gradients)``, the random draws included
 (``normal_`` on torch's generator), that ``torch.compile`` turns into fused kernels. With
@@ -10,7 +11,8 @@ operations from ``(parameters, batch)`` to ``(loss, gradients)``, the random dra
 eager step, so loss and gradients equal the eager ones up to float rounding.
 
 The importance-weighted objectives ``"iwae"`` and ``"dreg"`` with K particles are traced the
-same way from :class:`inference.training.svi_step.ImportanceScorer` (the per-datapoint log weights of
+same way from :class:`inference.training.svi_step.ImportanceScorer` (the per-datapoint log
+weights of
 K vectorized particles; DReG's weighted latent gradients are tensor hooks, which the trace
 records as ordinary multiplications).
 
@@ -18,7 +20,8 @@ Requirements (checked, ``ValueError`` otherwise): ``model`` and ``guide`` are me
 ``torch.nn.Module`` that owns every parameter they use (as every model in
 :mod:`ppl_models`), and the pair suits the lean path (``"elbo"`` or ``"meanfield"`` with one
 particle, or ``"iwae"``/``"dreg"`` with any number, and a guide that reparameterizes exactly
-the model's latents; for ``"dreg"`` no parameter shared by model and guide). The pair's Python control flow is frozen at tracing:
+the model's latents; for ``"dreg"`` no parameter shared by model and guide). The pair's
+Python control flow is frozen at tracing:
 it must not depend on the values of the data or of the draws.
 """
 
@@ -58,7 +61,8 @@ def _handler_key() -> tuple:
 
 
 class CompiledSVIStep:
-    """``step(*args) -> float`` like :class:`inference.training.svi_step.SVIStep`, through a compiled graph.
+    """``step(*args) -> float`` like :class:`inference.training.svi_step.SVIStep`, through a
+    compiled graph.
 
     Args:
         model, guide: bound methods of one ``nn.Module`` that owns all their parameters.
@@ -114,7 +118,8 @@ class CompiledSVIStep:
             if any(id(p) in guide_ids for p in scorer.params[scorer.num_guide_params:]):
                 raise ValueError("compiled 'dreg' steps need model and guide to use "
                                  "separate parameters (use fit without compile)")
-        foreign = [p for p in unique_tensors(scorer.params) if id(p) not in owned and p.requires_grad]
+        foreign = [p for p in unique_tensors(scorer.params)
+                   if id(p) not in owned and p.requires_grad]
         if foreign:
             raise ValueError(f"{len(foreign)} parameter(s) of the pair are not owned by "
                              f"{type(self.module).__name__} (pyro.param outside the module); "

@@ -60,7 +60,8 @@ def _check_arguments(model, guide, loss, num_particles, epochs, batch_size, lr, 
     for name, fn in (("batch_transform", batch_transform), ("callback", callback)):
         if fn is not None and not callable(fn):
             raise TypeError(f"{name} must be callable or None, got {type(fn).__name__}")
-    if not isinstance(loss, str) and not (hasattr(loss, "loss") and hasattr(loss, "loss_and_grads")):
+    if not isinstance(loss, str) and not (hasattr(loss, "loss")
+                                          and hasattr(loss, "loss_and_grads")):
         raise TypeError(f"loss must be a loss name or an object with loss and loss_and_grads, "
                         f"got {loss!r}")
     check_int(num_particles, "num_particles")
@@ -189,8 +190,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 class OneProcess:
-    """How :func:`fit` trains on a single process; :class:`inference.training.distributed.DataParallel`
-    implements the same methods over a process group."""
+    """How :func:`fit` trains on a single process;
+    :class:`inference.training.distributed.DataParallel` implements the same methods over a
+    process group."""
 
     rank, world_size = 0, 1
 
