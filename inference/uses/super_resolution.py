@@ -390,6 +390,33 @@ def _upsampled(y: torch.Tensor, factor: int) -> torch.Tensor:
     return y.repeat_interleave(factor, -2).repeat_interleave(factor, -1)
 
 
+class _ChainMoments:
+    """Running pixel-posterior moments over the kept states of a chain: the mixture mean and
+    variance of the per-state posteriors, and (with ``truth``) the log of the mean predictive
+    density of the true image."""
+
+    def __init__(self, channel, truth: torch.Tensor | None):
+        self.channel, self.truth = channel, truth
+        self.count, self.mean_sum, self.second_sum, self.scored = 0, None, None, None
+
+    def add(self, mean: torch.Tensor, variance: torch.Tensor) -> None:
+        if self.mean_sum is None:
+            self.mean_sum, self.second_sum = torch.zeros_like(mean), torch.zeros_like(mean)
+        self.count += 1
+        self.mean_sum += mean
+        self.second_sum += variance + mean ** 2
+        if self.truth is not None:
+            term = self.channel.log_predictive(mean, variance, self.truth)
+            self.scored = term if self.scored is None else torch.logaddexp(self.scored, term)
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(mean, variance, log predictive of truth or None)`` over the states added."""
+        mean = self.mean_sum / self.count
+        variance = (self.second_sum / self.count - mean ** 2).clamp(min=0)
+        scored = None if self.truth is None else self.scored - math.log(self.count)
+        return mean, variance, scored
+
+
 def super_resolve_map(vae, y: torch.Tensor, factor: int, steps: int = 300, lr: float = 0.05,
                       truth: torch.Tensor | None = None) -> SuperResolution:
     """MAP over ``z`` of ``log p(y | z) + log p(z)`` by Adam, then ``x | y, z*`` exactly.
@@ -465,8 +492,8 @@ def super_resolve_mwg(vae, y: torch.Tensor, factor: int, num_steps: int = 200,
     x = channel.sample(vae.decode(loc), generator)
     loc, scale = vae.encode(x)
     z = loc + scale * normal(loc.shape)
-    accepted, kept = 0.0, num_steps - burn_in
-    mean_sum = second_sum = scored = None
+    accepted = 0.0
+    moments = _ChainMoments(channel, truth)
     for step in range(num_steps):
         loc, scale = vae.encode(x)
         proposal = loc + scale * normal(loc.shape)
@@ -480,17 +507,8 @@ def super_resolve_mwg(vae, y: torch.Tensor, factor: int, num_steps: int = 200,
         if step < burn_in:
             continue
         mean, variance = channel.posterior(pixels)
-        if mean_sum is None:
-            mean_sum, second_sum = torch.zeros_like(mean), torch.zeros_like(mean)
-        mean_sum += mean
-        second_sum += variance + mean ** 2
-        if truth is not None:
-            term = channel.log_predictive(mean, variance, truth)
-            scored = term if scored is None else torch.logaddexp(scored, term)
-    mean = mean_sum / kept
-    variance = (second_sum / kept - mean ** 2).clamp(min=0)
-    if truth is not None:
-        scored = scored - math.log(kept)
+        moments.add(mean, variance)
+    mean, variance, scored = moments.result()
     return SuperResolution(mean, variance, scored, z, accepted / num_steps)
 
 
@@ -539,7 +557,7 @@ def super_resolve_mh(vae, y: torch.Tensor, factor: int, num_steps: int = 1600,
     step = scale.mean(-1, keepdim=True)  # [batch, 1]
     current = log_posterior(z)
     accepted, kept = 0.0, num_steps - burn_in
-    mean_sum = second_sum = scored = None
+    moments = _ChainMoments(channel, truth)
     for t in range(num_steps):
         proposal = z + step * torch.randn(z.shape, generator=generator, **like)
         candidate = log_posterior(proposal)
@@ -552,17 +570,8 @@ def super_resolve_mh(vae, y: torch.Tensor, factor: int, num_steps: int = 1600,
             continue
         accepted += float(accept.float().mean())
         mean, variance = channel.posterior(vae.decode(z))
-        if mean_sum is None:
-            mean_sum, second_sum = torch.zeros_like(mean), torch.zeros_like(mean)
-        mean_sum += mean
-        second_sum += variance + mean ** 2
-        if truth is not None:
-            term = channel.log_predictive(mean, variance, truth)
-            scored = term if scored is None else torch.logaddexp(scored, term)
-    mean = mean_sum / kept
-    variance = (second_sum / kept - mean ** 2).clamp(min=0)
-    if truth is not None:
-        scored = scored - math.log(kept)
+        moments.add(mean, variance)
+    mean, variance, scored = moments.result()
     return SuperResolution(mean, variance, scored, z, accepted / kept)
 
 
