@@ -132,7 +132,11 @@ class BernoulliPixel(_PixelValidation, dist.Bernoulli):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        return torch.addcmul(-F.softplus(self.logits), value, self.logits)  # broadcasts
+        logits = self.logits
+        log_p = F.softplus(logits).neg_()  # softplus keeps its input for backward, not its output
+        if log_p.shape == torch.broadcast_shapes(log_p.shape, value.shape):
+            return log_p.addcmul_(value, logits)  # one [..., *pixels] buffer instead of three
+        return torch.addcmul(log_p, value, logits)
 
 
 class GaussianPixel(_PixelValidation, dist.Normal):

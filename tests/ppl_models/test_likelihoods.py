@@ -119,6 +119,26 @@ def test_bernoulli_sums_to_one_and_is_stable_for_extreme_logits():
     torch.testing.assert_close(pixel.mean, torch.sigmoid(logits))
 
 
+@pytest.mark.parametrize("logits_shape, value_shape", [
+    ((3, 4, 5), (4, 5)),  # particles broadcast over data: scored in place
+    ((5,), (3, 4, 5)),  # one set of logits for every datapoint: a new buffer
+    ((4, 1), (4, 5)),  # logits broadcast inside the pixels
+])
+def test_bernoulli_log_prob_and_gradient_match_the_cross_entropy(logits_shape, value_shape):
+    gen = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(logits_shape, generator=gen, dtype=F64)).requires_grad_()
+    # intensities in [0, 1] (validation off): the cross-entropy, as Pyro's Bernoulli scores it
+    value = torch.rand(value_shape, generator=gen, dtype=F64)
+    ours = BernoulliPixel(logits=logits, validate_args=False).log_prob(value)
+    reference = -F.binary_cross_entropy_with_logits(
+        logits.expand(ours.shape), value.expand(ours.shape), reduction="none")
+    torch.testing.assert_close(ours, reference)  # float64: agreement to rounding
+    weights = torch.randn(ours.shape, generator=gen, dtype=F64)
+    (grad,) = torch.autograd.grad((weights * ours).sum(), logits)
+    (expected,) = torch.autograd.grad((weights * reference).sum(), logits)
+    torch.testing.assert_close(grad, expected)
+
+
 def test_gaussian_log_prob_matches_the_closed_form():
     gen = torch.Generator().manual_seed(3)
     loc, log_scale = torch.randn(2, 4, 1, 3, 3, generator=gen, dtype=F64)
