@@ -1,28 +1,24 @@
 """A compiled SVI step for pairs whose trace structure is fixed: trace once, compile, replay.
 
-Dynamo cannot compile Pyro's effect handlers, so :class:`CompiledSVIStep` takes another route.
 For each new batch shape (and handler setting, e.g. the data-plate scale) it traces the lean
-ELBO of :class:`inference.training.svi_step.SVIStep` *and its gradient* once with
-``make_fx``, with the
-owning module's parameters swapped for graph inputs. The result is a plain graph of tensor
-operations from ``(parameters, batch)`` to ``(loss, gradients)``, the random draws included
-(``normal_`` on torch's generator), that ``torch.compile`` turns into fused kernels. With
-``torch._inductor.config.fallback_random`` set while compiling, the draws are those of the
-eager step, so loss and gradients equal the eager ones up to float rounding.
+ELBO of :class:`inference.training.svi_step.SVIStep` *and its gradient* once
+(:mod:`inference.compiling`: ``make_fx`` with the owning module's parameters as graph inputs,
+random draws included) and compiles that graph of tensor operations from ``(parameters,
+batch)`` to ``(loss, gradients)``. The draws are those of the eager step, so loss and
+gradients equal the eager ones up to float rounding.
 
 The importance-weighted objectives ``"iwae"`` and ``"dreg"`` with K particles are traced the
 same way from :class:`inference.training.svi_step.ImportanceScorer` (the per-datapoint log
-weights of
-K vectorized particles; DReG's weighted latent gradients are tensor hooks, which the trace
-records as ordinary multiplications).
+weights of K vectorized particles; DReG's weighted latent gradients are tensor hooks, which
+the trace records as ordinary multiplications).
 
 Requirements (checked, ``ValueError`` otherwise): ``model`` and ``guide`` are methods of one
 ``torch.nn.Module`` that owns every parameter they use (as every model in
 :mod:`ppl_models`), and the pair suits the lean path (``"elbo"`` or ``"meanfield"`` with one
 particle, or ``"iwae"``/``"dreg"`` with any number, and a guide that reparameterizes exactly
 the model's latents; for ``"dreg"`` no parameter shared by model and guide). The pair's
-Python control flow is frozen at tracing:
-it must not depend on the values of the data or of the draws.
+Python control flow is frozen at tracing: it must not depend on the values of the data or of
+the draws.
 """
 
 from __future__ import annotations
@@ -31,11 +27,9 @@ from collections.abc import Callable
 
 import pyro
 import torch
-from pyro.poutine.runtime import _PYRO_STACK
-from torch.fx.experimental.proxy_tensor import make_fx
-from torch.nn.utils.stateless import _reparametrize_module
 
 from ..checks import check_pair_arguments
+from ..compiling import arguments_key, compile_graph, handler_key, owning_module, trace_with_inputs
 from .objectives import make_loss
 from .svi_step import (
     LEAN_LOSSES,
@@ -51,13 +45,6 @@ from .svi_step import (
 
 # torch.compile backend; "eager" replays the traced graph uncompiled (tests, debugging).
 DEFAULT_BACKEND = "inductor"
-
-
-def _handler_key() -> tuple:
-    """What the active handlers bake into a trace (e.g. the data-plate scale), hashable."""
-    return tuple((type(h).__name__, tuple(sorted((k, v) for k, v in vars(h).items()
-                                                  if isinstance(v, (int, float, str, bool)))))
-                 for h in _PYRO_STACK)
 
 
 class CompiledSVIStep:
@@ -79,10 +66,7 @@ class CompiledSVIStep:
     def __init__(self, model: Callable, guide: Callable, optim=None, loss: str = "elbo",
                  backend: str | None = None, num_particles: int = 1):
         check_pair_arguments(model, guide, num_particles)
-        owner = getattr(model, "__self__", None)
-        if not isinstance(owner, torch.nn.Module) or getattr(guide, "__self__", None) is not owner:
-            raise ValueError("compiled steps need model and guide to be methods of one "
-                             "torch.nn.Module (e.g. a PyroModule with pyro_method)")
+        owner = owning_module(model, guide, "a compiled step")
         if loss not in LEAN_LOSSES + WEIGHTED_LOSSES:
             raise ValueError(f"compiled steps support the losses "
                              f"{LEAN_LOSSES + WEIGHTED_LOSSES}, got {loss!r}")
@@ -134,35 +118,25 @@ class CompiledSVIStep:
         return score_pair(self.model, self.guide, args, kwargs, self.loss_name == "meanfield")
 
     def _loss_and_grads(self, params, args, kwargs):
-        names = [n for n, _ in self._named_params()]
-        with _reparametrize_module(self.module, dict(zip(names, params))):
-            scorer = self._score(args, kwargs)
-            if self.loss_name in WEIGHTED_LOSSES:
-                surrogate, loss = importance_loss(scorer)
-            else:
-                surrogate = loss = -scorer.elbo
+        """Loss and gradients by ``params``, the module's parameters bound to them."""
+        scorer = self._score(args, kwargs)
+        if self.loss_name in WEIGHTED_LOSSES:
+            surrogate, loss = importance_loss(scorer)
+        else:
+            surrogate = loss = -scorer.elbo
         grads = torch.autograd.grad(surrogate, params, allow_unused=True)
         grads = tuple(torch.zeros_like(p) if g is None else g for p, g in zip(params, grads))
         return loss.detach(), grads
 
     def _graph(self, params, args, kwargs) -> Callable:
-        key = (tuple((tuple(a.shape), a.dtype, a.device) if torch.is_tensor(a) else a
-                     for a in args), tuple(sorted(kwargs.items())), _handler_key())
+        key = (arguments_key(args, kwargs), handler_key())
         graph = self._graphs.get(key)
         if graph is None:
-            with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
-                traced = make_fx(lambda p, a: self._loss_and_grads(p, a, kwargs))(params, args)
-            if self.backend == "eager":
-                graph = traced
-            else:
-                import torch._inductor.config as inductor_config
-
-                compiled = torch.compile(traced, backend=self.backend)
-
-                def graph(p, a, compiled=compiled):
-                    with inductor_config.patch(fallback_random=True):
-                        return compiled(p, a)
-            self._graphs[key] = graph
+            names = [n for n, _ in self._named_params()]
+            traced = trace_with_inputs(self.module, names,
+                                       lambda p, a: self._loss_and_grads(p, a, kwargs),
+                                       params, args)
+            graph = self._graphs[key] = compile_graph(traced, self.backend)
         return graph
 
     def loss_and_grads(self, *args, **kwargs) -> float:

@@ -1,0 +1,83 @@
+"""Trace a pair's tensor arithmetic once and compile it: what the compiled paths share.
+
+Dynamo cannot compile Pyro's effect handlers, so the compiled paths
+(:class:`inference.CompiledSVIStep`, ``compile=True`` of the evidence estimators) run the
+pair once under ``make_fx`` with the owning module's parameters and buffers swapped for graph
+inputs. The result is a plain graph of tensor operations from ``(parameters, arguments)`` to
+tensors, the random draws included, which ``torch.compile`` turns into fused kernels. With
+``torch._inductor.config.fallback_random`` set while compiling, the draws are those of the
+eager code, so compiled and eager results agree up to float rounding.
+
+What a trace freezes: the pair's Python control flow (it must not depend on the values of the
+data or of the draws), and every tensor that is neither an argument nor a parameter or buffer
+of the module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pyro
+import torch
+from pyro.poutine.runtime import _PYRO_STACK
+from torch.fx.experimental.proxy_tensor import make_fx
+from torch.nn.utils.stateless import _reparametrize_module
+
+
+def handler_key() -> tuple:
+    """What the active Pyro handlers bake into a trace (e.g. a plate's scale), hashable."""
+    return tuple((type(h).__name__, tuple(sorted((k, v) for k, v in vars(h).items()
+                                                  if isinstance(v, (int, float, str, bool)))))
+                 for h in _PYRO_STACK)
+
+
+def arguments_key(args: tuple, kwargs: dict) -> tuple:
+    """Shapes, dtypes and devices of tensor arguments, other arguments as they are: hashable."""
+    def key(value):
+        if torch.is_tensor(value):
+            return ("tensor", tuple(value.shape), value.dtype, value.device)
+        return value if isinstance(value, (int, float, str, bool, type(None))) else id(value)
+    return (tuple(key(a) for a in args), tuple(sorted((k, key(v)) for k, v in kwargs.items())))
+
+
+def owning_module(model: Callable, guide: Callable, purpose: str) -> torch.nn.Module:
+    """The ``nn.Module`` whose methods ``model`` and ``guide`` are; ``ValueError`` otherwise."""
+    owner = getattr(model, "__self__", None)
+    if not isinstance(owner, torch.nn.Module) or getattr(guide, "__self__", None) is not owner:
+        raise ValueError(f"{purpose} needs model and guide to be methods of one "
+                         "torch.nn.Module that owns their parameters (e.g. a PyroModule with "
+                         f"pyro_method); got model={model!r}, guide={guide!r}")
+    return owner
+
+
+def trace_with_inputs(module: torch.nn.Module, names: list[str], fn: Callable,
+                      tensors: list[torch.Tensor], args: tuple):
+    """``make_fx`` graph of ``fn(tensors, args)`` with ``module``'s ``names`` bound to
+    ``tensors``.
+
+    The graph takes ``(tensors, args)``: ``tensors`` stand for the module's parameters and
+    buffers called ``names`` (``fn`` receives them too, e.g. to differentiate by them). Traced with the random state restored afterwards and Pyro's
+    validation off (its checks are data-dependent Python, not tensor arithmetic).
+    """
+    def bound(values, arguments):
+        with _reparametrize_module(module, dict(zip(names, values))):
+            return fn(values, arguments)
+
+    with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
+        return make_fx(bound)(tensors, args)
+
+
+def compile_graph(graph, backend: str) -> Callable:
+    """``graph`` compiled with ``torch.compile(backend=...)``, its random draws those of eager
+    code (inductor's ``fallback_random``); ``"eager"`` replays the graph as traced."""
+    if backend == "eager":
+        return graph
+    import torch._inductor.config as inductor_config
+
+    compiled = torch.compile(graph, backend=backend)
+
+    def run(*inputs):
+        with inductor_config.patch(fallback_random=True):
+            return compiled(*inputs)
+
+    return run
