@@ -14,12 +14,13 @@ Objectives (keys of the output):
 
 Sides: ``hand_eager`` (plain PyTorch eager, torch's default Adam: the reference, ratio 1),
 ``ours`` (:class:`inference.SVIStep` as ``fit`` runs it; ``iwae_bound`` for the evidence),
-``ours_compiled`` (:class:`inference.CompiledSVIStep`; no compiled evidence path), ``numpyro``
-(JAX on the CPU; ``SVI.update`` under ``jax.jit`` for the ELBOs, a jitted step of a user's
-per-datapoint IWAE/DReG written with ``numpyro.handlers`` and ``vmap`` over particles, and
-that estimator jitted per chunk for the evidence) and ``pythae`` (its models' ``forward``
-loss in a manual training loop; ``get_nll`` for the evidence). The peers come from the
-optional extra ``pip install -e '.[peers]'``; an absent peer is skipped with a message.
+``ours_compiled`` (:class:`inference.CompiledSVIStep`; ``iwae_bound(..., compile=True)`` for
+the evidence), ``numpyro`` (JAX on the CPU; ``SVI.update`` under ``jax.jit`` for the ELBOs, a
+jitted step of a user's per-datapoint IWAE/DReG written with ``numpyro.handlers`` and ``vmap``
+over particles, and that estimator jitted per chunk for the evidence) and ``pythae`` (its
+models' ``forward`` loss in a manual training loop; ``get_nll`` for the evidence). The peers
+come from the optional extra ``pip install -e '.[peers]'``; an absent peer is skipped with a
+message.
 
 All sides run in this one process with the same number of CPU threads: torch's intra-op
 threads (``torch.set_num_threads``) and XLA's (``--xla_cpu_multi_thread_eigen=false
@@ -290,13 +291,14 @@ def torch_sides(args, images, overhead, evidence_module):
         return float(evidence_module.plain_iwae(vae, evidence_x, args.evidence_k,
                                                 args.chunk_size).mean())
 
-    def ours_evidence():
+    def ours_evidence(compile=False):
         with pyro.validation_enabled(False):
             return float(iwae_bound(vae.model, vae.guide, evidence_x,
-                                    num_samples=args.evidence_k,
-                                    chunk_size=args.chunk_size).mean())
+                                    num_samples=args.evidence_k, chunk_size=args.chunk_size,
+                                    compile=compile).mean())
 
-    sides["evidence"] = {"hand_eager": hand_evidence, "ours": ours_evidence}
+    sides["evidence"] = {"hand_eager": hand_evidence, "ours": ours_evidence,
+                         "ours_compiled": lambda: ours_evidence("eager" if args.quick else True)}
     return sides
 
 

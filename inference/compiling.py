@@ -57,14 +57,25 @@ def trace_with_inputs(module: torch.nn.Module, names: list[str], fn: Callable,
 
     The graph takes ``(tensors, args)``: ``tensors`` stand for the module's parameters and
     buffers called ``names`` (``fn`` receives them too, e.g. to differentiate by them). Traced with the random state restored afterwards and Pyro's
-    validation off (its checks are data-dependent Python, not tensor arithmetic).
+    validation off (its checks are data-dependent Python, not tensor arithmetic). Python
+    that reads the value of a tensor computed from the inputs or the draws (``if
+    x.sum() > 0``, ``float(z)``) cannot be frozen into a graph: ``ValueError``.
     """
     def bound(values, arguments):
         with _reparametrize_module(module, dict(zip(names, values))):
             return fn(values, arguments)
 
     with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
-        return make_fx(bound)(tensors, args)
+        try:
+            return make_fx(bound)(tensors, args)
+        except RuntimeError as error:
+            if "tracing tensor" not in str(error) and "data-dependent" not in str(error):
+                raise
+            raise ValueError(
+                f"a compiled path traces {type(module).__name__}'s pair once, but its Python "
+                "code reads the value of a tensor computed from the data, the parameters or "
+                "the draws (e.g. `if x.sum() > 0:` or `float(z)`), so one trace cannot stand "
+                "for every call; use the eager path (compile=False)") from error
 
 
 def compile_graph(graph, backend: str) -> Callable:

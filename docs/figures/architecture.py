@@ -56,7 +56,8 @@ def main() -> None:
              ("coding/", "range coding,\nbits-back")]
     for k, (name, body) in enumerate(wings):
         box(ax, 0.4 + 1.82 * k, 2.75, 1.7, 1.8, name, body)
-    roots = [("weights", "tracing a pair,\nimportance weights"), ("units", "nats, bits,\nbits/dim"),
+    roots = [("weights", "tracing a pair,\nimportance weights;\ncompiling"),
+             ("units", "nats, bits,\nbits/dim"),
              ("checks", "argument\nchecks"), ("protocols", "what a use needs\nof a model")]
     for k, (name, body) in enumerate(roots):
         box(ax, 0.4 + 1.82 * k, 0.7, 1.7, 1.4, name, body, "#d9ead3")

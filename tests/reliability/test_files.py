@@ -96,9 +96,16 @@ def test_full_disk_keeps_the_old_checkpoint(tmp_path):
         unmount(folder)
 
 
+def _one_thread_then(target, *args):
+    # libgomp's thread pool does not survive a fork: a child of a parent that has run a
+    # parallel region hangs in its own first one unless it keeps to one thread
+    torch.set_num_threads(1)
+    target(*args)
+
+
 def _forked(target, *args):
     """Run ``target(*args)`` in a forked child (no re-import: fast); returns the process."""
-    child = FORK.Process(target=target, args=args)
+    child = FORK.Process(target=_one_thread_then, args=(target, *args))
     child.start()
     return child
 

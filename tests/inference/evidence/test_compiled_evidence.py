@@ -1,0 +1,161 @@
+"""compile=True of the evidence estimators: the compiled graph gives the eager weights on the
+same draws, follows the module's parameters, and refuses what one trace cannot stand for."""
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.nn import PyroModule, PyroParam
+
+from inference import bound_sweep, elbo, iwae_bound, log_evidence, log_importance_weights
+from inference.weights import compiled_graph_count
+from ppl_models.vae import VAE
+
+
+def small_vae_and_images(seed=0):
+    torch.manual_seed(seed)
+    vae = VAE((1, 4, 4), latent_dim=2, hidden=(3,)).double()
+    x = (torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(1)) < 0.4).double()
+    return vae, x
+
+
+def eager_then_traced(estimator, vae, *args, **kwargs):
+    pyro.set_rng_seed(3)
+    eager = estimator(vae.model, vae.guide, *args, **kwargs)
+    pyro.set_rng_seed(3)
+    traced = estimator(vae.model, vae.guide, *args, compile="eager", **kwargs)
+    return eager, traced
+
+
+def test_traced_weights_are_the_eager_weights_chunk_by_chunk():
+    # backend "eager" replays the traced aten graph: the same operations on the same draws
+    # (normal_ on torch's generator), so the weights are equal to the last bit, including the
+    # last, partial chunk (7 = 3 + 3 + 1: two graphs)
+    vae, x = small_vae_and_images()
+    eager, traced = eager_then_traced(log_importance_weights, vae, x, num_samples=7,
+                                      chunk_size=3)
+    assert traced.shape == (7, 5)
+    torch.testing.assert_close(traced, eager, rtol=0, atol=0)
+    assert compiled_graph_count(vae) == 2
+
+
+@pytest.mark.parametrize("estimator, kwargs", [
+    (elbo, {"num_samples": 4, "chunk_size": 2}),
+    (iwae_bound, {"num_samples": 9, "chunk_size": 4}),
+    (log_evidence, {"num_samples": 6, "batch_size": 2, "chunk_size": 6}),
+])
+def test_every_estimator_takes_the_compiled_path(estimator, kwargs):
+    vae, x = small_vae_and_images()
+    eager, traced = eager_then_traced(estimator, vae, x, **kwargs)
+    torch.testing.assert_close(traced, eager, rtol=0, atol=0)
+
+
+def test_bound_sweep_takes_the_compiled_path():
+    vae, x = small_vae_and_images()
+    eager, traced = eager_then_traced(bound_sweep, vae, x, num_samples=(1, 4), repeats=2,
+                                      chunk_size=4)
+    assert [r["mean"] for r in traced.rows] == [r["mean"] for r in eager.rows]
+
+
+def test_the_graph_follows_the_parameters_of_the_module():
+    # a graph traced before a change of the parameters (in place, as an optimizer does, and
+    # by load_state_dict) scores with the new values, not the ones seen at tracing
+    vae, x = small_vae_and_images()
+    pyro.set_rng_seed(0)
+    before = iwae_bound(vae.model, vae.guide, x, num_samples=4, compile="eager")
+    with torch.no_grad():
+        for p in vae.decoder.parameters():
+            p.add_(0.5)
+    eager, traced = eager_then_traced(iwae_bound, vae, x, num_samples=4)
+    torch.testing.assert_close(traced, eager, rtol=0, atol=0)
+    assert float((traced - before).abs().max()) > 0.1
+    other, _ = small_vae_and_images(seed=5)
+    vae.load_state_dict(other.state_dict())
+    eager, traced = eager_then_traced(iwae_bound, vae, x, num_samples=4)
+    torch.testing.assert_close(traced, eager, rtol=0, atol=0)
+    assert compiled_graph_count(vae) == 1
+
+
+@pytest.mark.slow
+def test_inductor_weights_match_the_eager_weights():
+    # inductor fuses and reorders the float64 sums (differences ~1e-15 relative) and, with
+    # fallback_random, draws the eager noise: 1e-10 would catch one wrong draw
+    vae, x = small_vae_and_images()
+    pyro.set_rng_seed(3)
+    eager = log_importance_weights(vae.model, vae.guide, x, num_samples=6)
+    pyro.set_rng_seed(3)
+    compiled = log_importance_weights(vae.model, vae.guide, x, num_samples=6, compile=True)
+    torch.testing.assert_close(compiled, eager, rtol=1e-10, atol=1e-10)
+
+
+class ValueBranchingPair(PyroModule):
+    """Normal-Normal pair whose model branches on the data: one trace cannot stand for it."""
+
+    def __init__(self):
+        super().__init__()
+        self.loc = PyroParam(torch.zeros(()))
+
+    def model(self, x):
+        shift = 1.0 if float(x.sum()) > 0 else -1.0
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z + shift, 1.0), obs=x)
+
+    def guide(self, x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(self.loc + 0.5 * x, 1.0))
+
+
+def test_python_reading_tensor_values_is_refused():
+    pair = ValueBranchingPair()
+    with pytest.raises(ValueError, match="reads the value of a tensor"):
+        iwae_bound(pair.model, pair.guide, torch.ones(3), num_samples=2, compile="eager")
+    # the eager path scores it
+    assert iwae_bound(pair.model, pair.guide, torch.ones(3), num_samples=2).shape == (3,)
+
+
+def test_pairs_a_trace_would_freeze_wrongly_are_refused():
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(pyro.param("loc", torch.tensor(0.0)), 1.0), obs=x)
+
+    def guide(x):
+        pass
+
+    x = torch.randn(3)
+    with pytest.raises(ValueError, match="methods of one torch.nn.Module"):
+        iwae_bound(model, guide, x, num_samples=2, compile=True)
+
+    class StoreParamPair(PyroModule):  # a pyro.param outside the module would be frozen
+        def model(self, x):
+            model(x)
+
+        def guide(self, x):
+            pass
+
+    pair = StoreParamPair()
+    with pyro.get_param_store().scope():
+        with pytest.raises(ValueError, match="parameter 'loc' is not owned"):
+            iwae_bound(pair.model, pair.guide, x, num_samples=2, compile="eager")
+
+    class DrawsOutsideTorch(PyroModule):  # numpy noise would be one constant in a trace
+        def model(self, x):
+            import numpy as np
+
+            noise = torch.as_tensor(np.random.randn(), dtype=x.dtype)
+            with pyro.plate("data", x.shape[0]):
+                pyro.sample("x", dist.Normal(noise, 1.0), obs=x)
+
+        def guide(self, x):
+            pass
+
+    pair = DrawsOutsideTorch()
+    with pytest.raises(RuntimeError, match="differ from the eager ones"):
+        iwae_bound(pair.model, pair.guide, x, num_samples=2, compile="eager")
+
+
+@pytest.mark.parametrize("bad", [1, "", 0.5, [True]])
+def test_a_bad_compile_argument_is_named(bad):
+    vae, x = small_vae_and_images()
+    with pytest.raises(ValueError, match="compile must be"):
+        iwae_bound(vae.model, vae.guide, x, num_samples=2, compile=bad)
