@@ -22,9 +22,13 @@ models' ``forward`` loss in a manual training loop; ``get_nll`` for the evidence
 come from the optional extra ``pip install -e '.[peers]'``; an absent peer is skipped with a
 message.
 
-All sides run in this one process with the same number of CPU threads: torch's intra-op
-threads (``torch.set_num_threads``) and XLA's (``--xla_cpu_multi_thread_eigen=false
-intra_op_parallelism_threads=1`` for one thread, set before JAX is imported). Sides alternate
+All sides run in this one process on the same ``--threads`` CPU cores: the process is pinned
+to that many cores (``os.sched_setaffinity``) before anything starts a thread, torch uses as
+many intra-op threads, and XLA is asked for as many (``--xla_cpu_multi_thread_eigen``, set
+before JAX is imported). The pinning is what makes the count hold: XLA's CPU runtime runs
+its own thread pool whatever the flags say (measured: 1.7 cores busy for a "one-thread"
+jitted matmul, November 2026), so without it NumPyro had both cores against torch's one.
+Sides alternate
 in blocks of ``--steps`` steps, the order rotating every repetition; each side's number is the
 median over ``--repeats`` blocks of its time divided by ``hand_eager``'s in the same
 repetition. Every step waits for its result (``.item()``, ``block_until_ready``).
@@ -340,6 +344,8 @@ def main(args: argparse.Namespace) -> dict:
         args.hidden, args.latent_dim, args.batch_size = 32, 4, 16
         args.num_particles, args.evidence_k, args.chunk_size, args.images = 3, 40, 20, 2
         args.steps, args.repeats, args.evidence_repeats = 1, 1, 1
+    cores = sorted(os.sched_getaffinity(0))[:args.threads]
+    os.sched_setaffinity(0, cores)  # before torch or XLA start their thread pools
     flags = (f"--xla_cpu_multi_thread_eigen={'true' if args.threads > 1 else 'false'} "
              f"intra_op_parallelism_threads={args.threads}")
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
@@ -366,7 +372,8 @@ def main(args: argparse.Namespace) -> dict:
     result = {
         "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
                    f"pyro {pyro.__version__}, python {sys.version.split()[0]}",
-        "threads": args.threads, "xla_flags": os.environ["XLA_FLAGS"], "config": vars(args),
+        "threads": args.threads, "cores": cores, "xla_flags": os.environ["XLA_FLAGS"],
+        "config": vars(args),
     }
     for objective in args.objectives:
         steps = {name: step for name, step in sides[objective].items() if name in args.sides}

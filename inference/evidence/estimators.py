@@ -63,7 +63,7 @@ def iwae_bound(model: Callable, guide: Callable, *args, num_samples: int,
     subsample is drawn once, and its indices are the result's ``subsample`` attribute.
     ``compile``: score the chunks through a compiled graph, as in
     :func:`inference.log_importance_weights` (for K in the thousands on a CPU, once the
-    graph is compiled, about 0.8 of the eager time: ``docs/performance.md``).
+    graph is compiled, about 0.85 of the eager time: ``docs/performance.md``).
 
     Returns:
         ``[batch]`` in nats.
