@@ -76,8 +76,8 @@ def main(args) -> dict:
                 report["process_s"] = time.perf_counter() - start
                 runs.append(report)
                 print(f"{loss}: first step {report['first_step_s']:.1f} s, then "
-                      f"{1000 * report['step_s']:.1f} ms/step (process {report['process_s']:.1f} s)",
-                      flush=True)
+                      f"{1000 * report['step_s']:.1f} ms/step "
+                      f"(process {report['process_s']:.1f} s)", flush=True)
             result["losses"][loss] = {"cold_first_step_s": runs[0]["first_step_s"],
                                       "warm_first_step_s": [r["first_step_s"] for r in runs[1:]],
                                       "runs": runs}

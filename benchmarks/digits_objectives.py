@@ -44,7 +44,8 @@ def main(args: argparse.Namespace) -> dict:
                                 chunk_size=1000)
             runs[f"{name}-{k}"].append({"seed": seed, "elbo": table.elbo(),
                                         f"iwae_{args.k}": table.iwae()[str(args.k)]})
-            print(f"seed {seed} {name:<5} K={k}: IWAE_{args.k} {runs[f'{name}-{k}'][-1][f'iwae_{args.k}']:.3f}")
+            last = runs[f"{name}-{k}"][-1][f"iwae_{args.k}"]
+            print(f"seed {seed} {name:<5} K={k}: IWAE_{args.k} {last:.3f}")
     summary = {}
     for label, rows in runs.items():
         values = [r[f"iwae_{args.k}"] for r in rows]
@@ -56,7 +57,8 @@ def main(args: argparse.Namespace) -> dict:
     print(f"written: {finish_benchmark(args, result)}")
     print(f"{'training':<10}{'ELBO':>10}{f'IWAE_{args.k}':>12}{'s.e.':>8}")
     for label, row in summary.items():
-        print(f"{label:<10}{row['elbo_mean']:>10.3f}{row['iwae_mean']:>12.3f}{row['iwae_stderr']:>8.3f}")
+        print(f"{label:<10}{row['elbo_mean']:>10.3f}{row['iwae_mean']:>12.3f}"
+              f"{row['iwae_stderr']:>8.3f}")
     return result
 
 

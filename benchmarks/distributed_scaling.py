@@ -4,7 +4,8 @@ Trains the example's VAE (digits, 16 latents, MLP 200) with ``fit`` in both layo
 same seed, global batch and epochs, alternating the two launches over several repetitions
 (seed = repetition). Reports the median ratio of seconds per epoch (the first epoch, with its
 start-up and validation, left out), the ratio of CPU seconds per epoch summed over the
-processes (fairer than wall time on a machine shared with other jobs), and the final training loss and test ELBO of each layout:
+processes (fairer than wall time on a machine shared with other jobs), and the final
+training loss and test ELBO of each layout:
 data-parallel training follows the same minibatches and differs only in the random draws, so
 the losses must agree within the seed-to-seed spread.
 

@@ -15,7 +15,8 @@ particles for binarized Fashion-MNIST test images (Burda et al. 2015):
 Sides alternate per repetition (rotating order); reported are median seconds per image and
 the median per-repetition ratio to ``pyro_renyi``, plus the three estimates' mean (they
 agree within Monte Carlo error). Peak memory of one call per side is measured in a fresh
-process each (growth of the resident-set high-water mark on CPU, ``torch.cuda.max_memory_allocated`` on CUDA).
+process each (growth of the resident-set high-water mark on CPU,
+``torch.cuda.max_memory_allocated`` on CUDA).
 The network is untrained (timing does not depend on the weights).
 
     python benchmarks/evidence_speed.py  # -> benchmarks/results/evidence_speed.json

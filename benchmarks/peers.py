@@ -1,4 +1,4 @@
-"""Training steps and evidence estimates of one VAE: ours against hand-written torch, NumPyro, pythae.
+"""Training steps and evidence estimates of one VAE: ours, hand-written torch, NumPyro, pythae.
 
 The same VAE on every side: 784-400-50 MLPs with softplus, the encoder giving ``loc`` and
 ``softplus(.) + 1e-5`` scales, Bernoulli pixels from logits, batch 256, Adam 1e-3, data plate

@@ -13,9 +13,10 @@ on the VAE's log-likelihood, so the comparison favours the PixelCNN by the remai
 Both models are trained the same way: ``--binarization dynamic`` (the default) draws fresh
 binary training images every minibatch from the grey levels (Salakhutdinov & Murray 2008;
 Burda et al. 2015), ``static`` uses the one fixed draw; each model keeps the parameters of
-its best epoch on the statically binarized validation split (:class:`inference.training.early_stopping
-.KeepBest`: exact NLL for the PixelCNN, ``--valid-k``-sample IWAE for the VAE). The VAE issue's
-own VAE (static binarization, 200 epochs, last epoch) is trained too with ``--vae-as-issued``.
+its best epoch on the statically binarized validation split
+(:class:`inference.training.early_stopping.KeepBest`: exact NLL for the PixelCNN,
+``--valid-k``-sample IWAE for the VAE). The VAE issue's own VAE (static binarization, 200
+epochs, last epoch) is trained too with ``--vae-as-issued``.
 
 Expected with the defaults (digits, 1297 train / 200 valid / 300 test; docs/pixelcnn.md has
 the three-seed table): PixelCNN about 22.7 nats per image against the VAE's IWAE_5000 of

@@ -298,7 +298,8 @@ def main(args: argparse.Namespace) -> dict:
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {args.threads} thread(s), "
                    f"torch {torch.__version__}, pyro {pyro.__version__}, cpu",
-        "config": vars(args), "checks": {}, "seconds_per_step": {}, "median_ratio_to_hand_eager": {},
+        "config": vars(args), "checks": {}, "seconds_per_step": {},
+        "median_ratio_to_hand_eager": {},
     }
     for loss in args.losses:
         result["checks"][loss] = check_same_loss_and_grads(vae, batches[0], loss, scale,

@@ -153,7 +153,8 @@ def main(args: argparse.Namespace) -> dict:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = benchmark_parser(__doc__, "vae_vs_pyro_example", threads=None)
     parser.add_argument("--data-root", default=None,
-                        help="Fashion-MNIST IDX folder (default: the Debian package's; `make data`)")
+                        help="Fashion-MNIST IDX folder "
+                             "(default: the Debian package's; `make data`)")
     numbers(parser, epochs=10, batch_size=256, lr=1e-3, num_train=0, num_test=1000, k=5000,
             chunk_size=500)
     parser.add_argument("--seeds", type=int, default=3, help="training seeds 0..seeds-1")

@@ -1,9 +1,10 @@
 """Lossless compression with model probabilities: range coding against gzip, bz2, lzma and PNG.
 
 A model that predicts each symbol from those before it turns into a compressor: the range
-coder of ``constriction`` (:mod:`inference.coding.range_coding`) spends ``-log2 p(s_t | s_<t)`` bits per
-symbol, so the compressed size is the model's negative log-likelihood in bits plus a few
-bytes. Two messages are coded, and every codec in the printed table sees the same data:
+coder of ``constriction`` (:mod:`inference.coding.range_coding`) spends
+``-log2 p(s_t | s_<t)`` bits per symbol, so the compressed size is the model's negative
+log-likelihood in bits plus a few bytes. Two messages are coded, and every codec in the
+printed table sees the same data:
 
 - **text**: the test split of the word list (one word per line), coded by the Dirichlet
   n-gram :class:`ppl_models.ngram.NGramModel` fitted to ``--num-train`` training words, against
@@ -16,8 +17,8 @@ bytes. Two messages are coded, and every codec in the printed table sees the sam
   and all test images tiled into one PNG).
 
 The digits are also coded by bits-back with the VAE of ``examples/vae.py`` trained for
-``--vae-epochs`` (:mod:`inference.coding.bits_back`, ``constriction``'s ANS stack): a latent-variable
-model has no tractable ``p(x)``, and bits-back coding reaches its ``-ELBO`` instead.
+``--vae-epochs`` (:mod:`inference.coding.bits_back`, ``constriction``'s ANS stack): a
+latent-variable model has no tractable ``p(x)``, and bits-back coding reaches its ``-ELBO`` instead.
 
 Each model's bytes are decoded again and compared with the input (``roundtrip`` is True only
 for a bit-exact match), and its code length is set beside the model's NLL (``overhead``,

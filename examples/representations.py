@@ -7,8 +7,8 @@ the baseline. For each representation it reports on the test split
 
 - ``probe_accuracy``: a logistic-regression probe trained on the training features
   (:func:`inference.probe_accuracy`), how linearly the classes can be read out;
-- ``kmeans_ari``: k-means with ``k = 10`` (``--restarts`` of them) fitted to the training features and
-  applied to the test features, scored by the adjusted Rand index against the labels
+- ``kmeans_ari``: k-means with ``k = 10`` (``--restarts`` of them) fitted to the training
+  features and applied to the test features, scored by the adjusted Rand index against the labels
   (Hubert and Arabie 1985; 0 for chance, 1 for the labels' partition up to renaming);
 - ``gmm_ari``: the same with a full-covariance Gaussian mixture of 10 components.
 

@@ -144,7 +144,8 @@ def main(args: argparse.Namespace) -> dict:
     bounds_against_k(table, out / "bounds_vs_k.png", reference=metrics["exact_log_evidence"])
     print(table)
     print(f"{'exact':<12}{metrics['exact_log_evidence']:>14.4f}   (quadrature, learned model)")
-    print(f"{'true model':<12}{metrics['true_model_log_evidence']:>14.4f}   (data-generating process)")
+    print(f"{'true model':<12}{metrics['true_model_log_evidence']:>14.4f}"
+          "   (data-generating process)")
     return finish_run(out, metrics, start,
                       "metrics.json, data.png, manifold.png, posterior.png, bounds_vs_k.png")
 

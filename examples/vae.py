@@ -112,7 +112,8 @@ def main(args: argparse.Namespace) -> dict:
     pyro.clear_param_store()
 
     data = load_images(args.dataset, root=args.data_root, download=args.download)
-    train, test, batch_transform = training_representation(data, args.likelihood, args.binarization, args.seed)
+    train, test, batch_transform = training_representation(data, args.likelihood,
+                                                           args.binarization, args.seed)
     train_labels, test_labels = data.train.labels, data.test.labels
     if args.num_train:
         train, train_labels = train[:args.num_train], train_labels[:args.num_train]

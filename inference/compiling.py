@@ -56,8 +56,9 @@ def trace_with_inputs(module: torch.nn.Module, names: list[str], fn: Callable,
     ``tensors``.
 
     The graph takes ``(tensors, args)``: ``tensors`` stand for the module's parameters and
-    buffers called ``names`` (``fn`` receives them too, e.g. to differentiate by them). Traced with the random state restored afterwards and Pyro's
-    validation off (its checks are data-dependent Python, not tensor arithmetic). Python
+    buffers called ``names`` (``fn`` receives them too, e.g. to differentiate by them).
+    Traced with the random state restored afterwards and Pyro's validation off (its checks
+    are data-dependent Python, not tensor arithmetic). Python
     that reads the value of a tensor computed from the inputs or the draws (``if
     x.sum() > 0``, ``float(z)``) cannot be frozen into a graph: ``ValueError``.
     """

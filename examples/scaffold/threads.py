@@ -5,10 +5,10 @@ processes share the cores (docs/performance.md, "Under load"): torch's default o
 intra-op thread per core is fine on an idle machine, but when the cores are already busy its
 OpenMP team waits on threads that are not scheduled: on a machine at load 7-9 an epoch took
 3.3 s with torch's default 2 threads against 0.30 s with one (11x), 20-26x with 2-4 more
-busy processes; with ``OMP_WAIT_POLICY=PASSIVE`` two threads took 0.36 s. So an example run uses all cores only when the load average leaves
-them idle, one thread otherwise; an explicit ``--threads`` wins. OpenMP's wait policy is read
-once, when the runtime loads with torch: :func:`passive_openmp_wait` only helps when called
-before ``import torch``.
+busy processes; with ``OMP_WAIT_POLICY=PASSIVE`` two threads took 0.36 s. So an example run
+uses all cores only when the load average leaves them idle, one thread otherwise; an explicit
+``--threads`` wins. OpenMP's wait policy is read once, when the runtime loads with torch:
+:func:`passive_openmp_wait` only helps when called before ``import torch``.
 
 This module imports nothing heavy at import time, so a script may call
 :func:`passive_openmp_wait` first.

@@ -15,7 +15,8 @@ def test_pixelcnn_example_runs(tmp_path, monkeypatch):
     threads = torch.get_num_threads()
     out = tmp_path / "out"
     argv = [str(EXAMPLE), "--class-conditional", "--num-train", "200", "--num-test", "50",
-            "--channels", "8", "--blocks", "1", "--epochs", "1", "--num-samples", "6", "--samples-per-class", "2",
+            "--channels", "8", "--blocks", "1", "--epochs", "1", "--num-samples", "6",
+            "--samples-per-class", "2",
             "--num-complete", "2", "--completions-per-image", "2", "--num-timing", "2",
             "--threads", "1", "--out-dir", str(out)]
     monkeypatch.setattr(sys, "argv", argv)

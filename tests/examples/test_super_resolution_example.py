@@ -11,7 +11,8 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "super_resolution.p
 def test_super_resolution_example_runs(tmp_path, monkeypatch):
     argv = [str(EXAMPLE), "--vae-epochs", "5", "--pixelcnn-epochs", "1", "--num-train", "300",
             "--num-test", "40", "--pixelcnn-test", "12", "--map-steps", "30",
-            "--mwg-steps", "10", "--mh-steps", "20", "--gibbs-sweeps", "2", "--channels", "8", "--blocks", "1",
+            "--mwg-steps", "10", "--mh-steps", "20", "--gibbs-sweeps", "2", "--channels", "8",
+            "--blocks", "1",
             "--hidden", "64", "--threads", "1", "--out-dir", str(tmp_path)]
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(EXAMPLE), run_name="__main__")

@@ -53,7 +53,8 @@ def test_pixel_likelihoods_example_runs(tmp_path, monkeypatch):
 def test_vae_example_compiled_step(tmp_path, monkeypatch):
     import inference.training.compiled_step
 
-    monkeypatch.setattr(inference.training.compiled_step, "DEFAULT_BACKEND", "eager")  # no compiler wait
+    # the traced graph replayed uncompiled: no compiler wait
+    monkeypatch.setattr(inference.training.compiled_step, "DEFAULT_BACKEND", "eager")
     run([*TINY, "--compile", "--out-dir", str(tmp_path)], monkeypatch)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["elbo"] <= metrics["iwae"]["10"]

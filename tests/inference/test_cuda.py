@@ -133,7 +133,8 @@ def test_fully_observed_models_on_cuda(device):
 
 def test_mixed_precision_fit_on_cuda(device):
     # bfloat16 networks on the GPU: parameters and log densities stay float32, and training
-    # lowers the loss as in full precision (tests/inference/training/test_mixed_precision.py on the CPU).
+    # lowers the loss as in full precision
+    # (tests/inference/training/test_mixed_precision.py on the CPU).
     if not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bfloat16 support")
     torch.manual_seed(0)

@@ -52,7 +52,8 @@ RANGE_SYMBOLS, RANGE_PROBS = _tables()
 RANGE_DATA = range_encode(RANGE_SYMBOLS, RANGE_PROBS)
 
 
-@pytest.mark.parametrize("name,data", _damaged(RANGE_DATA), ids=[n for n, _ in _damaged(RANGE_DATA)])
+@pytest.mark.parametrize("name,data", _damaged(RANGE_DATA),
+                         ids=[n for n, _ in _damaged(RANGE_DATA)])
 def test_range_decode_detects(name, data):
     with pytest.raises(ValueError, match="compressed range-coded symbols"):
         range_decode(data, lambda chunks: None if chunks else RANGE_PROBS)

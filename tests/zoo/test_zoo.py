@@ -81,8 +81,8 @@ def run_evidence(pair, entry):
         assert table.elbo() <= iwae["10"] + 0.05 <= iwae[str(K)] + 0.1, table
         assert abs(iwae[str(K)] - float(truth)) < pair.tolerance, (table, float(truth))
     elif entry == "ais_log_evidence":
-        # AIS is a stochastic lower bound: 25 steps (60 for the VAE) of 16 chains come within 0.25 nats below
-        # (and, by chance, up to 0.2 above) the truth on these pairs
+        # AIS is a stochastic lower bound: 25 steps (60 for the VAE) of 16 chains come within
+        # 0.25 nats below (and, by chance, up to 0.2 above) the truth on these pairs
         result = ais_log_evidence(pair.model, pair.guide, *args, num_chains=16,
                                   num_steps=pair.ais_steps)
         truth = truth_of(pair, result.subsample)

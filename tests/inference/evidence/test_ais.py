@@ -197,7 +197,8 @@ def test_bad_input():
     for options, message in cases:
         with pytest.raises(ValueError, match=message):
             ais_log_evidence(model.model, model.guide, x, **options)
-    with pytest.raises(ValueError, match=r"step_size must be a number or a tensor of shape \[batch\]"):
+    with pytest.raises(ValueError,
+                       match=r"step_size must be a number or a tensor of shape \[batch\]"):
         ais_log_evidence(model.model, model.guide, x, step_size=torch.full((2,), 0.1))
     with pytest.raises(ValueError, match="guide is None"):
         ais_log_evidence(model.model, None, x)

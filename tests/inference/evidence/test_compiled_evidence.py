@@ -159,3 +159,32 @@ def test_a_bad_compile_argument_is_named(bad):
     vae, x = small_vae_and_images()
     with pytest.raises(ValueError, match="compile must be"):
         iwae_bound(vae.model, vae.guide, x, num_samples=2, compile=bad)
+
+
+class SupportPair(PyroModule):
+    """Uniform(0, 1) observations around a Normal latent: particles outside the support have
+    weight -inf, which the compiled graph must reproduce, not call a mismatch."""
+
+    def __init__(self):
+        super().__init__()
+        self.loc = PyroParam(torch.tensor(0.3))
+
+    def model(self, x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Uniform(z - 0.5, z + 0.5, validate_args=False), obs=x)
+
+    def guide(self, x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(self.loc + 0 * x, 1.0))
+
+
+def test_minus_infinite_weights_agree_with_the_eager_ones():
+    pair = SupportPair()
+    x = torch.tensor([0.1, 0.5, 0.9])
+    pyro.set_rng_seed(2)
+    eager = log_importance_weights(pair.model, pair.guide, x, num_samples=50)
+    pyro.set_rng_seed(2)
+    traced = log_importance_weights(pair.model, pair.guide, x, num_samples=50, compile="eager")
+    assert torch.isinf(eager).any() and torch.isfinite(eager).any()
+    torch.testing.assert_close(traced, eager, rtol=0, atol=0)

@@ -30,8 +30,9 @@ def test_fit_reaches_ppca_maximum_likelihood(loss):
     x = truth.simulate(1000, seed=4).detach()
     best = ppca_max_log_likelihood(x, 2)
     learner = LinearGaussian(data_dim=5, latent_dim=2, noise_scale=1.0, seed=5).double()
-    history = fit(learner.model, learner.guide, x, loss=loss, num_particles=1 if loss != "iwae" else 5,
-                  epochs=60, batch_size=100, lr=0.02, seed=0, progress=False)
+    history = fit(learner.model, learner.guide, x, loss=loss,
+                  num_particles=1 if loss != "iwae" else 5, epochs=60, batch_size=100,
+                  lr=0.02, seed=0, progress=False)
     reached = float(learner.log_marginal(x).mean().detach())
     assert reached <= best + 1e-6, "no model can exceed the maximum likelihood"
     assert best - reached < 0.03, (best, reached)
