@@ -259,6 +259,26 @@ def foreign_store_shapes(modules) -> dict:
             if id(p) not in owned}
 
 
+def callable_fingerprint(fn) -> str:
+    """Name of a function, method or callable object, with a digest of a function's code
+    (its byte code and constants), so that another function, or the same one edited, tells
+    itself apart in a resume check. Values a closure captures are not covered."""
+    target = getattr(fn, "__func__", fn)
+    name = getattr(target, "__qualname__", None) or type(target).__qualname__
+    text = f"{getattr(target, '__module__', None) or type(target).__module__}.{name}"
+    code = getattr(target, "__code__", None)
+    if code is not None:
+        text += f" (code {_code_digest(code)[:12]})"
+    return text
+
+
+def _code_digest(code) -> str:
+    """sha256 of byte code and constants, nested code objects by their own digest (their
+    repr holds a memory address, which differs between processes)."""
+    consts = [_code_digest(c) if hasattr(c, "co_code") else repr(c) for c in code.co_consts]
+    return hashlib.sha256(code.co_code + repr(consts).encode()).hexdigest()
+
+
 def describe_differences(saved: dict, current: dict, what: str = "") -> list[str]:
     """Human-readable differences between two fingerprints (nested dicts/lists)."""
     if isinstance(saved, dict) and isinstance(current, dict):

@@ -97,12 +97,21 @@ def _holding_checkpoint_lock(fit_fn):
 
 
 def _settings(loss, num_particles, batch_size, lr, seed, kl_warmup_epochs, compile,
-              mixed_precision) -> dict:
-    """The settings a resumed run must share with the run that wrote the checkpoint."""
-    return {"loss": loss if isinstance(loss, str) else type(loss).__qualname__,
-            "num_particles": num_particles, "batch_size": batch_size, "lr": float(lr),
-            "seed": seed, "kl_warmup_epochs": kl_warmup_epochs, "compile": bool(compile),
-            "mixed_precision": bool(mixed_precision)}
+              mixed_precision, batch_transform, shuffle) -> dict:
+    """The settings a resumed run must share with the run that wrote the checkpoint.
+
+    ``batch_transform`` and ``shuffle`` enter only when not at their defaults, so that
+    checkpoints written before they were recorded still resume.
+    """
+    settings = {"loss": loss if isinstance(loss, str) else type(loss).__qualname__,
+                "num_particles": num_particles, "batch_size": batch_size, "lr": float(lr),
+                "seed": seed, "kl_warmup_epochs": kl_warmup_epochs, "compile": bool(compile),
+                "mixed_precision": bool(mixed_precision)}
+    if batch_transform is not None:
+        settings["batch_transform"] = checkpoints.callable_fingerprint(batch_transform)
+    if not shuffle:
+        settings["shuffle"] = False
+    return settings
 
 
 def _probe_store_shapes(model, guide, batch: tuple, modules, device) -> dict:
@@ -354,7 +363,8 @@ def fit(
     fingerprint = {"data": checkpoints.data_fingerprint(tensors),
                    "valid_data": checkpoints.data_fingerprint(valid) if valid else None,
                    "settings": _settings(loss, num_particles, batch_size, lr, seed,
-                                         kl_warmup_epochs, compile, mixed_precision)}
+                                         kl_warmup_epochs, compile, mixed_precision,
+                                         batch_transform, shuffle)}
     state = None
     if resume and Path(checkpoint).exists():
         state = checkpoints.load_checkpoint(checkpoint, map_location=device)

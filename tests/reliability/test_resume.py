@@ -135,3 +135,30 @@ def test_resume_after_check_equals_uninterrupted(tmp_path):
         assert torch.equal(resumed.state_dict()[key], value), key
     assert [r["train_loss"] for r in resumed_history] == \
         [r["train_loss"] for r in straight_history]
+
+
+def _flip(x):
+    return (1.0 - x,)
+
+
+def _negate(x):
+    return (-x,)
+
+
+def test_another_batch_transform_or_order_is_refused(pair, tmp_path):
+    # the transform and the shuffling decide which data each step sees: a resumed run with
+    # another transform (or none), an edited one, or another order would not continue the
+    # checkpoint's run
+    model, x = pair
+    path = tmp_path / "run.pt"
+    _run(model, x, path, batch_transform=_flip)
+    with pytest.raises(CheckpointError, match=r"settings\.batch_transform.*_flip.*_negate"):
+        _run(model, x, path, epochs=3, resume=True, batch_transform=_negate)
+    with pytest.raises(CheckpointError, match=r"settings\.batch_transform.*absent now"):
+        _run(model, x, path, epochs=3, resume=True)
+    with pytest.raises(CheckpointError, match=r"settings\.batch_transform"):
+        _run(model, x, path, epochs=3, resume=True, batch_transform=lambda x: (1.0 - x,))
+    with pytest.raises(CheckpointError, match=r"settings\.shuffle: not in the checkpoint"):
+        _run(model, x, path, epochs=3, resume=True, batch_transform=_flip, shuffle=False)
+    history = _run(model, x, path, epochs=3, resume=True, batch_transform=_flip)
+    assert len(history) == 3
