@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import pyro
 import torch
+import torch.utils._pytree as pytree
 from pyro.poutine.runtime import _PYRO_STACK
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.nn.utils.stateless import _reparametrize_module
@@ -32,7 +33,8 @@ def handler_key() -> tuple:
 
 
 def arguments_key(args: tuple, kwargs: dict) -> tuple:
-    """Shapes, dtypes and devices of tensor arguments, other arguments as they are: hashable."""
+    """Shapes, dtypes and devices of tensor arguments, numbers, strings and None as they are,
+    anything else by identity: hashable."""
     def key(value):
         if torch.is_tensor(value):
             return ("tensor", tuple(value.shape), value.dtype, value.device)
@@ -50,25 +52,40 @@ def owning_module(model: Callable, guide: Callable, purpose: str) -> torch.nn.Mo
     return owner
 
 
-def trace_with_inputs(module: torch.nn.Module, names: list[str], fn: Callable,
-                      tensors: list[torch.Tensor], args: tuple):
-    """``make_fx`` graph of ``fn(tensors, args)`` with ``module``'s ``names`` bound to
-    ``tensors``.
+def tensor_leaves(args: tuple, kwargs: dict) -> list[torch.Tensor]:
+    """The tensors among ``args`` and ``kwargs`` (nested in tuples, lists, dicts), in order:
+    the inputs of a graph from :func:`trace_with_inputs` besides the module's tensors."""
+    return [leaf for leaf in pytree.tree_leaves((args, kwargs)) if torch.is_tensor(leaf)]
 
-    The graph takes ``(tensors, args)``: ``tensors`` stand for the module's parameters and
-    buffers called ``names`` (``fn`` receives them too, e.g. to differentiate by them).
-    Traced with the random state restored afterwards and Pyro's validation off (its checks
-    are data-dependent Python, not tensor arithmetic). Python
+
+def trace_with_inputs(module: torch.nn.Module, names: list[str], fn: Callable,
+                      tensors: list[torch.Tensor], args: tuple, kwargs: dict):
+    """``make_fx`` graph of ``fn(tensors, args, kwargs)`` with ``module``'s ``names`` bound
+    to ``tensors``.
+
+    The graph takes ``(tensors, tensor_leaves(args, kwargs))``: ``tensors`` stand for the
+    module's parameters and buffers called ``names`` (``fn`` receives them too, e.g. to
+    differentiate by them), the second list for every tensor among the arguments. Other
+    arguments (numbers, strings) are frozen at their traced values: key graphs by them
+    (:func:`arguments_key`). Traced with the random state restored afterwards and Pyro's
+    validation off (its checks are data-dependent Python, not tensor arithmetic). Python
     that reads the value of a tensor computed from the inputs or the draws (``if
     x.sum() > 0``, ``float(z)``) cannot be frozen into a graph: ``ValueError``.
     """
-    def bound(values, arguments):
+    leaves, spec = pytree.tree_flatten((args, kwargs))
+    positions = [i for i, leaf in enumerate(leaves) if torch.is_tensor(leaf)]
+
+    def bound(values, inputs):
+        filled = list(leaves)
+        for position, value in zip(positions, inputs):
+            filled[position] = value
+        arguments, keywords = pytree.tree_unflatten(filled, spec)
         with _reparametrize_module(module, dict(zip(names, values))):
-            return fn(values, arguments)
+            return fn(values, arguments, keywords)
 
     with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
         try:
-            return make_fx(bound)(tensors, args)
+            return make_fx(bound)(tensors, [leaves[i] for i in positions])
         except RuntimeError as error:
             if "tracing tensor" not in str(error) and "data-dependent" not in str(error):
                 raise

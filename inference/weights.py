@@ -18,7 +18,14 @@ from typing import Callable
 import pyro
 import torch
 
-from .compiling import arguments_key, compile_graph, handler_key, owning_module, trace_with_inputs
+from .compiling import (
+    arguments_key,
+    compile_graph,
+    handler_key,
+    owning_module,
+    tensor_leaves,
+    trace_with_inputs,
+)
 from .pair_check import (  # noqa: F401  (re-exported: the shared trace machinery)
     DATA_PLATE,
     attach_subsample,
@@ -243,18 +250,20 @@ def compiled_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: 
     graphs = _GRAPHS.setdefault(module, {})
     graph = graphs.get(key)
     if graph is not None:
-        return graph(tensors, args)
+        return graph(tensors, tensor_leaves(args, kwargs))
 
-    def weights(_, arguments):
-        return vectorized_log_weights(model, guide, arguments, kwargs, num_particles, structure)
+    def weights(_, arguments, keywords):
+        return vectorized_log_weights(model, guide, arguments, keywords, num_particles,
+                                      structure)
 
     _check_params_owned(module, model, guide, args, kwargs)
-    graph = compile_graph(trace_with_inputs(module, names, weights, tensors, args), backend)
+    graph = compile_graph(trace_with_inputs(module, names, weights, tensors, args, kwargs),
+                          backend)
     cuda = sorted({t.device.index or 0 for t in tensors + list(args)
                    if torch.is_tensor(t) and t.is_cuda})
     with torch.random.fork_rng(devices=cuda):  # the graph then draws the same particles
         eager = vectorized_log_weights(model, guide, args, kwargs, num_particles, structure)
-    compiled = graph(tensors, args)
+    compiled = graph(tensors, tensor_leaves(args, kwargs))
     if not torch.is_tensor(compiled) or compiled.shape != eager.shape:
         gap, tolerance = math.inf, 0.0
     else:  # -inf weights (draws outside the model's support) must agree exactly

@@ -29,7 +29,14 @@ import pyro
 import torch
 
 from ..checks import check_pair_arguments
-from ..compiling import arguments_key, compile_graph, handler_key, owning_module, trace_with_inputs
+from ..compiling import (
+    arguments_key,
+    compile_graph,
+    handler_key,
+    owning_module,
+    tensor_leaves,
+    trace_with_inputs,
+)
 from .objectives import make_loss
 from .svi_step import (
     LEAN_LOSSES,
@@ -133,9 +140,8 @@ class CompiledSVIStep:
         graph = self._graphs.get(key)
         if graph is None:
             names = [n for n, _ in self._named_params()]
-            traced = trace_with_inputs(self.module, names,
-                                       lambda p, a: self._loss_and_grads(p, a, kwargs),
-                                       params, args)
+            traced = trace_with_inputs(self.module, names, self._loss_and_grads, params,
+                                       args, kwargs)
             graph = self._graphs[key] = compile_graph(traced, self.backend)
         return graph
 
@@ -150,7 +156,7 @@ class CompiledSVIStep:
         params = [p for _, p in self._named_params()]
         graph = self._graph(params, args, kwargs)
         with torch.no_grad():
-            loss, grads = graph(params, args)
+            loss, grads = graph(params, tensor_leaves(args, kwargs))
         for param, grad in zip(params, grads):
             param.grad = grad
         return loss

@@ -136,3 +136,20 @@ def test_fit_selects_the_compiled_step(monkeypatch):
         torch.testing.assert_close(q, p, rtol=0, atol=0)
     with pytest.raises(ValueError, match="num_particles"):
         fit(vae.model, vae.guide, x, epochs=1, num_particles=2, compile=True, progress=False)
+
+
+def test_new_batches_of_one_shape_are_graph_inputs():
+    # the second batch must be scored as itself, not as the batch the graph was traced with
+    vae, x = small_vae_and_images()
+    other = 1.0 - x
+    step = CompiledSVIStep(vae.model, vae.guide, backend="eager")
+    eager = SVIStep(vae.model, vae.guide)
+    for batch in (x, other):
+        pyro.set_rng_seed(2)
+        compiled_loss = step.loss_and_grads(batch)
+        vae.zero_grad(set_to_none=True)
+        pyro.set_rng_seed(2)
+        eager_loss = eager.loss_and_grads(vae.model, vae.guide, batch)
+        vae.zero_grad(set_to_none=True)
+        assert compiled_loss == pytest.approx(eager_loss, rel=1e-12)
+    assert len(step._graphs) == 1
