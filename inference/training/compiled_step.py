@@ -29,14 +29,7 @@ import pyro
 import torch
 
 from ..checks import check_pair_arguments
-from ..compiling import (
-    arguments_key,
-    compile_graph,
-    handler_key,
-    owning_module,
-    tensor_leaves,
-    trace_with_inputs,
-)
+from .. import compiling
 from .objectives import make_loss
 from .svi_step import (
     LEAN_LOSSES,
@@ -73,7 +66,7 @@ class CompiledSVIStep:
     def __init__(self, model: Callable, guide: Callable, optim=None, loss: str = "elbo",
                  backend: str | None = None, num_particles: int = 1):
         check_pair_arguments(model, guide, num_particles)
-        owner = owning_module(model, guide, "a compiled step")
+        owner = compiling.owning_module(model, guide, "a compiled step")
         if loss not in LEAN_LOSSES + WEIGHTED_LOSSES:
             raise ValueError(f"compiled steps support the losses "
                              f"{LEAN_LOSSES + WEIGHTED_LOSSES}, got {loss!r}")
@@ -136,13 +129,13 @@ class CompiledSVIStep:
         return loss.detach(), grads
 
     def _graph(self, params, args, kwargs) -> Callable:
-        key = (arguments_key(args, kwargs), handler_key())
+        key = (compiling.arguments_key(args, kwargs), compiling.handler_key())
         graph = self._graphs.get(key)
         if graph is None:
             names = [n for n, _ in self._named_params()]
-            traced = trace_with_inputs(self.module, names, self._loss_and_grads, params,
-                                       args, kwargs)
-            graph = self._graphs[key] = compile_graph(traced, self.backend)
+            traced = compiling.trace_with_inputs(self.module, names, self._loss_and_grads,
+                                                 params, args, kwargs)
+            graph = self._graphs[key] = compiling.compile_graph(traced, self.backend)
         return graph
 
     def loss_and_grads(self, *args, **kwargs) -> float:
@@ -156,7 +149,7 @@ class CompiledSVIStep:
         params = [p for _, p in self._named_params()]
         graph = self._graph(params, args, kwargs)
         with torch.no_grad():
-            loss, grads = graph(params, tensor_leaves(args, kwargs))
+            loss, grads = graph(params, compiling.tensor_leaves(args, kwargs))
         for param, grad in zip(params, grads):
             param.grad = grad
         return loss
