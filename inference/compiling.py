@@ -42,6 +42,14 @@ def arguments_key(args: tuple, kwargs: dict) -> tuple:
     return (tuple(key(a) for a in args), tuple(sorted((k, key(v)) for k, v in kwargs.items())))
 
 
+def module_key(module: torch.nn.Module) -> tuple:
+    """What a trace bakes in of ``module``: each submodule's training flag (dropout, batch
+    norm) and the names, shapes, dtypes and devices of its parameters and buffers."""
+    tensors = list(module.named_parameters()) + list(module.named_buffers())
+    return (tuple(m.training for m in module.modules()),
+            tuple((n, tuple(t.shape), t.dtype, t.device) for n, t in tensors))
+
+
 def owning_module(model: Callable, guide: Callable, purpose: str) -> torch.nn.Module:
     """The ``nn.Module`` whose methods ``model`` and ``guide`` are; ``ValueError`` otherwise."""
     owner = getattr(model, "__self__", None)

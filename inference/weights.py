@@ -22,6 +22,7 @@ from .compiling import (
     arguments_key,
     compile_graph,
     handler_key,
+    module_key,
     owning_module,
     tensor_leaves,
     trace_with_inputs,
@@ -246,7 +247,7 @@ def compiled_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: 
     named = list(module.named_parameters()) + list(module.named_buffers())
     names, tensors = [n for n, _ in named], [t for _, t in named]
     key = (model.__func__, guide.__func__, num_particles, arguments_key(args, kwargs),
-           handler_key(), tuple((n, t.shape, t.dtype, t.device) for n, t in named))
+           handler_key(), module_key(module))
     graphs = _GRAPHS.setdefault(module, {})
     graph = graphs.get(key)
     if graph is not None:

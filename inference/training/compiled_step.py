@@ -129,7 +129,8 @@ class CompiledSVIStep:
         return loss.detach(), grads
 
     def _graph(self, params, args, kwargs) -> Callable:
-        key = (compiling.arguments_key(args, kwargs), compiling.handler_key())
+        key = (compiling.arguments_key(args, kwargs), compiling.handler_key(),
+               compiling.module_key(self.module))
         graph = self._graphs.get(key)
         if graph is None:
             names = [n for n, _ in self._named_params()]

@@ -224,3 +224,33 @@ def test_every_argument_reaches_the_graph():
         results.append(traced)
     assert not torch.equal(results[0], results[1]) and not torch.equal(results[1], results[2])
     assert compiled_graph_count(pair) == 2
+
+
+def test_train_and_eval_modes_get_their_own_graphs():
+    # dropout is traced as drawn masks in training mode and as nothing in eval mode: a graph
+    # traced in one mode must not score the other
+    class DropoutPair(PyroModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Linear(1, 8), torch.nn.Dropout(0.5),
+                                           torch.nn.Linear(8, 1))
+
+        def model(self, x):
+            with pyro.plate("data", x.shape[0]):
+                z = pyro.sample("z", dist.Normal(0.0, 1.0))
+                pyro.sample("x", dist.Normal(self.net(z.unsqueeze(-1)).squeeze(-1), 1.0), obs=x)
+
+        def guide(self, x):
+            with pyro.plate("data", x.shape[0]):
+                pyro.sample("z", dist.Normal(0.5 * x, 1.0))
+
+    torch.manual_seed(0)
+    pair, x = DropoutPair(), torch.randn(4)
+    for mode in (True, False, True):
+        pair.train(mode)
+        pyro.set_rng_seed(1)
+        eager = iwae_bound(pair.model, pair.guide, x, num_samples=3)
+        pyro.set_rng_seed(1)
+        traced = iwae_bound(pair.model, pair.guide, x, num_samples=3, compile="eager")
+        torch.testing.assert_close(traced, eager, rtol=0, atol=0)
+    assert compiled_graph_count(pair) == 2
