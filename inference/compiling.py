@@ -33,13 +33,23 @@ def handler_key() -> tuple:
 
 
 def arguments_key(args: tuple, kwargs: dict) -> tuple:
-    """Shapes, dtypes and devices of tensor arguments, numbers, strings and None as they are,
-    anything else by identity: hashable."""
-    def key(value):
-        if torch.is_tensor(value):
-            return ("tensor", tuple(value.shape), value.dtype, value.device)
-        return value if isinstance(value, (int, float, str, bool, type(None))) else id(value)
-    return (tuple(key(a) for a in args), tuple(sorted((k, key(v)) for k, v in kwargs.items())))
+    """What a trace bakes in of the arguments, hashable: their nesting (tuples, lists, dicts),
+    the shape, dtype and device of each tensor, and numbers, strings and None as they are.
+    Other values (a numpy array, a custom object) raise ``ValueError``: one trace would freeze
+    them and nothing tells a later call's value apart."""
+    leaves, spec = pytree.tree_flatten((args, kwargs))
+    key = []
+    for leaf in leaves:
+        if torch.is_tensor(leaf):
+            key.append(("tensor", tuple(leaf.shape), leaf.dtype, leaf.device))
+        elif leaf is None or isinstance(leaf, (bool, int, float, str)):
+            key.append((type(leaf).__name__, leaf))
+        else:
+            raise ValueError(f"a compiled path takes tensors, numbers and strings as the pair's "
+                             f"arguments (nested in tuples, lists, dicts); got a "
+                             f"{type(leaf).__name__}: convert it to a tensor or call without "
+                             "compile")
+    return (spec, tuple(key))
 
 
 def module_key(module: torch.nn.Module) -> tuple:

@@ -196,12 +196,13 @@ def checked_pair(model: Callable, guide: Callable, args: tuple, kwargs: dict, us
     return structure.fix_subsample(model), structure.fix_subsample(guide), structure
 
 
-def check_compile(compile, model: Callable | None = None,
-                  guide: Callable | None = None) -> str | None:
+def check_compile(compile, model: Callable | None = None, guide: Callable | None = None,
+                  args: tuple = (), kwargs: dict | None = None) -> str | None:
     """The ``torch.compile`` backend asked for by an estimator's ``compile`` argument: False
     (None, eager), True (``"inductor"``) or a backend name (``"eager"`` replays the traced
     graph uncompiled); ``ValueError`` otherwise, or when a compiled path is asked for and
-    ``model`` and ``guide`` (if given) are not methods of one ``nn.Module``."""
+    ``model`` and ``guide`` (if given) are not methods of one ``nn.Module`` or the arguments
+    hold values a trace cannot key (:func:`inference.compiling.arguments_key`)."""
     if compile is False or compile is None:
         return None
     if compile is True:
@@ -213,6 +214,7 @@ def check_compile(compile, model: Callable | None = None,
                          f"got {compile!r}")
     if model is not None:
         owning_module(model, guide, "compile=True")
+    arguments_key(args, kwargs or {})
     return backend
 
 
@@ -370,7 +372,7 @@ def log_importance_weights(
         ``result.subsample[b]``).
     """
     check_num_samples(num_samples, chunk_size)
-    check_compile(compile, model, guide)
+    check_compile(compile, model, guide, args, kwargs)
     check_finite_inputs(args, kwargs)
     model, guide, structure = checked_pair(model, guide, args, kwargs, "log_importance_weights")
     weights = checked_log_weights(model, guide, args, kwargs, num_samples, chunk_size, structure,

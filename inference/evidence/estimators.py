@@ -28,7 +28,7 @@ from ..weights import (
 
 def _weights(use, model, guide, args, kwargs, num_samples, chunk_size, compile):
     check_num_samples(num_samples, chunk_size)
-    check_compile(compile, model, guide)
+    check_compile(compile, model, guide, args, kwargs)
     check_finite_inputs(args, kwargs)
     model, guide, structure = checked_pair(model, guide, args, kwargs, use)
     return checked_log_weights(model, guide, args, kwargs, num_samples, chunk_size,
@@ -93,7 +93,7 @@ def log_evidence(model: Callable, guide: Callable, x: torch.Tensor, *, num_sampl
                          f"{getattr(x, 'shape', type(x).__name__)}")
     check_int(batch_size, "batch_size")
     check_num_samples(num_samples, chunk_size)
-    check_compile(compile, model, guide)
+    check_compile(compile, model, guide, (x,))
     out = []
     with torch.no_grad():
         for i in range(0, x.shape[0], batch_size):
@@ -203,7 +203,7 @@ def bound_sweep(model: Callable, guide: Callable, *args,
     for k in num_samples:
         check_num_samples(k, chunk_size)
     check_int(repeats, "repeats")
-    check_compile(compile, model, guide)
+    check_compile(compile, model, guide, args, kwargs)
     if data_batch_size is not None:
         check_int(data_batch_size, "data_batch_size")
     check_nonempty_batch(args, kwargs)

@@ -254,3 +254,12 @@ def test_train_and_eval_modes_get_their_own_graphs():
         traced = iwae_bound(pair.model, pair.guide, x, num_samples=3, compile="eager")
         torch.testing.assert_close(traced, eager, rtol=0, atol=0)
     assert compiled_graph_count(pair) == 2
+
+
+def test_arguments_one_trace_cannot_key_are_refused():
+    import numpy as np
+
+    pair = ShiftedPair()
+    with pytest.raises(ValueError, match="got a ndarray"):
+        iwae_bound(pair.model, pair.guide, torch.zeros(3), shift=np.zeros(3), num_samples=2,
+                   compile="eager")
