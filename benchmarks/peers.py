@@ -344,8 +344,10 @@ def main(args: argparse.Namespace) -> dict:
         args.hidden, args.latent_dim, args.batch_size = 32, 4, 16
         args.num_particles, args.evidence_k, args.chunk_size, args.images = 3, 40, 20, 2
         args.steps, args.repeats, args.evidence_repeats = 1, 1, 1
-    cores = sorted(os.sched_getaffinity(0))[:args.threads]
-    os.sched_setaffinity(0, cores)  # before torch or XLA start their thread pools
+    cores = None  # pinning needs Linux; elsewhere the thread counts alone are set
+    if hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))[:args.threads]
+        os.sched_setaffinity(0, cores)  # before torch or XLA start their thread pools
     flags = (f"--xla_cpu_multi_thread_eigen={'true' if args.threads > 1 else 'false'} "
              f"intra_op_parallelism_threads={args.threads}")
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
