@@ -117,6 +117,13 @@ class _PixelValidation:
         _require(self.support, value, type(self).__name__, self.expects)
 
 
+def _broadcasts_into(shape: torch.Size, target: torch.Size) -> bool:
+    """Whether a tensor of ``shape`` broadcasts to ``target`` without enlarging it (cheaper
+    than ``torch.broadcast_shapes`` on the per-chunk path)."""
+    return len(shape) <= len(target) and all(
+        size in (1, goal) for size, goal in zip(reversed(shape), reversed(target)))
+
+
 class BernoulliPixel(_PixelValidation, dist.Bernoulli):
     """Independent Bernoulli pixels from logits: ``BernoulliPixel(logits=logits)``.
 
@@ -134,7 +141,7 @@ class BernoulliPixel(_PixelValidation, dist.Bernoulli):
             self._validate_sample(value)
         logits = self.logits
         log_p = F.softplus(logits).neg_()  # softplus keeps its input for backward, not its output
-        if log_p.shape == torch.broadcast_shapes(log_p.shape, value.shape):
+        if _broadcasts_into(value.shape, log_p.shape):
             return log_p.addcmul_(value, logits)  # one [..., *pixels] buffer instead of three
         return torch.addcmul(log_p, value, logits)
 
