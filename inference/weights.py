@@ -208,6 +208,11 @@ def check_compile(compile, model: Callable | None = None, guide: Callable | None
     if compile is True:
         backend = "inductor"
     elif isinstance(compile, str) and compile:
+        from torch._dynamo import list_backends  # imported only when a backend is named
+
+        if compile not in list_backends(exclude_tags=()):
+            raise ValueError(f"compile={compile!r} is not a torch.compile backend; use True "
+                             f"(inductor), False, or one of {list_backends()}")
         backend = compile
     else:
         raise ValueError(f"compile must be True, False or a torch.compile backend name, "
