@@ -35,6 +35,7 @@ from .checks import check_data
 from .likelihoods import make_likelihood
 from .local_guides import LocalGuide
 from .networks import full_precision, mlp
+from .vae import decoded_posterior
 
 ACTIVATIONS = {"tanh": nn.Tanh, "softplus": nn.Softplus, "relu": nn.ReLU}
 
@@ -151,12 +152,7 @@ class TwoLayerVAE(PyroModule):
         Returns:
             ``[batch, C, H, W]``, or ``[num_samples, batch, C, H, W]``.
         """
-        with torch.no_grad():
-            loc, scale = self.encode(x)
-            if num_samples:
-                loc = loc + scale * torch.randn((num_samples, *loc.shape), device=loc.device,
-                                                dtype=loc.dtype)
-            return self.decode(loc).mean
+        return decoded_posterior(self.encode, self.decode, x, num_samples)
 
     def sample_images(self, num: int, generator: torch.Generator | None = None,
                       mean: bool = True) -> torch.Tensor:

@@ -55,6 +55,20 @@ class _ImageModel(PyroModule):
         return self.likelihood.distribution(raw)
 
 
+def decoded_posterior(encode, decode, x: torch.Tensor, num_samples: int = 0) -> torch.Tensor:
+    """Pixel means decoded from a Gaussian encoder's mean (``num_samples=0``) or from draws.
+
+    ``encode(x) -> (loc, scale)`` each ``[batch, d]``; ``decode(z)`` a pixel distribution.
+    Returns ``[batch, C, H, W]``, or ``[num_samples, batch, C, H, W]``; no gradients.
+    """
+    with torch.no_grad():
+        loc, scale = encode(x)
+        if num_samples:
+            loc = loc + scale * torch.randn((num_samples, *loc.shape), device=loc.device,
+                                            dtype=loc.dtype)
+        return decode(loc).mean
+
+
 class VAE(_ImageModel):
     """VAE for images ``x: [batch, C, H, W]`` with values as the likelihood expects.
 
@@ -105,12 +119,7 @@ class VAE(_ImageModel):
         Returns:
             ``[batch, C, H, W]``, or ``[num_samples, batch, C, H, W]`` from ``z ~ q(z | x)``.
         """
-        with torch.no_grad():
-            loc, scale = self.encode(x)
-            if num_samples:
-                loc = loc + scale * torch.randn((num_samples, *loc.shape), device=loc.device,
-                                                dtype=loc.dtype)
-            return self.decode(loc).mean
+        return decoded_posterior(self.encode, self.decode, x, num_samples)
 
     def sample_images(self, num: int, generator: torch.Generator | None = None,
                       mean: bool = True) -> torch.Tensor:

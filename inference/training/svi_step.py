@@ -89,7 +89,8 @@ class _ParamCapture(Messenger):
 class _GuideThenModel(_ParamCapture):
     """Run with the guide (``in_model`` False), then the model (True): remembers the guide's
     latent sites and which of them their own distribution drew (every handler on the stack
-    value-neutral), and looks a model latent's guide site up for the replay."""
+    value-neutral), and replays each model latent's guide value into the model
+    (:meth:`_replayed_value`, which subclasses may wrap)."""
 
     def __init__(self):
         super().__init__()
@@ -102,6 +103,21 @@ class _GuideThenModel(_ParamCapture):
                 and all(frame is self or isinstance(frame, _VALUE_NEUTRAL)
                         or getattr(frame, "value_neutral", False) for frame in _PYRO_STACK)):
             self.own_draws.add(msg["name"])
+
+    def _pyro_sample(self, msg) -> None:
+        if not self.in_model:
+            self._note_guide_draw(msg)
+            return
+        if not msg["is_observed"]:
+            guide_msg = self._guide_site_of(msg)
+            if guide_msg is None:
+                return
+            msg["value"] = self._replayed_value(guide_msg)
+            msg["done"] = True
+
+    def _replayed_value(self, guide_msg) -> torch.Tensor:
+        """The value a model latent takes from its guide site (the guide's draw itself)."""
+        return guide_msg["value"]
 
     def _guide_site_of(self, msg) -> dict | None:
         """The guide's message of model latent ``msg``; None for a subsample site the guide
@@ -125,17 +141,6 @@ class _ScoreAsSampled(_GuideThenModel):
         super().__init__()
         self.analytic_kl = analytic_kl
         self.elbo: torch.Tensor | float = 0.0
-
-    def _pyro_sample(self, msg) -> None:
-        if not self.in_model:
-            self._note_guide_draw(msg)
-            return
-        if not msg["is_observed"]:
-            guide_msg = self._guide_site_of(msg)
-            if guide_msg is None:
-                return
-            msg["value"] = guide_msg["value"]
-            msg["done"] = True
 
     def _pyro_post_sample(self, msg) -> None:
         if not self.in_model:
@@ -243,20 +248,12 @@ class ImportanceScorer(_GuideThenModel):
         self.num_guide_params = 0  # params[:num_guide_params] were met in the guide
         self.weights: torch.Tensor | None = None  # [K, batch], DReG's w~ for the backward
 
-    def _pyro_sample(self, msg) -> None:
-        if not self.in_model:
-            self._note_guide_draw(msg)
-            return
-        if not msg["is_observed"]:
-            guide_msg = self._guide_site_of(msg)
-            if guide_msg is None:
-                return
-            value = guide_msg["value"]
-            if self.dreg and value.requires_grad:
-                value = self._weighted_gradient(value, guide_msg)
-                guide_msg["dreg_value"] = value
-            msg["value"] = value
-            msg["done"] = True
+    def _replayed_value(self, guide_msg) -> torch.Tensor:
+        value = guide_msg["value"]
+        if self.dreg and value.requires_grad:
+            value = self._weighted_gradient(value, guide_msg)
+            guide_msg["dreg_value"] = value
+        return value
 
     def _weighted_gradient(self, value: torch.Tensor, guide_msg) -> torch.Tensor:
         """``value`` unchanged, with its gradient multiplied by ``w~`` of its particle and
