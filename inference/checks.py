@@ -16,6 +16,16 @@ def check_int(value, name: str, minimum: int = 1) -> None:
         raise ValueError(f"{name} must be {what}, got {value!r}")
 
 
+def check_chain_length(num_steps, burn_in, minimum: int = 1) -> int:
+    """Check a Markov chain's ``num_steps`` (an integer ``>= minimum``) and ``burn_in`` (in
+    ``0 .. num_steps - 1``; None: half the steps); returns the burn-in."""
+    check_int(num_steps, "num_steps", minimum)
+    burn_in = num_steps // 2 if burn_in is None else burn_in
+    if not 0 <= burn_in < num_steps:
+        raise ValueError(f"burn_in must lie in 0..{num_steps - 1}, got {burn_in}")
+    return burn_in
+
+
 def check_number(value, name: str, minimum: float | None = None, positive: bool = False) -> None:
     """Raise ``ValueError`` unless ``value`` is a finite real number (not a bool, not a
     string), ``> 0`` when ``positive``, ``>= minimum`` when given."""

@@ -37,6 +37,7 @@ import math
 
 import torch
 
+from ..checks import check_chain_length
 from ..protocols import EncoderDecoder, require
 
 NEG_INF = -math.inf
@@ -154,11 +155,7 @@ def metropolis_within_gibbs(vae, log_channel: torch.Tensor, num_steps: int = 200
     """
     require(vae, EncoderDecoder, "vae")
     _check_channel(log_channel, vae.image_shape)
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-    burn_in = num_steps // 2 if burn_in is None else burn_in
-    if not 0 <= burn_in < num_steps:
-        raise ValueError(f"burn_in must lie in 0..{num_steps - 1}, got {burn_in}")
+    burn_in = check_chain_length(num_steps, burn_in)
     like = {"device": log_channel.device, "dtype": log_channel.dtype}
 
     def normal(shape):

@@ -63,6 +63,8 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from ..checks import check_chain_length
+
 __all__ = [
     "SuperResolution",
     "average_pool",
@@ -471,11 +473,7 @@ def super_resolve_mwg(vae, y: torch.Tensor, factor: int, num_steps: int = 200,
         state and the acceptance rate of the ``z`` step.
     """
     _check_vae_inputs(vae, y, factor, truth)
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}")
-    burn_in = num_steps // 2 if burn_in is None else burn_in
-    if not 0 <= burn_in < num_steps:
-        raise ValueError(f"burn_in must lie in 0..{num_steps - 1}, got {burn_in}")
+    burn_in = check_chain_length(num_steps, burn_in, minimum=1)
     like = {"device": y.device, "dtype": y.dtype}
 
     def normal(shape):
@@ -540,11 +538,7 @@ def super_resolve_mh(vae, y: torch.Tensor, factor: int, num_steps: int = 1600,
         the kept steps.
     """
     _check_vae_inputs(vae, y, factor, truth)
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 2:
-        raise ValueError(f"num_steps must be an int >= 2, got {num_steps!r}")
-    burn_in = num_steps // 2 if burn_in is None else burn_in
-    if not 0 <= burn_in < num_steps:
-        raise ValueError(f"burn_in must lie in 0..{num_steps - 1}, got {burn_in}")
+    burn_in = check_chain_length(num_steps, burn_in, minimum=2)
     if not 0 < target_acceptance < 1:
         raise ValueError(f"target_acceptance must lie in (0, 1), got {target_acceptance}")
     like = {"device": y.device, "dtype": y.dtype}
