@@ -257,8 +257,9 @@ def compiled_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: 
            handler_key(), module_key(module))
     graphs = _GRAPHS.setdefault(module, {})
     graph = graphs.get(key)
+    inputs = tensor_leaves(args, kwargs)
     if graph is not None:
-        return graph(tensors, tensor_leaves(args, kwargs))
+        return graph(tensors, inputs)
 
     def weights(_, arguments, keywords):
         return vectorized_log_weights(model, guide, arguments, keywords, num_particles,
@@ -267,20 +268,11 @@ def compiled_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: 
     _check_params_owned(module, model, guide, args, kwargs)
     graph = compile_graph(trace_with_inputs(module, names, weights, tensors, args, kwargs),
                           backend)
-    cuda = sorted({t.device.index or 0 for t in tensors + list(args)
-                   if torch.is_tensor(t) and t.is_cuda})
+    cuda = sorted({t.device.index or 0 for t in tensors + inputs if t.is_cuda})
     with torch.random.fork_rng(devices=cuda):  # the graph then draws the same particles
         eager = vectorized_log_weights(model, guide, args, kwargs, num_particles, structure)
-    compiled = graph(tensors, tensor_leaves(args, kwargs))
-    if not torch.is_tensor(compiled) or compiled.shape != eager.shape:
-        gap, tolerance = math.inf, 0.0
-    else:  # -inf weights (draws outside the model's support) must agree exactly
-        finite = torch.isfinite(eager)
-        same = torch.equal(finite, torch.isfinite(compiled)) and torch.equal(
-            eager[~finite].nan_to_num(), compiled[~finite].nan_to_num())
-        gap = float((compiled - eager)[finite].abs().max()) if finite.any() else 0.0
-        gap = gap if same else math.inf
-        tolerance = 1e-3 * (1.0 + (float(eager[finite].abs().max()) if finite.any() else 0.0))
+    compiled = graph(tensors, inputs)
+    gap, tolerance = _gap_to_eager(compiled, eager)
     if not gap <= tolerance:
         raise RuntimeError(
             f"compile=True: the compiled log weights differ from the eager ones by {gap:.3g} "
@@ -289,6 +281,22 @@ def compiled_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: 
             f"parameters or buffers of {type(module).__name__}; call without compile")
     graphs[key] = graph
     return compiled
+
+
+def _gap_to_eager(compiled, eager: torch.Tensor) -> tuple[float, float]:
+    """Largest difference of finite weights and its tolerance (1e-3 relative to the largest
+    weight); infinite when shapes or the -inf weights (draws outside the model's support)
+    differ."""
+    if not torch.is_tensor(compiled) or compiled.shape != eager.shape:
+        return math.inf, 0.0
+    finite = torch.isfinite(eager)
+    if not (torch.equal(finite, torch.isfinite(compiled))
+            and torch.equal(eager[~finite].nan_to_num(), compiled[~finite].nan_to_num())):
+        return math.inf, 0.0
+    if not finite.any():
+        return 0.0, 1e-3
+    return (float((compiled - eager)[finite].abs().max()),
+            1e-3 * (1.0 + float(eager[finite].abs().max())))
 
 
 def _check_params_owned(module, model, guide, args, kwargs) -> None:
