@@ -9,9 +9,10 @@ is sampled (the guide's values replayed into the model), a single ``torch.optim.
 the parameters the pair touches (torch's fused kernel where the parameters allow it), and
 gradients reset to ``None``. A Normal guide site's own reparameterized draw is scored from
 its standard-normal noise, which gives ``log q`` and its gradient with fewer operations
-(see :func:`_drawn_normal_log_density`; values set by other handlers are scored by
-``log_prob``). The loss and gradients are those of ``Trace_ELBO`` / ``TraceMeanField_ELBO``
-[1, 2] (equal up to float rounding, tested in ``tests/inference/test_svi_step.py``).
+(:func:`inference.densities.drawn_normal_log_density`; values set by other handlers are
+scored by ``log_prob``). The loss and gradients are those of ``Trace_ELBO`` /
+``TraceMeanField_ELBO`` [1, 2] (equal up to float rounding, tested in
+``tests/inference/test_svi_step.py``).
 
 Before the first step, Pyro's own tracing of the objective runs once (with its checks of
 site shapes and model/guide match when Pyro's validation is enabled) and tells whether the
@@ -29,7 +30,6 @@ References:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import pyro
@@ -41,9 +41,10 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.scale_messenger import ScaleMessenger
 from pyro.poutine.util import site_is_subsample
-from torch.distributions import Independent, Normal, kl_divergence
+from torch.distributions import kl_divergence
 
 from ..checks import check_number, check_pair_arguments
+from ..densities import drawn_normal_log_density, plain_normal
 from ..weights import (
     PARTICLE_PLATE,
     data_frame,
@@ -56,7 +57,6 @@ from .objectives import detach_parameters, make_loss
 
 LEAN_LOSSES = ("elbo", "meanfield")
 WEIGHTED_LOSSES = ("iwae", "dreg")  # lean path with K vectorized particles (ImportanceScorer)
-HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
 # Handlers that never give a sample site its value (plates, scales, masks); others may, e.g.
 # replay or condition. Our own such handlers say so with a ``value_neutral = True`` attribute.
 _VALUE_NEUTRAL = (BroadcastMessenger, IndepMessenger, MaskMessenger, ScaleMessenger)
@@ -169,39 +169,10 @@ class _ScoreAsSampled(_GuideThenModel):
         """``log q(z)`` of a guide site; from the standard-normal draw for a Normal's own draw."""
         fn, value = guide_msg["fn"], guide_msg["value"]
         if guide_msg["name"] in self.own_draws:
-            normal, event_dims = _plain_normal(fn)
+            normal, event_dims = plain_normal(fn)
             if normal is not None:
-                return _drawn_normal_log_density(normal, value, event_dims)
+                return drawn_normal_log_density(normal, value, event_dims)
         return fn.log_prob(value)
-
-
-def _plain_normal(fn) -> tuple[Normal | None, int]:
-    """``(Normal, event dims)`` when ``fn`` is a Normal, possibly inside Independent wrappers,
-    of exactly torch's or Pyro's classes (subclasses may draw differently); else ``(None, 0)``."""
-    event_dims = 0
-    while type(fn) in (Independent, pyro.distributions.Independent):
-        event_dims += fn.reinterpreted_batch_ndims
-        fn = fn.base_dist
-    if type(fn) in (Normal, pyro.distributions.Normal):
-        return fn, event_dims
-    return None, 0
-
-
-def _drawn_normal_log_density(normal: Normal, value: torch.Tensor,
-                              event_dims: int) -> torch.Tensor:
-    """``log N(value; loc, scale)`` summed over the last ``event_dims`` dims, for a value that
-    ``normal.rsample()`` drew as ``loc + scale * eps``.
-
-    Written ``-eps^2 / 2 - log scale - log(2 pi) / 2`` with ``eps`` held constant: the same
-    value, and the same gradient, since the derivative through the draw and the score term
-    cancel to ``-grad log scale`` for a reparameterized location-scale draw. It saves the
-    backward of ``(value - loc)^2 / scale^2``. ``value: [*sample, *batch, *event]``.
-    """
-    with torch.no_grad():
-        eps = (value - normal.loc) / normal.scale
-        constant = -0.5 * eps.square() - HALF_LOG_TWO_PI
-    density = constant - normal.scale.log()
-    return density.sum(tuple(range(-event_dims, 0))) if event_dims else density
 
 
 def score_pair(model, guide, args, kwargs, analytic_kl: bool) -> _ScoreAsSampled:
@@ -226,7 +197,7 @@ class ImportanceScorer(_GuideThenModel):
     :func:`inference.weights.vectorized_log_weights` without building traces.
 
     ``log q`` of a Normal guide site's own draw is scored from its standard-normal noise (same
-    value and gradient, see :func:`_drawn_normal_log_density`). With ``dreg``, ``log q`` is
+    value and gradient, see :func:`drawn_normal_log_density`). With ``dreg``, ``log q`` is
     scored with the guide's parameters detached, on a copy of the value whose gradient is
     multiplied by the normalized weights ``w~`` (:attr:`weights`, set before the backward):
     one backward of ``sum w~ log w`` then gives the model parameters the IWAE gradient and
@@ -306,9 +277,9 @@ class ImportanceScorer(_GuideThenModel):
         fn, value = guide_msg["fn"], guide_msg["value"]
         if self.dreg:
             log_q = detach_parameters(fn).log_prob(guide_msg.get("dreg_value", value))
-        elif msg["name"] in self.own_draws and _plain_normal(fn)[0] is not None:
-            normal, event_dims = _plain_normal(fn)
-            log_q = _drawn_normal_log_density(normal, value, event_dims)
+        elif msg["name"] in self.own_draws and plain_normal(fn)[0] is not None:
+            normal, event_dims = plain_normal(fn)
+            log_q = drawn_normal_log_density(normal, value, event_dims)
         else:
             log_q = fn.log_prob(value)
         self.log_q = self.log_q + self._per_datapoint(log_q, guide_msg)
