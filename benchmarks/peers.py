@@ -28,7 +28,9 @@ many intra-op threads, and XLA is asked for as many (``--xla_cpu_multi_thread_ei
 before JAX is imported). The pinning is what makes the count hold: XLA's CPU runtime runs
 its own thread pool whatever the flags say (measured: 1.7 cores busy for a "one-thread"
 jitted matmul, November 2026), so without it NumPyro had both cores against torch's one.
-Sides alternate
+With ``--retain-freed-memory`` glibc keeps freed memory for the whole process
+(:func:`scaffold.memory.retain_freed_memory`), so no side pays page faults that another's
+allocation order happens to avoid. Sides alternate
 in blocks of ``--steps`` steps, the order rotating every repetition; each side's number is the
 median over ``--repeats`` blocks of its time divided by ``hand_eager``'s in the same
 repetition. Every step waits for its result (``.item()``, ``block_until_ready``).
@@ -52,6 +54,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))  # for scaffold
 from scaffold.flags import benchmark_parser  # noqa: E402
+from scaffold.memory import retain_freed_memory  # noqa: E402
 from scaffold.runs import finish_benchmark  # noqa: E402
 
 SIDES = ("hand_eager", "ours", "ours_compiled", "numpyro", "pythae")
@@ -348,6 +351,7 @@ def main(args: argparse.Namespace) -> dict:
     if hasattr(os, "sched_setaffinity"):
         cores = sorted(os.sched_getaffinity(0))[:args.threads]
         os.sched_setaffinity(0, cores)  # before torch or XLA start their thread pools
+    retained = retain_freed_memory() if args.retain_freed_memory else False
     flags = (f"--xla_cpu_multi_thread_eigen={'true' if args.threads > 1 else 'false'} "
              f"intra_op_parallelism_threads={args.threads}")
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
@@ -375,6 +379,7 @@ def main(args: argparse.Namespace) -> dict:
         "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
                    f"pyro {pyro.__version__}, python {sys.version.split()[0]}",
         "threads": args.threads, "cores": cores, "xla_flags": os.environ["XLA_FLAGS"],
+        "freed_memory_retained": retained,
         "config": vars(args),
     }
     for objective in args.objectives:
@@ -426,6 +431,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=5, help="steps per timed block")
     parser.add_argument("--repeats", type=int, default=9, help="blocks per side")
     parser.add_argument("--evidence-repeats", type=int, default=5)
+    parser.add_argument("--retain-freed-memory", action="store_true",
+                        help="glibc keeps freed memory for every side (scaffold.memory)")
     return parser.parse_args(argv)
 
 

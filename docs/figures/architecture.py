@@ -56,7 +56,7 @@ def main() -> None:
              ("coding/", "range coding,\nbits-back")]
     for k, (name, body) in enumerate(wings):
         box(ax, 0.4 + 1.82 * k, 2.75, 1.7, 1.8, name, body)
-    roots = [("weights", "tracing a pair,\nimportance weights;\ncompiling"),
+    roots = [("weights", "tracing a pair,\nimportance weights;\ncompiling, densities"),
              ("units", "nats, bits,\nbits/dim"),
              ("checks", "argument\nchecks"), ("protocols", "what a use needs\nof a model")]
     for k, (name, body) in enumerate(roots):
