@@ -52,6 +52,8 @@ def normal_log_density(normal: Normal, value: torch.Tensor, event_dims: int = 0)
     the value when distribution validation is on).
     """
     loc, scale = normal.loc, normal.scale
+    if not torch.is_tensor(value):  # a number observed (log_prob takes those too)
+        value = torch.as_tensor(value, dtype=loc.dtype, device=loc.device)
     log_norm = distinct_entries(scale).log() + HALF_LOG_TWO_PI  # log(scale sqrt(2 pi))
     needs_grad = torch.is_grad_enabled() and (
         value.requires_grad or loc.requires_grad or scale.requires_grad)

@@ -63,6 +63,16 @@ def test_normal_log_density_is_log_prob_with_and_without_gradients(
                                            expected, rtol=tolerance, atol=tolerance)
 
 
+@pytest.mark.parametrize("value", [1.5, 2, torch.tensor([1, 2, 3])])
+def test_numbers_and_integer_values_are_scored_as_log_prob_scores_them(value):
+    normal = Normal(torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64),
+                    torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64))
+    expected = normal.log_prob(torch.as_tensor(value, dtype=torch.float64))
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            torch.testing.assert_close(normal_log_density(normal, value), expected)
+
+
 def test_the_in_place_path_leaves_its_inputs_alone():
     loc, scale = torch.zeros(3, 2), torch.ones(3, 2)
     value = torch.full((4, 3, 2), 2.0)
