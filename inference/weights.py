@@ -15,6 +15,7 @@ import math
 import weakref
 from typing import Callable
 
+import numpy
 import pyro
 import torch
 from pyro.infer.util import is_validation_enabled
@@ -57,11 +58,15 @@ def data_plate_scale(trace) -> float:
 
 
 def check_finite_inputs(args, kwargs) -> None:
-    """Raise ``ValueError`` naming the first tensor argument with NaN or infinite entries."""
+    """Raise ``ValueError`` naming the first tensor argument with NaN or infinite entries, and
+    ``TypeError`` for a numpy array (Pyro's distributions score tensors)."""
     named = [(f"argument {i}", a) for i, a in enumerate(args)] + [
         (f"keyword argument '{k}'", v) for k, v in kwargs.items()
     ]
     for name, value in named:
+        if isinstance(value, numpy.ndarray) and value.ndim:
+            raise TypeError(f"{name} is a numpy array (shape {value.shape}); pass a tensor: "
+                            "torch.as_tensor(array, dtype=torch.get_default_dtype())")
         if torch.is_tensor(value) and value.is_floating_point():
             bad = ~torch.isfinite(value)
             if bad.any():

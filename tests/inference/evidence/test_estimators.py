@@ -208,6 +208,29 @@ def test_nan_data_is_rejected(linear_gaussian):
         iwae_bound(model.model, model.guide, x, num_samples=4)
 
 
+def _user_model(x):
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        pyro.sample("x", dist.Normal(z.sum(-1, keepdim=True), 0.5).to_event(1), obs=x)
+
+
+def _user_guide(x):
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+
+
+@pytest.mark.parametrize("estimate", [
+    lambda x: iwae_bound(_user_model, _user_guide, x, num_samples=3),
+    lambda x: elbo(_user_model, _user_guide, x),
+    lambda x: log_importance_weights(_user_model, _user_guide, x, num_samples=3),
+    lambda x: bound_sweep(_user_model, _user_guide, x, num_samples=(1, 2), repeats=1),
+])
+def test_numpy_data_is_refused_by_name(estimate):
+    """A pair of plain functions has no checks of its own: the estimator names the array."""
+    with pytest.raises(TypeError, match="argument 0 is a numpy array"):
+        estimate(torch.randn(4, 1).numpy())
+
+
 def test_wrong_data_shape_is_rejected(linear_gaussian):
     model, x = linear_gaussian
     with pytest.raises(ValueError, match=r"shape \[batch, 4\]"):
