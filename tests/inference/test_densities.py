@@ -1,4 +1,4 @@
-"""inference.densities: the lean Gaussian log densities equal Normal.log_prob, value and gradient."""
+"""inference.densities: the lean Gaussian log densities equal Normal.log_prob (value, gradient)."""
 
 import pyro
 import pyro.distributions as dist
@@ -13,6 +13,7 @@ from inference.densities import (
     normal_log_density,
     plain_normal,
 )
+from ppl_models import LinearGaussian
 
 # (value shape, loc shape, scale shape, loc/scale expanded to, event dims)
 CASES = [
@@ -119,20 +120,14 @@ def test_distinct_entries_keeps_one_copy_of_each_broadcast_dim():
 
 
 def test_log_weights_are_the_same_with_and_without_validation():
-    """The weights' lean scoring (validation off) against ``log_prob`` (validation on)."""
-    def model(x):
-        with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
-            pyro.sample("x", dist.Normal(z.sum(-1, keepdim=True), 0.5).to_event(1), obs=x)
-
-    def guide(x):
-        with pyro.plate("data", x.shape[0]):
-            pyro.sample("z", dist.Normal(x.expand(-1, 2) * 0.3, 0.8).to_event(1))
-
-    x = torch.linspace(-1.0, 1.0, 5).unsqueeze(-1)
+    """The weights' lean scoring (validation off) against ``log_prob`` (validation on), on a
+    linear-Gaussian pair (Normal prior, likelihood and amortized guide)."""
+    model = LinearGaussian(data_dim=3, latent_dim=2, noise_scale=0.5, seed=4)
+    x = model.simulate(6, seed=5)
     weights = []
     for validate in (True, False):
         pyro.set_rng_seed(3)
         with pyro.validation_enabled(validate):
-            weights.append(log_importance_weights(model, guide, x, num_samples=40, chunk_size=7))
+            weights.append(log_importance_weights(model.model, model.guide, x, num_samples=40,
+                                                  chunk_size=7))
     torch.testing.assert_close(weights[0], weights[1], rtol=1e-5, atol=1e-5)
