@@ -20,6 +20,7 @@ from ..weights import trace_pair
 from . import checkpoints
 from .handlers import scale_data_plate, scale_latents
 from .minibatches import plan_minibatches
+from .objectives import LOSS_NAMES
 from .svi_step import Adam, SVIStep
 
 
@@ -64,6 +65,9 @@ def _check_arguments(model, guide, loss, num_particles, epochs, batch_size, lr, 
                                           and hasattr(loss, "loss_and_grads")):
         raise TypeError(f"loss must be a loss name or an object with loss and loss_and_grads, "
                         f"got {loss!r}")
+    if isinstance(loss, str) and loss not in LOSS_NAMES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of "
+                         f"{', '.join(map(repr, LOSS_NAMES))}")
     check_int(num_particles, "num_particles")
     check_int(epochs, "epochs", 0)
     check_int(batch_size, "batch_size")
@@ -175,8 +179,10 @@ def _check_finite_epoch(record: dict, step_losses: list, params, epoch: int, che
     if problem is not None:
         kept = (f"; the checkpoint {checkpoint} keeps epoch {epoch - 1}" if checkpoint is not None
                 else "")
-        raise FloatingPointError(f"training diverged: {problem}{kept}. Lower lr, check the "
-                                 "data and the model's parameter ranges")
+        raise FloatingPointError(
+            f"training diverged: {problem}{kept}. The parameters now hold the diverged values "
+            "(start again from pyro.clear_param_store() and fresh modules, or resume the "
+            "checkpoint). Lower lr, check the data and the model's parameter ranges")
 
 
 def _module_of(fn):

@@ -132,6 +132,9 @@ class DReGLoss(IWAELoss):
         return -scale * float(log_mean_exp(log_w.detach()).sum())
 
 
+LOSS_NAMES = ("elbo", "meanfield", "iwae", "dreg", "elbo-free-bits")
+
+
 def make_loss(name, num_particles: int = 1, free_bits: float = 0.0):
     """The SVI loss object for ``name`` in ``"elbo" | "meanfield" | "iwae" | "dreg" |
     "elbo-free-bits"`` (the free-bits ELBO with ``free_bits`` nats per latent dimension, see
@@ -153,5 +156,4 @@ def make_loss(name, num_particles: int = 1, free_bits: float = 0.0):
         return IWAELoss(num_particles)
     if name == "dreg":
         return DReGLoss(num_particles)
-    raise ValueError(f"unknown loss {name!r}; choose one of 'elbo', 'meanfield', 'iwae', "
-                     "'dreg', 'elbo-free-bits'")
+    raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(map(repr, LOSS_NAMES))}")

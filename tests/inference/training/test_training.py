@@ -87,6 +87,24 @@ def test_fit_rejects_bad_data():
         make_loss("kl")
 
 
+def test_fit_refuses_an_unknown_loss_before_running_the_pair():
+    calls = []
+
+    def model(x):
+        calls.append("model")
+
+    with pytest.raises(ValueError, match="unknown loss 'elbow'; choose one of 'elbo'"):
+        fit(model, model, torch.zeros(4, 3), epochs=1, loss="elbow", progress=False)
+    assert calls == []
+
+
+def test_a_diverged_fit_says_what_it_left_behind():
+    model = LinearGaussian(data_dim=3, latent_dim=1)
+    with pytest.raises(FloatingPointError, match="diverged.*clear_param_store"):
+        fit(model.model, model.guide, torch.full((8, 3), 1e30), epochs=2, lr=1e10,
+            progress=False)
+
+
 def _mean_gradients(objective, model, x, groups):
     """Per-group gradients of ``objective`` (each a sum over many datapoint copies)."""
     rows = []
