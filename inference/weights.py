@@ -407,4 +407,6 @@ def log_importance_weights(
 
 def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
     """Stable ``log(mean(exp(log_w)))`` along ``dim``."""
+    if log_w.shape[dim] == 0:
+        raise ValueError(f"log_w has no weights along dim {dim} (shape {list(log_w.shape)})")
     return torch.logsumexp(log_w, dim) - math.log(log_w.shape[dim])

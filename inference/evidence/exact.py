@@ -68,6 +68,10 @@ def exact_log_evidence(
         ValueError: other latent sites, a latent of more than two dimensions, or a grid too
             coarse or too narrow for the posterior.
     """
+    if args and callable(args[0]):
+        raise TypeError("exact_log_evidence(model, *args) integrates the model alone: argument 0 "
+                        f"is a callable ({getattr(args[0], '__name__', type(args[0]).__name__)}), "
+                        "not data; pass no guide")
     check_finite_inputs(args, kwargs)
     check_nonempty_batch(args, kwargs)
     check_int(num_points, "num_points", 3)

@@ -7,7 +7,14 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from inference import bound_sweep, elbo, iwae_bound, iwae_from_weights, log_importance_weights
+from inference import (
+    bound_sweep,
+    elbo,
+    iwae_bound,
+    iwae_from_weights,
+    log_importance_weights,
+    log_mean_exp,
+)
 from ppl_models import LinearGaussian
 
 
@@ -229,6 +236,12 @@ def test_numpy_data_is_refused_by_name(estimate):
     """A pair of plain functions has no checks of its own: the estimator names the array."""
     with pytest.raises(TypeError, match="argument 0 is a numpy array"):
         estimate(torch.randn(4, 1).numpy())
+
+
+def test_log_mean_exp_of_no_weights_is_refused():
+    with pytest.raises(ValueError, match="no weights along dim 0"):
+        log_mean_exp(torch.zeros(0, 3))
+    assert torch.equal(log_mean_exp(torch.full((4, 2), -math.inf)), torch.full((2,), -math.inf))
 
 
 def test_wrong_data_shape_is_rejected(linear_gaussian):
