@@ -31,6 +31,8 @@ References:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -63,14 +65,33 @@ def auroc(inlier_scores, outlier_scores) -> float:
     return float(roc_auc_score(labels, np.r_[inliers, outliers]))
 
 
+def _log_densities(log_p, name: str, zero_density_allowed: bool = False) -> torch.Tensor:
+    """``log_p`` checked: a 1-D tensor without NaN or ``+inf`` (nor ``-inf`` unless
+    ``zero_density_allowed``)."""
+    if not torch.is_tensor(log_p):
+        raise TypeError(f"{name} must be a tensor [n] of log densities, got "
+                        f"{type(log_p).__name__}")
+    if log_p.dim() != 1:
+        raise ValueError(f"{name} must be [n], got shape {list(log_p.shape)}")
+    bad = torch.isnan(log_p) | (log_p == math.inf)
+    if not zero_density_allowed:
+        bad |= log_p == -math.inf
+    if bad.any():
+        raise ValueError(f"{name} holds {int(bad.sum())} NaN or infinite log densities "
+                         f"(first at index {int(bad.nonzero()[0])})")
+    return log_p
+
+
 def nll_scores(log_p: torch.Tensor) -> torch.Tensor:
-    """``-log p(x)``: ``[n]`` -> ``[n]``."""
-    return -log_p
+    """``-log p(x)``: ``[n]`` -> ``[n]`` (``+inf`` where the model gives density zero)."""
+    return -_log_densities(log_p, "log_p", zero_density_allowed=True)
 
 
 def likelihood_ratio_scores(log_p: torch.Tensor, background_log_p: torch.Tensor) -> torch.Tensor:
     """``-(log p(x) - log p_0(x))`` of a model and its background model [2]: ``[n]``, ``[n]``
     -> ``[n]``."""
+    _log_densities(log_p, "log_p")
+    _log_densities(background_log_p, "background_log_p")
     if log_p.shape != background_log_p.shape:
         raise ValueError(f"log_p {list(log_p.shape)} and background_log_p "
                          f"{list(background_log_p.shape)} must have the same shape")
@@ -89,7 +110,9 @@ def typicality_scores(log_p: torch.Tensor, reference_log_p: torch.Tensor,
     Returns:
         ``[n // group_size]``: ``| -mean(log_p of the group) - H |``.
     """
-    if group_size < 1 or log_p.dim() != 1 or log_p.shape[0] < group_size:
+    _log_densities(log_p, "log_p")
+    _log_densities(reference_log_p, "reference_log_p")
+    if group_size < 1 or log_p.shape[0] < group_size:
         raise ValueError(f"need log_p [n] with n >= group_size >= 1, got {list(log_p.shape)} "
                          f"and group_size={group_size}")
     entropy = -reference_log_p.mean()

@@ -16,6 +16,7 @@ from pyro import poutine
 from pyro.distributions import Independent, Normal
 from torch.distributions import kl_divergence
 
+from ..checks import check_finite_tensor
 from ..weights import (
     trace_pair,
     check_finite_inputs,
@@ -82,8 +83,12 @@ def active_units(means: torch.Tensor, threshold: float = 0.01) -> tuple[int, tor
     Returns:
         the number of active units and the per-dimension variances ``[latent_dim]``.
     """
+    if not torch.is_tensor(means):
+        raise TypeError(f"means must be a tensor [batch, latent_dim] (posterior_means), got "
+                        f"{type(means).__name__}")
     if means.dim() != 2 or means.shape[0] < 2:
         raise ValueError(f"means must be [batch >= 2, latent_dim], got {list(means.shape)}")
+    check_finite_tensor(means, "means")
     variance = means.var(0)
     return int((variance > threshold).sum()), variance
 

@@ -1,6 +1,7 @@
 """Outlier scores: AUROC against its pairwise definition, evidence against closed forms."""
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -50,6 +51,23 @@ def test_scores_by_hand():
         likelihood_ratio_scores(log_p, background[:2])
     with pytest.raises(ValueError, match="group_size"):
         typicality_scores(log_p, reference, group_size=5)
+
+
+def test_scores_refuse_nan_and_non_tensors_by_name():
+    good = torch.tensor([-1.0, -2.0, -3.0])
+    nan = torch.tensor([-1.0, float("nan"), -3.0])
+    with pytest.raises(ValueError, match=r"log_p holds 1 NaN .*index 1"):
+        nll_scores(nan)
+    with pytest.raises(ValueError, match="background_log_p holds 1 NaN"):
+        likelihood_ratio_scores(good, nan)
+    with pytest.raises(ValueError, match="reference_log_p holds 1 NaN"):
+        typicality_scores(good, nan)
+    with pytest.raises(ValueError, match="log_p holds 1 NaN or infinite"):
+        typicality_scores(torch.tensor([-1.0, -math.inf]), good)
+    with pytest.raises(TypeError, match="log_p must be a tensor"):
+        nll_scores([-1.0, -2.0])
+    # a model that gives an input density zero scores it as infinitely unusual
+    assert nll_scores(torch.tensor([-1.0, -math.inf])).tolist() == [1.0, math.inf]
 
 
 def test_log_evidence_is_exact_for_a_fully_observed_model():

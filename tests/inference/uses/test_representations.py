@@ -48,6 +48,10 @@ def test_active_units_counts_varying_means():
     assert count == 1 and variance.shape == (3,)
     with pytest.raises(ValueError, match="batch >= 2"):
         active_units(means[:1])
+    with pytest.raises(ValueError, match="means .* 1 non-finite values"):
+        active_units(means.index_put((torch.tensor(3), torch.tensor(0)), torch.tensor(math.nan)))
+    with pytest.raises(TypeError, match="posterior_means"):
+        active_units(means.numpy())
 
 
 def test_posterior_means_and_expected_log_likelihood():
