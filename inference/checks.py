@@ -58,9 +58,19 @@ def check_nonempty_batch(args, kwargs=None) -> None:
                              "pass a batch of at least one")
 
 
+def check_program(fn, name: str) -> None:
+    """Raise ``TypeError`` unless ``fn`` is a callable Pyro program; a module without a
+    ``forward`` (the whole ``PyroModule`` passed for its ``model`` method) is named."""
+    if isinstance(fn, torch.nn.Module) and \
+            type(fn).forward is torch.nn.Module.forward:
+        raise TypeError(f"{name} is a {type(fn).__name__} module without forward(); pass its "
+                        f"method, e.g. {name}=module.{name}")
+    if not callable(fn):
+        raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
+
+
 def check_pair_arguments(model, guide, num_particles: int = 1) -> None:
-    """``model`` and ``guide`` callable, ``num_particles`` a positive integer."""
-    for name, fn in (("model", model), ("guide", guide)):
-        if not callable(fn):
-            raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
+    """``model`` and ``guide`` callable programs, ``num_particles`` a positive integer."""
+    check_program(model, "model")
+    check_program(guide, "guide")
     check_int(num_particles, "num_particles")

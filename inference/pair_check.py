@@ -31,6 +31,8 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
+from .checks import check_pair_arguments
+
 DATA_PLATE = "data"
 PARTICLE_PLATE = "particles"
 
@@ -227,6 +229,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     different sizes); every other finding is recorded for :func:`check_pair` to judge per
     entry point.
     """
+    check_pair_arguments(model, guide)
     kwargs = kwargs or {}
     with torch.random.fork_rng(devices=_devices(args, kwargs)), poutine.block(), \
             torch.no_grad():

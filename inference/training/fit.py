@@ -14,7 +14,7 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from tqdm.auto import tqdm
 
-from ..checks import check_finite_tensor, check_int, check_number
+from ..checks import check_finite_tensor, check_int, check_number, check_pair_arguments
 from ..evidence.estimators import elbo
 from ..weights import trace_pair
 from . import checkpoints
@@ -55,9 +55,7 @@ def _check_data(tensors: tuple, name: str, like: tuple | None = None) -> None:
 def _check_arguments(model, guide, loss, num_particles, epochs, batch_size, lr, seed,
                      kl_warmup_epochs, batch_transform, callback, checkpoint, resume) -> None:
     """Every argument of :func:`fit` that is not data, checked before any work."""
-    for name, fn in (("model", model), ("guide", guide)):
-        if not callable(fn):
-            raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
+    check_pair_arguments(model, guide, num_particles)
     for name, fn in (("batch_transform", batch_transform), ("callback", callback)):
         if fn is not None and not callable(fn):
             raise TypeError(f"{name} must be callable or None, got {type(fn).__name__}")
@@ -68,7 +66,6 @@ def _check_arguments(model, guide, loss, num_particles, epochs, batch_size, lr, 
     if isinstance(loss, str) and loss not in LOSS_NAMES:
         raise ValueError(f"unknown loss {loss!r}; choose one of "
                          f"{', '.join(map(repr, LOSS_NAMES))}")
-    check_int(num_particles, "num_particles")
     check_int(epochs, "epochs", 0)
     check_int(batch_size, "batch_size")
     check_number(lr, "lr", minimum=0.0)

@@ -16,7 +16,7 @@ from pyro import poutine
 from pyro.distributions import Independent, Normal
 from torch.distributions import kl_divergence
 
-from ..checks import check_finite_tensor
+from ..checks import check_finite_tensor, check_program
 from ..weights import (
     trace_pair,
     check_finite_inputs,
@@ -64,6 +64,7 @@ def kl_per_dimension(model: Callable, guide: Callable, *args, site: str = "z",
 
 def posterior_means(guide: Callable, *args, site: str = "z", **kwargs) -> torch.Tensor:
     """Mean of the guide's ``q(z | x)`` at ``site`` for every datapoint, ``[batch, latent_dim]``."""
+    check_program(guide, "guide")
     check_finite_inputs(args, kwargs)
     with poutine.block(), torch.no_grad():
         trace = poutine.trace(guide).get_trace(*args, **kwargs)
