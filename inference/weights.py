@@ -224,7 +224,7 @@ def check_compile(compile, model: Callable | None = None, guide: Callable | None
 
         if compile not in list_backends(exclude_tags=()):
             raise ValueError(f"compile={compile!r} is not a torch.compile backend; use True "
-                             f"(inductor), False, or one of {list_backends()}")
+                             f"(inductor), False, or one of {list_backends(exclude_tags=())}")
         backend = compile
     else:
         raise ValueError(f"compile must be True, False or a torch.compile backend name, "

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ..checks import check_finite_tensor, check_int, check_number, check_pair_arguments
 from ..evidence.estimators import elbo
-from ..weights import trace_pair
+from ..weights import check_compile, trace_pair
 from . import checkpoints
 from .handlers import scale_data_plate, scale_latents
 from .minibatches import plan_minibatches
@@ -263,7 +263,7 @@ def fit(
     progress: bool = True,
     callback: Callable[[dict], None] | None = None,
     distributed: bool = False,
-    compile: bool = False,
+    compile: bool | str = False,
     mixed_precision: bool = False,
     shuffle: bool = True,
 ) -> list[dict]:
@@ -310,7 +310,8 @@ def fit(
             the global batch, split across processes, each on its own device (see
             :mod:`inference.training.distributed`). The result equals single-process training on the
             same batches up to the random draws and float rounding.
-        compile: trace the step once per batch shape and compile it with ``torch.compile``
+        compile: True (or a ``torch.compile`` backend name, e.g. ``"eager"`` to run the
+            traced graph uncompiled): trace the step once per batch shape and compile it
             (:class:`inference.training.compiled_step.CompiledSVIStep`): ``"elbo"``,
             ``"meanfield"``, and ``"iwae"``/``"dreg"`` with K = ``num_particles``, for pairs
             whose model and guide are methods of one module owning their parameters; the same
@@ -344,9 +345,23 @@ def fit(
     _check_data(tensors, "data")
     if valid_data is not None:
         _check_data(_as_tensors(valid_data, "valid_data"), "valid_data", like=tensors)
+    # SVIStep: SVI with Pyro's ELBOs scored as the sites are sampled and one torch Adam
+    # (docs/performance.md: the same loss and gradients at less overhead per step). Built
+    # here so that what it refuses is refused before any work.
+    optimizer = Adam(lr)
+    if check_compile(compile, model, guide) is None:
+        stepper = SVIStep(model, guide, optimizer, loss=loss, num_particles=num_particles)
+    else:
+        if mixed_precision:
+            raise ValueError("mixed_precision=True does not combine with compile=True")
+        if distributed:
+            raise ValueError("compile=True needs one process (distributed=False)")
+        from .compiled_step import CompiledSVIStep
+
+        stepper = CompiledSVIStep(model, guide, optimizer, loss=loss,
+                                  num_particles=num_particles,
+                                  backend=compile if isinstance(compile, str) else None)
     device = resolve_device(device)
-    if mixed_precision and compile:
-        raise ValueError("mixed_precision=True does not combine with compile=True")
     if mixed_precision and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ValueError("mixed_precision=True needs bfloat16 support on the CUDA device "
                          "(compute capability 8.0 or newer)")
@@ -384,18 +399,7 @@ def fit(
                             num_particles=num_particles, shuffle=shuffle,
                             batch_transform=batch_transform)
     shuffler = torch.Generator().manual_seed(seed)  # the same permutation on every process
-    # SVIStep: SVI with Pyro's ELBOs scored as the sites are sampled and one torch Adam
-    # (docs/performance.md: the same loss and gradients at less overhead per step).
-    optimizer = Adam(lr)
-    if compile:
-        if distributed:
-            raise ValueError("compile=True needs one process (distributed=False)")
-        from .compiled_step import CompiledSVIStep
-
-        parallel.attach(CompiledSVIStep(model, guide, optimizer, loss=loss,
-                                        num_particles=num_particles))
-    else:
-        parallel.attach(SVIStep(model, guide, optimizer, loss=loss, num_particles=num_particles))
+    parallel.attach(stepper)
     history = []
     if state is not None:
         for module, module_state in zip(modules, state["modules"]):

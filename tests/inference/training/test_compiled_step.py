@@ -138,6 +138,31 @@ def test_fit_selects_the_compiled_step(monkeypatch):
         fit(vae.model, vae.guide, x, epochs=1, num_particles=2, compile=True, progress=False)
 
 
+@pytest.mark.parametrize("compile, message", [
+    (2, "compile must be True, False or a torch.compile backend name"),
+    ("EAGER", "not a torch.compile backend.*'eager'"),
+])
+def test_fit_refuses_a_bad_compile_before_running_the_pair(compile, message):
+    vae, x = small_vae_and_images()
+    calls = []
+    vae.model = lambda *args: calls.append(args)  # never to be called
+    with pytest.raises(ValueError, match=message):
+        fit(vae.model, vae.guide, x, epochs=1, compile=compile, progress=False)
+    assert calls == []
+
+
+def test_fit_takes_a_backend_name():
+    """``compile="eager"`` replays the traced step: the default step's numbers exactly."""
+    results = []
+    for compile in (False, "eager"):
+        pyro.clear_param_store()
+        vae, x = small_vae_and_images()
+        history = fit(vae.model, vae.guide, x, epochs=1, batch_size=5, seed=2, progress=False,
+                      compile=compile)
+        results.append(history[-1]["train_loss"])
+    assert results[0] == results[1]
+
+
 def test_new_batches_of_one_shape_are_graph_inputs():
     # the second batch must be scored as itself, not as the batch the graph was traced with
     vae, x = small_vae_and_images()
