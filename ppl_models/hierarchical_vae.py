@@ -102,7 +102,7 @@ class TwoLayerVAE(PyroModule):
         self.decoder = mlp([latent_dim, *reversed(hidden), math.prod(self.out_shape)], act)
 
     def _check(self, x: torch.Tensor) -> None:
-        check_data(x, self.image_shape, "x")
+        check_data(x, self.image_shape, "x", like=self)
         if is_validation_enabled():
             self.likelihood.check(x)
 

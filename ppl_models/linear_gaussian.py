@@ -43,7 +43,7 @@ class LinearGaussian(PyroModule):
         self.guide_scale_tril = PyroParam(torch.eye(latent_dim), constraints.lower_cholesky)
 
     def _check(self, x):
-        check_data(x, (self.data_dim,), "x")
+        check_data(x, (self.data_dim,), "x", like=self)
 
     @pyro_method
     def model(self, x: torch.Tensor) -> None:

@@ -79,7 +79,7 @@ class PixelVAE(PyroModule):
             raise ValueError(f"unknown network {network!r}; choose 'mlp' or 'conv'")
 
     def _check(self, x: torch.Tensor) -> None:
-        check_data(x, self.image_shape, "x")
+        check_data(x, self.image_shape, "x", like=self)
         self.decoder._check_x(x)  # the likelihood's support (binary or 8-bit levels)
 
     def _check_z(self, z: torch.Tensor, batch: int) -> None:

@@ -51,7 +51,7 @@ class ToyManifold(PyroModule):
 
     @pyro_method
     def model(self, x: torch.Tensor) -> None:
-        check_data(x, (NUM_PIXELS,), "x")
+        check_data(x, (NUM_PIXELS,), "x", like=self)
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0))  # [..., batch]
             pyro.sample("x", dist.Normal(manifold_mean(z), self.noise_scale).to_event(1), obs=x)
@@ -100,14 +100,14 @@ class ToyManifoldVAE(PyroModule):
 
     @pyro_method
     def model(self, x: torch.Tensor) -> None:
-        check_data(x, (NUM_PIXELS,), "x")
+        check_data(x, (NUM_PIXELS,), "x", like=self)
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", dist.Normal(x.new_zeros(1), 1.0).to_event(1))  # [..., batch, 1]
             pyro.sample("x", dist.Normal(self.decode(z), self.pixel_scale).to_event(1), obs=x)
 
     @pyro_method
     def guide(self, x: torch.Tensor) -> None:
-        check_data(x, (NUM_PIXELS,), "x")
+        check_data(x, (NUM_PIXELS,), "x", like=self)
         loc, scale = self.encode(x)
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))

@@ -43,7 +43,7 @@ class _ImageModel(PyroModule):
         self.likelihood = make_likelihood(likelihood, **(likelihood_options or {}))
 
     def _check(self, x: torch.Tensor) -> None:
-        check_data(x, self.image_shape, "x")
+        check_data(x, self.image_shape, "x", like=self)
         if is_validation_enabled():
             self.likelihood.check(x)
 

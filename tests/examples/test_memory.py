@@ -51,5 +51,6 @@ def test_retained_memory_is_reused_without_page_faults():
     _, default = minor_faults(retain=False)
     if default < 10_000:
         pytest.skip(f"this C library kept the memory by default ({default} faults)")
-    # 12 chunks of ~4,000 fresh 4 KiB pages each would be ~47,000 faults
-    assert retained < 1_000, (retained, default)
+    # By default 47,000-86,000 faults (12 chunks of about 4,000 fresh 4 KiB pages each);
+    # kept, under 10 or, when the heap still grows by a block, about 3,800 (five runs).
+    assert retained < default / 5, (retained, default)

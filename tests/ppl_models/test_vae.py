@@ -74,6 +74,10 @@ def test_bad_input_is_named():
         vae.model(torch.full((2, 1, 8, 8), 0.3))
     with pytest.raises(TypeError, match="floating-point"):
         vae.model(torch.zeros(2, 1, 8, 8, dtype=torch.long))
+    for dtype in (torch.float16, torch.float64):  # not a matmul error deep in the network
+        with pytest.raises(TypeError, match=f"x is {dtype} on cpu, the VAE's parameters "
+                                            "torch.float32"):
+            iwae_bound(vae.model, vae.guide, torch.zeros(2, 1, 8, 8, dtype=dtype), num_samples=2)
     with pytest.raises(ValueError, match="unknown network"):
         VAE((1, 8, 8), network="transformer")
     with pytest.raises(ValueError, match="unknown data set"):
