@@ -48,8 +48,10 @@ def _check_channel(log_channel: torch.Tensor, image_shape) -> None:
             tuple(log_channel.shape[1:4]) != tuple(image_shape):
         raise ValueError(f"log_channel must be [batch, {', '.join(map(str, image_shape))}, 2] "
                          f"(log p(y | x = 0), log p(y | x = 1)), got {list(log_channel.shape)}")
-    if torch.isnan(log_channel).any() or (log_channel == NEG_INF).all(-1).any():
-        raise ValueError("log_channel must not be NaN nor -inf for both pixel values")
+    if torch.isnan(log_channel).any() or (log_channel == math.inf).any() or \
+            (log_channel == NEG_INF).all(-1).any():
+        raise ValueError("log_channel must hold log-likelihoods: no NaN, no +inf, and not "
+                         "-inf for both pixel values")
 
 
 def observed_channel(y: torch.Tensor, missing: torch.Tensor | None = None,
@@ -73,8 +75,16 @@ def observed_channel(y: torch.Tensor, missing: torch.Tensor | None = None,
     k = torch.arange(2, device=y.device, dtype=y.dtype)
     table = torch.where(y[..., None] == k, y.new_tensor(same), y.new_tensor(other))
     if missing is not None:
-        if missing.dtype != torch.bool:
-            raise ValueError(f"missing must be a bool tensor, got {missing.dtype}")
+        if not torch.is_tensor(missing) or missing.dtype != torch.bool:
+            raise ValueError(f"missing must be a bool tensor, got "
+                             f"{getattr(missing, 'dtype', type(missing).__name__)}")
+        try:
+            fits = torch.broadcast_shapes(missing.shape, y.shape) == y.shape
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise ValueError(f"missing {list(missing.shape)} does not broadcast to y "
+                             f"{list(y.shape)}")
         table = torch.where(missing.expand(y.shape)[..., None], 0.0, table)
     return table  # [batch, C, H, W, 2]
 

@@ -33,6 +33,10 @@ def test_observed_channel_rejects_bad_input():
         observed_channel(torch.zeros(1, 1, 2, 2), flip_rate=0.5)
     with pytest.raises(ValueError, match="bool"):
         observed_channel(torch.zeros(1, 1, 2, 2), missing=torch.zeros(1, 1, 2, 2))
+    with pytest.raises(ValueError, match=r"missing \[1, 1, 2, 1, 2\] does not broadcast"):
+        observed_channel(torch.zeros(1, 1, 2, 2), missing=torch.ones(1, 1, 2, 1, 2, dtype=bool))
+    with pytest.raises(ValueError, match=r"missing \[1, 1, 3, 2\] does not broadcast"):
+        observed_channel(torch.zeros(1, 1, 2, 2), missing=torch.ones(1, 1, 3, 2, dtype=bool))
 
 
 @pytest.fixture
@@ -96,3 +100,7 @@ def test_metropolis_within_gibbs_matches_quadrature(tiny_vae, flip_rate):
 def test_channel_shape_is_checked(tiny_vae):
     with pytest.raises(ValueError, match="log_channel"):
         map_complete(tiny_vae, torch.zeros(1, 1, 2, 2, 2))
+    channel = observed_channel(torch.zeros(1, *tiny_vae.image_shape))
+    for bad in (math.nan, math.inf):  # +inf is no log-likelihood either
+        with pytest.raises(ValueError, match="log_channel must hold log-likelihoods"):
+            map_complete(tiny_vae, channel.index_put((torch.tensor(0),), torch.tensor(bad)))
