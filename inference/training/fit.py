@@ -20,7 +20,6 @@ from ..weights import check_compile, trace_pair
 from . import checkpoints
 from .handlers import scale_data_plate, scale_latents
 from .minibatches import plan_minibatches
-from .objectives import LOSS_NAMES
 from .svi_step import Adam, SVIStep
 
 
@@ -63,9 +62,6 @@ def _check_arguments(model, guide, loss, num_particles, epochs, batch_size, lr, 
                                           and hasattr(loss, "loss_and_grads")):
         raise TypeError(f"loss must be a loss name or an object with loss and loss_and_grads, "
                         f"got {loss!r}")
-    if isinstance(loss, str) and loss not in LOSS_NAMES:
-        raise ValueError(f"unknown loss {loss!r}; choose one of "
-                         f"{', '.join(map(repr, LOSS_NAMES))}")
     check_int(epochs, "epochs", 0)
     check_int(batch_size, "batch_size")
     check_number(lr, "lr", minimum=0.0)

@@ -277,11 +277,10 @@ class ImportanceScorer(_GuideThenModel):
         fn, value = guide_msg["fn"], guide_msg["value"]
         if self.dreg:
             log_q = detach_parameters(fn).log_prob(guide_msg.get("dreg_value", value))
-        elif msg["name"] in self.own_draws and plain_normal(fn)[0] is not None:
-            normal, event_dims = plain_normal(fn)
-            log_q = drawn_normal_log_density(normal, value, event_dims)
         else:
-            log_q = fn.log_prob(value)
+            normal, event_dims = plain_normal(fn) if msg["name"] in self.own_draws else (None, 0)
+            log_q = (fn.log_prob(value) if normal is None
+                     else drawn_normal_log_density(normal, value, event_dims))
         self.log_q = self.log_q + self._per_datapoint(log_q, guide_msg)
 
     def log_weights(self) -> torch.Tensor:
