@@ -101,13 +101,19 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
             out = batch_transform(*part)
         return (out,) if torch.is_tensor(out) else tuple(out)
 
-    first_batch = rows(batch_size)
     use = f"fit:{loss}" if isinstance(loss, str) and loss in FIT_LOSSES else "fit:custom"
     minibatched = batch_size < num_data
-    if _is_autoguide(guide) and (minibatched or shuffle):
-        _check_autoguide_rows(model, guide, rows, first_batch, use, num_data, shuffle)
-    structure = check_pair(survey_pair(model, guide, first_batch, {},
-                                       probe_vectorized=num_particles > 1), use)
+    try:
+        first_batch = rows(batch_size)
+        if _is_autoguide(guide) and (minibatched or shuffle):
+            _check_autoguide_rows(model, guide, rows, first_batch, use, num_data, shuffle)
+        structure = check_pair(survey_pair(model, guide, first_batch, {},
+                                           probe_vectorized=num_particles > 1), use)
+    except PairError:
+        raise
+    except Exception as error:  # the user's code failed on fit's minibatch: say how it ran
+        _note_first_batch(error, data, batch_size, batch_transform)
+        raise
     if not structure.trainable:
         raise PairError("fit: neither the model nor the guide uses a parameter that requires "
                         "a gradient (pyro.param, pyro.module or a PyroModule's): nothing to "
@@ -145,6 +151,23 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
             f"pyro.plate ({structure.vectorize_error}); use num_particles=1 or make the model "
             "broadcast over leading batch dims (docs/own-pair.md)")
     return MinibatchPlan(model_scales, structure)
+
+
+def _note_first_batch(error: Exception, data: tuple, batch_size: int, batch_transform) -> None:
+    """Add to ``error`` (raised by the user's pair or ``batch_transform`` on ``fit``'s first
+    minibatch) how ``fit`` called them (Python 3.11+ exception notes; no-op before)."""
+    if not hasattr(error, "add_note"):  # pragma: no cover (Python 3.10)
+        return
+    num_data = data[0].shape[0]
+    rows = min(batch_size, num_data)
+    shapes = ", ".join(str([rows, *t.shape[1:]]) for t in data)
+    called = "batch_transform(*batch), then " if batch_transform is not None else ""
+    error.add_note(
+        f"fit ran {called}model(*batch) and guide(*batch) on its first minibatch: "
+        f"{len(data)} tensor(s) of shapes {shapes}, the first {rows} of {num_data} datapoints "
+        f"(batch_size={batch_size}). A model that picks its own rows of the whole data "
+        f"(pyro.plate('data', N, subsample_size=B) indexing x) needs batch_size >= {num_data}; "
+        "a pair written for one tensor gets one per element of a data tuple.")
 
 
 def _positional_error(guide, num_data: int, shuffle: bool) -> PairError:

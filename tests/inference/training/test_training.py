@@ -98,6 +98,37 @@ def test_fit_refuses_an_unknown_loss_before_running_the_pair():
     assert calls == []
 
 
+def _rows_picking_pair(num_data: int):
+    """A model that draws its own minibatch of the whole data (Pyro's SVI tutorial idiom)."""
+
+    def model(x):
+        loc = pyro.sample("loc", dist.Normal(torch.zeros(()), 10.0))
+        with pyro.plate("data", num_data, subsample_size=10) as rows:
+            pyro.sample("x", dist.Normal(loc, 1.0), obs=x[rows])
+
+    def guide(x):
+        pyro.sample("loc", dist.Normal(pyro.param("loc_mean", torch.tensor(0.0)), 0.1))
+
+    return model, guide
+
+
+@pytest.mark.skipif(not hasattr(Exception, "add_note"), reason="exception notes: Python 3.11+")
+def test_a_pair_failing_on_the_first_minibatch_is_told_how_fit_called_it():
+    pyro.clear_param_store()
+    x = torch.randn(40) + 3.0
+    model, guide = _rows_picking_pair(len(x))
+    with pytest.raises(IndexError) as raised:
+        fit(model, guide, x, epochs=1, batch_size=8, progress=False)
+    note = " ".join(getattr(raised.value, "__notes__", []))
+    assert "first minibatch: 1 tensor(s) of shapes [8]" in note
+    assert "batch_size >= 40" in note
+    # as the note says: the whole data each step, the model scales its own subsample
+    history = fit(model, guide, x, epochs=30, batch_size=40, lr=0.1, shuffle=False,
+                  progress=False)
+    assert abs(float(pyro.param("loc_mean")) - float(x.mean())) < 0.5
+    assert len(history) == 30
+
+
 def test_a_diverged_fit_says_what_it_left_behind():
     model = LinearGaussian(data_dim=3, latent_dim=1)
     with pytest.raises(FloatingPointError, match="diverged.*clear_param_store"):
