@@ -406,7 +406,13 @@ def log_importance_weights(
 
 
 def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
-    """Stable ``log(mean(exp(log_w)))`` along ``dim``."""
+    """Stable ``log(mean(exp(log_w)))`` along ``dim``: ``log_w: [..., K, ...]`` -> the shape
+    without ``dim``."""
+    if not torch.is_tensor(log_w):
+        raise TypeError(f"log_w must be a tensor, got {type(log_w).__name__}")
+    if not isinstance(dim, int) or not -log_w.dim() <= dim < log_w.dim():
+        raise ValueError(f"dim must be an int in [{-log_w.dim()}, {log_w.dim()}) for log_w of "
+                         f"shape {list(log_w.shape)}, got {dim!r}")
     if log_w.shape[dim] == 0:
         raise ValueError(f"log_w has no weights along dim {dim} (shape {list(log_w.shape)})")
     return torch.logsumexp(log_w, dim) - math.log(log_w.shape[dim])

@@ -70,10 +70,12 @@ def effective_sample_size(log_w: torch.Tensor) -> torch.Tensor:
         log_w: ``[K, batch]`` log importance weights (any additive constant per column).
 
     Returns:
-        ``[batch]`` in ``[1, K]``; K exactly when all weights of a column are equal.
+        ``[batch]`` in ``[1, K]``; K exactly when all weights of a column are equal, and 0 for
+        a column whose weights are all zero (``log_w`` all ``-inf``: no usable draw).
     """
     log_w = _check_log_weights(log_w)
-    return (2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)).exp()
+    ess = (2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)).exp()
+    return torch.where(torch.isneginf(log_w).all(0), 0.0, ess)
 
 
 def pareto_k(log_w: torch.Tensor) -> torch.Tensor:
@@ -85,9 +87,10 @@ def pareto_k(log_w: torch.Tensor) -> torch.Tensor:
         log_w: ``[K, batch]`` log importance weights with ``K >= 21``.
 
     Returns:
-        ``[batch]`` (same dtype and device as ``log_w``). A column whose weights are all equal
-        up to floating-point rounding (an exact proposal: nothing to fit) gets ``-inf``; a
-        tail fit that fails gets ``+inf`` (unreliable).
+        ``[batch]`` (same dtype and device as ``log_w``). A column whose nonzero weights are
+        all equal up to floating-point rounding (an exact proposal, or one whose draws are
+        either exact or outside the model's support: no tail to fit) gets ``-inf``; a column
+        of zero weights only, or a tail fit that fails, gets ``+inf`` (unreliable).
     """
     log_w = _check_log_weights(log_w)
     if log_w.shape[0] < MIN_PARETO_SAMPLES:
@@ -104,9 +107,15 @@ def pareto_k(log_w: torch.Tensor) -> torch.Tensor:
         _, k = arviz.psislw(np.ascontiguousarray(array))
     k = torch.as_tensor(np.asarray(k, dtype=np.float64)).reshape(log_w.shape[1])
     # Equal weights leave ArviZ no tail above its cutoff; call them exact, not unreliable.
-    spread = (log_w.max(0).values - log_w.min(0).values).detach().cpu().double()
-    rounding = 64 * torch.finfo(log_w.dtype).eps * log_w.abs().max(0).values.clamp(min=1.0)
-    k = torch.where(spread <= rounding.detach().cpu().double(), -math.inf, k)
+    # Zero weights (-inf) take no part in the tail: the spread is that of the others.
+    finite = log_w.detach().isfinite()
+    spread = (log_w.detach().where(finite, -math.inf).max(0).values
+              - log_w.detach().where(finite, math.inf).min(0).values)
+    rounding = 64 * torch.finfo(log_w.dtype).eps * log_w.detach().abs().where(
+        finite, 0.0).max(0).values.clamp(min=1.0)
+    equal = (finite.any(0) & (spread <= rounding)).cpu()
+    k = torch.where(equal, -math.inf, k)
+    k = torch.where(finite.any(0).cpu(), k, math.inf)
     return k.to(dtype=log_w.dtype, device=log_w.device)
 
 

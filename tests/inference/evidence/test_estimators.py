@@ -242,6 +242,13 @@ def test_log_mean_exp_of_no_weights_is_refused():
     with pytest.raises(ValueError, match="no weights along dim 0"):
         log_mean_exp(torch.zeros(0, 3))
     assert torch.equal(log_mean_exp(torch.full((4, 2), -math.inf)), torch.full((2,), -math.inf))
+    with pytest.raises(ValueError, match=r"dim must be an int in \[-2, 2\) .* got 2"):
+        log_mean_exp(torch.zeros(4, 3), 2)
+    with pytest.raises(TypeError, match="log_w must be a tensor, got list"):
+        log_mean_exp([0.0, 1.0])
+    # dim counts from the end too: the mean of weights (1, 3) along the last dim is 2
+    assert float(log_mean_exp(torch.tensor([[0.0, math.log(3.0)]]), -1)) == pytest.approx(
+        math.log(2.0))
 
 
 def test_wrong_data_shape_is_rejected(linear_gaussian):

@@ -99,6 +99,27 @@ def test_pareto_k_of_known_pareto_weights():
         assert float((k - 1 / alpha).abs().max()) < 0.2, (alpha, k)
 
 
+def test_zero_weights_take_no_part_in_the_tail():
+    # Pareto(1, alpha = 1.25) weights (k = 0.8) with half the draws outside the model's
+    # support (weight 0): k-hat is the fit to the nonzero weights' tail, as when the zeros are
+    # tiny finite weights instead; equal nonzero weights are exact; no nonzero weight at all
+    # is unreliable with no effective sample.
+    gen = torch.Generator().manual_seed(1)
+    heavy = -torch.log(torch.rand(4000, 1, generator=gen, dtype=torch.float64)) / 1.25
+    zeros = torch.full((4000, 1), -math.inf, dtype=torch.float64)
+    log_w = torch.cat([torch.cat([heavy, zeros]),
+                       torch.cat([torch.full_like(heavy, -3.0), zeros]),
+                       torch.cat([zeros, zeros])], 1)
+    k = pareto_k(log_w)
+    tiny = pareto_k(torch.cat([heavy, torch.full_like(heavy, -1e30)]))
+    assert float(k[0]) == pytest.approx(float(tiny[0]), abs=1e-9)
+    assert float(k[0]) > 0.6, k
+    assert float(k[1]) == -math.inf and float(k[2]) == math.inf
+    ess = effective_sample_size(log_w)
+    assert float(ess[1]) == pytest.approx(4000.0) and float(ess[2]) == 0.0
+    assert 1.0 <= float(ess[0]) < 4000.0
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match=r"shape \[K, batch\]"):
         pareto_k(torch.zeros(100))
