@@ -109,6 +109,9 @@ def load_constriction():
 
 
 def _check_tables(symbols: torch.Tensor, probs: torch.Tensor) -> None:
+    for name, value in (("symbols", symbols), ("probs", probs)):
+        if not torch.is_tensor(value):
+            raise TypeError(f"{name} must be a tensor, got {type(value).__name__}")
     if symbols.dim() != 1 or probs.dim() != 2 or probs.shape[0] != symbols.shape[0]:
         raise ValueError(f"need symbols [n] and probs [n, V], got {list(symbols.shape)} and "
                          f"{list(probs.shape)}")
@@ -123,6 +126,10 @@ def _check_tables(symbols: torch.Tensor, probs: torch.Tensor) -> None:
 def _check_probs(probs: torch.Tensor) -> None:
     if not probs.is_floating_point() or not torch.isfinite(probs).all() or (probs < 0).any():
         raise ValueError("probability tables must be finite, non-negative floats")
+    empty = (probs.sum(-1) <= 0).nonzero()
+    if len(empty):
+        raise ValueError(f"probability table row {int(empty[0, 0])} sums to zero "
+                         f"({len(empty)} such row(s)): every symbol needs some probability")
 
 
 def _as_numpy(probs: torch.Tensor) -> np.ndarray:

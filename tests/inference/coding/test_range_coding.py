@@ -68,6 +68,12 @@ def test_bad_input():
         range_encode(symbols, -probs)
     with pytest.raises(ValueError, match="truncated"):
         range_decode(b"abc", lambda chunks: None)
+    with pytest.raises(TypeError, match="symbols must be a tensor, got list"):
+        range_encode(symbols.tolist(), probs)
+    zeroed = probs.clone()
+    zeroed[3] = 0.0
+    with pytest.raises(ValueError, match="row 3 sums to zero"):
+        range_encode(symbols, zeroed)
 
 
 @pytest.mark.parametrize("order", [1, 3])
