@@ -35,6 +35,7 @@ from .svi_step import (
     LEAN_LOSSES,
     WEIGHTED_LOSSES,
     Adam,
+    check_optimizer,
     importance_loss,
     lean_eligible,
     score_pair,
@@ -66,6 +67,8 @@ class CompiledSVIStep:
     def __init__(self, model: Callable, guide: Callable, optim=None, loss: str = "elbo",
                  backend: str | None = None, num_particles: int = 1):
         check_pair_arguments(model, guide, num_particles)
+        if optim is not None:
+            check_optimizer(optim)
         owner = compiling.owning_module(model, guide, "a compiled step")
         if loss not in LEAN_LOSSES + WEIGHTED_LOSSES:
             raise ValueError(f"compiled steps support the losses "

@@ -449,6 +449,21 @@ class Adam:
             self._register(params)
 
 
+def check_optimizer(optim) -> None:
+    """``TypeError`` naming ``optim`` unless it is an optimizer the steps can call with the
+    parameters of each step: :class:`Adam` or a ``pyro.optim`` optimizer (an instance)."""
+    advice = "pass inference.Adam(lr) or a pyro.optim optimizer such as pyro.optim.Adam({'lr': lr})"
+    if isinstance(optim, type):
+        raise TypeError(f"optim must be an optimizer instance, got the class "
+                        f"{optim.__module__}.{optim.__qualname__}: {advice}")
+    if isinstance(optim, torch.optim.Optimizer):
+        raise TypeError(f"optim is a torch.optim.{type(optim).__name__}, built on a fixed list of "
+                        f"parameters, but a Pyro pair creates its parameters as it runs: "
+                        f"{advice}")
+    if not callable(optim):
+        raise TypeError(f"optim must be an optimizer, got {type(optim).__name__}: {advice}")
+
+
 class SVIStep:
     """A drop-in for ``pyro.infer.SVI(model, guide, optim, loss)`` with the lean ELBO path.
 
@@ -470,6 +485,8 @@ class SVIStep:
     def __init__(self, model: Callable, guide: Callable, optim=None, loss: str = "elbo",
                  num_particles: int = 1, lean: bool = True):
         check_pair_arguments(model, guide, num_particles)
+        if optim is not None:
+            check_optimizer(optim)
         self.model, self.guide = model, guide
         self.optim = optim if optim is not None else Adam()
         self.loss_name = loss

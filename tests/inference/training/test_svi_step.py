@@ -346,3 +346,42 @@ def test_tensor_step_returns_the_loss_without_reading_it():
     assert all(torch.is_tensor(v) and v.dim() == 0 and not v.requires_grad
                for v in losses["tensor_step"])
     assert [float(v) for v in losses["tensor_step"]] == losses["step"]
+
+
+def _shift_pair():
+    def model(x):
+        shift = pyro.sample("shift", dist.Normal(0.0, 10.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(shift, 1.0), obs=x)
+
+    def guide(x):
+        pyro.sample("shift", dist.Normal(pyro.param("mean", torch.tensor(0.0)), 0.5))
+
+    return model, guide
+
+
+@pytest.mark.parametrize("optim, message", [
+    (torch.optim.Adam, "got the class torch.optim.adam.Adam"),
+    (torch.optim.Adam([torch.zeros(1, requires_grad=True)]), "built on a fixed list"),
+    ({"lr": 0.1}, "must be an optimizer, got dict"),
+])
+def test_an_optimizer_that_cannot_step_the_pair_is_refused(optim, message):
+    # torch.optim.Adam (the class) used to be called on each step's parameters, building an
+    # optimizer that never stepped: training silently did nothing
+    model, guide = _shift_pair()
+    with pytest.raises(TypeError, match=message):
+        SVIStep(model, guide, optim)
+
+
+@pytest.mark.parametrize("optim", [Adam(0.1), pyro.optim.Adam({"lr": 0.1}),
+                                   pyro.optim.ClippedAdam({"lr": 0.1})])
+def test_our_and_pyros_optimizers_move_the_parameters(optim):
+    # posterior mean of the shift: sum(x) / (N + 1/100) = 2.0 for 50 datapoints of mean 2.0
+    pyro.clear_param_store()
+    model, guide = _shift_pair()
+    x = torch.randn(50, generator=torch.Generator().manual_seed(0))
+    x = x - x.mean() + 2.0
+    step = SVIStep(model, guide, optim)
+    for _ in range(300):
+        step.step(x)
+    assert float(pyro.param("mean")) == pytest.approx(2.0 * 50 / 50.01, abs=0.15)
