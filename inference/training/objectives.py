@@ -139,7 +139,10 @@ def make_loss(name, num_particles: int = 1, free_bits: float = 0.0):
     """The SVI loss object for ``name`` in ``"elbo" | "meanfield" | "iwae" | "dreg" |
     "elbo-free-bits"`` (the free-bits ELBO with ``free_bits`` nats per latent dimension, see
     :mod:`inference.training.free_bits`). An object with ``loss`` and ``loss_and_grads`` methods is
-    returned as it is."""
+    returned as it is; its class is refused (``Trace_ELBO`` for ``Trace_ELBO()``)."""
+    if isinstance(name, type):
+        raise TypeError(f"loss must be a loss name or a loss object, got the class "
+                        f"{name.__qualname__}: pass an instance, e.g. {name.__qualname__}()")
     if hasattr(name, "loss") and hasattr(name, "loss_and_grads"):
         return name
     if name == "elbo-free-bits":

@@ -382,6 +382,8 @@ class Adam:
 
     def __init__(self, lr: float = 1e-3, fused: bool | None = None):
         check_number(lr, "lr", minimum=0.0)
+        if fused not in (None, True, False):
+            raise TypeError(f"fused must be True, False or None, got {fused!r}")
         self.lr = lr
         self.fused = fused
         self.optimizer: torch.optim.Adam | None = None

@@ -373,6 +373,11 @@ def test_an_optimizer_that_cannot_step_the_pair_is_refused(optim, message):
         SVIStep(model, guide, optim)
 
 
+def test_adams_fused_flag_is_checked():
+    with pytest.raises(TypeError, match="fused must be True, False or None, got 'yes'"):
+        Adam(0.1, fused="yes")
+
+
 @pytest.mark.parametrize("optim", [Adam(0.1), pyro.optim.Adam({"lr": 0.1}),
                                    pyro.optim.ClippedAdam({"lr": 0.1})])
 def test_our_and_pyros_optimizers_move_the_parameters(optim):

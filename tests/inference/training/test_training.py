@@ -85,6 +85,10 @@ def test_fit_rejects_bad_data():
             progress=False)
     with pytest.raises(ValueError, match="unknown loss"):
         make_loss("kl")
+    # the class where its instance belongs used to fail inside Pyro on the first step
+    with pytest.raises(TypeError, match=r"pass an instance, e.g. Trace_ELBO\(\)"):
+        fit(model.model, model.guide, torch.zeros(4, 3), loss=pyro.infer.Trace_ELBO,
+            epochs=1, progress=False)
 
 
 def test_fit_refuses_an_unknown_loss_before_running_the_pair():
