@@ -78,6 +78,8 @@ class PairStructure:
         row_mismatch: ``(site, rows of its observed value, plate size)`` for observed sites
             whose data dim disagrees with the ``"data"`` plate (e.g. an AutoGuide built on
             other data replaying its plate's indices into the model).
+        mask_mismatch: latent sites that model and guide mask differently (``poutine.mask``,
+            ``obs_mask``'s ``<name>_unobserved`` site).
     """
 
     max_plate_nesting: int
@@ -101,6 +103,7 @@ class PairStructure:
     point_masses: tuple = ()
     trainable: bool = True
     row_mismatch: tuple = ()
+    mask_mismatch: tuple = ()
 
     @property
     def data_subsample(self) -> torch.Tensor | None:
@@ -173,6 +176,46 @@ def _row_mismatches(model_sites):
         batch = value.shape[:value.dim() - site["fn"].event_dim]
         if len(batch) >= -frame.dim and batch[frame.dim] not in (1, frame.size):
             yield site["name"], batch[frame.dim], frame.size
+
+
+def _check_observed_values(model_sites) -> None:
+    """Score each observed site's value once, as Pyro's ELBOs do on every step, so that a
+    distribution validating its arguments (Pyro's validation, on by default) refuses a value
+    outside its support here: the estimators' later passes skip validation and would score
+    it silently (a Bernoulli at 3, a Poisson at 2.5)."""
+    for site in model_sites:
+        if not site["is_observed"]:
+            continue
+        try:
+            site["fn"].log_prob(site["value"])
+        except ValueError as error:
+            raise PairError(f"observed site '{site['name']}' ({_family(site['fn'])}): {error}"
+                            ) from None
+
+
+def _site_mask(site) -> torch.Tensor:
+    """The site's ``poutine.mask`` (``obs_mask``'s latent half is one) as a bool tensor."""
+    mask = site["mask"]
+    return torch.as_tensor(True if mask is None else mask, dtype=torch.bool)
+
+
+def _mask_mismatches(model_sites, guide_latents) -> tuple:
+    """Latent sites whose model and guide masks differ: where the model's density is masked
+    and the guide's is not (or the reverse), ``p(x, z) / q(z)`` is not a density ratio."""
+    guide_masks = {site["name"]: _site_mask(site) for site in guide_latents}
+    mismatched = []
+    for site in model_sites:
+        if site["is_observed"] or site["name"] not in guide_masks:
+            continue
+        model_mask, guide_mask = _site_mask(site), guide_masks[site["name"]]
+        try:
+            shape = torch.broadcast_shapes(model_mask.shape, guide_mask.shape)
+        except RuntimeError:
+            mismatched.append(site["name"])
+            continue
+        if not torch.equal(model_mask.expand(shape), guide_mask.expand(shape)):
+            mismatched.append(site["name"])
+    return tuple(mismatched)
 
 
 def _requires_grad(param_site) -> bool:
@@ -250,6 +293,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     guide_latents = list(sample_sites(guide_trace, observed=False))
     if not model_sites:
         raise PairError("the model has no sample sites: nothing to estimate or train")
+    _check_observed_values(model_sites)
 
     global_sites, frames = [], []
     for role, sites in (("model", model_sites), ("guide", guide_latents)):
@@ -322,6 +366,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         model_latents=tuple(model_latent_names),
         point_masses=tuple(s["name"] for s in guide_latents if _is_point_mass(s["fn"])),
         row_mismatch=tuple(_row_mismatches(model_sites)),
+        mask_mismatch=_mask_mismatches(model_sites, guide_latents),
         trainable=any(_requires_grad(site) for trace in (guide_full, model_full)
                       for site in trace.nodes.values() if site["type"] == "param"),
     )
@@ -332,6 +377,14 @@ def _site_list(names) -> str:
 
 
 def _check_sites_match(s: PairStructure) -> None:
+    if s.mask_mismatch:
+        name = s.mask_mismatch[0]
+        raise PairError(
+            f"latent site '{name}' is masked differently in the model and the guide "
+            "(poutine.mask, or obs_mask, whose '<name>_unobserved' site the model masks where "
+            "the data are observed): where one side's density is masked out and the other's "
+            "is not, p(x, z) / q(z) is not a density ratio. Sample it in the guide under the "
+            f"same mask: `with pyro.poutine.mask(mask=...): pyro.sample('{name}', ...)`")
     if s.row_mismatch:
         name, rows, size = s.row_mismatch[0]
         raise PairError(

@@ -334,7 +334,7 @@ def checked_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: d
                         num_samples: int, chunk_size: int | None,
                         structure: PairStructure, compile=False) -> torch.Tensor:
     """Log weights ``[num_samples, batch]`` of a pair returned by :func:`checked_pair`, without
-    gradients, ``chunk_size`` particles at a time; raises on NaN weights.
+    gradients, ``chunk_size`` particles at a time; raises on NaN or ``+inf`` weights.
 
     ``compile``: as :func:`check_compile` reads it; compiled chunks come from
     :func:`compiled_log_weights`.
@@ -353,12 +353,14 @@ def checked_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: d
                 chunks.append(compiled_log_weights(model, guide, args, kwargs, size, structure,
                                                    backend))
     weights = torch.cat(chunks)
-    bad = torch.isnan(weights).any(0)
-    if bad.any():
-        raise ValueError(
-            f"importance weights are NaN for datapoints {bad.nonzero().flatten().tolist()[:10]}"
-            " (check the model's parameters and the data range)"
-        )
+    for bad, what, why in (
+            (torch.isnan(weights).any(0), "NaN", "check the model's parameters and the data "
+                                                 "range"),
+            (torch.isposinf(weights).any(0), "+inf", "the model's density is infinite, or the "
+                                                     "guide's underflows to zero, at a draw")):
+        if bad.any():
+            raise ValueError(f"importance weights are {what} for datapoints "
+                             f"{bad.nonzero().flatten().tolist()[:10]} ({why})")
     return weights
 
 
