@@ -80,6 +80,21 @@ def _check_dreg_families(structure, first_batch, model, guide) -> None:
                 f"fixed ({error}); use loss='iwae'") from None
 
 
+def _check_transformed(out, rows: int) -> tuple:
+    """``batch_transform``'s output as a tuple of tensors, each with the minibatch's ``rows``
+    along dim 0; ``TypeError``/``ValueError`` naming ``batch_transform`` otherwise."""
+    tensors = (out,) if torch.is_tensor(out) else out
+    if not isinstance(tensors, (tuple, list)) or not tensors or not all(
+            torch.is_tensor(t) for t in tensors):
+        raise TypeError(f"batch_transform must return a tensor or a tuple of tensors, got "
+                        f"{type(out).__name__}")
+    shapes = [list(t.shape) for t in tensors]
+    if any(t.dim() == 0 or t.shape[0] != rows for t in tensors):
+        raise ValueError(f"batch_transform must keep the minibatch's {rows} rows along dim 0, "
+                         f"returned shapes {shapes}")
+    return tuple(tensors)
+
+
 def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_particles: int,
                      shuffle: bool, batch_transform=None) -> MinibatchPlan:
     """Survey the pair on ``fit``'s first minibatch (the first ``batch_size`` rows of
@@ -99,7 +114,7 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
             return part
         with torch.random.fork_rng(devices=_cuda_devices(part)):
             out = batch_transform(*part)
-        return (out,) if torch.is_tensor(out) else tuple(out)
+        return _check_transformed(out, part[0].shape[0])
 
     use = f"fit:{loss}" if isinstance(loss, str) and loss in FIT_LOSSES else "fit:custom"
     minibatched = batch_size < num_data

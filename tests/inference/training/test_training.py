@@ -204,3 +204,16 @@ def test_kl_warmup_scales_latent_terms():
     history = fit(m.model, m.guide, m.simulate(40).detach(), epochs=3, kl_warmup_epochs=2,
                   progress=False)
     assert [r["kl_weight"] for r in history] == [0.0, 0.5, 1.0]
+
+
+@pytest.mark.parametrize("transform, error, message", [
+    (lambda x: None, TypeError, "batch_transform must return a tensor or a tuple of tensors, "
+                                "got NoneType"),
+    (lambda x: x[:2], ValueError, r"keep the minibatch's 8 rows along dim 0, returned shapes "
+                                  r"\[\[2, 3\]\]"),
+])
+def test_a_batch_transform_that_breaks_the_minibatch_is_named(transform, error, message):
+    model = LinearGaussian(data_dim=3, latent_dim=1)
+    with pytest.raises(error, match=message):
+        fit(model.model, model.guide, torch.randn(20, 3), batch_size=8, epochs=1,
+            batch_transform=transform, progress=False)
