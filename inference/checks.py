@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 
 import torch
 
@@ -14,6 +15,31 @@ def check_int(value, name: str, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ValueError(f"{name} must be {what}, got {value!r}")
+
+
+def as_int(value, name: str, minimum: int = 1) -> int:
+    """``value`` as a Python ``int`` after :func:`check_int` (numpy integers accepted)."""
+    check_int(value, name, minimum)
+    return int(value)
+
+
+def as_int_list(values, name: str) -> list[int]:
+    """A non-empty sequence or iterable of positive integers (list, tuple, range, generator,
+    1-D integer numpy array or tensor), read once, as a list of Python ints; ``ValueError``
+    naming ``name`` (and the entry at fault) otherwise."""
+    if hasattr(values, "tolist") and hasattr(values, "ndim"):  # numpy array or tensor
+        if values.ndim != 1:
+            raise ValueError(f"{name} must be a 1-D sequence of positive integers, got "
+                             f"{values!r}")
+        values = values.tolist()
+    elif isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise ValueError(f"{name} must be a non-empty sequence of positive integers, got "
+                         f"{values!r}")
+    values = list(values)
+    if not values:
+        raise ValueError(f"{name} must be a non-empty sequence of positive integers, got "
+                         "an empty one")
+    return [as_int(v, f"{name}[{i}]") for i, v in enumerate(values)]
 
 
 def check_chain_length(num_steps, burn_in, minimum: int = 1) -> int:
@@ -74,3 +100,51 @@ def check_pair_arguments(model, guide, num_particles: int = 1) -> None:
     check_program(model, "model")
     check_program(guide, "guide")
     check_int(num_particles, "num_particles")
+
+
+def physical_memory_bytes() -> int | None:
+    """This machine's total physical memory in bytes (``os.sysconf``), None where the
+    platform does not report it."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_weights_memory(num_samples: int, batch_size: int, itemsize: int) -> None:
+    """Raise ``ValueError`` when ``[num_samples, batch_size]`` log weights of ``itemsize``
+    bytes each would not fit in this machine's total physical memory (unchecked where it is
+    not reported). A sanity bound only: the weights alone, not the particles scored beside
+    them, nor a GPU's own memory."""
+    total = physical_memory_bytes()
+    need = num_samples * batch_size * itemsize
+    if total is not None and need > total:
+        raise ValueError(
+            f"num_samples={num_samples} particles for {batch_size} datapoints: the "
+            f"[num_samples, batch] log weights alone need {need:,} bytes "
+            f"({need / 2 ** 30:.3g} GiB, {itemsize} bytes each), more than this machine's "
+            f"{total:,} bytes of memory; lower num_samples or score fewer datapoints at a time")
+
+
+def _holds_tensor(value) -> bool:
+    if isinstance(value, (list, tuple)):
+        return any(_holds_tensor(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_tensor(v) for v in value.values())
+    return torch.is_tensor(value)
+
+
+def check_data_arguments(args, kwargs=None) -> None:
+    """Raise ``TypeError`` when no argument holds a tensor (itself, or inside a list, tuple or
+    dict) but one is a list, tuple or string: the data the model observes must be a tensor
+    (Pyro's distributions score tensors). Numbers, strings and None beside tensor data, and
+    calls without arguments (data the model holds itself), pass."""
+    named = [(f"argument {i}", a) for i, a in enumerate(args)] + [
+        (f"keyword argument '{k}'", v) for k, v in (kwargs or {}).items()]
+    if any(_holds_tensor(value) for _, value in named):
+        return
+    for name, value in named:
+        if isinstance(value, (list, tuple, str, bytes)):
+            raise TypeError(f"{name} is a {type(value).__name__} and no argument is a tensor: "
+                            "the data the model observes must be a tensor, e.g. "
+                            "torch.tensor(values, dtype=torch.get_default_dtype())")

@@ -13,26 +13,91 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..checks import check_int, check_nonempty_batch
-from ..pair_check import DATA_PLATE
+from ..checks import (
+    as_int,
+    as_int_list,
+    check_data_arguments,
+    check_nonempty_batch,
+    check_weights_memory,
+)
+from ..pair_check import DATA_PLATE, PairStructure, survey_pair
 from ..weights import (
     attach_subsample,
     check_finite_inputs,
     check_compile,
-    check_num_samples,
     checked_log_weights,
     checked_pair,
     log_mean_exp,
 )
 
 
-def _weights(use, model, guide, args, kwargs, num_samples, chunk_size, compile):
-    check_num_samples(num_samples, chunk_size)
-    check_compile(compile, model, guide, args, kwargs)
+def _counts(num_samples, chunk_size) -> tuple[int, int | None]:
+    """``num_samples`` and ``chunk_size`` (None allowed) as Python ints; numpy integers are
+    accepted, bools and floats refused by name."""
+    return (as_int(num_samples, "num_samples"),
+            None if chunk_size is None else as_int(chunk_size, "chunk_size"))
+
+
+def _check_data(args: tuple, kwargs: dict) -> None:
+    """Refuse data a Pyro model cannot score, an empty batch and NaN or infinite data."""
+    check_data_arguments(args, kwargs)
+    check_nonempty_batch(args, kwargs)
     check_finite_inputs(args, kwargs)
+
+
+def _itemsize(args: tuple, kwargs: dict) -> int:
+    """Bytes per log weight: the widest of the default dtype and the floating tensor
+    arguments' dtypes."""
+    return max([torch.get_default_dtype().itemsize] + [
+        v.dtype.itemsize for v in (*args, *kwargs.values())
+        if torch.is_tensor(v) and v.is_floating_point()])
+
+
+def _weights(use, model, guide, args, kwargs, num_samples, chunk_size, compile):
+    num_samples, chunk_size = _counts(num_samples, chunk_size)
+    check_compile(compile, model, guide, args, kwargs)
+    _check_data(args, kwargs)
     model, guide, structure = checked_pair(model, guide, args, kwargs, use)
+    check_weights_memory(num_samples, structure.batch_size, _itemsize(args, kwargs))
     return checked_log_weights(model, guide, args, kwargs, num_samples, chunk_size,
                                structure, compile), structure
+
+
+def _cut(args: tuple, kwargs: dict, start: int, stop: int) -> tuple[tuple, dict]:
+    """``args`` and ``kwargs`` with every tensor of at least one dim cut to rows
+    ``start:stop`` of its dim 0 (other values, scalar tensors included, as they are)."""
+    def cut(value):
+        return value[start:stop] if torch.is_tensor(value) and value.dim() else value
+
+    return tuple(cut(a) for a in args), {k: cut(v) for k, v in kwargs.items()}
+
+
+def _check_rows_scored(structure: PairStructure, rows: int, use: str, sliced: str,
+                       remedy: str) -> None:
+    """Raise ``ValueError`` unless the pair, given ``rows`` rows of ``sliced`` (cut along
+    dim 0), scored exactly those rows: no in-model subsample, one datapoint per row."""
+    if structure.data_subsample is not None:
+        raise ValueError(
+            f"{use}: the model subsamples its own '{DATA_PLATE}' plate "
+            f"({structure.batch_size} of {structure.data_size} datapoints), so the rows scored "
+            f"would not be the rows of {sliced} in order; {remedy}")
+    if structure.batch_size != rows:
+        raise ValueError(
+            f"{use}: a slice of {rows} rows along dim 0 of {sliced} holds "
+            f"{structure.batch_size} datapoints of the '{DATA_PLATE}' plate: the datapoints do "
+            f"not lie along dim 0 (an inner '{DATA_PLATE}' plate, or one the model resizes); "
+            f"{remedy}")
+
+
+def _check_rows_are_datapoints(model, guide, args: tuple, kwargs: dict, n: int, size: int,
+                               use: str, sliced: str, remedy: str) -> None:
+    """Before cutting ``n`` rows into slices of ``size``, survey the first ``size + 1`` rows
+    (when there are more than ``size``): slices of one length can match an inner plate's
+    size by chance, two lengths cannot (:func:`_check_rows_scored`)."""
+    if n > size:
+        probe = survey_pair(model, guide, *_cut(args, kwargs, 0, size + 1),
+                            probe_vectorized=False)
+        _check_rows_scored(probe, size + 1, use, sliced, remedy)
 
 
 def elbo(model: Callable, guide: Callable, *args, num_samples: int = 1,
@@ -48,7 +113,6 @@ def elbo(model: Callable, guide: Callable, *args, num_samples: int = 1,
         subsample's indices are the result's ``subsample`` attribute
         (:func:`inference.log_importance_weights`).
     """
-    check_nonempty_batch(args, kwargs)
     weights, structure = _weights("elbo", model, guide, args, kwargs, num_samples, chunk_size,
                                   compile)
     return attach_subsample(weights.mean(0), structure)
@@ -68,7 +132,6 @@ def iwae_bound(model: Callable, guide: Callable, *args, num_samples: int,
     Returns:
         ``[batch]`` in nats.
     """
-    check_nonempty_batch(args, kwargs)
     weights, structure = _weights("iwae_bound", model, guide, args, kwargs, num_samples,
                                   chunk_size, compile)
     return attach_subsample(log_mean_exp(weights, 0), structure)
@@ -85,29 +148,31 @@ def log_evidence(model: Callable, guide: Callable, x: torch.Tensor, *, num_sampl
         compile: score through compiled graphs (:func:`inference.log_importance_weights`).
 
     Returns:
-        ``[n]`` nats. A model that subsamples its own ``"data"`` plate is refused: the rows
-        scored would not be the rows of ``x`` in order.
+        ``[n]`` nats. Refused: a model that subsamples its own ``"data"`` plate, or whose
+        datapoints do not lie along dim 0 of ``x`` (the rows scored would not be the rows of
+        ``x`` in order).
     """
     if not torch.is_tensor(x) or x.dim() < 1 or x.shape[0] < 1:
         raise ValueError(f"x must be a tensor [n, ...] with n >= 1, got "
                          f"{getattr(x, 'shape', type(x).__name__)}")
-    check_int(batch_size, "batch_size")
-    check_num_samples(num_samples, chunk_size)
+    batch_size = as_int(batch_size, "batch_size")
+    num_samples, chunk_size = _counts(num_samples, chunk_size)
     check_compile(compile, model, guide, (x,))
+    check_finite_inputs((x,), {})
+    sliced = f"x (shape {list(x.shape)})"
+    remedy = ("call iwae_bound, whose result says which datapoints it scored "
+              "(result.subsample), or pass x with one datapoint per row")
+    _check_rows_are_datapoints(model, guide, (x,), {}, x.shape[0], batch_size, "log_evidence",
+                               sliced, remedy)
+    itemsize = _itemsize((x,), {})
     out = []
     with torch.no_grad():
         for i in range(0, x.shape[0], batch_size):
             part = x[i:i + batch_size]
-            check_num_samples(num_samples, chunk_size)
-            check_finite_inputs((part,), {})
             fixed_model, fixed_guide, structure = checked_pair(model, guide, (part,), {},
                                                                "log_evidence")
-            if structure.data_subsample is not None or structure.batch_size != part.shape[0]:
-                raise ValueError(
-                    f"log_evidence: the '{DATA_PLATE}' plate scores {structure.batch_size} "
-                    f"datapoints of a slice of {part.shape[0]} rows (the model subsamples or "
-                    "resizes its plate); call iwae_bound, whose result says which rows it "
-                    "scored (result.subsample)")
+            _check_rows_scored(structure, part.shape[0], "log_evidence", sliced, remedy)
+            check_weights_memory(num_samples, structure.batch_size, itemsize)
             weights = checked_log_weights(fixed_model, fixed_guide, (part,), {}, num_samples,
                                           chunk_size, structure, compile)
             out.append(log_mean_exp(weights, 0))
@@ -125,7 +190,7 @@ def iwae_from_weights(log_w: torch.Tensor, k: int) -> torch.Tensor:
     Returns:
         ``[batch]`` in nats.
     """
-    check_int(k, "k")
+    k = as_int(k, "k")
     if not torch.is_tensor(log_w) or log_w.dim() != 2:
         raise ValueError(f"log_w must be a [K, batch] tensor, got "
                          f"{list(log_w.shape) if torch.is_tensor(log_w) else type(log_w).__name__}")
@@ -141,9 +206,10 @@ class BoundTable:
     """Mean over datapoints, then mean and standard error over repeats, of each bound (nats).
 
     ``rows`` holds dicts with keys ``bound`` ("elbo" or "iwae"), ``num_samples``, ``mean``,
-    ``stderr``; ``per_repeat`` the raw dataset means, one list per row; ``subsample`` the
-    ``[B]`` indices of the datapoints scored when the model subsamples its ``"data"`` plate
-    (one subsample for all repeats and K), else None.
+    ``stderr`` (NaN for a single repeat: no spread to measure); ``per_repeat`` the raw
+    dataset means, one list per row; ``subsample`` the ``[B]`` indices of the datapoints
+    scored when the model subsamples its ``"data"`` plate (one subsample for all repeats and
+    K), else None.
     """
 
     rows: list[dict] = field(default_factory=list)
@@ -168,17 +234,21 @@ class BoundTable:
         return "\n".join(lines)
 
 
-def _data_slices(args: tuple, batch_size: int | None):
-    """Yield ``args`` with every tensor cut to consecutive slices of ``batch_size`` rows."""
-    if batch_size is None:
-        yield args
-        return
-    sizes = {a.shape[0] for a in args if torch.is_tensor(a)}
-    if len(sizes) != 1:
-        raise ValueError(f"data_batch_size needs tensor arguments of one length, got {sizes}")
-    n = sizes.pop()
-    for start in range(0, n, batch_size):
-        yield tuple(a[start:start + batch_size] if torch.is_tensor(a) else a for a in args)
+def _data_rows(args: tuple, kwargs: dict) -> int:
+    """The one length of dim 0 of the tensor arguments, positional and keyword, that
+    ``data_batch_size`` cuts; ``ValueError`` naming their shapes when there is none or they
+    differ."""
+    shapes = [(f"argument {i}", a) for i, a in enumerate(args)] + [
+        (f"keyword argument '{k}'", v) for k, v in kwargs.items()]
+    shapes = [(name, list(v.shape)) for name, v in shapes if torch.is_tensor(v) and v.dim()]
+    lengths = {shape[0] for _, shape in shapes}
+    if len(lengths) != 1:
+        found = ", ".join(f"{name} {shape}" for name, shape in shapes) or "none"
+        raise ValueError(
+            "data_batch_size cuts every tensor argument along dim 0, so they must share its "
+            f"length (tensors inside lists, tuples or dicts are not cut); tensor arguments: "
+            f"{found}. Call without data_batch_size")
+    return lengths.pop()
 
 
 def bound_sweep(model: Callable, guide: Callable, *args,
@@ -189,52 +259,64 @@ def bound_sweep(model: Callable, guide: Callable, *args,
 
     Each repeat draws ``max(num_samples)`` particles per datapoint; IWAE_K for smaller K
     averages over disjoint groups of those particles, and the ELBO is the mean log weight.
-    ``data_batch_size`` splits every tensor in ``args`` along its first (data) dim so that
-    large test sets are evaluated a slice at a time. ``compile``: score through compiled
-    graphs (:func:`inference.log_importance_weights`).
+    ``num_samples``: the Ks, any sequence or iterable of positive integers (a 1-D integer
+    array or tensor too). ``data_batch_size`` cuts every tensor argument, positional or
+    keyword, ``[n, ...]`` into slices of that many rows along dim 0, so that large test sets
+    are evaluated a slice at a time; each row must be one datapoint of the ``"data"`` plate,
+    else the call is refused (an inner ``"data"`` plate: call without it). ``compile``: score
+    through compiled graphs (:func:`inference.log_importance_weights`).
 
     Returns:
-        a :class:`BoundTable`; standard errors come from the spread over ``repeats``. A model
-        that subsamples its own ``"data"`` plate is scored on one subsample for every repeat
-        and K (``BoundTable.subsample``); it cannot be combined with ``data_batch_size``.
+        a :class:`BoundTable`; standard errors come from the spread over ``repeats`` (NaN for
+        ``repeats=1``). A model that subsamples its own ``"data"`` plate is scored on one
+        subsample for every repeat and K (``BoundTable.subsample``); it cannot be combined
+        with ``data_batch_size``.
     """
-    if isinstance(num_samples, int) or not num_samples:
-        raise ValueError(f"num_samples must list at least one K, got {num_samples!r}")
-    for k in num_samples:
-        check_num_samples(k, chunk_size)
-    check_int(repeats, "repeats")
+    ks = sorted(set(as_int_list(num_samples, "num_samples")))
+    chunk_size = None if chunk_size is None else as_int(chunk_size, "chunk_size")
+    repeats = as_int(repeats, "repeats")
     check_compile(compile, model, guide, args, kwargs)
-    if data_batch_size is not None:
-        check_int(data_batch_size, "data_batch_size")
-    check_nonempty_batch(args, kwargs)
-    ks = sorted(set(num_samples))
-    per_repeat = [[] for _ in range(len(ks) + 1)]
+    _check_data(args, kwargs)
+    if data_batch_size is None:
+        parts = [(args, kwargs, None)]
+    else:
+        data_batch_size = as_int(data_batch_size, "data_batch_size")
+        n = _data_rows(args, kwargs)
+        parts = [(*_cut(args, kwargs, start, start + data_batch_size),
+                  min(data_batch_size, n - start)) for start in range(0, n, data_batch_size)]
+        sliced = "the tensor arguments (" + ", ".join(
+            str(list(v.shape)) for v in (*args, *kwargs.values())
+            if torch.is_tensor(v) and v.dim()) + ")"
+        remedy = "call without data_batch_size"
+        _check_rows_are_datapoints(model, guide, args, kwargs, n, data_batch_size,
+                                   "bound_sweep", sliced, remedy)
     slices = []
-    for batch in _data_slices(args, data_batch_size):
-        check_finite_inputs(batch, kwargs)
-        slices.append((batch, *checked_pair(model, guide, batch, kwargs, "bound_sweep")))
-    subsampled = [s for *_, s in slices if s.data_subsample is not None]
-    if subsampled and data_batch_size is not None:
-        raise ValueError("bound_sweep: the model subsamples its own 'data' plate; "
-                         "data_batch_size would score a different subsample of every slice: "
-                         "leave data_batch_size=None")
+    for part_args, part_kwargs, rows in parts:
+        fixed_model, fixed_guide, structure = checked_pair(model, guide, part_args,
+                                                           part_kwargs, "bound_sweep")
+        if rows is not None:
+            _check_rows_scored(structure, rows, "bound_sweep", sliced, remedy)
+        slices.append((part_args, part_kwargs, fixed_model, fixed_guide, structure))
+    check_weights_memory(ks[-1], max(s.batch_size for *_, s in slices),
+                         _itemsize(args, kwargs))
+    per_repeat = [[] for _ in range(len(ks) + 1)]
     for _ in range(repeats):
         sums = [0.0] * (len(ks) + 1)
         count = 0
-        for batch, fixed_model, fixed_guide, structure in slices:
-            log_w = checked_log_weights(fixed_model, fixed_guide, batch, kwargs, ks[-1],
-                                        chunk_size, structure, compile)
+        for part_args, part_kwargs, fixed_model, fixed_guide, structure in slices:
+            log_w = checked_log_weights(fixed_model, fixed_guide, part_args, part_kwargs,
+                                        ks[-1], chunk_size, structure, compile)
             count += log_w.shape[1]
             sums[0] += float(log_w.mean(0).sum())
             for i, k in enumerate(ks):
                 sums[i + 1] += float(iwae_from_weights(log_w, k).sum())
         for i, total in enumerate(sums):
             per_repeat[i].append(total / count)
-    table = BoundTable(per_repeat=per_repeat,
-                       subsample=subsampled[0].data_subsample if subsampled else None)
+    table = BoundTable(per_repeat=per_repeat, subsample=slices[0][-1].data_subsample)
     for (bound, k), values in zip([("elbo", 1)] + [("iwae", k) for k in ks], per_repeat):
-        mean = sum(values) / len(values)
-        var = sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)
-        table.rows.append({"bound": bound, "num_samples": k, "mean": mean,
-                           "stderr": math.sqrt(var / len(values))})
+        mean = sum(values) / repeats
+        stderr = math.nan
+        if repeats > 1:
+            stderr = math.sqrt(sum((v - mean) ** 2 for v in values) / (repeats - 1) / repeats)
+        table.rows.append({"bound": bound, "num_samples": k, "mean": mean, "stderr": stderr})
     return table

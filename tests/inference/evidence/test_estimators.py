@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -12,6 +13,7 @@ from inference import (
     elbo,
     iwae_bound,
     iwae_from_weights,
+    log_evidence,
     log_importance_weights,
     log_mean_exp,
 )
@@ -267,3 +269,204 @@ def test_bound_sweep_in_data_slices_matches_whole(linear_gaussian):
     for a, b in zip(whole.rows, sliced.rows):
         assert a["mean"] == pytest.approx(b["mean"], abs=1e-9)
     assert whole.elbo() == pytest.approx(float(model.log_marginal(x).mean().detach()), abs=1e-6)
+
+
+# A conjugate pair with features along dim 0 and datapoints along dim 1 of x: the "data"
+# plate is the inner plate. With the exact-posterior guide every weight is log p(x) =
+# sum over features of log N(x; b, a^2 + s^2).
+A, B, S = 2.0, 0.5, 0.7
+
+
+def _inner_model(x):
+    with pyro.plate("feat", x.shape[0], dim=-2), pyro.plate("data", x.shape[-1], dim=-1):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("x", dist.Normal(A * z + B, S), obs=x)
+
+
+def _inner_guide(x):
+    precision = 1 + A * A / S ** 2
+    with pyro.plate("feat", x.shape[0], dim=-2), pyro.plate("data", x.shape[-1], dim=-1):
+        pyro.sample("z", dist.Normal(A / S ** 2 * (x - B) / precision, precision ** -0.5))
+
+
+def _inner_truth(x):
+    """``[datapoints]`` closed-form log p(x)."""
+    return dist.Normal(B, math.sqrt(A * A + S * S)).log_prob(x).sum(0)
+
+
+def test_inner_data_plate_is_scored_whole_and_refused_in_slices():
+    torch.manual_seed(0)
+    x = torch.tensor([[-1.0, 2.5, 0.0], [0.3, 4.0, 1.0]])  # [features=2, datapoints=3]
+    whole = bound_sweep(_inner_model, _inner_guide, x, num_samples=[1, 3], repeats=2)
+    assert whole.elbo() == pytest.approx(float(_inner_truth(x).mean()), abs=1e-5)
+    assert whole.elbo() == pytest.approx(-4.0465, abs=1e-4)
+    # slicing dim 0 would cut features (it reported half the evidence, -2.0232)
+    for size in (1, 2, 10):
+        with pytest.raises(ValueError, match="the datapoints do not lie along dim 0.*call "
+                                             "without data_batch_size"):
+            bound_sweep(_inner_model, _inner_guide, x, num_samples=[1], repeats=1,
+                        data_batch_size=size)
+    # 4 features of 2 datapoints in slices of 2 rows: every slice holds 2 datapoints by
+    # chance; the probe of 3 rows tells the layouts apart before any weight is drawn
+    x = torch.arange(8.0).reshape(4, 2)
+    with pytest.raises(ValueError, match="a slice of 3 rows along dim 0 .* holds 2 datapoints"):
+        bound_sweep(_inner_model, _inner_guide, x, num_samples=[1], repeats=1,
+                    data_batch_size=2)
+    with pytest.raises(ValueError, match=r"a slice of 3 rows along dim 0 of x \(shape \[4, 2\]\)"):
+        log_evidence(_inner_model, _inner_guide, x, batch_size=2)
+
+
+def test_bound_sweep_slices_keyword_data(linear_gaussian):
+    # With the exact-posterior guide every weight is log p(x): slices of keyword data give
+    # the closed form, as positional data do.
+    model, x = linear_gaussian
+    exact = float(model.log_marginal(x).mean().detach())
+    sliced = bound_sweep(model.model, model.exact_guide, x=x, num_samples=(1, 4), repeats=2,
+                         data_batch_size=5)
+    for row in sliced.rows:
+        assert row["mean"] == pytest.approx(exact, abs=1e-6)
+
+    def weighted(x, w):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z * w.sum(), 1.0), obs=x)
+
+    def weighted_guide(x, w):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(ValueError, match=r"argument 0 \[6\], keyword argument 'w' \[2\]"):
+        bound_sweep(weighted, weighted_guide, torch.zeros(6), w=torch.ones(2), num_samples=[1],
+                    data_batch_size=2)
+
+
+def _scalar_model(x, scale=1.0, label="a", extra=None):
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("x", dist.Normal(A * z + B, S * scale), obs=x)
+
+
+def _scalar_guide(x, scale=1.0, label="a", extra=None):
+    precision = 1 + A * A / (S * scale) ** 2
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist.Normal(A / (S * scale) ** 2 * (x - B) / precision,
+                                     precision ** -0.5))
+
+
+@pytest.mark.parametrize("data", [[-1.0, 0.3], "abc", ([1.0], [2.0])])
+def test_non_tensor_data_is_refused_by_name(data):
+    for estimate in (lambda: iwae_bound(_scalar_model, _scalar_guide, data, num_samples=3),
+                     lambda: elbo(_scalar_model, _scalar_guide, data),
+                     lambda: bound_sweep(_scalar_model, _scalar_guide, data, num_samples=[1])):
+        with pytest.raises(TypeError, match=f"argument 0 is a {type(data).__name__} and no "
+                                            "argument is a tensor"):
+            estimate()
+
+
+def test_numbers_strings_and_none_beside_tensor_data_are_accepted():
+    x = torch.tensor([-1.0, 0.3, 2.5])
+    truth = dist.Normal(B, math.sqrt(A * A + (2 * S) ** 2)).log_prob(x)
+    for estimate in (iwae_bound(_scalar_model, _scalar_guide, x, 2.0, "b", None, num_samples=3),
+                     elbo(_scalar_model, _scalar_guide, x, scale=2.0, label="b", extra=None)):
+        torch.testing.assert_close(estimate, truth, atol=1e-5, rtol=0)
+
+
+def test_weights_beyond_the_machine_memory_are_refused(monkeypatch):
+    import inference.checks
+
+    x = torch.tensor([-1.0, 0.3, 2.5, 4.0])
+    with pytest.raises(ValueError, match="num_samples=1000000000000 particles for 4 "
+                                         r"datapoints: the \[num_samples, batch\] log weights"):
+        iwae_bound(_scalar_model, _scalar_guide, x, num_samples=10 ** 12)
+    # 100 particles x 4 datapoints x 4 bytes = 1600 bytes fit in 1600, 101 particles do not
+    monkeypatch.setattr(inference.checks, "physical_memory_bytes", lambda: 1600)
+    assert iwae_bound(_scalar_model, _scalar_guide, x, num_samples=100).shape == (4,)
+    for estimate in (lambda: iwae_bound(_scalar_model, _scalar_guide, x, num_samples=101),
+                     lambda: log_evidence(_scalar_model, _scalar_guide, x, num_samples=101),
+                     lambda: bound_sweep(_scalar_model, _scalar_guide, x, num_samples=[1, 101])):
+        with pytest.raises(ValueError, match="num_samples=101 particles for 4 datapoints.* "
+                                             r"need 1,616 bytes .* than this machine's 1,600"):
+            estimate()
+
+
+def test_numpy_integers_are_accepted_as_counts(linear_gaussian):
+    model, x = linear_gaussian
+    results = []
+    for count in (int, np.int64):
+        torch.manual_seed(3)
+        results.append((
+            iwae_bound(model.model, model.guide, x, num_samples=count(5), chunk_size=count(2)),
+            elbo(model.model, model.guide, x, num_samples=count(3)),
+            log_evidence(model.model, model.guide, x, num_samples=count(4),
+                         batch_size=count(5)),
+            bound_sweep(model.model, model.guide, x, num_samples=[count(1), count(4)],
+                        repeats=count(2), data_batch_size=count(5)).per_repeat,
+            iwae_from_weights(torch.arange(12.0).reshape(4, 3), count(2))))
+    for plain, numpy_counts in zip(*results):
+        if torch.is_tensor(plain):
+            assert torch.equal(plain, numpy_counts)
+        else:
+            assert plain == numpy_counts
+
+
+@pytest.mark.parametrize("num_samples", [np.float64(5.0), np.bool_(True), 5.0, True])
+def test_float_and_bool_counts_are_refused(linear_gaussian, num_samples):
+    model, x = linear_gaussian
+    with pytest.raises(ValueError, match="num_samples must be a positive integer"):
+        iwae_bound(model.model, model.guide, x, num_samples=num_samples)
+
+
+def test_bound_sweep_reads_any_sequence_of_ks(linear_gaussian):
+    model, x = linear_gaussian
+    tables = []
+    for ks in ([1, 10], (10, 1), range(1, 11, 9), np.array([1, 10]), torch.tensor([10, 1]),
+               (k for k in (1, 10))):
+        torch.manual_seed(4)
+        tables.append(bound_sweep(model.model, model.guide, x, num_samples=ks, repeats=2))
+    assert [r["num_samples"] for r in tables[0].rows] == [1, 1, 10]
+    assert all(t.rows == tables[0].rows for t in tables[1:])
+
+
+@pytest.mark.parametrize("ks,match", [
+    (10, "num_samples must be a non-empty sequence"), ("10", "non-empty sequence"),
+    ([], "an empty one"), ([1, 0], r"num_samples\[1\] must be a positive integer, got 0"),
+    (torch.tensor([1.0, 10.0]), r"num_samples\[0\] must be a positive integer, got 1.0"),
+    (np.array([[1, 10]]), "must be a 1-D sequence"), (torch.tensor(10), "1-D sequence"),
+])
+def test_bound_sweep_refuses_bad_ks(linear_gaussian, ks, match):
+    model, x = linear_gaussian
+    with pytest.raises(ValueError, match=match):
+        bound_sweep(model.model, model.guide, x, num_samples=ks)
+
+
+def test_one_repeat_has_no_standard_error(linear_gaussian):
+    model, x = linear_gaussian
+    torch.manual_seed(5)
+    one = bound_sweep(model.model, model.guide, x, num_samples=(1, 10), repeats=1)
+    assert all(math.isnan(r["stderr"]) for r in one.rows)
+    assert str(one).splitlines()[1].endswith("nan")
+    two = bound_sweep(model.model, model.guide, x, num_samples=(1, 10), repeats=2)
+    for row, values in zip(two.rows, two.per_repeat):  # |a - b| / 2 for two repeats
+        assert row["stderr"] == pytest.approx(abs(values[0] - values[1]) / 2)
+        assert row["stderr"] > 0
+
+
+def test_slicing_a_model_that_subsamples_its_plate_is_refused():
+    def model(x):
+        with pyro.plate("data", x.shape[0], subsample_size=2) as rows:
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x[rows])
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0], subsample_size=2):
+            pyro.sample("z", dist.Normal(0.0, 1.0))
+
+    x = torch.arange(6.0)
+    for size, rows in ((3, 4), (6, 6)):  # through the probe of 4 rows; through one slice
+        with pytest.raises(ValueError, match=r"bound_sweep: the model subsamples its own "
+                                             rf"'data' plate \(2 of {rows} datapoints\)"):
+            bound_sweep(model, guide, x, num_samples=[1], data_batch_size=size)
+    with pytest.raises(ValueError, match=r"log_evidence: the model subsamples its own 'data' "
+                                         r"plate \(2 of 6 datapoints\)"):
+        log_evidence(model, guide, x)
+    assert bound_sweep(model, guide, x, num_samples=[1], repeats=1).subsample.shape == (2,)
