@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import pyro
 import torch
 from pyro import poutine
+from torch.distributions import constraints
 
 from ..checks import check_int, check_nonempty_batch, check_number
 from ..weights import (
     DATA_PLATE,
     PARTICLE_PLATE,
+    PairStructure,
+    check_finite_inputs,
+    data_frame,
     per_datapoint,
     sample_sites,
-    check_finite_inputs,
+    survey_pair,
 )
 
 
@@ -25,18 +30,129 @@ class ExactEvidence(NamedTuple):
         log_evidence: ``[batch]`` log p(x) in nats.
         grid: ``[G, latent_dim]`` the quadrature nodes.
         log_posterior: ``[G, batch]`` log p(z | x) at the nodes (a density in z).
+        subsample: ``[batch]`` indices of the datapoints scored when the model subsamples its
+            ``"data"`` plate (column ``b`` is datapoint ``subsample[b]``), else None.
     """
 
     log_evidence: torch.Tensor
     grid: torch.Tensor
     log_posterior: torch.Tensor
+    subsample: torch.Tensor | None = None
 
 
-def _trapezoid(low: float, high: float, n: int, dtype, device):
+def _no_guide(*args, **kwargs) -> None:
+    """An empty guide: surveyed with it, the model draws its latent from the prior."""
+
+
+def _quadrature_rule(low: float, high: float, n: int, support_ends: tuple[bool, bool], dtype,
+                     device):
+    """``n`` nodes on ``[low, high]`` and their log weights, ``[n]`` each.
+
+    The trapezoidal rule, or the midpoint rule when an end is an end of the latent's support
+    (``support_ends``): its nodes stay inside the support, away from values a density may
+    not be defined at or may clamp (``Bernoulli(probs=1e-300)``), at the same order of
+    accuracy.
+    """
+    if any(support_ends):
+        spacing = (high - low) / n
+        nodes = torch.linspace(low + spacing / 2, high - spacing / 2, n, dtype=dtype,
+                               device=device)
+        return nodes, torch.full((n,), math.log(spacing), dtype=dtype, device=device)
     nodes = torch.linspace(low, high, n, dtype=dtype, device=device)
     weights = torch.full((n,), (high - low) / (n - 1), dtype=dtype, device=device)
     weights[[0, -1]] /= 2
     return nodes, weights.log()
+
+
+def _check_structure(structure: PairStructure) -> None:
+    """Raise ``ValueError`` unless the surveyed model has one term per datapoint and
+    broadcasts over a leading dimension of grid nodes."""
+    if structure.global_sites:
+        raise ValueError(
+            f"site '{structure.global_sites[0][1]}' lies outside pyro.plate('{DATA_PLATE}'); "
+            f"exact_log_evidence needs every sample site inside the '{DATA_PLATE}' plate")
+    if structure.batch_size == 0:
+        raise ValueError(f"no sample site lies inside pyro.plate('{DATA_PLATE}')")
+    if structure.shared_in_sizeless:
+        raise ValueError(
+            f"site(s) {list(structure.shared_in_sizeless)} inside the sizeless "
+            f"pyro.plate('{DATA_PLATE}') have no data dimension, so one value is shared by "
+            f"all {structure.batch_size} datapoints; give the plate its size, "
+            f"pyro.plate('{DATA_PLATE}', len(x))")
+    if structure.row_mismatch:
+        name, rows, size = structure.row_mismatch[0]
+        raise ValueError(f"observed site '{name}' has {rows} rows along the '{DATA_PLATE}' "
+                         f"dim but the plate has {size}")
+    if not structure.vectorizable:
+        raise ValueError(
+            "exact_log_evidence evaluates chunk_size grid nodes at once in a leftmost "
+            f"pyro.plate, and the model fails there ({structure.vectorize_error}); make it "
+            "broadcast over leading batch dims (see docs/own-pair.md)")
+
+
+def _latent_layout(site, nesting: int, batch: int) -> tuple[tuple, tuple]:
+    """Shapes that place a grid node's ``latent_dim`` values in every datapoint of ``site``.
+
+    Args:
+        nesting: number of plate dims of the model (without the grid's).
+
+    Returns:
+        ``(per_datapoint, full)``: the value's shape with its batch dims padded to ``nesting``
+        and the ``"data"`` dim of size 1, resp. ``batch``; ``per_datapoint`` holds one or
+        two elements.
+    """
+    fn, value = site["fn"], site["value"]
+    batch_dims = value.dim() - len(fn.event_shape)
+    full = (1,) * (nesting - batch_dims) + tuple(value.shape)
+    data_dim = nesting + data_frame(site).dim
+    per_point = full[:data_dim] + (1,) + full[data_dim + 1:]
+    latent_dim = math.prod(per_point)
+    if full[data_dim] != batch or latent_dim > 2:
+        raise ValueError(
+            f"site '{site['name']}' has value shape {tuple(value.shape)} (batch shape "
+            f"{tuple(fn.batch_shape)}, event shape {tuple(fn.event_shape)}), {latent_dim} "
+            f"values per datapoint of the '{DATA_PLATE}' plate of size {batch}; quadrature "
+            "needs one or two values per datapoint: [batch], [batch, 1] or [batch, 2]")
+    return per_point, full
+
+
+def _support_end(name: str, fn, support, bound) -> float:
+    """A bound of an elementwise support as one number (it must be the same everywhere)."""
+    bound = torch.as_tensor(bound)
+    if not bool((bound == bound.reshape(-1)[0]).all()):
+        raise ValueError(
+            f"site '{name}' ({type(fn).__name__}) has support {support} whose ends differ "
+            "across its values (e.g. per datapoint); the quadrature grid is shared by all of "
+            "them, so it integrates only latents with one support")
+    return float(bound.reshape(-1)[0])
+
+
+def _integration_range(name: str, fn, bounds) -> tuple[float, float, tuple[bool, bool]]:
+    """``bounds`` clipped to the support of the latent's distribution ``fn``.
+
+    Returns:
+        ``(low, high, support_ends)``: ``support_ends`` says for each end whether it is an
+        end of the support (nothing lies beyond it) rather than a truncation.
+    """
+    support = fn.support
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    if isinstance(support, type(constraints.real)):
+        lower, upper = -math.inf, math.inf
+    elif support.event_dim == 0 and (hasattr(support, "lower_bound")
+                                     or hasattr(support, "upper_bound")):
+        lower = _support_end(name, fn, support, getattr(support, "lower_bound", -math.inf))
+        upper = _support_end(name, fn, support, getattr(support, "upper_bound", math.inf))
+    else:
+        raise ValueError(
+            f"site '{name}' ({type(fn).__name__}) has support {support}; quadrature "
+            "integrates each latent value over the real line, a half-line or an interval")
+    low, high = max(bounds[0], lower), min(bounds[1], upper)
+    if not low < high:
+        raise ValueError(
+            f"bounds {tuple(bounds)} miss the support {support} of site '{name}' "
+            f"({type(fn).__name__}): pass bounds that overlap ({lower}, {upper})")
+    return low, high, (bounds[0] <= lower, bounds[1] >= upper)
 
 
 def exact_log_evidence(
@@ -50,23 +166,32 @@ def exact_log_evidence(
 ) -> ExactEvidence:
     """``log p(x) = log integral p(x, z) dz`` per datapoint by the trapezoidal rule.
 
-    The integrand is smooth and decays in the tails, where the trapezoidal rule converges
-    faster than any power of the spacing; the defaults give 1e-3 nats or better when the
-    posterior is wider than a few grid spacings, which is checked.
+    On the real line the integrand is smooth and decays in the tails, where the trapezoidal
+    rule converges faster than any power of the spacing; the defaults give 1e-3 nats or
+    better when the posterior is wider than a few grid spacings, which is checked. A latent
+    with a constrained support (Beta, Gamma, Uniform, ...) is integrated over ``bounds``
+    clipped to its support by the midpoint rule, which converges as the squared spacing
+    there; a posterior density that grows without bound at an end of the support (or rises
+    steeply toward it) is refused.
 
     Args:
         model: a Pyro model whose only latent site ``site`` sits in the ``"data"`` plate with
-            value ``[batch]``, ``[batch, 1]`` or ``[batch, 2]``.
+            one or two values per datapoint (value ``[batch]``, ``[batch, 1]``, ``[batch, 2]``,
+            or the same spread over other plates, e.g. ``[batch, 2]`` in a feature plate).
+            A model that subsamples its own ``"data"`` plate is scored on one subsample.
         bounds: integration range per latent dimension (the prior should put negligible mass
-            outside it).
+            outside it; clipped to the latent's support).
         num_points: nodes per latent dimension (a 2-D latent uses ``num_points**2`` nodes).
+        chunk_size: grid nodes per vectorized pass of the model.
 
     Returns:
         :class:`ExactEvidence`.
 
     Raises:
-        ValueError: other latent sites, a latent of more than two dimensions, or a grid too
-            coarse or too narrow for the posterior.
+        ValueError: other latent sites or sites outside the ``"data"`` plate, a latent of more
+            than two values per datapoint, a support other than an interval of the real line
+            (or one that differs between datapoints), bounds outside it, a posterior unbounded
+            at an end of it, or a grid too coarse or too narrow for the posterior.
     """
     if args and callable(args[0]):
         raise TypeError("exact_log_evidence(model, *args) integrates the model alone: argument 0 "
@@ -82,36 +207,30 @@ def exact_log_evidence(
         check_number(bound, name)
     if not bounds[0] < bounds[1]:
         raise ValueError(f"bounds must satisfy low < high, got {tuple(bounds)}")
+    structure = survey_pair(model, _no_guide, args, kwargs)
+    _check_structure(structure)
+    model = structure.fix_subsample(model)  # every chunk scores the same datapoints
     with poutine.block(), torch.no_grad():
         trace = poutine.trace(model).get_trace(*args, **kwargs)
-    latents = [s for s in sample_sites(trace, observed=False)]
+    latents = list(sample_sites(trace, observed=False))
     if [s["name"] for s in latents] != [site]:
         raise ValueError(
             f"exact_log_evidence integrates over the single latent site '{site}', "
             f"but the model has latent sites {[s['name'] for s in latents]}"
         )
-    value = latents[0]["value"]
-    fn = latents[0]["fn"]
+    value, fn = latents[0]["value"], latents[0]["fn"]
     if getattr(fn.support, "is_discrete", False) or not value.is_floating_point() \
             or getattr(fn, "has_enumerate_support", False):
         raise ValueError(
             f"exact_log_evidence integrates a continuous latent; site '{site}' is discrete "
             f"({type(fn).__name__}, support {fn.support}): sum over its values instead")
-    sites = list(sample_sites(trace))
-    frames = [f for s in sites for f in s["cond_indep_stack"] if f.name == DATA_PLATE]
-    if len(frames) != len(sites):
-        raise ValueError(f"every sample site must lie inside the '{DATA_PLATE}' plate")
-    batch = frames[0].size
-    event_shape = value.shape[1:]
-    latent_dim = event_shape.numel() if event_shape else 1
-    if value.shape[0] != batch or latent_dim > 2:
-        raise ValueError(
-            f"site '{site}' has shape {tuple(value.shape)}; quadrature needs [batch], "
-            "[batch, 1] or [batch, 2]"
-        )
-    nesting = max(-f.dim for s in sites for f in s["cond_indep_stack"] if f.vectorized) + 1
+    batch, nesting = structure.batch_size, structure.max_plate_nesting
+    per_point, full = _latent_layout(latents[0], nesting, batch)
+    latent_dim = math.prod(per_point)
+    low, high, support_ends = _integration_range(site, fn, bounds)
 
-    nodes, log_w = _trapezoid(*bounds, num_points, value.dtype, value.device)
+    nodes, log_w = _quadrature_rule(low, high, num_points, support_ends, value.dtype,
+                                    value.device)
     if latent_dim == 2:
         grid = torch.cartesian_prod(nodes, nodes)  # [G, 2]
         log_w = (log_w[:, None] + log_w[None, :]).reshape(-1)
@@ -120,34 +239,53 @@ def exact_log_evidence(
 
     log_joint = []
     for start in range(0, grid.shape[0], chunk_size):
-        points = grid[start:start + chunk_size]  # [g, d]
+        points = grid[start:start + chunk_size]  # [g, latent_dim]
         g = points.shape[0]
-        z = points.reshape((g,) + (1,) * (nesting - 2) + (1,) + tuple(event_shape))
-        z = z.expand((g,) + (1,) * (nesting - 2) + tuple(value.shape))
+        z = points.reshape((g,) + per_point).expand((g,) + full)
         conditioned = poutine.condition(model, data={site: z})
         with poutine.block(), torch.no_grad():
-            with pyro.plate(PARTICLE_PLATE, g, dim=-nesting):
+            with pyro.plate(PARTICLE_PLATE, g, dim=-nesting - 1):
                 chunk_trace = poutine.trace(conditioned).get_trace(*args, **kwargs)
         total = sum(
-            per_datapoint(s["fn"].log_prob(s["value"]), s, nesting, batch)
+            per_datapoint(s["fn"].log_prob(s["value"]), s, nesting + 1, batch)
             for s in sample_sites(chunk_trace)
         )
         log_joint.append(total.expand(g, batch))
     log_joint = torch.cat(log_joint)  # [G, batch]
+    _check_log_joint(log_joint, grid)
     log_evidence = torch.logsumexp(log_joint + log_w[:, None], 0)
     log_posterior = log_joint - log_evidence
-    _check_resolution(log_posterior + log_w[:, None], num_points, latent_dim)
-    return ExactEvidence(log_evidence, grid, log_posterior)
+    _check_resolution(log_posterior + log_w[:, None], num_points, latent_dim, support_ends,
+                      site)
+    return ExactEvidence(log_evidence, grid, log_posterior, structure.data_subsample)
 
 
-def _check_resolution(log_mass: torch.Tensor, num_points: int, latent_dim: int) -> None:
-    """Raise when posterior mass piles on a few nodes or reaches the edge of the grid.
+def _check_log_joint(log_joint: torch.Tensor, grid: torch.Tensor) -> None:
+    """Raise when the log joint ``[G, batch]`` is NaN or +inf at a node of ``grid``
+    ``[G, latent_dim]``, or -inf at every node for some datapoint."""
+    bad = torch.isnan(log_joint) | torch.isposinf(log_joint)
+    if bad.any():
+        node, point = (int(i) for i in bad.nonzero()[0])
+        raise ValueError(f"the log joint of datapoint {point} is {float(log_joint[node, point])} "
+                         f"at the grid node {grid[node].tolist()}: the model's density is "
+                         "undefined or infinite there")
+    empty = torch.isneginf(log_joint).all(0)
+    if empty.any():
+        raise ValueError(
+            f"the joint density of datapoint(s) {empty.nonzero().flatten().tolist()[:10]} is "
+            "zero at every grid node: the posterior lies outside bounds, or the data have "
+            "zero probability under the model")
+
+
+def _check_resolution(log_mass: torch.Tensor, num_points: int, latent_dim: int,
+                      support_ends: tuple[bool, bool], site: str) -> None:
+    """Raise when posterior mass piles on a few nodes or reaches an edge of the grid that
+    truncates the latent's support.
 
     Args:
         log_mass: ``[G, batch]`` log posterior mass of each node (sums to one per column).
+        support_ends: whether the low and high ends of the grid are ends of the support.
     """
-    if torch.isnan(log_mass).any():
-        raise ValueError("the log joint is NaN somewhere on the grid")
     mass = log_mass.exp()
     peak = mass.max(0).values
     if (peak > 0.2).any():
@@ -156,13 +294,35 @@ def _check_resolution(log_mass: torch.Tensor, num_points: int, latent_dim: int) 
             f"posterior of datapoint {worst} puts {float(peak[worst]):.2f} of its mass on one "
             "grid node; raise num_points or narrow bounds"
         )
-    shape = (num_points,) * latent_dim + (mass.shape[-1],)
-    mass = mass.reshape(shape)
-    edge = max(1, num_points // 100)
+    log_mass = log_mass.reshape((num_points,) * latent_dim + (log_mass.shape[-1],))
+    for axis in range(latent_dim):
+        others = tuple(d for d in range(latent_dim) if d != axis)
+        marginal = log_mass.logsumexp(others) if others else log_mass  # [num_points, batch]
+        for end, is_support_end in zip(("low", "high"), support_ends):
+            if not is_support_end:
+                continue
+            nearest = marginal[:3] if end == "low" else marginal.flip(0)[:3]
+            # a density like C |z - end|^(a - 1) falls by (1 - a) log 3 from the first node
+            # to the second and (1 - a) log(5/3) to the third; a smooth one, about equally
+            rise = (nearest[0] - nearest[1]) - (nearest[1] - nearest[2])
+            if (rise > 0.005).any():
+                worst = int(rise.nan_to_num(-1.0).argmax())
+                raise ValueError(
+                    f"the posterior density of datapoint {worst} climbs steeply toward the "
+                    f"{end} end of the support of site '{site}': a density that grows without "
+                    "bound there (e.g. a Beta or Gamma concentration below 1) cannot be "
+                    "integrated on a grid; a bounded one that peaks within a few grid "
+                    "spacings of it needs a larger num_points")
+    truncated_ends = [end for end, is_support_end in zip((0, num_points - 1), support_ends)
+                      if not is_support_end]
+    if not truncated_ends:
+        return
+    mass = log_mass.exp()
+    width = max(1, num_points // 100)
+    all_dims = tuple(range(latent_dim))
     edge_mass = sum(
-        mass.narrow(axis, 0, edge).sum(tuple(range(latent_dim)))
-        + mass.narrow(axis, num_points - edge, edge).sum(tuple(range(latent_dim)))
-        for axis in range(latent_dim)
+        mass.narrow(axis, 0 if end == 0 else num_points - width, width).sum(all_dims)
+        for axis in all_dims for end in truncated_ends
     )
     if (edge_mass > 1e-6).any():
         raise ValueError(
