@@ -186,6 +186,10 @@ def _check_observed_values(model_sites) -> None:
     for site in model_sites:
         if not site["is_observed"]:
             continue
+        if not torch.is_tensor(site["value"]):
+            raise PairError(f"observed site '{site['name']}' observes a "
+                            f"{type(site['value']).__name__}; Pyro's distributions score "
+                            "tensors: pass the data as a tensor")
         try:
             site["fn"].log_prob(site["value"])
         except ValueError as error:

@@ -20,6 +20,7 @@ import pyro
 import torch
 from pyro.infer.util import is_validation_enabled
 
+from .checks import as_int, check_data_arguments, check_weights_memory
 from .compiling import (
     arguments_key,
     compile_graph,
@@ -59,7 +60,9 @@ def data_plate_scale(trace) -> float:
 
 def check_finite_inputs(args, kwargs) -> None:
     """Raise ``ValueError`` naming the first tensor argument with NaN or infinite entries, and
-    ``TypeError`` for a numpy array (Pyro's distributions score tensors)."""
+    ``TypeError`` for a numpy array, or for data that holds no tensor at all but a list,
+    tuple or string (Pyro's distributions score tensors: :func:`checks.check_data_arguments`)."""
+    check_data_arguments(args, kwargs)
     named = [(f"argument {i}", a) for i, a in enumerate(args)] + [
         (f"keyword argument '{k}'", v) for k, v in kwargs.items()
     ]
@@ -74,6 +77,14 @@ def check_finite_inputs(args, kwargs) -> None:
                     f"{name} (shape {tuple(value.shape)}) contains {int(bad.sum())} NaN or "
                     "infinite entries; clean the data before estimating the evidence"
                 )
+
+
+def weight_itemsize(args: tuple, kwargs: dict) -> int:
+    """Bytes per log weight: the widest of the default dtype and the floating tensor
+    arguments' dtypes."""
+    return max([torch.get_default_dtype().itemsize] + [
+        v.dtype.itemsize for v in (*args, *kwargs.values())
+        if torch.is_tensor(v) and v.is_floating_point()])
 
 
 def per_datapoint(log_p: torch.Tensor, site, nesting: int, batch_size: int) -> torch.Tensor:
@@ -168,13 +179,11 @@ def vectorized_log_weights(
     return log_w.expand(num_particles, structure.batch_size)
 
 
-def check_num_samples(num_samples, chunk_size) -> None:
-    """Raise ``ValueError`` unless both are positive integers (``chunk_size`` may be None)."""
-    for name, value in (("num_samples", num_samples), ("chunk_size", chunk_size)):
-        if value is None and name == "chunk_size":
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+def check_num_samples(num_samples, chunk_size) -> tuple[int, int | None]:
+    """Both as Python ints (numpy integers accepted; ``chunk_size`` may be None); raise
+    ``ValueError`` naming the one that is not a positive integer (a bool or 2.5 is not)."""
+    return (as_int(num_samples, "num_samples"),
+            None if chunk_size is None else as_int(chunk_size, "chunk_size"))
 
 
 def particle_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: dict,
@@ -398,10 +407,11 @@ def log_importance_weights(
         are the tensor's ``subsample`` attribute (column ``b`` is datapoint
         ``result.subsample[b]``).
     """
-    check_num_samples(num_samples, chunk_size)
+    num_samples, chunk_size = check_num_samples(num_samples, chunk_size)
     check_compile(compile, model, guide, args, kwargs)
     check_finite_inputs(args, kwargs)
     model, guide, structure = checked_pair(model, guide, args, kwargs, "log_importance_weights")
+    check_weights_memory(num_samples, structure.batch_size, weight_itemsize(args, kwargs))
     weights = checked_log_weights(model, guide, args, kwargs, num_samples, chunk_size, structure,
                                   compile)
     return attach_subsample(weights, structure)

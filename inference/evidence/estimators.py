@@ -16,7 +16,6 @@ import torch
 from ..checks import (
     as_int,
     as_int_list,
-    check_data_arguments,
     check_nonempty_batch,
     check_weights_memory,
 )
@@ -25,40 +24,26 @@ from ..weights import (
     attach_subsample,
     check_finite_inputs,
     check_compile,
+    check_num_samples,
     checked_log_weights,
     checked_pair,
     log_mean_exp,
+    weight_itemsize,
 )
 
 
-def _counts(num_samples, chunk_size) -> tuple[int, int | None]:
-    """``num_samples`` and ``chunk_size`` (None allowed) as Python ints; numpy integers are
-    accepted, bools and floats refused by name."""
-    return (as_int(num_samples, "num_samples"),
-            None if chunk_size is None else as_int(chunk_size, "chunk_size"))
-
-
 def _check_data(args: tuple, kwargs: dict) -> None:
-    """Refuse data a Pyro model cannot score, an empty batch and NaN or infinite data."""
-    check_data_arguments(args, kwargs)
-    check_nonempty_batch(args, kwargs)
+    """Refuse data a Pyro model cannot score, NaN or infinite data and an empty batch."""
     check_finite_inputs(args, kwargs)
-
-
-def _itemsize(args: tuple, kwargs: dict) -> int:
-    """Bytes per log weight: the widest of the default dtype and the floating tensor
-    arguments' dtypes."""
-    return max([torch.get_default_dtype().itemsize] + [
-        v.dtype.itemsize for v in (*args, *kwargs.values())
-        if torch.is_tensor(v) and v.is_floating_point()])
+    check_nonempty_batch(args, kwargs)
 
 
 def _weights(use, model, guide, args, kwargs, num_samples, chunk_size, compile):
-    num_samples, chunk_size = _counts(num_samples, chunk_size)
+    num_samples, chunk_size = check_num_samples(num_samples, chunk_size)
     check_compile(compile, model, guide, args, kwargs)
     _check_data(args, kwargs)
     model, guide, structure = checked_pair(model, guide, args, kwargs, use)
-    check_weights_memory(num_samples, structure.batch_size, _itemsize(args, kwargs))
+    check_weights_memory(num_samples, structure.batch_size, weight_itemsize(args, kwargs))
     return checked_log_weights(model, guide, args, kwargs, num_samples, chunk_size,
                                structure, compile), structure
 
@@ -156,7 +141,7 @@ def log_evidence(model: Callable, guide: Callable, x: torch.Tensor, *, num_sampl
         raise ValueError(f"x must be a tensor [n, ...] with n >= 1, got "
                          f"{getattr(x, 'shape', type(x).__name__)}")
     batch_size = as_int(batch_size, "batch_size")
-    num_samples, chunk_size = _counts(num_samples, chunk_size)
+    num_samples, chunk_size = check_num_samples(num_samples, chunk_size)
     check_compile(compile, model, guide, (x,))
     check_finite_inputs((x,), {})
     sliced = f"x (shape {list(x.shape)})"
@@ -164,7 +149,7 @@ def log_evidence(model: Callable, guide: Callable, x: torch.Tensor, *, num_sampl
               "(result.subsample), or pass x with one datapoint per row")
     _check_rows_are_datapoints(model, guide, (x,), {}, x.shape[0], batch_size, "log_evidence",
                                sliced, remedy)
-    itemsize = _itemsize((x,), {})
+    itemsize = weight_itemsize((x,), {})
     out = []
     with torch.no_grad():
         for i in range(0, x.shape[0], batch_size):
@@ -298,7 +283,7 @@ def bound_sweep(model: Callable, guide: Callable, *args,
             _check_rows_scored(structure, rows, "bound_sweep", sliced, remedy)
         slices.append((part_args, part_kwargs, fixed_model, fixed_guide, structure))
     check_weights_memory(ks[-1], max(s.batch_size for *_, s in slices),
-                         _itemsize(args, kwargs))
+                         weight_itemsize(args, kwargs))
     per_repeat = [[] for _ in range(len(ks) + 1)]
     for _ in range(repeats):
         sums = [0.0] * (len(ks) + 1)

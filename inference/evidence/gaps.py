@@ -259,7 +259,7 @@ def amortization_gap(model: Callable, guide: Callable, *args,
         :class:`GapResult` with ``[batch]`` tensors in nats.
     """
     check_int(num_eval_samples, "num_eval_samples", 2)  # two at least, for a standard error
-    check_num_samples(num_eval_samples, chunk_size)
+    num_eval_samples, chunk_size = check_num_samples(num_eval_samples, chunk_size)
     check_finite_inputs(args, kwargs)
     # one subsample (when the model draws one) for every estimate below
     model, guide, structure = checked_pair(model, guide, args, kwargs, "amortization_gap")

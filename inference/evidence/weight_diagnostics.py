@@ -177,7 +177,7 @@ def weight_diagnostics(model: Callable, guide: Callable, *args, num_samples: int
     Returns:
         :class:`WeightDiagnostics` with ``[batch]`` tensors.
     """
-    check_num_samples(num_samples, chunk_size)
+    num_samples, chunk_size = check_num_samples(num_samples, chunk_size)
     if num_samples < MIN_PARETO_SAMPLES:
         raise ValueError(
             f"num_samples must be at least {MIN_PARETO_SAMPLES} for k-hat, got {num_samples}"

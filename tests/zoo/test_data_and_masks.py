@@ -131,3 +131,18 @@ def test_an_infinite_weight_is_refused():
 
     with pytest.raises(ValueError, match=r"importance weights are \+inf for datapoints \[1\]"):
         iwae_bound(model, guide, torch.tensor([0.0, 2.0, -1.0], dtype=DTYPE), num_samples=10)
+
+
+def test_an_observed_value_that_is_not_a_tensor_is_named():
+    # a list beside tensor data used to fail with an AttributeError inside the survey
+    def model(x, y):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(torch.zeros((), dtype=DTYPE), 1.0))
+            pyro.sample("y", dist.Normal(z + x, 1.0), obs=y)
+
+    def guide(x, y):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(torch.zeros((), dtype=DTYPE), 1.0))
+
+    with pytest.raises(PairError, match="observed site 'y' observes a list"):
+        iwae_bound(model, guide, torch.zeros(2, dtype=DTYPE), [0.1, 0.2], num_samples=5)
