@@ -55,6 +55,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import re
 import shutil
 from dataclasses import asdict, dataclass, replace
@@ -333,7 +334,7 @@ def pairs_of(results: dict) -> dict:
 def _cell(entry: dict | None) -> str:
     if entry is None:
         return "n/a"
-    if not entry["stderr"]:
+    if not entry["stderr"] or math.isnan(entry["stderr"]):  # exact, or a single repeat
         return f"{entry['mean']:.2f}"
     return f"{entry['mean']:.2f} ± {entry['stderr']:.2f}"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import tempfile
 import time
@@ -40,15 +41,28 @@ def start_run(args: argparse.Namespace) -> tuple[Path, torch.device, float]:
     return out, device, start
 
 
+def _strict(value):
+    """``value`` with every NaN or infinite float (a standard error of one repeat, a k-hat
+    of equal weights) as None, which strict JSON readers accept."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(item) for item in value]
+    return value
+
+
 def write_json(path: str | Path, data: dict) -> Path:
     """Write ``data`` as indented JSON to ``path`` atomically: a reader (or a run killed
-    half-way) sees the old file or the new one, never half of one."""
+    half-way) sees the old file or the new one, never half of one. NaN and infinite floats
+    are written as null (strict JSON has no such numbers)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "w") as file:
-            file.write(json.dumps(data, indent=2))
+            file.write(json.dumps(_strict(data), indent=2, allow_nan=False))
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
