@@ -362,15 +362,21 @@ def checked_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: d
                 chunks.append(compiled_log_weights(model, guide, args, kwargs, size, structure,
                                                    backend))
     weights = torch.cat(chunks)
-    for bad, what, why in (
-            (torch.isnan(weights).any(0), "NaN", "check the model's parameters and the data "
-                                                 "range"),
-            (torch.isposinf(weights).any(0), "+inf", "the model's density is infinite, or the "
-                                                     "guide's underflows to zero, at a draw")):
-        if bad.any():
-            raise ValueError(f"importance weights are {what} for datapoints "
-                             f"{bad.nonzero().flatten().tolist()[:10]} ({why})")
+    check_log_weights(weights)
     return weights
+
+
+def check_log_weights(log_w: torch.Tensor, what: str = "importance weights") -> None:
+    """Raise ``ValueError`` naming the datapoints (columns of ``log_w: [K, batch]``) with a
+    NaN or ``+inf`` log weight; ``-inf`` (a draw outside the model's support) is weight zero."""
+    for bad, value, why in (
+            (torch.isnan(log_w).any(0), "NaN", "check the model's parameters, the guide's and "
+                                               "the data range"),
+            (torch.isposinf(log_w).any(0), "+inf", "the model's density is infinite, or the "
+                                                   "guide's underflows to zero, at a draw")):
+        if bad.any():
+            raise ValueError(f"{what} are {value} for datapoints "
+                             f"{bad.nonzero().flatten().tolist()[:10]} ({why})")
 
 
 def log_importance_weights(

@@ -24,15 +24,21 @@ space with :func:`torch.distributions.biject_to`; the Jacobian cancels in the we
   weight, which keeps the estimate unbiased [4, 5]; poor step sizes cost variance, not bias.
 
 The step size is one scalar per datapoint, adapted after every transition towards a target
-acceptance probability (``log eps += adapt_rate (mean acceptance over chains - target)``), as in
-the BDMC code of [2]. Adapting from the chains' own history makes the kernels depend on the
-past, which strictly speaking invalidates the extended-space argument; with ``adapt_rate=0``
-the estimate is exactly unbiased, and in our tests the adapted estimates agree with closed
-forms within their standard errors.
+acceptance probability (``log eps += adapt_rate (mean acceptance - target)``, the mean over the
+chains of nonzero weight), as in the BDMC code of [2]. Adapting from the chains' own history
+makes the kernels depend on the past, which strictly speaking invalidates the extended-space
+argument; with ``adapt_rate=0`` the estimate is exactly unbiased, and in our tests the adapted
+estimates agree with closed forms within their standard errors.
 
 Standard error: with ``w_k`` the chains' weights, ``Z_hat = mean_k w_k`` and the delta method
 gives ``se(log Z_hat) ~ sd(w) / (sqrt(K) Z_hat)`` [6]. It is itself unreliable when the weights
 are heavy-tailed (check :func:`inference.evidence.weight_diagnostics.pareto_k` on ``log_weights``).
+
+Support: a chain that starts where the model's density is zero (log weight ``-inf``) keeps
+weight zero, never moves and does not steer the step-size adaptation; a datapoint whose chains
+all start there gets ``log_evidence = -inf`` with ``stderr = inf``. A start whose log weight is
+NaN or ``+inf`` is an error. Proposals with a NaN or infinite density are rejected (for the
+uncorrected moves: the chain's weight becomes zero), as divergences.
 
 References:
     [1] Neal (2001), Annealed importance sampling. Statistics and Computing 11.
@@ -61,7 +67,7 @@ from torch.distributions import biject_to
 from torch.distributions.transforms import ComposeTransform, IndependentTransform
 from tqdm.auto import tqdm
 
-from ..checks import check_int
+from ..checks import check_int, check_number
 from ..weights import (
     PARTICLE_PLATE,
     PairStructure,
@@ -70,6 +76,8 @@ from ..weights import (
     sample_sites,
     check_finite_inputs,
     check_num_samples,
+    check_log_weights,
+    checked_log_weights,
     checked_pair,
     log_mean_exp,
     trace_log_density,
@@ -90,12 +98,15 @@ class AISResult:
 
     Attributes:
         log_evidence: ``[batch]`` ``log mean_k w_k`` in nats, an estimate of ``log p(x)``
-            (a stochastic lower bound).
-        stderr: ``[batch]`` delta-method standard error of ``log_evidence``.
+            (a stochastic lower bound; exact for a pair without latent sites).
+        stderr: ``[batch]`` delta-method standard error of ``log_evidence``; 0 for a pair
+            without latent sites, ``inf`` where every chain has weight zero.
         log_weights: ``[num_chains, batch]`` the chains' log AIS weights.
         acceptance_rate: ``[batch]`` mean Metropolis acceptance probability over transitions
-            and chains (for the uncorrected moves: of the ratio they would have been tested on).
-        step_size: ``[batch]`` the adapted leapfrog step sizes at the end of annealing.
+            and chains (for the uncorrected moves: of the ratio they would have been tested on);
+            None when no transition was made (``num_steps=1``, or no latent site).
+        step_size: ``[batch]`` the adapted leapfrog step sizes at the end of annealing (the
+            initial ones when no transition was made).
         subsample: ``[batch]`` indices of the datapoints scored when the model subsamples its
             ``"data"`` plate (one subsample for every chain and step), else None.
     """
@@ -103,17 +114,20 @@ class AISResult:
     log_evidence: torch.Tensor
     stderr: torch.Tensor
     log_weights: torch.Tensor
-    acceptance_rate: torch.Tensor
+    acceptance_rate: torch.Tensor | None
     step_size: torch.Tensor
     subsample: torch.Tensor | None = None
 
     def to_dict(self) -> dict:
-        """JSON-ready means over the datapoints."""
+        """JSON-ready means over the datapoints (``acceptance_rate_mean`` None when no
+        transition was made)."""
+        acceptance = self.acceptance_rate
         return {
             "log_evidence_mean": float(self.log_evidence.double().mean()),
             "stderr_mean": float(self.stderr.double().mean()),
             "num_chains": self.log_weights.shape[0],
-            "acceptance_rate_mean": float(self.acceptance_rate.double().mean()),
+            "acceptance_rate_mean": None if acceptance is None else float(
+                acceptance.double().mean()),
             "step_size_median": float(self.step_size.double().median()),
         }
 
@@ -124,9 +138,10 @@ def annealing_schedule(num_steps: int, kind: str = "sigmoid", sharpness: float =
 
     ``"linear"``: ``beta_t = t / T``. ``"sigmoid"`` [2]: ``s_t = sigmoid(sharpness (2 t / T - 1))``
     rescaled to run from 0 to 1, which spends more steps near both ends of the path, where
-    the intermediate densities change fastest.
+    the intermediate densities change fastest (``sharpness > 0``; larger is more so).
     """
     check_int(num_steps, "num_steps")
+    check_number(sharpness, "sharpness", positive=True)
     if kind not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {kind!r}")
     t = torch.linspace(0.0, 1.0, num_steps + 1, dtype=torch.float64)
@@ -331,7 +346,9 @@ def _transition(path, state, beta, eps, num_leapfrog, adjusted):
 
 
 def _check_options(num_chains, num_steps, transition, step_size, num_leapfrog, start,
-                   target_accept, adapt_rate, chunk_size, schedule):
+                   target_accept, adapt_rate, chunk_size, schedule) -> torch.Tensor:
+    """Check every option before any work; returns the inverse temperatures ``[T + 1]``
+    (float64, on the CPU)."""
     check_int(num_chains, "num_chains", 2)  # two chains at least, for a standard error
     check_int(num_steps, "num_steps")
     check_num_samples(num_chains, chunk_size)  # names chunk_size when it is bad
@@ -341,25 +358,35 @@ def _check_options(num_chains, num_steps, transition, step_size, num_leapfrog, s
         raise ValueError(f"start must be 'guide' or 'prior', got {start!r}")
     check_int(num_leapfrog, "num_leapfrog")
     if torch.is_tensor(step_size):
-        if not bool((step_size > 0).all()) or not bool(torch.isfinite(step_size).all()):
-            raise ValueError("step_size must be positive and finite")
-    elif not (isinstance(step_size, (int, float)) and 0 < step_size < math.inf):
-        raise ValueError(f"step_size must be a positive number, got {step_size!r}")
-    if target_accept is not None and not 0 < target_accept < 1:
-        raise ValueError(f"target_accept must lie in (0, 1), got {target_accept!r}")
-    if not adapt_rate >= 0:
-        raise ValueError(f"adapt_rate must be >= 0, got {adapt_rate!r}")
-    if isinstance(schedule, str) and schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES} or a sequence, got {schedule!r}")
+        if not step_size.is_floating_point() or not bool((step_size > 0).all()) or not bool(
+                torch.isfinite(step_size).all()):
+            raise ValueError(f"step_size must be a tensor of positive finite floats, got "
+                             f"{step_size!r}")
+    else:
+        check_number(step_size, "step_size", positive=True)
+    if target_accept is not None:
+        check_number(target_accept, "target_accept")
+        if not 0 < target_accept < 1:
+            raise ValueError(f"target_accept must lie in (0, 1), got {target_accept!r}")
+    check_number(adapt_rate, "adapt_rate", minimum=0)
+    return _betas(schedule, num_steps)
 
 
-def _betas(schedule, num_steps, dtype, device) -> torch.Tensor:
+def _betas(schedule, num_steps) -> torch.Tensor:
+    """``annealing_schedule(num_steps, schedule)`` or the checked sequence, float64 ``[T + 1]``."""
     if isinstance(schedule, str):
-        return annealing_schedule(num_steps, schedule, dtype=dtype, device=device)
-    betas = torch.as_tensor(schedule, dtype=dtype, device=device).flatten()
-    if betas.numel() < 2 or float(betas[0]) != 0.0 or float(betas[-1]) != 1.0 or bool(
-            (betas[1:] <= betas[:-1]).any()):
-        raise ValueError("a schedule sequence must increase strictly from 0 to 1")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES} or a sequence, got "
+                             f"{schedule!r}")
+        return annealing_schedule(num_steps, schedule)
+    message = f"a schedule sequence must increase strictly from 0 to 1, got {schedule!r}"
+    try:
+        betas = torch.as_tensor(schedule, dtype=torch.float64).flatten()
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(message) from error
+    if betas.numel() < 2 or not bool(torch.isfinite(betas).all()) or float(betas[0]) != 0.0 \
+            or float(betas[-1]) != 1.0 or bool((betas[1:] <= betas[:-1]).any()):
+        raise ValueError(message)
     return betas
 
 
@@ -396,28 +423,35 @@ def ais_log_evidence(
             constrained ones move in the unconstrained space of ``biject_to``). ``guide`` may be
             None with ``start="prior"``. ``*args``/``**kwargs`` go to both.
         num_chains: K, independent chains per datapoint (the particle dim of the weights).
-        num_steps: T, number of intermediate densities; T = 1 is plain importance sampling.
+        num_steps: T, number of intermediate densities; T = 1 is plain importance sampling
+            (no transition).
         transition: ``"hmc"``, ``"mala"`` (Metropolis-adjusted), ``"uha"`` or ``"ula"``
             (uncorrected, weights carry the correction).
-        step_size: initial leapfrog step size, a float or ``[batch]`` tensor.
+        step_size: initial leapfrog step size, a positive float or ``[batch]`` tensor.
         num_leapfrog: leapfrog steps per transition for ``"hmc"`` and ``"uha"`` (the Langevin
             variants take one).
         start: ``"guide"`` (``pi_0 = q(z | x)``) or ``"prior"`` (``pi_0 = p(z)``).
         schedule: ``"sigmoid"``, ``"linear"`` or an explicit increasing sequence from 0 to 1
             (then ``num_steps`` is ignored).
-        target_accept: acceptance probability the step size is adapted to (default per
-            transition: 0.65 for HMC, 0.574 for Langevin).
-        adapt_rate: ``log eps += adapt_rate * (mean acceptance - target)`` after every move;
-            0 keeps ``step_size`` fixed (and the estimate exactly unbiased).
+        target_accept: acceptance probability in (0, 1) the step size is adapted to (default
+            per transition: 0.65 for HMC, 0.574 for Langevin, 0.9 uncorrected).
+        adapt_rate: ``log eps += adapt_rate * (mean acceptance - target)`` after every move,
+            the mean over the chains of nonzero weight; a finite number ``>= 0``, 0 keeps
+            ``step_size`` fixed (and the estimate exactly unbiased).
         chunk_size: at most this many chains at once (chunks adapt their step sizes apart).
         progress: show a tqdm bar over the annealing steps.
 
     Returns:
         :class:`AISResult` with ``log_evidence`` and ``stderr`` ``[batch]`` and
-        ``log_weights`` ``[num_chains, batch]`` in nats.
+        ``log_weights`` ``[num_chains, batch]`` in nats. For a pair without latent sites
+        every chain's weight is ``log p(x)`` (exact, ``stderr`` 0, no transition).
+
+    Raises:
+        ValueError: a bad option, or chains whose initial log weights are NaN or ``+inf``
+            (naming the datapoints).
     """
-    _check_options(num_chains, num_steps, transition, step_size, num_leapfrog, start,
-                   target_accept, adapt_rate, chunk_size, schedule)
+    schedule_betas = _check_options(num_chains, num_steps, transition, step_size, num_leapfrog,
+                                    start, target_accept, adapt_rate, chunk_size, schedule)
     check_finite_inputs(args, kwargs)
     if start == "prior":
         guide = _prior_as_guide(model)
@@ -431,6 +465,9 @@ def ais_log_evidence(
             f"step_size must be a number or a tensor of shape [batch] = "
             f"[{structure.batch_size}], got shape {list(step_size.shape)}"
         )
+    if not structure.model_latents:
+        return _no_latents(model, guide, args, kwargs, num_chains, chunk_size, structure,
+                           step_size)
     target = DEFAULT_TARGET_ACCEPT[transition] if target_accept is None else target_accept
     leapfrogs = num_leapfrog if transition in ("hmc", "uha") else 1
     adjusted = transition in ("hmc", "mala")
@@ -442,14 +479,16 @@ def ais_log_evidence(
     # inspect_pair validated the pair once; the many conditioned passes skip the checks.
     with torch.no_grad(), pyro.validation_enabled(False):
         for size in sizes:
-            model_trace, guide_trace = vectorized_traces(
+            _, guide_trace = vectorized_traces(
                 model, guide, args, kwargs, size, structure.max_plate_nesting + 1
             )
             path = _AnnealingPath(model, guide, args, kwargs, structure, guide_trace)
             state = path.evaluate(path.flatten(guide_trace))
             flat = state["u"]
+            check_log_weights(state["log_joint"] - state["log_q"],
+                              "ais_log_evidence: the chains' initial log weights")
             if bar is None:
-                betas = _betas(schedule, num_steps, flat.dtype, flat.device)
+                betas = schedule_betas.to(dtype=flat.dtype, device=flat.device)
                 bar = tqdm(total=len(sizes) * (len(betas) - 1), desc="AIS", disable=not progress)
             eps = torch.as_tensor(step_size, dtype=flat.dtype, device=flat.device)
             eps = eps.expand(structure.batch_size).clone()
@@ -466,17 +505,20 @@ def ais_log_evidence(
                 )
                 if not adjusted:
                     log_w = log_w + log_ratio  # -inf for a diverged move: the chain is lost
-                rate = accept_prob.mean(0)  # [batch]
-                accept_sum = accept_sum + rate
-                eps = eps * torch.exp(adapt_rate * (rate - target))
+                accept_sum = accept_sum + accept_prob.mean(0)  # [batch]
+                # adapt to the chains of nonzero weight: the others never move
+                live = log_w > -math.inf  # [K, batch]
+                num_live = live.sum(0)
+                live_rate = (accept_prob * live).sum(0) / num_live.clamp(min=1)
+                adapted = eps * torch.exp(adapt_rate * (live_rate - target))
+                eps = torch.where(num_live > 0, adapted, eps)
             log_weights.append(log_w)
             accept_sums = accept_sums + accept_sum * size
             steps.append(eps)
     bar.close()
     log_w = torch.cat(log_weights)  # [num_chains, batch]
-    num_moves = max(len(betas) - 2, 0)
-    acceptance = accept_sums / (num_chains * num_moves) if num_moves else torch.full_like(
-        eps, math.nan)
+    num_moves = len(betas) - 2
+    acceptance = accept_sums / (num_chains * num_moves) if num_moves else None
     return AISResult(
         log_evidence=log_mean_exp(log_w, 0),
         stderr=_delta_method_stderr(log_w),
@@ -487,8 +529,26 @@ def ais_log_evidence(
     )
 
 
+def _no_latents(model, guide, args, kwargs, num_chains, chunk_size, structure,
+                step_size) -> AISResult:
+    """The exact result for a pair without latent sites: every weight is ``log p(x)``."""
+    log_w = checked_log_weights(model, guide, args, kwargs, num_chains, chunk_size, structure)
+    log_evidence = log_w[0]  # [batch]
+    eps = torch.as_tensor(step_size, dtype=log_w.dtype, device=log_w.device)
+    return AISResult(
+        log_evidence=log_evidence,
+        stderr=torch.zeros_like(log_evidence),
+        log_weights=log_w,
+        acceptance_rate=None,
+        step_size=eps.expand(structure.batch_size).clone(),
+        subsample=structure.data_subsample,
+    )
+
+
 def _delta_method_stderr(log_w: torch.Tensor) -> torch.Tensor:
-    """``sd(w) / (sqrt(K) mean(w))`` per column of ``log_w: [K, batch]`` -> ``[batch]``."""
-    shifted = (log_w - log_w.max(0).values).exp()  # [K, batch], in [0, 1]
-    mean = shifted.mean(0)
-    return shifted.std(0) / (math.sqrt(log_w.shape[0]) * mean)
+    """``sd(w) / (sqrt(K) mean(w))`` per column of ``log_w: [K, batch]`` -> ``[batch]``;
+    ``inf`` for a column of zero weights only."""
+    top = log_w.max(0).values  # [batch]
+    shifted = (log_w - top).exp()  # [K, batch], in [0, 1]; NaN in a column of -inf
+    stderr = shifted.std(0) / (math.sqrt(log_w.shape[0]) * shifted.mean(0))
+    return torch.where(top > -math.inf, stderr, torch.full_like(stderr, math.inf))

@@ -36,6 +36,8 @@ import math
 import numpy as np
 import torch
 
+from ..checks import check_int
+
 
 def _vector(values, name: str) -> np.ndarray:
     array = values.detach().cpu().double().numpy() if torch.is_tensor(values) else \
@@ -106,13 +108,15 @@ def typicality_scores(log_p: torch.Tensor, reference_log_p: torch.Tensor,
         log_p: ``[n]``, scored in consecutive groups of ``group_size`` (a trailing partial
             group is dropped).
         reference_log_p: ``[m]`` of held-out inliers; ``H = -mean(reference_log_p)``.
+        group_size: a positive integer ``<= n``.
 
     Returns:
         ``[n // group_size]``: ``| -mean(log_p of the group) - H |``.
     """
     _log_densities(log_p, "log_p")
     _log_densities(reference_log_p, "reference_log_p")
-    if group_size < 1 or log_p.shape[0] < group_size:
+    check_int(group_size, "group_size")
+    if log_p.shape[0] < group_size:
         raise ValueError(f"need log_p [n] with n >= group_size >= 1, got {list(log_p.shape)} "
                          f"and group_size={group_size}")
     entropy = -reference_log_p.mean()

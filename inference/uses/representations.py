@@ -16,7 +16,8 @@ from pyro import poutine
 from pyro.distributions import Independent, Normal
 from torch.distributions import kl_divergence
 
-from ..checks import check_finite_tensor, check_program
+from ..checks import check_finite_tensor, check_int, check_program
+from ..pair_check import DATA_PLATE, data_frame
 from ..weights import (
     trace_pair,
     check_finite_inputs,
@@ -49,17 +50,28 @@ def kl_per_dimension(model: Callable, guide: Callable, *args, site: str = "z",
                      **kwargs) -> torch.Tensor:
     """Analytic ``KL(q(z_j | x) || p(z_j))`` per latent dimension, averaged over the batch.
 
-    Needs diagonal Normal prior and guide at ``site`` (value ``[batch, latent_dim]``).
+    Needs diagonal Normal prior and guide at ``site``, whose value is ``[batch, latent_dim]``
+    with ``batch`` the dim of ``pyro.plate("data")``, or ``[batch]`` for a latent of one
+    dimension (``latent_dim = 1``); other shapes raise ``ValueError``.
 
     Returns:
         ``[latent_dim]`` in nats; dimensions near zero carry no information (collapsed).
     """
     model_trace, guide_trace = _latent_pair(model, guide, site, args, kwargs)
-    q = _base_normal(guide_trace.nodes[site]["fn"])
+    node = guide_trace.nodes[site]
+    value, frame = node["value"], data_frame(node)
+    # position of the data dim in the value (batch dims, then event dims)
+    if frame is None or value.dim() not in (1, 2) or \
+            value.dim() - node["fn"].event_dim + frame.dim != 0:
+        where = "outside" if frame is None else "in"
+        raise ValueError(
+            f"kl_per_dimension: site '{site}' {where} pyro.plate('{DATA_PLATE}') has value "
+            f"shape {list(value.shape)}; expected [batch, latent_dim] (or [batch] for a "
+            f"one-dimensional latent) with batch the dim of pyro.plate('{DATA_PLATE}')")
+    q = _base_normal(node["fn"])
     p = _base_normal(model_trace.nodes[site]["fn"])
-    kl = kl_divergence(q, p)  # [batch, latent_dim] after broadcasting
-    value = guide_trace.nodes[site]["value"]
-    return kl.expand(value.shape).reshape(-1, value.shape[-1]).mean(0)
+    kl = kl_divergence(q, p).expand(value.shape)  # [batch, latent_dim] or [batch]
+    return kl.reshape(value.shape[0], -1).mean(0)
 
 
 def posterior_means(guide: Callable, *args, site: str = "z", **kwargs) -> torch.Tensor:
@@ -99,14 +111,25 @@ def expected_log_likelihood(model: Callable, guide: Callable, *args, num_samples
     """Reconstruction term ``E_q[log p(x | z)]`` per datapoint, ``[batch]`` in nats.
 
     Computed from the observed sites of the model's trace, averaged over ``num_samples``
-    draws of ``z ~ q(z | x)``.
+    (a positive integer) draws of ``z ~ q(z | x)``; ``-inf`` where a draw gives the data
+    density zero, ``ValueError`` naming the datapoints where it is NaN or ``+inf``.
     """
+    check_int(num_samples, "num_samples")
     check_finite_inputs(args, kwargs)
     structure = inspect_pair(model, guide, args, kwargs)
     with poutine.block(), torch.no_grad():
         model_trace, _ = vectorized_traces(model, guide, args, kwargs, num_samples,
                                            structure.max_plate_nesting + 1)
-        return trace_log_density(model_trace, structure, num_samples, observed=True).mean(0)
+        log_lik = trace_log_density(model_trace, structure, num_samples, observed=True)
+    if not torch.is_tensor(log_lik):
+        raise ValueError("expected_log_likelihood: the model has no observed site")
+    log_lik = log_lik.expand(num_samples, structure.batch_size)  # [num_samples, batch]
+    for bad, what in ((torch.isnan(log_lik).any(0), "NaN"),
+                      (torch.isposinf(log_lik).any(0), "+inf")):
+        if bad.any():
+            raise ValueError(f"expected_log_likelihood: log p(x | z) is {what} for datapoints "
+                             f"{bad.nonzero().flatten().tolist()[:10]}")
+    return log_lik.mean(0)
 
 
 def probe_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor,

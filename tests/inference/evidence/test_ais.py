@@ -152,7 +152,9 @@ def test_one_step_is_importance_sampling():
     pyro.set_rng_seed(7)
     weights = log_importance_weights(model.model, model.guide, x, num_samples=5)
     torch.testing.assert_close(result.log_weights, weights, atol=1e-12, rtol=0)
-    assert bool(result.acceptance_rate.isnan().all())
+    # no transition: no acceptance rate, and the step sizes stay as given
+    assert result.acceptance_rate is None and result.to_dict()["acceptance_rate_mean"] is None
+    assert bool((result.step_size == 0.1).all())
 
 
 def test_annealing_schedule():
@@ -169,6 +171,10 @@ def test_annealing_schedule():
         annealing_schedule(10, "cosine")
     with pytest.raises(ValueError, match="num_steps must be a positive integer"):
         annealing_schedule(0)
+    # sharpness 0 would make every intermediate beta 0 / 0
+    for sharpness in (0.0, -1.0, math.nan, "4"):
+        with pytest.raises(ValueError, match="sharpness must be"):
+            annealing_schedule(10, sharpness=sharpness)
 
 
 def test_explicit_schedule_sequence():
@@ -177,8 +183,9 @@ def test_explicit_schedule_sequence():
     result = ais_log_evidence(model.model, model.exact_guide, x, num_chains=2,
                               schedule=[0.0, 0.1, 0.5, 1.0])
     assert float((result.log_weights - model.log_marginal(x).detach()).abs().max()) < 1e-9
-    with pytest.raises(ValueError, match="increase strictly from 0 to 1"):
-        ais_log_evidence(model.model, model.guide, x, schedule=[0.0, 0.7, 0.5, 1.0])
+    for schedule in ([0.0, 0.7, 0.5, 1.0], [0.0, math.nan, 1.0], ["a", "b"], 3, [0.0]):
+        with pytest.raises(ValueError, match="increase strictly from 0 to 1"):
+            ais_log_evidence(model.model, model.guide, x, schedule=schedule)
 
 
 def test_bad_input():
@@ -189,9 +196,25 @@ def test_bad_input():
         ({"num_steps": 0}, "num_steps must be a positive integer"),
         ({"transition": "nuts"}, "transition must be one of"),
         ({"start": "posterior"}, "start must be 'guide' or 'prior'"),
-        ({"step_size": -0.1}, "step_size must be a positive number"),
+        ({"num_steps": 2.0}, "num_steps must be a positive integer"),
+        ({"step_size": -0.1}, "step_size must be > 0"),
+        ({"step_size": True}, "step_size must be a finite number"),
+        ({"step_size": math.inf}, "step_size must be a finite number"),
+        ({"step_size": "0.1"}, "step_size must be a finite number"),
+        ({"step_size": torch.tensor([0.1, math.nan, 0.1])}, "step_size must be a tensor of "
+                                                              "positive finite floats"),
+        ({"step_size": torch.tensor([True, True, True])}, "step_size must be a tensor of "
+                                                            "positive finite floats"),
         ({"num_leapfrog": 0}, "num_leapfrog must be a positive integer"),
+        ({"num_leapfrog": True}, "num_leapfrog must be a positive integer"),
         ({"target_accept": 1.5}, "target_accept must lie in"),
+        ({"target_accept": math.nan}, "target_accept must be a finite number"),
+        ({"target_accept": "0.5"}, "target_accept must be a finite number"),
+        ({"adapt_rate": "x"}, "adapt_rate must be a finite number"),
+        ({"adapt_rate": math.inf}, "adapt_rate must be a finite number"),
+        ({"adapt_rate": True}, "adapt_rate must be a finite number"),
+        ({"adapt_rate": -0.1}, "adapt_rate must be >= 0"),
+        ({"schedule": "cosine"}, "schedule must be one of"),
         ({"chunk_size": 0}, "chunk_size must be a positive integer"),
     ]
     for options, message in cases:
@@ -208,6 +231,158 @@ def test_bad_input():
         ais_log_evidence(model.model, model.guide, bad)
     with pytest.raises(ValueError, match=r"shape \[batch, 4\]"):
         ais_log_evidence(model.model, model.guide, x[:, :3])
+
+
+def _poisson_pair(guide_scale=1.0):
+    """Gamma(2, 1) rates of Poisson counts; a Normal guide around y + 1 (negative draws)."""
+
+    def model(y):
+        with pyro.plate("data", y.shape[0]):
+            rate = pyro.sample("rate", dist.Gamma(y.new_tensor(2.0), 1.0))
+            pyro.sample("y", dist.Poisson(rate), obs=y)
+
+    def guide(y):
+        with pyro.plate("data", y.shape[0]):
+            pyro.sample("rate", dist.Normal(y + 1, guide_scale))
+
+    return model, guide
+
+
+def test_nan_initial_weights_are_refused_by_datapoint():
+    # A Normal guide for a Gamma latent draws negative rates for datapoint 0 (guide N(1, 1)),
+    # where the Gamma's log density is NaN: iwae_bound refuses, and so must AIS, naming the
+    # datapoint, instead of returning NaN.
+    model, guide = _poisson_pair()
+    y = torch.tensor([0.0, 30.0, 40.0])
+    pyro.set_rng_seed(0)
+    with pytest.raises(ValueError, match=r"initial log weights are NaN for datapoints \[0\]"):
+        ais_log_evidence(model, guide, y, num_chains=64, num_steps=20)
+    pyro.set_rng_seed(0)
+    with pytest.raises(ValueError, match=r"importance weights are NaN for datapoints \[0\]"):
+        iwae_bound(model, guide, y, num_samples=64)
+
+    # a NaN parameter of the model for one datapoint, and a guide with a negative scale,
+    # with Pyro's validation (which would catch both earlier) off
+    shift = torch.tensor([0.0, math.nan, 0.0])
+
+    def nan_model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_tensor(0.0), 1.0))
+            pyro.sample("x", dist.Normal(z + shift, 1.0), obs=x)
+
+    def plain_model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_tensor(0.0), 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide_z(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(x.new_tensor(0.0), 1.0))
+
+    def negative_scale_guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(x.new_tensor(0.0), x.new_tensor([1.0, 1.0, -1.0])))
+
+    x = torch.tensor([-1.0, 0.3, 2.5])
+    with pyro.validation_enabled(False):
+        with pytest.raises(ValueError, match=r"initial log weights are NaN for datapoints \[1\]"):
+            ais_log_evidence(nan_model, guide_z, x, num_steps=5)
+        with pytest.raises(ValueError, match=r"initial log weights are NaN for datapoints \[2\]"):
+            ais_log_evidence(plain_model, negative_scale_guide, x, num_steps=5)
+
+
+def test_infinite_initial_weights_are_refused():
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_tensor(0.0), 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+            pyro.factor("bug", x.new_tensor([0.0, math.inf]))
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(x.new_tensor(0.0), 1.0))
+
+    with pytest.raises(ValueError, match=r"initial log weights are \+inf for datapoints \[1\]"):
+        ais_log_evidence(model, guide, torch.zeros(2), num_steps=5)
+
+
+def _uniform_pair(guide_loc=None, guide_scale=0.2):
+    """z ~ Uniform(0, 1), x ~ N(z, 0.1); a Normal guide (at ``guide_loc``, else at x) whose
+    draws may fall outside (0, 1), where the model's density is zero."""
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Uniform(x.new_tensor(0.0), 1.0))
+            pyro.sample("x", dist.Normal(z, 0.1), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(x if guide_loc is None else guide_loc + 0 * x,
+                                         guide_scale))
+
+    return model, guide
+
+
+def test_starts_outside_the_support_have_weight_zero():
+    # About 40% of the draws of the guide N(x, 0.2) fall outside (0, 1): those chains have
+    # log weight -inf (weight zero, legitimate, as for an importance weight), never NaN, and
+    # the others still find p(x) = Phi((1 - x) / 0.1) - Phi(-x / 0.1).
+    model, guide = _uniform_pair()
+    x = torch.tensor([0.05, 0.95], dtype=torch.float64)
+    normal = torch.distributions.Normal(torch.zeros((), dtype=torch.float64), 1.0)
+    exact = (normal.cdf((1 - x) / 0.1) - normal.cdf(-x / 0.1)).log()
+    pyro.set_rng_seed(3)
+    result = ais_log_evidence(model, guide, x, num_chains=64, num_steps=50)
+    assert not bool(result.log_weights.isnan().any())
+    dead = (result.log_weights == -math.inf).sum(0)
+    assert bool((dead >= 5).all()) and bool((dead <= 40).all()), dead
+    assert bool(torch.isfinite(result.log_evidence).all())
+    assert bool(torch.isfinite(result.stderr).all()) and bool((result.stderr > 0).all())
+    assert float(((result.log_evidence - exact) / result.stderr).abs().max()) < 3, (
+        result.log_evidence, exact, result.stderr)
+    # the step size adapts to the live chains only: adapting to all of them, of which 40%
+    # never move, would drive the mean acceptance to 0.65 by shrinking the step size towards
+    # 0 (to about 0.01 here, against 0.035)
+    assert bool((result.step_size > 0.02).all()), result.step_size
+    assert bool((result.acceptance_rate > 0).all()) and bool((result.acceptance_rate < 1).all())
+
+
+def test_all_chains_outside_the_support():
+    # Every draw of a guide at 5 lies outside (0, 1): weight zero for every chain, so the
+    # estimate of log p(x) is -inf with an infinite standard error, not NaN; no chain moves
+    # and the step size stays as given.
+    model, guide = _uniform_pair(guide_loc=5.0)
+    x = torch.tensor([0.3, 0.6], dtype=torch.float64)
+    for transition in ("hmc", "uha"):
+        result = ais_log_evidence(model, guide, x, num_chains=4, num_steps=5,
+                                  transition=transition)
+        assert bool((result.log_weights == -math.inf).all())
+        assert bool((result.log_evidence == -math.inf).all())
+        assert bool((result.stderr == math.inf).all())
+        assert bool((result.acceptance_rate == 0).all())
+        assert bool((result.step_size == 0.1).all())
+
+
+@pytest.mark.parametrize("start", ["guide", "prior"])
+def test_pair_without_latents_is_exact(start):
+    # Nothing to anneal: every chain's weight is log p(x), here a Normal log density.
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(x.new_tensor(0.5), 2.1), obs=x)
+
+    def empty_guide(x):
+        pass
+
+    x = torch.tensor([-1.0, 0.3, 2.5, 4.0], dtype=torch.float64)
+    exact = torch.distributions.Normal(torch.tensor(0.5, dtype=torch.float64), 2.1).log_prob(x)
+    result = ais_log_evidence(model, empty_guide if start == "guide" else None, x,
+                              num_chains=3, num_steps=4, start=start, chunk_size=2)
+    torch.testing.assert_close(result.log_evidence, exact, atol=1e-12, rtol=0)
+    assert result.log_weights.shape == (3, 4)
+    torch.testing.assert_close(result.log_weights, exact.expand(3, 4), atol=1e-12, rtol=0)
+    assert bool((result.stderr == 0).all())
+    assert result.acceptance_rate is None
+    assert result.step_size.shape == (4,) and bool((result.step_size == 0.1).all())
 
 
 def test_discrete_latent_is_rejected():

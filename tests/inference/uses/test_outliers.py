@@ -51,6 +51,9 @@ def test_scores_by_hand():
         likelihood_ratio_scores(log_p, background[:2])
     with pytest.raises(ValueError, match="group_size"):
         typicality_scores(log_p, reference, group_size=5)
+    for bad in (0, 1.5, 2.0, True, "2"):
+        with pytest.raises(ValueError, match="group_size must be a positive integer"):
+            typicality_scores(log_p, reference, group_size=bad)
 
 
 def test_scores_refuse_nan_and_non_tensors_by_name():
