@@ -56,7 +56,8 @@ MAX_LATENT_BITS = 16
 
 
 def _check_latent_bits(latent_bits: int) -> None:
-    if not isinstance(latent_bits, int) or not 1 <= latent_bits <= MAX_LATENT_BITS:
+    if (not isinstance(latent_bits, int) or isinstance(latent_bits, bool)
+            or not 1 <= latent_bits <= MAX_LATENT_BITS):
         raise ValueError(f"latent_bits must be an int in 1..{MAX_LATENT_BITS}, got {latent_bits!r}")
 
 
@@ -103,6 +104,9 @@ class _Tables:
 
 
 def _check_images(images: torch.Tensor, image_shape) -> None:
+    if not torch.is_tensor(images):
+        raise TypeError(f"images must be a tensor [batch, {', '.join(map(str, image_shape))}], "
+                        f"got {type(images).__name__}")
     if images.dim() != 4 or tuple(images.shape[1:]) != tuple(image_shape):
         raise ValueError(f"images must be [batch, {', '.join(map(str, image_shape))}], got "
                          f"{list(images.shape)}")

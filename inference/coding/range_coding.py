@@ -314,16 +314,27 @@ def encode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor],
         pixel position by position (all images of the batch at each position), the order
         :func:`decode_images` reads them in.
     """
-    if symbols.dim() != 4 or symbols.dtype != torch.long:
-        raise ValueError(f"symbols must be int64 [batch, C, H, W], got {symbols.dtype} "
-                         f"{list(symbols.shape)}")
+    if not torch.is_tensor(symbols):
+        raise TypeError(f"symbols must be an int64 tensor [batch, C, H, W], got "
+                        f"{type(symbols).__name__}")
+    if symbols.dim() != 4 or symbols.dtype != torch.long or not all(symbols.shape):
+        raise ValueError(f"symbols must be int64 [batch, C, H, W] with no empty dim, got "
+                         f"{symbols.dtype} {list(symbols.shape)}")
     with torch.no_grad():
         probs = pixel_probs(symbols)
     _check_pixel_tables(probs, symbols)
     order = symbols.permute(2, 3, 1, 0).reshape(-1)  # [H * W * C * batch], raster order
     tables = probs.permute(2, 3, 1, 0, 4).reshape(order.shape[0], -1)  # [..., V]
     _check_tables(order, tables)
-    return pack_stream(KIND_IMAGES, len(symbols), order.numel(), _encode_raw(order, tables))
+    return pack_stream(KIND_IMAGES, len(symbols), order.numel(), _encode_raw(order, tables),
+                       extra=_shape_tag(symbols.shape[1:]))
+
+
+def _shape_tag(image_shape) -> int:
+    """A 16-bit tag of ``(C, H, W)``, in the images stream's header so that decoding with
+    another shape of the same pixel count is refused; never 0 (streams written before the tag
+    carry 0, and are read without the check)."""
+    return zlib.crc32(struct.pack("<3Q", *image_shape)) % 0xFFFF + 1
 
 
 def decode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor], data: bytes,
@@ -338,11 +349,13 @@ def decode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor], data: byt
             or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1
                        for d in image_shape)):
         raise ValueError(f"image_shape must be three positive ints (C, H, W), got {image_shape!r}")
-    batch, num_symbols, _, payload = unpack_stream(data, KIND_IMAGES)
+    batch, num_symbols, tag, payload = unpack_stream(data, KIND_IMAGES)
     channels, height, width = image_shape
-    if batch * channels * height * width != num_symbols:
-        raise ValueError(f"compressed images: the stream holds {num_symbols} pixels, not "
-                         f"{batch} images of shape {tuple(image_shape)}: wrong image_shape?")
+    if batch * channels * height * width != num_symbols or tag not in (0, _shape_tag(
+            image_shape)):
+        raise ValueError(f"compressed images: the stream holds {batch} images of "
+                         f"{num_symbols // max(batch, 1)} pixels coded with another shape than "
+                         f"{tuple(image_shape)}: wrong image_shape?")
     canvas = torch.zeros(batch, channels, height, width, dtype=torch.long, device=device)
     positions = [(i, j, c) for i in range(height) for j in range(width) for c in range(channels)]
 

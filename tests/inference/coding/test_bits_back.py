@@ -82,3 +82,11 @@ def test_bad_input_is_refused_with_a_reason():
     gaussian = VAE((1, 4, 4), latent_dim=2, hidden=(4,), likelihood="gaussian-fixed")
     with pytest.raises(ValueError, match="Bernoulli"):
         bits_back_encode(gaussian, torch.zeros(2, 1, 4, 4))
+
+
+def test_bad_arguments_are_named():
+    vae = VAE((1, 2, 2), latent_dim=1, hidden=(4,))
+    with pytest.raises(ValueError, match="latent_bits must be an int"):
+        bits_back_encode(vae, torch.zeros(1, 1, 2, 2), latent_bits=True)
+    with pytest.raises(TypeError, match="images must be a tensor"):
+        bits_back_encode(vae, [[[[0.0, 1.0], [1.0, 0.0]]]])

@@ -1,6 +1,8 @@
 """Range coding: bit-exact round trips and code lengths against the model's information."""
 
 import math
+import struct
+import zlib
 
 import pytest
 import torch
@@ -114,3 +116,35 @@ def test_encode_images_checks_shapes():
         encode_images(lambda s: s, torch.zeros(2, 1, 3, 3))
     with pytest.raises(ValueError, match="pixel_probs must return"):
         encode_images(lambda s: torch.ones(2, 2), torch.zeros(2, 1, 3, 3, dtype=torch.long))
+    with pytest.raises(TypeError, match="symbols must be an int64 tensor"):
+        encode_images(lambda s: s, [[[[0, 1]]]])
+    with pytest.raises(ValueError, match="no empty dim"):
+        encode_images(lambda s: s, torch.zeros(0, 1, 3, 3, dtype=torch.long))
+
+
+def _uniform_pixels(symbols):
+    return torch.full((*symbols.shape, 2), 0.5, dtype=torch.float64)
+
+
+def test_decoding_images_with_another_shape_of_as_many_pixels_is_refused():
+    # the header counts pixels; a shape-agnostic model decoded (4, 2, 2) from a (1, 4, 4)
+    # stream, moving every pixel
+    symbols = torch.zeros(1, 1, 4, 4, dtype=torch.long)
+    symbols[0, 0, 0, 1] = 1
+    data = encode_images(_uniform_pixels, symbols)
+    assert torch.equal(decode_images(_uniform_pixels, data, (1, 4, 4)), symbols)
+    for shape in ((4, 2, 2), (1, 2, 8)):
+        with pytest.raises(ValueError, match="coded with another shape"):
+            decode_images(_uniform_pixels, data, shape)
+
+
+def test_image_streams_without_a_shape_tag_still_decode():
+    # streams written before the shape tag carry 0 in its header field
+    symbols = torch.randint(0, 2, (2, 1, 3, 3), generator=torch.Generator().manual_seed(0))
+    data = encode_images(_uniform_pixels, symbols)
+    # header: magic (4 bytes), version, kind, the 16-bit field at bytes 6-7, ..., CRC32 last
+    head = data[:6] + b"\x00\x00" + data[8:STREAM_HEADER_BYTES - 4]
+    payload = data[STREAM_HEADER_BYTES:]
+    old = head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
+    assert old != data
+    assert torch.equal(decode_images(_uniform_pixels, old, (1, 3, 3)), symbols)
