@@ -45,17 +45,57 @@ from .pair_check import (  # noqa: F401  (re-exported: the shared trace machiner
     trace_pair,
 )
 
-def data_plate_scale(trace) -> float:
-    """The multiplier on the ``"data"`` plate's log densities in ``trace``.
+def _scalar_scale(scale) -> float | None:
+    """A site's scale as one float; None for a tensor scale whose entries differ."""
+    if torch.is_tensor(scale):
+        if scale.numel() and bool(scale.min() != scale.max()):
+            return None
+        return float(scale.reshape(-1)[0]) if scale.numel() else 1.0
+    return float(scale)
 
-    ``N / batch_size`` when the plate is subsampled or :func:`inference.fit` scales a
-    minibatch, else 1. Training objectives use it; evidence estimates never do.
+
+class UniformScale:
+    """The one scale that the sample sites of an importance-weighted objective share.
+
+    The per-datapoint IWAE bound is ``log mean_k w_k`` of *unscaled* densities, times the
+    data plate's ``N / batch_size`` (a subsample, or :func:`inference.fit`'s minibatch): a
+    site-specific factor (``poutine.scale`` on one site, per-datapoint weights,
+    :class:`inference.scale_latents`' KL warm-up) has no place in that bound, and is refused
+    naming the site rather than ignored. :meth:`add` each site in turn; :attr:`value` is the
+    shared factor (1.0 when no site was added).
     """
-    for site in sample_sites(trace):
-        if data_frame(site) is not None:
-            scale = site["scale"]
-            return float(scale.reshape(-1)[0]) if torch.is_tensor(scale) else float(scale)
-    return 1.0
+
+    def __init__(self, use: str):
+        self.use, self.value, self._first = use, None, None
+
+    def add(self, site) -> None:
+        scale = _scalar_scale(site["scale"])
+        if scale is not None and self.value is None:
+            self.value, self._first = scale, site["name"]
+        elif scale is None or not math.isclose(scale, self.value, rel_tol=1e-6):
+            found = ("a tensor of differing entries (per-datapoint weights)" if scale is None
+                     else f"{scale:g}, site '{self._first}' {self.value:g}")
+            raise ValueError(
+                f"{self.use}: site '{site['name']}' carries scale {found}; the "
+                "importance-weighted bound takes one factor for all sites (the data plate's "
+                "N / batch), so a poutine.scale on some sites, per-datapoint weights or "
+                "kl_warmup_epochs (which scales the latent sites) cannot enter it: use "
+                "loss='elbo' or 'meanfield' for those")
+
+    @property
+    def factor(self) -> float:
+        return 1.0 if self.value is None else self.value
+
+
+def uniform_scale(model_trace, guide_trace, use: str) -> float:
+    """:class:`UniformScale` of the ``"data"``-plate sample sites of both traces (model sites
+    and the guide's latent sites)."""
+    shared = UniformScale(use)
+    for trace, observed in ((model_trace, None), (guide_trace, False)):
+        for site in sample_sites(trace, observed=observed):
+            if data_frame(site) is not None:
+                shared.add(site)
+    return shared.factor
 
 
 def check_finite_inputs(args, kwargs) -> None:
@@ -293,7 +333,7 @@ def compiled_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: 
     with torch.random.fork_rng(devices=cuda):  # the graph then draws the same particles
         eager = vectorized_log_weights(model, guide, args, kwargs, num_particles, structure)
     compiled = graph(tensors, inputs)
-    gap, tolerance = _gap_to_eager(compiled, eager)
+    gap, tolerance = gap_to_eager(compiled, eager)
     if not gap <= tolerance:
         raise RuntimeError(
             f"compile=True: the compiled log weights differ from the eager ones by {gap:.3g} "
@@ -304,10 +344,10 @@ def compiled_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: 
     return compiled
 
 
-def _gap_to_eager(compiled, eager: torch.Tensor) -> tuple[float, float]:
-    """Largest difference of finite weights and its tolerance (1e-3 relative to the largest
-    weight); infinite when shapes or the -inf weights (draws outside the model's support)
-    differ."""
+def gap_to_eager(compiled, eager: torch.Tensor) -> tuple[float, float]:
+    """Largest difference of a compiled graph's finite outputs from the eager ones on the same
+    draws, and its tolerance (1e-3 relative to the largest); infinite when shapes or the
+    infinite entries (draws outside the model's support) differ."""
     if not torch.is_tensor(compiled) or compiled.shape != eager.shape:
         return math.inf, 0.0
     finite = torch.isfinite(eager)

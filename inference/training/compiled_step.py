@@ -30,6 +30,7 @@ import torch
 
 from ..checks import check_pair_arguments
 from .. import compiling
+from ..weights import gap_to_eager
 from .objectives import make_loss
 from .svi_step import (
     LEAN_LOSSES,
@@ -132,15 +133,45 @@ class CompiledSVIStep:
         return loss.detach(), grads
 
     def _graph(self, params, args, kwargs) -> Callable:
+        """The batch's graph; a new one is traced, compiled and checked against the eager
+        step. The passes that check the pair, trace and compare it run the pair without
+        training it: the module's buffers (batch-norm statistics) are put back after them."""
         key = (compiling.arguments_key(args, kwargs), compiling.handler_key(),
                compiling.module_key(self.module))
         graph = self._graphs.get(key)
         if graph is None:
+            buffers = {name: b.clone() for name, b in self.module.named_buffers()}
+            if not self._checked:
+                self._check(args, kwargs)
             names = [n for n, _ in self._named_params()]
             traced = compiling.trace_with_inputs(self.module, names, self._loss_and_grads,
                                                  params, args, kwargs)
-            graph = self._graphs[key] = compiling.compile_graph(traced, self.backend)
+            graph = compiling.compile_graph(traced, self.backend)
+            self._check_against_eager(graph, params, args, kwargs)
+            with torch.no_grad():
+                for name, buffer in self.module.named_buffers():
+                    buffer.copy_(buffers[name])
+            self._graphs[key] = graph
         return graph
+
+    def _check_against_eager(self, graph, params, args, kwargs) -> None:
+        """Run a new graph and the eager step on the same draws (the random state restored
+        after each); a loss beyond float rounding from the eager one means the trace froze
+        something that changes between calls (numpy's or Python's random numbers, a value
+        read outside torch): ``ValueError``."""
+        devices = sorted({p.device.index or 0 for p in params if p.is_cuda})
+        with torch.random.fork_rng(devices=devices):
+            eager, _ = self._loss_and_grads(params, args, kwargs)
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            compiled, _ = graph(params, compiling.tensor_leaves(args, kwargs))
+        gap, tolerance = gap_to_eager(compiled.reshape(1), eager.reshape(1))
+        if not gap <= tolerance:
+            raise ValueError(
+                f"a compiled step's loss differs from the eager step's by {gap:.3g} nats "
+                f"(tolerance {tolerance:.3g}) on the same draws: the trace froze something "
+                f"that changes between calls ({type(self.module).__name__}'s pair uses "
+                "numpy's or Python's random numbers, or values read outside torch); train "
+                "without compile")
 
     def loss_and_grads(self, *args, **kwargs) -> float:
         """The loss, with its gradient written to ``.grad`` of the module's parameters."""
@@ -148,8 +179,6 @@ class CompiledSVIStep:
 
     def _replay(self, args, kwargs) -> torch.Tensor:
         """Run the batch's graph: the loss (0-dim tensor), gradients written to ``.grad``."""
-        if not self._checked:
-            self._check(args, kwargs)
         params = [p for _, p in self._named_params()]
         graph = self._graph(params, args, kwargs)
         with torch.no_grad():

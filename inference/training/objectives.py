@@ -13,15 +13,18 @@ References:
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from pyro.distributions import Independent, MultivariateNormal
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
+from ..pair_check import PairError
 from ..weights import (
-    data_plate_scale,
     inspect_pair,
     log_mean_exp,
     trace_log_density,
+    uniform_scale,
     vectorized_traces,
 )
 
@@ -41,6 +44,14 @@ class IWAELoss:
 
     def _traces(self, model, guide, args, kwargs):
         structure = inspect_pair(model, guide, args, kwargs)
+        bad = [n for n in structure.non_reparameterized if n not in structure.auxiliary]
+        if bad:
+            raise PairError(
+                f"{type(self).__name__}: guide site '{bad[0]}' "
+                f"({structure.guide_families[bad[0]]}) is not reparameterized; the "
+                "importance-weighted objectives here follow pathwise gradients only and would "
+                "miss its score-function term. Use loss='elbo' (Trace_ELBO's score-function "
+                "estimator) for such guides")
         model_trace, guide_trace = vectorized_traces(
             model, guide, args, kwargs, self.num_particles, structure.max_plate_nesting + 1
         )
@@ -53,7 +64,8 @@ class IWAELoss:
             guide_trace, structure, k, observed=False
         )
         log_w = log_w.expand(k, structure.batch_size)
-        return data_plate_scale(model_trace) * log_mean_exp(log_w).sum()
+        scale = uniform_scale(model_trace, guide_trace, f"{type(self).__name__}")
+        return scale * log_mean_exp(log_w).sum()
 
     def loss(self, model, guide, *args, **kwargs) -> float:
         with torch.no_grad():
@@ -102,7 +114,9 @@ class DReGLoss(IWAELoss):
     get ``sum_k w~_k^2 (d log w_k / d z_k)(d z_k / d phi)``, where ``w~`` are the normalized
     weights and ``log q`` inside ``log w`` is scored with its parameters held fixed. This removes
     the score-function term whose signal-to-noise ratio decays with K (Rainforth et al. 2018).
-    The guide must be reparameterized. The reported loss is the same IWAE bound.
+    The guide must be reparameterized. The reported loss is the same IWAE bound. A parameter
+    both model and guide register is treated as a model parameter (the IWAE gradient, still
+    unbiased), with a warning.
     """
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
@@ -113,7 +127,7 @@ class DReGLoss(IWAELoss):
         log_q_fixed = trace_log_density(
             guide_trace, structure, k, observed=False, transform=detach_parameters
         )
-        scale = data_plate_scale(model_trace)
+        scale = uniform_scale(model_trace, guide_trace, "DReGLoss")
         log_w = (log_p - log_q).expand(k, structure.batch_size)
         normalized = torch.softmax(log_w.detach(), 0)
         model_surrogate = -scale * (normalized * log_w).sum()
@@ -121,6 +135,12 @@ class DReGLoss(IWAELoss):
         model_params = _param_leaves(model_trace)
         guide_params = [p for p in _param_leaves(guide_trace)
                         if all(p is not q for q in model_params)]
+        if len(guide_params) < len(_param_leaves(guide_trace)):
+            warnings.warn(
+                "DReGLoss: parameters that model and guide both register (e.g. "
+                "pyro.module('vae', self) in both) get the IWAE gradient, not the doubly "
+                "reparameterized one; register the guide's networks in the guide only "
+                "(pyro.module('encoder', self.encoder)) to give them DReG's", stacklevel=2)
         for params, surrogate in ((model_params, model_surrogate),
                                   (guide_params, guide_surrogate)):
             if not params:

@@ -47,6 +47,7 @@ from ..checks import check_number, check_pair_arguments
 from ..densities import drawn_normal_log_density, plain_normal
 from ..weights import (
     PARTICLE_PLATE,
+    UniformScale,
     data_frame,
     inspect_pair,
     log_mean_exp,
@@ -69,8 +70,10 @@ def _scaled_sum(value: torch.Tensor, msg) -> torch.Tensor:
         if mask is False:
             return value.new_zeros(())
         value = torch.where(mask, value, value.new_zeros(()))
-    total = value.sum()
     scale = msg["scale"]
+    if torch.is_tensor(scale) and scale.numel() > 1:  # per-datapoint weights
+        return (value * scale).sum()
+    total = value.sum()
     return total if isinstance(scale, float) and scale == 1.0 else total * scale
 
 
@@ -204,9 +207,8 @@ class ImportanceScorer(_GuideThenModel):
     the guide parameters Tucker et al.'s ``sum w~^2 d log w / dz dz / dphi``.
 
     Attributes (after a run): ``log_p``, ``log_q``: ``[K or 1, batch]`` (or 0.0);
-    ``scale``: the first data-plate model site's scale (as
-    :func:`inference.weights.data_plate_scale`); ``params`` (the guide's first
-    ``num_guide_params`` of them).
+    ``scale``: the scale every site shares (:class:`inference.weights.UniformScale`, which
+    refuses site-specific ones); ``params`` (the guide's first ``num_guide_params`` of them).
     """
 
     def __init__(self, nesting: int, dreg: bool = False):
@@ -214,7 +216,7 @@ class ImportanceScorer(_GuideThenModel):
         self.nesting, self.dreg = nesting, dreg
         self.log_p: torch.Tensor | float = 0.0
         self.log_q: torch.Tensor | float = 0.0
-        self.scale = None
+        self._scale = UniformScale("loss='dreg'" if dreg else "loss='iwae'")
         self.batch_size: int | None = None
         self.num_guide_params = 0  # params[:num_guide_params] were met in the guide
         self.weights: torch.Tensor | None = None  # [K, batch], DReG's w~ for the backward
@@ -267,13 +269,12 @@ class ImportanceScorer(_GuideThenModel):
             if not msg["is_observed"]:
                 self.guide_sites[msg["name"]] = msg
             return
-        if self.scale is None:
-            self._frame(msg)
-            self.scale = msg["scale"]
+        self._scale.add(msg)
         self.log_p = self.log_p + self._per_datapoint(msg["fn"].log_prob(msg["value"]), msg)
         if msg["is_observed"]:
             return
         guide_msg = self.guide_sites[msg["name"]]
+        self._scale.add(guide_msg)
         fn, value = guide_msg["fn"], guide_msg["value"]
         if self.dreg:
             log_q = detach_parameters(fn).log_prob(guide_msg.get("dreg_value", value))
@@ -282,6 +283,11 @@ class ImportanceScorer(_GuideThenModel):
             log_q = (fn.log_prob(value) if normal is None
                      else drawn_normal_log_density(normal, value, event_dims))
         self.log_q = self.log_q + self._per_datapoint(log_q, guide_msg)
+
+    @property
+    def scale(self) -> float:
+        """The factor on the per-datapoint bounds (the data plate's ``N / batch``)."""
+        return self._scale.factor
 
     def log_weights(self) -> torch.Tensor:
         """``[K, batch]``: ``log p(x, z) - log q(z | x)`` per particle and datapoint."""
@@ -333,8 +339,6 @@ def importance_loss(scorer: ImportanceScorer) -> tuple[torch.Tensor, torch.Tenso
     (detached). Sets ``scorer.weights`` for DReG."""
     log_w = scorer.log_weights()
     scale = scorer.scale
-    if torch.is_tensor(scale):
-        scale = scale.reshape(-1)[0]
     if not scorer.dreg:
         loss = -scale * log_mean_exp(log_w).sum()
         return loss, loss.detach()

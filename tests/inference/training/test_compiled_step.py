@@ -178,3 +178,57 @@ def test_new_batches_of_one_shape_are_graph_inputs():
         vae.zero_grad(set_to_none=True)
         assert compiled_loss == pytest.approx(eager_loss, rel=1e-12)
     assert len(step._graphs) == 1
+
+
+class _NumpyJitter(torch.nn.Module):
+    """A pair whose model draws a shift from numpy's generator: a trace freezes one draw."""
+
+    def __init__(self):
+        super().__init__()
+        self.loc = torch.nn.Parameter(torch.zeros(()))
+
+    def model(self, x):
+        import numpy
+
+        shift = float(numpy.random.randn()) * 2.0
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(self.loc + shift, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(self, x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(x / 2, 0.7))
+
+
+def test_a_pair_drawing_outside_torch_is_refused_before_its_first_step():
+    # numpy's draw was frozen into the graph: compiled training drifted to 1 - shift
+    pyro.clear_param_store()
+    pair = _NumpyJitter()
+    step = CompiledSVIStep(pair.model, pair.guide, backend="eager")
+    with pytest.raises(ValueError, match="differs from the eager step's .* numpy's"):
+        step.step(torch.randn(8))
+    assert float(pair.loc) == 0.0
+
+
+def test_tracing_and_checking_leave_batch_norm_statistics_alone():
+    class Normed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = torch.nn.BatchNorm1d(2)
+
+        def model(self, x):
+            pyro.module("normed", self)
+            with pyro.plate("data", len(x)):
+                z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+                pyro.sample("x", dist.Normal(self.norm(z), 1.0).to_event(1), obs=x)
+
+        def guide(self, x):
+            with pyro.plate("data", len(x)):
+                pyro.sample("z", dist.Normal(x, 0.5).to_event(1))
+
+    pyro.clear_param_store()
+    pair, x = Normed(), torch.randn(6, 2)
+    step = CompiledSVIStep(pair.model, pair.guide, backend="eager")
+    for _ in range(3):
+        step.step(x)
+    assert int(pair.norm.num_batches_tracked) == 3
