@@ -42,14 +42,19 @@ def as_int_list(values, name: str) -> list[int]:
     return [as_int(v, f"{name}[{i}]") for i, v in enumerate(values)]
 
 
-def check_chain_length(num_steps, burn_in, minimum: int = 1) -> int:
-    """Check a Markov chain's ``num_steps`` (an integer ``>= minimum``) and ``burn_in`` (in
-    ``0 .. num_steps - 1``; None: half the steps); returns the burn-in."""
-    check_int(num_steps, "num_steps", minimum)
-    burn_in = num_steps // 2 if burn_in is None else burn_in
-    if not 0 <= burn_in < num_steps:
-        raise ValueError(f"burn_in must lie in 0..{num_steps - 1}, got {burn_in}")
-    return burn_in
+def check_chain_length(num_steps, burn_in, minimum: int = 1, name: str = "num_steps") -> int:
+    """Check a Markov chain's length ``num_steps`` (an integer ``>= minimum``, reported as
+    ``name``) and ``burn_in`` (an integer in ``0 .. num_steps - 1``; None: half the steps;
+    bools and floats such as 1.5 refused, numpy integers accepted); returns the burn-in as
+    a Python ``int``."""
+    check_int(num_steps, name, minimum)
+    if burn_in is None:
+        return int(num_steps) // 2
+    check_int(burn_in, "burn_in", 0)
+    if not burn_in < num_steps:
+        raise ValueError(f"burn_in must lie in 0..{num_steps - 1} ({name}={num_steps}), "
+                         f"got {burn_in}")
+    return int(burn_in)
 
 
 def check_number(value, name: str, minimum: float | None = None, positive: bool = False) -> None:
@@ -148,3 +153,32 @@ def check_data_arguments(args, kwargs=None) -> None:
             raise TypeError(f"{name} is a {type(value).__name__} and no argument is a tensor: "
                             "the data the model observes must be a tensor, e.g. "
                             "torch.tensor(values, dtype=torch.get_default_dtype())")
+
+
+def check_generator(generator, device: torch.device, name: str = "generator") -> None:
+    """Raise ``ValueError`` unless ``generator`` is None or a ``torch.Generator`` on
+    ``device`` (where the random draws are made)."""
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"{name} must be a torch.Generator or None, got "
+                         f"{type(generator).__name__}")
+    if torch.device(generator.device).type != torch.device(device).type:
+        raise ValueError(f"{name} is on {generator.device} but the draws are made on {device}; "
+                         f"pass torch.Generator(device={str(device)!r})")
+
+
+def check_model_tensor(model, value: torch.Tensor, name: str) -> None:
+    """Raise ``ValueError`` when the floating tensor ``value`` and ``model``'s parameters differ
+    in dtype or device (naming both); a model without ``parameters()``, or without any, passes."""
+    parameters = getattr(model, "parameters", None)
+    first = next(iter(parameters()), None) if callable(parameters) else None
+    if first is None:
+        return
+    if value.dtype != first.dtype:
+        raise ValueError(f"{name} is {value.dtype} but the model's parameters are "
+                         f"{first.dtype}; convert one to the other (e.g. {name}.to("
+                         f"{first.dtype}) or model.to({value.dtype}))")
+    if value.device != first.device:
+        raise ValueError(f"{name} is on {value.device} but the model's parameters are on "
+                         f"{first.device}")

@@ -37,17 +37,32 @@ import math
 
 import torch
 
-from ..checks import check_chain_length
+from ..checks import (
+    check_chain_length,
+    check_generator,
+    check_int,
+    check_model_tensor,
+    check_nonempty_batch,
+    check_number,
+)
 from ..protocols import EncoderDecoder, require
 
 NEG_INF = -math.inf
 
 
-def _check_channel(log_channel: torch.Tensor, image_shape) -> None:
+def _check_channel(log_channel: torch.Tensor, vae) -> None:
+    """``log_channel``: a floating ``[batch, C, H, W, 2]`` table of log-likelihoods for ``vae``
+    (its ``image_shape``, and its parameters' dtype and device)."""
+    image_shape = tuple(vae.image_shape)
+    if not torch.is_tensor(log_channel) or not log_channel.is_floating_point():
+        raise ValueError(f"log_channel must be a floating tensor (observed_channel), got "
+                         f"{getattr(log_channel, 'dtype', type(log_channel).__name__)}")
     if log_channel.dim() != 5 or log_channel.shape[-1] != 2 or \
-            tuple(log_channel.shape[1:4]) != tuple(image_shape):
+            tuple(log_channel.shape[1:4]) != image_shape:
         raise ValueError(f"log_channel must be [batch, {', '.join(map(str, image_shape))}, 2] "
-                         f"(log p(y | x = 0), log p(y | x = 1)), got {list(log_channel.shape)}")
+                         f"(log p(y | x = 0), log p(y | x = 1)) for the vae's image_shape "
+                         f"{image_shape}, got {list(log_channel.shape)}")
+    check_model_tensor(vae, log_channel, "log_channel")
     if torch.isnan(log_channel).any() or (log_channel == math.inf).any() or \
             (log_channel == NEG_INF).all(-1).any():
         raise ValueError("log_channel must hold log-likelihoods: no NaN, no +inf, and not "
@@ -59,21 +74,26 @@ def observed_channel(y: torch.Tensor, missing: torch.Tensor | None = None,
     """The channel table of a binary observation ``y: [batch, C, H, W]``.
 
     Args:
+        y: 0/1 pixels of any real or bool dtype.
         missing: bool, broadcasting to ``y``: True where a pixel tells nothing.
         flip_rate: probability ``eps`` in ``[0, 0.5)`` that an observed pixel was flipped.
 
     Returns:
-        ``log p(y_i | x_i = k)``, ``[batch, C, H, W, 2]``.
+        ``log p(y_i | x_i = k)``, ``[batch, C, H, W, 2]``, in ``y``'s dtype if it is floating,
+        else in the default floating dtype.
     """
-    if not torch.is_tensor(y) or y.dim() != 4 or not ((y == 0) | (y == 1)).all():
+    if not torch.is_tensor(y) or y.dim() != 4 or y.is_complex() or \
+            not ((y == 0) | (y == 1)).all():
         raise ValueError(f"y must be a [batch, C, H, W] tensor of 0/1 pixels, got "
-                         f"{getattr(y, 'shape', type(y).__name__)}")
-    if not 0 <= flip_rate < 0.5:
+                         f"{getattr(y, 'dtype', '')} {getattr(y, 'shape', type(y).__name__)}")
+    check_number(flip_rate, "flip_rate", minimum=0)
+    if not flip_rate < 0.5:
         raise ValueError(f"flip_rate must lie in [0, 0.5), got {flip_rate}")
+    dtype = y.dtype if y.is_floating_point() else torch.get_default_dtype()
     same = math.log1p(-flip_rate)
     other = math.log(flip_rate) if flip_rate > 0 else NEG_INF
-    k = torch.arange(2, device=y.device, dtype=y.dtype)
-    table = torch.where(y[..., None] == k, y.new_tensor(same), y.new_tensor(other))
+    k = torch.arange(2, device=y.device, dtype=dtype)
+    table = torch.where(y.to(dtype)[..., None] == k, k.new_tensor(same), k.new_tensor(other))
     if missing is not None:
         if not torch.is_tensor(missing) or missing.dtype != torch.bool:
             raise ValueError(f"missing must be a bool tensor, got "
@@ -96,8 +116,14 @@ def _log_bernoulli(logits: torch.Tensor) -> torch.Tensor:
 
 
 def _pixel_logits(vae, z: torch.Tensor) -> torch.Tensor:
-    probs = vae.decode(z).mean.clamp(1e-6, 1 - 1e-6)  # [..., C, H, W]
-    return probs.logit()
+    """The Bernoulli logits of ``vae.decode(z)``, ``[..., C, H, W]``; ``ValueError`` naming any
+    other pixel distribution (the channel sums binary pixels out)."""
+    pixels = vae.decode(z)
+    if not isinstance(pixels, torch.distributions.Bernoulli):
+        raise ValueError(f"vae.decode(z) must return a torch.distributions.Bernoulli over "
+                         f"pixels (completion is for binary images), got "
+                         f"{type(pixels).__name__}")
+    return pixels.logits
 
 
 def pixel_posterior(vae, z: torch.Tensor, log_channel: torch.Tensor) -> torch.Tensor:
@@ -126,13 +152,20 @@ def map_complete(vae, log_channel: torch.Tensor, steps: int = 300, lr: float = 0
     """MAP over ``z`` of ``log p(y | z) + log p(z)`` by Adam, from the encoder's mean.
 
     Args:
-        log_channel: ``[batch, C, H, W, 2]`` (:func:`observed_channel`).
+        vae: an :class:`~inference.protocols.EncoderDecoder` whose ``decode`` returns a
+            ``torch.distributions.Bernoulli``.
+        log_channel: ``[batch, C, H, W, 2]`` (:func:`observed_channel`), in the dtype of the
+            vae's parameters.
+        steps: Adam steps, an integer ``>= 0`` (0: the encoder's mean).
+        lr: Adam's learning rate, a finite number ``> 0``.
 
     Returns:
         ``(p(x_i = 1 | y, z*) [batch, C, H, W], z* [batch, d])``.
     """
     require(vae, EncoderDecoder, "vae")
-    _check_channel(log_channel, vae.image_shape)
+    _check_channel(log_channel, vae)
+    check_int(steps, "steps", 0)
+    check_number(lr, "lr", positive=True)
     with torch.no_grad():
         start, _ = vae.encode(_initial_image(log_channel))
     z = start.clone().requires_grad_(True)
@@ -155,17 +188,21 @@ def metropolis_within_gibbs(vae, log_channel: torch.Tensor, num_steps: int = 200
     """Metropolis-within-Gibbs over ``(z, x)`` given ``y`` (module docstring, [1]).
 
     Args:
-        log_channel: ``[batch, C, H, W, 2]``.
-        num_steps: sweeps; the first ``burn_in`` (default half) are not averaged.
-        generator: source of randomness, on the channel's device.
+        vae: as in :func:`map_complete`.
+        log_channel: ``[batch, C, H, W, 2]``, ``batch >= 1``.
+        num_steps: sweeps, an integer ``>= 1``; the first ``burn_in`` (an integer, default
+            half) are not averaged.
+        generator: a ``torch.Generator`` on the channel's device, or None.
 
     Returns:
         ``(mean of p(x_i = 1 | y_i, z) over the kept sweeps [batch, C, H, W],
         acceptance rate of the z step)``.
     """
     require(vae, EncoderDecoder, "vae")
-    _check_channel(log_channel, vae.image_shape)
+    _check_channel(log_channel, vae)
+    check_nonempty_batch((), {"log_channel": log_channel})
     burn_in = check_chain_length(num_steps, burn_in)
+    check_generator(generator, log_channel.device)
     like = {"device": log_channel.device, "dtype": log_channel.dtype}
 
     def normal(shape):

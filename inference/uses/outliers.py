@@ -39,9 +39,17 @@ import torch
 from ..checks import check_int
 
 
-def _vector(values, name: str) -> np.ndarray:
-    array = values.detach().cpu().double().numpy() if torch.is_tensor(values) else \
-        np.asarray(values, dtype=float)
+def _scores(values, name: str) -> np.ndarray:
+    """``values`` (tensor, array or list) as a non-empty 1-D array of real numbers without NaN
+    or infinite entries; integers keep their dtype, floating tensors become float64."""
+    if torch.is_tensor(values):
+        if values.dtype == torch.bool or values.is_complex():
+            raise TypeError(f"{name} must hold real scores, got dtype {values.dtype}")
+        values = values.detach().cpu()
+        values = (values.double() if values.is_floating_point() else values).numpy()
+    array = np.asarray(values)
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must hold real scores, got dtype {array.dtype}")
     if array.ndim != 1 or array.size == 0:
         raise ValueError(f"{name} must be a non-empty 1-D array of scores, got shape "
                          f"{list(array.shape)}")
@@ -54,27 +62,37 @@ def auroc(inlier_scores, outlier_scores) -> float:
     """Area under the ROC curve of anomaly scores, outliers as the positive class.
 
     Args:
-        inlier_scores: ``[n_in]``; outlier_scores: ``[n_out]`` (tensors or arrays).
+        inlier_scores: ``[n_in]``; outlier_scores: ``[n_out]`` (tensors, arrays or lists of
+            real numbers; integer scores are compared exactly, whatever their size).
 
     Returns:
         the probability that a random outlier scores above a random inlier (ties count half).
     """
-    from sklearn.metrics import roc_auc_score
-
-    inliers = _vector(inlier_scores, "inlier_scores")
-    outliers = _vector(outlier_scores, "outlier_scores")
-    labels = np.r_[np.zeros(len(inliers)), np.ones(len(outliers))]
-    return float(roc_auc_score(labels, np.r_[inliers, outliers]))
+    inliers = _scores(inlier_scores, "inlier_scores")
+    outliers = _scores(outlier_scores, "outlier_scores")
+    dtype = np.result_type(inliers, outliers)
+    if dtype.kind == "f" and inliers.dtype.kind in "iu" and outliers.dtype.kind in "iu":
+        dtype = object  # int64 with uint64: compare as Python ints, not as float64
+    inliers = np.sort(inliers.astype(dtype))
+    outliers = outliers.astype(dtype)
+    below = np.searchsorted(inliers, outliers, side="left")  # inliers < each outlier
+    not_above = np.searchsorted(inliers, outliers, side="right")  # inliers <= each outlier
+    twice_wins = int(below.sum()) + int(not_above.sum())  # a tie counts half
+    return twice_wins / (2 * len(inliers) * len(outliers))
 
 
 def _log_densities(log_p, name: str, zero_density_allowed: bool = False) -> torch.Tensor:
-    """``log_p`` checked: a 1-D tensor without NaN or ``+inf`` (nor ``-inf`` unless
-    ``zero_density_allowed``)."""
+    """``log_p`` checked: a 1-D real tensor without NaN or ``+inf`` (nor ``-inf`` unless
+    ``zero_density_allowed``); integers are converted to the default float dtype."""
     if not torch.is_tensor(log_p):
         raise TypeError(f"{name} must be a tensor [n] of log densities, got "
                         f"{type(log_p).__name__}")
+    if log_p.dtype == torch.bool or log_p.is_complex():
+        raise TypeError(f"{name} must hold real log densities, got dtype {log_p.dtype}")
     if log_p.dim() != 1:
         raise ValueError(f"{name} must be [n], got shape {list(log_p.shape)}")
+    if not log_p.is_floating_point():
+        log_p = log_p.to(torch.get_default_dtype())
     bad = torch.isnan(log_p) | (log_p == math.inf)
     if not zero_density_allowed:
         bad |= log_p == -math.inf
@@ -92,8 +110,8 @@ def nll_scores(log_p: torch.Tensor) -> torch.Tensor:
 def likelihood_ratio_scores(log_p: torch.Tensor, background_log_p: torch.Tensor) -> torch.Tensor:
     """``-(log p(x) - log p_0(x))`` of a model and its background model [2]: ``[n]``, ``[n]``
     -> ``[n]``."""
-    _log_densities(log_p, "log_p")
-    _log_densities(background_log_p, "background_log_p")
+    log_p = _log_densities(log_p, "log_p")
+    background_log_p = _log_densities(background_log_p, "background_log_p")
     if log_p.shape != background_log_p.shape:
         raise ValueError(f"log_p {list(log_p.shape)} and background_log_p "
                          f"{list(background_log_p.shape)} must have the same shape")
@@ -107,14 +125,18 @@ def typicality_scores(log_p: torch.Tensor, reference_log_p: torch.Tensor,
     Args:
         log_p: ``[n]``, scored in consecutive groups of ``group_size`` (a trailing partial
             group is dropped).
-        reference_log_p: ``[m]`` of held-out inliers; ``H = -mean(reference_log_p)``.
+        reference_log_p: ``[m]`` of held-out inliers, ``m >= 1``;
+            ``H = -mean(reference_log_p)``.
         group_size: a positive integer ``<= n``.
 
     Returns:
         ``[n // group_size]``: ``| -mean(log_p of the group) - H |``.
     """
-    _log_densities(log_p, "log_p")
-    _log_densities(reference_log_p, "reference_log_p")
+    log_p = _log_densities(log_p, "log_p")
+    reference_log_p = _log_densities(reference_log_p, "reference_log_p")
+    if reference_log_p.shape[0] == 0:
+        raise ValueError("reference_log_p is empty: the inliers' entropy H needs at least one "
+                         "held-out log density")
     check_int(group_size, "group_size")
     if log_p.shape[0] < group_size:
         raise ValueError(f"need log_p [n] with n >= group_size >= 1, got {list(log_p.shape)} "

@@ -16,7 +16,13 @@ from pyro import poutine
 from pyro.distributions import Independent, Normal
 from torch.distributions import kl_divergence
 
-from ..checks import check_finite_tensor, check_int, check_program
+from ..checks import (
+    check_finite_tensor,
+    check_int,
+    check_nonempty_batch,
+    check_number,
+    check_program,
+)
 from ..pair_check import DATA_PLATE, data_frame
 from ..weights import (
     trace_pair,
@@ -27,8 +33,24 @@ from ..weights import (
 )
 
 
-def _latent_pair(model, guide, site, args, kwargs):
+def _check_data(args, kwargs):
+    """Refuse data a Pyro model cannot score, NaN or infinite data and an empty batch."""
     check_finite_inputs(args, kwargs)
+    check_nonempty_batch(args, kwargs)
+
+
+def _batch_first(node) -> bool:
+    """Whether a trace site lies in ``pyro.plate("data")`` with the data dim leftmost in its
+    value."""
+    frame = data_frame(node)
+    return frame is not None and frame.dim is not None and \
+        node["value"].dim() - node["fn"].event_dim + frame.dim == 0
+
+
+def _latent_pair(model, guide, site, args, kwargs):
+    check_program(model, "model")
+    check_program(guide, "guide")
+    _check_data(args, kwargs)
     with poutine.block(), torch.no_grad():
         model_trace, guide_trace = trace_pair(model, guide, args, kwargs)
     if site not in guide_trace.nodes or site not in model_trace.nodes:
@@ -59,11 +81,9 @@ def kl_per_dimension(model: Callable, guide: Callable, *args, site: str = "z",
     """
     model_trace, guide_trace = _latent_pair(model, guide, site, args, kwargs)
     node = guide_trace.nodes[site]
-    value, frame = node["value"], data_frame(node)
-    # position of the data dim in the value (batch dims, then event dims)
-    if frame is None or value.dim() not in (1, 2) or \
-            value.dim() - node["fn"].event_dim + frame.dim != 0:
-        where = "outside" if frame is None else "in"
+    value = node["value"]
+    if value.dim() not in (1, 2) or not _batch_first(node):
+        where = "outside" if data_frame(node) is None else "in"
         raise ValueError(
             f"kl_per_dimension: site '{site}' {where} pyro.plate('{DATA_PLATE}') has value "
             f"shape {list(value.shape)}; expected [batch, latent_dim] (or [batch] for a "
@@ -75,23 +95,42 @@ def kl_per_dimension(model: Callable, guide: Callable, *args, site: str = "z",
 
 
 def posterior_means(guide: Callable, *args, site: str = "z", **kwargs) -> torch.Tensor:
-    """Mean of the guide's ``q(z | x)`` at ``site`` for every datapoint, ``[batch, latent_dim]``."""
+    """Mean of the guide's ``q(z | x)`` at the latent ``site`` for every datapoint.
+
+    The site's value must be ``[batch, *rest]`` with ``batch`` the dim of
+    ``pyro.plate("data")`` and ``rest`` any inner plate dims then the event shape
+    (``[batch, latent_dim]`` for a vector latent, ``[batch]`` for a scalar one); a site
+    outside that plate, under an outer plate, or observed (no posterior) raises ``ValueError``.
+
+    Returns:
+        ``[batch, *rest]``, the shape of the site's value.
+    """
     check_program(guide, "guide")
-    check_finite_inputs(args, kwargs)
+    _check_data(args, kwargs)
     with poutine.block(), torch.no_grad():
         trace = poutine.trace(guide).get_trace(*args, **kwargs)
-    if site not in trace.nodes:
-        raise ValueError(f"the guide has no site '{site}'")
-    fn = trace.nodes[site]["fn"]
-    return fn.mean.expand(trace.nodes[site]["value"].shape)
+    node = trace.nodes.get(site)
+    if node is None or node["type"] != "sample":
+        raise ValueError(f"posterior_means: the guide has no sample site '{site}'")
+    if node["is_observed"]:
+        raise ValueError(f"posterior_means: site '{site}' is observed in the program passed as "
+                         "guide and has no posterior; pass the guide and a latent site")
+    if not _batch_first(node):
+        raise ValueError(
+            f"posterior_means: site '{site}' has value shape {list(node['value'].shape)} "
+            f"(event dims {node['fn'].event_dim}); expected [batch, ...] with batch the "
+            f"leftmost dim, that of pyro.plate('{DATA_PLATE}')")
+    return node["fn"].mean.expand(node["value"].shape)
 
 
 def active_units(means: torch.Tensor, threshold: float = 0.01) -> tuple[int, torch.Tensor]:
     """Count latent dimensions whose posterior mean varies across data [1].
 
     Args:
-        means: ``[batch, latent_dim]`` posterior means (see :func:`posterior_means`).
-        threshold: a unit is active when ``Var_x(E_q[z_j])`` exceeds it (0.01 as in [1]).
+        means: ``[batch, latent_dim]`` posterior means (see :func:`posterior_means`), real
+            numbers (integers are converted to the default float dtype).
+        threshold: a finite number ``>= 0``; a unit is active when ``Var_x(E_q[z_j])``
+            exceeds it (0.01 as in [1]).
 
     Returns:
         the number of active units and the per-dimension variances ``[latent_dim]``.
@@ -99,9 +138,15 @@ def active_units(means: torch.Tensor, threshold: float = 0.01) -> tuple[int, tor
     if not torch.is_tensor(means):
         raise TypeError(f"means must be a tensor [batch, latent_dim] (posterior_means), got "
                         f"{type(means).__name__}")
+    if means.dtype == torch.bool or means.is_complex():
+        raise TypeError(f"means must hold real numbers, got dtype {means.dtype}")
+    check_number(threshold, "threshold", minimum=0)
     if means.dim() != 2 or means.shape[0] < 2:
-        raise ValueError(f"means must be [batch >= 2, latent_dim], got {list(means.shape)}")
+        hint = "" if means.dim() == 2 else " (a latent of other shape: means.reshape(batch, -1))"
+        raise ValueError(f"means must be [batch >= 2, latent_dim], got {list(means.shape)}{hint}")
     check_finite_tensor(means, "means")
+    if not means.is_floating_point():
+        means = means.to(torch.get_default_dtype())
     variance = means.var(0)
     return int((variance > threshold).sum()), variance
 
@@ -114,8 +159,10 @@ def expected_log_likelihood(model: Callable, guide: Callable, *args, num_samples
     (a positive integer) draws of ``z ~ q(z | x)``; ``-inf`` where a draw gives the data
     density zero, ``ValueError`` naming the datapoints where it is NaN or ``+inf``.
     """
+    check_program(model, "model")
+    check_program(guide, "guide")
     check_int(num_samples, "num_samples")
-    check_finite_inputs(args, kwargs)
+    _check_data(args, kwargs)
     structure = inspect_pair(model, guide, args, kwargs)
     with poutine.block(), torch.no_grad():
         model_trace, _ = vectorized_traces(model, guide, args, kwargs, num_samples,
@@ -132,13 +179,33 @@ def expected_log_likelihood(model: Callable, guide: Callable, *args, num_samples
     return log_lik.mean(0)
 
 
-def probe_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor,
-                   test_features: torch.Tensor, test_labels: torch.Tensor,
+def _probe_input(value, name: str, shape: str, labels: bool = False) -> np.ndarray:
+    """A tensor, array or list checked for :func:`probe_accuracy`: ``[n >= 1]`` integer (or
+    bool) labels, or ``[n >= 1, k >= 1]`` finite real features."""
+    if torch.is_tensor(value):
+        value = value.detach().cpu()
+        value = (value.double() if value.is_floating_point() else value).numpy()
+    array = np.asarray(value)
+    kinds, what = ("biu", "integer class labels") if labels else ("biuf", "real numbers")
+    if array.dtype.kind not in kinds:
+        raise TypeError(f"{name} must hold {what}, got dtype {array.dtype}")
+    if array.ndim != (1 if labels else 2) or 0 in array.shape:
+        raise ValueError(f"{name} must be {shape}, got shape {list(array.shape)}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} has {int((~np.isfinite(array)).sum())} non-finite values")
+    return array
+
+
+def probe_accuracy(train_features, train_labels, test_features, test_labels,
                    max_iter: int = 2000) -> float:
     """Test accuracy of a logistic-regression probe on frozen features [2].
 
     Args:
-        train_features: ``[n_train, k]``; test_features: ``[n_test, k]``; labels ``[n]`` ints.
+        train_features: ``[n_train, k]``; test_features: ``[n_test, k]`` (tensors, arrays or
+            lists of finite real numbers).
+        train_labels: ``[n_train]``, integer classes, at least two distinct;
+            test_labels: ``[n_test]``.
+        max_iter: a positive integer, the solver's iteration limit.
 
     Features are standardized with the training statistics first.
     """
@@ -146,11 +213,22 @@ def probe_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor,
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    def numpy(t):
-        return t.detach().cpu().numpy() if torch.is_tensor(t) else np.asarray(t)
-
-    if train_features.shape[0] != train_labels.shape[0]:
-        raise ValueError("train_features and train_labels disagree on the number of rows")
+    train_x = _probe_input(train_features, "train_features", "[n_train >= 1, k >= 1]")
+    train_y = _probe_input(train_labels, "train_labels", "[n_train >= 1]", labels=True)
+    test_x = _probe_input(test_features, "test_features", "[n_test >= 1, k >= 1]")
+    test_y = _probe_input(test_labels, "test_labels", "[n_test >= 1]", labels=True)
+    check_int(max_iter, "max_iter")
+    for x, y, split in ((train_x, train_y, "train"), (test_x, test_y, "test")):
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"{split}_features {list(x.shape)} and {split}_labels "
+                             f"{list(y.shape)} disagree on the number of rows")
+    if train_x.shape[1] != test_x.shape[1]:
+        raise ValueError(f"train_features {list(train_x.shape)} and test_features "
+                         f"{list(test_x.shape)} disagree on the number of features")
+    classes = np.unique(train_y)
+    if len(classes) < 2:
+        raise ValueError(f"train_labels hold a single class ({classes[0].item()!r}); a probe "
+                         "needs at least 2 classes to separate")
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
-    probe.fit(numpy(train_features), numpy(train_labels))
-    return float(probe.score(numpy(test_features), numpy(test_labels)))
+    probe.fit(train_x, train_y)
+    return float(probe.score(test_x, test_y))

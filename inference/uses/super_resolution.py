@@ -63,7 +63,15 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from ..checks import check_chain_length
+from ..checks import (
+    check_chain_length,
+    check_finite_tensor,
+    check_generator,
+    check_int,
+    check_model_tensor,
+    check_nonempty_batch,
+    check_number,
+)
 
 __all__ = [
     "SuperResolution",
@@ -160,6 +168,7 @@ def pooled_counts(y: torch.Tensor, factor: int) -> torch.Tensor:
     _check_factor(factor)
     if not torch.is_tensor(y) or not y.is_floating_point():
         raise ValueError(f"y must be a float tensor, got {getattr(y, 'dtype', type(y).__name__)}")
+    check_finite_tensor(y, "y")
     scaled = y * factor ** 2
     counts = scaled.round()
     bad = ((scaled - counts).abs() > 1e-4) | (counts < 0) | (counts > factor ** 2)
@@ -334,10 +343,20 @@ class _Channel:
         self.factor, self.y = factor, y
 
     @staticmethod
-    def of(pixels, factor: int, y: torch.Tensor) -> _Channel:
+    def of(pixels, factor: int, y: torch.Tensor, truth: torch.Tensor | None) -> _Channel:
+        """The channel of the decoded ``pixels``' family, after checking ``y`` and ``truth``
+        against it: pooled binary values and 0/1 truth for Bernoulli pixels, finite truth for
+        Gaussian ones."""
         if isinstance(pixels, torch.distributions.Bernoulli):
+            pooled_counts(y, factor)
+            if truth is not None and not ((truth == 0) | (truth == 1)).all():
+                raise ValueError("truth must hold 0/1 pixels for a Bernoulli model, got "
+                                 f"{int((~((truth == 0) | (truth == 1))).sum())} other values "
+                                 "(NaN included)")
             return _BernoulliChannel(factor, y)
         if isinstance(pixels, torch.distributions.Normal):
+            if truth is not None:
+                check_finite_tensor(truth, "truth")
             return _GaussianChannel(factor, y)
         raise ValueError(f"vae.decode(z) must return a torch.distributions.Bernoulli or Normal "
                          f"over pixels, got {type(pixels).__name__}")
@@ -372,19 +391,38 @@ class _GaussianChannel(_Channel):
         return torch.distributions.Normal(mean, variance.sqrt()).log_prob(truth)
 
 
-def _check_vae_inputs(vae, y, factor, truth):
+def _check_pooled_inputs(y, factor, truth) -> tuple[int, ...]:
+    """``factor``, ``y: [batch >= 1, C, h, w]`` floating and finite, ``truth`` a real tensor of
+    the high-resolution shape or None; returns that shape ``(batch, C, h f, w f)``."""
     _check_factor(factor)
+    if not torch.is_tensor(y) or not y.is_floating_point() or y.dim() != 4:
+        raise ValueError(f"y must be a float tensor [batch, C, h, w], got "
+                         f"{getattr(y, 'dtype', type(y).__name__)} {list(getattr(y, 'shape', []))}")
+    check_nonempty_batch((), {"y": y})
+    check_finite_tensor(y, "y")
+    shape = (y.shape[0], y.shape[1], y.shape[2] * factor, y.shape[3] * factor)
+    if truth is not None and (not torch.is_tensor(truth) or truth.is_complex() or
+                              tuple(truth.shape) != shape):
+        raise ValueError(f"truth must be a real tensor {list(shape)}, got "
+                         f"{list(getattr(truth, 'shape', [])) or type(truth).__name__}")
+    return shape
+
+
+def _check_vae_inputs(vae, y, factor, truth, generator=None) -> None:
+    """The VAE's members, then :func:`_check_pooled_inputs`, ``y`` against the VAE's
+    ``image_shape`` (if it has one) and its parameters' dtype and device, and ``generator``."""
     for name in ("encode", "decode", "latent_dim"):
         if not hasattr(vae, name):
             raise ValueError(f"vae must have encode(x), decode(z) and latent_dim; it has no "
                              f"{name!r}")
-    if not torch.is_tensor(y) or not y.is_floating_point() or y.dim() != 4:
-        raise ValueError(f"y must be a float tensor [batch, C, h, w], got "
-                         f"{getattr(y, 'dtype', type(y).__name__)} {list(getattr(y, 'shape', []))}")
-    shape = (y.shape[0], y.shape[1], y.shape[2] * factor, y.shape[3] * factor)
-    if truth is not None and (not torch.is_tensor(truth) or tuple(truth.shape) != shape):
-        raise ValueError(f"truth must be a tensor {list(shape)}, got "
-                         f"{list(getattr(truth, 'shape', [])) or type(truth).__name__}")
+    shape = _check_pooled_inputs(y, factor, truth)
+    image_shape = getattr(vae, "image_shape", None)
+    if image_shape is not None and tuple(shape[1:]) != tuple(image_shape):
+        raise ValueError(f"y {list(y.shape)} pooled by factor={factor} is from "
+                         f"{list(shape[1:])} images, but the vae's image_shape is "
+                         f"{list(image_shape)}")
+    check_model_tensor(vae, y, "y")
+    check_generator(generator, y.device)
 
 
 def _upsampled(y: torch.Tensor, factor: int) -> torch.Tensor:
@@ -429,18 +467,22 @@ def super_resolve_map(vae, y: torch.Tensor, factor: int, steps: int = 300, lr: f
             and ``latent_dim`` (prior ``N(0, I)``), e.g. ``ppl_models.VAE``.
         y: ``[batch, C, H / f, W / f]`` pooled images (values ``k / f^2`` for binary pixels).
         factor: ``f``.
-        steps, lr: Adam from the encoder's mean of the nearest-neighbour up-sampled ``y``.
-        truth: optional ``[batch, C, H, W]`` to score (``log_predictive``).
+            ``batch >= 1``, finite, from images of the vae's ``image_shape``, in the dtype
+            of its parameters.
+        steps, lr: Adam from the encoder's mean of the nearest-neighbour up-sampled ``y``;
+            ``steps`` an integer ``>= 0``, ``lr`` a finite number ``> 0``.
+        truth: optional ``[batch, C, H, W]`` to score (``log_predictive``): 0/1 pixels for
+            a Bernoulli model, finite values for a Gaussian one.
 
     Returns:
         :class:`SuperResolution` with the pixel posterior at ``z*`` and ``z*: [batch, d]``.
     """
     _check_vae_inputs(vae, y, factor, truth)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+    check_int(steps, "steps", 0)
+    check_number(lr, "lr", positive=True)
     with torch.no_grad():
         start, _ = vae.encode(_upsampled(y, factor))
-        channel = _Channel.of(vae.decode(start), factor, y)
+        channel = _Channel.of(vae.decode(start), factor, y, truth)
     z = start.detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([z], lr=lr)
     for _ in range(steps):
@@ -463,8 +505,9 @@ def super_resolve_mwg(vae, y: torch.Tensor, factor: int, num_steps: int = 200,
 
     Args:
         vae, y, factor, truth: as in :func:`super_resolve_map`.
-        num_steps: sweeps; the first ``burn_in`` (default half) are not averaged.
-        generator: source of randomness, on ``y``'s device.
+        num_steps: sweeps, an integer ``>= 1``; the first ``burn_in`` (an integer, default
+            half) are not averaged.
+        generator: a ``torch.Generator`` on ``y``'s device, or None.
 
     Returns:
         :class:`SuperResolution`: ``mean`` the chain average of ``E[x_i | y, z]``, ``variance``
@@ -472,7 +515,7 @@ def super_resolve_mwg(vae, y: torch.Tensor, factor: int, num_steps: int = 200,
         chain average of ``p(truth_i | y, z)`` (a mixture over the kept ``z``), ``z`` the last
         state and the acceptance rate of the ``z`` step.
     """
-    _check_vae_inputs(vae, y, factor, truth)
+    _check_vae_inputs(vae, y, factor, truth, generator)
     burn_in = check_chain_length(num_steps, burn_in, minimum=1)
     like = {"device": y.device, "dtype": y.dtype}
 
@@ -486,7 +529,7 @@ def super_resolve_mwg(vae, y: torch.Tensor, factor: int, num_steps: int = 200,
         return torch.distributions.Normal(loc, scale).log_prob(z).sum(-1)
 
     loc, scale = vae.encode(_upsampled(y, factor))
-    channel = _Channel.of(vae.decode(loc), factor, y)
+    channel = _Channel.of(vae.decode(loc), factor, y, truth)
     x = channel.sample(vae.decode(loc), generator)
     loc, scale = vae.encode(x)
     z = loc + scale * normal(loc.shape)
@@ -528,22 +571,23 @@ def super_resolve_mh(vae, y: torch.Tensor, factor: int, num_steps: int = 1600,
 
     Args:
         vae, y, factor, truth: as in :func:`super_resolve_map`.
-        num_steps: Metropolis steps; the first ``burn_in`` (default half) adapt the step and
-            are not averaged.
+        num_steps: Metropolis steps, an integer ``>= 2``; the first ``burn_in`` (an integer,
+            default half) adapt the step and are not averaged.
         target_acceptance: in ``(0, 1)``.
-        generator: source of randomness, on ``y``'s device.
+        generator: a ``torch.Generator`` on ``y``'s device, or None.
 
     Returns:
         :class:`SuperResolution` as from :func:`super_resolve_mwg`; ``acceptance_rate`` over
         the kept steps.
     """
-    _check_vae_inputs(vae, y, factor, truth)
+    _check_vae_inputs(vae, y, factor, truth, generator)
     burn_in = check_chain_length(num_steps, burn_in, minimum=2)
-    if not 0 < target_acceptance < 1:
+    check_number(target_acceptance, "target_acceptance", positive=True)
+    if not target_acceptance < 1:
         raise ValueError(f"target_acceptance must lie in (0, 1), got {target_acceptance}")
     like = {"device": y.device, "dtype": y.dtype}
     z, scale = vae.encode(_upsampled(y, factor))
-    channel = _Channel.of(vae.decode(z), factor, y)
+    channel = _Channel.of(vae.decode(z), factor, y, truth)
 
     def log_posterior(z):  # log p(y | z) + log p(z) up to a constant, [batch]
         return channel.log_likelihood(vae.decode(z)) - 0.5 * (z ** 2).sum(-1)
@@ -582,6 +626,27 @@ def feasible_binary_image(score: torch.Tensor, y: torch.Tensor, factor: int) -> 
     return _unblock((rank < counts[..., None]).to(score.dtype), factor)
 
 
+MAX_SUBSET_SIZE = 16
+"""Most pixels :func:`super_resolve_gibbs` redraws together: it enumerates all ``2^k``
+assignments of ``k`` pixels (65536 for 16, a whole 4x4 block)."""
+
+
+def _check_block_scores(lp: torch.Tensor, rows: torch.Tensor, sweep: int, block) -> None:
+    """``lp: [len(rows), K]`` log probabilities of the fillings of one block: no NaN, no
+    ``+inf``, and not ``-inf`` for every filling (the current image is one of them)."""
+    where = f"at sweep {sweep}, block (channel, row, column) = {block}"
+    for bad, what in ((torch.isnan(lp), "NaN"), (lp == math.inf, "+inf")):
+        if bad.any():
+            raise ValueError(f"log_prob returned {what} {where}, for datapoint(s) "
+                             f"{rows[bad.any(-1)].tolist()}")
+    dead = (lp == -math.inf).all(-1)
+    if dead.any():
+        raise ValueError(f"log_prob is -inf for every filling of the block {where} that keeps "
+                         f"its sum, for datapoint(s) {rows[dead].tolist()}: the current image "
+                         "has probability 0 under the model; pass an init it gives positive "
+                         "probability")
+
+
 def _configurations(m: int, device) -> list[torch.Tensor]:
     """``[K_s, m]`` 0/1 assignments of ``m`` pixels with ``s`` ones, for ``s = 0..m``."""
     every = torch.tensor(list(itertools.product((0.0, 1.0), repeat=m)), device=device)
@@ -599,17 +664,21 @@ def super_resolve_gibbs(log_prob: Callable[[torch.Tensor], torch.Tensor], y: tor
     Args:
         log_prob: ``x: [n, C, H, W]`` 0/1 -> ``[n]``, the model's exact ``log p(x)`` (any
             constant shared by all images may be left out), e.g. ``PixelCNN.log_prob`` in
-            evaluation mode.
-        y: ``[batch, C, H / f, W / f]`` pooled binary images (values ``k / f^2``).
+            evaluation mode. NaN or ``+inf``, or ``-inf`` for every filling of a block, is
+            refused (``ValueError`` naming the sweep, block and datapoints).
+        y: ``[batch, C, H / f, W / f]`` pooled binary images (values ``k / f^2``),
+            ``batch >= 1``.
         factor: ``f``.
-        num_sweeps: sweeps over every pixel; the first ``burn_in`` (default half) are not
-            averaged.
-        subset_size: pixels redrawn together, ``1 < subset_size``; ``min(subset_size, f^2)``
-            is used, and ``f^2`` makes every step a whole block's exact conditional.
+        num_sweeps: sweeps over every pixel, an integer ``>= 1``; the first ``burn_in`` (an
+            integer, default half) are not averaged.
+        subset_size: pixels redrawn together, an integer ``>= 2``; ``k = min(subset_size,
+            f^2)`` is used, and ``f^2`` makes every step a whole block's exact conditional.
+            All ``2^k`` assignments are enumerated, so ``k`` may be at most
+            :data:`MAX_SUBSET_SIZE` (16: whole blocks for ``f <= 4``).
         init: ``[batch, C, H, W]`` scores for the starting image
             (:func:`feasible_binary_image`; default: the nearest-neighbour up-sampled ``y``
             plus a little noise from ``generator``).
-        generator: source of randomness, on ``y``'s device.
+        generator: a ``torch.Generator`` on ``y``'s device, or None.
         max_batch: most images per call of ``log_prob``.
         truth: optional ``[batch, C, H, W]`` 0/1 to score (``log_predictive``).
 
@@ -617,29 +686,33 @@ def super_resolve_gibbs(log_prob: Callable[[torch.Tensor], torch.Tensor], y: tor
         :class:`SuperResolution`: ``mean`` the Rao-Blackwellized ``p(x_i = 1 | y)``, the
         average over kept sweeps of ``E[x_i | x_{-S}, y]`` at the step that redrew ``x_i``.
     """
-    _check_factor(factor)
-    if not torch.is_tensor(y) or not y.is_floating_point() or y.dim() != 4:
-        raise ValueError(f"y must be a float tensor [batch, C, h, w], got "
-                         f"{getattr(y, 'dtype', type(y).__name__)} {list(getattr(y, 'shape', []))}")
-    if isinstance(num_sweeps, bool) or not isinstance(num_sweeps, int) or num_sweeps < 1:
-        raise ValueError(f"num_sweeps must be an int >= 1, got {num_sweeps!r}")
-    burn_in = num_sweeps // 2 if burn_in is None else burn_in
-    if not 0 <= burn_in < num_sweeps:
-        raise ValueError(f"burn_in must lie in 0..{num_sweeps - 1}, got {burn_in}")
-    if isinstance(subset_size, bool) or not isinstance(subset_size, int) or subset_size < 2:
-        raise ValueError(f"subset_size must be an int >= 2, got {subset_size!r}")
-    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
-        raise ValueError(f"max_batch must be a positive int, got {max_batch!r}")
+    if not callable(log_prob):
+        raise ValueError(f"log_prob must be callable, got {type(log_prob).__name__}")
+    shape = _check_pooled_inputs(y, factor, truth)
+    burn_in = check_chain_length(num_sweeps, burn_in, name="num_sweeps")
+    check_int(subset_size, "subset_size", 2)
+    check_int(max_batch, "max_batch")
+    check_generator(generator, y.device)
+    m_total = factor ** 2
+    m = min(int(subset_size), m_total)
+    if m > MAX_SUBSET_SIZE:
+        raise ValueError(f"subset_size={subset_size} redraws {m} pixels of a {factor}x{factor} "
+                         f"block together, enumerating 2^{m} = {2 ** m:,} configurations, more "
+                         f"than the limit 2^{MAX_SUBSET_SIZE} = {2 ** MAX_SUBSET_SIZE:,}; pass "
+                         f"subset_size <= {MAX_SUBSET_SIZE}")
+    if truth is not None and not ((truth == 0) | (truth == 1)).all():
+        raise ValueError(f"truth must hold 0/1 pixels, got "
+                         f"{int((~((truth == 0) | (truth == 1))).sum())} other values "
+                         "(NaN included)")
+    if init is not None and (not torch.is_tensor(init) or tuple(init.shape) != shape):
+        raise ValueError(f"init must be a tensor {list(shape)}, got "
+                         f"{list(getattr(init, 'shape', [])) or type(init).__name__}")
     batch, C, h, w = y.shape
-    shape = (batch, C, h * factor, w * factor)
-    if truth is not None and (not torch.is_tensor(truth) or tuple(truth.shape) != shape):
-        raise ValueError(f"truth must be a tensor {list(shape)}, got "
-                         f"{list(getattr(truth, 'shape', [])) or type(truth).__name__}")
     counts = pooled_counts(y, factor)
     if init is None:
         init = _upsampled(y, factor) + 1e-3 * torch.rand(shape, generator=generator,
                                                          device=y.device, dtype=y.dtype)
-    x = feasible_binary_image(init, y, factor)
+    x = feasible_binary_image(init, y, factor).to(y.dtype)
 
     def scores(images: torch.Tensor) -> torch.Tensor:
         parts = [log_prob(images[i:i + max_batch]) for i in range(0, len(images), max_batch)]
@@ -648,8 +721,6 @@ def super_resolve_gibbs(log_prob: Callable[[torch.Tensor], torch.Tensor], y: tor
             raise ValueError(f"log_prob must map [n, C, H, W] to [n], got {list(out.shape)}")
         return out
 
-    m_total = factor ** 2
-    m = min(subset_size, m_total)
     tables = {size: _configurations(size, y.device) for size in {m, m_total % m or m}}
     H, W = shape[-2:]
     # flat pixel index of offset k inside block (c, bi, bj)
@@ -678,6 +749,7 @@ def super_resolve_gibbs(log_prob: Callable[[torch.Tensor], torch.Tensor], y: tor
                             candidates = flat[rows][:, None, :].repeat(1, K, 1)
                             candidates[:, :, pos] = configs
                             lp = scores(candidates.reshape(-1, *shape[1:])).reshape(-1, K)
+                            _check_block_scores(lp, rows, sweep, (c, bi, bj))
                             weights = lp.softmax(-1)
                             gumbel = -torch.log(-torch.log(torch.rand(
                                 lp.shape, generator=generator, device=y.device,

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -100,7 +101,85 @@ def test_metropolis_within_gibbs_matches_quadrature(tiny_vae, flip_rate):
 def test_channel_shape_is_checked(tiny_vae):
     with pytest.raises(ValueError, match="log_channel"):
         map_complete(tiny_vae, torch.zeros(1, 1, 2, 2, 2))
-    channel = observed_channel(torch.zeros(1, *tiny_vae.image_shape))
+    channel = observed_channel(torch.zeros(1, *tiny_vae.image_shape, dtype=torch.float64))
     for bad in (math.nan, math.inf):  # +inf is no log-likelihood either
         with pytest.raises(ValueError, match="log_channel must hold log-likelihoods"):
-            map_complete(tiny_vae, channel.index_put((torch.tensor(0),), torch.tensor(bad)))
+            map_complete(tiny_vae, channel.index_put((torch.tensor(0),),
+                                                     torch.tensor(bad, dtype=torch.float64)))
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.uint8, torch.bool, torch.float64])
+def test_observed_channel_of_any_real_dtype_is_a_floating_table(dtype):
+    y = torch.tensor([0.0, 1.0, 1.0, 0.0]).reshape(1, 1, 1, 4)
+    table = observed_channel(y.to(dtype), flip_rate=0.1)
+    assert table.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    expected = torch.tensor([[math.log(0.9), math.log(0.1)], [math.log(0.1), math.log(0.9)],
+                             [math.log(0.1), math.log(0.9)], [math.log(0.9), math.log(0.1)]],
+                            dtype=table.dtype)
+    assert torch.allclose(table[0, 0, 0], expected)
+    exact = observed_channel(y.to(dtype))[0, 0, 0]
+    assert torch.equal(exact, torch.tensor([[0.0, -math.inf], [-math.inf, 0.0]] * 2,
+                                           dtype=table.dtype)[[0, 1, 1, 0]])
+    with pytest.raises(ValueError, match="flip_rate must be a finite number"):
+        observed_channel(y, flip_rate="0.1")
+
+
+def test_an_integer_channel_table_is_refused(tiny_vae):
+    table = observed_channel(torch.zeros(1, *tiny_vae.image_shape, dtype=torch.float64))
+    with pytest.raises(ValueError, match="log_channel must be a floating tensor.*int64"):
+        map_complete(tiny_vae, table.clamp(min=-9).long(), steps=1)
+    with pytest.raises(ValueError, match="log_channel must be a floating tensor"):
+        metropolis_within_gibbs(tiny_vae, table.clamp(min=-9).long(), num_steps=1)
+
+
+@pytest.mark.parametrize("likelihood,name", [("gaussian-fixed", "GaussianPixel"),
+                                              ("categorical256", "Categorical256"),
+                                              ("logistic-mixture", "DiscretizedLogisticMixture")])
+def test_completion_refuses_a_vae_without_bernoulli_pixels(likelihood, name):
+    torch.manual_seed(0)
+    vae = VAE((1, 2, 2), latent_dim=1, hidden=(4,), likelihood=likelihood)
+    channel = observed_channel(torch.ones(1, 1, 2, 2))
+    for call in (lambda: map_complete(vae, channel, steps=1),
+                 lambda: metropolis_within_gibbs(vae, channel, num_steps=1)):
+        with pytest.raises(ValueError, match=f"must return a torch.distributions.Bernoulli.*"
+                                             f"got {name}$"):
+            call()
+
+
+def test_chain_length_must_be_integers_and_numpy_integers_count_exactly(tiny_vae):
+    y = torch.tensor([1.0, 0.0, 0.0, 1.0], dtype=torch.float64).reshape(1, 1, 1, 4)
+    channel = observed_channel(y)  # every pixel seen: p(x_i = 1 | y_i, z) = y_i exactly
+    for bad in (1.5, True, 2.0):
+        with pytest.raises(ValueError, match="burn_in must be an integer >= 0"):
+            metropolis_within_gibbs(tiny_vae, channel, num_steps=4, burn_in=bad)
+    with pytest.raises(ValueError, match="num_steps must be a positive integer"):
+        metropolis_within_gibbs(tiny_vae, channel, num_steps=4.0)
+    with pytest.raises(ValueError, match=r"burn_in must lie in 0..3"):
+        metropolis_within_gibbs(tiny_vae, channel, num_steps=4, burn_in=4)
+    mean, _ = metropolis_within_gibbs(tiny_vae, channel, num_steps=np.int64(4),
+                                      burn_in=np.int32(1),
+                                      generator=torch.Generator().manual_seed(0))
+    assert torch.equal(mean, y)  # the average of 3 kept sweeps of y, divided by 3
+
+
+def test_completion_checks_arguments_before_running_the_model(tiny_vae):
+    channel = observed_channel(torch.ones(1, *tiny_vae.image_shape, dtype=torch.float64))
+    for steps in (-5, 2.5, True):
+        with pytest.raises(ValueError, match="steps must be an integer >= 0"):
+            map_complete(tiny_vae, channel, steps=steps)
+    for lr in ("0.1", math.inf, math.nan):
+        with pytest.raises(ValueError, match="lr must be a finite number"):
+            map_complete(tiny_vae, channel, steps=1, lr=lr)
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        map_complete(tiny_vae, channel, steps=1, lr=0.0)
+    with pytest.raises(ValueError, match="generator must be a torch.Generator or None, got int"):
+        metropolis_within_gibbs(tiny_vae, channel, num_steps=2, generator=1)
+    with pytest.raises(ValueError, match=r"'log_channel' has no datapoints \(shape \[0, 1, 1, 4, "):
+        metropolis_within_gibbs(tiny_vae, channel[:0], num_steps=2)
+    with pytest.raises(ValueError, match="log_channel is torch.float32 but the model's "
+                                         "parameters are torch.float64"):
+        map_complete(tiny_vae, channel.float(), steps=1)
+    # steps=0 is the encoder's mean of the channel's most likely image (all ones here)
+    _, z = map_complete(tiny_vae, channel, steps=0)
+    assert torch.equal(z, tiny_vae.encode(torch.ones(1, *tiny_vae.image_shape,
+                                                     dtype=torch.float64))[0])

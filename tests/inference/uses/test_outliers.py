@@ -3,6 +3,7 @@
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -97,3 +98,61 @@ def test_log_evidence_checks_input():
         log_evidence(model.model, model.guide, torch.zeros(0, 4))
     with pytest.raises(ValueError, match="batch_size"):
         log_evidence(model.model, model.guide, torch.zeros(3, 4), batch_size=0)
+
+
+def pairwise_win_rate(inliers, outliers):
+    """The AUROC by its definition, comparing Python numbers (exact for ints of any size)."""
+    wins = sum((o > i) + 0.5 * (o == i) for i, o in itertools.product(inliers, outliers))
+    return wins / (len(inliers) * len(outliers))
+
+
+def test_auroc_compares_large_integers_exactly():
+    # float64 rounds all of these to 2**62 (or 2**63) and would report chance, 0.5
+    big = 2**62
+    assert auroc(torch.tensor([big, big + 1]), torch.tensor([big + 2])) == 1.0
+    assert auroc(torch.tensor([big + 1]), torch.tensor([big])) == 0.0
+    assert auroc(torch.tensor([big + 1]), torch.tensor([big + 1])) == 0.5
+    # int64 against uint64 (no common integer dtype) is compared exactly as well
+    assert auroc(np.array([2**63 - 1]), np.array([2**63 + 1], dtype=np.uint64)) == 1.0
+    generator = torch.Generator().manual_seed(1)
+    inliers = big + torch.randint(0, 6, (7,), generator=generator)
+    outliers = big + torch.randint(2, 8, (5,), generator=generator)
+    assert auroc(inliers, outliers) == pairwise_win_rate(inliers.tolist(), outliers.tolist())
+    # mixed float widths and ints against floats: the pairwise rate of the values themselves
+    halves = torch.tensor([0.5, 1.5, 3.0], dtype=torch.float16)
+    assert auroc(halves, [1, 2, 3]) == pairwise_win_rate([0.5, 1.5, 3.0], [1, 2, 3])
+
+
+def test_auroc_refuses_complex_bool_and_text_by_name():
+    for bad in (torch.tensor([1 + 5j]), torch.tensor([True]), np.array([1 + 0j]), ["a"]):
+        with pytest.raises(TypeError, match="outlier_scores must hold real scores"):
+            auroc([0.0], bad)
+    with pytest.raises(TypeError, match="inlier_scores must hold real scores, got dtype "
+                                        "torch.complex64"):
+        auroc(torch.tensor([1 + 5j]), [2.0])
+
+
+def test_typicality_refuses_an_empty_reference_and_empty_scores():
+    log_p = torch.tensor([-1.0, -2.0])
+    with pytest.raises(ValueError, match="reference_log_p is empty"):
+        typicality_scores(log_p, torch.tensor([]))
+    with pytest.raises(ValueError, match=r"n >= group_size >= 1, got \[0\]"):
+        typicality_scores(torch.tensor([]), log_p)
+
+
+def test_scores_accept_integer_log_densities():
+    log_p = torch.tensor([-1, -3, -10, -2])
+    reference = torch.tensor([-2, -4])  # H = 3
+    typical = typicality_scores(log_p, reference)
+    assert typical.dtype == torch.get_default_dtype()
+    assert typical.tolist() == [2.0, 0.0, 7.0, 1.0]
+    assert typicality_scores(log_p, reference, group_size=2).tolist() == [1.0, 3.0]
+    assert nll_scores(log_p).tolist() == [1.0, 3.0, 10.0, 2.0]
+    assert nll_scores(log_p).dtype == torch.get_default_dtype()
+    assert likelihood_ratio_scores(log_p, torch.tensor([-2, -1, -10, -2])).tolist() == \
+        [-1.0, 2.0, 0.0, 0.0]
+    with pytest.raises(TypeError, match="reference_log_p must hold real log densities, got "
+                                        "dtype torch.bool"):
+        typicality_scores(log_p.float(), torch.tensor([True]))
+    with pytest.raises(TypeError, match="log_p must hold real log densities"):
+        nll_scores(torch.tensor([-1 + 1j]))

@@ -140,3 +140,96 @@ def test_probe_separates_linearly_separable_classes():
     assert accuracy >= bayes - 0.02, (accuracy, bayes)
     noise = torch.randn(200, 2, generator=gen)
     assert probe_accuracy(noise[:100], labels[:100], noise[100:], labels[100:]) < 0.7
+
+
+def test_empty_batches_are_refused_by_name():
+    model, guide = pair(torch.zeros(3), torch.tensor(1.0))
+    empty = torch.zeros(0)
+    for use in (lambda: posterior_means(guide, empty),
+                lambda: kl_per_dimension(model, guide, empty),
+                lambda: expected_log_likelihood(model, guide, empty)):
+        with pytest.raises(ValueError, match=r"argument 0 has no datapoints \(shape \[0\]\)"):
+            use()
+
+
+def test_posterior_means_of_other_event_shapes():
+    loc = torch.arange(6.0).reshape(2, 3)
+
+    def grid_guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(loc, 0.5).to_event(2))
+
+    def scalar_guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(2.0 * x, 0.5))
+
+    x = torch.tensor([1.0, -1.0, 3.0, 0.0])
+    assert torch.equal(posterior_means(grid_guide, x), loc.expand(4, 2, 3))
+    assert torch.equal(posterior_means(scalar_guide, x), 2.0 * x)
+
+
+def test_posterior_means_refuses_observed_sites_and_outer_plates():
+    model, guide = pair(torch.zeros(3), torch.tensor(1.0))
+    x = torch.tensor([0.5, 1.5])
+    with pytest.raises(ValueError, match="site 'x' is observed .* has no posterior"):
+        posterior_means(model, x, site="x")
+    with pytest.raises(ValueError, match="the guide has no sample site 'w'"):
+        posterior_means(guide, x, site="w")
+
+    def particles_guide(x):
+        with pyro.plate("particles", 4, dim=-2), pyro.plate("data", x.shape[0], dim=-1):
+            pyro.sample("z", dist.Normal(x.new_zeros(3), 1.0).to_event(1))
+
+    with pytest.raises(ValueError, match=r"site 'z' has value shape \[4, 2, 3\] \(event dims "
+                                         r"1\); expected \[batch, ...\]"):
+        posterior_means(particles_guide, x)
+
+    def global_guide(x):
+        pyro.sample("z", dist.Normal(x.new_zeros(3), 1.0).to_event(1))
+
+    with pytest.raises(ValueError, match=r"site 'z' has value shape \[3\]"):
+        posterior_means(global_guide, x)
+
+
+def test_active_units_accepts_integers_and_checks_threshold():
+    means = torch.tensor([[0, 5, 1], [0, -5, 1], [0, 5, 2], [0, -5, 2]])
+    count, variance = active_units(means)
+    # unbiased variances by hand: 0, 4 * 25 / 3, 4 * 0.25 / 3
+    torch.testing.assert_close(variance, torch.tensor([0.0, 100 / 3, 1 / 3]))
+    assert count == 2
+    assert active_units(means, threshold=1.0)[0] == 1
+    assert active_units(means, threshold=0)[0] == 2
+    for bad in (math.nan, math.inf, -0.5, "0.1", True, None):
+        with pytest.raises(ValueError, match="threshold must be"):
+            active_units(means, threshold=bad)
+    with pytest.raises(TypeError, match="means must hold real numbers, got dtype torch.bool"):
+        active_units(means > 0)
+    with pytest.raises(ValueError, match=r"got \[4\] .*reshape"):
+        active_units(means[:, 0].float())
+
+
+def test_probe_accuracy_checks_its_inputs_by_name():
+    features = [[0.0, 0.1], [0.2, 0.0], [3.0, 3.1], [3.2, 2.9]]
+    labels = [0, 0, 1, 1]
+    # lists and tensors give the same (perfect) probe
+    assert probe_accuracy(features, labels, features, labels) == 1.0
+    assert probe_accuracy(torch.tensor(features), torch.tensor(labels),
+                          torch.tensor(features), torch.tensor(labels)) == 1.0
+    with pytest.raises(ValueError, match=r"test_features \[4, 2\] and test_labels \[3\] "
+                                         "disagree"):
+        probe_accuracy(features, labels, features, labels[:3])
+    with pytest.raises(ValueError, match=r"train_features \[3, 2\] and train_labels \[4\]"):
+        probe_accuracy(features[:3], labels, features, labels)
+    with pytest.raises(ValueError, match=r"train_labels hold a single class \(1\)"):
+        probe_accuracy(features, [1, 1, 1, 1], features, labels)
+    with pytest.raises(ValueError, match=r"train_features \[4, 2\] and test_features \[4, 1\]"):
+        probe_accuracy(features, labels, [[0.0]] * 4, labels)
+    with pytest.raises(TypeError, match="train_labels must hold integer class labels"):
+        probe_accuracy(features, [0.0, 0.5, 1.0, 1.5], features, labels)
+    with pytest.raises(ValueError, match=r"test_features must be \[n_test >= 1, k >= 1\], "
+                                         r"got shape \[0, 2\]"):
+        probe_accuracy(features, labels, torch.zeros(0, 2), [])
+    with pytest.raises(ValueError, match="train_features has 1 non-finite values"):
+        probe_accuracy([[math.nan, 0.0]] + features[1:], labels, features, labels)
+    with pytest.raises(ValueError, match="max_iter must be a positive integer"):
+        probe_accuracy(features, labels, features, labels, max_iter=0)

@@ -3,6 +3,7 @@
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -302,3 +303,144 @@ def test_gibbs_checks_its_arguments():
         super_resolve_gibbs(lambda x: x.sum((1, 2, 3)), y, 2, num_sweeps=2, burn_in=2)
     assert math.isfinite(float(super_resolve_gibbs(lambda x: x.sum((1, 2, 3)), y, 2,
                                                    num_sweeps=1, burn_in=0).mean.sum()))
+
+
+# ------------------------------------------------------------------ refusals, up front
+def test_chain_lengths_must_be_integers_and_numpy_integers_count_exactly():
+    vae = tiny_vae("bernoulli")
+    y = torch.full((1, 1, 1, 1), 0.5, dtype=DOUBLE)
+    for bad in (1.5, True, 2.0):
+        with pytest.raises(ValueError, match="burn_in must be an integer >= 0"):
+            super_resolve_mwg(vae, y, 2, num_steps=4, burn_in=bad)
+        with pytest.raises(ValueError, match="burn_in must be an integer >= 0"):
+            super_resolve_mh(vae, y, 2, num_steps=4, burn_in=bad)
+        with pytest.raises(ValueError, match="burn_in must be an integer >= 0"):
+            super_resolve_gibbs(lambda x: x.flatten(1).sum(1), y, 2, num_sweeps=4, burn_in=bad)
+    with pytest.raises(ValueError, match="num_sweeps must be a positive integer"):
+        super_resolve_gibbs(lambda x: x.flatten(1).sum(1), y, 2, num_sweeps=4.0)
+    # independent pixels with log p(x) = sum x: every 2x2 filling with two ones equally likely,
+    # so the Rao-Blackwellized mean is 1/2 exactly, whatever the burn-in's type
+    result = super_resolve_gibbs(lambda x: x.flatten(1).sum(1), y, 2, num_sweeps=np.int64(4),
+                                 burn_in=np.int32(1), generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(result.mean, torch.full((1, 1, 2, 2), 0.5, dtype=DOUBLE), atol=1e-12)
+
+
+def test_truth_must_be_binary_for_a_bernoulli_model():
+    vae = tiny_vae("bernoulli")
+    y = torch.full((1, 1, 1, 1), 0.5, dtype=DOUBLE)
+    for bad in (0.5, math.nan):
+        truth = torch.tensor([[1.0, 0.0], [bad, 1.0]], dtype=DOUBLE).reshape(1, 1, 2, 2)
+        for call in (lambda: super_resolve_map(vae, y, 2, steps=1, truth=truth),
+                     lambda: super_resolve_mwg(vae, y, 2, num_steps=2, truth=truth),
+                     lambda: super_resolve_mh(vae, y, 2, num_steps=2, truth=truth),
+                     lambda: super_resolve_gibbs(lambda x: x.flatten(1).sum(1), y, 2,
+                                                 num_sweeps=1, truth=truth)):
+            with pytest.raises(ValueError, match="truth must hold 0/1 pixels.*1 other values"):
+                call()
+    grey = tiny_vae("gaussian-learned")
+    truth = torch.full((1, 1, 2, 2), 0.5, dtype=DOUBLE)
+    assert super_resolve_map(grey, y, 2, steps=1, truth=truth).log_predictive.shape == \
+        truth.shape
+    truth = truth.clone()
+    truth[0, 0, 1, 0] = math.nan
+    with pytest.raises(ValueError, match=r"truth \(shape \[1, 1, 2, 2\]\) has 1 non-finite"):
+        super_resolve_map(grey, y, 2, steps=1, truth=truth)
+
+
+def test_vae_inputs_are_checked_before_the_model_runs():
+    vae = tiny_vae("bernoulli")
+
+    def never(x):
+        raise AssertionError("the encoder ran")
+
+    vae.encode = never
+    y = torch.full((1, 1, 1, 1), 0.5, dtype=DOUBLE)
+    with pytest.raises(ValueError, match=r"y \(shape \[1, 1, 1, 1\]\) has 1 non-finite values "
+                                         r"\(1 NaN"):
+        super_resolve_map(vae, torch.full_like(y, math.nan), 2, steps=1)
+    with pytest.raises(ValueError, match="y is torch.float32 but the model's parameters are "
+                                         "torch.float64"):
+        super_resolve_map(vae, y.float(), 2, steps=1)
+    with pytest.raises(ValueError, match=r"from \[1, 4, 4\] images, but the vae's image_shape "
+                                         r"is \[1, 2, 2\]"):
+        super_resolve_mwg(vae, torch.full((1, 1, 2, 2), 0.5, dtype=DOUBLE), 2, num_steps=2)
+    for call in (lambda: super_resolve_map(vae, y, 2, steps=2.5),
+                 lambda: super_resolve_map(vae, y, 2, steps=-1)):
+        with pytest.raises(ValueError, match="steps must be an integer >= 0"):
+            call()
+    with pytest.raises(ValueError, match="lr must be a finite number, got inf"):
+        super_resolve_map(vae, y, 2, steps=2, lr=math.inf)
+    with pytest.raises(ValueError, match="generator must be a torch.Generator or None"):
+        super_resolve_mh(vae, y, 2, num_steps=2, generator=1)
+    with pytest.raises(ValueError, match="target_acceptance must be a finite number"):
+        super_resolve_mh(vae, y, 2, num_steps=2, target_acceptance="0.3")
+    for call in (lambda: super_resolve_mwg(vae, y[:0], 2, num_steps=2),
+                 lambda: super_resolve_mh(vae, y[:0], 2, num_steps=2),
+                 lambda: super_resolve_gibbs(lambda x: x.flatten(1).sum(1), y[:0], 2)):
+        with pytest.raises(ValueError, match=r"'y' has no datapoints \(shape \[0, 1, 1, 1\]\)"):
+            call()
+
+
+def test_pooled_counts_refuse_nan():
+    with pytest.raises(ValueError, match=r"y \(shape \[1, 1, 1, 2\]\) has 1 non-finite "
+                                         r"values \(1 NaN"):
+        pooled_counts(torch.tensor([0.25, math.nan]).reshape(1, 1, 1, 2), 2)
+
+
+def test_gibbs_refuses_nan_inf_and_impossible_blocks_by_place():
+    # datapoint 0's only block is empty (never scored), datapoint 1's holds two ones
+    y = torch.tensor([0.0, 0.5], dtype=DOUBLE).reshape(2, 1, 1, 1)
+    for value, what in ((math.nan, "NaN"), (math.inf, r"\+inf")):
+        with pytest.raises(ValueError, match=rf"log_prob returned {what} at sweep 0, block "
+                                             rf"\(channel, row, column\) = \(0, 0, 0\), for "
+                                             rf"datapoint\(s\) \[1\]"):
+            super_resolve_gibbs(lambda x, v=value: torch.full((len(x),), v, dtype=DOUBLE),
+                                y, 2, num_sweeps=2)
+    with pytest.raises(ValueError, match=r"-inf for every filling .* datapoint\(s\) \[1\]"):
+        super_resolve_gibbs(lambda x: torch.full((len(x),), -math.inf, dtype=DOUBLE), y, 2,
+                            num_sweeps=2)
+
+
+def test_gibbs_with_some_impossible_fillings_is_exact():
+    """log p(x) = 0 except -inf where the first pixel is 1: given two ones in the 2x2 block,
+    the other three pixels share them uniformly, p = 2/3 each, and whole-block updates give it
+    exactly (from any start, even one the model rules out)."""
+    y = torch.full((3, 1, 1, 1), 0.5, dtype=DOUBLE)
+
+    def log_prob(x):
+        return torch.where(x[:, 0, 0, 0] == 1, -math.inf, 0.0).to(DOUBLE)
+
+    result = super_resolve_gibbs(log_prob, y, 2, num_sweeps=3, burn_in=0,
+                                 init=torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=DOUBLE)
+                                 .reshape(1, 1, 2, 2).expand(3, -1, -1, -1),
+                                 generator=torch.Generator().manual_seed(0))
+    expected = torch.tensor([0.0, 2 / 3, 2 / 3, 2 / 3], dtype=DOUBLE).reshape(1, 1, 2, 2)
+    assert torch.allclose(result.mean, expected.expand(3, -1, -1, -1), atol=1e-12)
+
+
+def test_gibbs_subset_size_is_limited_before_any_work():
+    y = torch.full((1, 1, 1, 1), 0.48, dtype=DOUBLE)  # 12 ones in a 5x5 block
+
+    def never(x):
+        raise AssertionError("log_prob ran")
+
+    for subset_size, m in ((25, 25), (17, 17), (100, 25)):
+        with pytest.raises(ValueError, match=rf"subset_size={subset_size} redraws {m} pixels .* "
+                                             rf"2\^{m} = {2 ** m:,} configurations, more than "
+                                             r"the limit 2\^16 = 65,536"):
+            super_resolve_gibbs(never, y, 5, num_sweeps=1, subset_size=subset_size)
+
+
+def test_gibbs_whole_4x4_blocks_at_the_limit_match_the_closed_form():
+    """subset_size=16 = f^2 for f = 4 (2^16 configurations, the limit): independent pixels,
+    every step the exact conditional of the whole block, so the mean is the closed form."""
+    torch.manual_seed(7)
+    logits = 2 * torch.randn(1, 1, 4, 4, dtype=DOUBLE)
+
+    def log_prob(x):
+        return (x * logits - torch.nn.functional.softplus(logits)).flatten(1).sum(1)
+
+    y = torch.full((1, 1, 1, 1), 6 / 16, dtype=DOUBLE)
+    result = super_resolve_gibbs(log_prob, y, 4, num_sweeps=1, burn_in=0, subset_size=16,
+                                 generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(result.mean, bernoulli_pool_posterior(logits, y, 4), atol=1e-9)
