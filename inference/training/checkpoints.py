@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import numbers
 import os
+import shutil
 import secrets
 import struct
 import zlib
@@ -46,6 +48,29 @@ def foreign_param_store_state(modules) -> dict:
     keep = {name for name, p in store.named_parameters() if id(p) not in owned}
     state = store.get_state()
     return {key: {n: v for n, v in table.items() if n in keep} for key, table in state.items()}
+
+
+def restore_param_store(state: dict) -> None:
+    """Put back what :func:`foreign_param_store_state` saved.
+
+    A name the store already holds with a tensor of the saved shape and dtype is restored in
+    place: that tensor may be a network's parameter that ``pyro.module`` registered, which the
+    network keeps using (Pyro does not copy store values into a module by default). Other names
+    enter the store as the saved tensors (``ParamStoreDict.set_state``).
+    """
+    store = pyro.get_param_store()
+    live = dict(store.named_parameters())
+    rest = {"params": {}, "constraints": {}}
+    with torch.no_grad():
+        for name, saved in state["params"].items():
+            tensor = live.get(name)
+            if tensor is not None and tensor.shape == saved.shape and tensor.dtype == saved.dtype:
+                tensor.copy_(saved)
+            else:
+                rest["params"][name] = saved
+                if name in state["constraints"]:
+                    rest["constraints"][name] = state["constraints"][name]
+    store.set_state(rest)
 
 
 # --- the checkpoint file format, integrity and locking -----------------------------------------
@@ -145,6 +170,28 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
         message = (f"could not write the checkpoint {path} ({error.strerror or error}); "
                    "the previous checkpoint is unchanged")
         raise (OSError(error.errno, message) if error.errno else OSError(message)) from error
+
+
+def keep_previous(path: str | Path) -> Path:
+    """Make ``<path>.previous`` a copy of the file at ``path`` (replacing an older one)
+    atomically, leaving ``path`` in place; returns the new name. A hard link where the file
+    system has them, else a copy flushed to disk, renamed into place."""
+    path = Path(path)
+    previous = path.with_name(path.name + ".previous")
+    partial = _unique_partial(path)
+    try:
+        try:
+            os.link(path, partial)
+        except OSError:
+            shutil.copyfile(path, partial)
+            with open(partial, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(partial, previous)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise OSError(f"could not keep the checkpoint {path} as {previous} "
+                      f"({error.strerror or error}); it is unchanged") from error
+    return previous
 
 
 def load_checkpoint(path: str | Path, map_location=None) -> dict:
@@ -257,6 +304,24 @@ def foreign_store_shapes(modules) -> dict:
     owned = {id(p) for m in modules for p in m.parameters()}
     return {name: list(p.shape) for name, p in pyro.get_param_store().named_parameters()
             if id(p) not in owned}
+
+
+def object_fingerprint(obj) -> dict:
+    """Class name and plain settings of an object (e.g. a loss object): its public attributes
+    that are numbers, strings, bools or None, or lists, tuples and dicts of them."""
+
+    def plain(value) -> bool:
+        if isinstance(value, (list, tuple)):
+            return all(plain(v) for v in value)
+        if isinstance(value, dict):
+            return all(isinstance(k, str) and plain(v) for k, v in value.items())
+        return value is None or isinstance(value, (str, numbers.Number))
+
+    settings = {"class": type(obj).__qualname__}
+    for name, value in sorted(getattr(obj, "__dict__", {}).items()):
+        if not name.startswith("_") and plain(value):
+            settings[name] = value
+    return settings
 
 
 def callable_fingerprint(fn) -> str:

@@ -35,7 +35,10 @@ class KeepBest:
 
     Use ``keep = KeepBest(m, score); fit(..., callback=keep); keep.restore()``. Each call
     adds ``"valid_score"`` to the epoch's record (so it lands in fit's history); after
-    :meth:`restore`, ``best_epoch`` and ``best_score`` say what was kept.
+    :meth:`restore`, ``best_epoch`` and ``best_score`` say what was kept. With a checkpoint,
+    fit saves the best epoch's parameters in it (:meth:`get_state`), so a resumed run
+    (``fit(..., checkpoint=path, resume=True, callback=KeepBest(...))``) restores the best
+    epoch of the whole run, the interrupted part included.
     """
 
     def __init__(self, modules: torch.nn.Module | Sequence[torch.nn.Module],
@@ -49,6 +52,7 @@ class KeepBest:
         self.score = score
         self.best_score = -math.inf
         self.best_epoch: int | None = None
+        self.scored = 0  # epochs scored
         self._best_state: list[dict] | None = None
 
     def __call__(self, record: dict) -> None:
@@ -65,6 +69,7 @@ class KeepBest:
         if math.isnan(value):
             raise ValueError(f"the validation score of epoch {record.get('epoch')} is NaN")
         record["valid_score"] = value
+        self.scored += 1
         if value > self.best_score:
             self.best_score = value
             self.best_epoch = record.get("epoch")
@@ -74,6 +79,28 @@ class KeepBest:
         """Load the best epoch's parameters into the modules (in place, so optimizers and
         the Pyro param store keep referring to the same tensors)."""
         if self._best_state is None:
+            if self.scored:
+                raise ValueError(f"every score of the {self.scored} epochs scored was -inf, "
+                                 "so there is no best epoch to restore; check the score")
             raise ValueError("no epoch was scored yet: pass this object as fit's callback")
         for m, state in zip(self.modules, self._best_state):
             m.load_state_dict(state)
+
+    def get_state(self) -> dict:
+        """The best epoch so far, its score and parameters, and the number of epochs scored
+        (:func:`inference.fit` saves it in each checkpoint)."""
+        return {"best_score": self.best_score, "best_epoch": self.best_epoch,
+                "scored": self.scored, "best_state": self._best_state}
+
+    def set_state(self, state: dict) -> None:
+        """Continue from :meth:`get_state`'s ``state``, after checking that its parameters
+        fit the modules (names and shapes)."""
+        best = state["best_state"]
+        if best is not None:
+            mine = [{k: list(v.shape) for k, v in m.state_dict().items()} for m in self.modules]
+            theirs = [{k: list(v.shape) for k, v in s.items()} for s in best]
+            if mine != theirs:
+                raise ValueError("KeepBest.set_state: the saved best parameters do not fit the "
+                                 f"modules: saved {theirs}, modules {mine}")
+        self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
+        self.scored, self._best_state = state["scored"], best

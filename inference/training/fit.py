@@ -6,6 +6,7 @@ import functools
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -16,6 +17,7 @@ from tqdm.auto import tqdm
 
 from ..checks import check_finite_tensor, check_int, check_number, check_pair_arguments
 from ..evidence.estimators import elbo
+from ..pair_check import PairError, check_pair
 from ..weights import check_compile, trace_pair
 from . import checkpoints
 from .handlers import scale_data_plate, scale_latents
@@ -37,8 +39,8 @@ def _as_tensors(data, name: str = "data") -> tuple[torch.Tensor, ...]:
 
 
 def _check_data(tensors: tuple, name: str, like: tuple | None = None) -> None:
-    """No datapoints, NaN/inf values, or (``like``: the training data) other shapes: raise
-    ``ValueError`` naming ``name`` before any work."""
+    """No datapoints, NaN/inf values, or (``like``: the training data) other shapes or
+    dtypes: raise ``ValueError`` naming ``name`` before any work."""
     if tensors[0].shape[0] == 0:
         raise ValueError(f"{name} has no datapoints (shapes {[list(t.shape) for t in tensors]})")
     for i, tensor in enumerate(tensors):
@@ -49,6 +51,10 @@ def _check_data(tensors: tuple, name: str, like: tuple | None = None) -> None:
         if mine != theirs:
             raise ValueError(f"{name} tensors have datapoint shapes {mine}, the training data "
                              f"{theirs}")
+        mine, theirs = [t.dtype for t in tensors], [t.dtype for t in like]
+        if mine != theirs:
+            raise ValueError(f"{name} tensors have dtypes {mine}, the training data {theirs}; "
+                             f"convert {name} to the training data's dtype")
 
 
 def _check_arguments(model, guide, loss, num_particles, epochs, batch_size, lr, seed,
@@ -97,10 +103,11 @@ def _settings(loss, num_particles, batch_size, lr, seed, kl_warmup_epochs, compi
               mixed_precision, batch_transform, shuffle) -> dict:
     """The settings a resumed run must share with the run that wrote the checkpoint.
 
+    A loss object enters by its class and plain settings (``num_particles``, ...).
     ``batch_transform`` and ``shuffle`` enter only when not at their defaults, so that
     checkpoints written before they were recorded still resume.
     """
-    settings = {"loss": loss if isinstance(loss, str) else type(loss).__qualname__,
+    settings = {"loss": loss if isinstance(loss, str) else checkpoints.object_fingerprint(loss),
                 "num_particles": num_particles, "batch_size": batch_size, "lr": float(lr),
                 "seed": seed, "kl_warmup_epochs": kl_warmup_epochs, "compile": bool(compile),
                 "mixed_precision": bool(mixed_precision)}
@@ -184,7 +191,8 @@ def _module_of(fn):
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/None picks CUDA when available, else CPU; anything else is used as given."""
+    """``"auto"``/None picks CUDA when available, else CPU; else a CPU or CUDA device as
+    given (other kinds, e.g. ``"meta"``, are refused)."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -192,6 +200,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     except (RuntimeError, TypeError) as error:
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device, "
                          f"got {device!r}") from error
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got '{device}': "
+                         "fit trains on CPU or CUDA devices only")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' was requested but torch sees no CUDA device")
     return device
@@ -282,25 +293,34 @@ def fit(
             ``loss_and_grads`` methods, e.g. ``inference.FreeBitsELBO(0.25)`` (free bits,
             nats per latent dimension).
         device: where data and, when ``model`` is a bound method of an ``nn.Module``, that
-            module live; ``"auto"`` picks CUDA when present.
+            module live: a CPU or CUDA device; ``"auto"`` picks CUDA when present.
         kl_warmup_epochs: scale the latent terms by ``epoch / kl_warmup_epochs`` (capped at
             one) during the first epochs; the recorded ``train_loss`` is of that objective.
         batch_transform: maps a minibatch's tensors to new ones before each step, e.g.
             dynamic binarization or uniform dequantization drawn afresh every epoch (its
             random draws come from torch's generator, which checkpoints save).
-        valid_data: optional held-out data; its single-sample ELBO per datapoint is recorded
-            every epoch, without gradients and without touching parameters.
+        valid_data: optional held-out data of the training data's datapoint shapes and
+            dtypes; its single-sample ELBO per datapoint is recorded every epoch, without
+            gradients and without touching parameters. A pair for which that is undefined
+            (e.g. with a global latent) is refused before training.
         checkpoint: file to write after every epoch (atomically, with a CRC32): module and
             Pyro parameters, optimizer and random-number states, history, and fingerprints of
             the pair, the data and the settings. Its folder must be writable (checked before
             training); one run at a time may use it (a lock file ``checkpoint + ".lock"``).
+            A run that does not resume keeps a file it replaces as ``checkpoint +
+            ".previous"`` (replacing an older one) on its first save, with a warning.
         resume: continue from ``checkpoint`` when it exists; the result equals that of an
             uninterrupted run with the same seed. A checkpoint of another pair (parameter
             names and shapes), other data (shape, dtype, a strided hash), other settings
-            (loss, num_particles, batch_size, lr, seed, kl_warmup_epochs, compile,
-            mixed_precision) or of more epochs than ``epochs`` is refused with what differs.
-        callback: called with each epoch's record after it is appended (on every process
-            when ``distributed``).
+            (loss, a loss object's class and plain settings, num_particles, batch_size, lr,
+            seed, kl_warmup_epochs, compile, mixed_precision) or of more epochs than
+            ``epochs`` is refused with what differs.
+        callback: called with each epoch's record after it is appended and the checkpoint
+            written (on every process when ``distributed``). A callback with ``get_state``
+            and ``set_state`` (e.g. :class:`inference.KeepBest`) has its state saved in each
+            checkpoint as it was before that epoch's call; a resumed run restores it and
+            calls the callback again with the last saved record, so that it ends as in an
+            uninterrupted run (a checkpoint without such a state is refused).
         distributed: data-parallel training over the default ``torch.distributed`` process
             group, created from ``torchrun``'s environment when needed: ``batch_size`` is
             the global batch, split across processes, each on its own device (see
@@ -389,23 +409,45 @@ def fit(
         pair_print["param_store"] = _probe_store_shapes(
             model, guide, tuple(t[:batch_size] for t in tensors), modules, device)
         _check_resumable(state, checkpoint, epochs, {"pair": pair_print, **fingerprint})
+        if _has_state(callback) and "callback" not in state:
+            raise checkpoints.CheckpointError(
+                f"checkpoint {checkpoint} holds no state of the callback "
+                f"{type(callback).__name__} (the run that wrote it had another callback), so "
+                "what it kept of the earlier epochs is lost; resume with that run's callback "
+                "or use another checkpoint path")
+    # a fresh run keeps a checkpoint it will replace as <checkpoint>.previous (first save)
+    replaces = (checkpoint is not None and state is None and parallel.rank == 0
+                and Path(checkpoint).exists())
     pyro.set_rng_seed(parallel.process_seed(seed))
     # the pair checked on a first minibatch (random state restored) before any step
     plan = plan_minibatches(model, guide, tensors, batch_size=batch_size, loss=loss,
                             num_particles=num_particles, shuffle=shuffle,
                             batch_transform=batch_transform)
+    if valid is not None:
+        try:
+            check_pair(plan.structure, "elbo")
+        except PairError as error:
+            raise PairError(f"fit(valid_data=...): the validation ELBO per datapoint is not "
+                            f"defined for this pair, so valid_data cannot be scored (train "
+                            f"without it): {error}") from None
     shuffler = torch.Generator().manual_seed(seed)  # the same permutation on every process
     parallel.attach(stepper)
     history = []
     if state is not None:
         for module, module_state in zip(modules, state["modules"]):
             module.load_state_dict(module_state)
-        pyro.get_param_store().set_state(state["param_store"])
+        checkpoints.restore_param_store(state["param_store"])
         optimizer.set_state(state["optimizer"])
         shuffler.set_state(state["shuffler"])
         parallel.set_rng_state(state["rng"])
         history = state["history"]
+        if _has_state(callback):
+            callback.set_state(state["callback"])
     parallel.prepare(modules, tuple(t[:1] for t in tensors), batch_transform)
+    if state is not None and _has_state(callback) and history:
+        # the checkpoint was written before its last epoch's callback ran: run it again, as
+        # the interrupted run did, on the same parameters and random state
+        callback(history[-1])
     validate, validated = is_validation_enabled(), False
     bar = tqdm(range(len(history), epochs), desc=f"fit ({loss})",
                disable=not progress or parallel.rank != 0, leave=False)
@@ -443,6 +485,11 @@ def fit(
         history.append(record)
         bar.set_postfix(loss=f"{record['train_loss']:.3f}")
         if checkpoint is not None:
+            if replaces:
+                previous = checkpoints.keep_previous(checkpoint)
+                warnings.warn(f"fit: this run (resume={resume}) replaces the checkpoint "
+                              f"{checkpoint}; the old one is kept as {previous}", stacklevel=3)
+                replaces = False
             parallel.save(checkpoint, lambda rng: {
                 "modules": [m.state_dict() for m in modules],
                 "param_store": checkpoints.foreign_param_store_state(modules),
@@ -452,10 +499,17 @@ def fit(
                 "history": history,
                 "fingerprint": {"pair": checkpoints.params_fingerprint(
                     modules, checkpoints.foreign_store_shapes(modules)), **fingerprint},
+                **({"callback": callback.get_state()} if _has_state(callback) else {}),
             })
         if callback is not None:
             callback(record)
     return history
+
+
+def _has_state(callback) -> bool:
+    """Whether ``callback`` has state to save with each checkpoint (``get_state``/
+    ``set_state``, e.g. :class:`inference.KeepBest`)."""
+    return hasattr(callback, "get_state") and hasattr(callback, "set_state")
 
 
 def _named_params(modules) -> list[tuple[str, torch.Tensor]]:

@@ -33,6 +33,7 @@ import torch
 from pyro.distributions import Independent
 from torch.distributions import kl_divergence
 
+from ..checks import check_int, check_number
 from ..weights import data_frame, sample_sites, trace_pair
 
 __all__ = ["FreeBitsELBO", "FreeBitsTerms", "free_bits_terms"]
@@ -64,7 +65,9 @@ def _masked(value: torch.Tensor, site, trailing: int = 0) -> torch.Tensor:
 
 def _kl_elements(model_site, guide_site) -> tuple[torch.Tensor, int]:
     """KL of a latent site per element: analytic between the base distributions (under
-    ``Independent``) when registered, else ``log q(z) - log p(z)`` at the guide's draw.
+    ``Independent``) when registered, else ``log q(z) - log p(z)`` at the guide's draw. Bases
+    whose elements do not line up (a MultivariateNormal guide against a diagonal Normal
+    prior) are compared per batch element of the site instead.
 
     Returns:
         the KL with the site's batch shape followed by its event dims that the base
@@ -72,6 +75,8 @@ def _kl_elements(model_site, guide_site) -> tuple[torch.Tensor, int]:
         those event dims.
     """
     q, p = _base(guide_site["fn"]), _base(model_site["fn"])
+    if q.event_shape != p.event_shape or len(q.batch_shape) != len(p.batch_shape):
+        q, p = guide_site["fn"], model_site["fn"]
     value = guide_site["value"]
     try:
         kl = kl_divergence(q, p)
@@ -168,10 +173,8 @@ class FreeBitsELBO:
     """
 
     def __init__(self, free_bits: float, num_particles: int = 1, group: str = "dimension"):
-        if not isinstance(free_bits, (int, float)) or not free_bits >= 0:
-            raise ValueError(f"free_bits must be a number of nats >= 0, got {free_bits!r}")
-        if num_particles < 1:
-            raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+        check_number(free_bits, "free_bits", minimum=0.0)
+        check_int(num_particles, "num_particles")
         if group not in GROUPS:
             raise ValueError(f"group must be one of {GROUPS}, got {group!r}")
         self.free_bits, self.num_particles, self.group = float(free_bits), num_particles, group

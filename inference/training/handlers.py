@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pyro.poutine.messenger import Messenger
 
+from ..checks import check_number
 from ..weights import DATA_PLATE
 
 
@@ -12,11 +13,13 @@ class scale_data_plate(Messenger):
 
     With ``factor = N / batch_size`` a minibatch gives an unbiased estimate of the full-data
     objective, while sites outside the plate (global latents) keep their weight of one.
+    ``factor`` must be a finite number > 0.
     """
 
     value_neutral = True  # never sets a site's value (see inference.training.svi_step)
 
     def __init__(self, factor: float):
+        check_number(factor, "scale_data_plate factor", positive=True)
         super().__init__()
         self.factor = factor
 
@@ -30,12 +33,14 @@ class scale_latents(Messenger):
 
     Applied to model and guide together it turns the ELBO into
     ``E_q[log p(x | z)] - beta KL(q || p)``: KL warm-up (Bowman et al. 2016; Sonderby et al.
-    2016) raises ``beta`` from 0 to 1 over the first epochs.
+    2016) raises ``beta`` from 0 to 1 over the first epochs. ``beta`` must be a finite
+    number >= 0.
     """
 
     value_neutral = True  # never sets a site's value (see inference.training.svi_step)
 
     def __init__(self, beta: float):
+        check_number(beta, "scale_latents beta", minimum=0.0)
         super().__init__()
         self.beta = beta
 

@@ -162,3 +162,141 @@ def test_another_batch_transform_or_order_is_refused(pair, tmp_path):
         _run(model, x, path, epochs=3, resume=True, batch_transform=_flip, shuffle=False)
     history = _run(model, x, path, epochs=3, resume=True, batch_transform=_flip)
     assert len(history) == 3
+
+
+def _plain_function_pair():
+    """Model and guide as plain functions registering two networks with ``pyro.module``."""
+    torch.manual_seed(0)
+    encoder, decoder = torch.nn.Linear(3, 4), torch.nn.Linear(2, 3)
+
+    def model(x):
+        pyro.module("decoder", decoder)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(decoder(z), 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        pyro.module("encoder", encoder)
+        h = encoder(x)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(h[:, :2], h[:, 2:].exp()).to_event(1))
+
+    return model, guide, (encoder, decoder)
+
+
+def test_resume_of_plain_functions_with_pyro_module_networks(tmp_path):
+    # The checkpoint's values must reach the networks the pair uses: they used to enter the
+    # param store as new tensors, which the optimizer stepped while the fresh networks ran
+    x = torch.randn(32, 3, generator=torch.Generator().manual_seed(1)) * 2 + 1
+
+    def train(epochs, resume, path):
+        pyro.clear_param_store()  # a new process: fresh store, fresh networks
+        model, guide, nets = _plain_function_pair()
+        history = fit(model, guide, x, epochs=epochs, batch_size=8, lr=0.05, seed=2,
+                      checkpoint=path, resume=resume, progress=False)
+        return nets, history
+
+    straight, straight_history = train(5, False, tmp_path / "straight.pt")
+    train(2, False, tmp_path / "split.pt")
+    resumed, resumed_history = train(5, True, tmp_path / "split.pt")
+    assert [r["train_loss"] for r in resumed_history] == \
+        [r["train_loss"] for r in straight_history]
+    for net, other in zip(resumed, straight):
+        for key, value in other.state_dict().items():
+            assert torch.equal(net.state_dict()[key], value), key
+    assert pyro.get_param_store()["decoder$$$bias"] is resumed[1].bias
+
+
+def test_loss_object_settings_are_fingerprinted(pair, tmp_path):
+    from pyro.infer import Trace_ELBO
+
+    from inference import FreeBitsELBO
+
+    model, x = pair
+    path = tmp_path / "run.pt"
+    _run(model, x, path, loss=FreeBitsELBO(0.0))
+    with pytest.raises(CheckpointError, match=r"settings\.loss\.free_bits: 0\.0 in the "
+                                              r"checkpoint, 5\.0 now; settings\.loss\.group"):
+        _run(model, x, path, epochs=3, resume=True, loss=FreeBitsELBO(5.0, group="site"))
+    with pytest.raises(CheckpointError, match=r"settings\.loss\.class: 'FreeBitsELBO'"):
+        _run(model, x, path, epochs=3, resume=True, loss=Trace_ELBO())
+    assert len(_run(model, x, path, epochs=3, resume=True, loss=FreeBitsELBO(0.0))) == 3
+    path = tmp_path / "elbo.pt"
+    _run(model, x, path, loss=Trace_ELBO(num_particles=1))
+    with pytest.raises(CheckpointError, match=r"settings\.loss\.num_particles: 1 in the "
+                                              r"checkpoint, 20 now"):
+        _run(model, x, path, epochs=3, resume=True, loss=Trace_ELBO(num_particles=20))
+
+
+def test_keep_best_survives_a_resume(tmp_path):
+    # The best epoch (1) lies in the interrupted part: after the resume, restore() must give
+    # its parameters, and the run must equal an uninterrupted one bit for bit. The score
+    # draws a random number (as a sampled validation estimate would), which a resumed run
+    # must draw again where the interrupted one did.
+    from inference import KeepBest
+
+    x = LinearGaussian(data_dim=3, latent_dim=1, seed=9).simulate(96, seed=1).detach()
+
+    def train(epochs, resume, path, target=None):
+        pyro.clear_param_store()
+        model = LinearGaussian(data_dim=3, latent_dim=1, seed=0)
+        snapshots = []
+
+        def score():
+            snapshots.append(model.weight.detach().clone())
+            distance = 0.0 if target is None else float((model.weight - target).abs().sum())
+            return -distance + 0.0 * float(torch.rand(()))
+
+        keep = KeepBest(model, score)
+        history = fit(model.model, model.guide, x, epochs=epochs, batch_size=32, seed=4,
+                      lr=0.05, checkpoint=path, resume=resume, progress=False, callback=keep)
+        return model, keep, history, snapshots
+
+    target = train(1, False, tmp_path / "first.pt")[3][0]  # the weight after epoch 1
+    straight, straight_keep, straight_history, _ = train(4, False, tmp_path / "a.pt", target)
+    train(2, False, tmp_path / "b.pt", target)
+    resumed, keep, history, snapshots = train(4, True, tmp_path / "b.pt", target)
+    assert len(snapshots) == 3, "epoch 2 is scored again on resume, then epochs 3 and 4"
+    assert history == [{**r, "seconds": h["seconds"]} for r, h in zip(straight_history,
+                                                                       history)]
+    assert (keep.best_epoch, keep.best_score) == (1, 0.0) == \
+        (straight_keep.best_epoch, straight_keep.best_score)
+    assert torch.equal(resumed.weight, straight.weight)
+    keep.restore()
+    assert torch.equal(resumed.weight, target)
+
+
+def test_keep_best_refuses_a_checkpoint_without_its_state(pair, written):
+    from inference import KeepBest
+
+    path, x = written  # written without a callback
+    model = pair[0]
+    with pytest.raises(CheckpointError, match="holds no state of the callback KeepBest"):
+        _run(model, x, path, epochs=3, resume=True, callback=KeepBest(model, lambda: 0.0))
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_fresh_run_keeps_the_checkpoint_it_replaces(pair, tmp_path, resume):
+    # a rerun without resume=True (or resuming another run's file under a new name) used
+    # to overwrite a longer run's checkpoint silently
+    from inference.training.checkpoints import load_checkpoint
+
+    model, x = pair
+    path, previous = tmp_path / "run.pt", tmp_path / "run.pt.previous"
+    _run(model, x, path, epochs=3)
+    assert not previous.exists()
+    if resume:  # resume=True with no file starts afresh too, and replaces nothing
+        _run(model, x, tmp_path / "new.pt", epochs=1, resume=True)
+        assert not (tmp_path / "new.pt.previous").exists()
+        return
+    with pytest.warns(UserWarning, match=rf"replaces the checkpoint {path}; the old one is "
+                                         rf"kept as {previous}"):
+        _run(model, x, path, epochs=1)
+    assert len(load_checkpoint(path)["history"]) == 1
+    assert len(load_checkpoint(previous)["history"]) == 3
+    with pytest.warns(UserWarning, match="kept as"):
+        _run(model, x, path, epochs=2)  # replaces the older .previous
+    assert len(load_checkpoint(path)["history"]) == 2
+    assert len(load_checkpoint(previous)["history"]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pt", "run.pt.lock",
+                                                          "run.pt.previous"]

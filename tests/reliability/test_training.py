@@ -7,6 +7,8 @@ no-op (num_particles=0 trained nothing and reported loss 0.0), or a NaN checkpoi
 import runpy
 import sys
 
+import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 
@@ -27,7 +29,7 @@ BAD_ARGUMENTS = [
     ("num_particles", True), ("lr", "0.01"), ("lr", float("inf")), ("lr", float("nan")),
     ("lr", -1e-3), ("batch_size", 2.5), ("batch_size", 0), ("batch_size", True),
     ("epochs", 1.5), ("epochs", -1), ("seed", "1"), ("kl_warmup_epochs", -2),
-    ("loss", 3), ("resume", "yes"), ("callback", 5), ("device", "gpu"),
+    ("loss", 3), ("resume", "yes"), ("callback", 5), ("device", "gpu"), ("device", "meta"),
 ]
 
 
@@ -67,6 +69,38 @@ def test_nonfinite_valid_data_found_before_training(pair):
 def test_valid_data_of_another_shape(pair):
     with pytest.raises(ValueError, match="valid_data tensors have datapoint shapes"):
         _fit(pair, valid_data=torch.zeros(5, 4))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.int64])
+def test_valid_data_of_another_dtype(pair, dtype):
+    # used to fail in a matrix product after a whole epoch of training
+    calls = []
+    with pytest.raises(ValueError, match=rf"valid_data tensors have dtypes \[{dtype}\], the "
+                                         r"training data \[torch.float32\]"):
+        _fit(pair, valid_data=pair[1][:10].to(dtype), callback=calls.append)
+    assert calls == []
+
+
+def test_valid_data_of_a_pair_with_a_global_latent(tmp_path):
+    # fit trains such a pair with "elbo", but its validation ELBO per datapoint is undefined:
+    # refused before the first step (it used to be after epoch 1), naming valid_data
+    def model(x):
+        mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+    def guide(x):
+        pyro.sample("mu", dist.Normal(pyro.param("m", torch.tensor(0.0)), 1.0))
+
+    pyro.clear_param_store()
+    x = torch.randn(40, generator=torch.Generator().manual_seed(0)) + 3.0
+    calls, path = [], tmp_path / "run.pt"
+    with pytest.raises(ValueError, match=r"valid_data.*model site 'mu' lies outside"):
+        fit(model, guide, x, valid_data=x[:10], epochs=2, batch_size=10, lr=0.1,
+            checkpoint=path, progress=False, callback=calls.append)
+    assert calls == [] and not path.exists()
+    assert float(pyro.param("m").detach()) == 0.0, "no step was taken"
+    assert len(fit(model, guide, x, epochs=2, batch_size=10, progress=False)) == 2
 
 
 def test_svi_step_and_adam_check_arguments():

@@ -61,3 +61,24 @@ def test_bad_use_raises_clear_errors():
         KeepBest([], lambda: 0.0)
     with pytest.raises(ValueError, match="callable"):
         KeepBest(net, 3.0)
+    keep = KeepBest(net, lambda: float("-inf"))
+    keep({"epoch": 1})
+    keep({"epoch": 2})
+    with pytest.raises(ValueError, match="every score of the 2 epochs scored was -inf"):
+        keep.restore()
+
+
+def test_state_round_trip_and_a_state_of_other_modules():
+    torch.manual_seed(0)
+    net = torch.nn.Linear(2, 2)
+    keep = KeepBest(net, lambda: 1.0)
+    keep({"epoch": 1})
+    best = net.weight.detach().clone()
+    other = KeepBest(torch.nn.Linear(2, 2), lambda: 0.0)
+    other.set_state(keep.get_state())
+    other({"epoch": 2})  # scores lower: epoch 1 stays the best
+    other.restore()
+    assert (other.best_epoch, other.best_score, other.scored) == (1, 1.0, 2)
+    assert torch.equal(other.modules[0].weight, best)
+    with pytest.raises(ValueError, match="do not fit the modules"):
+        KeepBest(torch.nn.Linear(2, 3), lambda: 0.0).set_state(keep.get_state())

@@ -108,6 +108,12 @@ def test_bad_arguments_are_named():
         FreeBitsELBO(-1.0)
     with pytest.raises(ValueError, match="group"):
         FreeBitsELBO(0.1, group="layer")
+    for value in (True, float("inf"), float("nan"), "0.1"):
+        with pytest.raises(ValueError, match="free_bits must be a finite number"):
+            FreeBitsELBO(value)
+    for value in (2.5, 0, True):
+        with pytest.raises(ValueError, match="num_particles must be a positive integer"):
+            FreeBitsELBO(0.1, num_particles=value)
 
     def discrete_guide(x):
         with pyro.plate("data", x.shape[0]):
@@ -115,3 +121,24 @@ def test_bad_arguments_are_named():
 
     with pytest.raises(NotImplementedError, match="reparameterized"):
         FreeBitsELBO(0.1).loss(model, discrete_guide, torch.zeros(2, 3))
+
+
+def test_a_full_covariance_guide_against_a_diagonal_prior_is_compared_per_site():
+    # a MultivariateNormal guide and a Normal(...).to_event(1) prior: their elements do not
+    # line up, so the KL is one single-sample term per datapoint (it used to broadcast the
+    # two log densities to [batch, batch])
+    def mvn_guide(x):
+        loc = pyro.param("loc", LOC.clone())
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.MultivariateNormal(loc + 0.1 * x, scale_tril=torch.eye(3)))
+
+    pyro.clear_param_store()
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    guide_trace = poutine.trace(mvn_guide).get_trace(x)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+    z = guide_trace.nodes["z"]["value"]
+    expected = (dist.MultivariateNormal(LOC + 0.1 * x, scale_tril=torch.eye(3)).log_prob(z)
+                - dist.Normal(0.0, 1.0).log_prob(z).sum(-1)).mean()
+    terms = free_bits_terms(model_trace, guide_trace, 0.0)
+    assert terms.kl["z"].shape == ()
+    torch.testing.assert_close(terms.kl["z"], expected)

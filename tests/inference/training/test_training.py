@@ -5,7 +5,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from inference import DReGLoss, IWAELoss, fit, make_loss, scale_data_plate
+from inference import DReGLoss, IWAELoss, fit, make_loss, scale_data_plate, scale_latents
 from ppl_models import LinearGaussian
 
 
@@ -51,6 +51,19 @@ def test_scale_data_plate_scales_only_local_sites():
         trace = pyro.poutine.trace(model).get_trace(torch.zeros(4))
     assert trace.nodes["global"]["scale"] == 1.0
     assert trace.nodes["x"]["scale"] == 7.5
+
+
+@pytest.mark.parametrize("handler, value, message", [
+    (scale_data_plate, 0, "factor must be > 0"), (scale_data_plate, -1.0, "factor must be > 0"),
+    (scale_data_plate, float("nan"), "factor must be a finite number"),
+    (scale_data_plate, float("inf"), "factor must be a finite number"),
+    (scale_data_plate, "2", "factor must be a finite number"),
+    (scale_latents, -1.0, "beta must be >= 0"),
+    (scale_latents, float("nan"), "beta must be a finite number"),
+])
+def test_reweighting_handlers_refuse_bad_factors(handler, value, message):
+    with pytest.raises(ValueError, match=f"{handler.__name__} {message}"):
+        handler(value)
 
 
 def test_valid_evaluation_does_not_touch_parameters():
