@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from scipy.signal import resample_poly
 
+from .checks import as_int, as_number
+
 MU = 255
 NUM_LEVELS = MU + 1
 DEFAULT_RATE = 8000
@@ -81,6 +83,7 @@ def resample(signal: torch.Tensor, rate: int, target_rate: int) -> torch.Tensor:
     Returns ``[ceil(num_samples * target_rate / rate)]`` float32, clipped to [-1, 1] (the
     anti-aliasing filter can overshoot full-scale peaks).
     """
+    rate, target_rate = as_int(rate, "rate"), as_int(target_rate, "target_rate")
     if rate == target_rate:
         return signal
     g = math.gcd(rate, target_rate)
@@ -95,11 +98,12 @@ def write_wav(path: str | Path, signal: torch.Tensor, rate: int) -> None:
                         f"{getattr(signal, 'dtype', type(signal))}")
     if signal.dim() != 1:
         raise ValueError(f"signal must have shape [num_samples], got {list(signal.shape)}")
+    rate = as_int(rate, "rate")
     pcm = np.round(np.clip(signal.detach().cpu().double().numpy(), -1, 1) * 32767)
     with wave.open(str(path), "wb") as f:
         f.setnchannels(1)
         f.setsampwidth(2)
-        f.setframerate(int(rate))
+        f.setframerate(rate)
         f.writeframes(pcm.astype("<i2").tobytes())
 
 
@@ -117,6 +121,8 @@ def read_wav(path: str | Path, rate: int | None = None) -> tuple[torch.Tensor, i
         ValueError: the file is not a readable PCM WAV file.
     """
     path = Path(path)
+    if rate is not None:
+        as_int(rate, "rate")
     if not path.is_file():
         raise FileNotFoundError(f"no WAV file at {path}")
     try:
@@ -166,11 +172,20 @@ def synthetic_signal(seconds: float = 4.0, rate: int = DEFAULT_RATE,
     and a raised-cosine envelope; 0.05-0.15 s pauses separate syllables. Gaussian noise of
     standard deviation 0.005 is added and the result scaled to a peak of 0.9.
 
+    Args:
+        seconds: length, > 0 and at least one sample long.
+        rate: samples per second, >= 20 (so every pause lasts at least one sample).
+        seed: a non-negative integer.
+
     Returns:
         ``[round(seconds * rate)]`` float32 in [-1, 1].
     """
-    rng = np.random.default_rng(seed)
+    seconds = as_number(seconds, "seconds", 0, low_open=True)
+    rate = as_int(rate, "rate", minimum=20)
+    rng = np.random.default_rng(as_int(seed, "seed", minimum=0))
     num_samples = round(seconds * rate)
+    if num_samples < 1:
+        raise ValueError(f"seconds={seconds} at rate={rate} gives no samples")
     signal = np.zeros(num_samples)
     start = 0
     while start < num_samples:
@@ -239,8 +254,10 @@ def split_segments(levels: torch.Tensor, segment_length: int,
     Returns:
         ``train: [num_train, segment_length]`` and ``test: [num_test, segment_length]``.
     """
+    segment_length = as_int(segment_length, "segment_length")
+    test_fraction = as_number(test_fraction, "test_fraction", 0, 1, high_open=True)
     num_segments = levels.shape[0] // segment_length
-    if segment_length < 1 or num_segments < 2:
+    if num_segments < 2:
         raise ValueError(f"need at least two segments of {segment_length} samples, got "
                          f"{levels.shape[0]} samples")
     num_test = min(max(1, round(test_fraction * num_segments)), num_segments - 1)
@@ -255,6 +272,8 @@ def histogram_bits_per_sample(train: torch.Tensor, test: torch.Tensor,
     ``p(k) = (count_k + pseudocount) / (n + num_levels * pseudocount)`` from ``train: [...]``
     levels, scored on ``test: [...]`` levels as ``-mean log2 p(test)``.
     """
+    num_levels = as_int(num_levels, "num_levels")
+    pseudocount = as_number(pseudocount, "pseudocount", 0, low_open=True)
     counts = torch.bincount(train.reshape(-1), minlength=num_levels).double() + pseudocount
     log2_p = (counts / counts.sum()).log2()
     return float(-log2_p[test.reshape(-1)].mean())

@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checks import as_int, check_values
+
 SPLIT_SEED = 0
 DIGITS_SPLIT = (1297, 200, 300)  # train, valid, test
 MNIST_VALID_DIVISOR = 6  # validation = 1/6 of the training file: 10000 of 60000
@@ -260,11 +262,10 @@ def write_idx(path: str | Path, array) -> None:
 
 
 def _check_unit(images: torch.Tensor) -> None:
+    """``TypeError``/``ValueError`` unless ``images`` is a float tensor in [0, 1] (NaN refused)."""
     if not torch.is_tensor(images) or not images.is_floating_point():
         raise TypeError("images must be a floating-point torch.Tensor with values in [0, 1]")
-    if images.numel() and (images.min() < 0 or images.max() > 1):
-        raise ValueError(f"images must lie in [0, 1], got [{float(images.min())}, "
-                         f"{float(images.max())}]")
+    check_values(images, "images", 0, 1)
 
 
 def binarize_static(images: torch.Tensor, seed: int) -> torch.Tensor:
@@ -274,6 +275,7 @@ def binarize_static(images: torch.Tensor, seed: int) -> torch.Tensor:
     ``seed`` and shape give the same result on any device.
     """
     _check_unit(images)
+    seed = as_int(seed, "seed", minimum=None)
     u = torch.rand(images.shape, generator=torch.Generator().manual_seed(seed))
     return (u.to(images.device) < images).to(images.dtype)
 

@@ -52,6 +52,7 @@ from torch import nn
 from torch.distributions import constraints
 from torch.nn import functional as F
 
+from .checks import as_int, check_data
 from .local_guides import LocalGuide
 from .networks import full_precision, mlp
 from .vae import VAE
@@ -317,9 +318,11 @@ class FlowVAE(VAE):
                  likelihood: str = "bernoulli", hidden: Sequence[int] = (400,),
                  num_flows: int = 2, flow_hidden: int | None = None,
                  context_dim: int | None = None, likelihood_options: dict | None = None):
+        as_int(num_flows, "num_flows", minimum=0)
         super().__init__(image_shape, latent_dim, likelihood, "mlp", hidden, likelihood_options)
-        context_dim = 2 * latent_dim if context_dim is None else context_dim
-        flow_hidden = 4 * latent_dim if flow_hidden is None else flow_hidden
+        latent_dim = self.latent_dim
+        context_dim = 2 * latent_dim if context_dim is None else as_int(context_dim, "context_dim")
+        flow_hidden = 4 * latent_dim if flow_hidden is None else as_int(flow_hidden, "flow_hidden")
         self.context_dim = context_dim
         # replaces the VAE's Gaussian encoder: loc, raw scale and context from one MLP
         self.encoder = mlp([math.prod(self.image_shape), *hidden, 2 * latent_dim + context_dim])
@@ -374,6 +377,8 @@ class FlowVAE(VAE):
         Returns:
             ``[batch, C, H, W]``, or ``[num_samples, batch, C, H, W]`` from ``z ~ q(z | x)``.
         """
+        check_data(x, self.image_shape, "x", like=self)
+        num_samples = as_int(num_samples, "num_samples", minimum=0)
         with torch.no_grad():
             if num_samples:
                 return self.decode(self.posterior(x).sample((num_samples,))).mean

@@ -31,7 +31,7 @@ from pyro.nn import PyroModule, pyro_method
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import check_data
+from .checks import as_int, as_sizes, check_data
 from .likelihoods import make_likelihood
 from .local_guides import LocalGuide
 from .networks import full_precision, mlp
@@ -50,11 +50,6 @@ class _GaussianLayer(nn.Module):
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loc, raw_scale = full_precision(self.net(h)).chunk(2, dim=-1)
         return loc, F.softplus(raw_scale) + 1e-5
-
-
-def _positive_int(value, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 class TwoLayerVAE(PyroModule):
@@ -80,14 +75,14 @@ class TwoLayerVAE(PyroModule):
                  hidden: Sequence[int] = (200, 200), top_hidden: Sequence[int] = (100, 100),
                  activation: str = "tanh", likelihood_options: dict | None = None):
         super().__init__()
-        if len(image_shape) != 3:
-            raise ValueError(f"image_shape must be (C, H, W), got {tuple(image_shape)}")
-        _positive_int(latent_dim, "latent_dim")
-        _positive_int(top_latent_dim, "top_latent_dim")
+        image_shape = as_sizes(image_shape, "image_shape", 3, "(C, H, W)")
+        latent_dim = as_int(latent_dim, "latent_dim")
+        top_latent_dim = as_int(top_latent_dim, "top_latent_dim")
+        hidden, top_hidden = as_sizes(hidden, "hidden"), as_sizes(top_hidden, "top_hidden")
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose from "
                              f"{', '.join(ACTIVATIONS)}")
-        self.image_shape = tuple(image_shape)
+        self.image_shape = image_shape
         self.latent_dim, self.top_latent_dim = latent_dim, top_latent_dim
         self.likelihood = make_likelihood(likelihood, **(likelihood_options or {}))
         act = ACTIVATIONS[activation]
@@ -152,6 +147,7 @@ class TwoLayerVAE(PyroModule):
         Returns:
             ``[batch, C, H, W]``, or ``[num_samples, batch, C, H, W]``.
         """
+        check_data(x, self.image_shape, "x", like=self)
         return decoded_posterior(self.encode, self.decode, x, num_samples)
 
     def sample_images(self, num: int, generator: torch.Generator | None = None,
@@ -159,7 +155,7 @@ class TwoLayerVAE(PyroModule):
         """Images from the model, ``[num, C, H, W]``: ``z2 ~ p``, ``z1 ~ p(z1 | z2)``, then the
         pixel means (``mean=True``) or pixel samples. Latent noise from ``generator`` (on its
         device)."""
-        _positive_int(num, "num")
+        num = as_int(num, "num")
         device = next(self.parameters()).device
         source = generator.device if generator is not None else device
         with torch.no_grad():

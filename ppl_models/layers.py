@@ -34,6 +34,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .checks import as_int, as_number
+
 __all__ = ["GatedResidualBlock", "MaskedConv2d", "gated_tanh", "raster_mask"]
 
 
@@ -45,8 +47,11 @@ def raster_mask(out_channels: int, in_channels: int, kernel_size: int, mask_type
     """
     if mask_type not in ("A", "B"):
         raise ValueError(f"mask_type must be 'A' or 'B', got {mask_type!r}")
-    if kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
+    out_channels = as_int(out_channels, "out_channels")
+    in_channels = as_int(in_channels, "in_channels")
+    data_channels = as_int(data_channels, "data_channels")
+    if as_int(kernel_size, "kernel_size") % 2 == 0:
+        raise ValueError(f"kernel_size must be odd, got {kernel_size}")
     centre = kernel_size // 2
     mask = torch.zeros(out_channels, in_channels, kernel_size, kernel_size)
     mask[:, :, :centre, :] = 1  # rows above
@@ -73,10 +78,9 @@ class MaskedConv2d(nn.Conv2d):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
                  mask_type: str = "B", data_channels: int = 1, bias: bool = True):
-        if data_channels < 1:
-            raise ValueError(f"data_channels must be >= 1, got {data_channels}")
+        data_channels = as_int(data_channels, "data_channels")
         for name, n in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if n < 1 or n % data_channels:
+            if as_int(n, name) % data_channels:
                 raise ValueError(f"{name} must be a positive multiple of data_channels="
                                  f"{data_channels}, got {n}")
         mask = raster_mask(out_channels, in_channels, kernel_size, mask_type, data_channels)
@@ -153,8 +157,9 @@ class GatedResidualBlock(nn.Module):
                  num_classes: int | None = None, cond_dim: int | None = None,
                  dropout: float = 0.0):
         super().__init__()
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
+        dropout = as_number(dropout, "dropout", 0, 1, high_open=True)
+        num_classes = None if num_classes is None else as_int(num_classes, "num_classes")
+        cond_dim = None if cond_dim is None else as_int(cond_dim, "cond_dim")
         self.dropout = nn.Dropout(dropout)
         self.conv = MaskedConv2d(channels, 2 * channels, kernel_size, "B", data_channels)
         self.out = MaskedConv2d(channels, channels, 1, "B", data_channels)

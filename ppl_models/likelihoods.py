@@ -39,6 +39,7 @@ from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 from torch.nn import functional as F
 
+from .checks import as_int, as_number
 from .data import uniform_dequantize
 
 __all__ = [
@@ -415,10 +416,9 @@ def _bernoulli() -> PixelLikelihood:
 
 def _gaussian_fixed(scale: float = 0.1) -> PixelLikelihood:
     """P = 1: the mean; ``scale`` is the fixed sigma."""
-    if not scale > 0:
-        raise ValueError(f"gaussian-fixed needs a positive scale, got {scale}")
+    scale = as_number(scale, "gaussian-fixed's scale", 0, low_open=True)
     return PixelLikelihood("gaussian-fixed", 1, False,
-                           lambda p: GaussianPixel(p[..., 0], float(scale)), _check_unit_interval)
+                           lambda p: GaussianPixel(p[..., 0], scale), _check_unit_interval)
 
 
 def _gaussian_learned() -> PixelLikelihood:
@@ -435,8 +435,7 @@ def _categorical256() -> PixelLikelihood:
 
 def _logistic_mixture(num_mixtures: int = 5) -> PixelLikelihood:
     """P = 3M: M mixture logits, M means (through tanh, so they stay in [-1, 1]), M log-scales."""
-    if not (isinstance(num_mixtures, int) and num_mixtures >= 1):
-        raise ValueError(f"logistic-mixture needs num_mixtures >= 1, got {num_mixtures!r}")
+    num_mixtures = as_int(num_mixtures, "logistic-mixture's num_mixtures")
 
     def build(params):
         weights, means, log_scales = params.chunk(3, dim=-1)

@@ -14,7 +14,7 @@ import torch
 from pyro.nn import PyroModule, PyroParam, pyro_method
 from torch.distributions import constraints
 
-from .checks import check_data
+from .checks import as_int, as_number, check_data
 
 
 class LinearGaussian(PyroModule):
@@ -31,6 +31,9 @@ class LinearGaussian(PyroModule):
 
     def __init__(self, data_dim: int, latent_dim: int, noise_scale: float = 0.5, seed: int = 0):
         super().__init__()
+        data_dim, latent_dim = as_int(data_dim, "data_dim"), as_int(latent_dim, "latent_dim")
+        noise_scale = as_number(noise_scale, "noise_scale", 0, low_open=True)
+        seed = as_int(seed, "seed", minimum=None)
         self.data_dim, self.latent_dim = data_dim, latent_dim
         with torch.random.fork_rng(devices=[]):  # initialization fixed by `seed` alone
             torch.manual_seed(seed)
@@ -85,8 +88,10 @@ class LinearGaussian(PyroModule):
         return dist.MultivariateNormal(self.bias, covariance_matrix=covariance).log_prob(x)
 
     def simulate(self, num_data: int, seed: int = 0) -> torch.Tensor:
-        """Draw ``[num_data, D]`` datapoints from the model's current parameters."""
-        gen = torch.Generator().manual_seed(seed)
+        """Draw ``[num_data, D]`` datapoints (``num_data >= 1``) from the model's current
+        parameters."""
+        num_data = as_int(num_data, "num_data")
+        gen = torch.Generator().manual_seed(as_int(seed, "seed", minimum=None))
         with torch.no_grad():
             w = self.weight
             z = torch.randn(num_data, self.latent_dim, generator=gen, dtype=w.dtype)

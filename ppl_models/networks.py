@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .checks import as_int, as_sizes
+
 
 def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.Softplus) -> nn.Sequential:
     """Linear layers of the given sizes with ``activation`` between them (none at the end)."""
@@ -46,7 +48,8 @@ class MLPEncoder(nn.Module):
     def __init__(self, image_shape: Sequence[int], latent_dim: int,
                  hidden: Sequence[int] = (400,)):
         super().__init__()
-        self.net = mlp([math.prod(image_shape), *hidden, 2 * latent_dim])
+        image_shape, hidden = as_sizes(image_shape, "image_shape"), as_sizes(hidden, "hidden")
+        self.net = mlp([math.prod(image_shape), *hidden, 2 * as_int(latent_dim, "latent_dim")])
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return _gaussian_params(self.net(x.flatten(-3)))
@@ -58,15 +61,20 @@ class MLPDecoder(nn.Module):
     def __init__(self, latent_dim: int, image_shape: Sequence[int], params_per_pixel: int = 1,
                  hidden: Sequence[int] = (400,)):
         super().__init__()
-        self.out_shape = (params_per_pixel, *image_shape)
-        self.net = mlp([latent_dim, *hidden, math.prod(self.out_shape)])
+        self.out_shape = (as_int(params_per_pixel, "params_per_pixel"),
+                          *as_sizes(image_shape, "image_shape"))
+        self.net = mlp([as_int(latent_dim, "latent_dim"), *as_sizes(hidden, "hidden"),
+                        math.prod(self.out_shape)])
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return full_precision(self.net(z)).unflatten(-1, self.out_shape)
 
 
-def _check_28(image_shape: Sequence[int]) -> None:
-    if len(image_shape) != 3 or tuple(image_shape[1:]) != (28, 28):
+def _check_28(image_shape: Sequence[int], latent_dim: int, channels: int, hidden: int) -> None:
+    """The convolutional networks' arguments: positive sizes, images ``[C, 28, 28]``."""
+    for name, value in (("latent_dim", latent_dim), ("channels", channels), ("hidden", hidden)):
+        as_int(value, name)
+    if len(as_sizes(image_shape, "image_shape")) != 3 or tuple(image_shape[1:]) != (28, 28):
         raise ValueError(
             f"the convolutional networks expect images [C, 28, 28], got {list(image_shape)}; "
             "use the MLP networks for other sizes"
@@ -79,7 +87,7 @@ class ConvEncoder(nn.Module):
     def __init__(self, image_shape: Sequence[int], latent_dim: int, channels: int = 32,
                  hidden: int = 256):
         super().__init__()
-        _check_28(image_shape)
+        _check_28(image_shape, latent_dim, channels, hidden)
         self.net = nn.Sequential(
             nn.Conv2d(image_shape[0], channels, 4, stride=2, padding=1), nn.ReLU(),  # 14x14
             nn.Conv2d(channels, 2 * channels, 4, stride=2, padding=1), nn.ReLU(),  # 7x7
@@ -97,7 +105,8 @@ class ConvDecoder(nn.Module):
     def __init__(self, latent_dim: int, image_shape: Sequence[int], params_per_pixel: int = 1,
                  channels: int = 32, hidden: int = 256):
         super().__init__()
-        _check_28(image_shape)
+        _check_28(image_shape, latent_dim, channels, hidden)
+        as_int(params_per_pixel, "params_per_pixel")
         self.out_shape = (params_per_pixel, *image_shape)
         self.dense = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(),
                                    nn.Linear(hidden, 2 * channels * 49), nn.ReLU())

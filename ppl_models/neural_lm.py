@@ -34,6 +34,7 @@ import torch
 from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
+from .checks import as_int, as_number
 from .networks import full_precision
 from .text import Vocabulary, draw_words
 
@@ -46,13 +47,18 @@ class GRULanguageModel(PyroModule):
         embedding: size of the symbol embedding (``BOS`` has one too).
         hidden: GRU state size.
         layers: stacked GRU layers.
-        dropout: dropout on the GRU outputs in training mode (0 disables it); call
+        dropout: dropout in ``[0, 1)`` on the GRU outputs in training mode (0 disables it); call
             ``.eval()`` before scoring or sampling.
     """
 
     def __init__(self, vocab: Vocabulary, embedding: int = 32, hidden: int = 256,
                  layers: int = 1, dropout: float = 0.0):
         super().__init__()
+        if not isinstance(vocab, Vocabulary):
+            raise TypeError(f"vocab must be a Vocabulary, got {type(vocab).__name__}")
+        embedding, hidden = as_int(embedding, "embedding"), as_int(hidden, "hidden")
+        layers = as_int(layers, "layers")
+        dropout = as_number(dropout, "dropout", 0, 1, high_open=True)
         self.vocab = vocab
         self.embed = nn.Embedding(vocab.num_symbols, embedding)
         self.gru = nn.GRU(embedding, hidden, num_layers=layers, batch_first=True,
@@ -105,8 +111,8 @@ class GRULanguageModel(PyroModule):
 
     def sample(self, num: int, generator: torch.Generator | None = None,
                max_length: int = 100) -> list[str]:
-        """Draw ``num`` words symbol by symbol, carrying the GRU state
-        (:func:`ppl_models.text.draw_words`)."""
+        """Draw ``num >= 1`` words symbol by symbol, carrying the GRU state, each cut after
+        ``max_length >= 1`` characters (:func:`ppl_models.text.draw_words`)."""
         state = None
 
         def next_probs(previous: torch.Tensor) -> torch.Tensor:

@@ -53,7 +53,20 @@ import torch
 from pyro.nn import PyroModule, pyro_method
 from scipy.optimize import minimize_scalar
 
+from .checks import as_int, as_number
 from .text import Vocabulary, draw_words
+
+#: Largest concentration (pseudo-count per symbol, or in total with ``backoff``). Beyond it
+#: the prior swamps the counts of any word list (the predictive is within 1e-6 per count of
+#: its prior mean), and the Gamma-function differences of the evidence lose precision
+#: (``lgamma(alpha + 1) - lgamma(alpha)`` at alpha = 1e13 is off by 4e-3 in float64) and
+#: finally overflow to NaN.
+MAX_CONCENTRATION = 1e6
+
+
+def _check_concentration(value, name: str) -> float:
+    """``value`` as a float in ``(0, MAX_CONCENTRATION]``; ``ValueError`` naming ``name``."""
+    return as_number(value, name, 0, MAX_CONCENTRATION, low_open=True)
 
 
 def _lookup(codes: torch.Tensor, counts: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
@@ -74,8 +87,9 @@ class NGramModel(PyroModule):
     Args:
         order: ``n``, so each symbol is predicted from the ``n - 1`` before it.
         vocab: the characters; ``V = vocab.num_outputs`` symbols are predicted.
-        concentration: ``alpha > 0``: the pseudo-count added to every symbol, or with
-            ``backoff`` the total pseudo-count, spread as the lower order predicts.
+        concentration: ``alpha`` in ``(0, MAX_CONCENTRATION]`` (1e6): the pseudo-count added
+            to every symbol, or with ``backoff`` the total pseudo-count, spread as the lower
+            order predicts.
         backoff: the hierarchical prior (module docstring): the Dirichlet's mean is the
             ``(n-1)``-gram's predictive, held in :attr:`lower` (None for ``n = 1``).
     """
@@ -83,17 +97,19 @@ class NGramModel(PyroModule):
     def __init__(self, order: int, vocab: Vocabulary, concentration: float = 1.0,
                  backoff: bool = False):
         super().__init__()
-        if order < 1:
-            raise ValueError(f"order must be >= 1, got {order}")
-        if not concentration > 0:
-            raise ValueError(f"concentration must be > 0, got {concentration}")
+        order = as_int(order, "order")
+        concentration = _check_concentration(concentration, "concentration")
+        if not isinstance(vocab, Vocabulary):
+            raise TypeError(f"vocab must be a Vocabulary, got {type(vocab).__name__}")
+        if not isinstance(backoff, bool):
+            raise TypeError(f"backoff must be True or False, got {backoff!r}")
         base = vocab.num_symbols
         if base ** (order - 1) * vocab.num_outputs >= 2**62:
             raise ValueError(f"order {order} with {base} context symbols overflows the int64 "
                              "codes of (context, symbol) pairs")
         self.order = order
         self.vocab = vocab
-        self.concentration = float(concentration)
+        self.concentration = concentration
         self.backoff = backoff
         self.lower = (NGramModel(order - 1, vocab, concentration, backoff=True)
                       if backoff and order > 1 else None)
@@ -193,11 +209,10 @@ class NGramModel(PyroModule):
         return torch.where(mask, log_p, 0.0).sum(1)
 
     def log_evidence(self, alpha: float | None = None) -> float:
-        """Exact ``log p(training symbols | alpha)`` in nats (module docstring); ``alpha``
-        defaults to the model's concentration."""
-        alpha = self.concentration if alpha is None else float(alpha)
-        if not alpha > 0:
-            raise ValueError(f"alpha (the concentration) must be > 0, got {alpha}")
+        """Exact ``log p(training symbols | alpha)`` in nats (module docstring); ``alpha`` in
+        ``(0, MAX_CONCENTRATION]`` defaults to the model's concentration."""
+        alpha = (self.concentration if alpha is None
+                 else _check_concentration(alpha, "alpha (the concentration)"))
         return self._log_evidence(alpha, self._pair_prior_means())
 
     def _log_evidence(self, alpha: float, prior_means: torch.Tensor | float) -> float:
@@ -224,7 +239,16 @@ class NGramModel(PyroModule):
         """Set the concentration to the maximizer of :meth:`log_evidence` within ``bounds``
         (a bounded scalar search over ``log alpha``, tolerance 1e-6) and return it; with
         ``backoff`` the lower orders' first. Default bounds: ``(1e-4, 1e3)`` per symbol for
-        the symmetric prior, ``(1e-3, 1e5)`` in total for the hierarchical one."""
+        the symmetric prior, ``(1e-3, 1e5)`` in total for the hierarchical one; given bounds
+        ``(low, high)`` need ``0 < low < high <= MAX_CONCENTRATION``."""
+        if bounds is not None:
+            if (isinstance(bounds, (str, bytes)) or not hasattr(bounds, "__len__")
+                    or len(bounds) != 2):
+                raise ValueError(f"bounds must be a pair (low, high), got {bounds!r}")
+            low, high = (_check_concentration(b, f"bounds[{i}]") for i, b in enumerate(bounds))
+            if not low < high:
+                raise ValueError(f"bounds must satisfy low < high, got {tuple(bounds)}")
+            bounds = (low, high)
         if self.num_contexts == 0:
             raise ValueError("no counts yet: call fit_counts(x) first")
         if self.lower is not None:
@@ -252,15 +276,16 @@ class NGramModel(PyroModule):
 
     def sample(self, num: int, generator: torch.Generator | None = None,
                max_length: int = 100) -> list[str]:
-        """Draw ``num`` words symbol by symbol from the posterior predictive
-        (:func:`ppl_models.text.draw_words`)."""
-        device = self.powers.device
-        context = torch.full((num, self.order - 1), self.vocab.bos, device=device)
+        """Draw ``num >= 1`` words symbol by symbol from the posterior predictive, each cut
+        after ``max_length >= 1`` characters (:func:`ppl_models.text.draw_words`)."""
+        context = None
 
         def next_probs(previous: torch.Tensor) -> torch.Tensor:
             nonlocal context
-            # BOS first: appended to the all-BOS start context it leaves it unchanged.
-            context = torch.cat([context, previous[:, None]], 1)[:, 1:]  # [num, n - 1]
+            if context is None:  # the first call passes BOS: the all-BOS start context
+                context = previous[:, None].expand(-1, self.order - 1)
+            else:
+                context = torch.cat([context, previous[:, None]], 1)[:, 1:]  # [num, n - 1]
             return self.conditional(context)
 
-        return draw_words(self.vocab, next_probs, num, generator, max_length, device)
+        return draw_words(self.vocab, next_probs, num, generator, max_length, self.powers.device)

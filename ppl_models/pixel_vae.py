@@ -34,7 +34,7 @@ import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule, pyro_method
 
-from .checks import check_data
+from .checks import as_int, as_sizes, check_data
 from .networks import ConvEncoder, MLPEncoder
 from .pixelcnn import PixelCNN
 
@@ -65,8 +65,7 @@ class PixelVAE(PyroModule):
                  hidden: Sequence[int] = (200,), channels: int = 32, num_blocks: int = 2,
                  kernel_size: int = 3, first_kernel_size: int = 5):
         super().__init__()
-        if latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+        latent_dim, hidden = as_int(latent_dim, "latent_dim"), as_sizes(hidden, "hidden")
         self.decoder = PixelCNN(image_shape, likelihood, channels, num_blocks, kernel_size,
                                 first_kernel_size, cond_dim=latent_dim)
         self.image_shape = self.decoder.image_shape
@@ -148,11 +147,10 @@ class PixelVAE(PyroModule):
         Returns:
             images ``[num, C, H, W]``, and the latents ``[num, d]`` when ``return_latents``.
         """
-        if not isinstance(num, int) or num < 1:
-            raise ValueError(f"num must be a positive int, got {num!r}")
+        num = as_int(num, "num")
         device = self.decoder.levels.device
         if generator is None:
-            generator = torch.Generator(device).manual_seed(seed)
+            generator = torch.Generator(device).manual_seed(as_int(seed, "seed", minimum=None))
         z = torch.randn(num, self.latent_dim, generator=generator, device=device)
         images = self._draw(z, generator, seed, fast)
         return (images, z) if return_latents else images
@@ -166,6 +164,8 @@ class PixelVAE(PyroModule):
         Returns:
             ``[batch, C, H, W]``, or ``[num_samples, batch, C, H, W]``.
         """
+        num_samples = as_int(num_samples, "num_samples", minimum=0)
+        seed = as_int(seed, "seed", minimum=None)
         loc, scale = self.encode(x)
         if generator is None:
             generator = torch.Generator(loc.device).manual_seed(seed)

@@ -49,6 +49,7 @@ from pyro.nn import PyroModule, pyro_method
 from torch import nn
 from torch.nn import functional as F
 
+from .checks import as_int, as_number, as_sizes
 from .layers import GatedResidualBlock, MaskedConv2d
 from .likelihoods import LEVELS, make_likelihood
 from .networks import full_precision
@@ -121,17 +122,20 @@ class PixelCNN(PyroModule):
                  first_kernel_size: int = 7, num_classes: int | None = None,
                  cond_dim: int | None = None, num_mixtures: int = 5, dropout: float = 0.0):
         super().__init__()
-        if len(image_shape) != 3 or min(image_shape) < 1:
-            raise ValueError(f"image_shape must be (C, H, W) with positive sizes, got "
-                             f"{tuple(image_shape)}")
+        self.image_shape = as_sizes(image_shape, "image_shape", 3, "(C, H, W)")
         if likelihood not in ("bernoulli", "categorical256", "logistic-mixture"):
             raise ValueError(f"likelihood must be 'bernoulli', 'categorical256' or "
                              f"'logistic-mixture', got {likelihood!r}")
-        if num_blocks < 0:
-            raise ValueError(f"num_blocks must be >= 0, got {num_blocks}")
+        channels = as_int(channels, "channels")
+        num_blocks = as_int(num_blocks, "num_blocks", minimum=0)
+        for name, size in (("kernel_size", kernel_size), ("first_kernel_size", first_kernel_size)):
+            if as_int(size, name) % 2 == 0:
+                raise ValueError(f"{name} must be odd, got {size}")
+        num_classes = None if num_classes is None else as_int(num_classes, "num_classes")
+        cond_dim = None if cond_dim is None else as_int(cond_dim, "cond_dim")
+        as_number(dropout, "dropout", 0, 1, high_open=True)
         options = {"num_mixtures": num_mixtures} if likelihood == "logistic-mixture" else {}
         self.likelihood = make_likelihood(likelihood, **options)
-        self.image_shape = tuple(int(s) for s in image_shape)
         self.num_classes = num_classes
         self.cond_dim = cond_dim
         C = self.image_shape[0]
@@ -302,14 +306,13 @@ class PixelCNN(PyroModule):
     def _sampler(self, num: int, y, h, generator, seed, given, mask
                  ) -> tuple[Chooser, Callable[[int, int, int], bool] | None]:
         """Check the arguments; the Gumbel-max chooser that keeps ``given`` where ``mask``."""
-        if not isinstance(num, int) or num < 1:
-            raise ValueError(f"num must be a positive int, got {num!r}")
+        num = as_int(num, "num")
         self._check_condition(y, h, num)
         if h is not None and h.dim() != 2:
             raise ValueError(f"sampling takes h: [num, cond_dim], got {list(h.shape)}")
         device = self.levels.device
         if generator is None:
-            generator = torch.Generator(device).manual_seed(seed)
+            generator = torch.Generator(device).manual_seed(as_int(seed, "seed", minimum=None))
         if (given is None) != (mask is None):
             raise ValueError("completion needs both given: [num, C, H, W] and mask (True where "
                              "a pixel is given)")

@@ -32,6 +32,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
+from .checks import as_int, as_number
+
 logger = logging.getLogger(__name__)
 
 WAMERICAN_PATH = Path("/usr/share/dict/words")
@@ -89,7 +91,7 @@ class Vocabulary:
         longest = max(map(len, words)) + 1
         if max_len is None:
             max_len = longest
-        elif max_len < longest:
+        elif as_int(max_len, "max_len") < longest:
             raise ValueError(f"max_len={max_len} cannot hold a word of {longest - 1} "
                              "characters and its end symbol")
         rows = []
@@ -159,8 +161,9 @@ def draw_words(vocab: Vocabulary, next_probs: Callable[[torch.Tensor], torch.Ten
     ``next_probs(previous: [num]) -> [num, V]`` gives the next symbol's probabilities; it is
     called first with ``BOS`` and then with each drawn symbol, and may keep state (a context
     or a recurrent state) between calls. A word still unfinished after ``max_length``
-    characters is returned cut there.
+    characters is returned cut there. ``num`` and ``max_length`` are positive integers.
     """
+    num, max_length = as_int(num, "num"), as_int(max_length, "max_length")
     step = torch.full((num,), vocab.bos, device=device)
     symbols = []
     done = torch.zeros(num, dtype=torch.bool, device=device)
@@ -207,6 +210,9 @@ def split_words(words: Sequence[str], valid_fraction: float = 0.1, test_fraction
 
     Valid and test get ``max(1, round(fraction * n))`` words each; the rest is train.
     """
+    valid_fraction = as_number(valid_fraction, "valid_fraction", 0, 1, high_open=True)
+    test_fraction = as_number(test_fraction, "test_fraction", 0, 1, high_open=True)
+    seed = as_int(seed, "seed", minimum=0)
     n = len(words)
     num_valid = max(1, round(valid_fraction * n))
     num_test = max(1, round(test_fraction * n))

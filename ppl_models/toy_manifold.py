@@ -24,7 +24,7 @@ from pyro.nn import PyroModule, PyroParam, pyro_method
 from torch import nn
 from torch.distributions import constraints
 
-from .checks import check_data
+from .checks import as_int, as_number, check_data
 from .networks import full_precision
 
 IMAGE_SIDE = 4
@@ -43,11 +43,12 @@ class ToyManifold(PyroModule):
     """The true model: ``z ~ N(0, 1)``, ``x | z ~ N(manifold_mean(z), noise_scale^2 I_16)``.
 
     No learnable parameters; ``model(x)`` with ``x: [batch, 16]`` scores data under the truth.
+    ``noise_scale`` is a finite number > 0.
     """
 
     def __init__(self, noise_scale: float = 0.1):
         super().__init__()
-        self.noise_scale = noise_scale
+        self.noise_scale = as_number(noise_scale, "noise_scale", 0, low_open=True)
 
     @pyro_method
     def model(self, x: torch.Tensor) -> None:
@@ -57,8 +58,10 @@ class ToyManifold(PyroModule):
             pyro.sample("x", dist.Normal(manifold_mean(z), self.noise_scale).to_event(1), obs=x)
 
     def sample(self, num_data: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw data from the truth: ``x: [num_data, 16]`` and its latents ``z: [num_data]``."""
-        gen = torch.Generator().manual_seed(seed)
+        """Draw data from the truth: ``x: [num_data, 16]`` and its latents ``z: [num_data]``
+        (``num_data >= 1``)."""
+        num_data = as_int(num_data, "num_data")
+        gen = torch.Generator().manual_seed(as_int(seed, "seed", minimum=None))
         z = torch.randn(num_data, generator=gen)
         noise = torch.randn(num_data, NUM_PIXELS, generator=gen)
         return manifold_mean(z) + self.noise_scale * noise, z
@@ -85,6 +88,7 @@ class ToyManifoldVAE(PyroModule):
 
     def __init__(self, hidden: int = 64):
         super().__init__()
+        hidden = as_int(hidden, "hidden")
         self.decoder = _mlp([1, hidden, hidden, NUM_PIXELS])
         self.encoder = _mlp([NUM_PIXELS, hidden, hidden, 2])
         self.pixel_scale = PyroParam(torch.full((NUM_PIXELS,), 0.3), constraints.positive)

@@ -17,7 +17,7 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule, pyro_method
 
-from .checks import check_data
+from .checks import as_int, as_number, as_sizes, check_data
 from .likelihoods import make_likelihood
 from .networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 
@@ -37,9 +37,7 @@ class _ImageModel(PyroModule):
 
     def __init__(self, image_shape: Sequence[int], likelihood: str, likelihood_options):
         super().__init__()
-        if len(image_shape) != 3:
-            raise ValueError(f"image_shape must be (C, H, W), got {tuple(image_shape)}")
-        self.image_shape = tuple(image_shape)
+        self.image_shape = as_sizes(image_shape, "image_shape", 3, "(C, H, W)")
         self.likelihood = make_likelihood(likelihood, **(likelihood_options or {}))
 
     def _check(self, x: torch.Tensor) -> None:
@@ -61,6 +59,7 @@ def decoded_posterior(encode, decode, x: torch.Tensor, num_samples: int = 0) -> 
     ``encode(x) -> (loc, scale)`` each ``[batch, d]``; ``decode(z)`` a pixel distribution.
     Returns ``[batch, C, H, W]``, or ``[num_samples, batch, C, H, W]``; no gradients.
     """
+    num_samples = as_int(num_samples, "num_samples", minimum=0)
     with torch.no_grad():
         loc, scale = encode(x)
         if num_samples:
@@ -85,6 +84,7 @@ class VAE(_ImageModel):
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), latent_dim: int = 50,
                  likelihood: str = "bernoulli", network: str = "mlp",
                  hidden: Sequence[int] = (400,), likelihood_options: dict | None = None):
+        latent_dim, hidden = as_int(latent_dim, "latent_dim"), as_sizes(hidden, "hidden")
         super().__init__(image_shape, likelihood, likelihood_options)
         self.latent_dim = latent_dim
         self.encoder, self.decoder = _networks(
@@ -116,9 +116,12 @@ class VAE(_ImageModel):
     def reconstruct(self, x: torch.Tensor, num_samples: int = 0) -> torch.Tensor:
         """Mean images decoded from the posterior mean (``num_samples=0``) or from samples.
 
+        ``x: [batch, C, H, W]`` of the model's dtype and device.
+
         Returns:
             ``[batch, C, H, W]``, or ``[num_samples, batch, C, H, W]`` from ``z ~ q(z | x)``.
         """
+        check_data(x, self.image_shape, "x", like=self)
         return decoded_posterior(self.encode, self.decode, x, num_samples)
 
     def sample_images(self, num: int, generator: torch.Generator | None = None,
@@ -128,6 +131,7 @@ class VAE(_ImageModel):
         The latents are drawn on ``generator``'s device (a CPU generator gives the same
         images on every device) or, without one, on the model's device.
         """
+        num = as_int(num, "num")
         device = next(self.parameters()).device
         source = generator.device if generator is not None else device
         with torch.no_grad():
@@ -150,9 +154,9 @@ class Autoencoder(_ImageModel):
                  likelihood: str = "bernoulli", network: str = "mlp",
                  hidden: Sequence[int] = (400,), sparsity: float = 0.0,
                  likelihood_options: dict | None = None):
+        latent_dim, hidden = as_int(latent_dim, "latent_dim"), as_sizes(hidden, "hidden")
+        sparsity = as_number(sparsity, "sparsity", 0)
         super().__init__(image_shape, likelihood, likelihood_options)
-        if sparsity < 0:
-            raise ValueError(f"sparsity must be >= 0, got {sparsity}")
         self.latent_dim, self.sparsity = latent_dim, sparsity
         self.encoder, self.decoder = _networks(
             network, self.image_shape, latent_dim, self.likelihood.params_per_pixel, hidden)
@@ -175,6 +179,7 @@ class Autoencoder(_ImageModel):
         """Nothing is latent."""
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean reconstruction ``[batch, C, H, W]``."""
+        """Mean reconstruction ``[batch, C, H, W]`` of ``x: [batch, C, H, W]``."""
+        check_data(x, self.image_shape, "x", like=self)
         with torch.no_grad():
             return self.pixel_distribution(self.decoder(self.encode(x))).mean

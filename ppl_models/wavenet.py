@@ -45,6 +45,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .audio import NUM_LEVELS
+from .checks import as_int
 from .networks import full_precision
 
 
@@ -125,15 +126,19 @@ class WaveNet(PyroModule):
                  gate_channels: int | None = None, skip_channels: int = 64,
                  num_levels: int = NUM_LEVELS, num_classes: int | None = None):
         super().__init__()
-        if layers < 1 or stacks < 1 or num_levels < 2:
-            raise ValueError(f"need layers >= 1, stacks >= 1, num_levels >= 2, got "
-                             f"{layers}, {stacks}, {num_levels}")
+        layers, stacks = as_int(layers, "layers"), as_int(stacks, "stacks")
+        channels = as_int(channels, "channels")
+        skip_channels = as_int(skip_channels, "skip_channels")
+        gate_channels = (channels if gate_channels is None
+                         else as_int(gate_channels, "gate_channels"))
+        num_levels = as_int(num_levels, "num_levels", minimum=2)
+        num_classes = None if num_classes is None else as_int(num_classes, "num_classes")
         self.num_levels = num_levels
         self.num_classes = num_classes
         self.channels = channels
         self.embed = nn.Embedding(num_levels, channels)
         self.blocks = nn.ModuleList(
-            ResidualBlock(channels, gate_channels or channels, skip_channels, 2**i, num_classes)
+            ResidualBlock(channels, gate_channels, skip_channels, 2**i, num_classes)
             for _ in range(stacks) for i in range(layers)
         )
         self.head = nn.Sequential(nn.ReLU(), nn.Linear(skip_channels, skip_channels), nn.ReLU(),
@@ -254,7 +259,9 @@ class WaveNet(PyroModule):
         """Draw ``[batch_size, num_samples]`` int64 levels from the model.
 
         Args:
-            batch_size: sequences to draw (default: ``len(y)`` when conditioned, else 1).
+            num_samples: time steps per sequence, a positive integer.
+            batch_size: sequences to draw, a positive integer (default: ``len(y)`` when
+                conditioned, else 1).
             y: class ids ``[batch_size]`` for a conditional model.
             seed: seeds the :class:`torch.Generator` of the Gumbel noise; ``"naive"`` and
                 ``"fast"`` with the same seed give the same samples.
@@ -264,11 +271,18 @@ class WaveNet(PyroModule):
         runs = {"fast": self._run_cached, "naive": self._run_naive}
         if method not in runs:
             raise ValueError(f"method must be 'fast' or 'naive', got {method!r}")
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        batch = batch_size or (1 if y is None else len(y))
+        num_samples = as_int(num_samples, "num_samples")
+        if batch_size is not None:
+            batch = as_int(batch_size, "batch_size")
+        elif y is None:
+            batch = 1
+        elif torch.is_tensor(y) and y.dim() == 1:
+            batch = y.shape[0]
+        else:
+            raise ValueError(f"y must be an int64 tensor [batch_size] of class ids, got "
+                             f"{getattr(y, 'dtype', type(y))} {list(getattr(y, 'shape', []))}")
         self._check_condition(y, batch)
         device = self.embed.weight.device
-        generator = torch.Generator(device).manual_seed(seed)
+        generator = torch.Generator(device).manual_seed(as_int(seed, "seed", minimum=None))
         return runs[method](batch, num_samples, y,
                             lambda t, logits: _gumbel_max(logits, generator))

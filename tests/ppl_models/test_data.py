@@ -191,3 +191,25 @@ def test_levels_and_dequantization_bounds():
     assert ones.max() < 1 and ones.min() >= 255 / 256
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         to_levels(torch.tensor([1.5]))
+
+
+@pytest.mark.parametrize("helper", [to_levels, binarize_dynamic, uniform_dequantize,
+                                    lambda x: binarize_static(x, 0)],
+                         ids=["to_levels", "binarize_dynamic", "uniform_dequantize",
+                              "binarize_static"])
+def test_every_pixel_helper_refuses_nan_and_infinite_values_by_count(helper):
+    # NaN fails every comparison, so a min/max range check let it through (to_levels gave
+    # int64 min, binarize_static 0)
+    images = torch.tensor([0.5, float("nan"), 0.25, float("nan")])
+    with pytest.raises(ValueError, match=r"images holds 2 NaN value\(s\) of 4"):
+        helper(images)
+    with pytest.raises(ValueError, match=r"images holds 1 infinite value\(s\) of 2"):
+        helper(torch.tensor([0.5, float("inf")]))
+    with pytest.raises(ValueError, match=r"\[0, 1\]; 1 of 3 values do not, range \[-0.5, 1.0\]"):
+        helper(torch.tensor([-0.5, 0.5, 1.0]))
+    assert helper(torch.tensor([0.0, 1.0])).shape == (2,)  # the ends of the range pass
+
+
+def test_binarize_static_seed_must_be_an_integer():
+    with pytest.raises(ValueError, match="seed must be an integer, got 1.5"):
+        binarize_static(torch.tensor([0.5]), 1.5)

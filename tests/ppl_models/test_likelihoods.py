@@ -275,7 +275,7 @@ def test_bad_inputs_are_named():
         make_likelihood("poisson")
     with pytest.raises(ValueError, match="takes no option"):
         make_likelihood("categorical256", scale=0.1)
-    with pytest.raises(ValueError, match="positive scale"):
+    with pytest.raises(ValueError, match="gaussian-fixed.s scale must be > 0"):
         make_likelihood("gaussian-fixed", scale=0.0)
     with pytest.raises(ValueError, match="num_mixtures"):
         make_likelihood("logistic-mixture", num_mixtures=0)

@@ -236,3 +236,58 @@ def test_backoff_beats_additive_smoothing_at_high_order_on_english_words():
     assert len(alphas) == 6 and all(a != 1.0 for a in alphas)  # each moved from its start
     # measured: 3.66 symmetric against about 3.1 hierarchical; a margin of 0.3 bits
     assert bits[True] < bits[False] - 0.3, bits
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda v: NGramModel(2.5, v), "order must be a positive integer, got 2.5"),
+    (lambda v: NGramModel(True, v), "order must be a positive integer, got True"),
+    (lambda v: NGramModel(2, v, concentration=float("inf")),
+     "concentration must be a finite number, got inf"),
+    (lambda v: NGramModel(2, v, concentration=float("nan")),
+     "concentration must be a finite number, got nan"),
+    (lambda v: NGramModel(2, v, concentration=1e308),
+     r"concentration must be > 0 and <= 1e\+06, got 1e\+308"),
+    (lambda v: NGramModel(2, v, concentration=True), "concentration must be a finite number"),
+    (lambda v: NGramModel(2, v, backoff="yes"), "backoff must be True or False"),
+    (lambda v: NGramModel(2, "ab"), "vocab must be a Vocabulary, got str"),
+    (lambda v: NGramModel(2, v).sample(-1), "num must be a positive integer, got -1"),
+    (lambda v: NGramModel(2, v).sample(0), "num must be a positive integer, got 0"),
+    (lambda v: NGramModel(2, v).sample(2, max_length=0),
+     "max_length must be a positive integer, got 0"),
+    (lambda v: NGramModel(2, v).sample(2, max_length=2.0),
+     "max_length must be a positive integer, got 2.0"),
+    (lambda v: fitted(2).log_evidence(float("inf")),
+     r"alpha \(the concentration\) must be a finite number, got inf"),
+    (lambda v: fitted(2).fit_concentration(bounds=(-1, 2)), r"bounds\[0\] must be > 0"),
+    (lambda v: fitted(2).fit_concentration(bounds=(1, float("inf"))),
+     r"bounds\[1\] must be a finite number"),
+    (lambda v: fitted(2).fit_concentration(bounds=(2, 1)), r"low < high, got \(2, 1\)"),
+    (lambda v: fitted(2).fit_concentration(bounds=(1,)), r"a pair \(low, high\)"),
+    (lambda v: fitted(2, backoff=True).fit_concentration(bounds=(0.0, 1.0)),
+     r"bounds\[0\] must be > 0"),
+])
+def test_bad_arguments_are_named_before_any_work(call, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        call(Vocabulary("ab"))
+
+
+@pytest.mark.parametrize("backoff", [False, True])
+def test_the_largest_concentration_is_the_uniform_or_lower_order_limit_without_nan(backoff):
+    # concentration=inf or 1e308 used to give NaN (alpha * V overflows); the largest one
+    # allowed must give finite numbers at their limit: a prior that swamps the 19 counts
+    vocab = Vocabulary("ab")
+    x = vocab.encode(TINY)
+    big = NGramModel(2, vocab, concentration=1e6, backoff=backoff).fit_counts(x)
+    log_p = big.log_prob(x)
+    symbols = vocab.lengths(x).double()
+    if backoff:  # the prior mean is the unigram's predictive, which big.lower holds
+        limit = big.lower.log_prob(x)
+    else:
+        limit = -symbols * math.log(vocab.num_outputs)
+    assert torch.isfinite(log_p).all()
+    assert torch.allclose(log_p, limit, atol=1e-4)
+    # the evidence of the symmetric prior tends to the uniform model's log-likelihood
+    if not backoff:
+        assert big.log_evidence() == pytest.approx(float(limit.sum()), abs=1e-3)
+    # fitting inside the largest allowed bounds stays finite
+    assert 0 < big.fit_concentration(bounds=(1e-3, 1e6)) <= 1e6
