@@ -54,9 +54,14 @@ def arguments_key(args: tuple, kwargs: dict) -> tuple:
 
 def module_key(module: torch.nn.Module) -> tuple:
     """What a trace bakes in of ``module``: each submodule's training flag (dropout, batch
-    norm) and the names, shapes, dtypes and devices of its parameters and buffers."""
+    norm) and plain settings (its public number, string and None attributes: a noise scale,
+    a temperature, read as constants by the trace), and the names, shapes, dtypes and devices
+    of its parameters and buffers."""
     tensors = list(module.named_parameters()) + list(module.named_buffers())
-    return (tuple(m.training for m in module.modules()),
+    settings = tuple(tuple(sorted((k, v) for k, v in vars(m).items() if not k.startswith("_")
+                                  and (v is None or isinstance(v, (bool, int, float, str)))))
+                     for m in module.modules())
+    return (tuple(m.training for m in module.modules()), settings,
             tuple((n, tuple(t.shape), t.dtype, t.device) for n, t in tensors))
 
 

@@ -20,7 +20,7 @@ import pyro
 import torch
 from pyro.infer.util import is_validation_enabled
 
-from .checks import as_int, check_data_arguments, check_weights_memory
+from .checks import as_int, check_data_arguments, check_nonempty_batch, check_weights_memory
 from .compiling import (
     arguments_key,
     compile_graph,
@@ -372,7 +372,10 @@ def _check_params_owned(module, model, guide, args, kwargs) -> None:
                 continue
             value = site["value"]
             leaf = value.unconstrained() if hasattr(value, "unconstrained") else value
-            if id(leaf) not in owned and id(value) not in owned:
+            # pyro.module("decoder", self.decoder) passes the module's own parameter, which
+            # the network computes with, whatever an older entry of the store holds
+            registered = any(torch.is_tensor(a) and id(a) in owned for a in site["args"])
+            if id(leaf) not in owned and id(value) not in owned and not registered:
                 raise ValueError(f"compile=True: parameter '{site['name']}' is not owned by "
                                  f"{type(module).__name__} (a pyro.param outside the module); "
                                  "its value would be frozen into the compiled graph: call "
@@ -456,6 +459,7 @@ def log_importance_weights(
     num_samples, chunk_size = check_num_samples(num_samples, chunk_size)
     check_compile(compile, model, guide, args, kwargs)
     check_finite_inputs(args, kwargs)
+    check_nonempty_batch(args, kwargs)
     model, guide, structure = checked_pair(model, guide, args, kwargs, "log_importance_weights")
     check_weights_memory(num_samples, structure.batch_size, weight_itemsize(args, kwargs))
     weights = checked_log_weights(model, guide, args, kwargs, num_samples, chunk_size, structure,

@@ -37,11 +37,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..checks import check_nonempty_batch, check_weights_memory
 from ..weights import (
     check_finite_inputs,
     check_num_samples,
     checked_log_weights,
     checked_pair,
+    weight_itemsize,
     log_mean_exp,
 )
 
@@ -74,8 +76,13 @@ def effective_sample_size(log_w: torch.Tensor) -> torch.Tensor:
         a column whose weights are all zero (``log_w`` all ``-inf``: no usable draw).
     """
     log_w = _check_log_weights(log_w)
-    ess = (2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)).exp()
-    return torch.where(torch.isneginf(log_w).all(0), 0.0, ess)
+    # relative to each column's largest weight, so that float32 keeps the digits
+    # (weights of -1e6 nats used to give an ESS above K)
+    dead = torch.isneginf(log_w).all(0)
+    top = log_w.max(0).values.where(~dead, 0.0)
+    relative = log_w - top
+    ess = (2 * torch.logsumexp(relative, 0) - torch.logsumexp(2 * relative, 0)).exp()
+    return torch.where(dead, 0.0, ess.clamp(max=log_w.shape[0]))
 
 
 def pareto_k(log_w: torch.Tensor) -> torch.Tensor:
@@ -183,7 +190,9 @@ def weight_diagnostics(model: Callable, guide: Callable, *args, num_samples: int
             f"num_samples must be at least {MIN_PARETO_SAMPLES} for k-hat, got {num_samples}"
         )
     check_finite_inputs(args, kwargs)
+    check_nonempty_batch(args, kwargs)
     model, guide, structure = checked_pair(model, guide, args, kwargs, "weight_diagnostics")
+    check_weights_memory(num_samples, structure.batch_size, weight_itemsize(args, kwargs))
     log_w = checked_log_weights(model, guide, args, kwargs, num_samples,
                                 min(chunk_size, num_samples) if chunk_size else None, structure)
     return WeightDiagnostics(

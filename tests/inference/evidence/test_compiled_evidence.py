@@ -265,3 +265,49 @@ def test_arguments_one_trace_cannot_key_are_refused():
     with pytest.raises(ValueError, match="got a ndarray"):
         iwae_bound(pair.model, pair.guide, torch.zeros(3), shift=np.zeros(3), num_samples=2,
                    compile="eager")
+
+
+class _NoisyDecoder(torch.nn.Module):
+    """A pair reading a plain float of its module (``noise``) and registering its networks
+    with ``pyro.module``, as Pyro's VAE tutorial does."""
+
+    def __init__(self, noise):
+        super().__init__()
+        self.decoder, self.noise = torch.nn.Linear(2, 4), noise
+
+    def model(self, x):
+        pyro.module("decoder", self.decoder)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], 2), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(self.decoder(z), self.noise).to_event(1), obs=x)
+
+    def guide(self, x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(x[..., :2], 1.0).to_event(1))
+
+
+def _compiled_and_eager(pair, x):
+    results = []
+    for compile in ("eager", False):
+        torch.manual_seed(1)
+        results.append(iwae_bound(pair.model, pair.guide, x, num_samples=20, compile=compile))
+    return results
+
+
+def test_a_changed_float_attribute_traces_again():
+    # the graph used to keep the traced noise scale after `pair.noise = 2.0`
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    pair = _NoisyDecoder(0.5)
+    _compiled_and_eager(pair, x)
+    pair.noise = 2.0
+    compiled, eager = _compiled_and_eager(pair, x)
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
+
+
+def test_a_second_instance_registered_by_pyro_module_compiles():
+    # the param store still held the first instance's tensors under the same names, which
+    # the compiled path took for a pyro.param outside the module
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    _compiled_and_eager(_NoisyDecoder(0.5), x)
+    compiled, eager = _compiled_and_eager(_NoisyDecoder(0.5), x)
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)

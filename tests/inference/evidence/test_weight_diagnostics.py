@@ -137,3 +137,18 @@ def test_bad_input():
         weight_diagnostics(model.model, model.guide, x, num_samples=5)
     with pytest.raises(ValueError, match="num_samples must be a positive integer"):
         weight_diagnostics(model.model, model.guide, x, num_samples=0)
+
+
+@pytest.mark.parametrize("level", [-1e6, -3e4, -700.0])
+def test_equal_float32_weights_far_from_zero_give_ess_k(level):
+    # the sums used to cancel in float32: an ESS of 1096.6 of K = 1000 at -1e6
+    ess = effective_sample_size(torch.full((1000, 2), level, dtype=torch.float32))
+    torch.testing.assert_close(ess, torch.full((2,), 1000.0), rtol=1e-5, atol=0)
+
+
+def test_weight_diagnostics_refuses_an_empty_batch_and_too_many_weights(linear_gaussian):
+    model, x = linear_gaussian
+    with pytest.raises(ValueError, match="no datapoints"):
+        weight_diagnostics(model.model, model.guide, x[:0], num_samples=100)
+    with pytest.raises(ValueError, match="num_samples=1000000000000 particles"):
+        weight_diagnostics(model.model, model.guide, x, num_samples=10**12)
