@@ -41,9 +41,10 @@ from pyro import poutine
 from pyro.distributions import Independent, MultivariateNormal, Normal
 from tqdm.auto import tqdm
 
-from ..checks import check_int
+from ..checks import check_int, check_nonempty_batch, check_number, check_weights_memory
 from ..weights import (
     DATA_PLATE,
+    PairStructure,
     data_frame,
     sample_sites,
     check_finite_inputs,
@@ -53,6 +54,7 @@ from ..weights import (
     checked_pair,
     particle_log_weights,
     survey_pair,
+    weight_itemsize,
 )
 
 
@@ -60,7 +62,7 @@ from ..weights import (
 class _LocalSite:
     name: str
     family: str  # "normal" or "mvn"
-    event_dim: int
+    event_dim: int  # of the site (an MVN's 1 plus any Independent dims around it)
     data_dim: int  # the "data" plate's dim, negative
     loc: torch.Tensor  # value shape (no particle dim)
     raw_scale: torch.Tensor  # log scale (normal) or tril with log diagonal (mvn)
@@ -70,7 +72,7 @@ class _LocalSite:
             return Normal(self.loc, self.raw_scale.exp()).to_event(self.event_dim)
         diagonal = self.raw_scale.diagonal(dim1=-2, dim2=-1).exp()
         scale_tril = self.raw_scale.tril(-1) + torch.diag_embed(diagonal)
-        return MultivariateNormal(self.loc, scale_tril=scale_tril)
+        return MultivariateNormal(self.loc, scale_tril=scale_tril).to_event(self.event_dim - 1)
 
 
 class LocalGaussianGuide:
@@ -78,21 +80,28 @@ class LocalGaussianGuide:
 
     Built from one run of ``guide(*args, **kwargs)``: for each latent site, a diagonal
     ``Normal(loc, scale).to_event(e)`` (where the guide has a Normal, ``e`` its event dims) or a
-    ``MultivariateNormal(loc, scale_tril)`` (where it has one), with ``loc`` and scale
-    initialized to the guide's values, so the local guide starts exactly where the encoder
-    put it. Parameters have the shape of the site's value, e.g. ``loc: [batch, latent_dim]``.
+    ``MultivariateNormal(loc, scale_tril)`` (where it has one, also inside ``.to_event``), with
+    ``loc`` and scale initialized to the guide's values, so the local guide starts exactly
+    where the encoder put it. Parameters have the shape of the site's value, e.g.
+    ``loc: [batch, latent_dim]``.
 
     Call it with the same arguments as the amortized guide (the same datapoints): it only
-    reads the ``"data"`` plate's size. :meth:`parameters` lists the free tensors.
+    reads the ``"data"`` plate's size. When the guide subsamples that plate
+    (``pyro.plate("data", N, subsample_size=B)``), the local guide keeps the ``[B]`` indices
+    drawn here (:attr:`subsample`) and replays them on every call, so a model replayed
+    against it scores the datapoints its parameters belong to. :meth:`parameters` lists the
+    free tensors.
     """
 
     def __init__(self, guide: Callable, *args, **kwargs):
         check_finite_inputs(args, kwargs)
+        check_nonempty_batch(args, kwargs)
         with poutine.block(), torch.no_grad():
             trace = poutine.trace(guide).get_trace(*args, **kwargs)
         self.sites: list[_LocalSite] = []
         self.batch_size = None
-        self.dims: list[int] = []
+        self.data_size = None  # the plate's declared N, kept only when it is subsampled
+        self.subsample: torch.Tensor | None = None
         for node in sample_sites(trace, observed=False):
             frame = data_frame(node)
             if frame is None:
@@ -102,6 +111,9 @@ class LocalGaussianGuide:
                 )
             # a sizeless plate records size -1: the datapoints are the value's data dim
             self.batch_size = frame.size if frame.size > 0 else node["value"].shape[frame.dim]
+            if frame.full_size is not None and frame.full_size > frame.size:
+                self.data_size = frame.full_size
+                self.subsample = trace.nodes[DATA_PLATE]["value"]
             self.sites.append(self._local_site(node, frame.dim))
         if not self.sites:
             raise ValueError("the guide samples no latent site: nothing to optimize")
@@ -116,7 +128,7 @@ class LocalGaussianGuide:
             loc = base.mean.expand(value.shape)
             raw = base.stddev.expand(value.shape).log()
             family = "normal"
-        elif isinstance(base, MultivariateNormal) and fn.event_dim == 1:
+        elif isinstance(base, MultivariateNormal):
             loc = base.mean.expand(value.shape)
             tril = base.scale_tril.expand(value.shape + value.shape[-1:])
             raw = tril.tril(-1) + torch.diag_embed(tril.diagonal(dim1=-2, dim2=-1).log())
@@ -142,9 +154,28 @@ class LocalGaussianGuide:
         if len(dims) != 1:
             raise ValueError(f"the guide's latent sites put the '{DATA_PLATE}' plate at "
                              f"different dims {sorted(dims)}")
-        with pyro.plate(DATA_PLATE, self.batch_size, dim=dims.pop()):
+        size = self.batch_size if self.subsample is None else self.data_size
+        with pyro.plate(DATA_PLATE, size, subsample=self.subsample, dim=dims.pop()):
             for s in self.sites:
                 pyro.sample(s.name, s.distribution())
+
+
+def _check_fit_arguments(num_steps, lr, num_particles) -> None:
+    check_int(num_steps, "num_steps")
+    check_number(lr, "lr", positive=True)
+    check_int(num_particles, "num_particles")
+
+
+def _check_step(loss: float, grads, step: int, num_steps: int, lr: float) -> None:
+    """Raise ``FloatingPointError`` when a step's loss or gradients are NaN or infinite."""
+    if math.isfinite(loss) and all(bool(torch.isfinite(g).all()) for g in grads):
+        return
+    what = (f"the loss is {loss}" if not math.isfinite(loss)
+            else "the gradients hold NaN or infinite values")
+    raise FloatingPointError(
+        f"fit_local_guide diverged: {what} at step {step + 1} of {num_steps} (lr={lr}); the "
+        f"local parameters keep the values after step {step}. Lower lr, or check the model "
+        "and the data")
 
 
 def fit_local_guide(model: Callable, local_guide: LocalGaussianGuide, *args,
@@ -155,16 +186,20 @@ def fit_local_guide(model: Callable, local_guide: LocalGaussianGuide, *args,
     Adam on ``-sum_i ELBO_i`` estimated with ``num_particles`` reparameterized draws per
     datapoint, the learning rate decaying linearly from ``lr`` to ``lr / 10`` so the final
     parameters are not dominated by gradient noise. Gradients reach only the local guide's
-    parameters; the model's stay untouched.
+    parameters; the model's stay untouched. The model is replayed on the local guide's
+    datapoints (its :attr:`~LocalGaussianGuide.subsample` when the guide subsampled them).
+
+    Raises:
+        FloatingPointError: a step's loss or gradients are NaN or infinite (the step is named,
+            and not applied).
 
     Returns:
         the mean negative ELBO over the datapoints after each step (nats), ``num_steps`` floats.
     """
-    check_int(num_steps, "num_steps")
-    check_int(num_particles, "num_particles")
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr!r}")
+    _check_fit_arguments(num_steps, lr, num_particles)
+    check_nonempty_batch(args, kwargs)
     structure = check_pair(survey_pair(model, local_guide, args, kwargs), "amortization_gap")
+    check_weights_memory(num_particles, structure.batch_size, weight_itemsize(args, kwargs))
     params = local_guide.parameters()
     optimizer = torch.optim.Adam(params, lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -172,17 +207,19 @@ def fit_local_guide(model: Callable, local_guide: LocalGaussianGuide, *args,
     )
     history = []
     with pyro.validation_enabled(False):
-        for _ in tqdm(range(num_steps), desc="local guides", disable=not progress):
+        for step in tqdm(range(num_steps), desc="local guides", disable=not progress):
             with poutine.block(), torch.enable_grad():
                 log_w = particle_log_weights(model, local_guide, args, kwargs,
                                              num_particles, structure)
                 loss = -log_w.mean(0).sum()
                 grads = torch.autograd.grad(loss, params)
+            loss = float(loss.detach())
+            _check_step(loss, grads, step, num_steps, lr)
             for p, g in zip(params, grads):
                 p.grad = g
             optimizer.step()
             schedule.step()
-            history.append(float(loss.detach()) / structure.batch_size)
+            history.append(loss / structure.batch_size)
     for p in params:
         p.grad = None
     return history
@@ -196,7 +233,7 @@ class GapResult:
         elbo_amortized, elbo_local: ``[batch]`` ELBO of the amortized and the optimized local
             guide; ``*_stderr`` their Monte Carlo standard errors ``[batch]``.
         amortization_gap: ``[batch]`` ``elbo_local - elbo_amortized`` (>= 0 up to MC error).
-        log_evidence: ``[batch]`` the caller's best ``log p(x)``, or None.
+        log_evidence: ``[batch]`` the caller's best ``log p(x)`` (at ``subsample``), or None.
         approximation_gap: ``[batch]`` ``log_evidence - elbo_local``, or None.
         inference_gap: ``[batch]`` ``log_evidence - elbo_amortized`` (the sum), or None.
         history: mean negative ELBO per optimization step.
@@ -238,6 +275,30 @@ def _elbo_with_stderr(model, guide, args, kwargs, num_samples, chunk_size):
     return log_w.mean(0), log_w.std(0) / math.sqrt(num_samples)
 
 
+def _log_evidence_per_datapoint(log_evidence, structure: PairStructure) -> torch.Tensor:
+    """The caller's ``log_evidence`` for the datapoints this call scores, ``[batch]``: as given,
+    or, when the model subsamples its ``"data"`` plate, the ``[N]`` given (one per datapoint of
+    the full data) at the subsample's indices."""
+    subsample = structure.data_subsample
+    if subsample is None:
+        rows, expected = structure.batch_size, f"[batch] = [{structure.batch_size}]"
+    else:
+        rows = structure.data_size
+        expected = (f"[N] = [{rows}], one per datapoint of the full data: the model subsamples "
+                    f"its '{DATA_PLATE}' plate ({structure.batch_size} of {rows} datapoints, "
+                    "drawn by this call and listed in result.subsample), so log_evidence is "
+                    "read at those indices")
+    if not torch.is_tensor(log_evidence) or tuple(log_evidence.shape) != (rows,):
+        shape = tuple(log_evidence.shape) if torch.is_tensor(log_evidence) else log_evidence
+        raise ValueError(f"log_evidence must be a tensor of shape {expected}, got {shape}")
+    bad = ~torch.isfinite(log_evidence)
+    if bad.any():
+        raise ValueError(f"log_evidence holds NaN or infinite values at indices "
+                         f"{bad.nonzero().flatten().tolist()[:10]}; pass finite log p(x)")
+    log_evidence = log_evidence.detach()
+    return log_evidence if subsample is None else log_evidence[subsample]
+
+
 def amortization_gap(model: Callable, guide: Callable, *args,
                      log_evidence: torch.Tensor | None = None, num_steps: int = 500,
                      lr: float = 0.02, num_particles: int = 16, num_eval_samples: int = 1000,
@@ -249,7 +310,9 @@ def amortization_gap(model: Callable, guide: Callable, *args,
         model, guide: a Pyro pair sharing ``pyro.plate("data", batch)``; the guide's latent
             sites must be Normal or MultivariateNormal (module docstring).
         log_evidence: ``[batch]`` best available ``log p(x)`` (exact, AIS or IWAE_5000), or
-            None to report the amortization gap only.
+            None to report the amortization gap only. When the model subsamples its
+            ``"data"`` plate (``pyro.plate("data", N, subsample_size=B)``), ``[N]``: one per
+            datapoint of the full data, read at the indices this call draws.
         num_steps, lr, num_particles: optimization of the local guides
             (:func:`fit_local_guide`).
         num_eval_samples: draws for each final ELBO estimate (standard error
@@ -260,18 +323,16 @@ def amortization_gap(model: Callable, guide: Callable, *args,
     """
     check_int(num_eval_samples, "num_eval_samples", 2)  # two at least, for a standard error
     num_eval_samples, chunk_size = check_num_samples(num_eval_samples, chunk_size)
+    _check_fit_arguments(num_steps, lr, num_particles)
     check_finite_inputs(args, kwargs)
+    check_nonempty_batch(args, kwargs)
     # one subsample (when the model draws one) for every estimate below
     model, guide, structure = checked_pair(model, guide, args, kwargs, "amortization_gap")
-    local = LocalGaussianGuide(guide, *args, **kwargs)
     if log_evidence is not None:
-        if not torch.is_tensor(log_evidence) or tuple(log_evidence.shape) != (local.batch_size,):
-            shape = tuple(log_evidence.shape) if torch.is_tensor(log_evidence) else log_evidence
-            raise ValueError(
-                f"log_evidence must be a tensor of shape [batch] = [{local.batch_size}], got "
-                f"{shape}"
-            )
-        log_evidence = log_evidence.detach()
+        log_evidence = _log_evidence_per_datapoint(log_evidence, structure)
+    check_weights_memory(max(num_eval_samples, num_particles), structure.batch_size,
+                         weight_itemsize(args, kwargs))
+    local = LocalGaussianGuide(guide, *args, **kwargs)
     amortized, amortized_se = _elbo_with_stderr(model, guide, args, kwargs, num_eval_samples,
                                                 chunk_size)
     history = fit_local_guide(model, local, *args, num_steps=num_steps, lr=lr,
