@@ -116,19 +116,20 @@ def physical_memory_bytes() -> int | None:
         return None
 
 
-def check_weights_memory(num_samples: int, batch_size: int, itemsize: int) -> None:
+def check_weights_memory(num_samples: int, batch_size: int, itemsize: int,
+                         name: str = "num_samples") -> None:
     """Raise ``ValueError`` when ``[num_samples, batch_size]`` log weights of ``itemsize``
     bytes each would not fit in this machine's total physical memory (unchecked where it is
-    not reported). A sanity bound only: the weights alone, not the particles scored beside
-    them, nor a GPU's own memory."""
+    not reported), naming the count as ``name``. A sanity bound only: the weights alone, not
+    the particles scored beside them, nor a GPU's own memory."""
     total = physical_memory_bytes()
     need = num_samples * batch_size * itemsize
     if total is not None and need > total:
         raise ValueError(
-            f"num_samples={num_samples} particles for {batch_size} datapoints: the "
-            f"[num_samples, batch] log weights alone need {need:,} bytes "
+            f"{name}={num_samples} particles for {batch_size} datapoints: the "
+            f"[{name}, batch] log weights alone need {need:,} bytes "
             f"({need / 2 ** 30:.3g} GiB, {itemsize} bytes each), more than this machine's "
-            f"{total:,} bytes of memory; lower num_samples or score fewer datapoints at a time")
+            f"{total:,} bytes of memory; lower {name} or score fewer datapoints at a time")
 
 
 def _holds_tensor(value) -> bool:

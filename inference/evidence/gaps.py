@@ -199,7 +199,8 @@ def fit_local_guide(model: Callable, local_guide: LocalGaussianGuide, *args,
     _check_fit_arguments(num_steps, lr, num_particles)
     check_nonempty_batch(args, kwargs)
     structure = check_pair(survey_pair(model, local_guide, args, kwargs), "amortization_gap")
-    check_weights_memory(num_particles, structure.batch_size, weight_itemsize(args, kwargs))
+    check_weights_memory(num_particles, structure.batch_size, weight_itemsize(args, kwargs),
+                         "num_particles")
     params = local_guide.parameters()
     optimizer = torch.optim.Adam(params, lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -330,8 +331,9 @@ def amortization_gap(model: Callable, guide: Callable, *args,
     model, guide, structure = checked_pair(model, guide, args, kwargs, "amortization_gap")
     if log_evidence is not None:
         log_evidence = _log_evidence_per_datapoint(log_evidence, structure)
-    check_weights_memory(max(num_eval_samples, num_particles), structure.batch_size,
-                         weight_itemsize(args, kwargs))
+    for count, name in ((num_eval_samples, "num_eval_samples"),
+                        (num_particles, "num_particles")):
+        check_weights_memory(count, structure.batch_size, weight_itemsize(args, kwargs), name)
     local = LocalGaussianGuide(guide, *args, **kwargs)
     amortized, amortized_se = _elbo_with_stderr(model, guide, args, kwargs, num_eval_samples,
                                                 chunk_size)
