@@ -609,7 +609,11 @@ def main(args: argparse.Namespace) -> dict:
                      if getattr(args, k) is not None}
         budget = replace(presets[name], **overrides)
         if budget.max_k < 21 or budget.khat_k < 21:
-            raise ValueError(f"max_k and khat_k must be at least 21 for k-hat, got {budget}")
+            raise SystemExit(f"elbo_vs_iwae: --max-k must be at least 21 for k-hat, got "
+                             f"{budget.max_k} ({name})")
+        if budget.max_k > EVAL_KS[-1]:
+            raise SystemExit(f"elbo_vs_iwae: --max-k {budget.max_k} is beyond the largest K "
+                             f"evaluated, {EVAL_KS[-1]}")
         metrics["datasets"][name] = run_dataset(name, budget, args, device, out)
     finish_run(out, metrics, start, "metrics.json, tables.md, results.csv, figures")
     tables = report(metrics, out, args)

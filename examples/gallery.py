@@ -173,6 +173,11 @@ def grid_figure(rows: list[torch.Tensor], path: Path, title: str, row_labels: li
 
 def one_per_class(labels: torch.Tensor, num_classes: int, offset: int = 0) -> torch.Tensor:
     """Index of the ``offset``-th image of each class: ``[num_classes]``."""
+    counts = torch.bincount(labels, minlength=num_classes)
+    short = [c for c in range(num_classes) if counts[c] <= offset]
+    if short:
+        raise SystemExit(f"gallery: the {len(labels)} test images hold fewer than "
+                         f"{offset + 1} image(s) of class(es) {short}; raise --num-test")
     return torch.stack([torch.nonzero(labels == c)[offset, 0] for c in range(num_classes)])
 
 

@@ -233,8 +233,8 @@ def main(args: argparse.Namespace) -> dict:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = script_parser(__doc__, "runs/outliers")
     data_flags(parser, num_train=0, num_test=0, datasets=("digits", "fashion-mnist", "mnist"))
-    parser.add_argument("--inlier-classes", type=nonnegative_int, nargs="+",
-                        default=[0, 1, 2, 3, 4])
+    parser.add_argument("--inlier-classes", type=int, nargs="+", choices=range(10),
+                        default=[0, 1, 2, 3, 4], metavar="{0..9}")
     parser.add_argument("--models", nargs="+", choices=["vae", "pixelcnn"],
                         default=["vae", "pixelcnn"])
     numbers(parser, latent_dim=16, hidden=200, vae_epochs=150)

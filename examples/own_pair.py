@@ -153,14 +153,17 @@ def main(args: argparse.Namespace) -> dict:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = script_parser(__doc__, "runs/own_pair")
     numbers(parser, data_dim=10, num_factors=3)
-    data_flags(parser, num_train=2000, num_test=200)
+    data_flags(parser, num_train=2000, num_test=200, simulated=True)
     objective_flags(parser, objective="iwae", num_particles=5)
     training_flags(parser, epochs=30, batch_size=200, lr=1e-2)
     evidence_flags(parser, max_k=1000, repeats=3)
     numbers(parser, ais_chains=16, ais_steps=100)
     parser.add_argument("--gap-steps", type=nonnegative_int, default=300,
                         help="optimization steps of the per-datapoint guides")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.max_k < 21:
+        parser.error(f"argument --max-k: k-hat needs at least 21 weights, got {args.max_k}")
+    return args
 
 
 if __name__ == "__main__":

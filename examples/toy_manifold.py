@@ -152,7 +152,7 @@ def main(args: argparse.Namespace) -> dict:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = script_parser(__doc__, "runs/toy_manifold")
-    data_flags(parser, num_train=2000, num_test=200)
+    data_flags(parser, num_train=2000, num_test=200, simulated=True)
     numbers(parser, noise_scale=0.1, hidden=64)
     objective_flags(parser, objective="elbo", num_particles=1)
     training_flags(parser, epochs=150, batch_size=100, lr=3e-3)

@@ -240,7 +240,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--distributed", action="store_true", default="WORLD_SIZE" in os.environ,
                         help="data-parallel training over torch.distributed (on by default "
                              "under torchrun)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.num_test == 1:
+        parser.error("argument --num-test: the active-unit count needs at least 2 test images")
+    if args.kl_warmup and args.objective in ("iwae", "dreg"):
+        parser.error(f"argument --kl-warmup: the {args.objective} bound has no KL term to warm "
+                     "up (use --objective elbo or meanfield)")
+    return args
 
 
 if __name__ == "__main__":

@@ -80,7 +80,8 @@ def script_parser(doc: str | None, out_dir: str, device: bool = True) -> argpars
     torch's choice) and ``--out-dir`` (default ``out_dir``).
     """
     parser = argparse.ArgumentParser(description=(doc or "").strip().split("\n")[0])
-    parser.add_argument("--seed", type=int, default=0, help="Pyro's and torch's seed")
+    parser.add_argument("--seed", type=nonnegative_int, default=0,
+                        help="Pyro's and torch's seed (an integer >= 0)")
     if device:
         parser.add_argument("--device", default="auto",
                             help="auto (CUDA when available), cpu, cuda:0, ...")
@@ -138,8 +139,9 @@ def training_flags(parser: argparse.ArgumentParser, *, epochs: int | None, batch
 
 def data_flags(parser: argparse.ArgumentParser, *, num_train: int | None, num_test: int | None,
                datasets: tuple[str, ...] | None = None, dataset: str = "digits",
-               download: bool = False) -> None:
-    """``--num-train`` and ``--num-test`` (the first N images; 0 or None: all of them).
+               download: bool = False, simulated: bool = False) -> None:
+    """``--num-train`` and ``--num-test`` (the first N images; 0 or None: all of them; with
+    ``simulated``, the number of points drawn, at least 1).
 
     With ``datasets``: also ``--dataset`` (one of them, default ``dataset``) and
     ``--data-root`` (the folder of the IDX files); with ``download``: ``--download``.
@@ -151,8 +153,12 @@ def data_flags(parser: argparse.ArgumentParser, *, num_train: int | None, num_te
         parser.add_argument("--download", action="store_true",
                             help="let torchvision fetch MNIST")
     for split, default in (("train", num_train), ("test", num_test)):
-        parser.add_argument(f"--num-{split}", type=nonnegative_int, default=default,
-                            help=f"the first N {split} images (0 or unset: all)")
+        if simulated:
+            parser.add_argument(f"--num-{split}", type=positive_int, default=default,
+                                help=f"{split} points simulated")
+        else:
+            parser.add_argument(f"--num-{split}", type=nonnegative_int, default=default,
+                                help=f"the first N {split} images (0 or unset: all)")
 
 
 def evidence_flags(parser: argparse.ArgumentParser, *, max_k: int, repeats: int,

@@ -34,8 +34,7 @@ def start_run(args: argparse.Namespace) -> tuple[Path, torch.device, float]:
     configure_threads(getattr(args, "threads", None))
     retain_freed_memory()
     start = time.perf_counter()
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _writable_folder(Path(args.out_dir))
     device = resolve_device(args.device) if hasattr(args, "device") else torch.device("cpu")
     pyro.set_rng_seed(args.seed)
     return out, device, start
@@ -53,6 +52,20 @@ def _strict(value):
     return value
 
 
+def _writable_folder(out: Path) -> Path:
+    """``out`` created and test-written, so that a run cannot end in a folder it cannot
+    write; ``SystemExit`` naming ``--out-dir`` otherwise."""
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"--out-dir {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        raise SystemExit(f"--out-dir {out} cannot be written: {error.strerror}") from None
+    return out
+
+
 def write_json(path: str | Path, data: dict) -> Path:
     """Write ``data`` as indented JSON to ``path`` atomically: a reader (or a run killed
     half-way) sees the old file or the new one, never half of one. NaN and infinite floats
@@ -60,6 +73,9 @@ def write_json(path: str | Path, data: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)  # as open() would make it, not mkstemp's 0600
     try:
         with os.fdopen(handle, "w") as file:
             file.write(json.dumps(_strict(data), indent=2, allow_nan=False))
