@@ -21,7 +21,7 @@ from ..pair_check import PairError, check_pair
 from ..weights import check_compile, trace_pair
 from . import checkpoints
 from .handlers import scale_data_plate, scale_latents
-from .minibatches import plan_minibatches
+from .minibatches import plan_minibatches, transformed_batch
 from .svi_step import Adam, SVIStep
 
 
@@ -463,7 +463,7 @@ def fit(
                 local = parallel.shard(index)
                 batch = tuple(t[local] for t in tensors)
                 if batch_transform is not None and len(local):
-                    batch = _as_tensors(batch_transform(*batch))
+                    batch = transformed_batch(batch_transform(*batch), len(local))
                 # Validate the first step's shapes and values; later steps skip the checks.
                 with pyro.validation_enabled(validate and not validated), torch.autocast(
                         device.type, dtype=torch.bfloat16, enabled=mixed_precision):

@@ -80,7 +80,7 @@ def _check_dreg_families(structure, first_batch, model, guide) -> None:
                 f"fixed ({error}); use loss='iwae'") from None
 
 
-def _check_transformed(out, rows: int) -> tuple:
+def transformed_batch(out, rows: int) -> tuple:
     """``batch_transform``'s output as a tuple of tensors, each with the minibatch's ``rows``
     along dim 0; ``TypeError``/``ValueError`` naming ``batch_transform`` otherwise."""
     tensors = (out,) if torch.is_tensor(out) else out
@@ -114,7 +114,7 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
             return part
         with torch.random.fork_rng(devices=_cuda_devices(part)):
             out = batch_transform(*part)
-        return _check_transformed(out, part[0].shape[0])
+        return transformed_batch(out, part[0].shape[0])
 
     use = f"fit:{loss}" if isinstance(loss, str) and loss in FIT_LOSSES else "fit:custom"
     minibatched = batch_size < num_data
