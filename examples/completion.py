@@ -108,7 +108,8 @@ def given_pixels_model(vae: VAE, given: torch.Tensor):
     """``vae.model`` scoring only the pixels where ``given: [n, C, H, W]`` is True: its
     evidence is ``p(given pixels)``, the missing ones marginalized out."""
     def model(x: torch.Tensor) -> None:
-        prior = dist.Normal(x.new_zeros(vae.latent_dim), 1.0).to_event(1)
+        zeros = x.new_zeros(vae.latent_dim)
+        prior = dist.Normal(zeros, torch.ones_like(zeros)).to_event(1)
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", prior)
             pyro.sample("x", vae.decode(z).mask(given).to_event(3), obs=x)

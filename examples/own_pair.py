@@ -74,7 +74,8 @@ class FactorAnalysis(PyroModule):
     @pyro_method
     def model(self, x: torch.Tensor) -> None:
         self._check(x)
-        prior = dist.Normal(x.new_zeros(self.num_factors), 1.0).to_event(1)
+        zeros = x.new_zeros(self.num_factors)
+        prior = dist.Normal(zeros, torch.ones_like(zeros)).to_event(1)
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", prior)  # [..., batch, d]
             loc = z @ self.loading.T + self.mean  # [..., batch, D]

@@ -24,6 +24,8 @@ from pyro.poutine.runtime import _PYRO_STACK
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.nn.utils.stateless import _reparametrize_module
 
+from .random_state import forked_rng
+
 
 def handler_key() -> tuple:
     """What the active Pyro handlers bake into a trace (e.g. a plate's scale), hashable."""
@@ -106,7 +108,7 @@ def trace_with_inputs(module: torch.nn.Module, names: list[str], fn: Callable,
         with _reparametrize_module(module, dict(zip(names, values))):
             return fn(values, arguments, keywords)
 
-    with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
+    with forked_rng(), pyro.validation_enabled(False):
         try:
             return make_fx(bound)(tensors, [leaves[i] for i in positions])
         except RuntimeError as error:

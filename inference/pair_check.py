@@ -32,6 +32,7 @@ from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
 from .checks import check_pair_arguments
+from .random_state import forked_rng
 
 DATA_PLATE = "data"
 PARTICLE_PLATE = "particles"
@@ -143,11 +144,6 @@ def trace_pair(model, guide, args, kwargs):
         *args, **kwargs
     )
     return prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
-
-
-def _devices(args, kwargs):
-    return sorted({a.device.index or 0 for a in (*args, *kwargs.values())
-                   if torch.is_tensor(a) and a.device.type == "cuda"})
 
 
 def _site_data_size(site, frame) -> int:
@@ -278,7 +274,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     """
     check_pair_arguments(model, guide)
     kwargs = kwargs or {}
-    with torch.random.fork_rng(devices=_devices(args, kwargs)), poutine.block(), \
+    with forked_rng(), poutine.block(), \
             torch.no_grad():
         guide_full = poutine.trace(guide).get_trace(*args, **kwargs)
         model_full = poutine.trace(poutine.replay(model, trace=guide_full)).get_trace(
@@ -344,7 +340,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     error = ""
     if probe_vectorized:
         fixed = PairStructure(nesting, batch_size, subsample=subsample)
-        with torch.random.fork_rng(devices=_devices(args, kwargs)), poutine.block(), \
+        with forked_rng(), poutine.block(), \
                 torch.no_grad(), pyro.validation_enabled(False):
             error = _try_vectorized(fixed.fix_subsample(model), fixed.fix_subsample(guide),
                                     args, kwargs, nesting + 1)

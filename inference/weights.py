@@ -31,6 +31,7 @@ from .compiling import (
     trace_with_inputs,
 )
 from .densities import normal_log_density, plain_normal
+from .random_state import forked_rng
 from .pair_check import (  # noqa: F401  (re-exported: the shared trace machinery)
     DATA_PLATE,
     attach_subsample,
@@ -329,8 +330,7 @@ def compiled_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: 
     _check_params_owned(module, model, guide, args, kwargs)
     graph = compile_graph(trace_with_inputs(module, names, weights, tensors, args, kwargs),
                           backend)
-    cuda = sorted({t.device.index or 0 for t in tensors + inputs if t.is_cuda})
-    with torch.random.fork_rng(devices=cuda):  # the graph then draws the same particles
+    with forked_rng():  # the graph then draws the same particles
         eager = vectorized_log_weights(model, guide, args, kwargs, num_particles, structure)
     compiled = graph(tensors, inputs)
     gap, tolerance = gap_to_eager(compiled, eager)
@@ -364,7 +364,7 @@ def _check_params_owned(module, model, guide, args, kwargs) -> None:
     """``ValueError`` for a ``pyro.param`` of the pair that ``module`` does not own (a trace
     would freeze its current value)."""
     owned = {id(t) for t in list(module.parameters()) + list(module.buffers())}
-    with torch.random.fork_rng(devices=[]), pyro.poutine.block():
+    with forked_rng(), pyro.poutine.block():
         traces = trace_pair(model, guide, args, kwargs)
     for trace in traces:
         for site in trace.nodes.values():

@@ -121,7 +121,8 @@ class TwoLayerVAE(PyroModule):
     @pyro_method
     def model(self, x: torch.Tensor) -> None:
         self._check(x)
-        prior = dist.Normal(x.new_zeros(self.top_latent_dim), 1.0).to_event(1)
+        zeros = x.new_zeros(self.top_latent_dim)
+        prior = dist.Normal(zeros, torch.ones_like(zeros)).to_event(1)
         with pyro.plate("data", x.shape[0]):
             z2 = pyro.sample("z2", prior)  # [..., batch, d2]
             z1 = pyro.sample("z1", dist.Normal(*self.prior_z1(z2)).to_event(1))  # [..., batch, d1]

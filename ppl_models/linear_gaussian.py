@@ -51,7 +51,8 @@ class LinearGaussian(PyroModule):
     @pyro_method
     def model(self, x: torch.Tensor) -> None:
         self._check(x)
-        prior = dist.Normal(x.new_zeros(self.latent_dim), 1.0).to_event(1)
+        zeros = x.new_zeros(self.latent_dim)
+        prior = dist.Normal(zeros, torch.ones_like(zeros)).to_event(1)
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", prior)  # [..., batch, d]
             loc = z @ self.weight.T + self.bias  # [..., batch, D]
@@ -92,8 +93,8 @@ class LinearGaussian(PyroModule):
         parameters."""
         num_data = as_int(num_data, "num_data")
         gen = torch.Generator().manual_seed(as_int(seed, "seed", minimum=None))
-        with torch.no_grad():
-            w = self.weight
+        with torch.no_grad():  # drawn on the CPU generator: the same data on any device
+            w, bias, scale = self.weight.cpu(), self.bias.cpu(), self.noise_scale.cpu()
             z = torch.randn(num_data, self.latent_dim, generator=gen, dtype=w.dtype)
             noise = torch.randn(num_data, self.data_dim, generator=gen, dtype=w.dtype)
-            return (z @ w.T + self.bias + self.noise_scale * noise).to(w.device)
+            return (z @ w.T + bias + scale * noise).to(self.weight.device)

@@ -114,7 +114,8 @@ class PixelVAE(PyroModule):
     @pyro_method
     def model(self, x: torch.Tensor) -> None:
         self._check(x)
-        prior = dist.Normal(x.new_zeros(self.latent_dim), 1.0).to_event(1)
+        zeros = x.new_zeros(self.latent_dim)
+        prior = dist.Normal(zeros, torch.ones_like(zeros)).to_event(1)
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", prior)  # [..., batch, d]
             pyro.sample("x", self.decode(x, z).to_event(3), obs=x)

@@ -106,7 +106,8 @@ class ToyManifoldVAE(PyroModule):
     def model(self, x: torch.Tensor) -> None:
         check_data(x, (NUM_PIXELS,), "x", like=self)
         with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(x.new_zeros(1), 1.0).to_event(1))  # [..., batch, 1]
+            prior = dist.Normal(x.new_zeros(1), x.new_ones(1)).to_event(1)
+            z = pyro.sample("z", prior)  # [..., batch, 1]
             pyro.sample("x", dist.Normal(self.decode(z), self.pixel_scale).to_event(1), obs=x)
 
     @pyro_method
@@ -120,4 +121,4 @@ class ToyManifoldVAE(PyroModule):
     def prior_guide(self, x: torch.Tensor) -> None:
         """The prior as proposal: IWAE_K with it is plain importance sampling from p(z)."""
         with pyro.plate("data", x.shape[0]):
-            pyro.sample("z", dist.Normal(x.new_zeros(1), 1.0).to_event(1))
+            pyro.sample("z", dist.Normal(x.new_zeros(1), x.new_ones(1)).to_event(1))

@@ -30,10 +30,12 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    """Restore what :func:`rng_state` returned."""
-    pyro.util.set_rng_state(state["pyro"])
+    """Restore what :func:`rng_state` returned, also when a checkpoint's loading moved its
+    tensors to a GPU (generator states are CPU byte tensors)."""
+    pyro_state = dict(state["pyro"], torch=state["pyro"]["torch"].cpu())
+    pyro.util.set_rng_state(pyro_state)
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def foreign_param_store_state(modules) -> dict:
@@ -281,8 +283,9 @@ def data_fingerprint(tensors, samples: int = 4096) -> list[dict]:
     for tensor in tensors:
         flat = tensor.detach().reshape(-1)
         if flat.numel() > samples:
-            index = torch.linspace(0, flat.numel() - 1, samples, device=flat.device).long()
-            flat = flat[index]
+            # integer arithmetic: a float32 grid rounds numel - 1 up to numel past 2**24
+            index = torch.arange(samples, dtype=torch.int64) * (flat.numel() - 1) // (samples - 1)
+            flat = flat[index.to(flat.device)]
         sample = flat.cpu().contiguous()
         if sample.dtype == torch.bfloat16:  # numpy has no bfloat16: hash its bits
             sample = sample.view(torch.int16)

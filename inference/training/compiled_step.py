@@ -30,6 +30,7 @@ import torch
 
 from ..checks import check_pair_arguments
 from .. import compiling
+from ..random_state import forked_rng
 from ..weights import gap_to_eager
 from .objectives import make_loss
 from .svi_step import (
@@ -99,7 +100,7 @@ class CompiledSVIStep:
             raise ValueError("compiled steps need a guide that reparameterizes exactly the "
                              "model's latent sites (use fit without compile)")
         owned = {id(p) for _, p in self._named_params()}
-        with pyro.poutine.block(), torch.no_grad(), torch.random.fork_rng():
+        with pyro.poutine.block(), torch.no_grad(), forked_rng():
             scorer = self._score(args, kwargs)
         if self.loss_name == "dreg":
             guide_ids = {id(p) for p in scorer.params[:scorer.num_guide_params]}
@@ -159,10 +160,9 @@ class CompiledSVIStep:
         after each); a loss beyond float rounding from the eager one means the trace froze
         something that changes between calls (numpy's or Python's random numbers, a value
         read outside torch): ``ValueError``."""
-        devices = sorted({p.device.index or 0 for p in params if p.is_cuda})
-        with torch.random.fork_rng(devices=devices):
+        with forked_rng():
             eager, _ = self._loss_and_grads(params, args, kwargs)
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
+        with forked_rng(), torch.no_grad():
             compiled, _ = graph(params, compiling.tensor_leaves(args, kwargs))
         gap, tolerance = gap_to_eager(compiled.reshape(1), eager.reshape(1))
         if not gap <= tolerance:

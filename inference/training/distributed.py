@@ -41,6 +41,7 @@ import torch.distributed as dist
 from pyro import poutine
 
 from ..evidence.estimators import elbo
+from ..random_state import forked_rng
 from ..weights import trace_pair
 from .checkpoints import rng_state, save_checkpoint, set_rng_state
 from .handlers import scale_data_plate
@@ -123,8 +124,7 @@ class DataParallel:
                 pair once (random state restored, effects hidden) so lazily created
                 ``pyro.param`` sites exist before the first step.
         """
-        devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), poutine.block(), \
+        with forked_rng(), poutine.block(), \
                 pyro.validation_enabled(False):
             if batch_transform is not None:
                 example = tuple(batch_transform(*example))

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from ..checks import check_finite_tensor, check_int, check_number, check_pair_arguments
 from ..evidence.estimators import elbo
 from ..pair_check import PairError, check_pair
+from ..random_state import forked_rng
 from ..weights import check_compile, trace_pair
 from . import checkpoints
 from .handlers import scale_data_plate, scale_latents
@@ -124,9 +125,8 @@ def _probe_store_shapes(model, guide, batch: tuple, modules, device) -> dict:
     store = pyro.get_param_store()
     before = set(store.keys())
     rng = pyro.util.get_rng_state()
-    cuda = [device] if device.type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=cuda), pyro.poutine.block():
+        with forked_rng(), pyro.poutine.block():
             trace_pair(model, guide, batch, {})
         shapes = checkpoints.foreign_store_shapes(modules)
     finally:
@@ -161,6 +161,19 @@ def _check_resumable(state: dict, path, epochs: int, current: dict) -> None:
             f"epochs >= {done} to continue it or use another checkpoint path")
 
 
+def _nonfinite_names(params) -> list[str]:
+    """Names of the parameters holding NaN or infinite values: one read per device (on a GPU
+    one host synchronization per epoch, not one per parameter)."""
+    flags = {}
+    for name, p in params:
+        flags.setdefault(p.device, []).append((name, torch.isfinite(p).all()))
+    bad = []
+    for named in flags.values():
+        finite = torch.stack([flag for _, flag in named]).tolist()
+        bad += [name for (name, _), ok in zip(named, finite) if not ok]
+    return bad
+
+
 def _check_finite_epoch(record: dict, step_losses: list, params, epoch: int, checkpoint) -> None:
     """Stop when the epoch's loss, a step's loss, the validation ELBO or a parameter is NaN
     or infinite, before anything of this epoch is saved."""
@@ -173,7 +186,7 @@ def _check_finite_epoch(record: dict, step_losses: list, params, epoch: int, che
     elif math.isnan(record.get("valid_elbo", 0.0)):
         problem = f"the validation ELBO is NaN after epoch {epoch}"
     else:
-        bad = [name for name, p in params if not bool(torch.isfinite(p).all())]
+        bad = _nonfinite_names(params)
         if bad:
             problem = f"parameters {bad[:5]} hold NaN or infinite values after epoch {epoch}"
     if problem is not None:
@@ -438,7 +451,7 @@ def fit(
             module.load_state_dict(module_state)
         checkpoints.restore_param_store(state["param_store"])
         optimizer.set_state(state["optimizer"])
-        shuffler.set_state(state["shuffler"])
+        shuffler.set_state(state["shuffler"].cpu())
         parallel.set_rng_state(state["rng"])
         history = state["history"]
         if _has_state(callback):

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..random_state import forked_rng
 from ..pair_check import DATA_PLATE, FIT_LOSSES, PairError, PairStructure, check_pair, survey_pair
 
 
@@ -46,10 +47,6 @@ class MinibatchPlan:
         return 1.0 if self.model_scales else num_data / global_size
 
 
-def _cuda_devices(tensors) -> list[int]:
-    return sorted({t.device.index or 0 for t in tensors if t.device.type == "cuda"})
-
-
 def _is_autoguide(guide) -> bool:
     try:
         from pyro.infer.autoguide import AutoGuide
@@ -65,7 +62,7 @@ def _check_dreg_families(structure, first_batch, model, guide) -> None:
 
     from .objectives import detach_parameters
 
-    with torch.random.fork_rng(), poutine.block(), torch.no_grad():
+    with forked_rng(), poutine.block(), torch.no_grad():
         trace = poutine.trace(guide).get_trace(*first_batch)
     for site in trace.nodes.values():
         if site["type"] != "sample" or site["is_observed"] or site["name"] in (
@@ -112,7 +109,7 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
         part = tuple(t[:stop] for t in data)
         if batch_transform is None:
             return part
-        with torch.random.fork_rng(devices=_cuda_devices(part)):
+        with forked_rng():
             out = batch_transform(*part)
         return transformed_batch(out, part[0].shape[0])
 
@@ -182,7 +179,17 @@ def _note_first_batch(error: Exception, data: tuple, batch_size: int, batch_tran
         f"{len(data)} tensor(s) of shapes {shapes}, the first {rows} of {num_data} datapoints "
         f"(batch_size={batch_size}). A model that picks its own rows of the whole data "
         f"(pyro.plate('data', N, subsample_size=B) indexing x) needs batch_size >= {num_data}; "
-        "a pair written for one tensor gets one per element of a data tuple.")
+        "a pair written for one tensor gets one per element of a data tuple."
+        + _device_hint(data[0].device))
+
+
+def _device_hint(device: torch.device) -> str:
+    if device.type != "cuda":
+        return ""
+    return (f" The data are on {device} (fit's device=None/'auto' picks CUDA when present): "
+            "tensors the pair makes itself (pyro.param's initial value, torch.zeros(...) "
+            "without device=) must be created there too (x.new_zeros, device=x.device), or "
+            "train with device='cpu'.")
 
 
 def _positional_error(guide, num_data: int, shuffle: bool) -> PairError:

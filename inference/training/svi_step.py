@@ -45,6 +45,7 @@ from torch.distributions import kl_divergence
 
 from ..checks import check_number, check_pair_arguments
 from ..densities import drawn_normal_log_density, plain_normal
+from ..random_state import forked_rng
 from ..weights import (
     PARTICLE_PLATE,
     UniformScale,
@@ -322,7 +323,7 @@ def weights_eligible(model, guide, args, kwargs) -> int | None:
     None otherwise. Raises what :func:`inference.inspect_pair` raises for unsuitable pairs.
     """
     structure = inspect_pair(model, guide, args, kwargs)
-    with pyro.poutine.block(), torch.no_grad(), torch.random.fork_rng():
+    with pyro.poutine.block(), torch.no_grad(), forked_rng():
         model_trace, guide_trace = trace_pair(model, guide, args, kwargs)
     guide_latents = {site["name"] for site in _latent_sites(guide_trace)}
     if guide_latents != {site["name"] for site in _latent_sites(model_trace)}:
@@ -359,7 +360,7 @@ def lean_eligible(objective, model, guide, args, kwargs) -> bool:
     Runs Pyro's own tracing of the objective once (random state restored, effects hidden), so
     its checks (site shapes, model/guide match) apply when Pyro's validation is enabled.
     """
-    with pyro.poutine.block(), torch.no_grad(), torch.random.fork_rng():
+    with pyro.poutine.block(), torch.no_grad(), forked_rng():
         model_trace, guide_trace = next(objective._get_traces(model, guide, args, kwargs))
     guide_latents = {site["name"] for site in _latent_sites(guide_trace)}
     if guide_latents != {site["name"] for site in _latent_sites(model_trace)}:
@@ -555,7 +556,7 @@ class SVIStep:
         if self._nesting is None:
             return False
         if self.loss_name == "dreg":
-            with pyro.poutine.block(), torch.no_grad(), torch.random.fork_rng(), \
+            with pyro.poutine.block(), torch.no_grad(), forked_rng(), \
                     pyro.validation_enabled(False):
                 scorer = score_weights(self.model, self.guide, args, kwargs,
                                        self.num_particles, self._nesting, dreg=True)

@@ -106,6 +106,9 @@ def test_autoencoder_and_toy_manifold_on_cuda(device):
     vae = ToyManifoldVAE(hidden=16)
     cpu = elbo(vae.model, vae.guide, data).detach()
     moved = copy.deepcopy(vae).to(device)
+    # a PyroModule takes a parameter of its name from the param store (Pyro's semantics): the
+    # CPU model's pixel_scale would replace the copy's
+    pyro.clear_param_store()
     gpu = elbo(moved.model, moved.guide, data.to(device)).detach().cpu()
     assert_close_statistically(cpu, gpu, "toy manifold VAE")
 
@@ -165,3 +168,34 @@ def test_lean_training_steps_never_wait_for_the_gpu(device):
             finally:
                 torch.cuda.set_sync_debug_mode("default")
     assert all(loss.device.type == "cuda" and loss.dim() == 0 for loss in losses)
+
+
+def test_compiled_fit_on_cuda_draws_as_the_eager_fit(device):
+    # the trace and the check against the eager step run the pair on the GPU; they must put
+    # its random stream back, so compile="eager" replays the default step's numbers exactly
+    losses = []
+    for compile in (False, "eager"):
+        pyro.clear_param_store()
+        torch.manual_seed(0)
+        vae = VAE((1, 8, 8), latent_dim=2, hidden=(16,))
+        x = (torch.rand(20, 1, 8, 8) < 0.4).float()
+        history = fit(vae.model, vae.guide, x, epochs=2, batch_size=5, seed=2, device=device,
+                      compile=compile, progress=False)
+        losses.append([r["train_loss"] for r in history])
+    assert losses[0] == losses[1]
+
+
+def test_simulated_data_do_not_depend_on_the_device(device):
+    model = LinearGaussian(data_dim=4, latent_dim=2, seed=1)
+    cpu = model.simulate(50, seed=2)
+    gpu = copy.deepcopy(model).to(device).simulate(50, seed=2)
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu)
+
+
+def test_data_fingerprint_of_fashion_mnist_sized_data_on_cuda(device):
+    # a float32 index grid reached one past the end beyond 2**24 elements: a device assert
+    from inference.training import checkpoints
+
+    data = torch.zeros(60000, 784, dtype=torch.uint8)
+    assert checkpoints.data_fingerprint([data.to(device)]) == checkpoints.data_fingerprint([data])

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from inference import fit
+from inference.training import checkpoints
 from inference.training.checkpoints import CheckpointError
 from ppl_models import LinearGaussian
 
@@ -82,6 +83,18 @@ def test_other_data(pair, written):
         _run(pair[0].double(), x.double(), path, epochs=3, resume=True)
 
 
+@pytest.mark.parametrize("numel", [4097, 60000 * 784, 2**24 + 3])
+def test_data_fingerprint_of_large_data(numel):
+    # past 2**24 elements a float32 grid rounded numel - 1 up to numel: an index out of range
+    # (an IndexError here, a device-side assert on CUDA) for Fashion-MNIST's training images
+    data = torch.zeros(numel, dtype=torch.uint8)
+    fingerprint = checkpoints.data_fingerprint([data])
+    data[-1] = 1  # the last element is in the sample, and so is the first
+    assert checkpoints.data_fingerprint([data]) != fingerprint
+    data[-1], data[0] = 0, 1
+    assert checkpoints.data_fingerprint([data]) != fingerprint
+
+
 @pytest.mark.parametrize("setting,value", [("lr", 0.5), ("loss", "meanfield"),
                                            ("kl_warmup_epochs", 2), ("num_particles", 2)])
 def test_other_settings(pair, written, setting, value):
@@ -119,13 +132,16 @@ def test_damaged_checkpoint_is_named(pair, written, damage):
         _run(pair[0], x, path, epochs=3, resume=True)
 
 
-def test_resume_after_check_equals_uninterrupted(tmp_path):
-    # The fingerprint check runs the pair once; it must not move any random state.
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_resume_after_check_equals_uninterrupted(tmp_path, device):
+    # The fingerprint check runs the pair once; it must not move any random state. On a GPU
+    # the loaded checkpoint's generator states (CPU byte tensors) land there first: once,
+    # restoring them raised "RNG state must be a torch.ByteTensor".
     def train(epochs, resume, path):
         pyro.clear_param_store()
         model = LinearGaussian(data_dim=3, latent_dim=1, seed=0)
         x = LinearGaussian(data_dim=3, latent_dim=1, seed=9).simulate(96, seed=1).detach()
-        history = _run(model, x, path, epochs=epochs, resume=resume)
+        history = _run(model, x, path, epochs=epochs, resume=resume, device=device)
         return model, history
 
     straight, straight_history = train(4, False, tmp_path / "a.pt")

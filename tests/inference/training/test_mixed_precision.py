@@ -64,7 +64,8 @@ def test_fit_with_mixed_precision_trains_like_float32():
                       progress=False, mixed_precision=mixed)
         assert history[-1]["train_loss"] < history[0]["train_loss"]
         pyro.set_rng_seed(1)
-        results[mixed] = iwae_bound(vae.model, vae.guide, test, num_samples=100).mean().item()
+        on_device = test.to(next(vae.parameters()).device)  # fit picks CUDA when present
+        results[mixed] = iwae_bound(vae.model, vae.guide, on_device, num_samples=100).mean().item()
     assert abs(results[True] - results[False]) < 1.0, results
 
 

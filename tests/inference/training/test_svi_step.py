@@ -457,5 +457,5 @@ def test_kl_warm_up_is_refused_for_the_weighted_losses():
     pyro.clear_param_store()
     with pytest.raises(ValueError, match="kl_warmup_epochs"):
         fit(model, guide, torch.zeros(3), loss="iwae", num_particles=4, epochs=2,
-            kl_warmup_epochs=2, progress=False)
+            kl_warmup_epochs=2, progress=False, device="cpu")  # the pair's params are on CPU
     assert float(pyro.param("loc").abs().max()) == 0.0
