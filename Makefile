@@ -68,7 +68,7 @@ docs: install katex
 # pytest) and the Fashion-MNIST IDX files, in an ignored folder that the device tool carries
 # (carry: ["gpu-kit"]). Everything that travels must stay within 64 MiB.
 GPU_KIT := gpu-kit
-GPU_KIT_WHEELS := pyro-ppl==1.9.2 pyro-api==0.1.2
+GPU_KIT_WHEELS := pyro-ppl==1.9.2 pyro-api==0.1.2 constriction==0.5.0
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 FASHION_MNIST_FILES := train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz \
 	t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz

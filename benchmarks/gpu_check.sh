@@ -10,10 +10,12 @@
 #
 # Everything lands in $OUT (default runs/gpu_check), five files at most: gpu_check.json (every
 # part's status and numbers, rewritten as each part goes, so what finished survives a later
-# failure), gpu_check.log (all output), nvidia_smi.txt, pytest_cuda.log, pytest_short.log.
+# failure), gpu_check.log (all output), nvidia_smi.txt, pytest_tests_cuda.log, pytest_tests_short.log.
 # Each part runs in its own process under `timeout`; the boxes shrink so that the whole run
 # stays inside GPU_CHECK_BUDGET seconds (default 450: the device tool allows 600 per command,
-# the issue 480). Environment: PYTHON (default python3), GPU_KIT (default ./gpu-kit).
+# the issue 480). Environment: PYTHON (default python3), GPU_KIT (default ./gpu-kit),
+# GPU_CHECK_PARTS (a rerun of some parts, e.g. "epoch tests_short"; default all),
+# GPU_CHECK_SHORT_BOX (seconds for tests_short, default 150).
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -70,10 +72,16 @@ fi
 
 left() { echo $((BUDGET - (SECONDS - START))); }
 
-# run_part BOX PART...: the parts in one process, time-boxed; unfinished ones are marked.
+# chosen PART: true when GPU_CHECK_PARTS (space-separated part names) is unset or names PART
+chosen() { [[ -z ${GPU_CHECK_PARTS:-} || " $GPU_CHECK_PARTS " == *" $1 "* ]]; }
+
+# run_part BOX PART...: the chosen parts in one process, time-boxed; unfinished ones are marked.
 run_part() {
-    local box=$1 rest
+    local box=$1 rest part parts=()
     shift
+    for part in "$@"; do chosen "$part" && parts+=("$part"); done
+    (( ${#parts[@]} )) || return 0
+    set -- "${parts[@]}"
     rest=$(left)
     (( box > rest )) && box=$rest
     if (( box < 15 )); then
@@ -96,6 +104,7 @@ run_part() {
 run_tests() {
     local name=$1 box=$2 rest rc
     shift 2
+    chosen "$name" || return 0
     rest=$(left)
     (( box > rest )) && box=$rest
     say "== $name: pytest $*"
@@ -110,7 +119,7 @@ run_tests() {
         check --part "$name" --record-status skipped --message "out of the ${BUDGET} s budget"
         return
     fi
-    timeout -k 10 "$box" "$PY" -m pytest -q -p no:cacheprovider "$@" >"$OUT/pytest_$name.log" 2>&1
+    timeout -k 10 "$box" "$PY" -m pytest -q -p no:cacheprovider -p benchmarks.pytest_live_failures "$@" >"$OUT/pytest_$name.log" 2>&1
     rc=$?
     tail -n 25 "$OUT/pytest_$name.log" | tee -a "$LOG"
     check --part "$name" --record-tests "$rc" --log "$OUT/pytest_$name.log"
@@ -119,7 +128,7 @@ run_tests() {
 if (( DRY )); then  # one process: imports dominate at these sizes
     run_part 300 device svi_step epoch iwae pixelcnn mixed_precision
     run_tests tests_cuda 90 -m cuda tests
-    run_tests tests_short 100 tests/inference/training/test_svi_step.py \
+    run_tests tests_short "${GPU_CHECK_SHORT_BOX:-150}" tests/inference/training/test_svi_step.py \
         tests/inference/training/test_compiled_step.py tests/inference/training/test_mixed_precision.py \
         tests/examples/test_vae_example.py
 else
@@ -132,7 +141,7 @@ else
     run_part 45 mixed_precision
     # the CPU-side tests of the code measured above, and the VAE example on the GPU
     # (its --device auto picks CUDA): last, with what is left of the budget
-    run_tests tests_short 100 tests/inference/training/test_svi_step.py \
+    run_tests tests_short "${GPU_CHECK_SHORT_BOX:-150}" tests/inference/training/test_svi_step.py \
         tests/inference/training/test_compiled_step.py tests/inference/training/test_mixed_precision.py \
         tests/examples/test_vae_example.py
 fi
