@@ -203,6 +203,15 @@ def _module_of(fn):
     return owner if isinstance(owner, torch.nn.Module) else None
 
 
+def _device_of(tensors: tuple, modules: list) -> torch.device:
+    """``fit``'s default device: where the user put the pair, the device of its modules'
+    parameters (a pair of bound methods), else of the data."""
+    for module in modules:
+        for parameter in module.parameters():
+            return parameter.device
+    return tensors[0].device
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``"auto"``/None picks CUDA when available, else CPU; else a CPU or CUDA device as
     given (other kinds, e.g. ``"meta"``, are refused)."""
@@ -306,7 +315,10 @@ def fit(
             ``loss_and_grads`` methods, e.g. ``inference.FreeBitsELBO(0.25)`` (free bits,
             nats per latent dimension).
         device: where data and, when ``model`` is a bound method of an ``nn.Module``, that
-            module live: a CPU or CUDA device; ``"auto"`` picks CUDA when present.
+            module live: a CPU or CUDA device; ``"auto"`` picks CUDA when present. None
+            (default): where the pair already is, the device of the module's parameters,
+            else of the data (a plain-function pair with CPU ``pyro.param`` values and CPU
+            data trains on the CPU, also on a GPU machine).
         kl_warmup_epochs: scale the latent terms by ``epoch / kl_warmup_epochs`` (capped at
             one) during the first epochs; the recorded ``train_loss`` is of that objective.
         batch_transform: maps a minibatch's tensors to new ones before each step, e.g.
@@ -390,7 +402,8 @@ def fit(
         stepper = CompiledSVIStep(model, guide, optimizer, loss=loss,
                                   num_particles=num_particles,
                                   backend=compile if isinstance(compile, str) else None)
-    device = resolve_device(device)
+    modules = [m for m in {id(m): m for m in map(_module_of, (model, guide)) if m}.values()]
+    device = resolve_device(_device_of(tensors, modules) if device is None else device)
     if mixed_precision and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ValueError("mixed_precision=True needs bfloat16 support on the CUDA device "
                          "(compute capability 8.0 or newer)")
@@ -403,7 +416,6 @@ def fit(
         parallel = OneProcess()
     tensors = tuple(t.to(device) for t in tensors)
     valid = tuple(t.to(device) for t in _as_tensors(valid_data)) if valid_data is not None else None
-    modules = [m for m in {id(m): m for m in map(_module_of, (model, guide)) if m}.values()]
     for module in modules:
         module.to(device)
     num_data = tensors[0].shape[0]

@@ -186,10 +186,9 @@ def _note_first_batch(error: Exception, data: tuple, batch_size: int, batch_tran
 def _device_hint(device: torch.device) -> str:
     if device.type != "cuda":
         return ""
-    return (f" The data are on {device} (fit's device=None/'auto' picks CUDA when present): "
-            "tensors the pair makes itself (pyro.param's initial value, torch.zeros(...) "
-            "without device=) must be created there too (x.new_zeros, device=x.device), or "
-            "train with device='cpu'.")
+    return (f" The data are on {device}: tensors the pair makes itself (pyro.param's "
+            "initial value, torch.zeros(...) without device=) must be created there too "
+            "(x.new_zeros, device=x.device), or train with device='cpu'.")
 
 
 def _positional_error(guide, num_data: int, shuffle: bool) -> PairError:

@@ -199,3 +199,26 @@ def test_data_fingerprint_of_fashion_mnist_sized_data_on_cuda(device):
 
     data = torch.zeros(60000, 784, dtype=torch.uint8)
     assert checkpoints.data_fingerprint([data.to(device)]) == checkpoints.data_fingerprint([data])
+
+
+def test_fit_trains_where_the_user_put_the_pair(device):
+    # device=None: a plain-function pair with CPU pyro.param values and CPU data stays on the
+    # CPU, as in Pyro's tutorials, and a module on the GPU takes CPU data along
+    def model(x):
+        loc = pyro.param("loc", torch.zeros(2))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", pyro.distributions.Normal(loc, 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        pass
+
+    pyro.clear_param_store()
+    x = torch.randn(40, 2) + 3.0
+    fit(model, guide, x, epochs=100, batch_size=40, lr=0.1, progress=False)
+    assert pyro.param("loc").device.type == "cpu"
+    assert (pyro.param("loc") - x.mean(0)).abs().max() < 0.5
+    pyro.clear_param_store()
+    vae = VAE((1, 8, 8), latent_dim=2, hidden=(16,)).to(device)
+    images = (torch.rand(20, 1, 8, 8) < 0.4).float()
+    fit(vae.model, vae.guide, images, epochs=1, batch_size=10, progress=False)
+    assert all(p.is_cuda for p in vae.parameters())
