@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import inspect
 import math
 import numbers
 import os
+import warnings
 
 import torch
 
@@ -183,3 +187,104 @@ def check_model_tensor(model, value: torch.Tensor, name: str) -> None:
     if value.device != first.device:
         raise ValueError(f"{name} is on {value.device} but the model's parameters are on "
                          f"{first.device}")
+
+
+def _keywords_taken(program) -> tuple[set[str], bool] | None:
+    """The keyword names ``program`` declares and whether it takes ``**kwargs``; None when
+    its signature cannot be read."""
+    try:
+        parameters = inspect.signature(program).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    named = {p.name for p in parameters
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return named, any(p.kind == p.VAR_KEYWORD for p in parameters)
+
+
+# what other libraries call the estimators' arguments (Pyro's ELBOs: num_particles)
+OTHER_NAMES = {"num_particles": "num_samples", "K": "num_samples", "Ks": "num_samples"}
+
+
+def check_pair_call(entry, kwargs: dict, **programs) -> None:
+    """How ``entry`` (an estimator that passes the keywords it does not know on to the pair)
+    is about to call ``programs`` (e.g. ``model=..., guide=...``): :func:`check_pair_keywords`,
+    then a warning when a program's module is in training mode with layers that make the
+    estimate depend on it (:func:`training_mode_layers`)."""
+    check_pair_keywords(entry, kwargs, **programs)
+    owners = {}  # id -> (module, the roles it owns)
+    for role, program in programs.items():
+        owner = getattr(program, "__self__", None)
+        if isinstance(owner, torch.nn.Module):
+            owners.setdefault(id(owner), (owner, []))[1].append(role)
+    for owner, roles in owners.values():
+        layers = training_mode_layers(owner)
+        if layers:
+            shown = ", ".join(layers[:4]) + (" ..." if len(layers) > 4 else "")
+            warnings.warn(
+                f"{entry.__name__}: {type(owner).__name__} (of the {' and '.join(roles)}) is "
+                f"in training mode with {shown}: the estimate then uses batch statistics (and "
+                "moves the running ones) or random dropout masks; call .eval() on it first "
+                "(modules are in training mode until told otherwise, also after fit)",
+                stacklevel=3)
+
+
+def training_mode_layers(module: torch.nn.Module) -> list[str]:
+    """``"BatchNorm1d at encoder.1"`` for each submodule of ``module`` in training mode whose
+    output then depends on the mode: batch norm tracking running statistics, dropout with
+    ``p > 0``, recurrent layers with dropout between layers."""
+    found = []
+    for name, sub in module.named_modules():
+        if not sub.training:
+            continue
+        if isinstance(sub, torch.nn.modules.batchnorm._NormBase) and sub.track_running_stats:
+            found.append(f"{type(sub).__name__} at {name or 'the top'}")
+        elif isinstance(sub, torch.nn.modules.dropout._DropoutNd) and sub.p > 0:
+            found.append(f"{type(sub).__name__}(p={sub.p}) at {name or 'the top'}")
+        elif isinstance(sub, torch.nn.RNNBase) and sub.dropout > 0 and sub.num_layers > 1:
+            found.append(f"{type(sub).__name__}(dropout={sub.dropout}) at {name or 'the top'}")
+    return found
+
+
+@contextlib.contextmanager
+def evaluation_mode(modules):
+    """``modules`` (and all their submodules) in evaluation mode inside the block; each
+    submodule's own flag is put back after it."""
+    flags = [(sub, sub.training) for module in modules for sub in module.modules()]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for sub, flag in flags:
+            sub.training = flag
+
+
+def check_pair_keywords(entry, kwargs: dict, **programs) -> None:
+    """Raise ``TypeError`` for a keyword argument of ``entry`` (an estimator that passes the
+    keywords it does not know on to the pair) that one of ``programs`` (e.g. ``model=...,
+    guide=...``) does not take, or that the programs take only through ``**kwargs`` while
+    it is close to a name of ``entry``'s own: ``num_sample=100`` would reach the pair and
+    leave ``num_samples`` at its default, a silently different estimate."""
+    if not kwargs:
+        return
+    own = [name for name, p in inspect.signature(entry).parameters.items()
+           if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name not in programs]
+    taken = {role: _keywords_taken(program) for role, program in programs.items()}
+    for key in kwargs:
+        close = difflib.get_close_matches(key, own, n=1, cutoff=0.75) or [
+            name for name in [OTHER_NAMES.get(key)] if name in own]
+        hint = f"; did you mean {close[0]}=?" if close else ""
+        refusing = [role for role, t in taken.items()
+                    if t is not None and key not in t[0] and not t[1]]
+        if refusing:
+            raise TypeError(
+                f"{entry.__name__}() got keyword argument '{key}', which is not one of its "
+                f"own ({', '.join(own)}) and which the {' and '.join(refusing)} does not "
+                f"take (keywords {entry.__name__} does not know are passed to the pair)"
+                f"{hint}")
+        declared = any(t is None or key in t[0] for t in taken.values())
+        if close and not declared:
+            raise TypeError(
+                f"{entry.__name__}() got keyword argument '{key}', which only the pair's "
+                f"**kwargs would take{hint} (declare '{key}' in the model's or guide's "
+                "signature to pass it to the pair on purpose)")

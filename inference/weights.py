@@ -20,7 +20,8 @@ import pyro
 import torch
 from pyro.infer.util import is_validation_enabled
 
-from .checks import as_int, check_data_arguments, check_nonempty_batch, check_weights_memory
+from .checks import (as_int, check_data_arguments, check_nonempty_batch, check_pair_call,
+                     check_weights_memory)
 from .compiling import (
     arguments_key,
     compile_graph,
@@ -456,6 +457,7 @@ def log_importance_weights(
         are the tensor's ``subsample`` attribute (column ``b`` is datapoint
         ``result.subsample[b]``).
     """
+    check_pair_call(log_importance_weights, kwargs, model=model, guide=guide)
     num_samples, chunk_size = check_num_samples(num_samples, chunk_size)
     check_compile(compile, model, guide, args, kwargs)
     check_finite_inputs(args, kwargs)

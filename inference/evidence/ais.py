@@ -67,7 +67,7 @@ from torch.distributions import biject_to
 from torch.distributions.transforms import ComposeTransform, IndependentTransform
 from tqdm.auto import tqdm
 
-from ..checks import check_int, check_number
+from ..checks import check_int, check_number, check_pair_call
 from ..weights import (
     PARTICLE_PLATE,
     PairStructure,
@@ -450,6 +450,7 @@ def ais_log_evidence(
         ValueError: a bad option, or chains whose initial log weights are NaN or ``+inf``
             (naming the datapoints).
     """
+    check_pair_call(ais_log_evidence, kwargs, model=model, guide=guide)
     schedule_betas = _check_options(num_chains, num_steps, transition, step_size, num_leapfrog,
                                     start, target_accept, adapt_rate, chunk_size, schedule)
     check_finite_inputs(args, kwargs)

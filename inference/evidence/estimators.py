@@ -17,6 +17,7 @@ from ..checks import (
     as_int,
     as_int_list,
     check_nonempty_batch,
+    check_pair_call,
     check_weights_memory,
 )
 from ..pair_check import DATA_PLATE, PairStructure, survey_pair
@@ -98,6 +99,7 @@ def elbo(model: Callable, guide: Callable, *args, num_samples: int = 1,
         subsample's indices are the result's ``subsample`` attribute
         (:func:`inference.log_importance_weights`).
     """
+    check_pair_call(elbo, kwargs, model=model, guide=guide)
     weights, structure = _weights("elbo", model, guide, args, kwargs, num_samples, chunk_size,
                                   compile)
     return attach_subsample(weights.mean(0), structure)
@@ -117,6 +119,7 @@ def iwae_bound(model: Callable, guide: Callable, *args, num_samples: int,
     Returns:
         ``[batch]`` in nats.
     """
+    check_pair_call(iwae_bound, kwargs, model=model, guide=guide)
     weights, structure = _weights("iwae_bound", model, guide, args, kwargs, num_samples,
                                   chunk_size, compile)
     return attach_subsample(log_mean_exp(weights, 0), structure)
@@ -257,6 +260,7 @@ def bound_sweep(model: Callable, guide: Callable, *args,
         subsample for every repeat and K (``BoundTable.subsample``); it cannot be combined
         with ``data_batch_size``.
     """
+    check_pair_call(bound_sweep, kwargs, model=model, guide=guide)
     ks = sorted(set(as_int_list(num_samples, "num_samples")))
     chunk_size = None if chunk_size is None else as_int(chunk_size, "chunk_size")
     repeats = as_int(repeats, "repeats")

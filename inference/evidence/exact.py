@@ -10,7 +10,7 @@ import torch
 from pyro import poutine
 from torch.distributions import constraints
 
-from ..checks import check_int, check_nonempty_batch, check_number
+from ..checks import check_int, check_nonempty_batch, check_number, check_pair_call
 from ..weights import (
     DATA_PLATE,
     PARTICLE_PLATE,
@@ -193,6 +193,7 @@ def exact_log_evidence(
             (or one that differs between datapoints), bounds outside it, a posterior unbounded
             at an end of it, or a grid too coarse or too narrow for the posterior.
     """
+    check_pair_call(exact_log_evidence, kwargs, model=model)
     if args and callable(args[0]):
         raise TypeError("exact_log_evidence(model, *args) integrates the model alone: argument 0 "
                         f"is a callable ({getattr(args[0], '__name__', type(args[0]).__name__)}), "

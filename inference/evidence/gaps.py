@@ -41,7 +41,8 @@ from pyro import poutine
 from pyro.distributions import Independent, MultivariateNormal, Normal
 from tqdm.auto import tqdm
 
-from ..checks import check_int, check_nonempty_batch, check_number, check_weights_memory
+from ..checks import (check_int, check_nonempty_batch, check_number, check_pair_call,
+                      check_weights_memory)
 from ..weights import (
     DATA_PLATE,
     PairStructure,
@@ -196,6 +197,7 @@ def fit_local_guide(model: Callable, local_guide: LocalGaussianGuide, *args,
     Returns:
         the mean negative ELBO over the datapoints after each step (nats), ``num_steps`` floats.
     """
+    check_pair_call(fit_local_guide, kwargs, model=model, local_guide=local_guide)
     _check_fit_arguments(num_steps, lr, num_particles)
     check_nonempty_batch(args, kwargs)
     structure = check_pair(survey_pair(model, local_guide, args, kwargs), "amortization_gap")
@@ -322,6 +324,7 @@ def amortization_gap(model: Callable, guide: Callable, *args,
     Returns:
         :class:`GapResult` with ``[batch]`` tensors in nats.
     """
+    check_pair_call(amortization_gap, kwargs, model=model, guide=guide)
     check_int(num_eval_samples, "num_eval_samples", 2)  # two at least, for a standard error
     num_eval_samples, chunk_size = check_num_samples(num_eval_samples, chunk_size)
     _check_fit_arguments(num_steps, lr, num_particles)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..checks import check_nonempty_batch, check_weights_memory
+from ..checks import check_nonempty_batch, check_pair_call, check_weights_memory
 from ..weights import (
     check_finite_inputs,
     check_num_samples,
@@ -184,6 +184,7 @@ def weight_diagnostics(model: Callable, guide: Callable, *args, num_samples: int
     Returns:
         :class:`WeightDiagnostics` with ``[batch]`` tensors.
     """
+    check_pair_call(weight_diagnostics, kwargs, model=model, guide=guide)
     num_samples, chunk_size = check_num_samples(num_samples, chunk_size)
     if num_samples < MIN_PARETO_SAMPLES:
         raise ValueError(

@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from ..checks import evaluation_mode
+
 __all__ = ["KeepBest"]
 
 
@@ -56,16 +58,8 @@ class KeepBest:
         self._best_state: list[dict] | None = None
 
     def __call__(self, record: dict) -> None:
-        flags = [[(sub, sub.training) for sub in m.modules()] for m in self.modules]
-        for m in self.modules:
-            m.eval()
-        try:
-            with torch.no_grad():
-                value = float(self.score())
-        finally:
-            for module_flags in flags:
-                for sub, flag in module_flags:
-                    sub.training = flag
+        with evaluation_mode(self.modules), torch.no_grad():
+            value = float(self.score())
         if math.isnan(value):
             raise ValueError(f"the validation score of epoch {record.get('epoch')} is NaN")
         record["valid_score"] = value

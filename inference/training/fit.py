@@ -15,7 +15,8 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from tqdm.auto import tqdm
 
-from ..checks import check_finite_tensor, check_int, check_number, check_pair_arguments
+from ..checks import (check_finite_tensor, check_int, check_number, check_pair_arguments,
+                      evaluation_mode)
 from ..evidence.estimators import elbo
 from ..pair_check import PairError, check_pair
 from ..random_state import forked_rng
@@ -27,9 +28,14 @@ from .svi_step import Adam, SVIStep
 
 
 def _as_tensors(data, name: str = "data") -> tuple[torch.Tensor, ...]:
+    """``data`` (a tensor, a tuple or list of tensors, or a ``TensorDataset``) as a tuple of
+    ``[N, ...]`` tensors; ``TypeError`` naming what else was passed."""
+    if isinstance(data, torch.utils.data.TensorDataset):
+        data = data.tensors
     tensors = tuple(data) if isinstance(data, (tuple, list)) else (data,)
     if not tensors or not all(torch.is_tensor(t) for t in tensors):
-        raise TypeError(f"{name} must be a tensor or a tuple of tensors with a leading data dim")
+        raise TypeError(f"{name} must be a tensor, a tuple of tensors with a leading data dim "
+                        f"or a TensorDataset, got {_describe(data)}")
     if any(t.dim() == 0 for t in tensors):
         raise ValueError(f"{name} tensors need a leading data dim, got shapes "
                          f"{[list(t.shape) for t in tensors]}")
@@ -37,6 +43,22 @@ def _as_tensors(data, name: str = "data") -> tuple[torch.Tensor, ...]:
     if len(sizes) != 1:
         raise ValueError(f"{name} tensors disagree on the number of datapoints: {sizes}")
     return tensors
+
+
+def _describe(data) -> str:
+    """What a user passed as data, with how to pass it instead."""
+    kind = type(data).__name__
+    if isinstance(data, torch.utils.data.DataLoader):
+        return (f"a DataLoader: fit batches and shuffles the tensors itself, pass "
+                f"loader.dataset's tensors and batch_size={data.batch_size}")
+    if isinstance(data, torch.utils.data.Dataset):
+        return (f"a {kind} (a Dataset): stack its items into tensors, e.g. "
+                "torch.stack([dataset[i][0] for i in range(len(dataset))])")
+    if type(data).__module__ == "numpy":
+        return f"a numpy {kind}: torch.as_tensor(array, dtype=torch.get_default_dtype())"
+    if isinstance(data, (tuple, list)):
+        return f"a {kind} of {', '.join(type(t).__name__ for t in data) or 'nothing'}"
+    return f"a {kind}"
 
 
 def _check_data(tensors: tuple, name: str, like: tuple | None = None) -> None:
@@ -504,7 +526,8 @@ def fit(
         if kl_warmup_epochs:
             record["kl_weight"] = beta
         if valid is not None:
-            record["valid_elbo"] = parallel.valid_elbo(model, guide, valid)
+            with evaluation_mode(modules):  # no dropout masks, no moved batch-norm statistics
+                record["valid_elbo"] = parallel.valid_elbo(model, guide, valid)
         record["seconds"] = time.perf_counter() - start
         _check_finite_epoch(record, step_losses, _named_params(modules), epoch + 1, checkpoint)
         history.append(record)

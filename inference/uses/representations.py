@@ -21,6 +21,7 @@ from ..checks import (
     check_int,
     check_nonempty_batch,
     check_number,
+    check_pair_call,
     check_program,
 )
 from ..pair_check import DATA_PLATE, data_frame
@@ -79,6 +80,7 @@ def kl_per_dimension(model: Callable, guide: Callable, *args, site: str = "z",
     Returns:
         ``[latent_dim]`` in nats; dimensions near zero carry no information (collapsed).
     """
+    check_pair_call(kl_per_dimension, kwargs, model=model, guide=guide)
     model_trace, guide_trace = _latent_pair(model, guide, site, args, kwargs)
     node = guide_trace.nodes[site]
     value = node["value"]
@@ -105,6 +107,7 @@ def posterior_means(guide: Callable, *args, site: str = "z", **kwargs) -> torch.
     Returns:
         ``[batch, *rest]``, the shape of the site's value.
     """
+    check_pair_call(posterior_means, kwargs, guide=guide)
     check_program(guide, "guide")
     _check_data(args, kwargs)
     with poutine.block(), torch.no_grad():
@@ -159,6 +162,7 @@ def expected_log_likelihood(model: Callable, guide: Callable, *args, num_samples
     (a positive integer) draws of ``z ~ q(z | x)``; ``-inf`` where a draw gives the data
     density zero, ``ValueError`` naming the datapoints where it is NaN or ``+inf``.
     """
+    check_pair_call(expected_log_likelihood, kwargs, model=model, guide=guide)
     check_program(model, "model")
     check_program(guide, "guide")
     check_int(num_samples, "num_samples")

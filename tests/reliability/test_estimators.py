@@ -91,3 +91,132 @@ def test_exact_still_correct():
     x = torch.tensor([0.0, 1.5, -2.0], dtype=torch.float64)
     got = exact_log_evidence(continuous_model, x, num_points=2001).log_evidence
     torch.testing.assert_close(got, dist.Normal(0.0, 2.0**0.5).log_prob(x), atol=1e-6, rtol=0)
+
+
+def _open_pair():
+    """A pair that takes extra keywords through ``**kwargs``, as many Pyro users write."""
+    def model(x, **kwargs):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, kwargs.get("noise", 1.0)), obs=x)
+
+    def guide(x, **kwargs):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(x / 2, 0.7))
+
+    return model, guide
+
+
+@pytest.mark.parametrize("estimator,typo,meant", [
+    (bound_sweep, "Ks", "num_samples"), (bound_sweep, "num_sample", "num_samples"),
+    (iwae_bound, "chunksize", "chunk_size"), (elbo, "num_sampels", "num_samples")])
+def test_an_estimator_keyword_the_pair_does_not_take_is_named(lg, estimator, typo, meant):
+    # the pair's own signature (x) refuses it: the estimator says so, not Python's TypeError
+    # from inside Pyro's trace
+    extra = {"num_samples": 2} if estimator is iwae_bound else {}
+    match = rf"{estimator.__name__}\(\) got keyword argument '{typo}'.*guide does not take"
+    if meant:
+        match += f".*did you mean {meant}="
+    with pytest.raises(TypeError, match=match):
+        estimator(lg.model, lg.guide, torch.zeros(3, 2), **extra, **{typo: 5})
+
+
+def test_a_typo_that_a_pairs_kwargs_would_swallow_is_refused():
+    # num_sample=500 would reach the pair's **kwargs and leave num_samples at 1: a silently
+    # different estimate; a keyword the pair uses on purpose passes
+    model, guide = _open_pair()
+    x = torch.tensor([0.5, -1.0, 2.0])
+    with pytest.raises(TypeError, match=r"only the pair's \*\*kwargs.*did you mean num_samples="):
+        elbo(model, guide, x, num_sample=500)
+    with pytest.raises(TypeError, match="did you mean chunk_size="):
+        iwae_bound(model, guide, x, num_samples=4, chunk_sizes=2)
+    with pytest.raises(TypeError, match="did you mean num_samples="):  # Pyro's ELBOs' name
+        elbo(model, guide, x, num_particles=100)
+    pyro.set_rng_seed(0)
+    wide = elbo(model, guide, x, num_samples=2000, noise=3.0)
+    exact = dist.Normal(0.0, (1.0 + 9.0) ** 0.5).log_prob(x)
+    assert (wide <= exact + 0.05).all() and (wide > exact - 1.0).all()
+
+
+def test_a_keyword_declared_by_the_pair_is_passed_even_if_close_to_an_estimator_name():
+    def model(x, num_sample=1):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(float(num_sample), 1.0), obs=x)
+
+    def guide(x, num_sample=1):
+        pass
+
+    x = torch.tensor([3.0])
+    value = elbo(model, guide, x, num_sample=3)
+    torch.testing.assert_close(value, dist.Normal(3.0, 1.0).log_prob(x))
+
+
+@pytest.mark.parametrize("name,typo", [
+    ("ais_log_evidence", "num_stepss"), ("exact_log_evidence", "chunksize"),
+    ("fit_local_guide", "num_stepss"), ("amortization_gap", "num_stepss"),
+    ("weight_diagnostics", "chunksize"), ("kl_per_dimension", "sitee"),
+    ("posterior_means", "sitee"), ("expected_log_likelihood", "num_sample"),
+    ("log_importance_weights", "chunksize")])
+def test_every_entry_that_passes_keywords_to_the_pair_names_a_typo(lg, name, typo):
+    import inference
+    from inference.evidence.gaps import LocalGaussianGuide
+
+    x = lg.simulate(3, seed=1)
+    entry = getattr(inference, name)
+    if name == "exact_log_evidence":
+        call = lambda **kw: entry(lg.model, x, **kw)  # noqa: E731
+    elif name == "posterior_means":
+        call = lambda **kw: entry(lg.guide, x, **kw)  # noqa: E731
+    elif name == "fit_local_guide":
+        local = LocalGaussianGuide(lg.guide, x)
+        call = lambda **kw: entry(lg.model, local, x, **kw)  # noqa: E731
+    elif name == "log_importance_weights":
+        call = lambda **kw: entry(lg.model, lg.guide, x, num_samples=2, **kw)  # noqa: E731
+    else:
+        call = lambda **kw: entry(lg.model, lg.guide, x, **kw)  # noqa: E731
+    with pytest.raises(TypeError, match=rf"{name}\(\) got keyword argument '{typo}'.*did you "
+                                        "mean"):
+        call(**{typo: 3})
+
+
+class _NormedPair(torch.nn.Module):
+    """A Gaussian latent model whose encoder holds batch norm, as users write them."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.BatchNorm1d(8),
+                                           torch.nn.Linear(8, 2))
+
+    def model(self, x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0))
+            pyro.sample("x", dist.Normal(z[:, None], 1.0).to_event(1), obs=x)
+
+    def guide(self, x):
+        pyro.module("encoder", self.encoder)
+        loc, log_scale = self.encoder(x).unbind(-1)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(loc, log_scale.exp()))
+
+
+def test_a_module_in_training_mode_is_warned_about_and_eval_mode_is_quiet():
+    # batch norm in training mode: the estimate uses the batch's statistics and every call
+    # moves the running ones; the estimators say so, naming the layer
+    import warnings
+
+    pair = _NormedPair()
+    x = torch.randn(6, 2)
+    before = pair.encoder[1].running_mean.clone()
+    with pytest.warns(UserWarning, match=r"iwae_bound: _NormedPair \(of the model and guide\) "
+                                         r"is in training mode with BatchNorm1d at encoder\.1"):
+        iwae_bound(pair.model, pair.guide, x, num_samples=3)
+    assert not torch.equal(pair.encoder[1].running_mean, before), "the warning's reason"
+    pair.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        iwae_bound(pair.model, pair.guide, x, num_samples=3)
+    pair.train()
+    pair.encoder[1].track_running_stats = False  # batch statistics by design: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        elbo(pair.model, pair.guide, x)

@@ -49,6 +49,26 @@ def test_zero_datapoints(pair):
         _fit(pair, data=torch.zeros(0, 3))
 
 
+def test_data_as_a_tensor_dataset_and_what_is_refused(pair):
+    # a TensorDataset is its tensors; a DataLoader, a numpy array or another Dataset is
+    # refused naming what was passed and how to pass it
+    from torch.utils.data import DataLoader, TensorDataset
+
+    model, x = pair
+    histories = []
+    for data in (x, TensorDataset(x)):
+        pyro.clear_param_store()
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        histories.append(_fit(pair, data=data, seed=2))
+        model.load_state_dict(state)
+    assert histories[0][-1]["train_loss"] == histories[1][-1]["train_loss"]
+    for data, match in [(DataLoader(TensorDataset(x), batch_size=16), "DataLoader.*batch_size=16"),
+                        (x.numpy(), "numpy ndarray: torch.as_tensor"),
+                        ([x.numpy()], "list of ndarray"), (None, "got a NoneType")]:
+        with pytest.raises(TypeError, match=match):
+            _fit(pair, data=data)
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_nonfinite_data_is_counted(pair, bad):
     x = pair[1].clone()
@@ -169,3 +189,21 @@ def test_example_flags_refuse_nonsense(flag, monkeypatch, capsys, tmp_path):
     assert exit_info.value.code == 2
     assert f"argument {flag}: must be" in capsys.readouterr().err
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_the_validation_elbo_is_scored_in_evaluation_mode():
+    # valid_data scored in training mode would use the validation batch's statistics and
+    # move batch norm's running ones with it
+    from .test_estimators import _NormedPair
+
+    torch.manual_seed(0)
+    pair = _NormedPair()
+    calls = []
+    pair.encoder[1].register_forward_hook(
+        lambda module, inputs, output: calls.append((inputs[0].shape[0], module.training)))
+    history = fit(pair.model, pair.guide, torch.randn(16, 2), epochs=2, batch_size=8,
+                  valid_data=torch.randn(5, 2) + 5.0, progress=False)
+    assert "valid_elbo" in history[-1]
+    assert {training for size, training in calls if size == 5} == {False}
+    assert {training for size, training in calls if size == 8} == {True}
+    assert pair.training and pair.encoder[1].training, "training mode is given back"

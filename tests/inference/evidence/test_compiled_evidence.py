@@ -228,6 +228,7 @@ def test_every_argument_reaches_the_graph():
     assert compiled_graph_count(pair) == 2
 
 
+@pytest.mark.filterwarnings("ignore:iwae_bound.*training mode")  # scored in it on purpose
 def test_train_and_eval_modes_get_their_own_graphs():
     # dropout is traced as drawn masks in training mode and as nothing in eval mode: a graph
     # traced in one mode must not score the other
