@@ -46,6 +46,7 @@ from ..checks import (
     check_number,
 )
 from ..protocols import EncoderDecoder, require
+from .map_search import adam_map
 
 NEG_INF = -math.inf
 
@@ -166,16 +167,11 @@ def map_complete(vae, log_channel: torch.Tensor, steps: int = 300, lr: float = 0
     _check_channel(log_channel, vae)
     check_int(steps, "steps", 0)
     check_number(lr, "lr", positive=True)
+    check_nonempty_batch((), {"log_channel": log_channel})
     with torch.no_grad():
         start, _ = vae.encode(_initial_image(log_channel))
-    z = start.clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([z], lr=lr)
-    for _ in range(steps):
-        optimizer.zero_grad()
-        loss = -(marginal_log_likelihood(vae, z, log_channel) - 0.5 * (z ** 2).sum(-1)).sum()
-        loss.backward()
-        optimizer.step()
-    z = z.detach()
+    z = adam_map(start, lambda z: marginal_log_likelihood(vae, z, log_channel)
+                 - 0.5 * (z ** 2).sum(-1), steps, lr, "map_complete")
     with torch.no_grad():
         return pixel_posterior(vae, z, log_channel), z
 

@@ -23,14 +23,16 @@ from ..checks import (
     check_number,
     check_pair_call,
     check_program,
+    check_weights_memory,
 )
 from ..pair_check import DATA_PLATE, data_frame
 from ..weights import (
-    trace_pair,
     check_finite_inputs,
     inspect_pair,
     trace_log_density,
+    trace_pair,
     vectorized_traces,
+    weight_itemsize,
 )
 
 
@@ -48,12 +50,28 @@ def _batch_first(node) -> bool:
         node["value"].dim() - node["fn"].event_dim + frame.dim == 0
 
 
-def _latent_pair(model, guide, site, args, kwargs):
+def _refuse_swapped_programs(entry: str, guide_trace, model_trace=None) -> None:
+    """``ValueError`` when the program passed as guide observes a site (it is a model: its
+    latents would be read off the prior) or the one passed as model observes none."""
+    observed = [name for name, node in guide_trace.nodes.items()
+                if node["type"] == "sample" and node["is_observed"]]
+    if observed:
+        raise ValueError(f"{entry}: the program passed as guide observes site '{observed[0]}', "
+                         "so it is a model (its latents would come from the prior); pass the "
+                         "guide, e.g. vae.guide, in its place")
+    if model_trace is not None and not any(node["type"] == "sample" and node["is_observed"]
+                                           for node in model_trace.nodes.values()):
+        raise ValueError(f"{entry}: the program passed as model observes no site (is it the "
+                         "guide?); pass the model, which observes the data")
+
+
+def _latent_pair(entry, model, guide, site, args, kwargs):
     check_program(model, "model")
     check_program(guide, "guide")
     _check_data(args, kwargs)
     with poutine.block(), torch.no_grad():
         model_trace, guide_trace = trace_pair(model, guide, args, kwargs)
+    _refuse_swapped_programs(entry, guide_trace, model_trace)
     if site not in guide_trace.nodes or site not in model_trace.nodes:
         raise ValueError(f"no latent site '{site}' in both model and guide")
     return model_trace, guide_trace
@@ -81,7 +99,8 @@ def kl_per_dimension(model: Callable, guide: Callable, *args, site: str = "z",
         ``[latent_dim]`` in nats; dimensions near zero carry no information (collapsed).
     """
     check_pair_call(kl_per_dimension, kwargs, model=model, guide=guide)
-    model_trace, guide_trace = _latent_pair(model, guide, site, args, kwargs)
+    model_trace, guide_trace = _latent_pair("kl_per_dimension", model, guide, site, args,
+                                            kwargs)
     node = guide_trace.nodes[site]
     value = node["value"]
     if value.dim() not in (1, 2) or not _batch_first(node):
@@ -102,7 +121,8 @@ def posterior_means(guide: Callable, *args, site: str = "z", **kwargs) -> torch.
     The site's value must be ``[batch, *rest]`` with ``batch`` the dim of
     ``pyro.plate("data")`` and ``rest`` any inner plate dims then the event shape
     (``[batch, latent_dim]`` for a vector latent, ``[batch]`` for a scalar one); a site
-    outside that plate, under an outer plate, or observed (no posterior) raises ``ValueError``.
+    outside that plate or under an outer plate raises ``ValueError``, and so does a program
+    that observes a site (a model passed as the guide: its latents would be the prior's).
 
     Returns:
         ``[batch, *rest]``, the shape of the site's value.
@@ -112,12 +132,10 @@ def posterior_means(guide: Callable, *args, site: str = "z", **kwargs) -> torch.
     _check_data(args, kwargs)
     with poutine.block(), torch.no_grad():
         trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    _refuse_swapped_programs("posterior_means", trace)
     node = trace.nodes.get(site)
     if node is None or node["type"] != "sample":
         raise ValueError(f"posterior_means: the guide has no sample site '{site}'")
-    if node["is_observed"]:
-        raise ValueError(f"posterior_means: site '{site}' is observed in the program passed as "
-                         "guide and has no posterior; pass the guide and a latent site")
     if not _batch_first(node):
         raise ValueError(
             f"posterior_means: site '{site}' has value shape {list(node['value'].shape)} "
@@ -168,6 +186,7 @@ def expected_log_likelihood(model: Callable, guide: Callable, *args, num_samples
     check_int(num_samples, "num_samples")
     _check_data(args, kwargs)
     structure = inspect_pair(model, guide, args, kwargs)
+    check_weights_memory(num_samples, structure.batch_size, weight_itemsize(args, kwargs))
     with poutine.block(), torch.no_grad():
         model_trace, _ = vectorized_traces(model, guide, args, kwargs, num_samples,
                                            structure.max_plate_nesting + 1)

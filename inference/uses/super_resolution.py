@@ -72,6 +72,7 @@ from ..checks import (
     check_nonempty_batch,
     check_number,
 )
+from .map_search import adam_map
 
 __all__ = [
     "SuperResolution",
@@ -483,14 +484,8 @@ def super_resolve_map(vae, y: torch.Tensor, factor: int, steps: int = 300, lr: f
     with torch.no_grad():
         start, _ = vae.encode(_upsampled(y, factor))
         channel = _Channel.of(vae.decode(start), factor, y, truth)
-    z = start.detach().clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([z], lr=lr)
-    for _ in range(steps):
-        optimizer.zero_grad()
-        loss = -(channel.log_likelihood(vae.decode(z)) - 0.5 * (z ** 2).sum(-1)).sum()
-        loss.backward()
-        optimizer.step()
-    z = z.detach()
+    z = adam_map(start, lambda z: channel.log_likelihood(vae.decode(z)) - 0.5 * (z ** 2).sum(-1),
+                 steps, lr, "super_resolve_map")
     with torch.no_grad():
         mean, variance = channel.posterior(vae.decode(z))
         scored = None if truth is None else channel.log_predictive(mean, variance, truth)

@@ -183,3 +183,13 @@ def test_completion_checks_arguments_before_running_the_model(tiny_vae):
     _, z = map_complete(tiny_vae, channel, steps=0)
     assert torch.equal(z, tiny_vae.encode(torch.ones(1, *tiny_vae.image_shape,
                                                      dtype=torch.float64))[0])
+
+
+def test_map_complete_names_a_diverging_lr_and_an_empty_batch(tiny_vae):
+    y = torch.tensor([1.0, 0.0, 0.0, 1.0], dtype=torch.float64).reshape(1, 1, 1, 4)
+    channel = observed_channel(y)
+    with pytest.raises(FloatingPointError, match=r"map_complete: .* at step \d+ of 5 "
+                                                 r"\(lr=1e\+300\); lower lr"):
+        map_complete(tiny_vae, channel, steps=5, lr=1e300)
+    with pytest.raises(ValueError, match="log_channel"):
+        map_complete(tiny_vae, channel[:0], steps=5)

@@ -117,6 +117,8 @@ def test_expected_log_likelihood_checks_num_samples_and_nan():
     for bad in (0, -1, 2.5, True, "3"):
         with pytest.raises(ValueError, match="num_samples must be a positive integer"):
             expected_log_likelihood(model, guide, x, num_samples=bad)
+    with pytest.raises(ValueError, match="num_samples"):  # refused before allocating
+        expected_log_likelihood(model, guide, x, num_samples=10**12)
     shift = torch.tensor([0.0, math.nan])
 
     def nan_model(x):
@@ -171,8 +173,14 @@ def test_posterior_means_of_other_event_shapes():
 def test_posterior_means_refuses_observed_sites_and_outer_plates():
     model, guide = pair(torch.zeros(3), torch.tensor(1.0))
     x = torch.tensor([0.5, 1.5])
-    with pytest.raises(ValueError, match="site 'x' is observed .* has no posterior"):
-        posterior_means(model, x, site="x")
+    # the model passed as guide: its latent 'z' would be read off the prior (zeros)
+    for site in ("x", "z"):
+        with pytest.raises(ValueError, match="program passed as guide observes site 'x'"):
+            posterior_means(model, x, site=site)
+    with pytest.raises(ValueError, match="program passed as guide observes site 'x'"):
+        kl_per_dimension(guide, model, x)
+    with pytest.raises(ValueError, match="program passed as model observes no site"):
+        kl_per_dimension(guide, guide, x)
     with pytest.raises(ValueError, match="the guide has no sample site 'w'"):
         posterior_means(guide, x, site="w")
 

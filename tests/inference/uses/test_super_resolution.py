@@ -444,3 +444,14 @@ def test_gibbs_whole_4x4_blocks_at_the_limit_match_the_closed_form():
     result = super_resolve_gibbs(log_prob, y, 4, num_sweeps=1, burn_in=0, subset_size=16,
                                  generator=torch.Generator().manual_seed(0))
     assert torch.allclose(result.mean, bernoulli_pool_posterior(logits, y, 4), atol=1e-9)
+
+
+def test_super_resolve_map_names_a_diverging_lr():
+    # float32 codes: a step of lr = 1e30 makes z^2 overflow; 1e39 is beyond their range
+    vae = tiny_vae("bernoulli").float()
+    y = torch.full((1, 1, 1, 1), 0.5)
+    with pytest.raises(FloatingPointError, match=r"super_resolve_map: .* at step \d+ of 5 "
+                                                 r"\(lr=1e\+30\); lower lr"):
+        super_resolve_map(vae, y, 2, steps=5, lr=1e30)
+    with pytest.raises(ValueError, match=r"lr=1e\+39 is beyond the range .* torch.float32"):
+        super_resolve_map(vae, y, 2, steps=5, lr=1e39)

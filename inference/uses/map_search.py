@@ -1,0 +1,45 @@
+"""MAP search over a latent code by Adam, shared by completion and super-resolution."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+def adam_map(start: torch.Tensor, log_joint: Callable[[torch.Tensor], torch.Tensor],
+             steps: int, lr: float, entry: str) -> torch.Tensor:
+    """``argmax_z log_joint(z)`` by ``steps`` Adam steps from ``start``.
+
+    Args:
+        start: ``[batch, d]`` initial codes (copied, not changed).
+        log_joint: maps ``z: [batch, d]`` to ``[batch]`` log densities to maximize.
+        steps: Adam steps, an integer ``>= 0`` (checked by the caller).
+        lr: Adam's learning rate, a finite number ``> 0`` (checked by the caller).
+        entry: the public function's name, for the errors.
+
+    Returns:
+        ``z*: [batch, d]``, detached.
+
+    Raises:
+        ValueError: ``lr`` beyond the range of ``start``'s dtype.
+        FloatingPointError: the objective or the codes turn NaN or infinite (``lr`` too
+            large), naming the step.
+    """
+    if lr >= torch.finfo(start.dtype).max:
+        raise ValueError(f"{entry}: lr={lr} is beyond the range of the codes' dtype "
+                         f"{start.dtype}; use a learning rate such as 0.05")
+    z = start.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([z], lr=lr)
+    for step in range(1, steps + 1):
+        optimizer.zero_grad()
+        loss = -log_joint(z).sum()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{entry}: the objective is {float(loss.detach())} at step {step} "
+                                     f"of {steps} (lr={lr}); lower lr")
+        loss.backward()
+        optimizer.step()
+        if not torch.isfinite(z).all():
+            raise FloatingPointError(f"{entry}: the codes diverged at step {step} of {steps} "
+                                     f"(lr={lr}); lower lr")
+    return z.detach()
