@@ -22,6 +22,7 @@ References:
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import subprocess
 import tempfile
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 from scipy.signal import resample_poly
 
-from .checks import as_int, as_number
+from .checks import as_int, as_number, check_values, physical_memory
 
 MU = 255
 NUM_LEVELS = MU + 1
@@ -52,6 +53,10 @@ DEFAULT_TEXT = (
 )
 _PCM_SCALE = {1: 128.0, 2: 32768.0, 4: 2147483648.0}  # full scale per sample width in bytes
 _PCM_DTYPE = {1: np.uint8, 2: "<i2", 4: "<i4"}
+# The WAV header stores the rate and the bytes per second (2 * rate for 16-bit mono) and the
+# data size plus 36 in unsigned 32-bit fields.
+MAX_WAV_RATE = (2**32 - 1) // 2
+MAX_WAV_SAMPLES = (2**32 - 1 - 36) // 2
 
 
 def mu_law_encode(x: torch.Tensor) -> torch.Tensor:
@@ -81,30 +86,88 @@ def resample(signal: torch.Tensor, rate: int, target_rate: int) -> torch.Tensor:
     """Polyphase resampling (:func:`scipy.signal.resample_poly`) of ``signal: [num_samples]``.
 
     Returns ``[ceil(num_samples * target_rate / rate)]`` float32, clipped to [-1, 1] (the
-    anti-aliasing filter can overshoot full-scale peaks).
+    anti-aliasing filter can overshoot full-scale peaks). Raises ``ValueError`` naming
+    ``target_rate`` when the result and the filter would not fit in this machine's memory.
     """
     rate, target_rate = as_int(rate, "rate"), as_int(target_rate, "target_rate")
     if rate == target_rate:
         return signal
+    _check_resample_memory(signal.shape[0], rate, target_rate, "target_rate")
     g = math.gcd(rate, target_rate)
     out = resample_poly(signal.double().numpy(), target_rate // g, rate // g)
     return torch.from_numpy(np.clip(out, -1.0, 1.0)).float()
 
 
+def _check_resample_memory(num_samples: int, rate: int, target_rate: int, name: str) -> None:
+    """``ValueError`` naming ``name`` (the target rate) when :func:`resample` would need more
+    than this machine's physical memory: ``resample_poly``'s filter of about
+    ``20 max(up, down) + 1`` float64 taps and the result of ``ceil(n up / down)`` samples,
+    held three times (float64, clipped, float32 counted as float64)."""
+    g = math.gcd(rate, target_rate)
+    up, down = target_rate // g, rate // g
+    taps = 20 * max(up, down) + 1
+    out = -(-num_samples * up // down)
+    need = 8 * (taps + 3 * out)
+    total = physical_memory()
+    if total is not None and need > total:
+        raise ValueError(
+            f"{name}={target_rate}: resampling {num_samples} samples from {rate} Hz to "
+            f"{target_rate} Hz makes {out:,} samples with a {taps:,}-tap filter: about "
+            f"{need:,} bytes, more than the {total:,} bytes of this machine's physical "
+            f"memory; pick a lower {name}")
+
+
 def write_wav(path: str | Path, signal: torch.Tensor, rate: int) -> None:
-    """Write ``signal: [num_samples]`` (float, clipped to [-1, 1]) as 16-bit PCM mono."""
+    """Write ``signal: [num_samples]`` (finite floats, clipped to [-1, 1]) as 16-bit PCM mono.
+
+    ``rate`` is a positive integer up to ``MAX_WAV_RATE`` (2**31 - 1, since the header holds
+    ``2 * rate`` bytes per second in 32 bits) and ``num_samples`` at most ``MAX_WAV_SAMPLES``.
+    Every argument is checked before anything is opened, and the file is written atomically:
+    to a temporary file in the same folder, renamed over ``path`` only when complete, so a
+    failure leaves an existing file at ``path`` as it was. The file gets the mode ``open``
+    would give it (``0o666`` less the umask).
+
+    Raises:
+        TypeError: ``signal`` is not a floating-point tensor.
+        ValueError: a wrong shape, NaN or infinite samples (counted), or a ``rate`` out of range.
+    """
     if not torch.is_tensor(signal) or not signal.is_floating_point():
         raise TypeError(f"signal must be a floating-point tensor, got "
                         f"{getattr(signal, 'dtype', type(signal))}")
     if signal.dim() != 1:
         raise ValueError(f"signal must have shape [num_samples], got {list(signal.shape)}")
+    if signal.shape[0] > MAX_WAV_SAMPLES:
+        raise ValueError(f"signal has {signal.shape[0]} samples; a WAV file holds at most "
+                         f"{MAX_WAV_SAMPLES} 16-bit samples")
     rate = as_int(rate, "rate")
-    pcm = np.round(np.clip(signal.detach().cpu().double().numpy(), -1, 1) * 32767)
-    with wave.open(str(path), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(rate)
-        f.writeframes(pcm.astype("<i2").tobytes())
+    if rate > MAX_WAV_RATE:
+        raise ValueError(f"rate must be at most {MAX_WAV_RATE} (the WAV header holds 2 * rate "
+                         f"bytes per second in 32 bits), got {rate}")
+    samples = signal.detach().cpu().double()
+    check_values(samples, "signal")
+    pcm = np.round(np.clip(samples.numpy(), -1, 1) * 32767).astype("<i2")
+    path = Path(path)
+    try:
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                             suffix=".partial")
+    except OSError as error:
+        raise type(error)(error.errno, f"cannot write {path}: {error.strerror}") from error
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # as open() would make it, not mkstemp's 0600
+        with os.fdopen(handle, "wb") as file:
+            with wave.open(file, "wb") as f:
+                f.setnchannels(1)
+                f.setsampwidth(2)
+                f.setframerate(rate)
+                f.writeframes(pcm.tobytes())
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def read_wav(path: str | Path, rate: int | None = None) -> tuple[torch.Tensor, int]:
@@ -118,16 +181,23 @@ def read_wav(path: str | Path, rate: int | None = None) -> tuple[torch.Tensor, i
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: the file is not a readable PCM WAV file.
+        ValueError: the file is not a readable PCM WAV file, or resampling it to ``rate``
+            would need more than this machine's memory (checked before reading the samples).
     """
     path = Path(path)
     if rate is not None:
-        as_int(rate, "rate")
+        rate = as_int(rate, "rate")
     if not path.is_file():
         raise FileNotFoundError(f"no WAV file at {path}")
     try:
         with wave.open(str(path), "rb") as f:
             channels, width, file_rate = f.getnchannels(), f.getsampwidth(), f.getframerate()
+            if file_rate < 1:
+                raise ValueError(f"{path}: the header gives a sample rate of {file_rate} Hz")
+            if rate is not None and rate != file_rate and width in _PCM_SCALE:
+                # the frames there are, not more than the file holds whatever its header says
+                frames = min(f.getnframes(), path.stat().st_size // (channels * width))
+                _check_resample_memory(frames, file_rate, rate, "rate")
             frames = f.readframes(f.getnframes())
     except (wave.Error, EOFError) as error:
         raise ValueError(f"{path} is not a readable PCM WAV file: {error}") from error

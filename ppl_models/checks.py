@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
+import os
 
 import torch
 from pyro.infer.util import is_validation_enabled
@@ -51,6 +53,73 @@ def as_number(value, name: str, low: float | None = None, high: float | None = N
     return value
 
 
+SEED_LIMIT = 2**63
+"""Seeds of ``ppl_models`` are integers in ``[0, SEED_LIMIT)``: each one seeds a
+:class:`torch.Generator` (or ``torch.manual_seed``) with a different state, unlike torch's
+own range, where ``-1`` and ``2**64 - 1`` give the same one."""
+
+
+def as_seed(value, name: str = "seed") -> int:
+    """``value`` as a Python ``int``; ``ValueError`` naming ``name`` unless it is an integer
+    (numpy integers accepted; bools and floats refused) in ``[0, 2**63)``."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+            or not 0 <= int(value) < SEED_LIMIT):
+        raise ValueError(f"{name} must be an integer in [0, 2**63), got {value!r}")
+    return int(value)
+
+
+def check_generator(generator, device: torch.device | str | None = None,
+                    name: str = "generator") -> None:
+    """Raise unless ``generator`` is None or a :class:`torch.Generator` (``TypeError``) on
+    ``device``, where the draws are made (``ValueError``; None: any device, for callers that
+    draw on the generator's device and move the draws)."""
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"{name} must be a torch.Generator or None, got "
+                        f"{type(generator).__name__}")
+    if device is None:
+        return
+    want, have = torch.device(device), torch.device(generator.device)
+    if have.type != want.type or (have.index is not None and want.index is not None
+                                  and have.index != want.index):
+        raise ValueError(f"{name} is on {have} but the draws are made on {want}; pass "
+                         f"torch.Generator(device={str(want)!r})")
+
+
+@functools.lru_cache(maxsize=None)
+def physical_memory() -> int | None:
+    """Bytes of physical memory of this machine (``SC_PAGE_SIZE * SC_PHYS_PAGES``), or None
+    where the system does not say."""
+    try:
+        size = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+    return size if size > 0 else None
+
+
+def check_memory(numel: int, dtype: torch.dtype, what: str) -> None:
+    """Raise ``ValueError`` naming ``what`` (the argument and its value, and what it asks
+    for) when ``numel`` values of ``dtype`` would take more bytes than the machine's physical
+    memory: a sanity bound, checked before allocating, for a size that could only fail in the
+    allocator (or swap the machine to a halt). Pure arithmetic, no allocation."""
+    limit = physical_memory()
+    size = int(numel) * dtype.itemsize
+    if limit is not None and size > limit:
+        raise ValueError(f"{what}: {size:,} bytes, more than the {limit:,} bytes of this "
+                         f"machine's physical memory")
+
+
+def check_word_draws(num, generator, max_length, device: torch.device) -> None:
+    """A word sampler's arguments (:func:`ppl_models.text.draw_words`), before any draw:
+    ``num`` and ``max_length`` positive integers whose ``[num, max_length]`` symbols fit in
+    memory, ``generator`` None or a :class:`torch.Generator` on ``device``."""
+    num, max_length = as_int(num, "num"), as_int(max_length, "max_length")
+    check_generator(generator, device)
+    check_memory(num * max_length, torch.long,
+                 f"num={num}, max_length={max_length}: the symbols [num, max_length]")
+
+
 def check_values(x: torch.Tensor, name: str, low: float | None = None,
                  high: float | None = None) -> None:
     """Raise ``ValueError`` naming ``name`` when the float tensor ``x: [...]`` holds NaN
@@ -75,31 +144,60 @@ def check_values(x: torch.Tensor, name: str, low: float | None = None,
                              f"values do not, range [{float(x.min())}, {float(x.max())}]")
 
 
-def check_data(x, event_shape: tuple[int, ...], name: str = "x",
-               low: float | None = None, high: float | None = None,
-               like: torch.nn.Module | None = None) -> None:
-    """Raise ``ValueError``/``TypeError`` unless ``x`` is a finite float tensor
-    ``[batch, *event_shape]``, of the dtype and on the device of ``like``'s parameters when
-    a module is given.
+def check_like(x: torch.Tensor, name: str, like: torch.nn.Module) -> None:
+    """Raise ``TypeError`` naming ``name`` when the tensor ``x`` differs in dtype or device
+    from ``like``'s first floating-point parameter (none: nothing to compare)."""
+    param = next((p for p in like.parameters() if p.is_floating_point()), None)
+    if param is not None and (x.dtype != param.dtype or x.device != param.device):
+        raise TypeError(f"{name} is {x.dtype} on {x.device}, the {type(like).__name__}'s "
+                        f"parameters {param.dtype} on {param.device}: move one to the other "
+                        f"({name}.to(...) or the model's .to(...))")
 
-    ``low``/``high``, when given, bound the allowed values. Type and shape are always
-    checked; dtype and device against ``like`` and the values (which cost a walk over the
-    module and a pass over the data and, on a GPU, a synchronization) only while Pyro's
-    validation is enabled, as it is by default and for the first step of a fit.
+
+def check_tensor(x, event_shape: tuple[int, ...], name: str = "x",
+                 like: torch.nn.Module | None = None, batch_dims: str = "batch") -> None:
+    """Raise ``TypeError``/``ValueError`` naming ``name`` unless ``x`` is a floating-point
+    tensor ``[batch, *event_shape]`` (``batch_dims="batch"``) or ``[..., *event_shape]``
+    (``batch_dims="..."``: any leading dims, none included), of the dtype and on the device
+    of ``like``'s parameters when a module is given.
+
+    Type and shape cost no pass over the data and are always checked; dtype and device
+    against ``like`` (a walk over the module) only while Pyro's validation is enabled, as in
+    :func:`check_data`. The values are not looked at.
     """
     if not torch.is_tensor(x):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    expected = "[batch, " + ", ".join(map(str, event_shape)) + "]"
-    if x.dim() != len(event_shape) + 1 or tuple(x.shape[1:]) != tuple(event_shape):
+    if batch_dims not in ("batch", "..."):
+        raise ValueError(f"batch_dims must be 'batch' or '...', got {batch_dims!r}")
+    k = len(event_shape)
+    if ((x.dim() != k + 1 if batch_dims == "batch" else x.dim() < k)
+            or tuple(x.shape[x.dim() - k:]) != tuple(event_shape)):
+        expected = "[" + ", ".join([batch_dims, *map(str, event_shape)]) + "]"
         raise ValueError(f"{name} must have shape {expected}, got {list(x.shape)}")
+    if like is not None and is_validation_enabled():
+        check_like(x, name, like)
+
+
+def check_data(x, event_shape: tuple[int, ...], name: str = "x",
+               low: float | None = None, high: float | None = None,
+               like: torch.nn.Module | None = None) -> None:
+    """Raise ``ValueError``/``TypeError`` unless ``x`` is a finite float tensor
+    ``[batch, *event_shape]`` with at least one datapoint, of the dtype and on the device of
+    ``like``'s parameters when a module is given.
+
+    ``low``/``high``, when given, bound the allowed values. Type, shape and an empty batch
+    (which a ``pyro.plate`` cannot take) are always checked; dtype and device against
+    ``like`` and the values (which cost a walk over the module and a pass over the data and,
+    on a GPU, a synchronization) only while Pyro's validation is enabled, as it is by default
+    and for the first step of a fit.
+    """
+    check_tensor(x, event_shape, name)
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} has no datapoints (shape {list(x.shape)})")
     if not is_validation_enabled():
         return
-    param = None if like is None else next(
-        (p for p in like.parameters() if p.is_floating_point()), None)
-    if param is not None and (x.dtype != param.dtype or x.device != param.device):
-        raise TypeError(f"{name} is {x.dtype} on {x.device}, the {type(like).__name__}'s "
-                        f"parameters {param.dtype} on {param.device}: move one to the other "
-                        f"({name}.to(...) or the model's .to(...))")
+    if like is not None:
+        check_like(x, name, like)
     check_values(x, name, low, high)

@@ -22,12 +22,16 @@ permutation, also for smaller files); test is the official 10000.
 
 Representations: :func:`binarize_static` (fixed seed, e.g. a stored binarized test set),
 :func:`binarize_dynamic` (resampled every call), :func:`to_levels` and :func:`uniform_dequantize`.
+A ``seed`` is an integer in ``[0, 2**63)`` (numpy integers accepted; outside it torch fails to
+unpack it or wraps a negative seed onto another one); a ``generator`` is a ``torch.Generator``
+or None (torch's default generator).
 """
 
 from __future__ import annotations
 
 import gzip
 import math
+import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checks import as_int, check_values
+from .checks import as_seed, check_generator, check_values
 
 SPLIT_SEED = 0
 DIGITS_SPLIT = (1297, 200, 300)  # train, valid, test
@@ -49,6 +53,7 @@ IDX_FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 DATASETS = ("digits", "fashion-mnist", "mnist")
+_READ_CHUNK = 2**20  # IDX payloads are read in pieces of this many bytes
 
 
 @dataclass(frozen=True)
@@ -79,9 +84,11 @@ class ImageData:
     def binarized(self, seed: int = 0) -> ImageData:
         """The same data with every split binarized by :func:`binarize_static`.
 
-        Each split gets its own seed derived from ``seed`` (``numpy.random.SeedSequence``), so
-        the binarized test set is fixed by ``seed`` alone.
+        Each split gets its own seed derived from ``seed`` (an integer in ``[0, 2**63)``)
+        with ``numpy.random.SeedSequence``, so the binarized test set is fixed by ``seed``
+        alone; the result is named ``<name>-binarized-<seed>``.
         """
+        seed = as_seed(seed)
         seeds = np.random.SeedSequence(seed).generate_state(3)
         train, valid, test = (
             Split(binarize_static(s.images, int(k)), s.labels)
@@ -216,30 +223,57 @@ def read_idx(path: str | Path) -> np.ndarray:
     """Read a uint8 IDX file (plain, or gzip if the name ends in ``.gz``) -> uint8 array.
 
     Raises ``ValueError`` naming the file for a bad magic number, a non-uint8 type or a size that
-    does not match the header (truncated or trailing bytes).
+    does not match the header (truncated or trailing bytes). The header is read first and then
+    at most the payload it announces plus one byte, so a gzip bomb is refused after
+    decompressing that much, not all of it.
     """
     path = Path(path)
     try:
         with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
-            data = f.read()
+            return _read_idx_stream(f, path)
     except (gzip.BadGzipFile, EOFError, zlib.error) as error:
         raise ValueError(f"{path}: not a readable gzip file ({error})") from error
-    if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise ValueError(f"{path}: bad magic number {data[:4].hex() or '(empty file)'}; "
+
+
+def _read_at_most(f, size: int) -> bytes:
+    """Up to ``size`` bytes of ``f``, fewer at its end; read in pieces, so an absurd ``size``
+    from a header allocates no more than the file holds."""
+    pieces, left = [], size
+    while left > 0:
+        piece = f.read(min(left, _READ_CHUNK))
+        if not piece:
+            break
+        pieces.append(piece)
+        left -= len(piece)
+    return b"".join(pieces)
+
+
+def _read_idx_stream(f, path: Path) -> np.ndarray:
+    start = _read_at_most(f, 4)
+    if len(start) < 4 or start[0] != 0 or start[1] != 0:
+        raise ValueError(f"{path}: bad magic number {start.hex() or '(empty file)'}; "
                          f"an IDX file starts with 00 00 <type> <ndim>")
-    if data[2] != 0x08:
-        raise ValueError(f"{path}: IDX type 0x{data[2]:02x} is not supported, only uint8 (0x08)")
-    ndim = data[3]
+    if start[2] != 0x08:
+        raise ValueError(f"{path}: IDX type 0x{start[2]:02x} is not supported, only uint8 (0x08)")
+    ndim = start[3]
     header = 4 + 4 * ndim
-    if ndim == 0 or len(data) < header:
-        raise ValueError(f"{path}: truncated or invalid header ({len(data)} bytes, {ndim} dims)")
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + math.prod(shape)  # exact: no int64 overflow for absurd headers
-    if len(data) != expected:
-        problem = "truncated" if len(data) < expected else "has trailing bytes"
-        raise ValueError(f"{path}: {problem}: header says shape {list(shape)} ({expected} bytes), "
-                         f"file has {len(data)} bytes")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+    dims = _read_at_most(f, 4 * ndim)
+    if ndim == 0 or len(dims) < 4 * ndim:
+        raise ValueError(f"{path}: truncated or invalid header ({4 + len(dims)} bytes, "
+                         f"{ndim} dims)")
+    shape = tuple(int.from_bytes(dims[4 * i: 4 + 4 * i], "big") for i in range(ndim))
+    payload = math.prod(shape)  # exact: no int64 overflow for absurd headers
+    expected = header + payload
+    data = _read_at_most(f, payload + 1)  # one byte more tells trailing bytes apart
+    if len(data) != payload:
+        if len(data) < payload:
+            raise ValueError(f"{path}: truncated: header says shape {list(shape)} ({expected} "
+                             f"bytes), file has {header + len(data)} bytes")
+        size = ("more" if isinstance(f, gzip.GzipFile)
+                else f"{os.fstat(f.fileno()).st_size} bytes")
+        raise ValueError(f"{path}: has trailing bytes: header says shape {list(shape)} "
+                         f"({expected} bytes), file has {size}")
+    return np.frombuffer(data, dtype=np.uint8).reshape(shape)
 
 
 def write_idx(path: str | Path, array) -> None:
@@ -249,8 +283,11 @@ def write_idx(path: str | Path, array) -> None:
     """
     array = np.asarray(array)
     if array.dtype != np.uint8:
-        if array.dtype.kind not in "iu" or array.size and (array.min() < 0 or array.max() > 255):
+        if array.dtype.kind not in "iu":
             raise ValueError(f"write_idx needs integers in 0..255, got dtype {array.dtype}")
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise ValueError(f"write_idx needs integers in 0..255, got values in "
+                             f"[{array.min()}, {array.max()}]")
         array = array.astype(np.uint8)
     if not 1 <= array.ndim <= 255:
         raise ValueError(f"write_idx needs 1 to 255 dimensions, got {array.ndim}")
@@ -272,10 +309,10 @@ def binarize_static(images: torch.Tensor, seed: int) -> torch.Tensor:
     """Fixed Bernoulli sample: ``images`` ``[...]`` in [0, 1] -> 0/1 tensor ``[...]``, same dtype.
 
     The uniforms are drawn on the CPU from ``torch.Generator().manual_seed(seed)``, so the same
-    ``seed`` and shape give the same result on any device.
+    ``seed`` (an integer in ``[0, 2**63)``) and shape give the same result on any device.
     """
     _check_unit(images)
-    seed = as_int(seed, "seed", minimum=None)
+    seed = as_seed(seed)
     u = torch.rand(images.shape, generator=torch.Generator().manual_seed(seed))
     return (u.to(images.device) < images).to(images.dtype)
 
@@ -285,9 +322,10 @@ def binarize_dynamic(images: torch.Tensor,
     """Fresh Bernoulli sample on every call (dynamic binarization, e.g. once per batch).
 
     ``images`` ``[...]`` in [0, 1] -> 0/1 tensor ``[...]``; ``generator`` must be on the
-    images' device.
+    images' device (None: torch's default generator).
     """
     _check_unit(images)
+    check_generator(generator, images.device)
     return torch.bernoulli(images, generator=generator)
 
 
@@ -303,10 +341,19 @@ def uniform_dequantize(images: torch.Tensor,
 
     Every value lies in ``[k / 256, (k + 1) / 256)``, so for a density ``p`` on ``[0, 1]^D``,
     ``log P(k) >= E_u[log p((k + u) / 256)] - D log 256`` (a lower bound on the discrete
-    log-likelihood in nats). The result has the images' floating dtype; ``generator`` must be on
-    the images' device.
+    log-likelihood in nats). The result has the images' floating dtype, float32 or float64:
+    float16 and bfloat16 are refused, since they resolve the noise ``u`` near 1 only in 8 and 1
+    steps. ``generator`` must be a ``torch.Generator`` on the images' device (None: torch's
+    default generator).
     """
-    k = to_levels(images).to(images.dtype)
+    _check_unit(images)
+    check_generator(generator, images.device)
+    steps = 2.0**-8 / (torch.finfo(images.dtype).eps / 2)  # values of u in the top bin
+    if steps < 2**16:
+        raise ValueError(f"uniform_dequantize needs images of dtype float32 or float64: dtype "
+                         f"{images.dtype} resolves the noise of width 1/256 near 1 in only "
+                         f"{steps:g} step(s); pass images.float()")
+    k = torch.round(images * 255)  # the levels, in the images' dtype (exact: 0..255)
     u = torch.rand(images.shape, generator=generator, device=images.device, dtype=images.dtype)
     upper = (k + 1) / 256  # exact in floating point
     # (k + u) / 256 can round up to (k + 1) / 256 when u is within an ulp of 1: keep it below.

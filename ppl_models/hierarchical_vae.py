@@ -31,7 +31,8 @@ from pyro.nn import PyroModule, pyro_method
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import as_int, as_sizes, check_data
+from .checks import (as_int, as_sizes, check_data, check_generator, check_memory,
+                     check_tensor)
 from .likelihoods import make_likelihood
 from .local_guides import LocalGuide
 from .networks import full_precision, mlp
@@ -43,9 +44,10 @@ ACTIVATIONS = {"tanh": nn.Tanh, "softplus": nn.Softplus, "relu": nn.ReLU}
 class _GaussianLayer(nn.Module):
     """MLP ``[..., n_in] -> (loc, scale)``, each ``[..., n_out]`` (scale = softplus + 1e-5)."""
 
-    def __init__(self, n_in: int, hidden: Sequence[int], n_out: int, activation):
+    def __init__(self, n_in: int, hidden: Sequence[int], n_out: int, activation,
+                 what: str | None = None):
         super().__init__()
-        self.net = mlp([n_in, *hidden, 2 * n_out], activation)
+        self.net = mlp([n_in, *hidden, 2 * n_out], activation, what)
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loc, raw_scale = full_precision(self.net(h)).chunk(2, dim=-1)
@@ -89,32 +91,42 @@ class TwoLayerVAE(PyroModule):
         pixels = math.prod(self.image_shape)
         self.out_shape = (self.likelihood.params_per_pixel, *self.image_shape)
         # guide, bottom-up
-        self.encoder = _GaussianLayer(pixels, hidden, latent_dim, act)
-        self.top_encoder = _GaussianLayer(latent_dim, top_hidden, top_latent_dim, act)
+        sizes = (f"latent_dim={latent_dim}, top_latent_dim={top_latent_dim}, hidden={hidden}, "
+                 f"top_hidden={top_hidden}")
+        self.encoder = _GaussianLayer(pixels, hidden, latent_dim, act, f"{sizes}: q(z1 | x)")
+        self.top_encoder = _GaussianLayer(latent_dim, top_hidden, top_latent_dim, act,
+                                          f"{sizes}: q(z2 | z1)")
         # model, top-down
         self.top_decoder = _GaussianLayer(top_latent_dim, tuple(reversed(top_hidden)),
-                                          latent_dim, act)
-        self.decoder = mlp([latent_dim, *reversed(hidden), math.prod(self.out_shape)], act)
+                                          latent_dim, act, f"{sizes}: p(z1 | z2)")
+        self.decoder = mlp([latent_dim, *reversed(hidden), math.prod(self.out_shape)], act,
+                           f"{sizes}: p(x | z1)")
 
     def _check(self, x: torch.Tensor) -> None:
         check_data(x, self.image_shape, "x", like=self)
         if is_validation_enabled():
             self.likelihood.check(x)
 
+    # Each of these takes float tensors of the model's dtype and device and names any other
+    # (the dtype and device while Pyro's validation is on, as check_data).
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x: [batch, C, H, W]`` -> loc, scale of ``q(z1 | x)``, each ``[batch, d1]``."""
+        check_tensor(x, self.image_shape, "x", like=self)
         return self.encoder(x.flatten(-3))
 
     def encode_top(self, z1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``z1: [..., d1]`` -> loc, scale of ``q(z2 | z1)``, each ``[..., d2]``."""
+        check_tensor(z1, (self.latent_dim,), "z1", like=self, batch_dims="...")
         return self.top_encoder(z1)
 
     def prior_z1(self, z2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``z2: [..., d2]`` -> loc, scale of ``p(z1 | z2)``, each ``[..., d1]``."""
+        check_tensor(z2, (self.top_latent_dim,), "z2", like=self, batch_dims="...")
         return self.top_decoder(z2)
 
     def decode(self, z1: torch.Tensor):
         """``z1: [..., d1]`` -> pixel distribution with batch shape ``[..., C, H, W]``."""
+        check_tensor(z1, (self.latent_dim,), "z1", like=self, batch_dims="...")
         raw = full_precision(self.decoder(z1)).unflatten(-1, self.out_shape)
         return self.likelihood.distribution(raw)
 
@@ -154,10 +166,15 @@ class TwoLayerVAE(PyroModule):
     def sample_images(self, num: int, generator: torch.Generator | None = None,
                       mean: bool = True) -> torch.Tensor:
         """Images from the model, ``[num, C, H, W]``: ``z2 ~ p``, ``z1 ~ p(z1 | z2)``, then the
-        pixel means (``mean=True``) or pixel samples. Latent noise from ``generator`` (on its
-        device)."""
+        pixel means (``mean=True``) or pixel samples. Latent noise from ``generator`` (a
+        :class:`torch.Generator` on any device, the draws moved to the model's) or None.
+        ``num`` is a positive integer whose images fit in memory."""
         num = as_int(num, "num")
-        device = next(self.parameters()).device
+        check_generator(generator)
+        param = next(self.parameters())
+        check_memory(num * math.prod(self.image_shape), param.dtype,
+                     f"num={num}: the images [num, {', '.join(map(str, self.image_shape))}]")
+        device = param.device
         source = generator.device if generator is not None else device
         with torch.no_grad():
             z2 = torch.randn(num, self.top_latent_dim, generator=generator,

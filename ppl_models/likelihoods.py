@@ -39,7 +39,7 @@ from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 from torch.nn import functional as F
 
-from .checks import as_int, as_number
+from .checks import as_int, as_number, as_seed
 from .data import uniform_dequantize
 
 __all__ = [
@@ -487,11 +487,13 @@ def training_representation(data, likelihood: str, binarization: str = "static",
     Bernoulli: binarized (``"static"``: one fixed draw; ``"dynamic"``: train redrawn every
     minibatch, test fixed). Continuous likelihoods: uniformly dequantized (train redrawn
     every minibatch, test fixed by ``seed``). Discrete 8-bit likelihoods: the levels as they are.
+    ``seed`` is an integer in ``[0, 2**63)``.
 
     Returns:
         ``(train [n, C, H, W], test [m, C, H, W], batch_transform or None)`` for
         :func:`inference.fit`.
     """
+    seed = as_seed(seed)
     if binarization not in ("static", "dynamic"):
         raise ValueError(f"binarization must be 'static' or 'dynamic', got {binarization!r}")
     if likelihood == "bernoulli":

@@ -14,7 +14,7 @@ import torch
 from pyro.nn import PyroModule, PyroParam, pyro_method
 from torch.distributions import constraints
 
-from .checks import as_int, as_number, check_data
+from .checks import as_int, as_number, as_seed, check_data, check_memory
 
 
 class LinearGaussian(PyroModule):
@@ -24,7 +24,8 @@ class LinearGaussian(PyroModule):
         data_dim: D, pixels or features per datapoint.
         latent_dim: d.
         noise_scale: initial s.
-        seed: fixes the initial parameters (``W`` has ``N(0, 1/d)`` entries).
+        seed: fixes the initial parameters (``W`` has ``N(0, 1/d)`` entries), an integer in
+            ``[0, 2**63)``.
 
     All methods take ``x: [batch, D]``.
     """
@@ -33,7 +34,10 @@ class LinearGaussian(PyroModule):
         super().__init__()
         data_dim, latent_dim = as_int(data_dim, "data_dim"), as_int(latent_dim, "latent_dim")
         noise_scale = as_number(noise_scale, "noise_scale", 0, low_open=True)
-        seed = as_int(seed, "seed", minimum=None)
+        seed = as_seed(seed)
+        check_memory(2 * data_dim * latent_dim + latent_dim**2 + 2 * data_dim + latent_dim,
+                     torch.get_default_dtype(), f"data_dim={data_dim}, latent_dim={latent_dim}: "
+                     f"the parameters (W, the encoder and the guide's [d, d] scale)")
         self.data_dim, self.latent_dim = data_dim, latent_dim
         with torch.random.fork_rng(devices=[]):  # initialization fixed by `seed` alone
             torch.manual_seed(seed)
@@ -89,10 +93,13 @@ class LinearGaussian(PyroModule):
         return dist.MultivariateNormal(self.bias, covariance_matrix=covariance).log_prob(x)
 
     def simulate(self, num_data: int, seed: int = 0) -> torch.Tensor:
-        """Draw ``[num_data, D]`` datapoints (``num_data >= 1``) from the model's current
-        parameters."""
-        num_data = as_int(num_data, "num_data")
-        gen = torch.Generator().manual_seed(as_int(seed, "seed", minimum=None))
+        """Draw ``[num_data, D]`` datapoints (``num_data >= 1``, fitting in memory) from the
+        model's current parameters, fixed by ``seed`` in ``[0, 2**63)``."""
+        num_data, seed = as_int(num_data, "num_data"), as_seed(seed)
+        check_memory(num_data * (self.data_dim + self.latent_dim), self.weight.dtype,
+                     f"num_data={num_data}: the data [num_data, {self.data_dim}] and latents "
+                     f"[num_data, {self.latent_dim}]")
+        gen = torch.Generator().manual_seed(seed)
         with torch.no_grad():  # drawn on the CPU generator: the same data on any device
             w, bias, scale = self.weight.cpu(), self.bias.cpu(), self.noise_scale.cpu()
             z = torch.randn(num_data, self.latent_dim, generator=gen, dtype=w.dtype)

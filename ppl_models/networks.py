@@ -14,17 +14,31 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import as_int, as_sizes
+from .checks import as_int, as_sizes, check_memory
 
 
-def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.Softplus) -> nn.Sequential:
-    """Linear layers of the given sizes with ``activation`` between them (none at the end)."""
+def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.Softplus,
+        what: str | None = None) -> nn.Sequential:
+    """Linear layers of the given sizes with ``activation`` between them (none at the end).
+
+    ``ValueError`` before allocating when the parameters could not fit in memory, naming
+    ``what`` (the arguments that set the sizes; default: the sizes)."""
+    check_parameters(sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:])),
+                     what or f"layer sizes {list(sizes)}")
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(activation())
     return nn.Sequential(*layers)
+
+
+def check_parameters(count: int, what: str) -> None:
+    """``ValueError`` naming ``what`` when ``count`` parameters of the default dtype could not
+    fit in the machine's physical memory (:func:`ppl_models.checks.check_memory`)."""
+    dtype = torch.get_default_dtype()
+    check_memory(count, dtype, f"{what}: {count:,} {str(dtype).removeprefix('torch.')} "
+                               f"parameters")
 
 
 def full_precision(t: torch.Tensor) -> torch.Tensor:
@@ -49,7 +63,9 @@ class MLPEncoder(nn.Module):
                  hidden: Sequence[int] = (400,)):
         super().__init__()
         image_shape, hidden = as_sizes(image_shape, "image_shape"), as_sizes(hidden, "hidden")
-        self.net = mlp([math.prod(image_shape), *hidden, 2 * as_int(latent_dim, "latent_dim")])
+        latent_dim = as_int(latent_dim, "latent_dim")
+        self.net = mlp([math.prod(image_shape), *hidden, 2 * latent_dim], what=(
+            f"latent_dim={latent_dim}, hidden={hidden}, image_shape={image_shape}: the encoder"))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return _gaussian_params(self.net(x.flatten(-3)))
@@ -63,15 +79,20 @@ class MLPDecoder(nn.Module):
         super().__init__()
         self.out_shape = (as_int(params_per_pixel, "params_per_pixel"),
                           *as_sizes(image_shape, "image_shape"))
-        self.net = mlp([as_int(latent_dim, "latent_dim"), *as_sizes(hidden, "hidden"),
-                        math.prod(self.out_shape)])
+        latent_dim, hidden = as_int(latent_dim, "latent_dim"), as_sizes(hidden, "hidden")
+        self.net = mlp([latent_dim, *hidden, math.prod(self.out_shape)], what=(
+            f"latent_dim={latent_dim}, hidden={hidden}, image_shape={self.out_shape[1:]}: the "
+            f"decoder"))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return full_precision(self.net(z)).unflatten(-1, self.out_shape)
 
 
-def _check_28(image_shape: Sequence[int], latent_dim: int, channels: int, hidden: int) -> None:
-    """The convolutional networks' arguments: positive sizes, images ``[C, 28, 28]``."""
+def _check_28(image_shape: Sequence[int], latent_dim: int, channels: int, hidden: int,
+              params_per_pixel: int = 2) -> None:
+    """The convolutional networks' arguments: positive sizes, images ``[C, 28, 28]``, and
+    parameters that fit in memory (those of the larger of the two networks, with
+    ``params_per_pixel`` outputs per pixel)."""
     for name, value in (("latent_dim", latent_dim), ("channels", channels), ("hidden", hidden)):
         as_int(value, name)
     if len(as_sizes(image_shape, "image_shape")) != 3 or tuple(image_shape[1:]) != (28, 28):
@@ -79,6 +100,13 @@ def _check_28(image_shape: Sequence[int], latent_dim: int, channels: int, hidden
             f"the convolutional networks expect images [C, 28, 28], got {list(image_shape)}; "
             "use the MLP networks for other sizes"
         )
+    conv = 2 * channels * channels * 16 + 3 * channels + 2 * channels * 49 * hidden + hidden
+    encoder = conv + image_shape[0] * channels * 16 + (hidden + 1) * 2 * latent_dim
+    out = params_per_pixel * image_shape[0]
+    decoder = conv + channels * out * 16 + out + latent_dim * hidden + 2 * channels * 48
+    count = max(encoder, decoder)
+    check_parameters(count, f"latent_dim={latent_dim}, channels={channels}, hidden={hidden}: "
+                            f"the convolutional network")
 
 
 class ConvEncoder(nn.Module):
@@ -105,8 +133,8 @@ class ConvDecoder(nn.Module):
     def __init__(self, latent_dim: int, image_shape: Sequence[int], params_per_pixel: int = 1,
                  channels: int = 32, hidden: int = 256):
         super().__init__()
-        _check_28(image_shape, latent_dim, channels, hidden)
         as_int(params_per_pixel, "params_per_pixel")
+        _check_28(image_shape, latent_dim, channels, hidden, params_per_pixel)
         self.out_shape = (params_per_pixel, *image_shape)
         self.dense = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(),
                                    nn.Linear(hidden, 2 * channels * 49), nn.ReLU())

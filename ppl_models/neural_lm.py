@@ -34,7 +34,7 @@ import torch
 from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
-from .checks import as_int, as_number
+from .checks import as_int, as_number, check_word_draws
 from .networks import full_precision
 from .text import Vocabulary, draw_words
 
@@ -112,7 +112,10 @@ class GRULanguageModel(PyroModule):
     def sample(self, num: int, generator: torch.Generator | None = None,
                max_length: int = 100) -> list[str]:
         """Draw ``num >= 1`` words symbol by symbol, carrying the GRU state, each cut after
-        ``max_length >= 1`` characters (:func:`ppl_models.text.draw_words`)."""
+        ``max_length >= 1`` characters (:func:`ppl_models.text.draw_words`), with
+        ``generator`` (a :class:`torch.Generator` on the model's device) or torch's."""
+        device = self.head.weight.device
+        check_word_draws(num, generator, max_length, device)
         state = None
 
         def next_probs(previous: torch.Tensor) -> torch.Tensor:
@@ -120,5 +123,5 @@ class GRULanguageModel(PyroModule):
             h, state = self.gru(self.embed(previous)[:, None], state)  # h: [num, 1, hidden]
             return self.head(h[:, 0]).softmax(-1)  # [num, V]
 
-        return draw_words(self.vocab, next_probs, num, generator, max_length,
-                          self.head.weight.device)
+        return draw_words(self.vocab, next_probs, num, generator, max_length, device)
+

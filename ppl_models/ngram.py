@@ -53,7 +53,7 @@ import torch
 from pyro.nn import PyroModule, pyro_method
 from scipy.optimize import minimize_scalar
 
-from .checks import as_int, as_number
+from .checks import as_int, as_number, check_word_draws
 from .text import Vocabulary, draw_words
 
 #: Largest concentration (pseudo-count per symbol, or in total with ``backoff``). Beyond it
@@ -277,7 +277,9 @@ class NGramModel(PyroModule):
     def sample(self, num: int, generator: torch.Generator | None = None,
                max_length: int = 100) -> list[str]:
         """Draw ``num >= 1`` words symbol by symbol from the posterior predictive, each cut
-        after ``max_length >= 1`` characters (:func:`ppl_models.text.draw_words`)."""
+        after ``max_length >= 1`` characters (:func:`ppl_models.text.draw_words`), with
+        ``generator`` (a :class:`torch.Generator` on the model's device) or torch's."""
+        check_word_draws(num, generator, max_length, self.powers.device)
         context = None
 
         def next_probs(previous: torch.Tensor) -> torch.Tensor:

@@ -27,14 +27,17 @@ References:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule, pyro_method
 
-from .checks import as_int, as_sizes, check_data
+from .checks import (as_int, as_seed, as_sizes, check_data, check_generator, check_like,
+                     check_memory, check_tensor)
 from .networks import ConvEncoder, MLPEncoder
 from .pixelcnn import PixelCNN
 
@@ -87,9 +90,12 @@ class PixelVAE(PyroModule):
             raise ValueError(f"z must be a float tensor [..., batch, latent_dim] = [..., {batch}, "
                              f"{self.latent_dim}], got {getattr(z, 'dtype', type(z).__name__)} "
                              f"{list(getattr(z, 'shape', []))}")
+        if is_validation_enabled():
+            check_like(z, "z", self)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x: [batch, C, H, W]`` -> loc, scale of ``q(z | x)``, each ``[batch, d]``."""
+        """``x: [batch, C, H, W]`` -> loc, scale of ``q(z | x)``, each ``[batch, d]``; ``x``
+        (at least one image) of the model's dtype and device, in the likelihood's support."""
         self._check(x)
         return self.encoder(x)
 
@@ -97,7 +103,8 @@ class PixelVAE(PyroModule):
         """``p(x_i | x_{<i}, z)`` for every pixel (teacher-forced on ``x: [batch, C, H, W]``).
 
         Args:
-            z: ``[*particles, batch, d]``; leading particle dims broadcast over ``x``.
+            z: ``[*particles, batch, d]``; leading particle dims broadcast over ``x``. Both of
+                the model's dtype and device (named otherwise).
 
         Returns:
             a distribution with batch shape ``[*particles, batch, C, H, W]``; wrap it in
@@ -140,18 +147,24 @@ class PixelVAE(PyroModule):
 
         Args:
             num: number of images.
-            generator: source of all randomness (default: a new one seeded with ``seed``);
-                the same generator state gives the same images with ``fast`` True or False
-                (:meth:`PixelCNN.sample_fast` and :meth:`PixelCNN.sample` agree).
+            generator: source of all randomness, a :class:`torch.Generator` on the model's
+                device (default: a new one seeded with ``seed``, an integer in
+                ``[0, 2**63)``); the same generator state gives the same images with ``fast``
+                True or False (:meth:`PixelCNN.sample_fast` and :meth:`PixelCNN.sample` agree).
             fast: use the cached PixelCNN sampler (about one network pass per image).
 
         Returns:
             images ``[num, C, H, W]``, and the latents ``[num, d]`` when ``return_latents``.
         """
-        num = as_int(num, "num")
+        num, seed = as_int(num, "num"), as_seed(seed)
         device = self.decoder.levels.device
+        check_generator(generator, device)
+        check_memory(num * (math.prod(self.image_shape) + self.latent_dim),
+                     self.decoder.levels.dtype, f"num={num}: the images [num, "
+                     f"{', '.join(map(str, self.image_shape))}] and latents [num, "
+                     f"{self.latent_dim}]")
         if generator is None:
-            generator = torch.Generator(device).manual_seed(as_int(seed, "seed", minimum=None))
+            generator = torch.Generator(device).manual_seed(seed)
         z = torch.randn(num, self.latent_dim, generator=generator, device=device)
         images = self._draw(z, generator, seed, fast)
         return (images, z) if return_latents else images
@@ -162,11 +175,18 @@ class PixelVAE(PyroModule):
         """Images sampled from ``p(x | z)`` with ``z`` the posterior mean (``num_samples=0``)
         or ``z ~ q(z | x)``; none of the pixels of ``x`` are shown to the decoder.
 
+        ``generator`` and ``seed`` as in :meth:`sample`.
+
         Returns:
             ``[batch, C, H, W]``, or ``[num_samples, batch, C, H, W]``.
         """
         num_samples = as_int(num_samples, "num_samples", minimum=0)
-        seed = as_int(seed, "seed", minimum=None)
+        seed = as_seed(seed)
+        check_tensor(x, self.image_shape, "x")  # the rest in encode, before the network runs
+        check_generator(generator, self.decoder.levels.device)
+        check_memory(max(num_samples, 1) * x.numel(), x.dtype,
+                     f"num_samples={num_samples}: the images [num_samples, "
+                     f"{', '.join(map(str, x.shape))}]")
         loc, scale = self.encode(x)
         if generator is None:
             generator = torch.Generator(loc.device).manual_seed(seed)

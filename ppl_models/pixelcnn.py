@@ -49,7 +49,8 @@ from pyro.nn import PyroModule, pyro_method
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import as_int, as_number, as_sizes
+from .checks import (as_int, as_number, as_seed, as_sizes, check_generator, check_like,
+                     check_memory)
 from .layers import GatedResidualBlock, MaskedConv2d
 from .likelihoods import LEVELS, make_likelihood
 from .networks import full_precision
@@ -153,6 +154,9 @@ class PixelCNN(PyroModule):
 
     # ----------------------------------------------------------------------------- checks
     def _check_x(self, x: torch.Tensor, name: str = "x") -> None:
+        """``x: [batch, C, H, W]`` floating (``ValueError``); with Pyro's validation on (it
+        reads the data), of the parameters' dtype and device (``TypeError``) and in the
+        likelihood's support."""
         if not torch.is_tensor(x) or not x.is_floating_point():
             raise ValueError(f"{name} must be a floating-point tensor [batch, "
                              f"{', '.join(map(str, self.image_shape))}], got "
@@ -160,8 +164,10 @@ class PixelCNN(PyroModule):
         if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
             raise ValueError(f"{name} must have shape [batch, "
                              f"{', '.join(map(str, self.image_shape))}], got {list(x.shape)}")
-        if is_validation_enabled() and x.numel():
-            self.likelihood.check(x)
+        if is_validation_enabled():
+            check_like(x, name, self)
+            if x.numel():
+                self.likelihood.check(x)
 
     def _check_condition(self, y: torch.Tensor | None, h: torch.Tensor | None,
                          batch: int) -> None:
@@ -185,6 +191,8 @@ class PixelCNN(PyroModule):
             raise ValueError(f"h must be a float tensor [..., batch, cond_dim] = [..., {batch}, "
                              f"{self.cond_dim}], got {getattr(h, 'dtype', type(h).__name__)} "
                              f"{list(getattr(h, 'shape', []))}")
+        elif is_validation_enabled():
+            check_like(h, "h", self)
 
     # ---------------------------------------------------------------------------- network
     def _network(self, x: torch.Tensor, y: torch.Tensor | None, h: torch.Tensor | None
@@ -202,10 +210,10 @@ class PixelCNN(PyroModule):
         """Likelihood parameters of every ``x_{c,i}`` given what precedes it.
 
         Args:
-            x: ``[batch, C, H, W]``.
+            x: ``[batch, C, H, W]``, of the parameters' dtype and device (named otherwise).
             y: ``[batch]`` int64 class ids (conditional models only).
-            h: ``[*lead, batch, cond_dim]`` conditioning vectors; leading dims (e.g. VAE
-                particles) broadcast over ``x``.
+            h: ``[*lead, batch, cond_dim]`` conditioning vectors, of the parameters' dtype and
+                device; leading dims (e.g. VAE particles) broadcast over ``x``.
 
         Returns:
             ``[*lead, batch, P, C, H, W]``; entry ``[..., c, i, j]`` depends on ``x`` only
@@ -238,6 +246,8 @@ class PixelCNN(PyroModule):
     @pyro_method
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None,
               h: torch.Tensor | None = None) -> None:
+        if torch.is_tensor(x) and x.dim() and x.shape[0] == 0:  # the rest in distribution
+            raise ValueError(f"x has no datapoints (shape {list(x.shape)})")
         d = self.distribution(x, y, h)
         with pyro.plate("data", x.shape[0]):
             pyro.sample("x", d.to_event(3), obs=x)
@@ -306,13 +316,16 @@ class PixelCNN(PyroModule):
     def _sampler(self, num: int, y, h, generator, seed, given, mask
                  ) -> tuple[Chooser, Callable[[int, int, int], bool] | None]:
         """Check the arguments; the Gumbel-max chooser that keeps ``given`` where ``mask``."""
-        num = as_int(num, "num")
+        num, seed = as_int(num, "num"), as_seed(seed)
+        device = self.levels.device
+        check_generator(generator, device)
+        check_memory(num * math.prod(self.image_shape), self.levels.dtype,
+                     f"num={num}: the images [num, {', '.join(map(str, self.image_shape))}]")
         self._check_condition(y, h, num)
         if h is not None and h.dim() != 2:
             raise ValueError(f"sampling takes h: [num, cond_dim], got {list(h.shape)}")
-        device = self.levels.device
         if generator is None:
-            generator = torch.Generator(device).manual_seed(as_int(seed, "seed", minimum=None))
+            generator = torch.Generator(device).manual_seed(seed)
         if (given is None) != (mask is None):
             raise ValueError("completion needs both given: [num, C, H, W] and mask (True where "
                              "a pixel is given)")
@@ -351,8 +364,10 @@ class PixelCNN(PyroModule):
 
         Args:
             y: ``[num]`` class ids; h: ``[num, cond_dim]`` conditioning vectors.
-            generator: source of the Gumbel noise (default: a new one seeded with ``seed``);
-                :meth:`sample_fast` with an equally seeded generator draws the same images.
+            generator: source of the Gumbel noise, a :class:`torch.Generator` on the
+                model's device (default: a new one seeded with ``seed``, an integer in
+                ``[0, 2**63)``); :meth:`sample_fast` with an equally seeded generator draws the
+                same images.
             given, mask: completion: ``given: [num, C, H, W]`` values kept where the bool
                 ``mask`` (broadcasting to ``given``) is True; the rest is sampled given them
                 (only pixels before a position condition it, so given pixels below are kept

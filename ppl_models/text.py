@@ -105,8 +105,24 @@ class Vocabulary:
         return torch.tensor(rows, dtype=torch.long)
 
     def decode(self, x: torch.Tensor) -> list[str]:
-        """``x: [batch, length]`` ids -> words, each read up to its first end symbol (or the
-        whole row when it has none); ``BOS`` and ``PAD`` are skipped."""
+        """``x: [batch, length]`` integer ids in ``0..PAD`` -> words, each read up to its first
+        end symbol (or the whole row when it has none); ``BOS`` and ``PAD`` are skipped.
+
+        Raises:
+            TypeError: ``x`` is not a tensor of integer ids (a float or bool tensor, a list).
+            ValueError: ``x`` is not two-dimensional, or holds ids outside ``0..PAD``.
+        """
+        if not torch.is_tensor(x):
+            raise TypeError(f"x must be a torch.Tensor of integer ids [batch, length], got "
+                            f"{type(x).__name__}")
+        if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+            raise TypeError(f"x must hold integer ids [batch, length], got {x.dtype}")
+        if x.dim() != 2:
+            raise ValueError(f"x must have shape [batch, length], got {list(x.shape)}")
+        if x.numel() and (int(x.min()) < 0 or int(x.max()) > self.pad):
+            raise ValueError(f"x must hold ids in 0..{self.pad}, got range [{int(x.min())}, "
+                             f"{int(x.max())}] (EOS {self.EOS}, characters 1..{len(self)}, "
+                             f"BOS {self.bos}, PAD {self.pad})")
         words = []
         for row in x.tolist():
             chars = []
@@ -224,6 +240,17 @@ def split_words(words: Sequence[str], valid_fraction: float = 0.1, test_fraction
             shuffled[num_valid:num_valid + num_test])
 
 
+def _read_utf8(path: Path) -> str:
+    """The text of ``path``; ``ValueError`` naming the file and the first byte that is not
+    UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        byte = error.object[error.start]
+        raise ValueError(f"{path} is not UTF-8 text: byte 0x{byte:02x} at offset {error.start} "
+                         f"({error.reason}); convert it, e.g. iconv -f latin1 -t utf-8") from error
+
+
 def load_words(path: str | Path | None = None, *, valid_fraction: float = 0.1,
                test_fraction: float = 0.1, seed: int = 0) -> WordData:
     """Load a word list and split it into fixed train/valid/test lists (see the module doc).
@@ -236,13 +263,14 @@ def load_words(path: str | Path | None = None, *, valid_fraction: float = 0.1,
 
     Raises:
         FileNotFoundError: ``path`` names no file.
-        ValueError: the file holds no words (after the filter for the default sources).
+        ValueError: the file is not UTF-8 text (named, with the offending byte), or holds no
+            words (after the filter for the default sources).
     """
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no word list at {path}")
-        words = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        words = [line.strip() for line in _read_utf8(path).splitlines()]
         words = [w for w in words if w]
         source = f"file:{path}"
     else:
@@ -252,7 +280,7 @@ def load_words(path: str | Path | None = None, *, valid_fraction: float = 0.1,
             path, source = BUNDLED_PATH, f"bundled:{BUNDLED_PATH}"
             logger.warning("%s not found (Debian package wamerican); using the bundled list %s",
                            WAMERICAN_PATH, BUNDLED_PATH)
-        words = clean_word_list(path.read_text(encoding="utf-8").splitlines())
+        words = clean_word_list(_read_utf8(path).splitlines())
     if not words:
         raise ValueError(f"{path} holds no words" + ("" if source.startswith("file:") else
                                                       " matching [a-z]+"))

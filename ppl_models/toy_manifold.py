@@ -24,8 +24,8 @@ from pyro.nn import PyroModule, PyroParam, pyro_method
 from torch import nn
 from torch.distributions import constraints
 
-from .checks import as_int, as_number, check_data
-from .networks import full_precision
+from .checks import as_int, as_number, as_seed, check_data, check_memory, check_tensor
+from .networks import check_parameters, full_precision
 
 IMAGE_SIDE = 4
 NUM_PIXELS = IMAGE_SIDE * IMAGE_SIDE
@@ -59,9 +59,11 @@ class ToyManifold(PyroModule):
 
     def sample(self, num_data: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw data from the truth: ``x: [num_data, 16]`` and its latents ``z: [num_data]``
-        (``num_data >= 1``)."""
-        num_data = as_int(num_data, "num_data")
-        gen = torch.Generator().manual_seed(as_int(seed, "seed", minimum=None))
+        (``num_data >= 1``, both fitting in memory), fixed by ``seed`` in ``[0, 2**63)``."""
+        num_data, seed = as_int(num_data, "num_data"), as_seed(seed)
+        check_memory(num_data * (NUM_PIXELS + 1), torch.get_default_dtype(),
+                     f"num_data={num_data}: x [num_data, {NUM_PIXELS}] and z [num_data]")
+        gen = torch.Generator().manual_seed(seed)
         z = torch.randn(num_data, generator=gen)
         noise = torch.randn(num_data, NUM_PIXELS, generator=gen)
         return manifold_mean(z) + self.noise_scale * noise, z
@@ -89,16 +91,22 @@ class ToyManifoldVAE(PyroModule):
     def __init__(self, hidden: int = 64):
         super().__init__()
         hidden = as_int(hidden, "hidden")
-        self.decoder = _mlp([1, hidden, hidden, NUM_PIXELS])
-        self.encoder = _mlp([NUM_PIXELS, hidden, hidden, 2])
+        sizes = ([1, hidden, hidden, NUM_PIXELS], [NUM_PIXELS, hidden, hidden, 2])
+        check_parameters(sum((a + 1) * b for s in sizes for a, b in zip(s[:-1], s[1:])),
+                         f"hidden={hidden}: the encoder and decoder")
+        self.decoder, self.encoder = map(_mlp, sizes)
         self.pixel_scale = PyroParam(torch.full((NUM_PIXELS,), 0.3), constraints.positive)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Mean image for ``z: [..., 1]`` -> ``[..., 16]``."""
+        """Mean image for ``z: [..., 1]`` -> ``[..., 16]``; ``z`` a float tensor of the
+        model's dtype and device (named otherwise)."""
+        check_tensor(z, (1,), "z", like=self, batch_dims="...")
         return full_precision(self.decoder(z))
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Guide parameters for ``x: [batch, 16]`` -> loc, scale each ``[batch, 1]``."""
+        """Guide parameters for ``x: [batch, 16]`` -> loc, scale each ``[batch, 1]``; ``x`` a
+        float tensor of the model's dtype and device (named otherwise)."""
+        check_tensor(x, (NUM_PIXELS,), "x", like=self)
         loc, raw_scale = full_precision(self.encoder(x)).chunk(2, dim=-1)
         return loc, nn.functional.softplus(raw_scale) + 1e-4
 

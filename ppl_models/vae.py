@@ -9,6 +9,7 @@ and the deterministic and sparse autoencoders of the lecture as fully observed P
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import pyro
@@ -17,7 +18,8 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule, pyro_method
 
-from .checks import as_int, as_number, as_sizes, check_data
+from .checks import (as_int, as_number, as_sizes, check_data, check_generator, check_memory,
+                     check_tensor)
 from .likelihoods import make_likelihood
 from .networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 
@@ -58,8 +60,12 @@ def decoded_posterior(encode, decode, x: torch.Tensor, num_samples: int = 0) -> 
 
     ``encode(x) -> (loc, scale)`` each ``[batch, d]``; ``decode(z)`` a pixel distribution.
     Returns ``[batch, C, H, W]``, or ``[num_samples, batch, C, H, W]``; no gradients.
+    ``ValueError`` before any work when that output could not fit in memory.
     """
     num_samples = as_int(num_samples, "num_samples", minimum=0)
+    shape = ", ".join(map(str, x.shape))
+    check_memory(max(num_samples, 1) * x.numel(), x.dtype,
+                 f"num_samples={num_samples}: the images [num_samples, {shape}]")
     with torch.no_grad():
         loc, scale = encode(x)
         if num_samples:
@@ -91,11 +97,19 @@ class VAE(_ImageModel):
             network, self.image_shape, latent_dim, self.likelihood.params_per_pixel, hidden)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x: [batch, C, H, W]`` -> loc, scale of ``q(z | x)``, each ``[batch, d]``."""
+        """``x: [batch, C, H, W]`` -> loc, scale of ``q(z | x)``, each ``[batch, d]``.
+
+        ``x`` is a float tensor of the model's dtype and device (named otherwise, as in
+        :meth:`reconstruct`; its values are not looked at)."""
+        check_tensor(x, self.image_shape, "x", like=self)
         return self.encoder(x)
 
     def decode(self, z: torch.Tensor):
-        """``z: [..., d]`` -> pixel distribution with batch shape ``[..., C, H, W]``."""
+        """``z: [..., d]`` -> pixel distribution with batch shape ``[..., C, H, W]``.
+
+        ``z`` is a float tensor of the model's dtype and device, any leading dims (named
+        otherwise)."""
+        check_tensor(z, (self.latent_dim,), "z", like=self, batch_dims="...")
         return self.pixel_distribution(self.decoder(z))
 
     @pyro_method
@@ -130,10 +144,16 @@ class VAE(_ImageModel):
         """Images from the prior, ``[num, C, H, W]``: pixel means, or pixel samples.
 
         The latents are drawn on ``generator``'s device (a CPU generator gives the same
-        images on every device) or, without one, on the model's device.
+        images on every device) or, without one, on the model's device. ``generator`` is a
+        :class:`torch.Generator` or None; ``num`` a positive integer whose images fit in
+        memory.
         """
         num = as_int(num, "num")
-        device = next(self.parameters()).device
+        check_generator(generator)
+        param = next(self.parameters())
+        check_memory(num * math.prod(self.image_shape), param.dtype,
+                     f"num={num}: the images [num, {', '.join(map(str, self.image_shape))}]")
+        device = param.device
         source = generator.device if generator is not None else device
         with torch.no_grad():
             z = torch.randn(num, self.latent_dim, generator=generator, device=source).to(device)
@@ -163,7 +183,9 @@ class Autoencoder(_ImageModel):
             network, self.image_shape, latent_dim, self.likelihood.params_per_pixel, hidden)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The code ``[batch, d]`` (the mean head of the shared encoder network)."""
+        """The code ``[batch, d]`` (the mean head of the shared encoder network) of
+        ``x: [batch, C, H, W]``, a float tensor of the model's dtype and device."""
+        check_tensor(x, self.image_shape, "x", like=self)
         return self.encoder(x)[0]
 
     @pyro_method

@@ -45,7 +45,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .audio import NUM_LEVELS
-from .checks import as_int
+from .checks import as_int, as_seed, check_generator, check_memory
 from .networks import full_precision
 
 
@@ -155,6 +155,8 @@ class WaveNet(PyroModule):
                             f"{getattr(x, 'dtype', type(x))}")
         if x.dim() != 2 or x.shape[1] < 1:
             raise ValueError(f"x must have shape [batch, T] with T >= 1, got {list(x.shape)}")
+        if x.shape[0] == 0:
+            raise ValueError(f"x has no datapoints (shape {list(x.shape)})")
         # Value checks read the data on the host (a GPU synchronization): only while Pyro's
         # validation is on, which `fit` limits to the first step.
         if is_validation_enabled() and x.numel() and (x.min() < 0 or x.max() >= self.num_levels):
@@ -254,19 +256,23 @@ class WaveNet(PyroModule):
 
     @torch.no_grad()
     def generate(self, num_samples: int, *, batch_size: int | None = None,
-                 y: torch.Tensor | None = None, seed: int = 0, method: str = "fast"
-                 ) -> torch.Tensor:
+                 y: torch.Tensor | None = None, seed: int = 0, method: str = "fast",
+                 generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw ``[batch_size, num_samples]`` int64 levels from the model.
 
         Args:
             num_samples: time steps per sequence, a positive integer.
             batch_size: sequences to draw, a positive integer (default: ``len(y)`` when
-                conditioned, else 1).
+                conditioned, else 1); the ``[batch_size, num_samples]`` levels must fit in
+                memory.
             y: class ids ``[batch_size]`` for a conditional model.
-            seed: seeds the :class:`torch.Generator` of the Gumbel noise; ``"naive"`` and
-                ``"fast"`` with the same seed give the same samples.
+            seed: seeds the :class:`torch.Generator` of the Gumbel noise, an integer in
+                ``[0, 2**63)``; ``"naive"`` and ``"fast"`` with the same seed give the same
+                samples.
             method: ``"fast"`` (cached queues [2], O(layers) per step) or ``"naive"``
                 (the full network on the receptive field every step).
+            generator: source of the Gumbel noise instead of ``seed``, a
+                :class:`torch.Generator` on the model's device.
         """
         runs = {"fast": self._run_cached, "naive": self._run_naive}
         if method not in runs:
@@ -282,7 +288,12 @@ class WaveNet(PyroModule):
             raise ValueError(f"y must be an int64 tensor [batch_size] of class ids, got "
                              f"{getattr(y, 'dtype', type(y))} {list(getattr(y, 'shape', []))}")
         self._check_condition(y, batch)
+        seed = as_seed(seed)
         device = self.embed.weight.device
-        generator = torch.Generator(device).manual_seed(as_int(seed, "seed", minimum=None))
+        check_generator(generator, device)
+        check_memory(batch * num_samples, torch.long, f"num_samples={num_samples}, batch_size="
+                     f"{batch}: the levels [batch_size, num_samples]")
+        if generator is None:
+            generator = torch.Generator(device).manual_seed(seed)
         return runs[method](batch, num_samples, y,
                             lambda t, logits: _gumbel_max(logits, generator))

@@ -34,6 +34,8 @@ References:
 
 from __future__ import annotations
 
+import contextlib
+import numbers
 import struct
 
 import numpy as np
@@ -45,6 +47,7 @@ from .range_coding import (
     MAX_SYMBOLS,
     STREAM_HEADER_BYTES,
     WORD_BYTES,
+    check_probs,
     load_constriction,
     pack_stream,
     unpack_stream,
@@ -53,24 +56,35 @@ from .range_coding import (
 _PREFIX = struct.Struct("<IQ")  # initial_words, seed: the decoder checks it gets them back
 HEADER_BYTES = STREAM_HEADER_BYTES + _PREFIX.size
 MAX_LATENT_BITS = 16
+# The initial words only have to cover the first image's bits-back debt: popping its latent
+# takes at most 24 bits (the coder's precision) per latent dimension, so ceil(3 * latent_dim
+# / 4) words suffice. 2^20 words (4 MiB) covers a million latent dimensions; both the encoder
+# and the decoder (whose stream records the number) refuse more before allocating them.
+MAX_INITIAL_WORDS = 2**20
 
 
-def _check_latent_bits(latent_bits: int) -> None:
-    if (not isinstance(latent_bits, int) or isinstance(latent_bits, bool)
-            or not 1 <= latent_bits <= MAX_LATENT_BITS):
-        raise ValueError(f"latent_bits must be an int in 1..{MAX_LATENT_BITS}, got {latent_bits!r}")
+def _integer(value, name: str, low: int, high: int) -> int:
+    """``value`` (a Python or numpy integer, not a bool) in ``low..high`` as a Python int."""
+    if (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral)
+            or not low <= value <= high):
+        raise ValueError(f"{name} must be an int in {low}..{high}, got {value!r}")
+    return int(value)
+
+
+def _check_latent_bits(latent_bits: int) -> int:
+    return _integer(latent_bits, "latent_bits", 1, MAX_LATENT_BITS)
 
 
 def bucket_edges(latent_bits: int) -> torch.Tensor:
     """``[2^b + 1]`` float64 edges of the equal-prior-mass buckets, ``-inf`` ... ``inf``."""
-    _check_latent_bits(latent_bits)
+    latent_bits = _check_latent_bits(latent_bits)
     quantiles = torch.arange(2**latent_bits + 1, dtype=torch.float64) / 2**latent_bits
     return torch.special.ndtri(quantiles)
 
 
 def bucket_centres(latent_bits: int) -> torch.Tensor:
     """``[2^b]`` float64 prior medians of the buckets: the latent value each one decodes to."""
-    _check_latent_bits(latent_bits)
+    latent_bits = _check_latent_bits(latent_bits)
     return torch.special.ndtri((torch.arange(2**latent_bits, dtype=torch.float64) + 0.5)
                                / 2**latent_bits)
 
@@ -89,18 +103,51 @@ class _Tables:
         self.device = next(vae.parameters()).device
         self.dtype = next(vae.parameters()).dtype
 
-    def posterior(self, image: torch.Tensor) -> np.ndarray:
-        """``q`` of every bucket, ``[d, 2^b]``, for one ``image: [C, H, W]`` (0/1)."""
-        loc, scale = self.vae.encode(image[None].to(self.device, self.dtype))  # [1, d] each
+    def posterior(self, image: torch.Tensor, index: int) -> np.ndarray:
+        """``q`` of every bucket, ``[d, 2^b]``, for one ``image: [C, H, W]`` (0/1), the
+        ``index``-th: a ValueError names it when the tables are not finite."""
+        with _model_step("posterior (guide)", index):
+            loc, scale = self.vae.encode(image[None].to(self.device, self.dtype))  # [1, d]
         loc, scale = loc[0].double().cpu()[:, None], scale[0].double().cpu()[:, None]
         cdf = torch.special.ndtr((self.edges - loc) / scale)  # [d, 2^b + 1]
-        return np.ascontiguousarray((cdf[:, 1:] - cdf[:, :-1]).numpy())
+        return _checked(cdf[:, 1:] - cdf[:, :-1], "posterior (guide)", index)
 
-    def pixels(self, buckets: np.ndarray) -> np.ndarray:
-        """``p(x_i | z)`` as ``[P, 2]`` tables (pixel off, on) for bucket indices ``[d]``."""
+    def pixels(self, buckets: np.ndarray, index: int) -> np.ndarray:
+        """``p(x_i | z)`` as ``[P, 2]`` tables (pixel off, on) for bucket indices ``[d]``, for
+        the ``index``-th image: a ValueError names it when the tables are not finite."""
         z = self.centres[torch.as_tensor(buckets, dtype=torch.long)].to(self.device, self.dtype)
-        on = self.vae.decode(z[None]).probs.reshape(-1).double().cpu()  # [P]
-        return np.ascontiguousarray(torch.stack([1 - on, on], 1).numpy())
+        with _model_step("pixel (decoder)", index):
+            on = self.vae.decode(z[None]).probs.reshape(-1).double().cpu()  # [P]
+        return _checked(torch.stack([1 - on, on], 1), "pixel (decoder)", index)
+
+
+class _ModelError(ValueError):
+    """The VAE's tables cannot be coded: not the stream's fault, so decoding says so."""
+
+
+@contextlib.contextmanager
+def _model_step(what: str, index: int):
+    """Turn a ValueError of the VAE's own checks (torch's validation of NaN logits) into a
+    :class:`_ModelError` that names the image."""
+    try:
+        yield
+    except _ModelError:
+        raise
+    except ValueError as error:
+        raise _ModelError(f"bits-back images: image {index}: the VAE's {what} probabilities "
+                          f"are not finite or invalid ({error})") from error
+
+
+def _checked(table: torch.Tensor, what: str, index: int) -> np.ndarray:
+    """``table`` as a contiguous float64 array, after the coder's checks."""
+    if not torch.isfinite(table).all():
+        raise _ModelError(f"bits-back images: image {index}: the VAE's {what} probabilities "
+                          "are not finite (NaN or infinite weights or activations?)")
+    try:
+        check_probs(table, f"bits-back images: image {index}: the VAE's {what} table")
+    except ValueError as error:
+        raise _ModelError(str(error)) from None
+    return np.ascontiguousarray(table.numpy())
 
 
 def _check_images(images: torch.Tensor, image_shape) -> None:
@@ -120,22 +167,25 @@ def bits_back_encode(vae, images: torch.Tensor, latent_bits: int = 12,
     Bernoulli pixels) by bits-back coding.
 
     Args:
-        latent_bits: buckets per latent dimension, ``2^latent_bits``.
+        latent_bits: buckets per latent dimension, ``2^latent_bits`` (an int in 1..16).
         initial_words: random 32-bit words on the stack before the first image (drawn with
-            ``seed``); the decoder gets them back.
+            ``seed``); the decoder gets them back. An int in ``1..MAX_INITIAL_WORDS``
+            (2^20); ``ceil(3 * latent_dim / 4)`` words cover the first image's debt.
+        seed: an int in ``0..2^64-1``. Numpy integers are accepted for all three.
 
     Returns:
         a stream header (image count, ``latent_bits``, CRC32), ``initial_words`` and
         ``seed``, then the stack's 32-bit words.
+
+    Raises:
+        ValueError: an argument out of range, non-binary images, or a VAE whose tables are
+            not finite (the error names the image).
     """
     require(vae, BernoulliLatentModel, "vae")
     _check_images(images, vae.image_shape)
-    _check_latent_bits(latent_bits)
-    if isinstance(initial_words, bool) or not isinstance(initial_words, int) \
-            or not 1 <= initial_words < 2**32:
-        raise ValueError(f"initial_words must be an int >= 1, got {initial_words!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
-        raise ValueError(f"seed must be an int in 0..2^64-1, got {seed!r}")
+    latent_bits = _check_latent_bits(latent_bits)
+    initial_words = _integer(initial_words, "initial_words", 1, MAX_INITIAL_WORDS)
+    seed = _integer(seed, "seed", 0, 2**64 - 1)
     constriction = load_constriction()
     tables = _Tables(vae, latent_bits)
     categorical = constriction.stream.model.Categorical(perfect=False)
@@ -143,10 +193,10 @@ def bits_back_encode(vae, images: torch.Tensor, latent_bits: int = 12,
     words = np.random.default_rng(seed).integers(1, 2**32, size=initial_words, dtype=np.uint32)
     coder = constriction.stream.stack.AnsCoder(words, seal=False)
     with torch.no_grad():
-        for image in images:
-            buckets = coder.decode(categorical, tables.posterior(image))  # bits back
+        for index, image in enumerate(images):
+            buckets = coder.decode(categorical, tables.posterior(image, index))  # bits back
             pixels = image.reshape(-1).to(torch.int32).cpu().numpy()
-            coder.encode_reverse(pixels, categorical, tables.pixels(buckets))
+            coder.encode_reverse(pixels, categorical, tables.pixels(buckets, index))
             coder.encode_reverse(buckets.astype(np.int32), prior)
     payload = _PREFIX.pack(initial_words, seed) + coder.get_compressed().astype("<u4").tobytes()
     return pack_stream(KIND_BITS_BACK, len(images), len(images), payload, extra=latent_bits)
@@ -161,11 +211,13 @@ def bits_back_decode(vae, data: bytes, latent_bits: int = 12) -> tuple[torch.Ten
 
     Raises:
         ValueError: a corrupt or truncated stream (header, length, CRC32), another
-            ``latent_bits`` than the encoder's, an implausible image count, or a decoder that
-            does not end on exactly the encoder's initial words (another VAE).
+            ``latent_bits`` than the encoder's, an implausible image count or
+            ``initial_words`` (beyond ``MAX_INITIAL_WORDS`` or what the stream can hold),
+            a VAE whose tables are not finite (naming the image), or a decoder that does not
+            end on exactly the encoder's initial words (another VAE).
     """
     require(vae, BernoulliLatentModel, "vae")
-    _check_latent_bits(latent_bits)
+    latent_bits = _check_latent_bits(latent_bits)
     count, _, encoded_bits, payload = unpack_stream(data, KIND_BITS_BACK)
     if encoded_bits != latent_bits:
         raise ValueError(f"bits-back images: the stream was coded with latent_bits="
@@ -178,6 +230,14 @@ def bits_back_decode(vae, data: bytes, latent_bits: int = 12) -> tuple[torch.Ten
     if count * pixels_per_image > MAX_SYMBOLS:
         raise ValueError(f"bits-back images: header claims {count} images "
                          f"({count * pixels_per_image} pixels), more than MAX_SYMBOLS")
+    # An image pops at most 24 bits per latent dimension more than it pushes, so the stack
+    # loses less than latent_dim words per image (+ 2 for the coder's 64-bit head).
+    num_words = (len(payload) - _PREFIX.size) // WORD_BYTES
+    most = num_words + count * int(vae.latent_dim) + 2
+    if not 1 <= initial_words <= min(MAX_INITIAL_WORDS, most):
+        raise ValueError(f"bits-back images: the stream records initial_words={initial_words}, "
+                         f"outside 1..{MAX_INITIAL_WORDS} (MAX_INITIAL_WORDS) or more than its "
+                         f"{num_words} words and {count} images can give back: corrupt stream")
     constriction = load_constriction()
     tables = _Tables(vae, latent_bits)
     categorical = constriction.stream.model.Categorical(perfect=False)
@@ -190,10 +250,13 @@ def bits_back_decode(vae, data: bytes, latent_bits: int = 12) -> tuple[torch.Ten
         for index in range(count):
             try:
                 buckets = coder.decode(prior, vae.latent_dim)
-                pixels = coder.decode(categorical, tables.pixels(buckets))
+                table = tables.pixels(buckets, count - 1 - index)  # decoded last to first
+                pixels = coder.decode(categorical, table)
                 image = torch.as_tensor(pixels.astype(np.float32)).reshape(image_shape)
                 coder.encode_reverse(buckets.astype(np.int32), categorical,
-                                     tables.posterior(image))
+                                     tables.posterior(image, count - 1 - index))
+            except _ModelError:
+                raise
             except (ValueError, RuntimeError, AssertionError) as error:
                 raise ValueError(f"bits-back images: decoding failed at image {index} of "
                                  f"{count} ({error}): corrupt stream or another VAE") from error

@@ -30,6 +30,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from ..checks import as_int_list
 from ..protocols import MarkovTextModel, require
 
 WORD_BYTES = 4  # constriction emits 32-bit words
@@ -50,6 +51,12 @@ MAX_SYMBOLS = 2**26
 # The coder's tables give every symbol at least 2^-24 (24-bit precision), so a symbol costs at
 # least -log2(1 - 2^-24) bits: a payload of B bits holds at most (B + 64) / that many symbols.
 _MIN_BITS_PER_SYMBOL = -math.log2(1 - 2.0**-24)
+# What the coder (constriction's leaky categorical model, 24-bit precision) can normalize: a
+# table of 2 to 2^24 - 2 symbols whose float64 row sums s are normal and keep its scale
+# (2^24 - V) / s finite (1e-302 overflowed it). Rows outside [MIN_ROW_SUM, MAX_ROW_SUM] are
+# refused before coding, naming the row.
+MAX_ALPHABET = 2**24 - 2
+MIN_ROW_SUM, MAX_ROW_SUM = 1e-290, 1e300
 
 
 def pack_stream(kind: int, count: int, symbols: int, payload: bytes, extra: int = 0) -> bytes:
@@ -108,7 +115,7 @@ def load_constriction():
     return constriction
 
 
-def _check_tables(symbols: torch.Tensor, probs: torch.Tensor) -> None:
+def _check_tables(symbols: torch.Tensor, probs: torch.Tensor, coding: bool = True) -> None:
     for name, value in (("symbols", symbols), ("probs", probs)):
         if not torch.is_tensor(value):
             raise TypeError(f"{name} must be a tensor, got {type(value).__name__}")
@@ -120,16 +127,42 @@ def _check_tables(symbols: torch.Tensor, probs: torch.Tensor) -> None:
     if symbols.numel() and (symbols.min() < 0 or symbols.max() >= probs.shape[1]):
         raise ValueError(f"symbols must lie in 0..{probs.shape[1] - 1}, got range "
                          f"[{int(symbols.min())}, {int(symbols.max())}]")
-    _check_probs(probs)
+    check_probs(probs, coding=coding)
 
 
-def _check_probs(probs: torch.Tensor) -> None:
-    if not probs.is_floating_point() or not torch.isfinite(probs).all() or (probs < 0).any():
-        raise ValueError("probability tables must be finite, non-negative floats")
-    empty = (probs.sum(-1) <= 0).nonzero()
-    if len(empty):
-        raise ValueError(f"probability table row {int(empty[0, 0])} sums to zero "
-                         f"({len(empty)} such row(s)): every symbol needs some probability")
+def check_probs(probs: torch.Tensor, source: str = "probability table",
+                 coding: bool = True) -> None:
+    """Refuse tables ``[n, V]`` that are not finite non-negative floats, or (``coding``) that
+    the coder cannot normalize: ``V`` outside ``2..MAX_ALPHABET``, a row whose float64 sum
+    lies outside ``[MIN_ROW_SUM, MAX_ROW_SUM]``. The error names ``source`` and the row."""
+    if not probs.is_floating_point():
+        raise ValueError(f"{source} must hold finite, non-negative floats, got {probs.dtype}")
+    size = probs.shape[1]
+    if coding and not 2 <= size <= MAX_ALPHABET:
+        raise ValueError(f"{source} has V={size} symbols (columns), the coder needs "
+                         f"2..{MAX_ALPHABET}")
+    if not probs.shape[0]:
+        return
+    table = probs.detach().double()  # what the coder sees
+    low, high = (MIN_ROW_SUM, MAX_ROW_SUM) if coding else (0.0, math.inf)
+    sums = table.sum(-1)
+    problems = (
+        ((~torch.isfinite(table)).any(-1), "holds NaN or infinite values: tables must be "
+         "finite, non-negative floats"),
+        ((table < 0).any(-1), "holds negative values: tables must be finite, non-negative "
+         "floats"),
+        (sums == 0, "sums to zero: every symbol needs some probability"),
+        ((sums > high) | torch.isinf(sums), f"sums to {{sum:.3g}}, more than "
+         f"{high if coding else 'float64 holds'}: scale the row down"),
+        ((sums > 0) & (sums < low), f"sums to {{sum:.3g}}, less than {low}: the coder "
+         "cannot normalize it, scale the row up"),
+    )
+    for rows, reason in problems:
+        bad = rows.nonzero()
+        if len(bad):
+            row = int(bad[0, 0])
+            raise ValueError(f"{source} row {row} {reason.format(sum=float(sums[row]))} "
+                             f"({len(bad)} such row(s))")
 
 
 def _as_numpy(probs: torch.Tensor) -> np.ndarray:
@@ -143,6 +176,11 @@ def range_encode(symbols: torch.Tensor, probs: torch.Tensor) -> bytes:
     Returns:
         the compressed message: a header (:data:`STREAM_HEADER_BYTES` bytes: magic, version,
         symbol count, CRC32) and the coder's 32-bit words.
+
+    Raises:
+        ValueError: symbols out of range, or tables the coder cannot take, naming the row:
+            non-finite or negative values, ``V`` outside ``2..MAX_ALPHABET``, a row sum of
+            zero or outside ``[MIN_ROW_SUM, MAX_ROW_SUM]``.
     """
     _check_tables(symbols, probs)
     return pack_stream(KIND_RANGE, symbols.numel(), symbols.numel(), _encode_raw(symbols, probs))
@@ -164,15 +202,16 @@ def range_decode(data: bytes,
     Args:
         data: the compressed bytes.
         next_probs: called with the list of decoded chunks (int64 tensors, oldest first);
-            returns the tables ``[m, V]`` of the next ``m`` symbols, or None when the message
-            is complete.
+            returns the tables ``[m, V]`` of the next ``m >= 1`` symbols (checked as
+            :func:`range_encode` checks its tables), or None when the message is complete.
 
     Returns:
         all decoded symbols, int64 ``[n]``.
 
     Raises:
         ValueError: a corrupt or truncated stream (header, length, CRC32), ``next_probs``
-            asking for more or fewer symbols than the stream holds, or a decoder that did not
+            asking for more or fewer symbols than the stream holds, returning a table with
+            no rows or one the coder cannot take, or a decoder that did not
             consume exactly the stream (other tables than the encoder's).
     """
     count, symbols, _, payload = unpack_stream(data, KIND_RANGE)
@@ -197,7 +236,10 @@ def _decode_raw(data: bytes, next_probs, expected: int, what: str) -> torch.Tens
         if not torch.is_tensor(probs) or probs.dim() != 2:
             raise ValueError(f"next_probs must return [m, V] tables, got "
                              f"{list(probs.shape) if torch.is_tensor(probs) else type(probs)}")
-        _check_probs(probs)
+        if not probs.shape[0]:  # no progress: the loop would never end
+            raise ValueError(f"next_probs returned a table with no rows ({list(probs.shape)}) "
+                             f"after {done} symbols: return None when the message is complete")
+        check_probs(probs, f"next_probs's table after {done} symbols,")
         if done + probs.shape[0] > expected:
             raise ValueError(f"compressed {what}: the stream holds {expected} symbols, decoding "
                              f"asked for more ({done + probs.shape[0]}): corrupt stream or "
@@ -223,7 +265,7 @@ def information_bits(symbols: torch.Tensor, probs: torch.Tensor) -> float:
 
     ``symbols: [n]``, ``probs: [n, V]``; what :func:`range_encode` approaches.
     """
-    _check_tables(symbols, probs)
+    _check_tables(symbols, probs, coding=False)
     probs = probs.double()
     chosen = probs.gather(1, symbols.long()[:, None])[:, 0] / probs.sum(1)
     return float(-chosen.log().sum() / math.log(2))
@@ -342,13 +384,20 @@ def decode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor], data: byt
     """Invert :func:`encode_images`: one ``pixel_probs`` pass per pixel position over the
     partly decoded batch (undecoded pixels are 0 and must not matter).
 
+    Args:
+        image_shape: ``(C, H, W)``, three positive integers: a tuple or list (numpy integers
+            accepted) or a 1-D integer array.
+
     Returns:
         int64 symbols ``[batch, C, H, W]`` with ``image_shape = (C, H, W)``.
     """
-    if (not isinstance(image_shape, (tuple, list)) or len(image_shape) != 3
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1
-                       for d in image_shape)):
+    try:
+        shape = as_int_list(image_shape, "image_shape")
+    except ValueError:
+        shape = None
+    if shape is None or len(shape) != 3:
         raise ValueError(f"image_shape must be three positive ints (C, H, W), got {image_shape!r}")
+    image_shape = tuple(shape)
     batch, num_symbols, tag, payload = unpack_stream(data, KIND_IMAGES)
     channels, height, width = image_shape
     if batch * channels * height * width != num_symbols or tag not in (0, _shape_tag(

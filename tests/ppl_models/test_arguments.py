@@ -80,7 +80,8 @@ BAD = [
     (lambda: PixelCNN((1, 3, 3), cond_dim=2.5), "cond_dim must be a positive integer"),
     (lambda: PixelCNN((1, 3, 3), dropout=1.0), "dropout must be >= 0 and < 1, got 1.0"),
     (lambda: pixelcnn().sample(True), "num must be a positive integer, got True"),
-    (lambda: pixelcnn().sample_fast(2, seed=0.5), "seed must be an integer, got 0.5"),
+    (lambda: pixelcnn().sample_fast(2, seed=0.5),
+     r"seed must be an integer in \[0, 2\*\*63\), got 0.5"),
     (lambda: PixelVAE((1, 3, 3), latent_dim=2.5), "latent_dim must be a positive integer"),
     (lambda: PixelVAE((1, 3, 3), 2, hidden=(4,), channels=4, num_blocks=1).sample(True),
      "num must be a positive integer, got True"),
@@ -93,7 +94,8 @@ BAD = [
     (lambda: WaveNet(gate_channels=0), "gate_channels must be a positive integer, got 0"),
     (lambda: wavenet().generate(3, batch_size=0), "batch_size must be a positive integer, got 0"),
     (lambda: wavenet().generate(2.5), "num_samples must be a positive integer, got 2.5"),
-    (lambda: wavenet().generate(3, seed=1.5), "seed must be an integer, got 1.5"),
+    (lambda: wavenet().generate(3, seed=1.5),
+     r"seed must be an integer in \[0, 2\*\*63\), got 1.5"),
     (lambda: WaveNet(2, channels=4, skip_channels=4, num_levels=8, num_classes=2).generate(
         3, y=1), r"y must be an int64 tensor \[batch_size\]"),
     # language models and words

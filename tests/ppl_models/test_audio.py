@@ -144,3 +144,68 @@ def test_histogram_baseline_by_hand():
     expected = -(math.log2(0.3) + math.log2(0.5) + math.log2(0.1)) / 3
     assert math.isclose(histogram_bits_per_sample(train, test, num_levels=4), expected,
                         rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("signal, rate, match", [
+    (torch.zeros(4), 2**32, r"rate must be at most 2147483647 .*, got 4294967296"),
+    (torch.zeros(4), 2**31, r"rate must be at most 2147483647"),  # the header's 2 * rate
+    (torch.zeros(4), True, r"rate must be a positive integer, got True"),
+    (torch.tensor([0.5, float("nan"), float("nan")]), 8000,
+     r"signal holds 2 NaN value\(s\) of 3"),
+    (torch.tensor([float("-inf"), 0.0]), 8000, r"signal holds 1 infinite value\(s\) of 2"),
+], ids=["rate 2**32", "rate 2**31", "rate True", "nan", "inf"])
+def test_write_wav_checks_everything_before_touching_an_existing_file(tmp_path, signal, rate,
+                                                                      match):
+    # rate 2**32 raised struct.error from wave.py after truncating the file to 8 bytes; NaN
+    # was written as silence with only a numpy warning
+    path = tmp_path / "a.wav"
+    write_wav(path, synthetic_signal(0.1, 8000), 8000)
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=match):
+        write_wav(path, signal, rate)
+    assert path.read_bytes() == before and sorted(tmp_path.iterdir()) == [path]
+
+
+def test_write_wav_failing_half_way_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "a.wav"
+    write_wav(path, synthetic_signal(0.1, 8000), 8000)
+    before = path.read_bytes()
+
+    def full_disk(self, data):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(wave.Wave_write, "writeframes", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_wav(path, torch.zeros(100), 8000)
+    assert path.read_bytes() == before and sorted(tmp_path.iterdir()) == [path]
+
+
+def test_write_wav_gives_the_file_the_umasks_mode(tmp_path):
+    write_wav(tmp_path / "a.wav", torch.zeros(4), 8000)
+    (tmp_path / "b").write_bytes(b"")
+    assert (tmp_path / "a.wav").stat().st_mode == (tmp_path / "b").stat().st_mode
+
+
+def test_resampling_too_large_for_memory_is_refused_naming_the_rate(tmp_path):
+    # read_wav(path, rate=2**40) failed with numpy's MemoryError (1.25 TiB)
+    write_wav(tmp_path / "a.wav", torch.zeros(8000), 8000)
+    with pytest.raises(ValueError, match=r"rate=1099511627776: resampling 8000 samples from "
+                                         r"8000 Hz.* bytes, more than the .* bytes of this "
+                                         r"machine's physical memory"):
+        read_wav(tmp_path / "a.wav", rate=2**40)
+    with pytest.raises(ValueError, match=r"target_rate=1099511627776: resampling"):
+        audio.resample(torch.zeros(8000), 8000, 2**40)
+
+
+def test_write_wav_into_a_missing_folder_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"cannot write {tmp_path / 'no' / 'a.wav'}"):
+        write_wav(tmp_path / "no" / "a.wav", torch.zeros(4), 8000)
+
+
+def test_read_wav_names_a_header_with_rate_zero(tmp_path):
+    path = tmp_path / "a.wav"
+    write_wav(path, torch.zeros(4), 8000)
+    data = bytearray(path.read_bytes())
+    data[24:28] = bytes(4)  # the sample rate field
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=f"{path}: the header gives a sample rate of 0 Hz"):
+        read_wav(path, rate=8000)

@@ -1,6 +1,7 @@
 """Data sets, IDX files and pixel representations; nothing here downloads."""
 
 import gzip
+import re
 import socket
 from collections import Counter
 
@@ -11,8 +12,8 @@ import torchvision.datasets.mnist
 from sklearn.datasets import load_digits
 
 from ppl_models.data import (
-    DATASETS, IDX_FILES, ImageData, binarize_dynamic, binarize_static, load_images, read_idx,
-    to_levels, uniform_dequantize, write_idx,
+    DATASETS, IDX_FILES, ImageData, Split, binarize_dynamic, binarize_static, load_images,
+    read_idx, to_levels, uniform_dequantize, write_idx,
 )
 
 N_TRAIN, N_TEST, H, W = 12, 5, 4, 3  # tiny IDX files: 12 training images -> 10 train, 2 valid
@@ -210,6 +211,67 @@ def test_every_pixel_helper_refuses_nan_and_infinite_values_by_count(helper):
     assert helper(torch.tensor([0.0, 1.0])).shape == (2,)  # the ends of the range pass
 
 
-def test_binarize_static_seed_must_be_an_integer():
-    with pytest.raises(ValueError, match="seed must be an integer, got 1.5"):
-        binarize_static(torch.tensor([0.5]), 1.5)
+def _tiny_data():
+    split = Split(torch.full((3, 1, 2, 2), 0.5), torch.zeros(3, dtype=torch.long))
+    return ImageData("tiny", split, split, split, num_classes=1)
+
+
+SEEDED = {"binarize_static": lambda seed: binarize_static(torch.tensor([0.5]), seed),
+          "ImageData.binarized": lambda seed: _tiny_data().binarized(seed)}
+
+
+@pytest.mark.parametrize("helper", SEEDED.values(), ids=SEEDED.keys())
+@pytest.mark.parametrize("seed", [1.5, None, True, [1, 2], -1, 2**63, 2**64, 2**128,
+                                  np.uint64(2**64 - 1)], ids=repr)
+def test_seed_must_be_an_integer_in_the_documented_range(helper, seed):
+    # None drew OS entropy (a different binarization named "-binarized-None" on each call),
+    # -1 aliased 2**64 - 1 in torch, 2**64 failed inside torch without naming seed
+    with pytest.raises(ValueError, match=re.escape(f"seed must be an integer in [0, 2**63), "
+                                                   f"got {seed!r}")):
+        helper(seed)
+
+
+@pytest.mark.parametrize("helper", SEEDED.values(), ids=SEEDED.keys())
+def test_seed_range_ends_and_numpy_integers_are_accepted(helper):
+    assert helper(0) is not None and helper(2**63 - 1) is not None
+    first = helper(np.int64(7))
+    again = helper(7)
+    if isinstance(first, ImageData):
+        assert first.name == "tiny-binarized-7"
+        first, again = first.test.images, again.test.images
+    assert torch.equal(first, again)
+
+
+@pytest.mark.parametrize("helper", [binarize_dynamic, uniform_dequantize])
+@pytest.mark.parametrize("generator", [0, np.random.default_rng(0)], ids=["int", "numpy"])
+def test_generator_must_be_a_torch_generator(helper, generator):
+    with pytest.raises(TypeError, match=r"generator must be a torch.Generator or None, got "
+                                        + type(generator).__name__):
+        helper(torch.tensor([0.5]), generator)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_uniform_dequantize_refuses_dtypes_too_coarse_for_the_noise(dtype):
+    # in bfloat16 all 1000 copies of 254/255 came back as 254/256: the noise had vanished
+    images = torch.full((1000,), 254 / 255, dtype=dtype)
+    with pytest.raises(ValueError, match=rf"dtype {dtype}.*images.float\(\)"):
+        uniform_dequantize(images)
+    x = uniform_dequantize(images.double(), torch.Generator().manual_seed(0))
+    assert x.dtype == torch.float64 and x.unique().numel() == 1000
+
+
+def test_write_idx_names_the_value_range(tmp_path):
+    with pytest.raises(ValueError, match=r"0..255, got values in \[1, 300\]"):
+        write_idx(tmp_path / "bad", [1, 2, 300])
+    with pytest.raises(ValueError, match="integers in 0..255, got dtype float64"):
+        write_idx(tmp_path / "bad", [0.5])
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_a_generator_on_another_device_is_named():
+    images = torch.full((4,), 0.5, device="cuda")
+    for helper in (binarize_dynamic, uniform_dequantize):
+        with pytest.raises(ValueError, match="generator is on cpu but the draws are made on cuda"):
+            helper(images, torch.Generator())
+        assert helper(images, torch.Generator("cuda")).device == images.device

@@ -109,3 +109,33 @@ def test_check_rejects_malformed_tensors():
         vocab.check(torch.tensor([[1, 2, 4], [1, 0, 0]]))
     with pytest.raises(ValueError, match="padded"):
         vocab.check(torch.tensor([[1, 4, 0]]))
+
+
+def test_a_file_that_is_not_utf8_is_named(tmp_path):
+    # UnicodeDecodeError used to say neither which file nor where
+    path = tmp_path / "latin1.txt"
+    path.write_bytes(b"cat\ncaf\xe9\n")
+    with pytest.raises(ValueError, match=re.escape(f"{path} is not UTF-8 text: byte 0xe9 at "
+                                                   "offset 7")):
+        load_words(path)
+
+
+@pytest.mark.parametrize("x, error, match", [
+    (torch.tensor([1, 0]), ValueError, r"x must have shape \[batch, length\], got \[2\]"),
+    (torch.tensor([[1.0, 0.0]]), TypeError, r"integer ids.*got torch.float32"),
+    (torch.tensor([[True]]), TypeError, r"integer ids.*got torch.bool"),
+    ([[1, 0]], TypeError, r"torch.Tensor.*got list"),
+    (torch.tensor([[1, -1, 0]]), ValueError, r"ids in 0..4, got range \[-1, 1\]"),
+    (torch.tensor([[1, 5, 0]]), ValueError, r"ids in 0..4, got range \[0, 5\]"),
+], ids=["1-d", "float", "bool", "list", "negative", "beyond PAD"])
+def test_decode_refuses_what_it_cannot_read(x, error, match):
+    # negative ids and ids beyond PAD were silently skipped, a 1-d tensor or float ids raised
+    # TypeError from inside the loop
+    with pytest.raises(error, match=match):
+        Vocabulary("ab").decode(x)
+
+
+def test_decode_skips_bos_and_pad_and_reads_rows_without_an_end():
+    vocab = Vocabulary("ab")  # EOS 0, a 1, b 2, BOS 3, PAD 4
+    assert vocab.decode(torch.tensor([[3, 1, 4, 2], [2, 0, 1, 1]])) == ["ab", "b"]
+    assert vocab.decode(torch.zeros(0, 3, dtype=torch.long)) == []

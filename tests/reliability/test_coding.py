@@ -6,11 +6,18 @@ header claiming 10^9 words tried to allocate hundreds of GB and one claiming 10^
 
 import time
 
+import numpy as np
 import pytest
 import torch
 
-from inference.coding.bits_back import bits_back_decode, bits_back_encode
+from inference.coding.bits_back import (
+    _PREFIX,
+    MAX_INITIAL_WORDS,
+    bits_back_decode,
+    bits_back_encode,
+)
 from inference.coding.range_coding import (
+    KIND_BITS_BACK,
     KIND_IMAGES,
     KIND_WORDS,
     STREAM_HEADER_BYTES,
@@ -170,3 +177,83 @@ def test_bits_back_wrong_settings_or_model(vae):
     other = VAE((1, 3, 3), latent_dim=2, hidden=(8,)).eval()
     with pytest.raises(ValueError, match="another VAE"):
         bits_back_decode(other, data, latent_bits=6)
+
+
+def test_bits_back_header_with_huge_initial_words_is_refused_before_allocating(vae):
+    # a 52-byte stream with a valid CRC claiming 2^32-1 initial words made the decoder draw
+    # them (16 GiB) before comparing
+    start = time.perf_counter()
+    payload = _PREFIX.pack(2**32 - 1, 0) + np.array([1, 2], "<u4").tobytes()
+    with pytest.raises(ValueError, match="initial_words"):
+        bits_back_decode(vae, pack_stream(KIND_BITS_BACK, 0, 0, payload, extra=12))
+    payload = _PREFIX.pack(1000, 0) + np.array([1, 2], "<u4").tobytes()  # under the bound
+    with pytest.raises(ValueError, match="initial_words=1000.*2 words"):
+        bits_back_decode(vae, pack_stream(KIND_BITS_BACK, 0, 0, payload, extra=12))
+    assert time.perf_counter() - start < 5
+
+
+def test_bits_back_encode_refuses_initial_words_beyond_the_bound(vae):
+    start = time.perf_counter()
+    for words in (2**31, MAX_INITIAL_WORDS + 1):
+        with pytest.raises(ValueError, match=f"initial_words must be.*{MAX_INITIAL_WORDS}"):
+            bits_back_encode(vae, IMAGES.float(), initial_words=words)
+    assert time.perf_counter() - start < 5
+
+
+def test_bits_back_with_a_nan_model_names_the_image(vae):
+    data = bits_back_encode(vae, IMAGES.float(), latent_bits=6)
+    broken = VAE((1, 3, 3), latent_dim=2, hidden=(8,)).eval()
+    with torch.no_grad():
+        for parameter in broken.parameters():
+            parameter.fill_(float("nan"))
+    with pytest.raises(ValueError, match="image 0: the VAE's .*probabilities are not finite"):
+        bits_back_encode(broken, IMAGES.float(), latent_bits=6)
+    with pytest.raises(ValueError, match="image 3: the VAE's .*probabilities are not finite"):
+        bits_back_decode(broken, data, latent_bits=6)  # decoded last to first
+
+
+def _loops_guard(next_probs, limit=1000):
+    """``next_probs`` that raises RuntimeError after ``limit`` calls: a hang fails the test."""
+    calls = []
+
+    def guarded(chunks):
+        calls.append(None)
+        if len(calls) > limit:
+            raise RuntimeError("range_decode called next_probs forever")
+        return next_probs(chunks)
+    return guarded
+
+
+def test_range_decode_refuses_a_table_with_no_rows():
+    # after the last symbol the slice is [0, V] instead of None: the decoder looped forever
+    rest = _loops_guard(lambda chunks: RANGE_PROBS[sum(map(len, chunks)):])
+    with pytest.raises(ValueError, match="next_probs returned a table with no rows"):
+        range_decode(RANGE_DATA, rest)
+    empty = _loops_guard(lambda chunks: RANGE_PROBS[:0])
+    with pytest.raises(ValueError, match="next_probs returned a table with no rows"):
+        range_decode(RANGE_DATA, empty)
+
+
+def _bad_rows():
+    """(name, probs [3, V], match): tables the coder cannot normalize, refused by name."""
+    ones = torch.ones(3, 4, dtype=torch.float64)
+    denormal, tiny, huge = ones.clone(), ones.clone(), ones.clone()
+    denormal[2] = 1e-320
+    tiny[1] = 1e-305  # normal, but 2^24 / its sum overflows: constriction panicked
+    huge[1] = 1e308  # the sum overflows
+    return [("one symbol", torch.ones(3, 1), r"V=1 symbols .*needs 2\.\.16777214"),
+            ("2^24+1 symbols", torch.ones(1, 1).expand(3, 2**24 + 1),
+             r"V=16777217 symbols .*needs 2\.\.16777214"),
+            ("denormal row", denormal, r"row 2 sums to 4e-320.*less than 1e-290"),
+            ("tiny row", tiny, r"row 1 sums to 4e-305.*less than 1e-290"),
+            ("overflowing row", huge, r"row 1 sums to inf.*more than 1e\+300")]
+
+
+@pytest.mark.parametrize("name,probs,match", _bad_rows(), ids=[c[0] for c in _bad_rows()])
+def test_tables_the_coder_cannot_normalize_are_named(name, probs, match):
+    symbols = torch.zeros(3, dtype=torch.long)
+    with pytest.raises(ValueError, match=match):
+        range_encode(symbols, probs)
+    data = range_encode(symbols, torch.ones(3, 2))
+    with pytest.raises(ValueError, match="next_probs.*" + match):
+        range_decode(data, lambda chunks: None if chunks else probs)

@@ -4,6 +4,7 @@ Before issue 14 train and test files of different image sizes loaded without com
 """
 
 import gzip
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -74,3 +75,22 @@ def test_corrupt_gzip_is_named(tmp_path):
     path.write_bytes(gzip.compress(b"\0\0\x08\x01" + (5).to_bytes(4, "big") + b"abc"))
     with pytest.raises(ValueError, match=rf"{path}: truncated"):
         read_idx(path)
+
+
+def test_gzip_bomb_is_refused_without_decompressing_it(tmp_path):
+    # a valid header for one value, then 50 MB of zeros: the whole file used to be decompressed
+    # before its size was compared with the header (2 GiB took 4.8 GB and 21 s)
+    path = tmp_path / "bomb-idx1-ubyte.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(b"\0\0\x08\x01" + (1).to_bytes(4, "big"))
+        for _ in range(50):
+            f.write(bytes(2**20))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=rf"{path}: has trailing bytes: header says shape "
+                                             r"\[1\] \(9 bytes\)"):
+            read_idx(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20, f"read_idx held {peak:,} bytes at its peak"

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pyro
 import pytest
 import torch
@@ -90,3 +91,19 @@ def test_bad_arguments_are_named():
         bits_back_encode(vae, torch.zeros(1, 1, 2, 2), latent_bits=True)
     with pytest.raises(TypeError, match="images must be a tensor"):
         bits_back_encode(vae, [[[[0.0, 1.0], [1.0, 0.0]]]])
+
+
+def test_numpy_integers_are_accepted():
+    torch.manual_seed(0)
+    vae = VAE((1, 2, 2), latent_dim=1, hidden=(4,))
+    images = torch.tensor([[[[0.0, 1.0], [1.0, 0.0]]], [[[1.0, 1.0], [0.0, 0.0]]]])
+    data = bits_back_encode(vae, images, latent_bits=np.int64(8), initial_words=np.int32(4),
+                            seed=np.uint64(3))
+    assert data == bits_back_encode(vae, images, latent_bits=8, initial_words=4, seed=3)
+    decoded, rest = bits_back_decode(vae, data, latent_bits=np.int64(8))
+    assert torch.equal(decoded, images) and len(rest) == 4
+    assert torch.equal(bucket_edges(np.int16(3)), bucket_edges(3))
+    with pytest.raises(ValueError, match="seed must be"):
+        bits_back_encode(vae, images, seed=np.float64(3))
+    with pytest.raises(ValueError, match="initial_words must be"):
+        bits_back_encode(vae, images, initial_words=np.bool_(True))

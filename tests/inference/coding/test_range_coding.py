@@ -4,6 +4,7 @@ import math
 import struct
 import zlib
 
+import numpy as np
 import pytest
 import torch
 
@@ -148,3 +149,13 @@ def test_image_streams_without_a_shape_tag_still_decode():
     old = head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
     assert old != data
     assert torch.equal(decode_images(_uniform_pixels, old, (1, 3, 3)), symbols)
+
+
+def test_decode_images_takes_image_shape_as_numpy_integers():
+    symbols = torch.randint(0, 2, (2, 1, 3, 3), generator=torch.Generator().manual_seed(0))
+    data = encode_images(_uniform_pixels, symbols)
+    for shape in (np.array([1, 3, 3]), (np.int64(1), np.int32(3), 3), [1, 3, 3]):
+        assert torch.equal(decode_images(_uniform_pixels, data, shape), symbols)
+    for shape in (np.array([[1, 3, 3]]), np.array([1.0, 3.0, 3.0]), (1, 3), "133"):
+        with pytest.raises(ValueError, match="image_shape must be three positive ints"):
+            decode_images(_uniform_pixels, data, shape)
