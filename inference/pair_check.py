@@ -127,10 +127,12 @@ def data_frame(site):
 
 
 def sample_sites(trace, observed: bool | None = None):
-    """The sample sites of ``trace`` (no subsample sites), only observed or latent ones when
-    ``observed`` is True or False."""
+    """The sample sites of ``trace`` (no subsample sites, no ``pyro.deterministic`` records,
+    which carry no density), only observed or latent ones when ``observed`` is True or
+    False."""
     for site in trace.nodes.values():
-        if site["type"] != "sample" or site_is_subsample(site):
+        if site["type"] != "sample" or site_is_subsample(site) or \
+                site["infer"].get("_deterministic"):
             continue
         if observed is not None and site["is_observed"] != observed:
             continue

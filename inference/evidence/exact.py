@@ -10,7 +10,8 @@ import torch
 from pyro import poutine
 from torch.distributions import constraints
 
-from ..checks import check_int, check_nonempty_batch, check_number, check_pair_call
+from ..checks import (check_int, check_nonempty_batch, check_number, check_pair_call,
+                      physical_memory_bytes)
 from ..weights import (
     DATA_PLATE,
     PARTICLE_PLATE,
@@ -230,6 +231,7 @@ def exact_log_evidence(
     latent_dim = math.prod(per_point)
     low, high, support_ends = _integration_range(site, fn, bounds)
 
+    _check_grid_memory(num_points, latent_dim, batch, value.dtype.itemsize)
     nodes, log_w = _quadrature_rule(low, high, num_points, support_ends, value.dtype,
                                     value.device)
     if latent_dim == 2:
@@ -276,6 +278,20 @@ def _check_log_joint(log_joint: torch.Tensor, grid: torch.Tensor) -> None:
             f"the joint density of datapoint(s) {empty.nonzero().flatten().tolist()[:10]} is "
             "zero at every grid node: the posterior lies outside bounds, or the data have "
             "zero probability under the model")
+
+
+def _check_grid_memory(num_points: int, latent_dim: int, batch: int, itemsize: int) -> None:
+    """``ValueError`` naming ``num_points`` when the ``[num_points**latent_dim, batch]`` log
+    joints, held about three times (the chunks, their concatenation, the posterior), would not
+    fit in this machine's memory: refused before the first chunk, not after minutes."""
+    nodes = num_points ** latent_dim
+    need, total = 3 * nodes * batch * itemsize, physical_memory_bytes()
+    if total is not None and need > total:
+        raise ValueError(
+            f"exact_log_evidence: num_points={num_points} gives {nodes:,} grid nodes for a "
+            f"{latent_dim}-D latent and {batch} datapoints, about {need / 2**30:.3g} GiB, more "
+            f"than this machine's {total / 2**30:.3g} GiB; lower num_points (a few hundred "
+            "per dimension suffice for a smooth 2-D posterior) or score fewer datapoints")
 
 
 def _check_resolution(log_mass: torch.Tensor, num_points: int, latent_dim: int,

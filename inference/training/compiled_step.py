@@ -38,6 +38,7 @@ from .svi_step import (
     WEIGHTED_LOSSES,
     Adam,
     check_optimizer,
+    guide_is_conditional,
     importance_loss,
     lean_eligible,
     score_pair,
@@ -103,6 +104,10 @@ class CompiledSVIStep:
         with pyro.poutine.block(), torch.no_grad(), forked_rng():
             scorer = self._score(args, kwargs)
         if self.loss_name == "dreg":
+            if guide_is_conditional(self.guide, args, kwargs):
+                raise ValueError("compiled 'dreg' steps need guide sites that do not depend on "
+                                 "each other's values (q(z2 | z1) here); use fit without "
+                                 "compile, which takes DReGLoss's path for such guides")
             guide_ids = {id(p) for p in scorer.params[:scorer.num_guide_params]}
             if any(id(p) in guide_ids for p in scorer.params[scorer.num_guide_params:]):
                 raise ValueError("compiled 'dreg' steps need model and guide to use "

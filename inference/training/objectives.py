@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import warnings
 
+import pyro
 import torch
+from pyro import poutine
 from pyro.distributions import Independent, MultivariateNormal
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from ..pair_check import PairError
 from ..weights import (
+    PARTICLE_PLATE,
     inspect_pair,
     log_mean_exp,
+    sample_sites,
     trace_log_density,
     uniform_scale,
     vectorized_traces,
@@ -96,6 +100,47 @@ def detach_parameters(fn):
     return type(fn)(**params)
 
 
+def _distribution_arguments(fn) -> list[torch.Tensor]:
+    while isinstance(fn, Independent):
+        fn = fn.base_dist
+    return [v for k, v in vars(fn).items()
+            if k in getattr(fn, "arg_constraints", {}) and torch.is_tensor(v)]
+
+
+def conditional_guide_sites(guide_trace) -> list[str]:
+    """Names of the guide's latent sites whose distribution depends on another latent the
+    guide drew (``q(z2 | z1)``): for them, holding the guide's parameters fixed is not the
+    same as detaching the distribution's arguments, which would also cut ``z1``'s path."""
+    latents = [site for site in sample_sites(guide_trace, observed=False)
+               if torch.is_tensor(site["value"]) and site["value"].requires_grad]
+    found = []
+    for site in latents:
+        arguments = [a for a in _distribution_arguments(site["fn"]) if a.requires_grad]
+        others = [o["value"] for o in latents if o is not site]
+        if not arguments or not others:
+            continue
+        grads = torch.autograd.grad(sum(a.sum() for a in arguments), others,
+                                    retain_graph=True, allow_unused=True)
+        if any(g is not None for g in grads):
+            found.append(site["name"])
+    return found
+
+
+def _log_q_at_fixed_values(guide, guide_trace, structure, args, kwargs, k):
+    """``log q(z)`` per particle and datapoint with the drawn ``z`` detached: its gradient is
+    the explicit one by the guide's parameters alone."""
+    fixed = guide_trace.copy()
+    for site in sample_sites(fixed, observed=False):
+        site["value"] = site["value"].detach()
+
+    def vectorized(*a, **kw):
+        with pyro.plate(PARTICLE_PLATE, k, dim=-(structure.max_plate_nesting + 1)):
+            return guide(*a, **kw)
+
+    replayed = poutine.trace(poutine.replay(vectorized, trace=fixed)).get_trace(*args, **kwargs)
+    return trace_log_density(replayed, structure, k, observed=False)
+
+
 def _param_leaves(trace) -> list[torch.Tensor]:
     leaves = []
     for site in trace.nodes.values():
@@ -124,9 +169,15 @@ class DReGLoss(IWAELoss):
         k = self.num_particles
         log_p = trace_log_density(model_trace, structure, k)
         log_q = trace_log_density(guide_trace, structure, k, observed=False)
-        log_q_fixed = trace_log_density(
-            guide_trace, structure, k, observed=False, transform=detach_parameters
-        )
+        if conditional_guide_sites(guide_trace):
+            # q(z2 | z1): hold the parameters fixed but keep z1's path, as the total gradient
+            # of log q minus its explicit gradient by the parameters
+            at_fixed = _log_q_at_fixed_values(guide, guide_trace, structure, args, kwargs, k)
+            log_q_fixed = log_q - at_fixed + at_fixed.detach()
+        else:
+            log_q_fixed = trace_log_density(
+                guide_trace, structure, k, observed=False, transform=detach_parameters
+            )
         scale = uniform_scale(model_trace, guide_trace, "DReGLoss")
         log_w = (log_p - log_q).expand(k, structure.batch_size)
         normalized = torch.softmax(log_w.detach(), 0)

@@ -55,7 +55,7 @@ from ..weights import (
     per_datapoint,
     trace_pair,
 )
-from .objectives import detach_parameters, make_loss
+from .objectives import conditional_guide_sites, detach_parameters, make_loss
 
 LEAN_LOSSES = ("elbo", "meanfield")
 WEIGHTED_LOSSES = ("iwae", "dreg")  # lean path with K vectorized particles (ImportanceScorer)
@@ -317,12 +317,25 @@ def score_weights(model, guide, args, kwargs, num_particles: int, nesting: int,
     return scorer
 
 
+def guide_is_conditional(guide, args, kwargs) -> bool:
+    """Whether a guide latent's distribution depends on another latent of the guide
+    (:func:`inference.training.objectives.conditional_guide_sites`), found on one draw with
+    the random state restored. The lean DReG scorer detaches each site's arguments, which is
+    right only when no site depends on another."""
+    with pyro.poutine.block(), forked_rng():
+        trace = pyro.poutine.trace(guide).get_trace(*args, **kwargs)
+    return bool(conditional_guide_sites(trace))
+
+
 def weights_eligible(model, guide, args, kwargs) -> int | None:
     """``nesting`` (plate nesting plus one) when the importance-weighted lean path suits the
-    pair: the guide reparameterizes (and does not enumerate) exactly the model's latents.
-    None otherwise. Raises what :func:`inference.inspect_pair` raises for unsuitable pairs.
+    pair: the guide reparameterizes (and does not enumerate) exactly the model's latents, and
+    no plate draws its own subsample. None otherwise. Raises what
+    :func:`inference.inspect_pair` raises for unsuitable pairs.
     """
     structure = inspect_pair(model, guide, args, kwargs)
+    if structure.subsample:  # the scorer does not replay a plate's own subsample: IWAELoss does
+        return None
     with pyro.poutine.block(), torch.no_grad(), forked_rng():
         model_trace, guide_trace = trace_pair(model, guide, args, kwargs)
     guide_latents = {site["name"] for site in _latent_sites(guide_trace)}
@@ -556,6 +569,8 @@ class SVIStep:
         if self._nesting is None:
             return False
         if self.loss_name == "dreg":
+            if guide_is_conditional(self.guide, args, kwargs):
+                return False  # DReGLoss keeps z1's path through q(z2 | z1)
             with pyro.poutine.block(), torch.no_grad(), forked_rng(), \
                     pyro.validation_enabled(False):
                 scorer = score_weights(self.model, self.guide, args, kwargs,

@@ -35,8 +35,8 @@ def adam_map(start: torch.Tensor, log_joint: Callable[[torch.Tensor], torch.Tens
         optimizer.zero_grad()
         loss = -log_joint(z).sum()
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"{entry}: the objective is {float(loss.detach())} at step {step} "
-                                     f"of {steps} (lr={lr}); lower lr")
+            raise FloatingPointError(f"{entry}: the objective is {float(loss.detach())} at "
+                                     f"step {step} of {steps} (lr={lr}); lower lr")
         loss.backward()
         optimizer.step()
         if not torch.isfinite(z).all():

@@ -25,7 +25,7 @@ from ..checks import (
     check_program,
     check_weights_memory,
 )
-from ..pair_check import DATA_PLATE, data_frame
+from ..pair_check import DATA_PLATE, data_frame, sample_sites
 from ..weights import (
     check_finite_inputs,
     inspect_pair,
@@ -53,14 +53,12 @@ def _batch_first(node) -> bool:
 def _refuse_swapped_programs(entry: str, guide_trace, model_trace=None) -> None:
     """``ValueError`` when the program passed as guide observes a site (it is a model: its
     latents would be read off the prior) or the one passed as model observes none."""
-    observed = [name for name, node in guide_trace.nodes.items()
-                if node["type"] == "sample" and node["is_observed"]]
+    observed = [site["name"] for site in sample_sites(guide_trace, observed=True)]
     if observed:
         raise ValueError(f"{entry}: the program passed as guide observes site '{observed[0]}', "
                          "so it is a model (its latents would come from the prior); pass the "
                          "guide, e.g. vae.guide, in its place")
-    if model_trace is not None and not any(node["type"] == "sample" and node["is_observed"]
-                                           for node in model_trace.nodes.values()):
+    if model_trace is not None and not any(sample_sites(model_trace, observed=True)):
         raise ValueError(f"{entry}: the program passed as model observes no site (is it the "
                          "guide?); pass the model, which observes the data")
 

@@ -220,3 +220,47 @@ def test_a_module_in_training_mode_is_warned_about_and_eval_mode_is_quiet():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         elbo(pair.model, pair.guide, x)
+
+
+def test_exact_grid_beyond_memory_is_refused_before_any_chunk(monkeypatch):
+    # a 2-D latent at the default 8001 points per dimension is 64M nodes per datapoint
+    import inference.evidence.exact as exact
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z, 0.5).to_event(1), obs=x)
+
+    monkeypatch.setattr(exact, "physical_memory_bytes", lambda: 4 * 2**30)
+    calls = []
+    counted = lambda x: calls.append(1) or model(x)  # noqa: E731
+    with pytest.raises(ValueError, match=r"num_points=8001 gives 64,016,001 grid nodes"):
+        exact_log_evidence(counted, torch.randn(40, 2))
+    assert len(calls) <= 3, "refused after the survey's few passes, before the grid"
+
+
+def test_pyro_deterministic_records_are_no_sites_of_the_density():
+    # pyro.deterministic outside the data plate (bookkeeping) used to be refused as a global
+    # site; it adds nothing to log p, so every entry scores the pair as without it
+    from inference import fit
+
+    def model(x):
+        pyro.deterministic("n", torch.tensor(float(len(x))))
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.deterministic("z2", z ** 2)
+            pyro.sample("x", dist.Normal(z, 0.7), obs=x)
+
+    def guide(x):
+        pyro.deterministic("g", torch.tensor(0.0))
+        shrink = pyro.param("shrink", torch.tensor(1 / 1.49))
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(shrink * x, (0.49 / 1.49) ** 0.5))
+
+    x = torch.tensor([0.4, -1.1, 2.2, 0.0])
+    exact = dist.Normal(0.0, 1.49 ** 0.5).log_prob(x)
+    torch.testing.assert_close(iwae_bound(model, guide, x, num_samples=10), exact)
+    torch.testing.assert_close(elbo(model, guide, x), exact)
+    torch.testing.assert_close(exact_log_evidence(model, x).log_evidence, exact,
+                               rtol=0, atol=1e-4)
+    fit(model, guide, x, epochs=1, batch_size=2, progress=False)
