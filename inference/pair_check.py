@@ -23,6 +23,7 @@ fault and says what the user can do. The survey records:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -257,9 +258,43 @@ def _try_vectorized(model, guide, args, kwargs, nesting: int) -> str:
                 if log_p.dim() == nesting and log_p.shape[0] not in (1, 2):
                     return (f"site '{site['name']}' has log_prob shape {tuple(log_p.shape)}: "
                             "its leftmost dim is not the particle dim")
+        mismatch = _one_particle_mismatch(model, guide, args, kwargs, nesting)
     except Exception as error:  # the user's code failed on a leading particle dim
         return f"{type(error).__name__}: {error}"
-    return ""
+    return mismatch
+
+
+def _one_particle_mismatch(model, guide, args, kwargs, nesting: int) -> str:
+    """'' when the pair scores one draw the same with and without a particle plate of size 1,
+    else what differs: code that indexes a latent by position (``z[:, 0]`` for the first
+    latent coordinate) picks another dim under the particle plate and broadcasts one
+    datapoint's latent over all of them, a valid shape with wrong numbers."""
+    state = torch.random.get_rng_state()
+    model_trace, guide_trace = trace_pair(model, guide, args, kwargs)
+    padded = guide_trace.copy()
+    for site in sample_sites(padded, observed=False):
+        value = site["value"]
+        missing = nesting - (value.dim() - site["fn"].event_dim)
+        if missing > 0:
+            site["value"] = value.reshape((1,) * missing + tuple(value.shape))
+
+    def one_particle(fn):
+        def run(*a, **k):
+            with pyro.plate(PARTICLE_PLATE, 1, dim=-nesting):
+                return fn(*a, **k)
+
+        return run
+
+    torch.random.set_rng_state(state)  # randomness outside pyro.sample draws the same
+    replayed_guide = poutine.replay(one_particle(guide), trace=padded)
+    model_one, guide_one = trace_pair(one_particle(model), replayed_guide, args, kwargs)
+    plain = float(model_trace.log_prob_sum() - guide_trace.log_prob_sum())
+    particle = float(model_one.log_prob_sum() - guide_one.log_prob_sum())
+    if abs(plain - particle) <= 1e-4 * (1.0 + abs(plain)) or not math.isfinite(plain):
+        return ""
+    return (f"one draw scores {plain:.6g} without a particle plate and {particle:.6g} with one "
+            "(code that indexes a latent by position, z[:, 0], picks another dim under a "
+            "leading particle dim: index from the right, z[..., 0])")
 
 
 def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
