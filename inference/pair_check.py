@@ -269,9 +269,13 @@ def _one_particle_mismatch(model, guide, args, kwargs, nesting: int) -> str:
     else what differs: code that indexes a latent by position (``z[:, 0]`` for the first
     latent coordinate) picks another dim under the particle plate and broadcasts one
     datapoint's latent over all of them, a valid shape with wrong numbers."""
-    state = torch.random.get_rng_state()
-    model_trace, guide_trace = trace_pair(model, guide, args, kwargs)
-    padded = guide_trace.copy()
+    drawn = poutine.trace(guide).get_trace(*args, **kwargs)
+    # both passes replay these draws; randomness outside pyro.sample (dropout, numpy) draws
+    # the same numbers in both from the same state
+    state = pyro.util.get_rng_state()
+    model_trace, guide_trace = trace_pair(model, poutine.replay(guide, trace=drawn), args,
+                                          kwargs)
+    padded = drawn.copy()
     for site in sample_sites(padded, observed=False):
         value = site["value"]
         missing = nesting - (value.dim() - site["fn"].event_dim)
@@ -285,7 +289,7 @@ def _one_particle_mismatch(model, guide, args, kwargs, nesting: int) -> str:
 
         return run
 
-    torch.random.set_rng_state(state)  # randomness outside pyro.sample draws the same
+    pyro.util.set_rng_state(state)
     replayed_guide = poutine.replay(one_particle(guide), trace=padded)
     model_one, guide_one = trace_pair(one_particle(model), replayed_guide, args, kwargs)
     plain = float(model_trace.log_prob_sum() - guide_trace.log_prob_sum())
