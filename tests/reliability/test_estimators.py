@@ -236,7 +236,7 @@ def test_exact_grid_beyond_memory_is_refused_before_any_chunk(monkeypatch):
     counted = lambda x: calls.append(1) or model(x)  # noqa: E731
     with pytest.raises(ValueError, match=r"num_points=8001 gives 64,016,001 grid nodes"):
         exact_log_evidence(counted, torch.randn(40, 2))
-    assert len(calls) <= 3, "refused after the survey's few passes, before the grid"
+    assert len(calls) < 10, "refused after the survey's few passes, before 31,258 chunks"
 
 
 def test_pyro_deterministic_records_are_no_sites_of_the_density():
