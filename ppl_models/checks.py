@@ -201,3 +201,14 @@ def check_data(x, event_shape: tuple[int, ...], name: str = "x",
     if like is not None:
         check_like(x, name, like)
     check_values(x, name, low, high)
+
+
+def check_image_draws(num, generator, image_shape, like: torch.Tensor) -> int:
+    """``num`` as a Python ``int`` after checking it (a positive integer), ``generator``
+    (:func:`check_generator`, any device) and that ``[num, *image_shape]`` images of
+    ``like``'s dtype fit in memory (:func:`check_memory`): the image samplers' arguments."""
+    num = as_int(num, "num")
+    check_generator(generator)
+    check_memory(num * math.prod(image_shape), like.dtype,
+                 f"num={num}: the images [num, {', '.join(map(str, image_shape))}]")
+    return num

@@ -31,8 +31,7 @@ from pyro.nn import PyroModule, pyro_method
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import (as_int, as_sizes, check_data, check_generator, check_memory,
-                     check_tensor)
+from .checks import as_int, as_sizes, check_data, check_image_draws, check_tensor
 from .likelihoods import make_likelihood
 from .local_guides import LocalGuide
 from .networks import full_precision, mlp
@@ -169,11 +168,8 @@ class TwoLayerVAE(PyroModule):
         pixel means (``mean=True``) or pixel samples. Latent noise from ``generator`` (a
         :class:`torch.Generator` on any device, the draws moved to the model's) or None.
         ``num`` is a positive integer whose images fit in memory."""
-        num = as_int(num, "num")
-        check_generator(generator)
         param = next(self.parameters())
-        check_memory(num * math.prod(self.image_shape), param.dtype,
-                     f"num={num}: the images [num, {', '.join(map(str, self.image_shape))}]")
+        num = check_image_draws(num, generator, self.image_shape, param)
         device = param.device
         source = generator.device if generator is not None else device
         with torch.no_grad():

@@ -9,7 +9,6 @@ and the deterministic and sparse autoencoders of the lecture as fully observed P
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import pyro
@@ -18,7 +17,7 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule, pyro_method
 
-from .checks import (as_int, as_number, as_sizes, check_data, check_generator, check_memory,
+from .checks import (as_int, as_number, as_sizes, check_data, check_image_draws, check_memory,
                      check_tensor)
 from .likelihoods import make_likelihood
 from .networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
@@ -148,11 +147,8 @@ class VAE(_ImageModel):
         :class:`torch.Generator` or None; ``num`` a positive integer whose images fit in
         memory.
         """
-        num = as_int(num, "num")
-        check_generator(generator)
         param = next(self.parameters())
-        check_memory(num * math.prod(self.image_shape), param.dtype,
-                     f"num={num}: the images [num, {', '.join(map(str, self.image_shape))}]")
+        num = check_image_draws(num, generator, self.image_shape, param)
         device = param.device
         source = generator.device if generator is not None else device
         with torch.no_grad():
