@@ -221,6 +221,34 @@ def _mask_mismatches(model_sites, guide_latents) -> tuple:
     return tuple(mismatched)
 
 
+def _check_batch_dims(sites, nesting: int) -> None:
+    """Refuse a site whose log density has more batch dims than the pair's plates declare.
+
+    The common cause is an observation of shape ``[N, 1]`` scored by a distribution of batch
+    shape ``[N]``: broadcasting makes an ``[N, N]`` log density, every datapoint scored
+    against every latent, which Pyro's own shape check (it looks only at the rightmost
+    ``max_plate_nesting`` dims) lets through into a wrong ELBO.
+    """
+    for site in sites:
+        fn, value = site["fn"], site["value"]
+        value_batch = value.shape[:max(0, value.dim() - fn.event_dim)]
+        try:
+            batch = torch.broadcast_shapes(fn.batch_shape, value_batch)
+        except RuntimeError:
+            continue  # scoring fails and names the shapes itself
+        if len(batch) <= nesting:
+            continue
+        what = "observed value" if site["is_observed"] else "value"
+        raise PairError(
+            f"site '{site['name']}': its {what} of shape {tuple(value.shape)} and its "
+            f"{_family(fn)} of batch shape {tuple(fn.batch_shape)} (event dims "
+            f"{fn.event_dim}) score a log density of batch shape {tuple(batch)}, more dims "
+            f"than the pair's plates declare ({nesting}): every datapoint would be scored "
+            "against every other's distribution. Give the value the plate's shape (e.g. "
+            "x.squeeze(-1) for [N, 1] data), or declare extra dims as events with "
+            ".to_event(n) or as an inner pyro.plate")
+
+
 def _requires_grad(param_site) -> bool:
     value = param_site["value"]
     value = value.unconstrained() if hasattr(value, "unconstrained") else value
@@ -378,6 +406,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     dims = [-frame.dim for site in (*model_sites, *guide_latents)
             for frame in site["cond_indep_stack"] if frame.vectorized]
     nesting = max(dims, default=0)
+    _check_batch_dims(model_sites + guide_latents, nesting)
     error = ""
     if probe_vectorized:
         fixed = PairStructure(nesting, batch_size, subsample=subsample)

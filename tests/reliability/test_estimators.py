@@ -289,3 +289,42 @@ def test_a_latent_indexed_by_position_is_scored_per_datapoint():
     torch.testing.assert_close(elbo(model, guide, x, num_samples=3).detach(), exact)
     with pytest.raises(Exception, match=r"num_particles=5.*index from the right, z\[\.\.\., 0\]"):
         fit(model, guide, x, num_particles=5, epochs=1, progress=False)
+
+
+def _column_data_pair(observe_latent_as_column: bool):
+    """A Gaussian pair whose observation or latent is ``[N, 1]`` while its distribution has
+    batch shape ``[N]``: broadcasting scores an ``[N, N]`` density."""
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(x.shape[0]), 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            loc = x if observe_latent_as_column else x.squeeze(-1)
+            pyro.sample("z", dist.Normal(loc, 1.0).to_event(observe_latent_as_column))
+
+    return model, guide
+
+
+@pytest.mark.parametrize("entry", ["elbo", "iwae_bound", "log_importance_weights", "fit"])
+def test_column_shaped_observations_are_refused_naming_the_site(entry):
+    from inference import fit, log_importance_weights
+
+    model, guide = _column_data_pair(observe_latent_as_column=False)
+    x = torch.randn(6, 1)
+    call = {"elbo": lambda: elbo(model, guide, x),
+            "iwae_bound": lambda: iwae_bound(model, guide, x, num_samples=4),
+            "log_importance_weights": lambda: log_importance_weights(model, guide, x,
+                                                                     num_samples=3),
+            "fit": lambda: fit(model, guide, x, epochs=1, batch_size=6, progress=False)}[entry]
+    with pytest.raises(ValueError, match=r"site 'x'.*\(6, 1\).*batch shape \(6, 6\).*squeeze"):
+        call()
+
+
+def test_a_latent_broadcast_against_the_data_plate_is_refused():
+    model, guide = _column_data_pair(observe_latent_as_column=True)
+    # the guide's [6, 1] draw (an event of one) meets the model's [6] prior
+    with pytest.raises(ValueError, match=r"site 'z'.*batch shape \(6, 6\)"):
+        elbo(model, guide, torch.randn(6, 1))
