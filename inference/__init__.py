@@ -46,7 +46,7 @@ from .evidence import (
     pareto_k,
     weight_diagnostics,
 )
-from .pair_check import PairError, PairStructure, check_pair, survey_pair
+from .pair_check import PairError, PairStructure, TemperedPairWarning, check_pair, survey_pair
 from .training import (
     Adam,
     CompiledSVIStep,
@@ -116,6 +116,7 @@ __all__ = [
     "PairError",
     "PairStructure",
     "SVIStep",
+    "TemperedPairWarning",
     "WeightDiagnostics",
     "active_units",
     "average_pool",

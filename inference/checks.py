@@ -8,9 +8,21 @@ import inspect
 import math
 import numbers
 import os
+import sys
 import warnings
 
 import torch
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a ``warnings.warn`` in the calling function name the
+    first frame outside the ``inference`` package: the user's call, however deep the warning
+    is raised."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def check_int(value, name: str, minimum: int = 1) -> None:
@@ -225,7 +237,7 @@ def check_pair_call(entry, kwargs: dict, **programs) -> None:
                 f"in training mode with {shown}: the estimate then uses batch statistics (and "
                 "moves the running ones) or random dropout masks; call .eval() on it first "
                 "(modules are in training mode until told otherwise, also after fit)",
-                stacklevel=3)
+                stacklevel=user_stacklevel())
 
 
 def training_mode_layers(module: torch.nn.Module) -> list[str]:

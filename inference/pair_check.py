@@ -10,8 +10,8 @@ fault and says what the user can do. The survey records:
   ``pyro.plate("data")``), the size it declares (``N`` for ``pyro.plate("data", N,
   subsample_size=B)``) and the indices of an in-model subsample, which every later pass of the
   same call replays (:meth:`PairStructure.fix_subsample`), so that one call uses one subsample;
-- the model's own scale on ``"data"`` sites (its subsample scale ``N / B``, or a
-  ``poutine.scale``), which :func:`inference.fit` must not multiply a second time;
+- sites scaled beyond their plates' subsample scale ``N / B`` (a ``poutine.scale``), which
+  the estimators score unscaled and warn about (:class:`TemperedPairWarning`);
 - sites outside the ``"data"`` plate (global latents: per-datapoint evidence is undefined);
 - latent sites of the model the guide does not sample and guide sites the model lacks;
 - auxiliary guide sites (AutoGuides' ``*_unconstrained`` or ``_Auto*_latent``), accepted when
@@ -24,6 +24,7 @@ fault and says what the user can do. The survey records:
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -32,7 +33,7 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
-from .checks import check_pair_arguments
+from .checks import check_pair_arguments, user_stacklevel
 from .random_state import forked_rng
 
 DATA_PLATE = "data"
@@ -61,8 +62,10 @@ class PairStructure:
             subsample_size=B)``), None for a sizeless plate.
         subsample: ``{plate name: [size] indices}`` drawn by subsampled plates in this run
             (empty when nothing is subsampled); :meth:`fix_subsample` replays them.
-        data_scale: the model's own multiplier on ``"data"`` sites (its subsample scale
-            ``N / B``, or a ``poutine.scale``), 1.0 for most models.
+        tempered: ``(site, scale)`` of sample sites whose scale is more than their plates'
+            subsample scale (``N / B``): a ``poutine.scale`` (a tempered likelihood, a
+            beta-VAE's weighted prior) or per-datapoint weights (``scale`` is None for a
+            tensor of differing entries).
         global_sites: ``("model" | "guide", name)`` of sample sites outside ``"data"``.
         global_observed: observed model sites outside ``"data"``.
         non_reparameterized: guide latent sites without a reparameterized sampler.
@@ -88,7 +91,7 @@ class PairStructure:
     batch_size: int
     data_size: int | None = None
     subsample: dict = field(default_factory=dict, compare=False)
-    data_scale: float = 1.0
+    tempered: tuple = ()
     global_sites: tuple = ()
     global_observed: tuple = ()
     non_reparameterized: tuple = ()
@@ -219,6 +222,22 @@ def _mask_mismatches(model_sites, guide_latents) -> tuple:
         if not torch.equal(model_mask.expand(shape), guide_mask.expand(shape)):
             mismatched.append(site["name"])
     return tuple(mismatched)
+
+
+def _tempered(sites):
+    """``(name, scale)`` of sites scaled beyond their plates' ``N / B`` (scale None: a tensor
+    of differing entries)."""
+    for site in sites:
+        plates = math.prod(frame.full_size / frame.size for frame in site["cond_indep_stack"]
+                           if frame.full_size is not None and frame.size > 0)
+        scale = site["scale"]
+        if torch.is_tensor(scale):
+            if scale.numel() > 1 and bool(scale.min() != scale.max()):
+                yield site["name"], None
+                continue
+            scale = float(scale.reshape(-1)[0]) if scale.numel() else 1.0
+        if not math.isclose(float(scale), plates, rel_tol=1e-6):
+            yield site["name"], float(scale) / plates
 
 
 def _check_batch_dims(sites, nesting: int) -> None:
@@ -386,12 +405,6 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
             raise PairError(f"model and guide disagree on the size of the '{DATA_PLATE}' "
                             f"plate: {sorted(sizes)}")
         batch_size = sizes.pop() if sizes else 0
-    data_scale = 1.0
-    for site in model_sites:
-        if site["is_observed"] and data_frame(site) is not None:
-            scale = site["scale"]
-            data_scale = float(scale.reshape(-1)[0]) if torch.is_tensor(scale) else float(scale)
-            break
 
     model_latent_names = [s["name"] for s in model_sites if not s["is_observed"]]
     auxiliary = tuple(s["name"] for s in guide_latents if s["infer"].get("is_auxiliary"))
@@ -419,7 +432,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         batch_size=batch_size,
         data_size=None if sizeless or not declared else max(declared),
         subsample=subsample,
-        data_scale=data_scale,
+        tempered=tuple(_tempered(model_sites + guide_latents)),
         global_sites=tuple(global_sites),
         global_observed=tuple(s["name"] for s in model_sites
                               if s["is_observed"] and data_frame(s) is None),
@@ -488,6 +501,21 @@ def _check_sites_match(s: PairStructure) -> None:
                         "the mark")
 
 
+class TemperedPairWarning(UserWarning):
+    """An estimator scores a pair with scaled sites by its unscaled densities."""
+
+
+def _warn_tempered(s: PairStructure, use: str) -> None:
+    name, scale = s.tempered[0]
+    found = "per-datapoint weights (a tensor scale)" if scale is None else f"scale {scale:g}"
+    warnings.warn(
+        f"{use}: site '{name}' carries {found} beyond its plates' N / batch (a poutine.scale: "
+        "a tempered likelihood, a weighted prior); the estimators score the model's unscaled "
+        "densities, log p(x, z) of the probability model, where Pyro's Trace_ELBO multiplies "
+        "the site's log density by the scale. Remove the scale from the pair you evaluate to "
+        "silence this", TemperedPairWarning, stacklevel=user_stacklevel())
+
+
 def _check_per_datapoint(s: PairStructure, use: str) -> None:
     if s.global_sites:
         role, name = s.global_sites[0]
@@ -532,6 +560,8 @@ def check_pair(structure: PairStructure, use: str) -> PairStructure:
     _check_sites_match(s)
     if use in PER_DATAPOINT_USES:
         _check_per_datapoint(s, use)
+    if s.tempered and not use.startswith("fit:"):
+        _warn_tempered(s, use)
     if use == "ais_log_evidence":
         discrete = [n for n in s.discrete if n not in s.auxiliary]
         if discrete:
