@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from typing import Callable
 
 import pyro
@@ -35,6 +36,7 @@ from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
 from .checks import check_pair_arguments, user_stacklevel
 from .random_state import forked_rng
+from .supports import support_within
 
 DATA_PLATE = "data"
 PARTICLE_PLATE = "particles"
@@ -66,6 +68,9 @@ class PairStructure:
             subsample scale (``N / B``): a ``poutine.scale`` (a tempered likelihood, a
             beta-VAE's weighted prior) or per-datapoint weights (``scale`` is None for a
             tensor of differing entries).
+        support_mismatch: ``(site, guide family, guide support, model family, model
+            support)`` of guide latents whose support is known to reach outside the model's
+            (:func:`inference.supports.support_within`).
         global_sites: ``("model" | "guide", name)`` of sample sites outside ``"data"``.
         global_observed: observed model sites outside ``"data"``.
         non_reparameterized: guide latent sites without a reparameterized sampler.
@@ -78,7 +83,8 @@ class PairStructure:
         shared_in_sizeless: sites of a sizeless ``"data"`` plate without a data dimension.
         guide_families: ``{latent site: distribution class name}`` of the guide.
         model_latents: latent site names of the model.
-        point_masses: guide sites that are a ``Delta`` with zero log density (AutoDelta).
+        point_masses: guide sites that are a ``Delta`` (AutoDelta; an AutoGuide's
+            latents, functions of its auxiliary sites).
         trainable: whether model or guide touch a parameter that requires a gradient.
         row_mismatch: ``(site, rows of its observed value, plate size)`` for observed sites
             whose data dim disagrees with the ``"data"`` plate (e.g. an AutoGuide built on
@@ -92,6 +98,7 @@ class PairStructure:
     data_size: int | None = None
     subsample: dict = field(default_factory=dict, compare=False)
     tempered: tuple = ()
+    support_mismatch: tuple = ()
     global_sites: tuple = ()
     global_observed: tuple = ()
     non_reparameterized: tuple = ()
@@ -274,14 +281,60 @@ def _requires_grad(param_site) -> bool:
     return bool(getattr(value, "requires_grad", False))
 
 
-def _is_point_mass(fn) -> bool:
-    """A Delta without a log density: a point estimate, not a distribution with a density."""
-    while isinstance(fn, torch.distributions.Independent):
-        fn = fn.base_dist
-    if _family(fn) != "Delta":
-        return False
-    log_density = getattr(fn, "log_density", 0.0)
-    return not bool(torch.as_tensor(log_density).ne(0).any())
+def _sequential_data_plate(sites) -> str | None:
+    """The name of a site inside ``pyro.plate("data")`` used as a Python loop, or None."""
+    for site in sites:
+        frame = data_frame(site)
+        if frame is not None and frame.dim is None:
+            return site["name"]
+    return None
+
+
+def _shape_mismatch(model_site, guide_site, nesting: int) -> str:
+    """'' when a latent site's distributions agree on event dims and on the shape within the
+    pair's plates (Pyro's ``check_model_guide_match`` rule), else what differs."""
+    model_fn, guide_fn = model_site["fn"], guide_site["fn"]
+    if model_fn.event_dim != guide_fn.event_dim:
+        return f"event dims {model_fn.event_dim} (model) and {guide_fn.event_dim} (guide)"
+    keep = nesting + model_fn.event_dim
+    shapes = [tuple(fn.batch_shape + fn.event_shape)[-keep:] if keep else ()
+              for fn in (model_fn, guide_fn)]
+    for model_size, guide_size in zip_longest(reversed(shapes[0]), reversed(shapes[1]),
+                                              fillvalue=1):
+        if model_size != guide_size:
+            return f"shapes {shapes[0]} (model) and {shapes[1]} (guide)"
+    return ""
+
+
+def _check_latents_agree(model_sites, guide_latents, nesting: int) -> None:
+    """Refuse a latent whose model and guide distributions disagree on its shape or event
+    dims: the model then scores the guide's draw broadcast against other datapoints'."""
+    model_latents = {s["name"]: s for s in model_sites if not s["is_observed"]}
+    for guide_site in guide_latents:
+        model_site = model_latents.get(guide_site["name"])
+        if model_site is None or _is_delta(guide_site["fn"]):
+            continue
+        found = _shape_mismatch(model_site, guide_site, nesting)
+        if found:
+            raise PairError(
+                f"latent site '{guide_site['name']}' has {found}: the guide must draw the "
+                "value the model scores, in the same plates at the same dims and with the "
+                "same .to_event(n); otherwise the model scores it broadcast against other "
+                "datapoints")
+
+
+def _support_mismatches(model_sites, guide_latents):
+    """``(site, guide family, guide support, model family, model support)`` for each guide
+    latent (not a Delta) whose support is known not to lie inside the model's."""
+    model_latents = {s["name"]: s for s in model_sites if not s["is_observed"]}
+    for guide_site in guide_latents:
+        model_site = model_latents.get(guide_site["name"])
+        if model_site is None or _is_delta(guide_site["fn"]):
+            continue
+        guide_support, model_support = guide_site["fn"].support, model_site["fn"].support
+        if support_within(guide_support, model_support) is False:
+            yield (guide_site["name"], _family(guide_site["fn"]), str(guide_support),
+                   _family(model_site["fn"]), str(model_support))
 
 
 def _try_vectorized(model, guide, args, kwargs, nesting: int) -> str:
@@ -381,6 +434,19 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     guide_latents = list(sample_sites(guide_trace, observed=False))
     if not model_sites:
         raise PairError("the model has no sample sites: nothing to estimate or train")
+    sequential = _sequential_data_plate(model_sites + guide_latents)
+    if sequential is not None:
+        raise PairError(
+            f"site '{sequential}' lies in pyro.plate('{DATA_PLATE}') used as a Python loop "
+            f"(`for i in pyro.plate('{DATA_PLATE}', N)`, a sequential plate); the estimators "
+            "and trainers score the datapoints along one vectorized dim: write `with "
+            f"pyro.plate('{DATA_PLATE}', len(x)):` and give each site the batch's values")
+    guide_observed = [s["name"] for s in sample_sites(guide_trace, observed=True)]
+    if guide_observed:
+        raise PairError(
+            f"the guide has observed site(s) {_site_list(guide_observed)} (pyro.factor or "
+            "obs=): a guide's density is that of its latent draws, so such a term has no "
+            "place in q(z | x); move it to the model")
     _check_observed_values(model_sites)
 
     global_sites, frames = [], []
@@ -420,6 +486,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
             for frame in site["cond_indep_stack"] if frame.vectorized]
     nesting = max(dims, default=0)
     _check_batch_dims(model_sites + guide_latents, nesting)
+    _check_latents_agree(model_sites, guide_latents, nesting)
     error = ""
     if probe_vectorized:
         fixed = PairStructure(nesting, batch_size, subsample=subsample)
@@ -433,6 +500,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         data_size=None if sizeless or not declared else max(declared),
         subsample=subsample,
         tempered=tuple(_tempered(model_sites + guide_latents)),
+        support_mismatch=tuple(_support_mismatches(model_sites, guide_latents)),
         global_sites=tuple(global_sites),
         global_observed=tuple(s["name"] for s in model_sites
                               if s["is_observed"] and data_frame(s) is None),
@@ -447,7 +515,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         shared_in_sizeless=shared,
         guide_families={s["name"]: _family(s["fn"]) for s in guide_latents},
         model_latents=tuple(model_latent_names),
-        point_masses=tuple(s["name"] for s in guide_latents if _is_point_mass(s["fn"])),
+        point_masses=tuple(s["name"] for s in guide_latents if _is_delta(s["fn"])),
         row_mismatch=tuple(_row_mismatches(model_sites)),
         mask_mismatch=_mask_mismatches(model_sites, guide_latents),
         trainable=any(_requires_grad(site) for trace in (guide_full, model_full)
@@ -505,7 +573,11 @@ class TemperedPairWarning(UserWarning):
     """An estimator scores a pair with scaled sites by its unscaled densities."""
 
 
-def _warn_tempered(s: PairStructure, use: str) -> None:
+def warn_if_tempered(s: PairStructure, use: str) -> None:
+    """:class:`TemperedPairWarning` naming the first site of ``s.tempered``, if any, for
+    estimator ``use``."""
+    if not s.tempered:
+        return
     name, scale = s.tempered[0]
     found = "per-datapoint weights (a tensor scale)" if scale is None else f"scale {scale:g}"
     warnings.warn(
@@ -560,8 +632,18 @@ def check_pair(structure: PairStructure, use: str) -> PairStructure:
     _check_sites_match(s)
     if use in PER_DATAPOINT_USES:
         _check_per_datapoint(s, use)
-    if s.tempered and not use.startswith("fit:"):
-        _warn_tempered(s, use)
+    if not use.startswith("fit:"):
+        warn_if_tempered(s, use)
+    if s.support_mismatch and (use in ("elbo", "amortization_gap") or use.startswith("fit:")):
+        name, guide_family, guide_support, model_family, model_support = s.support_mismatch[0]
+        raise PairError(
+            f"{use}: guide site '{name}' draws from a {guide_family} with support "
+            f"{guide_support}, beyond the model's {model_family} support {model_support}: "
+            "draws outside it have p(x, z) = 0, so the ELBO is -inf (Pyro's Trace_ELBO "
+            "refuses them at log_prob). Give the guide the model's support, e.g. "
+            "dist.TransformedDistribution(dist.Normal(loc, scale), biject_to(support)), a "
+            "LogNormal for a positive latent, or an AutoNormal guide; the importance-weighted "
+            "estimators give such draws weight zero")
     if use == "ais_log_evidence":
         discrete = [n for n in s.discrete if n not in s.auxiliary]
         if discrete:

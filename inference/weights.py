@@ -33,6 +33,7 @@ from .compiling import (
 )
 from .densities import normal_log_density, plain_normal
 from .random_state import forked_rng
+from .supports import mask_outside_support
 from .pair_check import (  # noqa: F401  (re-exported: the shared trace machinery)
     DATA_PLATE,
     attach_subsample,
@@ -194,6 +195,8 @@ def trace_log_density(trace, structure: PairStructure, num_particles: int,
             log_p = normal_log_density(normal, site["value"], event_dims)
         else:
             log_p = fn.log_prob(site["value"], *site["args"], **site["kwargs"])
+            if not site["is_observed"]:  # the survey checked the observed values
+                log_p = mask_outside_support(fn, site["value"], log_p)
         total = total + per_datapoint(log_p, site, nesting, structure.batch_size)
     return total
 

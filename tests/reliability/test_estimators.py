@@ -390,3 +390,146 @@ def test_subsampled_and_untempered_pairs_give_no_tempering_warning():
         warnings.simplefilter("error", TemperedPairWarning)
         elbo(model, guide, torch.randn(50))
         elbo(*_gaussian_pair(), torch.randn(5))
+
+
+def _exponential_pair(guide_family: str):
+    """z ~ Exponential(1), x | z ~ N(z, 0.7^2) per datapoint; a Normal guide (support the
+    real line, a common mistake) or a LogNormal one (the model's support)."""
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Exponential(x.new_tensor(1.0)))
+            pyro.sample("x", dist.Normal(z, 0.7), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            loc = x.clamp(min=0.1) * 0.7
+            if guide_family == "Normal":
+                pyro.sample("z", dist.Normal(loc, 0.8))
+            else:
+                pyro.sample("z", dist.LogNormal(loc.log(), 0.8))
+
+    return model, guide
+
+
+def test_a_guide_beyond_the_models_support_is_weighted_zero_outside_it():
+    # Exponential.log_prob(-1.0) is -1.0 with validation off: scored so, the draws outside
+    # the support made IWAE_2000 4.1 nats above log p(x) at x = -1. They have p(x, z) = 0.
+    x = torch.tensor([-1.0, 0.3, 2.5, 4.0], dtype=torch.float64)
+    model, guide = _exponential_pair("Normal")
+    exact = exact_log_evidence(model, x, site="z", bounds=(0.0, 40.0)).log_evidence
+    torch.manual_seed(0)
+    estimate = iwae_bound(model, guide, x, num_samples=20000)
+    # a lower bound in expectation, within 0.1 nats of log p(x) for this guide and K
+    assert bool((estimate <= exact + 0.02).all()), (estimate, exact)
+    assert bool((estimate >= exact - 0.1).all()), (estimate, exact)
+
+
+@pytest.mark.parametrize("entry", ["elbo", "fit"])
+def test_the_elbo_refuses_a_guide_beyond_the_models_support(entry):
+    from inference import fit
+
+    model, guide = _exponential_pair("Normal")
+    x = torch.tensor([0.5, 1.0])
+    with pytest.raises(ValueError, match=r"guide site 'z' draws from a Normal .*Real.* beyond "
+                                         r"the model's Exponential support"):
+        if entry == "elbo":
+            elbo(model, guide, x)
+        else:
+            fit(model, guide, x, epochs=1, batch_size=2, progress=False)
+    elbo(*_exponential_pair("LogNormal"), x)  # the model's support: accepted
+
+
+def test_a_discrete_latent_proposed_beyond_its_support_gets_weight_zero():
+    # a Bernoulli latent, a Binomial(2) guide: Bernoulli.log_prob(2.) is finite with
+    # validation off, which put IWAE 2.4 nats above log p(x) at x = 4
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Bernoulli(x.new_tensor(0.3)))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Binomial(2, x.new_tensor(0.35)))
+
+    x = torch.tensor([-1.0, 0.5, 4.0], dtype=torch.float64)
+    exact = torch.logsumexp(torch.stack([
+        torch.tensor(0.7).log() + dist.Normal(0.0, 1.0).log_prob(x),
+        torch.tensor(0.3).log() + dist.Normal(1.0, 1.0).log_prob(x)]), 0)
+    torch.manual_seed(0)
+    estimate = iwae_bound(model, guide, x, num_samples=20000)
+    torch.testing.assert_close(estimate, exact, atol=0.03, rtol=0)
+
+
+@pytest.mark.parametrize("mismatch", ["plate dim", "event dims"])
+def test_model_and_guide_disagreeing_on_a_latents_shape_are_refused(mismatch):
+    def model(x):
+        with pyro.plate("data", len(x)):
+            if mismatch == "event dims":
+                z = pyro.sample("z", dist.Normal(x.new_zeros(len(x), 2), 1.0).to_event(1))
+                z = z.sum(-1)
+            else:
+                z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        if mismatch == "event dims":  # the same values, declared as a plate instead
+            with pyro.plate("data", len(x), dim=-2), pyro.plate("feature", 2, dim=-1):
+                pyro.sample("z", dist.Normal(x[:, None].expand(len(x), 2) / 2, 1.0))
+        else:
+            with pyro.plate("data", len(x), dim=-2):
+                pyro.sample("z", dist.Normal(x[:, None] / 2, 1.0))
+
+    with pytest.raises(ValueError, match=r"latent site 'z' has (shapes|event dims)"):
+        iwae_bound(model, guide, torch.randn(4), num_samples=10)
+
+
+def test_a_delta_guide_with_a_log_density_is_no_density():
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Delta(x / 2, log_density=x.new_full((len(x),), -5.0)))
+
+    with pytest.raises(ValueError, match="guide site 'z' is a Delta"):
+        iwae_bound(model, guide, torch.randn(4), num_samples=10)
+
+
+def test_a_sequential_data_plate_is_named():
+    def model(x):
+        for i in pyro.plate("data", len(x)):
+            z = pyro.sample(f"z_{i}", dist.Normal(0.0, 1.0))
+            pyro.sample(f"x_{i}", dist.Normal(z, 1.0), obs=x[i])
+
+    def guide(x):
+        for i in pyro.plate("data", len(x)):
+            pyro.sample(f"z_{i}", dist.Normal(x[i] / 2, 1.0))
+
+    with pytest.raises(ValueError, match=r"pyro.plate\('data'\) used as a Python loop"):
+        elbo(model, guide, torch.randn(3))
+
+
+def test_a_factor_in_the_guide_is_refused():
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(x / 2, 1.0))
+            pyro.factor("penalty", -z ** 2, has_rsample=True)
+
+    with pytest.raises(ValueError, match=r"guide has observed site\(s\) 'penalty'"):
+        iwae_bound(model, guide, torch.randn(3), num_samples=10)
+
+
+def test_exact_evidence_warns_about_a_tempered_likelihood():
+    from inference import TemperedPairWarning
+
+    model, _ = _gaussian_pair(0.5)
+    with pytest.warns(TemperedPairWarning, match="exact_log_evidence: site 'x'"):
+        exact_log_evidence(model, torch.tensor([0.3, -1.0]))
