@@ -485,10 +485,7 @@ def test_model_and_guide_disagreeing_on_a_latents_shape_are_refused(mismatch):
 
 
 def test_a_delta_guide_with_a_log_density_is_no_density():
-    def model(x):
-        with pyro.plate("data", len(x)):
-            z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0))
-            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+    model, _ = _gaussian_pair()
 
     def guide(x):
         with pyro.plate("data", len(x)):
@@ -513,10 +510,7 @@ def test_a_sequential_data_plate_is_named():
 
 
 def test_a_factor_in_the_guide_is_refused():
-    def model(x):
-        with pyro.plate("data", len(x)):
-            z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0))
-            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+    model, _ = _gaussian_pair()
 
     def guide(x):
         with pyro.plate("data", len(x)):
