@@ -47,13 +47,17 @@ from .range_coding import (
     MAX_SYMBOLS,
     STREAM_HEADER_BYTES,
     WORD_BYTES,
+    Stream,
     check_probs,
     load_constriction,
     pack_stream,
+    symbol_digest,
     unpack_stream,
 )
 
-_PREFIX = struct.Struct("<IQ")  # initial_words, seed: the decoder checks it gets them back
+# initial_words, seed (the decoder checks it gets those words back), then the encoder's
+# latent_dim and image shape (C, H, W), which the decoder's VAE must have
+_PREFIX = struct.Struct("<IQ4I")
 HEADER_BYTES = STREAM_HEADER_BYTES + _PREFIX.size
 MAX_LATENT_BITS = 16
 # The initial words only have to cover the first image's bits-back debt: popping its latent
@@ -161,6 +165,27 @@ def _check_images(images: torch.Tensor, image_shape) -> None:
         raise ValueError("bits-back coding codes binary images: values must be 0 or 1")
 
 
+def _prefix(stream: Stream) -> tuple[int, int, int, tuple[int, int, int], int]:
+    """``(initial_words, seed, latent_dim, image_shape, most)`` of a checked stream, ``most``
+    the largest ``initial_words`` its words and images can give back; a ValueError when the
+    payload is not the prefix and 32-bit words or the recorded ``initial_words`` exceeds it."""
+    payload = stream.payload
+    if len(payload) < _PREFIX.size or (len(payload) - _PREFIX.size) % WORD_BYTES:
+        raise ValueError(f"bits-back images: payload of {len(payload)} bytes is not "
+                         f"{_PREFIX.size} bytes and 32-bit words")
+    initial_words, seed, latent_dim, *image_shape = _PREFIX.unpack_from(payload)
+    # An image pops at most 24 bits per latent dimension more than it pushes, so the stack
+    # loses less than latent_dim words per image (+ 2 for the coder's 64-bit head).
+    num_words = (len(payload) - _PREFIX.size) // WORD_BYTES
+    most = min(MAX_INITIAL_WORDS, num_words + stream.count * latent_dim + 2)
+    if not 1 <= initial_words <= most:
+        raise ValueError(f"bits-back images: the stream records initial_words={initial_words}, "
+                         f"outside 1..{MAX_INITIAL_WORDS} (MAX_INITIAL_WORDS) or more than its "
+                         f"{num_words} words and {stream.count} images can give back: corrupt "
+                         "stream")
+    return initial_words, seed, latent_dim, tuple(image_shape), most
+
+
 def bits_back_encode(vae, images: torch.Tensor, latent_bits: int = 12,
                      initial_words: int = 8, seed: int = 0) -> bytes:
     """Code binary ``images: [n, C, H, W]`` with ``vae`` (a :class:`ppl_models.vae.VAE` with
@@ -174,15 +199,21 @@ def bits_back_encode(vae, images: torch.Tensor, latent_bits: int = 12,
         seed: an int in ``0..2^64-1``. Numpy integers are accepted for all three.
 
     Returns:
-        a stream header (image count, ``latent_bits``, CRC32), ``initial_words`` and
-        ``seed``, then the stack's 32-bit words.
+        a stream header (image count, ``latent_bits``, digest of the pixels, CRC32),
+        ``initial_words``, ``seed``, the VAE's ``latent_dim`` and image shape, then the
+        stack's 32-bit words.
 
     Raises:
-        ValueError: an argument out of range, non-binary images, or a VAE whose tables are
-            not finite (the error names the image).
+        ValueError: an argument out of range, non-binary images, more than
+            :data:`MAX_SYMBOLS` pixels, or a VAE whose tables are not finite (the error names
+            the image).
     """
     require(vae, BernoulliLatentModel, "vae")
     _check_images(images, vae.image_shape)
+    if images.numel() > MAX_SYMBOLS or int(np.prod(vae.image_shape)) > MAX_SYMBOLS:
+        raise ValueError(f"bits-back images: {len(images)} images of {tuple(vae.image_shape)} "
+                         f"pixels, more than MAX_SYMBOLS ({MAX_SYMBOLS}), which the decoder "
+                         "refuses")
     latent_bits = _check_latent_bits(latent_bits)
     initial_words = _integer(initial_words, "initial_words", 1, MAX_INITIAL_WORDS)
     seed = _integer(seed, "seed", 0, 2**64 - 1)
@@ -198,8 +229,11 @@ def bits_back_encode(vae, images: torch.Tensor, latent_bits: int = 12,
             pixels = image.reshape(-1).to(torch.int32).cpu().numpy()
             coder.encode_reverse(pixels, categorical, tables.pixels(buckets, index))
             coder.encode_reverse(buckets.astype(np.int32), prior)
-    payload = _PREFIX.pack(initial_words, seed) + coder.get_compressed().astype("<u4").tobytes()
-    return pack_stream(KIND_BITS_BACK, len(images), len(images), payload, extra=latent_bits)
+    prefix = _PREFIX.pack(initial_words, seed, int(vae.latent_dim), *vae.image_shape)
+    payload = prefix + coder.get_compressed().astype("<u4").tobytes()
+    pixels = images.reshape(-1).to(torch.int32)
+    return pack_stream(KIND_BITS_BACK, len(images), len(images), payload, symbol_digest(pixels),
+                       extra=latent_bits)
 
 
 def bits_back_decode(vae, data: bytes, latent_bits: int = 12) -> tuple[torch.Tensor, np.ndarray]:
@@ -210,41 +244,37 @@ def bits_back_decode(vae, data: bytes, latent_bits: int = 12) -> tuple[torch.Ten
         the order they were encoded, and the stack's words left after the last image.
 
     Raises:
-        ValueError: a corrupt or truncated stream (header, length, CRC32), another
-            ``latent_bits`` than the encoder's, an implausible image count or
-            ``initial_words`` (beyond ``MAX_INITIAL_WORDS`` or what the stream can hold),
-            a VAE whose tables are not finite (naming the image), or a decoder that does not
-            end on exactly the encoder's initial words (another VAE).
+        ValueError: a corrupt or truncated stream (header, length, CRC32), a stream of format
+            version 1, another ``latent_bits``, ``latent_dim`` or image shape than the
+            encoder's, an implausible image count or ``initial_words`` (beyond
+            ``MAX_INITIAL_WORDS`` or what the stream can hold), a VAE whose tables are not
+            finite (naming the image), or a decoder that does not end on exactly the
+            encoder's initial words or whose images do not match the stream's digest
+            (another VAE).
     """
     require(vae, BernoulliLatentModel, "vae")
     latent_bits = _check_latent_bits(latent_bits)
-    count, _, encoded_bits, payload = unpack_stream(data, KIND_BITS_BACK)
-    if encoded_bits != latent_bits:
+    stream = unpack_stream(data, KIND_BITS_BACK)
+    count = stream.count
+    if stream.extra != latent_bits:
         raise ValueError(f"bits-back images: the stream was coded with latent_bits="
-                         f"{encoded_bits}, decoding asked for {latent_bits}")
-    if len(payload) < _PREFIX.size or (len(payload) - _PREFIX.size) % WORD_BYTES:
-        raise ValueError(f"bits-back images: payload of {len(payload)} bytes is not "
-                         f"{_PREFIX.size} bytes and 32-bit words")
-    initial_words, seed = _PREFIX.unpack_from(payload)
-    pixels_per_image = int(np.prod(vae.image_shape))
+                         f"{stream.extra}, decoding asked for {latent_bits}")
+    initial_words, seed, latent_dim, coded_shape, _ = _prefix(stream)
+    image_shape = tuple(vae.image_shape)
+    if (latent_dim, coded_shape) != (vae.latent_dim, image_shape):
+        raise ValueError(f"bits-back images: the stream was coded by a VAE with latent_dim="
+                         f"{latent_dim} and images {coded_shape}, decoding with one with "
+                         f"latent_dim={vae.latent_dim} and images {image_shape}: another VAE")
+    pixels_per_image = int(np.prod(image_shape))
     if count * pixels_per_image > MAX_SYMBOLS:
         raise ValueError(f"bits-back images: header claims {count} images "
                          f"({count * pixels_per_image} pixels), more than MAX_SYMBOLS")
-    # An image pops at most 24 bits per latent dimension more than it pushes, so the stack
-    # loses less than latent_dim words per image (+ 2 for the coder's 64-bit head).
-    num_words = (len(payload) - _PREFIX.size) // WORD_BYTES
-    most = num_words + count * int(vae.latent_dim) + 2
-    if not 1 <= initial_words <= min(MAX_INITIAL_WORDS, most):
-        raise ValueError(f"bits-back images: the stream records initial_words={initial_words}, "
-                         f"outside 1..{MAX_INITIAL_WORDS} (MAX_INITIAL_WORDS) or more than its "
-                         f"{num_words} words and {count} images can give back: corrupt stream")
     constriction = load_constriction()
     tables = _Tables(vae, latent_bits)
     categorical = constriction.stream.model.Categorical(perfect=False)
     prior = constriction.stream.model.Uniform(tables.num_buckets)
-    words = np.frombuffer(payload[_PREFIX.size:], dtype="<u4").astype(np.uint32)
+    words = np.frombuffer(stream.payload[_PREFIX.size:], dtype="<u4").astype(np.uint32)
     coder = constriction.stream.stack.AnsCoder(words, seal=False)
-    image_shape = tuple(vae.image_shape)
     images = []
     with torch.no_grad():
         for index in range(count):
@@ -267,13 +297,23 @@ def bits_back_decode(vae, data: bytes, latent_bits: int = 12) -> tuple[torch.Ten
         raise ValueError("bits-back images: decoding did not end on the encoder's initial "
                          "words: another VAE than the encoder's, or a corrupt stream")
     stacked = torch.stack(images[::-1]) if images else torch.zeros(0, *image_shape)
+    if symbol_digest(stacked.reshape(-1).to(torch.int32)) != stream.digest:
+        raise ValueError("bits-back images: the decoded images do not match the stream's "
+                         "digest: decoded with another VAE than it was written with")
     return stacked.to(tables.device), left
 
 
 def net_bits(data: bytes, initial_words: int | None = None) -> int:
     """Code length of :func:`bits_back_encode`'s output without the header and the initial
-    words (by default the number the stream records): what the images themselves cost."""
+    words (by default the number the stream records): what the images themselves cost.
+
+    Raises:
+        ValueError: a stream :func:`bits_back_decode` would refuse for its header or prefix,
+            or ``initial_words`` that is not an int in ``0..`` what the stream can give back
+            (its words plus ``latent_dim`` per image, at most ``MAX_INITIAL_WORDS``).
+    """
+    recorded, _, _, _, most = _prefix(unpack_stream(data, KIND_BITS_BACK))
     if initial_words is None:
-        _, _, _, payload = unpack_stream(data, KIND_BITS_BACK)
-        initial_words = _PREFIX.unpack_from(payload)[0]
+        initial_words = recorded
+    initial_words = _integer(initial_words, "initial_words", 0, most)
     return 8 * (len(data) - HEADER_BYTES) - 32 * initial_words

@@ -22,10 +22,12 @@ References:
 
 from __future__ import annotations
 
+import hashlib
 import math
 import struct
 import zlib
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -37,16 +39,22 @@ WORD_BYTES = 4  # constriction emits 32-bit words
 
 # Every stream written here starts with a header: magic, format version, kind of content, a
 # kind-specific small field, the item count (symbols, words, images), the number of coded
-# symbols, the payload length and a CRC32 of header and payload. Decoders check all of it
-# before decoding, so a truncated, extended or altered stream raises ValueError.
+# symbols, the payload length, a 64-bit digest of the coded symbols and a CRC32 of header and
+# payload. Decoders check all of it before decoding, so a truncated, extended or altered stream
+# raises ValueError; and they check the digest of what they decoded, so decoding with another
+# model (tables) than the encoder's raises ValueError instead of returning other content.
+# Version 1 (no digest) is refused: its content could not be verified.
 STREAM_MAGIC = b"PPLC"
-STREAM_VERSION = 1
-_STREAM = struct.Struct("<4sBBHQQI")  # magic, version, kind, extra, count, symbols, length
-STREAM_HEADER_BYTES = _STREAM.size + 4  # + CRC32
+STREAM_VERSION = 2
+# magic, version, kind, extra, count, symbols, length, digest; counts are 32-bit (version 1
+# had 64-bit ones): encoders refuse more than MAX_SYMBOLS coded symbols, and items are fewer
+_STREAM = struct.Struct("<4sBBHIIIQ")
+STREAM_HEADER_BYTES = _STREAM.size + 4  # + CRC32: 32 bytes
 STREAM_KINDS = {1: "range-coded symbols", 2: "words", 3: "images", 4: "bits-back images"}
 KIND_RANGE, KIND_WORDS, KIND_IMAGES, KIND_BITS_BACK = 1, 2, 3, 4
 # Plausibility limit checked before anything is allocated: a header claiming more coded
-# symbols (pixels, word symbols) is refused. Raise it for larger messages.
+# symbols (pixels, word symbols) is refused, and encoders refuse to write such a message.
+# Raise it for larger messages, below 2^32 (the header's counts are 32-bit).
 MAX_SYMBOLS = 2**26
 # The coder's tables give every symbol at least 2^-24 (24-bit precision), so a symbol costs at
 # least -log2(1 - 2^-24) bits: a payload of B bits holds at most (B + 64) / that many symbols.
@@ -59,31 +67,61 @@ MAX_ALPHABET = 2**24 - 2
 MIN_ROW_SUM, MAX_ROW_SUM = 1e-290, 1e300
 
 
-def pack_stream(kind: int, count: int, symbols: int, payload: bytes, extra: int = 0) -> bytes:
-    """Header (see :data:`STREAM_MAGIC`) + ``payload``: the framing every encoder here uses."""
-    head = _STREAM.pack(STREAM_MAGIC, STREAM_VERSION, kind, extra, count, symbols, len(payload))
+def symbol_digest(symbols) -> int:
+    """64-bit BLAKE2b digest of coded symbols ``[n]`` (a tensor or array of ints in
+    ``0..MAX_ALPHABET``, in coding order), as the stream header records it."""
+    if torch.is_tensor(symbols):
+        symbols = symbols.detach().cpu().numpy()
+    array = np.ascontiguousarray(symbols, dtype="<i4")
+    digest = hashlib.blake2b(array.tobytes(), digest_size=8, person=b"PPLC symbols")
+    return int.from_bytes(digest.digest(), "little")
+
+
+class Stream(NamedTuple):
+    """A checked stream: item ``count``, coded ``symbols``, the kind's ``extra`` field, the
+    ``digest`` of the coded symbols and the ``payload`` bytes."""
+
+    count: int
+    symbols: int
+    extra: int
+    digest: int
+    payload: bytes
+
+
+def pack_stream(kind: int, count: int, symbols: int, payload: bytes, digest: int,
+                extra: int = 0) -> bytes:
+    """Header (see :data:`STREAM_MAGIC`) + ``payload``: the framing every encoder here uses.
+    ``digest`` is :func:`symbol_digest` of what the payload codes."""
+    head = _STREAM.pack(STREAM_MAGIC, STREAM_VERSION, kind, extra, count, symbols, len(payload),
+                        digest)
     return head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
 
 
-def unpack_stream(data, kind: int) -> tuple[int, int, int, bytes]:
-    """Check the header and CRC32 of a stream of ``kind``; ``(count, symbols, extra, payload)``.
+def unpack_stream(data, kind: int) -> Stream:
+    """Check the header and CRC32 of a stream of ``kind`` and return it as a :class:`Stream`.
 
     Raises:
         TypeError: ``data`` is not bytes-like.
-        ValueError: truncated or extended stream, another format, version or kind, a CRC32
-            mismatch, or a count beyond the plausibility limits.
+        ValueError: truncated or extended stream, another format, version (1 included) or
+            kind, a CRC32 mismatch, or a count beyond the plausibility limits.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"compressed data must be bytes, got {type(data).__name__}")
     data = bytes(data)
     want = STREAM_KINDS[kind]
+    magic, version = data[:len(STREAM_MAGIC)], data[len(STREAM_MAGIC):len(STREAM_MAGIC) + 1]
+    if magic == STREAM_MAGIC and version == b"\x01":  # before the header had the digest
+        raise ValueError(f"compressed {want}: stream format version 1, which carries no "
+                         "checksum of the coded symbols (decoding it with another model could "
+                         "return other content unnoticed); this library reads version "
+                         f"{STREAM_VERSION}: encode the data again")
     if len(data) < STREAM_HEADER_BYTES:
         raise ValueError(f"compressed {want}: stream truncated, {len(data)} bytes is less than "
                          f"its {STREAM_HEADER_BYTES}-byte header")
-    magic, version, found, extra, count, symbols, length = _STREAM.unpack_from(data)
+    _, version, found, extra, count, symbols, length, digest = _STREAM.unpack_from(data)
     if magic != STREAM_MAGIC:
         raise ValueError(f"compressed {want}: not a stream of inference.coding (starts with "
-                         f"{data[:4]!r}, expected {STREAM_MAGIC!r})")
+                         f"{magic!r}, expected {STREAM_MAGIC!r})")
     if version != STREAM_VERSION:
         raise ValueError(f"compressed {want}: stream format version {version}, this library "
                          f"reads version {STREAM_VERSION}")
@@ -102,7 +140,7 @@ def unpack_stream(data, kind: int) -> tuple[int, int, int, bytes]:
     if symbols > limit:
         raise ValueError(f"compressed {want}: header claims {symbols} coded symbols, more than "
                          f"{int(limit)} (MAX_SYMBOLS or what {len(payload)} bytes can hold)")
-    return count, symbols, extra, payload
+    return Stream(count, symbols, extra, digest, payload)
 
 
 def load_constriction():
@@ -124,10 +162,19 @@ def _check_tables(symbols: torch.Tensor, probs: torch.Tensor, coding: bool = Tru
                          f"{list(probs.shape)}")
     if symbols.dtype not in (torch.int32, torch.int64):
         raise ValueError(f"symbols must be integers, got {symbols.dtype}")
+    if coding:
+        _check_symbol_count(symbols.numel(), "symbols")
     if symbols.numel() and (symbols.min() < 0 or symbols.max() >= probs.shape[1]):
         raise ValueError(f"symbols must lie in 0..{probs.shape[1] - 1}, got range "
                          f"[{int(symbols.min())}, {int(symbols.max())}]")
     check_probs(probs, coding=coding)
+
+
+def _check_symbol_count(count: int, what: str) -> None:
+    """Refuse to code more than :data:`MAX_SYMBOLS` symbols: no decoder would read them."""
+    if count > MAX_SYMBOLS:
+        raise ValueError(f"{what}: {count} coded symbols, more than MAX_SYMBOLS ({MAX_SYMBOLS}), "
+                         "which the decoders refuse")
 
 
 def check_probs(probs: torch.Tensor, source: str = "probability table",
@@ -175,18 +222,21 @@ def range_encode(symbols: torch.Tensor, probs: torch.Tensor) -> bytes:
 
     Returns:
         the compressed message: a header (:data:`STREAM_HEADER_BYTES` bytes: magic, version,
-        symbol count, CRC32) and the coder's 32-bit words.
+        symbol count, digest of the symbols, CRC32) and the coder's 32-bit words.
 
     Raises:
-        ValueError: symbols out of range, or tables the coder cannot take, naming the row:
-            non-finite or negative values, ``V`` outside ``2..MAX_ALPHABET``, a row sum of
-            zero or outside ``[MIN_ROW_SUM, MAX_ROW_SUM]``.
+        ValueError: symbols out of range or more than :data:`MAX_SYMBOLS` of them, or tables
+            the coder cannot take, naming the row: non-finite or negative values, ``V``
+            outside ``2..MAX_ALPHABET``, a row sum of zero or outside
+            ``[MIN_ROW_SUM, MAX_ROW_SUM]``.
     """
     _check_tables(symbols, probs)
-    return pack_stream(KIND_RANGE, symbols.numel(), symbols.numel(), _encode_raw(symbols, probs))
+    return pack_stream(KIND_RANGE, symbols.numel(), symbols.numel(), _encode_raw(symbols, probs),
+                       symbol_digest(symbols))
 
 
 def _encode_raw(symbols: torch.Tensor, probs: torch.Tensor) -> bytes:
+    """The coder's words for ``symbols: [n]`` with ``probs: [n, V]``, checked by the caller."""
     constriction = load_constriction()
     encoder = constriction.stream.queue.RangeEncoder()
     if symbols.numel():
@@ -209,20 +259,23 @@ def range_decode(data: bytes,
         all decoded symbols, int64 ``[n]``.
 
     Raises:
-        ValueError: a corrupt or truncated stream (header, length, CRC32), ``next_probs``
-            asking for more or fewer symbols than the stream holds, returning a table with
-            no rows or one the coder cannot take, or a decoder that did not
-            consume exactly the stream (other tables than the encoder's).
+        ValueError: a corrupt or truncated stream (header, length, CRC32), a stream of format
+            version 1 (no digest), ``next_probs`` asking for more or fewer symbols than the
+            stream holds, returning a table with no rows or one the coder cannot take, or
+            decoded symbols that do not consume exactly the stream or do not match its
+            digest (other tables than the encoder's).
     """
-    count, symbols, _, payload = unpack_stream(data, KIND_RANGE)
-    if count != symbols:
-        raise ValueError(f"compressed range-coded symbols: header counts disagree ({count}, "
-                         f"{symbols})")
-    return _decode_raw(payload, next_probs, symbols, "range-coded symbols")
+    stream = unpack_stream(data, KIND_RANGE)
+    if stream.count != stream.symbols:
+        raise ValueError(f"compressed range-coded symbols: header counts disagree "
+                         f"({stream.count}, {stream.symbols})")
+    return _decode_raw(stream, next_probs, "range-coded symbols")
 
 
-def _decode_raw(data: bytes, next_probs, expected: int, what: str) -> torch.Tensor:
-    """Decode exactly ``expected`` symbols from the coder words ``data``."""
+def _decode_raw(stream: Stream, next_probs, what: str) -> torch.Tensor:
+    """Decode exactly ``stream.symbols`` symbols ``[n]`` from the coder words of ``stream``
+    and check them against its digest."""
+    data, expected = stream.payload, stream.symbols
     if len(data) % WORD_BYTES:
         raise ValueError(f"compressed {what}: payload must be a multiple of {WORD_BYTES} bytes, "
                          f"got {len(data)}")
@@ -253,11 +306,16 @@ def _decode_raw(data: bytes, next_probs, expected: int, what: str) -> torch.Tens
         done += probs.shape[0]
     if done != expected:
         raise ValueError(f"compressed {what}: decoding stopped after {done} of the stream's "
-                         f"{expected} symbols")
+                         f"{expected} symbols: another model (tables) than the stream was "
+                         "written with")
     if not decoder.maybe_exhausted():
         raise ValueError(f"compressed {what}: the decoder did not consume exactly the stream: "
-                         "another model (tables) than the encoder's, or a corrupt stream")
-    return torch.cat(chunks) if chunks else torch.zeros(0, dtype=torch.long)
+                         "decoded with another model (tables) than it was written with")
+    symbols = torch.cat(chunks) if chunks else torch.zeros(0, dtype=torch.long)
+    if symbol_digest(symbols) != stream.digest:
+        raise ValueError(f"compressed {what}: the decoded symbols do not match the stream's "
+                         "digest: decoded with another model (tables) than it was written with")
+    return symbols
 
 
 def information_bits(symbols: torch.Tensor, probs: torch.Tensor) -> float:
@@ -276,23 +334,35 @@ def encode_words(lm, x: torch.Tensor) -> bytes:
 
     ``lm`` needs ``order``, ``vocab``, ``contexts(x)`` and ``conditional(contexts [..., n-1])
     -> [..., V]``, as :class:`ppl_models.ngram.NGramModel` has. The output is a stream
-    header (word count, symbol count, CRC32) followed by the range-coded symbols, word after
-    word, end symbols included.
+    header (word count, symbol count, digest of the symbols, CRC32) followed by the
+    range-coded symbols, word after word, end symbols included.
+
+    Raises:
+        ValueError: ``x`` not as ``Vocabulary.encode`` gives it, more than :data:`MAX_SYMBOLS`
+            symbols, or tables the coder cannot take.
     """
     require(lm, MarkovTextModel, "lm")
     targets, contexts, mask = lm.contexts(x)
+    _check_symbol_count(int(mask.sum()), "words")
     with torch.no_grad():
         probs = lm.conditional(contexts)[mask]  # [symbols, V]
     symbols = targets[mask]
     _check_tables(symbols, probs)
-    return pack_stream(KIND_WORDS, len(x), symbols.numel(), _encode_raw(symbols, probs))
+    return pack_stream(KIND_WORDS, len(x), symbols.numel(), _encode_raw(symbols, probs),
+                       symbol_digest(symbols))
 
 
 def decode_words(lm, data: bytes) -> torch.Tensor:
     """Invert :func:`encode_words`: bytes -> ``x: [batch, max_len]`` as ``Vocabulary.encode``
-    gives it (padded to the longest decoded word)."""
+    gives it (padded to the longest decoded word).
+
+    Raises:
+        ValueError: as :func:`range_decode`, for another ``lm`` (vocabulary, counts) than the
+            encoder's too.
+    """
     require(lm, MarkovTextModel, "lm")
-    num_words, num_symbols, _, payload = unpack_stream(data, KIND_WORDS)
+    stream = unpack_stream(data, KIND_WORDS)
+    num_words, num_symbols = stream.count, stream.symbols
     if num_words > num_symbols:
         raise ValueError(f"compressed words: {num_words} words cannot fit in {num_symbols} "
                          "symbols (each ends with an end symbol)")
@@ -319,7 +389,7 @@ def decode_words(lm, data: bytes) -> torch.Tensor:
                                                          device=device).reshape(1, -1))
         return cache[key]
 
-    symbols = _decode_raw(payload, next_probs, num_symbols, "words").tolist()
+    symbols = _decode_raw(stream, next_probs, "words").tolist()
     words, current = [], []
     for symbol in symbols:
         if symbol == vocab.EOS:
@@ -352,9 +422,14 @@ def encode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor],
             8-bit ones).
 
     Returns:
-        a stream header (image count, pixel count, CRC32), then the range-coded pixels,
-        pixel position by position (all images of the batch at each position), the order
-        :func:`decode_images` reads them in.
+        a stream header (image count, pixel count, shape tag, digest of the pixels, CRC32),
+        then the range-coded pixels, pixel position by position (all images of the batch at
+        each position), the order :func:`decode_images` reads them in.
+
+    Raises:
+        ValueError: symbols that are not int64 ``[batch, C, H, W]`` or hold more than
+            :data:`MAX_SYMBOLS` pixels, or ``pixel_probs`` tables of another shape or that
+            the coder cannot take.
     """
     if not torch.is_tensor(symbols):
         raise TypeError(f"symbols must be an int64 tensor [batch, C, H, W], got "
@@ -362,6 +437,7 @@ def encode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor],
     if symbols.dim() != 4 or symbols.dtype != torch.long or not all(symbols.shape):
         raise ValueError(f"symbols must be int64 [batch, C, H, W] with no empty dim, got "
                          f"{symbols.dtype} {list(symbols.shape)}")
+    _check_symbol_count(symbols.numel(), "images")
     with torch.no_grad():
         probs = pixel_probs(symbols)
     _check_pixel_tables(probs, symbols)
@@ -369,14 +445,13 @@ def encode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor],
     tables = probs.permute(2, 3, 1, 0, 4).reshape(order.shape[0], -1)  # [..., V]
     _check_tables(order, tables)
     return pack_stream(KIND_IMAGES, len(symbols), order.numel(), _encode_raw(order, tables),
-                       extra=_shape_tag(symbols.shape[1:]))
+                       symbol_digest(order), extra=_shape_tag(symbols.shape[1:]))
 
 
 def _shape_tag(image_shape) -> int:
     """A 16-bit tag of ``(C, H, W)``, in the images stream's header so that decoding with
-    another shape of the same pixel count is refused; never 0 (streams written before the tag
-    carry 0, and are read without the check)."""
-    return zlib.crc32(struct.pack("<3Q", *image_shape)) % 0xFFFF + 1
+    another shape of the same pixel count is refused."""
+    return zlib.crc32(struct.pack("<3Q", *image_shape)) & 0xFFFF
 
 
 def decode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor], data: bytes,
@@ -390,6 +465,10 @@ def decode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor], data: byt
 
     Returns:
         int64 symbols ``[batch, C, H, W]`` with ``image_shape = (C, H, W)``.
+
+    Raises:
+        ValueError: as :func:`range_decode` (another model: the pixels do not match the
+            stream's digest), or an ``image_shape`` other than the encoder's.
     """
     try:
         shape = as_int_list(image_shape, "image_shape")
@@ -398,10 +477,11 @@ def decode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor], data: byt
     if shape is None or len(shape) != 3:
         raise ValueError(f"image_shape must be three positive ints (C, H, W), got {image_shape!r}")
     image_shape = tuple(shape)
-    batch, num_symbols, tag, payload = unpack_stream(data, KIND_IMAGES)
+    stream = unpack_stream(data, KIND_IMAGES)
+    batch, num_symbols = stream.count, stream.symbols
     channels, height, width = image_shape
-    if batch * channels * height * width != num_symbols or tag not in (0, _shape_tag(
-            image_shape)):
+    if (batch * channels * height * width != num_symbols
+            or stream.extra != _shape_tag(image_shape)):
         raise ValueError(f"compressed images: the stream holds {batch} images of "
                          f"{num_symbols // max(batch, 1)} pixels coded with another shape than "
                          f"{tuple(image_shape)}: wrong image_shape?")
@@ -420,5 +500,5 @@ def decode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor], data: byt
         _check_pixel_tables(probs, canvas)
         return probs[:, c, i, j]  # [batch, V]
 
-    _decode_raw(payload, next_probs, num_symbols, "images")
+    _decode_raw(stream, next_probs, "images")
     return canvas

@@ -2,25 +2,33 @@
 
 Before issue 14 a flipped byte or a truncated stream decoded to garbage without an error, a
 header claiming 10^9 words tried to allocate hundreds of GB and one claiming 10^6 images hung.
+Format 2 adds a digest of the coded symbols, checked after decoding; format 1 is refused.
 """
 
+import struct
 import time
+import zlib
 
 import numpy as np
 import pytest
 import torch
 
+from inference.coding import bits_back, range_coding
 from inference.coding.bits_back import (
     _PREFIX,
+    HEADER_BYTES,
     MAX_INITIAL_WORDS,
     bits_back_decode,
     bits_back_encode,
+    net_bits,
 )
 from inference.coding.range_coding import (
     KIND_BITS_BACK,
     KIND_IMAGES,
+    KIND_RANGE,
     KIND_WORDS,
     STREAM_HEADER_BYTES,
+    _shape_tag,
     decode_images,
     decode_words,
     encode_images,
@@ -45,8 +53,11 @@ def _tables(n=200, v=5, seed=0):
 
 def _damaged(data: bytes):
     """(name, stream) pairs: every byte position class flipped, truncations, extensions."""
-    cases = [("flip magic", 0), ("flip version", 4), ("flip kind", 5), ("flip count", 8),
-             ("flip symbols", 16), ("flip length", 24), ("flip crc", 28),
+    # header: magic 0-3, version 4, kind 5, extra 6-7, count 8-11, symbols 12-15, length
+    # 16-19, digest 20-27, CRC32 28-31
+    cases = [("flip magic", 0), ("flip version", 4), ("flip kind", 5), ("flip extra", 6),
+             ("flip count", 8), ("flip symbols", 12), ("flip length", 16),
+             ("flip digest", 20), ("flip digest end", 27), ("flip crc", 28),
              ("flip payload start", STREAM_HEADER_BYTES), ("flip payload end", len(data) - 1)]
     out = [(name, data[:i] + bytes([data[i] ^ 0x04]) + data[i + 1:]) for name, i in cases]
     out += [("truncated to header", data[:STREAM_HEADER_BYTES]),
@@ -109,7 +120,7 @@ def test_words_header_claiming_a_billion(lm):
     payload = data[STREAM_HEADER_BYTES:]
     start = time.perf_counter()
     with pytest.raises(ValueError, match="more than"):
-        decode_words(lm, pack_stream(KIND_WORDS, 10**9, 10**9, payload))
+        decode_words(lm, pack_stream(KIND_WORDS, 10**9, 10**9, payload, 0))
     assert time.perf_counter() - start < 5
 
 
@@ -139,11 +150,11 @@ def test_images_wrong_shape_and_implausible_count():
     payload = data[STREAM_HEADER_BYTES:]
     start = time.perf_counter()
     with pytest.raises(ValueError, match="more than"):  # 10^6 28x28 images: no allocation
-        decode_images(_pixel_probs, pack_stream(KIND_IMAGES, 10**6, 784 * 10**6, payload),
-                      (1, 28, 28))
+        decode_images(_pixel_probs, pack_stream(KIND_IMAGES, 10**6, 784 * 10**6, payload, 0,
+                                                extra=_shape_tag((1, 28, 28))), (1, 28, 28))
     with pytest.raises(ValueError, match="decoder failed|did not consume"):  # 10^6 tiny ones
-        decode_images(_pixel_probs, pack_stream(KIND_IMAGES, 10**6, 9 * 10**6, payload),
-                      (1, 3, 3))
+        decode_images(_pixel_probs, pack_stream(KIND_IMAGES, 10**6, 9 * 10**6, payload, 0,
+                                                extra=_shape_tag((1, 3, 3))), (1, 3, 3))
     assert time.perf_counter() - start < 10
 
 
@@ -183,12 +194,12 @@ def test_bits_back_header_with_huge_initial_words_is_refused_before_allocating(v
     # a 52-byte stream with a valid CRC claiming 2^32-1 initial words made the decoder draw
     # them (16 GiB) before comparing
     start = time.perf_counter()
-    payload = _PREFIX.pack(2**32 - 1, 0) + np.array([1, 2], "<u4").tobytes()
+    payload = _PREFIX.pack(2**32 - 1, 0, 2, 1, 3, 3) + np.array([1, 2], "<u4").tobytes()
     with pytest.raises(ValueError, match="initial_words"):
-        bits_back_decode(vae, pack_stream(KIND_BITS_BACK, 0, 0, payload, extra=12))
-    payload = _PREFIX.pack(1000, 0) + np.array([1, 2], "<u4").tobytes()  # under the bound
-    with pytest.raises(ValueError, match="initial_words=1000.*2 words"):
-        bits_back_decode(vae, pack_stream(KIND_BITS_BACK, 0, 0, payload, extra=12))
+        bits_back_decode(vae, pack_stream(KIND_BITS_BACK, 0, 0, payload, 0, extra=12))
+    payload = _PREFIX.pack(1000, 0, 2, 1, 3, 3) + np.array([1, 2], "<u4").tobytes()
+    with pytest.raises(ValueError, match="initial_words=1000.*2 words"):  # under the bound
+        bits_back_decode(vae, pack_stream(KIND_BITS_BACK, 0, 0, payload, 0, extra=12))
     assert time.perf_counter() - start < 5
 
 
@@ -257,3 +268,100 @@ def test_tables_the_coder_cannot_normalize_are_named(name, probs, match):
     data = range_encode(symbols, torch.ones(3, 2))
     with pytest.raises(ValueError, match="next_probs.*" + match):
         range_decode(data, lambda chunks: None if chunks else probs)
+
+
+def _with_digest(data: bytes, kind: int, digest: int) -> bytes:
+    """``data`` (a stream of ``kind``) with another digest in a header of valid CRC32."""
+    stream = unpack_stream(data, kind)
+    return pack_stream(kind, stream.count, stream.symbols, stream.payload, digest,
+                       extra=stream.extra)
+
+
+def test_a_digest_other_than_the_decoded_symbols_is_refused(lm, vae):
+    # the decoders check what they decoded against the header's digest: with a digest that
+    # does not match (valid CRC32), they raise instead of returning the symbols
+    data = _with_digest(RANGE_DATA, KIND_RANGE, 12345)
+    with pytest.raises(ValueError, match="range-coded symbols: the decoded symbols do not "
+                                         "match the stream's digest: .*another model"):
+        range_decode(data, lambda chunks: None if chunks else RANGE_PROBS)
+    words = _with_digest(encode_words(lm, lm.vocab.encode(WORDS)), KIND_WORDS, 0)
+    with pytest.raises(ValueError, match="words: the decoded symbols do not match"):
+        decode_words(lm, words)
+    images = _with_digest(encode_images(_pixel_probs, IMAGES), KIND_IMAGES, 2**64 - 1)
+    with pytest.raises(ValueError, match="images: the decoded symbols do not match"):
+        decode_images(_pixel_probs, images, (1, 3, 3))
+    coded = _with_digest(bits_back_encode(vae, IMAGES.float(), latent_bits=6), KIND_BITS_BACK, 7)
+    with pytest.raises(ValueError, match="decoded images do not match the stream's digest: "
+                                         "decoded with another VAE"):
+        bits_back_decode(vae, coded, latent_bits=6)
+
+
+def _version_1(data: bytes, kind: int) -> bytes:
+    """``data`` in the format-1 framing: a 32-byte header without the digest, and for
+    bits-back a prefix of initial_words and seed only."""
+    stream = unpack_stream(data, kind)
+    payload = stream.payload
+    if kind == KIND_BITS_BACK:
+        payload = payload[:12] + payload[_PREFIX.size:]
+    head = struct.pack("<4sBBHQQI", b"PPLC", 1, kind, stream.extra, stream.count,
+                       stream.symbols, len(payload))
+    return head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
+
+
+def test_format_1_streams_are_refused_with_the_reason(lm, vae):
+    # format 1 carried no digest: what it decodes to cannot be verified, so it is refused
+    cases = [
+        (_version_1(RANGE_DATA, KIND_RANGE),
+         lambda d: range_decode(d, lambda chunks: None if chunks else RANGE_PROBS)),
+        (_version_1(encode_words(lm, lm.vocab.encode(WORDS)), KIND_WORDS),
+         lambda d: decode_words(lm, d)),
+        (_version_1(encode_images(_pixel_probs, IMAGES), KIND_IMAGES),
+         lambda d: decode_images(_pixel_probs, d, (1, 3, 3))),
+        (_version_1(bits_back_encode(vae, IMAGES.float(), latent_bits=6), KIND_BITS_BACK),
+         lambda d: bits_back_decode(vae, d, latent_bits=6)),
+        (_version_1(bits_back_encode(vae, IMAGES.float(), latent_bits=6), KIND_BITS_BACK),
+         net_bits),
+    ]
+    for old, decode in cases:
+        with pytest.raises(ValueError, match="stream format version 1, which carries no "
+                                             "checksum .* encode the data again"):
+            decode(old)
+    with pytest.raises(ValueError, match="format version 1"):  # a format-1 header alone
+        range_decode(_version_1(range_encode(torch.zeros(0, dtype=torch.long),
+                                             torch.ones(0, 2)), KIND_RANGE),
+                     lambda chunks: None)
+
+
+def test_net_bits_checks_initial_words(vae):
+    data = bits_back_encode(vae, IMAGES.float(), latent_bits=6, initial_words=3)
+    assert net_bits(data) == net_bits(data, 3) == 8 * (len(data) - HEADER_BYTES) - 96
+    assert net_bits(data, np.int64(0)) == 8 * (len(data) - HEADER_BYTES)
+    # -5 gave 544 and 10^6 gave -31999616 bits
+    most = (len(data) - HEADER_BYTES) // 4 + len(IMAGES) * vae.latent_dim + 2
+    for words in (-5, 10**6, most + 1, True, 2.0, "3"):
+        with pytest.raises(ValueError, match=rf"initial_words must be an int in 0\.\.{most}"):
+            net_bits(data, words)
+    assert net_bits(data, most) == 8 * (len(data) - HEADER_BYTES) - 32 * most
+    with pytest.raises(ValueError, match="CRC32"):  # the stream is checked, too
+        net_bits(data[:-1] + bytes([data[-1] ^ 1]), 3)
+
+
+def test_encoders_refuse_more_symbols_than_the_decoders_read(monkeypatch, lm, vae):
+    # a message over MAX_SYMBOLS was coded, then refused by its decoder; now the encoders
+    # refuse it before calling the model
+    monkeypatch.setattr(range_coding, "MAX_SYMBOLS", 30)
+    monkeypatch.setattr(bits_back, "MAX_SYMBOLS", 30)
+    with pytest.raises(ValueError, match="symbols: 31 coded symbols, more than MAX_SYMBOLS"):
+        range_encode(*_tables(n=31))
+    range_encode(*_tables(n=30))
+    with pytest.raises(ValueError, match="words: 34 coded symbols, more than MAX_SYMBOLS"):
+        encode_words(lm, lm.vocab.encode(WORDS[:8]))  # 26 characters and 8 end symbols
+
+    def no_model(symbols):
+        raise AssertionError("the model was called")
+    with pytest.raises(ValueError, match="images: 36 coded symbols, more than MAX_SYMBOLS"):
+        encode_images(no_model, IMAGES)
+    with pytest.raises(ValueError, match=r"4 images of \(1, 3, 3\) pixels, more than MAX_SYMB"):
+        bits_back_encode(vae, IMAGES.float())
+    assert torch.equal(bits_back_decode(vae, bits_back_encode(vae, IMAGES[:3].float()))[0],
+                       IMAGES[:3].float())

@@ -139,16 +139,17 @@ def test_decoding_images_with_another_shape_of_as_many_pixels_is_refused():
             decode_images(_uniform_pixels, data, shape)
 
 
-def test_image_streams_without_a_shape_tag_still_decode():
-    # streams written before the shape tag carry 0 in its header field
+def test_image_streams_need_the_shape_tag():
+    # format 1 read a tag of 0 without the check; format 2 always writes the tag
     symbols = torch.randint(0, 2, (2, 1, 3, 3), generator=torch.Generator().manual_seed(0))
     data = encode_images(_uniform_pixels, symbols)
     # header: magic (4 bytes), version, kind, the 16-bit field at bytes 6-7, ..., CRC32 last
     head = data[:6] + b"\x00\x00" + data[8:STREAM_HEADER_BYTES - 4]
     payload = data[STREAM_HEADER_BYTES:]
-    old = head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
-    assert old != data
-    assert torch.equal(decode_images(_uniform_pixels, old, (1, 3, 3)), symbols)
+    untagged = head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
+    assert untagged != data
+    with pytest.raises(ValueError, match="coded with another shape"):
+        decode_images(_uniform_pixels, untagged, (1, 3, 3))
 
 
 def test_decode_images_takes_image_shape_as_numpy_integers():
