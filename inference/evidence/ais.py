@@ -23,7 +23,9 @@ space with :func:`torch.distributions.biject_to`; the Jacobian cancels in the we
   always accepted and its log Metropolis ratio (the change in the Hamiltonian) is added to the
   weight, which keeps the estimate unbiased [4, 5]; poor step sizes cost variance, not bias.
 
-The step size is one scalar per datapoint, adapted after every transition towards a target
+The step size is one scalar per datapoint, jittered per chain and transition by
+``step_jitter`` (so that leapfrog trajectories cannot lock onto a period of the target and
+return every chain to its start) and adapted after every transition towards a target
 acceptance probability (``log eps += adapt_rate (mean acceptance - target)``, the mean over the
 chains of nonzero weight), as in the BDMC code of [2]. Adapting from the chains' own history
 makes the kernels depend on the past, which strictly speaking invalidates the extended-space
@@ -314,13 +316,14 @@ def _select(accept: torch.Tensor, new: dict, old: dict) -> dict:
 
 
 def _transition(path, state, beta, eps, num_leapfrog, adjusted):
-    """One HMC (or uncorrected) move at inverse temperature ``beta`` for all chains.
+    """One HMC (or uncorrected) move at inverse temperature ``beta`` for all chains, with
+    leapfrog step sizes ``eps: [K, batch]``.
 
     Returns:
         the new state, the log Metropolis ratio ``[K, batch]`` and the acceptance
         probability ``[K, batch]``.
     """
-    step = eps[None, :, None]  # [1, batch, 1]
+    step = eps[..., None]  # [K, batch, 1]
 
     def log_pi(s):
         return (1 - beta) * s["a"] + beta * s["b"]
@@ -404,6 +407,7 @@ def ais_log_evidence(
     transition: str = "hmc",
     step_size: float | torch.Tensor = 0.1,
     num_leapfrog: int = 5,
+    step_jitter: float = 0.2,
     start: str = "guide",
     schedule: str | Sequence[float] = "sigmoid",
     target_accept: float | None = None,
@@ -430,6 +434,12 @@ def ais_log_evidence(
         step_size: initial leapfrog step size, a positive float or ``[batch]`` tensor.
         num_leapfrog: leapfrog steps per transition for ``"hmc"`` and ``"uha"`` (the Langevin
             variants take one).
+        step_jitter: each transition draws every chain's step size uniformly from
+            ``step * [1 - step_jitter, 1 + step_jitter]`` (Neal 2011 [3], sec. 5.4.2.2): with
+            a fixed size, ``num_leapfrog`` steps can add up to a whole period of the
+            posterior's oscillation and bring every chain back where it started. In
+            ``[0, 1)``; 0 uses the size as it is. A random size independent of the state
+            keeps each transition's target invariant, so the estimate stays unbiased.
         start: ``"guide"`` (``pi_0 = q(z | x)``) or ``"prior"`` (``pi_0 = p(z)``).
         schedule: ``"sigmoid"``, ``"linear"`` or an explicit increasing sequence from 0 to 1
             (then ``num_steps`` is ignored).
@@ -453,6 +463,9 @@ def ais_log_evidence(
     check_pair_call(ais_log_evidence, kwargs, model=model, guide=guide)
     schedule_betas = _check_options(num_chains, num_steps, transition, step_size, num_leapfrog,
                                     start, target_accept, adapt_rate, chunk_size, schedule)
+    check_number(step_jitter, "step_jitter", minimum=0.0)
+    if not step_jitter < 1:
+        raise ValueError(f"step_jitter must lie in [0, 1), got {step_jitter!r}")
     check_finite_inputs(args, kwargs)
     if start == "prior":
         guide = _prior_as_guide(model)
@@ -501,8 +514,11 @@ def ais_log_evidence(
                 bar.update()
                 if t == len(betas) - 1:
                     break  # a move at beta = 1 would not change the weights
+                step = eps.expand(log_w.shape)  # [K, batch]
+                if step_jitter:
+                    step = step * (1 + step_jitter * (2 * torch.rand_like(step) - 1))
                 state, log_ratio, accept_prob = _transition(
-                    path, state, beta, eps, leapfrogs, adjusted
+                    path, state, beta, step, leapfrogs, adjusted
                 )
                 if not adjusted:
                     log_w = log_w + log_ratio  # -inf for a diverged move: the chain is lost
