@@ -32,6 +32,7 @@ from typing import Callable
 import pyro
 import torch
 from pyro import poutine
+from pyro.distributions.torch_distribution import MaskedDistribution
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
 from .checks import check_pair_arguments, user_stacklevel
@@ -166,8 +167,8 @@ def _site_data_size(site, frame) -> int:
 
 
 def _family(fn) -> str:
-    """The class name of a distribution, through ``Independent`` wrappers."""
-    while isinstance(fn, torch.distributions.Independent):
+    """The class name of a distribution, through ``Independent`` and ``dist.mask`` wrappers."""
+    while isinstance(fn, (torch.distributions.Independent, MaskedDistribution)):
         fn = fn.base_dist
     return type(fn).__name__
 
@@ -206,21 +207,27 @@ def _check_observed_values(model_sites) -> None:
                             ) from None
 
 
-def _site_mask(site) -> torch.Tensor:
-    """The site's ``poutine.mask`` (``obs_mask``'s latent half is one) as a bool tensor."""
-    mask = site["mask"]
-    return torch.as_tensor(True if mask is None else mask, dtype=torch.bool)
+def site_mask(site) -> torch.Tensor:
+    """The site's mask as a bool tensor: its ``poutine.mask`` (``obs_mask``'s latent half is
+    one) and the masks of ``dist.mask(...)`` wrappers of its distribution, combined."""
+    mask = torch.as_tensor(True if site["mask"] is None else site["mask"], dtype=torch.bool)
+    fn = site["fn"]
+    while isinstance(fn, (MaskedDistribution, torch.distributions.Independent)):
+        if isinstance(fn, MaskedDistribution):
+            mask = mask & torch.as_tensor(fn._mask, dtype=torch.bool)
+        fn = fn.base_dist
+    return mask
 
 
 def _mask_mismatches(model_sites, guide_latents) -> tuple:
     """Latent sites whose model and guide masks differ: where the model's density is masked
     and the guide's is not (or the reverse), ``p(x, z) / q(z)`` is not a density ratio."""
-    guide_masks = {site["name"]: _site_mask(site) for site in guide_latents}
+    guide_masks = {site["name"]: site_mask(site) for site in guide_latents}
     mismatched = []
     for site in model_sites:
         if site["is_observed"] or site["name"] not in guide_masks:
             continue
-        model_mask, guide_mask = _site_mask(site), guide_masks[site["name"]]
+        model_mask, guide_mask = site_mask(site), guide_masks[site["name"]]
         try:
             shape = torch.broadcast_shapes(model_mask.shape, guide_mask.shape)
         except RuntimeError:

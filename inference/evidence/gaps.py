@@ -39,10 +39,12 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.distributions import Independent, MultivariateNormal, Normal
+from pyro.distributions.torch_distribution import MaskedDistribution
 from tqdm.auto import tqdm
 
 from ..checks import (check_int, check_nonempty_batch, check_number, check_pair_call,
                       check_weights_memory)
+from ..pair_check import site_mask
 from ..weights import (
     DATA_PLATE,
     PairStructure,
@@ -67,13 +69,16 @@ class _LocalSite:
     data_dim: int  # the "data" plate's dim, negative
     loc: torch.Tensor  # value shape (no particle dim)
     raw_scale: torch.Tensor  # log scale (normal) or tril with log diagonal (mvn)
+    mask: torch.Tensor | None  # the amortized site's mask (poutine.mask, dist.mask)
 
     def distribution(self):
         if self.family == "normal":
-            return Normal(self.loc, self.raw_scale.exp()).to_event(self.event_dim)
-        diagonal = self.raw_scale.diagonal(dim1=-2, dim2=-1).exp()
-        scale_tril = self.raw_scale.tril(-1) + torch.diag_embed(diagonal)
-        return MultivariateNormal(self.loc, scale_tril=scale_tril).to_event(self.event_dim - 1)
+            fn = Normal(self.loc, self.raw_scale.exp()).to_event(self.event_dim)
+        else:
+            diagonal = self.raw_scale.diagonal(dim1=-2, dim2=-1).exp()
+            scale_tril = self.raw_scale.tril(-1) + torch.diag_embed(diagonal)
+            fn = MultivariateNormal(self.loc, scale_tril=scale_tril).to_event(self.event_dim - 1)
+        return fn if self.mask is None else fn.mask(self.mask)
 
 
 class LocalGaussianGuide:
@@ -123,7 +128,7 @@ class LocalGaussianGuide:
     def _local_site(node, data_dim: int) -> _LocalSite:
         fn, value = node["fn"], node["value"]
         base = fn
-        while isinstance(base, Independent):
+        while isinstance(base, (Independent, MaskedDistribution)):  # the mask is kept below
             base = base.base_dist
         if isinstance(base, Normal):
             loc = base.mean.expand(value.shape)
@@ -139,10 +144,12 @@ class LocalGaussianGuide:
                 f"guide site '{node['name']}' has a {type(base).__name__} distribution; the "
                 "local guide supports Normal (diagonal) and MultivariateNormal sites"
             )
+        mask = site_mask(node)
         return _LocalSite(
             name=node["name"], family=family, event_dim=fn.event_dim, data_dim=data_dim,
             loc=loc.detach().clone().requires_grad_(True),
             raw_scale=raw.detach().clone().requires_grad_(True),
+            mask=None if bool(mask.all()) else mask,
         )
 
     def parameters(self) -> list[torch.Tensor]:
