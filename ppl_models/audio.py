@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from scipy.signal import resample_poly
 
-from .checks import as_int, as_number, check_values, physical_memory
+from .checks import as_int, as_number, check_levels, check_values, physical_memory
 
 MU = 255
 NUM_LEVELS = MU + 1
@@ -72,12 +72,7 @@ def mu_law_encode(x: torch.Tensor) -> torch.Tensor:
 
 def mu_law_decode(levels: torch.Tensor) -> torch.Tensor:
     """Integer levels ``[...]`` in 0..255 -> float32 samples ``[...]`` in [-1, 1]."""
-    if not torch.is_tensor(levels) or levels.is_floating_point() or levels.dtype == torch.bool:
-        raise TypeError(f"levels must be an integer tensor, got "
-                        f"{getattr(levels, 'dtype', type(levels))}")
-    if levels.numel() and (levels.min() < 0 or levels.max() > MU):
-        raise ValueError(f"levels must lie in 0..{MU}, got range "
-                         f"[{int(levels.min())}, {int(levels.max())}]")
+    check_levels(levels, "levels", NUM_LEVELS)
     companded = 2 * levels.float() / MU - 1
     return torch.sign(companded) * torch.expm1(companded.abs() * math.log1p(MU)) / MU
 
@@ -86,16 +81,30 @@ def resample(signal: torch.Tensor, rate: int, target_rate: int) -> torch.Tensor:
     """Polyphase resampling (:func:`scipy.signal.resample_poly`) of ``signal: [num_samples]``.
 
     Returns ``[ceil(num_samples * target_rate / rate)]`` float32, clipped to [-1, 1] (the
-    anti-aliasing filter can overshoot full-scale peaks). Raises ``ValueError`` naming
-    ``target_rate`` when the result and the filter would not fit in this machine's memory.
+    anti-aliasing filter can overshoot full-scale peaks). Raises ``TypeError``/``ValueError``
+    naming ``signal`` unless it is a finite floating-point tensor ``[num_samples]``, and
+    ``ValueError`` naming ``target_rate`` when the result and the filter would not fit in
+    this machine's memory.
     """
+    _check_signal(signal)
     rate, target_rate = as_int(rate, "rate"), as_int(target_rate, "target_rate")
     if rate == target_rate:
-        return signal
+        return signal.float().clamp(-1, 1)
     _check_resample_memory(signal.shape[0], rate, target_rate, "target_rate")
     g = math.gcd(rate, target_rate)
-    out = resample_poly(signal.double().numpy(), target_rate // g, rate // g)
+    out = resample_poly(signal.detach().cpu().double().numpy(), target_rate // g, rate // g)
     return torch.from_numpy(np.clip(out, -1.0, 1.0)).float()
+
+
+def _check_signal(signal) -> None:
+    """``TypeError``/``ValueError`` naming ``signal`` unless it is a floating-point tensor
+    ``[num_samples]`` without NaN or infinite samples."""
+    if not torch.is_tensor(signal) or not signal.is_floating_point():
+        raise TypeError(f"signal must be a floating-point tensor [num_samples], got "
+                        f"{getattr(signal, 'dtype', type(signal).__name__)}")
+    if signal.dim() != 1:
+        raise ValueError(f"signal must have shape [num_samples], got {list(signal.shape)}")
+    check_values(signal, "signal")
 
 
 def _check_resample_memory(num_samples: int, rate: int, target_rate: int, name: str) -> None:
@@ -131,11 +140,7 @@ def write_wav(path: str | Path, signal: torch.Tensor, rate: int) -> None:
         TypeError: ``signal`` is not a floating-point tensor.
         ValueError: a wrong shape, NaN or infinite samples (counted), or a ``rate`` out of range.
     """
-    if not torch.is_tensor(signal) or not signal.is_floating_point():
-        raise TypeError(f"signal must be a floating-point tensor, got "
-                        f"{getattr(signal, 'dtype', type(signal))}")
-    if signal.dim() != 1:
-        raise ValueError(f"signal must have shape [num_samples], got {list(signal.shape)}")
+    _check_signal(signal)
     if signal.shape[0] > MAX_WAV_SAMPLES:
         raise ValueError(f"signal has {signal.shape[0]} samples; a WAV file holds at most "
                          f"{MAX_WAV_SAMPLES} 16-bit samples")
@@ -144,7 +149,6 @@ def write_wav(path: str | Path, signal: torch.Tensor, rate: int) -> None:
         raise ValueError(f"rate must be at most {MAX_WAV_RATE} (the WAV header holds 2 * rate "
                          f"bytes per second in 32 bits), got {rate}")
     samples = signal.detach().cpu().double()
-    check_values(samples, "signal")
     pcm = np.round(np.clip(samples.numpy(), -1, 1) * 32767).astype("<i2")
     path = Path(path)
     try:
@@ -181,8 +185,9 @@ def read_wav(path: str | Path, rate: int | None = None) -> tuple[torch.Tensor, i
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: the file is not a readable PCM WAV file, or resampling it to ``rate``
-            would need more than this machine's memory (checked before reading the samples).
+        ValueError: the file is not a readable PCM WAV file, holds fewer samples than its
+            header gives (truncated), or resampling it to ``rate`` would need more than this
+            machine's memory (checked before reading the samples).
     """
     path = Path(path)
     if rate is not None:
@@ -198,15 +203,20 @@ def read_wav(path: str | Path, rate: int | None = None) -> tuple[torch.Tensor, i
                 # the frames there are, not more than the file holds whatever its header says
                 frames = min(f.getnframes(), path.stat().st_size // (channels * width))
                 _check_resample_memory(frames, file_rate, rate, "rate")
-            frames = f.readframes(f.getnframes())
+            expected = f.getnframes()
+            frames = f.readframes(expected)
     except (wave.Error, EOFError) as error:
         raise ValueError(f"{path} is not a readable PCM WAV file: {error}") from error
     if width not in _PCM_SCALE:
         raise ValueError(f"{path}: unsupported sample width of {width} bytes (need 1, 2 or 4)")
+    if len(frames) != expected * channels * width:
+        raise ValueError(f"{path} is truncated: its header gives {expected} frames of "
+                         f"{channels * width} bytes ({expected * channels * width} bytes of "
+                         f"samples), the file holds {len(frames)} bytes of them")
     pcm = np.frombuffer(frames, dtype=_PCM_DTYPE[width]).astype(np.float64)
     if width == 1:  # 8-bit WAV is unsigned, silence at 128
         pcm -= 128
-    samples = pcm[: len(pcm) // channels * channels].reshape(-1, channels).mean(1)
+    samples = pcm.reshape(-1, channels).mean(1)
     signal = torch.from_numpy(samples / _PCM_SCALE[width]).float()  # [num_samples]
     if rate is not None:
         return resample(signal, file_rate, rate), rate
@@ -324,6 +334,10 @@ def split_segments(levels: torch.Tensor, segment_length: int,
     Returns:
         ``train: [num_train, segment_length]`` and ``test: [num_test, segment_length]``.
     """
+    if not torch.is_tensor(levels):
+        raise TypeError(f"levels must be a tensor [num_samples], got {type(levels).__name__}")
+    if levels.dim() != 1:
+        raise ValueError(f"levels must have shape [num_samples], got {list(levels.shape)}")
     segment_length = as_int(segment_length, "segment_length")
     test_fraction = as_number(test_fraction, "test_fraction", 0, 1, high_open=True)
     num_segments = levels.shape[0] // segment_length
@@ -340,10 +354,14 @@ def histogram_bits_per_sample(train: torch.Tensor, test: torch.Tensor,
     """Test bits per sample of the i.i.d. baseline: the smoothed level histogram of ``train``.
 
     ``p(k) = (count_k + pseudocount) / (n + num_levels * pseudocount)`` from ``train: [...]``
-    levels, scored on ``test: [...]`` levels as ``-mean log2 p(test)``.
+    levels, scored on ``test: [...]`` levels (at least one) as ``-mean log2 p(test)``. Both
+    must be integer tensors with levels in ``0..num_levels - 1`` (``TypeError``/``ValueError``
+    naming the argument otherwise).
     """
     num_levels = as_int(num_levels, "num_levels")
     pseudocount = as_number(pseudocount, "pseudocount", 0, low_open=True)
+    check_levels(train, "train", num_levels)
+    check_levels(test, "test", num_levels, nonempty=True)
     counts = torch.bincount(train.reshape(-1), minlength=num_levels).double() + pseudocount
     log2_p = (counts / counts.sum()).log2()
     return float(-log2_p[test.reshape(-1)].mean())

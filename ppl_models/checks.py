@@ -103,8 +103,12 @@ def check_memory(numel: int, dtype: torch.dtype, what: str) -> None:
     for) when ``numel`` values of ``dtype`` would take more bytes than the machine's physical
     memory: a sanity bound, checked before allocating, for a size that could only fail in the
     allocator (or swap the machine to a halt). Pure arithmetic, no allocation."""
+    check_bytes(int(numel) * dtype.itemsize, what)
+
+
+def check_bytes(size: int, what: str) -> None:
+    """:func:`check_memory` for a size in bytes (values of several dtypes summed)."""
     limit = physical_memory()
-    size = int(numel) * dtype.itemsize
     if limit is not None and size > limit:
         raise ValueError(f"{what}: {size:,} bytes, more than the {limit:,} bytes of this "
                          f"machine's physical memory")
@@ -142,6 +146,21 @@ def check_values(x: torch.Tensor, name: str, low: float | None = None,
         if count:
             raise ValueError(f"{name} must lie in [{low}, {high}]; {count} of {x.numel()} "
                              f"values do not, range [{float(x.min())}, {float(x.max())}]")
+
+
+def check_levels(x, name: str, num_levels: int, nonempty: bool = False) -> None:
+    """Raise ``TypeError`` naming ``name`` unless ``x: [...]`` is an integer tensor (bool
+    refused), and ``ValueError`` unless its values lie in ``0..num_levels - 1`` (and, with
+    ``nonempty``, it holds at least one): quantized levels, used as indices, where a negative
+    one would count from the end."""
+    if not torch.is_tensor(x) or x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor, got "
+                        f"{getattr(x, 'dtype', type(x).__name__)}")
+    if nonempty and not x.numel():
+        raise ValueError(f"{name} holds no levels (shape {list(x.shape)})")
+    if x.numel() and (x.min() < 0 or x.max() >= num_levels):
+        raise ValueError(f"{name} must hold levels in 0..{num_levels - 1}, got range "
+                         f"[{int(x.min())}, {int(x.max())}]")
 
 
 def check_like(x: torch.Tensor, name: str, like: torch.nn.Module) -> None:

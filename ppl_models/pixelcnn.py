@@ -313,14 +313,49 @@ class PixelCNN(PyroModule):
                     image[:, c, i + p0, j + p0] = 2 * value - 1
         return x
 
-    def _sampler(self, num: int, y, h, generator, seed, given, mask
+    def _check_run_memory(self, batch: int, cached: bool, what: str) -> None:
+        """``ValueError`` naming ``what`` (the argument that sets ``batch``) when a run of
+        ``batch`` images would hold more values than physical memory (:func:`check_memory`).
+
+        Counted, per image, what a run holds at once (a lower bound): the images ``[C, H,
+        W]`` and, for :meth:`_run_cached`, the zero-padded input of the first layer
+        ``[C, H + p, W + 2p]``, every block's input cache ``[channels, H + p, W + 2p]``, the
+        blocks' biases ``[2 channels]`` of a conditional model and the widest kernel window;
+        for :meth:`_run_naive`, the input and output channels of a forward pass's widest
+        layer at every pixel.
+        """
+        C, H, W = self.image_shape
+        first, blocks = self.first, list(self.blocks)
+        channels = first.out_channels
+        if cached:
+            convs = [first] + [block.conv for block in blocks]
+            per_image = C * H * W + sum(
+                conv.in_channels * (H + conv.half) * (W + 2 * conv.half) for conv in convs)
+            per_image += max(conv.in_channels * (conv.half + 1) * conv.kernel_size[0]
+                             for conv in convs)
+            if self.num_classes is not None or self.cond_dim is not None:
+                per_image += 2 * channels * len(blocks)
+            held = "the padded caches of every layer's input"
+        else:
+            # first layer, a block (its input, the convolution's 2 channels per channel),
+            # head: input and output channels
+            widths = [C + channels, channels + self.head[1].out_channels]
+            if blocks:
+                widths.append(3 * channels)
+            per_image = (C + max(widths)) * H * W
+            held = "the network's widest layer"
+        check_memory(batch * per_image, self.levels.dtype,
+                     f"{what}: the images [{batch}, {', '.join(map(str, self.image_shape))}] "
+                     f"with {held}, {per_image:,} values per image")
+
+    def _sampler(self, num: int, y, h, generator, seed, given, mask, cached: bool
                  ) -> tuple[Chooser, Callable[[int, int, int], bool] | None]:
-        """Check the arguments; the Gumbel-max chooser that keeps ``given`` where ``mask``."""
+        """Check the arguments (for :meth:`_run_cached` when ``cached``, else
+        :meth:`_run_naive`); the Gumbel-max chooser that keeps ``given`` where ``mask``."""
         num, seed = as_int(num, "num"), as_seed(seed)
         device = self.levels.device
         check_generator(generator, device)
-        check_memory(num * math.prod(self.image_shape), self.levels.dtype,
-                     f"num={num}: the images [num, {', '.join(map(str, self.image_shape))}]")
+        self._check_run_memory(num, cached, f"num={num}")
         self._check_condition(y, h, num)
         if h is not None and h.dim() != 2:
             raise ValueError(f"sampling takes h: [num, cond_dim], got {list(h.shape)}")
@@ -363,6 +398,8 @@ class PixelCNN(PyroModule):
         """Draw ``[num, C, H, W]`` images pixel by pixel, rerunning the network every draw.
 
         Args:
+            num: a positive integer; ``ValueError`` naming it, before any work, when the
+                images and the activations a pass holds beside them exceed physical memory.
             y: ``[num]`` class ids; h: ``[num, cond_dim]`` conditioning vectors.
             generator: source of the Gumbel noise, a :class:`torch.Generator` on the
                 model's device (default: a new one seeded with ``seed``, an integer in
@@ -373,7 +410,7 @@ class PixelCNN(PyroModule):
                 (only pixels before a position condition it, so given pixels below are kept
                 but do not inform what is drawn above them).
         """
-        choose, skip = self._sampler(num, y, h, generator, seed, given, mask)
+        choose, skip = self._sampler(num, y, h, generator, seed, given, mask, cached=False)
         return self._run_naive(num, y, h, choose, skip)
 
     @_in_eval_mode
@@ -382,8 +419,10 @@ class PixelCNN(PyroModule):
                     given: torch.Tensor | None = None, mask: torch.Tensor | None = None
                     ) -> torch.Tensor:
         """:meth:`sample` with cached activations (module docstring): same arguments, same
-        images for the same seed, at the cost of about one forward pass."""
-        choose, _ = self._sampler(num, y, h, generator, seed, given, mask)
+        images for the same seed, at the cost of about one forward pass. The caches hold
+        every layer's input, ``[num, channels, H + p, W + 2p]`` per block: a ``num`` whose
+        caches exceed physical memory is refused before any work (``ValueError`` naming it)."""
+        choose, _ = self._sampler(num, y, h, generator, seed, given, mask, cached=True)
         return self._run_cached(num, y, h, choose)
 
     @_in_eval_mode
@@ -393,6 +432,7 @@ class PixelCNN(PyroModule):
         ``[batch, P, C, H, W]``, equal to :meth:`pixel_params` up to float rounding."""
         self._check_x(x)
         self._check_condition(y, h, x.shape[0])
+        self._check_run_memory(x.shape[0], True, f"x of {x.shape[0]} images")
         C, H, W = self.image_shape
         out = x.new_zeros(x.shape[0], self.likelihood.params_per_pixel, C, H, W)
 

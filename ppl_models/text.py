@@ -23,6 +23,7 @@ context before the first character.
 
 from __future__ import annotations
 
+import codecs
 import logging
 import re
 from dataclasses import dataclass
@@ -241,14 +242,18 @@ def split_words(words: Sequence[str], valid_fraction: float = 0.1, test_fraction
 
 
 def _read_utf8(path: Path) -> str:
-    """The text of ``path``; ``ValueError`` naming the file and the first byte that is not
-    UTF-8."""
+    """The text of ``path`` without a leading UTF-8 byte-order mark (which some editors write;
+    it is no character of the first word); ``ValueError`` naming the file and the offset of
+    the first byte that is not UTF-8."""
+    data = path.read_bytes()
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     try:
-        return path.read_text(encoding="utf-8")
+        return data[start:].decode("utf-8")
     except UnicodeDecodeError as error:
         byte = error.object[error.start]
-        raise ValueError(f"{path} is not UTF-8 text: byte 0x{byte:02x} at offset {error.start} "
-                         f"({error.reason}); convert it, e.g. iconv -f latin1 -t utf-8") from error
+        raise ValueError(f"{path} is not UTF-8 text: byte 0x{byte:02x} at offset "
+                         f"{start + error.start} ({error.reason}); convert it, e.g. "
+                         f"iconv -f latin1 -t utf-8") from error
 
 
 def load_words(path: str | Path | None = None, *, valid_fraction: float = 0.1,

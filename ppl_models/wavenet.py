@@ -45,7 +45,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .audio import NUM_LEVELS
-from .checks import as_int, as_seed, check_generator, check_memory
+from .checks import as_int, as_seed, check_bytes, check_generator
 from .networks import full_precision
 
 
@@ -240,11 +240,41 @@ class WaveNet(PyroModule):
             e = embed(x[:, t])  # [batch, channels]
         return x
 
+    def _check_run_memory(self, batch: int, num_steps: int, cached: bool, what: str) -> None:
+        """``ValueError`` naming ``what`` (the arguments that set ``batch`` and ``num_steps``)
+        when a run would hold more bytes than physical memory (:func:`check_bytes`).
+
+        Counted (a lower bound): the int64 levels ``[batch, num_steps]`` and, per sequence,
+        for :meth:`_run_cached` every block's queue ``[dilation, channels]``, the blocks'
+        class biases and a step's logits and noise ``[2, num_levels]``; for
+        :meth:`_run_naive` the widest layer on the window of ``min(num_steps, R + 1)``
+        samples (a block's input, padded by its dilation, and convolution, or the head's skip
+        sum and logits).
+        """
+        blocks = list(self.blocks)
+        gate2 = blocks[0].conv.out_channels  # 2 * gate_channels
+        if cached:
+            per_sequence = sum(b.dilation for b in blocks) * self.channels + 2 * self.num_levels
+            if self.num_classes is not None:
+                per_sequence += gate2 * len(blocks)
+            held = "the fast sampler's queues of every block's last inputs"
+        else:
+            window = min(num_steps, self.receptive_field + 1)
+            dilation = max(b.dilation for b in blocks)  # a block pads its input by it
+            per_sequence = max(self.channels * (window + dilation) + gate2 * window,
+                               (blocks[0].sizes[1] + self.num_levels) * window)
+            held = "the network's widest layer on the receptive field"
+        itemsize = self.embed.weight.dtype.itemsize
+        check_bytes(batch * (num_steps * torch.long.itemsize + per_sequence * itemsize),
+                    f"{what}: the levels [{batch}, {num_steps}] with {held}, "
+                    f"{per_sequence:,} values per sequence")
+
     @torch.no_grad()
     def cached_logits(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """What the fast sampler computes, teacher-forced on ``x: [batch, T]``:
         ``[batch, T, num_levels]``, equal to :meth:`logits` up to float rounding."""
         self._check(x, y)
+        self._check_run_memory(x.shape[0], x.shape[1], True, f"x of shape {list(x.shape)}")
         steps = []
 
         def teacher(t, logits):
@@ -263,8 +293,10 @@ class WaveNet(PyroModule):
         Args:
             num_samples: time steps per sequence, a positive integer.
             batch_size: sequences to draw, a positive integer (default: ``len(y)`` when
-                conditioned, else 1); the ``[batch_size, num_samples]`` levels must fit in
-                memory.
+                conditioned, else 1); the ``[batch_size, num_samples]`` levels and what the
+                method holds beside them (the fast sampler's queues, ``[2^i, channels]`` per
+                block, per sequence) must fit in memory (``ValueError`` naming both
+                counts before any work).
             y: class ids ``[batch_size]`` for a conditional model.
             seed: seeds the :class:`torch.Generator` of the Gumbel noise, an integer in
                 ``[0, 2**63)``; ``"naive"`` and ``"fast"`` with the same seed give the same
@@ -275,7 +307,7 @@ class WaveNet(PyroModule):
                 :class:`torch.Generator` on the model's device.
         """
         runs = {"fast": self._run_cached, "naive": self._run_naive}
-        if method not in runs:
+        if not isinstance(method, str) or method not in runs:
             raise ValueError(f"method must be 'fast' or 'naive', got {method!r}")
         num_samples = as_int(num_samples, "num_samples")
         if batch_size is not None:
@@ -291,8 +323,8 @@ class WaveNet(PyroModule):
         seed = as_seed(seed)
         device = self.embed.weight.device
         check_generator(generator, device)
-        check_memory(batch * num_samples, torch.long, f"num_samples={num_samples}, batch_size="
-                     f"{batch}: the levels [batch_size, num_samples]")
+        self._check_run_memory(batch, num_samples, method == "fast",
+                               f"num_samples={num_samples}, batch_size={batch}")
         if generator is None:
             generator = torch.Generator(device).manual_seed(seed)
         return runs[method](batch, num_samples, y,

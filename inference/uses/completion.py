@@ -127,10 +127,18 @@ def _pixel_logits(vae, z: torch.Tensor) -> torch.Tensor:
     return pixels.logits
 
 
+def _offset_free(log_channel: torch.Tensor) -> torch.Tensor:
+    """``log_channel`` less each pixel's largest entry, so ``0`` for the likelier value: the
+    same channel up to a factor per pixel that no posterior over ``x`` or ``z`` depends on,
+    whose entries cannot swamp the decoder's log-probabilities (a finite table of ``-3e38``
+    for both values absorbed them in float32) nor overflow a sum over pixels."""
+    return log_channel - log_channel.amax(-1, keepdim=True)
+
+
 def pixel_posterior(vae, z: torch.Tensor, log_channel: torch.Tensor) -> torch.Tensor:
     """``p(x_i = 1 | y_i, z)``: ``z: [..., batch, d]`` -> ``[..., batch, C, H, W]``."""
     require(vae, EncoderDecoder, "vae")
-    joint = _log_bernoulli(_pixel_logits(vae, z)) + log_channel
+    joint = _log_bernoulli(_pixel_logits(vae, z)) + _offset_free(log_channel)
     return joint.softmax(-1)[..., 1]
 
 
@@ -162,6 +170,11 @@ def map_complete(vae, log_channel: torch.Tensor, steps: int = 300, lr: float = 0
 
     Returns:
         ``(p(x_i = 1 | y, z*) [batch, C, H, W], z* [batch, d])``.
+
+    The objective leaves out ``sum_i max_k log p(y_i | x_i = k)``, constant in ``z``, so a
+    table's scale cannot overflow it (``-3e38`` for both values is a missing pixel).
+    ``ValueError`` when the objective is not finite at the encoder's codes, before any step;
+    ``FloatingPointError`` naming the step and ``lr`` when a step makes it so.
     """
     require(vae, EncoderDecoder, "vae")
     _check_channel(log_channel, vae)
@@ -170,8 +183,10 @@ def map_complete(vae, log_channel: torch.Tensor, steps: int = 300, lr: float = 0
     check_nonempty_batch((), {"log_channel": log_channel})
     with torch.no_grad():
         start, _ = vae.encode(_initial_image(log_channel))
-    z = adam_map(start, lambda z: marginal_log_likelihood(vae, z, log_channel)
-                 - 0.5 * (z ** 2).sum(-1), steps, lr, "map_complete")
+    channel = _offset_free(log_channel)  # a constant off the objective: the same z*
+    z = adam_map(start, lambda z: marginal_log_likelihood(vae, z, channel)
+                 - 0.5 * (z ** 2).sum(-1), steps, lr, "map_complete",
+                 "the vae's log-probabilities at the encoder's codes")
     with torch.no_grad():
         return pixel_posterior(vae, z, log_channel), z
 

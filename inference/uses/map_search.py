@@ -8,7 +8,7 @@ import torch
 
 
 def adam_map(start: torch.Tensor, log_joint: Callable[[torch.Tensor], torch.Tensor],
-             steps: int, lr: float, entry: str) -> torch.Tensor:
+             steps: int, lr: float, entry: str, inputs: str) -> torch.Tensor:
     """``argmax_z log_joint(z)`` by ``steps`` Adam steps from ``start``.
 
     Args:
@@ -17,14 +17,18 @@ def adam_map(start: torch.Tensor, log_joint: Callable[[torch.Tensor], torch.Tens
         steps: Adam steps, an integer ``>= 0`` (checked by the caller).
         lr: Adam's learning rate, a finite number ``> 0`` (checked by the caller).
         entry: the public function's name, for the errors.
+        inputs: what sets the objective at ``start`` (the caller's arguments, in words),
+            named when it is not finite there.
 
     Returns:
         ``z*: [batch, d]``, detached.
 
     Raises:
         ValueError: ``lr`` beyond the range of ``start``'s dtype.
-        FloatingPointError: the objective or the codes turn NaN or infinite (``lr`` too
-            large), naming the step.
+        ValueError: the objective is NaN or infinite at ``start``, before any step (so no
+            fault of ``lr``), naming ``inputs``.
+        FloatingPointError: the objective or the codes turn NaN or infinite after a step
+            (``lr`` too large), naming the step.
     """
     if lr >= torch.finfo(start.dtype).max:
         raise ValueError(f"{entry}: lr={lr} is beyond the range of the codes' dtype "
@@ -35,6 +39,10 @@ def adam_map(start: torch.Tensor, log_joint: Callable[[torch.Tensor], torch.Tens
         optimizer.zero_grad()
         loss = -log_joint(z).sum()
         if not torch.isfinite(loss):
+            if step == 1:
+                raise ValueError(f"{entry}: the objective is {float(loss.detach())} at the "
+                                 f"start, before any step (lr plays no part yet): {inputs} "
+                                 "make it non-finite")
             raise FloatingPointError(f"{entry}: the objective is {float(loss.detach())} at "
                                      f"step {step} of {steps} (lr={lr}); lower lr")
         loss.backward()

@@ -32,6 +32,7 @@ References:
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 import torch
@@ -39,23 +40,51 @@ import torch
 from ..checks import check_int
 
 
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
 def _scores(values, name: str) -> np.ndarray:
     """``values`` (tensor, array or list) as a non-empty 1-D array of real numbers without NaN
-    or infinite entries; integers keep their dtype, floating tensors become float64."""
+    or infinite entries. Floating tensors become float64 and integers keep their dtype; a
+    list holding integers that numpy would round into float64 (beyond ``2**53``, or beyond
+    int64 beside negative values) or cannot hold (beyond 64 bits) becomes an object array of
+    the Python numbers themselves."""
     if torch.is_tensor(values):
         if values.dtype == torch.bool or values.is_complex():
             raise TypeError(f"{name} must hold real scores, got dtype {values.dtype}")
         values = values.detach().cpu()
         values = (values.double() if values.is_floating_point() else values).numpy()
     array = np.asarray(values)
-    if array.dtype.kind not in "iuf":
+    if (not isinstance(values, np.ndarray) and array.ndim == 1 and array.dtype.kind in "fO"
+            and any(isinstance(v, numbers.Integral) and abs(v) > 2**53 for v in values)):
+        array = np.array(list(values), dtype=object)
+    if array.dtype.kind not in "iufO" or (array.dtype.kind == "O" and
+                                          not all(map(_is_real, array.flat))):
         raise TypeError(f"{name} must hold real scores, got dtype {array.dtype}")
     if array.ndim != 1 or array.size == 0:
         raise ValueError(f"{name} must be a non-empty 1-D array of scores, got shape "
                          f"{list(array.shape)}")
-    if not np.isfinite(array).all():
-        raise ValueError(f"{name} holds {int((~np.isfinite(array)).sum())} non-finite scores")
+    finite = (np.isfinite(array) if array.dtype.kind != "O" else
+              np.array([isinstance(v, numbers.Integral) or math.isfinite(v) for v in array]))
+    if not finite.all():
+        raise ValueError(f"{name} holds {int((~finite).sum())} non-finite scores")
     return array
+
+
+def _exactly_comparable(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``a`` and ``b`` (from :func:`_scores`) in one dtype that orders them as the real numbers
+    they hold: numpy's common dtype, exact for every promotion but 64-bit integers into
+    float64 (which rounds beyond ``2**53``, and is numpy's choice for int64 with uint64);
+    then, and for object arrays, arrays of Python ints and floats, which Python compares
+    exactly."""
+    dtype = np.result_type(a, b)
+    if dtype.kind == "f" and any(x.dtype.kind in "iu" and x.dtype.itemsize == 8 and
+                                 (x.min() < -2**53 or x.max() > 2**53) for x in (a, b)):
+        dtype = np.dtype(object)
+    if dtype.kind == "O":
+        return np.array(a.tolist(), dtype=object), np.array(b.tolist(), dtype=object)
+    return a.astype(dtype), b.astype(dtype)
 
 
 def auroc(inlier_scores, outlier_scores) -> float:
@@ -63,18 +92,15 @@ def auroc(inlier_scores, outlier_scores) -> float:
 
     Args:
         inlier_scores: ``[n_in]``; outlier_scores: ``[n_out]`` (tensors, arrays or lists of
-            real numbers; integer scores are compared exactly, whatever their size).
+            real numbers). Scores are compared as the numbers they are: integers of any size
+            (Python ints beyond 64 bits included) exactly, also against floats.
 
     Returns:
         the probability that a random outlier scores above a random inlier (ties count half).
     """
-    inliers = _scores(inlier_scores, "inlier_scores")
-    outliers = _scores(outlier_scores, "outlier_scores")
-    dtype = np.result_type(inliers, outliers)
-    if dtype.kind == "f" and inliers.dtype.kind in "iu" and outliers.dtype.kind in "iu":
-        dtype = object  # int64 with uint64: compare as Python ints, not as float64
-    inliers = np.sort(inliers.astype(dtype))
-    outliers = outliers.astype(dtype)
+    inliers, outliers = _exactly_comparable(_scores(inlier_scores, "inlier_scores"),
+                                            _scores(outlier_scores, "outlier_scores"))
+    inliers = np.sort(inliers)
     below = np.searchsorted(inliers, outliers, side="left")  # inliers < each outlier
     not_above = np.searchsorted(inliers, outliers, side="right")  # inliers <= each outlier
     twice_wins = int(below.sum()) + int(not_above.sum())  # a tie counts half
@@ -130,7 +156,10 @@ def typicality_scores(log_p: torch.Tensor, reference_log_p: torch.Tensor,
         group_size: a positive integer ``<= n``.
 
     Returns:
-        ``[n // group_size]``: ``| -mean(log_p of the group) - H |``.
+        ``[n // group_size]``: ``| -mean(log_p of the group) - H |``, in the dtype of
+        ``log_p`` and ``reference_log_p`` promoted together. Computed in float64, with means
+        summed from ``value / count`` so that no finite input overflows them; a score beyond
+        the returned dtype's range is ``inf``, never NaN.
     """
     log_p = _log_densities(log_p, "log_p")
     reference_log_p = _log_densities(reference_log_p, "reference_log_p")
@@ -141,7 +170,8 @@ def typicality_scores(log_p: torch.Tensor, reference_log_p: torch.Tensor,
     if log_p.shape[0] < group_size:
         raise ValueError(f"need log_p [n] with n >= group_size >= 1, got {list(log_p.shape)} "
                          f"and group_size={group_size}")
-    entropy = -reference_log_p.mean()
+    dtype = torch.promote_types(log_p.dtype, reference_log_p.dtype)
+    entropy = -(reference_log_p.double() / reference_log_p.shape[0]).sum()
     groups = log_p.shape[0] // group_size
-    means = log_p[:groups * group_size].reshape(groups, group_size).mean(1)
-    return (-means - entropy).abs()
+    means = (log_p[:groups * group_size].double() / group_size).reshape(groups, group_size).sum(1)
+    return (-means - entropy).abs().to(dtype)

@@ -120,7 +120,11 @@ def posterior_means(guide: Callable, *args, site: str = "z", **kwargs) -> torch.
     ``pyro.plate("data")`` and ``rest`` any inner plate dims then the event shape
     (``[batch, latent_dim]`` for a vector latent, ``[batch]`` for a scalar one); a site
     outside that plate or under an outer plate raises ``ValueError``, and so does a program
-    that observes a site (a model passed as the guide: its latents would be the prior's).
+    that observes a site (a model passed as the guide: its latents would be the prior's) or
+    a mean that is not finite (a Cauchy's). The mean is the distribution's closed form; a
+    guide without one (a normalizing flow such as ``FlowVAE``'s) raises
+    ``NotImplementedError`` naming the site, since an estimate from draws would carry Monte
+    Carlo noise into :func:`active_units`: average draws of the site yourself.
 
     Returns:
         ``[batch, *rest]``, the shape of the site's value.
@@ -139,7 +143,21 @@ def posterior_means(guide: Callable, *args, site: str = "z", **kwargs) -> torch.
             f"posterior_means: site '{site}' has value shape {list(node['value'].shape)} "
             f"(event dims {node['fn'].event_dim}); expected [batch, ...] with batch the "
             f"leftmost dim, that of pyro.plate('{DATA_PLATE}')")
-    return node["fn"].mean.expand(node["value"].shape)
+    fn = node["fn"]
+    try:
+        mean = fn.mean
+    except NotImplementedError:
+        raise NotImplementedError(
+            f"posterior_means: the guide's distribution at site '{site}' "
+            f"({type(fn).__name__}) has no closed-form mean; average draws of the site "
+            f"instead, e.g. torch.stack([poutine.trace(guide).get_trace(x).nodes['{site}']"
+            f"['value'] for _ in range(100)]).mean(0)") from None
+    bad = ~torch.isfinite(mean)
+    if bad.any():
+        raise ValueError(f"posterior_means: the mean of the guide's {type(fn).__name__} at site "
+                         f"'{site}' is not finite in {int(bad.sum())} of {mean.numel()} values "
+                         "(its mean is undefined, or its parameters are not finite)")
+    return mean.expand(node["value"].shape)
 
 
 def active_units(means: torch.Tensor, threshold: float = 0.01) -> tuple[int, torch.Tensor]:
@@ -228,7 +246,9 @@ def probe_accuracy(train_features, train_labels, test_features, test_labels,
             test_labels: ``[n_test]``.
         max_iter: a positive integer, the solver's iteration limit.
 
-    Features are standardized with the training statistics first.
+    Features are standardized with the training statistics first (in float64, without
+    overflow for any finite features); test features so far beyond the training range that
+    the probe's score overflows are refused (``ValueError`` naming ``test_features``).
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -250,6 +270,19 @@ def probe_accuracy(train_features, train_labels, test_features, test_labels,
     if len(classes) < 2:
         raise ValueError(f"train_labels hold a single class ({classes[0].item()!r}); a probe "
                          "needs at least 2 classes to separate")
+    # Standardizing is scale-free per feature: dividing each one first by a power of two
+    # near its largest training magnitude (exact) keeps the scaler's squares finite for
+    # features up to float64's range, where they overflowed to NaN from about 1e154.
+    scale = np.abs(train_x.astype(np.float64)).max(0)
+    scale = np.ldexp(1.0, np.frexp(np.where(scale > 0, scale, 1.0))[1])
+    train_x, test_x = train_x / scale, test_x / scale
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
     probe.fit(train_x, train_y)
+    with np.errstate(over="ignore"):  # refused below, by name
+        bad = ~np.isfinite(probe.decision_function(test_x)).reshape(len(test_x), -1).all(1)
+    if bad.any():
+        raise ValueError(f"test_features: {int(bad.sum())} of {len(test_x)} rows (first "
+                         f"{int(bad.nonzero()[0][0])}) get a non-finite probe score: they lie "
+                         "too far beyond the range of train_features for the standardized "
+                         "probe's arithmetic")
     return float(probe.score(test_x, test_y))

@@ -71,6 +71,7 @@ from ..checks import (
     check_model_tensor,
     check_nonempty_batch,
     check_number,
+    physical_memory_bytes,
 )
 from .map_search import adam_map
 
@@ -392,9 +393,12 @@ class _GaussianChannel(_Channel):
         return torch.distributions.Normal(mean, variance.sqrt()).log_prob(truth)
 
 
-def _check_pooled_inputs(y, factor, truth) -> tuple[int, ...]:
+def _check_pooled_inputs(y, factor, truth, held: str, bytes_per_pixel: int) -> tuple[int, ...]:
     """``factor``, ``y: [batch >= 1, C, h, w]`` floating and finite, ``truth`` a real tensor of
-    the high-resolution shape or None; returns that shape ``(batch, C, h f, w f)``."""
+    the high-resolution shape or None; returns that shape ``(batch, C, h f, w f)``.
+
+    ``ValueError`` naming ``factor`` when the caller's full-size images (``held``, in words;
+    ``bytes_per_pixel`` in all) would exceed physical memory, before any is allocated."""
     _check_factor(factor)
     if not torch.is_tensor(y) or not y.is_floating_point() or y.dim() != 4:
         raise ValueError(f"y must be a float tensor [batch, C, h, w], got "
@@ -402,6 +406,11 @@ def _check_pooled_inputs(y, factor, truth) -> tuple[int, ...]:
     check_nonempty_batch((), {"y": y})
     check_finite_tensor(y, "y")
     shape = (y.shape[0], y.shape[1], y.shape[2] * factor, y.shape[3] * factor)
+    need, total = math.prod(shape) * bytes_per_pixel, physical_memory_bytes()
+    if total is not None and need > total:
+        raise ValueError(f"factor={factor}: y {list(y.shape)} pooled by it stands for images "
+                         f"{list(shape)}; {held} need {need:,} bytes, more than this "
+                         f"machine's {total:,} bytes of memory; lower factor")
     if truth is not None and (not torch.is_tensor(truth) or truth.is_complex() or
                               tuple(truth.shape) != shape):
         raise ValueError(f"truth must be a real tensor {list(shape)}, got "
@@ -416,7 +425,8 @@ def _check_vae_inputs(vae, y, factor, truth, generator=None) -> None:
         if not hasattr(vae, name):
             raise ValueError(f"vae must have encode(x), decode(z) and latent_dim; it has no "
                              f"{name!r}")
-    shape = _check_pooled_inputs(y, factor, truth)
+    shape = _check_pooled_inputs(y, factor, truth, "the up-sampled y and the pixel posterior's "
+                                 "means and variances", 3 * y.dtype.itemsize)
     image_shape = getattr(vae, "image_shape", None)
     if image_shape is not None and tuple(shape[1:]) != tuple(image_shape):
         raise ValueError(f"y {list(y.shape)} pooled by factor={factor} is from "
@@ -485,7 +495,8 @@ def super_resolve_map(vae, y: torch.Tensor, factor: int, steps: int = 300, lr: f
         start, _ = vae.encode(_upsampled(y, factor))
         channel = _Channel.of(vae.decode(start), factor, y, truth)
     z = adam_map(start, lambda z: channel.log_likelihood(vae.decode(z)) - 0.5 * (z ** 2).sum(-1),
-                 steps, lr, "super_resolve_map")
+                 steps, lr, "super_resolve_map",
+                 "y and the vae's pixel distributions at the encoder's codes for it")
     with torch.no_grad():
         mean, variance = channel.posterior(vae.decode(z))
         scored = None if truth is None else channel.log_predictive(mean, variance, truth)
@@ -663,16 +674,18 @@ def super_resolve_gibbs(log_prob: Callable[[torch.Tensor], torch.Tensor], y: tor
             refused (``ValueError`` naming the sweep, block and datapoints).
         y: ``[batch, C, H / f, W / f]`` pooled binary images (values ``k / f^2``),
             ``batch >= 1``.
-        factor: ``f``.
+        factor: ``f``; refused (``ValueError`` naming it) before any work when the
+            ``[batch, C, H, W]`` images the chain holds would exceed physical memory.
         num_sweeps: sweeps over every pixel, an integer ``>= 1``; the first ``burn_in`` (an
             integer, default half) are not averaged.
         subset_size: pixels redrawn together, an integer ``>= 2``; ``k = min(subset_size,
             f^2)`` is used, and ``f^2`` makes every step a whole block's exact conditional.
             All ``2^k`` assignments are enumerated, so ``k`` may be at most
             :data:`MAX_SUBSET_SIZE` (16: whole blocks for ``f <= 4``).
-        init: ``[batch, C, H, W]`` scores for the starting image
-            (:func:`feasible_binary_image`; default: the nearest-neighbour up-sampled ``y``
-            plus a little noise from ``generator``).
+        init: ``[batch, C, H, W]`` finite real scores for the starting image, of any real
+            dtype (a bool or integer 0/1 image included; :func:`feasible_binary_image`;
+            default: the nearest-neighbour up-sampled ``y`` plus a little noise from
+            ``generator``).
         generator: a ``torch.Generator`` on ``y``'s device, or None.
         max_batch: most images per call of ``log_prob``.
         truth: optional ``[batch, C, H, W]`` 0/1 to score (``log_predictive``).
@@ -683,7 +696,9 @@ def super_resolve_gibbs(log_prob: Callable[[torch.Tensor], torch.Tensor], y: tor
     """
     if not callable(log_prob):
         raise ValueError(f"log_prob must be callable, got {type(log_prob).__name__}")
-    shape = _check_pooled_inputs(y, factor, truth)
+    shape = _check_pooled_inputs(y, factor, truth, "the chain's start, image and running "
+                                 "mean and the int64 ranking of the start's pixels",
+                                 4 * y.dtype.itemsize + 16)
     burn_in = check_chain_length(num_sweeps, burn_in, name="num_sweeps")
     check_int(subset_size, "subset_size", 2)
     check_int(max_batch, "max_batch")
@@ -699,15 +714,19 @@ def super_resolve_gibbs(log_prob: Callable[[torch.Tensor], torch.Tensor], y: tor
         raise ValueError(f"truth must hold 0/1 pixels, got "
                          f"{int((~((truth == 0) | (truth == 1))).sum())} other values "
                          "(NaN included)")
-    if init is not None and (not torch.is_tensor(init) or tuple(init.shape) != shape):
-        raise ValueError(f"init must be a tensor {list(shape)}, got "
-                         f"{list(getattr(init, 'shape', [])) or type(init).__name__}")
+    if init is not None:
+        if not torch.is_tensor(init) or init.is_complex() or tuple(init.shape) != shape:
+            raise ValueError(f"init must be a real tensor {list(shape)} of scores, got "
+                             f"{getattr(init, 'dtype', type(init).__name__)} "
+                             f"{list(getattr(init, 'shape', []))}")
+        check_finite_tensor(init, "init")
+        init = init.to(device=y.device, dtype=y.dtype)  # a 0/1 image (bool, int) ranks alike
     batch, C, h, w = y.shape
     counts = pooled_counts(y, factor)
     if init is None:
         init = _upsampled(y, factor) + 1e-3 * torch.rand(shape, generator=generator,
                                                          device=y.device, dtype=y.dtype)
-    x = feasible_binary_image(init, y, factor).to(y.dtype)
+    x = feasible_binary_image(init, y, factor)
 
     def scores(images: torch.Tensor) -> torch.Tensor:
         parts = [log_prob(images[i:i + max_batch]) for i in range(0, len(images), max_batch)]

@@ -1,6 +1,7 @@
 """Mu-law levels, WAV files, signal sources and the fixed split."""
 
 import math
+import re
 import shutil
 import wave
 
@@ -209,3 +210,77 @@ def test_read_wav_names_a_header_with_rate_zero(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=f"{path}: the header gives a sample rate of 0 Hz"):
         read_wav(path, rate=8000)
+
+
+@pytest.mark.parametrize("cut, held", [(500, 1500), (501, 1499)], ids=["even", "odd"])
+def test_read_wav_refuses_a_truncated_file_naming_it(tmp_path, cut, held):
+    # cut by 500 bytes it returned 750 of the 1000 samples; by 501, numpy's "buffer size must
+    # be a multiple of element size" without the file
+    path = tmp_path / "cut.wav"
+    write_wav(tmp_path / "full.wav", torch.linspace(-0.5, 0.5, 1000), 8000)
+    path.write_bytes((tmp_path / "full.wav").read_bytes()[:-cut])
+    with pytest.raises(ValueError, match=re.escape(
+            f"{path} is truncated: its header gives 1000 frames of 2 bytes (2000 bytes of "
+            f"samples), the file holds {held} bytes of them")):
+        read_wav(path)
+
+
+@pytest.mark.parametrize("train, test, options, error, match", [
+    (torch.arange(256), torch.tensor([-1, -2]), {}, ValueError,
+     r"test must hold levels in 0..255, got range \[-2, -1\]"),
+    (torch.tensor([0, 1000]), torch.tensor([0]), {}, ValueError,
+     r"train must hold levels in 0..255, got range \[0, 1000\]"),
+    (torch.arange(4), torch.tensor([0, 4]), {"num_levels": 4}, ValueError,
+     r"test must hold levels in 0..3, got range \[0, 4\]"),
+    (torch.arange(256), torch.tensor([300]), {}, ValueError, "test must hold levels in 0..255"),
+    (torch.arange(256), torch.tensor([], dtype=torch.long), {}, ValueError,
+     r"test holds no levels \(shape \[0\]\)"),
+    (torch.arange(256.0), torch.tensor([0]), {}, TypeError,
+     "train must be an integer tensor, got torch.float32"),
+    (torch.arange(256), torch.tensor([True]), {}, TypeError, "test must be an integer tensor"),
+    (torch.arange(256), [0, 1], {}, TypeError, "test must be an integer tensor, got list"),
+], ids=["negative test", "train beyond", "test beyond", "test 300", "empty test", "float train",
+        "bool test", "list test"])
+def test_histogram_baseline_checks_its_levels_by_name(train, test, options, error, match):
+    # negative test levels indexed from the end (8.50 bits), train levels >= num_levels widened
+    # the histogram, an empty test gave NaN, float train a bare NotImplementedError and a test
+    # level of 300 a bare IndexError
+    with pytest.raises(error, match=match):
+        histogram_bits_per_sample(train, test, **options)
+
+
+def test_histogram_baseline_takes_an_empty_train_set_as_uniform():
+    empty = torch.tensor([], dtype=torch.long)
+    assert histogram_bits_per_sample(empty, torch.tensor([0, 3]), num_levels=4) == 2.0
+
+
+@pytest.mark.parametrize("signal, error, match", [
+    (torch.zeros(2, 100), ValueError, r"signal must have shape \[num_samples\], got \[2, 100\]"),
+    (torch.full((10,), float("nan")), ValueError, r"signal holds 10 NaN value\(s\) of 10"),
+    (torch.tensor([0.0, float("inf")]), ValueError, r"signal holds 1 infinite value\(s\) of 2"),
+    ([0.0, 0.5], TypeError, "signal must be a floating-point tensor .*got list"),
+    (torch.tensor([0, 1]), TypeError, "signal must be a floating-point tensor .*torch.int64"),
+], ids=["2-d", "nan", "inf", "list", "int"])
+def test_resample_checks_the_signal_by_name(signal, error, match):
+    # [2, 100] was resampled along dim 0 into [4, 100], NaN passed through, a list raised
+    # AttributeError
+    for target_rate in (16000, 8000):
+        with pytest.raises(error, match=match):
+            audio.resample(signal, 8000, target_rate)
+
+
+def test_resample_keeps_its_contract_at_the_same_rate():
+    signal = torch.tensor([-1.5, 0.25, 2.0], dtype=torch.float64)
+    same = audio.resample(signal, 8000, 8000)
+    assert same.dtype == torch.float32 and same.tolist() == [-1.0, 0.25, 1.0]
+
+
+@pytest.mark.parametrize("levels, error, match", [
+    ([1, 2, 3], TypeError, "levels must be a tensor .*got list"),
+    (torch.zeros(2, 6, dtype=torch.long), ValueError,
+     r"levels must have shape \[num_samples\], got \[2, 6\]"),
+], ids=["list", "2-d"])
+def test_split_segments_checks_the_levels(levels, error, match):
+    # a list raised AttributeError; a [2, 6] tensor was cut along its rows
+    with pytest.raises(error, match=match):
+        split_segments(levels, 1)

@@ -1,11 +1,13 @@
 """PixelCNN: causality, normalization by enumeration, evidence, samplers, completions, checks."""
 
 import itertools
+import re
 
 import pytest
 import torch
 
 from inference import elbo, fit
+from ppl_models import checks
 from ppl_models.data import load_images
 from ppl_models.pixelcnn import PixelCNN, default_depth
 
@@ -207,3 +209,36 @@ def test_default_depth_grows_with_the_image():
     assert default_depth((1, 28, 28)) == (8, 7)
     assert default_depth((1, 28, 28), num_blocks=3) == (3, 7)
     assert default_depth((1, 8, 8), first_kernel_size=3) == (4, 3)
+
+
+@pytest.mark.parametrize("method, held, per_image", [
+    ("sample_fast", "the padded caches of every layer's input", 442),
+    ("sample", "the network's widest layer", 304),
+])
+def test_samplers_count_what_they_hold_beside_the_images(monkeypatch, method, held, per_image):
+    # only the images [num, C, H, W] were counted: sample_fast's caches are 28x larger here
+    # (for a 28x28 model of 64 channels 145x, num=2_000_000 died in the allocator at 922 GB)
+    m = small()  # per image: 16 pixels; caches 30 + 2 * 180, window 36; widest layer 18 x 16
+    monkeypatch.setattr(checks, "physical_memory", lambda: 50 * 16 * 4 * 2)  # twice the images
+    with pytest.raises(ValueError, match=re.escape(
+            f"num=50: the images [50, 1, 4, 4] with {held}, {per_image:,} values per image: "
+            f"{50 * per_image * 4:,} bytes, more than the 6,400 bytes")):
+        getattr(m, method)(50)
+    monkeypatch.setattr(checks, "physical_memory", lambda: 50 * per_image * 4)
+    assert getattr(m, method)(50).shape == (50, 1, 4, 4)
+
+
+def test_a_28x28_sample_fast_is_refused_naming_num(monkeypatch):
+    # 8 GiB hold the 627 MB of images, not the 2 x 44.5 GB of caches
+    monkeypatch.setattr(checks, "physical_memory", lambda: 8 * 2**30)
+    m = PixelCNN((1, 28, 28), "bernoulli", channels=64, num_blocks=2)
+    with pytest.raises(ValueError, match=r"num=200000: the images \[200000, 1, 28, 28\] with "
+                                         r"the padded caches .* bytes, more than"):
+        m.sample_fast(200_000)
+
+
+def test_cached_params_counts_its_caches_naming_x(monkeypatch):
+    monkeypatch.setattr(checks, "physical_memory", lambda: 50 * 16 * 4 * 2)
+    with pytest.raises(ValueError, match=r"x of 50 images: the images \[50, 1, 4, 4\] with the "
+                                         r"padded caches"):
+        small().cached_params(torch.zeros(50, 1, 4, 4))

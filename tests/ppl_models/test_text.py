@@ -139,3 +139,18 @@ def test_decode_skips_bos_and_pad_and_reads_rows_without_an_end():
     vocab = Vocabulary("ab")  # EOS 0, a 1, b 2, BOS 3, PAD 4
     assert vocab.decode(torch.tensor([[3, 1, 4, 2], [2, 0, 1, 1]])) == ["ab", "b"]
     assert vocab.decode(torch.zeros(0, 3, dtype=torch.long)) == []
+
+
+def test_a_byte_order_mark_is_no_character(tmp_path):
+    # the first word kept U+FEFF, a character of the vocabulary
+    path = tmp_path / "bom.txt"
+    path.write_bytes(b"\xef\xbb\xbfcat\ndog\nemu\nfox\nant\n")
+    data = load_words(path)
+    words = data.train + data.valid + data.test
+    assert sorted(words) == ["ant", "cat", "dog", "emu", "fox"]
+    assert "\ufeff" not in Vocabulary.from_words(words).characters
+    # offsets of bytes that are not UTF-8 still count from the file's start
+    path.write_bytes(b"\xef\xbb\xbfcat\ncaf\xe9\n")
+    with pytest.raises(ValueError, match=re.escape(f"{path} is not UTF-8 text: byte 0xe9 at "
+                                                   "offset 10")):
+        load_words(path)

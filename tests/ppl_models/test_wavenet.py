@@ -2,11 +2,13 @@
 
 import itertools
 import math
+import re
 
 import pytest
 import torch
 
 from inference import elbo, fit
+from ppl_models import checks
 from ppl_models.audio import histogram_bits_per_sample, mu_law_encode, split_segments
 from ppl_models.wavenet import WaveNet
 
@@ -115,3 +117,31 @@ def test_maximum_likelihood_training_beats_the_level_histogram():
     baseline_bits = histogram_bits_per_sample(train, test)
     # measured over four seeds: 3.8 to 4.2 bits against 6.9; the margin leaves 1 bit spare
     assert model_bits < baseline_bits - 1.5, (model_bits, baseline_bits)
+
+
+def test_generate_refuses_a_method_that_is_no_name():
+    # method=[] raised "unhashable type: 'list'"
+    for method in ([], {"fast": 1}, "slow", None):
+        with pytest.raises(ValueError, match=r"method must be 'fast' or 'naive', got "):
+            small_wavenet().generate(3, batch_size=2, method=method)
+
+
+@pytest.mark.parametrize("method, held, per_sequence", [
+    ("fast", "the fast sampler's queues of every block's last inputs", 14 * 8 + 2 * 256),
+    ("naive", "the network's widest layer on the receptive field", (8 + 256) * 10),
+])
+def test_generate_counts_what_it_holds_beside_the_levels(monkeypatch, method, held,
+                                                         per_sequence):
+    # only the levels [batch_size, num_samples] were counted: the fast sampler's queues, one
+    # [2^i, channels] per block and sequence, were not
+    wn = small_wavenet(num_classes=None)
+    monkeypatch.setattr(checks, "physical_memory", lambda: 2 * 100 * 10 * 8)
+    need = 100 * (10 * 8 + per_sequence * 4)
+    with pytest.raises(ValueError, match=re.escape(
+            f"num_samples=10, batch_size=100: the levels [100, 10] with {held}, "
+            f"{per_sequence:,} values per sequence: {need:,} bytes, more than the 16,000 bytes")):
+        wn.generate(10, batch_size=100, method=method)
+    monkeypatch.setattr(checks, "physical_memory", lambda: need)
+    assert wn.generate(10, batch_size=100, method=method).shape == (100, 10)
+    with pytest.raises(ValueError, match=r"x of shape \[1000, 10\]: the levels \[1000, 10\]"):
+        wn.cached_logits(torch.zeros(1000, 10, dtype=torch.long))

@@ -193,3 +193,35 @@ def test_map_complete_names_a_diverging_lr_and_an_empty_batch(tiny_vae):
         map_complete(tiny_vae, channel, steps=5, lr=1e300)
     with pytest.raises(ValueError, match="log_channel"):
         map_complete(tiny_vae, channel[:0], steps=5)
+
+
+def test_a_channel_offset_changes_nothing(tiny_vae):
+    # a finite table of -3e38 for both values of the missing pixels (they tell nothing, as 0
+    # does) made map_complete fail "at step 1" blaming lr, and the float32 pixel posterior
+    # 0.5 there, the decoder's log-probabilities drowned in it
+    vae = tiny_vae.float()
+    y = torch.tensor([1.0, 0.0, 0.0, 1.0]).reshape(1, 1, 1, 4)
+    missing = torch.tensor([False, True, False, True]).reshape(1, 1, 1, 4)
+    channel = observed_channel(y, missing, flip_rate=0.1)
+    shifted = torch.where(missing[..., None], -3e38, channel)
+    z = torch.tensor([[0.7]])
+    assert torch.allclose(pixel_posterior(vae, z, shifted), pixel_posterior(vae, z, channel))
+    assert not torch.allclose(pixel_posterior(vae, z, channel), torch.tensor(0.5))
+    probs, z_map = map_complete(vae, shifted, steps=50)
+    expected_probs, expected_z = map_complete(vae, channel, steps=50)
+    assert torch.allclose(z_map, expected_z) and torch.allclose(probs, expected_probs)
+    chains = [metropolis_within_gibbs(vae, table, num_steps=4,
+                                      generator=torch.Generator().manual_seed(0))
+              for table in (shifted, channel)]
+    assert torch.allclose(chains[0][0], chains[1][0]) and chains[0][1] == chains[1][1]
+
+
+def test_map_complete_names_an_objective_not_finite_at_the_start(tiny_vae):
+    # it was blamed on lr "at step 1", before any step had been taken
+    with torch.no_grad():
+        list(tiny_vae.decoder.parameters())[-1].fill_(math.inf)  # every pixel's logit +inf
+    channel = observed_channel(torch.zeros(1, *tiny_vae.image_shape, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"map_complete: the objective is .* at the start, "
+                                         r"before any step \(lr plays no part yet\): the vae's "
+                                         r"log-probabilities at the encoder's codes"):
+        map_complete(tiny_vae, channel, steps=5)

@@ -156,3 +156,36 @@ def test_scores_accept_integer_log_densities():
         typicality_scores(log_p.float(), torch.tensor([True]))
     with pytest.raises(TypeError, match="log_p must hold real log densities"):
         nll_scores(torch.tensor([-1 + 1j]))
+
+
+def test_typicality_of_finite_float32_log_densities_is_never_nan():
+    # the float32 means of -3e38 overflowed: inf - inf = NaN
+    huge = torch.tensor([-3e38, -3e38])
+    assert typicality_scores(huge, huge, group_size=2).tolist() == [0.0]
+    assert typicality_scores(huge, torch.tensor([-1.0, -2.0]), group_size=2).tolist() == [
+        pytest.approx(3e38, rel=1e-6)]
+    # a score beyond float32's range is inf, as the float32 of that number; NaN never
+    assert typicality_scores(huge, -huge).tolist() == [math.inf, math.inf]
+    # float64 means are sums of value / count: no finite input overflows them
+    top = torch.tensor([-1.7e308, -1.7e308], dtype=torch.float64)
+    scores = typicality_scores(top, top, group_size=2)
+    assert scores.dtype == torch.float64 and scores.tolist() == [0.0]
+
+
+def test_auroc_compares_integers_exactly_against_floats_and_beyond_64_bits():
+    # float64 rounded 2**53 + 1 to 2**53 and called the pair a tie (0.5); Python ints beyond
+    # int64 were refused as "dtype object"
+    assert auroc(np.array([2**53 + 1]), np.array([2.0**53])) == 0.0
+    assert auroc(torch.tensor([2**53 + 1]), torch.tensor([2.0**53], dtype=torch.float64)) == 0.0
+    assert auroc([2.0**53], [2**53 + 1]) == 1.0
+    assert auroc([2**70], [2**70 + 1]) == 1.0
+    assert auroc([2**63, -1], [2**63 + 1]) == 1.0  # numpy made this list float64
+    assert auroc([2**70, 1.5], [2.0**70]) == 0.75  # a tie and a win
+    assert auroc([10**400], [1.0]) == 0.0
+    inliers, outliers = [2**64 + k for k in (0, 3, 5)], [2**64 + k for k in (1, 3, 9)]
+    assert auroc(inliers, outliers) == pairwise_win_rate(inliers, outliers)
+    for bad in ([None], [True, 2**70], [2**70, "a"]):
+        with pytest.raises(TypeError, match="outlier_scores must hold real scores"):
+            auroc([1], bad)
+    with pytest.raises(ValueError, match="outlier_scores holds 1 non-finite scores"):
+        auroc([1], [2**70, math.nan])

@@ -241,3 +241,43 @@ def test_probe_accuracy_checks_its_inputs_by_name():
         probe_accuracy([[math.nan, 0.0]] + features[1:], labels, features, labels)
     with pytest.raises(ValueError, match="max_iter must be a positive integer"):
         probe_accuracy(features, labels, features, labels, max_iter=0)
+
+
+def test_posterior_means_names_a_guide_without_a_closed_form_mean():
+    # FlowVAE's IAF guide raised NotImplementedError() with an empty message
+    from ppl_models.flow_guide import FlowVAE
+
+    torch.manual_seed(0)
+    vae = FlowVAE((1, 2, 2), latent_dim=2, hidden=(4,), num_flows=1).eval()
+    x = torch.ones(3, 1, 2, 2)
+    with pytest.raises(NotImplementedError, match=r"posterior_means: the guide's distribution "
+                                                  r"at site 'z' \(IAFNormal\) has no "
+                                                  r"closed-form mean; average draws"):
+        posterior_means(vae.guide, x)
+
+
+def test_posterior_means_refuses_an_undefined_mean():
+    # a Cauchy's mean is NaN in torch, and active_units of it used to be the first to notice
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Cauchy(x.new_zeros(x.shape[0], 3), 1.0).to_event(1))
+
+    with pytest.raises(ValueError, match=r"posterior_means: the mean of the guide's Independent "
+                                         r"at site 'z' is not finite in 6 of 6 values"):
+        posterior_means(guide, torch.zeros(2))
+
+
+def test_probe_accuracy_standardizes_huge_features_without_overflow():
+    # features around 1e200 gave sklearn's "Input X contains NaN" (the scaler's squares)
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(200) % 2
+    features = torch.randn(200, 2, generator=gen, dtype=torch.float64) + 4.0 * labels[:, None]
+    plain = probe_accuracy(features[:100], labels[:100], features[100:], labels[100:])
+    for scale in (1e200, 1e-200, 2.0**1000):
+        scaled = features * scale
+        assert probe_accuracy(scaled[:100], labels[:100], scaled[100:], labels[100:]) == plain
+    test = features[100:].clone()
+    test[7] = torch.tensor([1.7e308, 1.7e308], dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"test_features: 1 of 100 rows \(first 7\) get a "
+                                         r"non-finite probe score"):
+        probe_accuracy(features[:100], labels[:100], test, labels[100:])

@@ -455,3 +455,50 @@ def test_super_resolve_map_names_a_diverging_lr():
         super_resolve_map(vae, y, 2, steps=5, lr=1e30)
     with pytest.raises(ValueError, match=r"lr=1e\+39 is beyond the range .* torch.float32"):
         super_resolve_map(vae, y, 2, steps=5, lr=1e39)
+
+
+def test_gibbs_refuses_a_factor_beyond_memory_before_allocating():
+    # factor=2**16 on a [1, 1, 1, 1] y tried to allocate 17 GB of up-sampled images first
+    def never(x):
+        raise AssertionError("log_prob ran")
+
+    y = torch.full((1, 1, 1, 1), 0.5)
+    with pytest.raises(ValueError, match=r"factor=1048576: y \[1, 1, 1, 1\] pooled by it stands "
+                                         r"for images \[1, 1, 1048576, 1048576\]; the chain's "
+                                         r"start, .* bytes, more than this machine's"):
+        super_resolve_gibbs(never, y, 2**20, num_sweeps=1)
+
+
+def test_gibbs_takes_a_bool_or_integer_init_and_names_a_bad_one():
+    # a bool init was refused as "score must be a float tensor", naming no argument of it
+    y = torch.full((2, 1, 1, 1), 0.5, dtype=DOUBLE)
+    start = torch.tensor([1, 0, 0, 1]).reshape(1, 1, 2, 2).expand(2, -1, -1, -1)
+
+    def log_prob(x):
+        return x[:, 0, 0, 0] * 2.0 - x[:, 0, 1, 1]
+
+    runs = [super_resolve_gibbs(log_prob, y, 2, num_sweeps=2, init=init,
+                                generator=torch.Generator().manual_seed(0)).mean
+            for init in (start.to(DOUBLE), start.bool(), start)]
+    assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], runs[2])
+    for bad, match in ((start.to(DOUBLE).index_put((torch.tensor(0),), torch.tensor(math.nan,
+                                                                                    dtype=DOUBLE)),
+                        r"init \(shape \[2, 1, 2, 2\]\) has 4 non-finite values \(4 NaN"),
+                       (start.to(torch.complex64), r"init must be a real tensor \[2, 1, 2, 2\] "
+                                                   r"of scores, got torch.complex64"),
+                       (start[:1], r"init must be a real tensor \[2, 1, 2, 2\] of scores, got "
+                                   r"torch.int64 \[1, 1, 2, 2\]")):
+        with pytest.raises(ValueError, match=match):
+            super_resolve_gibbs(log_prob, y, 2, num_sweeps=1, init=bad)
+
+
+def test_super_resolve_map_names_an_objective_not_finite_at_the_start():
+    # it was blamed on lr "at step 1", before any step had been taken
+    vae = tiny_vae("bernoulli")
+    with torch.no_grad():
+        list(vae.decoder.parameters())[-1].fill_(math.inf)  # every pixel's logit +inf
+    y = torch.full((1, 1, 1, 1), 0.5, dtype=DOUBLE)  # two zeros: probability 0 under it
+    with pytest.raises(ValueError, match=r"super_resolve_map: the objective is .* at the start, "
+                                         r"before any step \(lr plays no part yet\): y and the "
+                                         r"vae's pixel distributions"):
+        super_resolve_map(vae, y, 2, steps=5)
