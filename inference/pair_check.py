@@ -84,8 +84,10 @@ class PairStructure:
         shared_in_sizeless: sites of a sizeless ``"data"`` plate without a data dimension.
         guide_families: ``{latent site: distribution class name}`` of the guide.
         model_latents: latent site names of the model.
-        point_masses: guide sites that are a ``Delta`` (AutoDelta; an AutoGuide's
-            latents, functions of its auxiliary sites).
+        point_masses: guide sites that are a ``Delta`` (AutoDelta; an AutoGuide's latents,
+            functions of its auxiliary sites).
+        weighted_deltas: those of them with a nonzero ``log_density`` (an AutoGuide's
+            Jacobian term, or a user's ``log q`` of a draw made outside the guide).
         trainable: whether model or guide touch a parameter that requires a gradient.
         row_mismatch: ``(site, rows of its observed value, plate size)`` for observed sites
             whose data dim disagrees with the ``"data"`` plate (e.g. an AutoGuide built on
@@ -114,6 +116,7 @@ class PairStructure:
     guide_families: dict = field(default_factory=dict, compare=False)
     model_latents: tuple = ()
     point_masses: tuple = ()
+    weighted_deltas: tuple = ()
     trainable: bool = True
     row_mismatch: tuple = ()
     mask_mismatch: tuple = ()
@@ -286,6 +289,13 @@ def _requires_grad(param_site) -> bool:
     value = param_site["value"]
     value = value.unconstrained() if hasattr(value, "unconstrained") else value
     return bool(getattr(value, "requires_grad", False))
+
+
+def _is_weighted_delta(fn) -> bool:
+    """A ``Delta`` with a nonzero ``log_density``."""
+    while isinstance(fn, (torch.distributions.Independent, MaskedDistribution)):
+        fn = fn.base_dist
+    return _family(fn) == "Delta" and bool(torch.as_tensor(fn.log_density).ne(0).any())
 
 
 def _sequential_data_plate(sites) -> str | None:
@@ -523,6 +533,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         guide_families={s["name"]: _family(s["fn"]) for s in guide_latents},
         model_latents=tuple(model_latent_names),
         point_masses=tuple(s["name"] for s in guide_latents if _is_delta(s["fn"])),
+        weighted_deltas=tuple(s["name"] for s in guide_latents if _is_weighted_delta(s["fn"])),
         row_mismatch=tuple(_row_mismatches(model_sites)),
         mask_mismatch=_mask_mismatches(model_sites, guide_latents),
         trainable=any(_requires_grad(site) for trace in (guide_full, model_full)
@@ -608,12 +619,17 @@ def _check_per_datapoint(s: PairStructure, use: str) -> None:
             "loss='elbo' or 'meanfield'")
     if s.batch_size == 0:
         raise PairError(f"{use}: no sample site lies inside pyro.plate('{DATA_PLATE}')")
-    deltas = [n for n in s.point_masses if n not in s.auxiliary]
+    # A Delta whose log_density is log q of a draw made outside the guide (noise passed in
+    # as data) gives one ELBO term per datapoint, as in Pyro's Trace_ELBO; its K particles
+    # are one point, no importance sample. Without a log_density it has no density at all.
+    deltas = [n for n in s.point_masses if n not in s.auxiliary
+              and (use != "elbo" or n not in s.weighted_deltas)]
     if deltas and not s.auxiliary:
         raise PairError(
             f"{use}: guide site '{deltas[0]}' is a Delta (a point estimate, e.g. AutoDelta): "
-            "such a guide has no density, so importance weights and bounds are undefined; "
-            "use a guide with a density (e.g. AutoNormal) to estimate the evidence")
+            "its particles are all one point (and without a log_density it has no density), "
+            "so importance weights and bounds are undefined; use a guide that draws from a "
+            "distribution with a density (e.g. AutoNormal) to estimate the evidence")
     if s.shared_in_sizeless:
         raise PairError(
             f"{use}: site(s) {_site_list(s.shared_in_sizeless)} inside the sizeless "
