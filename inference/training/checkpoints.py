@@ -6,12 +6,14 @@ the settings that :func:`inference.fit` checks on resume (see docs/reliability.m
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import numbers
 import os
-import shutil
+import re
 import secrets
+import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -38,22 +40,21 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def foreign_param_store_state(modules) -> dict:
-    """Param-store state without the parameters that ``modules`` own.
+def param_store_state(names) -> dict:
+    """Param-store state of the entries ``names`` (the pair's parameters outside its modules,
+    see :data:`FORMAT`); a name the store does not hold is left out.
 
     Module parameters travel in their ``state_dict``; restoring them through the store too
     would leave the store and the module holding different tensors, and the optimizer
     state (keyed by store name) attached to the wrong one.
     """
-    owned = {id(p) for m in modules for p in m.parameters()}
-    store = pyro.get_param_store()
-    keep = {name for name, p in store.named_parameters() if id(p) not in owned}
-    state = store.get_state()
-    return {key: {n: v for n, v in table.items() if n in keep} for key, table in state.items()}
+    state = pyro.get_param_store().get_state()
+    return {key: {n: v for n, v in table.items() if n in names} for key, table in state.items()}
 
 
-def restore_param_store(state: dict) -> None:
-    """Put back what :func:`foreign_param_store_state` saved.
+def restore_param_store(state: dict, names) -> None:
+    """Put back the entries ``names`` of what :func:`param_store_state` saved (a checkpoint
+    of format 1 also holds unrelated entries of the store: they stay out).
 
     A name the store already holds with a tensor of the saved shape and dtype is restored in
     place: that tensor may be a network's parameter that ``pyro.module`` registered, which the
@@ -65,6 +66,8 @@ def restore_param_store(state: dict) -> None:
     rest = {"params": {}, "constraints": {}}
     with torch.no_grad():
         for name, saved in state["params"].items():
+            if name not in names:
+                continue
             tensor = live.get(name)
             if tensor is not None and tensor.shape == saved.shape and tensor.dtype == saved.dtype:
                 tensor.copy_(saved)
@@ -81,6 +84,11 @@ def restore_param_store(state: dict) -> None:
 # length or CRC check and is refused with its path; nothing is unpickled before that.
 MAGIC = b"PPLCKPT\x01"
 _HEADER = struct.Struct("<8sQI")
+# What a checkpoint's "param_store" entries hold (the state's "format"): 2, the Pyro parameters
+# the pair uses outside its modules (its param sites); 1 (no "format"), every entry of Pyro's
+# global param store that the modules do not own, unrelated ones included. Format 1 loads: its
+# unrelated entries are neither compared nor restored.
+FORMAT = 2
 
 
 class CheckpointError(ValueError):
@@ -88,26 +96,30 @@ class CheckpointError(ValueError):
 
 
 def _unique_partial(path: Path) -> Path:
-    """A temporary name next to ``path`` that no other process or thread uses."""
+    """A temporary name next to ``path`` that no other process or thread uses:
+    ``<path>.<pid>.<8 hex digits>.partial``."""
     return path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
 
 
 def remove_stale_partials(path: str | Path) -> list[Path]:
-    """Delete temporary files of ``path`` left by processes that no longer run (a run killed
-    while writing); returns them. Files of live processes are left alone."""
+    """Delete temporary files of ``path`` (named as :func:`_unique_partial` names them) left by
+    processes that no longer run (a run killed while writing); returns them. Files of live
+    processes, and files of other checkpoints whose names extend ``path``'s (``model.pt.1``
+    beside ``model.pt``), are left alone."""
     path = Path(path)
+    own = re.compile(re.escape(path.name) + r"\.([0-9]+)\.[0-9a-f]{8}\.partial")
     removed = []
-    for partial in path.parent.glob(f"{path.name}.*.partial"):
-        pid = partial.name[len(path.name) + 1:].split(".")[0]
-        if not pid.isdigit() or int(pid) == os.getpid():
+    for partial in path.parent.glob(glob.escape(path.name) + ".*.partial"):
+        match = own.fullmatch(partial.name)
+        if match is None or int(match[1]) == os.getpid():
             continue
         try:
-            os.kill(int(pid), 0)
+            os.kill(int(match[1]), 0)
         except ProcessLookupError:
             partial.unlink(missing_ok=True)
             removed.append(partial)
-        except OSError:
-            pass  # alive, owned by someone else
+        except (OSError, OverflowError):
+            pass  # alive and someone else's, or no process id at all
     return removed
 
 
@@ -294,19 +306,18 @@ def data_fingerprint(tensors, samples: int = 4096) -> list[dict]:
     return prints
 
 
-def params_fingerprint(modules, store_shapes: dict) -> dict:
-    """Parameter and buffer names with shapes of each module, and ``store_shapes``
-    (name -> shape) of the Pyro parameters the modules do not own."""
+def params_fingerprint(modules, shapes: dict) -> dict:
+    """Parameter and buffer names with shapes of each module, and ``shapes`` (name -> shape)
+    of the pair's Pyro parameters outside them (:func:`store_shapes`)."""
     return {"modules": [{name: list(t.shape) for name, t in m.state_dict().items()}
                         for m in modules],
-            "param_store": {name: list(shape) for name, shape in sorted(store_shapes.items())}}
+            "param_store": {name: list(shape) for name, shape in sorted(shapes.items())}}
 
 
-def foreign_store_shapes(modules) -> dict:
-    """name -> shape of the param-store entries that ``modules`` do not own."""
-    owned = {id(p) for m in modules for p in m.parameters()}
-    return {name: list(p.shape) for name, p in pyro.get_param_store().named_parameters()
-            if id(p) not in owned}
+def store_shapes(names) -> dict:
+    """name -> shape of the param-store entries ``names`` (unconstrained, as stored)."""
+    store = dict(pyro.get_param_store().named_parameters())
+    return {name: list(store[name].shape) for name in names if name in store}
 
 
 def object_fingerprint(obj) -> dict:

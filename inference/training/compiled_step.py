@@ -38,6 +38,7 @@ from .svi_step import (
     WEIGHTED_LOSSES,
     Adam,
     check_optimizer,
+    check_param_store,
     guide_is_conditional,
     importance_loss,
     lean_eligible,
@@ -51,6 +52,20 @@ from .svi_step import (
 DEFAULT_BACKEND = "inductor"
 
 
+def _check_backend(backend) -> str:
+    """``backend``, or :data:`DEFAULT_BACKEND` for None; ``ValueError`` naming it unless it is
+    the name of a ``torch.compile`` backend."""
+    if backend is None:
+        return DEFAULT_BACKEND
+    from torch._dynamo import list_backends  # imported only when a backend is named
+
+    known = list_backends(exclude_tags=())
+    if backend not in known:
+        raise ValueError(f"backend must be None or a torch.compile backend name, got "
+                         f"{backend!r}; choose one of {known}")
+    return backend
+
+
 class CompiledSVIStep:
     """``step(*args) -> float`` like :class:`inference.training.svi_step.SVIStep`, through a
     compiled graph.
@@ -60,8 +75,8 @@ class CompiledSVIStep:
         optim: :class:`inference.training.svi_step.Adam` (default lr 1e-3).
         loss: ``"elbo"``, ``"meanfield"``, ``"iwae"`` or ``"dreg"``.
         num_particles: K of ``"iwae"``/``"dreg"`` (1 for the ELBOs).
-        backend: ``torch.compile`` backend (None: :data:`DEFAULT_BACKEND`, ``"inductor"``;
-            ``"eager"`` only replays the traced graph).
+        backend: ``torch.compile`` backend name (None: :data:`DEFAULT_BACKEND`,
+            ``"inductor"``; ``"eager"`` only replays the traced graph), checked here.
 
     Each new batch shape or handler setting traces and compiles again (seconds to a minute on
     a CPU); a training run sees two shapes, the full batches and the last partial one.
@@ -72,6 +87,7 @@ class CompiledSVIStep:
         check_pair_arguments(model, guide, num_particles)
         if optim is not None:
             check_optimizer(optim)
+        backend = _check_backend(backend)
         owner = compiling.owning_module(model, guide, "a compiled step")
         if loss not in LEAN_LOSSES + WEIGHTED_LOSSES:
             raise ValueError(f"compiled steps support the losses "
@@ -83,7 +99,7 @@ class CompiledSVIStep:
         self._nesting: int | None = None  # plate nesting + 1 (weighted losses)
         self.model, self.guide, self.module = model, guide, owner
         self.optim = optim if optim is not None else Adam()
-        self.loss_name, self.backend = loss, backend or DEFAULT_BACKEND
+        self.loss_name, self.backend = loss, backend
         self._graphs: dict[tuple, Callable] = {}
         self._checked = False
 
@@ -91,6 +107,7 @@ class CompiledSVIStep:
         return [(n, p) for n, p in self.module.named_parameters() if p.requires_grad]
 
     def _check(self, args, kwargs) -> None:
+        check_param_store(self.model, self.guide, args, kwargs)
         if self.loss_name in WEIGHTED_LOSSES:
             self._nesting = weights_eligible(self.model, self.guide, args, kwargs)
             eligible = self._nesting is not None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import math
 import os
 import time
@@ -16,11 +16,11 @@ from pyro.infer.util import is_validation_enabled
 from tqdm.auto import tqdm
 
 from ..checks import (check_finite_tensor, check_int, check_number, check_pair_arguments,
-                      evaluation_mode)
+                      evaluation_mode, user_stacklevel)
 from ..evidence.estimators import elbo
-from ..pair_check import PairError, check_pair
+from ..pair_check import PairError, check_pair, data_frame, trace_pair
 from ..random_state import forked_rng
-from ..weights import check_compile, trace_pair
+from ..weights import check_compile
 from . import checkpoints
 from .handlers import scale_data_plate, scale_latents
 from .minibatches import plan_minibatches, transformed_batch
@@ -80,9 +80,14 @@ def _check_data(tensors: tuple, name: str, like: tuple | None = None) -> None:
                              f"convert {name} to the training data's dtype")
 
 
+# fit seeds NumPy's global generator too (pyro.set_rng_seed), which takes seeds below 2**32
+MAX_SEED = 2**32 - 1
+
+
 def _check_arguments(model, guide, loss, num_particles, epochs, batch_size, lr, seed,
-                     kl_warmup_epochs, batch_transform, callback, checkpoint, resume) -> None:
-    """Every argument of :func:`fit` that is not data, checked before any work."""
+                     kl_warmup_epochs, batch_transform, callback, checkpoint, flags: dict) -> None:
+    """Every argument of :func:`fit` that is not data, checked before any work; ``flags``:
+    name -> value of the arguments that must be True or False."""
     check_pair_arguments(model, guide, num_particles)
     for name, fn in (("batch_transform", batch_transform), ("callback", callback)):
         if fn is not None and not callable(fn):
@@ -95,31 +100,30 @@ def _check_arguments(model, guide, loss, num_particles, epochs, batch_size, lr, 
     check_int(batch_size, "batch_size")
     check_number(lr, "lr", minimum=0.0)
     check_int(seed, "seed", 0)
+    if seed > MAX_SEED:
+        raise ValueError(f"seed must be an integer in 0..2**32 - 1 (NumPy's generator, which fit "
+                         f"seeds, takes no larger one), got {seed!r}")
     check_int(kl_warmup_epochs, "kl_warmup_epochs", 0)
     if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
         raise TypeError(f"checkpoint must be a path or None, got {type(checkpoint).__name__}")
-    if not isinstance(resume, bool):
-        raise TypeError(f"resume must be True or False, got {resume!r}")
-    if resume and checkpoint is None:
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
+    if flags["resume"] and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
 
 
-def _holding_checkpoint_lock(fit_fn):
+@contextlib.contextmanager
+def _checkpoint_lock(checkpoint, distributed: bool):
     """Check that ``checkpoint`` can be written and lock it for the whole run (rank 0 of a
     distributed run), so that two runs on one checkpoint refuse rather than interleave."""
-
-    @functools.wraps(fit_fn)
-    def run(*args, checkpoint=None, distributed=False, **kwargs):
-        if checkpoint is None or (distributed and int(os.environ.get("RANK", "0")) != 0):
-            return fit_fn(*args, checkpoint=checkpoint, distributed=distributed, **kwargs)
-        if not isinstance(checkpoint, (str, os.PathLike)):
-            raise TypeError(f"checkpoint must be a path or None, got {type(checkpoint).__name__}")
-        checkpoints.check_writable(checkpoint)
-        with checkpoints.CheckpointLock(checkpoint):
-            checkpoints.remove_stale_partials(checkpoint)
-            return fit_fn(*args, checkpoint=checkpoint, distributed=distributed, **kwargs)
-
-    return run
+    if checkpoint is None or (distributed and int(os.environ.get("RANK", "0")) != 0):
+        yield
+        return
+    checkpoints.check_writable(checkpoint)
+    with checkpoints.CheckpointLock(checkpoint):
+        checkpoints.remove_stale_partials(checkpoint)
+        yield
 
 
 def _settings(loss, num_particles, batch_size, lr, seed, kl_warmup_epochs, compile,
@@ -141,21 +145,36 @@ def _settings(loss, num_particles, batch_size, lr, seed, kl_warmup_epochs, compi
     return settings
 
 
-def _probe_store_shapes(model, guide, batch: tuple, modules, device) -> dict:
-    """name -> shape of the Pyro parameters outside ``modules`` that one pass of the pair
-    creates or uses, found without changing the param store or any random state."""
+def _pair_store_shapes(model, guide, batch: tuple, modules, batch_transform) -> dict:
+    """name -> shape (as stored, unconstrained) of the pair's Pyro parameters outside
+    ``modules``: its param sites in one pass on ``batch`` (through ``batch_transform``), which
+    leaves the param store, every random state and the modules' buffers as they were. A site
+    whose value, or the initial value that ``pyro.module`` passed, is a parameter of
+    ``modules`` is theirs (their ``state_dict`` holds it), also where an earlier run left
+    another tensor in the store under its name."""
     store = pyro.get_param_store()
     before = set(store.keys())
     rng = pyro.util.get_rng_state()
+    owned = {id(p) for m in modules for p in m.parameters()}
     try:
-        with forked_rng(), pyro.poutine.block():
-            trace_pair(model, guide, batch, {})
-        shapes = checkpoints.foreign_store_shapes(modules)
+        with forked_rng(), pyro.poutine.block(), evaluation_mode(modules):
+            if batch_transform is not None:
+                batch = transformed_batch(batch_transform(*batch), batch[0].shape[0])
+            traces = trace_pair(model, guide, batch, {})
+        names = set()
+        for trace in traces:
+            for name, site in trace.nodes.items():
+                if site["type"] != "param":
+                    continue
+                value = site["value"]
+                value = value.unconstrained() if hasattr(value, "unconstrained") else value
+                if id(value) not in owned and not any(id(a) in owned for a in site["args"][1:]):
+                    names.add(name)
+        return checkpoints.store_shapes(sorted(names))
     finally:
         pyro.util.set_rng_state(rng)
         for name in set(store.keys()) - before:
             del store[name]
-    return shapes
 
 
 def _check_resumable(state: dict, path, epochs: int, current: dict) -> None:
@@ -170,6 +189,13 @@ def _check_resumable(state: dict, path, epochs: int, current: dict) -> None:
     compared = {key: saved.get(key) for key in current}
     if isinstance(compared.get("pair"), dict) and isinstance(current.get("pair"), dict):
         compared["pair"] = {key: compared["pair"].get(key) for key in current["pair"]}
+        store = compared["pair"].get("param_store")
+        if state.get("format", 1) == 1 and isinstance(store, dict) and \
+                "param_store" in current["pair"]:
+            # format 1 saved every store entry outside the modules: compare the pair's own
+            compared["pair"]["param_store"] = {
+                name: shape for name, shape in store.items()
+                if name in current["pair"]["param_store"]}
     differences = checkpoints.describe_differences(compared, current)
     if differences:
         shown = "; ".join(differences[:8]) + (" ..." if len(differences) > 8 else "")
@@ -196,9 +222,31 @@ def _nonfinite_names(params) -> list[str]:
     return bad
 
 
-def _check_finite_epoch(record: dict, step_losses: list, params, epoch: int, checkpoint) -> None:
+def _on_disk(checkpoint, saved: int, earlier: bool) -> str:
+    """What the file ``checkpoint`` holds when a run stops: ``saved`` epochs of this run
+    (written or resumed), or, with none, an ``earlier`` run's file or nothing."""
+    if checkpoint is None:
+        return ""
+    if saved:
+        return f"; the checkpoint {checkpoint} keeps epoch {saved}"
+    if earlier:
+        return (f"; this run wrote no checkpoint: {checkpoint} is still the earlier run's file "
+                "it would have replaced")
+    return f"; no checkpoint was written ({checkpoint} does not exist)"
+
+
+def _diverged(problem: str, checkpoint, saved: int, earlier: bool) -> FloatingPointError:
+    again = ", or resume the checkpoint" if checkpoint is not None and saved else ""
+    return FloatingPointError(
+        f"training diverged: {problem}{_on_disk(checkpoint, saved, earlier)}. The parameters "
+        f"now hold the diverged values (start again from pyro.clear_param_store() and fresh "
+        f"modules{again}). Lower lr, check the data and the model's parameter ranges")
+
+
+def _check_finite_epoch(record: dict, step_losses: list, params, epoch: int, checkpoint,
+                        saved: int, earlier: bool) -> None:
     """Stop when the epoch's loss, a step's loss, the validation ELBO or a parameter is NaN
-    or infinite, before anything of this epoch is saved."""
+    or infinite, before anything of this epoch is saved (:func:`_on_disk` for the rest)."""
     problem = None
     if not math.isfinite(record["train_loss"]):  # then find the first bad step
         values = [float(v) for v in step_losses]
@@ -212,12 +260,97 @@ def _check_finite_epoch(record: dict, step_losses: list, params, epoch: int, che
         if bad:
             problem = f"parameters {bad[:5]} hold NaN or infinite values after epoch {epoch}"
     if problem is not None:
-        kept = (f"; the checkpoint {checkpoint} keeps epoch {epoch - 1}" if checkpoint is not None
-                else "")
-        raise FloatingPointError(
-            f"training diverged: {problem}{kept}. The parameters now hold the diverged values "
-            "(start again from pyro.clear_param_store() and fresh modules, or resume the "
-            "checkpoint). Lower lr, check the data and the model's parameter ranges")
+        raise _diverged(problem, checkpoint, saved, earlier)
+
+
+def _validate_observed(model, guide, batch: tuple, modules) -> None:
+    """Run the pair once on ``batch`` (effects hidden, random state and modules' buffers
+    kept) and score each observed value, so that Pyro's validation, when on, refuses a value
+    outside its site's support as an eager step would; a compiled step validates nothing."""
+    with forked_rng(), pyro.poutine.block(), torch.no_grad(), evaluation_mode(modules):
+        model_trace, _ = trace_pair(model, guide, batch, {})
+        for site in model_trace.nodes.values():
+            if site["type"] == "sample" and site["is_observed"]:
+                site["fn"].log_prob(site["value"])
+
+
+def _unscored_site(model, guide, batch: tuple, modules):
+    """Why a validated step on ``batch`` could not be scored, from one pass of the pair
+    without validation (effects hidden, random state and modules' buffers kept):
+    ``("support", site, distribution, support, positions)`` for the first observed value
+    outside its distribution's support, ``positions`` the offending places along the
+    ``"data"`` plate (None when the site has no data dim); ``("density", site)`` for the
+    first site whose log density is NaN or infinite; None when neither."""
+    with forked_rng(), pyro.poutine.block(), torch.no_grad(), evaluation_mode(modules), \
+            pyro.validation_enabled(False):
+        model_trace, guide_trace = trace_pair(model, guide, batch, {})
+        sites = [(name, site) for trace in (guide_trace, model_trace)
+                 for name, site in trace.nodes.items() if site["type"] == "sample"]
+        for name, site in sites:
+            fn = site["fn"]
+            if not site["is_observed"]:
+                continue
+            try:
+                outside = ~fn.support.check(site["value"])  # the value's batch shape
+            except NotImplementedError:  # a support that depends on the parameters
+                continue
+            if not outside.any():
+                continue
+            while isinstance(fn, torch.distributions.Independent):
+                fn = fn.base_dist
+            frame, positions = data_frame(site), None
+            if frame is not None and outside.dim() >= -frame.dim and \
+                    outside.shape[frame.dim] > 1:
+                rows = outside.movedim(frame.dim, 0)
+                positions = rows.reshape(rows.shape[0], -1).any(1).nonzero().flatten()
+            return "support", name, type(fn).__name__, fn.support, positions
+        for name, site in sites:
+            if not torch.isfinite(site["fn"].log_prob(site["value"])).all():
+                return "density", name
+    return None
+
+
+def _refused_step(error: ValueError, model, guide, batch: tuple, rows: torch.Tensor, modules,
+                  where: str, transformed: bool, disk: tuple) -> Exception:
+    """What to raise for a step of the first epoch that Pyro's validation (or the model's own
+    checks) refused with ``error``: ``FloatingPointError`` when the parameters or a log
+    density turned NaN or infinite, a ``ValueError`` naming the rows of the data (``rows``:
+    the minibatch's positions in it) outside an observed site's support, else ``error``
+    with a note of ``where`` it was raised."""
+    checkpoint, saved, earlier = disk
+    reason = str(error).splitlines()[0].rstrip(":") if str(error) else type(error).__name__
+    bad = _nonfinite_names(_named_params(modules))
+    if bad:
+        return _diverged(f"parameters {bad[:5]} hold NaN or infinite values at {where}, "
+                         f"where Pyro's validation refused them ({reason})",
+                         checkpoint, saved, earlier)
+    found = _unscored_site(model, guide, batch, modules)
+    if found is None:
+        if hasattr(error, "add_note"):
+            error.add_note(f"fit: raised at {where}, on rows {_rows_text(rows)} of data; fit "
+                           "runs every step of its first epoch with Pyro's validation on")
+        return error
+    if found[0] == "density":
+        return _diverged(f"the log density of site '{found[1]}' is NaN or infinite at "
+                         f"{where}, where Pyro's validation refused the step ({reason})",
+                         checkpoint, saved, earlier)
+    _, site, family, support, positions = found
+    named = ("rows {} of data".format(_rows_text(rows[positions.to(rows.device)]))
+             if positions is not None else "the minibatch")
+    after = " (after batch_transform)" if transformed else ""
+    return ValueError(
+        f"fit: {where} was refused before its update: {named}{after} lie outside the "
+        f"support {support} of the observed site '{site}' ({family}). The checks before "
+        f"training look at the first minibatch only; drop or fix these rows. The parameters "
+        f"hold the steps before this one{_on_disk(checkpoint, saved, earlier)}. The "
+        f"validation said: {reason}")
+
+
+def _rows_text(rows: torch.Tensor) -> str:
+    """``rows`` (positions in the data) as a short list."""
+    listed = rows.tolist()
+    shown = ", ".join(map(str, listed[:8]))
+    return f"[{shown}]" if len(listed) <= 8 else f"[{shown}, ...] ({len(listed)} rows)"
 
 
 def _module_of(fn):
@@ -293,7 +426,6 @@ class OneProcess:
         checkpoints.set_rng_state(state)
 
 
-@_holding_checkpoint_lock
 def fit(
     model: Callable,
     guide: Callable,
@@ -336,6 +468,8 @@ def fit(
             doubly reparameterized guide gradients), or a loss object with ``loss`` and
             ``loss_and_grads`` methods, e.g. ``inference.FreeBitsELBO(0.25)`` (free bits,
             nats per latent dimension).
+        seed: an integer in 0..2**32 - 1 (NumPy's range; numpy integers accepted) for
+            torch's, NumPy's and Python's generators and the order of the minibatches.
         device: where data and, when ``model`` is a bound method of an ``nn.Module``, that
             module live: a CPU or CUDA device; ``"auto"`` picks CUDA when present. None
             (default): where the pair already is, the device of the module's parameters,
@@ -350,9 +484,11 @@ def fit(
             dtypes; its single-sample ELBO per datapoint is recorded every epoch, without
             gradients and without touching parameters. A pair for which that is undefined
             (e.g. with a global latent) is refused before training.
-        checkpoint: file to write after every epoch (atomically, with a CRC32): module and
-            Pyro parameters, optimizer and random-number states, history, and fingerprints of
-            the pair, the data and the settings. Its folder must be writable (checked before
+        checkpoint: file to write after every epoch (atomically, with a CRC32): module
+            parameters, the Pyro parameters the pair uses outside its modules (its param
+            sites; other entries of Pyro's param store are neither saved nor compared),
+            optimizer and random-number states, history, and fingerprints of the pair, the
+            data and the settings. Its folder must be writable (checked before
             training); one run at a time may use it (a lock file ``checkpoint + ".lock"``).
             A run that does not resume keeps a file it replaces as ``checkpoint +
             ".previous"`` (replacing an older one) on its first save, with a warning.
@@ -392,18 +528,27 @@ def fit(
             the minibatch's indices passed as data (``fit(model, guide, (x, torch.arange(N)))``
             with ``pyro.plate("data", N, subsample=idx)`` in the model and guide).
 
-    Pyro's validation (argument checks of distributions and models) runs on the first step
-    only, when it is enabled; the arguments, and the data for NaN/inf and empty sets, are
-    checked up front. A loss, validation ELBO or parameter that becomes NaN or infinite stops
-    the run with ``FloatingPointError`` naming the epoch (and step) before that epoch is
-    saved, so the checkpoint keeps the last finite epoch.
+    The arguments, and the data for NaN/inf and empty sets, are checked up front, before the
+    checkpoint is locked. Pyro's validation (argument and support checks of distributions and
+    models), when enabled, runs on every step of the first epoch a call trains, so that each
+    datapoint is checked once before a step uses it (with ``compile``, each minibatch's
+    observed values are scored once more, eagerly): a value outside its site's support stops
+    the run with a ``ValueError`` naming the step, the rows of ``data`` and the site. Later
+    epochs skip it (a ``batch_transform``'s later draws are not checked). A loss, validation
+    ELBO or parameter that becomes NaN or infinite stops the run with ``FloatingPointError``
+    naming the epoch (and step) before that epoch is saved, and what the checkpoint file
+    holds (the last finite epoch, an earlier run's file, or nothing).
 
     Returns:
         one record per epoch: ``epoch``, ``train_loss`` (the objective minimized, nats per
         datapoint, averaged over the epoch), ``seconds``, and ``valid_elbo`` when asked.
     """
     _check_arguments(model, guide, loss, num_particles, epochs, batch_size, lr, seed,
-                     kl_warmup_epochs, batch_transform, callback, checkpoint, resume)
+                     kl_warmup_epochs, batch_transform, callback, checkpoint,
+                     {"resume": resume, "progress": progress, "distributed": distributed,
+                      "mixed_precision": mixed_precision, "shuffle": shuffle})
+    num_particles, epochs, batch_size, seed, kl_warmup_epochs = map(
+        int, (num_particles, epochs, batch_size, seed, kl_warmup_epochs))
     tensors = _as_tensors(data, "data")
     _check_data(tensors, "data")
     if valid_data is not None:
@@ -412,7 +557,8 @@ def fit(
     # (docs/performance.md: the same loss and gradients at less overhead per step). Built
     # here so that what it refuses is refused before any work.
     optimizer = Adam(lr)
-    if check_compile(compile, model, guide) is None:
+    compiled = check_compile(compile, model, guide) is not None
+    if not compiled:
         stepper = SVIStep(model, guide, optimizer, loss=loss, num_particles=num_particles)
     else:
         if mixed_precision:
@@ -429,6 +575,22 @@ def fit(
     if mixed_precision and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ValueError("mixed_precision=True needs bfloat16 support on the CUDA device "
                          "(compute capability 8.0 or newer)")
+    with _checkpoint_lock(checkpoint, distributed):
+        return _train(
+            model, guide, tensors, valid_data, stepper, optimizer, modules, device, compiled,
+            loss=loss, num_particles=num_particles, epochs=epochs, batch_size=batch_size,
+            lr=lr, seed=seed, kl_warmup_epochs=kl_warmup_epochs,
+            batch_transform=batch_transform, checkpoint=checkpoint, resume=resume,
+            progress=progress, callback=callback, distributed=distributed, compile=compile,
+            mixed_precision=mixed_precision, shuffle=shuffle)
+
+
+def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules: list,
+           device: torch.device, compiled: bool, *, loss, num_particles: int, epochs: int,
+           batch_size: int, lr: float, seed: int, kl_warmup_epochs: int, batch_transform,
+           checkpoint, resume: bool, progress: bool, callback, distributed: bool, compile,
+           mixed_precision: bool, shuffle: bool) -> list[dict]:
+    """:func:`fit` after its arguments were checked (and the checkpoint locked)."""
     if distributed:
         from .distributed import DataParallel
 
@@ -441,20 +603,22 @@ def fit(
     for module in modules:
         module.to(device)
     num_data = tensors[0].shape[0]
+    first_rows = tuple(t[:batch_size] for t in tensors)
     fingerprint = {"data": checkpoints.data_fingerprint(tensors),
                    "valid_data": checkpoints.data_fingerprint(valid) if valid else None,
                    "settings": _settings(loss, num_particles, batch_size, lr, seed,
                                          kl_warmup_epochs, compile, mixed_precision,
                                          batch_transform, shuffle)}
-    state = None
+    state, store_names = None, None
     if resume and Path(checkpoint).exists():
         state = checkpoints.load_checkpoint(checkpoint, map_location=device)
-        # modules first, before anything runs the pair; the param store's shapes below
+        # modules first, before anything runs the pair; the pair's Pyro parameters below
         pair_print = checkpoints.params_fingerprint(modules, {})
         _check_resumable(state, checkpoint, epochs, {
             "pair": {"modules": pair_print["modules"]}, **fingerprint})
-        pair_print["param_store"] = _probe_store_shapes(
-            model, guide, tuple(t[:batch_size] for t in tensors), modules, device)
+        pair_print["param_store"] = _pair_store_shapes(model, guide, first_rows, modules,
+                                                       batch_transform)
+        store_names = list(pair_print["param_store"])
         _check_resumable(state, checkpoint, epochs, {"pair": pair_print, **fingerprint})
         if _has_state(callback) and "callback" not in state:
             raise checkpoints.CheckpointError(
@@ -463,8 +627,8 @@ def fit(
                 "what it kept of the earlier epochs is lost; resume with that run's callback "
                 "or use another checkpoint path")
     # a fresh run keeps a checkpoint it will replace as <checkpoint>.previous (first save)
-    replaces = (checkpoint is not None and state is None and parallel.rank == 0
-                and Path(checkpoint).exists())
+    earlier = checkpoint is not None and state is None and Path(checkpoint).exists()
+    replaces = earlier and parallel.rank == 0
     pyro.set_rng_seed(parallel.process_seed(seed))
     # the pair checked on a first minibatch (random state restored) before any step
     plan = plan_minibatches(model, guide, tensors, batch_size=batch_size, loss=loss,
@@ -477,13 +641,16 @@ def fit(
             raise PairError(f"fit(valid_data=...): the validation ELBO per datapoint is not "
                             f"defined for this pair, so valid_data cannot be scored (train "
                             f"without it): {error}") from None
+    if checkpoint is not None and store_names is None:
+        store_names = list(_pair_store_shapes(model, guide, first_rows, modules,
+                                              batch_transform))
     shuffler = torch.Generator().manual_seed(seed)  # the same permutation on every process
     parallel.attach(stepper)
     history = []
     if state is not None:
         for module, module_state in zip(modules, state["modules"]):
             module.load_state_dict(module_state)
-        checkpoints.restore_param_store(state["param_store"])
+        checkpoints.restore_param_store(state["param_store"], store_names)
         optimizer.set_state(state["optimizer"])
         shuffler.set_state(state["shuffler"].cpu())
         parallel.set_rng_state(state["rng"])
@@ -495,7 +662,9 @@ def fit(
         # the checkpoint was written before its last epoch's callback ran: run it again, as
         # the interrupted run did, on the same parameters and random state
         callback(history[-1])
-    validate, validated = is_validation_enabled(), False
+    # Pyro's validation (when on) checks every step of the first epoch run here, so that each
+    # datapoint is checked once; later epochs skip it
+    validate, first_epoch, saved = is_validation_enabled(), len(history), len(history)
     bar = tqdm(range(len(history), epochs), desc=f"fit ({loss})",
                disable=not progress or parallel.rank != 0, leave=False)
     for epoch in bar:
@@ -503,6 +672,7 @@ def fit(
         order = (torch.randperm(num_data, generator=shuffler) if shuffle
                  else torch.arange(num_data)).to(device)
         beta = min(1.0, epoch / kl_warmup_epochs) if kl_warmup_epochs else 1.0
+        checking = validate and epoch == first_epoch
         total, step_losses = 0.0, []
         with scale_latents(beta):
             for begin in range(0, num_data, batch_size):
@@ -511,15 +681,26 @@ def fit(
                 batch = tuple(t[local] for t in tensors)
                 if batch_transform is not None and len(local):
                     batch = transformed_batch(batch_transform(*batch), len(local))
-                # Validate the first step's shapes and values; later steps skip the checks.
-                with pyro.validation_enabled(validate and not validated), torch.autocast(
+                with pyro.validation_enabled(checking), torch.autocast(
                         device.type, dtype=torch.bfloat16, enabled=mixed_precision):
-                    # a model that scales its own plate gets factor 1 (num_data == size)
-                    step_loss = parallel.step(batch, num_data if not plan.model_scales
-                                              else len(index), len(index))
+                    try:
+                        if checking and compiled:
+                            _validate_observed(model, guide, batch, modules)
+                        # a model that scales its own plate gets factor 1 (num_data == size)
+                        step_loss = parallel.step(batch, num_data if not plan.model_scales
+                                                  else len(index), len(index))
+                    except ValueError as error:
+                        if not checking:
+                            raise
+                        refused = _refused_step(
+                            error, model, guide, batch, local, modules,
+                            f"step {len(step_losses) + 1} of epoch {epoch + 1}",
+                            batch_transform is not None, (checkpoint, saved, earlier))
+                        if refused is error:
+                            raise
+                        raise refused from error
                 total += step_loss
                 step_losses.append(step_loss)
-                validated = True
         # the epoch's one read of the step losses (tensors on the device, or floats)
         record = {"epoch": epoch + 1,
                   "train_loss": float(total) / num_data / _num_batches(num_data, batch_size)}
@@ -529,26 +710,30 @@ def fit(
             with evaluation_mode(modules):  # no dropout masks, no moved batch-norm statistics
                 record["valid_elbo"] = parallel.valid_elbo(model, guide, valid)
         record["seconds"] = time.perf_counter() - start
-        _check_finite_epoch(record, step_losses, _named_params(modules), epoch + 1, checkpoint)
+        _check_finite_epoch(record, step_losses, _named_params(modules), epoch + 1, checkpoint,
+                            saved, earlier)
         history.append(record)
         bar.set_postfix(loss=f"{record['train_loss']:.3f}")
         if checkpoint is not None:
             if replaces:
                 previous = checkpoints.keep_previous(checkpoint)
                 warnings.warn(f"fit: this run (resume={resume}) replaces the checkpoint "
-                              f"{checkpoint}; the old one is kept as {previous}", stacklevel=3)
+                              f"{checkpoint}; the old one is kept as {previous}",
+                              stacklevel=user_stacklevel())
                 replaces = False
             parallel.save(checkpoint, lambda rng: {
+                "format": checkpoints.FORMAT,
                 "modules": [m.state_dict() for m in modules],
-                "param_store": checkpoints.foreign_param_store_state(modules),
+                "param_store": checkpoints.param_store_state(store_names),
                 "optimizer": optimizer.get_state(),
                 "shuffler": shuffler.get_state(),
                 "rng": rng,
                 "history": history,
                 "fingerprint": {"pair": checkpoints.params_fingerprint(
-                    modules, checkpoints.foreign_store_shapes(modules)), **fingerprint},
+                    modules, checkpoints.store_shapes(store_names)), **fingerprint},
                 **({"callback": callback.get_state()} if _has_state(callback) else {}),
             })
+            saved = epoch + 1
         if callback is not None:
             callback(record)
     return history

@@ -14,10 +14,12 @@ scored by ``log_prob``). The loss and gradients are those of ``Trace_ELBO`` /
 ``TraceMeanField_ELBO`` [1, 2] (equal up to float rounding, tested in
 ``tests/inference/test_svi_step.py``).
 
-Before the first step, Pyro's own tracing of the objective runs once (with its checks of
-site shapes and model/guide match when Pyro's validation is enabled) and tells whether the
-pair suits the lean path: single-particle ``"elbo"``/``"meanfield"`` and every latent site
-of the guide reparameterized and not enumerated. ``"iwae"`` and ``"dreg"`` with K particles
+Before the first step, a pair whose network parameters Pyro's param store shadows (a second
+instance of a model in one process, :func:`check_param_store`) is refused, and Pyro's own
+tracing of the objective runs once (with its checks of site shapes and model/guide match when
+Pyro's validation is enabled) and tells whether the pair suits the lean path:
+single-particle ``"elbo"``/``"meanfield"`` and every latent site of the guide
+reparameterized and not enumerated. ``"iwae"`` and ``"dreg"`` with K particles
 have their own lean path on such pairs (:class:`ImportanceScorer`: the per-datapoint log
 weights scored as sampled, one backward, DReG's two surrogates folded into one by weighting
 the latents' gradient). Other pairs use Pyro's objective (or :class:`inference.IWAELoss` /
@@ -41,7 +43,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.scale_messenger import ScaleMessenger
 from pyro.poutine.util import site_is_subsample
-from torch.distributions import kl_divergence
+from torch.distributions import constraints, kl_divergence
 
 from ..checks import check_number, check_pair_arguments
 from ..densities import drawn_normal_log_density, plain_normal
@@ -382,6 +384,51 @@ def lean_eligible(objective, model, guide, args, kwargs) -> bool:
                for site in _latent_sites(guide_trace))
 
 
+def _shadowed_parameters(model, guide, args, kwargs) -> dict[str, torch.nn.Parameter]:
+    """name -> parameter of each param site given a network's own ``nn.Parameter`` (as
+    ``pyro.module`` and a ``PyroModule`` give them) that got another tensor back from Pyro's
+    param store; one pass of the pair, random state restored, effects hidden."""
+    with pyro.poutine.block(), torch.no_grad(), forked_rng():
+        traces = trace_pair(model, guide, args, kwargs)
+    return {site["name"]: site["args"][1] for trace in traces for site in trace.nodes.values()
+            if site["type"] == "param" and len(site["args"]) > 1
+            and isinstance(site["args"][1], torch.nn.Parameter)
+            and site["kwargs"].get("constraint") is constraints.real
+            and site["value"] is not site["args"][1]}
+
+
+def check_param_store(model, guide, args, kwargs) -> None:
+    """``ValueError`` naming a network parameter that Pyro's param store shadows.
+
+    ``pyro.module(name, net)`` keeps a tensor the store already holds under a parameter's name
+    (another instance's, or a loaded one) and returns it, while ``net`` computes with its own:
+    a step would train the store's tensor and leave the network as it is. A second pass
+    confirms, since ``pyro.module(..., update_module_params=True)`` puts the store's tensors
+    into the network on its first call (and a fresh ``nn.Parameter`` each call is no
+    network's)."""
+    first = _shadowed_parameters(model, guide, args, kwargs)
+    if not first:
+        return
+    names = [name for name, param in _shadowed_parameters(model, guide, args, kwargs).items()
+             if first.get(name) is param]
+    if not names:
+        return
+    more = f" (and {len(names) - 1} more)" if len(names) > 1 else ""
+    if first[names[0]].is_contiguous():
+        held = ("another tensor under that name (registered by another instance of the network "
+                "earlier in this process, or loaded)")
+        fix = "Call pyro.clear_param_store() before training a new instance"
+    else:
+        held = ("a contiguous copy of it (the parameter is not contiguous, e.g. a channels_last "
+                "convolution's)")
+        fix = "Make the network's parameters contiguous before training"
+    raise ValueError(
+        f"parameter '{names[0]}'{more} is a network's own, but Pyro's param store holds {held}, "
+        "which the network does not compute with: training would step the store's tensor and "
+        f"leave the network untrained. {fix}, or put the store's tensors into the network with "
+        "pyro.module(name, net, update_module_params=True)")
+
+
 class Adam:
     """``pyro.optim.Adam``'s interface on one ``torch.optim.Adam`` over every parameter seen.
 
@@ -547,6 +594,7 @@ class SVIStep:
 
     def _loss_and_grads(self, args, kwargs):
         if self._lean is None:  # first step: Pyro's tracing with its checks decides
+            check_param_store(self.model, self.guide, args, kwargs)
             if self._weighted and self._lean_allowed:
                 self._lean = self._choose_weighted_path(args, kwargs)
             else:

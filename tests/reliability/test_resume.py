@@ -316,3 +316,67 @@ def test_a_fresh_run_keeps_the_checkpoint_it_replaces(pair, tmp_path, resume):
     assert len(load_checkpoint(previous)["history"]) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pt", "run.pt.lock",
                                                           "run.pt.previous"]
+
+
+def test_unrelated_param_store_entries_stay_out_of_the_checkpoint(pair, tmp_path):
+    # An unrelated pyro.param("loc") made earlier in the process used to be saved and
+    # fingerprinted with the pair, so the checkpoint could only resume where "loc" existed
+    model, x = pair
+    path = tmp_path / "run.pt"
+    pyro.param("loc", torch.zeros(()))
+    _run(model, x, path)
+    state = checkpoints.load_checkpoint(path)
+    assert "loc" not in state["param_store"]["params"]
+    assert state["fingerprint"]["pair"]["param_store"] == {}
+    pyro.clear_param_store()  # as in a new process
+    assert len(_run(model, x, path, epochs=3, resume=True)) == 3
+    pyro.param("loc", torch.ones(3))  # another unrelated "loc" at resume time
+    assert len(_run(model, x, path, epochs=4, resume=True)) == 4
+    assert torch.equal(pyro.param("loc"), torch.ones(3))
+
+
+def test_a_format_1_checkpoint_resumes_without_its_unrelated_entries(tmp_path):
+    # Format 1 saved every store entry outside the modules: a pure pyro.param pair's own
+    # parameter, and an unrelated "other". It still resumes; "other" is neither compared nor
+    # restored over the live parameter of that name.
+    x = torch.randn(20)
+    path = tmp_path / "run.pt"
+    model, guide = _param_pair("loc", 2)
+    fit(model, guide, x, epochs=1, checkpoint=path, progress=False)
+    state = checkpoints.load_checkpoint(path)
+    assert state.pop("format") == checkpoints.FORMAT == 2
+    state["param_store"]["params"]["other"] = torch.zeros(1)
+    state["fingerprint"]["pair"]["param_store"]["other"] = [1]
+    checkpoints.save_checkpoint(path, state)
+    pyro.clear_param_store()
+    live = pyro.param("other", torch.full((1,), 5.0))
+    assert len(fit(model, guide, x, epochs=2, checkpoint=path, resume=True,
+                   progress=False)) == 2
+    assert torch.equal(live, torch.full((1,), 5.0))
+    assert "other" not in checkpoints.load_checkpoint(path)["param_store"]["params"]
+
+
+def test_stale_partials_are_matched_exactly(tmp_path):
+    # Only <path>.<pid>.<8 hex>.partial of a dead pid is stale: the live temporary file of a
+    # sibling checkpoint "model.pt.<pid>" and, for "run[1].pt", files of "run1.pt" (a glob
+    # pattern once) are not
+    import os
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    dead, me = child.pid, os.getpid()
+    names = {"stale": f"model.pt.{dead}.deadbeef.partial",
+             "sibling": f"model.pt.{dead}.{me}.deadbeef.partial",
+             "other format": f"model.pt.{dead}.partial",
+             "bracket stale": f"run[1].pt.{dead}.cafebabe.partial",
+             "run1's": f"run1.pt.{dead}.cafebabe.partial"}
+    for name in names.values():
+        (tmp_path / name).write_bytes(b"x")
+    assert checkpoints.remove_stale_partials(tmp_path / "model.pt") == [
+        tmp_path / names["stale"]]
+    assert checkpoints.remove_stale_partials(tmp_path / "run[1].pt") == [
+        tmp_path / names["bracket stale"]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        names[key] for key in ("sibling", "other format", "run1's"))

@@ -1,6 +1,7 @@
 """CompiledSVIStep: the traced (and compiled) step gives the eager step's loss and gradients."""
 
 import copy
+import re
 
 import pyro
 import pyro.distributions as dist
@@ -115,6 +116,26 @@ def test_unsuitable_pairs_are_refused():
         CompiledSVIStep(vae.model, vae.guide, loss="elbo", num_particles=3)
     with pytest.raises(ValueError, match="num_particles must be a positive integer"):
         CompiledSVIStep(vae.model, vae.guide, loss="iwae", num_particles=0)
+
+
+@pytest.mark.parametrize("backend", [3, "nope", "", True])
+def test_a_backend_torch_compile_lacks_is_refused_at_construction(backend):
+    # it used to be accepted and fail deep in dynamo at the first step
+    vae, _ = small_vae_and_images()
+    with pytest.raises(ValueError, match=rf"backend must be None or a torch.compile backend "
+                                         rf"name, got {re.escape(repr(backend))};.*'inductor'"):
+        CompiledSVIStep(vae.model, vae.guide, backend=backend)
+
+
+def test_a_second_instance_is_refused_naming_the_shadowed_parameter():
+    # the store keeps the first instance's tensors under the names pyro.module registers; the
+    # message used to call them "a pyro.param outside the module"
+    first, x = small_vae_and_images()
+    CompiledSVIStep(first.model, first.guide, backend="eager").step(x)
+    second, _ = small_vae_and_images()
+    with pytest.raises(ValueError, match=r"parameter 'decoder\$\$\$net\.0\.weight' \(and 7 "
+                                         r"more\) is a network's own.*clear_param_store"):
+        CompiledSVIStep(second.model, second.guide, backend="eager").step(x)
 
 
 def test_fit_selects_the_compiled_step(monkeypatch):

@@ -1,0 +1,68 @@
+"""fit refuses seeds it cannot use and flags that are not bools, naming them before any work.
+
+Before: seed=2**32 or 2**64 failed inside NumPy or torch after torch's and Python's
+generators were already reseeded, numpy.int64(5) failed in Python's ``random.seed``;
+shuffle="no" shuffled, progress="x" trained, mixed_precision="yes" failed at the first step
+in torch; and a refused call with checkpoint="new/dir/a.pt" still made the folders and the
+lock file.
+"""
+
+import random
+
+import numpy as np
+import pyro
+import pytest
+import torch
+
+from inference import fit
+from ppl_models import LinearGaussian
+
+
+def _fit(pair, **kwargs):
+    model, x = pair
+    kwargs.setdefault("epochs", 1)
+    return fit(model.model, model.guide, x, batch_size=32, progress=kwargs.pop("progress", False),
+               **kwargs)
+
+
+@pytest.mark.parametrize("seed", [2**32, 2**63, 2**64, np.uint64(2**63)])
+def test_a_seed_numpy_cannot_take_is_refused_before_any_seeding(pair, seed):
+    torch_state, python_state = torch.get_rng_state(), random.getstate()
+    calls = []
+    with pytest.raises(ValueError, match=r"seed must be an integer in 0\.\.2\*\*32 - 1"):
+        _fit(pair, seed=seed, callback=calls.append)
+    assert calls == []
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    assert random.getstate() == python_state
+
+
+@pytest.mark.parametrize("seed", [5, 2**32 - 1])
+def test_numpy_integer_seeds_are_accepted(pair, seed):
+    x = pair[1]
+    losses = []
+    for given in (np.int64(seed), seed):
+        pyro.clear_param_store()
+        model = LinearGaussian(data_dim=3, latent_dim=1, seed=0)
+        losses.append([r["train_loss"] for r in _fit((model, x), epochs=2, seed=given)])
+    assert losses[0] == losses[1]
+
+
+@pytest.mark.parametrize("name,value", [("shuffle", "no"), ("shuffle", None),
+                                        ("mixed_precision", "yes"), ("progress", "x"),
+                                        ("distributed", "x"), ("resume", 1)])
+def test_a_flag_must_be_a_bool(pair, name, value):
+    calls = []
+    with pytest.raises(TypeError, match=rf"{name} must be True or False, got {value!r}"):
+        _fit(pair, callback=calls.append, **{name: value})
+    assert calls == []
+
+
+@pytest.mark.parametrize("bad", [{"epochs": -1}, {"loss": "elbow"}, {"shuffle": "no"},
+                                 {"data": torch.full((4, 3), float("nan"))}])
+def test_a_refused_call_leaves_no_folder_or_lock(pair, tmp_path, bad):
+    path = tmp_path / "new" / "dir" / "a.pt"
+    model, x = pair
+    data = bad.pop("data", x)
+    with pytest.raises((ValueError, TypeError)):
+        fit(model.model, model.guide, data, checkpoint=path, progress=False, **bad)
+    assert list(tmp_path.iterdir()) == []
