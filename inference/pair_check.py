@@ -32,6 +32,7 @@ from typing import Callable
 import pyro
 import torch
 from pyro import poutine
+from pyro.poutine.messenger import Messenger
 from pyro.distributions.torch_distribution import MaskedDistribution
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
@@ -161,6 +162,52 @@ def trace_pair(model, guide, args, kwargs):
         *args, **kwargs
     )
     return prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
+
+
+def _distribution_arguments(fn) -> list[torch.Tensor]:
+    """The tensor arguments of a distribution (through ``Independent``/``mask`` wrappers)."""
+    while isinstance(fn, (torch.distributions.Independent, MaskedDistribution)):
+        fn = fn.base_dist
+    return [v for k, v in vars(fn).items()
+            if k in getattr(fn, "arg_constraints", {}) and torch.is_tensor(v)]
+
+
+def conditional_guide_sites(guide_trace) -> list[str]:
+    """Names of the guide's latent sites whose distribution depends on another latent the
+    guide drew (``q(z2 | z1)``), read from the autograd graph of a trace whose drawn values
+    require gradients."""
+    latents = [site for site in sample_sites(guide_trace, observed=False)
+               if torch.is_tensor(site["value"]) and site["value"].requires_grad]
+    found = []
+    for site in latents:
+        arguments = [a for a in _distribution_arguments(site["fn"]) if a.requires_grad]
+        others = [o["value"] for o in latents if o is not site]
+        if not arguments or not others:
+            continue
+        grads = torch.autograd.grad(sum(a.sum() for a in arguments), others,
+                                    retain_graph=True, allow_unused=True)
+        if any(g is not None for g in grads):
+            found.append(site["name"])
+    return found
+
+
+class _DrawsAsLeaves(Messenger):
+    """Make every floating latent draw a leaf that requires gradients (after the draw)."""
+
+    def _pyro_post_sample(self, msg):
+        value = msg["value"]
+        if not msg["is_observed"] and torch.is_tensor(value) and value.is_floating_point():
+            msg["value"] = value.detach().requires_grad_(True)
+
+
+def guide_conditional_sites(guide, args, kwargs) -> list[str]:
+    """The guide's latent sites whose distribution depends on another latent of the guide
+    (:func:`conditional_guide_sites`), found on one draw with the random state restored and
+    effects hidden; the draws are made gradient leaves, so the answer does not depend on
+    whether the guide's parameters require gradients."""
+    with poutine.block(), forked_rng(), torch.enable_grad(), _DrawsAsLeaves():
+        trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    return conditional_guide_sites(trace)
 
 
 def _site_data_size(site, frame) -> int:

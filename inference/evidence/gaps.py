@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from ..checks import (check_int, check_nonempty_batch, check_number, check_pair_call,
                       check_weights_memory)
-from ..pair_check import site_mask
+from ..pair_check import PairError, guide_conditional_sites, site_mask
 from ..weights import (
     DATA_PLATE,
     PairStructure,
@@ -339,6 +339,14 @@ def amortization_gap(model: Callable, guide: Callable, *args,
     check_nonempty_batch(args, kwargs)
     # one subsample (when the model draws one) for every estimate below
     model, guide, structure = checked_pair(model, guide, args, kwargs, "amortization_gap")
+    conditional = guide_conditional_sites(guide, args, kwargs)
+    if conditional:
+        raise PairError(
+            f"amortization_gap: guide site '{conditional[0]}' depends on another latent the "
+            "guide draws (q(z2 | z1)); the local guides here are independent Gaussians per "
+            "site, not the guide's own family, so the split would mismeasure both gaps (the "
+            "amortization gap can come out negative). Free what the encoder computes from x "
+            "and keep the rest of the guide, as ppl_models.TwoLayerVAE.local_guide does")
     if log_evidence is not None:
         log_evidence = _log_evidence_per_datapoint(log_evidence, structure)
     for count, name in ((num_eval_samples, "num_eval_samples"),

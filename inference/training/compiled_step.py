@@ -30,6 +30,7 @@ import torch
 
 from ..checks import check_pair_arguments
 from .. import compiling
+from ..pair_check import guide_conditional_sites
 from ..random_state import forked_rng
 from ..weights import gap_to_eager
 from .objectives import make_loss
@@ -39,7 +40,6 @@ from .svi_step import (
     Adam,
     check_optimizer,
     check_param_store,
-    guide_is_conditional,
     importance_loss,
     lean_eligible,
     score_pair,
@@ -121,7 +121,7 @@ class CompiledSVIStep:
         with pyro.poutine.block(), torch.no_grad(), forked_rng():
             scorer = self._score(args, kwargs)
         if self.loss_name == "dreg":
-            if guide_is_conditional(self.guide, args, kwargs):
+            if guide_conditional_sites(self.guide, args, kwargs):
                 raise ValueError("compiled 'dreg' steps need guide sites that do not depend on "
                                  "each other's values (q(z2 | z1) here); use fit without "
                                  "compile, which takes DReGLoss's path for such guides")

@@ -21,7 +21,7 @@ from pyro import poutine
 from pyro.distributions import Independent, MultivariateNormal
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
-from ..pair_check import PairError
+from ..pair_check import PairError, conditional_guide_sites
 from ..weights import (
     PARTICLE_PLATE,
     inspect_pair,
@@ -98,32 +98,6 @@ def detach_parameters(fn):
             f"DReG cannot detach the parameters of a {type(fn).__name__} guide distribution"
         )
     return type(fn)(**params)
-
-
-def _distribution_arguments(fn) -> list[torch.Tensor]:
-    while isinstance(fn, Independent):
-        fn = fn.base_dist
-    return [v for k, v in vars(fn).items()
-            if k in getattr(fn, "arg_constraints", {}) and torch.is_tensor(v)]
-
-
-def conditional_guide_sites(guide_trace) -> list[str]:
-    """Names of the guide's latent sites whose distribution depends on another latent the
-    guide drew (``q(z2 | z1)``): for them, holding the guide's parameters fixed is not the
-    same as detaching the distribution's arguments, which would also cut ``z1``'s path."""
-    latents = [site for site in sample_sites(guide_trace, observed=False)
-               if torch.is_tensor(site["value"]) and site["value"].requires_grad]
-    found = []
-    for site in latents:
-        arguments = [a for a in _distribution_arguments(site["fn"]) if a.requires_grad]
-        others = [o["value"] for o in latents if o is not site]
-        if not arguments or not others:
-            continue
-        grads = torch.autograd.grad(sum(a.sum() for a in arguments), others,
-                                    retain_graph=True, allow_unused=True)
-        if any(g is not None for g in grads):
-            found.append(site["name"])
-    return found
 
 
 def _log_q_at_fixed_values(guide, guide_trace, structure, args, kwargs, k):

@@ -47,6 +47,7 @@ from torch.distributions import constraints, kl_divergence
 
 from ..checks import check_number, check_pair_arguments
 from ..densities import drawn_normal_log_density, plain_normal
+from ..pair_check import guide_conditional_sites
 from ..random_state import forked_rng
 from ..weights import (
     PARTICLE_PLATE,
@@ -57,7 +58,7 @@ from ..weights import (
     per_datapoint,
     trace_pair,
 )
-from .objectives import conditional_guide_sites, detach_parameters, make_loss
+from .objectives import detach_parameters, make_loss
 
 LEAN_LOSSES = ("elbo", "meanfield")
 WEIGHTED_LOSSES = ("iwae", "dreg")  # lean path with K vectorized particles (ImportanceScorer)
@@ -317,16 +318,6 @@ def score_weights(model, guide, args, kwargs, num_particles: int, nesting: int,
         with pyro.plate(PARTICLE_PLATE, num_particles, dim=-nesting):
             model(*args, **kwargs)
     return scorer
-
-
-def guide_is_conditional(guide, args, kwargs) -> bool:
-    """Whether a guide latent's distribution depends on another latent of the guide
-    (:func:`inference.training.objectives.conditional_guide_sites`), found on one draw with
-    the random state restored. The lean DReG scorer detaches each site's arguments, which is
-    right only when no site depends on another."""
-    with pyro.poutine.block(), forked_rng():
-        trace = pyro.poutine.trace(guide).get_trace(*args, **kwargs)
-    return bool(conditional_guide_sites(trace))
 
 
 def weights_eligible(model, guide, args, kwargs) -> int | None:
@@ -617,7 +608,7 @@ class SVIStep:
         if self._nesting is None:
             return False
         if self.loss_name == "dreg":
-            if guide_is_conditional(self.guide, args, kwargs):
+            if guide_conditional_sites(self.guide, args, kwargs):
                 return False  # DReGLoss keeps z1's path through q(z2 | z1)
             with pyro.poutine.block(), torch.no_grad(), forked_rng(), \
                     pyro.validation_enabled(False):

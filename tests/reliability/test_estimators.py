@@ -586,3 +586,17 @@ def test_a_latent_masked_in_the_model_only_is_refused_also_by_dist_mask():
 
     with pytest.raises(ValueError, match="latent site 'z' is masked differently"):
         iwae_bound(model, guide, torch.randn(4), num_samples=10)
+
+
+def test_amortization_gap_refuses_a_conditional_guide():
+    # TwoLayerVAE's guide is q(z1 | x) q(z2 | z1): independent local Gaussians for z1 and z2
+    # are not its family, and the split they give is wrong (it can be negative)
+    from inference import amortization_gap
+    from ppl_models import TwoLayerVAE
+
+    pair = TwoLayerVAE((1, 4, 4), latent_dim=2, top_latent_dim=1, hidden=(8,),
+                       top_hidden=(4,)).eval()
+    x = torch.bernoulli(torch.full((3, 1, 4, 4), 0.5))
+    with pytest.raises(ValueError, match=r"amortization_gap: guide site 'z2' depends on "
+                                         r"another latent.*TwoLayerVAE.local_guide"):
+        amortization_gap(pair.model, pair.guide, x, num_steps=2)
