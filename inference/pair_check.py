@@ -184,8 +184,10 @@ def conditional_guide_sites(guide_trace) -> list[str]:
         others = [o["value"] for o in latents if o is not site]
         if not arguments or not others:
             continue
-        grads = torch.autograd.grad(sum(a.sum() for a in arguments), others,
-                                    retain_graph=True, allow_unused=True)
+        total = sum(a.sum() for a in arguments)
+        if not total.requires_grad:  # summed where gradients are off: no graph to read
+            continue
+        grads = torch.autograd.grad(total, others, retain_graph=True, allow_unused=True)
         if any(g is not None for g in grads):
             found.append(site["name"])
     return found
@@ -205,9 +207,10 @@ def guide_conditional_sites(guide, args, kwargs) -> list[str]:
     (:func:`conditional_guide_sites`), found on one draw with the random state restored and
     effects hidden; the draws are made gradient leaves, so the answer does not depend on
     whether the guide's parameters require gradients."""
-    with poutine.block(), forked_rng(), torch.enable_grad(), _DrawsAsLeaves():
-        trace = poutine.trace(guide).get_trace(*args, **kwargs)
-    return conditional_guide_sites(trace)
+    with poutine.block(), forked_rng(), torch.enable_grad():
+        with _DrawsAsLeaves():
+            trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        return conditional_guide_sites(trace)
 
 
 def _site_data_size(site, frame) -> int:
