@@ -417,6 +417,11 @@ def _bernoulli() -> PixelLikelihood:
 def _gaussian_fixed(scale: float = 0.1) -> PixelLikelihood:
     """P = 1: the mean; ``scale`` is the fixed sigma."""
     scale = as_number(scale, "gaussian-fixed's scale", 0, low_open=True)
+    single = torch.finfo(torch.float32)
+    if not single.tiny <= scale ** 2 <= single.max:  # the variance must be a float32 number
+        raise ValueError(f"gaussian-fixed's scale must have a square within float32's range "
+                         f"[{single.tiny:.3g}, {single.max:.3g}] (scale about 1e-19 to 1.8e19), "
+                         f"got {scale!r}: its log density would be NaN")
     return PixelLikelihood("gaussian-fixed", 1, False,
                            lambda p: GaussianPixel(p[..., 0], scale), _check_unit_interval)
 

@@ -308,3 +308,12 @@ def test_bad_inputs_are_named():
         make_likelihood("gaussian-learned").check(torch.full((2, 1, 4, 4), 3.0))
     with pytest.raises(ValueError, match="not dequantized"):
         make_likelihood("categorical256").check(dequantized)
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e20])
+def test_a_fixed_scale_whose_variance_leaves_float32_is_refused(scale):
+    # scale 1e-30 squared underflows to 0 in float32: log_prob was [nan, -inf]
+    from ppl_models.likelihoods import make_likelihood
+
+    with pytest.raises(ValueError, match="gaussian-fixed's scale must have a square"):
+        make_likelihood("gaussian-fixed", scale=scale)
