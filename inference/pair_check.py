@@ -164,10 +164,16 @@ def trace_pair(model, guide, args, kwargs):
     return prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
 
 
-def _distribution_arguments(fn) -> list[torch.Tensor]:
-    """The tensor arguments of a distribution (through ``Independent``/``mask`` wrappers)."""
+def _unwrapped(fn):
+    """A distribution without its ``Independent`` and ``dist.mask`` wrappers."""
     while isinstance(fn, (torch.distributions.Independent, MaskedDistribution)):
         fn = fn.base_dist
+    return fn
+
+
+def _distribution_arguments(fn) -> list[torch.Tensor]:
+    """The tensor arguments of a distribution (through ``Independent``/``mask`` wrappers)."""
+    fn = _unwrapped(fn)
     return [v for k, v in vars(fn).items()
             if k in getattr(fn, "arg_constraints", {}) and torch.is_tensor(v)]
 
@@ -221,9 +227,7 @@ def _site_data_size(site, frame) -> int:
 
 def _family(fn) -> str:
     """The class name of a distribution, through ``Independent`` and ``dist.mask`` wrappers."""
-    while isinstance(fn, (torch.distributions.Independent, MaskedDistribution)):
-        fn = fn.base_dist
-    return type(fn).__name__
+    return type(_unwrapped(fn)).__name__
 
 
 def _is_delta(fn) -> bool:
@@ -343,8 +347,7 @@ def _requires_grad(param_site) -> bool:
 
 def _is_weighted_delta(fn) -> bool:
     """A ``Delta`` with a nonzero ``log_density``."""
-    while isinstance(fn, (torch.distributions.Independent, MaskedDistribution)):
-        fn = fn.base_dist
+    fn = _unwrapped(fn)
     return _family(fn) == "Delta" and bool(torch.as_tensor(fn.log_density).ne(0).any())
 
 
