@@ -78,6 +78,7 @@ from inference import (  # noqa: E402
     log_importance_weights,
     weight_diagnostics,
 )
+from inference.training.checkpoints import CheckpointError  # noqa: E402
 from ppl_models import (  # noqa: E402
     DATASETS,
     VAE,
@@ -681,4 +682,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    try:
+        main(parse_args())
+    except CheckpointError as error:  # --resume met a checkpoint of another run
+        raise SystemExit(f"elbo_vs_iwae: {error}") from None

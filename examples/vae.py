@@ -41,6 +41,7 @@ from inference import (
     posterior_means,
     probe_accuracy,
 )
+from inference.training.checkpoints import CheckpointError
 from scaffold.flags import (
     data_flags,
     evidence_flags,
@@ -250,6 +251,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    try:
+        main(parse_args())
+    except CheckpointError as error:  # --resume met a checkpoint of another run
+        raise SystemExit(f"vae: {error}") from None
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

@@ -6,6 +6,7 @@ the settings that :func:`inference.fit` checks on resume (see docs/reliability.m
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import io
@@ -324,18 +325,109 @@ def object_fingerprint(obj) -> dict:
     """Class name and plain settings of an object (e.g. a loss object): its public attributes
     that are numbers, strings, bools or None, or lists, tuples and dicts of them."""
 
-    def plain(value) -> bool:
-        if isinstance(value, (list, tuple)):
-            return all(plain(v) for v in value)
-        if isinstance(value, dict):
-            return all(isinstance(k, str) and plain(v) for k, v in value.items())
-        return value is None or isinstance(value, (str, numbers.Number))
-
     settings = {"class": type(obj).__qualname__}
     for name, value in sorted(getattr(obj, "__dict__", {}).items()):
-        if not name.startswith("_") and plain(value):
+        if not name.startswith("_") and _plain(value):
             settings[name] = value
     return settings
+
+
+_MAX_LISTED = 64  # longer plain lists (a vocabulary) enter by a digest of their repr
+_MAX_DEPTH = 3  # owned objects are followed this many attributes deep
+
+
+def settings_fingerprint(modules) -> dict:
+    """The plain settings of ``modules`` and of what they own, flat: ``"path" -> value``.
+
+    For each module (indexed ``0.``, ``1.``, ...) and each of its submodules, the public
+    attributes that are numbers, strings, bools or None (or lists, tuples and dicts of them):
+    ``Autoencoder.sparsity``, ``Linear.in_features``; tensors that are not parameters or
+    buffers by shape, dtype and a hash; functions by name, the numbers in their code and the
+    values their closures capture (a likelihood's fixed scale), not by the rest of their code
+    (an edit that leaves those alone, or a library upgrade, still resumes); other owned
+    objects by their own attributes, up to three levels deep. Modules' ``training`` flags are
+    left out.
+    """
+    out: dict = {}
+    seen: set = set()
+    for index, module in enumerate(modules):
+        for name, sub in module.named_modules():
+            prefix = f"{index}.{name}." if name else f"{index}."
+            seen.add(id(sub))
+            for key, value in sorted(vars(sub).items()):
+                if not key.startswith("_") and key != "training":
+                    _record_setting(value, prefix + key, out, seen, 1)
+    return out
+
+
+def _record_setting(value, path: str, out: dict, seen: set, depth: int) -> None:
+    """Put what identifies ``value`` at ``path`` in ``out`` (see settings_fingerprint)."""
+    if _plain(value):
+        listed = isinstance(value, (list, tuple, dict)) and len(value) > _MAX_LISTED
+        out[path] = (f"{type(value).__name__} of {len(value)}, digest "
+                     f"{hashlib.blake2b(repr(value).encode(), digest_size=8).hexdigest()}"
+                     if listed else value)
+    elif isinstance(value, (torch.device, torch.dtype)):
+        out[path] = str(value)
+    elif torch.is_tensor(value):
+        held = data_fingerprint([value])[0]
+        out[path] = f"tensor {held['shape']} {held['dtype']} (hash {held['hash']})"
+    elif isinstance(value, torch.nn.Module) or id(value) in seen or depth > _MAX_DEPTH:
+        return  # submodules have their own paths; cycles and deep objects are not followed
+    elif isinstance(value, type):
+        out[path] = f"{value.__module__}.{value.__qualname__}"
+    elif callable(value) and hasattr(getattr(value, "__func__", value), "__code__"):
+        seen.add(id(value))
+        function = getattr(value, "__func__", value)
+        out[path] = f"{function.__module__}.{function.__qualname__}"
+        numbers_in_code = [c for c in function.__code__.co_consts
+                           if isinstance(c, numbers.Number) and not isinstance(c, bool)]
+        if numbers_in_code:  # a literal such as the 0.1 of lambda p: Normal(p, 0.1)
+            out[path + ".constants"] = numbers_in_code
+        for cell_name, cell in zip(function.__code__.co_freevars, function.__closure__ or ()):
+            try:
+                captured = cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+            _record_setting(captured, f"{path}.{cell_name}", out, seen, depth + 1)
+    elif callable(value) and not hasattr(value, "__dict__") and hasattr(value, "__qualname__"):
+        out[path] = f"{getattr(value, '__module__', None)}.{value.__qualname__}"  # a builtin
+    elif hasattr(value, "__dict__") or _is_dataclass(value):
+        seen.add(id(value))
+        out[path + ".class"] = type(value).__qualname__
+        fields = (vars(value) if hasattr(value, "__dict__")
+                  else {f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
+        for key, item in sorted(fields.items()):
+            if not key.startswith("_"):
+                _record_setting(item, f"{path}.{key}", out, seen, depth + 1)
+
+
+def _plain(value) -> bool:
+    """A number, string, bool or None, or a list, tuple or dict (string keys) of them."""
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return value is None or isinstance(value, (str, numbers.Number))
+
+
+def _is_dataclass(value) -> bool:
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
+
+
+def changed_settings(saved: dict, current: dict) -> list[str]:
+    """The settings that both fingerprints hold with different values, described. Settings
+    only one side holds are not compared: the modules' structure is checked by their
+    parameter fingerprint, and a run leaves out what it saw change while it trained."""
+    return [f"{path}: {saved[path]!r} in the checkpoint, {current[path]!r} now"
+            for path in sorted(set(saved) & set(current)) if saved[path] != current[path]]
+
+
+def stable_settings(start: dict, now: dict) -> dict:
+    """The settings of ``start`` that still hold ``now``: what a checkpoint records, so that
+    a counter or an annealed weight that training itself moves is not held against a resume."""
+    return {path: value for path, value in start.items()
+            if path in now and now[path] == value}
 
 
 def callable_fingerprint(fn) -> str:

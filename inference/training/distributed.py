@@ -206,6 +206,13 @@ class DataParallel:
         dist.all_reduce(total)
         return float(total[0] / total[1])
 
+    def from_first_rank(self, value):
+        """Rank 0's ``value`` (a picklable object), on every rank: what rank 0 decides, all
+        ranks do (ranks may differ in what rank 0's broadcast overwrites)."""
+        held = [value]
+        dist.broadcast_object_list(held, src=0)
+        return held[0]
+
     def save(self, path, state) -> None:
         """Rank 0 writes ``state(random states of all ranks)`` atomically; all ranks wait for it.
 

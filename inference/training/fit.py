@@ -209,6 +209,22 @@ def _check_resumable(state: dict, path, epochs: int, current: dict) -> None:
             f"epochs >= {done} to continue it or use another checkpoint path")
 
 
+def _check_same_settings(state: dict, path, current: dict, parallel) -> None:
+    """Refuse a checkpoint written with other plain settings of the pair's modules (a
+    sparsity weight, a likelihood's fixed scale): resuming would mix two objectives in one
+    history. Checkpoints written before settings were recorded are not checked. With several
+    processes, rank 0's settings decide (they are the ones its checkpoints record)."""
+    saved = state["fingerprint"].get("pair", {}).get("settings")
+    differences = (checkpoints.changed_settings(saved, current)
+                   if isinstance(saved, dict) else [])
+    differences = parallel.from_first_rank(differences)
+    if differences:
+        shown = "; ".join(differences[:8]) + (" ..." if len(differences) > 8 else "")
+        raise checkpoints.CheckpointError(
+            f"checkpoint {path} was written with other settings of the model or guide: "
+            f"{shown}. Resume with the settings of that run, or use another checkpoint path")
+
+
 def _nonfinite_names(params) -> list[str]:
     """Names of the parameters holding NaN or infinite values: one read per device (on a GPU
     one host synchronization per epoch, not one per parameter)."""
@@ -402,6 +418,10 @@ class OneProcess:
 
     def prepare(self, modules, example: tuple, batch_transform) -> None:
         """Nothing to agree on with other processes."""
+
+    def from_first_rank(self, value):
+        """``value``: there are no other ranks."""
+        return value
 
     def shard(self, index: torch.Tensor) -> torch.Tensor:
         """The part of a global minibatch ``index: [batch]`` that this process trains on."""
@@ -609,6 +629,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                    "settings": _settings(loss, num_particles, batch_size, lr, seed,
                                          kl_warmup_epochs, compile, mixed_precision,
                                          batch_transform, shuffle)}
+    start_settings = checkpoints.settings_fingerprint(modules)
     state, store_names = None, None
     if resume and Path(checkpoint).exists():
         state = checkpoints.load_checkpoint(checkpoint, map_location=device)
@@ -616,6 +637,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
         pair_print = checkpoints.params_fingerprint(modules, {})
         _check_resumable(state, checkpoint, epochs, {
             "pair": {"modules": pair_print["modules"]}, **fingerprint})
+        _check_same_settings(state, checkpoint, start_settings, parallel)
         pair_print["param_store"] = _pair_store_shapes(model, guide, first_rows, modules,
                                                        batch_transform)
         store_names = list(pair_print["param_store"])
@@ -729,8 +751,12 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                 "shuffler": shuffler.get_state(),
                 "rng": rng,
                 "history": history,
-                "fingerprint": {"pair": checkpoints.params_fingerprint(
-                    modules, checkpoints.store_shapes(store_names)), **fingerprint},
+                "fingerprint": {"pair": {
+                    **checkpoints.params_fingerprint(modules,
+                                                     checkpoints.store_shapes(store_names)),
+                    "settings": checkpoints.stable_settings(
+                        start_settings, checkpoints.settings_fingerprint(modules))},
+                    **fingerprint},
                 **({"callback": callback.get_state()} if _has_state(callback) else {}),
             })
             saved = epoch + 1

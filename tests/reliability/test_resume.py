@@ -8,6 +8,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from pyro.nn import PyroModule, pyro_method
 
 from inference import fit
 from inference.training import checkpoints
@@ -380,3 +381,97 @@ def test_stale_partials_are_matched_exactly(tmp_path):
         tmp_path / names["bracket stale"]]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         names[key] for key in ("sibling", "other format", "run1's"))
+
+
+# --- plain settings of the pair's modules (found by the models probe: a resume with
+# Autoencoder(sparsity=100) returned the sparsity-0 model and its history) ---------------------
+def _autoencoder_run(path, resume=False, epochs=1, **options):
+    from ppl_models import Autoencoder
+
+    pyro.clear_param_store()  # as in a new process
+    model = Autoencoder(image_shape=(1, 4, 4), latent_dim=2, hidden=(8,), **options)
+    x = (torch.rand(40, 1, 4, 4, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    return fit(model.model, model.guide, x, epochs=epochs, batch_size=20, seed=1,
+               checkpoint=path, resume=resume, progress=False)
+
+
+@pytest.mark.parametrize("first, second, named", [
+    ({"sparsity": 0.0}, {"sparsity": 100.0}, r"0\.sparsity: 0\.0 in the checkpoint, 100\.0 now"),
+    # the scale lives in the closure of the likelihood's builder, not in an attribute
+    ({"likelihood": "gaussian-fixed", "likelihood_options": {"scale": 0.1}},
+     {"likelihood": "gaussian-fixed", "likelihood_options": {"scale": 0.3}},
+     r"0\.likelihood\.build\.scale: 0\.1 in the checkpoint, 0\.3 now"),
+])
+def test_changed_model_settings_are_refused(tmp_path, first, second, named):
+    path = tmp_path / "run.pt"
+    _autoencoder_run(path, **first)
+    with pytest.raises(CheckpointError, match="other settings of the model or guide: " + named):
+        _autoencoder_run(path, resume=True, epochs=2, **second)
+    assert len(_autoencoder_run(path, resume=True, epochs=2, **first)) == 2
+
+
+class _ScaledNoise(PyroModule):
+    """A user's pair on a module: a plain attribute, a tensor attribute (not a buffer), a
+    lambda with a literal in it, and a counter that the model itself moves."""
+
+    def __init__(self, noise=1.0, prior=0.0, literal=False):
+        super().__init__()
+        self.loc = torch.nn.Parameter(torch.zeros(()))
+        self.noise = noise
+        self.prior_loc = torch.tensor([prior])
+        self.link = (lambda v: v * 2.0) if literal else (lambda v: v * 1.0)
+        self.calls = 0
+
+    @pyro_method
+    def model(self, x):
+        self.calls += 1
+        z = pyro.sample("z", dist.Normal(self.prior_loc[0], 1.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(self.link(z), self.noise), obs=x)
+
+    @pyro_method
+    def guide(self, x):
+        pyro.sample("z", dist.Normal(self.loc, 1.0))
+
+
+@pytest.mark.parametrize("changed, named", [
+    ({"noise": 2.0}, r"0\.noise: 1\.0 in the checkpoint, 2\.0 now"),
+    ({"prior": 3.0}, r"0\.prior_loc: 'tensor \[1\] torch\.float32 \(hash"),
+    ({"literal": True}, r"0\.link\.constants: \[1\.0\] in the checkpoint, \[2\.0\] now"),
+])
+def test_a_user_modules_settings_are_fingerprinted(tmp_path, changed, named):
+    x = torch.randn(30)
+    path = tmp_path / "run.pt"
+    pair = _ScaledNoise()
+    fit(pair.model, pair.guide, x, epochs=1, checkpoint=path, progress=False)
+    pyro.clear_param_store()
+    other = _ScaledNoise(**changed)
+    with pytest.raises(CheckpointError, match=named):
+        fit(other.model, other.guide, x, epochs=2, checkpoint=path, resume=True, progress=False)
+
+
+def test_settings_that_training_moves_do_not_block_a_resume(tmp_path):
+    # ``calls`` grows with every step: left out of the checkpoint, so the same object (moved)
+    # and a fresh one (at 0) both resume
+    x = torch.randn(30)
+    path = tmp_path / "run.pt"
+    pair = _ScaledNoise()
+    fit(pair.model, pair.guide, x, epochs=1, checkpoint=path, progress=False)
+    assert pair.calls > 0
+    assert "0.calls" not in checkpoints.load_checkpoint(path)["fingerprint"]["pair"]["settings"]
+    assert len(fit(pair.model, pair.guide, x, epochs=2, checkpoint=path, resume=True,
+                   progress=False)) == 2
+    pyro.clear_param_store()
+    fresh = _ScaledNoise()
+    assert len(fit(fresh.model, fresh.guide, x, epochs=3, checkpoint=path, resume=True,
+                   progress=False)) == 3
+
+
+def test_a_checkpoint_without_settings_still_resumes(tmp_path):
+    # written before the settings were recorded: resumes, unchecked
+    path = tmp_path / "run.pt"
+    _autoencoder_run(path, sparsity=0.0)
+    state = checkpoints.load_checkpoint(path)
+    del state["fingerprint"]["pair"]["settings"]
+    checkpoints.save_checkpoint(path, state)
+    assert len(_autoencoder_run(path, resume=True, epochs=2, sparsity=5.0)) == 2
