@@ -4,7 +4,8 @@
 plate-scaling handlers (:mod:`.handlers`); one step is :class:`SVIStep` (:mod:`.svi_step`) or
 :class:`CompiledSVIStep` (:mod:`.compiled_step`); the multi-sample objectives live in
 :mod:`.objectives`, free bits in :mod:`.free_bits`, data parallelism in :mod:`.distributed`
-and best-epoch selection in :mod:`.early_stopping`.
+best-epoch selection in :mod:`.early_stopping`, and the networks of plain-function pairs
+(found to keep their batch-norm statistics) in :mod:`.networks`.
 """
 
 from .checkpoints import save_checkpoint

@@ -24,6 +24,8 @@ from ..weights import check_compile
 from . import checkpoints
 from .handlers import scale_data_plate, scale_latents
 from .minibatches import plan_minibatches, transformed_batch
+from .networks import (buffers_state, kept_buffers, reachable_modules, registered_prefix,
+                       restore_buffers)
 from .svi_step import Adam, SVIStep
 
 
@@ -145,23 +147,26 @@ def _settings(loss, num_particles, batch_size, lr, seed, kl_warmup_epochs, compi
     return settings
 
 
-def _pair_store_shapes(model, guide, batch: tuple, modules, batch_transform) -> dict:
+def _pair_store_shapes(model, guide, batch: tuple, modules, batch_transform,
+                       networks=()) -> tuple[dict, dict]:
     """name -> shape (as stored, unconstrained) of the pair's Pyro parameters outside
-    ``modules``: its param sites in one pass on ``batch`` (through ``batch_transform``), which
-    leaves the param store, every random state and the modules' buffers as they were. A site
-    whose value, or the initial value that ``pyro.module`` passed, is a parameter of
-    ``modules`` is theirs (their ``state_dict`` holds it), also where an earlier run left
-    another tensor in the store under its name."""
+    ``modules``, and name -> network of those of ``networks`` (plain-function pairs' networks,
+    :func:`.networks.reachable_modules`) that ``pyro.module`` registered under that name: from
+    the param sites of one pass on ``batch`` (through ``batch_transform``), which leaves the
+    param store, every random state and the buffers as they were. A site whose value, or the
+    initial value that ``pyro.module`` passed, is a parameter of ``modules`` is theirs (their
+    ``state_dict`` holds it), also where an earlier run left another tensor in the store
+    under its name."""
     store = pyro.get_param_store()
     before = set(store.keys())
     rng = pyro.util.get_rng_state()
     owned = {id(p) for m in modules for p in m.parameters()}
     try:
-        with forked_rng(), pyro.poutine.block(), evaluation_mode(modules):
+        with forked_rng(), pyro.poutine.block(), evaluation_mode([*modules, *networks]):
             if batch_transform is not None:
                 batch = transformed_batch(batch_transform(*batch), batch[0].shape[0])
             traces = trace_pair(model, guide, batch, {})
-        names = set()
+        names, registered = set(), {}
         for trace in traces:
             for name, site in trace.nodes.items():
                 if site["type"] != "param":
@@ -170,7 +175,11 @@ def _pair_store_shapes(model, guide, batch: tuple, modules, batch_transform) -> 
                 value = value.unconstrained() if hasattr(value, "unconstrained") else value
                 if id(value) not in owned and not any(id(a) in owned for a in site["args"][1:]):
                     names.add(name)
-        return checkpoints.store_shapes(sorted(names))
+                for network in networks:
+                    prefix = registered_prefix(name, site["args"], network)
+                    if prefix is not None:
+                        registered[prefix] = network
+        return checkpoints.store_shapes(sorted(names)), registered
     finally:
         pyro.util.set_rng_state(rng)
         for name in set(store.keys()) - before:
@@ -630,7 +639,12 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                                          kl_warmup_epochs, compile, mixed_precision,
                                          batch_transform, shuffle)}
     start_settings = checkpoints.settings_fingerprint(modules)
-    state, store_names = None, None
+    # networks that plain functions register with pyro.module: kept still by the checks and
+    # validation, as the modules are, and their buffers saved with checkpoints
+    networks = [n for n in reachable_modules(model, guide)
+                if not any(n is sub for m in modules for sub in m.modules())]
+    still = [*modules, *networks]
+    state, store_names, registered = None, None, {}
     if resume and Path(checkpoint).exists():
         state = checkpoints.load_checkpoint(checkpoint, map_location=device)
         # modules first, before anything runs the pair; the pair's Pyro parameters below
@@ -638,8 +652,8 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
         _check_resumable(state, checkpoint, epochs, {
             "pair": {"modules": pair_print["modules"]}, **fingerprint})
         _check_same_settings(state, checkpoint, start_settings, parallel)
-        pair_print["param_store"] = _pair_store_shapes(model, guide, first_rows, modules,
-                                                       batch_transform)
+        pair_print["param_store"], registered = _pair_store_shapes(
+            model, guide, first_rows, modules, batch_transform, networks)
         store_names = list(pair_print["param_store"])
         _check_resumable(state, checkpoint, epochs, {"pair": pair_print, **fingerprint})
         if _has_state(callback) and "callback" not in state:
@@ -653,9 +667,10 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
     replaces = earlier and parallel.rank == 0
     pyro.set_rng_seed(parallel.process_seed(seed))
     # the pair checked on a first minibatch (random state restored) before any step
-    plan = plan_minibatches(model, guide, tensors, batch_size=batch_size, loss=loss,
-                            num_particles=num_particles, shuffle=shuffle,
-                            batch_transform=batch_transform)
+    with kept_buffers(still):  # the survey runs the pair in training mode
+        plan = plan_minibatches(model, guide, tensors, batch_size=batch_size, loss=loss,
+                                num_particles=num_particles, shuffle=shuffle,
+                                batch_transform=batch_transform)
     if valid is not None:
         try:
             check_pair(plan.structure, "elbo")
@@ -664,8 +679,9 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                             f"defined for this pair, so valid_data cannot be scored (train "
                             f"without it): {error}") from None
     if checkpoint is not None and store_names is None:
-        store_names = list(_pair_store_shapes(model, guide, first_rows, modules,
-                                              batch_transform))
+        shapes, registered = _pair_store_shapes(model, guide, first_rows, modules,
+                                                batch_transform, networks)
+        store_names = list(shapes)
     shuffler = torch.Generator().manual_seed(seed)  # the same permutation on every process
     parallel.attach(stepper)
     history = []
@@ -673,6 +689,12 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
         for module, module_state in zip(modules, state["modules"]):
             module.load_state_dict(module_state)
         checkpoints.restore_param_store(state["param_store"], store_names)
+        problems = restore_buffers(registered, state.get("network_buffers", {}))
+        if problems:
+            raise checkpoints.CheckpointError(
+                f"checkpoint {checkpoint} holds buffers of pyro.module networks that this pair "
+                f"does not have: {'; '.join(problems[:8])}. Resume with the same pair, or "
+                "use another checkpoint path")
         optimizer.set_state(state["optimizer"])
         shuffler.set_state(state["shuffler"].cpu())
         parallel.set_rng_state(state["rng"])
@@ -707,7 +729,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                         device.type, dtype=torch.bfloat16, enabled=mixed_precision):
                     try:
                         if checking and compiled:
-                            _validate_observed(model, guide, batch, modules)
+                            _validate_observed(model, guide, batch, still)
                         # a model that scales its own plate gets factor 1 (num_data == size)
                         step_loss = parallel.step(batch, num_data if not plan.model_scales
                                                   else len(index), len(index))
@@ -715,7 +737,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                         if not checking:
                             raise
                         refused = _refused_step(
-                            error, model, guide, batch, local, modules,
+                            error, model, guide, batch, local, still,
                             f"step {len(step_losses) + 1} of epoch {epoch + 1}",
                             batch_transform is not None, (checkpoint, saved, earlier))
                         if refused is error:
@@ -729,7 +751,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
         if kl_warmup_epochs:
             record["kl_weight"] = beta
         if valid is not None:
-            with evaluation_mode(modules):  # no dropout masks, no moved batch-norm statistics
+            with evaluation_mode(still):  # no dropout masks, no moved batch-norm statistics
                 record["valid_elbo"] = parallel.valid_elbo(model, guide, valid)
         record["seconds"] = time.perf_counter() - start
         _check_finite_epoch(record, step_losses, _named_params(modules), epoch + 1, checkpoint,
@@ -747,6 +769,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                 "format": checkpoints.FORMAT,
                 "modules": [m.state_dict() for m in modules],
                 "param_store": checkpoints.param_store_state(store_names),
+                "network_buffers": buffers_state(registered),
                 "optimizer": optimizer.get_state(),
                 "shuffler": shuffler.get_state(),
                 "rng": rng,

@@ -59,6 +59,7 @@ from ..weights import (
     trace_pair,
 )
 from .objectives import detach_parameters, make_loss
+from .networks import kept_buffers, reachable_modules
 
 LEAN_LOSSES = ("elbo", "meanfield")
 WEIGHTED_LOSSES = ("iwae", "dreg")  # lean path with K vectorized particles (ImportanceScorer)
@@ -375,6 +376,15 @@ def lean_eligible(objective, model, guide, args, kwargs) -> bool:
                for site in _latent_sites(guide_trace))
 
 
+def settle_plate_nesting(objective, model, guide, args, kwargs) -> None:
+    """Let a Pyro ELBO without ``max_plate_nesting`` guess it now, in a pass whose random
+    state is restored (and whose effects are hidden), rather than in its first real step,
+    where the guessing pass would move batch-norm statistics once more on every resume."""
+    if isinstance(objective, pyro.infer.ELBO) and objective.max_plate_nesting == float("inf"):
+        with pyro.poutine.block(), torch.no_grad(), forked_rng():
+            next(objective._get_traces(model, guide, args, kwargs))
+
+
 def _shadowed_parameters(model, guide, args, kwargs) -> dict[str, torch.nn.Parameter]:
     """name -> parameter of each param site given a network's own ``nn.Parameter`` (as
     ``pyro.module`` and a ``PyroModule`` give them) that got another tensor back from Pyro's
@@ -585,12 +595,16 @@ class SVIStep:
 
     def _loss_and_grads(self, args, kwargs):
         if self._lean is None:  # first step: Pyro's tracing with its checks decides
-            check_param_store(self.model, self.guide, args, kwargs)
-            if self._weighted and self._lean_allowed:
-                self._lean = self._choose_weighted_path(args, kwargs)
-            else:
-                self._lean = self._lean_allowed and lean_eligible(
-                    self.objective, self.model, self.guide, args, kwargs)
+            # the checks run the pair in training mode: batch-norm statistics stay put
+            with kept_buffers(reachable_modules(self.model, self.guide)):
+                check_param_store(self.model, self.guide, args, kwargs)
+                if self._weighted and self._lean_allowed:
+                    self._lean = self._choose_weighted_path(args, kwargs)
+                else:
+                    self._lean = self._lean_allowed and lean_eligible(
+                        self.objective, self.model, self.guide, args, kwargs)
+                if not self._lean:
+                    settle_plate_nesting(self.objective, self.model, self.guide, args, kwargs)
         if self._lean and self._weighted:
             return self._weighted_loss_and_grads(args, kwargs)
         if self._lean:

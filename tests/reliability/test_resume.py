@@ -475,3 +475,110 @@ def test_a_checkpoint_without_settings_still_resumes(tmp_path):
     del state["fingerprint"]["pair"]["settings"]
     checkpoints.save_checkpoint(path, state)
     assert len(_autoencoder_run(path, resume=True, epochs=2, sparsity=5.0)) == 2
+
+
+# --- batch norm in pair networks: plain functions with pyro.module, and PyroModule pairs -------
+def _batch_norm_pair():
+    """Plain functions registering a global-style encoder with batch norm (held in a closure)."""
+    torch.manual_seed(0)
+    encoder = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.BatchNorm1d(8),
+                                  torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    decoder = torch.nn.Linear(1, 3)
+
+    def model(x):
+        pyro.module("decoder", decoder)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([x.shape[0], 1]).to_event(1))
+            pyro.sample("x", dist.Normal(decoder(z), 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        pyro.module("encoder", encoder)
+        with pyro.plate("data", x.shape[0]):
+            loc, log_scale = encoder(x).chunk(2, -1)
+            pyro.sample("z", dist.Normal(loc, log_scale.exp()).to_event(1))
+
+    return encoder[1], model, guide
+
+
+def _batch_norm_data():
+    return torch.randn(64, 3, generator=torch.Generator().manual_seed(5)) * 3 + 1
+
+
+def test_pyro_module_batch_norm_resumes_as_the_uninterrupted_run(tmp_path):
+    # the running statistics were not saved: a resumed run kept the fresh ones
+    x, path = _batch_norm_data(), tmp_path / "run.pt"
+    pyro.clear_param_store()
+    norm, model, guide = _batch_norm_pair()
+    fit(model, guide, x, epochs=2, batch_size=16, seed=1, progress=False)
+    whole = norm.running_mean.clone(), norm.running_var.clone()
+    assert int(norm.num_batches_tracked) == 8, "only the 8 steps move the statistics"
+    pyro.clear_param_store()
+    norm, model, guide = _batch_norm_pair()
+    fit(model, guide, x, epochs=1, batch_size=16, seed=1, progress=False, checkpoint=path)
+    pyro.clear_param_store()  # as in a new process
+    norm, model, guide = _batch_norm_pair()
+    fit(model, guide, x, epochs=2, batch_size=16, seed=1, progress=False, checkpoint=path,
+        resume=True)
+    assert torch.equal(norm.running_mean, whole[0]) and torch.equal(norm.running_var, whole[1])
+    assert int(norm.num_batches_tracked) == 8
+
+
+def test_validation_and_checks_leave_batch_norm_statistics_alone(tmp_path):
+    x = _batch_norm_data()
+    results = []
+    for valid in (None, x[:20]):
+        pyro.clear_param_store()
+        norm, model, guide = _batch_norm_pair()
+        fit(model, guide, x, epochs=1, batch_size=16, seed=1, progress=False, valid_data=valid)
+        results.append(norm.running_mean.clone())
+        assert int(norm.num_batches_tracked) == 4
+    assert torch.equal(*results)
+
+
+class _NormedPair(PyroModule):
+    """A PyroModule pair whose encoder has batch norm."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.BatchNorm1d(8),
+                                           torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        self.decoder = torch.nn.Linear(1, 3)
+
+    @pyro_method
+    def model(self, x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([x.shape[0], 1]).to_event(1))
+            pyro.sample("x", dist.Normal(self.decoder(z), 1.0).to_event(1), obs=x)
+
+    @pyro_method
+    def guide(self, x):
+        with pyro.plate("data", x.shape[0]):
+            loc, log_scale = self.encoder(x).chunk(2, -1)
+            pyro.sample("z", dist.Normal(loc, log_scale.exp()).to_event(1))
+
+
+@pytest.mark.parametrize("loss", ["elbo", "iwae"])
+def test_a_pyro_module_pairs_statistics_move_once_per_step(loss):
+    # fit's survey and the first step's checks ran the pair in training mode (2 extra moves)
+    pyro.clear_param_store()
+    pair = _NormedPair()
+    fit(pair.model, pair.guide, _batch_norm_data(), loss=loss, num_particles=2, epochs=1,
+        batch_size=16, seed=1, progress=False)
+    assert int(pair.encoder[1].num_batches_tracked) == 4
+
+
+def test_network_buffers_of_another_shape_are_refused(tmp_path):
+    x, path = _batch_norm_data(), tmp_path / "run.pt"
+    pyro.clear_param_store()
+    _, model, guide = _batch_norm_pair()
+    fit(model, guide, x, epochs=1, batch_size=16, seed=1, progress=False, checkpoint=path)
+    state = checkpoints.load_checkpoint(path)
+    assert set(state["network_buffers"]) == {"encoder"}
+    state["network_buffers"]["encoder"]["1.running_mean"] = torch.zeros(9)
+    checkpoints.save_checkpoint(path, state)
+    pyro.clear_param_store()
+    _, model, guide = _batch_norm_pair()
+    with pytest.raises(CheckpointError, match=r"encoder\.1\.running_mean: \[9\] in the "
+                                              r"checkpoint, \[8\] now"):
+        fit(model, guide, x, epochs=2, batch_size=16, seed=1, progress=False, checkpoint=path,
+            resume=True)
