@@ -180,31 +180,77 @@ def count_syncs(device):
     box["count"] = sum("synchroniz" in str(w.message).lower() for w in caught)
 
 
+def save_cache(path: Path, state: dict) -> None:
+    """Write ``state`` to the work folder's file ``path`` atomically, with a length and CRC
+    header (:func:`inference.training.checkpoints.save_checkpoint`): a part killed while
+    writing leaves the old file or none, never half of one that later parts would read. A
+    failed write (full disk) is said, naming the file, and the part goes on: the file is
+    only a cache."""
+    from inference.training.checkpoints import save_checkpoint
+
+    try:
+        save_checkpoint(path, state)
+    except OSError as error:
+        print(f"cannot cache {path}: {error}", flush=True)
+
+
+def load_cache(path: Path, check, instead: str) -> dict | None:
+    """What :func:`save_cache` wrote at ``path``; None when there is no file or when it
+    cannot be used: unreadable, truncated, altered (the CRC), of an older format, or refused
+    by ``check(state)`` (raising ``KeyError``, ``ValueError``, ``RuntimeError``, ... for a
+    state of another shape). The latter is said, naming the file and what the caller does
+    ``instead`` (rebuild it)."""
+    from inference.training.checkpoints import CheckpointError, load_checkpoint
+
+    if not path.exists():
+        return None
+    try:
+        state = load_checkpoint(path, map_location="cpu")
+        check(state)
+    except (CheckpointError, KeyError, TypeError, ValueError, AttributeError,
+            RuntimeError) as error:
+        print(f"cannot use the cached file {path} ({error}); {instead}", flush=True)
+        return None
+    return state
+
+
+def _check_images(state: dict) -> None:
+    """A cached ``{"train", "test": uint8 [n, 1, 28, 28], "source": str}``."""
+    if not isinstance(state["source"], str):
+        raise TypeError(f"its source is a {type(state['source']).__name__}, not a string")
+    for key in ("train", "test"):
+        images = state[key]
+        if images.dim() != 4 or tuple(images.shape[1:]) != (1, 28, 28) or not len(images):
+            raise ValueError(f"its {key} images have shape {list(images.shape)}, not "
+                             f"[n, 1, 28, 28]")
+
+
 def load_data(args, torch, device) -> dict:
     """Binarized images ``train: [n_train, 1, 28, 28]``, ``test: [n_test, 1, 28, 28]``.
 
     Fashion-MNIST (training file = train + validation splits of :func:`ppl_models.load_images`,
     binarized with seed 0) from ``args.data_root`` when that folder holds the IDX files,
-    cached as uint8 under ``args.work_dir``; otherwise (and always in a dry run) random
-    Bernoulli(0.3) pixels, so timings still mean something and the source is recorded.
+    cached as uint8 under ``args.work_dir`` (written atomically; a corrupt cache is said,
+    named and rebuilt); otherwise (and always in a dry run) random Bernoulli(0.3) pixels, so
+    timings still mean something and the source is recorded.
     """
     sizes = FULL if not args.dry_run else DRY
     cache = Path(args.work_dir) / "fashion_mnist_binarized.pt"
     source = "random Bernoulli(0.3) pixels"
-    if not args.dry_run and cache.exists():
-        images = torch.load(cache)
+    from_root = bool(args.data_root) and Path(args.data_root).is_dir()
+    images = None if args.dry_run else load_cache(
+        cache, _check_images, f"rebuilding it from {args.data_root}" if from_root
+        else "using random images (no --data-root folder to rebuild it from)")
+    if images is not None:
         source = images.pop("source")
-    elif not args.dry_run and args.data_root and Path(args.data_root).is_dir():
+    elif not args.dry_run and from_root:
         try:
             images = fashion_mnist_binarized(args.data_root)
             source = f"Fashion-MNIST binarized (seed 0) from {args.data_root}"
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({**images, "source": source}, cache)
+            save_cache(cache, {**images, "source": source})
         except FileNotFoundError as error:
             print(f"no Fashion-MNIST ({error}); using random images", flush=True)
             images = None
-    else:
-        images = None
     if images is None:
         generator = torch.Generator().manual_seed(args.seed)
         images = {key: (torch.rand(n, 1, 28, 28, generator=generator) < 0.3).to(torch.uint8)
@@ -539,9 +585,7 @@ def part_epoch(args, results: Results, clock: Clock) -> None:
               f"loss {history[-1]['train_loss']:.2f}, syncs in epoch 3: {syncs} "
               f"({steps} steps)", flush=True)
         if compile_:
-            path = Path(args.work_dir) / "vae_state.pt"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(vae.state_dict(), path)
+            save_cache(Path(args.work_dir) / "vae_state.pt", {"state": vae.state_dict()})
 
 
 def part_iwae(args, results: Results, clock: Clock) -> None:
@@ -551,10 +595,14 @@ def part_iwae(args, results: Results, clock: Clock) -> None:
     sizes = DRY if args.dry_run else FULL
     data = load_data(args, torch, device)
     vae = make_vae(sizes, args.seed)
-    state = Path(args.work_dir) / "vae_state.pt"
-    trained = state.exists()
-    if trained:
-        vae.load_state_dict(torch.load(state, map_location="cpu"))
+    # the epoch part's VAE; a file it could not use is said and named (the next run of the
+    # epoch part writes it afresh), and the bound is then that of an untrained VAE
+    saved = load_cache(Path(args.work_dir) / "vae_state.pt",
+                       lambda state: vae.load_state_dict(state["state"]),
+                       "using an untrained VAE (the epoch part writes the file afresh)")
+    trained = saved is not None
+    if not trained:
+        vae = make_vae(sizes, args.seed)  # a failed load_state_dict may have copied some
     vae.to(device)
     x = data["test"]
     k, chunk, per_call = sizes["iwae_k"], sizes["iwae_chunk"], sizes["iwae_images_per_call"]

@@ -23,15 +23,19 @@ Trains small versions of the models on Fashion-MNIST (the scikit-learn 8x8 digit
 - ``metrics.json``: the numbers quoted on the page and the settings.
 
 Trained models are cached in ``--cache-dir`` under a hash of their settings, so a second run
-only evaluates and draws, and draws the same files. Expected with the defaults on
-Fashion-MNIST, seed 0 (about five minutes of CPU time on one thread the first time: 313 s
-measured, 22 minutes of wall time on a heavily shared 2-core machine; 43 s of CPU time once
-cached): on 2000 binarized test images the VAE's ELBO -248.0 and IWAE_100 -245.1 nats per
-image, the PixelCNN's exact NLL 261 nats (two epochs on 4000 images: its samples have the
-coarse shapes of the classes under ragged texture), PixelCNN range coding 373 bits per image
-against 1321 for PNG and 500 for lzma, test bits per character 4.24 / 3.13 / 2.80 / 2.66 for
-the 1-, 3-, 5-gram and the 5-gram with the hierarchical prior and 2.91 for the GRU, and the
-WaveNet 4.93 bits per sample on held-out espeak-ng speech against 7.20 for the histogram.
+only evaluates and draws, and draws the same files. The cache files are written atomically
+with a CRC; one that cannot be used (corrupt, of an older format or other settings) is named
+and trained afresh. Flags out of range are refused before any model is trained.
+
+Expected with the defaults on Fashion-MNIST, seed 0 (about five minutes of CPU time on one
+thread the first time: 313 s measured, 22 minutes of wall time on a heavily shared 2-core
+machine; 43 s of CPU time once cached): on 2000 binarized test images the VAE's ELBO -248.0
+and IWAE_100 -245.1 nats per image, the PixelCNN's exact NLL 261 nats (two epochs on 4000
+images: its samples have the coarse shapes of the classes under ragged texture), PixelCNN
+range coding 373 bits per image against 1321 for PNG and 500 for lzma, test bits per
+character 4.24 / 3.13 / 2.80 / 2.66 for the 1-, 3-, 5-gram and the 5-gram with the
+hierarchical prior and 2.91 for the GRU, and the WaveNet 4.93 bits per sample on held-out
+espeak-ng speech against 7.20 for the histogram.
 
     python examples/gallery.py --out-dir runs/gallery
     make gallery   # the same into docs/figures/gallery, models cached in runs/gallery-models
@@ -67,6 +71,12 @@ from inference import (  # noqa: E402
     observed_channel,
     posterior_means,
 )
+from inference.training.checkpoints import (  # noqa: E402
+    CheckpointError,
+    load_checkpoint,
+    remove_stale_partials,
+    save_checkpoint,
+)
 from ppl_models import (  # noqa: E402
     VAE,
     GRULanguageModel,
@@ -83,41 +93,79 @@ from ppl_models import (  # noqa: E402
     mu_law_encode,
     write_wav,
 )
+from ppl_models.audio import DEFAULT_RATE  # noqa: E402
 from scaffold.flags import (  # noqa: E402
     nonnegative_int,
     positive_float,
     positive_int,
     script_parser,
 )
-from scaffold.runs import finish_run, start_run  # noqa: E402
+from scaffold.runs import finish_run, start_run, writable_folder  # noqa: E402
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                    "Sneaker", "Bag", "Ankle boot")
 # Bumped whenever the training code changes, so that cached models are not reused.
 CACHE_VERSION = 1
+NUM_CLASSES = 10  # of both data sets
+SEGMENT = 1024  # samples per WaveNet training segment
 
 
 # ---------------------------------------------------------------------------------- helpers
+def load_cached(module: torch.nn.Module, path: Path, key: str) -> float | None:
+    """Load ``module``'s parameters from the cache file ``path`` (written by :func:`cached`
+    for the settings ``key``) and return its training seconds; None, after saying why and
+    naming the file, when the file is unreadable, corrupt (truncated, altered: the CRC of
+    :func:`inference.training.checkpoints.load_checkpoint`), of an older format, or of
+    other settings or another network. ``module`` is then unchanged."""
+    try:
+        saved = load_checkpoint(path, map_location="cpu")
+        if saved.get("settings") != key:
+            raise CheckpointError("it holds a model of other settings")
+        seconds = float(saved["train_seconds"])
+        state = module.state_dict()
+        if ({k: tuple(v.shape) for k, v in saved["state"].items()}
+                != {k: tuple(v.shape) for k, v in state.items()}):
+            raise CheckpointError("its parameters do not fit the network")
+    except (CheckpointError, KeyError, TypeError, ValueError, AttributeError) as error:
+        print(f"gallery: cannot use the cached model {path} ({error}); training it afresh "
+              f"to replace it", flush=True)
+        return None
+    module.load_state_dict(saved["state"])
+    return seconds
+
+
 def cached(module: torch.nn.Module, name: str, settings: dict, cache_dir: Path, train) -> dict:
     """Load ``module``'s parameters from ``cache_dir`` or train them with ``train()`` and save.
 
     The file name holds a hash of ``settings`` (and :data:`CACHE_VERSION`), so a change of
-    data, size or budget trains afresh. Returns ``{"cached", "train_seconds", "file"}``.
+    data, size or budget trains afresh; so does a file that cannot be used (corrupt, of
+    another format or settings: :func:`load_cached` says so, naming it), which the new one
+    replaces. The file is written atomically (a run killed while writing leaves the old file
+    or none, never half of one); a failed write is said and the run goes on with the trained
+    model. Returns ``{"cached", "train_seconds", "file"}``.
     """
     key = json.dumps({"version": CACHE_VERSION, **settings}, sort_keys=True, default=str)
     path = cache_dir / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
-    if path.is_file():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        module.load_state_dict(saved["state"])
-        module.eval()
-        return {"cached": True, "train_seconds": float(saved["train_seconds"]), "file": str(path)}
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise SystemExit(f"gallery: the cache file {path} (in --cache-dir) is a folder; "
+                         "move it away")
+    if path.exists():
+        seconds = load_cached(module, path, key)
+        if seconds is not None:
+            module.eval()
+            return {"cached": True, "train_seconds": seconds, "file": str(path)}
+    writable_folder(cache_dir, "--cache-dir")  # before the training, not after it
     pyro.clear_param_store()
     start = time.perf_counter()
     train()
     seconds = time.perf_counter() - start
     module.eval()
-    torch.save({"state": module.state_dict(), "train_seconds": seconds}, path)
+    remove_stale_partials(path)  # of runs killed while writing it
+    try:
+        save_checkpoint(path, {"state": module.state_dict(), "train_seconds": seconds,
+                               "settings": key})
+    except OSError as error:  # a full disk: the trained model is still here, the run goes on
+        print(f"gallery: {error}; the model is not cached", flush=True)
     return {"cached": False, "train_seconds": seconds, "file": str(path)}
 
 
@@ -169,6 +217,28 @@ def grid_figure(rows: list[torch.Tensor], path: Path, title: str, row_labels: li
     axes[0, 0].set_title(title, fontsize=9, pad=34 if column_labels else 6)
     fig.subplots_adjust(hspace=0.08)
     save_small_png(fig, path)
+
+
+def per_class_needed(args: argparse.Namespace) -> int:
+    """Test images of each class the figures need: the second of each class is completed
+    (the first reconstructed), and the outlier figure shows ``--outliers-per-side`` most and
+    as many least likely ones, which must be different images."""
+    return max(2, 2 * args.outliers_per_side)
+
+
+def check_test_classes(labels: torch.Tensor, num_classes: int, args) -> None:
+    """``SystemExit`` naming ``--num-test`` (and ``--outliers-per-side``) unless the test
+    images ``labels: [n]`` hold :func:`per_class_needed` of every class: checked when the
+    data are loaded, before any model is trained."""
+    need = per_class_needed(args)
+    counts = torch.bincount(labels, minlength=num_classes)
+    short = [c for c in range(num_classes) if counts[c] < need]
+    if short:
+        raise SystemExit(f"gallery: the {len(labels)} test images (--num-test) hold fewer than "
+                         f"{need} image(s) of class(es) {short} (fewest: {int(counts.min())}), "
+                         f"which the figures need with --outliers-per-side "
+                         f"{args.outliers_per_side}; raise --num-test or lower "
+                         f"--outliers-per-side")
 
 
 def one_per_class(labels: torch.Tensor, num_classes: int, offset: int = 0) -> torch.Tensor:
@@ -425,7 +495,7 @@ def wavenet_audio(args, device, cache_dir: Path, out: Path) -> dict:
     """A WaveNet on 8 kHz mu-law speech; held-out and generated audio and their waveforms."""
     signal = load_signal(args.audio, seconds=args.audio_seconds, seed=args.seed)
     levels = mu_law_encode(signal.samples)
-    length = 1024
+    length = SEGMENT
     segments = levels[: len(levels) // length * length].reshape(-1, length)
     num_test = max(1, len(segments) // 10)
     train, test = segments[:-num_test], segments[-num_test:]
@@ -459,7 +529,7 @@ def wavenet_audio(args, device, cache_dir: Path, out: Path) -> dict:
 # ------------------------------------------------------------------------------------ main
 def main(args: argparse.Namespace) -> dict:
     out, device, start = start_run(args)
-    cache_dir = Path(args.cache_dir)
+    cache_dir = writable_folder(args.cache_dir, "--cache-dir")
 
     name = args.dataset
     if name == "auto":
@@ -475,6 +545,7 @@ def main(args: argparse.Namespace) -> dict:
     test_grey = data.test.images[:args.num_test].to(device)
     test_x = binarize_static(data.test.images[:args.num_test], args.seed).to(device)
     test_y = data.test.labels[:args.num_test].to(device)
+    check_test_classes(test_y, len(names), args)  # before any training, not after the VAEs
     print(f"{data.name}: {len(data.train)} training images, {len(test_x)} test images shown")
 
     metrics = {"dataset": data.name, "config": vars(args), "device": str(device)}
@@ -505,12 +576,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = script_parser(__doc__, "runs/gallery")
     parser.add_argument("--dataset", choices=["auto", "fashion-mnist", "digits"], default="auto",
                         help="auto: Fashion-MNIST when installed, else the 8x8 digits")
-    parser.add_argument("--num-train", type=nonnegative_int, default=20000,
-                        help="VAE training images")
-    parser.add_argument("--num-test", type=nonnegative_int, default=2000, help="test images used")
+    parser.add_argument("--num-train", type=positive_int, default=20000,
+                        help="VAE training images (the first N)")
+    parser.add_argument("--num-test", type=positive_int, default=2000,
+                        help="test images used (the first N; at least 2 of each class, and "
+                             "twice --outliers-per-side)")
     parser.add_argument("--hidden", type=positive_int, default=500, help="VAE MLP hidden units")
     parser.add_argument("--vae-epochs", type=nonnegative_int, default=15)
-    parser.add_argument("--pixelcnn-num-train", type=nonnegative_int, default=4000)
+    parser.add_argument("--pixelcnn-num-train", type=positive_int, default=4000,
+                        help="PixelCNN training images (the first N)")
     parser.add_argument("--pixelcnn-channels", type=positive_int, default=24)
     parser.add_argument("--pixelcnn-blocks", type=positive_int, default=3)
     parser.add_argument("--pixelcnn-epochs", type=nonnegative_int, default=2)
@@ -519,20 +593,39 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="PixelCNN draws per image")
     parser.add_argument("--outliers-per-side", type=positive_int, default=5)
     parser.add_argument("--num-compress", type=positive_int, default=200)
-    parser.add_argument("--lm-num-train", type=nonnegative_int, default=20000,
-                        help="training words")
+    parser.add_argument("--lm-num-train", type=positive_int, default=20000,
+                        help="language models' training words (the first N)")
     parser.add_argument("--gru-hidden", type=positive_int, default=128)
     parser.add_argument("--gru-epochs", type=nonnegative_int, default=3)
     parser.add_argument("--num-words", type=positive_int, default=8, help="sampled words per model")
     parser.add_argument("--audio", choices=["auto", "speech", "synthetic"], default="auto",
                         help="auto: espeak-ng speech when installed, else the synthetic voice")
     parser.add_argument("--audio-seconds", type=positive_float, default=30.0,
-                        help="length of the synthetic signal")
+                        help="length of the synthetic signal (at least two WaveNet segments, "
+                             f"{2 * SEGMENT / DEFAULT_RATE:g} s)")
     parser.add_argument("--wavenet-epochs", type=nonnegative_int, default=15)
-    parser.add_argument("--generate-seconds", type=positive_float, default=2.0)
+    parser.add_argument("--generate-seconds", type=positive_float, default=2.0,
+                        help=f"audio the WaveNet generates (at least one sample, "
+                             f"1/{DEFAULT_RATE} s)")
     parser.add_argument("--cache-dir", default="runs/gallery-models",
                         help="trained models, reused when their settings are unchanged")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # the ranges that depend on other flags or on the data's sizes: refused here, before any
+    # model is trained, rather than by the stage that needs them after the others trained
+    need = NUM_CLASSES * per_class_needed(args)
+    if args.num_test < need:
+        parser.error(f"argument --num-test: the figures need at least {need} test images "
+                     f"({per_class_needed(args)} of each of the {NUM_CLASSES} classes with "
+                     f"--outliers-per-side {args.outliers_per_side}), got {args.num_test}")
+    if round(args.audio_seconds * DEFAULT_RATE) < 2 * SEGMENT:
+        parser.error(f"argument --audio-seconds: the synthetic signal must hold two WaveNet "
+                     f"segments of {SEGMENT} samples at {DEFAULT_RATE} Hz (one to train on, "
+                     f"one to test), at least {2 * SEGMENT / DEFAULT_RATE:g} s; got "
+                     f"{args.audio_seconds:g}")
+    if round(args.generate_seconds * DEFAULT_RATE) < 1:
+        parser.error(f"argument --generate-seconds: must be at least one sample, "
+                     f"1/{DEFAULT_RATE} s, got {args.generate_seconds:g}")
+    return args
 
 
 if __name__ == "__main__":

@@ -128,6 +128,11 @@ class PixelCNN(PyroModule):
             raise ValueError(f"likelihood must be 'bernoulli', 'categorical256' or "
                              f"'logistic-mixture', got {likelihood!r}")
         channels = as_int(channels, "channels")
+        if channels % self.image_shape[0]:
+            # each residual channel belongs to one data channel (the masks' groups)
+            raise ValueError(f"channels must be a multiple of the images' "
+                             f"{self.image_shape[0]} channels (image_shape="
+                             f"{self.image_shape}), got {channels}")
         num_blocks = as_int(num_blocks, "num_blocks", minimum=0)
         for name, size in (("kernel_size", kernel_size), ("first_kernel_size", first_kernel_size)):
             if as_int(size, name) % 2 == 0:

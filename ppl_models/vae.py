@@ -145,10 +145,13 @@ class VAE(_ImageModel):
         The latents are drawn on ``generator``'s device (a CPU generator gives the same
         images on every device) or, without one, on the model's device. ``generator`` is a
         :class:`torch.Generator` or None; ``num`` a positive integer whose images fit in
-        memory.
+        memory; ``mean`` True or False (``TypeError`` otherwise: a string such as ``"no"``
+        would count as True).
         """
         param = next(self.parameters())
         num = check_image_draws(num, generator, self.image_shape, param)
+        if not isinstance(mean, bool):
+            raise TypeError(f"mean must be True or False, got {mean!r}")
         device = param.device
         source = generator.device if generator is not None else device
         with torch.no_grad():

@@ -31,6 +31,20 @@ def nonnegative_int(text: str) -> int:
     return _integer(text, 0, "an integer >= 0")
 
 
+MAX_SEED = 2**32 - 1
+"""The largest ``--seed``: ``pyro.set_rng_seed`` (in :func:`scaffold.runs.start_run`) and
+:func:`inference.fit` also seed NumPy's global generator, which takes no larger seed."""
+
+
+def seed_int(text: str) -> int:
+    """An integer in ``0..MAX_SEED`` (``--seed``; a larger one failed in NumPy's seeding)."""
+    value = _integer(text, 0, "an integer >= 0")
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer in 0..2**32 - 1 = {MAX_SEED} "
+                                         f"(NumPy's seeds), got {text!r}")
+    return value
+
+
 def positive_float(text: str) -> float:
     """A finite number > 0 (learning rates, scales)."""
     try:
@@ -80,8 +94,8 @@ def script_parser(doc: str | None, out_dir: str, device: bool = True) -> argpars
     torch's choice) and ``--out-dir`` (default ``out_dir``).
     """
     parser = argparse.ArgumentParser(description=(doc or "").strip().split("\n")[0])
-    parser.add_argument("--seed", type=nonnegative_int, default=0,
-                        help="Pyro's and torch's seed (an integer >= 0)")
+    parser.add_argument("--seed", type=seed_int, default=0,
+                        help="Pyro's and torch's seed (an integer in 0..2**32 - 1)")
     if device:
         parser.add_argument("--device", default="auto",
                             help="auto (CUDA when available), cpu, cuda:0, ...")

@@ -34,7 +34,7 @@ def start_run(args: argparse.Namespace) -> tuple[Path, torch.device, float]:
     configure_threads(getattr(args, "threads", None))
     retain_freed_memory()
     start = time.perf_counter()
-    out = _writable_folder(Path(args.out_dir))
+    out = writable_folder(Path(args.out_dir))
     device = resolve_device(args.device) if hasattr(args, "device") else torch.device("cpu")
     pyro.set_rng_seed(args.seed)
     return out, device, start
@@ -52,17 +52,19 @@ def _strict(value):
     return value
 
 
-def _writable_folder(out: Path) -> Path:
+def writable_folder(out: str | Path, flag: str = "--out-dir") -> Path:
     """``out`` created and test-written, so that a run cannot end in a folder it cannot
-    write; ``SystemExit`` naming ``--out-dir`` otherwise."""
+    write (after its work); ``SystemExit`` naming ``flag`` (the folder's command-line flag,
+    such as ``--out-dir`` or ``--cache-dir``) and the folder otherwise."""
+    out = Path(out)
     if out.exists() and not out.is_dir():
-        raise SystemExit(f"--out-dir {out} is a file, not a folder")
+        raise SystemExit(f"{flag} {out} is a file, not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as error:
-        raise SystemExit(f"--out-dir {out} cannot be written: {error.strerror}") from None
+        raise SystemExit(f"{flag} {out} cannot be written: {error.strerror}") from None
     return out
 
 

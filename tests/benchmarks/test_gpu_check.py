@@ -148,3 +148,74 @@ def test_judge_reads_the_targets_of_a_gpu_run():
     assert verdict["no_sync_per_step"]["met"] is True
     data["epoch"]["eager"]["syncs_in_third_epoch"] = 235  # one per step
     assert gpu_check.judge(data)["no_sync_per_step"]["met"] is False
+
+
+def kit_args(tmp_path):
+    from ppl_models import write_idx
+
+    rng = np.random.default_rng(0)
+    kit = tmp_path / "kit"
+    kit.mkdir()
+    for stem, n in (("train", 12), ("t10k", 6)):
+        write_idx(kit / f"{stem}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), np.uint8))
+        write_idx(kit / f"{stem}-labels-idx1-ubyte", rng.integers(0, 10, n).astype(np.uint8))
+    return argparse.Namespace(dry_run=False, data_root=str(kit), work_dir=str(tmp_path / "w"),
+                              seed=0)
+
+
+def truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def legacy(path):  # what the check wrote before: a plain torch.save, half of it
+    torch.save({"train": torch.zeros(2, 1, 28, 28, dtype=torch.uint8)}, path)
+    truncate(path)
+
+
+def other_shape(path):
+    gpu_check = load_module()
+    gpu_check.save_cache(path, {"train": torch.zeros(2, 784, dtype=torch.uint8),
+                                "test": torch.zeros(2, 784, dtype=torch.uint8), "source": "x"})
+
+
+@pytest.mark.parametrize("spoil", [truncate, legacy, other_shape])
+def test_an_unusable_data_cache_is_named_and_rebuilt(spoil, tmp_path, capsys):
+    # a cache half-written by a killed part used to fail every later part inside torch.load
+    gpu_check = load_module()
+    args = kit_args(tmp_path)
+    first = gpu_check.load_data(args, torch, torch.device("cpu"))
+    cache = tmp_path / "w" / "fashion_mnist_binarized.pt"
+    spoil(cache)
+    capsys.readouterr()
+    again = gpu_check.load_data(args, torch, torch.device("cpu"))
+    assert f"cannot use the cached file {cache}" in capsys.readouterr().out
+    assert again["source"] == first["source"] and torch.equal(again["train"], first["train"])
+    cached = gpu_check.load_data(args, torch, torch.device("cpu"))  # rebuilt: read quietly
+    assert torch.equal(cached["test"], first["test"]) and not capsys.readouterr().out
+    assert [p.name for p in cache.parent.iterdir()] == [cache.name]  # no temporary files
+
+
+def test_the_iwae_part_names_an_unusable_vae_state_and_bounds_an_untrained_vae(
+        tmp_path, monkeypatch, capsys):
+    # a corrupt vae_state.pt (the epoch part killed while writing it) failed the part
+    gpu_check = load_module()
+    monkeypatch.setattr(gpu_check, "_setup", lambda args: (torch, torch.device("cpu")))
+    monkeypatch.setitem(gpu_check.DRY, "num_test", 8)
+    monkeypatch.setitem(gpu_check.DRY, "iwae_k", 4)
+    args = argparse.Namespace(dry_run=True, data_root=None, work_dir=str(tmp_path / "w"),
+                              seed=0)
+    results = gpu_check.Results(tmp_path / "out")
+    state = tmp_path / "w" / "vae_state.pt"
+    gpu_check.save_cache(state, {"state": gpu_check.make_vae(gpu_check.DRY, 1).state_dict()})
+    gpu_check.part_iwae(args, results, gpu_check.Clock(None))
+    assert results.load()["iwae"]["model"].startswith("trained")
+    whole = state.read_bytes()
+    for spoil in (lambda: state.write_bytes(whole[:100]),
+                  lambda: state.write_bytes(b"not a checkpoint"),
+                  lambda: gpu_check.save_cache(state, {"state": torch.nn.Linear(2, 2)
+                                                        .state_dict()})):  # another network
+        spoil()
+        capsys.readouterr()
+        gpu_check.part_iwae(args, results, gpu_check.Clock(None))
+        assert results.load()["iwae"]["model"] == "untrained"
+        assert f"cannot use the cached file {state}" in capsys.readouterr().out

@@ -1,7 +1,10 @@
 """The gallery example end to end with tiny settings on the 8x8 digits, and its model cache."""
 
+import importlib.util
 import json
+import os
 import runpy
+import stat
 import sys
 from pathlib import Path
 
@@ -86,3 +89,145 @@ def test_cached_trains_once_and_then_loads_the_same_parameters(tmp_path):
     info = gallery["cached"](other, "m", {"size": 4}, tmp_path, train_other)
     assert not info["cached"] and calls == [1.5, 2.0]  # other settings: trained afresh
     assert len(list(tmp_path.glob("m-*.pt"))) == 2
+
+
+def load_gallery():
+    """The script as a module (its functions can be replaced with monkeypatch)."""
+    spec = importlib.util.spec_from_file_location("gallery", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def linear_and_train(calls: list, value: float):
+    module = torch.nn.Linear(3, 2)
+
+    def train():
+        calls.append(value)
+        with torch.no_grad():
+            module.weight.fill_(value)
+    return module, train
+
+
+def spoil_truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-7])
+
+
+def spoil_flip(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-20] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def spoil_legacy(path: Path) -> None:  # what the gallery wrote before: plain torch.save
+    torch.save({"state": torch.nn.Linear(3, 2).state_dict(), "train_seconds": 1.0}, path)
+
+
+def spoil_other_network(path: Path) -> None:  # the same name, another network's parameters
+    from inference.training.checkpoints import load_checkpoint, save_checkpoint
+    saved = load_checkpoint(path)
+    save_checkpoint(path, {**saved, "state": torch.nn.Linear(4, 2).state_dict()})
+
+
+def spoil_other_settings(path: Path) -> None:  # a file renamed, or a hash collision
+    from inference.training.checkpoints import load_checkpoint, save_checkpoint
+    saved = load_checkpoint(path)
+    save_checkpoint(path, {**saved, "settings": saved["settings"].replace("3", "4")})
+
+
+@pytest.mark.parametrize("spoil", [spoil_truncate, spoil_flip, spoil_legacy,
+                                   spoil_other_network, spoil_other_settings])
+def test_an_unusable_cache_file_is_named_and_trained_afresh(spoil, tmp_path, capsys):
+    # a half-written or corrupt cache used to fail every rerun inside torch.load, and another
+    # network's parameters inside load_state_dict, without naming the file
+    gallery = load_gallery()
+    calls = []
+    module, train = linear_and_train(calls, 1.5)
+    gallery.cached(module, "m", {"size": 3}, tmp_path, train)
+    [path] = tmp_path.glob("m-*.pt")
+    spoil(path)
+    capsys.readouterr()
+    module, train = linear_and_train(calls, 2.5)
+    info = gallery.cached(module, "m", {"size": 3}, tmp_path, train)
+    assert not info["cached"] and info["file"] == str(path) and calls == [1.5, 2.5]
+    assert f"cannot use the cached model {path}" in capsys.readouterr().out
+    again, train_again = linear_and_train(calls, 9.0)  # the file is whole again
+    assert gallery.cached(again, "m", {"size": 3}, tmp_path, train_again)["cached"]
+    assert torch.equal(again.weight, torch.full((2, 3), 2.5)) and calls == [1.5, 2.5]
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary files left
+
+
+def test_a_cache_write_that_fails_half_way_leaves_no_file_and_the_run_goes_on(
+        tmp_path, monkeypatch, capsys):
+    # torch.save straight to the cache file left half a file (a full disk, a killed run),
+    # which the next run then failed to load
+    gallery = load_gallery()
+    save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        if isinstance(f, (str, Path)):
+            Path(f).write_bytes(b"PK\x03\x04 half a file")
+        else:
+            f.write(b"PK\x03\x04 half a file")
+        raise OSError(28, "No space left on device")
+
+    calls = []
+    module, train = linear_and_train(calls, 1.5)
+    monkeypatch.setattr(torch, "save", full_disk)
+    try:
+        info = gallery.cached(module, "m", {"size": 3}, tmp_path, train)
+    except OSError:
+        info = None
+    monkeypatch.setattr(torch, "save", save)
+    assert info == {"cached": False, "train_seconds": info["train_seconds"],
+                    "file": info["file"]}, "the trained model is lost with the write"
+    assert "No space left on device" in capsys.readouterr().out
+    assert not list(tmp_path.iterdir())  # nothing half-written
+    module, train = linear_and_train(calls, 2.5)
+    assert not gallery.cached(module, "m", {"size": 3}, tmp_path, train)["cached"]
+    assert calls == [1.5, 2.5] and len(list(tmp_path.glob("m-*.pt"))) == 1
+
+
+def tiny_args(gallery, tmp_path, *extra):
+    return gallery.parse_args([*TINY, "--out-dir", str(tmp_path / "out"),
+                               "--cache-dir", str(tmp_path / "cache"), *extra])
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """The gallery module, whose stages fail the test if they are reached."""
+    gallery = load_gallery()
+
+    def trained(*args, **kwargs):
+        raise AssertionError("a model was trained before the bad flag was reported")
+    monkeypatch.setattr(gallery, "train_vae", trained)
+    monkeypatch.setattr(gallery, "fit", trained)
+    return gallery
+
+
+def test_test_images_lacking_a_class_are_refused_before_any_training(no_training, tmp_path):
+    # the first 20 digits of the test split hold no 1 or 5 and one 3 and one 7, where the
+    # figures need two; the VAEs used to train first
+    args = tiny_args(no_training, tmp_path, "--num-test", "20", "--outliers-per-side", "1")
+    with pytest.raises(SystemExit, match=r"hold fewer than 2 image\(s\) of class\(es\) "
+                                         r"\[1, 3, 5, 7\].*raise --num-test"):
+        no_training.main(args)
+
+
+def test_a_cache_dir_that_cannot_be_written_is_refused_before_any_training(no_training,
+                                                                           tmp_path):
+    # a file: FileExistsError from mkdir; a read-only folder: torch.save failed after training
+    (tmp_path / "file").write_text("")
+    args = tiny_args(no_training, tmp_path, "--cache-dir", str(tmp_path / "file"))
+    with pytest.raises(SystemExit, match=r"--cache-dir .*file is a file, not a folder"):
+        no_training.main(args)
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+        try:
+            args = tiny_args(no_training, tmp_path, "--cache-dir", str(locked))
+            with pytest.raises(SystemExit, match=r"--cache-dir .*locked cannot be written"):
+                no_training.main(args)
+        finally:
+            locked.chmod(stat.S_IRWXU)

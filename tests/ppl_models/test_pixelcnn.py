@@ -242,3 +242,26 @@ def test_cached_params_counts_its_caches_naming_x(monkeypatch):
     with pytest.raises(ValueError, match=r"x of 50 images: the images \[50, 1, 4, 4\] with the "
                                          r"padded caches"):
         small().cached_params(torch.zeros(50, 1, 4, 4))
+
+
+def test_channels_not_a_multiple_of_the_image_channels_are_named():
+    # it used to fail inside the first masked convolution, naming its out_channels
+    with pytest.raises(ValueError, match=re.escape(
+            "channels must be a multiple of the images' 3 channels (image_shape=(3, 4, 4)), "
+            "got 4")):
+        PixelCNN((3, 4, 4), "categorical256", channels=4, num_blocks=1)
+    assert PixelCNN((3, 4, 4), "categorical256", channels=6, num_blocks=1).image_shape == (3, 4, 4)
+
+
+def test_images_of_other_channels_than_the_model_are_named_with_both_shapes():
+    m = small((3, 4, 4), "categorical256")
+    grey = torch.zeros(2, 1, 4, 4)
+    expected = r"shape \[batch, 3, 4, 4\], got \[2, 1, 4, 4\]"
+    with pytest.raises(ValueError, match="x must have " + expected):
+        m.log_prob(grey)
+    with pytest.raises(ValueError, match="x must have " + expected):
+        m.cached_params(grey)
+    mask = torch.ones(2, 1, 4, 4, dtype=torch.bool)
+    for sampler in (m.sample, m.sample_fast):
+        with pytest.raises(ValueError, match="given must have " + expected):
+            sampler(2, given=grey, mask=mask)

@@ -98,3 +98,13 @@ def test_autoencoders_are_fully_observed():
     torch.testing.assert_close(elbo(sparse.model, sparse.guide, x), plain_value - penalty)
     with pytest.raises(ValueError, match="sparsity"):
         Autoencoder((1, 8, 8), sparsity=-1.0)
+
+
+@pytest.mark.parametrize("mean", ["no", 0, 1, None, torch.tensor(False)])
+def test_sample_images_takes_mean_as_a_real_bool(mean):
+    # mean="no" used to count as True and return pixel means
+    vae = VAE((1, 4, 4), latent_dim=2, hidden=(8,))
+    with pytest.raises(TypeError, match=r"mean must be True or False, got "):
+        vae.sample_images(2, mean=mean)
+    assert vae.sample_images(2, mean=False).unique().tolist() in ([0.0], [1.0], [0.0, 1.0])
+
