@@ -130,12 +130,21 @@ def check_writable(path: str | Path) -> Path:
     Creates the parent folder if needed and writes (then removes) a probe file there.
 
     Raises:
-        CheckpointError: ``path`` is a folder, or the folder cannot be created or written;
-            the message names the path and the reason.
+        CheckpointError: ``path`` is a folder (or ends in a separator), ``<path>.lock`` or
+            ``<path>.previous`` is a folder, or the folder cannot be created or written; the
+            message names the path and the reason.
     """
+    if str(path).endswith(("/", os.sep)):
+        raise CheckpointError(f"checkpoint {path} names a folder (it ends in a separator); "
+                              "pass a file name, e.g. run.pt inside it")
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a folder; pass a file name")
+    for suffix, role in ((".lock", "its lock file"), (".previous", "the copy of an earlier run")):
+        beside = path.with_name(path.name + suffix)
+        if beside.is_dir():
+            raise CheckpointError(f"checkpoint {path} needs {beside} for {role}, but that is a "
+                                  "folder: move it away or use another checkpoint path")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         probe = _unique_partial(path)
@@ -339,7 +348,9 @@ _MAX_DEPTH = 3  # owned objects are followed this many attributes deep
 def settings_fingerprint(modules) -> dict:
     """The plain settings of ``modules`` and of what they own, flat: ``"path" -> value``.
 
-    For each module (indexed ``0.``, ``1.``, ...) and each of its submodules, the public
+    For each module (indexed ``0.``, ``1.``, ...) and each of its submodules, its class
+    (``0.__class__``: a ``VAE`` checkpoint does not resume an ``Autoencoder`` of the same
+    parameter shapes) and the public
     attributes that are numbers, strings, bools or None (or lists, tuples and dicts of them):
     ``Autoencoder.sparsity``, ``Linear.in_features``; tensors that are not parameters or
     buffers by shape, dtype and a hash; functions by name, the numbers in their code and the
@@ -354,6 +365,7 @@ def settings_fingerprint(modules) -> dict:
         for name, sub in module.named_modules():
             prefix = f"{index}.{name}." if name else f"{index}."
             seen.add(id(sub))
+            out[prefix + "__class__"] = type(sub).__qualname__
             for key, value in sorted(vars(sub).items()):
                 if not key.startswith("_") and key != "training":
                     _record_setting(value, prefix + key, out, seen, 1)

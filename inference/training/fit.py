@@ -98,6 +98,11 @@ def _check_arguments(model, guide, loss, num_particles, epochs, batch_size, lr, 
                                           and hasattr(loss, "loss_and_grads")):
         raise TypeError(f"loss must be a loss name or an object with loss and loss_and_grads, "
                         f"got {loss!r}")
+    held = getattr(loss, "num_particles", None)
+    if not isinstance(loss, str) and isinstance(held, int) and num_particles not in (1, held):
+        raise ValueError(f"fit(num_particles={num_particles}) disagrees with the loss object "
+                         f"{type(loss).__name__}, which draws {held}: the object's count is "
+                         "the one used; set it there and leave num_particles out")
     check_int(epochs, "epochs", 0)
     check_int(batch_size, "batch_size")
     check_number(lr, "lr", minimum=0.0)
@@ -297,6 +302,20 @@ def _validate_observed(model, guide, batch: tuple, modules) -> None:
         for site in model_trace.nodes.values():
             if site["type"] == "sample" and site["is_observed"]:
                 site["fn"].log_prob(site["value"])
+
+
+def _check_valid_data(model, guide, valid: tuple, batch_size: int, modules) -> None:
+    """Refuse ``valid_data`` (tensors ``[M, ...]``) that the pair cannot score (a value outside
+    its likelihood's support) before any training, naming ``valid_data`` and the rows; it
+    used to fail after the first epoch, in a message that read as one about the data."""
+    num_valid = valid[0].shape[0]
+    for begin in range(0, num_valid, batch_size):
+        stop = min(begin + batch_size, num_valid)
+        try:
+            _validate_observed(model, guide, tuple(t[begin:stop] for t in valid), modules)
+        except ValueError as error:
+            raise ValueError(f"fit: valid_data cannot be scored by the pair (rows {begin} to "
+                             f"{stop - 1} of {num_valid}): {error}") from error
 
 
 def _unscored_site(model, guide, batch: tuple, modules):
@@ -678,6 +697,8 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
             raise PairError(f"fit(valid_data=...): the validation ELBO per datapoint is not "
                             f"defined for this pair, so valid_data cannot be scored (train "
                             f"without it): {error}") from None
+    if valid is not None and is_validation_enabled():
+        _check_valid_data(model, guide, valid, batch_size, still)
     if checkpoint is not None and store_names is None:
         shapes, registered = _pair_store_shapes(model, guide, first_rows, modules,
                                                 batch_transform, networks)

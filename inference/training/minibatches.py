@@ -23,10 +23,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pyro.infer
 import torch
 
 from ..random_state import forked_rng
 from ..pair_check import DATA_PLATE, FIT_LOSSES, PairError, PairStructure, check_pair, survey_pair
+from .objectives import DReGLoss, IWAELoss
 
 
 @dataclass(frozen=True)
@@ -113,14 +115,15 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
             out = batch_transform(*part)
         return transformed_batch(out, part[0].shape[0])
 
-    use = f"fit:{loss}" if isinstance(loss, str) and loss in FIT_LOSSES else "fit:custom"
+    name, num_particles, vectorized = loss_traits(loss, num_particles)
+    use = f"fit:{name}" if name in FIT_LOSSES else "fit:custom"
     minibatched = batch_size < num_data
     try:
         first_batch = rows(batch_size)
         if _is_autoguide(guide) and (minibatched or shuffle):
             _check_autoguide_rows(model, guide, rows, first_batch, use, num_data, shuffle)
         structure = check_pair(survey_pair(model, guide, first_batch, {},
-                                           probe_vectorized=num_particles > 1), use)
+                                           probe_vectorized=vectorized), use)
     except PairError:
         raise
     except Exception as error:  # the user's code failed on fit's minibatch: say how it ran
@@ -130,7 +133,7 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
         raise PairError("fit: neither the model nor the guide uses a parameter that requires "
                         "a gradient (pyro.param, pyro.module or a PyroModule's): nothing to "
                         "train")
-    if loss == "dreg":
+    if name == "dreg":
         _check_dreg_families(structure, first_batch, model, guide)
     length = first_batch[0].shape[0]
     declared = structure.data_size
@@ -157,12 +160,30 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
             f"minibatches of {length} of {num_data} datapoints: declare the plate's size as "
             f"len(x) (fit then scales by {num_data} / len(x)) or as {num_data} with the "
             "minibatch's indices (pyro.plate('data', N, subsample=idx), idx passed as data)")
-    if structure.vectorizable is False and num_particles > 1:
+    if structure.vectorizable is False and vectorized:
         raise PairError(
             f"fit(num_particles={num_particles}): the pair fails with particles in a leftmost "
             f"pyro.plate ({structure.vectorize_error}); use num_particles=1 or make the model "
             "broadcast over leading batch dims (docs/own-pair.md)")
     return MinibatchPlan(model_scales, structure)
+
+
+def loss_traits(loss, num_particles: int) -> tuple[str, int, bool]:
+    """``(name, particles, vectorized)`` of ``fit``'s ``loss``: a loss name with
+    ``num_particles``, or a loss object by what it is. :class:`DReGLoss`, :class:`IWAELoss`
+    and Pyro's ``Trace_ELBO``/``TraceMeanField_ELBO`` get the checks of ``"dreg"``,
+    ``"iwae"``, ``"elbo"``/``"meanfield"``, with their own particle count, vectorized as
+    they vectorize it (the IWAE losses always; Pyro's with ``vectorize_particles``); other
+    objects are ``"custom"``, vectorized when they say ``vectorize_particles``."""
+    if isinstance(loss, str):
+        return loss, num_particles, num_particles > 1
+    particles = getattr(loss, "num_particles", 1)
+    particles = particles if isinstance(particles, int) and particles >= 1 else 1
+    if isinstance(loss, (IWAELoss, DReGLoss)):
+        return ("dreg" if isinstance(loss, DReGLoss) else "iwae"), particles, particles > 1
+    vectorized = bool(getattr(loss, "vectorize_particles", False)) and particles > 1
+    kinds = {pyro.infer.Trace_ELBO: "elbo", pyro.infer.TraceMeanField_ELBO: "meanfield"}
+    return kinds.get(type(loss), "custom"), particles, vectorized
 
 
 def _note_first_batch(error: Exception, data: tuple, batch_size: int, batch_transform) -> None:

@@ -67,6 +67,25 @@ def test_checkpoint_path_that_is_a_folder(tmp_path):
         _train(tmp_path, 1)
 
 
+@pytest.mark.parametrize("layout, named", [
+    ("trailing", "ends in a separator"),  # used to write a file named like the folder
+    ("lock", r"run\.pt\.lock for its lock file, but that is a folder"),  # IsADirectoryError
+    ("previous", r"run\.pt\.previous for the copy of an earlier run"),  # failed after epoch 1
+])
+def test_checkpoint_paths_that_name_folders_are_refused_before_training(tmp_path, layout,
+                                                                        named):
+    path = tmp_path / "run.pt"
+    if layout == "trailing":
+        path = str(tmp_path / "new") + os.sep
+    else:
+        _train(path, 1)
+        (tmp_path / f"run.pt.{layout}").unlink(missing_ok=True)  # the lock file stays
+        (tmp_path / f"run.pt.{layout}").mkdir()
+    with pytest.raises(CheckpointError, match=named):
+        _train(path, 2)
+    assert not (tmp_path / "new").exists()
+
+
 def test_full_disk_keeps_the_old_checkpoint(tmp_path):
     folder = tmp_path / "small"
     if not small_tmpfs(folder, "256k"):

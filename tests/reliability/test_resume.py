@@ -582,3 +582,48 @@ def test_network_buffers_of_another_shape_are_refused(tmp_path):
                                               r"checkpoint, \[8\] now"):
         fit(model, guide, x, epochs=2, batch_size=16, seed=1, progress=False, checkpoint=path,
             resume=True)
+
+
+def test_a_checkpoint_of_another_model_class_with_the_same_shapes_is_refused(tmp_path):
+    # a VAE's history (-ELBO) used to continue as an Autoencoder's (reconstruction NLL)
+    from ppl_models import VAE, Autoencoder
+
+    x = (torch.rand(40, 1, 4, 4, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    path = tmp_path / "run.pt"
+    for make, epochs in ((VAE, 1), (Autoencoder, 2)):
+        pyro.clear_param_store()
+        model = make(image_shape=(1, 4, 4), latent_dim=2, hidden=(8,))
+        if make is VAE:
+            fit(model.model, model.guide, x, epochs=epochs, batch_size=20, checkpoint=path,
+                progress=False)
+            continue
+        with pytest.raises(CheckpointError, match=r"0\.__class__: 'VAE' in the checkpoint, "
+                                                  r"'Autoencoder' now"):
+            fit(model.model, model.guide, x, epochs=epochs, batch_size=20, checkpoint=path,
+                resume=True, progress=False)
+
+
+@pytest.mark.parametrize("loss_name", ["iwae", "dreg"])
+def test_a_loss_object_gets_the_checks_of_its_name(loss_name):
+    # fit(loss=IWAELoss(5)) skipped the particle-plate probe that fit(loss="iwae",
+    # num_particles=5) runs, and trained a model indexing z[:, 0] on wrong numbers
+    from inference import DReGLoss, IWAELoss
+
+    x = torch.randn(16)
+
+    def model(x):
+        loc = pyro.param("loc", torch.tensor(0.0))
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([x.shape[0], 1]).to_event(1))
+            pyro.sample("x", dist.Normal(loc + z[:, 0], 1.0), obs=x)
+
+    def guide(x):
+        scale = pyro.param("scale", torch.tensor(1.0), constraint=dist.constraints.positive)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(torch.zeros(x.shape[0], 1), scale).to_event(1))
+
+    loss = IWAELoss(5) if loss_name == "iwae" else DReGLoss(5)
+    with pytest.raises(Exception, match="particles in a leftmost pyro.plate"):
+        fit(model, guide, x, loss=loss, epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"num_particles=7\) disagrees with the loss object"):
+        fit(model, guide, x, loss=loss, num_particles=7, epochs=1, progress=False)

@@ -101,6 +101,34 @@ def test_valid_data_of_another_dtype(pair, dtype):
     assert calls == []
 
 
+@pytest.mark.parametrize("kind", ["library", "pyro"])
+def test_valid_data_outside_the_likelihoods_support_found_before_training(kind):
+    # grey levels for a Bernoulli VAE failed after the first epoch, in a message that did
+    # not say valid_data (it read as one about the training data)
+    calls = []
+    if kind == "library":
+        from ppl_models import VAE
+
+        pair = VAE(image_shape=(1, 4, 4), latent_dim=2, hidden=(8,))
+        data = (torch.rand(32, 1, 4, 4, generator=torch.Generator().manual_seed(0)) > 0.5)
+        data, valid = data.float(), torch.full((12, 1, 4, 4), 0.5)
+        named = r"valid_data cannot be scored by the pair \(rows 0 to 11 of 12\)"
+    else:  # a plain Pyro pair: Pyro's own validation names the site
+        def model(x):
+            rate = pyro.param("rate", torch.tensor(1.0), constraint=dist.constraints.positive)
+            with pyro.plate("data", x.shape[0]):
+                pyro.sample("x", dist.Poisson(rate), obs=x)
+
+        pair = type("Pair", (), {"model": staticmethod(model),
+                                 "guide": staticmethod(lambda x: None)})()
+        data, valid = torch.ones(32), torch.tensor([1.0] * 20 + [-1.0])
+        named = r"rows 16 to 20 of 21.*x"
+    with pytest.raises(ValueError, match=named):
+        fit(pair.model, pair.guide, data, valid_data=valid, epochs=1, batch_size=16,
+            progress=False, callback=calls.append)
+    assert calls == []
+
+
 def test_valid_data_of_a_pair_with_a_global_latent(tmp_path):
     # fit trains such a pair with "elbo", but its validation ELBO per datapoint is undefined:
     # refused before the first step (it used to be after epoch 1), naming valid_data
