@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from scipy.signal import resample_poly
 
-from .checks import as_int, as_number, check_levels, check_values, physical_memory
+from .checks import as_int, as_number, check_levels, check_memory, check_values, physical_memory
 
 MU = 255
 NUM_LEVELS = MU + 1
@@ -151,6 +151,8 @@ def write_wav(path: str | Path, signal: torch.Tensor, rate: int) -> None:
     samples = signal.detach().cpu().double()
     pcm = np.round(np.clip(samples.numpy(), -1, 1) * 32767).astype("<i2")
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write {path}: it is a folder; pass a file name")
     try:
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
                                              suffix=".partial")
@@ -266,6 +268,8 @@ def synthetic_signal(seconds: float = 4.0, rate: int = DEFAULT_RATE,
     num_samples = round(seconds * rate)
     if num_samples < 1:
         raise ValueError(f"seconds={seconds} at rate={rate} gives no samples")
+    check_memory(num_samples, torch.float64,
+                 f"seconds={seconds} at rate={rate}: the signal's {num_samples:,} samples")
     signal = np.zeros(num_samples)
     start = 0
     while start < num_samples:

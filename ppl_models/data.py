@@ -195,6 +195,11 @@ def _load_mnist_style(name: str, files: dict[str, Path]) -> ImageData:
                          f"images {list(test_images.shape[1:])} ({files['train_images']}, "
                          f"{files['test_images']}); all four files must come from one data set")
     n = train_images.shape[0]
+    if n < MNIST_VALID_DIVISOR:
+        raise ValueError(f"{name}: the training file holds {n} images "
+                         f"({files['train_images']}); the validation split takes 1/"
+                         f"{MNIST_VALID_DIVISOR} of them, so at least {MNIST_VALID_DIVISOR} "
+                         "are needed")
     n_valid = n // MNIST_VALID_DIVISOR  # 10000 of the official 60000
     order = np.random.RandomState(SPLIT_SEED).permutation(n)
     train_idx, valid_idx = order[: n - n_valid], order[n - n_valid:]

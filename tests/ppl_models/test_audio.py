@@ -202,6 +202,18 @@ def test_write_wav_into_a_missing_folder_names_the_path(tmp_path):
         write_wav(tmp_path / "no" / "a.wav", torch.zeros(4), 8000)
 
 
+def test_write_wav_to_a_folder_names_the_folder(tmp_path):
+    # the error named mkstemp's temporary file inside the folder, not the target
+    with pytest.raises(IsADirectoryError, match=f"cannot write {tmp_path}: it is a folder"):
+        write_wav(tmp_path, torch.zeros(4), 8000)
+
+
+def test_synthetic_signal_of_impossible_length_is_named():
+    # numpy's MemoryError (56.8 PiB) came from np.zeros
+    with pytest.raises(ValueError, match=r"seconds=1000000000000\.0 at rate=8000: the signal"):
+        audio.synthetic_signal(1e12)
+
+
 def test_read_wav_names_a_header_with_rate_zero(tmp_path):
     path = tmp_path / "a.wav"
     write_wav(path, torch.zeros(4), 8000)

@@ -86,6 +86,15 @@ def test_fashion_mnist_from_tiny_idx_files(tmp_path, gz):
     assert torch.equal(again.valid.images, data.valid.images)
 
 
+def test_too_few_training_images_for_a_validation_split(tmp_path):
+    # 5 images loaded with an empty validation split and no word
+    _write_tiny(tmp_path)
+    write_idx(tmp_path / IDX_FILES["train_images"], np.zeros((5, H, W), dtype=np.uint8))
+    write_idx(tmp_path / IDX_FILES["train_labels"], np.zeros(5, dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"training file holds 5 images .*at least 6"):
+        load_images("fashion-mnist", root=tmp_path)
+
+
 def test_missing_files_say_where_and_how(tmp_path):
     with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist") as info:
         load_images("fashion-mnist", root=tmp_path)
