@@ -199,7 +199,7 @@ def main(args: argparse.Namespace) -> dict:
             nll = conditional_nll(vae, pixelcnn, clean, missing, args.nll_k)
         shown = torch.where(missing, 0.5, y)
         rows = [clean[:10], shown[:10], *(e[:10] for e in estimates.values())]
-        image_grid(torch.cat(rows), out / f"completion_{task.replace(' ', '_').replace('%', '')}"
+        image_grid(rows, out / f"completion_{task.replace(' ', '_').replace('%', '')}"
                    ".png", f"{task}: rows clean, damaged, " + ", ".join(estimates),
                    row_labels=["clean", "damaged", *estimates])
 
@@ -227,7 +227,9 @@ def main(args: argparse.Namespace) -> dict:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = script_parser(__doc__, "runs/completion")
     data_flags(parser, num_train=0, num_test=0)
-    numbers(parser, latent_dim=16, hidden=200, vae_epochs=150, map_steps=300, mwg_steps=400)
+    numbers(parser, latent_dim=16, hidden=200, vae_epochs=150, map_steps=300)
+    parser.add_argument("--mwg-steps", type=positive_int, default=400,
+                        help="Metropolis-within-Gibbs sweeps, the first half burn-in")
     pixelcnn_flags(parser, channels=32, blocks=4)
     parser.add_argument("--pixelcnn-epochs", type=nonnegative_int, default=60,
                         help="0: no PixelCNN")

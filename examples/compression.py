@@ -8,8 +8,9 @@ printed table sees the same data:
 
 - **text**: the test split of the word list (one word per line), coded by the Dirichlet
   n-gram :class:`ppl_models.ngram.NGramModel` fitted to ``--num-train`` training words, against
-  gzip, bz2 and lzma of the same text file; bits per character count the newline (the end
-  symbol) as a character;
+  gzip, bz2 and lzma of the same text file (UTF-8: ``raw_bits_per_unit``, its size in bits
+  per character, is 8 for ASCII words and more with accented letters); bits per character
+  count the newline (the end symbol) as a character;
 - **images**: the statically binarized 8x8 digits of the test split, coded pixel by pixel with
   an independent-pixel Bernoulli model (per-pixel frequencies of the training images, the
   simplest model) and, when ``ppl_models.pixelcnn`` is present, a PixelCNN trained for
@@ -52,9 +53,16 @@ import torch
 from tqdm.auto import tqdm
 
 from inference import elbo, fit
-from inference.coding.bits_back import bits_back_decode, bits_back_encode, net_bits
+from inference.coding.bits_back import (
+    MAX_LATENT_BITS,
+    bits_back_decode,
+    bits_back_encode,
+    net_bits,
+)
 from inference.coding.range_coding import decode_images, decode_words, encode_images, encode_words
 from scaffold.flags import (
+    flag_error,
+    integer_in,
     nonnegative_int,
     pixelcnn_flags,
     positive_int,
@@ -111,7 +119,10 @@ def byte_rows(data: str, raw: bytes, units: float) -> list[dict]:
 
 
 def compress_text(args) -> tuple[list[dict], dict]:
-    words = load_words(args.words, seed=args.seed)
+    try:
+        words = load_words(args.words, seed=args.seed)
+    except (FileNotFoundError, ValueError) as error:  # before any training
+        raise flag_error("compression", "--words", str(error)) from None
     vocab = Vocabulary.from_words(words.words)
     test_words = words.test[:args.num_test_words] if args.num_test_words else words.test
     lm = NGramModel(args.order, vocab).fit_counts(vocab.encode(words.train[:args.num_train]))
@@ -128,10 +139,12 @@ def compress_text(args) -> tuple[list[dict], dict]:
     rows = [model_row("text", f"{args.order}-gram + range coder", payload, nll_bits, num_chars,
                       roundtrip, {"encode_seconds": encode_seconds,
                                   "decode_seconds": decode_seconds})]
-    text = ("\n".join(test_words) + "\n").encode("ascii")
+    # the text file the byte codecs see: UTF-8, so a character may take several bytes
+    text = ("\n".join(test_words) + "\n").encode("utf-8")
     rows += byte_rows("text", text, num_chars)
     info = {"source": words.source, "num_test_words": len(test_words), "num_chars": num_chars,
-            "alpha": lm.concentration, "raw_bits_per_unit": 8.0}
+            "num_bytes": len(text), "alpha": lm.concentration,
+            "raw_bits_per_unit": 8 * len(text) / num_chars}
     return rows, info
 
 
@@ -303,7 +316,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = script_parser(__doc__, "runs/compression")
     parser.add_argument("--words", default=None,
                         help="text file, one word per line (default: wamerican, else bundled)")
-    parser.add_argument("--num-train", type=nonnegative_int, default=20000, help="training words")
+    parser.add_argument("--num-train", type=positive_int, default=20000,
+                        help="training words (at most the training split)")
     parser.add_argument("--num-test-words", type=nonnegative_int, default=0,
                         help="0: the whole test split")
     parser.add_argument("--order", type=positive_int, default=5, help="n of the n-gram")
@@ -313,8 +327,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     pixelcnn_flags(parser, channels=32, blocks=4)
     parser.add_argument("--vae-epochs", type=nonnegative_int, default=100,
                         help="VAE epochs for bits-back coding (0: skip it)")
-    parser.add_argument("--latent-bits", type=positive_int, default=8,
-                        help="bits-back: 2^b buckets per latent dimension")
+    parser.add_argument("--latent-bits", type=integer_in(1, MAX_LATENT_BITS), default=8,
+                        help=f"bits-back: 2^b buckets per latent dimension, b in "
+                             f"1..{MAX_LATENT_BITS}")
     training_flags(parser, epochs=None, batch_size=64, lr=3e-3)
     return parser.parse_args(argv)
 

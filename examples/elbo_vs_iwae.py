@@ -78,6 +78,7 @@ from inference import (  # noqa: E402
     log_importance_weights,
     weight_diagnostics,
 )
+from inference.evidence.weight_diagnostics import MIN_PARETO_SAMPLES  # noqa: E402
 from inference.training.checkpoints import CheckpointError  # noqa: E402
 from ppl_models import (  # noqa: E402
     DATASETS,
@@ -89,7 +90,7 @@ from ppl_models import (  # noqa: E402
     load_images,
     training_representation,
 )
-from scaffold.flags import numbers, positive_int, script_parser  # noqa: E402
+from scaffold.flags import integer_in, numbers, positive_int, script_parser  # noqa: E402
 from scaffold.plots import save_figure  # noqa: E402
 from scaffold.runs import finish_run, start_run  # noqa: E402
 
@@ -604,23 +605,24 @@ def main(args: argparse.Namespace) -> dict:
             print(reason)
             metrics["skipped"][name] = reason
             continue
-        overrides = {k: getattr(args, k) for k in ("num_train", "num_test", "epochs", "max_k",
-                                                   "hidden", "latent_dim", "depth",
-                                                   "ais_steps")
-                     if getattr(args, k) is not None}
-        budget = replace(presets[name], **overrides)
-        if budget.max_k < 21 or budget.khat_k < 21:
-            raise SystemExit(f"elbo_vs_iwae: --max-k must be at least 21 for k-hat, got "
-                             f"{budget.max_k} ({name})")
-        if budget.max_k > EVAL_KS[-1]:
-            raise SystemExit(f"elbo_vs_iwae: --max-k {budget.max_k} is beyond the largest K "
-                             f"evaluated, {EVAL_KS[-1]}")
+        budget = dataset_budget(presets[name], args)
         metrics["datasets"][name] = run_dataset(name, budget, args, device, out)
     finish_run(out, metrics, start, "metrics.json, tables.md, results.csv, figures")
     tables = report(metrics, out, args)
     for name, table in tables.items():
         print(f"\n{name}\n{table}")
     return metrics
+
+
+def dataset_budget(preset: Budget, args) -> Budget:
+    """A data set's ``preset`` budget with the flags that override it; ``--max-k`` caps the
+    particles of k-hat too (it evaluates at most that many importance weights anywhere)."""
+    overrides = {k: getattr(args, k) for k in ("num_train", "num_test", "epochs", "max_k",
+                                               "hidden", "latent_dim", "depth", "ais_steps")
+                 if getattr(args, k) is not None}
+    if args.max_k is not None:
+        overrides["khat_k"] = min(preset.khat_k, args.max_k)
+    return replace(preset, **overrides)
 
 
 def _names(choices):
@@ -657,7 +659,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("num-train", "num-test", "epochs", "ais-steps"):
         parser.add_argument(f"--{name}", type=positive_int, default=None,
                             help="override every data set")
-    parser.add_argument("--max-k", type=positive_int, default=None, help="largest evaluation K")
+    parser.add_argument("--max-k", type=integer_in(MIN_PARETO_SAMPLES, EVAL_KS[-1]),
+                        default=None,
+                        help=f"largest evaluation K (default: the preset's); k-hat then uses "
+                             f"at most as many importance weights, and needs "
+                             f"{MIN_PARETO_SAMPLES}")
     parser.add_argument("--hidden", type=positive_int, default=None,
                         help="units of the hidden layers (every data set; the two-layer "
                              "pair's upper stage has half as many)")

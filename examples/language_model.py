@@ -50,8 +50,8 @@ import torch  # noqa: E402
 from inference import fit  # noqa: E402
 from scaffold.plots import save_figure  # noqa: E402
 from scaffold.flags import (  # noqa: E402
-    nonnegative_float,
-    nonnegative_int,
+    flag_error,
+    fraction_below_one,
     positive_int,
     script_parser,
     training_flags,
@@ -114,7 +114,10 @@ def main(args: argparse.Namespace) -> dict:
     out, device, start = start_run(args)
     pyro.clear_param_store()
 
-    data = load_words(args.data, seed=args.seed)
+    try:
+        data = load_words(args.data, seed=args.seed)
+    except (FileNotFoundError, ValueError) as error:  # before any training
+        raise flag_error("language_model", "--data", str(error)) from None
     vocab = Vocabulary.from_words(data.words)
     train_words = data.train[:args.num_train]
     train, valid, test = (vocab.encode(w) for w in (train_words, data.valid, data.test))
@@ -186,14 +189,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = script_parser(__doc__, "runs/language_model")
     parser.add_argument("--data", default=None,
                         help="text file, one word per line (default: wamerican, else bundled)")
-    parser.add_argument("--num-train", type=nonnegative_int, default=20000,
+    parser.add_argument("--num-train", type=positive_int, default=20000,
                         help="training words used (at most the training split)")
     parser.add_argument("--max-order", type=positive_int, default=6, help="largest n-gram order n")
     parser.add_argument("--num-samples", type=positive_int, default=5,
                         help="words sampled per model")
     parser.add_argument("--embedding", type=positive_int, default=32)
     parser.add_argument("--hidden", type=positive_int, default=256, help="GRU state size")
-    parser.add_argument("--dropout", type=nonnegative_float, default=0.3)
+    parser.add_argument("--dropout", type=fraction_below_one, default=0.3,
+                        help="on the GRU's outputs in training, in [0, 1)")
     training_flags(parser, epochs=15, batch_size=128, lr=3e-3)
     return parser.parse_args(argv)
 

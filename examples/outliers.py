@@ -43,11 +43,11 @@ from inference import fit
 from scaffold.plots import image_grid, save_figure
 from scaffold.flags import (
     data_flags,
-    nonnegative_float,
     nonnegative_int,
     numbers,
     pixelcnn_flags,
     positive_int,
+    probability,
     script_parser,
     training_flags,
 )
@@ -209,8 +209,8 @@ def main(args: argparse.Namespace) -> dict:
     pairs = build_models(args, shape, train_x, device)
     aurocs, mean_log_p = score_all(pairs, sets, valid_x, device)
 
-    examples = torch.cat([x[:8] for x in sets.values()])
-    image_grid(examples, out / "outlier_sets.png", "rows: " + ", ".join(sets), columns=8)
+    image_grid([x[:8] for x in sets.values()], out / "outlier_sets.png",
+               "rows: " + ", ".join(sets))
     plot_histograms(pairs, sets, device, out / "log_p_histograms.png")
     metrics = {
         "dataset": args.dataset, "inlier_classes": args.inlier_classes,
@@ -239,12 +239,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                         default=["vae", "pixelcnn"])
     numbers(parser, latent_dim=16, hidden=200, vae_epochs=150)
     parser.add_argument("--num-samples", type=positive_int, default=100, help="IWAE K for the VAE")
-    parser.add_argument("--flip-rate", type=nonnegative_float, default=0.15,
-                        help="pixel flips of the VAE background's training data")
+    parser.add_argument("--flip-rate", type=probability, default=0.15,
+                        help="probability that a pixel of the VAE background's training data "
+                             "is flipped")
     pixelcnn_flags(parser, channels=32, blocks=4)
     parser.add_argument("--pixelcnn-epochs", type=nonnegative_int, default=30)
     training_flags(parser, epochs=None, batch_size=64, lr=3e-3)
     args = parser.parse_args(argv)
+    if len(set(args.inlier_classes)) == 10:
+        parser.error("argument --inlier-classes: leave one class out at least, for the "
+                     "held-out-classes outlier set")
     args.num_train = args.num_train or None  # 0: all (a slice [:None])
     args.num_test = args.num_test or None
     return args

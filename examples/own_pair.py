@@ -36,16 +36,17 @@ from inference.evidence.gaps import amortization_gap
 from scaffold.flags import (
     data_flags,
     evidence_flags,
-    nonnegative_int,
+    integer_in,
     numbers,
     objective_flags,
+    positive_int,
     script_parser,
     training_flags,
 )
 from scaffold.plots import bounds_against_k
 from scaffold.runs import finish_run, start_run
 from inference import fit
-from inference.evidence.weight_diagnostics import pareto_k
+from inference.evidence.weight_diagnostics import MIN_PARETO_SAMPLES, pareto_k
 from inference.weights import log_importance_weights
 
 
@@ -103,6 +104,12 @@ def simulate(num_data: int, data_dim: int, num_factors: int, seed: int) -> torch
     return z @ loading.T + noise_scale * torch.randn(num_data, data_dim, generator=gen)
 
 
+def evaluation_ks(max_k: int) -> list[int]:
+    """The K of the bound sweep: 1, 10, 100, 1000 up to ``max_k``, and ``max_k`` itself, the
+    largest, whose importance weights also give k-hat (at least 21 of them)."""
+    return sorted({k for k in (1, 10, 100, 1000) if k < max_k} | {max_k})
+
+
 def main(args: argparse.Namespace) -> dict:
     out, device, start = start_run(args)
     pyro.clear_param_store()
@@ -117,7 +124,7 @@ def main(args: argparse.Namespace) -> dict:
     # Every estimator below takes the pair as it is: nothing was written for it.
     with torch.no_grad():
         exact = pair.log_marginal(test)  # [num_test]
-    ks = [k for k in (1, 10, 100, 1000) if k <= args.max_k]
+    ks = evaluation_ks(args.max_k)
     table = bound_sweep(pair.model, pair.guide, test, num_samples=ks, repeats=args.repeats)
     ais = ais_log_evidence(pair.model, pair.guide, test, num_chains=args.ais_chains,
                            num_steps=args.ais_steps)
@@ -158,12 +165,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     objective_flags(parser, objective="iwae", num_particles=5)
     training_flags(parser, epochs=30, batch_size=200, lr=1e-2)
     evidence_flags(parser, max_k=1000, repeats=3)
-    numbers(parser, ais_chains=16, ais_steps=100)
-    parser.add_argument("--gap-steps", type=nonnegative_int, default=300,
+    parser.add_argument("--ais-chains", type=integer_in(2), default=16,
+                        help="AIS chains per test point (two at least, for a standard error)")
+    parser.add_argument("--ais-steps", type=positive_int, default=100,
+                        help="AIS intermediate densities")
+    parser.add_argument("--gap-steps", type=positive_int, default=300,
                         help="optimization steps of the per-datapoint guides")
     args = parser.parse_args(argv)
-    if args.max_k < 21:
-        parser.error(f"argument --max-k: k-hat needs at least 21 weights, got {args.max_k}")
+    if args.max_k < MIN_PARETO_SAMPLES:
+        parser.error(f"argument --max-k: k-hat needs at least {MIN_PARETO_SAMPLES} weights "
+                     f"(it uses --max-k of them), got {args.max_k}")
     return args
 
 

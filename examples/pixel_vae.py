@@ -47,7 +47,7 @@ from scaffold.flags import (
     evidence_flags,
     nonnegative_float,
     nonnegative_int,
-    numbers,
+    odd_positive_int,
     positive_int,
     script_parser,
     training_flags,
@@ -202,15 +202,14 @@ def main(args: argparse.Namespace) -> dict:
     samples = [models["vae"].sample_images(n, generator, mean=False).to(device),
                models["pixelcnn"].sample_fast(n, generator=generator)]
     samples += [models[k].sample(n, generator=generator) for k in LATENT_MODELS[1:]]
-    image_grid(torch.cat(samples), out / "samples.png",
-               "samples (pixels drawn) from each model", columns=n,
+    image_grid(samples, out / "samples.png", "samples (pixels drawn) from each model",
                row_labels=["VAE", "PixelCNN", "PixelVAE", "+ warm-up", "+ free bits"])
     originals = test[:n]
     rows_ = [originals, models["vae"].reconstruct(originals)]
     rows_ += [models[k].reconstruct(originals, generator=generator) for k in LATENT_MODELS[1:]]
-    image_grid(torch.cat(rows_), out / "reconstructions.png",
+    image_grid(rows_, out / "reconstructions.png",
                "test images; VAE pixel means and PixelVAE pixels sampled given the mean z",
-               columns=n, row_labels=["data", "VAE", "PixelVAE", "+ warm-up", "+ free bits"])
+               row_labels=["data", "VAE", "PixelVAE", "+ warm-up", "+ free bits"])
     plot_kl_bars(results, out / "kl_per_dimension.png")
     training_curves(histories, out / "training_curves.png")
 
@@ -239,7 +238,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="MLP widths of the VAE and of the PixelVAE encoder")
     parser.add_argument("--channels", type=positive_int, default=16, help="PixelCNN channels")
     parser.add_argument("--num-blocks", type=positive_int, default=2, help="PixelCNN gated blocks")
-    numbers(parser, kernel_size=3, first_kernel_size=5)
+    parser.add_argument("--kernel-size", type=odd_positive_int, default=3,
+                        help="PixelCNN blocks' kernel (odd)")
+    parser.add_argument("--first-kernel-size", type=odd_positive_int, default=5,
+                        help="PixelCNN first layer's kernel (odd)")
     parser.add_argument("--kl-warmup", type=nonnegative_int, default=20,
                         help="epochs of KL warm-up")
     parser.add_argument("--free-bits", type=nonnegative_float, default=0.25,
@@ -248,7 +250,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     evidence_flags(parser, max_k=1000, repeats=1, chunk_size=500, eval_batch_size=50)
     parser.add_argument("--num-samples", type=positive_int, default=10,
                         help="images per figure row")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.num_test == 1:
+        parser.error("argument --num-test: the active-unit count needs at least 2 test images")
+    return args
 
 
 if __name__ == "__main__":

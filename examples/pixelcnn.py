@@ -46,7 +46,8 @@ from inference.training.early_stopping import KeepBest
 from scaffold.plots import image_grid
 from scaffold.flags import (
     data_flags,
-    nonnegative_float,
+    fraction_below_one,
+    odd_positive_int,
     positive_int,
     script_parser,
     training_flags,
@@ -103,12 +104,13 @@ def main(args: argparse.Namespace) -> dict:
     data = load_images(args.dataset, args.data_root, args.download)
     train, test, transform = training_representation(data, args.likelihood, args.binarization,
                                                      args.seed)
-    train, test = train[:args.num_train].to(device), test[:args.num_test].to(device)
+    num_train, num_test = args.num_train or None, args.num_test or None  # 0 or unset: all
+    train, test = train[:num_train].to(device), test[:num_test].to(device)
     fixed = data.binarized(args.seed) if args.likelihood == "bernoulli" else data
     valid, valid_y = (fixed.valid.images[:args.num_valid].to(device),
                       fixed.valid.labels[:args.num_valid])
-    train_y = data.train.labels[:args.num_train].to(device)
-    test_y = data.test.labels[:args.num_test].to(device)
+    train_y = data.train.labels[:num_train].to(device)
+    test_y = data.test.labels[:num_test].to(device)
     num_classes = data.num_classes if args.class_conditional else None
     cond = (lambda labels: labels) if args.class_conditional else (lambda labels: None)
     print(f"{args.dataset}: {len(train)} train / {len(valid)} valid / {len(test)} test images of "
@@ -124,8 +126,10 @@ def main(args: argparse.Namespace) -> dict:
                  dropout=args.dropout)
     fit_data = (train, train_y) if args.class_conditional else train
     valid_y = cond(valid_y.to(device))
-    # keep the epoch with the best exact validation NLL (evaluation mode, no dropout)
-    keep = None if args.last_epoch else KeepBest(m, lambda: -nll_nats(m, valid, valid_y))
+    # keep the epoch with the best exact validation NLL (evaluation mode, no dropout); with
+    # --epochs 0 the untrained network is kept
+    keep = (None if args.last_epoch or args.epochs == 0
+            else KeepBest(m, lambda: -nll_nats(m, valid, valid_y)))
     history = fit(m.model, m.guide, fit_data, epochs=args.epochs, batch_size=args.batch_size,
                   lr=args.lr, seed=args.seed, device=device, callback=keep,
                   batch_transform=None if transform is None else _first_only(transform))
@@ -135,7 +139,7 @@ def main(args: argparse.Namespace) -> dict:
     num_dims = test[0].numel()
     test_nats = nll_nats(m, test, cond(test_y))
     # training NLL on the one static draw (dynamic training images are grey levels)
-    train_nats = nll_nats(m, fixed.train.images[:args.num_train].to(device), cond(train_y))
+    train_nats = nll_nats(m, fixed.train.images[:num_train].to(device), cond(train_y))
 
     n_show = args.num_samples
     sample_y = cond(torch.arange(n_show, device=device) % data.num_classes)
@@ -153,7 +157,8 @@ def main(args: argparse.Namespace) -> dict:
                    out / "class_samples.png", "one row per class", columns=per_class,
                    row_labels=[str(c) for c in range(data.num_classes)])
 
-    timing_y = cond(test_y[:args.num_timing])
+    # test labels, reused in turn when --num-timing exceeds the test images
+    timing_y = cond(test_y[torch.arange(args.num_timing, device=device) % len(test_y)])
     naive, naive_seconds = timed(m.sample, args.num_timing, timing_y, seed=args.seed + 1)
     fast, fast_seconds = timed(m.sample_fast, args.num_timing, timing_y, seed=args.seed + 1)
 
@@ -203,16 +208,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="model p(x | class) with a class embedding in every block")
     parser.add_argument("--binarization", choices=["static", "dynamic"], default="dynamic",
                         help="of the training images (bernoulli); valid/test stay static")
-    parser.add_argument("--dropout", type=nonnegative_float, default=0.0,
-                        help="on the gated activations of every block, in training only")
+    parser.add_argument("--dropout", type=fraction_below_one, default=0.0,
+                        help="on the gated activations of every block, in training only; in "
+                             "[0, 1)")
     parser.add_argument("--last-epoch", action="store_true",
                         help="keep the last epoch instead of the best on the valid split")
     parser.add_argument("--channels", type=positive_int, default=32)
     parser.add_argument("--blocks", type=positive_int, default=None,
                         help="gated blocks (default: 4 for images up to 16 pixels high, else 8)")
-    parser.add_argument("--kernel-size", type=positive_int, default=3)
-    parser.add_argument("--first-kernel-size", type=positive_int, default=None,
-                        help="first layer's kernel (default: 5 up to 16 pixels high, else 7)")
+    parser.add_argument("--kernel-size", type=odd_positive_int, default=3,
+                        help="the blocks' kernel (odd)")
+    parser.add_argument("--first-kernel-size", type=odd_positive_int, default=None,
+                        help="first layer's kernel, odd (default: 5 up to 16 pixels high, "
+                             "else 7)")
     training_flags(parser, epochs=100, batch_size=64, lr=2e-3)
     parser.add_argument("--num-samples", type=positive_int, default=40,
                         help="images in samples.png")

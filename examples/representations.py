@@ -2,8 +2,9 @@
 
 Trains on the statically binarized 8x8 digits, all with ``--latent-dim`` units: a Bernoulli VAE
 (features: posterior means), a deterministic autoencoder and a sparse autoencoder (L1 weight
-``--sparsity`` on the code; features: codes), and PCA of the pixels; the raw 64 pixels are
-the baseline. For each representation it reports on the test split
+``--sparsity`` on the code; features: codes), and PCA of the pixels (at most as many
+components as pixels and training images; each representation's ``dim`` is in metrics.json);
+the raw 64 pixels are the baseline. For each representation it reports on the test split
 
 - ``probe_accuracy``: a logistic-regression probe trained on the training features
   (:func:`inference.probe_accuracy`), how linearly the classes can be read out;
@@ -33,7 +34,6 @@ import numpy as np
 import pyro
 import torch
 from sklearn.cluster import KMeans
-from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture
 from sklearn.preprocessing import StandardScaler
@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from inference import fit, posterior_means, probe_accuracy
 from scaffold.plots import save_figure
+from scaffold.features import fit_pca
 from scaffold.flags import (
     nonnegative_float,
     nonnegative_int,
@@ -52,6 +53,8 @@ from scaffold.flags import (
 from scaffold.runs import finish_run, start_run
 from ppl_models.data import load_images
 from ppl_models.vae import VAE, Autoencoder
+
+NUM_CLUSTERS = 10  # the digits' classes
 
 
 def cluster_scores(train: np.ndarray, test: np.ndarray, test_labels: np.ndarray,
@@ -91,7 +94,7 @@ def representations(args, train_x: torch.Tensor, test_x: torch.Tensor, device) -
                 pair = (model.encode(train_x.to(device)), model.encode(test_x.to(device)))
         features[name] = tuple(f.cpu().numpy() for f in pair)
     pixels_train, pixels_test = train_x.flatten(1).numpy(), test_x.flatten(1).numpy()
-    pca = PCA(args.latent_dim, random_state=args.seed).fit(pixels_train)
+    pca = fit_pca(pixels_train, args.latent_dim, args.seed)  # at most 64 components
     features["pca"] = (pca.transform(pixels_train), pca.transform(pixels_test))
     features["pixels"] = (pixels_train, pixels_test)
     return features, histories
@@ -106,8 +109,10 @@ def plot(features: dict, test_labels: np.ndarray, results: dict, path: Path) -> 
 
     fig, axes = plt.subplots(1, len(features) + 1, figsize=(3.2 * (len(features) + 1), 3.2))
     for ax, (name, (_, test)) in zip(axes, features.items()):
-        flat = PCA(2).fit_transform(StandardScaler().fit_transform(test))
-        ax.scatter(flat[:, 0], flat[:, 1], c=test_labels, cmap="tab10", s=5)
+        scaled = StandardScaler().fit_transform(test)
+        flat = fit_pca(scaled, 2, seed=0).transform(scaled)  # one axis for 1-d features
+        ax.scatter(flat[:, 0], flat[:, -1] if flat.shape[1] > 1 else np.zeros(len(flat)),
+                   c=test_labels, cmap="tab10", s=5)
         ax.set_title(name, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -136,7 +141,7 @@ def main(args: argparse.Namespace) -> dict:
         results[name] = {"dim": int(train_f.shape[1]),
                          "probe_accuracy": probe_accuracy(torch.from_numpy(train_f), train_y,
                                                           torch.from_numpy(test_f), test_y),
-                         **cluster_scores(train_f, test_f, test_y.numpy(), 10, args.seed,
+                         **cluster_scores(train_f, test_f, test_y.numpy(), NUM_CLUSTERS, args.seed,
                                           args.restarts)}
     plot(features, test_y.numpy(), results, out / "representations.png")
     metrics = {
@@ -155,14 +160,20 @@ def main(args: argparse.Namespace) -> dict:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = script_parser(__doc__, "runs/representations")
-    parser.add_argument("--num-train", type=nonnegative_int, default=0, help="0: all 1297")
+    parser.add_argument("--num-train", type=nonnegative_int, default=0,
+                        help=f"0: all 1297; else at least {NUM_CLUSTERS}, the clusters fitted")
     numbers(parser, latent_dim=16, hidden=200)
     parser.add_argument("--sparsity", type=nonnegative_float, default=0.1,
                         help="L1 weight on the sparse autoencoder's code")
     parser.add_argument("--restarts", type=positive_int, default=10,
                         help="k-means restarts (the Gaussian mixture gets a third)")
     training_flags(parser, epochs=150, batch_size=64, lr=1e-3)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if 0 < args.num_train < NUM_CLUSTERS:
+        parser.error(f"argument --num-train: k-means and the Gaussian mixture fit "
+                     f"{NUM_CLUSTERS} clusters to the training features, so at least "
+                     f"{NUM_CLUSTERS} training images, got {args.num_train}")
+    return args
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ balanced ten-class sets. Fashion-MNIST is read from ``--fashion-root`` (default
 ``/usr/share/datasets/fashion-mnist``, ``make data``); when its files are missing the data set
 is skipped with a message (kept in ``metrics.json``).
 
-Figures ``similarity_<dataset>.png``: a few queries (one per class) and their 10 nearest
+Figures ``similarity_<dataset>.png``: a few queries (one per class) and their ``--k`` nearest
 neighbours in every representation, wrong labels framed in red.
 
 Expected with the defaults (about a minute of CPU time, 4 minutes on our busy 2-core
@@ -41,12 +41,18 @@ from pathlib import Path
 
 import pyro
 import torch
-from sklearn.decomposition import PCA
 from tqdm.auto import tqdm
 
 from inference import fit, posterior_means
 from scaffold.plots import save_figure
-from scaffold.flags import nonnegative_int, positive_float, positive_int, script_parser
+from scaffold.features import fit_pca
+from scaffold.flags import (
+    flag_error,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    script_parser,
+)
 from scaffold.runs import finish_run, start_run
 from ppl_models.data import load_images
 from ppl_models import FlowVAE
@@ -75,8 +81,9 @@ def trained(make_model: Callable, embed_with: Callable) -> Builder:
 
 
 def pca_projection(train_x: torch.Tensor, args, device) -> Embed:
-    """Projection on the first ``args.latent_dim`` principal axes of the training pixels."""
-    pca = PCA(args.latent_dim, random_state=args.seed).fit(train_x.flatten(1).numpy())
+    """Projection on the first ``args.latent_dim`` principal axes of the training pixels (at
+    most as many as pixels and training images: the ``dim`` of its results)."""
+    pca = fit_pca(train_x.flatten(1).numpy(), args.latent_dim, args.seed)
     return lambda x: torch.from_numpy(pca.transform(x.flatten(1).cpu().numpy())).float()
 
 
@@ -174,20 +181,36 @@ def plot(neighbours: dict, query_x, query_y, gallery_x, gallery_y, path: Path,
                 for side in ax.spines.values():
                     side.set_edgecolor("red" if wrong else "white")
                     side.set_linewidth(2 if wrong else 0.5)
-    fig.suptitle("query | 10 nearest training images (Euclidean); red: another class",
+    fig.suptitle(f"query | {k} nearest training images (Euclidean); red: another class",
                  fontsize=8)
     save_figure(fig, path)
 
 
-def run_dataset(name: str, args, device, out: Path) -> dict:
-    """Precision@k of every representation on one data set (module docstring)."""
+def gallery_and_queries(name: str, args) -> dict:
+    """One data set's gallery and queries (module docstring), its sizes and epochs, with
+    ``--k`` checked against the gallery: ``SystemExit`` naming it (and ``--num-train``)
+    before anything is trained. Raises ``FileNotFoundError`` when the data are missing."""
     root = args.fashion_root if name == "fashion-mnist" else None
     data = load_images(name, root=root).binarized(args.seed)
     sizes = {key: getattr(args, key) or value for key, value in DEFAULTS[name].items()}
-    run_args = argparse.Namespace(**{**vars(args), "epochs": sizes["epochs"]})
-    gallery_x, gallery_y = (data.train.images[:sizes["num_train"]],
-                            data.train.labels[:sizes["num_train"]])
-    query_x, query_y = data.test.images[:sizes["num_test"]], data.test.labels[:sizes["num_test"]]
+    split = {"num_classes": data.num_classes, "epochs": sizes["epochs"],
+             # copies, so that the rest of a large data set is not kept in memory
+             "gallery": (data.train.images[:sizes["num_train"]].clone(),
+                         data.train.labels[:sizes["num_train"]].clone()),
+             "queries": (data.test.images[:sizes["num_test"]].clone(),
+                         data.test.labels[:sizes["num_test"]].clone())}
+    gallery_size = len(split["gallery"][0])
+    if args.k > gallery_size:
+        raise flag_error("similarity", "--k", f"must lie in 1..{gallery_size}, the {name} "
+                         f"gallery's size (--num-train), got {args.k}")
+    return split
+
+
+def run_dataset(name: str, split: dict, args, device, out: Path) -> dict:
+    """Precision@k of every representation on one data set (module docstring), ``split``
+    from :func:`gallery_and_queries`."""
+    run_args = argparse.Namespace(**{**vars(args), "epochs": split["epochs"]})
+    (gallery_x, gallery_y), (query_x, query_y) = split["gallery"], split["queries"]
     results, neighbours = {}, {}
     for rep_name, build in tqdm(REPRESENTATIONS, desc=name):
         tic = time.perf_counter()
@@ -202,23 +225,26 @@ def run_dataset(name: str, args, device, out: Path) -> dict:
                 neighbours[rep_name] = found
         row["seconds"] = time.perf_counter() - tic
         results[rep_name] = row
-    frequencies = torch.bincount(gallery_y, minlength=data.num_classes).double() / len(gallery_y)
+    frequencies = (torch.bincount(gallery_y, minlength=split["num_classes"]).double()
+                   / len(gallery_y))
     plot(neighbours, query_x, query_y, gallery_x, gallery_y, out / f"similarity_{name}.png",
          args.num_queries)
     return {"num_gallery": len(gallery_x), "num_queries": len(query_x),
-            "epochs": sizes["epochs"],
+            "epochs": split["epochs"],
             "chance_precision": float((frequencies ** 2).sum()), "results": results}
 
 
 def main(args: argparse.Namespace) -> dict:
     out, device, start = start_run(args)
-    datasets, skipped = {}, {}
-    for name in args.datasets:
+    splits, datasets, skipped = {}, {}, {}
+    for name in args.datasets:  # every data set loaded and checked before any training
         try:
-            datasets[name] = run_dataset(name, args, device, out)
+            splits[name] = gallery_and_queries(name, args)
         except FileNotFoundError as error:
             skipped[name] = str(error)
             print(f"skipping {name}: {error}")
+    for name, split in splits.items():
+        datasets[name] = run_dataset(name, split, args, device, out)
     metrics = {
         "k": args.k, "distance": "euclidean (cosine beside it)",
         "units": f"precision_at_{args.k}: mean over test queries of the fraction of the "

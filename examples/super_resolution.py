@@ -53,9 +53,17 @@ from tqdm.auto import tqdm
 
 from inference import KeepBest, fit
 from scaffold.plots import image_grid
-from scaffold.flags import nonnegative_int, positive_float, positive_int, script_parser
+from scaffold.flags import (
+    flag_error,
+    integer_in,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    script_parser,
+)
 from scaffold.runs import finish_run, start_run
 from inference.uses.super_resolution import (
+    MAX_SUBSET_SIZE,
     average_pool,
     super_resolve_gibbs,
     super_resolve_map,
@@ -148,7 +156,8 @@ def main(args: argparse.Namespace) -> dict:
     shape = grey_data.image_shape
     for f in args.factors:
         if shape[-1] % f or shape[-2] % f:
-            raise ValueError(f"--factors: {f} does not divide the image size {shape[-2:]}")
+            raise flag_error("super_resolution", "--factors", f"{f} does not divide the "
+                             f"{args.dataset} images' size {list(shape[-2:])}")
     n_test = args.num_test or len(binary.test)
     n_chain = min(args.pixelcnn_test, n_test)
     generator = torch.Generator(device).manual_seed(args.seed)
@@ -286,8 +295,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = script_parser(__doc__, "runs/super_resolution")
     parser.add_argument("--dataset", choices=DATASETS, default="digits")
     parser.add_argument("--data-root", default=None, help="folder of the IDX files")
-    parser.add_argument("--factors", type=positive_int, nargs="+", default=[2, 4],
-                        help="pooling factors f (each must divide the image size)")
+    parser.add_argument("--factors", type=integer_in(2), nargs="+", default=[2, 4],
+                        help="pooling factors f >= 2 (each must divide the image size)")
     parser.add_argument("--num-train", type=nonnegative_int, default=0, help="0: all")
     parser.add_argument("--num-test", type=nonnegative_int, default=300, help="0: all")
     parser.add_argument("--pixelcnn-test", type=positive_int, default=50,
@@ -296,22 +305,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--hidden", type=positive_int, default=200)
     parser.add_argument("--vae-epochs", type=nonnegative_int, default=150)
     parser.add_argument("--map-steps", type=nonnegative_int, default=300)
-    parser.add_argument("--mwg-steps", type=nonnegative_int, default=400,
+    parser.add_argument("--mwg-steps", type=positive_int, default=400,
                         help="Metropolis-within-Gibbs sweeps, the first half burn-in")
-    parser.add_argument("--mh-steps", type=nonnegative_int, default=1600,
-                        help="random-walk Metropolis steps on z, the first half adapting")
+    parser.add_argument("--mh-steps", type=integer_in(2), default=1600,
+                        help="random-walk Metropolis steps on z (at least 2), the first half "
+                             "adapting")
     parser.add_argument("--channels", type=positive_int, default=32, help="PixelCNN channels")
     parser.add_argument("--blocks", type=positive_int, default=None,
                         help="PixelCNN residual blocks (default: by image size)")
     parser.add_argument("--pixelcnn-epochs", type=nonnegative_int, default=60,
                         help="0: no PixelCNN")
-    parser.add_argument("--gibbs-sweeps", type=nonnegative_int, default=60,
+    parser.add_argument("--gibbs-sweeps", type=positive_int, default=60,
                         help="PixelCNN Gibbs sweeps, the first half burn-in")
     parser.add_argument("--gibbs-check", action="store_true",
                         help="also run the PixelCNN chain from the true images: a chain that "
                              "has forgotten its start gives the same estimate from both")
-    parser.add_argument("--subset-size", type=positive_int, default=4,
-                        help="pixels of a block redrawn together by the PixelCNN Gibbs step")
+    parser.add_argument("--subset-size", type=integer_in(2), default=4,
+                        help="pixels of a block redrawn together by the PixelCNN Gibbs step "
+                             f"(at least 2; at most {MAX_SUBSET_SIZE} are enumerated)")
     parser.add_argument("--max-batch", type=positive_int, default=2048,
                         help="most images per PixelCNN call")
     parser.add_argument("--batch-size", type=positive_int, default=64)
@@ -319,7 +330,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="learning rate of the binary VAE and the PixelCNN")
     parser.add_argument("--grey-lr", type=positive_float, default=1e-3,
                         help="learning rate of the Gaussian VAE (learned scales spike at 3e-3)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    redrawn = max(min(args.subset_size, f * f) for f in args.factors)
+    if args.pixelcnn_epochs > 0 and redrawn > MAX_SUBSET_SIZE:
+        parser.error(f"argument --subset-size: the PixelCNN Gibbs step would enumerate "
+                     f"2^{redrawn} fillings of a block (--factors {max(args.factors)}), more "
+                     f"than 2^{MAX_SUBSET_SIZE}; use --subset-size {MAX_SUBSET_SIZE} or less")
+    return args
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Trains :class:`ppl_models.VAE` with SVI (ELBO, analytic-KL ELBO, IWAE or DReG), 
 on the test split the ELBO and IWAE_K for K up to 5000 (nats per image and bits/dim), the KL
 per latent dimension and the number of active units, and the accuracy of a logistic-regression
 probe on the latent means next to a deterministic autoencoder, a sparse autoencoder and PCA of
-the same size. Figures: data, reconstructions, prior samples, interpolations, training curves,
+the same size (at most as many components as pixels and training images: ``pca_components``
+in metrics.json). Figures: data, reconstructions, prior samples, interpolations, training curves,
 and for a 2-D latent the test set in latent space and the decoded latent plane.
 
 Expected with the defaults (statically binarized 8x8 digits, 16 latents, 200 epochs; about
@@ -28,7 +29,6 @@ from pathlib import Path
 
 import pyro
 import torch
-from sklearn.decomposition import PCA
 
 from inference import (
     active_units,
@@ -42,9 +42,11 @@ from inference import (
     probe_accuracy,
 )
 from inference.training.checkpoints import CheckpointError
+from scaffold.features import fit_pca
 from scaffold.flags import (
     data_flags,
     evidence_flags,
+    flag_error,
     nonnegative_float,
     nonnegative_int,
     numbers,
@@ -120,6 +122,9 @@ def main(args: argparse.Namespace) -> dict:
         train, train_labels = train[:args.num_train], train_labels[:args.num_train]
     if args.num_test:
         test, test_labels = test[:args.num_test], test_labels[:args.num_test]
+    if len(train_labels.unique()) < 2:
+        raise flag_error("vae", "--num-train", f"the probes need training images of two "
+                         f"classes at least; the first {len(train_labels)} hold one")
     shape = data.image_shape
     num_dims = math.prod(shape)
 
@@ -155,7 +160,7 @@ def main(args: argparse.Namespace) -> dict:
         with torch.no_grad():
             train_features[name] = model.encode(train_dev)
             test_features[name] = model.encode(test)
-    pca = PCA(args.latent_dim, random_state=args.seed).fit(train.flatten(1).numpy())
+    pca = fit_pca(train.flatten(1).numpy(), args.latent_dim, args.seed)
     train_features["pca"] = torch.from_numpy(pca.transform(train.flatten(1).numpy()))
     test_features["pca"] = torch.from_numpy(pca.transform(test.flatten(1).cpu().numpy()))
     probes = {name: probe_accuracy(train_features[name], train_labels,
@@ -180,6 +185,7 @@ def main(args: argparse.Namespace) -> dict:
         "posterior_mean_variance": mean_variance.tolist(),
         "reconstruction_log_likelihood": float(reconstruction.mean()),
         "probe_accuracy": probes,
+        "pca_components": int(pca.n_components_),
         "train_seconds": train_seconds,
         "seconds_per_epoch": train_seconds / max(len(history), 1),
         "history": history,
@@ -191,7 +197,7 @@ def main(args: argparse.Namespace) -> dict:
     image_grid(test[:50], out / "data.png", f"{args.dataset} test images ({args.likelihood})")
     originals = test[:10]
     rows = [originals, vae.reconstruct(originals), *vae.reconstruct(originals, num_samples=3)]
-    image_grid(torch.cat(rows), out / "reconstructions.png",
+    image_grid(rows, out / "reconstructions.png",
                "data, reconstruction from the latent mean, from 3 latent samples",
                row_labels=["data", "mean z", "z ~ q", "z ~ q", "z ~ q"])
     generator = torch.Generator().manual_seed(args.seed)

@@ -12,7 +12,9 @@ Sources, as chosen by :func:`load_words`:
   repository, one per line, every one also in ``wamerican``; the same filter applies;
 - any text file named by the user: one sequence per line, stripped of surrounding
   whitespace, blank lines skipped, nothing else filtered or deduplicated (inner spaces and
-  punctuation become characters of the vocabulary).
+  punctuation become characters of the vocabulary); a line longer than ``max_length``
+  characters (default :data:`MAX_WORD_LENGTH`, 100) is refused, since batches are padded to
+  their longest word.
 
 Encoding (:class:`Vocabulary`): a word ``c_1 ... c_m`` is scored as the ``m + 1`` symbols
 ``c_1 ... c_m EOS``, so every model also predicts where the word ends and the probabilities of
@@ -256,8 +258,17 @@ def _read_utf8(path: Path) -> str:
                          f"iconv -f latin1 -t utf-8") from error
 
 
+MAX_WORD_LENGTH = 100
+"""The longest word (line) :func:`load_words` accepts unless told otherwise, in characters:
+every batch is padded to its longest word (:meth:`Vocabulary.encode`), so one line of a
+million characters among a few hundred words would ask for hundreds of gigabytes. 100 is
+more than four times the longest word of ``wamerican`` (22 letters) and the length at which
+:func:`draw_words` cuts a sampled word."""
+
+
 def load_words(path: str | Path | None = None, *, valid_fraction: float = 0.1,
-               test_fraction: float = 0.1, seed: int = 0) -> WordData:
+               test_fraction: float = 0.1, seed: int = 0,
+               max_length: int = MAX_WORD_LENGTH) -> WordData:
     """Load a word list and split it into fixed train/valid/test lists (see the module doc).
 
     Args:
@@ -265,18 +276,22 @@ def load_words(path: str | Path | None = None, *, valid_fraction: float = 0.1,
             ``/usr/share/dict/words`` when present, else the bundled list (a warning says so).
         valid_fraction, test_fraction, seed: the split, fixed by ``seed``
             (:func:`split_words`).
+        max_length: the most characters a word may have (a positive integer; default
+            :data:`MAX_WORD_LENGTH`), since batches are padded to the longest word.
 
     Raises:
         FileNotFoundError: ``path`` names no file.
-        ValueError: the file is not UTF-8 text (named, with the offending byte), or holds no
-            words (after the filter for the default sources).
+        ValueError: the file is not UTF-8 text (named, with the offending byte), holds no
+            words (after the filter for the default sources), or a word longer than
+            ``max_length`` (the file, line number and length named).
     """
+    max_length = as_int(max_length, "max_length")
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no word list at {path}")
-        words = [line.strip() for line in _read_utf8(path).splitlines()]
-        words = [w for w in words if w]
+        lines = _read_utf8(path).splitlines()
+        words = [w for w in (line.strip() for line in lines) if w]
         source = f"file:{path}"
     else:
         if WAMERICAN_PATH.is_file():
@@ -285,7 +300,14 @@ def load_words(path: str | Path | None = None, *, valid_fraction: float = 0.1,
             path, source = BUNDLED_PATH, f"bundled:{BUNDLED_PATH}"
             logger.warning("%s not found (Debian package wamerican); using the bundled list %s",
                            WAMERICAN_PATH, BUNDLED_PATH)
-        words = clean_word_list(_read_utf8(path).splitlines())
+        lines = _read_utf8(path).splitlines()
+        words = clean_word_list(lines)
+    longest = max(words, key=len, default="")
+    if len(longest) > max_length:
+        number = next(n for n, line in enumerate(lines, 1) if line.strip() == longest)
+        raise ValueError(f"{path} line {number}: a word of {len(longest):,} characters, more "
+                         f"than max_length={max_length} (every batch is padded to its longest "
+                         f"word); shorten or drop that line")
     if not words:
         raise ValueError(f"{path} holds no words" + ("" if source.startswith("file:") else
                                                       " matching [a-z]+"))

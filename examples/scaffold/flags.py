@@ -67,6 +67,55 @@ def nonnegative_float(text: str) -> float:
     return value
 
 
+def integer_in(minimum: int, maximum: int | None = None):
+    """The argparse type of an integer in ``minimum..maximum`` (``>= minimum`` when
+    ``maximum`` is None), for a flag whose library call refuses other values."""
+    what = (f"an integer >= {minimum}" if maximum is None
+            else f"an integer in {minimum}..{maximum}")
+
+    def parse(text: str) -> int:
+        value = _integer(text, minimum, what)
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+    return parse
+
+
+def odd_positive_int(text: str) -> int:
+    """An odd integer >= 1 (the kernel sizes of a PixelCNN's masked convolutions)."""
+    value = _integer(text, 1, "an odd positive integer")
+    if value % 2 == 0:
+        raise argparse.ArgumentTypeError(f"must be an odd positive integer, got {text!r}")
+    return value
+
+
+def _fraction(text: str, below_one: bool) -> float:
+    what = "a number in [0, 1)" if below_one else "a probability, a number in [0, 1]"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if not (0 <= value < 1 if below_one else 0 <= value <= 1):  # NaN fails both
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+    return value
+
+
+def probability(text: str) -> float:
+    """A number in [0, 1] (rates of random pixel flips)."""
+    return _fraction(text, below_one=False)
+
+
+def fraction_below_one(text: str) -> float:
+    """A number in [0, 1) (dropout: a rate of 1 would drop every unit)."""
+    return _fraction(text, below_one=True)
+
+
+def flag_error(script: str, flag: str, message: str) -> SystemExit:
+    """The ``SystemExit`` that refuses ``flag`` for a reason only the loaded data show (so
+    after parsing, but before any training), worded as argparse words its errors."""
+    return SystemExit(f"{script}: error: argument {flag}: {message}")
+
+
 # Flags (in ``numbers``) whose zero means "none" or "all" rather than a degenerate size.
 ZERO_ALLOWED = ("epochs", "warmup", "num_train", "num_test", "steps")
 

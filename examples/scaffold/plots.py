@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -18,22 +18,39 @@ def save_figure(fig, path: str | Path) -> None:
     plt.close(fig)
 
 
-def image_grid(images: torch.Tensor, path: str | Path, title: str = "", columns: int = 10,
-               row_labels: list[str] | None = None) -> None:
-    """Save ``images: [n, C, H, W]`` (values in [0, 1]) as a grid, ``columns`` per row."""
-    images = images.detach().float().cpu().clamp(0, 1)
-    n = images.shape[0]
-    rows = math.ceil(n / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.8, rows * 0.8), squeeze=False)
+def image_grid(images: torch.Tensor | Sequence[torch.Tensor], path: str | Path,
+               title: str = "", columns: int = 10, row_labels: list[str] | None = None) -> None:
+    """Save images (values in [0, 1]) as a grid.
+
+    ``images`` is either one tensor ``[n, C, H, W]``, laid out ``columns`` per row (the last
+    row partial when ``columns`` does not divide ``n``), or a sequence of such tensors, one
+    row each, of any lengths (the grid is as wide as the longest row; ``columns`` is then
+    unused): pass rows as a sequence when ``row_labels`` name them, so that each label stays
+    beside its row whatever the rows' lengths. ``row_labels`` label the rows from the top;
+    labels beyond the last row are left out, and any number of images (none included) makes
+    a figure.
+    """
+    if torch.is_tensor(images):
+        flat = images.detach().float().cpu().clamp(0, 1)
+        columns = max(1, min(columns, len(flat)))
+        rows = list(flat.split(columns)) if len(flat) else []
+    else:
+        rows = [row.detach().float().cpu().clamp(0, 1) for row in images]
+        columns = max([1, *(len(row) for row in rows)])
+    labels = list(row_labels or [])
+    num_rows = max(1, len(rows))
+    fig, axes = plt.subplots(num_rows, columns, figsize=(columns * 0.8, num_rows * 0.8),
+                             squeeze=False)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_frame_on(False)
-    for ax, image in zip(axes.flat, images):
-        shown = image[0] if image.shape[0] == 1 else image.permute(1, 2, 0)
-        ax.imshow(shown, cmap="gray", vmin=0, vmax=1)
-    for row, label in enumerate(row_labels or []):
-        axes[row, 0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+    for axes_row, row in zip(axes, rows):
+        for ax, image in zip(axes_row, row):
+            shown = image[0] if image.shape[0] == 1 else image.permute(1, 2, 0)
+            ax.imshow(shown, cmap="gray", vmin=0, vmax=1)
+    for axes_row, label in zip(axes, labels):
+        axes_row[0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
     if title:
         fig.suptitle(title)
     save_figure(fig, path)

@@ -42,3 +42,14 @@ def test_completion_example_runs(tmp_path, monkeypatch):
     assert 0 < nll["VAE"] < 32 * math.log(2) and 0 < nll["PixelCNN"] < 44, nll
     assert nll["VAE whole image"] > nll["VAE"] and nll["PixelCNN whole image"] > nll["PixelCNN"]
     assert (tmp_path / "completion_bottom_half.png").stat().st_size > 1000
+
+
+def test_fewer_test_images_than_a_figure_row(tmp_path, monkeypatch):
+    # --num-test below 10 ended in an IndexError in the figures, after training
+    argv = [str(EXAMPLE), "--vae-epochs", "1", "--pixelcnn-epochs", "0", "--num-train", "20",
+            "--num-test", "2", "--map-steps", "1", "--mwg-steps", "1", "--hidden", "8",
+            "--latent-dim", "2", "--nll-k", "2", "--threads", "1", "--out-dir", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(EXAMPLE), run_name="__main__")
+    assert json.loads((tmp_path / "metrics.json").read_text())["num_test"] == 2
+    assert (tmp_path / "completion_bottom_half.png").stat().st_size > 1000

@@ -34,3 +34,20 @@ def test_compression_example_runs(tmp_path, monkeypatch):
     methods = {r["method"] for r in metrics["rows"]}
     assert {"gzip", "bz2", "lzma", "PNG, all images in one file"} <= methods
     assert (tmp_path / "bits.png").stat().st_size > 1000
+
+
+def test_words_with_accented_letters(tmp_path):
+    # encode("ascii") failed on UTF-8 words (after the n-gram was fitted), and the raw size
+    # was taken as 8 bits per character where an accented letter takes 16
+    words = tmp_path / "words.txt"
+    words.write_text("".join(f"{w}\n" for w in ["çà", "éa", "aé", "àç", "ab", "ba", "éé", "çç",
+                                                 "aa", "bb", "àb", "bà"] * 5))
+    example = runpy.run_path(str(EXAMPLE))
+    args = example["parse_args"](["--words", str(words), "--order", "2", "--num-test-words",
+                                  "0", "--out-dir", str(tmp_path)])
+    rows, info = example["compress_text"](args)
+    test = "".join(f"{w}\n" for w in example["load_words"](words, seed=0).test)
+    assert info["num_chars"] == len(test) and info["num_bytes"] == len(test.encode("utf-8"))
+    assert info["raw_bits_per_unit"] == 8 * info["num_bytes"] / info["num_chars"] > 8
+    assert rows[0]["roundtrip"] is True
+    assert {r["method"] for r in rows[1:]} == {"gzip", "bz2", "lzma"}

@@ -92,3 +92,15 @@ def test_unknown_dataset_or_pair_is_rejected(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         run(["--pairs", "flow,ladder"], monkeypatch)
     assert "unknown ['ladder']" in capsys.readouterr().err
+
+
+def test_max_k_caps_the_particles_of_k_hat_too():
+    # --max-k 100 left k-hat at 5000 (1000 on Fashion-MNIST) importance weights per point
+    example = runpy.run_path(str(EXAMPLE))
+    for name, preset in example["FULL"].items():
+        budget = example["dataset_budget"](preset, example["parse_args"](["--max-k", "100"]))
+        assert (budget.max_k, budget.khat_k) == (100, 100), name
+    tiny = example["TINY"]["toy"]
+    budget = example["dataset_budget"](tiny, example["parse_args"](["--max-k", "5000"]))
+    assert (budget.max_k, budget.khat_k) == (5000, tiny.khat_k)
+    assert example["dataset_budget"](tiny, example["parse_args"]([])) == tiny

@@ -35,6 +35,24 @@ def test_own_pair_example_runs(tmp_path, monkeypatch):
     assert (tmp_path / "bounds_vs_k.png").stat().st_size > 1000
 
 
+def test_a_max_k_off_the_grid_is_evaluated_and_gives_k_hat(tmp_path):
+    # --max-k 21..99 passed the parser, but k-hat took the largest grid K below it, 10, and
+    # failed after training and AIS ("pareto_k needs at least 21 weights")
+    example = runpy.run_path(str(EXAMPLE))
+    assert example["evaluation_ks"](21) == [1, 10, 21]
+    assert example["evaluation_ks"](1000) == [1, 10, 100, 1000]
+    assert example["evaluation_ks"](5000) == [1, 10, 100, 1000, 5000]
+    threads = torch.get_num_threads()
+    try:
+        m = example["main"](example["parse_args"]([
+            "--num-train", "50", "--num-test", "5", "--epochs", "1", "--max-k", "21",
+            "--repeats", "1", "--ais-chains", "2", "--ais-steps", "2", "--gap-steps", "2",
+            "--threads", "1", "--out-dir", str(tmp_path)]))
+    finally:
+        torch.set_num_threads(threads)
+    assert sorted(map(int, m["iwae"])) == [1, 10, 21] and len(m["k_hat"]) == 5
+
+
 def test_closed_form_evidence_matches_importance_sampling():
     example = runpy.run_path(str(EXAMPLE))
     torch.manual_seed(0)

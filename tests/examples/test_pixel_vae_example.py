@@ -34,3 +34,15 @@ def test_pixel_vae_example_runs(tmp_path, monkeypatch):
     assert (tmp_path / "results.csv").read_text().count("\n") == 6
     for name in ("samples", "reconstructions", "kl_per_dimension", "training_curves"):
         assert (tmp_path / f"{name}.png").stat().st_size > 1000, name
+
+
+def test_fewer_test_images_than_samples_per_row(tmp_path, monkeypatch):
+    # --num-test below --num-samples ended in an IndexError in the figures, after training
+    argv = [str(EXAMPLE), "--epochs", "1", "--num-train", "20", "--num-test", "3",
+            "--max-k", "1", "--repeats", "1", "--hidden", "8", "--channels", "4",
+            "--num-blocks", "1", "--latent-dim", "2", "--threads", "1",
+            "--out-dir", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(EXAMPLE), run_name="__main__")
+    assert json.loads((tmp_path / "metrics.json").read_text())["num_test"] == 3
+    assert (tmp_path / "reconstructions.png").stat().st_size > 1000

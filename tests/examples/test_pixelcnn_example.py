@@ -34,3 +34,33 @@ def test_pixelcnn_example_runs(tmp_path, monkeypatch):
                         metrics["test_nll_nats_per_image"] / (64 * math.log(2)))
     for name in ("samples.png", "completions.png", "class_samples.png", "data.png"):
         assert (out / name).stat().st_size > 1000, name
+
+
+def run_main(argv, out):
+    """The example's ``main`` on ``argv`` (tiny settings), its metrics."""
+    threads = torch.get_num_threads()
+    module = runpy.run_path(str(EXAMPLE))
+    try:
+        return module["main"](module["parse_args"]([*argv, "--channels", "4", "--blocks", "1",
+                                                    "--num-samples", "2", "--num-complete",
+                                                    "1", "--completions-per-image", "1",
+                                                    "--threads", "1", "--out-dir", str(out)]))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_zero_means_all_images_as_the_help_says(tmp_path):
+    # --num-test 0 sliced test[:0] and failed after training (IndexError), --num-train 0
+    # trained on no images; --epochs 0 failed in KeepBest.restore, no epoch scored
+    metrics = run_main(["--num-train", "0", "--num-test", "0", "--epochs", "0",
+                        "--num-timing", "1"], tmp_path)
+    assert (metrics["num_train"], metrics["num_test"]) == (1297, 300)
+    assert metrics["best_epoch"] is None
+
+
+def test_more_timing_images_than_test_images(tmp_path):
+    # a class-conditional model drew --num-timing images given fewer test labels (after
+    # training): the labels are reused in turn
+    metrics = run_main(["--class-conditional", "--num-train", "20", "--num-test", "2",
+                        "--epochs", "1", "--num-timing", "3"], tmp_path)
+    assert metrics["num_timing_images"] == 3 and metrics["samples_identical"] is True

@@ -28,3 +28,26 @@ def test_representations_example_runs(tmp_path, monkeypatch):
     # the 0 of random clusters (measured ARI 0.35 and 0.28)
     assert results["pca"]["kmeans_ari"] > 0.15 and results["pixels"]["kmeans_ari"] > 0.15
     assert (tmp_path / "representations.png").stat().st_size > 1000
+
+
+def test_pca_and_the_figure_adapt_to_the_features(tmp_path):
+    # PCA(--latent-dim) failed after training above 64 pixels or --num-train images, and the
+    # figure's PCA(2) on 1-d features; PCA now keeps as many components as there can be
+    import numpy as np
+    import torch
+
+    from ppl_models.data import load_images
+
+    example = runpy.run_path(str(EXAMPLE))
+    args = example["parse_args"](["--latent-dim", "70", "--num-train", "10", "--epochs", "0",
+                                  "--hidden", "4"])
+    data = load_images("digits").binarized(0)
+    features, _ = example["representations"](args, data.train.images[:10],
+                                             data.test.images[:20], torch.device("cpu"))
+    assert features["pca"][0].shape == (10, 10) and features["pca"][1].shape == (20, 10)
+    assert features["vae"][0].shape == (10, 70)
+    rng = np.random.default_rng(0)
+    one_dim = {"a": (rng.normal(size=(10, 1)), rng.normal(size=(20, 1)))}
+    scores = {"a": {"probe_accuracy": 0.5, "kmeans_ari": 0.1, "gmm_ari": 0.1}}
+    example["plot"](one_dim, np.arange(20) % 10, scores, tmp_path / "figure.png")
+    assert (tmp_path / "figure.png").stat().st_size > 1000

@@ -55,3 +55,16 @@ def test_similarity_example_runs(tmp_path, monkeypatch):
         for metric in ("euclidean", "cosine"):
             assert 0 <= row[f"precision_at_10_{metric}"] <= 1
     assert (tmp_path / "similarity_digits.png").stat().st_size > 1000
+
+
+def test_pca_keeps_at_most_as_many_components_as_there_can_be():
+    # PCA(--latent-dim) failed after training above the pixels or the gallery's images
+    import argparse
+
+    example = runpy.run_path(str(EXAMPLE))
+    gallery = (torch.rand(12, 1, 8, 8) < 0.5).float()
+    args = argparse.Namespace(latent_dim=70, seed=0)
+    embed = example["pca_projection"](gallery, args, torch.device("cpu"))
+    assert embed(gallery[:3]).shape == (3, 12)
+    assert example["pca_projection"](torch.rand(100, 1, 8, 8), args, None)(gallery).shape \
+        == (12, 64)

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,18 @@ from scaffold.runs import start_run, write_json
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def parse(script: str, argv: list[str]):
-    spec = importlib.util.spec_from_file_location(script, EXAMPLES / f"{script}.py")
+def load(script: str):
+    """The example ``script`` as a module (registered, as dataclasses need)."""
+    name = f"example_{script}"
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{script}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
-    return module.parse_args(argv)
+    return module
+
+
+def parse(script: str, argv: list[str]):
+    return load(script).parse_args(argv)
 
 
 @pytest.mark.parametrize("script, argv, message", [
@@ -49,12 +57,91 @@ def parse(script: str, argv: list[str]):
      "--generate-seconds: must be at least one sample, 1/8000 s, got 1e-05"),
     ("toy_manifold", ["--noise-scale", "0"], "--noise-scale: must be a finite positive number"),
     ("toy_manifold", ["--noise-scale", "10"], "--noise-scale: must be at most 1, got 10"),
+    # each of these failed in the library after training (or after training and AIS)
+    ("own_pair", ["--gap-steps", "0"], "--gap-steps: must be a positive integer"),
+    ("own_pair", ["--ais-chains", "1"], "--ais-chains: must be an integer >= 2"),
+    ("own_pair", ["--ais-steps", "0"], "--ais-steps: must be a positive integer"),
+    ("super_resolution", ["--factors", "2", "1"], "--factors: must be an integer >= 2"),
+    ("super_resolution", ["--mwg-steps", "0"], "--mwg-steps: must be a positive integer"),
+    ("super_resolution", ["--mh-steps", "1"], "--mh-steps: must be an integer >= 2"),
+    ("super_resolution", ["--gibbs-sweeps", "0"], "--gibbs-sweeps: must be a positive integer"),
+    ("super_resolution", ["--subset-size", "1"], "--subset-size: must be an integer >= 2"),
+    ("super_resolution", ["--factors", "8", "--subset-size", "17"],
+     "--subset-size: the PixelCNN Gibbs step would enumerate 2^17 fillings"),
+    ("completion", ["--mwg-steps", "0"], "--mwg-steps: must be a positive integer"),
+    ("compression", ["--latent-bits", "17"], "--latent-bits: must be an integer in 1..16"),
+    ("compression", ["--latent-bits", "0"], "--latent-bits: must be an integer in 1..16"),
+    ("compression", ["--num-train", "0"], "--num-train: must be a positive integer"),
+    ("language_model", ["--dropout", "1.5"], "--dropout: must be a number in [0, 1)"),
+    ("language_model", ["--dropout", "1"], "--dropout: must be a number in [0, 1)"),
+    ("language_model", ["--dropout", "nan"], "--dropout: must be a number in [0, 1)"),
+    ("language_model", ["--num-train", "0"], "--num-train: must be a positive integer"),
+    ("pixelcnn", ["--dropout", "1"], "--dropout: must be a number in [0, 1)"),
+    ("pixelcnn", ["--kernel-size", "4"], "--kernel-size: must be an odd positive integer"),
+    ("pixelcnn", ["--first-kernel-size", "6"],
+     "--first-kernel-size: must be an odd positive integer"),
+    ("pixel_vae", ["--kernel-size", "2"], "--kernel-size: must be an odd positive integer"),
+    ("pixel_vae", ["--first-kernel-size", "4"],
+     "--first-kernel-size: must be an odd positive integer"),
+    ("pixel_vae", ["--num-test", "1"], "--num-test: the active-unit count needs at least 2"),
+    ("representations", ["--num-train", "5"],
+     ("--num-train: k-means and the Gaussian mixture fit 10 clusters to the training "
+      "features, so at least 10 training images, got 5")),
+    # a rate of 7 trained the background model on inverted images
+    ("outliers", ["--flip-rate", "7"], "--flip-rate: must be a probability, a number in [0, 1]"),
+    ("outliers", ["--inlier-classes", *"0123456789"], "--inlier-classes: leave one class out"),
+    # elbo_vs_iwae refused these in main, after the first data set had trained
+    ("elbo_vs_iwae", ["--max-k", "20"], "--max-k: must be an integer in 21..5000, got '20'"),
+    ("elbo_vs_iwae", ["--max-k", "5001"], "--max-k: must be an integer in 21..5000"),
 ])
 def test_flags_out_of_range_are_refused_by_argparse(script, argv, message, capsys):
     # each used to pass argparse and fail later, some after training, inside torch or numpy
     with pytest.raises(SystemExit):
         parse(script, argv)
     assert message in capsys.readouterr().err
+
+
+def no_training(*args, **kwargs):
+    raise AssertionError("trained before refusing the flag")
+
+
+@pytest.fixture
+def long_line(tmp_path):
+    path = tmp_path / "words.txt"
+    path.write_text("cat\ndog\n" + "x" * 40_000 + "\nemu\nfox\n")
+    return path
+
+
+@pytest.mark.parametrize("script, argv, message", [
+    # failed after training: the k nearest of a gallery of 5 images
+    ("similarity", ["--datasets", "digits", "--num-train", "5", "--k", "10"],
+     "similarity: error: argument --k: must lie in 1..5, the digits gallery's size"),
+    # the logistic-regression probes failed after training on one class
+    ("vae", ["--num-train", "1"], "vae: error: argument --num-train: the probes need"),
+    # a ValueError traceback
+    ("super_resolution", ["--factors", "3"],
+     "super_resolution: error: argument --factors: 3 does not divide the digits images' size"),
+    # one 40,000-character line padded every batch to it (hundreds of MB)
+    ("compression", ["--words", "LONG"],
+     ("compression: error: argument --words: LONG line 3: a word of 40,000 characters, "
+      "more than max_length=100")),
+    ("language_model", ["--data", "LONG"],
+     "language_model: error: argument --data: LONG line 3: a word of 40,000 characters"),
+    ("language_model", ["--data", "MISSING"], "argument --data: no word list at MISSING"),
+])
+def test_flags_refused_once_the_data_are_loaded_before_any_training(
+        script, argv, message, tmp_path, long_line, monkeypatch, keep_threads):
+    module = load(script)
+    if hasattr(module, "fit"):
+        monkeypatch.setattr(module, "fit", no_training)
+    paths = {"LONG": str(long_line), "MISSING": str(tmp_path / "missing.txt")}
+    argv = [paths.get(a, a) for a in argv]
+    args = module.parse_args([*argv, "--threads", "1", "--out-dir", str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as refused:
+        module.main(args)
+    for name, path in paths.items():
+        message = message.replace(name, path)
+    assert message in str(refused.value)
 
 
 @pytest.fixture

@@ -37,6 +37,18 @@ def test_vae_example_runs(tmp_path, monkeypatch, extra):
     assert again["history"] == metrics["history"]
 
 
+def test_more_latents_than_pixels_and_fewer_test_images_than_a_figure_row(tmp_path,
+                                                                          monkeypatch):
+    # --latent-dim 70 on 64 pixels (or above --num-train) failed in PCA, and --num-test 5
+    # in the reconstructions' figure, both after training
+    run(["--epochs", "1", "--max-k", "1", "--repeats", "1", "--num-train", "30", "--num-test",
+         "5", "--hidden", "8", "--latent-dim", "70", "--threads", "1",
+         "--out-dir", str(tmp_path)], monkeypatch)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["pca_components"] == 30 and len(metrics["kl_per_dimension"]) == 70
+    assert (tmp_path / "reconstructions.png").stat().st_size > 1000
+
+
 def test_pixel_likelihoods_example_runs(tmp_path, monkeypatch):
     example = EXAMPLE.parent / "pixel_likelihoods.py"
     argv = [str(example), "--epochs", "1", "--k", "5", "--repeats", "1", "--num-train", "100",

@@ -154,3 +154,25 @@ def test_a_byte_order_mark_is_no_character(tmp_path):
     with pytest.raises(ValueError, match=re.escape(f"{path} is not UTF-8 text: byte 0xe9 at "
                                                    "offset 10")):
         load_words(path)
+
+
+def test_a_line_longer_than_max_length_is_refused_by_number(tmp_path, monkeypatch):
+    # every batch is padded to its longest word: one 40,000-character line among 300 words
+    # peaked at 746 MB, a line of a million characters would have needed ~160 GB
+    path = tmp_path / "long.txt"
+    path.write_text("cat\n\ndog\n" + "x" * 40_000 + "\nemu\nfox\n")
+    with pytest.raises(ValueError, match=re.escape(
+            f"{path} line 4: a word of 40,000 characters, more than max_length=100")):
+        load_words(path)
+    assert text.MAX_WORD_LENGTH == 100
+    assert "x" * 40_000 in load_words(path, max_length=40_000).words
+    path.write_text("cat\ndog\n" + "y" * 100 + "\nemu\nfox\n")  # the limit itself is fine
+    assert "y" * 100 in load_words(path).words
+    with pytest.raises(ValueError, match="max_length must be a positive integer"):
+        load_words(path, max_length=0)
+    # the default sources are checked after their filter, by line number too
+    words = tmp_path / "words"
+    words.write_text("Ab" + "c" * 200 + "\nable\nabout\nabove\n" + "d" * 101 + "\nbat\n")
+    monkeypatch.setattr(text, "WAMERICAN_PATH", words)
+    with pytest.raises(ValueError, match=re.escape(f"{words} line 5: a word of 101 characters")):
+        load_words()
