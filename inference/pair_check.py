@@ -12,6 +12,10 @@ fault and says what the user can do. The survey records:
   same call replays (:meth:`PairStructure.fix_subsample`), so that one call uses one subsample;
 - sites scaled beyond their plates' subsample scale ``N / B`` (a ``poutine.scale``), which
   the estimators score unscaled and warn about (:class:`TemperedPairWarning`);
+- plates other than ``"data"`` that draw a subsample (``pyro.plate("feat", D,
+  subsample_size=B)``): a datapoint's evidence would cover only the members drawn;
+- latents whose guide and model supports differ (:mod:`inference.supports`): the guide's
+  reaching beyond the model's, or the model's beyond the guide's;
 - sites outside the ``"data"`` plate (global latents: per-datapoint evidence is undefined);
 - latent sites of the model the guide does not sample and guide sites the model lacks;
 - auxiliary guide sites (AutoGuides' ``*_unconstrained`` or ``_Auto*_latent``), accepted when
@@ -32,13 +36,13 @@ from typing import Callable
 import pyro
 import torch
 from pyro import poutine
-from pyro.poutine.messenger import Messenger
 from pyro.distributions.torch_distribution import MaskedDistribution
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
 from .checks import check_pair_arguments, user_stacklevel
 from .random_state import forked_rng
-from .supports import support_within
+from .supports import support_of, support_within
 
 DATA_PLATE = "data"
 PARTICLE_PLATE = "particles"
@@ -48,6 +52,10 @@ PER_DATAPOINT_USES = ("elbo", "iwae_bound", "bound_sweep", "log_importance_weigh
                       "weight_diagnostics", "log_evidence", "ais_log_evidence",
                       "amortization_gap", "fit:iwae", "fit:dreg")
 FIT_LOSSES = ("elbo", "meanfield", "iwae", "dreg")
+# Entry points whose number needs the guide to cover the model's support (and each
+# datapoint whole): importance weights, whose average converges to log p(x) only then.
+COVERAGE_USES = ("iwae_bound", "bound_sweep", "log_importance_weights", "weight_diagnostics",
+                 "log_evidence", "ais_log_evidence", "fit:iwae", "fit:dreg")
 
 
 class PairError(ValueError):
@@ -73,6 +81,15 @@ class PairStructure:
         support_mismatch: ``(site, guide family, guide support, model family, model
             support)`` of guide latents whose support is known to reach outside the model's
             (:func:`inference.supports.support_within`).
+        support_gap: the same for latents whose model support is known to reach beyond the
+            guide's (a ``LogNormal`` guide for a ``Normal`` latent): the guide never proposes
+            part of the posterior's mass.
+        unscorable: latent sites of :attr:`support_mismatch` whose model distribution cannot
+            score a value outside its support at all (a ``Categorical`` indexes its
+            probabilities with the value).
+        subsampled_plates: ``(plate, subsample size, full size)`` of plates other than
+            ``"data"`` that draw a subsample.
+        factors: model sites that are a ``pyro.factor``.
         global_sites: ``("model" | "guide", name)`` of sample sites outside ``"data"``.
         global_observed: observed model sites outside ``"data"``.
         non_reparameterized: guide latent sites without a reparameterized sampler.
@@ -103,6 +120,10 @@ class PairStructure:
     subsample: dict = field(default_factory=dict, compare=False)
     tempered: tuple = ()
     support_mismatch: tuple = ()
+    support_gap: tuple = ()
+    unscorable: tuple = ()
+    subsampled_plates: tuple = ()
+    factors: tuple = ()
     global_sites: tuple = ()
     global_observed: tuple = ()
     non_reparameterized: tuple = ()
@@ -393,18 +414,68 @@ def _check_latents_agree(model_sites, guide_latents, nesting: int) -> None:
                 "datapoints")
 
 
-def _support_mismatches(model_sites, guide_latents):
-    """``(site, guide family, guide support, model family, model support)`` for each guide
-    latent (not a Delta) whose support is known not to lie inside the model's."""
+def _support_pairs(model_sites, guide_latents):
+    """``(guide site, model site)`` of the latents both sample, the guide's not a Delta (an
+    AutoGuide's latents are functions of its auxiliary site; a point has no support to
+    compare)."""
     model_latents = {s["name"]: s for s in model_sites if not s["is_observed"]}
     for guide_site in guide_latents:
         model_site = model_latents.get(guide_site["name"])
-        if model_site is None or _is_delta(guide_site["fn"]):
+        if model_site is None or _is_delta(guide_site["fn"]) or _is_delta(model_site["fn"]):
             continue
-        guide_support, model_support = guide_site["fn"].support, model_site["fn"].support
-        if support_within(guide_support, model_support) is False:
-            yield (guide_site["name"], _family(guide_site["fn"]), str(guide_support),
-                   _family(model_site["fn"]), str(model_support))
+        yield guide_site, model_site
+
+
+def _support_record(guide_site, model_site, guide_support, model_support) -> tuple:
+    return (guide_site["name"], _family(guide_site["fn"]), str(guide_support),
+            _family(model_site["fn"]), str(model_support))
+
+
+def _support_mismatches(model_sites, guide_latents):
+    """``(site, guide family, guide support, model family, model support)`` for each guide
+    latent whose support is known not to lie inside the model's: the guide's support exact
+    (:func:`inference.supports.support_of`), the model's holding its own."""
+    for guide_site, model_site in _support_pairs(model_sites, guide_latents):
+        guide_support, exact = support_of(guide_site["fn"])
+        model_support = support_of(model_site["fn"])[0]
+        if exact and support_within(guide_support, model_support) is False:
+            yield _support_record(guide_site, model_site, guide_support, model_support)
+
+
+def _support_gaps(model_sites, guide_latents):
+    """The same records for each latent whose model support is known to reach beyond the
+    guide's: the model's support exact, the guide's holding its own."""
+    for guide_site, model_site in _support_pairs(model_sites, guide_latents):
+        model_support, exact = support_of(model_site["fn"])
+        guide_support = support_of(guide_site["fn"])[0]
+        if exact and support_within(model_support, guide_support) is False:
+            yield _support_record(guide_site, model_site, guide_support, model_support)
+
+
+def _unscorable(model_sites, mismatches) -> tuple:
+    """Sites of ``mismatches`` whose model distribution is a ``Categorical``: its log_prob
+    indexes the probabilities with the value, so a class past its last one fails in torch
+    (an out-of-bounds index, on a GPU a device-side assert) instead of scoring ``-inf``."""
+    mismatched = {record[0] for record in mismatches}
+    return tuple(site["name"] for site in model_sites if site["name"] in mismatched
+                 and isinstance(_unwrapped(site["fn"]), torch.distributions.Categorical))
+
+
+def _subsampled_plates(sites) -> tuple:
+    """``(plate, subsample size, full size)`` of the plates other than ``"data"`` that draw a
+    subsample (their scale ``full / size`` is the subsample's)."""
+    found = {}
+    for site in sites:
+        for frame in site["cond_indep_stack"]:
+            if frame.name != DATA_PLATE and frame.full_size is not None \
+                    and 0 < frame.size < frame.full_size:
+                found.setdefault(frame.name, (frame.name, frame.size, frame.full_size))
+    return tuple(found.values())
+
+
+def _is_factor(site) -> bool:
+    """A ``pyro.factor``: an observed ``Unit`` site."""
+    return site["is_observed"] and _family(site["fn"]) == "Unit"
 
 
 def _try_vectorized(model, guide, args, kwargs, nesting: int) -> str:
@@ -471,6 +542,70 @@ def _one_particle_mismatch(model, guide, args, kwargs, nesting: int) -> str:
             "leading particle dim: index from the right, z[..., 0])")
 
 
+def _replay_model(model, guide_trace, args, kwargs):
+    """The model's trace replayed on the guide's draws. When the model fails there, the
+    latent sites it reached are compared with the guide's: one the guide draws in another
+    shape, event dims or support (a ``OneHotCategorical`` guide for a ``Categorical``
+    latent) is named in a :class:`PairError`, the model's error chained to it; any other
+    failure is the model's own and propagates as it is."""
+    handler = poutine.trace(poutine.replay(model, trace=guide_trace))
+    try:
+        return handler.get_trace(*args, **kwargs)
+    except Exception as error:
+        reached = list(sample_sites(prune_subsample_sites(handler.msngr.trace)))
+        guide_latents = list(sample_sites(prune_subsample_sites(guide_trace), observed=False))
+        found = _replay_disagreement(reached, guide_latents)
+        if found is None:
+            raise
+        name, what = found
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise PairError(
+            f"latent site '{name}' has {what}: the guide must draw the value the model "
+            "scores (same shape, same .to_event(n), same support); the model failed when it "
+            f"was run on the guide's draw ({type(error).__name__}: {first_line})") from error
+
+
+def _replay_disagreement(model_sites, guide_latents) -> tuple | None:
+    """``(site, what differs)`` for the first latent the model reached whose guide draw
+    disagrees with it in shape, event dims or support, else None."""
+    dims = [-frame.dim for site in (*model_sites, *guide_latents)
+            for frame in site["cond_indep_stack"] if frame.vectorized]
+    nesting = max(dims, default=0)
+    for guide_site, model_site in _support_pairs(model_sites, guide_latents):
+        found = _shape_mismatch(model_site, guide_site, nesting)
+        if found:
+            return guide_site["name"], (f"{found}, a {_family(guide_site['fn'])} in the guide "
+                                        f"and a {_family(model_site['fn'])} in the model")
+        guide_support, exact = support_of(guide_site["fn"])
+        model_support = support_of(model_site["fn"])[0]
+        within = support_within(guide_support, model_support)
+        if within is False and exact or within is None and _support_kinds_differ(
+                guide_support, model_support):
+            return guide_site["name"], (
+                f"support {guide_support} in the guide ({_family(guide_site['fn'])}) and "
+                f"{model_support} in the model ({_family(model_site['fn'])})")
+    return None
+
+
+def _support_kinds_differ(first, second) -> bool:
+    """Whether one support is discrete and the other continuous, or both discrete of
+    different kinds (``one_hot`` and ``integer_interval``; for two supports that
+    :func:`inference.supports.support_within` cannot compare)."""
+    try:
+        kinds = [support_base.is_discrete for support_base in map(_support_base, (first, second))]
+    except NotImplementedError:
+        return False
+    if kinds[0] != kinds[1]:
+        return True
+    return kinds[0] and type(_support_base(first)) is not type(_support_base(second))
+
+
+def _support_base(constraint):
+    while isinstance(constraint, torch.distributions.constraints.independent):
+        constraint = constraint.base_constraint
+    return constraint
+
+
 def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
                 probe_vectorized: bool = True) -> PairStructure:
     """Run the pair once (hidden from outer handlers, random state restored) and describe it.
@@ -488,8 +623,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     with forked_rng(), poutine.block(), \
             torch.no_grad():
         guide_full = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_full = poutine.trace(poutine.replay(model, trace=guide_full)).get_trace(
-            *args, **kwargs)
+        model_full = _replay_model(model, guide_full, args, kwargs)
     subsample = {}
     for trace in (guide_full, model_full):
         for site in trace.nodes.values():
@@ -557,6 +691,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     nesting = max(dims, default=0)
     _check_batch_dims(model_sites + guide_latents, nesting)
     _check_latents_agree(model_sites, guide_latents, nesting)
+    support_mismatch = tuple(_support_mismatches(model_sites, guide_latents))
     error = ""
     if probe_vectorized:
         fixed = PairStructure(nesting, batch_size, subsample=subsample)
@@ -570,7 +705,11 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         data_size=None if sizeless or not declared else max(declared),
         subsample=subsample,
         tempered=tuple(_tempered(model_sites + guide_latents)),
-        support_mismatch=tuple(_support_mismatches(model_sites, guide_latents)),
+        support_mismatch=support_mismatch,
+        support_gap=tuple(_support_gaps(model_sites, guide_latents)),
+        unscorable=_unscorable(model_sites, support_mismatch),
+        subsampled_plates=_subsampled_plates(model_sites + guide_latents),
+        factors=tuple(s["name"] for s in model_sites if _is_factor(s)),
         global_sites=tuple(global_sites),
         global_observed=tuple(s["name"] for s in model_sites
                               if s["is_observed"] and data_frame(s) is None),
@@ -640,6 +779,24 @@ def _check_sites_match(s: PairStructure) -> None:
                         "the mark")
 
 
+def check_subsampled_plates(s: PairStructure, use: str) -> None:
+    """Raise :class:`PairError` when a plate other than ``"data"`` draws a subsample and
+    ``use`` is a per-datapoint estimate or an importance-weighted loss; ``fit`` with
+    ``loss="elbo"``/``"meanfield"`` (any other ``fit:`` use) trains with it."""
+    if not s.subsampled_plates or (use.startswith("fit:") and use not in COVERAGE_USES):
+        return
+    plate, size, full = s.subsampled_plates[0]
+    raise PairError(
+        f"{use}: pyro.plate('{plate}') draws a subsample ({size} of its {full} members) "
+        f"inside the datapoints of pyro.plate('{DATA_PLATE}'), so each datapoint would be "
+        f"scored on the {size} members drawn: log p(x) of a part of it, not of the "
+        f"datapoint. Only the '{DATA_PLATE}' plate may subsample here; evaluate with "
+        f"pyro.plate('{plate}', {full}) (no subsample_size or subsample). fit() trains with "
+        f"such a plate under loss='elbo' or 'meanfield': its scale {full}/{size} makes the "
+        "minibatch ELBO unbiased, which it does not make the log-mean-exp of an "
+        "importance-weighted bound")
+
+
 class TemperedPairWarning(UserWarning):
     """An estimator scores a pair with scaled sites by its unscaled densities."""
 
@@ -659,17 +816,51 @@ def warn_if_tempered(s: PairStructure, use: str) -> None:
         "silence this", TemperedPairWarning, stacklevel=user_stacklevel())
 
 
+def _global_site_error(s: PairStructure, use: str) -> PairError:
+    """The refusal of the first site outside ``"data"``, with the remedy for its kind: a
+    global latent is conditioned on a value, an AutoGuide's joint vector is replaced by a
+    per-site guide, a factor or an observation moves into the plate."""
+    role, name = s.global_sites[0]
+    where = (f"{use}: {role} site '{name}' lies outside pyro.plate('{DATA_PLATE}'), so it "
+             "is shared by all datapoints")
+    split = "log p(x_1..N) does not split into per-datapoint terms"
+    training = "fit() trains such pairs with loss='elbo' or 'meanfield'"
+    if role == "guide" and name in s.auxiliary:
+        if name.startswith("_Auto") and name.endswith("_latent"):
+            auto = name[1:-len("_latent")]
+            return PairError(
+                f"{where}: it is {auto}'s vector of every latent value of the model, one "
+                f"joint draw for all datapoints, so q does not factor over datapoints and "
+                f"{split}. For per-datapoint estimates use pyro.infer.autoguide.AutoNormal "
+                "(one distribution per latent site, inside the model's plates) or a guide "
+                f"that samples each latent inside `with pyro.plate('{DATA_PLATE}', batch):`; "
+                f"{training}")
+        return PairError(
+            f"{where}: an auxiliary guide variable drawn once for all datapoints makes q "
+            f"couple them, so {split}. Draw it inside `with pyro.plate('{DATA_PLATE}', "
+            f"batch):`, one per datapoint; {training}")
+    if name in s.factors:
+        return PairError(
+            f"{where}: a pyro.factor outside the plate adds one log factor for all "
+            f"datapoints together, so {split}. Compute it per datapoint inside `with "
+            f"pyro.plate('{DATA_PLATE}', batch):`, a log factor of shape [batch] (the "
+            f"plate's dim); {training}")
+    if name in s.global_observed:
+        return PairError(
+            f"{where}: an observation outside the plate scores all datapoints together, so "
+            f"{split}. Observe the data inside `with pyro.plate('{DATA_PLATE}', batch):`, "
+            f"one row per datapoint along the plate's dim (.to_event(n) for the features); "
+            f"{training}")
+    return PairError(
+        f"{where} and {split}; {use} needs every sample site inside `with "
+        f"pyro.plate('{DATA_PLATE}', batch):`. To score the datapoints given a value of it, "
+        f"fix it with pyro.poutine.block(pyro.poutine.condition(model, data={{'{name}': "
+        f"value}}), hide=['{name}']) (and the same for the guide); {training}")
+
+
 def _check_per_datapoint(s: PairStructure, use: str) -> None:
     if s.global_sites:
-        role, name = s.global_sites[0]
-        raise PairError(
-            f"{use}: {role} site '{name}' lies outside pyro.plate('{DATA_PLATE}'), so it is "
-            "shared by all datapoints and log p(x_1..N) does not split into per-datapoint "
-            f"terms; {use} needs every sample site inside `with pyro.plate('{DATA_PLATE}', "
-            "batch):`. To score the datapoints given a value of it, fix it with "
-            f"pyro.poutine.block(pyro.poutine.condition(model, data={{'{name}': value}}), "
-            f"hide=['{name}']) (and the same for the guide); fit() trains such pairs with "
-            "loss='elbo' or 'meanfield'")
+        raise _global_site_error(s, use)
     if s.batch_size == 0:
         raise PairError(f"{use}: no sample site lies inside pyro.plate('{DATA_PLATE}')")
     # A Delta whose log_density is log q of a draw made outside the guide (noise passed in
@@ -706,10 +897,32 @@ def check_pair(structure: PairStructure, use: str) -> PairStructure:
     """
     s = structure
     _check_sites_match(s)
+    if s.unscorable:
+        name = s.unscorable[0]
+        record = next(r for r in s.support_mismatch if r[0] == name)
+        raise PairError(
+            f"{use}: guide site '{name}' draws from a {record[1]} with support {record[2]}, "
+            f"beyond the model's {record[3]} support {record[4]}: the model's {record[3]} "
+            "cannot score a draw outside its classes (torch indexes its probabilities with "
+            "the value: an out-of-bounds error, on a GPU a device-side assert). Give the "
+            "guide the model's classes (as many categories)")
     if use in PER_DATAPOINT_USES:
         _check_per_datapoint(s, use)
+    check_subsampled_plates(s, use)
     if not use.startswith("fit:"):
         warn_if_tempered(s, use)
+    if s.support_gap and use in COVERAGE_USES:
+        name, guide_family, guide_support, model_family, model_support = s.support_gap[0]
+        raise PairError(
+            f"{use}: latent site '{name}' has support {model_support} in the model "
+            f"({model_family}), beyond the support {guide_support} of the guide's "
+            f"{guide_family}: the guide never proposes the rest, so its importance weights "
+            f"estimate log p(x, '{name}' in the guide's support), a partial evidence below "
+            "log p(x): IWAE_K and AIS converge to it, not to log p(x), and k-hat cannot tell. "
+            "Give the guide the model's support (a Normal for a real latent, as many "
+            "categories as the model's). elbo (and fit with loss='elbo' or 'meanfield') "
+            "still take this pair: the ELBO stays a lower bound on log p(x), its gap "
+            "including the posterior mass the guide never proposes")
     if s.support_mismatch and (use in ("elbo", "amortization_gap") or use.startswith("fit:")):
         name, guide_family, guide_support, model_family, model_support = s.support_mismatch[0]
         raise PairError(

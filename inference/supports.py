@@ -5,10 +5,17 @@ A guide that draws a latent outside its model site's support (a ``Normal`` guide
 ``p(x, z) = 0``. With Pyro's validation on, ``log_prob`` refuses such values; with it off (as
 in the estimators' and trainers' passes) many distributions return a finite number there
 (``Exponential.log_prob(-1.0) == -1.0``), which would put an importance weight, or an ELBO,
-above ``log p(x)``. Two guards, both here:
+above ``log p(x)``. The reverse, a guide whose support is narrower than the model's (a
+``LogNormal`` guide for a ``Normal`` latent), never proposes part of the posterior's mass:
+importance weights then estimate ``log p(x, z in the guide's support)``, not ``log p(x)``.
+The guards, all here:
 
-- :func:`support_within` compares the supports statically, for the entries that need the
-  guide's support inside the model's (the ELBO is ``-inf`` otherwise);
+- :func:`support_of` reads a distribution's support, deriving that of a
+  ``TransformedDistribution`` from its base and transforms (torch reports the last
+  transform's codomain, ``Real()`` for ``biject_to(constraints.positive)``'s
+  ``ExpTransform, AffineTransform``), and says whether it is exact or only contains the
+  support;
+- :func:`support_within` compares two supports statically, in either direction;
 - :func:`mask_outside_support` gives the log density ``-inf`` (weight zero) at values outside
   the support, which is the right number for importance sampling.
 """
@@ -18,7 +25,14 @@ from __future__ import annotations
 import math
 
 import torch
+from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from torch.distributions import constraints
+from torch.distributions.transforms import ComposeTransform, IndependentTransform
+
+# Distributions whose declared support is wider than the set their density lives on: a
+# circular density on [-pi, pi) declared on the real line. Their support counts as a
+# superset, never as exact.
+_LOOSE_SUPPORTS = ("VonMises", "SineBivariateVonMises", "SineSkewed")
 
 
 def _base(constraint):
@@ -28,11 +42,18 @@ def _base(constraint):
     return constraint
 
 
+def _is_discrete(constraint) -> bool | None:
+    try:
+        return bool(_base(constraint).is_discrete)
+    except NotImplementedError:  # a dependent constraint of unknown kind
+        return None
+
+
 def _range(constraint) -> tuple | None:
     """``(lower, upper)`` of a continuous support that is an interval of the real line (ends
     may be tensors or infinite), None for any other support."""
     constraint = _base(constraint)
-    if constraint.is_discrete:
+    if _is_discrete(constraint) is not False:
         return None
     if isinstance(constraint, type(constraints.real)):
         return -math.inf, math.inf
@@ -44,28 +65,203 @@ def _range(constraint) -> tuple | None:
     return None
 
 
+def _integer_range(constraint) -> tuple | None:
+    """``(lower, upper)`` of a support that is a set of consecutive integers (``boolean``,
+    ``integer_interval``, ``nonnegative_integer``, ...), None for any other support."""
+    constraint = _base(constraint)
+    if _is_discrete(constraint) is not True:
+        return None
+    if isinstance(constraint, type(constraints.boolean)):
+        return 0, 1
+    if isinstance(constraint, (constraints._IntegerInterval, constraints._IntegerGreaterThan,
+                               constraints._IntegerLessThan)):
+        return (getattr(constraint, "lower_bound", -math.inf),
+                getattr(constraint, "upper_bound", math.inf))
+    if type(constraint).__name__ == "_Integer":  # pyro's constraints.integer
+        return -math.inf, math.inf
+    return None
+
+
 def support_within(inner, outer) -> bool | None:
     """Whether support ``inner`` lies inside support ``outer``: True, False, or None when
-    the constraints cannot be compared (supports other than intervals of the real line,
-    of different kinds, or ends whose shapes do not broadcast)."""
-    inner_range, outer_range = _range(inner), _range(outer)
+    the constraints cannot be compared (supports other than intervals of the real line or
+    of the integers, of different kinds, or ends whose shapes do not broadcast). Open and
+    closed ends are not told apart (they differ on a set of measure zero), nor ends a
+    relative 1e-5 apart (rounding)."""
+    discrete = _is_discrete(inner)
+    if discrete is None or discrete != _is_discrete(outer):
+        return None
+    get = _integer_range if discrete else _range
+    inner_range, outer_range = get(inner), get(outer)
     if inner_range is None or outer_range is None:
-        if type(_base(inner)) is type(_base(outer)) and not hasattr(_base(inner), "lower_bound"):
+        inner_base, outer_base = _base(inner), _base(outer)
+        if type(inner_base) is type(outer_base) and not hasattr(inner_base, "lower_bound") \
+                and not hasattr(inner_base, "upper_bound"):
             return True
         return None
     try:
-        low = torch.as_tensor(inner_range[0]) >= torch.as_tensor(outer_range[0])
-        high = torch.as_tensor(inner_range[1]) <= torch.as_tensor(outer_range[1])
+        low = _at_least(inner_range[0], outer_range[0])
+        high = _at_least(-torch.as_tensor(inner_range[1], dtype=torch.float64),
+                         -torch.as_tensor(outer_range[1], dtype=torch.float64))
         return bool((low & high).all())
     except RuntimeError:
         return None
 
 
+def _at_least(end, bound) -> torch.Tensor:
+    """``end >= bound`` elementwise, up to a relative 1e-5 of finite ends: the ends of a
+    derived support carry rounding (``low + (high - low) * 1`` is ``high`` only to float
+    precision), and an interval a rounding error wider has the same mass."""
+    end = torch.as_tensor(end, dtype=torch.float64)
+    bound = torch.as_tensor(bound, dtype=torch.float64)
+    finite = torch.isfinite(end) & torch.isfinite(bound)
+    slack = torch.where(finite, 1e-5 * (end.abs() + bound.abs()), torch.zeros(()))
+    return end >= bound - slack
+
+
+def _flat_transforms(transforms) -> list:
+    """The transforms of a ``TransformedDistribution`` with ``ComposeTransform`` parts
+    spliced in (an empty one, the identity, vanishes)."""
+    flat = []
+    for t in transforms:
+        if isinstance(t, ComposeTransform):
+            flat.extend(_flat_transforms(t.parts))
+        else:
+            flat.append(t)
+    return flat
+
+
+def _mapped_range(transform, low, high) -> tuple | None:
+    """The image ``(low, high)`` of the interval ``[low, high]`` under an elementwise
+    monotone ``transform`` whose domain holds the interval, None for any other transform."""
+    while isinstance(transform, IndependentTransform):
+        transform = transform.base_transform
+    if not isinstance(transform, torch.distributions.AffineTransform):
+        if _base(transform.domain).event_dim or _base(transform.codomain).event_dim:
+            return None  # not elementwise (StickBreaking, CorrCholesky, ...)
+        domain = _range(transform.domain)
+        if domain is None or not support_within(constraints.interval(low, high),
+                                                 transform.domain):
+            return None
+    try:
+        _ = transform.sign  # raises for a transform that is not monotone
+    except NotImplementedError:
+        return None
+    affine = isinstance(transform, torch.distributions.AffineTransform)
+    codomain = None if affine or not transform.bijective else _range(transform.codomain)
+    ends = []
+    with torch.no_grad():
+        for end in (low, high):
+            end = torch.as_tensor(end, dtype=torch.float64)
+            image = torch.as_tensor(transform(end)).detach()
+            if codomain is not None:
+                # a bijection onto its codomain sends an infinite end to the codomain's end
+                # (Sigmoid(-inf) is clamped to 1e-308 in floating point, not 0)
+                sign = torch.as_tensor(transform.sign)
+                below = torch.as_tensor(codomain[0], dtype=image.dtype)
+                above = torch.as_tensor(codomain[1], dtype=image.dtype)
+                image = torch.where((end == -math.inf) & (sign > 0) | (end == math.inf)
+                                    & (sign < 0), below, image)
+                image = torch.where((end == math.inf) & (sign > 0) | (end == -math.inf)
+                                    & (sign < 0), above, image)
+            ends.append(image)
+        try:
+            new_low, new_high = torch.minimum(*ends), torch.maximum(*ends)
+        except RuntimeError:  # ends that do not broadcast
+            return None
+    if bool(torch.isnan(new_low).any() | torch.isnan(new_high).any()):
+        return None
+    return _plain(new_low), _plain(new_high)
+
+
+def _plain(end):
+    """A tensor end as a float when it holds one value."""
+    if torch.is_tensor(end) and end.numel() == 1:
+        return float(end)
+    return end
+
+
+def _interval_constraint(low, high):
+    """The constraint of the interval ``(low, high)``, in its simplest form."""
+    low_free = bool((torch.as_tensor(low) == -math.inf).all())
+    high_free = bool((torch.as_tensor(high) == math.inf).all())
+    if low_free and high_free:
+        return constraints.real
+    if high_free:
+        return constraints.greater_than(low)
+    if low_free:
+        return constraints.less_than(high)
+    return constraints.interval(low, high)
+
+
+def _with_event_dims(constraint, event_dims: int):
+    extra = event_dims - constraint.event_dim
+    return constraints.independent(constraint, extra) if extra > 0 else constraint
+
+
+def _declares_support(distribution_type) -> bool:
+    """Whether a ``TransformedDistribution`` subclass declares its own support (a
+    ``LogNormal``'s ``positive``) rather than torch's last-codomain rule."""
+    for klass in distribution_type.__mro__:
+        if "support" in klass.__dict__:
+            return klass is not torch.distributions.TransformedDistribution
+    return False
+
+
+def _transformed_support(fn) -> tuple:
+    """:func:`support_of` a ``TransformedDistribution`` that keeps torch's support rule."""
+    support, exact = support_of(fn.base_dist)
+    if _is_discrete(support) is not False:
+        return fn.support, False
+    current = _range(support)
+    transforms = _flat_transforms(fn.transforms)
+    if not transforms:
+        return support, exact
+    for transform in transforms:
+        mapped = None if current is None else _mapped_range(transform, *current)
+        if mapped is None:  # the codomain holds the values: a superset of their support
+            support, current, exact = transform.codomain, _range(transform.codomain), False
+        else:
+            current = mapped
+            support = _interval_constraint(*current)
+    return _with_event_dims(support, len(fn.event_shape)), exact
+
+
+def support_of(fn) -> tuple:
+    """``(support, exact)`` of a distribution: its constraint, and whether that is the set it
+    puts its mass on (True) or only a set that holds it (False).
+
+    Through ``Independent``, ``dist.mask`` and ``expand`` wrappers. A
+    ``TransformedDistribution`` (unless its class declares a support, as ``LogNormal``
+    does) gets the image of its base's support under its transforms: an affine or
+    elementwise monotone transform (``Exp``, ``Sigmoid``, ``Tanh``, ``Softplus``, ...) maps
+    the interval's ends, so ``TransformedDistribution(Normal, biject_to(positive))`` has
+    support ``GreaterThan(0)`` where torch reports its last transform's codomain
+    ``Real()``; past any other transform, its codomain holds the values (not exact).
+    A distribution's declared support counts as exact, but for circular ones
+    (``VonMises``), declared on the real line.
+    """
+    if isinstance(fn, torch.distributions.Independent):
+        support, exact = support_of(fn.base_dist)
+        return _with_event_dims(support, support.event_dim + fn.reinterpreted_batch_ndims), exact
+    if isinstance(fn, (MaskedDistribution, ExpandedDistribution)):
+        return support_of(fn.base_dist)
+    if isinstance(fn, torch.distributions.TransformedDistribution) and \
+            not _declares_support(type(fn)):
+        try:
+            return _transformed_support(fn)
+        except (NotImplementedError, TypeError, ValueError, RuntimeError):
+            return fn.support, False
+    return fn.support, type(fn).__name__ not in _LOOSE_SUPPORTS
+
+
 def mask_outside_support(fn, value: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
     """``log_p`` (the batch-shaped ``fn.log_prob(value)``) with ``-inf`` where ``value`` lies
-    outside ``fn.support``: such a value has density zero, whatever formula ``log_prob``
-    extends past the support. The real line is skipped (nothing lies outside it)."""
-    support = fn.support
+    outside ``fn``'s support (:func:`support_of`, which for a ``TransformedDistribution`` is
+    its transforms' image, not torch's codomain): such a value has density zero, whatever
+    formula ``log_prob`` extends past the support. The real line is skipped (nothing lies
+    outside it)."""
+    support = support_of(fn)[0]
     if isinstance(_base(support), type(constraints.real)):
         return log_p
     try:

@@ -18,8 +18,10 @@ import warnings
 import pyro
 import torch
 from pyro import poutine
-from pyro.distributions import Independent, MultivariateNormal
+from pyro.distributions import Independent, MultivariateNormal, TransformedDistribution
+from pyro.distributions.torch_distribution import MaskedDistribution
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from torch.distributions.transforms import AffineTransform, ComposeTransform, IndependentTransform
 
 from ..pair_check import PairError, conditional_guide_sites
 from ..weights import (
@@ -81,23 +83,53 @@ class IWAELoss:
         return float(loss.detach())
 
 
+def _detached_transform(transform):
+    """``transform`` with its tensor parameters cut from the graph and no cache (a cached
+    inverse would hand back the draw's path to the parameters)."""
+    if isinstance(transform, ComposeTransform):
+        return ComposeTransform([_detached_transform(t) for t in transform.parts])
+    if isinstance(transform, IndependentTransform):
+        return IndependentTransform(_detached_transform(transform.base_transform),
+                                    transform.reinterpreted_batch_ndims)
+    if isinstance(transform, AffineTransform):
+        loc, scale = (v.detach() if torch.is_tensor(v) else v
+                      for v in (transform.loc, transform.scale))
+        return AffineTransform(loc, scale, event_dim=transform.event_dim)
+    held = [k for k, v in vars(transform).items()
+            if torch.is_tensor(v) and k not in ("_cached_x_y",)]
+    if held:
+        raise NotImplementedError(
+            f"DReG cannot detach the parameters of a {type(transform).__name__} in a "
+            "TransformedDistribution guide")
+    return transform.with_cache(0)
+
+
 def detach_parameters(fn):
     """The same distribution with its parameters cut from the graph (values keep their path).
 
     Supports the guide families used here: ``Normal``-like distributions whose parameters
-    are their ``arg_constraints`` (wrapped in ``Independent`` or not) and
-    ``MultivariateNormal``.
+    are their ``arg_constraints``, ``MultivariateNormal``, ``LogNormal``, and a
+    ``TransformedDistribution`` of those through parameter-free or affine transforms (what
+    ``biject_to`` builds); any of them wrapped in ``Independent`` or ``dist.mask`` (the mask
+    kept).
     """
     if isinstance(fn, Independent):
         return Independent(detach_parameters(fn.base_dist), fn.reinterpreted_batch_ndims)
+    if isinstance(fn, MaskedDistribution):
+        return MaskedDistribution(detach_parameters(fn.base_dist), fn._mask)
     if isinstance(fn, MultivariateNormal):
         return MultivariateNormal(fn.loc.detach(), scale_tril=fn.scale_tril.detach())
     params = {k: fn.__dict__[k].detach() for k in fn.arg_constraints if k in fn.__dict__}
-    if not params:
-        raise NotImplementedError(
-            f"DReG cannot detach the parameters of a {type(fn).__name__} guide distribution"
-        )
-    return type(fn)(**params)
+    if params:
+        return type(fn)(**params)
+    if isinstance(fn, torch.distributions.LogNormal):
+        return type(fn)(fn.loc.detach(), fn.scale.detach())
+    if type(fn) in (TransformedDistribution, torch.distributions.TransformedDistribution):
+        return type(fn)(detach_parameters(fn.base_dist),
+                        [_detached_transform(t) for t in fn.transforms])
+    raise NotImplementedError(
+        f"DReG cannot detach the parameters of a {type(fn).__name__} guide distribution"
+    )
 
 
 def _log_q_at_fixed_values(guide, guide_trace, structure, args, kwargs, k):

@@ -201,7 +201,7 @@ def expected_log_likelihood(model: Callable, guide: Callable, *args, num_samples
     check_program(guide, "guide")
     check_int(num_samples, "num_samples")
     _check_data(args, kwargs)
-    structure = inspect_pair(model, guide, args, kwargs)
+    structure = inspect_pair(model, guide, args, kwargs, use="elbo")  # an ELBO term
     check_weights_memory(num_samples, structure.batch_size, weight_itemsize(args, kwargs))
     with poutine.block(), torch.no_grad():
         model_trace, _ = vectorized_traces(model, guide, args, kwargs, num_samples,
