@@ -10,7 +10,9 @@ eager code, so compiled and eager results agree up to float rounding.
 
 What a trace freezes: the pair's Python control flow (it must not depend on the values of the
 data or of the draws), and every tensor that is neither an argument nor a parameter or buffer
-of the module.
+of the module. Of those, the tensors the module and its submodules hold as attributes
+(``self.noise = torch.tensor(0.5)``, also in lists, dicts and distribution objects) are part
+of a graph's key (:func:`module_key`): rebinding or changing one in place traces anew.
 """
 
 from __future__ import annotations
@@ -54,16 +56,85 @@ def arguments_key(args: tuple, kwargs: dict) -> tuple:
     return (spec, tuple(key))
 
 
+class _Held:
+    """A tensor in a key, compared by identity and kept alive with the key: its ``id`` cannot
+    then be reused by a later tensor while a graph keyed by it lives."""
+
+    __slots__ = ("tensor",)
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
+
+    def __hash__(self) -> int:
+        return id(self.tensor)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _Held) and other.tensor is self.tensor
+
+
+def _tensor_state(tensor: torch.Tensor) -> tuple:
+    """A tensor's identity and state: the tensor itself (:class:`_Held`), its version counter
+    (bumped by every in-place change), shape, dtype and device. An inference-mode tensor has
+    no version counter: a snapshot of its values stands in for it."""
+    try:
+        version = tensor._version
+    except RuntimeError:  # "Inference tensors do not track version counter"
+        version = ("values", bytes(tensor.detach().cpu().clone().untyped_storage()))
+    return (_Held(tensor), version, tuple(tensor.shape), tensor.dtype, tensor.device)
+
+
+# nn.Module's own containers: parameters and buffers are graph inputs, submodules are walked.
+_MODULE_SLOTS = frozenset({"_parameters", "_buffers", "_modules"})
+
+
+def _attribute_tensors(value, depth: int = 0) -> list[torch.Tensor]:
+    """The tensors a module attribute holds: itself, or inside lists, tuples, dicts and
+    ``torch.distributions`` objects (a prior kept as ``self.prior = Normal(loc, scale)``)."""
+    if torch.is_tensor(value):
+        return [value]
+    if depth > 4:
+        return []
+    if isinstance(value, (list, tuple)):
+        items = value
+    elif isinstance(value, dict):
+        items = value.values()
+    elif isinstance(value, torch.distributions.Distribution):
+        items = vars(value).values()
+    else:
+        return []
+    return [t for item in items for t in _attribute_tensors(item, depth + 1)]
+
+
+def attribute_tensors(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """``(name, tensor)`` for each tensor that ``module`` or a submodule holds outside its
+    parameters and buffers (``self.noise = torch.tensor(0.5)``): a trace reads it as a
+    constant."""
+    # a parameter or buffer also held elsewhere (an RNN's _flat_weights) is a graph input,
+    # and changes with every optimizer step: keying it would trace every step again
+    registered = {id(t) for t in (*module.parameters(), *module.buffers())}
+    found = []
+    for prefix, sub in module.named_modules(remove_duplicate=False):
+        for name, value in vars(sub).items():
+            if name not in _MODULE_SLOTS:
+                found += [(f"{prefix}.{name}" if prefix else name, t)
+                          for t in _attribute_tensors(value) if id(t) not in registered]
+    return found
+
+
 def module_key(module: torch.nn.Module) -> tuple:
     """What a trace bakes in of ``module``: each submodule's training flag (dropout, batch
     norm) and plain settings (its public number, string and None attributes: a noise scale,
-    a temperature, read as constants by the trace), and the names, shapes, dtypes and devices
-    of its parameters and buffers."""
+    a temperature, read as constants by the trace), the tensors it holds outside its
+    parameters and buffers (:func:`attribute_tensors`, also read as constants: keyed by
+    identity and version counter, so that rebinding ``self.noise = torch.tensor(2.0)`` or
+    changing it in place traces again, while an unchanged one keeps its graph), and the
+    names, shapes, dtypes and devices of its parameters and buffers."""
     tensors = list(module.named_parameters()) + list(module.named_buffers())
     settings = tuple(tuple(sorted((k, v) for k, v in vars(m).items() if not k.startswith("_")
                                   and (v is None or isinstance(v, (bool, int, float, str)))))
                      for m in module.modules())
-    return (tuple(m.training for m in module.modules()), settings,
+    constants = tuple((name, _tensor_state(t)) for name, t in attribute_tensors(module))
+    return (tuple(m.training for m in module.modules()), settings, constants,
             tuple((n, tuple(t.shape), t.dtype, t.device) for n, t in tensors))
 
 

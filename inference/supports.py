@@ -136,6 +136,14 @@ def _mapped_range(transform, low, high) -> tuple | None:
     monotone ``transform`` whose domain holds the interval, None for any other transform."""
     while isinstance(transform, IndependentTransform):
         transform = transform.base_transform
+    if isinstance(transform, torch.distributions.ComposeTransform):
+        # biject_to(independent(positive, 1)) is Independent(Compose(Exp, Affine)): part by part
+        for part in transform.parts:
+            mapped = _mapped_range(part, low, high)
+            if mapped is None:
+                return None
+            low, high = mapped
+        return low, high
     if not isinstance(transform, torch.distributions.AffineTransform):
         if _base(transform.domain).event_dim or _base(transform.codomain).event_dim:
             return None  # not elementwise (StickBreaking, CorrCholesky, ...)

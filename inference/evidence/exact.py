@@ -214,7 +214,8 @@ def exact_log_evidence(
         chunk_size: grid nodes per vectorized pass of the model.
 
     Returns:
-        :class:`ExactEvidence`.
+        :class:`ExactEvidence`, without gradients (a reference value: the model's parameters
+        are read, not differentiated).
 
     Raises:
         ValueError: other latent sites or sites outside the ``"data"`` plate, a latent of more
@@ -244,10 +245,14 @@ def exact_log_evidence(
     with poutine.block(), torch.no_grad():
         trace = poutine.trace(model).get_trace(*args, **kwargs)
     latents = list(sample_sites(trace, observed=False))
-    if [s["name"] for s in latents] != [site]:
+    names = [s["name"] for s in latents]
+    if names != [site]:
+        hint = (f"; pass site={names[0]!r}" if len(names) == 1 else
+                "; fix the others (pyro.condition) to integrate over one" if names else
+                "; without a latent, log p(x) is the model's log likelihood")
         raise ValueError(
-            f"exact_log_evidence integrates over the single latent site '{site}', "
-            f"but the model has latent sites {[s['name'] for s in latents]}"
+            f"exact_log_evidence integrates over the single latent site '{site}' (argument "
+            f"site), but the model has latent sites {names}{hint}"
         )
     value, fn = latents[0]["value"], latents[0]["fn"]
     if getattr(fn.support, "is_discrete", False) or not value.is_floating_point() \
@@ -275,13 +280,15 @@ def exact_log_evidence(
         g = points.shape[0]
         z = points.reshape((g,) + per_point).expand((g,) + full)
         conditioned = poutine.condition(model, data={site: z})
+        # no gradients: the densities of a model with parameters would otherwise hold an
+        # autograd graph over every node of the grid in the results
         with poutine.block(), torch.no_grad():
             with pyro.plate(PARTICLE_PLATE, g, dim=-nesting - 1):
                 chunk_trace = poutine.trace(conditioned).get_trace(*args, **kwargs)
-        total = sum(
-            per_datapoint(s["fn"].log_prob(s["value"]), s, nesting + 1, batch)
-            for s in sample_sites(chunk_trace)
-        )
+            total = sum(
+                per_datapoint(s["fn"].log_prob(s["value"]), s, nesting + 1, batch)
+                for s in sample_sites(chunk_trace)
+            )
         log_joint.append(total.expand(g, batch))
     log_joint = torch.cat(log_joint)  # [G, batch]
     _check_log_joint(log_joint, grid)

@@ -70,14 +70,19 @@ class _LocalSite:
     loc: torch.Tensor  # value shape (no particle dim)
     raw_scale: torch.Tensor  # log scale (normal) or tril with log diagonal (mvn)
     mask: torch.Tensor | None  # the amortized site's mask (poutine.mask, dist.mask)
+    dtype: torch.dtype  # of the amortized site's value, which the model is given
 
     def distribution(self):
+        # the parameters are float32 at least (Adam's eps and squared gradients vanish in
+        # float16); the draws have the amortized guide's dtype, as the model expects
         if self.family == "normal":
-            fn = Normal(self.loc, self.raw_scale.exp()).to_event(self.event_dim)
+            fn = Normal(self.loc.to(self.dtype), self.raw_scale.exp().to(self.dtype))
+            fn = fn.to_event(self.event_dim)
         else:
             diagonal = self.raw_scale.diagonal(dim1=-2, dim2=-1).exp()
-            scale_tril = self.raw_scale.tril(-1) + torch.diag_embed(diagonal)
-            fn = MultivariateNormal(self.loc, scale_tril=scale_tril).to_event(self.event_dim - 1)
+            scale_tril = (self.raw_scale.tril(-1) + torch.diag_embed(diagonal)).to(self.dtype)
+            fn = MultivariateNormal(self.loc.to(self.dtype), scale_tril=scale_tril)
+            fn = fn.to_event(self.event_dim - 1)
         return fn if self.mask is None else fn.mask(self.mask)
 
 
@@ -89,7 +94,8 @@ class LocalGaussianGuide:
     ``MultivariateNormal(loc, scale_tril)`` (where it has one, also inside ``.to_event``), with
     ``loc`` and scale initialized to the guide's values, so the local guide starts exactly
     where the encoder put it. Parameters have the shape of the site's value, e.g.
-    ``loc: [batch, latent_dim]``.
+    ``loc: [batch, latent_dim]``, and its dtype, or float32 for a half-precision site (whose
+    draws keep the site's dtype).
 
     Call it with the same arguments as the amortized guide (the same datapoints): it only
     reads the ``"data"`` plate's size. When the guide subsamples that plate
@@ -145,11 +151,14 @@ class LocalGaussianGuide:
                 "local guide supports Normal (diagonal) and MultivariateNormal sites"
             )
         mask = site_mask(node)
+        # free parameters in float32 at least: half-precision ones (a guide computing from
+        # float16 data) diverge at Adam's second step
+        wide = torch.promote_types(loc.dtype, torch.float32)
         return _LocalSite(
             name=node["name"], family=family, event_dim=fn.event_dim, data_dim=data_dim,
-            loc=loc.detach().clone().requires_grad_(True),
-            raw_scale=raw.detach().clone().requires_grad_(True),
-            mask=None if bool(mask.all()) else mask,
+            loc=loc.detach().to(wide).clone().requires_grad_(True),
+            raw_scale=raw.detach().to(wide).clone().requires_grad_(True),
+            mask=None if bool(mask.all()) else mask, dtype=value.dtype,
         )
 
     def parameters(self) -> list[torch.Tensor]:

@@ -51,6 +51,9 @@ GOOD_K = 0.5
 OK_K = 0.7
 # ArviZ fits the tail to the ceil(min(K/5, 3 sqrt(K))) largest weights and needs more than 4.
 MIN_PARETO_SAMPLES = 21
+# ArviZ and R's loo fit no tail of fewer than 5 draws; a tail of fewer than 5 distinct values
+# is atoms, not a tail (pareto_k).
+MIN_TAIL_VALUES = 5
 
 
 def _check_log_weights(log_w) -> torch.Tensor:
@@ -85,19 +88,65 @@ def effective_sample_size(log_w: torch.Tensor) -> torch.Tensor:
     return torch.where(dead, 0.0, ess.clamp(max=log_w.shape[0]))
 
 
+def tail_length(num_samples: int) -> int:
+    """M, how many of ``num_samples`` weights make the tail ArviZ fits:
+    ``ceil(min(K / 5, 3 sqrt(K)))`` [1]."""
+    return math.ceil(min(num_samples / 5.0, 3 * math.sqrt(num_samples)))
+
+
+def _atomic_tails(log_w: torch.Tensor, finite: torch.Tensor) -> tuple[torch.Tensor,
+                                                                      torch.Tensor]:
+    """Which columns have an atomic tail, and how often its rarest atom was drawn.
+
+    Atoms are taken from the top down: the largest finite weight left and every weight within
+    float rounding below it (64 ulps of it, at least of 1; no chaining, so that densely
+    drawn continuous weights do not merge). A tail is atomic when fewer than
+    :data:`MIN_TAIL_VALUES` atoms hold the M largest finite weights (:func:`tail_length`), or
+    all finite weights when there are fewer. Returns ``[batch]`` bool, and ``[batch]`` the
+    fewest draws among the K that an atom reaching into those M has.
+    """
+    tail = tail_length(log_w.shape[0])
+    width = 64 * torch.finfo(log_w.dtype).eps
+    left = log_w.where(finite, -math.inf)
+    taken = torch.zeros(log_w.shape[1], dtype=torch.long)
+    rarest = torch.full_like(taken, torch.iinfo(torch.long).max)
+    for _ in range(MIN_TAIL_VALUES - 1):
+        top = left.max(0).values
+        member = left.isfinite() & (left >= top - width * top.abs().clamp(min=1.0))
+        count = member.sum(0)
+        rarest = torch.where((taken < tail) & top.isfinite(), rarest.minimum(count), rarest)
+        taken += count
+        left = left.where(~member, -math.inf)
+    exhausted = (taken >= tail) | ~left.isfinite().any(0)
+    return finite.any(0) & exhausted, rarest
+
+
 def pareto_k(log_w: torch.Tensor) -> torch.Tensor:
     """Pareto-smoothed importance sampling shape estimate k-hat per column [1], via ArviZ.
 
     Thresholds (module docstring): ``k < 0.5`` good, ``0.5-0.7`` ok, ``> 0.7`` unreliable.
 
+    Weights that take few distinct values at the top (a guide over a few categories, draws
+    that are either exact or outside the model's support, equal weights) leave no tail to
+    fit. When the M largest finite weights (M = ``ceil(min(K/5, 3 sqrt(K)))``, the tail the
+    fit would use) take fewer than 5 distinct values (each up to float rounding: 64 ulps),
+    a GPD fit is meaningless: ArviZ (like R's ``loo``) gives ``inf`` when one value fills the
+    tail and otherwise fits a curve to a few ties, so a guide over 2-10 categories read
+    "unreliable" at any K. These weights are atoms: the importance ratio is bounded over
+    them and all its moments are finite. The column gets ``-inf`` (no tail: as good as it
+    gets) when each of those values was drawn at least 5 times, and ``+inf`` (unreliable)
+    when one was drawn fewer times: a large weight seen a handful of times (or a single
+    nonzero weight) is a rare atom whose share of the estimate rests on those few draws.
+    The effective sample size then says how well the draws cover the atoms.
+
     Args:
         log_w: ``[K, batch]`` log importance weights with ``K >= 21``.
 
     Returns:
-        ``[batch]`` (same dtype and device as ``log_w``). A column whose nonzero weights are
-        all equal up to floating-point rounding (an exact proposal, or one whose draws are
-        either exact or outside the model's support: no tail to fit) gets ``-inf``; a column
-        of zero weights only, or a tail fit that fails, gets ``+inf`` (unreliable).
+        ``[batch]`` (same dtype and device as ``log_w``): the GPD fit to the tail; ``-inf``
+        or ``+inf`` for an atomic tail as above (all nonzero weights equal up to rounding is
+        the case of one atom); ``+inf`` for a column of zero weights only (``log_w`` all
+        ``-inf``) or a tail fit that fails.
     """
     log_w = _check_log_weights(log_w)
     if log_w.shape[0] < MIN_PARETO_SAMPLES:
@@ -113,16 +162,15 @@ def pareto_k(log_w: torch.Tensor) -> torch.Tensor:
         array = log_w.detach().T.double().cpu().numpy()
         _, k = arviz.psislw(np.ascontiguousarray(array))
     k = torch.as_tensor(np.asarray(k, dtype=np.float64)).reshape(log_w.shape[1])
-    # Equal weights leave ArviZ no tail above its cutoff; call them exact, not unreliable.
-    # Zero weights (-inf) take no part in the tail: the spread is that of the others.
-    finite = log_w.detach().isfinite()
-    spread = (log_w.detach().where(finite, -math.inf).max(0).values
-              - log_w.detach().where(finite, math.inf).min(0).values)
-    rounding = 64 * torch.finfo(log_w.dtype).eps * log_w.detach().abs().where(
-        finite, 0.0).max(0).values.clamp(min=1.0)
-    equal = (finite.any(0) & (spread <= rounding)).cpu()
-    k = torch.where(equal, -math.inf, k)
-    k = torch.where(finite.any(0).cpu(), k, math.inf)
+    # Zero weights (-inf) take no part in the tail: the atoms are those of the others.
+    values = log_w.detach().cpu()
+    finite = values.isfinite()
+    columns = max(1, 2**22 // log_w.shape[0])  # bounds the sorted copies' memory
+    parts = [_atomic_tails(values[:, i:i + columns], finite[:, i:i + columns])
+             for i in range(0, max(values.shape[1], 1), columns)]
+    atomic, rarest = (torch.cat(part) for part in zip(*parts))
+    k = torch.where(atomic, torch.where(rarest >= MIN_TAIL_VALUES, -math.inf, math.inf), k)
+    k = torch.where(finite.any(0), k, math.inf)
     return k.to(dtype=log_w.dtype, device=log_w.device)
 
 

@@ -5,7 +5,7 @@ plate-scaling handlers (:mod:`.handlers`); one step is :class:`SVIStep` (:mod:`.
 :class:`CompiledSVIStep` (:mod:`.compiled_step`); the multi-sample objectives live in
 :mod:`.objectives`, free bits in :mod:`.free_bits`, data parallelism in :mod:`.distributed`
 best-epoch selection in :mod:`.early_stopping`, and the networks of plain-function pairs
-(found to keep their batch-norm statistics) in :mod:`.networks`.
+(found to keep their batch-norm statistics) in :mod:`.registered_modules`.
 """
 
 from .checkpoints import save_checkpoint

@@ -6,6 +6,7 @@ the settings that :func:`inference.fit` checks on resume (see docs/reliability.m
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import glob
 import hashlib
@@ -330,12 +331,21 @@ def store_shapes(names) -> dict:
     return {name: list(store[name].shape) for name in names if name in store}
 
 
+# set by Pyro's ELBOs during their first step (a guess), not by the user
+_DERIVED_LOSS_SETTINGS = ("max_plate_nesting",)
+# run-time state rather than settings: command-line arguments (they hold --epochs and
+# --resume), progress bars, and devices (a run may move from CPU to GPU)
+_RUN_STATE_NAMES = ("device", "args")
+
+
 def object_fingerprint(obj) -> dict:
     """Class name and plain settings of an object (e.g. a loss object): its public attributes
     that are numbers, strings, bools or None, or lists, tuples and dicts of them."""
 
     settings = {"class": type(obj).__qualname__}
     for name, value in sorted(getattr(obj, "__dict__", {}).items()):
+        if name in _DERIVED_LOSS_SETTINGS:
+            continue
         if not name.startswith("_") and _plain(value):
             settings[name] = value
     return settings
@@ -356,8 +366,9 @@ def settings_fingerprint(modules) -> dict:
     buffers by shape, dtype and a hash; functions by name, the numbers in their code and the
     values their closures capture (a likelihood's fixed scale), not by the rest of their code
     (an edit that leaves those alone, or a library upgrade, still resumes); other owned
-    objects by their own attributes, up to three levels deep. Modules' ``training`` flags are
-    left out.
+    objects by their own attributes, up to three levels deep. Left out as run-time state:
+    modules' ``training`` flags, attributes named ``device`` or ``args``, command-line
+    ``argparse.Namespace`` objects and progress bars.
     """
     out: dict = {}
     seen: set = set()
@@ -367,7 +378,8 @@ def settings_fingerprint(modules) -> dict:
             seen.add(id(sub))
             out[prefix + "__class__"] = type(sub).__qualname__
             for key, value in sorted(vars(sub).items()):
-                if not key.startswith("_") and key != "training":
+                if not key.startswith("_") and key != "training" and \
+                        key not in _RUN_STATE_NAMES:
                     _record_setting(value, prefix + key, out, seen, 1)
     return out
 
@@ -384,7 +396,8 @@ def _record_setting(value, path: str, out: dict, seen: set, depth: int) -> None:
     elif torch.is_tensor(value):
         held = data_fingerprint([value])[0]
         out[path] = f"tensor {held['shape']} {held['dtype']} (hash {held['hash']})"
-    elif isinstance(value, torch.nn.Module) or id(value) in seen or depth > _MAX_DEPTH:
+    elif (isinstance(value, (torch.nn.Module, argparse.Namespace)) or id(value) in seen
+          or depth > _MAX_DEPTH or type(value).__module__.split(".")[0] == "tqdm"):
         return  # submodules have their own paths; cycles and deep objects are not followed
     elif isinstance(value, type):
         out[path] = f"{value.__module__}.{value.__qualname__}"

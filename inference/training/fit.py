@@ -24,7 +24,7 @@ from ..weights import check_compile
 from . import checkpoints
 from .handlers import scale_data_plate, scale_latents
 from .minibatches import plan_minibatches, transformed_batch
-from .networks import (buffers_state, kept_buffers, reachable_modules, registered_prefix,
+from .registered_modules import (buffers_state, kept_buffers, reachable_modules, registered_prefix,
                        restore_buffers)
 from .svi_step import Adam, SVIStep
 
@@ -155,10 +155,11 @@ def _settings(loss, num_particles, batch_size, lr, seed, kl_warmup_epochs, compi
 def _pair_store_shapes(model, guide, batch: tuple, modules, batch_transform,
                        networks=()) -> tuple[dict, dict]:
     """name -> shape (as stored, unconstrained) of the pair's Pyro parameters outside
-    ``modules``, and name -> network of those of ``networks`` (plain-function pairs' networks,
-    :func:`.networks.reachable_modules`) that ``pyro.module`` registered under that name: from
-    the param sites of one pass on ``batch`` (through ``batch_transform``), which leaves the
-    param store, every random state and the buffers as they were. A site whose value, or the
+    ``modules``, and name -> network of those of ``networks`` (plain-function pairs'
+    networks, :func:`.registered_modules.reachable_modules`) that ``pyro.module`` registered
+    under that name: from the param sites of one pass on ``batch`` (through
+    ``batch_transform``), which leaves the param store, every random state and the buffers
+    as they were. A site whose value, or the
     initial value that ``pyro.module`` passed, is a parameter of ``modules`` is theirs (their
     ``state_dict`` holds it), also where an earlier run left another tensor in the store
     under its name."""
@@ -210,6 +211,11 @@ def _check_resumable(state: dict, path, epochs: int, current: dict) -> None:
             compared["pair"]["param_store"] = {
                 name: shape for name, shape in store.items()
                 if name in current["pair"]["param_store"]}
+    loss = (compared.get("settings") or {}).get("loss")
+    if isinstance(loss, dict) and "max_plate_nesting" in loss:
+        # older checkpoints held Pyro's guess, which the loss object changes as it trains
+        compared["settings"] = {**compared["settings"], "loss": {
+            key: value for key, value in loss.items() if key != "max_plate_nesting"}}
     differences = checkpoints.describe_differences(compared, current)
     if differences:
         shown = "; ".join(differences[:8]) + (" ..." if len(differences) > 8 else "")

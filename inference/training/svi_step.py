@@ -59,7 +59,7 @@ from ..weights import (
     trace_pair,
 )
 from .objectives import detach_parameters, make_loss
-from .networks import kept_buffers, reachable_modules
+from .registered_modules import kept_buffers, reachable_modules
 
 LEAN_LOSSES = ("elbo", "meanfield")
 WEIGHTED_LOSSES = ("iwae", "dreg")  # lean path with K vectorized particles (ImportanceScorer)

@@ -608,3 +608,30 @@ def test_fit_takes_dreg_with_a_masked_guide():
     history = fit(_dreg_model("masked"), _dreg_guide("masked"), X6, loss="dreg",
                   num_particles=4, epochs=2, batch_size=4, lr=0.01, progress=False)
     assert all(math.isfinite(row["train_loss"]) for row in history)
+
+
+def test_biject_to_of_an_event_support_is_read_through_its_nested_compose():
+    # biject_to(independent(positive, 1)) is Independent(Compose(Exp, Affine)): its support
+    # read as Real() made elbo refuse a right guide for a Gamma.to_event(1) latent, and let
+    # iwae_bound score the same guide for a Normal.to_event(1) latent it does not cover
+    positive = constraints.independent(constraints.positive, 1)
+    x = torch.tensor([[0.5, 1.0, 2.0], [0.2, 0.3, 1.5]])
+
+    def make_model(prior):
+        def model(x):
+            with pyro.plate("data", x.shape[0]):
+                z = pyro.sample("z", prior.expand([3]).to_event(1))
+                pyro.sample("x", dist.Normal(z, 0.5).to_event(1), obs=x)
+        return model
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.TransformedDistribution(
+                dist.Normal(torch.log(x + 0.3), 0.5).to_event(1), biject_to(positive)))
+
+    support, exact = support_of(dist.TransformedDistribution(
+        dist.Normal(torch.zeros(3), 1.0).to_event(1), biject_to(positive)))
+    assert exact and support_within(support, positive)
+    assert torch.isfinite(elbo(make_model(dist.Gamma(2.0, 2.0)), guide, x, num_samples=10)).all()
+    with pytest.raises(PairError, match="'z'.*beyond the support"):
+        iwae_bound(make_model(dist.Normal(0.0, 1.0)), guide, x, num_samples=10)

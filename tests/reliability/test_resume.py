@@ -627,3 +627,31 @@ def test_a_loss_object_gets_the_checks_of_its_name(loss_name):
         fit(model, guide, x, loss=loss, epochs=1, progress=False)
     with pytest.raises(ValueError, match=r"num_particles=7\) disagrees with the loss object"):
         fit(model, guide, x, loss=loss, num_particles=7, epochs=1, progress=False)
+
+
+def test_the_same_pyro_loss_object_resumes_in_the_same_process(tmp_path):
+    # Pyro's ELBO sets max_plate_nesting (inf -> 2) during training: the same object passed
+    # again, notebook-style, was refused
+    from pyro.infer import Trace_ELBO
+
+    x, path = torch.randn(30), tmp_path / "run.pt"
+    pair = _ScaledNoise()
+    loss = Trace_ELBO(num_particles=3, vectorize_particles=True)
+    fit(pair.model, pair.guide, x, loss=loss, epochs=1, checkpoint=path, progress=False)
+    assert len(fit(pair.model, pair.guide, x, loss=loss, epochs=2, checkpoint=path,
+                   resume=True, progress=False)) == 2
+
+
+def test_run_state_attributes_do_not_block_a_resume(tmp_path):
+    # a module that keeps its command-line arguments (epochs, resume) or its device string
+    # could never be resumed
+    import argparse
+
+    x, path = torch.randn(30), tmp_path / "run.pt"
+    for epochs, resume in ((1, False), (2, True)):
+        pyro.clear_param_store()
+        pair = _ScaledNoise()
+        pair.args = argparse.Namespace(epochs=epochs, resume=resume)
+        pair.device = "cpu" if resume else "cuda"
+        fit(pair.model, pair.guide, x, epochs=epochs, checkpoint=path, resume=resume,
+            progress=False)

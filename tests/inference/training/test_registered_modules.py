@@ -1,11 +1,11 @@
-"""Finding the networks of plain-function pairs (inference/training/networks.py)."""
+"""Finding the networks of plain-function pairs (inference/training/registered_modules.py)."""
 
 import functools
 
 import pyro
 import torch
 
-from inference.training.networks import (buffers_state, kept_buffers, reachable_modules,
+from inference.training.registered_modules import (buffers_state, kept_buffers, reachable_modules,
                                          registered_prefix, restore_buffers)
 
 GLOBAL_NET = torch.nn.Linear(2, 2)
