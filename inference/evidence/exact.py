@@ -12,7 +12,7 @@ from torch.distributions import constraints
 
 from ..checks import (check_int, check_nonempty_batch, check_number, check_pair_call,
                       physical_memory_bytes)
-from ..pair_check import warn_if_tempered
+from ..pair_check import check_subsampled_plates, warn_if_tempered
 from ..weights import (
     DATA_PLATE,
     PARTICLE_PLATE,
@@ -240,6 +240,7 @@ def exact_log_evidence(
         raise ValueError(f"bounds must satisfy low < high, got {tuple(bounds)}")
     structure = survey_pair(model, _no_guide, args, kwargs)
     _check_structure(structure)
+    check_subsampled_plates(structure, "exact_log_evidence")
     warn_if_tempered(structure, "exact_log_evidence")
     model = structure.fix_subsample(model)  # every chunk scores the same datapoints
     with poutine.block(), torch.no_grad():

@@ -36,6 +36,7 @@ from inference import (
     PairError,
     bound_sweep,
     elbo,
+    exact_log_evidence,
     fit,
     iwae_bound,
     log_evidence,
@@ -635,3 +636,15 @@ def test_biject_to_of_an_event_support_is_read_through_its_nested_compose():
     assert torch.isfinite(elbo(make_model(dist.Gamma(2.0, 2.0)), guide, x, num_samples=10)).all()
     with pytest.raises(PairError, match="'z'.*beyond the support"):
         iwae_bound(make_model(dist.Normal(0.0, 1.0)), guide, x, num_samples=10)
+
+
+def test_exact_log_evidence_refuses_a_subsampled_feature_plate():
+    # it integrated only the features drawn: [-1.98, -2.93, -1.50] against [-3.05, -4.09, -3.31]
+    def model(x):
+        with pyro.plate("data", x.shape[0], dim=-2):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            with pyro.plate("feat", 2, subsample_size=1, dim=-1) as index:
+                pyro.sample("x", dist.Normal(z, 1.0), obs=x[:, index])
+
+    with pytest.raises(PairError, match="feat"):
+        exact_log_evidence(model, torch.randn(3, 2))
