@@ -82,7 +82,7 @@ class PixelVAE(PyroModule):
 
     def _check(self, x: torch.Tensor) -> None:
         check_data(x, self.image_shape, "x", like=self)
-        self.decoder._check_x(x)  # the likelihood's support (binary or 8-bit levels)
+        self.decoder.check_x(x)  # the likelihood's support (binary or 8-bit levels)
 
     def _check_z(self, z: torch.Tensor, batch: int) -> None:
         if (not torch.is_tensor(z) or not z.is_floating_point() or z.dim() < 2

@@ -158,7 +158,7 @@ class PixelCNN(PyroModule):
                              else torch.arange(float(LEVELS)) / (LEVELS - 1), persistent=False)
 
     # ----------------------------------------------------------------------------- checks
-    def _check_x(self, x: torch.Tensor, name: str = "x") -> None:
+    def check_x(self, x: torch.Tensor, name: str = "x") -> None:
         """``x: [batch, C, H, W]`` floating (``ValueError``); with Pyro's validation on (it
         reads the data), of the parameters' dtype and device (``TypeError``) and in the
         likelihood's support."""
@@ -224,7 +224,7 @@ class PixelCNN(PyroModule):
             ``[*lead, batch, P, C, H, W]``; entry ``[..., c, i, j]`` depends on ``x`` only
             through pixels before ``(i, j)`` in raster order and channels ``< c`` of ``(i, j)``.
         """
-        self._check_x(x)
+        self.check_x(x)
         batch = x.shape[0]
         self._check_condition(y, h, batch)
         lead = () if h is None else tuple(h.shape[:-2])
@@ -370,7 +370,7 @@ class PixelCNN(PyroModule):
             raise ValueError("completion needs both given: [num, C, H, W] and mask (True where "
                              "a pixel is given)")
         if given is not None:
-            self._check_x(given, "given")
+            self.check_x(given, "given")
             if given.shape[0] != num:
                 raise ValueError(f"given must hold num={num} images, got {given.shape[0]}")
             if not torch.is_tensor(mask) or mask.dtype != torch.bool:
@@ -435,7 +435,7 @@ class PixelCNN(PyroModule):
                       h: torch.Tensor | None = None) -> torch.Tensor:
         """What :meth:`sample_fast` computes, teacher-forced on ``x: [batch, C, H, W]``:
         ``[batch, P, C, H, W]``, equal to :meth:`pixel_params` up to float rounding."""
-        self._check_x(x)
+        self.check_x(x)
         self._check_condition(y, h, x.shape[0])
         self._check_run_memory(x.shape[0], True, f"x of {x.shape[0]} images")
         C, H, W = self.image_shape
