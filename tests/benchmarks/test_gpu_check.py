@@ -111,16 +111,7 @@ def test_hand_written_loss_equals_ours_in_float64():
 
 def test_fashion_mnist_is_read_from_a_kit_folder_and_cached(tmp_path):
     gpu_check = load_module()
-    from ppl_models import write_idx
-
-    rng = np.random.default_rng(0)
-    kit = tmp_path / "kit"
-    kit.mkdir()
-    for stem, n in (("train", 12), ("t10k", 6)):
-        write_idx(kit / f"{stem}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), np.uint8))
-        write_idx(kit / f"{stem}-labels-idx1-ubyte", rng.integers(0, 10, n).astype(np.uint8))
-    args = argparse.Namespace(dry_run=False, data_root=str(kit), work_dir=str(tmp_path / "w"),
-                              seed=0)
+    args = kit_args(tmp_path)
     first = gpu_check.load_data(args, torch, torch.device("cpu"))
     assert first["source"].startswith("Fashion-MNIST")
     assert first["train"].shape == (12, 1, 28, 28) and first["test"].shape == (6, 1, 28, 28)

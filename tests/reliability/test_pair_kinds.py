@@ -79,6 +79,21 @@ def _feature_evidence(x):
     return dist.Normal(0.0, math.sqrt(1 + NOISE ** 2)).log_prob(x).sum(-1)
 
 
+def _importance_weighted_calls(model, guide, x) -> dict:
+    """Entry point name -> a small call of it on the pair, for every importance-weighted
+    estimator."""
+    return {
+        "iwae_bound": lambda: iwae_bound(model, guide, x, num_samples=10),
+        "bound_sweep": lambda: bound_sweep(model, guide, x, num_samples=[1, 2], repeats=1),
+        "log_evidence": lambda: log_evidence(model, guide, x, num_samples=10),
+        "log_importance_weights": lambda: log_importance_weights(model, guide, x,
+                                                                 num_samples=10),
+        "weight_diagnostics": lambda: weight_diagnostics(model, guide, x, num_samples=50),
+        "ais_log_evidence": lambda: ais_log_evidence(model, guide, x, num_chains=4,
+                                                     num_steps=5),
+    }
+
+
 INNER = r"pyro.plate\('feat'\) draws a subsample \(4 of its 10 members\)"
 
 
@@ -93,14 +108,7 @@ def test_a_subsampled_inner_plate_is_refused(entry):
     x = _feature_data()
     calls = {
         "elbo": lambda: elbo(model, guide, x),
-        "iwae_bound": lambda: iwae_bound(model, guide, x, num_samples=10),
-        "bound_sweep": lambda: bound_sweep(model, guide, x, num_samples=[1, 2], repeats=1),
-        "log_evidence": lambda: log_evidence(model, guide, x, num_samples=10),
-        "log_importance_weights": lambda: log_importance_weights(model, guide, x,
-                                                                 num_samples=10),
-        "weight_diagnostics": lambda: weight_diagnostics(model, guide, x, num_samples=50),
-        "ais_log_evidence": lambda: ais_log_evidence(model, guide, x, num_chains=4,
-                                                     num_steps=5),
+        **_importance_weighted_calls(model, guide, x),
         "amortization_gap": lambda: amortization_gap(model, guide, x, num_steps=2),
         "fit:iwae": lambda: fit(model, guide, x, loss="iwae", num_particles=2, epochs=1,
                                 batch_size=N, progress=False),
@@ -170,14 +178,7 @@ def test_a_guide_narrower_than_the_model_is_refused_by_importance_weights(entry)
     # [-1.067, -1.431, -1.047]
     model, guide, x = _normal_model, _positive_guide, X2
     calls = {
-        "iwae_bound": lambda: iwae_bound(model, guide, x, num_samples=10),
-        "bound_sweep": lambda: bound_sweep(model, guide, x, num_samples=[1, 2], repeats=1),
-        "log_evidence": lambda: log_evidence(model, guide, x, num_samples=10),
-        "log_importance_weights": lambda: log_importance_weights(model, guide, x,
-                                                                 num_samples=10),
-        "weight_diagnostics": lambda: weight_diagnostics(model, guide, x, num_samples=50),
-        "ais_log_evidence": lambda: ais_log_evidence(model, guide, x, num_chains=4,
-                                                     num_steps=5),
+        **_importance_weighted_calls(model, guide, x),
         "fit:iwae": lambda: fit(model, _trainable(guide), x, loss="iwae", num_particles=2,
                                 epochs=1, batch_size=3, progress=False),
     }
