@@ -75,6 +75,7 @@ from inference import (  # noqa: E402
     bound_sweep,
     exact_log_evidence,
     fit,
+    fit_local_guide,
     log_importance_weights,
     weight_diagnostics,
 )
@@ -216,14 +217,14 @@ def local_family_gaps(model, guide, local_guide, x: torch.Tensor, log_evidence: 
 
     ``local_guide`` (a pair's ``local_guide(x)``, a :class:`ppl_models.LocalGuide`: the
     guide with its x-dependent outputs freed per datapoint) starts at the amortized guide and
-    is optimized by its ``fit``, the optimization :func:`inference.amortization_gap` runs on
-    its local Gaussians (same steps, learning rate and particles); both ELBOs from
+    is optimized by :func:`inference.fit_local_guide`, as :func:`inference.amortization_gap`
+    optimizes its local Gaussians (same steps, learning rate and particles); both ELBOs from
     ``num_eval_samples`` draws. ``x: [n, ...]``, ``log_evidence: [n]``; returns tensors
     ``[n]`` in nats.
     """
     amortized = log_importance_weights(model, guide, x, num_samples=num_eval_samples,
                                        chunk_size=chunk_size).mean(0)
-    local_guide.fit(model, x, num_steps=num_steps)
+    fit_local_guide(model, local_guide, x, num_steps=num_steps)
     local = log_importance_weights(model, local_guide, x, num_samples=num_eval_samples,
                                    chunk_size=chunk_size).mean(0)
     return {"elbo_amortized": amortized, "elbo_local": local,

@@ -58,7 +58,7 @@ def plot_images(images: torch.Tensor, path: Path, title: str, columns: int = 8) 
     save_figure(fig, path)
 
 
-def plot_manifold(vae: ToyManifoldVAE, truth: ToyManifold, path: Path) -> None:
+def plot_manifold(vae: ToyManifoldVAE, path: Path) -> None:
     """Decoded means along z next to the true manifold."""
     z = torch.linspace(-2.5, 2.5, 11)
     with torch.no_grad():
@@ -147,7 +147,7 @@ def main(args: argparse.Namespace) -> dict:
         "device": str(device),
     }
     plot_images(test[:32], out / "data.png", "test images (4x4)")
-    plot_manifold(vae, truth, out / "manifold.png")
+    plot_manifold(vae, out / "manifold.png")
     # A datapoint at the 90th percentile of the ELBO gap shows a typical guide mismatch
     # (the very worst are outliers whose posterior lies far in the prior's tail).
     gaps = exact - elbo(vae.model, vae.guide, test, num_samples=100)

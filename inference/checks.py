@@ -1,4 +1,11 @@
-"""Argument checks shared by the public entry points: say which argument and what was expected."""
+"""Argument checks shared by the public entry points: say which argument and what was expected.
+
+:mod:`ppl_models.checks` holds the models' own checks. Some have a twin here (``as_int``,
+``check_generator``, ``physical_memory_bytes``/``physical_memory``,
+``check_weights_memory``/``check_memory``) because the two packages never import each other
+(docs/architecture.md); the twins differ on purpose where their callers do (here a wrong
+generator is a ``ValueError`` and the memory bound is stated for log weights).
+"""
 
 from __future__ import annotations
 
@@ -85,7 +92,9 @@ def check_number(value, name: str, minimum: float | None = None, positive: bool 
 
 
 def check_finite_tensor(value, name: str) -> None:
-    """Raise ``ValueError`` naming ``name`` and counting its NaN and infinite entries."""
+    """Raise ``ValueError`` naming ``name`` and counting its NaN and infinite entries, or
+    saying that it is a meta tensor (no values to check: :func:`check_not_meta`)."""
+    check_not_meta(value, name)
     if torch.is_tensor(value) and (value.is_floating_point() or value.is_complex()):
         bad = ~torch.isfinite(value)
         if bad.any():
@@ -94,12 +103,17 @@ def check_finite_tensor(value, name: str) -> None:
                              f"non-finite values ({nan} NaN, {int(bad.sum()) - nan} infinite)")
 
 
+def _named_arguments(args, kwargs=None) -> list[tuple[str, object]]:
+    """``("argument 0", value)``, ..., ``("keyword argument 'x'", value)``: a call's arguments
+    named as the error messages name them."""
+    return [(f"argument {i}", a) for i, a in enumerate(args)] + [
+        (f"keyword argument '{k}'", v) for k, v in (kwargs or {}).items()]
+
+
 def check_nonempty_batch(args, kwargs=None) -> None:
     """Raise ``ValueError`` when a tensor argument has a leading (data) dimension of size 0:
     an estimate over no datapoints has no value."""
-    named = [(f"argument {i}", a) for i, a in enumerate(args)] + [
-        (f"keyword argument '{k}'", v) for k, v in (kwargs or {}).items()]
-    for name, value in named:
+    for name, value in _named_arguments(args, kwargs):
         if torch.is_tensor(value) and value.dim() >= 1 and value.shape[0] == 0:
             raise ValueError(f"{name} has no datapoints (shape {list(value.shape)}); "
                              "pass a batch of at least one")
@@ -125,7 +139,7 @@ def check_pair_arguments(model, guide, num_particles: int = 1) -> None:
 
 def physical_memory_bytes() -> int | None:
     """This machine's total physical memory in bytes (``os.sysconf``), None where the
-    platform does not report it."""
+    platform does not report it. Read afresh at each call (tests patch it by name)."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):
@@ -149,6 +163,7 @@ def check_weights_memory(num_samples: int, batch_size: int, itemsize: int,
 
 
 def _holds_tensor(value) -> bool:
+    """Whether ``value`` is a tensor or a list, tuple or dict holding one (at any depth)."""
     if isinstance(value, (list, tuple)):
         return any(_holds_tensor(v) for v in value)
     if isinstance(value, dict):
@@ -156,13 +171,48 @@ def _holds_tensor(value) -> bool:
     return torch.is_tensor(value)
 
 
+def check_not_meta(value, name: str) -> None:
+    """Raise ``ValueError`` naming ``name`` when ``value`` is a tensor on the ``meta`` device:
+    it has a shape and dtype but no values, so nothing can be computed from it (torch fails
+    later with "Tensor.item() cannot be called on meta tensors")."""
+    if torch.is_tensor(value) and value.is_meta:
+        raise ValueError(f"{name} is a meta tensor (shape {list(value.shape)}, {value.dtype}): "
+                         "it has a shape but no values; create it on a real device (cpu, "
+                         "cuda), e.g. torch.zeros(shape) or tensor.to_empty(device='cpu') and "
+                         "fill it")
+
+
+def _meta_tensor_in(value, name: str, depth: int = 0) -> tuple[str, torch.Tensor] | None:
+    """The name and value of the first meta tensor in ``value`` (itself, or inside a list,
+    tuple or dict, a few levels deep), None when there is none."""
+    if torch.is_tensor(value):
+        return (name, value) if value.is_meta else None
+    if depth > 4:
+        return None
+    if isinstance(value, (list, tuple)):
+        items = ((f"{name}[{i}]", v) for i, v in enumerate(value))
+    elif isinstance(value, dict):
+        items = ((f"{name}[{k!r}]", v) for k, v in value.items())
+    else:
+        return None
+    for inner, v in items:
+        found = _meta_tensor_in(v, inner, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
 def check_data_arguments(args, kwargs=None) -> None:
-    """Raise ``TypeError`` when no argument holds a tensor (itself, or inside a list, tuple or
-    dict) but one is a list, tuple or string: the data the model observes must be a tensor
-    (Pyro's distributions score tensors). Numbers, strings and None beside tensor data, and
-    calls without arguments (data the model holds itself), pass."""
-    named = [(f"argument {i}", a) for i, a in enumerate(args)] + [
-        (f"keyword argument '{k}'", v) for k, v in (kwargs or {}).items()]
+    """Raise ``ValueError`` naming an argument that is (or holds, inside a list, tuple or
+    dict) a meta tensor (:func:`check_not_meta`: no values to score), and ``TypeError`` when
+    no argument holds a tensor but one is a list, tuple or string: the data the model
+    observes must be a tensor (Pyro's distributions score tensors). Numbers, strings and None
+    beside tensor data, and calls without arguments (data the model holds itself), pass."""
+    named = _named_arguments(args, kwargs)
+    for name, value in named:
+        found = _meta_tensor_in(value, name)
+        if found is not None:
+            check_not_meta(found[1], found[0])
     if any(_holds_tensor(value) for _, value in named):
         return
     for name, value in named:
@@ -174,7 +224,7 @@ def check_data_arguments(args, kwargs=None) -> None:
 
 def check_generator(generator, device: torch.device, name: str = "generator") -> None:
     """Raise ``ValueError`` unless ``generator`` is None or a ``torch.Generator`` on
-    ``device`` (where the random draws are made)."""
+    ``device``'s type (cpu, cuda, ...), where the random draws are made."""
     if generator is None:
         return
     if not isinstance(generator, torch.Generator):
@@ -201,6 +251,10 @@ def check_model_tensor(model, value: torch.Tensor, name: str) -> None:
                          f"{first.device}")
 
 
+# what other libraries call the estimators' arguments (Pyro's ELBOs: num_particles)
+OTHER_NAMES = {"num_particles": "num_samples", "K": "num_samples", "Ks": "num_samples"}
+
+
 def _keywords_taken(program) -> tuple[set[str], bool] | None:
     """The keyword names ``program`` declares and whether it takes ``**kwargs``; None when
     its signature cannot be read."""
@@ -211,64 +265,6 @@ def _keywords_taken(program) -> tuple[set[str], bool] | None:
     named = {p.name for p in parameters
              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     return named, any(p.kind == p.VAR_KEYWORD for p in parameters)
-
-
-# what other libraries call the estimators' arguments (Pyro's ELBOs: num_particles)
-OTHER_NAMES = {"num_particles": "num_samples", "K": "num_samples", "Ks": "num_samples"}
-
-
-def check_pair_call(entry, kwargs: dict, **programs) -> None:
-    """How ``entry`` (an estimator that passes the keywords it does not know on to the pair)
-    is about to call ``programs`` (e.g. ``model=..., guide=...``): :func:`check_pair_keywords`,
-    then a warning when a program's module is in training mode with layers that make the
-    estimate depend on it (:func:`training_mode_layers`)."""
-    check_pair_keywords(entry, kwargs, **programs)
-    owners = {}  # id -> (module, the roles it owns)
-    for role, program in programs.items():
-        owner = getattr(program, "__self__", None)
-        if isinstance(owner, torch.nn.Module):
-            owners.setdefault(id(owner), (owner, []))[1].append(role)
-    for owner, roles in owners.values():
-        layers = training_mode_layers(owner)
-        if layers:
-            shown = ", ".join(layers[:4]) + (" ..." if len(layers) > 4 else "")
-            warnings.warn(
-                f"{entry.__name__}: {type(owner).__name__} (of the {' and '.join(roles)}) is "
-                f"in training mode with {shown}: the estimate then uses batch statistics (and "
-                "moves the running ones) or random dropout masks; call .eval() on it first "
-                "(modules are in training mode until told otherwise, also after fit)",
-                stacklevel=user_stacklevel())
-
-
-def training_mode_layers(module: torch.nn.Module) -> list[str]:
-    """``"BatchNorm1d at encoder.1"`` for each submodule of ``module`` in training mode whose
-    output then depends on the mode: batch norm tracking running statistics, dropout with
-    ``p > 0``, recurrent layers with dropout between layers."""
-    found = []
-    for name, sub in module.named_modules():
-        if not sub.training:
-            continue
-        if isinstance(sub, torch.nn.modules.batchnorm._NormBase) and sub.track_running_stats:
-            found.append(f"{type(sub).__name__} at {name or 'the top'}")
-        elif isinstance(sub, torch.nn.modules.dropout._DropoutNd) and sub.p > 0:
-            found.append(f"{type(sub).__name__}(p={sub.p}) at {name or 'the top'}")
-        elif isinstance(sub, torch.nn.RNNBase) and sub.dropout > 0 and sub.num_layers > 1:
-            found.append(f"{type(sub).__name__}(dropout={sub.dropout}) at {name or 'the top'}")
-    return found
-
-
-@contextlib.contextmanager
-def evaluation_mode(modules):
-    """``modules`` (and all their submodules) in evaluation mode inside the block; each
-    submodule's own flag is put back after it."""
-    flags = [(sub, sub.training) for module in modules for sub in module.modules()]
-    for module in modules:
-        module.eval()
-    try:
-        yield
-    finally:
-        for sub, flag in flags:
-            sub.training = flag
 
 
 def check_pair_keywords(entry, kwargs: dict, **programs) -> None:
@@ -300,3 +296,57 @@ def check_pair_keywords(entry, kwargs: dict, **programs) -> None:
                 f"{entry.__name__}() got keyword argument '{key}', which only the pair's "
                 f"**kwargs would take{hint} (declare '{key}' in the model's or guide's "
                 "signature to pass it to the pair on purpose)")
+
+
+def training_mode_layers(module: torch.nn.Module) -> list[str]:
+    """``"BatchNorm1d at encoder.1"`` for each submodule of ``module`` in training mode whose
+    output then depends on the mode: batch norm tracking running statistics, dropout with
+    ``p > 0``, recurrent layers with dropout between layers."""
+    found = []
+    for name, sub in module.named_modules():
+        if not sub.training:
+            continue
+        if isinstance(sub, torch.nn.modules.batchnorm._NormBase) and sub.track_running_stats:
+            found.append(f"{type(sub).__name__} at {name or 'the top'}")
+        elif isinstance(sub, torch.nn.modules.dropout._DropoutNd) and sub.p > 0:
+            found.append(f"{type(sub).__name__}(p={sub.p}) at {name or 'the top'}")
+        elif isinstance(sub, torch.nn.RNNBase) and sub.dropout > 0 and sub.num_layers > 1:
+            found.append(f"{type(sub).__name__}(dropout={sub.dropout}) at {name or 'the top'}")
+    return found
+
+
+def check_pair_call(entry, kwargs: dict, **programs) -> None:
+    """How ``entry`` (an estimator that passes the keywords it does not know on to the pair)
+    is about to call ``programs`` (e.g. ``model=..., guide=...``): :func:`check_pair_keywords`,
+    then a warning when a program's module is in training mode with layers that make the
+    estimate depend on it (:func:`training_mode_layers`)."""
+    check_pair_keywords(entry, kwargs, **programs)
+    owners = {}  # id -> (module, the roles it owns)
+    for role, program in programs.items():
+        owner = getattr(program, "__self__", None)
+        if isinstance(owner, torch.nn.Module):
+            owners.setdefault(id(owner), (owner, []))[1].append(role)
+    for owner, roles in owners.values():
+        layers = training_mode_layers(owner)
+        if layers:
+            shown = ", ".join(layers[:4]) + (" ..." if len(layers) > 4 else "")
+            warnings.warn(
+                f"{entry.__name__}: {type(owner).__name__} (of the {' and '.join(roles)}) is "
+                f"in training mode with {shown}: the estimate then uses batch statistics (and "
+                "moves the running ones) or random dropout masks; call .eval() on it first "
+                "(modules are in training mode until told otherwise, also after fit)",
+                stacklevel=user_stacklevel())
+
+
+@contextlib.contextmanager
+def evaluation_mode(modules):
+    """``modules`` (and all their submodules) in evaluation mode inside the block; each
+    submodule's own flag is put back after it."""
+    flags = [(sub, sub.training) for module in modules for sub in module.modules()]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for sub, flag in flags:
+            sub.training = flag

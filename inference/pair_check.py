@@ -27,6 +27,7 @@ fault and says what the user can do. The survey records:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
 from .checks import check_pair_arguments, user_stacklevel
 from .random_state import forked_rng
-from .supports import support_of, support_within
+from .supports import describe_support, support_kinds_differ, support_of, support_within
 
 DATA_PLATE = "data"
 PARTICLE_PLATE = "particles"
@@ -112,6 +113,10 @@ class PairStructure:
             other data replaying its plate's indices into the model).
         mask_mismatch: latent sites that model and guide mask differently (``poutine.mask``,
             ``obs_mask``'s ``<name>_unobserved`` site).
+        free_deltas: those of :attr:`point_masses` whose value does not depend on any
+            auxiliary site's draw: point masses on a parameter (AutoDelta, a hand-written
+            ``Delta(pyro.param(...))``), not an AutoGuide's transform of its auxiliary latent.
+        plates: ``(name, dim, size)`` of the vectorized plates of model and guide.
     """
 
     max_plate_nesting: int
@@ -142,6 +147,8 @@ class PairStructure:
     trainable: bool = True
     row_mismatch: tuple = ()
     mask_mismatch: tuple = ()
+    free_deltas: tuple = ()
+    plates: tuple = ()
 
     @property
     def data_subsample(self) -> torch.Tensor | None:
@@ -199,10 +206,11 @@ def _distribution_arguments(fn) -> list[torch.Tensor]:
             if k in getattr(fn, "arg_constraints", {}) and torch.is_tensor(v)]
 
 
-def conditional_guide_sites(guide_trace) -> list[str]:
-    """Names of the guide's latent sites whose distribution depends on another latent the
-    guide drew (``q(z2 | z1)``), read from the autograd graph of a trace whose drawn values
-    require gradients."""
+def conditional_sites_in_trace(guide_trace) -> list[str]:
+    """Names of the latent sites of a guide's *trace* whose distribution depends on another
+    latent the guide drew (``q(z2 | z1)``), read from the trace's autograd graph: it needs a
+    trace whose drawn values require gradients (the IWAE losses' own traces, or
+    :func:`conditional_sites_of_guide`'s). Runs nothing."""
     latents = [site for site in sample_sites(guide_trace, observed=False)
                if torch.is_tensor(site["value"]) and site["value"].requires_grad]
     found = []
@@ -229,15 +237,16 @@ class _DrawsAsLeaves(Messenger):
             msg["value"] = value.detach().requires_grad_(True)
 
 
-def guide_conditional_sites(guide, args, kwargs) -> list[str]:
-    """The guide's latent sites whose distribution depends on another latent of the guide
-    (:func:`conditional_guide_sites`), found on one draw with the random state restored and
-    effects hidden; the draws are made gradient leaves, so the answer does not depend on
-    whether the guide's parameters require gradients."""
+def conditional_sites_of_guide(guide, args, kwargs) -> list[str]:
+    """The latent sites of the *guide* (a callable, run here once on ``args``/``kwargs``)
+    whose distribution depends on another latent it draws (:func:`conditional_sites_in_trace`
+    of that draw), with the random state restored and effects hidden; the draws are made
+    gradient leaves, so the answer does not depend on whether the guide's parameters require
+    gradients."""
     with poutine.block(), forked_rng(), torch.enable_grad():
         with _DrawsAsLeaves():
             trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        return conditional_guide_sites(trace)
+        return conditional_sites_in_trace(trace)
 
 
 def _site_data_size(site, frame) -> int:
@@ -360,6 +369,195 @@ def _check_batch_dims(sites, nesting: int) -> None:
             ".to_event(n) or as an inner pyro.plate")
 
 
+def _plate_text(frames) -> str:
+    return ", ".join(f"'{f.name}' at dim {f.dim}" for f in frames) or "none"
+
+
+def _unplated_guide_message(name: str, shape, model_frame) -> str:
+    """The refusal of a guide latent drawn outside any plate whose model site lies in the
+    ``"data"`` plate (a guide written without its plate, its batch of datapoints along a
+    dim no plate declares)."""
+    return (f"guide site '{name}' lies outside any pyro.plate (batch shape {tuple(shape)}) "
+            f"while the model's site '{name}' lies in pyro.plate('{DATA_PLATE}') at dim "
+            f"{model_frame.dim}: the guide's values are not declared per datapoint (Pyro's "
+            "shape check refuses this site too). Wrap the guide's site in `with "
+            f"pyro.plate('{DATA_PLATE}', len(x)):` as in the model")
+
+
+def _check_plate_dims(sites, model_sites) -> None:
+    """Refuse a site whose log density has a batch dim of size > 1 that no plate it lies in
+    declares, as Pyro's ``check_site_shape`` does for the dims left of its plates (run here
+    whatever Pyro's validation flag, for model and guide sites): ``pyro.plate("data", N,
+    dim=-2)`` with a latent ``[N, 1]`` and 1-D data ``[N]`` scores an ``[N, N]`` density,
+    every datapoint against every other's latent, within the pair's plate nesting."""
+    model_by_name = {site["name"]: site for site in model_sites}
+    for role, site in sites:
+        fn, value = site["fn"], site["value"]
+        if not torch.is_tensor(value):
+            continue
+        value_batch = value.shape[:max(0, value.dim() - fn.event_dim)]
+        try:
+            batch = torch.broadcast_shapes(fn.batch_shape, value_batch)
+        except RuntimeError:
+            continue  # scoring fails and names the shapes itself
+        frames = [f for f in site["cond_indep_stack"] if f.vectorized]
+        plate_dims = {f.dim for f in frames}
+        for dim in range(-len(batch), 0):
+            if batch[dim] == 1 or dim in plate_dims:
+                continue
+            model_site = model_by_name.get(site["name"])
+            model_frame = None if model_site is None else data_frame(model_site)
+            if role == "guide" and not frames and model_frame is not None:
+                raise PairError(_unplated_guide_message(site["name"], batch, model_frame))
+            what = "observed value" if site["is_observed"] else "value"
+            raise PairError(
+                f"{role} site '{site['name']}': its {what} of shape {tuple(value.shape)} and "
+                f"its {_family(fn)} of batch shape {tuple(fn.batch_shape)} (event dims "
+                f"{fn.event_dim}) score a log density of batch shape {tuple(batch)}, whose "
+                f"dim {dim} (size {batch[dim]}) is no dim of a plate the site lies in "
+                f"(plates: {_plate_text(frames)}): every batch dim that no plate declares "
+                "must have size 1, as in Pyro's shape check, else values are broadcast "
+                "against each other (with pyro.plate('data', N, dim=-2) and 1-D data [N], "
+                "each datapoint is scored against every other's latent). Give the value the "
+                "plate's layout (x.unsqueeze(-1) for data in a dim=-2 plate, or the plate at "
+                "dim=-1), declare the dim an event with .to_event(1), or put it in a "
+                "pyro.plate at that dim")
+
+
+def _check_observed_data_dims(model_sites) -> None:
+    """Refuse an observed site inside the ``"data"`` plate whose value has no dim for the
+    plate (absent or size 1) while its event part holds more than one value: the plate then
+    expands the distribution over the datapoints and each datapoint's term scores the whole
+    value (``.to_event(1)`` on 1-D data ``[N]``: batch ``[N]`` x event ``[N]``, every
+    datapoint's term holding all ``N`` observations). A scalar observed constant stays
+    allowed."""
+    for site in model_sites:
+        frame = data_frame(site)
+        if not site["is_observed"] or frame is None or frame.dim is None or frame.size <= 1:
+            continue
+        value, fn = site["value"], site["fn"]
+        if not torch.is_tensor(value):
+            continue
+        split = max(0, value.dim() - fn.event_dim)
+        batch, event = value.shape[:split], value.shape[split:]
+        if len(batch) >= -frame.dim and batch[frame.dim] != 1:
+            continue
+        if math.prod(event) <= 1:
+            continue
+        raise PairError(
+            f"observed site '{site['name']}' lies in pyro.plate('{DATA_PLATE}', "
+            f"{frame.size}) at dim {frame.dim}, but its value of shape {tuple(value.shape)} "
+            f"has no dim for that plate: its {_family(fn)} has batch shape "
+            f"{tuple(fn.batch_shape)} and event shape {tuple(fn.event_shape)}, so the value's "
+            f"{tuple(event)} are all event dims and every datapoint's term scores all of them "
+            f"(with .to_event(1) on 1-D data [N], each of the N terms holds all N "
+            "observations). Keep the datapoints out of the event: drop the .to_event(n) for "
+            "data of one value per datapoint, or move it so it covers only the features "
+            f"(x of shape [N, D] with .to_event(1)), or observe the whole vector outside the "
+            f"plate")
+
+
+def _check_plate_order(model_sites, guide_latents) -> None:
+    """Refuse a latent whose model and guide put a plate of one name at different dims:
+    plates without an explicit dim are placed from the right in the order they are entered,
+    so nesting ``"data"`` and ``"feat"`` in opposite orders swaps their dims, and with
+    square data the shapes coincide while the model scores the guide's draw transposed."""
+    model_latents = {s["name"]: s for s in model_sites if not s["is_observed"]}
+    for guide_site in guide_latents:
+        model_site = model_latents.get(guide_site["name"])
+        if model_site is None:
+            continue
+        model_dims = {f.name: f.dim for f in model_site["cond_indep_stack"] if f.vectorized}
+        for frame in guide_site["cond_indep_stack"]:
+            if not frame.vectorized or frame.name not in model_dims or \
+                    model_dims[frame.name] == frame.dim:
+                continue
+            raise PairError(
+                f"latent site '{guide_site['name']}' lies in pyro.plate('{frame.name}') at "
+                f"dim {model_dims[frame.name]} in the model and at dim {frame.dim} in the "
+                "guide: the model scores the guide's draw with that plate's values along "
+                "another dim (transposed when the sizes coincide). Plates without an "
+                "explicit dim are placed from the right in the order they are entered, so "
+                "nest the plates in the same order in model and guide, or give each an "
+                f"explicit dim, e.g. pyro.plate('{frame.name}', size, "
+                f"dim={model_dims[frame.name]}) in both")
+
+
+def _check_support_kinds(model_sites, guide_latents) -> None:
+    """Refuse a guide latent whose support is continuous where the model site's is discrete
+    (a ``RelaxedBernoulli``, ``RelaxedBernoulliStraightThrough`` or
+    ``RelaxedOneHotCategorical`` guide for a ``Bernoulli``, ``Categorical`` or
+    ``OneHotCategorical`` latent), or the reverse: a density and a mass function have no
+    ratio that is an importance weight (the ELBO came out ``-inf``, or finite and wrong)."""
+    for guide_site, model_site in _support_pairs(model_sites, guide_latents):
+        guide_support = support_of(guide_site["fn"])[0]
+        model_support = support_of(model_site["fn"])[0]
+        if not support_kinds_differ(guide_support, model_support):
+            continue
+        guide_kind = "discrete" if guide_support.is_discrete else "continuous"
+        model_kind = "discrete" if model_support.is_discrete else "continuous"
+        remedy = ("Draw it from a discrete guide on the model's support (a Bernoulli or "
+                  "Categorical guide with learned probabilities); a relaxed distribution "
+                  "trains a relaxed model, whose latent is continuous too"
+                  if model_kind == "discrete" else
+                  "Draw it from a continuous guide on the model's support (e.g. a Normal, or "
+                  "AutoNormal)")
+        raise PairError(
+            f"latent site '{guide_site['name']}': the guide's {_family(guide_site['fn'])} "
+            f"is {guide_kind} (support {describe_support(guide_support)}) and the model's "
+            f"{_family(model_site['fn'])} is {model_kind} (support "
+            f"{describe_support(model_support)}): p(x, z) / q(z) of a mass function and a "
+            f"density is no importance weight, so the ELBO and the bounds are meaningless "
+            f"(-inf where the draws miss the model's support, finite and wrong where they "
+            f"are rounded onto it). {remedy}")
+
+
+class _AuxiliaryAsLeaves(Messenger):
+    """Make every auxiliary guide draw a leaf that requires gradients and record the values
+    of the ``Delta`` sites drawn after them."""
+
+    def __init__(self):
+        super().__init__()
+        self.leaves, self.deltas = [], {}
+
+    def _pyro_post_sample(self, msg):
+        value = msg["value"]
+        if msg["is_observed"] or not torch.is_tensor(value):
+            return
+        if msg["infer"].get("is_auxiliary"):
+            if value.is_floating_point():
+                msg["value"] = value.detach().requires_grad_(True)
+                self.leaves.append(msg["value"])
+        elif _is_delta(msg["fn"]):
+            self.deltas[msg["name"]] = value
+
+
+def _free_deltas(guide, args, kwargs, guide_latents, auxiliary) -> tuple:
+    """The ``Delta`` guide sites whose value does not depend on any auxiliary draw: point
+    masses (AutoDelta, ``Delta(pyro.param(...))``), told apart from an AutoGuide's
+    transform of its auxiliary latent (AutoNormal's ``z_unconstrained``,
+    AutoDiagonalNormal's ``_AutoDiagonalNormal_latent``) by the autograd graph of one draw
+    whose auxiliary values are made gradient leaves."""
+    deltas = [s["name"] for s in guide_latents
+              if _is_delta(s["fn"]) and s["name"] not in auxiliary]
+    if not deltas or not auxiliary:
+        return tuple(deltas)
+    recorder = _AuxiliaryAsLeaves()
+    with poutine.block(), forked_rng(), torch.enable_grad(), recorder:
+        guide(*args, **kwargs)
+    free = []
+    for name in deltas:
+        value = recorder.deltas.get(name)
+        if value is None or not recorder.leaves or not value.requires_grad:
+            free.append(name)
+            continue
+        grads = torch.autograd.grad(value.sum(), recorder.leaves, retain_graph=True,
+                                    allow_unused=True)
+        if all(g is None for g in grads):
+            free.append(name)
+    return tuple(free)
+
+
 def _requires_grad(param_site) -> bool:
     value = param_site["value"]
     value = value.unconstrained() if hasattr(value, "unconstrained") else value
@@ -408,7 +606,9 @@ def _check_latents_agree(model_sites, guide_latents, nesting: int) -> None:
         found = _shape_mismatch(model_site, guide_site, nesting)
         if found:
             raise PairError(
-                f"latent site '{guide_site['name']}' has {found}: the guide must draw the "
+                f"latent site '{guide_site['name']}' has {found}, a "
+                f"{_family(guide_site['fn'])} in the guide and a {_family(model_site['fn'])} "
+                "in the model: the guide must draw the "
                 "value the model scores, in the same plates at the same dims and with the "
                 "same .to_event(n); otherwise the model scores it broadcast against other "
                 "datapoints")
@@ -427,8 +627,8 @@ def _support_pairs(model_sites, guide_latents):
 
 
 def _support_record(guide_site, model_site, guide_support, model_support) -> tuple:
-    return (guide_site["name"], _family(guide_site["fn"]), str(guide_support),
-            _family(model_site["fn"]), str(model_support))
+    return (guide_site["name"], _family(guide_site["fn"]), describe_support(guide_support),
+            _family(model_site["fn"]), describe_support(model_support))
 
 
 def _support_mismatches(model_sites, guide_latents):
@@ -459,6 +659,70 @@ def _unscorable(model_sites, mismatches) -> tuple:
     mismatched = {record[0] for record in mismatches}
     return tuple(site["name"] for site in model_sites if site["name"] in mismatched
                  and isinstance(_unwrapped(site["fn"]), torch.distributions.Categorical))
+
+
+def _check_latents_scorable(model_sites, guide_latents, skip=()) -> None:
+    """Refuse a latent whose guide draw the model's distribution cannot score at all (torch
+    fails, whatever the value): a ``Categorical`` guide draws integers, and
+    torch's ``Bernoulli.log_prob`` takes floating-point values only ("result type Float
+    can't be cast to the desired output type Long", in every estimator and at fit's first
+    step). Sites in ``skip`` (a ``Categorical`` model's out-of-range classes, refused per
+    entry point) and values outside the model's support (a matter of the support checks)
+    are left to the other checks."""
+    for guide_site, model_site in _support_pairs(model_sites, guide_latents):
+        if guide_site["name"] in skip:
+            continue
+        value = guide_site["value"]
+        try:
+            with _validation_off(model_site["fn"]):
+                model_site["fn"].log_prob(value, *model_site["args"], **model_site["kwargs"])
+        except ValueError:  # a distribution's own check of the value: the support checks'
+            continue
+        except (RuntimeError, TypeError, IndexError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            guide_family, model_family = _family(guide_site["fn"]), _family(model_site["fn"])
+            hint = (" Give the guide a family whose draws the model's distribution scores "
+                    "(the model's own family, on its support).")
+            if model_family == "Bernoulli" and torch.is_tensor(value) and \
+                    not value.is_floating_point():
+                hint = (" torch's Bernoulli scores floating-point values only, and a "
+                        f"{guide_family} draws {value.dtype} values (even where the supports "
+                        "agree, as a Categorical over 2 classes does with {0, 1}). Use a "
+                        "Bernoulli guide (or any guide drawing floating-point 0/1 values) "
+                        "for a Bernoulli latent.")
+            raise PairError(
+                f"latent site '{guide_site['name']}': the model's {model_family} (support "
+                f"{describe_support(support_of(model_site['fn'])[0])}) cannot score the "
+                f"guide's {guide_family} draw (support "
+                f"{describe_support(support_of(guide_site['fn'])[0])}, "
+                f"{_value_kind(value)}): {type(error).__name__}: {first}.{hint}") from error
+
+
+@contextlib.contextmanager
+def _validation_off(fn):
+    """``fn`` and the distributions it wraps without their argument validation for a while:
+    a draw outside the support (a matter of the support checks) must not hide whether the
+    distribution can score the draw's dtype at all."""
+    chain = [fn]
+    while hasattr(chain[-1], "base_dist"):
+        chain.append(chain[-1].base_dist)
+    saved = [(d, d.__dict__.get("_validate_args")) for d in chain]
+    try:
+        for d in chain:
+            d._validate_args = False
+        yield
+    finally:
+        for d, flag in saved:
+            if flag is None:
+                d.__dict__.pop("_validate_args", None)
+            else:
+                d._validate_args = flag
+
+
+def _value_kind(value) -> str:
+    if not torch.is_tensor(value):
+        return type(value).__name__
+    return f"{value.dtype} values of shape {tuple(value.shape)}"
 
 
 def _subsampled_plates(sites) -> tuple:
@@ -582,8 +846,9 @@ def _replay_disagreement(model_sites, guide_latents) -> tuple | None:
         if within is False and exact or within is None and _support_kinds_differ(
                 guide_support, model_support):
             return guide_site["name"], (
-                f"support {guide_support} in the guide ({_family(guide_site['fn'])}) and "
-                f"{model_support} in the model ({_family(model_site['fn'])})")
+                f"support {describe_support(guide_support)} in the guide "
+                f"({_family(guide_site['fn'])}) and {describe_support(model_support)} in the "
+                f"model ({_family(model_site['fn'])})")
     return None
 
 
@@ -692,6 +957,9 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     _check_batch_dims(model_sites + guide_latents, nesting)
     _check_latents_agree(model_sites, guide_latents, nesting)
     support_mismatch = tuple(_support_mismatches(model_sites, guide_latents))
+    unscorable = _unscorable(model_sites, support_mismatch)
+    with torch.no_grad():
+        _check_latents_scorable(model_sites, guide_latents, skip=unscorable)
     error = ""
     if probe_vectorized:
         fixed = PairStructure(nesting, batch_size, subsample=subsample)
@@ -707,7 +975,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         tempered=tuple(_tempered(model_sites + guide_latents)),
         support_mismatch=support_mismatch,
         support_gap=tuple(_support_gaps(model_sites, guide_latents)),
-        unscorable=_unscorable(model_sites, support_mismatch),
+        unscorable=unscorable,
         subsampled_plates=_subsampled_plates(model_sites + guide_latents),
         factors=tuple(s["name"] for s in model_sites if _is_factor(s)),
         global_sites=tuple(global_sites),
@@ -737,7 +1005,19 @@ def _site_list(names) -> str:
     return ", ".join(f"'{n}'" for n in names)
 
 
-def _check_sites_match(s: PairStructure) -> None:
+def entry_label(use: str) -> str:
+    """How a message names entry point ``use`` when its caller gives no fuller call: the
+    estimator's name, ``fit(loss='iwae')`` for ``"fit:iwae"``, ``fit`` for another loss."""
+    if use.startswith("fit:"):
+        loss = use.split(":", 1)[1]
+        return f"fit(loss='{loss}')" if loss in FIT_LOSSES else "fit"
+    return use
+
+
+def _check_sites_match(s: PairStructure, use: str = "log_importance_weights",
+                       called: str | None = None) -> None:
+    called = called or entry_label(use)
+    training = use.startswith("fit:")
     if s.mask_mismatch:
         name = s.mask_mismatch[0]
         raise PairError(
@@ -761,33 +1041,56 @@ def _check_sites_match(s: PairStructure) -> None:
             parts.append(f"the guide samples {_site_list(s.missing_in_model)}, which the model "
                          "does not have (mark a guide-only variable with "
                          "infer={'is_auxiliary': True} if it is one)")
-        raise PairError("; ".join(parts) + ": the guide must propose exactly the model's "
-                        "latent sites (discrete latents the model enumerates need "
-                        "pyro.infer.TraceEnum_ELBO, which this library does not use)")
+        enumeration = (
+            f"{called} trains a guide that samples every latent: it does not sum out "
+            "discrete latents the model enumerates (pyro.infer.TraceEnum_ELBO's "
+            "marginalization), whatever loss is passed; train such a pair with "
+            "pyro.infer.SVI(model, guide, optim, TraceEnum_ELBO(...)) directly"
+            if training else
+            f"discrete latents the model enumerates need pyro.infer.TraceEnum_ELBO, which "
+            f"{called} does not run: it draws every latent from the guide")
+        raise PairError(f"{called}: " + "; ".join(parts) + ": the guide must propose exactly "
+                        f"the model's latent sites ({enumeration})")
     if s.auxiliary:
         others = [n for n, family in s.guide_families.items()
                   if n not in s.auxiliary and family != "Delta"]
         if others:
+            needs = ("the ELBO it trains needs" if training and use not in COVERAGE_USES
+                     else "its importance weights need" if training else
+                     "importance weights need")
             raise PairError(
-                f"the guide has auxiliary site(s) {_site_list(s.auxiliary)} and also samples "
-                f"{_site_list(others)} from a non-Delta distribution: importance weights "
-                "need q(z) itself, known only when the model's latents are deterministic "
-                "functions (Delta sites) of the auxiliary ones, as in Pyro's AutoGuides")
+                f"{called}: the guide has auxiliary site(s) {_site_list(s.auxiliary)} and also "
+                f"samples {_site_list(others)} from a non-Delta distribution: {needs} the "
+                "guide's density q(z) of the model's latents, known only when they are "
+                "deterministic functions (Delta sites) of the auxiliary ones, as in Pyro's "
+                "AutoGuides")
     if s.enumerated:
-        raise PairError(f"guide site(s) {_site_list(s.enumerated)} are marked for enumeration "
-                        "(infer={'enumerate': ...}); the estimators here draw samples: remove "
-                        "the mark")
+        marked = (f"guide site(s) {_site_list(s.enumerated)} are marked for enumeration "
+                  "(infer={'enumerate': ...}, or config_enumerate)")
+        if training:
+            raise PairError(
+                f"{called}: {marked}; fit trains with one sampled value per guide site and "
+                "does not enumerate guide sites, whatever loss is passed (TraceEnum_ELBO "
+                "included): its pair checks, minibatch scaling and particles assume sampled "
+                "draws. Remove the mark to train the site by sampling (loss='elbo' gives a "
+                "discrete site Trace_ELBO's score-function gradient), or train the "
+                "enumerating guide with pyro.infer.SVI(model, guide, optim, "
+                "TraceEnum_ELBO(...)) directly")
+        raise PairError(f"{called}: {marked}; {called} draws the guide's values as samples "
+                        "(importance sampling), it does not enumerate them: remove the mark")
 
 
-def check_subsampled_plates(s: PairStructure, use: str) -> None:
+def check_subsampled_plates(s: PairStructure, use: str, called: str | None = None) -> None:
     """Raise :class:`PairError` when a plate other than ``"data"`` draws a subsample and
     ``use`` is a per-datapoint estimate or an importance-weighted loss; ``fit`` with
-    ``loss="elbo"``/``"meanfield"`` (any other ``fit:`` use) trains with it."""
+    ``loss="elbo"``/``"meanfield"`` (any other ``fit:`` use) trains with it. ``called``
+    names the user's call in the message (:func:`entry_label` of ``use`` by default)."""
     if not s.subsampled_plates or (use.startswith("fit:") and use not in COVERAGE_USES):
         return
     plate, size, full = s.subsampled_plates[0]
     raise PairError(
-        f"{use}: pyro.plate('{plate}') draws a subsample ({size} of its {full} members) "
+        f"{called or entry_label(use)}: pyro.plate('{plate}') draws a subsample ({size} of "
+        f"its {full} members) "
         f"inside the datapoints of pyro.plate('{DATA_PLATE}'), so each datapoint would be "
         f"scored on the {size} members drawn: log p(x) of a part of it, not of the "
         f"datapoint. Only the '{DATA_PLATE}' plate may subsample here; evaluate with "
@@ -816,12 +1119,13 @@ def warn_if_tempered(s: PairStructure, use: str) -> None:
         "silence this", TemperedPairWarning, stacklevel=user_stacklevel())
 
 
-def _global_site_error(s: PairStructure, use: str) -> PairError:
+def _global_site_error(s: PairStructure, use: str, called: str | None = None) -> PairError:
     """The refusal of the first site outside ``"data"``, with the remedy for its kind: a
     global latent is conditioned on a value, an AutoGuide's joint vector is replaced by a
     per-site guide, a factor or an observation moves into the plate."""
     role, name = s.global_sites[0]
-    where = (f"{use}: {role} site '{name}' lies outside pyro.plate('{DATA_PLATE}'), so it "
+    called = called or entry_label(use)
+    where = (f"{called}: {role} site '{name}' lies outside pyro.plate('{DATA_PLATE}'), so it "
              "is shared by all datapoints")
     split = "log p(x_1..N) does not split into per-datapoint terms"
     training = "fit() trains such pairs with loss='elbo' or 'meanfield'"
@@ -852,37 +1156,40 @@ def _global_site_error(s: PairStructure, use: str) -> PairError:
             f"one row per datapoint along the plate's dim (.to_event(n) for the features); "
             f"{training}")
     return PairError(
-        f"{where} and {split}; {use} needs every sample site inside `with "
+        f"{where} and {split}; {called} needs every sample site inside `with "
         f"pyro.plate('{DATA_PLATE}', batch):`. To score the datapoints given a value of it, "
         f"fix it with pyro.poutine.block(pyro.poutine.condition(model, data={{'{name}': "
         f"value}}), hide=['{name}']) (and the same for the guide); {training}")
 
 
-def _check_per_datapoint(s: PairStructure, use: str) -> None:
+def _check_per_datapoint(s: PairStructure, use: str, called: str | None = None) -> None:
+    called = called or entry_label(use)
     if s.global_sites:
-        raise _global_site_error(s, use)
+        raise _global_site_error(s, use, called)
     if s.batch_size == 0:
-        raise PairError(f"{use}: no sample site lies inside pyro.plate('{DATA_PLATE}')")
+        raise PairError(f"{called}: no sample site lies inside pyro.plate('{DATA_PLATE}')")
     # A Delta whose log_density is log q of a draw made outside the guide (noise passed in
     # as data) gives one ELBO term per datapoint, as in Pyro's Trace_ELBO; its K particles
     # are one point, no importance sample. Without a log_density it has no density at all.
     deltas = [n for n in s.point_masses if n not in s.auxiliary
               and (use != "elbo" or n not in s.weighted_deltas)]
     if deltas and not s.auxiliary:
+        purpose = ("to train with an importance-weighted loss (or train the point estimate "
+                   "with loss='elbo')" if use.startswith("fit:") else "to estimate the evidence")
         raise PairError(
-            f"{use}: guide site '{deltas[0]}' is a Delta (a point estimate, e.g. AutoDelta): "
-            "its particles are all one point (and without a log_density it has no density), "
-            "so importance weights and bounds are undefined; use a guide that draws from a "
-            "distribution with a density (e.g. AutoNormal) to estimate the evidence")
+            f"{called}: guide site '{deltas[0]}' is a Delta (a point estimate, e.g. "
+            "AutoDelta): its particles are all one point (and without a log_density it has no "
+            "density), so importance weights and bounds are undefined; use a guide that draws "
+            f"from a distribution with a density (e.g. AutoNormal) {purpose}")
     if s.shared_in_sizeless:
         raise PairError(
-            f"{use}: site(s) {_site_list(s.shared_in_sizeless)} inside the sizeless "
+            f"{called}: site(s) {_site_list(s.shared_in_sizeless)} inside the sizeless "
             f"pyro.plate('{DATA_PLATE}') have no data dimension (size 1 where the data have "
             f"{s.batch_size}): one value is shared by all datapoints. Give the plate its size, "
             f"pyro.plate('{DATA_PLATE}', len(x)), so Pyro expands the site per datapoint")
 
 
-def check_pair(structure: PairStructure, use: str) -> PairStructure:
+def check_pair(structure: PairStructure, use: str, called: str | None = None) -> PairStructure:
     """Raise :class:`PairError` unless entry point ``use`` is defined for the surveyed pair.
 
     Args:
@@ -891,44 +1198,53 @@ def check_pair(structure: PairStructure, use: str) -> PairStructure:
             ``"bound_sweep"``, ``"weight_diagnostics"``, ``"log_evidence"``,
             ``"ais_log_evidence"``, ``"amortization_gap"``, or ``"fit:<loss>"`` with a loss of
             :data:`FIT_LOSSES` (any other ``fit:`` loss only gets the site checks).
+        called: how the messages name the user's call (``fit(loss=IWAELoss(num_particles=5))``
+            for a loss object); :func:`entry_label` of ``use`` by default.
 
     Returns:
         ``structure``, for chaining.
     """
     s = structure
-    _check_sites_match(s)
+    called = called or entry_label(use)
+    training = use.startswith("fit:")
+    _check_sites_match(s, use, called)
     if s.unscorable:
         name = s.unscorable[0]
         record = next(r for r in s.support_mismatch if r[0] == name)
         raise PairError(
-            f"{use}: guide site '{name}' draws from a {record[1]} with support {record[2]}, "
+            f"{called}: guide site '{name}' draws from a {record[1]} with support {record[2]}, "
             f"beyond the model's {record[3]} support {record[4]}: the model's {record[3]} "
             "cannot score a draw outside its classes (torch indexes its probabilities with "
             "the value: an out-of-bounds error, on a GPU a device-side assert). Give the "
             "guide the model's classes (as many categories)")
     if use in PER_DATAPOINT_USES:
-        _check_per_datapoint(s, use)
-    check_subsampled_plates(s, use)
-    if not use.startswith("fit:"):
+        _check_per_datapoint(s, use, called)
+    check_subsampled_plates(s, use, called)
+    if not training:
         warn_if_tempered(s, use)
     if s.support_gap and use in COVERAGE_USES:
         name, guide_family, guide_support, model_family, model_support = s.support_gap[0]
+        converge = ("the importance-weighted loss trains toward it, not toward log p(x)"
+                    if training else "IWAE_K and AIS converge to it, not to log p(x), and "
+                    "k-hat cannot tell")
         raise PairError(
-            f"{use}: latent site '{name}' has support {model_support} in the model "
+            f"{called}: latent site '{name}' has support {model_support} in the model "
             f"({model_family}), beyond the support {guide_support} of the guide's "
             f"{guide_family}: the guide never proposes the rest, so its importance weights "
             f"estimate log p(x, '{name}' in the guide's support), a partial evidence below "
-            "log p(x): IWAE_K and AIS converge to it, not to log p(x), and k-hat cannot tell. "
+            f"log p(x): {converge}. "
             "Give the guide the model's support (a Normal for a real latent, as many "
             "categories as the model's). elbo (and fit with loss='elbo' or 'meanfield') "
             "still take this pair: the ELBO stays a lower bound on log p(x), its gap "
             "including the posterior mass the guide never proposes")
     if s.support_mismatch and (use in ("elbo", "amortization_gap") or use.startswith("fit:")):
         name, guide_family, guide_support, model_family, model_support = s.support_mismatch[0]
+        value = ("the loss is infinite for such draws and its gradients undefined"
+                 if training else "the ELBO is -inf")
         raise PairError(
-            f"{use}: guide site '{name}' draws from a {guide_family} with support "
+            f"{called}: guide site '{name}' draws from a {guide_family} with support "
             f"{guide_support}, beyond the model's {model_family} support {model_support}: "
-            "draws outside it have p(x, z) = 0, so the ELBO is -inf (Pyro's Trace_ELBO "
+            f"draws outside it have p(x, z) = 0, so {value} (Pyro's Trace_ELBO "
             "refuses them at log_prob). Give the guide the model's support, e.g. "
             "dist.TransformedDistribution(dist.Normal(loc, scale), biject_to(support)), a "
             "LogNormal for a positive latent, or an AutoNormal guide; the importance-weighted "
@@ -954,17 +1270,16 @@ def check_pair(structure: PairStructure, use: str) -> PairStructure:
                 "(a guide with discrete or auxiliary sites, e.g. an AutoGuide, has no "
                 "amortization to measure)")
     if use in ("fit:iwae", "fit:dreg"):
-        loss = use.split(":")[1]
         bad = [n for n in s.non_reparameterized if n not in s.auxiliary]
         if bad:
             raise PairError(
-                f"fit(loss='{loss}'): guide site '{bad[0]}' ({s.guide_families[bad[0]]}) is not "
+                f"{called}: guide site '{bad[0]}' ({s.guide_families[bad[0]]}) is not "
                 "reparameterized; the importance-weighted objectives here follow pathwise "
                 "gradients only and would miss its score-function term. Use loss='elbo' "
                 "(Trace_ELBO's score-function estimator) for such guides")
         if not s.vectorizable:
             raise PairError(
-                f"fit(loss='{loss}'): the pair fails with particles in a leftmost pyro.plate "
+                f"{called}: the pair fails with particles in a leftmost pyro.plate "
                 f"({s.vectorize_error}); the importance-weighted losses draw the particles at "
                 "once, so the model must broadcast over leading batch dims (see "
                 "docs/own-pair.md), or use loss='elbo'")
@@ -972,7 +1287,7 @@ def check_pair(structure: PairStructure, use: str) -> PairStructure:
         bad = [n for n in s.non_reparameterized if n not in s.auxiliary]
         if bad:
             raise PairError(
-                f"fit(loss='meanfield'): guide site '{bad[0]}' ({s.guide_families[bad[0]]}) is "
+                f"{called}: guide site '{bad[0]}' ({s.guide_families[bad[0]]}) is "
                 "not reparameterized and TraceMeanField_ELBO has no score-function term; use "
                 "loss='elbo'")
     return s

@@ -16,6 +16,8 @@ The guards, all here:
   ``ExpTransform, AffineTransform``), and says whether it is exact or only contains the
   support;
 - :func:`support_within` compares two supports statically, in either direction;
+- :func:`support_kind` and :func:`support_kinds_differ` tell a discrete support from a
+  continuous one (a relaxed guide for a discrete latent pairs a density with a mass function);
 - :func:`mask_outside_support` gives the log density ``-inf`` (weight zero) at values outside
   the support, which is the right number for importance sampling.
 """
@@ -47,6 +49,25 @@ def _is_discrete(constraint) -> bool | None:
         return bool(_base(constraint).is_discrete)
     except NotImplementedError:  # a dependent constraint of unknown kind
         return None
+
+
+def support_kind(constraint) -> str | None:
+    """``"discrete"`` or ``"continuous"`` for a support (through ``independent`` wrappers),
+    None for a dependent constraint of unknown kind. A guide whose support is of another kind
+    than its model site's (a ``RelaxedBernoulli`` on ``[0, 1]`` for a ``Bernoulli`` latent, a
+    ``Categorical`` for a ``Normal`` one) pairs a density with a mass function: their ratio is
+    no importance weight, and :func:`support_within` cannot compare them (it gives None)."""
+    discrete = _is_discrete(constraint)
+    if discrete is None:
+        return None
+    return "discrete" if discrete else "continuous"
+
+
+def support_kinds_differ(first, second) -> bool:
+    """Whether one support is discrete and the other continuous (False when either kind is
+    unknown)."""
+    kinds = support_kind(first), support_kind(second)
+    return None not in kinds and kinds[0] != kinds[1]
 
 
 def _range(constraint) -> tuple | None:
@@ -277,3 +298,42 @@ def mask_outside_support(fn, value: torch.Tensor, log_p: torch.Tensor) -> torch.
     except (NotImplementedError, ValueError):  # a dependent support that cannot check
         return log_p
     return torch.where(inside, log_p, log_p.new_tensor(-math.inf))
+
+
+def _end_text(end, integral: bool) -> str:
+    """One end of a support as text: a number, or a short list when it differs by element
+    (a ``Binomial`` of per-datapoint counts), never a raw tensor."""
+    if not torch.is_tensor(end):
+        return str(end)
+    values = end.detach().reshape(-1).cpu()
+    if values.numel() == 0:
+        return "[]"
+
+    def number(v: float) -> str:
+        if math.isfinite(v) and v == int(v):
+            return str(int(v)) if integral else f"{v:.1f}"
+        return f"{v:.6g}"
+
+    distinct = torch.unique(values)
+    if distinct.numel() == 1:
+        return number(float(distinct[0]))
+    shown = ", ".join(number(float(v)) for v in values[:4])
+    more = f", ... ({values.numel()} values)" if values.numel() > 4 else ""
+    return f"[{shown}{more}]"
+
+
+def describe_support(constraint) -> str:
+    """A support as messages print it: torch's name and ends, the ends as numbers (or a
+    short list where they differ by element) instead of raw tensors, e.g.
+    ``IntegerInterval(lower_bound=0, upper_bound=5)`` for a ``Binomial(5)`` whose
+    ``total_count`` is a tensor, ``Interval(lower_bound=0.0, upper_bound=[1.0, 2.0])``."""
+    if isinstance(constraint, constraints.independent):
+        return (f"IndependentConstraint({describe_support(constraint.base_constraint)}, "
+                f"{constraint.reinterpreted_batch_ndims})")
+    ends = [name for name in ("lower_bound", "upper_bound") if hasattr(constraint, name)]
+    if not ends:
+        return str(constraint)
+    integral = _is_discrete(constraint) is True
+    name = type(constraint).__name__.lstrip("_")
+    shown = ", ".join(f"{end}={_end_text(getattr(constraint, end), integral)}" for end in ends)
+    return f"{name}({shown})"

@@ -21,7 +21,7 @@ import torch
 from pyro.infer.util import is_validation_enabled
 
 from .checks import (as_int, check_data_arguments, check_nonempty_batch, check_pair_call,
-                     check_weights_memory)
+                     check_weights_memory, physical_memory_bytes)
 from .compiling import (
     arguments_key,
     compile_graph,
@@ -34,15 +34,12 @@ from .compiling import (
 from .densities import normal_log_density, plain_normal
 from .random_state import forked_rng
 from .supports import mask_outside_support
-from .pair_check import (  # noqa: F401  (re-exported: the shared trace machinery)
-    DATA_PLATE,
+from .pair_check import (
     attach_subsample,
     PARTICLE_PLATE,
-    PairError,
     PairStructure,
     check_pair,
     data_frame,
-    inspect_pair,
     sample_sites,
     survey_pair,
     trace_pair,
@@ -171,8 +168,8 @@ def vectorized_traces(model, guide, args, kwargs, num_particles: int, nesting: i
     return trace_pair(vectorized(model), vectorized(guide), args, kwargs)
 
 
-def trace_log_density(trace, structure: PairStructure, num_particles: int,
-                      observed: bool | None = None, transform=None) -> torch.Tensor:
+def trace_log_density(trace, structure: PairStructure, observed: bool | None = None,
+                      transform=None) -> torch.Tensor:
     """Unscaled log density of a vectorized trace, per particle and datapoint.
 
     Args:
@@ -218,9 +215,8 @@ def vectorized_log_weights(
     model_trace, guide_trace = vectorized_traces(
         model, guide, args, kwargs, num_particles, structure.max_plate_nesting + 1
     )
-    log_w = trace_log_density(model_trace, structure, num_particles) - trace_log_density(
-        guide_trace, structure, num_particles, observed=False
-    )
+    log_w = (trace_log_density(model_trace, structure)
+             - trace_log_density(guide_trace, structure, observed=False))
     return log_w.expand(num_particles, structure.batch_size)
 
 
@@ -244,8 +240,8 @@ def particle_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: 
     rows = []
     for _ in range(num_particles):
         model_trace, guide_trace = trace_pair(model, guide, args, kwargs)
-        log_w = trace_log_density(model_trace, structure, 1) - trace_log_density(
-            guide_trace, structure, 1, observed=False)
+        log_w = (trace_log_density(model_trace, structure)
+                 - trace_log_density(guide_trace, structure, observed=False))
         rows.append(log_w.expand(1, structure.batch_size))
     return torch.cat(rows)
 
@@ -305,12 +301,13 @@ def compiled_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: 
     """:func:`vectorized_log_weights` through a compiled graph (:mod:`inference.compiling`),
     without gradients: ``[num_particles, batch]``.
 
-    One graph per pair, particle count, argument shapes and Pyro handler setting, traced and
-    compiled at its first use and kept for later calls while the module lives. A new graph
-    is checked once against the eager weights on the same random draws; a difference beyond
-    float rounding (the pair's control flow depends on tensor values, or it reads tensors
-    that are neither arguments nor its module's parameters and buffers) raises
-    ``RuntimeError`` instead of returning numbers that eager code would not give.
+    One graph per pair, particle count, argument shapes, Pyro handler setting and module
+    state (:func:`inference.compiling.module_key`: its plain settings, and tensor attributes
+    by identity and version), traced and compiled at its first use and kept for later calls
+    while the module lives. A new graph is checked once against the eager weights on the
+    same random draws; a difference beyond float rounding (the pair's control flow depends
+    on tensor values, or it reads tensors its module does not hold, such as a global)
+    raises ``RuntimeError`` instead of returning numbers that eager code would not give.
     """
     module = owning_module(model, guide, "compile=True")
     if structure.subsample or not structure.vectorizable:
@@ -386,16 +383,105 @@ def _check_params_owned(module, model, guide, args, kwargs) -> None:
                                  "without compile")
 
 
+# Passes of fewer particles than this are not measured by check_particle_memory: a pass of
+# one particle (the survey's) ran, and a few of them at once take a few times its memory.
+MEASURED_FROM = 64
+
+
+def _site_bytes_per_particle(site, nesting: int, particles: int) -> int:
+    """Bytes per particle of a site's value (or, for an observed site, the distribution's
+    parameters it is scored with) in a vectorized trace of ``particles`` particles: the
+    broadcast of the value and the distribution's shape, where it holds the particle dim."""
+    fn, value = site["fn"], site["value"]
+    if not torch.is_tensor(value):
+        return 0
+    event = tuple(getattr(fn, "event_shape", ()))
+    try:
+        shape = torch.broadcast_shapes(tuple(getattr(fn, "batch_shape", ())) + event,
+                                       tuple(value.shape))
+    except RuntimeError:
+        shape = value.shape
+    dim = len(shape) - len(event) - nesting  # the particle plate's dim
+    if dim < 0 or shape[dim] != particles:
+        return 0  # broadcast over the particles: shared, not per particle
+    itemsize = value.dtype.itemsize if value.is_floating_point() else \
+        torch.get_default_dtype().itemsize
+    return math.prod(shape) // particles * itemsize
+
+
+def particle_bytes(model: Callable, guide: Callable, args: tuple, kwargs: dict,
+                   structure: PairStructure) -> int | None:
+    """A lower estimate of the memory one particle takes in a vectorized pass of a surveyed
+    pair: for every sample site of model and guide, its values and their elementwise log
+    densities (twice the bytes of the site's value, or for an observed site of the
+    distribution it is scored with), measured on a pass of 2 particles (no gradients, the
+    random state put back afterwards). The networks' intermediate activations are not
+    counted. None when that pass fails (the real pass will say why)."""
+    nesting = structure.max_plate_nesting + 1
+    try:
+        with forked_rng(), torch.no_grad(), pyro.validation_enabled(False), \
+                pyro.poutine.block():
+            traces = vectorized_traces(model, guide, args, kwargs, 2, nesting)
+    except Exception:  # noqa: BLE001 - the estimate is optional; the real pass reports
+        return None
+    return sum(2 * _site_bytes_per_particle(site, nesting, 2)
+               for trace in traces for site in sample_sites(trace))
+
+
+def check_particle_memory(model: Callable, guide: Callable, args: tuple, kwargs: dict,
+                          structure: PairStructure, num_samples: int, chunk_size: int | None,
+                          name: str = "num_samples", gradients: bool = False,
+                          chunkable: bool = True) -> None:
+    """Raise ``ValueError`` naming ``name`` (and suggesting a ``chunk_size``) when the
+    particles of one vectorized pass (``chunk_size``, or all ``num_samples`` when None) would
+    need more memory than this machine has: :func:`particle_bytes` per particle (a lower
+    estimate, twice that with ``gradients``) times the particles of a pass, plus the
+    ``[num_samples, batch]`` weights. Checked before anything is drawn; passes of fewer than
+    :data:`MEASURED_FROM` particles, pairs that are not vectorized (one particle per pass)
+    and machines that do not report their memory are not checked. ``chunkable`` False: the
+    caller has no ``chunk_size`` (all particles in one pass), and the message says to lower
+    ``name``."""
+    total = physical_memory_bytes()
+    chunk = min(chunk_size or num_samples, num_samples)
+    if total is None or chunk < MEASURED_FROM or not structure.vectorizable:
+        return
+    per_particle = particle_bytes(model, guide, args, kwargs, structure)
+    if not per_particle:
+        return
+    per_particle *= 2 if gradients else 1
+    weights = num_samples * structure.batch_size * weight_itemsize(args, kwargs)
+    need = chunk * per_particle + weights
+    if need <= total:
+        return
+    fits = max(1, (total - weights) // (4 * per_particle))  # a quarter of the memory
+    fits = 10 ** int(math.log10(fits)) if fits >= 10 else fits
+    if not chunkable:
+        how, remedy = "all in one pass", f"lower {name} (at most about {fits} fit)"
+    else:
+        how = ("chunk_size=None draws them all in one pass" if chunk_size is None
+               else f"chunk_size={chunk_size} draws that many per pass")
+        remedy = f"pass chunk_size={fits} (particles per pass), or lower {name}"
+    raise ValueError(
+        f"{name}={num_samples} particles for {structure.batch_size} datapoints: {how}, "
+        f"which needs at least {need:,} bytes ({need / 2 ** 30:.3g} GiB: {per_particle:,} "
+        f"bytes per particle for the sites' values and densities, measured on 2 particles, "
+        f"before any network activations), more than this machine's {total:,} bytes of "
+        f"memory; {remedy}")
+
+
 def checked_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: dict,
                         num_samples: int, chunk_size: int | None,
-                        structure: PairStructure, compile=False) -> torch.Tensor:
+                        structure: PairStructure, compile=False,
+                        name: str = "num_samples") -> torch.Tensor:
     """Log weights ``[num_samples, batch]`` of a pair returned by :func:`checked_pair`, without
     gradients, ``chunk_size`` particles at a time; raises on NaN or ``+inf`` weights.
 
     ``compile``: as :func:`check_compile` reads it; compiled chunks come from
-    :func:`compiled_log_weights`.
+    :func:`compiled_log_weights`. Before anything is drawn, :func:`check_particle_memory`
+    refuses a pass that would not fit in memory, naming the count as ``name``.
     """
     backend = check_compile(compile)
+    check_particle_memory(model, guide, args, kwargs, structure, num_samples, chunk_size, name)
     chunk = chunk_size or num_samples
     chunks = []
     # The survey ran the pair once with Pyro's validation as configured; the passes here
@@ -424,6 +510,36 @@ def check_log_weights(log_w: torch.Tensor, what: str = "importance weights") -> 
         if bad.any():
             raise ValueError(f"{what} are {value} for datapoints "
                              f"{bad.nonzero().flatten().tolist()[:10]} ({why})")
+
+
+def check_data(args: tuple, kwargs: dict) -> None:
+    """Refuse data a Pyro model cannot score (:func:`check_finite_inputs`: numpy arrays, lists,
+    NaN or infinite entries) and an empty batch, naming the argument."""
+    check_finite_inputs(args, kwargs)
+    check_nonempty_batch(args, kwargs)
+
+
+def log_weights_for(use: str, model: Callable, guide: Callable, args: tuple, kwargs: dict,
+                    num_samples: int, chunk_size: int | None,
+                    compile: bool | str = False) -> tuple[torch.Tensor, PairStructure]:
+    """Every check of an importance-weighted entry point ``use``, then its log weights.
+
+    Checks, in order and before any particle is drawn: ``num_samples`` and ``chunk_size``,
+    ``compile``, the data (:func:`check_data`), the pair (:func:`checked_pair`) and the
+    memory the weights take.
+
+    Returns:
+        ``(log_w, structure)``: ``log_w: [num_samples, batch]`` from
+        :func:`checked_log_weights`, and the pair's :class:`PairStructure`.
+    """
+    num_samples, chunk_size = check_num_samples(num_samples, chunk_size)
+    check_compile(compile, model, guide, args, kwargs)
+    check_data(args, kwargs)
+    model, guide, structure = checked_pair(model, guide, args, kwargs, use)
+    check_weights_memory(num_samples, structure.batch_size, weight_itemsize(args, kwargs))
+    log_w = checked_log_weights(model, guide, args, kwargs, num_samples, chunk_size, structure,
+                                compile)
+    return log_w, structure
 
 
 def log_importance_weights(
@@ -461,15 +577,9 @@ def log_importance_weights(
         ``result.subsample[b]``).
     """
     check_pair_call(log_importance_weights, kwargs, model=model, guide=guide)
-    num_samples, chunk_size = check_num_samples(num_samples, chunk_size)
-    check_compile(compile, model, guide, args, kwargs)
-    check_finite_inputs(args, kwargs)
-    check_nonempty_batch(args, kwargs)
-    model, guide, structure = checked_pair(model, guide, args, kwargs, "log_importance_weights")
-    check_weights_memory(num_samples, structure.batch_size, weight_itemsize(args, kwargs))
-    weights = checked_log_weights(model, guide, args, kwargs, num_samples, chunk_size, structure,
-                                  compile)
-    return attach_subsample(weights, structure)
+    log_w, structure = log_weights_for("log_importance_weights", model, guide, args, kwargs,
+                                       num_samples, chunk_size, compile)
+    return attach_subsample(log_w, structure)
 
 
 def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:

@@ -1,4 +1,11 @@
-"""Input checks shared by the models: say what was expected instead of failing deep inside."""
+"""Input checks shared by the models: say what was expected instead of failing deep inside.
+
+:mod:`inference.checks` has twins of ``as_int``, ``check_generator``, ``physical_memory``,
+``check_memory`` and ``check_not_meta`` for the inference side: the two packages never import
+each other (docs/architecture.md), and the twins differ where their callers do (here
+``minimum=None`` allows any integer, a generator of the wrong type is a ``TypeError``, and
+``device=None`` accepts a generator on any device).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import functools
 import math
 import numbers
 import os
+from collections.abc import Callable
 
 import torch
 from pyro.infer.util import is_validation_enabled
@@ -87,10 +95,10 @@ def check_generator(generator, device: torch.device | str | None = None,
                          f"torch.Generator(device={str(want)!r})")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def physical_memory() -> int | None:
     """Bytes of physical memory of this machine (``SC_PAGE_SIZE * SC_PHYS_PAGES``), or None
-    where the system does not say."""
+    where the system does not say; read once per process."""
     try:
         size = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):
@@ -107,7 +115,8 @@ def check_memory(numel: int, dtype: torch.dtype, what: str) -> None:
 
 
 def check_bytes(size: int, what: str) -> None:
-    """:func:`check_memory` for a size in bytes (values of several dtypes summed)."""
+    """Raise ``ValueError`` naming ``what`` when ``size`` bytes exceed physical memory:
+    :func:`check_memory` for a size in bytes (values of several dtypes summed)."""
     limit = physical_memory()
     if limit is not None and size > limit:
         raise ValueError(f"{what}: {size:,} bytes, more than the {limit:,} bytes of this "
@@ -129,7 +138,8 @@ def check_values(x: torch.Tensor, name: str, low: float | None = None,
     """Raise ``ValueError`` naming ``name`` when the float tensor ``x: [...]`` holds NaN
     (counted), infinite values (counted) or, with ``low``/``high``, values outside
     ``[low, high]`` (counted, with their range). NaN fails no comparison, so it is looked
-    for first."""
+    for first. A tensor on the 'meta' device (no values) is refused by name."""
+    check_not_meta(x, name)
     nan = int(torch.isnan(x).sum())
     if nan:
         raise ValueError(f"{name} holds {nan} NaN value(s) of {x.numel()}")
@@ -156,6 +166,7 @@ def check_levels(x, name: str, num_levels: int, nonempty: bool = False) -> None:
     if not torch.is_tensor(x) or x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
         raise TypeError(f"{name} must be an integer tensor, got "
                         f"{getattr(x, 'dtype', type(x).__name__)}")
+    check_not_meta(x, name)
     if nonempty and not x.numel():
         raise ValueError(f"{name} holds no levels (shape {list(x.shape)})")
     if x.numel() and (x.min() < 0 or x.max() >= num_levels):
@@ -188,6 +199,7 @@ def check_tensor(x, event_shape: tuple[int, ...], name: str = "x",
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    check_not_meta(x, name)
     if batch_dims not in ("batch", "..."):
         raise ValueError(f"batch_dims must be 'batch' or '...', got {batch_dims!r}")
     k = len(event_shape)
@@ -231,3 +243,98 @@ def check_image_draws(num, generator, image_shape, like: torch.Tensor) -> int:
     check_memory(num * math.prod(image_shape), like.dtype,
                  f"num={num}: the images [num, {', '.join(map(str, image_shape))}]")
     return num
+
+
+def check_not_meta(x, name: str) -> None:
+    """Raise ``ValueError`` naming ``name`` when ``x`` is a tensor on the ``meta`` device: it
+    has a shape and dtype but no values, so nothing that reads them (a range check, a draw)
+    can run on it (torch fails with "Tensor.item() cannot be called on meta tensors"). The
+    twin of :func:`inference.checks.check_not_meta`, with the same message."""
+    if torch.is_tensor(x) and x.is_meta:
+        raise ValueError(f"{name} is a meta tensor (shape {list(x.shape)}, {x.dtype}): "
+                         "it has a shape but no values; create it on a real device (cpu, "
+                         "cuda), e.g. torch.zeros(shape) or tensor.to_empty(device='cpu') and "
+                         "fill it")
+
+
+def name_rows(bad: torch.Tensor) -> str:
+    """``bad: [n]`` bool -> ``"rows [i, j, ...] of n"`` (the first 5 named)."""
+    rows = bad.nonzero().flatten().tolist()
+    shown = ", ".join(map(str, rows[:5])) + (", ..." if len(rows) > 5 else "")
+    return f"rows [{shown}] of {bad.numel()}"
+
+
+CHECK_WEIGHTS_HINT = ("check the model's weights (torch.isfinite(p).all() for p in "
+                      "model.parameters()) and its inputs")
+
+
+def check_finite_rows(values: torch.Tensor, what: str, outputs: str = "the network's outputs"
+                      ) -> None:
+    """Raise ``FloatingPointError`` naming ``what`` (the entry point) and the rows when
+    ``values: [n, ...]`` holds NaN or infinite values: a score (a log-probability) or a
+    network output that is about to be returned or used. One pass and one host read."""
+    if values.numel() and not bool(torch.isfinite(values).all()):
+        bad = ~torch.isfinite(values.reshape(values.shape[0], -1)).all(1)
+        raise FloatingPointError(f"{what}: {outputs} are NaN or infinite in {name_rows(bad)}; "
+                                 f"{CHECK_WEIGHTS_HINT}")
+
+
+def check_finite_parameters(tensors: dict[str, torch.Tensor], what: str) -> None:
+    """Raise ``FloatingPointError`` naming ``what`` and the parameters (``name -> tensor``)
+    that hold NaN or infinite values: a closed form or a simulation from them would return
+    NaN or fail deep inside (e.g. a Cholesky factorization)."""
+    if not tensors:
+        return
+    finite = torch.stack([torch.isfinite(t).all() for t in tensors.values()]).tolist()
+    bad = [name for name, ok in zip(tensors, finite) if not ok]  # one host read for all
+    if bad:
+        raise FloatingPointError(f"{what}: the parameters {bad} hold NaN or infinite values "
+                                 f"(training diverged, or they were set so); reload or "
+                                 f"reinitialize them")
+
+
+class NonFiniteGuard:
+    """Watch the network outputs a sampler draws from, one step at a time, so that a network
+    whose outputs are NaN or infinite (NaN weights, an overflow) fails with a
+    ``FloatingPointError`` naming ``what``, the step (``describe(step)``) and the rows, instead
+    of returning what an argmax over NaN gives (all zeros).
+
+    On the CPU (``lazy=False``, the default there) :meth:`update` raises at once (one host
+    read per step). On an accelerator (``lazy=True``, the default off the CPU) it records the
+    first bad step and its rows on the device, without a synchronization per step, and
+    :meth:`finish`, which the sampler calls before returning, raises: either way nothing
+    computed from non-finite outputs is returned.
+    """
+
+    def __init__(self, what: str, device: torch.device | str,
+                 describe: Callable[[int], str], lazy: bool | None = None):
+        self.what = what
+        self.describe = describe
+        self.lazy = torch.device(device).type != "cpu" if lazy is None else lazy
+        self._step: torch.Tensor | None = None  # lazy: first bad step, -1 while none
+        self._rows: torch.Tensor | None = None  # lazy: the bad rows of that step
+
+    def update(self, step: int, bad: torch.Tensor) -> None:
+        """``bad: [n]`` bool: the rows whose outputs at ``step`` are unusable."""
+        if not self.lazy:
+            if bool(bad.any()):
+                self._raise(step, bad, "")
+            return
+        if self._step is None:
+            self._step = torch.full((), -1, dtype=torch.long, device=bad.device)
+            self._rows = torch.zeros_like(bad)
+        first = bad.any() & (self._step < 0)
+        self._step = torch.where(first, step, self._step)
+        self._rows = torch.where(first, bad, self._rows)
+
+    def finish(self) -> None:
+        """Raise for the first bad step recorded by a lazy guard (one host read)."""
+        if self._step is not None:
+            step = int(self._step)
+            if step >= 0:
+                self._raise(step, self._rows, ", found after the run (nothing is returned)")
+
+    def _raise(self, step: int, bad: torch.Tensor, when: str):
+        raise FloatingPointError(f"{self.what}: the network's outputs for {self.describe(step)} "
+                                 f"are NaN or infinite in {name_rows(bad)}{when}; "
+                                 f"{CHECK_WEIGHTS_HINT}")

@@ -14,7 +14,8 @@ import torch
 from pyro.nn import PyroModule, PyroParam, pyro_method
 from torch.distributions import constraints
 
-from .checks import as_int, as_number, as_seed, check_data, check_memory
+from .checks import (as_int, as_number, as_seed, check_data, check_finite_parameters,
+                     check_memory)
 
 
 class LinearGaussian(PyroModule):
@@ -52,6 +53,22 @@ class LinearGaussian(PyroModule):
     def _check(self, x):
         check_data(x, (self.data_dim,), "x", like=self)
 
+    def _check_parameters(self, what: str) -> None:
+        """``FloatingPointError`` naming ``what`` and the generative parameters (``weight``,
+        ``bias``, ``noise_scale``) that hold NaN or infinite values: the closed forms and
+        :meth:`simulate` would return NaN or fail inside a Cholesky factorization."""
+        check_finite_parameters({"weight": self.weight, "bias": self.bias,
+                                 "noise_scale": self.noise_scale},
+                                f"{type(self).__name__}.{what}")
+
+    def _check_finite(self, matrix: torch.Tensor, what: str, name: str) -> None:
+        if not bool(torch.isfinite(matrix).all()):
+            raise FloatingPointError(
+                f"{type(self).__name__}.{what}: the {name} overflows {matrix.dtype} (finite "
+                f"parameters, largest |weight| {float(self.weight.detach().abs().max()):.3g}, "
+                f"noise_scale {float(self.noise_scale.detach()):.3g}); rescale the parameters "
+                f"or use float64 (model.double())")
+
     @pyro_method
     def model(self, x: torch.Tensor) -> None:
         self._check(x)
@@ -70,11 +87,15 @@ class LinearGaussian(PyroModule):
                                                      scale_tril=self.guide_scale_tril))
 
     def posterior(self, x: torch.Tensor) -> dist.MultivariateNormal:
-        """Exact ``p(z | x)``: batch shape ``[batch]``, event shape ``[d]``."""
+        """Exact ``p(z | x)``: batch shape ``[batch]``, event shape ``[d]``;
+        ``FloatingPointError`` naming the parameters when they are NaN or infinite, or when
+        the precision ``I + W^T W / s^2`` overflows."""
         self._check(x)
+        self._check_parameters("posterior")
         precision = torch.eye(self.latent_dim, dtype=x.dtype, device=x.device) + (
             self.weight.T @ self.weight / self.noise_scale**2
         )
+        self._check_finite(precision, "posterior", "precision I + W^T W / s^2")
         covariance = torch.cholesky_inverse(torch.linalg.cholesky(precision))
         mean = (x - self.bias) @ self.weight @ covariance / self.noise_scale**2  # [batch, d]
         return dist.MultivariateNormal(mean, covariance_matrix=covariance)
@@ -86,16 +107,21 @@ class LinearGaussian(PyroModule):
             pyro.sample("z", self.posterior(x))
 
     def log_marginal(self, x: torch.Tensor) -> torch.Tensor:
-        """Closed-form ``log p(x)``, ``[batch]`` in nats."""
+        """Closed-form ``log p(x)``, ``[batch]`` in nats; ``FloatingPointError`` as
+        :meth:`posterior` (for the covariance ``W W^T + s^2 I``)."""
         self._check(x)
+        self._check_parameters("log_marginal")
         eye = torch.eye(self.data_dim, dtype=x.dtype, device=x.device)
         covariance = self.weight @ self.weight.T + self.noise_scale**2 * eye
+        self._check_finite(covariance, "log_marginal", "covariance W W^T + s^2 I")
         return dist.MultivariateNormal(self.bias, covariance_matrix=covariance).log_prob(x)
 
     def simulate(self, num_data: int, seed: int = 0) -> torch.Tensor:
         """Draw ``[num_data, D]`` datapoints (``num_data >= 1``, fitting in memory) from the
-        model's current parameters, fixed by ``seed`` in ``[0, 2**63)``."""
+        model's current parameters, fixed by ``seed`` in ``[0, 2**63)``;
+        ``FloatingPointError`` naming the parameters that are NaN or infinite."""
         num_data, seed = as_int(num_data, "num_data"), as_seed(seed)
+        self._check_parameters("simulate")
         check_memory(num_data * (self.data_dim + self.latent_dim), self.weight.dtype,
                      f"num_data={num_data}: the data [num_data, {self.data_dim}] and latents "
                      f"[num_data, {self.latent_dim}]")

@@ -34,7 +34,7 @@ import torch
 from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
-from .checks import as_int, as_number, check_word_draws
+from .checks import as_int, as_number, check_finite_rows, check_word_draws
 from .networks import full_precision
 from .text import Vocabulary, draw_words
 
@@ -91,11 +91,16 @@ class GRULanguageModel(PyroModule):
         return self.logits_from_embedding(self.embed(targets))
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """``log p(word)`` in nats, end symbol included: ``x: [batch, max_len]`` -> ``[batch]``."""
+        """``log p(word)`` in nats, end symbol included: ``x: [batch, max_len]`` -> ``[batch]``;
+        ``FloatingPointError`` naming the rows where the network's logits are NaN or infinite
+        (NaN weights, an overflow), which would make the score NaN."""
         targets, mask = self.prepare(x)
         log_p = self.logits(targets).log_softmax(-1)  # [batch, T, V]
         log_p = log_p.gather(-1, targets[..., None]).squeeze(-1)  # [batch, T]
-        return torch.where(mask, log_p, 0.0).sum(1)
+        log_p = torch.where(mask, log_p, 0.0).sum(1)
+        check_finite_rows(log_p.detach(), f"{type(self).__name__}.log_prob",
+                          "the log-probabilities from the network's logits")
+        return log_p
 
     @pyro_method
     def model(self, x: torch.Tensor) -> None:
@@ -113,7 +118,9 @@ class GRULanguageModel(PyroModule):
                max_length: int = 100) -> list[str]:
         """Draw ``num >= 1`` words symbol by symbol, carrying the GRU state, each cut after
         ``max_length >= 1`` characters (:func:`ppl_models.text.draw_words`), with
-        ``generator`` (a :class:`torch.Generator` on the model's device) or torch's."""
+        ``generator`` (a :class:`torch.Generator` on the model's device) or torch's;
+        ``FloatingPointError`` naming the symbol and the rows where the network's
+        probabilities are NaN or infinite (NaN weights, an overflow)."""
         device = self.head.weight.device
         check_word_draws(num, generator, max_length, device)
         state = None
@@ -123,5 +130,6 @@ class GRULanguageModel(PyroModule):
             h, state = self.gru(self.embed(previous)[:, None], state)  # h: [num, 1, hidden]
             return self.head(h[:, 0]).softmax(-1)  # [num, V]
 
-        return draw_words(self.vocab, next_probs, num, generator, max_length, device)
+        return draw_words(self.vocab, next_probs, num, generator, max_length, device,
+                          what=f"{type(self).__name__}.sample")
 

@@ -36,8 +36,8 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule, pyro_method
 
-from .checks import (as_int, as_seed, as_sizes, check_data, check_generator, check_like,
-                     check_memory, check_tensor)
+from .checks import (as_int, as_seed, as_sizes, check_data, check_finite_rows,
+                     check_generator, check_like, check_memory, check_tensor)
 from .networks import ConvEncoder, MLPEncoder
 from .pixelcnn import PixelCNN
 
@@ -135,10 +135,16 @@ class PixelVAE(PyroModule):
 
     # --------------------------------------------------------------------------- sampling
     def _draw(self, z: torch.Tensor, generator: torch.Generator | None, seed: int,
-              fast: bool) -> torch.Tensor:
-        """Pixels given ``z: [n, d]`` by the PixelCNN sampler: ``[n, C, H, W]``."""
+              fast: bool, caller: str) -> torch.Tensor:
+        """Pixels given ``z: [n, d]`` by the PixelCNN sampler: ``[n, C, H, W]``; its
+        ``FloatingPointError`` (non-finite decoder outputs) names ``caller`` too."""
         sampler = self.decoder.sample_fast if fast else self.decoder.sample
-        return sampler(z.shape[0], h=z, generator=generator, seed=seed)
+        try:
+            return sampler(z.shape[0], h=z, generator=generator, seed=seed)
+        except FloatingPointError as error:
+            where, _, problem = str(error).partition(": ")
+            raise FloatingPointError(f"{type(self).__name__}.{caller} (decoder {where}): "
+                                     f"{problem}") from error
 
     @torch.no_grad()
     def sample(self, num: int, *, generator: torch.Generator | None = None, seed: int = 0,
@@ -155,6 +161,10 @@ class PixelVAE(PyroModule):
 
         Returns:
             images ``[num, C, H, W]``, and the latents ``[num, d]`` when ``return_latents``.
+
+        Raises:
+            FloatingPointError: the decoder's outputs at a drawn pixel are NaN or infinite
+                (:meth:`PixelCNN.sample`), naming the pixel.
         """
         num, seed = as_int(num, "num"), as_seed(seed)
         device = self.decoder.levels.device
@@ -166,7 +176,7 @@ class PixelVAE(PyroModule):
         if generator is None:
             generator = torch.Generator(device).manual_seed(seed)
         z = torch.randn(num, self.latent_dim, generator=generator, device=device)
-        images = self._draw(z, generator, seed, fast)
+        images = self._draw(z, generator, seed, fast, "sample")
         return (images, z) if return_latents else images
 
     @torch.no_grad()
@@ -179,6 +189,10 @@ class PixelVAE(PyroModule):
 
         Returns:
             ``[batch, C, H, W]``, or ``[num_samples, batch, C, H, W]``.
+
+        Raises:
+            FloatingPointError: the encoder's outputs for some images, or the decoder's at a
+                drawn pixel, are NaN or infinite (rows and pixel named).
         """
         num_samples = as_int(num_samples, "num_samples", minimum=0)
         seed = as_seed(seed)
@@ -188,11 +202,15 @@ class PixelVAE(PyroModule):
                      f"num_samples={num_samples}: the images [num_samples, "
                      f"{', '.join(map(str, x.shape))}]")
         loc, scale = self.encode(x)
+        # NaN latents would reach the decoder as NaN conditioning: name the encoder instead
+        check_finite_rows(torch.cat([loc, scale], -1), f"{type(self).__name__}.reconstruct",
+                          "the encoder's outputs (loc, scale of q(z | x))")
         if generator is None:
             generator = torch.Generator(loc.device).manual_seed(seed)
         if not num_samples:
-            return self._draw(loc, generator, seed, True)
+            return self._draw(loc, generator, seed, True, "reconstruct")
         noise = torch.randn((num_samples, *loc.shape), generator=generator, device=loc.device,
                             dtype=loc.dtype)
         z = (loc + scale * noise).reshape(-1, self.latent_dim)  # [num_samples * batch, d]
-        return self._draw(z, generator, seed, True).reshape(num_samples, *x.shape)
+        return self._draw(z, generator, seed, True, "reconstruct").reshape(num_samples,
+                                                                           *x.shape)

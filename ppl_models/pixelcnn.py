@@ -49,8 +49,8 @@ from pyro.nn import PyroModule, pyro_method
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import (as_int, as_number, as_seed, as_sizes, check_generator, check_like,
-                     check_memory)
+from .checks import (NonFiniteGuard, as_int, as_number, as_seed, as_sizes, check_generator,
+                     check_like, check_memory, check_not_meta, check_values)
 from .layers import GatedResidualBlock, MaskedConv2d
 from .likelihoods import LEVELS, make_likelihood
 from .networks import full_precision
@@ -169,6 +169,7 @@ class PixelCNN(PyroModule):
         if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
             raise ValueError(f"{name} must have shape [batch, "
                              f"{', '.join(map(str, self.image_shape))}], got {list(x.shape)}")
+        check_not_meta(x, name)
         if is_validation_enabled():
             check_like(x, name, self)
             if x.numel():
@@ -184,6 +185,7 @@ class PixelCNN(PyroModule):
                 raise ValueError(f"y must be an int64 tensor [batch] = [{batch}] of class ids, "
                                  f"got {getattr(y, 'dtype', type(y).__name__)} "
                                  f"{list(getattr(y, 'shape', []))}")
+            check_not_meta(y, "y")
             if batch and (y.min() < 0 or y.max() >= self.num_classes):
                 raise ValueError(f"y must hold class ids in 0..{self.num_classes - 1}, got "
                                  f"range [{int(y.min())}, {int(y.max())}]")
@@ -354,9 +356,11 @@ class PixelCNN(PyroModule):
                      f"with {held}, {per_image:,} values per image")
 
     def _sampler(self, num: int, y, h, generator, seed, given, mask, cached: bool
-                 ) -> tuple[Chooser, Callable[[int, int, int], bool] | None]:
+                 ) -> tuple[Chooser, Callable[[int, int, int], bool] | None, NonFiniteGuard]:
         """Check the arguments (for :meth:`_run_cached` when ``cached``, else
-        :meth:`_run_naive`); the Gumbel-max chooser that keeps ``given`` where ``mask``."""
+        :meth:`_run_naive`); the Gumbel-max chooser that keeps ``given`` where ``mask``, and
+        the guard that refuses non-finite network outputs at the drawn pixels (call its
+        ``finish()`` before returning the images)."""
         num, seed = as_int(num, "num"), as_seed(seed)
         device = self.levels.device
         check_generator(generator, device)
@@ -364,6 +368,8 @@ class PixelCNN(PyroModule):
         self._check_condition(y, h, num)
         if h is not None and h.dim() != 2:
             raise ValueError(f"sampling takes h: [num, cond_dim], got {list(h.shape)}")
+        if h is not None:
+            check_values(h, "h")  # NaN/inf in h would make every drawn pixel garbage
         if generator is None:
             generator = torch.Generator(device).manual_seed(seed)
         if (given is None) != (mask is None):
@@ -382,18 +388,34 @@ class PixelCNN(PyroModule):
                 raise ValueError(f"mask of shape {list(mask.shape)} does not broadcast to given "
                                  f"{list(given.shape)}") from None
         levels = self.levels
+        C, _, W = self.image_shape
+
+        def describe(step: int) -> str:
+            i, rest = divmod(step, W * C)
+            j, c = divmod(rest, C)
+            return f"pixel (c={c}, i={i}, j={j})"
+
+        # the argmax below would turn NaN log-probabilities into level 0, silently
+        guard = NonFiniteGuard(f"{type(self).__name__}.{'sample_fast' if cached else 'sample'}",
+                               device, describe)
 
         def choose(c: int, i: int, j: int, raw: torch.Tensor | None) -> torch.Tensor:
             u = torch.rand((num, len(levels)), generator=generator, device=device)
             if raw is None:  # every value is given: draw anyway so both samplers stay in step
                 return given[:, c, i, j]
-            log_p = self._level_log_probs(raw)  # [num, K]
+            bad = ~torch.isfinite(raw).all(-1)  # [num]
+            # zeros in their place keep NaN out of the likelihood's (validated) distribution
+            log_p = self._level_log_probs(torch.where(bad[:, None], 0.0, raw))  # [num, K]
+            bad |= ~torch.isfinite(log_p.amax(-1))
+            if given is not None:
+                bad &= ~mask[:, c, i, j]  # only the drawn values depend on these outputs
+            guard.update((i * W + j) * C + c, bad)
             value = levels[(log_p - torch.log(-torch.log(u))).argmax(-1)]
             return value if given is None else torch.where(mask[:, c, i, j], given[:, c, i, j],
                                                            value)
 
         skip = None if given is None else (lambda c, i, j: bool(mask[:, c, i, j].all()))
-        return choose, skip
+        return choose, skip, guard
 
     @_in_eval_mode
     def sample(self, num: int, y: torch.Tensor | None = None, h: torch.Tensor | None = None,
@@ -414,9 +436,19 @@ class PixelCNN(PyroModule):
                 ``mask`` (broadcasting to ``given``) is True; the rest is sampled given them
                 (only pixels before a position condition it, so given pixels below are kept
                 but do not inform what is drawn above them).
+
+        Raises:
+            ValueError: ``h`` holds NaN or infinite values.
+            FloatingPointError: the network's outputs at a drawn pixel are NaN or infinite
+                (NaN weights, an overflow), naming the first such pixel and its rows; on the
+                CPU at that pixel, on an accelerator once after the run (no host
+                synchronization per pixel). No images are returned either way.
         """
-        choose, skip = self._sampler(num, y, h, generator, seed, given, mask, cached=False)
-        return self._run_naive(num, y, h, choose, skip)
+        choose, skip, guard = self._sampler(num, y, h, generator, seed, given, mask,
+                                            cached=False)
+        x = self._run_naive(num, y, h, choose, skip)
+        guard.finish()
+        return x
 
     @_in_eval_mode
     def sample_fast(self, num: int, y: torch.Tensor | None = None, h: torch.Tensor | None = None,
@@ -427,8 +459,10 @@ class PixelCNN(PyroModule):
         images for the same seed, at the cost of about one forward pass. The caches hold
         every layer's input, ``[num, channels, H + p, W + 2p]`` per block: a ``num`` whose
         caches exceed physical memory is refused before any work (``ValueError`` naming it)."""
-        choose, _ = self._sampler(num, y, h, generator, seed, given, mask, cached=True)
-        return self._run_cached(num, y, h, choose)
+        choose, _, guard = self._sampler(num, y, h, generator, seed, given, mask, cached=True)
+        x = self._run_cached(num, y, h, choose)
+        guard.finish()
+        return x
 
     @_in_eval_mode
     def cached_params(self, x: torch.Tensor, y: torch.Tensor | None = None,

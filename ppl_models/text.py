@@ -35,7 +35,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from .checks import as_int, as_number
+from .checks import CHECK_WEIGHTS_HINT, as_int, as_number, check_not_meta, name_rows
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +122,7 @@ class Vocabulary:
             raise TypeError(f"x must hold integer ids [batch, length], got {x.dtype}")
         if x.dim() != 2:
             raise ValueError(f"x must have shape [batch, length], got {list(x.shape)}")
+        check_not_meta(x, "x")
         if x.numel() and (int(x.min()) < 0 or int(x.max()) > self.pad):
             raise ValueError(f"x must hold ids in 0..{self.pad}, got range [{int(x.min())}, "
                              f"{int(x.max())}] (EOS {self.EOS}, characters 1..{len(self)}, "
@@ -154,6 +155,7 @@ class Vocabulary:
         if x.dim() != 2 or x.shape[0] < 1 or x.shape[1] < 1:
             raise ValueError(f"{name} must have shape [batch, max_len] with both >= 1, "
                              f"got {list(x.shape)}")
+        check_not_meta(x, name)
         low, high = int(x.min()), int(x.max())
         if low < 0 or high > self.pad or (x == self.bos).any():
             raise ValueError(f"{name} must hold ids in 0..{self.pad} other than BOS={self.bos} "
@@ -174,20 +176,29 @@ class Vocabulary:
 @torch.no_grad()
 def draw_words(vocab: Vocabulary, next_probs: Callable[[torch.Tensor], torch.Tensor], num: int,
                generator: torch.Generator | None = None, max_length: int = 100,
-               device: torch.device | None = None) -> list[str]:
+               device: torch.device | None = None, what: str = "draw_words") -> list[str]:
     """Draw ``num`` words symbol by symbol from a sequence model.
 
     ``next_probs(previous: [num]) -> [num, V]`` gives the next symbol's probabilities; it is
     called first with ``BOS`` and then with each drawn symbol, and may keep state (a context
     or a recurrent state) between calls. A word still unfinished after ``max_length``
     characters is returned cut there. ``num`` and ``max_length`` are positive integers.
+    Probabilities that are NaN, infinite, negative or all zero in a row (a network with NaN
+    weights) raise ``FloatingPointError`` naming ``what`` (the caller), the symbol and the
+    rows, before they reach ``torch.multinomial`` (a device-side assert on CUDA).
     """
     num, max_length = as_int(num, "num"), as_int(max_length, "max_length")
     step = torch.full((num,), vocab.bos, device=device)
     symbols = []
     done = torch.zeros(num, dtype=torch.bool, device=device)
-    for _ in range(max_length):
-        step = torch.multinomial(next_probs(step), 1, generator=generator)[:, 0]
+    for k in range(max_length):
+        probs = next_probs(step)  # [num, V]
+        bad = ~(torch.isfinite(probs).all(-1) & (probs >= 0).all(-1) & (probs.sum(-1) > 0))
+        if bool(bad.any()):  # one host read per symbol, as `done.all()` below
+            raise FloatingPointError(f"{what}: the next-symbol probabilities for symbol {k + 1} "
+                                     f"are NaN, infinite, negative or all zero in "
+                                     f"{name_rows(bad)}; {CHECK_WEIGHTS_HINT}")
+        step = torch.multinomial(probs, 1, generator=generator)[:, 0]
         step = torch.where(done, vocab.EOS, step)  # [num]
         symbols.append(step)
         done |= step == vocab.EOS
@@ -229,8 +240,7 @@ def split_words(words: Sequence[str], valid_fraction: float = 0.1, test_fraction
 
     Valid and test get ``max(1, round(fraction * n))`` words each; the rest is train.
     """
-    valid_fraction = as_number(valid_fraction, "valid_fraction", 0, 1, high_open=True)
-    test_fraction = as_number(test_fraction, "test_fraction", 0, 1, high_open=True)
+    valid_fraction, test_fraction = _check_fractions(valid_fraction, test_fraction)
     seed = as_int(seed, "seed", minimum=0)
     n = len(words)
     num_valid = max(1, round(valid_fraction * n))
@@ -241,6 +251,18 @@ def split_words(words: Sequence[str], valid_fraction: float = 0.1, test_fraction
     shuffled = [words[i] for i in order]
     return (shuffled[num_valid + num_test:], shuffled[:num_valid],
             shuffled[num_valid:num_valid + num_test])
+
+
+def _check_fractions(valid_fraction, test_fraction) -> tuple[float, float]:
+    """Both fractions as floats in ``[0, 1)`` whose sum leaves something for train
+    (``ValueError`` naming them otherwise)."""
+    valid_fraction = as_number(valid_fraction, "valid_fraction", 0, 1, high_open=True)
+    test_fraction = as_number(test_fraction, "test_fraction", 0, 1, high_open=True)
+    if valid_fraction + test_fraction >= 1:
+        raise ValueError(f"valid_fraction={valid_fraction:g} and test_fraction="
+                         f"{test_fraction:g} sum to {valid_fraction + test_fraction:g}, which "
+                         f"leaves no words for train; their sum must be below 1")
+    return valid_fraction, test_fraction
 
 
 def _read_utf8(path: Path) -> str:
@@ -286,6 +308,7 @@ def load_words(path: str | Path | None = None, *, valid_fraction: float = 0.1,
             ``max_length`` (the file, line number and length named).
     """
     max_length = as_int(max_length, "max_length")
+    _check_fractions(valid_fraction, test_fraction)  # before reading any file
     if path is not None:
         path = Path(path)
         if not path.is_file():

@@ -39,13 +39,13 @@ from typing import Callable
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule, pyro_method
 from torch import nn
 from torch.nn import functional as F
 
 from .audio import NUM_LEVELS
-from .checks import as_int, as_seed, check_bytes, check_generator
+from .checks import (NonFiniteGuard, as_int, as_seed, check_bytes, check_finite_rows,
+                     check_generator, check_memory, check_not_meta)
 from .networks import full_precision
 
 
@@ -100,6 +100,14 @@ def _gated(a: torch.Tensor) -> torch.Tensor:
     return torch.tanh(filt) * torch.sigmoid(gate)
 
 
+def _range(x: torch.Tensor) -> tuple[int, int]:
+    """``(min, max)`` of the integer tensor ``x`` with one host read; ``(0, 0)`` if empty."""
+    if not x.numel():
+        return 0, 0
+    low, high = torch.stack(torch.aminmax(x)).tolist()
+    return low, high
+
+
 def _gumbel_max(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """One categorical draw per row of ``logits: [batch, K]`` -> ``[batch]`` int64."""
     u = torch.rand(logits.shape, generator=generator, device=logits.device)
@@ -133,6 +141,14 @@ class WaveNet(PyroModule):
                          else as_int(gate_channels, "gate_channels"))
         num_levels = as_int(num_levels, "num_levels", minimum=2)
         num_classes = None if num_classes is None else as_int(num_classes, "num_classes")
+        # Every block pads its input by its dilation, so even one step of one sequence holds
+        # [channels, 1 + 2^(layers-1)] values: refuse a receptive field no machine can run
+        # before building anything (a convolution of dilation 2^35 is accepted by torch).
+        widest = 2 ** (layers - 1)
+        check_memory(channels * (1 + widest) + 2 * gate_channels, torch.get_default_dtype(),
+                     f"layers={layers}: the largest dilation 2**{layers - 1} pads every "
+                     f"block's input to [channels, T + 2**{layers - 1}], {channels} x "
+                     f"{1 + widest:,} values for one sequence of T = 1")
         self.num_levels = num_levels
         self.num_classes = num_classes
         self.channels = channels
@@ -149,7 +165,9 @@ class WaveNet(PyroModule):
         """Number of past samples that the prediction of ``x_t`` depends on."""
         return 1 + sum(block.dilation for block in self.blocks)
 
-    def _check(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
+    def _check(self, x: torch.Tensor, y: torch.Tensor | None, fast: bool = False) -> None:
+        """Type, shape, the memory of the run (the network's forward pass, or the fast
+        sampler's queues when ``fast``), then the values of ``x`` and ``y``."""
         if not torch.is_tensor(x) or x.dtype != torch.long:
             raise TypeError(f"x must be an int64 tensor of levels, got "
                             f"{getattr(x, 'dtype', type(x))}")
@@ -157,11 +175,19 @@ class WaveNet(PyroModule):
             raise ValueError(f"x must have shape [batch, T] with T >= 1, got {list(x.shape)}")
         if x.shape[0] == 0:
             raise ValueError(f"x has no datapoints (shape {list(x.shape)})")
-        # Value checks read the data on the host (a GPU synchronization): only while Pyro's
-        # validation is on, which `fit` limits to the first step.
-        if is_validation_enabled() and x.numel() and (x.min() < 0 or x.max() >= self.num_levels):
+        check_not_meta(x, "x")
+        what = f"x of shape {list(x.shape)}"
+        if fast:
+            self._check_run_memory(x.shape[0], x.shape[1], True, what)
+        else:
+            self._check_forward_memory(x.shape[0], x.shape[1], what)
+        # The levels index the embedding: out of range they fail as a bare IndexError (a
+        # device-side assert on CUDA), so they are checked whatever Pyro's validation says,
+        # with one min/max (one host read).
+        low, high = _range(x)
+        if low < 0 or high >= self.num_levels:
             raise ValueError(f"x must hold levels in 0..{self.num_levels - 1}, got range "
-                             f"[{int(x.min())}, {int(x.max())}]")
+                             f"[{low}, {high}]")
         self._check_condition(y, x.shape[0])
 
     def _check_condition(self, y: torch.Tensor | None, batch: int) -> None:
@@ -172,9 +198,11 @@ class WaveNet(PyroModule):
         if not torch.is_tensor(y) or y.dtype != torch.long or y.shape != (batch,):
             raise ValueError(f"y must be an int64 tensor [batch] = [{batch}] of class ids, got "
                              f"{getattr(y, 'dtype', type(y))} {list(getattr(y, 'shape', []))}")
-        if is_validation_enabled() and (y.min() < 0 or y.max() >= self.num_classes):
+        check_not_meta(y, "y")
+        low, high = _range(y)  # indices of the class embeddings: checked always, as x
+        if batch and (low < 0 or high >= self.num_classes):
             raise ValueError(f"y must hold class ids in 0..{self.num_classes - 1}, got range "
-                             f"[{int(y.min())}, {int(y.max())}]")
+                             f"[{low}, {high}]")
 
     def logits_from_embedding(self, e: torch.Tensor, y: torch.Tensor | None = None
                               ) -> torch.Tensor:
@@ -193,9 +221,14 @@ class WaveNet(PyroModule):
         return self.logits_from_embedding(self.embed(x).transpose(1, 2), y)
 
     def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """``log p(x | y)`` in nats per sequence: ``x: [batch, T]`` -> ``[batch]``."""
+        """``log p(x | y)`` in nats per sequence: ``x: [batch, T]`` -> ``[batch]``;
+        ``FloatingPointError`` naming the rows where the network's logits are NaN or
+        infinite (NaN weights, an overflow), which would make the score NaN."""
         log_p = self.logits(x, y).log_softmax(-1)  # [batch, T, num_levels]
-        return log_p.gather(-1, x[..., None]).squeeze(-1).sum(-1)
+        log_p = log_p.gather(-1, x[..., None]).squeeze(-1).sum(-1)
+        check_finite_rows(log_p.detach(), f"{type(self).__name__}.log_prob",
+                          "the log-probabilities from the network's logits")
+        return log_p
 
     @pyro_method
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
@@ -240,6 +273,20 @@ class WaveNet(PyroModule):
             e = embed(x[:, t])  # [batch, channels]
         return x
 
+    def _check_forward_memory(self, batch: int, num_steps: int, what: str) -> None:
+        """``ValueError`` naming ``what`` when the network's forward pass on ``[batch,
+        num_steps]`` levels would hold more bytes than physical memory: per sequence (a lower
+        bound) the widest block's input padded by its dilation and its convolution
+        ``channels (T + d) + 2 gate T``, or the head's skip sum and logits."""
+        blocks = list(self.blocks)
+        gate2 = blocks[0].conv.out_channels  # 2 * gate_channels
+        dilation = max(b.dilation for b in blocks)
+        per_sequence = max(self.channels * (num_steps + dilation) + gate2 * num_steps,
+                           (blocks[0].sizes[1] + self.num_levels) * num_steps)
+        check_memory(batch * per_sequence, self.embed.weight.dtype,
+                     f"{what}: the network's widest layer, {per_sequence:,} values per "
+                     f"sequence")
+
     def _check_run_memory(self, batch: int, num_steps: int, cached: bool, what: str) -> None:
         """``ValueError`` naming ``what`` (the arguments that set ``batch`` and ``num_steps``)
         when a run would hold more bytes than physical memory (:func:`check_bytes`).
@@ -273,8 +320,7 @@ class WaveNet(PyroModule):
     def cached_logits(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """What the fast sampler computes, teacher-forced on ``x: [batch, T]``:
         ``[batch, T, num_levels]``, equal to :meth:`logits` up to float rounding."""
-        self._check(x, y)
-        self._check_run_memory(x.shape[0], x.shape[1], True, f"x of shape {list(x.shape)}")
+        self._check(x, y, fast=True)
         steps = []
 
         def teacher(t, logits):
@@ -305,6 +351,12 @@ class WaveNet(PyroModule):
                 (the full network on the receptive field every step).
             generator: source of the Gumbel noise instead of ``seed``, a
                 :class:`torch.Generator` on the model's device.
+
+
+        Raises:
+            FloatingPointError: the network's logits at a step are NaN or infinite (NaN
+                weights, an overflow), naming the first such step and its rows; on the CPU
+                at that step, on an accelerator once after the run. No levels are returned.
         """
         runs = {"fast": self._run_cached, "naive": self._run_naive}
         if not isinstance(method, str) or method not in runs:
@@ -327,5 +379,14 @@ class WaveNet(PyroModule):
                                f"num_samples={num_samples}, batch_size={batch}")
         if generator is None:
             generator = torch.Generator(device).manual_seed(seed)
-        return runs[method](batch, num_samples, y,
-                            lambda t, logits: _gumbel_max(logits, generator))
+        # the argmax of _gumbel_max would turn NaN logits into level 0, silently
+        guard = NonFiniteGuard(f"{type(self).__name__}.generate(method={method!r})", device,
+                               lambda t: f"time step {t}")
+
+        def choose(t: int, logits: torch.Tensor) -> torch.Tensor:
+            guard.update(t, ~torch.isfinite(logits).all(-1))
+            return _gumbel_max(logits, generator)
+
+        x = runs[method](batch, num_samples, y, choose)
+        guard.finish()
+        return x

@@ -52,22 +52,25 @@ def main() -> None:
     box(ax, 0.2, 0.5, 7.5, 4.6, "inference/", "", "#eef3fa", size=10)
     wings = [("evidence/", "ELBO, IWAE, AIS,\nexact, diagnostics,\ngaps"),
              ("training/", "fit, objectives,\nSVI steps,\ncheckpoints,\ndata-parallel"),
-             ("uses/", "completion,\noutliers,\nrepresentations"),
+             ("uses/", "completion,\nsuper-resolution,\noutliers,\nrepresentations,\nMAP search"),
              ("coding/", "range coding,\nbits-back")]
     for k, (name, body) in enumerate(wings):
         box(ax, 0.4 + 1.82 * k, 2.75, 1.7, 1.8, name, body)
-    roots = [("weights", "tracing a pair,\nimportance weights;\ncompiling, densities"),
-             ("units", "nats, bits,\nbits/dim"),
-             ("checks", "argument\nchecks"), ("protocols", "what a use needs\nof a model")]
+    roots = [("pair_check", "one survey\nof a pair"),
+             ("weights", "importance\nweights,\ncompiling"),
+             ("supports", "supports\nthrough\ntransforms"),
+             ("units", "nats, bits,\nbits/dim"), ("checks", "argument\nchecks"),
+             ("protocols", "what a use\nneeds of\na model")]
     for k, (name, body) in enumerate(roots):
-        box(ax, 0.4 + 1.82 * k, 0.7, 1.7, 1.4, name, body, "#d9ead3")
+        box(ax, 0.4 + 1.21 * k, 0.7, 1.13, 1.4, name, body, "#d9ead3", size=7.5)
     ax.text(3.9, 2.43, "wings import the root, never the reverse; no cycles\n"
             "(one wing uses another: training imports evidence)", ha="center", va="center",
             fontsize=7.5, style="italic")
 
     box(ax, 8.3, 0.5, 3.7, 4.6, "ppl_models/", "", "#eef3fa", size=10)
     box(ax, 8.5, 2.75, 3.3, 1.8, "model/guide pairs",
-        "vae, pixelcnn, pixel_vae,\nwavenet, ngram, neural_lm,\ntoy_manifold, linear_gaussian")
+        "vae, pixelcnn, pixel_vae,\nwavenet, ngram, neural_lm,\n"
+        "flow_guide, hierarchical_vae,\ntoy_manifold, linear_gaussian")
     box(ax, 8.5, 1.45, 3.3, 1.1, "building blocks", "layers, networks,\nlikelihoods, checks")
     box(ax, 8.5, 0.7, 3.3, 0.6, "data, text, audio", "", "#d9ead3", size=8)
 

@@ -7,24 +7,16 @@ OpenMP team waits on threads that are not scheduled: on a machine at load 7-9 an
 3.3 s with torch's default 2 threads against 0.30 s with one (11x), 20-26x with 2-4 more
 busy processes; with ``OMP_WAIT_POLICY=PASSIVE`` two threads took 0.36 s. So an example run
 uses all cores only when the load average leaves them idle, one thread otherwise; an explicit
-``--threads`` wins. OpenMP's wait policy is read once, when the runtime loads with torch:
-:func:`passive_openmp_wait` only helps when called before ``import torch``.
+``--threads`` wins. The passive wait policy is not set: it is 2.5x slower on a quiet
+machine (docs/performance.md).
 
-This module imports nothing heavy at import time, so a script may call
-:func:`passive_openmp_wait` first.
+This module imports torch only inside :func:`configure_threads`.
 """
 
 from __future__ import annotations
 
 import math
 import os
-
-
-def passive_openmp_wait() -> None:
-    """Ask OpenMP threads to sleep instead of spinning while they wait
-    (``OMP_WAIT_POLICY=PASSIVE``), unless the user set a policy. Effective only before
-    torch is imported (the runtime reads it when it loads)."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def default_threads(cores: int | None = None, load: float | None = None) -> int:

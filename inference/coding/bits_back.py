@@ -41,6 +41,7 @@ import struct
 import numpy as np
 import torch
 
+from ..checks import check_not_meta
 from ..protocols import BernoulliLatentModel, require
 from .range_coding import (
     KIND_BITS_BACK,
@@ -161,6 +162,7 @@ def _check_images(images: torch.Tensor, image_shape) -> None:
     if images.dim() != 4 or tuple(images.shape[1:]) != tuple(image_shape):
         raise ValueError(f"images must be [batch, {', '.join(map(str, image_shape))}], got "
                          f"{list(images.shape)}")
+    check_not_meta(images, "images")
     if images.numel() and not ((images == 0) | (images == 1)).all():
         raise ValueError("bits-back coding codes binary images: values must be 0 or 1")
 

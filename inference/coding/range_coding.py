@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ..checks import as_int_list
+from ..checks import as_int_list, check_not_meta
 from ..protocols import MarkovTextModel, require
 
 WORD_BYTES = 4  # constriction emits 32-bit words
@@ -157,6 +157,7 @@ def _check_tables(symbols: torch.Tensor, probs: torch.Tensor, coding: bool = Tru
     for name, value in (("symbols", symbols), ("probs", probs)):
         if not torch.is_tensor(value):
             raise TypeError(f"{name} must be a tensor, got {type(value).__name__}")
+        check_not_meta(value, name)
     if symbols.dim() != 1 or probs.dim() != 2 or probs.shape[0] != symbols.shape[0]:
         raise ValueError(f"need symbols [n] and probs [n, V], got {list(symbols.shape)} and "
                          f"{list(probs.shape)}")
@@ -184,6 +185,7 @@ def check_probs(probs: torch.Tensor, source: str = "probability table",
     lies outside ``[MIN_ROW_SUM, MAX_ROW_SUM]``. The error names ``source`` and the row."""
     if not probs.is_floating_point():
         raise ValueError(f"{source} must hold finite, non-negative floats, got {probs.dtype}")
+    check_not_meta(probs, source)
     size = probs.shape[1]
     if coding and not 2 <= size <= MAX_ALPHABET:
         raise ValueError(f"{source} has V={size} symbols (columns), the coder needs "
@@ -342,6 +344,7 @@ def encode_words(lm, x: torch.Tensor) -> bytes:
             symbols, or tables the coder cannot take.
     """
     require(lm, MarkovTextModel, "lm")
+    check_not_meta(x, "x")
     targets, contexts, mask = lm.contexts(x)
     _check_symbol_count(int(mask.sum()), "words")
     with torch.no_grad():
@@ -437,6 +440,7 @@ def encode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor],
     if symbols.dim() != 4 or symbols.dtype != torch.long or not all(symbols.shape):
         raise ValueError(f"symbols must be int64 [batch, C, H, W] with no empty dim, got "
                          f"{symbols.dtype} {list(symbols.shape)}")
+    check_not_meta(symbols, "symbols")
     _check_symbol_count(symbols.numel(), "images")
     with torch.no_grad():
         probs = pixel_probs(symbols)

@@ -69,21 +69,20 @@ from torch.distributions import biject_to
 from torch.distributions.transforms import ComposeTransform, IndependentTransform
 from tqdm.auto import tqdm
 
-from ..checks import check_int, check_number, check_pair_call
+from ..checks import check_int, check_number, check_pair_call, check_weights_memory
+from ..pair_check import PARTICLE_PLATE, PairStructure, data_frame, sample_sites
 from ..weights import (
-    PARTICLE_PLATE,
-    PairStructure,
-    data_frame,
-    per_datapoint,
-    sample_sites,
-    check_finite_inputs,
-    check_num_samples,
+    check_data,
     check_log_weights,
+    check_num_samples,
+    check_particle_memory,
     checked_log_weights,
     checked_pair,
     log_mean_exp,
+    per_datapoint,
     trace_log_density,
     vectorized_traces,
+    weight_itemsize,
 )
 
 TRANSITIONS = ("hmc", "mala", "uha", "ula")
@@ -141,17 +140,29 @@ def annealing_schedule(num_steps: int, kind: str = "sigmoid", sharpness: float =
     ``"linear"``: ``beta_t = t / T``. ``"sigmoid"`` [2]: ``s_t = sigmoid(sharpness (2 t / T - 1))``
     rescaled to run from 0 to 1, which spends more steps near both ends of the path, where
     the intermediate densities change fastest (``sharpness > 0``; larger is more so).
+
+    ``dtype`` must be a floating-point ``torch.dtype`` (an integer one would round every beta
+    to 0 or 1); ``ValueError`` naming it otherwise, and when the schedule rounded to it no
+    longer increases strictly (float16 or bfloat16 with many steps).
     """
     check_int(num_steps, "num_steps")
     check_number(sharpness, "sharpness", positive=True)
     if kind not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {kind!r}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch.dtype (e.g. torch.float64), "
+                         f"got {dtype!r}")
     t = torch.linspace(0.0, 1.0, num_steps + 1, dtype=torch.float64)
     if kind == "sigmoid" and num_steps > 1:
         s = torch.sigmoid(sharpness * (2 * t - 1))
         t = (s - s[0]) / (s[-1] - s[0])
         t[0], t[-1] = 0.0, 1.0
-    return t.to(dtype=dtype, device=device)
+    rounded = t.to(dtype=dtype)
+    if bool((rounded[1:] <= rounded[:-1]).any()):
+        raise ValueError(f"dtype={dtype} cannot hold {num_steps} strictly increasing inverse "
+                         f"temperatures of the {kind!r} schedule (neighbours round to the same "
+                         "value); use torch.float32 or torch.float64")
+    return rounded.to(device=device)
 
 
 def _is_identity(transform) -> bool:
@@ -260,11 +271,11 @@ class _AnnealingPath:
                     log_q_free = log_q_free + per_datapoint(log_p, node, self.nesting, batch)
             # log q(z) of the model's latents: the free part plus the Delta sites' log
             # densities (minus log|det dz/du| of an AutoGuide's transform)
-            log_q = trace_log_density(guide_trace, self.structure, num_chains, observed=False)
+            log_q = trace_log_density(guide_trace, self.structure, observed=False)
             with pyro.plate(PARTICLE_PLATE, num_chains, dim=-self.nesting), poutine.block():
                 model_trace = poutine.trace(poutine.replay(self.model, trace=guide_trace)
                                             ).get_trace(*self.args, **self.kwargs)
-            log_joint = trace_log_density(model_trace, self.structure, num_chains)
+            log_joint = trace_log_density(model_trace, self.structure)
             # target in the free latents' space: p(x, z(u)) |det dz/du|
             a, b = log_q_free + log_jac, log_joint - (log_q - log_q_free) + log_jac
             grad_a = _grad(a, flat, retain=True)
@@ -466,7 +477,7 @@ def ais_log_evidence(
     check_number(step_jitter, "step_jitter", minimum=0.0)
     if not step_jitter < 1:
         raise ValueError(f"step_jitter must lie in [0, 1), got {step_jitter!r}")
-    check_finite_inputs(args, kwargs)
+    check_data(args, kwargs)
     if start == "prior":
         guide = _prior_as_guide(model)
     elif guide is None:
@@ -479,9 +490,14 @@ def ais_log_evidence(
             f"step_size must be a number or a tensor of shape [batch] = "
             f"[{structure.batch_size}], got shape {list(step_size.shape)}"
         )
+    check_weights_memory(num_chains, structure.batch_size, weight_itemsize(args, kwargs),
+                         "num_chains")
     if not structure.model_latents:
         return _no_latents(model, guide, args, kwargs, num_chains, chunk_size, structure,
                            step_size)
+    # HMC's moves differentiate the log densities: twice the memory of a plain pass
+    check_particle_memory(model, guide, args, kwargs, structure, num_chains, chunk_size,
+                          "num_chains", gradients=True)
     target = DEFAULT_TARGET_ACCEPT[transition] if target_accept is None else target_accept
     leapfrogs = num_leapfrog if transition in ("hmc", "uha") else 1
     adjusted = transition in ("hmc", "mala")
@@ -549,7 +565,8 @@ def ais_log_evidence(
 def _no_latents(model, guide, args, kwargs, num_chains, chunk_size, structure,
                 step_size) -> AISResult:
     """The exact result for a pair without latent sites: every weight is ``log p(x)``."""
-    log_w = checked_log_weights(model, guide, args, kwargs, num_chains, chunk_size, structure)
+    log_w = checked_log_weights(model, guide, args, kwargs, num_chains, chunk_size, structure,
+                                name="num_chains")
     log_evidence = log_w[0]  # [batch]
     eps = torch.as_tensor(step_size, dtype=log_w.dtype, device=log_w.device)
     return AISResult(

@@ -16,37 +16,21 @@ import torch
 from ..checks import (
     as_int,
     as_int_list,
-    check_nonempty_batch,
     check_pair_call,
     check_weights_memory,
 )
-from ..pair_check import DATA_PLATE, PairStructure, survey_pair
+from ..pair_check import DATA_PLATE, attach_subsample, PairStructure, survey_pair
 from ..weights import (
-    attach_subsample,
-    check_finite_inputs,
     check_compile,
+    check_data,
+    check_finite_inputs,
     check_num_samples,
     checked_log_weights,
     checked_pair,
     log_mean_exp,
+    log_weights_for,
     weight_itemsize,
 )
-
-
-def _check_data(args: tuple, kwargs: dict) -> None:
-    """Refuse data a Pyro model cannot score, NaN or infinite data and an empty batch."""
-    check_finite_inputs(args, kwargs)
-    check_nonempty_batch(args, kwargs)
-
-
-def _weights(use, model, guide, args, kwargs, num_samples, chunk_size, compile):
-    num_samples, chunk_size = check_num_samples(num_samples, chunk_size)
-    check_compile(compile, model, guide, args, kwargs)
-    _check_data(args, kwargs)
-    model, guide, structure = checked_pair(model, guide, args, kwargs, use)
-    check_weights_memory(num_samples, structure.batch_size, weight_itemsize(args, kwargs))
-    return checked_log_weights(model, guide, args, kwargs, num_samples, chunk_size,
-                               structure, compile), structure
 
 
 def _cut(args: tuple, kwargs: dict, start: int, stop: int) -> tuple[tuple, dict]:
@@ -100,9 +84,9 @@ def elbo(model: Callable, guide: Callable, *args, num_samples: int = 1,
         (:func:`inference.log_importance_weights`).
     """
     check_pair_call(elbo, kwargs, model=model, guide=guide)
-    weights, structure = _weights("elbo", model, guide, args, kwargs, num_samples, chunk_size,
-                                  compile)
-    return attach_subsample(weights.mean(0), structure)
+    log_w, structure = log_weights_for("elbo", model, guide, args, kwargs, num_samples,
+                                       chunk_size, compile)
+    return attach_subsample(log_w.mean(0), structure)
 
 
 def iwae_bound(model: Callable, guide: Callable, *args, num_samples: int,
@@ -120,9 +104,9 @@ def iwae_bound(model: Callable, guide: Callable, *args, num_samples: int,
         ``[batch]`` in nats.
     """
     check_pair_call(iwae_bound, kwargs, model=model, guide=guide)
-    weights, structure = _weights("iwae_bound", model, guide, args, kwargs, num_samples,
-                                  chunk_size, compile)
-    return attach_subsample(log_mean_exp(weights, 0), structure)
+    log_w, structure = log_weights_for("iwae_bound", model, guide, args, kwargs, num_samples,
+                                       chunk_size, compile)
+    return attach_subsample(log_mean_exp(log_w, 0), structure)
 
 
 def log_evidence(model: Callable, guide: Callable, x: torch.Tensor, *, num_samples: int = 1,
@@ -265,7 +249,7 @@ def bound_sweep(model: Callable, guide: Callable, *args,
     chunk_size = None if chunk_size is None else as_int(chunk_size, "chunk_size")
     repeats = as_int(repeats, "repeats")
     check_compile(compile, model, guide, args, kwargs)
-    _check_data(args, kwargs)
+    check_data(args, kwargs)
     if data_batch_size is None:
         parts = [(args, kwargs, None)]
     else:

@@ -10,19 +10,19 @@ import torch
 from pyro import poutine
 from torch.distributions import constraints
 
-from ..checks import (check_int, check_nonempty_batch, check_number, check_pair_call,
+from ..checks import (check_int, check_number, check_pair_call,
                       physical_memory_bytes)
-from ..pair_check import check_subsampled_plates, warn_if_tempered
-from ..weights import (
+from ..pair_check import (
     DATA_PLATE,
     PARTICLE_PLATE,
-    PairStructure,
-    check_finite_inputs,
+    check_subsampled_plates,
     data_frame,
-    per_datapoint,
+    PairStructure,
     sample_sites,
     survey_pair,
+    warn_if_tempered,
 )
+from ..weights import check_data, per_datapoint
 
 
 class ExactEvidence(NamedTuple):
@@ -228,8 +228,7 @@ def exact_log_evidence(
         raise TypeError("exact_log_evidence(model, *args) integrates the model alone: argument 0 "
                         f"is a callable ({getattr(args[0], '__name__', type(args[0]).__name__)}), "
                         "not data; pass no guide")
-    check_finite_inputs(args, kwargs)
-    check_nonempty_batch(args, kwargs)
+    check_data(args, kwargs)
     check_int(num_points, "num_points", 3)
     check_int(chunk_size, "chunk_size")
     if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:

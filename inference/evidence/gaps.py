@@ -43,20 +43,25 @@ from pyro.distributions.torch_distribution import MaskedDistribution
 from tqdm.auto import tqdm
 
 from ..checks import (check_int, check_nonempty_batch, check_number, check_pair_call,
-                      check_weights_memory)
-from ..pair_check import PairError, guide_conditional_sites, site_mask
-from ..weights import (
+                      check_program, check_weights_memory)
+from ..pair_check import (
     DATA_PLATE,
-    PairStructure,
-    data_frame,
-    sample_sites,
-    check_finite_inputs,
-    check_num_samples,
-    checked_log_weights,
     check_pair,
+    data_frame,
+    conditional_sites_of_guide,
+    PairError,
+    PairStructure,
+    sample_sites,
+    site_mask,
+    survey_pair,
+)
+from ..weights import (
+    check_data,
+    check_num_samples,
+    check_particle_memory,
+    checked_log_weights,
     checked_pair,
     particle_log_weights,
-    survey_pair,
     weight_itemsize,
 )
 
@@ -106,8 +111,8 @@ class LocalGaussianGuide:
     """
 
     def __init__(self, guide: Callable, *args, **kwargs):
-        check_finite_inputs(args, kwargs)
-        check_nonempty_batch(args, kwargs)
+        check_program(guide, "guide")
+        check_data(args, kwargs)
         with poutine.block(), torch.no_grad():
             trace = poutine.trace(guide).get_trace(*args, **kwargs)
         self.sites: list[_LocalSite] = []
@@ -195,10 +200,28 @@ def _check_step(loss: float, grads, step: int, num_steps: int, lr: float) -> Non
         "and the data")
 
 
-def fit_local_guide(model: Callable, local_guide: LocalGaussianGuide, *args,
+def _local_parameters(local_guide) -> list[torch.Tensor]:
+    """``local_guide.parameters()`` as a list of leaf tensors that require gradients;
+    ``TypeError`` naming ``local_guide`` otherwise."""
+    method = getattr(local_guide, "parameters", None)
+    params = list(method()) if callable(method) else None
+    if not params or not all(torch.is_tensor(p) and p.is_leaf and p.requires_grad
+                             for p in params):
+        raise TypeError(
+            f"local_guide ({type(local_guide).__name__}) must have parameters() returning its "
+            "free tensors, leaves with requires_grad: a LocalGaussianGuide or a pair's "
+            "local_guide(x)")
+    return params
+
+
+def fit_local_guide(model: Callable, local_guide: LocalGaussianGuide | Callable, *args,
                     num_steps: int = 500, lr: float = 0.02, num_particles: int = 16,
                     progress: bool = False, **kwargs) -> list[float]:
     """Maximize each datapoint's ELBO over its own local parameters (in place).
+
+    ``local_guide``: a :class:`LocalGaussianGuide`, or a pair's own local guide (a
+    ``ppl_models.LocalGuide`` such as ``FlowVAE.local_guide(x)``: a guide called with the
+    model's ``*args``/``**kwargs`` whose ``parameters()`` are the free tensors).
 
     Adam on ``-sum_i ELBO_i`` estimated with ``num_particles`` reparameterized draws per
     datapoint, the learning rate decaying linearly from ``lr`` to ``lr / 10`` so the final
@@ -215,11 +238,19 @@ def fit_local_guide(model: Callable, local_guide: LocalGaussianGuide, *args,
     """
     check_pair_call(fit_local_guide, kwargs, model=model, local_guide=local_guide)
     _check_fit_arguments(num_steps, lr, num_particles)
+    _local_parameters(local_guide)
     check_nonempty_batch(args, kwargs)
-    structure = check_pair(survey_pair(model, local_guide, args, kwargs), "amortization_gap")
+    structure = check_pair(survey_pair(model, local_guide, args, kwargs), "elbo")
+    fixed = [n for n in structure.non_reparameterized if n not in structure.auxiliary]
+    if fixed:
+        raise PairError(f"fit_local_guide: local guide site '{fixed[0]}' has no "
+                        "reparameterized sampler (rsample); its parameters get no gradient "
+                        "through the draws")
     check_weights_memory(num_particles, structure.batch_size, weight_itemsize(args, kwargs),
                          "num_particles")
-    params = local_guide.parameters()
+    check_particle_memory(model, local_guide, args, kwargs, structure, num_particles, None,
+                          "num_particles", gradients=True, chunkable=False)
+    params = _local_parameters(local_guide)
     optimizer = torch.optim.Adam(params, lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 1.0 - 0.9 * step / max(num_steps - 1, 1)
@@ -290,7 +321,8 @@ class GapResult:
 
 def _elbo_with_stderr(model, guide, args, kwargs, num_samples, chunk_size):
     structure = survey_pair(model, guide, args, kwargs)
-    log_w = checked_log_weights(model, guide, args, kwargs, num_samples, chunk_size, structure)
+    log_w = checked_log_weights(model, guide, args, kwargs, num_samples, chunk_size, structure,
+                                name="num_eval_samples")
     return log_w.mean(0), log_w.std(0) / math.sqrt(num_samples)
 
 
@@ -318,6 +350,40 @@ def _log_evidence_per_datapoint(log_evidence, structure: PairStructure) -> torch
     return log_evidence if subsample is None else log_evidence[subsample]
 
 
+# How many Monte Carlo standard errors an ELBO estimate may lie above the caller's log p(x)
+# before log_evidence is refused (log p(x) >= ELBO; 6 is missed by chance ~1e-9 of the time).
+EVIDENCE_STDERRS = 6.0
+
+
+def _check_evidence_above(log_evidence: torch.Tensor, elbo: torch.Tensor,
+                          stderr: torch.Tensor, which: str, subsample) -> None:
+    """``ValueError`` naming the datapoints where the caller's ``log_evidence`` lies below the
+    ``which`` ELBO estimate by more than :data:`EVIDENCE_STDERRS` of its standard errors (plus
+    float rounding): ``log p(x) >= ELBO`` for every guide, so such a ``log_evidence`` is wrong
+    (other datapoints, another order or unit, a loose estimate) and every gap with it too."""
+    rounding = 64 * torch.finfo(elbo.dtype).eps
+    elbo, stderr = elbo.double(), stderr.double()
+    below = elbo - log_evidence.double()
+    tolerance = EVIDENCE_STDERRS * stderr + rounding * (1.0 + elbo.abs())
+    bad = below > tolerance
+    if not bad.any():
+        return
+    rows = bad.nonzero().flatten()
+    where = ("datapoints" if subsample is None else
+             "datapoints (columns of this call; full-data indices "
+             f"{subsample[rows[:10]].tolist()})")
+    shown = ", ".join(f"{int(i)}: {float(below[i]):.3g} nats (se {float(stderr[i]):.2g})"
+                      for i in rows[:5])
+    raise ValueError(
+        f"amortization_gap: log_evidence lies below the {which} ELBO at {len(rows)} "
+        f"{where} {rows.tolist()[:10]}, by more than {EVIDENCE_STDERRS:g} Monte Carlo "
+        f"standard errors ({shown}); log p(x) >= ELBO for every guide, so this "
+        "log_evidence is wrong for these datapoints (other datapoints or order, another unit "
+        "such as bits or per dimension, or an estimate looser than the ELBO) and the gaps "
+        "would be too; pass exact log p(x) or a tighter estimate (AIS, IWAE_5000) of the "
+        "same datapoints")
+
+
 def amortization_gap(model: Callable, guide: Callable, *args,
                      log_evidence: torch.Tensor | None = None, num_steps: int = 500,
                      lr: float = 0.02, num_particles: int = 16, num_eval_samples: int = 1000,
@@ -339,16 +405,21 @@ def amortization_gap(model: Callable, guide: Callable, *args,
 
     Returns:
         :class:`GapResult` with ``[batch]`` tensors in nats.
+
+    Raises:
+        ValueError: besides bad arguments, a ``log_evidence`` below the amortized ELBO (checked
+            before the local guides are fitted) or the local ELBO by more than 6 of the
+            estimate's Monte Carlo standard errors (plus float rounding), naming the
+            datapoints: ``log p(x) >= ELBO``, so the gaps computed from it would be wrong.
     """
     check_pair_call(amortization_gap, kwargs, model=model, guide=guide)
     check_int(num_eval_samples, "num_eval_samples", 2)  # two at least, for a standard error
     num_eval_samples, chunk_size = check_num_samples(num_eval_samples, chunk_size)
     _check_fit_arguments(num_steps, lr, num_particles)
-    check_finite_inputs(args, kwargs)
-    check_nonempty_batch(args, kwargs)
+    check_data(args, kwargs)
     # one subsample (when the model draws one) for every estimate below
     model, guide, structure = checked_pair(model, guide, args, kwargs, "amortization_gap")
-    conditional = guide_conditional_sites(guide, args, kwargs)
+    conditional = conditional_sites_of_guide(guide, args, kwargs)
     if conditional:
         raise PairError(
             f"amortization_gap: guide site '{conditional[0]}' depends on another latent the "
@@ -361,13 +432,24 @@ def amortization_gap(model: Callable, guide: Callable, *args,
     for count, name in ((num_eval_samples, "num_eval_samples"),
                         (num_particles, "num_particles")):
         check_weights_memory(count, structure.batch_size, weight_itemsize(args, kwargs), name)
+    # the local guides' particles (with gradients) and the evaluations', before any work
+    check_particle_memory(model, guide, args, kwargs, structure, num_particles, None,
+                          "num_particles", gradients=True, chunkable=False)
+    check_particle_memory(model, guide, args, kwargs, structure, num_eval_samples, chunk_size,
+                          "num_eval_samples")
     local = LocalGaussianGuide(guide, *args, **kwargs)
     amortized, amortized_se = _elbo_with_stderr(model, guide, args, kwargs, num_eval_samples,
                                                 chunk_size)
+    if log_evidence is not None:
+        _check_evidence_above(log_evidence, amortized, amortized_se, "amortized",
+                              structure.data_subsample)
     history = fit_local_guide(model, local, *args, num_steps=num_steps, lr=lr,
                               num_particles=num_particles, progress=progress, **kwargs)
     optimized, optimized_se = _elbo_with_stderr(model, local, args, kwargs, num_eval_samples,
                                                 chunk_size)
+    if log_evidence is not None:
+        _check_evidence_above(log_evidence, optimized, optimized_se, "local (optimized)",
+                              structure.data_subsample)
     return GapResult(
         elbo_amortized=amortized,
         elbo_amortized_stderr=amortized_se,

@@ -37,15 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..checks import check_nonempty_batch, check_pair_call, check_weights_memory
-from ..weights import (
-    check_finite_inputs,
-    check_num_samples,
-    checked_log_weights,
-    checked_pair,
-    weight_itemsize,
-    log_mean_exp,
-)
+from ..checks import check_int, check_not_meta, check_pair_call
+from ..weights import check_num_samples, log_mean_exp, log_weights_for
 
 GOOD_K = 0.5
 OK_K = 0.7
@@ -57,14 +50,28 @@ MIN_TAIL_VALUES = 5
 
 
 def _check_log_weights(log_w) -> torch.Tensor:
+    """``log_w`` checked (a ``[K, batch]`` floating tensor with data, K >= 1, no NaN or
+    ``+inf``) and, when it is half precision (float16, bfloat16), as float32: their 3 and 2
+    significant digits make ties of distinct weights and overflow the sums, so the
+    diagnostics are computed in float32 (results equal those of ``log_w.float()``)."""
     if not torch.is_tensor(log_w):
         raise ValueError(f"log_w must be a torch.Tensor [K, batch], got {type(log_w).__name__}")
     if log_w.dim() != 2:
         raise ValueError(f"log_w must have shape [K, batch], got {list(log_w.shape)}")
     if not log_w.is_floating_point():
         raise ValueError(f"log_w must be a floating-point tensor, got dtype {log_w.dtype}")
-    if torch.isnan(log_w).any() or (log_w == math.inf).any():
-        raise ValueError("log_w contains NaN or +inf entries")
+    check_not_meta(log_w, "log_w")
+    if log_w.shape[0] == 0:
+        raise ValueError(f"log_w has no weights (shape {list(log_w.shape)}: K = 0); pass at "
+                         "least one weight per column")
+    if log_w.dtype.itemsize < 4:
+        log_w = log_w.float()
+    nan, posinf = torch.isnan(log_w).any(0), torch.isposinf(log_w).any(0)
+    if nan.any() or posinf.any():
+        raise ValueError(f"log_w (shape {list(log_w.shape)}) contains NaN or +inf entries in "
+                         f"columns {(nan | posinf).nonzero().flatten().tolist()[:10]} "
+                         f"({int(torch.isnan(log_w).sum())} NaN, "
+                         f"{int(torch.isposinf(log_w).sum())} +inf)")
     return log_w
 
 
@@ -77,6 +84,12 @@ def effective_sample_size(log_w: torch.Tensor) -> torch.Tensor:
     Returns:
         ``[batch]`` in ``[1, K]``; K exactly when all weights of a column are equal, and 0 for
         a column whose weights are all zero (``log_w`` all ``-inf``: no usable draw).
+        Same dtype as ``log_w``, except float32 for half-precision ``log_w`` (computed in
+        float32: float16 holds no ESS above 65504).
+
+    Raises:
+        ValueError: ``log_w`` is not a ``[K, batch]`` floating tensor, has K = 0, is a meta
+            tensor, or holds NaN or ``+inf``.
     """
     log_w = _check_log_weights(log_w)
     # relative to each column's largest weight, so that float32 keeps the digits
@@ -90,7 +103,8 @@ def effective_sample_size(log_w: torch.Tensor) -> torch.Tensor:
 
 def tail_length(num_samples: int) -> int:
     """M, how many of ``num_samples`` weights make the tail ArviZ fits:
-    ``ceil(min(K / 5, 3 sqrt(K)))`` [1]."""
+    ``ceil(min(K / 5, 3 sqrt(K)))`` [1]; ``num_samples`` a positive integer."""
+    check_int(num_samples, "num_samples")
     return math.ceil(min(num_samples / 5.0, 3 * math.sqrt(num_samples)))
 
 
@@ -146,8 +160,15 @@ def pareto_k(log_w: torch.Tensor) -> torch.Tensor:
         ``[batch]`` (same dtype and device as ``log_w``): the GPD fit to the tail; ``-inf``
         or ``+inf`` for an atomic tail as above (all nonzero weights equal up to rounding is
         the case of one atom); ``+inf`` for a column of zero weights only (``log_w`` all
-        ``-inf``) or a tail fit that fails.
+        ``-inf``) or a tail fit that fails. Half-precision ``log_w`` (float16, bfloat16) is
+        read as float32 (its rounding is not taken for ties): the k-hats are those of
+        ``pareto_k(log_w.float())``, returned in ``log_w``'s dtype.
+
+    Raises:
+        ValueError: ``log_w`` is not a ``[K, batch]`` floating tensor, has fewer than 21
+            rows, is a meta tensor, or holds NaN or ``+inf``.
     """
+    dtype = log_w.dtype if torch.is_tensor(log_w) else None
     log_w = _check_log_weights(log_w)
     if log_w.shape[0] < MIN_PARETO_SAMPLES:
         raise ValueError(
@@ -171,7 +192,7 @@ def pareto_k(log_w: torch.Tensor) -> torch.Tensor:
     atomic, rarest = (torch.cat(part) for part in zip(*parts))
     k = torch.where(atomic, torch.where(rarest >= MIN_TAIL_VALUES, -math.inf, math.inf), k)
     k = torch.where(finite.any(0), k, math.inf)
-    return k.to(dtype=log_w.dtype, device=log_w.device)
+    return k.to(dtype=dtype, device=log_w.device)
 
 
 @dataclass
@@ -238,12 +259,8 @@ def weight_diagnostics(model: Callable, guide: Callable, *args, num_samples: int
         raise ValueError(
             f"num_samples must be at least {MIN_PARETO_SAMPLES} for k-hat, got {num_samples}"
         )
-    check_finite_inputs(args, kwargs)
-    check_nonempty_batch(args, kwargs)
-    model, guide, structure = checked_pair(model, guide, args, kwargs, "weight_diagnostics")
-    check_weights_memory(num_samples, structure.batch_size, weight_itemsize(args, kwargs))
-    log_w = checked_log_weights(model, guide, args, kwargs, num_samples,
-                                min(chunk_size, num_samples) if chunk_size else None, structure)
+    log_w, structure = log_weights_for("weight_diagnostics", model, guide, args, kwargs,
+                                       num_samples, chunk_size)
     return WeightDiagnostics(
         pareto_k=pareto_k(log_w),
         ess=effective_sample_size(log_w),

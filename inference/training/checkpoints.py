@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import enum
+import functools
 import glob
 import hashlib
+import inspect
 import io
 import numbers
 import os
@@ -17,10 +20,13 @@ import re
 import secrets
 import shutil
 import struct
+import types
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pyro
+import pyro.poutine
 import pyro.util
 import torch
 
@@ -353,35 +359,83 @@ def object_fingerprint(obj) -> dict:
 
 _MAX_LISTED = 64  # longer plain lists (a vocabulary) enter by a digest of their repr
 _MAX_DEPTH = 3  # owned objects are followed this many attributes deep
+# attributes of every nn.Module (its parameters, hooks, ...): never settings
+_MODULE_INTERNALS = frozenset(vars(torch.nn.Module()))
 
 
-def settings_fingerprint(modules) -> dict:
+def settings_fingerprint(modules, functions: dict | None = None,
+                         networks: dict | None = None) -> dict:
     """The plain settings of ``modules`` and of what they own, flat: ``"path" -> value``.
 
     For each module (indexed ``0.``, ``1.``, ...) and each of its submodules, its class
     (``0.__class__``: a ``VAE`` checkpoint does not resume an ``Autoencoder`` of the same
-    parameter shapes) and the public
-    attributes that are numbers, strings, bools or None (or lists, tuples and dicts of them):
-    ``Autoencoder.sparsity``, ``Linear.in_features``; tensors that are not parameters or
-    buffers by shape, dtype and a hash; functions by name, the numbers in their code and the
-    values their closures capture (a likelihood's fixed scale), not by the rest of their code
-    (an edit that leaves those alone, or a library upgrade, still resumes); other owned
-    objects by their own attributes, up to three levels deep. Left out as run-time state:
-    modules' ``training`` flags, attributes named ``device`` or ``args``, command-line
-    ``argparse.Namespace`` objects and progress bars.
+    parameter shapes) and the public attributes, plus the private ones named after a parameter
+    of its class's constructor (an AutoGuide's ``_init_scale``): numbers, strings, bools and
+    None, and lists, tuples, sets and dicts of anything recorded here (a mixed dict entry by
+    entry, ``0.layers['act']``); classes and enum members by name; NumPy arrays and tensors
+    that are not parameters or buffers by shape, dtype and a hash; functions by name, the
+    numbers in their code, their default arguments, the values their closures capture (a
+    likelihood's fixed scale) and the plain values of the globals they use (a script's
+    ``NOISE = 0.1``; functions of the same module are followed), not by the rest of their
+    code (an edit that leaves those alone, or a library upgrade, still resumes);
+    ``functools.partial`` objects by function, arguments and keywords; other owned objects by
+    their own attributes, up to three levels deep.
+
+    ``functions`` (name -> the pair's model and guide) adds each callable under its name:
+    an ``nn.Module`` called as the model (a ``PyroModule``, an ``AutoNormal`` guide) as a
+    module (``guide.init_loc_fn``), a function as above (``model.scale``). ``networks``
+    (``pyro.module`` name -> network) adds the networks a plain-function pair registers
+    (``decoder.2.p``). Modules already recorded are not recorded again.
+
+    Left out as run-time state: modules' ``training`` flags, attributes named ``device`` or
+    ``args``, command-line ``argparse.Namespace`` objects, Pyro traces (an AutoGuide's
+    prototype trace) and progress bars. All of it is deterministic across processes (no
+    memory addresses, sets sorted).
     """
     out: dict = {}
     seen: set = set()
     for index, module in enumerate(modules):
-        for name, sub in module.named_modules():
-            prefix = f"{index}.{name}." if name else f"{index}."
-            seen.add(id(sub))
-            out[prefix + "__class__"] = type(sub).__qualname__
-            for key, value in sorted(vars(sub).items()):
-                if not key.startswith("_") and key != "training" and \
-                        key not in _RUN_STATE_NAMES:
-                    _record_setting(value, prefix + key, out, seen, 1)
+        _record_module(module, f"{index}.", out, seen)
+    done = {id(sub) for module in modules for sub in module.modules()}
+    others = [(name, fn) for name, fn in (functions or {}).items()]
+    others += sorted((networks or {}).items())
+    for name, value in others:
+        if isinstance(value, torch.nn.Module):
+            if id(value) not in done:
+                done.update(id(sub) for sub in value.modules())
+                _record_module(value, f"{name}.", out, seen)
+        elif value is not None:
+            _record_setting(value, name, out, seen, 1)
     return out
+
+
+def _record_module(module, prefix: str, out: dict, seen: set) -> None:
+    for name, sub in module.named_modules():
+        path = f"{prefix}{name}." if name else prefix
+        seen.add(id(sub))
+        out[path + "__class__"] = type(sub).__qualname__
+        arguments = _init_parameters(type(sub))
+        # public attributes first: what they hold is recorded under their names
+        for key, value in sorted(vars(sub).items(), key=lambda kv: (kv[0][:1] == "_", kv[0])):
+            if key.startswith("_") and not (key[1:] in arguments and
+                                            key not in _MODULE_INTERNALS):
+                continue
+            if key != "training" and key not in _RUN_STATE_NAMES:
+                _record_setting(value, path + key, out, seen, 1)
+
+
+_INIT_PARAMETERS: dict = {}
+
+
+def _init_parameters(cls) -> frozenset:
+    """Names of the parameters of ``cls.__init__`` (cached per class)."""
+    if cls not in _INIT_PARAMETERS:
+        try:
+            names = frozenset(inspect.signature(cls.__init__).parameters) - {"self"}
+        except (TypeError, ValueError):
+            names = frozenset()
+        _INIT_PARAMETERS[cls] = names
+    return _INIT_PARAMETERS[cls]
 
 
 def _record_setting(value, path: str, out: dict, seen: set, depth: int) -> None:
@@ -391,30 +445,34 @@ def _record_setting(value, path: str, out: dict, seen: set, depth: int) -> None:
         out[path] = (f"{type(value).__name__} of {len(value)}, digest "
                      f"{hashlib.blake2b(repr(value).encode(), digest_size=8).hexdigest()}"
                      if listed else value)
+    elif isinstance(value, np.generic) and not isinstance(value, np.void):
+        out[path] = value.item()  # np.bool_, np.str_ (NumPy's numbers are plain)
+    elif isinstance(value, enum.Enum):
+        out[path] = _name_of(value)
     elif isinstance(value, (torch.device, torch.dtype)):
         out[path] = str(value)
     elif torch.is_tensor(value):
         held = data_fingerprint([value])[0]
         out[path] = f"tensor {held['shape']} {held['dtype']} (hash {held['hash']})"
+    elif isinstance(value, np.ndarray):
+        out[path] = _array_text(value)
     elif (isinstance(value, (torch.nn.Module, argparse.Namespace)) or id(value) in seen
-          or depth > _MAX_DEPTH or type(value).__module__.split(".")[0] == "tqdm"):
+          or depth > _MAX_DEPTH or _is_run_state(value)):
         return  # submodules have their own paths; cycles and deep objects are not followed
     elif isinstance(value, type):
         out[path] = f"{value.__module__}.{value.__qualname__}"
-    elif callable(value) and hasattr(getattr(value, "__func__", value), "__code__"):
+    elif isinstance(value, functools.partial):
         seen.add(id(value))
-        function = getattr(value, "__func__", value)
-        out[path] = f"{function.__module__}.{function.__qualname__}"
-        numbers_in_code = [c for c in function.__code__.co_consts
-                           if isinstance(c, numbers.Number) and not isinstance(c, bool)]
-        if numbers_in_code:  # a literal such as the 0.1 of lambda p: Normal(p, 0.1)
-            out[path + ".constants"] = numbers_in_code
-        for cell_name, cell in zip(function.__code__.co_freevars, function.__closure__ or ()):
-            try:
-                captured = cell.cell_contents
-            except ValueError:  # an empty cell
-                continue
-            _record_setting(captured, f"{path}.{cell_name}", out, seen, depth + 1)
+        _record_setting(value.func, path, out, seen, depth)
+        if path in out:  # not the bare function: a partial of it
+            out[path] = f"functools.partial({out[path]})"
+        for key, item in (("args", value.args), ("keywords", value.keywords)):
+            if item:
+                _record_setting(item, f"{path}.{key}", out, seen, depth + 1)
+    elif isinstance(value, (list, tuple, dict, set, frozenset)):
+        _record_container(value, path, out, seen, depth)
+    elif callable(value) and hasattr(getattr(value, "__func__", value), "__code__"):
+        _record_function(value, path, out, seen, depth)
     elif callable(value) and not hasattr(value, "__dict__") and hasattr(value, "__qualname__"):
         out[path] = f"{getattr(value, '__module__', None)}.{value.__qualname__}"  # a builtin
     elif hasattr(value, "__dict__") or _is_dataclass(value):
@@ -425,6 +483,130 @@ def _record_setting(value, path: str, out: dict, seen: set, depth: int) -> None:
         for key, item in sorted(fields.items()):
             if not key.startswith("_"):
                 _record_setting(item, f"{path}.{key}", out, seen, depth + 1)
+
+
+def _record_container(value, path: str, out: dict, seen: set, depth: int) -> None:
+    """A list, tuple, set or dict that is not plain: its length (and keys) at ``path``, each
+    item at ``path[key]``; a set, sorted, at ``path`` when its items are described by name;
+    more than _MAX_LISTED items by a digest of what they record."""
+    seen.add(id(value))
+    kind = type(value).__name__
+    if isinstance(value, (set, frozenset)):
+        items = []
+        for item in value:
+            inner: dict = {}
+            _record_setting(item, "", inner, seen, depth + 1)
+            items.append(repr(inner.get("", sorted(inner.items()))))
+        items.sort()
+        out[path] = (f"{kind} [{', '.join(items)}]" if len(items) <= _MAX_LISTED
+                     else f"{kind} of {len(items)}, digest {_digest(items)}")
+        return
+    pairs = (sorted(((_key_text(k), v) for k, v in value.items()), key=lambda kv: kv[0])
+             if isinstance(value, dict) else [(str(i), v) for i, v in enumerate(value)])
+    inner = {}
+    for key, item in pairs:
+        _record_setting(item, f"{path}[{key}]", inner, seen, depth + 1)
+    if len(pairs) > _MAX_LISTED:
+        out[path] = f"{kind} of {len(pairs)}, digest {_digest(sorted(inner.items()))}"
+        return
+    out[path] = (f"{kind} of {len(pairs)}" if not isinstance(value, dict)
+                 else f"{kind} of keys [{', '.join(key for key, _ in pairs)}]")
+    out.update(inner)
+
+
+def _record_function(value, path: str, out: dict, seen: set, depth: int) -> None:
+    """A function (or bound method) by name, the numbers in its code, its default arguments,
+    what its closure captures and the plain values of the globals it names."""
+    seen.add(id(value))
+    function = getattr(value, "__func__", value)
+    seen.add(id(function))
+    out[path] = f"{function.__module__}.{function.__qualname__}"
+    code = function.__code__
+    numbers_in_code = [c for c in code.co_consts
+                       if isinstance(c, numbers.Number) and not isinstance(c, bool)]
+    if numbers_in_code:  # a literal such as the 0.1 of lambda p: Normal(p, 0.1)
+        out[path + ".constants"] = numbers_in_code
+    defaults = {**dict(zip(code.co_varnames[code.co_argcount - len(function.__defaults__ or ()):
+                                            code.co_argcount], function.__defaults__ or ())),
+                **(function.__kwdefaults__ or {})}
+    for name, default in sorted(defaults.items()):
+        _record_setting(default, f"{path}.defaults.{name}", out, seen, depth + 1)
+    for cell_name, cell in zip(code.co_freevars, function.__closure__ or ()):
+        try:
+            captured = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        _record_setting(captured, f"{path}.{cell_name}", out, seen, depth + 1)
+    names = getattr(function, "__globals__", {})
+    for name in sorted(_global_names(code)):
+        if (name not in names or name.startswith("_") or name in _RUN_STATE_NAMES
+                or name in code.co_freevars):
+            continue  # private module state (a library's flags) is not a setting
+        held = names[name]
+        if _value_like(held) or (isinstance(held, types.FunctionType)
+                                 and held.__module__ == function.__module__):
+            _record_setting(held, f"{path}.{name}", out, seen, depth + 1)
+
+
+def _global_names(code) -> set:
+    """The global names ``code`` and the code nested in it (lambdas, comprehensions) use."""
+    names = set(code.co_names)
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            names |= _global_names(constant)
+    return names
+
+
+def _value_like(value) -> bool:
+    """A value a global constant may hold (not a module, class, function or other object)."""
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return len(value) <= _MAX_LISTED and all(_value_like(v) for v in value)
+    if isinstance(value, dict):
+        return len(value) <= _MAX_LISTED and all(_value_like(v) for v in value.values())
+    return (_plain(value) or isinstance(value, (np.generic, np.ndarray, enum.Enum,
+                                                torch.device, torch.dtype))
+            or torch.is_tensor(value))
+
+
+def _is_run_state(value) -> bool:
+    """Progress bars and Pyro traces: state of a run, not settings."""
+    module = type(value).__module__ or ""
+    return module.split(".")[0] == "tqdm" or isinstance(value, pyro.poutine.Trace)
+
+
+def _name_of(member: enum.Enum) -> str:
+    return f"{type(member).__module__}.{type(member).__qualname__}.{member.name}"
+
+
+def _key_text(key) -> str:
+    """A dict key as it appears in a path: ``'act'``, ``3``, a class or enum member by name
+    (never a repr holding a memory address)."""
+    if isinstance(key, enum.Enum):
+        return _name_of(key)
+    if isinstance(key, type):
+        return f"{key.__module__}.{key.__qualname__}"
+    if key is None or isinstance(key, (str, numbers.Number)):
+        return repr(key)
+    return type(key).__qualname__
+
+
+def _digest(items) -> str:
+    return hashlib.blake2b(repr(items).encode(), digest_size=8).hexdigest()
+
+
+def _array_text(array: np.ndarray) -> str:
+    """Shape, dtype and a hash of up to 4096 evenly strided elements of a NumPy array (of an
+    object array, of the repr of its items when they are plain)."""
+    flat = array.reshape(-1)
+    if flat.size > 4096:
+        flat = flat[np.arange(4096, dtype=np.int64) * (flat.size - 1) // 4095]
+    if array.dtype.hasobject:
+        items = flat.tolist()
+        data = repr(items).encode() if all(_plain(v) for v in items) else b""
+    else:
+        data = np.ascontiguousarray(flat).tobytes()
+    return (f"ndarray {list(array.shape)} {array.dtype} "
+            f"(hash {hashlib.blake2b(data, digest_size=8).hexdigest()})")
 
 
 def _plain(value) -> bool:
@@ -440,12 +622,45 @@ def _is_dataclass(value) -> bool:
     return dataclasses.is_dataclass(value) and not isinstance(value, type)
 
 
-def changed_settings(saved: dict, current: dict) -> list[str]:
-    """The settings that both fingerprints hold with different values, described. Settings
-    only one side holds are not compared: the modules' structure is checked by their
-    parameter fingerprint, and a run leaves out what it saw change while it trained."""
-    return [f"{path}: {saved[path]!r} in the checkpoint, {current[path]!r} now"
-            for path in sorted(set(saved) & set(current)) if saved[path] != current[path]]
+_ABSENT = object()
+
+
+def _leaf_differences(path: str, saved, current):
+    """``(path, saved, current)`` of each entry of two plain values that differs, dict
+    entries by their own paths (``0.config['epochs']``)."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for key in sorted(set(saved) | set(current), key=repr):
+            yield from _leaf_differences(f"{path}[{key!r}]", saved.get(key, _ABSENT),
+                                         current.get(key, _ABSENT))
+    elif saved != current:
+        yield path, saved, current
+
+
+def _ignored(path: str, ignore) -> bool:
+    """Whether ``path`` is one of ``ignore`` or inside one (``0.config`` holds
+    ``0.config['epochs']`` and ``0.config.x``)."""
+    return any(path == name or path.startswith((name + ".", name + "[")) for name in ignore)
+
+
+def changed_settings(saved: dict, current: dict, ignore=()) -> list[str]:
+    """The settings that both fingerprints hold with different values, described (an entry of
+    a dict by its own path). Settings only one side holds are not compared: the
+    modules' structure is checked by their parameter fingerprint, a run leaves out what it
+    saw change while it trained, and a checkpoint written before a kind of setting was
+    recorded still resumes. Paths in ``ignore``, and what is inside them, are not compared."""
+    described = []
+    for top in sorted(set(saved) & set(current)):
+        if saved[top] == current[top] or _ignored(top, ignore):
+            continue
+        for path, old, new in _leaf_differences(top, saved[top], current[top]):
+            if not _ignored(path, ignore):
+                described.append(f"{path}: {_shown(old, 'in the checkpoint')}, "
+                                 f"{_shown(new, 'now')}")
+    return described
+
+
+def _shown(value, when: str) -> str:
+    return f"absent {when}" if value is _ABSENT else f"{value!r} {when}"
 
 
 def stable_settings(start: dict, now: dict) -> dict:
@@ -453,6 +668,114 @@ def stable_settings(start: dict, now: dict) -> dict:
     a counter or an annealed weight that training itself moves is not held against a resume."""
     return {path: value for path, value in start.items()
             if path in now and now[path] == value}
+
+
+# checkpoint (resolved path) -> {setting path: (value saved, value after)}: what a run in
+# this process moved after it last wrote that checkpoint (a callback of the last epoch, an
+# interrupted epoch), so that resuming it here is not refused for that
+_MOVED_AFTER_SAVE: dict = {}
+
+
+class SettingsRecord:
+    """The plain settings of one run's pair (:func:`settings_fingerprint`): compared with a
+    checkpoint's on resume and recorded in each checkpoint the run writes.
+
+    A setting that training moves (a call counter, a weight a callback anneals) is left out
+    of the record from then on: each checkpoint lists such paths (``settings_moved``), and a
+    resumed run leaves them out too. Use as a context manager around the run: on leaving
+    (also by an exception or Ctrl-C) it notes what moved after the last checkpoint was
+    written (by the last epoch's callback), so that a resume of it in the same process
+    accepts those values; any other difference is still refused.
+
+    Args:
+        checkpoint: the run's checkpoint path (None: nothing is recorded).
+        ignore: setting paths, as a refusal names them (``"0.started"``,
+            ``"0.config['epochs']"``), that a resume does not compare, with what is inside
+            them: settings that do not change the model.
+    """
+
+    def __init__(self, checkpoint, ignore=()):
+        ignore = [ignore] if isinstance(ignore, str) else ignore
+        try:
+            ignore = tuple(ignore)
+        except TypeError:
+            raise TypeError(f"fit(resume_ignore=...) takes a list of setting paths, as a "
+                            f"refusal names them (\"0.config['epochs']\"); got "
+                            f"{type(ignore).__name__}") from None
+        for name in ignore:
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"fit(resume_ignore=...) takes setting paths, as a refusal "
+                                f"names them (\"0.started\", \"0.config['epochs']\"); got "
+                                f"{name!r}")
+        self.ignore = ignore
+        try:
+            self.key = None if checkpoint is None else str(Path(checkpoint).resolve())
+        except (OSError, RuntimeError):  # a symlink loop: refused later, when written
+            self.key = str(checkpoint)
+        self.modules: list = []
+        self.functions: dict = {}
+        self.networks: dict = {}
+        self.start: dict = {}
+        self.moved: set = set()  # moved by training, in this run or an earlier one
+        self.saved: dict | None = None
+
+    def current(self) -> dict:
+        return settings_fingerprint(self.modules, self.functions, self.networks)
+
+    def watch(self, modules, functions: dict) -> None:
+        """Record the settings of ``modules`` and the pair's callables (name -> callable) at
+        the start of the run."""
+        self.modules, self.functions = list(modules), dict(functions)
+        self.start = self.current()
+
+    def add_networks(self, networks: dict) -> None:
+        """Add the ``pyro.module`` networks (name -> network) found by running the pair."""
+        if networks:
+            self.networks = dict(networks)
+            self.start = {**self.current(), **self.start}
+
+    def differences(self, saved: dict, moved=()) -> list[str]:
+        """What differs from the checkpoint's ``saved`` settings, described, leaving out
+        ``ignore`` and what a run in this process moved after it wrote the checkpoint.
+        ``moved``: the checkpoint's paths that training moved (left out from now on)."""
+        self.moved.update(path for path in moved if isinstance(path, str))
+        after_save = _MOVED_AFTER_SAVE.get(self.key, {})
+        current = {}
+        for path, value in self.start.items():
+            if path in saved and after_save.get(path) == (saved[path], value):
+                self.moved.add(path)
+            else:
+                current[path] = value
+        return changed_settings(saved, current, self.ignore)
+
+    def for_checkpoint(self) -> dict:
+        """What a checkpoint written now records: ``settings``, those of the start that still
+        hold (:func:`stable_settings`) and that training never moved, and
+        ``settings_moved``, the paths training moved."""
+        now = self.current()
+        self.moved.update(path for path, value in self.start.items()
+                          if path not in now or now[path] != value)
+        record = {path: value for path, value in self.start.items() if path not in self.moved}
+        self.saved = record
+        return {"settings": record, "settings_moved": sorted(self.moved)}
+
+    def __enter__(self) -> SettingsRecord:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.key is None or self.saved is None:
+            return
+        try:
+            now = self.current()
+        except Exception:  # noqa: BLE001 - never mask the run's own outcome
+            _MOVED_AFTER_SAVE.pop(self.key, None)
+            return
+        moved = {path: (value, now[path]) for path, value in self.saved.items()
+                 if path in now and now[path] != value}
+        if moved:
+            _MOVED_AFTER_SAVE[self.key] = moved
+        else:
+            _MOVED_AFTER_SAVE.pop(self.key, None)
 
 
 def callable_fingerprint(fn) -> str:

@@ -30,7 +30,6 @@ import torch
 
 from ..checks import check_pair_arguments
 from .. import compiling
-from ..pair_check import guide_conditional_sites
 from ..random_state import forked_rng
 from ..weights import gap_to_eager
 from .objectives import make_loss
@@ -43,6 +42,7 @@ from .svi_step import (
     importance_loss,
     lean_eligible,
     score_pair,
+    scorer_dreg_obstacle,
     score_weights,
     unique_tensors,
     weights_eligible,
@@ -121,14 +121,10 @@ class CompiledSVIStep:
         with pyro.poutine.block(), torch.no_grad(), forked_rng():
             scorer = self._score(args, kwargs)
         if self.loss_name == "dreg":
-            if guide_conditional_sites(self.guide, args, kwargs):
-                raise ValueError("compiled 'dreg' steps need guide sites that do not depend on "
-                                 "each other's values (q(z2 | z1) here); use fit without "
-                                 "compile, which takes DReGLoss's path for such guides")
-            guide_ids = {id(p) for p in scorer.params[:scorer.num_guide_params]}
-            if any(id(p) in guide_ids for p in scorer.params[scorer.num_guide_params:]):
-                raise ValueError("compiled 'dreg' steps need model and guide to use "
-                                 "separate parameters (use fit without compile)")
+            obstacle = scorer_dreg_obstacle(scorer, self.guide, args, kwargs)
+            if obstacle is not None:
+                raise ValueError(f"compiled 'dreg' steps need {obstacle}; use fit without "
+                                 "compile, which takes DReGLoss's path for such pairs")
         foreign = [p for p in unique_tensors(scorer.params)
                    if id(p) not in owned and p.requires_grad]
         if foreign:

@@ -42,7 +42,7 @@ from pyro import poutine
 
 from ..evidence.estimators import elbo
 from ..random_state import forked_rng
-from ..weights import trace_pair
+from ..pair_check import trace_pair
 from .checkpoints import rng_state, save_checkpoint, set_rng_state
 from .handlers import scale_data_plate
 

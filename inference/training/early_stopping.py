@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from collections.abc import Callable, Sequence
 
+import numpy
 import torch
 
 from ..checks import evaluation_mode
@@ -30,10 +32,13 @@ class KeepBest:
 
     Args:
         modules: the ``nn.Module`` (or modules) whose parameters :func:`inference.fit` trains.
-        score: called after every epoch with no arguments; returns a float, higher is better
-            (e.g. the mean exact log-likelihood of a validation split, nats per datapoint).
-            It runs under ``torch.no_grad()`` with every module in evaluation mode (no
-            dropout); each module's training flag is restored afterwards.
+        score: called after every epoch with no arguments; returns a real number (a Python
+            or numpy int or float, or a one-element tensor; not a bool or a string), higher
+            is better (e.g. the mean exact log-likelihood of a validation split, nats per
+            datapoint). It runs under ``torch.no_grad()`` with every module in evaluation
+            mode (no dropout); each module's training flag is restored afterwards. A NaN
+            score is refused (``ValueError`` naming the epoch: a NaN validation score means
+            a broken model or score, not a bad epoch), ``-inf`` counts as the worst score.
 
     Use ``keep = KeepBest(m, score); fit(..., callback=keep); keep.restore()``. Each call
     adds ``"valid_score"`` to the epoch's record (so it lands in fit's history); after
@@ -59,15 +64,35 @@ class KeepBest:
 
     def __call__(self, record: dict) -> None:
         with evaluation_mode(self.modules), torch.no_grad():
-            value = float(self.score())
+            value = self._as_score(self.score(), record.get("epoch"))
         if math.isnan(value):
-            raise ValueError(f"the validation score of epoch {record.get('epoch')} is NaN")
+            raise ValueError(f"the validation score of epoch {record.get('epoch')} is NaN "
+                             f"(score={self._name()}); KeepBest refuses NaN scores")
         record["valid_score"] = value
         self.scored += 1
         if value > self.best_score:
             self.best_score = value
             self.best_epoch = record.get("epoch")
             self._best_state = [copy.deepcopy(m.state_dict()) for m in self.modules]
+
+    def _name(self) -> str:
+        return getattr(self.score, "__name__", None) or type(self.score).__name__
+
+    def _as_score(self, value, epoch) -> float:
+        """The score callable's return ``value`` as a float; ``ValueError`` (as for the rest of
+        KeepBest's input) naming the callable and what it returned unless it is a real
+        number."""
+        if torch.is_tensor(value) and value.numel() == 1 and not value.is_meta and (
+                value.is_floating_point() or value.dtype not in (torch.bool, torch.complex64,
+                                                                  torch.complex128)):
+            return float(value)
+        if isinstance(value, numbers.Real) and not isinstance(value, (bool, numpy.bool_)):
+            return float(value)
+        shown = (f"a tensor of shape {list(value.shape)} and dtype {value.dtype}"
+                 if torch.is_tensor(value) else f"{type(value).__name__} {value!r:.60}")
+        raise ValueError(f"KeepBest: score {self._name()} returned {shown} after epoch {epoch}; "
+                        "it must return a real number (a float, int or one-element tensor), "
+                        "higher is better")
 
     def restore(self) -> None:
         """Load the best epoch's parameters into the modules (in place, so optimizers and

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import time
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import pyro
 import torch
@@ -20,10 +21,11 @@ from ..checks import (check_finite_tensor, check_int, check_number, check_pair_a
 from ..evidence.estimators import elbo
 from ..pair_check import PairError, check_pair, data_frame, trace_pair
 from ..random_state import forked_rng
+from ..supports import describe_support
 from ..weights import check_compile
 from . import checkpoints
 from .handlers import scale_data_plate, scale_latents
-from .minibatches import plan_minibatches, transformed_batch
+from .minibatches import plan_minibatches, reports_no_loss, transformed_batch
 from .registered_modules import (buffers_state, kept_buffers, reachable_modules, registered_prefix,
                        restore_buffers)
 from .svi_step import Adam, SVIStep
@@ -229,20 +231,30 @@ def _check_resumable(state: dict, path, epochs: int, current: dict) -> None:
             f"epochs >= {done} to continue it or use another checkpoint path")
 
 
-def _check_same_settings(state: dict, path, current: dict, parallel) -> None:
-    """Refuse a checkpoint written with other plain settings of the pair's modules (a
-    sparsity weight, a likelihood's fixed scale): resuming would mix two objectives in one
-    history. Checkpoints written before settings were recorded are not checked. With several
+def _check_same_settings(state: dict, path, record: checkpoints.SettingsRecord,
+                         parallel) -> None:
+    """Refuse a checkpoint written with other plain settings of the pair (its modules, the
+    networks it registers, its model and guide callables: a sparsity weight, a likelihood's
+    fixed scale, a dropout rate), naming each: resuming would mix two objectives in one
+    history. ``record.ignore`` (``fit(resume_ignore=...)``) is not compared, nor what a run in
+    this process moved after writing the checkpoint (:class:`.checkpoints.SettingsRecord`).
+    Checkpoints written before settings were recorded are not checked. With several
     processes, rank 0's settings decide (they are the ones its checkpoints record)."""
-    saved = state["fingerprint"].get("pair", {}).get("settings")
-    differences = (checkpoints.changed_settings(saved, current)
+    pair = state["fingerprint"].get("pair", {})
+    saved, moved = pair.get("settings"), pair.get("settings_moved", [])
+    differences = (record.differences(saved, moved if isinstance(moved, list) else [])
                    if isinstance(saved, dict) else [])
     differences = parallel.from_first_rank(differences)
     if differences:
         shown = "; ".join(differences[:8]) + (" ..." if len(differences) > 8 else "")
+        named = differences[0].split(": ", 1)[0]
         raise checkpoints.CheckpointError(
             f"checkpoint {path} was written with other settings of the model or guide: "
-            f"{shown}. Resume with the settings of that run, or use another checkpoint path")
+            f"{shown}. Resume with the settings of that run, or use another checkpoint path. "
+            f"A setting that does not change the model (a training length, a run id or "
+            f"start time) can be left out of this check: fit(..., resume_ignore="
+            f"[{json.dumps(named)}]), or keep it in an attribute whose name starts with \"_\" "
+            "(and does not name a constructor argument)")
 
 
 def _nonfinite_names(params) -> list[str]:
@@ -280,11 +292,19 @@ def _diverged(problem: str, checkpoint, saved: int, earlier: bool) -> FloatingPo
 
 
 def _check_finite_epoch(record: dict, step_losses: list, params, epoch: int, checkpoint,
-                        saved: int, earlier: bool) -> None:
+                        saved: int, earlier: bool, loss=None) -> None:
     """Stop when the epoch's loss, a step's loss, the validation ELBO or a parameter is NaN
-    or infinite, before anything of this epoch is saved (:func:`_on_disk` for the rest)."""
+    or infinite, before anything of this epoch is saved (:func:`_on_disk` for the rest).
+    A ``loss`` object that reports ``inf`` by design (Pyro's ``TraceTailAdaptive_ELBO``,
+    :func:`.minibatches.reports_no_loss`) has only a NaN loss taken for a divergence; its
+    gradients are checked through the parameters, which Adam makes NaN from a NaN or
+    infinite gradient."""
     problem = None
-    if not math.isfinite(record["train_loss"]):  # then find the first bad step
+    no_loss = reports_no_loss(loss)
+    if no_loss and math.isnan(record["train_loss"]):
+        problem = (f"the loss of {type(loss).__name__} (inf by design) is NaN in epoch "
+                   f"{epoch}")
+    elif not no_loss and not math.isfinite(record["train_loss"]):  # find the first bad step
         values = [float(v) for v in step_losses]
         bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
         problem = (f"the loss is {values[bad]} at step {bad + 1} of epoch {epoch}"
@@ -390,8 +410,9 @@ def _refused_step(error: ValueError, model, guide, batch: tuple, rows: torch.Ten
     after = " (after batch_transform)" if transformed else ""
     return ValueError(
         f"fit: {where} was refused before its update: {named}{after} lie outside the "
-        f"support {support} of the observed site '{site}' ({family}). The checks before "
-        f"training look at the first minibatch only; drop or fix these rows. The parameters "
+        f"support {describe_support(support)} of the observed site '{site}' ({family}). The "
+        "checks before training look at the first minibatch only; drop or fix these rows. "
+        "The parameters "
         f"hold the steps before this one{_on_disk(checkpoint, saved, earlier)}. The "
         f"validation said: {reason}")
 
@@ -497,6 +518,7 @@ def fit(
     valid_data=None,
     checkpoint: str | Path | None = None,
     resume: bool = False,
+    resume_ignore: Iterable[str] = (),
     progress: bool = True,
     callback: Callable[[dict], None] | None = None,
     distributed: bool = False,
@@ -551,7 +573,17 @@ def fit(
             names and shapes), other data (shape, dtype, a strided hash), other settings
             (loss, a loss object's class and plain settings, num_particles, batch_size, lr,
             seed, kl_warmup_epochs, compile, mixed_precision) or of more epochs than
-            ``epochs`` is refused with what differs.
+            ``epochs`` is refused with what differs. So is one written with other plain
+            settings of the pair (:func:`.checkpoints.settings_fingerprint`: attributes of
+            its modules, of the networks a pair of plain functions registers with
+            ``pyro.module``, of a model or guide passed as a module or callable, and the
+            constants its functions use), each named by its path (``0.sparsity``,
+            ``decoder.2.p``, ``guide._init_scale``).
+        resume_ignore: setting paths, as such a refusal names them (``"0.started"``,
+            ``"0.config['epochs']"``), that a resume does not compare (with what is inside
+            them): settings that do not change the model, such as a run's start time or a
+            training length held in a config dict. Attributes whose names start with ``_``
+            are never compared.
         callback: called with each epoch's record after it is appended and the checkpoint
             written (on every process when ``distributed``). A callback with ``get_state``
             and ``set_state`` (e.g. :class:`inference.KeepBest`) has its state saved in each
@@ -629,21 +661,23 @@ def fit(
     if mixed_precision and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ValueError("mixed_precision=True needs bfloat16 support on the CUDA device "
                          "(compute capability 8.0 or newer)")
-    with _checkpoint_lock(checkpoint, distributed):
+    settings_record = checkpoints.SettingsRecord(checkpoint, resume_ignore)
+    with _checkpoint_lock(checkpoint, distributed), settings_record:
         return _train(
             model, guide, tensors, valid_data, stepper, optimizer, modules, device, compiled,
             loss=loss, num_particles=num_particles, epochs=epochs, batch_size=batch_size,
             lr=lr, seed=seed, kl_warmup_epochs=kl_warmup_epochs,
             batch_transform=batch_transform, checkpoint=checkpoint, resume=resume,
             progress=progress, callback=callback, distributed=distributed, compile=compile,
-            mixed_precision=mixed_precision, shuffle=shuffle)
+            mixed_precision=mixed_precision, shuffle=shuffle, settings_record=settings_record)
 
 
 def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules: list,
            device: torch.device, compiled: bool, *, loss, num_particles: int, epochs: int,
            batch_size: int, lr: float, seed: int, kl_warmup_epochs: int, batch_transform,
            checkpoint, resume: bool, progress: bool, callback, distributed: bool, compile,
-           mixed_precision: bool, shuffle: bool) -> list[dict]:
+           mixed_precision: bool, shuffle: bool,
+           settings_record: checkpoints.SettingsRecord) -> list[dict]:
     """:func:`fit` after its arguments were checked (and the checkpoint locked)."""
     if distributed:
         from .distributed import DataParallel
@@ -663,7 +697,9 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                    "settings": _settings(loss, num_particles, batch_size, lr, seed,
                                          kl_warmup_epochs, compile, mixed_precision,
                                          batch_transform, shuffle)}
-    start_settings = checkpoints.settings_fingerprint(modules)
+    # plain settings of the modules and the pair's callables (and, once the pair has run,
+    # of the networks it registers): compared on resume, recorded in each checkpoint
+    settings_record.watch(modules, {"model": model, "guide": guide})
     # networks that plain functions register with pyro.module: kept still by the checks and
     # validation, as the modules are, and their buffers saved with checkpoints
     networks = [n for n in reachable_modules(model, guide)
@@ -676,11 +712,13 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
         pair_print = checkpoints.params_fingerprint(modules, {})
         _check_resumable(state, checkpoint, epochs, {
             "pair": {"modules": pair_print["modules"]}, **fingerprint})
-        _check_same_settings(state, checkpoint, start_settings, parallel)
         pair_print["param_store"], registered = _pair_store_shapes(
             model, guide, first_rows, modules, batch_transform, networks)
         store_names = list(pair_print["param_store"])
         _check_resumable(state, checkpoint, epochs, {"pair": pair_print, **fingerprint})
+        # the same structure: now its settings (and those of the networks it registers)
+        settings_record.add_networks(registered)
+        _check_same_settings(state, checkpoint, settings_record, parallel)
         if _has_state(callback) and "callback" not in state:
             raise checkpoints.CheckpointError(
                 f"checkpoint {checkpoint} holds no state of the callback "
@@ -709,6 +747,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
         shapes, registered = _pair_store_shapes(model, guide, first_rows, modules,
                                                 batch_transform, networks)
         store_names = list(shapes)
+        settings_record.add_networks(registered)
     shuffler = torch.Generator().manual_seed(seed)  # the same permutation on every process
     parallel.attach(stepper)
     history = []
@@ -782,7 +821,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                 record["valid_elbo"] = parallel.valid_elbo(model, guide, valid)
         record["seconds"] = time.perf_counter() - start
         _check_finite_epoch(record, step_losses, _named_params(modules), epoch + 1, checkpoint,
-                            saved, earlier)
+                            saved, earlier, loss)
         history.append(record)
         bar.set_postfix(loss=f"{record['train_loss']:.3f}")
         if checkpoint is not None:
@@ -804,8 +843,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                 "fingerprint": {"pair": {
                     **checkpoints.params_fingerprint(modules,
                                                      checkpoints.store_shapes(store_names)),
-                    "settings": checkpoints.stable_settings(
-                        start_settings, checkpoints.settings_fingerprint(modules))},
+                    **settings_record.for_checkpoint()},
                     **fingerprint},
                 **({"callback": callback.get_state()} if _has_state(callback) else {}),
             })

@@ -34,7 +34,7 @@ from pyro.distributions import Independent
 from torch.distributions import kl_divergence
 
 from ..checks import check_int, check_number
-from ..weights import data_frame, sample_sites, trace_pair
+from ..pair_check import data_frame, sample_sites, trace_pair
 
 __all__ = ["FreeBitsELBO", "FreeBitsTerms", "free_bits_terms"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pyro.poutine.messenger import Messenger
 
 from ..checks import check_number
-from ..weights import DATA_PLATE
+from ..pair_check import DATA_PLATE
 
 
 class scale_data_plate(Messenger):

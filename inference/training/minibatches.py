@@ -28,7 +28,7 @@ import torch
 
 from ..random_state import forked_rng
 from ..pair_check import DATA_PLATE, FIT_LOSSES, PairError, PairStructure, check_pair, survey_pair
-from .objectives import DReGLoss, IWAELoss
+from .objectives import DReGLoss, IWAELoss, make_loss
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def _is_autoguide(guide) -> bool:
     return isinstance(guide, AutoGuide)
 
 
-def _check_dreg_families(structure, first_batch, model, guide) -> None:
+def _check_dreg_families(structure, first_batch, model, guide, called: str) -> None:
     """DReG scores ``log q`` with the guide's parameters detached: refuse families it cannot
     rebuild (e.g. Beta, whose parameters live in an inner Dirichlet), naming the site."""
     from pyro import poutine
@@ -74,7 +74,7 @@ def _check_dreg_families(structure, first_batch, model, guide) -> None:
             detach_parameters(site["fn"])
         except (NotImplementedError, TypeError, KeyError) as error:
             raise PairError(
-                f"fit(loss='dreg'): guide site '{site['name']}' is a "
+                f"{called}: guide site '{site['name']}' is a "
                 f"{structure.guide_families[site['name']]}, whose parameters DReG cannot hold "
                 f"fixed ({error}); use loss='iwae'") from None
 
@@ -115,15 +115,18 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
             out = batch_transform(*part)
         return transformed_batch(out, part[0].shape[0])
 
+    called = loss_call(loss, num_particles)
     name, num_particles, vectorized = loss_traits(loss, num_particles)
     use = f"fit:{name}" if name in FIT_LOSSES else "fit:custom"
     minibatched = batch_size < num_data
+    _check_tail_adaptive_settings(loss, called)
     try:
         first_batch = rows(batch_size)
         if _is_autoguide(guide) and (minibatched or shuffle):
-            _check_autoguide_rows(model, guide, rows, first_batch, use, num_data, shuffle)
+            _check_autoguide_rows(model, guide, rows, first_batch, use, num_data, shuffle,
+                                  called)
         structure = check_pair(survey_pair(model, guide, first_batch, {},
-                                           probe_vectorized=vectorized), use)
+                                           probe_vectorized=vectorized), use, called)
     except PairError:
         raise
     except Exception as error:  # the user's code failed on fit's minibatch: say how it ran
@@ -134,7 +137,9 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
                         "a gradient (pyro.param, pyro.module or a PyroModule's): nothing to "
                         "train")
     if name == "dreg":
-        _check_dreg_families(structure, first_batch, model, guide)
+        _check_dreg_families(structure, first_batch, model, guide, called)
+    if reports_no_loss(loss):
+        _check_tail_adaptive_pair(structure, called, batch_size, num_data)
     length = first_batch[0].shape[0]
     declared = structure.data_size
     if structure.batch_size == 0:  # no site in the "data" plate
@@ -161,11 +166,80 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
             f"len(x) (fit then scales by {num_data} / len(x)) or as {num_data} with the "
             "minibatch's indices (pyro.plate('data', N, subsample=idx), idx passed as data)")
     if structure.vectorizable is False and vectorized:
+        if loss in ("elbo", "meanfield"):
+            remedy = (f"use num_particles=1, or loss=pyro.infer.{type(make_loss(loss)).__name__}"
+                      f"(num_particles={num_particles}) (vectorize_particles=False: one "
+                      "particle at a time)")
+        elif isinstance(loss, str):
+            remedy = "use num_particles=1"
+        else:
+            remedy = (f"set vectorize_particles=False on the {type(loss).__name__} (Pyro then "
+                      "draws one particle at a time) or num_particles=1 there")
+            if reports_no_loss(loss):
+                remedy = (f"{type(loss).__name__} needs vectorize_particles=True, so use "
+                          "another loss")
         raise PairError(
-            f"fit(num_particles={num_particles}): the pair fails with particles in a leftmost "
-            f"pyro.plate ({structure.vectorize_error}); use num_particles=1 or make the model "
-            "broadcast over leading batch dims (docs/own-pair.md)")
+            f"{called}: the pair fails with particles in a leftmost pyro.plate "
+            f"({structure.vectorize_error}); {remedy}, or make the model broadcast over "
+            "leading batch dims (docs/own-pair.md)")
     return MinibatchPlan(model_scales, structure)
+
+
+def loss_call(loss, num_particles: int) -> str:
+    """How messages name the user's call of ``fit`` with ``loss``:
+    ``fit(loss='iwae', num_particles=5)`` for a name, ``fit(loss=IWAELoss(num_particles=5))``
+    for a loss object (its particle settings, the ones it uses)."""
+    if isinstance(loss, str):
+        extra = f", num_particles={num_particles}" if num_particles != 1 else ""
+        return f"fit(loss='{loss}'{extra})"
+    settings = []
+    particles = getattr(loss, "num_particles", None)
+    if isinstance(particles, int) and particles != 1:
+        settings.append(f"num_particles={particles}")
+    if getattr(loss, "vectorize_particles", False) is True:
+        settings.append("vectorize_particles=True")
+    return f"fit(loss={type(loss).__name__}({', '.join(settings)}))"
+
+
+def reports_no_loss(loss) -> bool:
+    """Whether ``loss`` is an object whose reported loss is ``inf`` by design while its
+    surrogate's gradients are the objective's: Pyro's ``TraceTailAdaptive_ELBO``, which does
+    not compute its f-divergence (``loss()`` raises ``NotImplementedError``,
+    ``loss_and_grads`` returns ``inf``). ``fit`` then does not take that value for a
+    divergence, and checks the parameters instead (Adam turns a NaN or infinite gradient
+    into NaN parameters)."""
+    return isinstance(loss, pyro.infer.TraceTailAdaptive_ELBO)
+
+
+def _check_tail_adaptive_settings(loss, called: str) -> None:
+    """Refuse, before any work, a ``TraceTailAdaptive_ELBO`` that Pyro only fails on at
+    the first step: it is implemented for ``vectorize_particles=True`` only."""
+    if reports_no_loss(loss) and not getattr(loss, "vectorize_particles", False):
+        raise PairError(
+            f"{called}: {type(loss).__name__} is implemented for vectorize_particles=True "
+            "only (Pyro raises NotImplementedError at its first step otherwise): pass "
+            f"{type(loss).__name__}(num_particles=K, vectorize_particles=True) with K > 1")
+
+
+def _check_tail_adaptive_pair(structure, called: str, batch_size: int, num_data: int) -> None:
+    """``TraceTailAdaptive_ELBO`` ranks its particles by their log weights over the whole
+    batch and follows pathwise gradients only: refuse a guide site that is not
+    reparameterized (Pyro checks it only while validation is on, and would otherwise miss
+    its score-function term) and minibatches (Pyro's documentation: it does not support data
+    subsampling; a minibatch's ranks are not the full data's)."""
+    bad = [n for n in structure.non_reparameterized if n not in structure.auxiliary]
+    if bad:
+        raise PairError(
+            f"{called}: guide site '{bad[0]}' ({structure.guide_families[bad[0]]}) is not "
+            "reparameterized; TraceTailAdaptive_ELBO follows pathwise gradients only and "
+            "would miss its score-function term. Use loss='elbo' for such guides")
+    if batch_size < num_data or structure.data_subsample is not None:
+        raise PairError(
+            f"{called}: TraceTailAdaptive_ELBO does not support data subsampling (Pyro's "
+            "documentation): it ranks the particles by their log weights summed over the "
+            f"batch, and the ranks of a minibatch are not those of all {num_data} datapoints. "
+            f"Train on all data at once (batch_size >= {num_data}, a model that does not "
+            "subsample its own plate)")
 
 
 def loss_traits(loss, num_particles: int) -> tuple[str, int, bool]:
@@ -224,11 +298,12 @@ def _positional_error(guide, num_data: int, shuffle: bool) -> PairError:
         f"{num_data} and shuffle=False")
 
 
-def _check_autoguide_rows(model, guide, rows, first_batch, use, num_data, shuffle) -> None:
+def _check_autoguide_rows(model, guide, rows, first_batch, use, num_data, shuffle,
+                          called: str | None = None) -> None:
     """An AutoGuide on a model with local latents is index-aware only when the model's
     ``"data"`` plate declares the full size (and takes the minibatch's indices)."""
     whole = check_pair(survey_pair(model, guide, rows(num_data), {}, probe_vectorized=False),
-                       use)
+                       use, called)
     global_names = {name for _, name in whole.global_sites}
     if not any(name not in global_names for name in whole.model_latents):
         return  # only global latents: the guide's parameters do not follow the rows

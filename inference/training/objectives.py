@@ -23,16 +23,15 @@ from pyro.distributions.torch_distribution import MaskedDistribution
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch.distributions.transforms import AffineTransform, ComposeTransform, IndependentTransform
 
-from ..pair_check import PairError, conditional_guide_sites
-from ..weights import (
+from ..checks import as_int, check_int, check_number
+from ..pair_check import (
     PARTICLE_PLATE,
+    conditional_sites_in_trace,
     inspect_pair,
-    log_mean_exp,
+    PairError,
     sample_sites,
-    trace_log_density,
-    uniform_scale,
-    vectorized_traces,
 )
+from ..weights import log_mean_exp, trace_log_density, uniform_scale, vectorized_traces
 
 
 class IWAELoss:
@@ -44,9 +43,7 @@ class IWAELoss:
     """
 
     def __init__(self, num_particles: int = 5):
-        if num_particles < 1:
-            raise ValueError(f"num_particles must be >= 1, got {num_particles}")
-        self.num_particles = num_particles
+        self.num_particles = as_int(num_particles, "num_particles")
 
     def _traces(self, model, guide, args, kwargs):
         structure = inspect_pair(model, guide, args, kwargs)
@@ -66,9 +63,8 @@ class IWAELoss:
     def _scaled_bound(self, model, guide, args, kwargs) -> torch.Tensor:
         structure, model_trace, guide_trace = self._traces(model, guide, args, kwargs)
         k = self.num_particles
-        log_w = trace_log_density(model_trace, structure, k) - trace_log_density(
-            guide_trace, structure, k, observed=False
-        )
+        log_w = (trace_log_density(model_trace, structure)
+                 - trace_log_density(guide_trace, structure, observed=False))
         log_w = log_w.expand(k, structure.batch_size)
         scale = uniform_scale(model_trace, guide_trace, f"{type(self).__name__}")
         return scale * log_mean_exp(log_w).sum()
@@ -144,7 +140,7 @@ def _log_q_at_fixed_values(guide, guide_trace, structure, args, kwargs, k):
             return guide(*a, **kw)
 
     replayed = poutine.trace(poutine.replay(vectorized, trace=fixed)).get_trace(*args, **kwargs)
-    return trace_log_density(replayed, structure, k, observed=False)
+    return trace_log_density(replayed, structure, observed=False)
 
 
 def _param_leaves(trace) -> list[torch.Tensor]:
@@ -173,17 +169,16 @@ class DReGLoss(IWAELoss):
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
         structure, model_trace, guide_trace = self._traces(model, guide, args, kwargs)
         k = self.num_particles
-        log_p = trace_log_density(model_trace, structure, k)
-        log_q = trace_log_density(guide_trace, structure, k, observed=False)
-        if conditional_guide_sites(guide_trace):
+        log_p = trace_log_density(model_trace, structure)
+        log_q = trace_log_density(guide_trace, structure, observed=False)
+        if conditional_sites_in_trace(guide_trace):
             # q(z2 | z1): hold the parameters fixed but keep z1's path, as the total gradient
             # of log q minus its explicit gradient by the parameters
             at_fixed = _log_q_at_fixed_values(guide, guide_trace, structure, args, kwargs, k)
             log_q_fixed = log_q - at_fixed + at_fixed.detach()
         else:
-            log_q_fixed = trace_log_density(
-                guide_trace, structure, k, observed=False, transform=detach_parameters
-            )
+            log_q_fixed = trace_log_density(guide_trace, structure, observed=False,
+                                            transform=detach_parameters)
         scale = uniform_scale(model_trace, guide_trace, "DReGLoss")
         log_w = (log_p - log_q).expand(k, structure.batch_size)
         normalized = torch.softmax(log_w.detach(), 0)
@@ -216,12 +211,37 @@ def make_loss(name, num_particles: int = 1, free_bits: float = 0.0):
     """The SVI loss object for ``name`` in ``"elbo" | "meanfield" | "iwae" | "dreg" |
     "elbo-free-bits"`` (the free-bits ELBO with ``free_bits`` nats per latent dimension, see
     :mod:`inference.training.free_bits`). An object with ``loss`` and ``loss_and_grads`` methods is
-    returned as it is; its class is refused (``Trace_ELBO`` for ``Trace_ELBO()``)."""
+    returned as it is; its class is refused (``Trace_ELBO`` for ``Trace_ELBO()``).
+
+    No argument is ignored: ``free_bits`` other than 0 is refused for every name but
+    ``"elbo-free-bits"``, and for a loss object ``num_particles`` (other than 1 or the
+    object's own ``num_particles``) and ``free_bits`` (other than 0 or the object's own) are
+    refused (the object's settings are the ones used); ``ValueError`` naming the argument."""
     if isinstance(name, type):
         raise TypeError(f"loss must be a loss name or a loss object, got the class "
                         f"{name.__qualname__}: pass an instance, e.g. {name.__qualname__}()")
+    check_int(num_particles, "num_particles")
+    check_number(free_bits, "free_bits", minimum=0.0)
     if hasattr(name, "loss") and hasattr(name, "loss_and_grads"):
+        held = getattr(name, "num_particles", None)
+        if num_particles not in (1, held):
+            raise ValueError(
+                f"make_loss: num_particles={num_particles} given with the loss object "
+                f"{type(name).__name__}, whose own num_particles ({held}) is the one used; "
+                "set it on the object and leave num_particles out")
+        held_bits = getattr(name, "free_bits", None)
+        if free_bits != 0 and free_bits != held_bits:
+            raise ValueError(
+                f"make_loss: free_bits={free_bits} given with the loss object "
+                f"{type(name).__name__}, which "
+                + ("takes no free bits" if held_bits is None
+                   else f"holds its own free_bits ({held_bits})")
+                + "; use FreeBitsELBO(free_bits) or loss='elbo-free-bits'")
         return name
+    if free_bits != 0 and name != "elbo-free-bits":
+        raise ValueError(f"make_loss: free_bits={free_bits} applies only to loss "
+                         f"'elbo-free-bits', not {name!r}; use make_loss('elbo-free-bits', "
+                         f"free_bits={free_bits}) or leave free_bits out")
     if name == "elbo-free-bits":
         from .free_bits import FreeBitsELBO
 

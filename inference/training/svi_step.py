@@ -34,6 +34,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import math
+
 import pyro
 import torch
 from pyro.poutine.broadcast_messenger import BroadcastMessenger
@@ -47,17 +49,16 @@ from torch.distributions import constraints, kl_divergence
 
 from ..checks import check_number, check_pair_arguments
 from ..densities import drawn_normal_log_density, plain_normal
-from ..pair_check import guide_conditional_sites
-from ..random_state import forked_rng
-from ..weights import (
+from ..pair_check import (
     PARTICLE_PLATE,
-    UniformScale,
+    conditional_sites_of_guide,
     data_frame,
     inspect_pair,
-    log_mean_exp,
-    per_datapoint,
     trace_pair,
 )
+from ..random_state import forked_rng
+from ..weights import UniformScale, log_mean_exp, per_datapoint
+from .minibatches import reports_no_loss
 from .objectives import detach_parameters, make_loss
 from .registered_modules import kept_buffers, reachable_modules
 
@@ -216,9 +217,9 @@ class ImportanceScorer(_GuideThenModel):
     refuses site-specific ones); ``params`` (the guide's first ``num_guide_params`` of them).
     """
 
-    def __init__(self, nesting: int, dreg: bool = False):
+    def __init__(self, nesting: int, num_particles: int, dreg: bool = False):
         super().__init__()
-        self.nesting, self.dreg = nesting, dreg
+        self.nesting, self.num_particles, self.dreg = nesting, num_particles, dreg
         self.log_p: torch.Tensor | float = 0.0
         self.log_q: torch.Tensor | float = 0.0
         self._scale = UniformScale("loss='dreg'" if dreg else "loss='iwae'")
@@ -299,7 +300,24 @@ class ImportanceScorer(_GuideThenModel):
         log_w = self.log_p - self.log_q
         if not torch.is_tensor(log_w):
             raise ValueError("the pair has no sample sites to score")
-        return log_w.expand(self._num_particles, self.batch_size)
+        return log_w.expand(self.num_particles, self.batch_size)
+
+
+def scorer_dreg_obstacle(scorer: ImportanceScorer, guide, args, kwargs) -> str | None:
+    """Why DReG cannot take :class:`ImportanceScorer`'s path for this pair, or None.
+
+    The scorer detaches all of the guide's parameters in ``log q``, which is Tucker et al.'s
+    estimator only when guide sites do not depend on each other's values (``q(z2 | z1)``
+    keeps z1's path, as :class:`inference.DReGLoss` does) and no parameter is shared by model
+    and guide (it would lose its guide-side gradient).
+    ``scorer``: one run of :func:`score_weights` on the pair.
+    """
+    if conditional_sites_of_guide(guide, args, kwargs):
+        return ("guide sites that do not depend on each other's values (q(z2 | z1) here)")
+    guide_ids = {id(p) for p in scorer.params[:scorer.num_guide_params]}
+    if any(id(p) in guide_ids for p in scorer.params[scorer.num_guide_params:]):
+        return "model and guide to use separate parameters"
+    return None
 
 
 def score_weights(model, guide, args, kwargs, num_particles: int, nesting: int,
@@ -309,8 +327,7 @@ def score_weights(model, guide, args, kwargs, num_particles: int, nesting: int,
 
     ``nesting``: the pair's plate nesting plus one (see :func:`inference.inspect_pair`).
     """
-    scorer = ImportanceScorer(nesting, dreg)
-    scorer._num_particles = num_particles
+    scorer = ImportanceScorer(nesting, num_particles, dreg)
     with scorer:
         with pyro.plate(PARTICLE_PLATE, num_particles, dim=-nesting):
             guide(*args, **kwargs)
@@ -572,8 +589,25 @@ class SVIStep:
         return bool(self._lean)
 
     def step(self, *args, **kwargs) -> float:
-        """One optimizer step on the batch; returns the loss before the step."""
-        return float(self.tensor_step(*args, **kwargs))
+        """One optimizer step on the batch; returns the loss before the step.
+
+        Raises:
+            FloatingPointError: the loss is NaN or infinite (the step is not applied; Pyro's
+                ``SVI.step`` would return the NaN and step on NaN gradients), except the
+                ``inf`` that ``TraceTailAdaptive_ELBO`` reports by design.
+        """
+        loss, params = self._loss_and_grads(args, kwargs)
+        value = float(loss)
+        if not math.isfinite(value) and not reports_no_loss(self.objective):
+            for param in params:
+                param.grad = None
+            raise FloatingPointError(
+                f"SVIStep.step: the loss is {value}, not applied: check the parameters (NaN "
+                "after an earlier divergence?), the data and the learning rate")
+        self.optim(params)
+        for param in params:
+            param.grad = None
+        return value
 
     def tensor_step(self, *args, **kwargs) -> torch.Tensor:
         """:meth:`step`, returning the loss as a detached 0-dim tensor on the loss's device.
@@ -622,15 +656,11 @@ class SVIStep:
         if self._nesting is None:
             return False
         if self.loss_name == "dreg":
-            if guide_conditional_sites(self.guide, args, kwargs):
-                return False  # DReGLoss keeps z1's path through q(z2 | z1)
             with pyro.poutine.block(), torch.no_grad(), forked_rng(), \
                     pyro.validation_enabled(False):
                 scorer = score_weights(self.model, self.guide, args, kwargs,
                                        self.num_particles, self._nesting, dreg=True)
-            guide_ids = {id(p) for p in scorer.params[:scorer.num_guide_params]}
-            if any(id(p) in guide_ids for p in scorer.params[scorer.num_guide_params:]):
-                return False
+            return scorer_dreg_obstacle(scorer, self.guide, args, kwargs) is None
         return True
 
     def _weighted_loss_and_grads(self, args, kwargs):

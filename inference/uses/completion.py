@@ -150,7 +150,8 @@ def marginal_log_likelihood(vae, z: torch.Tensor, log_channel: torch.Tensor) -> 
 
 
 def _initial_image(log_channel: torch.Tensor) -> torch.Tensor:
-    """The most likely pixel under the channel alone, 0.5 where it says nothing."""
+    """The most likely pixel under the channel alone, 0.5 where it says nothing:
+    ``log_channel: [batch, C, H, W, 2]`` -> ``[batch, C, H, W]``."""
     informative = log_channel[..., 0] != log_channel[..., 1]
     likely_one = (log_channel[..., 1] > log_channel[..., 0]).to(log_channel.dtype)
     return torch.where(informative, likely_one, 0.5)
@@ -191,6 +192,46 @@ def map_complete(vae, log_channel: torch.Tensor, steps: int = 300, lr: float = 0
         return pixel_posterior(vae, z, log_channel), z
 
 
+def encoder_draw(vae, x: torch.Tensor, generator: torch.Generator | None,
+                 draws_like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One ``z ~ q(z | x)`` from ``vae.encode``: ``x: [batch, C, H, W]`` -> ``(z, loc,
+    scale)``, each ``[batch, d]``; the noise is drawn from ``generator`` in the dtype and on
+    the device of ``draws_like``."""
+    loc, scale = vae.encode(x)
+    noise = torch.randn(loc.shape, generator=generator, dtype=draws_like.dtype,
+                        device=draws_like.device)
+    return loc + scale * noise, loc, scale
+
+
+def independence_z_step(vae, log_joint, z: torch.Tensor, x: torch.Tensor,
+                        generator: torch.Generator | None, draws_like: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``z`` step of Metropolis-within-Gibbs: one independence Metropolis-Hastings move
+    targeting ``p(z | x)``, proposing ``z' ~ q(z' | x)`` (:func:`encoder_draw`) and accepting
+    with ``min(1, p(x, z') q(z | x) / (p(x, z) q(z' | x)))``. Used by
+    :func:`metropolis_within_gibbs` and :func:`inference.uses.super_resolution.super_resolve_mwg`.
+
+    Args:
+        vae: ``encode(x) -> (loc, scale)`` of ``q(z | x)``, each ``[batch, d]``.
+        log_joint: ``(z [batch, d], x) -> log p(x | z) + log p(z)``, ``[batch]`` (any
+            constant in ``z`` and ``x`` may be left out).
+        z: the chain's state ``[batch, d]``.
+        x: the pixels it is conditioned on, ``[batch, C, H, W]``.
+        generator, draws_like: as in :func:`encoder_draw` (the accept draw too).
+
+    Returns:
+        ``(next z [batch, d], accepted [batch] bool)``.
+    """
+    proposal, loc, scale = encoder_draw(vae, x, generator, draws_like)
+    q = torch.distributions.Normal(loc, scale)
+    log_ratio = (log_joint(proposal, x) - q.log_prob(proposal).sum(-1)
+                 - log_joint(z, x) + q.log_prob(z).sum(-1))
+    uniform = torch.rand(log_ratio.shape, generator=generator, dtype=draws_like.dtype,
+                         device=draws_like.device)
+    accept = uniform.log() < log_ratio
+    return torch.where(accept[:, None], proposal, z), accept
+
+
 @torch.no_grad()
 def metropolis_within_gibbs(vae, log_channel: torch.Tensor, num_steps: int = 200,
                             burn_in: int | None = None,
@@ -214,36 +255,25 @@ def metropolis_within_gibbs(vae, log_channel: torch.Tensor, num_steps: int = 200
     check_nonempty_batch((), {"log_channel": log_channel})
     burn_in = check_chain_length(num_steps, burn_in)
     check_generator(generator, log_channel.device)
-    like = {"device": log_channel.device, "dtype": log_channel.dtype}
 
-    def normal(shape):
-        return torch.randn(shape, generator=generator, **like)
-
-    def uniform(shape):
-        return torch.rand(shape, generator=generator, **like)
+    def draw_pixels(probs):  # x_i ~ Bernoulli(probs_i), [batch, C, H, W]
+        uniform = torch.rand(probs.shape, generator=generator, dtype=log_channel.dtype,
+                             device=log_channel.device)
+        return (uniform < probs).to(probs.dtype)
 
     def log_joint(z, x):  # log p(x | z) + log p(z), [batch]
         log_px = (_log_bernoulli(_pixel_logits(vae, z)) * torch.stack([1 - x, x], -1)).sum(-1)
         return log_px.flatten(1).sum(1) - 0.5 * (z ** 2).sum(-1)
 
-    def log_q(z, loc, scale):
-        return torch.distributions.Normal(loc, scale).log_prob(z).sum(-1)
-
-    probs = pixel_posterior(vae, vae.encode(_initial_image(log_channel))[0], log_channel)
-    x = (uniform(probs.shape) < probs).to(probs.dtype)
-    loc, scale = vae.encode(x)
-    z = loc + scale * normal(loc.shape)
-    accepted, total = 0.0, torch.zeros_like(probs)
+    x = draw_pixels(pixel_posterior(vae, vae.encode(_initial_image(log_channel))[0],
+                                    log_channel))
+    z, _, _ = encoder_draw(vae, x, generator, log_channel)
+    accepted, total = 0.0, torch.zeros_like(x)
     for step in range(num_steps):
-        loc, scale = vae.encode(x)
-        proposal = loc + scale * normal(loc.shape)
-        log_ratio = (log_joint(proposal, x) - log_q(proposal, loc, scale)
-                     - log_joint(z, x) + log_q(z, loc, scale))
-        accept = uniform(log_ratio.shape).log() < log_ratio
-        z = torch.where(accept[:, None], proposal, z)
+        z, accept = independence_z_step(vae, log_joint, z, x, generator, log_channel)
         accepted += float(accept.float().mean())
         probs = pixel_posterior(vae, z, log_channel)
-        x = (uniform(probs.shape) < probs).to(probs.dtype)
+        x = draw_pixels(probs)
         if step >= burn_in:
             total += probs
     return total / (num_steps - burn_in), accepted / num_steps

@@ -19,27 +19,14 @@ from torch.distributions import kl_divergence
 from ..checks import (
     check_finite_tensor,
     check_int,
-    check_nonempty_batch,
+    check_not_meta,
     check_number,
     check_pair_call,
     check_program,
     check_weights_memory,
 )
-from ..pair_check import DATA_PLATE, data_frame, sample_sites
-from ..weights import (
-    check_finite_inputs,
-    inspect_pair,
-    trace_log_density,
-    trace_pair,
-    vectorized_traces,
-    weight_itemsize,
-)
-
-
-def _check_data(args, kwargs):
-    """Refuse data a Pyro model cannot score, NaN or infinite data and an empty batch."""
-    check_finite_inputs(args, kwargs)
-    check_nonempty_batch(args, kwargs)
+from ..pair_check import DATA_PLATE, data_frame, inspect_pair, sample_sites, trace_pair
+from ..weights import check_data, trace_log_density, vectorized_traces, weight_itemsize
 
 
 def _batch_first(node) -> bool:
@@ -66,7 +53,7 @@ def _refuse_swapped_programs(entry: str, guide_trace, model_trace=None) -> None:
 def _latent_pair(entry, model, guide, site, args, kwargs):
     check_program(model, "model")
     check_program(guide, "guide")
-    _check_data(args, kwargs)
+    check_data(args, kwargs)
     with poutine.block(), torch.no_grad():
         model_trace, guide_trace = trace_pair(model, guide, args, kwargs)
     _refuse_swapped_programs(entry, guide_trace, model_trace)
@@ -131,7 +118,7 @@ def posterior_means(guide: Callable, *args, site: str = "z", **kwargs) -> torch.
     """
     check_pair_call(posterior_means, kwargs, guide=guide)
     check_program(guide, "guide")
-    _check_data(args, kwargs)
+    check_data(args, kwargs)
     with poutine.block(), torch.no_grad():
         trace = poutine.trace(guide).get_trace(*args, **kwargs)
     _refuse_swapped_programs("posterior_means", trace)
@@ -170,7 +157,11 @@ def active_units(means: torch.Tensor, threshold: float = 0.01) -> tuple[int, tor
             exceeds it (0.01 as in [1]).
 
     Returns:
-        the number of active units and the per-dimension variances ``[latent_dim]``.
+        the number of active units and the per-dimension variances ``[latent_dim]``. The
+        variances are computed in float64 (the count compares those with ``threshold``) and
+        returned in ``means``' dtype (the default float dtype for integer ``means``), float32
+        at least: float16's largest value is 65504, so the variance of half-precision means
+        of +-300 would overflow it.
     """
     if not torch.is_tensor(means):
         raise TypeError(f"means must be a tensor [batch, latent_dim] (posterior_means), got "
@@ -182,10 +173,10 @@ def active_units(means: torch.Tensor, threshold: float = 0.01) -> tuple[int, tor
         hint = "" if means.dim() == 2 else " (a latent of other shape: means.reshape(batch, -1))"
         raise ValueError(f"means must be [batch >= 2, latent_dim], got {list(means.shape)}{hint}")
     check_finite_tensor(means, "means")
-    if not means.is_floating_point():
-        means = means.to(torch.get_default_dtype())
-    variance = means.var(0)
-    return int((variance > threshold).sum()), variance
+    dtype = torch.promote_types(means.dtype, torch.float32) if means.is_floating_point() \
+        else torch.promote_types(torch.get_default_dtype(), torch.float32)
+    variance = means.double().var(0)
+    return int((variance > threshold).sum()), variance.to(dtype)
 
 
 def expected_log_likelihood(model: Callable, guide: Callable, *args, num_samples: int = 1,
@@ -200,13 +191,13 @@ def expected_log_likelihood(model: Callable, guide: Callable, *args, num_samples
     check_program(model, "model")
     check_program(guide, "guide")
     check_int(num_samples, "num_samples")
-    _check_data(args, kwargs)
+    check_data(args, kwargs)
     structure = inspect_pair(model, guide, args, kwargs, use="elbo")  # an ELBO term
     check_weights_memory(num_samples, structure.batch_size, weight_itemsize(args, kwargs))
     with poutine.block(), torch.no_grad():
         model_trace, _ = vectorized_traces(model, guide, args, kwargs, num_samples,
                                            structure.max_plate_nesting + 1)
-        log_lik = trace_log_density(model_trace, structure, num_samples, observed=True)
+        log_lik = trace_log_density(model_trace, structure, observed=True)
     if not torch.is_tensor(log_lik):
         raise ValueError("expected_log_likelihood: the model has no observed site")
     log_lik = log_lik.expand(num_samples, structure.batch_size)  # [num_samples, batch]
@@ -222,6 +213,7 @@ def _probe_input(value, name: str, shape: str, labels: bool = False) -> np.ndarr
     """A tensor, array or list checked for :func:`probe_accuracy`: ``[n >= 1]`` integer (or
     bool) labels, or ``[n >= 1, k >= 1]`` finite real features."""
     if torch.is_tensor(value):
+        check_not_meta(value, name)
         value = value.detach().cpu()
         value = (value.double() if value.is_floating_point() else value).numpy()
     array = np.asarray(value)

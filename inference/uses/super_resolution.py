@@ -24,7 +24,7 @@ independent pixels is the law of the block sums, in closed form for two pixel fa
 Inference over a latent-variable model's ``z`` (a VAE; any object with ``encode(x) ->
 (loc, scale)`` of ``q(z | x)``, ``decode(z)`` returning a ``torch.distributions.Bernoulli``
 or ``Normal`` with batch shape ``[..., C, H, W]``, and ``latent_dim``; prior ``N(0, I)``),
-as :mod:`inference.completion` does for per-pixel channels:
+as :mod:`inference.uses.completion` does for per-pixel channels:
 
 - :func:`super_resolve_map`: ``z* = argmax_z log p(y | z) + log p(z)`` by Adam from the
   encoder's mean of the nearest-neighbour up-sampled ``y``; the pixel posterior given ``z*``;
@@ -73,6 +73,7 @@ from ..checks import (
     check_number,
     physical_memory_bytes,
 )
+from .completion import encoder_draw, independence_z_step
 from .map_search import adam_map
 
 __all__ = [
@@ -115,11 +116,14 @@ class SuperResolution:
 
 # ------------------------------------------------------------------------------ blocks
 def _check_factor(factor) -> None:
+    """``ValueError`` unless the pooling ``factor`` is an int ``>= 2``."""
     if isinstance(factor, bool) or not isinstance(factor, int) or factor < 2:
         raise ValueError(f"factor must be an int >= 2, got {factor!r}")
 
 
 def _check_image(x, name: str, factor: int) -> None:
+    """``ValueError`` naming ``name`` unless ``x`` is a float tensor ``[..., C, H, W]`` with
+    ``H`` and ``W`` multiples of ``factor``."""
     if not torch.is_tensor(x) or not x.is_floating_point() or x.dim() < 3:
         raise ValueError(f"{name} must be a float tensor [..., C, H, W], got "
                          f"{getattr(x, 'dtype', type(x).__name__)} "
@@ -195,7 +199,10 @@ def _count_log_pmf(log_p0: torch.Tensor, log_p1: torch.Tensor) -> torch.Tensor:
     return table
 
 
-def _bernoulli_terms(logits: torch.Tensor, y: torch.Tensor, factor: int):
+def _bernoulli_terms(logits: torch.Tensor, y: torch.Tensor, factor: int
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Check the arguments, then ``(log P(x_i = 0), log P(x_i = 1))`` by block, each
+    ``[..., C, h, w, f * f]``, and the ones per block ``[..., C, h, w]`` (int64)."""
     _check_factor(factor)
     _check_image(logits, "logits", factor)
     _check_low(y, "y", logits.shape, factor)
@@ -279,11 +286,15 @@ def bernoulli_pool_sample(logits: torch.Tensor, y: torch.Tensor, factor: int,
 
 
 def _bernoulli_log_predictive(prob_one: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """``log p(x_i = truth_i)`` for ``p(x_i = 1) = prob_one``; both ``[..., C, H, W]``."""
     return torch.where(truth > 0.5, prob_one, 1 - prob_one).log()
 
 
 # ---------------------------------------------------------------------- Gaussian pixels
-def _gaussian_terms(loc, scale, y, factor):
+def _gaussian_terms(loc, scale, y, factor
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Check the arguments, then the pixels' means and variances by block, each
+    ``[..., C, h, w, f * f]``, and the block sums ``S = f^2 y`` ``[batch, C, h, w]``."""
     _check_factor(factor)
     _check_image(loc, "loc", factor)
     if not torch.is_tensor(scale) or (scale <= 0).any():
@@ -338,8 +349,22 @@ def gaussian_pool_sample(loc: torch.Tensor, scale: torch.Tensor, y: torch.Tensor
 
 
 # -------------------------------------------------------------- one interface for both
+def _check_binary_truth(truth: torch.Tensor | None, context: str = "") -> None:
+    """``ValueError`` unless ``truth`` is None or holds only 0/1 pixels (NaN counted as
+    other); ``context`` (e.g. ``" for a Bernoulli model"``) follows "0/1 pixels"."""
+    if truth is not None and not ((truth == 0) | (truth == 1)).all():
+        raise ValueError(f"truth must hold 0/1 pixels{context}, got "
+                         f"{int((~((truth == 0) | (truth == 1))).sum())} other values "
+                         "(NaN included)")
+
+
 class _Channel:
-    """The exact pooling channel for one pixel family, given a decoded distribution."""
+    """The exact pooling channel for one pixel family. Given the decoded pixel distribution
+    ``pixels`` with batch shape ``[..., batch, C, H, W]``, a subclass gives
+    ``log_likelihood(pixels)``: ``log p(y | z)`` ``[..., batch]``;
+    ``posterior(pixels)``: mean and variance of ``x | y, z``, each ``[..., batch, C, H, W]``;
+    ``sample(pixels, generator)``: one draw of ``x | y, z``; and
+    ``log_predictive(mean, variance, truth)``: per-pixel ``log p(truth_i | y)``."""
 
     def __init__(self, factor: int, y: torch.Tensor):
         self.factor, self.y = factor, y
@@ -351,10 +376,7 @@ class _Channel:
         Gaussian ones."""
         if isinstance(pixels, torch.distributions.Bernoulli):
             pooled_counts(y, factor)
-            if truth is not None and not ((truth == 0) | (truth == 1)).all():
-                raise ValueError("truth must hold 0/1 pixels for a Bernoulli model, got "
-                                 f"{int((~((truth == 0) | (truth == 1))).sum())} other values "
-                                 "(NaN included)")
+            _check_binary_truth(truth, " for a Bernoulli model")
             return _BernoulliChannel(factor, y)
         if isinstance(pixels, torch.distributions.Normal):
             if truth is not None:
@@ -476,10 +498,10 @@ def super_resolve_map(vae, y: torch.Tensor, factor: int, steps: int = 300, lr: f
         vae: ``encode(x) -> (loc, scale)`` of ``q(z | x)``, ``decode(z: [..., d])`` -> a
             ``torch.distributions.Bernoulli`` or ``Normal`` with batch shape ``[..., C, H, W]``,
             and ``latent_dim`` (prior ``N(0, I)``), e.g. ``ppl_models.VAE``.
-        y: ``[batch, C, H / f, W / f]`` pooled images (values ``k / f^2`` for binary pixels).
-        factor: ``f``.
+        y: ``[batch, C, H / f, W / f]`` pooled images (values ``k / f^2`` for binary pixels),
             ``batch >= 1``, finite, from images of the vae's ``image_shape``, in the dtype
             of its parameters.
+        factor: ``f``, an int ``>= 2``.
         steps, lr: Adam from the encoder's mean of the nearest-neighbour up-sampled ``y``;
             ``steps`` an integer ``>= 0``, ``lr`` a finite number ``> 0``.
         truth: optional ``[batch, C, H, W]`` to score (``log_predictive``): 0/1 pixels for
@@ -523,31 +545,18 @@ def super_resolve_mwg(vae, y: torch.Tensor, factor: int, num_steps: int = 200,
     """
     _check_vae_inputs(vae, y, factor, truth, generator)
     burn_in = check_chain_length(num_steps, burn_in, minimum=1)
-    like = {"device": y.device, "dtype": y.dtype}
-
-    def normal(shape):
-        return torch.randn(shape, generator=generator, **like)
 
     def log_joint(z, x):  # log p(x | z) + log p(z), [batch]
         return vae.decode(z).log_prob(x).flatten(1).sum(1) - 0.5 * (z ** 2).sum(-1)
 
-    def log_q(z, loc, scale):
-        return torch.distributions.Normal(loc, scale).log_prob(z).sum(-1)
-
-    loc, scale = vae.encode(_upsampled(y, factor))
-    channel = _Channel.of(vae.decode(loc), factor, y, truth)
-    x = channel.sample(vae.decode(loc), generator)
-    loc, scale = vae.encode(x)
-    z = loc + scale * normal(loc.shape)
+    start, _ = vae.encode(_upsampled(y, factor))
+    channel = _Channel.of(vae.decode(start), factor, y, truth)
+    x = channel.sample(vae.decode(start), generator)
+    z, _, _ = encoder_draw(vae, x, generator, y)
     accepted = 0.0
     moments = _ChainMoments(channel, truth)
     for step in range(num_steps):
-        loc, scale = vae.encode(x)
-        proposal = loc + scale * normal(loc.shape)
-        log_ratio = (log_joint(proposal, x) - log_q(proposal, loc, scale)
-                     - log_joint(z, x) + log_q(z, loc, scale))
-        accept = torch.rand(log_ratio.shape, generator=generator, **like).log() < log_ratio
-        z = torch.where(accept[:, None], proposal, z)
+        z, accept = independence_z_step(vae, log_joint, z, x, generator, y)
         accepted += float(accept.float().mean())
         pixels = vae.decode(z)
         x = channel.sample(pixels, generator)
@@ -637,10 +646,10 @@ MAX_SUBSET_SIZE = 16
 assignments of ``k`` pixels (65536 for 16, a whole 4x4 block)."""
 
 
-def _check_block_scores(lp: torch.Tensor, rows: torch.Tensor, sweep: int, block) -> None:
-    """``lp: [len(rows), K]`` log probabilities of the fillings of one block: no NaN, no
-    ``+inf``, and not ``-inf`` for every filling (the current image is one of them)."""
-    where = f"at sweep {sweep}, block (channel, row, column) = {block}"
+def _check_block_scores(lp: torch.Tensor, rows: torch.Tensor, where: str) -> None:
+    """``lp: [len(rows), K]`` log probabilities of the fillings of one block (``where``: its
+    sweep and place, for the message): no NaN, no ``+inf``, and not ``-inf`` for every
+    filling (the current image is one of them)."""
     for bad, what in ((torch.isnan(lp), "NaN"), (lp == math.inf, "+inf")):
         if bad.any():
             raise ValueError(f"log_prob returned {what} {where}, for datapoint(s) "
@@ -657,6 +666,75 @@ def _configurations(m: int, device) -> list[torch.Tensor]:
     """``[K_s, m]`` 0/1 assignments of ``m`` pixels with ``s`` ones, for ``s = 0..m``."""
     every = torch.tensor(list(itertools.product((0.0, 1.0), repeat=m)), device=device)
     return [every[every.sum(1) == s] for s in range(m + 1)]
+
+
+def _check_gibbs_arguments(log_prob, y, factor, num_sweeps, burn_in, subset_size, max_batch,
+                           generator, truth) -> tuple[tuple[int, ...], int, int]:
+    """:func:`super_resolve_gibbs`'s checks, before any work; returns the images' shape
+    ``(batch, C, H, W)``, the burn-in and ``k``, the pixels redrawn together."""
+    if not callable(log_prob):
+        raise ValueError(f"log_prob must be callable, got {type(log_prob).__name__}")
+    shape = _check_pooled_inputs(y, factor, truth, "the chain's start, image and running "
+                                 "mean and the int64 ranking of the start's pixels",
+                                 4 * y.dtype.itemsize + 16)
+    burn_in = check_chain_length(num_sweeps, burn_in, name="num_sweeps")
+    check_int(subset_size, "subset_size", 2)
+    check_int(max_batch, "max_batch")
+    check_generator(generator, y.device)
+    m = min(int(subset_size), factor ** 2)
+    if m > MAX_SUBSET_SIZE:
+        raise ValueError(f"subset_size={subset_size} redraws {m} pixels of a {factor}x{factor} "
+                         f"block together, enumerating 2^{m} = {2 ** m:,} configurations, more "
+                         f"than the limit 2^{MAX_SUBSET_SIZE} = {2 ** MAX_SUBSET_SIZE:,}; pass "
+                         f"subset_size <= {MAX_SUBSET_SIZE}")
+    _check_binary_truth(truth)
+    return shape, burn_in, m
+
+
+def _gibbs_start_scores(init, y: torch.Tensor, factor: int, shape: tuple[int, ...],
+                        generator: torch.Generator | None) -> torch.Tensor:
+    """The scores ``[batch, C, H, W]`` that rank each block's pixels for the chain's start
+    (:func:`feasible_binary_image`): ``init`` checked and in ``y``'s dtype and device, or by
+    default the nearest-neighbour up-sampled ``y`` plus a little noise from ``generator``."""
+    if init is None:
+        return _upsampled(y, factor) + 1e-3 * torch.rand(shape, generator=generator,
+                                                         device=y.device, dtype=y.dtype)
+    if not torch.is_tensor(init) or init.is_complex() or tuple(init.shape) != shape:
+        raise ValueError(f"init must be a real tensor {list(shape)} of scores, got "
+                         f"{getattr(init, 'dtype', type(init).__name__)} "
+                         f"{list(getattr(init, 'shape', []))}")
+    check_finite_tensor(init, "init")
+    return init.to(device=y.device, dtype=y.dtype)  # a 0/1 image (bool, int) ranks alike
+
+
+def _redraw_subset(flat: torch.Tensor, pos: torch.Tensor, fillings: list[torch.Tensor],
+                   image_shape: tuple[int, ...], score, generator: torch.Generator | None,
+                   where: str) -> torch.Tensor:
+    """One block Gibbs step: redraw the pixels ``pos: [k]`` (part of one block) of every
+    image in ``flat: [batch, C * H * W]``, in place, from their exact conditional given the
+    other pixels and their own sum, over the ``fillings[s]: [K_s, k]`` with that sum, each
+    scored by ``score: [n, *image_shape] -> [n]``. Returns ``E[x_pos | rest, y]``,
+    ``[batch, k]``; ``where`` (sweep and block) names a bad score (:func:`_check_block_scores`).
+    """
+    current = flat[:, pos]  # [batch, k]
+    expected = current.clone()
+    ones = current.sum(1).long()
+    for value in range(1, len(pos)):  # all zeros or all ones: a single filling, kept
+        rows = (ones == value).nonzero()[:, 0]
+        if not len(rows):
+            continue
+        configs = fillings[value].to(flat.dtype)  # [K, k]
+        K = len(configs)
+        candidates = flat[rows][:, None, :].repeat(1, K, 1)
+        candidates[:, :, pos] = configs
+        lp = score(candidates.reshape(-1, *image_shape)).reshape(-1, K)
+        _check_block_scores(lp, rows, where)
+        gumbel = -torch.log(-torch.log(torch.rand(lp.shape, generator=generator,
+                                                  device=flat.device, dtype=lp.dtype)))
+        choice = (lp + gumbel).argmax(-1)
+        flat[rows[:, None], pos] = configs[choice]
+        expected[rows] = lp.softmax(-1).to(flat.dtype) @ configs
+    return expected
 
 
 @torch.no_grad()
@@ -694,85 +772,39 @@ def super_resolve_gibbs(log_prob: Callable[[torch.Tensor], torch.Tensor], y: tor
         :class:`SuperResolution`: ``mean`` the Rao-Blackwellized ``p(x_i = 1 | y)``, the
         average over kept sweeps of ``E[x_i | x_{-S}, y]`` at the step that redrew ``x_i``.
     """
-    if not callable(log_prob):
-        raise ValueError(f"log_prob must be callable, got {type(log_prob).__name__}")
-    shape = _check_pooled_inputs(y, factor, truth, "the chain's start, image and running "
-                                 "mean and the int64 ranking of the start's pixels",
-                                 4 * y.dtype.itemsize + 16)
-    burn_in = check_chain_length(num_sweeps, burn_in, name="num_sweeps")
-    check_int(subset_size, "subset_size", 2)
-    check_int(max_batch, "max_batch")
-    check_generator(generator, y.device)
-    m_total = factor ** 2
-    m = min(int(subset_size), m_total)
-    if m > MAX_SUBSET_SIZE:
-        raise ValueError(f"subset_size={subset_size} redraws {m} pixels of a {factor}x{factor} "
-                         f"block together, enumerating 2^{m} = {2 ** m:,} configurations, more "
-                         f"than the limit 2^{MAX_SUBSET_SIZE} = {2 ** MAX_SUBSET_SIZE:,}; pass "
-                         f"subset_size <= {MAX_SUBSET_SIZE}")
-    if truth is not None and not ((truth == 0) | (truth == 1)).all():
-        raise ValueError(f"truth must hold 0/1 pixels, got "
-                         f"{int((~((truth == 0) | (truth == 1))).sum())} other values "
-                         "(NaN included)")
-    if init is not None:
-        if not torch.is_tensor(init) or init.is_complex() or tuple(init.shape) != shape:
-            raise ValueError(f"init must be a real tensor {list(shape)} of scores, got "
-                             f"{getattr(init, 'dtype', type(init).__name__)} "
-                             f"{list(getattr(init, 'shape', []))}")
-        check_finite_tensor(init, "init")
-        init = init.to(device=y.device, dtype=y.dtype)  # a 0/1 image (bool, int) ranks alike
-    batch, C, h, w = y.shape
+    shape, burn_in, m = _check_gibbs_arguments(log_prob, y, factor, num_sweeps, burn_in,
+                                               subset_size, max_batch, generator, truth)
+    start = _gibbs_start_scores(init, y, factor, shape, generator)
     counts = pooled_counts(y, factor)
-    if init is None:
-        init = _upsampled(y, factor) + 1e-3 * torch.rand(shape, generator=generator,
-                                                         device=y.device, dtype=y.dtype)
-    x = feasible_binary_image(init, y, factor)
+    x = feasible_binary_image(start, y, factor)
 
-    def scores(images: torch.Tensor) -> torch.Tensor:
+    def score(images: torch.Tensor) -> torch.Tensor:  # [n, C, H, W] -> [n], by max_batch
         parts = [log_prob(images[i:i + max_batch]) for i in range(0, len(images), max_batch)]
         out = torch.cat(parts) if parts else images.new_zeros(0)
         if out.shape != (len(images),):
             raise ValueError(f"log_prob must map [n, C, H, W] to [n], got {list(out.shape)}")
         return out
 
-    tables = {size: _configurations(size, y.device) for size in {m, m_total % m or m}}
+    batch, C, h, w = y.shape
     H, W = shape[-2:]
+    m_total = factor ** 2
+    fillings = {size: _configurations(size, y.device) for size in {m, m_total % m or m}}
     # flat pixel index of offset k inside block (c, bi, bj)
     offsets = torch.tensor([(k // factor) * W + k % factor for k in range(m_total)],
                            device=y.device)
     total = torch.zeros(batch, C * H * W, device=y.device, dtype=y.dtype)
     flat = x.reshape(batch, -1).clone()
     for sweep in range(num_sweeps):
-        for c in range(C):
-            for bi in range(h):
-                for bj in range(w):
-                    corner = c * H * W + bi * factor * W + bj * factor
-                    order = torch.randperm(m_total, generator=generator, device=y.device)
-                    for start in range(0, m_total, m):
-                        pos = corner + offsets[order[start:start + m]]  # [k]
-                        current = flat[:, pos]  # [batch, k]
-                        expected = current.clone()
-                        s = current.sum(1).long()
-                        configs_of = tables[len(pos)]
-                        for value in range(1, len(pos)):
-                            rows = (s == value).nonzero()[:, 0]
-                            if not len(rows):
-                                continue
-                            configs = configs_of[value].to(y.dtype)  # [K, k]
-                            K = len(configs)
-                            candidates = flat[rows][:, None, :].repeat(1, K, 1)
-                            candidates[:, :, pos] = configs
-                            lp = scores(candidates.reshape(-1, *shape[1:])).reshape(-1, K)
-                            _check_block_scores(lp, rows, sweep, (c, bi, bj))
-                            weights = lp.softmax(-1)
-                            gumbel = -torch.log(-torch.log(torch.rand(
-                                lp.shape, generator=generator, device=y.device,
-                                dtype=lp.dtype)))
-                            choice = (lp + gumbel).argmax(-1)
-                            flat[rows[:, None], pos] = configs[choice]
-                            expected[rows] = weights.to(y.dtype) @ configs
-                        if sweep >= burn_in:
-                            total[:, pos] += expected
+        for c, bi, bj in itertools.product(range(C), range(h), range(w)):
+            corner = c * H * W + bi * factor * W + bj * factor
+            order = torch.randperm(m_total, generator=generator, device=y.device)
+            for first in range(0, m_total, m):
+                pos = corner + offsets[order[first:first + m]]  # [k]
+                expected = _redraw_subset(flat, pos, fillings[len(pos)], shape[1:], score,
+                                          generator, f"at sweep {sweep}, block (channel, "
+                                          f"row, column) = {(c, bi, bj)}")
+                if sweep >= burn_in:
+                    total[:, pos] += expected
     kept = num_sweeps - burn_in
     mean = (total / kept).reshape(shape)
     if not torch.equal(pooled_counts(average_pool(flat.reshape(shape), factor), factor), counts):

@@ -284,3 +284,43 @@ def test_independent_multivariate_normal_sites():
     assert float(result.approximation_gap.abs().max()) < 0.05, result.approximation_gap
     loc = result.local_guide.sites[0].loc.detach()
     torch.testing.assert_close(loc, (x / 3).unsqueeze(-1).expand(4, 3, 2), atol=0.1, rtol=0)
+
+
+class _ScoreOnlyNormal(dist.Normal):
+    """A Normal whose draws carry no gradient (as a guide without rsample)."""
+
+    has_rsample = False
+
+
+class _ScoreOnlyLocalGuide:
+    """A local guide whose site has no reparameterized sampler."""
+
+    def __init__(self, x):
+        self.loc = torch.zeros(x.shape[0], requires_grad=True)
+
+    def parameters(self):
+        return [self.loc]
+
+    def __call__(self, x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", _ScoreOnlyNormal(self.loc, 1.0))
+
+
+def test_fit_local_guide_refuses_a_site_without_rsample():
+    # the loss is minus the mean log weight: a draw without rsample passes no gradient to the
+    # local parameters, so the fit would silently follow only the guide's entropy term
+    x = torch.tensor([-1.0, 0.3, 2.5])
+    with pytest.raises(ValueError, match="fit_local_guide: local guide site 'z' has no "
+                                         "reparameterized sampler"):
+        fit_local_guide(scalar_model, _ScoreOnlyLocalGuide(x), x, num_steps=2)
+
+
+def test_fit_local_guide_names_a_guide_without_free_parameters():
+    x = torch.tensor([-1.0, 0.3, 2.5])
+    with pytest.raises(TypeError, match=r"local_guide \(function\) must have parameters\(\)"):
+        fit_local_guide(scalar_model, scalar_guide, x, num_steps=2)
+    frozen = LocalGaussianGuide(scalar_guide, x)
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(TypeError, match="leaves with requires_grad"):
+        fit_local_guide(scalar_model, frozen, x, num_steps=2)

@@ -253,3 +253,37 @@ def test_tracing_and_checking_leave_batch_norm_statistics_alone():
     for _ in range(3):
         step.step(x)
     assert int(pair.norm.num_batches_tracked) == 3
+
+
+class _SharedScalePair(torch.nn.Module):
+    """Model and guide share ``log_scale``: DReG's detached guide would drop its guide-side
+    gradient, so neither the compiled nor the eager lean DReG path may take the pair."""
+
+    def __init__(self):
+        super().__init__()
+        self.log_scale = torch.nn.Parameter(torch.zeros((), dtype=torch.float64))
+        self.loc = torch.nn.Parameter(torch.zeros((), dtype=torch.float64))
+
+    def model(self, x):
+        pyro.module("pair", self)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, self.log_scale.exp()))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(self, x):
+        pyro.module("pair", self)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(self.loc + 0 * x, self.log_scale.exp()))
+
+
+def test_dreg_with_a_parameter_shared_by_model_and_guide():
+    pair, x = _SharedScalePair(), torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+    with pyro.get_param_store().scope():
+        with pytest.raises(ValueError, match="compiled 'dreg' steps need model and guide to "
+                                             "use separate parameters; use fit without"):
+            CompiledSVIStep(pair.model, pair.guide, loss="dreg", num_particles=3,
+                            backend="eager").loss_and_grads(x)
+    with pyro.get_param_store().scope():
+        eager = SVIStep(pair.model, pair.guide, loss="dreg", num_particles=3)
+        eager.loss_and_grads(pair.model, pair.guide, x)
+        assert eager._lean is False  # DReGLoss's own path, which keeps the shared gradient

@@ -460,3 +460,21 @@ def test_kl_warm_up_is_refused_for_the_weighted_losses():
         fit(model, guide, torch.zeros(3), loss="iwae", num_particles=4, epochs=2,
             kl_warmup_epochs=2, progress=False, device="cpu")  # the pair's params are on CPU
     assert float(pyro.param("loc").abs().max()) == 0.0
+
+
+def test_step_refuses_a_nan_loss_without_stepping():
+    # with Pyro's validation off nothing else notices NaN parameters: SVI.step would return
+    # NaN and step on NaN gradients; SVIStep.step names it and leaves the parameters alone
+    def model(x):
+        loc = pyro.param("loc", torch.tensor(float("nan")))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(loc, 1.0), obs=x)
+
+    def guide(x):
+        pass
+
+    with pyro.get_param_store().scope(), pyro.validation_enabled(False):
+        step = SVIStep(model, guide)
+        with pytest.raises(FloatingPointError, match="SVIStep.step: the loss is nan, not applied"):
+            step.step(torch.zeros(3))
+        assert pyro.param("loc").grad is None
