@@ -402,12 +402,17 @@ def _check_plate_dims(sites, model_sites) -> None:
             continue  # scoring fails and names the shapes itself
         frames = [f for f in site["cond_indep_stack"] if f.vectorized]
         plate_dims = {f.dim for f in frames}
+        model_site = model_by_name.get(site["name"]) if role == "guide" else None
+        model_frame = None if model_site is None else data_frame(model_site)
+        if model_site is not None and frames:
+            # a guide site may leave to the model's plates the dims they declare (a local
+            # guide that opens only the "data" plate of a nested pair): the model scores
+            # the draw along them, and the guide's density is summed per datapoint
+            plate_dims |= {f.dim for f in model_site["cond_indep_stack"] if f.vectorized}
         for dim in range(-len(batch), 0):
             if batch[dim] == 1 or dim in plate_dims:
                 continue
-            model_site = model_by_name.get(site["name"])
-            model_frame = None if model_site is None else data_frame(model_site)
-            if role == "guide" and not frames and model_frame is not None:
+            if model_frame is not None and not frames:
                 raise PairError(_unplated_guide_message(site["name"], batch, model_frame))
             what = "observed value" if site["is_observed"] else "value"
             raise PairError(
@@ -457,6 +462,21 @@ def _check_observed_data_dims(model_sites) -> None:
             f"plate")
 
 
+def _moved_plates(model_site, guide_site) -> list:
+    """``(plate, model dim, guide dim)`` of the plates of one name that a latent's model and
+    guide sites put at different dims."""
+    model_dims = {f.name: f.dim for f in model_site["cond_indep_stack"] if f.vectorized}
+    return [(frame.name, model_dims[frame.name], frame.dim)
+            for frame in reversed(guide_site["cond_indep_stack"])
+            if frame.vectorized and frame.name in model_dims
+            and model_dims[frame.name] != frame.dim]
+
+
+def _moved_text(moved) -> str:
+    return "; ".join(f"pyro.plate('{plate}') at dim {model_dim} in the model and at dim "
+                     f"{guide_dim} in the guide" for plate, model_dim, guide_dim in moved)
+
+
 def _check_plate_order(model_sites, guide_latents) -> None:
     """Refuse a latent whose model and guide put a plate of one name at different dims:
     plates without an explicit dim are placed from the right in the order they are entered,
@@ -467,20 +487,18 @@ def _check_plate_order(model_sites, guide_latents) -> None:
         model_site = model_latents.get(guide_site["name"])
         if model_site is None:
             continue
-        model_dims = {f.name: f.dim for f in model_site["cond_indep_stack"] if f.vectorized}
-        for frame in guide_site["cond_indep_stack"]:
-            if not frame.vectorized or frame.name not in model_dims or \
-                    model_dims[frame.name] == frame.dim:
-                continue
-            raise PairError(
-                f"latent site '{guide_site['name']}' lies in pyro.plate('{frame.name}') at "
-                f"dim {model_dims[frame.name]} in the model and at dim {frame.dim} in the "
-                "guide: the model scores the guide's draw with that plate's values along "
-                "another dim (transposed when the sizes coincide). Plates without an "
-                "explicit dim are placed from the right in the order they are entered, so "
-                "nest the plates in the same order in model and guide, or give each an "
-                f"explicit dim, e.g. pyro.plate('{frame.name}', size, "
-                f"dim={model_dims[frame.name]}) in both")
+        moved = _moved_plates(model_site, guide_site)
+        if not moved:
+            continue
+        found = _moved_text(moved)
+        explicit = ", ".join(f"pyro.plate('{plate}', size, dim={model_dim})"
+                             for plate, model_dim, _ in moved)
+        raise PairError(
+            f"latent site '{guide_site['name']}' lies in {found}: the model scores the "
+            "guide's draw with those plates' values along other dims (transposed when the "
+            "sizes coincide, e.g. square data). Plates without an explicit dim are placed "
+            "from the right in the order they are entered, so nest the plates in the same "
+            f"order in model and guide, or give each an explicit dim in both ({explicit})")
 
 
 def _check_support_kinds(model_sites, guide_latents) -> None:
@@ -543,18 +561,19 @@ def _free_deltas(guide, args, kwargs, guide_latents, auxiliary) -> tuple:
     if not deltas or not auxiliary:
         return tuple(deltas)
     recorder = _AuxiliaryAsLeaves()
-    with poutine.block(), forked_rng(), torch.enable_grad(), recorder:
-        guide(*args, **kwargs)
     free = []
-    for name in deltas:
-        value = recorder.deltas.get(name)
-        if value is None or not recorder.leaves or not value.requires_grad:
-            free.append(name)
-            continue
-        grads = torch.autograd.grad(value.sum(), recorder.leaves, retain_graph=True,
-                                    allow_unused=True)
-        if all(g is None for g in grads):
-            free.append(name)
+    with poutine.block(), forked_rng(), torch.enable_grad():
+        with recorder:
+            guide(*args, **kwargs)
+        for name in deltas:
+            value = recorder.deltas.get(name)
+            if value is None or not recorder.leaves or not value.requires_grad:
+                free.append(name)
+                continue
+            grads = torch.autograd.grad(value.sum(), recorder.leaves, retain_graph=True,
+                                        allow_unused=True)
+            if all(g is None for g in grads):
+                free.append(name)
     return tuple(free)
 
 
@@ -605,10 +624,13 @@ def _check_latents_agree(model_sites, guide_latents, nesting: int) -> None:
             continue
         found = _shape_mismatch(model_site, guide_site, nesting)
         if found:
+            moved = _moved_plates(model_site, guide_site)
+            where = (f" (it lies in {_moved_text(moved)}: nest the plates in one order, or "
+                     "give them explicit dims)" if moved else "")
             raise PairError(
                 f"latent site '{guide_site['name']}' has {found}, a "
                 f"{_family(guide_site['fn'])} in the guide and a {_family(model_site['fn'])} "
-                "in the model: the guide must draw the "
+                f"in the model{where}: the guide must draw the "
                 "value the model scores, in the same plates at the same dims and with the "
                 "same .to_event(n); otherwise the model scores it broadcast against other "
                 "datapoints")
@@ -884,6 +906,17 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     entry point.
     """
     check_pair_arguments(model, guide)
+    if not isinstance(args, (tuple, list)):
+        raise PairError(
+            f"survey_pair: args must be a tuple (or list) of the pair's positional arguments, "
+            f"got a {type(args).__name__}"
+            + (f" of shape {list(args.shape)}" if torch.is_tensor(args) else "")
+            + ", which would be unpacked element by element (row by row for a tensor): "
+            "pass args=(x,)")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise PairError(f"survey_pair: kwargs must be a dict of the pair's keyword arguments "
+                        f"(or None), got a {type(kwargs).__name__}")
+    args = tuple(args)
     kwargs = kwargs or {}
     with forked_rng(), poutine.block(), \
             torch.no_grad():
@@ -956,6 +989,13 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     nesting = max(dims, default=0)
     _check_batch_dims(model_sites + guide_latents, nesting)
     _check_latents_agree(model_sites, guide_latents, nesting)
+    _check_plate_order(model_sites, guide_latents)
+    # the guide's sites first: a guide draw of a wrong shape is the guide's fault, which the
+    # model's site replaying it would otherwise be named for
+    _check_plate_dims([("guide", site) for site in guide_latents]
+                      + [("model", site) for site in model_sites], model_sites)
+    _check_observed_data_dims(model_sites)
+    _check_support_kinds(model_sites, guide_latents)
     support_mismatch = tuple(_support_mismatches(model_sites, guide_latents))
     unscorable = _unscorable(model_sites, support_mismatch)
     with torch.no_grad():
@@ -996,6 +1036,9 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         weighted_deltas=tuple(s["name"] for s in guide_latents if _is_weighted_delta(s["fn"])),
         row_mismatch=tuple(_row_mismatches(model_sites)),
         mask_mismatch=_mask_mismatches(model_sites, guide_latents),
+        free_deltas=_free_deltas(guide, args, kwargs, guide_latents, auxiliary),
+        plates=tuple({(f.name, f.dim, f.size): None for site in (*model_sites, *guide_latents)
+                      for f in site["cond_indep_stack"] if f.vectorized}),
         trainable=any(_requires_grad(site) for trace in (guide_full, model_full)
                       for site in trace.nodes.values() if site["type"] == "param"),
     )
@@ -1125,6 +1168,17 @@ def _global_site_error(s: PairStructure, use: str, called: str | None = None) ->
     per-site guide, a factor or an observation moves into the plate."""
     role, name = s.global_sites[0]
     called = called or entry_label(use)
+    if not any(plate == DATA_PLATE for plate, _, _ in s.plates):
+        found = ", ".join(f"'{plate}' (size {size}, dim {dim})" for plate, dim, size in s.plates)
+        rename = (f"; if one of them holds the datapoints, name it '{DATA_PLATE}' in model "
+                  f"and guide (`with pyro.plate('{DATA_PLATE}', len(x)):`)" if found else
+                  f"; put the per-datapoint sites of model and guide inside `with "
+                  f"pyro.plate('{DATA_PLATE}', len(x)):`")
+        return PairError(
+            f"{called}: the pair has no plate named '{DATA_PLATE}' (plates found: "
+            f"{found or 'none'}), and {called} takes the datapoints from the plate of that "
+            f"name, so {role} site '{name}' lies outside pyro.plate('{DATA_PLATE}'), as "
+            f"does every other site, and none is scored per datapoint{rename}")
     where = (f"{called}: {role} site '{name}' lies outside pyro.plate('{DATA_PLATE}'), so it "
              "is shared by all datapoints")
     split = "log p(x_1..N) does not split into per-datapoint terms"
@@ -1171,15 +1225,24 @@ def _check_per_datapoint(s: PairStructure, use: str, called: str | None = None) 
     # A Delta whose log_density is log q of a draw made outside the guide (noise passed in
     # as data) gives one ELBO term per datapoint, as in Pyro's Trace_ELBO; its K particles
     # are one point, no importance sample. Without a log_density it has no density at all.
-    deltas = [n for n in s.point_masses if n not in s.auxiliary
+    # A Delta that is a function of an auxiliary draw (an AutoGuide's latent) has the
+    # auxiliary site's density; one that is not (AutoDelta, also inside an AutoGuideList next
+    # to AutoNormal's auxiliary sites) is a point mass scored as log q = 0.
+    deltas = [n for n in s.free_deltas if n not in s.auxiliary
               and (use != "elbo" or n not in s.weighted_deltas)]
-    if deltas and not s.auxiliary:
+    if deltas:
         purpose = ("to train with an importance-weighted loss (or train the point estimate "
                    "with loss='elbo')" if use.startswith("fit:") else "to estimate the evidence")
+        beside = (f" Its value does not depend on the guide's auxiliary site(s) "
+                  f"{_site_list(s.auxiliary)}, so it is no AutoGuide's transform of them but "
+                  "a point mass on a parameter (AutoDelta inside an AutoGuideList, or "
+                  "Delta(pyro.param(...))), scored as log q = 0, which put IWAE and AIS "
+                  "above log p(x)." if s.auxiliary else "")
         raise PairError(
             f"{called}: guide site '{deltas[0]}' is a Delta (a point estimate, e.g. "
             "AutoDelta): its particles are all one point (and without a log_density it has no "
-            "density), so importance weights and bounds are undefined; use a guide that draws "
+            "density), so importance weights and bounds are undefined." + beside +
+            " Use a guide that draws "
             f"from a distribution with a density (e.g. AutoNormal) {purpose}")
     if s.shared_in_sizeless:
         raise PairError(

@@ -40,7 +40,7 @@ from torch.distributions import constraints
 from torch.nn import functional as F
 
 from .checks import as_int, as_number, as_seed
-from .data import uniform_dequantize
+from .data import ImageData, uniform_dequantize
 
 __all__ = [
     "LEVELS",
@@ -498,6 +498,11 @@ def training_representation(data, likelihood: str, binarization: str = "static",
         ``(train [n, C, H, W], test [m, C, H, W], batch_transform or None)`` for
         :func:`inference.fit`.
     """
+    if not isinstance(data, ImageData):
+        raise TypeError(f"data must be an ImageData (from ppl_models.load_images), got "
+                        f"{type(data).__name__}; for a tensor of images, binarize or "
+                        "dequantize it directly (binarize_static, uniform_dequantize)")
+    make_likelihood(likelihood)  # names an unknown likelihood
     seed = as_seed(seed)
     if binarization not in ("static", "dynamic"):
         raise ValueError(f"binarization must be 'static' or 'dynamic', got {binarization!r}")

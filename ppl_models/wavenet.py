@@ -121,7 +121,9 @@ class WaveNet(PyroModule):
     wn.guide, x)`` is maximum likelihood and ``inference.elbo`` equals :meth:`log_prob`.
 
     Args:
-        layers: blocks per stack, with dilations ``1, 2, ..., 2^(layers-1)``.
+        layers: blocks per stack, with dilations ``1, 2, ..., 2^(layers-1)``; every block pads
+            its input by its dilation, so a ``layers`` whose one-step input ``[channels, 1 +
+            2^(layers-1)]`` exceeds physical memory is refused here (``ValueError``).
         stacks: how many times the dilation pattern repeats.
         channels: residual channels (also the size of the input embedding).
         gate_channels: channels of the gated activation (default: ``channels``).
@@ -144,11 +146,13 @@ class WaveNet(PyroModule):
         # Every block pads its input by its dilation, so even one step of one sequence holds
         # [channels, 1 + 2^(layers-1)] values: refuse a receptive field no machine can run
         # before building anything (a convolution of dilation 2^35 is accepted by torch).
-        widest = 2 ** (layers - 1)
-        check_memory(channels * (1 + widest) + 2 * gate_channels, torch.get_default_dtype(),
-                     f"layers={layers}: the largest dilation 2**{layers - 1} pads every "
-                     f"block's input to [channels, T + 2**{layers - 1}], {channels} x "
-                     f"{1 + widest:,} values for one sequence of T = 1")
+        what = (f"layers={layers}: the largest dilation 2**{layers - 1} pads every block's "
+                f"input to [channels, T + 2**{layers - 1}], {channels} x (1 + 2**{layers - 1}) "
+                f"values for one sequence of T = 1")
+        if layers > 64:  # beyond any memory; spare the message a number of hundreds of digits
+            raise ValueError(f"{what}, more than any machine's memory")
+        check_memory(channels * (1 + 2 ** (layers - 1)) + 2 * gate_channels,
+                     torch.get_default_dtype(), what)
         self.num_levels = num_levels
         self.num_classes = num_classes
         self.channels = channels
@@ -216,7 +220,12 @@ class WaveNet(PyroModule):
         return full_precision(self.head(skip.transpose(1, 2)))  # [batch, T, num_levels]
 
     def logits(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Levels ``x: [batch, T]`` -> ``[batch, T, num_levels]``, logits of ``x_t | x_{<t}, y``."""
+        """Levels ``x: [batch, T]`` -> ``[batch, T, num_levels]``, logits of ``x_t | x_{<t}, y``.
+
+        ``x`` (levels in ``0..num_levels - 1``) and ``y`` (class ids) are range-checked on
+        every call, whatever Pyro's validation flag (they index embeddings: out of range they
+        fail as a bare ``IndexError``, a device-side assert on CUDA), after a run whose widest
+        layer exceeds physical memory is refused (``ValueError`` naming the shape)."""
         self._check(x, y)
         return self.logits_from_embedding(self.embed(x).transpose(1, 2), y)
 

@@ -19,7 +19,7 @@ from ..checks import (
     check_pair_call,
     check_weights_memory,
 )
-from ..pair_check import DATA_PLATE, attach_subsample, PairStructure, survey_pair
+from ..pair_check import DATA_PLATE, PairError, PairStructure, attach_subsample, survey_pair
 from ..weights import (
     check_compile,
     check_data,
@@ -60,13 +60,32 @@ def _check_rows_scored(structure: PairStructure, rows: int, use: str, sliced: st
 
 
 def _check_rows_are_datapoints(model, guide, args: tuple, kwargs: dict, n: int, size: int,
-                               use: str, sliced: str, remedy: str) -> None:
+                               use: str, sliced: str, remedy: str,
+                               argument: str = "data_batch_size") -> None:
     """Before cutting ``n`` rows into slices of ``size``, survey the first ``size + 1`` rows
     (when there are more than ``size``): slices of one length can match an inner plate's
-    size by chance, two lengths cannot (:func:`_check_rows_scored`)."""
+    size by chance, two lengths cannot (:func:`_check_rows_scored`). When the pair fails on
+    the cut rows but not on the whole data, the refusal names ``argument``: the slices
+    would not be scored as slices (an argument that is not cut, such as the plate's size
+    passed as an int, decides the plate)."""
     if n > size:
-        probe = survey_pair(model, guide, *_cut(args, kwargs, 0, size + 1),
-                            probe_vectorized=False)
+        cut_args, cut_kwargs = _cut(args, kwargs, 0, size + 1)
+        try:
+            probe = survey_pair(model, guide, cut_args, cut_kwargs, probe_vectorized=False)
+        except PairError:
+            raise
+        except Exception as error:
+            # the pair's own failure, on the whole data too, propagates as it is
+            survey_pair(model, guide, args, kwargs, probe_vectorized=False)
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise ValueError(
+                f"{use}: {argument}={size} cuts {sliced} into slices along dim 0, and the "
+                f"pair, which runs on the whole data, fails on their first {size + 1} rows "
+                f"({type(error).__name__}: {first}): the slices would not be scored as "
+                "slices, since an argument that is not cut (an int, e.g. the plate's size "
+                f"in pyro.plate('{DATA_PLATE}', n), or a tensor inside a list or dict) "
+                f"decides the plate. Size the plate from the data (pyro.plate('{DATA_PLATE}', "
+                f"len(x))), or {remedy}") from error
         _check_rows_scored(probe, size + 1, use, sliced, remedy)
 
 
@@ -135,7 +154,7 @@ def log_evidence(model: Callable, guide: Callable, x: torch.Tensor, *, num_sampl
     remedy = ("call iwae_bound, whose result says which datapoints it scored "
               "(result.subsample), or pass x with one datapoint per row")
     _check_rows_are_datapoints(model, guide, (x,), {}, x.shape[0], batch_size, "log_evidence",
-                               sliced, remedy)
+                               sliced, remedy, argument="batch_size")
     itemsize = weight_itemsize((x,), {})
     out = []
     with torch.no_grad():

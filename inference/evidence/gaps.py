@@ -356,12 +356,15 @@ EVIDENCE_STDERRS = 6.0
 
 
 def _check_evidence_above(log_evidence: torch.Tensor, elbo: torch.Tensor,
-                          stderr: torch.Tensor, which: str, subsample) -> None:
+                          stderr: torch.Tensor, which: str, subsample,
+                          dtypes: list[torch.dtype]) -> None:
     """``ValueError`` naming the datapoints where the caller's ``log_evidence`` lies below the
-    ``which`` ELBO estimate by more than :data:`EVIDENCE_STDERRS` of its standard errors (plus
-    float rounding): ``log p(x) >= ELBO`` for every guide, so such a ``log_evidence`` is wrong
-    (other datapoints, another order or unit, a loose estimate) and every gap with it too."""
-    rounding = 64 * torch.finfo(elbo.dtype).eps
+    ``which`` ELBO estimate by more than :data:`EVIDENCE_STDERRS` of its standard errors plus
+    float rounding (64 ulps, relative to ``1 + |ELBO|``, of the narrowest of the ELBO's and
+    ``dtypes``: the data's and the latents', whose rounding enters the log densities):
+    ``log p(x) >= ELBO`` for every guide, so such a ``log_evidence`` is wrong (other
+    datapoints, another order or unit, a loose estimate) and every gap with it too."""
+    rounding = 64 * max(torch.finfo(d).eps for d in [elbo.dtype, *dtypes])
     elbo, stderr = elbo.double(), stderr.double()
     below = elbo - log_evidence.double()
     tolerance = EVIDENCE_STDERRS * stderr + rounding * (1.0 + elbo.abs())
@@ -440,16 +443,20 @@ def amortization_gap(model: Callable, guide: Callable, *args,
     local = LocalGaussianGuide(guide, *args, **kwargs)
     amortized, amortized_se = _elbo_with_stderr(model, guide, args, kwargs, num_eval_samples,
                                                 chunk_size)
+    # the precision the log densities are computed in: the data's and the latents'
+    dtypes = [s.dtype for s in local.sites] + [
+        v.dtype for v in (*args, *kwargs.values())
+        if torch.is_tensor(v) and v.is_floating_point()]
     if log_evidence is not None:
         _check_evidence_above(log_evidence, amortized, amortized_se, "amortized",
-                              structure.data_subsample)
+                              structure.data_subsample, dtypes)
     history = fit_local_guide(model, local, *args, num_steps=num_steps, lr=lr,
                               num_particles=num_particles, progress=progress, **kwargs)
     optimized, optimized_se = _elbo_with_stderr(model, local, args, kwargs, num_eval_samples,
                                                 chunk_size)
     if log_evidence is not None:
         _check_evidence_above(log_evidence, optimized, optimized_se, "local (optimized)",
-                              structure.data_subsample)
+                              structure.data_subsample, dtypes)
     return GapResult(
         elbo_amortized=amortized,
         elbo_amortized_stderr=amortized_se,

@@ -12,6 +12,7 @@ import enum
 import functools
 import glob
 import hashlib
+import ast
 import inspect
 import io
 import numbers
@@ -103,6 +104,13 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: unreadable, corrupt, or of another run."""
 
 
+def real_path(path: str | Path) -> Path:
+    """The file a checkpoint path names, symlinks resolved (``os.path.realpath``): a run
+    through a link and a run through the file share one lock, and a write replaces the file
+    the link points at rather than the link."""
+    return Path(os.path.realpath(path))
+
+
 def _unique_partial(path: Path) -> Path:
     """A temporary name next to ``path`` that no other process or thread uses:
     ``<path>.<pid>.<8 hex digits>.partial``."""
@@ -113,8 +121,8 @@ def remove_stale_partials(path: str | Path) -> list[Path]:
     """Delete temporary files of ``path`` (named as :func:`_unique_partial` names them) left by
     processes that no longer run (a run killed while writing); returns them. Files of live
     processes, and files of other checkpoints whose names extend ``path``'s (``model.pt.1``
-    beside ``model.pt``), are left alone."""
-    path = Path(path)
+    beside ``model.pt``), are left alone. A symlink's target is meant (:func:`real_path`)."""
+    path = real_path(path)
     own = re.compile(re.escape(path.name) + r"\.([0-9]+)\.[0-9a-f]{8}\.partial")
     removed = []
     for partial in path.parent.glob(glob.escape(path.name) + ".*.partial"):
@@ -144,13 +152,13 @@ def check_writable(path: str | Path) -> Path:
     if str(path).endswith(("/", os.sep)):
         raise CheckpointError(f"checkpoint {path} names a folder (it ends in a separator); "
                               "pass a file name, e.g. run.pt inside it")
-    path = Path(path)
+    shown, path = Path(path), real_path(path)
     if path.is_dir():
-        raise CheckpointError(f"checkpoint {path} is a folder; pass a file name")
+        raise CheckpointError(f"checkpoint {shown} is a folder; pass a file name")
     for suffix, role in ((".lock", "its lock file"), (".previous", "the copy of an earlier run")):
         beside = path.with_name(path.name + suffix)
         if beside.is_dir():
-            raise CheckpointError(f"checkpoint {path} needs {beside} for {role}, but that is a "
+            raise CheckpointError(f"checkpoint {shown} needs {beside} for {role}, but that is a "
                                   "folder: move it away or use another checkpoint path")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,7 +170,7 @@ def check_writable(path: str | Path) -> Path:
             os.close(fd)
             probe.unlink(missing_ok=True)
     except OSError as error:
-        raise CheckpointError(f"cannot write the checkpoint {path}: {error.strerror or error} "
+        raise CheckpointError(f"cannot write the checkpoint {shown}: {error.strerror or error} "
                               f"(folder {path.parent})") from error
     return path
 
@@ -174,16 +182,17 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     CRC32) to a temporary file of a unique name in the same folder, flushed to disk and renamed
     over ``path``. Any failure (full disk, read-only folder, a crash) leaves the old file
     intact; on an error the temporary file is removed and an ``OSError`` names ``path``.
+    A symlink keeps pointing at the file, which is replaced (:func:`real_path`).
     """
-    path = Path(path)
+    path, target = Path(path), real_path(path)
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getvalue()
     header = _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload))
     partial = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = _unique_partial(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = _unique_partial(target)
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -194,7 +203,7 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
-        os.replace(partial, path)
+        os.replace(partial, target)
     except OSError as error:
         if partial is not None:
             partial.unlink(missing_ok=True)
@@ -206,8 +215,9 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
 def keep_previous(path: str | Path) -> Path:
     """Make ``<path>.previous`` a copy of the file at ``path`` (replacing an older one)
     atomically, leaving ``path`` in place; returns the new name. A hard link where the file
-    system has them, else a copy flushed to disk, renamed into place."""
-    path = Path(path)
+    system has them, else a copy flushed to disk, renamed into place. A symlink's target is
+    meant (:func:`real_path`)."""
+    path = real_path(path)
     previous = path.with_name(path.name + ".previous")
     partial = _unique_partial(path)
     try:
@@ -263,11 +273,13 @@ class CheckpointLock:
 
     ``with CheckpointLock(path):`` takes an ``fcntl`` lock on ``path + ".lock"`` (released by
     the kernel when the process ends, even by SIGKILL, so no stale lock outlives its run) and
-    raises :class:`CheckpointError` at once when another run holds it.
+    raises :class:`CheckpointError` at once when another run holds it. A symlink's target is
+    locked (``<target>.lock``, :func:`real_path`), so runs through a link and through the
+    file exclude each other.
     """
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        self.path = real_path(path)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self._file = None
 
@@ -422,6 +434,52 @@ def _record_module(module, prefix: str, out: dict, seen: set) -> None:
                 continue
             if key != "training" and key not in _RUN_STATE_NAMES:
                 _record_setting(value, path + key, out, seen, 1)
+        # a PyroSample's prior (held in _pyro_samples): a distribution by class, shapes and
+        # the values of its parameters, a callable prior as a function
+        for key, prior in sorted(getattr(sub, "_pyro_samples", {}).items()):
+            if not key.startswith("_"):
+                _record_prior(prior, path + key, out, seen)
+        # buffers by value: a constant (a fixed observation scale) is a setting; those that
+        # training moves (batch norm's statistics) leave the record as other moved settings
+        for key, buffer in sorted(getattr(sub, "_buffers", {}).items()):
+            if buffer is not None and not key.startswith("_") and path + key not in out:
+                out[path + key] = _tensor_text(buffer)
+
+
+def _tensor_text(tensor: torch.Tensor) -> str:
+    """A buffer's or a prior's tensor: its values when it has at most 4 (``tensor [] float32
+    = [1.0]``), else shape, dtype and a hash (:func:`data_fingerprint`)."""
+    held = data_fingerprint([tensor])[0]
+    if tensor.numel() <= 4 and not tensor.is_complex():
+        values = tensor.detach().reshape(-1).cpu().tolist()
+        return f"tensor {held['shape']} {held['dtype']} = {values}"
+    return f"tensor {held['shape']} {held['dtype']} (hash {held['hash']})"
+
+
+_PRIOR_DEPTH = 6  # nested distributions (Independent(Expanded(Normal))) followed this deep
+
+
+def _record_prior(prior, path: str, out: dict, seen: set, depth: int = 0) -> None:
+    """A ``PyroSample`` prior at ``path``: a distribution by its class, batch and event shapes
+    and its attributes (tensors by a hash, nested distributions in turn); a callable prior
+    (``lambda self: ...``) as a function (:func:`_record_function`)."""
+    if not isinstance(prior, torch.distributions.Distribution) or depth > _PRIOR_DEPTH:
+        _record_setting(prior, path, out, seen, 1)
+        if isinstance(out.get(path), str):  # PyroSample renames the function on each use
+            out[path] = out[path].replace("_pyro_prior_", "")
+        return
+    out[path] = f"{type(prior).__module__}.{type(prior).__qualname__}"
+    out[path + ".batch_shape"] = list(prior.batch_shape)
+    out[path + ".event_shape"] = list(prior.event_shape)
+    for key, value in sorted(vars(prior).items()):
+        if key.startswith("_"):
+            continue
+        if isinstance(value, torch.distributions.Distribution):
+            _record_prior(value, f"{path}.{key}", out, seen, depth + 1)
+        elif torch.is_tensor(value):
+            out[f"{path}.{key}"] = _tensor_text(value)
+        else:
+            _record_setting(value, f"{path}.{key}", out, seen, 1)
 
 
 _INIT_PARAMETERS: dict = {}
@@ -718,6 +776,7 @@ class SettingsRecord:
         self.start: dict = {}
         self.moved: set = set()  # moved by training, in this run or an earlier one
         self.saved: dict | None = None
+        self.at_save: dict | None = None  # every setting when the last checkpoint was made
 
     def current(self) -> dict:
         return settings_fingerprint(self.modules, self.functions, self.networks)
@@ -756,8 +815,63 @@ class SettingsRecord:
         self.moved.update(path for path, value in self.start.items()
                           if path not in now or now[path] != value)
         record = {path: value for path, value in self.start.items() if path not in self.moved}
-        self.saved = record
+        self.saved, self.at_save = record, now
         return {"settings": record, "settings_moved": sorted(self.moved)}
+
+    def moved_since_save(self) -> bool:
+        """Whether a setting changed since the last :meth:`for_checkpoint` (a callback that
+        anneals a weight after the checkpoint was written)."""
+        return self.at_save is not None and self.current() != self.at_save
+
+    def locate(self, path: str):
+        """Where the setting ``path`` lives (:class:`SettingPlace`), or None when it cannot be
+        told from the path."""
+        return locate_setting(path, self.modules, self.functions, self.networks)
+
+    def moved_values(self) -> dict:
+        """``path -> value`` of the moved settings that are plain values (numbers, bools,
+        strings, None) held where :meth:`locate` finds them: saved with each checkpoint, so
+        that a resume continues with the values training reached (an annealed weight)."""
+        values = {}
+        for path in sorted(self.moved):
+            place = self.locate(path)
+            if place is None or not place.settable:
+                continue
+            try:
+                value = place.get()
+            except Exception:  # noqa: BLE001 - an attribute that cannot be read is not saved
+                continue
+            if _scalar(value):
+                values[path] = value.item() if isinstance(value, np.generic) else value
+        return values
+
+    def restore(self, values: dict) -> list[str]:
+        """Put the moved settings ``values`` (from :meth:`moved_values`) back where they live;
+        nothing is set unless every one can be (paths in ``ignore`` are left alone). Returns
+        descriptions of those that cannot: a path this pair does not have, or a value of
+        another kind than the pair holds now."""
+        problems, places = [], []
+        for path, value in sorted(values.items()):
+            if _ignored(path, self.ignore):
+                continue
+            place = self.locate(path)
+            current = _ABSENT
+            if place is not None and place.settable:
+                try:
+                    current = place.get()
+                except Exception:  # noqa: BLE001 - reported below
+                    pass
+            if current is _ABSENT:
+                problems.append(f"{path}: {value!r} in the checkpoint, no such setting now")
+            elif not _same_kind(value, current):
+                problems.append(f"{path}: {value!r} in the checkpoint, a "
+                                f"{type(current).__name__} now ({current!r:.40})")
+            else:
+                places.append((place, value))
+        if not problems:
+            for place, value in places:
+                place.set(value)
+        return problems
 
     def __enter__(self) -> SettingsRecord:
         return self
@@ -776,6 +890,169 @@ class SettingsRecord:
             _MOVED_AFTER_SAVE[self.key] = moved
         else:
             _MOVED_AFTER_SAVE.pop(self.key, None)
+
+
+def _scalar(value) -> bool:
+    """A number, bool, string or None (a setting whose value a checkpoint can hold)."""
+    return value is None or (isinstance(value, (str, numbers.Number, np.bool_))
+                             and not torch.is_tensor(value) and not isinstance(value, np.ndarray))
+
+
+def _kind(value) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, (bool, np.bool_)):
+        return "bool"
+    return "str" if isinstance(value, str) else "number"
+
+
+def _same_kind(saved, current) -> bool:
+    """Whether ``saved`` may replace ``current``: both plain values of one kind (numbers of
+    any type), or either None (a setting set later)."""
+    if not _scalar(current):
+        return False
+    return saved is None or current is None or _kind(saved) == _kind(current)
+
+
+@dataclasses.dataclass
+class SettingPlace:
+    """Where a setting lives: ``holder``'s attribute ``key`` (``how="attr"``), item ``key``
+    (``"item"``), a closure cell (``"cell"``) or a function's default argument ``key``
+    (``"default"``)."""
+
+    holder: object
+    how: str
+    key: object = None
+
+    @property
+    def settable(self) -> bool:
+        return not (self.how == "item" and isinstance(self.holder, tuple))
+
+    def get(self):
+        if self.how == "attr":
+            return getattr(self.holder, self.key)
+        if self.how == "item":
+            return self.holder[self.key]
+        if self.how == "cell":
+            return self.holder.cell_contents
+        return _defaults(self.holder)[self.key]
+
+    def set(self, value) -> None:
+        if self.how == "attr":
+            setattr(self.holder, self.key, value)
+        elif self.how == "item":
+            self.holder[self.key] = value
+        elif self.how == "cell":
+            self.holder.cell_contents = value
+        else:
+            function, name = self.holder, self.key
+            if name in (function.__kwdefaults__ or {}):
+                function.__kwdefaults__[name] = value
+            else:
+                code = function.__code__
+                names = code.co_varnames[code.co_argcount - len(function.__defaults__):
+                                         code.co_argcount]
+                function.__defaults__ = tuple(value if n == name else d
+                                              for n, d in zip(names, function.__defaults__))
+
+
+def _defaults(function) -> dict:
+    code = function.__code__
+    return {**dict(zip(code.co_varnames[code.co_argcount - len(function.__defaults__ or ()):
+                                        code.co_argcount], function.__defaults__ or ())),
+            **(function.__kwdefaults__ or {})}
+
+
+_TOKEN = re.compile(r"\.?([A-Za-z_][A-Za-z0-9_]*)|\[([^\]]*)\]")
+
+
+def _tokens(text: str) -> list | None:
+    """``.name`` and ``[key]`` parts of a setting path's tail: ``("attr", name)`` or
+    ``("item", key)``; None when the text is not made of them."""
+    tokens, at = [], 0
+    while at < len(text):
+        match = _TOKEN.match(text, at)
+        if match is None or match.end() == at:
+            return None
+        if match[1] is not None:
+            tokens.append(("attr", match[1]))
+        else:
+            try:
+                tokens.append(("item", ast.literal_eval(match[2])))
+            except (ValueError, SyntaxError):
+                return None
+        at = match.end()
+    return tokens
+
+
+def _follow(holder, tokens: list) -> SettingPlace | None:
+    """The place ``tokens`` lead to from ``holder``."""
+    if not tokens:
+        return None
+    try:
+        for how, key in tokens[:-1]:
+            holder = getattr(holder, key) if how == "attr" else holder[key]
+        how, key = tokens[-1]
+        place = SettingPlace(holder, how, key)
+        place.get()
+    except Exception:  # noqa: BLE001 - a path that does not lead anywhere
+        return None
+    return place
+
+
+def locate_setting(path: str, modules, functions: dict | None = None,
+                   networks: dict | None = None) -> SettingPlace | None:
+    """Where the setting that :func:`settings_fingerprint` records at ``path`` lives in
+    ``modules``, the pair's callables ``functions`` and ``networks`` (the same arguments):
+    a module's or owned object's attribute, a dict or list entry, a function's closure
+    variable, default argument or module global. None when ``path`` leads nowhere."""
+    roots = [(f"{index}.", module) for index, module in enumerate(modules)]
+    roots += [(f"{name}.", value) for name, value in (functions or {}).items()]
+    roots += [(f"{name}.", value) for name, value in sorted((networks or {}).items())]
+    for prefix, root in roots:
+        if not path.startswith(prefix) or root is None:
+            continue
+        rest = path[len(prefix):]
+        if isinstance(root, torch.nn.Module):
+            holder, tail = root, rest
+            for name, sub in root.named_modules():
+                if name and rest.startswith(name + ".") and \
+                        len(name) + 1 > len(rest) - len(tail):
+                    holder, tail = sub, rest[len(name) + 1:]
+            tokens = _tokens(tail)
+            place = _follow(holder, tokens) if tokens else None
+        else:
+            place = _locate_in_function(root, rest)
+        if place is not None:
+            return place
+    return None
+
+
+def _locate_in_function(fn, rest: str) -> SettingPlace | None:
+    """A setting of a function (``model.scale``): a closure variable, a default argument
+    (``model.defaults.x``) or a global of its module, then what is inside it."""
+    tokens = _tokens(rest)
+    if not tokens or tokens[0][0] != "attr":
+        return None
+    function = getattr(fn, "__func__", fn)
+    if not isinstance(function, types.FunctionType):
+        return _follow(fn, tokens)  # a callable object: its attributes
+    name, code = tokens[0][1], function.__code__
+    if name == "defaults" and len(tokens) > 1 and tokens[1][1] in _defaults(function):
+        first, tokens = SettingPlace(function, "default", tokens[1][1]), tokens[2:]
+    elif name in code.co_freevars:
+        cell = function.__closure__[code.co_freevars.index(name)]
+        first, tokens = SettingPlace(cell, "cell"), tokens[1:]
+    elif name in function.__globals__:
+        first, tokens = SettingPlace(function.__globals__, "item", name), tokens[1:]
+    else:
+        return None
+    if not tokens:
+        return first
+    try:
+        return _follow(first.get(), tokens)
+    except Exception:  # noqa: BLE001 - an empty cell
+        return None
 
 
 def callable_fingerprint(fn) -> str:

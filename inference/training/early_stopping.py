@@ -20,6 +20,7 @@ import numbers
 from collections.abc import Callable, Sequence
 
 import numpy
+import pyro
 import torch
 
 from ..checks import evaluation_mode
@@ -31,7 +32,11 @@ class KeepBest:
     """Keep the parameters of the epoch with the highest validation score.
 
     Args:
-        modules: the ``nn.Module`` (or modules) whose parameters :func:`inference.fit` trains.
+        modules: the ``nn.Module`` (or modules) whose parameters and buffers
+            :func:`inference.fit` trains (may be empty for a pair whose parameters are all
+            ``pyro.param``\ s). The values of the Pyro param store's other parameters (a
+            plain-function pair's ``pyro.param``\ s) are kept and restored with them, so the
+            restored pair is one that an epoch had.
         score: called after every epoch with no arguments; returns a real number (a Python
             or numpy int or float, or a one-element tensor; not a bool or a string), higher
             is better (e.g. the mean exact log-likelihood of a validation split, nats per
@@ -51,8 +56,9 @@ class KeepBest:
     def __init__(self, modules: torch.nn.Module | Sequence[torch.nn.Module],
                  score: Callable[[], float]):
         modules = [modules] if isinstance(modules, torch.nn.Module) else list(modules)
-        if not modules or not all(isinstance(m, torch.nn.Module) for m in modules):
-            raise ValueError("modules must be an nn.Module or a non-empty sequence of them")
+        if not all(isinstance(m, torch.nn.Module) for m in modules):
+            raise ValueError("modules must be an nn.Module or a sequence of them (empty for a "
+                             "pair whose parameters are all pyro.params)")
         if not callable(score):  # the project answers bad input with ValueError
             raise ValueError(f"score must be callable, got {type(score).__name__}")  # noqa: TRY004
         self.modules = modules
@@ -61,6 +67,7 @@ class KeepBest:
         self.best_epoch: int | None = None
         self.scored = 0  # epochs scored
         self._best_state: list[dict] | None = None
+        self._best_store: dict[str, torch.Tensor] | None = None  # other store parameters
 
     def __call__(self, record: dict) -> None:
         with evaluation_mode(self.modules), torch.no_grad():
@@ -74,6 +81,15 @@ class KeepBest:
             self.best_score = value
             self.best_epoch = record.get("epoch")
             self._best_state = [copy.deepcopy(m.state_dict()) for m in self.modules]
+            self._best_store = {name: value.detach().clone()
+                                for name, value in self._store_parameters()}
+
+    def _store_parameters(self) -> list[tuple[str, torch.Tensor]]:
+        """``(name, unconstrained tensor)`` of the Pyro param store's parameters that are not
+        the modules' own (those come back with the modules' state)."""
+        owned = {id(t) for m in self.modules for t in m.state_dict(keep_vars=True).values()}
+        return [(name, value) for name, value in pyro.get_param_store().named_parameters()
+                if id(value) not in owned]
 
     def _name(self) -> str:
         return getattr(self.score, "__name__", None) or type(self.score).__name__
@@ -82,21 +98,21 @@ class KeepBest:
         """The score callable's return ``value`` as a float; ``ValueError`` (as for the rest of
         KeepBest's input) naming the callable and what it returned unless it is a real
         number."""
-        if torch.is_tensor(value) and value.numel() == 1 and not value.is_meta and (
-                value.is_floating_point() or value.dtype not in (torch.bool, torch.complex64,
-                                                                  torch.complex128)):
+        if torch.is_tensor(value) and value.numel() == 1 and not value.is_meta and \
+                not value.is_complex() and value.dtype != torch.bool:
             return float(value)
         if isinstance(value, numbers.Real) and not isinstance(value, (bool, numpy.bool_)):
             return float(value)
         shown = (f"a tensor of shape {list(value.shape)} and dtype {value.dtype}"
                  if torch.is_tensor(value) else f"{type(value).__name__} {value!r:.60}")
         raise ValueError(f"KeepBest: score {self._name()} returned {shown} after epoch {epoch}; "
-                        "it must return a real number (a float, int or one-element tensor), "
-                        "higher is better")
+                         "it must return a real number (a float, int or one-element tensor), "
+                         "higher is better")
 
     def restore(self) -> None:
-        """Load the best epoch's parameters into the modules (in place, so optimizers and
-        the Pyro param store keep referring to the same tensors)."""
+        """Load the best epoch's parameters into the modules and the param store's other
+        parameters (in place, so optimizers and the Pyro param store keep referring to the
+        same tensors)."""
         if self._best_state is None:
             if self.scored:
                 raise ValueError(f"every score of the {self.scored} epochs scored was -inf, "
@@ -104,12 +120,18 @@ class KeepBest:
             raise ValueError("no epoch was scored yet: pass this object as fit's callback")
         for m, state in zip(self.modules, self._best_state):
             m.load_state_dict(state)
+        saved = self._best_store or {}
+        with torch.no_grad():
+            for name, value in self._store_parameters():
+                if name in saved and saved[name].shape == value.shape:
+                    value.copy_(saved[name])
 
     def get_state(self) -> dict:
         """The best epoch so far, its score and parameters, and the number of epochs scored
         (:func:`inference.fit` saves it in each checkpoint)."""
         return {"best_score": self.best_score, "best_epoch": self.best_epoch,
-                "scored": self.scored, "best_state": self._best_state}
+                "scored": self.scored, "best_state": self._best_state,
+                "best_store": self._best_store}
 
     def set_state(self, state: dict) -> None:
         """Continue from :meth:`get_state`'s ``state``, after checking that its parameters
@@ -123,3 +145,4 @@ class KeepBest:
                                  f"modules: saved {theirs}, modules {mine}")
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
         self.scored, self._best_state = state["scored"], best
+        self._best_store = state.get("best_store")  # absent from older checkpoints

@@ -6,11 +6,13 @@ import contextlib
 import json
 import math
 import os
+import random
 import time
 import warnings
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
 import pyro
 import torch
 from pyro.infer.util import is_validation_enabled
@@ -62,6 +64,11 @@ def _describe(data) -> str:
         return f"a numpy {kind}: torch.as_tensor(array, dtype=torch.get_default_dtype())"
     if isinstance(data, (tuple, list)):
         return f"a {kind} of {', '.join(type(t).__name__ for t in data) or 'nothing'}"
+    if isinstance(data, dict):
+        keys = ", ".join(map(repr, list(data)[:4])) + (", ..." if len(data) > 4 else "")
+        return (f"a dict (keys {keys or 'none'}): pass a tuple of its tensors, e.g. "
+                "tuple(data.values()), which fit passes positionally as model(*batch) and "
+                "guide(*batch)")
     return f"a {kind}"
 
 
@@ -190,8 +197,32 @@ def _pair_store_shapes(model, guide, batch: tuple, modules, batch_transform,
         return checkpoints.store_shapes(sorted(names)), registered
     finally:
         pyro.util.set_rng_state(rng)
-        for name in set(store.keys()) - before:
-            del store[name]
+        _forget_params(store, set(store.keys()) - before)
+
+
+def _forget_params(store, names) -> None:
+    """Remove the entries ``names`` from Pyro's param store ``store``, by name only.
+
+    ``del store[name]`` also pops the tensor from the store's tensor -> name table, which
+    holds one name per tensor: a tensor registered under two names (an AutoIAFNormal's
+    network, as a PyroModule's parameter and through ``pyro.module``) raised ``KeyError`` for
+    the second. Here a tensor's entry in that table goes only with the name it holds."""
+    params = getattr(store, "_params", None)
+    to_name = getattr(store, "_param_to_name", None)
+    held = getattr(store, "_constraints", None)
+    if not (isinstance(params, dict) and isinstance(to_name, dict) and isinstance(held, dict)):
+        for name in names:  # another layout of Pyro's store: its own deletion
+            with contextlib.suppress(KeyError):
+                del store[name]
+        return
+    for name in names:
+        value = params.pop(name, None)
+        held.pop(name, None)
+        if value is not None and to_name.get(value) == name:
+            del to_name[value]
+    # a tensor still stored under another name maps to that one
+    for name, value in params.items():
+        to_name.setdefault(value, name)
 
 
 def _check_resumable(state: dict, path, epochs: int, current: dict) -> None:
@@ -394,7 +425,14 @@ def _refused_step(error: ValueError, model, guide, batch: tuple, rows: torch.Ten
         return _diverged(f"parameters {bad[:5]} hold NaN or infinite values at {where}, "
                          f"where Pyro's validation refused them ({reason})",
                          checkpoint, saved, earlier)
-    found = _unscored_site(model, guide, batch, modules)
+    try:
+        found = _unscored_site(model, guide, batch, modules)
+    except Exception as secondary:  # noqa: BLE001 - the step's own error is the one to raise
+        found = None
+        if hasattr(error, "add_note"):
+            error.add_note(f"fit: looking for the site that refused the step, the pair failed "
+                           f"again without validation: {type(secondary).__name__}: "
+                           f"{str(secondary).splitlines()[0] if str(secondary) else ''}")
     if found is None:
         if hasattr(error, "add_note"):
             error.add_note(f"fit: raised at {where}, on rows {_rows_text(rows)} of data; fit "
@@ -729,6 +767,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
     earlier = checkpoint is not None and state is None and Path(checkpoint).exists()
     replaces = earlier and parallel.rank == 0
     pyro.set_rng_seed(parallel.process_seed(seed))
+    _check_one_row_batches(model, guide, tensors, batch_size, batch_transform, still)
     # the pair checked on a first minibatch (random state restored) before any step
     with kept_buffers(still):  # the survey runs the pair in training mode
         plan = plan_minibatches(model, guide, tensors, batch_size=batch_size, loss=loss,
@@ -765,13 +804,21 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
         shuffler.set_state(state["shuffler"].cpu())
         parallel.set_rng_state(state["rng"])
         history = state["history"]
+        problems = settings_record.restore(state.get("settings_values", {}))
+        if problems:
+            raise checkpoints.CheckpointError(
+                f"checkpoint {checkpoint} holds settings that training moved (an annealed "
+                f"weight) which this pair cannot take back: {'; '.join(problems[:8])}. Resume "
+                "with the pair of that run, or use another checkpoint path")
         if _has_state(callback):
             callback.set_state(state["callback"])
     parallel.prepare(modules, tuple(t[:1] for t in tensors), batch_transform)
-    if state is not None and _has_state(callback) and history:
+    if state is not None and _has_state(callback) and history and \
+            not state.get("after_callback"):
         # the checkpoint was written before its last epoch's callback ran: run it again, as
         # the interrupted run did, on the same parameters and random state
-        callback(history[-1])
+        with _apart_streams():
+            callback(history[-1])
     # Pyro's validation (when on) checks every step of the first epoch run here, so that each
     # datapoint is checked once; later epochs skip it
     validate, first_epoch, saved = is_validation_enabled(), len(history), len(history)
@@ -831,26 +878,98 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                               f"{checkpoint}; the old one is kept as {previous}",
                               stacklevel=user_stacklevel())
                 replaces = False
-            parallel.save(checkpoint, lambda rng: {
-                "format": checkpoints.FORMAT,
-                "modules": [m.state_dict() for m in modules],
-                "param_store": checkpoints.param_store_state(store_names),
-                "network_buffers": buffers_state(registered),
-                "optimizer": optimizer.get_state(),
-                "shuffler": shuffler.get_state(),
-                "rng": rng,
-                "history": history,
-                "fingerprint": {"pair": {
-                    **checkpoints.params_fingerprint(modules,
-                                                     checkpoints.store_shapes(store_names)),
-                    **settings_record.for_checkpoint()},
-                    **fingerprint},
-                **({"callback": callback.get_state()} if _has_state(callback) else {}),
-            })
+            def state_of(rng, after_callback=False):
+                return {
+                    "format": checkpoints.FORMAT,
+                    "modules": [m.state_dict() for m in modules],
+                    "param_store": checkpoints.param_store_state(store_names),
+                    "network_buffers": buffers_state(registered),
+                    "optimizer": optimizer.get_state(),
+                    "shuffler": shuffler.get_state(),
+                    "rng": rng,
+                    "history": history,
+                    "fingerprint": {"pair": {
+                        **checkpoints.params_fingerprint(
+                            modules, checkpoints.store_shapes(store_names)),
+                        **settings_record.for_checkpoint()},
+                        **fingerprint},
+                    "settings_values": settings_record.moved_values(),
+                    **({"callback": callback.get_state()} if _has_state(callback) else {}),
+                    **({"after_callback": True} if after_callback else {}),
+                }
+
+            parallel.save(checkpoint, state_of)
             saved = epoch + 1
         if callback is not None:
-            callback(record)
+            # its draws (a logged sample) leave training's random streams where they were,
+            # so a resumed run draws as the uninterrupted one
+            with _apart_streams():
+                callback(record)
+            if checkpoint is not None and parallel.from_first_rank(
+                    settings_record.moved_since_save()):
+                # it moved a setting (an annealed weight): the checkpoint holds the values the
+                # next epoch trains with, the callback's state after it ran, its record
+                parallel.save(checkpoint, lambda rng: state_of(rng, after_callback=True))
     return history
+
+
+@contextlib.contextmanager
+def _apart_streams():
+    """Inside the block, draws from torch's (CPU and CUDA in use), Python's and NumPy's
+    generators leave them as they were: a callback's draws do not move training's."""
+    python, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        with forked_rng():
+            yield
+    finally:
+        random.setstate(python)
+        np.random.set_state(numpy_state)
+
+
+def _check_one_row_batches(model, guide, tensors: tuple, batch_size: int, batch_transform,
+                           modules) -> None:
+    """Refuse, before any step, a minibatch of one row (the ragged last one) for a pair with
+    batch norm in training mode that cannot normalize one row (torch's "Expected more than 1
+    value per channel" at that step): the pair is tried on that row (effects hidden, random
+    state, param store and buffers kept)."""
+    num_data = tensors[0].shape[0]
+    if min(batch_size, num_data) != 1 and num_data % batch_size != 1:
+        return
+    layers = [f"{type(sub).__name__} at {name or 'the top'}" for module in modules
+              for name, sub in module.named_modules()
+              if isinstance(sub, torch.nn.modules.batchnorm._BatchNorm) and sub.training]
+    if not layers:
+        return
+    row = tuple(t[-1:] for t in tensors)
+    store = pyro.get_param_store()
+    before, rng = set(store.keys()), pyro.util.get_rng_state()
+    try:
+        with forked_rng(), pyro.poutine.block(), torch.no_grad(), kept_buffers(modules):
+            if batch_transform is not None:
+                row = transformed_batch(batch_transform(*row), 1)
+            trace_pair(model, guide, row, {})
+    except Exception as error:  # noqa: BLE001 - only batch norm's refusal is this check's
+        if "more than 1 value per channel" not in str(error):
+            return
+        last = "every minibatch" if min(batch_size, num_data) == 1 else "the last minibatch"
+        raise ValueError(
+            f"fit: {last} has one row (batch_size={batch_size}, N={num_data}), and the pair's "
+            f"batch norm in training mode ({', '.join(layers[:4])}) cannot normalize one row "
+            f"(torch: {str(error).splitlines()[0]}). Choose a batch_size that leaves no "
+            f"minibatch of one row{_other_batch_size(num_data, batch_size)}, or drop a "
+            "datapoint") from error
+    finally:
+        pyro.util.set_rng_state(rng)
+        _forget_params(store, set(store.keys()) - before)
+
+
+def _other_batch_size(num_data: int, batch_size: int) -> str:
+    """``, e.g. batch_size=B`` for the nearest size above 1 that leaves no one-row batch."""
+    for offset in range(1, max(batch_size, 2)):
+        for candidate in (batch_size + offset, batch_size - offset):
+            if 1 < candidate < num_data and num_data % candidate != 1:
+                return f", e.g. batch_size={candidate}"
+    return ""
 
 
 def _has_state(callback) -> bool:

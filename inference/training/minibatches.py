@@ -157,6 +157,7 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
             f"once per dataset: move it into the plate or use batch_size >= {num_data}")
     if declared is None or declared == length:
         model_scales = False
+        _check_own_subsample(structure, num_data, batch_size)
     elif declared == num_data:
         model_scales = True
     else:
@@ -183,6 +184,29 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
             f"({structure.vectorize_error}); {remedy}, or make the model broadcast over "
             "leading batch dims (docs/own-pair.md)")
     return MinibatchPlan(model_scales, structure)
+
+
+def _check_own_subsample(structure, num_data: int, batch_size: int) -> None:
+    """A model that subsamples each minibatch further (``pyro.plate("data", len(x),
+    subsample_size=B)``) needs ``B`` rows in every minibatch: the ragged last one of
+    ``N % batch_size`` rows has fewer, and Pyro fails at that step (with a message about model
+    and guide disagreeing). Refuse it before any step, naming the sizes."""
+    if structure.data_subsample is None or batch_size >= num_data:
+        return
+    subsample, last = structure.batch_size, num_data % batch_size
+    if not last or last >= subsample:
+        return
+    fits = [size for size in range(subsample, num_data)
+            if num_data % size == 0 or num_data % size >= subsample]
+    nearest = min(fits, key=lambda size: (abs(size - batch_size), size), default=None)
+    hint = f"batch_size={nearest} (or {num_data}, all at once)" if nearest else \
+        f"batch_size >= {num_data}"
+    raise PairError(
+        f"fit: the model draws subsample_size={subsample} rows of each minibatch "
+        f"(pyro.plate('{DATA_PLATE}', len(x), subsample_size={subsample})), but with "
+        f"batch_size={batch_size} and N={num_data} datapoints the last minibatch has only "
+        f"{last} rows, fewer than {subsample}: use a batch size whose last minibatch holds at "
+        f"least {subsample} rows, e.g. {hint}")
 
 
 def loss_call(loss, num_particles: int) -> str:

@@ -23,7 +23,7 @@ from pyro.distributions.torch_distribution import MaskedDistribution
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch.distributions.transforms import AffineTransform, ComposeTransform, IndependentTransform
 
-from ..checks import as_int, check_int, check_number
+from ..checks import as_int, check_int, check_number, check_weights_memory
 from ..pair_check import (
     PARTICLE_PLATE,
     conditional_sites_in_trace,
@@ -31,7 +31,8 @@ from ..pair_check import (
     PairError,
     sample_sites,
 )
-from ..weights import log_mean_exp, trace_log_density, uniform_scale, vectorized_traces
+from ..weights import (log_mean_exp, trace_log_density, uniform_scale, vectorized_traces,
+                       weight_itemsize)
 
 
 class IWAELoss:
@@ -55,6 +56,9 @@ class IWAELoss:
                 "importance-weighted objectives here follow pathwise gradients only and would "
                 "miss its score-function term. Use loss='elbo' (Trace_ELBO's score-function "
                 "estimator) for such guides")
+        # the [K, batch] weights alone must fit (a cheap bound, no pass of its own)
+        check_weights_memory(self.num_particles, structure.batch_size,
+                             weight_itemsize(args, kwargs), "num_particles")
         model_trace, guide_trace = vectorized_traces(
             model, guide, args, kwargs, self.num_particles, structure.max_plate_nesting + 1
         )

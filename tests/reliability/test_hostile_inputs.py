@@ -296,3 +296,19 @@ def test_other_estimators_name_their_own_particle_counts(monkeypatch):
                          num_eval_samples=10)
     with pytest.raises(ValueError, match="num_eval_samples=10000 particles"):
         amortization_gap(vae.model, vae.guide, x, num_steps=1, num_eval_samples=10**4)
+
+
+def test_iwae_loss_refuses_weights_that_do_not_fit(monkeypatch):
+    model = LinearGaussian(3, 1, seed=0)
+    x = model.simulate(10, seed=1).detach()
+    _small_memory(monkeypatch, 2**20)  # 10^5 x 10 weights: 4 MB
+    with pytest.raises(ValueError, match="num_particles=100000 particles for 10 datapoints"):
+        IWAELoss(10**5).loss(model.model, model.guide, x)
+    assert math.isfinite(IWAELoss(5).loss(model.model, model.guide, x))
+
+
+def test_training_representation_names_a_tensor_passed_for_image_data():
+    from ppl_models import training_representation
+
+    with pytest.raises(TypeError, match="data must be an ImageData .* got Tensor"):
+        training_representation(torch.zeros(2, 1, 8, 8), "bernoulli")

@@ -1,5 +1,7 @@
 """KeepBest: best-epoch selection on a validation split."""
 
+import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 
@@ -58,7 +60,7 @@ def test_bad_use_raises_clear_errors():
     with pytest.raises(ValueError, match="is NaN"):
         KeepBest(net, lambda: float("nan"))({"epoch": 1})
     with pytest.raises(ValueError, match="nn.Module"):
-        KeepBest([], lambda: 0.0)
+        KeepBest([net, "decoder"], lambda: 0.0)
     with pytest.raises(ValueError, match="callable"):
         KeepBest(net, 3.0)
     keep = KeepBest(net, lambda: float("-inf"))
@@ -82,3 +84,45 @@ def test_state_round_trip_and_a_state_of_other_modules():
     assert torch.equal(other.modules[0].weight, best)
     with pytest.raises(ValueError, match="do not fit the modules"):
         KeepBest(torch.nn.Linear(2, 3), lambda: 0.0).set_state(keep.get_state())
+
+
+def test_restore_brings_back_the_pairs_pyro_params_with_the_networks():
+    # a plain-function pair: a pyro.module network plus pyro.params outside it; restore()
+    # used to bring back the best epoch's network beside the last epoch's pyro.params, a
+    # pair no epoch had. A pair of pyro.params only needs no module at all.
+    torch.manual_seed(0)
+    x = torch.randn(60, 4)
+    decoder = torch.nn.Linear(1, 4)
+
+    def model(x):
+        pyro.module("decoder", decoder)
+        scale = pyro.param("obs_scale", torch.ones(4), constraint=dist.constraints.positive)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(decoder(z[:, None]), scale).to_event(1), obs=x)
+
+    def guide(x):
+        weights = pyro.param("weights", torch.zeros(4))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(x @ weights, 0.5))
+
+    snapshots = {}
+
+    def record(keep):
+        def callback(entry):
+            snapshots[entry["epoch"]] = {k: v.detach().clone()
+                                         for k, v in pyro.get_param_store().items()}
+            keep(entry)
+        return callback
+
+    for modules in ([decoder], []):
+        pyro.clear_param_store()
+        scores = iter([3.0, 1.0, 2.0, 0.0])  # best: epoch 1
+        keep = KeepBest(modules, lambda: next(scores))
+        fit(model, guide, x, epochs=4, batch_size=20, lr=0.1, callback=record(keep),
+            progress=False)
+        keep.restore()
+        assert keep.best_epoch == 1
+        for name, value in pyro.get_param_store().items():
+            assert torch.equal(value.detach(), snapshots[1][name]), name
+            assert not torch.equal(value.detach(), snapshots[4][name]), name

@@ -1,0 +1,439 @@
+"""Pairs whose shapes, plates, guide families or call arguments used to give a silent wrong
+number (sometimes above ``log p(x)``), or a raw or misleading error: each is refused by the
+survey naming the construct, and its valid neighbours still give the closed-form evidence.
+
+A guide equal to the exact posterior makes every importance weight equal to ``p(x)``, so
+``elbo`` and ``iwae_bound`` of the valid neighbours match ``log p(x)`` to rounding.
+"""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro import poutine
+from pyro.infer.autoguide import AutoDelta, AutoGuideList, AutoNormal, init_to_value
+
+from inference import (
+    PairError,
+    bound_sweep,
+    elbo,
+    exact_log_evidence,
+    fit,
+    iwae_bound,
+    log_evidence,
+    survey_pair,
+)
+from inference.evidence import ais_log_evidence, weight_diagnostics
+from inference.supports import support_kind, support_kinds_differ
+
+D = torch.float64
+NOISE = 0.6
+
+
+def _data(n=5, seed=0, *shape):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(n, *shape, generator=generator, dtype=D)
+
+
+def _evidence(x, prior_sd=1.0, noise=NOISE):
+    """log N(x; 0, prior_sd^2 + noise^2), elementwise."""
+    var = prior_sd ** 2 + noise ** 2
+    return -0.5 * (x ** 2 / var + math.log(2 * math.pi * var))
+
+
+def _posterior(x, noise=NOISE):
+    """Mean and sd of z | x for z ~ N(0, 1), x ~ N(z, noise)."""
+    return x / (1 + noise ** 2), (noise ** 2 / (1 + noise ** 2)) ** 0.5
+
+
+def _plain_pair():
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0))
+            pyro.sample("x", dist.Normal(z, NOISE), obs=x)
+
+    def guide(x):
+        loc, scale = _posterior(x)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(loc, scale))
+
+    return model, guide
+
+
+def _exact(estimate, truth, tol=1e-6):
+    assert torch.allclose(estimate.double(), truth, atol=tol), (estimate, truth)
+
+
+# 1. a data plate at dim=-2 with 1-D data: an [N, N] density --------------------------------
+def _dim2_pair(unsqueeze: bool):
+    def model(x):
+        with pyro.plate("data", x.shape[0], dim=-2):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(1), 1.0))  # [N, 1]
+            pyro.sample("x", dist.Normal(z, NOISE), obs=x.unsqueeze(-1) if unsqueeze else x)
+
+    def guide(x):
+        loc, scale = _posterior(x)
+        with pyro.plate("data", x.shape[0], dim=-2):
+            pyro.sample("z", dist.Normal(loc.unsqueeze(-1), scale))
+
+    return model, guide
+
+
+def test_a_dim2_plate_with_1d_data_is_refused_naming_site_dim_and_size():
+    model, guide = _dim2_pair(unsqueeze=False)
+    x = _data()
+    pattern = r"model site 'x'.*batch shape \(5, 5\).*dim -1 \(size 5\).*'data' at dim -2"
+    for call in (lambda: elbo(model, guide, x, num_samples=10),
+                 lambda: iwae_bound(model, guide, x, num_samples=10),
+                 lambda: exact_log_evidence(model, x),
+                 lambda: fit(model, guide, x, epochs=1, batch_size=5)):
+        with pytest.raises(PairError, match=pattern):
+            call()
+    # the probe of log_evidence's first slice refuses it too, before any weights
+    with pytest.raises(PairError, match=r"model site 'x'.*dim -1 \(size 3\)"):
+        log_evidence(model, guide, x, num_samples=10, batch_size=2)
+    # whatever Pyro's validation flag
+    with pyro.validation_enabled(False), pytest.raises(PairError, match=pattern):
+        iwae_bound(model, guide, x, num_samples=10)
+
+
+def test_a_guide_site_with_a_dim_no_plate_declares_is_refused():
+    model, _ = _dim2_pair(unsqueeze=True)
+
+    def guide(x):
+        loc, scale = _posterior(x)
+        with pyro.plate("data", x.shape[0], dim=-2):
+            eps = pyro.sample("eps", dist.Normal(x.new_zeros(x.shape[0], 2), 1.0),
+                              infer={"is_auxiliary": True})  # [N, 2]: dim -1 is no plate's
+            pyro.sample("z", dist.Delta(loc.unsqueeze(-1) + scale * eps[..., :1],
+                                        log_density=-math.log(scale)))
+
+    with pytest.raises(PairError, match=r"guide site 'eps'.*dim -1 \(size 2\)"):
+        iwae_bound(model, guide, _data(), num_samples=10)
+
+
+def test_a_dim2_plate_with_data_in_its_layout_is_exact():
+    model, guide = _dim2_pair(unsqueeze=True)
+    x = _data()
+    truth = _evidence(x)
+    _exact(elbo(model, guide, x, num_samples=5), truth)
+    _exact(iwae_bound(model, guide, x, num_samples=5), truth)
+    _exact(log_evidence(model, guide, x, num_samples=5, batch_size=2), truth)
+    _exact(exact_log_evidence(model, x).log_evidence, truth, tol=1e-4)
+
+
+# 2. .to_event(1) on 1-D observations inside the data plate --------------------------------
+def test_to_event_over_the_data_dim_is_refused_before_pyro_fails():
+    x = _data()
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0))
+            pyro.sample("x", dist.Normal(z, NOISE).to_event(1), obs=x)
+
+    _, guide = _plain_pair()
+    pattern = (r"observed site 'x' lies in pyro.plate\('data', 5\).*value of shape \(5,\).*"
+               r"batch shape \(5,\) and event shape \(5,\).*to_event")
+    for call in (lambda: elbo(model, guide, x, num_samples=10),
+                 lambda: iwae_bound(model, guide, x, num_samples=10),
+                 lambda: bound_sweep(model, guide, x, num_samples=[1, 2], repeats=1),
+                 lambda: exact_log_evidence(model, x)):
+        with pytest.raises(PairError, match=pattern):
+            call()
+    # Pyro's own shape error came first here (a slice of 2 against 200 particles)
+    with pytest.raises(PairError, match=r"observed site 'x'.*value of shape \(3,\)"):
+        log_evidence(model, guide, x, num_samples=200, batch_size=2)
+
+
+def test_to_event_over_features_and_a_scalar_observed_constant_are_kept():
+    x = _data(4, 1, 3)  # [N, D]
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0))
+            pyro.sample("x", dist.Normal(z.unsqueeze(-1).expand(x.shape), NOISE).to_event(1),
+                        obs=x)
+
+    precision = 1 + x.shape[1] / NOISE ** 2
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(x.sum(-1) / NOISE ** 2 / precision,
+                                         precision ** -0.5))
+
+    cov = NOISE ** 2 * torch.eye(3, dtype=D) + torch.ones(3, 3, dtype=D)
+    truth = dist.MultivariateNormal(torch.zeros(3, dtype=D), cov).log_prob(x)
+    _exact(iwae_bound(model, guide, x, num_samples=5), truth)
+    _exact(log_evidence(model, guide, x, num_samples=5, batch_size=3), truth)
+
+    # every datapoint also scores one observed constant, a number of one value
+    def model_constant(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0))
+            pyro.sample("x", dist.Normal(z, NOISE), obs=x)
+            pyro.sample("c", dist.Normal(z, 1.0).to_event(0), obs=x.new_tensor(0.0))
+
+    x1 = _data()
+    value = elbo(model_constant, _plain_pair()[1], x1, num_samples=10)
+    assert value.shape == (5,) and bool(torch.isfinite(value).all())
+
+
+# 3. a point mass next to an AutoGuide's auxiliary sites -----------------------------------
+def _two_latent_model(x):
+    with pyro.plate("data", x.shape[0]):
+        z1 = pyro.sample("z1", dist.Normal(x.new_zeros(()), 1.0))
+        z2 = pyro.sample("z2", dist.Normal(x.new_zeros(()), 0.1))
+        pyro.sample("x", dist.Normal(z1 + z2, 0.5), obs=x)
+
+
+def test_an_autodelta_inside_an_autoguidelist_is_refused_naming_the_site():
+    x = _data(4)
+    guide = AutoGuideList(_two_latent_model)
+    guide.append(AutoNormal(poutine.block(_two_latent_model, expose=["z1"])))
+    guide.append(AutoDelta(poutine.block(_two_latent_model, expose=["z2"]),
+                           init_loc_fn=init_to_value(values={"z2": torch.zeros(4, dtype=D)})))
+    guide(x)
+    pattern = r"guide site 'z2' is a Delta.*does not depend on .*'z1_unconstrained'"
+    for call in (lambda: iwae_bound(_two_latent_model, guide, x, num_samples=10),
+                 lambda: elbo(_two_latent_model, guide, x, num_samples=10),
+                 lambda: weight_diagnostics(_two_latent_model, guide, x, num_samples=50),
+                 lambda: ais_log_evidence(_two_latent_model, guide, x, num_chains=2,
+                                          num_steps=2),
+                 lambda: fit(_two_latent_model, guide, x, loss="iwae", num_particles=2,
+                             epochs=1, batch_size=4)):
+        with pytest.raises(PairError, match=pattern):
+            call()
+
+
+def test_a_hand_written_point_mass_beside_an_auxiliary_site_is_refused():
+    x = _data(4)
+
+    def guide(x):
+        loc, scale = _posterior(x, 0.5)
+        with pyro.plate("data", x.shape[0]):
+            eps = pyro.sample("eps", dist.Normal(torch.zeros_like(x), 1.0),
+                              infer={"is_auxiliary": True})
+            pyro.sample("z1", dist.Delta(loc + scale * eps, log_density=-math.log(scale)))
+            pyro.sample("z2", dist.Delta(pyro.param("z2_loc", torch.zeros_like(x))))
+
+    with pytest.raises(PairError, match=r"guide site 'z2' is a Delta"):
+        iwae_bound(_two_latent_model, guide, x, num_samples=10)
+
+
+def test_autonormal_and_an_auxiliary_delta_with_its_jacobian_stay_exact():
+    model, _ = _plain_pair()
+    x = _data(4)
+    truth = _evidence(x)
+    loc, scale = _posterior(x)
+    guide = AutoNormal(model, init_loc_fn=init_to_value(values={"z": loc}), init_scale=scale)
+    _exact(iwae_bound(model, guide, x, num_samples=5), truth)
+
+    def aux_guide(x):
+        with pyro.plate("data", x.shape[0]):
+            eps = pyro.sample("eps", dist.Normal(torch.zeros_like(x), 1.0),
+                              infer={"is_auxiliary": True})
+            pyro.sample("z", dist.Delta(loc + scale * eps,
+                                        log_density=x.new_full(x.shape, -math.log(scale))))
+
+    _exact(iwae_bound(model, aux_guide, x, num_samples=5), truth)
+    _exact(elbo(model, aux_guide, x, num_samples=5), truth)
+
+    # two AutoNormals in an AutoGuideList: a bound, below log p(x)
+    pyro.clear_param_store()
+    both = AutoGuideList(_two_latent_model)
+    both.append(AutoNormal(poutine.block(_two_latent_model, expose=["z1"])))
+    both.append(AutoNormal(poutine.block(_two_latent_model, expose=["z2"]), init_scale=0.1))
+    truth2 = _evidence(x, (1 + 0.01) ** 0.5, 0.5)
+    bound = iwae_bound(_two_latent_model, both, x, num_samples=200)
+    assert bool((bound <= truth2 + 0.05).all())
+
+
+# 4. a continuous guide for a discrete latent, or the reverse -------------------------------
+def _mixture_model(x):
+    with pyro.plate("data", x.shape[0]):
+        c = pyro.sample("c", dist.Bernoulli(x.new_tensor(0.7)))
+        pyro.sample("x", dist.Normal(-2.0 + 3.5 * c, 0.8), obs=x)
+
+
+def _mixture_evidence(x):
+    return torch.logaddexp(math.log(0.3) + dist.Normal(-2.0, 0.8).log_prob(x),
+                           math.log(0.7) + dist.Normal(1.5, 0.8).log_prob(x))
+
+
+@pytest.mark.parametrize("relaxed", [dist.RelaxedBernoulli,
+                                     dist.RelaxedBernoulliStraightThrough])
+def test_a_relaxed_guide_for_a_bernoulli_latent_is_refused(relaxed):
+    x = _data() * 2
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("c", relaxed(x.new_tensor(0.5), probs=torch.full_like(x, 0.5)))
+
+    pattern = (rf"latent site 'c': the guide's {relaxed.__name__} is continuous \(support "
+               r"Interval.*the model's Bernoulli is discrete \(support Boolean")
+    for call in (lambda: elbo(_mixture_model, guide, x, num_samples=10),
+                 lambda: iwae_bound(_mixture_model, guide, x, num_samples=10),
+                 lambda: weight_diagnostics(_mixture_model, guide, x, num_samples=50),
+                 lambda: fit(_mixture_model, guide, x, epochs=1, batch_size=5)):
+        with pytest.raises(PairError, match=pattern):
+            call()
+
+
+def test_a_relaxed_one_hot_guide_and_a_discrete_guide_for_a_real_latent_are_refused():
+    x = _data()
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            c = pyro.sample("c", dist.OneHotCategorical(x.new_ones(3) / 3))
+            pyro.sample("x", dist.Normal(c @ x.new_tensor([-1.0, 0.0, 1.0]), 0.8), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("c", dist.RelaxedOneHotCategorical(x.new_tensor(0.5),
+                                                           probs=x.new_ones(3) / 3))
+
+    with pytest.raises(PairError, match=r"RelaxedOneHotCategorical is continuous.*"
+                                        r"OneHotCategorical is discrete"):
+        iwae_bound(model, guide, x, num_samples=10)
+
+    plain_model, _ = _plain_pair()
+
+    def discrete_guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Bernoulli(torch.full_like(x, 0.5)))
+
+    with pytest.raises(PairError, match=r"guide's Bernoulli is discrete.*model's Normal is "
+                                        r"continuous"):
+        elbo(plain_model, discrete_guide, x, num_samples=10)
+    assert support_kind(dist.Bernoulli(0.5).support) == "discrete"
+    assert support_kinds_differ(dist.RelaxedBernoulli(0.5, probs=0.5).support,
+                                dist.Bernoulli(0.5).support)
+    assert not support_kinds_differ(dist.Binomial(1, 0.5).support, dist.Bernoulli(0.5).support)
+
+
+def test_the_exact_bernoulli_guide_stays_exact():
+    x = _data() * 2
+    truth = _mixture_evidence(x)
+    posterior = (math.log(0.7) + dist.Normal(1.5, 0.8).log_prob(x) - truth).exp()
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("c", dist.Bernoulli(posterior))
+
+    _exact(iwae_bound(_mixture_model, guide, x, num_samples=5), truth)
+    _exact(elbo(_mixture_model, guide, x, num_samples=5), truth)
+
+
+# 5. plates nested in opposite orders ------------------------------------------------------
+def _grid_model(x):
+    with pyro.plate("data", x.shape[0]):
+        with pyro.plate("feat", x.shape[1]):  # data at -1, feat at -2
+            z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0))
+            pyro.sample("x", dist.Normal(z, NOISE), obs=x.T)
+
+
+def test_plates_nested_in_opposite_orders_are_refused_with_square_data():
+    x = _data(3, 11, 3)
+
+    def guide(x):
+        loc, scale = _posterior(x)
+        with pyro.plate("feat", x.shape[1]):
+            with pyro.plate("data", x.shape[0]):  # feat at -1, data at -2
+                pyro.sample("z", dist.Normal(loc, scale))
+
+    pattern = (r"latent site 'z' lies in pyro.plate\('data'\) at dim -1 in the model and at "
+               r"dim -2 in the guide; pyro.plate\('feat'\) at dim -2 in the model and at dim -1")
+    for call in (lambda: elbo(_grid_model, guide, x, num_samples=10),
+                 lambda: iwae_bound(_grid_model, guide, x, num_samples=10)):
+        with pytest.raises(PairError, match=pattern):
+            call()
+
+
+def test_plates_in_one_order_or_with_explicit_dims_are_exact():
+    x = _data(3, 11, 3)
+    truth = _evidence(x).sum(-1)
+
+    def guide(x):
+        loc, scale = _posterior(x)
+        with pyro.plate("data", x.shape[0]):
+            with pyro.plate("feat", x.shape[1]):
+                pyro.sample("z", dist.Normal(loc.T, scale))
+
+    def guide_explicit(x):
+        loc, scale = _posterior(x)
+        with pyro.plate("feat", x.shape[1], dim=-2):
+            with pyro.plate("data", x.shape[0], dim=-1):
+                pyro.sample("z", dist.Normal(loc.T, scale))
+
+    for g in (guide, guide_explicit):
+        _exact(iwae_bound(_grid_model, g, x, num_samples=5), truth)
+
+
+# 6. messages: a plate of another name, a guide without its plate --------------------------
+def test_a_plate_of_another_name_is_named():
+    def model(x):
+        with pyro.plate("obs", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0))
+            pyro.sample("x", dist.Normal(z, NOISE), obs=x)
+
+    def guide(x):
+        with pyro.plate("obs", x.shape[0]):
+            pyro.sample("z", dist.Normal(x / 2, 0.5))
+
+    with pytest.raises(PairError, match=r"no plate named 'data' \(plates found: 'obs' \(size "
+                                        r"5, dim -1\)\)") as caught:
+        iwae_bound(model, guide, _data(), num_samples=10)
+    assert "condition" not in str(caught.value)
+
+
+def test_a_guide_without_its_plate_is_named():
+    model, exact_guide = _plain_pair()
+
+    def guide(x):
+        pyro.sample("z", dist.Normal(x / 2, 0.5))  # batch [N], no plate
+
+    with pytest.raises(PairError, match=r"guide site 'z' lies outside any pyro.plate.*model's "
+                                        r"site 'z' lies in pyro.plate\('data'\).*Wrap the "
+                                        r"guide's site in `with pyro.plate\('data'"):
+        iwae_bound(model, guide, _data(), num_samples=10)
+    x = _data()
+    _exact(iwae_bound(model, exact_guide, x, num_samples=5), _evidence(x))
+
+
+# 7. data_batch_size with a plate sized by an argument that is not cut ---------------------
+def test_data_batch_size_with_an_uncut_plate_size_is_named():
+    def model(x, n):
+        with pyro.plate("data", n):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0))
+            pyro.sample("x", dist.Normal(z, NOISE), obs=x)
+
+    def guide(x, n):
+        loc, scale = _posterior(x)
+        with pyro.plate("data", n):
+            pyro.sample("z", dist.Normal(loc, scale))
+
+    x = _data(6)
+    with pytest.raises(ValueError, match=r"bound_sweep: data_batch_size=3 .*would not be "
+                                         r"scored as slices.*not cut"):
+        bound_sweep(model, guide, x, 6, num_samples=[1, 2], repeats=1, data_batch_size=3)
+    table = bound_sweep(model, guide, x, 6, num_samples=[1, 2], repeats=1)
+    assert math.isclose(table.elbo(), float(_evidence(x).mean()), abs_tol=1e-6)
+
+    plain_model, plain_guide = _plain_pair()
+    table = bound_sweep(plain_model, plain_guide, x, num_samples=[1, 2], repeats=1,
+                        data_batch_size=3)
+    assert math.isclose(table.iwae()["2"], float(_evidence(x).mean()), abs_tol=1e-6)
+
+
+# 8. survey_pair's args and kwargs ----------------------------------------------------------
+def test_survey_pair_refuses_args_that_are_not_a_tuple():
+    model, guide = _plain_pair()
+    x = _data()
+    with pytest.raises(PairError, match=r"args must be a tuple.*got a Tensor of shape \[5\]"):
+        survey_pair(model, guide, x)
+    with pytest.raises(PairError, match=r"kwargs must be a dict.*got a list"):
+        survey_pair(model, guide, (x,), [x])
+    assert survey_pair(model, guide, (x,)).batch_size == 5
+    assert survey_pair(model, guide, [x]).batch_size == 5
