@@ -26,10 +26,11 @@ from torch.distributions.transforms import AffineTransform, ComposeTransform, In
 from ..checks import as_int, check_int, check_number, check_weights_memory
 from ..pair_check import (
     PARTICLE_PLATE,
+    check_pair,
     conditional_sites_in_trace,
-    inspect_pair,
     PairError,
     sample_sites,
+    survey_pair,
 )
 from ..weights import (log_mean_exp, trace_log_density, uniform_scale, vectorized_traces,
                        weight_itemsize)
@@ -47,7 +48,10 @@ class IWAELoss:
         self.num_particles = as_int(num_particles, "num_particles")
 
     def _traces(self, model, guide, args, kwargs):
-        structure = inspect_pair(model, guide, args, kwargs)
+        use = "fit:dreg" if isinstance(self, DReGLoss) else "fit:iwae"
+        called = f"{type(self).__name__}(num_particles={self.num_particles})"
+        structure = check_pair(survey_pair(model, guide, args, kwargs, probe_vectorized=False),
+                               use, called=called)
         bad = [n for n in structure.non_reparameterized if n not in structure.auxiliary]
         if bad:
             raise PairError(
