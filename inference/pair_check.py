@@ -19,7 +19,14 @@ fault and says what the user can do. The survey records:
 - sites outside the ``"data"`` plate (global latents: per-datapoint evidence is undefined);
 - latent sites of the model the guide does not sample and guide sites the model lacks;
 - auxiliary guide sites (AutoGuides' ``*_unconstrained`` or ``_Auto*_latent``), accepted when
-  every other guide site is a ``Delta`` determined by them, as Pyro's AutoGuides build them;
+  every other guide site is a ``Delta`` determined by them, as Pyro's AutoGuides build them
+  (read from the autograd graph of one draw: a ``Delta`` whose value depends on no auxiliary
+  draw is a point mass, and an elementwise one needs its Jacobian as its ``log_density``);
+- shapes: every batch dim of a site's density that no plate of the site declares must have
+  size 1 (Pyro's ``check_site_shape``, whatever its validation flag), an observed value
+  inside ``"data"`` needs a dim for the plate when its event holds several values, plates
+  of one name sit at one dim in model and guide, and a guide's support is of the model's
+  kind (discrete or continuous);
 - guide sites that are not reparameterized (discrete, or ``has_rsample`` False) or enumerated;
 - whether the pair runs with particles in a leftmost ``pyro.plate`` (models that do not
   broadcast over a leading dimension get a sequential loop over particles instead).
@@ -531,12 +538,12 @@ def _check_support_kinds(model_sites, guide_latents) -> None:
 
 
 class _AuxiliaryAsLeaves(Messenger):
-    """Make every auxiliary guide draw a leaf that requires gradients and record the values
-    of the ``Delta`` sites drawn after them."""
+    """Make every auxiliary guide draw a leaf that requires gradients and record the
+    ``Delta`` sites drawn after them (their messages)."""
 
     def __init__(self):
         super().__init__()
-        self.leaves, self.deltas = [], {}
+        self.leaves, self.deltas = {}, {}
 
     def _pyro_post_sample(self, msg):
         value = msg["value"]
@@ -545,36 +552,102 @@ class _AuxiliaryAsLeaves(Messenger):
         if msg["infer"].get("is_auxiliary"):
             if value.is_floating_point():
                 msg["value"] = value.detach().requires_grad_(True)
-                self.leaves.append(msg["value"])
+                self.leaves[msg["name"]] = msg["value"]
         elif _is_delta(msg["fn"]):
-            self.deltas[msg["name"]] = value
+            self.deltas[msg["name"]] = msg
 
 
-def _free_deltas(guide, args, kwargs, guide_latents, auxiliary) -> tuple:
-    """The ``Delta`` guide sites whose value does not depend on any auxiliary draw: point
-    masses (AutoDelta, ``Delta(pyro.param(...))``), told apart from an AutoGuide's
-    transform of its auxiliary latent (AutoNormal's ``z_unconstrained``,
+def _jacobian_mismatch(msg, aux_name: str, leaf: torch.Tensor) -> tuple | None:
+    """``(site, auxiliary site, log_density given, log Jacobian term expected)`` when the
+    ``Delta`` of ``msg`` is an elementwise map of the auxiliary draw ``leaf`` (same shape;
+    checked with a second, randomly weighted backward pass) whose ``log_density`` is not
+    ``-log|d value / d aux|`` summed over its event dims, the change of variables that makes
+    it a density (AutoNormal passes it); None when it is, or when the map is not
+    elementwise (nothing is judged then)."""
+    value = msg["value"]
+    if value.shape != leaf.shape or not bool(site_mask(msg).all()):
+        return None
+    (slope,) = torch.autograd.grad(value.sum(), leaf, retain_graph=True, allow_unused=True)
+    weights = torch.rand_like(value) + 0.5
+    (weighted,) = torch.autograd.grad((value * weights).sum(), leaf, retain_graph=True,
+                                      allow_unused=True)
+    if slope is None or weighted is None or not bool(torch.isfinite(slope).all()) or \
+            bool((slope == 0).any()):
+        return None
+    scale = slope.abs().max()
+    if not torch.allclose(weighted, weights * slope, rtol=1e-4, atol=1e-6 * float(scale)):
+        return None  # not elementwise: the change of variables needs the full Jacobian
+    fn = _unwrapped(msg["fn"])
+    event_dim = msg["fn"].event_dim
+    expected = -slope.abs().log()
+    if event_dim:
+        expected = expected.reshape(expected.shape[:expected.dim() - event_dim] + (-1,)).sum(-1)
+    given = torch.as_tensor(fn.log_density, dtype=expected.dtype).detach()
+    try:
+        given = given.expand(expected.shape)
+    except RuntimeError:
+        return None
+    expected = expected.detach()
+    tolerance = 1e-3 * (1.0 + expected.abs())
+    if bool(((given - expected).abs() <= tolerance).all()):
+        return None
+    return msg["name"], aux_name, given, expected
+
+
+def _delta_dependence(guide, args, kwargs, guide_latents, auxiliary) -> tuple:
+    """``(free, jacobian)``: the ``Delta`` guide sites whose value does not depend on any
+    auxiliary draw (point masses: AutoDelta, ``Delta(pyro.param(...))``), told apart from an
+    AutoGuide's transform of its auxiliary latent (AutoNormal's ``z_unconstrained``,
     AutoDiagonalNormal's ``_AutoDiagonalNormal_latent``) by the autograd graph of one draw
-    whose auxiliary values are made gradient leaves."""
+    whose auxiliary values are made gradient leaves; and the :func:`_jacobian_mismatch`
+    records of the dependent ones."""
     deltas = [s["name"] for s in guide_latents
               if _is_delta(s["fn"]) and s["name"] not in auxiliary]
     if not deltas or not auxiliary:
-        return tuple(deltas)
+        return tuple(deltas), ()
     recorder = _AuxiliaryAsLeaves()
-    free = []
+    free, jacobian = [], []
     with poutine.block(), forked_rng(), torch.enable_grad():
         with recorder:
             guide(*args, **kwargs)
+        names, leaves = list(recorder.leaves), list(recorder.leaves.values())
         for name in deltas:
-            value = recorder.deltas.get(name)
-            if value is None or not recorder.leaves or not value.requires_grad:
+            msg = recorder.deltas.get(name)
+            value = None if msg is None else msg["value"]
+            if value is None or not leaves or not value.requires_grad:
                 free.append(name)
                 continue
-            grads = torch.autograd.grad(value.sum(), recorder.leaves, retain_graph=True,
+            grads = torch.autograd.grad(value.sum(), leaves, retain_graph=True,
                                         allow_unused=True)
-            if all(g is None for g in grads):
+            used = [i for i, g in enumerate(grads) if g is not None]
+            if not used:
                 free.append(name)
-    return tuple(free)
+            elif len(used) == 1:
+                found = _jacobian_mismatch(msg, names[used[0]], leaves[used[0]])
+                if found is not None:
+                    jacobian.append(found)
+    return tuple(free), tuple(jacobian)
+
+
+def _jacobian_error(record) -> PairError:
+    name, aux, given, expected = record
+    shown = _end_text_pair(given, expected)
+    return PairError(
+        f"guide site '{name}' is a Delta computed elementwise from auxiliary site '{aux}', "
+        f"and its log_density ({shown[0]}) is not the change of variables "
+        f"-log|d {name} / d {aux}| ({shown[1]}): q({name}) = q({aux}) |d {name} / d "
+        f"{aux}|^-1, so every log weight would be off by the difference (a forgotten "
+        f"Jacobian). Pass it: pyro.sample('{name}', dist.Delta(value, log_density=...)) "
+        f"with log_density = -log|d {name} / d {aux}| summed over the event dims, as Pyro's "
+        "AutoNormal does")
+
+
+def _end_text_pair(given, expected) -> tuple:
+    def text(t):
+        t = t.reshape(-1)
+        first = ", ".join(f"{float(v):.4g}" for v in t[:3])
+        return f"[{first}{', ...' if t.numel() > 3 else ''}]"
+    return text(given), text(expected)
 
 
 def _requires_grad(param_site) -> bool:
@@ -1000,6 +1073,9 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     unscorable = _unscorable(model_sites, support_mismatch)
     with torch.no_grad():
         _check_latents_scorable(model_sites, guide_latents, skip=unscorable)
+    free_deltas, jacobian = _delta_dependence(guide, args, kwargs, guide_latents, auxiliary)
+    if jacobian:
+        raise _jacobian_error(jacobian[0])
     error = ""
     if probe_vectorized:
         fixed = PairStructure(nesting, batch_size, subsample=subsample)
@@ -1036,7 +1112,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         weighted_deltas=tuple(s["name"] for s in guide_latents if _is_weighted_delta(s["fn"])),
         row_mismatch=tuple(_row_mismatches(model_sites)),
         mask_mismatch=_mask_mismatches(model_sites, guide_latents),
-        free_deltas=_free_deltas(guide, args, kwargs, guide_latents, auxiliary),
+        free_deltas=free_deltas,
         plates=tuple({(f.name, f.dim, f.size): None for site in (*model_sites, *guide_latents)
                       for f in site["cond_indep_stack"] if f.vectorized}),
         trainable=any(_requires_grad(site) for trace in (guide_full, model_full)

@@ -225,6 +225,25 @@ def _forget_params(store, names) -> None:
         to_name.setdefault(value, name)
 
 
+def _align_store_aliases(saved_optimizer) -> None:
+    """A tensor the param store holds under several names (an AutoIAFNormal's first network
+    weight is also its ``_prototype_tensor``) is known to the optimizer by one of them, the
+    one Pyro's tensor -> name table gives; which one depends on the order the names were
+    registered, which a resumed run's checks change. Point the table at the name under which
+    the checkpoint holds the tensor's optimizer state, so that the state is restored."""
+    store = pyro.get_param_store()
+    to_name = getattr(store, "_param_to_name", None)
+    if not isinstance(to_name, dict) or not isinstance(saved_optimizer, dict):
+        return
+    held: dict = {}
+    for name, value in store.named_parameters():
+        held.setdefault(id(value), (value, []))[1].append(name)
+    for value, names in held.values():
+        with_state = [name for name in names if name in saved_optimizer]
+        if len(names) > 1 and with_state and to_name.get(value) not in with_state:
+            to_name[value] = with_state[0]
+
+
 def _check_resumable(state: dict, path, epochs: int, current: dict) -> None:
     """Refuse a checkpoint of another pair, other data or other settings, or of more epochs
     than asked for; say what differs."""
@@ -800,6 +819,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                 f"checkpoint {checkpoint} holds buffers of pyro.module networks that this pair "
                 f"does not have: {'; '.join(problems[:8])}. Resume with the same pair, or "
                 "use another checkpoint path")
+        _align_store_aliases(state["optimizer"])
         optimizer.set_state(state["optimizer"])
         shuffler.set_state(state["shuffler"].cpu())
         parallel.set_rng_state(state["rng"])

@@ -250,6 +250,38 @@ def test_autonormal_and_an_auxiliary_delta_with_its_jacobian_stay_exact():
     assert bool((bound <= truth2 + 0.05).all())
 
 
+def test_an_auxiliary_delta_that_forgets_its_jacobian_is_refused():
+    model, _ = _plain_pair()
+    x = _data(4)
+    loc, scale = _posterior(x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            eps = pyro.sample("eps", dist.Normal(torch.zeros_like(x), 1.0),
+                              infer={"is_auxiliary": True})
+            pyro.sample("z", dist.Delta(loc + scale * eps))  # log_density -log(scale) left out
+
+    pattern = (r"guide site 'z' is a Delta computed elementwise from auxiliary site 'eps'.*"
+               r"log_density \(\[0, 0, 0, \.\.\.\]\).*\(\[0\.6646")
+    for call in (lambda: elbo(model, guide, x, num_samples=10),
+                 lambda: iwae_bound(model, guide, x, num_samples=10)):
+        with pytest.raises(PairError, match=pattern):
+            call()
+
+
+def test_autonormal_on_a_constrained_latent_keeps_its_jacobian_and_is_exact():
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.LogNormal(x.new_zeros(()), 1.0))
+            pyro.sample("x", dist.Normal(z.log(), NOISE), obs=x)
+
+    x = _data(4)
+    loc, scale = _posterior(x)
+    guide = AutoNormal(model, init_loc_fn=init_to_value(values={"z": loc.exp()}),
+                       init_scale=scale)
+    _exact(iwae_bound(model, guide, x, num_samples=5), _evidence(x), tol=1e-5)
+
+
 # 4. a continuous guide for a discrete latent, or the reverse -------------------------------
 def _mixture_model(x):
     with pyro.plate("data", x.shape[0]):
