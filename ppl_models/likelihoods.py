@@ -498,12 +498,12 @@ def training_representation(data, likelihood: str, binarization: str = "static",
         ``(train [n, C, H, W], test [m, C, H, W], batch_transform or None)`` for
         :func:`inference.fit`.
     """
+    seed = as_seed(seed)
     if not isinstance(data, ImageData):
         raise TypeError(f"data must be an ImageData (from ppl_models.load_images), got "
                         f"{type(data).__name__}; for a tensor of images, binarize or "
                         "dequantize it directly (binarize_static, uniform_dequantize)")
     make_likelihood(likelihood)  # names an unknown likelihood
-    seed = as_seed(seed)
     if binarization not in ("static", "dynamic"):
         raise ValueError(f"binarization must be 'static' or 'dynamic', got {binarization!r}")
     if likelihood == "bernoulli":
