@@ -25,7 +25,7 @@ from ..pair_check import PairError, check_pair, data_frame, trace_pair
 from ..random_state import forked_rng
 from ..supports import describe_support
 from ..weights import check_compile
-from . import checkpoints
+from . import checkpoints, resume_settings
 from .handlers import scale_data_plate, scale_latents
 from .minibatches import plan_minibatches, reports_no_loss, transformed_batch
 from .registered_modules import (buffers_state, kept_buffers, reachable_modules, registered_prefix,
@@ -150,12 +150,12 @@ def _settings(loss, num_particles, batch_size, lr, seed, kl_warmup_epochs, compi
     ``batch_transform`` and ``shuffle`` enter only when not at their defaults, so that
     checkpoints written before they were recorded still resume.
     """
-    settings = {"loss": loss if isinstance(loss, str) else checkpoints.object_fingerprint(loss),
+    settings = {"loss": loss if isinstance(loss, str) else resume_settings.object_fingerprint(loss),
                 "num_particles": num_particles, "batch_size": batch_size, "lr": float(lr),
                 "seed": seed, "kl_warmup_epochs": kl_warmup_epochs, "compile": bool(compile),
                 "mixed_precision": bool(mixed_precision)}
     if batch_transform is not None:
-        settings["batch_transform"] = checkpoints.callable_fingerprint(batch_transform)
+        settings["batch_transform"] = resume_settings.callable_fingerprint(batch_transform)
     if not shuffle:
         settings["shuffle"] = False
     return settings
@@ -281,13 +281,13 @@ def _check_resumable(state: dict, path, epochs: int, current: dict) -> None:
             f"epochs >= {done} to continue it or use another checkpoint path")
 
 
-def _check_same_settings(state: dict, path, record: checkpoints.SettingsRecord,
+def _check_same_settings(state: dict, path, record: resume_settings.SettingsRecord,
                          parallel) -> None:
     """Refuse a checkpoint written with other plain settings of the pair (its modules, the
     networks it registers, its model and guide callables: a sparsity weight, a likelihood's
     fixed scale, a dropout rate), naming each: resuming would mix two objectives in one
     history. ``record.ignore`` (``fit(resume_ignore=...)``) is not compared, nor what a run in
-    this process moved after writing the checkpoint (:class:`.checkpoints.SettingsRecord`).
+    this process moved after writing the checkpoint (:class:`.resume_settings.SettingsRecord`).
     Checkpoints written before settings were recorded are not checked. With several
     processes, rank 0's settings decide (they are the ones its checkpoints record)."""
     pair = state["fingerprint"].get("pair", {})
@@ -631,7 +631,7 @@ def fit(
             (loss, a loss object's class and plain settings, num_particles, batch_size, lr,
             seed, kl_warmup_epochs, compile, mixed_precision) or of more epochs than
             ``epochs`` is refused with what differs. So is one written with other plain
-            settings of the pair (:func:`.checkpoints.settings_fingerprint`: attributes of
+            settings of the pair (:func:`.resume_settings.settings_fingerprint`: attributes of
             its modules, of the networks a pair of plain functions registers with
             ``pyro.module``, of a model or guide passed as a module or callable, and the
             constants its functions use), each named by its path (``0.sparsity``,
@@ -718,7 +718,7 @@ def fit(
     if mixed_precision and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ValueError("mixed_precision=True needs bfloat16 support on the CUDA device "
                          "(compute capability 8.0 or newer)")
-    settings_record = checkpoints.SettingsRecord(checkpoint, resume_ignore)
+    settings_record = resume_settings.SettingsRecord(checkpoint, resume_ignore)
     with _checkpoint_lock(checkpoint, distributed), settings_record:
         return _train(
             model, guide, tensors, valid_data, stepper, optimizer, modules, device, compiled,
@@ -734,7 +734,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
            batch_size: int, lr: float, seed: int, kl_warmup_epochs: int, batch_transform,
            checkpoint, resume: bool, progress: bool, callback, distributed: bool, compile,
            mixed_precision: bool, shuffle: bool,
-           settings_record: checkpoints.SettingsRecord) -> list[dict]:
+           settings_record: resume_settings.SettingsRecord) -> list[dict]:
     """:func:`fit` after its arguments were checked (and the checkpoint locked)."""
     if distributed:
         from .distributed import DataParallel

@@ -19,7 +19,7 @@ from pyro.infer.autoguide import AutoIAFNormal
 from pyro.nn import PyroModule, PyroParam, PyroSample, pyro_method
 
 from inference import fit
-from inference.training import checkpoints
+from inference.training import checkpoints, resume_settings
 from inference.training.checkpoints import CheckpointError, CheckpointLock
 
 fit_module = importlib.import_module("inference.training.fit")
@@ -146,7 +146,7 @@ def test_a_moved_setting_the_pair_cannot_take_back_is_refused(tmp_path):
                                               r"checkpoint, a bool now"):
         _annealed_run(other, tmp_path / "run.pt", 3, resume=True)
     # a path that leads nowhere in this pair is named; nothing is set
-    record = checkpoints.SettingsRecord(None)
+    record = resume_settings.SettingsRecord(None)
     pair = _Annealed()
     record.watch([pair], {"model": pair.model, "guide": pair.guide})
     assert record.restore({"0.gamma": 1.0, "0.beta": 3.0}) == [

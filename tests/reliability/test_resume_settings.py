@@ -1,6 +1,6 @@
 """Resume compares the settings of every part of the pair, and only settings.
 
-Each case reproduces a gap of the settings check (``checkpoints.settings_fingerprint``):
+Each case reproduces a gap of the settings check (``resume_settings.settings_fingerprint``):
 resumes that went on silently with a changed model (networks of plain-function pairs, pairs
 passed as plain callables, attribute kinds the fingerprint did not follow) and resumes that
 were refused for what is not a model setting (a training length in a config dict, a run's
@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pyro
@@ -23,7 +24,7 @@ from pyro.infer.autoguide import AutoNormal, init_to_mean, init_to_median
 from pyro.nn import PyroModule, PyroParam, pyro_method
 
 from inference import fit
-from inference.training import checkpoints
+from inference.training import checkpoints, resume_settings
 from inference.training.checkpoints import CheckpointError
 
 REFUSED = "other settings of the model or guide: "
@@ -352,7 +353,7 @@ _PRINT = """
 import enum, functools, sys
 import numpy as np, torch
 sys.path.insert(0, {root!r})
-from inference.training import checkpoints
+from inference.training import resume_settings
 
 class Mode(enum.Enum):
     FAST = 1
@@ -372,12 +373,12 @@ class Net(torch.nn.Module):
 def model(x):
     return x * 0.5
 
-print(repr(sorted(checkpoints.settings_fingerprint([Net()], {{"model": model}}).items())))
+print(repr(sorted(resume_settings.settings_fingerprint([Net()], {{"model": model}}).items())))
 """
 
 
 def test_the_fingerprint_is_the_same_in_every_process():
-    root = str(checkpoints.Path(__file__).resolve().parents[2])
+    root = str(Path(__file__).resolve().parents[2])
     script = _PRINT.format(root=root)
     prints = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                              timeout=120, env={**os.environ, "PYTHONHASHSEED": seed})
@@ -394,8 +395,8 @@ def test_fingerprinting_the_vae_is_cheap():
 
     vae = VAE()
     functions = {"model": vae.model, "guide": vae.guide}
-    checkpoints.settings_fingerprint([vae], functions)  # warm
+    resume_settings.settings_fingerprint([vae], functions)  # warm
     start = time.perf_counter()
     for _ in range(20):
-        checkpoints.settings_fingerprint([vae], functions)
+        resume_settings.settings_fingerprint([vae], functions)
     assert (time.perf_counter() - start) / 20 < 0.05
