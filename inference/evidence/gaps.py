@@ -61,6 +61,7 @@ from ..weights import (
     check_particle_memory,
     checked_log_weights,
     checked_pair,
+    log_mean_exp,
     particle_log_weights,
     weight_itemsize,
 )
@@ -159,11 +160,11 @@ class LocalGaussianGuide:
         # free parameters in float32 at least: half-precision ones (a guide computing from
         # float16 data) diverge at Adam's second step
         wide = torch.promote_types(loc.dtype, torch.float32)
+        with torch.inference_mode(False):  # leaves that can require gradients, whatever mode
+            loc, raw = (t.detach().to(wide).clone().requires_grad_(True) for t in (loc, raw))
         return _LocalSite(
             name=node["name"], family=family, event_dim=fn.event_dim, data_dim=data_dim,
-            loc=loc.detach().to(wide).clone().requires_grad_(True),
-            raw_scale=raw.detach().to(wide).clone().requires_grad_(True),
-            mask=None if bool(mask.all()) else mask, dtype=value.dtype,
+            loc=loc, raw_scale=raw, mask=None if bool(mask.all()) else mask, dtype=value.dtype,
         )
 
     def parameters(self) -> list[torch.Tensor]:
@@ -256,7 +257,8 @@ def fit_local_guide(model: Callable, local_guide: LocalGaussianGuide | Callable,
         optimizer, lambda step: 1.0 - 0.9 * step / max(num_steps - 1, 1)
     )
     history = []
-    with pyro.validation_enabled(False):
+    # gradients are the point here, also when called under no_grad or inference_mode
+    with pyro.validation_enabled(False), torch.inference_mode(False):
         for step in tqdm(range(num_steps), desc="local guides", disable=not progress):
             with poutine.block(), torch.enable_grad():
                 log_w = particle_log_weights(model, local_guide, args, kwargs,
@@ -320,10 +322,12 @@ class GapResult:
 
 
 def _elbo_with_stderr(model, guide, args, kwargs, num_samples, chunk_size):
+    """``(ELBO, its standard error, IWAE_K)`` per datapoint from ``num_samples`` draws,
+    each ``[batch]``."""
     structure = survey_pair(model, guide, args, kwargs)
     log_w = checked_log_weights(model, guide, args, kwargs, num_samples, chunk_size, structure,
                                 name="num_eval_samples")
-    return log_w.mean(0), log_w.std(0) / math.sqrt(num_samples)
+    return log_w.mean(0), log_w.std(0) / math.sqrt(num_samples), log_mean_exp(log_w, 0)
 
 
 def _log_evidence_per_datapoint(log_evidence, structure: PairStructure) -> torch.Tensor:
@@ -352,39 +356,43 @@ def _log_evidence_per_datapoint(log_evidence, structure: PairStructure) -> torch
 
 # How many Monte Carlo standard errors an ELBO estimate may lie above the caller's log p(x)
 # before log_evidence is refused (log p(x) >= ELBO; 6 is missed by chance ~1e-9 of the time).
-EVIDENCE_STDERRS = 6.0
+# a correct log_evidence is refused with probability below this (Markov's inequality)
+FALSE_REFUSAL = 1e-6
 
 
-def _check_evidence_above(log_evidence: torch.Tensor, elbo: torch.Tensor,
-                          stderr: torch.Tensor, which: str, subsample,
-                          dtypes: list[torch.dtype]) -> None:
+def _check_evidence_above(log_evidence: torch.Tensor, iwae: torch.Tensor, which: str,
+                          subsample, dtypes: list[torch.dtype]) -> None:
     """``ValueError`` naming the datapoints where the caller's ``log_evidence`` lies below the
-    ``which`` ELBO estimate by more than :data:`EVIDENCE_STDERRS` of its standard errors plus
-    float rounding (64 ulps, relative to ``1 + |ELBO|``, of the narrowest of the ELBO's and
-    ``dtypes``: the data's and the latents', whose rounding enters the log densities):
-    ``log p(x) >= ELBO`` for every guide, so such a ``log_evidence`` is wrong (other
-    datapoints, another order or unit, a loose estimate) and every gap with it too."""
-    rounding = 64 * max(torch.finfo(d).eps for d in [elbo.dtype, *dtypes])
-    elbo, stderr = elbo.double(), stderr.double()
-    below = elbo - log_evidence.double()
-    tolerance = EVIDENCE_STDERRS * stderr + rounding * (1.0 + elbo.abs())
-    bad = below > tolerance
+    ``which`` guide's ``IWAE_K`` estimate ``log mean_k w_k`` by more than
+    ``log(batch / FALSE_REFUSAL)`` nats plus float rounding (64 ulps, relative to
+    ``1 + |IWAE|``, of the narrowest of its and ``dtypes``: the data's and the latents').
+
+    ``mean_k w_k`` is an unbiased estimate of ``p(x)`` made of nonnegative terms, so by
+    Markov's inequality it exceeds ``c p(x)`` with probability at most ``1 / c``; with
+    ``c = batch / FALSE_REFUSAL``, a correct ``log_evidence`` is refused at any datapoint with
+    probability below :data:`FALSE_REFUSAL`, whatever the weights' tails and however few the
+    draws. (A test on the ELBO's standard error refused correct input at small K: log
+    weights have heavy left tails.)"""
+    rounding = 64 * max(torch.finfo(d).eps for d in [iwae.dtype, *dtypes])
+    iwae = iwae.double()
+    above = iwae - log_evidence.double()
+    margin = math.log(iwae.shape[0] / FALSE_REFUSAL)
+    bad = above > margin + rounding * (1.0 + iwae.abs())
     if not bad.any():
         return
     rows = bad.nonzero().flatten()
     where = ("datapoints" if subsample is None else
              "datapoints (columns of this call; full-data indices "
              f"{subsample[rows[:10]].tolist()})")
-    shown = ", ".join(f"{int(i)}: {float(below[i]):.3g} nats (se {float(stderr[i]):.2g})"
-                      for i in rows[:5])
+    shown = ", ".join(f"{int(i)}: {float(above[i]):.3g} nats" for i in rows[:5])
     raise ValueError(
-        f"amortization_gap: log_evidence lies below the {which} ELBO at {len(rows)} "
-        f"{where} {rows.tolist()[:10]}, by more than {EVIDENCE_STDERRS:g} Monte Carlo "
-        f"standard errors ({shown}); log p(x) >= ELBO for every guide, so this "
-        "log_evidence is wrong for these datapoints (other datapoints or order, another unit "
-        "such as bits or per dimension, or an estimate looser than the ELBO) and the gaps "
-        "would be too; pass exact log p(x) or a tighter estimate (AIS, IWAE_5000) of the "
-        "same datapoints")
+        f"amortization_gap: log_evidence lies below the {which} guide's importance-weighted "
+        f"estimate of log p(x) at {len(rows)} {where} {rows.tolist()[:10]}, by more than "
+        f"{margin:.3g} nats ({shown}); a correct log p(x) is exceeded by that much with "
+        f"probability below {FALSE_REFUSAL:g} (Markov's inequality), so this log_evidence is "
+        "wrong for these datapoints (other datapoints or order, another unit such as bits or "
+        "per dimension, or an estimate looser than the ELBO) and the gaps would be too; pass "
+        "exact log p(x) or a tighter estimate (AIS, IWAE_5000) of the same datapoints")
 
 
 def amortization_gap(model: Callable, guide: Callable, *args,
@@ -410,10 +418,11 @@ def amortization_gap(model: Callable, guide: Callable, *args,
         :class:`GapResult` with ``[batch]`` tensors in nats.
 
     Raises:
-        ValueError: besides bad arguments, a ``log_evidence`` below the amortized ELBO (checked
-            before the local guides are fitted) or the local ELBO by more than 6 of the
-            estimate's Monte Carlo standard errors (plus float rounding), naming the
-            datapoints: ``log p(x) >= ELBO``, so the gaps computed from it would be wrong.
+        ValueError: besides bad arguments, a ``log_evidence`` that the evaluation draws prove
+            too low: below the amortized (checked before the local guides are fitted) or the
+            local guide's ``IWAE_K`` by more than ``log(batch / 1e-6)`` nats, which a correct
+            ``log p(x)`` is with probability below 1e-6 (:func:`_check_evidence_above`),
+            naming the datapoints.
     """
     check_pair_call(amortization_gap, kwargs, model=model, guide=guide)
     check_int(num_eval_samples, "num_eval_samples", 2)  # two at least, for a standard error
@@ -441,21 +450,21 @@ def amortization_gap(model: Callable, guide: Callable, *args,
     check_particle_memory(model, guide, args, kwargs, structure, num_eval_samples, chunk_size,
                           "num_eval_samples")
     local = LocalGaussianGuide(guide, *args, **kwargs)
-    amortized, amortized_se = _elbo_with_stderr(model, guide, args, kwargs, num_eval_samples,
-                                                chunk_size)
+    amortized, amortized_se, amortized_iwae = _elbo_with_stderr(
+        model, guide, args, kwargs, num_eval_samples, chunk_size)
     # the precision the log densities are computed in: the data's and the latents'
     dtypes = [s.dtype for s in local.sites] + [
         v.dtype for v in (*args, *kwargs.values())
         if torch.is_tensor(v) and v.is_floating_point()]
     if log_evidence is not None:
-        _check_evidence_above(log_evidence, amortized, amortized_se, "amortized",
+        _check_evidence_above(log_evidence, amortized_iwae, "amortized",
                               structure.data_subsample, dtypes)
     history = fit_local_guide(model, local, *args, num_steps=num_steps, lr=lr,
                               num_particles=num_particles, progress=progress, **kwargs)
-    optimized, optimized_se = _elbo_with_stderr(model, local, args, kwargs, num_eval_samples,
-                                                chunk_size)
+    optimized, optimized_se, optimized_iwae = _elbo_with_stderr(
+        model, local, args, kwargs, num_eval_samples, chunk_size)
     if log_evidence is not None:
-        _check_evidence_above(log_evidence, optimized, optimized_se, "local (optimized)",
+        _check_evidence_above(log_evidence, optimized_iwae, "local (optimized)",
                               structure.data_subsample, dtypes)
     return GapResult(
         elbo_amortized=amortized,
