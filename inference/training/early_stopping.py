@@ -38,8 +38,8 @@ class KeepBest:
             plain-function pair's ``pyro.param``\ s) are kept and restored with them, so the
             restored pair is one that an epoch had.
         score: called after every epoch with no arguments; returns a real number (a Python
-            or numpy int or float, or a one-element tensor; not a bool or a string), higher
-            is better (e.g. the mean exact log-likelihood of a validation split, nats per
+            or numpy int or float, a one-element tensor or array; not a bool or a string),
+            higher is better (e.g. the mean exact log-likelihood of a validation split, nats per
             datapoint). It runs under ``torch.no_grad()`` with every module in evaluation
             mode (no dropout); each module's training flag is restored afterwards. A NaN
             score is refused (``ValueError`` naming the epoch: a NaN validation score means
@@ -101,12 +101,15 @@ class KeepBest:
         if torch.is_tensor(value) and value.numel() == 1 and not value.is_meta and \
                 not value.is_complex() and value.dtype != torch.bool:
             return float(value)
+        if isinstance(value, numpy.ndarray) and value.size == 1 and \
+                value.dtype.kind in "iuf":  # a 0-d array: elbo(...).mean().numpy()
+            return float(value.reshape(()))
         if isinstance(value, numbers.Real) and not isinstance(value, (bool, numpy.bool_)):
             return float(value)
         shown = (f"a tensor of shape {list(value.shape)} and dtype {value.dtype}"
                  if torch.is_tensor(value) else f"{type(value).__name__} {value!r:.60}")
         raise ValueError(f"KeepBest: score {self._name()} returned {shown} after epoch {epoch}; "
-                         "it must return a real number (a float, int or one-element tensor), "
+                         "it must return a real number (a float, int, one-element tensor or array), "
                          "higher is better")
 
     def restore(self) -> None:

@@ -157,7 +157,7 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
             f"once per dataset: move it into the plate or use batch_size >= {num_data}")
     if declared is None or declared == length:
         model_scales = False
-        _check_own_subsample(structure, num_data, batch_size)
+        _check_own_subsample(model, guide, rows, structure, num_data, batch_size)
     elif declared == num_data:
         model_scales = True
     else:
@@ -186,16 +186,24 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
     return MinibatchPlan(model_scales, structure)
 
 
-def _check_own_subsample(structure, num_data: int, batch_size: int) -> None:
+def _check_own_subsample(model, guide, rows, structure, num_data: int, batch_size: int) -> None:
     """A model that subsamples each minibatch further (``pyro.plate("data", len(x),
-    subsample_size=B)``) needs ``B`` rows in every minibatch: the ragged last one of
-    ``N % batch_size`` rows has fewer, and Pyro fails at that step (with a message about model
-    and guide disagreeing). Refuse it before any step, naming the sizes."""
+    subsample_size=B)``) with a fixed ``B`` needs ``B`` rows in every minibatch: the ragged
+    last one of ``N % batch_size`` rows may have fewer, and Pyro fails at that step (with a
+    message about model and guide disagreeing). When the last minibatch is smaller than the
+    first one's subsample, the pair is surveyed on a minibatch of that size (``rows(n)``: the
+    first ``n`` rows, as fit builds them): a subsample size that follows the minibatch
+    (``min(B, len(x))``) passes, a fixed one is refused before any step, naming the sizes."""
     if structure.data_subsample is None or batch_size >= num_data:
         return
     subsample, last = structure.batch_size, num_data % batch_size
     if not last or last >= subsample:
         return
+    try:
+        survey_pair(model, guide, rows(last), {}, probe_vectorized=False)
+        return
+    except Exception as error:  # the pair fails on the last minibatch's size
+        failure = error
     fits = [size for size in range(subsample, num_data)
             if num_data % size == 0 or num_data % size >= subsample]
     nearest = min(fits, key=lambda size: (abs(size - batch_size), size), default=None)
@@ -205,8 +213,9 @@ def _check_own_subsample(structure, num_data: int, batch_size: int) -> None:
         f"fit: the model draws subsample_size={subsample} rows of each minibatch "
         f"(pyro.plate('{DATA_PLATE}', len(x), subsample_size={subsample})), but with "
         f"batch_size={batch_size} and N={num_data} datapoints the last minibatch has only "
-        f"{last} rows, fewer than {subsample}: use a batch size whose last minibatch holds at "
-        f"least {subsample} rows, e.g. {hint}")
+        f"{last} rows, fewer than {subsample}, and the pair fails on it "
+        f"({type(failure).__name__}: {str(failure)[:120]}): use a batch size whose last "
+        f"minibatch holds at least {subsample} rows, e.g. {hint}") from failure
 
 
 def loss_call(loss, num_particles: int) -> str:

@@ -196,6 +196,8 @@ def test_active_units_of_half_precision_means_computes_the_variance_wide():
     (None, "NoneType None"), ("1.0", "str '1.0'"), (True, "bool True"),
     (torch.tensor([1.0, 2.0]), r"a tensor of shape \[2\] and dtype torch.float32"),
     (torch.tensor(True), r"a tensor of shape \[\] and dtype torch.bool"),
+    (np.array([1.0, 2.0]), r"ndarray array\(\[1\., 2\.\]\)"),
+    (np.array(True), r"ndarray array\(True\)"),
 ])
 def test_keep_best_refuses_a_score_that_is_not_a_real_number(returned, shown):
     def validation_score():
@@ -209,7 +211,8 @@ def test_keep_best_refuses_a_score_that_is_not_a_real_number(returned, shown):
 
 
 @pytest.mark.parametrize("returned", [2, 2.0, np.float32(2.0), np.int64(2), torch.tensor(2.0),
-                                      torch.tensor([2.0]), torch.tensor(2)])
+                                      torch.tensor([2.0]), torch.tensor(2), np.array(2.0),
+                                      np.array([2.0]), np.array(2)])
 def test_keep_best_takes_real_numbers(returned):
     keep = KeepBest(torch.nn.Linear(1, 1), lambda: returned)
     record = {"epoch": 1}

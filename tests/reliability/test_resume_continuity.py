@@ -8,6 +8,7 @@ pair cannot train on (smaller than its own subsample, one row for batch norm) fa
 their step inside Pyro or torch; a secondary failure hid the step's own error.
 """
 
+import math
 import importlib
 import os
 
@@ -334,6 +335,26 @@ def test_a_last_minibatch_smaller_than_the_models_subsample_is_refused():
         fit(model, guide, x, batch_size=16, epochs=1, progress=False)
     pyro.clear_param_store()
     assert len(fit(model, guide, x, batch_size=25, epochs=1, progress=False)) == 1
+
+
+def test_a_subsample_that_follows_the_minibatch_size_trains_on_the_ragged_last_one():
+    # subsample_size=min(8, len(x)): the 4-row last minibatch of N=100, batch_size=32 draws
+    # all 4 rows, as Pyro's SVI does; it used to be refused from the first minibatch's 8
+    x = torch.randn(100, 3)
+
+    def model(x):
+        with pyro.plate("data", x.shape[0], subsample_size=min(8, x.shape[0])) as i:
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z[:, None], 1.0).to_event(1), obs=x[i])
+
+    def guide(x):
+        a = pyro.param("a", torch.tensor(0.3))
+        with pyro.plate("data", x.shape[0], subsample_size=min(8, x.shape[0])) as i:
+            pyro.sample("z", dist.Normal(a * x[i, 0], 0.7))
+
+    pyro.clear_param_store()
+    history = fit(model, guide, x, batch_size=32, epochs=2, progress=False)
+    assert len(history) == 2 and all(math.isfinite(h["train_loss"]) for h in history)
 
 
 def test_a_failing_diagnosis_keeps_the_steps_own_error():
