@@ -109,8 +109,8 @@ class KeepBest:
         shown = (f"a tensor of shape {list(value.shape)} and dtype {value.dtype}"
                  if torch.is_tensor(value) else f"{type(value).__name__} {value!r:.60}")
         raise ValueError(f"KeepBest: score {self._name()} returned {shown} after epoch {epoch}; "
-                         "it must return a real number (a float, int, one-element tensor or array), "
-                         "higher is better")
+                         "it must return a real number (a float, int, one-element tensor or "
+                         "array), higher is better")
 
     def restore(self) -> None:
         """Load the best epoch's parameters into the modules and the param store's other
