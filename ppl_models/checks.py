@@ -268,14 +268,19 @@ CHECK_WEIGHTS_HINT = ("check the model's weights (torch.isfinite(p).all() for p 
                       "model.parameters()) and its inputs")
 
 
-def check_finite_rows(values: torch.Tensor, what: str, outputs: str = "the network's outputs"
-                      ) -> None:
+def check_finite_rows(values: torch.Tensor, what: str, outputs: str = "the network's outputs",
+                      log_probability: bool = False) -> None:
     """Raise ``FloatingPointError`` naming ``what`` (the entry point) and the rows when
-    ``values: [n, ...]`` holds NaN or infinite values: a score (a log-probability) or a
-    network output that is about to be returned or used. One pass and one host read."""
-    if values.numel() and not bool(torch.isfinite(values).all()):
-        bad = ~torch.isfinite(values.reshape(values.shape[0], -1)).all(1)
-        raise FloatingPointError(f"{what}: {outputs} are NaN or infinite in {name_rows(bad)}; "
+    ``values: [n, ...]`` holds NaN or infinite values: a network output that is about to be
+    returned or used, or with ``log_probability`` a log-probability, for which ``-inf`` (a
+    value of probability zero) is a right answer and only NaN and ``+inf`` are refused. One
+    pass and one host read."""
+    flat = values.reshape(values.shape[0], -1) if values.numel() else values
+    wrong = (torch.isnan(flat) | torch.isposinf(flat)) if log_probability else \
+        ~torch.isfinite(flat)
+    if values.numel() and bool(wrong.any()):
+        kind = "NaN or +inf" if log_probability else "NaN or infinite"
+        raise FloatingPointError(f"{what}: {outputs} are {kind} in {name_rows(wrong.any(1))}; "
                                  f"{CHECK_WEIGHTS_HINT}")
 
 

@@ -92,14 +92,15 @@ class GRULanguageModel(PyroModule):
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """``log p(word)`` in nats, end symbol included: ``x: [batch, max_len]`` -> ``[batch]``;
-        ``FloatingPointError`` naming the rows where the network's logits are NaN or infinite
-        (NaN weights, an overflow), which would make the score NaN."""
+        ``FloatingPointError`` naming the rows whose score is NaN or ``+inf`` (NaN weights,
+        an overflow); ``-inf`` (a word of probability zero) is returned."""
         targets, mask = self.prepare(x)
         log_p = self.logits(targets).log_softmax(-1)  # [batch, T, V]
         log_p = log_p.gather(-1, targets[..., None]).squeeze(-1)  # [batch, T]
         log_p = torch.where(mask, log_p, 0.0).sum(1)
         check_finite_rows(log_p.detach(), f"{type(self).__name__}.log_prob",
-                          "the log-probabilities from the network's logits")
+                          "the log-probabilities from the network's logits",
+                          log_probability=True)
         return log_p
 
     @pyro_method

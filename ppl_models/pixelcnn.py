@@ -403,7 +403,9 @@ class PixelCNN(PyroModule):
             u = torch.rand((num, len(levels)), generator=generator, device=device)
             if raw is None:  # every value is given: draw anyway so both samplers stay in step
                 return given[:, c, i, j]
-            bad = ~torch.isfinite(raw).all(-1)  # [num]
+            # -inf outputs (logits of levels of probability zero) are allowed; NaN and +inf
+            # are not, nor a row whose every level has probability zero (below)
+            bad = torch.isnan(raw).any(-1) | torch.isposinf(raw).any(-1)  # [num]
             # zeros in their place keep NaN out of the likelihood's (validated) distribution
             log_p = self._level_log_probs(torch.where(bad[:, None], 0.0, raw))  # [num, K]
             bad |= ~torch.isfinite(log_p.amax(-1))

@@ -231,12 +231,13 @@ class WaveNet(PyroModule):
 
     def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """``log p(x | y)`` in nats per sequence: ``x: [batch, T]`` -> ``[batch]``;
-        ``FloatingPointError`` naming the rows where the network's logits are NaN or
-        infinite (NaN weights, an overflow), which would make the score NaN."""
+        ``FloatingPointError`` naming the rows whose score is NaN or ``+inf`` (NaN weights, an
+        overflow); ``-inf`` (a sequence of probability zero) is returned."""
         log_p = self.logits(x, y).log_softmax(-1)  # [batch, T, num_levels]
         log_p = log_p.gather(-1, x[..., None]).squeeze(-1).sum(-1)
         check_finite_rows(log_p.detach(), f"{type(self).__name__}.log_prob",
-                          "the log-probabilities from the network's logits")
+                          "the log-probabilities from the network's logits",
+                          log_probability=True)
         return log_p
 
     @pyro_method
@@ -393,7 +394,9 @@ class WaveNet(PyroModule):
                                lambda t: f"time step {t}")
 
         def choose(t: int, logits: torch.Tensor) -> torch.Tensor:
-            guard.update(t, ~torch.isfinite(logits).all(-1))
+            # -inf logits are levels of probability zero; NaN, +inf or no level left are not
+            guard.update(t, torch.isnan(logits).any(-1) | torch.isposinf(logits).any(-1)
+                         | torch.isneginf(logits.amax(-1)))
             return _gumbel_max(logits, generator)
 
         x = runs[method](batch, num_samples, y, choose)

@@ -152,9 +152,23 @@ def test_wavenet_log_prob_refuses_nonfinite_logits():
     assert torch.isfinite(wn.log_prob(x)).all()
     with torch.no_grad():
         wn.head[-1].bias[3] = float("inf")
-    with pytest.raises(FloatingPointError, match=r"WaveNet\.log_prob: .*NaN or infinite in "
+    with pytest.raises(FloatingPointError, match=r"WaveNet\.log_prob: .*NaN or \+inf in "
                        r"rows \[0, 1, 2\] of 3"):
         wn.log_prob(x)
+
+
+def test_wavenet_levels_of_probability_zero_are_scored_and_never_drawn():
+    # a -inf logit is a level of probability zero, not a broken network: log_prob is -inf
+    # for a sequence holding it, and both samplers draw around it
+    wn = _wavenet()
+    with torch.no_grad():
+        wn.head[-1].bias[3] = float("-inf")
+    x = torch.tensor([[1, 2, 4, 5, 6], [1, 3, 4, 5, 6]])
+    log_p = wn.log_prob(x)
+    assert bool(torch.isfinite(log_p[0])) and float(log_p[1]) == float("-inf")
+    for method in ("fast", "naive"):
+        drawn = wn.generate(16, batch_size=8, method=method, seed=0)
+        assert not bool((drawn == 3).any()), method
 
 
 @pytest.mark.parametrize("validation", [True, False])
@@ -206,7 +220,7 @@ def test_gru_log_prob_refuses_nonfinite_logits():
     with torch.no_grad():
         lm.head.weight.fill_(NAN)
     with pytest.raises(FloatingPointError, match=rf"GRULanguageModel\.log_prob: .*NaN or "
-                       rf"infinite in rows \[0, 1\] of 2.*{CHECK_WEIGHTS}"):
+                       rf"\+inf in rows \[0, 1\] of 2.*{CHECK_WEIGHTS}"):
         lm.log_prob(x)
 
 
