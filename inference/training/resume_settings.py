@@ -506,8 +506,9 @@ class SettingsRecord:
 
     def moved_values(self) -> dict:
         """``path -> value`` of the moved settings that are plain values (numbers, bools,
-        strings, None) held where :meth:`locate` finds them: saved with each checkpoint, so
-        that a resume continues with the values training reached (an annealed weight)."""
+        strings, None) or tensors (up to a million elements, not parameters) held where
+        :meth:`locate` finds them: saved with each checkpoint, so that a resume continues
+        with the values training reached (an annealed weight)."""
         values = {}
         for path in sorted(self.moved):
             place = self.locate(path)
@@ -519,6 +520,8 @@ class SettingsRecord:
                 continue
             if _scalar(value):
                 values[path] = value.item() if isinstance(value, np.generic) else value
+            elif _savable_tensor(value):
+                values[path] = value.detach().cpu().clone()
         return values
 
     def restore(self, values: dict) -> list[str]:
@@ -546,7 +549,12 @@ class SettingsRecord:
                 places.append((place, value))
         if not problems:
             for place, value in places:
-                place.set(value)
+                current = place.get()
+                if torch.is_tensor(current):  # in place: whoever holds the tensor sees it
+                    with torch.no_grad():
+                        current.copy_(value)
+                else:
+                    place.set(value)
         return problems
 
     def __enter__(self) -> SettingsRecord:
@@ -582,9 +590,23 @@ def _kind(value) -> str:
     return "str" if isinstance(value, str) else "number"
 
 
+# moved tensor settings up to this many elements are saved with a checkpoint (an annealed
+# weight kept as a tensor); parameters and buffers come back with the modules' state
+_MAX_SAVED_TENSOR = 1 << 20
+
+
+def _savable_tensor(value) -> bool:
+    return (torch.is_tensor(value) and not isinstance(value, torch.nn.Parameter)
+            and not value.is_meta and value.numel() <= _MAX_SAVED_TENSOR)
+
+
 def _same_kind(saved, current) -> bool:
     """Whether ``saved`` may replace ``current``: both plain values of one kind (numbers of
-    any type), or either None (a setting set later)."""
+    any type), either None (a setting set later), or tensors of one shape (copied into
+    ``current``, keeping its dtype and device)."""
+    if torch.is_tensor(saved) or torch.is_tensor(current):
+        return (torch.is_tensor(saved) and torch.is_tensor(current)
+                and saved.shape == current.shape and not current.requires_grad)
     if not _scalar(current):
         return False
     return saved is None or current is None or _kind(saved) == _kind(current)

@@ -137,6 +137,25 @@ def test_an_annealed_attribute_continues_in_a_fresh_pair(tmp_path, monkeypatch, 
     assert state["settings_values"] == {"0.beta": 1.5 ** 4}
 
 
+class _AnnealedTensor(_Annealed):
+    def __init__(self):
+        super().__init__()
+        self.beta = torch.tensor(1.0)  # kept as a tensor: restarted at 1.0 on resume before
+
+
+def test_an_annealed_tensor_attribute_continues_in_a_fresh_pair(tmp_path):
+    pyro.clear_param_store()
+    straight = _AnnealedTensor()
+    history = _annealed_run(straight, tmp_path / "a.pt", 4)
+    pyro.clear_param_store()
+    _annealed_run(_AnnealedTensor(), tmp_path / "b.pt", 2)
+    pyro.clear_param_store()
+    fresh = _AnnealedTensor()
+    resumed = _annealed_run(fresh, tmp_path / "b.pt", 4, resume=True)
+    assert torch.equal(fresh.beta, straight.beta) and float(fresh.beta) == 1.5 ** 4
+    assert [r["train_loss"] for r in resumed] == [r["train_loss"] for r in history]
+
+
 def test_a_moved_setting_the_pair_cannot_take_back_is_refused(tmp_path):
     pyro.clear_param_store()
     _annealed_run(_Annealed(), tmp_path / "run.pt", 2)
