@@ -259,6 +259,7 @@ def with_labels(transform):
 # ------------------------------------------------------------------------------------- VAE
 def train_vae(latent_dim: int, data, args, device, cache_dir: Path) -> tuple[VAE, dict]:
     """An MLP VAE with Bernoulli pixels on dynamically binarized training images."""
+    pyro.set_rng_seed(args.seed)  # the same initial networks, whatever ran before
     vae = VAE(data.image_shape, latent_dim, "bernoulli", "mlp", (args.hidden,))
     train_x = data.train.images[:args.num_train]
     settings = {"data": data.name, "latent_dim": latent_dim, "hidden": args.hidden,
@@ -336,6 +337,7 @@ def vae_figures(vae2: VAE, vae20: VAE, test_grey, test_x, test_y, names, out: Pa
 def train_pixelcnn(data, args, device, cache_dir: Path) -> tuple[PixelCNN, dict]:
     """A class-conditional PixelCNN, maximum likelihood on dynamically binarized images."""
     first = 7 if data.image_shape[-1] > 16 else 5
+    pyro.set_rng_seed(args.seed)
     m = PixelCNN(data.image_shape, "bernoulli", channels=args.pixelcnn_channels,
                  num_blocks=args.pixelcnn_blocks, first_kernel_size=first,
                  num_classes=data.num_classes)
@@ -466,6 +468,7 @@ def language_samples(args, device, cache_dir: Path, out: Path) -> dict:
         rows.append({"model": f"{order}-gram" + (", hierarchical prior" if backoff else ""),
                      "bits": bits_per_char(ngram, test, vocab),
                      "samples": ngram.sample(args.num_words, generator)})
+    pyro.set_rng_seed(args.seed)
     gru = GRULanguageModel(vocab, embedding=32, hidden=args.gru_hidden, dropout=0.2)
     settings = {"data": data.source, "num_train": len(train), "hidden": args.gru_hidden,
                 "epochs": args.gru_epochs, "seed": args.seed}
@@ -499,6 +502,7 @@ def wavenet_audio(args, device, cache_dir: Path, out: Path) -> dict:
     segments = levels[: len(levels) // length * length].reshape(-1, length)
     num_test = max(1, len(segments) // 10)
     train, test = segments[:-num_test], segments[-num_test:]
+    pyro.set_rng_seed(args.seed)
     wn = WaveNet(layers=8, stacks=1, channels=32, skip_channels=64)
     settings = {"source": signal.source, "rate": signal.rate, "num_samples": len(levels),
                 "epochs": args.wavenet_epochs, "seed": args.seed}

@@ -99,6 +99,9 @@ def train_baselines(args, shape, train, batch_transform, device) -> dict:
     baselines = {}
     for name, sparsity in (("autoencoder", 0.0), ("sparse_autoencoder", args.sparsity)):
         pyro.clear_param_store()
+        # initial networks from the seed alone: after the VAE's fit the global generators
+        # depend on how long it trained, so a resumed run would start the baselines elsewhere
+        pyro.set_rng_seed(args.seed)
         model = Autoencoder(shape, args.latent_dim, args.likelihood, args.network,
                             tuple(args.hidden), sparsity=sparsity)
         history = fit(model.model, model.guide, train, epochs=args.epochs,
