@@ -142,6 +142,8 @@ def per_datapoint(log_p: torch.Tensor, site, nesting: int, batch_size: int) -> t
         return log_p.new_zeros(1, batch_size)
     if torch.is_tensor(mask):
         log_p = torch.where(mask, log_p, log_p.new_zeros(()))
+    while log_p.dim() > nesting and log_p.shape[0] == 1:  # leading dims of size 1
+        log_p = log_p.squeeze(0)
     if log_p.dim() > nesting:
         raise ValueError(
             f"site '{site['name']}' has log_prob shape {tuple(log_p.shape)} with more batch "

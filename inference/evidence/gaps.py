@@ -128,7 +128,9 @@ class LocalGaussianGuide:
                     "local parameters are per datapoint"
                 )
             # a sizeless plate records size -1: the datapoints are the value's data dim
-            self.batch_size = frame.size if frame.size > 0 else node["value"].shape[frame.dim]
+            # a sizeless plate's size: the site's batch shape along the plate's dim (the
+            # value's dims to the right of the batch are event dims)
+            self.batch_size = frame.size if frame.size > 0 else node["fn"].batch_shape[frame.dim]
             if frame.full_size is not None and frame.full_size > frame.size:
                 self.data_size = frame.full_size
                 self.subsample = trace.nodes[DATA_PLATE]["value"]

@@ -25,7 +25,7 @@ from inference import (
     log_evidence,
     survey_pair,
 )
-from inference.evidence import ais_log_evidence, weight_diagnostics
+from inference.evidence import ais_log_evidence, amortization_gap, weight_diagnostics
 from inference.supports import support_kind, support_kinds_differ
 
 D = torch.float64
@@ -469,3 +469,81 @@ def test_survey_pair_refuses_args_that_are_not_a_tuple():
         survey_pair(model, guide, (x,), [x])
     assert survey_pair(model, guide, (x,)).batch_size == 5
     assert survey_pair(model, guide, [x]).batch_size == 5
+
+
+# --- valid pairs the first versions of these checks refused (a second probe) ----------------
+def test_a_shared_vector_observed_by_each_datapoints_own_distribution():
+    # obs [D] inside the data plate with a distribution of batch [N]: one term per datapoint,
+    # each scoring the shared vector against its own latent (a regularizer by observation)
+    n, d, s, t = 4, 3, 0.7, 10.0
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(0))
+    precision = 1 + 1 / s**2 + 1 / t**2
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(d), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z, s).to_event(1), obs=x)
+            pyro.sample("reg", dist.Normal(z, t).to_event(1), obs=torch.zeros(d))
+
+    def guide(x):  # the exact posterior
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(x / s**2 / precision, precision ** -0.5).to_event(1))
+
+    cov = torch.tensor([[1 + s**2, 1.0], [1.0, 1 + t**2]])
+    exact = dist.MultivariateNormal(torch.zeros(2), cov).log_prob(
+        torch.stack([x, torch.zeros(n, d)], -1)).sum(-1)
+    torch.testing.assert_close(elbo(model, guide, x, num_samples=10), exact, rtol=0, atol=1e-4)
+
+
+def test_a_leading_batch_dim_of_size_one_is_no_broadcast():
+    s = 0.7
+    x = torch.tensor([-1.2, 0.3, 1.5, 2.7])
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(torch.zeros(1, len(x)), 1.0))  # batch [1, N]
+            pyro.sample("x", dist.Normal(z, s), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(x / (1 + s**2), s / math.sqrt(1 + s**2)))
+
+    exact = dist.Normal(0.0, math.sqrt(1 + s**2)).log_prob(x)
+    torch.testing.assert_close(iwae_bound(model, guide, x, num_samples=10), exact, rtol=0,
+                               atol=1e-5)
+
+
+def test_autonormal_near_a_support_end_keeps_its_own_jacobian():
+    # a Beta latent whose posterior sits at 1 - 2e-6: the slope of the float32 sigmoid read
+    # by autograd is off there, AutoNormal's log_density is right (a given one is trusted)
+    x = torch.ones(4)
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            p = pyro.sample("z", dist.Beta(1.0, 1.0))
+            pyro.sample("x", dist.Bernoulli(p), obs=x)
+
+    guide = AutoNormal(model)
+    with pyro.get_param_store().scope():
+        guide(x)
+        with torch.no_grad():
+            guide.locs.z.fill_(14.0)
+        assert bool(torch.isfinite(elbo(model, guide, x, num_samples=10)).all())
+
+
+def test_amortization_gap_on_a_sizeless_plate_with_event_dims():
+    # the local guide read the sizeless plate's size from the value's last dim (D, not N)
+    n, d, s = 4, 3, 0.7
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(0))
+
+    def model(x):
+        with pyro.plate("data"):
+            z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z, s).to_event(1), obs=x)
+
+    def guide(x):
+        with pyro.plate("data"):
+            pyro.sample("z", dist.Normal(x / (1 + s**2), s / math.sqrt(1 + s**2)).to_event(1))
+
+    result = amortization_gap(model, guide, x, num_steps=3, num_eval_samples=20)
+    assert result.elbo_local.shape == (n,)
