@@ -28,6 +28,7 @@ import torch
 
 from ..random_state import forked_rng
 from ..pair_check import DATA_PLATE, FIT_LOSSES, PairError, PairStructure, check_pair, survey_pair
+from ..weights import check_particle_memory
 from .objectives import DReGLoss, IWAELoss, make_loss
 
 
@@ -132,6 +133,9 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
     except Exception as error:  # the user's code failed on fit's minibatch: say how it ran
         _note_first_batch(error, data, batch_size, batch_transform)
         raise
+    if num_particles > 1 and vectorized:  # K particles of a step, with gradients, at once
+        check_particle_memory(model, guide, first_batch, {}, structure, num_particles, None,
+                              "num_particles", gradients=True, chunkable=False)
     if not structure.trainable:
         raise PairError("fit: neither the model nor the guide uses a parameter that requires "
                         "a gradient (pyro.param, pyro.module or a PyroModule's): nothing to "

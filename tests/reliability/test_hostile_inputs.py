@@ -20,6 +20,8 @@
 import math
 
 import numpy as np
+import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 
@@ -336,3 +338,24 @@ def test_amortization_gap_under_inference_mode():
         result = amortization_gap(model.model, model.guide, x, num_steps=3,
                                   num_eval_samples=10)
     assert len(result.history) == 3 and bool(torch.isfinite(result.amortization_gap).all())
+
+
+def test_fit_checks_the_memory_of_its_particles_before_training():
+    # the lean IWAE step draws K particles with gradients at once; 10**7 of them tried to
+    # allocate terabytes at the first step
+    x = torch.randn(64, 500)
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(500), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        a = pyro.param("a", torch.tensor(0.5))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(a * x, 1.0).to_event(1))
+
+    with pyro.get_param_store().scope():
+        with pytest.raises(ValueError, match=r"num_particles=10000000 particles for 64 "
+                                             r"datapoints: all in one pass"):
+            fit(model, guide, x, loss="iwae", num_particles=10**7, epochs=1, progress=False)
