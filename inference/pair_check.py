@@ -124,6 +124,9 @@ class PairStructure:
             auxiliary site's draw: point masses on a parameter (AutoDelta, a hand-written
             ``Delta(pyro.param(...))``), not an AutoGuide's transform of its auxiliary latent.
         plates: ``(name, dim, size)`` of the vectorized plates of model and guide.
+        beside_auxiliary: guide sites of a guide with auxiliary sites that are neither
+            auxiliary nor ``Delta`` and whose distribution depends on no other draw: their
+            density is their own, beside the auxiliary transform's.
     """
 
     max_plate_nesting: int
@@ -155,6 +158,7 @@ class PairStructure:
     row_mismatch: tuple = ()
     mask_mismatch: tuple = ()
     free_deltas: tuple = ()
+    beside_auxiliary: tuple = ()
     plates: tuple = ()
 
     @property
@@ -1099,6 +1103,13 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     free_deltas, jacobian = _delta_dependence(guide, args, kwargs, guide_latents, auxiliary)
     if jacobian:
         raise _jacobian_error(jacobian[0])
+    beside_auxiliary = ()
+    if auxiliary:
+        ordinary = [site["name"] for site in guide_latents if site["name"] not in auxiliary
+                    and _family(site["fn"]) != "Delta"]
+        if ordinary:
+            dependent = set(conditional_sites_of_guide(guide, args, kwargs))
+            beside_auxiliary = tuple(n for n in ordinary if n not in dependent)
     error = ""
     if probe_vectorized:
         fixed = PairStructure(nesting, batch_size, subsample=subsample)
@@ -1136,6 +1147,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         row_mismatch=tuple(_row_mismatches(model_sites)),
         mask_mismatch=_mask_mismatches(model_sites, guide_latents),
         free_deltas=free_deltas,
+        beside_auxiliary=beside_auxiliary,
         plates=tuple({(f.name, f.dim, f.size): None for site in (*model_sites, *guide_latents)
                       for f in site["cond_indep_stack"] if f.vectorized}),
         trainable=any(_requires_grad(site) for trace in (guide_full, model_full)
@@ -1195,7 +1207,7 @@ def _check_sites_match(s: PairStructure, use: str = "log_importance_weights",
                         f"the model's latent sites ({enumeration})")
     if s.auxiliary:
         others = [n for n, family in s.guide_families.items()
-                  if n not in s.auxiliary and family != "Delta"]
+                  if n not in s.auxiliary and family != "Delta" and n not in s.beside_auxiliary]
         if others:
             needs = ("the ELBO it trains needs" if training and use not in COVERAGE_USES
                      else "its importance weights need" if training else
@@ -1205,7 +1217,7 @@ def _check_sites_match(s: PairStructure, use: str = "log_importance_weights",
                 f"samples {_site_list(others)} from a non-Delta distribution: {needs} the "
                 "guide's density q(z) of the model's latents, known only when they are "
                 "deterministic functions (Delta sites) of the auxiliary ones, as in Pyro's "
-                "AutoGuides")
+                "AutoGuides, or drawn independently of them (these depend on another draw)")
     if s.enumerated:
         marked = (f"guide site(s) {_site_list(s.enumerated)} are marked for enumeration "
                   "(infer={'enumerate': ...}, or config_enumerate)")
