@@ -549,6 +549,11 @@ def check_optimizer(optim) -> None:
         raise TypeError(f"optim must be an optimizer, got {type(optim).__name__}: {advice}")
 
 
+def _clear_grads(params) -> None:
+    for param in params:
+        param.grad = None
+
+
 class SVIStep:
     """A drop-in for ``pyro.infer.SVI(model, guide, optim, loss)`` with the lean ELBO path.
 
@@ -599,14 +604,11 @@ class SVIStep:
         loss, params = self._loss_and_grads(args, kwargs)
         value = float(loss)
         if not math.isfinite(value) and not reports_no_loss(self.objective):
-            for param in params:
-                param.grad = None
+            _clear_grads(params)
             raise FloatingPointError(
                 f"SVIStep.step: the loss is {value}, not applied: check the parameters (NaN "
                 "after an earlier divergence?), the data and the learning rate")
-        self.optim(params)
-        for param in params:
-            param.grad = None
+        self._apply(params)
         return value
 
     def tensor_step(self, *args, **kwargs) -> torch.Tensor:
@@ -616,10 +618,13 @@ class SVIStep:
         and reads the sum once per epoch, so a GPU never idles between steps.
         """
         loss, params = self._loss_and_grads(args, kwargs)
-        self.optim(params)
-        for param in params:
-            param.grad = None
+        self._apply(params)
         return loss
+
+    def _apply(self, params) -> None:
+        """The optimizer's step on ``params``' gradients, which are then dropped."""
+        self.optim(params)
+        _clear_grads(params)
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
         """``SVI.loss_and_grads``'s signature: the loss, gradients left in ``.grad``."""
