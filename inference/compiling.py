@@ -83,8 +83,9 @@ def _tensor_state(tensor: torch.Tensor) -> tuple:
     return (_Held(tensor), version, tuple(tensor.shape), tensor.dtype, tensor.device)
 
 
-# nn.Module's own containers: parameters and buffers are graph inputs, submodules are walked.
-_MODULE_SLOTS = frozenset({"_parameters", "_buffers", "_modules"})
+# nn.Module's own bookkeeping (parameters and buffers are graph inputs, submodules are walked,
+# hooks are functions, ``training`` is keyed on its own): no attribute of a user's there.
+_MODULE_SLOTS = frozenset(vars(torch.nn.Module()))
 
 
 def _attribute_tensors(value, depth: int = 0) -> list[torch.Tensor]:
@@ -105,20 +106,31 @@ def _attribute_tensors(value, depth: int = 0) -> list[torch.Tensor]:
     return [t for item in items for t in _attribute_tensors(item, depth + 1)]
 
 
+def _is_setting(name: str, value) -> bool:
+    """A public plain attribute (a noise scale, a temperature) a trace reads as a constant."""
+    return not name.startswith("_") and (value is None or isinstance(value, (bool, int, float,
+                                                                             str)))
+
+
+def _registered_ids(module: torch.nn.Module) -> set[int]:
+    # a parameter or buffer also held elsewhere (an RNN's _flat_weights) is a graph input,
+    # and changes with every optimizer step: keying it would trace every step again
+    return {id(t) for t in (*module.parameters(), *module.buffers())}
+
+
+def _held_tensors(prefix: str, name: str, value, registered: set[int]):
+    return [(f"{prefix}.{name}" if prefix else name, t) for t in _attribute_tensors(value)
+            if id(t) not in registered]
+
+
 def attribute_tensors(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
     """``(name, tensor)`` for each tensor that ``module`` or a submodule holds outside its
     parameters and buffers (``self.noise = torch.tensor(0.5)``): a trace reads it as a
     constant."""
-    # a parameter or buffer also held elsewhere (an RNN's _flat_weights) is a graph input,
-    # and changes with every optimizer step: keying it would trace every step again
-    registered = {id(t) for t in (*module.parameters(), *module.buffers())}
-    found = []
-    for prefix, sub in module.named_modules(remove_duplicate=False):
-        for name, value in vars(sub).items():
-            if name not in _MODULE_SLOTS:
-                found += [(f"{prefix}.{name}" if prefix else name, t)
-                          for t in _attribute_tensors(value) if id(t) not in registered]
-    return found
+    registered = _registered_ids(module)
+    return [held for prefix, sub in module.named_modules(remove_duplicate=False)
+            for name, value in vars(sub).items() if name not in _MODULE_SLOTS
+            for held in _held_tensors(prefix, name, value, registered)]
 
 
 def module_key(module: torch.nn.Module) -> tuple:
@@ -128,13 +140,24 @@ def module_key(module: torch.nn.Module) -> tuple:
     parameters and buffers (:func:`attribute_tensors`, also read as constants: keyed by
     identity and version counter, so that rebinding ``self.noise = torch.tensor(2.0)`` or
     changing it in place traces again, while an unchanged one keeps its graph), and the
-    names, shapes, dtypes and devices of its parameters and buffers."""
-    tensors = list(module.named_parameters()) + list(module.named_buffers())
-    settings = tuple(tuple(sorted((k, v) for k, v in vars(m).items() if not k.startswith("_")
-                                  and (v is None or isinstance(v, (bool, int, float, str)))))
-                     for m in module.modules())
-    constants = tuple((name, _tensor_state(t)) for name, t in attribute_tensors(module))
-    return (tuple(m.training for m in module.modules()), settings, constants,
+    names, shapes, dtypes and devices of its parameters and buffers. One walk over the
+    submodules: compiled paths compute it on every call."""
+    registered = _registered_ids(module)
+    flags, settings, constants = [], [], []
+    for prefix, sub in module.named_modules(remove_duplicate=False):
+        flags.append(sub.training)
+        plain = []
+        for name, value in vars(sub).items():
+            if name in _MODULE_SLOTS:
+                continue
+            if _is_setting(name, value):
+                plain.append((name, value))
+            else:
+                constants += [(held_name, _tensor_state(t)) for held_name, t
+                              in _held_tensors(prefix, name, value, registered)]
+        settings.append(tuple(sorted(plain)))
+    tensors = (*module.named_parameters(), *module.named_buffers())
+    return (tuple(flags), tuple(settings), tuple(constants),
             tuple((n, tuple(t.shape), t.dtype, t.device) for n, t in tensors))
 
 
