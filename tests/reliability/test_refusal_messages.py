@@ -406,6 +406,6 @@ def test_the_conditional_site_helpers_say_what_they_take():
             pyro.sample("z2", dist.Normal(z1, 1.0))
 
     assert pair_check.conditional_sites_of_guide(guide, (X,), {}) == ["z2"]
-    with torch.enable_grad(), pair_check._DrawsAsLeaves():
+    with torch.enable_grad(), pair_check.DrawsAsLeaves():
         trace = pyro.poutine.trace(guide).get_trace(X)
     assert pair_check.conditional_sites_in_trace(trace) == ["z2"]

@@ -1,0 +1,341 @@
+"""Checks of each latent's guide against the model: supports (kinds, reach), whether the
+model's distribution can score the guide's draw, and ``Delta`` guide sites (point masses, an
+AutoGuide's transforms of its auxiliary draw and their Jacobians).
+"""
+
+from __future__ import annotations
+
+import torch
+from pyro import poutine
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import prune_subsample_sites
+
+from ..random_state import forked_rng
+from ..supports import describe_support, support_kinds_differ, support_of, support_within
+from .shapes import shape_mismatch
+from .sites import (
+    PairError,
+    family,
+    is_delta,
+    sample_sites,
+    site_mask,
+    unwrapped,
+    validation_off,
+    value_kind,
+)
+
+
+def check_observed_values(model_sites) -> None:
+    """Score each observed site's value once, as Pyro's ELBOs do on every step, so that a
+    distribution validating its arguments (Pyro's validation, on by default) refuses a value
+    outside its support here: the estimators' later passes skip validation and would score
+    it silently (a Bernoulli at 3, a Poisson at 2.5)."""
+    for site in model_sites:
+        if not site["is_observed"]:
+            continue
+        if not torch.is_tensor(site["value"]):
+            raise PairError(f"observed site '{site['name']}' observes a "
+                            f"{type(site['value']).__name__}; Pyro's distributions score "
+                            "tensors: pass the data as a tensor")
+        try:
+            site["fn"].log_prob(site["value"])
+        except ValueError as error:
+            raise PairError(f"observed site '{site['name']}' ({family(site['fn'])}): {error}"
+                            ) from None
+
+
+def check_support_kinds(model_sites, guide_latents) -> None:
+    """Refuse a guide latent whose support is continuous where the model site's is discrete
+    (a ``RelaxedBernoulli``, ``RelaxedBernoulliStraightThrough`` or
+    ``RelaxedOneHotCategorical`` guide for a ``Bernoulli``, ``Categorical`` or
+    ``OneHotCategorical`` latent), or the reverse: a density and a mass function have no
+    ratio that is an importance weight (the ELBO came out ``-inf``, or finite and wrong)."""
+    for guide_site, model_site in _support_pairs(model_sites, guide_latents):
+        guide_support = support_of(guide_site["fn"])[0]
+        model_support = support_of(model_site["fn"])[0]
+        if not support_kinds_differ(guide_support, model_support):
+            continue
+        guide_kind = "discrete" if guide_support.is_discrete else "continuous"
+        model_kind = "discrete" if model_support.is_discrete else "continuous"
+        remedy = ("Draw it from a discrete guide on the model's support (a Bernoulli or "
+                  "Categorical guide with learned probabilities); a relaxed distribution "
+                  "trains a relaxed model, whose latent is continuous too"
+                  if model_kind == "discrete" else
+                  "Draw it from a continuous guide on the model's support (e.g. a Normal, or "
+                  "AutoNormal)")
+        raise PairError(
+            f"latent site '{guide_site['name']}': the guide's {family(guide_site['fn'])} "
+            f"is {guide_kind} (support {describe_support(guide_support)}) and the model's "
+            f"{family(model_site['fn'])} is {model_kind} (support "
+            f"{describe_support(model_support)}): p(x, z) / q(z) of a mass function and a "
+            f"density is no importance weight, so the ELBO and the bounds are meaningless "
+            f"(-inf where the draws miss the model's support, finite and wrong where they "
+            f"are rounded onto it). {remedy}")
+
+
+class _AuxiliaryAsLeaves(Messenger):
+    """Make every auxiliary guide draw a leaf that requires gradients and record the
+    ``Delta`` sites drawn after them (their messages)."""
+
+    def __init__(self):
+        super().__init__()
+        self.leaves, self.deltas = {}, {}
+
+    def _pyro_post_sample(self, msg):
+        value = msg["value"]
+        if msg["is_observed"] or not torch.is_tensor(value):
+            return
+        if msg["infer"].get("is_auxiliary"):
+            if value.is_floating_point():
+                msg["value"] = value.detach().requires_grad_(True)
+                self.leaves[msg["name"]] = msg["value"]
+        elif is_delta(msg["fn"]):
+            self.deltas[msg["name"]] = msg
+
+
+def _jacobian_mismatch(msg, aux_name: str, leaf: torch.Tensor) -> tuple | None:
+    """``(site, auxiliary site, log_density given, log Jacobian term expected)`` when the
+    ``Delta`` of ``msg`` is an elementwise map of the auxiliary draw ``leaf`` (same shape;
+    checked with a second, randomly weighted backward pass) whose ``log_density`` is left at 0
+    while ``-log|d value / d aux|`` summed over its event dims, the change of variables that
+    makes it a density (AutoNormal passes it), is not; None otherwise: a map that preserves
+    volume, a ``log_density`` that was given (trusted), or a map that is not elementwise
+    (nothing is judged then)."""
+    value = msg["value"]
+    if value.shape != leaf.shape or not bool(site_mask(msg).all()):
+        return None
+    (slope,) = torch.autograd.grad(value.sum(), leaf, retain_graph=True, allow_unused=True)
+    weights = torch.rand_like(value) + 0.5
+    (weighted,) = torch.autograd.grad((value * weights).sum(), leaf, retain_graph=True,
+                                      allow_unused=True)
+    if slope is None or weighted is None or not bool(torch.isfinite(slope).all()) or \
+            bool((slope == 0).any()):
+        return None
+    scale = slope.abs().max()
+    if not torch.allclose(weighted, weights * slope, rtol=1e-4, atol=1e-6 * float(scale)):
+        return None  # not elementwise: the change of variables needs the full Jacobian
+    fn = unwrapped(msg["fn"])
+    event_dim = msg["fn"].event_dim
+    expected = -slope.abs().log()
+    if event_dim:
+        expected = expected.reshape(expected.shape[:expected.dim() - event_dim] + (-1,)).sum(-1)
+    given = torch.as_tensor(fn.log_density, dtype=expected.dtype).detach()
+    if bool((given != 0).any()):
+        # a log_density was given: trusted. The slope read here is that of the map in the
+        # value's precision, which near a support's end (a sigmoid at 1 - 2e-6 in float32)
+        # is off by more than any tolerance, while AutoNormal's own term is right
+        return None
+    try:
+        given = given.expand(expected.shape)
+    except RuntimeError:
+        return None
+    expected = expected.detach()
+    tolerance = 1e-3 * (1.0 + expected.abs())
+    if bool(((given - expected).abs() <= tolerance).all()):
+        return None
+    return msg["name"], aux_name, given, expected
+
+
+def delta_dependence(guide, args, kwargs, guide_latents, auxiliary) -> tuple:
+    """``(free, jacobian)``: the ``Delta`` guide sites whose value does not depend on any
+    auxiliary draw (point masses: AutoDelta, ``Delta(pyro.param(...))``), told apart from an
+    AutoGuide's transform of its auxiliary latent (AutoNormal's ``z_unconstrained``,
+    AutoDiagonalNormal's ``_AutoDiagonalNormal_latent``) by the autograd graph of one draw
+    whose auxiliary values are made gradient leaves; and the :func:`_jacobian_mismatch`
+    records of the dependent ones."""
+    deltas = [s["name"] for s in guide_latents
+              if is_delta(s["fn"]) and s["name"] not in auxiliary]
+    if not deltas or not auxiliary:
+        return tuple(deltas), ()
+    recorder = _AuxiliaryAsLeaves()
+    free, jacobian = [], []
+    with poutine.block(), forked_rng(), torch.enable_grad():
+        with recorder:
+            guide(*args, **kwargs)
+        names, leaves = list(recorder.leaves), list(recorder.leaves.values())
+        for name in deltas:
+            msg = recorder.deltas.get(name)
+            value = None if msg is None else msg["value"]
+            if value is None or not leaves or not value.requires_grad:
+                free.append(name)
+                continue
+            grads = torch.autograd.grad(value.sum(), leaves, retain_graph=True,
+                                        allow_unused=True)
+            used = [i for i, g in enumerate(grads) if g is not None]
+            if not used:
+                free.append(name)
+            elif len(used) == 1:
+                found = _jacobian_mismatch(msg, names[used[0]], leaves[used[0]])
+                if found is not None:
+                    jacobian.append(found)
+    return tuple(free), tuple(jacobian)
+
+
+def jacobian_error(record) -> PairError:
+    name, aux, given, expected = record
+    shown = _end_text_pair(given, expected)
+    return PairError(
+        f"guide site '{name}' is a Delta computed elementwise from auxiliary site '{aux}', "
+        f"and its log_density ({shown[0]}) is not the change of variables "
+        f"-log|d {name} / d {aux}| ({shown[1]}): q({name}) = q({aux}) |d {name} / d "
+        f"{aux}|^-1, so every log weight would be off by the difference (a forgotten "
+        f"Jacobian). Pass it: pyro.sample('{name}', dist.Delta(value, log_density=...)) "
+        f"with log_density = -log|d {name} / d {aux}| summed over the event dims, as Pyro's "
+        "AutoNormal does")
+
+
+def _end_text_pair(given, expected) -> tuple:
+    def text(t):
+        t = t.reshape(-1)
+        first = ", ".join(f"{float(v):.4g}" for v in t[:3])
+        return f"[{first}{', ...' if t.numel() > 3 else ''}]"
+    return text(given), text(expected)
+
+
+def _support_pairs(model_sites, guide_latents):
+    """``(guide site, model site)`` of the latents both sample, the guide's not a Delta (an
+    AutoGuide's latents are functions of its auxiliary site; a point has no support to
+    compare)."""
+    model_latents = {s["name"]: s for s in model_sites if not s["is_observed"]}
+    for guide_site in guide_latents:
+        model_site = model_latents.get(guide_site["name"])
+        if model_site is None or is_delta(guide_site["fn"]) or is_delta(model_site["fn"]):
+            continue
+        yield guide_site, model_site
+
+
+def _support_record(guide_site, model_site, guide_support, model_support) -> tuple:
+    return (guide_site["name"], family(guide_site["fn"]), describe_support(guide_support),
+            family(model_site["fn"]), describe_support(model_support))
+
+
+def support_mismatches(model_sites, guide_latents):
+    """``(site, guide family, guide support, model family, model support)`` for each guide
+    latent whose support is known not to lie inside the model's: the guide's support exact
+    (:func:`inference.supports.support_of`), the model's holding its own."""
+    for guide_site, model_site in _support_pairs(model_sites, guide_latents):
+        guide_support, exact = support_of(guide_site["fn"])
+        model_support = support_of(model_site["fn"])[0]
+        if exact and support_within(guide_support, model_support) is False:
+            yield _support_record(guide_site, model_site, guide_support, model_support)
+
+
+def support_gaps(model_sites, guide_latents):
+    """The same records for each latent whose model support is known to reach beyond the
+    guide's: the model's support exact, the guide's holding its own."""
+    for guide_site, model_site in _support_pairs(model_sites, guide_latents):
+        model_support, exact = support_of(model_site["fn"])
+        guide_support = support_of(guide_site["fn"])[0]
+        if exact and support_within(model_support, guide_support) is False:
+            yield _support_record(guide_site, model_site, guide_support, model_support)
+
+
+def unscorable_sites(model_sites, mismatches) -> tuple:
+    """Sites of ``mismatches`` whose model distribution is a ``Categorical``: its log_prob
+    indexes the probabilities with the value, so a class past its last one fails in torch
+    (an out-of-bounds index, on a GPU a device-side assert) instead of scoring ``-inf``."""
+    mismatched = {record[0] for record in mismatches}
+    return tuple(site["name"] for site in model_sites if site["name"] in mismatched
+                 and isinstance(unwrapped(site["fn"]), torch.distributions.Categorical))
+
+
+def check_latents_scorable(model_sites, guide_latents, skip=()) -> None:
+    """Refuse a latent whose guide draw the model's distribution cannot score at all (torch
+    fails, whatever the value): a ``Categorical`` guide draws integers, and
+    torch's ``Bernoulli.log_prob`` takes floating-point values only ("result type Float
+    can't be cast to the desired output type Long", in every estimator and at fit's first
+    step). Sites in ``skip`` (a ``Categorical`` model's out-of-range classes, refused per
+    entry point) and values outside the model's support (a matter of the support checks)
+    are left to the other checks."""
+    for guide_site, model_site in _support_pairs(model_sites, guide_latents):
+        if guide_site["name"] in skip:
+            continue
+        value = guide_site["value"]
+        try:
+            with validation_off(model_site["fn"]):
+                model_site["fn"].log_prob(value, *model_site["args"], **model_site["kwargs"])
+        except ValueError:  # a distribution's own check of the value: the support checks'
+            continue
+        except (RuntimeError, TypeError, IndexError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            guide_family, model_family = family(guide_site["fn"]), family(model_site["fn"])
+            hint = (" Give the guide a family whose draws the model's distribution scores "
+                    "(the model's own family, on its support).")
+            if model_family == "Bernoulli" and torch.is_tensor(value) and \
+                    not value.is_floating_point():
+                hint = (" torch's Bernoulli scores floating-point values only, and a "
+                        f"{guide_family} draws {value.dtype} values (even where the supports "
+                        "agree, as a Categorical over 2 classes does with {0, 1}). Use a "
+                        "Bernoulli guide (or any guide drawing floating-point 0/1 values) "
+                        "for a Bernoulli latent.")
+            raise PairError(
+                f"latent site '{guide_site['name']}': the model's {model_family} (support "
+                f"{describe_support(support_of(model_site['fn'])[0])}) cannot score the "
+                f"guide's {guide_family} draw (support "
+                f"{describe_support(support_of(guide_site['fn'])[0])}, "
+                f"{value_kind(value)}): {type(error).__name__}: {first}.{hint}") from error
+
+
+def replay_model(model, guide_trace, args, kwargs):
+    """The model's trace replayed on the guide's draws. When the model fails there, the
+    latent sites it reached are compared with the guide's: one the guide draws in another
+    shape, event dims or support (a ``OneHotCategorical`` guide for a ``Categorical``
+    latent) is named in a :class:`PairError`, the model's error chained to it; any other
+    failure is the model's own and propagates as it is."""
+    handler = poutine.trace(poutine.replay(model, trace=guide_trace))
+    try:
+        return handler.get_trace(*args, **kwargs)
+    except Exception as error:
+        reached = list(sample_sites(prune_subsample_sites(handler.msngr.trace)))
+        guide_latents = list(sample_sites(prune_subsample_sites(guide_trace), observed=False))
+        found = _replay_disagreement(reached, guide_latents)
+        if found is None:
+            raise
+        name, what = found
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise PairError(
+            f"latent site '{name}' has {what}: the guide must draw the value the model "
+            "scores (same shape, same .to_event(n), same support); the model failed when it "
+            f"was run on the guide's draw ({type(error).__name__}: {first_line})") from error
+
+
+def _replay_disagreement(model_sites, guide_latents) -> tuple | None:
+    """``(site, what differs)`` for the first latent the model reached whose guide draw
+    disagrees with it in shape, event dims or support, else None."""
+    dims = [-frame.dim for site in (*model_sites, *guide_latents)
+            for frame in site["cond_indep_stack"] if frame.vectorized]
+    nesting = max(dims, default=0)
+    for guide_site, model_site in _support_pairs(model_sites, guide_latents):
+        found = shape_mismatch(model_site, guide_site, nesting)
+        if found:
+            return guide_site["name"], (f"{found}, a {family(guide_site['fn'])} in the guide "
+                                        f"and a {family(model_site['fn'])} in the model")
+        guide_support, exact = support_of(guide_site["fn"])
+        model_support = support_of(model_site["fn"])[0]
+        within = support_within(guide_support, model_support)
+        if within is False and exact or within is None and _support_kinds_differ(
+                guide_support, model_support):
+            return guide_site["name"], (
+                f"support {describe_support(guide_support)} in the guide "
+                f"({family(guide_site['fn'])}) and {describe_support(model_support)} in the "
+                f"model ({family(model_site['fn'])})")
+    return None
+
+
+def _support_kinds_differ(first, second) -> bool:
+    """Whether one support is discrete and the other continuous, or both discrete of
+    different kinds (``one_hot`` and ``integer_interval``; for two supports that
+    :func:`inference.supports.support_within` cannot compare)."""
+    try:
+        kinds = [support_base.is_discrete for support_base in map(_support_base, (first, second))]
+    except NotImplementedError:
+        return False
+    if kinds[0] != kinds[1]:
+        return True
+    return kinds[0] and type(_support_base(first)) is not type(_support_base(second))
+
+
+def _support_base(constraint):
+    while isinstance(constraint, torch.distributions.constraints.independent):
+        constraint = constraint.base_constraint
+    return constraint

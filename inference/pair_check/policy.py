@@ -1,0 +1,351 @@
+"""Which entry point may use which pair: :func:`check_pair` judges a :class:`PairStructure`
+for one use, or raises a :class:`PairError` in words about the user's own call.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+from ..checks import user_stacklevel
+from .sites import DATA_PLATE, PairError, site_list
+from .survey import PairStructure, survey_pair
+
+# Entry points (``use`` of :func:`check_pair`) that need one log weight per datapoint.
+PER_DATAPOINT_USES = ("elbo", "iwae_bound", "bound_sweep", "log_importance_weights",
+                      "weight_diagnostics", "log_evidence", "ais_log_evidence",
+                      "amortization_gap", "fit:iwae", "fit:dreg")
+
+
+FIT_LOSSES = ("elbo", "meanfield", "iwae", "dreg")
+
+
+# Entry points whose number needs the guide to cover the model's support (and each
+# datapoint whole): importance weights, whose average converges to log p(x) only then.
+COVERAGE_USES = ("iwae_bound", "bound_sweep", "log_importance_weights", "weight_diagnostics",
+                 "log_evidence", "ais_log_evidence", "fit:iwae", "fit:dreg")
+
+
+def entry_label(use: str) -> str:
+    """How a message names entry point ``use`` when its caller gives no fuller call: the
+    estimator's name, ``fit(loss='iwae')`` for ``"fit:iwae"``, ``fit`` for another loss."""
+    if use.startswith("fit:"):
+        loss = use.split(":", 1)[1]
+        return f"fit(loss='{loss}')" if loss in FIT_LOSSES else "fit"
+    return use
+
+
+def _check_sites_match(s: PairStructure, use: str = "log_importance_weights",
+                       called: str | None = None) -> None:
+    called = called or entry_label(use)
+    training = use.startswith("fit:")
+    if s.mask_mismatch:
+        name = s.mask_mismatch[0]
+        raise PairError(
+            f"latent site '{name}' is masked differently in the model and the guide "
+            "(poutine.mask, or obs_mask, whose '<name>_unobserved' site the model masks where "
+            "the data are observed): where one side's density is masked out and the other's "
+            "is not, p(x, z) / q(z) is not a density ratio. Sample it in the guide under the "
+            f"same mask: `with pyro.poutine.mask(mask=...): pyro.sample('{name}', ...)`")
+    if s.row_mismatch:
+        name, rows, size = s.row_mismatch[0]
+        raise PairError(
+            f"observed site '{name}' has {rows} rows along the '{DATA_PLATE}' dim but the "
+            f"plate has {size}: the data and the plate disagree (a guide's plate, e.g. an "
+            "AutoGuide's sized on other data, replays its indices into the model)")
+    if s.missing_in_guide or s.missing_in_model:
+        parts = []
+        if s.missing_in_guide:
+            parts.append(f"the model's latent site(s) {site_list(s.missing_in_guide)} are not "
+                         "sampled by the guide")
+        if s.missing_in_model:
+            parts.append(f"the guide samples {site_list(s.missing_in_model)}, which the model "
+                         "does not have (mark a guide-only variable with "
+                         "infer={'is_auxiliary': True} if it is one)")
+        enumeration = (
+            f"{called} trains a guide that samples every latent: it does not sum out "
+            "discrete latents the model enumerates (pyro.infer.TraceEnum_ELBO's "
+            "marginalization), whatever loss is passed; train such a pair with "
+            "pyro.infer.SVI(model, guide, optim, TraceEnum_ELBO(...)) directly"
+            if training else
+            f"discrete latents the model enumerates need pyro.infer.TraceEnum_ELBO, which "
+            f"{called} does not run: it draws every latent from the guide")
+        raise PairError(f"{called}: " + "; ".join(parts) + ": the guide must propose exactly "
+                        f"the model's latent sites ({enumeration})")
+    if s.auxiliary:
+        others = [n for n, family in s.guide_families.items()
+                  if n not in s.auxiliary and family != "Delta" and n not in s.beside_auxiliary]
+        if others:
+            needs = ("the ELBO it trains needs" if training and use not in COVERAGE_USES
+                     else "its importance weights need" if training else
+                     "importance weights need")
+            raise PairError(
+                f"{called}: the guide has auxiliary site(s) {site_list(s.auxiliary)} and also "
+                f"samples {site_list(others)} from a non-Delta distribution: {needs} the "
+                "guide's density q(z) of the model's latents, known only when they are "
+                "deterministic functions (Delta sites) of the auxiliary ones, as in Pyro's "
+                "AutoGuides, or drawn independently of them (these depend on another draw)")
+    if s.enumerated:
+        marked = (f"guide site(s) {site_list(s.enumerated)} are marked for enumeration "
+                  "(infer={'enumerate': ...}, or config_enumerate)")
+        if training:
+            raise PairError(
+                f"{called}: {marked}; fit trains with one sampled value per guide site and "
+                "does not enumerate guide sites, whatever loss is passed (TraceEnum_ELBO "
+                "included): its pair checks, minibatch scaling and particles assume sampled "
+                "draws. Remove the mark to train the site by sampling (loss='elbo' gives a "
+                "discrete site Trace_ELBO's score-function gradient), or train the "
+                "enumerating guide with pyro.infer.SVI(model, guide, optim, "
+                "TraceEnum_ELBO(...)) directly")
+        raise PairError(f"{called}: {marked}; {called} draws the guide's values as samples "
+                        "(importance sampling), it does not enumerate them: remove the mark")
+
+
+def check_subsampled_plates(s: PairStructure, use: str, called: str | None = None) -> None:
+    """Raise :class:`PairError` when a plate other than ``"data"`` draws a subsample and
+    ``use`` is a per-datapoint estimate or an importance-weighted loss; ``fit`` with
+    ``loss="elbo"``/``"meanfield"`` (any other ``fit:`` use) trains with it. ``called``
+    names the user's call in the message (:func:`entry_label` of ``use`` by default)."""
+    if not s.subsampled_plates or (use.startswith("fit:") and use not in COVERAGE_USES):
+        return
+    plate, size, full = s.subsampled_plates[0]
+    raise PairError(
+        f"{called or entry_label(use)}: pyro.plate('{plate}') draws a subsample ({size} of "
+        f"its {full} members) "
+        f"inside the datapoints of pyro.plate('{DATA_PLATE}'), so each datapoint would be "
+        f"scored on the {size} members drawn: log p(x) of a part of it, not of the "
+        f"datapoint. Only the '{DATA_PLATE}' plate may subsample here; evaluate with "
+        f"pyro.plate('{plate}', {full}) (no subsample_size or subsample). fit() trains with "
+        f"such a plate under loss='elbo' or 'meanfield': its scale {full}/{size} makes the "
+        "minibatch ELBO unbiased, which it does not make the log-mean-exp of an "
+        "importance-weighted bound")
+
+
+class TemperedPairWarning(UserWarning):
+    """An estimator scores a pair with scaled sites by its unscaled densities."""
+
+
+def warn_if_tempered(s: PairStructure, use: str) -> None:
+    """:class:`TemperedPairWarning` naming the first site of ``s.tempered``, if any, for
+    estimator ``use``."""
+    if not s.tempered:
+        return
+    name, scale = s.tempered[0]
+    found = "per-datapoint weights (a tensor scale)" if scale is None else f"scale {scale:g}"
+    warnings.warn(
+        f"{use}: site '{name}' carries {found} beyond its plates' N / batch (a poutine.scale: "
+        "a tempered likelihood, a weighted prior); the estimators score the model's unscaled "
+        "densities, log p(x, z) of the probability model, where Pyro's Trace_ELBO multiplies "
+        "the site's log density by the scale. Remove the scale from the pair you evaluate to "
+        "silence this", TemperedPairWarning, stacklevel=user_stacklevel())
+
+
+def _global_site_error(s: PairStructure, use: str, called: str | None = None) -> PairError:
+    """The refusal of the first site outside ``"data"``, with the remedy for its kind: a
+    global latent is conditioned on a value, an AutoGuide's joint vector is replaced by a
+    per-site guide, a factor or an observation moves into the plate."""
+    role, name = s.global_sites[0]
+    called = called or entry_label(use)
+    if not any(plate == DATA_PLATE for plate, _, _ in s.plates):
+        found = ", ".join(f"'{plate}' (size {size}, dim {dim})" for plate, dim, size in s.plates)
+        rename = (f"; if one of them holds the datapoints, name it '{DATA_PLATE}' in model "
+                  f"and guide (`with pyro.plate('{DATA_PLATE}', len(x)):`)" if found else
+                  f"; put the per-datapoint sites of model and guide inside `with "
+                  f"pyro.plate('{DATA_PLATE}', len(x)):`")
+        return PairError(
+            f"{called}: the pair has no plate named '{DATA_PLATE}' (plates found: "
+            f"{found or 'none'}), and {called} takes the datapoints from the plate of that "
+            f"name, so {role} site '{name}' lies outside pyro.plate('{DATA_PLATE}'), as "
+            f"does every other site, and none is scored per datapoint{rename}")
+    where = (f"{called}: {role} site '{name}' lies outside pyro.plate('{DATA_PLATE}'), so it "
+             "is shared by all datapoints")
+    split = "log p(x_1..N) does not split into per-datapoint terms"
+    training = "fit() trains such pairs with loss='elbo' or 'meanfield'"
+    if role == "guide" and name in s.auxiliary:
+        if name.startswith("_Auto") and name.endswith("_latent"):
+            auto = name[1:-len("_latent")]
+            return PairError(
+                f"{where}: it is {auto}'s vector of every latent value of the model, one "
+                f"joint draw for all datapoints, so q does not factor over datapoints and "
+                f"{split}. For per-datapoint estimates use pyro.infer.autoguide.AutoNormal "
+                "(one distribution per latent site, inside the model's plates) or a guide "
+                f"that samples each latent inside `with pyro.plate('{DATA_PLATE}', batch):`; "
+                f"{training}")
+        return PairError(
+            f"{where}: an auxiliary guide variable drawn once for all datapoints makes q "
+            f"couple them, so {split}. Draw it inside `with pyro.plate('{DATA_PLATE}', "
+            f"batch):`, one per datapoint; {training}")
+    if name in s.factors:
+        return PairError(
+            f"{where}: a pyro.factor outside the plate adds one log factor for all "
+            f"datapoints together, so {split}. Compute it per datapoint inside `with "
+            f"pyro.plate('{DATA_PLATE}', batch):`, a log factor of shape [batch] (the "
+            f"plate's dim); {training}")
+    if name in s.global_observed:
+        return PairError(
+            f"{where}: an observation outside the plate scores all datapoints together, so "
+            f"{split}. Observe the data inside `with pyro.plate('{DATA_PLATE}', batch):`, "
+            f"one row per datapoint along the plate's dim (.to_event(n) for the features); "
+            f"{training}")
+    return PairError(
+        f"{where} and {split}; {called} needs every sample site inside `with "
+        f"pyro.plate('{DATA_PLATE}', batch):`. To score the datapoints given a value of it, "
+        f"fix it with pyro.poutine.block(pyro.poutine.condition(model, data={{'{name}': "
+        f"value}}), hide=['{name}']) (and the same for the guide); {training}")
+
+
+def _check_per_datapoint(s: PairStructure, use: str, called: str | None = None) -> None:
+    called = called or entry_label(use)
+    if s.global_sites:
+        raise _global_site_error(s, use, called)
+    if s.batch_size == 0:
+        raise PairError(f"{called}: no sample site lies inside pyro.plate('{DATA_PLATE}')")
+    # A Delta whose log_density is log q of a draw made outside the guide (noise passed in
+    # as data) gives one ELBO term per datapoint, as in Pyro's Trace_ELBO; its K particles
+    # are one point, no importance sample. Without a log_density it has no density at all.
+    # A Delta that is a function of an auxiliary draw (an AutoGuide's latent) has the
+    # auxiliary site's density; one that is not (AutoDelta, also inside an AutoGuideList next
+    # to AutoNormal's auxiliary sites) is a point mass scored as log q = 0.
+    deltas = [n for n in s.free_deltas if n not in s.auxiliary
+              and (use != "elbo" or n not in s.weighted_deltas)]
+    if deltas:
+        purpose = ("to train with an importance-weighted loss (or train the point estimate "
+                   "with loss='elbo')" if use.startswith("fit:") else "to estimate the evidence")
+        beside = (f" Its value does not depend on the guide's auxiliary site(s) "
+                  f"{site_list(s.auxiliary)}, so it is no AutoGuide's transform of them but "
+                  "a point mass on a parameter (AutoDelta inside an AutoGuideList, or "
+                  "Delta(pyro.param(...))), scored as log q = 0, which put IWAE and AIS "
+                  "above log p(x)." if s.auxiliary else "")
+        raise PairError(
+            f"{called}: guide site '{deltas[0]}' is a Delta (a point estimate, e.g. "
+            "AutoDelta): its particles are all one point (and without a log_density it has no "
+            "density), so importance weights and bounds are undefined." + beside +
+            " Use a guide that draws "
+            f"from a distribution with a density (e.g. AutoNormal) {purpose}")
+    if s.shared_in_sizeless:
+        raise PairError(
+            f"{called}: site(s) {site_list(s.shared_in_sizeless)} inside the sizeless "
+            f"pyro.plate('{DATA_PLATE}') have no data dimension (size 1 where the data have "
+            f"{s.batch_size}): one value is shared by all datapoints. Give the plate its size, "
+            f"pyro.plate('{DATA_PLATE}', len(x)), so Pyro expands the site per datapoint")
+
+
+def check_pair(structure: PairStructure, use: str, called: str | None = None) -> PairStructure:
+    """Raise :class:`PairError` unless entry point ``use`` is defined for the surveyed pair.
+
+    Args:
+        structure: from :func:`survey_pair`.
+        use: the entry point: ``"log_importance_weights"``, ``"elbo"``, ``"iwae_bound"``,
+            ``"bound_sweep"``, ``"weight_diagnostics"``, ``"log_evidence"``,
+            ``"ais_log_evidence"``, ``"amortization_gap"``, or ``"fit:<loss>"`` with a loss of
+            :data:`FIT_LOSSES` (any other ``fit:`` loss only gets the site checks).
+        called: how the messages name the user's call (``fit(loss=IWAELoss(num_particles=5))``
+            for a loss object); :func:`entry_label` of ``use`` by default.
+
+    Returns:
+        ``structure``, for chaining.
+    """
+    s = structure
+    called = called or entry_label(use)
+    training = use.startswith("fit:")
+    _check_sites_match(s, use, called)
+    if s.unscorable:
+        name = s.unscorable[0]
+        record = next(r for r in s.support_mismatch if r[0] == name)
+        raise PairError(
+            f"{called}: guide site '{name}' draws from a {record[1]} with support {record[2]}, "
+            f"beyond the model's {record[3]} support {record[4]}: the model's {record[3]} "
+            "cannot score a draw outside its classes (torch indexes its probabilities with "
+            "the value: an out-of-bounds error, on a GPU a device-side assert). Give the "
+            "guide the model's classes (as many categories)")
+    if use in PER_DATAPOINT_USES:
+        _check_per_datapoint(s, use, called)
+    check_subsampled_plates(s, use, called)
+    if not training:
+        warn_if_tempered(s, use)
+    if s.support_gap and use in COVERAGE_USES:
+        name, guide_family, guide_support, model_family, model_support = s.support_gap[0]
+        converge = ("the importance-weighted loss trains toward it, not toward log p(x)"
+                    if training else "IWAE_K and AIS converge to it, not to log p(x), and "
+                    "k-hat cannot tell")
+        raise PairError(
+            f"{called}: latent site '{name}' has support {model_support} in the model "
+            f"({model_family}), beyond the support {guide_support} of the guide's "
+            f"{guide_family}: the guide never proposes the rest, so its importance weights "
+            f"estimate log p(x, '{name}' in the guide's support), a partial evidence below "
+            f"log p(x): {converge}. "
+            "Give the guide the model's support (a Normal for a real latent, as many "
+            "categories as the model's). elbo (and fit with loss='elbo' or 'meanfield') "
+            "still take this pair: the ELBO stays a lower bound on log p(x), its gap "
+            "including the posterior mass the guide never proposes")
+    if s.support_mismatch and (use in ("elbo", "amortization_gap") or use.startswith("fit:")):
+        name, guide_family, guide_support, model_family, model_support = s.support_mismatch[0]
+        value = ("the loss is infinite for such draws and its gradients undefined"
+                 if training else "the ELBO is -inf")
+        raise PairError(
+            f"{called}: guide site '{name}' draws from a {guide_family} with support "
+            f"{guide_support}, beyond the model's {model_family} support {model_support}: "
+            f"draws outside it have p(x, z) = 0, so {value} (Pyro's Trace_ELBO "
+            "refuses them at log_prob). Give the guide the model's support, e.g. "
+            "dist.TransformedDistribution(dist.Normal(loc, scale), biject_to(support)), a "
+            "LogNormal for a positive latent, or an AutoNormal guide; the importance-weighted "
+            "estimators give such draws weight zero")
+    if use == "ais_log_evidence":
+        discrete = [n for n in s.discrete if n not in s.auxiliary]
+        if discrete:
+            raise PairError(f"ais_log_evidence: guide site(s) {site_list(discrete)} are "
+                            "discrete; AIS moves continuous latents (use iwae_bound, whose "
+                            "weights need no gradient)")
+        if not s.vectorizable:
+            raise PairError("ais_log_evidence: the pair fails with chains in a leftmost "
+                            f"pyro.plate ({s.vectorize_error}); AIS runs all chains at once, "
+                            "so the model and guide must broadcast over leading batch dims "
+                            "(see docs/own-pair.md)")
+    if use == "amortization_gap":
+        bad = [n for n, family in s.guide_families.items()
+               if family not in ("Normal", "MultivariateNormal")]
+        if bad:
+            raise PairError(
+                f"amortization_gap: guide site '{bad[0]}' is a {s.guide_families[bad[0]]}; the "
+                "local guides that measure the gap are Normal or MultivariateNormal per site "
+                "(a guide with discrete or auxiliary sites, e.g. an AutoGuide, has no "
+                "amortization to measure)")
+    if use in ("fit:iwae", "fit:dreg"):
+        bad = [n for n in s.non_reparameterized if n not in s.auxiliary]
+        if bad:
+            raise PairError(
+                f"{called}: guide site '{bad[0]}' ({s.guide_families[bad[0]]}) is not "
+                "reparameterized; the importance-weighted objectives here follow pathwise "
+                "gradients only and would miss its score-function term. Use loss='elbo' "
+                "(Trace_ELBO's score-function estimator) for such guides")
+        if not s.vectorizable:
+            raise PairError(
+                f"{called}: the pair fails with particles in a leftmost pyro.plate "
+                f"({s.vectorize_error}); the importance-weighted losses draw the particles at "
+                "once, so the model must broadcast over leading batch dims (see "
+                "docs/own-pair.md), or use loss='elbo'")
+    if use == "fit:meanfield":
+        bad = [n for n in s.non_reparameterized if n not in s.auxiliary]
+        if bad:
+            raise PairError(
+                f"{called}: guide site '{bad[0]}' ({s.guide_families[bad[0]]}) is "
+                "not reparameterized and TraceMeanField_ELBO has no score-function term; use "
+                "loss='elbo'")
+    return s
+
+
+def inspect_pair(model: Callable, guide: Callable, args=(), kwargs=None,
+                 use: str = "log_importance_weights") -> PairStructure:
+    """:func:`survey_pair` (without the vectorization probe) then :func:`check_pair` for
+    ``use`` (per-datapoint weights by default): the structure of a pair fit for per-datapoint
+    estimates, or a ``PairError``."""
+    return check_pair(survey_pair(model, guide, args, kwargs, probe_vectorized=False), use)
+
+
+def attach_subsample(result, structure: PairStructure):
+    """Set ``result.subsample`` to the ``"data"`` plate's subsample indices ``[batch]`` when the
+    model subsampled its own plate (a tensor result gets the attribute too); returns it."""
+    indices = structure.data_subsample
+    if indices is not None:
+        result.subsample = indices
+    return result

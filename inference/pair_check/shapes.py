@@ -1,0 +1,372 @@
+"""Shape checks of a pair's sites: batch dims no plate declares, plates at different dims in
+model and guide, observed values without a data dim, masks, tempering, and whether the pair
+broadcasts over a leading particle dim.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import zip_longest
+
+import pyro
+import torch
+from pyro import poutine
+
+from .sites import (
+    DATA_PLATE,
+    PARTICLE_PLATE,
+    PairError,
+    data_frame,
+    family,
+    is_delta,
+    sample_sites,
+    site_mask,
+    trace_pair,
+    validation_off,
+)
+
+
+def row_mismatches(model_sites):
+    for site in model_sites:
+        frame = data_frame(site)
+        if not site["is_observed"] or frame is None or frame.size < 0:
+            continue
+        value = site["value"]
+        batch = value.shape[:value.dim() - site["fn"].event_dim]
+        if len(batch) >= -frame.dim and batch[frame.dim] not in (1, frame.size):
+            yield site["name"], batch[frame.dim], frame.size
+
+
+def mask_mismatches(model_sites, guide_latents) -> tuple:
+    """Latent sites whose model and guide masks differ: where the model's density is masked
+    and the guide's is not (or the reverse), ``p(x, z) / q(z)`` is not a density ratio."""
+    guide_masks = {site["name"]: site_mask(site) for site in guide_latents}
+    mismatched = []
+    for site in model_sites:
+        if site["is_observed"] or site["name"] not in guide_masks:
+            continue
+        model_mask, guide_mask = site_mask(site), guide_masks[site["name"]]
+        try:
+            shape = torch.broadcast_shapes(model_mask.shape, guide_mask.shape)
+        except RuntimeError:
+            mismatched.append(site["name"])
+            continue
+        if not torch.equal(model_mask.expand(shape), guide_mask.expand(shape)):
+            mismatched.append(site["name"])
+    return tuple(mismatched)
+
+
+def tempered_sites(sites):
+    """``(name, scale)`` of sites scaled beyond their plates' ``N / B`` (scale None: a tensor
+    of differing entries)."""
+    for site in sites:
+        plates = math.prod(frame.full_size / frame.size for frame in site["cond_indep_stack"]
+                           if frame.full_size is not None and frame.size > 0)
+        scale = site["scale"]
+        if torch.is_tensor(scale):
+            if scale.numel() > 1 and bool(scale.min() != scale.max()):
+                yield site["name"], None
+                continue
+            scale = float(scale.reshape(-1)[0]) if scale.numel() else 1.0
+        if not math.isclose(float(scale), plates, rel_tol=1e-6):
+            yield site["name"], float(scale) / plates
+
+
+def check_batch_dims(sites, nesting: int) -> None:
+    """Refuse a site whose log density has more batch dims than the pair's plates declare.
+
+    The common cause is an observation of shape ``[N, 1]`` scored by a distribution of batch
+    shape ``[N]``: broadcasting makes an ``[N, N]`` log density, every datapoint scored
+    against every latent, which Pyro's own shape check (it looks only at the rightmost
+    ``max_plate_nesting`` dims) lets through into a wrong ELBO.
+    """
+    for site in sites:
+        fn, value = site["fn"], site["value"]
+        value_batch = value.shape[:max(0, value.dim() - fn.event_dim)]
+        try:
+            batch = torch.broadcast_shapes(fn.batch_shape, value_batch)
+        except RuntimeError:
+            continue  # scoring fails and names the shapes itself
+        if len(batch) <= nesting or all(size == 1 for size in batch[:len(batch) - nesting]):
+            continue  # extra leading dims of size 1 broadcast nothing
+        what = "observed value" if site["is_observed"] else "value"
+        raise PairError(
+            f"site '{site['name']}': its {what} of shape {tuple(value.shape)} and its "
+            f"{family(fn)} of batch shape {tuple(fn.batch_shape)} (event dims "
+            f"{fn.event_dim}) score a log density of batch shape {tuple(batch)}, more dims "
+            f"than the pair's plates declare ({nesting}): every datapoint would be scored "
+            "against every other's distribution. Give the value the plate's shape (e.g. "
+            "x.squeeze(-1) for [N, 1] data), or declare extra dims as events with "
+            ".to_event(n) or as an inner pyro.plate")
+
+
+def _plate_text(frames) -> str:
+    return ", ".join(f"'{f.name}' at dim {f.dim}" for f in frames) or "none"
+
+
+def _unplated_guide_message(name: str, shape, model_frame) -> str:
+    """The refusal of a guide latent drawn outside any plate whose model site lies in the
+    ``"data"`` plate (a guide written without its plate, its batch of datapoints along a
+    dim no plate declares)."""
+    return (f"guide site '{name}' lies outside any pyro.plate (batch shape {tuple(shape)}) "
+            f"while the model's site '{name}' lies in pyro.plate('{DATA_PLATE}') at dim "
+            f"{model_frame.dim}: the guide's values are not declared per datapoint (Pyro's "
+            "shape check refuses this site too). Wrap the guide's site in `with "
+            f"pyro.plate('{DATA_PLATE}', len(x)):` as in the model")
+
+
+def check_plate_dims(sites, model_sites) -> None:
+    """Refuse a site whose log density has a batch dim of size > 1 that no plate it lies in
+    declares, as Pyro's ``check_site_shape`` does for the dims left of its plates (run here
+    whatever Pyro's validation flag, for model and guide sites): ``pyro.plate("data", N,
+    dim=-2)`` with a latent ``[N, 1]`` and 1-D data ``[N]`` scores an ``[N, N]`` density,
+    every datapoint against every other's latent, within the pair's plate nesting."""
+    model_by_name = {site["name"]: site for site in model_sites}
+    for role, site in sites:
+        fn, value = site["fn"], site["value"]
+        if not torch.is_tensor(value):
+            continue
+        value_batch = value.shape[:max(0, value.dim() - fn.event_dim)]
+        try:
+            batch = torch.broadcast_shapes(fn.batch_shape, value_batch)
+        except RuntimeError:
+            continue  # scoring fails and names the shapes itself
+        frames = [f for f in site["cond_indep_stack"] if f.vectorized]
+        plate_dims = {f.dim for f in frames}
+        model_site = model_by_name.get(site["name"]) if role == "guide" else None
+        model_frame = None if model_site is None else data_frame(model_site)
+        if model_site is not None and frames:
+            # a guide site may leave to the model's plates the dims they declare (a local
+            # guide that opens only the "data" plate of a nested pair): the model scores
+            # the draw along them, and the guide's density is summed per datapoint
+            plate_dims |= {f.dim for f in model_site["cond_indep_stack"] if f.vectorized}
+        for dim in range(-len(batch), 0):
+            if batch[dim] == 1 or dim in plate_dims:
+                continue
+            if model_frame is not None and not frames:
+                raise PairError(_unplated_guide_message(site["name"], batch, model_frame))
+            what = "observed value" if site["is_observed"] else "value"
+            raise PairError(
+                f"{role} site '{site['name']}': its {what} of shape {tuple(value.shape)} and "
+                f"its {family(fn)} of batch shape {tuple(fn.batch_shape)} (event dims "
+                f"{fn.event_dim}) score a log density of batch shape {tuple(batch)}, whose "
+                f"dim {dim} (size {batch[dim]}) is no dim of a plate the site lies in "
+                f"(plates: {_plate_text(frames)}): every batch dim that no plate declares "
+                "must have size 1, as in Pyro's shape check, else values are broadcast "
+                "against each other (with pyro.plate('data', N, dim=-2) and 1-D data [N], "
+                "each datapoint is scored against every other's latent). Give the value the "
+                "plate's layout (x.unsqueeze(-1) for data in a dim=-2 plate, or the plate at "
+                "dim=-1), declare the dim an event with .to_event(1), or put it in a "
+                "pyro.plate at that dim")
+
+
+def check_observed_data_dims(model_sites) -> None:
+    """Refuse an observed site inside the ``"data"`` plate whose value has no dim for the
+    plate (absent or size 1) while its event part holds more than one value: the plate then
+    expands the distribution over the datapoints and each datapoint's term scores the whole
+    value (``.to_event(1)`` on 1-D data ``[N]``: batch ``[N]`` x event ``[N]``, every
+    datapoint's term holding all ``N`` observations). A scalar observed constant stays
+    allowed."""
+    for site in model_sites:
+        frame = data_frame(site)
+        if not site["is_observed"] or frame is None or frame.dim is None or frame.size <= 1:
+            continue
+        value, fn = site["value"], site["fn"]
+        if not torch.is_tensor(value):
+            continue
+        split = max(0, value.dim() - fn.event_dim)
+        batch, event = value.shape[:split], value.shape[split:]
+        if len(batch) >= -frame.dim and batch[frame.dim] != 1:
+            continue
+        if math.prod(event) <= 1 or _varies_along(site, frame):
+            continue
+        raise PairError(
+            f"observed site '{site['name']}' lies in pyro.plate('{DATA_PLATE}', "
+            f"{frame.size}) at dim {frame.dim}, but its value of shape {tuple(value.shape)} "
+            f"has no dim for that plate: its {family(fn)} has batch shape "
+            f"{tuple(fn.batch_shape)} and event shape {tuple(fn.event_shape)}, so the value's "
+            f"{tuple(event)} are all event dims and every datapoint's term scores all of them "
+            f"(with .to_event(1) on 1-D data [N], each of the N terms holds all N "
+            "observations). Keep the datapoints out of the event: drop the .to_event(n) for "
+            "data of one value per datapoint, or move it so it covers only the features "
+            f"(x of shape [N, D] with .to_event(1)), or observe the whole vector outside the "
+            f"plate")
+
+
+def _varies_along(site, frame) -> bool:
+    """Whether the site's log density differs between datapoints: a distribution of its own
+    per datapoint scoring one shared value (a vector observed as a regularizer,
+    ``Normal(z, 10).to_event(1)`` with ``z: [N, D]`` and ``obs: [D]``) is one term per
+    datapoint, right; one distribution expanded over the plate (``.to_event(1)`` on 1-D data)
+    gives ``N`` equal copies of a term that holds all observations."""
+    try:
+        with torch.no_grad(), validation_off(site["fn"]):
+            log_p = site["fn"].log_prob(site["value"])
+    except Exception:  # noqa: BLE001 - a site that cannot be scored is judged elsewhere
+        return False
+    if log_p.dim() < -frame.dim or log_p.shape[frame.dim] <= 1:
+        return False
+    rows = log_p.movedim(frame.dim, 0).reshape(log_p.shape[frame.dim], -1)
+    return not bool((rows == rows[:1]).all())
+
+
+def _moved_plates(model_site, guide_site) -> list:
+    """``(plate, model dim, guide dim)`` of the plates of one name that a latent's model and
+    guide sites put at different dims."""
+    model_dims = {f.name: f.dim for f in model_site["cond_indep_stack"] if f.vectorized}
+    return [(frame.name, model_dims[frame.name], frame.dim)
+            for frame in reversed(guide_site["cond_indep_stack"])
+            if frame.vectorized and frame.name in model_dims
+            and model_dims[frame.name] != frame.dim]
+
+
+def _moved_text(moved) -> str:
+    return "; ".join(f"pyro.plate('{plate}') at dim {model_dim} in the model and at dim "
+                     f"{guide_dim} in the guide" for plate, model_dim, guide_dim in moved)
+
+
+def check_plate_order(model_sites, guide_latents) -> None:
+    """Refuse a latent whose model and guide put a plate of one name at different dims:
+    plates without an explicit dim are placed from the right in the order they are entered,
+    so nesting ``"data"`` and ``"feat"`` in opposite orders swaps their dims, and with
+    square data the shapes coincide while the model scores the guide's draw transposed."""
+    model_latents = {s["name"]: s for s in model_sites if not s["is_observed"]}
+    for guide_site in guide_latents:
+        model_site = model_latents.get(guide_site["name"])
+        if model_site is None:
+            continue
+        moved = _moved_plates(model_site, guide_site)
+        if not moved:
+            continue
+        found = _moved_text(moved)
+        explicit = ", ".join(f"pyro.plate('{plate}', size, dim={model_dim})"
+                             for plate, model_dim, _ in moved)
+        raise PairError(
+            f"latent site '{guide_site['name']}' lies in {found}: the model scores the "
+            "guide's draw with those plates' values along other dims (transposed when the "
+            "sizes coincide, e.g. square data). Plates without an explicit dim are placed "
+            "from the right in the order they are entered, so nest the plates in the same "
+            f"order in model and guide, or give each an explicit dim in both ({explicit})")
+
+
+def sequential_data_plate(sites) -> str | None:
+    """The name of a site inside ``pyro.plate("data")`` used as a Python loop, or None."""
+    for site in sites:
+        frame = data_frame(site)
+        if frame is not None and frame.dim is None:
+            return site["name"]
+    return None
+
+
+def shape_mismatch(model_site, guide_site, nesting: int) -> str:
+    """'' when a latent site's distributions agree on event dims and on the shape within the
+    pair's plates (Pyro's ``check_model_guide_match`` rule), else what differs."""
+    model_fn, guide_fn = model_site["fn"], guide_site["fn"]
+    if model_fn.event_dim != guide_fn.event_dim:
+        return f"event dims {model_fn.event_dim} (model) and {guide_fn.event_dim} (guide)"
+    keep = nesting + model_fn.event_dim
+    shapes = [tuple(fn.batch_shape + fn.event_shape)[-keep:] if keep else ()
+              for fn in (model_fn, guide_fn)]
+    for model_size, guide_size in zip_longest(reversed(shapes[0]), reversed(shapes[1]),
+                                              fillvalue=1):
+        if model_size != guide_size:
+            return f"shapes {shapes[0]} (model) and {shapes[1]} (guide)"
+    return ""
+
+
+def check_latents_agree(model_sites, guide_latents, nesting: int) -> None:
+    """Refuse a latent whose model and guide distributions disagree on its shape or event
+    dims: the model then scores the guide's draw broadcast against other datapoints'."""
+    model_latents = {s["name"]: s for s in model_sites if not s["is_observed"]}
+    for guide_site in guide_latents:
+        model_site = model_latents.get(guide_site["name"])
+        if model_site is None or is_delta(guide_site["fn"]):
+            continue
+        found = shape_mismatch(model_site, guide_site, nesting)
+        if found:
+            moved = _moved_plates(model_site, guide_site)
+            where = (f" (it lies in {_moved_text(moved)}: nest the plates in one order, or "
+                     "give them explicit dims)" if moved else "")
+            raise PairError(
+                f"latent site '{guide_site['name']}' has {found}, a "
+                f"{family(guide_site['fn'])} in the guide and a {family(model_site['fn'])} "
+                f"in the model{where}: the guide must draw the "
+                "value the model scores, in the same plates at the same dims and with the "
+                "same .to_event(n); otherwise the model scores it broadcast against other "
+                "datapoints")
+
+
+def subsampled_plates(sites) -> tuple:
+    """``(plate, subsample size, full size)`` of the plates other than ``"data"`` that draw a
+    subsample (their scale ``full / size`` is the subsample's)."""
+    found = {}
+    for site in sites:
+        for frame in site["cond_indep_stack"]:
+            if frame.name != DATA_PLATE and frame.full_size is not None \
+                    and 0 < frame.size < frame.full_size:
+                found.setdefault(frame.name, (frame.name, frame.size, frame.full_size))
+    return tuple(found.values())
+
+
+def try_vectorized(model, guide, args, kwargs, nesting: int) -> str:
+    """Run the pair with 2 particles in a leftmost plate; '' on success, else the error."""
+
+    def vectorized(fn):
+        def run(*a, **k):
+            with pyro.plate(PARTICLE_PLATE, 2, dim=-nesting):
+                return fn(*a, **k)
+
+        return run
+
+    try:
+        model_trace, guide_trace = trace_pair(vectorized(model), vectorized(guide), args, kwargs)
+        for trace in (model_trace, guide_trace):
+            for site in sample_sites(trace):
+                log_p = site["fn"].log_prob(site["value"])
+                if log_p.dim() > nesting:
+                    return (f"site '{site['name']}' has log_prob shape {tuple(log_p.shape)} "
+                            f"with more batch dims than its plates declare")
+                if log_p.dim() == nesting and log_p.shape[0] not in (1, 2):
+                    return (f"site '{site['name']}' has log_prob shape {tuple(log_p.shape)}: "
+                            "its leftmost dim is not the particle dim")
+        mismatch = _one_particle_mismatch(model, guide, args, kwargs, nesting)
+    except Exception as error:  # the user's code failed on a leading particle dim
+        return f"{type(error).__name__}: {error}"
+    return mismatch
+
+
+def _one_particle_mismatch(model, guide, args, kwargs, nesting: int) -> str:
+    """'' when the pair scores one draw the same with and without a particle plate of size 1,
+    else what differs: code that indexes a latent by position (``z[:, 0]`` for the first
+    latent coordinate) picks another dim under the particle plate and broadcasts one
+    datapoint's latent over all of them, a valid shape with wrong numbers."""
+    drawn = poutine.trace(guide).get_trace(*args, **kwargs)
+    # both passes replay these draws; randomness outside pyro.sample (dropout, numpy) draws
+    # the same numbers in both from the same state
+    state = pyro.util.get_rng_state()
+    model_trace, guide_trace = trace_pair(model, poutine.replay(guide, trace=drawn), args,
+                                          kwargs)
+    padded = drawn.copy()
+    for site in sample_sites(padded, observed=False):
+        value = site["value"]
+        missing = nesting - (value.dim() - site["fn"].event_dim)
+        if missing > 0:
+            site["value"] = value.reshape((1,) * missing + tuple(value.shape))
+
+    def one_particle(fn):
+        def run(*a, **k):
+            with pyro.plate(PARTICLE_PLATE, 1, dim=-nesting):
+                return fn(*a, **k)
+
+        return run
+
+    pyro.util.set_rng_state(state)
+    replayed_guide = poutine.replay(one_particle(guide), trace=padded)
+    model_one, guide_one = trace_pair(one_particle(model), replayed_guide, args, kwargs)
+    plain = float(model_trace.log_prob_sum() - guide_trace.log_prob_sum())
+    particle = float(model_one.log_prob_sum() - guide_one.log_prob_sum())
+    if abs(plain - particle) <= 1e-4 * (1.0 + abs(plain)) or not math.isfinite(plain):
+        return ""
+    return (f"one draw scores {plain:.6g} without a particle plate and {particle:.6g} with one "
+            "(code that indexes a latent by position, z[:, 0], picks another dim under a "
+            "leading particle dim: index from the right, z[..., 0])")

@@ -1,0 +1,186 @@
+"""Reading a pair's traces: the plate names, :class:`PairError`, tracing a pair, the sample
+sites of a trace and what their distributions are (family, mask, conditional dependence).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from pyro import poutine
+from pyro.distributions.torch_distribution import MaskedDistribution
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import prune_subsample_sites, site_is_subsample
+
+from ..random_state import forked_rng
+
+DATA_PLATE = "data"
+
+
+PARTICLE_PLATE = "particles"
+
+
+class PairError(ValueError):
+    """A model/guide pair an entry point cannot handle; the message names the construct."""
+
+
+def data_frame(site):
+    """The ``"data"`` plate's frame in a trace site's plate stack, or None."""
+    for frame in site["cond_indep_stack"]:
+        if frame.name == DATA_PLATE:
+            return frame
+    return None
+
+
+def sample_sites(trace, observed: bool | None = None):
+    """The sample sites of ``trace`` (no subsample sites, no ``pyro.deterministic`` records,
+    which carry no density), only observed or latent ones when ``observed`` is True or
+    False."""
+    for site in trace.nodes.values():
+        if site["type"] != "sample" or site_is_subsample(site) or \
+                site["infer"].get("_deterministic"):
+            continue
+        if observed is not None and site["is_observed"] != observed:
+            continue
+        yield site
+
+
+def trace_pair(model, guide, args, kwargs):
+    """``(model_trace, guide_trace)``: one guide draw and the model replayed against it."""
+    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+        *args, **kwargs
+    )
+    return prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
+
+
+def unwrapped(fn):
+    """A distribution without its ``Independent`` and ``dist.mask`` wrappers."""
+    while isinstance(fn, (torch.distributions.Independent, MaskedDistribution)):
+        fn = fn.base_dist
+    return fn
+
+
+def _distribution_arguments(fn) -> list[torch.Tensor]:
+    """The tensor arguments of a distribution (through ``Independent``/``mask`` wrappers)."""
+    fn = unwrapped(fn)
+    return [v for k, v in vars(fn).items()
+            if k in getattr(fn, "arg_constraints", {}) and torch.is_tensor(v)]
+
+
+def conditional_sites_in_trace(guide_trace) -> list[str]:
+    """Names of the latent sites of a guide's *trace* whose distribution depends on another
+    latent the guide drew (``q(z2 | z1)``), read from the trace's autograd graph: it needs a
+    trace whose drawn values require gradients (the IWAE losses' own traces, or
+    :func:`conditional_sites_of_guide`'s). Runs nothing."""
+    latents = [site for site in sample_sites(guide_trace, observed=False)
+               if torch.is_tensor(site["value"]) and site["value"].requires_grad]
+    found = []
+    for site in latents:
+        arguments = [a for a in _distribution_arguments(site["fn"]) if a.requires_grad]
+        others = [o["value"] for o in latents if o is not site]
+        if not arguments or not others:
+            continue
+        total = sum(a.sum() for a in arguments)
+        if not total.requires_grad:  # summed where gradients are off: no graph to read
+            continue
+        grads = torch.autograd.grad(total, others, retain_graph=True, allow_unused=True)
+        if any(g is not None for g in grads):
+            found.append(site["name"])
+    return found
+
+
+class DrawsAsLeaves(Messenger):
+    """Make every floating latent draw a leaf that requires gradients (after the draw)."""
+
+    def _pyro_post_sample(self, msg):
+        value = msg["value"]
+        if not msg["is_observed"] and torch.is_tensor(value) and value.is_floating_point():
+            msg["value"] = value.detach().requires_grad_(True)
+
+
+def conditional_sites_of_guide(guide, args, kwargs) -> list[str]:
+    """The latent sites of the *guide* (a callable, run here once on ``args``/``kwargs``)
+    whose distribution depends on another latent it draws (:func:`conditional_sites_in_trace`
+    of that draw), with the random state restored and effects hidden; the draws are made
+    gradient leaves, so the answer does not depend on whether the guide's parameters require
+    gradients."""
+    with poutine.block(), forked_rng(), torch.enable_grad():
+        with DrawsAsLeaves():
+            trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        return conditional_sites_in_trace(trace)
+
+
+def site_data_size(site, frame) -> int:
+    """The length of ``site``'s log density along the ``"data"`` dim (1 when it broadcasts)."""
+    shape = site["fn"].batch_shape
+    return shape[frame.dim] if len(shape) >= -frame.dim else 1
+
+
+def family(fn) -> str:
+    """The class name of a distribution, through ``Independent`` and ``dist.mask`` wrappers."""
+    return type(unwrapped(fn)).__name__
+
+
+def is_delta(fn) -> bool:
+    return family(fn) == "Delta"
+
+
+def site_mask(site) -> torch.Tensor:
+    """The site's mask as a bool tensor: its ``poutine.mask`` (``obs_mask``'s latent half is
+    one) and the masks of ``dist.mask(...)`` wrappers of its distribution, combined."""
+    mask = torch.as_tensor(True if site["mask"] is None else site["mask"], dtype=torch.bool)
+    fn = site["fn"]
+    while isinstance(fn, (MaskedDistribution, torch.distributions.Independent)):
+        if isinstance(fn, MaskedDistribution):
+            mask = mask & torch.as_tensor(fn._mask, dtype=torch.bool)
+        fn = fn.base_dist
+    return mask
+
+
+def param_requires_grad(param_site) -> bool:
+    value = param_site["value"]
+    value = value.unconstrained() if hasattr(value, "unconstrained") else value
+    return bool(getattr(value, "requires_grad", False))
+
+
+def is_weighted_delta(fn) -> bool:
+    """A ``Delta`` with a nonzero ``log_density``."""
+    fn = unwrapped(fn)
+    return family(fn) == "Delta" and bool(torch.as_tensor(fn.log_density).ne(0).any())
+
+
+@contextlib.contextmanager
+def validation_off(fn):
+    """``fn`` and the distributions it wraps without their argument validation for a while:
+    a draw outside the support (a matter of the support checks) must not hide whether the
+    distribution can score the draw's dtype at all."""
+    chain = [fn]
+    while hasattr(chain[-1], "base_dist"):
+        chain.append(chain[-1].base_dist)
+    saved = [(d, d.__dict__.get("_validate_args")) for d in chain]
+    try:
+        for d in chain:
+            d._validate_args = False
+        yield
+    finally:
+        for d, flag in saved:
+            if flag is None:
+                d.__dict__.pop("_validate_args", None)
+            else:
+                d._validate_args = flag
+
+
+def value_kind(value) -> str:
+    if not torch.is_tensor(value):
+        return type(value).__name__
+    return f"{value.dtype} values of shape {tuple(value.shape)}"
+
+
+def is_factor(site) -> bool:
+    """A ``pyro.factor``: an observed ``Unit`` site."""
+    return site["is_observed"] and family(site["fn"]) == "Unit"
+
+
+def site_list(names) -> str:
+    return ", ".join(f"'{n}'" for n in names)

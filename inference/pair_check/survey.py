@@ -1,0 +1,319 @@
+"""The survey of a pair: one run of model and guide recorded as a :class:`PairStructure`
+(what :func:`inference.pair_check.check_pair` judges per entry point).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.poutine.util import prune_subsample_sites, site_is_subsample
+
+from ..checks import check_pair_arguments
+from ..random_state import forked_rng
+from .latents import (
+    check_latents_scorable,
+    check_observed_values,
+    check_support_kinds,
+    delta_dependence,
+    jacobian_error,
+    replay_model,
+    support_gaps,
+    support_mismatches,
+    unscorable_sites,
+)
+from .shapes import (
+    check_batch_dims,
+    check_latents_agree,
+    check_observed_data_dims,
+    check_plate_dims,
+    check_plate_order,
+    mask_mismatches,
+    row_mismatches,
+    sequential_data_plate,
+    subsampled_plates,
+    tempered_sites,
+    try_vectorized,
+)
+from .sites import (
+    DATA_PLATE,
+    PairError,
+    conditional_sites_of_guide,
+    data_frame,
+    family,
+    is_delta,
+    is_factor,
+    is_weighted_delta,
+    param_requires_grad,
+    sample_sites,
+    site_data_size,
+    site_list,
+)
+
+
+@dataclass(frozen=True)
+class PairStructure:
+    """What one unvectorized run of a model/guide pair reveals (:func:`survey_pair`).
+
+    Attributes:
+        max_plate_nesting: number of batch dims used by plates (the particle plate goes left).
+        batch_size: number of datapoints of the ``"data"`` plate in this call (the minibatch
+            or subsample size; resolved from the tensors for a sizeless plate).
+        data_size: the size the ``"data"`` plate declares (``N`` of ``pyro.plate("data", N,
+            subsample_size=B)``), None for a sizeless plate.
+        subsample: ``{plate name: [size] indices}`` drawn by subsampled plates in this run
+            (empty when nothing is subsampled); :meth:`fix_subsample` replays them.
+        tempered: ``(site, scale)`` of sample sites whose scale is more than their plates'
+            subsample scale (``N / B``): a ``poutine.scale`` (a tempered likelihood, a
+            beta-VAE's weighted prior) or per-datapoint weights (``scale`` is None for a
+            tensor of differing entries).
+        support_mismatch: ``(site, guide family, guide support, model family, model
+            support)`` of guide latents whose support is known to reach outside the model's
+            (:func:`inference.supports.support_within`).
+        support_gap: the same for latents whose model support is known to reach beyond the
+            guide's (a ``LogNormal`` guide for a ``Normal`` latent): the guide never proposes
+            part of the posterior's mass.
+        unscorable: latent sites of :attr:`support_mismatch` whose model distribution cannot
+            score a value outside its support at all (a ``Categorical`` indexes its
+            probabilities with the value).
+        subsampled_plates: ``(plate, subsample size, full size)`` of plates other than
+            ``"data"`` that draw a subsample.
+        factors: model sites that are a ``pyro.factor``.
+        global_sites: ``("model" | "guide", name)`` of sample sites outside ``"data"``.
+        global_observed: observed model sites outside ``"data"``.
+        non_reparameterized: guide latent sites without a reparameterized sampler.
+        discrete: guide latent sites with discrete support.
+        enumerated: guide sites marked for enumeration.
+        auxiliary: guide-only sites marked ``infer={"is_auxiliary": True}``.
+        missing_in_guide, missing_in_model: latent site names one side lacks.
+        vectorizable: whether the pair runs with particles in a leftmost plate.
+        vectorize_error: the error of the vectorized trial run when it failed.
+        shared_in_sizeless: sites of a sizeless ``"data"`` plate without a data dimension.
+        guide_families: ``{latent site: distribution class name}`` of the guide.
+        model_latents: latent site names of the model.
+        point_masses: guide sites that are a ``Delta`` (AutoDelta; an AutoGuide's latents,
+            functions of its auxiliary sites).
+        weighted_deltas: those of them with a nonzero ``log_density`` (an AutoGuide's
+            Jacobian term, or a user's ``log q`` of a draw made outside the guide).
+        trainable: whether model or guide touch a parameter that requires a gradient.
+        row_mismatch: ``(site, rows of its observed value, plate size)`` for observed sites
+            whose data dim disagrees with the ``"data"`` plate (e.g. an AutoGuide built on
+            other data replaying its plate's indices into the model).
+        mask_mismatch: latent sites that model and guide mask differently (``poutine.mask``,
+            ``obs_mask``'s ``<name>_unobserved`` site).
+        free_deltas: those of :attr:`point_masses` whose value does not depend on any
+            auxiliary site's draw: point masses on a parameter (AutoDelta, a hand-written
+            ``Delta(pyro.param(...))``), not an AutoGuide's transform of its auxiliary latent.
+        plates: ``(name, dim, size)`` of the vectorized plates of model and guide.
+        beside_auxiliary: guide sites of a guide with auxiliary sites that are neither
+            auxiliary nor ``Delta`` and whose distribution depends on no other draw: their
+            density is their own, beside the auxiliary transform's.
+    """
+
+    max_plate_nesting: int
+    batch_size: int
+    data_size: int | None = None
+    subsample: dict = field(default_factory=dict, compare=False)
+    tempered: tuple = ()
+    support_mismatch: tuple = ()
+    support_gap: tuple = ()
+    unscorable: tuple = ()
+    subsampled_plates: tuple = ()
+    factors: tuple = ()
+    global_sites: tuple = ()
+    global_observed: tuple = ()
+    non_reparameterized: tuple = ()
+    discrete: tuple = ()
+    enumerated: tuple = ()
+    auxiliary: tuple = ()
+    missing_in_guide: tuple = ()
+    missing_in_model: tuple = ()
+    vectorizable: bool = True
+    vectorize_error: str = ""
+    shared_in_sizeless: tuple = ()
+    guide_families: dict = field(default_factory=dict, compare=False)
+    model_latents: tuple = ()
+    point_masses: tuple = ()
+    weighted_deltas: tuple = ()
+    trainable: bool = True
+    row_mismatch: tuple = ()
+    mask_mismatch: tuple = ()
+    free_deltas: tuple = ()
+    beside_auxiliary: tuple = ()
+    plates: tuple = ()
+
+    @property
+    def data_subsample(self) -> torch.Tensor | None:
+        """``[batch_size]`` indices of the datapoints of an in-model subsample, or None."""
+        return self.subsample.get(DATA_PLATE)
+
+    def fix_subsample(self, fn: Callable) -> Callable:
+        """``fn`` replaying this run's subsample indices (``fn`` itself when none was drawn)."""
+        if not self.subsample:
+            return fn
+        return poutine.condition(fn, data=dict(self.subsample))
+
+
+def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
+                probe_vectorized: bool = True) -> PairStructure:
+    """Run the pair once (hidden from outer handlers, random state restored) and describe it.
+
+    Args:
+        probe_vectorized: also run it once with 2 particles in a leftmost plate to learn
+            whether it broadcasts (False: assume it does, one pass saved).
+
+    Raises only when the pair cannot be described at all (no sample site, plates of
+    different sizes); every other finding is recorded for :func:`check_pair` to judge per
+    entry point.
+    """
+    check_pair_arguments(model, guide)
+    if not isinstance(args, (tuple, list)):
+        raise PairError(
+            f"survey_pair: args must be a tuple (or list) of the pair's positional arguments, "
+            f"got a {type(args).__name__}"
+            + (f" of shape {list(args.shape)}" if torch.is_tensor(args) else "")
+            + ", which would be unpacked element by element (row by row for a tensor): "
+            "pass args=(x,)")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise PairError(f"survey_pair: kwargs must be a dict of the pair's keyword arguments "
+                        f"(or None), got a {type(kwargs).__name__}")
+    args = tuple(args)
+    kwargs = kwargs or {}
+    with forked_rng(), poutine.block(), \
+            torch.no_grad():
+        guide_full = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_full = replay_model(model, guide_full, args, kwargs)
+    subsample = {}
+    for trace in (guide_full, model_full):
+        for site in trace.nodes.values():
+            # a plate records its indices even when it keeps every datapoint: only a
+            # proper subsample needs replaying
+            if (site["type"] == "sample" and site_is_subsample(site)
+                    and site["value"].shape[0] < getattr(site["fn"], "size", -1)):
+                subsample.setdefault(site["name"], site["value"])
+    model_trace = prune_subsample_sites(model_full)
+    guide_trace = prune_subsample_sites(guide_full)
+    model_sites = list(sample_sites(model_trace))
+    guide_latents = list(sample_sites(guide_trace, observed=False))
+    if not model_sites:
+        raise PairError("the model has no sample sites: nothing to estimate or train")
+    sequential = sequential_data_plate(model_sites + guide_latents)
+    if sequential is not None:
+        raise PairError(
+            f"site '{sequential}' lies in pyro.plate('{DATA_PLATE}') used as a Python loop "
+            f"(`for i in pyro.plate('{DATA_PLATE}', N)`, a sequential plate); the estimators "
+            "and trainers score the datapoints along one vectorized dim: write `with "
+            f"pyro.plate('{DATA_PLATE}', len(x)):` and give each site the batch's values")
+    guide_observed = [s["name"] for s in sample_sites(guide_trace, observed=True)]
+    if guide_observed:
+        raise PairError(
+            f"the guide has observed site(s) {site_list(guide_observed)} (pyro.factor or "
+            "obs=): a guide's density is that of its latent draws, so such a term has no "
+            "place in q(z | x); move it to the model")
+    check_observed_values(model_sites)
+
+    global_sites, frames = [], []
+    for role, sites in (("model", model_sites), ("guide", guide_latents)):
+        for site in sites:
+            frame = data_frame(site)
+            if frame is None:
+                global_sites.append((role, site["name"]))
+            else:
+                frames.append((site, frame))
+    declared = {frame.full_size if frame.full_size is not None else frame.size
+                for _, frame in frames}
+    sizes = {frame.size for _, frame in frames}
+    sizeless = -1 in sizes
+    shared = []
+    if sizeless:
+        lengths = {site["name"]: site_data_size(site, frame) for site, frame in frames}
+        batch_size = max(lengths.values())
+        shared = tuple(name for name, n in lengths.items() if n != batch_size)
+    else:
+        if len(sizes) > 1:
+            raise PairError(f"model and guide disagree on the size of the '{DATA_PLATE}' "
+                            f"plate: {sorted(sizes)}")
+        batch_size = sizes.pop() if sizes else 0
+
+    model_latent_names = [s["name"] for s in model_sites if not s["is_observed"]]
+    auxiliary = tuple(s["name"] for s in guide_latents if s["infer"].get("is_auxiliary"))
+    guide_names = {s["name"] for s in guide_latents}
+    missing_in_guide = tuple(n for n in model_latent_names if n not in guide_names)
+    missing_in_model = tuple(s["name"] for s in guide_latents if s["name"] not in auxiliary
+                             and s["name"] not in model_latent_names)
+    non_reparam = tuple(s["name"] for s in guide_latents
+                        if not getattr(s["fn"], "has_rsample", False) and not is_delta(s["fn"]))
+    discrete = tuple(s["name"] for s in guide_latents if s["fn"].support.is_discrete)
+    enumerated = tuple(s["name"] for s in guide_latents if s["infer"].get("enumerate"))
+    dims = [-frame.dim for site in (*model_sites, *guide_latents)
+            for frame in site["cond_indep_stack"] if frame.vectorized]
+    nesting = max(dims, default=0)
+    check_batch_dims(model_sites + guide_latents, nesting)
+    check_latents_agree(model_sites, guide_latents, nesting)
+    check_plate_order(model_sites, guide_latents)
+    # the guide's sites first: a guide draw of a wrong shape is the guide's fault, which the
+    # model's site replaying it would otherwise be named for
+    check_plate_dims([("guide", site) for site in guide_latents]
+                      + [("model", site) for site in model_sites], model_sites)
+    check_observed_data_dims(model_sites)
+    check_support_kinds(model_sites, guide_latents)
+    support_mismatch = tuple(support_mismatches(model_sites, guide_latents))
+    unscorable = unscorable_sites(model_sites, support_mismatch)
+    with torch.no_grad():
+        check_latents_scorable(model_sites, guide_latents, skip=unscorable)
+    free_deltas, jacobian = delta_dependence(guide, args, kwargs, guide_latents, auxiliary)
+    if jacobian:
+        raise jacobian_error(jacobian[0])
+    beside_auxiliary = ()
+    if auxiliary:
+        ordinary = [site["name"] for site in guide_latents if site["name"] not in auxiliary
+                    and family(site["fn"]) != "Delta"]
+        if ordinary:
+            dependent = set(conditional_sites_of_guide(guide, args, kwargs))
+            beside_auxiliary = tuple(n for n in ordinary if n not in dependent)
+    error = ""
+    if probe_vectorized:
+        fixed = PairStructure(nesting, batch_size, subsample=subsample)
+        with forked_rng(), poutine.block(), \
+                torch.no_grad(), pyro.validation_enabled(False):
+            error = try_vectorized(fixed.fix_subsample(model), fixed.fix_subsample(guide),
+                                    args, kwargs, nesting + 1)
+    return PairStructure(
+        max_plate_nesting=nesting,
+        batch_size=batch_size,
+        data_size=None if sizeless or not declared else max(declared),
+        subsample=subsample,
+        tempered=tuple(tempered_sites(model_sites + guide_latents)),
+        support_mismatch=support_mismatch,
+        support_gap=tuple(support_gaps(model_sites, guide_latents)),
+        unscorable=unscorable,
+        subsampled_plates=subsampled_plates(model_sites + guide_latents),
+        factors=tuple(s["name"] for s in model_sites if is_factor(s)),
+        global_sites=tuple(global_sites),
+        global_observed=tuple(s["name"] for s in model_sites
+                              if s["is_observed"] and data_frame(s) is None),
+        non_reparameterized=non_reparam,
+        discrete=discrete,
+        enumerated=enumerated,
+        auxiliary=auxiliary,
+        missing_in_guide=missing_in_guide,
+        missing_in_model=missing_in_model,
+        vectorizable=not error,
+        vectorize_error=error,
+        shared_in_sizeless=shared,
+        guide_families={s["name"]: family(s["fn"]) for s in guide_latents},
+        model_latents=tuple(model_latent_names),
+        point_masses=tuple(s["name"] for s in guide_latents if is_delta(s["fn"])),
+        weighted_deltas=tuple(s["name"] for s in guide_latents if is_weighted_delta(s["fn"])),
+        row_mismatch=tuple(row_mismatches(model_sites)),
+        mask_mismatch=mask_mismatches(model_sites, guide_latents),
+        free_deltas=free_deltas,
+        beside_auxiliary=beside_auxiliary,
+        plates=tuple({(f.name, f.dim, f.size): None for site in (*model_sites, *guide_latents)
+                      for f in site["cond_indep_stack"] if f.vectorized}),
+        trainable=any(param_requires_grad(site) for trace in (guide_full, model_full)
+                      for site in trace.nodes.values() if site["type"] == "param"),
+    )
