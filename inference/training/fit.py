@@ -93,6 +93,8 @@ def _check_data(tensors: tuple, name: str, like: tuple | None = None) -> None:
 
 # fit seeds NumPy's global generator too (pyro.set_rng_seed), which takes seeds below 2**32
 MAX_SEED = 2**32 - 1
+# More epochs than a progress bar or a range can count (a C ssize_t).
+MAX_EPOCHS = 2 ** 62
 
 
 def _check_arguments(model, guide, loss, num_particles, epochs, batch_size, lr, seed,
@@ -113,6 +115,8 @@ def _check_arguments(model, guide, loss, num_particles, epochs, batch_size, lr, 
                          f"{type(loss).__name__}, which draws {held}: the object's count is "
                          "the one used; set it there and leave num_particles out")
     check_int(epochs, "epochs", 0)
+    if epochs > MAX_EPOCHS:  # tqdm and range() index epochs with a C ssize_t
+        raise ValueError(f"epochs must be at most {MAX_EPOCHS:,} (2**62), got {epochs}")
     check_int(batch_size, "batch_size")
     check_number(lr, "lr", minimum=0.0)
     check_int(seed, "seed", 0)
@@ -367,6 +371,30 @@ def _check_finite_epoch(record: dict, step_losses: list, params, epoch: int, che
             problem = f"parameters {bad[:5]} hold NaN or infinite values after epoch {epoch}"
     if problem is not None:
         raise _diverged(problem, checkpoint, saved, earlier)
+
+
+def _last_update_problem(model, guide, batch: tuple, modules, epoch: int) -> str | None:
+    """What the last step's update broke, or None. Each step's loss is that of the
+    parameters before its update, so an update that breaks the pair (a learning rate far too
+    large: finite parameters whose decoder then gives NaN) shows in no loss of the run; the
+    pair is scored once more on ``batch`` by Pyro's ``Trace_ELBO`` (effects hidden, random
+    streams and buffers kept, no gradients, Pyro's validation off: a NaN argument is a NaN
+    loss), before the last checkpoint is written."""
+    if not batch or batch[0].shape[0] == 0:
+        return None
+    try:
+        with _apart_streams(), pyro.poutine.block(), torch.no_grad(), kept_buffers(modules), \
+                pyro.validation_enabled(False), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pyro's "Encountered NaN: loss", said below
+            value = pyro.infer.Trace_ELBO().loss(model, guide, *batch)
+    except (ValueError, RuntimeError, FloatingPointError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return (f"the pair fails on the parameters left by the last step of epoch {epoch} "
+                f"({type(error).__name__}: {first})")
+    if not math.isfinite(value):
+        return (f"the loss on the parameters left by the last step of epoch {epoch} is "
+                f"{value} (the steps' losses are read before their updates)")
+    return None
 
 
 def _validate_observed(model, guide, batch: tuple, modules) -> None:
@@ -889,6 +917,10 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
         record["seconds"] = time.perf_counter() - start
         _check_finite_epoch(record, step_losses, _named_params(modules), epoch + 1, checkpoint,
                             saved, earlier, loss)
+        if epoch == epochs - 1:
+            problem = _last_update_problem(model, guide, batch, modules, epoch + 1)
+            if problem is not None:
+                raise _diverged(problem, checkpoint, saved, earlier)
         history.append(record)
         bar.set_postfix(loss=f"{record['train_loss']:.3f}")
         if checkpoint is not None:

@@ -57,7 +57,8 @@ def test_a_flag_must_be_a_bool(pair, name, value):
     assert calls == []
 
 
-@pytest.mark.parametrize("bad", [{"epochs": -1}, {"loss": "elbow"}, {"shuffle": "no"},
+@pytest.mark.parametrize("bad", [{"epochs": -1}, {"epochs": 10**30}, {"epochs": 2**63},
+                                 {"loss": "elbow"}, {"shuffle": "no"},
                                  {"data": torch.full((4, 3), float("nan"))}])
 def test_a_refused_call_leaves_no_folder_or_lock(pair, tmp_path, bad):
     path = tmp_path / "new" / "dir" / "a.pt"

@@ -115,3 +115,19 @@ def test_a_diverged_run_says_what_the_checkpoint_file_holds(tmp_path):
         diverge(path)
     assert len(load_checkpoint(path)["history"]) == 2
     assert not (tmp_path / "run.pt.previous").exists()
+
+
+@pytest.mark.parametrize("validate", [True, False])
+def test_a_last_update_that_breaks_the_pair_is_a_divergence(tmp_path, validate):
+    # one step per epoch: with lr=1e10 the only update leaves finite parameters whose decoder
+    # gives NaN, which no step's loss (read before its update) shows; fit used to return a
+    # normal history and write the broken model's checkpoint
+    torch.manual_seed(0)
+    x = (torch.rand(20, 1, 4, 4) > 0.5).float()
+    vae, path = VAE((1, 4, 4), latent_dim=2, hidden=(8,)), tmp_path / "run.pt"
+    with pyro.validation_enabled(validate), pytest.raises(
+            FloatingPointError, match=r"the loss on the parameters left by the last step of "
+                                      r"epoch 1 is nan.*no checkpoint was written"):
+        fit(vae.model, vae.guide, x, epochs=1, lr=1e10, checkpoint=path, progress=False)
+    assert not path.exists()
+
