@@ -191,9 +191,8 @@ def check_tensor(x, event_shape: tuple[int, ...], name: str = "x",
     (``batch_dims="..."``: any leading dims, none included), of the dtype and on the device
     of ``like``'s parameters when a module is given.
 
-    Type and shape cost no pass over the data and are always checked; dtype and device
-    against ``like`` (a walk over the module) only while Pyro's validation is enabled, as in
-    :func:`check_data`. The values are not looked at.
+    Type, shape, and dtype and device against ``like`` (its first parameter) cost no pass
+    over the data and are always checked. The values are not looked at.
     """
     if not torch.is_tensor(x):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -207,7 +206,7 @@ def check_tensor(x, event_shape: tuple[int, ...], name: str = "x",
             or tuple(x.shape[x.dim() - k:]) != tuple(event_shape)):
         expected = "[" + ", ".join([batch_dims, *map(str, event_shape)]) + "]"
         raise ValueError(f"{name} must have shape {expected}, got {list(x.shape)}")
-    if like is not None and is_validation_enabled():
+    if like is not None:
         check_like(x, name, like)
 
 
@@ -218,20 +217,16 @@ def check_data(x, event_shape: tuple[int, ...], name: str = "x",
     ``[batch, *event_shape]`` with at least one datapoint, of the dtype and on the device of
     ``like``'s parameters when a module is given.
 
-    ``low``/``high``, when given, bound the allowed values. Type, shape and an empty batch
-    (which a ``pyro.plate`` cannot take) are always checked; dtype and device against
-    ``like`` and the values (which cost a walk over the module and a pass over the data and,
-    on a GPU, a synchronization) only while Pyro's validation is enabled, as it is by default
-    and for the first step of a fit.
+    ``low``/``high``, when given, bound the allowed values. Type, shape, dtype and device
+    against ``like`` and an empty batch (which a ``pyro.plate`` cannot take) are always
+    checked; the values (a pass over the data and, on a GPU, a synchronization) only while
+    Pyro's validation is enabled, as it is by default and for the first epoch of a fit.
     """
-    check_tensor(x, event_shape, name)
+    check_tensor(x, event_shape, name, like)
     if x.shape[0] == 0:
         raise ValueError(f"{name} has no datapoints (shape {list(x.shape)})")
-    if not is_validation_enabled():
-        return
-    if like is not None:
-        check_like(x, name, like)
-    check_values(x, name, low, high)
+    if is_validation_enabled():
+        check_values(x, name, low, high)
 
 
 def check_image_draws(num, generator, image_shape, like: torch.Tensor) -> int:

@@ -107,7 +107,7 @@ class TwoLayerVAE(PyroModule):
             self.likelihood.check(x)
 
     # Each of these takes float tensors of the model's dtype and device and names any other
-    # (the dtype and device while Pyro's validation is on, as check_data).
+    # (dtype and device always, as check_data).
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x: [batch, C, H, W]`` -> loc, scale of ``q(z1 | x)``, each ``[batch, d1]``."""
         check_tensor(x, self.image_shape, "x", like=self)

@@ -33,7 +33,6 @@ from collections.abc import Sequence
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule, pyro_method
 
 from .checks import (as_int, as_seed, as_sizes, check_data, check_finite_rows,
@@ -90,8 +89,7 @@ class PixelVAE(PyroModule):
             raise ValueError(f"z must be a float tensor [..., batch, latent_dim] = [..., {batch}, "
                              f"{self.latent_dim}], got {getattr(z, 'dtype', type(z).__name__)} "
                              f"{list(getattr(z, 'shape', []))}")
-        if is_validation_enabled():
-            check_like(z, "z", self)
+        check_like(z, "z", self)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x: [batch, C, H, W]`` -> loc, scale of ``q(z | x)``, each ``[batch, d]``; ``x``

@@ -170,10 +170,9 @@ class PixelCNN(PyroModule):
             raise ValueError(f"{name} must have shape [batch, "
                              f"{', '.join(map(str, self.image_shape))}], got {list(x.shape)}")
         check_not_meta(x, name)
-        if is_validation_enabled():
-            check_like(x, name, self)
-            if x.numel():
-                self.likelihood.check(x)
+        check_like(x, name, self)
+        if is_validation_enabled() and x.numel():
+            self.likelihood.check(x)
 
     def _check_condition(self, y: torch.Tensor | None, h: torch.Tensor | None,
                          batch: int) -> None:
@@ -198,7 +197,7 @@ class PixelCNN(PyroModule):
             raise ValueError(f"h must be a float tensor [..., batch, cond_dim] = [..., {batch}, "
                              f"{self.cond_dim}], got {getattr(h, 'dtype', type(h).__name__)} "
                              f"{list(getattr(h, 'shape', []))}")
-        elif is_validation_enabled():
+        else:
             check_like(h, "h", self)
 
     # ---------------------------------------------------------------------------- network

@@ -121,22 +121,33 @@ def test_encode_and_decode_accept_what_they_document():
 
 
 def test_the_per_step_checks_skip_the_value_checks_when_validation_is_off(monkeypatch):
-    """As check_data: without Pyro's validation (a fit after its first step) the model and
-    guide check types and shapes only, with no pass over the data or the parameters."""
+    """As check_data: without Pyro's validation (a fit after its first epoch) the model and
+    guide check types, shapes, dtype and device only, with no pass over the data."""
     def fail(*args, **kwargs):
         raise AssertionError("checked with validation off")
 
     m = VAE((1, 2, 2), latent_dim=2, hidden=(4,))
     x = torch.bernoulli(torch.full((3, 1, 2, 2), 0.5))
     monkeypatch.setattr(checks, "check_values", fail)
-    monkeypatch.setattr(checks, "check_like", fail)
     with pyro.validation_enabled(False):
         trace = pyro.poutine.trace(m.guide).get_trace(x)
         pyro.poutine.trace(pyro.poutine.replay(m.model, trace=trace)).get_trace(x)
         with pytest.raises(ValueError, match=r"z must have shape \[\.\.\., 2\]"):
             m.decode(torch.zeros(3))  # the shapes are still checked
     with pytest.raises(AssertionError, match="validation off"):
-        m.encode(x)
+        pyro.poutine.trace(m.model).get_trace(x)  # with validation: the values are checked
+
+
+def test_a_dtype_mismatch_is_named_with_validation_off():
+    # float64 data into a float32 model used to reach torch's "mat1 and mat2 must have the
+    # same dtype" when Pyro's validation was off
+    with pyro.validation_enabled(False):
+        with pytest.raises(TypeError, match="x is torch.float64 on cpu, the VAE's parameters "
+                                            "torch.float32"):
+            vae().encode(X.double())
+        with pytest.raises(TypeError, match="x is torch.float64 on cpu, the PixelCNN's "
+                                            "parameters torch.float32"):
+            pixelcnn().log_prob(torch.zeros(1, 1, 3, 3, dtype=torch.float64))
 
 
 GENERATORS = [
