@@ -28,16 +28,19 @@ fault and says what the user can do. The survey records:
   of one name sit at one dim in model and guide, and a guide's support is of the model's
   kind (discrete or continuous);
 - guide sites that are not reparameterized (discrete, or ``has_rsample`` False) or enumerated;
+- networks built anew on every run (``pyro.module("enc", nn.Linear(4, 4))`` inside the
+  guide), refused: each run would draw from another distribution;
 - whether the pair runs with particles in a leftmost ``pyro.plate`` (models that do not
   broadcast over a leading dimension get a sequential loop over particles instead).
 
-The checks live in five modules, read in this order:
+The checks live in six modules, read in this order:
 
 - :mod:`.sites`: reading a pair's traces (plate names, :class:`PairError`, sample sites, a
   site's family and mask, which guide sites depend on other draws);
 - :mod:`.shapes`: shape and plate checks of the sites, and the particle-plate trial run;
 - :mod:`.latents`: each latent's guide against the model (supports, scorability, ``Delta``
   sites and their Jacobians);
+- :mod:`.networks`: networks the model or guide builds anew on every run;
 - :mod:`.survey`: :func:`survey_pair`, which runs the pair once and applies them, recording
   a :class:`PairStructure`;
 - :mod:`.policy`: :func:`check_pair`, which judges a structure for one entry point.

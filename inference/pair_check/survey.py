@@ -25,6 +25,7 @@ from .latents import (
     support_mismatches,
     unscorable_sites,
 )
+from .networks import rebuilt_network_message, rebuilt_networks
 from .shapes import (
     check_batch_dims,
     check_latents_agree,
@@ -267,6 +268,9 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     free_deltas, jacobian = delta_dependence(guide, args, kwargs, guide_latents, auxiliary)
     if jacobian:
         raise jacobian_error(jacobian[0])
+    rebuilt = rebuilt_networks(model, guide, args, kwargs, (model_full, guide_full))
+    if rebuilt:
+        raise PairError(rebuilt_network_message(rebuilt))
     beside_auxiliary = ()
     if auxiliary:
         ordinary = [site["name"] for site in guide_latents if site["name"] not in auxiliary
