@@ -187,6 +187,7 @@ def trace_log_density(trace, structure: PairStructure, observed: bool | None = N
     nesting = structure.max_plate_nesting + 1
     lean = not is_validation_enabled()  # else log_prob, with its checks of the value
     total = 0.0  # stays a float for a trace without such sites (an empty guide)
+    impossible = None  # [particles or 1, batch]: a latent where its density is zero
     for site in sample_sites(trace, observed):
         fn = transform(site["fn"]) if transform else site["fn"]
         normal, event_dims = plain_normal(fn) if lean else (None, 0)
@@ -196,7 +197,15 @@ def trace_log_density(trace, structure: PairStructure, observed: bool | None = N
             log_p = fn.log_prob(site["value"], *site["args"], **site["kwargs"])
             if not site["is_observed"]:  # the survey checked the observed values
                 log_p = mask_outside_support(fn, site["value"], log_p)
-        total = total + per_datapoint(log_p, site, nesting, structure.batch_size)
+        term = per_datapoint(log_p, site, nesting, structure.batch_size)
+        if not site["is_observed"]:
+            zero = torch.isneginf(term)
+            impossible = zero if impossible is None else impossible | zero
+        total = total + term
+    if impossible is not None and torch.is_tensor(total):
+        # density zero whatever the later sites say: a guide's draw outside the model's
+        # support (a negative scale) makes the sites that use it NaN, and NaN + -inf is NaN
+        total = torch.where(impossible, total.new_tensor(-math.inf), total)
     return total
 
 

@@ -278,30 +278,60 @@ def check_latents_scorable(model_sites, guide_latents, skip=()) -> None:
 
 def replay_model(model, guide_trace, args, kwargs):
     """The model's trace replayed on the guide's draws. When the model fails there, the
-    latent sites it reached are compared with the guide's: one the guide draws in another
-    shape, event dims or support (a ``OneHotCategorical`` guide for a ``Categorical``
-    latent) is named in a :class:`PairError`, the model's error chained to it; any other
-    failure is the model's own and propagates as it is."""
-    handler = poutine.trace(poutine.replay(model, trace=guide_trace))
+    latent sites it reached are compared with the guide's: a guide whose support reaches
+    beyond the model's has its draw moved inside (:func:`_moved_inside`) and the model is
+    run again, so that the survey does not depend on where the draw fell (its draws outside
+    have weight zero in the estimators); one the guide draws in another shape, event dims or
+    kind of support (a ``OneHotCategorical`` guide for a ``Categorical`` latent) is named in
+    a :class:`PairError`, the model's error chained to it; any other failure is the model's
+    own and propagates as it is."""
+    guide_latents = list(sample_sites(prune_subsample_sites(guide_trace), observed=False))
+    for _ in range(len(guide_latents) + 1):
+        handler = poutine.trace(poutine.replay(model, trace=guide_trace))
+        try:
+            return handler.get_trace(*args, **kwargs)
+        except Exception as error:
+            reached = list(sample_sites(prune_subsample_sites(handler.msngr.trace)))
+            found = _replay_disagreement(reached, guide_latents)
+            if found is None:
+                raise
+            name, what, model_site = found
+            if model_site is not None and _moved_inside(guide_trace, model_site):
+                continue
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise PairError(
+                f"latent site '{name}' has {what}: the guide must draw the value the model "
+                "scores (same shape, same .to_event(n), same support); the model failed when "
+                f"it was run on the guide's draw ({type(error).__name__}: {first_line})"
+            ) from error
+    raise AssertionError("unreachable: each retry moves one more latent inside")
+
+
+def _moved_inside(guide_trace, model_site) -> bool:
+    """Whether the guide's draw of ``model_site``'s latent had entries outside the model's
+    support, now replaced by a point inside (torch's ``transform_to(support)`` of 0) for the
+    survey's run; False when there were none or no such point is known (a discrete
+    support)."""
+    node = guide_trace.nodes[model_site["name"]]
+    value = node["value"]
+    support = support_of(model_site["fn"])[0]
     try:
-        return handler.get_trace(*args, **kwargs)
-    except Exception as error:
-        reached = list(sample_sites(prune_subsample_sites(handler.msngr.trace)))
-        guide_latents = list(sample_sites(prune_subsample_sites(guide_trace), observed=False))
-        found = _replay_disagreement(reached, guide_latents)
-        if found is None:
-            raise
-        name, what = found
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise PairError(
-            f"latent site '{name}' has {what}: the guide must draw the value the model "
-            "scores (same shape, same .to_event(n), same support); the model failed when it "
-            f"was run on the guide's draw ({type(error).__name__}: {first_line})") from error
+        inside = support.check(value)
+        point = torch.distributions.transform_to(support)(torch.zeros_like(value))
+    except (NotImplementedError, ValueError, RuntimeError):
+        return False
+    if bool(inside.all()):
+        return False
+    node["value"] = torch.where(inside.reshape(inside.shape + (1,) * (value.dim()
+                                                                     - inside.dim())),
+                                value, point)
+    return True
 
 
 def _replay_disagreement(model_sites, guide_latents) -> tuple | None:
-    """``(site, what differs)`` for the first latent the model reached whose guide draw
-    disagrees with it in shape, event dims or support, else None."""
+    """``(site, what differs, model site or None)`` for the first latent the model reached
+    whose guide draw disagrees with it in shape, event dims or support, else None; the
+    model site is given when the guide's support reaches beyond the model's."""
     dims = [-frame.dim for site in (*model_sites, *guide_latents)
             for frame in site["cond_indep_stack"] if frame.vectorized]
     nesting = max(dims, default=0)
@@ -309,16 +339,16 @@ def _replay_disagreement(model_sites, guide_latents) -> tuple | None:
         found = shape_mismatch(model_site, guide_site, nesting)
         if found:
             return guide_site["name"], (f"{found}, a {family(guide_site['fn'])} in the guide "
-                                        f"and a {family(model_site['fn'])} in the model")
+                                        f"and a {family(model_site['fn'])} in the model"), None
         guide_support, exact = support_of(guide_site["fn"])
         model_support = support_of(model_site["fn"])[0]
         within = support_within(guide_support, model_support)
-        if within is False and exact or within is None and _support_kinds_differ(
-                guide_support, model_support):
+        reaches = within is False and exact
+        if reaches or within is None and _support_kinds_differ(guide_support, model_support):
             return guide_site["name"], (
                 f"support {describe_support(guide_support)} in the guide "
                 f"({family(guide_site['fn'])}) and {describe_support(model_support)} in the "
-                f"model ({family(model_site['fn'])})")
+                f"model ({family(model_site['fn'])})"), model_site if reaches else None
     return None
 
 
