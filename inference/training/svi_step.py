@@ -248,7 +248,8 @@ class ImportanceScorer(_GuideThenModel):
 
         def hook(grad, shape=shape):
             shape[particle_dim], shape[data_dim] = self.weights.shape
-            return grad * self.weights.reshape(shape)
+            # in the draw's dtype: weights from float64 data must not change a float32 grad
+            return grad * self.weights.reshape(shape).to(grad.dtype)
 
         out.register_hook(hook)
         return out
