@@ -305,11 +305,18 @@ def check_pair(structure: PairStructure, use: str, called: str | None = None) ->
         bad = [n for n, family in s.guide_families.items()
                if family not in ("Normal", "MultivariateNormal")]
         if bad:
+            name = bad[0]
+            why = ("an AutoGuide's auxiliary site or transform, or a discrete site, has no "
+                   "Gaussian to refit per datapoint" if name in s.auxiliary or name in s.discrete
+                   or s.guide_families[name] == "Delta" else
+                   "the gap is measured against a Gaussian refitted per datapoint, which "
+                   f"for a {s.guide_families[name]} guide would mix the change of family into "
+                   "the amortization gap")
             raise PairError(
-                f"amortization_gap: guide site '{bad[0]}' is a {s.guide_families[bad[0]]}; the "
+                f"amortization_gap: guide site '{name}' is a {s.guide_families[name]}; the "
                 "local guides that measure the gap are Normal or MultivariateNormal per site "
-                "(a guide with discrete or auxiliary sites, e.g. an AutoGuide, has no "
-                "amortization to measure)")
+                f"({why}). Measure the gap of a Normal guide, or compare elbo of the amortized "
+                "guide with that of a guide you fit per datapoint yourself")
     if use in ("fit:iwae", "fit:dreg"):
         bad = [n for n in s.non_reparameterized if n not in s.auxiliary]
         if bad:
