@@ -918,7 +918,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
         _check_finite_epoch(record, step_losses, _named_params(modules), epoch + 1, checkpoint,
                             saved, earlier, loss)
         if epoch == epochs - 1:
-            problem = _last_update_problem(model, guide, batch, modules, epoch + 1)
+            problem = _last_update_problem(model, guide, batch, still, epoch + 1)
             if problem is not None:
                 raise _diverged(problem, checkpoint, saved, earlier)
         history.append(record)
