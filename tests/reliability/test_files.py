@@ -21,7 +21,10 @@ from inference.training.checkpoints import (
 
 from .conftest import small_tmpfs, unmount
 
-FORK = multiprocessing.get_context("fork")
+# Children start from a fresh server process, not a fork of this one: a fork of a process
+# whose earlier tests compiled graphs inherits locks held by inductor's worker threads and
+# hung before its first step (the test then saw no run start within a minute).
+CHILDREN = multiprocessing.get_context("forkserver")
 
 TRAIN = """
 import pyro, torch
@@ -116,15 +119,13 @@ def test_full_disk_keeps_the_old_checkpoint(tmp_path):
 
 
 def _one_thread_then(target, *args):
-    # libgomp's thread pool does not survive a fork: a child of a parent that has run a
-    # parallel region hangs in its own first one unless it keeps to one thread
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # the children share two cores with the test
     target(*args)
 
 
-def _forked(target, *args):
-    """Run ``target(*args)`` in a forked child (no re-import: fast); returns the process."""
-    child = FORK.Process(target=_one_thread_then, args=(target, *args))
+def _in_child(target, *args):
+    """Run ``target(*args)`` in a child process; returns the process."""
+    child = CHILDREN.Process(target=_one_thread_then, args=(target, *args))
     child.start()
     return child
 
@@ -140,7 +141,7 @@ def test_concurrent_saves_use_unique_temporary_names(tmp_path):
     # one process's rename fails or a file mixes both; with unique names both finish and the
     # file is always one complete checkpoint.
     path = tmp_path / "shared.pt"
-    children = [_forked(_save_many, path, seed) for seed in (1, 2)]
+    children = [_in_child(_save_many, path, seed) for seed in (1, 2)]
     for child in children:
         child.join(120)
         assert child.exitcode == 0
@@ -158,8 +159,8 @@ def _train_and_hold(path, ready):
 
 def test_second_run_on_one_checkpoint_is_refused(tmp_path):
     path = tmp_path / "run.pt"
-    ready = FORK.Event()
-    child = _forked(_train_and_hold, path, ready)
+    ready = CHILDREN.Event()
+    child = _in_child(_train_and_hold, path, ready)
     try:
         assert ready.wait(60), "the first run did not start"
         with pytest.raises(CheckpointError, match=rf"another run \(pid {child.pid}\) is writing"):
@@ -190,8 +191,8 @@ def test_sigkill_during_checkpoint_write(tmp_path):
     # complete but not yet renamed): epoch 1's checkpoint stays intact, the resumed run
     # removes the dead run's temporary file and ends bit-identical to an uninterrupted run.
     path = tmp_path / "run.pt"
-    writing = FORK.Event()
-    child = _forked(_train_stalling_in_second_write, path, writing)
+    writing = CHILDREN.Event()
+    child = _in_child(_train_stalling_in_second_write, path, writing)
     try:
         assert writing.wait(60), "the child never reached its second checkpoint"
         os.kill(child.pid, signal.SIGKILL)
