@@ -5,6 +5,7 @@ AutoGuide's transforms of its auxiliary draw and their Jacobians).
 
 from __future__ import annotations
 
+import pyro
 import torch
 from pyro import poutine
 from pyro.poutine.messenger import Messenger
@@ -19,6 +20,7 @@ from .sites import (
     is_delta,
     sample_sites,
     site_mask,
+    trace_pair,
     unwrapped,
     validation_off,
     value_kind,
@@ -42,6 +44,24 @@ def check_observed_values(model_sites) -> None:
         except ValueError as error:
             raise PairError(f"observed site '{site['name']}' ({family(site['fn'])}): {error}"
                             ) from None
+
+
+def check_observed_values_validated(model, guide, args, kwargs) -> None:
+    """:func:`check_observed_values` on a run with Pyro's validation on, for a caller that
+    turned it off (a common habit for speed, under which a Bernoulli scores 3 and a model's
+    own data checks are skipped): random state restored, effects hidden. A distribution
+    whose parameters that validation refuses ("Expected parameter ...") may be why it was
+    turned off: then nothing is judged. A distribution built with ``validate_args=False``
+    keeps its choice."""
+    try:
+        with forked_rng(), poutine.block(), torch.no_grad(), pyro.validation_enabled(True):
+            model_trace, _ = trace_pair(model, guide, args, kwargs)
+            check_observed_values(list(sample_sites(model_trace, observed=True)))
+    except PairError:
+        raise
+    except ValueError as error:
+        if "Expected parameter" not in str(error):
+            raise
 
 
 def check_support_kinds(model_sites, guide_latents) -> None:

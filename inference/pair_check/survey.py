@@ -10,6 +10,7 @@ from typing import Callable
 import pyro
 import torch
 from pyro import poutine
+from pyro.infer.util import is_validation_enabled
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
 from ..checks import check_pair_arguments
@@ -17,6 +18,7 @@ from ..random_state import forked_rng
 from .latents import (
     check_latents_scorable,
     check_observed_values,
+    check_observed_values_validated,
     check_support_kinds,
     delta_dependence,
     jacobian_error,
@@ -215,6 +217,8 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
             "obs=): a guide's density is that of its latent draws, so such a term has no "
             "place in q(z | x); move it to the model")
     check_observed_values(model_sites)
+    if not is_validation_enabled():
+        check_observed_values_validated(model, guide, args, kwargs)
 
     global_sites, frames = [], []
     for role, sites in (("model", model_sites), ("guide", guide_latents)):
