@@ -29,21 +29,50 @@ References:
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
-from .checks import check_int
+from .checks import check_int, check_not_meta
 
 LN2 = math.log(2.0)
 
 
+def _check_log_value(value, name: str, allow: tuple[str, ...] = ()) -> None:
+    """Raise ``TypeError`` naming ``name`` unless ``value`` is a real number or a real
+    (integer or floating-point) tensor, bools refused, and ``ValueError`` when it holds NaN
+    or an infinity that ``allow`` (``"+inf"``, ``"-inf"``: those that mean something there)
+    does not name."""
+    if torch.is_tensor(value):
+        if value.dtype == torch.bool or value.is_complex():
+            raise TypeError(f"{name} must hold real numbers, got dtype {value.dtype}")
+        check_not_meta(value, name)
+        values = value
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        values = torch.tensor(float(value))
+    else:
+        raise TypeError(f"{name} must be a real number or a tensor, got {type(value).__name__}")
+    if not values.is_floating_point():
+        return
+    for bad, what in ((torch.isnan(values), "NaN"), (torch.isposinf(values), "+inf"),
+                      (torch.isneginf(values), "-inf")):
+        if what not in allow and bool(bad.any()):
+            where = "" if values.dim() == 0 else \
+                f" in {int(bad.sum())} of {values.numel()} entries (shape {list(values.shape)})"
+            raise ValueError(f"{name} is {what}{where}; it must be finite"
+                             f"{' or ' + ' or '.join(allow) if allow else ''}")
+
+
 def nats_to_bits(nats: float | torch.Tensor) -> float | torch.Tensor:
-    """``nats / ln 2``: the same quantity in base-2 logarithms (float or tensor ``[...]``)."""
+    """``nats / ln 2``: the same quantity in base-2 logarithms (real number or tensor
+    ``[...]``; infinities convert, NaN is refused)."""
+    _check_log_value(nats, "nats", ("+inf", "-inf"))
     return nats / LN2
 
 
 def bits_to_nats(bits: float | torch.Tensor) -> float | torch.Tensor:
-    """``bits * ln 2`` (float or tensor ``[...]``)."""
+    """``bits * ln 2`` (real number or tensor ``[...]``; infinities convert, NaN is refused)."""
+    _check_log_value(bits, "bits", ("+inf", "-inf"))
     return bits * LN2
 
 
@@ -51,14 +80,16 @@ def bits_per_dim(nats_per_datapoint: float | torch.Tensor, num_dims: int):
     """Negative log-likelihood in bits per dimension: ``nats_per_datapoint / (D ln 2)``.
 
     Args:
-        nats_per_datapoint: negative log-likelihood ``-log p(x)`` in nats, float or tensor
-            ``[...]`` (pass ``-iwae`` or ``-log_evidence``: a positive number for discrete data).
+        nats_per_datapoint: negative log-likelihood ``-log p(x)`` in nats, real number or
+            tensor ``[...]`` (pass ``-iwae`` or ``-log_evidence``: a positive number for
+            discrete data); ``+inf`` (probability zero) is allowed, NaN and ``-inf`` are not.
         num_dims: D, the number of dimensions of one datapoint (e.g. 784 for a 28x28 image,
             3072 for 32x32x3).
 
     Returns:
         the same type and shape, in bits/dim.
     """
+    _check_log_value(nats_per_datapoint, "nats_per_datapoint", ("+inf",))
     check_int(num_dims, "num_dims")
     return nats_per_datapoint / (num_dims * LN2)
 
@@ -80,8 +111,9 @@ def discrete_log_likelihood_bound(log_density_nats: float | torch.Tensor, num_di
 
     Args:
         log_density_nats: ``E_u[log p((k + u) / levels)]`` (or an estimate or lower bound of
-            it, such as an ELBO) per datapoint in nats, float or tensor ``[...]``, for a density
-            on data scaled to ``[0, 1]^D``.
+            it, such as an ELBO) per datapoint in nats, real number or tensor ``[...]``, for a
+            density on data scaled to ``[0, 1]^D``; ``-inf`` (density zero) is allowed, NaN
+            and ``+inf`` are not.
         num_dims: D.
         levels: number of integer levels per dimension (256 for 8-bit data).
 
@@ -89,4 +121,5 @@ def discrete_log_likelihood_bound(log_density_nats: float | torch.Tensor, num_di
         ``log_density_nats - D log(levels)``, the same type and shape: a lower bound on the
         log-probability of the integer data (equality when p is constant on every cell).
     """
+    _check_log_value(log_density_nats, "log_density_nats", ("-inf",))
     return log_density_nats - dequantization_correction_nats(num_dims, levels)

@@ -595,7 +595,11 @@ def log_importance_weights(
 
 def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
     """Stable ``log(mean(exp(log_w)))`` along ``dim``: ``log_w: [..., K, ...]`` -> the shape
-    without ``dim``."""
+    without ``dim``.
+
+    While Pyro's validation is enabled (the default; in :func:`inference.fit`, its first
+    epoch) NaN and ``+inf`` log weights are refused (:func:`check_log_weights`, naming the
+    positions of the result, flattened, where they occur); ``-inf`` is weight zero."""
     if not torch.is_tensor(log_w):
         raise TypeError(f"log_w must be a tensor, got {type(log_w).__name__}")
     if not isinstance(dim, int) or not -log_w.dim() <= dim < log_w.dim():
@@ -603,4 +607,7 @@ def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
                          f"shape {list(log_w.shape)}, got {dim!r}")
     if log_w.shape[dim] == 0:
         raise ValueError(f"log_w has no weights along dim {dim} (shape {list(log_w.shape)})")
+    if is_validation_enabled():
+        check_log_weights(log_w.detach().movedim(dim, 0).reshape(log_w.shape[dim], -1),
+                          f"log_w (shape {list(log_w.shape)}, dim {dim})")
     return torch.logsumexp(log_w, dim) - math.log(log_w.shape[dim])

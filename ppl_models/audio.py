@@ -207,8 +207,11 @@ def read_wav(path: str | Path, rate: int | None = None) -> tuple[torch.Tensor, i
                 _check_resample_memory(frames, file_rate, rate, "rate")
             expected = f.getnframes()
             frames = f.readframes(expected)
-    except (wave.Error, EOFError) as error:
-        raise ValueError(f"{path} is not a readable PCM WAV file: {error}") from error
+    except (wave.Error, EOFError) as error:  # an EOFError says nothing: say where it ended
+        size = path.stat().st_size
+        reason = str(error) or ("empty file" if not size else
+                                f"truncated header: the file ends after {size} bytes")
+        raise ValueError(f"{path} is not a readable PCM WAV file: {reason}") from error
     if width not in _PCM_SCALE:
         raise ValueError(f"{path}: unsupported sample width of {width} bytes (need 1, 2 or 4)")
     if len(frames) != expected * channels * width:

@@ -238,13 +238,14 @@ def split_words(words: Sequence[str], valid_fraction: float = 0.1, test_fraction
                 seed: int = 0) -> tuple[list[str], list[str], list[str]]:
     """Shuffle ``words`` with ``seed`` and cut ``train, valid, test`` lists.
 
-    Valid and test get ``max(1, round(fraction * n))`` words each; the rest is train.
+    Valid and test get ``max(1, round(fraction * n))`` words each for a positive fraction,
+    none (an empty list) for a fraction of 0; the rest is train.
     """
     valid_fraction, test_fraction = _check_fractions(valid_fraction, test_fraction)
     seed = as_int(seed, "seed", minimum=0)
     n = len(words)
-    num_valid = max(1, round(valid_fraction * n))
-    num_test = max(1, round(test_fraction * n))
+    num_valid = max(1, round(valid_fraction * n)) if valid_fraction else 0
+    num_test = max(1, round(test_fraction * n)) if test_fraction else 0
     if n - num_valid - num_test < 1:
         raise ValueError(f"{n} words are too few for train, valid and test splits")
     order = np.random.default_rng(seed).permutation(n)
@@ -297,7 +298,8 @@ def load_words(path: str | Path | None = None, *, valid_fraction: float = 0.1,
         path: a text file with one word (or sequence) per line; None: ``wamerican``'s
             ``/usr/share/dict/words`` when present, else the bundled list (a warning says so).
         valid_fraction, test_fraction, seed: the split, fixed by ``seed``
-            (:func:`split_words`).
+            (:func:`split_words`); a fraction of 0 leaves that split empty (an empty list,
+            which :meth:`Vocabulary.encode` refuses: do not score it).
         max_length: the most characters a word may have (a positive integer; default
             :data:`MAX_WORD_LENGTH`), since batches are padded to the longest word.
 

@@ -153,6 +153,12 @@ def load_constriction():
     return constriction
 
 
+def _check_callback(fn, name: str) -> None:
+    """Raise ``TypeError`` unless the table callback ``fn`` (reported as ``name``) is callable."""
+    if not callable(fn):
+        raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
+
+
 def _check_tables(symbols: torch.Tensor, probs: torch.Tensor, coding: bool = True) -> None:
     for name, value in (("symbols", symbols), ("probs", probs)):
         if not torch.is_tensor(value):
@@ -261,12 +267,15 @@ def range_decode(data: bytes,
         all decoded symbols, int64 ``[n]``.
 
     Raises:
+        TypeError: ``next_probs`` is not callable.
         ValueError: a corrupt or truncated stream (header, length, CRC32), a stream of format
             version 1 (no digest), ``next_probs`` asking for more or fewer symbols than the
-            stream holds, returning a table with no rows or one the coder cannot take, or
+            stream holds, returning something other than a tensor ``[m, V]``, a table with no
+            rows or one the coder cannot take, or
             decoded symbols that do not consume exactly the stream or do not match its
             digest (other tables than the encoder's).
     """
+    _check_callback(next_probs, "next_probs")
     stream = unpack_stream(data, KIND_RANGE)
     if stream.count != stream.symbols:
         raise ValueError(f"compressed range-coded symbols: header counts disagree "
@@ -289,8 +298,8 @@ def _decode_raw(stream: Stream, next_probs, what: str) -> torch.Tensor:
     done = 0
     while (probs := next_probs(chunks)) is not None:
         if not torch.is_tensor(probs) or probs.dim() != 2:
-            raise ValueError(f"next_probs must return [m, V] tables, got "
-                             f"{list(probs.shape) if torch.is_tensor(probs) else type(probs)}")
+            got = list(probs.shape) if torch.is_tensor(probs) else type(probs).__name__
+            raise ValueError(f"next_probs must return [m, V] tables, got {got}")
         if not probs.shape[0]:  # no progress: the loop would never end
             raise ValueError(f"next_probs returned a table with no rows ({list(probs.shape)}) "
                              f"after {done} symbols: return None when the message is complete")
@@ -407,8 +416,13 @@ def decode_words(lm, data: bytes) -> torch.Tensor:
                         dtype=torch.long)
 
 
-def _check_pixel_tables(probs: torch.Tensor, symbols: torch.Tensor) -> None:
-    if probs.shape[:-1] != symbols.shape:
+def _check_pixel_tables(probs, symbols: torch.Tensor) -> None:
+    """Refuse what ``pixel_probs`` returned unless it is a tensor ``[batch, C, H, W, V]`` for
+    ``symbols: [batch, C, H, W]`` (its values are checked with the tables)."""
+    if not torch.is_tensor(probs):
+        raise ValueError(f"pixel_probs must return a tensor [batch, C, H, W, V] for symbols "
+                         f"{list(symbols.shape)}, got {type(probs).__name__}")
+    if probs.dim() != 5 or probs.shape[:-1] != symbols.shape:
         raise ValueError(f"pixel_probs must return [batch, C, H, W, V] for symbols "
                          f"{list(symbols.shape)}, got {list(probs.shape)}")
 
@@ -430,10 +444,12 @@ def encode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor],
         each position), the order :func:`decode_images` reads them in.
 
     Raises:
+        TypeError: ``pixel_probs`` is not callable, or ``symbols`` not a tensor.
         ValueError: symbols that are not int64 ``[batch, C, H, W]`` or hold more than
-            :data:`MAX_SYMBOLS` pixels, or ``pixel_probs`` tables of another shape or that
-            the coder cannot take.
+            :data:`MAX_SYMBOLS` pixels, or ``pixel_probs`` returning something other than a
+            tensor ``[batch, C, H, W, V]`` or tables that the coder cannot take.
     """
+    _check_callback(pixel_probs, "pixel_probs")
     if not torch.is_tensor(symbols):
         raise TypeError(f"symbols must be an int64 tensor [batch, C, H, W], got "
                         f"{type(symbols).__name__}")
@@ -471,9 +487,12 @@ def decode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor], data: byt
         int64 symbols ``[batch, C, H, W]`` with ``image_shape = (C, H, W)``.
 
     Raises:
+        TypeError: ``pixel_probs`` is not callable.
         ValueError: as :func:`range_decode` (another model: the pixels do not match the
-            stream's digest), or an ``image_shape`` other than the encoder's.
+            stream's digest; ``pixel_probs`` returning something other than a tensor
+            ``[batch, C, H, W, V]``), or an ``image_shape`` other than the encoder's.
     """
+    _check_callback(pixel_probs, "pixel_probs")
     try:
         shape = as_int_list(image_shape, "image_shape")
     except ValueError:

@@ -24,6 +24,7 @@ from ..weights import (
     check_compile,
     check_data,
     check_finite_inputs,
+    check_log_weights,
     check_num_samples,
     checked_log_weights,
     checked_pair,
@@ -176,7 +177,8 @@ def iwae_from_weights(log_w: torch.Tensor, k: int) -> torch.Tensor:
     Each group gives an unbiased estimate of ``E[IWAE_k]``; averaging them lowers the variance.
 
     Args:
-        log_w: ``[K, batch]`` log weights with ``K >= k``.
+        log_w: ``[K, batch]`` log weights with ``K >= k``; NaN and ``+inf`` are refused,
+            naming the datapoints (columns); ``-inf`` is weight zero.
 
     Returns:
         ``[batch]`` in nats.
@@ -188,6 +190,7 @@ def iwae_from_weights(log_w: torch.Tensor, k: int) -> torch.Tensor:
     groups = log_w.shape[0] // k
     if groups < 1:
         raise ValueError(f"need at least k={k} weights, got {log_w.shape[0]}")
+    check_log_weights(log_w.detach(), "log_w")
     blocks = log_w[: groups * k].reshape(groups, k, -1)
     return log_mean_exp(blocks, 1).mean(0)
 

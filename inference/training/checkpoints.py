@@ -11,9 +11,11 @@ import glob
 import hashlib
 import io
 import os
+import pickle
 import re
 import secrets
 import shutil
+import stat
 import struct
 import zlib
 from pathlib import Path
@@ -167,27 +169,55 @@ def check_writable(path: str | Path) -> Path:
     return path
 
 
+def _serialized(path: Path, state: dict) -> bytes:
+    """``torch.save`` of ``state`` in memory; ``TypeError`` naming ``path`` and the first
+    top-level key whose value cannot be pickled (a lambda, an open file, a lock)."""
+    buffer = io.BytesIO()
+    try:
+        torch.save(state, buffer)
+    except (pickle.PicklingError, TypeError, AttributeError) as error:
+        where = "state"
+        for key, value in state.items():
+            try:
+                torch.save(value, io.BytesIO())
+            except (pickle.PicklingError, TypeError, AttributeError):
+                where = f"state[{key!r}] ({type(value).__name__})"
+                break
+        raise TypeError(f"cannot write the checkpoint {path}: {where} cannot be pickled "
+                        f"({error}); the previous checkpoint is unchanged") from error
+    return buffer.getvalue()
+
+
 def save_checkpoint(path: str | Path, state: dict) -> None:
     """Write ``state`` atomically: the file at ``path`` is either the old one or the new one.
 
     The state is serialized in memory (``torch.save``), written with a header (magic, length,
     CRC32) to a temporary file of a unique name in the same folder, flushed to disk and renamed
-    over ``path``. Any failure (full disk, read-only folder, a crash) leaves the old file
-    intact; on an error the temporary file is removed and an ``OSError`` names ``path``.
-    A symlink keeps pointing at the file, which is replaced (:func:`real_path`).
+    over ``path``, with the permission bits of the file it replaces. Any failure (full disk,
+    read-only folder, a crash) leaves the old file intact; on an error the temporary file is
+    removed and an ``OSError`` names ``path``. A state that is not a dict, or that holds a
+    value that cannot be pickled, is a ``TypeError`` naming ``path`` (and the key), raised
+    before anything is written. A symlink keeps pointing at the file, which is replaced
+    (:func:`real_path`).
     """
+    if not isinstance(state, dict):
+        raise TypeError(f"state must be a dict, got {type(state).__name__}")
     path, target = Path(path), real_path(path)
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    payload = buffer.getvalue()
+    payload = _serialized(path, state)
     header = _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload))
     partial = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = _unique_partial(target)
+        try:
+            mode = stat.S_IMODE(os.stat(target).st_mode)
+        except FileNotFoundError:
+            mode = None
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             with os.fdopen(fd, "wb") as f:
+                if mode is not None:  # the replaced file's permissions, not the default's
+                    os.fchmod(f.fileno(), mode)
                 f.write(header)
                 f.write(payload)
                 f.flush()

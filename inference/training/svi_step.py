@@ -570,12 +570,15 @@ class SVIStep:
         num_particles: particles per step (K of ``"iwae"``/``"dreg"``; the ELBOs' lean path
             needs 1).
         lean: allow the lean paths (False: Pyro's objective, or :class:`inference.IWAELoss` /
-            :class:`inference.DReGLoss`, on every step).
+            :class:`inference.DReGLoss`, on every step); True or False, other values are a
+            ``TypeError``.
     """
 
     def __init__(self, model: Callable, guide: Callable, optim=None, loss: str = "elbo",
                  num_particles: int = 1, lean: bool = True):
         check_pair_arguments(model, guide, num_particles)
+        if not isinstance(lean, bool):
+            raise TypeError(f"lean must be True or False, got {lean!r}")
         if optim is not None:
             check_optimizer(optim)
         self.model, self.guide = model, guide

@@ -161,7 +161,9 @@ def active_units(means: torch.Tensor, threshold: float = 0.01) -> tuple[int, tor
         variances are computed in float64 (the count compares those with ``threshold``) and
         returned in ``means``' dtype (the default float dtype for integer ``means``), float32
         at least: float16's largest value is 65504, so the variance of half-precision means
-        of +-300 would overflow it.
+        of +-300 would overflow it. Where a variance would overflow that dtype too (float32
+        means of +-1e20 and more) all are returned in float64, finite for means below about
+        1e154.
     """
     if not torch.is_tensor(means):
         raise TypeError(f"means must be a tensor [batch, latent_dim] (posterior_means), got "
@@ -176,7 +178,8 @@ def active_units(means: torch.Tensor, threshold: float = 0.01) -> tuple[int, tor
     dtype = torch.promote_types(means.dtype, torch.float32) if means.is_floating_point() \
         else torch.promote_types(torch.get_default_dtype(), torch.float32)
     variance = means.double().var(0)
-    return int((variance > threshold).sum()), variance.to(dtype)
+    narrow = variance.to(dtype)
+    return int((variance > threshold).sum()), variance if narrow.isinf().any() else narrow
 
 
 def expected_log_likelihood(model: Callable, guide: Callable, *args, num_samples: int = 1,
