@@ -56,6 +56,16 @@ def _computes_with(traces, params: list[torch.Tensor]) -> list[bool]:
     return [g is not None for g in grads]
 
 
+def _renewed(first: dict, name: str, given, returned) -> bool:
+    """Whether a later run's parameter ``name`` is a new ``nn.Parameter`` (``given``) while
+    the store holds another tensor than that (the first run's), or holds another tensor
+    than in the first run (a ``PyroModule`` submodule reassigned in a ``pyro_method``: Pyro
+    drops the old one's parameters from the store and keeps the new ones)."""
+    if name not in first or given is first[name][1]:
+        return False
+    return returned is not given or returned is not first[name][2]
+
+
 def rebuilt_networks(model, guide, args, kwargs, first_traces) -> list[tuple[str, str]]:
     """``(role, parameter name)`` of network parameters that a second run of the pair gives
     as other ``nn.Parameter`` objects than ``first_traces`` (the survey's run) did, while the
@@ -70,7 +80,7 @@ def rebuilt_networks(model, guide, args, kwargs, first_traces) -> list[tuple[str
         return []
     with forked_rng(), poutine.block(), torch.no_grad():
         second = _network_parameters(trace_pair(model, guide, args, kwargs))
-    if not any(name in first and given is not first[name][1] and returned is not given
+    if not any(_renewed(first, name, given, returned)
                for name, (_, given, returned) in second.items()):
         return []
     # a third run, with gradients, tells whether the run computes with the new parameters
@@ -78,7 +88,7 @@ def rebuilt_networks(model, guide, args, kwargs, first_traces) -> list[tuple[str
         third_traces = trace_pair(model, guide, args, kwargs)
         rebuilt = [(name, role, given) for name, (role, given, returned)
                    in _network_parameters(third_traces).items()
-                   if name in first and given is not first[name][1] and returned is not given]
+                   if _renewed(first, name, given, returned)]
         used = _computes_with(third_traces, [given for _, _, given in rebuilt])
     return [(role, name) for (name, role, _), use in zip(rebuilt, used) if use]
 
@@ -87,12 +97,19 @@ def rebuilt_network_message(rebuilt: list[tuple[str, str]]) -> str:
     """The refusal of :func:`rebuilt_networks`' findings."""
     role, name = rebuilt[0]
     more = f" (and {len(rebuilt) - 1} more)" if len(rebuilt) > 1 else ""
-    module = name.split("$$$")[0] if "$$$" in name else name.rsplit(".", 1)[0]
+    if "$$$" in name:  # pyro.module's naming
+        module = name.split("$$$")[0]
+        example = f"pyro.module('{module}', nn.Linear(...)) inside the {role}"
+        register = f"register it in the {role} with pyro.module('{module}', net)"
+    else:  # a PyroModule's
+        module = name.rsplit(".", 1)[0]
+        example = (f"a PyroModule built, or assigned to self.{module.split('.')[-1]}, inside "
+                   f"the {role}")
+        register = f"use it in the {role}"
     return (
         f"parameter '{name}'{more} belongs to a network the {role} builds anew on every run "
-        f"(e.g. pyro.module('{module}', nn.Linear(...)) inside the {role}): each run computes "
-        "with freshly initialized weights while Pyro's param store keeps the first run's "
-        "tensors under that name, so no two runs draw from the same distribution (every "
-        "estimate mixes different pairs) and training would step tensors the network never "
-        f"uses. Build the network once (in the module's __init__, or outside the {role}) and "
-        f"register it in the {role} with pyro.module('{module}', net)")
+        f"(e.g. {example}): each run computes "
+        "with freshly initialized weights, so no two runs draw from the same distribution "
+        "(every estimate mixes different pairs), and training would step tensors that the "
+        "next run does not use. Build the network once (in the module's __init__, or outside "
+        f"the {role}) and {register}")

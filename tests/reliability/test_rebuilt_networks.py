@@ -7,7 +7,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from pyro.nn import PyroModule
+from pyro.nn import PyroModule, pyro_method
 
 from inference import PairError, elbo, fit, iwae_bound, log_importance_weights
 
@@ -76,6 +76,29 @@ def test_a_pyro_module_built_inside_the_guide_is_refused_too():
 
     with pytest.raises(PairError, match=r"'enc.weight' .* the guide builds anew"):
         elbo(model, guide_from(pyro_module), X)
+
+
+class _ReassignedEncoder(PyroModule):
+    """A PyroModule pair whose guide assigns a new submodule on every call: Pyro drops the
+    old submodule's parameters from the store and keeps the new ones, so the store returns
+    each run's own tensors (the first version of the check looked for a store that
+    returns another tensor, and took this pair: two elbo calls gave -41.4 and -36.7)."""
+
+    @pyro_method
+    def model(self, x):
+        model(x)
+
+    @pyro_method
+    def guide(self, x):
+        self.enc = PyroModule[torch.nn.Linear](4, 4)
+        guide_from(lambda: self.enc)(x)
+
+
+def test_a_pyro_module_submodule_reassigned_in_the_guide_is_refused():
+    pair = _ReassignedEncoder()
+    with pytest.raises(PairError, match=r"'enc.weight' .* the guide builds anew .* assigned "
+                                        r"to self.enc"):
+        elbo(pair.model, pair.guide, X)
 
 
 def test_a_network_given_the_store_s_tensors_is_taken():
