@@ -10,15 +10,21 @@ eager code, so compiled and eager results agree up to float rounding.
 
 What a trace freezes: the pair's Python control flow (it must not depend on the values of the
 data or of the draws), and every tensor that is neither an argument nor a parameter or buffer
-of the module. Of those, the tensors the module and its submodules hold as attributes
-(``self.noise = torch.tensor(0.5)``, also in lists, dicts and distribution objects) are part
-of a graph's key (:func:`module_key`): rebinding or changing one in place traces anew.
+of the module. Of those, what the module and its submodules hold as attributes (settings
+such as ``self._beta``, tensors such as ``self.noise = torch.tensor(0.5)``, also in lists,
+dicts, distributions and plain objects such as a likelihood object) is part of a graph's key
+(:func:`module_key`): rebinding or changing one traces anew. Globals and closures of the
+pair's functions are not keyed: a trace keeps the values they had.
 """
 
 from __future__ import annotations
 
+import enum
+import functools
+import types
 from collections.abc import Callable
 
+import numpy as np
 import pyro
 import torch
 import torch.utils._pytree as pytree
@@ -84,80 +90,66 @@ def _tensor_state(tensor: torch.Tensor) -> tuple:
 
 
 # nn.Module's own bookkeeping (parameters and buffers are graph inputs, submodules are walked,
-# hooks are functions, ``training`` is keyed on its own): no attribute of a user's there.
-_MODULE_SLOTS = frozenset(vars(torch.nn.Module()))
+# hooks are functions, ``training`` is keyed on its own), and a PyroModule's cache of the
+# values its parameters took in the current call: no setting of a user's there.
+_SKIPPED = frozenset(vars(torch.nn.Module())) | {"_pyro_context"}
+# Arrays up to this many elements are keyed by their values, larger ones by identity.
+_ARRAY_VALUES_UP_TO = 4096
 
 
-def _attribute_tensors(value, depth: int = 0) -> list[torch.Tensor]:
-    """The tensors a module attribute holds: itself, or inside lists, tuples, dicts and
-    ``torch.distributions`` objects (a prior kept as ``self.prior = Normal(loc, scale)``)."""
+def _value_key(value, registered: set[int], depth: int = 0):
+    """What a trace reads of an attribute's value, hashable: numbers, strings and None as
+    they are (with their type), tensors by identity and version (:func:`_tensor_state`;
+    the module's parameters and buffers, graph inputs, by a marker), lists, tuples, dicts,
+    distributions and plain objects (a likelihood object, a ``SimpleNamespace`` of
+    settings) by what they hold, NumPy arrays by their values (identity above
+    ``_ARRAY_VALUES_UP_TO`` elements), functions, classes and modules by identity."""
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+        return (type(value).__name__, value)
     if torch.is_tensor(value):
-        return [value]
-    if depth > 4:
-        return []
+        return ("input",) if id(value) in registered else _tensor_state(value)
+    if isinstance(value, enum.Enum):
+        return ("enum", value)
+    if isinstance(value, np.ndarray):
+        if value.size <= _ARRAY_VALUES_UP_TO:
+            return ("array", value.dtype.str, value.shape, value.tobytes())
+        return ("array", _Held(value), value.shape)
+    if isinstance(value, (torch.nn.Module, type, types.FunctionType, types.MethodType,
+                          types.BuiltinFunctionType, functools.partial)) or depth > 4:
+        return ("object", _Held(value))
     if isinstance(value, (list, tuple)):
-        items = value
-    elif isinstance(value, dict):
-        items = value.values()
-    elif isinstance(value, torch.distributions.Distribution):
-        items = vars(value).values()
-    else:
-        return []
-    return [t for item in items for t in _attribute_tensors(item, depth + 1)]
-
-
-def _is_setting(name: str, value) -> bool:
-    """A public plain attribute (a noise scale, a temperature) a trace reads as a constant."""
-    return not name.startswith("_") and (value is None or isinstance(value, (bool, int, float,
-                                                                             str)))
-
-
-def _registered_ids(module: torch.nn.Module) -> set[int]:
-    # a parameter or buffer also held elsewhere (an RNN's _flat_weights) is a graph input,
-    # and changes with every optimizer step: keying it would trace every step again
-    return {id(t) for t in (*module.parameters(), *module.buffers())}
-
-
-def _held_tensors(prefix: str, name: str, value, registered: set[int]):
-    return [(f"{prefix}.{name}" if prefix else name, t) for t in _attribute_tensors(value)
-            if id(t) not in registered]
-
-
-def attribute_tensors(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """``(name, tensor)`` for each tensor that ``module`` or a submodule holds outside its
-    parameters and buffers (``self.noise = torch.tensor(0.5)``): a trace reads it as a
-    constant."""
-    registered = _registered_ids(module)
-    return [held for prefix, sub in module.named_modules(remove_duplicate=False)
-            for name, value in vars(sub).items() if name not in _MODULE_SLOTS
-            for held in _held_tensors(prefix, name, value, registered)]
+        return (type(value).__name__,
+                tuple(_value_key(item, registered, depth + 1) for item in value))
+    if isinstance(value, dict):
+        return ("dict", tuple((repr(k), _value_key(item, registered, depth + 1))
+                              for k, item in value.items()))
+    if hasattr(value, "__dict__"):
+        return (type(value).__qualname__,
+                tuple((k, _value_key(item, registered, depth + 1))
+                      for k, item in vars(value).items()))
+    return ("object", _Held(value))
 
 
 def module_key(module: torch.nn.Module) -> tuple:
     """What a trace bakes in of ``module``: each submodule's training flag (dropout, batch
-    norm) and plain settings (its public number, string and None attributes: a noise scale,
-    a temperature, read as constants by the trace), the tensors it holds outside its
-    parameters and buffers (:func:`attribute_tensors`, also read as constants: keyed by
-    identity and version counter, so that rebinding ``self.noise = torch.tensor(2.0)`` or
-    changing it in place traces again, while an unchanged one keeps its graph), and the
+    norm) and every attribute it holds besides nn.Module's own bookkeeping, public or
+    private (:func:`_value_key`): plain settings (a noise scale, ``self._beta``), tensors
+    outside its parameters and buffers (keyed by identity and version counter, so that
+    rebinding ``self.noise = torch.tensor(2.0)`` or changing it in place traces again,
+    while an unchanged one keeps its graph), containers and plain objects of settings (a
+    likelihood object's scale, a list entry), read as constants by a trace; and the
     names, shapes, dtypes and devices of its parameters and buffers. One walk over the
     submodules: compiled paths compute it on every call."""
-    registered = _registered_ids(module)
-    flags, settings, constants = [], [], []
-    for prefix, sub in module.named_modules(remove_duplicate=False):
-        flags.append(sub.training)
-        plain = []
-        for name, value in vars(sub).items():
-            if name in _MODULE_SLOTS:
-                continue
-            if _is_setting(name, value):
-                plain.append((name, value))
-            else:
-                constants += [(held_name, _tensor_state(t)) for held_name, t
-                              in _held_tensors(prefix, name, value, registered)]
-        settings.append(tuple(sorted(plain)))
+    # a parameter or buffer also held elsewhere (an RNN's _flat_weights) is a graph input,
+    # and changes with every optimizer step: keying it would trace every step again
+    registered = {id(t) for t in (*module.parameters(), *module.buffers())}
+    walked = []
+    for _, sub in module.named_modules(remove_duplicate=False):
+        walked.append((sub.training, tuple((name, _value_key(value, registered))
+                                           for name, value in vars(sub).items()
+                                           if name not in _SKIPPED)))
     tensors = (*module.named_parameters(), *module.named_buffers())
-    return (tuple(flags), tuple(settings), tuple(constants),
+    return (tuple(walked),
             tuple((n, tuple(t.shape), t.dtype, t.device) for n, t in tensors))
 
 

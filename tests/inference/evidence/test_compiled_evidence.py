@@ -312,3 +312,49 @@ def test_a_second_instance_registered_by_pyro_module_compiles():
     _compiled_and_eager(_NoisyDecoder(0.5), x)
     compiled, eager = _compiled_and_eager(_NoisyDecoder(0.5), x)
     torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
+
+
+class _Settings:
+    """A plain object of settings, as a likelihood object or a config namespace."""
+
+    def __init__(self, mult):
+        self.mult = mult
+
+
+class _HeldSettings(torch.nn.Module):
+    """A pair reading a private float, a list entry and a plain object's attribute of its
+    module: a graph used to key public numbers only, and kept the traced values of these
+    (IWAE 0.6 to 5 nats from the exact evidence after a change)."""
+
+    def __init__(self):
+        super().__init__()
+        self.decoder = torch.nn.Linear(2, 4)
+        self._noise, self.shift, self.settings = 0.5, [0.0], _Settings(1.0)
+
+    def model(self, x):
+        pyro.module("decoder", self.decoder)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], 2), 1.0).to_event(1))
+            loc = self.settings.mult * self.decoder(z) + self.shift[0]
+            pyro.sample("x", dist.Normal(loc, self._noise).to_event(1), obs=x)
+
+    def guide(self, x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(x[..., :2], 1.0).to_event(1))
+
+
+@pytest.mark.parametrize("change", [
+    lambda pair: setattr(pair, "_noise", 1.5),
+    lambda pair: pair.shift.__setitem__(0, 3.0),
+    lambda pair: setattr(pair.settings, "mult", 2.0),
+], ids=["private float", "list entry", "plain object attribute"])
+def test_any_changed_setting_of_the_module_traces_again(change):
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    pair = _HeldSettings()
+    _compiled_and_eager(pair, x)
+    change(pair)
+    compiled, eager = _compiled_and_eager(pair, x)
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
+    assert compiled_graph_count(pair) == 2  # and an unchanged module keeps its graph
+    _compiled_and_eager(pair, x)
+    assert compiled_graph_count(pair) == 2
