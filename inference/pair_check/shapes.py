@@ -100,6 +100,38 @@ def check_batch_dims(sites, nesting: int) -> None:
             ".to_event(n) or as an inner pyro.plate")
 
 
+def check_mask_shapes(sites) -> None:
+    """Refuse a site whose ``poutine.mask`` does not fit the batch shape of its log density:
+    the mask multiplies the density after its event dims are summed, so a mask ``[N, L]``
+    on a site ``[N]`` with ``.to_event(1)`` fails in torch at the first score ("The size of
+    tensor a must match ..."), naming no site, or, where the sizes happen to broadcast,
+    spreads each datapoint's density over an undeclared dim."""
+    for site in sites:
+        mask, fn, value = site["mask"], site["fn"], site["value"]
+        if not torch.is_tensor(mask) or not torch.is_tensor(value):
+            continue
+        try:
+            batch = torch.broadcast_shapes(fn.batch_shape,
+                                           value.shape[:max(0, value.dim() - fn.event_dim)])
+        except RuntimeError:
+            continue  # scoring fails and names the shapes itself
+        try:
+            joint = torch.broadcast_shapes(mask.shape, batch)
+            extra = len(joint) - len(batch)  # leading dims of size 1 broadcast nothing
+            fits = joint[extra:] == batch and all(size == 1 for size in joint[:extra])
+        except RuntimeError:
+            fits = False
+        if fits:
+            continue
+        raise PairError(
+            f"site '{site['name']}': its mask (poutine.mask) of shape {list(mask.shape)} does "
+            f"not fit the batch shape {list(batch)} of its {family(fn)}'s log density (event "
+            f"shape {list(fn.event_shape)}, summed before the mask applies). Give the mask "
+            "the batch shape (e.g. mask.all(-1) to drop a datapoint with any missing "
+            "feature), or mask features inside the event: dist.Normal(...).mask(mask)"
+            ".to_event(1)")
+
+
 def _plate_text(frames) -> str:
     return ", ".join(f"'{f.name}' at dim {f.dim}" for f in frames) or "none"
 

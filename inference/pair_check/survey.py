@@ -31,6 +31,7 @@ from .networks import rebuilt_network_message, rebuilt_networks
 from .shapes import (
     check_batch_dims,
     check_latents_agree,
+    check_mask_shapes,
     check_observed_data_dims,
     check_plate_dims,
     check_plate_order,
@@ -257,6 +258,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
             for frame in site["cond_indep_stack"] if frame.vectorized]
     nesting = max(dims, default=0)
     check_batch_dims(model_sites + guide_latents, nesting)
+    check_mask_shapes(model_sites + guide_latents)
     check_latents_agree(model_sites, guide_latents, nesting)
     check_plate_order(model_sites, guide_latents)
     # the guide's sites first: a guide draw of a wrong shape is the guide's fault, which the

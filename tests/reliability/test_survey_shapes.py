@@ -577,3 +577,38 @@ def test_an_ordinary_site_drawn_beside_an_auxiliary_transform():
     torch.testing.assert_close(estimates.mean(0), exact, rtol=0, atol=0.03)
     with pytest.raises(PairError, match="'z2' from a non-Delta distribution"):
         iwae_bound(model, guide, x, 0.5, num_samples=10)
+
+
+def _masked_pair(mask):
+    """Data ``[10, 4]`` observed with ``.to_event(1)`` under ``poutine.mask(mask)``."""
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            with pyro.poutine.mask(mask=mask):
+                pyro.sample("x", dist.Normal(z.unsqueeze(-1).expand(x.shape), 1.0)
+                            .to_event(1), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(0.0, 1.0))
+
+    return model, guide
+
+
+def test_a_mask_over_the_event_dims_is_refused_naming_the_site():
+    # the mask [N, L] met the density [N] in torch at the first score ("The size of tensor a
+    # (4) must match the size of tensor b (10)"), or AIS and fit(loss="iwae") blamed the
+    # particle plate
+    x = torch.randn(10, 4, generator=torch.Generator().manual_seed(0))
+    model, guide = _masked_pair(torch.rand(10, 4, generator=torch.Generator()) > 0.3)
+    with pytest.raises(PairError, match=r"site 'x': its mask \(poutine.mask\) of shape "
+                                        r"\[10, 4\] does not fit the batch shape \[10\]"):
+        elbo(model, guide, x)
+
+
+@pytest.mark.parametrize("shape", [(10,), (1, 10), ()])
+def test_masks_of_the_batch_shape_are_taken(shape):
+    x = torch.randn(10, 4, generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(shape, dtype=torch.bool)
+    model, guide = _masked_pair(mask)
+    assert elbo(model, guide, x, num_samples=4).shape == (10,)
