@@ -318,7 +318,7 @@ def compiled_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: 
     while the module lives. A new graph is checked once against the eager weights on the
     same random draws; a difference beyond float rounding (the pair's control flow depends
     on tensor values, or it reads tensors its module does not hold, such as a global)
-    raises ``RuntimeError`` instead of returning numbers that eager code would not give.
+    raises ``ValueError`` instead of returning numbers that eager code would not give.
     """
     module = owning_module(model, guide, "compile=True")
     if structure.subsample or not structure.vectorizable:
@@ -347,11 +347,13 @@ def compiled_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: 
     compiled = graph(tensors, inputs)
     gap, tolerance = gap_to_eager(compiled, eager)
     if not gap <= tolerance:
-        raise RuntimeError(
+        raise ValueError(
             f"compile=True: the compiled log weights differ from the eager ones by {gap:.3g} "
-            f"nats (tolerance {tolerance:.3g}) on the same draws: the pair's Python control "
-            "flow depends on tensor values, or it uses tensors that are neither arguments nor "
-            f"parameters or buffers of {type(module).__name__}; call without compile")
+            f"nats (tolerance {tolerance:.3g}) on the same draws: the trace froze something "
+            f"that changes between calls ({type(module).__name__}'s pair uses numpy's or "
+            "Python's random numbers, values read outside torch, tensors that are neither "
+            "arguments nor its parameters or buffers, such as a global, or Python control "
+            "flow that depends on tensor values); call without compile")
     graphs[key] = graph
     return compiled
 
