@@ -125,6 +125,32 @@ def _broadcasts_into(shape: torch.Size, target: torch.Size) -> bool:
         size in (1, goal) for size, goal in zip(reversed(shape), reversed(target)))
 
 
+class _BernoulliLogDensity(torch.autograd.Function):
+    """``value * logits - softplus(logits)``, ``value`` broadcasting into ``logits:
+    [..., *pixels]``: one buffer forward, and one backward, ``grad * (value -
+    sigmoid(logits))``, where autograd's chain of softplus, negation and product makes four
+    (3-4% of an SVI step of the 784-400-50 VAE on the CPU)."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(logits, value)
+        # softplus keeps its input for backward, not its output: negated in place
+        return F.softplus(logits).neg_().addcmul_(value, logits)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        logits, value = ctx.saved_tensors
+        grad_logits = grad_value = None
+        if ctx.needs_input_grad[0]:
+            if torch.is_grad_enabled():  # create_graph: a differentiable expression
+                grad_logits = grad * (value - torch.sigmoid(logits))
+            else:
+                grad_logits = torch.sigmoid(logits).neg_().add_(value).mul_(grad)
+        if ctx.needs_input_grad[1]:
+            grad_value = (grad * logits).sum_to_size(value.shape)
+        return grad_logits, grad_value
+
+
 class BernoulliPixel(_PixelValidation, dist.Bernoulli):
     """Independent Bernoulli pixels from logits: ``BernoulliPixel(logits=logits)``.
 
@@ -141,10 +167,9 @@ class BernoulliPixel(_PixelValidation, dist.Bernoulli):
         if self._validate_args:
             self._validate_sample(value)
         logits = self.logits
-        log_p = F.softplus(logits).neg_()  # softplus keeps its input for backward, not its output
-        if _broadcasts_into(value.shape, log_p.shape):
-            return log_p.addcmul_(value, logits)  # one [..., *pixels] buffer instead of three
-        return torch.addcmul(log_p, value, logits)
+        if _broadcasts_into(value.shape, logits.shape):
+            return _BernoulliLogDensity.apply(logits, value)
+        return torch.addcmul(F.softplus(logits).neg_(), value, logits)
 
 
 class GaussianPixel(_PixelValidation, dist.Normal):

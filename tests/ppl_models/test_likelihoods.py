@@ -139,6 +139,21 @@ def test_bernoulli_log_prob_and_gradient_match_the_cross_entropy(logits_shape, v
     torch.testing.assert_close(grad, expected)
 
 
+@pytest.mark.parametrize("logits_shape, value_shape", [((3, 4, 5), (4, 5)), ((4, 5), (4, 5))])
+def test_bernoulli_s_own_backward_passes_gradcheck_to_second_order(logits_shape, value_shape):
+    # the scoring's one-pass backward (grad * (x - sigmoid(logits))), the data's gradient
+    # (grad * logits) and the differentiable form used under create_graph
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(logits_shape, generator=gen, dtype=F64, requires_grad=True)
+    value = torch.rand(value_shape, generator=gen, dtype=F64, requires_grad=True)
+
+    def score(logits, value):
+        return BernoulliPixel(logits=logits, validate_args=False).log_prob(value)
+
+    assert torch.autograd.gradcheck(score, (logits, value))
+    assert torch.autograd.gradgradcheck(score, (logits, value))
+
+
 def test_gaussian_log_prob_matches_the_closed_form():
     gen = torch.Generator().manual_seed(3)
     loc, log_scale = torch.randn(2, 4, 1, 3, 3, generator=gen, dtype=F64)
