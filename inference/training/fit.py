@@ -7,6 +7,7 @@ import json
 import math
 import os
 import random
+import re
 import time
 import warnings
 from pathlib import Path
@@ -373,22 +374,33 @@ def _check_finite_epoch(record: dict, step_losses: list, params, epoch: int, che
         raise _diverged(problem, checkpoint, saved, earlier)
 
 
-def _last_update_problem(model, guide, batch: tuple, modules, epoch: int) -> str | None:
+# An error about NaN or infinite values ("probability tensor contains either inf, nan").
+_NON_FINITE = re.compile(r"\b(nan|inf)\b|infinite|non-finite", re.IGNORECASE)
+
+
+def _last_update_problem(model, guide, batch: tuple, modules, epoch: int,
+                         objective=None) -> str | None:
     """What the last step's update broke, or None. Each step's loss is that of the
     parameters before its update, so an update that breaks the pair (a learning rate far too
     large: finite parameters whose decoder then gives NaN) shows in no loss of the run; the
-    pair is scored once more on ``batch`` by Pyro's ``Trace_ELBO`` (effects hidden, random
-    streams and buffers kept, no gradients, Pyro's validation off: a NaN argument is a NaN
-    loss), before the last checkpoint is written."""
+    pair is scored once more on ``batch`` by the run's ``objective`` (Pyro's ``Trace_ELBO``
+    when it has no loss value of its own), effects hidden, random streams and buffers kept,
+    no gradients, Pyro's validation off (a NaN argument is a NaN loss), before the last
+    checkpoint is written. A failure that is not about NaN or infinite values is no
+    verdict on the update: nothing is said then."""
     if not batch or batch[0].shape[0] == 0:
         return None
+    if objective is None or reports_no_loss(objective) or not hasattr(objective, "loss"):
+        objective = pyro.infer.Trace_ELBO()
     try:
         with _apart_streams(), pyro.poutine.block(), torch.no_grad(), kept_buffers(modules), \
                 pyro.validation_enabled(False), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pyro's "Encountered NaN: loss", said below
-            value = pyro.infer.Trace_ELBO().loss(model, guide, *batch)
+            value = float(objective.loss(model, guide, *batch))
     except (ValueError, RuntimeError, FloatingPointError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        if not isinstance(error, FloatingPointError) and not _NON_FINITE.search(first):
+            return None
         return (f"the pair fails on the parameters left by the last step of epoch {epoch} "
                 f"({type(error).__name__}: {first})")
     if not math.isfinite(value):
@@ -918,7 +930,8 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
         _check_finite_epoch(record, step_losses, _named_params(modules), epoch + 1, checkpoint,
                             saved, earlier, loss)
         if epoch == epochs - 1:
-            problem = _last_update_problem(model, guide, batch, still, epoch + 1)
+            problem = _last_update_problem(model, guide, batch, still, epoch + 1,
+                                           getattr(stepper, "objective", None))
             if problem is not None:
                 raise _diverged(problem, checkpoint, saved, earlier)
         history.append(record)
