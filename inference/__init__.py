@@ -46,7 +46,15 @@ from .evidence import (
     pareto_k,
     weight_diagnostics,
 )
-from .pair_check import PairError, PairStructure, TemperedPairWarning, check_pair, survey_pair
+from .pair_check import (
+    AdoptedParamWarning,
+    PairError,
+    PairStructure,
+    TemperedPairWarning,
+    check_pair,
+    survey_pair,
+)
+from .protocols import BernoulliLatentModel, EncoderDecoder, MarkovTextModel, require
 from .training import (
     Adam,
     CompiledSVIStep,
@@ -67,7 +75,6 @@ from .training import (
     scale_data_plate,
     scale_latents,
 )
-from .protocols import BernoulliLatentModel, EncoderDecoder, MarkovTextModel, require
 from .units import (
     bits_per_dim,
     bits_to_nats,
@@ -77,8 +84,8 @@ from .units import (
 )
 from .uses import (
     active_units,
-    average_pool,
     auroc,
+    average_pool,
     expected_log_likelihood,
     kl_per_dimension,
     likelihood_ratio_scores,
@@ -97,6 +104,7 @@ from .uses import (
 from .weights import log_importance_weights, log_mean_exp
 
 __all__ = [
+    "AdoptedParamWarning",
     "Adam",
     "AISResult",
     "BernoulliLatentModel",

@@ -40,7 +40,8 @@ The checks live in six modules, read in this order:
 - :mod:`.shapes`: shape and plate checks of the sites, and the particle-plate trial run;
 - :mod:`.latents`: each latent's guide against the model (supports, scorability, ``Delta``
   sites and their Jacobians);
-- :mod:`.networks`: networks the model or guide builds anew on every run;
+- :mod:`.networks`: networks the model or guide builds anew on every run, and
+  ``PyroParam``s that take an earlier instance's values from Pyro's param store;
 - :mod:`.survey`: :func:`survey_pair`, which runs the pair once and applies them, recording
   a :class:`PairStructure`;
 - :mod:`.policy`: :func:`check_pair`, which judges a structure for one entry point.
@@ -48,6 +49,7 @@ The checks live in six modules, read in this order:
 Other modules import from this package, not from its modules.
 """
 
+from .networks import AdoptedParamWarning
 from .policy import (
     COVERAGE_USES,
     FIT_LOSSES,
@@ -78,6 +80,7 @@ from .survey import (
 )
 
 __all__ = [
+    "AdoptedParamWarning",
     "COVERAGE_USES",
     "DATA_PLATE",
     "DrawsAsLeaves",

@@ -1,13 +1,17 @@
-"""Networks a pair builds anew on every run (``pyro.module("enc", nn.Linear(4, 4))`` inside the
-guide): each run computes with freshly initialized weights, while Pyro's param store keeps the
-first run's tensors under the same names and hands those to training."""
+"""Parameters and Pyro's param store: networks a pair builds anew on every run
+(``pyro.module("enc", nn.Linear(4, 4))`` inside the guide), which compute with freshly
+initialized weights on each run while the store keeps one run's tensors; and ``PyroParam``s
+that take an earlier instance's values from the store under their names."""
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 from pyro import poutine
 from torch.distributions.transforms import Transform
 
+from ..checks import user_stacklevel
 from ..random_state import forked_rng
 from .sites import trace_pair
 
@@ -113,3 +117,51 @@ def rebuilt_network_message(rebuilt: list[tuple[str, str]]) -> str:
         "(every estimate mixes different pairs), and training would step tensors that the "
         "next run does not use. Build the network once (in the module's __init__, or outside "
         f"the {role}) and {register}")
+
+
+class AdoptedParamWarning(UserWarning):
+    """A ``PyroModule``'s ``PyroParam`` took another value from Pyro's param store."""
+
+
+def pyro_params_held(model, guide) -> list[tuple[torch.nn.Module, str, torch.Tensor]]:
+    """``(module, name, unconstrained tensor)`` of the ``PyroParam``s of the ``PyroModule``s
+    whose methods ``model`` and ``guide`` are (and of their submodules), before a run."""
+    owners = {id(o): o for o in (getattr(model, "__self__", None),
+                                 getattr(guide, "__self__", None))
+              if isinstance(o, torch.nn.Module)}
+    return [(sub, name, sub._parameters[name + "_unconstrained"])
+            for owner in owners.values() for sub in owner.modules()
+            for name in getattr(sub, "_pyro_params", {})
+            if sub._parameters.get(name + "_unconstrained") is not None]
+
+
+def warn_adopted(held) -> None:
+    """Warn (:class:`AdoptedParamWarning`) for each ``PyroParam`` of ``held``
+    (:func:`pyro_params_held`) that a run replaced by another value from Pyro's param store:
+    ``PyroModule`` adopts the store's tensor under the parameter's name, so an instance built
+    after another of its class in one process continues from the earlier one's values (an
+    estimate of the new model is then one of the old), as it does, on purpose, after
+    ``pyro.get_param_store().load``."""
+    for module, name, before in held:
+        now = module._parameters.get(name + "_unconstrained")
+        if now is None or now is before or (now.shape == before.shape
+                                             and torch.equal(now.detach(), before.detach())):
+            continue
+        constraint = module._pyro_params[name][0]
+        shown = [_value_text(constraint, t) for t in (before, now)]
+        warnings.warn(
+            f"{type(module).__name__}'s PyroParam '{name}' ({shown[0]} when built) took "
+            f"the value Pyro's param store holds under its name ({shown[1]}): PyroModule "
+            "adopts the store's tensors, so an instance built after another of its class "
+            "(or after pyro.get_param_store().load) continues from those. If this is a new "
+            "model, call pyro.clear_param_store() before building it",
+            AdoptedParamWarning, stacklevel=user_stacklevel())
+
+
+def _value_text(constraint, unconstrained: torch.Tensor) -> str:
+    """A parameter's constrained value, short: a number, or its first entries."""
+    with torch.no_grad():
+        value = torch.distributions.transform_to(constraint)(unconstrained.detach())
+    flat = value.reshape(-1)
+    shown = ", ".join(f"{float(v):.4g}" for v in flat[:3])
+    return shown if flat.numel() == 1 else f"[{shown}{', ...' if flat.numel() > 3 else ''}]"

@@ -27,7 +27,12 @@ from .latents import (
     support_mismatches,
     unscorable_sites,
 )
-from .networks import rebuilt_network_message, rebuilt_networks
+from .networks import (
+    pyro_params_held,
+    rebuilt_network_message,
+    rebuilt_networks,
+    warn_adopted,
+)
 from .shapes import (
     check_batch_dims,
     check_latents_agree,
@@ -186,6 +191,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
                         f"(or None), got a {type(kwargs).__name__}")
     args = tuple(args)
     kwargs = kwargs or {}
+    held = pyro_params_held(model, guide)
     with forked_rng(), poutine.block(), \
             torch.no_grad():
         guide_full = poutine.trace(guide).get_trace(*args, **kwargs)
@@ -198,6 +204,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
             if (site["type"] == "sample" and site_is_subsample(site)
                     and site["value"].shape[0] < getattr(site["fn"], "size", -1)):
                 subsample.setdefault(site["name"], site["value"])
+    warn_adopted(held)
     model_trace = prune_subsample_sites(model_full)
     guide_trace = prune_subsample_sites(guide_full)
     model_sites = list(sample_sites(model_trace))

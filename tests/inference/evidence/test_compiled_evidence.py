@@ -150,7 +150,8 @@ def test_pairs_a_trace_would_freeze_wrongly_are_refused():
             pass
 
     pair = DrawsOutsideTorch()
-    with pytest.raises(ValueError, match="differ from the eager ones .* numpy.s or Python.s random"):
+    with pytest.raises(ValueError,
+                       match="differ from the eager ones .* numpy.s or Python.s random"):
         iwae_bound(pair.model, pair.guide, x, num_samples=2, compile="eager")
 
 
