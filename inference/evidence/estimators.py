@@ -144,6 +144,7 @@ def log_evidence(model: Callable, guide: Callable, x: torch.Tensor, *, num_sampl
         datapoints do not lie along dim 0 of ``x`` (the rows scored would not be the rows of
         ``x`` in order).
     """
+    check_pair_call(log_evidence, {}, model=model, guide=guide)
     if not torch.is_tensor(x) or x.dim() < 1 or x.shape[0] < 1:
         raise ValueError(f"x must be a tensor [n, ...] with n >= 1, got "
                          f"{getattr(x, 'shape', type(x).__name__)}")
