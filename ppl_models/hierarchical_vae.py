@@ -173,10 +173,11 @@ class TwoLayerVAE(PyroModule):
         device = param.device
         source = generator.device if generator is not None else device
         with torch.no_grad():
-            z2 = torch.randn(num, self.top_latent_dim, generator=generator,
-                             device=source).to(device)
+            z2 = torch.randn(num, self.top_latent_dim, generator=generator, device=source,
+                             dtype=param.dtype).to(device)
             loc, scale = self.prior_z1(z2)
-            eps = torch.randn(num, self.latent_dim, generator=generator, device=source)
+            eps = torch.randn(num, self.latent_dim, generator=generator, device=source,
+                              dtype=param.dtype)
             pixels = self.decode(loc + scale * eps.to(device))
             return pixels.mean if mean else pixels.sample()
 

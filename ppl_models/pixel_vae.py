@@ -173,7 +173,8 @@ class PixelVAE(PyroModule):
                      f"{self.latent_dim}]")
         if generator is None:
             generator = torch.Generator(device).manual_seed(seed)
-        z = torch.randn(num, self.latent_dim, generator=generator, device=device)
+        z = torch.randn(num, self.latent_dim, generator=generator, device=device,
+                        dtype=self.decoder.levels.dtype)
         images = self._draw(z, generator, seed, fast, "sample")
         return (images, z) if return_latents else images
 

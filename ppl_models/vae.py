@@ -155,7 +155,8 @@ class VAE(_ImageModel):
         device = param.device
         source = generator.device if generator is not None else device
         with torch.no_grad():
-            z = torch.randn(num, self.latent_dim, generator=generator, device=source).to(device)
+            z = torch.randn(num, self.latent_dim, generator=generator, device=source,
+                            dtype=param.dtype).to(device)
             pixels = self.decode(z)
             return pixels.mean if mean else pixels.sample()
 

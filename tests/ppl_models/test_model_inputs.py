@@ -283,3 +283,13 @@ def test_check_tensor_takes_leading_dims_where_asked():
     check_tensor(torch.zeros(2, 3, 4), (4,), "z", batch_dims="...")
     with pytest.raises(ValueError, match=r"z must have shape \[batch, 4\], got \[2, 3, 4\]"):
         check_tensor(torch.zeros(2, 3, 4), (4,), "z")
+
+
+@pytest.mark.parametrize("draw", [
+    lambda: vae().double().sample_images(2),
+    lambda: two_layer().double().sample_images(2),
+    lambda: pixel_vae().double().eval().sample(2),
+], ids=["VAE", "TwoLayerVAE", "PixelVAE"])
+def test_a_float64_model_samples_float64_images(draw):
+    # the latents were drawn in float32 whatever the model's dtype, and the decoder refused them
+    assert draw().dtype == torch.float64
