@@ -33,21 +33,23 @@ def adam_map(start: torch.Tensor, log_joint: Callable[[torch.Tensor], torch.Tens
     if lr >= torch.finfo(start.dtype).max:
         raise ValueError(f"{entry}: lr={lr} is beyond the range of the codes' dtype "
                          f"{start.dtype}; use a learning rate such as 0.05")
-    z = start.detach().clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([z], lr=lr)
-    for step in range(1, steps + 1):
-        optimizer.zero_grad()
-        loss = -log_joint(z).sum()
-        if not torch.isfinite(loss):
-            if step == 1:
-                raise ValueError(f"{entry}: the objective is {float(loss.detach())} at the "
-                                 f"start, before any step (lr plays no part yet): {inputs} "
-                                 "make it non-finite")
-            raise FloatingPointError(f"{entry}: the objective is {float(loss.detach())} at "
-                                     f"step {step} of {steps} (lr={lr}); lower lr")
-        loss.backward()
-        optimizer.step()
-        if not torch.isfinite(z).all():
-            raise FloatingPointError(f"{entry}: the codes diverged at step {step} of {steps} "
-                                     f"(lr={lr}); lower lr")
+    # the search needs gradients whatever the caller's mode (torch.no_grad, inference_mode)
+    with torch.inference_mode(False), torch.enable_grad():
+        z = start.detach().clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([z], lr=lr)
+        for step in range(1, steps + 1):
+            optimizer.zero_grad()
+            loss = -log_joint(z).sum()
+            if not torch.isfinite(loss):
+                if step == 1:
+                    raise ValueError(f"{entry}: the objective is {float(loss.detach())} at the "
+                                     f"start, before any step (lr plays no part yet): {inputs} "
+                                     "make it non-finite")
+                raise FloatingPointError(f"{entry}: the objective is {float(loss.detach())} at "
+                                         f"step {step} of {steps} (lr={lr}); lower lr")
+            loss.backward()
+            optimizer.step()
+            if not torch.isfinite(z).all():
+                raise FloatingPointError(f"{entry}: the codes diverged at step {step} of {steps} "
+                                         f"(lr={lr}); lower lr")
     return z.detach()

@@ -81,6 +81,17 @@ def test_map_finds_the_posterior_mode(tiny_vae):
     assert abs(float(z) - float(mode)) < 0.03, (float(z), float(mode))
 
 
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_map_search_runs_inside_a_caller_s_no_grad_block(tiny_vae, mode):
+    # the search used to fail there: "element 0 of tensors does not require grad"
+    y = torch.tensor([1.0, 0.0, 0.0, 1.0], dtype=torch.float64).reshape(1, 1, 1, 4)
+    channel = observed_channel(y, torch.tensor([False, False, True, True]).reshape(1, 1, 1, 4))
+    _, expected = map_complete(tiny_vae, channel, steps=50, lr=0.05)
+    with mode():
+        _, z = map_complete(tiny_vae, channel, steps=50, lr=0.05)
+    torch.testing.assert_close(z, expected)
+
+
 @pytest.mark.parametrize("flip_rate", [0.0, 0.2])
 def test_metropolis_within_gibbs_matches_quadrature(tiny_vae, flip_rate):
     y = torch.tensor([1.0, 0.0, 0.0, 1.0], dtype=torch.float64).reshape(1, 1, 1, 4)
