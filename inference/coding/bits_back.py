@@ -4,7 +4,10 @@ A latent-variable model has no ``p(x)`` to feed a range coder, only ``p(x | z) p
 guide ``q(z | x)``. Bits-back coding spends ``-log p(x | z) - log p(z)`` bits to send ``x`` with
 a ``z`` of its choice, and gets ``-log q(z | x)`` bits back by choosing ``z`` with bits taken
 from the message already on the stack: the net code length of an image is a single-sample
-estimate of ``-ELBO`` in bits, and over many images it comes to ``-ELBO``.
+estimate of ``-ELBO`` in bits, and over many images it comes to ``-ELBO`` when ``q``
+averaged over the data matches the prior (the bits popped are earlier images' latents, which
+must look like fresh draws; a trained VAE: 0.21% above ``-ELBO`` on digits, an untrained one
+up to 16% above, docs/compression.md).
 
 The latent is discretized so that every probability is a table: each of the ``d`` dimensions
 is cut into ``2^latent_bits`` buckets of equal prior mass (edges at standard-normal
