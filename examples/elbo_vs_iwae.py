@@ -693,3 +693,8 @@ if __name__ == "__main__":
         main(parse_args())
     except CheckpointError as error:  # --resume met a checkpoint of another run
         raise SystemExit(f"elbo_vs_iwae: {error}") from None
+    except FileNotFoundError as error:  # a data set not on the machine
+        raise SystemExit(f"elbo_vs_iwae: {error}") from None
+    except KeyboardInterrupt:
+        raise SystemExit("elbo_vs_iwae: interrupted; finished models are in --out-dir's "
+                         "checkpoints: run again with --resume to continue") from None

@@ -264,5 +264,10 @@ if __name__ == "__main__":
         main(parse_args())
     except CheckpointError as error:  # --resume met a checkpoint of another run
         raise SystemExit(f"vae: {error}") from None
+    except FileNotFoundError as error:  # a data set not on the machine
+        raise SystemExit(f"vae: {error}") from None
+    except KeyboardInterrupt:
+        raise SystemExit("vae: interrupted; the last finished epoch is in --out-dir's "
+                         "checkpoints: run again with --resume to continue") from None
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

@@ -146,7 +146,7 @@ def _fix_hint(name: str, folder: Path) -> str:
     if name == "fashion-mnist":
         return (f"Install them with `make data` (apt-get install dataset-fashion-mnist, which puts "
                 f"them in {FASHION_MNIST_ROOT}) or copy the four IDX files ({files}, plain or "
-                f".gz) into {folder} and pass root=.")
+                f".gz) into a folder and pass it as root= (the examples' --data-root).")
     return (f"Either pass download=True (the examples' --download flag; needs internet) or copy "
             f"the four IDX files ({files}, plain or .gz) into {folder} or "
             f"{folder / 'MNIST' / 'raw'}.")
