@@ -49,6 +49,7 @@ The checks live in six modules, read in this order:
 Other modules import from this package, not from its modules.
 """
 
+from .latents import check_observed_values_validated
 from .networks import AdoptedParamWarning
 from .policy import (
     COVERAGE_USES,
@@ -91,6 +92,7 @@ __all__ = [
     "PairStructure",
     "TemperedPairWarning",
     "attach_subsample",
+    "check_observed_values_validated",
     "check_pair",
     "check_subsampled_plates",
     "conditional_sites_in_trace",

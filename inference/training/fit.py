@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 from ..checks import (check_finite_tensor, check_int, check_number, check_pair_arguments,
                       evaluation_mode, user_stacklevel)
 from ..evidence.estimators import elbo
-from ..pair_check import PairError, check_pair, data_frame, trace_pair
+from ..pair_check import (PairError, check_observed_values_validated, check_pair, data_frame,
+                          trace_pair)
 from ..random_state import forked_rng
 from ..supports import describe_support
 from ..weights import check_compile
@@ -890,6 +891,9 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                  else torch.arange(num_data)).to(device)
         beta = min(1.0, epoch / kl_warmup_epochs) if kl_warmup_epochs else 1.0
         checking = validate and epoch == first_epoch
+        # with Pyro's validation off, the first epoch's minibatches still have their observed
+        # values scored once on a validated run (no gradients), as the survey's is
+        screening = not validate and epoch == first_epoch
         total, step_losses = 0.0, []
         with scale_latents(beta):
             for begin in range(0, num_data, batch_size):
@@ -903,11 +907,14 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                     try:
                         if checking and compiled:
                             _validate_observed(model, guide, batch, still)
+                        if screening and len(local):
+                            with kept_buffers(still):
+                                check_observed_values_validated(model, guide, batch, {})
                         # a model that scales its own plate gets factor 1 (num_data == size)
                         step_loss = parallel.step(batch, num_data if not plan.model_scales
                                                   else len(index), len(index))
                     except ValueError as error:
-                        if not checking:
+                        if not (checking or screening):
                             raise
                         refused = _refused_step(
                             error, model, guide, batch, local, still,

@@ -73,3 +73,17 @@ def test_a_parameter_validation_would_refuse_leaves_the_check_out():
         bound = iwae_bound(model, guide, x, num_samples=4)
         expected = dist.Binomial(2.5, torch.tensor(0.5)).log_prob(x)
     torch.testing.assert_close(bound, expected)  # guide = prior: every weight is p(x)
+
+
+def test_fit_screens_every_minibatch_of_its_first_epoch_with_validation_off():
+    # the survey looks at the first minibatch only: Bernoulli "pixels" of 3 in rows 36..39
+    # (the fifth minibatch of 8) trained silently with validation off
+    x = (torch.rand(40, 1, 4, 4, generator=torch.Generator().manual_seed(1)) < 0.4).float()
+    x[36:] = 3.0
+    vae, epochs = _vae(), []
+    with pyro.validation_enabled(False), pytest.raises(
+            ValueError, match=r"step 5 of epoch 1 was refused before its update: rows "
+                              r"\[36, 37, 38, 39\] of data lie outside the support"):
+        fit(vae.model, vae.guide, x, epochs=2, batch_size=8, shuffle=False,
+            callback=epochs.append, progress=False)
+    assert epochs == []
