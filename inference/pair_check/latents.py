@@ -20,6 +20,7 @@ from .sites import (
     is_delta,
     sample_sites,
     site_mask,
+    tensor_text,
     trace_pair,
     unwrapped,
     validation_off,
@@ -193,7 +194,7 @@ def delta_dependence(guide, args, kwargs, guide_latents, auxiliary) -> tuple:
 
 def jacobian_error(record) -> PairError:
     name, aux, given, expected = record
-    shown = _end_text_pair(given, expected)
+    shown = tensor_text(given), tensor_text(expected)
     return PairError(
         f"guide site '{name}' is a Delta computed elementwise from auxiliary site '{aux}', "
         f"and its log_density ({shown[0]}) is not the change of variables "
@@ -202,14 +203,6 @@ def jacobian_error(record) -> PairError:
         f"Jacobian). Pass it: pyro.sample('{name}', dist.Delta(value, log_density=...)) "
         f"with log_density = -log|d {name} / d {aux}| summed over the event dims, as Pyro's "
         "AutoNormal does")
-
-
-def _end_text_pair(given, expected) -> tuple:
-    def text(t):
-        t = t.reshape(-1)
-        first = ", ".join(f"{float(v):.4g}" for v in t[:3])
-        return f"[{first}{', ...' if t.numel() > 3 else ''}]"
-    return text(given), text(expected)
 
 
 def _support_pairs(model_sites, guide_latents):

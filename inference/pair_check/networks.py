@@ -13,7 +13,7 @@ from torch.distributions.transforms import Transform
 
 from ..checks import user_stacklevel
 from ..random_state import forked_rng
-from .sites import trace_pair
+from .sites import tensor_text, trace_pair
 
 
 def _network_parameters(traces) -> dict[str, tuple[str, torch.nn.Parameter, object]]:
@@ -159,9 +159,6 @@ def warn_adopted(held) -> None:
 
 
 def _value_text(constraint, unconstrained: torch.Tensor) -> str:
-    """A parameter's constrained value, short: a number, or its first entries."""
+    """A parameter's constrained value, short (:func:`.sites.tensor_text`)."""
     with torch.no_grad():
-        value = torch.distributions.transform_to(constraint)(unconstrained.detach())
-    flat = value.reshape(-1)
-    shown = ", ".join(f"{float(v):.4g}" for v in flat[:3])
-    return shown if flat.numel() == 1 else f"[{shown}{', ...' if flat.numel() > 3 else ''}]"
+        return tensor_text(torch.distributions.transform_to(constraint)(unconstrained.detach()))

@@ -72,6 +72,20 @@ def tempered_sites(sites):
             yield site["name"], float(scale) / plates
 
 
+def _density_batch_shape(site) -> torch.Size | None:
+    """The batch shape of ``site``'s log density (its distribution's batch shape broadcast
+    with its value's batch part); None for a value that is no tensor or shapes that do not
+    broadcast (scoring fails then and names the shapes itself)."""
+    fn, value = site["fn"], site["value"]
+    if not torch.is_tensor(value):
+        return None
+    try:
+        return torch.broadcast_shapes(fn.batch_shape,
+                                      value.shape[:max(0, value.dim() - fn.event_dim)])
+    except RuntimeError:
+        return None
+
+
 def check_batch_dims(sites, nesting: int) -> None:
     """Refuse a site whose log density has more batch dims than the pair's plates declare.
 
@@ -81,12 +95,9 @@ def check_batch_dims(sites, nesting: int) -> None:
     ``max_plate_nesting`` dims) lets through into a wrong ELBO.
     """
     for site in sites:
-        fn, value = site["fn"], site["value"]
-        value_batch = value.shape[:max(0, value.dim() - fn.event_dim)]
-        try:
-            batch = torch.broadcast_shapes(fn.batch_shape, value_batch)
-        except RuntimeError:
-            continue  # scoring fails and names the shapes itself
+        fn, value, batch = site["fn"], site["value"], _density_batch_shape(site)
+        if batch is None:
+            continue
         if len(batch) <= nesting or all(size == 1 for size in batch[:len(batch) - nesting]):
             continue  # extra leading dims of size 1 broadcast nothing
         what = "observed value" if site["is_observed"] else "value"
@@ -107,14 +118,9 @@ def check_mask_shapes(sites) -> None:
     tensor a must match ..."), naming no site, or, where the sizes happen to broadcast,
     spreads each datapoint's density over an undeclared dim."""
     for site in sites:
-        mask, fn, value = site["mask"], site["fn"], site["value"]
-        if not torch.is_tensor(mask) or not torch.is_tensor(value):
+        mask, fn, batch = site["mask"], site["fn"], _density_batch_shape(site)
+        if not torch.is_tensor(mask) or batch is None:
             continue
-        try:
-            batch = torch.broadcast_shapes(fn.batch_shape,
-                                           value.shape[:max(0, value.dim() - fn.event_dim)])
-        except RuntimeError:
-            continue  # scoring fails and names the shapes itself
         try:
             joint = torch.broadcast_shapes(mask.shape, batch)
             extra = len(joint) - len(batch)  # leading dims of size 1 broadcast nothing
@@ -155,14 +161,9 @@ def check_plate_dims(sites, model_sites) -> None:
     every datapoint against every other's latent, within the pair's plate nesting."""
     model_by_name = {site["name"]: site for site in model_sites}
     for role, site in sites:
-        fn, value = site["fn"], site["value"]
-        if not torch.is_tensor(value):
+        fn, value, batch = site["fn"], site["value"], _density_batch_shape(site)
+        if batch is None:
             continue
-        value_batch = value.shape[:max(0, value.dim() - fn.event_dim)]
-        try:
-            batch = torch.broadcast_shapes(fn.batch_shape, value_batch)
-        except RuntimeError:
-            continue  # scoring fails and names the shapes itself
         frames = [f for f in site["cond_indep_stack"] if f.vectorized]
         plate_dims = {f.dim for f in frames}
         model_site = model_by_name.get(site["name"]) if role == "guide" else None

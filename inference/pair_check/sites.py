@@ -184,3 +184,10 @@ def is_factor(site) -> bool:
 
 def site_list(names) -> str:
     return ", ".join(f"'{n}'" for n in names)
+
+
+def tensor_text(values: torch.Tensor) -> str:
+    """A tensor for a message, short: its number, or its first three entries."""
+    flat = values.detach().reshape(-1)
+    shown = ", ".join(f"{float(v):.4g}" for v in flat[:3])
+    return shown if flat.numel() == 1 else f"[{shown}{', ...' if flat.numel() > 3 else ''}]"
