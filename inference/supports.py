@@ -31,10 +31,11 @@ from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDi
 from torch.distributions import constraints
 from torch.distributions.transforms import ComposeTransform, IndependentTransform
 
-# Distributions whose declared support is wider than the set their density lives on: a
-# circular density on [-pi, pi) declared on the real line. Their support counts as a
-# superset, never as exact.
-_LOOSE_SUPPORTS = ("VonMises", "SineBivariateVonMises", "SineSkewed")
+# Circular distributions: torch declares them on the real line, but their log_prob repeats
+# every 2 pi, so over the real line their density would integrate to infinity. They draw in
+# [-pi, pi) and their support is taken to be that period: a guide drawing outside it
+# proposes values of density zero (weight zero), not a second copy of the posterior.
+_CIRCULAR = ("VonMises", "SineBivariateVonMises", "SineSkewed")
 
 
 def _base(constraint):
@@ -267,8 +268,9 @@ def support_of(fn) -> tuple:
     the interval's ends, so ``TransformedDistribution(Normal, biject_to(positive))`` has
     support ``GreaterThan(0)`` where torch reports its last transform's codomain
     ``Real()``; past any other transform, its codomain holds the values (not exact).
-    A distribution's declared support counts as exact, but for circular ones
-    (``VonMises``), declared on the real line.
+    A distribution's declared support counts as exact; a circular one (``VonMises``,
+    ``SineBivariateVonMises``, ``SineSkewed``), declared on the real line, has the period it
+    draws in, ``[-pi, pi]`` per angle.
     """
     if isinstance(fn, torch.distributions.Independent):
         support, exact = support_of(fn.base_dist)
@@ -281,7 +283,9 @@ def support_of(fn) -> tuple:
             return _transformed_support(fn)
         except (NotImplementedError, TypeError, ValueError, RuntimeError):
             return fn.support, False
-    return fn.support, type(fn).__name__ not in _LOOSE_SUPPORTS
+    if type(fn).__name__ in _CIRCULAR:
+        return _with_event_dims(constraints.interval(-math.pi, math.pi), len(fn.event_shape)), True
+    return fn.support, True
 
 
 def mask_outside_support(fn, value: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:

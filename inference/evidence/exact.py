@@ -22,6 +22,7 @@ from ..pair_check import (
     survey_pair,
     warn_if_tempered,
 )
+from ..supports import support_of
 from ..weights import check_data, per_datapoint
 
 
@@ -161,7 +162,7 @@ def _integration_range(name: str, fn, bounds) -> tuple[float, float, tuple[bool,
         ``(low, high, support_ends)``: ``support_ends`` says for each end whether it is an
         end of the support (nothing lies beyond it) rather than a truncation.
     """
-    support = fn.support
+    support = support_of(fn)[0]  # a VonMises latent: its period, not torch's real line
     while isinstance(support, constraints.independent):
         support = support.base_constraint
     if isinstance(support, type(constraints.real)):
