@@ -32,7 +32,8 @@ from .handlers import scale_data_plate, scale_latents
 from .minibatches import plan_minibatches, reports_no_loss, transformed_batch
 from .registered_modules import (buffers_state, kept_buffers, reachable_modules, registered_prefix,
                        restore_buffers)
-from .svi_step import Adam, SVIStep
+from .objectives import DReGLoss, IWAELoss, make_loss
+from .svi_step import WEIGHTED_LOSSES, Adam, SVIStep
 
 
 def _as_tensors(data, name: str = "data") -> tuple[torch.Tensor, ...]:
@@ -99,6 +100,11 @@ MAX_SEED = 2**32 - 1
 MAX_EPOCHS = 2 ** 62
 
 
+def _loss_label(loss) -> str:
+    """A loss as a message names it: the name given, or the loss object's class."""
+    return repr(loss) if isinstance(loss, str) else type(loss).__name__
+
+
 def _check_arguments(model, guide, loss, num_particles, epochs, batch_size, lr, seed,
                      kl_warmup_epochs, batch_transform, callback, checkpoint, flags: dict) -> None:
     """Every argument of :func:`fit` that is not data, checked before any work; ``flags``:
@@ -126,6 +132,14 @@ def _check_arguments(model, guide, loss, num_particles, epochs, batch_size, lr, 
         raise ValueError(f"seed must be an integer in 0..2**32 - 1 (NumPy's generator, which fit "
                          f"seeds, takes no larger one), got {seed!r}")
     check_int(kl_warmup_epochs, "kl_warmup_epochs", 0)
+    if isinstance(loss, str):
+        make_loss(loss, num_particles)  # an unknown name; 'elbo-free-bits' without free bits
+    if kl_warmup_epochs and (loss in WEIGHTED_LOSSES or isinstance(loss, (IWAELoss, DReGLoss))):
+        raise ValueError(
+            f"kl_warmup_epochs={kl_warmup_epochs} scales the latent sites' log densities, "
+            f"which the importance-weighted bound of loss={_loss_label(loss)} cannot take (one "
+            "factor for all sites): use loss='elbo' or 'meanfield' for a KL warm-up, or "
+            "kl_warmup_epochs=0")
     if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
         raise TypeError(f"checkpoint must be a path or None, got {type(checkpoint).__name__}")
     for name, value in flags.items():
@@ -656,8 +670,9 @@ def fit(
             random draws come from torch's generator, which checkpoints save).
         valid_data: optional held-out data of the training data's datapoint shapes and
             dtypes; its single-sample ELBO per datapoint is recorded every epoch, without
-            gradients and without touching parameters. A pair for which that is undefined
-            (e.g. with a global latent) is refused before training.
+            gradients, without touching parameters and on random streams of its own (a run
+            with ``valid_data`` trains the same model as one without). A pair for which that
+            is undefined (e.g. with a global latent) is refused before training.
         checkpoint: file to write after every epoch (atomically, with a CRC32): module
             parameters, the Pyro parameters the pair uses outside its modules (its param
             sites; other entries of Pyro's param store are neither saved nor compared),
@@ -683,7 +698,10 @@ def fit(
             training length held in a config dict. Attributes whose names start with ``_``
             are never compared.
         callback: called with each epoch's record after it is appended and the checkpoint
-            written (on every process when ``distributed``). A callback with ``get_state``
+            written (on every process when ``distributed``); when it changes the pair's
+            parameters or buffers (a max-norm projection), even by raising
+            ``KeyboardInterrupt`` afterwards, the checkpoint is written again with them, so a
+            resumed run goes on from what it did. A callback with ``get_state``
             and ``set_state`` (e.g. :class:`inference.KeepBest`) has its state saved in each
             checkpoint as it was before that epoch's call; a resumed run restores it and
             calls the callback again with the last saved record, so that it ends as in an
@@ -931,7 +949,9 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
         if kl_warmup_epochs:
             record["kl_weight"] = beta
         if valid is not None:
-            with evaluation_mode(still):  # no dropout masks, no moved batch-norm statistics
+            # no dropout masks, no moved batch-norm statistics, and its draws leave training's
+            # streams alone: a run with valid_data trains the same model as one without
+            with evaluation_mode(still), _apart_streams():
                 record["valid_elbo"] = parallel.valid_elbo(model, guide, valid)
         record["seconds"] = time.perf_counter() - start
         _check_finite_epoch(record, step_losses, _named_params(modules), epoch + 1, checkpoint,
@@ -973,16 +993,50 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
             parallel.save(checkpoint, state_of)
             saved = epoch + 1
         if callback is not None:
+            before = None if checkpoint is None else _copies(
+                _checkpointed_tensors(modules, store_names, registered))
             # its draws (a logged sample) leave training's random streams where they were,
             # so a resumed run draws as the uninterrupted one
-            with _apart_streams():
-                callback(record)
+            interrupted = None
+            try:
+                with _apart_streams():
+                    callback(record)
+            except KeyboardInterrupt as error:  # a callback that stops the run: what it did
+                interrupted = error             # before stopping is kept, as it would be
             if checkpoint is not None and parallel.from_first_rank(
-                    settings_record.moved_since_save()):
-                # it moved a setting (an annealed weight): the checkpoint holds the values the
-                # next epoch trains with, the callback's state after it ran, its record
+                    settings_record.moved_since_save() or not _same_tensors(
+                        before, _checkpointed_tensors(modules, store_names, registered))):
+                # it moved a setting (an annealed weight) or changed a parameter (a max-norm
+                # projection): the checkpoint holds the values the next epoch trains with,
+                # the callback's state after it ran, its record
                 parallel.save(checkpoint, lambda rng: state_of(rng, after_callback=True))
+            if interrupted is not None:
+                raise interrupted
     return history
+
+
+def _checkpointed_tensors(modules, store_names, registered: dict) -> dict:
+    """``{name: tensor}`` of what a checkpoint holds of the pair (the tensors themselves):
+    the modules' parameters and buffers, the param store's entries ``store_names``, the
+    buffers of networks registered with ``pyro.module``."""
+    tensors = {f"module {i}: {key}": value for i, module in enumerate(modules)
+               for key, value in module.state_dict().items()}
+    tensors.update({f"param {name}": value for name, value
+                    in pyro.get_param_store().named_parameters() if name in store_names})
+    tensors.update({f"network {name}: {key}": value for name, network in registered.items()
+                    for key, value in network.named_buffers()})
+    return tensors
+
+
+def _copies(tensors: dict) -> dict:
+    return {name: value.detach().clone() for name, value in tensors.items()}
+
+
+def _same_tensors(before: dict, after: dict) -> bool:
+    """Whether ``after`` holds the same names with bitwise the same values as ``before``."""
+    return before.keys() == after.keys() and all(
+        before[name].shape == value.shape and before[name].dtype == value.dtype
+        and torch.equal(before[name], value.detach()) for name, value in after.items())
 
 
 @contextlib.contextmanager

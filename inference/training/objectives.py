@@ -215,20 +215,27 @@ class DReGLoss(IWAELoss):
 LOSS_NAMES = ("elbo", "meanfield", "iwae", "dreg", "elbo-free-bits")
 
 
-def make_loss(name, num_particles: int = 1, free_bits: float = 0.0):
+def make_loss(name, num_particles: int = 1, free_bits: float | None = None):
     """The SVI loss object for ``name`` in ``"elbo" | "meanfield" | "iwae" | "dreg" |
     "elbo-free-bits"`` (the free-bits ELBO with ``free_bits`` nats per latent dimension, see
     :mod:`inference.training.free_bits`). An object with ``loss`` and ``loss_and_grads`` methods is
     returned as it is; its class is refused (``Trace_ELBO`` for ``Trace_ELBO()``).
 
-    No argument is ignored: ``free_bits`` other than 0 is refused for every name but
-    ``"elbo-free-bits"``, and for a loss object ``num_particles`` (other than 1 or the
-    object's own ``num_particles``) and ``free_bits`` (other than 0 or the object's own) are
-    refused (the object's settings are the ones used); ``ValueError`` naming the argument."""
+    No argument is ignored, and none is made up: ``"elbo-free-bits"`` needs its
+    ``free_bits`` (with none it would be ``"meanfield"``: ``fit(loss="elbo-free-bits")``
+    trained with no free bits at all), ``free_bits`` other than 0 is refused for every other
+    name, and for a loss object ``num_particles`` (other than 1 or the object's own
+    ``num_particles``) and ``free_bits`` (other than 0 or the object's own) are refused (the
+    object's settings are the ones used); ``ValueError`` naming the argument."""
     if isinstance(name, type):
         raise TypeError(f"loss must be a loss name or a loss object, got the class "
                         f"{name.__qualname__}: pass an instance, e.g. {name.__qualname__}()")
     check_int(num_particles, "num_particles")
+    if name == "elbo-free-bits" and free_bits is None:
+        raise ValueError("loss 'elbo-free-bits' needs its free bits per latent dimension "
+                         "(without them it is 'meanfield'): pass loss=FreeBitsELBO(free_bits) "
+                         "to fit, or make_loss('elbo-free-bits', free_bits=...)")
+    free_bits = 0.0 if free_bits is None else free_bits
     check_number(free_bits, "free_bits", minimum=0.0)
     if hasattr(name, "loss") and hasattr(name, "loss_and_grads"):
         held = getattr(name, "num_particles", None)

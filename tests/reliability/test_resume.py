@@ -94,6 +94,8 @@ def test_data_fingerprint_of_large_data(numel):
     assert checkpoints.data_fingerprint([data]) != fingerprint
     data[-1], data[0] = 0, 1
     assert checkpoints.data_fingerprint([data]) != fingerprint
+    data[0], data[numel // 3 + 1] = 0, 1  # between any strided sample's points: still seen
+    assert checkpoints.data_fingerprint([data]) != fingerprint
 
 
 @pytest.mark.parametrize("setting,value", [("lr", 0.5), ("loss", "meanfield"),

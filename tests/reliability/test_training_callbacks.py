@@ -1,0 +1,114 @@
+"""What fit's callbacks, validation data and loss names may change, and what they may not.
+
+Found wrong by a probe of 2026-11-28, each failing here before its fix: a callback's change of the
+parameters was lost on resume, ``valid_data`` moved training's random streams,
+``loss="elbo-free-bits"`` trained with no free bits, and KL warm-up with an importance-
+weighted loss was refused only at the first step.
+"""
+
+import pyro
+import pytest
+import torch
+
+from inference import fit, make_loss
+from ppl_models import LinearGaussian
+
+
+def _fit(model, x, **kwargs):
+    pyro.clear_param_store()  # each test trains several instances of one network
+    options = dict(epochs=4, batch_size=16, seed=3, lr=0.05, progress=False)
+    return fit(model.model, model.guide, x, **{**options, **kwargs})
+
+
+def _data():
+    return LinearGaussian(data_dim=3, latent_dim=1, seed=9).simulate(64, seed=1).detach()
+
+
+def _params(model):
+    return {name: value.detach().clone() for name, value in model.state_dict().items()}
+
+
+def _projection(model, stop_at=None):
+    """A callback that rescales the decoder's weight rows to norm at most 0.3 (a max-norm
+    projection), and stops the run at epoch ``stop_at`` after doing so."""
+    weight = dict(model.named_parameters())[next(name for name, p in model.named_parameters()
+                                                 if p.dim() == 2)]
+
+    def callback(record):
+        with torch.no_grad():
+            weight.mul_((0.3 / weight.norm(dim=1, keepdim=True)).clamp(max=1.0))
+        if record["epoch"] == stop_at:
+            raise KeyboardInterrupt
+
+    return callback
+
+
+class _StopAfter:
+    """A batch transform that passes batches through and raises ``KeyboardInterrupt`` after
+    ``steps`` of them (None: never); its count is private, so a resume does not compare it."""
+
+    def __init__(self, steps):
+        self._steps = steps
+
+    def __call__(self, batch):
+        if self._steps is not None:
+            self._steps -= 1
+            if self._steps < 0:
+                raise KeyboardInterrupt
+        return batch
+
+
+@pytest.mark.parametrize("stop", ["in the callback", "in the next epoch"])
+def test_a_callback_that_changes_parameters_resumes_as_an_uninterrupted_run(tmp_path, stop):
+    x = _data()
+    whole = LinearGaussian(data_dim=3, latent_dim=1, seed=0)
+    straight = _fit(whole, x, checkpoint=tmp_path / "whole.pt", callback=_projection(whole))
+    stopped = LinearGaussian(data_dim=3, latent_dim=1, seed=0)
+    path = tmp_path / "stopped.pt"
+    if stop == "in the callback":
+        with pytest.raises(KeyboardInterrupt):
+            _fit(stopped, x, checkpoint=path, callback=_projection(stopped, stop_at=2))
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            _fit(stopped, x, checkpoint=path, callback=_projection(stopped),
+                 batch_transform=_StopAfter(2 * 4 + 1))  # four batches an epoch
+    resumed = LinearGaussian(data_dim=3, latent_dim=1, seed=0)
+    more = {} if stop == "in the callback" else {"batch_transform": _StopAfter(None)}
+    history = _fit(resumed, x, checkpoint=path, resume=True, callback=_projection(resumed),
+                   **more)
+    # the projection of the interrupted epoch was lost: parameters 0.29 apart, losses apart
+    assert [r["train_loss"] for r in history] == [r["train_loss"] for r in straight]
+    for name, value in _params(whole).items():
+        assert torch.equal(value, _params(resumed)[name]), name
+
+
+def test_validation_data_do_not_change_what_is_trained():
+    x = _data()
+    plain, watched = (LinearGaussian(data_dim=3, latent_dim=1, seed=0) for _ in range(2))
+    without = _fit(plain, x)
+    with_valid = _fit(watched, x, valid_data=x[:20])
+    assert "valid_elbo" in with_valid[-1]
+    # the validation ELBO's draws came from training's stream: parameters 0.09 apart
+    assert [r["train_loss"] for r in with_valid] == [r["train_loss"] for r in without]
+    for name, value in _params(plain).items():
+        assert torch.equal(value, _params(watched)[name]), name
+
+
+def test_the_free_bits_loss_needs_its_free_bits(tmp_path):
+    model, x = LinearGaussian(data_dim=3, latent_dim=1, seed=0), _data()
+    with pytest.raises(ValueError, match=r"'elbo-free-bits' needs its free bits"):
+        make_loss("elbo-free-bits")
+    path = tmp_path / "run.pt"
+    with pytest.raises(ValueError, match=r"FreeBitsELBO\(free_bits\)"):
+        _fit(model, x, loss="elbo-free-bits", checkpoint=path)
+    assert not path.exists()  # refused before any work
+    assert make_loss("elbo-free-bits", free_bits=0.0).free_bits == 0.0  # asked for: given
+
+
+@pytest.mark.parametrize("loss", ["iwae", "dreg"])
+def test_kl_warmup_with_an_importance_weighted_loss_is_refused_up_front(tmp_path, loss):
+    model, x = LinearGaussian(data_dim=3, latent_dim=1, seed=0), _data()
+    path = tmp_path / "run.pt"
+    with pytest.raises(ValueError, match=rf"kl_warmup_epochs=2 .* loss='{loss}'"):
+        _fit(model, x, loss=loss, num_particles=3, kl_warmup_epochs=2, checkpoint=path)
+    assert not path.exists()
