@@ -392,7 +392,8 @@ def replay_model(model, guide_trace, args, kwargs):
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise PairError(
                 f"latent site '{name}' has {what}: the guide must draw the value the model "
-                "scores (same shape, same .to_event(n), same support); the model failed when "
+                "scores (same shape, same .to_event(n), same support, same dtype); the model "
+                "failed when "
                 f"it was run on the guide's draw ({type(error).__name__}: {first_line})"
             ) from error
     raise AssertionError("unreachable: each retry moves one more latent inside")
@@ -440,7 +441,22 @@ def _replay_disagreement(model_sites, guide_latents) -> tuple | None:
                 f"support {describe_support(guide_support)} in the guide "
                 f"({family(guide_site['fn'])}) and {describe_support(model_support)} in the "
                 f"model ({family(model_site['fn'])})"), model_site if reaches else None
+        value, drawn = guide_site["value"], _drawn_dtype(model_site["fn"])
+        if drawn is not None and torch.is_tensor(value) and value.dtype != drawn:
+            # a Binomial guide's float draw where the model indexes with a Categorical's
+            return guide_site["name"], (
+                f"{value.dtype} values in the guide ({family(guide_site['fn'])}) where the "
+                f"model's {family(model_site['fn'])} draws {drawn}"), None
     return None
+
+
+def _drawn_dtype(fn) -> torch.dtype | None:
+    """The dtype of ``fn``'s draws (one draw without gradients), None when it cannot draw."""
+    try:
+        with torch.no_grad(), forked_rng():
+            return fn.sample().dtype
+    except Exception:  # noqa: BLE001 - only a hint for a message; the model's error stands
+        return None
 
 
 def _support_kinds_differ(first, second) -> bool:

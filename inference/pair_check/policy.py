@@ -42,7 +42,7 @@ def _check_sites_match(s: PairStructure, use: str = "log_importance_weights",
     if s.mask_mismatch:
         name = s.mask_mismatch[0]
         raise PairError(
-            f"latent site '{name}' is masked differently in the model and the guide "
+            f"{called}: latent site '{name}' is masked differently in the model and the guide "
             "(poutine.mask, or obs_mask, whose '<name>_unobserved' site the model masks where "
             "the data are observed): where one side's density is masked out and the other's "
             "is not, p(x, z) / q(z) is not a density ratio. Sample it in the guide under the "
@@ -50,8 +50,8 @@ def _check_sites_match(s: PairStructure, use: str = "log_importance_weights",
     if s.row_mismatch:
         name, rows, size = s.row_mismatch[0]
         raise PairError(
-            f"observed site '{name}' has {rows} rows along the '{DATA_PLATE}' dim but the "
-            f"plate has {size}: the data and the plate disagree (a guide's plate, e.g. an "
+            f"{called}: observed site '{name}' has {rows} rows along the '{DATA_PLATE}' dim "
+            f"but the plate has {size}: the data and the plate disagree (a guide's plate, e.g. an "
             "AutoGuide's sized on other data, replays its indices into the model)")
     if s.missing_in_guide or s.missing_in_model:
         parts = []

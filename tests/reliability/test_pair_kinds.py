@@ -757,3 +757,21 @@ def test_a_bernoulli_guide_of_probability_zero_is_refused_and_of_one_accepted():
         iwae_bound(model, guide_of(torch.tensor([0.5, 0.0, 0.5])), x, num_samples=10)
     # a probability that rounds to 1 (a confident encoder's sigmoid(17.)) is not refused
     iwae_bound(model, guide_of(torch.sigmoid(torch.tensor([0.0, 17.0, 0.0]))), x, num_samples=10)
+
+
+def test_a_guide_drawing_another_dtype_than_the_model_is_named():
+    # a Binomial(2) guide has the Categorical's support {0, 1, 2} but draws floats: the
+    # model's `LOCATIONS[c]` failed with a bare IndexError naming neither site nor call
+    def model(x):
+        with pyro.plate("data", len(x)):
+            c = pyro.sample("c", dist.Categorical(torch.tensor([0.3, 0.3, 0.4])))
+            pyro.sample("x", dist.Normal(LOCATIONS[c], 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("c", dist.Binomial(2, torch.full((len(x),), 0.5)))
+
+    with pytest.raises(PairError, match=r"site 'c' has torch.float32 values in the guide "
+                                        r"\(Binomial\) where the model's Categorical draws "
+                                        r"torch.int64.*IndexError"):
+        iwae_bound(model, guide, torch.tensor([0.3, -1.0]), num_samples=10)
