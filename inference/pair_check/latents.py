@@ -257,15 +257,16 @@ def support_gaps(model_sites, guide_latents):
 
 def _never_drawn(fn, values: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
     """``[n, *batch]``: where ``fn`` cannot draw ``values`` (``[n, *batch, *event]``, its
-    listed values): log-probability -inf, or, for a distribution that holds ``probs``
-    (given, or computed from its logits), probability exactly 0. torch's ``log_prob``
+    listed values): log-probability -inf, or, for the families that sample from ``probs``
+    (given, or computed from their logits), probability exactly 0. torch's ``log_prob``
     clamps such probabilities to a tiny one, but it samples from them as they are: a
     ``Bernoulli(probs=0.)`` scores 1 at -16.6 and never draws it. A probability of exactly
     1 is left alone: a confident encoder's ``sigmoid(17.)`` rounds to 1 in float32."""
     never = torch.isneginf(log_p)
-    probs = fn.__dict__.get("probs")
-    if probs is None:
+    if not isinstance(fn, (torch.distributions.OneHotCategorical, torch.distributions.Categorical,
+                           torch.distributions.Bernoulli, torch.distributions.Binomial)):
         return never
+    probs = fn.probs  # what it samples from: given, or computed from its logits
     if isinstance(fn, torch.distributions.OneHotCategorical):
         mass = (probs * values).sum(-1)
     elif isinstance(fn, torch.distributions.Categorical):
@@ -273,10 +274,8 @@ def _never_drawn(fn, values: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
             -1, values.long().unsqueeze(-1)).squeeze(-1)
     elif isinstance(fn, torch.distributions.Bernoulli):
         mass = torch.where(values == 1, probs, 1.0)
-    elif isinstance(fn, torch.distributions.Binomial):
+    else:  # Binomial
         mass = torch.where((probs == 0) & (values > 0), 0.0, 1.0)
-    else:
-        return never
     return never | (mass == 0)
 
 
@@ -313,12 +312,9 @@ def value_without_mass(guide_fn, model_site) -> str | None:
             missed = _never_drawn(guide_base, values, guide_log_p) & (model_log_p > -math.inf)
     except (NotImplementedError, ValueError, RuntimeError, TypeError, IndexError):
         return None  # values it cannot list, or that the model cannot score as they are
-    if not bool(missed.any()):
-        return None
-    index = tuple(int(i) for i in missed.nonzero()[0])
-    event = values.dim() - guide_log_p.dim()
-    value = values[index[:values.dim() - event]] if event else values[index]
-    return tensor_text(value)
+    if missed.shape != guide_log_p.shape or not bool(missed.any()):
+        return None  # (a model site of more batch dims than the guide's: not compared)
+    return tensor_text(values[tuple(missed.nonzero()[0])])  # the value, its event dims whole
 
 
 def unscorable_sites(model_sites, mismatches) -> tuple:
