@@ -312,7 +312,11 @@ def bound_sweep(model: Callable, guide: Callable, *args,
     for (bound, k), values in zip([("elbo", 1)] + [("iwae", k) for k in ks], per_repeat):
         mean = sum(values) / repeats
         stderr = math.nan
-        if repeats > 1:
+        if repeats > 1 and not math.isfinite(mean):
+            # an ELBO of -inf (a guide reaching beyond the model's support): no spread when
+            # every repeat gave it, unbounded when only some did (not the NaN of inf - inf)
+            stderr = 0.0 if all(v == values[0] for v in values) else math.inf
+        elif repeats > 1:
             stderr = math.sqrt(sum((v - mean) ** 2 for v in values) / (repeats - 1) / repeats)
         table.rows.append({"bound": bound, "num_samples": k, "mean": mean, "stderr": stderr})
     return table

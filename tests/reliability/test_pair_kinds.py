@@ -456,6 +456,10 @@ def test_a_guide_wider_than_a_circular_latent_estimates_its_evidence(guide_scale
     # this guide puts most of its mass on the circle: IWAE_20000 within 0.05 nats
     assert bool((estimate <= exact + 0.03).all()), (estimate, exact)
     assert bool((estimate >= exact - 0.05).all()), (estimate, exact)
+    # the ELBO of such a guide is -inf (draws of density zero): every repeat says so, with no
+    # spread, where inf - inf made its standard error NaN
+    elbo_row = bound_sweep(model, guide, x, num_samples=(1, 100), repeats=3).rows[0]
+    assert elbo_row["mean"] == -math.inf and elbo_row["stderr"] == 0.0
 
 
 # B2, B3. discrete guides the model cannot score -------------------------------------------
