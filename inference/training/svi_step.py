@@ -225,7 +225,19 @@ class ImportanceScorer(_GuideThenModel):
         self._scale = UniformScale("loss='dreg'" if dreg else "loss='iwae'")
         self.batch_size: int | None = None
         self.num_guide_params = 0  # params[:num_guide_params] were met in the guide
-        self.weights: torch.Tensor | None = None  # [K, batch], DReG's w~ for the backward
+        # [K, batch], DReG's w~ for the backward, in a box that the gradient hooks hold: a
+        # hook holding the scorer closed a cycle through the autograd graph (the scorer
+        # holds the hooked value), which Python's collector cannot free (8 MB a step leaked)
+        self._weights_box: list = [None]
+
+    @property
+    def weights(self) -> torch.Tensor | None:
+        """``[K, batch]``: DReG's normalized weights ``w~``, set before the backward."""
+        return self._weights_box[0]
+
+    @weights.setter
+    def weights(self, value: torch.Tensor | None) -> None:
+        self._weights_box[0] = value
 
     def _replayed_value(self, guide_msg) -> torch.Tensor:
         value = guide_msg["value"]
@@ -245,11 +257,13 @@ class ImportanceScorer(_GuideThenModel):
             raise ValueError(f"guide site '{guide_msg['name']}' has no particle dimension")
         shape = [1] * value.dim()
         out = value.view_as(value)
+        box = self._weights_box
 
         def hook(grad, shape=shape):
-            shape[particle_dim], shape[data_dim] = self.weights.shape
+            weights = box[0]
+            shape[particle_dim], shape[data_dim] = weights.shape
             # in the draw's dtype: weights from float64 data must not change a float32 grad
-            return grad * self.weights.reshape(shape).to(grad.dtype)
+            return grad * weights.reshape(shape).to(grad.dtype)
 
         out.register_hook(hook)
         return out

@@ -478,3 +478,27 @@ def test_step_refuses_a_nan_loss_without_stepping():
         with pytest.raises(FloatingPointError, match="SVIStep.step: the loss is nan, not applied"):
             step.step(torch.zeros(3))
         assert pyro.param("loc").grad is None
+
+
+def _live_tensors() -> int:
+    import gc
+
+    return sum(1 for obj in gc.get_objects() if isinstance(obj, torch.Tensor))
+
+
+@pytest.mark.parametrize("loss, particles", [("elbo", 1), ("meanfield", 1), ("iwae", 4),
+                                             ("dreg", 4)])
+def test_steps_leave_no_tensors_behind(loss, particles):
+    # DReG's gradient hook held the scorer, which held the hooked value: a cycle through the
+    # autograd graph that Python's collector cannot free, 8 MB a step on the 784-400-50 VAE
+    from ppl_models import LinearGaussian
+
+    pair = LinearGaussian(data_dim=3, latent_dim=2, seed=0)
+    x = LinearGaussian(data_dim=3, latent_dim=2, seed=9).simulate(32, seed=1).detach()
+    step = SVIStep(pair.model, pair.guide, Adam(1e-3), loss=loss, num_particles=particles)
+    for _ in range(5):
+        step.step(x)
+    before = _live_tensors()
+    for _ in range(20):
+        step.step(x)
+    assert _live_tensors() <= before  # (it grew by 9 tensors a step)
