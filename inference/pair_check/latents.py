@@ -260,8 +260,9 @@ def _never_drawn(fn, values: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
     listed values): log-probability -inf, or, for the families that sample from ``probs``
     (given, or computed from their logits), probability exactly 0. torch's ``log_prob``
     clamps such probabilities to a tiny one, but it samples from them as they are: a
-    ``Bernoulli(probs=0.)`` scores 1 at -16.6 and never draws it. A probability of exactly
-    1 is left alone: a confident encoder's ``sigmoid(17.)`` rounds to 1 in float32."""
+    ``Bernoulli(probs=0.)`` scores 1 at -16.6 and never draws it. Left alone: a probability
+    of exactly 1 (a confident encoder's ``sigmoid(17.)`` rounds to 1 in float32) and a 0
+    that finite logits underflowed to."""
     never = torch.isneginf(log_p)
     if not isinstance(fn, (torch.distributions.OneHotCategorical, torch.distributions.Categorical,
                            torch.distributions.Bernoulli, torch.distributions.Binomial)):
@@ -276,7 +277,11 @@ def _never_drawn(fn, values: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
         mass = torch.where(values == 1, probs, 1.0)
     else:  # Binomial
         mass = torch.where((probs == 0) & (values > 0), 0.0, 1.0)
-    return never | (mass == 0)
+    # a zero written as such scores log(eps) (-15.9 in float32) through torch's clamp; one
+    # that finite logits underflowed to (a confident network's -200) scores those logits,
+    # far below: that guide keeps its say
+    written = log_p > math.log(torch.finfo(probs.dtype).eps) - 10
+    return never | ((mass == 0) & written)
 
 
 MAX_ENUMERATED = 10 ** 7  # values x batch elements scored by value_without_mass, at most

@@ -738,6 +738,14 @@ def test_a_discrete_guide_without_mass_on_a_model_value_is_refused(guide_dist):
     elbo(model, guide, x)  # a lower bound still: accepted
 
 
+def test_a_confident_guide_whose_probability_underflows_is_not_refused():
+    # softmax of finite logits 200 apart is exactly 0 in float32: a trained network's
+    # confidence, not a zero the user wrote
+    model, guide = _mixture_pair(
+        lambda n: dist.Categorical(logits=torch.tensor([0.0, 0.0, -200.0]).expand(n, 3)))
+    iwae_bound(model, guide, torch.tensor([-1.0, 0.5]), num_samples=10)
+
+
 def test_a_discrete_guide_with_small_but_positive_mass_is_accepted():
     model, guide = _mixture_pair(
         lambda n: dist.Categorical(probs=torch.tensor([0.5, 0.5 - 1e-6, 1e-6]).expand(n, 3)))
