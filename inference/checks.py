@@ -298,13 +298,14 @@ def check_pair_keywords(entry, kwargs: dict, **programs) -> None:
                 "signature to pass it to the pair on purpose)")
 
 
-def training_mode_layers(module: torch.nn.Module) -> list[str]:
-    """``"BatchNorm1d at encoder.1"`` for each submodule of ``module`` in training mode whose
-    output then depends on the mode: batch norm tracking running statistics, dropout with
-    ``p > 0``, recurrent layers with dropout between layers."""
+def training_mode_layers(module: torch.nn.Module, training: bool = True) -> list[str]:
+    """``"BatchNorm1d at encoder.1"`` for each submodule of ``module`` in training mode (in
+    evaluation mode with ``training=False``) whose output depends on the mode: batch norm
+    tracking running statistics, dropout with ``p > 0``, recurrent layers with dropout
+    between layers."""
     found = []
     for name, sub in module.named_modules():
-        if not sub.training:
+        if sub.training != training:
             continue
         if isinstance(sub, torch.nn.modules.batchnorm._NormBase) and sub.track_running_stats:
             found.append(f"{type(sub).__name__} at {name or 'the top'}")

@@ -20,7 +20,7 @@ from pyro.infer.util import is_validation_enabled
 from tqdm.auto import tqdm
 
 from ..checks import (check_finite_tensor, check_int, check_number, check_pair_arguments,
-                      evaluation_mode, user_stacklevel)
+                      evaluation_mode, training_mode_layers, user_stacklevel)
 from ..evidence.estimators import elbo
 from ..pair_check import (PairError, check_observed_values_validated, check_pair, data_frame,
                           trace_pair)
@@ -821,6 +821,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
     networks = [n for n in reachable_modules(model, guide)
                 if not any(n is sub for m in modules for sub in m.modules())]
     still = [*modules, *networks]
+    _warn_evaluation_mode(still)
     state, store_names, registered = None, None, {}
     if resume and Path(checkpoint).exists():
         state = checkpoints.load_checkpoint(checkpoint, map_location=device)
@@ -1013,6 +1014,21 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
             if interrupted is not None:
                 raise interrupted
     return history
+
+
+def _warn_evaluation_mode(modules) -> None:
+    """Warn about a module left in evaluation mode with layers that train differently (dropout
+    off, batch-norm statistics frozen): ``.eval()`` before an estimate, then ``fit`` again,
+    trains another model than the one asked for, as Pyro's SVI would, silently."""
+    for module in modules:
+        layers = training_mode_layers(module, training=False)
+        if layers:
+            shown = ", ".join(layers[:4]) + (" ..." if len(layers) > 4 else "")
+            warnings.warn(
+                f"fit: {type(module).__name__} is in evaluation mode with {shown}: it trains "
+                "without dropout and with frozen batch-norm statistics; call .train() on it "
+                "first unless that is meant (fit leaves the modes as it finds them)",
+                stacklevel=user_stacklevel())
 
 
 def _checkpointed_tensors(modules, store_names, registered: dict) -> dict:

@@ -112,3 +112,33 @@ def test_kl_warmup_with_an_importance_weighted_loss_is_refused_up_front(tmp_path
     with pytest.raises(ValueError, match=rf"kl_warmup_epochs=2 .* loss='{loss}'"):
         _fit(model, x, loss=loss, num_particles=3, kl_warmup_epochs=2, checkpoint=path)
     assert not path.exists()
+
+
+class _DropoutPair(torch.nn.Module):
+    """A Gaussian latent per datapoint, its guide's mean from a network with dropout."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Dropout(0.2),
+                                           torch.nn.Linear(8, 1))
+
+    def model(self, x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", pyro.distributions.Normal(0.0, 1.0))
+            pyro.sample("x", pyro.distributions.Normal(z[:, None].expand(-1, 3), 1.0)
+                        .to_event(1), obs=x)
+
+    def guide(self, x):
+        pyro.module("pair", self)
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", pyro.distributions.Normal(self.encoder(x)[:, 0], 1.0))
+
+
+def test_a_pair_left_in_evaluation_mode_is_named_before_training():
+    # .eval() for an estimate, then fit again: dropout off and batch norm frozen, silently
+    pyro.clear_param_store()
+    pair = _DropoutPair().eval()
+    with pytest.warns(UserWarning, match=r"fit: _DropoutPair is in evaluation mode with "
+                                         r"Dropout\(p=0.2\) at encoder.1"):
+        fit(pair.model, pair.guide, _data(), epochs=1, batch_size=16, progress=False)
+    assert not pair.training  # the modes are left as they were
