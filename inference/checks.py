@@ -298,6 +298,24 @@ def check_pair_keywords(entry, kwargs: dict, **programs) -> None:
                 "signature to pass it to the pair on purpose)")
 
 
+def autograd_arguments(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """``args`` and ``kwargs`` with every tensor made under ``torch.inference_mode()`` copied
+    into an ordinary one (inside tuples, lists and dicts): entry points that differentiate
+    (AIS's moves, a local guide's fit) failed on them with torch's "Inference tensors cannot
+    be saved for backward"."""
+    def plain(value):
+        if torch.is_tensor(value) and value.is_inference():
+            with torch.inference_mode(False):
+                return value.clone()
+        if isinstance(value, (tuple, list)):
+            return type(value)(plain(v) for v in value)
+        if isinstance(value, dict):
+            return {key: plain(v) for key, v in value.items()}
+        return value
+
+    return plain(tuple(args)), plain(dict(kwargs))
+
+
 def training_mode_layers(module: torch.nn.Module, training: bool = True) -> list[str]:
     """``"BatchNorm1d at encoder.1"`` for each submodule of ``module`` in training mode (in
     evaluation mode with ``training=False``) whose output depends on the mode: batch norm

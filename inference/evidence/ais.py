@@ -69,7 +69,8 @@ from torch.distributions import biject_to
 from torch.distributions.transforms import ComposeTransform, IndependentTransform
 from tqdm.auto import tqdm
 
-from ..checks import check_int, check_number, check_pair_call, check_weights_memory
+from ..checks import (autograd_arguments, check_int, check_number, check_pair_call,
+                      check_weights_memory)
 from ..pair_check import PARTICLE_PLATE, PairStructure, data_frame, sample_sites
 from ..weights import (
     check_data,
@@ -87,6 +88,7 @@ from ..weights import (
 
 TRANSITIONS = ("hmc", "mala", "uha", "ula")
 SCHEDULES = ("sigmoid", "linear")
+MAX_STEPS = 10 ** 7  # annealing steps: about a day of a small model's HMC on one core
 # Optimal acceptance rates: about 0.65 for HMC (Neal 2011, [3]), 0.574 for MALA (Roberts and
 # Rosenthal 1998). The uncorrected moves add their log Metropolis ratio to the weight, so its
 # variance grows with every move that a test would have rejected: they aim much higher.
@@ -146,6 +148,10 @@ def annealing_schedule(num_steps: int, kind: str = "sigmoid", sharpness: float =
     longer increases strictly (float16 or bfloat16 with many steps).
     """
     check_int(num_steps, "num_steps")
+    if num_steps > MAX_STEPS:  # its float64 schedule alone would take 8 bytes a step
+        raise ValueError(f"num_steps must be at most {MAX_STEPS:,}, got {num_steps:,}: each "
+                         "step moves every chain once (with HMC's leapfrog gradients), so "
+                         "such a run would not end")
     check_number(sharpness, "sharpness", positive=True)
     if kind not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {kind!r}")
@@ -478,6 +484,7 @@ def ais_log_evidence(
     if not step_jitter < 1:
         raise ValueError(f"step_jitter must lie in [0, 1), got {step_jitter!r}")
     check_data(args, kwargs)
+    args, kwargs = autograd_arguments(args, kwargs)  # its moves differentiate the densities
     if start == "prior":
         guide = _prior_as_guide(model)
     elif guide is None:

@@ -311,10 +311,13 @@ def _check_log_joint(log_joint: torch.Tensor, grid: torch.Tensor) -> None:
                          "undefined or infinite there")
     empty = torch.isneginf(log_joint).all(0)
     if empty.any():
+        nodes = grid[:, 0].unique()
+        spacing = float((nodes[1:] - nodes[:-1]).max()) if nodes.numel() > 1 else math.inf
         raise ValueError(
             f"the joint density of datapoint(s) {empty.nonzero().flatten().tolist()[:10]} is "
-            "zero at every grid node: the posterior lies outside bounds, or the data have "
-            "zero probability under the model")
+            "zero (or below float range) at every grid node: the posterior lies outside "
+            f"bounds, or between nodes as far apart as these (up to {spacing:.3g}: narrow "
+            "bounds or raise num_points), or the data have zero probability under the model")
 
 
 def _check_grid_memory(num_points: int, latent_dim: int, batch: int, itemsize: int) -> None:

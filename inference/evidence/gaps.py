@@ -42,8 +42,8 @@ from pyro.distributions import Independent, MultivariateNormal, Normal
 from pyro.distributions.torch_distribution import MaskedDistribution
 from tqdm.auto import tqdm
 
-from ..checks import (check_int, check_nonempty_batch, check_number, check_pair_call,
-                      check_program, check_weights_memory)
+from ..checks import (autograd_arguments, check_int, check_nonempty_batch, check_number,
+                      check_pair_call, check_program, check_weights_memory)
 from ..pair_check import (
     DATA_PLATE,
     check_pair,
@@ -243,6 +243,7 @@ def fit_local_guide(model: Callable, local_guide: LocalGaussianGuide | Callable,
     _check_fit_arguments(num_steps, lr, num_particles)
     _local_parameters(local_guide)
     check_nonempty_batch(args, kwargs)
+    args, kwargs = autograd_arguments(args, kwargs)
     structure = check_pair(survey_pair(model, local_guide, args, kwargs), "elbo")
     fixed = [n for n in structure.non_reparameterized if n not in structure.auxiliary]
     if fixed:
@@ -431,6 +432,7 @@ def amortization_gap(model: Callable, guide: Callable, *args,
     num_eval_samples, chunk_size = check_num_samples(num_eval_samples, chunk_size)
     _check_fit_arguments(num_steps, lr, num_particles)
     check_data(args, kwargs)
+    args, kwargs = autograd_arguments(args, kwargs)  # the local guides are fitted by gradient
     # one subsample (when the model draws one) for every estimate below
     model, guide, structure = checked_pair(model, guide, args, kwargs, "amortization_gap")
     conditional = conditional_sites_of_guide(guide, args, kwargs)

@@ -211,6 +211,11 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     guide_latents = list(sample_sites(guide_trace, observed=False))
     if not model_sites:
         raise PairError("the model has no sample sites: nothing to estimate or train")
+    if not any(site["is_observed"] for site in model_sites):
+        raise PairError(
+            "the model observes no site (no obs= and no pyro.factor), so the data are never "
+            "scored: every estimate of log p(x) would be 0 and training would fit nothing. "
+            "Is the guide passed as the model? The model samples x with obs=x")
     sequential = sequential_data_plate(model_sites + guide_latents)
     if sequential is not None:
         raise PairError(

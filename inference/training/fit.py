@@ -51,7 +51,16 @@ def _as_tensors(data, name: str = "data") -> tuple[torch.Tensor, ...]:
     sizes = {t.shape[0] for t in tensors}
     if len(sizes) != 1:
         raise ValueError(f"{name} tensors disagree on the number of datapoints: {sizes}")
-    return tensors
+    return tuple(map(_plain_data, tensors))
+
+
+def _plain_data(tensor: torch.Tensor) -> torch.Tensor:
+    """Data as training takes them: detached (fit filled the user's ``x.grad``), and a copy
+    of one made under ``torch.inference_mode()``, which autograd cannot save for backward."""
+    if tensor.is_inference():
+        with torch.inference_mode(False):
+            return tensor.clone()
+    return tensor.detach()
 
 
 def _describe(data) -> str:
@@ -778,7 +787,10 @@ def fit(
         raise ValueError("mixed_precision=True needs bfloat16 support on the CUDA device "
                          "(compute capability 8.0 or newer)")
     settings_record = resume_settings.SettingsRecord(checkpoint, resume_ignore)
-    with _checkpoint_lock(checkpoint, distributed), settings_record:
+    # gradients on whatever the caller's context (a fit under torch.no_grad() or
+    # inference_mode() trained nothing and returned a normal history)
+    with _checkpoint_lock(checkpoint, distributed), settings_record, \
+            torch.inference_mode(False), torch.enable_grad():
         return _train(
             model, guide, tensors, valid_data, stepper, optimizer, modules, device, compiled,
             loss=loss, num_particles=num_particles, epochs=epochs, batch_size=batch_size,

@@ -1,0 +1,77 @@
+"""A careless user's calls that gave silent nonsense or raw torch errors (a probe of the
+evening of 2026-11-28), each failing here before its fix."""
+
+import pyro
+import pytest
+import torch
+
+from inference import (ais_log_evidence, amortization_gap, annealing_schedule, elbo,
+                       exact_log_evidence, fit, iwae_bound)
+from inference.pair_check import PairError
+from ppl_models import LinearGaussian
+
+
+@pytest.fixture
+def pair():
+    pyro.clear_param_store()
+    model = LinearGaussian(data_dim=3, latent_dim=1, seed=0)
+    return model, model.simulate(8, seed=0).detach()
+
+
+@pytest.mark.parametrize("entry", ["iwae_bound", "elbo", "exact_log_evidence", "fit"])
+def test_a_model_that_observes_nothing_is_refused(pair, entry):
+    # the guide passed as the model: every estimate was 0 nats and fit "trained" at loss 0
+    model, x = pair
+    calls = {"iwae_bound": lambda: iwae_bound(model.guide, model.guide, x, num_samples=10),
+             "elbo": lambda: elbo(model.guide, model.guide, x),
+             "exact_log_evidence": lambda: exact_log_evidence(model.guide, x),
+             "fit": lambda: fit(model.guide, model.guide, x, epochs=1, progress=False)}
+    with pytest.raises(PairError, match=r"the model observes no site .* guide passed as the "
+                                        r"model"):
+        calls[entry]()
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_fit_trains_whatever_the_caller_s_gradient_mode(pair, context):
+    # under no_grad or inference_mode fit returned a normal history and moved nothing
+    model, x = pair
+    start = model.weight.detach().clone()
+    with context():
+        data = x.clone()  # under inference_mode: an inference tensor
+        fit(model.model, model.guide, data, epochs=2, batch_size=4, lr=0.1, progress=False)
+    assert float((model.weight.detach() - start).abs().max()) > 0.01
+
+
+def test_fit_leaves_the_user_s_data_without_gradients(pair):
+    model, x = pair
+    data = x.clone().requires_grad_()
+    fit(model.model, model.guide, data, epochs=1, batch_size=4, progress=False)
+    assert data.grad is None
+
+
+def test_data_made_under_inference_mode_feed_the_differentiating_estimators(pair):
+    # torch's "Inference tensors cannot be saved for backward", from inside a Linear layer
+    model, x = pair
+    with torch.inference_mode():
+        data = x.clone()
+    torch.manual_seed(0)
+    ais = ais_log_evidence(model.model, model.guide, data, num_chains=4, num_steps=5)
+    assert torch.isfinite(ais.log_evidence).all()
+    gap = amortization_gap(model.model, model.guide, data, num_steps=5, num_eval_samples=4)
+    assert torch.isfinite(gap.elbo_amortized).all()
+
+
+def test_an_endless_annealing_run_is_refused_before_its_schedule(pair):
+    # 10**12 steps tried to allocate an 8 TB schedule
+    model, x = pair
+    with pytest.raises(ValueError, match=r"num_steps must be at most 10,000,000"):
+        ais_log_evidence(model.model, model.guide, x, num_steps=10**12)
+    with pytest.raises(ValueError, match=r"num_steps must be at most"):
+        annealing_schedule(10**9)
+
+
+def test_a_grid_too_coarse_for_the_posterior_says_so(pair):
+    model, x = pair
+    with pytest.raises(ValueError, match=r"between nodes as far apart as these \(up to "
+                                         r"2\.5e\+26: narrow bounds or raise num_points\)"):
+        exact_log_evidence(model.model, x, bounds=(-1e30, 1e30), num_points=8001)
