@@ -585,11 +585,26 @@ def report(metrics: dict, out: Path, args) -> dict[str, str]:
     return tables
 
 
+def _finished_run(path: Path) -> dict:
+    """The metrics of a finished run for ``--tables-from``; ``ValueError`` naming the file
+    when it is a folder, not JSON, or not this example's ``metrics.json``."""
+    if path.is_dir():
+        raise ValueError(f"--tables-from {path} is a folder; pass its metrics.json")
+    try:
+        metrics = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"--tables-from {path} is not JSON ({error})") from None
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("datasets"), dict):
+        raise ValueError(f"--tables-from {path} is not the metrics.json of an elbo_vs_iwae "
+                         "run (no 'datasets')")
+    return metrics
+
+
 def main(args: argparse.Namespace) -> dict:
     out, device, start = start_run(args)
     if args.tables_from:
         # Re-render figures and tables of a finished run without training anything.
-        metrics = json.loads(Path(args.tables_from).read_text())
+        metrics = _finished_run(Path(args.tables_from))
         tables = report(metrics, out, args)
         for name, table in tables.items():
             print(f"\n{name}\n{table}")
@@ -693,7 +708,7 @@ if __name__ == "__main__":
         main(parse_args())
     except CheckpointError as error:  # --resume met a checkpoint of another run
         raise SystemExit(f"elbo_vs_iwae: {error}") from None
-    except FileNotFoundError as error:  # a data set not on the machine
+    except (FileNotFoundError, ValueError) as error:  # a data set not here; a bad file
         raise SystemExit(f"elbo_vs_iwae: {error}") from None
     except KeyboardInterrupt:
         raise SystemExit("elbo_vs_iwae: interrupted; finished models are in --out-dir's "

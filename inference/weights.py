@@ -110,6 +110,9 @@ def check_finite_inputs(args, kwargs) -> None:
         if isinstance(value, numpy.ndarray) and value.ndim:
             raise TypeError(f"{name} is a numpy array (shape {value.shape}); pass a tensor: "
                             "torch.as_tensor(array, dtype=torch.get_default_dtype())")
+        if torch.is_tensor(value) and value.is_complex():  # no distribution scores them
+            raise TypeError(f"{name} has dtype {value.dtype}: the models score real data; "
+                            "pass its real part, or real and imaginary parts as two channels")
         if torch.is_tensor(value) and value.is_floating_point():
             bad = ~torch.isfinite(value)
             if bad.any():
@@ -607,9 +610,15 @@ def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
     if not isinstance(dim, int) or not -log_w.dim() <= dim < log_w.dim():
         raise ValueError(f"dim must be an int in [{-log_w.dim()}, {log_w.dim()}) for log_w of "
                          f"shape {list(log_w.shape)}, got {dim!r}")
+    if not log_w.is_floating_point():
+        raise TypeError(f"log_w must be a real floating-point tensor, got dtype {log_w.dtype}")
     if log_w.shape[dim] == 0:
         raise ValueError(f"log_w has no weights along dim {dim} (shape {list(log_w.shape)})")
     if is_validation_enabled():
         check_log_weights(log_w.detach().movedim(dim, 0).reshape(log_w.shape[dim], -1),
                           f"log_w (shape {list(log_w.shape)}, dim {dim})")
-    return torch.logsumexp(log_w, dim) - math.log(log_w.shape[dim])
+    # float16's sum of exp overflows past 65504 weights (+inf where the answer was 0): in
+    # float32, the result back in the weights' dtype
+    low = log_w.dtype in (torch.float16, torch.bfloat16)
+    mean = torch.logsumexp(log_w.float() if low else log_w, dim) - math.log(log_w.shape[dim])
+    return mean.to(log_w.dtype) if low else mean

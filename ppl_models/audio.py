@@ -241,7 +241,8 @@ def speech_signal(text: str, path: str | Path, rate: int = DEFAULT_RATE,
     program = shutil.which("espeak-ng")
     if program is None:
         raise RuntimeError("espeak-ng is not installed (Debian: apt-get install espeak-ng)")
-    result = subprocess.run([program, "-v", voice, "-w", str(path), text],
+    # the text on stdin: as an argument, a text that starts with '-' was read as an option
+    result = subprocess.run([program, "-v", voice, "-w", str(path), "--stdin"], input=text,
                             capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"espeak-ng failed ({result.returncode}): {result.stderr.strip()}")

@@ -18,7 +18,7 @@ from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule, pyro_method
 
 from .checks import (as_int, as_number, as_sizes, check_data, check_image_draws, check_memory,
-                     check_tensor)
+                     check_tensor, check_values)
 from .likelihoods import make_likelihood
 from .networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 
@@ -45,6 +45,13 @@ class _ImageModel(PyroModule):
         check_data(x, self.image_shape, "x", like=self)
         if is_validation_enabled():
             self.likelihood.check(x)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        """An encoder's input: type, shape, dtype and device, and finite values while Pyro's
+        validation is enabled (any values the likelihood could not score are still encoded)."""
+        check_tensor(x, self.image_shape, "x", like=self)
+        if is_validation_enabled():
+            check_values(x, "x")
 
     def pixel_distribution(self, raw: torch.Tensor):
         """Per-pixel distribution from decoder output ``raw: [..., P, C, H, W]``.
@@ -99,8 +106,9 @@ class VAE(_ImageModel):
         """``x: [batch, C, H, W]`` -> loc, scale of ``q(z | x)``, each ``[batch, d]``.
 
         ``x`` is a float tensor of the model's dtype and device (named otherwise, as in
-        :meth:`reconstruct`; its values are not looked at)."""
-        check_tensor(x, self.image_shape, "x", like=self)
+        :meth:`reconstruct`); NaN or infinite values are refused while Pyro's validation is
+        enabled (they made NaN codes)."""
+        self._check_input(x)
         return self.encoder(x)
 
     def decode(self, z: torch.Tensor):
@@ -184,8 +192,9 @@ class Autoencoder(_ImageModel):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The code ``[batch, d]`` (the mean head of the shared encoder network) of
-        ``x: [batch, C, H, W]``, a float tensor of the model's dtype and device."""
-        check_tensor(x, self.image_shape, "x", like=self)
+        ``x: [batch, C, H, W]``, a float tensor of the model's dtype and device (NaN or
+        infinite values refused while Pyro's validation is enabled)."""
+        self._check_input(x)
         return self.encoder(x)[0]
 
     @pyro_method

@@ -188,6 +188,8 @@ def iwae_from_weights(log_w: torch.Tensor, k: int) -> torch.Tensor:
     if not torch.is_tensor(log_w) or log_w.dim() != 2:
         raise ValueError(f"log_w must be a [K, batch] tensor, got "
                          f"{list(log_w.shape) if torch.is_tensor(log_w) else type(log_w).__name__}")
+    if not log_w.is_floating_point():
+        raise TypeError(f"log_w must be a real floating-point tensor, got dtype {log_w.dtype}")
     groups = log_w.shape[0] // k
     if groups < 1:
         raise ValueError(f"need at least k={k} weights, got {log_w.shape[0]}")

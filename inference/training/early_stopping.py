@@ -55,10 +55,14 @@ class KeepBest:
 
     def __init__(self, modules: torch.nn.Module | Sequence[torch.nn.Module],
                  score: Callable[[], float]):
-        modules = [modules] if isinstance(modules, torch.nn.Module) else list(modules)
+        wanted = ("modules must be an nn.Module or a sequence of them (empty for a pair whose "
+                  "parameters are all pyro.params)")
+        try:
+            modules = [modules] if isinstance(modules, torch.nn.Module) else list(modules)
+        except TypeError:  # None, a number
+            raise ValueError(f"{wanted}, got {type(modules).__name__}") from None
         if not all(isinstance(m, torch.nn.Module) for m in modules):
-            raise ValueError("modules must be an nn.Module or a sequence of them (empty for a "
-                             "pair whose parameters are all pyro.params)")
+            raise ValueError(wanted)
         if not callable(score):  # the project answers bad input with ValueError
             raise ValueError(f"score must be callable, got {type(score).__name__}")  # noqa: TRY004
         self.modules = modules

@@ -90,7 +90,11 @@ def _check_data(tensors: tuple, name: str, like: tuple | None = None) -> None:
     if tensors[0].shape[0] == 0:
         raise ValueError(f"{name} has no datapoints (shapes {[list(t.shape) for t in tensors]})")
     for i, tensor in enumerate(tensors):
-        check_finite_tensor(tensor, name if len(tensors) == 1 else f"{name}[{i}]")
+        which = name if len(tensors) == 1 else f"{name}[{i}]"
+        if tensor.is_complex():  # no distribution scores them (torch failed inside a check)
+            raise TypeError(f"{which} has dtype {tensor.dtype}: the models score real data; "
+                            "pass its real part, or real and imaginary parts as two channels")
+        check_finite_tensor(tensor, which)
     if like is not None:
         mine = [list(t.shape[1:]) for t in tensors]
         theirs = [list(t.shape[1:]) for t in like]
@@ -835,6 +839,10 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
     still = [*modules, *networks]
     _warn_evaluation_mode(still)
     state, store_names, registered = None, None, {}
+    if resume and not Path(checkpoint).exists() and parallel.rank == 0:
+        warnings.warn(f"fit: resume=True, but there is no checkpoint at {checkpoint}: "
+                      "training starts afresh (a mistyped path would cost a whole run)",
+                      stacklevel=user_stacklevel())
     if resume and Path(checkpoint).exists():
         state = checkpoints.load_checkpoint(checkpoint, map_location=device)
         # modules first, before anything runs the pair; the pair's Pyro parameters below

@@ -177,3 +177,19 @@ def test_json_is_written_with_the_umasks_mode_and_strict(tmp_path):
         os.umask(previous)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert json.loads(path.read_text()) == {"stderr": None, "k": [1.0]}
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, r"is a folder; pass its metrics.json"),
+    ("not json", r"is not JSON"),
+    ('{"not": 1}', r"is not the metrics.json of an elbo_vs_iwae run"),
+])
+def test_tables_from_a_file_that_is_no_finished_run_is_named(tmp_path, content, message):
+    # full tracebacks before (JSONDecodeError, KeyError 'datasets', IsADirectoryError)
+    path = tmp_path / "metrics.json"
+    if content is None:
+        path = tmp_path
+    else:
+        path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        load("elbo_vs_iwae")._finished_run(path)

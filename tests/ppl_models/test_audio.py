@@ -122,6 +122,14 @@ def test_speech_from_espeak_ng(tmp_path):
     assert 0.3 < signal.seconds < 3 and signal.samples.abs().max() > 0.1
 
 
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+def test_speech_of_text_that_starts_with_a_dash_is_spoken(tmp_path):
+    # as espeak-ng's argument '--version' was an option: no WAV, a FileNotFoundError
+    from ppl_models.audio import speech_signal
+
+    assert speech_signal("--version", tmp_path / "dash.wav", rate=8000).abs().max() > 0.1
+
+
 def test_synthetic_signal_is_seeded_and_in_range():
     a, b = synthetic_signal(1.0, 8000, seed=0), synthetic_signal(1.0, 8000, seed=1)
     assert a.shape == (8000,) and torch.equal(a, synthetic_signal(1.0, 8000, seed=0))

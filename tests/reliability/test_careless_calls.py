@@ -75,3 +75,51 @@ def test_a_grid_too_coarse_for_the_posterior_says_so(pair):
     with pytest.raises(ValueError, match=r"between nodes as far apart as these \(up to "
                                          r"2\.5e\+26: narrow bounds or raise num_points\)"):
         exact_log_evidence(model.model, x, bounds=(-1e30, 1e30), num_points=8001)
+
+
+def test_half_precision_weights_past_65504_keep_their_value():
+    # float16's sum of exp overflowed: +inf where the answer is 0
+    from inference import iwae_from_weights, log_mean_exp
+
+    weights = torch.zeros(70000, 2, dtype=torch.float16)
+    assert torch.equal(log_mean_exp(weights), torch.zeros(2, dtype=torch.float16))
+    assert torch.equal(iwae_from_weights(weights, 70000), torch.zeros(2, dtype=torch.float16))
+    with pytest.raises(TypeError, match=r"log_w must be a real floating-point tensor, got "
+                                        r"dtype torch.complex64"):
+        log_mean_exp(weights.to(torch.complex64))
+
+
+@pytest.mark.parametrize("entry", ["fit", "elbo"])
+def test_complex_data_are_named(pair, entry):
+    # torch's '"gt_cpu" not implemented for ComplexFloat', from inside a support check
+    model, x = pair
+    data = x.to(torch.complex64)
+    with pytest.raises(TypeError, match=r"has dtype torch.complex64: the models score real"):
+        if entry == "fit":
+            fit(model.model, model.guide, data, epochs=1, progress=False)
+        else:
+            elbo(model.model, model.guide, data)
+
+
+def test_encoding_nan_images_is_refused_while_validating():
+    from ppl_models.vae import VAE, Autoencoder
+
+    images = torch.full((2, 1, 4, 4), float("nan"))
+    for network in (VAE((1, 4, 4), latent_dim=2, hidden=(8,)),
+                    Autoencoder((1, 4, 4), latent_dim=2, hidden=(8,))):
+        with pytest.raises(ValueError, match=r"x holds 32 NaN value\(s\)"):
+            network.encode(images)  # NaN codes before
+
+
+def test_resuming_from_a_missing_checkpoint_says_so(pair, tmp_path):
+    model, x = pair
+    with pytest.warns(UserWarning, match=r"resume=True, but there is no checkpoint at "):
+        fit(model.model, model.guide, x, epochs=1, checkpoint=tmp_path / "typo" / "run.pt",
+            resume=True, progress=False)
+
+
+def test_keep_best_names_modules_that_are_not_modules():
+    from inference import KeepBest
+
+    with pytest.raises(ValueError, match=r"modules must be an nn.Module .* got NoneType"):
+        KeepBest(None, lambda: 0.0)
