@@ -940,7 +940,8 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                 local = parallel.shard(index)
                 batch = tuple(t[local] for t in tensors)
                 if batch_transform is not None and len(local):
-                    batch = transformed_batch(batch_transform(*batch), len(local))
+                    batch = transformed_batch(batch_transform(*batch), len(local),
+                                              screen=epoch == first_epoch)
                 with pyro.validation_enabled(checking), torch.autocast(
                         device.type, dtype=torch.bfloat16, enabled=mixed_precision):
                     try:

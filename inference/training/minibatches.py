@@ -80,9 +80,10 @@ def _check_dreg_families(structure, first_batch, model, guide, called: str) -> N
                 f"fixed ({error}); use loss='iwae'") from None
 
 
-def transformed_batch(out, rows: int) -> tuple:
+def transformed_batch(out, rows: int, screen: bool = True) -> tuple:
     """``batch_transform``'s output as a tuple of tensors, each with the minibatch's ``rows``
-    along dim 0; ``TypeError``/``ValueError`` naming ``batch_transform`` otherwise."""
+    along dim 0; ``TypeError``/``ValueError`` naming ``batch_transform`` otherwise, and, with
+    ``screen`` (fit's first epoch and its survey), for NaN or infinite values."""
     tensors = (out,) if torch.is_tensor(out) else out
     if not isinstance(tensors, (tuple, list)) or not tensors or not all(
             torch.is_tensor(t) for t in tensors):
@@ -92,6 +93,13 @@ def transformed_batch(out, rows: int) -> tuple:
     if any(t.dim() == 0 or t.shape[0] != rows for t in tensors):
         raise ValueError(f"batch_transform must keep the minibatch's {rows} rows along dim 0, "
                          f"returned shapes {shapes}")
+    if screen:  # torch's error named no transform (later epochs: fit's divergence checks)
+        for i, tensor in enumerate(tensors):
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                bad = int((~torch.isfinite(tensor)).sum())
+                raise ValueError(f"batch_transform returned {bad} NaN or infinite value(s) in "
+                                 f"its output {i} (shape {shapes[i]}); fit checked the data "
+                                 "before the transform")
     return tuple(tensors)
 
 

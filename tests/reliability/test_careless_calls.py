@@ -123,3 +123,11 @@ def test_keep_best_names_modules_that_are_not_modules():
 
     with pytest.raises(ValueError, match=r"modules must be an nn.Module .* got NoneType"):
         KeepBest(None, lambda: 0.0)
+
+
+def test_a_batch_transform_that_makes_nan_is_named(pair):
+    # torch's "Expected parameter loc ... found invalid values", naming no transform
+    model, x = pair
+    with pytest.raises(ValueError, match=r"batch_transform returned 24 NaN or infinite"):
+        fit(model.model, model.guide, x, epochs=1,
+            batch_transform=lambda batch: batch * float("nan"), progress=False)
