@@ -38,6 +38,7 @@ import math
 
 import pyro
 import torch
+from pyro.infer.util import is_validation_enabled
 from pyro.poutine.broadcast_messenger import BroadcastMessenger
 from pyro.poutine.indep_messenger import IndepMessenger
 from pyro.poutine.mask_messenger import MaskMessenger
@@ -57,7 +58,7 @@ from ..pair_check import (
     trace_pair,
 )
 from ..random_state import forked_rng
-from ..weights import UniformScale, log_mean_exp, per_datapoint
+from ..weights import UniformScale, check_data, log_mean_exp, per_datapoint
 from .minibatches import reports_no_loss
 from .objectives import detach_parameters, make_loss
 from .registered_modules import kept_buffers, reachable_modules
@@ -651,6 +652,8 @@ class SVIStep:
         return float(self._loss_and_grads(args, kwargs)[0])
 
     def _loss_and_grads(self, args, kwargs):
+        if is_validation_enabled():  # as fit checks its data (a numpy batch, an empty one
+            check_data(args, kwargs)  # or NaN failed inside Pyro or torch, naming nothing)
         if self._lean is None:  # first step: Pyro's tracing with its checks decides
             # the checks run the pair in training mode: batch-norm statistics stay put
             with kept_buffers(reachable_modules(self.model, self.guide)):

@@ -131,3 +131,21 @@ def test_a_batch_transform_that_makes_nan_is_named(pair):
     with pytest.raises(ValueError, match=r"batch_transform returned 24 NaN or infinite"):
         fit(model.model, model.guide, x, epochs=1,
             batch_transform=lambda batch: batch * float("nan"), progress=False)
+
+
+@pytest.mark.parametrize("batch, error, message", [
+    (torch.zeros(0, 3), ValueError, r"argument 0 has no datapoints"),
+    (torch.full((4, 3), float("nan")), ValueError, r"argument 0 .* contains 12 NaN"),
+    ("numpy", TypeError, r"argument 0 is a numpy array"),
+])
+def test_svi_step_names_a_batch_it_cannot_train_on(pair, batch, error, message):
+    # ZeroDivisionError from Pyro's plate, torch's "Expected parameter loc", an AttributeError
+    import numpy
+
+    from inference import Adam, SVIStep
+
+    model, _ = pair
+    step = SVIStep(model.model, model.guide, Adam(1e-3))
+    batch = numpy.zeros((4, 3), dtype=numpy.float32) if isinstance(batch, str) else batch
+    with pytest.raises(error, match=message):
+        step.step(batch)
