@@ -232,7 +232,11 @@ def read_idx(path: str | Path) -> np.ndarray:
     at most the payload it announces plus one byte, so a gzip bomb is refused after
     decompressing that much, not all of it.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or a path, got {type(path).__name__}")
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; pass an IDX file in it")
     try:
         with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
             return _read_idx_stream(f, path)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import codecs
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -312,6 +313,8 @@ def load_words(path: str | Path | None = None, *, valid_fraction: float = 0.1,
     max_length = as_int(max_length, "max_length")
     _check_fractions(valid_fraction, test_fraction)  # before reading any file
     if path is not None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str, a path or None, got {type(path).__name__}")
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no word list at {path}")

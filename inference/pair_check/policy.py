@@ -245,6 +245,13 @@ def check_pair(structure: PairStructure, use: str, called: str | None = None) ->
     Returns:
         ``structure``, for chaining.
     """
+    if not isinstance(structure, PairStructure):  # check_pair(model, guide) failed in Python
+        raise TypeError(f"check_pair(structure, use): structure must be the PairStructure that "
+                        f"survey_pair returns, got {type(structure).__name__}; to check a "
+                        "pair, call check_pair(survey_pair(model, guide, args), use)")
+    if not isinstance(use, str):
+        raise TypeError(f"check_pair(structure, use): use must be an entry point's name such as "
+                        f"'iwae_bound' or 'fit:elbo', got {type(use).__name__}")
     s = structure
     called = called or entry_label(use)
     training = use.startswith("fit:")

@@ -149,3 +149,26 @@ def test_svi_step_names_a_batch_it_cannot_train_on(pair, batch, error, message):
     batch = numpy.zeros((4, 3), dtype=numpy.float32) if isinstance(batch, str) else batch
     with pytest.raises(error, match=message):
         step.step(batch)
+
+
+def test_check_pair_given_a_pair_says_what_it_takes(pair):
+    # "'function' object has no attribute 'startswith'"
+    from inference import check_pair
+
+    model, _ = pair
+    with pytest.raises(TypeError, match=r"structure must be the PairStructure that "
+                                        r"survey_pair returns, got method"):
+        check_pair(model.model, model.guide)
+
+
+def test_data_paths_of_the_wrong_kind_are_named(tmp_path):
+    # pathlib's "expected str, bytes or os.PathLike object, not int"; a bare IsADirectoryError
+    from ppl_models.data import read_idx
+    from ppl_models.text import load_words
+
+    with pytest.raises(IsADirectoryError, match=r"is a folder; pass an IDX file in it"):
+        read_idx(tmp_path)
+    with pytest.raises(TypeError, match=r"path must be a str or a path, got int"):
+        read_idx(5)
+    with pytest.raises(TypeError, match=r"path must be a str, a path or None, got int"):
+        load_words(5)
