@@ -298,15 +298,22 @@ def check_pair_keywords(entry, kwargs: dict, **programs) -> None:
                 "signature to pass it to the pair on purpose)")
 
 
+def autograd_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor``, or an ordinary copy of one made under ``torch.inference_mode()``, which
+    autograd cannot save for backward ("Inference tensors cannot be saved for backward")."""
+    if tensor.is_inference():
+        with torch.inference_mode(False):
+            return tensor.clone()
+    return tensor
+
+
 def autograd_arguments(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    """``args`` and ``kwargs`` with every tensor made under ``torch.inference_mode()`` copied
-    into an ordinary one (inside tuples, lists and dicts): entry points that differentiate
-    (AIS's moves, a local guide's fit) failed on them with torch's "Inference tensors cannot
-    be saved for backward"."""
+    """``args`` and ``kwargs`` with every tensor passed through :func:`autograd_tensor`
+    (inside tuples, lists and dicts), for entry points that differentiate (AIS's moves, a
+    local guide's fit)."""
     def plain(value):
-        if torch.is_tensor(value) and value.is_inference():
-            with torch.inference_mode(False):
-                return value.clone()
+        if torch.is_tensor(value):
+            return autograd_tensor(value)
         if isinstance(value, (tuple, list)):
             return type(value)(plain(v) for v in value)
         if isinstance(value, dict):

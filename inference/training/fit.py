@@ -19,8 +19,9 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from tqdm.auto import tqdm
 
-from ..checks import (check_finite_tensor, check_int, check_number, check_pair_arguments,
-                      evaluation_mode, training_mode_layers, user_stacklevel)
+from ..checks import (autograd_tensor, check_finite_tensor, check_int, check_number,
+                      check_pair_arguments, evaluation_mode, training_mode_layers,
+                      user_stacklevel)
 from ..evidence.estimators import elbo
 from ..pair_check import (PairError, check_observed_values_validated, check_pair, data_frame,
                           trace_pair)
@@ -51,16 +52,8 @@ def _as_tensors(data, name: str = "data") -> tuple[torch.Tensor, ...]:
     sizes = {t.shape[0] for t in tensors}
     if len(sizes) != 1:
         raise ValueError(f"{name} tensors disagree on the number of datapoints: {sizes}")
-    return tuple(map(_plain_data, tensors))
-
-
-def _plain_data(tensor: torch.Tensor) -> torch.Tensor:
-    """Data as training takes them: detached (fit filled the user's ``x.grad``), and a copy
-    of one made under ``torch.inference_mode()``, which autograd cannot save for backward."""
-    if tensor.is_inference():
-        with torch.inference_mode(False):
-            return tensor.clone()
-    return tensor.detach()
+    # detached: fit filled the user's x.grad
+    return tuple(autograd_tensor(t).detach() for t in tensors)
 
 
 def _describe(data) -> str:
