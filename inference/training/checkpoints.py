@@ -20,10 +20,13 @@ import struct
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pyro
+import pyro.distributions.constraints
 import pyro.poutine
 import pyro.util
 import torch
+import torch.distributions.constraints
 
 
 def rng_state() -> dict:
@@ -84,7 +87,10 @@ def restore_param_store(state: dict, names) -> None:
 # --- the checkpoint file format, integrity and locking -----------------------------------------
 # A checkpoint file is MAGIC, a little-endian uint64 payload length, the payload's CRC32 (uint32)
 # and the payload (torch.save of the state). A truncated, extended or altered file fails the
-# length or CRC check and is refused with its path; nothing is unpickled before that.
+# length or CRC check and is refused with its path; nothing is unpickled before that. The payload
+# is unpickled by torch's weights-only unpickler (tensors, Python's plain values) with
+# ALLOWED_CLASSES beside: a forged file can describe data, not run code. A state holding any
+# other class is refused when it is written.
 MAGIC = b"PPLCKPT\x01"
 _HEADER = struct.Struct("<8sQI")
 # What a checkpoint's "param_store" entries hold (the state's "format"): 2, the Pyro parameters
@@ -96,6 +102,37 @@ FORMAT = 2
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: unreadable, corrupt, or of another run."""
+
+
+def _constraint_classes() -> list[type]:
+    """The constraint classes of torch and Pyro: what ``pyro.param(..., constraint=...)``
+    stores, saved with the param store's entries."""
+    modules = (torch.distributions.constraints, pyro.distributions.constraints)
+    return sorted({value for module in modules for value in vars(module).values()
+                   if isinstance(value, type)
+                   and issubclass(value, torch.distributions.constraints.Constraint)
+                   and value is not torch.distributions.constraints._DependentProperty},
+                  key=lambda cls: (cls.__module__, cls.__qualname__))
+
+
+# numpy arrays and scalars of numeric dtypes (NumPy's random state, a callback's numbers), by
+# the functions their pickles name, and the constraints of the param store's entries
+_NUMERIC_DTYPES = [np.dtype(code) for code in "?bBhHiIlLqQefdgFDG"]
+ALLOWED_CLASSES = [np.ndarray, np.dtype, *{type(dtype) for dtype in _NUMERIC_DTYPES},
+                   np.zeros(1).__reduce__()[0], np.float64(0).__reduce__()[0],
+                   *_constraint_classes()]
+
+
+def _global_name(value) -> str:
+    return f"{value.__module__}.{value.__qualname__}"
+
+
+def _disallowed_globals(payload) -> list[str]:
+    """The classes and functions named in the pickled ``payload`` (bytes of ``torch.save``)
+    that the weights-only unpickler would refuse, :data:`ALLOWED_CLASSES` aside."""
+    allowed = {_global_name(value) for value in ALLOWED_CLASSES}
+    named = torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(payload))
+    return sorted(set(named) - allowed)
 
 
 def real_path(path: str | Path) -> Path:
@@ -171,21 +208,51 @@ def check_writable(path: str | Path) -> Path:
 
 def _serialized(path: Path, state: dict) -> bytes:
     """``torch.save`` of ``state`` in memory; ``TypeError`` naming ``path`` and the first
-    top-level key whose value cannot be pickled (a lambda, an open file, a lock)."""
+    top-level key whose value cannot be pickled (a lambda, an open file, a lock), or that
+    holds a class that a checkpoint may not hold (:data:`ALLOWED_CLASSES`)."""
     buffer = io.BytesIO()
     try:
         torch.save(state, buffer)
     except (pickle.PicklingError, TypeError, AttributeError) as error:
-        where = "state"
-        for key, value in state.items():
+        def unpicklable(value):
             try:
                 torch.save(value, io.BytesIO())
             except (pickle.PicklingError, TypeError, AttributeError):
-                where = f"state[{key!r}] ({type(value).__name__})"
-                break
-        raise TypeError(f"cannot write the checkpoint {path}: {where} cannot be pickled "
-                        f"({error}); the previous checkpoint is unchanged") from error
-    return buffer.getvalue()
+                return True
+            return False
+        raise TypeError(f"cannot write the checkpoint {path}: "
+                        f"{_first_key(state, unpicklable)} cannot be pickled ({error}); the "
+                        "previous checkpoint is unchanged") from error
+    payload = buffer.getvalue()
+    disallowed = _disallowed_globals(payload)
+    if disallowed:
+        def foreign(value):
+            value_buffer = io.BytesIO()
+            torch.save(value, value_buffer)
+            return bool(_disallowed_globals(value_buffer.getvalue()))
+        raise TypeError(
+            f"cannot write the checkpoint {path}: {_first_key(state, foreign)} holds "
+            f"{', '.join(disallowed[:5])}, which a checkpoint may not hold (loading it would "
+            "run its code; checkpoints hold tensors, Python's plain values, numpy "
+            "arrays and torch's or Pyro's constraints): save plain values instead (a "
+            "callback's get_state, a constraint of your own); the previous checkpoint is "
+            "unchanged")
+    return payload
+
+
+def check_savable(path: str | Path, state: dict) -> None:
+    """Raise :func:`save_checkpoint`'s ``TypeError`` now if ``state`` could not be saved at
+    ``path`` (before training is spent on it)."""
+    _serialized(Path(path), state)
+
+
+def _first_key(state: dict, bad) -> str:
+    """``state[key] (type)`` for the first top-level ``key`` whose value ``bad`` accepts,
+    else ``state``."""
+    for key, value in state.items():
+        if bad(value):
+            return f"state[{key!r}] ({type(value).__name__})"
+    return "state"
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
@@ -196,7 +263,8 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     over ``path``, with the permission bits of the file it replaces. Any failure (full disk,
     read-only folder, a crash) leaves the old file intact; on an error the temporary file is
     removed and an ``OSError`` names ``path``. A state that is not a dict, or that holds a
-    value that cannot be pickled, is a ``TypeError`` naming ``path`` (and the key), raised
+    value that cannot be pickled or a class outside :data:`ALLOWED_CLASSES`, is a
+    ``TypeError`` naming ``path`` (and the key), raised
     before anything is written. A symlink keeps pointing at the file, which is replaced
     (:func:`real_path`).
     """
@@ -258,11 +326,13 @@ def keep_previous(path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location=None) -> dict:
-    """Read what :func:`save_checkpoint` wrote, after checking its header, length and CRC32.
+    """Read what :func:`save_checkpoint` wrote, after checking its header, length and CRC32,
+    with torch's weights-only unpickler (:data:`ALLOWED_CLASSES` beside tensors and plain
+    values).
 
     Raises:
         CheckpointError: naming ``path`` for a missing, unreadable, truncated, altered or
-            foreign file.
+            foreign file, or one that names a class outside :data:`ALLOWED_CLASSES`.
     """
     path = Path(path)
     try:
@@ -282,7 +352,17 @@ def load_checkpoint(path: str | Path, map_location=None) -> dict:
     if zlib.crc32(payload) != crc:
         raise CheckpointError(f"checkpoint {path} is corrupt: its CRC32 does not match")
     try:
-        state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=False)
+        disallowed = _disallowed_globals(payload)
+        if disallowed:
+            raise CheckpointError(
+                f"checkpoint {path} names {', '.join(disallowed[:5])}, which a checkpoint may "
+                "not hold: it was written by an older version of inference.fit with a class of "
+                "its own in the state, or forged; it is not loaded (that could run code)")
+        with torch.serialization.safe_globals(ALLOWED_CLASSES):
+            state = torch.load(io.BytesIO(payload), map_location=map_location,
+                               weights_only=True)
+    except CheckpointError:
+        raise
     except Exception as error:  # noqa: BLE001 - any unpickling failure means the same
         raise CheckpointError(f"checkpoint {path} cannot be loaded: {error}") from error
     if not isinstance(state, dict):

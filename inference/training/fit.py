@@ -879,6 +879,10 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                                                 batch_transform, networks)
         store_names = list(shapes)
         settings_record.add_networks(registered)
+    if checkpoint is not None:  # a constraint or callback state that no checkpoint can hold
+        checkpoints.check_savable(checkpoint, {
+            "param_store": checkpoints.param_store_state(store_names),
+            **({"callback": callback.get_state()} if _has_state(callback) else {})})
     shuffler = torch.Generator().manual_seed(seed)  # the same permutation on every process
     parallel.attach(stepper)
     history = []
