@@ -9,6 +9,12 @@ entry and needs four passes (in place when no gradient is wanted);
 :func:`drawn_normal_log_density` scores a value the distribution drew itself from its
 standard-normal noise. Both give ``log_prob``'s value (and gradient) up to float rounding
 (``tests/inference/test_densities.py``).
+
+Other distributions take part through a protocol: one that defines ``summed_log_prob(value,
+event_dims)``, ``log_prob(value)`` summed over the last ``event_dims`` dims (differentiable
+when a gradient is wanted), is scored by it (:func:`summed_log_density`).
+:class:`ppl_models.likelihoods.BernoulliPixel` computes it a slab at a time without
+gradients, so that no buffer of the full ``[particles, batch, *pixels]`` size is made.
 """
 
 from __future__ import annotations
@@ -33,6 +39,20 @@ def plain_normal(fn) -> tuple[Normal | None, int]:
     if type(fn) in (Normal, pyro.distributions.Normal):
         return fn, event_dims
     return None, 0
+
+
+def summed_log_density(fn, value) -> torch.Tensor | None:
+    """``fn.log_prob(value)`` through the ``summed_log_prob`` of the distribution inside
+    ``fn``'s ``Independent`` wrappers (torch's or Pyro's) when it defines one, else None.
+    ``value: [*sample, *batch, *event]`` gives ``[*sample, *batch]``."""
+    event_dims, base = 0, fn
+    while type(base) in (Independent, pyro.distributions.Independent):
+        event_dims += base.reinterpreted_batch_ndims
+        base = base.base_dist
+    summed = getattr(base, "summed_log_prob", None)
+    if summed is None or not torch.is_tensor(value):
+        return None
+    return summed(value, event_dims)
 
 
 def distinct_entries(tensor: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ from .compiling import (
     tensor_leaves,
     trace_with_inputs,
 )
-from .densities import normal_log_density, plain_normal
+from .densities import normal_log_density, plain_normal, summed_log_density
 from .random_state import forked_rng
 from .supports import mask_outside_support
 from .pair_check import (
@@ -193,11 +193,14 @@ def trace_log_density(trace, structure: PairStructure, observed: bool | None = N
     impossible = None  # [particles or 1, batch]: a latent where its density is zero
     for site in sample_sites(trace, observed):
         fn = transform(site["fn"]) if transform else site["fn"]
-        normal, event_dims = plain_normal(fn) if lean else (None, 0)
-        if normal is not None and not site["args"] and not site["kwargs"]:
+        lean_site = lean and not site["args"] and not site["kwargs"]
+        normal, event_dims = plain_normal(fn) if lean_site else (None, 0)
+        if normal is not None:
             log_p = normal_log_density(normal, site["value"], event_dims)
         else:
-            log_p = fn.log_prob(site["value"], *site["args"], **site["kwargs"])
+            log_p = summed_log_density(fn, site["value"]) if lean_site else None
+            if log_p is None:
+                log_p = fn.log_prob(site["value"], *site["args"], **site["kwargs"])
             if not site["is_observed"]:  # the survey checked the observed values
                 log_p = mask_outside_support(fn, site["value"], log_p)
         term = per_datapoint(log_p, site, nesting, structure.batch_size)

@@ -154,6 +154,71 @@ def test_bernoulli_s_own_backward_passes_gradcheck_to_second_order(logits_shape,
     assert torch.autograd.gradgradcheck(score, (logits, value))
 
 
+@pytest.mark.parametrize("logits_shape, value_shape, event_dims", [
+    ((7, 4, 1, 3, 5), (4, 1, 3, 5), 3),  # particles broadcast over data (the estimators')
+    ((7, 4, 1, 3, 5), (7, 4, 1, 3, 5), 3),  # one value per particle
+    ((7, 4, 1, 3, 5), (1, 4, 1, 3, 5), 2),  # a leading dim of one; not all pixel dims
+    ((4, 15), (4, 15), 1),  # no particle dim (one-sample ELBO)
+    ((4, 15), (15,), 1),  # the value broadcast over the rows
+])
+@pytest.mark.parametrize("slab_bytes", [1, 100, 1 << 20])  # 1 row, a few rows, all rows
+def test_bernoulli_summed_log_prob_is_log_prob_summed(monkeypatch, logits_shape, value_shape,
+                                                      event_dims, slab_bytes):
+    """The slab-wise sum (no full-size buffer) against ``log_prob(...).sum``, across slab
+    boundaries that do and do not divide the leading dim (float64: agreement to rounding)."""
+    import ppl_models.likelihoods as likelihoods
+
+    monkeypatch.setattr(likelihoods, "SLAB_BYTES", slab_bytes)
+    gen = torch.Generator().manual_seed(2)
+    logits = 4 * torch.randn(logits_shape, generator=gen, dtype=F64)
+    value = (torch.rand(value_shape, generator=gen, dtype=F64) < 0.4).to(F64)
+    pixel = BernoulliPixel(logits=logits, validate_args=False)
+    with torch.no_grad():
+        summed = pixel.summed_log_prob(value, event_dims)
+    expected = pixel.log_prob(value).sum(tuple(range(-event_dims, 0)))
+    assert summed.shape == expected.shape
+    torch.testing.assert_close(summed, expected)
+
+
+def test_bernoulli_summed_log_prob_keeps_gradients_and_mixed_dtypes_of_log_prob():
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(3, 4, 5, generator=gen, dtype=F64, requires_grad=True)
+    value = (torch.rand(4, 5, generator=gen, dtype=F64) < 0.5).to(F64)
+    pixel = BernoulliPixel(logits=logits, validate_args=False)
+    summed = pixel.summed_log_prob(value, 1)
+    (grad,) = torch.autograd.grad(summed.sum(), logits)
+    (expected,) = torch.autograd.grad(pixel.log_prob(value).sum(), logits)
+    torch.testing.assert_close(grad, expected)
+    # float32 logits with float64 data: what log_prob gives, in its dtype
+    pixel32 = BernoulliPixel(logits=logits.detach().float(), validate_args=False)
+    with torch.no_grad():
+        mixed = pixel32.summed_log_prob(value, 1)
+    reference = pixel32.log_prob(value).sum(-1)
+    assert mixed.dtype == reference.dtype
+    torch.testing.assert_close(mixed, reference)
+
+
+def test_bernoulli_weights_are_the_same_summed_a_slab_at_a_time_or_by_log_prob(monkeypatch):
+    """The estimators score a VAE's pixels through ``summed_log_prob`` (``inference.densities``):
+    its log weights on the same draws as with that protocol switched off."""
+    import inference.weights
+    from inference import log_importance_weights
+    from ppl_models import VAE
+
+    torch.manual_seed(0)
+    vae = VAE((1, 6, 5), latent_dim=3, hidden=(8,))
+    x = (torch.rand(4, 1, 6, 5) < 0.5).float()
+    scored = []
+    for summed in (True, False):
+        if not summed:
+            monkeypatch.setattr(inference.weights, "summed_log_density", lambda fn, value: None)
+        pyro.set_rng_seed(3)
+        with pyro.validation_enabled(False):
+            scored.append(log_importance_weights(vae.model, vae.guide, x, num_samples=30,
+                                                 chunk_size=7))
+    torch.testing.assert_close(scored[0], scored[1], rtol=1e-5, atol=1e-5)
+
+
 def test_gaussian_log_prob_matches_the_closed_form():
     gen = torch.Generator().manual_seed(3)
     loc, log_scale = torch.randn(2, 4, 1, 3, 3, generator=gen, dtype=F64)
