@@ -90,8 +90,13 @@ class Vocabulary:
             ValueError: a character outside the vocabulary (the first offending word is
                 named), no words, or a ``max_len`` too short for the longest word.
         """
-        if isinstance(words, str) or len(words) == 0:
-            raise ValueError("words must be a non-empty sequence of strings")
+        if isinstance(words, str) or not hasattr(words, "__len__") or len(words) == 0:
+            raise ValueError("words must be a non-empty sequence of strings, got "
+                             f"{words!r:.60}")
+        for word in words:
+            if not isinstance(word, str):
+                raise TypeError(f"words must be strings, got {word!r:.40} "
+                                f"({type(word).__name__}) among them")
         longest = max(map(len, words)) + 1
         if max_len is None:
             max_len = longest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import math
 import os
@@ -59,13 +60,25 @@ def writable_folder(out: str | Path, flag: str = "--out-dir") -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SystemExit(f"{flag} {out} is a file, not a folder")
+    created = [folder for folder in (out, *out.parents) if not folder.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as error:
         raise SystemExit(f"{flag} {out} cannot be written: {error.strerror}") from None
+    atexit.register(_remove_if_empty, created)
     return out
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (innermost first) that are still empty as the program ends: those a
+    run created and then wrote nothing into (its arguments refused after set-up)."""
+    for folder in folders:
+        try:
+            folder.rmdir()  # only an empty folder
+        except OSError:
+            return
 
 
 def write_json(path: str | Path, data: dict) -> Path:

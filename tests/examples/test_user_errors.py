@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -193,3 +194,19 @@ def test_tables_from_a_file_that_is_no_finished_run_is_named(tmp_path, content, 
         path.write_text(content)
     with pytest.raises(ValueError, match=message):
         load("elbo_vs_iwae")._finished_run(path)
+
+
+def test_a_refused_run_leaves_no_empty_folders_behind(tmp_path):
+    """The flag refused after set-up (the digits gallery has 5 images): the folders the run
+    created for its results are removed as it exits; one that existed before stays."""
+    script = Path(__file__).resolve().parents[2] / "examples" / "similarity.py"
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    for out, kept in ((tmp_path / "new" / "run", tmp_path), (existing, existing)):
+        done = subprocess.run(
+            [sys.executable, str(script), "--datasets", "digits", "--num-train", "5", "--k",
+             "10", "--threads", "1", "--out-dir", str(out)],
+            capture_output=True, text=True, timeout=300)
+        assert done.returncode == 1 and "argument --k: must lie in 1..5" in done.stderr
+        assert kept.is_dir() and not (tmp_path / "new").exists()
+        assert list(existing.iterdir()) == []

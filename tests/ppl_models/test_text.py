@@ -93,6 +93,13 @@ def test_vocabulary_from_words_and_encoding_errors():
         vocab.encode(["there"], max_len=5)
     with pytest.raises(ValueError, match="non-empty"):
         vocab.encode([])
+    # ints, bytes or a tensor of ids are not words (len(3) or set(3) failed inside)
+    for bad in ([3, 4], ["hi", b"yo"], [None]):
+        with pytest.raises(TypeError, match=r"words must be strings, got .* \((int|bytes|"
+                                            r"NoneType)\)"):
+            vocab.encode(bad)
+    with pytest.raises(ValueError, match="non-empty sequence of strings, got 7"):
+        vocab.encode(7)
 
 
 def test_check_rejects_malformed_tensors():
