@@ -34,7 +34,15 @@ import numpy as np
 import torch
 from scipy.signal import resample_poly
 
-from .checks import as_int, as_number, check_levels, check_memory, check_values, physical_memory
+from .checks import (
+    as_int,
+    as_number,
+    check_levels,
+    check_memory,
+    check_not_special,
+    check_values,
+    physical_memory,
+)
 
 MU = 255
 NUM_LEVELS = MU + 1
@@ -153,6 +161,7 @@ def write_wav(path: str | Path, signal: torch.Tensor, rate: int) -> None:
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"cannot write {path}: it is a folder; pass a file name")
+    check_not_special(path, "write")
     try:
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
                                              suffix=".partial")

@@ -13,10 +13,27 @@ import functools
 import math
 import numbers
 import os
+import stat
 from collections.abc import Callable
 
 import torch
 from pyro.infer.util import is_validation_enabled
+
+
+_NOT_FILES = {stat.S_IFDIR: "a folder", stat.S_IFCHR: "a character device",
+              stat.S_IFBLK: "a block device", stat.S_IFIFO: "a named pipe",
+              stat.S_IFSOCK: "a socket"}
+
+
+def check_not_special(path, action: str) -> None:
+    """``ValueError`` when ``path`` exists and is not a regular file: ``action`` it (``"read"``,
+    ``"write"``) would block on a pipe, never end on a device, or replace the node."""
+    try:
+        kind = _NOT_FILES.get(stat.S_IFMT(os.stat(path).st_mode))
+    except OSError:
+        return
+    if kind is not None:
+        raise ValueError(f"cannot {action} {path}: it is {kind}, not a regular file")
 
 
 def as_int(value, name: str, minimum: int | None = 1) -> int:

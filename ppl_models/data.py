@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checks import as_seed, check_generator, check_values
+from .checks import as_seed, check_generator, check_not_special, check_values
 
 SPLIT_SEED = 0
 DIGITS_SPLIT = (1297, 200, 300)  # train, valid, test
@@ -237,6 +237,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; pass an IDX file in it")
+    check_not_special(path, "read")
     try:
         with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
             return _read_idx_stream(f, path)

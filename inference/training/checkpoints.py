@@ -135,6 +135,20 @@ def _disallowed_globals(payload) -> list[str]:
     return sorted(set(named) - allowed)
 
 
+_SPECIAL_FILES = {stat.S_IFDIR: "a folder", stat.S_IFCHR: "a character device",
+                  stat.S_IFBLK: "a block device", stat.S_IFIFO: "a named pipe",
+                  stat.S_IFSOCK: "a socket"}
+
+
+def special_file(path: Path) -> str | None:
+    """What ``path`` is when it exists and is not a regular file (a device, a named pipe, a
+    socket, a folder), else None: writing would replace such a node, reading could block."""
+    try:
+        return _SPECIAL_FILES.get(stat.S_IFMT(os.stat(path).st_mode))
+    except OSError:
+        return None
+
+
 def real_path(path: str | Path) -> Path:
     """The file a checkpoint path names, symlinks resolved (``os.path.realpath``): a run
     through a link and a run through the file share one lock, and a write replaces the file
@@ -176,7 +190,8 @@ def check_writable(path: str | Path) -> Path:
     Creates the parent folder if needed and writes (then removes) a probe file there.
 
     Raises:
-        CheckpointError: ``path`` is a folder (or ends in a separator), ``<path>.lock`` or
+        CheckpointError: ``path`` is a folder (or ends in a separator), a device, a named
+            pipe or a socket, ``<path>.lock`` or
             ``<path>.previous`` is a folder, or the folder cannot be created or written; the
             message names the path and the reason.
     """
@@ -184,13 +199,22 @@ def check_writable(path: str | Path) -> Path:
         raise CheckpointError(f"checkpoint {path} names a folder (it ends in a separator); "
                               "pass a file name, e.g. run.pt inside it")
     shown, path = Path(path), real_path(path)
-    if path.is_dir():
+    kind = special_file(path)
+    if kind == "a folder":
         raise CheckpointError(f"checkpoint {shown} is a folder; pass a file name")
+    if kind is not None:
+        raise CheckpointError(f"checkpoint {shown} is {kind}, not a regular file: a checkpoint "
+                              "would replace it; pass a file name (no checkpoint: None)")
+    parent = next((folder for folder in path.parents if folder.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise CheckpointError(f"cannot write the checkpoint {shown}: {parent} is a file, not a "
+                              "folder")
     for suffix, role in ((".lock", "its lock file"), (".previous", "the copy of an earlier run")):
         beside = path.with_name(path.name + suffix)
-        if beside.is_dir():
-            raise CheckpointError(f"checkpoint {shown} needs {beside} for {role}, but that is a "
-                                  "folder: move it away or use another checkpoint path")
+        kind = special_file(beside)
+        if kind is not None:
+            raise CheckpointError(f"checkpoint {shown} needs {beside} for {role}, but that is "
+                                  f"{kind}: move it away or use another checkpoint path")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         probe = _unique_partial(path)
@@ -271,6 +295,10 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     if not isinstance(state, dict):
         raise TypeError(f"state must be a dict, got {type(state).__name__}")
     path, target = Path(path), real_path(path)
+    kind = special_file(target)
+    if kind is not None:
+        raise CheckpointError(f"cannot write the checkpoint {path}: it is {kind}, which the "
+                              "checkpoint would replace; pass a file name")
     payload = _serialized(path, state)
     header = _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload))
     partial = None
@@ -335,20 +363,30 @@ def load_checkpoint(path: str | Path, map_location=None) -> dict:
             foreign file, or one that names a class outside :data:`ALLOWED_CLASSES`.
     """
     path = Path(path)
+    kind = special_file(path)
+    if kind is not None:
+        raise CheckpointError(f"checkpoint {path} is {kind}, not a checkpoint file")
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            header = file.read(_HEADER.size)
+            if len(header) < _HEADER.size or not header.startswith(MAGIC):
+                raise CheckpointError(
+                    f"{path} is not a checkpoint written by inference.fit (no "
+                    f"{MAGIC[:7].decode()} header; {size} bytes): corrupt, foreign or from an "
+                    "older version; delete it to start afresh")
+            _, length, crc = _HEADER.unpack(header)
+            if size - _HEADER.size != length:  # before reading what the header announces
+                raise CheckpointError(
+                    f"checkpoint {path} is truncated or has trailing bytes: header says "
+                    f"{length} bytes of payload, the file has {size - _HEADER.size}")
+            payload = file.read()
     except OSError as error:
         raise CheckpointError(f"cannot read the checkpoint {path}: "
                               f"{error.strerror or error}") from error
-    if len(data) < _HEADER.size or not data.startswith(MAGIC):
-        raise CheckpointError(f"{path} is not a checkpoint written by inference.fit (no "
-                              f"{MAGIC[:7].decode()} header; {len(data)} bytes): corrupt, "
-                              "foreign or from an older version; delete it to start afresh")
-    _, length, crc = _HEADER.unpack_from(data)
-    payload = memoryview(data)[_HEADER.size:]
-    if len(payload) != length:
+    if len(payload) != length:  # the file changed while it was read
         raise CheckpointError(f"checkpoint {path} is truncated or has trailing bytes: header "
-                              f"says {length} bytes of payload, the file has {len(payload)}")
+                              f"says {length} bytes of payload, {len(payload)} were read")
     if zlib.crc32(payload) != crc:
         raise CheckpointError(f"checkpoint {path} is corrupt: its CRC32 does not match")
     try:
