@@ -29,7 +29,7 @@ OBJECTIVES = (("elbo", 1), ("iwae", 5), ("dreg", 5))
 
 
 def main(args: argparse.Namespace) -> dict:
-    _, device, _ = start_run(args)
+    _, device, _ = start_run(args, exclusive=False)
     data = load_images("digits").binarized(0)
     test = data.test.images.to(device)
     runs = {f"{name}-{k}": [] for name, k in OBJECTIVES}

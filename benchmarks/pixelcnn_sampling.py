@@ -37,7 +37,7 @@ def time_sampler(sampler, num: int, seed: int) -> tuple[float, torch.Tensor]:
 
 
 def main(args: argparse.Namespace) -> dict:
-    start_run(args)  # threads and seeds
+    start_run(args, exclusive=False)  # threads and seeds
     shape = (1, args.size, args.size)
     m = PixelCNN(shape, args.likelihood, channels=args.channels, num_blocks=args.blocks).eval()
     warm = PixelCNN((1, 4, 4), args.likelihood, channels=args.channels,

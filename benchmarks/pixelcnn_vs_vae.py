@@ -86,7 +86,7 @@ def vae_nll(args, vae, test) -> dict:
 
 
 def main(args: argparse.Namespace) -> dict:
-    _, device, _ = start_run(args)
+    _, device, _ = start_run(args, exclusive=False)
     data = load_images(args.dataset)
     fixed = data.binarized(args.data_seed)
     dynamic = args.binarization == "dynamic"

@@ -105,7 +105,7 @@ def _mean_and_stderr(values: list[float]) -> tuple[float, float]:
 
 
 def main(args: argparse.Namespace) -> dict:
-    _, device, _ = start_run(args)
+    _, device, _ = start_run(args, exclusive=False)
     data = load_images("fashion-mnist", root=args.data_root).binarized(0)
     train = data.train.images[: args.num_train or None].to(device)
     test = data.test.images[: args.num_test].to(device)

@@ -37,7 +37,7 @@ def time_generation(wn: WaveNet, num_samples: int, seed: int, method: str
 
 
 def main(args: argparse.Namespace) -> dict:
-    start_run(args)  # threads and seeds
+    start_run(args, exclusive=False)  # threads and seeds
     rows = []
     for layers in args.layers:
         wn = WaveNet(layers=layers, channels=args.channels, skip_channels=args.skip_channels)

@@ -20,14 +20,16 @@ from .memory import retain_freed_memory
 from .threads import configure_threads
 
 
-def start_run(args: argparse.Namespace) -> tuple[Path, torch.device, float]:
+def start_run(args: argparse.Namespace,
+              exclusive: bool = True) -> tuple[Path, torch.device, float]:
     """Set up a run from the common flags of :func:`scaffold.flags.script_parser`.
 
     Sets torch's CPU threads (``args.threads`` when given, else as many as the load average
     leaves idle: :func:`scaffold.threads.configure_threads`), asks glibc to keep freed
     memory (:func:`scaffold.memory.retain_freed_memory`: no page faults for every chunk of an
-    evidence estimate), seeds Pyro and torch with ``args.seed``, creates ``args.out_dir`` and
-    resolves ``args.device``.
+    evidence estimate), seeds Pyro and torch with ``args.seed``, creates ``args.out_dir``
+    (held for this run alone when ``exclusive``: :func:`hold_folder`; benchmarks, which write
+    files of their own names into a shared folder, pass False) and resolves ``args.device``.
 
     Returns:
         ``(out_dir, device, start)`` with ``start`` from :func:`time.perf_counter`.
@@ -35,7 +37,9 @@ def start_run(args: argparse.Namespace) -> tuple[Path, torch.device, float]:
     configure_threads(getattr(args, "threads", None))
     retain_freed_memory()
     start = time.perf_counter()
-    out = writable_folder(Path(args.out_dir))
+    out = writable_folder(args.out_dir)
+    if exclusive and os.environ.get("RANK", "0") == "0":  # torchrun's ranks share the folder
+        hold_folder(out)
     device = resolve_device(args.device) if hasattr(args, "device") else torch.device("cpu")
     pyro.set_rng_seed(args.seed)
     return out, device, start
@@ -57,6 +61,8 @@ def writable_folder(out: str | Path, flag: str = "--out-dir") -> Path:
     """``out`` created and test-written, so that a run cannot end in a folder it cannot
     write (after its work); ``SystemExit`` naming ``flag`` (the folder's command-line flag,
     such as ``--out-dir`` or ``--cache-dir``) and the folder otherwise."""
+    if not str(out).strip():  # Path("") is the working folder: an unset shell variable
+        raise SystemExit(f"{flag} is empty; name a folder (the working folder: {flag} .)")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SystemExit(f"{flag} {out} is a file, not a folder")
@@ -69,6 +75,31 @@ def writable_folder(out: str | Path, flag: str = "--out-dir") -> Path:
         raise SystemExit(f"{flag} {out} cannot be written: {error.strerror}") from None
     atexit.register(_remove_if_empty, created)
     return out
+
+
+_HELD_FOLDERS: dict[Path, int] = {}  # folder -> descriptor holding its lock until the end
+
+
+def hold_folder(out: Path, flag: str = "--out-dir") -> None:
+    """Hold ``out`` for this process until it ends (``flock`` on the folder, which the kernel
+    drops with the process): a second run writing the same ``metrics.json`` and figures
+    there is refused (``SystemExit`` naming ``flag`` and the folder) instead of silently
+    replacing them. Holding a folder this process holds already is a no-op."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        return
+    folder = out.resolve()
+    if folder in _HELD_FOLDERS:
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(descriptor)
+        raise SystemExit(f"{flag} {out} is in use by another run, whose results this one "
+                         "would replace: wait for it to finish or choose another folder") from None
+    _HELD_FOLDERS[folder] = descriptor
 
 
 def _remove_if_empty(folders: list[Path]) -> None:

@@ -458,8 +458,8 @@ def encode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor],
                          f"{symbols.dtype} {list(symbols.shape)}")
     check_not_meta(symbols, "symbols")
     _check_symbol_count(symbols.numel(), "images")
-    with torch.no_grad():
-        probs = pixel_probs(symbols)
+    with torch.no_grad():  # a copy: a pixel_probs that changes its input in place must not
+        probs = pixel_probs(symbols.clone())  # change the pixels coded (or the caller's)
     _check_pixel_tables(probs, symbols)
     order = symbols.permute(2, 3, 1, 0).reshape(-1)  # [H * W * C * batch], raster order
     tables = probs.permute(2, 3, 1, 0, 4).reshape(order.shape[0], -1)  # [..., V]
@@ -519,7 +519,7 @@ def decode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor], data: byt
             return None
         i, j, c = positions[len(chunks)]
         with torch.no_grad():
-            probs = pixel_probs(canvas)
+            probs = pixel_probs(canvas.clone())  # as encode_images: its own copy
         _check_pixel_tables(probs, canvas)
         return probs[:, c, i, j]  # [batch, V]
 

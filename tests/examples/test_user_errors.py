@@ -210,3 +210,31 @@ def test_a_refused_run_leaves_no_empty_folders_behind(tmp_path):
         assert done.returncode == 1 and "argument --k: must lie in 1..5" in done.stderr
         assert kept.is_dir() and not (tmp_path / "new").exists()
         assert list(existing.iterdir()) == []
+
+
+def test_an_empty_out_dir_is_refused_not_taken_for_the_working_folder(keep_threads):
+    for empty in ("", "  "):
+        with pytest.raises(SystemExit, match="--out-dir is empty; name a folder"):
+            start_run(argparse.Namespace(out_dir=empty, seed=0, threads=1))
+
+
+def test_a_folder_another_run_writes_into_is_refused(tmp_path, keep_threads):
+    """Two runs of an example on one --out-dir replaced each other's metrics.json and
+    figures, both exiting 0; the second is now refused. A run holding the folder may start
+    again in its own process (an example calling another's main), and benchmarks, which
+    write files named after themselves into a shared folder, do not hold it."""
+    import fcntl
+
+    args = argparse.Namespace(out_dir=str(tmp_path / "run"), seed=0, threads=1)
+    start_run(args)
+    start_run(args)  # this process holds it already
+    (tmp_path / "other").mkdir()
+    other = os.open(tmp_path / "other", os.O_RDONLY)  # another run's hold
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        busy = argparse.Namespace(out_dir=str(tmp_path / "other"), seed=0, threads=1)
+        with pytest.raises(SystemExit, match=r"--out-dir .*other is in use by another run"):
+            start_run(busy)
+        start_run(busy, exclusive=False)
+    finally:
+        os.close(other)

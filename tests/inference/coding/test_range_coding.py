@@ -160,3 +160,21 @@ def test_decode_images_takes_image_shape_as_numpy_integers():
     for shape in (np.array([[1, 3, 3]]), np.array([1.0, 3.0, 3.0]), (1, 3), "133"):
         with pytest.raises(ValueError, match="image_shape must be three positive ints"):
             decode_images(_uniform_pixels, data, shape)
+
+
+def test_a_pixel_probs_that_changes_its_input_codes_the_images_given():
+    """A model whose forward preprocesses its input in place (here: zeroes it) used to make
+    the stream code the changed pixels, decoded without error, and changed the caller's
+    images; each call now gets its own copy."""
+    def uniform(symbols):
+        return torch.full((*symbols.shape, 2), 0.5, dtype=torch.float64)
+
+    def in_place(symbols):
+        symbols.mul_(0)
+        return uniform(symbols)
+
+    images = torch.randint(0, 2, (3, 1, 4, 4), generator=torch.Generator().manual_seed(0))
+    given = images.clone()
+    stream = encode_images(in_place, images)
+    assert torch.equal(images, given)
+    assert torch.equal(decode_images(in_place, stream, (1, 4, 4)), given)
