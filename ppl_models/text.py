@@ -10,9 +10,10 @@ Sources, as chosen by :func:`load_words`:
 - when that file is missing, ``ppl_models/corpora/words_small.txt``: 5,429 common English words
   (base forms, inflections, animals, foods, tools, adjectives, adverbs) written for this
   repository, one per line, every one also in ``wamerican``; the same filter applies;
-- any text file named by the user: one sequence per line, stripped of surrounding
-  whitespace, blank lines skipped, nothing else filtered or deduplicated (inner spaces and
-  punctuation become characters of the vocabulary); a line longer than ``max_length``
+- any text file named by the user: one sequence per line (lines end at ``\n`` only),
+  stripped of surrounding whitespace, blank lines skipped, nothing else filtered or
+  deduplicated (inner spaces and punctuation become characters of the vocabulary; a word
+  listed several times keeps its copies, all in one split); a line longer than ``max_length``
   characters (default :data:`MAX_WORD_LENGTH`, 100) is refused, since batches are padded to
   their longest word.
 
@@ -242,22 +243,30 @@ def clean_word_list(lines: Iterable[str]) -> list[str]:
 
 def split_words(words: Sequence[str], valid_fraction: float = 0.1, test_fraction: float = 0.1,
                 seed: int = 0) -> tuple[list[str], list[str], list[str]]:
-    """Shuffle ``words`` with ``seed`` and cut ``train, valid, test`` lists.
+    """Shuffle the distinct ``words`` with ``seed`` and cut ``train, valid, test`` lists.
 
-    Valid and test get ``max(1, round(fraction * n))`` words each for a positive fraction,
-    none (an empty list) for a fraction of 0; the rest is train.
+    Of ``n`` distinct words, valid and test get ``max(1, round(fraction * n))`` each for a
+    positive fraction, none (an empty list) for a fraction of 0; the rest is train. Every
+    copy of a word goes where the word goes, so a held-out word is never also a training
+    word (a list of distinct words is split as a plain shuffle of it).
     """
     valid_fraction, test_fraction = _check_fractions(valid_fraction, test_fraction)
     seed = as_int(seed, "seed", minimum=0)
-    n = len(words)
+    copies: dict[str, int] = {}
+    for word in words:
+        copies[word] = copies.get(word, 0) + 1
+    distinct = list(copies)
+    n = len(distinct)
     num_valid = max(1, round(valid_fraction * n)) if valid_fraction else 0
     num_test = max(1, round(test_fraction * n)) if test_fraction else 0
     if n - num_valid - num_test < 1:
-        raise ValueError(f"{n} words are too few for train, valid and test splits")
+        raise ValueError(f"{n} distinct words are too few for train, valid and test splits")
     order = np.random.default_rng(seed).permutation(n)
-    shuffled = [words[i] for i in order]
-    return (shuffled[num_valid + num_test:], shuffled[:num_valid],
-            shuffled[num_valid:num_valid + num_test])
+    shuffled = [word for i in order for word in [distinct[i]] * copies[distinct[i]]]
+    first_test = sum(copies[distinct[i]] for i in order[:num_valid])
+    first_train = first_test + sum(copies[distinct[i]] for i in order[num_valid:num_valid +
+                                                                           num_test])
+    return shuffled[first_train:], shuffled[:first_test], shuffled[first_test:first_train]
 
 
 def _check_fractions(valid_fraction, test_fraction) -> tuple[float, float]:
@@ -323,7 +332,7 @@ def load_words(path: str | Path | None = None, *, valid_fraction: float = 0.1,
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no word list at {path}")
-        lines = _read_utf8(path).splitlines()
+        lines = _read_utf8(path).split("\n")  # not splitlines: U+2028 is no line end here
         words = [w for w in (line.strip() for line in lines) if w]
         source = f"file:{path}"
     else:

@@ -3,6 +3,7 @@
 import logging
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -183,3 +184,24 @@ def test_a_line_longer_than_max_length_is_refused_by_number(tmp_path, monkeypatc
     monkeypatch.setattr(text, "WAMERICAN_PATH", words)
     with pytest.raises(ValueError, match=re.escape(f"{words} line 5: a word of 101 characters")):
         load_words()
+
+
+def test_copies_of_a_word_stay_in_one_split(tmp_path):
+    """A user's list with repeated lines put copies of one word in train and in test, so the
+    held-out score measured memorized words; every copy now goes where the word goes, and a
+    list of distinct words splits as before (a plain shuffle)."""
+    path = tmp_path / "words.txt"
+    words = ["same"] * 50 + [f"w{i}" for i in range(30)] + ["other"] * 3
+    path.write_text("\n".join(words) + "\nline\u2028sep\n")
+    data = load_words(path, valid_fraction=0.1, test_fraction=0.2, seed=1)
+    splits = (data.train, data.valid, data.test)
+    assert sorted(data.train + data.valid + data.test) == sorted(words + ["line\u2028sep"])
+    for i, first in enumerate(splits):
+        for second in splits[i + 1:]:
+            assert not set(first) & set(second)
+    assert (len(set(data.valid)), len(set(data.test))) == (3, 7)  # of 33 distinct words
+    distinct = [f"d{i}" for i in range(40)]
+    order = np.random.default_rng(5).permutation(40)
+    shuffled = [distinct[i] for i in order]
+    assert split_words(distinct, 0.1, 0.2, seed=5) == (shuffled[12:], shuffled[:4],
+                                                        shuffled[4:12])
