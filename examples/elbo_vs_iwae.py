@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 import re
@@ -93,7 +94,7 @@ from ppl_models import (  # noqa: E402
 )
 from scaffold.flags import integer_in, numbers, positive_int, script_parser  # noqa: E402
 from scaffold.plots import save_figure  # noqa: E402
-from scaffold.runs import finish_run, start_run  # noqa: E402
+from scaffold.runs import finish_run, start_run, write_text  # noqa: E402
 
 DOCS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "elbo-vs-iwae.md"
 EVAL_KS = (1, 5, 50, 500, 5000)
@@ -450,13 +451,32 @@ def write_doc_tables(path: Path, tables: dict[str, str]) -> list[str]:
     text = TABLE_BLOCK.sub(
         lambda m: m[1] + (tables[m["name"]] + "\n" if m["name"] in tables else m["body"]) + m[4],
         text)
-    path.write_text(text)
+    write_text(path, text)
     return sorted(tables)
 
 
+def check_docs_page(page: Path, tag: str, datasets) -> None:
+    """Before any work: ``SystemExit`` naming ``--docs-page`` unless ``page`` is a UTF-8 file
+    with the markers of each data set's bounds and diagnostics tables (``--write-docs``
+    replaced them only after the whole run, and a folder failed with a traceback)."""
+    if not page.is_file():
+        raise SystemExit(f"--docs-page {page}: {'a folder' if page.is_dir() else 'no such file'}"
+                         "; --write-docs replaces the marked tables of a page")
+    try:
+        present = read_doc_tables(page.read_text())
+    except (OSError, UnicodeDecodeError) as error:
+        raise SystemExit(f"--docs-page {page} cannot be read: {error}") from None
+    missing = [f"{name}-{tag}-{kind}" for name in datasets for kind in ("bounds", "diagnostics")
+               if f"{name}-{tag}-{kind}" not in present]
+    if missing:
+        raise SystemExit(f"--docs-page {page} has no '<!-- table:NAME -->' markers for "
+                         f"{missing}; --write-docs would fail after the run")
+
+
 def write_csv(metrics: dict, path: Path) -> None:
-    """One row per data set, objective and estimate: mean and standard error in nats."""
-    with path.open("w", newline="") as handle:
+    """One row per data set, objective and estimate: mean and standard error in nats
+    (written atomically)."""
+    with io.StringIO(newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["dataset", "pair", "trained_with", "estimate", "mean_nats",
                          "stderr_nats"])
@@ -470,6 +490,7 @@ def write_csv(metrics: dict, path: Path) -> None:
                         if label in m:
                             writer.writerow([name, pair, objective, label, m[label]["mean"],
                                              m[label]["stderr"]])
+        write_text(path, handle.getvalue())
 
 
 # ---------------------------------------------------------------------------- figures
@@ -567,8 +588,8 @@ def report(metrics: dict, out: Path, args) -> dict[str, str]:
         plot_khat(name, pairs, out / f"khat_{name}.png")
         plot_gaps(name, pairs, out / f"gaps_{name}.png")
     tables = render_tables(metrics, metrics["preset"])
-    (out / "tables.md").write_text(
-        "\n\n".join(f"{name}\n\n{table}" for name, table in tables.items()) + "\n")
+    write_text(out / "tables.md",
+               "\n\n".join(f"{name}\n\n{table}" for name, table in tables.items()) + "\n")
     write_csv(metrics, out / "results.csv")
     if args.write_docs:
         page = Path(args.docs_page)
@@ -605,11 +626,16 @@ def main(args: argparse.Namespace) -> dict:
     if args.tables_from:
         # Re-render figures and tables of a finished run without training anything.
         metrics = _finished_run(Path(args.tables_from))
+        if args.write_docs:
+            check_docs_page(Path(args.docs_page), metrics.get("preset", ""), metrics["datasets"])
         tables = report(metrics, out, args)
         for name, table in tables.items():
             print(f"\n{name}\n{table}")
         return metrics
     preset = "tiny" if args.tiny else "compare" if args.compare else "full"
+    if args.write_docs:
+        check_docs_page(Path(args.docs_page), preset,
+                        [name for name in args.datasets if not dataset_available(name, args)])
     presets = PRESETS[preset]
     metrics = {"units": "nats per test point, mean over test points; standard error over "
                         "repeats (bounds) or over test points (AIS)",

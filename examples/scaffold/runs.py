@@ -113,9 +113,14 @@ def _remove_if_empty(folders: list[Path]) -> None:
 
 
 def write_json(path: str | Path, data: dict) -> Path:
-    """Write ``data`` as indented JSON to ``path`` atomically: a reader (or a run killed
-    half-way) sees the old file or the new one, never half of one. NaN and infinite floats
-    are written as null (strict JSON has no such numbers)."""
+    """Write ``data`` as indented JSON to ``path`` atomically (:func:`write_text`). NaN and
+    infinite floats are written as null (strict JSON has no such numbers)."""
+    return write_text(path, json.dumps(_strict(data), indent=2, allow_nan=False))
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically: a reader (or a run killed half-way) sees the old
+    file or the new one, never half of one; the file gets the mode ``open`` would give it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -123,8 +128,8 @@ def write_json(path: str | Path, data: dict) -> Path:
     os.umask(umask)
     os.chmod(temporary, 0o666 & ~umask)  # as open() would make it, not mkstemp's 0600
     try:
-        with os.fdopen(handle, "w") as file:
-            file.write(json.dumps(_strict(data), indent=2, allow_nan=False))
+        with os.fdopen(handle, "w", newline="") as file:
+            file.write(text)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

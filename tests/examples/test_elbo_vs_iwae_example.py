@@ -85,6 +85,28 @@ def test_write_doc_tables_needs_markers(tmp_path):
         example["write_doc_tables"](page, {"b": "| x |"})
 
 
+@pytest.mark.parametrize("page, message", [
+    ("missing.md", "no such file"),
+    ("folder", "a folder"),
+    ("page.md", "has no '<!-- table:NAME -->' markers for ['toy-tiny-bounds', "
+                "'toy-tiny-diagnostics']"),
+])
+def test_write_docs_checks_its_page_before_training(tmp_path, monkeypatch, page, message):
+    """A missing page, a folder, or a page without the run's markers was found only after
+    the whole run (a folder with a traceback)."""
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "page.md").write_text("<!-- table:digits-tiny-bounds -->\n<!-- /table -->\n")
+    example = runpy.run_path(str(EXAMPLE))
+    monkeypatch.setitem(example["main"].__globals__, "run_dataset", lambda *a: 1 / 0)
+    args = example["parse_args"](["--tiny", "--threads", "1", "--quiet", "--datasets", "toy",
+                                  "--write-docs", "--docs-page", str(tmp_path / page),
+                                  "--out-dir", str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as refused:
+        example["main"](args)
+    assert f"--docs-page {tmp_path / page}" in str(refused.value)
+    assert message in str(refused.value)
+
+
 def test_unknown_dataset_or_pair_is_rejected(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         run(["--datasets", "toy,cifar"], monkeypatch)
