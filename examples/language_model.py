@@ -53,6 +53,7 @@ from scaffold.flags import (  # noqa: E402
     flag_error,
     fraction_below_one,
     positive_int,
+    refused_as_usage,
     script_parser,
     training_flags,
 )
@@ -125,6 +126,8 @@ def main(args: argparse.Namespace) -> dict:
           f"{len(data.valid)} valid, {len(data.test)} test ({int(vocab.lengths(test).sum())} "
           f"symbols incl. end symbols); {len(vocab)} characters")
 
+    with refused_as_usage("language_model", "--max-order"):  # an order beyond int64 indices
+        NGramModel(args.max_order, vocab)
     symmetric = [NGramModel(order, vocab).fit_counts(train)
                  for order in range(1, args.max_order + 1)]
     backoff = [NGramModel(args.max_order, vocab, backoff=True).fit_counts(train)]

@@ -39,9 +39,11 @@ import torch  # noqa: E402
 from inference import fit  # noqa: E402
 from scaffold.plots import save_figure  # noqa: E402
 from scaffold.flags import (  # noqa: E402
+    integer_in,
     numbers,
     positive_float,
     positive_int,
+    refused_as_usage,
     script_parser,
     training_flags,
 )
@@ -88,19 +90,24 @@ def plot_waveforms(real: torch.Tensor, generated: torch.Tensor, rate: int, path:
     save_figure(fig, path)
 
 
+# Each sampler draws one sample a step (the naive one runs the whole receptive field each
+# time): a million samples, two minutes of audio at 8 kHz, already takes hours.
+MAX_GENERATE = 10**6
+
+
 def main(args: argparse.Namespace) -> dict:
     out, device, start = start_run(args)
     pyro.clear_param_store()
 
-    signal = load_signal(args.wav or args.source, rate=args.rate, seconds=args.seconds,
-                         seed=args.seed)
-    levels = mu_law_encode(signal.samples)
-    train, test = split_segments(levels, args.segment_length, args.test_fraction)
+    with refused_as_usage("wavenet"):  # the signal, its segments and the network's size
+        signal = load_signal(args.wav or args.source, rate=args.rate, seconds=args.seconds,
+                             seed=args.seed)
+        levels = mu_law_encode(signal.samples)
+        train, test = split_segments(levels, args.segment_length, args.test_fraction)
+        wn = WaveNet(layers=args.layers, stacks=args.stacks, channels=args.channels,
+                     skip_channels=args.skip_channels)
     print(f"signal: {signal.source}, {signal.seconds:.2f} s at {signal.rate} Hz; "
           f"{len(train)} train / {len(test)} test segments of {args.segment_length} samples")
-
-    wn = WaveNet(layers=args.layers, stacks=args.stacks, channels=args.channels,
-                 skip_channels=args.skip_channels)
     history = fit(wn.model, wn.guide, train, epochs=args.epochs, batch_size=args.batch_size,
                   lr=args.lr, seed=args.seed, device=device)
     test, train = test.to(device), train.to(device)
@@ -154,8 +161,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--layers", type=positive_int, default=8, help="blocks per dilation stack")
     numbers(parser, stacks=1, channels=32, skip_channels=64)
     training_flags(parser, epochs=30, batch_size=8, lr=3e-3)
-    parser.add_argument("--num-generate", type=positive_int, default=8000,
-                        help="samples drawn by each sampler (and written to generated.wav)")
+    parser.add_argument("--num-generate", type=integer_in(1, MAX_GENERATE), default=8000,
+                        help="samples drawn by each sampler (and written to generated.wav), "
+                             f"at most {MAX_GENERATE:,}")
     return parser.parse_args(argv)
 
 

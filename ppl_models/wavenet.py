@@ -153,6 +153,16 @@ class WaveNet(PyroModule):
             raise ValueError(f"{what}, more than any machine's memory")
         check_memory(channels * (1 + 2 ** (layers - 1)) + 2 * gate_channels,
                      torch.get_default_dtype(), what)
+        # the weights themselves (a dilated convolution to 2 x gate channels, 1x1 maps to the
+        # residual and skip paths, class embeddings), before torch is asked for them
+        per_block = gate_channels * (4 * channels + channels + skip_channels
+                                     + 2 * (num_classes or 0))
+        weights = (layers * stacks * per_block + num_levels * channels
+                   + skip_channels * (skip_channels + num_levels))
+        check_memory(weights, torch.get_default_dtype(),
+                     f"channels={channels}, gate_channels={gate_channels}, skip_channels="
+                     f"{skip_channels}, layers={layers}, stacks={stacks}: about {weights:,} "
+                     f"weights")
         self.num_levels = num_levels
         self.num_classes = num_classes
         self.channels = channels

@@ -9,7 +9,9 @@ script's own flags stay in the script. Plain numeric sizes go in one :func:`numb
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
 
 def _integer(text: str, minimum: int, what: str) -> int:
     try:
@@ -29,6 +31,29 @@ def positive_int(text: str) -> int:
 def nonnegative_int(text: str) -> int:
     """An integer >= 0 (epochs, where 0 skips training; counts where 0 means all)."""
     return _integer(text, 0, "an integer >= 0")
+
+
+def thread_count(text: str) -> int:
+    """An integer in ``1..`` the CPUs this process may run on (``--threads``; a count of
+    100000 failed with a ``MemoryError`` in an unrelated import)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    value = _integer(text, 1, "a positive integer")
+    if value > (cpus or 1):
+        raise argparse.ArgumentTypeError(f"must be at most the {cpus} CPUs this process may "
+                                         f"use, got {text!r}")
+    return value
+
+
+def device_name(text: str) -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` that this machine has (``--device``),
+    checked by :func:`inference.resolve_device` when the flags are read."""
+    from inference import resolve_device
+
+    try:
+        resolve_device(text)
+    except (ValueError, RuntimeError) as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 MAX_SEED = 2**32 - 1
@@ -116,6 +141,19 @@ def flag_error(script: str, flag: str, message: str) -> SystemExit:
     return SystemExit(f"{script}: error: argument {flag}: {message}")
 
 
+@contextlib.contextmanager
+def refused_as_usage(script: str, flag: str | None = None):
+    """Turn a library's ``ValueError``, ``TypeError`` or ``OSError`` raised in a script's
+    set-up (before any training) into the ``SystemExit`` of :func:`flag_error` (or, with no
+    single flag to blame, ``"<script>: error: <message>"``): a refusal, not a traceback."""
+    try:
+        yield
+    except (ValueError, TypeError, OSError) as error:
+        if flag is None:
+            raise SystemExit(f"{script}: error: {error}") from None
+        raise flag_error(script, flag, str(error)) from None
+
+
 # Flags (in ``numbers``) whose zero means "none" or "all" rather than a degenerate size.
 ZERO_ALLOWED = ("epochs", "warmup", "num_train", "num_test", "steps")
 
@@ -146,9 +184,9 @@ def script_parser(doc: str | None, out_dir: str, device: bool = True) -> argpars
     parser.add_argument("--seed", type=seed_int, default=0,
                         help="Pyro's and torch's seed (an integer in 0..2**32 - 1)")
     if device:
-        parser.add_argument("--device", default="auto",
+        parser.add_argument("--device", type=device_name, default="auto",
                             help="auto (CUDA when available), cpu, cuda:0, ...")
-    parser.add_argument("--threads", type=positive_int, default=None,
+    parser.add_argument("--threads", type=thread_count, default=None,
                         help="torch CPU threads (default: torch's choice); 1 on a busy machine")
     parser.add_argument("--out-dir", default=out_dir, help="folder of metrics.json and figures")
     return parser

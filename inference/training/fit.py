@@ -570,7 +570,12 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got '{device}': "
                          "fit trains on CPU or CUDA devices only")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was requested but torch sees no CUDA device")
+        raise RuntimeError(f"device '{device}' was requested but torch sees no CUDA device")
+    if device.type == "cuda" and device.index is not None and \
+            device.index >= torch.cuda.device_count():
+        raise RuntimeError(f"device '{device}' was requested but torch sees "
+                           f"{torch.cuda.device_count()} CUDA device(s), cuda:0 .. "
+                           f"cuda:{torch.cuda.device_count() - 1}")
     return device
 
 

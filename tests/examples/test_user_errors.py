@@ -94,6 +94,14 @@ def parse(script: str, argv: list[str]):
     # elbo_vs_iwae refused these in main, after the first data set had trained
     ("elbo_vs_iwae", ["--max-k", "20"], "--max-k: must be an integer in 21..5000, got '20'"),
     ("elbo_vs_iwae", ["--max-k", "5001"], "--max-k: must be an integer in 21..5000"),
+    # tracebacks from resolve_device, a MemoryError in an unrelated import, an allocation
+    # of 8 GB after training (night of 2026-11-28)
+    ("vae", ["--device", "banana"], "argument --device: device must be 'auto', 'cpu'"),
+    ("vae", ["--device", "mps"], "argument --device: device must be 'auto', 'cpu', 'cuda'"),
+    ("vae", ["--device", "cuda:7"], "argument --device: device 'cuda:7' was requested"),
+    ("vae", ["--threads", "100000"], "argument --threads: must be at most the"),
+    ("wavenet", ["--num-generate", "1000000000"],
+     "argument --num-generate: must be an integer in 1..1000000"),
 ])
 def test_flags_out_of_range_are_refused_by_argparse(script, argv, message, capsys):
     # each used to pass argparse and fail later, some after training, inside torch or numpy
@@ -129,6 +137,17 @@ def long_line(tmp_path):
     ("language_model", ["--data", "LONG"],
      "language_model: error: argument --data: LONG line 3: a word of 40,000 characters"),
     ("language_model", ["--data", "MISSING"], "argument --data: no word list at MISSING"),
+    # tracebacks naming neither the flag nor the value (night of 2026-11-28)
+    ("language_model", ["--max-order", "1000"],
+     "language_model: error: argument --max-order: order 1000 with"),
+    ("compression", ["--order", "40", "--num-train", "20"],
+     "compression: error: argument --order: order 40 with"),
+    ("wavenet", ["--source", "synthetic", "--seconds", "0.5", "--rate", "1"],
+     "wavenet: error: "),
+    ("wavenet", ["--source", "synthetic", "--seconds", "0.5", "--test-fraction", "1"],
+     "wavenet: error: "),
+    ("wavenet", ["--wav", "MISSING"], "wavenet: error: "),
+    ("wavenet", ["--channels", "1000000"], "wavenet: error: channels=1000000"),
 ])
 def test_flags_refused_once_the_data_are_loaded_before_any_training(
         script, argv, message, tmp_path, long_line, monkeypatch, keep_threads):

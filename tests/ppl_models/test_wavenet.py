@@ -145,3 +145,12 @@ def test_generate_counts_what_it_holds_beside_the_levels(monkeypatch, method, he
     assert wn.generate(10, batch_size=100, method=method).shape == (100, 10)
     with pytest.raises(ValueError, match=r"x of shape \[1000, 10\]: the levels \[1000, 10\]"):
         wn.cached_logits(torch.zeros(1000, 10, dtype=torch.long))
+
+
+def test_weights_beyond_memory_are_refused_before_torch_allocates_them():
+    """``channels=10**6`` asked torch for 16 TB of convolution weights (a raw allocator
+    error); the weights are now counted first."""
+    with pytest.raises(ValueError, match=r"channels=1000000, .* weights: .* bytes, more than"):
+        WaveNet(channels=10**6)
+    with pytest.raises(ValueError, match=r"skip_channels=3000000, .* weights"):
+        WaveNet(channels=4, skip_channels=3 * 10**6)  # the head's skip x skip weights
