@@ -34,6 +34,7 @@ import torch
 
 from ..checks import as_int_list, check_not_meta
 from ..protocols import MarkovTextModel, require
+from ..training.fit import resolve_device
 
 WORD_BYTES = 4  # constriction emits 32-bit words
 
@@ -482,6 +483,8 @@ def decode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor], data: byt
     Args:
         image_shape: ``(C, H, W)``, three positive integers: a tuple or list (numpy integers
             accepted) or a 1-D integer array.
+        device: where the images are decoded: None (the CPU), or a CPU or CUDA device as
+            :func:`inference.resolve_device` takes it (checked first).
 
     Returns:
         int64 symbols ``[batch, C, H, W]`` with ``image_shape = (C, H, W)``.
@@ -493,6 +496,7 @@ def decode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor], data: byt
             ``[batch, C, H, W, V]``), or an ``image_shape`` other than the encoder's.
     """
     _check_callback(pixel_probs, "pixel_probs")
+    device = torch.device("cpu") if device is None else resolve_device(device)
     try:
         shape = as_int_list(image_shape, "image_shape")
     except ValueError:

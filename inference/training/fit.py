@@ -568,7 +568,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
                          f"got {device!r}") from error
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got '{device}': "
-                         "fit trains on CPU or CUDA devices only")
+                         "only CPU and CUDA devices are supported")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device '{device}' was requested but torch sees no CUDA device")
     if device.type == "cuda" and device.index is not None and \

@@ -178,3 +178,16 @@ def test_a_pixel_probs_that_changes_its_input_codes_the_images_given():
     stream = encode_images(in_place, images)
     assert torch.equal(images, given)
     assert torch.equal(decode_images(in_place, stream, (1, 4, 4)), given)
+
+
+@pytest.mark.parametrize("device, error, message", [
+    ("banana", ValueError, "device must be 'auto', 'cpu', 'cuda', 'cuda:N'"),
+    ("meta", ValueError, "only CPU and CUDA devices are supported"),
+    (3.5, ValueError, "device must be"),
+])
+def test_decode_images_names_a_device_it_cannot_use(device, error, message):
+    """A device name torch does not know failed inside torch.zeros, naming nothing."""
+    stream = encode_images(lambda s: torch.full((*s.shape, 2), 0.5, dtype=torch.float64),
+                           torch.zeros(1, 1, 2, 2, dtype=torch.long))
+    with pytest.raises(error, match=message):
+        decode_images(lambda s: s, stream, (1, 2, 2), device=device)
