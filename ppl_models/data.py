@@ -301,6 +301,9 @@ def write_idx(path: str | Path, array) -> None:
         array = array.astype(np.uint8)
     if not 1 <= array.ndim <= 255:
         raise ValueError(f"write_idx needs 1 to 255 dimensions, got {array.ndim}")
+    if max(array.shape) > 2**32 - 1:  # the header holds each size in 32 bits
+        raise ValueError(f"write_idx holds sizes below 2**32, got shape {list(array.shape)}")
+    check_not_special(path, "write")
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
         int(d).to_bytes(4, "big") for d in array.shape)
     path = Path(path)

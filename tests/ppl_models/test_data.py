@@ -284,3 +284,10 @@ def test_a_generator_on_another_device_is_named():
         with pytest.raises(ValueError, match="generator is on cpu but the draws are made on cuda"):
             helper(images, torch.Generator())
         assert helper(images, torch.Generator("cuda")).device == images.device
+
+
+def test_write_idx_refuses_a_size_its_header_cannot_hold(tmp_path):
+    """A dimension of 2**32 (here of an empty array) raised a bare OverflowError."""
+    with pytest.raises(ValueError, match=r"sizes below 2\*\*32, got shape \[4294967296, 0\]"):
+        write_idx(tmp_path / "x.idx", np.zeros((2**32, 0), dtype=np.uint8))
+    assert not (tmp_path / "x.idx").exists()
