@@ -58,6 +58,18 @@ def test_logistic_mixture_sums_to_one_including_extreme_scales(log_scale_range):
     torch.testing.assert_close(mass, torch.ones_like(mass), atol=1e-10, rtol=0)
 
 
+def test_logistic_mixture_sums_to_one_in_float32_with_sharp_components_on_bin_edges():
+    """Components of the smallest scale (log-scale -7) at the edges of the data range and on
+    the edge between levels 127 and 128: the shared edge of two bins was computed twice,
+    and float32 rounding (~6e-8, times 1/s = e^7) lost 1.5e-5 of the mass."""
+    means = torch.tensor([[-1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [1 / 255, -3 / 255, 0.5]])
+    mixture = DiscretizedLogisticMixture(torch.zeros(3, 3), means, torch.full((3, 3), -7.0))
+    levels = (torch.arange(256.0) / 255)[:, None].expand(256, 3)
+    total = mixture.log_prob(levels).logsumexp(0)
+    assert total.dtype == torch.float32
+    assert float(total.abs().max()) < 1e-6  # float32 rounding of 256 terms
+
+
 def test_logistic_mixture_matches_the_plain_cdf_difference():
     # where the bin masses are far from underflow, log(sigmoid(u) - sigmoid(l)) in float64 is
     # accurate to ~1e-13 relative: an independent closed form of the factorized log-space one
