@@ -111,6 +111,43 @@ def conditional_sites_of_guide(guide, args, kwargs) -> list[str]:
         return conditional_sites_in_trace(trace)
 
 
+def sites_moved_by_auxiliary(guide, args, kwargs, auxiliary, names) -> set[str]:
+    """Those of the guide's sites ``names`` whose distribution changes when only the values
+    of the ``auxiliary`` sites change: the guide run twice from one random state, its
+    auxiliary sites given the first run's values, then fresh draws. Finds what the autograd
+    graph cannot show (a ``.detach()``, a trip through numpy); a site that changes with the
+    random state alone (dropout) changes in both runs alike and is not counted."""
+    def run(values):
+        with forked_rng():
+            return poutine.trace(poutine.condition(guide, data=values)).get_trace(
+                *args, **kwargs)
+
+    with poutine.block(), torch.no_grad():
+        with forked_rng():  # the fresh draws follow the first run's (the same state again
+            first = poutine.trace(guide).get_trace(*args, **kwargs)  # would repeat them)
+            try:
+                same = {n: first.nodes[n]["value"] for n in auxiliary if n in first.nodes}
+                fresh = {n: first.nodes[n]["fn"].sample() for n in same}
+            except (NotImplementedError, RuntimeError, ValueError):
+                return set()  # an auxiliary site that cannot draw again: nothing to compare
+        kept, moved = run(same), run(fresh)
+    changed = set()
+    for name in names:
+        if name not in kept.nodes or name not in moved.nodes:
+            continue
+        value = kept.nodes[name]["value"]
+        try:
+            before = kept.nodes[name]["fn"].log_prob(value)
+            after = moved.nodes[name]["fn"].log_prob(value)
+        except (ValueError, RuntimeError):
+            changed.add(name)  # the value left the other run's support
+            continue
+        if before.shape != after.shape or not torch.allclose(before, after, rtol=1e-6,
+                                                             atol=1e-8, equal_nan=True):
+            changed.add(name)
+    return changed
+
+
 def site_data_size(site, frame) -> int:
     """The length of ``site``'s log density along the ``"data"`` dim (1 when it broadcasts)."""
     shape = site["fn"].batch_shape

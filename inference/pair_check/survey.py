@@ -60,6 +60,7 @@ from .sites import (
     sample_sites,
     site_data_size,
     site_list,
+    sites_moved_by_auxiliary,
 )
 
 
@@ -295,6 +296,8 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
                     and family(site["fn"]) != "Delta"]
         if ordinary:
             dependent = set(conditional_sites_of_guide(guide, args, kwargs))
+            dependent |= sites_moved_by_auxiliary(guide, args, kwargs, auxiliary,
+                                                  [n for n in ordinary if n not in dependent])
             beside_auxiliary = tuple(n for n in ordinary if n not in dependent)
     error = ""
     if probe_vectorized:
