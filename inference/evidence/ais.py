@@ -66,6 +66,7 @@ import torch
 from pyro import poutine
 from pyro.poutine.messenger import Messenger
 from torch.distributions import biject_to
+from torch.distributions import constraints as torch_constraints
 from torch.distributions.transforms import ComposeTransform, IndependentTransform
 from tqdm.auto import tqdm
 
@@ -89,6 +90,8 @@ from ..weights import (
 TRANSITIONS = ("hmc", "mala", "uha", "ula")
 SCHEDULES = ("sigmoid", "linear")
 MAX_STEPS = 10 ** 7  # annealing steps: about a day of a small model's HMC on one core
+# torch's wrapper of a MixtureSameFamily's support (recent torch; absent before, then never)
+_MIXTURE_SUPPORT = getattr(torch_constraints, "MixtureSameFamilyConstraint", ())
 # Optimal acceptance rates: about 0.65 for HMC (Neal 2011, [3]), 0.574 for MALA (Roberts and
 # Rosenthal 1998). The uncorrected moves add their log Metropolis ratio to the weight, so its
 # variance grows with every move that a test would have rejected: they aim much higher.
@@ -209,7 +212,16 @@ class _AnnealingPath:
                     f"latent site '{node['name']}' is discrete ({type(fn).__name__}); AIS "
                     "needs continuous latents"
                 )
-            transform = biject_to(fn.support)
+            support = fn.support  # a mixture's support is its components' (torch wraps it)
+            while isinstance(support, _MIXTURE_SUPPORT):
+                support = support.base_constraint
+            try:
+                transform = biject_to(support)
+            except NotImplementedError:
+                raise ValueError(
+                    f"latent site '{node['name']}': AIS moves its chains in the unconstrained "
+                    f"space of biject_to(support), and torch has no bijection onto the "
+                    f"support {support} of its {type(fn).__name__}") from None
             value = node["value"]
             u = transform.inv(value)
             batch_dims = value.dim() - fn.event_dim

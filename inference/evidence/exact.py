@@ -101,6 +101,13 @@ def _check_structure(structure: PairStructure) -> None:
             f"exact_log_evidence needs every sample site inside the '{DATA_PLATE}' plate")
     if structure.batch_size == 0:
         raise ValueError(f"no sample site lies inside pyro.plate('{DATA_PLATE}')")
+    if structure.unrecorded_randomness:
+        _, first, second = structure.unrecorded_randomness
+        raise ValueError(
+            f"two runs of the model on the same draws gave log p(x, z) = {first:.6g} and "
+            f"{second:.6g}: it uses randomness that Pyro does not record (torch.randn in its "
+            "body, a pyro.sample hidden by poutine.block), so there is no density to "
+            "integrate; make every random choice a pyro.sample site")
     if structure.shared_in_sizeless:
         raise ValueError(
             f"site(s) {list(structure.shared_in_sizeless)} inside the sizeless "

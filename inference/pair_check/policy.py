@@ -265,6 +265,18 @@ def check_pair(structure: PairStructure, use: str, called: str | None = None) ->
             "cannot score a draw outside its classes (torch indexes its probabilities with "
             "the value: an out-of-bounds error, on a GPU a device-side assert). Give the "
             "guide the model's classes (as many categories)")
+    if s.unrecorded_randomness and not training:
+        program, first, second = s.unrecorded_randomness
+        density = "log q(z)" if program == "the guide" else "log p(x, z)"
+        raise PairError(
+            f"{called}: two runs of {program} on the same draws gave {density} = "
+            f"{first:.6g} and {second:.6g}: {program} uses randomness that Pyro does not "
+            "record (torch.randn or another draw in its body, a value drawn by hand into a "
+            "Delta, a pyro.sample hidden by poutine.block, dropout in a network it calls in "
+            "training mode), so its density is not a function of the latents and no "
+            "estimate of log p(x) means anything. Make every random choice a pyro.sample "
+            "site (the guide's latents proposed to the model), or call .eval() on the "
+            "network")
     if use in PER_DATAPOINT_USES:
         _check_per_datapoint(s, use, called)
     check_subsampled_plates(s, use, called)
@@ -349,11 +361,16 @@ def check_pair(structure: PairStructure, use: str, called: str | None = None) ->
 
 
 def inspect_pair(model: Callable, guide: Callable, args=(), kwargs=None,
-                 use: str = "log_importance_weights") -> PairStructure:
+                 use: str = "log_importance_weights",
+                 probe_randomness: bool | None = None) -> PairStructure:
     """:func:`survey_pair` (without the vectorization probe) then :func:`check_pair` for
     ``use`` (per-datapoint weights by default): the structure of a pair fit for per-datapoint
-    estimates, or a ``PairError``."""
-    return check_pair(survey_pair(model, guide, args, kwargs, probe_vectorized=False), use)
+    estimates, or a ``PairError``. ``probe_randomness`` as in :func:`survey_pair` (None: for
+    every ``use`` but training's ``"fit:..."``)."""
+    if probe_randomness is None:
+        probe_randomness = not use.startswith("fit:")
+    return check_pair(survey_pair(model, guide, args, kwargs, probe_vectorized=False,
+                                  probe_randomness=probe_randomness), use)
 
 
 def attach_subsample(result, structure: PairStructure):

@@ -5,6 +5,7 @@ sites of a trace and what their distributions are (family, mask, conditional dep
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 from pyro import poutine
@@ -12,6 +13,7 @@ from pyro.distributions.torch_distribution import MaskedDistribution
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
+from ..checks import evaluation_mode
 from ..random_state import forked_rng
 
 DATA_PLATE = "data"
@@ -146,6 +148,39 @@ def sites_moved_by_auxiliary(guide, args, kwargs, auxiliary, names) -> set[str]:
                                                              atol=1e-8, equal_nan=True):
             changed.add(name)
     return changed
+
+
+def unrecorded_randomness(model, guide, args, kwargs) -> tuple:
+    """``(program, first, second)`` when two runs of ``"the guide"`` or ``"the model"`` on
+    the same draws (every site the first run recorded, the guide's latents for the model)
+    give different log densities ``first`` and ``second``: the program uses randomness Pyro
+    does not record (``torch.randn`` in its body, a value drawn by hand into a ``Delta``, a
+    ``pyro.sample`` hidden by ``poutine.block``), so its density is not a function of the
+    recorded draws. ``()`` otherwise. The modules ``model`` and ``guide`` reach (their
+    owner, the networks their code names) run in evaluation mode: dropout is training-mode
+    randomness, which the estimators warn about. Log densities count as equal within
+    float32 rounding of a recomputation (a flow's inverse): 1e-3 relative."""
+    from ..training.registered_modules import reachable_modules  # training imports us
+
+    owners = reachable_modules(model, guide)
+
+    def rerun(program, recorded):
+        return poutine.trace(poutine.replay(program, trace=recorded)).get_trace(*args, **kwargs)
+
+    with poutine.block(), torch.no_grad(), evaluation_mode(owners), forked_rng():
+        try:
+            drawn = poutine.trace(guide).get_trace(*args, **kwargs)
+            first = rerun(model, drawn)
+            runs = (("the guide", drawn, rerun(guide, drawn)),
+                    ("the model", first, rerun(model, first)))
+            for program, once, twice in runs:
+                values = float(once.log_prob_sum()), float(twice.log_prob_sum())
+                if not (values[0] == values[1] or all(map(math.isnan, values))
+                        or math.isclose(*values, rel_tol=1e-3, abs_tol=1e-3)):
+                    return (program, *values)
+        except (RuntimeError, ValueError, NotImplementedError):
+            return ()  # the survey's own runs report what fails
+    return ()
 
 
 def site_data_size(site, frame) -> int:

@@ -61,6 +61,7 @@ from .sites import (
     site_data_size,
     site_list,
     sites_moved_by_auxiliary,
+    unrecorded_randomness,
 )
 
 
@@ -121,6 +122,9 @@ class PairStructure:
         beside_auxiliary: guide sites of a guide with auxiliary sites that are neither
             auxiliary nor ``Delta`` and whose distribution depends on no other draw: their
             density is their own, beside the auxiliary transform's.
+        unrecorded_randomness: ``(program, first, second)``: the log densities of two runs
+            of the guide or the model on the same recorded draws, when they differ
+            (:func:`.sites.unrecorded_randomness`).
     """
 
     max_plate_nesting: int
@@ -154,6 +158,7 @@ class PairStructure:
     free_deltas: tuple = ()
     beside_auxiliary: tuple = ()
     plates: tuple = ()
+    unrecorded_randomness: tuple = ()
 
     @property
     def data_subsample(self) -> torch.Tensor | None:
@@ -168,12 +173,15 @@ class PairStructure:
 
 
 def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
-                probe_vectorized: bool = True) -> PairStructure:
+                probe_vectorized: bool = True, probe_randomness: bool = True) -> PairStructure:
     """Run the pair once (hidden from outer handlers, random state restored) and describe it.
 
     Args:
         probe_vectorized: also run it once with 2 particles in a leftmost plate to learn
             whether it broadcasts (False: assume it does, one pass saved).
+        probe_randomness: also run guide and model again on the recorded draws
+            (:attr:`PairStructure.unrecorded_randomness`; False for training, whose
+            stochastic objective may use unrecorded noise: three passes saved).
 
     Raises only when the pair cannot be described at all (no sample site, plates of
     different sizes); every other finding is recorded for :func:`check_pair` to judge per
@@ -337,6 +345,8 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         mask_mismatch=mask_mismatches(model_sites, guide_latents),
         free_deltas=free_deltas,
         beside_auxiliary=beside_auxiliary,
+        unrecorded_randomness=(unrecorded_randomness(model, guide, args, kwargs)
+                               if probe_randomness else ()),
         plates=tuple({(f.name, f.dim, f.size): None for site in (*model_sites, *guide_latents)
                       for f in site["cond_indep_stack"] if f.vectorized}),
         trainable=any(param_requires_grad(site) for trace in (guide_full, model_full)

@@ -135,7 +135,8 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
             _check_autoguide_rows(model, guide, rows, first_batch, use, num_data, shuffle,
                                   called)
         structure = check_pair(survey_pair(model, guide, first_batch, {},
-                                           probe_vectorized=vectorized), use, called)
+                                           probe_vectorized=vectorized,
+                                           probe_randomness=False), use, called)
     except PairError:
         raise
     except Exception as error:  # the user's code failed on fit's minibatch: say how it ran
@@ -212,7 +213,8 @@ def _check_own_subsample(model, guide, rows, structure, num_data: int, batch_siz
     if not last or last >= subsample:
         return
     try:
-        survey_pair(model, guide, rows(last), {}, probe_vectorized=False)
+        survey_pair(model, guide, rows(last), {}, probe_vectorized=False,
+                    probe_randomness=False)
         return
     except Exception as error:  # the pair fails on the last minibatch's size
         failure = error
@@ -347,7 +349,8 @@ def _check_autoguide_rows(model, guide, rows, first_batch, use, num_data, shuffl
                           called: str | None = None) -> None:
     """An AutoGuide on a model with local latents is index-aware only when the model's
     ``"data"`` plate declares the full size (and takes the minibatch's indices)."""
-    whole = check_pair(survey_pair(model, guide, rows(num_data), {}, probe_vectorized=False),
+    whole = check_pair(survey_pair(model, guide, rows(num_data), {}, probe_vectorized=False,
+                                   probe_randomness=False),
                        use, called)
     global_names = {name for _, name in whole.global_sites}
     if not any(name not in global_names for name in whole.model_latents):
@@ -355,7 +358,8 @@ def _check_autoguide_rows(model, guide, rows, first_batch, use, num_data, shuffl
     # two rows: an index-aware model still declares all N rows; a positional one declares 2
     probe = rows(2) if num_data > 2 else first_batch
     try:
-        first = survey_pair(model, guide, probe, {}, probe_vectorized=False)
+        first = survey_pair(model, guide, probe, {}, probe_vectorized=False,
+                            probe_randomness=False)
     except Exception:  # the guide's per-row parameters do not fit a minibatch
         raise _positional_error(guide, num_data, shuffle) from None
     if first.row_mismatch or first.data_size != num_data:

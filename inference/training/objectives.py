@@ -50,8 +50,8 @@ class IWAELoss:
     def _traces(self, model, guide, args, kwargs):
         use = "fit:dreg" if isinstance(self, DReGLoss) else "fit:iwae"
         called = f"{type(self).__name__}(num_particles={self.num_particles})"
-        structure = check_pair(survey_pair(model, guide, args, kwargs, probe_vectorized=False),
-                               use, called=called)
+        structure = check_pair(survey_pair(model, guide, args, kwargs, probe_vectorized=False,
+                                           probe_randomness=False), use, called=called)
         bad = [n for n in structure.non_reparameterized if n not in structure.auxiliary]
         if bad:
             raise PairError(

@@ -55,6 +55,7 @@ from ..pair_check import (
     conditional_sites_of_guide,
     data_frame,
     inspect_pair,
+    is_delta,
     trace_pair,
 )
 from ..random_state import forked_rng
@@ -163,7 +164,9 @@ class _ScoreAsSampled(_GuideThenModel):
             self.elbo = self.elbo + _scaled_sum(msg["fn"].log_prob(msg["value"]), msg)
             return
         guide_msg = self.guide_sites[msg["name"]]
-        if self.analytic_kl:
+        # no closed form for a Delta: the KL Pyro registers, -log p(v), drops its log_density
+        # (a hand reparameterization, an AutoGuide's Jacobian), so the entropy term is lost
+        if self.analytic_kl and not is_delta(guide_msg["fn"]):
             try:
                 kl = kl_divergence(guide_msg["fn"], msg["fn"])
             except NotImplementedError:
@@ -360,7 +363,7 @@ def weights_eligible(model, guide, args, kwargs) -> int | None:
     no plate draws its own subsample. None otherwise. Raises what
     :func:`inference.inspect_pair` raises for unsuitable pairs.
     """
-    structure = inspect_pair(model, guide, args, kwargs)
+    structure = inspect_pair(model, guide, args, kwargs, probe_randomness=False)
     if structure.subsample:  # the scorer does not replay a plate's own subsample: IWAELoss does
         return None
     with pyro.poutine.block(), torch.no_grad(), forked_rng():

@@ -468,3 +468,26 @@ def test_step_jitter_is_checked(jitter):
 
     with pytest.raises((ValueError, TypeError), match="step_jitter"):
         ais_log_evidence(model, None, torch.zeros(2), start="prior", step_jitter=jitter)
+
+
+def test_a_mixture_guide_is_annealed_on_its_components_support():
+    """A MixtureSameFamily guide failed with torch's bare "Cannot transform
+    MixtureSameFamilyConstraint"; its support is its components' (the real line here), and
+    AIS matches the conjugate evidence (64 chains x 200 steps: standard errors about 0.005)."""
+    x = torch.tensor([-1.5, -0.3, 0.2, 1.1, 2.4], dtype=torch.float64)
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(torch.tensor(0.0, dtype=x.dtype), 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            parts = dist.Normal(torch.stack([0.5 * x - 0.3, 0.5 * x + 0.3], -1), 0.8)
+            mix = dist.Categorical(torch.tensor([0.5, 0.5], dtype=x.dtype))
+            pyro.sample("z", dist.MixtureSameFamily(mix, parts))
+
+    pyro.set_rng_seed(0)
+    result = ais_log_evidence(model, guide, x, num_chains=64, num_steps=200)
+    exact = dist.Normal(0.0, math.sqrt(2.0)).log_prob(x)
+    assert (result.log_evidence - exact).abs().max() < 5 * result.stderr.max() + 0.01
