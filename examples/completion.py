@@ -47,6 +47,7 @@ from inference import KeepBest, fit, iwae_bound
 from inference.uses.completion import map_complete, metropolis_within_gibbs, observed_channel
 from scaffold.plots import image_grid
 from scaffold.flags import (
+    check_count,
     data_flags,
     nonnegative_int,
     numbers,
@@ -166,6 +167,9 @@ def main(args: argparse.Namespace) -> dict:
 
     grey = load_images("digits")
     data = grey.binarized(args.seed)
+    check_count("completion", "--num-train", args.num_train, len(data.train),
+                "the digits training split")
+    check_count("completion", "--num-test", args.num_test, len(data.test), "the digits test split")
     train_x = data.train.images[:args.num_train] if args.num_train else data.train.images
     clean = data.test.images[:args.num_test] if args.num_test else data.test.images
     clean = clean.to(device)

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from inference import fit
 from scaffold.plots import image_grid, save_figure
 from scaffold.flags import (
+    check_count,
     data_flags,
     nonnegative_int,
     numbers,
@@ -199,6 +200,12 @@ def main(args: argparse.Namespace) -> dict:
         keep = torch.isin(split.labels, inlier) == inside
         return split.images[keep][:limit], gray_split.images[keep][:limit]
 
+    for flag, count, split, word in (("--num-train", args.num_train, data.train, "training"),
+                                     ("--num-test", args.num_test, data.valid, "validation"),
+                                     ("--num-test", args.num_test, data.test, "test")):
+        check_count("outliers", flag, count, int(torch.isin(split.labels, inlier).sum()),
+                    f"the inlier part (classes {args.inlier_classes}) of the {data.name} "
+                    f"{word} split")
     train_x, _ = pick(binary.train, data.train, True, args.num_train)
     valid_x, _ = pick(binary.valid, data.valid, True, args.num_test)
     test_x, test_gray = pick(binary.test, data.test, True, args.num_test)

@@ -35,6 +35,7 @@ from inference.evidence.estimators import bound_sweep
 from inference.evidence.gaps import amortization_gap
 from scaffold.flags import (
     data_flags,
+    evaluation_ks,
     evidence_flags,
     integer_in,
     numbers,
@@ -102,12 +103,6 @@ def simulate(num_data: int, data_dim: int, num_factors: int, seed: int) -> torch
     noise_scale = 0.3 + torch.rand(data_dim, generator=gen)
     z = torch.randn(num_data, num_factors, generator=gen)
     return z @ loading.T + noise_scale * torch.randn(num_data, data_dim, generator=gen)
-
-
-def evaluation_ks(max_k: int) -> list[int]:
-    """The K of the bound sweep: 1, 10, 100, 1000 up to ``max_k``, and ``max_k`` itself, the
-    largest, whose importance weights also give k-hat (at least 21 of them)."""
-    return sorted({k for k in (1, 10, 100, 1000) if k < max_k} | {max_k})
 
 
 def main(args: argparse.Namespace) -> dict:

@@ -27,7 +27,14 @@ from inference import (
     discrete_log_likelihood_bound,
     fit,
 )
-from scaffold.flags import data_flags, numbers, positive_int, script_parser, training_flags
+from scaffold.flags import (
+    check_count,
+    data_flags,
+    numbers,
+    positive_int,
+    script_parser,
+    training_flags,
+)
 from scaffold.plots import image_grid
 from scaffold.runs import finish_run, start_run
 from ppl_models import DATASETS, load_images
@@ -39,6 +46,10 @@ def main(args: argparse.Namespace) -> dict:
     out, device, start = start_run(args)
     data = load_images(args.dataset, root=args.data_root)
     num_dims = math.prod(data.image_shape)
+    check_count("pixel_likelihoods", "--num-train", args.num_train, len(data.train),
+                f"the {data.name} training split")
+    check_count("pixel_likelihoods", "--num-test", args.num_test, len(data.test),
+                f"the {data.name} test split")
     results = {}
     for name in args.likelihoods:
         pyro.clear_param_store()

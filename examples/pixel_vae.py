@@ -43,7 +43,9 @@ from inference import (
 )
 from inference.training.free_bits import FreeBitsELBO
 from scaffold.flags import (
+    check_count,
     data_flags,
+    evaluation_ks,
     evidence_flags,
     nonnegative_float,
     nonnegative_int,
@@ -99,7 +101,7 @@ def evaluate(name: str, model, test: torch.Tensor, args, num_dims: int) -> dict:
         return {"elbo": exact, "iwae": {}, "log_likelihood": exact, "exact": True,
                 "kl_nats": 0.0, "reconstruction_nats": exact, "active_units": None,
                 "kl_per_dimension": [], "bits_per_dim": bits_per_dim(-exact, num_dims)}
-    ks = [k for k in (1, 10, 100, 1000, 5000) if k <= args.max_k]
+    ks = evaluation_ks(args.max_k)
     table = bound_sweep(model.model, model.guide, test, num_samples=ks, repeats=args.repeats,
                         chunk_size=args.chunk_size, data_batch_size=args.eval_batch_size)
     kl = kl_per_dimension(model.model, model.guide, test)
@@ -117,7 +119,7 @@ def evaluate(name: str, model, test: torch.Tensor, args, num_dims: int) -> dict:
 
 def table_rows(results: dict, args) -> list[dict]:
     """One row per model, numbers rounded for the markdown/CSV tables."""
-    top = f"IWAE_{max(k for k in (1, 10, 100, 1000, 5000) if k <= args.max_k)}"
+    top = f"IWAE_{args.max_k}"
     rows = []
     for name, r in results.items():
         iwae = r["log_likelihood"]
@@ -172,6 +174,9 @@ def main(args: argparse.Namespace) -> dict:
     data = load_images(args.dataset, root=args.data_root)
     train, test, batch_transform = training_representation(data, "bernoulli",
                                                            args.binarization, args.seed)
+    check_count("pixel_vae", "--num-train", args.num_train, len(train),
+                f"the {data.name} training split")
+    check_count("pixel_vae", "--num-test", args.num_test, len(test), f"the {data.name} test split")
     train, test = train[:args.num_train or None], test[:args.num_test or None]  # 0: all
     shape = data.image_shape
     num_dims = math.prod(shape)

@@ -45,6 +45,7 @@ from inference import fit
 from inference.training.early_stopping import KeepBest
 from scaffold.plots import image_grid
 from scaffold.flags import (
+    check_count,
     data_flags,
     fraction_below_one,
     odd_positive_int,
@@ -104,6 +105,10 @@ def main(args: argparse.Namespace) -> dict:
     data = load_images(args.dataset, args.data_root, args.download)
     train, test, transform = training_representation(data, args.likelihood, args.binarization,
                                                      args.seed)
+    for flag, count, split, word in (("--num-train", args.num_train, data.train, "training"),
+                                     ("--num-test", args.num_test, data.test, "test"),
+                                     ("--num-valid", args.num_valid, data.valid, "validation")):
+        check_count("pixelcnn", flag, count, len(split), f"the {data.name} {word} split")
     num_train, num_test = args.num_train or None, args.num_test or None  # 0 or unset: all
     train, test = train[:num_train].to(device), test[:num_test].to(device)
     fixed = data.binarized(args.seed) if args.likelihood == "bernoulli" else data

@@ -43,6 +43,7 @@ from inference import fit, posterior_means, probe_accuracy
 from scaffold.plots import save_figure
 from scaffold.features import fit_pca
 from scaffold.flags import (
+    check_count,
     nonnegative_float,
     nonnegative_int,
     numbers,
@@ -132,6 +133,8 @@ def main(args: argparse.Namespace) -> dict:
     out, device, start = start_run(args)
 
     data = load_images("digits").binarized(args.seed)
+    check_count("representations", "--num-train", args.num_train, len(data.train),
+                "the digits training split")
     n_train = args.num_train or len(data.train)
     train_x, train_y = data.train.images[:n_train], data.train.labels[:n_train]
     test_x, test_y = data.test.images, data.test.labels

@@ -47,6 +47,7 @@ from inference import fit, posterior_means
 from scaffold.plots import save_figure
 from scaffold.features import fit_pca
 from scaffold.flags import (
+    check_count,
     flag_error,
     nonnegative_int,
     positive_float,
@@ -192,6 +193,9 @@ def gallery_and_queries(name: str, args) -> dict:
     before anything is trained. Raises ``FileNotFoundError`` when the data are missing."""
     root = args.fashion_root if name == "fashion-mnist" else None
     data = load_images(name, root=root).binarized(args.seed)
+    check_count("similarity", "--num-train", args.num_train, len(data.train),
+                f"the {name} training split")
+    check_count("similarity", "--num-test", args.num_test, len(data.test), f"the {name} test split")
     sizes = {key: getattr(args, key) or value for key, value in DEFAULTS[name].items()}
     split = {"num_classes": data.num_classes, "epochs": sizes["epochs"],
              # copies, so that the rest of a large data set is not kept in memory

@@ -54,6 +54,7 @@ from tqdm.auto import tqdm
 from inference import KeepBest, fit
 from scaffold.plots import image_grid
 from scaffold.flags import (
+    check_count,
     flag_error,
     integer_in,
     nonnegative_int,
@@ -158,6 +159,10 @@ def main(args: argparse.Namespace) -> dict:
         if shape[-1] % f or shape[-2] % f:
             raise flag_error("super_resolution", "--factors", f"{f} does not divide the "
                              f"{args.dataset} images' size {list(shape[-2:])}")
+    check_count("super_resolution", "--num-train", args.num_train, len(binary.train),
+                f"the {args.dataset} training split")
+    check_count("super_resolution", "--num-test", args.num_test, len(binary.test),
+                f"the {args.dataset} test split")
     n_test = args.num_test or len(binary.test)
     n_chain = min(args.pixelcnn_test, n_test)
     generator = torch.Generator(device).manual_seed(args.seed)

@@ -28,6 +28,7 @@ import torch  # noqa: E402
 from inference import bound_sweep, elbo, exact_log_evidence, fit  # noqa: E402
 from scaffold.flags import (  # noqa: E402
     data_flags,
+    evaluation_ks,
     evidence_flags,
     numbers,
     objective_flags,
@@ -130,7 +131,7 @@ def main(args: argparse.Namespace) -> dict:
     test = test.to(device)
 
     exact = exact_log_evidence(vae.model, test).log_evidence
-    ks = [k for k in (1, 5, 10, 50, 100, 500, 1000, 5000, 10000) if k <= args.max_k]
+    ks = evaluation_ks(args.max_k, ladder=(1, 5, 10, 50, 100, 500, 1000, 5000, 10000))
     table = bound_sweep(vae.model, vae.guide, test, num_samples=ks, repeats=args.repeats,
                         chunk_size=args.chunk_size)
 

@@ -44,7 +44,9 @@ from inference import (
 from inference.training.checkpoints import CheckpointError
 from scaffold.features import fit_pca
 from scaffold.flags import (
+    check_count,
     data_flags,
+    evaluation_ks,
     evidence_flags,
     flag_error,
     nonnegative_float,
@@ -121,6 +123,8 @@ def main(args: argparse.Namespace) -> dict:
     train, test, batch_transform = training_representation(data, args.likelihood,
                                                            args.binarization, args.seed)
     train_labels, test_labels = data.train.labels, data.test.labels
+    check_count("vae", "--num-train", args.num_train, len(train), f"the {data.name} training split")
+    check_count("vae", "--num-test", args.num_test, len(test), f"the {data.name} test split")
     if args.num_train:
         train, train_labels = train[:args.num_train], train_labels[:args.num_train]
     if args.num_test:
@@ -146,7 +150,7 @@ def main(args: argparse.Namespace) -> dict:
     vae.eval()
     test = test.to(device)
 
-    ks = [k for k in (1, 10, 100, 1000, 5000) if k <= args.max_k]
+    ks = evaluation_ks(args.max_k)
     table = bound_sweep(vae.model, vae.guide, test, num_samples=ks, repeats=args.repeats,
                         chunk_size=args.chunk_size, data_batch_size=args.eval_batch_size)
     discrete = make_likelihood(args.likelihood).discrete

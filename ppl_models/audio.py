@@ -185,6 +185,20 @@ def write_wav(path: str | Path, signal: torch.Tensor, rate: int) -> None:
         raise
 
 
+def _data_chunk_bytes(path: Path) -> int | None:
+    """The size the RIFF ``data`` chunk of ``path`` declares, or None where none is found
+    (the :mod:`wave` reader then names what is wrong with the file)."""
+    with path.open("rb") as f:
+        if f.read(12)[8:12] != b"WAVE":
+            return None
+        while len(header := f.read(8)) == 8:
+            size = int.from_bytes(header[4:], "little")
+            if header[:4] == b"data":
+                return size
+            f.seek(size + size % 2, os.SEEK_CUR)  # chunks are padded to even sizes
+    return None
+
+
 def read_wav(path: str | Path, rate: int | None = None) -> tuple[torch.Tensor, int]:
     """Read an integer-PCM WAV file (8, 16 or 32 bit; channels are averaged to mono).
 
@@ -197,8 +211,9 @@ def read_wav(path: str | Path, rate: int | None = None) -> tuple[torch.Tensor, i
     Raises:
         FileNotFoundError: no file at ``path``.
         ValueError: the file is not a readable PCM WAV file, holds fewer samples than its
-            header gives (truncated), or resampling it to ``rate`` would need more than this
-            machine's memory (checked before reading the samples).
+            header gives (truncated) or a data chunk ending in a partial frame, or
+            resampling it to ``rate`` would need more than this machine's memory (checked
+            before reading the samples).
     """
     path = Path(path)
     if rate is not None:
@@ -227,6 +242,12 @@ def read_wav(path: str | Path, rate: int | None = None) -> tuple[torch.Tensor, i
         raise ValueError(f"{path} is truncated: its header gives {expected} frames of "
                          f"{channels * width} bytes ({expected * channels * width} bytes of "
                          f"samples), the file holds {len(frames)} bytes of them")
+    declared = _data_chunk_bytes(path)
+    if declared is not None and declared % (channels * width):
+        # wave reads the whole frames and drops the rest without a word
+        raise ValueError(f"{path} is corrupt: its data chunk declares {declared} bytes, not a "
+                         f"whole number of frames of {channels * width} bytes "
+                         f"({channels} channel(s) of {width} byte(s))")
     pcm = np.frombuffer(frames, dtype=_PCM_DTYPE[width]).astype(np.float64)
     if width == 1:  # 8-bit WAV is unsigned, silence at 128
         pcm -= 128

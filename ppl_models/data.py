@@ -41,6 +41,10 @@ import torch
 
 from .checks import as_seed, check_generator, check_not_special, check_values
 
+# Largest distance, in levels, of 255 x from an integer that still counts as level k / 255.
+# float32 stores k / 255 to ~1.5e-5 levels; dequantized data miss it by up to 0.5 levels.
+LEVEL_TOLERANCE = 1e-3
+
 SPLIT_SEED = 0
 DIGITS_SPLIT = (1297, 200, 300)  # train, valid, test
 MNIST_VALID_DIVISOR = 6  # validation = 1/6 of the training file: 10000 of 60000
@@ -342,9 +346,28 @@ def binarize_dynamic(images: torch.Tensor,
     return torch.bernoulli(images, generator=generator)
 
 
+def _check_on_grid(images: torch.Tensor) -> None:
+    """``ValueError`` unless every value of ``images`` ``[...]`` lies within
+    ``LEVEL_TOLERANCE`` levels (or half a step of its dtype at 1) of a level ``k / 255``."""
+    tolerance = max(LEVEL_TOLERANCE, 255 * torch.finfo(images.dtype).eps / 2)
+    scaled = images.to(torch.promote_types(images.dtype, torch.float32)) * 255
+    distance = (scaled - scaled.round()).abs()
+    off = distance > tolerance
+    if bool(off.any()):
+        worst = float(images.flatten()[int(distance.flatten().argmax())])
+        raise ValueError(f"images must hold 8-bit levels k / 255 (within {tolerance:g} of a "
+                         f"level): {int(off.sum())} of {images.numel()} values do not, e.g. "
+                         f"{worst!r}; quantize them first (torch.round(images * 255) / 255) "
+                         f"if rounding is what you mean")
+
+
 def to_levels(images: torch.Tensor) -> torch.Tensor:
-    """``images`` ``[...]`` in [0, 1] (levels ``k / 255``) -> int64 levels ``k`` in 0..255."""
+    """``images`` ``[...]`` in [0, 1] (levels ``k / 255``) -> int64 levels ``k`` in 0..255.
+
+    Values off the grid (resized or dequantized images) are refused, not rounded.
+    """
     _check_unit(images)
+    _check_on_grid(images)
     return torch.round(images * 255).long()
 
 
@@ -356,8 +379,9 @@ def uniform_dequantize(images: torch.Tensor,
     ``log P(k) >= E_u[log p((k + u) / 256)] - D log 256`` (a lower bound on the discrete
     log-likelihood in nats). The result has the images' floating dtype, float32 or float64:
     float16 and bfloat16 are refused, since they resolve the noise ``u`` near 1 only in 8 and 1
-    steps. ``generator`` must be a ``torch.Generator`` on the images' device (None: torch's
-    default generator).
+    steps. Values off the grid (images dequantized already, or resized) are refused.
+    ``generator`` must be a ``torch.Generator`` on the images' device (None: torch's default
+    generator).
     """
     _check_unit(images)
     check_generator(generator, images.device)
@@ -366,6 +390,7 @@ def uniform_dequantize(images: torch.Tensor,
         raise ValueError(f"uniform_dequantize needs images of dtype float32 or float64: dtype "
                          f"{images.dtype} resolves the noise of width 1/256 near 1 in only "
                          f"{steps:g} step(s); pass images.float()")
+    _check_on_grid(images)
     k = torch.round(images * 255)  # the levels, in the images' dtype (exact: 0..255)
     u = torch.rand(images.shape, generator=generator, device=images.device, dtype=images.dtype)
     upper = (k + 1) / 256  # exact in floating point

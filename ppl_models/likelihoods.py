@@ -40,7 +40,7 @@ from torch.distributions import constraints
 from torch.nn import functional as F
 
 from .checks import as_int, as_number, as_seed
-from .data import ImageData, uniform_dequantize
+from .data import LEVEL_TOLERANCE, ImageData, uniform_dequantize
 
 __all__ = [
     "LEVELS",
@@ -62,9 +62,6 @@ LEVELS = 256
 # Bytes of one slab of a summed log density (BernoulliPixel.summed_log_prob): a fraction of
 # a core's L2 cache (512 KiB to 2 MiB on current x86 CPUs), so a slab is summed from cache.
 SLAB_BYTES = 256 * 1024
-# Largest distance, in levels, of 255 x from an integer that still counts as level k / 255.
-# float32 stores k / 255 to ~1.5e-5 levels; dequantized data miss it by up to 0.5 levels.
-LEVEL_TOLERANCE = 1e-3
 # Learned log-scales are clamped to [-7, 3]. The lower end is PixelCNN++'s [1]: a logistic
 # with s = e^-7 still spreads 2.7% of its mass beyond its level's bin (width 2/255 in [-1, 1]),
 # and a Gaussian with sigma = e^-7 (~9e-4, a quarter of a dequantization cell of 1/256) has a

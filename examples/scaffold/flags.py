@@ -141,6 +141,25 @@ def flag_error(script: str, flag: str, message: str) -> SystemExit:
     return SystemExit(f"{script}: error: argument {flag}: {message}")
 
 
+def check_count(script: str, flag: str, count: int | None, available: int, what: str) -> None:
+    """Refuse ``flag``'s ``count`` (0 or None: all) beyond the ``available`` items of
+    ``what`` (e.g. "the digits training split"), which a slice ``[:count]`` would cut short
+    without a word."""
+    if count and count > available:
+        raise flag_error(script, flag, f"{count} asked for, but {what} holds {available}")
+
+
+def evaluation_ks(max_k: int, ladder: tuple[int, ...] = (1, 10, 100, 1000, 5000)) -> list[int]:
+    """The K of a bound sweep: the ``ladder``'s values below ``--max-k``, and ``max_k``
+    itself (``--max-k 20000`` evaluates K = 20000, ``--max-k 7`` K = 7, not the ladder's
+    nearest value below)."""
+    return sorted({k for k in ladder if k < max_k} | {max_k})
+
+
+MAX_REPEATS = 1000
+"""The most ``--repeats`` of a bound sweep: 1000 already estimate a standard error to 2%."""
+
+
 @contextlib.contextmanager
 def refused_as_usage(script: str, flag: str | None = None):
     """Turn a library's ``ValueError``, ``TypeError`` or ``OSError`` raised in a script's
@@ -268,7 +287,7 @@ def evidence_flags(parser: argparse.ArgumentParser, *, max_k: int, repeats: int,
     ``--chunk-size`` (particles per vectorized call) and ``--eval-batch-size``."""
     parser.add_argument("--max-k", type=positive_int, default=max_k,
                         help="largest IWAE K evaluated")
-    parser.add_argument("--repeats", type=positive_int, default=repeats,
+    parser.add_argument("--repeats", type=integer_in(1, MAX_REPEATS), default=repeats,
                         help="independent repeats of each bound (for its standard error)")
     if chunk_size is not None:
         parser.add_argument("--chunk-size", type=positive_int, default=chunk_size,

@@ -36,6 +36,8 @@ def parse(script: str, argv: list[str]):
     ("own_pair", ["--num-test", "0"], "--num-test: must be a positive integer"),
     ("toy_manifold", ["--num-train", "0"], "--num-train: must be a positive integer"),
     ("own_pair", ["--max-k", "10"], "--max-k: k-hat needs at least 21 weights"),
+    # a bound sweep of 1e9 repeats ran for ever
+    ("toy_manifold", ["--repeats", "1000000000"], "--repeats: must be an integer in 1..1000"),
     ("vae", ["--num-test", "1"], "--num-test: the active-unit count needs at least 2"),
     ("vae", ["--objective", "iwae", "--kl-warmup", "3"], "--kl-warmup: the iwae bound"),
     ("vae", ["--seed", "-1"], "--seed: must be an integer >= 0"),
@@ -148,6 +150,16 @@ def long_line(tmp_path):
      "wavenet: error: "),
     ("wavenet", ["--wav", "MISSING"], "wavenet: error: "),
     ("wavenet", ["--channels", "1000000"], "wavenet: error: channels=1000000"),
+    # more images than the data hold: the slice [:N] cut them short without a word
+    *[(script, ["--num-train", "5000"], f"{script}: error: argument --num-train: 5000 asked "
+       f"for, but the digits training split holds 1297")
+      for script in ("vae", "pixel_vae", "pixel_likelihoods", "pixelcnn", "completion",
+                     "representations", "super_resolution", "similarity")],
+    ("vae", ["--num-test", "301"], "--num-test: 301 asked for, but the digits test split holds"),
+    ("pixelcnn", ["--num-valid", "201"],
+     "--num-valid: 201 asked for, but the digits validation split holds 200"),
+    ("outliers", ["--num-train", "1000"], "--num-train: 1000 asked for, but the inlier part "
+     "(classes [0, 1, 2, 3, 4]) of the digits training split holds"),
 ])
 def test_flags_refused_once_the_data_are_loaded_before_any_training(
         script, argv, message, tmp_path, long_line, monkeypatch, keep_threads):
@@ -257,3 +269,12 @@ def test_a_folder_another_run_writes_into_is_refused(tmp_path, keep_threads):
         start_run(busy, exclusive=False)
     finally:
         os.close(other)
+
+
+def test_a_max_k_off_the_ladder_is_evaluated_itself():
+    # --max-k 7 evaluated K = 1 only and --max-k 20000 stopped at 5000, both silently
+    from scaffold.flags import evaluation_ks
+    assert evaluation_ks(7) == [1, 7]
+    assert evaluation_ks(20000) == [1, 10, 100, 1000, 5000, 20000]
+    assert evaluation_ks(5000) == [1, 10, 100, 1000, 5000]
+    assert evaluation_ks(1) == [1]

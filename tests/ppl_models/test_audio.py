@@ -304,3 +304,27 @@ def test_split_segments_checks_the_levels(levels, error, match):
     # a list raised AttributeError; a [2, 6] tensor was cut along its rows
     with pytest.raises(error, match=match):
         split_segments(levels, 1)
+
+
+@pytest.mark.parametrize("channels, width, extra", [(1, 2, 1), (2, 2, 2), (1, 4, 3)])
+def test_read_wav_refuses_a_data_chunk_ending_in_a_partial_frame(tmp_path, channels, width,
+                                                                 extra):
+    # wave reads the whole frames: the odd trailing byte of a 16-bit file was dropped silently
+    path = tmp_path / "partial.wav"
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(channels)
+        f.setsampwidth(width)
+        f.setframerate(8000)
+        f.writeframes(bytes(10 * channels * width))
+    data = bytearray(path.read_bytes())
+    declared = 10 * channels * width + extra
+    data[40:44] = declared.to_bytes(4, "little")  # the data chunk's size
+    data[4:8] = (len(data) + extra - 8).to_bytes(4, "little")
+    path.write_bytes(bytes(data) + bytes(extra))
+    with pytest.raises(ValueError, match=re.escape(
+            f"{path} is corrupt: its data chunk declares {declared} bytes, not a whole number "
+            f"of frames of {channels * width} bytes")):
+        read_wav(path)
+    data[40:44] = (10 * channels * width).to_bytes(4, "little")  # the whole frames alone read
+    path.write_bytes(bytes(data))
+    assert read_wav(path)[0].shape == (10,)

@@ -265,7 +265,8 @@ def test_uniform_dequantize_refuses_dtypes_too_coarse_for_the_noise(dtype):
     images = torch.full((1000,), 254 / 255, dtype=dtype)
     with pytest.raises(ValueError, match=rf"dtype {dtype}.*images.float\(\)"):
         uniform_dequantize(images)
-    x = uniform_dequantize(images.double(), torch.Generator().manual_seed(0))
+    x = uniform_dequantize(torch.full((1000,), 254 / 255, dtype=torch.float64),
+                           torch.Generator().manual_seed(0))
     assert x.dtype == torch.float64 and x.unique().numel() == 1000
 
 
@@ -291,3 +292,26 @@ def test_write_idx_refuses_a_size_its_header_cannot_hold(tmp_path):
     with pytest.raises(ValueError, match=r"sizes below 2\*\*32, got shape \[4294967296, 0\]"):
         write_idx(tmp_path / "x.idx", np.zeros((2**32, 0), dtype=np.uint8))
     assert not (tmp_path / "x.idx").exists()
+
+
+@pytest.mark.parametrize("helper", [to_levels, lambda x: uniform_dequantize(x)],
+                         ids=["to_levels", "uniform_dequantize"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_level_helpers_refuse_values_off_the_grid(helper, dtype):
+    # to_levels rounded 0.5 (level 127.5) to 128 and uniform_dequantize dequantized already
+    # dequantized images a second time, both silently
+    on_grid = (torch.arange(256, dtype=torch.float64) / 255).to(dtype)
+    assert helper(on_grid).shape == (256,)
+    for off in (torch.tensor([0.5]), uniform_dequantize(on_grid.float()),
+                torch.nn.functional.interpolate(on_grid.reshape(1, 1, 16, 16).float(),
+                                                scale_factor=1.5, mode="bilinear")):
+        with pytest.raises(ValueError, match=r"images must hold 8-bit levels k / 255 \(within "
+                                             r"0.001 of a level\): \d+ of \d+ values do not"):
+            helper(off.to(dtype))
+
+
+def test_to_levels_accepts_half_precision_levels():
+    # float16 stores k / 255 to within 0.06 levels: the tolerance follows the dtype
+    levels = torch.arange(256)
+    assert torch.equal(to_levels((levels / 255).half()), levels)
+    assert torch.equal(to_levels((levels / 255).bfloat16()), levels)
