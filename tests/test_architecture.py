@@ -3,7 +3,8 @@
 - ``ppl_models`` (what a model *is*) and ``inference`` (what is *done* to a pair) never import
   each other; only examples, benchmarks and tests put the two together.
 - No module of the library imports another module's ``_private`` name.
-- ``inference``'s modules import each other without a cycle.
+- ``inference``'s modules import each other without a cycle, and the modules the wings share
+  (``pair_check``, ``weights``, ``checks``, ...) import no wing, not even inside a function.
 """
 
 import ast
@@ -81,6 +82,20 @@ def _private_imports(package: str, root: Path) -> list[str]:
 
 def test_inference_has_no_import_cycle():
     _check_no_cycle("inference", ROOT)
+
+
+WINGS = ("inference.evidence", "inference.training", "inference.uses", "inference.coding")
+
+
+def test_the_shared_modules_import_no_wing():
+    # pair_check once imported training inside a function, out of sight of the cycle check
+    for module, path in _modules("inference").items():
+        if module == "inference" or module.startswith(WINGS):
+            continue
+        for target, names, line in _imports(module, path):
+            wing = [w for w in WINGS if f"{target}.".startswith(f"{w}.") or
+                    any(f"{target}.{n}" == w for n in names)]
+            assert not wing, f"{path}:{line}: {module} imports the wing {wing[0]}"
 
 
 def _check_no_cycle(package: str, root: Path) -> None:

@@ -14,6 +14,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
 from ..checks import evaluation_mode
+from ..reachable import reachable_modules
 from ..random_state import forked_rng
 
 DATA_PLATE = "data"
@@ -160,8 +161,6 @@ def unrecorded_randomness(model, guide, args, kwargs) -> tuple:
     owner, the networks their code names) run in evaluation mode: dropout is training-mode
     randomness, which the estimators warn about. Log densities count as equal within
     float32 rounding of a recomputation (a flow's inverse): 1e-3 relative."""
-    from ..training.registered_modules import reachable_modules  # training imports us
-
     owners = reachable_modules(model, guide)
 
     def rerun(program, recorded):

@@ -26,13 +26,13 @@ from ..evidence.estimators import elbo
 from ..pair_check import (PairError, check_observed_values_validated, check_pair, data_frame,
                           trace_pair)
 from ..random_state import forked_rng
+from ..reachable import reachable_modules
 from ..supports import describe_support
 from ..weights import check_compile
 from . import checkpoints, resume_settings
 from .handlers import scale_data_plate, scale_latents
 from .minibatches import plan_minibatches, reports_no_loss, transformed_batch
-from .registered_modules import (buffers_state, kept_buffers, reachable_modules, registered_prefix,
-                       restore_buffers)
+from .registered_modules import buffers_state, kept_buffers, registered_prefix, restore_buffers
 from .objectives import DReGLoss, IWAELoss, make_loss
 from .svi_step import WEIGHTED_LOSSES, Adam, SVIStep
 
@@ -191,7 +191,7 @@ def _pair_store_shapes(model, guide, batch: tuple, modules, batch_transform,
                        networks=()) -> tuple[dict, dict]:
     """name -> shape (as stored, unconstrained) of the pair's Pyro parameters outside
     ``modules``, and name -> network of those of ``networks`` (plain-function pairs'
-    networks, :func:`.registered_modules.reachable_modules`) that ``pyro.module`` registered
+    networks, :func:`inference.reachable.reachable_modules`) that ``pyro.module`` registered
     under that name: from the param sites of one pass on ``batch`` (through
     ``batch_transform``), which leaves the param store, every random state and the buffers
     as they were. A site whose value, or the

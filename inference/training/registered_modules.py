@@ -4,85 +4,16 @@ A pair written as methods of an ``nn.Module`` hands :func:`inference.fit` its ne
 of plain functions (``pyro.module("encoder", encoder)`` on a network held in a global or a
 closure) does not, and Pyro's param store holds only their parameters. Their buffers (batch
 norm's running statistics) would then be neither put in evaluation mode for validation nor
-saved with a checkpoint. :func:`reachable_modules` finds the candidates in what the functions
-reference; :func:`registered_prefix` tells which of them a param site registers.
+saved with a checkpoint. :func:`inference.reachable.reachable_modules` finds the candidates in
+what the functions reference; :func:`registered_prefix` tells which of them a param site
+registers.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import types
 
 import torch
-
-_DEPTH = 3  # functions and plain objects are followed this many references deep
-
-
-def reachable_modules(*functions) -> list[torch.nn.Module]:
-    """The ``nn.Module`` objects that ``functions`` reference: through a bound method's
-    object, closures, the globals their code names, default arguments and
-    ``functools.partial`` arguments, following the functions and plain objects found there
-    (three references deep). Top-level modules only (not their submodules), in the order
-    found, each once."""
-    found: dict[int, torch.nn.Module] = {}
-    seen: set[int] = set()
-    for function in functions:
-        _visit(function, found, seen, _DEPTH)
-    submodules = {id(sub) for module in found.values() for sub in list(module.modules())[1:]}
-    return [module for key, module in found.items() if key not in submodules]
-
-
-def _visit(value, found: dict, seen: set, depth: int) -> None:
-    if id(value) in seen or depth < 0:
-        return
-    seen.add(id(value))
-    if isinstance(value, torch.nn.Module):
-        found.setdefault(id(value), value)
-        return
-    if isinstance(value, (types.MethodType, functools.partial)):
-        owner = value.__self__ if isinstance(value, types.MethodType) else None
-        inner = value.__func__ if isinstance(value, types.MethodType) else value.func
-        references = [owner, inner]
-        if isinstance(value, functools.partial):
-            references += [*value.args, *value.keywords.values()]
-        for reference in references:
-            _visit(reference, found, seen, depth)
-    elif isinstance(value, types.FunctionType):
-        code = value.__code__
-        references = [cell.cell_contents for cell in value.__closure__ or ()
-                      if _filled(cell)]
-        references += [value.__globals__[name] for name in _names(code)
-                       if name in value.__globals__]
-        references += [*(value.__defaults__ or ()), *(value.__kwdefaults__ or {}).values()]
-        for reference in references:
-            _visit(reference, found, seen, depth - 1)
-    elif isinstance(value, (list, tuple)) and len(value) <= 64:
-        for item in value:
-            _visit(item, found, seen, depth - 1)
-    elif isinstance(value, dict) and len(value) <= 64:
-        for item in value.values():
-            _visit(item, found, seen, depth - 1)
-    elif hasattr(value, "__dict__") and not isinstance(value, (type, types.ModuleType)):
-        for item in vars(value).values():
-            _visit(item, found, seen, depth - 1)
-
-
-def _filled(cell) -> bool:
-    try:
-        cell.cell_contents
-    except ValueError:  # a closure variable not assigned yet
-        return False
-    return True
-
-
-def _names(code) -> set[str]:
-    """The global names ``code`` and the code nested in it (lambdas, comprehensions) use."""
-    names = set(code.co_names)
-    for constant in code.co_consts:
-        if isinstance(constant, types.CodeType):
-            names |= _names(constant)
-    return names
 
 
 def registered_prefix(site_name: str, site_args: tuple, network: torch.nn.Module) -> str | None:

@@ -1,12 +1,14 @@
-"""Finding the networks of plain-function pairs (inference/training/registered_modules.py)."""
+"""Finding the networks of plain-function pairs (inference/reachable.py) and keeping their
+buffers (inference/training/registered_modules.py)."""
 
 import functools
 
 import pyro
 import torch
 
-from inference.training.registered_modules import (buffers_state, kept_buffers, reachable_modules,
-                                         registered_prefix, restore_buffers)
+from inference.reachable import reachable_modules
+from inference.training.registered_modules import (buffers_state, kept_buffers, registered_prefix,
+                                                   restore_buffers)
 
 GLOBAL_NET = torch.nn.Linear(2, 2)
 
