@@ -24,6 +24,7 @@ import pyro
 import torch
 
 from ..checks import evaluation_mode
+from ..reachable import reachable_modules
 
 __all__ = ["KeepBest"]
 
@@ -34,9 +35,12 @@ class KeepBest:
     Args:
         modules: the ``nn.Module`` (or modules) whose parameters and buffers
             :func:`inference.fit` trains (may be empty for a pair whose parameters are all
-            ``pyro.param``\ s). The values of the Pyro param store's other parameters (a
-            plain-function pair's ``pyro.param``\ s) are kept and restored with them, so the
-            restored pair is one that an epoch had.
+            ``pyro.param`` sites). The values of the Pyro param store's other parameters (a
+            plain-function pair's ``pyro.param`` sites) are kept and restored with them, so the
+            restored pair is one that an epoch had. Networks that ``score`` reaches beyond
+            them (a plain-function pair's ``pyro.module`` networks, held in a global or a
+            closure) are scored in evaluation mode too, and their buffers (batch norm's
+            running statistics) are kept and restored with the param store's values.
         score: called after every epoch with no arguments; returns a real number (a Python
             or numpy int or float, a one-element tensor or array; not a bool or a string),
             higher is better (e.g. the mean exact log-likelihood of a validation split, nats per
@@ -72,9 +76,17 @@ class KeepBest:
         self.scored = 0  # epochs scored
         self._best_state: list[dict] | None = None
         self._best_store: dict[str, torch.Tensor] | None = None  # other store parameters
+        self._best_buffers: list[list[torch.Tensor]] | None = None  # other networks' buffers
+
+    def _other_networks(self) -> list[torch.nn.Module]:
+        """The networks ``score`` reaches that are not (inside) ``modules``, in a fixed
+        order."""
+        inside = {id(sub) for m in self.modules for sub in m.modules()}
+        return [n for n in reachable_modules(self.score) if id(n) not in inside]
 
     def __call__(self, record: dict) -> None:
-        with evaluation_mode(self.modules), torch.no_grad():
+        others = self._other_networks()
+        with evaluation_mode([*self.modules, *others]), torch.no_grad():
             value = self._as_score(self.score(), record.get("epoch"))
         if math.isnan(value):
             raise ValueError(f"the validation score of epoch {record.get('epoch')} is NaN "
@@ -87,6 +99,7 @@ class KeepBest:
             self._best_state = [copy.deepcopy(m.state_dict()) for m in self.modules]
             self._best_store = {name: value.detach().clone()
                                 for name, value in self._store_parameters()}
+            self._best_buffers = [[b.detach().clone() for b in n.buffers()] for n in others]
 
     def _store_parameters(self) -> list[tuple[str, torch.Tensor]]:
         """``(name, unconstrained tensor)`` of the Pyro param store's parameters that are not
@@ -132,13 +145,18 @@ class KeepBest:
             for name, value in self._store_parameters():
                 if name in saved and saved[name].shape == value.shape:
                     value.copy_(saved[name])
+            for network, buffers in zip(self._other_networks(), self._best_buffers or []):
+                live = list(network.buffers())
+                if [b.shape for b in live] == [b.shape for b in buffers]:
+                    for target, value in zip(live, buffers):
+                        target.copy_(value)
 
     def get_state(self) -> dict:
         """The best epoch so far, its score and parameters, and the number of epochs scored
         (:func:`inference.fit` saves it in each checkpoint)."""
         return {"best_score": self.best_score, "best_epoch": self.best_epoch,
                 "scored": self.scored, "best_state": self._best_state,
-                "best_store": self._best_store}
+                "best_store": self._best_store, "best_buffers": self._best_buffers}
 
     def set_state(self, state: dict) -> None:
         """Continue from :meth:`get_state`'s ``state``, after checking that its parameters
@@ -153,3 +171,4 @@ class KeepBest:
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
         self.scored, self._best_state = state["scored"], best
         self._best_store = state.get("best_store")  # absent from older checkpoints
+        self._best_buffers = state.get("best_buffers")

@@ -126,3 +126,61 @@ def test_restore_brings_back_the_pairs_pyro_params_with_the_networks():
         for name, value in pyro.get_param_store().items():
             assert torch.equal(value.detach(), snapshots[1][name]), name
             assert not torch.equal(value.detach(), snapshots[4][name]), name
+
+
+ENCODER = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8),
+                              torch.nn.Dropout(0.5), torch.nn.Linear(8, 2))
+
+
+def _plain_pair():
+    """A plain-function pair whose guide network (batch norm, dropout) lives in a global."""
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(1), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z.expand(-1, 4), 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        pyro.module("encoder", ENCODER)
+        loc, log_scale = ENCODER(x).split(1, -1)
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(loc, log_scale.exp()).to_event(1))
+    return model, guide
+
+
+def test_a_plain_function_pairs_networks_are_scored_in_evaluation_mode_and_restored_whole():
+    # KeepBest([]) scored a pyro.module network in training mode (dropout on, batch norm
+    # moving its running statistics) and restored its weights without its running
+    # statistics: the restored pair was one no epoch had
+    from inference import elbo
+
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    model, guide = _plain_pair()
+    x = torch.randn(64, 4) * 3 + 1
+    modes = []
+
+    def score():
+        modes.append(ENCODER.training)
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            return float(elbo(model, guide, x[:16], num_samples=1).mean())
+
+    keep = KeepBest([], score)
+    snapshots = []
+
+    def callback(record):
+        keep(record)
+        snapshots.append([t.detach().clone() for t in (*ENCODER.parameters(), *ENCODER.buffers())])
+
+    fit(model, guide, x, epochs=4, batch_size=16, lr=0.05, progress=False, callback=callback)
+    assert modes == [False] * 4 and ENCODER.training
+    with torch.no_grad():
+        ENCODER[1].running_mean.add_(5.0)  # stands for more training
+        for p in ENCODER.parameters():
+            p.add_(1.0)
+    keep.restore()
+    kept = snapshots[keep.best_epoch - 1]
+    assert all(torch.equal(a, b) for a, b in zip(kept, (*ENCODER.parameters(), *ENCODER.buffers())))
+    ENCODER.eval()
+    assert score() == pytest.approx(keep.best_score, abs=1e-5)
+    ENCODER.train()
