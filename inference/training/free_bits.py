@@ -34,7 +34,7 @@ from pyro.distributions import Independent
 from torch.distributions import kl_divergence
 
 from ..checks import check_int, check_number
-from ..pair_check import data_frame, sample_sites, trace_pair
+from ..pair_check import data_frame, is_delta, sample_sites, trace_pair
 
 __all__ = ["FreeBitsELBO", "FreeBitsTerms", "free_bits_terms"]
 
@@ -79,6 +79,8 @@ def _kl_elements(model_site, guide_site) -> tuple[torch.Tensor, int]:
         q, p = guide_site["fn"], model_site["fn"]
     value = guide_site["value"]
     try:
+        if is_delta(q):  # Pyro's KL(Delta || p) = -log p(v) drops the Delta's log_density
+            raise NotImplementedError
         kl = kl_divergence(q, p)
     except NotImplementedError:
         kl = q.log_prob(value) - p.log_prob(value)

@@ -29,7 +29,7 @@ import torch
 from ..random_state import forked_rng
 from ..pair_check import DATA_PLATE, FIT_LOSSES, PairError, PairStructure, check_pair, survey_pair
 from ..weights import check_particle_memory
-from .objectives import DReGLoss, IWAELoss, make_loss
+from .objectives import DReGLoss, IWAELoss, MeanFieldELBO, make_loss
 
 
 @dataclass(frozen=True)
@@ -303,7 +303,8 @@ def loss_traits(loss, num_particles: int) -> tuple[str, int, bool]:
     if isinstance(loss, (IWAELoss, DReGLoss)):
         return ("dreg" if isinstance(loss, DReGLoss) else "iwae"), particles, particles > 1
     vectorized = bool(getattr(loss, "vectorize_particles", False)) and particles > 1
-    kinds = {pyro.infer.Trace_ELBO: "elbo", pyro.infer.TraceMeanField_ELBO: "meanfield"}
+    kinds = {pyro.infer.Trace_ELBO: "elbo", pyro.infer.TraceMeanField_ELBO: "meanfield",
+             MeanFieldELBO: "meanfield"}
     return kinds.get(type(loss), "custom"), particles, vectorized
 
 

@@ -1,6 +1,7 @@
 """Training objectives for :class:`pyro.infer.SVI`.
 
-``"elbo"`` and ``"meanfield"`` are Pyro's ``Trace_ELBO`` and ``TraceMeanField_ELBO``. The
+``"elbo"`` and ``"meanfield"`` are Pyro's ``Trace_ELBO`` and ``TraceMeanField_ELBO`` (as
+:class:`MeanFieldELBO`, which scores a ``Delta`` guide site with its ``log_density``). The
 importance-weighted objectives are written here because Pyro's ``RenyiELBO(alpha=0)`` takes
 one log-sum-exp over the whole minibatch (a looser bound than the per-datapoint IWAE bound
 whenever the batch holds more than one datapoint) and mixes the subsample scale into it.
@@ -28,12 +29,38 @@ from ..pair_check import (
     PARTICLE_PLATE,
     check_pair,
     conditional_sites_in_trace,
+    is_delta,
     PairError,
     sample_sites,
     survey_pair,
 )
 from ..weights import (log_mean_exp, trace_log_density, uniform_scale, vectorized_traces,
                        weight_itemsize)
+
+
+class _ScoredAsSampled(torch.distributions.Distribution):
+    """Stands in for a guide site's ``Delta`` once its trace is scored: no KL divergence is
+    registered for it, so ``TraceMeanField_ELBO`` takes ``log q(v) - log p(v)`` from the
+    trace, where Pyro's registered ``KL(Delta || p) = -log p(v)`` drops the Delta's
+    ``log_density`` (a hand-built guide ``Delta(v, log_density=log q(v))``)."""
+
+    arg_constraints: dict = {}
+    has_rsample = True
+
+    def __init__(self, fn):
+        super().__init__(fn.batch_shape, fn.event_shape, validate_args=False)
+
+
+class MeanFieldELBO(TraceMeanField_ELBO):
+    """Pyro's ``TraceMeanField_ELBO`` (analytic KL where registered), but a ``Delta`` guide
+    site is scored as sampled: ``log q(v) - log p(v)``, its ``log_density`` included."""
+
+    def _get_trace(self, model, guide, args, kwargs):
+        model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)
+        for site in sample_sites(guide_trace, observed=False):
+            if is_delta(site["fn"]):
+                site["fn"] = _ScoredAsSampled(site["fn"])  # its score parts are computed
+        return model_trace, guide_trace
 
 
 class IWAELoss:
@@ -264,9 +291,7 @@ def make_loss(name, num_particles: int = 1, free_bits: float | None = None):
     if name == "elbo":
         return Trace_ELBO(num_particles=num_particles, vectorize_particles=num_particles > 1)
     if name == "meanfield":
-        return TraceMeanField_ELBO(
-            num_particles=num_particles, vectorize_particles=num_particles > 1
-        )
+        return MeanFieldELBO(num_particles=num_particles, vectorize_particles=num_particles > 1)
     if name == "iwae":
         return IWAELoss(num_particles)
     if name == "dreg":

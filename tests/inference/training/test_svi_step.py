@@ -535,3 +535,44 @@ def test_meanfield_keeps_the_log_density_of_a_delta_guide_site():
                          float(pyro.param("s").detach()))
     assert results["meanfield"] == results["elbo"]
     assert results["elbo"][1] > 0.5  # toward 0.707, not collapsing
+
+
+@pytest.mark.parametrize("event", [False, True], ids=["scalar", "to_event"])
+@pytest.mark.parametrize("num_particles", [1, 3])
+def test_every_analytic_kl_objective_keeps_a_delta_guide_sites_log_density(event, num_particles):
+    # make_loss("meanfield") (Pyro's TraceMeanField_ELBO, which fit's non-lean steps and
+    # user SVI loops run) and FreeBitsELBO took KL(Delta || p) = -log p(v): the guide's
+    # log_density vanished from the loss. With only a Delta latent, both must equal
+    # Trace_ELBO on the same draws.
+    from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+
+    from inference import FreeBitsELBO, make_loss
+
+    x = torch.randn(6, 2, generator=torch.Generator().manual_seed(0))
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            prior = dist.Normal(torch.zeros(2), 1.0)
+            z = pyro.sample("z", prior.to_event(1) if event else prior.expand([len(x), 2])
+                            .to_event(1))
+            pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            q = dist.Normal(0.5 * x, 0.7).to_event(1)
+            value = q.rsample()
+            delta = (dist.Delta(value, log_density=q.log_prob(value), event_dim=1) if event
+                     else dist.Delta(value, log_density=q.log_prob(value)[..., None] / 2)
+                     .to_event(1))
+            pyro.sample("z", delta)
+
+    def loss_of(objective):
+        pyro.set_rng_seed(3)
+        return float(objective.loss(model, guide, x))
+
+    vectorize = {"num_particles": num_particles, "vectorize_particles": num_particles > 1}
+    reference = loss_of(Trace_ELBO(**vectorize))
+    assert loss_of(make_loss("meanfield", num_particles)) == pytest.approx(reference, rel=1e-6)
+    assert abs(loss_of(TraceMeanField_ELBO(**vectorize)) - reference) > 1  # Pyro's drops it
+    if num_particles == 1:
+        assert loss_of(FreeBitsELBO(0.0)) == pytest.approx(reference, rel=1e-6)
