@@ -21,11 +21,13 @@ before any step and decides:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import pyro.infer
 import torch
 
+from ..checks import user_stacklevel
 from ..random_state import forked_rng
 from ..pair_check import DATA_PLATE, FIT_LOSSES, PairError, PairStructure, check_pair, survey_pair
 from ..weights import check_particle_memory
@@ -136,12 +138,22 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
                                   called)
         structure = check_pair(survey_pair(model, guide, first_batch, {},
                                            probe_vectorized=vectorized,
-                                           probe_randomness=False), use, called)
+                                           probe_randomness=num_particles > 1 and vectorized),
+                               use, called)
     except PairError:
         raise
     except Exception as error:  # the user's code failed on fit's minibatch: say how it ran
         _note_first_batch(error, data, batch_size, batch_transform)
         raise
+    if structure.unrecorded_randomness:  # probed for vectorized particles only
+        program, first, second = structure.unrecorded_randomness
+        warnings.warn(
+            f"{called or 'fit'}: two runs of {program} on the same draws gave {first:.6g} and "
+            f"{second:.6g}: it uses randomness Pyro does not record (torch.randn in its body, "
+            "a value drawn by hand into a Delta), which is drawn once for all "
+            f"{num_particles} vectorized particles: they are copies of one particle, and "
+            "the gradient has a single particle's variance. Make every random choice a "
+            "pyro.sample site (sample from q itself)", stacklevel=user_stacklevel())
     if num_particles > 1 and vectorized:  # K particles of a step, with gradients, at once
         check_particle_memory(model, guide, first_batch, {}, structure, num_particles, None,
                               "num_particles", gradients=True, chunkable=False)

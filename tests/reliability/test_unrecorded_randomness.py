@@ -124,3 +124,33 @@ def test_fit_still_trains_a_model_with_noise_in_its_body():
     pyro.clear_param_store()
     history = fit(noisy_model, guide_with_param, X, epochs=2, batch_size=5, progress=False)
     assert len(history) == 2 and all(math.isfinite(r["train_loss"]) for r in history)
+
+
+def _trainable_hand_drawn_guide(x):
+    loc = pyro.param("loc", torch.tensor(0.3))
+    with pyro.plate("data", len(x)):
+        q = dist.Normal(loc * x, 0.9)
+        value = q.rsample()
+        pyro.sample("z", dist.Delta(value, log_density=q.log_prob(value)))
+
+
+def _trainable_guide(x):
+    loc = pyro.param("loc", torch.tensor(0.3))
+    with pyro.plate("data", len(x)):
+        pyro.sample("z", dist.Normal(loc * x, 0.9))
+
+
+@pytest.mark.parametrize("pair, num_particles, warned", [
+    ((model, _trainable_hand_drawn_guide), 4, True),
+    ((noisy_model, _trainable_guide), 4, True),
+    ((model, _trainable_hand_drawn_guide), 1, False),  # one particle: nothing is copied
+    ((model, _trainable_guide), 4, False),
+])
+def test_fit_warns_that_vectorized_particles_share_unrecorded_draws(pair, num_particles,
+                                                                    warned, recwarn):
+    # fit(num_particles=4) trained on four copies of one hand-drawn guide value (or of one
+    # torch.randn in the model) without a word: the gradient of one particle at K's cost
+    pyro.clear_param_store()
+    fit(*pair, X, loss="elbo", num_particles=num_particles, epochs=1, progress=False)
+    shared = [w for w in recwarn if "drawn once for all 4 vectorized particles" in str(w.message)]
+    assert bool(shared) == warned, [str(w.message) for w in recwarn]
