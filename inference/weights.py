@@ -20,8 +20,8 @@ import pyro
 import torch
 from pyro.infer.util import is_validation_enabled
 
-from .checks import (as_int, check_data_arguments, check_nonempty_batch, check_pair_call,
-                     check_weights_memory, physical_memory_bytes)
+from .checks import (as_int, check_data_arguments, check_nonempty_batch, check_not_meta,
+                     check_pair_call, check_weights_memory, physical_memory_bytes)
 from .compiling import (
     arguments_key,
     compile_graph,
@@ -610,7 +610,9 @@ def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
     positions of the result, flattened, where they occur); ``-inf`` is weight zero."""
     if not torch.is_tensor(log_w):
         raise TypeError(f"log_w must be a tensor, got {type(log_w).__name__}")
-    if not isinstance(dim, int) or not -log_w.dim() <= dim < log_w.dim():
+    check_not_meta(log_w, "log_w")
+    if isinstance(dim, bool) or not isinstance(dim, int) or \
+            not -log_w.dim() <= dim < log_w.dim():
         raise ValueError(f"dim must be an int in [{-log_w.dim()}, {log_w.dim()}) for log_w of "
                          f"shape {list(log_w.shape)}, got {dim!r}")
     if not log_w.is_floating_point():

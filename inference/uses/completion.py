@@ -43,6 +43,7 @@ from ..checks import (
     check_int,
     check_model_tensor,
     check_nonempty_batch,
+    check_not_meta,
     check_number,
 )
 from ..protocols import EncoderDecoder, require
@@ -83,6 +84,7 @@ def observed_channel(y: torch.Tensor, missing: torch.Tensor | None = None,
         ``log p(y_i | x_i = k)``, ``[batch, C, H, W, 2]``, in ``y``'s dtype if it is floating,
         else in the default floating dtype.
     """
+    check_not_meta(y, "y")
     if not torch.is_tensor(y) or y.dim() != 4 or y.is_complex() or \
             not ((y == 0) | (y == 1)).all():
         raise ValueError(f"y must be a [batch, C, H, W] tensor of 0/1 pixels, got "

@@ -37,7 +37,7 @@ import numbers
 import numpy as np
 import torch
 
-from ..checks import check_int
+from ..checks import check_int, check_not_meta
 
 
 def _is_real(value) -> bool:
@@ -51,6 +51,7 @@ def _scores(values, name: str) -> np.ndarray:
     int64 beside negative values) or cannot hold (beyond 64 bits) becomes an object array of
     the Python numbers themselves."""
     if torch.is_tensor(values):
+        check_not_meta(values, name)
         if values.dtype == torch.bool or values.is_complex():
             raise TypeError(f"{name} must hold real scores, got dtype {values.dtype}")
         values = values.detach().cpu()
@@ -117,6 +118,7 @@ def _log_densities(log_p, name: str, zero_density_allowed: bool = False) -> torc
         raise TypeError(f"{name} must hold real log densities, got dtype {log_p.dtype}")
     if log_p.dim() != 1:
         raise ValueError(f"{name} must be [n], got shape {list(log_p.shape)}")
+    check_not_meta(log_p, name)
     if not log_p.is_floating_point():
         log_p = log_p.to(torch.get_default_dtype())
     bad = torch.isnan(log_p) | (log_p == math.inf)

@@ -70,6 +70,7 @@ from ..checks import (
     check_int,
     check_model_tensor,
     check_nonempty_batch,
+    check_not_meta,
     check_number,
     physical_memory_bytes,
 )
@@ -131,6 +132,7 @@ def _check_image(x, name: str, factor: int) -> None:
     if x.shape[-1] % factor or x.shape[-2] % factor:
         raise ValueError(f"{name}: height and width {list(x.shape[-2:])} must be multiples of "
                          f"factor={factor}")
+    check_not_meta(x, name)
 
 
 def _check_low(y, name: str, high_shape, factor: int) -> None:
@@ -165,6 +167,8 @@ def average_pool(x: torch.Tensor, factor: int) -> torch.Tensor:
     ``[..., C, H / f, W / f]``."""
     _check_factor(factor)
     _check_image(x, "x", factor)
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or infinite values")
     return _blocks(x, factor).mean(-1)
 
 

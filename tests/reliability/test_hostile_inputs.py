@@ -36,14 +36,22 @@ from inference import (
     ais_log_evidence,
     amortization_gap,
     annealing_schedule,
+    auroc,
+    average_pool,
     effective_sample_size,
     elbo,
     fit,
     information_bits,
+    iwae_from_weights,
+    likelihood_ratio_scores,
     log_importance_weights,
+    log_mean_exp,
     make_loss,
+    nll_scores,
+    observed_channel,
     pareto_k,
     range_encode,
+    typicality_scores,
 )
 from inference.evidence.weight_diagnostics import tail_length
 from ppl_models import LinearGaussian
@@ -265,6 +273,33 @@ def test_coders_refuse_meta_tensors_by_name():
         range_encode(symbols, probs.to("meta"))
     with pytest.raises(ValueError, match="symbols is a meta tensor"):
         information_bits(symbols.to("meta"), probs)
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda m: iwae_from_weights(m, 2), "log_w"),
+    (lambda m: log_mean_exp(m, 0), "log_w"),
+    (lambda m: auroc(m[:, 0], torch.zeros(3)), "inlier_scores"),
+    (lambda m: nll_scores(m[:, 0]), "log_p"),
+    (lambda m: likelihood_ratio_scores(torch.zeros(4), m[:, 0]), "background_log_p"),
+    (lambda m: typicality_scores(m[:, 0], torch.zeros(4)), "log_p"),
+    (lambda m: average_pool(m.reshape(1, 1, 4, 2), 2), "x"),
+    (lambda m: observed_channel(m.reshape(1, 1, 4, 2)), "y"),
+], ids=["iwae_from_weights", "log_mean_exp", "auroc", "nll_scores", "likelihood_ratio_scores",
+        "typicality_scores", "average_pool", "observed_channel"])
+def test_weight_and_score_functions_refuse_meta_tensors_by_name(call, name):
+    # the late-session fuzzer: torch's "Tensor.item() cannot be called on meta tensors"
+    with pytest.raises(ValueError, match=f"{name} is a meta tensor"):
+        call(torch.zeros(4, 2, device="meta"))
+
+
+def test_average_pool_refuses_non_finite_images():
+    # NaN pixels pooled into NaN observations without a word
+    image = torch.zeros(1, 1, 4, 4)
+    image[0, 0, 1, 2] = math.nan
+    with pytest.raises(ValueError, match="x contains NaN or infinite values"):
+        average_pool(image, 2)
+    with pytest.raises(ValueError, match=r"dim must be an int in \[-2, 2\)"):
+        log_mean_exp(torch.zeros(3, 2), True)
 
 
 # H8. memory of the particles ---------------------------------------------------------------
