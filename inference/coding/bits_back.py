@@ -166,6 +166,8 @@ def _check_images(images: torch.Tensor, image_shape) -> None:
         raise ValueError(f"images must be [batch, {', '.join(map(str, image_shape))}], got "
                          f"{list(images.shape)}")
     check_not_meta(images, "images")
+    if images.is_complex():
+        raise TypeError(f"images must be real 0/1 pixels, got dtype {images.dtype}")
     if images.numel() and not ((images == 0) | (images == 1)).all():
         raise ValueError("bits-back coding codes binary images: values must be 0 or 1")
 

@@ -184,6 +184,7 @@ def map_complete(vae, log_channel: torch.Tensor, steps: int = 300, lr: float = 0
     check_int(steps, "steps", 0)
     check_number(lr, "lr", positive=True)
     check_nonempty_batch((), {"log_channel": log_channel})
+    log_channel = log_channel.detach()  # a table that requires grad is data here
     with torch.no_grad():
         start, _ = vae.encode(_initial_image(log_channel))
     channel = _offset_free(log_channel)  # a constant off the objective: the same z*

@@ -451,8 +451,9 @@ def _check_vae_inputs(vae, y, factor, truth, generator=None) -> None:
         if not hasattr(vae, name):
             raise ValueError(f"vae must have encode(x), decode(z) and latent_dim; it has no "
                              f"{name!r}")
+    itemsize = y.dtype.itemsize if torch.is_tensor(y) else 4  # a non-tensor y is refused
     shape = _check_pooled_inputs(y, factor, truth, "the up-sampled y and the pixel posterior's "
-                                 "means and variances", 3 * y.dtype.itemsize)
+                                 "means and variances", 3 * itemsize)
     image_shape = getattr(vae, "image_shape", None)
     if image_shape is not None and tuple(shape[1:]) != tuple(image_shape):
         raise ValueError(f"y {list(y.shape)} pooled by factor={factor} is from "

@@ -38,6 +38,7 @@ from inference import (
     annealing_schedule,
     auroc,
     average_pool,
+    bits_back_encode,
     effective_sample_size,
     elbo,
     fit,
@@ -47,10 +48,12 @@ from inference import (
     log_importance_weights,
     log_mean_exp,
     make_loss,
+    map_complete,
     nll_scores,
     observed_channel,
     pareto_k,
     range_encode,
+    super_resolve_map,
     typicality_scores,
 )
 from inference.evidence.weight_diagnostics import tail_length
@@ -300,6 +303,24 @@ def test_average_pool_refuses_non_finite_images():
         average_pool(image, 2)
     with pytest.raises(ValueError, match=r"dim must be an int in \[-2, 2\)"):
         log_mean_exp(torch.zeros(3, 2), True)
+
+
+def test_uses_and_coders_take_or_name_careless_tensors():
+    # a log_channel that requires grad failed in map_complete with autograd's "backward
+    # through the graph a second time"; y as a list failed with "'list' object has no
+    # attribute 'dtype'"; complex images were bits-back coded as their real parts
+    torch.manual_seed(0)
+    vae = _vae().eval()
+    x = (torch.rand(3, 1, 4, 4) < 0.5).float()
+    channel = observed_channel(x)
+    expected, _ = map_complete(vae, channel, steps=3)
+    got, _ = map_complete(vae, channel.clone().requires_grad_(), steps=3)
+    assert torch.equal(got, expected)
+    with pytest.raises(ValueError, match=r"y must be a float tensor \[batch, C, h, w\], got list"):
+        super_resolve_map(vae, average_pool(x, 2).tolist(), 2, steps=3)
+    with pytest.raises(TypeError, match="images must be real 0/1 pixels, got dtype "
+                                        "torch.complex64"):
+        bits_back_encode(vae, x.to(torch.complex64))
 
 
 # H8. memory of the particles ---------------------------------------------------------------
