@@ -71,9 +71,7 @@ def mu_law_encode(x: torch.Tensor) -> torch.Tensor:
     """Float samples ``x: [...]`` in [-1, 1] -> int64 levels ``[...]`` in 0..255."""
     if not torch.is_tensor(x) or not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor, got {getattr(x, 'dtype', type(x))}")
-    if x.numel() and not (torch.isfinite(x).all() and x.abs().max() <= 1):
-        raise ValueError(f"x must be finite and lie in [-1, 1], got range "
-                         f"[{float(x.min())}, {float(x.max())}]")
+    check_values(x, "x", -1, 1)
     companded = torch.sign(x) * torch.log1p(MU * x.abs()) / math.log1p(MU)
     return torch.round((companded + 1) / 2 * MU).long()
 

@@ -242,7 +242,9 @@ class Categorical256(_PixelValidation, TorchDistribution):
             raise ValueError(f"Categorical256 needs logits [..., {LEVELS}] with the level dim "
                              f"last, got {list(logits.shape)}")
         self.logits = logits - logits.logsumexp(-1, keepdim=True)
-        super().__init__(logits.shape[:-1], validate_args=validate_args)
+        # torch's check of a vector argument cannot reshape an empty batch: nothing to check
+        super().__init__(logits.shape[:-1],
+                         validate_args=validate_args if logits.numel() else False)
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(Categorical256, _instance)
@@ -334,7 +336,8 @@ class DiscretizedLogisticMixture(_PixelValidation, TorchDistribution):
         self.logit_weights = logit_weights
         self.means = means
         self.log_scales = log_scales.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
-        super().__init__(means.shape[:-1], validate_args=validate_args)
+        super().__init__(means.shape[:-1],  # an empty batch: nothing to check (see above)
+                         validate_args=validate_args if means.numel() else False)
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(DiscretizedLogisticMixture, _instance)

@@ -409,3 +409,14 @@ def test_a_fixed_scale_whose_variance_leaves_float32_is_refused(scale):
 
     with pytest.raises(ValueError, match="gaussian-fixed's scale must have a square"):
         make_likelihood("gaussian-fixed", scale=scale)
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "categorical256", "logistic-mixture"])
+def test_an_empty_batch_scores_to_an_empty_result(likelihood):
+    # the 8-bit likelihoods failed in torch's argument check ("cannot reshape tensor of 0
+    # elements into shape [0, 1, 4, 4, -1]") where Bernoulli pixels gave []
+    from ppl_models.pixelcnn import PixelCNN
+
+    model = PixelCNN((1, 4, 4), likelihood, channels=4, num_blocks=1, first_kernel_size=3)
+    log_p = model.log_prob(torch.zeros(0, 1, 4, 4))
+    assert log_p.shape == (0,)

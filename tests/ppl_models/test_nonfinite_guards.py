@@ -279,6 +279,14 @@ def test_data_functions_refuse_meta_tensors_by_name(name):
         META_CALLS[name](torch.rand(2, 3, device="meta"))
 
 
+def test_mu_law_encode_refuses_meta_tensors_by_name():
+    # it failed in torch's "Tensor.item() cannot be called on meta tensors"
+    from ppl_models import mu_law_encode
+
+    with pytest.raises(ValueError, match=r"x is a meta tensor"):
+        mu_law_encode(torch.zeros(4, device="meta"))
+
+
 def test_models_refuse_meta_tensors_by_name():
     meta = torch.zeros(2, 3, dtype=torch.long, device="meta")
     v = Vocabulary("ab")
