@@ -52,7 +52,7 @@ from torch import nn
 from torch.distributions import constraints
 from torch.nn import functional as F
 
-from .checks import as_int, check_data
+from .checks import as_int
 from .local_guides import LocalGuide
 from .networks import full_precision, mlp
 from .vae import VAE
@@ -377,7 +377,7 @@ class FlowVAE(VAE):
         Returns:
             ``[batch, C, H, W]``, or ``[num_samples, batch, C, H, W]`` from ``z ~ q(z | x)``.
         """
-        check_data(x, self.image_shape, "x", like=self)
+        self._check(x)  # the likelihood's support too, as the model checks it
         num_samples = as_int(num_samples, "num_samples", minimum=0)
         with torch.no_grad():
             if num_samples:

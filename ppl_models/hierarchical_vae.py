@@ -159,7 +159,7 @@ class TwoLayerVAE(PyroModule):
         Returns:
             ``[batch, C, H, W]``, or ``[num_samples, batch, C, H, W]``.
         """
-        check_data(x, self.image_shape, "x", like=self)
+        self._check(x)  # the likelihood's support too, as the model checks it
         return decoded_posterior(self.encode, self.decode, x, num_samples)
 
     def sample_images(self, num: int, generator: torch.Generator | None = None,

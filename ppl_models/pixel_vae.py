@@ -36,7 +36,7 @@ import torch
 from pyro.nn import PyroModule, pyro_method
 
 from .checks import (as_int, as_seed, as_sizes, check_data, check_finite_rows,
-                     check_generator, check_like, check_memory, check_tensor)
+                     check_generator, check_like, check_memory)
 from .networks import ConvEncoder, MLPEncoder
 from .pixelcnn import PixelCNN
 
@@ -195,7 +195,7 @@ class PixelVAE(PyroModule):
         """
         num_samples = as_int(num_samples, "num_samples", minimum=0)
         seed = as_seed(seed)
-        check_tensor(x, self.image_shape, "x")  # the rest in encode, before the network runs
+        self._check(x)  # the likelihood's support too, as the model checks it
         check_generator(generator, self.decoder.levels.device)
         check_memory(max(num_samples, 1) * x.numel(), x.dtype,
                      f"num_samples={num_samples}: the images [num_samples, "

@@ -138,12 +138,14 @@ class VAE(_ImageModel):
     def reconstruct(self, x: torch.Tensor, num_samples: int = 0) -> torch.Tensor:
         """Mean images decoded from the posterior mean (``num_samples=0``) or from samples.
 
-        ``x: [batch, C, H, W]`` of the model's dtype and device.
+        ``x: [batch, C, H, W]`` of the model's dtype and device, values the likelihood
+        scores (binary pixels for Bernoulli; refused otherwise while Pyro's validation is
+        enabled, as the model refuses them).
 
         Returns:
             ``[batch, C, H, W]``, or ``[num_samples, batch, C, H, W]`` from ``z ~ q(z | x)``.
         """
-        check_data(x, self.image_shape, "x", like=self)
+        self._check(x)
         return decoded_posterior(self.encode, self.decode, x, num_samples)
 
     def sample_images(self, num: int, generator: torch.Generator | None = None,
@@ -211,7 +213,8 @@ class Autoencoder(_ImageModel):
         """Nothing is latent."""
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean reconstruction ``[batch, C, H, W]`` of ``x: [batch, C, H, W]``."""
-        check_data(x, self.image_shape, "x", like=self)
+        """Mean reconstruction ``[batch, C, H, W]`` of ``x: [batch, C, H, W]`` (values the
+        likelihood scores, as for :meth:`VAE.reconstruct`)."""
+        self._check(x)
         with torch.no_grad():
             return self.pixel_distribution(self.decoder(self.encode(x))).mean

@@ -7,6 +7,7 @@ import torch
 from inference import elbo, iwae_bound, log_importance_weights, log_mean_exp, make_loss
 from ppl_models import load_images
 from ppl_models.likelihoods import LIKELIHOODS, make_likelihood
+from ppl_models import FlowVAE, TwoLayerVAE
 from ppl_models.vae import VAE, Autoencoder
 
 
@@ -108,3 +109,26 @@ def test_sample_images_takes_mean_as_a_real_bool(mean):
         vae.sample_images(2, mean=mean)
     assert vae.sample_images(2, mean=False).unique().tolist() in ([0.0], [1.0], [0.0, 1.0])
 
+
+
+@pytest.mark.parametrize("make", [
+    lambda: VAE((1, 4, 4), 2, hidden=(8,)),
+    lambda: Autoencoder((1, 4, 4), 2, hidden=(8,)),
+    lambda: TwoLayerVAE((1, 4, 4), 2, 2, hidden=(4,), top_hidden=(4,)),
+    lambda: FlowVAE((1, 4, 4), 2, hidden=(4,)),
+], ids=["VAE", "Autoencoder", "TwoLayerVAE", "FlowVAE"])
+def test_reconstruct_refuses_images_its_likelihood_does_not_score(make):
+    # grey 0..255 images given to a Bernoulli model were reconstructed without a word
+    model = make()
+    grey = torch.randint(0, 256, (2, 1, 4, 4)).float()
+    with pytest.raises(ValueError, match="binary"):
+        model.reconstruct(grey)
+    assert model.reconstruct((grey > 127).float()).shape == (2, 1, 4, 4)
+
+
+def test_pixel_vae_reconstruct_refuses_images_its_likelihood_does_not_score():
+    from ppl_models.pixel_vae import PixelVAE
+
+    model = PixelVAE((1, 4, 4), 2, hidden=(8,), channels=4, num_blocks=1, first_kernel_size=3)
+    with pytest.raises(ValueError, match="binary"):
+        model.reconstruct(torch.randint(0, 256, (2, 1, 4, 4)).float())
