@@ -46,6 +46,20 @@ BUNDLED_PATH = Path(__file__).resolve().parent / "corpora" / "words_small.txt"
 _LOWERCASE_WORD = re.compile(r"[a-z]+")
 
 
+def _strings(values: Iterable[str], name: str) -> list[str]:
+    """``values`` as a list, ``TypeError`` naming ``name`` unless it is an iterable of
+    strings (a string is one of its characters each)."""
+    try:
+        items = list(values)
+    except TypeError:
+        raise TypeError(f"{name} must be an iterable of strings, got "
+                        f"{type(values).__name__}") from None
+    for item in items:
+        if not isinstance(item, str):
+            raise TypeError(f"{name} must hold strings, got {type(item).__name__} {item!r:.40}")
+    return items
+
+
 class Vocabulary:
     """Characters and the special symbols as integer ids.
 
@@ -61,7 +75,8 @@ class Vocabulary:
     EOS = 0
 
     def __init__(self, characters: Iterable[str] = "abcdefghijklmnopqrstuvwxyz"):
-        chars = sorted(set(characters))
+        items = _strings(characters, "characters")
+        chars = sorted(set(items))
         if not chars or any(len(c) != 1 for c in chars):
             raise ValueError(f"characters must be non-empty single characters, got {chars[:10]}")
         self.characters = tuple(chars)
@@ -73,8 +88,11 @@ class Vocabulary:
 
     @classmethod
     def from_words(cls, words: Iterable[str]) -> Vocabulary:
-        """The vocabulary of every character that occurs in ``words``."""
-        return cls(set().union(*map(set, words)))
+        """The vocabulary of every character that occurs in ``words`` (strings)."""
+        characters = set().union(*map(set, _strings(words, "words")))
+        if not characters:
+            raise ValueError("words hold no character: a vocabulary needs one at least")
+        return cls(characters)
 
     def __len__(self) -> int:
         return len(self.characters)

@@ -205,3 +205,16 @@ def test_copies_of_a_word_stay_in_one_split(tmp_path):
     shuffled = [distinct[i] for i in order]
     assert split_words(distinct, 0.1, 0.2, seed=5) == (shuffled[12:], shuffled[:4],
                                                         shuffled[4:12])
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: Vocabulary.from_words(["cat", 3]), TypeError, "words must hold strings, got int 3"),
+    (lambda: Vocabulary.from_words(None), TypeError, "words must be an iterable of strings"),
+    (lambda: Vocabulary.from_words(["", ""]), ValueError, "words hold no character"),
+    (lambda: Vocabulary([1, 2]), TypeError, "characters must hold strings, got int 1"),
+    (lambda: Vocabulary(5), TypeError, "characters must be an iterable of strings, got int"),
+])
+def test_a_vocabulary_of_non_strings_is_named(call, error, match):
+    # from_words(["cat", 3]) failed with Python's "'int' object is not iterable"
+    with pytest.raises(error, match=match):
+        call()
