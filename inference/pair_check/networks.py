@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import warnings
 
+import pyro
 import torch
 from pyro import poutine
 from torch.distributions.transforms import Transform
 
 from ..checks import user_stacklevel
 from ..random_state import forked_rng
+from ..reachable import reachable_modules
 from .sites import tensor_text, trace_pair
 
 
@@ -162,3 +164,38 @@ def _value_text(constraint, unconstrained: torch.Tensor) -> str:
     """A parameter's constrained value, short (:func:`.sites.tensor_text`)."""
     with torch.no_grad():
         return tensor_text(torch.distributions.transform_to(constraint)(unconstrained.detach()))
+
+
+def nonfinite_parameters(model, guide) -> list[str]:
+    """Descriptions of the parameters with NaN or infinite values among those of the networks
+    ``model`` and ``guide`` reach and of Pyro's param store (left by a diverged run, which
+    keeps its last values): ``"Encoder.net.0.weight (128 of 128)"``. Empty when all are
+    finite."""
+    named = [(f"{type(module).__name__}.{name}", value)
+             for module in reachable_modules(model, guide)
+             for name, value in module.named_parameters()]
+    named += [(f"param store '{name}'", value)
+              for name, value in pyro.get_param_store().named_parameters()]
+    found, seen = [], set()
+    for name, value in named:
+        if id(value) in seen:  # a network's parameter, also in the store
+            continue
+        seen.add(id(value))
+        bad = int((~torch.isfinite(value.detach())).sum())
+        if bad:
+            found.append(f"{name} ({bad} of {value.numel()})")
+    return found
+
+
+def nonfinite_param_sites(traces) -> tuple[str, ...]:
+    """``"name (bad of n)"`` of the param sites of ``traces`` whose values hold NaN or
+    infinite entries, each once."""
+    found = {}
+    for trace in traces:
+        for site in trace.nodes.values():
+            if site["type"] == "param" and site["name"] not in found:
+                value = site["value"]
+                bad = int((~torch.isfinite(value.detach())).sum()) if torch.is_tensor(value) \
+                    and value.is_floating_point() else 0
+                found[site["name"]] = f"{site['name']} ({bad} of {value.numel()})" if bad else ""
+    return tuple(text for text in found.values() if text)

@@ -28,6 +28,8 @@ from .latents import (
     unscorable_sites,
 )
 from .networks import (
+    nonfinite_param_sites,
+    nonfinite_parameters,
     pyro_params_held,
     rebuilt_network_message,
     rebuilt_networks,
@@ -172,6 +174,18 @@ class PairStructure:
         return poutine.condition(fn, data=dict(self.subsample))
 
 
+def _stale_parameters(stale: list, whose: str) -> PairError:
+    shown = ", ".join(stale[:4]) + (f" and {len(stale) - 4} more" if len(stale) > 4 else "")
+    return PairError(f"{whose} parameters hold NaN or infinite values: {shown}. A diverged fit "
+                     "leaves its last values in place: start again from "
+                     "pyro.clear_param_store() and freshly built networks (a lower lr)")
+
+
+def _first_line(text: str, most: int = 200) -> str:
+    line = text.splitlines()[0] if text else ""
+    return line if len(line) <= most else line[:most - 3] + "..."
+
+
 def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
                 probe_vectorized: bool = True, probe_randomness: bool = True) -> PairStructure:
     """Run the pair once (hidden from outer handlers, random state restored) and describe it.
@@ -203,8 +217,18 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     held = pyro_params_held(model, guide)
     with forked_rng(), poutine.block(), \
             torch.no_grad():
-        guide_full = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_full = replay_model(model, guide_full, args, kwargs)
+        try:
+            guide_full = poutine.trace(guide).get_trace(*args, **kwargs)
+            model_full = replay_model(model, guide_full, args, kwargs)
+        except (ValueError, RuntimeError) as error:  # e.g. a distribution's NaN argument
+            stale = nonfinite_parameters(model, guide)
+            if stale:
+                raise _stale_parameters(stale, f"the pair failed to run ({type(error).__name__}"
+                                        f": {_first_line(str(error))}); its") from error
+            raise
+    stale = nonfinite_param_sites((guide_full, model_full))
+    if stale:  # it ran: the pair's own parameters, by their site names
+        raise _stale_parameters(stale, "the pair's")
     subsample = {}
     for trace in (guide_full, model_full):
         for site in trace.nodes.values():

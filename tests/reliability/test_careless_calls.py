@@ -172,3 +172,50 @@ def test_data_paths_of_the_wrong_kind_are_named(tmp_path):
         read_idx(5)
     with pytest.raises(TypeError, match=r"path must be a str, a path or None, got int"):
         load_words(5)
+
+
+def _plain_param_pair():
+    import pyro.distributions as dist
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        loc = pyro.param("loc", torch.tensor(0.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(loc * x, 0.5))
+    return model, guide
+
+
+@pytest.mark.parametrize("kind", ["networks", "pyro.param"])
+@pytest.mark.parametrize("entry", ["fit", "elbo", "iwae_bound"])
+def test_parameters_left_nan_by_a_diverged_fit_are_named(kind, entry):
+    # after a diverged fit (which says its parameters hold the diverged values) the next fit
+    # or estimate failed in torch's "Expected parameter loc ... found invalid values"
+    from ppl_models.vae import VAE
+
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    if kind == "networks":
+        vae = VAE((1, 2, 2), 2, hidden=(4,))
+        model, guide, x = vae.model, vae.guide, (torch.rand(4, 1, 2, 2) < 0.5).float()
+        with torch.no_grad():
+            vae.encoder.net[0].weight.fill_(float("nan"))  # what a diverged run leaves
+        named = r"VAE\.encoder\.net\.0\.weight \(16 of 16\)"
+    else:
+        model, guide = _plain_param_pair()
+        x = torch.randn(4)
+        guide(x)  # creates the parameter
+        with torch.no_grad():
+            pyro.param("loc").unconstrained().fill_(float("inf"))  # passes Real(): it runs
+        named = r"the pair's parameters hold NaN or infinite values: loc \(1 of 1\)"
+    calls = {"fit": lambda: fit(model, guide, x, epochs=1, progress=False),
+             "elbo": lambda: elbo(model, guide, x),
+             "iwae_bound": lambda: iwae_bound(model, guide, x, num_samples=4)}
+    if kind == "networks":  # NaN fails the Normal's check: the survey's run fails
+        named = r"the pair failed to run \(ValueError: .*\); its parameters hold NaN or " \
+                r"infinite values: " + named
+    with pytest.raises(PairError, match=named):
+        calls[entry]()

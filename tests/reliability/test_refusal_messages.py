@@ -84,8 +84,10 @@ def test_tail_adaptive_loss_still_stops_on_nan_parameters():
             pyro.sample("z", dist.Normal(loc, 1.0))
 
     loss = TraceTailAdaptive_ELBO(num_particles=4, vectorize_particles=True)
-    with pyro.validation_enabled(False):
-        with pytest.raises(FloatingPointError, match=r"parameters \['loc'\] hold NaN"):
+    with pyro.validation_enabled(False):  # refused before the first step since the late
+        # session of 2026-11-28 (the pair's survey names its non-finite parameters)
+        with pytest.raises(PairError, match=r"the pair's parameters hold NaN or infinite "
+                                            r"values: loc \(1 of 1\)"):
             fit(model, guide, X, loss=loss, epochs=2, batch_size=4, progress=False)
 
 
