@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 
+import pyro.distributions.constraints as pyro_constraints
 import torch
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from torch.distributions import constraints
@@ -36,6 +37,24 @@ from torch.distributions.transforms import ComposeTransform, IndependentTransfor
 # [-pi, pi) and their support is taken to be that period: a guide drawing outside it
 # proposes values of density zero (weight zero), not a second copy of the posterior.
 _CIRCULAR = ("VonMises", "SineBivariateVonMises", "SineSkewed")
+
+
+def _constraint_types(module, names) -> tuple:
+    return tuple(getattr(module, name) for name in names if hasattr(module, name))
+
+
+# Continuous supports of measure zero among the values of their shape: the simplex, unit
+# vectors, triangular, symmetric, Cholesky and correlation matrices. A guide with a density
+# on all of that space (a Normal of the same shape) lands on them with probability 0.
+_MEASURE_ZERO = (
+    _constraint_types(constraints, ("_Simplex", "_CorrCholesky", "_LowerCholesky",
+                                    "_LowerTriangular", "_PositiveDefinite",
+                                    "_PositiveSemidefinite", "_Symmetric"))
+    + _constraint_types(pyro_constraints, ("_CorrMatrix", "_Sphere", "_UnitLowerCholesky",
+                                           "_SoftplusLowerCholesky")))
+# Proper subsets of the real vectors besides those and the intervals: ordered vectors.
+_PROPER_SUBSETS = _MEASURE_ZERO + _constraint_types(
+    pyro_constraints, ("_OrderedVector", "_PositiveOrderedVector"))
 
 
 def _base(constraint):
@@ -115,6 +134,9 @@ def support_within(inner, outer) -> bool | None:
         return None
     get = _integer_range if discrete else _range
     inner_range, outer_range = get(inner), get(outer)
+    if not discrete and isinstance(_base(inner), type(constraints.real)) and \
+            isinstance(_base(outer), _PROPER_SUBSETS):
+        return False  # all real values (a Normal guide) against a simplex, a Cholesky factor
     if inner_range is None or outer_range is None:
         inner_base, outer_base = _base(inner), _base(outer)
         if type(inner_base) is type(outer_base) and not hasattr(inner_base, "lower_bound") \
@@ -128,6 +150,13 @@ def support_within(inner, outer) -> bool | None:
         return bool((low & high).all())
     except RuntimeError:
         return None
+
+
+def measure_zero(constraint) -> bool:
+    """Whether a continuous support has measure zero among the values of its shape (the
+    simplex, correlation and Cholesky matrices, unit vectors): a guide over all of that space
+    never proposes a value in it, and every importance weight is zero."""
+    return isinstance(_base(constraint), _MEASURE_ZERO)
 
 
 def _at_least(end, bound) -> torch.Tensor:

@@ -14,7 +14,8 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
 
 from ..random_state import forked_rng
-from ..supports import describe_support, support_kinds_differ, support_of, support_within
+from ..supports import (describe_support, measure_zero, support_kinds_differ, support_of,
+                        support_within)
 from .shapes import shape_mismatch
 from .sites import (
     PairError,
@@ -233,6 +234,20 @@ def support_mismatches(model_sites, guide_latents):
         model_support = support_of(model_site["fn"])[0]
         if exact and support_within(guide_support, model_support) is False:
             yield _support_record(guide_site, model_site, guide_support, model_support)
+
+
+def measure_zero_supports(model_sites, guide_latents) -> tuple:
+    """The latent sites whose guide support reaches beyond a model support of measure zero
+    (:func:`inference.supports.measure_zero`: a Normal guide for a Dirichlet latent): the
+    guide never proposes a value of positive density, so every importance weight is zero."""
+    names = []
+    for guide_site, model_site in _support_pairs(model_sites, guide_latents):
+        guide_support, exact = support_of(guide_site["fn"])
+        model_support = support_of(model_site["fn"])[0]
+        if exact and measure_zero(model_support) and \
+                support_within(guide_support, model_support) is False:
+            names.append(guide_site["name"])
+    return tuple(names)
 
 
 def support_gaps(model_sites, guide_latents):

@@ -297,6 +297,17 @@ def check_pair(structure: PairStructure, use: str, called: str | None = None) ->
             "categories as the model's). elbo (and fit with loss='elbo' or 'meanfield') "
             "still take this pair: the ELBO stays a lower bound on log p(x), its gap "
             "including the posterior mass the guide never proposes")
+    if s.measure_zero_support:
+        name = s.measure_zero_support[0]
+        record = next(r for r in s.support_mismatch if r[0] == name)
+        raise PairError(
+            f"{called}: guide site '{name}' draws from a {record[1]} with support {record[2]}, "
+            f"but the model's {record[3]} lives on {record[4]}, a set of measure zero there: "
+            "no guide draw ever lands on it, so every importance weight is zero and every "
+            "estimate -inf (the ELBO too, and training has no gradient). Give the guide the "
+            f"model's support: dist.TransformedDistribution(dist.Normal(loc, scale)"
+            ".to_event(1), biject_to(support)) (for a simplex, StickBreakingTransform), a "
+            f"{record[3]} guide, or an AutoNormal guide")
     if s.support_mismatch and (use in ("elbo", "amortization_gap") or use.startswith("fit:")):
         name, guide_family, guide_support, model_family, model_support = s.support_mismatch[0]
         value = ("the loss is infinite for such draws and its gradients undefined"

@@ -22,6 +22,7 @@ from .latents import (
     check_support_kinds,
     delta_dependence,
     jacobian_error,
+    measure_zero_supports,
     replay_model,
     support_gaps,
     support_mismatches,
@@ -89,6 +90,8 @@ class PairStructure:
         support_gap: the same for latents whose model support is known to reach beyond the
             guide's (a ``LogNormal`` guide for a ``Normal`` latent): the guide never proposes
             part of the posterior's mass.
+        measure_zero_support: latent sites of :attr:`support_mismatch` whose model support
+            has measure zero (a simplex, a Cholesky factor): no guide draw has a weight.
         unscorable: latent sites of :attr:`support_mismatch` whose model distribution cannot
             score a value outside its support at all (a ``Categorical`` indexes its
             probabilities with the value).
@@ -135,6 +138,7 @@ class PairStructure:
     subsample: dict = field(default_factory=dict, compare=False)
     tempered: tuple = ()
     support_mismatch: tuple = ()
+    measure_zero_support: tuple = ()
     support_gap: tuple = ()
     unscorable: tuple = ()
     subsampled_plates: tuple = ()
@@ -346,6 +350,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         tempered=tuple(tempered_sites(model_sites + guide_latents)),
         support_mismatch=support_mismatch,
         support_gap=tuple(support_gaps(model_sites, guide_latents)),
+        measure_zero_support=measure_zero_supports(model_sites, guide_latents),
         unscorable=unscorable,
         subsampled_plates=subsampled_plates(model_sites + guide_latents),
         factors=tuple(s["name"] for s in model_sites if is_factor(s)),

@@ -660,3 +660,47 @@ def test_masks_of_the_batch_shape_are_taken(shape):
     mask = torch.ones(shape, dtype=torch.bool)
     model, guide = _masked_pair(mask)
     assert elbo(model, guide, x, num_samples=4).shape == (10,)
+
+
+def _dirichlet_multinomial(guide_kind):
+    def model(x):
+        with pyro.plate("data", len(x)):
+            p = pyro.sample("p", dist.Dirichlet(torch.ones(3)))
+            pyro.sample("x", dist.Multinomial(3, p), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            if guide_kind == "normal":
+                pyro.sample("p", dist.Normal(torch.full((3,), 1 / 3), 0.1).to_event(1))
+            else:
+                base = dist.Normal(torch.zeros(2), 1.0).to_event(1)
+                pyro.sample("p", dist.TransformedDistribution(
+                    base, [dist.transforms.StickBreakingTransform()]))
+    return model, guide
+
+
+@pytest.mark.parametrize("entry", ["elbo", "iwae_bound", "log_evidence", "ais_log_evidence"])
+def test_a_real_guide_for_a_simplex_latent_is_refused_by_every_estimator(entry):
+    # a Normal guide for a Dirichlet latent never lands on the simplex: every estimator
+    # returned -inf for every datapoint, silently (a Pyro-pairs probe, late 2026-11-28)
+    from inference import ais_log_evidence, log_evidence
+
+    x = torch.tensor([[1.0, 1.0, 1.0], [3.0, 0.0, 0.0]])
+    model, guide = _dirichlet_multinomial("normal")
+    calls = {"elbo": lambda: elbo(model, guide, x),
+             "iwae_bound": lambda: iwae_bound(model, guide, x, num_samples=10),
+             "log_evidence": lambda: log_evidence(model, guide, x, num_samples=10),
+             "ais_log_evidence": lambda: ais_log_evidence(model, guide, x, num_chains=2,
+                                                          num_steps=2)}
+    with pytest.raises(PairError, match=r"guide site 'p' draws from a Normal .* the model's "
+                                        r"Dirichlet lives on Simplex\(\), a set of measure zero"):
+        calls[entry]()
+
+
+def test_a_stick_breaking_guide_for_a_simplex_latent_gets_the_closed_form():
+    # Dirichlet(1, 1, 1)-multinomial with 3 trials: p(x) = 3! Gamma(3) / Gamma(6) = 0.1
+    x = torch.tensor([[1.0, 1.0, 1.0], [3.0, 0.0, 0.0], [0.0, 2.0, 1.0]])
+    model, guide = _dirichlet_multinomial("stick-breaking")
+    pyro.set_rng_seed(0)
+    estimate = iwae_bound(model, guide, x, num_samples=20000)
+    assert torch.allclose(estimate, torch.full((3,), math.log(0.1)), atol=0.05), estimate
