@@ -230,6 +230,11 @@ def _check_per_datapoint(s: PairStructure, use: str, called: str | None = None) 
             f"pyro.plate('{DATA_PLATE}', len(x)), so Pyro expands the site per datapoint")
 
 
+def _mismatch(structure: PairStructure, name: str) -> tuple:
+    """The :attr:`PairStructure.support_mismatch` record of site ``name``."""
+    return next(r for r in structure.support_mismatch if r[0] == name)
+
+
 def check_pair(structure: PairStructure, use: str, called: str | None = None) -> PairStructure:
     """Raise :class:`PairError` unless entry point ``use`` is defined for the surveyed pair.
 
@@ -257,11 +262,12 @@ def check_pair(structure: PairStructure, use: str, called: str | None = None) ->
     training = use.startswith("fit:")
     _check_sites_match(s, use, called)
     if s.unscorable:
-        name = s.unscorable[0]
-        record = next(r for r in s.support_mismatch if r[0] == name)
+        name, guide_family, guide_support, model_family, model_support = _mismatch(
+            s, s.unscorable[0])
         raise PairError(
-            f"{called}: guide site '{name}' draws from a {record[1]} with support {record[2]}, "
-            f"beyond the model's {record[3]} support {record[4]}: the model's {record[3]} "
+            f"{called}: guide site '{name}' draws from a {guide_family} with support "
+            f"{guide_support}, beyond the model's {model_family} support {model_support}: the "
+            f"model's {model_family} "
             "cannot score a draw outside its classes (torch indexes its probabilities with "
             "the value: an out-of-bounds error, on a GPU a device-side assert). Give the "
             "guide the model's classes (as many categories)")
@@ -298,16 +304,17 @@ def check_pair(structure: PairStructure, use: str, called: str | None = None) ->
             "still take this pair: the ELBO stays a lower bound on log p(x), its gap "
             "including the posterior mass the guide never proposes")
     if s.measure_zero_support:
-        name = s.measure_zero_support[0]
-        record = next(r for r in s.support_mismatch if r[0] == name)
+        name, guide_family, guide_support, model_family, model_support = _mismatch(
+            s, s.measure_zero_support[0])
         raise PairError(
-            f"{called}: guide site '{name}' draws from a {record[1]} with support {record[2]}, "
-            f"but the model's {record[3]} lives on {record[4]}, a set of measure zero there: "
+            f"{called}: guide site '{name}' draws from a {guide_family} with support "
+            f"{guide_support}, but the model's {model_family} lives on {model_support}, a set "
+            "of measure zero there: "
             "no guide draw ever lands on it, so every importance weight is zero and every "
             "estimate -inf (the ELBO too, and training has no gradient). Give the guide the "
             f"model's support: dist.TransformedDistribution(dist.Normal(loc, scale)"
             ".to_event(1), biject_to(support)) (for a simplex, StickBreakingTransform), a "
-            f"{record[3]} guide, or an AutoNormal guide")
+            f"{model_family} guide, or an AutoNormal guide")
     if s.support_mismatch and (use in ("elbo", "amortization_gap") or use.startswith("fit:")):
         name, guide_family, guide_support, model_family, model_support = s.support_mismatch[0]
         value = ("the loss is infinite for such draws and its gradients undefined"
