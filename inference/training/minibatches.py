@@ -26,10 +26,14 @@ from dataclasses import dataclass
 
 import pyro.infer
 import torch
+from pyro import poutine
+from torch.distributions import constraints
 
-from ..checks import user_stacklevel
+from ..checks import evaluation_mode, user_stacklevel
+from ..pair_check import (DATA_PLATE, FIT_LOSSES, PairError, PairStructure, check_pair,
+                          data_frame, sample_sites, survey_pair)
 from ..random_state import forked_rng
-from ..pair_check import DATA_PLATE, FIT_LOSSES, PairError, PairStructure, check_pair, survey_pair
+from ..reachable import reachable_modules
 from ..weights import check_particle_memory
 from .objectives import DReGLoss, IWAELoss, MeanFieldELBO, make_loss
 
@@ -145,6 +149,9 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
     except Exception as error:  # the user's code failed on fit's minibatch: say how it ran
         _note_first_batch(error, data, batch_size, batch_transform)
         raise
+    if (shuffle or minibatched) and not _is_autoguide(guide) and structure.batch_size > 1 \
+            and structure.data_subsample is None:
+        _check_rows_followed(model, guide, first_batch, num_data, shuffle, called)
     if structure.unrecorded_randomness:  # probed for vectorized particles only
         program, first, second = structure.unrecorded_randomness
         warnings.warn(
@@ -344,6 +351,84 @@ def _device_hint(device: torch.device) -> str:
     return (f" The data are on {device}: tensors the pair makes itself (pyro.param's "
             "initial value, torch.zeros(...) without device=) must be created there too "
             "(x.new_zeros, device=x.device), or train with device='cpu'.")
+
+
+def _check_rows_followed(model, guide, batch: tuple, num_data: int, shuffle: bool,
+                         called: str | None) -> None:
+    """Warn when the guide's density of a datapoint's latents follows the row's position, not
+    its data (a hand-written ``pyro.param`` of one row per datapoint, used by position):
+    shuffled or minibatched rows then meet other rows' parameters, which do not train. The
+    guide runs on ``batch`` (tensors ``[n, ...]``) and on its rows reversed, replaying the
+    first run's draws reversed; the modules it reaches run in evaluation mode. A probe
+    only: a guide it cannot run so is left to the survey's checks."""
+    try:
+        changed = _rows_not_followed(model, guide, batch, num_data)
+    except Exception:  # noqa: BLE001 (e.g. a spread parameter another check refuses)
+        return
+    if changed:
+        warnings.warn(
+            f"{called or 'fit'}: the guide's density of '{changed}' for a datapoint changes "
+            "when the rows are reordered: it follows the row's position, not its data (a "
+            "pyro.param with a row per datapoint, used by position). "
+            f"{'Shuffled' if shuffle else 'Minibatched'} training gives those rows other "
+            "datapoints, and they do not train. Pass the indices and index the parameter "
+            "(fit(model, guide, (x, torch.arange(N))) with `def guide(x, idx): loc[idx]`), "
+            "or train with shuffle=False and batch_size >= N", stacklevel=user_stacklevel())
+
+
+def _rows_not_followed(model, guide, batch: tuple, num_data: int) -> str | None:
+    """The first guide latent in the data plate whose log density, per datapoint, changes
+    when ``batch``'s rows and the draws are reversed; None when all follow their rows."""
+    reverse = torch.arange(batch[0].shape[0] - 1, -1, -1, device=batch[0].device)
+    flipped = tuple(t.index_select(0, reverse) for t in batch)
+    with forked_rng(), poutine.block(), torch.no_grad(), \
+            evaluation_mode(reachable_modules(model, guide)):
+        # rows of a fresh parameter are often all alike (zeros): made apart first
+        rows = {batch[0].shape[0], num_data}
+        guide = poutine.substitute(guide, data=_spread_params(guide, batch, rows))
+        first = poutine.trace(guide).get_trace(*batch)
+        swapped = first.copy()
+        latents = [site for site in sample_sites(first, observed=False)
+                   if data_frame(site) is not None]
+        for site in latents:
+            dim = data_frame(site).dim - len(site["fn"].event_shape)
+            node = dict(swapped.nodes[site["name"]])
+            node["value"] = site["value"].index_select(dim, reverse)
+            swapped.nodes[site["name"]] = node
+        second = poutine.trace(poutine.replay(guide, trace=swapped)).get_trace(*flipped)
+    for site in latents:
+        dim = data_frame(site).dim
+        before = site["fn"].log_prob(site["value"]).index_select(dim, reverse)
+        after_site = second.nodes.get(site["name"])
+        if after_site is None or after_site["type"] != "sample":
+            continue
+        after = after_site["fn"].log_prob(after_site["value"])
+        if before.shape == after.shape and not torch.allclose(before, after, rtol=1e-4,
+                                                               atol=1e-4, equal_nan=True):
+            return site["name"]
+    return None
+
+
+def _spread_params(guide, batch: tuple, rows: set) -> dict:
+    """Values for the guide's own ``pyro.param`` sites (not a network's) of a leading size in
+    ``rows`` (a row per datapoint of the batch or of the data) with their rows made apart:
+    real ones plus noise, positive ones times its exponential; others as they are."""
+    generator = torch.Generator().manual_seed(0)
+    spread = {}
+    for site in poutine.trace(guide).get_trace(*batch).nodes.values():
+        value = site.get("value")
+        if site["type"] != "param" or "$$$" in site["name"] or not torch.is_tensor(value) \
+                or not value.is_floating_point() or not value.dim() \
+                or value.shape[0] not in rows:
+            continue
+        constraint = site["kwargs"].get("constraint", constraints.real)
+        noise = 0.5 * torch.randn(value.shape, generator=generator, dtype=value.dtype).to(
+            value.device)
+        if constraint is constraints.real:
+            spread[site["name"]] = value + noise
+        elif constraint is constraints.positive:
+            spread[site["name"]] = value * noise.exp()
+    return spread
 
 
 def _positional_error(guide, num_data: int, shuffle: bool) -> PairError:
