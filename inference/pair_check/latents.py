@@ -18,7 +18,9 @@ from ..supports import (describe_support, measure_zero, support_kinds_differ, su
                         support_within)
 from .shapes import shape_mismatch
 from .sites import (
+    DATA_PLATE,
     PairError,
+    data_frame,
     family,
     is_delta,
     sample_sites,
@@ -47,7 +49,22 @@ def check_observed_values(model_sites) -> None:
             site["fn"].log_prob(site["value"])
         except ValueError as error:
             raise PairError(f"observed site '{site['name']}' ({family(site['fn'])}): {error}"
-                            ) from None
+                            f"{_plate_size_hint(site)}") from None
+
+
+def _plate_size_hint(site) -> str:
+    """Why an observed value may not fit: its rows against the size of the ``"data"``
+    plate, which the model takes from the guide's plate when it is replayed."""
+    frame = data_frame(site)
+    value = site["value"]
+    dim = None if frame is None else value.dim() + frame.dim - len(site["fn"].event_shape)
+    if dim is None or not 0 <= dim < value.dim() or value.shape[dim] == frame.size:
+        return ""
+    return (f" The value has {value.shape[dim]} rows along pyro.plate('{DATA_PLATE}'), whose "
+            f"size is {frame.size}: the model's plate takes its size (and indices) from the "
+            "guide's when the guide's draws are replayed, so a guide that sizes "
+            f"pyro.plate('{DATA_PLATE}', ...) otherwise than the data (len(x)) gives the model "
+            "that size")
 
 
 def check_observed_values_validated(model, guide, args, kwargs) -> None:

@@ -266,10 +266,6 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
             f"the guide has observed site(s) {site_list(guide_observed)} (pyro.factor or "
             "obs=): a guide's density is that of its latent draws, so such a term has no "
             "place in q(z | x); move it to the model")
-    check_observed_values(model_sites)
-    if not is_validation_enabled():
-        check_observed_values_validated(model, guide, args, kwargs)
-
     global_sites, frames = [], []
     for role, sites in (("model", model_sites), ("guide", guide_latents)):
         for site in sites:
@@ -289,9 +285,18 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         shared = tuple(name for name, n in lengths.items() if n != batch_size)
     else:
         if len(sizes) > 1:
+            where = {}
+            for site, frame in frames:
+                role = "guide" if site in guide_latents else "model"
+                where.setdefault(frame.size, f"the {role}'s site '{site['name']}'")
             raise PairError(f"model and guide disagree on the size of the '{DATA_PLATE}' "
-                            f"plate: {sorted(sizes)}")
+                            "plate: " + ", ".join(f"{size} at {text}" for size, text in
+                                                  sorted(where.items()))
+                            + "; both must size it from the same data (len(x))")
         batch_size = sizes.pop() if sizes else 0
+    check_observed_values(model_sites)
+    if not is_validation_enabled():
+        check_observed_values_validated(model, guide, args, kwargs)
 
     model_latent_names = [s["name"] for s in model_sites if not s["is_observed"]]
     auxiliary = tuple(s["name"] for s in guide_latents if s["infer"].get("is_auxiliary"))

@@ -704,3 +704,22 @@ def test_a_stick_breaking_guide_for_a_simplex_latent_gets_the_closed_form():
     pyro.set_rng_seed(0)
     estimate = iwae_bound(model, guide, x, num_samples=20000)
     assert torch.allclose(estimate, torch.full((3,), math.log(0.1)), atol=0.05), estimate
+
+
+def test_a_guide_plate_sized_otherwise_than_the_data_is_explained():
+    # the message blamed the observed site's shapes ([6] vs [7]) and said nothing of the
+    # guide's pyro.plate('data', len(x) + 1), whose size the replayed model takes
+    x = torch.randn(6)
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x) + 1):
+            pyro.sample("z", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(PairError, match=r"The value has 6 rows along pyro.plate\('data'\), "
+                                        r"whose size is 7: the model's plate takes its size"):
+        elbo(model, guide, x)
