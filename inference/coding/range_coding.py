@@ -336,7 +336,7 @@ def information_bits(symbols: torch.Tensor, probs: torch.Tensor) -> float:
     ``symbols: [n]``, ``probs: [n, V]``; what :func:`range_encode` approaches.
     """
     _check_tables(symbols, probs, coding=False)
-    probs = probs.double()
+    probs = probs.detach().double()  # a number, not a graph
     chosen = probs.gather(1, symbols.long()[:, None])[:, 0] / probs.sum(1)
     return float(-chosen.log().sum() / math.log(2))
 
