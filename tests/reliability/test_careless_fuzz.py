@@ -11,7 +11,9 @@ import pytest
 import torch
 
 import inference as I
-from ppl_models import Vocabulary, binarize_static, mu_law_decode, mu_law_encode, to_levels
+from ppl_models import (GRULanguageModel, LinearGaussian, NGramModel, PixelCNN, Vocabulary,
+                        WaveNet, binarize_dynamic, binarize_static, mu_law_decode,
+                        mu_law_encode, to_levels, uniform_dequantize)
 from ppl_models.vae import VAE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,7 +30,31 @@ def _cases():
     probs = torch.softmax(torch.randn(5, 3, generator=g), -1)
     symbols = torch.randint(0, 3, (5,), generator=g)
     vocab = Vocabulary("abc")
+    pixelcnn = PixelCNN((1, 4, 4), channels=4, num_blocks=1, first_kernel_size=3).eval()
+    words = vocab.encode(["ab", "c", "cab"])
+    ngram = NGramModel(2, vocab).fit_counts(words)
+    gru = GRULanguageModel(vocab, hidden=4).eval()
+    wavenet = WaveNet(layers=2, channels=4, skip_channels=4).eval()
+    linear = LinearGaussian(3, 2)
+    grey = torch.randint(0, 256, (2, 1, 4, 4), generator=g).float() / 255
     return {
+        "pixelcnn.log_prob": (pixelcnn.log_prob, [x]),
+        "ngram.log_prob": (ngram.log_prob, [words]),
+        "gru.log_prob": (gru.log_prob, [words]),
+        "wavenet.log_prob": (wavenet.log_prob, [torch.randint(0, 256, (2, 20), generator=g)]),
+        "linear.log_marginal": (linear.log_marginal, [torch.randn(4, 3, generator=g)]),
+        "uniform_dequantize": (uniform_dequantize, [grey]),
+        "binarize_dynamic": (binarize_dynamic, [grey]),
+        "kl_per_dimension": (lambda data: I.kl_per_dimension(vae.model, vae.guide, data), [x]),
+        "weight_diagnostics": (lambda data: I.weight_diagnostics(vae.model, vae.guide, data,
+                                                                 num_samples=25), [x]),
+        "log_evidence": (lambda data: I.log_evidence(vae.model, vae.guide, data,
+                                                     num_samples=2), [x]),
+        "super_resolve_map": (lambda y: I.super_resolve_map(vae, y, 2, steps=2),
+                              [I.average_pool(x, 2)]),
+        "bits_back_encode": (lambda images: I.bits_back_encode(vae, images), [x]),
+        "encode_images": (lambda images: I.encode_images(
+            lambda s: torch.full((*s.shape, 2), 0.5), images), [x.long()]),
         "bits_per_dim": (I.bits_per_dim, [torch.tensor([100.0]), 16]),
         "effective_sample_size": (I.effective_sample_size, [log_w]),
         "pareto_k": (I.pareto_k, [log_w]),
@@ -89,3 +115,44 @@ def test_careless_tensor_arguments_work_or_are_refused_by_the_library(name, care
             assert frame.filename.startswith(OURS), (
                 f"{name}(argument {slot} {careless}) failed in {frame.filename}:"
                 f"{frame.lineno}, not refused by the library: {error}")
+
+
+def _count_cases():
+    torch.manual_seed(0)
+    vae = VAE((1, 4, 4), 2, hidden=(8,)).eval()
+    x = (torch.rand(3, 1, 4, 4) < 0.5).float()
+    log_w = torch.randn(20, 3)
+    pair = (vae.model, vae.guide, x)
+    return {
+        "elbo(num_samples)": lambda v: I.elbo(*pair, num_samples=v),
+        "iwae_bound(num_samples)": lambda v: I.iwae_bound(*pair, num_samples=v),
+        "iwae_bound(chunk_size)": lambda v: I.iwae_bound(*pair, num_samples=4, chunk_size=v),
+        "log_evidence(batch_size)": lambda v: I.log_evidence(*pair, num_samples=2,
+                                                              batch_size=v),
+        "bound_sweep(repeats)": lambda v: I.bound_sweep(*pair, num_samples=(1, 2), repeats=v),
+        "ais_log_evidence(num_steps)": lambda v: I.ais_log_evidence(*pair, num_chains=2,
+                                                                    num_steps=v),
+        "fit(epochs)": lambda v: I.fit(*pair, epochs=v, progress=False),
+        "fit(lr)": lambda v: I.fit(*pair, epochs=1, lr=v, progress=False),
+        "iwae_from_weights(k)": lambda v: I.iwae_from_weights(log_w, v),
+        "annealing_schedule(num_steps)": lambda v: I.annealing_schedule(v),
+        "average_pool(factor)": lambda v: I.average_pool(x, v),
+        "map_complete(steps)": lambda v: I.map_complete(vae, I.observed_channel(x), steps=v),
+        "vae.reconstruct(num_samples)": lambda v: vae.reconstruct(x, num_samples=v),
+    }
+
+
+COUNT_CASES = _count_cases()
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True, "3", None, float("nan"), float("inf")],
+                         ids=["-1", "1.5", "True", "'3'", "None", "nan", "inf"])
+@pytest.mark.parametrize("name", sorted(COUNT_CASES))
+def test_careless_counts_work_or_are_refused_by_the_library(name, value):
+    try:
+        COUNT_CASES[name](value)
+    except (ValueError, TypeError) as error:
+        frame = traceback.extract_tb(error.__traceback__)[-1]
+        assert frame.filename.startswith(OURS), (
+            f"{name}={value!r} failed in {frame.filename}:{frame.lineno}, not refused by "
+            f"the library: {error}")
