@@ -15,12 +15,16 @@ third); no class needs to inherit from them.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["EncoderDecoder", "BernoulliLatentModel", "MarkovTextModel", "protocol_members",
-           "require"]
+__all__ = ["EncoderDecoder", "BernoulliLatentModel", "MarkovTextModel", "STANDARD_NORMAL",
+           "protocol_members", "require", "require_standard_prior"]
+
+STANDARD_NORMAL = "standard normal"
+"""The ``latent_prior`` an :class:`EncoderDecoder` has when it declares none: ``N(0, I)``."""
 
 
 @runtime_checkable
@@ -96,6 +100,29 @@ def protocol_members(protocol: type) -> list[str]:
         names.update(name for name, value in vars(klass).items()
                      if callable(value) and not name.startswith("_"))
     return sorted(names)
+
+
+def require_standard_prior(vae: Any, argument_name: str) -> None:
+    """``TypeError`` naming ``argument_name`` unless ``vae``'s ``decode`` takes ``z`` alone
+    and its prior of ``z`` is ``N(0, I)``, which completion, super-resolution and bits-back
+    coding use in closed form: a model with another prior says so in a ``latent_prior``
+    attribute (:class:`ppl_models.TwoLayerVAE` does), one without it is taken to have the
+    standard normal."""
+    prior = getattr(vae, "latent_prior", STANDARD_NORMAL)
+    if prior != STANDARD_NORMAL:
+        raise TypeError(f"{argument_name}: {type(vae).__name__}'s latent prior is {prior}, "
+                        "but this use scores z under the standard normal N(0, I); it takes "
+                        "single-layer VAEs (ppl_models.VAE)")
+    try:
+        parameters = inspect.signature(vae.decode).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: taken as it is
+        return
+    required = [p.name for p in parameters if p.default is p.empty and
+                p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if len(required) > 1:
+        raise TypeError(f"{argument_name}.decode must take z alone; "
+                        f"{type(vae).__name__}.decode needs {', '.join(required)} (an "
+                        "autoregressive decoder such as PixelVAE's is not supported here)")
 
 
 def require(obj: Any, protocol: type, argument_name: str) -> None:

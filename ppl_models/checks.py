@@ -9,12 +9,15 @@ each other (docs/architecture.md), and the twins differ where their callers do (
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import numbers
 import os
 import stat
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from pyro.infer.util import is_validation_enabled
@@ -186,9 +189,10 @@ def check_levels(x, name: str, num_levels: int, nonempty: bool = False) -> None:
     check_not_meta(x, name)
     if nonempty and not x.numel():
         raise ValueError(f"{name} holds no levels (shape {list(x.shape)})")
-    if x.numel() and (x.min() < 0 or x.max() >= num_levels):
+    low, high = (int(x.min()), int(x.max())) if x.numel() else (0, 0)
+    if low < 0 or high >= num_levels:  # Python ints: uint8 would wrap num_levels = 256 to 0
         raise ValueError(f"{name} must hold levels in 0..{num_levels - 1}, got range "
-                         f"[{int(x.min())}, {int(x.max())}]")
+                         f"[{low}, {high}]")
 
 
 def check_like(x: torch.Tensor, name: str, like: torch.nn.Module) -> None:
@@ -355,3 +359,27 @@ class NonFiniteGuard:
         raise FloatingPointError(f"{self.what}: the network's outputs for {self.describe(step)} "
                                  f"are NaN or infinite in {name_rows(bad)}{when}; "
                                  f"{CHECK_WEIGHTS_HINT}")
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path):
+    """A binary file to write ``path``'s new content to: a temporary file in the same folder,
+    with the permission bits ``open`` would give, flushed to disk and renamed over ``path``
+    when the block ends; on any error it is removed and ``path`` keeps its old content."""
+    try:
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                             suffix=".partial")
+    except OSError as error:
+        raise type(error)(error.errno, f"cannot write {path}: {error.strerror}") from error
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # as open() would make it, not mkstemp's 0600
+        with os.fdopen(handle, "wb") as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checks import as_seed, check_generator, check_not_special, check_values
+from .checks import as_seed, atomic_file, check_generator, check_not_special, check_values
 
 # Largest distance, in levels, of 255 x from an integer that still counts as level k / 255.
 # float32 stores k / 255 to ~1.5e-5 levels; dequantized data miss it by up to 0.5 levels.
@@ -311,8 +311,14 @@ def write_idx(path: str | Path, array) -> None:
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
         int(d).to_bytes(4, "big") for d in array.shape)
     path = Path(path)
-    with (gzip.open(path, "wb") if path.suffix == ".gz" else open(path, "wb")) as f:
-        f.write(header + np.ascontiguousarray(array).tobytes())
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write {path}: it is a folder; pass a file name")
+    with atomic_file(path) as file:  # a failure half-way keeps the old file
+        if path.suffix == ".gz":
+            with gzip.GzipFile(filename=path.name, fileobj=file, mode="wb") as f:
+                f.write(header + np.ascontiguousarray(array).tobytes())
+        else:
+            file.write(header + np.ascontiguousarray(array).tobytes())
 
 
 def _check_unit(images: torch.Tensor) -> None:
@@ -348,14 +354,20 @@ def binarize_dynamic(images: torch.Tensor,
 
 def _check_on_grid(images: torch.Tensor) -> None:
     """``ValueError`` unless every value of ``images`` ``[...]`` lies within
-    ``LEVEL_TOLERANCE`` levels (or half a step of its dtype at 1) of a level ``k / 255``."""
-    tolerance = max(LEVEL_TOLERANCE, 255 * torch.finfo(images.dtype).eps / 2)
+    ``LEVEL_TOLERANCE`` levels of a level ``k / 255``; in float16 and bfloat16, which store
+    ``k / 255`` a tenth of a level to a whole level off, it must be that level exactly as
+    the dtype stores it."""
+    tolerance = LEVEL_TOLERANCE
     scaled = images.to(torch.promote_types(images.dtype, torch.float32)) * 255
     distance = (scaled - scaled.round()).abs()
     off = distance > tolerance
+    if torch.finfo(images.dtype).eps > 1e-4:  # a half-precision dtype
+        stored = (scaled.round().clamp(0, 255).double() / 255).to(images.dtype)
+        off = images != stored
+        tolerance = f"the rounding of {images.dtype}"
     if bool(off.any()):
         worst = float(images.flatten()[int(distance.flatten().argmax())])
-        raise ValueError(f"images must hold 8-bit levels k / 255 (within {tolerance:g} of a "
+        raise ValueError(f"images must hold 8-bit levels k / 255 (within {tolerance} of a "
                          f"level): {int(off.sum())} of {images.numel()} values do not, e.g. "
                          f"{worst!r}; quantize them first (torch.round(images * 255) / 255) "
                          f"if rounding is what you mean")

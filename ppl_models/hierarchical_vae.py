@@ -56,6 +56,9 @@ class _GaussianLayer(nn.Module):
 class TwoLayerVAE(PyroModule):
     """Two-stochastic-layer VAE for images ``x: [batch, C, H, W]``; latent sites ``"z1"``, ``"z2"``.
 
+    ``latent_prior`` says that ``z1``'s prior is not ``N(0, I)`` (the uses that assume it,
+    completion, super-resolution and bits-back coding, refuse this model).
+
     Args:
         image_shape: ``(C, H, W)``.
         latent_dim: d1, units of the lower stochastic layer z1 (the one next to x).
@@ -70,6 +73,8 @@ class TwoLayerVAE(PyroModule):
     estimator of :mod:`inference` and ``inference.fit`` with ``"elbo"``, ``"iwae"`` and
     ``"dreg"`` apply.
     """
+
+    latent_prior = "hierarchical, p(z1 | z2) p(z2)"
 
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), latent_dim: int = 100,
                  top_latent_dim: int = 50, likelihood: str = "bernoulli",

@@ -77,6 +77,7 @@ class _EightBitLevels(constraints.Constraint):
     event_dim = 0
 
     def check(self, value: torch.Tensor) -> torch.Tensor:
+        value = value if value.is_floating_point() else value.double()  # uint8 would wrap
         scaled = value * (LEVELS - 1)
         k = scaled.round()
         return (k >= 0) & (k <= LEVELS - 1) & ((scaled - k).abs() <= LEVEL_TOLERANCE)
@@ -217,7 +218,9 @@ class GaussianPixel(_PixelValidation, dist.Normal):
 
 
 def _level_index(x: torch.Tensor) -> torch.Tensor:
-    """Integer levels ``k = round(255 x)`` in 0..255 of ``x: [...]``, int64 ``[...]``."""
+    """Integer levels ``k = round(255 x)`` in 0..255 of ``x: [...]``, int64 ``[...]`` (an
+    integer ``x`` in float: uint8 would wrap ``255 x`` around 256)."""
+    x = x if x.is_floating_point() else x.double()
     return torch.round(x * (LEVELS - 1)).long().clamp(0, LEVELS - 1)
 
 

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from ..checks import check_not_meta
-from ..protocols import BernoulliLatentModel, require
+from ..protocols import BernoulliLatentModel, require, require_standard_prior
 from .range_coding import (
     KIND_BITS_BACK,
     MAX_SYMBOLS,
@@ -216,6 +216,7 @@ def bits_back_encode(vae, images: torch.Tensor, latent_bits: int = 12,
             the image).
     """
     require(vae, BernoulliLatentModel, "vae")
+    require_standard_prior(vae, "vae")
     _check_images(images, vae.image_shape)
     if images.numel() > MAX_SYMBOLS or int(np.prod(vae.image_shape)) > MAX_SYMBOLS:
         raise ValueError(f"bits-back images: {len(images)} images of {tuple(vae.image_shape)} "
@@ -260,6 +261,7 @@ def bits_back_decode(vae, data: bytes, latent_bits: int = 12) -> tuple[torch.Ten
             (another VAE).
     """
     require(vae, BernoulliLatentModel, "vae")
+    require_standard_prior(vae, "vae")
     latent_bits = _check_latent_bits(latent_bits)
     stream = unpack_stream(data, KIND_BITS_BACK)
     count = stream.count

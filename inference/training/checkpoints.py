@@ -261,7 +261,28 @@ def _serialized(path: Path, state: dict) -> bytes:
             "arrays and torch's or Pyro's constraints): save plain values instead (a "
             "callback's get_state, a constraint of your own); the previous checkpoint is "
             "unchanged")
+    if _holds_non_numeric_array(state):  # their dtype classes are no globals of the pickle
+        raise TypeError(
+            f"cannot write the checkpoint {path}: "
+            f"{_first_key(state, _holds_non_numeric_array)} holds a numpy array of strings, "
+            "dates, records or objects, which the checkpoint's reader refuses (it reads "
+            "numpy arrays of numbers only): save a list of plain values instead; the "
+            "previous checkpoint is unchanged")
     return payload
+
+
+def _holds_non_numeric_array(value, depth: int = 0) -> bool:
+    """Whether ``value`` (through dicts, lists and tuples) holds a numpy array or scalar
+    whose dtype is not a bool, integer, float or complex one."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.dtype.kind not in "biufc"
+    if depth > 32:
+        return False
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_non_numeric_array(item, depth + 1) for item in value)
+    return False
 
 
 def check_savable(path: str | Path, state: dict) -> None:

@@ -45,6 +45,7 @@ from ..random_state import forked_rng
 from ..pair_check import trace_pair
 from .checkpoints import rng_state, save_checkpoint, set_rng_state
 from .handlers import scale_data_plate
+from .minibatches import copies
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -127,7 +128,7 @@ class DataParallel:
         with forked_rng(), poutine.block(), \
                 pyro.validation_enabled(False):
             if batch_transform is not None:
-                example = tuple(batch_transform(*example))
+                example = tuple(batch_transform(*copies(example)))
             trace_pair(self.svi.model, self.svi.guide, example, {})
         named = dict(sorted(pyro.get_param_store().named_parameters()))
         seen = {id(p) for p in named.values()}

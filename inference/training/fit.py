@@ -31,7 +31,7 @@ from ..supports import describe_support
 from ..weights import check_compile
 from . import checkpoints, resume_settings
 from .handlers import scale_data_plate, scale_latents
-from .minibatches import plan_minibatches, reports_no_loss, transformed_batch
+from .minibatches import copies, plan_minibatches, reports_no_loss, transformed_batch
 from .registered_modules import buffers_state, kept_buffers, registered_prefix, restore_buffers
 from .objectives import DReGLoss, IWAELoss, make_loss
 from .svi_step import WEIGHTED_LOSSES, Adam, SVIStep
@@ -205,7 +205,7 @@ def _pair_store_shapes(model, guide, batch: tuple, modules, batch_transform,
     try:
         with forked_rng(), pyro.poutine.block(), evaluation_mode([*modules, *networks]):
             if batch_transform is not None:
-                batch = transformed_batch(batch_transform(*batch), batch[0].shape[0])
+                batch = transformed_batch(batch_transform(*copies(batch)), batch[0].shape[0])
             traces = trace_pair(model, guide, batch, {})
         names, registered = set(), {}
         for trace in traces:
@@ -1111,7 +1111,7 @@ def _check_one_row_batches(model, guide, tensors: tuple, batch_size: int, batch_
     try:
         with forked_rng(), pyro.poutine.block(), torch.no_grad(), kept_buffers(modules):
             if batch_transform is not None:
-                row = transformed_batch(batch_transform(*row), 1)
+                row = transformed_batch(batch_transform(*copies(row)), 1)
             trace_pair(model, guide, row, {})
     except Exception as error:  # noqa: BLE001 - only batch norm's refusal is this check's
         if "more than 1 value per channel" not in str(error):

@@ -86,6 +86,13 @@ def _check_dreg_families(structure, first_batch, model, guide, called: str) -> N
                 f"fixed ({error}); use loss='iwae'") from None
 
 
+def copies(batch: tuple) -> tuple:
+    """``batch``'s tensors copied, for a ``batch_transform`` run on rows that view the
+    caller's data (fit's checks before training): one that works in place (``x.mul_(2)``)
+    would change the data."""
+    return tuple(t.clone() for t in batch)
+
+
 def transformed_batch(out, rows: int, screen: bool = True) -> tuple:
     """``batch_transform``'s output as a tuple of tensors, each with the minibatch's ``rows``
     along dim 0; ``TypeError``/``ValueError`` naming ``batch_transform`` otherwise, and, with
@@ -127,7 +134,7 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
         if batch_transform is None:
             return part
         with forked_rng():
-            out = batch_transform(*part)
+            out = batch_transform(*copies(part))
         return transformed_batch(out, part[0].shape[0])
 
     called = loss_call(loss, num_particles)

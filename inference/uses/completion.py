@@ -46,7 +46,7 @@ from ..checks import (
     check_not_meta,
     check_number,
 )
-from ..protocols import EncoderDecoder, require
+from ..protocols import EncoderDecoder, require, require_standard_prior
 from .map_search import adam_map
 
 NEG_INF = -math.inf
@@ -140,6 +140,7 @@ def _offset_free(log_channel: torch.Tensor) -> torch.Tensor:
 def pixel_posterior(vae, z: torch.Tensor, log_channel: torch.Tensor) -> torch.Tensor:
     """``p(x_i = 1 | y_i, z)``: ``z: [..., batch, d]`` -> ``[..., batch, C, H, W]``."""
     require(vae, EncoderDecoder, "vae")
+    require_standard_prior(vae, "vae")
     joint = _log_bernoulli(_pixel_logits(vae, z)) + _offset_free(log_channel)
     return joint.softmax(-1)[..., 1]
 
@@ -147,6 +148,7 @@ def pixel_posterior(vae, z: torch.Tensor, log_channel: torch.Tensor) -> torch.Te
 def marginal_log_likelihood(vae, z: torch.Tensor, log_channel: torch.Tensor) -> torch.Tensor:
     """``log p(y | z) = sum_i log sum_k p(y_i | x_i = k) p(x_i = k | z)``: ``[..., batch]``."""
     require(vae, EncoderDecoder, "vae")
+    require_standard_prior(vae, "vae")
     joint = _log_bernoulli(_pixel_logits(vae, z)) + log_channel
     return joint.logsumexp(-1).flatten(-3).sum(-1)
 
@@ -180,6 +182,7 @@ def map_complete(vae, log_channel: torch.Tensor, steps: int = 300, lr: float = 0
     ``FloatingPointError`` naming the step and ``lr`` when a step makes it so.
     """
     require(vae, EncoderDecoder, "vae")
+    require_standard_prior(vae, "vae")
     _check_channel(log_channel, vae)
     check_int(steps, "steps", 0)
     check_number(lr, "lr", positive=True)
@@ -254,6 +257,7 @@ def metropolis_within_gibbs(vae, log_channel: torch.Tensor, num_steps: int = 200
         acceptance rate of the z step)``.
     """
     require(vae, EncoderDecoder, "vae")
+    require_standard_prior(vae, "vae")
     _check_channel(log_channel, vae)
     check_nonempty_batch((), {"log_channel": log_channel})
     burn_in = check_chain_length(num_steps, burn_in)

@@ -74,6 +74,7 @@ from ..checks import (
     check_number,
     physical_memory_bytes,
 )
+from ..protocols import require_standard_prior
 from .completion import encoder_draw, independence_z_step
 from .map_search import adam_map
 
@@ -451,6 +452,7 @@ def _check_vae_inputs(vae, y, factor, truth, generator=None) -> None:
         if not hasattr(vae, name):
             raise ValueError(f"vae must have encode(x), decode(z) and latent_dim; it has no "
                              f"{name!r}")
+    require_standard_prior(vae, "vae")
     itemsize = y.dtype.itemsize if torch.is_tensor(y) else 4  # a non-tensor y is refused
     shape = _check_pooled_inputs(y, factor, truth, "the up-sampled y and the pixel posterior's "
                                  "means and variances", 3 * itemsize)

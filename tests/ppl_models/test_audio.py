@@ -328,3 +328,18 @@ def test_read_wav_refuses_a_data_chunk_ending_in_a_partial_frame(tmp_path, chann
     data[40:44] = (10 * channels * width).to_bytes(4, "little")  # the whole frames alone read
     path.write_bytes(bytes(data))
     assert read_wav(path)[0].shape == (10,)
+
+
+def test_read_wav_refuses_resampling_a_corrupt_rate_before_allocating(tmp_path, monkeypatch):
+    # a 4 KB file whose header gives 2**31 Hz: resampling to 8 kHz designed a 671-million-tap
+    # filter, and scipy's temporaries (23.5 GB) got a 24 GB machine's process killed
+    import ppl_models.audio as audio_module
+
+    monkeypatch.setattr(audio_module, "physical_memory", lambda: 24 * 2**30)
+    path = tmp_path / "a.wav"
+    write_wav(path, torch.zeros(2000), 8000)
+    data = bytearray(path.read_bytes())
+    data[24:28] = (2**31).to_bytes(4, "little")  # the sample rate field
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"rate=8000: resampling .* filter"):
+        read_wav(path, rate=8000)

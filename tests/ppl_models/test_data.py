@@ -315,3 +315,11 @@ def test_to_levels_accepts_half_precision_levels():
     levels = torch.arange(256)
     assert torch.equal(to_levels((levels / 255).half()), levels)
     assert torch.equal(to_levels((levels / 255).bfloat16()), levels)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_to_levels_refuses_half_precision_values_off_the_stored_grid(dtype):
+    # bfloat16's tolerance of half a step at 1 (a whole level) let any value through
+    with pytest.raises(ValueError, match=r"images must hold 8-bit levels k / 255 \(within the "
+                                         r"rounding of torch\.b?float16 of a level\)"):
+        to_levels(torch.tensor([0.5, 0.25], dtype=dtype))

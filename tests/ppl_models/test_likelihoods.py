@@ -420,3 +420,19 @@ def test_an_empty_batch_scores_to_an_empty_result(likelihood):
     model = PixelCNN((1, 4, 4), likelihood, channels=4, num_blocks=1, first_kernel_size=3)
     log_p = model.log_prob(torch.zeros(0, 1, 4, 4))
     assert log_p.shape == (0,)
+
+
+def test_eight_bit_likelihoods_score_integer_values_as_their_own_values():
+    # uint8 levels 2, 100, 255 were multiplied by 255 in uint8, wrapped around 256 and scored
+    # as levels 254, 156 and 1 (a raw MNIST tensor), even while validating
+    from ppl_models.likelihoods import Categorical256, DiscretizedLogisticMixture
+
+    levels = torch.tensor([2, 100, 255], dtype=torch.uint8)
+    categorical = Categorical256(torch.randn(3, 256, generator=torch.Generator().manual_seed(0)))
+    mixture = DiscretizedLogisticMixture(torch.zeros(3, 2), torch.zeros(3, 2), torch.zeros(3, 2))
+    for likelihood in (categorical, mixture):
+        with pytest.raises(ValueError, match="8-bit levels k/255"):
+            likelihood.log_prob(levels)
+    binary = torch.tensor([0, 1, 1], dtype=torch.uint8)  # 0 and 1 are the levels 0 and 255
+    for likelihood in (categorical, mixture):
+        assert torch.allclose(likelihood.log_prob(binary), likelihood.log_prob(binary.float()))

@@ -219,3 +219,39 @@ def test_parameters_left_nan_by_a_diverged_fit_are_named(kind, entry):
                 r"infinite values: " + named
     with pytest.raises(PairError, match=named):
         calls[entry]()
+
+
+def test_the_uses_refuse_a_model_whose_prior_is_not_the_standard_normal():
+    # completion, super-resolution and bits-back coding score z under N(0, I): a two-layer
+    # VAE (z1's prior is p(z1 | z2) p(z2)) was taken silently, the MAP and chains aiming at
+    # another posterior; PixelVAE's decode(x, z) failed with "missing 1 required argument"
+    from inference import (average_pool, bits_back_encode, map_complete, observed_channel,
+                           super_resolve_map)
+    from ppl_models import PixelVAE, TwoLayerVAE
+
+    x = (torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    for model, match in ((TwoLayerVAE((1, 4, 4), 2, 2, hidden=(4,), top_hidden=(4,)),
+                          "TwoLayerVAE's latent prior is hierarchical"),
+                         (PixelVAE((1, 4, 4), 2, hidden=(4,), channels=4, num_blocks=1,
+                                   first_kernel_size=3), "vae.decode must take z alone")):
+        for call in (lambda: map_complete(model, observed_channel(x), steps=1),
+                     lambda: super_resolve_map(model, average_pool(x, 2), 2, steps=1)):
+            with pytest.raises(TypeError, match=match):
+                call()
+    with pytest.raises(TypeError, match="TwoLayerVAE's latent prior is hierarchical"):
+        bits_back_encode(TwoLayerVAE((1, 4, 4), 2, 2, hidden=(4,), top_hidden=(4,)), x)
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_a_batch_transform_working_in_place_leaves_the_data_alone(shuffle):
+    # fit's checks before training passed views of the data to batch_transform: x.mul_(2)
+    # doubled the caller's first rows (and a resume then refused the changed data)
+    from ppl_models.vae import VAE
+
+    pyro.clear_param_store()
+    vae = VAE((1, 2, 2), 2, hidden=(4,))
+    x = 0.5 * (torch.rand(8, 1, 2, 2, generator=torch.Generator().manual_seed(0)) < 0.5)
+    before = x.clone()
+    fit(vae.model, vae.guide, x, epochs=1, batch_size=4, shuffle=shuffle, progress=False,
+        batch_transform=lambda b: b.mul_(2))
+    assert torch.equal(x, before)

@@ -184,3 +184,19 @@ def test_fit_refuses_a_callback_state_no_checkpoint_may_hold_before_training(tmp
         fit(model, guide, x, epochs=2, batch_size=20, checkpoint=tmp_path / "run.pt",
             progress=False, callback=StatefulCallback())
     assert not (tmp_path / "run.pt").exists()
+
+
+@pytest.mark.parametrize("array", [np.array(["start", "stop"]),
+                                   np.array(["2026-11-28"], dtype="datetime64[D]"),
+                                   np.zeros(2, dtype=[("a", "f4")])],
+                         ids=["strings", "dates", "records"])
+def test_numpy_arrays_the_reader_refuses_are_not_written(tmp_path, array):
+    # they pickle without a global name the check saw, so the file was written and every
+    # later load (fit's resume included) refused it: the run's checkpoints were lost
+    path = tmp_path / "c.pt"
+    with pytest.raises(TypeError, match=r"state\['names'\] \(ndarray\) holds a numpy array of "
+                                        r"strings, dates, records or objects"):
+        save_checkpoint(path, {"names": array})
+    assert not path.exists()
+    save_checkpoint(path, {"names": np.arange(3.0)})
+    assert load_checkpoint(path)["names"].tolist() == [0.0, 1.0, 2.0]

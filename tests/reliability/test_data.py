@@ -94,3 +94,24 @@ def test_gzip_bomb_is_refused_without_decompressing_it(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 4 * 2**20, f"read_idx held {peak:,} bytes at its peak"
+
+
+@pytest.mark.parametrize("name", ["labels", "labels.gz"])
+def test_write_idx_failing_half_way_keeps_the_old_file(tmp_path, monkeypatch, name):
+    # write_idx opened the file for writing in place: a full disk left a truncated file
+    import ppl_models.data as data_module
+
+    path = tmp_path / name
+    write_idx(path, np.arange(10, dtype=np.uint8))
+    before = path.read_bytes()
+
+    def full_disk(array):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(data_module.np, "ascontiguousarray", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_idx(path, np.arange(20, dtype=np.uint8))
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no temporary left
+    assert read_idx(path).tolist() == list(range(10))
