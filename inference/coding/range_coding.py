@@ -448,7 +448,9 @@ def encode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor],
         TypeError: ``pixel_probs`` is not callable, or ``symbols`` not a tensor.
         ValueError: symbols that are not int64 ``[batch, C, H, W]`` or hold more than
             :data:`MAX_SYMBOLS` pixels, or ``pixel_probs`` returning something other than a
-            tensor ``[batch, C, H, W, V]`` or tables that the coder cannot take.
+            tensor ``[batch, C, H, W, V]``, tables that the coder cannot take, or tables that
+            decoding could not rebuild (other tables on a second call, a model that is not
+            causal: three more calls of ``pixel_probs`` check it).
     """
     _check_callback(pixel_probs, "pixel_probs")
     if not torch.is_tensor(symbols):
@@ -462,11 +464,47 @@ def encode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor],
     with torch.no_grad():  # a copy: a pixel_probs that changes its input in place must not
         probs = pixel_probs(symbols.clone())  # change the pixels coded (or the caller's)
     _check_pixel_tables(probs, symbols)
+    _check_decodable(pixel_probs, symbols, probs)
     order = symbols.permute(2, 3, 1, 0).reshape(-1)  # [H * W * C * batch], raster order
     tables = probs.permute(2, 3, 1, 0, 4).reshape(order.shape[0], -1)  # [..., V]
     _check_tables(order, tables)
     return pack_stream(KIND_IMAGES, len(symbols), order.numel(), _encode_raw(order, tables),
                        symbol_digest(order), extra=_shape_tag(symbols.shape[1:]))
+
+
+def _check_decodable(pixel_probs, symbols: torch.Tensor, probs: torch.Tensor) -> None:
+    """``ValueError`` when :func:`decode_images` could not rebuild the tables ``probs``
+    (``[batch, C, H, W, V]``) that code ``symbols``: ``pixel_probs`` gives other tables on a
+    second call with the same images (dropout in training mode: call ``.eval()``), or a
+    pixel's table changes when only later pixels in raster order change (the model is not
+    causal, so decoding, which knows only the earlier pixels, gets other tables). The later
+    pixels are changed after the middle position of the image and after its first one."""
+    num_values = probs.shape[-1]
+    flat = symbols.permute(0, 2, 3, 1).reshape(len(symbols), -1)  # raster order per image
+    with torch.no_grad():
+        again = pixel_probs(symbols.clone())
+        if not torch.allclose(again, probs, rtol=1e-4, atol=1e-6):
+            raise ValueError(
+                "pixel_probs gave other tables on a second call with the same images (dropout "
+                "or another random layer in training mode? call .eval() on the model): "
+                "decoding could not rebuild them, so the stream could not be decoded")
+        for position in sorted({0, flat.shape[1] // 2}):
+            changed = flat.clone()
+            changed[:, position + 1:] = (changed[:, position + 1:] + 1) % num_values
+            images = changed.reshape(len(symbols), *symbols.shape[2:], symbols.shape[1])
+            moved = pixel_probs(images.permute(0, 3, 1, 2).contiguous())
+            before = probs.permute(0, 2, 3, 1, 4).reshape(len(symbols), -1, num_values)
+            after = moved.permute(0, 2, 3, 1, 4).reshape(len(symbols), -1, num_values)
+            # up to float rounding: a convolution's algorithm may not multiply masked
+            # weights by the later pixels exactly (the coder quantizes tables coarser)
+            if not torch.allclose(before[:, :position + 1], after[:, :position + 1],
+                                  rtol=1e-4, atol=1e-6):
+                raise ValueError(
+                    "pixel_probs is not causal: a pixel's table changes when only pixels "
+                    f"after it in raster order (rows, columns, channels) change (from "
+                    f"position {position + 1} of {flat.shape[1]} on); decoding, which knows "
+                    "only the earlier pixels, would get other tables. Use a masked "
+                    "(autoregressive) model")
 
 
 def _shape_tag(image_shape) -> int:
