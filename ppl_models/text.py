@@ -37,7 +37,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from .checks import CHECK_WEIGHTS_HINT, as_int, as_number, check_not_meta, name_rows
+from .checks import (CHECK_WEIGHTS_HINT, as_int, as_number, check_memory, check_not_meta,
+                     name_rows)
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +123,9 @@ class Vocabulary:
         elif as_int(max_len, "max_len") < longest:
             raise ValueError(f"max_len={max_len} cannot hold a word of {longest - 1} "
                              "characters and its end symbol")
+        # the rows are Python lists first: about 8 bytes a symbol more than the tensor
+        check_memory(2 * len(words) * max_len, torch.long,
+                     f"max_len={max_len}: {len(words)} words padded to it")
         rows = []
         for word in words:
             unknown = set(word) - self.ids.keys()

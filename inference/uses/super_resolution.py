@@ -787,9 +787,13 @@ def super_resolve_gibbs(log_prob: Callable[[torch.Tensor], torch.Tensor], y: tor
 
     def score(images: torch.Tensor) -> torch.Tensor:  # [n, C, H, W] -> [n], by max_batch
         parts = [log_prob(images[i:i + max_batch]) for i in range(0, len(images), max_batch)]
+        for part, start in zip(parts, range(0, len(images), max_batch)):
+            rows = min(max_batch, len(images) - start)
+            if not torch.is_tensor(part) or tuple(part.shape) != (rows,):
+                raise ValueError(f"log_prob must map [n, C, H, W] to a tensor [n], got "
+                                 f"{type(part).__name__} {list(getattr(part, 'shape', []))} "
+                                 f"for n = {rows}")
         out = torch.cat(parts) if parts else images.new_zeros(0)
-        if out.shape != (len(images),):
-            raise ValueError(f"log_prob must map [n, C, H, W] to [n], got {list(out.shape)}")
         return out
 
     batch, C, h, w = y.shape

@@ -255,3 +255,26 @@ def test_a_batch_transform_working_in_place_leaves_the_data_alone(shuffle):
     fit(vae.model, vae.guide, x, epochs=1, batch_size=4, shuffle=shuffle, progress=False,
         batch_transform=lambda b: b.mul_(2))
     assert torch.equal(x, before)
+
+
+def test_super_resolve_gibbs_names_a_log_prob_that_returns_no_tensor_of_n():
+    # a 0-d tensor failed in torch.cat ("zero-dimensional tensor cannot be concatenated"),
+    # a numpy array with "expected Tensor as element 0"
+    import numpy as np
+
+    from inference import average_pool, super_resolve_gibbs
+
+    x = (torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    for log_prob in (lambda images: torch.tensor(0.0), lambda images: np.zeros(len(images))):
+        with pytest.raises(ValueError, match=r"log_prob must map \[n, C, H, W\] to a tensor \[n\]"):
+            super_resolve_gibbs(log_prob, average_pool(x, 2), 2, num_sweeps=1)
+
+
+def test_vocabulary_encode_counts_a_huge_max_len_before_allocating(monkeypatch):
+    # max_len=10**10 ended in a bare MemoryError after filling lists
+    import ppl_models.checks as model_checks
+    from ppl_models import Vocabulary
+
+    monkeypatch.setattr(model_checks, "physical_memory", lambda: 24 * 2**30)
+    with pytest.raises(ValueError, match=r"max_len=10000000000: 1 words padded to it"):
+        Vocabulary("ab").encode(["ab"], max_len=10**10)
