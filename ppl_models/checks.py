@@ -365,7 +365,10 @@ class NonFiniteGuard:
 def atomic_file(path: Path):
     """A binary file to write ``path``'s new content to: a temporary file in the same folder,
     with the permission bits ``open`` would give, flushed to disk and renamed over ``path``
-    when the block ends; on any error it is removed and ``path`` keeps its old content."""
+    when the block ends; on any error it is removed and ``path`` keeps its old content. A
+    symlink keeps pointing at its file, which is replaced."""
+    if path.is_symlink():  # replace the file the link points at, keep the link
+        path = Path(os.path.realpath(path))
     try:
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
                                              suffix=".partial")

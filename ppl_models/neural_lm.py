@@ -34,7 +34,7 @@ import torch
 from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
-from .checks import as_int, as_number, check_finite_rows, check_word_draws
+from .checks import as_int, as_number, check_finite_rows, check_memory, check_word_draws
 from .networks import full_precision
 from .text import Vocabulary, draw_words
 
@@ -59,6 +59,14 @@ class GRULanguageModel(PyroModule):
         embedding, hidden = as_int(embedding, "embedding"), as_int(hidden, "hidden")
         layers = as_int(layers, "layers")
         dropout = as_number(dropout, "dropout", 0, 1, high_open=True)
+        # the weights, counted before torch is asked for them: per layer 3 gates of
+        # (input + hidden + 2) x hidden, the embedding and the output layer
+        weights = (vocab.num_symbols * embedding + (hidden + 1) * vocab.num_outputs
+                   + 3 * hidden * (embedding + hidden + 2)  # the first layer
+                   + (layers - 1) * 3 * hidden * (2 * hidden + 2))  # the layers above it
+        check_memory(weights, torch.get_default_dtype(),
+                     f"embedding={embedding}, hidden={hidden}, layers={layers}: the GRU's "
+                     f"{weights:,} weights")
         self.vocab = vocab
         self.embed = nn.Embedding(vocab.num_symbols, embedding)
         self.gru = nn.GRU(embedding, hidden, num_layers=layers, batch_first=True,

@@ -343,3 +343,13 @@ def test_read_wav_refuses_resampling_a_corrupt_rate_before_allocating(tmp_path, 
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"rate=8000: resampling .* filter"):
         read_wav(path, rate=8000)
+
+
+def test_write_wav_through_a_symlink_keeps_the_link(tmp_path):
+    # the temporary file was renamed over the link: the link became a file, its target stale
+    target = tmp_path / "real.wav"
+    write_wav(target, torch.zeros(10), 8000)
+    link = tmp_path / "link.wav"
+    link.symlink_to(target)
+    write_wav(link, torch.full((20,), 0.5), 8000)
+    assert link.is_symlink() and read_wav(target)[0].shape == (20,)

@@ -218,3 +218,14 @@ def test_a_vocabulary_of_non_strings_is_named(call, error, match):
     # from_words(["cat", 3]) failed with Python's "'int' object is not iterable"
     with pytest.raises(error, match=match):
         call()
+
+
+def test_a_gru_language_model_too_large_for_memory_is_counted_first(monkeypatch):
+    # hidden=10**6 asked torch for 12 TB of weights and failed in its allocator
+    import ppl_models.checks as model_checks
+    from ppl_models import GRULanguageModel
+
+    monkeypatch.setattr(model_checks, "physical_memory", lambda: 24 * 2**30)
+    with pytest.raises(ValueError, match=r"hidden=1000000, layers=1: the GRU's "
+                                         r"3,000,106,000,164 weights"):
+        GRULanguageModel(Vocabulary("abc"), hidden=10**6)
