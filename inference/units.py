@@ -65,8 +65,11 @@ def _check_log_value(value, name: str, allow: tuple[str, ...] = ()) -> None:
 
 def nats_to_bits(nats: float | torch.Tensor) -> float | torch.Tensor:
     """``nats / ln 2``: the same quantity in base-2 logarithms (real number or tensor
-    ``[...]``; infinities convert, NaN is refused)."""
+    ``[...]``; infinities convert, NaN is refused). A float16 or bfloat16 tensor comes back
+    in float32: 45,000 nats are more bits than float16 holds."""
     _check_log_value(nats, "nats", ("+inf", "-inf"))
+    if torch.is_tensor(nats) and nats.dtype in (torch.float16, torch.bfloat16):
+        nats = nats.float()
     return nats / LN2
 
 

@@ -261,6 +261,11 @@ def _serialized(path: Path, state: dict) -> bytes:
             "arrays and torch's or Pyro's constraints): save plain values instead (a "
             "callback's get_state, a constraint of your own); the previous checkpoint is "
             "unchanged")
+    if _holds_meta_tensor(state):
+        raise TypeError(
+            f"cannot write the checkpoint {path}: {_first_key(state, _holds_meta_tensor)} "
+            "holds a meta tensor, which has a shape but no values to save; the previous "
+            "checkpoint is unchanged")
     if _holds_non_numeric_array(state):  # their dtype classes are no globals of the pickle
         raise TypeError(
             f"cannot write the checkpoint {path}: "
@@ -271,18 +276,29 @@ def _serialized(path: Path, state: dict) -> bytes:
     return payload
 
 
-def _holds_non_numeric_array(value, depth: int = 0) -> bool:
-    """Whether ``value`` (through dicts, lists and tuples) holds a numpy array or scalar
-    whose dtype is not a bool, integer, float or complex one."""
-    if isinstance(value, (np.ndarray, np.generic)):
-        return value.dtype.kind not in "biufc"
+def _holds(value, found, depth: int = 0) -> bool:
+    """Whether ``found`` is true of an item that ``value`` holds (itself, or through dicts,
+    lists and tuples)."""
+    if found(value):
+        return True
     if depth > 32:
         return False
     if isinstance(value, dict):
         value = list(value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_holds_non_numeric_array(item, depth + 1) for item in value)
-    return False
+    return isinstance(value, (list, tuple)) and any(
+        _holds(item, found, depth + 1) for item in value)
+
+
+def _holds_meta_tensor(value) -> bool:
+    """Whether ``value`` holds a tensor on the meta device (no values to save)."""
+    return _holds(value, lambda item: torch.is_tensor(item) and item.is_meta)
+
+
+def _holds_non_numeric_array(value) -> bool:
+    """Whether ``value`` holds a numpy array or scalar whose dtype is not a bool, integer,
+    float or complex one."""
+    return _holds(value, lambda item: isinstance(item, (np.ndarray, np.generic))
+                  and item.dtype.kind not in "biufc")
 
 
 def check_savable(path: str | Path, state: dict) -> None:

@@ -68,3 +68,14 @@ def test_bad_num_dims(num_dims):
 def test_bad_levels():
     with pytest.raises(ValueError, match="levels must be an integer >= 2"):
         discrete_log_likelihood_bound(0.0, 4, levels=1)
+
+
+def test_nats_to_bits_of_half_precision_comes_back_in_float32():
+    # 60,000 nats in float16 became +inf bits (float16 tops out at 65,504)
+    import torch
+
+    from inference import nats_to_bits
+
+    bits = nats_to_bits(torch.tensor([60000.0], dtype=torch.float16))
+    assert bits.dtype == torch.float32 and torch.isfinite(bits).all()
+    assert float(bits) == pytest.approx(60000 / math.log(2), rel=1e-3)

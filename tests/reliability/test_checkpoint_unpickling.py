@@ -200,3 +200,11 @@ def test_numpy_arrays_the_reader_refuses_are_not_written(tmp_path, array):
     assert not path.exists()
     save_checkpoint(path, {"names": np.arange(3.0)})
     assert load_checkpoint(path)["names"].tolist() == [0.0, 1.0, 2.0]
+
+
+def test_a_meta_tensor_is_not_written(tmp_path):
+    # it was saved and loaded back as a meta tensor: a shape without values
+    path = tmp_path / "c.pt"
+    with pytest.raises(TypeError, match=r"state\['weights'\] \(list\) holds a meta tensor"):
+        save_checkpoint(path, {"weights": [torch.zeros(2), torch.zeros(3, device="meta")]})
+    assert not path.exists()
