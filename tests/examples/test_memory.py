@@ -51,6 +51,7 @@ def test_retained_memory_is_reused_without_page_faults():
     _, default = minor_faults(retain=False)
     if default < 10_000:
         pytest.skip(f"this C library kept the memory by default ({default} faults)")
-    # By default 47,000-86,000 faults (12 chunks of about 4,000 fresh 4 KiB pages each);
-    # kept, under 10 or, when the heap still grows by a block, about 3,800 (five runs).
-    assert retained < default / 5, (retained, default)
+    # By default 47,000-86,000 faults (12 chunks of about 4,000 fresh 4 KiB pages each; once
+    # 17,000, with part of the memory already mapped); kept, under 10 or, when the heap
+    # still grows by a block, about 3,800 (five runs): at most one chunk's pages
+    assert retained < 5_000 or retained < default / 5, (retained, default)
