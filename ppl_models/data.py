@@ -357,16 +357,15 @@ def _check_on_grid(images: torch.Tensor) -> None:
     ``LEVEL_TOLERANCE`` levels of a level ``k / 255``; in float16 and bfloat16, which store
     ``k / 255`` a tenth of a level to a whole level off, it must be that level exactly as
     the dtype stores it."""
-    tolerance = LEVEL_TOLERANCE
     scaled = images.to(torch.promote_types(images.dtype, torch.float32)) * 255
     distance = (scaled - scaled.round()).abs()
-    off = distance > tolerance
     if torch.finfo(images.dtype).eps > 1e-4:  # a half-precision dtype
         stored = (scaled.round().clamp(0, 255).double() / 255).to(images.dtype)
-        off = images != stored
-        tolerance = f"the rounding of {images.dtype}"
-    if bool(off.any()):
-        worst = float(images.flatten()[int(distance.flatten().argmax())])
+        off, tolerance = images != stored, f"the rounding of {images.dtype}"
+    else:
+        off, tolerance = distance > LEVEL_TOLERANCE, LEVEL_TOLERANCE
+    if bool(off.any()):  # the example: the farthest of the values refused
+        worst = float(images.flatten()[int(distance.masked_fill(~off, -1).flatten().argmax())])
         raise ValueError(f"images must hold 8-bit levels k / 255 (within {tolerance} of a "
                          f"level): {int(off.sum())} of {images.numel()} values do not, e.g. "
                          f"{worst!r}; quantize them first (torch.round(images * 255) / 255) "
