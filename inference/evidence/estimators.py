@@ -130,14 +130,17 @@ def iwae_bound(model: Callable, guide: Callable, *args, num_samples: int,
     return attach_subsample(log_mean_exp(log_w, 0), structure)
 
 
-def log_evidence(model: Callable, guide: Callable, x: torch.Tensor, *, num_samples: int = 1,
-                 batch_size: int = 256, chunk_size: int | None = None,
-                 compile: bool | str = False) -> torch.Tensor:
+def log_evidence(model: Callable, guide: Callable, x: torch.Tensor, *,
+                 num_samples: int | None = None, batch_size: int = 256,
+                 chunk_size: int | None = None, compile: bool | str = False) -> torch.Tensor:
     """``log p(x)`` per datapoint in nats: IWAE_K with ``K = num_samples`` (a lower bound that
     tightens with K), exact for a fully observed pair (empty guide) at ``K = 1``.
 
     Args:
         x: ``[n, ...]``, scored ``batch_size`` datapoints at a time.
+        num_samples: K. None (the default) is 1 for a fully observed pair, whose one weight
+            is ``log p(x)``; a pair with latent sites must name its K (``ValueError`` naming
+            the sites otherwise: one weight would be a one-sample ELBO, noisy and biased low).
         compile: score through compiled graphs (:func:`inference.log_importance_weights`).
 
     Returns:
@@ -150,7 +153,8 @@ def log_evidence(model: Callable, guide: Callable, x: torch.Tensor, *, num_sampl
         raise ValueError(f"x must be a tensor [n, ...] with n >= 1, got "
                          f"{getattr(x, 'shape', type(x).__name__)}")
     batch_size = as_int(batch_size, "batch_size")
-    num_samples, chunk_size = check_num_samples(num_samples, chunk_size)
+    default_k = num_samples is None
+    num_samples, chunk_size = check_num_samples(1 if default_k else num_samples, chunk_size)
     check_compile(compile, model, guide, (x,))
     check_finite_inputs((x,), {})
     sliced = f"x (shape {list(x.shape)})"
@@ -166,6 +170,14 @@ def log_evidence(model: Callable, guide: Callable, x: torch.Tensor, *, num_sampl
             fixed_model, fixed_guide, structure = checked_pair(model, guide, (part,), {},
                                                                "log_evidence")
             _check_rows_scored(structure, part.shape[0], "log_evidence", sliced, remedy)
+            if default_k and structure.model_latents:
+                raise ValueError(
+                    f"log_evidence: the pair has latent site(s) "
+                    f"{', '.join(map(repr, structure.model_latents))}, so its log p(x) is "
+                    "estimated by IWAE_K, a lower bound that tightens with K: pass "
+                    "num_samples=K (e.g. 1000; bound_sweep shows how the bound moves with K). "
+                    "num_samples defaults to 1 only for a fully observed pair, whose one "
+                    "weight is exact")
             check_weights_memory(num_samples, structure.batch_size, itemsize)
             weights = checked_log_weights(fixed_model, fixed_guide, (part,), {}, num_samples,
                                           chunk_size, structure, compile)

@@ -38,6 +38,26 @@ def test_log_evidence_empty_and_bad_batch_size(lg):
             log_evidence(lg.model, lg.guide, torch.zeros(3, 2), batch_size=bad)
 
 
+def test_log_evidence_asks_for_k_when_the_pair_has_latents(lg):
+    # num_samples once defaulted to 1 for every pair: log_evidence of a latent-variable pair
+    # was one draw of log w, a one-sample ELBO that landed above log p(x) by nats for some
+    # datapoints and far below for others, with nothing said
+    x = torch.randn(5, 2)
+    with pytest.raises(ValueError, match=r"latent site\(s\) 'z'.*pass num_samples=K"):
+        log_evidence(lg.model, lg.guide, x)
+    truth = lg.log_marginal(x).detach()
+    # with the exact posterior as guide every weight is log p(x), whatever K
+    assert torch.allclose(log_evidence(lg.model, lg.exact_guide, x, num_samples=3), truth,
+                          atol=1e-5)
+
+    def observed(x):  # no latent: the default K = 1 gives the exact log density
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(0.0, 2.0).expand([2]).to_event(1), obs=x)
+
+    exact = dist.Normal(0.0, 2.0).log_prob(x).sum(-1)
+    assert torch.allclose(log_evidence(observed, lambda x: None, x), exact, atol=1e-6)
+
+
 @pytest.mark.parametrize("name,value", [("repeats", 0), ("repeats", 1.5), ("repeats", True),
                                         ("data_batch_size", 0), ("data_batch_size", -3),
                                         ("num_samples", 10), ("num_samples", ())])
