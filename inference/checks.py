@@ -267,6 +267,17 @@ def _keywords_taken(program) -> tuple[set[str], bool] | None:
     return named, any(p.kind == p.VAR_KEYWORD for p in parameters)
 
 
+def check_one_program_call(entry, role: str, args: tuple) -> None:
+    """Raise ``TypeError`` when ``entry(program, *args)``, which takes one Pyro program (its
+    ``role``: ``"model"`` or ``"guide"``), got a callable as its first data argument: the
+    call was written for a pair, ``entry(model, guide, x)``, and the second program would
+    otherwise reach the first as its data (failing inside the user's code, or worse)."""
+    if args and callable(args[0]) and not torch.is_tensor(args[0]):
+        found = getattr(args[0], "__name__", type(args[0]).__name__)
+        raise TypeError(f"{entry.__name__}({role}, *args) takes the {role} alone: argument 0 is "
+                        f"a callable ({found}), not data; call {entry.__name__}({role}, x)")
+
+
 def check_pair_keywords(entry, kwargs: dict, **programs) -> None:
     """Raise ``TypeError`` for a keyword argument of ``entry`` (an estimator that passes the
     keywords it does not know on to the pair) that one of ``programs`` (e.g. ``model=...,

@@ -10,7 +10,7 @@ import torch
 from pyro import poutine
 from torch.distributions import constraints
 
-from ..checks import (check_int, check_number, check_pair_call,
+from ..checks import (check_int, check_number, check_one_program_call, check_pair_call,
                       physical_memory_bytes)
 from ..pair_check import (
     DATA_PLATE,
@@ -232,10 +232,7 @@ def exact_log_evidence(
             at an end of it, or a grid too coarse or too narrow for the posterior.
     """
     check_pair_call(exact_log_evidence, kwargs, model=model)
-    if args and callable(args[0]):
-        raise TypeError("exact_log_evidence(model, *args) integrates the model alone: argument 0 "
-                        f"is a callable ({getattr(args[0], '__name__', type(args[0]).__name__)}), "
-                        "not data; pass no guide")
+    check_one_program_call(exact_log_evidence, "model", args)
     check_data(args, kwargs)
     check_int(num_points, "num_points", 3)
     check_int(chunk_size, "chunk_size")

@@ -347,8 +347,11 @@ def _note_first_batch(error: Exception, data: tuple, batch_size: int, batch_tran
         f"fit ran {called}model(*batch) and guide(*batch) on its first minibatch: "
         f"{len(data)} tensor(s) of shapes {shapes}, the first {rows} of {num_data} datapoints "
         f"(batch_size={batch_size}). A model that picks its own rows of the whole data "
-        f"(pyro.plate('data', N, subsample_size=B) indexing x) needs batch_size >= {num_data}; "
-        "a pair written for one tensor gets one per element of a data tuple."
+        f"(pyro.plate('data', N, subsample_size=B) indexing x) needs batch_size >= {num_data}, "
+        f"and so does a pyro.param with one row per datapoint ({num_data} rows, sized on the "
+        "whole data) unless the pair takes the minibatch's indices, fit(model, guide, (x, "
+        "torch.arange(N))), and indexes the parameter with them; a pair written for one "
+        "tensor gets one per element of a data tuple."
         + _device_hint(data[0].device))
 
 

@@ -21,6 +21,7 @@ from ..checks import (
     check_int,
     check_not_meta,
     check_number,
+    check_one_program_call,
     check_pair_call,
     check_program,
     check_weights_memory,
@@ -118,6 +119,7 @@ def posterior_means(guide: Callable, *args, site: str = "z", **kwargs) -> torch.
     """
     check_pair_call(posterior_means, kwargs, guide=guide)
     check_program(guide, "guide")
+    check_one_program_call(posterior_means, "guide", args)
     check_data(args, kwargs)
     with poutine.block(), torch.no_grad():
         trace = poutine.trace(guide).get_trace(*args, **kwargs)

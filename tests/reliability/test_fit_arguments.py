@@ -67,3 +67,32 @@ def test_a_refused_call_leaves_no_folder_or_lock(pair, tmp_path, bad):
     with pytest.raises((ValueError, TypeError)):
         fit(model.model, model.guide, data, checkpoint=path, progress=False, **bad)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_per_datapoint_params_under_minibatches_are_explained():
+    # a guide with one pyro.param row per datapoint, sized on all 6, fails on fit's first
+    # minibatch of 3 inside Pyro ("Shape mismatch inside plate('data') ... 3 vs 6"); the
+    # note says why and how to pass the indices
+    import pyro.distributions as dist
+    from torch.distributions import constraints
+
+    x = torch.tensor([0.0, 1.0, 3.0, 7.0, 2.0, 12.0])
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Gamma(torch.full((len(x),), 2.0), 0.5))
+            pyro.sample("x", dist.Poisson(z), obs=x)
+
+    def guide(x):
+        loc = pyro.param("loc", torch.zeros(6))
+        scale = pyro.param("scale", torch.full((6,), 0.5), constraint=constraints.positive)
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.LogNormal(loc, scale))
+
+    pyro.clear_param_store()
+    with pytest.raises(ValueError, match="Shape mismatch") as error:
+        fit(model, guide, x, batch_size=3, epochs=1, progress=False)
+    notes = " ".join(getattr(error.value, "__notes__", []))
+    assert "the first 3 of 6 datapoints" in notes
+    assert "pyro.param with one row per datapoint (6 rows" in notes
+    assert "torch.arange(N)" in notes

@@ -154,6 +154,15 @@ def test_empty_batches_are_refused_by_name():
             use()
 
 
+def test_posterior_means_of_a_pair_call_is_refused_by_name():
+    # posterior_means(model, guide, x) took the model as the guide and ran it on (guide, x):
+    # "model() takes 1 positional argument but 2 were given", from inside the user's code
+    model, guide = pair(torch.zeros(3), torch.tensor(1.0))
+    with pytest.raises(TypeError, match=r"posterior_means\(guide, \*args\) takes the guide "
+                                        r"alone: argument 0 is a callable \(guide\)"):
+        posterior_means(model, guide, torch.zeros(2))
+
+
 def test_posterior_means_of_other_event_shapes():
     loc = torch.arange(6.0).reshape(2, 3)
 
