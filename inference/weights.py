@@ -32,6 +32,7 @@ from .compiling import (
     trace_with_inputs,
 )
 from .densities import normal_log_density, plain_normal, summed_log_density
+from .progress import check_flag, progress_bar
 from .random_state import forked_rng
 from .supports import mask_outside_support
 from .pair_check import (
@@ -491,13 +492,15 @@ def check_particle_memory(model: Callable, guide: Callable, args: tuple, kwargs:
 def checked_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: dict,
                         num_samples: int, chunk_size: int | None,
                         structure: PairStructure, compile=False,
-                        name: str = "num_samples") -> torch.Tensor:
+                        name: str = "num_samples", bar=None) -> torch.Tensor:
     """Log weights ``[num_samples, batch]`` of a pair returned by :func:`checked_pair`, without
     gradients, ``chunk_size`` particles at a time; raises on NaN or ``+inf`` weights.
 
     ``compile``: as :func:`check_compile` reads it; compiled chunks come from
     :func:`compiled_log_weights`. Before anything is drawn, :func:`check_particle_memory`
-    refuses a pass that would not fit in memory, naming the count as ``name``.
+    refuses a pass that would not fit in memory, naming the count as ``name``. ``bar``: a
+    progress bar (:func:`inference.progress.progress_bar`) advanced by the weights of each
+    chunk (particles times datapoints).
     """
     backend = check_compile(compile)
     check_particle_memory(model, guide, args, kwargs, structure, num_samples, chunk_size, name)
@@ -513,6 +516,8 @@ def checked_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: d
             else:
                 chunks.append(compiled_log_weights(model, guide, args, kwargs, size, structure,
                                                    backend))
+            if bar is not None:
+                bar.update(size * structure.batch_size)
     weights = torch.cat(chunks)
     check_log_weights(weights)
     return weights
@@ -540,12 +545,14 @@ def check_data(args: tuple, kwargs: dict) -> None:
 
 def log_weights_for(use: str, model: Callable, guide: Callable, args: tuple, kwargs: dict,
                     num_samples: int, chunk_size: int | None,
-                    compile: bool | str = False) -> tuple[torch.Tensor, PairStructure]:
+                    compile: bool | str = False,
+                    progress: bool = True) -> tuple[torch.Tensor, PairStructure]:
     """Every check of an importance-weighted entry point ``use``, then its log weights.
 
     Checks, in order and before any particle is drawn: ``num_samples`` and ``chunk_size``,
-    ``compile``, the data (:func:`check_data`), the pair (:func:`checked_pair`) and the
-    memory the weights take.
+    ``compile``, ``progress``, the data (:func:`check_data`), the pair
+    (:func:`checked_pair`) and the memory the weights take. A call that runs for more than a
+    second shows a bar of the weights drawn unless ``progress`` is False.
 
     Returns:
         ``(log_w, structure)``: ``log_w: [num_samples, batch]`` from
@@ -553,11 +560,13 @@ def log_weights_for(use: str, model: Callable, guide: Callable, args: tuple, kwa
     """
     num_samples, chunk_size = check_num_samples(num_samples, chunk_size)
     check_compile(compile, model, guide, args, kwargs)
+    check_flag(progress, "progress")
     check_data(args, kwargs)
     model, guide, structure = checked_pair(model, guide, args, kwargs, use)
     check_weights_memory(num_samples, structure.batch_size, weight_itemsize(args, kwargs))
-    log_w = checked_log_weights(model, guide, args, kwargs, num_samples, chunk_size, structure,
-                                compile)
+    with progress_bar(num_samples * structure.batch_size, use, progress, "weights") as bar:
+        log_w = checked_log_weights(model, guide, args, kwargs, num_samples, chunk_size,
+                                    structure, compile, bar=bar)
     return log_w, structure
 
 
@@ -568,6 +577,7 @@ def log_importance_weights(
     num_samples: int,
     chunk_size: int | None = None,
     compile: bool | str = False,
+    progress: bool = True,
     **kwargs,
 ) -> torch.Tensor:
     """Log importance weights ``log p(x, z_k) - log q(z_k | x)`` with ``z_k ~ q(z | x)``.
@@ -587,6 +597,7 @@ def log_importance_weights(
             :func:`compiled_log_weights`): for a pair of methods of one ``nn.Module``, worth
             it when the same shapes are scored many times (seconds to a minute per new shape
             on a CPU). ``"eager"`` runs the traced graph uncompiled.
+        progress: False hides the bar a call shows after a second (weights drawn).
 
     Returns:
         ``[num_samples, batch]`` tensor, one column per datapoint, in nats. When the model
@@ -597,7 +608,7 @@ def log_importance_weights(
     """
     check_pair_call(log_importance_weights, kwargs, model=model, guide=guide)
     log_w, structure = log_weights_for("log_importance_weights", model, guide, args, kwargs,
-                                       num_samples, chunk_size, compile)
+                                       num_samples, chunk_size, compile, progress)
     return attach_subsample(log_w, structure)
 
 

@@ -68,11 +68,11 @@ from pyro.poutine.messenger import Messenger
 from torch.distributions import biject_to
 from torch.distributions import constraints as torch_constraints
 from torch.distributions.transforms import ComposeTransform, IndependentTransform
-from tqdm.auto import tqdm
 
 from ..checks import (autograd_arguments, check_int, check_number, check_pair_call,
                       check_weights_memory)
 from ..pair_check import PARTICLE_PLATE, PairStructure, data_frame, sample_sites
+from ..progress import check_flag, progress_bar
 from ..weights import (
     check_data,
     check_log_weights,
@@ -442,7 +442,7 @@ def ais_log_evidence(
     target_accept: float | None = None,
     adapt_rate: float = 0.2,
     chunk_size: int | None = None,
-    progress: bool = False,
+    progress: bool = True,
     **kwargs,
 ) -> AISResult:
     """Annealed importance sampling estimate of ``log p(x)`` per datapoint (module docstring).
@@ -478,7 +478,8 @@ def ais_log_evidence(
             the mean over the chains of nonzero weight; a finite number ``>= 0``, 0 keeps
             ``step_size`` fixed (and the estimate exactly unbiased).
         chunk_size: at most this many chains at once (chunks adapt their step sizes apart).
-        progress: show a tqdm bar over the annealing steps.
+        progress: False hides the bar over the annealing steps that a call shows after a
+            second.
 
     Returns:
         :class:`AISResult` with ``log_evidence`` and ``stderr`` ``[batch]`` and
@@ -493,6 +494,7 @@ def ais_log_evidence(
     schedule_betas = _check_options(num_chains, num_steps, transition, step_size, num_leapfrog,
                                     start, target_accept, adapt_rate, chunk_size, schedule)
     check_number(step_jitter, "step_jitter", minimum=0.0)
+    check_flag(progress, "progress")
     if not step_jitter < 1:
         raise ValueError(f"step_jitter must lie in [0, 1), got {step_jitter!r}")
     check_data(args, kwargs)
@@ -538,7 +540,8 @@ def ais_log_evidence(
                               "ais_log_evidence: the chains' initial log weights")
             if bar is None:
                 betas = schedule_betas.to(dtype=flat.dtype, device=flat.device)
-                bar = tqdm(total=len(sizes) * (len(betas) - 1), desc="AIS", disable=not progress)
+                bar = progress_bar(len(sizes) * (len(betas) - 1), "ais_log_evidence", progress,
+                                   "steps")
             eps = torch.as_tensor(step_size, dtype=flat.dtype, device=flat.device)
             eps = eps.expand(structure.batch_size).clone()
             log_w = torch.zeros(flat.shape[:2], dtype=flat.dtype, device=flat.device)

@@ -21,6 +21,7 @@ from ..checks import (
     check_weights_memory,
 )
 from ..pair_check import DATA_PLATE, PairError, PairStructure, attach_subsample, survey_pair
+from ..progress import check_flag, progress_bar
 from ..weights import (
     check_compile,
     check_data,
@@ -92,12 +93,13 @@ def _check_rows_are_datapoints(model, guide, args: tuple, kwargs: dict, n: int, 
 
 
 def elbo(model: Callable, guide: Callable, *args, num_samples: int = 1,
-         chunk_size: int | None = None, compile: bool | str = False,
+         chunk_size: int | None = None, compile: bool | str = False, progress: bool = True,
          **kwargs) -> torch.Tensor:
     """Monte Carlo ELBO ``mean_k log w_k`` per datapoint.
 
     ``compile``: score the chunks through a compiled graph, as in
-    :func:`inference.log_importance_weights`.
+    :func:`inference.log_importance_weights`. ``progress``: False hides the bar a call
+    shows after a second.
 
     Returns:
         ``[batch]`` in nats; for a model that subsamples its ``"data"`` plate, the
@@ -106,13 +108,13 @@ def elbo(model: Callable, guide: Callable, *args, num_samples: int = 1,
     """
     check_pair_call(elbo, kwargs, model=model, guide=guide)
     log_w, structure = log_weights_for("elbo", model, guide, args, kwargs, num_samples,
-                                       chunk_size, compile)
+                                       chunk_size, compile, progress)
     return attach_subsample(log_w.mean(0), structure)
 
 
 def iwae_bound(model: Callable, guide: Callable, *args, num_samples: int,
                chunk_size: int | None = None, compile: bool | str = False,
-               **kwargs) -> torch.Tensor:
+               progress: bool = True, **kwargs) -> torch.Tensor:
     """Importance-weighted bound ``log mean_k w_k`` per datapoint (Burda et al. 2015).
 
     All ``num_samples`` particles (over all chunks) score the same datapoints: an in-model
@@ -120,19 +122,21 @@ def iwae_bound(model: Callable, guide: Callable, *args, num_samples: int,
     ``compile``: score the chunks through a compiled graph, as in
     :func:`inference.log_importance_weights` (for K in the thousands on a CPU, once the
     graph is compiled, about 0.85 of the eager time: ``docs/performance.md``).
+    ``progress``: False hides the bar a call shows after a second.
 
     Returns:
         ``[batch]`` in nats.
     """
     check_pair_call(iwae_bound, kwargs, model=model, guide=guide)
     log_w, structure = log_weights_for("iwae_bound", model, guide, args, kwargs, num_samples,
-                                       chunk_size, compile)
+                                       chunk_size, compile, progress)
     return attach_subsample(log_mean_exp(log_w, 0), structure)
 
 
 def log_evidence(model: Callable, guide: Callable, x: torch.Tensor, *,
                  num_samples: int | None = None, batch_size: int = 256,
-                 chunk_size: int | None = None, compile: bool | str = False) -> torch.Tensor:
+                 chunk_size: int | None = None, compile: bool | str = False,
+                 progress: bool = True) -> torch.Tensor:
     """``log p(x)`` per datapoint in nats: IWAE_K with ``K = num_samples`` (a lower bound that
     tightens with K), exact for a fully observed pair (empty guide) at ``K = 1``.
 
@@ -142,6 +146,7 @@ def log_evidence(model: Callable, guide: Callable, x: torch.Tensor, *,
             is ``log p(x)``; a pair with latent sites must name its K (``ValueError`` naming
             the sites otherwise: one weight would be a one-sample ELBO, noisy and biased low).
         compile: score through compiled graphs (:func:`inference.log_importance_weights`).
+        progress: False hides the bar (weights drawn) a call shows after a second.
 
     Returns:
         ``[n]`` nats. Refused: a model that subsamples its own ``"data"`` plate, or whose
@@ -156,6 +161,7 @@ def log_evidence(model: Callable, guide: Callable, x: torch.Tensor, *,
     default_k = num_samples is None
     num_samples, chunk_size = check_num_samples(1 if default_k else num_samples, chunk_size)
     check_compile(compile, model, guide, (x,))
+    check_flag(progress, "progress")
     check_finite_inputs((x,), {})
     sliced = f"x (shape {list(x.shape)})"
     remedy = ("call iwae_bound, whose result says which datapoints it scored "
@@ -164,7 +170,8 @@ def log_evidence(model: Callable, guide: Callable, x: torch.Tensor, *,
                                sliced, remedy, argument="batch_size")
     itemsize = weight_itemsize((x,), {})
     out = []
-    with torch.no_grad():
+    with torch.no_grad(), progress_bar(num_samples * x.shape[0], "log_evidence", progress,
+                                       "weights") as bar:
         for i in range(0, x.shape[0], batch_size):
             part = x[i:i + batch_size]
             fixed_model, fixed_guide, structure = checked_pair(model, guide, (part,), {},
@@ -180,7 +187,7 @@ def log_evidence(model: Callable, guide: Callable, x: torch.Tensor, *,
                     "weight is exact")
             check_weights_memory(num_samples, structure.batch_size, itemsize)
             weights = checked_log_weights(fixed_model, fixed_guide, (part,), {}, num_samples,
-                                          chunk_size, structure, compile)
+                                          chunk_size, structure, compile, bar=bar)
             out.append(log_mean_exp(weights, 0))
     return torch.cat(out)
 
@@ -262,10 +269,29 @@ def _data_rows(args: tuple, kwargs: dict) -> int:
     return lengths.pop()
 
 
+def _sweep(slices: list, ks: list[int], repeats: int, chunk_size: int | None, compile,
+           per_repeat: list[list[float]], bar) -> None:
+    """Append to ``per_repeat[0]`` the ELBO and to ``per_repeat[i + 1]`` IWAE_``ks[i]`` of each
+    repeat, averaged over the datapoints of all ``slices`` (``(args, kwargs, model, guide,
+    structure)`` of a checked pair): ``max(ks)`` particles per datapoint a repeat."""
+    for _ in range(repeats):
+        sums = [0.0] * (len(ks) + 1)
+        count = 0
+        for part_args, part_kwargs, fixed_model, fixed_guide, structure in slices:
+            log_w = checked_log_weights(fixed_model, fixed_guide, part_args, part_kwargs,
+                                        ks[-1], chunk_size, structure, compile, bar=bar)
+            count += log_w.shape[1]
+            sums[0] += float(log_w.mean(0).sum())
+            for i, k in enumerate(ks):
+                sums[i + 1] += float(iwae_from_weights(log_w, k).sum())
+        for i, total in enumerate(sums):
+            per_repeat[i].append(total / count)
+
+
 def bound_sweep(model: Callable, guide: Callable, *args,
                 num_samples: Sequence[int] = (1, 10, 100, 1000, 5000), repeats: int = 3,
                 chunk_size: int | None = 500, data_batch_size: int | None = None,
-                compile: bool | str = False, **kwargs) -> BoundTable:
+                compile: bool | str = False, progress: bool = True, **kwargs) -> BoundTable:
     """Table of ELBO and IWAE_K for several K, averaged over the datapoints.
 
     Each repeat draws ``max(num_samples)`` particles per datapoint; IWAE_K for smaller K
@@ -275,7 +301,8 @@ def bound_sweep(model: Callable, guide: Callable, *args,
     keyword, ``[n, ...]`` into slices of that many rows along dim 0, so that large test sets
     are evaluated a slice at a time; each row must be one datapoint of the ``"data"`` plate,
     else the call is refused (an inner ``"data"`` plate: call without it). ``compile``: score
-    through compiled graphs (:func:`inference.log_importance_weights`).
+    through compiled graphs (:func:`inference.log_importance_weights`). ``progress``: False
+    hides the bar (weights drawn, over all repeats and slices) a call shows after a second.
 
     Returns:
         a :class:`BoundTable`; standard errors come from the spread over ``repeats`` (NaN for
@@ -288,6 +315,7 @@ def bound_sweep(model: Callable, guide: Callable, *args,
     chunk_size = None if chunk_size is None else as_int(chunk_size, "chunk_size")
     repeats = as_int(repeats, "repeats")
     check_compile(compile, model, guide, args, kwargs)
+    check_flag(progress, "progress")
     check_data(args, kwargs)
     if data_batch_size is None:
         parts = [(args, kwargs, None)]
@@ -312,18 +340,9 @@ def bound_sweep(model: Callable, guide: Callable, *args,
     check_weights_memory(ks[-1], max(s.batch_size for *_, s in slices),
                          weight_itemsize(args, kwargs))
     per_repeat = [[] for _ in range(len(ks) + 1)]
-    for _ in range(repeats):
-        sums = [0.0] * (len(ks) + 1)
-        count = 0
-        for part_args, part_kwargs, fixed_model, fixed_guide, structure in slices:
-            log_w = checked_log_weights(fixed_model, fixed_guide, part_args, part_kwargs,
-                                        ks[-1], chunk_size, structure, compile)
-            count += log_w.shape[1]
-            sums[0] += float(log_w.mean(0).sum())
-            for i, k in enumerate(ks):
-                sums[i + 1] += float(iwae_from_weights(log_w, k).sum())
-        for i, total in enumerate(sums):
-            per_repeat[i].append(total / count)
+    total = repeats * ks[-1] * sum(s.batch_size for *_, s in slices)
+    with progress_bar(total, "bound_sweep", progress, "weights") as bar:
+        _sweep(slices, ks, repeats, chunk_size, compile, per_repeat, bar)
     table = BoundTable(per_repeat=per_repeat, subsample=slices[0][-1].data_subsample)
     for (bound, k), values in zip([("elbo", 1)] + [("iwae", k) for k in ks], per_repeat):
         mean = sum(values) / repeats

@@ -40,7 +40,6 @@ import torch
 from pyro import poutine
 from pyro.distributions import Independent, MultivariateNormal, Normal
 from pyro.distributions.torch_distribution import MaskedDistribution
-from tqdm.auto import tqdm
 
 from ..checks import (autograd_arguments, check_int, check_nonempty_batch, check_number,
                       check_pair_call, check_program, check_weights_memory)
@@ -55,6 +54,7 @@ from ..pair_check import (
     site_mask,
     survey_pair,
 )
+from ..progress import bar_range, check_flag
 from ..weights import (
     check_data,
     check_num_samples,
@@ -219,7 +219,7 @@ def _local_parameters(local_guide) -> list[torch.Tensor]:
 
 def fit_local_guide(model: Callable, local_guide: LocalGaussianGuide | Callable, *args,
                     num_steps: int = 500, lr: float = 0.02, num_particles: int = 16,
-                    progress: bool = False, **kwargs) -> list[float]:
+                    progress: bool = True, **kwargs) -> list[float]:
     """Maximize each datapoint's ELBO over its own local parameters (in place).
 
     ``local_guide``: a :class:`LocalGaussianGuide`, or a pair's own local guide (a
@@ -232,6 +232,8 @@ def fit_local_guide(model: Callable, local_guide: LocalGaussianGuide | Callable,
     parameters; the model's stay untouched. The model is replayed on the local guide's
     datapoints (its :attr:`~LocalGaussianGuide.subsample` when the guide subsampled them).
 
+    ``progress``: False hides the bar over the steps that a call shows after a second.
+
     Raises:
         FloatingPointError: a step's loss or gradients are NaN or infinite (the step is named,
             and not applied).
@@ -241,6 +243,7 @@ def fit_local_guide(model: Callable, local_guide: LocalGaussianGuide | Callable,
     """
     check_pair_call(fit_local_guide, kwargs, model=model, local_guide=local_guide)
     _check_fit_arguments(num_steps, lr, num_particles)
+    check_flag(progress, "progress")
     _local_parameters(local_guide)
     check_nonempty_batch(args, kwargs)
     args, kwargs = autograd_arguments(args, kwargs)
@@ -262,7 +265,7 @@ def fit_local_guide(model: Callable, local_guide: LocalGaussianGuide | Callable,
     history = []
     # gradients are the point here, also when called under no_grad or inference_mode
     with pyro.validation_enabled(False), torch.inference_mode(False):
-        for step in tqdm(range(num_steps), desc="local guides", disable=not progress):
+        for step in bar_range(num_steps, "fit_local_guide", progress):
             with poutine.block(), torch.enable_grad():
                 log_w = particle_log_weights(model, local_guide, args, kwargs,
                                              num_particles, structure)
@@ -401,7 +404,7 @@ def _check_evidence_above(log_evidence: torch.Tensor, iwae: torch.Tensor, which:
 def amortization_gap(model: Callable, guide: Callable, *args,
                      log_evidence: torch.Tensor | None = None, num_steps: int = 500,
                      lr: float = 0.02, num_particles: int = 16, num_eval_samples: int = 1000,
-                     chunk_size: int | None = None, progress: bool = False,
+                     chunk_size: int | None = None, progress: bool = True,
                      **kwargs) -> GapResult:
     """Amortization and approximation gaps of ``guide`` on the datapoints in ``args`` [1].
 
@@ -416,6 +419,7 @@ def amortization_gap(model: Callable, guide: Callable, *args,
             (:func:`fit_local_guide`).
         num_eval_samples: draws for each final ELBO estimate (standard error
             ``sd(log w) / sqrt(num_eval_samples)``).
+        progress: False hides the bar of the local guides' steps (shown after a second).
 
     Returns:
         :class:`GapResult` with ``[batch]`` tensors in nats.
@@ -431,6 +435,7 @@ def amortization_gap(model: Callable, guide: Callable, *args,
     check_int(num_eval_samples, "num_eval_samples", 2)  # two at least, for a standard error
     num_eval_samples, chunk_size = check_num_samples(num_eval_samples, chunk_size)
     _check_fit_arguments(num_steps, lr, num_particles)
+    check_flag(progress, "progress")
     check_data(args, kwargs)
     args, kwargs = autograd_arguments(args, kwargs)  # the local guides are fitted by gradient
     # one subsample (when the model draws one) for every estimate below

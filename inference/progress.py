@@ -1,0 +1,37 @@
+"""Progress bars of long estimates: a call shows its bar once it has run for a second.
+
+The estimators count the log weights they draw (particles times datapoints), AIS its
+annealing steps, the local-guide fits their optimizer steps. A call that ends within
+:data:`DELAY_SECONDS` prints nothing, so tests and quick estimates stay quiet; the bar is
+removed when the call ends (``leave=False``), and ``progress=False`` turns it off.
+"""
+
+from __future__ import annotations
+
+from tqdm.auto import tqdm
+
+# Seconds a call runs before its bar appears (tqdm's ``delay``).
+DELAY_SECONDS = 1.0
+
+
+def check_flag(value, name: str) -> bool:
+    """``value`` when it is True or False, else ``TypeError`` naming ``name``: ``progress=0``
+    or ``"no"`` would otherwise be read by truth value."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def progress_bar(total: int, desc: str, progress: bool, unit: str = "it") -> tqdm:
+    """A bar of ``total`` units, shown after :data:`DELAY_SECONDS` unless ``progress`` is
+    False; ``update(n)`` it as the work is done, and ``close()`` it (or use it in ``with``)."""
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=unit != "it",
+                delay=DELAY_SECONDS, leave=False, disable=not progress)
+
+
+def bar_range(count: int, desc: str, progress: bool):
+    """``range(count)`` advancing a :func:`progress_bar` of ``count`` steps as it goes."""
+    with progress_bar(count, desc, progress, "steps") as bar:
+        for step in range(count):
+            yield step
+            bar.update()
