@@ -49,11 +49,12 @@ from scaffold.plots import image_grid
 from scaffold.flags import (
     check_count,
     data_flags,
-    nonnegative_int,
     numbers,
     pixelcnn_flags,
     positive_int,
+    positive_step_count,
     script_parser,
+    step_count,
     training_flags,
 )
 from scaffold.runs import finish_run, start_run
@@ -232,10 +233,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = script_parser(__doc__, "runs/completion")
     data_flags(parser, num_train=0, num_test=0)
     numbers(parser, latent_dim=16, hidden=200, vae_epochs=150, map_steps=300)
-    parser.add_argument("--mwg-steps", type=positive_int, default=400,
+    parser.add_argument("--mwg-steps", type=positive_step_count, default=400,
                         help="Metropolis-within-Gibbs sweeps, the first half burn-in")
     pixelcnn_flags(parser, channels=32, blocks=4)
-    parser.add_argument("--pixelcnn-epochs", type=nonnegative_int, default=60,
+    parser.add_argument("--pixelcnn-epochs", type=step_count, default=60,
                         help="0: no PixelCNN")
     parser.add_argument("--num-draws", type=positive_int, default=10,
                         help="PixelCNN samples averaged")

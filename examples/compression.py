@@ -61,6 +61,7 @@ from inference.coding.bits_back import (
 )
 from inference.coding.range_coding import decode_images, decode_words, encode_images, encode_words
 from scaffold.flags import (
+    check_count,
     flag_error,
     integer_in,
     nonnegative_int,
@@ -68,6 +69,7 @@ from scaffold.flags import (
     positive_int,
     refused_as_usage,
     script_parser,
+    step_count,
     training_flags,
 )
 from scaffold.plots import save_figure
@@ -125,6 +127,8 @@ def compress_text(args) -> tuple[list[dict], dict]:
     except (FileNotFoundError, ValueError) as error:  # before any training
         raise flag_error("compression", "--words", str(error)) from None
     vocab = Vocabulary.from_words(words.words)
+    check_count("compression", "--num-test-words", args.num_test_words, len(words.test),
+                f"the test split of {words.source}")
     test_words = words.test[:args.num_test_words] if args.num_test_words else words.test
     with refused_as_usage("compression", "--order"):  # an order beyond int64 indices
         lm = NGramModel(args.order, vocab)
@@ -325,10 +329,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="0: the whole test split")
     parser.add_argument("--order", type=positive_int, default=5, help="n of the n-gram")
     parser.add_argument("--num-test-images", type=nonnegative_int, default=0, help="0: all 300")
-    parser.add_argument("--epochs", type=nonnegative_int, default=10,
+    parser.add_argument("--epochs", type=step_count, default=10,
                         help="PixelCNN epochs (0: skip it)")
     pixelcnn_flags(parser, channels=32, blocks=4)
-    parser.add_argument("--vae-epochs", type=nonnegative_int, default=100,
+    parser.add_argument("--vae-epochs", type=step_count, default=100,
                         help="VAE epochs for bits-back coding (0: skip it)")
     parser.add_argument("--latent-bits", type=integer_in(1, MAX_LATENT_BITS), default=8,
                         help=f"bits-back: 2^b buckets per latent dimension, b in "

@@ -95,10 +95,10 @@ from ppl_models import (  # noqa: E402
 )
 from ppl_models.audio import DEFAULT_RATE  # noqa: E402
 from scaffold.flags import (  # noqa: E402
-    nonnegative_int,
     positive_float,
     positive_int,
     script_parser,
+    step_count,
 )
 from scaffold.runs import finish_run, start_run, writable_folder  # noqa: E402
 
@@ -586,12 +586,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="test images used (the first N; at least 2 of each class, and "
                              "twice --outliers-per-side)")
     parser.add_argument("--hidden", type=positive_int, default=500, help="VAE MLP hidden units")
-    parser.add_argument("--vae-epochs", type=nonnegative_int, default=15)
+    parser.add_argument("--vae-epochs", type=step_count, default=15)
     parser.add_argument("--pixelcnn-num-train", type=positive_int, default=4000,
                         help="PixelCNN training images (the first N)")
     parser.add_argument("--pixelcnn-channels", type=positive_int, default=24)
     parser.add_argument("--pixelcnn-blocks", type=positive_int, default=3)
-    parser.add_argument("--pixelcnn-epochs", type=nonnegative_int, default=2)
+    parser.add_argument("--pixelcnn-epochs", type=step_count, default=2)
     parser.add_argument("--samples-per-class", type=positive_int, default=10)
     parser.add_argument("--completions", type=positive_int, default=4,
                         help="PixelCNN draws per image")
@@ -600,14 +600,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--lm-num-train", type=positive_int, default=20000,
                         help="language models' training words (the first N)")
     parser.add_argument("--gru-hidden", type=positive_int, default=128)
-    parser.add_argument("--gru-epochs", type=nonnegative_int, default=3)
+    parser.add_argument("--gru-epochs", type=step_count, default=3)
     parser.add_argument("--num-words", type=positive_int, default=8, help="sampled words per model")
     parser.add_argument("--audio", choices=["auto", "speech", "synthetic"], default="auto",
                         help="auto: espeak-ng speech when installed, else the synthetic voice")
     parser.add_argument("--audio-seconds", type=positive_float, default=30.0,
                         help="length of the synthetic signal (at least two WaveNet segments, "
                              f"{2 * SEGMENT / DEFAULT_RATE:g} s)")
-    parser.add_argument("--wavenet-epochs", type=nonnegative_int, default=15)
+    parser.add_argument("--wavenet-epochs", type=step_count, default=15)
     parser.add_argument("--generate-seconds", type=positive_float, default=2.0,
                         help=f"audio the WaveNet generates (at least one sample, "
                              f"1/{DEFAULT_RATE} s)")

@@ -44,12 +44,13 @@ from scaffold.plots import image_grid, save_figure
 from scaffold.flags import (
     check_count,
     data_flags,
-    nonnegative_int,
     numbers,
     pixelcnn_flags,
     positive_int,
     probability,
+    refused_as_usage,
     script_parser,
+    step_count,
     training_flags,
 )
 from scaffold.runs import finish_run, start_run
@@ -192,7 +193,8 @@ def plot_histograms(pairs: dict, sets: dict, device, path: Path) -> None:
 def main(args: argparse.Namespace) -> dict:
     out, device, start = start_run(args)
 
-    data = load_images(args.dataset, root=args.data_root)
+    with refused_as_usage("outliers", "--data-root"):  # a missing or corrupt data file
+        data = load_images(args.dataset, root=args.data_root)
     binary = data.binarized(args.seed)
     inlier = torch.tensor(args.inlier_classes)
 
@@ -250,7 +252,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="probability that a pixel of the VAE background's training data "
                              "is flipped")
     pixelcnn_flags(parser, channels=32, blocks=4)
-    parser.add_argument("--pixelcnn-epochs", type=nonnegative_int, default=30)
+    parser.add_argument("--pixelcnn-epochs", type=step_count, default=30)
     training_flags(parser, epochs=None, batch_size=64, lr=3e-3)
     args = parser.parse_args(argv)
     if len(set(args.inlier_classes)) == 10:

@@ -40,7 +40,7 @@ from scaffold.flags import (
     integer_in,
     numbers,
     objective_flags,
-    positive_int,
+    positive_step_count,
     script_parser,
     training_flags,
 )
@@ -162,9 +162,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     evidence_flags(parser, max_k=1000, repeats=3)
     parser.add_argument("--ais-chains", type=integer_in(2), default=16,
                         help="AIS chains per test point (two at least, for a standard error)")
-    parser.add_argument("--ais-steps", type=positive_int, default=100,
+    parser.add_argument("--ais-steps", type=positive_step_count, default=100,
                         help="AIS intermediate densities")
-    parser.add_argument("--gap-steps", type=positive_int, default=300,
+    parser.add_argument("--gap-steps", type=positive_step_count, default=300,
                         help="optimization steps of the per-datapoint guides")
     args = parser.parse_args(argv)
     if args.max_k < MIN_PARETO_SAMPLES:

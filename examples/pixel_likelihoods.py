@@ -32,6 +32,7 @@ from scaffold.flags import (
     data_flags,
     numbers,
     positive_int,
+    refused_as_usage,
     script_parser,
     training_flags,
 )
@@ -44,7 +45,8 @@ from ppl_models.vae import VAE
 
 def main(args: argparse.Namespace) -> dict:
     out, device, start = start_run(args)
-    data = load_images(args.dataset, root=args.data_root)
+    with refused_as_usage("pixel_likelihoods", "--data-root"):  # a missing or corrupt data file
+        data = load_images(args.dataset, root=args.data_root)
     num_dims = math.prod(data.image_shape)
     check_count("pixel_likelihoods", "--num-train", args.num_train, len(data.train),
                 f"the {data.name} training split")

@@ -51,6 +51,7 @@ from scaffold.flags import (
     nonnegative_int,
     odd_positive_int,
     positive_int,
+    refused_as_usage,
     script_parser,
     training_flags,
 )
@@ -171,7 +172,8 @@ def plot_kl_bars(results: dict, path: Path) -> None:
 def main(args: argparse.Namespace) -> dict:
     out, device, start = start_run(args)
 
-    data = load_images(args.dataset, root=args.data_root)
+    with refused_as_usage("pixel_vae", "--data-root"):  # a missing or corrupt data file
+        data = load_images(args.dataset, root=args.data_root)
     train, test, batch_transform = training_representation(data, "bernoulli",
                                                            args.binarization, args.seed)
     check_count("pixel_vae", "--num-train", args.num_train, len(train),

@@ -50,6 +50,7 @@ from scaffold.flags import (
     fraction_below_one,
     odd_positive_int,
     positive_int,
+    refused_as_usage,
     script_parser,
     training_flags,
 )
@@ -102,7 +103,8 @@ def main(args: argparse.Namespace) -> dict:
     out, device, start = start_run(args)
     pyro.clear_param_store()
 
-    data = load_images(args.dataset, args.data_root, args.download)
+    with refused_as_usage("pixelcnn", "--data-root"):  # a missing or corrupt data file
+        data = load_images(args.dataset, args.data_root, args.download)
     train, test, transform = training_representation(data, args.likelihood, args.binarization,
                                                      args.seed)
     for flag, count, split, word in (("--num-train", args.num_train, data.train, "training"),

@@ -53,6 +53,7 @@ from scaffold.flags import (
     positive_float,
     positive_int,
     script_parser,
+    step_count,
 )
 from scaffold.runs import finish_run, start_run
 from ppl_models.data import load_images
@@ -280,7 +281,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num-test", type=nonnegative_int, default=None,
                         help="queries = first N test images (default: 300 digits, 1000 "
                              "Fashion-MNIST)")
-    parser.add_argument("--epochs", type=nonnegative_int, default=None,
+    parser.add_argument("--epochs", type=step_count, default=None,
                         help="VAE and autoencoder epochs (default: 100 digits, 10 Fashion-MNIST)")
     parser.add_argument("--latent-dim", type=positive_int, default=16)
     parser.add_argument("--hidden", type=positive_int, default=200)

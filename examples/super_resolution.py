@@ -54,13 +54,16 @@ from tqdm.auto import tqdm
 from inference import KeepBest, fit
 from scaffold.plots import image_grid
 from scaffold.flags import (
+    MAX_STEPS,
     check_count,
     flag_error,
     integer_in,
     nonnegative_int,
     positive_float,
     positive_int,
+    positive_step_count,
     script_parser,
+    step_count,
 )
 from scaffold.runs import finish_run, start_run
 from inference.uses.super_resolution import (
@@ -308,19 +311,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="first test images for the PixelCNN chain")
     parser.add_argument("--latent-dim", type=positive_int, default=16)
     parser.add_argument("--hidden", type=positive_int, default=200)
-    parser.add_argument("--vae-epochs", type=nonnegative_int, default=150)
-    parser.add_argument("--map-steps", type=nonnegative_int, default=300)
-    parser.add_argument("--mwg-steps", type=positive_int, default=400,
+    parser.add_argument("--vae-epochs", type=step_count, default=150)
+    parser.add_argument("--map-steps", type=step_count, default=300)
+    parser.add_argument("--mwg-steps", type=positive_step_count, default=400,
                         help="Metropolis-within-Gibbs sweeps, the first half burn-in")
-    parser.add_argument("--mh-steps", type=integer_in(2), default=1600,
+    parser.add_argument("--mh-steps", type=integer_in(2, MAX_STEPS), default=1600,
                         help="random-walk Metropolis steps on z (at least 2), the first half "
                              "adapting")
     parser.add_argument("--channels", type=positive_int, default=32, help="PixelCNN channels")
     parser.add_argument("--blocks", type=positive_int, default=None,
                         help="PixelCNN residual blocks (default: by image size)")
-    parser.add_argument("--pixelcnn-epochs", type=nonnegative_int, default=60,
+    parser.add_argument("--pixelcnn-epochs", type=step_count, default=60,
                         help="0: no PixelCNN")
-    parser.add_argument("--gibbs-sweeps", type=positive_int, default=60,
+    parser.add_argument("--gibbs-sweeps", type=positive_step_count, default=60,
                         help="PixelCNN Gibbs sweeps, the first half burn-in")
     parser.add_argument("--gibbs-check", action="store_true",
                         help="also run the PixelCNN chain from the true images: a chain that "

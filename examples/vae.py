@@ -37,6 +37,7 @@ from inference import (
     discrete_log_likelihood_bound,
     expected_log_likelihood,
     fit,
+    init_process_group,
     kl_per_dimension,
     posterior_means,
     probe_accuracy,
@@ -53,6 +54,7 @@ from scaffold.flags import (
     nonnegative_int,
     numbers,
     objective_flags,
+    refused_as_usage,
     script_parser,
     training_flags,
 )
@@ -118,8 +120,15 @@ def train_baselines(args, shape, train, batch_transform, device) -> dict:
 def main(args: argparse.Namespace) -> dict:
     out, device, start = start_run(args)
     pyro.clear_param_store()
+    if args.distributed:  # on by default whenever WORLD_SIZE is set
+        try:
+            device = init_process_group(device)
+        except ValueError as error:  # not under torchrun: refused before any work
+            raise flag_error("vae", "--distributed", f"{error}; or pass --no-distributed to "
+                                                     "train in this process alone") from None
 
-    data = load_images(args.dataset, root=args.data_root, download=args.download)
+    with refused_as_usage("vae", "--data-root"):  # a missing or corrupt data file
+        data = load_images(args.dataset, root=args.data_root, download=args.download)
     train, test, batch_transform = training_representation(data, args.likelihood,
                                                            args.binarization, args.seed)
     train_labels, test_labels = data.train.labels, data.test.labels
@@ -135,7 +144,8 @@ def main(args: argparse.Namespace) -> dict:
     shape = data.image_shape
     num_dims = math.prod(shape)
 
-    vae = VAE(shape, args.latent_dim, args.likelihood, args.network, tuple(args.hidden))
+    with refused_as_usage("vae"):  # networks too large for memory, a conv net off 28x28
+        vae = VAE(shape, args.latent_dim, args.likelihood, args.network, tuple(args.hidden))
     history = fit(vae.model, vae.guide, train, loss=args.objective,
                   num_particles=args.num_particles, epochs=args.epochs,
                   batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device,
@@ -251,9 +261,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     evidence_flags(parser, max_k=5000, repeats=3, chunk_size=500, eval_batch_size=100)
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoints in --out-dir")
-    parser.add_argument("--distributed", action="store_true", default="WORLD_SIZE" in os.environ,
+    parser.add_argument("--distributed", action=argparse.BooleanOptionalAction,
+                        default="WORLD_SIZE" in os.environ,
                         help="data-parallel training over torch.distributed (on by default "
-                             "under torchrun)")
+                             "under torchrun, or wherever WORLD_SIZE is set)")
     args = parser.parse_args(argv)
     if args.num_test == 1:
         parser.error("argument --num-test: the active-unit count needs at least 2 test images")

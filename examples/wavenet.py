@@ -39,6 +39,7 @@ import torch  # noqa: E402
 from inference import fit  # noqa: E402
 from scaffold.plots import save_figure  # noqa: E402
 from scaffold.flags import (  # noqa: E402
+    check_not_an_output,
     integer_in,
     numbers,
     positive_float,
@@ -93,11 +94,14 @@ def plot_waveforms(real: torch.Tensor, generated: torch.Tensor, rate: int, path:
 # Each sampler draws one sample a step (the naive one runs the whole receptive field each
 # time): a million samples, two minutes of audio at 8 kHz, already takes hours.
 MAX_GENERATE = 10**6
+# The files a run writes into --out-dir.
+OUTPUTS = ("metrics.json", "generated.wav", "data.wav", "waveforms.png")
 
 
 def main(args: argparse.Namespace) -> dict:
     out, device, start = start_run(args)
     pyro.clear_param_store()
+    check_not_an_output("wavenet", "--wav", args.wav, out, OUTPUTS)
 
     with refused_as_usage("wavenet"):  # the signal, its segments and the network's size
         signal = load_signal(args.wav or args.source, rate=args.rate, seconds=args.seconds,
@@ -147,7 +151,7 @@ def main(args: argparse.Namespace) -> dict:
     print(f"generating {args.num_generate} samples: naive {naive_seconds:.2f} s, fast "
           f"{fast_seconds:.2f} s, ratio {metrics['naive_over_fast']:.1f}, identical samples: "
           f"{metrics['samples_identical']}")
-    return finish_run(out, metrics, start, "metrics.json, generated.wav, data.wav, waveforms.png")
+    return finish_run(out, metrics, start, ", ".join(OUTPUTS))
 
 
 def parse_args(argv=None) -> argparse.Namespace:

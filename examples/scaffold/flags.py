@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import math
 import os
+from pathlib import Path
 
 def _integer(text: str, minimum: int, what: str) -> int:
     try:
@@ -106,6 +107,15 @@ def integer_in(minimum: int, maximum: int | None = None):
     return parse
 
 
+# The most steps, sweeps or epochs a flag takes: the examples' defaults are tens to
+# thousands, and 10**12 would run for ever without a word.
+MAX_STEPS = 10**6
+step_count = integer_in(0, MAX_STEPS)
+"""The argparse type of a count of epochs, steps or sweeps that may be 0."""
+positive_step_count = integer_in(1, MAX_STEPS)
+"""The argparse type of a count of steps or sweeps of at least 1."""
+
+
 def odd_positive_int(text: str) -> int:
     """An odd integer >= 1 (the kernel sizes of a PixelCNN's masked convolutions)."""
     value = _integer(text, 1, "an odd positive integer")
@@ -149,6 +159,21 @@ def check_count(script: str, flag: str, count: int | None, available: int, what:
         raise flag_error(script, flag, f"{count} asked for, but {what} holds {available}")
 
 
+def check_not_an_output(script: str, flag: str, path: str | None, out_dir: Path,
+                        outputs: tuple[str, ...]) -> None:
+    """Refuse ``flag``'s input file ``path`` when it is one of the ``outputs`` the run writes
+    into ``out_dir`` (links and relative paths resolved): the run would replace the user's
+    file with its own."""
+    if path is None:
+        return
+    given = Path(path).resolve()
+    for name in outputs:
+        if given == (Path(out_dir) / name).resolve():
+            raise flag_error(script, flag, f"{path} is the file this run writes its own {name} "
+                                           f"to in --out-dir {out_dir}, which would replace it: "
+                                           "pass another --out-dir, or move the file")
+
+
 def evaluation_ks(max_k: int, ladder: tuple[int, ...] = (1, 10, 100, 1000, 5000)) -> list[int]:
     """The K of a bound sweep: the ``ladder``'s values below ``--max-k``, and ``max_k``
     itself (``--max-k 20000`` evaluates K = 20000, ``--max-k 7`` K = 7, not the ladder's
@@ -179,10 +204,14 @@ ZERO_ALLOWED = ("epochs", "warmup", "num_train", "num_test", "steps")
 
 def size_type(name: str, default: int | float):
     """The argparse type of a numeric flag: sizes and counts must be positive; epochs, step
-    counts and ``--num-train/--num-test`` (0: all) may be zero; floats must be finite and
-    non-negative, learning rates positive."""
+    counts and ``--num-train/--num-test`` (0: all) may be zero; epochs, steps and sweeps are
+    at most :data:`MAX_STEPS`; floats must be finite and non-negative, learning rates
+    positive."""
     if isinstance(default, float):
         return positive_float if "lr" in name.split("_") else nonnegative_float
+    if any(word in name.split("_") for word in ("epochs", "steps", "sweeps")):
+        return step_count if default == 0 or any(w in name for w in ZERO_ALLOWED) \
+            else positive_step_count
     if default == 0 or any(word in name for word in ZERO_ALLOWED):
         return nonnegative_int
     return positive_int
@@ -250,7 +279,7 @@ def training_flags(parser: argparse.ArgumentParser, *, epochs: int | None, batch
                    lr: float) -> None:
     """``--epochs`` (left out when ``epochs`` is None), ``--batch-size`` and ``--lr`` (Adam)."""
     if epochs is not None:
-        parser.add_argument("--epochs", type=nonnegative_int, default=epochs,
+        parser.add_argument("--epochs", type=step_count, default=epochs,
                             help="training epochs")
     parser.add_argument("--batch-size", type=positive_int, default=batch_size,
                         help="training minibatch")

@@ -61,17 +61,22 @@ def parse(script: str, argv: list[str]):
     ("toy_manifold", ["--noise-scale", "0"], "--noise-scale: must be a finite positive number"),
     ("toy_manifold", ["--noise-scale", "10"], "--noise-scale: must be at most 1, got 10"),
     # each of these failed in the library after training (or after training and AIS)
-    ("own_pair", ["--gap-steps", "0"], "--gap-steps: must be a positive integer"),
+    # 10**12 steps ran for ever after training the VAE
+    ("completion", ["--map-steps", "1000000000000"], "--map-steps: must be an integer in 0..1000000"),
+    ("super_resolution", ["--mh-steps", "1000000000000"],
+     "--mh-steps: must be an integer in 2..1000000"),
+    ("vae", ["--epochs", "1000000000000"], "--epochs: must be an integer in 0..1000000"),
+    ("own_pair", ["--gap-steps", "0"], "--gap-steps: must be an integer in 1..1000000"),
     ("own_pair", ["--ais-chains", "1"], "--ais-chains: must be an integer >= 2"),
-    ("own_pair", ["--ais-steps", "0"], "--ais-steps: must be a positive integer"),
+    ("own_pair", ["--ais-steps", "0"], "--ais-steps: must be an integer in 1..1000000"),
     ("super_resolution", ["--factors", "2", "1"], "--factors: must be an integer >= 2"),
-    ("super_resolution", ["--mwg-steps", "0"], "--mwg-steps: must be a positive integer"),
-    ("super_resolution", ["--mh-steps", "1"], "--mh-steps: must be an integer >= 2"),
-    ("super_resolution", ["--gibbs-sweeps", "0"], "--gibbs-sweeps: must be a positive integer"),
+    ("super_resolution", ["--mwg-steps", "0"], "--mwg-steps: must be an integer in 1..1000000"),
+    ("super_resolution", ["--mh-steps", "1"], "--mh-steps: must be an integer in 2..1000000"),
+    ("super_resolution", ["--gibbs-sweeps", "0"], "--gibbs-sweeps: must be an integer in 1..1000000"),
     ("super_resolution", ["--subset-size", "1"], "--subset-size: must be an integer >= 2"),
     ("super_resolution", ["--factors", "8", "--subset-size", "17"],
      "--subset-size: the PixelCNN Gibbs step would enumerate 2^17 fillings"),
-    ("completion", ["--mwg-steps", "0"], "--mwg-steps: must be a positive integer"),
+    ("completion", ["--mwg-steps", "0"], "--mwg-steps: must be an integer in 1..1000000"),
     ("compression", ["--latent-bits", "17"], "--latent-bits: must be an integer in 1..16"),
     ("compression", ["--latent-bits", "0"], "--latent-bits: must be an integer in 1..16"),
     ("compression", ["--num-train", "0"], "--num-train: must be a positive integer"),
@@ -158,6 +163,9 @@ def long_line(tmp_path):
     ("vae", ["--num-test", "301"], "--num-test: 301 asked for, but the digits test split holds"),
     ("pixelcnn", ["--num-valid", "201"],
      "--num-valid: 201 asked for, but the digits validation split holds 200"),
+    # 10**9 test words were cut to the split's 6388 without a word
+    ("compression", ["--num-test-words", "1000000000"],
+     "--num-test-words: 1000000000 asked for, but the test split of"),
     ("outliers", ["--num-train", "1000"], "--num-train: 1000 asked for, but the inlier part "
      "(classes [0, 1, 2, 3, 4]) of the digits training split holds"),
 ])
@@ -278,3 +286,21 @@ def test_a_max_k_off_the_ladder_is_evaluated_itself():
     assert evaluation_ks(20000) == [1, 10, 100, 1000, 5000, 20000]
     assert evaluation_ks(5000) == [1, 10, 100, 1000, 5000]
     assert evaluation_ks(1) == [1]
+
+
+def test_an_input_file_the_run_would_write_over_is_refused(tmp_path, keep_threads):
+    # wavenet.py --wav D/data.wav --out-dir D replaced the user's 16 kHz recording with the
+    # run's 8 kHz mu-law copy, exit 0
+    from ppl_models.audio import synthetic_signal, write_wav
+
+    out = tmp_path / "run"
+    out.mkdir()
+    write_wav(out / "data.wav", synthetic_signal(0.2, 16000, seed=0), 16000)
+    before = (out / "data.wav").read_bytes()
+    module = load("wavenet")
+    args = module.parse_args(["--wav", str(out / "data.wav"), "--out-dir", str(out),
+                              "--threads", "1"])
+    with pytest.raises(SystemExit, match=r"argument --wav: .*data.wav is the file this run "
+                                          r"writes its own data.wav to"):
+        module.main(args)
+    assert (out / "data.wav").read_bytes() == before
