@@ -137,13 +137,16 @@ def nll_scores(log_p: torch.Tensor) -> torch.Tensor:
 
 def likelihood_ratio_scores(log_p: torch.Tensor, background_log_p: torch.Tensor) -> torch.Tensor:
     """``-(log p(x) - log p_0(x))`` of a model and its background model [2]: ``[n]``, ``[n]``
-    -> ``[n]``."""
+    -> ``[n]``, in the two inputs' dtype promoted together, float32 at least: the difference
+    of two finite float16 log densities can overflow float16 (60000 - -60000)."""
     log_p = _log_densities(log_p, "log_p")
     background_log_p = _log_densities(background_log_p, "background_log_p")
     if log_p.shape != background_log_p.shape:
         raise ValueError(f"log_p {list(log_p.shape)} and background_log_p "
                          f"{list(background_log_p.shape)} must have the same shape")
-    return background_log_p - log_p
+    dtype = torch.promote_types(torch.promote_types(log_p.dtype, background_log_p.dtype),
+                                torch.float32)
+    return background_log_p.to(dtype) - log_p.to(dtype)
 
 
 def typicality_scores(log_p: torch.Tensor, reference_log_p: torch.Tensor,

@@ -27,7 +27,8 @@ from ..checks import (
     check_weights_memory,
 )
 from ..pair_check import DATA_PLATE, data_frame, inspect_pair, sample_sites, trace_pair
-from ..weights import check_data, trace_log_density, vectorized_traces, weight_itemsize
+from ..weights import (check_data, check_particle_memory, trace_log_density,
+                       vectorized_traces, weight_itemsize)
 
 
 def _batch_first(node) -> bool:
@@ -199,6 +200,9 @@ def expected_log_likelihood(model: Callable, guide: Callable, *args, num_samples
     check_data(args, kwargs)
     structure = inspect_pair(model, guide, args, kwargs, use="elbo")  # an ELBO term
     check_weights_memory(num_samples, structure.batch_size, weight_itemsize(args, kwargs))
+    # all draws in one vectorized pass: refused, naming num_samples, beyond the memory
+    check_particle_memory(model, guide, args, kwargs, structure, num_samples, None,
+                          chunkable=False)
     with poutine.block(), torch.no_grad():
         model_trace, _ = vectorized_traces(model, guide, args, kwargs, num_samples,
                                            structure.max_plate_nesting + 1)

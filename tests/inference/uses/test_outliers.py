@@ -151,6 +151,10 @@ def test_scores_accept_integer_log_densities():
     assert nll_scores(log_p).dtype == torch.get_default_dtype()
     assert likelihood_ratio_scores(log_p, torch.tensor([-2, -1, -10, -2])).tolist() == \
         [-1.0, 2.0, 0.0, 0.0]
+    # two finite float16 log densities whose difference float16 cannot hold: it was inf
+    half = likelihood_ratio_scores(torch.tensor([60000.0], dtype=torch.float16),
+                                   torch.tensor([-60000.0], dtype=torch.float16))
+    assert half.dtype == torch.float32 and half.tolist() == [-120000.0]
     with pytest.raises(TypeError, match="reference_log_p must hold real log densities, got "
                                         "dtype torch.bool"):
         typicality_scores(log_p.float(), torch.tensor([True]))

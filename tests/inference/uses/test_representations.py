@@ -163,6 +163,17 @@ def test_posterior_means_of_a_pair_call_is_refused_by_name():
         posterior_means(model, guide, torch.zeros(2))
 
 
+def test_expected_log_likelihood_counts_its_particles_first():
+    # 10**9 draws in one vectorized pass failed inside Pyro with the allocator's error
+    from ppl_models import VAE
+
+    vae = VAE((1, 8, 8), 4, "bernoulli", "mlp", (16,)).eval()
+    x = (torch.rand(3, 1, 8, 8) > 0.5).float()
+    with pytest.raises(ValueError, match=r"num_samples=1000000000 particles for 3 datapoints: "
+                                         r"all in one pass.*lower num_samples"):
+        expected_log_likelihood(vae.model, vae.guide, x, num_samples=10**9)
+
+
 def test_posterior_means_of_other_event_shapes():
     loc = torch.arange(6.0).reshape(2, 3)
 
