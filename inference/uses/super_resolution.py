@@ -716,31 +716,32 @@ def _gibbs_start_scores(init, y: torch.Tensor, factor: int, shape: tuple[int, ..
 
 def _redraw_subset(flat: torch.Tensor, pos: torch.Tensor, fillings: list[torch.Tensor],
                    image_shape: tuple[int, ...], score, generator: torch.Generator | None,
-                   where: str) -> torch.Tensor:
+                   where: str, max_batch: int) -> torch.Tensor:
     """One block Gibbs step: redraw the pixels ``pos: [k]`` (part of one block) of every
     image in ``flat: [batch, C * H * W]``, in place, from their exact conditional given the
     other pixels and their own sum, over the ``fillings[s]: [K_s, k]`` with that sum, each
     scored by ``score: [n, *image_shape] -> [n]``. Returns ``E[x_pos | rest, y]``,
     ``[batch, k]``; ``where`` (sweep and block) names a bad score (:func:`_check_block_scores`).
+    The candidate images are made for ``max(1, max_batch // K_s)`` rows at a time, so that at
+    most ``max(max_batch, K_s)`` of them are held at once.
     """
     current = flat[:, pos]  # [batch, k]
     expected = current.clone()
     ones = current.sum(1).long()
     for value in range(1, len(pos)):  # all zeros or all ones: a single filling, kept
-        rows = (ones == value).nonzero()[:, 0]
-        if not len(rows):
-            continue
         configs = fillings[value].to(flat.dtype)  # [K, k]
         K = len(configs)
-        candidates = flat[rows][:, None, :].repeat(1, K, 1)
-        candidates[:, :, pos] = configs
-        lp = score(candidates.reshape(-1, *image_shape)).reshape(-1, K)
-        _check_block_scores(lp, rows, where)
-        gumbel = -torch.log(-torch.log(torch.rand(lp.shape, generator=generator,
-                                                  device=flat.device, dtype=lp.dtype)))
-        choice = (lp + gumbel).argmax(-1)
-        flat[rows[:, None], pos] = configs[choice]
-        expected[rows] = lp.softmax(-1).to(flat.dtype) @ configs
+        matching = (ones == value).nonzero()[:, 0]
+        for rows in matching.split(max(1, max_batch // K)):
+            candidates = flat[rows][:, None, :].repeat(1, K, 1)  # [rows, K, C * H * W]
+            candidates[:, :, pos] = configs
+            lp = score(candidates.reshape(-1, *image_shape)).reshape(-1, K)
+            _check_block_scores(lp, rows, where)
+            gumbel = -torch.log(-torch.log(torch.rand(lp.shape, generator=generator,
+                                                      device=flat.device, dtype=lp.dtype)))
+            choice = (lp + gumbel).argmax(-1)
+            flat[rows[:, None], pos] = configs[choice]
+            expected[rows] = lp.softmax(-1).to(flat.dtype) @ configs
     return expected
 
 
@@ -772,7 +773,8 @@ def super_resolve_gibbs(log_prob: Callable[[torch.Tensor], torch.Tensor], y: tor
             default: the nearest-neighbour up-sampled ``y`` plus a little noise from
             ``generator``).
         generator: a ``torch.Generator`` on ``y``'s device, or None.
-        max_batch: most images per call of ``log_prob``.
+        max_batch: most images per call of ``log_prob``, and of candidate images held at
+            once (at least one block's ``C(k, k / 2)`` fillings of one image).
         truth: optional ``[batch, C, H, W]`` 0/1 to score (``log_predictive``).
 
     Returns:
@@ -813,7 +815,7 @@ def super_resolve_gibbs(log_prob: Callable[[torch.Tensor], torch.Tensor], y: tor
                 pos = corner + offsets[order[first:first + m]]  # [k]
                 expected = _redraw_subset(flat, pos, fillings[len(pos)], shape[1:], score,
                                           generator, f"at sweep {sweep}, block (channel, "
-                                          f"row, column) = {(c, bi, bj)}")
+                                          f"row, column) = {(c, bi, bj)}", max_batch)
                 if sweep >= burn_in:
                     total[:, pos] += expected
     kept = num_sweeps - burn_in

@@ -292,6 +292,30 @@ def test_gibbs_with_independent_pixels_matches_the_closed_form():
                           torch.where(truth > 0.5, result.mean, 1 - result.mean).log())
 
 
+def test_gibbs_holds_at_most_max_batch_candidates():
+    # every image's C(k, k/2) fillings of a block were made at once: 200 images of 28x28 at
+    # subset_size 16 asked for 8 GB in one allocation, whatever max_batch said
+    torch.manual_seed(7)
+    logits = torch.randn(1, 1, 4, 4, dtype=DOUBLE)
+    sizes = {}
+
+    def scorer(max_batch):
+        def log_prob(x):
+            sizes.setdefault(max_batch, []).append(len(x))
+            return (x * logits - torch.nn.functional.softplus(logits)).flatten(1).sum(1)
+        return log_prob
+
+    y = torch.tensor([[0.5, 0.5], [0.25, 0.75]], dtype=DOUBLE).reshape(1, 1, 2, 2)
+    y = y.expand(5, -1, -1, -1)
+    runs = [super_resolve_gibbs(scorer(size), y, 2, num_sweeps=3, subset_size=4,
+                                max_batch=size, generator=torch.Generator().manual_seed(3))
+            for size in (4096, 7)]
+    assert max(sizes[4096]) > 7  # up to 5 images x C(4, 2) = 6 fillings at once
+    assert max(sizes[7]) <= 7  # one image's 6 fillings at a time
+    # the same draws in the same order: the same chain
+    assert torch.equal(runs[0].mean, runs[1].mean)
+
+
 def test_gibbs_checks_its_arguments():
     y = torch.zeros(1, 1, 2, 2)
     with pytest.raises(ValueError, match="subset_size"):
