@@ -48,6 +48,7 @@ from inference.uses.completion import map_complete, metropolis_within_gibbs, obs
 from scaffold.plots import image_grid
 from scaffold.flags import (
     check_count,
+    check_network_sizes,
     data_flags,
     numbers,
     pixelcnn_flags,
@@ -175,6 +176,10 @@ def main(args: argparse.Namespace) -> dict:
     clean = data.test.images[:args.num_test] if args.num_test else data.test.images
     clean = clean.to(device)
     shape = data.image_shape
+    check_network_sizes(
+        "completion", lambda: VAE(shape, args.latent_dim, hidden=(args.hidden,)),
+        lambda: PixelCNN(shape, "bernoulli", channels=args.channels, num_blocks=args.blocks,
+                         first_kernel_size=5) if args.pixelcnn_epochs > 0 else None)
     vae = VAE(shape, args.latent_dim, hidden=(args.hidden,))
     train(vae, train_x, args, args.vae_epochs, device)
     for p in vae.parameters():

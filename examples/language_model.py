@@ -77,8 +77,9 @@ def train_gru(vocab: Vocabulary, train: torch.Tensor, valid: torch.Tensor,
               ) -> tuple[GRULanguageModel, list[dict]]:
     """Maximum likelihood with :func:`inference.fit`; returns the model at its best validation
     epoch (in eval mode) and the history with ``valid_bits_per_char`` per epoch."""
-    lm = GRULanguageModel(vocab, embedding=args.embedding, hidden=args.hidden,
-                          dropout=args.dropout)
+    with refused_as_usage("language_model"):  # a network too large for memory
+        lm = GRULanguageModel(vocab, embedding=args.embedding, hidden=args.hidden,
+                              dropout=args.dropout)
     valid = valid.to(device)
     best = {"bits": math.inf, "state": None}
 

@@ -43,6 +43,7 @@ from inference import fit
 from scaffold.plots import image_grid, save_figure
 from scaffold.flags import (
     check_count,
+    check_network_sizes,
     data_flags,
     numbers,
     pixelcnn_flags,
@@ -125,6 +126,14 @@ def train(model, x: torch.Tensor, args, epochs: int, device, batch_transform=Non
 def build_models(args, shape, train_x: torch.Tensor, device) -> dict:
     """Pairs of (model, background model) with the number of IWAE samples to score them."""
     pairs = {}
+    sizes = []  # every network, checked before the first is trained
+    if "vae" in args.models:
+        sizes.append(lambda: VAE(shape, args.latent_dim, hidden=(args.hidden,)))
+    if "pixelcnn" in args.models:
+        sizes += [lambda blocks=blocks, kernel=kernel: PixelCNN(
+            shape, "bernoulli", channels=args.channels, num_blocks=blocks,
+            first_kernel_size=kernel) for blocks, kernel in ((args.blocks, 5), (0, 3))]
+    check_network_sizes("outliers", *sizes)
     if "vae" in args.models:
         vae = VAE(shape, args.latent_dim, hidden=(args.hidden,))
         train(vae, train_x, args, args.vae_epochs, device)

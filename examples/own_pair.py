@@ -41,6 +41,7 @@ from scaffold.flags import (
     numbers,
     objective_flags,
     positive_step_count,
+    refused_as_usage,
     script_parser,
     training_flags,
 )
@@ -49,6 +50,7 @@ from scaffold.runs import finish_run, start_run
 from inference import fit
 from inference.evidence.weight_diagnostics import MIN_PARETO_SAMPLES, pareto_k
 from inference.weights import log_importance_weights
+from ppl_models.checks import check_memory
 
 
 class FactorAnalysis(PyroModule):
@@ -109,7 +111,14 @@ def main(args: argparse.Namespace) -> dict:
     out, device, start = start_run(args)
     pyro.clear_param_store()
 
-    data = simulate(args.num_train + args.num_test, args.data_dim, args.num_factors, args.seed)
+    rows, dim, factors = args.num_train + args.num_test, args.data_dim, args.num_factors
+    with refused_as_usage("own_pair"):  # sizes the allocator alone would refuse, unnamed
+        # the simulated factors, data and noise, the loadings (simulated, learned), the encoder
+        check_memory(rows * factors + 2 * rows * dim + 3 * dim * factors,
+                     torch.get_default_dtype(),
+                     f"--num-train + --num-test = {rows} rows of --data-dim {dim} with "
+                     f"--num-factors {factors}: the data and the networks")
+    data = simulate(rows, dim, factors, args.seed)
     train, test = data[:args.num_train], data[args.num_train:].to(device)
     pair = FactorAnalysis(args.data_dim, args.num_factors)
     history = fit(pair.model, pair.guide, train, loss=args.objective,

@@ -61,7 +61,8 @@ def main(args: argparse.Namespace) -> dict:
             train = train[:args.num_train]
         if args.num_test:
             test = test[:args.num_test]
-        vae = VAE(data.image_shape, args.latent_dim, name, hidden=tuple(args.hidden))
+        with refused_as_usage("pixel_likelihoods"):  # a network too large for memory
+            vae = VAE(data.image_shape, args.latent_dim, name, hidden=tuple(args.hidden))
         history = fit(vae.model, vae.guide, train, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device,
                       batch_transform=transform)

@@ -44,6 +44,7 @@ from inference import (
 from inference.training.free_bits import FreeBitsELBO
 from scaffold.flags import (
     check_count,
+    check_network_sizes,
     data_flags,
     evaluation_ks,
     evidence_flags,
@@ -185,7 +186,10 @@ def main(args: argparse.Namespace) -> dict:
     test = test.to(device)
 
     models, histories, results = {}, {}, {}
-    for name in ("vae", "pixelcnn", "pixelvae_elbo", "pixelvae_warmup", "pixelvae_free_bits"):
+    names = ("vae", "pixelcnn", "pixelvae_elbo", "pixelvae_warmup", "pixelvae_free_bits")
+    check_network_sizes("pixel_vae", *[lambda name=name: build(name, args, shape)
+                                       for name in names])
+    for name in names:
         pyro.clear_param_store()
         pyro.set_rng_seed(args.seed)
         model = build(name, args, shape)

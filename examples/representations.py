@@ -48,6 +48,7 @@ from scaffold.flags import (
     nonnegative_int,
     numbers,
     positive_int,
+    refused_as_usage,
     script_parser,
     training_flags,
 )
@@ -75,12 +76,13 @@ def representations(args, train_x: torch.Tensor, test_x: torch.Tensor, device) -
     """``{name: (train features [n, k], test features [m, k])}`` and the training histories."""
     shape = tuple(train_x.shape[1:])
     features, histories = {}, {}
-    models = {
-        "vae": VAE(shape, args.latent_dim, hidden=(args.hidden,)),
-        "autoencoder": Autoencoder(shape, args.latent_dim, hidden=(args.hidden,)),
-        "sparse_autoencoder": Autoencoder(shape, args.latent_dim, hidden=(args.hidden,),
-                                          sparsity=args.sparsity),
-    }
+    with refused_as_usage("representations"):  # networks too large for memory
+        models = {
+            "vae": VAE(shape, args.latent_dim, hidden=(args.hidden,)),
+            "autoencoder": Autoencoder(shape, args.latent_dim, hidden=(args.hidden,)),
+            "sparse_autoencoder": Autoencoder(shape, args.latent_dim, hidden=(args.hidden,),
+                                              sparsity=args.sparsity),
+        }
     for name, model in tqdm(models.items(), desc="models"):
         pyro.clear_param_store()
         histories[name] = fit(model.model, model.guide, train_x, epochs=args.epochs,

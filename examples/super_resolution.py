@@ -54,10 +54,11 @@ from tqdm.auto import tqdm
 from inference import KeepBest, fit
 from scaffold.plots import image_grid
 from scaffold.flags import (
-    MAX_STEPS,
     check_count,
+    check_network_sizes,
     flag_error,
     integer_in,
+    MAX_STEPS,
     nonnegative_int,
     positive_float,
     positive_int,
@@ -173,6 +174,12 @@ def main(args: argparse.Namespace) -> dict:
 
     # ---- models
     train_bin = binary.train.images[:args.num_train] if args.num_train else binary.train.images
+    blocks, kernel = default_depth(shape, args.blocks)
+    check_network_sizes(  # every network, before the first is trained
+        "super_resolution", lambda: VAE(shape, args.latent_dim, hidden=(args.hidden,)),
+        lambda: VAE(shape, args.latent_dim, "gaussian-learned", hidden=(args.hidden,)),
+        lambda: PixelCNN(shape, "bernoulli", channels=args.channels, num_blocks=blocks,
+                         first_kernel_size=kernel))
     vae = VAE(shape, args.latent_dim, hidden=(args.hidden,))
     tic = time.perf_counter()
     train(vae, train_bin, args, args.vae_epochs, device, args.lr)

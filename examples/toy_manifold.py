@@ -33,6 +33,7 @@ from scaffold.flags import (  # noqa: E402
     numbers,
     objective_flags,
     positive_float,
+    refused_as_usage,
     script_parser,
     training_flags,
 )
@@ -123,7 +124,8 @@ def main(args: argparse.Namespace) -> dict:
         raise SystemExit(f"toy_manifold: cannot compute the exact evidence of the data-"
                          f"generating model for --noise-scale {args.noise_scale:g} and "
                          f"--num-test {args.num_test} ({error})") from None
-    vae = ToyManifoldVAE(hidden=args.hidden)
+    with refused_as_usage("toy_manifold", "--hidden"):  # a network too large for memory
+        vae = ToyManifoldVAE(hidden=args.hidden)
     history = fit(vae.model, vae.guide, train, loss=args.objective,
                   num_particles=args.num_particles, epochs=args.epochs,
                   batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device)

@@ -14,6 +14,8 @@ import math
 import os
 from pathlib import Path
 
+import torch
+
 def _integer(text: str, minimum: int, what: str) -> int:
     try:
         value = int(text)
@@ -196,6 +198,15 @@ def refused_as_usage(script: str, flag: str | None = None):
         if flag is None:
             raise SystemExit(f"{script}: error: {error}") from None
         raise flag_error(script, flag, str(error)) from None
+
+
+def check_network_sizes(script: str, *builders) -> None:
+    """Build each network of ``builders`` (functions of no argument) on the meta device, where
+    parameters take no memory, so that a size the machine cannot hold is refused as a usage
+    error before any training, not after hours of training the networks built before it."""
+    with refused_as_usage(script), torch.device("meta"):
+        for build in builders:
+            build()
 
 
 # Flags (in ``numbers``) whose zero means "none" or "all" rather than a degenerate size.

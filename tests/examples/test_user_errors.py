@@ -165,6 +165,20 @@ def long_line(tmp_path):
     ("vae", ["--num-test", "301"], "--num-test: 301 asked for, but the digits test split holds"),
     ("pixelcnn", ["--num-valid", "201"],
      "--num-valid: 201 asked for, but the digits validation split holds 200"),
+    # networks too large for memory: a traceback, or a refusal after training the ones
+    # built before them; now a usage error before any training
+    ("vae", ["--hidden", "100000000"], "vae: error: latent_dim=16, hidden=(100000000,)"),
+    ("completion", ["--hidden", "100000000"], "completion: error: latent_dim=16"),
+    ("outliers", ["--hidden", "100000000"], "outliers: error: latent_dim=16"),
+    ("super_resolution", ["--hidden", "100000000"], "super_resolution: error: latent_dim=16"),
+    ("pixel_vae", ["--hidden", "100000000"], "pixel_vae: error: latent_dim=16"),
+    ("representations", ["--hidden", "100000000"], "representations: error: latent_dim=16"),
+    ("pixel_likelihoods", ["--hidden", "100000000"], "pixel_likelihoods: error: latent_dim=16"),
+    ("toy_manifold", ["--hidden", "100000000"], "argument --hidden: hidden=100000000"),
+    ("language_model", ["--hidden", "100000000"], "language_model: error: embedding=32"),
+    # the allocator's raw error, after the data were half simulated
+    ("own_pair", ["--num-factors", "100000000"], "own_pair: error: --num-train + --num-test"),
+    ("own_pair", ["--data-dim", "100000000"], "more than the"),
     # 10**9 test words were cut to the split's 6388 without a word
     ("compression", ["--num-test-words", "1000000000"],
      "--num-test-words: 1000000000 asked for, but the test split of"),
