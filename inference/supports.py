@@ -317,6 +317,14 @@ def support_of(fn) -> tuple:
     return fn.support, True
 
 
+def support_bounds(fn) -> list[torch.Tensor]:
+    """The tensors that a distribution's support (:func:`support_of`) is built from: the ends
+    of an ``interval(low, high)``, ``integer_interval(0, n)``, ``greater_than(low)``, ...
+    Empty for a support of fixed numbers (the real line, ``boolean``, ``unit_interval``)."""
+    support = _base(support_of(fn)[0])
+    return [value for value in vars(support).values() if torch.is_tensor(value)]
+
+
 def mask_outside_support(fn, value: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
     """``log_p`` (the batch-shaped ``fn.log_prob(value)``) with ``-inf`` where ``value`` lies
     outside ``fn``'s support (:func:`support_of`, which for a ``TransformedDistribution`` is

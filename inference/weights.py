@@ -202,7 +202,9 @@ def trace_log_density(trace, structure: PairStructure, observed: bool | None = N
             log_p = summed_log_density(fn, site["value"]) if lean_site else None
             if log_p is None:
                 log_p = fn.log_prob(site["value"], *site["args"], **site["kwargs"])
-            if not site["is_observed"]:  # the survey checked the observed values
+            # the survey checked the observed values, but for a support that moves with the
+            # draw (x ~ Uniform(0, z)), outside which a value has density zero
+            if not site["is_observed"] or site["name"] in structure.dependent_support:
                 log_p = mask_outside_support(fn, site["value"], log_p)
         term = per_datapoint(log_p, site, nesting, structure.batch_size)
         if not site["is_observed"]:

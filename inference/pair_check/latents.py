@@ -14,8 +14,8 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
 
 from ..random_state import forked_rng
-from ..supports import (describe_support, measure_zero, support_kinds_differ, support_of,
-                        support_within)
+from ..supports import (describe_support, measure_zero, support_bounds, support_kinds_differ,
+                        support_of, support_within)
 from .shapes import shape_mismatch
 from .sites import (
     DATA_PLATE,
@@ -32,14 +32,18 @@ from .sites import (
     value_kind,
 )
 
+# The seed of the second draw that tells a support moving with the latents from a fixed one.
+OTHER_DRAW_SEED = 20261129
 
-def check_observed_values(model_sites) -> None:
+
+def check_observed_values(model_sites, skip=()) -> None:
     """Score each observed site's value once, as Pyro's ELBOs do on every step, so that a
     distribution validating its arguments (Pyro's validation, on by default) refuses a value
     outside its support here: the estimators' later passes skip validation and would score
-    it silently (a Bernoulli at 3, a Poisson at 2.5)."""
+    it silently (a Bernoulli at 3, a Poisson at 2.5). Sites named in ``skip`` (a support that
+    moves with the guide's draw: :func:`draw_dependent_supports`) are not judged."""
     for site in model_sites:
-        if not site["is_observed"]:
+        if not site["is_observed"] or site["name"] in skip:
             continue
         if not torch.is_tensor(site["value"]):
             raise PairError(f"observed site '{site['name']}' observes a "
@@ -50,6 +54,34 @@ def check_observed_values(model_sites) -> None:
         except ValueError as error:
             raise PairError(f"observed site '{site['name']}' ({family(site['fn'])}): {error}"
                             f"{_plate_size_hint(site)}") from None
+
+
+def draw_dependent_supports(model, guide, args, kwargs, model_sites) -> tuple[str, ...]:
+    """Observed sites whose support moves with the latents: ``x ~ Uniform(0, z)``, ``k ~
+    Binomial(n, p)`` with ``n`` latent. Found by running the pair on another draw (its own
+    seed, random state restored, effects hidden) and comparing the supports' bounds
+    (:func:`inference.supports.support_bounds`) with ``model_sites``' run. A value outside
+    such a support at one draw has density zero there (that particle's weight is zero),
+    which is no fault of the data."""
+    bounded = [site for site in model_sites if site["is_observed"] and support_bounds(site["fn"])]
+    if not bounded:
+        return ()
+    try:
+        with forked_rng(), poutine.block(), torch.no_grad(), pyro.validation_enabled(False):
+            torch.manual_seed(OTHER_DRAW_SEED)
+            other, _ = trace_pair(model, guide, args, kwargs)
+    except Exception:  # noqa: BLE001 - the caller's refusal stands when this run fails
+        return ()
+    moved = []
+    for site in bounded:
+        node = other.nodes.get(site["name"])
+        if node is None or node["type"] != "sample":
+            continue
+        first, second = support_bounds(site["fn"]), support_bounds(node["fn"])
+        if len(first) != len(second) or any(
+                a.shape != b.shape or not torch.equal(a, b) for a, b in zip(first, second)):
+            moved.append(site["name"])
+    return tuple(moved)
 
 
 def _plate_size_hint(site) -> str:
@@ -67,7 +99,7 @@ def _plate_size_hint(site) -> str:
             "that size")
 
 
-def check_observed_values_validated(model, guide, args, kwargs) -> None:
+def check_observed_values_validated(model, guide, args, kwargs, skip=()) -> None:
     """:func:`check_observed_values` on a run with Pyro's validation on, for a caller that
     turned it off (a common habit for speed, under which a Bernoulli scores 3 and a model's
     own data checks are skipped): random state restored, effects hidden. A distribution
@@ -77,7 +109,7 @@ def check_observed_values_validated(model, guide, args, kwargs) -> None:
     try:
         with forked_rng(), poutine.block(), torch.no_grad(), pyro.validation_enabled(True):
             model_trace, _ = trace_pair(model, guide, args, kwargs)
-            check_observed_values(list(sample_sites(model_trace, observed=True)))
+            check_observed_values(list(sample_sites(model_trace, observed=True)), skip)
     except PairError:
         raise
     except ValueError as error:

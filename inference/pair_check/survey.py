@@ -21,6 +21,7 @@ from .latents import (
     check_observed_values_validated,
     check_support_kinds,
     delta_dependence,
+    draw_dependent_supports,
     jacobian_error,
     measure_zero_supports,
     replay_model,
@@ -127,6 +128,9 @@ class PairStructure:
         beside_auxiliary: guide sites of a guide with auxiliary sites that are neither
             auxiliary nor ``Delta`` and whose distribution depends on no other draw: their
             density is their own, beside the auxiliary transform's.
+        dependent_support: observed sites whose support moves with the latents (``x ~
+            Uniform(0, z)``, :func:`.latents.draw_dependent_supports`): scored ``-inf``, weight
+            zero, where a draw puts the value outside it.
         unrecorded_randomness: ``(program, first, second)``: the log densities of two runs
             of the guide or the model on the same recorded draws, when they differ
             (:func:`.sites.unrecorded_randomness`).
@@ -164,6 +168,7 @@ class PairStructure:
     free_deltas: tuple = ()
     beside_auxiliary: tuple = ()
     plates: tuple = ()
+    dependent_support: tuple = ()
     unrecorded_randomness: tuple = ()
 
     @property
@@ -294,9 +299,12 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
                                                   sorted(where.items()))
                             + "; both must size it from the same data (len(x))")
         batch_size = sizes.pop() if sizes else 0
-    check_observed_values(model_sites)
+    # data outside a support that moves with the draw (x ~ Uniform(0, z)) have density zero
+    # at that draw, weight zero: no fault of the data, which only a fixed support judges
+    dependent_support = draw_dependent_supports(model, guide, args, kwargs, model_sites)
+    check_observed_values(model_sites, skip=dependent_support)
     if not is_validation_enabled():
-        check_observed_values_validated(model, guide, args, kwargs)
+        check_observed_values_validated(model, guide, args, kwargs, skip=dependent_support)
 
     model_latent_names = [s["name"] for s in model_sites if not s["is_observed"]]
     auxiliary = tuple(s["name"] for s in guide_latents if s["infer"].get("is_auxiliary"))
@@ -381,6 +389,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         beside_auxiliary=beside_auxiliary,
         unrecorded_randomness=(unrecorded_randomness(model, guide, args, kwargs)
                                if probe_randomness else ()),
+        dependent_support=dependent_support,
         plates=tuple({(f.name, f.dim, f.size): None for site in (*model_sites, *guide_latents)
                       for f in site["cond_indep_stack"] if f.vectorized}),
         trainable=any(param_requires_grad(site) for trace in (guide_full, model_full)

@@ -951,7 +951,9 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                             _validate_observed(model, guide, batch, still)
                         if screening and len(local):
                             with kept_buffers(still):
-                                check_observed_values_validated(model, guide, batch, {})
+                                check_observed_values_validated(
+                                    model, guide, batch, {},
+                                    skip=plan.structure.dependent_support)
                         # a model that scales its own plate gets factor 1 (num_data == size)
                         step_loss = parallel.step(batch, num_data if not plan.model_scales
                                                   else len(index), len(index))

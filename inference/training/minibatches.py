@@ -34,7 +34,7 @@ from ..pair_check import (DATA_PLATE, FIT_LOSSES, PairError, PairStructure, chec
                           data_frame, sample_sites, survey_pair)
 from ..random_state import forked_rng
 from ..reachable import reachable_modules
-from ..weights import check_particle_memory
+from ..weights import check_particle_memory, log_importance_weights
 from .objectives import DReGLoss, IWAELoss, MeanFieldELBO, make_loss
 
 
@@ -177,6 +177,8 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
                         "train")
     if name == "dreg":
         _check_dreg_families(structure, first_batch, model, guide, called)
+    if structure.dependent_support:
+        _check_draws_keep_data_inside(model, guide, first_batch, structure, called)
     if reports_no_loss(loss):
         _check_tail_adaptive_pair(structure, called, batch_size, num_data)
     length = first_batch[0].shape[0]
@@ -439,6 +441,35 @@ def _spread_params(guide, batch: tuple, rows: set) -> dict:
         elif constraint is constraints.positive:
             spread[site["name"]] = value * noise.exp()
     return spread
+
+
+# Guide draws probed for data outside a support that moves with the latents.
+SUPPORT_PROBE_DRAWS = 64
+
+
+def _check_draws_keep_data_inside(model, guide, first_batch: tuple, structure: PairStructure,
+                                  called: str | None) -> None:
+    """Refuse a pair whose observed site's support moves with the latents (``x ~ Uniform(0,
+    z)``: :attr:`PairStructure.dependent_support`) when some of
+    :data:`SUPPORT_PROBE_DRAWS` guide draws on the first minibatch put the data outside it:
+    there ``p(x | z) = 0`` and the training loss is infinite (Pyro's ELBOs fail there too),
+    whatever the learning rate; the estimators give such draws weight zero."""
+    with forked_rng(), poutine.block(), torch.no_grad():
+        log_w = log_importance_weights(model, guide, *first_batch,
+                                       num_samples=SUPPORT_PROBE_DRAWS, progress=False)
+    outside = torch.isneginf(log_w)
+    if outside.any():
+        site = structure.dependent_support[0]
+        raise PairError(
+            f"{called or 'fit'}: observed site '{site}' has a support that moves with the "
+            f"latents (as x ~ Uniform(0, z) does), and {int(outside.sum())} of "
+            f"{SUPPORT_PROBE_DRAWS} guide draws for datapoints "
+            f"{outside.any(0).nonzero().flatten().tolist()[:10]} put the data outside it, "
+            "where p(x | z) = 0: the training loss would be infinite at such draws. Give the "
+            "guide only latents that keep the data inside (for z > x: z = x + a positive "
+            "draw, e.g. dist.TransformedDistribution(dist.LogNormal(loc, scale), "
+            "AffineTransform(x, 1.0))); iwae_bound and the other estimators give such "
+            "draws weight zero")
 
 
 def _positional_error(guide, num_data: int, shuffle: bool) -> PairError:

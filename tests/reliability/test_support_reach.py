@@ -52,3 +52,89 @@ def test_the_elbo_is_refused_in_words_about_the_support():
     with pytest.raises(PairError, match=r"elbo: guide site 'sigma' draws from a Normal with "
                                         r"support Real\(\), beyond the model's HalfNormal"):
         elbo(model, guide, X)
+
+
+# --- an observed site whose support moves with a latent ------------------------------------
+# x ~ Uniform(0, z) ("German tank"): a guide draw z < x gives the datum density zero. The
+# survey judged the data against its one draw's support and refused valid data, blaming them,
+# on some seeds (0, 2, 3 of 6), and returned the right value on the others.
+TANKS = torch.tensor([0.5, 1.0, 2.0, 3.0, 0.2], dtype=torch.float64)
+
+
+def tank_model(x):
+    with pyro.plate("data", len(x)):
+        z = pyro.sample("z", dist.Gamma(torch.tensor(3.0, dtype=x.dtype), 1.0))
+        pyro.sample("x", dist.Uniform(0.0, z), obs=x)
+
+
+def tank_guide(x):
+    with pyro.plate("data", len(x)):
+        pyro.sample("z", dist.LogNormal((x + 1.0).log(), 0.5))
+
+
+def tank_evidence(x):
+    """log p(x) = log int_x^inf Gamma(z; 3, 1) / z dz = log Gamma(2, x) (upper incomplete)
+    = log((1 + x) e^-x) / Gamma(3) * Gamma(2)."""
+    return torch.log1p(x) - x - math.log(2.0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_data_outside_a_draws_support_get_weight_zero_on_every_seed(seed):
+    pyro.set_rng_seed(seed)
+    estimate = iwae_bound(tank_model, tank_guide, TANKS, num_samples=5000, progress=False)
+    # half the guide's draws fall below x for some datapoints: IWAE_5000 of the rest is within
+    # 0.05 nats (measured: at most 0.03 over 6 seeds)
+    assert torch.allclose(estimate, tank_evidence(TANKS), atol=0.05), estimate
+
+
+def test_a_fixed_support_still_refuses_data_outside_it():
+    # Uniform(0, 2): the bounds are the same for every draw, so x = 3 is the data's fault
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(torch.zeros(len(x), dtype=x.dtype), 1.0))
+            pyro.sample("x", dist.Uniform(torch.zeros_like(x), 2.0 + 0.0 * z), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
+
+    with pytest.raises(PairError, match=r"observed site 'x' \(Uniform\)"):
+        iwae_bound(model, guide, torch.tensor([0.5, 3.0], dtype=torch.float64), num_samples=10)
+
+
+def test_a_latent_count_bounding_the_data_gets_weight_zero():
+    # n ~ Poisson(4), k ~ Binomial(n, 1/2) observed: p(k) = Poisson(k; 2); a Poisson(k + 2)
+    # guide proposes n < k too, where Binomial's log_prob is NaN past its support
+    k = torch.tensor([0.0, 1.0, 3.0, 5.0, 2.0])
+
+    def model(k):
+        with pyro.plate("data", len(k)):
+            n = pyro.sample("n", dist.Poisson(4.0))
+            pyro.sample("k", dist.Binomial(n, 0.5), obs=k)
+
+    def guide(k):
+        with pyro.plate("data", len(k)):
+            pyro.sample("n", dist.Poisson(k + 2.0))
+
+    for seed in range(3):
+        pyro.set_rng_seed(seed)
+        estimate = iwae_bound(model, guide, k, num_samples=2000, progress=False)
+        assert torch.allclose(estimate, dist.Poisson(2.0).log_prob(k), atol=0.06), estimate
+
+
+def test_fit_refuses_draws_that_put_the_data_outside_before_training():
+    # Trace_ELBO's loss is infinite at such a draw: fit said "training diverged ... lower lr"
+    # or blamed the data, depending on the seed
+    from inference import fit
+
+    pyro.clear_param_store()
+
+    def guide(x):
+        scale = pyro.param("scale", torch.tensor(0.5, dtype=x.dtype),
+                           constraint=dist.constraints.positive)
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.LogNormal((x + 1.0).log(), scale))
+
+    with pytest.raises(PairError, match=r"observed site 'x' has a support that moves with the "
+                                        r"latents.*guide draws for datapoints"):
+        fit(tank_model, guide, TANKS, epochs=1, progress=False)
