@@ -38,13 +38,22 @@ import numpy as np
 import torch
 
 from .checks import (CHECK_WEIGHTS_HINT, as_int, as_number, check_memory, check_not_meta,
-                     name_rows)
+                     check_word_draws, name_rows)
 
 logger = logging.getLogger(__name__)
 
 WAMERICAN_PATH = Path("/usr/share/dict/words")
 BUNDLED_PATH = Path(__file__).resolve().parent / "corpora" / "words_small.txt"
 _LOWERCASE_WORD = re.compile(r"[a-z]+")
+
+
+def _check_not_text(values, name: str) -> None:
+    """``TypeError`` naming ``name`` when ``values``, where a sequence of words (or lines) is
+    expected, is one ``str`` or ``bytes``: iterated, it would be single characters (or ints)."""
+    if isinstance(values, (str, bytes, bytearray)):
+        raise TypeError(f"{name} must be a sequence of words, got one {type(values).__name__} "
+                        f"{values[:40]!r}; split it first, e.g. text.split() or "
+                        f"text.splitlines() (bytes: decode them first)")
 
 
 def _strings(values: Iterable[str], name: str) -> list[str]:
@@ -90,6 +99,7 @@ class Vocabulary:
     @classmethod
     def from_words(cls, words: Iterable[str]) -> Vocabulary:
         """The vocabulary of every character that occurs in ``words`` (strings)."""
+        _check_not_text(words, "words")
         characters = set().union(*map(set, _strings(words, "words")))
         if not characters:
             raise ValueError("words hold no character: a vocabulary needs one at least")
@@ -216,6 +226,7 @@ def draw_words(vocab: Vocabulary, next_probs: Callable[[torch.Tensor], torch.Ten
     weights) raise ``FloatingPointError`` naming ``what`` (the caller), the symbol and the
     rows, before they reach ``torch.multinomial`` (a device-side assert on CUDA).
     """
+    check_word_draws(num, generator, max_length, device)
     num, max_length = as_int(num, "num"), as_int(max_length, "max_length")
     step = torch.full((num,), vocab.bos, device=device)
     symbols = []
@@ -257,9 +268,11 @@ def clean_word_list(lines: Iterable[str]) -> list[str]:
     """Lines of a word list -> the distinct lowercase ASCII words ``[a-z]+``, in file order.
 
     Surrounding whitespace is stripped; possessives (``"cat's"``) and anything else with a
-    character outside ``a-z`` (capitals, accents, digits, hyphens) are dropped.
+    character outside ``a-z`` (capitals, accents, digits, hyphens) are dropped. ``lines`` is
+    a sequence of strings; one ``str`` or ``bytes`` is refused (``TypeError``): split it.
     """
-    words = (line.strip() for line in lines)
+    _check_not_text(lines, "lines")
+    words = (line.strip() for line in _strings(lines, "lines"))
     return list(dict.fromkeys(w for w in words if _LOWERCASE_WORD.fullmatch(w)))
 
 
@@ -270,8 +283,11 @@ def split_words(words: Sequence[str], valid_fraction: float = 0.1, test_fraction
     Of ``n`` distinct words, valid and test get ``max(1, round(fraction * n))`` each for a
     positive fraction, none (an empty list) for a fraction of 0; the rest is train. Every
     copy of a word goes where the word goes, so a held-out word is never also a training
-    word (a list of distinct words is split as a plain shuffle of it).
+    word (a list of distinct words is split as a plain shuffle of it). ``words`` are strings;
+    one ``str`` or ``bytes`` is refused (``TypeError``): split it.
     """
+    _check_not_text(words, "words")
+    words = _strings(words, "words")
     valid_fraction, test_fraction = _check_fractions(valid_fraction, test_fraction)
     seed = as_int(seed, "seed", minimum=0)
     copies: dict[str, int] = {}
