@@ -37,8 +37,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from .checks import (CHECK_WEIGHTS_HINT, as_int, as_number, check_memory, check_not_meta,
-                     check_word_draws, name_rows)
+from .checks import (CHECK_WEIGHTS_HINT, as_int, as_number, check_bytes, check_memory,
+                     check_not_meta, check_not_special, check_word_draws, name_rows)
 
 logger = logging.getLogger(__name__)
 
@@ -322,7 +322,13 @@ def _check_fractions(valid_fraction, test_fraction) -> tuple[float, float]:
 def _read_utf8(path: Path) -> str:
     """The text of ``path`` without a leading UTF-8 byte-order mark (which some editors write;
     it is no character of the first word); ``ValueError`` naming the file and the offset of
-    the first byte that is not UTF-8."""
+    the first byte that is not UTF-8. A file whose words would not fit in physical memory
+    (:data:`WORD_LIST_MEMORY_FACTOR` bytes per byte) is refused before reading it."""
+    size = path.stat().st_size
+    check_bytes(WORD_LIST_MEMORY_FACTOR * size,
+                f"{path}: a word list of {size:,} bytes, split into words with up to "
+                f"{WORD_LIST_MEMORY_FACTOR}x that (a Python string per line); pass a smaller "
+                f"list")
     data = path.read_bytes()
     start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     try:
@@ -342,6 +348,13 @@ more than four times the longest word of ``wamerican`` (22 letters) and the leng
 :func:`draw_words` cuts a sampled word."""
 
 
+WORD_LIST_MEMORY_FACTOR = 40
+"""Bytes of memory :func:`load_words` may take per byte of the file, its bound before reading:
+each line becomes a Python string (about 50 bytes) held by several lists (8 bytes each), so
+short lines cost most; measured with ``tracemalloc``: 20x for lines ``"a"``, 31x for ``"ab"``,
+36x for ``"ab "`` (stripped into a second string), 30x for distinct 4-letter words."""
+
+
 def load_words(path: str | Path | None = None, *, valid_fraction: float = 0.1,
                test_fraction: float = 0.1, seed: int = 0,
                max_length: int = MAX_WORD_LENGTH) -> WordData:
@@ -357,8 +370,10 @@ def load_words(path: str | Path | None = None, *, valid_fraction: float = 0.1,
             :data:`MAX_WORD_LENGTH`), since batches are padded to the longest word.
 
     Raises:
-        FileNotFoundError: ``path`` names no file.
-        ValueError: the file is not UTF-8 text (named, with the offending byte), holds no
+        FileNotFoundError: ``path`` names nothing.
+        ValueError: ``path`` is a folder, a device or a pipe (not a regular file), the file
+            is larger than physical memory over :data:`WORD_LIST_MEMORY_FACTOR`, the file is
+            not UTF-8 text (named, with the offending byte), holds no
             words (after the filter for the default sources), or a word longer than
             ``max_length`` (the file, line number and length named).
     """
@@ -368,10 +383,17 @@ def load_words(path: str | Path | None = None, *, valid_fraction: float = 0.1,
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a str, a path or None, got {type(path).__name__}")
         path = Path(path)
+        check_not_special(path, "read the word list")
         if not path.is_file():
             raise FileNotFoundError(f"no word list at {path}")
-        lines = _read_utf8(path).split("\n")  # not splitlines: U+2028 is no line end here
-        words = [w for w in (line.strip() for line in lines) if w]
+        try:
+            lines = _read_utf8(path).split("\n")  # not splitlines: U+2028 is no line end here
+            words = [w for w in (line.strip() for line in lines) if w]
+        except MemoryError:  # a memory limit (ulimit -v, a container) below physical memory
+            raise MemoryError(f"{path}: out of memory splitting a word list of "
+                              f"{path.stat().st_size:,} bytes into words (up to "
+                              f"{WORD_LIST_MEMORY_FACTOR}x that); pass a smaller list or raise "
+                              f"the memory limit") from None
         source = f"file:{path}"
     else:
         if WAMERICAN_PATH.is_file():
