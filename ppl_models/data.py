@@ -112,10 +112,10 @@ def load_images(name: str, root: str | Path | None = None, download: bool = Fals
     if name == "digits":
         return _load_digits()
     if name == "fashion-mnist":
-        folder = Path(root if root is not None else FASHION_MNIST_ROOT).expanduser()
+        folder = _check_folder(Path(root if root is not None else FASHION_MNIST_ROOT), name)
         return _load_mnist_style(name, _find_idx_files(folder, name))
     if name == "mnist":
-        folder = Path(root if root is not None else MNIST_ROOT).expanduser()
+        folder = _check_folder(Path(root if root is not None else MNIST_ROOT), name)
         return _load_mnist_style(name, _mnist_files(folder, download))
     raise ValueError(f"unknown data set {name!r}; valid names: {', '.join(DATASETS)}")
 
@@ -131,13 +131,27 @@ def _load_digits() -> ImageData:
     return ImageData("digits", train, valid, test, num_classes=10)
 
 
+def _check_folder(folder: Path, name: str) -> Path:
+    """``folder`` with ``~`` expanded; ``NotADirectoryError`` when it exists but is a file (or
+    a device, a pipe), where the folder of the IDX files is expected."""
+    folder = folder.expanduser()
+    if folder.exists() and not folder.is_dir():
+        what = "a file" if folder.is_file() else "not a folder"
+        raise NotADirectoryError(f"{name}: root {folder} is {what}; pass the folder that holds "
+                                 f"the four IDX files")
+    return folder
+
+
 def _find_idx_files(folder: Path, name: str) -> dict[str, Path]:
-    """Paths of the four IDX files in ``folder`` (plain preferred over ``.gz``)."""
+    """Paths of the four IDX files in ``folder`` (plain preferred over ``.gz``); a folder, a
+    device or a pipe under a name with no file is refused naming it (``ValueError``)."""
     found, missing = {}, []
     for key, stem in IDX_FILES.items():
         candidates = [folder / stem, folder / f"{stem}.gz"]
         path = next((p for p in candidates if p.is_file()), None)
         if path is None:
+            for candidate in candidates:  # there, but not a file: say what it is
+                check_not_special(candidate, f"read {name}'s IDX file")
             missing.append(f"{stem}[.gz]")
         else:
             found[key] = path

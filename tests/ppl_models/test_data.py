@@ -1,6 +1,7 @@
 """Data sets, IDX files and pixel representations; nothing here downloads."""
 
 import gzip
+import os
 import re
 import socket
 from collections import Counter
@@ -344,3 +345,24 @@ def test_read_idx_refuses_a_payload_larger_than_memory_before_reading(tmp_path, 
             read_idx(tmp_path / name)
     monkeypatch.setattr(checks, "physical_memory", lambda: 2000)
     assert read_idx(tmp_path / "labels-idx1-ubyte.gz").shape == (1000,)
+
+
+@pytest.mark.parametrize("name", ["fashion-mnist", "mnist"])
+def test_special_paths_are_named_for_what_they_are(tmp_path, name):
+    # a file as root was told "the four IDX files are not in <file>", and a named pipe or a
+    # folder under an IDX file's name was reported missing
+    (tmp_path / "file").write_bytes(b"x")
+    with pytest.raises(NotADirectoryError, match=rf"{name}: root {tmp_path / 'file'} is a "
+                                                 r"file; pass the folder"):
+        load_images(name, root=tmp_path / "file")
+    _write_tiny(tmp_path)
+    labels = tmp_path / IDX_FILES["test_labels"]
+    labels.unlink()
+    os.mkfifo(labels)
+    with pytest.raises(ValueError, match=re.escape(f"cannot read {name}'s IDX file {labels}: "
+                                                   "it is a named pipe, not a regular file")):
+        load_images(name, root=tmp_path)
+    labels.unlink()
+    labels.mkdir()
+    with pytest.raises(ValueError, match=f"{labels}: it is a folder"):
+        load_images(name, root=tmp_path)
