@@ -119,8 +119,10 @@ class Vocabulary:
         Raises:
             ValueError: a character outside the vocabulary (the first offending word is
                 named), no words, or a ``max_len`` too short for the longest word.
+            TypeError: ``words`` is one ``str`` or ``bytes`` (split it), or holds non-strings.
         """
-        if isinstance(words, str) or not hasattr(words, "__len__") or len(words) == 0:
+        _check_not_text(words, "words")
+        if not hasattr(words, "__len__") or len(words) == 0:
             raise ValueError("words must be a non-empty sequence of strings, got "
                              f"{words!r:.60}")
         for word in words:

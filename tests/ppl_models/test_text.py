@@ -233,7 +233,7 @@ def test_a_gru_language_model_too_large_for_memory_is_counted_first(monkeypatch)
 
 def test_one_string_where_words_are_expected_is_refused():
     # iterated, "cat\ndog" gave single letters as words and b"cat" an AttributeError on an int
-    for call in (clean_word_list, split_words, Vocabulary.from_words):
+    for call in (clean_word_list, split_words, Vocabulary.from_words, Vocabulary("cat").encode):
         for bad in ("cat\ndog\nbird", b"cat\ndog", bytearray(b"cat")):
             with pytest.raises(TypeError, match=r"must be a sequence of words, got one "
                                                 r"(str|bytes|bytearray).*splitlines\(\)"):
