@@ -39,7 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checks import as_seed, atomic_file, check_generator, check_not_special, check_values
+from .checks import (as_seed, atomic_file, check_bytes, check_generator, check_not_special,
+                     check_values)
 
 # Largest distance, in levels, of 255 x from an integer that still counts as level k / 255.
 # float32 stores k / 255 to ~1.5e-5 levels; dequantized data miss it by up to 0.5 levels.
@@ -58,6 +59,7 @@ IDX_FILES = {
 }
 DATASETS = ("digits", "fashion-mnist", "mnist")
 _READ_CHUNK = 2**20  # IDX payloads are read in pieces of this many bytes
+IDX_READ_FACTOR = 2  # read_idx holds the pieces and their join: bytes per payload byte
 
 
 @dataclass(frozen=True)
@@ -110,10 +112,10 @@ def load_images(name: str, root: str | Path | None = None, download: bool = Fals
     if name == "digits":
         return _load_digits()
     if name == "fashion-mnist":
-        folder = Path(root if root is not None else FASHION_MNIST_ROOT).expanduser()
+        folder = _check_folder(Path(root if root is not None else FASHION_MNIST_ROOT), name)
         return _load_mnist_style(name, _find_idx_files(folder, name))
     if name == "mnist":
-        folder = Path(root if root is not None else MNIST_ROOT).expanduser()
+        folder = _check_folder(Path(root if root is not None else MNIST_ROOT), name)
         return _load_mnist_style(name, _mnist_files(folder, download))
     raise ValueError(f"unknown data set {name!r}; valid names: {', '.join(DATASETS)}")
 
@@ -129,13 +131,27 @@ def _load_digits() -> ImageData:
     return ImageData("digits", train, valid, test, num_classes=10)
 
 
+def _check_folder(folder: Path, name: str) -> Path:
+    """``folder`` with ``~`` expanded; ``NotADirectoryError`` when it exists but is a file (or
+    a device, a pipe), where the folder of the IDX files is expected."""
+    folder = folder.expanduser()
+    if folder.exists() and not folder.is_dir():
+        what = "a file" if folder.is_file() else "not a folder"
+        raise NotADirectoryError(f"{name}: root {folder} is {what}; pass the folder that holds "
+                                 f"the four IDX files")
+    return folder
+
+
 def _find_idx_files(folder: Path, name: str) -> dict[str, Path]:
-    """Paths of the four IDX files in ``folder`` (plain preferred over ``.gz``)."""
+    """Paths of the four IDX files in ``folder`` (plain preferred over ``.gz``); a folder, a
+    device or a pipe under a name with no file is refused naming it (``ValueError``)."""
     found, missing = {}, []
     for key, stem in IDX_FILES.items():
         candidates = [folder / stem, folder / f"{stem}.gz"]
         path = next((p for p in candidates if p.is_file()), None)
         if path is None:
+            for candidate in candidates:  # there, but not a file: say what it is
+                check_not_special(candidate, f"read {name}'s IDX file")
             missing.append(f"{stem}[.gz]")
         else:
             found[key] = path
@@ -234,7 +250,8 @@ def read_idx(path: str | Path) -> np.ndarray:
     Raises ``ValueError`` naming the file for a bad magic number, a non-uint8 type or a size that
     does not match the header (truncated or trailing bytes). The header is read first and then
     at most the payload it announces plus one byte, so a gzip bomb is refused after
-    decompressing that much, not all of it.
+    decompressing that much, not all of it; a payload that would not fit in physical memory
+    (:data:`IDX_READ_FACTOR` times its bytes) is refused before reading any of it.
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or a path, got {type(path).__name__}")
@@ -278,6 +295,14 @@ def _read_idx_stream(f, path: Path) -> np.ndarray:
     shape = tuple(int.from_bytes(dims[4 * i: 4 + 4 * i], "big") for i in range(ndim))
     payload = math.prod(shape)  # exact: no int64 overflow for absurd headers
     expected = header + payload
+    if not isinstance(f, gzip.GzipFile) and os.fstat(f.fileno()).st_size < expected:
+        raise ValueError(f"{path}: truncated: header says shape {list(shape)} ({expected} "
+                         f"bytes), file has {os.fstat(f.fileno()).st_size} bytes")
+    # read in pieces and then joined: twice the payload at the peak
+    check_bytes(IDX_READ_FACTOR * payload,
+                f"{path}: header announces shape {list(shape)} ({payload:,} bytes of pixels "
+                f"or labels, read with {IDX_READ_FACTOR}x that at the peak); not an IDX file "
+                f"of this data set, or a corrupt header")
     data = _read_at_most(f, payload + 1)  # one byte more tells trailing bytes apart
     if len(data) != payload:
         if len(data) < payload:

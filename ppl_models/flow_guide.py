@@ -54,7 +54,7 @@ from torch.nn import functional as F
 
 from .checks import as_int
 from .local_guides import LocalGuide
-from .networks import full_precision, mlp
+from .networks import check_parameters, full_precision, mlp
 from .vae import VAE
 
 #: the stable IAF update adds this to the network's logit, so a fresh step keeps most of z
@@ -271,6 +271,11 @@ class ConditionalIAF(nn.Module):
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         self.latent_dim, self.context_dim = latent_dim, context_dim
         self.num_flows, self.hidden = num_flows, hidden
+        # in, context and out weights and the biases of every step, before torch allocates them
+        check_parameters(num_flows * (hidden * (latent_dim + context_dim + 1)
+                                      + 2 * latent_dim * (hidden + 1)),
+                         f"num_flows={num_flows}, hidden={hidden}, latent_dim={latent_dim}, "
+                         f"context_dim={context_dim}: the flow's weights")
         bound_in = 1 / math.sqrt(latent_dim + context_dim)
         bound_out = 0.1 / math.sqrt(hidden)
 

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import as_int, as_number
+from .checks import as_int, as_number, check_memory
 
 __all__ = ["GatedResidualBlock", "MaskedConv2d", "gated_tanh", "raster_mask"]
 
@@ -52,6 +52,9 @@ def raster_mask(out_channels: int, in_channels: int, kernel_size: int, mask_type
     data_channels = as_int(data_channels, "data_channels")
     if as_int(kernel_size, "kernel_size") % 2 == 0:
         raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+    check_memory(out_channels * in_channels * kernel_size**2, torch.get_default_dtype(),
+                 f"out_channels={out_channels}, in_channels={in_channels}, kernel_size="
+                 f"{kernel_size}: the mask [out_channels, in_channels, k, k]")
     centre = kernel_size // 2
     mask = torch.zeros(out_channels, in_channels, kernel_size, kernel_size)
     mask[:, :, :centre, :] = 1  # rows above
@@ -83,6 +86,11 @@ class MaskedConv2d(nn.Conv2d):
             if as_int(n, name) % data_channels:
                 raise ValueError(f"{name} must be a positive multiple of data_channels="
                                  f"{data_channels}, got {n}")
+        as_int(kernel_size, "kernel_size")
+        # the weight and its mask, counted before torch is asked for either
+        check_memory(2 * in_channels * out_channels * kernel_size**2, torch.get_default_dtype(),
+                     f"in_channels={in_channels}, out_channels={out_channels}, kernel_size="
+                     f"{kernel_size}: the weight and its mask [out_channels, in_channels, k, k]")
         mask = raster_mask(out_channels, in_channels, kernel_size, mask_type, data_channels)
         super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2,
                          bias=bias)

@@ -53,7 +53,7 @@ from .checks import (NonFiniteGuard, as_int, as_number, as_seed, as_sizes, check
                      check_like, check_memory, check_not_meta, check_values)
 from .layers import GatedResidualBlock, MaskedConv2d
 from .likelihoods import LEVELS, make_likelihood
-from .networks import full_precision
+from .networks import check_parameters, full_precision
 
 __all__ = ["PixelCNN"]
 
@@ -146,6 +146,17 @@ class PixelCNN(PyroModule):
         self.cond_dim = cond_dim
         C = self.image_shape[0]
         P = self.likelihood.params_per_pixel
+        # the weights (masked convolutions twice: weight and mask), counted before torch is
+        # asked for them: first layer, blocks (k x k to 2 channels, 1 x 1 back, the biases'
+        # embedding and linear map), head (1 x 1, then to P C outputs)
+        k1, k = first_kernel_size, kernel_size
+        per_block = (4 * channels**2 * k * k + 2 * channels + 2 * channels**2 + channels
+                     + ((num_classes or 0) + (cond_dim or 0)) * 2 * channels)
+        weights = (2 * C * channels * k1 * k1 + channels + num_blocks * per_block
+                   + 2 * channels**2 + channels + 2 * channels * P * C + P * C)
+        check_parameters(weights, f"channels={channels}, num_blocks={num_blocks}, kernel_size="
+                                  f"{kernel_size}, first_kernel_size={first_kernel_size}: the "
+                                  f"PixelCNN's weights and masks")
         self.first = MaskedConv2d(C, channels, first_kernel_size, "A", C)
         self.blocks = nn.ModuleList(
             GatedResidualBlock(channels, kernel_size, C, num_classes, cond_dim, dropout)

@@ -37,14 +37,23 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from .checks import (CHECK_WEIGHTS_HINT, as_int, as_number, check_memory, check_not_meta,
-                     name_rows)
+from .checks import (CHECK_WEIGHTS_HINT, as_int, as_number, check_bytes, check_memory,
+                     check_not_meta, check_not_special, check_word_draws, name_rows)
 
 logger = logging.getLogger(__name__)
 
 WAMERICAN_PATH = Path("/usr/share/dict/words")
 BUNDLED_PATH = Path(__file__).resolve().parent / "corpora" / "words_small.txt"
 _LOWERCASE_WORD = re.compile(r"[a-z]+")
+
+
+def _check_not_text(values, name: str) -> None:
+    """``TypeError`` naming ``name`` when ``values``, where a sequence of words (or lines) is
+    expected, is one ``str`` or ``bytes``: iterated, it would be single characters (or ints)."""
+    if isinstance(values, (str, bytes, bytearray)):
+        raise TypeError(f"{name} must be a sequence of words, got one {type(values).__name__} "
+                        f"{values[:40]!r}; split it first, e.g. text.split() or "
+                        f"text.splitlines() (bytes: decode them first)")
 
 
 def _strings(values: Iterable[str], name: str) -> list[str]:
@@ -90,6 +99,7 @@ class Vocabulary:
     @classmethod
     def from_words(cls, words: Iterable[str]) -> Vocabulary:
         """The vocabulary of every character that occurs in ``words`` (strings)."""
+        _check_not_text(words, "words")
         characters = set().union(*map(set, _strings(words, "words")))
         if not characters:
             raise ValueError("words hold no character: a vocabulary needs one at least")
@@ -109,8 +119,10 @@ class Vocabulary:
         Raises:
             ValueError: a character outside the vocabulary (the first offending word is
                 named), no words, or a ``max_len`` too short for the longest word.
+            TypeError: ``words`` is one ``str`` or ``bytes`` (split it), or holds non-strings.
         """
-        if isinstance(words, str) or not hasattr(words, "__len__") or len(words) == 0:
+        _check_not_text(words, "words")
+        if not hasattr(words, "__len__") or len(words) == 0:
             raise ValueError("words must be a non-empty sequence of strings, got "
                              f"{words!r:.60}")
         for word in words:
@@ -216,6 +228,7 @@ def draw_words(vocab: Vocabulary, next_probs: Callable[[torch.Tensor], torch.Ten
     weights) raise ``FloatingPointError`` naming ``what`` (the caller), the symbol and the
     rows, before they reach ``torch.multinomial`` (a device-side assert on CUDA).
     """
+    check_word_draws(num, generator, max_length, device)
     num, max_length = as_int(num, "num"), as_int(max_length, "max_length")
     step = torch.full((num,), vocab.bos, device=device)
     symbols = []
@@ -257,9 +270,11 @@ def clean_word_list(lines: Iterable[str]) -> list[str]:
     """Lines of a word list -> the distinct lowercase ASCII words ``[a-z]+``, in file order.
 
     Surrounding whitespace is stripped; possessives (``"cat's"``) and anything else with a
-    character outside ``a-z`` (capitals, accents, digits, hyphens) are dropped.
+    character outside ``a-z`` (capitals, accents, digits, hyphens) are dropped. ``lines`` is
+    a sequence of strings; one ``str`` or ``bytes`` is refused (``TypeError``): split it.
     """
-    words = (line.strip() for line in lines)
+    _check_not_text(lines, "lines")
+    words = (line.strip() for line in _strings(lines, "lines"))
     return list(dict.fromkeys(w for w in words if _LOWERCASE_WORD.fullmatch(w)))
 
 
@@ -270,8 +285,11 @@ def split_words(words: Sequence[str], valid_fraction: float = 0.1, test_fraction
     Of ``n`` distinct words, valid and test get ``max(1, round(fraction * n))`` each for a
     positive fraction, none (an empty list) for a fraction of 0; the rest is train. Every
     copy of a word goes where the word goes, so a held-out word is never also a training
-    word (a list of distinct words is split as a plain shuffle of it).
+    word (a list of distinct words is split as a plain shuffle of it). ``words`` are strings;
+    one ``str`` or ``bytes`` is refused (``TypeError``): split it.
     """
+    _check_not_text(words, "words")
+    words = _strings(words, "words")
     valid_fraction, test_fraction = _check_fractions(valid_fraction, test_fraction)
     seed = as_int(seed, "seed", minimum=0)
     copies: dict[str, int] = {}
@@ -306,7 +324,13 @@ def _check_fractions(valid_fraction, test_fraction) -> tuple[float, float]:
 def _read_utf8(path: Path) -> str:
     """The text of ``path`` without a leading UTF-8 byte-order mark (which some editors write;
     it is no character of the first word); ``ValueError`` naming the file and the offset of
-    the first byte that is not UTF-8."""
+    the first byte that is not UTF-8. A file whose words would not fit in physical memory
+    (:data:`WORD_LIST_MEMORY_FACTOR` bytes per byte) is refused before reading it."""
+    size = path.stat().st_size
+    check_bytes(WORD_LIST_MEMORY_FACTOR * size,
+                f"{path}: a word list of {size:,} bytes, split into words with up to "
+                f"{WORD_LIST_MEMORY_FACTOR}x that (a Python string per line); pass a smaller "
+                f"list")
     data = path.read_bytes()
     start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     try:
@@ -326,6 +350,13 @@ more than four times the longest word of ``wamerican`` (22 letters) and the leng
 :func:`draw_words` cuts a sampled word."""
 
 
+WORD_LIST_MEMORY_FACTOR = 40
+"""Bytes of memory :func:`load_words` may take per byte of the file, its bound before reading:
+each line becomes a Python string (about 50 bytes) held by several lists (8 bytes each), so
+short lines cost most; measured with ``tracemalloc``: 20x for lines ``"a"``, 31x for ``"ab"``,
+36x for ``"ab "`` (stripped into a second string), 30x for distinct 4-letter words."""
+
+
 def load_words(path: str | Path | None = None, *, valid_fraction: float = 0.1,
                test_fraction: float = 0.1, seed: int = 0,
                max_length: int = MAX_WORD_LENGTH) -> WordData:
@@ -341,8 +372,10 @@ def load_words(path: str | Path | None = None, *, valid_fraction: float = 0.1,
             :data:`MAX_WORD_LENGTH`), since batches are padded to the longest word.
 
     Raises:
-        FileNotFoundError: ``path`` names no file.
-        ValueError: the file is not UTF-8 text (named, with the offending byte), holds no
+        FileNotFoundError: ``path`` names nothing.
+        ValueError: ``path`` is a folder, a device or a pipe (not a regular file), the file
+            is larger than physical memory over :data:`WORD_LIST_MEMORY_FACTOR`, the file is
+            not UTF-8 text (named, with the offending byte), holds no
             words (after the filter for the default sources), or a word longer than
             ``max_length`` (the file, line number and length named).
     """
@@ -352,10 +385,17 @@ def load_words(path: str | Path | None = None, *, valid_fraction: float = 0.1,
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a str, a path or None, got {type(path).__name__}")
         path = Path(path)
+        check_not_special(path, "read the word list")
         if not path.is_file():
             raise FileNotFoundError(f"no word list at {path}")
-        lines = _read_utf8(path).split("\n")  # not splitlines: U+2028 is no line end here
-        words = [w for w in (line.strip() for line in lines) if w]
+        try:
+            lines = _read_utf8(path).split("\n")  # not splitlines: U+2028 is no line end here
+            words = [w for w in (line.strip() for line in lines) if w]
+        except MemoryError:  # a memory limit (ulimit -v, a container) below physical memory
+            raise MemoryError(f"{path}: out of memory splitting a word list of "
+                              f"{path.stat().st_size:,} bytes into words (up to "
+                              f"{WORD_LIST_MEMORY_FACTOR}x that); pass a smaller list or raise "
+                              f"the memory limit") from None
         source = f"file:{path}"
     else:
         if WAMERICAN_PATH.is_file():

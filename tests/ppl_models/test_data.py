@@ -1,6 +1,7 @@
 """Data sets, IDX files and pixel representations; nothing here downloads."""
 
 import gzip
+import os
 import re
 import socket
 from collections import Counter
@@ -11,6 +12,7 @@ import torch
 import torchvision.datasets.mnist
 from sklearn.datasets import load_digits
 
+from ppl_models import checks
 from ppl_models.data import (
     DATASETS, IDX_FILES, ImageData, Split, binarize_dynamic, binarize_static, load_images,
     read_idx, to_levels, uniform_dequantize, write_idx,
@@ -323,3 +325,44 @@ def test_to_levels_refuses_half_precision_values_off_the_stored_grid(dtype):
     with pytest.raises(ValueError, match=r"images must hold 8-bit levels k / 255 \(within the "
                                          r"rounding of torch\.b?float16 of a level\)"):
         to_levels(torch.tensor([0.5, 0.25], dtype=dtype))
+
+
+def test_read_idx_refuses_a_payload_larger_than_memory_before_reading(tmp_path, monkeypatch):
+    # a .gz header announcing [2**32 - 1]^3 over gigabytes of zeros was decompressed until
+    # MemoryError (or the OOM killer): the announced size is now compared with memory first
+    path = tmp_path / "bomb-idx3-ubyte.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(b"\0\0\x08\x03" + (2**32 - 1).to_bytes(4, "big") * 3 + bytes(2**16))
+    with pytest.raises(ValueError, match=re.escape(f"{path}: header announces shape "
+                                                   f"[{2**32 - 1}, {2**32 - 1}, {2**32 - 1}]")
+                       + ".*physical memory"):
+        read_idx(path)
+    monkeypatch.setattr(checks, "physical_memory", lambda: 1500)  # 2 x 1000 bytes at the peak
+    for name in ("labels-idx1-ubyte", "labels-idx1-ubyte.gz"):
+        write_idx(tmp_path / name, np.zeros(1000, np.uint8))
+        with pytest.raises(ValueError, match=r"shape \[1000\] \(1,000 bytes.*2,000 bytes, "
+                                             r"more than the 1,500 bytes"):
+            read_idx(tmp_path / name)
+    monkeypatch.setattr(checks, "physical_memory", lambda: 2000)
+    assert read_idx(tmp_path / "labels-idx1-ubyte.gz").shape == (1000,)
+
+
+@pytest.mark.parametrize("name", ["fashion-mnist", "mnist"])
+def test_special_paths_are_named_for_what_they_are(tmp_path, name):
+    # a file as root was told "the four IDX files are not in <file>", and a named pipe or a
+    # folder under an IDX file's name was reported missing
+    (tmp_path / "file").write_bytes(b"x")
+    with pytest.raises(NotADirectoryError, match=rf"{name}: root {tmp_path / 'file'} is a "
+                                                 r"file; pass the folder"):
+        load_images(name, root=tmp_path / "file")
+    _write_tiny(tmp_path)
+    labels = tmp_path / IDX_FILES["test_labels"]
+    labels.unlink()
+    os.mkfifo(labels)
+    with pytest.raises(ValueError, match=re.escape(f"cannot read {name}'s IDX file {labels}: "
+                                                   "it is a named pipe, not a regular file")):
+        load_images(name, root=tmp_path)
+    labels.unlink()
+    labels.mkdir()
+    with pytest.raises(ValueError, match=f"{labels}: it is a folder"):
+        load_images(name, root=tmp_path)

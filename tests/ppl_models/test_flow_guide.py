@@ -316,3 +316,10 @@ def test_log_q_of_a_one_dimensional_flow_is_a_gaussian_density():
     torch.testing.assert_close(q.log_prob(z), torch.distributions.Normal(
         mean, sd).log_prob(z).sum(-1), rtol=0, atol=1e-10)
     assert math.isfinite(float(q.log_prob(z).sum()))
+
+
+def test_a_flow_too_large_for_memory_is_refused_before_allocating():
+    # torch.empty of [num_flows, hidden, latent_dim] failed in the allocator
+    with pytest.raises(ValueError, match=r"num_flows=2, hidden=10000000000, latent_dim=50, "
+                                         r"context_dim=64: the flow's weights.*physical"):
+        ConditionalIAF(50, 64, hidden=10**10)

@@ -87,3 +87,15 @@ def test_bad_layer_arguments_raise():
         MaskedConv2d(1, 4, 4, "A")
     with pytest.raises(ValueError, match="multiple of data_channels"):
         MaskedConv2d(3, 4, 3, "A", data_channels=3)
+
+
+def test_masks_too_large_for_memory_are_refused_before_allocating():
+    # torch.zeros of the mask (then the weight) failed in the allocator or took minutes
+    with pytest.raises(ValueError, match=r"in_channels=100000, out_channels=200000, "
+                                         r"kernel_size=3: the weight and its mask.*physical"):
+        MaskedConv2d(10**5, 2 * 10**5, 3)
+    with pytest.raises(ValueError, match=r"out_channels=100000, in_channels=100000, "
+                                         r"kernel_size=3: the mask.*physical memory"):
+        raster_mask(10**5, 10**5, 3, "B")
+    with pytest.raises(ValueError, match=r"in_channels=100000.*physical memory"):
+        GatedResidualBlock(10**5)

@@ -160,3 +160,10 @@ def test_bad_inputs_are_named():
         PixelVAE((1, 2, 3), network="rnn")
     with pytest.raises(ValueError, match="num"):
         m.sample(0)
+
+
+def test_a_decoder_too_large_for_memory_is_refused_before_allocating():
+    # the PixelCNN decoder had no weight count: torch's allocator error, or minutes of work
+    with pytest.raises(ValueError, match=r"channels=100000, .*PixelCNN's weights and masks.*"
+                                         r"physical memory"):
+        PixelVAE((1, 8, 8), channels=10**5)

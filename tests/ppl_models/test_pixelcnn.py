@@ -238,10 +238,11 @@ def test_a_28x28_sample_fast_is_refused_naming_num(monkeypatch):
 
 
 def test_cached_params_counts_its_caches_naming_x(monkeypatch):
+    m = small()  # built first: its weights alone need more than the patched memory
     monkeypatch.setattr(checks, "physical_memory", lambda: 50 * 16 * 4 * 2)
     with pytest.raises(ValueError, match=r"x of 50 images: the images \[50, 1, 4, 4\] with the "
                                          r"padded caches"):
-        small().cached_params(torch.zeros(50, 1, 4, 4))
+        m.cached_params(torch.zeros(50, 1, 4, 4))
 
 
 def test_channels_not_a_multiple_of_the_image_channels_are_named():
@@ -265,3 +266,22 @@ def test_images_of_other_channels_than_the_model_are_named_with_both_shapes():
     for sampler in (m.sample, m.sample_fast):
         with pytest.raises(ValueError, match="given must have " + expected):
             sampler(2, given=grey, mask=mask)
+
+
+def test_weights_and_masks_are_counted_before_allocating(monkeypatch):
+    # channels=10**5 ended in torch's "DefaultCPUAllocator: can't allocate memory", 10**8 ran
+    # for minutes: the count is now compared with memory first (WaveNet and the GRU do it)
+    for channels in (10**5, 10**8):
+        with pytest.raises(ValueError, match=rf"channels={channels}, num_blocks=5, "
+                                             r"kernel_size=3.*physical memory"):
+            PixelCNN((1, 8, 8), channels=channels)
+    options = dict(image_shape=(3, 8, 8), likelihood="logistic-mixture", channels=12,
+                   num_blocks=3, num_classes=10, cond_dim=7, kernel_size=5)
+    m = PixelCNN(**options)
+    count = (sum(p.numel() for p in m.parameters())
+             + sum(b.numel() for name, b in m.named_buffers() if name.endswith("mask")))
+    monkeypatch.setattr(checks, "physical_memory", lambda: 4 * count - 1)
+    with pytest.raises(ValueError, match=f"{count:,} float32 parameters"):
+        PixelCNN(**options)
+    monkeypatch.setattr(checks, "physical_memory", lambda: 4 * count)
+    PixelCNN(**options)

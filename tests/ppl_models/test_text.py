@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from ppl_models import text
-from ppl_models.text import Vocabulary, clean_word_list, load_words, split_words
+from ppl_models import checks, text
+from ppl_models.text import Vocabulary, clean_word_list, draw_words, load_words, split_words
 
 
 def test_clean_word_list_keeps_distinct_lowercase_ascii_words():
@@ -229,3 +229,61 @@ def test_a_gru_language_model_too_large_for_memory_is_counted_first(monkeypatch)
     with pytest.raises(ValueError, match=r"hidden=1000000, layers=1: the GRU's "
                                          r"3,000,106,000,164 weights"):
         GRULanguageModel(Vocabulary("abc"), hidden=10**6)
+
+
+def test_one_string_where_words_are_expected_is_refused():
+    # iterated, "cat\ndog" gave single letters as words and b"cat" an AttributeError on an int
+    for call in (clean_word_list, split_words, Vocabulary.from_words, Vocabulary("cat").encode):
+        for bad in ("cat\ndog\nbird", b"cat\ndog", bytearray(b"cat")):
+            with pytest.raises(TypeError, match=r"must be a sequence of words, got one "
+                                                r"(str|bytes|bytearray).*splitlines\(\)"):
+                call(bad)
+    with pytest.raises(TypeError, match="lines must hold strings, got bytes"):
+        clean_word_list([b"cat"])
+    assert clean_word_list("cat\ndog".splitlines()) == ["cat", "dog"]
+
+
+def test_draw_words_counts_the_draws_before_allocating():
+    # num=10**12 ended in the allocator's "can't allocate memory" for [num] ids
+    vocab = Vocabulary.from_words(["cat", "dog"])
+    uniform = lambda x: torch.full((x.shape[0], vocab.num_outputs), 1 / vocab.num_outputs)
+    with pytest.raises(ValueError, match=r"num=1000000000000, max_length=100.*physical memory"):
+        draw_words(vocab, uniform, 10**12)
+    with pytest.raises(ValueError, match="num must be a positive integer"):
+        draw_words(vocab, uniform, 0)
+    assert len(draw_words(vocab, uniform, 3, generator=torch.Generator().manual_seed(0))) == 3
+
+
+def test_load_words_refuses_a_list_too_large_for_memory_before_reading(tmp_path, monkeypatch):
+    # a 210 MB list of short lines ended in a bare MemoryError (~20-36x the file in strings)
+    path = tmp_path / "words.txt"
+    path.write_text("ab\nbc\ncd\nde\n" * 25)  # 300 bytes
+    monkeypatch.setattr(checks, "physical_memory", lambda: 300 * text.WORD_LIST_MEMORY_FACTOR - 1)
+    with pytest.raises(ValueError, match=re.escape(f"{path}: a word list of 300 bytes") +
+                       r".*more than the .* bytes of this machine's physical memory"):
+        load_words(path)
+    monkeypatch.setattr(checks, "physical_memory", lambda: 300 * text.WORD_LIST_MEMORY_FACTOR)
+    assert len(load_words(path).words) == 100
+
+
+def test_load_words_names_a_path_that_is_no_regular_file(tmp_path):
+    # a folder or /dev/zero were reported as "no word list at ..."
+    with pytest.raises(ValueError, match=rf"cannot read the word list {tmp_path}: it is a "
+                                         r"folder, not a regular file"):
+        load_words(tmp_path)
+    with pytest.raises(ValueError, match="/dev/zero: it is a character device"):
+        load_words("/dev/zero")
+
+
+def test_load_words_names_the_file_when_a_memory_limit_runs_out(tmp_path, monkeypatch):
+    # under a limit below physical memory (ulimit -v) the split ended in a bare MemoryError
+    class Huge(str):
+        def split(self, sep=None):
+            raise MemoryError
+
+    path = tmp_path / "words.txt"
+    path.write_text("ab\nbc\n")
+    monkeypatch.setattr(text, "_read_utf8", lambda p: Huge(p.read_text()))
+    with pytest.raises(MemoryError, match=re.escape(f"{path}: out of memory splitting a word "
+                                                    "list of 6 bytes")):
+        load_words(path)
