@@ -7,6 +7,7 @@ the settings that :func:`inference.fit` checks on resume (the pair's plain setti
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import io
@@ -191,14 +192,22 @@ def check_writable(path: str | Path) -> Path:
 
     Raises:
         CheckpointError: ``path`` is a folder (or ends in a separator), a device, a named
-            pipe or a socket, ``<path>.lock`` or
-            ``<path>.previous`` is a folder, or the folder cannot be created or written; the
+            pipe, a socket or a loop of symlinks, ``<path>.lock`` or ``<path>.previous`` is a
+            folder, ``path`` or ``<path>.previous`` is a file that is not a checkpoint (a
+            checkpoint would replace it), or the folder cannot be created or written; the
             message names the path and the reason.
     """
     if str(path).endswith(("/", os.sep)):
         raise CheckpointError(f"checkpoint {path} names a folder (it ends in a separator); "
                               "pass a file name, e.g. run.pt inside it")
     shown, path = Path(path), real_path(path)
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise CheckpointError(f"checkpoint {shown} is a loop of symlinks ({path} leads "
+                                  "back to itself): no file can be written there; fix the "
+                                  "links or pass another path") from error
     kind = special_file(path)
     if kind == "a folder":
         raise CheckpointError(f"checkpoint {shown} is a folder; pass a file name")
@@ -215,6 +224,16 @@ def check_writable(path: str | Path) -> Path:
         if kind is not None:
             raise CheckpointError(f"checkpoint {shown} needs {beside} for {role}, but that is "
                                   f"{kind}: move it away or use another checkpoint path")
+    previous = path.with_name(path.name + ".previous")
+    if not _is_checkpoint_or_empty(path):
+        raise CheckpointError(f"checkpoint {shown} is a file that is not a checkpoint (no "
+                              f"{MAGIC[:7].decode()} header), which a checkpoint would "
+                              "replace; pass another checkpoint path, or delete the file")
+    if path.exists() and not _is_checkpoint_or_empty(previous):
+        raise CheckpointError(f"checkpoint {shown} would be kept as {previous}, but that is a "
+                              f"file that is not a checkpoint (no {MAGIC[:7].decode()} "
+                              "header), which the copy would replace; move it away or use "
+                              "another checkpoint path")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         probe = _unique_partial(path)
@@ -228,6 +247,19 @@ def check_writable(path: str | Path) -> Path:
         raise CheckpointError(f"cannot write the checkpoint {shown}: {error.strerror or error} "
                               f"(folder {path.parent})") from error
     return path
+
+
+def _is_checkpoint_or_empty(path: Path) -> bool:
+    """Whether the file at ``path`` is missing, empty or starts with :data:`MAGIC` (a
+    checkpoint, perhaps damaged): only such a file may be replaced by a checkpoint."""
+    try:
+        with open(path, "rb") as file:
+            start = file.read(len(MAGIC))
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return True  # unreadable: the write probe below names the problem
+    return not start or start == MAGIC
 
 
 def _serialized(path: Path, state: dict) -> bytes:
@@ -450,7 +482,8 @@ class CheckpointLock:
 
     ``with CheckpointLock(path):`` takes an ``fcntl`` lock on ``path + ".lock"`` (released by
     the kernel when the process ends, even by SIGKILL, so no stale lock outlives its run) and
-    raises :class:`CheckpointError` at once when another run holds it. A symlink's target is
+    raises :class:`CheckpointError` at once when another run holds it, or when the lock path
+    is a symlink or a file holding anything but a process id. A symlink's target is
     locked (``<target>.lock``, :func:`real_path`), so runs through a link and through the
     file exclude each other.
     """
@@ -463,7 +496,25 @@ class CheckpointLock:
     def acquire(self) -> None:
         import fcntl
 
-        lock = open(self.lock_path, "a+")
+        try:  # not through a symlink: "a+" truncated the user's file that a link named
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0),
+                         0o644)
+        except OSError as error:
+            if error.errno != errno.ELOOP:
+                raise
+            raise CheckpointError(
+                f"the lock file {self.lock_path} of the checkpoint {self.path} is a symlink: "
+                "locking would overwrite the file it points at; remove the link or use "
+                "another checkpoint path") from error
+        held = os.pread(fd, 64, 0)
+        if not re.fullmatch(rb"\s*[0-9]*\s*", held):
+            size = os.fstat(fd).st_size
+            os.close(fd)
+            raise CheckpointError(
+                f"the lock file {self.lock_path} of the checkpoint {self.path} holds "
+                f"{size} bytes that are no process id: it is not a lock of inference.fit, "
+                "and locking would overwrite it; move it away or use another checkpoint path")
+        lock = os.fdopen(fd, "r+")
         try:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
