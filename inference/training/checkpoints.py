@@ -99,6 +99,7 @@ _HEADER = struct.Struct("<8sQI")
 # global param store that the modules do not own, unrelated ones included. Format 1 loads: its
 # unrelated entries are neither compared nor restored.
 FORMAT = 2
+FORMATS = (1, 2)  # what :func:`check_run_state` accepts
 
 
 class CheckpointError(ValueError):
@@ -422,6 +423,29 @@ def keep_previous(path: str | Path) -> Path:
     return previous
 
 
+def _check_map_location(map_location) -> None:
+    """Refuse a ``map_location`` of :func:`load_checkpoint` that names no device, or a CUDA
+    device that this machine lacks (a dict or a function is torch's to check)."""
+    if map_location is None or isinstance(map_location, dict) or callable(map_location):
+        return
+    if not isinstance(map_location, (str, torch.device)):
+        raise TypeError(f"map_location must be a device, a str naming one, a dict or a "
+                        f"function, got {type(map_location).__name__}")
+    try:
+        device = torch.device(map_location)
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(f"map_location={map_location!r} names no device ({error}); pass "
+                         "e.g. 'cpu' or 'cuda:0'") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index or 0) >= count:
+            raise ValueError(f"map_location={map_location!r} names a CUDA device this "
+                             f"machine lacks (it has {count}); pass 'cpu' or one of cuda:0 "
+                             f"to cuda:{count - 1}" if count else
+                             f"map_location={map_location!r} names a CUDA device, but CUDA "
+                             "is not available here; pass 'cpu'")
+
+
 def load_checkpoint(path: str | Path, map_location=None) -> dict:
     """Read what :func:`save_checkpoint` wrote, after checking its header, length and CRC32,
     with torch's weights-only unpickler (:data:`ALLOWED_CLASSES` beside tensors and plain
@@ -430,7 +454,12 @@ def load_checkpoint(path: str | Path, map_location=None) -> dict:
     Raises:
         CheckpointError: naming ``path`` for a missing, unreadable, truncated, altered or
             foreign file, or one that names a class outside :data:`ALLOWED_CLASSES`.
+        TypeError, ValueError: ``path`` is no path, or ``map_location`` names no device
+            (or a CUDA device this machine lacks); checked before the file is read.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    _check_map_location(map_location)
     path = Path(path)
     kind = special_file(path)
     if kind is not None:
@@ -475,6 +504,50 @@ def load_checkpoint(path: str | Path, map_location=None) -> dict:
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a dict")
     return state
+
+
+# what a training run's checkpoint holds, for :func:`check_run_state`: key -> (check, expected)
+_RUN_STATE = {
+    "modules": (lambda v: isinstance(v, list), "a list of state dicts"),
+    "param_store": (lambda v: isinstance(v, dict) and isinstance(v.get("params"), dict)
+                    and isinstance(v.get("constraints"), dict),
+                    "a dict of 'params' and 'constraints'"),
+    "optimizer": (lambda v: isinstance(v, dict), "a dict"),
+    "shuffler": (torch.is_tensor, "a generator state tensor"),
+    "rng": (lambda v: isinstance(v, dict) and isinstance(v.get("pyro"), dict),
+            "a dict of random states"),
+    "history": (lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v),
+                "a list of the epochs' records (dicts)"),
+    "fingerprint": (lambda v: isinstance(v, dict), "a dict"),
+}
+
+
+def check_run_state(state: dict, path) -> None:
+    """Refuse a loaded checkpoint that :func:`inference.fit` cannot resume: a "format" outside
+    :data:`FORMATS` (none: format 1), a missing entry, or one of another kind (a history that
+    is no list of records); the :class:`CheckpointError` names ``path`` and the entries."""
+    found = state.get("format", 1)
+    if type(found) is not int or found not in FORMATS:
+        raise CheckpointError(
+            f"checkpoint {path} has format {found!r}, which this version cannot resume (it "
+            f"reads formats {', '.join(map(str, FORMATS))}): written by another version or "
+            "program; resume it with that version, or delete it to start afresh")
+    missing = [key for key in _RUN_STATE if key not in state]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {path} has no {', '.join(missing)} entr"
+            f"{'y' if len(missing) == 1 else 'ies'} (written by another version or program, "
+            "or not by inference.fit): it cannot be resumed; delete it to start afresh")
+    for key, (valid, expected) in _RUN_STATE.items():
+        value = state[key]
+        if not valid(value):
+            odd = next((item for item in value if not isinstance(item, dict)), None) \
+                if isinstance(value, list) else None
+            kind = type(value).__name__ + (f" holding a {type(odd).__name__}"
+                                           if odd is not None else "")
+            raise CheckpointError(
+                f"checkpoint {path} holds a {kind} as its {key!r}, not "
+                f"{expected}: it cannot be resumed; delete it to start afresh")
 
 
 class CheckpointLock:

@@ -843,6 +843,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                       stacklevel=user_stacklevel())
     if resume and Path(checkpoint).exists():
         state = checkpoints.load_checkpoint(checkpoint, map_location=device)
+        checkpoints.check_run_state(state, checkpoint)
         # modules first, before anything runs the pair; the pair's Pyro parameters below
         pair_print = checkpoints.params_fingerprint(modules, {})
         _check_resumable(state, checkpoint, epochs, {
