@@ -158,6 +158,12 @@ def real_path(path: str | Path) -> Path:
     return Path(os.path.realpath(path))
 
 
+def _check_path(path) -> None:
+    """``TypeError`` naming the argument when ``path`` is no path (pathlib's says neither)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+
+
 def _unique_partial(path: Path) -> Path:
     """A temporary name next to ``path`` that no other process or thread uses:
     ``<path>.<pid>.<8 hex digits>.partial``."""
@@ -195,9 +201,12 @@ def check_writable(path: str | Path) -> Path:
         CheckpointError: ``path`` is a folder (or ends in a separator), a device, a named
             pipe, a socket or a loop of symlinks, ``<path>.lock`` or ``<path>.previous`` is a
             folder, ``path`` or ``<path>.previous`` is a file that is not a checkpoint (a
-            checkpoint would replace it), or the folder cannot be created or written; the
-            message names the path and the reason.
+            checkpoint would replace it), its name leaves no room for the temporary file's
+            suffix, or the folder cannot be created or written; the message names the path
+            and the reason.
+        TypeError: ``path`` is no path.
     """
+    _check_path(path)
     if str(path).endswith(("/", os.sep)):
         raise CheckpointError(f"checkpoint {path} names a folder (it ends in a separator); "
                               "pass a file name, e.g. run.pt inside it")
@@ -237,6 +246,7 @@ def check_writable(path: str | Path) -> Path:
                               "another checkpoint path")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _check_name_length(path, shown)
         probe = _unique_partial(path)
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
@@ -248,6 +258,26 @@ def check_writable(path: str | Path) -> Path:
         raise CheckpointError(f"cannot write the checkpoint {shown}: {error.strerror or error} "
                               f"(folder {path.parent})") from error
     return path
+
+
+# what :func:`_unique_partial` adds to a file name at most (Linux process ids have 7 digits)
+_PARTIAL_SUFFIX_BYTES = len(".4194304.01234567.partial")
+
+
+def _check_name_length(path: Path, shown: Path) -> None:
+    """Refuse a file name that fits its folder but whose temporary name (the name and
+    :data:`_PARTIAL_SUFFIX_BYTES` more) does not: the first save would fail."""
+    try:
+        limit = os.pathconf(path.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return
+    length = len(os.fsencode(path.name))
+    if length <= limit < length + _PARTIAL_SUFFIX_BYTES:
+        raise CheckpointError(
+            f"checkpoint {shown}: its file name has {length} bytes, and the temporary file it "
+            f"is written to (<name>.<pid>.<8 hex digits>.partial) up to "
+            f"{length + _PARTIAL_SUFFIX_BYTES}, more than the {limit} a file name may have "
+            f"there; use a file name of at most {limit - _PARTIAL_SUFFIX_BYTES} bytes")
 
 
 def _is_checkpoint_or_empty(path: Path) -> bool:
@@ -362,6 +392,7 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     before anything is written. A symlink keeps pointing at the file, which is replaced
     (:func:`real_path`).
     """
+    _check_path(path)
     if not isinstance(state, dict):
         raise TypeError(f"state must be a dict, got {type(state).__name__}")
     path, target = Path(path), real_path(path)
@@ -374,6 +405,7 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     partial = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        _check_name_length(target, path)
         partial = _unique_partial(target)
         try:
             mode = stat.S_IMODE(os.stat(target).st_mode)
@@ -457,8 +489,7 @@ def load_checkpoint(path: str | Path, map_location=None) -> dict:
         TypeError, ValueError: ``path`` is no path, or ``map_location`` names no device
             (or a CUDA device this machine lacks); checked before the file is read.
     """
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    _check_path(path)
     _check_map_location(map_location)
     path = Path(path)
     kind = special_file(path)
