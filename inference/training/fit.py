@@ -691,7 +691,8 @@ def fit(
             data and the settings. Its folder must be writable (checked before
             training); one run at a time may use it (a lock file ``checkpoint + ".lock"``).
             A run that does not resume keeps a file it replaces as ``checkpoint +
-            ".previous"`` (replacing an older one) on its first save, with a warning.
+            ".previous"`` (replacing an older one) on its first save, with a warning; an
+            existing file that is not a checkpoint (no header) is refused, never replaced.
         resume: continue from ``checkpoint`` when it exists; the result equals that of an
             uninterrupted run with the same seed. A checkpoint of another pair (parameter
             names and shapes), other data (shape, dtype, a strided hash), other settings
