@@ -545,7 +545,7 @@ _RUN_STATE = {
                     "a dict of 'params' and 'constraints'"),
     "optimizer": (lambda v: isinstance(v, dict), "a dict"),
     "shuffler": (torch.is_tensor, "a generator state tensor"),
-    "rng": (lambda v: isinstance(v, dict) and isinstance(v.get("pyro"), dict),
+    "rng": (lambda v: isinstance(v, dict) and ("pyro" in v or "ranks" in v),  # distributed
             "a dict of random states"),
     "history": (lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v),
                 "a list of the epochs' records (dicts)"),
