@@ -7,6 +7,7 @@ the settings that :func:`inference.fit` checks on resume (the pair's plain setti
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import io
@@ -98,6 +99,7 @@ _HEADER = struct.Struct("<8sQI")
 # global param store that the modules do not own, unrelated ones included. Format 1 loads: its
 # unrelated entries are neither compared nor restored.
 FORMAT = 2
+FORMATS = (1, 2)  # what :func:`check_run_state` accepts
 
 
 class CheckpointError(ValueError):
@@ -156,6 +158,12 @@ def real_path(path: str | Path) -> Path:
     return Path(os.path.realpath(path))
 
 
+def _check_path(path) -> None:
+    """``TypeError`` naming the argument when ``path`` is no path (pathlib's says neither)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+
+
 def _unique_partial(path: Path) -> Path:
     """A temporary name next to ``path`` that no other process or thread uses:
     ``<path>.<pid>.<8 hex digits>.partial``."""
@@ -191,14 +199,25 @@ def check_writable(path: str | Path) -> Path:
 
     Raises:
         CheckpointError: ``path`` is a folder (or ends in a separator), a device, a named
-            pipe or a socket, ``<path>.lock`` or
-            ``<path>.previous`` is a folder, or the folder cannot be created or written; the
-            message names the path and the reason.
+            pipe, a socket or a loop of symlinks, ``<path>.lock`` or ``<path>.previous`` is a
+            folder, ``path`` or ``<path>.previous`` is a file that is not a checkpoint (a
+            checkpoint would replace it), its name leaves no room for the temporary file's
+            suffix, or the folder cannot be created or written; the message names the path
+            and the reason.
+        TypeError: ``path`` is no path.
     """
+    _check_path(path)
     if str(path).endswith(("/", os.sep)):
         raise CheckpointError(f"checkpoint {path} names a folder (it ends in a separator); "
                               "pass a file name, e.g. run.pt inside it")
     shown, path = Path(path), real_path(path)
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise CheckpointError(f"checkpoint {shown} is a loop of symlinks ({path} leads "
+                                  "back to itself): no file can be written there; fix the "
+                                  "links or pass another path") from error
     kind = special_file(path)
     if kind == "a folder":
         raise CheckpointError(f"checkpoint {shown} is a folder; pass a file name")
@@ -215,8 +234,19 @@ def check_writable(path: str | Path) -> Path:
         if kind is not None:
             raise CheckpointError(f"checkpoint {shown} needs {beside} for {role}, but that is "
                                   f"{kind}: move it away or use another checkpoint path")
+    previous = path.with_name(path.name + ".previous")
+    if not _is_checkpoint_or_empty(path):
+        raise CheckpointError(f"checkpoint {shown} is a file that is not a checkpoint (no "
+                              f"{MAGIC[:7].decode()} header), which a checkpoint would "
+                              "replace; pass another checkpoint path, or delete the file")
+    if path.exists() and not _is_checkpoint_or_empty(previous):
+        raise CheckpointError(f"checkpoint {shown} would be kept as {previous}, but that is a "
+                              f"file that is not a checkpoint (no {MAGIC[:7].decode()} "
+                              "header), which the copy would replace; move it away or use "
+                              "another checkpoint path")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _check_name_length(path, shown)
         probe = _unique_partial(path)
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
@@ -228,6 +258,39 @@ def check_writable(path: str | Path) -> Path:
         raise CheckpointError(f"cannot write the checkpoint {shown}: {error.strerror or error} "
                               f"(folder {path.parent})") from error
     return path
+
+
+# what :func:`_unique_partial` adds to a file name at most (Linux process ids have 7 digits)
+_PARTIAL_SUFFIX_BYTES = len(".4194304.01234567.partial")
+
+
+def _check_name_length(path: Path, shown: Path) -> None:
+    """Refuse a file name that fits its folder but whose temporary name (the name and
+    :data:`_PARTIAL_SUFFIX_BYTES` more) does not: the first save would fail."""
+    try:
+        limit = os.pathconf(path.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return
+    length = len(os.fsencode(path.name))
+    if length <= limit < length + _PARTIAL_SUFFIX_BYTES:
+        raise CheckpointError(
+            f"checkpoint {shown}: its file name has {length} bytes, and the temporary file it "
+            f"is written to (<name>.<pid>.<8 hex digits>.partial) up to "
+            f"{length + _PARTIAL_SUFFIX_BYTES}, more than the {limit} a file name may have "
+            f"there; use a file name of at most {limit - _PARTIAL_SUFFIX_BYTES} bytes")
+
+
+def _is_checkpoint_or_empty(path: Path) -> bool:
+    """Whether the file at ``path`` is missing, empty or starts with :data:`MAGIC` (a
+    checkpoint, perhaps damaged): only such a file may be replaced by a checkpoint."""
+    try:
+        with open(path, "rb") as file:
+            start = file.read(len(MAGIC))
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return True  # unreadable: the write probe below names the problem
+    return not start or start == MAGIC
 
 
 def _serialized(path: Path, state: dict) -> bytes:
@@ -329,6 +392,7 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     before anything is written. A symlink keeps pointing at the file, which is replaced
     (:func:`real_path`).
     """
+    _check_path(path)
     if not isinstance(state, dict):
         raise TypeError(f"state must be a dict, got {type(state).__name__}")
     path, target = Path(path), real_path(path)
@@ -341,6 +405,7 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     partial = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        _check_name_length(target, path)
         partial = _unique_partial(target)
         try:
             mode = stat.S_IMODE(os.stat(target).st_mode)
@@ -390,6 +455,29 @@ def keep_previous(path: str | Path) -> Path:
     return previous
 
 
+def _check_map_location(map_location) -> None:
+    """Refuse a ``map_location`` of :func:`load_checkpoint` that names no device, or a CUDA
+    device that this machine lacks (a dict or a function is torch's to check)."""
+    if map_location is None or isinstance(map_location, dict) or callable(map_location):
+        return
+    if not isinstance(map_location, (str, torch.device)):
+        raise TypeError(f"map_location must be a device, a str naming one, a dict or a "
+                        f"function, got {type(map_location).__name__}")
+    try:
+        device = torch.device(map_location)
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(f"map_location={map_location!r} names no device ({error}); pass "
+                         "e.g. 'cpu' or 'cuda:0'") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index or 0) >= count:
+            raise ValueError(f"map_location={map_location!r} names a CUDA device this "
+                             f"machine lacks (it has {count}); pass 'cpu' or one of cuda:0 "
+                             f"to cuda:{count - 1}" if count else
+                             f"map_location={map_location!r} names a CUDA device, but CUDA "
+                             "is not available here; pass 'cpu'")
+
+
 def load_checkpoint(path: str | Path, map_location=None) -> dict:
     """Read what :func:`save_checkpoint` wrote, after checking its header, length and CRC32,
     with torch's weights-only unpickler (:data:`ALLOWED_CLASSES` beside tensors and plain
@@ -398,7 +486,11 @@ def load_checkpoint(path: str | Path, map_location=None) -> dict:
     Raises:
         CheckpointError: naming ``path`` for a missing, unreadable, truncated, altered or
             foreign file, or one that names a class outside :data:`ALLOWED_CLASSES`.
+        TypeError, ValueError: ``path`` is no path, or ``map_location`` names no device
+            (or a CUDA device this machine lacks); checked before the file is read.
     """
+    _check_path(path)
+    _check_map_location(map_location)
     path = Path(path)
     kind = special_file(path)
     if kind is not None:
@@ -445,12 +537,57 @@ def load_checkpoint(path: str | Path, map_location=None) -> dict:
     return state
 
 
+# what a training run's checkpoint holds, for :func:`check_run_state`: key -> (check, expected)
+_RUN_STATE = {
+    "modules": (lambda v: isinstance(v, list), "a list of state dicts"),
+    "param_store": (lambda v: isinstance(v, dict) and isinstance(v.get("params"), dict)
+                    and isinstance(v.get("constraints"), dict),
+                    "a dict of 'params' and 'constraints'"),
+    "optimizer": (lambda v: isinstance(v, dict), "a dict"),
+    "shuffler": (torch.is_tensor, "a generator state tensor"),
+    "rng": (lambda v: isinstance(v, dict) and ("pyro" in v or "ranks" in v),  # distributed
+            "a dict of random states"),
+    "history": (lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v),
+                "a list of the epochs' records (dicts)"),
+    "fingerprint": (lambda v: isinstance(v, dict), "a dict"),
+}
+
+
+def check_run_state(state: dict, path) -> None:
+    """Refuse a loaded checkpoint that :func:`inference.fit` cannot resume: a "format" outside
+    :data:`FORMATS` (none: format 1), a missing entry, or one of another kind (a history that
+    is no list of records); the :class:`CheckpointError` names ``path`` and the entries."""
+    found = state.get("format", 1)
+    if type(found) is not int or found not in FORMATS:
+        raise CheckpointError(
+            f"checkpoint {path} has format {found!r}, which this version cannot resume (it "
+            f"reads formats {', '.join(map(str, FORMATS))}): written by another version or "
+            "program; resume it with that version, or delete it to start afresh")
+    missing = [key for key in _RUN_STATE if key not in state]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {path} has no {', '.join(missing)} entr"
+            f"{'y' if len(missing) == 1 else 'ies'} (written by another version or program, "
+            "or not by inference.fit): it cannot be resumed; delete it to start afresh")
+    for key, (valid, expected) in _RUN_STATE.items():
+        value = state[key]
+        if not valid(value):
+            odd = next((item for item in value if not isinstance(item, dict)), None) \
+                if isinstance(value, list) else None
+            kind = type(value).__name__ + (f" holding a {type(odd).__name__}"
+                                           if odd is not None else "")
+            raise CheckpointError(
+                f"checkpoint {path} holds a {kind} as its {key!r}, not "
+                f"{expected}: it cannot be resumed; delete it to start afresh")
+
+
 class CheckpointLock:
     """An exclusive lock on a checkpoint path, held by one training run at a time.
 
     ``with CheckpointLock(path):`` takes an ``fcntl`` lock on ``path + ".lock"`` (released by
     the kernel when the process ends, even by SIGKILL, so no stale lock outlives its run) and
-    raises :class:`CheckpointError` at once when another run holds it. A symlink's target is
+    raises :class:`CheckpointError` at once when another run holds it, or when the lock path
+    is a symlink or a file holding anything but a process id. A symlink's target is
     locked (``<target>.lock``, :func:`real_path`), so runs through a link and through the
     file exclude each other.
     """
@@ -463,7 +600,25 @@ class CheckpointLock:
     def acquire(self) -> None:
         import fcntl
 
-        lock = open(self.lock_path, "a+")
+        try:  # not through a symlink: "a+" truncated the user's file that a link named
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0),
+                         0o644)
+        except OSError as error:
+            if error.errno != errno.ELOOP:
+                raise
+            raise CheckpointError(
+                f"the lock file {self.lock_path} of the checkpoint {self.path} is a symlink: "
+                "locking would overwrite the file it points at; remove the link or use "
+                "another checkpoint path") from error
+        held = os.pread(fd, 64, 0)
+        if not re.fullmatch(rb"\s*[0-9]*\s*", held):
+            size = os.fstat(fd).st_size
+            os.close(fd)
+            raise CheckpointError(
+                f"the lock file {self.lock_path} of the checkpoint {self.path} holds "
+                f"{size} bytes that are no process id: it is not a lock of inference.fit, "
+                "and locking would overwrite it; move it away or use another checkpoint path")
+        lock = os.fdopen(fd, "r+")
         try:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:

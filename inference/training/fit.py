@@ -691,7 +691,8 @@ def fit(
             data and the settings. Its folder must be writable (checked before
             training); one run at a time may use it (a lock file ``checkpoint + ".lock"``).
             A run that does not resume keeps a file it replaces as ``checkpoint +
-            ".previous"`` (replacing an older one) on its first save, with a warning.
+            ".previous"`` (replacing an older one) on its first save, with a warning; an
+            existing file that is not a checkpoint (no header) is refused, never replaced.
         resume: continue from ``checkpoint`` when it exists; the result equals that of an
             uninterrupted run with the same seed. A checkpoint of another pair (parameter
             names and shapes), other data (shape, dtype, a strided hash), other settings
@@ -843,6 +844,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                       stacklevel=user_stacklevel())
     if resume and Path(checkpoint).exists():
         state = checkpoints.load_checkpoint(checkpoint, map_location=device)
+        checkpoints.check_run_state(state, checkpoint)
         # modules first, before anything runs the pair; the pair's Pyro parameters below
         pair_print = checkpoints.params_fingerprint(modules, {})
         _check_resumable(state, checkpoint, epochs, {

@@ -221,3 +221,25 @@ def test_save_failure_removes_its_temporary_file(tmp_path, monkeypatch):
         save_checkpoint(path, {"v": 2})
     monkeypatch.undo()
     assert load_checkpoint(path) == {"v": 1} and _partials(tmp_path) == []
+
+
+def test_a_name_too_long_for_the_temporary_file_is_refused_before_training(tmp_path):
+    # a 240-character name (legal) failed after an epoch with "File name too long": its
+    # temporary name <name>.<pid>.<8 hex>.partial has up to 25 characters more
+    path = tmp_path / ("c" * 237 + ".pt")
+    path.touch()
+    path.unlink()
+    epochs = []
+    with pytest.raises(CheckpointError, match=r"file name has 240 bytes.*temporary file.*up to "
+                                              r"265.*at most 230 bytes"):
+        _train(path, 1, callback=epochs.append)
+    assert epochs == []
+    with pytest.raises(CheckpointError, match="at most 230 bytes"):
+        save_checkpoint(path, {"a": 1})
+    assert not list(tmp_path.iterdir())
+    save_checkpoint(tmp_path / ("c" * 227 + ".pt"), {"a": 1})  # 230 bytes fit
+
+
+def test_a_path_that_is_no_path_is_named():
+    with pytest.raises(TypeError, match="path must be a str or os.PathLike, got int"):
+        save_checkpoint(5, {"a": 1})

@@ -657,3 +657,43 @@ def test_run_state_attributes_do_not_block_a_resume(tmp_path):
         pair.device = "cpu" if resume else "cuda"
         fit(pair.model, pair.guide, x, epochs=epochs, checkpoint=path, resume=resume,
             progress=False)
+
+
+@pytest.mark.parametrize("change, named", [
+    (lambda s: s.__setitem__("format", 99), r"has format 99, which this version cannot resume "
+                                            r"\(it reads formats 1, 2\)"),
+    (lambda s: s.__setitem__("format", "2"), r"has format '2'"),
+    (lambda s: s.pop("optimizer"), r"has no optimizer entry"),
+    (lambda s: [s.pop(k) for k in ("modules", "rng")], r"has no modules, rng entries"),
+    (lambda s: s.pop("shuffler"), r"has no shuffler entry"),
+    (lambda s: s.__setitem__("history", "abc"), r"holds a str as its 'history', not a list of "
+                                                r"the epochs' records"),
+    (lambda s: s.__setitem__("history", [1, 2]), r"holds a list holding a int as its "
+                                                 r"'history'"),
+    (lambda s: s["param_store"].pop("constraints"), r"holds a dict as its 'param_store', not a "
+                                                    r"dict of 'params' and 'constraints'"),
+])
+def test_a_checkpoint_of_another_layout_is_refused_naming_the_entry(pair, written, change,
+                                                                     named):
+    # an unknown format resumed silently, history="abc" made fit return "abc", and a missing
+    # entry was a bare KeyError after the checks
+    path, x = written
+    state = checkpoints.load_checkpoint(path)
+    change(state)
+    checkpoints.save_checkpoint(path, state)
+    with pytest.raises(CheckpointError, match=rf"checkpoint {path} {named}"):
+        _run(pair[0], x, path, epochs=3, resume=True)
+
+
+def test_load_checkpoint_names_a_bad_argument_before_reading(written):
+    path, _ = written
+    with pytest.raises(TypeError, match="path must be a str or os.PathLike, got int"):
+        checkpoints.load_checkpoint(5)
+    with pytest.raises(ValueError, match=r"map_location='banana' names no device"):
+        checkpoints.load_checkpoint(path, map_location="banana")
+    with pytest.raises(TypeError, match="map_location must be a device.*got float"):
+        checkpoints.load_checkpoint(path, map_location=1.5)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"map_location='cuda:3' names a CUDA device"):
+            checkpoints.load_checkpoint(path, map_location="cuda:3")
+    assert checkpoints.load_checkpoint(path, map_location=torch.device("cpu"))["history"]

@@ -99,3 +99,53 @@ def test_a_device_node_is_never_replaced(tmp_path):
     assert code == 1 and "is a character device, not a checkpoint file" in output
     assert stat.S_ISCHR(os.stat(device).st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["null"]
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_file_that_is_not_a_checkpoint_is_never_replaced(tmp_path, resume):
+    # results.csv as the checkpoint was moved to results.csv.previous with a warning, and a
+    # second run replaced that copy: the user's file was gone
+    path = tmp_path / "results.csv"
+    path.write_text("precious,results\n1,2\n")
+    for _ in range(2):
+        with pytest.raises(CheckpointError, match=rf"checkpoint {path} is a file that is not a "
+                                                  r"checkpoint.*pass another checkpoint path"):
+            assert _train(path, resume=resume) == []
+    assert path.read_text() == "precious,results\n1,2\n"
+    assert not (tmp_path / "results.csv.previous").exists()
+
+
+def test_a_previous_copy_that_is_not_a_checkpoint_is_never_replaced(tmp_path):
+    path, previous = tmp_path / "run.pt", tmp_path / "run.pt.previous"
+    _train(path)
+    previous.write_text("notes")
+    with pytest.raises(CheckpointError, match=rf"{previous}, but that is a file that is not"):
+        _train(path)
+    assert previous.read_text() == "notes"
+
+
+@pytest.mark.parametrize("layout", ["symlink", "file"])
+def test_a_lock_path_that_is_no_lock_is_refused_before_training(tmp_path, layout):
+    # the lock was opened "a+" and truncated: the notes a symlink pointed at were replaced
+    # by a process id
+    notes, lock = tmp_path / "notes.txt", tmp_path / "run.pt.lock"
+    notes.write_text("a week of notes\n")
+    if layout == "symlink":
+        lock.symlink_to(notes)
+        named = rf"lock file {lock} of the checkpoint .* is a symlink"
+    else:
+        lock.write_text("a week of notes\n")
+        named = rf"lock file {lock} of the checkpoint .* holds 16 bytes that are no process id"
+    with pytest.raises(CheckpointError, match=named):
+        assert _train(tmp_path / "run.pt") == []
+    assert notes.read_text() == "a week of notes\n"
+    assert layout == "symlink" or lock.read_text() == "a week of notes\n"
+
+
+def test_a_symlink_loop_is_refused_before_training(tmp_path):
+    # the loop went unnoticed until the first save, after an epoch was trained
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    with pytest.raises(CheckpointError, match=rf"checkpoint {tmp_path / 'a'} is a loop of "
+                                              r"symlinks"):
+        assert _train(tmp_path / "a") == []
