@@ -22,6 +22,7 @@ from ..checks import (
 )
 from ..pair_check import DATA_PLATE, PairError, PairStructure, attach_subsample, survey_pair
 from ..progress import check_flag, progress_bar
+from ..random_state import forked_rng
 from ..weights import (
     check_compile,
     check_data,
@@ -30,6 +31,7 @@ from ..weights import (
     check_num_samples,
     checked_log_weights,
     checked_pair,
+    log_importance_weights,
     log_mean_exp,
     log_weights_for,
     weight_itemsize,
@@ -90,6 +92,61 @@ def _check_rows_are_datapoints(model, guide, args: tuple, kwargs: dict, n: int, 
                 f"decides the plate. Size the plate from the data (pyro.plate('{DATA_PLATE}', "
                 f"len(x))), or {remedy}") from error
         _check_rows_scored(probe, size + 1, use, sliced, remedy)
+
+
+# Draws of the probe that tells a cut setting from cut data (its own seed, state restored).
+SETTING_PROBE_DRAWS, SETTING_PROBE_SEED = 4, 20261129
+
+
+def _check_cut_tensors_hold_data(model, guide, args: tuple, kwargs: dict, n: int, size: int,
+                                 use: str) -> None:
+    """Before cutting every tensor argument of ``n`` rows into slices of ``size``, refuse one
+    that is not per datapoint: given whole beside the first slice of the others, the pair
+    still scores ``size`` datapoints, but with other weights on the same draws. A model's
+    setting with ``n`` rows by chance (a mixture's ``n`` component means) would otherwise be
+    cut with the data, and each slice scored under another model, silently."""
+    if n <= size:
+        return
+    candidates = [(f"argument {i}", i) for i, value in enumerate(args)
+                  if torch.is_tensor(value) and value.dim() and value.shape[0] == n]
+    candidates += [(f"keyword argument '{key}'", key) for key, value in kwargs.items()
+                   if torch.is_tensor(value) and value.dim() and value.shape[0] == n]
+    if len(candidates) < 2:  # the data alone are cut
+        return
+    cut_args, cut_kwargs = _cut(args, kwargs, 0, size)
+
+    def weights(part_args, part_kwargs):
+        with forked_rng():
+            torch.manual_seed(SETTING_PROBE_SEED)
+            return log_importance_weights(model, guide, *part_args, progress=False,
+                                          num_samples=SETTING_PROBE_DRAWS, **part_kwargs)
+
+    reference = weights(cut_args, cut_kwargs)
+    if not torch.equal(reference, weights(cut_args, cut_kwargs)):
+        return  # draws that do not repeat: nothing to compare
+    for label, key in candidates:
+        part_args, part_kwargs = list(cut_args), dict(cut_kwargs)
+        if isinstance(key, int):
+            part_args[key] = args[key]
+        else:
+            part_kwargs[key] = kwargs[key]
+        try:
+            whole = weights(tuple(part_args), part_kwargs)
+        except Exception:  # noqa: BLE001 - the pair needs it cut: it holds datapoints
+            continue
+        if whole.shape != reference.shape or torch.allclose(whole, reference, rtol=1e-5,
+                                                            atol=1e-6, equal_nan=True):
+            continue  # it sizes the plate (data), or cutting it changes nothing
+        value = args[key] if isinstance(key, int) else kwargs[key]
+        raise ValueError(
+            f"{use}: data_batch_size={size} cuts every tensor argument of {n} rows along dim "
+            f"0, and {label} (shape {list(value.shape)}) does not hold datapoints: given whole "
+            f"beside the first slice of the others, the pair scores the same {size} "
+            "datapoints with other weights, so each slice would be scored under another "
+            "model (a setting such as a mixture's component means, of as many rows as the "
+            "data by chance). Pass it to the pair another way (model=lambda x: model(x, "
+            "setting), or inside a list or dict, which is not cut), or call without "
+            "data_batch_size")
 
 
 def elbo(model: Callable, guide: Callable, *args, num_samples: int = 1,
@@ -330,6 +387,8 @@ def bound_sweep(model: Callable, guide: Callable, *args,
         remedy = "call without data_batch_size"
         _check_rows_are_datapoints(model, guide, args, kwargs, n, data_batch_size,
                                    "bound_sweep", sliced, remedy)
+        _check_cut_tensors_hold_data(model, guide, args, kwargs, n, data_batch_size,
+                                     "bound_sweep")
     slices = []
     for part_args, part_kwargs, rows in parts:
         fixed_model, fixed_guide, structure = checked_pair(model, guide, part_args,

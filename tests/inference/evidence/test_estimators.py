@@ -470,3 +470,45 @@ def test_slicing_a_model_that_subsamples_its_plate_is_refused():
                                          r"plate \(2 of 6 datapoints\)"):
         log_evidence(model, guide, x)
     assert bound_sweep(model, guide, x, num_samples=[1], repeats=1).subsample.shape == (2,)
+
+
+def _offset_model(x, y):
+    """x_i = z_i + y_i + noise: y holds one offset per datapoint."""
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
+        pyro.sample("x", dist.Normal(z + y, 1.0), obs=x)
+
+
+def _offset_guide(x, y):
+    """The exact posterior N((x - y) / 2, 1/2): every weight is log p(x)."""
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist.Normal((x - y) / 2, 0.5 ** 0.5))
+
+
+def test_bound_sweep_cuts_per_datapoint_tensors_but_refuses_a_setting_of_as_many_rows():
+    x = torch.tensor([0.3, -1.2, 2.0, 0.7])
+    y = torch.tensor([1.0, 0.0, -1.0, 0.5])
+    exact = float(dist.Normal(0.0, 2 ** 0.5).log_prob(x - y).mean())
+    sliced = bound_sweep(_offset_model, _offset_guide, x, y, num_samples=[1, 3], repeats=1,
+                         data_batch_size=2)
+    assert all(row["mean"] == pytest.approx(exact, abs=1e-5) for row in sliced.rows)
+
+    # a Gaussian mixture whose 4 component means are passed beside 4 datapoints: cut with the
+    # data, each slice was scored under a 2-component model, 0.25 nats above log p(x)
+    def mixture(x, locs):
+        with pyro.plate("data", x.shape[0]):
+            c = pyro.sample("c", dist.Categorical(logits=torch.zeros(len(x), len(locs))))
+            pyro.sample("x", dist.Normal(locs[c], 1.0), obs=x)
+
+    def mixture_guide(x, locs):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("c", dist.Categorical(logits=torch.zeros(len(x), len(locs))))
+
+    locs = torch.tensor([-3.0, -1.0, 1.0, 3.0])
+    for call in (lambda: bound_sweep(mixture, mixture_guide, x, locs, num_samples=[1, 10],
+                                     data_batch_size=2),
+                 lambda: bound_sweep(mixture, mixture_guide, x, locs=locs, num_samples=[1, 10],
+                                     data_batch_size=2)):
+        with pytest.raises(ValueError, match=r"data_batch_size=2 cuts every tensor argument "
+                                             r"of 4 rows.*does not hold datapoints"):
+            call()
