@@ -49,11 +49,20 @@ def check_observed_values(model_sites, skip=()) -> None:
             raise PairError(f"observed site '{site['name']}' observes a "
                             f"{type(site['value']).__name__}; Pyro's distributions score "
                             "tensors: pass the data as a tensor")
+        value = site["value"]
         try:
-            site["fn"].log_prob(site["value"])
+            site["fn"].log_prob(value)
         except ValueError as error:
             raise PairError(f"observed site '{site['name']}' ({family(site['fn'])}): {error}"
                             f"{_plate_size_hint(site)}") from None
+        except (RuntimeError, TypeError, NotImplementedError) as error:  # torch's own
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            remedy = (": pass the data as floats (x.float())" if value.dtype == torch.bool
+                      else "")
+            raise PairError(
+                f"observed site '{site['name']}' ({family(site['fn'])}) cannot score its "
+                f"value of dtype {value.dtype} and shape {list(value.shape)} "
+                f"({type(error).__name__}: {first}){remedy}{_plate_size_hint(site)}") from None
 
 
 def draw_dependent_supports(model, guide, args, kwargs, model_sites) -> tuple[str, ...]:

@@ -484,6 +484,10 @@ class Adam:
     """
 
     def __init__(self, lr: float = 1e-3, fused: bool | None = None):
+        if isinstance(lr, dict):  # pyro.optim.Adam's way
+            raise TypeError(f"Adam(lr) takes the learning rate itself, got the dict {lr!r} that "
+                            "pyro.optim.Adam takes: write Adam(lr=...) (or pass "
+                            "pyro.optim.Adam({...}) where an optimizer is asked for)")
         check_number(lr, "lr", minimum=0.0)
         if fused not in (None, True, False):
             raise TypeError(f"fused must be True, False or None, got {fused!r}")

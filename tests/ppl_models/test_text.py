@@ -246,7 +246,10 @@ def test_one_string_where_words_are_expected_is_refused():
 def test_draw_words_counts_the_draws_before_allocating():
     # num=10**12 ended in the allocator's "can't allocate memory" for [num] ids
     vocab = Vocabulary.from_words(["cat", "dog"])
-    uniform = lambda x: torch.full((x.shape[0], vocab.num_outputs), 1 / vocab.num_outputs)
+
+    def uniform(x):
+        return torch.full((x.shape[0], vocab.num_outputs), 1 / vocab.num_outputs)
+
     with pytest.raises(ValueError, match=r"num=1000000000000, max_length=100.*physical memory"):
         draw_words(vocab, uniform, 10**12)
     with pytest.raises(ValueError, match="num must be a positive integer"):

@@ -629,3 +629,40 @@ def test_log_evidence_warns_about_training_mode_too():
     with pytest.warns(UserWarning, match=r"log_evidence: _NormedPair \(of the model and guide\) "
                                          r"is in training mode with BatchNorm1d"):
         log_evidence(pair.model, pair.guide, torch.randn(6, 2), num_samples=3)
+
+
+def test_log_evidence_names_a_pair_of_two_data_arguments():
+    # a CVAE model(x, y): "guide() missing 1 required positional argument: 'y'" from Pyro
+    def model(x, y):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
+            pyro.sample("x", dist.Normal(z + y, 1.0), obs=x)
+
+    def guide(x, y):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
+
+    with pytest.raises(TypeError, match=r"calls the pair with x alone, but the model requires 2 "
+                                        r"positional arguments \(x, y\).*iwae_bound"):
+        log_evidence(model, guide, torch.zeros(3), num_samples=2)
+
+
+def test_bool_observations_are_named_with_their_remedy():
+    # torch's "Subtraction, the `-` operator, with two bool tensors is not supported"
+    from inference import PairError
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(x.shape[0]), 1.0))
+            pyro.sample("x", dist.Bernoulli(logits=z), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(torch.zeros(x.shape[0]), 1.0))
+
+    x = torch.tensor([True, False, True])
+    for estimator in (elbo, iwae_bound):
+        with pytest.raises(PairError, match=r"observed site 'x' \(Bernoulli\) cannot score its "
+                                            r"value of dtype torch.bool.*x.float\(\)"):
+            estimator(model, guide, x, num_samples=3)
+    assert torch.isfinite(iwae_bound(model, guide, x.float(), num_samples=3)).all()
