@@ -222,6 +222,14 @@ def _check_per_datapoint(s: PairStructure, use: str, called: str | None = None) 
             "density), so importance weights and bounds are undefined." + beside +
             " Use a guide that draws "
             f"from a distribution with a density (e.g. AutoNormal) {purpose}")
+    trusted = [n for n in s.free_deltas if n not in s.auxiliary and n in s.weighted_deltas]
+    if use == "elbo" and trusted:
+        warnings.warn(
+            f"{called}: guide site '{trusted[0]}' is a Delta with a log_density, taken as log q "
+            "of its value (as Pyro's Trace_ELBO takes it): the ELBO is a lower bound on log "
+            "p(x) only if that is the density of a draw made outside the guide (noise passed "
+            "in as data); any other number shifts it, above log p(x) too. Importance-weighted "
+            "estimates refuse such a site", stacklevel=user_stacklevel())
     if s.shared_in_sizeless:
         raise PairError(
             f"{called}: site(s) {site_list(s.shared_in_sizeless)} inside the sizeless "
@@ -380,15 +388,16 @@ def check_pair(structure: PairStructure, use: str, called: str | None = None) ->
 
 def inspect_pair(model: Callable, guide: Callable, args=(), kwargs=None,
                  use: str = "log_importance_weights",
-                 probe_randomness: bool | None = None) -> PairStructure:
+                 probe_randomness: bool | None = None, called: str | None = None) -> PairStructure:
     """:func:`survey_pair` (without the vectorization probe) then :func:`check_pair` for
-    ``use`` (per-datapoint weights by default): the structure of a pair fit for per-datapoint
-    estimates, or a ``PairError``. ``probe_randomness`` as in :func:`survey_pair` (None: for
-    every ``use`` but training's ``"fit:..."``)."""
+    ``use`` (per-datapoint weights by default; ``called`` names the user's call in its
+    messages): the structure of a pair fit for per-datapoint estimates, or a ``PairError``.
+    ``probe_randomness`` as in :func:`survey_pair` (None: for every ``use`` but training's
+    ``"fit:..."``)."""
     if probe_randomness is None:
         probe_randomness = not use.startswith("fit:")
     return check_pair(survey_pair(model, guide, args, kwargs, probe_vectorized=False,
-                                  probe_randomness=probe_randomness), use)
+                                  probe_randomness=probe_randomness), use, called)
 
 
 def attach_subsample(result, structure: PairStructure):

@@ -109,7 +109,8 @@ class CompiledSVIStep:
     def _check(self, args, kwargs) -> None:
         check_param_store(self.model, self.guide, args, kwargs)
         if self.loss_name in WEIGHTED_LOSSES:
-            self._nesting = weights_eligible(self.model, self.guide, args, kwargs)
+            self._nesting = weights_eligible(self.model, self.guide, args, kwargs,
+                                             f"CompiledSVIStep(loss='{self.loss_name}')")
             eligible = self._nesting is not None
         else:
             eligible = lean_eligible(make_loss(self.loss_name), self.model, self.guide, args,

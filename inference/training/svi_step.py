@@ -358,13 +358,14 @@ def score_weights(model, guide, args, kwargs, num_particles: int, nesting: int,
     return scorer
 
 
-def weights_eligible(model, guide, args, kwargs) -> int | None:
+def weights_eligible(model, guide, args, kwargs, called: str | None = None) -> int | None:
     """``nesting`` (plate nesting plus one) when the importance-weighted lean path suits the
     pair: the guide reparameterizes (and does not enumerate) exactly the model's latents, and
     no plate draws its own subsample. None otherwise. Raises what
-    :func:`inference.inspect_pair` raises for unsuitable pairs.
+    :func:`inference.inspect_pair` raises for unsuitable pairs, naming the user's call as
+    ``called`` (e.g. ``SVIStep(loss='iwae')``).
     """
-    structure = inspect_pair(model, guide, args, kwargs, probe_randomness=False)
+    structure = inspect_pair(model, guide, args, kwargs, probe_randomness=False, called=called)
     if structure.subsample:  # the scorer does not replay a plate's own subsample: IWAELoss does
         return None
     with pyro.poutine.block(), torch.no_grad(), forked_rng():
@@ -686,7 +687,8 @@ class SVIStep:
         """Whether IWAE/DReG can take :class:`ImportanceScorer`'s path (and remember the
         nesting): a reparameterized guide of exactly the model's latents and, for DReG,
         guide and model parameters apart (a shared parameter gets DReGLoss's treatment)."""
-        self._nesting = weights_eligible(self.model, self.guide, args, kwargs)
+        self._nesting = weights_eligible(self.model, self.guide, args, kwargs,
+                                         f"SVIStep(loss='{self.loss_name}')")
         if self._nesting is None:
             return False
         if self.loss_name == "dreg":

@@ -515,6 +515,11 @@ def test_a_delta_guide_with_a_log_density_is_no_density():
 
     with pytest.raises(ValueError, match="guide site 'z' is a Delta"):
         iwae_bound(model, guide, torch.randn(4), num_samples=10)
+    # elbo takes its log_density as log q, as Pyro does; a made-up one put the "bound" 2.8
+    # nats above log p(x) without a word
+    with pytest.warns(UserWarning, match="guide site 'z' is a Delta with a log_density, taken "
+                                         "as log q.*above log p"):
+        elbo(model, guide, torch.randn(4))
 
 
 def test_a_sequential_data_plate_is_named():
