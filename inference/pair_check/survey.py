@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -190,6 +192,12 @@ def _stale_parameters(stale: list, whose: str) -> PairError:
                      "pyro.clear_param_store() and freshly built networks (a lower lr)")
 
 
+def _twice_named(error: Exception) -> str | None:
+    """The name in Pyro's refusal of a second site of one name in a run, else None."""
+    match = re.match(r"Multiple (?:sample )?sites named '([^']+)'", str(error))
+    return None if match is None else match.group(1)
+
+
 def _first_line(text: str, most: int = 200) -> str:
     line = text.splitlines()[0] if text else ""
     return line if len(line) <= most else line[:most - 3] + "..."
@@ -234,6 +242,14 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
             if stale:
                 raise _stale_parameters(stale, f"the pair failed to run ({type(error).__name__}"
                                         f": {_first_line(str(error))}); its") from error
+            name = _twice_named(error)
+            if name is not None:
+                raise PairError(
+                    f"one run of the pair has two sites named '{name}' (Pyro: "
+                    f"{_first_line(str(error))}). A plate is one site: build it once and "
+                    f"enter it as often as needed, {name} = pyro.plate('{name}', len(x)), then "
+                    f"`with {name}:` around each group of sites (two pyro.plate('{name}', "
+                    "...) calls make two). Two sample statements need two names") from error
             raise
     stale = nonfinite_param_sites((guide_full, model_full))
     if stale:  # it ran: the pair's own parameters, by their site names

@@ -671,3 +671,22 @@ def test_bool_observations_are_named_with_their_remedy():
                                             r"value of dtype torch.bool.*x.float\(\)"):
             estimator(model, guide, x, num_samples=3)
     assert torch.isfinite(iwae_bound(model, guide, x.float(), num_samples=3)).all()
+
+
+def test_a_plate_built_twice_is_named_with_the_remedy():
+    # Pyro's "Multiple sample sites named 'data'" reached the user from inside its tracer
+    from inference import PairError
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([len(x)]))
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(0.0, 1.0).expand([len(x)]))
+
+    with pytest.raises(PairError, match=r"two sites named 'data'.*data = pyro.plate\('data', "
+                                        r"len\(x\)\), then `with data:`"):
+        iwae_bound(model, guide, torch.zeros(3), num_samples=3)
