@@ -68,9 +68,15 @@ def nats_to_bits(nats: float | torch.Tensor) -> float | torch.Tensor:
     ``[...]``; infinities convert, NaN is refused). A float16 or bfloat16 tensor comes back
     in float32: 45,000 nats are more bits than float16 holds."""
     _check_log_value(nats, "nats", ("+inf", "-inf"))
-    if torch.is_tensor(nats) and nats.dtype in (torch.float16, torch.bfloat16):
-        nats = nats.float()
-    return nats / LN2
+    return _widened(nats) / LN2
+
+
+def _widened(value):
+    """``value`` in float32 when it is a float16 or bfloat16 tensor (whose range, 65,504 for
+    float16, a conversion of tens of thousands of nats leaves), else as it is."""
+    if torch.is_tensor(value) and value.dtype in (torch.float16, torch.bfloat16):
+        return value.float()
+    return value
 
 
 def bits_to_nats(bits: float | torch.Tensor) -> float | torch.Tensor:
@@ -90,11 +96,11 @@ def bits_per_dim(nats_per_datapoint: float | torch.Tensor, num_dims: int):
             3072 for 32x32x3).
 
     Returns:
-        the same type and shape, in bits/dim.
+        the same type and shape, in bits/dim (float32 for a half-precision tensor).
     """
     _check_log_value(nats_per_datapoint, "nats_per_datapoint", ("+inf",))
     check_int(num_dims, "num_dims")
-    return nats_per_datapoint / (num_dims * LN2)
+    return _widened(nats_per_datapoint) / (num_dims * LN2)
 
 
 def dequantization_correction_nats(num_dims: int, levels: int = 256) -> float:
@@ -121,8 +127,9 @@ def discrete_log_likelihood_bound(log_density_nats: float | torch.Tensor, num_di
         levels: number of integer levels per dimension (256 for 8-bit data).
 
     Returns:
-        ``log_density_nats - D log(levels)``, the same type and shape: a lower bound on the
-        log-probability of the integer data (equality when p is constant on every cell).
+        ``log_density_nats - D log(levels)``, the same type and shape (float32 for a
+        half-precision tensor): a lower bound on the log-probability of the integer data
+        (equality when p is constant on every cell).
     """
     _check_log_value(log_density_nats, "log_density_nats", ("-inf",))
-    return log_density_nats - dequantization_correction_nats(num_dims, levels)
+    return _widened(log_density_nats) - dequantization_correction_nats(num_dims, levels)

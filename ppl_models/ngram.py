@@ -104,7 +104,10 @@ class NGramModel(PyroModule):
         if not isinstance(backoff, bool):
             raise TypeError(f"backoff must be True or False, got {backoff!r}")
         base = vocab.num_symbols
-        if base ** (order - 1) * vocab.num_outputs >= 2**62:
+        # in logarithms first: base ** (order - 1) of a huge order is a huge Python integer
+        # (order 10**8 took minutes to compute before its comparison)
+        bits = (order - 1) * math.log2(base) + math.log2(vocab.num_outputs)
+        if bits >= 63 or (bits >= 61 and base ** (order - 1) * vocab.num_outputs >= 2**62):
             raise ValueError(f"order {order} with {base} context symbols overflows the int64 "
                              "codes of (context, symbol) pairs")
         self.order = order

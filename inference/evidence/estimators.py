@@ -293,7 +293,9 @@ def iwae_from_weights(log_w: torch.Tensor, k: int) -> torch.Tensor:
         raise ValueError(f"need at least k={k} weights, got {log_w.shape[0]}")
     check_log_weights(log_w.detach(), "log_w")
     blocks = log_w[: groups * k].reshape(groups, k, -1)
-    return log_mean_exp(blocks, 1).mean(0)
+    # each group's bound divided before the sum: near the dtype's largest value the sum
+    # itself overflows (float32 weights of 3e38 averaged to inf)
+    return (log_mean_exp(blocks, 1) / groups).sum(0)
 
 
 @dataclass

@@ -53,6 +53,30 @@ def _no_guide(*args, **kwargs) -> None:
 END_POWER = 3
 
 
+# The most a node may move when it is rounded to the latent's dtype, as a fraction of the
+# nodes' spacing: the weights assume the nodes where the rule puts them.
+NODE_ROUNDING = 0.01
+
+
+def _check_node_rounding(low: float, high: float, n: int, dtype) -> None:
+    """Refuse a grid the latent's dtype cannot hold: ``n`` nodes on ``[low, high]`` are about
+    ``(high - low) / n`` apart, and rounding a node to ``dtype`` moves it by up to ``eps *
+    max(|low|, |high|)`` (float32: 1.2e-7 relative), which must stay below
+    :data:`NODE_ROUNDING` of that spacing, and the spacing above ``dtype``'s smallest normal
+    number. Otherwise nodes merge (3 distinct among 8001 for ``N(1e7, 0.1)`` in float32) and
+    the sum is silently wrong."""
+    info = torch.finfo(dtype)
+    spacing = (high - low) / n
+    rounding = info.eps * max(abs(low), abs(high))
+    if rounding > NODE_ROUNDING * spacing or spacing < 100 * info.tiny:
+        raise ValueError(
+            f"exact_log_evidence: bounds ({low:.10g}, {high:.10g}) with num_points={n} put nodes "
+            f"{spacing:.3g} apart, but the latent's dtype {dtype} resolves values there only "
+            f"to {max(rounding, info.tiny):.3g}: nodes would merge and the sum would be wrong. "
+            "Make the model's latent float64 (its prior's parameters as float64 tensors), "
+            "center the latent near 0, or use fewer num_points")
+
+
 def _quadrature_rule(low: float, high: float, n: int, support_ends: tuple[bool, bool], dtype,
                      device):
     """``n`` nodes on ``[low, high]`` and their log weights, ``[n]`` each.
@@ -66,6 +90,7 @@ def _quadrature_rule(low: float, high: float, n: int, support_ends: tuple[bool, 
     rule converges as ``h**a``. The nodes stay inside the support, away from values a density
     may not be defined at.
     """
+    _check_node_rounding(low, high, n, dtype)
     if not any(support_ends):
         nodes = torch.linspace(low, high, n, dtype=dtype, device=device)
         weights = torch.full((n,), (high - low) / (n - 1), dtype=dtype, device=device)

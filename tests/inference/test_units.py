@@ -79,3 +79,18 @@ def test_nats_to_bits_of_half_precision_comes_back_in_float32():
     bits = nats_to_bits(torch.tensor([60000.0], dtype=torch.float16))
     assert bits.dtype == torch.float32 and torch.isfinite(bits).all()
     assert float(bits) == pytest.approx(60000 / math.log(2), rel=1e-3)
+
+
+def test_bits_per_dim_and_the_discrete_bound_of_half_precision_come_back_in_float32():
+    # both overflowed float16: bits_per_dim(60000) gave inf (86561.4 bits), the bound of
+    # -1000 nats over 12288 8-bit dims gave -inf (-69136.6)
+    import torch
+
+    from inference import bits_per_dim, discrete_log_likelihood_bound
+
+    per_dim = bits_per_dim(torch.tensor([60000.0], dtype=torch.float16), 1)
+    assert per_dim.dtype == torch.float32
+    assert float(per_dim) == pytest.approx(60000 / math.log(2), rel=1e-6)
+    bound = discrete_log_likelihood_bound(torch.tensor([-1000.0], dtype=torch.bfloat16), 12288)
+    assert bound.dtype == torch.float32
+    assert float(bound) == pytest.approx(-1000 - 12288 * math.log(256), rel=1e-6)

@@ -2,6 +2,8 @@
 its shape, dtype or device, a generator of the wrong kind, a seed outside [0, 2**63), a size
 whose output could not fit in memory, an empty batch."""
 
+import re
+
 import numpy as np
 import pyro
 import pytest
@@ -293,3 +295,13 @@ def test_check_tensor_takes_leading_dims_where_asked():
 def test_a_float64_model_samples_float64_images(draw):
     # the latents were drawn in float32 whatever the model's dtype, and the decoder refused them
     assert draw().dtype == torch.float64
+
+
+def test_linear_gaussian_refuses_a_noise_scale_whose_square_leaves_float_range():
+    # 1e-30 squared is 0 in float32: log_marginal failed in torch's PositiveDefinite check;
+    # 1e300 is inf in float32: training "diverged"
+    from ppl_models import LinearGaussian
+
+    for scale in (1e-30, 1e300):
+        with pytest.raises(ValueError, match=re.escape(f"noise_scale={scale:g}: its square")):
+            LinearGaussian(2, 1, noise_scale=scale)

@@ -291,3 +291,12 @@ def test_the_largest_concentration_is_the_uniform_or_lower_order_limit_without_n
         assert big.log_evidence() == pytest.approx(float(limit.sum()), abs=1e-3)
     # fitting inside the largest allowed bounds stays finite
     assert 0 < big.fit_concentration(bounds=(1e-3, 1e6)) <= 1e6
+
+
+def test_a_huge_order_is_refused_at_once():
+    # base ** (order - 1) was computed as an exact integer first: order 10**8 took seconds,
+    # 10**12 never finished (this test would not either)
+    vocab = Vocabulary.from_words(["cat", "dog"])
+    for order in (10**8, 10**12):
+        with pytest.raises(ValueError, match=f"order {order} with .* overflows the int64"):
+            NGramModel(order, vocab)

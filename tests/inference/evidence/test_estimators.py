@@ -160,6 +160,8 @@ def test_iwae_from_weights_averages_disjoint_groups():
     assert float(iwae_from_weights(log_w, 2)) == pytest.approx(expected, abs=1e-6)
     with pytest.raises(ValueError, match="at least k=8"):
         iwae_from_weights(log_w, 8)
+    # log weights near the dtype's largest value: the groups' sum overflowed to inf
+    assert float(iwae_from_weights(torch.full((4, 1), 3e38), 2)) == pytest.approx(3e38)
 
 
 def test_estimators_leave_parameters_alone(linear_gaussian):
