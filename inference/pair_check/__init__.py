@@ -73,6 +73,7 @@ from .sites import (
     data_frame,
     is_delta,
     sample_sites,
+    site_list,
     site_mask,
     trace_pair,
 )
@@ -103,6 +104,7 @@ __all__ = [
     "inspect_pair",
     "is_delta",
     "sample_sites",
+    "site_list",
     "site_mask",
     "survey_pair",
     "trace_pair",

@@ -21,20 +21,23 @@ before any step and decides:
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
 import pyro.infer
+import pyro.infer.autoguide
 import torch
 from pyro import poutine
 from torch.distributions import constraints
 
 from ..checks import evaluation_mode, user_stacklevel
 from ..pair_check import (DATA_PLATE, FIT_LOSSES, PairError, PairStructure, check_pair,
-                          data_frame, sample_sites, survey_pair)
+                          data_frame, sample_sites, site_list, survey_pair)
 from ..random_state import forked_rng
 from ..reachable import reachable_modules
 from ..weights import check_particle_memory, log_importance_weights
+from .free_bits import FreeBitsELBO
 from .objectives import DReGLoss, IWAELoss, MeanFieldELBO, make_loss
 
 
@@ -142,6 +145,13 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
     use = f"fit:{name}" if name in FIT_LOSSES else "fit:custom"
     minibatched = batch_size < num_data
     _check_tail_adaptive_settings(loss, called)
+    if minibatched and isinstance(loss, pyro.infer.RenyiELBO):
+        raise PairError(
+            f"{called}: pyro.infer.RenyiELBO takes the log-mean-exp over particles of the "
+            f"whole minibatch's weight, which fit scales by N / batch_size: with batch_size="
+            f"{batch_size} of {num_data} that bounds nothing (it trained a posterior 4 times "
+            "too wide, its loss below -log p(x)). Use loss='iwae' (Renyi's alpha = 0, per "
+            f"datapoint, with num_particles), or batch_size >= {num_data}")
     try:
         first_batch = rows(batch_size)
         if _is_autoguide(guide) and (minibatched or shuffle):
@@ -159,6 +169,9 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
     if (shuffle or minibatched) and not _is_autoguide(guide) and structure.batch_size > 1 \
             and structure.data_subsample is None:
         _check_rows_followed(model, guide, first_batch, num_data, shuffle, called)
+    if minibatched and structure.data_subsample is not None \
+            and structure.data_size != num_data:
+        _warn_rows_of_the_whole_data(model, guide, first_batch, num_data, called)
     if structure.unrecorded_randomness:  # probed for vectorized particles only
         program, first, second = structure.unrecorded_randomness
         warnings.warn(
@@ -179,6 +192,16 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
         _check_dreg_families(structure, first_batch, model, guide, called)
     if structure.dependent_support:
         _check_draws_keep_data_inside(model, guide, first_batch, structure, called)
+    if isinstance(loss, FreeBitsELBO) and structure.auxiliary:
+        raise PairError(
+            f"{called}: the guide has auxiliary site(s) {site_list(structure.auxiliary)} (an "
+            "AutoGuide's unconstrained draws), and FreeBitsELBO scores each latent's KL from "
+            "the guide's density of the latent's own site, a Delta that transforms the "
+            "auxiliary draw: the auxiliary site's log q, the guide's entropy, is left out and "
+            "the posterior collapses to a point. Use loss='elbo' or 'meanfield' with an "
+            "AutoGuide, or a guide that samples each latent itself (dist.Normal(loc, scale))")
+    if minibatched:
+        _warn_double_scaling(structure, num_data, batch_size, called)
     if reports_no_loss(loss):
         _check_tail_adaptive_pair(structure, called, batch_size, num_data)
     length = first_batch[0].shape[0]
@@ -443,6 +466,51 @@ def _spread_params(guide, batch: tuple, rows: set) -> dict:
     return spread
 
 
+def _warn_rows_of_the_whole_data(model, guide, first_batch: tuple, num_data: int,
+                                 called: str | None) -> None:
+    """Warn about free ``pyro.param``s of ``num_data`` rows (one per datapoint) in a pair whose
+    model subsamples a ``"data"`` plate sized on the minibatch (``pyro.plate("data", len(x),
+    subsample_size=B) as i``): ``i`` then counts positions inside fit's minibatch, not
+    datapoints, so ``param[i]`` trains the first rows on every datapoint and never the
+    others. The networks' weights (of the modules the pair reaches) are not counted."""
+    networks = {id(p) for module in reachable_modules(model, guide) for p in module.parameters()}
+    with forked_rng(), poutine.block(), torch.no_grad():
+        trace = poutine.trace(guide).get_trace(*first_batch)
+    rows = [name for name, site in trace.nodes.items() if site["type"] == "param"
+            and torch.is_tensor(site["value"]) and site["value"].dim()
+            and site["value"].shape[0] == num_data
+            and id(site["value"].unconstrained() if hasattr(site["value"], "unconstrained")
+                   else site["value"]) not in networks]
+    if rows:
+        warnings.warn(
+            f"{called or 'fit'}: the guide's {site_list(rows)} hold one row per datapoint "
+            f"({num_data}), but the model subsamples a pyro.plate('{DATA_PLATE}') sized on "
+            "the minibatch, whose indices count positions inside fit's minibatch, not "
+            "datapoints: rows indexed with them train the first rows on every datapoint and "
+            "never the others. Pass the indices with the data, fit(model, guide, (x, "
+            f"torch.arange(N))), and subsample with pyro.plate('{DATA_PLATE}', N, "
+            f"subsample=idx); or train with batch_size >= {num_data}",
+            stacklevel=user_stacklevel())
+
+
+def _warn_double_scaling(structure: PairStructure, num_data: int, batch_size: int,
+                         called: str | None) -> None:
+    """Warn about sample sites that the model scales by ``N / batch_size`` itself (a
+    hand-written ``poutine.scale``, Pyro's idiom for minibatches outside fit): fit scales the
+    ``"data"`` plate by that factor too, so their terms would count twice over (a posterior
+    ``sqrt(N / batch_size)`` times too narrow)."""
+    ratio = num_data / batch_size
+    doubled = [name for name, scale in structure.tempered
+               if scale is not None and math.isclose(scale, ratio, rel_tol=1e-6)]
+    if doubled:
+        warnings.warn(
+            f"{called or 'fit'}: site(s) {site_list(doubled)} carry a scale of {ratio:g} = "
+            f"N / batch_size of their own, and fit scales the '{DATA_PLATE}' plate by N / "
+            "batch_size as well: their log densities would count twice over. Remove the "
+            "poutine.scale (fit does the scaling), or train with batch_size >= "
+            f"{num_data}", stacklevel=user_stacklevel())
+
+
 # Guide draws probed for data outside a support that moves with the latents.
 SUPPORT_PROBE_DRAWS = 64
 
@@ -473,15 +541,21 @@ def _check_draws_keep_data_inside(model, guide, first_batch: tuple, structure: P
 
 
 def _positional_error(guide, num_data: int, shuffle: bool) -> PairError:
+    # AutoNormal and AutoDelta take create_plates; the joint-vector AutoGuides
+    # (AutoDiagonalNormal, AutoMultivariateNormal, ...) do not
+    plated = isinstance(guide, (pyro.infer.autoguide.AutoNormal, pyro.infer.autoguide.AutoDelta))
+    guide_name = type(guide).__name__ if plated else "AutoNormal"
+    joint = ("" if plated else f" ({type(guide).__name__} draws one vector for all datapoints "
+             "and takes no create_plates)")
     return PairError(
         f"fit: {type(guide).__name__} keeps parameters for each datapoint of "
         f"pyro.plate('{DATA_PLATE}'), by position; {'shuffled ' if shuffle else ''}"
         "minibatches would give them other datapoints' rows. Pass the indices with the "
         "data, fit(model, guide, (x, torch.arange(N))), write the model as "
         "`def model(x, idx): with pyro.plate('data', N, subsample=idx): ...` and build the "
-        f"guide with {type(guide).__name__}(model, create_plates=lambda x, idx: "
-        "pyro.plate('data', N, subsample=idx)); or train on all data at once: batch_size >= "
-        f"{num_data} and shuffle=False")
+        f"guide with {guide_name}(model, create_plates=lambda x, idx: "
+        f"pyro.plate('data', N, subsample=idx)){joint}; or train on all data at once: "
+        f"batch_size >= {num_data} and shuffle=False")
 
 
 def _check_autoguide_rows(model, guide, rows, first_batch, use, num_data, shuffle,

@@ -96,3 +96,95 @@ def test_per_datapoint_params_under_minibatches_are_explained():
     assert "the first 3 of 6 datapoints" in notes
     assert "pyro.param with one row per datapoint (6 rows" in notes
     assert "torch.arange(N)" in notes
+
+
+# --- Pyro idioms that fit's own minibatch scaling turned into another objective --------------
+def _conjugate_pair():
+    """z ~ N(0, 1), x | z ~ N(z, 0.5); guide N(a x, c)."""
+    import pyro.distributions as dist
+    from torch.distributions import constraints
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(torch.zeros(len(x)), 1.0))
+            pyro.sample("x", dist.Normal(z, 0.5), obs=x)
+
+    def guide(x):
+        a = pyro.param("a", torch.tensor(0.0))
+        c = pyro.param("c", torch.tensor(1.0), constraint=constraints.positive)
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(a * x, c))
+
+    return model, guide
+
+
+def test_renyi_elbo_under_minibatches_is_refused():
+    # its log-mean-exp over particles of the whole minibatch's weight, scaled by N / B, bounds
+    # nothing: it trained a posterior 4 times too wide, its loss below -log p(x)
+    from inference import PairError
+
+    model, guide = _conjugate_pair()
+    x = torch.randn(40)
+    pyro.clear_param_store()
+    with pytest.raises(PairError, match=r"RenyiELBO takes the log-mean-exp.*loss='iwae'"):
+        fit(model, guide, x, batch_size=10, epochs=1, progress=False,
+            loss=pyro.infer.RenyiELBO(alpha=0.0, num_particles=4))
+    pyro.clear_param_store()  # the whole data in one batch: no scaling, Pyro's own objective
+    fit(model, guide, x, batch_size=40, epochs=1, progress=False,
+        loss=pyro.infer.RenyiELBO(alpha=0.0, num_particles=4))
+
+
+def test_free_bits_with_an_autoguide_is_refused():
+    # the AutoGuide's auxiliary draw carries log q: left out, the posterior collapsed (scale
+    # 0.017 against 0.447)
+    from pyro.infer.autoguide import AutoNormal
+
+    from inference import FreeBitsELBO, PairError
+
+    model, _ = _conjugate_pair()
+    pyro.clear_param_store()
+    with pytest.raises(PairError, match=r"auxiliary site\(s\) 'z_unconstrained'.*FreeBitsELBO"):
+        fit(model, AutoNormal(model), torch.randn(8), loss=FreeBitsELBO(0.0), epochs=1,
+            shuffle=False, progress=False)
+
+
+def test_a_hand_written_minibatch_scale_is_warned_about():
+    # Pyro's idiom poutine.scale(scale=N / B) under fit's own N / B: counted twice
+    import pyro.distributions as dist
+
+    x = torch.randn(40)
+
+    def model(x):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", len(x)), pyro.poutine.scale(scale=40 / len(x)):
+            pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+    def guide(x):
+        loc = pyro.param("loc", torch.tensor(0.0))
+        pyro.sample("mu", dist.Normal(loc, 0.1))
+
+    pyro.clear_param_store()
+    with pytest.warns(UserWarning, match=r"site\(s\) 'x' carry a scale of 4 = N / batch_size"):
+        fit(model, guide, x, batch_size=10, epochs=1, progress=False)
+
+
+def test_rows_indexed_by_a_minibatch_plates_own_subsample_are_warned_about():
+    # plate("data", len(x), subsample_size=B) as i: i counts positions in fit's minibatch, so
+    # locs[i] trained rows 0..19 on every datapoint and never rows 20..39
+    import pyro.distributions as dist
+
+    x = torch.randn(40)
+
+    def model(x):
+        with pyro.plate("data", len(x), subsample_size=10) as i:
+            z = pyro.sample("z", dist.Normal(torch.zeros(len(i)), 1.0))
+            pyro.sample("x", dist.Normal(z, 0.5), obs=x[i])
+
+    def guide(x):
+        locs = pyro.param("locs", torch.zeros(40))
+        with pyro.plate("data", len(x), subsample_size=10) as i:
+            pyro.sample("z", dist.Normal(locs[i], 0.5))
+
+    pyro.clear_param_store()
+    with pytest.warns(UserWarning, match=r"the guide's 'locs' hold one row per datapoint \(40\)"):
+        fit(model, guide, x, batch_size=20, epochs=1, progress=False)
