@@ -80,10 +80,22 @@ def check_chain_length(num_steps, burn_in, minimum: int = 1, name: str = "num_st
     return int(burn_in)
 
 
+def finite_real(value) -> bool:
+    """Whether ``value`` is a real number (not a bool) that a float holds finitely: an
+    integer beyond float range (``10**400``) is not, where ``math.isfinite`` raises."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def check_number(value, name: str, minimum: float | None = None, positive: bool = False) -> None:
     """Raise ``ValueError`` unless ``value`` is a finite real number (not a bool, not a
-    string), ``> 0`` when ``positive``, ``>= minimum`` when given."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+    string, not an integer beyond float range), ``> 0`` when ``positive``, ``>= minimum``
+    when given."""
+    if not finite_real(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     if positive and not value > 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")

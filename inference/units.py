@@ -49,7 +49,10 @@ def _check_log_value(value, name: str, allow: tuple[str, ...] = ()) -> None:
         check_not_meta(value, name)
         values = value
     elif isinstance(value, numbers.Real) and not isinstance(value, bool):
-        values = torch.tensor(float(value))
+        try:
+            values = torch.tensor(float(value))
+        except OverflowError:  # an integer beyond float range
+            raise ValueError(f"{name} is {value!r}, beyond float range") from None
     else:
         raise TypeError(f"{name} must be a real number or a tensor, got {type(value).__name__}")
     if not values.is_floating_point():
@@ -61,6 +64,14 @@ def _check_log_value(value, name: str, allow: tuple[str, ...] = ()) -> None:
                 f" in {int(bad.sum())} of {values.numel()} entries (shape {list(values.shape)})"
             raise ValueError(f"{name} is {what}{where}; it must be finite"
                              f"{' or ' + ' or '.join(allow) if allow else ''}")
+
+
+def _check_num_dims(value, name: str = "num_dims", minimum: int = 1) -> None:
+    """A count of dimensions (or levels): an integer from ``minimum`` below ``2**63``, the
+    size no tensor reaches (``10**400`` overflowed the float arithmetic unnamed)."""
+    check_int(value, name, minimum)
+    if value >= 2**63:
+        raise ValueError(f"{name}={value} is beyond any tensor's size (at most 2**63 - 1)")
 
 
 def nats_to_bits(nats: float | torch.Tensor) -> float | torch.Tensor:
@@ -99,7 +110,7 @@ def bits_per_dim(nats_per_datapoint: float | torch.Tensor, num_dims: int):
         the same type and shape, in bits/dim (float32 for a half-precision tensor).
     """
     _check_log_value(nats_per_datapoint, "nats_per_datapoint", ("+inf",))
-    check_int(num_dims, "num_dims")
+    _check_num_dims(num_dims)
     return _widened(nats_per_datapoint) / (num_dims * LN2)
 
 
@@ -109,8 +120,8 @@ def dequantization_correction_nats(num_dims: int, levels: int = 256) -> float:
     ``-log P(k) <= E_u[-log p((k + u) / levels)] + dequantization_correction_nats(D)``
     (module docstring, [1], [2]). For a 28x28 8-bit image: ``784 log 256 = 4347.4`` nats.
     """
-    check_int(num_dims, "num_dims")
-    check_int(levels, "levels", 2)
+    _check_num_dims(num_dims)
+    _check_num_dims(levels, "levels", 2)
     return num_dims * math.log(levels)
 
 

@@ -66,8 +66,14 @@ def as_number(value, name: str, low: float | None = None, high: float | None = N
               low_open: bool = False, high_open: bool = False) -> float:
     """``value`` as a Python ``float``; ``ValueError`` naming ``name`` unless it is a finite
     real number (bools refused) in the interval from ``low`` to ``high`` (each bound inclusive
-    unless ``low_open``/``high_open``; None: unbounded)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+    unless ``low_open``/``high_open``; None: unbounded). An integer beyond float range
+    (``10**400``) is not finite."""
+    try:
+        finite = not isinstance(value, bool) and isinstance(value, numbers.Real) \
+            and math.isfinite(value)
+    except OverflowError:  # math.isfinite of an int too large for a float
+        finite = False
+    if not finite:
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     value = float(value)
     if ((low is not None and (value <= low if low_open else value < low))

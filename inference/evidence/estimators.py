@@ -318,10 +318,17 @@ class BoundTable:
         return {str(r["num_samples"]): r["mean"] for r in self.rows if r["bound"] == "iwae"}
 
     def elbo(self) -> float:
-        return next(r["mean"] for r in self.rows if r["bound"] == "elbo")
+        """The ELBO row's mean; ``ValueError`` for a table without one (an empty table)."""
+        found = [r["mean"] for r in self.rows if r["bound"] == "elbo"]
+        if not found:
+            raise ValueError("this BoundTable has no ELBO row (bound_sweep fills one in)")
+        return found[0]
 
     def to_dict(self) -> dict:
-        return {"rows": self.rows}
+        """``{"rows": [...]}`` for strict JSON: a NaN or infinite number (the standard error of
+        one repeat) is None."""
+        return {"rows": [{key: None if isinstance(value, float) and not math.isfinite(value)
+                          else value for key, value in row.items()} for row in self.rows]}
 
     def __str__(self) -> str:
         lines = [f"{'bound':<12}{'mean (nats)':>14}{'std. error':>12}"]

@@ -258,6 +258,9 @@ def exact_log_evidence(
     """
     check_pair_call(exact_log_evidence, kwargs, model=model)
     check_one_program_call(exact_log_evidence, "model", args)
+    if not isinstance(site, str):
+        raise TypeError(f"exact_log_evidence: site must be the name of the latent site (a str "
+                        f"such as 'z'), got {site!r}")
     check_data(args, kwargs)
     check_int(num_points, "num_points", 3)
     check_int(chunk_size, "chunk_size")

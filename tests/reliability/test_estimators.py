@@ -690,3 +690,30 @@ def test_a_plate_built_twice_is_named_with_the_remedy():
     with pytest.raises(PairError, match=r"two sites named 'data'.*data = pyro.plate\('data', "
                                         r"len\(x\)\), then `with data:`"):
         iwae_bound(model, guide, torch.zeros(3), num_samples=3)
+
+
+def test_numbers_beyond_float_range_and_odd_site_names_are_named(lg):
+    # math.isfinite(10**400) raised OverflowError naming nothing; site=['z'] was "unhashable";
+    # an empty BoundTable's elbo() raised a bare StopIteration
+    from inference import (BoundTable, annealing_schedule, bits_per_dim, kl_per_dimension,
+                           posterior_means)
+
+    with pytest.raises(ValueError, match="sharpness must be a finite number"):
+        annealing_schedule(5, sharpness=10**400)
+    with pytest.raises(ValueError, match="nats_per_datapoint is .*beyond float range"):
+        bits_per_dim(10**400, 3)
+    with pytest.raises(ValueError, match="num_dims=1000.* is beyond any tensor's size"):
+        bits_per_dim(1.0, 10**400)
+    x = torch.randn(3, 2)
+    for call in (lambda: posterior_means(lg.guide, x, site=["z"]),
+                 lambda: kl_per_dimension(lg.model, lg.guide, x, site=None),
+                 lambda: exact_log_evidence(lg.model, x, site=None)):
+        with pytest.raises(TypeError, match="site must be the name of"):
+            call()
+    with pytest.raises(ValueError, match="no ELBO row"):
+        BoundTable().elbo()
+    table = bound_sweep(lg.model, lg.guide, x, num_samples=[2], repeats=1)
+    import json
+
+    json.dumps(table.to_dict(), allow_nan=False)  # one repeat: no spread, None not NaN
+    assert table.to_dict()["rows"][0]["stderr"] is None
