@@ -52,7 +52,7 @@ from torch import nn
 from torch.distributions import constraints
 from torch.nn import functional as F
 
-from .checks import as_int
+from .checks import as_int, check_memory
 from .local_guides import LocalGuide
 from .networks import check_parameters, full_precision, mlp
 from .vae import VAE
@@ -384,6 +384,9 @@ class FlowVAE(VAE):
         """
         self._check(x)  # the likelihood's support too, as the model checks it
         num_samples = as_int(num_samples, "num_samples", minimum=0)
+        shape = ", ".join(map(str, x.shape))
+        check_memory(max(num_samples, 1) * x.numel(), x.dtype,
+                     f"num_samples={num_samples}: the images [num_samples, {shape}]")
         with torch.no_grad():
             if num_samples:
                 return self.decode(self.posterior(x).sample((num_samples,))).mean

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import pyro.infer
 import pyro.infer.autoguide
+import pyro.nn
 import torch
 from pyro import poutine
 from torch.distributions import constraints
@@ -187,7 +188,7 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
     if not structure.trainable:
         raise PairError("fit: neither the model nor the guide uses a parameter that requires "
                         "a gradient (pyro.param, pyro.module or a PyroModule's): nothing to "
-                        "train")
+                        "train" + _undecorated_methods_hint(model, guide))
     if name == "dreg":
         _check_dreg_families(structure, first_batch, model, guide, called)
     if structure.dependent_support:
@@ -464,6 +465,31 @@ def _spread_params(guide, batch: tuple, rows: set) -> dict:
         elif constraint is constraints.positive:
             spread[site["name"]] = value * noise.exp()
     return spread
+
+
+def _undecorated_methods_hint(model, guide) -> str:
+    """Why a PyroModule's parameters may not have reached Pyro: its methods used as model or
+    guide without ``@pyro_method``, under which alone they issue ``pyro.param`` statements."""
+    plain = [role for role, fn in (("model", model), ("guide", guide))
+             if isinstance(getattr(fn, "__self__", None), pyro.nn.PyroModule)
+             and getattr(fn, "__name__", "") != "forward"
+             and not hasattr(getattr(fn, "__func__", None), "__wrapped__")
+             and any(True for _ in fn.__self__.parameters())]
+    torch_only = [role for role, fn in (("model", model), ("guide", guide))
+                  if isinstance(getattr(fn, "__self__", None), torch.nn.Module)
+                  and not isinstance(fn.__self__, pyro.nn.PyroModule)
+                  and any(True for _ in fn.__self__.parameters())]
+    if plain:
+        return (f"; the {' and '.join(plain)} {'is a method' if len(plain) == 1 else 'are'} "
+                f"{'' if len(plain) == 1 else 'methods '}of a PyroModule with parameters but "
+                "not decorated with @pyro_method (pyro.nn.pyro_method), without which its "
+                "parameters are not Pyro's")
+    if torch_only:
+        return (f"; the {' and '.join(torch_only)} "
+                f"{'is a method' if len(torch_only) == 1 else 'are methods'} of a "
+                "torch.nn.Module with parameters, which reach Pyro through "
+                "pyro.module('name', self) called in them (or a PyroModule with @pyro_method)")
+    return ""
 
 
 def _warn_rows_of_the_whole_data(model, guide, first_batch: tuple, num_data: int,

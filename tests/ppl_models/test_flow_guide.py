@@ -323,3 +323,13 @@ def test_a_flow_too_large_for_memory_is_refused_before_allocating():
     with pytest.raises(ValueError, match=r"num_flows=2, hidden=10000000000, latent_dim=50, "
                                          r"context_dim=64: the flow's weights.*physical"):
         ConditionalIAF(50, 64, hidden=10**10)
+
+
+def test_reconstruct_counts_its_draws_first():
+    # 10**12 draws ended in torch's allocator error, as VAE.reconstruct's did not
+    import pytest
+
+    model = FlowVAE((1, 8, 8), 4, hidden=(16,))
+    x = (torch.rand(3, 1, 8, 8) > 0.5).float()
+    with pytest.raises(ValueError, match=r"num_samples=1000000000000: the images"):
+        model.reconstruct(x, 10**12)

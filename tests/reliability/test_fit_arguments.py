@@ -188,3 +188,31 @@ def test_rows_indexed_by_a_minibatch_plates_own_subsample_are_warned_about():
     pyro.clear_param_store()
     with pytest.warns(UserWarning, match=r"the guide's 'locs' hold one row per datapoint \(40\)"):
         fit(model, guide, x, batch_size=20, epochs=1, progress=False)
+
+
+def test_a_pyro_module_without_pyro_method_is_told_why_nothing_trains():
+    # "neither the model nor the guide uses a parameter" while the guide plainly used self.a
+    import pyro.distributions as dist
+    from pyro.nn import PyroModule, PyroParam
+
+    from inference import PairError
+
+    class Pair(PyroModule):
+        def __init__(self):
+            super().__init__()
+            self.a = PyroParam(torch.tensor(0.5))
+
+        def model(self, x):
+            with pyro.plate("data", len(x)):
+                z = pyro.sample("z", dist.Normal(torch.zeros(len(x)), 1.0))
+                pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+        def guide(self, x):
+            with pyro.plate("data", len(x)):
+                pyro.sample("z", dist.Normal(self.a * x, 1.0))
+
+    pair = Pair()
+    pyro.clear_param_store()
+    with pytest.raises(PairError, match=r"nothing to train; the model and guide are methods of a "
+                                        r"PyroModule .* @pyro_method"):
+        fit(pair.model, pair.guide, torch.randn(6), epochs=1, progress=False)
