@@ -102,8 +102,9 @@ SETTING_PROBE_DRAWS, SETTING_PROBE_SEED = 4, 20261129
 def _check_cut_tensors_hold_data(model, guide, args: tuple, kwargs: dict, n: int, size: int,
                                  use: str) -> None:
     """Before cutting every tensor argument of ``n`` rows into slices of ``size``, refuse one
-    that is not per datapoint: given whole beside the first slice of the others, the pair
-    still scores ``size`` datapoints, but with other weights on the same draws. A model's
+    that is not per datapoint: given whole beside the first or the last slice of the others,
+    the pair still scores that slice's datapoints, but with other weights on the same draws.
+    A model's
     setting with ``n`` rows by chance (a mixture's ``n`` component means) would otherwise be
     cut with the data, and each slice scored under another model, silently."""
     if n <= size:
@@ -114,7 +115,17 @@ def _check_cut_tensors_hold_data(model, guide, args: tuple, kwargs: dict, n: int
                    if torch.is_tensor(value) and value.dim() and value.shape[0] == n]
     if len(candidates) < 2:  # the data alone are cut
         return
-    cut_args, cut_kwargs = _cut(args, kwargs, 0, size)
+    # the first slice and the last: a lookup table indexed by small labels reads the same
+    # rows whole or cut in the first, other rows in the others
+    for start in sorted({0, (n - 1) // size * size}):
+        _check_slice_keeps_settings(model, guide, args, kwargs, candidates, start,
+                                    min(start + size, n), n, size, use)
+
+
+def _check_slice_keeps_settings(model, guide, args, kwargs, candidates, start: int, stop: int,
+                                n: int, size: int, use: str) -> None:
+    """:func:`_check_cut_tensors_hold_data` on the slice of rows ``start:stop``."""
+    cut_args, cut_kwargs = _cut(args, kwargs, start, stop)
 
     def weights(part_args, part_kwargs):
         with forked_rng():
@@ -142,7 +153,7 @@ def _check_cut_tensors_hold_data(model, guide, args: tuple, kwargs: dict, n: int
         raise ValueError(
             f"{use}: data_batch_size={size} cuts every tensor argument of {n} rows along dim "
             f"0, and {label} (shape {list(value.shape)}) does not hold datapoints: given whole "
-            f"beside the first slice of the others, the pair scores the same {size} "
+            f"beside the slice of rows {start}:{stop} of the others, the pair scores the same "
             "datapoints with other weights, so each slice would be scored under another "
             "model (a setting such as a mixture's component means, of as many rows as the "
             "data by chance). Pass it to the pair another way (model=lambda x: model(x, "

@@ -55,16 +55,16 @@ END_POWER = 3
 
 # The most a node may move when it is rounded to the latent's dtype, as a fraction of the
 # nodes' spacing: the weights assume the nodes where the rule puts them.
-NODE_ROUNDING = 0.01
+NODE_ROUNDING = 0.1
 
 
 def _check_node_rounding(low: float, high: float, n: int, dtype) -> None:
     """Refuse a grid the latent's dtype cannot hold: ``n`` nodes on ``[low, high]`` are about
     ``(high - low) / n`` apart, and rounding a node to ``dtype`` moves it by up to ``eps *
     max(|low|, |high|)`` (float32: 1.2e-7 relative), which must stay below
-    :data:`NODE_ROUNDING` of that spacing, and the spacing above ``dtype``'s smallest normal
-    number. Otherwise nodes merge (3 distinct among 8001 for ``N(1e7, 0.1)`` in float32) and
-    the sum is silently wrong."""
+    :data:`NODE_ROUNDING` of that spacing (nodes keep their order and place), and the
+    spacing above ``dtype``'s smallest normal number. Otherwise nodes merge (3 distinct
+    among 8001 for ``N(1e7, 0.1)`` in float32) and the sum is silently wrong."""
     info = torch.finfo(dtype)
     spacing = (high - low) / n
     rounding = info.eps * max(abs(low), abs(high))

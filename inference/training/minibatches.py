@@ -37,7 +37,7 @@ from ..pair_check import (DATA_PLATE, FIT_LOSSES, PairError, PairStructure, chec
                           data_frame, sample_sites, site_list, survey_pair)
 from ..random_state import forked_rng
 from ..reachable import reachable_modules
-from ..weights import check_particle_memory, log_importance_weights
+from ..weights import check_particle_memory, particle_log_weights
 from .free_bits import FreeBitsELBO
 from .objectives import DReGLoss, IWAELoss, MeanFieldELBO, make_loss
 
@@ -146,7 +146,7 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
     use = f"fit:{name}" if name in FIT_LOSSES else "fit:custom"
     minibatched = batch_size < num_data
     _check_tail_adaptive_settings(loss, called)
-    if minibatched and isinstance(loss, pyro.infer.RenyiELBO):
+    if minibatched and isinstance(loss, pyro.infer.RenyiELBO):  # (the model's own: below)
         raise PairError(
             f"{called}: pyro.infer.RenyiELBO takes the log-mean-exp over particles of the "
             f"whole minibatch's weight, which fit scales by N / batch_size: with batch_size="
@@ -193,6 +193,12 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
         _check_dreg_families(structure, first_batch, model, guide, called)
     if structure.dependent_support:
         _check_draws_keep_data_inside(model, guide, first_batch, structure, called)
+    if isinstance(loss, pyro.infer.RenyiELBO) and structure.data_subsample is not None:
+        raise PairError(
+            f"{called}: pyro.infer.RenyiELBO takes the log-mean-exp over particles of the whole "
+            f"run's weight, which the model's own subsample of pyro.plate('{DATA_PLATE}') "
+            f"scales by N / {structure.batch_size}: that bounds nothing. Use loss='iwae' (Renyi's "
+            "alpha = 0, per datapoint), or a model that keeps every datapoint")
     if isinstance(loss, FreeBitsELBO) and structure.auxiliary:
         raise PairError(
             f"{called}: the guide has auxiliary site(s) {site_list(structure.auxiliary)} (an "
@@ -509,11 +515,12 @@ def _warn_rows_of_the_whole_data(model, guide, first_batch: tuple, num_data: int
                    else site["value"]) not in networks]
     if rows:
         warnings.warn(
-            f"{called or 'fit'}: the guide's {site_list(rows)} hold one row per datapoint "
-            f"({num_data}), but the model subsamples a pyro.plate('{DATA_PLATE}') sized on "
+            f"{called or 'fit'}: the guide's {site_list(rows)} have {num_data} rows, one per "
+            f"datapoint, and the model subsamples a pyro.plate('{DATA_PLATE}') sized on "
             "the minibatch, whose indices count positions inside fit's minibatch, not "
-            "datapoints: rows indexed with them train the first rows on every datapoint and "
-            "never the others. Pass the indices with the data, fit(model, guide, (x, "
+            "datapoints: if those rows are per datapoint and indexed with them, the first rows "
+            "train on every datapoint and the others never (a global parameter of as many "
+            "rows is unaffected). Pass the indices with the data, fit(model, guide, (x, "
             f"torch.arange(N))), and subsample with pyro.plate('{DATA_PLATE}', N, "
             f"subsample=idx); or train with batch_size >= {num_data}",
             stacklevel=user_stacklevel())
@@ -526,15 +533,17 @@ def _warn_double_scaling(structure: PairStructure, num_data: int, batch_size: in
     ``"data"`` plate by that factor too, so their terms would count twice over (a posterior
     ``sqrt(N / batch_size)`` times too narrow)."""
     ratio = num_data / batch_size
-    doubled = [name for name, scale in structure.tempered
-               if scale is not None and math.isclose(scale, ratio, rel_tol=1e-6)]
+    doubled = list(dict.fromkeys(name for name, scale in structure.tempered
+                                 if scale is not None and math.isclose(scale, ratio,
+                                                                       rel_tol=1e-6)))
     if doubled:
         warnings.warn(
-            f"{called or 'fit'}: site(s) {site_list(doubled)} carry a scale of {ratio:g} = "
-            f"N / batch_size of their own, and fit scales the '{DATA_PLATE}' plate by N / "
-            "batch_size as well: their log densities would count twice over. Remove the "
-            "poutine.scale (fit does the scaling), or train with batch_size >= "
-            f"{num_data}", stacklevel=user_stacklevel())
+            f"{called or 'fit'}: site(s) {site_list(doubled)} carry a scale of their own equal "
+            f"to N / batch_size = {ratio:g}, and fit scales the '{DATA_PLATE}' plate by N / "
+            "batch_size as well: if that scale is a minibatch correction (Pyro's "
+            "poutine.scale idiom outside fit), those log densities count twice over; remove it "
+            "(fit does the scaling). A deliberate weight (a beta-VAE's) that happens to equal "
+            "N / batch_size is unaffected", stacklevel=user_stacklevel())
 
 
 # Guide draws probed for data outside a support that moves with the latents.
@@ -548,17 +557,19 @@ def _check_draws_keep_data_inside(model, guide, first_batch: tuple, structure: P
     :data:`SUPPORT_PROBE_DRAWS` guide draws on the first minibatch put the data outside it:
     there ``p(x | z) = 0`` and the training loss is infinite (Pyro's ELBOs fail there too),
     whatever the learning rate; the estimators give such draws weight zero."""
-    with forked_rng(), poutine.block(), torch.no_grad():
-        log_w = log_importance_weights(model, guide, *first_batch,
-                                       num_samples=SUPPORT_PROBE_DRAWS, progress=False)
+    # the weights of the structure in hand: no estimator's policy (a guide on z > x, the
+    # remedy below, has a narrower support than the prior's z > 0, which is fine here)
+    with forked_rng(), poutine.block(), torch.no_grad(), pyro.validation_enabled(False):
+        log_w = particle_log_weights(model, guide, first_batch, {}, SUPPORT_PROBE_DRAWS,
+                                     structure)  # [draws, batch]
     outside = torch.isneginf(log_w)
     if outside.any():
         site = structure.dependent_support[0]
         raise PairError(
             f"{called or 'fit'}: observed site '{site}' has a support that moves with the "
-            f"latents (as x ~ Uniform(0, z) does), and {int(outside.sum())} of "
-            f"{SUPPORT_PROBE_DRAWS} guide draws for datapoints "
-            f"{outside.any(0).nonzero().flatten().tolist()[:10]} put the data outside it, "
+            f"latents (as x ~ Uniform(0, z) does), and {int(outside.any(1).sum())} of "
+            f"{SUPPORT_PROBE_DRAWS} guide draws put datapoints "
+            f"{outside.any(0).nonzero().flatten().tolist()[:10]} outside it, "
             "where p(x | z) = 0: the training loss would be infinite at such draws. Give the "
             "guide only latents that keep the data inside (for z > x: z = x + a positive "
             "draw, e.g. dist.TransformedDistribution(dist.LogNormal(loc, scale), "

@@ -164,7 +164,8 @@ def test_a_hand_written_minibatch_scale_is_warned_about():
         pyro.sample("mu", dist.Normal(loc, 0.1))
 
     pyro.clear_param_store()
-    with pytest.warns(UserWarning, match=r"site\(s\) 'x' carry a scale of 4 = N / batch_size"):
+    with pytest.warns(UserWarning, match=r"site\(s\) 'x' carry a scale of their own equal "
+                                         r"to N / batch_size = 4"):
         fit(model, guide, x, batch_size=10, epochs=1, progress=False)
 
 
@@ -186,7 +187,7 @@ def test_rows_indexed_by_a_minibatch_plates_own_subsample_are_warned_about():
             pyro.sample("z", dist.Normal(locs[i], 0.5))
 
     pyro.clear_param_store()
-    with pytest.warns(UserWarning, match=r"the guide's 'locs' hold one row per datapoint \(40\)"):
+    with pytest.warns(UserWarning, match=r"the guide's 'locs' have 40 rows, one per datapoint"):
         fit(model, guide, x, batch_size=20, epochs=1, progress=False)
 
 

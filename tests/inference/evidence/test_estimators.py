@@ -514,3 +514,19 @@ def test_bound_sweep_cuts_per_datapoint_tensors_but_refuses_a_setting_of_as_many
         with pytest.raises(ValueError, match=r"data_batch_size=2 cuts every tensor argument "
                                              r"of 4 rows.*does not hold datapoints"):
             call()
+
+    # a lookup table of as many rows as the data, read at small labels: the first slice reads
+    # the same rows whole or cut, the last does not (the ELBO was -7.24 against -2.07)
+    def lookup(x, labels, table):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(table[labels], 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def lookup_guide(x, labels, table):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
+
+    labels, table = torch.tensor([0, 1, 0, 1]), torch.tensor([2.0, -2.0, 5.0, 7.0])
+    with pytest.raises(ValueError, match=r"argument 2 \(shape \[4\]\) does not hold datapoints: "
+                                         r"given whole beside the slice of rows 2:4"):
+        bound_sweep(lookup, lookup_guide, x, labels, table, num_samples=[1], data_batch_size=2)
