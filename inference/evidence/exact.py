@@ -22,7 +22,7 @@ from ..pair_check import (
     survey_pair,
     warn_if_tempered,
 )
-from ..supports import support_of
+from ..supports import mask_outside_support, support_of
 from ..weights import check_data, per_datapoint
 
 
@@ -315,11 +315,15 @@ def exact_log_evidence(
         conditioned = poutine.condition(model, data={site: z})
         # no gradients: the densities of a model with parameters would otherwise hold an
         # autograd graph over every node of the grid in the results
-        with poutine.block(), torch.no_grad():
+        # validation off: the survey checked the data; a support that moves with the latent
+        # (x ~ Uniform(0, z)) leaves them outside at some nodes, density zero there
+        with poutine.block(), torch.no_grad(), pyro.validation_enabled(False):
             with pyro.plate(PARTICLE_PLATE, g, dim=-nesting - 1):
                 chunk_trace = poutine.trace(conditioned).get_trace(*args, **kwargs)
             total = sum(
-                per_datapoint(s["fn"].log_prob(s["value"]), s, nesting + 1, batch)
+                per_datapoint(mask_outside_support(s["fn"], s["value"],
+                                                   s["fn"].log_prob(s["value"])),
+                              s, nesting + 1, batch)
                 for s in sample_sites(chunk_trace)
             )
         log_joint.append(total.expand(g, batch))

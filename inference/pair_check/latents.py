@@ -328,6 +328,52 @@ def support_gaps(model_sites, guide_latents):
                    model_family, model_text)
 
 
+# Runs of the model on its prior's draws that look into a support gap for posterior mass.
+GAP_PROBE_RUNS = 32
+
+
+def _per_datapoint_all(mask: torch.Tensor, site) -> torch.Tensor:
+    """``[batch]``: where ``mask`` (of ``site``'s batch shape) holds for every entry of a
+    datapoint of the ``"data"`` plate."""
+    dim = mask.dim() + data_frame(site).dim
+    return mask.movedim(dim, 0).reshape(mask.shape[dim], -1).all(1)
+
+
+def gaps_the_data_rule_out(model, guide_latents, args, kwargs, gap_names,
+                           dependent_support) -> tuple[str, ...]:
+    """Latent sites of a support gap (the guide's support narrower than the model's) that
+    the data rule out: in :data:`GAP_PROBE_RUNS` runs of the model on its prior's own draws,
+    every draw in the gap puts an observed value outside its support (the sites of
+    ``dependent_support``: ``x ~ Uniform(0, z)`` with a guide on ``z > x``). The gap then
+    holds no posterior mass, and the weights estimate the evidence, not a part of it. A gap
+    no prior draw fell in is not ruled out."""
+    if not dependent_support or not gap_names:
+        return ()
+    guide_fns = {site["name"]: site["fn"] for site in guide_latents}
+    seen = dict.fromkeys(gap_names, False)  # a prior draw in the gap
+    open_ = dict.fromkeys(gap_names, False)  # ... with the data inside their support
+    try:
+        with forked_rng(), poutine.block(), torch.no_grad(), pyro.validation_enabled(False):
+            torch.manual_seed(OTHER_DRAW_SEED)
+            for _ in range(GAP_PROBE_RUNS):
+                trace = poutine.trace(model).get_trace(*args, **kwargs)
+                inside = None  # [batch]: every dependent observation inside its support
+                for name in dependent_support:
+                    node = trace.nodes[name]
+                    here = _per_datapoint_all(support_of(node["fn"])[0].check(node["value"]),
+                                              node)
+                    inside = here if inside is None else inside & here
+                for name in gap_names:
+                    node = trace.nodes[name]
+                    guide_support = support_of(guide_fns[name])[0]
+                    gap = ~_per_datapoint_all(guide_support.check(node["value"]), node)
+                    seen[name] |= bool(gap.any())
+                    open_[name] |= bool((gap & inside).any())
+    except Exception:  # noqa: BLE001 - a pair this probe cannot run keeps its refusal
+        return ()
+    return tuple(name for name in gap_names if seen[name] and not open_[name])
+
+
 def _never_drawn(fn, values: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
     """``[n, *batch]``: where ``fn`` cannot draw ``values`` (``[n, *batch, *event]``, its
     listed values): log-probability -inf, or, for the families that sample from ``probs``

@@ -24,6 +24,7 @@ from .latents import (
     check_support_kinds,
     delta_dependence,
     draw_dependent_supports,
+    gaps_the_data_rule_out,
     jacobian_error,
     measure_zero_supports,
     replay_model,
@@ -346,6 +347,10 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     check_observed_data_dims(model_sites)
     check_support_kinds(model_sites, guide_latents)
     support_mismatch = tuple(support_mismatches(model_sites, guide_latents))
+    support_gap = tuple(support_gaps(model_sites, guide_latents))
+    ruled_out = gaps_the_data_rule_out(model, guide_latents, args, kwargs,
+                                       [record[0] for record in support_gap], dependent_support)
+    support_gap = tuple(record for record in support_gap if record[0] not in ruled_out)
     unscorable = unscorable_sites(model_sites, support_mismatch)
     with torch.no_grad():
         check_latents_scorable(model_sites, guide_latents, skip=unscorable)
@@ -378,7 +383,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         subsample=subsample,
         tempered=tuple(tempered_sites(model_sites + guide_latents)),
         support_mismatch=support_mismatch,
-        support_gap=tuple(support_gaps(model_sites, guide_latents)),
+        support_gap=support_gap,
         measure_zero_support=measure_zero_supports(model_sites, guide_latents),
         unscorable=unscorable,
         subsampled_plates=subsampled_plates(model_sites + guide_latents),
