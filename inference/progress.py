@@ -14,12 +14,16 @@ from tqdm.auto import tqdm
 DELAY_SECONDS = 1.0
 
 
-def check_flag(value, name: str) -> bool:
-    """``value`` when it is True or False, else ``TypeError`` naming ``name``: ``progress=0``
-    or ``"no"`` would otherwise be read by truth value."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return value
+def check_progress(progress) -> bool:
+    """``progress`` when it is True or False, else ``TypeError`` saying that the keyword is
+    the estimator's own: a model's keyword of that name cannot be passed through it (and
+    ``progress=0`` or ``"no"`` would otherwise be read by truth value)."""
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be True or False, got {progress!r}: it is this "
+                        "estimator's own keyword (its progress bar), so a model's keyword of "
+                        "that name cannot be passed through it (bind it: lambda x: model(x, "
+                        "progress=...))")
+    return progress
 
 
 def progress_bar(total: int, desc: str, progress: bool, unit: str = "it") -> tqdm:

@@ -32,7 +32,7 @@ from .compiling import (
     trace_with_inputs,
 )
 from .densities import normal_log_density, plain_normal, summed_log_density
-from .progress import check_flag, progress_bar
+from .progress import check_progress, progress_bar
 from .random_state import forked_rng
 from .supports import mask_outside_support
 from .pair_check import (
@@ -562,7 +562,7 @@ def log_weights_for(use: str, model: Callable, guide: Callable, args: tuple, kwa
     """
     num_samples, chunk_size = check_num_samples(num_samples, chunk_size)
     check_compile(compile, model, guide, args, kwargs)
-    check_flag(progress, "progress")
+    check_progress(progress)
     check_data(args, kwargs)
     model, guide, structure = checked_pair(model, guide, args, kwargs, use)
     check_weights_memory(num_samples, structure.batch_size, weight_itemsize(args, kwargs))

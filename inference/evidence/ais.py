@@ -72,7 +72,7 @@ from torch.distributions.transforms import ComposeTransform, IndependentTransfor
 from ..checks import (autograd_arguments, check_int, check_number, check_pair_call,
                       check_weights_memory)
 from ..pair_check import PARTICLE_PLATE, PairStructure, data_frame, sample_sites
-from ..progress import check_flag, progress_bar
+from ..progress import check_progress, progress_bar
 from ..weights import (
     check_data,
     check_log_weights,
@@ -494,7 +494,7 @@ def ais_log_evidence(
     schedule_betas = _check_options(num_chains, num_steps, transition, step_size, num_leapfrog,
                                     start, target_accept, adapt_rate, chunk_size, schedule)
     check_number(step_jitter, "step_jitter", minimum=0.0)
-    check_flag(progress, "progress")
+    check_progress(progress)
     if not step_jitter < 1:
         raise ValueError(f"step_jitter must lie in [0, 1), got {step_jitter!r}")
     check_data(args, kwargs)

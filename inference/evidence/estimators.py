@@ -22,7 +22,7 @@ from ..checks import (
     check_weights_memory,
 )
 from ..pair_check import DATA_PLATE, PairError, PairStructure, attach_subsample, survey_pair
-from ..progress import check_flag, progress_bar
+from ..progress import check_progress, progress_bar
 from ..random_state import forked_rng
 from ..weights import (
     check_compile,
@@ -249,7 +249,7 @@ def log_evidence(model: Callable, guide: Callable, x: torch.Tensor, *,
     default_k = num_samples is None
     num_samples, chunk_size = check_num_samples(1 if default_k else num_samples, chunk_size)
     check_compile(compile, model, guide, (x,))
-    check_flag(progress, "progress")
+    check_progress(progress)
     check_finite_inputs((x,), {})
     sliced = f"x (shape {list(x.shape)})"
     remedy = ("call iwae_bound, whose result says which datapoints it scored "
@@ -412,7 +412,7 @@ def bound_sweep(model: Callable, guide: Callable, *args,
     chunk_size = None if chunk_size is None else as_int(chunk_size, "chunk_size")
     repeats = as_int(repeats, "repeats")
     check_compile(compile, model, guide, args, kwargs)
-    check_flag(progress, "progress")
+    check_progress(progress)
     check_data(args, kwargs)
     if data_batch_size is None:
         parts = [(args, kwargs, None)]

@@ -54,7 +54,7 @@ from ..pair_check import (
     site_mask,
     survey_pair,
 )
-from ..progress import bar_range, check_flag
+from ..progress import bar_range, check_progress
 from ..weights import (
     check_data,
     check_num_samples,
@@ -243,7 +243,7 @@ def fit_local_guide(model: Callable, local_guide: LocalGaussianGuide | Callable,
     """
     check_pair_call(fit_local_guide, kwargs, model=model, local_guide=local_guide)
     _check_fit_arguments(num_steps, lr, num_particles)
-    check_flag(progress, "progress")
+    check_progress(progress)
     _local_parameters(local_guide)
     check_nonempty_batch(args, kwargs)
     args, kwargs = autograd_arguments(args, kwargs)
@@ -435,7 +435,7 @@ def amortization_gap(model: Callable, guide: Callable, *args,
     check_int(num_eval_samples, "num_eval_samples", 2)  # two at least, for a standard error
     num_eval_samples, chunk_size = check_num_samples(num_eval_samples, chunk_size)
     _check_fit_arguments(num_steps, lr, num_particles)
-    check_flag(progress, "progress")
+    check_progress(progress)
     check_data(args, kwargs)
     args, kwargs = autograd_arguments(args, kwargs)  # the local guides are fitted by gradient
     # one subsample (when the model draws one) for every estimate below
