@@ -48,11 +48,24 @@ def _cut(args: tuple, kwargs: dict, start: int, stop: int) -> tuple[tuple, dict]
     return tuple(cut(a) for a in args), {k: cut(v) for k, v in kwargs.items()}
 
 
+def _subsample_given(structure: PairStructure, args: tuple, kwargs: dict) -> bool:
+    """Whether the ``"data"`` plate's subsample is one of the pair's own integer tensor
+    arguments (``pyro.plate("data", N, subsample=idx)`` with ``idx`` passed, and cut, with
+    the data): its rows are then the arguments' rows, in order."""
+    indices = structure.data_subsample
+    return indices is not None and any(
+        torch.is_tensor(value) and not value.is_floating_point() and value.shape == indices.shape
+        and torch.equal(value.to(indices.device), indices) for value in (*args, *kwargs.values()))
+
+
 def _check_rows_scored(structure: PairStructure, rows: int, use: str, sliced: str,
-                       remedy: str) -> None:
+                       remedy: str, args: tuple = (), kwargs: dict | None = None) -> None:
     """Raise ``ValueError`` unless the pair, given ``rows`` rows of ``sliced`` (cut along
-    dim 0), scored exactly those rows: no in-model subsample, one datapoint per row."""
-    if structure.data_subsample is not None:
+    dim 0, ``args`` and ``kwargs`` as passed), scored exactly those rows: no subsample the
+    model draws itself (one it is given, :func:`_subsample_given`, keeps the rows), one
+    datapoint per row."""
+    if structure.data_subsample is not None and not _subsample_given(structure, args,
+                                                                       kwargs or {}):
         raise ValueError(
             f"{use}: the model subsamples its own '{DATA_PLATE}' plate "
             f"({structure.batch_size} of {structure.data_size} datapoints), so the rows scored "
@@ -92,7 +105,7 @@ def _check_rows_are_datapoints(model, guide, args: tuple, kwargs: dict, n: int, 
                 f"in pyro.plate('{DATA_PLATE}', n), or a tensor inside a list or dict) "
                 f"decides the plate. Size the plate from the data (pyro.plate('{DATA_PLATE}', "
                 f"len(x))), or {remedy}") from error
-        _check_rows_scored(probe, size + 1, use, sliced, remedy)
+        _check_rows_scored(probe, size + 1, use, sliced, remedy, cut_args, cut_kwargs)
 
 
 # Draws of the probe that tells a cut setting from cut data (its own seed, state restored).
@@ -434,7 +447,8 @@ def bound_sweep(model: Callable, guide: Callable, *args,
         fixed_model, fixed_guide, structure = checked_pair(model, guide, part_args,
                                                            part_kwargs, "bound_sweep")
         if rows is not None:
-            _check_rows_scored(structure, rows, "bound_sweep", sliced, remedy)
+            _check_rows_scored(structure, rows, "bound_sweep", sliced, remedy, part_args,
+                               part_kwargs)
         slices.append((part_args, part_kwargs, fixed_model, fixed_guide, structure))
     check_weights_memory(ks[-1], max(s.batch_size for *_, s in slices),
                          weight_itemsize(args, kwargs))
@@ -442,7 +456,9 @@ def bound_sweep(model: Callable, guide: Callable, *args,
     total = repeats * ks[-1] * sum(s.batch_size for *_, s in slices)
     with progress_bar(total, "bound_sweep", progress, "weights") as bar:
         _sweep(slices, ks, repeats, chunk_size, compile, per_repeat, bar)
-    table = BoundTable(per_repeat=per_repeat, subsample=slices[0][-1].data_subsample)
+    subsamples = [structure.data_subsample for *_, structure in slices]
+    table = BoundTable(per_repeat=per_repeat,  # a given subsample: every slice's, in order
+                       subsample=None if subsamples[0] is None else torch.cat(subsamples))
     for (bound, k), values in zip([("elbo", 1)] + [("iwae", k) for k in ks], per_repeat):
         mean = sum(values) / repeats
         stderr = math.nan

@@ -530,3 +530,25 @@ def test_bound_sweep_cuts_per_datapoint_tensors_but_refuses_a_setting_of_as_many
     with pytest.raises(ValueError, match=r"argument 2 \(shape \[4\]\) does not hold datapoints: "
                                          r"given whole beside the slice of rows 2:4"):
         bound_sweep(lookup, lookup_guide, x, labels, table, num_samples=[1], data_batch_size=2)
+
+
+def test_bound_sweep_slices_a_pair_given_its_subsample_indices():
+    # pyro.plate("data", N, subsample=idx) with idx passed, and cut, with x: the rows scored
+    # are the slice's, in order; it was refused as "the model subsamples its own plate"
+    x = torch.tensor([0.3, -1.2, 2.0, 0.7, -0.4])
+    shifts = torch.tensor([1.0, 0.0, -1.0, 0.5, 2.0])
+
+    def model(x, idx):
+        with pyro.plate("data", 5, subsample=idx):
+            z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
+            pyro.sample("x", dist.Normal(z + shifts[idx], 1.0), obs=x)
+
+    def guide(x, idx):  # the exact posterior: every weight is log p(x)
+        with pyro.plate("data", 5, subsample=idx):
+            pyro.sample("z", dist.Normal((x - shifts[idx]) / 2, 0.5 ** 0.5))
+
+    exact = float(dist.Normal(0.0, 2 ** 0.5).log_prob(x - shifts).mean())
+    table = bound_sweep(model, guide, x, torch.arange(5), num_samples=[1, 3], repeats=1,
+                        data_batch_size=2)
+    assert all(row["mean"] == pytest.approx(exact, abs=1e-5) for row in table.rows)
+    assert torch.equal(table.subsample, torch.arange(5))
