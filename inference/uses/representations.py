@@ -64,12 +64,17 @@ def _latent_pair(entry, model, guide, site, args, kwargs):
     return model_trace, guide_trace
 
 
-def _base_normal(fn) -> Normal:
+def _base_normal(fn, role: str, site: str) -> Normal:
+    """The diagonal Normal inside ``fn``'s ``Independent`` wrappers; ``NotImplementedError``
+    naming the ``role`` ("guide", "model"), the site and the family otherwise."""
     while isinstance(fn, Independent):
         fn = fn.base_dist
     if not isinstance(fn, Normal):
         raise NotImplementedError(
-            f"per-dimension diagnostics need diagonal Normal distributions, got {type(fn).__name__}"
+            f"kl_per_dimension: the {role}'s site '{site}' is a {type(fn).__name__}; the KL "
+            "per latent dimension needs diagonal Normal distributions in guide and prior (a "
+            "full-covariance Gaussian couples the dimensions: compare whole KLs, or use a "
+            "diagonal guide)"
         )
     return fn
 
@@ -104,8 +109,8 @@ def kl_per_dimension(model: Callable, guide: Callable, *args, site: str = "z",
             f"kl_per_dimension: site '{site}' {where} pyro.plate('{DATA_PLATE}') has value "
             f"shape {list(value.shape)}; expected [batch, latent_dim] (or [batch] for a "
             f"one-dimensional latent) with batch the dim of pyro.plate('{DATA_PLATE}')")
-    q = _base_normal(node["fn"])
-    p = _base_normal(model_trace.nodes[site]["fn"])
+    q = _base_normal(node["fn"], "guide", site)
+    p = _base_normal(model_trace.nodes[site]["fn"], "model", site)
     kl = kl_divergence(q, p).expand(value.shape)  # [batch, latent_dim] or [batch]
     return kl.reshape(value.shape[0], -1).mean(0)
 

@@ -301,3 +301,14 @@ def test_probe_accuracy_standardizes_huge_features_without_overflow():
     with pytest.raises(ValueError, match=r"test_features: 1 of 100 rows \(first 7\) get a "
                                          r"non-finite probe score"):
         probe_accuracy(features[:100], labels[:100], test, labels[100:])
+
+
+def test_kl_per_dimension_names_a_full_covariance_guide():
+    # LinearGaussian's guide is a MultivariateNormal: "per-dimension diagnostics need diagonal
+    # Normal distributions", naming neither the call nor the site
+    from ppl_models import LinearGaussian
+
+    lg = LinearGaussian(data_dim=3, latent_dim=2, seed=0)
+    with pytest.raises(NotImplementedError, match=r"kl_per_dimension: the guide's site 'z' is "
+                                                  r"a MultivariateNormal"):
+        kl_per_dimension(lg.model, lg.guide, torch.randn(4, 3))
