@@ -290,6 +290,14 @@ def check_one_program_call(entry, role: str, args: tuple) -> None:
                         f"a callable ({found}), not data; call {entry.__name__}({role}, x)")
 
 
+def check_site_name(site, entry: str) -> None:
+    """``TypeError`` naming ``entry`` unless ``site`` is a site's name (a str): a list or None
+    named nothing ("unhashable type", "no latent site 'None'")."""
+    if not isinstance(site, str):
+        raise TypeError(f"{entry}: site must be the name of a latent site (a str such as "
+                        f"'z'), got {site!r}")
+
+
 def check_pair_keywords(entry, kwargs: dict, **programs) -> None:
     """Raise ``TypeError`` for a keyword argument of ``entry`` (an estimator that passes the
     keywords it does not know on to the pair) that one of ``programs`` (e.g. ``model=...,

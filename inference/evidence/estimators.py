@@ -117,9 +117,8 @@ def _check_cut_tensors_hold_data(model, guide, args: tuple, kwargs: dict, n: int
     """Before cutting every tensor argument of ``n`` rows into slices of ``size``, refuse one
     that is not per datapoint: given whole beside the first or the last slice of the others,
     the pair still scores that slice's datapoints, but with other weights on the same draws.
-    A model's
-    setting with ``n`` rows by chance (a mixture's ``n`` component means) would otherwise be
-    cut with the data, and each slice scored under another model, silently."""
+    A model's setting with ``n`` rows by chance (a mixture's ``n`` component means) would
+    otherwise be cut with the data, and each slice scored under another model, silently."""
     if n <= size:
         return
     candidates = [(f"argument {i}", i) for i, value in enumerate(args)
@@ -248,10 +247,11 @@ def log_evidence(model: Callable, guide: Callable, x: torch.Tensor, *,
     """
     check_pair_call(log_evidence, {}, model=model, guide=guide)
     for role, program in (("model", model), ("guide", guide)):
-        if _required_positional(program) > 1:
+        required = _required_positional(program)
+        if required > 1:
             raise TypeError(
                 f"log_evidence(model, guide, x) calls the pair with x alone, but the {role} "
-                f"requires {_required_positional(program)} positional arguments "
+                f"requires {required} positional arguments "
                 f"{inspect.signature(program)}: score such a pair with iwae_bound(model, "
                 "guide, x, y, num_samples=K), or bound_sweep(model, guide, x, y, "
                 "data_batch_size=...) for a large data set")

@@ -11,7 +11,7 @@ from pyro import poutine
 from torch.distributions import constraints
 
 from ..checks import (check_int, check_number, check_one_program_call, check_pair_call,
-                      physical_memory_bytes)
+                      check_site_name, physical_memory_bytes)
 from ..pair_check import (
     DATA_PLATE,
     PARTICLE_PLATE,
@@ -258,9 +258,7 @@ def exact_log_evidence(
     """
     check_pair_call(exact_log_evidence, kwargs, model=model)
     check_one_program_call(exact_log_evidence, "model", args)
-    if not isinstance(site, str):
-        raise TypeError(f"exact_log_evidence: site must be the name of the latent site (a str "
-                        f"such as 'z'), got {site!r}")
+    check_site_name(site, "exact_log_evidence")
     check_data(args, kwargs)
     check_int(num_points, "num_points", 3)
     check_int(chunk_size, "chunk_size")

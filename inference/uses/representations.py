@@ -24,6 +24,7 @@ from ..checks import (
     check_one_program_call,
     check_pair_call,
     check_program,
+    check_site_name,
     check_weights_memory,
 )
 from ..pair_check import DATA_PLATE, data_frame, inspect_pair, sample_sites, trace_pair
@@ -79,13 +80,6 @@ def _base_normal(fn, role: str, site: str) -> Normal:
     return fn
 
 
-def _check_site_name(site, entry: str) -> None:
-    """``TypeError`` unless ``site`` is a site's name (a str): a list or None named nothing."""
-    if not isinstance(site, str):
-        raise TypeError(f"{entry}: site must be the name of a latent site (a str such as "
-                        f"'z'), got {site!r}")
-
-
 def kl_per_dimension(model: Callable, guide: Callable, *args, site: str = "z",
                      **kwargs) -> torch.Tensor:
     """Analytic ``KL(q(z_j | x) || p(z_j))`` per latent dimension, averaged over the batch.
@@ -98,7 +92,7 @@ def kl_per_dimension(model: Callable, guide: Callable, *args, site: str = "z",
         ``[latent_dim]`` in nats; dimensions near zero carry no information (collapsed).
     """
     check_pair_call(kl_per_dimension, kwargs, model=model, guide=guide)
-    _check_site_name(site, "kl_per_dimension")
+    check_site_name(site, "kl_per_dimension")
     model_trace, guide_trace = _latent_pair("kl_per_dimension", model, guide, site, args,
                                             kwargs)
     node = guide_trace.nodes[site]
@@ -132,7 +126,7 @@ def posterior_means(guide: Callable, *args, site: str = "z", **kwargs) -> torch.
         ``[batch, *rest]``, the shape of the site's value.
     """
     check_pair_call(posterior_means, kwargs, guide=guide)
-    _check_site_name(site, "posterior_means")
+    check_site_name(site, "posterior_means")
     check_program(guide, "guide")
     check_one_program_call(posterior_means, "guide", args)
     check_data(args, kwargs)
