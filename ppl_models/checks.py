@@ -279,6 +279,19 @@ def check_not_meta(x, name: str) -> None:
                          "fill it")
 
 
+def check_module_not_meta(module: torch.nn.Module, call: str) -> None:
+    """Raise ``ValueError`` naming ``call`` when a parameter or buffer of ``module`` is on the
+    ``meta`` device (shapes without values: built under ``torch.device("meta")`` or moved
+    with ``.to("meta")``): a sampler would fail inside torch at its first draw."""
+    meta = next((name for name, t in [*module.named_parameters(), *module.named_buffers()]
+                 if t.is_meta), None)
+    if meta is not None:
+        raise ValueError(f"{call}: {type(module).__name__}'s '{meta}' is on the meta device "
+                         "(a shape without values), so nothing can be drawn from it; give it "
+                         "values first: module.to_empty(device='cpu') and "
+                         "load_state_dict(...) or load_checkpoint(...)")
+
+
 def name_rows(bad: torch.Tensor) -> str:
     """``bad: [n]`` bool -> ``"rows [i, j, ...] of n"`` (the first 5 named)."""
     rows = bad.nonzero().flatten().tolist()

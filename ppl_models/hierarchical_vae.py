@@ -31,7 +31,8 @@ from pyro.nn import PyroModule, pyro_method
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import as_int, as_sizes, check_data, check_image_draws, check_tensor
+from .checks import (as_int, as_sizes, check_data, check_image_draws, check_module_not_meta,
+                     check_tensor)
 from .likelihoods import make_likelihood
 from .local_guides import LocalGuide
 from .networks import full_precision, mlp
@@ -173,6 +174,7 @@ class TwoLayerVAE(PyroModule):
         pixel means (``mean=True``) or pixel samples. Latent noise from ``generator`` (a
         :class:`torch.Generator` on any device, the draws moved to the model's) or None.
         ``num`` is a positive integer whose images fit in memory."""
+        check_module_not_meta(self, "TwoLayerVAE.sample_images")
         param = next(self.parameters())
         num = check_image_draws(num, generator, self.image_shape, param)
         device = param.device

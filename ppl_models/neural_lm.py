@@ -34,7 +34,8 @@ import torch
 from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
-from .checks import as_int, as_number, check_finite_rows, check_memory, check_word_draws
+from .checks import (as_int, as_number, check_finite_rows, check_memory, check_module_not_meta,
+                     check_word_draws)
 from .networks import full_precision
 from .text import Vocabulary, draw_words
 
@@ -130,6 +131,7 @@ class GRULanguageModel(PyroModule):
         ``generator`` (a :class:`torch.Generator` on the model's device) or torch's;
         ``FloatingPointError`` naming the symbol and the rows where the network's
         probabilities are NaN or infinite (NaN weights, an overflow)."""
+        check_module_not_meta(self, "GRULanguageModel.sample")
         device = self.head.weight.device
         check_word_draws(num, generator, max_length, device)
         state = None

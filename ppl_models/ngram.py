@@ -53,7 +53,7 @@ import torch
 from pyro.nn import PyroModule, pyro_method
 from scipy.optimize import minimize_scalar
 
-from .checks import as_int, as_number, check_word_draws
+from .checks import as_int, as_number, check_module_not_meta, check_word_draws
 from .text import Vocabulary, draw_words
 
 #: Largest concentration (pseudo-count per symbol, or in total with ``backoff``). Beyond it
@@ -282,6 +282,7 @@ class NGramModel(PyroModule):
         """Draw ``num >= 1`` words symbol by symbol from the posterior predictive, each cut
         after ``max_length >= 1`` characters (:func:`ppl_models.text.draw_words`), with
         ``generator`` (a :class:`torch.Generator` on the model's device) or torch's."""
+        check_module_not_meta(self, "NGramModel.sample")
         check_word_draws(num, generator, max_length, self.powers.device)
         context = None
 

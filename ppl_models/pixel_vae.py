@@ -35,8 +35,8 @@ import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule, pyro_method
 
-from .checks import (as_int, as_seed, as_sizes, check_data, check_finite_rows,
-                     check_generator, check_like, check_memory)
+from .checks import (as_int, as_seed, as_sizes, check_data, check_finite_rows, check_generator,
+                     check_like, check_memory, check_module_not_meta)
 from .networks import ConvEncoder, MLPEncoder
 from .pixelcnn import PixelCNN
 
@@ -164,6 +164,7 @@ class PixelVAE(PyroModule):
             FloatingPointError: the decoder's outputs at a drawn pixel are NaN or infinite
                 (:meth:`PixelCNN.sample`), naming the pixel.
         """
+        check_module_not_meta(self, "PixelVAE.sample")
         num, seed = as_int(num, "num"), as_seed(seed)
         device = self.decoder.levels.device
         check_generator(generator, device)

@@ -50,7 +50,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .checks import (NonFiniteGuard, as_int, as_number, as_seed, as_sizes, check_generator,
-                     check_like, check_memory, check_not_meta, check_values)
+                     check_like, check_memory, check_module_not_meta, check_not_meta, check_values)
 from .layers import GatedResidualBlock, MaskedConv2d
 from .likelihoods import LEVELS, make_likelihood
 from .networks import check_parameters, full_precision
@@ -371,6 +371,7 @@ class PixelCNN(PyroModule):
         :meth:`_run_naive`); the Gumbel-max chooser that keeps ``given`` where ``mask``, and
         the guard that refuses non-finite network outputs at the drawn pixels (call its
         ``finish()`` before returning the images)."""
+        check_module_not_meta(self, "PixelCNN.sample_fast" if cached else "PixelCNN.sample")
         num, seed = as_int(num, "num"), as_seed(seed)
         device = self.levels.device
         check_generator(generator, device)

@@ -18,7 +18,7 @@ from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule, pyro_method
 
 from .checks import (as_int, as_number, as_sizes, check_data, check_image_draws, check_memory,
-                     check_tensor, check_values)
+                     check_module_not_meta, check_tensor, check_values)
 from .likelihoods import make_likelihood
 from .networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 
@@ -158,6 +158,7 @@ class VAE(_ImageModel):
         memory; ``mean`` True or False (``TypeError`` otherwise: a string such as ``"no"``
         would count as True).
         """
+        check_module_not_meta(self, "VAE.sample_images")
         param = next(self.parameters())
         num = check_image_draws(num, generator, self.image_shape, param)
         if not isinstance(mean, bool):

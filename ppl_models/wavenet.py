@@ -45,7 +45,7 @@ from torch.nn import functional as F
 
 from .audio import NUM_LEVELS
 from .checks import (NonFiniteGuard, as_int, as_seed, check_bytes, check_finite_rows,
-                     check_generator, check_memory, check_not_meta)
+                     check_generator, check_memory, check_module_not_meta, check_not_meta)
 from .networks import full_precision
 
 
@@ -378,6 +378,7 @@ class WaveNet(PyroModule):
                 weights, an overflow), naming the first such step and its rows; on the CPU
                 at that step, on an accelerator once after the run. No levels are returned.
         """
+        check_module_not_meta(self, "WaveNet.generate")
         runs = {"fast": self._run_cached, "naive": self._run_naive}
         if not isinstance(method, str) or method not in runs:
             raise ValueError(f"method must be 'fast' or 'naive', got {method!r}")

@@ -15,10 +15,13 @@ import ppl_models.wavenet as wavenet_module
 from ppl_models import checks
 from ppl_models.data import binarize_dynamic, binarize_static, to_levels, uniform_dequantize
 from ppl_models.linear_gaussian import LinearGaussian
+from ppl_models.hierarchical_vae import TwoLayerVAE
 from ppl_models.neural_lm import GRULanguageModel
+from ppl_models.ngram import NGramModel
 from ppl_models.pixel_vae import PixelVAE
 from ppl_models.pixelcnn import PixelCNN
 from ppl_models.text import Vocabulary, draw_words, load_words, split_words
+from ppl_models.vae import VAE
 from ppl_models.wavenet import WaveNet
 
 NAN = float("nan")
@@ -298,6 +301,24 @@ def test_models_refuse_meta_tensors_by_name():
         _wavenet().log_prob(meta)
     with pytest.raises(ValueError, match=r"x is a meta tensor"):
         _pixelcnn().log_prob(torch.zeros(2, 1, 3, 3, device="meta"))
+
+
+META_SAMPLERS = {  # these failed inside torch ("META device type not an accelerator")
+    "VAE.sample_images": lambda: VAE((1, 4, 4), 2, hidden=(4,)).to("meta").sample_images(2),
+    "TwoLayerVAE.sample_images": lambda: TwoLayerVAE((1, 4, 4)).to("meta").sample_images(2),
+    "PixelCNN.sample": lambda: _pixelcnn().to("meta").sample(2),
+    "PixelCNN.sample_fast": lambda: _pixelcnn().to("meta").sample_fast(2),
+    "PixelVAE.sample": lambda: _pixel_vae().to("meta").sample(2),
+    "WaveNet.generate": lambda: _wavenet().to("meta").generate(4),
+    "GRULanguageModel.sample": lambda: _lm()[0].to("meta").sample(2),
+    "NGramModel.sample": lambda: NGramModel(2, Vocabulary("ab")).to("meta").sample(2),
+}
+
+
+@pytest.mark.parametrize("call", sorted(META_SAMPLERS))
+def test_samplers_of_meta_models_are_refused_by_name(call):
+    with pytest.raises(ValueError, match=rf"{call}: \w+'s '[\w.]+' is on the meta device"):
+        META_SAMPLERS[call]()
 
 
 # ----------------------------------------------------------------------- split fractions
