@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pyro
@@ -48,6 +49,7 @@ from scaffold.plots import save_figure
 from scaffold.features import fit_pca
 from scaffold.flags import (
     check_count,
+    check_network_sizes,
     flag_error,
     nonnegative_int,
     positive_float,
@@ -98,13 +100,16 @@ def raw_pixels(train_x: torch.Tensor, args, device) -> Embed:
 # Adding one is one line, e.g. a VAE with a flow guide that has ``representation(x)``:
 #   ("flow_vae", trained(lambda shape, a: FlowVAE(shape, a.latent_dim, hidden=(a.hidden,)),
 #                        lambda m, x: m.representation(x))),
+# make(image_shape, args) of each trained representation's model
+MODELS = {
+    "vae": lambda shape, a: VAE(shape, a.latent_dim, hidden=(a.hidden,)),
+    "flow guide": lambda shape, a: FlowVAE(shape, a.latent_dim, hidden=(a.hidden,)),
+    "autoencoder": lambda shape, a: Autoencoder(shape, a.latent_dim, hidden=(a.hidden,)),
+}
 REPRESENTATIONS: list[tuple[str, Builder]] = [
-    ("vae", trained(lambda shape, a: VAE(shape, a.latent_dim, hidden=(a.hidden,)),
-                    lambda m, x: posterior_means(m.guide, x))),
-    ("flow guide", trained(lambda shape, a: FlowVAE(shape, a.latent_dim, hidden=(a.hidden,)),
-                           lambda m, x: m.representation(x))),
-    ("autoencoder", trained(lambda shape, a: Autoencoder(shape, a.latent_dim, hidden=(a.hidden,)),
-                            lambda m, x: m.encode(x))),
+    ("vae", trained(MODELS["vae"], lambda m, x: posterior_means(m.guide, x))),
+    ("flow guide", trained(MODELS["flow guide"], lambda m, x: m.representation(x))),
+    ("autoencoder", trained(MODELS["autoencoder"], lambda m, x: m.encode(x))),
     ("pca", pca_projection),
     ("pixels", raw_pixels),
 ]
@@ -248,6 +253,9 @@ def main(args: argparse.Namespace) -> dict:
         except FileNotFoundError as error:
             skipped[name] = str(error)
             print(f"skipping {name}: {error}")
+    for split in splits.values():  # networks too large for memory: a usage error, now
+        shape = tuple(split["gallery"][0].shape[1:])
+        check_network_sizes("similarity", *(partial(make, shape, args) for make in MODELS.values()))
     for name, split in splits.items():
         datasets[name] = run_dataset(name, split, args, device, out)
     metrics = {

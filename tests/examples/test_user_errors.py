@@ -176,6 +176,7 @@ def long_line(tmp_path):
     ("pixel_likelihoods", ["--hidden", "100000000"], "pixel_likelihoods: error: latent_dim=16"),
     ("toy_manifold", ["--hidden", "100000000"], "argument --hidden: hidden=100000000"),
     ("language_model", ["--hidden", "100000000"], "language_model: error: embedding=32"),
+    ("similarity", ["--hidden", "100000000"], "similarity: error: latent_dim=16"),
     # the allocator's raw error, after the data were half simulated
     ("own_pair", ["--num-factors", "100000000"], "own_pair: error: --num-train + --num-test"),
     ("own_pair", ["--data-dim", "100000000"], "more than the"),
