@@ -106,7 +106,11 @@ class AISResult:
         log_evidence: ``[batch]`` ``log mean_k w_k`` in nats, an estimate of ``log p(x)``
             (a stochastic lower bound; exact for a pair without latent sites).
         stderr: ``[batch]`` delta-method standard error of ``log_evidence``; 0 for a pair
-            without latent sites, ``inf`` where every chain has weight zero.
+            without latent sites, ``inf`` where every chain has weight zero. A large-chain
+            approximation that assumes the weights have finite variance: with few chains
+            (4) or heavy-tailed weights (a start narrower than the posterior; see
+            :func:`inference.weight_diagnostics`' k-hat of the start) it came out 0.5-0.9x
+            the spread over seeds; use 16 chains or more and a start at least as wide.
         log_weights: ``[num_chains, batch]`` the chains' log AIS weights.
         acceptance_rate: ``[batch]`` mean Metropolis acceptance probability over transitions
             and chains (for the uncorrected moves: of the ratio they would have been tested on);
