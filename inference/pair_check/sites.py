@@ -65,10 +65,19 @@ def unwrapped(fn):
 
 
 def _distribution_arguments(fn) -> list[torch.Tensor]:
-    """The tensor arguments of a distribution (through ``Independent``/``mask`` wrappers)."""
+    """The tensor arguments of a distribution (through ``Independent``/``mask`` wrappers),
+    with those of its base distribution and transforms (a ``LogNormal`` or
+    ``TransformedDistribution`` keeps its ``loc`` there) and of a mixture's parts."""
     fn = unwrapped(fn)
-    return [v for k, v in vars(fn).items()
-            if k in getattr(fn, "arg_constraints", {}) and torch.is_tensor(v)]
+    found = [v for k, v in vars(fn).items()
+             if k in getattr(fn, "arg_constraints", {}) and torch.is_tensor(v)]
+    for part in ("base_dist", "mixture_distribution", "component_distribution"):
+        inner = getattr(fn, part, None)
+        if isinstance(inner, torch.distributions.Distribution):
+            found += _distribution_arguments(inner)
+    for transform in getattr(fn, "transforms", ()):
+        found += [v for v in vars(transform).values() if torch.is_tensor(v)]
+    return found
 
 
 def conditional_sites_in_trace(guide_trace) -> list[str]:

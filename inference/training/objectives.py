@@ -128,6 +128,8 @@ def _detached_transform(transform):
         return AffineTransform(loc, scale, event_dim=transform.event_dim)
     held = [k for k, v in vars(transform).items()
             if torch.is_tensor(v) and k not in ("_cached_x_y",)]
+    if isinstance(transform, torch.nn.Module):  # a learned transform: its parameters live
+        held += [name for name, p in transform.named_parameters() if p.requires_grad]
     if held:
         raise NotImplementedError(
             f"DReG cannot detach the parameters of a {type(transform).__name__} in a "
@@ -151,6 +153,8 @@ def detach_parameters(fn):
     if isinstance(fn, MultivariateNormal):
         return MultivariateNormal(fn.loc.detach(), scale_tril=fn.scale_tril.detach())
     params = {k: fn.__dict__[k].detach() for k in fn.arg_constraints if k in fn.__dict__}
+    if "logits" in params:  # both are cached once read; the constructor takes one
+        params.pop("probs", None)
     if params:
         return type(fn)(**params)
     if isinstance(fn, torch.distributions.LogNormal):
