@@ -418,9 +418,10 @@ def bound_sweep(model: Callable, guide: Callable, *args,
         a :class:`BoundTable`; standard errors come from the spread over ``repeats`` (NaN for
         ``repeats=1``), with ``repeats - 1`` degrees of freedom: a 95% interval is ``mean +-
         t * stderr`` with Student's ``t`` = 4.30 for the default 3 repeats, 2.26 for 10
-        (1.96 holds only for many; ``mean +- 1.96 stderr`` covered 78-82% at 3 repeats). A model that subsamples its own ``"data"`` plate is scored on one
-        subsample for every repeat and K (``BoundTable.subsample``); it cannot be combined
-        with ``data_batch_size``.
+        (1.96 holds only for many; ``mean +- 1.96 stderr`` covered 78-82% at 3 repeats).
+        A model that subsamples its own ``"data"`` plate is scored on one subsample for every
+        repeat and K (``BoundTable.subsample``); it cannot be combined with
+        ``data_batch_size``.
     """
     check_pair_call(bound_sweep, kwargs, model=model, guide=guide)
     ks = sorted(set(as_int_list(num_samples, "num_samples")))
