@@ -279,6 +279,24 @@ def _keywords_taken(program) -> tuple[set[str], bool] | None:
     return named, any(p.kind == p.VAR_KEYWORD for p in parameters)
 
 
+def check_positional_call(program, role: str, count: int, called: str, instead: str) -> None:
+    """Raise ``TypeError`` when ``program`` (the pair's ``role``) cannot be called with
+    ``count`` positional arguments, as ``called`` calls it: a keyword-only ``def model(*,
+    x)`` or one that requires more (``def model(x, y)``) failed inside Pyro's trace,
+    naming neither. ``instead`` says what to call. Unchecked when the signature cannot be
+    read."""
+    try:
+        signature = inspect.signature(program)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(*range(count))
+    except TypeError as error:
+        raise TypeError(f"{called} calls the {role} with {count} positional argument"
+                        f"{'s' if count != 1 else ''}, which its signature {signature} does "
+                        f"not take ({error}): {instead}") from None
+
+
 def check_one_program_call(entry, role: str, args: tuple) -> None:
     """Raise ``TypeError`` when ``entry(program, *args)``, which takes one Pyro program (its
     ``role``: ``"model"`` or ``"guide"``), got a callable as its first data argument: the

@@ -7,7 +7,6 @@ expectation with K (Burda et al. 2015, Theorem 1).
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -19,6 +18,7 @@ from ..checks import (
     as_int_list,
     check_not_meta,
     check_pair_call,
+    check_positional_call,
     check_weights_memory,
 )
 from ..pair_check import DATA_PLATE, PairError, PairStructure, attach_subsample, survey_pair
@@ -214,17 +214,6 @@ def iwae_bound(model: Callable, guide: Callable, *args, num_samples: int,
     return attach_subsample(log_mean_exp(log_w, 0), structure)
 
 
-def _required_positional(fn) -> int:
-    """How many positional parameters without a default ``fn`` requires (0 when its signature
-    cannot be read)."""
-    try:
-        parameters = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return 0
-    return sum(1 for p in parameters if p.default is p.empty
-               and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
-
-
 def log_evidence(model: Callable, guide: Callable, x: torch.Tensor, *,
                  num_samples: int | None = None, batch_size: int = 256,
                  chunk_size: int | None = None, compile: bool | str = False,
@@ -247,14 +236,11 @@ def log_evidence(model: Callable, guide: Callable, x: torch.Tensor, *,
     """
     check_pair_call(log_evidence, {}, model=model, guide=guide)
     for role, program in (("model", model), ("guide", guide)):
-        required = _required_positional(program)
-        if required > 1:
-            raise TypeError(
-                f"log_evidence(model, guide, x) calls the pair with x alone, but the {role} "
-                f"requires {required} positional arguments "
-                f"{inspect.signature(program)}: score such a pair with iwae_bound(model, "
-                "guide, x, y, num_samples=K), or bound_sweep(model, guide, x, y, "
-                "data_batch_size=...) for a large data set")
+        check_positional_call(
+            program, role, 1, "log_evidence(model, guide, x)",
+            "score such a pair with iwae_bound(model, guide, <its arguments>, num_samples=K) "
+            "(keywords such as x=x pass through), or bound_sweep(..., data_batch_size=...) "
+            "for a large data set")
     if not torch.is_tensor(x) or x.dim() < 1 or x.shape[0] < 1:
         raise ValueError(f"x must be a tensor [n, ...] with n >= 1, got "
                          f"{getattr(x, 'shape', type(x).__name__)}")

@@ -20,8 +20,8 @@ from pyro.infer.util import is_validation_enabled
 from tqdm.auto import tqdm
 
 from ..checks import (autograd_tensor, check_finite_tensor, check_int, check_number,
-                      check_pair_arguments, evaluation_mode, training_mode_layers,
-                      user_stacklevel)
+                      check_pair_arguments, check_positional_call, evaluation_mode,
+                      training_mode_layers, user_stacklevel)
 from ..evidence.estimators import elbo
 from ..pair_check import (PairError, check_observed_values_validated, check_pair, data_frame,
                           trace_pair)
@@ -764,6 +764,10 @@ def fit(
     num_particles, epochs, batch_size, seed, kl_warmup_epochs = map(
         int, (num_particles, epochs, batch_size, seed, kl_warmup_epochs))
     tensors = _as_tensors(data, "data")
+    for role, program in (("model", model), ("guide", guide)) if batch_transform is None else ():
+        check_positional_call(program, role, len(tensors), "fit", "fit passes each minibatch "
+                              "positionally, model(*batch) and guide(*batch): take the data "
+                              "tensors as positional parameters, in the order of data")
     _check_data(tensors, "data")
     if valid_data is not None:
         _check_data(_as_tensors(valid_data, "valid_data"), "valid_data", like=tensors)
