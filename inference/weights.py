@@ -303,10 +303,13 @@ def checked_pair(model: Callable, guide: Callable, args: tuple, kwargs: dict, us
 def _check_enumerated_pass(model, guide, args, kwargs, structure: PairStructure,
                            use: str) -> None:
     """Run one pass of 2 particles with the model's enumerated sites enumerated (random state
-    restored, effects hidden); a failure raises ``PairError`` naming the sites."""
+    restored, effects hidden, without Pyro's validation, as the passes that follow run: a
+    guide's draw outside the model's support has weight zero there); a failure raises
+    ``PairError`` naming the sites."""
     particles = 2 if structure.vectorizable else None
     try:
-        with forked_rng(), torch.no_grad(), pyro.poutine.block():
+        with forked_rng(), torch.no_grad(), pyro.poutine.block(), \
+                pyro.validation_enabled(False):
             model_trace, _ = enumerated_traces(model, guide, args, kwargs, particles,
                                                structure)
             enumerated_log_density(model_trace, structure)
