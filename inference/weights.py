@@ -4,6 +4,9 @@ Everything in :mod:`inference` that estimates evidence starts here. A model/guid
 qualifies when its per-datapoint dimension is a ``pyro.plate`` named ``"data"`` and every
 sample site lies inside that plate; other plates and event dimensions are summed.
 
+Discrete latents the model marks for enumeration and the guide does not sample are summed
+out of ``log p(x, z)`` (:mod:`inference.enumeration`).
+
 The weights are computed from *unscaled* log densities: a subsampled ``"data"`` plate
 (``size=N`` with a minibatch) or the scaling :func:`inference.fit` applies never leaks into
 them, unlike ``pyro.infer.RenyiELBO``, which mixes the scale into its log-sum-exp.

@@ -8,7 +8,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from pyro.infer import config_enumerate
+from pyro.infer import TraceEnum_ELBO, config_enumerate
 from pyro.nn import PyroModule
 from pyro.ops.indexing import Vindex
 
@@ -132,6 +132,26 @@ def feature_switches(x, observed):
             c = pyro.sample("c", dist.Bernoulli(FEATURE_ON))
             with pyro.poutine.mask(mask=observed):
                 pyro.sample("x", dist.Normal(2.0 * c - 1.0, 0.7), obs=x)
+
+
+@config_enumerate
+def feature_switches_data_inner(x, observed):
+    """:func:`feature_switches` with the features outside the data: ``x: [features, batch]``."""
+    with pyro.plate("features", x.shape[0], dim=-2):
+        with pyro.plate("data", x.shape[1], dim=-1):
+            c = pyro.sample("c", dist.Bernoulli(FEATURE_ON[:, None]))
+            with pyro.poutine.mask(mask=observed):
+                pyro.sample("x", dist.Normal(2.0 * c - 1.0, 0.7), obs=x)
+
+
+def test_enumerated_site_per_feature_with_the_data_plate_inner():
+    torch.manual_seed(3)
+    x = torch.randn(6, 4, dtype=torch.float64)
+    observed = torch.rand(6, 4) < 0.7
+    expected = iwae_bound(feature_switches, empty_guide, x, observed, num_samples=2)
+    inner = iwae_bound(feature_switches_data_inner, empty_guide, x.T, observed.T,
+                       num_samples=2)
+    assert torch.allclose(inner, expected, atol=1e-10, rtol=0)
 
 
 def test_enumerated_site_per_feature_sums_inside_each_feature_and_masks():
@@ -373,3 +393,13 @@ def test_an_enumerating_guide_is_still_refused():
     with pytest.raises(PairError, match=r"^iwae_bound: guide site\(s\) 'a' are marked for "
                                         r"enumeration"):
         iwae_bound(mixture, guide, X, num_samples=2)
+
+
+def test_sums_agree_with_pyro_trace_enum_elbo_for_an_empty_guide():
+    # with nothing sampled, TraceEnum_ELBO's loss is -sum_i log p(x_i), deterministic
+    torch.manual_seed(4)
+    x = 2.0 * torch.randn(3, 7, dtype=torch.float64)
+    for model, args, nesting in ((mixture, (X,), 1), (hmm, (x,), 1), (chain, (X,), 1)):
+        loss = TraceEnum_ELBO(max_plate_nesting=nesting).loss(model, empty_guide, *args)
+        ours = iwae_bound(model, empty_guide, *args, num_samples=2)
+        assert abs(loss + float(ours.sum())) < 1e-6
