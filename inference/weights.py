@@ -200,9 +200,9 @@ def trace_log_density(trace, structure: PairStructure, observed: bool | None = N
     impossible = None  # [particles or 1, batch]: a latent where its density is zero
     for site in sample_sites(trace, observed):
         if site["name"] in structure.model_enumerated:
-            raise PairError(f"site '{site['name']}' is a latent the model enumerates: its "
-                            "log density would score a sampled value instead of summing it "
-                            "out; only the weights of inference.weights sum it out")
+            raise PairError(f"trace_log_density: site '{site['name']}' is a latent the "
+                            "model enumerates, and this trace holds a sampled value of it: "
+                            "score the pair with particle_log_weights, which sums it out")
         fn = transform(site["fn"]) if transform else site["fn"]
         lean_site = lean and not site["args"] and not site["kwargs"]
         normal, event_dims = plain_normal(fn) if lean_site else (None, 0)

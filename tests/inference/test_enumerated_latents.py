@@ -14,7 +14,9 @@ from pyro.ops.indexing import Vindex
 
 from inference import (PairError, ais_log_evidence, amortization_gap, bound_sweep, elbo, fit,
                        iwae_bound, log_evidence, log_importance_weights, weight_diagnostics)
+from inference.pair_check import survey_pair
 from inference.uses.representations import expected_log_likelihood
+from inference.weights import trace_log_density, vectorized_traces
 
 LOCS = torch.tensor([-2.0, 0.0, 3.0], dtype=torch.float64)
 MIX = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
@@ -403,3 +405,11 @@ def test_sums_agree_with_pyro_trace_enum_elbo_for_an_empty_guide():
         loss = TraceEnum_ELBO(max_plate_nesting=nesting).loss(model, empty_guide, *args)
         ours = iwae_bound(model, empty_guide, *args, num_samples=2)
         assert abs(loss + float(ours.sum())) < 1e-6
+
+
+def test_scoring_a_sampled_value_of_an_enumerated_site_is_refused():
+    structure = survey_pair(mixture, empty_guide, (X,))
+    model_trace, _ = vectorized_traces(mixture, empty_guide, (X,), {}, 2, 2)
+    with pytest.raises(PairError, match=r"^trace_log_density: site 'a' is a latent the model "
+                                        r"enumerates"):
+        trace_log_density(model_trace, structure)
