@@ -484,13 +484,17 @@ def particle_bytes(model: Callable, guide: Callable, args: tuple, kwargs: dict,
     pair: for every sample site of model and guide, its values and their elementwise log
     densities (twice the bytes of the site's value, or for an observed site of the
     distribution it is scored with), measured on a pass of 2 particles (no gradients, the
-    random state put back afterwards). The networks' intermediate activations are not
-    counted. None when that pass fails (the real pass will say why)."""
+    random state put back afterwards; the model's enumerated sites take all their values).
+    The networks' intermediate activations are not counted. None when that pass fails (the
+    real pass will say why)."""
     nesting = structure.max_plate_nesting + 1
     try:
         with forked_rng(), torch.no_grad(), pyro.validation_enabled(False), \
                 pyro.poutine.block():
-            traces = vectorized_traces(model, guide, args, kwargs, 2, nesting)
+            if structure.model_enumerated:  # the values the model enumerates count too
+                traces = enumerated_traces(model, guide, args, kwargs, 2, structure)
+            else:
+                traces = vectorized_traces(model, guide, args, kwargs, 2, nesting)
     except Exception:  # noqa: BLE001 - the estimate is optional; the real pass reports
         return None
     return sum(2 * _site_bytes_per_particle(site, nesting, 2)

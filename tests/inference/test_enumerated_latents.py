@@ -16,7 +16,7 @@ from inference import (PairError, ais_log_evidence, amortization_gap, bound_swee
                        iwae_bound, log_evidence, log_importance_weights, weight_diagnostics)
 from inference.pair_check import survey_pair
 from inference.uses.representations import expected_log_likelihood
-from inference.weights import trace_log_density, vectorized_traces
+from inference.weights import particle_bytes, trace_log_density, vectorized_traces
 
 LOCS = torch.tensor([-2.0, 0.0, 3.0], dtype=torch.float64)
 MIX = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
@@ -413,3 +413,12 @@ def test_scoring_a_sampled_value_of_an_enumerated_site_is_refused():
     with pytest.raises(PairError, match=r"^trace_log_density: site 'a' is a latent the model "
                                         r"enumerates"):
         trace_log_density(model_trace, structure)
+
+
+def test_the_memory_estimate_counts_the_enumerated_values():
+    structure = survey_pair(shifted_mixture, z_guide, (X,))
+    # per particle, twice (value and density) the float64 entries of z in model and guide
+    # (5 each) and of x's density broadcast over the 3 values of 'a' (15), and a's density
+    # over its 3 values (15, counted at the default dtype's 4 bytes: its values are integers)
+    expected = 2 * (8 * (5 + 5 + 15) + 4 * 15)
+    assert particle_bytes(shifted_mixture, z_guide, (X,), {}, structure) == expected
