@@ -58,8 +58,25 @@ def test_bound_sweep_and_diagnostics_of_an_exact_mixture():
                         progress=False)
     assert abs(table.elbo() - float(exact.mean())) < 1e-5
     assert all(abs(mean - float(exact.mean())) < 1e-5 for mean in table.iwae().values())
+    sliced = bound_sweep(mixture, empty_guide, X, num_samples=[1, 4], repeats=2,
+                         data_batch_size=2, progress=False)
+    assert abs(sliced.elbo() - float(exact.mean())) < 1e-5
     report = weight_diagnostics(mixture, empty_guide, X, num_samples=50)
     assert torch.allclose(report.iwae, exact, atol=1e-5, rtol=0)
+
+
+def test_mixture_in_float32():
+    locs, mix, x = LOCS.float(), MIX.float(), X.float()
+
+    @config_enumerate
+    def model(x):
+        with pyro.plate("data", len(x)):
+            a = pyro.sample("a", dist.Categorical(mix))
+            pyro.sample("x", dist.Normal(locs[a], 1.0), obs=x)
+
+    estimate = iwae_bound(model, empty_guide, x, num_samples=3)
+    assert estimate.dtype == torch.float32
+    assert torch.allclose(estimate.double(), mixture_log_density(X), atol=1e-5, rtol=0)
 
 
 def test_mixture_with_a_single_datapoint():
