@@ -188,6 +188,24 @@ def test_enumerated_site_per_feature_sums_inside_each_feature_and_masks():
                                      num_samples=2), exact, atol=EXACT, rtol=0)
 
 
+@config_enumerate
+def product_mixture(x):
+    """One component per datapoint for all its features: ``x: [batch, features]``."""
+    with pyro.plate("data", x.shape[0], dim=-2):
+        a = pyro.sample("a", dist.Categorical(MIX))
+        with pyro.plate("features", x.shape[1], dim=-1):
+            pyro.sample("x", dist.Normal(LOCS[a], 1.0), obs=x)
+
+
+def test_an_enumerated_site_shared_by_an_inner_plate_sums_the_product():
+    torch.manual_seed(5)
+    x = 2.0 * torch.randn(6, 4, dtype=torch.float64)
+    per_component = dist.Normal(LOCS, 1.0).log_prob(x[..., None]).sum(1)  # [batch, 3]
+    exact = torch.logsumexp(MIX.log() + per_component, -1)
+    assert torch.allclose(iwae_bound(product_mixture, empty_guide, x, num_samples=2), exact,
+                          atol=EXACT, rtol=0)
+
+
 # a hidden Markov model: pyro.markov against a forward algorithm -------------------------
 TRANSITION = torch.tensor([[0.8, 0.15, 0.05], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]],
                           dtype=torch.float64)
