@@ -25,6 +25,9 @@ FIT_LOSSES = ("elbo", "meanfield", "iwae", "dreg")
 SUMMING_USES = ("elbo", "iwae_bound", "bound_sweep", "log_importance_weights",
                 "weight_diagnostics", "log_evidence")
 
+# ``fit`` with a ``pyro.infer.TraceEnum_ELBO`` object: Pyro's loss sums those latents out.
+TRACE_ENUM_FIT = "fit:TraceEnum_ELBO"
+
 
 # Entry points whose number needs the guide to cover the model's support (and each
 # datapoint whole): importance weights, whose average converges to log p(x) only then.
@@ -69,10 +72,10 @@ def _check_sites_match(s: PairStructure, use: str = "log_importance_weights",
                          "does not have (mark a guide-only variable with "
                          "infer={'is_auxiliary': True} if it is one)")
         enumeration = (
-            f"{called} trains a guide that samples every latent: it does not sum out "
-            "discrete latents the model enumerates (pyro.infer.TraceEnum_ELBO's "
-            "marginalization), whatever loss is passed; train such a pair with "
-            "pyro.infer.SVI(model, guide, optim, TraceEnum_ELBO(...)) directly"
+            f"{called} does not sum out discrete latents the model does not mark for "
+            "enumeration; to sum one out, mark it in the model (infer={'enumerate': "
+            "'parallel'}, or config_enumerate) and train with "
+            "loss=pyro.infer.TraceEnum_ELBO(max_plate_nesting=...)"
             if training else
             f"{called} draws every latent from the guide, except the discrete ones the model "
             "marks for enumeration (infer={'enumerate': 'parallel'}, or config_enumerate on "
@@ -128,15 +131,14 @@ def _check_model_enumerated(s: PairStructure, use: str, called: str) -> None:
             f"pyro.plate('{DATA_PLATE}'): summed out there it couples all datapoints, so "
             "log p(x_1..N) does not split into per-datapoint terms. Draw it inside `with "
             f"pyro.plate('{DATA_PLATE}', batch):`, one per datapoint")
-    if use in SUMMING_USES:
+    if use in SUMMING_USES or use == TRACE_ENUM_FIT:
         return
     if use.startswith("fit:"):
         raise PairError(
-            f"{called}: {marked}; fit trains with sampled draws and does not sum out "
-            "discrete latents the model enumerates (pyro.infer.TraceEnum_ELBO's "
-            "marginalization), whatever loss is passed: train such a pair with "
-            "pyro.infer.SVI(model, guide, optim, TraceEnum_ELBO(max_plate_nesting=...)) "
-            f"directly. {', '.join(SUMMING_USES)} sum them out")
+            f"{called}: {marked}; this loss scores sampled draws and does not sum out "
+            "discrete latents the model enumerates: train with "
+            "fit(..., loss=pyro.infer.TraceEnum_ELBO(max_plate_nesting=...)), Pyro's loss "
+            f"that sums them out. {', '.join(SUMMING_USES)} sum them out too")
     why = ("AIS moves the guide's latents and would draw the enumerated ones as well"
            if use == "ais_log_evidence" else
            "its local Gaussian guides score the model's latents as sampled draws"
