@@ -326,12 +326,16 @@ TWO_CLUSTERS = torch.cat([torch.randn(60, generator=torch.Generator().manual_see
 
 def test_fit_with_trace_enum_elbo_records_minus_the_log_evidence_per_datapoint():
     # an empty guide: the loss is -sum log p(x), no draw; a vanishing lr keeps the start
-    history = fit(learned_mixture, empty_guide, TWO_CLUSTERS,
-                  loss=TraceEnum_ELBO(max_plate_nesting=1), epochs=1, batch_size=25,
+    # the validation ELBO (inference.elbo) sums the latent out of the held-out rows
+    train, valid = TWO_CLUSTERS[:80], TWO_CLUSTERS[80:]
+    history = fit(learned_mixture, empty_guide, train, valid_data=valid,
+                  loss=TraceEnum_ELBO(max_plate_nesting=1), epochs=1, batch_size=20,
                   lr=1e-12, progress=False)
-    start = learned_log_density(TWO_CLUSTERS, torch.zeros(2, dtype=torch.float64),
-                                torch.tensor([-0.5, 0.5], dtype=torch.float64))
-    assert abs(history[0]["train_loss"] + float(start.mean())) < 1e-8
+    start = [learned_log_density(rows, torch.zeros(2, dtype=torch.float64),
+                                 torch.tensor([-0.5, 0.5], dtype=torch.float64))
+             for rows in (train, valid)]
+    assert abs(history[0]["train_loss"] + float(start[0].mean())) < 1e-8
+    assert abs(history[0]["valid_elbo"] - float(start[1].mean())) < 1e-8
 
 
 def test_fit_with_trace_enum_elbo_reaches_the_maximum_likelihood():
