@@ -12,8 +12,9 @@ from pyro.infer import TraceEnum_ELBO, config_enumerate
 from pyro.nn import PyroModule
 from pyro.ops.indexing import Vindex
 
-from inference import (PairError, ais_log_evidence, amortization_gap, bound_sweep, elbo, fit,
-                       iwae_bound, log_evidence, log_importance_weights, weight_diagnostics)
+from inference import (PairError, TemperedPairWarning, ais_log_evidence, amortization_gap,
+                       bound_sweep, elbo, fit, iwae_bound, log_evidence,
+                       log_importance_weights, weight_diagnostics)
 from inference.pair_check import survey_pair
 from inference.uses.representations import expected_log_likelihood
 from inference.weights import particle_bytes, trace_log_density, vectorized_traces
@@ -515,3 +516,15 @@ def test_the_memory_estimate_counts_the_enumerated_values():
     # over its 3 values (15, counted at the default dtype's 4 bytes: its values are integers)
     expected = 2 * (8 * (5 + 5 + 15) + 4 * 15)
     assert particle_bytes(shifted_mixture, z_guide, (X,), {}, structure) == expected
+
+
+def test_a_scaled_enumerated_pair_is_scored_unscaled_with_the_warning():
+    @config_enumerate
+    def model(x):
+        with pyro.plate("data", len(x)), pyro.poutine.scale(scale=0.5):
+            a = pyro.sample("a", dist.Categorical(MIX))
+            pyro.sample("x", dist.Normal(LOCS[a], 1.0), obs=x)
+
+    with pytest.warns(TemperedPairWarning, match="site 'a' carries scale 0.5"):
+        estimate = iwae_bound(model, empty_guide, X, num_samples=2)
+    assert torch.allclose(estimate, mixture_log_density(X), atol=EXACT, rtol=0)
