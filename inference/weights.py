@@ -4,6 +4,9 @@ Everything in :mod:`inference` that estimates evidence starts here. A model/guid
 qualifies when its per-datapoint dimension is a ``pyro.plate`` named ``"data"`` and every
 sample site lies inside that plate; other plates and event dimensions are summed.
 
+Discrete latents the model marks for enumeration and the guide does not sample are summed
+out of ``log p(x, z)`` (:mod:`inference.enumeration`).
+
 The weights are computed from *unscaled* log densities: a subsampled ``"data"`` plate
 (``size=N`` with a minibatch) or the scaling :func:`inference.fit` applies never leaks into
 them, unlike ``pyro.infer.RenyiELBO``, which mixes the scale into its log-sum-exp.
@@ -32,16 +35,19 @@ from .compiling import (
     trace_with_inputs,
 )
 from .densities import normal_log_density, plain_normal, summed_log_density
+from .enumeration import enumerated_log_density, enumerated_traces
 from .progress import check_progress, progress_bar
 from .random_state import forked_rng
 from .supports import mask_outside_support
 from .pair_check import (
     attach_subsample,
     PARTICLE_PLATE,
+    PairError,
     PairStructure,
     check_pair,
     data_frame,
     sample_sites,
+    site_list,
     survey_pair,
     trace_pair,
 )
@@ -193,6 +199,10 @@ def trace_log_density(trace, structure: PairStructure, observed: bool | None = N
     total = 0.0  # stays a float for a trace without such sites (an empty guide)
     impossible = None  # [particles or 1, batch]: a latent where its density is zero
     for site in sample_sites(trace, observed):
+        if site["name"] in structure.model_enumerated:
+            raise PairError(f"trace_log_density: site '{site['name']}' is a latent the "
+                            "model enumerates, and this trace holds a sampled value of it: "
+                            "score the pair with particle_log_weights, which sums it out")
         fn = transform(site["fn"]) if transform else site["fn"]
         lean_site = lean and not site["args"] and not site["kwargs"]
         normal, event_dims = plain_normal(fn) if lean_site else (None, 0)
@@ -226,17 +236,23 @@ def vectorized_log_weights(
     num_particles: int,
     structure: PairStructure,
 ) -> torch.Tensor:
-    """Differentiable ``log p(x, z) - log q(z | x)`` for one vectorized draw of particles.
+    """Differentiable ``log p(x, z) - log q(z | x)`` for one vectorized draw of particles
+    (``log sum_a p(x, a, z)`` for the model's enumerated latents ``a``).
 
     Returns:
         ``[num_particles, batch]``; gradients flow to model and guide parameters and, through
         reparameterized samples, along the sampling path.
     """
-    model_trace, guide_trace = vectorized_traces(
-        model, guide, args, kwargs, num_particles, structure.max_plate_nesting + 1
-    )
-    log_w = (trace_log_density(model_trace, structure)
-             - trace_log_density(guide_trace, structure, observed=False))
+    if structure.model_enumerated:
+        model_trace, guide_trace = enumerated_traces(model, guide, args, kwargs, num_particles,
+                                                     structure)
+        log_p = enumerated_log_density(model_trace, structure)
+    else:
+        model_trace, guide_trace = vectorized_traces(
+            model, guide, args, kwargs, num_particles, structure.max_plate_nesting + 1
+        )
+        log_p = trace_log_density(model_trace, structure)
+    log_w = log_p - trace_log_density(guide_trace, structure, observed=False)
     return log_w.expand(num_particles, structure.batch_size)
 
 
@@ -249,7 +265,8 @@ def check_num_samples(num_samples, chunk_size) -> tuple[int, int | None]:
 
 def particle_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: dict,
                          num_particles: int, structure: PairStructure) -> torch.Tensor:
-    """``log p(x, z) - log q(z | x)`` ``[num_particles, batch]`` for a surveyed pair.
+    """``log p(x, z) - log q(z | x)`` ``[num_particles, batch]`` for a surveyed pair, the
+    model's enumerated latents summed out (:mod:`inference.enumeration`).
 
     Vectorized (:func:`vectorized_log_weights`) when the survey found that the pair
     broadcasts over a leading particle dim, else one unvectorized pass per particle.
@@ -259,9 +276,14 @@ def particle_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: 
         return vectorized_log_weights(model, guide, args, kwargs, num_particles, structure)
     rows = []
     for _ in range(num_particles):
-        model_trace, guide_trace = trace_pair(model, guide, args, kwargs)
-        log_w = (trace_log_density(model_trace, structure)
-                 - trace_log_density(guide_trace, structure, observed=False))
+        if structure.model_enumerated:
+            model_trace, guide_trace = enumerated_traces(model, guide, args, kwargs, None,
+                                                         structure)
+            log_p = enumerated_log_density(model_trace, structure)
+        else:
+            model_trace, guide_trace = trace_pair(model, guide, args, kwargs)
+            log_p = trace_log_density(model_trace, structure)
+        log_w = log_p - trace_log_density(guide_trace, structure, observed=False)
         rows.append(log_w.expand(1, structure.batch_size))
     return torch.cat(rows)
 
@@ -275,7 +297,32 @@ def checked_pair(model: Callable, guide: Callable, args: tuple, kwargs: dict, us
         scores the same datapoints.
     """
     structure = check_pair(survey_pair(model, guide, args, kwargs), use)
-    return structure.fix_subsample(model), structure.fix_subsample(guide), structure
+    model, guide = structure.fix_subsample(model), structure.fix_subsample(guide)
+    if structure.model_enumerated:
+        _check_enumerated_pass(model, guide, args, kwargs, structure, use)
+    return model, guide, structure
+
+
+def _check_enumerated_pass(model, guide, args, kwargs, structure: PairStructure,
+                           use: str) -> None:
+    """Run one pass of 2 particles with the model's enumerated sites enumerated (random state
+    restored, effects hidden, without Pyro's validation, as the passes that follow run: a
+    guide's draw outside the model's support has weight zero there); a failure raises
+    ``PairError`` naming the sites."""
+    particles = 2 if structure.vectorizable else None
+    try:
+        with forked_rng(), torch.no_grad(), pyro.poutine.block(), \
+                pyro.validation_enabled(False):
+            model_trace, _ = enumerated_traces(model, guide, args, kwargs, particles,
+                                               structure)
+            enumerated_log_density(model_trace, structure)
+    except (ValueError, RuntimeError, IndexError, NotImplementedError) as error:
+        raise PairError(
+            f"{use}: the model fails with its enumerated site(s) "
+            f"{site_list(structure.model_enumerated)} taking all their values along dims "
+            "left of its plates (" + str(error).splitlines()[0][:300] + "). A model that "
+            "enumerates must broadcast over those dims: index with pyro.ops.indexing.Vindex, "
+            "never by position from the left (z[0], x.shape[0])") from error
 
 
 def check_compile(compile, model: Callable | None = None, guide: Callable | None = None,
@@ -437,13 +484,17 @@ def particle_bytes(model: Callable, guide: Callable, args: tuple, kwargs: dict,
     pair: for every sample site of model and guide, its values and their elementwise log
     densities (twice the bytes of the site's value, or for an observed site of the
     distribution it is scored with), measured on a pass of 2 particles (no gradients, the
-    random state put back afterwards). The networks' intermediate activations are not
-    counted. None when that pass fails (the real pass will say why)."""
+    random state put back afterwards; the model's enumerated sites take all their values).
+    The networks' intermediate activations are not counted. None when that pass fails (the
+    real pass will say why)."""
     nesting = structure.max_plate_nesting + 1
     try:
         with forked_rng(), torch.no_grad(), pyro.validation_enabled(False), \
                 pyro.poutine.block():
-            traces = vectorized_traces(model, guide, args, kwargs, 2, nesting)
+            if structure.model_enumerated:  # the values the model enumerates count too
+                traces = enumerated_traces(model, guide, args, kwargs, 2, structure)
+            else:
+                traces = vectorized_traces(model, guide, args, kwargs, 2, nesting)
     except Exception:  # noqa: BLE001 - the estimate is optional; the real pass reports
         return None
     return sum(2 * _site_bytes_per_particle(site, nesting, 2)
@@ -505,6 +556,10 @@ def checked_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: d
     chunk (particles times datapoints).
     """
     backend = check_compile(compile)
+    if backend is not None and structure.model_enumerated:
+        raise PairError(f"compile={compile!r}: the model enumerates "
+                        f"{site_list(structure.model_enumerated)}, which the compiled path "
+                        "does not sum out; call without compile")
     check_particle_memory(model, guide, args, kwargs, structure, num_samples, chunk_size, name)
     chunk = chunk_size or num_samples
     chunks = []

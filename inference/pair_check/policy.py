@@ -20,6 +20,15 @@ PER_DATAPOINT_USES = ("elbo", "iwae_bound", "bound_sweep", "log_importance_weigh
 FIT_LOSSES = ("elbo", "meanfield", "iwae", "dreg")
 
 
+# Entry points whose weights sum out the model's enumerated latents that the guide does not
+# sample (:attr:`PairStructure.model_enumerated`); every other use refuses such a pair.
+SUMMING_USES = ("elbo", "iwae_bound", "bound_sweep", "log_importance_weights",
+                "weight_diagnostics", "log_evidence")
+
+# ``fit`` with a ``pyro.infer.TraceEnum_ELBO`` object: Pyro's loss sums those latents out.
+TRACE_ENUM_FIT = "fit:TraceEnum_ELBO"
+
+
 # Entry points whose number needs the guide to cover the model's support (and each
 # datapoint whole): importance weights, whose average converges to log p(x) only then.
 COVERAGE_USES = ("iwae_bound", "bound_sweep", "log_importance_weights", "weight_diagnostics",
@@ -63,13 +72,14 @@ def _check_sites_match(s: PairStructure, use: str = "log_importance_weights",
                          "does not have (mark a guide-only variable with "
                          "infer={'is_auxiliary': True} if it is one)")
         enumeration = (
-            f"{called} trains a guide that samples every latent: it does not sum out "
-            "discrete latents the model enumerates (pyro.infer.TraceEnum_ELBO's "
-            "marginalization), whatever loss is passed; train such a pair with "
-            "pyro.infer.SVI(model, guide, optim, TraceEnum_ELBO(...)) directly"
+            f"{called} does not sum out discrete latents the model does not mark for "
+            "enumeration; to sum one out, mark it in the model (infer={'enumerate': "
+            "'parallel'}, or config_enumerate) and train with "
+            "loss=pyro.infer.TraceEnum_ELBO(max_plate_nesting=...)"
             if training else
-            f"discrete latents the model enumerates need pyro.infer.TraceEnum_ELBO, which "
-            f"{called} does not run: it draws every latent from the guide")
+            f"{called} draws every latent from the guide, except the discrete ones the model "
+            "marks for enumeration (infer={'enumerate': 'parallel'}, or config_enumerate on "
+            "the model), which it sums out")
         raise PairError(f"{called}: " + "; ".join(parts) + ": the guide must propose exactly "
                         f"the model's latent sites ({enumeration})")
     if s.auxiliary:
@@ -99,6 +109,42 @@ def _check_sites_match(s: PairStructure, use: str = "log_importance_weights",
                 "TraceEnum_ELBO(...)) directly")
         raise PairError(f"{called}: {marked}; {called} draws the guide's values as samples "
                         "(importance sampling), it does not enumerate them: remove the mark")
+
+
+def _check_model_enumerated(s: PairStructure, use: str, called: str) -> None:
+    """Refuse model-enumerated latents (:attr:`PairStructure.model_enumerated`) where ``use``
+    cannot sum them out: a sequential mark, a site outside ``"data"``, another entry point."""
+    if not s.model_enumerated:
+        return
+    marked = (f"the model's latent site(s) {site_list(s.model_enumerated)} are marked for "
+              "enumeration and not sampled by the guide")
+    if s.sequential_enumerated:
+        raise PairError(
+            f"{called}: the model's site '{s.sequential_enumerated[0]}' is marked "
+            "infer={'enumerate': 'sequential'}; the weights sum out the model's discrete "
+            "latents in parallel only: mark it 'parallel' (config_enumerate's default)")
+    outside = [name for role, name in s.global_sites
+               if role == "model" and name in s.model_enumerated]
+    if outside:
+        raise PairError(
+            f"{called}: the model's enumerated site '{outside[0]}' lies outside "
+            f"pyro.plate('{DATA_PLATE}'): summed out there it couples all datapoints, so "
+            "log p(x_1..N) does not split into per-datapoint terms. Draw it inside `with "
+            f"pyro.plate('{DATA_PLATE}', batch):`, one per datapoint")
+    if use in SUMMING_USES or use == TRACE_ENUM_FIT:
+        return
+    if use.startswith("fit:"):
+        raise PairError(
+            f"{called}: {marked}; this loss scores sampled draws and does not sum out "
+            "discrete latents the model enumerates: train with "
+            "fit(..., loss=pyro.infer.TraceEnum_ELBO(max_plate_nesting=...)), Pyro's loss "
+            f"that sums them out. {', '.join(SUMMING_USES)} sum them out too")
+    why = ("AIS moves the guide's latents and would draw the enumerated ones as well"
+           if use == "ais_log_evidence" else
+           "its local Gaussian guides score the model's latents as sampled draws"
+           if use == "amortization_gap" else "it scores every latent as a sampled draw")
+    raise PairError(f"{called}: {marked}; {called} does not sum them out ({why}). "
+                    f"{', '.join(SUMMING_USES)} do")
 
 
 def check_subsampled_plates(s: PairStructure, use: str, called: str | None = None) -> None:
@@ -269,6 +315,7 @@ def check_pair(structure: PairStructure, use: str, called: str | None = None) ->
     called = called or entry_label(use)
     training = use.startswith("fit:")
     _check_sites_match(s, use, called)
+    _check_model_enumerated(s, use, called)
     if s.unscorable:
         name, guide_family, guide_support, model_family, model_support = _mismatch(
             s, s.unscorable[0])

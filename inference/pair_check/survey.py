@@ -108,7 +108,12 @@ class PairStructure:
         discrete: guide latent sites with discrete support.
         enumerated: guide sites marked for enumeration.
         auxiliary: guide-only sites marked ``infer={"is_auxiliary": True}``.
-        missing_in_guide, missing_in_model: latent site names one side lacks.
+        missing_in_guide, missing_in_model: latent site names one side lacks (the model's
+            enumerated sites of :attr:`model_enumerated` are not missing).
+        model_enumerated: latent sites of the model marked for enumeration
+            (``infer={"enumerate": ...}``, ``config_enumerate``) that the guide does not
+            sample: the weights sum them out (:mod:`inference.enumeration`).
+        sequential_enumerated: those of them marked ``"sequential"``, not ``"parallel"``.
         vectorizable: whether the pair runs with particles in a leftmost plate.
         vectorize_error: the error of the vectorized trial run when it failed.
         shared_in_sizeless: sites of a sizeless ``"data"`` plate without a data dimension.
@@ -158,6 +163,8 @@ class PairStructure:
     auxiliary: tuple = ()
     missing_in_guide: tuple = ()
     missing_in_model: tuple = ()
+    model_enumerated: tuple = ()
+    sequential_enumerated: tuple = ()
     vectorizable: bool = True
     vectorize_error: str = ""
     shared_in_sizeless: tuple = ()
@@ -326,7 +333,11 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     model_latent_names = [s["name"] for s in model_sites if not s["is_observed"]]
     auxiliary = tuple(s["name"] for s in guide_latents if s["infer"].get("is_auxiliary"))
     guide_names = {s["name"] for s in guide_latents}
-    missing_in_guide = tuple(n for n in model_latent_names if n not in guide_names)
+    marked = {s["name"]: s["infer"].get("enumerate") for s in model_sites
+              if not s["is_observed"] and s["name"] not in guide_names
+              and s["infer"].get("enumerate")}
+    missing_in_guide = tuple(n for n in model_latent_names
+                             if n not in guide_names and n not in marked)
     missing_in_model = tuple(s["name"] for s in guide_latents if s["name"] not in auxiliary
                              and s["name"] not in model_latent_names)
     non_reparam = tuple(s["name"] for s in guide_latents
@@ -397,6 +408,8 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         auxiliary=auxiliary,
         missing_in_guide=missing_in_guide,
         missing_in_model=missing_in_model,
+        model_enumerated=tuple(marked),
+        sequential_enumerated=tuple(n for n, how in marked.items() if how != "parallel"),
         vectorizable=not error,
         vectorize_error=error,
         shared_in_sizeless=shared,

@@ -666,7 +666,9 @@ def fit(
             ``"iwae"`` (IWAE_K with K = ``num_particles``), ``"dreg"`` (IWAE_K with
             doubly reparameterized guide gradients), or a loss object with ``loss`` and
             ``loss_and_grads`` methods, e.g. ``inference.FreeBitsELBO(0.25)`` (free bits,
-            nats per latent dimension).
+            nats per latent dimension), or ``pyro.infer.TraceEnum_ELBO(max_plate_nesting=...)``
+            for a model that marks discrete latents the guide does not sample for
+            enumeration (the only loss that sums them out; the others refuse such a pair).
         seed: an integer in 0..2**32 - 1 (NumPy's range; numpy integers accepted) for
             torch's, NumPy's and Python's generators and the order of the minibatches.
         device: where data and, when ``model`` is a bound method of an ``nn.Module``, that

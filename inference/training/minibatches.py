@@ -33,8 +33,8 @@ from pyro import poutine
 from torch.distributions import constraints
 
 from ..checks import evaluation_mode, user_stacklevel
-from ..pair_check import (DATA_PLATE, FIT_LOSSES, PairError, PairStructure, check_pair,
-                          data_frame, sample_sites, site_list, survey_pair)
+from ..pair_check import (DATA_PLATE, FIT_LOSSES, TRACE_ENUM_FIT, PairError, PairStructure,
+                          check_pair, data_frame, sample_sites, site_list, survey_pair)
 from ..random_state import forked_rng
 from ..reachable import reachable_modules
 from ..weights import check_particle_memory, particle_log_weights
@@ -143,7 +143,8 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
 
     called = loss_call(loss, num_particles)
     name, num_particles, vectorized = loss_traits(loss, num_particles)
-    use = f"fit:{name}" if name in FIT_LOSSES else "fit:custom"
+    use = (f"fit:{name}" if name in FIT_LOSSES else
+           TRACE_ENUM_FIT if isinstance(loss, pyro.infer.TraceEnum_ELBO) else "fit:custom")
     minibatched = batch_size < num_data
     _check_tail_adaptive_settings(loss, called)
     if minibatched and isinstance(loss, pyro.infer.RenyiELBO):  # (the model's own: below)

@@ -27,7 +27,8 @@ from ..checks import (
     check_site_name,
     check_weights_memory,
 )
-from ..pair_check import DATA_PLATE, data_frame, inspect_pair, sample_sites, trace_pair
+from ..pair_check import (DATA_PLATE, PairError, data_frame, inspect_pair, sample_sites,
+                          site_list, trace_pair)
 from ..weights import (check_data, check_particle_memory, trace_log_density,
                        vectorized_traces, weight_itemsize)
 
@@ -207,6 +208,11 @@ def expected_log_likelihood(model: Callable, guide: Callable, *args, num_samples
     check_int(num_samples, "num_samples")
     check_data(args, kwargs)
     structure = inspect_pair(model, guide, args, kwargs, use="elbo")  # an ELBO term
+    if structure.model_enumerated:
+        raise PairError(f"expected_log_likelihood: the model enumerates "
+                        f"{site_list(structure.model_enumerated)}, which the guide does not "
+                        "sample: log p(x | z) would score a sampled value of them; elbo and "
+                        "iwae_bound sum them out")
     check_weights_memory(num_samples, structure.batch_size, weight_itemsize(args, kwargs))
     # all draws in one vectorized pass: refused, naming num_samples, beyond the memory
     check_particle_memory(model, guide, args, kwargs, structure, num_samples, None,

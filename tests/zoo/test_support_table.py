@@ -15,6 +15,7 @@ REASONS = [  # (fragment of the refusal regex, the table's short reason)
     ("keeps parameters", "per-row params: pass indices"),
     ("lies outside", "global latent"),
     ("does not have", "guide-only site"),
+    ("marked for enumeration", "model-enumerated latent"),
     ("not sampled by the guide", "latent missing in guide"),
     ("is a ", "local guides are Normal/MVN"),
 ]

@@ -149,9 +149,13 @@ def poisson_gamma() -> Pair:
 
 
 # 4. Gaussian mixture with a discrete (Categorical) guide site ------------------------------
+# the components' locations, weights and noise of the two mixtures
+MIXTURE = (torch.tensor([-2.0, 0.0, 2.5], dtype=DTYPE), torch.tensor([0.3, 0.3, 0.4], dtype=DTYPE),
+           0.8)
+
+
 def gaussian_mixture() -> Pair:
-    locs, weights, noise = torch.tensor([-2.0, 0.0, 2.5], dtype=DTYPE), \
-        torch.tensor([0.3, 0.3, 0.4], dtype=DTYPE), 0.8
+    locs, weights, noise = MIXTURE
     x = _data(4, N) * 2
 
     def model(x):
@@ -482,6 +486,31 @@ def guide_missing_site() -> Pair:
                 refusals={entry: message for entry in ENTRY_POINTS})
 
 
+def enumerated_mixture() -> Pair:
+    """A mixture whose component the model sums out (the guide samples only ``z``)."""
+    locs, weights, noise = MIXTURE
+    x = _data(19, N) * 2
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0))
+            c = pyro.sample("c", dist.Categorical(weights), infer={"enumerate": "parallel"})
+            pyro.sample("x", dist.Normal(z + locs[c], noise), obs=x)
+
+    def guide(x):
+        shrink = pyro.param("shrink", torch.tensor(0.25, dtype=DTYPE))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(shrink * x, 1.2))
+
+    # x | c ~ N(locs_c, 1 + noise^2)
+    spread = math.sqrt(1.0 + noise ** 2)
+    truth = torch.logsumexp(weights.log() + dist.Normal(locs, spread).log_prob(x[:, None]), -1)
+    message = r"site\(s\) 'c' are marked for enumeration"
+    return Pair("enumerated_mixture", model, guide, (x,), truth, refusals={
+        entry: message for entry in ("ais_log_evidence", "amortization_gap", "fit:elbo",
+                                     "fit:meanfield", "fit:iwae", "fit:dreg")})
+
+
 PAIRS = {
     "normal_normal": normal_normal, "beta_bernoulli": beta_bernoulli,
     "poisson_gamma": poisson_gamma, "gaussian_mixture": gaussian_mixture, "ssvae": ssvae,
@@ -491,6 +520,7 @@ PAIRS = {
     "auto_diagonal_normal": auto_diagonal_normal, "auto_iaf_normal": auto_iaf_normal,
     "vae_module": vae_module, "pyro_module": pyro_module_pair, "coin_global": coin,
     "guide_extra_site": guide_extra_site, "guide_missing_site": guide_missing_site,
+    "enumerated_mixture": enumerated_mixture,
 }
 
 # Which pair exercises which feature (rows of the support table in docs/own-pair.md).
@@ -513,4 +543,5 @@ FEATURES = {
     "global latent outside the data plate": "coin_global",
     "guide samples a site the model lacks": "guide_extra_site",
     "guide misses a model latent": "guide_missing_site",
+    "discrete latent the model sums out (config_enumerate)": "enumerated_mixture",
 }
