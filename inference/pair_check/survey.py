@@ -44,6 +44,7 @@ from .shapes import (
     check_batch_dims,
     check_latents_agree,
     check_mask_shapes,
+    check_observed_broadcast,
     check_observed_data_dims,
     check_plate_dims,
     check_plate_order,
@@ -345,6 +346,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     check_plate_dims([("guide", site) for site in guide_latents]
                       + [("model", site) for site in model_sites], model_sites)
     check_observed_data_dims(model_sites)
+    check_observed_broadcast(model_sites, nesting)
     check_support_kinds(model_sites, guide_latents)
     support_mismatch = tuple(support_mismatches(model_sites, guide_latents))
     support_gap = tuple(support_gaps(model_sites, guide_latents))
