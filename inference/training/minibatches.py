@@ -211,6 +211,7 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
         _warn_double_scaling(structure, num_data, batch_size, called)
     if reports_no_loss(loss):
         _check_tail_adaptive_pair(structure, called, batch_size, num_data)
+    _check_same_data_size(structure, called)
     length = first_batch[0].shape[0]
     declared = structure.data_size
     if structure.batch_size == 0:  # no site in the "data" plate
@@ -255,6 +256,26 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
             f"({structure.vectorize_error}); {remedy}, or make the model broadcast over "
             "leading batch dims (docs/own-pair.md)")
     return MinibatchPlan(model_scales, structure)
+
+
+def _check_same_data_size(structure: PairStructure, called: str | None) -> None:
+    """Refuse model and guide declaring ``"data"`` plates of different sizes: Pyro scales
+    each side's log densities by its own plate's ``size / rows``, so a model's
+    ``pyro.plate("data", N, subsample=idx)`` beside a guide's ``pyro.plate("data", len(x))``
+    weighs ``log p`` by ``N / B`` and ``log q`` by 1, and fit trains (and records) another
+    objective than the ELBO. The estimators score unscaled densities: unaffected."""
+    sizes = dict(structure.data_sizes)
+    if len(set(sizes.values())) < 2:
+        return
+    rows = structure.batch_size
+    raise PairError(
+        f"{called or 'fit'}: the model declares pyro.plate('{DATA_PLATE}') of size "
+        f"{sizes['model']} and the guide of size {sizes['guide']}, both over the same {rows} "
+        f"rows: Pyro scales the model's log densities by {sizes['model']} / {rows} and the "
+        f"guide's by {sizes['guide']} / {rows}, so the loss fit trains and records is not the "
+        "ELBO. Declare the same size and subsample in both: pyro.plate('data', N, "
+        "subsample=idx) in model and guide (idx passed with the data, fit(model, guide, (x, "
+        "torch.arange(N)))), or pyro.plate('data', len(x)) in both")
 
 
 def _check_own_subsample(model, guide, rows, structure, num_data: int, batch_size: int) -> None:
