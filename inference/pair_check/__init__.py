@@ -24,7 +24,8 @@ fault and says what the user can do. The survey records:
   draw is a point mass, and an elementwise one needs its Jacobian as its ``log_density``);
 - shapes: every batch dim of a site's density that no plate of the site declares must have
   size 1 (Pyro's ``check_site_shape``, whatever its validation flag), an observed value
-  inside ``"data"`` needs a dim for the plate when its event holds several values, plates
+  inside ``"data"`` needs a dim for the plate when its event holds several values and is
+  not broadcast up to its distribution within a datapoint, plates
   of one name sit at one dim in model and guide, and a guide's support is of the model's
   kind (discrete or continuous);
 - guide sites that are not reparameterized (discrete, or ``has_rsample`` False) or enumerated;

@@ -19,6 +19,7 @@ from .sites import (
     data_frame,
     family,
     is_delta,
+    is_factor,
     sample_sites,
     site_mask,
     trace_pair,
@@ -224,6 +225,45 @@ def check_observed_data_dims(model_sites) -> None:
             "data of one value per datapoint, or move it so it covers only the features "
             f"(x of shape [N, D] with .to_event(1)), or observe the whole vector outside the "
             f"plate")
+
+
+def check_observed_broadcast(model_sites, nesting: int) -> None:
+    """Refuse an observed value that torch broadcasts up to its distribution within a
+    datapoint: a dim of size 1 (or missing) where the distribution's batch and event shape
+    is larger, in its event dims or at a plate other than ``"data"`` (grayscale ``x: [B, 1,
+    4, 4]`` scored by ``Bernoulli(logits: [B, 3, 4, 4]).to_event(3)`` counts every pixel 3
+    times). A value shared along the ``"data"`` plate or dims left of the pair's plates
+    (particles), and a distribution that broadcasts up to the value, are left alone."""
+    for site in model_sites:
+        fn, value = site["fn"], site["value"]
+        if not site["is_observed"] or is_factor(site) or not torch.is_tensor(value):
+            continue
+        events = len(fn.event_shape)
+        shape = tuple(fn.batch_shape + fn.event_shape)
+        frame = data_frame(site)
+        plates = {f.dim: f.name for f in site["cond_indep_stack"] if f.vectorized}
+        for dim in range(-len(shape), 0):
+            size = value.shape[dim] if -dim <= value.dim() else 1
+            if shape[dim] == 1 or size != 1:
+                continue
+            batch_dim = dim + events
+            if batch_dim >= 0:
+                where = f"event dim {dim}"
+            elif (frame is not None and batch_dim == frame.dim) or -batch_dim > nesting:
+                continue
+            else:
+                # (check_plate_dims has refused batch dims that no plate of the site declares)
+                where = f"pyro.plate('{plates[batch_dim]}') at dim {batch_dim}"
+            raise PairError(
+                f"observed site '{site['name']}': its value of shape {tuple(value.shape)} is "
+                f"broadcast to its {family(fn)}'s shape {shape} (batch "
+                f"{tuple(fn.batch_shape)}, event {tuple(fn.event_shape)}) along {where} "
+                f"(size {shape[dim]} against the value's "
+                f"{'1' if -dim <= value.dim() else 'missing dim'}): each observation would "
+                f"count {shape[dim]} times in log p(x | z) (and in bits per dim). Give the "
+                "value the distribution's shape (the data's channels and features as the "
+                "decoder writes them), or the distribution the value's (a decoder of as many "
+                "outputs)")
 
 
 def _varies_along(site, frame) -> bool:

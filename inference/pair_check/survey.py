@@ -44,6 +44,7 @@ from .shapes import (
     check_batch_dims,
     check_latents_agree,
     check_mask_shapes,
+    check_observed_broadcast,
     check_observed_data_dims,
     check_plate_dims,
     check_plate_order,
@@ -82,6 +83,9 @@ class PairStructure:
             or subsample size; resolved from the tensors for a sizeless plate).
         data_size: the size the ``"data"`` plate declares (``N`` of ``pyro.plate("data", N,
             subsample_size=B)``), None for a sizeless plate.
+        data_sizes: ``(role, size)``: the size each of model and guide declares for its
+            ``"data"`` plate (this call's rows for a sizeless one); Pyro scales each side's
+            sites by its own ``size / rows``.
         subsample: ``{plate name: [size] indices}`` drawn by subsampled plates in this run
             (empty when nothing is subsampled); :meth:`fix_subsample` replays them.
         tempered: ``(site, scale)`` of sample sites whose scale is more than their plates'
@@ -180,6 +184,7 @@ class PairStructure:
     plates: tuple = ()
     dependent_support: tuple = ()
     unrecorded_randomness: tuple = ()
+    data_sizes: tuple = ()
 
     @property
     def data_subsample(self) -> torch.Tensor | None:
@@ -295,7 +300,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
             f"the guide has observed site(s) {site_list(guide_observed)} (pyro.factor or "
             "obs=): a guide's density is that of its latent draws, so such a term has no "
             "place in q(z | x); move it to the model")
-    global_sites, frames = [], []
+    global_sites, frames, role_sizes = [], [], {}
     for role, sites in (("model", model_sites), ("guide", guide_latents)):
         for site in sites:
             frame = data_frame(site)
@@ -303,6 +308,8 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
                 global_sites.append((role, site["name"]))
             else:
                 frames.append((site, frame))
+                role_sizes.setdefault(role, frame.full_size if frame.full_size is not None
+                                      else frame.size)
     declared = {frame.full_size if frame.full_size is not None else frame.size
                 for _, frame in frames}
     sizes = {frame.size for _, frame in frames}
@@ -323,6 +330,8 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
                                                   sorted(where.items()))
                             + "; both must size it from the same data (len(x))")
         batch_size = sizes.pop() if sizes else 0
+    data_sizes = tuple((role, size if size > 0 else batch_size)  # sizeless: this call's
+                       for role, size in role_sizes.items())
     # data outside a support that moves with the draw (x ~ Uniform(0, z)) have density zero
     # at that draw, weight zero: no fault of the data, which only a fixed support judges
     dependent_support = draw_dependent_supports(model, guide, args, kwargs, model_sites)
@@ -356,6 +365,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     check_plate_dims([("guide", site) for site in guide_latents]
                       + [("model", site) for site in model_sites], model_sites)
     check_observed_data_dims(model_sites)
+    check_observed_broadcast(model_sites, nesting)
     check_support_kinds(model_sites, guide_latents)
     support_mismatch = tuple(support_mismatches(model_sites, guide_latents))
     support_gap = tuple(support_gaps(model_sites, guide_latents))
@@ -424,6 +434,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         unrecorded_randomness=(unrecorded_randomness(model, guide, args, kwargs)
                                if probe_randomness else ()),
         dependent_support=dependent_support,
+        data_sizes=data_sizes,
         plates=tuple({(f.name, f.dim, f.size): None for site in (*model_sites, *guide_latents)
                       for f in site["cond_indep_stack"] if f.vectorized}),
         trainable=any(param_requires_grad(site) for trace in (guide_full, model_full)

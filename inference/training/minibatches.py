@@ -34,7 +34,8 @@ from torch.distributions import constraints
 
 from ..checks import evaluation_mode, user_stacklevel
 from ..pair_check import (DATA_PLATE, FIT_LOSSES, TRACE_ENUM_FIT, PairError, PairStructure,
-                          check_pair, data_frame, sample_sites, site_list, survey_pair)
+                          check_pair, data_frame, sample_sites, site_list, survey_pair,
+                          trace_pair)
 from ..random_state import forked_rng
 from ..reachable import reachable_modules
 from ..weights import check_particle_memory, particle_log_weights
@@ -190,6 +191,7 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
         raise PairError("fit: neither the model nor the guide uses a parameter that requires "
                         "a gradient (pyro.param, pyro.module or a PyroModule's): nothing to "
                         "train" + _undecorated_methods_hint(model, guide))
+    _warn_untrained_networks(model, guide, first_batch, called)
     if name == "dreg":
         _check_dreg_families(structure, first_batch, model, guide, called)
     if structure.dependent_support:
@@ -212,6 +214,7 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
         _warn_double_scaling(structure, num_data, batch_size, called)
     if reports_no_loss(loss):
         _check_tail_adaptive_pair(structure, called, batch_size, num_data)
+    _check_same_data_size(structure, called)
     length = first_batch[0].shape[0]
     declared = structure.data_size
     if structure.batch_size == 0:  # no site in the "data" plate
@@ -256,6 +259,26 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
             f"({structure.vectorize_error}); {remedy}, or make the model broadcast over "
             "leading batch dims (docs/own-pair.md)")
     return MinibatchPlan(model_scales, structure)
+
+
+def _check_same_data_size(structure: PairStructure, called: str | None) -> None:
+    """Refuse model and guide declaring ``"data"`` plates of different sizes: Pyro scales
+    each side's log densities by its own plate's ``size / rows``, so a model's
+    ``pyro.plate("data", N, subsample=idx)`` beside a guide's ``pyro.plate("data", len(x))``
+    weighs ``log p`` by ``N / B`` and ``log q`` by 1, and fit trains (and records) another
+    objective than the ELBO. The estimators score unscaled densities: unaffected."""
+    sizes = dict(structure.data_sizes)
+    if len(set(sizes.values())) < 2:
+        return
+    rows = structure.batch_size
+    raise PairError(
+        f"{called or 'fit'}: the model declares pyro.plate('{DATA_PLATE}') of size "
+        f"{sizes['model']} and the guide of size {sizes['guide']}, both over the same {rows} "
+        f"rows: Pyro scales the model's log densities by {sizes['model']} / {rows} and the "
+        f"guide's by {sizes['guide']} / {rows}, so the loss fit trains and records is not the "
+        "ELBO. Declare the same size and subsample in both: pyro.plate('data', N, "
+        "subsample=idx) in model and guide (idx passed with the data, fit(model, guide, (x, "
+        "torch.arange(N)))), or pyro.plate('data', len(x)) in both")
 
 
 def _check_own_subsample(model, guide, rows, structure, num_data: int, batch_size: int) -> None:
@@ -497,6 +520,79 @@ def _undecorated_methods_hint(model, guide) -> str:
                 "torch.nn.Module with parameters, which reach Pyro through "
                 "pyro.module('name', self) called in them (or a PyroModule with @pyro_method)")
     return ""
+
+
+def _untrained_networks(model, guide, batch: tuple) -> tuple[list[str], list[str]]:
+    """``(unregistered, gradless)``: the networks the pair reaches (their submodules that hold
+    parameters requiring gradients and ran in one pass of the pair on ``batch``) whose
+    parameters the ELBO of that pass depends on but that no param site registers, so no
+    optimizer step moves them; and those registered whose parameters all get no gradient
+    (computed under ``torch.no_grad()`` or ``.detach()``ed). Random state, buffers and outer
+    handlers are left alone."""
+    ran, labels, hooks = set(), {}, []
+    for network in reachable_modules(model, guide):
+        for path, sub in network.named_modules():
+            if any(p.requires_grad for p in sub.parameters(recurse=False)):
+                labels[sub] = (f"{type(network).__name__}.{path} ({type(sub).__name__})"
+                               if path else f"{type(sub).__name__}({sub.extra_repr()})")
+                hooks.append(sub.register_forward_hook(lambda m, *_: ran.add(m)))
+    try:
+        with forked_rng(), poutine.block(), evaluation_mode(reachable_modules(model, guide)), \
+                torch.enable_grad():
+            traces = trace_pair(model, guide, batch, {})
+            loss = traces[1].log_prob_sum() - traces[0].log_prob_sum()
+    except (RuntimeError, ValueError):  # a pass with gradients fails: the first step says why
+        return [], []
+    finally:
+        for hook in hooks:
+            hook.remove()
+    used = [sub for sub in labels if sub in ran]
+    if not used or not loss.requires_grad or not torch.isfinite(loss):
+        return [], []
+    # a parameter passed to pyro.param is registered, also where the store keeps another
+    # tensor under its name (the first step refuses that: check_param_store)
+    registered_ids = set()
+    for site in (s for trace in traces for s in trace.nodes.values() if s["type"] == "param"):
+        value = site["value"]
+        stored = value.unconstrained() if hasattr(value, "unconstrained") else value
+        registered_ids |= {id(stored), *map(id, site["args"][1:])}
+    params = [[p for p in sub.parameters(recurse=False) if p.requires_grad] for sub in used]
+    grads = torch.autograd.grad(loss, [p for group in params for p in group],
+                                allow_unused=True)
+    unregistered, gradless, start = [], [], 0
+    for sub, group in zip(used, params):
+        moved = [g is not None and bool(g.ne(0).any()) for g in grads[start:start + len(group)]]
+        start += len(group)
+        registered = [id(p) in registered_ids for p in group]
+        if any(moved) and not any(registered):
+            unregistered.append(labels[sub])
+        elif all(registered) and not any(moved):
+            gradless.append(labels[sub])
+    return unregistered, gradless
+
+
+def _warn_untrained_networks(model, guide, batch: tuple, called: str | None) -> None:
+    """Warn about networks the pair computes with that training leaves at their initial
+    values (:func:`_untrained_networks`): a plain ``nn.Linear`` in a ``PyroModule`` pair
+    whose methods lack ``@pyro_method`` stayed put while the decoder trained (final loss 10.9
+    against 7.4). Networks meant to stay fixed go unnamed once their parameters are
+    ``requires_grad_(False)``."""
+    unregistered, gradless = _untrained_networks(model, guide, batch)
+    fixed = "; if it is meant to stay fixed, set requires_grad_(False) on its parameters"
+    if unregistered:
+        why = _undecorated_methods_hint(model, guide) or (
+            "; register it with pyro.module('name', network) in the model or guide")
+        warnings.warn(
+            f"{called or 'fit'}: the loss depends on the parameters of {', '.join(unregistered)}"
+            ", but they are not Pyro parameters, so training leaves them at their initial "
+            f"values{why}{fixed}", stacklevel=user_stacklevel())
+    if gradless:
+        warnings.warn(
+            f"{called or 'fit'}: {', '.join(gradless)} ran in the pair and its parameters are "
+            "registered with Pyro, but the loss gives them no gradient (computed under "
+            "torch.no_grad() or .detach()ed), so training leaves them at their initial "
+            "values: compute the network with gradients" + fixed,
+            stacklevel=user_stacklevel())
 
 
 def _warn_rows_of_the_whole_data(model, guide, first_batch: tuple, num_data: int,

@@ -1,0 +1,95 @@
+"""Networks a pair computes with that fit's steps would never move: a plain nn.Module in a
+PyroModule pair without @pyro_method (it stayed at its initial values while the decoder
+trained: final loss 10.9 against 7.4), or an encoder run under torch.no_grad() / .detach()."""
+
+import warnings
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.nn import PyroModule, pyro_method
+
+from inference import fit
+
+D, L = 4, 2
+
+
+class _Pair(PyroModule):
+    def __init__(self, decorate: bool, frozen: bool = False, cut: str = ""):
+        super().__init__()
+        torch.manual_seed(0)
+        self.dec = PyroModule[torch.nn.Linear](L, D)
+        self.enc = torch.nn.Linear(D, 2 * L)
+        self.enc.requires_grad_(not frozen)
+        self.cut = cut
+        if decorate:
+            self.model = pyro_method(type(self).model).__get__(self)
+            self.guide = pyro_method(type(self).guide).__get__(self)
+
+    def model(self, x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(L), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(self.dec(z), 0.5).to_event(1), obs=x)
+
+    def guide(self, x):
+        with pyro.plate("data", x.shape[0]):
+            if self.cut == "no_grad":
+                with torch.no_grad():
+                    h = self.enc(x)
+            else:
+                h = self.enc(x).detach() if self.cut == "detach" else self.enc(x)
+            pyro.sample("z", dist.Normal(h[..., :L], h[..., L:].exp()).to_event(1))
+
+
+def _fit_warnings(pair) -> list[str]:
+    x = torch.randn(8, D, generator=torch.Generator().manual_seed(1))
+    pyro.clear_param_store()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(pair.model, pair.guide, x, epochs=1, batch_size=4, progress=False)
+    return [str(w.message) for w in caught if "initial values" in str(w.message)]
+
+
+def test_a_plain_network_of_an_undecorated_pyromodule_pair_is_named():
+    pair = _Pair(decorate=False)
+    before = pair.enc.weight.detach().clone()
+    found = _fit_warnings(pair)
+    assert len(found) == 1 and "_Pair.enc (Linear)" in found[0], found
+    assert "not Pyro parameters" in found[0] and "@pyro_method" in found[0], found
+    assert torch.equal(pair.enc.weight, before)  # what the warning is about
+
+
+@pytest.mark.parametrize("pair", [_Pair(decorate=True), _Pair(decorate=False, frozen=True)],
+                         ids=["decorated", "frozen"])
+def test_a_decorated_pair_or_a_frozen_network_is_not_named(pair):
+    assert _fit_warnings(pair) == []
+
+
+@pytest.mark.parametrize("cut", ["no_grad", "detach"])
+def test_an_encoder_computed_without_gradient_is_named(cut):
+    found = _fit_warnings(_Pair(decorate=True, cut=cut))
+    assert len(found) == 1 and "_Pair.enc (Linear)" in found[0], found
+    assert "gives them no gradient" in found[0], found
+
+
+def test_an_unregistered_network_of_plain_functions_is_named():
+    torch.manual_seed(0)
+    encoder, decoder = torch.nn.Linear(D, 2 * L), torch.nn.Linear(L, D)
+
+    def model(x):
+        pyro.module("decoder", decoder)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(L), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(decoder(z), 0.5).to_event(1), obs=x)
+
+    def guide(x):  # forgot pyro.module("encoder", encoder)
+        with pyro.plate("data", x.shape[0]):
+            h = encoder(x)
+            pyro.sample("z", dist.Normal(h[..., :L], h[..., L:].exp()).to_event(1))
+
+    pair = type("Plain", (), {"model": staticmethod(model), "guide": staticmethod(guide)})
+    found = _fit_warnings(pair)
+    assert len(found) == 1, found
+    assert "Linear(in_features=4, out_features=4, bias=True)" in found[0], found
+    assert "pyro.module('name', network)" in found[0], found
