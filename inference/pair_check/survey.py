@@ -134,9 +134,8 @@ class PairStructure:
         dependent_support: observed sites whose support moves with the latents (``x ~
             Uniform(0, z)``, :func:`.latents.draw_dependent_supports`): scored ``-inf``, weight
             zero, where a draw puts the value outside it.
-        unrecorded_randomness: ``(program, first, second)``: the log densities of two runs
-            of the guide or the model on the same recorded draws, when they differ
-            (:func:`.sites.unrecorded_randomness`).
+        unrecorded_randomness: ``(program, finding)`` when the guide or the model draws
+            random numbers Pyro does not record (:func:`.sites.unrecorded_randomness`).
     """
 
     max_plate_nesting: int

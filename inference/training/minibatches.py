@@ -174,10 +174,9 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
             and structure.data_size != num_data:
         _warn_rows_of_the_whole_data(model, guide, first_batch, num_data, called)
     if structure.unrecorded_randomness:  # probed for vectorized particles only
-        program, first, second = structure.unrecorded_randomness
+        program, finding = structure.unrecorded_randomness
         warnings.warn(
-            f"{called or 'fit'}: two runs of {program} on the same draws gave {first:.6g} and "
-            f"{second:.6g}: it uses randomness Pyro does not record (torch.randn in its body, "
+            f"{called or 'fit'}: {finding}: it uses randomness Pyro does not record (torch.randn in its body, "
             "a value drawn by hand into a Delta), which is drawn once for all "
             f"{num_particles} vectorized particles: they are copies of one particle, and "
             "the gradient has a single particle's variance. Make every random choice a "
