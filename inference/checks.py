@@ -122,6 +122,34 @@ def _named_arguments(args, kwargs=None) -> list[tuple[str, object]]:
         (f"keyword argument '{k}'", v) for k, v in (kwargs or {}).items()]
 
 
+def copied_arguments(args: tuple, kwargs: dict) -> tuple[tuple, dict, list]:
+    """``(args, kwargs, copies)``: the arguments with every tensor cloned (top level and
+    inside lists, tuples and dicts), and ``[(name, copy, its _version)]``, named as the error
+    messages name arguments: a run on the copies leaves the caller's tensors untouched, and
+    :func:`arguments_changed` tells whether it changed one in place."""
+    copies = []
+
+    def copy(value, name):
+        if torch.is_tensor(value):
+            with torch.inference_mode(False):  # an inference tensor keeps no version
+                clone = value.clone()
+            copies.append((name, clone, clone._version))
+            return clone
+        if isinstance(value, (tuple, list)):
+            return type(value)(copy(v, f"{name}[{i}]") for i, v in enumerate(value))
+        if isinstance(value, dict):
+            return {key: copy(v, f"{name}[{key!r}]") for key, v in value.items()}
+        return value
+
+    copied = [copy(value, name) for name, value in _named_arguments(args, kwargs)]
+    return tuple(copied[:len(args)]), dict(zip(kwargs, copied[len(args):])), copies
+
+
+def arguments_changed(copies: list) -> list[str]:
+    """The names of :func:`copied_arguments`' copies changed in place since they were made."""
+    return [name for name, tensor, version in copies if tensor._version != version]
+
+
 def check_nonempty_batch(args, kwargs=None) -> None:
     """Raise ``ValueError`` when a tensor argument has a leading (data) dimension of size 0:
     an estimate over no datapoints has no value."""

@@ -15,7 +15,7 @@ from pyro import poutine
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
-from ..checks import check_pair_arguments
+from ..checks import arguments_changed, check_pair_arguments, copied_arguments
 from ..random_state import forked_rng
 from .latents import (
     check_latents_scorable,
@@ -192,6 +192,17 @@ def _stale_parameters(stale: list, whose: str) -> PairError:
                      "pyro.clear_param_store() and freshly built networks (a lower lr)")
 
 
+def _check_arguments_unchanged(copies: list, program: str) -> None:
+    changed = arguments_changed(copies)
+    if changed:
+        raise PairError(
+            f"{program} changes its {changed[0]} in place (an in-place "
+            "operation such as x.mul_(2), x += 1 or x[...] = ...; found on a copy, the "
+            "caller's tensor is untouched): every run would see other data, so training and "
+            "the estimates would score data that move under them. Compute on a new tensor "
+            "(x = x * 2) instead")
+
+
 def _twice_named(error: Exception) -> str | None:
     """The name in Pyro's refusal of a second site of one name in a run, else None."""
     match = re.match(r"Multiple (?:sample )?sites named '([^']+)'", str(error))
@@ -232,12 +243,19 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     args = tuple(args)
     kwargs = kwargs or {}
     held = pyro_params_held(model, guide)
+    # the first run, on copies of the tensor arguments: a program that changes one in
+    # place is refused before it touches the caller's
+    copy_args, copy_kwargs, copies = copied_arguments(args, kwargs)
     with forked_rng(), poutine.block(), \
             torch.no_grad():
         try:
-            guide_full = poutine.trace(guide).get_trace(*args, **kwargs)
-            model_full = replay_model(model, guide_full, args, kwargs)
+            guide_full = poutine.trace(guide).get_trace(*copy_args, **copy_kwargs)
+            _check_arguments_unchanged(copies, "the guide")
+            model_full = replay_model(model, guide_full, copy_args, copy_kwargs)
+            _check_arguments_unchanged(copies, "the model")
         except (ValueError, RuntimeError) as error:  # e.g. a distribution's NaN argument
+            if not isinstance(error, PairError):  # this check's own, or the replay's
+                _check_arguments_unchanged(copies, "the model or the guide")
             stale = nonfinite_parameters(model, guide)
             if stale:
                 raise _stale_parameters(stale, f"the pair failed to run ({type(error).__name__}"
