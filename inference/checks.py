@@ -20,6 +20,8 @@ import warnings
 
 import torch
 
+from .reachable import reachable_modules
+
 
 def user_stacklevel() -> int:
     """The ``stacklevel`` that makes a ``warnings.warn`` in the calling function name the
@@ -403,13 +405,13 @@ def training_mode_layers(module: torch.nn.Module, training: bool = True) -> list
 def check_pair_call(entry, kwargs: dict, **programs) -> None:
     """How ``entry`` (an estimator that passes the keywords it does not know on to the pair)
     is about to call ``programs`` (e.g. ``model=..., guide=...``): :func:`check_pair_keywords`,
-    then a warning when a program's module is in training mode with layers that make the
-    estimate depend on it (:func:`training_mode_layers`)."""
+    then a warning when a module a program reaches (:func:`inference.reachable.reachable_modules`:
+    its owner, or networks a plain function registers with ``pyro.module``) is in training
+    mode with layers that make the estimate depend on it (:func:`training_mode_layers`)."""
     check_pair_keywords(entry, kwargs, **programs)
     owners = {}  # id -> (module, the roles it owns)
     for role, program in programs.items():
-        owner = getattr(program, "__self__", None)
-        if isinstance(owner, torch.nn.Module):
+        for owner in reachable_modules(program):
             owners.setdefault(id(owner), (owner, []))[1].append(role)
     for owner, roles in owners.values():
         layers = training_mode_layers(owner)
