@@ -40,6 +40,7 @@ from .pair_check import (
     PARTICLE_PLATE,
     PairStructure,
     check_pair,
+    check_sites_as_surveyed,
     data_frame,
     sample_sites,
     survey_pair,
@@ -235,6 +236,7 @@ def vectorized_log_weights(
     model_trace, guide_trace = vectorized_traces(
         model, guide, args, kwargs, num_particles, structure.max_plate_nesting + 1
     )
+    check_sites_as_surveyed(model_trace, guide_trace, structure.site_names)
     log_w = (trace_log_density(model_trace, structure)
              - trace_log_density(guide_trace, structure, observed=False))
     return log_w.expand(num_particles, structure.batch_size)
@@ -260,6 +262,7 @@ def particle_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: 
     rows = []
     for _ in range(num_particles):
         model_trace, guide_trace = trace_pair(model, guide, args, kwargs)
+        check_sites_as_surveyed(model_trace, guide_trace, structure.site_names)
         log_w = (trace_log_density(model_trace, structure)
                  - trace_log_density(guide_trace, structure, observed=False))
         rows.append(log_w.expand(1, structure.batch_size))

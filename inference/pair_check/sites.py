@@ -57,6 +57,28 @@ def trace_pair(model, guide, args, kwargs):
     return prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
 
 
+def check_sites_as_surveyed(model_trace, guide_trace, site_names: tuple) -> None:
+    """Raise :class:`PairError` when a pass's traces hold other sample sites than the
+    survey's (``site_names``: :attr:`PairStructure.site_names`; nothing to compare when
+    empty): structure that changes between runs (a site behind a coin) is never scored as
+    if it were the surveyed one."""
+    if not site_names:
+        return
+    for program, trace, observed, names in (("model", model_trace, None, site_names[0]),
+                                            ("guide", guide_trace, False, site_names[1])):
+        found = {site["name"] for site in sample_sites(trace, observed)}
+        if found != names:
+            extra, missing = sorted(found - names), sorted(names - found)
+            raise PairError(
+                f"a pass of the {program} traced other sample sites than the survey's run"
+                + (f": {site_list(extra)} not seen before" if extra else "")
+                + (f"; {site_list(missing)} missing" if missing else "")
+                + f": the {program}'s sites depend on randomness Pyro does not record (a "
+                "site behind torch.rand, numpy or Python random numbers), so its weights "
+                "are not importance weights of one pair. Make every random choice a "
+                "pyro.sample site (and the same sites in every run)")
+
+
 def unwrapped(fn):
     """A distribution without its ``Independent`` and ``dist.mask`` wrappers."""
     while isinstance(fn, (torch.distributions.Independent, MaskedDistribution)):

@@ -134,6 +134,9 @@ class PairStructure:
         dependent_support: observed sites whose support moves with the latents (``x ~
             Uniform(0, z)``, :func:`.latents.draw_dependent_supports`): scored ``-inf``, weight
             zero, where a draw puts the value outside it.
+        site_names: ``(model's sample sites, guide's latent sites)``, two frozensets of
+            names: every pass of the estimators traces these
+            (:func:`.sites.check_sites_as_surveyed`).
         unrecorded_randomness: ``(program, finding)`` when the guide or the model draws
             random numbers Pyro does not record (:func:`.sites.unrecorded_randomness`).
     """
@@ -172,6 +175,7 @@ class PairStructure:
     plates: tuple = ()
     dependent_support: tuple = ()
     unrecorded_randomness: tuple = ()
+    site_names: tuple = field(default=(), compare=False)
 
     @property
     def data_subsample(self) -> torch.Tensor | None:
@@ -428,6 +432,8 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         unrecorded_randomness=(unrecorded_randomness(model, guide, args, kwargs)
                                if probe_randomness else ()),
         dependent_support=dependent_support,
+        site_names=(frozenset(s["name"] for s in model_sites),
+                    frozenset(s["name"] for s in guide_latents)),
         plates=tuple({(f.name, f.dim, f.size): None for site in (*model_sites, *guide_latents)
                       for f in site["cond_indep_stack"] if f.vectorized}),
         trainable=any(param_requires_grad(site) for trace in (guide_full, model_full)
