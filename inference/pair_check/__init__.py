@@ -76,6 +76,7 @@ from .sites import (
     sample_sites,
     site_list,
     site_mask,
+    tensor_text,
     trace_pair,
 )
 from .survey import (
@@ -109,6 +110,7 @@ __all__ = [
     "site_list",
     "site_mask",
     "survey_pair",
+    "tensor_text",
     "trace_pair",
     "warn_if_tempered",
 ]
