@@ -15,7 +15,8 @@ from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
 from ..checks import evaluation_mode
 from ..reachable import reachable_modules
-from ..random_state import forked_rng, generator_states, moved_generators
+from ..random_state import (ParameterInitsKept, forked_rng, generator_states,
+                            moved_generators)
 
 DATA_PLATE = "data"
 
@@ -188,8 +189,9 @@ def unrecorded_randomness(model, guide, args, kwargs) -> tuple:
 
     def rerun(program, recorded):
         before = generator_states()
-        trace = poutine.trace(poutine.replay(program, trace=recorded)).get_trace(
-            *args, **kwargs)
+        with ParameterInitsKept():  # a network built in the body initializes its weights
+            trace = poutine.trace(poutine.replay(program, trace=recorded)).get_trace(
+                *args, **kwargs)
         return trace, moved_generators(before, generator_states())
 
     with poutine.block(), torch.no_grad(), evaluation_mode(owners), forked_rng():
