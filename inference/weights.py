@@ -354,22 +354,35 @@ def check_rows_independent(model: Callable, guide: Callable, args: tuple, kwargs
         return  # the data do not come in as arguments of batch_size rows
     dropout = [sub for module in reachable_modules(model, guide) for sub in module.modules()
                if isinstance(sub, torch.nn.modules.dropout._DropoutNd)]
+    given = (*args, *kwargs.values())
+    cut = (*cut_args, *cut_kwargs.values())
+    # each tensor of batch_size rows in turn left whole: a setting with as many rows as the
+    # batch (a mixture's component means) is not the data
+    cut_keys = [k for k, (a, b) in enumerate(zip(given, cut)) if a is not b]
+    trials = [None] + (cut_keys if len(cut_keys) > 1 else [])
     with forked_rng(), torch.no_grad(), pyro.poutine.block(), evaluation_mode(dropout), \
             pyro.validation_enabled(False):
         recorded = pyro.poutine.trace(guide).get_trace(*args, **kwargs)
         whole, names = _replayed_model_density(model, guide, recorded, args, kwargs, structure)
-        try:
-            alone, cut_names = _replayed_model_density(
-                model, guide, _first_rows(recorded, rows), cut_args, cut_kwargs,
-                dataclasses.replace(structure, batch_size=rows))
-        except Exception:  # noqa: BLE001 - a pair that needs the whole batch: nothing to compare
-            return
-    whole = whole[:, :rows]
-    if cut_names == names and torch.allclose(whole, alone, rtol=1e-4, atol=1e-4):
-        return
-    found = (f"trace the sites {sorted(cut_names[0] | cut_names[1])} instead of "
-             f"{sorted(names[0] | names[1])}" if cut_names != names else
-             f"get log p(x, z) = {tensor_text(alone)} instead of {tensor_text(whole)}")
+        whole = whole[:, :rows]
+        for kept in trials:
+            values = [a if k == kept else b for k, (a, b) in enumerate(zip(given, cut))]
+            try:
+                alone, cut_names = _replayed_model_density(
+                    model, guide, _first_rows(recorded, rows), tuple(values[:len(args)]),
+                    dict(zip(kwargs, values[len(args):])),
+                    dataclasses.replace(structure, batch_size=rows))
+            except Exception:  # noqa: BLE001 - a pair that needs the whole batch
+                if kept is None:
+                    return  # nothing to compare
+                continue
+            if cut_names == names and torch.allclose(whole, alone, rtol=1e-4, atol=1e-4):
+                return
+            if kept is None:
+                found = (f"trace the sites {sorted(cut_names[0] | cut_names[1])} instead "
+                         f"of {sorted(names[0] | names[1])}" if cut_names != names else
+                         f"get log p(x, z) = {tensor_text(alone)} instead of "
+                         f"{tensor_text(whole)}")
     raise PairError(
         f"{use}: the first {rows} datapoint(s), scored without the rest of the batch of "
         f"{batch} on the same draws, {found}: the model's density of one datapoint "

@@ -92,3 +92,23 @@ def test_a_network_pair_of_independent_rows_is_not_refused():
     x = torch.randn(64, 4)
     assert torch.isfinite(iwae_bound(model, net_guide, x, num_samples=8,
                                      progress=False)).all()
+
+
+def test_a_setting_with_as_many_rows_as_the_batch_is_not_cut():
+    # a mixture's 4 component means beside 4 datapoints: cut with the data, the first rows
+    # would be scored under a 2-component model and the pair refused for nothing
+    def mixture(x, locs):
+        components = dist.Normal(locs, torch.ones_like(locs))
+        mixed = dist.MixtureSameFamily(dist.Categorical(logits=torch.zeros_like(locs)),
+                                       components)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", mixed.expand([x.shape[0]]), obs=x - z)
+
+    def mixture_guide(x, locs):
+        guide(x)
+
+    pyro.set_rng_seed(0)
+    x, locs = torch.tensor([0.3, -1.2, 2.0, 0.7]), torch.tensor([-3.0, -1.0, 1.0, 3.0])
+    assert torch.isfinite(iwae_bound(mixture, mixture_guide, x, locs, num_samples=10,
+                                     progress=False)).all()
