@@ -20,6 +20,8 @@ import warnings
 
 import torch
 
+from .reachable import reachable_modules
+
 
 def user_stacklevel() -> int:
     """The ``stacklevel`` that makes a ``warnings.warn`` in the calling function name the
@@ -120,6 +122,34 @@ def _named_arguments(args, kwargs=None) -> list[tuple[str, object]]:
     named as the error messages name them."""
     return [(f"argument {i}", a) for i, a in enumerate(args)] + [
         (f"keyword argument '{k}'", v) for k, v in (kwargs or {}).items()]
+
+
+def copied_arguments(args: tuple, kwargs: dict) -> tuple[tuple, dict, list]:
+    """``(args, kwargs, copies)``: the arguments with every tensor cloned (top level and
+    inside lists, tuples and dicts), and ``[(name, copy, its _version)]``, named as the error
+    messages name arguments: a run on the copies leaves the caller's tensors untouched, and
+    :func:`arguments_changed` tells whether it changed one in place."""
+    copies = []
+
+    def copy(value, name):
+        if torch.is_tensor(value):
+            with torch.inference_mode(False):  # an inference tensor keeps no version
+                clone = value.clone()
+            copies.append((name, clone, clone._version))
+            return clone
+        if isinstance(value, (tuple, list)):
+            return type(value)(copy(v, f"{name}[{i}]") for i, v in enumerate(value))
+        if isinstance(value, dict):
+            return {key: copy(v, f"{name}[{key!r}]") for key, v in value.items()}
+        return value
+
+    copied = [copy(value, name) for name, value in _named_arguments(args, kwargs)]
+    return tuple(copied[:len(args)]), dict(zip(kwargs, copied[len(args):])), copies
+
+
+def arguments_changed(copies: list) -> list[str]:
+    """The names of :func:`copied_arguments`' copies changed in place since they were made."""
+    return [name for name, tensor, version in copies if tensor._version != version]
 
 
 def check_nonempty_batch(args, kwargs=None) -> None:
@@ -393,13 +423,13 @@ def training_mode_layers(module: torch.nn.Module, training: bool = True) -> list
 def check_pair_call(entry, kwargs: dict, **programs) -> None:
     """How ``entry`` (an estimator that passes the keywords it does not know on to the pair)
     is about to call ``programs`` (e.g. ``model=..., guide=...``): :func:`check_pair_keywords`,
-    then a warning when a program's module is in training mode with layers that make the
-    estimate depend on it (:func:`training_mode_layers`)."""
+    then a warning when a module a program reaches (:func:`inference.reachable.reachable_modules`:
+    its owner, or networks a plain function registers with ``pyro.module``) is in training
+    mode with layers that make the estimate depend on it (:func:`training_mode_layers`)."""
     check_pair_keywords(entry, kwargs, **programs)
     owners = {}  # id -> (module, the roles it owns)
     for role, program in programs.items():
-        owner = getattr(program, "__self__", None)
-        if isinstance(owner, torch.nn.Module):
+        for owner in reachable_modules(program):
             owners.setdefault(id(owner), (owner, []))[1].append(role)
     for owner, roles in owners.values():
         layers = training_mode_layers(owner)

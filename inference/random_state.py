@@ -4,8 +4,11 @@ streams, so that training and estimation draw as they would without them."""
 from __future__ import annotations
 
 import contextlib
+import random
 
+import numpy
 import torch
+from torch.overrides import TorchFunctionMode
 
 
 def forked_rng() -> contextlib.AbstractContextManager:
@@ -14,3 +17,43 @@ def forked_rng() -> contextlib.AbstractContextManager:
     nothing has used it (a CPU-only run on a GPU machine)."""
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     return torch.random.fork_rng(devices=devices)
+
+
+def generator_states() -> dict:
+    """The global random generators a program can draw from, by name: torch's CPU generator
+    (and CUDA's when initialized), numpy's and Python's ``random``; compare two with
+    :func:`moved_generators`."""
+    states = {"torch": torch.get_rng_state(), "numpy": numpy.random.get_state(),
+              "random": random.getstate()}
+    if torch.cuda.is_initialized():
+        states["torch.cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _same(a, b) -> bool:
+    if torch.is_tensor(a) or isinstance(a, numpy.ndarray):
+        return type(a) is type(b) and a.shape == b.shape and bool((a == b).all())
+    if isinstance(a, (tuple, list)):
+        return isinstance(b, (tuple, list)) and len(a) == len(b) and all(map(_same, a, b))
+    return a == b
+
+
+def moved_generators(before: dict, after: dict) -> list[str]:
+    """The names of the generators whose state differs between two :func:`generator_states`."""
+    return [name for name, state in after.items()
+            if name not in before or not _same(before[name], state)]
+
+
+class ParameterInitsKept(TorchFunctionMode):
+    """While active, an in-place operation on an ``nn.Parameter`` (the initialization of a
+    network built inside a program, whose weights ``pyro.module(...,
+    update_module_params=True)`` then replaces) leaves torch's generators as it found them,
+    so that :func:`moved_generators` sees only the program's own draws."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", "").endswith("_") and any(
+                isinstance(value, torch.nn.Parameter) for value in (*args, *kwargs.values())):
+            with forked_rng():
+                return func(*args, **kwargs)
+        return func(*args, **kwargs)

@@ -14,6 +14,7 @@ them, unlike ``pyro.infer.RenyiELBO``, which mixes the scale into its log-sum-ex
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import weakref
 from typing import Callable
@@ -24,7 +25,8 @@ import torch
 from pyro.infer.util import is_validation_enabled
 
 from .checks import (as_int, check_data_arguments, check_nonempty_batch, check_not_meta,
-                     check_pair_call, check_weights_memory, physical_memory_bytes)
+                     check_pair_call, check_weights_memory, evaluation_mode,
+                     physical_memory_bytes)
 from .compiling import (
     arguments_key,
     compile_graph,
@@ -38,17 +40,22 @@ from .densities import normal_log_density, plain_normal, summed_log_density
 from .enumeration import enumerated_log_density, enumerated_traces
 from .progress import check_progress, progress_bar
 from .random_state import forked_rng
+from .reachable import reachable_modules
 from .supports import mask_outside_support
 from .pair_check import (
     attach_subsample,
+    DATA_PLATE,
     PARTICLE_PLATE,
+    PER_DATAPOINT_USES,
     PairError,
     PairStructure,
     check_pair,
+    check_sites_as_surveyed,
     data_frame,
     sample_sites,
     site_list,
     survey_pair,
+    tensor_text,
     trace_pair,
 )
 
@@ -246,13 +253,13 @@ def vectorized_log_weights(
     if structure.model_enumerated:
         model_trace, guide_trace = enumerated_traces(model, guide, args, kwargs, num_particles,
                                                      structure)
-        log_p = enumerated_log_density(model_trace, structure)
     else:
         model_trace, guide_trace = vectorized_traces(
             model, guide, args, kwargs, num_particles, structure.max_plate_nesting + 1
         )
-        log_p = trace_log_density(model_trace, structure)
-    log_w = log_p - trace_log_density(guide_trace, structure, observed=False)
+    check_sites_as_surveyed(model_trace, guide_trace, structure.site_names)
+    log_w = (_model_log_density(model_trace, structure)
+             - trace_log_density(guide_trace, structure, observed=False))
     return log_w.expand(num_particles, structure.batch_size)
 
 
@@ -261,6 +268,21 @@ def check_num_samples(num_samples, chunk_size) -> tuple[int, int | None]:
     ``ValueError`` naming the one that is not a positive integer (a bool or 2.5 is not)."""
     return (as_int(num_samples, "num_samples"),
             None if chunk_size is None else as_int(chunk_size, "chunk_size"))
+
+
+def _unvectorized_traces(model, guide, args, kwargs, structure: PairStructure):
+    """``(model_trace, guide_trace)`` of one unvectorized pass, the model's enumerated latents
+    enumerated (:func:`inference.enumeration.enumerated_traces`) when it has any."""
+    if structure.model_enumerated:
+        return enumerated_traces(model, guide, args, kwargs, None, structure)
+    return trace_pair(model, guide, args, kwargs)
+
+
+def _model_log_density(model_trace, structure: PairStructure):
+    """``log p(x, z)`` of a model trace, its enumerated latents summed out when it has any."""
+    if structure.model_enumerated:
+        return enumerated_log_density(model_trace, structure)
+    return trace_log_density(model_trace, structure)
 
 
 def particle_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: dict,
@@ -276,20 +298,17 @@ def particle_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: 
         return vectorized_log_weights(model, guide, args, kwargs, num_particles, structure)
     rows = []
     for _ in range(num_particles):
-        if structure.model_enumerated:
-            model_trace, guide_trace = enumerated_traces(model, guide, args, kwargs, None,
-                                                         structure)
-            log_p = enumerated_log_density(model_trace, structure)
-        else:
-            model_trace, guide_trace = trace_pair(model, guide, args, kwargs)
-            log_p = trace_log_density(model_trace, structure)
-        log_w = log_p - trace_log_density(guide_trace, structure, observed=False)
+        model_trace, guide_trace = _unvectorized_traces(model, guide, args, kwargs, structure)
+        check_sites_as_surveyed(model_trace, guide_trace, structure.site_names)
+        log_w = (_model_log_density(model_trace, structure)
+                 - trace_log_density(guide_trace, structure, observed=False))
         rows.append(log_w.expand(1, structure.batch_size))
     return torch.cat(rows)
 
 
 def checked_pair(model: Callable, guide: Callable, args: tuple, kwargs: dict, use: str):
-    """Survey and check a pair for entry point ``use`` (:func:`inference.pair_check.check_pair`).
+    """Survey and check a pair for entry point ``use`` (:func:`inference.pair_check.check_pair`;
+    for a per-datapoint estimator also :func:`check_rows_independent`).
 
     Returns:
         ``(model, guide, structure)`` with model and guide replaying the subsample the survey
@@ -300,6 +319,8 @@ def checked_pair(model: Callable, guide: Callable, args: tuple, kwargs: dict, us
     model, guide = structure.fix_subsample(model), structure.fix_subsample(guide)
     if structure.model_enumerated:
         _check_enumerated_pass(model, guide, args, kwargs, structure, use)
+    if use in PER_DATAPOINT_USES:
+        check_rows_independent(model, guide, args, kwargs, structure, use)
     return model, guide, structure
 
 
@@ -323,6 +344,107 @@ def _check_enumerated_pass(model, guide, args, kwargs, structure: PairStructure,
             "left of its plates (" + str(error).splitlines()[0][:300] + "). A model that "
             "enumerates must broadcast over those dims: index with pyro.ops.indexing.Vindex, "
             "never by position from the left (z[0], x.shape[0])") from error
+
+
+def cut_rows(args: tuple, kwargs: dict, start: int, stop: int,
+             length: int | None = None) -> tuple[tuple, dict]:
+    """``args`` and ``kwargs`` with every tensor of at least one dim (of ``length`` rows
+    along dim 0 when given) cut to rows ``start:stop`` of its dim 0 (other values, scalar
+    tensors included, as they are)."""
+    def cut(value):
+        if torch.is_tensor(value) and value.dim() and length in (None, value.shape[0]):
+            return value[start:stop]
+        return value
+
+    return tuple(cut(a) for a in args), {k: cut(v) for k, v in kwargs.items()}
+
+
+def _first_rows(trace, rows: int):
+    """A copy of a guide's trace with each ``"data"``-plate latent cut to its first ``rows``
+    datapoints (along the plate's dim of the value), without the plate's own indices."""
+    cut = trace.copy()
+    cut.nodes.pop(DATA_PLATE, None)
+    for site in sample_sites(trace, observed=False):
+        frame = data_frame(site)
+        value = site["value"]
+        dim = frame.dim - len(site["fn"].event_shape)
+        if torch.is_tensor(value) and value.dim() >= -dim and value.shape[dim] > 1:
+            cut.nodes[site["name"]] = dict(site, value=value.narrow(dim, 0, rows))
+    return cut
+
+
+def _replayed_model_density(model, guide, recorded, args, kwargs, structure) -> tuple:
+    """``(log p(x, z) [1, batch], site names)`` of one pass: the guide replayed on
+    ``recorded`` (its trace), the model on the guide's draws; the names as
+    :attr:`PairStructure.site_names`."""
+    model_trace, guide_trace = _unvectorized_traces(
+        model, pyro.poutine.replay(guide, trace=recorded), args, kwargs, structure)
+    names = (frozenset(s["name"] for s in sample_sites(model_trace)),
+             frozenset(s["name"] for s in sample_sites(guide_trace, observed=False)))
+    log_p = torch.as_tensor(_model_log_density(model_trace, structure))
+    return log_p.expand(1, structure.batch_size), names
+
+
+def check_rows_independent(model: Callable, guide: Callable, args: tuple, kwargs: dict,
+                           structure: PairStructure, use: str) -> None:
+    """Raise :class:`PairError` when the first datapoints of the batch (two, one for a batch
+    of two), scored alone (the tensor arguments of ``batch_size`` rows cut to them, the
+    guide's draws for them replayed), get another model density ``log p(x_i, z_i)`` than in
+    the whole batch, beyond float rounding: a model whose density of one datapoint depends
+    on the others (batch statistics, control flow on the batch's values) makes every
+    per-datapoint number depend on the batch it was scored in. (A guide that depends on the
+    batch only proposes differently: its weights still estimate log p(x_i).) One pass of
+    the whole batch and one of the cut rows, random state restored, dropout layers in
+    evaluation mode (training-mode dropout is warned about by
+    :func:`inference.checks.check_pair_call`). Skipped for a batch of one, a subsample the
+    model draws, and arguments without ``batch_size`` rows."""
+    batch = structure.batch_size
+    if batch < 2 or structure.data_subsample is not None:
+        return
+    rows = 2 if batch > 2 else 1
+    cut_args, cut_kwargs = cut_rows(args, kwargs, 0, rows, length=batch)
+    if all(a is b for a, b in zip((*args, *kwargs.values()),
+                                  (*cut_args, *cut_kwargs.values()))):
+        return  # the data do not come in as arguments of batch_size rows
+    dropout = [sub for module in reachable_modules(model, guide) for sub in module.modules()
+               if isinstance(sub, torch.nn.modules.dropout._DropoutNd)]
+    given = (*args, *kwargs.values())
+    cut = (*cut_args, *cut_kwargs.values())
+    # each tensor of batch_size rows in turn left whole: a setting with as many rows as the
+    # batch (a mixture's component means) is not the data
+    cut_keys = [k for k, (a, b) in enumerate(zip(given, cut)) if a is not b]
+    trials = [None] + (cut_keys if len(cut_keys) > 1 else [])
+    with forked_rng(), torch.no_grad(), pyro.poutine.block(), evaluation_mode(dropout), \
+            pyro.validation_enabled(False):
+        recorded = pyro.poutine.trace(guide).get_trace(*args, **kwargs)
+        whole, names = _replayed_model_density(model, guide, recorded, args, kwargs, structure)
+        whole = whole[:, :rows]
+        for kept in trials:
+            values = [a if k == kept else b for k, (a, b) in enumerate(zip(given, cut))]
+            try:
+                alone, cut_names = _replayed_model_density(
+                    model, guide, _first_rows(recorded, rows), tuple(values[:len(args)]),
+                    dict(zip(kwargs, values[len(args):])),
+                    dataclasses.replace(structure, batch_size=rows))
+            except Exception:  # noqa: BLE001 - a pair that needs the whole batch
+                if kept is None:
+                    return  # nothing to compare
+                continue
+            if cut_names == names and torch.allclose(whole, alone, rtol=1e-4, atol=1e-4):
+                return
+            if kept is None:
+                found = (f"trace the sites {sorted(cut_names[0] | cut_names[1])} instead "
+                         f"of {sorted(names[0] | names[1])}" if cut_names != names else
+                         f"get log p(x, z) = {tensor_text(alone)} instead of "
+                         f"{tensor_text(whole)}")
+    raise PairError(
+        f"{use}: the first {rows} datapoint(s), scored without the rest of the batch of "
+        f"{batch} on the same draws, {found}: the model's density of one datapoint "
+        "depends on the other datapoints (batch statistics: BatchNorm in training "
+        "mode, call .eval(); standardizing with the batch's mean or std, x.mean(0); control "
+        "flow on the batch's values, if x.sum() > 0; sites that depend on the batch size), "
+        "so every per-datapoint number would change with the batch it is scored in. Compute "
+        "such statistics once on the whole data and pass them in")
 
 
 def check_compile(compile, model: Callable | None = None, guide: Callable | None = None,

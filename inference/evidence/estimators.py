@@ -32,20 +32,12 @@ from ..weights import (
     check_num_samples,
     checked_log_weights,
     checked_pair,
+    cut_rows,
     log_importance_weights,
     log_mean_exp,
     log_weights_for,
     weight_itemsize,
 )
-
-
-def _cut(args: tuple, kwargs: dict, start: int, stop: int) -> tuple[tuple, dict]:
-    """``args`` and ``kwargs`` with every tensor of at least one dim cut to rows
-    ``start:stop`` of its dim 0 (other values, scalar tensors included, as they are)."""
-    def cut(value):
-        return value[start:stop] if torch.is_tensor(value) and value.dim() else value
-
-    return tuple(cut(a) for a in args), {k: cut(v) for k, v in kwargs.items()}
 
 
 def _subsample_given(structure: PairStructure, args: tuple, kwargs: dict) -> bool:
@@ -88,7 +80,7 @@ def _check_rows_are_datapoints(model, guide, args: tuple, kwargs: dict, n: int, 
     would not be scored as slices (an argument that is not cut, such as the plate's size
     passed as an int, decides the plate)."""
     if n > size:
-        cut_args, cut_kwargs = _cut(args, kwargs, 0, size + 1)
+        cut_args, cut_kwargs = cut_rows(args, kwargs, 0, size + 1)
         try:
             probe = survey_pair(model, guide, cut_args, cut_kwargs, probe_vectorized=False)
         except PairError:
@@ -137,7 +129,7 @@ def _check_cut_tensors_hold_data(model, guide, args: tuple, kwargs: dict, n: int
 def _check_slice_keeps_settings(model, guide, args, kwargs, candidates, start: int, stop: int,
                                 n: int, size: int, use: str) -> None:
     """:func:`_check_cut_tensors_hold_data` on the slice of rows ``start:stop``."""
-    cut_args, cut_kwargs = _cut(args, kwargs, start, stop)
+    cut_args, cut_kwargs = cut_rows(args, kwargs, start, stop)
 
     def weights(part_args, part_kwargs):
         with forked_rng():
@@ -421,7 +413,7 @@ def bound_sweep(model: Callable, guide: Callable, *args,
     else:
         data_batch_size = as_int(data_batch_size, "data_batch_size")
         n = _data_rows(args, kwargs)
-        parts = [(*_cut(args, kwargs, start, start + data_batch_size),
+        parts = [(*cut_rows(args, kwargs, start, start + data_batch_size),
                   min(data_batch_size, n - start)) for start in range(0, n, data_batch_size)]
         sliced = "the tensor arguments (" + ", ".join(
             str(list(v.shape)) for v in (*args, *kwargs.values())

@@ -127,11 +127,10 @@ def _check_structure(structure: PairStructure) -> None:
     if structure.batch_size == 0:
         raise ValueError(f"no sample site lies inside pyro.plate('{DATA_PLATE}')")
     if structure.unrecorded_randomness:
-        _, first, second = structure.unrecorded_randomness
+        _, finding = structure.unrecorded_randomness
         raise ValueError(
-            f"two runs of the model on the same draws gave log p(x, z) = {first:.6g} and "
-            f"{second:.6g}: it uses randomness that Pyro does not record (torch.randn in its "
-            "body, a pyro.sample hidden by poutine.block), so there is no density to "
+            f"{finding}: the model uses randomness that Pyro does not record (torch.randn "
+            "in its body, a pyro.sample hidden by poutine.block), so there is no density to "
             "integrate; make every random choice a pyro.sample site")
     if structure.shared_in_sizeless:
         raise ValueError(

@@ -70,6 +70,7 @@ from .sites import (
     PARTICLE_PLATE,
     DrawsAsLeaves,
     PairError,
+    check_sites_as_surveyed,
     conditional_sites_in_trace,
     conditional_sites_of_guide,
     data_frame,
@@ -77,6 +78,7 @@ from .sites import (
     sample_sites,
     site_list,
     site_mask,
+    tensor_text,
     trace_pair,
 )
 from .survey import (
@@ -99,6 +101,7 @@ __all__ = [
     "attach_subsample",
     "check_observed_values_validated",
     "check_pair",
+    "check_sites_as_surveyed",
     "check_subsampled_plates",
     "conditional_sites_in_trace",
     "conditional_sites_of_guide",
@@ -110,6 +113,7 @@ __all__ = [
     "site_list",
     "site_mask",
     "survey_pair",
+    "tensor_text",
     "trace_pair",
     "warn_if_tempered",
 ]

@@ -327,12 +327,11 @@ def check_pair(structure: PairStructure, use: str, called: str | None = None) ->
             "the value: an out-of-bounds error, on a GPU a device-side assert). Give the "
             "guide the model's classes (as many categories)")
     if s.unrecorded_randomness and not training:
-        program, first, second = s.unrecorded_randomness
-        density = "log q(z)" if program == "the guide" else "log p(x, z)"
+        program, finding = s.unrecorded_randomness
         raise PairError(
-            f"{called}: two runs of {program} on the same draws gave {density} = "
-            f"{first:.6g} and {second:.6g}: {program} uses randomness that Pyro does not "
-            "record (torch.randn or another draw in its body, a value drawn by hand into a "
+            f"{called}: {finding}: {program} uses randomness that Pyro does not "
+            "record (torch.rand, torch.randn or another draw in its body, torch.manual_seed "
+            "in its body, numpy's or Python's random numbers, a value drawn by hand into a "
             "Delta, a pyro.sample hidden by poutine.block, dropout in a network it calls in "
             "training mode), so its density is not a function of the latents and no "
             "estimate of log p(x) means anything. Make every random choice a pyro.sample "

@@ -15,7 +15,8 @@ from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
 from ..checks import evaluation_mode
 from ..reachable import reachable_modules
-from ..random_state import forked_rng
+from ..random_state import (ParameterInitsKept, forked_rng, generator_states,
+                            moved_generators)
 
 DATA_PLATE = "data"
 
@@ -55,6 +56,28 @@ def trace_pair(model, guide, args, kwargs):
         *args, **kwargs
     )
     return prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
+
+
+def check_sites_as_surveyed(model_trace, guide_trace, site_names: tuple) -> None:
+    """Raise :class:`PairError` when a pass's traces hold other sample sites than the
+    survey's (``site_names``: :attr:`PairStructure.site_names`; nothing to compare when
+    empty): structure that changes between runs (a site behind a coin) is never scored as
+    if it were the surveyed one."""
+    if not site_names:
+        return
+    for program, trace, observed, names in (("model", model_trace, None, site_names[0]),
+                                            ("guide", guide_trace, False, site_names[1])):
+        found = {site["name"] for site in sample_sites(trace, observed)}
+        if found != names:
+            extra, missing = sorted(found - names), sorted(names - found)
+            raise PairError(
+                f"a pass of the {program} traced other sample sites than the survey's run"
+                + (f": {site_list(extra)} not seen before" if extra else "")
+                + (f"; {site_list(missing)} missing" if missing else "")
+                + f": the {program}'s sites depend on randomness Pyro does not record (a "
+                "site behind torch.rand, numpy or Python random numbers), so its weights "
+                "are not importance weights of one pair. Make every random choice a "
+                "pyro.sample site (and the same sites in every run)")
 
 
 def unwrapped(fn):
@@ -161,31 +184,41 @@ def sites_moved_by_auxiliary(guide, args, kwargs, auxiliary, names) -> set[str]:
 
 
 def unrecorded_randomness(model, guide, args, kwargs) -> tuple:
-    """``(program, first, second)`` when two runs of ``"the guide"`` or ``"the model"`` on
-    the same draws (every site the first run recorded, the guide's latents for the model)
-    give different log densities ``first`` and ``second``: the program uses randomness Pyro
-    does not record (``torch.randn`` in its body, a value drawn by hand into a ``Delta``, a
-    ``pyro.sample`` hidden by ``poutine.block``), so its density is not a function of the
-    recorded draws. ``()`` otherwise. The modules ``model`` and ``guide`` reach (their
-    owner, the networks their code names) run in evaluation mode: dropout is training-mode
-    randomness, which the estimators warn about. Log densities count as equal within
-    float32 rounding of a recomputation (a flow's inverse): 1e-3 relative."""
+    """``(program, finding)`` when ``"the guide"`` or ``"the model"`` uses randomness Pyro
+    does not record, ``()`` otherwise. The guide is run, then replayed on its own draws, and
+    the model replayed twice on every site it recorded: a replay draws nothing, so a global
+    generator that moves (:func:`inference.random_state.moved_generators`: ``torch.rand`` in
+    a program's body, ``torch.manual_seed``, numpy's or Python's ``random``) or a log density
+    that differs between the runs (a ``pyro.sample`` hidden by ``poutine.block``) is found
+    on every seed. ``finding`` says which, in words. The modules ``model`` and ``guide``
+    reach (their owner, the networks their code names) run in evaluation mode: dropout is
+    training-mode randomness, which the estimators warn about. Log densities count as equal
+    within float32 rounding of a recomputation (a flow's inverse): 1e-3 relative."""
     owners = reachable_modules(model, guide)
 
     def rerun(program, recorded):
-        return poutine.trace(poutine.replay(program, trace=recorded)).get_trace(*args, **kwargs)
+        before = generator_states()
+        with ParameterInitsKept():  # a network built in the body initializes its weights
+            trace = poutine.trace(poutine.replay(program, trace=recorded)).get_trace(
+                *args, **kwargs)
+        return trace, moved_generators(before, generator_states())
 
     with poutine.block(), torch.no_grad(), evaluation_mode(owners), forked_rng():
         try:
             drawn = poutine.trace(guide).get_trace(*args, **kwargs)
-            first = rerun(model, drawn)
-            runs = (("the guide", drawn, rerun(guide, drawn)),
-                    ("the model", first, rerun(model, first)))
-            for program, once, twice in runs:
+            first, _ = rerun(model, drawn)  # model-only latents are drawn here
+            runs = (("the guide", "log q(z)", drawn, rerun(guide, drawn)),
+                    ("the model", "log p(x, z)", first, rerun(model, first)))
+            for program, density, once, (twice, moved) in runs:
                 values = float(once.log_prob_sum()), float(twice.log_prob_sum())
                 if not (values[0] == values[1] or all(map(math.isnan, values))
                         or math.isclose(*values, rel_tol=1e-3, abs_tol=1e-3)):
-                    return (program, *values)
+                    return (program, f"two runs of {program} on the same draws gave "
+                                     f"{density} = {values[0]:.6g} and {values[1]:.6g}")
+                if moved:
+                    return (program, f"{program}, replayed on draws it recorded, drew "
+                                     f"random numbers ({' and '.join(moved)} generator "
+                                     "moved), which a replay never does")
         except (RuntimeError, ValueError, NotImplementedError):
             return ()  # the survey's own runs report what fails
     return ()

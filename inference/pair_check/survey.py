@@ -15,7 +15,7 @@ from pyro import poutine
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
-from ..checks import check_pair_arguments
+from ..checks import arguments_changed, check_pair_arguments, copied_arguments
 from ..random_state import forked_rng
 from .latents import (
     check_latents_scorable,
@@ -143,9 +143,11 @@ class PairStructure:
         dependent_support: observed sites whose support moves with the latents (``x ~
             Uniform(0, z)``, :func:`.latents.draw_dependent_supports`): scored ``-inf``, weight
             zero, where a draw puts the value outside it.
-        unrecorded_randomness: ``(program, first, second)``: the log densities of two runs
-            of the guide or the model on the same recorded draws, when they differ
-            (:func:`.sites.unrecorded_randomness`).
+        site_names: ``(model's sample sites, guide's latent sites)``, two frozensets of
+            names: every pass of the estimators traces these
+            (:func:`.sites.check_sites_as_surveyed`).
+        unrecorded_randomness: ``(program, finding)`` when the guide or the model draws
+            random numbers Pyro does not record (:func:`.sites.unrecorded_randomness`).
     """
 
     max_plate_nesting: int
@@ -185,6 +187,7 @@ class PairStructure:
     dependent_support: tuple = ()
     unrecorded_randomness: tuple = ()
     data_sizes: tuple = ()
+    site_names: tuple = field(default=(), compare=False)
 
     @property
     def data_subsample(self) -> torch.Tensor | None:
@@ -203,6 +206,17 @@ def _stale_parameters(stale: list, whose: str) -> PairError:
     return PairError(f"{whose} parameters hold NaN or infinite values: {shown}. A diverged fit "
                      "leaves its last values in place: start again from "
                      "pyro.clear_param_store() and freshly built networks (a lower lr)")
+
+
+def _check_arguments_unchanged(copies: list, program: str) -> None:
+    changed = arguments_changed(copies)
+    if changed:
+        raise PairError(
+            f"{program} changes its {changed[0]} in place (an in-place "
+            "operation such as x.mul_(2), x += 1 or x[...] = ...; found on a copy, the "
+            "caller's tensor is untouched): every run would see other data, so training and "
+            "the estimates would score data that move under them. Compute on a new tensor "
+            "(x = x * 2) instead")
 
 
 def _twice_named(error: Exception) -> str | None:
@@ -245,12 +259,19 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     args = tuple(args)
     kwargs = kwargs or {}
     held = pyro_params_held(model, guide)
+    # the first run, on copies of the tensor arguments: a program that changes one in
+    # place is refused before it touches the caller's
+    copy_args, copy_kwargs, copies = copied_arguments(args, kwargs)
     with forked_rng(), poutine.block(), \
             torch.no_grad():
         try:
-            guide_full = poutine.trace(guide).get_trace(*args, **kwargs)
-            model_full = replay_model(model, guide_full, args, kwargs)
+            guide_full = poutine.trace(guide).get_trace(*copy_args, **copy_kwargs)
+            _check_arguments_unchanged(copies, "the guide")
+            model_full = replay_model(model, guide_full, copy_args, copy_kwargs)
+            _check_arguments_unchanged(copies, "the model")
         except (ValueError, RuntimeError) as error:  # e.g. a distribution's NaN argument
+            if not isinstance(error, PairError):  # this check's own, or the replay's
+                _check_arguments_unchanged(copies, "the model or the guide")
             stale = nonfinite_parameters(model, guide)
             if stale:
                 raise _stale_parameters(stale, f"the pair failed to run ({type(error).__name__}"
@@ -435,6 +456,8 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
                                if probe_randomness else ()),
         dependent_support=dependent_support,
         data_sizes=data_sizes,
+        site_names=(frozenset(s["name"] for s in model_sites),
+                    frozenset(s["name"] for s in guide_latents)),
         plates=tuple({(f.name, f.dim, f.size): None for site in (*model_sites, *guide_latents)
                       for f in site["cond_indep_stack"] if f.vectorized}),
         trainable=any(param_requires_grad(site) for trace in (guide_full, model_full)

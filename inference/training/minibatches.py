@@ -176,14 +176,13 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
             and structure.data_size != num_data:
         _warn_rows_of_the_whole_data(model, guide, first_batch, num_data, called)
     if structure.unrecorded_randomness:  # probed for vectorized particles only
-        program, first, second = structure.unrecorded_randomness
+        program, finding = structure.unrecorded_randomness
         warnings.warn(
-            f"{called or 'fit'}: two runs of {program} on the same draws gave {first:.6g} and "
-            f"{second:.6g}: it uses randomness Pyro does not record (torch.randn in its body, "
-            "a value drawn by hand into a Delta), which is drawn once for all "
-            f"{num_particles} vectorized particles: they are copies of one particle, and "
-            "the gradient has a single particle's variance. Make every random choice a "
-            "pyro.sample site (sample from q itself)", stacklevel=user_stacklevel())
+            f"{called or 'fit'}: {finding}: it uses randomness Pyro does not record "
+            "(torch.randn in its body, a value drawn by hand into a Delta), which is drawn "
+            f"once for all {num_particles} vectorized particles: they are copies of one "
+            "particle, and the gradient has a single particle's variance. Make every random "
+            "choice a pyro.sample site (sample from q itself)", stacklevel=user_stacklevel())
     if num_particles > 1 and vectorized:  # K particles of a step, with gradients, at once
         check_particle_memory(model, guide, first_batch, {}, structure, num_particles, None,
                               "num_particles", gradients=True, chunkable=False)

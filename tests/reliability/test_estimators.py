@@ -244,6 +244,35 @@ def test_a_module_in_training_mode_is_warned_about_and_eval_mode_is_quiet():
         elbo(pair.model, pair.guide, x)
 
 
+def test_a_network_of_a_plain_function_pair_in_training_mode_is_warned_about_too():
+    # Pyro's tutorial style (plain functions, networks registered with pyro.module) got no
+    # warning: the check looked only at a bound method's module
+    import warnings
+
+    torch.manual_seed(0)
+    decoder = torch.nn.Sequential(torch.nn.Linear(1, 4), torch.nn.Dropout(0.3),
+                                  torch.nn.Linear(4, 2))
+
+    def model(x):
+        pyro.module("decoder", decoder)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(decoder(z[..., None]), 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(x[..., 0], 1.0))
+
+    x = torch.randn(4, 2)
+    with pytest.warns(UserWarning, match=r"elbo: Sequential \(of the model\) is in training "
+                                         r"mode with Dropout\(p=0\.3\) at 1"):
+        elbo(model, guide, x, num_samples=3)
+    decoder.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        elbo(model, guide, x, num_samples=3)
+
+
 def test_exact_grid_beyond_memory_is_refused_before_any_chunk(monkeypatch):
     # a 2-D latent at the default 8001 points per dimension is 64M nodes per datapoint
     import inference.evidence.exact as exact
