@@ -32,16 +32,26 @@ def user_stacklevel() -> int:
     return level
 
 
+def integer_tensor(value) -> bool:
+    """Whether ``value`` is a 0-dim tensor of an integer dtype (not bool): ``torch.tensor(10)``
+    counts as the integer it holds, as ``np.int64(10)`` does."""
+    return (torch.is_tensor(value) and value.dim() == 0 and value.dtype != torch.bool
+            and not value.is_floating_point() and not value.is_complex() and not value.is_meta)
+
+
 def check_int(value, name: str, minimum: int = 1) -> None:
     """Raise ``ValueError`` unless ``value`` is an integer (not a bool, not a float such as
-    2.0) ``>= minimum``."""
+    2.0; numpy integers and 0-dim integer tensors accepted) ``>= minimum``."""
+    if integer_tensor(value):
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ValueError(f"{name} must be {what}, got {value!r}")
 
 
 def as_int(value, name: str, minimum: int = 1) -> int:
-    """``value`` as a Python ``int`` after :func:`check_int` (numpy integers accepted)."""
+    """``value`` as a Python ``int`` after :func:`check_int` (numpy integers and 0-dim integer
+    tensors accepted)."""
     check_int(value, name, minimum)
     return int(value)
 
@@ -194,37 +204,46 @@ def check_not_meta(value, name: str) -> None:
                          "fill it")
 
 
-def _meta_tensor_in(value, name: str, depth: int = 0) -> tuple[str, torch.Tensor] | None:
-    """The name and value of the first meta tensor in ``value`` (itself, or inside a list,
-    tuple or dict, a few levels deep), None when there is none."""
+def check_dense(value, name: str) -> None:
+    """Raise ``TypeError`` naming ``name`` when ``value`` is a sparse tensor: Pyro's
+    distributions and torch's checks score strided tensors only (torch fails deep inside with
+    "Could not run 'aten::ne.Scalar' ... SparseCPU")."""
+    if torch.is_tensor(value) and value.layout != torch.strided:
+        raise TypeError(f"{name} is a sparse tensor ({value.layout}, shape "
+                        f"{list(value.shape)}): the models score dense tensors; pass "
+                        "x.to_dense()")
+
+
+def tensors_in(value, name: str, depth: int = 0):
+    """``(path, tensor)`` for ``value`` itself when a tensor, or for each tensor inside a list,
+    tuple or dict, a few levels deep (``"argument 0['x'][1]"``)."""
     if torch.is_tensor(value):
-        return (name, value) if value.is_meta else None
+        yield name, value
+        return
     if depth > 4:
-        return None
+        return
     if isinstance(value, (list, tuple)):
         items = ((f"{name}[{i}]", v) for i, v in enumerate(value))
     elif isinstance(value, dict):
         items = ((f"{name}[{k!r}]", v) for k, v in value.items())
     else:
-        return None
+        return
     for inner, v in items:
-        found = _meta_tensor_in(v, inner, depth + 1)
-        if found is not None:
-            return found
-    return None
+        yield from tensors_in(v, inner, depth + 1)
 
 
 def check_data_arguments(args, kwargs=None) -> None:
     """Raise ``ValueError`` naming an argument that is (or holds, inside a list, tuple or
-    dict) a meta tensor (:func:`check_not_meta`: no values to score), and ``TypeError`` when
+    dict) a meta tensor (:func:`check_not_meta`: no values to score), ``TypeError`` for a
+    sparse one (:func:`check_dense`), and ``TypeError`` when
     no argument holds a tensor but one is a list, tuple or string: the data the model
     observes must be a tensor (Pyro's distributions score tensors). Numbers, strings and None
     beside tensor data, and calls without arguments (data the model holds itself), pass."""
     named = _named_arguments(args, kwargs)
     for name, value in named:
-        found = _meta_tensor_in(value, name)
-        if found is not None:
-            check_not_meta(found[1], found[0])
+        for path, tensor in tensors_in(value, name):
+            check_not_meta(tensor, path)
+            check_dense(tensor, path)
     if any(_holds_tensor(value) for _, value in named):
         return
     for name, value in named:

@@ -19,7 +19,7 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from tqdm.auto import tqdm
 
-from ..checks import (autograd_tensor, check_finite_tensor, check_int, check_number,
+from ..checks import (autograd_tensor, check_dense, check_finite_tensor, check_int, check_number,
                       check_pair_arguments, evaluation_mode, training_mode_layers,
                       user_stacklevel)
 from ..evidence.estimators import elbo
@@ -78,8 +78,11 @@ def _describe(data) -> str:
 
 
 def _check_data(tensors: tuple, name: str, like: tuple | None = None) -> None:
-    """No datapoints, NaN/inf values, or (``like``: the training data) other shapes or
-    dtypes: raise ``ValueError`` naming ``name`` before any work."""
+    """Sparse tensors (``TypeError``), no datapoints, NaN/inf values, or (``like``: the
+    training data) other shapes or dtypes: raise ``ValueError`` naming ``name`` before any
+    work."""
+    for i, tensor in enumerate(tensors):
+        check_dense(tensor, name if len(tensors) == 1 else f"{name}[{i}]")
     if tensors[0].shape[0] == 0:
         raise ValueError(f"{name} has no datapoints (shapes {[list(t.shape) for t in tensors]})")
     for i, tensor in enumerate(tensors):

@@ -1,0 +1,72 @@
+"""Hostile inputs, round 4: each entry point computes the right thing or refuses by name.
+
+- S1: sparse data tensors failed inside torch ("Could not run 'aten::ne.Scalar' ...").
+- S2: NaN one level down in a dict/tuple argument failed in a distribution's check.
+- S3: a 0-dim integer tensor was refused as a count while ``np.int64`` was accepted.
+"""
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+import inference
+from inference.checks import as_int
+from ppl_models.checks import as_int as models_as_int
+
+
+def model(x, extra=None):
+    shift = 0.0 if extra is None else extra["shift"][0]
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
+        pyro.sample("x", dist.Normal(z + shift, 0.5), obs=x)
+
+
+def guide(x, extra=None):
+    a = pyro.param("a", torch.tensor(0.5))
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist.Normal(a * x, 0.8))
+
+
+# S1. sparse data --------------------------------------------------------------------------
+def test_sparse_data_is_refused_by_name_by_estimators_and_fit():
+    x = torch.randn(4).to_sparse()
+    with pytest.raises(TypeError, match=r"argument 0 is a sparse tensor .*x\.to_dense\(\)"):
+        inference.elbo(model, guide, x, progress=False)
+    with pytest.raises(TypeError, match=r"argument 1\['s'\] is a sparse tensor"):
+        inference.iwae_bound(model, guide, torch.randn(4), {"s": x}, num_samples=2,
+                             progress=False)
+    with pytest.raises(TypeError, match=r"data is a sparse tensor .*x\.to_dense\(\)"):
+        inference.fit(model, guide, x, epochs=1, progress=False)
+
+
+# S2. NaN inside containers ----------------------------------------------------------------
+def test_nan_inside_a_container_argument_is_refused_naming_its_path():
+    extra = {"shift": (torch.tensor([float("nan")]),)}
+    with pytest.raises(ValueError, match=r"argument 1\['shift'\]\[0\] \(shape \(1,\)\) contains "
+                                         r"1 NaN or infinite"):
+        inference.iwae_bound(model, guide, torch.randn(5), extra, num_samples=10,
+                             progress=False)
+    with pytest.raises(ValueError, match=r"keyword argument 'extra'\['shift'\]\[0\]"):
+        inference.elbo(model, guide, torch.randn(5), extra=extra, progress=False)
+
+
+# S3. 0-dim integer tensors as counts ------------------------------------------------------
+def test_zero_dim_integer_tensors_count_as_integers():
+    for check in (as_int, models_as_int):
+        assert check(torch.tensor(10), "n") == 10 and type(check(torch.tensor(10), "n")) is int
+        assert check(np.int64(3), "n") == 3
+        for bad in (torch.tensor(True), torch.tensor(10.0), torch.tensor([10]),
+                    torch.tensor(0)):
+            with pytest.raises(ValueError, match="n must be a positive integer"):
+                check(bad, "n")
+    x = torch.randn(4)
+    assert inference.iwae_bound(model, guide, x, num_samples=torch.tensor(10),
+                                chunk_size=torch.tensor(3), progress=False).shape == (4,)
+    table = inference.bound_sweep(model, guide, x, num_samples=(1, torch.tensor(5)),
+                                  repeats=torch.tensor(2), progress=False)
+    assert table.rows[-1]["num_samples"] == 5
+    history = inference.fit(model, guide, x, epochs=torch.tensor(2), batch_size=torch.tensor(2),
+                            progress=False)
+    assert [r["epoch"] for r in history] == [1, 2]
