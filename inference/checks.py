@@ -49,6 +49,13 @@ def check_int(value, name: str, minimum: int = 1) -> None:
         raise ValueError(f"{name} must be {what}, got {value!r}")
 
 
+def check_at_most(value: int, name: str, most: int, why: str) -> None:
+    """Raise ``ValueError`` naming ``name`` when the count ``value`` exceeds ``most``: a run
+    that would not end (``why`` says what each unit costs) is refused before any work."""
+    if value > most:
+        raise ValueError(f"{name} must be at most {most:,}, got {value:,}: {why}")
+
+
 def as_int(value, name: str, minimum: int = 1) -> int:
     """``value`` as a Python ``int`` after :func:`check_int` (numpy integers and 0-dim integer
     tensors accepted)."""

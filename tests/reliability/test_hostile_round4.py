@@ -3,6 +3,8 @@
 - S1: sparse data tensors failed inside torch ("Could not run 'aten::ne.Scalar' ...").
 - S2: NaN one level down in a dict/tuple argument failed in a distribution's check.
 - S3: a 0-dim integer tensor was refused as a count while ``np.int64`` was accepted.
+- S4: ``bound_sweep(repeats=10**12)`` (AIS's ``num_leapfrog``, ``amortization_gap``'s
+  ``num_steps``) was accepted and ran for ever.
 """
 
 import numpy as np
@@ -70,3 +72,17 @@ def test_zero_dim_integer_tensors_count_as_integers():
     history = inference.fit(model, guide, x, epochs=torch.tensor(2), batch_size=torch.tensor(2),
                             progress=False)
     assert [r["epoch"] for r in history] == [1, 2]
+
+
+# S4. counts that would never end ----------------------------------------------------------
+def test_unbounded_counts_of_the_estimators_are_capped_by_name():
+    x = torch.randn(4)
+    with pytest.raises(ValueError, match=r"repeats must be at most 1,000,000, got "
+                                         r"1,000,000,000,000"):
+        inference.bound_sweep(model, guide, x, num_samples=(1, 5), repeats=10 ** 12,
+                              progress=False)
+    with pytest.raises(ValueError, match=r"num_leapfrog must be at most 10,000"):
+        inference.ais_log_evidence(model, guide, x, num_steps=2, transition="hmc",
+                                   num_leapfrog=10 ** 12, progress=False)
+    with pytest.raises(ValueError, match=r"num_steps must be at most 10,000,000"):
+        inference.amortization_gap(model, guide, x, num_steps=10 ** 12, progress=False)
