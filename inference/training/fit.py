@@ -766,6 +766,8 @@ def fit(
                       "mixed_precision": mixed_precision, "shuffle": shuffle})
     num_particles, epochs, batch_size, seed, kl_warmup_epochs = map(
         int, (num_particles, epochs, batch_size, seed, kl_warmup_epochs))
+    if checkpoint is not None:  # "~/run.pt" is in the home folder, not in a folder named "~"
+        checkpoint = os.path.expanduser(checkpoint)
     tensors = _as_tensors(data, "data")
     _check_data(tensors, "data")
     if valid_data is not None:

@@ -5,6 +5,7 @@
 - S3: a 0-dim integer tensor was refused as a count while ``np.int64`` was accepted.
 - S4: ``bound_sweep(repeats=10**12)`` (AIS's ``num_leapfrog``, ``amortization_gap``'s
   ``num_steps``) was accepted and ran for ever.
+- S5: ``fit(checkpoint="~/x.pt")`` wrote into a folder literally named ``~``.
 """
 
 import numpy as np
@@ -15,7 +16,10 @@ import torch
 
 import inference
 from inference.checks import as_int
+from inference.training.checkpoints import load_checkpoint, save_checkpoint
+from ppl_models import read_wav, write_wav
 from ppl_models.checks import as_int as models_as_int
+from ppl_models.data import read_idx, write_idx
 
 
 def model(x, extra=None):
@@ -86,3 +90,21 @@ def test_unbounded_counts_of_the_estimators_are_capped_by_name():
                                    num_leapfrog=10 ** 12, progress=False)
     with pytest.raises(ValueError, match=r"num_steps must be at most 10,000,000"):
         inference.amortization_gap(model, guide, x, num_steps=10 ** 12, progress=False)
+
+
+# S5. "~" in user paths --------------------------------------------------------------------
+def test_tilde_in_user_paths_means_the_home_folder(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    inference.fit(model, guide, torch.randn(8), epochs=1, checkpoint="~/run.pt", progress=False)
+    assert (home / "run.pt").is_file() and not (tmp_path / "~").exists()
+    assert load_checkpoint("~/run.pt")["history"][0]["epoch"] == 1
+    save_checkpoint("~/other.pt", {"a": 1})
+    assert (home / "other.pt").is_file()
+    write_wav("~/a.wav", torch.zeros(100), 8000)
+    assert read_wav("~/a.wav")[1] == 8000
+    write_idx("~/a.idx", np.zeros((2, 3), dtype=np.uint8))
+    assert read_idx("~/a.idx").shape == (2, 3)
+    assert not (tmp_path / "~").exists()
