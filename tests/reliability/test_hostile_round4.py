@@ -6,7 +6,11 @@
 - S4: ``bound_sweep(repeats=10**12)`` (AIS's ``num_leapfrog``, ``amortization_gap``'s
   ``num_steps``) was accepted and ran for ever.
 - S5: ``fit(checkpoint="~/x.pt")`` wrote into a folder literally named ``~``.
+- S6: ``effective_sample_size`` of a column of zero weights is 0 (documented as ``[1, K]``
+  in places), as ``pareto_k`` gives it ``+inf`` and ``iwae_from_weights`` ``-inf``.
 """
+
+import math
 
 import numpy as np
 import pyro
@@ -108,3 +112,15 @@ def test_tilde_in_user_paths_means_the_home_folder(tmp_path, monkeypatch):
     write_idx("~/a.idx", np.zeros((2, 3), dtype=np.uint8))
     assert read_idx("~/a.idx").shape == (2, 3)
     assert not (tmp_path / "~").exists()
+
+
+# S6. a column of zero weights -------------------------------------------------------------
+def test_all_zero_weights_give_ess_zero_like_khat_inf_and_iwae_minus_inf():
+    log_w = torch.cat([torch.full((50, 1), -math.inf), torch.randn(50, 1)], 1)
+    ess = inference.effective_sample_size(log_w)
+    assert ess[0] == 0 and 1 <= ess[1] <= 50
+    assert inference.pareto_k(log_w)[0] == math.inf
+    assert inference.iwae_from_weights(log_w, 50)[0] == -math.inf
+    documented = inference.effective_sample_size.__doc__ + inference.WeightDiagnostics.__doc__
+    assert "0 for\n        a column whose weights are all zero" in documented
+    assert "(0 where all weights are zero)" in documented
