@@ -15,10 +15,14 @@ import inspect
 import math
 import numbers
 import os
+import re
 import sys
+import traceback
 import warnings
 
 import torch
+
+from .reachable import reachable_modules
 
 
 def user_stacklevel() -> int:
@@ -433,3 +437,79 @@ def evaluation_mode(modules):
     finally:
         for sub, flag in flags:
             sub.training = flag
+
+
+# torch's refusal of mixed dtypes ("mat1 and mat2 must have the same dtype", "Input type
+# (double) and bias type (float) should be the same")
+_DTYPE_CLASH = re.compile(r"dtype|double|float|half", re.IGNORECASE)
+
+
+def _program_code(program):
+    """The code object a call of ``program`` runs (function, bound method, partial, module's
+    ``forward`` or callable object's ``__call__``), None when there is none to find."""
+    program = getattr(program, "func", program)  # functools.partial
+    program = getattr(program, "__func__", program)  # bound method
+    code = getattr(program, "__code__", None)
+    if code is None:
+        call = getattr(type(program), "forward" if isinstance(program, torch.nn.Module)
+                       else "__call__", None)
+        code = getattr(call, "__code__", None)
+    return code
+
+
+def _failing_program(error: BaseException, programs: dict):
+    """``(role, frame summary)`` of the innermost frame of ``error``'s traceback that runs one
+    of ``programs`` (role -> program), None when none does."""
+    codes = {_program_code(p): role for role, p in programs.items()}
+    found, tb = None, error.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code in codes:
+            found = (codes[tb.tb_frame.f_code], tb)
+        tb = tb.tb_next
+    if found is None:
+        return None
+    role, tb = found
+    return role, traceback.extract_tb(tb, limit=1)[0]
+
+
+def explain_run_failure(error: BaseException, model, guide, args: tuple, kwargs: dict,
+                        refusal: type[ValueError] = ValueError) -> None:
+    """Called while the first run of a pair fails with ``error``; raises, chained from it:
+
+    - ``TypeError`` naming a floating tensor argument whose dtype differs from the parameters
+      of the networks the pair reaches (:func:`inference.reachable.reachable_modules`), when
+      torch's message is about dtypes;
+    - ``refusal`` (a ``ValueError`` class) naming the program (model or guide) and line for a
+      distribution's refusal of its parameters ("Expected parameter scale ... GreaterThan").
+
+    Else it returns, and the caller re-raises ``error``."""
+    if _DTYPE_CLASH.search(str(error)):
+        dtypes = {p.dtype for m in reachable_modules(model, guide) for p in m.parameters()
+                  if p.is_floating_point()}
+        if len(dtypes) == 1:
+            wanted = dtypes.pop()
+            for name, value in _named_arguments(args, kwargs):
+                for path, tensor in tensors_in(value, name):
+                    if tensor.is_floating_point() and tensor.dtype != wanted:
+                        data = "x.float()" if wanted == torch.float32 else f"x.to({wanted})"
+                        nets = ("model.double()" if tensor.dtype == torch.float64
+                                else f"model.to({tensor.dtype})")
+                        raise TypeError(
+                            f"{path} is {tensor.dtype} but the parameters of the networks the "
+                            f"pair uses are {wanted} (torch: {str(error).splitlines()[0]}); "
+                            f"convert the data ({data}) or the networks ({nets})") from error
+    if isinstance(error, ValueError) and str(error).startswith("Expected parameter "):
+        found = _failing_program(error, {"model": model, "guide": guide})
+        if found is None:
+            where = "the model or the guide"
+        else:
+            role, frame = found
+            program = {"model": model, "guide": guide}[role]
+            name = getattr(program, "__qualname__", type(program).__name__)
+            where = (f"the {role} ({name}, {os.path.basename(frame.filename)} line "
+                     f"{frame.lineno}: {frame.line})")
+        raise refusal(
+            f"{where} built a distribution with a parameter outside its constraint (e.g. a "
+            "scale of 0 or below, a probability outside [0, 1]) for some datapoints; look at "
+            "what computes it (a network's output, a pyro.param without a constraint). "
+            f"torch: {str(error).splitlines()[0]}") from error

@@ -8,6 +8,8 @@
 - S5: ``fit(checkpoint="~/x.pt")`` wrote into a folder literally named ``~``.
 - S6: ``effective_sample_size`` of a column of zero weights is 0 (documented as ``[1, K]``
   in places), as ``pareto_k`` gives it ``+inf`` and ``iwae_from_weights`` ``-inf``.
+- S7: float64 data for float32 networks failed 13 frames deep in ``nn.Linear``.
+- S8: a guide's scale of 0 gave torch's "Expected parameter scale" naming no program.
 """
 
 import math
@@ -124,3 +126,61 @@ def test_all_zero_weights_give_ess_zero_like_khat_inf_and_iwae_minus_inf():
     documented = inference.effective_sample_size.__doc__ + inference.WeightDiagnostics.__doc__
     assert "0 for\n        a column whose weights are all zero" in documented
     assert "(0 where all weights are zero)" in documented
+
+
+# S7. float64 data for float32 networks ----------------------------------------------------
+def _network_pair(convert: bool):
+    decoder, encoder = torch.nn.Linear(2, 4), torch.nn.Linear(4, 4)
+
+    def net_model(x):
+        pyro.module("dec", decoder)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(decoder(z), 0.5).to_event(1),
+                        obs=x.float() if convert else x)
+
+    def net_guide(x):
+        pyro.module("enc", encoder)
+        h = encoder(x.float() if convert else x)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(h[..., :2], h[..., 2:].exp()).to_event(1))
+
+    return net_model, net_guide
+
+
+def test_data_of_another_dtype_than_the_networks_is_named_with_the_fix():
+    x = torch.randn(6, 4, dtype=torch.float64)
+    net_model, net_guide = _network_pair(convert=False)
+    message = (r"argument 0 is torch.float64 but the parameters of the networks the pair uses "
+               r"are torch.float32 .*x\.float\(\).*model\.double\(\)")
+    with pytest.raises(TypeError, match=message) as caught:
+        inference.iwae_bound(net_model, net_guide, x, num_samples=5, progress=False)
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    with pytest.raises(TypeError, match=message):
+        inference.fit(net_model, net_guide, x, epochs=1, progress=False)
+    # a pair that converts the data itself runs
+    net_model, net_guide = _network_pair(convert=True)
+    assert inference.iwae_bound(net_model, net_guide, x, num_samples=5,
+                                progress=False).shape == (6,)
+
+
+# S8. a distribution's parameter outside its constraint ------------------------------------
+def test_a_scale_of_zero_names_the_program_that_built_it():
+    def zero_guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(0.5 * x, torch.zeros_like(x)))
+
+    message = (r"the guide \(.*zero_guide, test_hostile_round4.py line \d+: pyro.sample\(\"z\", "
+               r"dist.Normal\(0.5 \* x, torch.zeros_like\(x\)\)\)\) built a distribution with "
+               r"a parameter outside its constraint .*scale of 0")
+    with pytest.raises(inference.PairError, match=message) as caught:
+        inference.iwae_bound(model, zero_guide, torch.randn(4), num_samples=10, progress=False)
+    assert "Expected parameter scale" in str(caught.value.__cause__)
+
+    def negative_model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
+            pyro.sample("x", dist.Normal(z, -torch.ones_like(x)), obs=x)
+
+    with pytest.raises(inference.PairError, match=r"the model \(.*negative_model, "):
+        inference.fit(negative_model, guide, torch.randn(4), epochs=1, progress=False)
