@@ -10,6 +10,8 @@
   in places), as ``pareto_k`` gives it ``+inf`` and ``iwae_from_weights`` ``-inf``.
 - S7: float64 data for float32 networks failed 13 frames deep in ``nn.Linear``.
 - S8: a guide's scale of 0 gave torch's "Expected parameter scale" naming no program.
+- S9: ``fit`` with a guide scale of inf at the initial parameters stepped on NaN and blamed lr.
+- S10: a model calling ``pyro.clear_param_store()`` trained nothing and fit returned normally.
 """
 
 import math
@@ -184,3 +186,42 @@ def test_a_scale_of_zero_names_the_program_that_built_it():
 
     with pytest.raises(inference.PairError, match=r"the model \(.*negative_model, "):
         inference.fit(negative_model, guide, torch.randn(4), epochs=1, progress=False)
+
+
+# S9. a guide whose scale overflows at the initial parameters ------------------------------
+def test_fit_refuses_a_first_step_that_would_be_nan_and_leaves_the_parameters():
+    decoder, encoder = torch.nn.Linear(1, 4), torch.nn.Linear(4, 2)
+    with torch.no_grad():
+        encoder.weight.fill_(1.0)
+
+    def net_model(x):
+        pyro.module("dec", decoder)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(1), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(decoder(z), 1.0).to_event(1), obs=x)
+
+    def net_guide(x):
+        pyro.module("enc", encoder)
+        h = encoder(x)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(h[..., :1], h[..., 1:].exp()).to_event(1))
+
+    before = [p.detach().clone() for p in (*decoder.parameters(), *encoder.parameters())]
+    with pytest.raises(ValueError, match=r"the guide's site 'z' has a NaN or infinite log "
+                                         r"density on the first minibatch .* untouched"):
+        inference.fit(net_model, net_guide, 100 * torch.ones(3, 4), epochs=2, batch_size=3,
+                      progress=False)
+    after = [*decoder.parameters(), *encoder.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(after, before))
+
+
+# S10. a pair that clears Pyro's param store -----------------------------------------------
+def test_fit_refuses_a_pair_that_clears_the_param_store():
+    def clearing_model(x):
+        pyro.clear_param_store()
+        model(x)
+
+    with pytest.raises(ValueError, match=r"one run of the pair removed parameters \['a'\] "
+                                         r"from Pyro's param store .*clear_param_store"):
+        inference.fit(clearing_model, guide, torch.randn(20), epochs=2, batch_size=5,
+                      progress=False)
