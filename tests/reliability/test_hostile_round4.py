@@ -131,13 +131,15 @@ def test_all_zero_weights_give_ess_zero_like_khat_inf_and_iwae_minus_inf():
 
 
 # S7. float64 data for float32 networks ----------------------------------------------------
-def _network_pair(convert: bool):
-    decoder, encoder = torch.nn.Linear(2, 4), torch.nn.Linear(4, 4)
+def _network_pair(convert: bool = False, latent: int = 2):
+    """A VAE-like pair of plain functions on 4-dim data, its scale exp(encoder output); with
+    ``convert`` it converts the data to float32 itself."""
+    decoder, encoder = torch.nn.Linear(latent, 4), torch.nn.Linear(4, 2 * latent)
 
     def net_model(x):
         pyro.module("dec", decoder)
         with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+            z = pyro.sample("z", dist.Normal(torch.zeros(latent), 1.0).to_event(1))
             pyro.sample("x", dist.Normal(decoder(z), 0.5).to_event(1),
                         obs=x.float() if convert else x)
 
@@ -145,14 +147,14 @@ def _network_pair(convert: bool):
         pyro.module("enc", encoder)
         h = encoder(x.float() if convert else x)
         with pyro.plate("data", x.shape[0]):
-            pyro.sample("z", dist.Normal(h[..., :2], h[..., 2:].exp()).to_event(1))
+            pyro.sample("z", dist.Normal(h[..., :latent], h[..., latent:].exp()).to_event(1))
 
-    return net_model, net_guide
+    return net_model, net_guide, decoder, encoder
 
 
 def test_data_of_another_dtype_than_the_networks_is_named_with_the_fix():
     x = torch.randn(6, 4, dtype=torch.float64)
-    net_model, net_guide = _network_pair(convert=False)
+    net_model, net_guide, _, _ = _network_pair()
     message = (r"argument 0 is torch.float64 but the parameters of the networks the pair uses "
                r"are torch.float32 .*x\.float\(\).*model\.double\(\)")
     with pytest.raises(TypeError, match=message) as caught:
@@ -161,7 +163,7 @@ def test_data_of_another_dtype_than_the_networks_is_named_with_the_fix():
     with pytest.raises(TypeError, match=message):
         inference.fit(net_model, net_guide, x, epochs=1, progress=False)
     # a pair that converts the data itself runs
-    net_model, net_guide = _network_pair(convert=True)
+    net_model, net_guide, _, _ = _network_pair(convert=True)
     assert inference.iwae_bound(net_model, net_guide, x, num_samples=5,
                                 progress=False).shape == (6,)
 
@@ -190,21 +192,9 @@ def test_a_scale_of_zero_names_the_program_that_built_it():
 
 # S9. a guide whose scale overflows at the initial parameters ------------------------------
 def test_fit_refuses_a_first_step_that_would_be_nan_and_leaves_the_parameters():
-    decoder, encoder = torch.nn.Linear(1, 4), torch.nn.Linear(4, 2)
+    net_model, net_guide, decoder, encoder = _network_pair(latent=1)
     with torch.no_grad():
-        encoder.weight.fill_(1.0)
-
-    def net_model(x):
-        pyro.module("dec", decoder)
-        with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(torch.zeros(1), 1.0).to_event(1))
-            pyro.sample("x", dist.Normal(decoder(z), 1.0).to_event(1), obs=x)
-
-    def net_guide(x):
-        pyro.module("enc", encoder)
-        h = encoder(x)
-        with pyro.plate("data", x.shape[0]):
-            pyro.sample("z", dist.Normal(h[..., :1], h[..., 1:].exp()).to_event(1))
+        encoder.weight.fill_(1.0)  # scale exp(400 + bias) on data of 100s: inf
 
     before = [p.detach().clone() for p in (*decoder.parameters(), *encoder.parameters())]
     with pytest.raises(ValueError, match=r"the guide's site 'z' has a NaN or infinite log "
