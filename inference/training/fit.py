@@ -506,7 +506,7 @@ def _check_first_run(model, guide, batch: tuple, batch_transform, modules) -> No
     with forked_rng(), pyro.poutine.block(), torch.no_grad(), kept_buffers(modules), \
             pyro.validation_enabled(False):
         if batch_transform is not None:
-            batch = transformed_batch(batch_transform(*batch), len(batch[0]), screen=False)
+            batch = transformed_batch(batch_transform(*copies(batch)), len(batch[0]), screen=False)
         model_trace, guide_trace = trace_pair(model, guide, batch, {})
         used = {name for trace in (guide_trace, model_trace)
                 for name, site in trace.nodes.items() if site["type"] == "param"}
