@@ -15,7 +15,9 @@ import inspect
 import math
 import numbers
 import os
+import re
 import sys
+import traceback
 import warnings
 
 import torch
@@ -34,16 +36,33 @@ def user_stacklevel() -> int:
     return level
 
 
+def integer_tensor(value) -> bool:
+    """Whether ``value`` is a 0-dim tensor of an integer dtype (not bool): ``torch.tensor(10)``
+    counts as the integer it holds, as ``np.int64(10)`` does."""
+    return (torch.is_tensor(value) and value.dim() == 0 and value.dtype != torch.bool
+            and not value.is_floating_point() and not value.is_complex() and not value.is_meta)
+
+
 def check_int(value, name: str, minimum: int = 1) -> None:
     """Raise ``ValueError`` unless ``value`` is an integer (not a bool, not a float such as
-    2.0) ``>= minimum``."""
+    2.0; numpy integers and 0-dim integer tensors accepted) ``>= minimum``."""
+    if integer_tensor(value):
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ValueError(f"{name} must be {what}, got {value!r}")
 
 
+def check_at_most(value: int, name: str, most: int, why: str) -> None:
+    """Raise ``ValueError`` naming ``name`` when the count ``value`` exceeds ``most``: a run
+    that would not end (``why`` says what each unit costs) is refused before any work."""
+    if value > most:
+        raise ValueError(f"{name} must be at most {most:,}, got {value:,}: {why}")
+
+
 def as_int(value, name: str, minimum: int = 1) -> int:
-    """``value`` as a Python ``int`` after :func:`check_int` (numpy integers accepted)."""
+    """``value`` as a Python ``int`` after :func:`check_int` (numpy integers and 0-dim integer
+    tensors accepted)."""
     check_int(value, name, minimum)
     return int(value)
 
@@ -224,37 +243,46 @@ def check_not_meta(value, name: str) -> None:
                          "fill it")
 
 
-def _meta_tensor_in(value, name: str, depth: int = 0) -> tuple[str, torch.Tensor] | None:
-    """The name and value of the first meta tensor in ``value`` (itself, or inside a list,
-    tuple or dict, a few levels deep), None when there is none."""
+def check_dense(value, name: str) -> None:
+    """Raise ``TypeError`` naming ``name`` when ``value`` is a sparse tensor: Pyro's
+    distributions and torch's checks score strided tensors only (torch fails deep inside with
+    "Could not run 'aten::ne.Scalar' ... SparseCPU")."""
+    if torch.is_tensor(value) and value.layout != torch.strided:
+        raise TypeError(f"{name} is a sparse tensor ({value.layout}, shape "
+                        f"{list(value.shape)}): the models score dense tensors; pass "
+                        "x.to_dense()")
+
+
+def tensors_in(value, name: str, depth: int = 0):
+    """``(path, tensor)`` for ``value`` itself when a tensor, or for each tensor inside a list,
+    tuple or dict, a few levels deep (``"argument 0['x'][1]"``)."""
     if torch.is_tensor(value):
-        return (name, value) if value.is_meta else None
+        yield name, value
+        return
     if depth > 4:
-        return None
+        return
     if isinstance(value, (list, tuple)):
         items = ((f"{name}[{i}]", v) for i, v in enumerate(value))
     elif isinstance(value, dict):
         items = ((f"{name}[{k!r}]", v) for k, v in value.items())
     else:
-        return None
+        return
     for inner, v in items:
-        found = _meta_tensor_in(v, inner, depth + 1)
-        if found is not None:
-            return found
-    return None
+        yield from tensors_in(v, inner, depth + 1)
 
 
 def check_data_arguments(args, kwargs=None) -> None:
     """Raise ``ValueError`` naming an argument that is (or holds, inside a list, tuple or
-    dict) a meta tensor (:func:`check_not_meta`: no values to score), and ``TypeError`` when
+    dict) a meta tensor (:func:`check_not_meta`: no values to score), ``TypeError`` for a
+    sparse one (:func:`check_dense`), and ``TypeError`` when
     no argument holds a tensor but one is a list, tuple or string: the data the model
     observes must be a tensor (Pyro's distributions score tensors). Numbers, strings and None
     beside tensor data, and calls without arguments (data the model holds itself), pass."""
     named = _named_arguments(args, kwargs)
     for name, value in named:
-        found = _meta_tensor_in(value, name)
-        if found is not None:
-            check_not_meta(found[1], found[0])
+        for path, tensor in tensors_in(value, name):
+            check_not_meta(tensor, path)
+            check_dense(tensor, path)
     if any(_holds_tensor(value) for _, value in named):
         return
     for name, value in named:
@@ -455,3 +483,79 @@ def evaluation_mode(modules):
     finally:
         for sub, flag in flags:
             sub.training = flag
+
+
+# torch's refusal of mixed dtypes ("mat1 and mat2 must have the same dtype", "Input type
+# (double) and bias type (float) should be the same")
+_DTYPE_CLASH = re.compile(r"dtype|double|float|half", re.IGNORECASE)
+
+
+def _program_code(program):
+    """The code object a call of ``program`` runs (function, bound method, partial, module's
+    ``forward`` or callable object's ``__call__``), None when there is none to find."""
+    program = getattr(program, "func", program)  # functools.partial
+    program = getattr(program, "__func__", program)  # bound method
+    code = getattr(program, "__code__", None)
+    if code is None:
+        call = getattr(type(program), "forward" if isinstance(program, torch.nn.Module)
+                       else "__call__", None)
+        code = getattr(call, "__code__", None)
+    return code
+
+
+def _failing_program(error: BaseException, programs: dict):
+    """``(role, frame summary)`` of the innermost frame of ``error``'s traceback that runs one
+    of ``programs`` (role -> program), None when none does."""
+    codes = {_program_code(p): role for role, p in programs.items()}
+    found, tb = None, error.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code in codes:
+            found = (codes[tb.tb_frame.f_code], tb)
+        tb = tb.tb_next
+    if found is None:
+        return None
+    role, tb = found
+    return role, traceback.extract_tb(tb, limit=1)[0]
+
+
+def explain_run_failure(error: BaseException, model, guide, args: tuple, kwargs: dict,
+                        refusal: type[ValueError] = ValueError) -> None:
+    """Called while the first run of a pair fails with ``error``; raises, chained from it:
+
+    - ``TypeError`` naming a floating tensor argument whose dtype differs from the parameters
+      of the networks the pair reaches (:func:`inference.reachable.reachable_modules`), when
+      torch's message is about dtypes;
+    - ``refusal`` (a ``ValueError`` class) naming the program (model or guide) and line for a
+      distribution's refusal of its parameters ("Expected parameter scale ... GreaterThan").
+
+    Else it returns, and the caller re-raises ``error``."""
+    if _DTYPE_CLASH.search(str(error)):
+        dtypes = {p.dtype for m in reachable_modules(model, guide) for p in m.parameters()
+                  if p.is_floating_point()}
+        if len(dtypes) == 1:
+            wanted = dtypes.pop()
+            for name, value in _named_arguments(args, kwargs):
+                for path, tensor in tensors_in(value, name):
+                    if tensor.is_floating_point() and tensor.dtype != wanted:
+                        data = "x.float()" if wanted == torch.float32 else f"x.to({wanted})"
+                        nets = ("model.double()" if tensor.dtype == torch.float64
+                                else f"model.to({tensor.dtype})")
+                        raise TypeError(
+                            f"{path} is {tensor.dtype} but the parameters of the networks the "
+                            f"pair uses are {wanted} (torch: {str(error).splitlines()[0]}); "
+                            f"convert the data ({data}) or the networks ({nets})") from error
+    if isinstance(error, ValueError) and str(error).startswith("Expected parameter "):
+        found = _failing_program(error, {"model": model, "guide": guide})
+        if found is None:
+            where = "the model or the guide"
+        else:
+            role, frame = found
+            program = {"model": model, "guide": guide}[role]
+            name = getattr(program, "__qualname__", type(program).__name__)
+            where = (f"the {role} ({name}, {os.path.basename(frame.filename)} line "
+                     f"{frame.lineno}: {frame.line})")
+        raise refusal(
+            f"{where} built a distribution with a parameter outside its constraint (e.g. a "
+            "scale of 0 or below, a probability outside [0, 1]) for some datapoints; look at "
+            "what computes it (a network's output, a pyro.param without a constraint). "
+            f"torch: {str(error).splitlines()[0]}") from error

@@ -26,7 +26,7 @@ from pyro.infer.util import is_validation_enabled
 
 from .checks import (as_int, check_data_arguments, check_nonempty_batch, check_not_meta,
                      check_pair_call, check_weights_memory, evaluation_mode,
-                     physical_memory_bytes)
+                     physical_memory_bytes, tensors_in)
 from .compiling import (
     arguments_key,
     compile_graph,
@@ -113,9 +113,10 @@ def uniform_scale(model_trace, guide_trace, use: str) -> float:
 
 
 def check_finite_inputs(args, kwargs) -> None:
-    """Raise ``ValueError`` naming the first tensor argument with NaN or infinite entries, and
-    ``TypeError`` for a numpy array, or for data that holds no tensor at all but a list,
-    tuple or string (Pyro's distributions score tensors: :func:`checks.check_data_arguments`)."""
+    """Raise ``ValueError`` naming the first tensor argument with NaN or infinite entries
+    (also inside a list, tuple or dict: ``argument 1['shift'][0]``), and ``TypeError`` for a
+    numpy array, a complex tensor, or for data that holds no tensor at all but a list, tuple
+    or string (Pyro's distributions score tensors: :func:`checks.check_data_arguments`)."""
     check_data_arguments(args, kwargs)
     named = [(f"argument {i}", a) for i, a in enumerate(args)] + [
         (f"keyword argument '{k}'", v) for k, v in kwargs.items()
@@ -124,16 +125,17 @@ def check_finite_inputs(args, kwargs) -> None:
         if isinstance(value, numpy.ndarray) and value.ndim:
             raise TypeError(f"{name} is a numpy array (shape {value.shape}); pass a tensor: "
                             "torch.as_tensor(array, dtype=torch.get_default_dtype())")
-        if torch.is_tensor(value) and value.is_complex():  # no distribution scores them
-            raise TypeError(f"{name} has dtype {value.dtype}: the models score real data; "
-                            "pass its real part, or real and imaginary parts as two channels")
-        if torch.is_tensor(value) and value.is_floating_point():
-            bad = ~torch.isfinite(value)
-            if bad.any():
-                raise ValueError(
-                    f"{name} (shape {tuple(value.shape)}) contains {int(bad.sum())} NaN or "
-                    "infinite entries; clean the data before estimating the evidence"
-                )
+        for path, tensor in tensors_in(value, name):
+            if tensor.is_complex():  # no distribution scores them
+                raise TypeError(f"{path} has dtype {tensor.dtype}: the models score real "
+                                "data; pass its real part, or real and imaginary parts as two "
+                                "channels")
+            if tensor.is_floating_point():
+                bad = ~torch.isfinite(tensor)
+                if bad.any():
+                    raise ValueError(
+                        f"{path} (shape {tuple(tensor.shape)}) contains {int(bad.sum())} NaN "
+                        "or infinite entries; clean the data before estimating the evidence")
 
 
 def weight_itemsize(args: tuple, kwargs: dict) -> int:

@@ -159,7 +159,7 @@ def write_wav(path: str | Path, signal: torch.Tensor, rate: int) -> None:
                          f"bytes per second in 32 bits), got {rate}")
     samples = signal.detach().cpu().double()
     pcm = np.round(np.clip(samples.numpy(), -1, 1) * 32767).astype("<i2")
-    path = Path(path)
+    path = Path(path).expanduser()
     if path.is_dir():
         raise IsADirectoryError(f"cannot write {path}: it is a folder; pass a file name")
     check_not_special(path, "write")
@@ -200,7 +200,7 @@ def read_wav(path: str | Path, rate: int | None = None) -> tuple[torch.Tensor, i
             resampling it to ``rate`` would need more than this machine's memory (checked
             before reading the samples).
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     if rate is not None:
         rate = as_int(rate, "rate")
     if not path.is_file():

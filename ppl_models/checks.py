@@ -41,7 +41,11 @@ def check_not_special(path, action: str) -> None:
 
 def as_int(value, name: str, minimum: int | None = 1) -> int:
     """``value`` as a Python ``int``; ``ValueError`` naming ``name`` unless it is an integer
-    (numpy integers accepted; bools and floats such as 2.0 refused) ``>= minimum`` (None: any)."""
+    (numpy integers and 0-dim integer tensors accepted; bools and floats such as 2.0 refused)
+    ``>= minimum`` (None: any)."""
+    if (torch.is_tensor(value) and value.dim() == 0 and value.dtype != torch.bool
+            and not value.is_floating_point() and not value.is_complex() and not value.is_meta):
+        value = int(value)
     if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
             or (minimum is not None and value < minimum)):
         what = ("an integer" if minimum is None else "a positive integer" if minimum == 1

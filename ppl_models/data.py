@@ -255,7 +255,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or a path, got {type(path).__name__}")
-    path = Path(path)
+    path = Path(path).expanduser()
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; pass an IDX file in it")
     check_not_special(path, "read")
@@ -335,7 +335,7 @@ def write_idx(path: str | Path, array) -> None:
     check_not_special(path, "write")
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
         int(d).to_bytes(4, "big") for d in array.shape)
-    path = Path(path)
+    path = Path(path).expanduser()
     if path.is_dir():
         raise IsADirectoryError(f"cannot write {path}: it is a folder; pass a file name")
     with atomic_file(path) as file:  # a failure half-way keeps the old file

@@ -384,7 +384,7 @@ def load_words(path: str | Path | None = None, *, valid_fraction: float = 0.1,
     if path is not None:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a str, a path or None, got {type(path).__name__}")
-        path = Path(path)
+        path = Path(path).expanduser()
         check_not_special(path, "read the word list")
         if not path.is_file():
             raise FileNotFoundError(f"no word list at {path}")

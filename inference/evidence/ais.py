@@ -69,8 +69,8 @@ from torch.distributions import biject_to
 from torch.distributions import constraints as torch_constraints
 from torch.distributions.transforms import ComposeTransform, IndependentTransform
 
-from ..checks import (autograd_arguments, check_int, check_number, check_pair_call,
-                      check_weights_memory)
+from ..checks import (autograd_arguments, check_at_most, check_int, check_number,
+                      check_pair_call, check_weights_memory)
 from ..pair_check import PARTICLE_PLATE, PairStructure, data_frame, sample_sites
 from ..progress import check_progress, progress_bar
 from ..weights import (
@@ -90,6 +90,7 @@ from ..weights import (
 TRANSITIONS = ("hmc", "mala", "uha", "ula")
 SCHEDULES = ("sigmoid", "linear")
 MAX_STEPS = 10 ** 7  # annealing steps: about a day of a small model's HMC on one core
+MAX_LEAPFROG = 10 ** 4  # leapfrog steps per HMC move (typical: 1 to 100)
 # torch's wrapper of a MixtureSameFamily's support (recent torch; absent before, then never)
 _MIXTURE_SUPPORT = getattr(torch_constraints, "MixtureSameFamilyConstraint", ())
 # Optimal acceptance rates: about 0.65 for HMC (Neal 2011, [3]), 0.574 for MALA (Roberts and
@@ -155,10 +156,9 @@ def annealing_schedule(num_steps: int, kind: str = "sigmoid", sharpness: float =
     longer increases strictly (float16 or bfloat16 with many steps).
     """
     check_int(num_steps, "num_steps")
-    if num_steps > MAX_STEPS:  # its float64 schedule alone would take 8 bytes a step
-        raise ValueError(f"num_steps must be at most {MAX_STEPS:,}, got {num_steps:,}: each "
-                         "step moves every chain once (with HMC's leapfrog gradients), so "
-                         "such a run would not end")
+    # its float64 schedule alone would take 8 bytes a step
+    check_at_most(num_steps, "num_steps", MAX_STEPS, "each step moves every chain once (with "
+                  "HMC's leapfrog gradients), so such a run would not end")
     check_number(sharpness, "sharpness", positive=True)
     if kind not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {kind!r}")
@@ -393,6 +393,8 @@ def _check_options(num_chains, num_steps, transition, step_size, num_leapfrog, s
     if start not in ("guide", "prior"):
         raise ValueError(f"start must be 'guide' or 'prior', got {start!r}")
     check_int(num_leapfrog, "num_leapfrog")
+    check_at_most(num_leapfrog, "num_leapfrog", MAX_LEAPFROG, "each leapfrog step takes a "
+                  "gradient of every chain, at every annealing step")
     if torch.is_tensor(step_size):
         if not step_size.is_floating_point() or not bool((step_size > 0).all()) or not bool(
                 torch.isfinite(step_size).all()):

@@ -16,6 +16,7 @@ import torch
 from ..checks import (
     as_int,
     as_int_list,
+    check_at_most,
     check_not_meta,
     check_pair_call,
     check_positional_call,
@@ -340,6 +341,9 @@ class BoundTable:
         return "\n".join(lines)
 
 
+MAX_REPEATS = 10 ** 6  # repeats of a sweep: each draws max(num_samples) weights per datapoint
+
+
 def _data_rows(args: tuple, kwargs: dict) -> int:
     """The one length of dim 0 of the tensor arguments, positional and keyword, that
     ``data_batch_size`` cuts; ``ValueError`` naming their shapes when there is none or they
@@ -405,6 +409,8 @@ def bound_sweep(model: Callable, guide: Callable, *args,
     ks = sorted(set(as_int_list(num_samples, "num_samples")))
     chunk_size = None if chunk_size is None else as_int(chunk_size, "chunk_size")
     repeats = as_int(repeats, "repeats")
+    check_at_most(repeats, "repeats", MAX_REPEATS, "each repeat draws max(num_samples) "
+                  "particles per datapoint anew, so such a sweep would not end")
     check_compile(compile, model, guide, args, kwargs)
     check_progress(progress)
     check_data(args, kwargs)

@@ -41,8 +41,8 @@ from pyro import poutine
 from pyro.distributions import Independent, MultivariateNormal, Normal
 from pyro.distributions.torch_distribution import MaskedDistribution
 
-from ..checks import (autograd_arguments, check_int, check_nonempty_batch, check_number,
-                      check_pair_call, check_program, check_weights_memory)
+from ..checks import (autograd_arguments, check_at_most, check_int, check_nonempty_batch,
+                      check_number, check_pair_call, check_program, check_weights_memory)
 from ..pair_check import (
     DATA_PLATE,
     check_pair,
@@ -185,8 +185,13 @@ class LocalGaussianGuide:
                 pyro.sample(s.name, s.distribution())
 
 
+MAX_FIT_STEPS = 10 ** 7  # gradient steps of the local guides: as AIS's MAX_STEPS
+
+
 def _check_fit_arguments(num_steps, lr, num_particles) -> None:
     check_int(num_steps, "num_steps")
+    check_at_most(num_steps, "num_steps", MAX_FIT_STEPS, "each step fits every local guide "
+                  "once, so such a run would not end")
     check_number(lr, "lr", positive=True)
     check_int(num_particles, "num_particles")
 

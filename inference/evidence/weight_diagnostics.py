@@ -14,7 +14,9 @@ moments the weights have (about ``1/k``) and, in practice, how far to trust the 
   ``min(1 - 1/log10(K), 0.7)``; for the K of evidence estimates (hundreds and more) it is 0.7.
 
 The effective sample size ``(sum_k w_k)^2 / sum_k w_k^2`` [2] lies in ``[1, K]`` and equals K
-when all weights are equal (the guide is the exact posterior). It is a rougher diagnostic:
+when all weights are equal (the guide is the exact posterior); a datapoint whose weights are
+all zero (log weights all ``-inf``) gets 0, as it gets k-hat ``+inf`` and IWAE ``-inf``: values
+that flag it, not a refusal. It is a rougher diagnostic:
 with heavy tails the sample ESS can look fine while the estimate is poor, which is why k-hat
 is reported beside it.
 
@@ -201,7 +203,7 @@ class WeightDiagnostics:
 
     Attributes:
         pareto_k: ``[batch]`` k-hat (good < 0.5 <= ok < 0.7 <= unreliable).
-        ess: ``[batch]`` effective sample size in ``[1, K]``.
+        ess: ``[batch]`` effective sample size in ``[1, K]`` (0 where all weights are zero).
         iwae: ``[batch]`` IWAE_K from the same weights, nats.
         num_samples: K.
         subsample: ``[batch]`` indices of the datapoints scored when the model subsamples its

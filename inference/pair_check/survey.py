@@ -15,7 +15,8 @@ from pyro import poutine
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
-from ..checks import arguments_changed, check_pair_arguments, copied_arguments
+from ..checks import (arguments_changed, check_pair_arguments, copied_arguments,
+                      explain_run_failure)
 from ..random_state import forked_rng
 from .latents import (
     check_latents_scorable,
@@ -284,6 +285,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
                     f"enter it as often as needed, {name} = pyro.plate('{name}', len(x)), then "
                     f"`with {name}:` around each group of sites (two pyro.plate('{name}', "
                     "...) calls make two). Two sample statements need two names") from error
+            explain_run_failure(error, model, guide, args, kwargs, PairError)
             raise
     stale = nonfinite_param_sites((guide_full, model_full))
     if stale:  # it ran: the pair's own parameters, by their site names

@@ -152,10 +152,10 @@ def special_file(path: Path) -> str | None:
 
 
 def real_path(path: str | Path) -> Path:
-    """The file a checkpoint path names, symlinks resolved (``os.path.realpath``): a run
-    through a link and a run through the file share one lock, and a write replaces the file
-    the link points at rather than the link."""
-    return Path(os.path.realpath(path))
+    """The file a checkpoint path names, ``~`` expanded and symlinks resolved
+    (``os.path.realpath``): a run through a link and a run through the file share one lock,
+    and a write replaces the file the link points at rather than the link."""
+    return Path(os.path.realpath(os.path.expanduser(path)))
 
 
 def _check_path(path) -> None:
@@ -210,7 +210,7 @@ def check_writable(path: str | Path) -> Path:
     if str(path).endswith(("/", os.sep)):
         raise CheckpointError(f"checkpoint {path} names a folder (it ends in a separator); "
                               "pass a file name, e.g. run.pt inside it")
-    shown, path = Path(path), real_path(path)
+    shown, path = Path(path).expanduser(), real_path(path)
     try:
         os.stat(path)
     except OSError as error:
@@ -395,7 +395,7 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     _check_path(path)
     if not isinstance(state, dict):
         raise TypeError(f"state must be a dict, got {type(state).__name__}")
-    path, target = Path(path), real_path(path)
+    path, target = Path(path).expanduser(), real_path(path)
     kind = special_file(target)
     if kind is not None:
         raise CheckpointError(f"cannot write the checkpoint {path}: it is {kind}, which the "
@@ -491,7 +491,7 @@ def load_checkpoint(path: str | Path, map_location=None) -> dict:
     """
     _check_path(path)
     _check_map_location(map_location)
-    path = Path(path)
+    path = Path(path).expanduser()
     kind = special_file(path)
     if kind is not None:
         raise CheckpointError(f"checkpoint {path} is {kind}, not a checkpoint file")

@@ -19,7 +19,7 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from tqdm.auto import tqdm
 
-from ..checks import (autograd_tensor, check_finite_tensor, check_int, check_number,
+from ..checks import (autograd_tensor, check_dense, check_finite_tensor, check_int, check_number,
                       check_pair_arguments, check_positional_call, evaluation_mode,
                       training_mode_layers, user_stacklevel)
 from ..evidence.estimators import elbo
@@ -78,8 +78,11 @@ def _describe(data) -> str:
 
 
 def _check_data(tensors: tuple, name: str, like: tuple | None = None) -> None:
-    """No datapoints, NaN/inf values, or (``like``: the training data) other shapes or
-    dtypes: raise ``ValueError`` naming ``name`` before any work."""
+    """Sparse tensors (``TypeError``), no datapoints, NaN/inf values, or (``like``: the
+    training data) other shapes or dtypes: raise ``ValueError`` naming ``name`` before any
+    work."""
+    for i, tensor in enumerate(tensors):
+        check_dense(tensor, name if len(tensors) == 1 else f"{name}[{i}]")
     if tensors[0].shape[0] == 0:
         raise ValueError(f"{name} has no datapoints (shapes {[list(t.shape) for t in tensors]})")
     for i, tensor in enumerate(tensors):
@@ -491,6 +494,45 @@ def _unscored_site(model, guide, batch: tuple, modules):
     return None
 
 
+def _check_first_run(model, guide, batch: tuple, batch_transform, modules) -> None:
+    """``ValueError`` before any update when one run of the pair on the first minibatch
+    removes parameters from Pyro's param store (``pyro.clear_param_store()`` inside the
+    model or guide: each step would start from fresh values and fit would return them lost),
+    or a guide site's log density at its own draw is NaN or infinite (a scale that
+    overflowed to inf or underflowed to 0) or a model site's is NaN: the first step would put
+    NaN into every parameter. One pass, effects hidden, random state and buffers kept."""
+    store = pyro.get_param_store()
+    before = set(store.keys())
+    with forked_rng(), pyro.poutine.block(), torch.no_grad(), kept_buffers(modules), \
+            pyro.validation_enabled(False):
+        if batch_transform is not None:
+            batch = transformed_batch(batch_transform(*copies(batch)), len(batch[0]), screen=False)
+        model_trace, guide_trace = trace_pair(model, guide, batch, {})
+        used = {name for trace in (guide_trace, model_trace)
+                for name, site in trace.nodes.items() if site["type"] == "param"}
+        lost = sorted((before | used) - set(store.keys()))
+        if lost:
+            raise ValueError(
+                f"fit: one run of the pair removed parameters {lost[:5]} from Pyro's param "
+                "store (a pyro.clear_param_store() or del inside the model or guide?): every "
+                "step would start them afresh and the trained values would be lost. Clear the "
+                "store once before fit, never inside the pair")
+        for role, trace in (("guide", guide_trace), ("model", model_trace)):
+            for name, site in trace.nodes.items():
+                if site["type"] != "sample":
+                    continue
+                log_p = site["fn"].log_prob(site["value"])
+                bad = ~torch.isfinite(log_p) if role == "guide" else torch.isnan(log_p)
+                if bad.any():
+                    raise ValueError(
+                        f"fit: at the parameters training starts from, the {role}'s site "
+                        f"'{name}' has a {'NaN or infinite' if role == 'guide' else 'NaN'} "
+                        "log density on the first minibatch (e.g. a scale that overflows to inf or "
+                        "underflows to 0 for these data), so the first step would make every "
+                        "parameter NaN; nothing was trained, the parameters are untouched. "
+                        "Bound the scale (softplus, clamp) or normalize the data")
+
+
 def _refused_step(error: ValueError, model, guide, batch: tuple, rows: torch.Tensor, modules,
                   where: str, transformed: bool, disk: tuple) -> Exception:
     """What to raise for a step of the first epoch that Pyro's validation (or the model's own
@@ -765,6 +807,8 @@ def fit(
                       "mixed_precision": mixed_precision, "shuffle": shuffle})
     num_particles, epochs, batch_size, seed, kl_warmup_epochs = map(
         int, (num_particles, epochs, batch_size, seed, kl_warmup_epochs))
+    if checkpoint is not None:  # "~/run.pt" is in the home folder, not in a folder named "~"
+        checkpoint = os.path.expanduser(checkpoint)
     tensors = _as_tensors(data, "data")
     for role, program in (("model", model), ("guide", guide)) if batch_transform is None else ():
         check_positional_call(program, role, len(tensors), "fit", "fit passes each minibatch "
@@ -922,6 +966,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                 "with the pair of that run, or use another checkpoint path")
         if _has_state(callback):
             callback.set_state(state["callback"])
+    _check_first_run(model, guide, first_rows, batch_transform, still)
     parallel.prepare(modules, tuple(t[:1] for t in tensors), batch_transform)
     if state is not None and _has_state(callback) and history and \
             not state.get("after_callback"):
