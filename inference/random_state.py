@@ -30,10 +30,24 @@ def generator_states() -> dict:
     return states
 
 
+def restore_generators(states: dict) -> None:
+    """Put the generators of :func:`generator_states` back into ``states``."""
+    torch.set_rng_state(states["torch"])
+    numpy.random.set_state(states["numpy"])
+    random.setstate(states["random"])
+    if "torch.cuda" in states:
+        torch.cuda.set_rng_state_all(states["torch.cuda"])
+
+
 def _same(a, b) -> bool:
-    if torch.is_tensor(a) or isinstance(a, numpy.ndarray):
-        return type(a) is type(b) and a.shape == b.shape and bool((a == b).all())
-    if isinstance(a, (tuple, list)):
+    """Equal generator states: tensors and arrays compared whole, tuples (numpy's state holds
+    an array) item by item, anything else (Python's tuple of ints) with ``==``."""
+    if torch.is_tensor(a):
+        return torch.is_tensor(b) and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, numpy.ndarray):
+        return isinstance(b, numpy.ndarray) and numpy.array_equal(a, b)
+    if isinstance(a, (tuple, list)) and any(torch.is_tensor(v) or isinstance(v, numpy.ndarray)
+                                            for v in a):
         return isinstance(b, (tuple, list)) and len(a) == len(b) and all(map(_same, a, b))
     return a == b
 

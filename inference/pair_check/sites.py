@@ -16,7 +16,7 @@ from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from ..checks import evaluation_mode
 from ..reachable import reachable_modules
 from ..random_state import (ParameterInitsKept, forked_rng, generator_states,
-                            moved_generators)
+                            moved_generators, restore_generators)
 
 DATA_PLATE = "data"
 
@@ -198,10 +198,18 @@ def unrecorded_randomness(model, guide, args, kwargs) -> tuple:
 
     def rerun(program, recorded):
         before = generator_states()
-        with ParameterInitsKept():  # a network built in the body initializes its weights
-            trace = poutine.trace(poutine.replay(program, trace=recorded)).get_trace(
-                *args, **kwargs)
-        return trace, moved_generators(before, generator_states())
+
+        def replayed(mode):
+            with mode:
+                trace = poutine.trace(poutine.replay(program, trace=recorded)).get_trace(
+                    *args, **kwargs)
+            return trace, moved_generators(before, generator_states())
+
+        trace, moved = replayed(contextlib.nullcontext())
+        if moved:  # again from the same states, a network built in the body untracked
+            restore_generators(before)
+            trace, moved = replayed(ParameterInitsKept())
+        return trace, moved
 
     with poutine.block(), torch.no_grad(), evaluation_mode(owners), forked_rng():
         try:
