@@ -343,8 +343,8 @@ def check_positional_call(program, role: str, count: int, called: str, instead: 
     x)`` or one that requires more (``def model(x, y)``) failed inside Pyro's trace,
     naming neither. ``instead`` says what to call. Unchecked when the signature cannot be
     read."""
-    try:
-        signature = inspect.signature(program)
+    try:  # the wrapper's own signature: functools.wraps copies the wrapped one's
+        signature = inspect.signature(program, follow_wrapped=False)
     except (TypeError, ValueError):
         return
     try:

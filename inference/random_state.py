@@ -39,6 +39,19 @@ def restore_generators(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["torch.cuda"])
 
 
+def seed_generators(seed: int) -> None:
+    """Seed every generator of :func:`generator_states` with ``seed``."""
+    torch.manual_seed(seed)
+    numpy.random.seed(seed)
+    random.seed(seed)
+
+
+def equal_generators(first: dict, second: dict) -> list[str]:
+    """The names of the generators in the same state in two :func:`generator_states`."""
+    return [name for name, state in first.items() if name in second
+            and _same(state, second[name])]
+
+
 def _same(a, b) -> bool:
     """Equal generator states: tensors and arrays compared whole, tuples (numpy's state holds
     an array) item by item, anything else (Python's tuple of ints) with ``==``."""

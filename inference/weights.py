@@ -412,17 +412,19 @@ def check_rows_independent(model: Callable, guide: Callable, args: tuple, kwargs
                if isinstance(sub, torch.nn.modules.dropout._DropoutNd)]
     given = (*args, *kwargs.values())
     cut = (*cut_args, *cut_kwargs.values())
-    # each tensor of batch_size rows in turn left whole: a setting with as many rows as the
-    # batch (a mixture's component means) is not the data
+    # a setting with as many rows as the batch (a mixture's component means, weights) is not
+    # the data: each tensor of batch_size rows in turn left whole, then each in turn cut alone
     cut_keys = [k for k, (a, b) in enumerate(zip(given, cut)) if a is not b]
-    trials = [None] + (cut_keys if len(cut_keys) > 1 else [])
+    trials = ([None] + [("whole", k) for k in cut_keys if len(cut_keys) > 1]
+              + [("alone", k) for k in cut_keys if len(cut_keys) > 2])  # 2: the same pairs
     with forked_rng(), torch.no_grad(), pyro.poutine.block(), evaluation_mode(dropout), \
             pyro.validation_enabled(False):
         recorded = pyro.poutine.trace(guide).get_trace(*args, **kwargs)
         whole, names = _replayed_model_density(model, guide, recorded, args, kwargs, structure)
         whole = whole[:, :rows]
         for kept in trials:
-            values = [a if k == kept else b for k, (a, b) in enumerate(zip(given, cut))]
+            values = [b if kept is None or (k == kept[1]) == (kept[0] == "alone") else a
+                      for k, (a, b) in enumerate(zip(given, cut))]
             try:
                 alone, cut_names = _replayed_model_density(
                     model, guide, _first_rows(recorded, rows), tuple(values[:len(args)]),

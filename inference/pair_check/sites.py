@@ -15,8 +15,9 @@ from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
 from ..checks import evaluation_mode
 from ..reachable import reachable_modules
-from ..random_state import (ParameterInitsKept, forked_rng, generator_states,
-                            moved_generators, restore_generators)
+from ..random_state import (ParameterInitsKept, equal_generators, forked_rng,
+                            generator_states, moved_generators, restore_generators,
+                            seed_generators)
 
 DATA_PLATE = "data"
 
@@ -183,6 +184,17 @@ def sites_moved_by_auxiliary(guide, args, kwargs, auxiliary, names) -> set[str]:
     return changed
 
 
+# Replays from seeded states that a program whose replay moved a generator must pass.
+REPLAY_SEEDS = 8
+
+
+def _same_density(a: float, b: float) -> bool:
+    """Equal log densities up to float32 rounding of a recomputation (1e-3), NaN and NaN
+    included."""
+    return a == b or (math.isnan(a) and math.isnan(b)) or math.isclose(
+        a, b, rel_tol=1e-3, abs_tol=1e-3)
+
+
 def unrecorded_randomness(model, guide, args, kwargs) -> tuple:
     """``(program, finding)`` when ``"the guide"`` or ``"the model"`` uses randomness Pyro
     does not record, ``()`` otherwise. The guide is run, then replayed on its own draws, and
@@ -211,22 +223,47 @@ def unrecorded_randomness(model, guide, args, kwargs) -> tuple:
             trace, moved = replayed(ParameterInitsKept())
         return trace, moved
 
+    def draws_that_matter(program, run, density, recorded, value) -> str:
+        """What the draws of a program whose replay moved a generator do, in words, or "":
+        replayed from 8 seeded states, it must neither reset a generator (two states give
+        the same one after) nor give another density (pyro.param("loc", torch.randn(...))
+        draws an initial value the store ignores: no change)."""
+        saved = generator_states()
+        runs = []
+        try:
+            for seed in range(1, 1 + REPLAY_SEEDS):
+                seed_generators(seed)
+                trace = poutine.trace(poutine.replay(run, trace=recorded)).get_trace(
+                    *args, **kwargs)
+                runs.append((float(trace.log_prob_sum()), generator_states()))
+        finally:
+            restore_generators(saved)
+        reset = equal_generators(runs[0][1], runs[1][1])
+        if reset:
+            return (f"{program}, replayed from two random states, left the "
+                    f"{' and '.join(reset)} generator in one state (torch.manual_seed or "
+                    "the like in its body): its draws repeat from call to call")
+        other = next((d for d, _ in runs if not _same_density(d, value)), None)
+        if other is not None:
+            return (f"{program}, replayed on draws it recorded from {REPLAY_SEEDS} random "
+                    f"states, gave {density} = {value:.6g} and {other:.6g}: it draws random "
+                    "numbers that change its density")
+        return ""
+
     with poutine.block(), torch.no_grad(), evaluation_mode(owners), forked_rng():
         try:
             drawn = poutine.trace(guide).get_trace(*args, **kwargs)
             first, _ = rerun(model, drawn)  # model-only latents are drawn here
-            runs = (("the guide", "log q(z)", drawn, rerun(guide, drawn)),
-                    ("the model", "log p(x, z)", first, rerun(model, first)))
-            for program, density, once, (twice, moved) in runs:
+            runs = (("the guide", guide, "log q(z)", drawn, rerun(guide, drawn)),
+                    ("the model", model, "log p(x, z)", first, rerun(model, first)))
+            for program, run, density, once, (twice, moved) in runs:
                 values = float(once.log_prob_sum()), float(twice.log_prob_sum())
-                if not (values[0] == values[1] or all(map(math.isnan, values))
-                        or math.isclose(*values, rel_tol=1e-3, abs_tol=1e-3)):
+                if not _same_density(*values):
                     return (program, f"two runs of {program} on the same draws gave "
                                      f"{density} = {values[0]:.6g} and {values[1]:.6g}")
-                if moved:
-                    return (program, f"{program}, replayed on draws it recorded, drew "
-                                     f"random numbers ({' and '.join(moved)} generator "
-                                     "moved), which a replay never does")
+                found = moved and draws_that_matter(program, run, density, once, values[1])
+                if found:
+                    return (program, found)
         except (RuntimeError, ValueError, NotImplementedError):
             return ()  # the survey's own runs report what fails
     return ()

@@ -560,12 +560,15 @@ def _untrained_networks(model, guide, batch: tuple) -> tuple[list[str], list[str
                                 allow_unused=True)
     unregistered, gradless, start = [], [], 0
     for sub, group in zip(used, params):
-        moved = [g is not None and bool(g.ne(0).any()) for g in grads[start:start + len(group)]]
+        # None: not in the loss's graph at all (no_grad, detach); a zero gradient is still a
+        # connection (a layer behind a zero-initialized head moves after the first step)
+        found = grads[start:start + len(group)]
         start += len(group)
+        moved = [g is not None and bool(g.ne(0).any()) for g in found]
         registered = [id(p) in registered_ids for p in group]
         if any(moved) and not any(registered):
             unregistered.append(labels[sub])
-        elif all(registered) and not any(moved):
+        elif all(registered) and all(g is None for g in found):
             gradless.append(labels[sub])
     return unregistered, gradless
 

@@ -112,3 +112,40 @@ def test_a_setting_with_as_many_rows_as_the_batch_is_not_cut():
     x, locs = torch.tensor([0.3, -1.2, 2.0, 0.7]), torch.tensor([-3.0, -1.0, 1.0, 3.0])
     assert torch.isfinite(iwae_bound(mixture, mixture_guide, x, locs, num_samples=10,
                                      progress=False)).all()
+
+
+def test_settings_with_as_many_rows_as_the_batch_are_not_cut():
+    # a mixture's log weights and means (K == N == 4), and per-feature statistics of the
+    # whole data scored in a batch of 2: both were refused as batch-dependent
+    means = torch.tensor([[0.0, 0.0], [10.0, 10.0], [20.0, 20.0], [30.0, 30.0]])
+    logw = torch.log(torch.tensor([0.1, 0.2, 0.3, 0.4]))
+    x = torch.tensor([[0.1, -0.2], [10.2, 9.9], [0.3, 0.0], [30.1, 29.8]])
+
+    def mixture(x, logw, means):
+        with pyro.plate("data", x.shape[0]):
+            c = pyro.sample("c", dist.Categorical(logits=logw))
+            pyro.sample("x", dist.Normal(means[c], 1.0).to_event(1), obs=x)
+
+    def posterior(x, logw, means):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("c", dist.Categorical(
+                logits=logw + dist.Normal(means, 1.0).to_event(1).log_prob(x[:, None])))
+
+    exact = torch.logsumexp(logw + dist.Normal(means, 1.0).to_event(1).log_prob(x[:, None]), -1)
+    torch.testing.assert_close(
+        iwae_bound(mixture, posterior, x, logw, means, num_samples=2, progress=False), exact)
+
+    mu, sigma = torch.tensor([1.0, -2.0]), torch.tensor([3.0, 0.5])
+
+    def standardized(x, mu, sigma):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(0.0, 1.0).expand([2]).to_event(1),
+                        obs=(x - mu) / sigma)
+
+    def nothing(x, mu, sigma):
+        pass
+
+    pair = torch.tensor([[4.0, -2.5], [-1.0, -1.0]])
+    torch.testing.assert_close(
+        iwae_bound(standardized, nothing, pair, mu, sigma, num_samples=1, progress=False),
+        dist.Normal(0.0, 1.0).log_prob((pair - mu) / sigma).sum(-1))

@@ -770,3 +770,26 @@ def test_numbers_beyond_float_range_and_odd_site_names_are_named(lg):
 
     json.dumps(table.to_dict(), allow_nan=False)  # one repeat: no spread, None not NaN
     assert table.to_dict()["rows"][0]["stderr"] is None
+
+
+def test_a_wrapper_made_with_functools_wraps_is_read_by_its_own_signature():
+    # inspect.signature follows __wrapped__: a wrapper taking x alone was refused as if it
+    # required the wrapped function's (x, prior_scale)
+    import functools
+
+    def model_core(x, prior_scale):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros_like(x), prior_scale))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    @functools.wraps(model_core)
+    def model(x):
+        return model_core(x, 1.0)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(x / 2, 0.5 ** 0.5))
+
+    x = torch.tensor([0.3, -1.2, 2.5])
+    torch.testing.assert_close(log_evidence(model, guide, x, num_samples=2, progress=False),
+                               dist.Normal(0.0, 2.0 ** 0.5).log_prob(x))

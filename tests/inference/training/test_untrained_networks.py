@@ -9,6 +9,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro.nn import PyroModule, pyro_method
+from torch.nn import functional as F
 
 from inference import fit
 
@@ -93,3 +94,31 @@ def test_an_unregistered_network_of_plain_functions_is_named():
     assert len(found) == 1, found
     assert "Linear(in_features=4, out_features=4, bias=True)" in found[0], found
     assert "pyro.module('name', network)" in found[0], found
+
+
+def test_a_layer_behind_a_zero_initialized_head_is_not_called_gradless():
+    # its gradient is exactly 0 at the start only: it was named as computed under no_grad
+    torch.manual_seed(0)
+    pyro.clear_param_store()
+    enc = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 6))
+    torch.nn.init.zeros_(enc[2].weight)
+    torch.nn.init.zeros_(enc[2].bias)
+    dec = torch.nn.Linear(3, 3)
+
+    def model(x):
+        pyro.module("dec", dec)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(dec(z), 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        pyro.module("enc", enc)
+        h = enc(x)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(h[:, :3], F.softplus(h[:, 3:]) + 1e-3).to_event(1))
+
+    before = enc[0].weight.detach().clone()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit(model, guide, torch.randn(8, 3), epochs=3, batch_size=4, progress=False)
+    assert (enc[0].weight - before).abs().max() > 0
