@@ -6,6 +6,7 @@ AutoGuide's transforms of its auxiliary draw and their Jacobians).
 from __future__ import annotations
 
 import math
+import warnings
 
 import pyro
 import torch
@@ -13,6 +14,7 @@ from pyro import poutine
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
 
+from ..checks import user_stacklevel
 from ..random_state import forked_rng
 from ..supports import (describe_support, measure_zero, support_bounds, support_kinds_differ,
                         support_of, support_within)
@@ -51,7 +53,7 @@ def check_observed_values(model_sites, skip=()) -> None:
                             "tensors: pass the data as a tensor")
         value = site["value"]
         try:
-            site["fn"].log_prob(value)
+            log_p = site["fn"].log_prob(value)
         except ValueError as error:
             raise PairError(f"observed site '{site['name']}' ({family(site['fn'])}): {error}"
                             f"{_plate_size_hint(site)}") from None
@@ -63,6 +65,24 @@ def check_observed_values(model_sites, skip=()) -> None:
                 f"observed site '{site['name']}' ({family(site['fn'])}) cannot score its "
                 f"value of dtype {value.dtype} and shape {list(value.shape)} "
                 f"({type(error).__name__}: {first}){remedy}{_plate_size_hint(site)}") from None
+        _warn_point_mass_observation(site, log_p)
+
+
+def _warn_point_mass_observation(site, log_p: torch.Tensor) -> None:
+    """Warn when an observed ``Delta`` (not masked out: ``pyro.deterministic`` is) puts the
+    data at density zero on this draw: a point mass at a continuous latent is met by no draw,
+    so every weight is zero and the estimates are ``-inf``."""
+    if not is_delta(site["fn"]) or site["mask"] is False or not torch.is_tensor(log_p):
+        return
+    missed = torch.isneginf(log_p)
+    if missed.any():
+        warnings.warn(
+            f"observed site '{site['name']}' is a Delta (a point mass) whose value misses the "
+            f"data in {int(missed.sum())} of {missed.numel()} entries at this draw: a point "
+            "mass at a continuous latent is met by no draw, so the weights are zero and the "
+            "estimates -inf. Observe through a noise distribution (dist.Normal(z, scale)), "
+            f"or observe the latent itself (pyro.sample('z', ..., obs=x))",
+            stacklevel=user_stacklevel())
 
 
 def draw_dependent_supports(model, guide, args, kwargs, model_sites) -> tuple[str, ...]:

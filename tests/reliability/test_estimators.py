@@ -7,6 +7,7 @@ reversed bounds gave IndexError / NaN messages.
 """
 
 import math
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -793,3 +794,31 @@ def test_a_wrapper_made_with_functools_wraps_is_read_by_its_own_signature():
     x = torch.tensor([0.3, -1.2, 2.5])
     torch.testing.assert_close(log_evidence(model, guide, x, num_samples=2, progress=False),
                                dist.Normal(0.0, 2.0 ** 0.5).log_prob(x))
+
+
+def test_an_observed_point_mass_at_a_continuous_latent_is_warned_about():
+    # pyro.sample("x", Delta(z), obs=x): every estimator returned -inf with nothing said
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Delta(z), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(0.8 * x, 0.45))
+
+    x = torch.tensor([0.3, -1.2, 2.5])
+    with pytest.warns(UserWarning, match=r"observed site 'x' is a Delta .* misses the data in "
+                                         r"3 of 3 entries.*dist\.Normal\(z, scale\)"):
+        assert torch.isneginf(iwae_bound(model, guide, x, num_samples=10,
+                                         progress=False)).all()
+
+    def deterministic_model(x):  # pyro.deterministic is a masked-out Delta: not warned about
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.deterministic("twice", 2 * z)
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        iwae_bound(deterministic_model, guide, x, num_samples=10, progress=False)
