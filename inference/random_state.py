@@ -8,7 +8,6 @@ import random
 
 import numpy
 import torch
-from torch.overrides import TorchFunctionMode
 
 
 def forked_rng() -> contextlib.AbstractContextManager:
@@ -69,18 +68,3 @@ def moved_generators(before: dict, after: dict) -> list[str]:
     """The names of the generators whose state differs between two :func:`generator_states`."""
     return [name for name, state in after.items()
             if name not in before or not _same(before[name], state)]
-
-
-class ParameterInitsKept(TorchFunctionMode):
-    """While active, an in-place operation on an ``nn.Parameter`` (the initialization of a
-    network built inside a program, whose weights ``pyro.module(...,
-    update_module_params=True)`` then replaces) leaves torch's generators as it found them,
-    so that :func:`moved_generators` sees only the program's own draws."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if getattr(func, "__name__", "").endswith("_") and any(
-                isinstance(value, torch.nn.Parameter) for value in (*args, *kwargs.values())):
-            with forked_rng():
-                return func(*args, **kwargs)
-        return func(*args, **kwargs)

@@ -15,9 +15,8 @@ from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
 from ..checks import evaluation_mode
 from ..reachable import reachable_modules
-from ..random_state import (ParameterInitsKept, equal_generators, forked_rng,
-                            generator_states, moved_generators, restore_generators,
-                            seed_generators)
+from ..random_state import (equal_generators, forked_rng, generator_states,
+                            moved_generators, restore_generators, seed_generators)
 
 DATA_PLATE = "data"
 
@@ -198,11 +197,13 @@ def _same_density(a: float, b: float) -> bool:
 def unrecorded_randomness(model, guide, args, kwargs) -> tuple:
     """``(program, finding)`` when ``"the guide"`` or ``"the model"`` uses randomness Pyro
     does not record, ``()`` otherwise. The guide is run, then replayed on its own draws, and
-    the model replayed twice on every site it recorded: a replay draws nothing, so a global
-    generator that moves (:func:`inference.random_state.moved_generators`: ``torch.rand`` in
-    a program's body, ``torch.manual_seed``, numpy's or Python's ``random``) or a log density
-    that differs between the runs (a ``pyro.sample`` hidden by ``poutine.block``) is found
-    on every seed. ``finding`` says which, in words. The modules ``model`` and ``guide``
+    the model replayed twice on every site it recorded. A log density that differs between
+    the runs (a ``pyro.sample`` hidden by ``poutine.block``) is found. A replay that moves a
+    global generator (:func:`inference.random_state.moved_generators`: ``torch.rand`` in a
+    program's body, ``torch.manual_seed``, numpy's or Python's ``random``, but also an
+    initial value drawn for ``pyro.param`` or a network built in the body) is replayed from
+    seeded states and found when its density changes or a generator is reset.
+    ``finding`` says which, in words. The modules ``model`` and ``guide``
     reach (their owner, the networks their code names) run in evaluation mode: dropout is
     training-mode randomness, which the estimators warn about. Log densities count as equal
     within float32 rounding of a recomputation (a flow's inverse): 1e-3 relative."""
@@ -210,18 +211,9 @@ def unrecorded_randomness(model, guide, args, kwargs) -> tuple:
 
     def rerun(program, recorded):
         before = generator_states()
-
-        def replayed(mode):
-            with mode:
-                trace = poutine.trace(poutine.replay(program, trace=recorded)).get_trace(
-                    *args, **kwargs)
-            return trace, moved_generators(before, generator_states())
-
-        trace, moved = replayed(contextlib.nullcontext())
-        if moved:  # again from the same states, a network built in the body untracked
-            restore_generators(before)
-            trace, moved = replayed(ParameterInitsKept())
-        return trace, moved
+        trace = poutine.trace(poutine.replay(program, trace=recorded)).get_trace(
+            *args, **kwargs)
+        return trace, moved_generators(before, generator_states())
 
     def draws_that_matter(program, run, density, recorded, value) -> str:
         """What the draws of a program whose replay moved a generator do, in words, or "":
