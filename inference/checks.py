@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import inspect
 import math
 import numbers
@@ -22,7 +23,7 @@ import warnings
 
 import torch
 
-from .reachable import reachable_modules
+from .reachable import kept_buffers, reachable_modules
 
 
 def user_stacklevel() -> int:
@@ -465,10 +466,34 @@ def check_pair_call(entry, kwargs: dict, **programs) -> None:
             shown = ", ".join(layers[:4]) + (" ..." if len(layers) > 4 else "")
             warnings.warn(
                 f"{entry.__name__}: {type(owner).__name__} (of the {' and '.join(roles)}) is "
-                f"in training mode with {shown}: the estimate then uses batch statistics (and "
-                "moves the running ones) or random dropout masks; call .eval() on it first "
-                "(modules are in training mode until told otherwise, also after fit)",
+                f"in training mode with {shown}: the estimate then uses batch statistics or "
+                "random dropout masks (the running statistics are put back after it); call "
+                ".eval() on it first (modules are in training mode until told otherwise, also "
+                "after fit)",
                 stacklevel=user_stacklevel())
+
+
+PROGRAM_ARGUMENTS = ("model", "guide", "local_guide")
+
+
+def leaves_buffers(entry):
+    """``entry`` (an estimator whose programs are its ``model``, ``guide`` or
+    ``local_guide`` argument) with the buffers that its runs of the programs move put back
+    after it, also when it raises: an estimate reads the networks and must not update a
+    training-mode batch norm's running statistics, which a later evaluation-mode use would
+    then see (:func:`inference.reachable.kept_buffers`, training-mode layers only)."""
+    signature = inspect.signature(entry)
+
+    @functools.wraps(entry)
+    def keeping(*args, **kwargs):
+        try:
+            bound = signature.bind_partial(*args, **kwargs).arguments
+        except TypeError:  # the call itself is wrong: the estimator says how
+            return entry(*args, **kwargs)
+        programs = [bound[name] for name in PROGRAM_ARGUMENTS if name in bound]
+        with kept_buffers(reachable_modules(*programs), training_only=True):
+            return entry(*args, **kwargs)
+    return keeping
 
 
 @contextlib.contextmanager

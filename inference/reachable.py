@@ -1,10 +1,12 @@
 """The ``nn.Module`` objects a function reaches: the networks behind a pair of plain
 functions (``pyro.module("encoder", encoder)`` on a network held in a global or a closure)
 or of a pair of bound methods. The training wing keeps their buffers; the pair's survey puts
-them in evaluation mode while it reruns the pair."""
+them in evaluation mode while it reruns the pair; the estimators put back the buffers a
+run in training mode moves (:func:`kept_buffers`)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import types
 
@@ -77,3 +79,27 @@ def _names(code) -> set[str]:
         if isinstance(constant, types.CodeType):
             names |= _names(constant)
     return names
+
+
+@contextlib.contextmanager
+def kept_buffers(modules, training_only: bool = False):
+    """Inside the block, ``modules`` may run (a survey of the pair in training mode); after
+    it their buffers hold their values from before (running statistics not moved). With
+    ``training_only``, only the buffers of submodules in training mode are kept (an
+    estimator's guard: evaluation-mode layers do not move theirs, and large buffers such as
+    masks are not copied for nothing)."""
+    saved, seen = [], set()
+    for module in modules:
+        for sub in module.modules():
+            if training_only and not sub.training:
+                continue
+            for buffer in sub.buffers(recurse=False):
+                if buffer is not None and id(buffer) not in seen:
+                    seen.add(id(buffer))
+                    saved.append((buffer, buffer.detach().clone()))
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)

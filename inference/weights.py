@@ -25,7 +25,7 @@ import torch
 from pyro.infer.util import is_validation_enabled
 
 from .checks import (as_int, check_data_arguments, check_nonempty_batch, check_not_meta,
-                     check_pair_call, check_weights_memory, evaluation_mode,
+                     check_pair_call, check_weights_memory, evaluation_mode, leaves_buffers,
                      physical_memory_bytes, tensors_in)
 from .compiling import (
     arguments_key,
@@ -753,6 +753,7 @@ def log_weights_for(use: str, model: Callable, guide: Callable, args: tuple, kwa
     return log_w, structure
 
 
+@leaves_buffers
 def log_importance_weights(
     model: Callable,
     guide: Callable,

@@ -69,8 +69,8 @@ from torch.distributions import biject_to
 from torch.distributions import constraints as torch_constraints
 from torch.distributions.transforms import ComposeTransform, IndependentTransform
 
-from ..checks import (autograd_arguments, check_at_most, check_int, check_number,
-                      check_pair_call, check_weights_memory)
+from ..checks import (autograd_arguments, check_at_most, check_int, check_number, check_pair_call,
+                      check_weights_memory, leaves_buffers)
 from ..pair_check import PARTICLE_PLATE, PairStructure, data_frame, sample_sites
 from ..progress import check_progress, progress_bar
 from ..weights import (
@@ -433,6 +433,7 @@ def _prior_as_guide(model: Callable) -> Callable:
     return poutine.block(model, hide_fn=lambda msg: bool(msg.get("is_observed")))
 
 
+@leaves_buffers
 def ais_log_evidence(
     model: Callable,
     guide: Callable | None,

@@ -21,6 +21,7 @@ from ..checks import (
     check_pair_call,
     check_positional_call,
     check_weights_memory,
+    leaves_buffers,
 )
 from ..pair_check import DATA_PLATE, PairError, PairStructure, attach_subsample, survey_pair
 from ..progress import check_progress, progress_bar
@@ -166,6 +167,7 @@ def _check_slice_keeps_settings(model, guide, args, kwargs, candidates, start: i
             "data_batch_size")
 
 
+@leaves_buffers
 def elbo(model: Callable, guide: Callable, *args, num_samples: int = 1,
          chunk_size: int | None = None, compile: bool | str = False, progress: bool = True,
          **kwargs) -> torch.Tensor:
@@ -186,6 +188,7 @@ def elbo(model: Callable, guide: Callable, *args, num_samples: int = 1,
     return attach_subsample(log_w.mean(0), structure)
 
 
+@leaves_buffers
 def iwae_bound(model: Callable, guide: Callable, *args, num_samples: int,
                chunk_size: int | None = None, compile: bool | str = False,
                progress: bool = True, **kwargs) -> torch.Tensor:
@@ -207,6 +210,7 @@ def iwae_bound(model: Callable, guide: Callable, *args, num_samples: int,
     return attach_subsample(log_mean_exp(log_w, 0), structure)
 
 
+@leaves_buffers
 def log_evidence(model: Callable, guide: Callable, x: torch.Tensor, *,
                  num_samples: int | None = None, batch_size: int = 256,
                  chunk_size: int | None = None, compile: bool | str = False,
@@ -380,6 +384,7 @@ def _sweep(slices: list, ks: list[int], repeats: int, chunk_size: int | None, co
             per_repeat[i].append(total / count)
 
 
+@leaves_buffers
 def bound_sweep(model: Callable, guide: Callable, *args,
                 num_samples: Sequence[int] = (1, 10, 100, 1000, 5000), repeats: int = 3,
                 chunk_size: int | None = 500, data_batch_size: int | None = None,

@@ -11,7 +11,7 @@ from pyro import poutine
 from torch.distributions import constraints
 
 from ..checks import (check_int, check_number, check_one_program_call, check_pair_call,
-                      check_site_name, physical_memory_bytes)
+                      check_site_name, leaves_buffers, physical_memory_bytes)
 from ..pair_check import (
     DATA_PLATE,
     PARTICLE_PLATE,
@@ -214,6 +214,7 @@ def _integration_range(name: str, fn, bounds) -> tuple[float, float, tuple[bool,
     return low, high, (bounds[0] <= lower, bounds[1] >= upper)
 
 
+@leaves_buffers
 def exact_log_evidence(
     model: Callable,
     *args,

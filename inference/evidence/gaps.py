@@ -42,7 +42,8 @@ from pyro.distributions import Independent, MultivariateNormal, Normal
 from pyro.distributions.torch_distribution import MaskedDistribution
 
 from ..checks import (autograd_arguments, check_at_most, check_int, check_nonempty_batch,
-                      check_number, check_pair_call, check_program, check_weights_memory)
+                      check_number, check_pair_call, check_program, check_weights_memory,
+                      leaves_buffers)
 from ..pair_check import (
     DATA_PLATE,
     check_pair,
@@ -406,6 +407,7 @@ def _check_evidence_above(log_evidence: torch.Tensor, iwae: torch.Tensor, which:
         "exact log p(x) or a tighter estimate (AIS, IWAE_5000) of the same datapoints")
 
 
+@leaves_buffers
 def amortization_gap(model: Callable, guide: Callable, *args,
                      log_evidence: torch.Tensor | None = None, num_steps: int = 500,
                      lr: float = 0.02, num_particles: int = 16, num_eval_samples: int = 1000,

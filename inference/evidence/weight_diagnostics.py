@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..checks import check_int, check_not_meta, check_pair_call
+from ..checks import check_int, check_not_meta, check_pair_call, leaves_buffers
 from ..weights import check_num_samples, log_mean_exp, log_weights_for
 
 GOOD_K = 0.5
@@ -242,6 +242,7 @@ class WeightDiagnostics:
         }
 
 
+@leaves_buffers
 def weight_diagnostics(model: Callable, guide: Callable, *args, num_samples: int = 5000,
                        chunk_size: int | None = 1000, **kwargs) -> WeightDiagnostics:
     """k-hat, effective sample size and IWAE_K of one draw of ``num_samples`` weights.

@@ -26,13 +26,13 @@ from ..evidence.estimators import elbo
 from ..pair_check import (PairError, check_observed_values_validated, check_pair, data_frame,
                           trace_pair)
 from ..random_state import forked_rng
-from ..reachable import reachable_modules
+from ..reachable import kept_buffers, reachable_modules
 from ..supports import describe_support
 from ..weights import check_compile
 from . import checkpoints, resume_settings
 from .handlers import scale_data_plate, scale_latents
 from .minibatches import copies, plan_minibatches, reports_no_loss, transformed_batch
-from .registered_modules import buffers_state, kept_buffers, registered_prefix, restore_buffers
+from .registered_modules import buffers_state, registered_prefix, restore_buffers
 from .objectives import DReGLoss, IWAELoss, make_loss
 from .svi_step import WEIGHTED_LOSSES, Adam, SVIStep
 

@@ -11,8 +11,6 @@ registers.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
 
@@ -55,17 +53,3 @@ def restore_buffers(networks: dict, state: dict) -> list[str]:
                 for key, value in buffers.items():
                     live[key].copy_(value)
     return problems
-
-
-@contextlib.contextmanager
-def kept_buffers(modules):
-    """Inside the block, ``modules`` may run (a survey of the pair in training mode); after
-    it their buffers hold their values from before (running statistics not moved)."""
-    saved = [(buffer, buffer.detach().clone()) for module in modules
-             for buffer in module.buffers()]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for buffer, value in saved:
-                buffer.copy_(value)

@@ -59,11 +59,10 @@ from ..pair_check import (
     trace_pair,
 )
 from ..random_state import forked_rng
-from ..reachable import reachable_modules
+from ..reachable import kept_buffers, reachable_modules
 from ..weights import UniformScale, check_data, log_mean_exp, per_datapoint
 from .minibatches import reports_no_loss
 from .objectives import detach_parameters, make_loss
-from .registered_modules import kept_buffers
 
 LEAN_LOSSES = ("elbo", "meanfield")
 WEIGHTED_LOSSES = ("iwae", "dreg")  # lean path with K vectorized particles (ImportanceScorer)

@@ -26,6 +26,7 @@ from ..checks import (
     check_program,
     check_site_name,
     check_weights_memory,
+    leaves_buffers,
 )
 from ..pair_check import (DATA_PLATE, PairError, data_frame, inspect_pair, sample_sites,
                           site_list, trace_pair)
@@ -81,6 +82,7 @@ def _base_normal(fn, role: str, site: str) -> Normal:
     return fn
 
 
+@leaves_buffers
 def kl_per_dimension(model: Callable, guide: Callable, *args, site: str = "z",
                      **kwargs) -> torch.Tensor:
     """Analytic ``KL(q(z_j | x) || p(z_j))`` per latent dimension, averaged over the batch.
@@ -110,6 +112,7 @@ def kl_per_dimension(model: Callable, guide: Callable, *args, site: str = "z",
     return kl.reshape(value.shape[0], -1).mean(0)
 
 
+@leaves_buffers
 def posterior_means(guide: Callable, *args, site: str = "z", **kwargs) -> torch.Tensor:
     """Mean of the guide's ``q(z | x)`` at the latent ``site`` for every datapoint.
 
@@ -194,6 +197,7 @@ def active_units(means: torch.Tensor, threshold: float = 0.01) -> tuple[int, tor
     return int((variance > threshold).sum()), variance if narrow.isinf().any() else narrow
 
 
+@leaves_buffers
 def expected_log_likelihood(model: Callable, guide: Callable, *args, num_samples: int = 1,
                             **kwargs) -> torch.Tensor:
     """Reconstruction term ``E_q[log p(x | z)]`` per datapoint, ``[batch]`` in nats.

@@ -1,14 +1,13 @@
 """Finding the networks of plain-function pairs (inference/reachable.py) and keeping their
-buffers (inference/training/registered_modules.py)."""
+buffers (inference/reachable.py, inference/training/registered_modules.py)."""
 
 import functools
 
 import pyro
 import torch
 
-from inference.reachable import reachable_modules
-from inference.training.registered_modules import (buffers_state, kept_buffers, registered_prefix,
-                                                   restore_buffers)
+from inference.reachable import kept_buffers, reachable_modules
+from inference.training.registered_modules import buffers_state, registered_prefix, restore_buffers
 
 GLOBAL_NET = torch.nn.Linear(2, 2)
 
@@ -79,3 +78,14 @@ def test_kept_buffers_undo_a_training_mode_pass():
         assert net.running_mean.abs().sum() > 0.1  # the pass moved them inside the block
     assert torch.equal(net.running_mean, torch.zeros(2))
     assert int(net.num_batches_tracked) == 0
+
+
+def test_kept_buffers_of_training_layers_only_skip_evaluation_mode_ones():
+    train_norm, eval_norm = torch.nn.BatchNorm1d(2), torch.nn.BatchNorm1d(2).eval()
+    net = torch.nn.Sequential(train_norm, eval_norm)
+    net[1].training = False
+    with kept_buffers([net], training_only=True):
+        train_norm(torch.randn(8, 2) + 5.0)
+        eval_norm.running_mean.fill_(3.0)  # not kept: an evaluation-mode layer
+    assert torch.equal(train_norm.running_mean, torch.zeros(2))
+    assert torch.equal(eval_norm.running_mean, torch.full((2,), 3.0))
