@@ -216,12 +216,13 @@ def log_evidence(model: Callable, guide: Callable, x: torch.Tensor, *,
                  chunk_size: int | None = None, compile: bool | str = False,
                  progress: bool = True) -> torch.Tensor:
     """``log p(x)`` per datapoint in nats: IWAE_K with ``K = num_samples`` (a lower bound that
-    tightens with K), exact for a fully observed pair (empty guide) at ``K = 1``.
+    tightens with K), exact at ``K = 1`` for a pair without sampled latents (fully observed,
+    or every latent a discrete one the model sums out: ``config_enumerate``, empty guide).
 
     Args:
         x: ``[n, ...]``, scored ``batch_size`` datapoints at a time.
-        num_samples: K. None (the default) is 1 for a fully observed pair, whose one weight
-            is ``log p(x)``; a pair with latent sites must name its K (``ValueError`` naming
+        num_samples: K. None (the default) is 1 for a pair without sampled latents, whose
+            one weight is ``log p(x)``; a pair with latent sites to sample must name its K (``ValueError`` naming
             the sites otherwise: one weight would be a one-sample ELBO, noisy and biased low).
         compile: score through compiled graphs (:func:`inference.log_importance_weights`).
         progress: False hides the bar (weights drawn) a call shows after a second.
@@ -261,14 +262,17 @@ def log_evidence(model: Callable, guide: Callable, x: torch.Tensor, *,
             fixed_model, fixed_guide, structure = checked_pair(model, guide, (part,), {},
                                                                "log_evidence")
             _check_rows_scored(structure, part.shape[0], "log_evidence", sliced, remedy)
-            if default_k and structure.model_latents:
+            sampled = [name for name in structure.model_latents
+                       if name not in structure.model_enumerated]
+            if default_k and sampled:
                 raise ValueError(
                     f"log_evidence: the pair has latent site(s) "
-                    f"{', '.join(map(repr, structure.model_latents))}, so its log p(x) is "
+                    f"{', '.join(map(repr, sampled))}, so its log p(x) is "
                     "estimated by IWAE_K, a lower bound that tightens with K: pass "
                     "num_samples=K (e.g. 1000; bound_sweep shows how the bound moves with K). "
-                    "num_samples defaults to 1 only for a fully observed pair, whose one "
-                    "weight is exact")
+                    "num_samples defaults to 1 only for a pair without sampled latents "
+                    "(fully observed, or every latent summed out by the model's "
+                    "enumeration), whose one weight is exact")
             check_weights_memory(num_samples, structure.batch_size, itemsize)
             weights = checked_log_weights(fixed_model, fixed_guide, (part,), {}, num_samples,
                                           chunk_size, structure, compile, bar=bar)

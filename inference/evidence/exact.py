@@ -224,7 +224,9 @@ def exact_log_evidence(
     chunk_size: int = 2048,
     **kwargs,
 ) -> ExactEvidence:
-    """``log p(x) = log integral p(x, z) dz`` per datapoint by the trapezoidal rule.
+    """``log p(x) = log integral p(x, z) dz`` per datapoint by the trapezoidal rule, or
+    ``log sum_z p(x, z)`` over every value of a discrete latent with a finite support
+    (``Categorical``, ``Bernoulli``, ``Binomial``: exact, ``bounds`` and ``num_points`` unused).
 
     On the real line the integrand is smooth and decays in the tails, where the trapezoidal
     rule converges faster than any power of the spacing; the defaults give 1e-3 nats or
@@ -248,13 +250,16 @@ def exact_log_evidence(
 
     Returns:
         :class:`ExactEvidence`, without gradients (a reference value: the model's parameters
-        are read, not differentiated).
+        are read, not differentiated). For a discrete latent, ``grid`` holds its values
+        (``[S, latent_dim]``, all ``S**2`` pairs for two per datapoint) and
+        ``log_posterior`` their posterior log probabilities.
 
     Raises:
         ValueError: other latent sites or sites outside the ``"data"`` plate, a latent of more
             than two values per datapoint, a support other than an interval of the real line
             (or one that differs between datapoints), bounds outside it, a posterior unbounded
-            at an end of it, or a grid too coarse or too narrow for the posterior.
+            at an end of it, a grid too coarse or too narrow for the posterior, or a discrete
+            latent without a finite support.
     """
     check_pair_call(exact_log_evidence, kwargs, model=model)
     check_one_program_call(exact_log_evidence, "model", args)
@@ -286,19 +291,21 @@ def exact_log_evidence(
             f"site), but the model has latent sites {names}{hint}"
         )
     value, fn = latents[0]["value"], latents[0]["fn"]
-    if getattr(fn.support, "is_discrete", False) or not value.is_floating_point() \
-            or getattr(fn, "has_enumerate_support", False):
-        raise ValueError(
-            f"exact_log_evidence integrates a continuous latent; site '{site}' is discrete "
-            f"({type(fn).__name__}, support {fn.support}): sum over its values instead")
     batch, nesting = structure.batch_size, structure.max_plate_nesting
     per_point, full = _latent_layout(latents[0], nesting, batch)
     latent_dim = math.prod(per_point)
-    low, high, support_ends = _integration_range(site, fn, bounds)
-
-    _check_grid_memory(num_points, latent_dim, batch, value.dtype.itemsize)
-    nodes, log_w = _quadrature_rule(low, high, num_points, support_ends, value.dtype,
-                                    value.device)
+    discrete = (getattr(fn.support, "is_discrete", False) or not value.is_floating_point()
+                or getattr(fn, "has_enumerate_support", False))
+    if discrete:
+        nodes = _discrete_support(site, fn)
+        num_points = nodes.shape[0]
+        _check_grid_memory(num_points, latent_dim, batch, value.dtype.itemsize)
+        log_w = torch.zeros(num_points, dtype=torch.get_default_dtype(), device=value.device)
+    else:
+        low, high, support_ends = _integration_range(site, fn, bounds)
+        _check_grid_memory(num_points, latent_dim, batch, value.dtype.itemsize)
+        nodes, log_w = _quadrature_rule(low, high, num_points, support_ends, value.dtype,
+                                        value.device)
     if latent_dim == 2:
         grid = torch.cartesian_prod(nodes, nodes)  # [G, 2]
         log_w = (log_w[:, None] + log_w[None, :]).reshape(-1)
@@ -327,11 +334,41 @@ def exact_log_evidence(
         log_joint.append(total.expand(g, batch))
     log_joint = torch.cat(log_joint)  # [G, batch]
     _check_log_joint(log_joint, grid)
+    log_w = log_w.to(log_joint.dtype)
     log_evidence = torch.logsumexp(log_joint + log_w[:, None], 0)
     log_posterior = log_joint - log_evidence
-    _check_resolution(log_posterior + log_w[:, None], num_points, latent_dim, support_ends,
-                      site)
+    if not discrete:  # a sum over a finite support is exact: no grid to resolve
+        _check_resolution(log_posterior + log_w[:, None], num_points, latent_dim,
+                          support_ends, site)
     return ExactEvidence(log_evidence, grid, log_posterior, structure.data_subsample)
+
+
+# Values of a discrete latent summed over at most (per dimension).
+MAX_DISCRETE_VALUES = 100_000
+
+
+def _discrete_support(name: str, fn) -> torch.Tensor:
+    """``[S]`` the values of a discrete latent's finite support, the same for every
+    datapoint (``fn.enumerate_support``: a ``Categorical``'s categories, a ``Bernoulli``'s 0
+    and 1); ``ValueError`` naming the site for a support without an end (``Poisson``,
+    ``Geometric``) or with more than :data:`MAX_DISCRETE_VALUES` values. An ``Independent``
+    (``.to_event``) is read through to its elements' distribution."""
+    while isinstance(fn, torch.distributions.Independent):
+        fn = fn.base_dist
+    if not getattr(fn, "has_enumerate_support", False):
+        raise ValueError(
+            f"site '{name}' is discrete ({type(fn).__name__}, support {fn.support}) without a "
+            "finite support to sum over; truncate it (e.g. a Categorical over the values that "
+            "matter) or sum over its values yourself")
+    try:
+        support = fn.enumerate_support(expand=False)
+    except NotImplementedError as error:  # a Binomial with a total count per datapoint
+        raise ValueError(f"site '{name}' ({type(fn).__name__}) has no support shared by all "
+                         f"datapoints to sum over: {error}") from error
+    if support.numel() > MAX_DISCRETE_VALUES:
+        raise ValueError(f"site '{name}' ({type(fn).__name__}) has {support.numel():,} values "
+                         f"to sum over, more than {MAX_DISCRETE_VALUES:,}")
+    return support.reshape(-1)
 
 
 def _check_log_joint(log_joint: torch.Tensor, grid: torch.Tensor) -> None:

@@ -53,6 +53,10 @@ def test_gaussian_mixture_with_an_empty_guide_is_exact():
     log_w = log_importance_weights(mixture, empty_guide, X, num_samples=4)
     assert log_w.shape == (4, 5)
     assert torch.allclose(log_w, exact.expand(4, 5), atol=EXACT, rtol=0)
+    # log_evidence's default K = 1 is exact here too: it asked for num_samples, naming 'a'
+    assert torch.allclose(log_evidence(mixture, empty_guide, X), exact, atol=EXACT, rtol=0)
+    with pytest.raises(ValueError, match=r"latent site\(s\) 'z'.*pass num_samples=K"):
+        log_evidence(shifted_mixture, z_guide, X)  # a sampled latent beside: K is needed
 
 
 def test_bound_sweep_and_diagnostics_of_an_exact_mixture():

@@ -80,10 +80,16 @@ def discrete_model(x):
         pyro.sample("x", dist.Normal(z, 1.0), obs=x)
 
 
-def test_exact_refuses_a_discrete_latent_with_validation_off():
-    with pyro.validation_enabled(False):
-        with pytest.raises(ValueError, match="site 'z' is discrete"):
-            exact_log_evidence(discrete_model, torch.zeros(3))
+@pytest.mark.parametrize("validate", [True, False])
+def test_exact_sums_a_discrete_latent_with_validation_on_and_off(validate):
+    # with validation off a Bernoulli latent was once integrated by quadrature as if it were
+    # continuous (wrong by more than a nat); now its two values are summed, exactly
+    x = torch.tensor([0.0, 0.7, -2.0])
+    truth = torch.logsumexp(torch.stack([dist.Normal(0.0, 1.0).log_prob(x),
+                                         dist.Normal(1.0, 1.0).log_prob(x)]), 0) - math.log(2)
+    with pyro.validation_enabled(validate):
+        result = exact_log_evidence(discrete_model, x)
+    assert torch.allclose(result.log_evidence, truth, atol=1e-6)
 
 
 def continuous_model(x):

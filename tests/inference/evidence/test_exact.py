@@ -344,3 +344,71 @@ def test_a_grid_finer_than_the_latents_dtype_is_refused():
     closed = dist.Normal(0.0, 0.02 ** 0.5).log_prob(torch.zeros(2))
     result = exact_log_evidence(centred, x, bounds=(-1.0, 1.0))
     assert torch.allclose(result.log_evidence, closed, atol=1e-4)
+
+
+def _mixture_model(weights, locs):
+    def model(x):
+        with pyro.plate("data", len(x)):
+            c = pyro.sample("c", dist.Categorical(weights))
+            pyro.sample("x", dist.Normal(locs[c], 1.0), obs=x)
+
+    return model
+
+
+def test_a_discrete_latent_is_summed_over_its_support():
+    # a mixture's component: log p(x) = logsumexp_c log w_c + log N(x; mu_c, 1), float64;
+    # per-datapoint weights too (probs [batch, K]: the support is still 0..K-1)
+    x = torch.tensor([0.5, -1.0, 3.0, 7.0], dtype=torch.float64)
+    locs = torch.tensor([-2.0, 0.5, 2.0], dtype=torch.float64)
+    weights = torch.tensor([[0.2, 0.3, 0.5], [0.6, 0.2, 0.2], [0.1, 0.1, 0.8],
+                            [1 / 3, 1 / 3, 1 / 3]], dtype=torch.float64)
+    truth = torch.logsumexp(weights.log().T + dist.Normal(locs[:, None], 1.0).log_prob(x), 0)
+    for model in (_mixture_model(weights, locs),
+                  pyro.infer.config_enumerate(_mixture_model(weights, locs))):
+        result = exact_log_evidence(model, x, site="c")
+        assert float((result.log_evidence - truth).abs().max()) < 1e-12
+        assert result.grid.flatten().tolist() == [0, 1, 2]
+        posterior = weights.log().T + dist.Normal(locs[:, None], 1.0).log_prob(x) - truth
+        assert torch.allclose(result.log_posterior, posterior, atol=1e-12)
+
+
+def test_two_discrete_values_per_datapoint_are_summed_over_all_pairs():
+    # two bits per datapoint (.to_event(1)): four combinations, against a loop over them
+    x = torch.tensor([0.0, 1.5, -1.0], dtype=torch.float64)
+    probs = torch.tensor([0.2, 0.6], dtype=torch.float64)
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            b = pyro.sample("b", dist.Bernoulli(probs).to_event(1))
+            pyro.sample("x", dist.Normal(2 * b[..., 0] - b[..., 1], 1.0), obs=x)
+
+    terms = []
+    for b0 in (0.0, 1.0):
+        for b1 in (0.0, 1.0):
+            prior = dist.Bernoulli(probs).log_prob(torch.tensor([b0, b1], dtype=x.dtype)).sum()
+            terms.append(prior + dist.Normal(2 * b0 - b1, 1.0).log_prob(x))
+    result = exact_log_evidence(model, x, site="b")
+    assert result.grid.shape == (4, 2)
+    assert float((result.log_evidence - torch.logsumexp(torch.stack(terms), 0)).abs().max()) \
+        < 1e-12
+
+
+def test_a_discrete_latent_without_a_finite_shared_support_is_named():
+    x = torch.tensor([1.0, 2.0])
+
+    def poisson(x):
+        with pyro.plate("data", len(x)):
+            n = pyro.sample("n", dist.Poisson(3.0))
+            pyro.sample("x", dist.Normal(n, 1.0), obs=x)
+
+    with pytest.raises(ValueError, match=r"site 'n' is discrete \(Poisson.*without a finite "
+                                         "support"):
+        exact_log_evidence(poisson, x, site="n")
+
+    def binomial(x):  # a total count per datapoint: no support shared by all
+        with pyro.plate("data", len(x)):
+            n = pyro.sample("n", dist.Binomial(torch.tensor([2.0, 5.0]), 0.5))
+            pyro.sample("x", dist.Normal(n, 1.0), obs=x)
+
+    with pytest.raises(ValueError, match="site 'n' \\(Binomial\\) has no support shared"):
+        exact_log_evidence(binomial, x, site="n")
