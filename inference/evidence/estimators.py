@@ -222,8 +222,9 @@ def log_evidence(model: Callable, guide: Callable, x: torch.Tensor, *,
     Args:
         x: ``[n, ...]``, scored ``batch_size`` datapoints at a time.
         num_samples: K. None (the default) is 1 for a pair without sampled latents, whose
-            one weight is ``log p(x)``; a pair with latent sites to sample must name its K (``ValueError`` naming
-            the sites otherwise: one weight would be a one-sample ELBO, noisy and biased low).
+            one weight is ``log p(x)``; a pair with latent sites to sample must name its K
+            (``ValueError`` naming the sites otherwise: one weight would be a one-sample
+            ELBO, noisy and biased low).
         compile: score through compiled graphs (:func:`inference.log_importance_weights`).
         progress: False hides the bar (weights drawn) a call shows after a second.
 
