@@ -290,6 +290,16 @@ def test_pair_that_does_not_vectorize_runs_one_draw_per_pass():
     assert abs(diff) < 4 * se and abs(diff) < 0.1, (diff, se)
 
 
+def test_a_loop_over_the_data_plate_is_refused_pointing_to_another_name():
+    def looped(data):
+        f = pyro.sample("latent_fairness", dist.Beta(A0, B0))
+        for i in pyro.plate("data", len(data)):
+            pyro.sample(f"obs_{i}", dist.Bernoulli(f), obs=data[i])
+
+    with pytest.raises(PairError, match=r"a plate of another name, pyro.plate\('data_loop'"):
+        joint_log_evidence(looped, coin_guide, COIN, num_samples=10)
+
+
 def test_masked_observations_are_left_out_of_the_evidence():
     mask = torch.tensor([True, True, False, True, False, True, True, True, True, False])
 
