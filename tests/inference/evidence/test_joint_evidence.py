@@ -209,9 +209,11 @@ def test_hierarchical_global_mean_and_locals_match_gaussian_marginal():
 
 
 def test_elbo_below_iwae_below_exact_in_expectation_and_iwae_tightens_with_k():
-    # 100 seeds of the wide Beta(4, 4) guide: the mean ELBO (about 0.75 nats short), IWAE_5
-    # (about 0.3) and IWAE_500 rise in that order towards log p(x), each gap beyond 4
-    # standard errors of the seeds' means
+    # 100 seeds of the wide Beta(4, 4) guide: the mean ELBO (1.04 nats short), IWAE_5 (0.07)
+    # and IWAE_500 (within 0.004) rise in that order towards log p(x), each gap beyond 4
+    # standard errors of the means. IWAE_5 has a spread of 0.45 nats, so its mean over the
+    # 100 calls of K = 5 is checked against IWAE_5 of the 10000 disjoint groups of 5 of the
+    # K = 500 runs' weights, whose mean has a standard error of 0.005
     exact = coin_log_evidence(COIN)
     runs = {5: [], 500: []}
     for seed in range(100):
@@ -222,16 +224,19 @@ def test_elbo_below_iwae_below_exact_in_expectation_and_iwae_tightens_with_k():
     elbo = torch.stack([r.elbo for r in runs[500]])
     iwae5 = torch.stack([r.log_evidence for r in runs[5]])
     iwae500 = torch.stack([r.log_evidence for r in runs[500]])
+    groups = torch.logsumexp(torch.stack([r.log_weights for r in runs[500]]).reshape(-1, 5),
+                             1) - math.log(5)
 
     def se(values):
         return float(values.std() / math.sqrt(len(values)))
 
-    assert float(iwae5.mean() - elbo.mean()) > 4 * math.hypot(se(iwae5), se(elbo))
-    assert float(iwae500.mean() - iwae5.mean()) > 4 * math.hypot(se(iwae5), se(iwae500))
-    assert exact - float(iwae5.mean()) > 4 * se(iwae5)
+    assert abs(float(iwae5.mean() - groups.mean())) < 4 * math.hypot(se(iwae5), se(groups))
+    assert float(groups.mean() - elbo.mean()) > 4 * math.hypot(se(groups), se(elbo))
+    assert float(iwae500.mean() - groups.mean()) > 4 * math.hypot(se(groups), se(iwae500))
+    assert exact - float(groups.mean()) > 4 * se(groups)
     # IWAE_500's bias (about 1/(2K) of the weights' relative variance) is below its noise
     assert abs(exact - float(iwae500.mean())) < 4 * se(iwae500) + 2e-3
-    assert exact - float(iwae500.mean()) < (exact - float(iwae5.mean())) / 20
+    assert exact - float(iwae500.mean()) < (exact - float(groups.mean())) / 20
 
 
 def test_standard_error_matches_spread_over_seeds():
