@@ -1,7 +1,9 @@
 """What you can do to any Pyro model/guide pair, one sub-package per verb.
 
 - :mod:`inference.evidence`: estimate ``log p(x)`` per datapoint (ELBO, IWAE_K, AIS, exact
-  quadrature) and judge the estimates (weight diagnostics, amortization gaps);
+  quadrature), or ``log p(x_1..N)`` of the whole data for pairs with global latents
+  (:func:`joint_log_evidence`), and judge the estimates (weight diagnostics, amortization
+  gaps);
 - :mod:`inference.training`: train the pair by SVI (:func:`fit`, steppers, objectives);
 - :mod:`inference.uses`: use a trained model (completion, outlier scores, representations);
 - :mod:`inference.coding`: compress with it (range coding, bits-back coding).
@@ -12,7 +14,8 @@ entry point may do with it, or refuses naming the construct), :mod:`inference.we
 :mod:`inference.checks` and :mod:`inference.protocols` (what the uses and coders need
 from a model beyond a pair), :mod:`inference.torch_pages` (torch's constant tables mapped
 once at import, for its vector math's speed).
-Every estimator returns one value per datapoint of the ``pyro.plate("data", ...)``.
+Every estimator returns one value per datapoint of the ``pyro.plate("data", ...)``, except
+:func:`joint_log_evidence`, one value for all the data.
 """
 
 from .coding import (
@@ -31,6 +34,7 @@ from .evidence import (
     BoundTable,
     ExactEvidence,
     GapResult,
+    JointEvidence,
     LocalGaussianGuide,
     WeightDiagnostics,
     ais_log_evidence,
@@ -43,6 +47,7 @@ from .evidence import (
     fit_local_guide,
     iwae_bound,
     iwae_from_weights,
+    joint_log_evidence,
     log_evidence,
     pareto_k,
     weight_diagnostics,
@@ -122,6 +127,7 @@ __all__ = [
     "ExactEvidence",
     "FreeBitsELBO",
     "GapResult",
+    "JointEvidence",
     "KeepBest",
     "IWAELoss",
     "LocalGaussianGuide",
@@ -161,6 +167,7 @@ __all__ = [
     "init_process_group",
     "iwae_bound",
     "iwae_from_weights",
+    "joint_log_evidence",
     "kl_per_dimension",
     "likelihood_ratio_scores",
     "log_evidence",

@@ -146,6 +146,27 @@ def weight_itemsize(args: tuple, kwargs: dict) -> int:
         if torch.is_tensor(v) and v.is_floating_point()])
 
 
+def plate_dims(log_p: torch.Tensor, site, nesting: int) -> torch.Tensor | None:
+    """A site's elementwise log density with its mask applied (``poutine.mask``,
+    ``obs_mask``: zero where masked out) and exactly ``nesting`` batch dims (particles
+    leftmost, dims of size 1 added on the left or squeezed); None for a site masked out
+    whole (``mask=False``). ``ValueError`` naming the site when it has more batch dims than
+    its plates declare."""
+    mask = site["mask"]
+    if mask is False:
+        return None
+    if torch.is_tensor(mask):
+        log_p = torch.where(mask, log_p, log_p.new_zeros(()))
+    while log_p.dim() > nesting and log_p.shape[0] == 1:  # leading dims of size 1
+        log_p = log_p.squeeze(0)
+    if log_p.dim() > nesting:
+        raise ValueError(
+            f"site '{site['name']}' has log_prob shape {tuple(log_p.shape)} with more batch "
+            "dims than its plates declare; use .to_event() for event dimensions"
+        )
+    return log_p.reshape((1,) * (nesting - log_p.dim()) + log_p.shape)
+
+
 def per_datapoint(log_p: torch.Tensor, site, nesting: int, batch_size: int) -> torch.Tensor:
     """Sum a site's log density over everything but particles and datapoints.
 
@@ -156,19 +177,10 @@ def per_datapoint(log_p: torch.Tensor, site, nesting: int, batch_size: int) -> t
     Returns:
         ``[particles or 1, batch_size]``.
     """
-    mask = site["mask"]
-    if mask is False:
+    shaped = plate_dims(log_p, site, nesting)
+    if shaped is None:
         return log_p.new_zeros(1, batch_size)
-    if torch.is_tensor(mask):
-        log_p = torch.where(mask, log_p, log_p.new_zeros(()))
-    while log_p.dim() > nesting and log_p.shape[0] == 1:  # leading dims of size 1
-        log_p = log_p.squeeze(0)
-    if log_p.dim() > nesting:
-        raise ValueError(
-            f"site '{site['name']}' has log_prob shape {tuple(log_p.shape)} with more batch "
-            "dims than its plates declare; use .to_event() for event dimensions"
-        )
-    log_p = log_p.reshape((1,) * (nesting - log_p.dim()) + log_p.shape)
+    log_p = shaped
     data_dim = nesting + data_frame(site).dim
     log_p = log_p.movedim(data_dim, 1)
     if log_p.dim() > 2:
@@ -190,7 +202,7 @@ def vectorized_traces(model, guide, args, kwargs, num_particles: int, nesting: i
 
 
 def trace_log_density(trace, structure: PairStructure, observed: bool | None = None,
-                      transform=None) -> torch.Tensor:
+                      transform=None, reduce=None) -> torch.Tensor:
     """Unscaled log density of a vectorized trace, per particle and datapoint.
 
     Args:
@@ -198,10 +210,14 @@ def trace_log_density(trace, structure: PairStructure, observed: bool | None = N
             sites; None scores all.
         transform: optional map applied to each site's distribution before scoring
             (e.g. detaching its parameters).
+        reduce: ``reduce(log_p, site, nesting)``, how each site's elementwise log density
+            is summed (``nesting``: its plate dims with the particles'); None:
+            :func:`per_datapoint`, to ``[particles or 1, batch]``.
 
     Returns:
-        ``[num_particles or 1, batch]`` (broadcastable to ``[num_particles, batch]``), or
-        0.0 when no site qualifies.
+        ``[num_particles or 1, batch]`` (broadcastable to ``[num_particles, batch]``; with
+        ``reduce``, the shape it gives), or 0.0 when no site qualifies. Where a latent's
+        value lies outside its support the total is ``-inf``, whatever the other sites say.
     """
     nesting = structure.max_plate_nesting + 1
     lean = not is_validation_enabled()  # else log_prob, with its checks of the value
@@ -225,7 +241,8 @@ def trace_log_density(trace, structure: PairStructure, observed: bool | None = N
             # draw (x ~ Uniform(0, z)), outside which a value has density zero
             if not site["is_observed"] or site["name"] in structure.dependent_support:
                 log_p = mask_outside_support(fn, site["value"], log_p)
-        term = per_datapoint(log_p, site, nesting, structure.batch_size)
+        term = (per_datapoint(log_p, site, nesting, structure.batch_size) if reduce is None
+                else reduce(log_p, site, nesting))
         if not site["is_observed"]:
             zero = torch.isneginf(term)
             impossible = zero if impossible is None else impossible | zero

@@ -583,7 +583,7 @@ def ais_log_evidence(
     acceptance = accept_sums / (num_chains * num_moves) if num_moves else None
     return AISResult(
         log_evidence=log_mean_exp(log_w, 0),
-        stderr=_delta_method_stderr(log_w),
+        stderr=delta_method_stderr(log_w),
         log_weights=log_w,
         acceptance_rate=acceptance,
         step_size=torch.stack(steps).mean(0),
@@ -608,9 +608,10 @@ def _no_latents(model, guide, args, kwargs, num_chains, chunk_size, structure,
     )
 
 
-def _delta_method_stderr(log_w: torch.Tensor) -> torch.Tensor:
-    """``sd(w) / (sqrt(K) mean(w))`` per column of ``log_w: [K, batch]`` -> ``[batch]``;
-    ``inf`` for a column of zero weights only."""
+def delta_method_stderr(log_w: torch.Tensor) -> torch.Tensor:
+    """Delta-method standard error of ``log mean_k w_k``: ``sd(w) / (sqrt(K) mean(w))`` per
+    column of ``log_w: [K, batch]`` -> ``[batch]`` (``sd`` with ``K - 1`` degrees of freedom:
+    NaN for ``K = 1``); ``inf`` for a column of zero weights only."""
     top = log_w.max(0).values  # [batch]
     shifted = (log_w - top).exp()  # [K, batch], in [0, 1]; NaN in a column of -inf
     stderr = shifted.std(0) / (math.sqrt(log_w.shape[0]) * shifted.mean(0))

@@ -55,6 +55,7 @@ from .networks import AdoptedParamWarning
 from .policy import (
     COVERAGE_USES,
     FIT_LOSSES,
+    JOINT_USE,
     PER_DATAPOINT_USES,
     TRACE_ENUM_FIT,
     TemperedPairWarning,
@@ -92,6 +93,7 @@ __all__ = [
     "DATA_PLATE",
     "DrawsAsLeaves",
     "FIT_LOSSES",
+    "JOINT_USE",
     "PARTICLE_PLATE",
     "PER_DATAPOINT_USES",
     "PairError",

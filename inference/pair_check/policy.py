@@ -29,10 +29,16 @@ SUMMING_USES = ("elbo", "iwae_bound", "bound_sweep", "log_importance_weights",
 TRACE_ENUM_FIT = "fit:TraceEnum_ELBO"
 
 
+# The entry point that estimates the evidence of the whole data, log p(x_1..N), with one
+# importance weight per draw of every latent (global ones included): the pair is judged as
+# one probability model, unscaled and unsubsampled (:func:`_check_joint`).
+JOINT_USE = "joint_log_evidence"
+
+
 # Entry points whose number needs the guide to cover the model's support (and each
 # datapoint whole): importance weights, whose average converges to log p(x) only then.
 COVERAGE_USES = ("iwae_bound", "bound_sweep", "log_importance_weights", "weight_diagnostics",
-                 "log_evidence", "ais_log_evidence", "fit:iwae", "fit:dreg")
+                 "log_evidence", "ais_log_evidence", "fit:iwae", "fit:dreg", JOINT_USE)
 
 
 def entry_label(use: str) -> str:
@@ -118,6 +124,13 @@ def _check_model_enumerated(s: PairStructure, use: str, called: str) -> None:
         return
     marked = (f"the model's latent site(s) {site_list(s.model_enumerated)} are marked for "
               "enumeration and not sampled by the guide")
+    if use == JOINT_USE:
+        raise PairError(
+            f"{called}: {marked}; {called} scores every latent as a draw of the guide and "
+            "does not sum them out. Sample them in the guide, or remove the mark; with every "
+            f"site inside pyro.plate('{DATA_PLATE}') the per-datapoint estimators "
+            f"({', '.join(SUMMING_USES)}) sum them out, and pyro.infer.TraceEnum_ELBO "
+            "trains such a pair")
     if s.sequential_enumerated:
         raise PairError(
             f"{called}: the model's site '{s.sequential_enumerated[0]}' is marked "
@@ -237,7 +250,8 @@ def _global_site_error(s: PairStructure, use: str, called: str | None = None) ->
         f"{where} and {split}; {called} needs every sample site inside `with "
         f"pyro.plate('{DATA_PLATE}', batch):`. To score the datapoints given a value of it, "
         f"fix it with pyro.poutine.block(pyro.poutine.condition(model, data={{'{name}': "
-        f"value}}), hide=['{name}']) (and the same for the guide); {training}")
+        f"value}}), hide=['{name}']) (and the same for the guide); {training}; "
+        f"{JOINT_USE}(model, guide, ...) estimates log p(x_1..N) of the whole data")
 
 
 def _check_per_datapoint(s: PairStructure, use: str, called: str | None = None) -> None:
@@ -284,6 +298,38 @@ def _check_per_datapoint(s: PairStructure, use: str, called: str | None = None) 
             f"pyro.plate('{DATA_PLATE}', len(x)), so Pyro expands the site per datapoint")
 
 
+def _check_joint(s: PairStructure, called: str) -> None:
+    """What makes :data:`JOINT_USE`'s number other than ``log p(x_1..N)``: a subsample of any
+    plate (the evidence of the members drawn), a scaled site (a tempered density), a point
+    mass without density in the guide."""
+    if s.subsample:
+        plate, indices = next(iter(s.subsample.items()))
+        full = next((size for name, _, size in s.plates if name == plate), None)
+        of = f" of its {full} members" if full is not None and full > 0 else ""
+        raise PairError(
+            f"{called}: pyro.plate('{plate}') draws a subsample ({indices.shape[0]}{of}), so "
+            "the number would be the evidence of the members drawn (Pyro scales their "
+            "densities to stand for the rest), not log p(x) of all the data. Evaluate with "
+            f"the full plate (pyro.plate('{plate}', size) without subsample_size or "
+            "subsample) and the whole data")
+    if s.tempered:
+        name, scale = s.tempered[0]
+        found = ("per-datapoint weights (a tensor scale)" if scale is None
+                 else f"scale {scale:g}")
+        raise PairError(
+            f"{called}: site '{name}' carries {found} (a poutine.scale: a tempered "
+            "likelihood, a weighted prior), so p(x, z) is not the density of a probability "
+            "model and its integral no evidence. Remove the scale from the pair you "
+            "evaluate")
+    deltas = [n for n in s.free_deltas if n not in s.auxiliary]
+    if deltas:
+        raise PairError(
+            f"{called}: guide site '{deltas[0]}' is a Delta (a point estimate, e.g. "
+            "AutoDelta): all its draws are one point, with no density q, so the importance "
+            "weights are undefined. Use a guide that draws from a distribution with a "
+            "density (e.g. AutoNormal, or AutoMultivariateNormal for correlated globals)")
+
+
 def _mismatch(structure: PairStructure, name: str) -> tuple:
     """The :attr:`PairStructure.support_mismatch` record of site ``name``."""
     return next(r for r in structure.support_mismatch if r[0] == name)
@@ -296,7 +342,9 @@ def check_pair(structure: PairStructure, use: str, called: str | None = None) ->
         structure: from :func:`survey_pair`.
         use: the entry point: ``"log_importance_weights"``, ``"elbo"``, ``"iwae_bound"``,
             ``"bound_sweep"``, ``"weight_diagnostics"``, ``"log_evidence"``,
-            ``"ais_log_evidence"``, ``"amortization_gap"``, or ``"fit:<loss>"`` with a loss of
+            ``"ais_log_evidence"``, ``"amortization_gap"``, ``"joint_log_evidence"`` (the
+            evidence of the whole data: global latents allowed, every subsample, scale and
+            model-enumerated latent refused), or ``"fit:<loss>"`` with a loss of
             :data:`FIT_LOSSES` (any other ``fit:`` loss only gets the site checks).
         called: how the messages name the user's call (``fit(loss=IWAELoss(num_particles=5))``
             for a loss object); :func:`entry_label` of ``use`` by default.
@@ -339,6 +387,8 @@ def check_pair(structure: PairStructure, use: str, called: str | None = None) ->
             "network")
     if use in PER_DATAPOINT_USES:
         _check_per_datapoint(s, use, called)
+    if use == JOINT_USE:
+        _check_joint(s, called)
     check_subsampled_plates(s, use, called)
     if not training:
         warn_if_tempered(s, use)
@@ -369,7 +419,8 @@ def check_pair(structure: PairStructure, use: str, called: str | None = None) ->
             f"model's support: dist.TransformedDistribution(dist.Normal(loc, scale)"
             ".to_event(1), biject_to(support)) (for a simplex, StickBreakingTransform), a "
             f"{model_family} guide, or an AutoNormal guide")
-    if s.support_mismatch and (use in ("elbo", "amortization_gap") or use.startswith("fit:")):
+    if s.support_mismatch and (use in ("elbo", "amortization_gap", JOINT_USE)
+                               or use.startswith("fit:")):
         name, guide_family, guide_support, model_family, model_support = s.support_mismatch[0]
         value = ("the loss is infinite for such draws and its gradients undefined"
                  if training else "the ELBO is -inf")

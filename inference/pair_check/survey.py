@@ -316,7 +316,9 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
             f"site '{sequential}' lies in pyro.plate('{DATA_PLATE}') used as a Python loop "
             f"(`for i in pyro.plate('{DATA_PLATE}', N)`, a sequential plate); the estimators "
             "and trainers score the datapoints along one vectorized dim: write `with "
-            f"pyro.plate('{DATA_PLATE}', len(x)):` and give each site the batch's values")
+            f"pyro.plate('{DATA_PLATE}', len(x)):` and give each site the batch's values "
+            "(joint_log_evidence, the evidence of the whole data, scores a loop over a plate "
+            f"of another name, pyro.plate('data_loop', N))")
     guide_observed = [s["name"] for s in sample_sites(guide_trace, observed=True)]
     if guide_observed:
         raise PairError(
