@@ -215,7 +215,9 @@ def _global_site_error(s: PairStructure, use: str, called: str | None = None) ->
             f"{called}: the pair has no plate named '{DATA_PLATE}' (plates found: "
             f"{found or 'none'}), and {called} takes the datapoints from the plate of that "
             f"name, so {role} site '{name}' lies outside pyro.plate('{DATA_PLATE}'), as "
-            f"does every other site, and none is scored per datapoint{rename}")
+            f"does every other site, and none is scored per datapoint{rename}. For the "
+            f"evidence of the whole data, log p(x_1..N), with latents shared by all "
+            f"datapoints, call {JOINT_USE}(model, guide, ...)")
     where = (f"{called}: {role} site '{name}' lies outside pyro.plate('{DATA_PLATE}'), so it "
              "is shared by all datapoints")
     split = "log p(x_1..N) does not split into per-datapoint terms"

@@ -295,6 +295,12 @@ def test_pair_that_does_not_vectorize_runs_one_draw_per_pass():
     assert abs(diff) < 4 * se and abs(diff) < 0.1, (diff, se)
 
 
+def test_per_datapoint_estimators_point_a_global_latent_pair_to_joint_log_evidence():
+    # Pyro's SVI tutorial pair: the per-datapoint estimators refuse it, and say where to go
+    with pytest.raises(PairError, match=r"no plate named 'data'.*call joint_log_evidence"):
+        iwae_bound(coin_model, coin_guide, COIN, num_samples=3)
+
+
 def test_a_loop_over_the_data_plate_is_refused_pointing_to_another_name():
     def looped(data):
         f = pyro.sample("latent_fairness", dist.Beta(A0, B0))
