@@ -415,6 +415,16 @@ def autograd_tensor(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+@contextlib.contextmanager
+def recording_autograd():
+    """Autograd records inside the block, also under ``torch.inference_mode()``, where
+    ``torch.enable_grad()`` alone builds no graph: for the checks that read one (which
+    latents a guide's draw depends on), whatever context the caller evaluates in. Pass
+    the arguments through :func:`autograd_arguments`."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
 def autograd_arguments(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     """``args`` and ``kwargs`` with every tensor passed through :func:`autograd_tensor`
     (inside tuples, lists and dicts), for entry points that differentiate (AIS's moves, a

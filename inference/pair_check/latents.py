@@ -14,7 +14,7 @@ from pyro import poutine
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
 
-from ..checks import user_stacklevel
+from ..checks import autograd_arguments, recording_autograd, user_stacklevel
 from ..random_state import forked_rng
 from ..supports import (describe_support, measure_zero, support_bounds, support_kinds_differ,
                         support_of, support_within)
@@ -251,7 +251,8 @@ def delta_dependence(guide, args, kwargs, guide_latents, auxiliary) -> tuple:
         return tuple(deltas), ()
     recorder = _AuxiliaryAsLeaves()
     free, jacobian = [], []
-    with poutine.block(), forked_rng(), torch.enable_grad():
+    with poutine.block(), forked_rng(), recording_autograd():
+        args, kwargs = autograd_arguments(args, kwargs)
         with recorder:
             guide(*args, **kwargs)
         names, leaves = list(recorder.leaves), list(recorder.leaves.values())

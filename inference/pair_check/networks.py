@@ -12,7 +12,7 @@ import torch
 from pyro import poutine
 from torch.distributions.transforms import Transform
 
-from ..checks import user_stacklevel
+from ..checks import autograd_arguments, recording_autograd, user_stacklevel
 from ..random_state import forked_rng
 from ..reachable import reachable_modules
 from .sites import tensor_text, trace_pair
@@ -90,7 +90,8 @@ def rebuilt_networks(model, guide, args, kwargs, first_traces) -> list[tuple[str
                for name, (_, given, returned) in second.items()):
         return []
     # a third run, with gradients, tells whether the run computes with the new parameters
-    with forked_rng(), poutine.block(), torch.enable_grad():
+    with forked_rng(), poutine.block(), recording_autograd():
+        args, kwargs = autograd_arguments(args, kwargs)
         third_traces = trace_pair(model, guide, args, kwargs)
         rebuilt = [(name, role, given) for name, (role, given, returned)
                    in _network_parameters(third_traces).items()

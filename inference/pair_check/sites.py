@@ -13,7 +13,7 @@ from pyro.distributions.torch_distribution import MaskedDistribution
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
-from ..checks import evaluation_mode
+from ..checks import autograd_arguments, evaluation_mode, recording_autograd
 from ..reachable import reachable_modules
 from ..random_state import (equal_generators, forked_rng, generator_states,
                             moved_generators, restore_generators, seed_generators)
@@ -140,7 +140,8 @@ def conditional_sites_of_guide(guide, args, kwargs) -> list[str]:
     of that draw), with the random state restored and effects hidden; the draws are made
     gradient leaves, so the answer does not depend on whether the guide's parameters require
     gradients."""
-    with poutine.block(), forked_rng(), torch.enable_grad():
+    with poutine.block(), forked_rng(), recording_autograd():
+        args, kwargs = autograd_arguments(args, kwargs)
         with DrawsAsLeaves():
             trace = poutine.trace(guide).get_trace(*args, **kwargs)
         return conditional_sites_in_trace(trace)
