@@ -193,10 +193,11 @@ def warn_if_tempered(s: PairStructure, use: str) -> None:
     found = "per-datapoint weights (a tensor scale)" if scale is None else f"scale {scale:g}"
     warnings.warn(
         f"{use}: site '{name}' carries {found} beyond its plates' N / batch (a poutine.scale: "
-        "a tempered likelihood, a weighted prior); the estimators score the model's unscaled "
-        "densities, log p(x, z) of the probability model, where Pyro's Trace_ELBO multiplies "
-        "the site's log density by the scale. Remove the scale from the pair you evaluate to "
-        "silence this", TemperedPairWarning, stacklevel=user_stacklevel())
+        "a tempered likelihood or a weighted prior in the model, a scaled term in the guide); "
+        "the estimators score the unscaled densities, log p(x, z) - log q(z | x) of the "
+        "probability models, where Pyro's Trace_ELBO multiplies the site's log density by the "
+        "scale. Remove the scale from the pair you evaluate to silence this",
+        TemperedPairWarning, stacklevel=user_stacklevel())
 
 
 def _global_site_error(s: PairStructure, use: str, called: str | None = None) -> PairError:

@@ -186,12 +186,14 @@ def check_plate_dims(sites, model_sites) -> None:
                 f"{fn.event_dim}) score a log density of batch shape {tuple(batch)}, whose "
                 f"dim {dim} (size {batch[dim]}) is no dim of a plate the site lies in "
                 f"(plates: {_plate_text(frames)}): every batch dim that no plate declares "
-                "must have size 1, as in Pyro's shape check, else values are broadcast "
-                "against each other (with pyro.plate('data', N, dim=-2) and 1-D data [N], "
-                "each datapoint is scored against every other's latent). Give the value the "
+                "must have size 1 here (stricter than Pyro's shape check, which leaves the "
+                "dims right of the innermost plate to the user), because such a dim cannot "
+                "be told apart from values broadcast against each other (with "
+                "pyro.plate('data', N, dim=-2) and 1-D data [N], each datapoint is scored "
+                "against every other's latent). If the dim holds independent values of each "
+                "datapoint, say so with .to_event(1); else give the value the "
                 "plate's layout (x.unsqueeze(-1) for data in a dim=-2 plate, or the plate at "
-                "dim=-1), declare the dim an event with .to_event(1), or put it in a "
-                "pyro.plate at that dim")
+                "dim=-1), or put the dim in a pyro.plate")
 
 
 def check_observed_data_dims(model_sites) -> None:

@@ -12,6 +12,7 @@ from typing import Callable
 import pyro
 import torch
 from pyro import poutine
+from pyro.distributions.torch_distribution import TorchDistributionMixin
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
@@ -231,6 +232,22 @@ def _first_line(text: str, most: int = 200) -> str:
     return line if len(line) <= most else line[:most - 3] + "..."
 
 
+def _check_pyro_distributions(model_trace, guide_trace) -> None:
+    """``PairError`` naming the first sample site whose distribution is a
+    ``torch.distributions`` object, not Pyro's (a replayed model site runs with one, but
+    nothing Pyro-specific works on it: event dims, masks, enumeration)."""
+    for role, trace in (("guide", guide_trace), ("model", model_trace)):
+        for site in trace.nodes.values():
+            fn = site.get("fn")
+            if site["type"] == "sample" and isinstance(fn, torch.distributions.Distribution) \
+                    and not isinstance(fn, TorchDistributionMixin):
+                name = type(fn).__name__
+                raise PairError(
+                    f"{role} site '{site['name']}' is a torch.distributions.{name}, which Pyro "
+                    f"cannot draw from or score; use pyro.distributions.{name} (import "
+                    "pyro.distributions as dist), which takes the same arguments")
+
+
 def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
                 probe_vectorized: bool = True, probe_randomness: bool = True) -> PairStructure:
     """Run the pair once (hidden from outer handlers, random state restored) and describe it.
@@ -270,7 +287,8 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
             _check_arguments_unchanged(copies, "the guide")
             model_full = replay_model(model, guide_full, copy_args, copy_kwargs)
             _check_arguments_unchanged(copies, "the model")
-        except (ValueError, RuntimeError) as error:  # e.g. a distribution's NaN argument
+        except (ValueError, RuntimeError, TypeError, AttributeError) as error:  # e.g. a
+            # distribution's NaN argument, a torch.distributions object given to pyro.sample
             if not isinstance(error, PairError):  # this check's own, or the replay's
                 _check_arguments_unchanged(copies, "the model or the guide")
             stale = nonfinite_parameters(model, guide)
@@ -287,6 +305,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
                     "...) calls make two). Two sample statements need two names") from error
             explain_run_failure(error, model, guide, args, kwargs, PairError)
             raise
+    _check_pyro_distributions(model_full, guide_full)
     stale = nonfinite_param_sites((guide_full, model_full))
     if stale:  # it ran: the pair's own parameters, by their site names
         raise _stale_parameters(stale, "the pair's")

@@ -865,3 +865,32 @@ def test_an_observed_point_mass_at_a_continuous_latent_is_warned_about():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         iwae_bound(deterministic_model, guide, x, num_samples=10, progress=False)
+
+
+@pytest.mark.parametrize("side", ["model", "guide"])
+def test_a_torch_distribution_given_to_pyro_sample_is_named_with_its_remedy(side):
+    # Pyro's raw "TypeError: 'Normal' object is not callable" from every entry point
+    from inference import PairError, fit
+
+    normal = {"model": torch.distributions.Normal if side == "model" else dist.Normal,
+              "guide": torch.distributions.Normal if side == "guide" else dist.Normal}
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", normal["model"](torch.zeros(len(x)), 1.0))
+            pyro.sample("x", dist.Normal(z, 0.5), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", normal["guide"](0.8 * x, 0.45))
+
+    x = torch.tensor([1.2, -0.3, 2.0])
+    # the guide's fails Pyro's draw (named with its line); the model's, replayed, runs
+    expected = (r"the guide \(.*guide, test_estimators.py line \d+: .*\) gives pyro.sample a "
+                r"torch.distributions.Normal.*use pyro.distributions.Normal" if side == "guide"
+                else r"model site 'z' is a torch.distributions.Normal.*use "
+                r"pyro.distributions.Normal")
+    for call in (lambda: elbo(model, guide, x), lambda: iwae_bound(model, guide, x, num_samples=3),
+                 lambda: fit(model, guide, x, epochs=1, progress=False)):
+        with pytest.raises(PairError, match=expected):
+            call()
