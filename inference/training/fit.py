@@ -696,7 +696,9 @@ def fit(
 
     Each minibatch ``batch`` (a tuple of slices of ``data``) is passed as
     ``model(*batch)`` and ``guide(*batch)``; sites in the ``"data"`` plate are scaled by
-    ``N / len(batch)`` so every step estimates the full-data objective, unless the model
+    ``N / len(batch)`` so every step estimates the full-data objective (with
+    ``shuffle=False`` by the number of steps ``ceil(N / batch_size)`` instead, so that the
+    fixed short last minibatch's rows count as much as the others in every epoch), unless the model
     declares the full size itself (``pyro.plate("data", N, subsample=idx)``) and so scales
     its own minibatch (:mod:`inference.training.minibatches`). Before the first step the pair
     is checked on the first minibatch (:mod:`inference.pair_check`): a loss the pair does not
@@ -799,7 +801,8 @@ def fit(
 
     Returns:
         one record per epoch: ``epoch``, ``train_loss`` (the objective minimized, nats per
-        datapoint, averaged over the epoch), ``seconds``, and ``valid_elbo`` when asked.
+        datapoint, averaged over the epoch, each datapoint counted once), ``seconds``, and
+        ``valid_elbo`` when asked.
     """
     _check_arguments(model, guide, loss, num_particles, epochs, batch_size, lr, seed,
                      kl_warmup_epochs, batch_transform, callback, checkpoint,
@@ -1007,9 +1010,9 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                                 check_observed_values_validated(
                                     model, guide, batch, {},
                                     skip=plan.structure.dependent_support)
-                        # a model that scales its own plate gets factor 1 (num_data == size)
-                        step_loss = parallel.step(batch, num_data if not plan.model_scales
-                                                  else len(index), len(index))
+                        step_loss = parallel.step(
+                            batch, _row_weight(num_data, batch_size, len(index), shuffle,
+                                               plan.model_scales) * len(index), len(index))
                     except ValueError as error:
                         if not (checking or screening):
                             raise
@@ -1020,11 +1023,12 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                         if refused is error:
                             raise
                         raise refused from error
-                total += step_loss
+                # the step's loss counts each of its rows once in the record
+                total += step_loss / _row_weight(num_data, batch_size, len(index), shuffle)
                 step_losses.append(step_loss)
         # the epoch's one read of the step losses (tensors on the device, or floats)
         record = {"epoch": epoch + 1,
-                  "train_loss": float(total) / num_data / _num_batches(num_data, batch_size)}
+                  "train_loss": float(total) / num_data}
         if kl_warmup_epochs:
             record["kl_weight"] = beta
         if valid is not None:
@@ -1208,3 +1212,23 @@ def _named_params(modules) -> list[tuple[str, torch.Tensor]]:
 
 def _num_batches(num_data: int, batch_size: int) -> int:
     return -(-num_data // batch_size)
+
+
+def _row_weight(num_data: int, batch_size: int, size: int, shuffle: bool,
+                model_scales: bool = False) -> float:
+    """How many times each of the ``size`` rows of a step counts in its loss, and (with
+    ``model_scales``: a model that scales its ``"data"`` plate by ``num_data / size`` itself)
+    the factor ``fit`` adds to the model's own.
+
+    Shuffled: ``num_data / size``, so that every step estimates the full-data objective (a
+    row lands in the short last minibatch, of weight ``N / B_last``, by chance, and over an
+    epoch each row weighs ``ceil(N / B)`` in expectation). In a fixed order (``shuffle=False``)
+    the short last minibatch holds the same rows every epoch: weighted ``N / B_last`` they
+    counted ``B / B_last`` times as much as every other row in every epoch, and training
+    converged to that reweighted objective. There every row weighs the number of steps,
+    ``ceil(N / B)``, so that an epoch's steps add up to that many times the full-data
+    objective, each datapoint and each global site counted alike.
+    """
+    weight = num_data / size if shuffle else float(_num_batches(num_data, batch_size))
+    return weight * size / num_data if model_scales else weight
+
