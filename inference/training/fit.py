@@ -158,6 +158,45 @@ def _check_arguments(model, guide, loss, num_particles, epochs, batch_size, lr, 
         raise ValueError("resume=True needs a checkpoint path")
 
 
+def _is_jit_loss(loss) -> bool:
+    """Whether ``loss`` is one of Pyro's JIT-compiled ELBOs (``JitTrace_ELBO``,
+    ``JitTraceEnum_ELBO``, ``JitTraceGraph_ELBO``, ``JitTraceMeanField_ELBO``, a subclass)."""
+    jit = tuple(value for name, value in vars(pyro.infer).items()
+                if name.startswith("Jit") and isinstance(value, type))
+    return isinstance(loss, jit) or (not isinstance(loss, str)
+                                     and type(loss).__name__.startswith("Jit"))
+
+
+def _check_jit_loss(loss, num_data: int, batch_size: int, kl_warmup_epochs: int) -> None:
+    """Refuse a JIT-compiled Pyro loss where the scales ``fit`` puts around the loss change
+    during training. Pyro compiles the loss once, on the first step, and keys its cache on
+    the number of arguments only (not their shapes, nor the handlers around it): the first
+    step's minibatch size and scales are constants of every later step. A KL warm-up kept
+    the latents' weight at 0 for the whole run (a -ELBO of 0.38 below -log p(x) = 2.31), and
+    a short last minibatch of 10 rows was scaled as the first one of 50. With one batch
+    size (``N % batch_size == 0``, or all data at once) and no warm-up every step has the
+    first one's shapes and scales, and the compiled loss is Pyro's loss."""
+    if not _is_jit_loss(loss):
+        return
+    name = type(loss).__name__
+    plain = name[3:] if name.startswith("Jit") else "Trace_ELBO"
+    if kl_warmup_epochs:
+        raise ValueError(
+            f"fit: loss={name} compiles the loss on the first step, with that step's scales "
+            f"as constants (Pyro's JIT cache ignores the handlers around the loss), but "
+            f"kl_warmup_epochs={kl_warmup_epochs} changes the latents' scale every epoch: "
+            "the warm-up would stay at its first value (weight 0) for the whole run. Use "
+            f"pyro.infer.{plain} (the same loss, not compiled), or kl_warmup_epochs=0")
+    if batch_size < num_data and num_data % batch_size:
+        raise ValueError(
+            f"fit: loss={name} compiles the loss on the first step, with that step's "
+            f"minibatch size and scale as constants (Pyro's JIT cache ignores shapes), but "
+            f"batch_size={batch_size} leaves a last minibatch of {num_data % batch_size} of "
+            f"the {num_data} rows: it would be scored as a minibatch of {batch_size}. Use "
+            f"pyro.infer.{plain} (the same loss, not compiled), or a batch_size that divides "
+            f"{num_data} (or >= {num_data})")
+
+
 @contextlib.contextmanager
 def _checkpoint_lock(checkpoint, distributed: bool):
     """Check that ``checkpoint`` can be written and lock it for the whole run (rank 0 of a
@@ -712,7 +751,10 @@ def fit(
             ``loss_and_grads`` methods, e.g. ``inference.FreeBitsELBO(0.25)`` (free bits,
             nats per latent dimension), or ``pyro.infer.TraceEnum_ELBO(max_plate_nesting=...)``
             for a model that marks discrete latents the guide does not sample for
-            enumeration (the only loss that sums them out; the others refuse such a pair).
+            enumeration (the only loss that sums them out; the others refuse such a pair;
+            no ``kl_warmup_epochs`` then). Pyro's ``Jit*`` losses compile the first step,
+            scales included, so they are refused with ``kl_warmup_epochs`` or a
+            ``batch_size`` that leaves a shorter last minibatch.
         seed: an integer in 0..2**32 - 1 (NumPy's range; numpy integers accepted) for
             torch's, NumPy's and Python's generators and the order of the minibatches.
         device: where data and, when ``model`` is a bound method of an ``nn.Module``, that
@@ -818,6 +860,7 @@ def fit(
                               "positionally, model(*batch) and guide(*batch): take the data "
                               "tensors as positional parameters, in the order of data")
     _check_data(tensors, "data")
+    _check_jit_loss(loss, tensors[0].shape[0], batch_size, kl_warmup_epochs)
     if valid_data is not None:
         _check_data(_as_tensors(valid_data, "valid_data"), "valid_data", like=tensors)
     # SVIStep: SVI with Pyro's ELBOs scored as the sites are sampled and one torch Adam

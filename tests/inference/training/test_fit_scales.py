@@ -137,3 +137,48 @@ def test_trace_enum_elbo_with_a_short_last_minibatch_in_a_fixed_order():
     components = dist.Normal(torch.tensor([-1.5, 1.0]), 1.0).log_prob(x[:, None])
     exact = -float(torch.logsumexp(components + torch.tensor([0.3, 0.7]).log(), -1).mean())
     assert history[0]["train_loss"] == pytest.approx(exact, abs=1e-4)
+
+
+# -- Pyro's JIT-compiled losses -----------------------------------------------------------------
+
+JIT_LOSSES = [pyro.infer.JitTrace_ELBO, pyro.infer.JitTraceGraph_ELBO,
+              pyro.infer.JitTraceMeanField_ELBO, pyro.infer.JitTraceEnum_ELBO]
+
+
+@pytest.mark.parametrize("loss_class", JIT_LOSSES)
+def test_jit_losses_refuse_a_kl_warm_up(loss_class):
+    pyro.clear_param_store()
+    with pytest.raises(ValueError, match=rf"loss={loss_class.__name__} .* kl_warmup_epochs=30 "
+                                         rf".*pyro.infer.{loss_class.__name__[3:]}"):
+        fit(model, guide, _data(), loss=loss_class(), epochs=2, batch_size=N,
+            kl_warmup_epochs=30, progress=False)
+
+
+@pytest.mark.parametrize("loss_class", JIT_LOSSES)
+def test_jit_losses_refuse_a_short_last_minibatch(loss_class):
+    pyro.clear_param_store()
+    with pytest.raises(ValueError, match=rf"loss={loss_class.__name__} .* batch_size=50 leaves "
+                                         "a last minibatch of 10"):
+        fit(model, guide, _data(), loss=loss_class(), epochs=1, batch_size=50,
+            shuffle=False, progress=False)
+
+
+@pytest.mark.parametrize("batch_size", [N, 70])
+def test_jit_trace_elbo_with_fixed_scales_is_trace_elbo(batch_size):
+    """One batch size, no warm-up: the compiled loss records -mean log p(x) at the exact
+    posterior, and trains to the ELBO optimum a = 0.8, b = 0, sc = 0.447 as Trace_ELBO does."""
+    x = _data()
+    pyro.clear_param_store()
+    history = fit(model, exact_guide, x, loss=pyro.infer.JitTrace_ELBO(), lr=0.0, epochs=2,
+                  batch_size=batch_size, progress=False)
+    exact = -float(_log_evidence(x).mean())
+    assert [r["train_loss"] for r in history] == pytest.approx([exact] * 2, abs=1e-4)
+    trained = {}
+    for loss in (pyro.infer.Trace_ELBO(), pyro.infer.JitTrace_ELBO()):
+        pyro.clear_param_store()
+        history = fit(model, guide, x, loss=loss, lr=0.03, epochs=300, batch_size=batch_size,
+                      seed=0, progress=False)
+        trained[type(loss).__name__] = [float(pyro.param(k)) for k in ("a", "b", "sc")]
+        assert trained[type(loss).__name__] == pytest.approx([0.8, 0.0, 0.447], abs=0.06)
+        assert history[-1]["train_loss"] == pytest.approx(exact, abs=0.05)
+    assert trained["JitTrace_ELBO"] == pytest.approx(trained["Trace_ELBO"], abs=0.03)
