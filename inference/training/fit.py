@@ -31,7 +31,8 @@ from ..supports import describe_support
 from ..weights import check_compile
 from . import checkpoints, resume_settings
 from .handlers import scale_data_plate, scale_latents
-from .minibatches import copies, plan_minibatches, reports_no_loss, transformed_batch
+from .minibatches import (check_valid_data_guide, copies, plan_minibatches, reports_no_loss,
+                          transformed_batch)
 from .registered_modules import buffers_state, registered_prefix, restore_buffers
 from .objectives import DReGLoss, IWAELoss, make_loss
 from .svi_step import WEIGHTED_LOSSES, Adam, SVIStep
@@ -771,7 +772,8 @@ def fit(
             dtypes; its single-sample ELBO per datapoint is recorded every epoch, without
             gradients, without touching parameters and on random streams of its own (a run
             with ``valid_data`` trains the same model as one without). A pair for which that
-            is undefined (e.g. with a global latent) is refused before training.
+            is undefined (e.g. with a global latent, or a guide with parameters for each
+            training datapoint, such as an AutoNormal) is refused before training.
         checkpoint: file to write after every epoch (atomically, with a CRC32): module
             parameters, the Pyro parameters the pair uses outside its modules (its param
             sites; other entries of Pyro's param store are neither saved nor compared),
@@ -968,7 +970,21 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
         plan = plan_minibatches(model, guide, tensors, batch_size=batch_size, loss=loss,
                                 num_particles=num_particles, shuffle=shuffle,
                                 batch_transform=batch_transform)
+    if kl_warmup_epochs and plan.structure.model_enumerated:
+        names = ", ".join(f"'{name}'" for name in plan.structure.model_enumerated)
+        raise PairError(
+            f"fit: kl_warmup_epochs={kl_warmup_epochs} scales the latent sites' log densities "
+            f"(the prior and guide terms of the KL), but the model's site(s) {names} are "
+            f"enumerated by {_loss_label(loss)}: summed out of log p(x) = log sum_c p(c) "
+            "p(x | c), with no guide term, so there is no KL of theirs to warm up (a scaled "
+            "p(c) would temper the prior inside the sum, and Pyro's enumeration takes one "
+            "scale for every enumerated site and the observations that depend on them). "
+            "Train without warm-up (kl_warmup_epochs=0), or sample the site(s) in the guide")
     if valid is not None:
+        check_valid_data_guide(model, guide, first_rows if batch_transform is None else
+                               transformed_batch(batch_transform(*copies(first_rows)),
+                                                 len(first_rows[0]), screen=False),
+                               plan.structure, num_data)
         try:
             check_pair(plan.structure, "elbo")
         except PairError as error:

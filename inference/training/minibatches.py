@@ -713,3 +713,73 @@ def _check_autoguide_rows(model, guide, rows, first_batch, use, num_data, shuffl
         raise _positional_error(guide, num_data, shuffle) from None
     if first.row_mismatch or first.data_size != num_data:
         raise _positional_error(guide, num_data, shuffle)
+
+
+def check_valid_data_guide(model, guide, first_batch: tuple, structure: PairStructure,
+                           num_data: int) -> None:
+    """Refuse ``fit(valid_data=...)`` for a guide that keeps parameters for each datapoint
+    (by position, or by the indices passed with the data: an AutoGuide on a model with
+    latents inside ``"data"``, the index-aware ``AutoNormal(create_plates=...)`` pair, a
+    ``pyro.param`` of a row per datapoint): the validation rows have none of their own, so
+    the validation ELBO scored them with the training rows' posteriors (-27.5 nats per
+    datapoint against an exact -5.31), or failed inside Pyro on an index beyond the training
+    data's. A hand-written guide is probed on ``first_batch``: its per-datapoint densities
+    must follow the rows' data, not their positions or the integer tensors (indices) passed
+    with them."""
+    global_names = {name for role, name in structure.global_sites if role == "model"}
+    local = [name for name in structure.model_latents if name not in global_names]
+    if not local:
+        return
+    if _is_autoguide(guide):
+        found, how = local[0], "by position or by the indices passed with the data"
+    else:
+        try:
+            found, how = _rows_not_followed(model, guide, first_batch, num_data), "by position"
+            if found is None:
+                found, how = (_index_followed(model, guide, first_batch, num_data),
+                              "by the indices passed with the data")
+        except Exception:  # noqa: BLE001 - a probe only: a guide it cannot run is not judged
+            return
+        if found is None:
+            return
+    named = getattr(guide, "__name__", type(guide).__name__)
+    raise PairError(
+        f"fit(valid_data=...): the guide ({named}) keeps parameters for each "
+        f"datapoint of pyro.plate('{DATA_PLATE}') ({how}; site '{found}'): the validation "
+        "rows have no posterior of their own, so their ELBO would be scored with the "
+        "training rows' per-datapoint parameters (a meaningless number), or fail on indices "
+        "beyond the training data's. Train without valid_data; to score held-out data, use "
+        "an amortized guide (a network of x, e.g. AutoNormal replaced by an encoder), or fit "
+        "a guide to the validation rows with the model's parameters held fixed and evaluate "
+        "that pair")
+
+
+def _index_followed(model, guide, batch: tuple, num_data: int) -> str | None:
+    """The first guide latent in the data plate whose log density, per datapoint, changes
+    when the integer tensors of ``batch`` (the datapoints' indices) are reversed and the rest
+    of the data and the draws kept: the guide reads its parameters by index, not from the
+    data. None when no tensor is an integer one, or every density stays."""
+    which = [not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool)
+             for t in batch]
+    if not any(which) or batch[0].shape[0] < 2:
+        return None
+    reverse = torch.arange(batch[0].shape[0] - 1, -1, -1, device=batch[0].device)
+    flipped = tuple(t.index_select(0, reverse) if index else t for t, index in zip(batch, which))
+    with forked_rng(), poutine.block(), torch.no_grad(), \
+            evaluation_mode(reachable_modules(model, guide)):
+        guide = poutine.substitute(guide, data=_spread_params(
+            guide, batch, {batch[0].shape[0], num_data}))
+        first = poutine.trace(guide).get_trace(*batch)
+        second = poutine.trace(poutine.replay(guide, trace=first)).get_trace(*flipped)
+    for site in sample_sites(first, observed=False):
+        if data_frame(site) is None:
+            continue
+        other = second.nodes.get(site["name"])
+        if other is None or other["type"] != "sample":
+            continue
+        before = site["fn"].log_prob(site["value"])
+        after = other["fn"].log_prob(other["value"])
+        if before.shape == after.shape and not torch.allclose(before, after, rtol=1e-4,
+                                                               atol=1e-4, equal_nan=True):
+            return site["name"]
+    return None
