@@ -679,10 +679,20 @@ def _check_draws_keep_data_inside(model, guide, first_batch: tuple, structure: P
 def _positional_error(guide, num_data: int, shuffle: bool) -> PairError:
     # AutoNormal and AutoDelta take create_plates; the joint-vector AutoGuides
     # (AutoDiagonalNormal, AutoMultivariateNormal, ...) do not
-    plated = isinstance(guide, (pyro.infer.autoguide.AutoNormal, pyro.infer.autoguide.AutoDelta))
+    per_site = (pyro.infer.autoguide.AutoNormal, pyro.infer.autoguide.AutoDelta)
+    plated = isinstance(guide, per_site)
     guide_name = type(guide).__name__ if plated else "AutoNormal"
     joint = ("" if plated else f" ({type(guide).__name__} draws one vector for all datapoints "
              "and takes no create_plates)")
+    if isinstance(guide, pyro.infer.autoguide.AutoGuideList):
+        # the list takes create_plates; its parts decide whether a datapoint has its own rows
+        guide_name = "AutoGuideList"
+        joint_parts = sorted({type(part).__name__ for part in guide
+                              if not isinstance(part, per_site)})
+        joint = (" whose parts are AutoNormal or AutoDelta" + (
+            f" ({', '.join(joint_parts)} draws one vector for all datapoints and takes no "
+            "create_plates: replace it by an AutoNormal of the same sites)"
+            if joint_parts else ""))
     return PairError(
         f"fit: {type(guide).__name__} keeps parameters for each datapoint of "
         f"pyro.plate('{DATA_PLATE}'), by position; {'shuffled ' if shuffle else ''}"

@@ -235,3 +235,21 @@ def test_valid_data_of_an_amortized_guide_is_exact():
                   valid_data=(xv, torch.arange(300)), lr=0.0, epochs=1, batch_size=50,
                   progress=False)
     assert history[0]["valid_elbo"] == pytest.approx(float(_log_evidence(xv).mean()), abs=1e-4)
+
+
+def test_positional_autoguidelist_message_names_its_create_plates():
+    """An AutoGuideList of AutoNormals takes create_plates: the message said it did not."""
+    def positional(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, S), obs=x)
+
+    pyro.clear_param_store()
+    guides = autoguide.AutoGuideList(positional)
+    guides.append(autoguide.AutoNormal(pyro.poutine.block(positional, expose=["z"])))
+    with pytest.raises(PairError) as error:
+        fit(positional, guides, _data(), epochs=1, batch_size=50, progress=False)
+    message = str(error.value)
+    assert "AutoGuideList(model, create_plates=lambda x, idx:" in message
+    assert "whose parts are AutoNormal or AutoDelta" in message
+    assert "takes no create_plates" not in message
