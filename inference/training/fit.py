@@ -981,10 +981,12 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
             "scale for every enumerated site and the observations that depend on them). "
             "Train without warm-up (kl_warmup_epochs=0), or sample the site(s) in the guide")
     if valid is not None:
-        check_valid_data_guide(model, guide, first_rows if batch_transform is None else
-                               transformed_batch(batch_transform(*copies(first_rows)),
-                                                 len(first_rows[0]), screen=False),
-                               plan.structure, num_data)
+        probe = first_rows
+        if batch_transform is not None:
+            with _apart_streams():  # training draws as it would without valid_data
+                probe = transformed_batch(batch_transform(*copies(first_rows)),
+                                          len(first_rows[0]), screen=False)
+        check_valid_data_guide(model, guide, probe, plan.structure, num_data)
         try:
             check_pair(plan.structure, "elbo")
         except PairError as error:

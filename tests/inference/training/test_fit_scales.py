@@ -253,3 +253,21 @@ def test_positional_autoguidelist_message_names_its_create_plates():
     assert "AutoGuideList(model, create_plates=lambda x, idx:" in message
     assert "whose parts are AutoNormal or AutoDelta" in message
     assert "takes no create_plates" not in message
+
+
+def test_valid_data_leaves_a_batch_transform_s_draws_to_training():
+    """The guide's probe for valid_data runs on a transformed first minibatch; its
+    transform's draws must not move training's: the same history as without valid_data."""
+    x = _data()
+
+    def jitter(x, idx):
+        return x + 0.1 * torch.randn_like(x), idx
+
+    histories = []
+    for valid in (None, (x[:20], torch.arange(20))):
+        pyro.clear_param_store()
+        histories.append([r["train_loss"] for r in fit(
+            index_model, amortized_index_guide, (x, torch.arange(N)), valid_data=valid,
+            batch_transform=jitter, lr=0.01, epochs=2, batch_size=70, seed=3,
+            progress=False)])
+    assert histories[0] == histories[1]
