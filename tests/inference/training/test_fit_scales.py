@@ -95,6 +95,31 @@ def test_fixed_order_weighs_every_datapoint_alike():
     assert history[-1]["train_loss"] == pytest.approx(nll, abs=0.01)
 
 
+def test_fixed_order_counts_a_global_latent_once_per_full_data_objective():
+    """mu ~ N(0, 1), x_i ~ N(mu, 1), N = 6 in minibatches of 4 and 2, fixed order: the
+    posterior is N(sum(x) / 7, 1 / sqrt(7)) = N(1.400, 0.378). Rows weighed N / B_k gave
+    mean 2.014 (the last two rows 3 times, the others 1.5); rows weighed N / B = 1.5 against
+    a prior counted once per step would give 1.336: only ceil(N / B) = 2 per row (an epoch
+    twice the full-data objective) gives 1.400."""
+    x = torch.tensor([0.3, -0.8, 1.1, 0.2, 4.0, 5.0])
+
+    def global_model(x):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+    def global_guide(x):
+        m = pyro.param("m", torch.tensor(0.0))
+        s = pyro.param("s", torch.tensor(1.0), constraint=constraints.positive)
+        pyro.sample("mu", dist.Normal(m, s))
+
+    pyro.clear_param_store()
+    fit(global_model, global_guide, x, loss="meanfield", num_particles=64, epochs=1500,
+        batch_size=4, lr=0.02, shuffle=False, seed=0, progress=False)
+    assert float(pyro.param("m")) == pytest.approx(1.4, abs=0.02)
+    assert float(pyro.param("s")) == pytest.approx(1 / math.sqrt(7), abs=0.02)
+
+
 def index_model(x, idx):
     with pyro.plate("data", N, subsample=idx):
         z = pyro.sample("z", dist.Normal(0.0, 1.0))
