@@ -212,7 +212,7 @@ def _checkpoint_lock(checkpoint, distributed: bool):
 
 
 def _settings(loss, num_particles, batch_size, lr, seed, kl_warmup_epochs, compile,
-              mixed_precision, batch_transform, shuffle) -> dict:
+              mixed_precision, batch_transform, shuffle, num_data=None) -> dict:
     """The settings a resumed run must share with the run that wrote the checkpoint.
 
     A loss object enters by its class and plain settings (``num_particles``, ...).
@@ -227,6 +227,10 @@ def _settings(loss, num_particles, batch_size, lr, seed, kl_warmup_epochs, compi
         settings["batch_transform"] = resume_settings.callable_fingerprint(batch_transform)
     if not shuffle:
         settings["shuffle"] = False
+        if num_data is not None and batch_size < num_data and num_data % batch_size:
+            # a fixed order's rows weigh ceil(N / batch_size) each; checkpoints written when
+            # the short last minibatch's rows weighed N / B_last (another objective) lack it
+            settings["fixed_order_row_weight"] = "steps"
     return settings
 
 
@@ -340,9 +344,13 @@ def _check_resumable(state: dict, path, epochs: int, current: dict) -> None:
     differences = checkpoints.describe_differences(compared, current)
     if differences:
         shown = "; ".join(differences[:8]) + (" ..." if len(differences) > 8 else "")
+        why = (" (it was written when a fixed order weighed its short last minibatch's rows "
+               "by N / B_last, more than the others: another objective, so start afresh)"
+               if any(d.startswith("settings.fixed_order_row_weight") for d in differences)
+               else "")
         raise checkpoints.CheckpointError(
-            f"checkpoint {path} was written by another run, it differs in: {shown}. Resume "
-            "with the same pair, data and settings, or use another checkpoint path")
+            f"checkpoint {path} was written by another run, it differs in: {shown}{why}. "
+            "Resume with the same pair, data and settings, or use another checkpoint path")
     done = len(state["history"])
     if done > epochs:
         raise checkpoints.CheckpointError(
@@ -925,7 +933,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                    "valid_data": checkpoints.data_fingerprint(valid) if valid else None,
                    "settings": _settings(loss, num_particles, batch_size, lr, seed,
                                          kl_warmup_epochs, compile, mixed_precision,
-                                         batch_transform, shuffle)}
+                                         batch_transform, shuffle, num_data)}
     # plain settings of the modules and the pair's callables (and, once the pair has run,
     # of the networks it registers): compared on resume, recorded in each checkpoint
     settings_record.watch(modules, {"model": model, "guide": guide})

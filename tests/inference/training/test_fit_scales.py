@@ -346,3 +346,22 @@ def test_the_compiled_step_weighs_a_short_last_minibatch_alike(loss, shuffle):
                   lr=0.0, epochs=2,
                   batch_size=50, shuffle=shuffle, compile="eager", progress=False)
     assert [r["train_loss"] for r in history] == pytest.approx([exact] * 2, abs=1e-4)
+
+
+def test_a_checkpoint_of_the_old_fixed_order_weights_is_not_resumed(tmp_path):
+    """A checkpoint written while the fixed order's short last minibatch weighed N / B_last
+    (before: no such setting in it) trained another objective: its resume is refused."""
+    from inference.training import checkpoints
+    from inference.training.checkpoints import CheckpointError
+
+    x, path = _data(), tmp_path / "run.pt"
+    pyro.clear_param_store()
+    fit(model, guide, x, epochs=1, batch_size=50, shuffle=False, checkpoint=path,
+        progress=False)
+    state = checkpoints.load_checkpoint(path)
+    assert state["fingerprint"]["settings"]["fixed_order_row_weight"] == "steps"
+    del state["fingerprint"]["settings"]["fixed_order_row_weight"]
+    checkpoints.save_checkpoint(path, state)
+    with pytest.raises(CheckpointError, match=r"settings\.fixed_order_row_weight.*by N / B_last"):
+        fit(model, guide, x, epochs=2, batch_size=50, shuffle=False, checkpoint=path,
+            resume=True, progress=False)
