@@ -14,6 +14,8 @@ before any step and decides:
   two multiply to ``N / B``. A model that declares the full size itself
   (``pyro.plate("data", N, subsample=idx)``, the index-aware idiom, or
   ``subsample_size=B`` of a plate of size N) already scales by ``N / B``: ``fit`` adds nothing.
+  (In a fixed order, ``shuffle=False``, with a short last minibatch every row weighs
+  ``ceil(N / B)`` instead, :func:`inference.training.fit._row_weight`.)
   A plate of any other declared size is refused (its scale cannot be right for both);
 - whether the guide keeps per-datapoint parameters (Pyro's AutoGuides on a model with local
   latents) that shuffled minibatches would mix up.
