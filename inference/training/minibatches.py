@@ -768,30 +768,37 @@ def check_valid_data_guide(model, guide, first_batch: tuple, structure: PairStru
 
 def _index_followed(model, guide, batch: tuple, num_data: int) -> str | None:
     """The first guide latent in the data plate whose log density, per datapoint, changes
-    when the integer tensors of ``batch`` (the datapoints' indices) are reversed and the rest
-    of the data and the draws kept: the guide reads its parameters by index, not from the
-    data. None when no tensor is an integer one, or every density stays."""
-    which = [not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool)
-             for t in batch]
+    when the index tensors of ``batch`` (1-d integer tensors of distinct values: the
+    datapoints' indices, not labels) are reversed, the rest of the data and the draws kept,
+    and stays when the rest is reversed and the indices kept: the guide reads its parameters
+    by index, not from the data. None when no tensor is an index, or no density is so."""
+    which = [t.dim() == 1 and not (t.is_floating_point() or t.is_complex()
+                                   or t.dtype == torch.bool)
+             and t.unique().numel() == t.numel() for t in batch]
     if not any(which) or batch[0].shape[0] < 2:
         return None
     reverse = torch.arange(batch[0].shape[0] - 1, -1, -1, device=batch[0].device)
-    flipped = tuple(t.index_select(0, reverse) if index else t for t, index in zip(batch, which))
+    indices, rest = (tuple(t.index_select(0, reverse) if flip == index else t
+                           for t, index in zip(batch, which)) for flip in (True, False))
     with forked_rng(), poutine.block(), torch.no_grad(), \
             evaluation_mode(reachable_modules(model, guide)):
         guide = poutine.substitute(guide, data=_spread_params(
             guide, batch, {batch[0].shape[0], num_data}))
         first = poutine.trace(guide).get_trace(*batch)
-        second = poutine.trace(poutine.replay(guide, trace=first)).get_trace(*flipped)
+        by_index, by_rest = (poutine.trace(poutine.replay(guide, trace=first)).get_trace(*args)
+                             for args in (indices, rest))
     for site in sample_sites(first, observed=False):
         if data_frame(site) is None:
             continue
-        other = second.nodes.get(site["name"])
-        if other is None or other["type"] != "sample":
-            continue
         before = site["fn"].log_prob(site["value"])
-        after = other["fn"].log_prob(other["value"])
-        if before.shape == after.shape and not torch.allclose(before, after, rtol=1e-4,
-                                                               atol=1e-4, equal_nan=True):
+        changed = []
+        for trace in (by_index, by_rest):
+            other = trace.nodes.get(site["name"])
+            if other is None or other["type"] != "sample":
+                break
+            after = other["fn"].log_prob(other["value"])
+            changed.append(before.shape != after.shape or not torch.allclose(
+                before, after, rtol=1e-4, atol=1e-4, equal_nan=True))
+        if changed == [True, False]:
             return site["name"]
     return None

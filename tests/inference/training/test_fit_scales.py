@@ -365,3 +365,33 @@ def test_a_checkpoint_of_the_old_fixed_order_weights_is_not_resumed(tmp_path):
     with pytest.raises(CheckpointError, match=r"settings\.fixed_order_row_weight.*by N / B_last"):
         fit(model, guide, x, epochs=2, batch_size=50, shuffle=False, checkpoint=path,
             resume=True, progress=False)
+
+
+@pytest.mark.parametrize("batch_size", [50, 3])  # 3: the first minibatch's labels all differ
+def test_valid_data_of_a_guide_of_integer_labels_is_scored(batch_size):
+    """Integer labels are no indices: a guide amortized on (x, y) keeps valid_data, its
+    valid_elbo exact. x ~ N(z + c_y, s) with c = (-1, 0, 1) and y ~ Categorical(1/3): the
+    exact posterior is N((x - c_y) / (1 + s^2), ...), log p(x, y) = log N(x; c_y,
+    sqrt(1 + s^2)) - log 3."""
+    shift = torch.tensor([-1.0, 0.0, 1.0])
+    x = _data()
+    y = torch.arange(N) % 3
+    xv = torch.randn(30, generator=torch.Generator().manual_seed(5))
+    yv = torch.arange(30) % 3
+
+    def labelled(x, y):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z + shift[y], S), obs=x)
+            pyro.sample("y", dist.Categorical(torch.ones(3) / 3), obs=y)
+
+    def labelled_guide(x, y):
+        a = pyro.param("a", torch.tensor(1 / (1 + S**2)))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(a * (x - shift[y]), S / math.sqrt(1 + S**2)))
+
+    pyro.clear_param_store()
+    history = fit(labelled, labelled_guide, (x, y), valid_data=(xv, yv), lr=0.0, epochs=1,
+                  batch_size=batch_size, progress=False)
+    exact = dist.Normal(shift[yv], math.sqrt(1 + S**2)).log_prob(xv).mean() - math.log(3)
+    assert history[0]["valid_elbo"] == pytest.approx(float(exact), abs=1e-4)
