@@ -164,8 +164,7 @@ def _is_jit_loss(loss) -> bool:
     ``JitTraceEnum_ELBO``, ``JitTraceGraph_ELBO``, ``JitTraceMeanField_ELBO``, a subclass)."""
     jit = tuple(value for name, value in vars(pyro.infer).items()
                 if name.startswith("Jit") and isinstance(value, type))
-    return isinstance(loss, jit) or (not isinstance(loss, str)
-                                     and type(loss).__name__.startswith("Jit"))
+    return isinstance(loss, jit)
 
 
 def _check_jit_loss(loss, num_data: int, batch_size: int, kl_warmup_epochs: int) -> None:
@@ -180,7 +179,8 @@ def _check_jit_loss(loss, num_data: int, batch_size: int, kl_warmup_epochs: int)
     if not _is_jit_loss(loss):
         return
     name = type(loss).__name__
-    plain = name[3:] if name.startswith("Jit") else "Trace_ELBO"
+    plain = next(base.__name__ for base in type(loss).__mro__
+                 if not base.__name__.startswith("Jit"))
     if kl_warmup_epochs:
         raise ValueError(
             f"fit: loss={name} compiles the loss on the first step, with that step's scales "
