@@ -179,8 +179,10 @@ def _check_jit_loss(loss, num_data: int, batch_size: int, kl_warmup_epochs: int)
     if not _is_jit_loss(loss):
         return
     name = type(loss).__name__
-    plain = next(base.__name__ for base in type(loss).__mro__
-                 if not base.__name__.startswith("Jit"))
+    mro = type(loss).__mro__  # the plain loss: the first base after Pyro's Jit class
+    first_jit = next(i for i, base in enumerate(mro) if base.__name__.startswith("Jit")
+                     and base.__module__.startswith("pyro."))
+    plain = next(base.__name__ for base in mro[first_jit:] if not base.__name__.startswith("Jit"))
     if kl_warmup_epochs:
         raise ValueError(
             f"fit: loss={name} compiles the loss on the first step, with that step's scales "
