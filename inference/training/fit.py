@@ -31,7 +31,8 @@ from ..supports import describe_support
 from ..weights import check_compile
 from . import checkpoints, resume_settings
 from .handlers import scale_data_plate, scale_latents
-from .minibatches import copies, plan_minibatches, reports_no_loss, transformed_batch
+from .minibatches import (check_valid_data_guide, copies, plan_minibatches, reports_no_loss,
+                          transformed_batch)
 from .registered_modules import buffers_state, registered_prefix, restore_buffers
 from .objectives import DReGLoss, IWAELoss, make_loss
 from .svi_step import WEIGHTED_LOSSES, Adam, SVIStep
@@ -158,6 +159,47 @@ def _check_arguments(model, guide, loss, num_particles, epochs, batch_size, lr, 
         raise ValueError("resume=True needs a checkpoint path")
 
 
+def _is_jit_loss(loss) -> bool:
+    """Whether ``loss`` is one of Pyro's JIT-compiled ELBOs (``JitTrace_ELBO``,
+    ``JitTraceEnum_ELBO``, ``JitTraceGraph_ELBO``, ``JitTraceMeanField_ELBO``, a subclass)."""
+    jit = tuple(value for name, value in vars(pyro.infer).items()
+                if name.startswith("Jit") and isinstance(value, type))
+    return isinstance(loss, jit)
+
+
+def _check_jit_loss(loss, num_data: int, batch_size: int, kl_warmup_epochs: int) -> None:
+    """Refuse a JIT-compiled Pyro loss where the scales ``fit`` puts around the loss change
+    during training. Pyro compiles the loss once, on the first step, and keys its cache on
+    the number of arguments only (not their shapes, nor the handlers around it): the first
+    step's minibatch size and scales are constants of every later step. A KL warm-up kept
+    the latents' weight at 0 for the whole run (a -ELBO of 0.38 below -log p(x) = 2.31), and
+    a short last minibatch of 10 rows was scaled as the first one of 50. With one batch
+    size (``N % batch_size == 0``, or all data at once) and no warm-up every step has the
+    first one's shapes and scales, and the compiled loss is Pyro's loss."""
+    if not _is_jit_loss(loss):
+        return
+    name = type(loss).__name__
+    mro = type(loss).__mro__  # the plain loss: the first base after Pyro's Jit class
+    first_jit = next(i for i, base in enumerate(mro) if base.__name__.startswith("Jit")
+                     and base.__module__.startswith("pyro."))
+    plain = next(base.__name__ for base in mro[first_jit:] if not base.__name__.startswith("Jit"))
+    if kl_warmup_epochs:
+        raise ValueError(
+            f"fit: loss={name} compiles the loss on the first step, with that step's scales "
+            f"as constants (Pyro's JIT cache ignores the handlers around the loss), but "
+            f"kl_warmup_epochs={kl_warmup_epochs} changes the latents' scale every epoch: "
+            "the warm-up would stay at its first value (weight 0) for the whole run. Use "
+            f"pyro.infer.{plain} (the same loss, not compiled), or kl_warmup_epochs=0")
+    if batch_size < num_data and num_data % batch_size:
+        raise ValueError(
+            f"fit: loss={name} compiles the loss on the first step, with that step's "
+            f"minibatch size and scale as constants (Pyro's JIT cache ignores shapes), but "
+            f"batch_size={batch_size} leaves a last minibatch of {num_data % batch_size} of "
+            f"the {num_data} rows: it would be scored as a minibatch of {batch_size}. Use "
+            f"pyro.infer.{plain} (the same loss, not compiled), or a batch_size that divides "
+            f"{num_data} (or >= {num_data})")
+
+
 @contextlib.contextmanager
 def _checkpoint_lock(checkpoint, distributed: bool):
     """Check that ``checkpoint`` can be written and lock it for the whole run (rank 0 of a
@@ -172,7 +214,7 @@ def _checkpoint_lock(checkpoint, distributed: bool):
 
 
 def _settings(loss, num_particles, batch_size, lr, seed, kl_warmup_epochs, compile,
-              mixed_precision, batch_transform, shuffle) -> dict:
+              mixed_precision, batch_transform, shuffle, num_data=None) -> dict:
     """The settings a resumed run must share with the run that wrote the checkpoint.
 
     A loss object enters by its class and plain settings (``num_particles``, ...).
@@ -187,6 +229,10 @@ def _settings(loss, num_particles, batch_size, lr, seed, kl_warmup_epochs, compi
         settings["batch_transform"] = resume_settings.callable_fingerprint(batch_transform)
     if not shuffle:
         settings["shuffle"] = False
+        if num_data is not None and batch_size < num_data and num_data % batch_size:
+            # a fixed order's rows weigh ceil(N / batch_size) each; checkpoints written when
+            # the short last minibatch's rows weighed N / B_last (another objective) lack it
+            settings["fixed_order_row_weight"] = "steps"
     return settings
 
 
@@ -300,9 +346,13 @@ def _check_resumable(state: dict, path, epochs: int, current: dict) -> None:
     differences = checkpoints.describe_differences(compared, current)
     if differences:
         shown = "; ".join(differences[:8]) + (" ..." if len(differences) > 8 else "")
+        why = (" (it was written when a fixed order weighed its short last minibatch's rows "
+               "by N / B_last, more than the others: another objective, so start afresh)"
+               if any(d.startswith("settings.fixed_order_row_weight") for d in differences)
+               else "")
         raise checkpoints.CheckpointError(
-            f"checkpoint {path} was written by another run, it differs in: {shown}. Resume "
-            "with the same pair, data and settings, or use another checkpoint path")
+            f"checkpoint {path} was written by another run, it differs in: {shown}{why}. "
+            "Resume with the same pair, data and settings, or use another checkpoint path")
     done = len(state["history"])
     if done > epochs:
         raise checkpoints.CheckpointError(
@@ -696,7 +746,9 @@ def fit(
 
     Each minibatch ``batch`` (a tuple of slices of ``data``) is passed as
     ``model(*batch)`` and ``guide(*batch)``; sites in the ``"data"`` plate are scaled by
-    ``N / len(batch)`` so every step estimates the full-data objective, unless the model
+    ``N / len(batch)`` so every step estimates the full-data objective (with
+    ``shuffle=False`` by the number of steps ``ceil(N / batch_size)`` instead, so that the
+    fixed short last minibatch's rows count as much as the others in every epoch), unless the model
     declares the full size itself (``pyro.plate("data", N, subsample=idx)``) and so scales
     its own minibatch (:mod:`inference.training.minibatches`). Before the first step the pair
     is checked on the first minibatch (:mod:`inference.pair_check`): a loss the pair does not
@@ -710,7 +762,10 @@ def fit(
             ``loss_and_grads`` methods, e.g. ``inference.FreeBitsELBO(0.25)`` (free bits,
             nats per latent dimension), or ``pyro.infer.TraceEnum_ELBO(max_plate_nesting=...)``
             for a model that marks discrete latents the guide does not sample for
-            enumeration (the only loss that sums them out; the others refuse such a pair).
+            enumeration (the only loss that sums them out; the others refuse such a pair;
+            no ``kl_warmup_epochs`` then). Pyro's ``Jit*`` losses compile the first step,
+            scales included, so they are refused with ``kl_warmup_epochs`` or a
+            ``batch_size`` that leaves a shorter last minibatch.
         seed: an integer in 0..2**32 - 1 (NumPy's range; numpy integers accepted) for
             torch's, NumPy's and Python's generators and the order of the minibatches.
         device: where data and, when ``model`` is a bound method of an ``nn.Module``, that
@@ -727,7 +782,8 @@ def fit(
             dtypes; its single-sample ELBO per datapoint is recorded every epoch, without
             gradients, without touching parameters and on random streams of its own (a run
             with ``valid_data`` trains the same model as one without). A pair for which that
-            is undefined (e.g. with a global latent) is refused before training.
+            is undefined (e.g. with a global latent, or a guide with parameters for each
+            training datapoint, such as an AutoNormal) is refused before training.
         checkpoint: file to write after every epoch (atomically, with a CRC32): module
             parameters, the Pyro parameters the pair uses outside its modules (its param
             sites; other entries of Pyro's param store are neither saved nor compared),
@@ -799,7 +855,8 @@ def fit(
 
     Returns:
         one record per epoch: ``epoch``, ``train_loss`` (the objective minimized, nats per
-        datapoint, averaged over the epoch), ``seconds``, and ``valid_elbo`` when asked.
+        datapoint, averaged over the epoch, each datapoint counted once), ``seconds``, and
+        ``valid_elbo`` when asked.
     """
     _check_arguments(model, guide, loss, num_particles, epochs, batch_size, lr, seed,
                      kl_warmup_epochs, batch_transform, callback, checkpoint,
@@ -815,6 +872,7 @@ def fit(
                               "positionally, model(*batch) and guide(*batch): take the data "
                               "tensors as positional parameters, in the order of data")
     _check_data(tensors, "data")
+    _check_jit_loss(loss, tensors[0].shape[0], batch_size, kl_warmup_epochs)
     if valid_data is not None:
         _check_data(_as_tensors(valid_data, "valid_data"), "valid_data", like=tensors)
     # SVIStep: SVI with Pyro's ELBOs scored as the sites are sampled and one torch Adam
@@ -877,7 +935,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                    "valid_data": checkpoints.data_fingerprint(valid) if valid else None,
                    "settings": _settings(loss, num_particles, batch_size, lr, seed,
                                          kl_warmup_epochs, compile, mixed_precision,
-                                         batch_transform, shuffle)}
+                                         batch_transform, shuffle, num_data)}
     # plain settings of the modules and the pair's callables (and, once the pair has run,
     # of the networks it registers): compared on resume, recorded in each checkpoint
     settings_record.watch(modules, {"model": model, "guide": guide})
@@ -922,7 +980,23 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
         plan = plan_minibatches(model, guide, tensors, batch_size=batch_size, loss=loss,
                                 num_particles=num_particles, shuffle=shuffle,
                                 batch_transform=batch_transform)
+    if kl_warmup_epochs and plan.structure.model_enumerated:
+        names = ", ".join(f"'{name}'" for name in plan.structure.model_enumerated)
+        raise PairError(
+            f"fit: kl_warmup_epochs={kl_warmup_epochs} scales the latent sites' log densities "
+            f"(the prior and guide terms of the KL), but the model's site(s) {names} are "
+            f"enumerated by {_loss_label(loss)}: summed out of log p(x) = log sum_c p(c) "
+            "p(x | c), with no guide term, so there is no KL of theirs to warm up (a scaled "
+            "p(c) would temper the prior inside the sum, and Pyro's enumeration takes one "
+            "scale for every enumerated site and the observations that depend on them). "
+            "Train without warm-up (kl_warmup_epochs=0), or sample the site(s) in the guide")
     if valid is not None:
+        probe = first_rows
+        if batch_transform is not None:
+            with _apart_streams():  # training draws as it would without valid_data
+                probe = transformed_batch(batch_transform(*copies(first_rows)),
+                                          len(first_rows[0]), screen=False)
+        check_valid_data_guide(model, guide, probe, plan.structure, num_data)
         try:
             check_pair(plan.structure, "elbo")
         except PairError as error:
@@ -1007,9 +1081,9 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                                 check_observed_values_validated(
                                     model, guide, batch, {},
                                     skip=plan.structure.dependent_support)
-                        # a model that scales its own plate gets factor 1 (num_data == size)
-                        step_loss = parallel.step(batch, num_data if not plan.model_scales
-                                                  else len(index), len(index))
+                        step_loss = parallel.step(
+                            batch, _row_weight(num_data, batch_size, len(index), shuffle,
+                                               plan.model_scales) * len(index), len(index))
                     except ValueError as error:
                         if not (checking or screening):
                             raise
@@ -1020,11 +1094,12 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                         if refused is error:
                             raise
                         raise refused from error
-                total += step_loss
+                # the step's loss counts each of its rows once in the record
+                total += step_loss / _row_weight(num_data, batch_size, len(index), shuffle)
                 step_losses.append(step_loss)
         # the epoch's one read of the step losses (tensors on the device, or floats)
         record = {"epoch": epoch + 1,
-                  "train_loss": float(total) / num_data / _num_batches(num_data, batch_size)}
+                  "train_loss": float(total) / num_data}
         if kl_warmup_epochs:
             record["kl_weight"] = beta
         if valid is not None:
@@ -1208,3 +1283,23 @@ def _named_params(modules) -> list[tuple[str, torch.Tensor]]:
 
 def _num_batches(num_data: int, batch_size: int) -> int:
     return -(-num_data // batch_size)
+
+
+def _row_weight(num_data: int, batch_size: int, size: int, shuffle: bool,
+                model_scales: bool = False) -> float:
+    """How many times each of the ``size`` rows of a step counts in its loss, and (with
+    ``model_scales``: a model that scales its ``"data"`` plate by ``num_data / size`` itself)
+    the factor ``fit`` adds to the model's own.
+
+    Shuffled: ``num_data / size``, so that every step estimates the full-data objective (a
+    row lands in the short last minibatch, of weight ``N / B_last``, by chance, and over an
+    epoch each row weighs ``ceil(N / B)`` in expectation). In a fixed order (``shuffle=False``)
+    the short last minibatch holds the same rows every epoch: weighted ``N / B_last`` they
+    counted ``B / B_last`` times as much as every other row in every epoch, and training
+    converged to that reweighted objective. There every row weighs the number of steps,
+    ``ceil(N / B)``, so that an epoch's steps add up to that many times the full-data
+    objective, each datapoint and each global site counted alike.
+    """
+    weight = num_data / size if shuffle else float(_num_batches(num_data, batch_size))
+    return weight * size / num_data if model_scales else weight
+

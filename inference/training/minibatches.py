@@ -14,6 +14,8 @@ before any step and decides:
   two multiply to ``N / B``. A model that declares the full size itself
   (``pyro.plate("data", N, subsample=idx)``, the index-aware idiom, or
   ``subsample_size=B`` of a plate of size N) already scales by ``N / B``: ``fit`` adds nothing.
+  (In a fixed order, ``shuffle=False``, with a short last minibatch every row weighs
+  ``ceil(N / B)`` instead, :func:`inference.training.fit._row_weight`.)
   A plate of any other declared size is refused (its scale cannot be right for both);
 - whether the guide keeps per-datapoint parameters (Pyro's AutoGuides on a model with local
   latents) that shuffled minibatches would mix up.
@@ -679,10 +681,20 @@ def _check_draws_keep_data_inside(model, guide, first_batch: tuple, structure: P
 def _positional_error(guide, num_data: int, shuffle: bool) -> PairError:
     # AutoNormal and AutoDelta take create_plates; the joint-vector AutoGuides
     # (AutoDiagonalNormal, AutoMultivariateNormal, ...) do not
-    plated = isinstance(guide, (pyro.infer.autoguide.AutoNormal, pyro.infer.autoguide.AutoDelta))
+    per_site = (pyro.infer.autoguide.AutoNormal, pyro.infer.autoguide.AutoDelta)
+    plated = isinstance(guide, per_site)
     guide_name = type(guide).__name__ if plated else "AutoNormal"
     joint = ("" if plated else f" ({type(guide).__name__} draws one vector for all datapoints "
              "and takes no create_plates)")
+    if isinstance(guide, pyro.infer.autoguide.AutoGuideList):
+        # the list takes create_plates; its parts decide whether a datapoint has its own rows
+        guide_name = "AutoGuideList"
+        joint_parts = sorted({type(part).__name__ for part in guide
+                              if not isinstance(part, per_site)})
+        joint = (" whose parts are AutoNormal or AutoDelta" + (
+            f" ({', '.join(joint_parts)} draws one vector for all datapoints and takes no "
+            "create_plates: replace it by an AutoNormal of the same sites)"
+            if joint_parts else ""))
     return PairError(
         f"fit: {type(guide).__name__} keeps parameters for each datapoint of "
         f"pyro.plate('{DATA_PLATE}'), by position; {'shuffled ' if shuffle else ''}"
@@ -713,3 +725,80 @@ def _check_autoguide_rows(model, guide, rows, first_batch, use, num_data, shuffl
         raise _positional_error(guide, num_data, shuffle) from None
     if first.row_mismatch or first.data_size != num_data:
         raise _positional_error(guide, num_data, shuffle)
+
+
+def check_valid_data_guide(model, guide, first_batch: tuple, structure: PairStructure,
+                           num_data: int) -> None:
+    """Refuse ``fit(valid_data=...)`` for a guide that keeps parameters for each datapoint
+    (by position, or by the indices passed with the data: an AutoGuide on a model with
+    latents inside ``"data"``, the index-aware ``AutoNormal(create_plates=...)`` pair, a
+    ``pyro.param`` of a row per datapoint): the validation rows have none of their own, so
+    the validation ELBO scored them with the training rows' posteriors (-27.5 nats per
+    datapoint against an exact -5.31), or failed inside Pyro on an index beyond the training
+    data's. A hand-written guide is probed on ``first_batch``: its per-datapoint densities
+    must follow the rows' data, not their positions or the integer tensors (indices) passed
+    with them."""
+    global_names = {name for role, name in structure.global_sites if role == "model"}
+    local = [name for name in structure.model_latents if name not in global_names]
+    if not local:
+        return
+    if _is_autoguide(guide):
+        found, how = local[0], "by position or by the indices passed with the data"
+    else:
+        try:
+            found, how = _rows_not_followed(model, guide, first_batch, num_data), "by position"
+            if found is None:
+                found, how = (_index_followed(model, guide, first_batch, num_data),
+                              "by the indices passed with the data")
+        except Exception:  # noqa: BLE001 - a probe only: a guide it cannot run is not judged
+            return
+        if found is None:
+            return
+    named = getattr(guide, "__name__", type(guide).__name__)
+    raise PairError(
+        f"fit(valid_data=...): the guide ({named}) keeps parameters for each "
+        f"datapoint of pyro.plate('{DATA_PLATE}') ({how}; site '{found}'): the validation "
+        "rows have no posterior of their own, so their ELBO would be scored with the "
+        "training rows' per-datapoint parameters (a meaningless number), or fail on indices "
+        "beyond the training data's. Train without valid_data; to score held-out data, use "
+        "an amortized guide (a network of x, e.g. AutoNormal replaced by an encoder), or fit "
+        "a guide to the validation rows with the model's parameters held fixed and evaluate "
+        "that pair")
+
+
+def _index_followed(model, guide, batch: tuple, num_data: int) -> str | None:
+    """The first guide latent in the data plate whose log density, per datapoint, changes
+    when the index tensors of ``batch`` (1-d integer tensors of distinct values: the
+    datapoints' indices, not labels) are reversed, the rest of the data and the draws kept,
+    and stays when the rest is reversed and the indices kept: the guide reads its parameters
+    by index, not from the data. None when no tensor is an index, or no density is so."""
+    which = [t.dim() == 1 and not (t.is_floating_point() or t.is_complex()
+                                   or t.dtype == torch.bool)
+             and t.unique().numel() == t.numel() for t in batch]
+    if not any(which) or batch[0].shape[0] < 2:
+        return None
+    reverse = torch.arange(batch[0].shape[0] - 1, -1, -1, device=batch[0].device)
+    indices, rest = (tuple(t.index_select(0, reverse) if flip == index else t
+                           for t, index in zip(batch, which)) for flip in (True, False))
+    with forked_rng(), poutine.block(), torch.no_grad(), \
+            evaluation_mode(reachable_modules(model, guide)):
+        guide = poutine.substitute(guide, data=_spread_params(
+            guide, batch, {batch[0].shape[0], num_data}))
+        first = poutine.trace(guide).get_trace(*batch)
+        by_index, by_rest = (poutine.trace(poutine.replay(guide, trace=first)).get_trace(*args)
+                             for args in (indices, rest))
+    for site in sample_sites(first, observed=False):
+        if data_frame(site) is None:
+            continue
+        before = site["fn"].log_prob(site["value"])
+        changed = []
+        for trace in (by_index, by_rest):
+            other = trace.nodes.get(site["name"])
+            if other is None or other["type"] != "sample":
+                break
+            after = other["fn"].log_prob(other["value"])
+            changed.append(before.shape != after.shape or not torch.allclose(
+                before, after, rtol=1e-4, atol=1e-4, equal_nan=True))
+        if changed == [True, False]:
+            return site["name"]
+    return None

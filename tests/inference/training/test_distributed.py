@@ -113,7 +113,8 @@ def worker(out: Path) -> None:
     rank = int(os.environ["RANK"])
     init = 10 * rank  # rank 0's values must win the initial broadcast
     results = {"sgd": sgd_step(True, init),
-               "fit": fit_run(True, init, out / "fit.pt")}
+               "fit": fit_run(True, init, out / "fit.pt"),
+               "fixed": fit_run(True, init, out / "fixed.pt", shuffle=False)}
     fit_run(True, init, out / "resume.pt", epochs=1)
     results["resumed"] = fit_run(True, init, out / "resume.pt", resume=True)
     torch.save(results, out / f"rank{rank}.pt")
@@ -179,6 +180,20 @@ def test_distributed_fit_equals_single_process_fit(two_process_results, tmp_path
     state = load_checkpoint(out / "fit.pt")
     assert state["rng"]["world_size"] == 2 and len(state["rng"]["ranks"]) == 2
     assert not list(out.glob("*.partial")), "checkpoints are written atomically"
+
+
+def test_distributed_fit_in_a_fixed_order_equals_single_process_fit(two_process_results,
+                                                                   tmp_path):
+    """shuffle=False weighs every row by the number of steps (3), the last minibatch's one
+    row too: the shards' weights must give the single process's steps."""
+    _, ranks = two_process_results
+    history, expected = fit_run(False, init=0, checkpoint=tmp_path / "fixed.pt", shuffle=False)
+    for rank, results in enumerate(ranks):
+        distributed_history, params = results["fixed"]
+        assert_same(params, expected, f"fit(shuffle=False), rank {rank}")
+        for ours, theirs in zip(distributed_history, history):
+            assert abs(ours["train_loss"] - theirs["train_loss"]) < TOLERANCE * abs(
+                theirs["train_loss"]), rank
 
 
 def test_distributed_fit_without_a_process_group_says_how_to_launch(monkeypatch):
