@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import enum
 import functools
+import os
+import traceback
 import types
 from collections.abc import Callable
 
@@ -203,8 +205,22 @@ def trace_with_inputs(module: torch.nn.Module, names: list[str], fn: Callable,
             raise ValueError(
                 f"a compiled path traces {type(module).__name__}'s pair once, but its Python "
                 "code reads the value of a tensor computed from the data, the parameters or "
-                "the draws (e.g. `if x.sum() > 0:` or `float(z)`), so one trace cannot stand "
-                "for every call; use the eager path (compile=False)") from error
+                f"the draws{_reading_frame(error)} (e.g. `if x.sum() > 0:` or `float(z)`), so "
+                "one trace cannot stand for every call; use the eager path "
+                "(compile=False)") from error
+
+
+def _reading_frame(error: BaseException) -> str:
+    """`` in f (file.py:12: `line`)``: the innermost frame of ``error``'s traceback outside
+    torch, Pyro and Python's standard library (the user's code that read a tensor's value),
+    or ``""`` when there is none."""
+    skipped = tuple(os.path.dirname(module.__file__) + os.sep for module in (torch, pyro, os))
+    for frame in reversed(traceback.extract_tb(error.__traceback__)):
+        if not os.path.abspath(frame.filename).startswith(skipped) \
+                and os.path.abspath(frame.filename) != os.path.abspath(__file__):
+            line = f": `{frame.line.strip()}`" if frame.line else ""
+            return f" in {frame.name} ({frame.filename}:{frame.lineno}{line})"
+    return ""
 
 
 def compile_graph(graph, backend: str) -> Callable:

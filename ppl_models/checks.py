@@ -163,6 +163,16 @@ def check_word_draws(num, generator, max_length, device: torch.device) -> None:
                  f"num={num}, max_length={max_length}: the symbols [num, max_length]")
 
 
+def being_traced() -> bool:
+    """Whether a graph tracer runs this code: ``make_fx`` (``inference``'s compiled paths,
+    ``compile=True``) or ``torch.compile``. A tensor's value cannot be read then (one trace
+    stands for every call), so checks of the data's values and shapes read from them are
+    left to the eager call that precedes the trace."""
+    from torch.fx.experimental.proxy_tensor import get_proxy_mode
+
+    return get_proxy_mode() is not None or torch.compiler.is_compiling()
+
+
 def check_values(x: torch.Tensor, name: str, low: float | None = None,
                  high: float | None = None) -> None:
     """Raise ``ValueError`` naming ``name`` when the float tensor ``x: [...]`` holds NaN

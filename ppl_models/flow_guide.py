@@ -240,6 +240,22 @@ class IAFNormal(dist.TransformedDistribution):
             z0 = transform(z0)
         return z0
 
+    def log_prob_elements(self, value: torch.Tensor) -> torch.Tensor:
+        """``log q(z)`` split per coordinate: ``[..., d]`` terms ``log N(z0_i; loc_i,
+        scale_i) - sum_t log s_{t,i}`` that sum to ``log_prob(value)`` (Kingma et al.'s
+        per-dimension terms of an IAF posterior, used by free bits). ``z0`` and the steps'
+        inputs come from the transforms' caches for a value this distribution drew, and
+        from their exact inverse otherwise."""
+        inputs = [value]
+        for transform in reversed(self.transforms):
+            inputs.append(transform.inv(inputs[-1]))
+        inputs.reverse()  # z_0 .. z_T
+        terms = dist.Normal(self.loc, self.scale).log_prob(inputs[0])
+        for transform, z in zip(self.transforms, inputs[:-1]):
+            _, logit = transform.arn(z)
+            terms = terms - F.logsigmoid(logit + transform.sigmoid_bias)
+        return terms
+
     def log_det_jacobian(self, z0: torch.Tensor) -> torch.Tensor:
         """``log |det d z_T / d z0|`` at base points ``z0: [..., d]`` -> ``[...]``."""
         total = 0.0

@@ -50,7 +50,7 @@ The checks live in six modules, read in this order:
 Other modules import from this package, not from its modules.
 """
 
-from .latents import check_observed_values_validated
+from .latents import check_observed_values_validated, late_parent_message, late_parents
 from .networks import AdoptedParamWarning
 from .policy import (
     COVERAGE_USES,
@@ -111,6 +111,8 @@ __all__ = [
     "entry_label",
     "inspect_pair",
     "is_delta",
+    "late_parent_message",
+    "late_parents",
     "sample_sites",
     "site_list",
     "site_mask",

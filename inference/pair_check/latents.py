@@ -617,3 +617,59 @@ def _support_base(constraint):
     while isinstance(constraint, torch.distributions.constraints.independent):
         constraint = constraint.base_constraint
     return constraint
+
+
+def late_parents(model_sites, guide_latents, registered_only: bool = False) -> tuple:
+    """``(site, parent)`` for each model latent whose closed-form KL term would be biased.
+
+    The analytic term ``-KL(q(z | ...) || p(z | pa))`` has the expectation of the sampled
+    ``log p(z | pa) - log q(z | ...)`` only when the model's parents ``pa`` of ``z`` are fixed
+    once ``z`` is drawn, i.e. drawn by the guide before ``z``. ``parent`` is a latent that the
+    model samples before ``site`` (so ``p(site | ...)`` may depend on it) and the guide samples
+    after ``site`` (so its draw may depend on ``site``'s): a guide ``q(z1 | x) q(z2 | z1)`` for
+    a model ``p(z2) p(z1 | z2)``. The order of the sites stands in for their dependencies
+    (Pyro's mean-field restriction: model and guide sample the latents in one order).
+
+    Args:
+        model_sites, guide_latents: sample sites of one replayed run, in the order sampled.
+        registered_only: keep only sites for which ``kl_divergence(q, p)`` is registered and
+            the guide site is not a ``Delta`` (those ``TraceMeanField_ELBO`` scores in closed
+            form; the others are scored as sampled, which needs no order).
+    """
+    guide_at = {site["name"]: (i, site) for i, site in enumerate(guide_latents)}
+    before, found = [], []
+    for site in model_sites:
+        if site["is_observed"]:
+            continue
+        name = site["name"]
+        if name in guide_at:
+            position, guide_site = guide_at[name]
+            parent = next((p for p in before if guide_at.get(p, (-1,))[0] > position), None)
+            if parent is not None and (not registered_only
+                                       or _kl_registered(guide_site["fn"], site["fn"])):
+                found.append((name, parent))
+        before.append(name)
+    return tuple(found)
+
+
+def _kl_registered(guide_fn, model_fn) -> bool:
+    if is_delta(guide_fn):
+        return False
+    try:
+        with torch.no_grad():
+            torch.distributions.kl_divergence(guide_fn, model_fn)
+    except Exception:  # noqa: BLE001 - not registered, or failing: not a closed form used
+        return False
+    return True
+
+
+def late_parent_message(site: str, parent: str, called: str) -> str:
+    """Why ``called`` refuses the closed-form KL of ``site`` (:func:`late_parents`)."""
+    return (f"{called}: the model's distribution of latent '{site}' is sampled after "
+            f"latent '{parent}' (it may depend on it), but the guide samples '{parent}' after "
+            f"'{site}' (its draw may depend on '{site}'s). The closed-form "
+            f"KL(q({site}) || p({site} | {parent})) then does not have the expectation of "
+            f"log p({site} | {parent}) - log q({site}), so the objective is not the ELBO "
+            "(Pyro's TraceMeanField_ELBO requires the guide to sample the latents in the "
+            "model's order). Use loss='elbo' (Trace_ELBO, scored as sampled), or sample the "
+            "latents in the guide in the model's order")

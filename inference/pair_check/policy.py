@@ -8,6 +8,7 @@ import warnings
 from typing import Callable
 
 from ..checks import user_stacklevel
+from .latents import late_parent_message
 from .sites import DATA_PLATE, PairError, site_list
 from .survey import PairStructure, survey_pair
 
@@ -483,6 +484,8 @@ def check_pair(structure: PairStructure, use: str, called: str | None = None) ->
                 f"{called}: guide site '{bad[0]}' ({s.guide_families[bad[0]]}) is "
                 "not reparameterized and TraceMeanField_ELBO has no score-function term; use "
                 "loss='elbo'")
+        if s.late_parents:
+            raise PairError(late_parent_message(*s.late_parents[0], called))
     return s
 
 

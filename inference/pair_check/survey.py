@@ -28,6 +28,7 @@ from .latents import (
     draw_dependent_supports,
     gaps_the_data_rule_out,
     jacobian_error,
+    late_parents,
     measure_zero_supports,
     replay_model,
     support_gaps,
@@ -125,6 +126,9 @@ class PairStructure:
         shared_in_sizeless: sites of a sizeless ``"data"`` plate without a data dimension.
         guide_families: ``{latent site: distribution class name}`` of the guide.
         model_latents: latent site names of the model.
+        late_parents: ``(site, parent)`` of latents with a registered closed-form KL whose
+            model parent ``parent`` the guide samples after them
+            (:func:`.latents.late_parents`): ``"meanfield"``'s analytic KL would be biased.
         point_masses: guide sites that are a ``Delta`` (AutoDelta; an AutoGuide's latents,
             functions of its auxiliary sites).
         weighted_deltas: those of them with a nonzero ``log_density`` (an AutoGuide's
@@ -190,6 +194,7 @@ class PairStructure:
     unrecorded_randomness: tuple = ()
     data_sizes: tuple = ()
     site_names: tuple = field(default=(), compare=False)
+    late_parents: tuple = ()
 
     @property
     def data_subsample(self) -> torch.Tensor | None:
@@ -469,6 +474,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         shared_in_sizeless=shared,
         guide_families={s["name"]: family(s["fn"]) for s in guide_latents},
         model_latents=tuple(model_latent_names),
+        late_parents=late_parents(model_sites, guide_latents, registered_only=True),
         point_masses=tuple(s["name"] for s in guide_latents if is_delta(s["fn"])),
         weighted_deltas=tuple(s["name"] for s in guide_latents if is_weighted_delta(s["fn"])),
         row_mismatch=tuple(row_mismatches(model_sites)),

@@ -16,8 +16,19 @@ dimension ``j`` back towards the prior and the likelihood term is free to spend 
 
 KL terms are analytic where :func:`torch.distributions.kl_divergence` knows the pair of
 (base) distributions, and else the single-sample estimate ``log q(z) - log p(z)`` at the
-guide's draw, per dimension. Latent sites outside the ``"data"`` plate keep their full,
-unfloored KL. Data-plate scaling (minibatches in :func:`inference.fit`) and KL warm-up
+guide's draw, per dimension. The analytic term of a site is used only when the guide draws
+every latent that the model samples before the site (its possible parents) before the site
+too: for a guide ``q(z1 | x) q(z2 | z1)`` of a model ``p(z2) p(z1 | z2)`` the closed form
+``KL(q(z1 | x) || p(z1 | z2))`` at a ``z2`` drawn from ``z1`` is not the expectation of
+``log q(z1 | x) - log p(z1 | z2)``, so ``z1`` is scored as sampled (still unbiased). With
+``lambda = 0`` no floor is applied at all, so ``L_0`` is the ELBO in expectation also where
+a ``KL_j`` is a sampled estimate (which can be negative). A guide whose density does not
+factorize over the prior's elements (an IAF guide, a MultivariateNormal against a diagonal
+prior) is split per dimension by its ``log_prob_elements`` where it has one (the IAF's
+``log N(z0_i; mu_i, sigma_i) - sum_t log s_{t,i}``, as in [1]); without one,
+``group="dimension"`` with ``lambda > 0`` refuses the site (its KL is one term for the whole
+site) and ``group="site"`` floors the site's total. Latent sites outside the ``"data"`` plate keep
+their full, unfloored KL. Data-plate scaling (minibatches in :func:`inference.fit`) and KL warm-up
 (:class:`inference.training.scale_latents`) multiply the terms through the sites' scale.
 
 References:
@@ -34,7 +45,7 @@ from pyro.distributions import Independent
 from torch.distributions import kl_divergence
 
 from ..checks import check_int, check_number
-from ..pair_check import data_frame, is_delta, sample_sites, trace_pair
+from ..pair_check import data_frame, is_delta, late_parents, sample_sites, trace_pair
 
 __all__ = ["FreeBitsELBO", "FreeBitsTerms", "free_bits_terms"]
 
@@ -63,11 +74,17 @@ def _masked(value: torch.Tensor, site, trailing: int = 0) -> torch.Tensor:
     return torch.where(mask.reshape(mask.shape + (1,) * trailing), value, value.new_zeros(()))
 
 
-def _kl_elements(model_site, guide_site) -> tuple[torch.Tensor, int]:
+def _kl_elements(model_site, guide_site, analytic: bool = True,
+                 group: str = "dimension") -> tuple[torch.Tensor, int]:
     """KL of a latent site per element: analytic between the base distributions (under
-    ``Independent``) when registered, else ``log q(z) - log p(z)`` at the guide's draw. Bases
-    whose elements do not line up (a MultivariateNormal guide against a diagonal Normal
-    prior) are compared per batch element of the site instead.
+    ``Independent``) when registered and ``analytic``, else ``log q(z) - log p(z)`` at the
+    guide's draw. A guide whose base does not line up with the prior's elementwise (an IAF
+    guide, a MultivariateNormal against a diagonal Normal prior) is split per dimension by its
+    ``log_prob_elements(z)`` (per-coordinate terms that sum to ``log_prob(z)``, as
+    :class:`ppl_models.flow_guide.IAFNormal` has) against the prior's elementwise density;
+    without one, a site of more than one element is refused under ``group="dimension"`` (its
+    KL would be one term for the whole site) and compared per batch element of the site
+    under ``group="site"`` (which ``free_bits_terms`` passes at ``lambda = 0``: no floor).
 
     Returns:
         the KL with the site's batch shape followed by its event dims that the base
@@ -75,12 +92,27 @@ def _kl_elements(model_site, guide_site) -> tuple[torch.Tensor, int]:
         those event dims.
     """
     q, p = _base(guide_site["fn"]), _base(model_site["fn"])
-    if q.event_shape != p.event_shape or len(q.batch_shape) != len(p.batch_shape):
-        q, p = guide_site["fn"], model_site["fn"]
     value = guide_site["value"]
+    if q.event_shape != p.event_shape or len(q.batch_shape) != len(p.batch_shape):
+        q_fn, p_fn = guide_site["fn"], model_site["fn"]
+        elements = getattr(q_fn, "log_prob_elements", None)
+        if (elements is not None and p.event_shape == ()
+                and p_fn.event_shape == q_fn.event_shape):
+            kl = elements(value) - p.log_prob(value)
+            return kl.expand(value.shape), len(q_fn.event_shape)
+        if group == "dimension" and q_fn.event_shape.numel() > 1:
+            raise ValueError(
+                f"FreeBitsELBO(group='dimension'): the guide's {type(q_fn).__name__} at "
+                f"latent site '{guide_site['name']}' has no per-dimension density that lines "
+                f"up with the model's {type(_base(p_fn)).__name__} (no elementwise base, no "
+                "log_prob_elements), so its KL is one term for the site's "
+                f"{q_fn.event_shape.numel()} dimensions and a floor of lambda nats per "
+                "dimension cannot be applied. Pass group='site' to floor the site's total KL "
+                "at lambda (the floor then applies to the site as a whole)")
+        q, p = q_fn, p_fn
     try:
-        if is_delta(q):  # Pyro's KL(Delta || p) = -log p(v) drops the Delta's log_density
-            raise NotImplementedError
+        if not analytic or is_delta(q):  # Pyro's KL(Delta || p) = -log p(v) drops the
+            raise NotImplementedError    # Delta's log_density
         kl = kl_divergence(q, p)
     except NotImplementedError:
         kl = q.log_prob(value) - p.log_prob(value)
@@ -119,16 +151,19 @@ def free_bits_terms(model_trace, guide_trace, free_bits: float,
         model_trace, guide_trace: from ``poutine.trace(poutine.replay(model, guide_trace))``
             and ``poutine.trace(guide)``, one draw of every latent.
         free_bits: lambda, nats per dimension (``group="dimension"``) or per site
-            (``group="site"``); 0 gives the analytic-KL ELBO.
+            (``group="site"``); 0 floors nothing: the ELBO (analytic KL where valid).
         group: ``"dimension"`` or ``"site"``.
     """
     if group not in GROUPS:
         raise ValueError(f"group must be one of {GROUPS}, got {group!r}")
     if not free_bits >= 0:
         raise ValueError(f"free_bits must be a number of nats >= 0, got {free_bits!r}")
-    guide_sites = {s["name"]: s for s in sample_sites(guide_trace, observed=False)}
+    guide_latents = list(sample_sites(guide_trace, observed=False))
+    guide_sites = {s["name"]: s for s in guide_latents}
+    model_sites = list(sample_sites(model_trace))
+    late = dict(late_parents(model_sites, guide_latents))  # scored as sampled
     log_likelihood, penalty, kls = 0.0, 0.0, {}
-    for site in sample_sites(model_trace):
+    for site in model_sites:
         if site["is_observed"]:
             log_p = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
             log_likelihood = log_likelihood + _scaled(_masked(log_p, site).sum(), site)
@@ -140,7 +175,9 @@ def free_bits_terms(model_trace, guide_trace, free_bits: float,
             raise NotImplementedError(
                 f"free bits need a reparameterized guide; site '{name}' is "
                 f"{type(guide_sites[name]['fn']).__name__} without rsample")
-        kl, split = _kl_elements(site, guide_sites[name])
+        # with lambda = 0 nothing is floored: a site without per-dimension terms is one group
+        kl, split = _kl_elements(site, guide_sites[name], name not in late,
+                                 group if free_bits > 0 else "site")
         kl = _masked(kl, site, split)
         frame = data_frame(site)
         if frame is None:
@@ -150,8 +187,12 @@ def free_bits_terms(model_trace, guide_trace, free_bits: float,
         batch = kl.shape[data_dim]
         mean_kl = kl.mean(data_dim)  # KL_j: [*other plates, *event]
         kls[name] = mean_kl
-        floored = (mean_kl.clamp(min=free_bits).sum() if group == "dimension"
-                   else mean_kl.sum().clamp(min=free_bits))
+        if free_bits == 0:  # L_0 is the ELBO: no floor on a sampled (possibly < 0) KL_j
+            floored = mean_kl.sum()
+        elif group == "dimension":
+            floored = mean_kl.clamp(min=free_bits).sum()
+        else:
+            floored = mean_kl.sum().clamp(min=free_bits)
         penalty = penalty + _scaled(batch * floored, site)
     if not torch.is_tensor(log_likelihood):
         raise ValueError("the model has no observed site to score")
@@ -166,6 +207,17 @@ class FreeBitsELBO:
     ``inference.fit(..., loss=FreeBitsELBO(0.25))``; ``make_loss("elbo-free-bits",
     free_bits=...)`` builds one too. Gradients flow through reparameterized guide samples;
     ``num_particles`` draws are averaged one after another.
+
+    The floor of ``group="dimension"`` is per element of a latent site's value. A guide whose
+    density does not factorize over those elements is split per dimension by its
+    ``log_prob_elements`` (``ppl_models``' IAF guide, ``FlowVAE``, has one: each coordinate's
+    ``log N(z0_i) - sum_t log s_{t,i}``, Kingma et al.'s per-dimension free bits for IAF
+    posteriors); a guide without one (a full-covariance ``MultivariateNormal`` against a
+    diagonal prior) is refused naming the site when ``free_bits > 0``, and ``group="site"``
+    floors that site's total KL instead. Sites whose model parents the guide samples after
+    them (a top-down model with a bottom-up guide, ``TwoLayerVAE``) are scored as sampled,
+    ``log q - log p``, not with the closed-form KL, which would be biased there;
+    ``free_bits=0`` floors nothing and is the ELBO.
 
     Args:
         free_bits: lambda in nats per latent dimension (or per site, see ``group``).

@@ -30,6 +30,8 @@ from ..pair_check import (
     check_pair,
     conditional_sites_in_trace,
     is_delta,
+    late_parent_message,
+    late_parents,
     PairError,
     sample_sites,
     survey_pair,
@@ -53,10 +55,21 @@ class _ScoredAsSampled(torch.distributions.Distribution):
 
 class MeanFieldELBO(TraceMeanField_ELBO):
     """Pyro's ``TraceMeanField_ELBO`` (analytic KL where registered), but a ``Delta`` guide
-    site is scored as sampled: ``log q(v) - log p(v)``, its ``log_density`` included."""
+    site is scored as sampled: ``log q(v) - log p(v)``, its ``log_density`` included.
+
+    A pair whose guide samples a latent's model parent after it (``q(z1 | x) q(z2 | z1)``
+    for ``p(z2) p(z1 | z2)``) is refused naming the site, where Pyro only warns: the closed
+    form ``KL(q(z1) || p(z1 | z2))`` at a ``z2`` drawn from ``z1`` does not have the
+    expectation of ``log p(z1 | z2) - log q(z1)``, and the objective would not be the ELBO
+    (:func:`inference.pair_check.late_parents`)."""
 
     def _get_trace(self, model, guide, args, kwargs):
         model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)
+        late = late_parents(list(sample_sites(model_trace)),
+                            list(sample_sites(guide_trace, observed=False)),
+                            registered_only=True)
+        if late:
+            raise PairError(late_parent_message(*late[0], "loss='meanfield'"))
         for site in sample_sites(guide_trace, observed=False):
             if is_delta(site["fn"]):
                 site["fn"] = _ScoredAsSampled(site["fn"])  # its score parts are computed

@@ -333,3 +333,21 @@ def test_reconstruct_counts_its_draws_first():
     x = (torch.rand(3, 1, 8, 8) > 0.5).float()
     with pytest.raises(ValueError, match=r"num_samples=1000000000000: the images"):
         model.reconstruct(x, 10**12)
+
+
+def test_log_prob_elements_split_log_prob_per_coordinate():
+    # the per-coordinate terms (free bits' groups) sum to log_prob, for the distribution's
+    # own draws (cached inputs) and for other values (the exact inverse); with no steps they
+    # are the Gaussian's own elementwise densities
+    torch.manual_seed(0)
+    x = torch.bernoulli(torch.full((5, 1, 3, 3), 0.4)).double()
+    for steps in (0, 1, 3):
+        vae = FlowVAE((1, 3, 3), latent_dim=4, hidden=(8,), num_flows=steps).double()
+        trace = pyro.poutine.trace(vae.guide).get_trace(x)
+        q, z = trace.nodes["z"]["fn"], trace.nodes["z"]["value"]
+        for value in (z, z.detach() + 0.3):
+            terms = q.log_prob_elements(value)
+            assert terms.shape == (5, 4)
+            torch.testing.assert_close(terms.sum(-1), q.log_prob(value), rtol=1e-12, atol=1e-12)
+        if steps == 0:
+            torch.testing.assert_close(terms, dist.Normal(q.loc, q.scale).log_prob(value))

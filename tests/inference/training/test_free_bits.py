@@ -8,6 +8,7 @@ from pyro import poutine
 from pyro.infer import TraceMeanField_ELBO
 
 from inference import fit, make_loss, scale_data_plate, scale_latents
+from inference.pair_check import trace_pair
 from inference.training.free_bits import FreeBitsELBO, free_bits_terms
 
 LOC = torch.tensor([0.1, 2.0, -1.0])
@@ -126,7 +127,8 @@ def test_bad_arguments_are_named():
 def test_a_full_covariance_guide_against_a_diagonal_prior_is_compared_per_site():
     # a MultivariateNormal guide and a Normal(...).to_event(1) prior: their elements do not
     # line up, so the KL is one single-sample term per datapoint (it used to broadcast the
-    # two log densities to [batch, batch])
+    # two log densities to [batch, batch]); group="dimension" is refused (it used to floor
+    # the site's total at lambda silently), group="site" says so
     def mvn_guide(x):
         loc = pyro.param("loc", LOC.clone())
         with pyro.plate("data", x.shape[0]):
@@ -139,6 +141,138 @@ def test_a_full_covariance_guide_against_a_diagonal_prior_is_compared_per_site()
     z = guide_trace.nodes["z"]["value"]
     expected = (dist.MultivariateNormal(LOC + 0.1 * x, scale_tril=torch.eye(3)).log_prob(z)
                 - dist.Normal(0.0, 1.0).log_prob(z).sum(-1)).mean()
-    terms = free_bits_terms(model_trace, guide_trace, 0.0)
-    assert terms.kl["z"].shape == ()
+    with pytest.raises(ValueError, match=r"MultivariateNormal at latent site 'z'.*group='site'"):
+        free_bits_terms(model_trace, guide_trace, 1.0)
+    for group in ("site", "dimension"):  # lambda = 0 floors nothing: no groups to refuse
+        terms = free_bits_terms(model_trace, guide_trace, 0.0, group=group)
+        assert terms.kl["z"].shape == ()
+        torch.testing.assert_close(terms.kl["z"], expected)
+    terms = free_bits_terms(model_trace, guide_trace, 1.0, group="site")
     torch.testing.assert_close(terms.kl["z"], expected)
+
+
+def top_down_pair_and_images(num_images=8):
+    """TwoLayerVAE: model p(z2) p(z1 | z2), guide q(z1 | x) q(z2 | z1), networks scaled up so
+    that z2 depends strongly on z1 (the closed-form KL of z1 is then far off)."""
+    from ppl_models import TwoLayerVAE
+
+    torch.manual_seed(0)
+    pair = TwoLayerVAE((1, 3, 3), latent_dim=2, top_latent_dim=2, hidden=(8,), top_hidden=(8,))
+    with torch.no_grad():
+        for p in [*pair.top_encoder.parameters(), *pair.top_decoder.parameters()]:
+            p.mul_(3.0)
+    x = torch.bernoulli(torch.full((num_images, 1, 3, 3), 0.4),
+                        generator=torch.Generator().manual_seed(1))
+    return pair, x
+
+
+def test_lambda_zero_is_the_elbo_when_the_guide_samples_a_parent_after_its_child():
+    # the closed-form KL(q(z1 | x) || p(z1 | z2)) at a z2 drawn from z1 is not the
+    # expectation of log q(z1 | x) - log p(z1 | z2): z1 is scored as sampled instead.
+    # Reference: inference.elbo with 20000 draws; L_0 from 20000 particles in a plate (L_0
+    # is linear in the draws at lambda = 0). The summed log weight over the 8 images has a
+    # per-draw sd of 12.7 (measured), so each estimate has a standard error of 0.09 nats and
+    # their difference 0.13; tolerance 0.6 nats (4.7 standard errors). The closed-form KL
+    # put L_0 35 nats below the ELBO here (-153.8 against -118.4).
+    from inference import elbo
+
+    pair, x = top_down_pair_and_images()
+    num = 20_000
+
+    def in_plate(fn):
+        def run(x):
+            with pyro.plate("particles", num, dim=-2):
+                fn(x)
+        return run
+
+    pyro.set_rng_seed(0)
+    with torch.no_grad():
+        reference = float(elbo(pair.model, pair.guide, x, num_samples=num,
+                               progress=False).sum())
+        model_trace, guide_trace = trace_pair(in_plate(pair.model), in_plate(pair.guide),
+                                              (x,), {})
+        terms = free_bits_terms(model_trace, guide_trace, 0.0)
+    assert float(terms.objective) / num == pytest.approx(reference, abs=0.6)
+
+
+def test_meanfield_refuses_a_guide_that_samples_a_parent_after_its_child():
+    pair, x = top_down_pair_and_images(4)
+    message = r"latent 'z1'.*latent 'z2'.*guide samples 'z2' after 'z1'.*loss='elbo'"
+    with pytest.raises(ValueError, match=message):
+        fit(pair.model, pair.guide, x, loss="meanfield", epochs=1, progress=False)
+    with pytest.raises(ValueError, match=message):
+        fit(pair.model, pair.guide, x, loss=TraceMeanField_ELBO(), epochs=1, progress=False)
+    with pytest.raises(ValueError, match=message):
+        make_loss("meanfield").loss(pair.model, pair.guide, x)
+    # the ELBO itself trains it
+    assert len(fit(pair.model, pair.guide, x, loss="elbo", epochs=1, progress=False)) == 1
+
+
+def test_an_iaf_guide_is_floored_per_dimension():
+    # FlowVAE's guide is an IAF (a TransformedDistribution of event shape [d] over a Normal
+    # base of event shape [d], against a Normal(0, 1).to_event(1) prior): its per-coordinate
+    # terms log N(z0_i) - sum_t log s_{t,i} give d groups. They used to be one group, the
+    # site's total floored at lambda (a penalty of B * lambda, not B * d * lambda).
+    from ppl_models import FlowVAE
+
+    torch.manual_seed(0)
+    x = torch.bernoulli(torch.full((6, 1, 3, 3), 0.4), generator=torch.Generator().manual_seed(1))
+    vae = FlowVAE((1, 3, 3), latent_dim=4, hidden=(8,), num_flows=2)
+    model_trace, guide_trace = trace_pair(vae.model, vae.guide, (x,), {})
+    z = guide_trace.nodes["z"]["value"]
+    site_kl = (guide_trace.nodes["z"]["fn"].log_prob(z)
+               - model_trace.nodes["z"]["fn"].log_prob(z)).mean()
+    low = free_bits_terms(model_trace, guide_trace, 0.0)
+    assert low.kl["z"].shape == (4,)
+    torch.testing.assert_close(low.kl["z"].sum(), site_kl)
+    high = free_bits_terms(model_trace, guide_trace, 100.0)
+    torch.testing.assert_close(high.penalty, torch.tensor(6 * 4 * 100.0))
+    # through fit: -log p(x | z) >= 0 for binary pixels, so train_loss >= d * lambda
+    history = fit(vae.model, vae.guide, x, loss=FreeBitsELBO(100.0), lr=0.0, epochs=1,
+                  progress=False)
+    assert history[-1]["train_loss"] >= 400.0
+
+
+def test_iaf_terms_per_dimension_have_the_closed_form_kl_without_flow_steps():
+    # with T = 0 steps the IAF guide is N(mu, sigma^2): the per-dimension terms are unbiased
+    # for the closed-form KL of each coordinate. 40000 copies of one image; the terms' sd is
+    # below 1.5, so the standard error is below 0.0075; tolerance 0.04.
+    from ppl_models import FlowVAE
+
+    torch.manual_seed(0)
+    vae = FlowVAE((1, 3, 3), latent_dim=3, hidden=(8,), num_flows=0)
+    x = torch.bernoulli(torch.full((1, 1, 3, 3), 0.5),
+                        generator=torch.Generator().manual_seed(2)).expand(40_000, 1, 3, 3)
+    pyro.set_rng_seed(3)
+    with torch.no_grad():
+        model_trace, guide_trace = trace_pair(vae.model, vae.guide, (x,), {})
+        terms = free_bits_terms(model_trace, guide_trace, 0.5)
+        q = guide_trace.nodes["z"]["fn"]
+        closed = kl_closed_form(q.loc[0], q.scale[0].log())
+    torch.testing.assert_close(terms.kl["z"], closed, atol=0.04, rtol=0)
+    assert closed.max() > 0.05  # not trivially zero
+
+
+def test_lambda_zero_leaves_a_sampled_kl_unfloored():
+    # a StudentT guide has no closed-form KL against the Normal prior: KL_j is the sampled
+    # log q - log p, negative for many draws of a guide close to the prior. A floor at 0
+    # raised it there (L_0 below the ELBO by the mean of the clipped parts); without a
+    # floor L_0 is the sampled ELBO, draw by draw.
+    def t_guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.StudentT(30.0, 0.05 * x, 1.0).to_event(1))
+
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    pyro.set_rng_seed(0)
+
+    def in_plate(fn):
+        def run(x):
+            with pyro.plate("particles", 2000, dim=-2):
+                fn(x)
+        return run
+
+    model_trace, guide_trace = trace_pair(in_plate(model), in_plate(t_guide), (x,), {})
+    terms = free_bits_terms(model_trace, guide_trace, 0.0)
+    sampled = (model_trace.log_prob_sum() - guide_trace.log_prob_sum()).detach()
+    assert bool((terms.kl["z"] < 0).any())  # the case at issue
+    torch.testing.assert_close(terms.objective.detach(), sampled, rtol=1e-6, atol=1e-3)
