@@ -96,8 +96,13 @@ def _check_data(tensors: tuple, name: str, like: tuple | None = None) -> None:
         mine = [list(t.shape[1:]) for t in tensors]
         theirs = [list(t.shape[1:]) for t in like]
         if mine != theirs:
+            padded = all(len(a) == len(b) and a[:-1] == b[:-1] and not t.is_floating_point()
+                         for a, b, t in zip(mine, theirs, tensors))
+            hint = (f"; for padded sequences (words, tokens) encode {name} to the training "
+                    f"width, e.g. Vocabulary.encode(words, max_len={theirs[0][-1]})"
+                    if padded and theirs[0] else "")
             raise ValueError(f"{name} tensors have datapoint shapes {mine}, the training data "
-                             f"{theirs}")
+                             f"{theirs}{hint}")
         mine, theirs = [t.dtype for t in tensors], [t.dtype for t in like]
         if mine != theirs:
             raise ValueError(f"{name} tensors have dtypes {mine}, the training data {theirs}; "

@@ -160,3 +160,18 @@ def test_compiled_path_gives_the_eager_values_and_gradients():
     history = fit(lm.model, lm.guide, x, epochs=2, batch_size=3, compile="eager",
                   progress=False)
     assert len(history) == 2
+
+
+def test_validation_words_encoded_on_their_own_width_are_named_with_the_remedy():
+    # Vocabulary.encode pads each set to its own longest word: fit refused valid_data
+    # "[[4]], the training data [[9]]" without saying how to encode it
+    vocab = Vocabulary("abc")
+    x = vocab.encode(["a", "abcabcab", "bb", "c", "cab"])
+    model = GRULanguageModel(vocab, embedding=3, hidden=5)
+    with pytest.raises(ValueError, match=r"encode valid_data to the training width, e\.g\. "
+                                         rf"Vocabulary\.encode\(words, max_len={x.shape[1]}\)"):
+        fit(model.model, model.guide, x, valid_data=vocab.encode(["abc", "a"]), epochs=1,
+            batch_size=5, progress=False)
+    history = fit(model.model, model.guide, x, epochs=1, batch_size=5, progress=False,
+                  valid_data=vocab.encode(["abc", "a"], max_len=x.shape[1]))
+    assert math.isfinite(history[0]["valid_elbo"])
