@@ -141,6 +141,44 @@ def discrete_log_likelihood_bound(log_density_nats: float | torch.Tensor, num_di
         ``log_density_nats - D log(levels)``, the same type and shape (float32 for a
         half-precision tensor): a lower bound on the log-probability of the integer data
         (equality when p is constant on every cell).
+
+    A lower bound on a log-probability cannot exceed 0: by Jensen, ``E_u[log p] <= D
+    log(levels)`` for every density on ``[0, 1]^D``. A result above 0 (by more than
+    :data:`BOUND_SLACK_NATS_PER_DIM` nats per dimension, room for the Monte Carlo noise of an
+    estimate, plus the rounding of the input's dtype) therefore means that ``num_dims``,
+    ``levels`` or the data's scaling do not match the density (the channels left out of D,
+    data on ``[0, 255]`` instead of ``[0, 1]``), and raises ``ValueError`` saying which
+    entries.
     """
     _check_log_value(log_density_nats, "log_density_nats", ("-inf",))
-    return _widened(log_density_nats) - dequantization_correction_nats(num_dims, levels)
+    bound = _widened(log_density_nats) - dequantization_correction_nats(num_dims, levels)
+    _check_bound_not_positive(bound, log_density_nats, num_dims, levels)
+    return bound
+
+
+BOUND_SLACK_NATS_PER_DIM = 0.01
+"""How far above 0 (nats per dimension, 0.0144 bits/dim) :func:`discrete_log_likelihood_bound`
+lets a bound go before refusing it: Monte Carlo noise of an estimated ``E_u[log p]``."""
+
+
+def _check_bound_not_positive(bound, log_density_nats, num_dims: int, levels: int) -> None:
+    """``ValueError`` naming ``num_dims``, ``levels`` and the data's scaling when ``bound``
+    (a real number or tensor) is above 0 by more than the slack."""
+    values = bound if torch.is_tensor(bound) else torch.tensor(float(bound), dtype=torch.float64)
+    if not values.is_floating_point() or not values.numel():
+        return
+    dtype = log_density_nats.dtype if torch.is_tensor(log_density_nats) and \
+        log_density_nats.is_floating_point() else torch.float64
+    rounding = torch.finfo(dtype).eps * (values.abs() + num_dims * math.log(levels))
+    over = values > BOUND_SLACK_NATS_PER_DIM * num_dims + rounding
+    if bool(over.any()):
+        worst = float(values.max())
+        where = "" if values.dim() == 0 else \
+            f" in {int(over.sum())} of {values.numel()} entries (shape {list(values.shape)})"
+        raise ValueError(
+            f"discrete_log_likelihood_bound: the bound on log P(k) is {worst:.6g} nats{where}, "
+            f"above 0 ({-worst / (num_dims * LN2):.4g} bits/dim), which no probability has: "
+            f"E_u[log p] <= D log(levels) = {num_dims} * log({levels}) for every density on "
+            f"[0, 1]^D, so num_dims={num_dims} or levels={levels} does not match the density "
+            f"(all dimensions counted, channels included? the density's data scaled to "
+            f"[0, 1], as (k + u) / levels?)")

@@ -170,16 +170,17 @@ def write_wav(path: str | Path, signal: torch.Tensor, rate: int) -> None:
         f.writeframes(pcm.tobytes())
 
 
-def _data_chunk_bytes(path: Path) -> int | None:
-    """The size the RIFF ``data`` chunk of ``path`` declares, or None where none is found
-    (the :mod:`wave` reader then names what is wrong with the file)."""
+def _data_chunk_bytes(path: Path) -> tuple[int, int] | None:
+    """The size the RIFF ``data`` chunk of ``path`` declares and the number of bytes of the
+    file after that chunk's header, or None where none is found (the :mod:`wave` reader then
+    names what is wrong with the file)."""
     with path.open("rb") as f:
         if f.read(12)[8:12] != b"WAVE":
             return None
         while len(header := f.read(8)) == 8:
             size = int.from_bytes(header[4:], "little")
             if header[:4] == b"data":
-                return size
+                return size, path.stat().st_size - f.tell()
             f.seek(size + size % 2, os.SEEK_CUR)  # chunks are padded to even sizes
     return None
 
@@ -196,7 +197,8 @@ def read_wav(path: str | Path, rate: int | None = None) -> tuple[torch.Tensor, i
     Raises:
         FileNotFoundError: no file at ``path``.
         ValueError: the file is not a readable PCM WAV file, holds fewer samples than its
-            header gives (truncated) or a data chunk ending in a partial frame, or
+            header gives (truncated), a data chunk ending in a partial frame or one that
+            declares 0 bytes but has bytes after it (a streaming writer's unset size), or
             resampling it to ``rate`` would need more than this machine's memory (checked
             before reading the samples).
     """
@@ -227,7 +229,13 @@ def read_wav(path: str | Path, rate: int | None = None) -> tuple[torch.Tensor, i
         raise ValueError(f"{path} is truncated: its header gives {expected} frames of "
                          f"{channels * width} bytes ({expected * channels * width} bytes of "
                          f"samples), the file holds {len(frames)} bytes of them")
-    declared = _data_chunk_bytes(path)
+    declared, following = _data_chunk_bytes(path) or (None, 0)
+    if declared == 0 and following:
+        # a streaming writer that never went back to fill the size in: wave reads nothing
+        raise ValueError(f"{path}: its data chunk declares a size of 0 bytes but {following} "
+                         "bytes follow it (a streaming writer that left the size unset?); "
+                         "the samples are not read from a size of 0: rewrite the file with "
+                         "its data chunk size, e.g. sox in.wav out.wav")
     if declared is not None and declared % (channels * width):
         # wave reads the whole frames and drops the rest without a word
         raise ValueError(f"{path} is corrupt: its data chunk declares {declared} bytes, not a "

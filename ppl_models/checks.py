@@ -251,6 +251,16 @@ def check_tensor(x, event_shape: tuple[int, ...], name: str = "x",
         check_like(x, name, like)
 
 
+def check_input(x, event_shape: tuple[int, ...], name: str = "x",
+                like: torch.nn.Module | None = None, batch_dims: str = "batch") -> None:
+    """A network's input (an encoder's images, a decoder's codes): :func:`check_tensor`, and
+    NaN or infinite values refused (:func:`check_values`) while Pyro's validation is enabled,
+    since a network maps them to NaN outputs without a word."""
+    check_tensor(x, event_shape, name, like, batch_dims)
+    if is_validation_enabled():
+        check_values(x, name)
+
+
 def check_data(x, event_shape: tuple[int, ...], name: str = "x",
                low: float | None = None, high: float | None = None,
                like: torch.nn.Module | None = None) -> None:

@@ -354,7 +354,12 @@ class FlowVAE(VAE):
         return self.flow.num_flows
 
     def encode_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``x: [batch, C, H, W]`` -> base ``loc, scale: [batch, d]`` and context ``[batch, c]``."""
+        """``x: [batch, C, H, W]`` -> base ``loc, scale: [batch, d]`` and context ``[batch, c]``.
+
+        ``x`` is checked as by :meth:`~ppl_models.VAE.encode` (shape, the model's dtype and
+        device, and NaN or infinite values while Pyro's validation is enabled), and so by
+        :meth:`encode` and :meth:`posterior`, which call this."""
+        self._check_input(x)
         raw = full_precision(self.encoder(x.flatten(-3)))
         d = self.latent_dim
         loc, raw_scale, context = raw.split([d, d, self.context_dim], dim=-1)

@@ -31,8 +31,8 @@ from pyro.nn import PyroModule, pyro_method
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import (as_int, as_sizes, check_data, check_image_draws, check_module_not_meta,
-                     check_tensor)
+from .checks import (as_int, as_sizes, check_data, check_image_draws, check_input,
+                     check_module_not_meta)
 from .likelihoods import make_likelihood
 from .local_guides import LocalGuide
 from .networks import full_precision, mlp
@@ -113,25 +113,26 @@ class TwoLayerVAE(PyroModule):
             self.likelihood.check(x)
 
     # Each of these takes float tensors of the model's dtype and device and names any other
-    # (dtype and device always, as check_data).
+    # (dtype and device always, as check_data), and refuses NaN or infinite values while
+    # Pyro's validation is enabled (check_input, as VAE.encode and VAE.decode).
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x: [batch, C, H, W]`` -> loc, scale of ``q(z1 | x)``, each ``[batch, d1]``."""
-        check_tensor(x, self.image_shape, "x", like=self)
+        check_input(x, self.image_shape, "x", like=self)
         return self.encoder(x.flatten(-3))
 
     def encode_top(self, z1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``z1: [..., d1]`` -> loc, scale of ``q(z2 | z1)``, each ``[..., d2]``."""
-        check_tensor(z1, (self.latent_dim,), "z1", like=self, batch_dims="...")
+        check_input(z1, (self.latent_dim,), "z1", like=self, batch_dims="...")
         return self.top_encoder(z1)
 
     def prior_z1(self, z2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``z2: [..., d2]`` -> loc, scale of ``p(z1 | z2)``, each ``[..., d1]``."""
-        check_tensor(z2, (self.top_latent_dim,), "z2", like=self, batch_dims="...")
+        check_input(z2, (self.top_latent_dim,), "z2", like=self, batch_dims="...")
         return self.top_decoder(z2)
 
     def decode(self, z1: torch.Tensor):
         """``z1: [..., d1]`` -> pixel distribution with batch shape ``[..., C, H, W]``."""
-        check_tensor(z1, (self.latent_dim,), "z1", like=self, batch_dims="...")
+        check_input(z1, (self.latent_dim,), "z1", like=self, batch_dims="...")
         raw = full_precision(self.decoder(z1)).unflatten(-1, self.out_shape)
         return self.likelihood.distribution(raw)
 

@@ -33,10 +33,11 @@ from collections.abc import Sequence
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule, pyro_method
 
 from .checks import (as_int, as_seed, as_sizes, check_data, check_finite_rows, check_generator,
-                     check_like, check_memory, check_module_not_meta)
+                     check_like, check_memory, check_module_not_meta, check_values)
 from .networks import ConvEncoder, MLPEncoder
 from .pixelcnn import PixelCNN
 
@@ -90,6 +91,8 @@ class PixelVAE(PyroModule):
                              f"{self.latent_dim}], got {getattr(z, 'dtype', type(z).__name__)} "
                              f"{list(getattr(z, 'shape', []))}")
         check_like(z, "z", self)
+        if is_validation_enabled():
+            check_values(z, "z")  # NaN codes made NaN tables without a word
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x: [batch, C, H, W]`` -> loc, scale of ``q(z | x)``, each ``[batch, d]``; ``x``

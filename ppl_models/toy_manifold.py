@@ -24,7 +24,7 @@ from pyro.nn import PyroModule, PyroParam, pyro_method
 from torch import nn
 from torch.distributions import constraints
 
-from .checks import as_int, as_number, as_seed, check_data, check_memory, check_tensor
+from .checks import as_int, as_number, as_seed, check_data, check_input, check_memory
 from .networks import check_parameters, full_precision
 
 IMAGE_SIDE = 4
@@ -99,14 +99,16 @@ class ToyManifoldVAE(PyroModule):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Mean image for ``z: [..., 1]`` -> ``[..., 16]``; ``z`` a float tensor of the
-        model's dtype and device (named otherwise)."""
-        check_tensor(z, (1,), "z", like=self, batch_dims="...")
+        model's dtype and device (named otherwise), NaN or infinite values refused while
+        Pyro's validation is enabled."""
+        check_input(z, (1,), "z", like=self, batch_dims="...")
         return full_precision(self.decoder(z))
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Guide parameters for ``x: [batch, 16]`` -> loc, scale each ``[batch, 1]``; ``x`` a
-        float tensor of the model's dtype and device (named otherwise)."""
-        check_tensor(x, (NUM_PIXELS,), "x", like=self)
+        float tensor of the model's dtype and device (named otherwise), NaN or infinite values
+        refused while Pyro's validation is enabled."""
+        check_input(x, (NUM_PIXELS,), "x", like=self)
         loc, raw_scale = full_precision(self.encoder(x)).chunk(2, dim=-1)
         return loc, nn.functional.softplus(raw_scale) + 1e-4
 

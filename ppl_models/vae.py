@@ -17,8 +17,8 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule, pyro_method
 
-from .checks import (as_int, as_number, as_sizes, check_data, check_image_draws, check_memory,
-                     check_module_not_meta, check_tensor, check_values)
+from .checks import (as_int, as_number, as_sizes, check_data, check_image_draws, check_input,
+                     check_memory, check_module_not_meta)
 from .likelihoods import make_likelihood
 from .networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 
@@ -49,9 +49,7 @@ class _ImageModel(PyroModule):
     def _check_input(self, x: torch.Tensor) -> None:
         """An encoder's input: type, shape, dtype and device, and finite values while Pyro's
         validation is enabled (any values the likelihood could not score are still encoded)."""
-        check_tensor(x, self.image_shape, "x", like=self)
-        if is_validation_enabled():
-            check_values(x, "x")
+        check_input(x, self.image_shape, "x", like=self)
 
     def pixel_distribution(self, raw: torch.Tensor):
         """Per-pixel distribution from decoder output ``raw: [..., P, C, H, W]``.
@@ -115,8 +113,8 @@ class VAE(_ImageModel):
         """``z: [..., d]`` -> pixel distribution with batch shape ``[..., C, H, W]``.
 
         ``z`` is a float tensor of the model's dtype and device, any leading dims (named
-        otherwise)."""
-        check_tensor(z, (self.latent_dim,), "z", like=self, batch_dims="...")
+        otherwise); NaN or infinite codes are refused while Pyro's validation is enabled."""
+        check_input(z, (self.latent_dim,), "z", like=self, batch_dims="...")
         return self.pixel_distribution(self.decoder(z))
 
     @pyro_method

@@ -476,9 +476,13 @@ def _check_decodable(pixel_probs, symbols: torch.Tensor, probs: torch.Tensor) ->
     """``ValueError`` when :func:`decode_images` could not rebuild the tables ``probs``
     (``[batch, C, H, W, V]``) that code ``symbols``: ``pixel_probs`` gives other tables on a
     second call with the same images (dropout in training mode: call ``.eval()``), or a
-    pixel's table changes when only later pixels in raster order change (the model is not
-    causal, so decoding, which knows only the earlier pixels, gets other tables). The later
-    pixels are changed after the middle position of the image and after its first one."""
+    pixel's table changes when only that pixel and later ones in raster order change, in any
+    image of the batch (the model is not causal, so decoding, whose canvas holds only the
+    earlier pixels of every image and zeros from the pixel being decoded on, gets other
+    tables): a table that sees its own pixel (a PixelCNN whose first layer has a type-'B'
+    mask) or another image's pixel at the same position (statistics over the batch). The
+    pixels are changed, in every image at once as decoding has them, from the middle
+    position of the image on and from its first one."""
     num_values = probs.shape[-1]
     flat = symbols.permute(0, 2, 3, 1).reshape(len(symbols), -1)  # raster order per image
     with torch.no_grad():
@@ -490,7 +494,7 @@ def _check_decodable(pixel_probs, symbols: torch.Tensor, probs: torch.Tensor) ->
                 "decoding could not rebuild them, so the stream could not be decoded")
         for position in sorted({0, flat.shape[1] // 2}):
             changed = flat.clone()
-            changed[:, position + 1:] = (changed[:, position + 1:] + 1) % num_values
+            changed[:, position:] = (changed[:, position:] + 1) % num_values
             images = changed.reshape(len(symbols), *symbols.shape[2:], symbols.shape[1])
             moved = pixel_probs(images.permute(0, 3, 1, 2).contiguous())
             before = probs.permute(0, 2, 3, 1, 4).reshape(len(symbols), -1, num_values)
@@ -500,11 +504,13 @@ def _check_decodable(pixel_probs, symbols: torch.Tensor, probs: torch.Tensor) ->
             if not torch.allclose(before[:, :position + 1], after[:, :position + 1],
                                   rtol=1e-4, atol=1e-6):
                 raise ValueError(
-                    "pixel_probs is not causal: a pixel's table changes when only pixels "
-                    f"after it in raster order (rows, columns, channels) change (from "
-                    f"position {position + 1} of {flat.shape[1]} on); decoding, which knows "
-                    "only the earlier pixels, would get other tables. Use a masked "
-                    "(autoregressive) model")
+                    "pixel_probs is not causal: a pixel's table changes when only that pixel "
+                    "and those after it in raster order (rows, columns, channels) change, in "
+                    f"any image of the batch (from position {position + 1} of {flat.shape[1]} "
+                    "on); decoding, which knows only the earlier pixels of each image, would "
+                    "get other tables and the stream could not be decoded. Use a masked "
+                    "(autoregressive) model whose first layer does not see the pixel itself "
+                    "(mask type 'A'), with no statistics across the batch")
 
 
 def _shape_tag(image_shape) -> int:

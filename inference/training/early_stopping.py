@@ -47,7 +47,14 @@ class KeepBest:
             datapoint). It runs under ``torch.no_grad()`` with every module in evaluation
             mode (no dropout); each module's training flag is restored afterwards. A NaN
             score is refused (``ValueError`` naming the epoch: a NaN validation score means
-            a broken model or score, not a bad epoch), ``-inf`` counts as the worst score.
+            a broken model or score, not a bad epoch), and so is ``+inf`` (no later epoch
+            could beat it: a degenerate density, e.g. a Gaussian whose scale collapsed);
+            ``-inf`` counts as the worst score.
+
+    One object serves one run of :func:`inference.fit` (and its resumptions from a
+    checkpoint): when an epoch number does not follow the last one scored (a new ``fit``,
+    whose epochs count from 1 again), what was kept of the earlier run is dropped and the new
+    run starts fresh, so :meth:`restore` never loads another run's parameters into this one.
 
     Use ``keep = KeepBest(m, score); fit(..., callback=keep); keep.restore()``. Each call
     adds ``"valid_score"`` to the epoch's record (so it lands in fit's history); after
@@ -74,6 +81,7 @@ class KeepBest:
         self.best_score = -math.inf
         self.best_epoch: int | None = None
         self.scored = 0  # epochs scored
+        self._last_epoch: int | None = None  # the epoch number of the last call
         self._best_state: list[dict] | None = None
         self._best_store: dict[str, torch.Tensor] | None = None  # other store parameters
         self._best_buffers: list[list[torch.Tensor]] | None = None  # other networks' buffers
@@ -84,14 +92,30 @@ class KeepBest:
         inside = {id(sub) for m in self.modules for sub in m.modules()}
         return [n for n in reachable_modules(self.score) if id(n) not in inside]
 
+    def _forget(self) -> None:
+        """Drop what was kept: the state of a fresh object."""
+        self.best_score, self.best_epoch, self.scored = -math.inf, None, 0
+        self._best_state = self._best_store = self._best_buffers = None
+
     def __call__(self, record: dict) -> None:
+        epoch = record.get("epoch")
+        if (isinstance(epoch, numbers.Integral) and self._last_epoch is not None
+                and epoch <= self._last_epoch):
+            # the epoch count went back: a new fit run, whose parameters are not the kept ones
+            self._forget()
         others = self._other_networks()
         with evaluation_mode([*self.modules, *others]), torch.no_grad():
-            value = self._as_score(self.score(), record.get("epoch"))
+            value = self._as_score(self.score(), epoch)
         if math.isnan(value):
-            raise ValueError(f"the validation score of epoch {record.get('epoch')} is NaN "
+            raise ValueError(f"the validation score of epoch {epoch} is NaN "
                              f"(score={self._name()}); KeepBest refuses NaN scores")
+        if value == math.inf:
+            raise ValueError(f"the validation score of epoch {epoch} is +inf "
+                             f"(score={self._name()}); KeepBest refuses +inf scores (a broken "
+                             "model or score, e.g. a density whose scale collapsed: no later "
+                             "epoch could beat it)")
         record["valid_score"] = value
+        self._last_epoch = epoch if isinstance(epoch, numbers.Integral) else None
         self.scored += 1
         if value > self.best_score:
             self.best_score = value
@@ -155,7 +179,8 @@ class KeepBest:
         """The best epoch so far, its score and parameters, and the number of epochs scored
         (:func:`inference.fit` saves it in each checkpoint)."""
         return {"best_score": self.best_score, "best_epoch": self.best_epoch,
-                "scored": self.scored, "best_state": self._best_state,
+                "scored": self.scored, "last_epoch": self._last_epoch,
+                "best_state": self._best_state,
                 "best_store": self._best_store, "best_buffers": self._best_buffers}
 
     def set_state(self, state: dict) -> None:
@@ -172,3 +197,4 @@ class KeepBest:
         self.scored, self._best_state = state["scored"], best
         self._best_store = state.get("best_store")  # absent from older checkpoints
         self._best_buffers = state.get("best_buffers")
+        self._last_epoch = state.get("last_epoch")  # absent from older checkpoints

@@ -83,13 +83,60 @@ def _base_normal(fn, role: str, site: str) -> Normal:
 
 
 @leaves_buffers
+def _draws_read(entry, model, guide, site, args, kwargs, guide_trace) -> None:
+    """``ValueError`` naming ``site`` and the other latent when the parameters of the guide's
+    or the prior's distribution at ``site`` are computed from another latent site's draw (a
+    hierarchical pair: ``p(z1 | z2)`` at a drawn ``z2``, ``q(z2 | z1)`` at a drawn ``z1``):
+    the KL between them is then a one-draw Monte Carlo value, not the analytic one.
+
+    Dependence is read off autograd: both programs run once more with the other latents'
+    drawn values fixed to leaf tensors that require grad, and a parameter that reaches a leaf
+    depends on that draw (whatever the random state, dropout included). Latents with integer
+    values (discrete) cannot be leaves and are not looked at."""
+    leaves = {name: node["value"].detach().clone().requires_grad_(True)
+              for name, node in guide_trace.nodes.items()
+              if node["type"] == "sample" and not node["is_observed"] and name != site
+              and torch.is_tensor(node["value"]) and node["value"].is_floating_point()}
+    if not leaves:
+        return
+    value = guide_trace.nodes[site]["value"].detach()
+    with poutine.block(), torch.enable_grad():
+        traces = (("guide", poutine.trace(poutine.condition(guide, data=leaves)).get_trace(
+                      *args, **kwargs)),
+                  ("model", poutine.trace(poutine.condition(model, data={**leaves, site: value}))
+                   .get_trace(*args, **kwargs)))
+        for role, trace in traces:
+            fn = _base_normal(trace.nodes[site]["fn"], role, site)
+            params = [t for t in (fn.loc, fn.scale) if torch.is_tensor(t) and t.requires_grad]
+            if not params:
+                continue
+            grads = torch.autograd.grad(sum(t.sum() for t in params), list(leaves.values()),
+                                        allow_unused=True)
+            read = [name for name, grad in zip(leaves, grads) if grad is not None]
+            if read:
+                which = "guide's q" if role == "guide" else "model's prior p"
+                raise ValueError(
+                    f"{entry}: the {which}({site} | ...) at site '{site}' is computed from the "
+                    f"draw of latent site '{read[0]}' (a hierarchical pair), so the KL at "
+                    f"'{site}' would be a one-draw Monte Carlo value that changes from call to "
+                    f"call, not the analytic KL per dimension; it is defined here only when "
+                    f"both distributions at the site depend on the data alone. Average "
+                    f"KL(q || p) over many traces yourself for an estimate, or use "
+                    f"active_units(posterior_means(guide, x, site=...)) for collapse")
+
+
+@leaves_buffers
 def kl_per_dimension(model: Callable, guide: Callable, *args, site: str = "z",
                      **kwargs) -> torch.Tensor:
     """Analytic ``KL(q(z_j | x) || p(z_j))`` per latent dimension, averaged over the batch.
 
     Needs diagonal Normal prior and guide at ``site``, whose value is ``[batch, latent_dim]``
     with ``batch`` the dim of ``pyro.plate("data")``, or ``[batch]`` for a latent of one
-    dimension (``latent_dim = 1``); other shapes raise ``ValueError``.
+    dimension (``latent_dim = 1``); other shapes raise ``ValueError``. Both distributions
+    must depend on the data alone: a prior or guide whose parameters are computed from
+    another latent's draw (``TwoLayerVAE``'s ``p(z1 | z2)`` and ``q(z2 | z1)``) raises
+    ``ValueError`` naming the sites, since the KL would then be a one-draw Monte Carlo value
+    that changes from call to call.
 
     Returns:
         ``[latent_dim]`` in nats; dimensions near zero carry no information (collapsed).
@@ -108,6 +155,7 @@ def kl_per_dimension(model: Callable, guide: Callable, *args, site: str = "z",
             f"one-dimensional latent) with batch the dim of pyro.plate('{DATA_PLATE}')")
     q = _base_normal(node["fn"], "guide", site)
     p = _base_normal(model_trace.nodes[site]["fn"], "model", site)
+    _draws_read("kl_per_dimension", model, guide, site, args, kwargs, guide_trace)
     kl = kl_divergence(q, p).expand(value.shape)  # [batch, latent_dim] or [batch]
     return kl.reshape(value.shape[0], -1).mean(0)
 

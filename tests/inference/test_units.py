@@ -94,3 +94,19 @@ def test_bits_per_dim_and_the_discrete_bound_of_half_precision_come_back_in_floa
     bound = discrete_log_likelihood_bound(torch.tensor([-1000.0], dtype=torch.bfloat16), 12288)
     assert bound.dtype == torch.float32
     assert float(bound) == pytest.approx(-1000 - 12288 * math.log(256), rel=1e-6)
+
+
+def test_a_bound_above_zero_names_num_dims_and_levels():
+    """A 3x32x32 model's log-density with the channels left out of num_dims used to give a
+    'log-probability' of +3891.7 nats (-5.48 bits/dim) without a word."""
+    with pytest.raises(ValueError, match=r"bound on log P\(k\) is 3891.74 nats, above 0 .*"
+                                         r"num_dims=1024 or levels=256 does not match"):
+        discrete_log_likelihood_bound(9570.0, 1024)
+    # a tensor: the entries above 0 are counted; levels=2 for 8-bit data is named too
+    with pytest.raises(ValueError, match=r"in 1 of 2 entries .* levels=2 does not match"):
+        discrete_log_likelihood_bound(torch.tensor([-10.0, 100.0]), 64, levels=2)
+    # the right D is taken, and so is a bound at 0 plus a little Monte Carlo noise
+    assert discrete_log_likelihood_bound(9570.0, 3072) == pytest.approx(9570 - 3072 * math.log(256))
+    over = 64 * math.log(256) + 0.5  # 0.5 nats above 0 over 64 dims: within the slack
+    assert discrete_log_likelihood_bound(over, 64) == pytest.approx(0.5)
+    assert discrete_log_likelihood_bound(torch.tensor([-math.inf, 0.0]), 4)[0] == -math.inf

@@ -232,6 +232,23 @@ def test_read_wav_names_a_header_with_rate_zero(tmp_path):
         read_wav(path, rate=8000)
 
 
+def test_read_wav_refuses_a_data_chunk_of_size_0_followed_by_samples(tmp_path):
+    # a streaming writer's unset size: it returned an empty signal, the 200 bytes of samples
+    # after the chunk's header ignored without a word
+    path = tmp_path / "stream.wav"
+    write_wav(path, torch.linspace(-0.5, 0.5, 100), 8000)
+    data = bytearray(path.read_bytes())
+    assert data[36:40] == b"data"
+    data[40:44] = bytes(4)  # the data chunk's size
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=re.escape(
+            f"{path}: its data chunk declares a size of 0 bytes but 200 bytes follow it")):
+        read_wav(path)
+    path.write_bytes(bytes(data[:44]))  # a data chunk of 0 bytes and nothing after it
+    signal, rate = read_wav(path)
+    assert signal.shape == (0,) and rate == 8000
+
+
 @pytest.mark.parametrize("cut, held", [(500, 1500), (501, 1499)], ids=["even", "odd"])
 def test_read_wav_refuses_a_truncated_file_naming_it(tmp_path, cut, held):
     # cut by 500 bytes it returned 750 of the 1000 samples; by 501, numpy's "buffer size must

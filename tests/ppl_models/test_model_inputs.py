@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ppl_models import (
-    VAE, Autoencoder, GRULanguageModel, LinearGaussian, NGramModel, PixelCNN, PixelVAE,
+    VAE, Autoencoder, FlowVAE, GRULanguageModel, LinearGaussian, NGramModel, PixelCNN, PixelVAE,
     ToyManifold, ToyManifoldVAE, TwoLayerVAE, Vocabulary, WaveNet,
 )
 from ppl_models import checks
@@ -22,6 +22,10 @@ VOCAB = Vocabulary("ab")
 
 def vae():
     return VAE((3, 2, 2), latent_dim=2, hidden=(4,))
+
+
+def flow_vae():
+    return FlowVAE((1, 4, 4), latent_dim=2, hidden=(8,))
 
 
 def two_layer():
@@ -66,6 +70,13 @@ SHAPES = [
     (lambda: two_layer().encode_top(torch.zeros(1, 2)), r"z1 must have shape \[\.\.\., 3\]"),
     (lambda: two_layer().prior_z1(torch.zeros(1, 3)), r"z2 must have shape \[\.\.\., 2\]"),
     (lambda: pixel_vae().encode(torch.zeros(1, 3, 3, 1)), r"x must have shape \[batch, 1, 3, 3\]"),
+    # FlowVAE's encoders flattened any 16 values per image, and took an unbatched image
+    (lambda: flow_vae().encode(torch.zeros(2, 1, 2, 8)),
+     r"x must have shape \[batch, 1, 4, 4\], got \[2, 1, 2, 8\]"),
+    (lambda: flow_vae().encode(torch.zeros(1, 4, 4)),
+     r"x must have shape \[batch, 1, 4, 4\], got \[1, 4, 4\]"),
+    (lambda: flow_vae().encode_all(torch.zeros(2, 16)), r"x must have shape \[batch, 1, 4, 4\]"),
+    (lambda: flow_vae().posterior(torch.zeros(2, 16)), r"x must have shape \[batch, 1, 4, 4\]"),
 ]
 
 
@@ -91,6 +102,12 @@ DTYPES = [
     (lambda: two_layer().prior_z1(torch.zeros(1, 2, dtype=torch.float64)), "z2 is torch.float64"),
     (lambda: pixel_vae().decode(torch.zeros(1, 1, 3, 3), torch.zeros(1, 2, dtype=torch.float64)),
      "z is torch.float64 on cpu, the PixelVAE's parameters"),
+    # FlowVAE: used to fail in torch with "mat1 and mat2 must have the same dtype"
+    (lambda: flow_vae().encode(torch.zeros(2, 1, 4, 4, dtype=torch.float64)),
+     "x is torch.float64 on cpu, the FlowVAE's parameters torch.float32"),
+    (lambda: flow_vae().posterior(torch.zeros(2, 1, 4, 4, dtype=torch.float64)),
+     "x is torch.float64 on cpu, the FlowVAE's parameters torch.float32"),
+    (lambda: two_layer().encode_top(torch.zeros(1, 3, dtype=torch.float64)), "z1 is torch.float64"),
     # PixelCNN: used to fail in layers.py with "Input type (double) and bias type (float)"
     (lambda: pixelcnn().log_prob(torch.zeros(1, 1, 3, 3, dtype=torch.float64)),
      "x is torch.float64 on cpu, the PixelCNN's parameters torch.float32 on cpu"),
@@ -106,6 +123,45 @@ DTYPES = [
 def test_a_dtype_mismatch_is_named(call, message):
     with pytest.raises(TypeError, match=message):
         call()
+
+
+def nan(*shape):
+    return torch.full(shape, float("nan"))
+
+
+NAN_INPUTS = [
+    # each returned NaN codes, tables or images without a word, where VAE.encode refused
+    (lambda: flow_vae().encode(nan(2, 1, 4, 4)), "x holds 32 NaN"),
+    (lambda: flow_vae().encode_all(nan(2, 1, 4, 4)), "x holds 32 NaN"),
+    (lambda: flow_vae().posterior(nan(2, 1, 4, 4)), "x holds 32 NaN"),
+    (lambda: two_layer().encode(nan(2, 1, 2, 2)), "x holds 8 NaN"),
+    (lambda: two_layer().encode_top(nan(2, 3)), "z1 holds 6 NaN"),
+    (lambda: two_layer().prior_z1(nan(2, 2)), "z2 holds 4 NaN"),
+    (lambda: two_layer().decode(nan(2, 3)), "z1 holds 6 NaN"),
+    (lambda: ToyManifoldVAE(hidden=4).encode(nan(2, 16)), "x holds 32 NaN"),
+    (lambda: ToyManifoldVAE(hidden=4).decode(nan(2, 1)), "z holds 2 NaN"),
+    (lambda: ToyManifoldVAE(hidden=4).decode(torch.full((2, 1), float("inf"))),
+     "z holds 2 infinite"),
+    (lambda: vae().decode(nan(2, 2)), "z holds 4 NaN"),
+    (lambda: pixel_vae().decode(torch.zeros(1, 1, 3, 3), nan(1, 2)), "z holds 2 NaN"),
+]
+
+
+@pytest.mark.parametrize("call, message", NAN_INPUTS, ids=[m for _, m in NAN_INPUTS])
+def test_encoders_and_decoders_refuse_nan_inputs(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_the_flow_encoders_take_what_they_document():
+    f = flow_vae()
+    x = torch.rand(3, 1, 4, 4)
+    loc, scale = f.encode(x)
+    assert loc.shape == scale.shape == (3, 2)
+    assert f.encode_all(x)[2].shape == (3, 4)
+    assert f.posterior(x).batch_shape == (3,)
+    with pyro.validation_enabled(False):  # the values are looked at only with validation on
+        assert torch.isnan(f.encode(nan(1, 1, 4, 4))[0]).all()
 
 
 def test_encode_and_decode_accept_what_they_document():

@@ -134,3 +134,58 @@ def test_encoding_refuses_tables_that_decoding_could_not_rebuild():
     model.eval()
     stream = encode_images(pixel_probs, images)
     assert torch.equal(decode_images(pixel_probs, stream, (1, 4, 4)), images)
+
+
+def _self_dependent(s):
+    """Pixel i's table from pixel i itself: what a type-'B' mask in the first layer does."""
+    on = 0.2 + 0.6 * s.double()
+    return torch.stack([1 - on, on], -1)
+
+
+def _cross_image(s):
+    """Image b's table at pixel i from image b - 1's pixel i (statistics over the batch)."""
+    on = 0.2 + 0.6 * s.roll(1, 0).double()
+    return torch.stack([1 - on, on], -1)
+
+
+def _first_layer_mask_b():
+    from ppl_models import MaskedConv2d
+
+    torch.manual_seed(0)
+    conv = MaskedConv2d(1, 2, 3).eval()  # mask_type 'B' by default: sees the pixel itself
+
+    def pixel_probs(s):
+        with torch.no_grad():
+            return conv(s.float()).permute(0, 2, 3, 1)[:, None].softmax(-1)
+    return pixel_probs
+
+
+@pytest.mark.parametrize("make", [lambda: _self_dependent, lambda: _cross_image,
+                                  _first_layer_mask_b],
+                         ids=["self-dependent", "cross-image", "first-layer-mask-B"])
+def test_encoding_refuses_tables_that_see_the_pixel_itself_or_another_images_pixel(make):
+    # each was encoded (36 to 44 bytes) into a stream that decode_images then refused: the
+    # images were lost
+    pixel_probs = make()
+    images = torch.randint(0, 2, (3, 1, 4, 4), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="pixel_probs is not causal: a pixel's table changes "
+                                         "when only that pixel and those after it"):
+        encode_images(pixel_probs, images)
+    stream = _encode_unchecked(pixel_probs, images)
+    with pytest.raises(ValueError, match="another model"):  # what the check spares
+        decode_images(pixel_probs, stream, (1, 4, 4))
+
+
+def test_a_model_of_earlier_pixels_of_other_images_still_codes():
+    # decoding has the earlier pixels of every image of the batch, so these tables are
+    # rebuilt exactly (the library's PixelCNN: test_range_coding's round trips)
+    images = torch.randint(0, 2, (3, 1, 4, 4), generator=torch.Generator().manual_seed(1))
+
+    def earlier_of_the_previous_image(s):  # decodable: the earlier pixels of every image
+        shifted = s.roll(1, 0).flatten(1).roll(1, 1)  # image b - 1's pixel i - 1
+        shifted[:, 0] = 0
+        on = 0.2 + 0.6 * shifted.double().reshape(s.shape)
+        return torch.stack([1 - on, on], -1)
+
+    stream = encode_images(earlier_of_the_previous_image, images)
+    assert torch.equal(decode_images(earlier_of_the_previous_image, stream, (1, 4, 4)), images)

@@ -184,3 +184,47 @@ def test_a_plain_function_pairs_networks_are_scored_in_evaluation_mode_and_resto
     ENCODER.eval()
     assert score() == pytest.approx(keep.best_score, abs=1e-5)
     ENCODER.train()
+
+
+def test_a_second_fit_run_starts_fresh_instead_of_restoring_the_first_runs_parameters():
+    """Reused across two fit runs, KeepBest used to keep run 1's best score, so run 2's
+    (worse) epochs were never kept and restore() loaded run 1's weights into run 2's model."""
+    pyro.clear_param_store()
+    net = torch.nn.Linear(1, 1, bias=False)
+    x = torch.zeros(16, 1)
+
+    def model(x):
+        pyro.module("net", net)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(net(x) + net.weight.squeeze(), 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        pass
+
+    scores = iter([5.0, 6.0, 1.0, 2.0, 0.5])  # run 2 scores below run 1's best
+    keep = KeepBest(net, lambda: next(scores))
+    fit(model, guide, x, epochs=2, batch_size=16, lr=1e-2, progress=False, callback=keep)
+    assert keep.best_epoch == 2 and keep.best_score == 6.0
+    with torch.no_grad():
+        net.weight.fill_(3.0)  # a second, separate run from other weights
+    history = fit(model, guide, x, epochs=3, batch_size=16, lr=1e-2, progress=False,
+                  callback=keep)
+    assert [r["valid_score"] for r in history] == [1.0, 2.0, 0.5]
+    assert keep.best_epoch == 2 and keep.best_score == 2.0 and keep.scored == 3
+    after_epoch_2 = keep.get_state()["best_state"][0]["weight"]
+    keep.restore()
+    assert torch.equal(net.weight, after_epoch_2)
+    assert abs(float(net.weight.detach()) - 3.0) < 0.1, "run 2's weights, not run 1's"
+
+
+def test_a_score_of_plus_infinity_is_refused_naming_the_score_and_epoch():
+    def degenerate():
+        return float("inf")
+
+    keep = KeepBest(torch.nn.Linear(2, 2), degenerate)
+    with pytest.raises(ValueError, match=r"epoch 3 is \+inf \(score=degenerate\)"):
+        keep({"epoch": 3})
+    assert keep.best_epoch is None and keep.scored == 0
+    keep = KeepBest(torch.nn.Linear(2, 2), lambda: torch.tensor(-float("inf")))
+    keep({"epoch": 1})  # -inf is the worst score, not an error
+    assert keep.scored == 1 and keep.best_epoch is None

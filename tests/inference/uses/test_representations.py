@@ -312,3 +312,26 @@ def test_kl_per_dimension_names_a_full_covariance_guide():
     with pytest.raises(NotImplementedError, match=r"kl_per_dimension: the guide's site 'z' is "
                                                   r"a MultivariateNormal"):
         kl_per_dimension(lg.model, lg.guide, torch.randn(4, 3))
+
+
+def test_kl_per_dimension_refuses_a_hierarchical_pair_whose_kl_is_one_draw():
+    """TwoLayerVAE's p(z1 | z2) is the Normal at a drawn z2 and q(z2 | z1) the Normal at a
+    drawn z1: the "analytic" KL used to change on every call (a one-draw Monte Carlo value)."""
+    from ppl_models import VAE, TwoLayerVAE
+
+    torch.manual_seed(0)
+    t = TwoLayerVAE((1, 4, 4), latent_dim=2, top_latent_dim=2, hidden=(8,), top_hidden=(8,))
+    x = (torch.rand(3, 1, 4, 4) > 0.5).float()
+    with pytest.raises(ValueError, match=r"prior p\(z1 \| \.\.\.\) at site 'z1' is computed "
+                                         r"from the draw of latent site 'z2'"):
+        kl_per_dimension(t.model, t.guide, x, site="z1")
+    with pytest.raises(ValueError, match=r"guide's q\(z2 \| \.\.\.\) at site 'z2' is computed "
+                                         r"from the draw of latent site 'z1'"):
+        kl_per_dimension(t.model, t.guide, x, site="z2")
+    # a plain VAE: q(z | x) and p(z) depend on the data alone, so the KL is the same every call
+    v = VAE((1, 4, 4), latent_dim=2, hidden=(8,))
+    first = kl_per_dimension(v.model, v.guide, x)
+    assert first.shape == (2,) and torch.equal(first, kl_per_dimension(v.model, v.guide, x))
+    loc, scale = v.encode(x)
+    expected = (0.5 * (loc**2 + scale**2 - 1) - scale.log()).mean(0)
+    assert torch.allclose(first, expected.detach(), atol=1e-6)
