@@ -40,6 +40,13 @@ def parse(script: str, argv: list[str]):
     ("toy_manifold", ["--repeats", "1000000000"], "--repeats: must be an integer in 1..1000"),
     ("vae", ["--num-test", "1"], "--num-test: the active-unit count needs at least 2"),
     ("vae", ["--objective", "iwae", "--kl-warmup", "3"], "--kl-warmup: the iwae bound"),
+    # ignored without a word: only the bernoulli likelihood's images are binarized
+    ("vae", ["--likelihood", "gaussian-learned", "--binarization", "dynamic"],
+     "--binarization: dynamic binarization is for the bernoulli likelihood"),
+    # a traceback from fit (before training)
+    ("vae", ["--compile", "--mixed-precision"],
+     "--mixed-precision: not allowed with argument --compile"),
+    ("vae", ["--compile", "--distributed"], "--compile: the compiled step trains in one"),
     ("vae", ["--seed", "-1"], "--seed: must be an integer >= 0"),
     ("outliers", ["--inlier-classes", "3", "11"], "--inlier-classes: invalid choice: 11"),
     # numpy seeds only below 2**32: start_run's pyro.set_rng_seed failed in a traceback
