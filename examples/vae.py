@@ -46,6 +46,7 @@ from inference.training.checkpoints import CheckpointError
 from scaffold.features import fit_pca
 from scaffold.flags import (
     check_count,
+    check_evaluation_memory,
     data_flags,
     evaluation_ks,
     evidence_flags,
@@ -143,6 +144,7 @@ def main(args: argparse.Namespace) -> dict:
                          f"classes at least; the first {len(train_labels)} hold one")
     shape = data.image_shape
     num_dims = math.prod(shape)
+    check_evaluation_memory("vae", "--max-k", args.max_k, test, args.eval_batch_size)
 
     with refused_as_usage("vae"):  # networks too large for memory, a conv net off 28x28
         vae = VAE(shape, args.latent_dim, args.likelihood, args.network, tuple(args.hidden))

@@ -161,6 +161,27 @@ def check_count(script: str, flag: str, count: int | None, available: int, what:
         raise flag_error(script, flag, f"{count} asked for, but {what} holds {available}")
 
 
+def check_evaluation_memory(script: str, flag: str, count: int, data: torch.Tensor,
+                            batch_size: int | None = None) -> None:
+    """Refuse ``flag``'s ``count`` of particles (or chains) per datapoint when the
+    ``[count, batch]`` log weights of an evaluation of ``data`` (``[n, ...]``, scored
+    ``batch_size`` rows at a time; None: all at once) would not fit in this machine's memory.
+
+    The library's own check (:func:`inference.checks.check_weights_memory`, the one that
+    ``bound_sweep``, ``iwae_bound``, ``log_evidence`` and ``ais_log_evidence`` make when
+    called), made once the data are loaded and before any training: called after it, it
+    refused a ``--max-k 10**12`` with a traceback and lost the trained models."""
+    from inference.checks import check_weights_memory
+
+    rows = len(data) if batch_size is None else min(batch_size, len(data))
+    itemsize = max(torch.get_default_dtype().itemsize,
+                   data.dtype.itemsize if data.is_floating_point() else 0)
+    try:
+        check_weights_memory(count, rows, itemsize, name=flag)
+    except ValueError as error:
+        raise flag_error(script, flag, str(error)) from None
+
+
 def check_not_an_output(script: str, flag: str, path: str | None, out_dir: Path,
                         outputs: tuple[str, ...]) -> None:
     """Refuse ``flag``'s input file ``path`` when it is one of the ``outputs`` the run writes

@@ -192,6 +192,22 @@ def long_line(tmp_path):
      "--num-test-words: 1000000000 asked for, but the test split of"),
     ("outliers", ["--num-train", "1000"], "--num-train: 1000 asked for, but the inlier part "
      "(classes [0, 1, 2, 3, 4]) of the digits training split holds"),
+    # particles whose log weights outgrow the machine's memory: refused by the library's
+    # memory check inside the evaluation, after all training, every trained model lost
+    *[(script, [*argv, "1000000000000"],
+       f"{script}: error: argument {argv[-1]}: {argv[-1]}=1000000000000 particles for")
+      for script, argv in (
+          ("toy_manifold", ["--num-train", "50", "--num-test", "20", "--max-k"]),
+          ("own_pair", ["--num-train", "50", "--num-test", "20", "--max-k"]),
+          ("own_pair", ["--num-train", "50", "--num-test", "20", "--ais-chains"]),
+          ("vae", ["--num-train", "100", "--num-test", "10", "--max-k"]),
+          ("pixel_vae", ["--num-train", "100", "--num-test", "10", "--max-k"]),
+          ("pixel_likelihoods", ["--num-train", "100", "--num-test", "10", "--k"]),
+          ("outliers", ["--num-train", "100", "--num-test", "10", "--num-samples"]),
+          ("completion", ["--num-train", "100", "--num-test", "10", "--nll-k"]))],
+    # the default 300 test images, 100 at a time: 1.2 TB of log weights at K = 3 * 10**9
+    ("vae", ["--max-k", "3000000000"], "vae: error: argument --max-k: --max-k=3000000000 "
+     "particles for 100 datapoints"),
 ])
 def test_flags_refused_once_the_data_are_loaded_before_any_training(
         script, argv, message, tmp_path, long_line, monkeypatch, keep_threads):
@@ -328,3 +344,19 @@ def test_an_input_file_the_run_would_write_over_is_refused(tmp_path, keep_thread
                                           r"writes its own data.wav to"):
         module.main(args)
     assert (out / "data.wav").read_bytes() == before
+
+
+def test_the_evaluation_memory_check_is_the_librarys(monkeypatch):
+    # [count, batch] log weights of float32: 100 particles for 2 rows at a time are 800 bytes
+    import inference.checks
+    from scaffold.flags import check_evaluation_memory
+
+    monkeypatch.setattr(inference.checks, "physical_memory_bytes", lambda: 800)
+    data = torch.zeros(5, 3)
+    check_evaluation_memory("x", "--max-k", 100, data, batch_size=2)
+    with pytest.raises(SystemExit, match=r"^x: error: argument --max-k: --max-k=101 "):
+        check_evaluation_memory("x", "--max-k", 101, data, batch_size=2)
+    with pytest.raises(SystemExit, match="for 5 datapoints"):  # all at once
+        check_evaluation_memory("x", "--max-k", 100, data)
+    with pytest.raises(SystemExit, match="8 bytes each"):  # float64 data, float64 weights
+        check_evaluation_memory("x", "--max-k", 100, data.double(), batch_size=2)
