@@ -29,6 +29,7 @@ from inference import (
 )
 from scaffold.flags import (
     check_count,
+    check_distinct,
     check_evaluation_memory,
     data_flags,
     numbers,
@@ -110,7 +111,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     training_flags(parser, epochs=100, batch_size=64, lr=1e-3)
     parser.add_argument("--k", type=positive_int, default=1000, help="particles of the IWAE bound")
     numbers(parser, repeats=2, chunk_size=500)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    check_distinct(parser, args, "likelihoods")
+    return args
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ppl_models.text import BUNDLED_PATH
 from scaffold.runs import start_run, write_json
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -118,6 +119,11 @@ def parse(script: str, argv: list[str]):
     ("vae", ["--threads", "100000"], "argument --threads: must be at most the"),
     ("wavenet", ["--num-generate", "1000000000"],
      "argument --num-generate: must be an integer in 1..1000000"),
+    # a repeated value ran again and replaced the first run's results without a word
+    ("super_resolution", ["--factors", "2", "4", "2"], "argument --factors: 2 given more than"),
+    ("similarity", ["--datasets", "digits", "digits"], "argument --datasets: digits given"),
+    ("pixel_likelihoods", ["--likelihoods", "bernoulli", "bernoulli"],
+     "argument --likelihoods: bernoulli given more than once"),
 ])
 def test_flags_out_of_range_are_refused_by_argparse(script, argv, message, capsys):
     # each used to pass argparse and fail later, some after training, inside torch or numpy
@@ -192,6 +198,13 @@ def long_line(tmp_path):
      "--num-test-words: 1000000000 asked for, but the test split of"),
     ("outliers", ["--num-train", "1000"], "--num-train: 1000 asked for, but the inlier part "
      "(classes [0, 1, 2, 3, 4]) of the digits training split holds"),
+    # all the words were used and compression's config recorded the number asked for
+    ("compression", ["--words", str(BUNDLED_PATH), "--num-train", "100000000"],
+     f"compression: error: argument --num-train: 100000000 asked for, but the training split "
+     f"of file:{BUNDLED_PATH} holds 4343"),
+    ("language_model", ["--data", str(BUNDLED_PATH), "--num-train", "100000000"],
+     f"language_model: error: argument --num-train: 100000000 asked for, but the training "
+     f"split of file:{BUNDLED_PATH} holds 4343"),
     # particles whose log weights outgrow the machine's memory: refused by the library's
     # memory check inside the evaluation, after all training, every trained model lost
     *[(script, [*argv, "1000000000000"],
@@ -360,3 +373,32 @@ def test_the_evaluation_memory_check_is_the_librarys(monkeypatch):
         check_evaluation_memory("x", "--max-k", 100, data)
     with pytest.raises(SystemExit, match="8 bytes each"):  # float64 data, float64 weights
         check_evaluation_memory("x", "--max-k", 100, data.double(), batch_size=2)
+
+
+def test_a_count_left_unset_takes_its_default_cut_to_the_data():
+    # compression's and language_model's default of 20000 words, on the bundled 4343
+    from scaffold.flags import count_used
+
+    assert count_used("x", "--num-train", None, 4343, "the split", 20000) == 4343
+    assert count_used("x", "--num-train", None, 51099, "the split", 20000) == 20000
+    assert count_used("x", "--num-train", 500, 4343, "the split", 20000) == 500
+    with pytest.raises(SystemExit, match="--num-train: 4344 asked for, but the split holds"):
+        count_used("x", "--num-train", 4344, 4343, "the split", 20000)
+
+
+@pytest.mark.parametrize("script, flag, what", [("wavenet", "--wav", "a WAV file"),
+                                                 ("language_model", "--data", "a word list"),
+                                                 ("compression", "--words", "a word list")])
+def test_an_input_file_that_is_a_folder_or_a_broken_link_is_named(script, flag, what, tmp_path,
+                                                                  capsys):
+    # "no WAV file at <folder>" for a folder that exists, and for a link to nothing
+    link = tmp_path / "link.wav"
+    link.symlink_to(tmp_path / "gone.wav")
+    for path, message in ((tmp_path, f"{tmp_path} is a folder; pass {what} in it"),
+                          (link, f"{link} is a broken link (to {tmp_path / 'gone.wav'}, "
+                                 "which does not exist)")):
+        with pytest.raises(SystemExit):
+            parse(script, [flag, str(path)])
+        assert f"argument {flag}: {message}" in capsys.readouterr().err
+    assert parse(script, [flag, str(tmp_path / "missing")]).__dict__[flag[2:]] == \
+        str(tmp_path / "missing")  # left to the reader, which names it
