@@ -48,6 +48,7 @@ from inference.uses.completion import map_complete, metropolis_within_gibbs, obs
 from scaffold.plots import image_grid
 from scaffold.flags import (
     check_count,
+    check_evaluation_memory,
     check_network_sizes,
     data_flags,
     numbers,
@@ -175,6 +176,7 @@ def main(args: argparse.Namespace) -> dict:
     train_x = data.train.images[:args.num_train] if args.num_train else data.train.images
     clean = data.test.images[:args.num_test] if args.num_test else data.test.images
     clean = clean.to(device)
+    check_evaluation_memory("completion", "--nll-k", args.nll_k, clean)
     shape = data.image_shape
     check_network_sizes(
         "completion", lambda: VAE(shape, args.latent_dim, hidden=(args.hidden,)),

@@ -62,7 +62,9 @@ from inference.coding.bits_back import (
 from inference.coding.range_coding import decode_images, decode_words, encode_images, encode_words
 from scaffold.flags import (
     check_count,
+    count_used,
     flag_error,
+    input_file,
     integer_in,
     nonnegative_int,
     pixelcnn_flags,
@@ -80,6 +82,7 @@ from ppl_models.pixelcnn import PixelCNN
 from ppl_models.text import Vocabulary, load_words
 from ppl_models.vae import VAE
 
+NUM_TRAIN = 20000  # training words of the n-gram unless --num-train says otherwise
 BYTE_CODECS = {
     "gzip": lambda b: gzip.compress(b, compresslevel=9, mtime=0),
     "bz2": lambda b: bz2.compress(b, compresslevel=9),
@@ -130,6 +133,9 @@ def compress_text(args) -> tuple[list[dict], dict]:
     check_count("compression", "--num-test-words", args.num_test_words, len(words.test),
                 f"the test split of {words.source}")
     test_words = words.test[:args.num_test_words] if args.num_test_words else words.test
+    args.num_train = count_used("compression", "--num-train", args.num_train, len(words.train),
+                                f"the training split of {words.source}",
+                                NUM_TRAIN)  # the number used, in the config
     with refused_as_usage("compression", "--order"):  # an order beyond int64 indices
         lm = NGramModel(args.order, vocab)
     lm.fit_counts(vocab.encode(words.train[:args.num_train]))
@@ -149,7 +155,8 @@ def compress_text(args) -> tuple[list[dict], dict]:
     # the text file the byte codecs see: UTF-8, so a character may take several bytes
     text = ("\n".join(test_words) + "\n").encode("utf-8")
     rows += byte_rows("text", text, num_chars)
-    info = {"source": words.source, "num_test_words": len(test_words), "num_chars": num_chars,
+    info = {"source": words.source, "num_train_words": args.num_train,
+            "num_test_words": len(test_words), "num_chars": num_chars,
             "num_bytes": len(text), "alpha": lm.concentration,
             "raw_bits_per_unit": 8 * len(text) / num_chars}
     return rows, info
@@ -321,10 +328,11 @@ def plot_rates(rows: list[dict], path: Path) -> None:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = script_parser(__doc__, "runs/compression")
-    parser.add_argument("--words", default=None,
+    parser.add_argument("--words", type=input_file("a word list"), default=None,
                         help="text file, one word per line (default: wamerican, else bundled)")
-    parser.add_argument("--num-train", type=positive_int, default=20000,
-                        help="training words (at most the training split)")
+    parser.add_argument("--num-train", type=positive_int, default=None,
+                        help=f"training words of the n-gram, at most the training split's "
+                             f"(default: {NUM_TRAIN}, or the whole split when smaller)")
     parser.add_argument("--num-test-words", type=nonnegative_int, default=0,
                         help="0: the whole test split")
     parser.add_argument("--order", type=positive_int, default=5, help="n of the n-gram")

@@ -50,8 +50,10 @@ import torch  # noqa: E402
 from inference import fit  # noqa: E402
 from scaffold.plots import save_figure  # noqa: E402
 from scaffold.flags import (  # noqa: E402
+    count_used,
     flag_error,
     fraction_below_one,
+    input_file,
     positive_int,
     refused_as_usage,
     script_parser,
@@ -61,6 +63,8 @@ from scaffold.runs import finish_run, start_run  # noqa: E402
 from ppl_models.neural_lm import GRULanguageModel  # noqa: E402
 from ppl_models.ngram import NGramModel  # noqa: E402
 from ppl_models.text import Vocabulary, load_words  # noqa: E402
+
+NUM_TRAIN = 20000  # training words unless --num-train says otherwise
 
 
 @torch.no_grad()
@@ -121,6 +125,9 @@ def main(args: argparse.Namespace) -> dict:
     except (FileNotFoundError, ValueError) as error:  # before any training
         raise flag_error("language_model", "--data", str(error)) from None
     vocab = Vocabulary.from_words(data.words)
+    args.num_train = count_used("language_model", "--num-train", args.num_train,
+                                len(data.train), f"the training split of {data.source}",
+                                NUM_TRAIN)  # the number used, in the config
     train_words = data.train[:args.num_train]
     train, valid, test = (vocab.encode(w) for w in (train_words, data.valid, data.test))
     print(f"words: {data.source}; {len(train_words)} of {len(data.train)} training words used, "
@@ -191,10 +198,11 @@ def main(args: argparse.Namespace) -> dict:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = script_parser(__doc__, "runs/language_model")
-    parser.add_argument("--data", default=None,
+    parser.add_argument("--data", type=input_file("a word list"), default=None,
                         help="text file, one word per line (default: wamerican, else bundled)")
-    parser.add_argument("--num-train", type=positive_int, default=20000,
-                        help="training words used (at most the training split)")
+    parser.add_argument("--num-train", type=positive_int, default=None,
+                        help=f"training words used, at most the training split's (default: "
+                             f"{NUM_TRAIN}, or the whole split when smaller)")
     parser.add_argument("--max-order", type=positive_int, default=6, help="largest n-gram order n")
     parser.add_argument("--num-samples", type=positive_int, default=5,
                         help="words sampled per model")

@@ -43,6 +43,7 @@ from inference import fit
 from scaffold.plots import image_grid, save_figure
 from scaffold.flags import (
     check_count,
+    check_evaluation_memory,
     check_network_sizes,
     data_flags,
     numbers,
@@ -65,6 +66,8 @@ from inference import (
 from ppl_models.data import binarize_static, load_images
 from ppl_models.pixelcnn import PixelCNN
 from ppl_models.vae import VAE
+
+LOG_EVIDENCE_BATCH = 256  # images scored at a time by log_evidence (its default)
 
 
 def flip(x: torch.Tensor, rate: float, generator: torch.Generator) -> torch.Tensor:
@@ -159,7 +162,8 @@ def score_all(pairs: dict, sets: dict[str, torch.Tensor], valid: torch.Tensor,
     aurocs, mean_log_p = {}, {}
     for name, (model, background, k) in tqdm(pairs.items(), desc="scoring"):
         def evidence(m, x, k=k):
-            return log_evidence(m.model, m.guide, x.to(device), num_samples=k).cpu()
+            return log_evidence(m.model, m.guide, x.to(device), num_samples=k,
+                                batch_size=LOG_EVIDENCE_BATCH).cpu()
 
         reference = evidence(model, valid)
         scored = {s: (evidence(model, x), evidence(background, x)) for s, x in sets.items()}
@@ -190,7 +194,8 @@ def plot_histograms(pairs: dict, sets: dict, device, path: Path) -> None:
     fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs), 3.6), squeeze=False)
     for ax, (name, (model, _, k)) in zip(axes[0], pairs.items()):
         for set_name, x in sets.items():
-            log_p = log_evidence(model.model, model.guide, x.to(device), num_samples=k).cpu()
+            log_p = log_evidence(model.model, model.guide, x.to(device), num_samples=k,
+                                 batch_size=LOG_EVIDENCE_BATCH).cpu()
             ax.hist(log_p.clamp(min=-400).numpy(), bins=30, alpha=0.5, label=set_name,
                     density=True)
         ax.set_title(f"{name}: log p(x), nats")
@@ -223,6 +228,8 @@ def main(args: argparse.Namespace) -> dict:
     outlier_x, _ = pick(binary.test, data.test, False, args.num_test)
     shape = data.image_shape
     sets = {"inliers": test_x, **outlier_sets(data, test_x, test_gray, outlier_x, args.seed)}
+    check_evaluation_memory("outliers", "--num-samples", args.num_samples,
+                            max((valid_x, *sets.values()), key=len), LOG_EVIDENCE_BATCH)
 
     pairs = build_models(args, shape, train_x, device)
     aurocs, mean_log_p = score_all(pairs, sets, valid_x, device)

@@ -34,6 +34,7 @@ from inference.evidence.ais import ais_log_evidence
 from inference.evidence.estimators import bound_sweep
 from inference.evidence.gaps import amortization_gap
 from scaffold.flags import (
+    check_evaluation_memory,
     data_flags,
     evaluation_ks,
     evidence_flags,
@@ -120,6 +121,8 @@ def main(args: argparse.Namespace) -> dict:
                      f"--num-factors {factors}: the data and the networks")
     data = simulate(rows, dim, factors, args.seed)
     train, test = data[:args.num_train], data[args.num_train:].to(device)
+    check_evaluation_memory("own_pair", "--max-k", args.max_k, test)
+    check_evaluation_memory("own_pair", "--ais-chains", args.ais_chains, test)
     pair = FactorAnalysis(args.data_dim, args.num_factors)
     history = fit(pair.model, pair.guide, train, loss=args.objective,
                   num_particles=args.num_particles, epochs=args.epochs,

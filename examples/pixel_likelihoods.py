@@ -29,6 +29,8 @@ from inference import (
 )
 from scaffold.flags import (
     check_count,
+    check_distinct,
+    check_evaluation_memory,
     data_flags,
     numbers,
     positive_int,
@@ -42,6 +44,8 @@ from ppl_models import DATASETS, load_images
 from ppl_models.likelihoods import LIKELIHOODS, make_likelihood, training_representation
 from ppl_models.vae import VAE
 
+EVAL_BATCH_SIZE = 100  # test images per evaluation batch of the IWAE bound
+
 
 def main(args: argparse.Namespace) -> dict:
     out, device, start = start_run(args)
@@ -52,6 +56,8 @@ def main(args: argparse.Namespace) -> dict:
                 f"the {data.name} training split")
     check_count("pixel_likelihoods", "--num-test", args.num_test, len(data.test),
                 f"the {data.name} test split")
+    check_evaluation_memory("pixel_likelihoods", "--k", args.k,
+                            data.test.images[:args.num_test or None], EVAL_BATCH_SIZE)
     results = {}
     for name in args.likelihoods:
         pyro.clear_param_store()
@@ -68,7 +74,7 @@ def main(args: argparse.Namespace) -> dict:
                       batch_transform=transform)
         table = bound_sweep(vae.model, vae.guide, test.to(device), num_samples=(args.k,),
                             repeats=args.repeats, chunk_size=args.chunk_size,
-                            data_batch_size=100)
+                            data_batch_size=EVAL_BATCH_SIZE)
         discrete = make_likelihood(name).discrete
 
         def as_discrete(nats):
@@ -105,7 +111,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     training_flags(parser, epochs=100, batch_size=64, lr=1e-3)
     parser.add_argument("--k", type=positive_int, default=1000, help="particles of the IWAE bound")
     numbers(parser, repeats=2, chunk_size=500)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    check_distinct(parser, args, "likelihoods")
+    return args
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from inference import (
 from inference.training.free_bits import FreeBitsELBO
 from scaffold.flags import (
     check_count,
+    check_evaluation_memory,
     check_network_sizes,
     data_flags,
     evaluation_ks,
@@ -181,6 +182,7 @@ def main(args: argparse.Namespace) -> dict:
                 f"the {data.name} training split")
     check_count("pixel_vae", "--num-test", args.num_test, len(test), f"the {data.name} test split")
     train, test = train[:args.num_train or None], test[:args.num_test or None]  # 0: all
+    check_evaluation_memory("pixel_vae", "--max-k", args.max_k, test, args.eval_batch_size)
     shape = data.image_shape
     num_dims = math.prod(shape)
     test = test.to(device)

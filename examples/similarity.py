@@ -49,6 +49,7 @@ from scaffold.plots import save_figure
 from scaffold.features import fit_pca
 from scaffold.flags import (
     check_count,
+    check_distinct,
     check_network_sizes,
     flag_error,
     nonnegative_int,
@@ -298,7 +299,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="queries in the figures")
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--lr", type=positive_float, default=1e-3)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    check_distinct(parser, args, "datasets")
+    return args
 
 
 if __name__ == "__main__":

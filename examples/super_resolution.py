@@ -55,6 +55,7 @@ from inference import KeepBest, fit
 from scaffold.plots import image_grid
 from scaffold.flags import (
     check_count,
+    check_distinct,
     check_network_sizes,
     flag_error,
     integer_in,
@@ -346,6 +347,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--grey-lr", type=positive_float, default=1e-3,
                         help="learning rate of the Gaussian VAE (learned scales spike at 3e-3)")
     args = parser.parse_args(argv)
+    check_distinct(parser, args, "factors")
     redrawn = max(min(args.subset_size, f * f) for f in args.factors)
     if args.pixelcnn_epochs > 0 and redrawn > MAX_SUBSET_SIZE:
         parser.error(f"argument --subset-size: the PixelCNN Gibbs step would enumerate "

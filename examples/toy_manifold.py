@@ -27,6 +27,7 @@ import torch  # noqa: E402
 
 from inference import bound_sweep, elbo, exact_log_evidence, fit  # noqa: E402
 from scaffold.flags import (  # noqa: E402
+    check_evaluation_memory,
     data_flags,
     evaluation_ks,
     evidence_flags,
@@ -124,6 +125,7 @@ def main(args: argparse.Namespace) -> dict:
         raise SystemExit(f"toy_manifold: cannot compute the exact evidence of the data-"
                          f"generating model for --noise-scale {args.noise_scale:g} and "
                          f"--num-test {args.num_test} ({error})") from None
+    check_evaluation_memory("toy_manifold", "--max-k", args.max_k, test)
     with refused_as_usage("toy_manifold", "--hidden"):  # a network too large for memory
         vae = ToyManifoldVAE(hidden=args.hidden)
     history = fit(vae.model, vae.guide, train, loss=args.objective,

@@ -46,6 +46,7 @@ from inference.training.checkpoints import CheckpointError
 from scaffold.features import fit_pca
 from scaffold.flags import (
     check_count,
+    check_evaluation_memory,
     data_flags,
     evaluation_ks,
     evidence_flags,
@@ -143,6 +144,7 @@ def main(args: argparse.Namespace) -> dict:
                          f"classes at least; the first {len(train_labels)} hold one")
     shape = data.image_shape
     num_dims = math.prod(shape)
+    check_evaluation_memory("vae", "--max-k", args.max_k, test, args.eval_batch_size)
 
     with refused_as_usage("vae"):  # networks too large for memory, a conv net off 28x28
         vae = VAE(shape, args.latent_dim, args.likelihood, args.network, tuple(args.hidden))
@@ -170,15 +172,21 @@ def main(args: argparse.Namespace) -> dict:
     reconstruction = expected_log_likelihood(vae.model, vae.guide, test, num_samples=10)
 
     baselines = train_baselines(args, shape, train, batch_transform, device)
-    train_dev = train.to(device)
+    # the probes' training features: with --binarization dynamic `train` holds the grey
+    # images each minibatch redraws, which the Bernoulli guide refuses; features come from
+    # one fixed draw by --seed (the static binarization's)
+    feature_train = (data.binarized(args.seed).train.images[:len(train)]
+                     if args.likelihood == "bernoulli" and args.binarization == "dynamic"
+                     else train)
+    train_dev = feature_train.to(device)
     train_features = {"vae": posterior_means(vae.guide, train_dev)}
     test_features = {"vae": posterior_means(vae.guide, test)}
     for name, (model, _) in baselines.items():
         with torch.no_grad():
             train_features[name] = model.encode(train_dev)
             test_features[name] = model.encode(test)
-    pca = fit_pca(train.flatten(1).numpy(), args.latent_dim, args.seed)
-    train_features["pca"] = torch.from_numpy(pca.transform(train.flatten(1).numpy()))
+    pca = fit_pca(feature_train.flatten(1).numpy(), args.latent_dim, args.seed)
+    train_features["pca"] = torch.from_numpy(pca.transform(feature_train.flatten(1).numpy()))
     test_features["pca"] = torch.from_numpy(pca.transform(test.flatten(1).cpu().numpy()))
     probes = {name: probe_accuracy(train_features[name], train_labels,
                                    test_features[name], test_labels)
@@ -244,7 +252,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = script_parser(__doc__, "runs/vae")
     data_flags(parser, num_train=0, num_test=0, datasets=DATASETS, download=True)
     parser.add_argument("--likelihood", choices=LIKELIHOODS, default="bernoulli")
-    parser.add_argument("--binarization", choices=["static", "dynamic"], default="static")
+    parser.add_argument("--binarization", choices=["static", "dynamic"], default="static",
+                        help="of the training images for the bernoulli likelihood (static: "
+                             "one fixed draw; dynamic: redrawn every minibatch; test: one "
+                             "fixed draw)")
     parser.add_argument("--network", choices=["mlp", "conv"], default="mlp")
     numbers(parser, hidden=[200], latent_dim=16)
     objective_flags(parser, objective="elbo", num_particles=1)
@@ -271,6 +282,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.kl_warmup and args.objective in ("iwae", "dreg"):
         parser.error(f"argument --kl-warmup: the {args.objective} bound has no KL term to warm "
                      "up (use --objective elbo or meanfield)")
+    if args.binarization == "dynamic" and args.likelihood != "bernoulli":
+        parser.error(f"argument --binarization: dynamic binarization is for the bernoulli "
+                     f"likelihood; the {args.likelihood} likelihood's training images are "
+                     "dequantized (continuous) or kept as 8-bit levels (discrete), never "
+                     "binarized")
+    if args.compile and args.mixed_precision:
+        parser.error("argument --mixed-precision: not allowed with argument --compile (the "
+                     "compiled step runs in float32); pass one of them")
+    if args.compile and args.distributed:
+        parser.error("argument --compile: the compiled step trains in one process; pass "
+                     "--no-distributed, or leave out --compile")
     return args
 
 

@@ -40,6 +40,7 @@ from inference import fit  # noqa: E402
 from scaffold.plots import save_figure  # noqa: E402
 from scaffold.flags import (  # noqa: E402
     check_not_an_output,
+    input_file,
     integer_in,
     numbers,
     positive_float,
@@ -156,7 +157,8 @@ def main(args: argparse.Namespace) -> dict:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = script_parser(__doc__, "runs/wavenet")
-    parser.add_argument("--wav", default=None, help="your own WAV file (overrides --source)")
+    parser.add_argument("--wav", type=input_file("a WAV file"), default=None,
+                        help="your own WAV file (overrides --source)")
     parser.add_argument("--source", choices=["auto", "speech", "synthetic"], default="auto",
                         help="auto: espeak-ng speech when installed, else synthetic")
     parser.add_argument("--seconds", type=positive_float, default=30.0,

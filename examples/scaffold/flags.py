@@ -118,6 +118,22 @@ positive_step_count = integer_in(1, MAX_STEPS)
 """The argparse type of a count of steps or sweeps of at least 1."""
 
 
+def input_file(what: str):
+    """The argparse type of a flag naming an input file, ``what`` it holds ("a WAV file"):
+    a folder or a link to nothing is refused, saying which (the readers said "no WAV file at"
+    a folder that exists); a path with nothing there is left to the reader, which names it."""
+    def parse(text: str) -> str:
+        path = Path(text).expanduser()
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text} is a folder; pass {what} in it")
+        if path.is_symlink() and not path.exists():
+            raise argparse.ArgumentTypeError(f"{text} is a broken link (to "
+                                             f"{os.readlink(path)}, which does not exist); "
+                                             f"pass {what}")
+        return text
+    return parse
+
+
 def odd_positive_int(text: str) -> int:
     """An odd integer >= 1 (the kernel sizes of a PixelCNN's masked convolutions)."""
     value = _integer(text, 1, "an odd positive integer")
@@ -153,12 +169,58 @@ def flag_error(script: str, flag: str, message: str) -> SystemExit:
     return SystemExit(f"{script}: error: argument {flag}: {message}")
 
 
+def check_distinct(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                   *names: str) -> None:
+    """Refuse a value given twice to the list flags ``names`` (``args``' attribute names):
+    each value is one run whose results are keyed by it, so a repeat ran again and replaced
+    the first run's results without a word (``super_resolution.py --factors 2 2``)."""
+    for name in names:
+        values = getattr(args, name)
+        repeated = [v for i, v in enumerate(values) if v in values[:i]]
+        if repeated:
+            flag = "--" + name.replace("_", "-")
+            parser.error(f"argument {flag}: {', '.join(map(str, dict.fromkeys(repeated)))} "
+                         "given more than once; each value is run once, its results keyed "
+                         "by it")
+
+
 def check_count(script: str, flag: str, count: int | None, available: int, what: str) -> None:
     """Refuse ``flag``'s ``count`` (0 or None: all) beyond the ``available`` items of
     ``what`` (e.g. "the digits training split"), which a slice ``[:count]`` would cut short
     without a word."""
     if count and count > available:
         raise flag_error(script, flag, f"{count} asked for, but {what} holds {available}")
+
+
+def count_used(script: str, flag: str, count: int | None, available: int, what: str,
+               default: int) -> int:
+    """How many items ``flag`` takes: its ``count`` when given, refused beyond the
+    ``available`` items of ``what`` (:func:`check_count`); unset (None), ``default`` cut to
+    ``available`` (a default sized for a large file, on a smaller one). Record the number
+    returned, not the flag."""
+    check_count(script, flag, count, available, what)
+    return count if count else min(default, available)
+
+
+def check_evaluation_memory(script: str, flag: str, count: int, data: torch.Tensor,
+                            batch_size: int | None = None) -> None:
+    """Refuse ``flag``'s ``count`` of particles (or chains) per datapoint when the
+    ``[count, batch]`` log weights of an evaluation of ``data`` (``[n, ...]``, scored
+    ``batch_size`` rows at a time; None: all at once) would not fit in this machine's memory.
+
+    The library's own check (:func:`inference.checks.check_weights_memory`, the one that
+    ``bound_sweep``, ``iwae_bound``, ``log_evidence`` and ``ais_log_evidence`` make when
+    called), made once the data are loaded and before any training: called after it, it
+    refused a ``--max-k 10**12`` with a traceback and lost the trained models."""
+    from inference.checks import check_weights_memory
+
+    rows = len(data) if batch_size is None else min(batch_size, len(data))
+    itemsize = max(torch.get_default_dtype().itemsize,
+                   data.dtype.itemsize if data.is_floating_point() else 0)
+    try:
+        check_weights_memory(count, rows, itemsize, name=flag)
+    except ValueError as error:
+        raise flag_error(script, flag, str(error)) from None
 
 
 def check_not_an_output(script: str, flag: str, path: str | None, out_dir: Path,

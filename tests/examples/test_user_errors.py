@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ppl_models.text import BUNDLED_PATH
 from scaffold.runs import start_run, write_json
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -40,6 +41,13 @@ def parse(script: str, argv: list[str]):
     ("toy_manifold", ["--repeats", "1000000000"], "--repeats: must be an integer in 1..1000"),
     ("vae", ["--num-test", "1"], "--num-test: the active-unit count needs at least 2"),
     ("vae", ["--objective", "iwae", "--kl-warmup", "3"], "--kl-warmup: the iwae bound"),
+    # ignored without a word: only the bernoulli likelihood's images are binarized
+    ("vae", ["--likelihood", "gaussian-learned", "--binarization", "dynamic"],
+     "--binarization: dynamic binarization is for the bernoulli likelihood"),
+    # a traceback from fit (before training)
+    ("vae", ["--compile", "--mixed-precision"],
+     "--mixed-precision: not allowed with argument --compile"),
+    ("vae", ["--compile", "--distributed"], "--compile: the compiled step trains in one"),
     ("vae", ["--seed", "-1"], "--seed: must be an integer >= 0"),
     ("outliers", ["--inlier-classes", "3", "11"], "--inlier-classes: invalid choice: 11"),
     # numpy seeds only below 2**32: start_run's pyro.set_rng_seed failed in a traceback
@@ -111,6 +119,11 @@ def parse(script: str, argv: list[str]):
     ("vae", ["--threads", "100000"], "argument --threads: must be at most the"),
     ("wavenet", ["--num-generate", "1000000000"],
      "argument --num-generate: must be an integer in 1..1000000"),
+    # a repeated value ran again and replaced the first run's results without a word
+    ("super_resolution", ["--factors", "2", "4", "2"], "argument --factors: 2 given more than"),
+    ("similarity", ["--datasets", "digits", "digits"], "argument --datasets: digits given"),
+    ("pixel_likelihoods", ["--likelihoods", "bernoulli", "bernoulli"],
+     "argument --likelihoods: bernoulli given more than once"),
 ])
 def test_flags_out_of_range_are_refused_by_argparse(script, argv, message, capsys):
     # each used to pass argparse and fail later, some after training, inside torch or numpy
@@ -185,6 +198,29 @@ def long_line(tmp_path):
      "--num-test-words: 1000000000 asked for, but the test split of"),
     ("outliers", ["--num-train", "1000"], "--num-train: 1000 asked for, but the inlier part "
      "(classes [0, 1, 2, 3, 4]) of the digits training split holds"),
+    # all the words were used and compression's config recorded the number asked for
+    ("compression", ["--words", str(BUNDLED_PATH), "--num-train", "100000000"],
+     f"compression: error: argument --num-train: 100000000 asked for, but the training split "
+     f"of file:{BUNDLED_PATH} holds 4343"),
+    ("language_model", ["--data", str(BUNDLED_PATH), "--num-train", "100000000"],
+     f"language_model: error: argument --num-train: 100000000 asked for, but the training "
+     f"split of file:{BUNDLED_PATH} holds 4343"),
+    # particles whose log weights outgrow the machine's memory: refused by the library's
+    # memory check inside the evaluation, after all training, every trained model lost
+    *[(script, [*argv, "1000000000000"],
+       f"{script}: error: argument {argv[-1]}: {argv[-1]}=1000000000000 particles for")
+      for script, argv in (
+          ("toy_manifold", ["--num-train", "50", "--num-test", "20", "--max-k"]),
+          ("own_pair", ["--num-train", "50", "--num-test", "20", "--max-k"]),
+          ("own_pair", ["--num-train", "50", "--num-test", "20", "--ais-chains"]),
+          ("vae", ["--num-train", "100", "--num-test", "10", "--max-k"]),
+          ("pixel_vae", ["--num-train", "100", "--num-test", "10", "--max-k"]),
+          ("pixel_likelihoods", ["--num-train", "100", "--num-test", "10", "--k"]),
+          ("outliers", ["--num-train", "100", "--num-test", "10", "--num-samples"]),
+          ("completion", ["--num-train", "100", "--num-test", "10", "--nll-k"]))],
+    # the default 300 test images, 100 at a time: 1.2 TB of log weights at K = 3 * 10**9
+    ("vae", ["--max-k", "3000000000"], "vae: error: argument --max-k: --max-k=3000000000 "
+     "particles for 100 datapoints"),
 ])
 def test_flags_refused_once_the_data_are_loaded_before_any_training(
         script, argv, message, tmp_path, long_line, monkeypatch, keep_threads):
@@ -321,3 +357,48 @@ def test_an_input_file_the_run_would_write_over_is_refused(tmp_path, keep_thread
                                           r"writes its own data.wav to"):
         module.main(args)
     assert (out / "data.wav").read_bytes() == before
+
+
+def test_the_evaluation_memory_check_is_the_librarys(monkeypatch):
+    # [count, batch] log weights of float32: 100 particles for 2 rows at a time are 800 bytes
+    import inference.checks
+    from scaffold.flags import check_evaluation_memory
+
+    monkeypatch.setattr(inference.checks, "physical_memory_bytes", lambda: 800)
+    data = torch.zeros(5, 3)
+    check_evaluation_memory("x", "--max-k", 100, data, batch_size=2)
+    with pytest.raises(SystemExit, match=r"^x: error: argument --max-k: --max-k=101 "):
+        check_evaluation_memory("x", "--max-k", 101, data, batch_size=2)
+    with pytest.raises(SystemExit, match="for 5 datapoints"):  # all at once
+        check_evaluation_memory("x", "--max-k", 100, data)
+    with pytest.raises(SystemExit, match="8 bytes each"):  # float64 data, float64 weights
+        check_evaluation_memory("x", "--max-k", 100, data.double(), batch_size=2)
+
+
+def test_a_count_left_unset_takes_its_default_cut_to_the_data():
+    # compression's and language_model's default of 20000 words, on the bundled 4343
+    from scaffold.flags import count_used
+
+    assert count_used("x", "--num-train", None, 4343, "the split", 20000) == 4343
+    assert count_used("x", "--num-train", None, 51099, "the split", 20000) == 20000
+    assert count_used("x", "--num-train", 500, 4343, "the split", 20000) == 500
+    with pytest.raises(SystemExit, match="--num-train: 4344 asked for, but the split holds"):
+        count_used("x", "--num-train", 4344, 4343, "the split", 20000)
+
+
+@pytest.mark.parametrize("script, flag, what", [("wavenet", "--wav", "a WAV file"),
+                                                 ("language_model", "--data", "a word list"),
+                                                 ("compression", "--words", "a word list")])
+def test_an_input_file_that_is_a_folder_or_a_broken_link_is_named(script, flag, what, tmp_path,
+                                                                  capsys):
+    # "no WAV file at <folder>" for a folder that exists, and for a link to nothing
+    link = tmp_path / "link.wav"
+    link.symlink_to(tmp_path / "gone.wav")
+    for path, message in ((tmp_path, f"{tmp_path} is a folder; pass {what} in it"),
+                          (link, f"{link} is a broken link (to {tmp_path / 'gone.wav'}, "
+                                 "which does not exist)")):
+        with pytest.raises(SystemExit):
+            parse(script, [flag, str(path)])
+        assert f"argument {flag}: {message}" in capsys.readouterr().err
+    assert parse(script, [flag, str(tmp_path / "missing")]).__dict__[flag[2:]] == \
+        str(tmp_path / "missing")  # left to the reader, which names it

@@ -70,3 +70,15 @@ def test_vae_example_compiled_step(tmp_path, monkeypatch):
     run([*TINY, "--compile", "--out-dir", str(tmp_path)], monkeypatch)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["elbo"] <= metrics["iwae"]["10"]
+
+
+def test_dynamic_binarization_runs_to_its_metrics(tmp_path, monkeypatch):
+    # --binarization dynamic failed after all training: the probes' training features were
+    # taken from the grey images that each minibatch redraws, which the Bernoulli guide
+    # refuses; no metrics.json, no figures
+    run([*TINY, "--binarization", "dynamic", "--threads", "1", "--out-dir", str(tmp_path)],
+        monkeypatch)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["config"]["binarization"] == "dynamic"
+    assert set(metrics["probe_accuracy"]) == {"vae", "autoencoder", "sparse_autoencoder", "pca"}
+    assert (tmp_path / "reconstructions.png").stat().st_size > 1000
