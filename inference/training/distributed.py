@@ -159,19 +159,25 @@ class DataParallel:
         """This rank's strided share ``index[rank::world]`` of a global minibatch ``[batch]``."""
         return index[self.rank::self.world_size]
 
-    def step(self, batch: tuple, num_data: int, global_size: int) -> float:
+    def step(self, batch: tuple, num_data: int, global_size: int,
+             model_scales: bool = False) -> float:
         """One data-parallel SVI step; returns the loss of the whole global minibatch.
 
         Args:
             batch: this rank's tensors, ``[B_r, ...]`` each (``B_r`` may be zero).
-            num_data: N, datapoints in the data set.
+            num_data: N, datapoints in the data set (times ``fit``'s factor for a model that
+                scales its plate itself, :func:`inference.training.fit`'s row weight).
             global_size: B, the global minibatch size ``sum_r B_r``.
+            model_scales: the model scales its ``"data"`` plate by ``N / B_r`` itself
+                (``pyro.plate("data", N, subsample=idx)``); this rank's factor is then
+                ``num_data / B``, so that with the gradients' weight ``B_r / B`` each row
+                weighs as in one process (``num_data / B_r`` made it a world size too much).
         """
         local = batch[0].shape[0]
         flags = [0.0] * (len(self.params) + 1)  # which parameters this rank used; its loss
         if local:
             with poutine.trace(param_only=True) as capture, \
-                    scale_data_plate(num_data / local):
+                    scale_data_plate(num_data / (global_size if model_scales else local)):
                 loss = self.svi.loss_and_grads(self.svi.model, self.svi.guide, *batch)
             for site in capture.trace.nodes.values():
                 index = self._index.get(id(site["value"].unconstrained()))

@@ -702,10 +702,12 @@ class OneProcess:
         """The part of a global minibatch ``index: [batch]`` that this process trains on."""
         return index
 
-    def step(self, batch: tuple, num_data: int, global_size: int) -> torch.Tensor | float:
+    def step(self, batch: tuple, num_data: int, global_size: int,
+             model_scales: bool = False) -> torch.Tensor | float:
         """One SVI step on ``batch`` (this process's shard of a ``global_size`` minibatch);
         the loss as a 0-dim tensor left on the device (no host synchronization) when the
-        stepper has ``tensor_step``, else as ``step``'s float."""
+        stepper has ``tensor_step``, else as ``step``'s float. ``model_scales`` changes
+        nothing here: the shard is the whole minibatch."""
         with scale_data_plate(num_data / global_size):
             return getattr(self.svi, "tensor_step", self.svi.step)(*batch)
 
@@ -1088,7 +1090,8 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                                     skip=plan.structure.dependent_support)
                         step_loss = parallel.step(
                             batch, _row_weight(num_data, batch_size, len(index), shuffle,
-                                               plan.model_scales) * len(index), len(index))
+                                               plan.model_scales) * len(index), len(index),
+                            plan.model_scales)
                     except ValueError as error:
                         if not (checking or screening):
                             raise

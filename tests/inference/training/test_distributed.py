@@ -70,6 +70,28 @@ class NoisePair(PyroModule):
             pyro.sample("z", dist.Delta(z, log_density=log_q, event_dim=1))
 
 
+class IndexedNoisePair(NoisePair):
+    """``NoisePair`` whose ``"data"`` plate declares the whole data set and is given the
+    minibatch's indices (``pyro.plate("data", N, subsample=idx)``): the model scales its
+    minibatch by ``N / rows`` itself, and ``fit`` must not multiply again."""
+
+    @pyro_method
+    def model(self, x, eps, idx):
+        noise = pyro.param("noise_scale", torch.tensor(0.5 + self.init, dtype=x.dtype),
+                           constraint=constraints.positive)
+        with pyro.plate("data", NUM_DATA, subsample=idx):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(LATENT_DIM), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(self.decoder(z), noise).to_event(1), obs=x)
+
+    @pyro_method
+    def guide(self, x, eps, idx):
+        loc, log_scale = self.encoder(x).chunk(2, -1)
+        z = loc + log_scale.exp() * eps
+        log_q = dist.Normal(loc, log_scale.exp()).to_event(1).log_prob(z)
+        with pyro.plate("data", NUM_DATA, subsample=idx):
+            pyro.sample("z", dist.Delta(z, log_density=log_q, event_dim=1))
+
+
 def make_data():
     generator = torch.Generator().manual_seed(7)
     x = torch.randn(NUM_DATA, DATA_DIM, generator=generator, dtype=torch.float64)
@@ -97,13 +119,16 @@ def sgd_step(distributed: bool, init: int) -> tuple[float, dict]:
     return loss, parameters()
 
 
-def fit_run(distributed: bool, init: int, checkpoint: Path, **changes) -> tuple[list, dict]:
+def fit_run(distributed: bool, init: int, checkpoint: Path, indexed: bool = False,
+            **changes) -> tuple[list, dict]:
     from inference import fit
 
     pyro.clear_param_store()
-    pair, data = NoisePair(init), make_data()
-    history = fit(pair.model, pair.guide, data, valid_data=data, checkpoint=checkpoint,
-                  distributed=distributed, **{**FIT, **changes})
+    pair, data = (IndexedNoisePair if indexed else NoisePair)(init), make_data()
+    if indexed:
+        data = (*data, torch.arange(NUM_DATA))
+    history = fit(pair.model, pair.guide, data, valid_data=None if indexed else data,
+                  checkpoint=checkpoint, distributed=distributed, **{**FIT, **changes})
     return history, parameters()
 
 
@@ -114,7 +139,8 @@ def worker(out: Path) -> None:
     init = 10 * rank  # rank 0's values must win the initial broadcast
     results = {"sgd": sgd_step(True, init),
                "fit": fit_run(True, init, out / "fit.pt"),
-               "fixed": fit_run(True, init, out / "fixed.pt", shuffle=False)}
+               "fixed": fit_run(True, init, out / "fixed.pt", shuffle=False),
+               "indexed": fit_run(True, init, out / "indexed.pt", indexed=True)}
     fit_run(True, init, out / "resume.pt", epochs=1)
     results["resumed"] = fit_run(True, init, out / "resume.pt", resume=True)
     torch.save(results, out / f"rank{rank}.pt")
@@ -191,6 +217,21 @@ def test_distributed_fit_in_a_fixed_order_equals_single_process_fit(two_process_
     for rank, results in enumerate(ranks):
         distributed_history, params = results["fixed"]
         assert_same(params, expected, f"fit(shuffle=False), rank {rank}")
+        for ours, theirs in zip(distributed_history, history):
+            assert abs(ours["train_loss"] - theirs["train_loss"]) < TOLERANCE * abs(
+                theirs["train_loss"]), rank
+
+
+def test_distributed_fit_of_a_model_that_scales_its_own_plate_equals_single_process_fit(
+        two_process_results, tmp_path):
+    """pyro.plate("data", N, subsample=idx) scales each shard by N / rows itself: fit's own
+    factor for a shard must then make the rows weigh N / B, not N / B_r (a world size too
+    much, which moved the parameters by about 1e-2 here)."""
+    _, ranks = two_process_results
+    history, expected = fit_run(False, init=0, checkpoint=tmp_path / "indexed.pt", indexed=True)
+    for rank, results in enumerate(ranks):
+        distributed_history, params = results["indexed"]
+        assert_same(params, expected, f"fit of the indexed pair, rank {rank}")
         for ours, theirs in zip(distributed_history, history):
             assert abs(ours["train_loss"] - theirs["train_loss"]) < TOLERANCE * abs(
                 theirs["train_loss"]), rank
