@@ -253,6 +253,18 @@ def _check_pyro_distributions(model_trace, guide_trace) -> None:
                     "pyro.distributions as dist), which takes the same arguments")
 
 
+def _dependent_late_parents(guide, args, kwargs, model_sites, guide_latents) -> tuple:
+    """:func:`.latents.late_parents` (closed-form KL terms only) whose parent's guide
+    distribution depends on another latent's draw (:func:`conditional_sites_of_guide`): a
+    parent the guide draws after the site but independently of it (two independent latents
+    in another order) leaves the closed form unbiased."""
+    late = late_parents(model_sites, guide_latents, registered_only=True)
+    if not late:
+        return ()
+    conditional = set(conditional_sites_of_guide(guide, args, kwargs))
+    return tuple((site, parent) for site, parent in late if parent in conditional)
+
+
 def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
                 probe_vectorized: bool = True, probe_randomness: bool = True) -> PairStructure:
     """Run the pair once (hidden from outer handlers, random state restored) and describe it.
@@ -474,7 +486,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         shared_in_sizeless=shared,
         guide_families={s["name"]: family(s["fn"]) for s in guide_latents},
         model_latents=tuple(model_latent_names),
-        late_parents=late_parents(model_sites, guide_latents, registered_only=True),
+        late_parents=_dependent_late_parents(guide, args, kwargs, model_sites, guide_latents),
         point_masses=tuple(s["name"] for s in guide_latents if is_delta(s["fn"])),
         weighted_deltas=tuple(s["name"] for s in guide_latents if is_weighted_delta(s["fn"])),
         row_mismatch=tuple(row_mismatches(model_sites)),

@@ -29,6 +29,7 @@ from ..pair_check import (
     PARTICLE_PLATE,
     check_pair,
     conditional_sites_in_trace,
+    conditional_sites_of_guide,
     is_delta,
     late_parent_message,
     late_parents,
@@ -61,13 +62,23 @@ class MeanFieldELBO(TraceMeanField_ELBO):
     for ``p(z2) p(z1 | z2)``) is refused naming the site, where Pyro only warns: the closed
     form ``KL(q(z1) || p(z1 | z2))`` at a ``z2`` drawn from ``z1`` does not have the
     expectation of ``log p(z1 | z2) - log q(z1)``, and the objective would not be the ELBO
-    (:func:`inference.pair_check.late_parents`)."""
+    (:func:`inference.pair_check.late_parents`, where the guide's draw of the parent depends
+    on another latent's: two independent latents sampled in another order pass)."""
 
     def _get_trace(self, model, guide, args, kwargs):
         model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)
         late = late_parents(list(sample_sites(model_trace)),
                             list(sample_sites(guide_trace, observed=False)),
                             registered_only=True)
+        if late:
+            # a parent drawn independently of the site (two independent latents in another
+            # order) leaves the closed form unbiased: read the draws' graph, or, without one
+            # (a step scored under no_grad), the guide's rerun with its draws as leaves
+            traced = all(getattr(guide_trace.nodes[parent]["value"], "requires_grad", False)
+                         for _, parent in late)
+            conditional = set(conditional_sites_in_trace(guide_trace) if traced
+                              else conditional_sites_of_guide(guide, args, kwargs))
+            late = [(site, parent) for site, parent in late if parent in conditional]
         if late:
             raise PairError(late_parent_message(*late[0], "loss='meanfield'"))
         for site in sample_sites(guide_trace, observed=False):
