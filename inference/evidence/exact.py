@@ -296,17 +296,21 @@ def exact_log_evidence(
     latent_dim = math.prod(per_point)
     discrete = (getattr(fn.support, "is_discrete", False) or not value.is_floating_point()
                 or getattr(fn, "has_enumerate_support", False))
+    joint_support = None  # [S, latent_dim]: a discrete latent whose event is one value
     if discrete:
-        nodes = _discrete_support(site, fn)
-        num_points = nodes.shape[0]
-        _check_grid_memory(num_points, latent_dim, batch, value.dtype.itemsize)
+        nodes, joint_support = _discrete_support(site, fn, latent_dim)
+        num_points = (joint_support if joint_support is not None else nodes).shape[0]
+        _check_grid_memory(num_points, 1 if joint_support is not None else latent_dim, batch,
+                           value.dtype.itemsize)
         log_w = torch.zeros(num_points, dtype=torch.get_default_dtype(), device=value.device)
     else:
         low, high, support_ends = _integration_range(site, fn, bounds)
         _check_grid_memory(num_points, latent_dim, batch, value.dtype.itemsize)
         nodes, log_w = _quadrature_rule(low, high, num_points, support_ends, value.dtype,
                                         value.device)
-    if latent_dim == 2:
+    if joint_support is not None:  # a OneHotCategorical's vectors: its support as it is
+        grid = joint_support
+    elif latent_dim == 2:
         grid = torch.cartesian_prod(nodes, nodes)  # [G, 2]
         log_w = (log_w[:, None] + log_w[None, :]).reshape(-1)
     else:
@@ -347,12 +351,15 @@ def exact_log_evidence(
 MAX_DISCRETE_VALUES = 100_000
 
 
-def _discrete_support(name: str, fn) -> torch.Tensor:
-    """``[S]`` the values of a discrete latent's finite support, the same for every
-    datapoint (``fn.enumerate_support``: a ``Categorical``'s categories, a ``Bernoulli``'s 0
-    and 1); ``ValueError`` naming the site for a support without an end (``Poisson``,
-    ``Geometric``) or with more than :data:`MAX_DISCRETE_VALUES` values. An ``Independent``
-    (``.to_event``) is read through to its elements' distribution."""
+def _discrete_support(name: str, fn, latent_dim: int):
+    """``(values, joint)``: ``values: [S]`` the values each element of a discrete latent
+    takes, the same for every datapoint (``fn.enumerate_support``: a ``Categorical``'s
+    categories, a ``Bernoulli``'s 0 and 1; an ``Independent`` (``.to_event``) is read
+    through to its elements, whose values combine freely), ``joint`` None; or, for a
+    distribution whose event is one value of ``latent_dim`` elements (a
+    ``OneHotCategorical``'s vectors, which do not combine freely), ``joint: [S,
+    latent_dim]`` its support. ``ValueError`` naming the site for a support without an end
+    (``Poisson``, ``Geometric``) or with more than :data:`MAX_DISCRETE_VALUES` values."""
     while isinstance(fn, torch.distributions.Independent):
         fn = fn.base_dist
     if not getattr(fn, "has_enumerate_support", False):
@@ -368,7 +375,14 @@ def _discrete_support(name: str, fn) -> torch.Tensor:
     if support.numel() > MAX_DISCRETE_VALUES:
         raise ValueError(f"site '{name}' ({type(fn).__name__}) has {support.numel():,} values "
                          f"to sum over, more than {MAX_DISCRETE_VALUES:,}")
-    return support.reshape(-1)
+    if fn.event_shape:
+        if support[0].numel() != latent_dim:
+            raise ValueError(
+                f"site '{name}' ({type(fn).__name__}) holds {latent_dim} values per datapoint "
+                f"in events of {support[0].numel()}: exact_log_evidence sums over one such "
+                "event per datapoint")
+        return None, support.reshape(support.shape[0], latent_dim)
+    return support.reshape(-1), None
 
 
 def _check_log_joint(log_joint: torch.Tensor, grid: torch.Tensor) -> None:

@@ -412,3 +412,22 @@ def test_a_discrete_latent_without_a_finite_shared_support_is_named():
 
     with pytest.raises(ValueError, match="site 'n' \\(Binomial\\) has no support shared"):
         exact_log_evidence(binomial, x, site="n")
+
+
+def test_a_one_hot_latent_is_summed_over_its_vectors_not_their_elements():
+    # a OneHotCategorical of 2 categories was summed over all 4 pairs of elements, [0, 0]
+    # and [1, 1] included: +1.39 nats per datapoint against the Categorical form
+    x = torch.tensor([0.3, -1.2, 2.0, 0.7], dtype=torch.float64)
+    logits = torch.tensor([0.1, -0.5], dtype=torch.float64)
+    locs = torch.tensor([-2.0, 0.0], dtype=torch.float64)
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.OneHotCategorical(logits=logits))
+            pyro.sample("x", dist.Normal((z * locs).sum(-1), 1.0), obs=x)
+
+    truth = torch.logsumexp(torch.log_softmax(logits, 0)[:, None]
+                            + dist.Normal(locs[:, None], 1.0).log_prob(x), 0)
+    result = exact_log_evidence(model, x, site="z")
+    assert result.grid.tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    assert float((result.log_evidence - truth).abs().max()) < 1e-12
