@@ -308,7 +308,9 @@ def _check_joint(s: PairStructure, called: str) -> None:
     mass without density in the guide."""
     if s.subsample:
         plate, indices = next(iter(s.subsample.items()))
-        full = next((size for name, _, size in s.plates if name == plate), None)
+        # the declared size: the "data" plate's own, or another plate's full size
+        full = (s.data_size if plate == DATA_PLATE else
+                next((size for name, _, size in s.subsampled_plates if name == plate), None))
         of = f" of its {full} members" if full is not None and full > 0 else ""
         raise PairError(
             f"{called}: pyro.plate('{plate}') draws a subsample ({indices.shape[0]}{of}), so "

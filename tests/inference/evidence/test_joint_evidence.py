@@ -336,7 +336,9 @@ def subsampled_model(data):
 
 
 def test_refuses_a_subsampled_plate():
-    with pytest.raises(PairError, match=r"pyro.plate\('data'\) draws a subsample"):
+    # the plate's declared size (it said "4 of its 4 members")
+    with pytest.raises(PairError, match=rf"pyro.plate\('data'\) draws a subsample \(4 of its "
+                                        rf"{len(COIN)} members\)"):
         joint_log_evidence(subsampled_model, coin_guide, COIN, num_samples=10)
 
 
