@@ -1,8 +1,7 @@
 """The ``nn.Module`` objects a function reaches: the networks behind a pair of plain
 functions (``pyro.module("encoder", encoder)`` on a network held in a global or a closure)
 or of a pair of bound methods. The training wing keeps their buffers; the pair's survey puts
-them in evaluation mode while it reruns the pair; the estimators put back the buffers a
-run in training mode moves (:func:`kept_buffers`)."""
+them in evaluation mode while it reruns the pair."""
 
 from __future__ import annotations
 
@@ -82,24 +81,22 @@ def _names(code) -> set[str]:
 
 
 @contextlib.contextmanager
-def kept_buffers(modules, training_only: bool = False):
+def kept_buffers(modules):
     """Inside the block, ``modules`` may run (a survey of the pair in training mode); after
-    it their buffers hold their values from before (running statistics not moved). With
-    ``training_only``, only the buffers of submodules in training mode are kept (an
-    estimator's guard: evaluation-mode layers do not move theirs, and large buffers such as
-    masks are not copied for nothing)."""
+    it their buffers hold their values from before (running statistics not moved), also a
+    buffer the run replaced by another tensor."""
     saved, seen = [], set()
     for module in modules:
         for sub in module.modules():
-            if training_only and not sub.training:
-                continue
-            for buffer in sub.buffers(recurse=False):
+            for name, buffer in sub.named_buffers(recurse=False):
                 if buffer is not None and id(buffer) not in seen:
                     seen.add(id(buffer))
-                    saved.append((buffer, buffer.detach().clone()))
+                    saved.append((sub, name, buffer, buffer.detach().clone()))
     try:
         yield
     finally:
         with torch.no_grad():
-            for buffer, value in saved:
+            for sub, name, buffer, value in saved:
                 buffer.copy_(value)
+                if getattr(sub, name) is not buffer:
+                    setattr(sub, name, buffer)

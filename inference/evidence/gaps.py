@@ -223,6 +223,7 @@ def _local_parameters(local_guide) -> list[torch.Tensor]:
     return params
 
 
+@leaves_buffers
 def fit_local_guide(model: Callable, local_guide: LocalGaussianGuide | Callable, *args,
                     num_steps: int = 500, lr: float = 0.02, num_particles: int = 16,
                     progress: bool = True, **kwargs) -> list[float]:
