@@ -20,7 +20,12 @@ guide's draw, per dimension. The analytic term of a site is used only when the g
 every latent that the model samples before the site (its possible parents) before the site
 too: for a guide ``q(z1 | x) q(z2 | z1)`` of a model ``p(z2) p(z1 | z2)`` the closed form
 ``KL(q(z1 | x) || p(z1 | z2))`` at a ``z2`` drawn from ``z1`` is not the expectation of
-``log q(z1 | x) - log p(z1 | z2)``, so ``z1`` is scored as sampled (still unbiased). With
+``log q(z1 | x) - log p(z1 | z2)``, so ``z1`` is scored as sampled (still unbiased). The
+order only flags the site: it is scored as sampled when the model's ``p(z1 | ...)`` reads
+``z2`` and the guide's draw of ``z2`` depends on ``z1``'s (read from the draws' autograd
+graph, or a rerun with the draws as leaves; without either, as sampled), so independent
+latents sampled in another order keep their closed form (the floor of a sampled KL,
+``E[max(lambda, KL^)] > max(lambda, KL)``, would change the objective). With
 ``lambda = 0`` no floor is applied at all, so ``L_0`` is the ELBO in expectation also where
 a ``KL_j`` is a sampled estimate (which can be negative). A guide whose density does not
 factorize over the prior's elements (an IAF guide, a MultivariateNormal against a diagonal
@@ -46,6 +51,8 @@ from torch.distributions import kl_divergence
 
 from ..checks import check_int, check_number
 from ..pair_check import data_frame, is_delta, late_parents, sample_sites, trace_pair
+from ..pair_check.latents import dependent_late_parents
+from ..pair_check.sites import latent_dependencies_of_pair, latent_dependencies_of_traces
 
 __all__ = ["FreeBitsELBO", "FreeBitsTerms", "free_bits_terms"]
 
@@ -143,8 +150,27 @@ class FreeBitsTerms:
         return self.log_likelihood - self.penalty
 
 
+def _sampled_sites(model_trace, guide_trace, model_sites, guide_latents, rerun=None) -> set:
+    """The latent sites scored as sampled rather than with the closed-form KL: those of
+    :func:`late_parents` whose bias is real (:func:`dependent_late_parents`: the model's
+    distribution of the site reads the parent and the guide's draw of the parent depends on
+    the site's). The dependencies come from the traces' own graph when the guide's draws
+    require gradients, else from ``rerun()`` (the pair rerun with its draws as leaves), and
+    without either every order-flagged site is kept (the conservative sampled KL)."""
+    late = late_parents(model_sites, guide_latents)
+    if not late:
+        return set()
+    dependencies = latent_dependencies_of_traces(model_trace, guide_trace)
+    if dependencies is None and rerun is not None:
+        dependencies = rerun()
+    if dependencies is None:
+        return {site for site, _ in late}
+    return {site for site, _ in dependent_late_parents(model_sites, guide_latents,
+                                                        *dependencies)}
+
+
 def free_bits_terms(model_trace, guide_trace, free_bits: float,
-                    group: str = "dimension") -> FreeBitsTerms:
+                    group: str = "dimension", rerun=None) -> FreeBitsTerms:
     """Evaluate ``L_lambda`` (module docstring) on a model trace replayed from a guide trace.
 
     Args:
@@ -153,6 +179,11 @@ def free_bits_terms(model_trace, guide_trace, free_bits: float,
         free_bits: lambda, nats per dimension (``group="dimension"``) or per site
             (``group="site"``); 0 floors nothing: the ELBO (analytic KL where valid).
         group: ``"dimension"`` or ``"site"``.
+        rerun: ``() -> (model_dependencies, guide_dependencies)``
+            (:func:`inference.pair_check.sites.latent_dependencies_of_pair`), called when a
+            site is sampled after one of its model parents in the guide and the traces'
+            draws carry no gradient graph (a step under ``no_grad``); without it such sites
+            are scored as sampled.
     """
     if group not in GROUPS:
         raise ValueError(f"group must be one of {GROUPS}, got {group!r}")
@@ -161,7 +192,7 @@ def free_bits_terms(model_trace, guide_trace, free_bits: float,
     guide_latents = list(sample_sites(guide_trace, observed=False))
     guide_sites = {s["name"]: s for s in guide_latents}
     model_sites = list(sample_sites(model_trace))
-    late = dict(late_parents(model_sites, guide_latents))  # scored as sampled
+    late = _sampled_sites(model_trace, guide_trace, model_sites, guide_latents, rerun)
     log_likelihood, penalty, kls = 0.0, 0.0, {}
     for site in model_sites:
         if site["is_observed"]:
@@ -239,7 +270,9 @@ class FreeBitsELBO:
     def terms(self, model, guide, *args, **kwargs) -> FreeBitsTerms:
         """One draw of every latent: the objective's pieces, differentiable."""
         model_trace, guide_trace = trace_pair(model, guide, args, kwargs)
-        return free_bits_terms(model_trace, guide_trace, self.free_bits, self.group)
+        return free_bits_terms(model_trace, guide_trace, self.free_bits, self.group,
+                               rerun=lambda: latent_dependencies_of_pair(model, guide, args,
+                                                                         kwargs))
 
     def loss(self, model, guide, *args, **kwargs) -> float:
         with torch.no_grad():
