@@ -179,8 +179,10 @@ def latent_dependencies_of_pair(model, guide, args, kwargs):
     """:func:`latent_dependencies_in_trace` of the guide and of the model replayed on the
     guide's draws, from one run of the pair (random state restored, effects hidden) with the
     guide's draws made gradient leaves: ``(model_dependencies, guide_dependencies)``, direct
-    dependencies each. ``None`` for a side whose run fails (nothing known)."""
-    with poutine.block(), forked_rng(), recording_autograd():
+    dependencies each. ``None`` for a side whose run fails (nothing known). The networks run
+    in evaluation mode (a batch norm's running statistics stay where training put them)."""
+    with poutine.block(), forked_rng(), recording_autograd(), \
+            evaluation_mode(reachable_modules(model, guide)):
         args, kwargs = autograd_arguments(args, kwargs)
         try:
             with DrawsAsLeaves():

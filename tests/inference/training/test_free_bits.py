@@ -461,3 +461,48 @@ def test_dimension_floor_with_a_multivariate_normal():
     with pytest.raises(ValueError, match=r"Dirichlet at latent site 'z'.*group='site'"):
         free_bits_terms(*_mvn_pair_traces(dirichlet, dist.Dirichlet(torch.ones(batch, d) * 2)),
                         lam)
+
+
+def test_late_parent_dependence_is_transitive_in_the_guide_and_direct_in_the_model():
+    # model p(b) p(c) p(a | b); guide q(a) q(c | a) q(b | c): b is drawn from a through c,
+    # and p(a | b) reads b, so the closed form of a is biased (kept, with draws as leaves
+    # in a rerun as in a step's graph); with p(a) not reading b it is not
+    from inference.pair_check.latents import dependent_late_parents
+    from inference.pair_check.sites import (latent_dependencies_of_pair,
+                                            latent_dependencies_of_traces)
+
+    def make_model(weight):
+        def model(x):
+            b = pyro.sample("b", dist.Normal(0.0, 1.0))
+            pyro.sample("c", dist.Normal(0.0, 1.0))
+            a = pyro.sample("a", dist.Normal(weight * b if weight else 0.0, 1.0))
+            pyro.sample("x", dist.Normal(a, 1.0), obs=x)
+        return model
+
+    def guide(x):
+        loc = pyro.param("tloc", torch.tensor(0.1))
+        a = pyro.sample("a", dist.Normal(loc, 1.0))
+        c = pyro.sample("c", dist.Normal(a, 1.0))
+        pyro.sample("b", dist.Normal(c, 1.0))
+
+    x = torch.tensor(0.3)
+    pyro.clear_param_store()
+    for weight, expected in ((0.5, (("a", "b"),)), (0.0, ())):
+        model = make_model(weight)
+        model_trace, guide_trace = trace_pair(model, guide, (x,), {})
+        sites = list(model_trace.nodes.values())
+        sites = [s for s in sites if s["type"] == "sample"]
+        latents = [s for s in guide_trace.nodes.values() if s["type"] == "sample"]
+        for dependencies in (latent_dependencies_of_traces(model_trace, guide_trace),
+                             latent_dependencies_of_pair(model, guide, (x,), {})):
+            assert dependent_late_parents(sites, latents, *dependencies) == expected
+        with torch.no_grad():
+            model_trace, guide_trace = trace_pair(model, guide, (x,), {})
+        assert latent_dependencies_of_traces(model_trace, guide_trace) is None
+        for context in (torch.enable_grad, torch.no_grad):  # the step's graph, a rerun
+            with context():
+                if expected:
+                    with pytest.raises(PairError, match=r"latent 'a'.*latent 'b'"):
+                        make_loss("meanfield").loss(model, guide, x)
+                else:
+                    make_loss("meanfield").loss(model, guide, x)
