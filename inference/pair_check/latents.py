@@ -636,19 +636,78 @@ def late_parents(model_sites, guide_latents, registered_only: bool = False) -> t
             the guide site is not a ``Delta`` (those ``TraceMeanField_ELBO`` scores in closed
             form; the others are scored as sampled, which needs no order).
     """
+    found, seen = [], set()
+    for name, parent in _late_parent_pairs(model_sites, guide_latents, registered_only):
+        if name not in seen:  # the first such parent per site
+            seen.add(name)
+            found.append((name, parent))
+    return tuple(found)
+
+
+def _late_parent_pairs(model_sites, guide_latents, registered_only: bool):
+    """Every ``(site, parent)`` of :func:`late_parents` (all late parents of each site)."""
     guide_at = {site["name"]: (i, site) for i, site in enumerate(guide_latents)}
-    before, found = [], []
+    before = []
     for site in model_sites:
         if site["is_observed"]:
             continue
         name = site["name"]
         if name in guide_at:
             position, guide_site = guide_at[name]
-            parent = next((p for p in before if guide_at.get(p, (-1,))[0] > position), None)
-            if parent is not None and (not registered_only
-                                       or _kl_registered(guide_site["fn"], site["fn"])):
-                found.append((name, parent))
+            parents = [p for p in before if guide_at.get(p, (-1,))[0] > position]
+            if parents and (not registered_only
+                            or _kl_registered(guide_site["fn"], site["fn"])):
+                yield from ((name, parent) for parent in parents)
         before.append(name)
+
+
+def _descendants_reach(guide_dependencies: dict, parent: str, site: str) -> bool:
+    """Whether the guide's draw of ``parent`` depends on ``site``'s, directly or through
+    other latents (the transitive closure of ``guide_dependencies``)."""
+    stack, visited = [parent], {parent}
+    while stack:
+        for upstream in guide_dependencies.get(stack.pop(), ()):
+            if upstream == site:
+                return True
+            if upstream not in visited:
+                visited.add(upstream)
+                stack.append(upstream)
+    return False
+
+
+def dependent_late_parents(model_sites, guide_latents, model_dependencies,
+                           guide_dependencies, registered_only: bool = False) -> tuple:
+    """The :func:`late_parents` whose closed-form KL is biased by dependence, not only by
+    order: ``(site, parent)`` is kept when the model's distribution of ``site`` depends on
+    ``parent``'s value (``parent in model_dependencies[site]``) and the guide's draw of
+    ``parent`` depends on ``site``'s, directly or through other latents
+    (``guide_dependencies``). Then ``site`` and ``parent`` are not independent under the
+    guide given what ``site`` is drawn from, and ``KL(q(site) || p(site | parent))`` at the
+    drawn ``parent`` has not the expectation of ``log q(site) - log p(site | parent)``; in
+    every other case it has (independent priors ``p(mu) p(sigma)`` with a guide ``q(sigma)
+    q(mu | sigma)``, two independent latents in another order).
+
+    Args:
+        model_dependencies, guide_dependencies: :func:`.sites.latent_dependencies_in_trace`
+            of the model's trace replayed on the guide's draws and of the guide's, or
+            ``None`` when unknown. A pair whose site or parent is missing from a side's dict
+            (a draw that carries no gradient: discrete, or taken under ``no_grad``) is kept
+            (nothing known about it).
+    """
+    found, seen = [], set()
+    for name, parent in _late_parent_pairs(model_sites, guide_latents, registered_only):
+        if name in seen:
+            continue
+        model_known = (model_dependencies is not None and name in model_dependencies
+                       and parent in model_dependencies)
+        if model_known and parent not in model_dependencies[name]:
+            continue
+        guide_known = (guide_dependencies is not None and name in guide_dependencies
+                       and parent in guide_dependencies)
+        if guide_known and not _descendants_reach(guide_dependencies, parent, name):
+            continue
+        seen.add(name)
+        found.append((name, parent))
     return tuple(found)
 
 

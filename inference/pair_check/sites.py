@@ -103,26 +103,41 @@ def _distribution_arguments(fn) -> list[torch.Tensor]:
     return found
 
 
-def conditional_sites_in_trace(guide_trace) -> list[str]:
-    """Names of the latent sites of a guide's *trace* whose distribution depends on another
-    latent the guide drew (``q(z2 | z1)``), read from the trace's autograd graph: it needs a
-    trace whose drawn values require gradients (the IWAE losses' own traces, or
-    :func:`conditional_sites_of_guide`'s). Runs nothing."""
-    latents = [site for site in sample_sites(guide_trace, observed=False)
+def latent_dependencies_in_trace(trace) -> dict[str, set[str]]:
+    """Per latent site of a trace whose drawn value requires gradients, the names of the
+    other such latents its *distribution's arguments* depend on, read from the trace's
+    autograd graph (runs nothing). For a guide's trace: ``q(z2 | z1)`` gives ``{"z2":
+    {"z1"}}``; for a model's trace replayed on such guide draws: the latents that
+    ``p(z | ...)`` reads. With draws made leaves (:class:`DrawsAsLeaves`) the sets are the
+    direct dependencies; with draws that are functions of other draws (a training step's
+    own graph) they are transitive. A latent whose value does not require gradients (a
+    discrete draw, a step under ``no_grad``) is not in the dict: its dependencies are
+    unknown."""
+    latents = [site for site in sample_sites(trace, observed=False)
                if torch.is_tensor(site["value"]) and site["value"].requires_grad]
-    found = []
+    found = {}
     for site in latents:
+        found[site["name"]] = set()
         arguments = [a for a in _distribution_arguments(site["fn"]) if a.requires_grad]
-        others = [o["value"] for o in latents if o is not site]
+        others = [o for o in latents if o is not site]
         if not arguments or not others:
             continue
         total = sum(a.sum() for a in arguments)
         if not total.requires_grad:  # summed where gradients are off: no graph to read
             continue
-        grads = torch.autograd.grad(total, others, retain_graph=True, allow_unused=True)
-        if any(g is not None for g in grads):
-            found.append(site["name"])
+        grads = torch.autograd.grad(total, [o["value"] for o in others], retain_graph=True,
+                                    allow_unused=True)
+        found[site["name"]] = {o["name"] for o, g in zip(others, grads) if g is not None}
     return found
+
+
+def conditional_sites_in_trace(guide_trace) -> list[str]:
+    """Names of the latent sites of a guide's *trace* whose distribution depends on another
+    latent the guide drew (``q(z2 | z1)``), read from the trace's autograd graph: it needs a
+    trace whose drawn values require gradients (the IWAE losses' own traces, or
+    :func:`conditional_sites_of_guide`'s). Runs nothing."""
+    return [name for name, parents in latent_dependencies_in_trace(guide_trace).items()
+            if parents]
 
 
 class DrawsAsLeaves(Messenger):
@@ -145,6 +160,42 @@ def conditional_sites_of_guide(guide, args, kwargs) -> list[str]:
         with DrawsAsLeaves():
             trace = poutine.trace(guide).get_trace(*args, **kwargs)
         return conditional_sites_in_trace(trace)
+
+
+def latent_dependencies_of_traces(model_trace, guide_trace):
+    """:func:`latent_dependencies_in_trace` of a step's own model and guide traces (the
+    model's replayed on the guide's draws), ``(model_dependencies, guide_dependencies)``,
+    when every floating latent draw of the guide requires gradients (reparameterized draws
+    of a step that records autograd); ``None`` when one does not (a step under
+    ``no_grad``: the graph shows nothing, rerun with :func:`latent_dependencies_of_pair`)."""
+    for site in sample_sites(guide_trace, observed=False):
+        value = site["value"]
+        if torch.is_tensor(value) and value.is_floating_point() and not value.requires_grad:
+            return None
+    return latent_dependencies_in_trace(model_trace), latent_dependencies_in_trace(guide_trace)
+
+
+def latent_dependencies_of_pair(model, guide, args, kwargs):
+    """:func:`latent_dependencies_in_trace` of the guide and of the model replayed on the
+    guide's draws, from one run of the pair (random state restored, effects hidden) with the
+    guide's draws made gradient leaves: ``(model_dependencies, guide_dependencies)``, direct
+    dependencies each. ``None`` for a side whose run fails (nothing known). The networks run
+    in evaluation mode (a batch norm's running statistics stay where training put them)."""
+    with poutine.block(), forked_rng(), recording_autograd(), \
+            evaluation_mode(reachable_modules(model, guide)):
+        args, kwargs = autograd_arguments(args, kwargs)
+        try:
+            with DrawsAsLeaves():
+                guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - the caller stays conservative
+            return None, None
+        guide_dependencies = latent_dependencies_in_trace(guide_trace)
+        try:
+            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+                *args, **kwargs)
+        except Exception:  # noqa: BLE001 - the caller stays conservative
+            return None, guide_dependencies
+        return latent_dependencies_in_trace(model_trace), guide_dependencies
 
 
 def sites_moved_by_auxiliary(guide, args, kwargs, auxiliary, names) -> set[str]:

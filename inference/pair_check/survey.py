@@ -25,6 +25,7 @@ from .latents import (
     check_observed_values_validated,
     check_support_kinds,
     delta_dependence,
+    dependent_late_parents,
     draw_dependent_supports,
     gaps_the_data_rule_out,
     jacobian_error,
@@ -67,6 +68,7 @@ from .sites import (
     is_delta,
     is_factor,
     is_weighted_delta,
+    latent_dependencies_of_pair,
     param_requires_grad,
     sample_sites,
     site_data_size,
@@ -253,16 +255,20 @@ def _check_pyro_distributions(model_trace, guide_trace) -> None:
                     "pyro.distributions as dist), which takes the same arguments")
 
 
-def _dependent_late_parents(guide, args, kwargs, model_sites, guide_latents) -> tuple:
-    """:func:`.latents.late_parents` (closed-form KL terms only) whose parent's guide
-    distribution depends on another latent's draw (:func:`conditional_sites_of_guide`): a
-    parent the guide draws after the site but independently of it (two independent latents
-    in another order) leaves the closed form unbiased."""
-    late = late_parents(model_sites, guide_latents, registered_only=True)
-    if not late:
+def _dependent_late_parents(model, guide, args, kwargs, model_sites, guide_latents) -> tuple:
+    """:func:`.latents.late_parents` (closed-form KL terms only) whose bias is real
+    (:func:`.latents.dependent_late_parents`): the model's distribution of the site depends on
+    the parent and the guide's draw of the parent depends on the site's, read from one rerun
+    of the pair with the guide's draws as gradient leaves
+    (:func:`.sites.latent_dependencies_of_pair`). Independent latents in another order, or a
+    structured guide ``q(sigma) q(mu | sigma)`` for independent priors ``p(mu) p(sigma)``,
+    leave the closed form unbiased."""
+    if not late_parents(model_sites, guide_latents, registered_only=True):
         return ()
-    conditional = set(conditional_sites_of_guide(guide, args, kwargs))
-    return tuple((site, parent) for site, parent in late if parent in conditional)
+    model_dependencies, guide_dependencies = latent_dependencies_of_pair(model, guide, args,
+                                                                         kwargs)
+    return dependent_late_parents(model_sites, guide_latents, model_dependencies,
+                                  guide_dependencies, registered_only=True)
 
 
 def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
@@ -486,7 +492,8 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         shared_in_sizeless=shared,
         guide_families={s["name"]: family(s["fn"]) for s in guide_latents},
         model_latents=tuple(model_latent_names),
-        late_parents=_dependent_late_parents(guide, args, kwargs, model_sites, guide_latents),
+        late_parents=_dependent_late_parents(model, guide, args, kwargs, model_sites,
+                                             guide_latents),
         point_masses=tuple(s["name"] for s in guide_latents if is_delta(s["fn"])),
         weighted_deltas=tuple(s["name"] for s in guide_latents if is_weighted_delta(s["fn"])),
         row_mismatch=tuple(row_mismatches(model_sites)),

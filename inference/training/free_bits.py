@@ -20,12 +20,20 @@ guide's draw, per dimension. The analytic term of a site is used only when the g
 every latent that the model samples before the site (its possible parents) before the site
 too: for a guide ``q(z1 | x) q(z2 | z1)`` of a model ``p(z2) p(z1 | z2)`` the closed form
 ``KL(q(z1 | x) || p(z1 | z2))`` at a ``z2`` drawn from ``z1`` is not the expectation of
-``log q(z1 | x) - log p(z1 | z2)``, so ``z1`` is scored as sampled (still unbiased). With
+``log q(z1 | x) - log p(z1 | z2)``, so ``z1`` is scored as sampled (still unbiased). The
+order only flags the site: it is scored as sampled when the model's ``p(z1 | ...)`` reads
+``z2`` and the guide's draw of ``z2`` depends on ``z1``'s (read from the draws' autograd
+graph, or a rerun with the draws as leaves; without either, as sampled), so independent
+latents sampled in another order keep their closed form (the floor of a sampled KL,
+``E[max(lambda, KL^)] > max(lambda, KL)``, would change the objective). With
 ``lambda = 0`` no floor is applied at all, so ``L_0`` is the ELBO in expectation also where
-a ``KL_j`` is a sampled estimate (which can be negative). A guide whose density does not
-factorize over the prior's elements (an IAF guide, a MultivariateNormal against a diagonal
-prior) is split per dimension by its ``log_prob_elements`` where it has one (the IAF's
-``log N(z0_i; mu_i, sigma_i) - sum_t log s_{t,i}``, as in [1]); without one,
+a ``KL_j`` is a sampled estimate (which can be negative). Per-dimension terms need a
+guide and a prior that both factorize per dimension: an elementwise base
+(``Normal(...).to_event(1)``), or for the prior a ``MultivariateNormal`` with a diagonal
+covariance (``MVN(0, I)``). A guide whose density does not factorize (an IAF guide, any
+``MultivariateNormal`` guide, whose covariance is learned, a Dirichlet) is split per
+dimension by its ``log_prob_elements`` where it has one (the IAF's ``log N(z0_i; mu_i,
+sigma_i) - sum_t log s_{t,i}``, as in [1]); without one,
 ``group="dimension"`` with ``lambda > 0`` refuses the site (its KL is one term for the whole
 site) and ``group="site"`` floors the site's total. Latent sites outside the ``"data"`` plate keep
 their full, unfloored KL. Data-plate scaling (minibatches in :func:`inference.fit`) and KL warm-up
@@ -41,11 +49,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from pyro.distributions import Independent
+from pyro.distributions import Independent, Normal
 from torch.distributions import kl_divergence
 
 from ..checks import check_int, check_number
 from ..pair_check import data_frame, is_delta, late_parents, sample_sites, trace_pair
+from ..pair_check.latents import dependent_late_parents
+from ..pair_check.sites import latent_dependencies_of_pair, latent_dependencies_of_traces
 
 __all__ = ["FreeBitsELBO", "FreeBitsTerms", "free_bits_terms"]
 
@@ -74,29 +84,50 @@ def _masked(value: torch.Tensor, site, trailing: int = 0) -> torch.Tensor:
     return torch.where(mask.reshape(mask.shape + (1,) * trailing), value, value.new_zeros(()))
 
 
+def _elementwise_prior(fn):
+    """The model's distribution ``fn`` as one with an elementwise base (event shape ``()``
+    under ``Independent``) when it factorizes per dimension, else ``None``: an elementwise
+    base as it is, and a ``MultivariateNormal`` whose covariance is diagonal at this
+    evaluation (``MVN(0, I)``) as the ``Normal`` of its diagonal."""
+    base = _base(fn)
+    if base.event_shape == ():
+        return base
+    if isinstance(base, torch.distributions.MultivariateNormal):
+        tril = base.scale_tril
+        diagonal = tril.diagonal(dim1=-2, dim2=-1)
+        if bool((tril == torch.diag_embed(diagonal)).all()):
+            return Normal(base.loc, diagonal)
+    return None
+
+
 def _kl_elements(model_site, guide_site, analytic: bool = True,
                  group: str = "dimension") -> tuple[torch.Tensor, int]:
     """KL of a latent site per element: analytic between the base distributions (under
     ``Independent``) when registered and ``analytic``, else ``log q(z) - log p(z)`` at the
-    guide's draw. A guide whose base does not line up with the prior's elementwise (an IAF
-    guide, a MultivariateNormal against a diagonal Normal prior) is split per dimension by its
-    ``log_prob_elements(z)`` (per-coordinate terms that sum to ``log_prob(z)``, as
-    :class:`ppl_models.flow_guide.IAFNormal` has) against the prior's elementwise density;
-    without one, a site of more than one element is refused under ``group="dimension"`` (its
-    KL would be one term for the whole site) and compared per batch element of the site
-    under ``group="site"`` (which ``free_bits_terms`` passes at ``lambda = 0``: no floor).
+    guide's draw. Per-dimension terms exist when the guide's base is elementwise (a
+    ``Normal(...).to_event(1)``) and the prior factorizes per dimension (an elementwise base,
+    or a ``MultivariateNormal`` with a diagonal covariance such as ``MVN(0, I)``, taken as the
+    ``Normal`` of its diagonal). A guide whose density does not factorize per dimension (an
+    IAF guide, a ``MultivariateNormal`` guide, whose covariance is learned whatever it starts
+    at, a Dirichlet) is split per dimension by its ``log_prob_elements(z)`` (per-coordinate
+    terms that sum to ``log_prob(z)``, as :class:`ppl_models.flow_guide.IAFNormal` has)
+    against a prior that factorizes; without one, a site of more than one element is refused
+    under ``group="dimension"`` (its KL would be one term for the whole site) and compared per
+    batch element of the site under ``group="site"`` (which ``free_bits_terms`` passes at
+    ``lambda = 0``: no floor).
 
     Returns:
         the KL with the site's batch shape followed by its event dims that the base
         distributions keep apart (``[batch, d]`` for a diagonal Normal), and the number of
         those event dims.
     """
-    q, p = _base(guide_site["fn"]), _base(model_site["fn"])
+    q_fn, p_fn = guide_site["fn"], model_site["fn"]
+    q, p = _base(q_fn), _elementwise_prior(p_fn)
     value = guide_site["value"]
-    if q.event_shape != p.event_shape or len(q.batch_shape) != len(p.batch_shape):
-        q_fn, p_fn = guide_site["fn"], model_site["fn"]
+    if (p is None or q.event_shape != () or q_fn.event_shape != p_fn.event_shape
+            or len(q.batch_shape) != len(p.batch_shape)):
         elements = getattr(q_fn, "log_prob_elements", None)
-        if (elements is not None and p.event_shape == ()
+        if (elements is not None and p is not None
                 and p_fn.event_shape == q_fn.event_shape):
             kl = elements(value) - p.log_prob(value)
             return kl.expand(value.shape), len(q_fn.event_shape)
@@ -104,7 +135,9 @@ def _kl_elements(model_site, guide_site, analytic: bool = True,
             raise ValueError(
                 f"FreeBitsELBO(group='dimension'): the guide's {type(q_fn).__name__} at "
                 f"latent site '{guide_site['name']}' has no per-dimension density that lines "
-                f"up with the model's {type(_base(p_fn)).__name__} (no elementwise base, no "
+                f"up with the model's {type(_base(p_fn)).__name__} (both must factorize per "
+                "dimension: an elementwise base such as Normal(...).to_event(1), a prior "
+                "MultivariateNormal with a diagonal covariance, or a guide with "
                 "log_prob_elements), so its KL is one term for the site's "
                 f"{q_fn.event_shape.numel()} dimensions and a floor of lambda nats per "
                 "dimension cannot be applied. Pass group='site' to floor the site's total KL "
@@ -143,8 +176,27 @@ class FreeBitsTerms:
         return self.log_likelihood - self.penalty
 
 
+def _sampled_sites(model_trace, guide_trace, model_sites, guide_latents, rerun=None) -> set:
+    """The latent sites scored as sampled rather than with the closed-form KL: those of
+    :func:`late_parents` whose bias is real (:func:`dependent_late_parents`: the model's
+    distribution of the site reads the parent and the guide's draw of the parent depends on
+    the site's). The dependencies come from the traces' own graph when the guide's draws
+    require gradients, else from ``rerun()`` (the pair rerun with its draws as leaves), and
+    without either every order-flagged site is kept (the conservative sampled KL)."""
+    late = late_parents(model_sites, guide_latents)
+    if not late:
+        return set()
+    dependencies = latent_dependencies_of_traces(model_trace, guide_trace)
+    if dependencies is None and rerun is not None:
+        dependencies = rerun()
+    if dependencies is None:
+        return {site for site, _ in late}
+    return {site for site, _ in dependent_late_parents(model_sites, guide_latents,
+                                                        *dependencies)}
+
+
 def free_bits_terms(model_trace, guide_trace, free_bits: float,
-                    group: str = "dimension") -> FreeBitsTerms:
+                    group: str = "dimension", rerun=None) -> FreeBitsTerms:
     """Evaluate ``L_lambda`` (module docstring) on a model trace replayed from a guide trace.
 
     Args:
@@ -153,6 +205,11 @@ def free_bits_terms(model_trace, guide_trace, free_bits: float,
         free_bits: lambda, nats per dimension (``group="dimension"``) or per site
             (``group="site"``); 0 floors nothing: the ELBO (analytic KL where valid).
         group: ``"dimension"`` or ``"site"``.
+        rerun: ``() -> (model_dependencies, guide_dependencies)``
+            (:func:`inference.pair_check.sites.latent_dependencies_of_pair`), called when a
+            site is sampled after one of its model parents in the guide and the traces'
+            draws carry no gradient graph (a step under ``no_grad``); without it such sites
+            are scored as sampled.
     """
     if group not in GROUPS:
         raise ValueError(f"group must be one of {GROUPS}, got {group!r}")
@@ -161,7 +218,7 @@ def free_bits_terms(model_trace, guide_trace, free_bits: float,
     guide_latents = list(sample_sites(guide_trace, observed=False))
     guide_sites = {s["name"]: s for s in guide_latents}
     model_sites = list(sample_sites(model_trace))
-    late = dict(late_parents(model_sites, guide_latents))  # scored as sampled
+    late = _sampled_sites(model_trace, guide_trace, model_sites, guide_latents, rerun)
     log_likelihood, penalty, kls = 0.0, 0.0, {}
     for site in model_sites:
         if site["is_observed"]:
@@ -212,8 +269,9 @@ class FreeBitsELBO:
     density does not factorize over those elements is split per dimension by its
     ``log_prob_elements`` (``ppl_models``' IAF guide, ``FlowVAE``, has one: each coordinate's
     ``log N(z0_i) - sum_t log s_{t,i}``, Kingma et al.'s per-dimension free bits for IAF
-    posteriors); a guide without one (a full-covariance ``MultivariateNormal`` against a
-    diagonal prior) is refused naming the site when ``free_bits > 0``, and ``group="site"``
+    posteriors); a guide without one (a ``MultivariateNormal``, against any prior) or a prior
+    that does not factorize (a full-covariance ``MultivariateNormal``; ``MVN(0, I)`` does) is
+    refused naming the site when ``free_bits > 0``, and ``group="site"``
     floors that site's total KL instead. Sites whose model parents the guide samples after
     them (a top-down model with a bottom-up guide, ``TwoLayerVAE``) are scored as sampled,
     ``log q - log p``, not with the closed-form KL, which would be biased there;
@@ -239,7 +297,9 @@ class FreeBitsELBO:
     def terms(self, model, guide, *args, **kwargs) -> FreeBitsTerms:
         """One draw of every latent: the objective's pieces, differentiable."""
         model_trace, guide_trace = trace_pair(model, guide, args, kwargs)
-        return free_bits_terms(model_trace, guide_trace, self.free_bits, self.group)
+        return free_bits_terms(model_trace, guide_trace, self.free_bits, self.group,
+                               rerun=lambda: latent_dependencies_of_pair(model, guide, args,
+                                                                         kwargs))
 
     def loss(self, model, guide, *args, **kwargs) -> float:
         with torch.no_grad():

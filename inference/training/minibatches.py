@@ -766,15 +766,41 @@ def check_valid_data_guide(model, guide, first_batch: tuple, structure: PairStru
         "that pair")
 
 
+def _training_column(t: torch.Tensor, num_data: int) -> torch.Tensor | None:
+    """The whole training tensor of which ``t`` (fit's first minibatch, ``data[:B]``) is the
+    leading slice, when ``t`` is still a view of it; None when unknown (a transformed
+    batch, a copy)."""
+    base = t._base
+    if (base is None or base.dim() != t.dim() or base.shape[0] != num_data
+            or base.shape[1:] != t.shape[1:] or base.dtype != t.dtype):
+        return None
+    return base if torch.equal(base[:t.shape[0]], t) else None
+
+
+def _is_index(t: torch.Tensor, num_data: int) -> bool:
+    """Whether ``t`` (a tensor of the first minibatch) can hold the datapoints' indices: 1-d
+    integers in ``0..N-1``, distinct in the minibatch and, where the whole training tensor is
+    known, over the whole training data. Labels (``y`` of a class-conditional guide ``q(z |
+    y)``) repeat once N exceeds the number of classes, whatever the first minibatch shows."""
+    if (t.dim() != 1 or t.is_floating_point() or t.is_complex() or t.dtype == torch.bool
+            or not t.numel()):
+        return False
+    if t.unique().numel() != t.numel() or int(t.min()) < 0 or int(t.max()) >= num_data:
+        return False
+    whole = _training_column(t, num_data)
+    return whole is None or whole.unique().numel() == whole.numel()
+
+
 def _index_followed(model, guide, batch: tuple, num_data: int) -> str | None:
     """The first guide latent in the data plate whose log density, per datapoint, changes
-    when the index tensors of ``batch`` (1-d integer tensors of distinct values: the
-    datapoints' indices, not labels) are reversed, the rest of the data and the draws kept,
-    and stays when the rest is reversed and the indices kept: the guide reads its parameters
-    by index, not from the data. None when no tensor is an index, or no density is so."""
-    which = [t.dim() == 1 and not (t.is_floating_point() or t.is_complex()
-                                   or t.dtype == torch.bool)
-             and t.unique().numel() == t.numel() for t in batch]
+    when the index tensors of ``batch`` (:func:`_is_index`: the datapoints' indices, not
+    labels) are reversed, the rest of the data and the draws kept, and stays when the rest
+    is reversed and the indices kept: the guide reads its parameters by index, not from the
+    data. The guide's own parameters with a row per datapoint (``N`` rows, what an index
+    reads) are spread apart first; a table of another size (a per-class table that has as
+    many rows as the minibatch) is left as it is. None when no tensor is an index, or no
+    density is so."""
+    which = [_is_index(t, num_data) for t in batch]
     if not any(which) or batch[0].shape[0] < 2:
         return None
     reverse = torch.arange(batch[0].shape[0] - 1, -1, -1, device=batch[0].device)
@@ -782,8 +808,7 @@ def _index_followed(model, guide, batch: tuple, num_data: int) -> str | None:
                            for t, index in zip(batch, which)) for flip in (True, False))
     with forked_rng(), poutine.block(), torch.no_grad(), \
             evaluation_mode(reachable_modules(model, guide)):
-        guide = poutine.substitute(guide, data=_spread_params(
-            guide, batch, {batch[0].shape[0], num_data}))
+        guide = poutine.substitute(guide, data=_spread_params(guide, batch, {num_data}))
         first = poutine.trace(guide).get_trace(*batch)
         by_index, by_rest = (poutine.trace(poutine.replay(guide, trace=first)).get_trace(*args)
                              for args in (indices, rest))

@@ -395,3 +395,47 @@ def test_valid_data_of_a_guide_of_integer_labels_is_scored(batch_size):
                   batch_size=batch_size, progress=False)
     exact = dist.Normal(shift[yv], math.sqrt(1 + S**2)).log_prob(xv).mean() - math.log(3)
     assert history[0]["valid_elbo"] == pytest.approx(float(exact), abs=1e-4)
+
+
+def _label_data(num_classes):
+    """The first minibatch's labels all differ (2, 0, 1, ...), the whole data's repeat."""
+    x = _data()
+    y = (torch.arange(N) * 7 + 2) % num_classes
+    xv = torch.randn(30, generator=torch.Generator().manual_seed(5))
+    yv = torch.arange(30) % num_classes
+    return x, y, xv, yv
+
+
+def _label_model(x, y):
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("x", dist.Normal(z, S), obs=x)
+
+
+@pytest.mark.parametrize("num_classes, init", [(3, "zeros"), (5, "spread")])
+def test_valid_data_of_a_guide_of_a_per_class_table_is_scored(num_classes, init):
+    """q(z | y) from a table of a row per class, read by the label only: labels are no
+    indices even when the first minibatch's are distinct (batch_size=3 of 3 classes, or 4
+    of 5 with a table that starts spread apart). It was refused as keeping parameters for
+    each datapoint."""
+    x, y, xv, yv = _label_data(num_classes)
+    table = (torch.zeros(num_classes) if init == "zeros"
+             else torch.linspace(-1.0, 1.0, num_classes))
+
+    def per_class(x, y):
+        loc = pyro.param("cls_loc", table.clone())
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(loc[y], 1.0))
+
+    batch_size = num_classes - (init == "spread")
+    assert y[:batch_size].unique().numel() == batch_size  # the case at issue
+    pyro.clear_param_store()
+    history = fit(_label_model, per_class, (x, y), valid_data=(xv, yv), lr=0.0, epochs=1,
+                  batch_size=batch_size, progress=False)
+    # a single-draw ELBO per validation row: finite, within its noise of the closed form
+    # E_q[log p(x, z) - log q(z)] = -((x - m)^2 + 1) / (2 s^2) - log(s sqrt(2 pi)) - m^2 / 2
+    # for q = N(m, 1) (per-row sd about 4, 30 rows: 0.75 standard error, tolerance 3)
+    m = table[yv]
+    exact = (-0.5 * ((xv - m) ** 2 + 1) / S**2 - math.log(S * math.sqrt(2 * math.pi))
+             - 0.5 * m**2).mean()
+    assert history[0]["valid_elbo"] == pytest.approx(float(exact), abs=3.0)
