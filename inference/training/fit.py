@@ -1003,7 +1003,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
             with _apart_streams():  # training draws as it would without valid_data
                 probe = transformed_batch(batch_transform(*copies(first_rows)),
                                           len(first_rows[0]), screen=False)
-        check_valid_data_guide(model, guide, probe, plan.structure, num_data)
+        check_valid_data_guide(model, guide, probe, plan.structure, num_data, tensors)
         try:
             check_pair(plan.structure, "elbo")
         except PairError as error:

@@ -728,7 +728,7 @@ def _check_autoguide_rows(model, guide, rows, first_batch, use, num_data, shuffl
 
 
 def check_valid_data_guide(model, guide, first_batch: tuple, structure: PairStructure,
-                           num_data: int) -> None:
+                           num_data: int, training: tuple = ()) -> None:
     """Refuse ``fit(valid_data=...)`` for a guide that keeps parameters for each datapoint
     (by position, or by the indices passed with the data: an AutoGuide on a model with
     latents inside ``"data"``, the index-aware ``AutoNormal(create_plates=...)`` pair, a
@@ -737,7 +737,8 @@ def check_valid_data_guide(model, guide, first_batch: tuple, structure: PairStru
     datapoint against an exact -5.31), or failed inside Pyro on an index beyond the training
     data's. A hand-written guide is probed on ``first_batch``: its per-datapoint densities
     must follow the rows' data, not their positions or the integer tensors (indices) passed
-    with them."""
+    with them. ``training``: the whole training tensors (``[N, ...]`` each), which tell an
+    index (distinct over all of them) from a label."""
     global_names = {name for role, name in structure.global_sites if role == "model"}
     local = [name for name in structure.model_latents if name not in global_names]
     if not local:
@@ -748,7 +749,7 @@ def check_valid_data_guide(model, guide, first_batch: tuple, structure: PairStru
         try:
             found, how = _rows_not_followed(model, guide, first_batch, num_data), "by position"
             if found is None:
-                found, how = (_index_followed(model, guide, first_batch, num_data),
+                found, how = (_index_followed(model, guide, first_batch, num_data, training),
                               "by the indices passed with the data")
         except Exception:  # noqa: BLE001 - a probe only: a guide it cannot run is not judged
             return
@@ -766,32 +767,24 @@ def check_valid_data_guide(model, guide, first_batch: tuple, structure: PairStru
         "that pair")
 
 
-def _training_column(t: torch.Tensor, num_data: int) -> torch.Tensor | None:
-    """The whole training tensor of which ``t`` (fit's first minibatch, ``data[:B]``) is the
-    leading slice, when ``t`` is still a view of it; None when unknown (a transformed
-    batch, a copy)."""
-    base = t._base
-    if (base is None or base.dim() != t.dim() or base.shape[0] != num_data
-            or base.shape[1:] != t.shape[1:] or base.dtype != t.dtype):
-        return None
-    return base if torch.equal(base[:t.shape[0]], t) else None
-
-
-def _is_index(t: torch.Tensor, num_data: int) -> bool:
+def _is_index(t: torch.Tensor, num_data: int, whole: torch.Tensor | None) -> bool:
     """Whether ``t`` (a tensor of the first minibatch) can hold the datapoints' indices: 1-d
-    integers in ``0..N-1``, distinct in the minibatch and, where the whole training tensor is
-    known, over the whole training data. Labels (``y`` of a class-conditional guide ``q(z |
-    y)``) repeat once N exceeds the number of classes, whatever the first minibatch shows."""
+    integers in ``0..N-1``, distinct in the minibatch and, where the whole training tensor
+    ``whole`` (``[N]``, the same column of the training data) is known, over all of it.
+    Labels (``y`` of a class-conditional guide ``q(z | y)``) repeat once N exceeds the number
+    of classes, whatever the first minibatch shows."""
     if (t.dim() != 1 or t.is_floating_point() or t.is_complex() or t.dtype == torch.bool
             or not t.numel()):
         return False
     if t.unique().numel() != t.numel() or int(t.min()) < 0 or int(t.max()) >= num_data:
         return False
-    whole = _training_column(t, num_data)
-    return whole is None or whole.unique().numel() == whole.numel()
+    if whole is None or whole.shape != (num_data,) or whole.dtype != t.dtype:
+        return True
+    return whole.unique().numel() == whole.numel()
 
 
-def _index_followed(model, guide, batch: tuple, num_data: int) -> str | None:
+def _index_followed(model, guide, batch: tuple, num_data: int,
+                    training: tuple = ()) -> str | None:
     """The first guide latent in the data plate whose log density, per datapoint, changes
     when the index tensors of ``batch`` (:func:`_is_index`: the datapoints' indices, not
     labels) are reversed, the rest of the data and the draws kept, and stays when the rest
@@ -800,7 +793,8 @@ def _index_followed(model, guide, batch: tuple, num_data: int) -> str | None:
     reads) are spread apart first; a table of another size (a per-class table that has as
     many rows as the minibatch) is left as it is. None when no tensor is an index, or no
     density is so."""
-    which = [_is_index(t, num_data) for t in batch]
+    wholes = list(training) + [None] * (len(batch) - len(training))
+    which = [_is_index(t, num_data, whole) for t, whole in zip(batch, wholes)]
     if not any(which) or batch[0].shape[0] < 2:
         return None
     reverse = torch.arange(batch[0].shape[0] - 1, -1, -1, device=batch[0].device)
