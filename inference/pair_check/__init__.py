@@ -50,7 +50,8 @@ The checks live in six modules, read in this order:
 Other modules import from this package, not from its modules.
 """
 
-from .latents import check_observed_values_validated, late_parent_message, late_parents
+from .latents import (biased_late_parents, check_observed_values_validated,
+                      late_parent_message, late_parents)
 from .networks import AdoptedParamWarning
 from .policy import (
     COVERAGE_USES,
@@ -101,6 +102,7 @@ __all__ = [
     "TRACE_ENUM_FIT",
     "TemperedPairWarning",
     "attach_subsample",
+    "biased_late_parents",
     "check_observed_values_validated",
     "check_pair",
     "check_sites_as_surveyed",

@@ -25,6 +25,8 @@ from .sites import (
     data_frame,
     family,
     is_delta,
+    latent_dependencies_of_pair,
+    latent_dependencies_of_traces,
     sample_sites,
     site_mask,
     tensor_text,
@@ -709,6 +711,24 @@ def dependent_late_parents(model_sites, guide_latents, model_dependencies,
         seen.add(name)
         found.append((name, parent))
     return tuple(found)
+
+
+def biased_late_parents(model_trace, guide_trace, pair=None,
+                        registered_only: bool = False) -> tuple:
+    """:func:`dependent_late_parents` of a step's traces (the model's replayed on the
+    guide's draws): the dependencies are read from the traces' own graph when the guide's
+    draws require gradients, else from a rerun of ``pair`` (``(model, guide, args,
+    kwargs)``, :func:`.sites.latent_dependencies_of_pair`); without either every
+    order-flagged pair is kept (the conservative side)."""
+    model_sites = list(sample_sites(model_trace))
+    guide_latents = list(sample_sites(guide_trace, observed=False))
+    if not late_parents(model_sites, guide_latents, registered_only):
+        return ()
+    dependencies = latent_dependencies_of_traces(model_trace, guide_trace)
+    if dependencies is None and pair is not None:
+        dependencies = latent_dependencies_of_pair(*pair)
+    return dependent_late_parents(model_sites, guide_latents,
+                                  *(dependencies or (None, None)), registered_only)
 
 
 def _kl_registered(guide_fn, model_fn) -> bool:

@@ -53,9 +53,7 @@ from pyro.distributions import Independent, Normal
 from torch.distributions import kl_divergence
 
 from ..checks import check_int, check_number
-from ..pair_check import data_frame, is_delta, late_parents, sample_sites, trace_pair
-from ..pair_check.latents import dependent_late_parents
-from ..pair_check.sites import latent_dependencies_of_pair, latent_dependencies_of_traces
+from ..pair_check import biased_late_parents, data_frame, is_delta, sample_sites, trace_pair
 
 __all__ = ["FreeBitsELBO", "FreeBitsTerms", "free_bits_terms"]
 
@@ -176,27 +174,8 @@ class FreeBitsTerms:
         return self.log_likelihood - self.penalty
 
 
-def _sampled_sites(model_trace, guide_trace, model_sites, guide_latents, rerun=None) -> set:
-    """The latent sites scored as sampled rather than with the closed-form KL: those of
-    :func:`late_parents` whose bias is real (:func:`dependent_late_parents`: the model's
-    distribution of the site reads the parent and the guide's draw of the parent depends on
-    the site's). The dependencies come from the traces' own graph when the guide's draws
-    require gradients, else from ``rerun()`` (the pair rerun with its draws as leaves), and
-    without either every order-flagged site is kept (the conservative sampled KL)."""
-    late = late_parents(model_sites, guide_latents)
-    if not late:
-        return set()
-    dependencies = latent_dependencies_of_traces(model_trace, guide_trace)
-    if dependencies is None and rerun is not None:
-        dependencies = rerun()
-    if dependencies is None:
-        return {site for site, _ in late}
-    return {site for site, _ in dependent_late_parents(model_sites, guide_latents,
-                                                        *dependencies)}
-
-
 def free_bits_terms(model_trace, guide_trace, free_bits: float,
-                    group: str = "dimension", rerun=None) -> FreeBitsTerms:
+                    group: str = "dimension", pair=None) -> FreeBitsTerms:
     """Evaluate ``L_lambda`` (module docstring) on a model trace replayed from a guide trace.
 
     Args:
@@ -205,11 +184,10 @@ def free_bits_terms(model_trace, guide_trace, free_bits: float,
         free_bits: lambda, nats per dimension (``group="dimension"``) or per site
             (``group="site"``); 0 floors nothing: the ELBO (analytic KL where valid).
         group: ``"dimension"`` or ``"site"``.
-        rerun: ``() -> (model_dependencies, guide_dependencies)``
-            (:func:`inference.pair_check.sites.latent_dependencies_of_pair`), called when a
-            site is sampled after one of its model parents in the guide and the traces'
-            draws carry no gradient graph (a step under ``no_grad``); without it such sites
-            are scored as sampled.
+        pair: ``(model, guide, args, kwargs)``, rerun to read the latents' dependencies
+            when a site is sampled after one of its model parents in the guide and the
+            traces' draws carry no gradient graph (a step under ``no_grad``); without it
+            such sites are scored as sampled (:func:`inference.pair_check.biased_late_parents`).
     """
     if group not in GROUPS:
         raise ValueError(f"group must be one of {GROUPS}, got {group!r}")
@@ -218,7 +196,7 @@ def free_bits_terms(model_trace, guide_trace, free_bits: float,
     guide_latents = list(sample_sites(guide_trace, observed=False))
     guide_sites = {s["name"]: s for s in guide_latents}
     model_sites = list(sample_sites(model_trace))
-    late = _sampled_sites(model_trace, guide_trace, model_sites, guide_latents, rerun)
+    late = {site for site, _ in biased_late_parents(model_trace, guide_trace, pair)}
     log_likelihood, penalty, kls = 0.0, 0.0, {}
     for site in model_sites:
         if site["is_observed"]:
@@ -298,8 +276,7 @@ class FreeBitsELBO:
         """One draw of every latent: the objective's pieces, differentiable."""
         model_trace, guide_trace = trace_pair(model, guide, args, kwargs)
         return free_bits_terms(model_trace, guide_trace, self.free_bits, self.group,
-                               rerun=lambda: latent_dependencies_of_pair(model, guide, args,
-                                                                         kwargs))
+                               pair=(model, guide, args, kwargs))
 
     def loss(self, model, guide, *args, **kwargs) -> float:
         with torch.no_grad():

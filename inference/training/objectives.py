@@ -31,13 +31,11 @@ from ..pair_check import (
     conditional_sites_in_trace,
     is_delta,
     late_parent_message,
-    late_parents,
+    biased_late_parents,
     PairError,
     sample_sites,
     survey_pair,
 )
-from ..pair_check.latents import dependent_late_parents
-from ..pair_check.sites import latent_dependencies_of_pair, latent_dependencies_of_traces
 from ..weights import (log_mean_exp, trace_log_density, uniform_scale, vectorized_traces,
                        weight_itemsize)
 
@@ -63,26 +61,18 @@ class MeanFieldELBO(TraceMeanField_ELBO):
     for ``p(z2) p(z1 | z2)``) is refused naming the site, where Pyro only warns: the closed
     form ``KL(q(z1) || p(z1 | z2))`` at a ``z2`` drawn from ``z1`` does not have the
     expectation of ``log p(z1 | z2) - log q(z1)``, and the objective would not be the ELBO
-    (:func:`inference.pair_check.late_parents`, kept where the model's distribution of the
-    site depends on the parent and the guide's draw of the parent depends on the site's,
-    :func:`inference.pair_check.latents.dependent_late_parents`: two independent latents
-    sampled in another order, or a structured guide ``q(sigma) q(mu | sigma)`` for
-    independent priors ``p(mu) p(sigma)``, pass)."""
+    (:func:`inference.pair_check.biased_late_parents`: kept where the model's distribution of
+    the site depends on the parent and the guide's draw of the parent depends on the site's;
+    two independent latents sampled in another order, or a structured guide ``q(sigma)
+    q(mu | sigma)`` for independent priors ``p(mu) p(sigma)``, pass)."""
 
     def _get_trace(self, model, guide, args, kwargs):
         model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)
-        model_sites = list(sample_sites(model_trace))
-        guide_latents = list(sample_sites(guide_trace, observed=False))
-        late = late_parents(model_sites, guide_latents, registered_only=True)
-        if late:
-            # the closed form is biased only where the model's p(site | parent) reads the
-            # parent and the guide's parent is drawn from the site (directly or through other
-            # latents): read the step's own graph, or, without one (a step scored under
-            # no_grad), a rerun of the pair with the guide's draws as leaves
-            dependencies = (latent_dependencies_of_traces(model_trace, guide_trace)
-                            or latent_dependencies_of_pair(model, guide, args, kwargs))
-            late = dependent_late_parents(model_sites, guide_latents, *dependencies,
-                                          registered_only=True)
+        # the closed form is biased only where the model's p(site | parent) reads the parent
+        # and the guide's parent is drawn from the site: the step's own graph tells, or,
+        # without one (a step scored under no_grad), a rerun of the pair
+        late = biased_late_parents(model_trace, guide_trace, (model, guide, args, kwargs),
+                                   registered_only=True)
         if late:
             raise PairError(late_parent_message(*late[0], "loss='meanfield'"))
         for site in sample_sites(guide_trace, observed=False):
