@@ -569,22 +569,6 @@ def evaluation_mode(modules):
 
 # torch's refusal of mixed dtypes ("mat1 and mat2 must have the same dtype", "Input type
 # (double) and bias type (float) should be the same")
-# Pyro's errors for a torch.distributions object given to pyro.sample: calling it to draw,
-# or reading Pyro's distribution attributes when the value is replayed
-_NOT_PYRO = re.compile(r"'(\w+)' object (?:is not callable|has no attribute)")
-
-
-def _torch_distribution_class(error: BaseException):
-    """The ``torch.distributions`` class named by a ``TypeError`` "'Normal' object is not
-    callable" or an ``AttributeError`` "'Normal' object has no attribute ...", None for any
-    other error."""
-    match = (_NOT_PYRO.search(str(error)) if isinstance(error, (TypeError, AttributeError))
-             else None)
-    found = getattr(torch.distributions, match.group(1), None) if match else None
-    return found if isinstance(found, type) and issubclass(
-        found, torch.distributions.Distribution) else None
-
-
 _DTYPE_CLASH = re.compile(r"dtype|double|float|half", re.IGNORECASE)
 
 
@@ -616,10 +600,6 @@ def _failing_program(error: BaseException, programs: dict):
     return role, traceback.extract_tb(tb, limit=1)[0]
 
 
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else ""
-
-
 def _where_failed(error: BaseException, model, guide) -> str:
     """"the model (name, file line N: code)" for the innermost frame of ``error`` in one of
     the programs, "the model or the guide" when none is in the traceback."""
@@ -641,9 +621,7 @@ def explain_run_failure(error: BaseException, model, guide, args: tuple, kwargs:
       of the networks the pair reaches (:func:`inference.reachable.reachable_modules`), when
       torch's message is about dtypes;
     - ``refusal`` (a ``ValueError`` class) naming the program (model or guide) and line for a
-      distribution's refusal of its parameters ("Expected parameter scale ... GreaterThan"),
-      or for a ``torch.distributions`` object given to ``pyro.sample`` (Pyro's "'Normal'
-      object is not callable").
+      distribution's refusal of its parameters ("Expected parameter scale ... GreaterThan").
 
     Else it returns, and the caller re-raises ``error``."""
     if _DTYPE_CLASH.search(str(error)):
@@ -661,14 +639,6 @@ def explain_run_failure(error: BaseException, model, guide, args: tuple, kwargs:
                             f"{path} is {tensor.dtype} but the parameters of the networks the "
                             f"pair uses are {wanted} (torch: {str(error).splitlines()[0]}); "
                             f"convert the data ({data}) or the networks ({nets})") from error
-    torch_class = _torch_distribution_class(error)
-    if torch_class is not None:
-        name = torch_class.__name__
-        raise refusal(
-            f"{_where_failed(error, model, guide)} gives pyro.sample a "
-            f"torch.distributions.{name}, which Pyro cannot draw from or score (Pyro: "
-            f"{_first_line(str(error))}); use pyro.distributions.{name} (import "
-            "pyro.distributions as dist), which takes the same arguments") from error
     if isinstance(error, ValueError) and str(error).startswith("Expected parameter "):
         where = _where_failed(error, model, guide)
         raise refusal(

@@ -14,6 +14,7 @@ import torch
 from pyro import poutine
 from pyro.distributions.torch_distribution import TorchDistributionMixin
 from pyro.infer.util import is_validation_enabled
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
 from ..checks import (arguments_changed, check_pair_arguments, copied_arguments,
@@ -239,20 +240,30 @@ def _first_line(text: str, most: int = 200) -> str:
     return line if len(line) <= most else line[:most - 3] + "..."
 
 
-def _check_pyro_distributions(model_trace, guide_trace) -> None:
-    """``PairError`` naming the first sample site whose distribution is a
-    ``torch.distributions`` object, not Pyro's (a replayed model site runs with one, but
-    nothing Pyro-specific works on it: event dims, masks, enumeration)."""
-    for role, trace in (("guide", guide_trace), ("model", model_trace)):
-        for site in trace.nodes.values():
-            fn = site.get("fn")
-            if site["type"] == "sample" and isinstance(fn, torch.distributions.Distribution) \
-                    and not isinstance(fn, TorchDistributionMixin):
-                name = type(fn).__name__
-                raise PairError(
-                    f"{role} site '{site['name']}' is a torch.distributions.{name}, which Pyro "
-                    f"cannot draw from or score; use pyro.distributions.{name} (import "
-                    "pyro.distributions as dist), which takes the same arguments")
+class _NotPyroDistribution(Exception):
+    """:class:`_PyroDistributionsOnly`'s finding, made a :class:`PairError` by the survey
+    (not a ``ValueError`` inside the run: Pyro's trace would append its shape table)."""
+
+
+class _PyroDistributionsOnly(Messenger):
+    """Stop the run, before Pyro draws from it or replays a value into it, at a sample site
+    whose distribution is a ``torch.distributions`` object rather than Pyro's: Pyro cannot
+    call it to draw ("'Normal' object is not callable"), and a replayed one breaks every
+    Pyro-specific step after (event dims, masks, enumeration)."""
+
+    def __init__(self, role: str):
+        super().__init__()
+        self.role = role
+
+    def _process_message(self, msg):
+        fn = msg["fn"]
+        if msg["type"] == "sample" and isinstance(fn, torch.distributions.Distribution) \
+                and not isinstance(fn, TorchDistributionMixin):
+            name = type(fn).__name__
+            raise _NotPyroDistribution(
+                f"{self.role} site '{msg['name']}' is a torch.distributions.{name}, which "
+                f"Pyro cannot draw from or score; use pyro.distributions.{name} (import "
+                "pyro.distributions as dist), which takes the same arguments")
 
 
 def _dependent_late_parents(model, guide, args, kwargs, model_sites, guide_latents) -> tuple:
@@ -306,12 +317,15 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     with forked_rng(), poutine.block(), \
             torch.no_grad():
         try:
-            guide_full = poutine.trace(guide).get_trace(*copy_args, **copy_kwargs)
+            guide_full = poutine.trace(_PyroDistributionsOnly("guide")(guide)).get_trace(
+                *copy_args, **copy_kwargs)
             _check_arguments_unchanged(copies, "the guide")
-            model_full = replay_model(model, guide_full, copy_args, copy_kwargs)
+            model_full = replay_model(_PyroDistributionsOnly("model")(model), guide_full,
+                                      copy_args, copy_kwargs)
             _check_arguments_unchanged(copies, "the model")
-        except (ValueError, RuntimeError, TypeError, AttributeError) as error:  # e.g. a
-            # distribution's NaN argument, a torch.distributions object given to pyro.sample
+        except _NotPyroDistribution as found:
+            raise PairError(str(found)) from None
+        except (ValueError, RuntimeError) as error:  # e.g. a distribution's NaN argument
             if not isinstance(error, PairError):  # this check's own, or the replay's
                 _check_arguments_unchanged(copies, "the model or the guide")
             stale = nonfinite_parameters(model, guide)
@@ -328,7 +342,6 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
                     "...) calls make two). Two sample statements need two names") from error
             explain_run_failure(error, model, guide, args, kwargs, PairError)
             raise
-    _check_pyro_distributions(model_full, guide_full)
     stale = nonfinite_param_sites((guide_full, model_full))
     if stale:  # it ran: the pair's own parameters, by their site names
         raise _stale_parameters(stale, "the pair's")
