@@ -95,6 +95,7 @@ from ppl_models import (  # noqa: E402
 )
 from ppl_models.audio import DEFAULT_RATE  # noqa: E402
 from scaffold.flags import (  # noqa: E402
+    count_used,
     positive_float,
     positive_int,
     script_parser,
@@ -454,9 +455,9 @@ def bits_per_char(lm, x: torch.Tensor, vocab: Vocabulary) -> float:
     return -nats / float(vocab.lengths(x).sum()) / math.log(2)
 
 
-def language_samples(args, device, cache_dir: Path, out: Path) -> dict:
-    """n-grams and a GRU on English words: a Markdown table of bits/char and samples."""
-    data = load_words(seed=args.seed)
+def language_samples(data, args, device, cache_dir: Path, out: Path) -> dict:
+    """n-grams and a GRU on English words (``data``: :func:`ppl_models.load_words`'s split):
+    a Markdown table of bits/char and samples."""
     vocab = Vocabulary.from_words(data.words)
     train = vocab.encode(data.train[:args.lm_num_train])
     test = vocab.encode(data.test)
@@ -546,6 +547,14 @@ def main(args: argparse.Namespace) -> dict:
     else:
         data = load_images(name)
     names = FASHION_CLASSES if data.name == "fashion-mnist" else tuple(map(str, range(10)))
+    args.num_train, args.pixelcnn_num_train = (
+        count_used("gallery", flag, count, len(data.train), f"the {data.name} training split",
+                   default)
+        for flag, count, default in (("--num-train", args.num_train, 20000),
+                                     ("--pixelcnn-num-train", args.pixelcnn_num_train, 4000)))
+    words = load_words(seed=args.seed)
+    args.lm_num_train = count_used("gallery", "--lm-num-train", args.lm_num_train,
+                                   len(words.train), "the word list's training split", 20000)
     test_grey = data.test.images[:args.num_test].to(device)
     test_x = binarize_static(data.test.images[:args.num_test], args.seed).to(device)
     test_y = data.test.labels[:args.num_test].to(device)
@@ -567,7 +576,7 @@ def main(args: argparse.Namespace) -> dict:
           f"image; bits per image "
           + ", ".join(f"{k} {v:.0f}" for k, v in
                       metrics["pixelcnn"]["compression_bits_per_image"].items()))
-    metrics["language"] = language_samples(args, device, cache_dir, out)
+    metrics["language"] = language_samples(words, args, device, cache_dir, out)
     print("bits per character: " + ", ".join(f"{r['model']} {r['bits']:.2f}"
                                              for r in metrics["language"]["models"]))
     metrics["audio"] = wavenet_audio(args, device, cache_dir, out)
@@ -580,15 +589,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = script_parser(__doc__, "runs/gallery")
     parser.add_argument("--dataset", choices=["auto", "fashion-mnist", "digits"], default="auto",
                         help="auto: Fashion-MNIST when installed, else the 8x8 digits")
-    parser.add_argument("--num-train", type=positive_int, default=20000,
-                        help="VAE training images (the first N)")
+    parser.add_argument("--num-train", type=positive_int, default=None,
+                        help="VAE training images (the first N; default 20000, or the whole "
+                             "split when smaller)")
     parser.add_argument("--num-test", type=positive_int, default=2000,
                         help="test images used (the first N; at least 2 of each class, and "
                              "twice --outliers-per-side)")
     parser.add_argument("--hidden", type=positive_int, default=500, help="VAE MLP hidden units")
     parser.add_argument("--vae-epochs", type=step_count, default=15)
-    parser.add_argument("--pixelcnn-num-train", type=positive_int, default=4000,
-                        help="PixelCNN training images (the first N)")
+    parser.add_argument("--pixelcnn-num-train", type=positive_int, default=None,
+                        help="PixelCNN training images (the first N; default 4000, or the "
+                             "whole split when smaller)")
     parser.add_argument("--pixelcnn-channels", type=positive_int, default=24)
     parser.add_argument("--pixelcnn-blocks", type=positive_int, default=3)
     parser.add_argument("--pixelcnn-epochs", type=step_count, default=2)
@@ -597,8 +608,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="PixelCNN draws per image")
     parser.add_argument("--outliers-per-side", type=positive_int, default=5)
     parser.add_argument("--num-compress", type=positive_int, default=200)
-    parser.add_argument("--lm-num-train", type=positive_int, default=20000,
-                        help="language models' training words (the first N)")
+    parser.add_argument("--lm-num-train", type=positive_int, default=None,
+                        help="language models' training words (the first N; default 20000, "
+                             "or all when fewer)")
     parser.add_argument("--gru-hidden", type=positive_int, default=128)
     parser.add_argument("--gru-epochs", type=step_count, default=3)
     parser.add_argument("--num-words", type=positive_int, default=8, help="sampled words per model")

@@ -213,8 +213,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         choices=["bernoulli", "categorical256", "logistic-mixture"])
     parser.add_argument("--class-conditional", action="store_true",
                         help="model p(x | class) with a class embedding in every block")
-    parser.add_argument("--binarization", choices=["static", "dynamic"], default="dynamic",
-                        help="of the training images (bernoulli); valid/test stay static")
+    parser.add_argument("--binarization", choices=["static", "dynamic"], default=None,
+                        help="of the training images, bernoulli only (default dynamic); "
+                             "valid/test stay static")
     parser.add_argument("--dropout", type=fraction_below_one, default=0.0,
                         help="on the gated activations of every block, in training only; in "
                              "[0, 1)")
@@ -238,7 +239,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--completions-per-image", type=positive_int, default=5)
     parser.add_argument("--num-timing", type=positive_int, default=4,
                         help="images drawn by each sampler for the timing")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.binarization is not None and args.likelihood != "bernoulli":
+        parser.error(f"argument --binarization: binarization is for the bernoulli likelihood; "
+                     f"the {args.likelihood} likelihood's training images are dequantized "
+                     "(continuous) or kept as 8-bit levels (discrete), never binarized")
+    args.binarization = args.binarization or "dynamic"
+    return args
 
 
 if __name__ == "__main__":

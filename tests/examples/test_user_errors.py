@@ -58,6 +58,9 @@ def parse(script: str, argv: list[str]):
     ("gallery", ["--pixelcnn-num-train", "0"], "--pixelcnn-num-train: must be a positive"),
     ("gallery", ["--num-train", "0"], "--num-train: must be a positive integer"),
     ("gallery", ["--num-test", "0"], "--num-test: must be a positive integer"),
+    # ignored without a word for the 8-bit and continuous likelihoods
+    ("pixelcnn", ["--likelihood", "categorical256", "--binarization", "static"],
+     "--binarization: binarization is for the bernoulli likelihood"),
     ("gallery", ["--num-test", "19"], "--num-test: the figures need at least 100 test images"),
     ("gallery", ["--outliers-per-side", "150"],
      ("--num-test: the figures need at least 3000 test images (300 of each of the 10 classes "
@@ -218,6 +221,14 @@ def long_line(tmp_path):
           ("pixel_likelihoods", ["--num-train", "100", "--num-test", "10", "--k"]),
           ("outliers", ["--num-train", "100", "--num-test", "10", "--num-samples"]),
           ("completion", ["--num-train", "100", "--num-test", "10", "--nll-k"]))],
+    # the gallery cut its training sets to the data without a word
+    ("gallery", ["--dataset", "digits", "--num-train", "100000"],
+     "gallery: error: argument --num-train: 100000 asked for, but the digits training split "
+     "holds"),
+    ("gallery", ["--dataset", "digits", "--pixelcnn-num-train", "100000"],
+     "argument --pixelcnn-num-train: 100000 asked for, but the digits training split holds"),
+    ("gallery", ["--dataset", "digits", "--lm-num-train", "100000000"],
+     "argument --lm-num-train: 100000000 asked for, but the word list's training split"),
     # the default 300 test images, 100 at a time: 1.2 TB of log weights at K = 3 * 10**9
     ("vae", ["--max-k", "3000000000"], "vae: error: argument --max-k: --max-k=3000000000 "
      "particles for 100 datapoints"),
