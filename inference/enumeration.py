@@ -55,14 +55,18 @@ def enumerated_traces(model: Callable, guide: Callable, args: tuple, kwargs: dic
 
 def _masked_log_prob(site) -> torch.Tensor | None:
     """A site's unscaled log density (``-inf`` for a latent outside its support), zero where
-    masked; None when masked out entirely."""
-    if site["mask"] is False:
+    masked; None when masked out entirely. An enumerated site's own ``poutine.mask`` is not
+    applied, as in Pyro's ``TraceEnum_ELBO``: its values are summed over with their
+    probabilities, which add up to one, and the mask applies to the sites that depend on them
+    (masked as zero there, one the sum would otherwise count once per value)."""
+    enumerated = site["infer"].get("_enumerate_symbol") is not None
+    if site["mask"] is False and not enumerated:
         return None
     fn, value = site["fn"], site["value"]
     log_p = fn.log_prob(value, *site["args"], **site["kwargs"])
     if not site["is_observed"]:
         log_p = mask_outside_support(fn, value, log_p)
-    if torch.is_tensor(site["mask"]):
+    if torch.is_tensor(site["mask"]) and not enumerated:
         log_p = torch.where(site["mask"], log_p, log_p.new_zeros(()))
     return log_p
 

@@ -41,7 +41,7 @@ from .enumeration import enumerated_log_density, enumerated_traces
 from .progress import check_progress, progress_bar
 from .random_state import forked_rng
 from .reachable import reachable_modules
-from .supports import mask_outside_support
+from .supports import mask_outside_support, on_the_real_line
 from .pair_check import (
     attach_subsample,
     DATA_PLATE,
@@ -243,13 +243,15 @@ def trace_log_density(trace, structure: PairStructure, observed: bool | None = N
                 log_p = mask_outside_support(fn, site["value"], log_p)
         term = (per_datapoint(log_p, site, nesting, structure.batch_size) if reduce is None
                 else reduce(log_p, site, nesting))
-        if not site["is_observed"]:
+        if not site["is_observed"] and normal is None and not on_the_real_line(fn):
             zero = torch.isneginf(term)
             impossible = zero if impossible is None else impossible | zero
         total = total + term
     if impossible is not None and torch.is_tensor(total):
         # density zero whatever the later sites say: a guide's draw outside the model's
-        # support (a negative scale) makes the sites that use it NaN, and NaN + -inf is NaN
+        # support (a negative scale) makes the sites that use it NaN, and NaN + -inf is NaN.
+        # On the real line a -inf is an overflow (a draw of 1e20 under a Normal), which
+        # must not hide the NaN the same draw gives elsewhere
         total = torch.where(impossible, total.new_tensor(-math.inf), total)
     return total
 
@@ -325,17 +327,24 @@ def particle_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: 
     return torch.cat(rows)
 
 
-def checked_pair(model: Callable, guide: Callable, args: tuple, kwargs: dict, use: str):
+def checked_pair(model: Callable, guide: Callable, args: tuple, kwargs: dict, use: str,
+                 reference: PairStructure | None = None):
     """Survey and check a pair for entry point ``use`` (:func:`inference.pair_check.check_pair`;
     for a per-datapoint estimator also :func:`check_rows_independent`).
+
+    ``reference``: the structure this returned for other rows of the same data in the same
+    call; a slice whose run traces the same program path takes from it what further runs
+    reveal (``survey_pair``'s ``reference``), the rows' values are judged anew.
 
     Returns:
         ``(model, guide, structure)`` with model and guide replaying the subsample the survey
         drew (when the model subsamples its own plates), so that every later pass of one call
         scores the same datapoints.
     """
-    structure = check_pair(survey_pair(model, guide, args, kwargs), use)
+    structure = check_pair(survey_pair(model, guide, args, kwargs, reference=reference), use)
     model, guide = structure.fix_subsample(model), structure.fix_subsample(guide)
+    if structure.from_reference:  # the passes below ran on the reference's rows
+        return model, guide, structure
     if structure.model_enumerated:
         _check_enumerated_pass(model, guide, args, kwargs, structure, use)
     if use in PER_DATAPOINT_USES:
@@ -451,7 +460,8 @@ def check_rows_independent(model: Callable, guide: Callable, args: tuple, kwargs
                 if kept is None:
                     return  # nothing to compare
                 continue
-            if cut_names == names and torch.allclose(whole, alone, rtol=1e-4, atol=1e-4):
+            if cut_names == names and torch.allclose(whole, alone, rtol=1e-4, atol=1e-4,
+                                                     equal_nan=True):
                 return
             if kept is None:
                 found = (f"trace the sites {sorted(cut_names[0] | cut_names[1])} instead "
@@ -688,7 +698,7 @@ def check_particle_memory(model: Callable, guide: Callable, args: tuple, kwargs:
 def checked_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: dict,
                         num_samples: int, chunk_size: int | None,
                         structure: PairStructure, compile=False,
-                        name: str = "num_samples", bar=None) -> torch.Tensor:
+                        name: str = "num_samples", bar=None, first_row: int = 0) -> torch.Tensor:
     """Log weights ``[num_samples, batch]`` of a pair returned by :func:`checked_pair`, without
     gradients, ``chunk_size`` particles at a time; raises on NaN or ``+inf`` weights.
 
@@ -696,7 +706,8 @@ def checked_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: d
     :func:`compiled_log_weights`. Before anything is drawn, :func:`check_particle_memory`
     refuses a pass that would not fit in memory, naming the count as ``name``. ``bar``: a
     progress bar (:func:`inference.progress.progress_bar`) advanced by the weights of each
-    chunk (particles times datapoints).
+    chunk (particles times datapoints). ``first_row``: the row of the caller's data that
+    column 0 scores (a slice's offset), for the datapoints an error names.
     """
     backend = check_compile(compile)
     if backend is not None and structure.model_enumerated:
@@ -719,13 +730,15 @@ def checked_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: d
             if bar is not None:
                 bar.update(size * structure.batch_size)
     weights = torch.cat(chunks)
-    check_log_weights(weights)
+    check_log_weights(weights, first_row=first_row)
     return weights
 
 
-def check_log_weights(log_w: torch.Tensor, what: str = "importance weights") -> None:
-    """Raise ``ValueError`` naming the datapoints (columns of ``log_w: [K, batch]``) with a
-    NaN or ``+inf`` log weight; ``-inf`` (a draw outside the model's support) is weight zero."""
+def check_log_weights(log_w: torch.Tensor, what: str = "importance weights",
+                      first_row: int = 0) -> None:
+    """Raise ``ValueError`` naming the datapoints (columns of ``log_w: [K, batch]``, counted
+    from ``first_row``) with a NaN or ``+inf`` log weight; ``-inf`` (a draw outside the
+    model's support) is weight zero."""
     for bad, value, why in (
             (torch.isnan(log_w).any(0), "NaN", "check the model's parameters, the guide's and "
                                                "the data range"),
@@ -733,7 +746,7 @@ def check_log_weights(log_w: torch.Tensor, what: str = "importance weights") -> 
                                                    "guide's underflows to zero, at a draw")):
         if bad.any():
             raise ValueError(f"{what} are {value} for datapoints "
-                             f"{bad.nonzero().flatten().tolist()[:10]} ({why})")
+                             f"{(bad.nonzero().flatten() + first_row).tolist()[:10]} ({why})")
 
 
 def check_data(args: tuple, kwargs: dict) -> None:

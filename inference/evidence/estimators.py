@@ -255,13 +255,14 @@ def log_evidence(model: Callable, guide: Callable, x: torch.Tensor, *,
     _check_rows_are_datapoints(model, guide, (x,), {}, x.shape[0], batch_size, "log_evidence",
                                sliced, remedy, argument="batch_size")
     itemsize = weight_itemsize((x,), {})
-    out = []
+    out, first = [], None
     with torch.no_grad(), progress_bar(num_samples * x.shape[0], "log_evidence", progress,
                                        "weights") as bar:
         for i in range(0, x.shape[0], batch_size):
             part = x[i:i + batch_size]
             fixed_model, fixed_guide, structure = checked_pair(model, guide, (part,), {},
-                                                               "log_evidence")
+                                                               "log_evidence", first)
+            first = first or structure
             _check_rows_scored(structure, part.shape[0], "log_evidence", sliced, remedy)
             sampled = [name for name in structure.model_latents
                        if name not in structure.model_enumerated]
@@ -276,7 +277,7 @@ def log_evidence(model: Callable, guide: Callable, x: torch.Tensor, *,
                     "enumeration), whose one weight is exact")
             check_weights_memory(num_samples, structure.batch_size, itemsize)
             weights = checked_log_weights(fixed_model, fixed_guide, (part,), {}, num_samples,
-                                          chunk_size, structure, compile, bar=bar)
+                                          chunk_size, structure, compile, bar=bar, first_row=i)
             out.append(log_mean_exp(weights, 0))
     return torch.cat(out)
 
@@ -380,7 +381,8 @@ def _sweep(slices: list, ks: list[int], repeats: int, chunk_size: int | None, co
         count = 0
         for part_args, part_kwargs, fixed_model, fixed_guide, structure in slices:
             log_w = checked_log_weights(fixed_model, fixed_guide, part_args, part_kwargs,
-                                        ks[-1], chunk_size, structure, compile, bar=bar)
+                                        ks[-1], chunk_size, structure, compile, bar=bar,
+                                        first_row=count)
             count += log_w.shape[1]
             sums[0] += float(log_w.mean(0).sum())
             for i, k in enumerate(ks):
@@ -441,8 +443,9 @@ def bound_sweep(model: Callable, guide: Callable, *args,
                                      "bound_sweep")
     slices = []
     for part_args, part_kwargs, rows in parts:
-        fixed_model, fixed_guide, structure = checked_pair(model, guide, part_args,
-                                                           part_kwargs, "bound_sweep")
+        fixed_model, fixed_guide, structure = checked_pair(
+            model, guide, part_args, part_kwargs, "bound_sweep",
+            slices[0][-1] if slices else None)
         if rows is not None:
             _check_rows_scored(structure, rows, "bound_sweep", sliced, remedy, part_args,
                                part_kwargs)

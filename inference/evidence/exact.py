@@ -329,10 +329,14 @@ def exact_log_evidence(
         with poutine.block(), torch.no_grad(), pyro.validation_enabled(False):
             with pyro.plate(PARTICLE_PLATE, g, dim=-nesting - 1):
                 chunk_trace = poutine.trace(conditioned).get_trace(*args, **kwargs)
+            # a discrete latent's own poutine.mask is not applied, as in Pyro's
+            # TraceEnum_ELBO: its probabilities sum to one over the values, and the mask
+            # acts on the sites that depend on it (a masked prior would count each value)
             total = sum(
                 per_datapoint(mask_outside_support(s["fn"], s["value"],
                                                    s["fn"].log_prob(s["value"])),
-                              s, nesting + 1, batch)
+                              {**s, "mask": None} if discrete and s["name"] == site else s,
+                              nesting + 1, batch)
                 for s in sample_sites(chunk_trace)
             )
         log_joint.append(total.expand(g, batch))

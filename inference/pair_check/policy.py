@@ -391,6 +391,16 @@ def check_pair(structure: PairStructure, use: str, called: str | None = None) ->
             "estimate of log p(x) means anything. Make every random choice a pyro.sample "
             "site (the guide's latents proposed to the model), or call .eval() on the "
             "network")
+    point_auxiliary = [n for n in s.auxiliary if s.guide_families.get(n) == "Delta"]
+    if point_auxiliary and not training:
+        raise PairError(
+            f"{called}: the guide's auxiliary site '{point_auxiliary[0]}' is a Delta, so every "
+            "latent the guide derives from it is one point (AutoLaplaceApproximation before "
+            "its Laplace step, which is a MAP estimate like AutoDelta): its particles are "
+            "all that point, scored as log q = 0, so importance weights, bounds and AIS "
+            "would give log p(x, z_MAP) (above log p(x) in a run of Pyro's coin tutorial). "
+            "Score guide.laplace_approximation(*args) instead, the Gaussian centred on that "
+            "point, or a guide with a density (AutoNormal, AutoMultivariateNormal)")
     if use in PER_DATAPOINT_USES:
         _check_per_datapoint(s, use, called)
     if use == JOINT_USE:

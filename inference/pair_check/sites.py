@@ -58,6 +58,38 @@ def trace_pair(model, guide, args, kwargs):
     return prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
 
 
+def _plain_setting(value):
+    """An ``infer`` setting as a hashable record: plain values as they are, others by type."""
+    return value if isinstance(value, (str, int, float, bool, type(None))) else \
+        type(value).__name__
+
+
+def trace_signature(model_trace, guide_trace) -> tuple:
+    """What one run's traces fix of a pair's structure, values aside: for each sample site
+    (model's, then guide's) its name, whether observed, its distribution's classes through
+    the wrappers, batch and event shapes, the value's shape and dtype, its plates, its
+    ``infer`` settings and its mask's shape. Two runs with equal signatures trace the same
+    program path (:func:`inference.pair_check.survey_pair`'s ``reference``)."""
+    rows = []
+    for role, trace in (("model", model_trace), ("guide", guide_trace)):
+        for site in sample_sites(trace):
+            fn, classes = site["fn"], []
+            while fn is not None:
+                classes.append(type(fn))
+                fn = getattr(fn, "base_dist", None)
+            value, mask = site["value"], site["mask"]
+            rows.append((
+                role, site["name"], site["is_observed"], tuple(classes),
+                tuple(site["fn"].batch_shape), tuple(site["fn"].event_shape),
+                (tuple(value.shape), value.dtype, value.device) if torch.is_tensor(value)
+                else type(value),
+                tuple((f.name, f.dim, f.size, getattr(f, "full_size", None))
+                      for f in site["cond_indep_stack"]),
+                tuple(sorted((key, _plain_setting(v)) for key, v in site["infer"].items())),
+                None if mask is None else tuple(torch.as_tensor(mask).shape)))
+    return tuple(rows)
+
+
 def check_sites_as_surveyed(model_trace, guide_trace, site_names: tuple) -> None:
     """Raise :class:`PairError` when a pass's traces hold other sample sites than the
     survey's (``site_names``: :attr:`PairStructure.site_names`; nothing to compare when

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import pyro
@@ -75,6 +75,7 @@ from .sites import (
     site_data_size,
     site_list,
     sites_moved_by_auxiliary,
+    trace_signature,
     unrecorded_randomness,
 )
 
@@ -157,6 +158,9 @@ class PairStructure:
             (:func:`.sites.check_sites_as_surveyed`).
         unrecorded_randomness: ``(program, finding)`` when the guide or the model draws
             random numbers Pyro does not record (:func:`.sites.unrecorded_randomness`).
+        signature: the run's :func:`.sites.trace_signature`.
+        from_reference: whether the probes that rerun the pair were taken from another
+            survey (``survey_pair``'s ``reference``).
     """
 
     max_plate_nesting: int
@@ -198,6 +202,8 @@ class PairStructure:
     data_sizes: tuple = ()
     site_names: tuple = field(default=(), compare=False)
     late_parents: tuple = ()
+    signature: tuple = field(default=(), compare=False, repr=False)
+    from_reference: bool = field(default=False, compare=False)
 
     @property
     def data_subsample(self) -> torch.Tensor | None:
@@ -283,7 +289,8 @@ def _dependent_late_parents(model, guide, args, kwargs, model_sites, guide_laten
 
 
 def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
-                probe_vectorized: bool = True, probe_randomness: bool = True) -> PairStructure:
+                probe_vectorized: bool = True, probe_randomness: bool = True,
+                reference: PairStructure | None = None) -> PairStructure:
     """Run the pair once (hidden from outer handlers, random state restored) and describe it.
 
     Args:
@@ -292,6 +299,14 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         probe_randomness: also run guide and model again on the recorded draws
             (:attr:`PairStructure.unrecorded_randomness`; False for training, whose
             stochastic objective may use unrecorded noise: three passes saved).
+        reference: the survey of the same pair on other rows of the same data, in the same
+            call (slices of a test set). When this run's traces have its
+            :attr:`PairStructure.signature` (the same sites, distributions, shapes and
+            plates), what only further runs of the program reveal (broadcasting, networks
+            built per run, unrecorded randomness, the dependencies of the latents) is taken
+            from it, and only what these rows' values decide (supports, masks, scales) is
+            judged anew: one or two runs of the pair instead of about a dozen. A pair whose
+            supports move with its draws, or that subsamples, is surveyed in full.
 
     Raises only when the pair cannot be described at all (no sample site, plates of
     different sizes); every other finding is recorded for :func:`check_pair` to judge per
@@ -412,9 +427,13 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         batch_size = sizes.pop() if sizes else 0
     data_sizes = tuple((role, size if size > 0 else batch_size)  # sizeless: this call's
                        for role, size in role_sizes.items())
+    signature = trace_signature(model_trace, guide_trace)
+    reuse = (reference is not None and reference.signature == signature and not subsample
+             and not reference.subsample and not reference.dependent_support)
     # data outside a support that moves with the draw (x ~ Uniform(0, z)) have density zero
     # at that draw, weight zero: no fault of the data, which only a fixed support judges
-    dependent_support = draw_dependent_supports(model, guide, args, kwargs, model_sites)
+    dependent_support = () if reuse else draw_dependent_supports(model, guide, args, kwargs,
+                                                                 model_sites)
     check_observed_values(model_sites, skip=dependent_support)
     if not is_validation_enabled():
         check_observed_values_validated(model, guide, args, kwargs, skip=dependent_support)
@@ -455,6 +474,17 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     unscorable = unscorable_sites(model_sites, support_mismatch)
     with torch.no_grad():
         check_latents_scorable(model_sites, guide_latents, skip=unscorable)
+    if reuse:  # what further runs of the same program path found on the reference's rows
+        return replace(
+            reference, batch_size=batch_size, data_sizes=data_sizes, signature=signature,
+            tempered=tuple(tempered_sites(model_sites + guide_latents)),
+            support_mismatch=support_mismatch, support_gap=support_gap, unscorable=unscorable,
+            measure_zero_support=measure_zero_supports(model_sites, guide_latents),
+            mask_mismatch=mask_mismatches(model_sites, guide_latents),
+            row_mismatch=tuple(row_mismatches(model_sites)),
+            weighted_deltas=tuple(s["name"] for s in guide_latents
+                                  if is_weighted_delta(s["fn"])),
+            trainable=_trainable(guide_full, model_full), from_reference=True)
     free_deltas, jacobian = delta_dependence(guide, args, kwargs, guide_latents, auxiliary)
     if jacobian:
         raise jacobian_error(jacobian[0])
@@ -521,6 +551,12 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
                     frozenset(s["name"] for s in guide_latents)),
         plates=tuple({(f.name, f.dim, f.size): None for site in (*model_sites, *guide_latents)
                       for f in site["cond_indep_stack"] if f.vectorized}),
-        trainable=any(param_requires_grad(site) for trace in (guide_full, model_full)
-                      for site in trace.nodes.values() if site["type"] == "param"),
+        trainable=_trainable(guide_full, model_full),
+        signature=signature,
     )
+
+
+def _trainable(*traces) -> bool:
+    """Whether any ``pyro.param`` site of the traces requires gradients."""
+    return any(param_requires_grad(site) for trace in traces
+               for site in trace.nodes.values() if site["type"] == "param")

@@ -1,0 +1,57 @@
+"""``AutoLaplaceApproximation`` is a MAP point mass until its Laplace step: its auxiliary
+site is a ``Delta``, so every estimator scored ``log p(x, z_MAP)`` (above the evidence in
+Pyro's coin tutorial, with a standard error of 0). Refused, pointing to
+``guide.laplace_approximation()``, whose Gaussian guide is scored as any other."""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer.autoguide import AutoLaplaceApproximation
+
+from inference import elbo, fit, iwae_bound, joint_log_evidence
+from inference.pair_check import PairError
+
+COIN = torch.cat([torch.ones(6), torch.zeros(4)]).double()
+
+
+def coin_model(data):
+    fairness = pyro.sample("fairness", dist.Beta(10., 10.))
+    with pyro.plate("data", len(data)):
+        pyro.sample("obs", dist.Bernoulli(fairness), obs=data)
+
+
+def log_beta(a, b):
+    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+
+
+def test_the_coin_tutorials_laplace_guide_is_refused_before_its_laplace_step():
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    guide = AutoLaplaceApproximation(coin_model)
+    fit(coin_model, guide, COIN, epochs=200, batch_size=10, lr=0.05, progress=False)
+    with pytest.raises(PairError, match="auxiliary site '_AutoLaplaceApproximation_latent' "
+                                        "is a Delta.*laplace_approximation"):
+        joint_log_evidence(coin_model, guide, COIN, num_samples=100, progress=False)
+    # its Laplace step gives a Gaussian guide, whose estimate meets the exact evidence
+    exact = log_beta(16, 14) - log_beta(10, 10)
+    laplace = guide.laplace_approximation(COIN)
+    result = joint_log_evidence(coin_model, laplace, COIN, num_samples=4000, progress=False)
+    assert abs(float(result.log_evidence) - exact) < 5 * float(result.standard_error) + 1e-3
+
+
+def test_a_per_datapoint_laplace_guide_is_refused_by_the_per_datapoint_estimators():
+    x = torch.randn(6)
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0., 1.))
+            pyro.sample("x", dist.Normal(z, 1.), obs=x)
+    pyro.clear_param_store()
+    guide = AutoLaplaceApproximation(model)
+    for call in (lambda: elbo(model, guide, x), lambda: iwae_bound(model, guide, x,
+                                                                   num_samples=4)):
+        with pytest.raises(PairError, match="is a Delta"):
+            call()
