@@ -23,7 +23,7 @@ import warnings
 
 import torch
 
-from .reachable import reachable_modules
+from .reachable import kept_plate_caches, reachable_modules
 
 
 def user_stacklevel() -> int:
@@ -501,7 +501,8 @@ def leaves_buffers(entry):
         except TypeError:  # the call itself is wrong: the estimator says how
             return entry(*args, **kwargs)
         programs = [bound[name] for name in PROGRAM_ARGUMENTS if name in bound]
-        with _buffers_put_back(entry.__name__, reachable_modules(*programs)):
+        modules = reachable_modules(*programs)
+        with _buffers_put_back(entry.__name__, modules), kept_plate_caches(modules):
             return entry(*args, **kwargs)
     return keeping
 

@@ -81,6 +81,25 @@ def _names(code) -> set[str]:
 
 
 @contextlib.contextmanager
+def kept_plate_caches(modules):
+    """Inside the block ``modules`` may run on other rows and fail (a probe of the pair on
+    its first rows); after it the plate caches of Pyro's ``EasyGuide`` among them are as
+    before. ``EasyGuide.forward`` clears its plates only when the guide returns, so a run
+    that raised left a plate of the probe's size, and every later call of the guide failed
+    with a shape mismatch."""
+    from pyro.contrib.easyguide import EasyGuide
+
+    saved = [(sub, dict(sub.plates)) for module in modules for sub in module.modules()
+             if isinstance(sub, EasyGuide)]
+    try:
+        yield
+    finally:
+        for sub, plates in saved:
+            sub.plates.clear()
+            sub.plates.update(plates)
+
+
+@contextlib.contextmanager
 def kept_buffers(modules):
     """Inside the block, ``modules`` may run (a survey of the pair in training mode); after
     it their buffers hold their values from before (running statistics not moved), also a

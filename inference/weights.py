@@ -40,7 +40,7 @@ from .densities import normal_log_density, plain_normal, summed_log_density
 from .enumeration import enumerated_log_density, enumerated_traces
 from .progress import check_progress, progress_bar
 from .random_state import forked_rng
-from .reachable import reachable_modules
+from .reachable import kept_plate_caches, reachable_modules
 from .supports import mask_outside_support, on_the_real_line
 from .pair_check import (
     attach_subsample,
@@ -434,7 +434,8 @@ def check_rows_independent(model: Callable, guide: Callable, args: tuple, kwargs
     if all(a is b for a, b in zip((*args, *kwargs.values()),
                                   (*cut_args, *cut_kwargs.values()))):
         return  # the data do not come in as arguments of batch_size rows
-    dropout = [sub for module in reachable_modules(model, guide) for sub in module.modules()
+    modules = reachable_modules(model, guide)
+    dropout = [sub for module in modules for sub in module.modules()
                if isinstance(sub, torch.nn.modules.dropout._DropoutNd)]
     given = (*args, *kwargs.values())
     cut = (*cut_args, *cut_kwargs.values())
@@ -444,7 +445,7 @@ def check_rows_independent(model: Callable, guide: Callable, args: tuple, kwargs
     trials = ([None] + [("whole", k) for k in cut_keys if len(cut_keys) > 1]
               + [("alone", k) for k in cut_keys if len(cut_keys) > 2])  # 2: the same pairs
     with forked_rng(), torch.no_grad(), pyro.poutine.block(), evaluation_mode(dropout), \
-            pyro.validation_enabled(False):
+            pyro.validation_enabled(False), kept_plate_caches(modules):
         recorded = pyro.poutine.trace(guide).get_trace(*args, **kwargs)
         whole, names = _replayed_model_density(model, guide, recorded, args, kwargs, structure)
         whole = whole[:, :rows]

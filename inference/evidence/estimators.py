@@ -25,6 +25,7 @@ from ..checks import (
 )
 from ..pair_check import DATA_PLATE, PairError, PairStructure, attach_subsample, survey_pair
 from ..progress import check_progress, progress_bar
+from ..reachable import kept_plate_caches, reachable_modules
 from ..random_state import forked_rng
 from ..weights import (
     check_compile,
@@ -84,7 +85,8 @@ def _check_rows_are_datapoints(model, guide, args: tuple, kwargs: dict, n: int, 
     if n > size:
         cut_args, cut_kwargs = cut_rows(args, kwargs, 0, size + 1)
         try:
-            probe = survey_pair(model, guide, cut_args, cut_kwargs, probe_vectorized=False)
+            with kept_plate_caches(reachable_modules(model, guide)):
+                probe = survey_pair(model, guide, cut_args, cut_kwargs, probe_vectorized=False)
         except PairError:
             raise
         except Exception as error:

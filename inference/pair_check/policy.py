@@ -401,6 +401,15 @@ def check_pair(structure: PairStructure, use: str, called: str | None = None) ->
             "would give log p(x, z_MAP) (above log p(x) in a run of Pyro's coin tutorial). "
             "Score guide.laplace_approximation(*args) instead, the Gaussian centred on that "
             "point, or a guide with a density (AutoNormal, AutoMultivariateNormal)")
+    if s.collapsed_deltas and not training:
+        raise PairError(
+            f"{called}: the guide computes the Delta site(s) {site_list(s.collapsed_deltas)} "
+            f"from its auxiliary draw(s) {site_list(s.auxiliary)}, which have fewer "
+            "elements than those sites together (AutoStructured with a 'delta' conditional, "
+            "a point estimate): q puts all its mass on a lower-dimensional set, with no "
+            "density on the latents' space, so importance weights, bounds and AIS are "
+            "undefined (they came out above log p(x)). Give every latent a distribution "
+            "('normal' or 'mvn' conditionals, AutoNormal)")
     if use in PER_DATAPOINT_USES:
         _check_per_datapoint(s, use, called)
     if use == JOINT_USE:

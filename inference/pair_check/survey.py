@@ -146,6 +146,10 @@ class PairStructure:
         free_deltas: those of :attr:`point_masses` whose value does not depend on any
             auxiliary site's draw: point masses on a parameter (AutoDelta, a hand-written
             ``Delta(pyro.param(...))``), not an AutoGuide's transform of its auxiliary latent.
+        collapsed_deltas: ``Delta`` guide sites computed from the auxiliary draws when
+            those have fewer elements than all such sites together (AutoStructured with a
+            ``"delta"`` conditional beside a ``"normal"`` one): q has no density on the
+            latents' space, whatever each site's ``log_density``.
         plates: ``(name, dim, size)`` of the vectorized plates of model and guide.
         beside_auxiliary: guide sites of a guide with auxiliary sites that are neither
             auxiliary nor ``Delta`` and whose distribution depends on no other draw: their
@@ -195,6 +199,7 @@ class PairStructure:
     row_mismatch: tuple = ()
     mask_mismatch: tuple = ()
     free_deltas: tuple = ()
+    collapsed_deltas: tuple = ()
     beside_auxiliary: tuple = ()
     plates: tuple = ()
     dependent_support: tuple = ()
@@ -542,6 +547,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         row_mismatch=tuple(row_mismatches(model_sites)),
         mask_mismatch=mask_mismatches(model_sites, guide_latents),
         free_deltas=free_deltas,
+        collapsed_deltas=_collapsed_deltas(guide_latents, auxiliary, free_deltas),
         beside_auxiliary=beside_auxiliary,
         unrecorded_randomness=(unrecorded_randomness(model, guide, args, kwargs)
                                if probe_randomness else ()),
@@ -554,6 +560,17 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         trainable=_trainable(guide_full, model_full),
         signature=signature,
     )
+
+
+def _collapsed_deltas(guide_latents, auxiliary, free_deltas) -> tuple:
+    """:attr:`PairStructure.collapsed_deltas`: the ``Delta`` sites that depend on auxiliary
+    draws, when these have more elements than the auxiliary draws (one run's values)."""
+    derived = [s for s in guide_latents if is_delta(s["fn"]) and s["name"] not in auxiliary
+               and s["name"] not in free_deltas]
+    drawn = sum(s["value"].numel() for s in guide_latents if s["name"] in auxiliary)
+    if sum(s["value"].numel() for s in derived) > drawn:
+        return tuple(s["name"] for s in derived)
+    return ()
 
 
 def _trainable(*traces) -> bool:
