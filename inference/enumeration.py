@@ -46,9 +46,14 @@ def enumerated_traces(model: Callable, guide: Callable, args: tuple, kwargs: dic
         return run
 
     guide_trace = poutine.trace(particles(guide)).get_trace(*args, **kwargs)
-    # replay innermost: a site the guide samples keeps the guide's draw, never enumerated
-    enumerating = poutine.enum(poutine.replay(particles(model), trace=guide_trace),
-                               first_available_dim=-nesting - 1)
+    drawn = {name for name, site in guide_trace.nodes.items() if site["type"] == "sample"}
+    # as in Pyro's TraceEnum_ELBO, the enumeration sees every site before the replay, so that
+    # a site the guide draws records the enumerated dims its distribution depends on (a -> z
+    # with z drawn by the guide); its mark is lifted first, so it keeps the guide's draw
+    unmarked = poutine.infer_config(
+        particles(model), lambda msg: {"enumerate": None} if msg["name"] in drawn else {})
+    enumerating = poutine.replay(poutine.enum(unmarked, first_available_dim=-nesting - 1),
+                                 trace=guide_trace)
     model_trace = poutine.trace(enumerating).get_trace(*args, **kwargs)
     return prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
 
