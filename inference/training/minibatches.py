@@ -714,8 +714,11 @@ def _check_autoguide_rows(model, guide, rows, first_batch, use, num_data, shuffl
                                    probe_randomness=False),
                        use, called)
     global_names = {name for _, name in whole.global_sites}
-    if not any(name not in global_names for name in whole.model_latents):
-        return  # only global latents: the guide's parameters do not follow the rows
+    if not any(name not in global_names and name not in whole.model_enumerated
+               for name in whole.model_latents):
+        # only global latents (and local ones the model sums out, which the guide never
+        # draws: the Gaussian mixture tutorial's assignments): no parameters follow the rows
+        return
     # two rows: an index-aware model still declares all N rows; a positional one declares 2
     probe = rows(2) if num_data > 2 else first_batch
     try:
