@@ -42,6 +42,7 @@ bench: install
 	$(PY) benchmarks/wavenet_sampling.py
 	$(PY) benchmarks/svi_step_overhead.py
 	$(PY) benchmarks/evidence_speed.py
+	$(PY) benchmarks/test_set_evidence.py
 	$(PY) benchmarks/distributed_scaling.py
 
 # The documentation site, built offline into site/. Its maths is typeset by KaTeX, taken from
