@@ -601,6 +601,11 @@ def _failing_program(error: BaseException, programs: dict):
     return role, traceback.extract_tb(tb, limit=1)[0]
 
 
+# Pyro's message for a site whose batch shape disagrees with an enclosing plate.
+_PLATE_MISMATCH = re.compile(
+    r"Shape mismatch inside plate\('([^']*)'\) at site (\S+) dim (-?\d+), (\d+) vs (\d+)")
+
+
 def _where_failed(error: BaseException, model, guide) -> str:
     """"the model (name, file line N: code)" for the innermost frame of ``error`` in one of
     the programs, "the model or the guide" when none is in the traceback."""
@@ -640,6 +645,18 @@ def explain_run_failure(error: BaseException, model, guide, args: tuple, kwargs:
                             f"{path} is {tensor.dtype} but the parameters of the networks the "
                             f"pair uses are {wanted} (torch: {str(error).splitlines()[0]}); "
                             f"convert the data ({data}) or the networks ({nets})") from error
+    mismatch = _PLATE_MISMATCH.match(str(error)) if isinstance(error, ValueError) else None
+    if mismatch is not None:
+        plate, site, dim, size, found = mismatch.groups()
+        raise refusal(
+            f"{_where_failed(error, model, guide)} draws site '{site}' with {found} entries "
+            f"along dim {dim}, where pyro.plate('{plate}') has {size} (Pyro: "
+            f"{str(error).splitlines()[0]}): its distribution's parameters do not follow the "
+            "plate. The usual cause is a pyro.param with one row per datapoint that the "
+            "param store kept from a call on other data (pyro.param returns the stored "
+            "value, whatever the initial value passed): pass the datapoints' indices with "
+            "the data and index the parameter with them, or call pyro.clear_param_store() "
+            "before working on data of another size") from error
     if isinstance(error, ValueError) and str(error).startswith("Expected parameter "):
         where = _where_failed(error, model, guide)
         raise refusal(

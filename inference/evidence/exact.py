@@ -22,6 +22,7 @@ from ..pair_check import (
     survey_pair,
     warn_if_tempered,
 )
+from ..progress import check_progress, progress_bar
 from ..supports import mask_outside_support, support_of
 from ..weights import check_data, per_datapoint
 
@@ -51,6 +52,9 @@ def _no_guide(*args, **kwargs) -> None:
 # z - end ~ u**3, so a density like |z - end|**(a - 1) becomes an integrand like u**(3a - 1),
 # which the midpoint rule integrates at its usual h**2 rate for a >= 2/3.
 END_POWER = 3
+
+# Grid nodes per latent dimension when num_points is not given, by values per datapoint.
+DEFAULT_NUM_POINTS = {1: 8001, 2: 801}
 
 
 # The most a node may move when it is rounded to the latent's dtype, as a fraction of the
@@ -220,8 +224,9 @@ def exact_log_evidence(
     *args,
     site: str = "z",
     bounds: tuple[float, float] = (-10.0, 10.0),
-    num_points: int = 8001,
+    num_points: int | None = None,
     chunk_size: int = 2048,
+    progress: bool = True,
     **kwargs,
 ) -> ExactEvidence:
     """``log p(x) = log integral p(x, z) dz`` per datapoint by the trapezoidal rule, or
@@ -245,8 +250,12 @@ def exact_log_evidence(
             A model that subsamples its own ``"data"`` plate is scored on one subsample.
         bounds: integration range per latent dimension (the prior should put negligible mass
             outside it; clipped to the latent's support).
-        num_points: nodes per latent dimension (a 2-D latent uses ``num_points**2`` nodes).
+        num_points: nodes per latent dimension; None: 8001 for one value per datapoint, 801
+            for two (a 2-D latent uses ``num_points**2`` nodes: 8001 per dimension took 39 s
+            and 5 GB for one datapoint, 801 gives the same evidence to 1e-12 on a smooth
+            posterior, and the resolution check still refuses a grid too coarse).
         chunk_size: grid nodes per vectorized pass of the model.
+        progress: False hides the bar (grid nodes scored) a call shows after a second.
 
     Returns:
         :class:`ExactEvidence`, without gradients (a reference value: the model's parameters
@@ -265,8 +274,10 @@ def exact_log_evidence(
     check_one_program_call(exact_log_evidence, "model", args)
     check_site_name(site, "exact_log_evidence")
     check_data(args, kwargs)
-    check_int(num_points, "num_points", 3)
+    if num_points is not None:
+        check_int(num_points, "num_points", 3)
     check_int(chunk_size, "chunk_size")
+    check_progress(progress)
     if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
         raise ValueError(f"bounds must be a pair (low, high), got {bounds!r}")
     for name, bound in zip(("bounds[0]", "bounds[1]"), bounds):
@@ -294,6 +305,8 @@ def exact_log_evidence(
     batch, nesting = structure.batch_size, structure.max_plate_nesting
     per_point, full = _latent_layout(latents[0], nesting, batch)
     latent_dim = math.prod(per_point)
+    if num_points is None:  # a latent of more values is refused below
+        num_points = DEFAULT_NUM_POINTS.get(latent_dim, DEFAULT_NUM_POINTS[1])
     discrete = (getattr(fn.support, "is_discrete", False) or not value.is_floating_point()
                 or getattr(fn, "has_enumerate_support", False))
     joint_support = None  # [S, latent_dim]: a discrete latent whose event is one value
@@ -317,29 +330,31 @@ def exact_log_evidence(
         grid = nodes[:, None]  # [G, 1]
 
     log_joint = []
-    for start in range(0, grid.shape[0], chunk_size):
-        points = grid[start:start + chunk_size]  # [g, latent_dim]
-        g = points.shape[0]
-        z = points.reshape((g,) + per_point).expand((g,) + full)
-        conditioned = poutine.condition(model, data={site: z})
-        # no gradients: the densities of a model with parameters would otherwise hold an
-        # autograd graph over every node of the grid in the results
-        # validation off: the survey checked the data; a support that moves with the latent
-        # (x ~ Uniform(0, z)) leaves them outside at some nodes, density zero there
-        with poutine.block(), torch.no_grad(), pyro.validation_enabled(False):
-            with pyro.plate(PARTICLE_PLATE, g, dim=-nesting - 1):
-                chunk_trace = poutine.trace(conditioned).get_trace(*args, **kwargs)
-            # a discrete latent's own poutine.mask is not applied, as in Pyro's
-            # TraceEnum_ELBO: its probabilities sum to one over the values, and the mask
-            # acts on the sites that depend on it (a masked prior would count each value)
-            total = sum(
-                per_datapoint(mask_outside_support(s["fn"], s["value"],
-                                                   s["fn"].log_prob(s["value"])),
-                              {**s, "mask": None} if discrete and s["name"] == site else s,
-                              nesting + 1, batch)
-                for s in sample_sites(chunk_trace)
-            )
-        log_joint.append(total.expand(g, batch))
+    with progress_bar(grid.shape[0], "exact_log_evidence", progress, "nodes") as bar:
+        for start in range(0, grid.shape[0], chunk_size):
+            points = grid[start:start + chunk_size]  # [g, latent_dim]
+            g = points.shape[0]
+            z = points.reshape((g,) + per_point).expand((g,) + full)
+            conditioned = poutine.condition(model, data={site: z})
+            # no gradients: the densities of a model with parameters would otherwise hold an
+            # autograd graph over every node of the grid in the results
+            # validation off: the survey checked the data; a support that moves with the latent
+            # (x ~ Uniform(0, z)) leaves them outside at some nodes, density zero there
+            with poutine.block(), torch.no_grad(), pyro.validation_enabled(False):
+                with pyro.plate(PARTICLE_PLATE, g, dim=-nesting - 1):
+                    chunk_trace = poutine.trace(conditioned).get_trace(*args, **kwargs)
+                # a discrete latent's own poutine.mask is not applied, as in Pyro's
+                # TraceEnum_ELBO: its probabilities sum to one over the values, and the mask
+                # acts on the sites that depend on it (a masked prior would count each value)
+                total = sum(
+                    per_datapoint(mask_outside_support(s["fn"], s["value"],
+                                                       s["fn"].log_prob(s["value"])),
+                                  {**s, "mask": None} if discrete and s["name"] == site else s,
+                                  nesting + 1, batch)
+                    for s in sample_sites(chunk_trace)
+                )
+            log_joint.append(total.expand(g, batch))
+            bar.update(g)
     log_joint = torch.cat(log_joint)  # [G, batch]
     _check_log_joint(log_joint, grid)
     log_w = log_w.to(log_joint.dtype)

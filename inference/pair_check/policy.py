@@ -115,7 +115,12 @@ def _check_sites_match(s: PairStructure, use: str = "log_importance_weights",
                 "enumerating guide with pyro.infer.SVI(model, guide, optim, "
                 "TraceEnum_ELBO(...)) directly")
         raise PairError(f"{called}: {marked}; {called} draws the guide's values as samples "
-                        "(importance sampling), it does not enumerate them: remove the mark")
+                        "(importance sampling), it does not enumerate them: remove the mark. "
+                        "(AutoDiscreteParallel marks every discrete site it guides: leave "
+                        "those sites to the model instead, config_enumerate on the model and "
+                        "no guide site, and the per-datapoint estimators sum them out; or draw "
+                        "them in a guide of your own, pyro.sample(name, "
+                        "dist.Categorical(logits=...)))")
 
 
 def _check_model_enumerated(s: PairStructure, use: str, called: str) -> None:
@@ -237,7 +242,9 @@ def _global_site_error(s: PairStructure, use: str, called: str | None = None) ->
         return PairError(
             f"{where}: an auxiliary guide variable drawn once for all datapoints makes q "
             f"couple them, so {split}. Draw it inside `with pyro.plate('{DATA_PLATE}', "
-            f"batch):`, one per datapoint; {training}")
+            f"batch):`, one per datapoint (an AutoGuide that draws it, such as "
+            "AutoStructured, has no per-datapoint form: use pyro.infer.autoguide.AutoNormal "
+            f"for per-datapoint estimates); {training}")
     if name in s.factors:
         return PairError(
             f"{where}: a pyro.factor outside the plate adds one log factor for all "
