@@ -325,21 +325,15 @@ def support_bounds(fn) -> list[torch.Tensor]:
     return [value for value in vars(support).values() if torch.is_tensor(value)]
 
 
-def on_the_real_line(fn) -> bool:
-    """Whether ``fn``'s support (:func:`support_of`) is the whole real line (elementwise), so
-    that no value lies outside it: a ``-inf`` log density there is an overflow, not a zero."""
-    return isinstance(_base(support_of(fn)[0]), type(constraints.real))
-
-
 def mask_outside_support(fn, value: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
     """``log_p`` (the batch-shaped ``fn.log_prob(value)``) with ``-inf`` where ``value`` lies
     outside ``fn``'s support (:func:`support_of`, which for a ``TransformedDistribution`` is
     its transforms' image, not torch's codomain): such a value has density zero, whatever
     formula ``log_prob`` extends past the support. The real line is skipped (nothing lies
     outside it)."""
-    if on_the_real_line(fn):
-        return log_p
     support = support_of(fn)[0]
+    if isinstance(_base(support), type(constraints.real)):
+        return log_p
     try:
         inside = support.check(value)
     except (NotImplementedError, ValueError):  # a dependent support that cannot check

@@ -41,7 +41,7 @@ from .enumeration import enumerated_log_density, enumerated_traces
 from .progress import check_progress, progress_bar
 from .random_state import forked_rng
 from .reachable import kept_plate_caches, reachable_modules
-from .supports import mask_outside_support, on_the_real_line
+from .supports import mask_outside_support
 from .pair_check import (
     attach_subsample,
     DATA_PLATE,
@@ -243,15 +243,17 @@ def trace_log_density(trace, structure: PairStructure, observed: bool | None = N
                 log_p = mask_outside_support(fn, site["value"], log_p)
         term = (per_datapoint(log_p, site, nesting, structure.batch_size) if reduce is None
                 else reduce(log_p, site, nesting))
-        if not site["is_observed"] and normal is None and not on_the_real_line(fn):
+        if not site["is_observed"]:
             zero = torch.isneginf(term)
             impossible = zero if impossible is None else impossible | zero
         total = total + term
     if impossible is not None and torch.is_tensor(total):
         # density zero whatever the later sites say: a guide's draw outside the model's
         # support (a negative scale) makes the sites that use it NaN, and NaN + -inf is NaN.
-        # On the real line a -inf is an overflow (a draw of 1e20 under a Normal), which
-        # must not hide the NaN the same draw gives elsewhere
+        # On the real line too: a Gumbel's exp(-z - exp(-z)) is 0 in floats below z = -88,
+        # where the likelihood that reads exp(-z) is NaN, and a draw of 1e20 under a
+        # Normal (parameters a diverged step left huge) has a density below exp(-1e40):
+        # weight zero either way, as no likelihood of the data makes up for it
         total = torch.where(impossible, total.new_tensor(-math.inf), total)
     return total
 
@@ -333,8 +335,9 @@ def checked_pair(model: Callable, guide: Callable, args: tuple, kwargs: dict, us
     for a per-datapoint estimator also :func:`check_rows_independent`).
 
     ``reference``: the structure this returned for other rows of the same data in the same
-    call; a slice whose run traces the same program path takes from it what further runs
-    reveal (``survey_pair``'s ``reference``), the rows' values are judged anew.
+    call; a slice whose run traces the same program path takes from it what the survey's
+    further runs reveal (``survey_pair``'s ``reference``); the rows' values, and whether the
+    rows depend on each other, are judged anew.
 
     Returns:
         ``(model, guide, structure)`` with model and guide replaying the subsample the survey
@@ -343,8 +346,8 @@ def checked_pair(model: Callable, guide: Callable, args: tuple, kwargs: dict, us
     """
     structure = check_pair(survey_pair(model, guide, args, kwargs, reference=reference), use)
     model, guide = structure.fix_subsample(model), structure.fix_subsample(guide)
-    if structure.from_reference:  # the passes below ran on the reference's rows
-        return model, guide, structure
+    # on a reference's slice too: whether rows depend on each other can turn on their values
+    # (a branch on the batch's largest value)
     if structure.model_enumerated:
         _check_enumerated_pass(model, guide, args, kwargs, structure, use)
     if use in PER_DATAPOINT_USES:

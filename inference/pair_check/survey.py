@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from dataclasses import dataclass, field, replace
@@ -12,10 +13,12 @@ from typing import Callable
 import pyro
 import torch
 from pyro import poutine
+from pyro.distributions import constraints
 from pyro.distributions.torch_distribution import TorchDistributionMixin
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
+from torch.distributions import biject_to
 
 from ..checks import (arguments_changed, check_pair_arguments, copied_arguments,
                       explain_run_failure)
@@ -547,7 +550,8 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         row_mismatch=tuple(row_mismatches(model_sites)),
         mask_mismatch=mask_mismatches(model_sites, guide_latents),
         free_deltas=free_deltas,
-        collapsed_deltas=_collapsed_deltas(guide_latents, auxiliary, free_deltas),
+        collapsed_deltas=_collapsed_deltas(model_sites, guide_latents, auxiliary,
+                                           free_deltas),
         beside_auxiliary=beside_auxiliary,
         unrecorded_randomness=(unrecorded_randomness(model, guide, args, kwargs)
                                if probe_randomness else ()),
@@ -562,15 +566,25 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     )
 
 
-def _collapsed_deltas(guide_latents, auxiliary, free_deltas) -> tuple:
+def _collapsed_deltas(model_sites, guide_latents, auxiliary, free_deltas) -> tuple:
     """:attr:`PairStructure.collapsed_deltas`: the ``Delta`` sites that depend on auxiliary
-    draws, when these have more elements than the auxiliary draws (one run's values)."""
+    draws, when these have more free coordinates than the auxiliary draws (one run's
+    values). A site's free coordinates are those of its model support's unconstrained
+    space (``biject_to(support)``: a simplex of K values has K - 1, a 3 x 3 correlation
+    Cholesky factor 3); a support without a known bijection leaves the check out."""
+    supports = {s["name"]: s["fn"].support for s in model_sites}
     derived = [s for s in guide_latents if is_delta(s["fn"]) and s["name"] not in auxiliary
                and s["name"] not in free_deltas]
     drawn = sum(s["value"].numel() for s in guide_latents if s["name"] in auxiliary)
-    if sum(s["value"].numel() for s in derived) > drawn:
-        return tuple(s["name"] for s in derived)
-    return ()
+    needed = 0
+    for site in derived:
+        try:
+            shape = biject_to(supports.get(site["name"], constraints.real)).inverse_shape(
+                site["value"].shape)
+        except (NotImplementedError, TypeError, ValueError):
+            return ()
+        needed += math.prod(shape)
+    return tuple(s["name"] for s in derived) if needed > drawn else ()
 
 
 def _trainable(*traces) -> bool:

@@ -61,7 +61,7 @@ def test_exact_evidence_sums_a_masked_discrete_latent_with_its_probabilities(mas
 def test_variable_length_hmm_matches_the_forward_algorithm_and_pyro():
     """Pyro's examples/hmm.py idiom: every step t >= length masked, states enumerated."""
     torch.manual_seed(0)
-    steps, states = 5, 2
+    steps = 5
     transition = torch.tensor([[0.8, 0.2], [0.3, 0.7]], dtype=torch.float64)
     emission = torch.tensor([[0.9, 0.1], [0.2, 0.8]], dtype=torch.float64)
     sequences = torch.randint(0, 2, (6, steps)).double()

@@ -144,3 +144,19 @@ def test_a_non_finite_weight_is_named_by_its_row_of_the_whole_data():
         with pytest.raises(ValueError, match=r"datapoints \[33\]"):
             bound_sweep(model, guide, x, num_samples=[2], repeats=1, data_batch_size=10,
                         progress=False)
+
+
+def test_rows_that_depend_on_each_other_in_a_later_slice_are_refused():
+    """The model rescales by the batch's largest value only when the batch holds one above
+    5: the same sites on every slice, but only the second slice's rows depend on each
+    other (they were scored, each by the company it kept)."""
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0., 1.))
+            scale = x.abs().max() if bool((x.abs() > 5).any()) else torch.tensor(1.)
+            pyro.sample("x", dist.Normal(z, 1.), obs=x / scale)
+
+    _, guide = gaussian_pair()
+    x = torch.tensor([0.1, -0.3, 0.5, 0.2, 0.4, -0.2, 0.3, 9.0])
+    with pytest.raises(PairError, match="depends on the other datapoints"):
+        log_evidence(model, guide, x, num_samples=2, batch_size=4, progress=False)
