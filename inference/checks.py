@@ -113,16 +113,37 @@ def finite_real(value) -> bool:
         return False
 
 
-def check_number(value, name: str, minimum: float | None = None, positive: bool = False) -> None:
+def check_number(value, name: str, minimum: float | None = None, positive: bool = False,
+                 dtype: torch.dtype | None = None) -> None:
     """Raise ``ValueError`` unless ``value`` is a finite real number (not a bool, not a
     string, not an integer beyond float range), ``> 0`` when ``positive``, ``>= minimum``
-    when given."""
+    when given, and, with ``dtype`` (the floating dtype it is computed in), within that
+    dtype's range (:func:`check_in_range_of`)."""
     if not finite_real(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     if positive and not value > 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    if dtype is not None:
+        check_in_range_of(value, name, dtype)
+
+
+def check_in_range_of(value, name: str, dtype: torch.dtype, hint: str = "") -> None:
+    """Raise ``ValueError`` naming ``name`` when the finite real number ``value`` is infinite
+    in the floating ``dtype`` (beyond its largest number, ``3.4e38`` for float32: ``1e39`` is
+    a Python float but ``inf`` in the tensors it is computed with, where torch fails with
+    "value cannot be converted to type float without overflow") or rounds to 0 there while
+    it is not 0 (below ``1.4e-45`` for float32). ``hint`` ends the message (what to pass)."""
+    info = torch.finfo(dtype)
+    stored = torch.tensor(float(value), dtype=torch.float64).to(dtype)
+    if torch.isfinite(stored) and (value == 0 or stored != 0):
+        return
+    where = "beyond" if not torch.isfinite(stored) else "below"
+    raise ValueError(f"{name}={value:g} is {where} the range of {dtype} (magnitudes "
+                     f"{info.smallest_normal * info.eps:.3g} to {info.max:.3g}), a dtype it is "
+                     f"computed in, where it is {float(stored):g}"
+                     f"{'; ' + hint if hint else ''}")
 
 
 def check_finite_tensor(value, name: str) -> None:

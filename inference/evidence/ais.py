@@ -401,7 +401,7 @@ def _check_options(num_chains, num_steps, transition, step_size, num_leapfrog, s
             raise ValueError(f"step_size must be a tensor of positive finite floats, got "
                              f"{step_size!r}")
     else:
-        check_number(step_size, "step_size", positive=True)
+        check_number(step_size, "step_size", positive=True, dtype=torch.float32)
     if target_accept is not None:
         check_number(target_accept, "target_accept")
         if not 0 < target_accept < 1:
