@@ -236,6 +236,8 @@ def check_weights_memory(num_samples: int, batch_size: int, itemsize: int,
     not reported), naming the count as ``name``. A sanity bound only: the weights alone, not
     the particles scored beside them, nor a GPU's own memory."""
     total = physical_memory_bytes()
+    # in Python ints: a numpy or tensor count (np.int64(2**61)) wrapped around in int64
+    num_samples, batch_size, itemsize = int(num_samples), int(batch_size), int(itemsize)
     need = num_samples * batch_size * itemsize
     if total is not None and need > total:
         raise ValueError(
