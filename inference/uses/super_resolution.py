@@ -795,6 +795,10 @@ def super_resolve_gibbs(log_prob: Callable[[torch.Tensor], torch.Tensor], y: tor
                 raise ValueError(f"log_prob must map [n, C, H, W] to a tensor [n], got "
                                  f"{type(part).__name__} {list(getattr(part, 'shape', []))} "
                                  f"for n = {rows}")
+            if not part.is_floating_point():  # torch's sampler failed on it, unnamed
+                raise ValueError(f"log_prob must return floating log probabilities [n], got "
+                                 f"dtype {part.dtype}: an integer or bool tensor holds no log "
+                                 "probability; return e.g. a float tensor (log_p.float())")
         out = torch.cat(parts) if parts else images.new_zeros(0)
         return out
 
