@@ -406,7 +406,7 @@ def _check_options(num_chains, num_steps, transition, step_size, num_leapfrog, s
         check_number(target_accept, "target_accept")
         if not 0 < target_accept < 1:
             raise ValueError(f"target_accept must lie in (0, 1), got {target_accept!r}")
-    check_number(adapt_rate, "adapt_rate", minimum=0)
+    check_number(adapt_rate, "adapt_rate", minimum=0, dtype=torch.float32)  # scales log eps
     return _betas(schedule, num_steps)
 
 

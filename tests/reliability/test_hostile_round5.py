@@ -55,6 +55,8 @@ BEYOND = r"1e\+39 is beyond the range of torch.float32"
     (lambda: inference.fit(model, guide, X, epochs=1, lr=1e39, progress=False), "lr"),
     (lambda: inference.ais_log_evidence(model, guide, X, num_chains=2, num_steps=2,
                                         step_size=1e39, progress=False), "step_size"),
+    (lambda: inference.ais_log_evidence(model, guide, X, num_chains=2, num_steps=2,
+                                        adapt_rate=1e39, progress=False), "adapt_rate"),
     (lambda: Autoencoder((1, 2, 2), sparsity=1e39), "sparsity"),
 ])
 def test_a_float_that_overflows_float32_is_refused_by_name(call, name):
