@@ -115,7 +115,7 @@ BAD = [
     (lambda: ToyManifold(noise_scale=float("inf")), "noise_scale must be a finite number"),
     # finite as Python floats, but their squares (the variance) are inf or 0 in float32:
     # sample() drew +-inf data, or noise-free data the model then refused
-    (lambda: ToyManifold(noise_scale=1e39), "noise_scale=1e+39: its square is beyond"),
+    (lambda: ToyManifold(noise_scale=1e39), r"noise_scale=1e\+39: its square is beyond"),
     (lambda: ToyManifold(noise_scale=1e-46), "noise_scale=1e-46: its square is beyond"),
     (lambda: ToyManifold().sample(0), "num_data must be a positive integer, got 0"),
     (lambda: ToyManifoldVAE(hidden=2.5), "hidden must be a positive integer, got 2.5"),
