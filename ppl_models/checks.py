@@ -118,7 +118,7 @@ def check_square_in_range_of(value: float, name: str, dtype: torch.dtype, why: s
     outside the normal range of ``dtype`` (``1.2e-38`` to ``3.4e38`` for float32: a scale
     about ``1.1e-19`` to ``1.8e19``); ``why`` says what would fail."""
     info = torch.finfo(dtype)
-    if not info.tiny <= value ** 2 <= info.max:
+    if not info.tiny ** 0.5 <= abs(value) <= info.max ** 0.5:  # value ** 2 overflows a float
         raise ValueError(f"{name}={value:g}: its square is beyond the range of {dtype} "
                          f"({info.tiny:.3g} to {info.max:.3g}), so {why}; pick a scale "
                          f"between {info.tiny ** 0.5:.3g} and {info.max ** 0.5:.3g}")

@@ -117,6 +117,7 @@ BAD = [
     # sample() drew +-inf data, or noise-free data the model then refused
     (lambda: ToyManifold(noise_scale=1e39), r"noise_scale=1e\+39: its square is beyond"),
     (lambda: ToyManifold(noise_scale=1e-46), "noise_scale=1e-46: its square is beyond"),
+    (lambda: ToyManifold(noise_scale=1e300), r"noise_scale=1e\+300: its square is beyond"),
     (lambda: ToyManifold().sample(0), "num_data must be a positive integer, got 0"),
     (lambda: ToyManifoldVAE(hidden=2.5), "hidden must be a positive integer, got 2.5"),
     (lambda: synthetic_signal(float("nan")), "seconds must be a finite number, got nan"),
