@@ -2,9 +2,10 @@
 
 :mod:`ppl_models.checks` holds the models' own checks. Some have a twin here (``as_int``,
 ``check_generator``, ``physical_memory_bytes``/``physical_memory``,
-``check_weights_memory``/``check_memory``) because the two packages never import each other
-(docs/architecture.md); the twins differ on purpose where their callers do (here a wrong
-generator is a ``ValueError`` and the memory bound is stated for log weights).
+``check_weights_memory``/``check_memory``, ``check_in_range_of``) because the two packages
+never import each other (docs/architecture.md); the twins differ on purpose where their
+callers do (here a wrong generator is a ``ValueError``, the memory bound is stated for log
+weights, and ``check_in_range_of`` ends with a hint where the models' twin says what fails).
 """
 
 from __future__ import annotations
