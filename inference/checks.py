@@ -2,9 +2,10 @@
 
 :mod:`ppl_models.checks` holds the models' own checks. Some have a twin here (``as_int``,
 ``check_generator``, ``physical_memory_bytes``/``physical_memory``,
-``check_weights_memory``/``check_memory``) because the two packages never import each other
-(docs/architecture.md); the twins differ on purpose where their callers do (here a wrong
-generator is a ``ValueError`` and the memory bound is stated for log weights).
+``check_weights_memory``/``check_memory``, ``check_in_range_of``) because the two packages
+never import each other (docs/architecture.md); the twins differ on purpose where their
+callers do (here a wrong generator is a ``ValueError``, the memory bound is stated for log
+weights, and ``check_in_range_of`` ends with a hint where the models' twin says what fails).
 """
 
 from __future__ import annotations
@@ -113,16 +114,37 @@ def finite_real(value) -> bool:
         return False
 
 
-def check_number(value, name: str, minimum: float | None = None, positive: bool = False) -> None:
+def check_number(value, name: str, minimum: float | None = None, positive: bool = False,
+                 dtype: torch.dtype | None = None) -> None:
     """Raise ``ValueError`` unless ``value`` is a finite real number (not a bool, not a
     string, not an integer beyond float range), ``> 0`` when ``positive``, ``>= minimum``
-    when given."""
+    when given, and, with ``dtype`` (the floating dtype it is computed in), within that
+    dtype's range (:func:`check_in_range_of`)."""
     if not finite_real(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     if positive and not value > 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    if dtype is not None:
+        check_in_range_of(value, name, dtype)
+
+
+def check_in_range_of(value, name: str, dtype: torch.dtype, hint: str = "") -> None:
+    """Raise ``ValueError`` naming ``name`` when the finite real number ``value`` is infinite
+    in the floating ``dtype`` (beyond its largest number, ``3.4e38`` for float32: ``1e39`` is
+    a Python float but ``inf`` in the tensors it is computed with, where torch fails with
+    "value cannot be converted to type float without overflow") or rounds to 0 there while
+    it is not 0 (below ``1.4e-45`` for float32). ``hint`` ends the message (what to pass)."""
+    info = torch.finfo(dtype)
+    stored = torch.tensor(float(value), dtype=torch.float64).to(dtype)
+    if torch.isfinite(stored) and (value == 0 or stored != 0):
+        return
+    where = "beyond" if not torch.isfinite(stored) else "below"
+    raise ValueError(f"{name}={value:g} is {where} the range of {dtype} (magnitudes "
+                     f"{info.smallest_normal * info.eps:.3g} to {info.max:.3g}), a dtype it is "
+                     f"computed in, where it is {float(stored):g}"
+                     f"{'; ' + hint if hint else ''}")
 
 
 def check_finite_tensor(value, name: str) -> None:
@@ -215,6 +237,8 @@ def check_weights_memory(num_samples: int, batch_size: int, itemsize: int,
     not reported), naming the count as ``name``. A sanity bound only: the weights alone, not
     the particles scored beside them, nor a GPU's own memory."""
     total = physical_memory_bytes()
+    # in Python ints: a numpy or tensor count (np.int64(2**61)) wrapped around in int64
+    num_samples, batch_size, itemsize = int(num_samples), int(batch_size), int(itemsize)
     need = num_samples * batch_size * itemsize
     if total is not None and need > total:
         raise ValueError(

@@ -33,7 +33,7 @@ import numbers
 
 import torch
 
-from .checks import check_int, check_not_meta
+from .checks import as_int, check_not_meta
 
 LN2 = math.log(2.0)
 
@@ -66,12 +66,15 @@ def _check_log_value(value, name: str, allow: tuple[str, ...] = ()) -> None:
                              f"{' or ' + ' or '.join(allow) if allow else ''}")
 
 
-def _check_num_dims(value, name: str = "num_dims", minimum: int = 1) -> None:
+def _check_num_dims(value, name: str = "num_dims", minimum: int = 1) -> int:
     """A count of dimensions (or levels): an integer from ``minimum`` below ``2**63``, the
-    size no tensor reaches (``10**400`` overflowed the float arithmetic unnamed)."""
-    check_int(value, name, minimum)
+    size no tensor reaches (``10**400`` overflowed the float arithmetic unnamed); returned
+    as a Python ``int``: compared as a 0-dim int64 tensor, ``torch.tensor(784) >= 2**63``
+    wrapped around to True."""
+    value = as_int(value, name, minimum)
     if value >= 2**63:
         raise ValueError(f"{name}={value} is beyond any tensor's size (at most 2**63 - 1)")
+    return value
 
 
 def nats_to_bits(nats: float | torch.Tensor) -> float | torch.Tensor:
@@ -110,7 +113,7 @@ def bits_per_dim(nats_per_datapoint: float | torch.Tensor, num_dims: int):
         the same type and shape, in bits/dim (float32 for a half-precision tensor).
     """
     _check_log_value(nats_per_datapoint, "nats_per_datapoint", ("+inf",))
-    _check_num_dims(num_dims)
+    num_dims = _check_num_dims(num_dims)
     return _widened(nats_per_datapoint) / (num_dims * LN2)
 
 
@@ -120,8 +123,8 @@ def dequantization_correction_nats(num_dims: int, levels: int = 256) -> float:
     ``-log P(k) <= E_u[-log p((k + u) / levels)] + dequantization_correction_nats(D)``
     (module docstring, [1], [2]). For a 28x28 8-bit image: ``784 log 256 = 4347.4`` nats.
     """
-    _check_num_dims(num_dims)
-    _check_num_dims(levels, "levels", 2)
+    num_dims = _check_num_dims(num_dims)
+    levels = _check_num_dims(levels, "levels", 2)
     return num_dims * math.log(levels)
 
 
@@ -151,6 +154,7 @@ def discrete_log_likelihood_bound(log_density_nats: float | torch.Tensor, num_di
     entries.
     """
     _check_log_value(log_density_nats, "log_density_nats", ("-inf",))
+    num_dims, levels = _check_num_dims(num_dims), _check_num_dims(levels, "levels", 2)
     bound = _widened(log_density_nats) - dequantization_correction_nats(num_dims, levels)
     _check_bound_not_positive(bound, log_density_nats, num_dims, levels)
     return bound

@@ -185,6 +185,31 @@ def _data_chunk_bytes(path: Path) -> tuple[int, int] | None:
     return None
 
 
+def _unpadded_chunk(path: Path) -> str | None:
+    """Where the RIFF chunks of ``path`` lose their alignment: "the 'junk' chunk of 3 bytes at
+    byte 36 lacks the pad byte ..." for the first odd-sized chunk not followed by its pad
+    byte (the next chunk's name starts right after it), None where none is found."""
+    def is_name(tag: bytes) -> bool:
+        return len(tag) == 4 and all(32 <= c < 127 for c in tag)
+
+    with path.open("rb") as f:
+        if f.read(12)[8:12] != b"WAVE":
+            return None
+        while len(header := f.read(8)) == 8:
+            start, size = f.tell() - 8, int.from_bytes(header[4:], "little")
+            if header[:4] == b"data":
+                return None
+            f.seek(start + 8 + size)
+            after = f.read(5)
+            if size % 2 and not is_name(after[1:5]) and is_name(after[:4]):
+                name = header[:4].decode("ascii", "replace")
+                return (f"its {name!r} chunk of {size} bytes at byte {start} has an odd size "
+                        "but no pad byte after it (RIFF pads chunks to even sizes), so the "
+                        "chunks after it are misaligned")
+            f.seek(start + 8 + size + size % 2)
+    return None
+
+
 def read_wav(path: str | Path, rate: int | None = None) -> tuple[torch.Tensor, int]:
     """Read an integer-PCM WAV file (8, 16 or 32 bit; channels are averaged to mono).
 
@@ -196,7 +221,9 @@ def read_wav(path: str | Path, rate: int | None = None) -> tuple[torch.Tensor, i
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: the file is not a readable PCM WAV file, holds fewer samples than its
+        IsADirectoryError: ``path`` is a folder.
+        ValueError: the file is not a readable PCM WAV file (naming the chunk without its pad
+            byte where an odd-sized chunk misaligns the rest), holds fewer samples than its
             header gives (truncated), a data chunk ending in a partial frame or one that
             declares 0 bytes but has bytes after it (a streaming writer's unset size), or
             resampling it to ``rate`` would need more than this machine's memory (checked
@@ -205,6 +232,9 @@ def read_wav(path: str | Path, rate: int | None = None) -> tuple[torch.Tensor, i
     path = Path(path).expanduser()
     if rate is not None:
         rate = as_int(rate, "rate")
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot read {path} as a WAV file: it is a folder; pass a "
+                                "file's path")
     if not path.is_file():
         raise FileNotFoundError(f"no WAV file at {path}")
     try:
@@ -218,10 +248,15 @@ def read_wav(path: str | Path, rate: int | None = None) -> tuple[torch.Tensor, i
                 _check_resample_memory(frames, file_rate, rate, "rate")
             expected = f.getnframes()
             frames = f.readframes(expected)
-    except (wave.Error, EOFError) as error:  # an EOFError says nothing: say where it ended
+    except (wave.Error, EOFError, RuntimeError) as error:
+        # an EOFError says nothing: say where it ended; a bare RuntimeError (wave's seek past
+        # a chunk's end) comes from chunks misaligned by an odd-sized one without its pad byte
         size = path.stat().st_size
-        reason = str(error) or ("empty file" if not size else
-                                f"truncated header: the file ends after {size} bytes")
+        reason = str(error) or (
+            "empty file" if not size else
+            _unpadded_chunk(path) or "its chunks are misaligned (a chunk's size points "
+            "beyond the next chunk)" if isinstance(error, RuntimeError) else
+            f"truncated header: the file ends after {size} bytes")
         raise ValueError(f"{path} is not a readable PCM WAV file: {reason}") from error
     if width not in _PCM_SCALE:
         raise ValueError(f"{path}: unsupported sample width of {width} bytes (need 1, 2 or 4)")

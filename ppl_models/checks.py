@@ -1,10 +1,11 @@
 """Input checks shared by the models: say what was expected instead of failing deep inside.
 
 :mod:`inference.checks` has twins of ``as_int``, ``check_generator``, ``physical_memory``,
-``check_memory`` and ``check_not_meta`` for the inference side: the two packages never import
-each other (docs/architecture.md), and the twins differ where their callers do (here
-``minimum=None`` allows any integer, a generator of the wrong type is a ``TypeError``, and
-``device=None`` accepts a generator on any device).
+``check_memory``, ``check_not_meta`` and ``check_in_range_of`` for the inference side: the
+two packages never import each other (docs/architecture.md), and the twins differ where
+their callers do (here ``minimum=None`` allows any integer, a generator of the wrong type
+is a ``TypeError``, ``device=None`` accepts a generator on any device, and
+``check_in_range_of`` says what a value out of range would do).
 """
 
 from __future__ import annotations
@@ -67,11 +68,14 @@ def as_sizes(values, name: str, length: int | None = None, meaning: str = "") ->
 
 
 def as_number(value, name: str, low: float | None = None, high: float | None = None, *,
-              low_open: bool = False, high_open: bool = False) -> float:
+              low_open: bool = False, high_open: bool = False,
+              dtype: torch.dtype | None = None) -> float:
     """``value`` as a Python ``float``; ``ValueError`` naming ``name`` unless it is a finite
     real number (bools refused) in the interval from ``low`` to ``high`` (each bound inclusive
     unless ``low_open``/``high_open``; None: unbounded). An integer beyond float range
-    (``10**400``) is not finite."""
+    (``10**400``) is not finite. With ``dtype`` (a floating dtype: the one the number is
+    computed in), it must also be finite there (``1e39`` is ``inf`` in float32) and, when not
+    0, not round to 0 there (``1e-46`` is ``0`` in float32)."""
     try:
         finite = not isinstance(value, bool) and isinstance(value, numbers.Real) \
             and math.isfinite(value)
@@ -88,7 +92,37 @@ def as_number(value, name: str, low: float | None = None, high: float | None = N
         if high is not None:
             bounds.append(f"{'<' if high_open else '<='} {high:g}")
         raise ValueError(f"{name} must be {' and '.join(bounds)}, got {value!r}")
+    if dtype is not None:
+        check_in_range_of(value, name, dtype)
     return value
+
+
+def check_in_range_of(value: float, name: str, dtype: torch.dtype, what: str = "") -> None:
+    """``ValueError`` naming ``name`` when the real number ``value`` is infinite in the
+    floating ``dtype`` (beyond its largest finite value, ``3.4e38`` for float32) or rounds to
+    0 there while it is not 0 (below its smallest subnormal, ``1.4e-45`` for float32):
+    numbers finite as a Python float but not in the tensors they are computed in. ``what``
+    says what such a value would do (default: the computation's result is inf or NaN)."""
+    info = torch.finfo(dtype)
+    stored = torch.tensor(float(value), dtype=torch.float64).to(dtype)
+    if torch.isfinite(stored) and (value == 0 or stored != 0):
+        return
+    where = "beyond" if not torch.isfinite(stored) else "below"
+    raise ValueError(f"{name}={value:g} is {where} the range of {dtype} (magnitudes "
+                     f"{info.smallest_normal * info.eps:.3g} to {info.max:.3g}), a dtype it is "
+                     f"computed in, where it is {float(stored):g}: "
+                     f"{what or 'what is computed with it would be inf or NaN'}")
+
+
+def check_square_in_range_of(value: float, name: str, dtype: torch.dtype, why: str) -> None:
+    """``ValueError`` naming ``name`` when the square of the scale ``value`` (a variance) is
+    outside the normal range of ``dtype`` (``1.2e-38`` to ``3.4e38`` for float32: a scale
+    about ``1.1e-19`` to ``1.8e19``); ``why`` says what would fail."""
+    info = torch.finfo(dtype)
+    if not info.tiny ** 0.5 <= abs(value) <= info.max ** 0.5:  # value ** 2 overflows a float
+        raise ValueError(f"{name}={value:g}: its square is beyond the range of {dtype} "
+                         f"({info.tiny:.3g} to {info.max:.3g}), so {why}; pick a scale "
+                         f"between {info.tiny ** 0.5:.3g} and {info.max ** 0.5:.3g}")
 
 
 SEED_LIMIT = 2**63

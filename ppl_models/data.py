@@ -377,18 +377,24 @@ def binarize_dynamic(images: torch.Tensor,
     return torch.bernoulli(images, generator=generator)
 
 
-def _check_on_grid(images: torch.Tensor) -> None:
-    """``ValueError`` unless every value of ``images`` ``[...]`` lies within
-    ``LEVEL_TOLERANCE`` levels of a level ``k / 255``; in float16 and bfloat16, which store
-    ``k / 255`` a tenth of a level to a whole level off, it must be that level exactly as
-    the dtype stores it."""
+def off_level_grid(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """``(off, distance, tolerance)`` for ``images`` ``[...]``: ``off`` (bool, same shape) marks
+    the values farther than ``LEVEL_TOLERANCE`` levels from every level ``k / 255`` (in float16
+    and bfloat16, which store ``k / 255`` a tenth of a level to a whole level off: the values
+    that are not a level exactly as the dtype stores it), ``distance`` is each value's distance
+    to the nearest level, in levels, and ``tolerance`` the rule applied, in words."""
     scaled = images.to(torch.promote_types(images.dtype, torch.float32)) * 255
     distance = (scaled - scaled.round()).abs()
     if torch.finfo(images.dtype).eps > 1e-4:  # a half-precision dtype
         stored = (scaled.round().clamp(0, 255).double() / 255).to(images.dtype)
-        off, tolerance = images != stored, f"the rounding of {images.dtype}"
-    else:
-        off, tolerance = distance > LEVEL_TOLERANCE, LEVEL_TOLERANCE
+        return images != stored, distance, f"the rounding of {images.dtype}"
+    return distance > LEVEL_TOLERANCE, distance, f"{LEVEL_TOLERANCE}"
+
+
+def _check_on_grid(images: torch.Tensor) -> None:
+    """``ValueError`` unless every value of ``images`` ``[...]`` lies on the 8-bit grid
+    (:func:`off_level_grid`)."""
+    off, distance, tolerance = off_level_grid(images)
     if bool(off.any()):  # the example: the farthest of the values refused
         worst = float(images.flatten()[int(distance.masked_fill(~off, -1).flatten().argmax())])
         raise ValueError(f"images must hold 8-bit levels k / 255 (within {tolerance} of a "

@@ -40,7 +40,7 @@ from torch.distributions import constraints
 from torch.nn import functional as F
 
 from .checks import as_int, as_number, as_seed
-from .data import LEVEL_TOLERANCE, ImageData, uniform_dequantize
+from .data import LEVEL_TOLERANCE, ImageData, off_level_grid, uniform_dequantize
 
 __all__ = [
     "LEVELS",
@@ -459,8 +459,47 @@ def _check_binary(x: torch.Tensor) -> None:
     _require(constraints.boolean, x, "the Bernoulli likelihood", _BINARY)
 
 
+# A density scores continuous values: data whose values all lie on the 8-bit grid k / 255
+# (binarized {0, 1} images, raw levels never dequantized) are refused from this many values
+# on. A dequantized value (k + u) / 256 lands within LEVEL_TOLERANCE (1e-3) levels of a
+# level with probability about 2e-3 (float32; at most 1/8 for float16, whose steps near 1
+# are 1/2048), so a false refusal of 32 values has probability below 1e-28.
+GRID_REFUSAL_MIN_VALUES = 32
+# Values read first: dequantized or other continuous data show an off-grid value among them,
+# so the whole tensor is read only when the refusal is likely.
+_GRID_PROBE = 4096
+
+
 def _check_unit_interval(x: torch.Tensor) -> None:
     _require(constraints.unit_interval, x, "the Gaussian likelihood", _UNIT)
+    _refuse_level_grid(x)
+
+
+def _refuse_level_grid(x: torch.Tensor) -> None:
+    """``ValueError`` when the (at least ``GRID_REFUSAL_MIN_VALUES``) values of ``x: [...]``
+    all lie on the 8-bit grid ``k / 255``: a density on ``[0, 1]`` evaluated on a set of
+    measure zero is unbounded (its scale shrinks onto the levels and ``log p(x)`` grows
+    without limit: +22.7 nats per 8x8 binarized digit, -0.51 bits/dim), not a
+    log-likelihood. The first ``_GRID_PROBE`` values are read first, so continuous data cost
+    no full pass."""
+    if x.numel() < GRID_REFUSAL_MIN_VALUES:
+        return
+    flat = x.reshape(-1)
+    if bool(off_level_grid(flat[:_GRID_PROBE])[0].any()):
+        return
+    if flat.numel() > _GRID_PROBE and bool(off_level_grid(flat)[0].any()):
+        return
+    binary = bool(((flat == 0) | (flat == 1)).all())
+    what = "binary values in {0, 1}" if binary else "8-bit levels k / 255, not dequantized"
+    fix = ("the bernoulli likelihood for binary images" if binary else
+           "uniform_dequantize(x) (training_representation does it for fit), or a discrete "
+           "likelihood (categorical256, logistic-mixture) for the levels themselves")
+    raise ValueError(
+        f"the Gaussian likelihood is a density and needs continuous values in [0, 1] "
+        f"(uniformly dequantized levels (k + u) / 256, see uniform_dequantize), but all "
+        f"{flat.numel()} values of x are {what}: a density on "
+        f"values that take a few discrete levels is unbounded (log p(x) grows as the scale "
+        f"shrinks onto them) and is no log-likelihood; use {fix}")
 
 
 def _check_levels(x: torch.Tensor) -> None:

@@ -15,7 +15,7 @@ from pyro.nn import PyroModule, PyroParam, pyro_method
 from torch.distributions import constraints
 
 from .checks import (as_int, as_number, as_seed, check_data, check_finite_parameters,
-                     check_memory)
+                     check_memory, check_square_in_range_of)
 
 
 class LinearGaussian(PyroModule):
@@ -35,12 +35,8 @@ class LinearGaussian(PyroModule):
         super().__init__()
         data_dim, latent_dim = as_int(data_dim, "data_dim"), as_int(latent_dim, "latent_dim")
         noise_scale = as_number(noise_scale, "noise_scale", 0, low_open=True)
-        info = torch.finfo(torch.get_default_dtype())
-        if not info.tiny ** 0.5 <= noise_scale <= info.max ** 0.5:  # the closed forms use s**2
-            raise ValueError(f"noise_scale={noise_scale:g}: its square is beyond the range of "
-                             f"{torch.get_default_dtype()} ({info.tiny:.3g} to {info.max:.3g}), "
-                             "so the closed forms would divide by 0 or inf; pick a scale "
-                             f"between {info.tiny ** 0.5:.3g} and {info.max ** 0.5:.3g}")
+        check_square_in_range_of(noise_scale, "noise_scale", torch.get_default_dtype(),
+                                 "the closed forms would divide by 0 or inf")
         seed = as_seed(seed)
         check_memory(2 * data_dim * latent_dim + latent_dim**2 + 2 * data_dim + latent_dim,
                      torch.get_default_dtype(), f"data_dim={data_dim}, latent_dim={latent_dim}: "

@@ -210,6 +210,9 @@ class PixelCNN(PyroModule):
                              f"{list(getattr(h, 'shape', []))}")
         else:
             check_like(h, "h", self)
+            # NaN/inf in h made every pixel's logits NaN: torch's refusal of the logits (with
+            # validation on) or a NaN log-probability row (off), naming neither h nor a row
+            check_values(h, "h")
 
     # ---------------------------------------------------------------------------- network
     def _network(self, x: torch.Tensor, y: torch.Tensor | None, h: torch.Tensor | None
@@ -379,8 +382,6 @@ class PixelCNN(PyroModule):
         self._check_condition(y, h, num)
         if h is not None and h.dim() != 2:
             raise ValueError(f"sampling takes h: [num, cond_dim], got {list(h.shape)}")
-        if h is not None:
-            check_values(h, "h")  # NaN/inf in h would make every drawn pixel garbage
         if generator is None:
             generator = torch.Generator(device).manual_seed(seed)
         if (given is None) != (mask is None):

@@ -24,7 +24,8 @@ from pyro.nn import PyroModule, PyroParam, pyro_method
 from torch import nn
 from torch.distributions import constraints
 
-from .checks import as_int, as_number, as_seed, check_data, check_input, check_memory
+from .checks import (as_int, as_number, as_seed, check_data, check_input, check_memory,
+                     check_square_in_range_of)
 from .networks import check_parameters, full_precision
 
 IMAGE_SIDE = 4
@@ -43,12 +44,18 @@ class ToyManifold(PyroModule):
     """The true model: ``z ~ N(0, 1)``, ``x | z ~ N(manifold_mean(z), noise_scale^2 I_16)``.
 
     No learnable parameters; ``model(x)`` with ``x: [batch, 16]`` scores data under the truth.
-    ``noise_scale`` is a finite number > 0.
+    ``noise_scale`` is a finite number > 0 whose square lies within the default dtype's
+    normal range (about 1.1e-19 to 1.8e19 in float32).
     """
 
     def __init__(self, noise_scale: float = 0.1):
         super().__init__()
         self.noise_scale = as_number(noise_scale, "noise_scale", 0, low_open=True)
+        # the model scores x with the variance noise_scale**2 in the default dtype: 1e39 drew
+        # infinite data, 1e-46 (0 in float32) noise-free data that the model then refused
+        check_square_in_range_of(self.noise_scale, "noise_scale", torch.get_default_dtype(),
+                                 "sample() would draw infinite or noise-free data and the "
+                                 "model's log density would be NaN")
 
     @pyro_method
     def model(self, x: torch.Tensor) -> None:

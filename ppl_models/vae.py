@@ -185,7 +185,9 @@ class Autoencoder(_ImageModel):
                  hidden: Sequence[int] = (400,), sparsity: float = 0.0,
                  likelihood_options: dict | None = None):
         latent_dim, hidden = as_int(latent_dim, "latent_dim"), as_sizes(hidden, "hidden")
-        sparsity = as_number(sparsity, "sparsity", 0)
+        # the penalty -sparsity * |code| is computed in float32 (at least): 1e39 is inf there,
+        # and fit only said "training diverged ... Lower lr"
+        sparsity = as_number(sparsity, "sparsity", 0, dtype=torch.float32)
         super().__init__(image_shape, likelihood, likelihood_options)
         self.latent_dim, self.sparsity = latent_dim, sparsity
         self.encoder, self.decoder = _networks(

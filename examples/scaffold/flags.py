@@ -73,24 +73,38 @@ def seed_int(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
-    """A finite number > 0 (learning rates, scales)."""
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+"""The largest number a float flag takes: the models compute in float32, where a larger one
+(``--free-bits 1e39``, ``--sparsity 1e300``) is ``inf`` and failed in torch after the models
+before it had trained."""
+
+
+def _real(text: str, what: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be {what} (finite), got {text!r}")
+    if abs(value) > FLOAT32_MAX:
+        raise argparse.ArgumentTypeError(f"must be at most {FLOAT32_MAX:.3g} (float32's "
+                                         f"largest number, where the models compute), got "
+                                         f"{text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (learning rates, scales), at most float32's largest."""
+    value = _real(text, "a positive number")
+    if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a finite positive number, got {text!r}")
     return value
 
 
 def nonnegative_float(text: str) -> float:
-    """A finite number >= 0 (rates, dropout, free bits)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
+    """A finite number >= 0 (rates, dropout, free bits), at most float32's largest."""
+    value = _real(text, "a number >= 0")
+    if value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
     return value
 

@@ -401,12 +401,12 @@ def _check_options(num_chains, num_steps, transition, step_size, num_leapfrog, s
             raise ValueError(f"step_size must be a tensor of positive finite floats, got "
                              f"{step_size!r}")
     else:
-        check_number(step_size, "step_size", positive=True)
+        check_number(step_size, "step_size", positive=True, dtype=torch.float32)
     if target_accept is not None:
         check_number(target_accept, "target_accept")
         if not 0 < target_accept < 1:
             raise ValueError(f"target_accept must lie in (0, 1), got {target_accept!r}")
-    check_number(adapt_rate, "adapt_rate", minimum=0)
+    check_number(adapt_rate, "adapt_rate", minimum=0, dtype=torch.float32)  # scales log eps
     return _betas(schedule, num_steps)
 
 
@@ -500,6 +500,9 @@ def ais_log_evidence(
     check_pair_call(ais_log_evidence, kwargs, model=model, guide=guide)
     schedule_betas = _check_options(num_chains, num_steps, transition, step_size, num_leapfrog,
                                     start, target_accept, adapt_rate, chunk_size, schedule)
+    # Python ints from here: a numpy or tensor count (np.int64(2**61)) overflowed int64 in
+    # the memory checks' products and failed in torch ("Storage size calculation overflowed")
+    num_chains, num_steps, num_leapfrog = int(num_chains), int(num_steps), int(num_leapfrog)
     check_number(step_jitter, "step_jitter", minimum=0.0)
     check_progress(progress)
     if not step_jitter < 1:

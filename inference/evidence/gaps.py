@@ -189,12 +189,17 @@ class LocalGaussianGuide:
 MAX_FIT_STEPS = 10 ** 7  # gradient steps of the local guides: as AIS's MAX_STEPS
 
 
-def _check_fit_arguments(num_steps, lr, num_particles) -> None:
+def _check_fit_arguments(num_steps, lr, num_particles) -> tuple[int, float, int]:
+    """The local guides' fit options, checked; returned as Python numbers (a numpy or tensor
+    count would overflow int64 in the memory checks' products)."""
     check_int(num_steps, "num_steps")
     check_at_most(num_steps, "num_steps", MAX_FIT_STEPS, "each step fits every local guide "
                   "once, so such a run would not end")
-    check_number(lr, "lr", positive=True)
+    # Adam computes lr in the local parameters' dtype, float32 at least: 1e39 failed there,
+    # in torch ("value cannot be converted to type float without overflow")
+    check_number(lr, "lr", positive=True, dtype=torch.float32)
     check_int(num_particles, "num_particles")
+    return int(num_steps), float(lr), int(num_particles)
 
 
 def _check_step(loss: float, grads, step: int, num_steps: int, lr: float) -> None:
@@ -249,7 +254,7 @@ def fit_local_guide(model: Callable, local_guide: LocalGaussianGuide | Callable,
         the mean negative ELBO over the datapoints after each step (nats), ``num_steps`` floats.
     """
     check_pair_call(fit_local_guide, kwargs, model=model, local_guide=local_guide)
-    _check_fit_arguments(num_steps, lr, num_particles)
+    num_steps, lr, num_particles = _check_fit_arguments(num_steps, lr, num_particles)
     check_progress(progress)
     _local_parameters(local_guide)
     check_nonempty_batch(args, kwargs)
@@ -442,7 +447,7 @@ def amortization_gap(model: Callable, guide: Callable, *args,
     check_pair_call(amortization_gap, kwargs, model=model, guide=guide)
     check_int(num_eval_samples, "num_eval_samples", 2)  # two at least, for a standard error
     num_eval_samples, chunk_size = check_num_samples(num_eval_samples, chunk_size)
-    _check_fit_arguments(num_steps, lr, num_particles)
+    num_steps, lr, num_particles = _check_fit_arguments(num_steps, lr, num_particles)
     check_progress(progress)
     check_data(args, kwargs)
     args, kwargs = autograd_arguments(args, kwargs)  # the local guides are fitted by gradient

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..checks import check_int, check_not_meta, check_pair_call, leaves_buffers
+from ..checks import as_int, check_not_meta, check_pair_call, leaves_buffers
 from ..weights import check_num_samples, log_mean_exp, log_weights_for
 
 GOOD_K = 0.5
@@ -106,7 +106,7 @@ def effective_sample_size(log_w: torch.Tensor) -> torch.Tensor:
 def tail_length(num_samples: int) -> int:
     """M, how many of ``num_samples`` weights make the tail ArviZ fits:
     ``ceil(min(K / 5, 3 sqrt(K)))`` [1]; ``num_samples`` a positive integer."""
-    check_int(num_samples, "num_samples")
+    num_samples = as_int(num_samples, "num_samples")
     return math.ceil(min(num_samples / 5.0, 3 * math.sqrt(num_samples)))
 
 

@@ -141,7 +141,7 @@ def _check_arguments(model, guide, loss, num_particles, epochs, batch_size, lr, 
     if epochs > MAX_EPOCHS:  # tqdm and range() index epochs with a C ssize_t
         raise ValueError(f"epochs must be at most {MAX_EPOCHS:,} (2**62), got {epochs}")
     check_int(batch_size, "batch_size")
-    check_number(lr, "lr", minimum=0.0)
+    check_number(lr, "lr", minimum=0.0, dtype=torch.float32)  # applied in float32 at least
     check_int(seed, "seed", 0)
     if seed > MAX_SEED:
         raise ValueError(f"seed must be an integer in 0..2**32 - 1 (NumPy's generator, which fit "

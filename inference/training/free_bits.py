@@ -52,7 +52,7 @@ import torch
 from pyro.distributions import Independent, Normal
 from torch.distributions import kl_divergence
 
-from ..checks import check_int, check_number
+from ..checks import as_int, check_number
 from ..pair_check import biased_late_parents, data_frame, is_delta, sample_sites, trace_pair
 
 __all__ = ["FreeBitsELBO", "FreeBitsTerms", "free_bits_terms"]
@@ -263,8 +263,10 @@ class FreeBitsELBO:
     """
 
     def __init__(self, free_bits: float, num_particles: int = 1, group: str = "dimension"):
-        check_number(free_bits, "free_bits", minimum=0.0)
-        check_int(num_particles, "num_particles")
+        # the floor is clamped against the KL in float32 (at least): 1e39 failed there, in
+        # torch, at the first step
+        check_number(free_bits, "free_bits", minimum=0.0, dtype=torch.float32)
+        num_particles = as_int(num_particles, "num_particles")
         if group not in GROUPS:
             raise ValueError(f"group must be one of {GROUPS}, got {group!r}")
         self.free_bits, self.num_particles, self.group = float(free_bits), num_particles, group

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from pyro.poutine.messenger import Messenger
 
 from ..checks import check_number
@@ -19,7 +20,7 @@ class scale_data_plate(Messenger):
     value_neutral = True  # never sets a site's value (see inference.training.svi_step)
 
     def __init__(self, factor: float):
-        check_number(factor, "scale_data_plate factor", positive=True)
+        check_number(factor, "scale_data_plate factor", positive=True, dtype=torch.float32)
         super().__init__()
         self.factor = factor
 
@@ -40,7 +41,7 @@ class scale_latents(Messenger):
     value_neutral = True  # never sets a site's value (see inference.training.svi_step)
 
     def __init__(self, beta: float):
-        check_number(beta, "scale_latents beta", minimum=0.0)
+        check_number(beta, "scale_latents beta", minimum=0.0, dtype=torch.float32)
         super().__init__()
         self.beta = beta
 

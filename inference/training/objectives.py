@@ -24,7 +24,7 @@ from pyro.distributions.torch_distribution import MaskedDistribution
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch.distributions.transforms import AffineTransform, ComposeTransform, IndependentTransform
 
-from ..checks import as_int, check_int, check_number, check_weights_memory
+from ..checks import as_int, check_number, check_weights_memory
 from ..pair_check import (
     PARTICLE_PLATE,
     check_pair,
@@ -279,13 +279,13 @@ def make_loss(name, num_particles: int = 1, free_bits: float | None = None):
     if isinstance(name, type):
         raise TypeError(f"loss must be a loss name or a loss object, got the class "
                         f"{name.__qualname__}: pass an instance, e.g. {name.__qualname__}()")
-    check_int(num_particles, "num_particles")
+    num_particles = as_int(num_particles, "num_particles")
     if name == "elbo-free-bits" and free_bits is None:
         raise ValueError("loss 'elbo-free-bits' needs its free bits per latent dimension "
                          "(without them it is 'meanfield'): pass loss=FreeBitsELBO(free_bits) "
                          "to fit, or make_loss('elbo-free-bits', free_bits=...)")
     free_bits = 0.0 if free_bits is None else free_bits
-    check_number(free_bits, "free_bits", minimum=0.0)
+    check_number(free_bits, "free_bits", minimum=0.0, dtype=torch.float32)
     if hasattr(name, "loss") and hasattr(name, "loss_and_grads"):
         held = getattr(name, "num_particles", None)
         if num_particles not in (1, held):

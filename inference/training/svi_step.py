@@ -488,7 +488,7 @@ class Adam:
             raise TypeError(f"Adam(lr) takes the learning rate itself, got the dict {lr!r} that "
                             "pyro.optim.Adam takes: write Adam(lr=...) (or pass "
                             "pyro.optim.Adam({...}) where an optimizer is asked for)")
-        check_number(lr, "lr", minimum=0.0)
+        check_number(lr, "lr", minimum=0.0, dtype=torch.float32)  # applied in float32 at least
         if fused not in (None, True, False):
             raise TypeError(f"fused must be True, False or None, got {fused!r}")
         self.lr = lr

@@ -38,9 +38,9 @@ import math
 import torch
 
 from ..checks import (
+    as_int,
     check_chain_length,
     check_generator,
-    check_int,
     check_model_tensor,
     check_nonempty_batch,
     check_not_meta,
@@ -184,7 +184,7 @@ def map_complete(vae, log_channel: torch.Tensor, steps: int = 300, lr: float = 0
     require(vae, EncoderDecoder, "vae")
     require_standard_prior(vae, "vae")
     _check_channel(log_channel, vae)
-    check_int(steps, "steps", 0)
+    steps = as_int(steps, "steps", 0)
     check_number(lr, "lr", positive=True)
     check_nonempty_batch((), {"log_channel": log_channel})
     log_channel = log_channel.detach()  # a table that requires grad is data here

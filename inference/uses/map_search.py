@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 import torch
 
+from ..checks import check_in_range_of
+
 
 def adam_map(start: torch.Tensor, log_joint: Callable[[torch.Tensor], torch.Tensor],
              steps: int, lr: float, entry: str, inputs: str) -> torch.Tensor:
@@ -30,9 +32,8 @@ def adam_map(start: torch.Tensor, log_joint: Callable[[torch.Tensor], torch.Tens
         FloatingPointError: the objective or the codes turn NaN or infinite after a step
             (``lr`` too large), naming the step.
     """
-    if lr >= torch.finfo(start.dtype).max:
-        raise ValueError(f"{entry}: lr={lr} is beyond the range of the codes' dtype "
-                         f"{start.dtype}; use a learning rate such as 0.05")
+    check_in_range_of(lr, f"{entry}: lr", start.dtype,
+                      "use a learning rate such as 0.05 (Adam computes it in the codes' dtype)")
     # the search needs gradients whatever the caller's mode (torch.no_grad, inference_mode)
     with torch.inference_mode(False), torch.enable_grad():
         z = start.detach().clone().requires_grad_(True)

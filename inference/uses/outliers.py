@@ -37,7 +37,7 @@ import numbers
 import numpy as np
 import torch
 
-from ..checks import check_int, check_not_meta
+from ..checks import as_int, check_not_meta
 
 
 def _is_real(value) -> bool:
@@ -173,7 +173,7 @@ def typicality_scores(log_p: torch.Tensor, reference_log_p: torch.Tensor,
     if reference_log_p.shape[0] == 0:
         raise ValueError("reference_log_p is empty: the inliers' entropy H needs at least one "
                          "held-out log density")
-    check_int(group_size, "group_size")
+    group_size = as_int(group_size, "group_size")
     if log_p.shape[0] < group_size:
         raise ValueError(f"need log_p [n] with n >= group_size >= 1, got {list(log_p.shape)} "
                          f"and group_size={group_size}")

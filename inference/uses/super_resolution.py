@@ -64,10 +64,10 @@ import torch
 from torch.nn import functional as F
 
 from ..checks import (
+    as_int,
     check_chain_length,
     check_finite_tensor,
     check_generator,
-    check_int,
     check_model_tensor,
     check_nonempty_batch,
     check_not_meta,
@@ -518,7 +518,7 @@ def super_resolve_map(vae, y: torch.Tensor, factor: int, steps: int = 300, lr: f
         :class:`SuperResolution` with the pixel posterior at ``z*`` and ``z*: [batch, d]``.
     """
     _check_vae_inputs(vae, y, factor, truth)
-    check_int(steps, "steps", 0)
+    steps = as_int(steps, "steps", 0)
     check_number(lr, "lr", positive=True)
     with torch.no_grad():
         start, _ = vae.encode(_upsampled(y, factor))
@@ -685,8 +685,8 @@ def _check_gibbs_arguments(log_prob, y, factor, num_sweeps, burn_in, subset_size
                                  "mean and the int64 ranking of the start's pixels",
                                  4 * y.dtype.itemsize + 16)
     burn_in = check_chain_length(num_sweeps, burn_in, name="num_sweeps")
-    check_int(subset_size, "subset_size", 2)
-    check_int(max_batch, "max_batch")
+    subset_size = as_int(subset_size, "subset_size", 2)
+    max_batch = as_int(max_batch, "max_batch")
     check_generator(generator, y.device)
     m = min(int(subset_size), factor ** 2)
     if m > MAX_SUBSET_SIZE:
@@ -795,6 +795,10 @@ def super_resolve_gibbs(log_prob: Callable[[torch.Tensor], torch.Tensor], y: tor
                 raise ValueError(f"log_prob must map [n, C, H, W] to a tensor [n], got "
                                  f"{type(part).__name__} {list(getattr(part, 'shape', []))} "
                                  f"for n = {rows}")
+            if not part.is_floating_point():  # torch's sampler failed on it, unnamed
+                raise ValueError(f"log_prob must return floating log probabilities [n], got "
+                                 f"dtype {part.dtype}: an integer or bool tensor holds no log "
+                                 "probability; return e.g. a float tensor (log_p.float())")
         out = torch.cat(parts) if parts else images.new_zeros(0)
         return out
 

@@ -127,6 +127,11 @@ def parse(script: str, argv: list[str]):
     ("similarity", ["--datasets", "digits", "digits"], "argument --datasets: digits given"),
     ("pixel_likelihoods", ["--likelihoods", "bernoulli", "bernoulli"],
      "argument --likelihoods: bernoulli given more than once"),
+    # finite floats that are inf in float32: --free-bits failed in torch's clamp and
+    # --sparsity in a NaN factor, each with a traceback after the models before had trained
+    ("pixel_vae", ["--free-bits", "1e39"], "argument --free-bits: must be at most 3.4e+38"),
+    ("vae", ["--sparsity", "1e300"], "argument --sparsity: must be at most 3.4e+38"),
+    ("vae", ["--lr", "1e39"], "argument --lr: must be at most 3.4e+38"),
 ])
 def test_flags_out_of_range_are_refused_by_argparse(script, argv, message, capsys):
     # each used to pass argparse and fail later, some after training, inside torch or numpy

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from inference import elbo, fit, iwae_bound
-from ppl_models import VAE, Autoencoder, LinearGaussian, ToyManifold, ToyManifoldVAE, WaveNet
+from ppl_models import (VAE, Autoencoder, LinearGaussian, ToyManifold, ToyManifoldVAE, WaveNet,
+                        uniform_dequantize)
 from ppl_models.neural_lm import GRULanguageModel
 from ppl_models.pixelcnn import PixelCNN
 from ppl_models.text import Vocabulary
@@ -80,6 +81,8 @@ def test_vae_on_cuda(device, network, likelihood):
     vae = VAE((1, 28, 28), 4, likelihood, network, hidden=(32,))
     levels = torch.randint(0, 256, (64, 1, 28, 28), generator=torch.Generator().manual_seed(1))
     x = (levels >= 128).float() if likelihood == "bernoulli" else levels / 255.0
+    if likelihood == "gaussian-learned":  # a density scores dequantized levels, not k / 255
+        x = uniform_dequantize(x, torch.Generator().manual_seed(3))
     z = torch.randn(64, 4, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         cpu = vae.decode(z).log_prob(x).sum((1, 2, 3))

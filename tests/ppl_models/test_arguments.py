@@ -113,6 +113,11 @@ BAD = [
     (lambda: LinearGaussian(4, 2, noise_scale=0.0), "noise_scale must be > 0, got 0.0"),
     (lambda: LinearGaussian(4, 2).simulate(2.5), "num_data must be a positive integer, got 2.5"),
     (lambda: ToyManifold(noise_scale=float("inf")), "noise_scale must be a finite number"),
+    # finite as Python floats, but their squares (the variance) are inf or 0 in float32:
+    # sample() drew +-inf data, or noise-free data the model then refused
+    (lambda: ToyManifold(noise_scale=1e39), r"noise_scale=1e\+39: its square is beyond"),
+    (lambda: ToyManifold(noise_scale=1e-46), "noise_scale=1e-46: its square is beyond"),
+    (lambda: ToyManifold(noise_scale=1e300), r"noise_scale=1e\+300: its square is beyond"),
     (lambda: ToyManifold().sample(0), "num_data must be a positive integer, got 0"),
     (lambda: ToyManifoldVAE(hidden=2.5), "hidden must be a positive integer, got 2.5"),
     (lambda: synthetic_signal(float("nan")), "seconds must be a finite number, got nan"),

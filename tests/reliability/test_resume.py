@@ -392,7 +392,9 @@ def _autoencoder_run(path, resume=False, epochs=1, **options):
 
     pyro.clear_param_store()  # as in a new process
     model = Autoencoder(image_shape=(1, 4, 4), latent_dim=2, hidden=(8,), **options)
-    x = (torch.rand(40, 1, 4, 4, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    x = torch.rand(40, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    if not model.likelihood.name.startswith("gaussian"):  # a density takes continuous values
+        x = (x > 0.5).float()
     return fit(model.model, model.guide, x, epochs=epochs, batch_size=20, seed=1,
                checkpoint=path, resume=resume, progress=False)
 
