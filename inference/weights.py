@@ -672,7 +672,8 @@ def check_particle_memory(model: Callable, guide: Callable, args: tuple, kwargs:
     caller has no ``chunk_size`` (all particles in one pass), and the message says to lower
     ``name``."""
     total = physical_memory_bytes()
-    chunk = min(chunk_size or num_samples, num_samples)
+    num_samples = int(num_samples)  # a numpy or 0-d tensor count would overflow int64 below
+    chunk = min(int(chunk_size or num_samples), num_samples)
     if total is None or chunk < MEASURED_FROM or not structure.vectorizable:
         return
     per_particle = particle_bytes(model, guide, args, kwargs, structure)
