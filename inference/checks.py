@@ -137,7 +137,9 @@ def check_in_range_of(value, name: str, dtype: torch.dtype, hint: str = "") -> N
     "value cannot be converted to type float without overflow") or rounds to 0 there while
     it is not 0 (below ``1.4e-45`` for float32). ``hint`` ends the message (what to pass)."""
     info = torch.finfo(dtype)
-    stored = torch.tensor(float(value), dtype=torch.float64).to(dtype)
+    # on the CPU whatever device a torch.device(...) block makes the default (networks
+    # built on "meta" to size them)
+    stored = torch.tensor(float(value), dtype=torch.float64, device="cpu").to(dtype)
     if torch.isfinite(stored) and (value == 0 or stored != 0):
         return
     where = "beyond" if not torch.isfinite(stored) else "below"

@@ -104,7 +104,9 @@ def check_in_range_of(value: float, name: str, dtype: torch.dtype, what: str = "
     numbers finite as a Python float but not in the tensors they are computed in. ``what``
     says what such a value would do (default: the computation's result is inf or NaN)."""
     info = torch.finfo(dtype)
-    stored = torch.tensor(float(value), dtype=torch.float64).to(dtype)
+    # on the CPU whatever device a torch.device(...) block makes the default (networks
+    # built on "meta" to size them)
+    stored = torch.tensor(float(value), dtype=torch.float64, device="cpu").to(dtype)
     if torch.isfinite(stored) and (value == 0 or stored != 0):
         return
     where = "beyond" if not torch.isfinite(stored) else "below"

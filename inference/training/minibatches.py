@@ -241,7 +241,10 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
             f"fit: pyro.plate('{DATA_PLATE}') declares size {declared}, but fit passes "
             f"minibatches of {length} of {num_data} datapoints: declare the plate's size as "
             f"len(x) (fit then scales by {num_data} / len(x)) or as {num_data} with the "
-            "minibatch's indices (pyro.plate('data', N, subsample=idx), idx passed as data)")
+            "minibatch's indices (pyro.plate('data', N, subsample=idx), idx passed as data). "
+            "If the datapoints lie along another dim of the data (documents as columns of a "
+            "[words, documents] tensor), put them along dim 0, which fit cuts into "
+            "minibatches (x.T)")
     if structure.vectorizable is False and vectorized:
         if loss in ("elbo", "meanfield"):
             remedy = (f"use num_particles=1, or loss=pyro.infer.{type(make_loss(loss)).__name__}"
