@@ -318,7 +318,8 @@ def test_a_network_of_a_plain_function_pair_in_training_mode_is_warned_about_too
 
 
 def test_exact_grid_beyond_memory_is_refused_before_any_chunk(monkeypatch):
-    # a 2-D latent at the default 8001 points per dimension is 64M nodes per datapoint
+    # a 2-D latent at 8001 points per dimension (the default before 801) is 64M nodes per
+    # datapoint
     import inference.evidence.exact as exact
 
     def model(x):
@@ -330,7 +331,7 @@ def test_exact_grid_beyond_memory_is_refused_before_any_chunk(monkeypatch):
     calls = []
     counted = lambda x: calls.append(1) or model(x)  # noqa: E731
     with pytest.raises(ValueError, match=r"num_points=8001 gives 64,016,001 grid nodes"):
-        exact_log_evidence(counted, torch.randn(40, 2))
+        exact_log_evidence(counted, torch.randn(40, 2), num_points=8001)
     assert len(calls) < 10, "refused after the survey's few passes, before 31,258 chunks"
 
 
