@@ -22,6 +22,7 @@ import sys
 import traceback
 import warnings
 
+import pyro
 import torch
 
 from .reachable import kept_plate_caches, reachable_modules
@@ -629,7 +630,29 @@ def _failing_program(error: BaseException, programs: dict):
 
 # Pyro's message for a site whose batch shape disagrees with an enclosing plate.
 _PLATE_MISMATCH = re.compile(
-    r"Shape mismatch inside plate\('([^']*)'\) at site (\S+) dim (-?\d+), (\d+) vs (\d+)")
+    r"Shape mismatch inside plate\('([^']*)'\) at site (\S+) dim -?\d+, (\d+) vs (\d+)")
+
+
+def _note_stale_rows(error: BaseException) -> None:
+    """Add a note to Pyro's "Shape mismatch inside plate" ``error`` when parameters in Pyro's
+    param store have as many rows as the failing site and not the plate's: one row per
+    datapoint, created on other data and kept by the store (``pyro.param`` returns the stored
+    value whatever initial value is passed)."""
+    found = _PLATE_MISMATCH.match(str(error)) if isinstance(error, ValueError) else None
+    if found is None:
+        return
+    plate, site, size, rows = found.group(1), found.group(2), int(found.group(3)), \
+        int(found.group(4))
+    stale = [name for name, value in pyro.get_param_store().items()
+             if torch.is_tensor(value) and value.dim() and value.shape[0] == rows != size]
+    if stale:
+        error.add_note(
+            f"pyro.param {', '.join(map(repr, stale[:4]))} in Pyro's param store "
+            f"{'has' if len(stale) == 1 else 'have'} {rows} rows, as many as site '{site}' "
+            f"has along pyro.plate('{plate}') of size {size}: a parameter with one row per "
+            "datapoint, created on other data and kept by the store. Pass the datapoints' "
+            "indices with the data and index the parameter with them, or call "
+            "pyro.clear_param_store() before scoring data of another size")
 
 
 def _where_failed(error: BaseException, model, guide) -> str:
@@ -671,18 +694,7 @@ def explain_run_failure(error: BaseException, model, guide, args: tuple, kwargs:
                             f"{path} is {tensor.dtype} but the parameters of the networks the "
                             f"pair uses are {wanted} (torch: {str(error).splitlines()[0]}); "
                             f"convert the data ({data}) or the networks ({nets})") from error
-    mismatch = _PLATE_MISMATCH.match(str(error)) if isinstance(error, ValueError) else None
-    if mismatch is not None:
-        plate, site, dim, size, found = mismatch.groups()
-        raise refusal(
-            f"{_where_failed(error, model, guide)} draws site '{site}' with {found} entries "
-            f"along dim {dim}, where pyro.plate('{plate}') has {size} (Pyro: "
-            f"{str(error).splitlines()[0]}): its distribution's parameters do not follow the "
-            "plate. The usual cause is a pyro.param with one row per datapoint that the "
-            "param store kept from a call on other data (pyro.param returns the stored "
-            "value, whatever the initial value passed): pass the datapoints' indices with "
-            "the data and index the parameter with them, or call pyro.clear_param_store() "
-            "before working on data of another size") from error
+    _note_stale_rows(error)
     if isinstance(error, ValueError) and str(error).startswith("Expected parameter "):
         where = _where_failed(error, model, guide)
         raise refusal(
