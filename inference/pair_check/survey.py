@@ -150,9 +150,9 @@ class PairStructure:
             auxiliary site's draw: point masses on a parameter (AutoDelta, a hand-written
             ``Delta(pyro.param(...))``), not an AutoGuide's transform of its auxiliary latent.
         collapsed_deltas: ``Delta`` guide sites computed from the auxiliary draws when
-            those have fewer elements than all such sites together (AutoStructured with a
-            ``"delta"`` conditional beside a ``"normal"`` one): q has no density on the
-            latents' space, whatever each site's ``log_density``.
+            those have fewer elements than the sites' free coordinates together
+            (AutoStructured with a ``"delta"`` conditional beside a ``"normal"`` one): q has
+            no density on the latents' space, whatever each site's ``log_density``.
         plates: ``(name, dim, size)`` of the vectorized plates of model and guide.
         beside_auxiliary: guide sites of a guide with auxiliary sites that are neither
             auxiliary nor ``Delta`` and whose distribution depends on no other draw: their
