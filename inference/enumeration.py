@@ -76,12 +76,16 @@ def _masked_log_prob(site) -> torch.Tensor | None:
     return log_p
 
 
-def enumerated_log_density(model_trace, structure: PairStructure) -> torch.Tensor:
+def enumerated_log_density(model_trace, structure: PairStructure,
+                           per_datapoint: bool = True) -> torch.Tensor:
     """``log p(x, z)`` of a model trace from :func:`enumerated_traces`, its enumerated sites
     summed out: unscaled densities, masks applied as elsewhere in :mod:`inference.weights`.
+    ``per_datapoint`` False: of all the data together (the ``"data"`` plate contracted too,
+    latents outside it included once), for :func:`inference.joint_log_evidence`.
 
     Returns:
-        ``[num_particles or 1, batch]``.
+        ``[num_particles or 1, batch]``, or ``[num_particles or 1, 1]`` when not
+        ``per_datapoint``.
     """
     model_trace.symbolize_dims()
     symbols = model_trace.plate_to_symbol
@@ -108,7 +112,8 @@ def enumerated_log_density(model_trace, structure: PairStructure) -> torch.Tenso
             # 0, or -inf where a sampled latent lies outside its support
             dead = torch.where(torch.isneginf(log_p), log_p, torch.zeros_like(log_p))
             dead_tree.setdefault(ordinal, []).append(pack(dead, dim_to_symbol))
-    sizes = {symbols[DATA_PLATE]: structure.batch_size}
+    sizes = ({symbols[DATA_PLATE]: structure.batch_size}
+             if per_datapoint and DATA_PLATE in symbols else {})
     if PARTICLE_PLATE in symbols:
         sizes[symbols[PARTICLE_PLATE]] = next(
             f.size for site in sample_sites(model_trace) for f in site["cond_indep_stack"]

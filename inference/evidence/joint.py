@@ -30,6 +30,7 @@ import pyro
 import torch
 
 from ..checks import check_pair_call, leaves_buffers, tensors_in
+from ..enumeration import enumerated_log_density, enumerated_traces
 from ..pair_check import JOINT_USE, PairStructure, check_sites_as_surveyed, trace_pair
 from ..progress import check_progress, progress_bar
 from ..weights import (check_data, check_num_samples, check_particle_memory, checked_pair,
@@ -94,15 +95,21 @@ def joint_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: dic
     passes = [(num_particles, True)] if structure.vectorizable else [(1, False)] * num_particles
     rows = []
     for particles, vectorized in passes:
-        if vectorized:
+        if structure.model_enumerated:  # the model's enumerated latents summed out
+            model_trace, guide_trace = enumerated_traces(
+                model, guide, args, kwargs, particles if vectorized else None, structure)
+            model_part = enumerated_log_density(model_trace, structure,
+                                                per_datapoint=False)[:, 0]
+        elif vectorized:
             model_trace, guide_trace = vectorized_traces(
                 model, guide, args, kwargs, particles, structure.max_plate_nesting + 1)
         else:
             model_trace, guide_trace = trace_pair(model, guide, args, kwargs)
         check_sites_as_surveyed(model_trace, guide_trace, structure.site_names)
-        log_w = (trace_log_density(model_trace, structure, reduce=per_particle)
-                 - trace_log_density(guide_trace, structure, observed=False,
-                                     reduce=per_particle))
+        if not structure.model_enumerated:
+            model_part = trace_log_density(model_trace, structure, reduce=per_particle)
+        log_w = model_part - trace_log_density(guide_trace, structure, observed=False,
+                                               reduce=per_particle)
         rows.append(torch.as_tensor(log_w).expand(particles))
     return torch.cat(rows)
 
@@ -140,10 +147,12 @@ def joint_log_evidence(model: Callable, guide: Callable, *args, num_samples: int
     Args:
         model, guide: a Pyro pair; ``*args`` and ``**kwargs`` are passed to both. Every
             plate must be whole: a subsample (of any plate, ``"data"`` included), a
-            ``poutine.scale``, a model-enumerated latent, a latent one side lacks, an
-            observed site in the guide, a guide site reaching outside the model's support
-            or a point mass (``Delta``, AutoDelta) is refused, naming the site or plate
-            (``PairError``), before anything is drawn.
+            ``poutine.scale``, a latent one side lacks, an observed site in the guide, a
+            guide site reaching outside the model's support or a point mass (``Delta``,
+            AutoDelta) is refused, naming the site or plate (``PairError``), before anything
+            is drawn. Discrete latents the model enumerates (``config_enumerate``, not drawn
+            by the guide) are summed out over all the data, inside the data plate or not
+            (the Gaussian-mixture tutorial's assignments, a model-selection switch).
         num_samples: K, the number of joint draws.
         chunk_size: at most this many draws per vectorized pass (None: all K at once); the
             pass's memory grows with it. A pair that does not broadcast over a leading

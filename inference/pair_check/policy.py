@@ -130,18 +130,13 @@ def _check_model_enumerated(s: PairStructure, use: str, called: str) -> None:
         return
     marked = (f"the model's latent site(s) {site_list(s.model_enumerated)} are marked for "
               "enumeration and not sampled by the guide")
-    if use == JOINT_USE:
-        raise PairError(
-            f"{called}: {marked}; {called} scores every latent as a draw of the guide and "
-            "does not sum them out. Sample them in the guide, or remove the mark; with every "
-            f"site inside pyro.plate('{DATA_PLATE}') the per-datapoint estimators "
-            f"({', '.join(SUMMING_USES)}) sum them out, and pyro.infer.TraceEnum_ELBO "
-            "trains such a pair")
     if s.sequential_enumerated:
         raise PairError(
             f"{called}: the model's site '{s.sequential_enumerated[0]}' is marked "
             "infer={'enumerate': 'sequential'}; the weights sum out the model's discrete "
             "latents in parallel only: mark it 'parallel' (config_enumerate's default)")
+    if use == JOINT_USE:  # summed out over all the data together, wherever they lie
+        return
     outside = [name for role, name in s.global_sites
                if role == "model" and name in s.model_enumerated]
     if outside:
@@ -149,7 +144,8 @@ def _check_model_enumerated(s: PairStructure, use: str, called: str) -> None:
             f"{called}: the model's enumerated site '{outside[0]}' lies outside "
             f"pyro.plate('{DATA_PLATE}'): summed out there it couples all datapoints, so "
             "log p(x_1..N) does not split into per-datapoint terms. Draw it inside `with "
-            f"pyro.plate('{DATA_PLATE}', batch):`, one per datapoint")
+            f"pyro.plate('{DATA_PLATE}', batch):`, one per datapoint; {JOINT_USE}(model, "
+            "guide, ...) sums it out for the evidence of the whole data")
     if use in SUMMING_USES or use == TRACE_ENUM_FIT:
         return
     if use.startswith("fit:"):
@@ -356,9 +352,10 @@ def check_pair(structure: PairStructure, use: str, called: str | None = None) ->
         use: the entry point: ``"log_importance_weights"``, ``"elbo"``, ``"iwae_bound"``,
             ``"bound_sweep"``, ``"weight_diagnostics"``, ``"log_evidence"``,
             ``"ais_log_evidence"``, ``"amortization_gap"``, ``"joint_log_evidence"`` (the
-            evidence of the whole data: global latents allowed, every subsample, scale and
-            model-enumerated latent refused), or ``"fit:<loss>"`` with a loss of
-            :data:`FIT_LOSSES` (any other ``fit:`` loss only gets the site checks).
+            evidence of the whole data: global latents and model-enumerated ones, inside the
+            data plate or not, allowed; every subsample and scale refused), or
+            ``"fit:<loss>"`` with a loss of :data:`FIT_LOSSES` (any other ``fit:`` loss only gets
+            the site checks).
         called: how the messages name the user's call (``fit(loss=IWAELoss(num_particles=5))``
             for a loss object); :func:`entry_label` of ``use`` by default.
 

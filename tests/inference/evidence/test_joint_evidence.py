@@ -15,6 +15,7 @@ import torch
 from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoMultivariateNormal, AutoNormal
+from pyro.ops.indexing import Vindex
 from torch.distributions import constraints
 
 from inference import JointEvidence, PairError, iwae_bound, joint_log_evidence, survey_pair
@@ -367,16 +368,48 @@ def test_refuses_a_guide_with_an_observed_site():
         joint_log_evidence(coin_model, observing_guide, COIN, num_samples=10)
 
 
-def test_refuses_model_enumerated_latents_naming_the_alternatives():
+def test_sums_out_a_global_switch_the_model_enumerates():
+    """Model selection: a global switch c picks the data's mean; summed out, log p(x) =
+    logsumexp_c (log 1/2 + sum_i log N(x_i; mean_c, 1)), exactly, with an empty guide. (It
+    was refused until the fourth session of 2026-11-29.)"""
+    means = torch.tensor([-1.0, 1.0])
+
     @pyro.infer.config_enumerate
     def mixture(data):
         c = pyro.sample("c", dist.Categorical(torch.tensor([0.5, 0.5])))
         with pyro.plate("data", len(data)):
-            pyro.sample("obs", dist.Normal(torch.tensor([-1.0, 1.0])[c].unsqueeze(-1), 1.0),
-                        obs=data)
+            pyro.sample("obs", dist.Normal(Vindex(means)[c], 1.0), obs=data)
 
-    with pytest.raises(PairError, match=r"'c'.*TraceEnum_ELBO"):
-        joint_log_evidence(mixture, lambda data: None, COIN, num_samples=10)
+    exact = torch.logsumexp(math.log(0.5) + dist.Normal(means[:, None], 1.0).log_prob(COIN)
+                            .sum(-1), 0)
+    result = joint_log_evidence(mixture, lambda data: None, COIN, num_samples=10)
+    assert torch.allclose(result.log_weights, exact.expand(10), atol=1e-5)
+
+
+def test_sums_out_local_assignments_beside_a_drawn_global_mean():
+    """The Gaussian-mixture tutorial's shape: a global mean drawn by the guide, each
+    datapoint's component summed out. Against 1-D quadrature over the mean."""
+    weights, offsets = torch.tensor([0.3, 0.7]), torch.tensor([-2.0, 2.0])
+    x = torch.tensor([-2.5, -1.0, 1.5, 2.2, 3.0, 1.8])
+
+    @pyro.infer.config_enumerate
+    def model(x):
+        mu = pyro.sample("mu", dist.Normal(0., 1.))
+        with pyro.plate("data", len(x)):
+            a = pyro.sample("a", dist.Categorical(weights))
+            pyro.sample("x", dist.Normal(mu + Vindex(offsets)[a], 1.), obs=x)
+
+    def guide(x):
+        pyro.sample("mu", dist.Normal(0.2, 0.4))
+
+    grid = torch.linspace(-8, 8, 20001, dtype=torch.float64)
+    log_joint = dist.Normal(0., 1.).log_prob(grid) + torch.logsumexp(
+        weights.double().log() + dist.Normal(grid[:, None, None] + offsets.double(), 1.)
+        .log_prob(x.double()[None, :, None]), -1).sum(-1)
+    exact = float(torch.logsumexp(log_joint, 0) + math.log(grid[1] - grid[0]))
+    pyro.set_rng_seed(0)
+    result = joint_log_evidence(model, guide, x, num_samples=20000)
+    assert abs(float(result.log_evidence) - exact) < 4 * float(result.standard_error) + 0.002
 
 
 def test_refuses_a_point_mass_guide_and_a_guide_beyond_the_support():
