@@ -411,6 +411,19 @@ def test_sums_out_local_assignments_beside_a_drawn_global_mean():
     result = joint_log_evidence(model, guide, x, num_samples=20000)
     assert abs(float(result.log_evidence) - exact) < 4 * float(result.standard_error) + 0.002
 
+    # the same model written so that it does not broadcast over a particle dim (the mean
+    # reshaped to a scalar): one draw per pass, the assignments still summed out
+    @pyro.infer.config_enumerate
+    def scalar_mean_model(x):
+        mu = pyro.sample("mu", dist.Normal(0., 1.))
+        with pyro.plate("data", len(x)):
+            a = pyro.sample("a", dist.Categorical(weights))
+            pyro.sample("x", dist.Normal(mu.reshape(()) + Vindex(offsets)[a], 1.), obs=x)
+
+    pyro.set_rng_seed(0)
+    result = joint_log_evidence(scalar_mean_model, guide, x, num_samples=1000)
+    assert abs(float(result.log_evidence) - exact) < 4 * float(result.standard_error) + 0.002
+
 
 def test_refuses_a_point_mass_guide_and_a_guide_beyond_the_support():
     with pytest.raises(PairError, match=r"'latent_fairness' is a Delta"):
