@@ -244,7 +244,8 @@ class WeightDiagnostics:
 
 @leaves_buffers
 def weight_diagnostics(model: Callable, guide: Callable, *args, num_samples: int = 5000,
-                       chunk_size: int | None = 1000, **kwargs) -> WeightDiagnostics:
+                       chunk_size: int | None = 1000, compile: bool | str = False,
+                       progress: bool = True, **kwargs) -> WeightDiagnostics:
     """k-hat, effective sample size and IWAE_K of one draw of ``num_samples`` weights.
 
     Args:
@@ -252,6 +253,9 @@ def weight_diagnostics(model: Callable, guide: Callable, *args, num_samples: int
             :func:`inference.log_importance_weights`); ``*args``/``**kwargs`` go to both.
         num_samples: K particles per datapoint (at least 21; thousands for a stable k-hat).
         chunk_size: particles per vectorized pass.
+        compile: score the chunks through a compiled graph, as in
+            :func:`inference.log_importance_weights`.
+        progress: False hides the bar a call shows after a second (weights drawn).
 
     Returns:
         :class:`WeightDiagnostics` with ``[batch]`` tensors.
@@ -263,7 +267,7 @@ def weight_diagnostics(model: Callable, guide: Callable, *args, num_samples: int
             f"num_samples must be at least {MIN_PARETO_SAMPLES} for k-hat, got {num_samples}"
         )
     log_w, structure = log_weights_for("weight_diagnostics", model, guide, args, kwargs,
-                                       num_samples, chunk_size)
+                                       num_samples, chunk_size, compile, progress)
     return WeightDiagnostics(
         pareto_k=pareto_k(log_w),
         ess=effective_sample_size(log_w),

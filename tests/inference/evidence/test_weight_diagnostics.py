@@ -152,3 +152,17 @@ def test_weight_diagnostics_refuses_an_empty_batch_and_too_many_weights(linear_g
         weight_diagnostics(model.model, model.guide, x[:0], num_samples=100)
     with pytest.raises(ValueError, match="num_samples=1000000000000 particles"):
         weight_diagnostics(model.model, model.guide, x, num_samples=10**12)
+
+
+def test_takes_compile_and_progress_as_the_other_estimators_do():
+    """``progress=False`` was refused as a keyword passed to the pair. The traced graph
+    (``compile="eager"``) gives the eager weights on the same draws."""
+    model = LinearGaussian(data_dim=5, latent_dim=2, noise_scale=0.5, seed=3).double()
+    x = model.simulate(6, seed=4)
+    results = []
+    for compile in (False, "eager"):
+        pyro.set_rng_seed(0)
+        results.append(weight_diagnostics(model.model, model.guide, x, num_samples=200,
+                                          compile=compile, progress=False))
+    torch.testing.assert_close(results[0].iwae, results[1].iwae, rtol=0, atol=1e-9)
+    torch.testing.assert_close(results[0].pareto_k, results[1].pareto_k, rtol=0, atol=1e-6)
