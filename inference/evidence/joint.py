@@ -98,16 +98,15 @@ def joint_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: dic
         if structure.model_enumerated:  # the model's enumerated latents summed out
             model_trace, guide_trace = enumerated_traces(
                 model, guide, args, kwargs, particles if vectorized else None, structure)
-            model_part = enumerated_log_density(model_trace, structure,
-                                                per_datapoint=False)[:, 0]
         elif vectorized:
             model_trace, guide_trace = vectorized_traces(
                 model, guide, args, kwargs, particles, structure.max_plate_nesting + 1)
         else:
             model_trace, guide_trace = trace_pair(model, guide, args, kwargs)
         check_sites_as_surveyed(model_trace, guide_trace, structure.site_names)
-        if not structure.model_enumerated:
-            model_part = trace_log_density(model_trace, structure, reduce=per_particle)
+        model_part = (enumerated_log_density(model_trace, structure, per_datapoint=False)[:, 0]
+                      if structure.model_enumerated
+                      else trace_log_density(model_trace, structure, reduce=per_particle))
         log_w = model_part - trace_log_density(guide_trace, structure, observed=False,
                                                reduce=per_particle)
         rows.append(torch.as_tensor(log_w).expand(particles))

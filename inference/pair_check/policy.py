@@ -409,8 +409,9 @@ def check_pair(structure: PairStructure, use: str, called: str | None = None) ->
         raise PairError(
             f"{called}: the guide computes the Delta site(s) {site_list(s.collapsed_deltas)} "
             f"from its auxiliary draw(s) {site_list(s.auxiliary)}, which have fewer "
-            "elements than those sites together (AutoStructured with a 'delta' conditional, "
-            "a point estimate): q puts all its mass on a lower-dimensional set, with no "
+            "elements than those sites have free coordinates together (AutoStructured with "
+            "a 'delta' conditional, a point estimate): q puts all its mass on a "
+            "lower-dimensional set, with no "
             "density on the latents' space, so importance weights, bounds and AIS are "
             "undefined (they came out above log p(x)). Give every latent a distribution "
             "('normal' or 'mvn' conditionals, AutoNormal)")

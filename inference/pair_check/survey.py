@@ -166,8 +166,6 @@ class PairStructure:
         unrecorded_randomness: ``(program, finding)`` when the guide or the model draws
             random numbers Pyro does not record (:func:`.sites.unrecorded_randomness`).
         signature: the run's :func:`.sites.trace_signature`.
-        from_reference: whether the probes that rerun the pair were taken from another
-            survey (``survey_pair``'s ``reference``).
     """
 
     max_plate_nesting: int
@@ -211,7 +209,6 @@ class PairStructure:
     site_names: tuple = field(default=(), compare=False)
     late_parents: tuple = ()
     signature: tuple = field(default=(), compare=False, repr=False)
-    from_reference: bool = field(default=False, compare=False)
 
     @property
     def data_subsample(self) -> torch.Tensor | None:
@@ -482,17 +479,24 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     unscorable = unscorable_sites(model_sites, support_mismatch)
     with torch.no_grad():
         check_latents_scorable(model_sites, guide_latents, skip=unscorable)
+    # what these rows' values decide, judged on every run, a reference's or not
+    judged = dict(
+        batch_size=batch_size,
+        data_sizes=data_sizes,
+        signature=signature,
+        tempered=tuple(tempered_sites(model_sites + guide_latents)),
+        support_mismatch=support_mismatch,
+        support_gap=support_gap,
+        unscorable=unscorable,
+        measure_zero_support=measure_zero_supports(model_sites, guide_latents),
+        mask_mismatch=mask_mismatches(model_sites, guide_latents),
+        row_mismatch=tuple(row_mismatches(model_sites)),
+        weighted_deltas=tuple(s["name"] for s in guide_latents if is_weighted_delta(s["fn"])),
+        trainable=any(param_requires_grad(site) for trace in (guide_full, model_full)
+                      for site in trace.nodes.values() if site["type"] == "param"),
+    )
     if reuse:  # what further runs of the same program path found on the reference's rows
-        return replace(
-            reference, batch_size=batch_size, data_sizes=data_sizes, signature=signature,
-            tempered=tuple(tempered_sites(model_sites + guide_latents)),
-            support_mismatch=support_mismatch, support_gap=support_gap, unscorable=unscorable,
-            measure_zero_support=measure_zero_supports(model_sites, guide_latents),
-            mask_mismatch=mask_mismatches(model_sites, guide_latents),
-            row_mismatch=tuple(row_mismatches(model_sites)),
-            weighted_deltas=tuple(s["name"] for s in guide_latents
-                                  if is_weighted_delta(s["fn"])),
-            trainable=_trainable(guide_full, model_full), from_reference=True)
+        return replace(reference, **judged)
     free_deltas, jacobian = delta_dependence(guide, args, kwargs, guide_latents, auxiliary)
     if jacobian:
         raise jacobian_error(jacobian[0])
@@ -517,14 +521,8 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
                                     args, kwargs, nesting + 1)
     return PairStructure(
         max_plate_nesting=nesting,
-        batch_size=batch_size,
         data_size=None if sizeless or not declared else max(declared),
         subsample=subsample,
-        tempered=tuple(tempered_sites(model_sites + guide_latents)),
-        support_mismatch=support_mismatch,
-        support_gap=support_gap,
-        measure_zero_support=measure_zero_supports(model_sites, guide_latents),
-        unscorable=unscorable,
         subsampled_plates=subsampled_plates(model_sites + guide_latents),
         factors=tuple(s["name"] for s in model_sites if is_factor(s)),
         global_sites=tuple(global_sites),
@@ -546,9 +544,6 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         late_parents=_dependent_late_parents(model, guide, args, kwargs, model_sites,
                                              guide_latents),
         point_masses=tuple(s["name"] for s in guide_latents if is_delta(s["fn"])),
-        weighted_deltas=tuple(s["name"] for s in guide_latents if is_weighted_delta(s["fn"])),
-        row_mismatch=tuple(row_mismatches(model_sites)),
-        mask_mismatch=mask_mismatches(model_sites, guide_latents),
         free_deltas=free_deltas,
         collapsed_deltas=_collapsed_deltas(model_sites, guide_latents, auxiliary,
                                            free_deltas),
@@ -556,13 +551,11 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         unrecorded_randomness=(unrecorded_randomness(model, guide, args, kwargs)
                                if probe_randomness else ()),
         dependent_support=dependent_support,
-        data_sizes=data_sizes,
         site_names=(frozenset(s["name"] for s in model_sites),
                     frozenset(s["name"] for s in guide_latents)),
         plates=tuple({(f.name, f.dim, f.size): None for site in (*model_sites, *guide_latents)
                       for f in site["cond_indep_stack"] if f.vectorized}),
-        trainable=_trainable(guide_full, model_full),
-        signature=signature,
+        **judged,
     )
 
 
@@ -585,9 +578,3 @@ def _collapsed_deltas(model_sites, guide_latents, auxiliary, free_deltas) -> tup
             return ()
         needed += math.prod(shape)
     return tuple(s["name"] for s in derived) if needed > drawn else ()
-
-
-def _trainable(*traces) -> bool:
-    """Whether any ``pyro.param`` site of the traces requires gradients."""
-    return any(param_requires_grad(site) for trace in traces
-               for site in trace.nodes.values() if site["type"] == "param")
