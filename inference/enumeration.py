@@ -13,6 +13,7 @@ algorithm) are eliminated alike.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import OrderedDict
 from typing import Callable
@@ -58,6 +59,13 @@ def enumerated_traces(model: Callable, guide: Callable, args: tuple, kwargs: dic
     return prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
 
 
+def log_density_dtypes(model_trace) -> dict[str, torch.dtype]:
+    """``{site: dtype}`` of the log densities of a model trace from
+    :func:`enumerated_traces` (sites masked out entirely left out)."""
+    return {site["name"]: log_p.dtype for site in sample_sites(model_trace)
+            if (log_p := _masked_log_prob(site)) is not None}
+
+
 def _masked_log_prob(site) -> torch.Tensor | None:
     """A site's unscaled log density (``-inf`` for a latent outside its support), zero where
     masked; None when masked out entirely. An enumerated site's own ``poutine.mask`` is not
@@ -90,10 +98,14 @@ def enumerated_log_density(model_trace, structure: PairStructure,
     model_trace.symbolize_dims()
     symbols = model_trace.plate_to_symbol
     tree, dead_tree, sum_dims = OrderedDict(), OrderedDict(), set()
-    for site in sample_sites(model_trace):
-        log_p = _masked_log_prob(site)
-        if log_p is None:
-            continue
+    scored = [(site, log_p) for site in sample_sites(model_trace)
+              if (log_p := _masked_log_prob(site)) is not None]
+    # float64 data beside float32 parameters give terms of both precisions: the contraction
+    # needs one, the widest (as a sum of the terms would promote)
+    dtype = functools.reduce(torch.promote_types, (log_p.dtype for _, log_p in scored),
+                             torch.get_default_dtype())
+    for site, log_p in scored:
+        log_p = log_p.to(dtype)
         dim_to_symbol = site["infer"]["_dim_to_symbol"]
         enum_symbol = site["infer"].get("_enumerate_symbol")
         if enum_symbol is not None:

@@ -35,6 +35,7 @@ from pyro import poutine
 from torch.distributions import constraints
 
 from ..checks import evaluation_mode, user_stacklevel
+from ..enumeration import enumerated_traces, log_density_dtypes
 from ..pair_check import (DATA_PLATE, FIT_LOSSES, TRACE_ENUM_FIT, PairError, PairStructure,
                           check_pair, data_frame, sample_sites, site_list, survey_pair,
                           trace_pair)
@@ -123,6 +124,28 @@ def transformed_batch(out, rows: int, screen: bool = True) -> tuple:
     return tuple(tensors)
 
 
+def _check_one_density_dtype(model, guide, first_batch: tuple, structure: PairStructure,
+                             called: str) -> None:
+    """Refuse, naming the sites, a model whose log densities come in more than one float
+    dtype (float64 data scored by float32 parameters beside float32 sites): Pyro's
+    ``TraceEnum_ELBO`` contracts them in one einsum, which fails at the first step."""
+    with forked_rng(), torch.no_grad(), poutine.block(), pyro.validation_enabled(False):
+        model_trace, _ = enumerated_traces(model, guide, first_batch, {}, None, structure)
+        dtypes = log_density_dtypes(model_trace)
+    by_dtype: dict[torch.dtype, list[str]] = {}
+    for name, dtype in dtypes.items():
+        by_dtype.setdefault(dtype, []).append(name)
+    if len(by_dtype) > 1:
+        groups = "; ".join(f"{str(dtype).replace('torch.', '')}: {site_list(names)}"
+                           for dtype, names in by_dtype.items())
+        raise PairError(
+            f"{called or 'fit'}: the model's log densities come in more than one dtype ({groups}), "
+            "and pyro.infer.TraceEnum_ELBO sums out the enumerated site(s) "
+            f"{site_list(structure.model_enumerated)} in one contraction of a single dtype "
+            "(float64 data scored against float32 parameters, say). Give data and model one "
+            "dtype: data.float(), or the parameters in float64 (model.double())")
+
+
 def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_particles: int,
                      shuffle: bool, batch_transform=None) -> MinibatchPlan:
     """Survey the pair on ``fit``'s first minibatch (the first ``batch_size`` rows of
@@ -177,6 +200,8 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
     if minibatched and structure.data_subsample is not None \
             and structure.data_size != num_data:
         _warn_rows_of_the_whole_data(model, guide, first_batch, num_data, called)
+    if structure.model_enumerated and isinstance(loss, pyro.infer.TraceEnum_ELBO):
+        _check_one_density_dtype(model, guide, first_batch, structure, called)
     if structure.unrecorded_randomness:  # probed for vectorized particles only
         program, finding = structure.unrecorded_randomness
         warnings.warn(
