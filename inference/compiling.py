@@ -30,6 +30,7 @@ import numpy as np
 import pyro
 import torch
 import torch.utils._pytree as pytree
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import _PYRO_STACK
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.nn.utils.stateless import _reparametrize_module
@@ -155,8 +156,25 @@ def module_key(module: torch.nn.Module) -> tuple:
             tuple((n, tuple(t.shape), t.dtype, t.device) for n, t in tensors))
 
 
+def _wrapping_handler(fn) -> str | None:
+    """The class name of the Pyro handler that wraps ``fn`` (``poutine.scale(f, 0.5)``,
+    ``config_enumerate(f)``: a ``functools.partial`` of the handler's call), else None."""
+    if isinstance(fn, functools.partial):
+        return next((type(a).__name__ for a in fn.args if isinstance(a, Messenger)), None)
+    return None
+
+
 def owning_module(model: Callable, guide: Callable, purpose: str) -> torch.nn.Module:
     """The ``nn.Module`` whose methods ``model`` and ``guide`` are; ``ValueError`` otherwise."""
+    for role, fn in (("model", model), ("guide", guide)):
+        handler = _wrapping_handler(fn)
+        if handler is not None:
+            raise ValueError(
+                f"{purpose}: the {role} is wrapped by Pyro's {handler} (config_enumerate, "
+                "poutine.scale, poutine.mask and the other handlers wrap a function), and a "
+                "compiled graph is built from methods of one torch.nn.Module; call without "
+                "compile" + (" (compiled graphs do not sum out enumerated sites either)"
+                             if handler == "InferConfigMessenger" else ""))
     owner = getattr(model, "__self__", None)
     if not isinstance(owner, torch.nn.Module) or getattr(guide, "__self__", None) is not owner:
         raise ValueError(f"{purpose} needs model and guide to be methods of one "

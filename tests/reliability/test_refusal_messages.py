@@ -16,6 +16,9 @@
   accepted by their supports, checked here against exact enumeration.
 - R6: ``pair_check``'s two conditional-site helpers had names that did not say which takes
   a trace.
+- R7: ``compile=True`` with a method wrapped by a Pyro handler (``config_enumerate``,
+  ``poutine.scale``) was told the model was not a method of one ``nn.Module``, printing
+  the handler's ``functools.partial``.
 """
 
 import math
@@ -411,3 +414,45 @@ def test_the_conditional_site_helpers_say_what_they_take():
     with torch.enable_grad(), pair_check.DrawsAsLeaves():
         trace = pyro.poutine.trace(guide).get_trace(X)
     assert pair_check.conditional_sites_in_trace(trace) == ["z2"]
+
+
+class _Mixture(torch.nn.Module):
+    """A module-owned pair whose model enumerates a component (R7)."""
+
+    def __init__(self):
+        super().__init__()
+        self.locs = torch.nn.Parameter(torch.tensor([-1.0, 1.0]))
+        self.encoder = torch.nn.Linear(1, 2)
+
+    @config_enumerate
+    def model(self, x):
+        pyro.module("mixture", self)
+        with pyro.plate("data", x.shape[0]):
+            c = pyro.sample("c", dist.Categorical(torch.tensor([0.3, 0.7])))
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(self.locs[c] + z, 1.0), obs=x)
+
+    def guide(self, x):
+        pyro.module("mixture", self)
+        h = self.encoder(x.unsqueeze(-1))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(h[:, 0], h[:, 1].exp()))
+
+
+@pytest.mark.parametrize("wrap", ["config_enumerate", "scale"])
+def test_compile_names_the_handler_that_wraps_a_method(wrap):
+    """R7: the refusal names the handler, and for enumeration says why compiling cannot
+    help; the same pair without compile is scored."""
+    from inference import iwae_bound
+
+    pyro.clear_param_store()
+    pair = _Mixture()
+    x = torch.linspace(-2, 2, 6)
+    if wrap == "config_enumerate":
+        model, expected = pair.model, "InferConfigMessenger"
+    else:
+        model, expected = pyro.poutine.scale(pair.model, 1.0), "ScaleMessenger"
+    with pytest.raises(ValueError, match=f"model is wrapped by Pyro's {expected}"):
+        iwae_bound(model, pair.guide, x, num_samples=4, compile=True, progress=False)
+    assert torch.isfinite(iwae_bound(model, pair.guide, x, num_samples=4,
+                                     progress=False)).all()
