@@ -115,20 +115,29 @@ def _atomic_tails(log_w: torch.Tensor, finite: torch.Tensor) -> tuple[torch.Tens
     """Which columns have an atomic tail, and how often its rarest atom was drawn.
 
     Atoms are taken from the top down: the largest finite weight left and every weight within
-    float rounding below it (64 ulps of it, at least of 1; no chaining, so that densely
+    float rounding below it (64 ulps of the largest, at least of 1; at most a 20th of the
+    spread of the M largest where they spread wider than that; no chaining, so that densely
     drawn continuous weights do not merge). A tail is atomic when fewer than
     :data:`MIN_TAIL_VALUES` atoms hold the M largest finite weights (:func:`tail_length`), or
     all finite weights when there are fewer. Returns ``[batch]`` bool, and ``[batch]`` the
     fewest draws among the K that an atom reaching into those M has.
     """
     tail = tail_length(log_w.shape[0])
-    width = 64 * torch.finfo(log_w.dtype).eps
     left = log_w.where(finite, -math.inf)
+    # rounding: 64 ulps of the largest weight; where the M largest spread wider than that, no
+    # more than a 20th of their spread (float32 weights near -1e5 nats have ulps of 0.008
+    # nats, and 64 of them would merge a resolved continuous tail into a few atoms)
+    ordered = left.sort(0, descending=True).values
+    last = (finite.sum(0).clamp(max=tail) - 1).clamp(min=0)
+    spread = (ordered[0] - ordered.gather(0, last.unsqueeze(0)).squeeze(0)).nan_to_num(0.0)
+    rounding = 64 * torch.finfo(log_w.dtype).eps * ordered[0].abs().clamp(min=1.0)
+    width = torch.where(spread <= rounding, rounding,
+                        torch.minimum(rounding, spread / (4 * MIN_TAIL_VALUES)))
     taken = torch.zeros(log_w.shape[1], dtype=torch.long)
     rarest = torch.full_like(taken, torch.iinfo(torch.long).max)
     for _ in range(MIN_TAIL_VALUES - 1):
         top = left.max(0).values
-        member = left.isfinite() & (left >= top - width * top.abs().clamp(min=1.0))
+        member = left.isfinite() & (left >= top - width)
         count = member.sum(0)
         rarest = torch.where((taken < tail) & top.isfinite(), rarest.minimum(count), rarest)
         taken += count
@@ -145,7 +154,7 @@ def pareto_k(log_w: torch.Tensor) -> torch.Tensor:
     Weights that take few distinct values at the top (a guide over a few categories, draws
     that are either exact or outside the model's support, equal weights) leave no tail to
     fit. When the M largest finite weights (M = ``ceil(min(K/5, 3 sqrt(K)))``, the tail the
-    fit would use) take fewer than 5 distinct values (each up to float rounding: 64 ulps),
+    fit would use) take fewer than 5 distinct values (each up to float rounding),
     a GPD fit is meaningless: ArviZ (like R's ``loo``) gives ``inf`` when one value fills the
     tail and otherwise fits a curve to a few ties, so a guide over 2-10 categories read
     "unreliable" at any K. These weights are atoms: the importance ratio is bounded over
@@ -181,11 +190,23 @@ def pareto_k(log_w: torch.Tensor) -> torch.Tensor:
         warnings.simplefilter("ignore")  # ArviZ announces its refactor on import
         import arviz
 
-        # ArviZ takes samples along the last axis.
+        # ArviZ takes samples along the last axis. Zero weights (-inf) take no part in the
+        # tail: a column with fewer nonzero weights than the tail's M is fit on those alone
+        # (ArviZ would pad its tail with zeros and flatten the fit: a Pareto tail of k = 0.9
+        # with 98% zeros read 0.37, "good"), and with fewer than MIN_PARETO_SAMPLES of them
+        # it has no tail to fit (+inf unless atomic, below).
         array = log_w.detach().T.double().cpu().numpy()
-        _, k = arviz.psislw(np.ascontiguousarray(array))
-    k = torch.as_tensor(np.asarray(k, dtype=np.float64)).reshape(log_w.shape[1])
-    # Zero weights (-inf) take no part in the tail: the atoms are those of the others.
+        nonzero = np.isfinite(array)
+        whole = nonzero.sum(1) >= tail_length(array.shape[1])
+        k = np.full(array.shape[0], np.inf)
+        if whole.any():
+            k[whole] = np.asarray(arviz.psislw(np.ascontiguousarray(array[whole]))[1]).reshape(-1)
+        for column in np.flatnonzero(~whole):
+            kept = array[column][nonzero[column]]
+            if kept.size >= MIN_PARETO_SAMPLES:
+                k[column] = float(arviz.psislw(np.ascontiguousarray(kept))[1])
+    k = torch.as_tensor(k)
+    # the atoms are likewise those of the nonzero weights
     values = log_w.detach().cpu()
     finite = values.isfinite()
     columns = max(1, 2**22 // log_w.shape[0])  # bounds the sorted copies' memory
