@@ -241,18 +241,18 @@ def _jacobian_mismatch(msg, aux_name: str, leaf: torch.Tensor) -> tuple | None:
 
 
 def delta_dependence(guide, args, kwargs, guide_latents, auxiliary) -> tuple:
-    """``(free, jacobian)``: the ``Delta`` guide sites whose value does not depend on any
-    auxiliary draw (point masses: AutoDelta, ``Delta(pyro.param(...))``), told apart from an
-    AutoGuide's transform of its auxiliary latent (AutoNormal's ``z_unconstrained``,
+    """``(free, jacobian, feeding)``: the ``Delta`` guide sites whose value does not depend
+    on any auxiliary draw (point masses: AutoDelta, ``Delta(pyro.param(...))``), told apart
+    from an AutoGuide's transform of its auxiliary latent (AutoNormal's ``z_unconstrained``,
     AutoDiagonalNormal's ``_AutoDiagonalNormal_latent``) by the autograd graph of one draw
-    whose auxiliary values are made gradient leaves; and the :func:`_jacobian_mismatch`
-    records of the dependent ones."""
+    whose auxiliary values are made gradient leaves; the :func:`_jacobian_mismatch`
+    records of the dependent ones; and the auxiliary sites some ``Delta`` depends on."""
     deltas = [s["name"] for s in guide_latents
               if is_delta(s["fn"]) and s["name"] not in auxiliary]
     if not deltas or not auxiliary:
-        return tuple(deltas), ()
+        return tuple(deltas), (), frozenset()
     recorder = _AuxiliaryAsLeaves()
-    free, jacobian = [], []
+    free, jacobian, feeding = [], [], set()
     with poutine.block(), forked_rng(), recording_autograd():
         args, kwargs = autograd_arguments(args, kwargs)
         with recorder:
@@ -267,13 +267,14 @@ def delta_dependence(guide, args, kwargs, guide_latents, auxiliary) -> tuple:
             grads = torch.autograd.grad(value.sum(), leaves, retain_graph=True,
                                         allow_unused=True)
             used = [i for i, g in enumerate(grads) if g is not None]
+            feeding.update(names[i] for i in used)
             if not used:
                 free.append(name)
             elif len(used) == 1:
                 found = _jacobian_mismatch(msg, names[used[0]], leaves[used[0]])
                 if found is not None:
                     jacobian.append(found)
-    return tuple(free), tuple(jacobian)
+    return tuple(free), tuple(jacobian), frozenset(feeding)
 
 
 def jacobian_error(record) -> PairError:

@@ -89,6 +89,13 @@ def _check_sites_match(s: PairStructure, use: str = "log_importance_weights",
             "the model), which it sums out")
         raise PairError(f"{called}: " + "; ".join(parts) + ": the guide must propose exactly "
                         f"the model's latent sites ({enumeration})")
+    if s.unused_auxiliary:
+        raise PairError(
+            f"{called}: the guide's auxiliary site(s) {site_list(s.unused_auxiliary)} "
+            "(infer={'is_auxiliary': True}) feed no other guide site: their log q would enter "
+            "every importance weight with nothing in the model to match it (the ELBO comes out "
+            "above log p(x) by their entropy, IWAE grows with K). Remove the site(s), or hide "
+            "a draw kept for another purpose with poutine.mask(mask=False)")
     if s.auxiliary:
         others = [n for n, family in s.guide_families.items()
                   if n not in s.auxiliary and family != "Delta" and n not in s.beside_auxiliary]
@@ -415,6 +422,15 @@ def check_pair(structure: PairStructure, use: str, called: str | None = None) ->
             "density on the latents' space, so importance weights, bounds and AIS are "
             "undefined (they came out above log p(x)). Give every latent a distribution "
             "('normal' or 'mvn' conditionals, AutoNormal)")
+    if s.surplus_auxiliary and not training:
+        raise PairError(
+            f"{called}: the guide's auxiliary draw(s) {site_list(s.surplus_auxiliary)} hold "
+            "more values than the Delta site(s) computed from them have free coordinates (a "
+            "chain of auxiliary draws, a mixture's component drawn beside its member): q of "
+            "the latents is the auxiliary density integrated over the values left over, "
+            "which no weight computes, and the estimates would not bound log p(x) (they came "
+            "out above it). Compute each latent by an invertible map of auxiliary draws of "
+            "its own size (AutoNormal, AutoMultivariateNormal), or sample it directly")
     if use in PER_DATAPOINT_USES:
         _check_per_datapoint(s, use, called)
     if use == JOINT_USE:

@@ -404,10 +404,28 @@ def try_vectorized(model, guide, args, kwargs, nesting: int) -> str:
                 if log_p.dim() == nesting and log_p.shape[0] not in (1, 2):
                     return (f"site '{site['name']}' has log_prob shape {tuple(log_p.shape)}: "
                             "its leftmost dim is not the particle dim")
+                stray = _dim_without_plate(site, log_p)
+                if stray:
+                    return stray
         mismatch = _one_particle_mismatch(model, guide, args, kwargs, nesting)
     except Exception as error:  # the user's code failed on a leading particle dim
         return f"{type(error).__name__}: {error}"
     return mismatch
+
+
+def _dim_without_plate(site, log_p: torch.Tensor) -> str:
+    """'' when every dim of ``log_p`` of size above one is a dim of one of the site's plates
+    with that size (the particle plate included), else what is wrong: a site outside the
+    ``"data"`` plate computed by reducing over it (``z.sum(-1)``) puts the particles on the
+    data's dim, where every particle's density would be summed into each weight."""
+    sizes = {f.dim: f.size for f in site["cond_indep_stack"] if f.vectorized}
+    for dim in range(-log_p.dim(), 0):
+        if log_p.shape[dim] != 1 and sizes.get(dim) != log_p.shape[dim]:
+            return (f"site '{site['name']}' has log_prob shape {tuple(log_p.shape)} with 2 "
+                    f"particles in a plate at dim {min(sizes, default=-1)}: dim {dim} of size "
+                    f"{log_p.shape[dim]} is no plate of the site's (a reduction over another "
+                    "dim, z.sum(-1), moves the particles there)")
+    return ""
 
 
 def _one_particle_mismatch(model, guide, args, kwargs, nesting: int) -> str:

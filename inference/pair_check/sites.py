@@ -230,6 +230,26 @@ def latent_dependencies_of_pair(model, guide, args, kwargs):
         return latent_dependencies_in_trace(model_trace), guide_dependencies
 
 
+def _another_draw(fn, value: torch.Tensor, tries: int = 4) -> torch.Tensor:
+    """A fresh draw of ``fn`` that differs from ``value`` where one of ``tries`` does (a
+    discrete site repeats its value often), else the last draw."""
+    for _ in range(tries):
+        draw = fn.sample()
+        if not torch.equal(draw, value):
+            break
+    return draw
+
+
+def unused_auxiliary_sites(guide, args, kwargs, auxiliary, names, feeding) -> tuple[str, ...]:
+    """Those of the guide's ``auxiliary`` sites that no other guide site among ``names``
+    depends on: neither in ``feeding`` (the sites a ``Delta``'s autograd graph reaches) nor
+    moving another site when only its own value changes (:func:`sites_moved_by_auxiliary`,
+    which finds a chain through another auxiliary site or a ``.detach()``). Their ``log q``
+    would enter every importance weight with nothing in ``p`` to match it."""
+    return tuple(aux for aux in auxiliary if aux not in feeding and not sites_moved_by_auxiliary(
+        guide, args, kwargs, [aux], [n for n in names if n != aux]))
+
+
 def sites_moved_by_auxiliary(guide, args, kwargs, auxiliary, names) -> set[str]:
     """Those of the guide's sites ``names`` whose distribution changes when only the values
     of the ``auxiliary`` sites change: the guide run twice from one random state, its
@@ -246,9 +266,12 @@ def sites_moved_by_auxiliary(guide, args, kwargs, auxiliary, names) -> set[str]:
             first = poutine.trace(guide).get_trace(*args, **kwargs)  # would repeat them)
             try:
                 same = {n: first.nodes[n]["value"] for n in auxiliary if n in first.nodes}
-                fresh = {n: first.nodes[n]["fn"].sample() for n in same}
+                fresh = {n: _another_draw(first.nodes[n]["fn"], value)
+                         for n, value in same.items()}
             except (NotImplementedError, RuntimeError, ValueError):
                 return set()  # an auxiliary site that cannot draw again: nothing to compare
+        if all(torch.equal(same[n], fresh[n]) for n in same):
+            return set()  # no other value drawn (a discrete site's likely one): nothing seen
         kept, moved = run(same), run(fresh)
     changed = set()
     for name in names:

@@ -80,6 +80,7 @@ from .sites import (
     sites_moved_by_auxiliary,
     trace_signature,
     unrecorded_randomness,
+    unused_auxiliary_sites,
 )
 
 
@@ -153,10 +154,15 @@ class PairStructure:
             those have fewer elements than the sites' free coordinates together
             (AutoStructured with a ``"delta"`` conditional beside a ``"normal"`` one): q has
             no density on the latents' space, whatever each site's ``log_density``.
+        surplus_auxiliary: the auxiliary sites, when their draws have more elements than the
+            free coordinates of the ``Delta`` sites computed from them (a chain of auxiliary
+            draws, a mixture's component): q of the latents integrates over the rest.
         plates: ``(name, dim, size)`` of the vectorized plates of model and guide.
         beside_auxiliary: guide sites of a guide with auxiliary sites that are neither
             auxiliary nor ``Delta`` and whose distribution depends on no other draw: their
             density is their own, beside the auxiliary transform's.
+        unused_auxiliary: auxiliary guide sites that no other guide site depends on: their
+            ``log q`` would enter every weight with nothing in ``p`` to match it.
         dependent_support: observed sites whose support moves with the latents (``x ~
             Uniform(0, z)``, :func:`.latents.draw_dependent_supports`): scored ``-inf``, weight
             zero, where a draw puts the value outside it.
@@ -201,7 +207,9 @@ class PairStructure:
     mask_mismatch: tuple = ()
     free_deltas: tuple = ()
     collapsed_deltas: tuple = ()
+    surplus_auxiliary: tuple = ()
     beside_auxiliary: tuple = ()
+    unused_auxiliary: tuple = ()
     plates: tuple = ()
     dependent_support: tuple = ()
     unrecorded_randomness: tuple = ()
@@ -497,14 +505,19 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     )
     if reuse:  # what further runs of the same program path found on the reference's rows
         return replace(reference, **judged)
-    free_deltas, jacobian = delta_dependence(guide, args, kwargs, guide_latents, auxiliary)
+    free_deltas, jacobian, feeding = delta_dependence(guide, args, kwargs, guide_latents,
+                                                      auxiliary)
     if jacobian:
         raise jacobian_error(jacobian[0])
     rebuilt = rebuilt_networks(model, guide, args, kwargs, (model_full, guide_full))
     if rebuilt:
         raise PairError(rebuilt_network_message(rebuilt))
-    beside_auxiliary = ()
+    beside_auxiliary = unused_auxiliary = ()
     if auxiliary:
+        scored = [s["name"] for s in guide_latents
+                  if s["name"] in auxiliary and s["mask"] is not False]  # (mask=False: no log q)
+        unused_auxiliary = unused_auxiliary_sites(
+            guide, args, kwargs, scored, [s["name"] for s in guide_latents], feeding)
         ordinary = [site["name"] for site in guide_latents if site["name"] not in auxiliary
                     and family(site["fn"]) != "Delta"]
         if ordinary:
@@ -512,6 +525,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
             dependent |= sites_moved_by_auxiliary(guide, args, kwargs, auxiliary,
                                                   [n for n in ordinary if n not in dependent])
             beside_auxiliary = tuple(n for n in ordinary if n not in dependent)
+    balance = _auxiliary_balance(model_sites, guide_latents, auxiliary, free_deltas)
     error = ""
     if probe_vectorized:
         fixed = PairStructure(nesting, batch_size, subsample=subsample)
@@ -545,9 +559,10 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
                                              guide_latents),
         point_masses=tuple(s["name"] for s in guide_latents if is_delta(s["fn"])),
         free_deltas=free_deltas,
-        collapsed_deltas=_collapsed_deltas(model_sites, guide_latents, auxiliary,
-                                           free_deltas),
+        collapsed_deltas=balance[0],
+        surplus_auxiliary=balance[1],
         beside_auxiliary=beside_auxiliary,
+        unused_auxiliary=unused_auxiliary,
         unrecorded_randomness=(unrecorded_randomness(model, guide, args, kwargs)
                                if probe_randomness else ()),
         dependent_support=dependent_support,
@@ -559,22 +574,27 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     )
 
 
-def _collapsed_deltas(model_sites, guide_latents, auxiliary, free_deltas) -> tuple:
-    """:attr:`PairStructure.collapsed_deltas`: the ``Delta`` sites that depend on auxiliary
-    draws, when these have more free coordinates than the auxiliary draws (one run's
-    values). A site's free coordinates are those of its model support's unconstrained
-    space (``biject_to(support)``: a simplex of K values has K - 1, a 3 x 3 correlation
-    Cholesky factor 3); a support without a known bijection leaves the check out."""
+def _auxiliary_balance(model_sites, guide_latents, auxiliary, free_deltas) -> tuple:
+    """``(collapsed, surplus)``: :attr:`PairStructure.collapsed_deltas`, the ``Delta`` sites
+    that depend on auxiliary draws when these have more free coordinates than the auxiliary
+    draws; :attr:`PairStructure.surplus_auxiliary`, the auxiliary sites when their draws
+    have more elements than those ``Delta`` sites' free coordinates (one run's values). A
+    site's free coordinates are those of its model support's unconstrained space
+    (``biject_to(support)``: a simplex of K values has K - 1, a 3 x 3 correlation Cholesky
+    factor 3); a support without a known bijection leaves the check out."""
     supports = {s["name"]: s["fn"].support for s in model_sites}
     derived = [s for s in guide_latents if is_delta(s["fn"]) and s["name"] not in auxiliary
                and s["name"] not in free_deltas]
-    drawn = sum(s["value"].numel() for s in guide_latents if s["name"] in auxiliary)
+    drawn = sum(s["value"].numel() for s in guide_latents
+                if s["name"] in auxiliary and s["mask"] is not False)
     needed = 0
     for site in derived:
         try:
             shape = biject_to(supports.get(site["name"], constraints.real)).inverse_shape(
                 site["value"].shape)
         except (NotImplementedError, TypeError, ValueError):
-            return ()
+            return (), ()
         needed += math.prod(shape)
-    return tuple(s["name"] for s in derived) if needed > drawn else ()
+    collapsed = tuple(s["name"] for s in derived) if needed > drawn else ()
+    surplus = tuple(auxiliary) if derived and needed < drawn else ()
+    return collapsed, surplus
