@@ -389,8 +389,9 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     removed and an ``OSError`` names ``path``. A state that is not a dict, or that holds a
     value that cannot be pickled or a class outside :data:`ALLOWED_CLASSES`, is a
     ``TypeError`` naming ``path`` (and the key), raised
-    before anything is written. A symlink keeps pointing at the file, which is replaced
-    (:func:`real_path`).
+    before anything is written; so is a ``CheckpointError`` when ``path`` is a folder, a
+    special file or a file that is not a checkpoint (another program's file is never
+    replaced). A symlink keeps pointing at the file, which is replaced (:func:`real_path`).
     """
     _check_path(path)
     if not isinstance(state, dict):
@@ -400,6 +401,10 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     if kind is not None:
         raise CheckpointError(f"cannot write the checkpoint {path}: it is {kind}, which the "
                               "checkpoint would replace; pass a file name")
+    if not _is_checkpoint_or_empty(target):
+        raise CheckpointError(f"cannot write the checkpoint {path}: it is a file that is not a "
+                              f"checkpoint (no {MAGIC[:7].decode()} header), which the "
+                              "checkpoint would replace; pass another path, or delete the file")
     payload = _serialized(path, state)
     header = _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload))
     partial = None

@@ -1165,6 +1165,14 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                     callback(record)
             except KeyboardInterrupt as error:  # a callback that stops the run: what it did
                 interrupted = error             # before stopping is kept, as it would be
+            broken = _nonfinite_names(_named_params(modules))
+            if broken:  # (a projection dividing by a zero norm): not saved over the epoch
+                raise FloatingPointError(
+                    f"the callback left parameters {broken[:5]} NaN or infinite after epoch "
+                    f"{epoch + 1}{_on_disk(checkpoint, saved, earlier)}, as saved before the "
+                    "callback ran. The parameters now hold the callback's values: fix the "
+                    "callback, then resume the checkpoint or start again from "
+                    "pyro.clear_param_store() and fresh modules")
             if checkpoint is not None and parallel.from_first_rank(
                     settings_record.moved_since_save() or not _same_tensors(
                         before, _checkpointed_tensors(modules, store_names, registered))):

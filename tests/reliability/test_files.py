@@ -243,3 +243,20 @@ def test_a_name_too_long_for_the_temporary_file_is_refused_before_training(tmp_p
 def test_a_path_that_is_no_path_is_named():
     with pytest.raises(TypeError, match="path must be a str or os.PathLike, got int"):
         save_checkpoint(5, {"a": 1})
+
+
+def test_save_checkpoint_never_replaces_another_programs_file(tmp_path):
+    """``save_checkpoint`` replaced any regular file atomically (a user's notes at the
+    checkpoint's path were gone, with no copy), while ``fit`` refused the same path. It
+    refuses before writing now; a checkpoint or an empty file is replaced as before."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my results")
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
+        save_checkpoint(notes, {"a": 1})
+    assert notes.read_text() == "my results"
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+    ours, empty = tmp_path / "ours.pt", tmp_path / "empty.pt"
+    empty.touch()
+    for path in (ours, ours, empty):
+        save_checkpoint(path, {"a": 2})
+        assert load_checkpoint(path)["a"] == 2

@@ -142,3 +142,32 @@ def test_a_pair_left_in_evaluation_mode_is_named_before_training():
                                          r"Dropout\(p=0.2\) at encoder.1"):
         fit(pair.model, pair.guide, _data(), epochs=1, batch_size=16, progress=False)
     assert not pair.training  # the modes are left as they were
+
+
+def test_a_callback_that_leaves_nan_parameters_keeps_the_epoch_saved_before_it(tmp_path):
+    """A callback that broke the parameters (a projection dividing by a zero norm) had them
+    saved over the finite epoch as its "after callback" state; the run stopped at the next
+    step saying that the checkpoint kept that epoch, which could not be resumed. It stops
+    right after the callback now, and the file keeps the epoch as saved before it."""
+    from inference.training.checkpoints import load_checkpoint
+
+    model, x = LinearGaussian(data_dim=3, latent_dim=1, seed=9), _data()
+    checkpoint = tmp_path / "run.pt"
+
+    def breaks_at_two(record):
+        if record["epoch"] == 2:
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.fill_(float("nan"))
+
+    with pytest.raises(FloatingPointError, match=r"callback left parameters .* after epoch 2"
+                                                 r".*keeps epoch 2"):
+        _fit(model, x, checkpoint=checkpoint, callback=breaks_at_two)
+    state = load_checkpoint(checkpoint)
+    assert len(state["history"]) == 2 and not state.get("after_callback")
+    assert all(bool(torch.isfinite(t).all()) for m in state["modules"] for t in m.values())
+    resumed = LinearGaussian(data_dim=3, latent_dim=1, seed=9)
+    pyro.clear_param_store()
+    history = fit(resumed.model, resumed.guide, x, epochs=4, batch_size=16, seed=3, lr=0.05,
+                  progress=False, checkpoint=checkpoint, resume=True)
+    assert len(history) == 4
