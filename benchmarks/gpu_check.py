@@ -199,7 +199,7 @@ def load_cache(path: Path, check, instead: str) -> dict | None:
     cannot be used: unreadable, truncated, altered (the CRC), of an older format, or refused
     by ``check(state)`` (raising ``KeyError``, ``ValueError``, ``RuntimeError``, ... for a
     state of another shape). The latter is said, naming the file and what the caller does
-    ``instead`` (rebuild it)."""
+    ``instead`` (rebuild it), and the file removed."""
     from inference.training.checkpoints import CheckpointError, load_checkpoint
 
     if not path.exists():
@@ -210,6 +210,7 @@ def load_cache(path: Path, check, instead: str) -> dict | None:
     except (CheckpointError, KeyError, TypeError, ValueError, AttributeError,
             RuntimeError) as error:
         print(f"cannot use the cached file {path} ({error}); {instead}", flush=True)
+        path.unlink()  # (save_checkpoint replaces no file of another format: this is ours)
         return None
     return state
 

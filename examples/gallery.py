@@ -117,7 +117,7 @@ def load_cached(module: torch.nn.Module, path: Path, key: str) -> float | None:
     for the settings ``key``) and return its training seconds; None, after saying why and
     naming the file, when the file is unreadable, corrupt (truncated, altered: the CRC of
     :func:`inference.training.checkpoints.load_checkpoint`), of an older format, or of
-    other settings or another network. ``module`` is then unchanged."""
+    other settings or another network. ``module`` is then unchanged, and the file removed."""
     try:
         saved = load_checkpoint(path, map_location="cpu")
         if saved.get("settings") != key:
@@ -130,6 +130,7 @@ def load_cached(module: torch.nn.Module, path: Path, key: str) -> float | None:
     except (CheckpointError, KeyError, TypeError, ValueError, AttributeError) as error:
         print(f"gallery: cannot use the cached model {path} ({error}); training it afresh "
               f"to replace it", flush=True)
+        path.unlink()  # (save_checkpoint replaces no file of another format: this is ours)
         return None
     module.load_state_dict(saved["state"])
     return seconds

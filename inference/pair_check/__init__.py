@@ -52,7 +52,7 @@ Other modules import from this package, not from its modules.
 
 from .latents import (biased_late_parents, check_observed_values_validated,
                       late_parent_message, late_parents)
-from .networks import AdoptedParamWarning
+from .networks import AdoptedParamWarning, check_store_shapes
 from .policy import (
     COVERAGE_USES,
     FIT_LOSSES,
@@ -90,6 +90,7 @@ from .survey import (
 
 __all__ = [
     "AdoptedParamWarning",
+    "check_store_shapes",
     "COVERAGE_USES",
     "DATA_PLATE",
     "DrawsAsLeaves",

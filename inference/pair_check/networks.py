@@ -15,7 +15,7 @@ from torch.distributions.transforms import Transform
 from ..checks import autograd_arguments, recording_autograd, user_stacklevel
 from ..random_state import forked_rng
 from ..reachable import reachable_modules
-from .sites import tensor_text, trace_pair
+from .sites import PairError, tensor_text, trace_pair
 
 
 def _network_parameters(traces) -> dict[str, tuple[str, torch.nn.Parameter, object]]:
@@ -159,6 +159,34 @@ def warn_adopted(held) -> None:
             "(or after pyro.get_param_store().load) continues from those. If this is a new "
             "model, call pyro.clear_param_store() before building it",
             AdoptedParamWarning, stacklevel=user_stacklevel())
+
+
+def check_store_shapes(model, guide, called: str | None = None) -> None:
+    """Refuse, before any run, a ``PyroParam`` of the ``PyroModule``s whose methods ``model``
+    and ``guide`` are when Pyro's param store holds a tensor of another shape under its
+    name: the module would adopt it at its first use (an instance of another size built
+    after an earlier one in one process), and the pair fail in torch with a bare shape error.
+    """
+    store = pyro.get_param_store()
+    found = []
+    for module, name, tensor in pyro_params_held(model, guide):
+        prefix = module.__dict__.get("_pyro_name", "")
+        full = f"{prefix}.{name}" if prefix else name  # PyroModule's name in the store
+        if full not in store:
+            continue
+        with torch.no_grad():
+            built = torch.distributions.transform_to(module._pyro_params[name][0])(tensor)
+        held = store.get_param(full)
+        if held.shape != built.shape:
+            found.append(f"'{full}' of {type(module).__name__}: {list(built.shape)} built, "
+                         f"{list(held.shape)} in the store")
+    if found:
+        raise PairError(
+            (f"{called}: " if called else "") + "Pyro's param store holds tensors of another "
+            f"shape under the names of the PyroParam(s) {', '.join(found)}, left by an earlier model of another size: "
+            "PyroModule adopts the store's tensor at its first use, and the pair would fail "
+            "with a bare shape error. Call pyro.clear_param_store() before building a new "
+            "model")
 
 
 def _value_text(constraint, unconstrained: torch.Tensor) -> str:

@@ -11,7 +11,10 @@ from itertools import zip_longest
 import pyro
 import torch
 from pyro import poutine
+from pyro.poutine.util import prune_subsample_sites
 
+from ..checks import evaluation_mode
+from ..reachable import reachable_modules
 from .sites import (
     DATA_PLATE,
     PARTICLE_PLATE,
@@ -407,7 +410,8 @@ def try_vectorized(model, guide, args, kwargs, nesting: int) -> str:
                 stray = _dim_without_plate(site, log_p)
                 if stray:
                     return stray
-        mismatch = _one_particle_mismatch(model, guide, args, kwargs, nesting)
+        with evaluation_mode(_dropout_layers(model, guide)):
+            mismatch = _particle_mismatch(model, guide, args, kwargs, nesting)
     except Exception as error:  # the user's code failed on a leading particle dim
         return f"{type(error).__name__}: {error}"
     return mismatch
@@ -420,7 +424,8 @@ def _dim_without_plate(site, log_p: torch.Tensor) -> str:
     data's dim, where every particle's density would be summed into each weight."""
     sizes = {f.dim: f.size for f in site["cond_indep_stack"] if f.vectorized}
     for dim in range(-log_p.dim(), 0):
-        if log_p.shape[dim] != 1 and sizes.get(dim) != log_p.shape[dim]:
+        # (a sizeless plate, of size -1, takes its size from the data)
+        if log_p.shape[dim] != 1 and sizes.get(dim, 1) not in (-1, None, log_p.shape[dim]):
             return (f"site '{site['name']}' has log_prob shape {tuple(log_p.shape)} with 2 "
                     f"particles in a plate at dim {min(sizes, default=-1)}: dim {dim} of size "
                     f"{log_p.shape[dim]} is no plate of the site's (a reduction over another "
@@ -428,38 +433,69 @@ def _dim_without_plate(site, log_p: torch.Tensor) -> str:
     return ""
 
 
-def _one_particle_mismatch(model, guide, args, kwargs, nesting: int) -> str:
-    """'' when the pair scores one draw the same with and without a particle plate of size 1,
-    else what differs: code that indexes a latent by position (``z[:, 0]`` for the first
-    latent coordinate) picks another dim under the particle plate and broadcasts one
-    datapoint's latent over all of them, a valid shape with wrong numbers."""
-    drawn = poutine.trace(guide).get_trace(*args, **kwargs)
-    # both passes replay these draws; randomness outside pyro.sample (dropout, numpy) draws
-    # the same numbers in both from the same state
-    state = pyro.util.get_rng_state()
-    model_trace, guide_trace = trace_pair(model, poutine.replay(guide, trace=drawn), args,
-                                          kwargs)
-    padded = drawn.copy()
-    for site in sample_sites(padded, observed=False):
-        value = site["value"]
-        missing = nesting - (value.dim() - site["fn"].event_dim)
-        if missing > 0:
-            site["value"] = value.reshape((1,) * missing + tuple(value.shape))
+def _dropout_layers(model, guide) -> list[torch.nn.Module]:
+    """The dropout layers of the networks ``model`` and ``guide`` reach."""
+    return [sub for module in reachable_modules(model, guide) for sub in module.modules()
+            if isinstance(sub, torch.nn.modules.dropout._DropoutNd)]
 
-    def one_particle(fn):
+
+def _particle_mismatch(model, guide, args, kwargs, nesting: int) -> str:
+    """'' when two guide draws score, site by site, the same in one run with 2 particles in a
+    leftmost plate as each in a run of its own, else the first site that differs. Code that
+    indexes a latent by position (``z[:, 0]`` for the first latent coordinate) picks another
+    dim under the particle plate, and a reduction over all of a latent's dims (``z.sum()``)
+    adds the particles together: valid shapes with wrong numbers. Dropout layers run in
+    evaluation mode here (a mask of another shape draws other numbers); the random state is
+    the same for every run (randomness outside ``pyro.sample`` then draws alike)."""
+    state = pyro.util.get_rng_state()
+    drawn = [poutine.trace(guide).get_trace(*args, **kwargs) for _ in range(2)]
+    plain = []
+    for trace in drawn:
+        pyro.util.set_rng_state(state)
+        plain.append(trace_pair(model, poutine.replay(guide, trace=trace), args, kwargs))
+    # each run's log density per site, read before stacking (a trace's copy shares its sites)
+    scores = [[{site["name"]: float(site["fn"].log_prob(site["value"]).sum())
+                for site in sample_sites(trace)} for trace in traces] for traces in plain]
+
+    def stacked(role: int):
+        """Both runs' latent values of the model's (0) or guide's (1) trace, stacked in a
+        leftmost particle dim: the model's own draws (a latent the guide leaves to the
+        prior) are replayed too."""
+        out = plain[0][role].copy()
+        for site in sample_sites(out, observed=False):
+            values = [traces[role].nodes[site["name"]]["value"] for traces in plain]
+            missing = nesting - (values[0].dim() - site["fn"].event_dim)
+            site["value"] = torch.cat([v.reshape((1,) * missing + tuple(v.shape))
+                                       for v in values])
+        return out
+
+    def two_particles(fn):
         def run(*a, **k):
-            with pyro.plate(PARTICLE_PLATE, 1, dim=-nesting):
+            with pyro.plate(PARTICLE_PLATE, 2, dim=-nesting):
                 return fn(*a, **k)
 
         return run
 
     pyro.util.set_rng_state(state)
-    replayed_guide = poutine.replay(one_particle(guide), trace=padded)
-    model_one, guide_one = trace_pair(one_particle(model), replayed_guide, args, kwargs)
-    plain = float(model_trace.log_prob_sum() - guide_trace.log_prob_sum())
-    particle = float(model_one.log_prob_sum() - guide_one.log_prob_sum())
-    if abs(plain - particle) <= 1e-4 * (1.0 + abs(plain)) or not math.isfinite(plain):
-        return ""
-    return (f"one draw scores {plain:.6g} without a particle plate and {particle:.6g} with one "
-            "(code that indexes a latent by position, z[:, 0], picks another dim under a "
-            "leading particle dim: index from the right, z[..., 0])")
+    guide_trace = poutine.trace(poutine.replay(two_particles(guide), trace=stacked(1))
+                                ).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.replay(two_particles(model), trace=stacked(0))
+                                ).get_trace(*args, **kwargs)
+    vectorized = (prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace))
+    for role, joint in enumerate(vectorized):
+        for site in sample_sites(joint):
+            log_p = site["fn"].log_prob(site["value"])
+            log_p = log_p.reshape((1,) * (nesting - log_p.dim()) + tuple(log_p.shape))
+            for particle, scored_runs in enumerate(scores):
+                together = float(log_p[particle if log_p.shape[0] == 2 else 0].sum())
+                scored = scored_runs[role].get(site["name"], math.nan)
+                if abs(scored - together) <= 1e-4 * (1.0 + abs(scored)) or (
+                        not math.isfinite(scored) and scored == together):
+                    continue
+                return (f"site '{site['name']}' scores {scored:.6g} for one draw run alone and "
+                        f"{together:.6g} for the same draw among 2 particles (code that indexes "
+                        "a latent by position, z[:, 0], picks another dim under a leading "
+                        "particle dim, and a reduction over all its dims, z.sum(), adds the "
+                        "particles together: index and reduce from the right, z[..., 0], "
+                        "z.sum(-1))")
+    return ""

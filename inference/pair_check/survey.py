@@ -41,6 +41,7 @@ from .latents import (
     unscorable_sites,
 )
 from .networks import (
+    check_store_shapes,
     nonfinite_param_sites,
     nonfinite_parameters,
     pyro_params_held,
@@ -338,6 +339,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
                         f"(or None), got a {type(kwargs).__name__}")
     args = tuple(args)
     kwargs = kwargs or {}
+    check_store_shapes(model, guide)
     held = pyro_params_held(model, guide)
     # the first run, on copies of the tensor arguments: a program that changes one in
     # place is refused before it touches the caller's

@@ -23,8 +23,8 @@ from ..checks import (autograd_tensor, check_dense, check_finite_tensor, check_i
                       check_pair_arguments, check_positional_call, evaluation_mode,
                       training_mode_layers, user_stacklevel)
 from ..evidence.estimators import elbo
-from ..pair_check import (PairError, check_observed_values_validated, check_pair, data_frame,
-                          trace_pair)
+from ..pair_check import (PairError, check_observed_values_validated, check_pair,
+                          check_store_shapes, data_frame, trace_pair)
 from ..random_state import forked_rng
 from ..reachable import kept_buffers, reachable_modules
 from ..supports import describe_support
@@ -900,6 +900,7 @@ def fit(
                                   num_particles=num_particles,
                                   backend=compile if isinstance(compile, str) else None)
     modules = [m for m in {id(m): m for m in map(_module_of, (model, guide)) if m}.values()]
+    check_store_shapes(model, guide, "fit")
     device = resolve_device(_device_of(tensors, modules) if device is None else device)
     if mixed_precision and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ValueError("mixed_precision=True needs bfloat16 support on the CUDA device "

@@ -42,3 +42,27 @@ def test_no_warning_for_one_instance_or_after_clearing_the_store(recwarn):
     assert not [w for w in recwarn if issubclass(w.category, AdoptedParamWarning)]
     torch.testing.assert_close(second.noise_scale.detach(), torch.tensor(0.2))
 
+
+
+def test_a_new_model_of_another_size_is_refused_before_it_runs():
+    """A second ``LinearGaussian`` with another latent size adopted the first one's
+    ``[1, 1]`` scale factor from the param store and every estimator failed in torch's
+    ``MultivariateNormal.rsample`` with a bare shape error (the warning above needs a run
+    that succeeds); fit likewise. Refused now, naming the parameter and both shapes."""
+    from inference import PairError, fit, iwae_bound
+
+    pyro.clear_param_store()
+    first = LinearGaussian(3, 1, seed=1)
+    x = first.simulate(4, seed=2)
+    iwae_bound(first.model, first.guide, x, num_samples=5, progress=False)
+    second = LinearGaussian(3, 2, seed=1)
+    for call in (lambda: iwae_bound(second.model, second.guide, x, num_samples=5,
+                                    progress=False),
+                 lambda: fit(second.model, second.guide, x, epochs=1, progress=False)):
+        with pytest.raises(PairError, match=r"'guide_scale_tril' of LinearGaussian: \[2, 2\] "
+                                            r"built, \[1, 1\] in the store"):
+            call()
+    assert list(second.guide_scale_tril.shape) == [2, 2]  # nothing ran
+    pyro.clear_param_store()
+    assert torch.isfinite(iwae_bound(second.model, second.guide, x, num_samples=5,
+                                     progress=False)).all()
