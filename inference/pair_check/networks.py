@@ -184,9 +184,9 @@ def check_store_shapes(model, guide, called: str | None = None) -> None:
         raise PairError(
             (f"{called}: " if called else "") + "Pyro's param store holds tensors of another "
             f"shape under the names of the PyroParam(s) {', '.join(found)}, left by an "
-            "earlier model of another size: PyroModule adopts the store's tensor at its first use, and the pair would fail "
-            "with a bare shape error. Call pyro.clear_param_store() before building a new "
-            "model")
+            "earlier model of another size: PyroModule adopts the store's tensor at its "
+            "first use, and the pair would fail with a bare shape error. Call "
+            "pyro.clear_param_store() before building a new model")
 
 
 def _value_text(constraint, unconstrained: torch.Tensor) -> str:
