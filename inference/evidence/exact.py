@@ -24,7 +24,7 @@ from ..pair_check import (
 )
 from ..progress import check_progress, progress_bar
 from ..supports import mask_outside_support, support_of
-from ..weights import check_data, per_datapoint
+from ..weights import check_data, check_rows_independent, per_datapoint
 
 
 class ExactEvidence(NamedTuple):
@@ -289,6 +289,11 @@ def exact_log_evidence(
     check_subsampled_plates(structure, "exact_log_evidence")
     warn_if_tempered(structure, "exact_log_evidence")
     model = structure.fix_subsample(model)  # every chunk scores the same datapoints
+    # a density of one datapoint that depends on the others has no evidence of its own:
+    # refused as by the estimators (the latents drawn from the prior, scored alone and in
+    # the whole batch)
+    check_rows_independent(model, poutine.block(model, hide_fn=lambda msg: msg["is_observed"]),
+                           args, kwargs, structure, "exact_log_evidence")
     with poutine.block(), torch.no_grad():
         trace = poutine.trace(model).get_trace(*args, **kwargs)
     latents = list(sample_sites(trace, observed=False))

@@ -441,3 +441,29 @@ def test_a_one_hot_latent_is_summed_over_its_vectors_not_their_elements():
     result = exact_log_evidence(model, x, site="z")
     assert result.grid.tolist() == [[1.0, 0.0], [0.0, 1.0]]
     assert float((result.log_evidence - truth).abs().max()) < 1e-12
+
+
+def test_rows_coupled_through_the_batch_are_refused():
+    """A model whose datapoints share the batch mean of their latents (``z - z.mean()``) has
+    no evidence per datapoint; quadrature gave numbers where ``iwae_bound`` refused (and its
+    grid's nodes entered the mean like particles). Refused now, as by the estimators; a
+    model that reduces over all the latent's dims (``z.sum()`` of one row) sums the grid's
+    nodes together (-11306058 against -1.688) and is refused as not broadcasting."""
+    from inference import PairError
+
+    x = torch.tensor([1.3, 0.2, -0.5])
+
+    def coupled(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z - z.mean(), 1.0), obs=x)
+
+    def summed(x):
+        with pyro.plate("data", 1):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z.sum(), 1.0).expand([1]), obs=x)
+
+    with pytest.raises(PairError, match="depends on the other datapoints"):
+        exact_log_evidence(coupled, x, progress=False)
+    with pytest.raises(ValueError, match="among 2 particles"):
+        exact_log_evidence(summed, x[:1], progress=False)
