@@ -12,6 +12,7 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.poutine.messenger import Messenger
+from pyro.infer.autoguide import AutoGuide
 from pyro.poutine.util import prune_subsample_sites
 
 from ..checks import autograd_arguments, recording_autograd, user_stacklevel
@@ -197,47 +198,85 @@ class _AuxiliaryAsLeaves(Messenger):
             self.deltas[msg["name"]] = msg
 
 
-def _jacobian_mismatch(msg, aux_name: str, leaf: torch.Tensor) -> tuple | None:
+def _jacobian_mismatch(msg, aux_name: str, leaf: torch.Tensor,
+                       trusted: bool) -> tuple | None:
     """``(site, auxiliary site, log_density given, log Jacobian term expected)`` when the
-    ``Delta`` of ``msg`` is an elementwise map of the auxiliary draw ``leaf`` (same shape;
-    checked with a second, randomly weighted backward pass) whose ``log_density`` is left at 0
-    while ``-log|d value / d aux|`` summed over its event dims, the change of variables that
-    makes it a density (AutoNormal passes it), is not; None otherwise: a map that preserves
-    volume, a ``log_density`` that was given (trusted), or a map that is not elementwise
-    (nothing is judged then)."""
+    ``Delta`` of ``msg`` is a map of the auxiliary draw ``leaf`` of the same shape whose
+    ``log_density`` is not ``-log|det d value / d aux|`` per batch element (summed over its
+    event dims), the change of variables that makes it a density; None otherwise, or when
+    nothing can be judged: a map that couples batch elements or is too large for its full
+    Jacobian (:func:`_log_jacobian`), or a ``log_density`` given by a ``trusted`` guide (an
+    AutoGuide's: the slope read here is that of the map in the value's precision, which near
+    a support's end, a sigmoid at 1 - 2e-6 in float32, is off by more than any tolerance,
+    while AutoNormal's own term is right). A hand-written guide's given term is judged with
+    a tolerance of 1%: a forgotten Jacobian of ``m + L eps``, or a ``log_density`` that counts
+    q a second time, put every bound above ``log p(x)``."""
     value = msg["value"]
     if value.shape != leaf.shape or not bool(site_mask(msg).all()):
         return None
-    (slope,) = torch.autograd.grad(value.sum(), leaf, retain_graph=True, allow_unused=True)
-    weights = torch.rand_like(value) + 0.5
-    (weighted,) = torch.autograd.grad((value * weights).sum(), leaf, retain_graph=True,
-                                      allow_unused=True)
-    if slope is None or weighted is None or not bool(torch.isfinite(slope).all()) or \
-            bool((slope == 0).any()):
-        return None
-    scale = slope.abs().max()
-    if not torch.allclose(weighted, weights * slope, rtol=1e-4, atol=1e-6 * float(scale)):
-        return None  # not elementwise: the change of variables needs the full Jacobian
     fn = unwrapped(msg["fn"])
-    event_dim = msg["fn"].event_dim
-    expected = -slope.abs().log()
-    if event_dim:
-        expected = expected.reshape(expected.shape[:expected.dim() - event_dim] + (-1,)).sum(-1)
-    given = torch.as_tensor(fn.log_density, dtype=expected.dtype).detach()
-    if bool((given != 0).any()):
-        # a log_density was given: trusted. The slope read here is that of the map in the
-        # value's precision, which near a support's end (a sigmoid at 1 - 2e-6 in float32)
-        # is off by more than any tolerance, while AutoNormal's own term is right
+    given = torch.as_tensor(fn.log_density, dtype=value.dtype).detach()
+    judged = bool((given != 0).any())
+    if judged and trusted:
+        return None
+    expected = _log_jacobian(value, leaf, msg["fn"].event_dim)
+    if expected is None:
         return None
     try:
         given = given.expand(expected.shape)
     except RuntimeError:
         return None
-    expected = expected.detach()
-    tolerance = 1e-3 * (1.0 + expected.abs())
+    expected = -expected.detach()
+    tolerance = (1e-2 if judged else 1e-3) * (1.0 + expected.abs())
     if bool(((given - expected).abs() <= tolerance).all()):
         return None
     return msg["name"], aux_name, given, expected
+
+
+# The most elements of a Delta whose full Jacobian is computed (one batched backward pass).
+MAX_JACOBIAN_ELEMENTS = 1024
+
+
+def _log_jacobian(value: torch.Tensor, leaf: torch.Tensor, event_dim: int):
+    """``log|det d value / d leaf|`` per batch element of ``value`` (same shape as ``leaf``:
+    ``batch_shape + event_shape``), or None: an elementwise map is read from two backward
+    passes (its slope, checked against a randomly weighted one); any other from its full
+    Jacobian, when of at most :data:`MAX_JACOBIAN_ELEMENTS` elements and free of terms
+    between batch elements; a zero or non-finite slope or determinant gives None."""
+    (slope,) = torch.autograd.grad(value.sum(), leaf, retain_graph=True, allow_unused=True)
+    if slope is None or not bool(torch.isfinite(slope).all()):
+        return None
+    weights = torch.rand_like(value) + 0.5
+    (weighted,) = torch.autograd.grad((value * weights).sum(), leaf, retain_graph=True)
+    scale = slope.abs().max()
+    if torch.allclose(weighted, weights * slope, rtol=1e-4, atol=1e-6 * float(scale)):
+        if bool((slope == 0).any()):
+            return None
+        log_slope = slope.abs().log()
+        return (log_slope.reshape(log_slope.shape[:log_slope.dim() - event_dim] + (-1,)).sum(-1)
+                if event_dim else log_slope)
+    size = value.numel()
+    if size > MAX_JACOBIAN_ELEMENTS:
+        return None
+    batch = value.shape[:value.dim() - event_dim]
+    rows = math.prod(batch)
+    try:
+        (jacobian,) = torch.autograd.grad(
+            value, leaf, grad_outputs=torch.eye(size, dtype=value.dtype,
+                                                device=value.device).reshape(size, *value.shape),
+            retain_graph=True, is_grads_batched=True)
+    except RuntimeError:  # an operation without a batched backward
+        return None
+    jacobian = jacobian.reshape(rows, size // rows, rows, size // rows).double()
+    blocks = jacobian.diagonal(dim1=0, dim2=2).permute(2, 0, 1)  # [rows, event, event]
+    total = jacobian.abs().sum()
+    if not bool(torch.isfinite(total)) or \
+            float(total - blocks.abs().sum()) > 1e-6 * float(total):
+        return None  # couples batch elements (or not finite): nothing judged
+    sign, log_det = torch.linalg.slogdet(blocks)
+    if bool((sign == 0).any()):
+        return None
+    return log_det.to(value.dtype).reshape(batch)
 
 
 def delta_dependence(guide, args, kwargs, guide_latents, auxiliary) -> tuple:
@@ -253,6 +292,7 @@ def delta_dependence(guide, args, kwargs, guide_latents, auxiliary) -> tuple:
         return tuple(deltas), (), frozenset()
     recorder = _AuxiliaryAsLeaves()
     free, jacobian, feeding = [], [], set()
+    trusted = isinstance(guide, AutoGuide)  # Pyro's own change-of-variables terms
     with poutine.block(), forked_rng(), recording_autograd():
         args, kwargs = autograd_arguments(args, kwargs)
         with recorder:
@@ -271,7 +311,7 @@ def delta_dependence(guide, args, kwargs, guide_latents, auxiliary) -> tuple:
             if not used:
                 free.append(name)
             elif len(used) == 1:
-                found = _jacobian_mismatch(msg, names[used[0]], leaves[used[0]])
+                found = _jacobian_mismatch(msg, names[used[0]], leaves[used[0]], trusted)
                 if found is not None:
                     jacobian.append(found)
     return tuple(free), tuple(jacobian), frozenset(feeding)
@@ -281,13 +321,13 @@ def jacobian_error(record) -> PairError:
     name, aux, given, expected = record
     shown = tensor_text(given), tensor_text(expected)
     return PairError(
-        f"guide site '{name}' is a Delta computed elementwise from auxiliary site '{aux}', "
-        f"and its log_density ({shown[0]}) is not the change of variables "
-        f"-log|d {name} / d {aux}| ({shown[1]}): q({name}) = q({aux}) |d {name} / d "
-        f"{aux}|^-1, so every log weight would be off by the difference (a forgotten "
-        f"Jacobian). Pass it: pyro.sample('{name}', dist.Delta(value, log_density=...)) "
-        f"with log_density = -log|d {name} / d {aux}| summed over the event dims, as Pyro's "
-        "AutoNormal does")
+        f"guide site '{name}' is a Delta computed from auxiliary site '{aux}', and its "
+        f"log_density ({shown[0]}) is not the change of variables -log|det d {name} / d "
+        f"{aux}| ({shown[1]}): q({name}) = q({aux}) |det d {name} / d {aux}|^-1, so every log "
+        "weight would be off by the difference (a forgotten Jacobian, or a log_density that "
+        f"counts q({name}) itself). Pass the Jacobian term alone: pyro.sample('{name}', "
+        f"dist.Delta(value, log_density=...)) with log_density = -log|det d {name} / d {aux}| "
+        "(summed over the event dims for an elementwise map), as Pyro's AutoNormal does")
 
 
 def _support_pairs(model_sites, guide_latents):

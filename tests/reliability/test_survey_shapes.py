@@ -262,7 +262,7 @@ def test_an_auxiliary_delta_that_forgets_its_jacobian_is_refused():
                               infer={"is_auxiliary": True})
             pyro.sample("z", dist.Delta(loc + scale * eps))  # log_density -log(scale) left out
 
-    pattern = (r"guide site 'z' is a Delta computed elementwise from auxiliary site 'eps'.*"
+    pattern = (r"guide site 'z' is a Delta computed from auxiliary site 'eps'.*"
                r"log_density \(\[0, 0, 0, \.\.\.\]\).*\(\[0\.6646")
     for call in (lambda: elbo(model, guide, x, num_samples=10),
                  lambda: iwae_bound(model, guide, x, num_samples=10)):
@@ -884,3 +884,53 @@ def test_a_reduction_over_all_of_a_latents_dims_is_not_vectorized():
     pyro.clear_param_store()
     with pytest.raises(PairError, match=r"site 'sum_to_zero' scores .* among 2 particles"):
         fit(sum_all_model, sum_to_zero_guide, SUM_X, epochs=1, num_particles=8, progress=False)
+
+
+# Hand-written AutoGuide-style guides whose Delta's log_density is wrong in a way the
+# elementwise, left-at-zero check did not judge: a forgotten Jacobian of a map that is not
+# elementwise (z = m + L eps), and a log_density that counts q(z) itself. Both put IWAE and
+# the ELBO above log p(x) with constant weights (k-hat -inf): 1.63 nats for the first.
+W_MIX = torch.tensor([[1.0, 0.5], [0.0, 1.0]])
+X_MIX = torch.tensor([[0.5, 1.0], [-1.0, 0.2], [2.0, -0.5]])
+POSTERIOR_COV = torch.linalg.inv(torch.eye(2) + W_MIX.T @ W_MIX / 0.25)
+POSTERIOR_TRIL = torch.linalg.cholesky(POSTERIOR_COV)
+
+
+def mixing_model(x):
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        pyro.sample("x", dist.Normal(z @ W_MIX.T, 0.5).to_event(1), obs=x)
+
+
+def posterior_mean(x):
+    return (x @ W_MIX / 0.25) @ POSTERIOR_COV.T
+
+
+def delta_guide(log_density):
+    """The exact posterior as m + L eps with ``log_density(x, z)`` as the Delta's term."""
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            eps = pyro.sample("eps", dist.Normal(torch.zeros(2), 1.0).to_event(1),
+                              infer={"is_auxiliary": True})
+            z = posterior_mean(x) + eps @ POSTERIOR_TRIL.T
+            pyro.sample("z", dist.Delta(z, log_density=log_density(x, z), event_dim=1))
+    return guide
+
+
+@pytest.mark.parametrize("log_density", [
+    lambda x, z: torch.zeros(x.shape[0]),  # forgotten Jacobian of a triangular map
+    lambda x, z: dist.MultivariateNormal(posterior_mean(x), POSTERIOR_COV).log_prob(z),
+], ids=["forgotten", "q counted twice"])
+def test_a_delta_of_a_mixing_map_with_a_wrong_log_density_is_refused(log_density):
+    with pytest.raises(PairError, match=r"guide site 'z' is a Delta computed from auxiliary "
+                                        r"site 'eps'.*\(\[1\.629, 1\.629, 1\.629\]\)"):
+        iwae_bound(mixing_model, delta_guide(log_density), X_MIX, num_samples=20,
+                   progress=False)
+
+
+def test_a_delta_of_a_mixing_map_with_its_jacobian_is_exact():
+    guide = delta_guide(lambda x, z: -torch.logdet(POSTERIOR_TRIL).expand(x.shape[0]))
+    exact = dist.MultivariateNormal(torch.zeros(2), W_MIX @ W_MIX.T + 0.25 * torch.eye(2))
+    torch.testing.assert_close(iwae_bound(mixing_model, guide, X_MIX, num_samples=20,
+                                          progress=False), exact.log_prob(X_MIX), atol=1e-5,
+                               rtol=0)
