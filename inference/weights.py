@@ -841,6 +841,9 @@ def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
     if not torch.is_tensor(log_w):
         raise TypeError(f"log_w must be a tensor, got {type(log_w).__name__}")
     check_not_meta(log_w, "log_w")
+    if isinstance(dim, numpy.integer) or (torch.is_tensor(dim) and dim.dim() == 0 and not (
+            dim.is_floating_point() or dim.is_complex() or dim.dtype == torch.bool)):
+        dim = int(dim)  # a NumPy or 0-dim tensor integer
     if isinstance(dim, bool) or not isinstance(dim, int) or \
             not -log_w.dim() <= dim < log_w.dim():
         raise ValueError(f"dim must be an int in [{-log_w.dim()}, {log_w.dim()}) for log_w of "

@@ -170,6 +170,12 @@ def annealing_schedule(num_steps: int, kind: str = "sigmoid", sharpness: float =
         s = torch.sigmoid(sharpness * (2 * t - 1))
         t = (s - s[0]) / (s[-1] - s[0])
         t[0], t[-1] = 0.0, 1.0
+        if bool((t[1:] <= t[:-1]).any()):
+            raise ValueError(
+                f"sharpness={sharpness} saturates the 'sigmoid' schedule of {num_steps} steps: "
+                "its first and last inverse temperatures round to 0 and 1 even in float64, so "
+                "the steps do not increase strictly; lower sharpness (10 or less), or use "
+                "schedule='linear'")
     rounded = t.to(dtype=dtype)
     if bool((rounded[1:] <= rounded[:-1]).any()):
         raise ValueError(f"dtype={dtype} cannot hold {num_steps} strictly increasing inverse "

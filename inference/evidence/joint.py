@@ -29,13 +29,13 @@ from typing import Callable, NamedTuple
 import pyro
 import torch
 
-from ..checks import check_pair_call, leaves_buffers, tensors_in
+from ..checks import check_pair_call, check_weights_memory, leaves_buffers, tensors_in
 from ..enumeration import enumerated_log_density, enumerated_traces
 from ..pair_check import JOINT_USE, PairStructure, check_sites_as_surveyed, trace_pair
 from ..progress import check_progress, progress_bar
 from ..weights import (check_data, check_num_samples, check_particle_memory, checked_pair,
-                       log_mean_exp, plate_dims, trace_log_density,
-                       vectorized_traces)
+                       log_mean_exp, plate_dims, trace_log_density, vectorized_traces,
+                       weight_itemsize)
 from .ais import delta_method_stderr
 from .weight_diagnostics import MIN_PARETO_SAMPLES, effective_sample_size, pareto_k
 
@@ -170,6 +170,7 @@ def joint_log_evidence(model: Callable, guide: Callable, *args, num_samples: int
     _check_precision(args, kwargs)
     model, guide, structure = checked_pair(model, guide, args, kwargs, JOINT_USE)
     # the memory checks count [K, batch] weights: here one column
+    check_weights_memory(num_samples, 1, weight_itemsize(args, kwargs))
     check_particle_memory(model, guide, args, kwargs,
                           dataclasses.replace(structure, batch_size=1), num_samples,
                           chunk_size)

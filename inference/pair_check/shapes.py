@@ -489,8 +489,8 @@ def _particle_mismatch(model, guide, args, kwargs, nesting: int) -> str:
             for particle, scored_runs in enumerate(scores):
                 together = float(log_p[particle if log_p.shape[0] == 2 else 0].sum())
                 scored = scored_runs[role].get(site["name"], math.nan)
-                if abs(scored - together) <= 1e-4 * (1.0 + abs(scored)) or (
-                        not math.isfinite(scored) and scored == together):
+                if abs(scored - together) <= 1e-4 * (1.0 + abs(scored)) or scored == together \
+                        or math.isnan(scored) and math.isnan(together):
                     continue
                 return (f"site '{site['name']}' scores {scored:.6g} for one draw run alone and "
                         f"{together:.6g} for the same draw among 2 particles (code that indexes "

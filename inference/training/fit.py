@@ -900,7 +900,6 @@ def fit(
                                   num_particles=num_particles,
                                   backend=compile if isinstance(compile, str) else None)
     modules = [m for m in {id(m): m for m in map(_module_of, (model, guide)) if m}.values()]
-    check_store_shapes(model, guide, "fit")
     device = resolve_device(_device_of(tensors, modules) if device is None else device)
     if mixed_precision and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ValueError("mixed_precision=True needs bfloat16 support on the CUDA device "
@@ -965,6 +964,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
         pair_print = checkpoints.params_fingerprint(modules, {})
         _check_resumable(state, checkpoint, epochs, {
             "pair": {"modules": pair_print["modules"]}, **fingerprint})
+        check_store_shapes(model, guide, "fit")  # before the pair runs
         pair_print["param_store"], registered = _pair_store_shapes(
             model, guide, first_rows, modules, batch_transform, networks)
         store_names = list(pair_print["param_store"])
@@ -982,6 +982,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
     earlier = checkpoint is not None and state is None and Path(checkpoint).exists()
     replaces = earlier and parallel.rank == 0
     pyro.set_rng_seed(parallel.process_seed(seed))
+    check_store_shapes(model, guide, "fit")
     _check_one_row_batches(model, guide, tensors, batch_size, batch_transform, still)
     # the pair checked on a first minibatch (random state restored) before any step
     with kept_buffers(still):  # the survey runs the pair in training mode
