@@ -77,13 +77,14 @@ def _check_rows_are_datapoints(model, guide, args: tuple, kwargs: dict, n: int, 
                                use: str, sliced: str, remedy: str,
                                argument: str = "data_batch_size") -> None:
     """Before cutting ``n`` rows into slices of ``size``, survey the first ``size + 1`` rows
-    (when there are more than ``size``): slices of one length can match an inner plate's
+    (``size`` when that would be all ``n``; nothing when ``n <= size``): slices of one length can match an inner plate's
     size by chance, two lengths cannot (:func:`_check_rows_scored`). When the pair fails on
     the cut rows but not on the whole data, the refusal names ``argument``: the slices
     would not be scored as slices (an argument that is not cut, such as the plate's size
     passed as an int, decides the plate)."""
     if n > size:
-        cut_args, cut_kwargs = cut_rows(args, kwargs, 0, size + 1)
+        rows = size + 1 if size + 1 < n else size  # fewer rows than the whole data
+        cut_args, cut_kwargs = cut_rows(args, kwargs, 0, rows)
         try:
             with kept_plate_caches(reachable_modules(model, guide)):
                 probe = survey_pair(model, guide, cut_args, cut_kwargs, probe_vectorized=False)
@@ -95,13 +96,13 @@ def _check_rows_are_datapoints(model, guide, args: tuple, kwargs: dict, n: int, 
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise ValueError(
                 f"{use}: {argument}={size} cuts {sliced} into slices along dim 0, and the "
-                f"pair, which runs on the whole data, fails on their first {size + 1} rows "
+                f"pair, which runs on the whole data, fails on their first {rows} rows "
                 f"({type(error).__name__}: {first}): the slices would not be scored as "
                 "slices, since an argument that is not cut (an int, e.g. the plate's size "
                 f"in pyro.plate('{DATA_PLATE}', n), or a tensor inside a list or dict) "
                 f"decides the plate. Size the plate from the data (pyro.plate('{DATA_PLATE}', "
                 f"len(x))), or {remedy}") from error
-        _check_rows_scored(probe, size + 1, use, sliced, remedy, cut_args, cut_kwargs)
+        _check_rows_scored(probe, rows, use, sliced, remedy, cut_args, cut_kwargs)
 
 
 # Draws of the probe that tells a cut setting from cut data (its own seed, state restored).

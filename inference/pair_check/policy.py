@@ -42,6 +42,12 @@ COVERAGE_USES = ("iwae_bound", "bound_sweep", "log_importance_weights", "weight_
                  "log_evidence", "ais_log_evidence", "fit:iwae", "fit:dreg", JOINT_USE)
 
 
+# The estimators' names that :func:`check_pair` judges a pair for (``"fit:<loss>"`` besides).
+ESTIMATOR_USES = ("log_importance_weights", "elbo", "iwae_bound", "bound_sweep",
+                  "weight_diagnostics", "log_evidence", "ais_log_evidence", "amortization_gap",
+                  JOINT_USE)
+
+
 def entry_label(use: str) -> str:
     """How a message names entry point ``use`` when its caller gives no fuller call: the
     estimator's name, ``fit(loss='iwae')`` for ``"fit:iwae"``, ``fit`` for another loss."""
@@ -376,6 +382,10 @@ def check_pair(structure: PairStructure, use: str, called: str | None = None) ->
     if not isinstance(use, str):
         raise TypeError(f"check_pair(structure, use): use must be an entry point's name such as "
                         f"'iwae_bound' or 'fit:elbo', got {type(use).__name__}")
+    if use not in ESTIMATOR_USES and not (use.startswith("fit:") and len(use) > 4):
+        raise ValueError(f"check_pair(structure, use): use must name an entry point, one of "
+                         f"{list(ESTIMATOR_USES)} or 'fit:<loss>' with a loss of "
+                         f"{list(FIT_LOSSES)}; got {use!r}")
     s = structure
     called = called or entry_label(use)
     training = use.startswith("fit:")

@@ -192,6 +192,16 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
     except PairError:
         raise
     except Exception as error:  # the user's code failed on fit's minibatch: say how it ran
+        length = min(batch_size, num_data)
+        if minibatched and f"plate('{DATA_PLATE}') at site" in str(error) and \
+                f"{num_data} vs {length}" in str(error):
+            raise PairError(
+                f"{called or 'fit'}: pyro.plate('{DATA_PLATE}') has the fixed size {num_data}, "
+                f"but fit passes minibatches of {length} datapoints (Pyro: "
+                f"{str(error).splitlines()[0]}): declare the plate's size as len(x) (fit then "
+                f"scales by {num_data} / len(x)), or as {num_data} with the minibatch's indices "
+                "(pyro.plate('data', N, subsample=idx), idx passed as data), or train with "
+                f"batch_size >= {num_data}") from error
         _note_first_batch(error, data, batch_size, batch_transform)
         raise
     if (shuffle or minibatched) and not _is_autoguide(guide) and structure.batch_size > 1 \

@@ -8,6 +8,11 @@ falsely, named wrongly or not checked; each fails on the code before its fix.
 - ``annealing_schedule(10, sharpness=1e3)`` blamed float64 and proposed float64.
 - ``joint_log_evidence`` with K whose [K] weights cannot fit in memory started drawing
   (``iwae_bound`` refuses the same K before any draw).
+- ``check_pair(structure, "iwae")`` (a typo) returned the structure as if the pair were fine
+  for a use that refuses it.
+- A ``pyro.plate("data", N)`` of a fixed size: ``bound_sweep(data_batch_size=N - 1)``
+  probed N rows (the whole data) and failed on the next slice with Pyro's bare shape error;
+  ``fit(batch_size=B)`` gave that error with a note about other causes.
 """
 
 import numpy as np
@@ -74,3 +79,52 @@ def test_joint_evidence_refuses_weights_beyond_memory_before_drawing(monkeypatch
         joint_log_evidence(model, guide, torch.tensor([-1.5]), num_samples=10**9,
                            chunk_size=10, progress=False)
     assert len(draws) < 40  # the survey's runs, no chunk
+
+
+def test_check_pair_names_the_uses_it_knows():
+    from inference import check_pair, survey_pair
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(0.0, 1.0))
+
+    structure = survey_pair(model, guide, (torch.tensor([0.5, -1.0]),))
+    for typo in ("iwae", "fit", "", "bogus"):
+        with pytest.raises(ValueError, match=r"use must name an entry point.*'iwae_bound'"):
+            check_pair(structure, typo)
+    for use in ("iwae_bound", "joint_log_evidence", "fit:elbo", "fit:TraceEnum_ELBO"):
+        assert check_pair(structure, use) is structure
+
+
+N_FIXED = 20
+X_FIXED = torch.linspace(-2.0, 2.0, N_FIXED)
+
+
+def fixed_model(x):
+    with pyro.plate("data", N_FIXED):  # the size from a global, as in many tutorials
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+
+def fixed_guide(x):
+    loc = pyro.param("loc", torch.tensor(0.5))
+    with pyro.plate("data", N_FIXED):
+        pyro.sample("z", dist.Normal(loc * x, 0.5 ** 0.5))
+
+
+def test_a_fixed_size_data_plate_is_named_for_slices_and_minibatches():
+    from inference import PairError, bound_sweep, fit
+
+    pyro.clear_param_store()
+    with pytest.raises(ValueError, match=r"data_batch_size=19 .* fails on their first 19 rows"):
+        bound_sweep(fixed_model, fixed_guide, X_FIXED, num_samples=(1, 10),
+                    data_batch_size=N_FIXED - 1, progress=False)
+    with pytest.raises(PairError, match=r"pyro.plate\('data'\) has the fixed size 20, but fit "
+                                        r"passes minibatches of 8 datapoints"):
+        fit(fixed_model, fixed_guide, X_FIXED, batch_size=8, epochs=1, progress=False)
+    assert len(fit(fixed_model, fixed_guide, X_FIXED, epochs=1, progress=False)) == 1
