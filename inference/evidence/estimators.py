@@ -77,8 +77,9 @@ def _check_rows_are_datapoints(model, guide, args: tuple, kwargs: dict, n: int, 
                                use: str, sliced: str, remedy: str,
                                argument: str = "data_batch_size") -> None:
     """Before cutting ``n`` rows into slices of ``size``, survey the first ``size + 1`` rows
-    (``size`` when that would be all ``n``; nothing when ``n <= size``): slices of one length can match an inner plate's
-    size by chance, two lengths cannot (:func:`_check_rows_scored`). When the pair fails on
+    (``size`` when that would be all ``n``; nothing when ``n <= size``): slices of one
+    length can match an inner plate's size by chance, two lengths cannot
+    (:func:`_check_rows_scored`). When the pair fails on
     the cut rows but not on the whole data, the refusal names ``argument``: the slices
     would not be scored as slices (an argument that is not cut, such as the plate's size
     passed as an int, decides the plate)."""
