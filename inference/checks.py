@@ -373,6 +373,8 @@ def check_positional_call(program, role: str, count: int, called: str, instead: 
     read."""
     try:  # the wrapper's own signature: functools.wraps copies the wrapped one's
         signature = inspect.signature(program, follow_wrapped=False)
+        if _passes_everything(signature):  # a pass-through wrapper (Pyro's pyro_method):
+            signature = inspect.signature(program)  # the wrapped function's
     except (TypeError, ValueError):
         return
     try:
@@ -381,6 +383,12 @@ def check_positional_call(program, role: str, count: int, called: str, instead: 
         raise TypeError(f"{called} calls the {role} with {count} positional argument"
                         f"{'s' if count != 1 else ''}, which its signature {signature} does "
                         f"not take ({error}): {instead}") from None
+
+
+def _passes_everything(signature: inspect.Signature) -> bool:
+    """Whether ``signature`` is ``(*args, **kwargs)`` alone."""
+    kinds = [p.kind for p in signature.parameters.values()]
+    return kinds == [inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD]
 
 
 def check_one_program_call(entry, role: str, args: tuple) -> None:

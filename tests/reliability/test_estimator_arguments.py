@@ -128,3 +128,20 @@ def test_a_fixed_size_data_plate_is_named_for_slices_and_minibatches():
                                         r"passes minibatches of 8 datapoints"):
         fit(fixed_model, fixed_guide, X_FIXED, batch_size=8, epochs=1, progress=False)
     assert len(fit(fixed_model, fixed_guide, X_FIXED, epochs=1, progress=False)) == 1
+
+
+def test_fit_names_data_that_reach_a_pyro_method_as_too_many_arguments():
+    """A list of per-datapoint tensors (``list(x)``) or an extra data tensor reached a
+    ``pyro_method``'s ``(*args, **kwargs)`` wrapper and failed in Pyro ("VAE.guide() takes 2
+    positional arguments but 21 were given"): the wrapped method's signature is read now."""
+    from inference import fit
+    from ppl_models import VAE
+
+    pyro.clear_param_store()
+    vae = VAE((1, 4, 4), 2, hidden=(8,))
+    x = (torch.rand(20, 1, 4, 4, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    for data, count in ((list(x), 20), ((x, torch.zeros(20)), 2)):
+        with pytest.raises(TypeError, match=rf"fit calls the model with {count} positional "
+                                            r"arguments, which its signature \(x"):
+            fit(vae.model, vae.guide, data, epochs=1, progress=False)
+    assert len(fit(vae.model, vae.guide, x, epochs=1, progress=False)) == 1
