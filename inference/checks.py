@@ -24,6 +24,7 @@ import warnings
 
 import pyro
 import torch
+from pyro.poutine.guide import GuideMessenger
 
 from .reachable import kept_plate_caches, reachable_modules
 
@@ -209,6 +210,13 @@ def check_nonempty_batch(args, kwargs=None) -> None:
 def check_program(fn, name: str) -> None:
     """Raise ``TypeError`` unless ``fn`` is a callable Pyro program; a module without a
     ``forward`` (the whole ``PyroModule`` passed for its ``model`` method) is named."""
+    if isinstance(fn, GuideMessenger):
+        raise TypeError(
+            f"{name} is a {type(fn).__name__}, an effect-based guide that runs the model under "
+            "itself (its trace holds the model's observed sites), which the estimators and "
+            "fit here do not score; use the guide of the same family that samples its own "
+            "sites, pyro.infer.autoguide.AutoNormal (AutoHierarchicalNormalMessenger: "
+            "AutoNormal, or a guide of your own)")
     if isinstance(fn, torch.nn.Module) and \
             type(fn).forward is torch.nn.Module.forward:
         raise TypeError(f"{name} is a {type(fn).__name__} module without forward(); pass its "

@@ -406,10 +406,16 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
             f"of another name, pyro.plate('data_loop', N))")
     guide_observed = [s["name"] for s in sample_sites(guide_trace, observed=True)]
     if guide_observed:
+        runs_model = {s["name"] for s in sample_sites(model_trace, observed=True)} >= set(
+            guide_observed)
         raise PairError(
             f"the guide has observed site(s) {site_list(guide_observed)} (pyro.factor or "
             "obs=): a guide's density is that of its latent draws, so such a term has no "
-            "place in q(z | x); move it to the model")
+            "place in q(z | x); move it to the model" + (
+                ". They are the model's own: a guide that runs the model (an effect-based "
+                "AutoNormalMessenger, a call of the model inside the guide) is not scored "
+                "here; use pyro.infer.autoguide.AutoNormal or a guide of your own"
+                if runs_model else ""))
     global_sites, frames, role_sizes = [], [], {}
     for role, sites in (("model", model_sites), ("guide", guide_latents)):
         for site in sites:
