@@ -14,7 +14,9 @@ class scale_data_plate(Messenger):
 
     With ``factor = N / batch_size`` a minibatch gives an unbiased estimate of the full-data
     objective, while sites outside the plate (global latents) keep their weight of one.
-    ``factor`` must be a finite number > 0.
+    ``factor`` must be a finite number > 0. A training handler: the estimators
+    (:func:`inference.elbo`, :func:`inference.iwae_bound`, ...) score the pair's own
+    densities, bounds on ``log p(x)``, and run unaffected inside it.
     """
 
     value_neutral = True  # never sets a site's value (see inference.training.svi_step)
@@ -35,7 +37,9 @@ class scale_latents(Messenger):
     Applied to model and guide together it turns the ELBO into
     ``E_q[log p(x | z)] - beta KL(q || p)``: KL warm-up (Bowman et al. 2016; Sonderby et al.
     2016) raises ``beta`` from 0 to 1 over the first epochs. ``beta`` must be a finite
-    number >= 0.
+    number >= 0. A training handler: the estimators (:func:`inference.elbo`, ...) score the
+    unscaled densities, bounds on ``log p(x)``, inside it too (Pyro's ``Trace_ELBO`` under
+    this handler gives the beta-weighted objective).
     """
 
     value_neutral = True  # never sets a site's value (see inference.training.svi_step)
