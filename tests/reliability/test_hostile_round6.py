@@ -1,0 +1,118 @@
+"""Hostile inputs, round 6: each entry point computes the right thing or refuses by name.
+
+- K1: ``read_wav`` refused 24-bit PCM ("unsupported sample width of 3 bytes") and
+  WAVE_FORMAT_EXTENSIBLE files with the PCM sub-format ("unknown format: 65534"); it reads
+  both now (24-bit scaled by 2**23), and refuses IEEE-float and other non-PCM files naming the
+  format and a conversion command.
+- P1: ``speech_signal`` with an empty text blamed a missing WAV file, with a folder as output
+  path said "cannot read"; ``load_signal("speech", rate=10)`` was accepted where the
+  synthetic source refuses rates below 20. Each is now refused by name before espeak-ng runs.
+"""
+
+import struct
+import wave
+
+import numpy as np
+import pytest
+import torch
+
+from ppl_models import load_signal, read_wav, speech_signal
+
+PCM_GUID = bytes.fromhex("0100000000001000800000aa00389b71")
+FLOAT_GUID = bytes.fromhex("0300000000001000800000aa00389b71")
+
+
+def extensible_wav(path, samples, guid=PCM_GUID, width=2, valid_bits=None):
+    """A mono WAV with the WAVE_FORMAT_EXTENSIBLE header (as ffmpeg, sox and Windows write)."""
+    fmt = (struct.pack("<HHIIHH", 0xFFFE, 1, 8000, 8000 * width, width, 8 * width)
+           + struct.pack("<HHI", 22, valid_bits or 8 * width, 4) + guid)
+    chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data"
+    chunks += struct.pack("<I", len(samples)) + samples
+    path.write_bytes(b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks)
+    return path
+
+
+# K1. 24-bit and EXTENSIBLE WAV files --------------------------------------------------------
+def test_read_wav_reads_24_bit_pcm(tmp_path):
+    values = np.array([0, 1, -1, 2**23 - 1, -2**23, 12345, -54321])
+    with wave.open(str(tmp_path / "a.wav"), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(3)
+        f.setframerate(8000)
+        f.writeframes(b"".join(int(v).to_bytes(3, "little", signed=True) for v in values))
+    signal, rate = read_wav(tmp_path / "a.wav")
+    assert rate == 8000 and signal.dtype == torch.float32
+    assert torch.equal(signal, torch.from_numpy(values / 2**23).float())
+
+
+def test_read_wav_reads_24_bit_stereo_as_mono(tmp_path):
+    with wave.open(str(tmp_path / "a.wav"), "wb") as f:
+        f.setnchannels(2)
+        f.setsampwidth(3)
+        f.setframerate(8000)
+        f.writeframes(b"".join(int(v).to_bytes(3, "little", signed=True)
+                               for v in [2**22, 0, -2**22, -2**22]))
+    assert read_wav(tmp_path / "a.wav")[0].tolist() == [0.25, -0.5]
+
+
+@pytest.mark.parametrize("width, dtype", [(2, "<i2"), (4, "<i4")])
+def test_read_wav_reads_extensible_pcm(tmp_path, width, dtype):
+    values = np.array([0, 1000, -1000, 2 ** (8 * width - 1) - 1], dtype=dtype)
+    path = extensible_wav(tmp_path / "ext.wav", values.tobytes(), width=width)
+    signal, rate = read_wav(path)
+    assert rate == 8000
+    assert torch.equal(signal, torch.from_numpy(values / 2.0 ** (8 * width - 1)).float())
+
+
+def test_read_wav_reads_extensible_24_bits_in_32(tmp_path):
+    values = np.array([0, 2**8, -2**31], dtype="<i4")  # 24 valid bits, left-justified
+    path = extensible_wav(tmp_path / "ext.wav", values.tobytes(), width=4, valid_bits=24)
+    assert read_wav(path)[0].tolist() == [0.0, 2**8 / 2**31, -1.0]
+
+
+def test_read_wav_refuses_float_wav_naming_the_format(tmp_path):
+    data = np.array([0.0, 0.5], dtype="<f4").tobytes()
+    path = extensible_wav(tmp_path / "float.wav", data, guid=FLOAT_GUID, width=4)
+    with pytest.raises(ValueError, match=r"0x0003 \(IEEE floating point\) in a "
+                       r"WAVE_FORMAT_EXTENSIBLE header.*sox in.wav -b 16"):
+        read_wav(path)
+    plain = bytearray((tmp_path / "float.wav").read_bytes())
+    plain[20:22] = (3).to_bytes(2, "little")  # the plain IEEE float format tag
+    (tmp_path / "plain.wav").write_bytes(bytes(plain))
+    with pytest.raises(ValueError, match=r"holds format 0x0003 \(IEEE floating point\); only "
+                       r"integer PCM WAV files are read: convert it"):
+        read_wav(tmp_path / "plain.wav")
+
+
+def test_read_wav_still_reads_8_16_32_bit_exactly(tmp_path):
+    for width, values in [(1, [0, 128, 255]), (2, [0, -32768, 32767]),
+                          (4, [0, -2**31, 2**31 - 1])]:
+        dtype = {1: np.uint8, 2: "<i2", 4: "<i4"}[width]
+        with wave.open(str(tmp_path / "a.wav"), "wb") as f:
+            f.setnchannels(1)
+            f.setsampwidth(width)
+            f.setframerate(8000)
+            f.writeframes(np.array(values, dtype=dtype).tobytes())
+        expected = (np.array(values, dtype=np.float64) - (128 if width == 1 else 0))
+        expected /= {1: 128.0, 2: 32768.0, 4: 2.0**31}[width]
+        assert torch.equal(read_wav(tmp_path / "a.wav")[0], torch.from_numpy(expected).float())
+
+
+# P1. speech_signal / load_signal arguments ---------------------------------------------------
+@pytest.mark.parametrize("call, error, message", [
+    (lambda tmp: speech_signal("", tmp / "a.wav"), ValueError,
+     "text must hold at least one word to speak, got ''"),
+    (lambda tmp: speech_signal("  \n", tmp / "a.wav"), ValueError, "text must hold at least"),
+    (lambda tmp: load_signal("speech", text=""), ValueError, "text must hold at least"),
+    (lambda tmp: speech_signal(5, tmp / "a.wav"), TypeError, "text must be a string, got int"),
+    (lambda tmp: speech_signal("hello", tmp), IsADirectoryError,
+     "is a folder; pass the WAV file to write"),
+    (lambda tmp: load_signal("speech", rate=10), ValueError,
+     "rate must be an integer >= 20, got 10"),
+    (lambda tmp: load_signal("synthetic", rate=10), ValueError,
+     "rate must be an integer >= 20, got 10"),
+])
+def test_speech_arguments_are_named(tmp_path, call, error, message):
+    with pytest.raises(error, match=message):
+        call(tmp_path)
+    assert list(tmp_path.iterdir()) == []
