@@ -9,6 +9,7 @@
   synthetic source refuses rates below 20. Each is now refused by name before espeak-ng runs.
 """
 
+import math
 import struct
 import wave
 
@@ -16,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from ppl_models import load_signal, read_wav, speech_signal
+from ppl_models import (DiscretizedLogisticMixture, load_signal, manifold_mean, read_wav,
+                        speech_signal)
 
 PCM_GUID = bytes.fromhex("0100000000001000800000aa00389b71")
 FLOAT_GUID = bytes.fromhex("0300000000001000800000aa00389b71")
@@ -116,3 +118,44 @@ def test_speech_arguments_are_named(tmp_path, call, error, message):
     with pytest.raises(error, match=message):
         call(tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+# L1. silent NaN: mixtures without weight, manifold_mean of NaN ------------------------------
+def test_logistic_mixture_refuses_rows_without_weight():
+    K = 3
+    with pytest.raises(ValueError, match=r"logit_weights is -inf for all 3 components in 1 of "
+                       r"2 mixture\(s\) \(the first at index \[1\]\)"):
+        DiscretizedLogisticMixture(torch.tensor([[0.0, -math.inf, 1.0], [-math.inf] * K]),
+                                   torch.zeros(2, K), torch.zeros(2, K))
+    with pytest.raises(ValueError, match=r"logit_weights holds 1 \+inf value\(s\) of 6"):
+        DiscretizedLogisticMixture(torch.tensor([[0.0, math.inf, 1.0], [0.0] * K]),
+                                   torch.zeros(2, K), torch.zeros(2, K))
+
+
+def test_logistic_mixture_with_a_masked_component_is_the_other_components():
+    # -inf masks a component: the mixture is the rest, renormalized (a valid neighbour)
+    x = torch.tensor([0.0, 128 / 255, 1.0])
+    masked = DiscretizedLogisticMixture(torch.tensor([[0.0, -math.inf]] * 3),
+                                        torch.tensor([[0.2, -0.7]] * 3), torch.full((3, 2), -2.0))
+    alone = DiscretizedLogisticMixture(torch.zeros(3, 1), torch.full((3, 1), 0.2),
+                                       torch.full((3, 1), -2.0))
+    assert torch.allclose(masked.log_prob(x), alone.log_prob(x))
+    assert torch.isfinite(masked.log_prob(x)).all()
+
+
+@pytest.mark.parametrize("z, error, message", [
+    (torch.full((2, 2), math.nan), ValueError, r"z holds 4 NaN value\(s\) of 4"),
+    (torch.tensor([0.0, math.inf]), ValueError, r"z holds 1 infinite value\(s\) of 2"),
+    (torch.tensor([1, 2]), TypeError, "z must be a floating-point tensor, got torch.int64"),
+    ([0.5], TypeError, "z must be a floating-point tensor, got list"),
+])
+def test_manifold_mean_refuses_non_finite_z(z, error, message):
+    with pytest.raises(error, match=message):
+        manifold_mean(z)
+
+
+def test_manifold_mean_of_finite_z():
+    out = manifold_mean(torch.tensor([0.0, 1.0], dtype=torch.float64))
+    assert out.shape == (2, 16) and out.dtype == torch.float64
+    expected = 0.5 + 0.4 * torch.sin(math.pi * torch.arange(4.0, dtype=torch.float64) / 2)
+    assert torch.allclose(out[0, :4], expected)
