@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+import inference
 from ppl_models import (DiscretizedLogisticMixture, load_signal, manifold_mean, read_wav,
                         speech_signal)
 
@@ -159,3 +160,46 @@ def test_manifold_mean_of_finite_z():
     assert out.shape == (2, 16) and out.dtype == torch.float64
     expected = 0.5 + 0.4 * torch.sin(math.pi * torch.arange(4.0, dtype=torch.float64) / 2)
     assert torch.allclose(out[0, :4], expected)
+
+
+# B1/A1. range coding: small integer symbols, NaN tables named -------------------------------
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32])
+def test_range_coding_takes_small_integer_symbols(dtype):
+    symbols = torch.tensor([1, 0, 2, 2])
+    probs = torch.tensor([[0.2, 0.5, 0.3]] * 4)
+    small = symbols.to(dtype)
+    assert inference.range_encode(small, probs) == inference.range_encode(symbols, probs)
+    assert inference.information_bits(small, probs) == inference.information_bits(symbols, probs)
+    decoded = inference.range_decode(inference.range_encode(small, probs),
+                                     lambda chunks: None if chunks else probs)
+    assert decoded.tolist() == symbols.tolist()
+
+
+def test_range_coding_names_the_dtypes_it_takes():
+    with pytest.raises(ValueError, match=r"symbols must be integers \(uint8, int8, int16, int32, "
+                       r"int64\), got torch.float32"):
+        inference.range_encode(torch.tensor([1.0]), torch.ones(1, 3))
+    with pytest.raises(ValueError, match=r"symbols must lie in 0..2, got range \[-1, -1\]"):
+        inference.range_encode(torch.tensor([-1], dtype=torch.int8), torch.ones(1, 3))
+
+
+def independent_pixels(symbols):
+    """``[batch, C, H, W]`` -> the same Bernoulli(0.3) table for every pixel."""
+    return torch.tensor([0.7, 0.3]).expand(*symbols.shape, 2)
+
+
+def test_encode_images_takes_uint8_levels():
+    torch.manual_seed(0)
+    x = (torch.rand(2, 1, 4, 4) < 0.5).long()
+    seen = []
+    data = inference.encode_images(lambda s: seen.append(s.dtype) or independent_pixels(s),
+                                   x.to(torch.uint8))
+    assert data == inference.encode_images(independent_pixels, x)
+    assert set(seen) == {torch.int64}  # pixel_probs gets int64, as documented
+    assert torch.equal(inference.decode_images(independent_pixels, data, (1, 4, 4)), x)
+
+
+def test_encode_images_names_nan_tables_not_dropout():
+    x = (torch.rand(2, 1, 4, 4) < 0.5).long()
+    with pytest.raises(ValueError, match="probability table row 0 holds NaN"):
+        inference.encode_images(lambda s: torch.full((*s.shape, 2), math.nan), x)
