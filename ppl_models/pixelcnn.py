@@ -50,7 +50,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from .checks import (NonFiniteGuard, as_int, as_number, as_seed, as_sizes, check_generator,
-                     check_like, check_memory, check_module_not_meta, check_not_meta, check_values)
+                     check_finite_parameters, check_like, check_memory, check_module_not_meta,
+                     check_not_meta, check_values)
 from .layers import GatedResidualBlock, MaskedConv2d
 from .likelihoods import LEVELS, make_likelihood
 from .networks import check_parameters, full_precision
@@ -260,7 +261,11 @@ class PixelCNN(PyroModule):
 
     def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None,
                  h: torch.Tensor | None = None) -> torch.Tensor:
-        """``log p(x | y, h)`` in nats per image: ``x: [batch, C, H, W]`` -> ``[*lead, batch]``."""
+        """``log p(x | y, h)`` in nats per image: ``x: [batch, C, H, W]`` -> ``[*lead, batch]``.
+
+        ``FloatingPointError`` naming the parameters that hold NaN or infinite values (a
+        diverged fit) before anything is computed."""
+        check_finite_parameters(dict(self.named_parameters()), "PixelCNN.log_prob")
         return self.distribution(x, y, h).log_prob(x).sum((-3, -2, -1))
 
     @pyro_method

@@ -7,6 +7,18 @@
 - P1: ``speech_signal`` with an empty text blamed a missing WAV file, with a folder as output
   path said "cannot read"; ``load_signal("speech", rate=10)`` was accepted where the
   synthetic source refuses rates below 20. Each is now refused by name before espeak-ng runs.
+- L1: ``DiscretizedLogisticMixture`` with every logit of a mixture ``-inf`` (or one ``+inf``)
+  returned NaN log-probabilities; it refuses them naming ``logit_weights`` and the first
+  such mixture. ``manifold_mean`` passed a NaN ``z`` through; it refuses it naming ``z``.
+- B1: ``range_encode``/``information_bits``/``encode_images`` refused uint8, int8 and int16
+  symbols ("must be integers"); they take them as int64 and name the dtypes they take.
+- A1: ``encode_images`` with NaN tables blamed dropout (two NaN tables compare unequal); the
+  table values are checked first and the NaN row named.
+- F1: ``posterior_means(guide)`` without data was Pyro's "missing 1 required positional
+  argument"; it names the guide's signature and says to pass the data.
+- M1: a model with NaN weights: ``VAE.reconstruct`` said "z holds NaN", ``VAE.encode`` gave
+  NaN codes, ``posterior_means`` and ``PixelCNN.log_prob`` raised torch's validation error;
+  each names the parameters holding NaN or infinite values.
 """
 
 import math
@@ -18,8 +30,8 @@ import pytest
 import torch
 
 import inference
-from ppl_models import (DiscretizedLogisticMixture, load_signal, manifold_mean, read_wav,
-                        speech_signal)
+from ppl_models import (VAE, DiscretizedLogisticMixture, PixelCNN, load_signal, manifold_mean,
+                        read_wav, speech_signal)
 
 PCM_GUID = bytes.fromhex("0100000000001000800000aa00389b71")
 FLOAT_GUID = bytes.fromhex("0300000000001000800000aa00389b71")
@@ -203,3 +215,49 @@ def test_encode_images_names_nan_tables_not_dropout():
     x = (torch.rand(2, 1, 4, 4) < 0.5).long()
     with pytest.raises(ValueError, match="probability table row 0 holds NaN"):
         inference.encode_images(lambda s: torch.full((*s.shape, 2), math.nan), x)
+
+
+# F1/M1. posterior_means without data; models with NaN weights named as such -----------------
+def nan_weights(module):
+    with torch.no_grad():
+        next(module.parameters()).fill_(math.nan)
+    return module
+
+
+def binary_images():
+    return (torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+
+
+def test_posterior_means_without_data_names_the_data():
+    vae = VAE((1, 4, 4), 2, hidden=(8,))
+    with pytest.raises(TypeError, match=r"whose signature \(x.*\) -> .None. does not take 0 "
+                       r"positional and 0 keyword argument\(s\) \(missing a required "
+                       r"argument: 'x'\): "
+                       r"pass the data the guide takes, e.g. posterior_means\(guide, x\)"):
+        inference.posterior_means(vae.guide)
+    assert inference.posterior_means(vae.guide, binary_images()).shape == (3, 2)
+    assert inference.posterior_means(vae.guide, x=binary_images()).shape == (3, 2)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda v, x: v.reconstruct(x), FloatingPointError,
+     r"VAE.reconstruct: the parameters \['encoder\..*'\] hold NaN or infinite values"),
+    (lambda v, x: v.encode(x), FloatingPointError,
+     r"VAE.encode: the parameters \['encoder\..*'\] hold NaN or infinite values"),
+    (lambda v, x: inference.posterior_means(v.guide, x), ValueError,
+     r"posterior_means: the guide failed to run \(ValueError\); its parameters hold NaN or "
+     r"infinite values: .*weight \(\d+ of \d+\)"),
+])
+def test_vae_with_nan_weights_is_named(call, error, message):
+    vae = nan_weights(VAE((1, 4, 4), 2, hidden=(8,)).eval())
+    with pytest.raises(error, match=message):
+        call(vae, binary_images())
+
+
+def test_pixelcnn_with_nan_weights_is_named():
+    pc = PixelCNN((1, 4, 4), channels=4, num_blocks=1, first_kernel_size=3).eval()
+    x = binary_images()
+    assert pc.log_prob(x).shape == (3,)
+    with pytest.raises(FloatingPointError, match=r"PixelCNN.log_prob: the parameters \[.*\] "
+                       "hold NaN or infinite values"):
+        nan_weights(pc).log_prob(x)
