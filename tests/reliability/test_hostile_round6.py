@@ -19,6 +19,9 @@
 - M1: a model with NaN weights: ``VAE.reconstruct`` said "z holds NaN", ``VAE.encode`` gave
   NaN codes, ``posterior_means`` and ``PixelCNN.log_prob`` raised torch's validation error;
   each names the parameters holding NaN or infinite values.
+- I1: ``load_images(download="no")`` downloaded, ``root=5`` was pathlib's TypeError, and the
+  missing-MNIST hint offered a ``--download`` flag most examples lack; ``Split`` took 3 images
+  with 2 labels and ``ImageData`` labels beyond ``num_classes``. Each is refused by name.
 """
 
 import math
@@ -30,8 +33,8 @@ import pytest
 import torch
 
 import inference
-from ppl_models import (VAE, DiscretizedLogisticMixture, PixelCNN, load_signal, manifold_mean,
-                        read_wav, speech_signal)
+from ppl_models import (VAE, DiscretizedLogisticMixture, ImageData, PixelCNN, Split, load_images,
+                        load_signal, manifold_mean, read_wav, speech_signal)
 
 PCM_GUID = bytes.fromhex("0100000000001000800000aa00389b71")
 FLOAT_GUID = bytes.fromhex("0300000000001000800000aa00389b71")
@@ -261,3 +264,37 @@ def test_pixelcnn_with_nan_weights_is_named():
     with pytest.raises(FloatingPointError, match=r"PixelCNN.log_prob: the parameters \[.*\] "
                        "hold NaN or infinite values"):
         nan_weights(pc).log_prob(x)
+
+
+# I1. load_images arguments, Split and ImageData consistency ----------------------------------
+@pytest.mark.parametrize("kwargs, message", [
+    ({"root": "/nonexistent/s5", "download": "no"}, "download must be True or False, got 'no'"),
+    ({"root": "/nonexistent/s5", "download": 1}, "download must be True or False, got 1"),
+    ({"root": 5}, r"root must be a path \(a str or os.PathLike\) or None, got int"),
+])
+def test_load_images_checks_root_and_download(tmp_path, kwargs, message):
+    for name in ("mnist", "fashion-mnist"):
+        with pytest.raises(TypeError, match=message):
+            load_images(name, **kwargs)
+
+
+def test_mnist_hint_names_the_examples_with_a_download_flag(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"download=True \(needs internet; "
+                       r"examples/vae.py and examples/pixelcnn.py take it as --download\)"):
+        load_images("mnist", root=tmp_path)
+
+
+def test_split_and_image_data_check_labels():
+    images = torch.rand(3, 1, 4, 4)
+    with pytest.raises(ValueError, match="Split: 3 images but 2 labels; give one label per"):
+        Split(images, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"labels must be an integer tensor \[n\], got "
+                       r"torch.float32 \[3\]"):
+        Split(images, torch.zeros(3))
+    split = Split(images, torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"the train labels must lie in 0..1 \(num_classes=2\), "
+                       r"got range \[0, 2\]"):
+        ImageData("x", split, split, split, num_classes=2)
+    with pytest.raises(ValueError, match="num_classes must be a positive integer, got 0"):
+        ImageData("x", split, split, split, num_classes=0)
+    assert ImageData("x", split, split, split, num_classes=3).binarized().num_classes == 3
