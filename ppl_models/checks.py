@@ -440,16 +440,23 @@ class NonFiniteGuard:
                                  f"{CHECK_WEIGHTS_HINT}")
 
 
+NAME_MAX = 255  # bytes in a file name on Linux, macOS and Windows file systems
+
+
 @contextlib.contextmanager
 def atomic_file(path: Path):
     """A binary file to write ``path``'s new content to: a temporary file in the same folder,
     with the permission bits ``open`` would give, flushed to disk and renamed over ``path``
     when the block ends; on any error it is removed and ``path`` keeps its old content. A
-    symlink keeps pointing at its file, which is replaced."""
+    symlink keeps pointing at its file, which is replaced. The temporary name is
+    ``.<name>.<8 random characters>.partial`` with ``<name>`` cut to keep it within
+    ``NAME_MAX`` bytes (a legal 251-byte name was refused as "File name too long")."""
     if path.is_symlink():  # replace the file the link points at, keep the link
         path = Path(os.path.realpath(path))
+    # mkstemp adds 8 random characters; the dots and ".partial" add 10 more bytes
+    stem = os.fsdecode(os.fsencode(path.name)[:NAME_MAX - 18])
     try:
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{stem}.",
                                              suffix=".partial")
     except OSError as error:
         raise type(error)(error.errno, f"cannot write {path}: {error.strerror}") from error

@@ -22,6 +22,8 @@
 - I1: ``load_images(download="no")`` downloaded, ``root=5`` was pathlib's TypeError, and the
   missing-MNIST hint offered a ``--download`` flag most examples lack; ``Split`` took 3 images
   with 2 labels and ``ImageData`` labels beyond ``num_classes``. Each is refused by name.
+- O1: ``write_idx``/``write_wav`` refused a legal 251-byte file name ("File name too long":
+  the temporary file's name was longer); the temporary name is cut to fit.
 """
 
 import math
@@ -34,7 +36,8 @@ import torch
 
 import inference
 from ppl_models import (VAE, DiscretizedLogisticMixture, ImageData, PixelCNN, Split, load_images,
-                        load_signal, manifold_mean, read_wav, speech_signal)
+                        load_signal, manifold_mean, read_idx, read_wav, speech_signal, write_idx,
+                        write_wav)
 
 PCM_GUID = bytes.fromhex("0100000000001000800000aa00389b71")
 FLOAT_GUID = bytes.fromhex("0300000000001000800000aa00389b71")
@@ -298,3 +301,15 @@ def test_split_and_image_data_check_labels():
     with pytest.raises(ValueError, match="num_classes must be a positive integer, got 0"):
         ImageData("x", split, split, split, num_classes=0)
     assert ImageData("x", split, split, split, num_classes=3).binarized().num_classes == 3
+
+
+# O1. a legal long file name, whose temporary file's name was too long ----------------------
+@pytest.mark.parametrize("stem", ["c" * 247, "é" * 123 + "x"])  # 247 bytes, + ".idx": 251
+def test_write_idx_and_wav_take_a_legal_long_name(tmp_path, stem):
+    array = np.arange(3, dtype=np.uint8)
+    write_idx(tmp_path / (stem + ".idx"), array)
+    assert np.array_equal(read_idx(tmp_path / (stem + ".idx")), array)
+    signal = torch.tensor([0.0, 0.5, -0.5])
+    write_wav(tmp_path / (stem + ".wav"), signal, 8000)
+    assert torch.allclose(read_wav(tmp_path / (stem + ".wav"))[0], signal, atol=1e-4)
+    assert sorted(len(p.name.encode()) for p in tmp_path.iterdir()) == [251, 251]
