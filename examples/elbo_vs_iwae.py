@@ -92,12 +92,21 @@ from ppl_models import (  # noqa: E402
     load_images,
     training_representation,
 )
-from scaffold.flags import integer_in, numbers, positive_int, script_parser  # noqa: E402
+from scaffold.flags import (  # noqa: E402
+    asked_for,
+    flag_error,
+    integer_in,
+    numbers,
+    positive_int,
+    script_parser,
+)
 from scaffold.plots import save_figure  # noqa: E402
 from scaffold.runs import finish_run, start_run, write_text  # noqa: E402
 
 DOCS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "elbo-vs-iwae.md"
 EVAL_KS = (1, 5, 50, 500, 5000)
+# --datasets' default: only there a data set that cannot be loaded is skipped with a message
+DEFAULT_DATASETS = ["toy", "digits", "fashion-mnist"]
 #: objective name -> (loss of :func:`inference.fit`, particles per datapoint)
 OBJECTIVES = {"elbo": ("elbo", 1), "iwae-5": ("iwae", 5), "iwae-50": ("iwae", 50),
               "dreg-5": ("dreg", 5), "dreg-50": ("dreg", 50)}
@@ -202,13 +211,13 @@ def load_dataset(name: str, budget: Budget, args) -> tuple:
 
 
 def dataset_available(name: str, args) -> str | None:
-    """None when ``name`` can be loaded, else the reason it is skipped."""
+    """None when ``name`` can be loaded, else why not (the loader's message)."""
     if name in ("toy", "digits"):
         return None
     try:
         load_images(name, root=args.fashion_root if name == "fashion-mnist" else args.data_root)
     except (FileNotFoundError, OSError, ValueError) as error:
-        return f"{name} skipped: {error}"
+        return str(error)
     return None
 
 
@@ -633,6 +642,13 @@ def main(args: argparse.Namespace) -> dict:
             print(f"\n{name}\n{table}")
         return metrics
     preset = "tiny" if args.tiny else "compare" if args.compare else "full"
+    for name in args.datasets:  # one named in --datasets that cannot load: an error, now
+        reason = dataset_available(name, args)
+        flag = asked_for(name, args.datasets, DEFAULT_DATASETS,
+                         {"fashion-mnist": ("--fashion-root", args.fashion_root),
+                          "mnist": ("--data-root", args.data_root)})
+        if reason and flag:
+            raise flag_error("elbo_vs_iwae", flag, reason)
     if args.write_docs:
         check_docs_page(Path(args.docs_page), preset,
                         [name for name in args.datasets if not dataset_available(name, args)])
@@ -644,8 +660,8 @@ def main(args: argparse.Namespace) -> dict:
     for name in tqdm(args.datasets, desc="data sets", disable=args.quiet):
         reason = dataset_available(name, args)
         if reason:
-            print(reason)
-            metrics["skipped"][name] = reason
+            print(f"{name} skipped: {reason}")
+            metrics["skipped"][name] = f"{name} skipped: {reason}"
             continue
         budget = dataset_budget(presets[name], args)
         metrics["datasets"][name] = run_dataset(name, budget, args, device, out)
@@ -674,6 +690,11 @@ def _names(choices):
         if unknown or not names:
             raise argparse.ArgumentTypeError(
                 f"unknown {unknown or 'empty list'}; choose from {', '.join(choices)}")
+        repeated = [n for i, n in enumerate(names) if n in names[:i]]
+        if repeated:  # a repeat ran again and replaced the first run's checkpoints
+            raise argparse.ArgumentTypeError(
+                f"{', '.join(dict.fromkeys(repeated))} given more than once; each value is run "
+                "once, its results keyed by it")
         return names
     return parse
 
@@ -681,7 +702,7 @@ def _names(choices):
 def parse_args(argv=None) -> argparse.Namespace:
     parser = script_parser(__doc__, "runs/elbo_vs_iwae")
     parser.add_argument("--datasets", type=_names(("toy", *DATASETS)),
-                        default=["toy", "digits", "fashion-mnist"],
+                        default=DEFAULT_DATASETS,
                         help="comma-separated: toy, digits, fashion-mnist, mnist")
     parser.add_argument("--objectives", type=_names(tuple(OBJECTIVES)),
                         default=["elbo", "iwae-5", "iwae-50", "dreg-5"],

@@ -40,6 +40,14 @@ def check_not_special(path, action: str) -> None:
         raise ValueError(f"cannot {action} {path}: it is {kind}, not a regular file")
 
 
+def as_bool(value, name: str) -> bool:
+    """``value`` if it is True or False; ``TypeError`` naming ``name`` otherwise (a string
+    such as ``"no"``, or 0, would count as a truth value)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def as_int(value, name: str, minimum: int | None = 1) -> int:
     """``value`` as a Python ``int``; ``ValueError`` naming ``name`` unless it is an integer
     (numpy integers and 0-dim integer tensors accepted; bools and floats such as 2.0 refused)

@@ -39,8 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checks import (as_int, as_seed, atomic_file, check_bytes, check_generator, check_not_special,
-                     check_values)
+from .checks import (as_bool, as_int, as_seed, atomic_file, check_bytes, check_generator,
+                     check_not_special, check_values)
 
 # Largest distance, in levels, of 255 x from an integer that still counts as level k / 255.
 # float32 stores k / 255 to ~1.5e-5 levels; dequantized data miss it by up to 0.5 levels.
@@ -143,8 +143,7 @@ def load_images(name: str, root: str | Path | None = None, download: bool = Fals
     if root is not None and not isinstance(root, (str, os.PathLike)):
         raise TypeError(f"root must be a path (a str or os.PathLike) or None, got "
                         f"{type(root).__name__}")
-    if not isinstance(download, bool):
-        raise TypeError(f"download must be True or False, got {download!r}")
+    download = as_bool(download, "download")
     if name == "digits":
         return _load_digits()
     if name == "fashion-mnist":

@@ -17,8 +17,9 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule, pyro_method
 
-from .checks import (as_int, as_number, as_sizes, check_data, check_finite_parameters,
-                     check_image_draws, check_input, check_memory, check_module_not_meta)
+from .checks import (as_bool, as_int, as_number, as_sizes, check_data,
+                     check_finite_parameters, check_image_draws, check_input, check_memory,
+                     check_module_not_meta)
 from .likelihoods import make_likelihood
 from .networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 
@@ -172,8 +173,7 @@ class VAE(_ImageModel):
         check_module_not_meta(self, "VAE.sample_images")
         param = next(self.parameters())
         num = check_image_draws(num, generator, self.image_shape, param)
-        if not isinstance(mean, bool):
-            raise TypeError(f"mean must be True or False, got {mean!r}")
+        mean = as_bool(mean, "mean")
         device = param.device
         source = generator.device if generator is not None else device
         with torch.no_grad():

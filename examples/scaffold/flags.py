@@ -74,6 +74,7 @@ def seed_int(text: str) -> int:
 
 
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+FLOAT32_TINY = 2.0**-149  # float32's smallest positive (subnormal) number, about 1.4e-45
 """The largest number a float flag takes: the models compute in float32, where a larger one
 (``--free-bits 1e39``, ``--sparsity 1e300``) is ``inf`` and failed in torch after the models
 before it had trained."""
@@ -89,6 +90,11 @@ def _real(text: str, what: str) -> float:
     if abs(value) > FLOAT32_MAX:
         raise argparse.ArgumentTypeError(f"must be at most {FLOAT32_MAX:.3g} (float32's "
                                          f"largest number, where the models compute), got "
+                                         f"{text!r}")
+    if value and abs(value) < FLOAT32_TINY / 2:  # rounds to 0 in float32: fit refused it
+        raise argparse.ArgumentTypeError(f"rounds to 0 in float32, where the models compute "
+                                         f"(its smallest positive number is "
+                                         f"{FLOAT32_TINY:.2g}); give 0 or a larger number, got "
                                          f"{text!r}")
     return value
 
@@ -181,6 +187,20 @@ def flag_error(script: str, flag: str, message: str) -> SystemExit:
     """The ``SystemExit`` that refuses ``flag`` for a reason only the loaded data show (so
     after parsing, but before any training), worded as argparse words its errors."""
     return SystemExit(f"{script}: error: argument {flag}: {message}")
+
+
+def asked_for(name: str, datasets: list, default: list,
+              roots: dict[str, tuple[str, str | None]]) -> str | None:
+    """The flag to blame when data set ``name``, named in ``--datasets`` (``datasets`` is not
+    the flag's ``default`` object, which argparse passes on as it is), cannot be loaded: its
+    root flag when given (``roots``: data set -> (flag, value)), else ``--datasets``. None in
+    a run over the default data sets, which skips one that cannot be loaded with a message;
+    one named is a usage error instead (a wrong root made a run that exited 0 with no
+    results)."""
+    if datasets is default:
+        return None
+    flag, root = roots.get(name, (None, None))
+    return flag if root is not None else "--datasets"
 
 
 def check_distinct(parser: argparse.ArgumentParser, args: argparse.Namespace,

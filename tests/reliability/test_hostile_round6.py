@@ -24,6 +24,10 @@
   with 2 labels and ``ImageData`` labels beyond ``num_classes``. Each is refused by name.
 - O1: ``write_idx``/``write_wav`` refused a legal 251-byte file name ("File name too long":
   the temporary file's name was longer); the temporary name is cut to fit.
+- H1: ``TwoLayerVAE.sample_images(mean=0)`` was accepted (``VAE`` refuses it);
+  ``PixelCNN(num_mixtures=-5)`` with a likelihood without mixtures was ignored;
+  ``Vocabulary.decode`` read rows with ``PAD`` inside a word or without an end symbol that
+  ``log_prob`` refuses. Each is refused by name; ``draw_words`` pads the words it cuts.
 """
 
 import math
@@ -35,9 +39,10 @@ import pytest
 import torch
 
 import inference
-from ppl_models import (VAE, DiscretizedLogisticMixture, ImageData, PixelCNN, Split, load_images,
-                        load_signal, manifold_mean, read_idx, read_wav, speech_signal, write_idx,
-                        write_wav)
+from ppl_models import (VAE, DiscretizedLogisticMixture, ImageData, PixelCNN, Split,
+                        TwoLayerVAE, Vocabulary, load_images, load_signal, manifold_mean,
+                        read_idx, read_wav, speech_signal, write_idx, write_wav)
+from ppl_models.text import draw_words
 
 PCM_GUID = bytes.fromhex("0100000000001000800000aa00389b71")
 FLOAT_GUID = bytes.fromhex("0300000000001000800000aa00389b71")
@@ -313,3 +318,34 @@ def test_write_idx_and_wav_take_a_legal_long_name(tmp_path, stem):
     write_wav(tmp_path / (stem + ".wav"), signal, 8000)
     assert torch.allclose(read_wav(tmp_path / (stem + ".wav"))[0], signal, atol=1e-4)
     assert sorted(len(p.name.encode()) for p in tmp_path.iterdir()) == [251, 251]
+
+
+# H1. small inconsistencies --------------------------------------------------------------------
+def test_two_layer_vae_sample_images_checks_mean():
+    vae = TwoLayerVAE((1, 4, 4), 3, 2, hidden=(8,), top_hidden=(8,))
+    with pytest.raises(TypeError, match="mean must be True or False, got 0"):
+        vae.sample_images(2, mean=0)
+    assert vae.sample_images(2, mean=False).shape == (2, 1, 4, 4)
+
+
+def test_pixelcnn_refuses_num_mixtures_without_a_mixture():
+    sizes = {"channels": 4, "num_blocks": 1, "first_kernel_size": 3}
+    with pytest.raises(ValueError, match="num_mixtures=-5 is for the logistic-mixture "
+                       "likelihood; the categorical256 likelihood takes no mixture"):
+        PixelCNN((1, 4, 4), likelihood="categorical256", num_mixtures=-5, **sizes)
+    mixture = PixelCNN((1, 4, 4), likelihood="logistic-mixture", **sizes)
+    assert mixture.likelihood.params_per_pixel == 15  # the default 5 components
+    assert PixelCNN((1, 4, 4), likelihood="logistic-mixture", num_mixtures=2,
+                    **sizes).likelihood.params_per_pixel == 6
+
+
+def test_vocabulary_decode_refuses_rows_log_prob_refuses():
+    vocab = Vocabulary("abc")  # EOS 0, a..c 1..3, BOS 4, PAD 5
+    with pytest.raises(ValueError, match="not padded with PAD=5 exactly after their end"):
+        vocab.decode(torch.tensor([[1, 5, 2, 0]]))
+    with pytest.raises(ValueError, match="needs exactly one end symbol"):
+        vocab.decode(torch.tensor([[1, 2, 3]]))
+    # draw_words cuts unfinished words at max_length and still decodes them
+    words = draw_words(vocab, lambda previous: torch.tensor([0.0, 1.0, 0.0, 0.0]).expand(
+        len(previous), 4), 3, max_length=4)
+    assert words == ["aaaa"] * 3
