@@ -93,8 +93,7 @@ from ppl_models import (  # noqa: E402
     training_representation,
 )
 from scaffold.flags import (  # noqa: E402
-    asked_for,
-    flag_error,
+    check_some_data,
     integer_in,
     numbers,
     positive_int,
@@ -105,8 +104,6 @@ from scaffold.runs import finish_run, start_run, write_text  # noqa: E402
 
 DOCS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "elbo-vs-iwae.md"
 EVAL_KS = (1, 5, 50, 500, 5000)
-# --datasets' default: only there a data set that cannot be loaded is skipped with a message
-DEFAULT_DATASETS = ["toy", "digits", "fashion-mnist"]
 #: objective name -> (loss of :func:`inference.fit`, particles per datapoint)
 OBJECTIVES = {"elbo": ("elbo", 1), "iwae-5": ("iwae", 5), "iwae-50": ("iwae", 50),
               "dreg-5": ("dreg", 5), "dreg-50": ("dreg", 50)}
@@ -642,23 +639,20 @@ def main(args: argparse.Namespace) -> dict:
             print(f"\n{name}\n{table}")
         return metrics
     preset = "tiny" if args.tiny else "compare" if args.compare else "full"
-    for name in args.datasets:  # one named in --datasets that cannot load: an error, now
-        reason = dataset_available(name, args)
-        flag = asked_for(name, args.datasets, DEFAULT_DATASETS,
-                         {"fashion-mnist": ("--fashion-root", args.fashion_root),
-                          "mnist": ("--data-root", args.data_root)})
-        if reason and flag:
-            raise flag_error("elbo_vs_iwae", flag, reason)
+    reasons = {name: dataset_available(name, args) for name in args.datasets}
+    check_some_data("elbo_vs_iwae", reasons,  # none can load: an error now, not empty results
+                    {"fashion-mnist": ("--fashion-root", args.fashion_root),
+                     "mnist": ("--data-root", args.data_root)})
     if args.write_docs:
         check_docs_page(Path(args.docs_page), preset,
-                        [name for name in args.datasets if not dataset_available(name, args)])
+                        [name for name, reason in reasons.items() if not reason])
     presets = PRESETS[preset]
     metrics = {"units": "nats per test point, mean over test points; standard error over "
                         "repeats (bounds) or over test points (AIS)",
                "preset": preset, "datasets": {}, "skipped": {},
                "config": vars(args), "device": str(device)}
     for name in tqdm(args.datasets, desc="data sets", disable=args.quiet):
-        reason = dataset_available(name, args)
+        reason = reasons[name]
         if reason:
             print(f"{name} skipped: {reason}")
             metrics["skipped"][name] = f"{name} skipped: {reason}"
@@ -702,7 +696,7 @@ def _names(choices):
 def parse_args(argv=None) -> argparse.Namespace:
     parser = script_parser(__doc__, "runs/elbo_vs_iwae")
     parser.add_argument("--datasets", type=_names(("toy", *DATASETS)),
-                        default=DEFAULT_DATASETS,
+                        default=["toy", "digits", "fashion-mnist"],
                         help="comma-separated: toy, digits, fashion-mnist, mnist")
     parser.add_argument("--objectives", type=_names(tuple(OBJECTIVES)),
                         default=["elbo", "iwae-5", "iwae-50", "dreg-5"],

@@ -19,8 +19,8 @@ precision@k is the fraction with the query's label, averaged over queries; the s
 cosine similarity is reported beside it. Chance is ``sum_c p_c^2``, about 0.1 for these
 balanced ten-class sets. Fashion-MNIST is read from ``--fashion-root`` (default
 ``/usr/share/datasets/fashion-mnist``, ``make data``); when its files are missing the data set
-is skipped with a message (kept in ``metrics.json``), unless ``--datasets`` names it: then
-the run stops with an error before any training.
+is skipped with a message (kept in ``metrics.json``), unless no data set asked for can be
+loaded: then the run stops with an error before any training.
 
 Figures ``similarity_<dataset>.png``: a few queries (one per class) and their ``--k`` nearest
 neighbours in every representation, wrong labels framed in red.
@@ -49,10 +49,10 @@ from inference import fit, posterior_means
 from scaffold.plots import save_figure
 from scaffold.features import fit_pca
 from scaffold.flags import (
-    asked_for,
     check_count,
     check_distinct,
     check_network_sizes,
+    check_some_data,
     flag_error,
     nonnegative_int,
     positive_float,
@@ -72,7 +72,6 @@ Builder = Callable[[torch.Tensor, argparse.Namespace, torch.device], Embed]
 # Sizes and training epochs per data set, used where the flags leave them unset.
 DEFAULTS = {"digits": {"num_train": 1297, "num_test": 300, "epochs": 100},
             "fashion-mnist": {"num_train": 10000, "num_test": 1000, "epochs": 10}}
-DEFAULT_DATASETS = list(DEFAULTS)  # --datasets' default: only there a missing set is skipped
 
 
 def trained(make_model: Callable, embed_with: Callable) -> Builder:
@@ -255,12 +254,11 @@ def main(args: argparse.Namespace) -> dict:
         try:
             splits[name] = gallery_and_queries(name, args)
         except (OSError, ValueError) as error:  # missing files, a root that is a file
-            flag = asked_for(name, args.datasets, DEFAULT_DATASETS,
-                             {"fashion-mnist": ("--fashion-root", args.fashion_root)})
-            if flag is not None:
-                raise flag_error("similarity", flag, str(error)) from None
             skipped[name] = str(error)
-            print(f"skipping {name}: {error}")
+    check_some_data("similarity", {name: skipped.get(name) for name in args.datasets},
+                    {"fashion-mnist": ("--fashion-root", args.fashion_root)})
+    for name, reason in skipped.items():
+        print(f"skipping {name}: {reason}")
     for split in splits.values():  # networks too large for memory: a usage error, now
         shape = tuple(split["gallery"][0].shape[1:])
         check_network_sizes("similarity", *(partial(make, shape, args) for make in MODELS.values()))
@@ -288,7 +286,7 @@ def main(args: argparse.Namespace) -> dict:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = script_parser(__doc__, "runs/similarity")
     parser.add_argument("--datasets", nargs="+", choices=list(DEFAULTS),
-                        default=DEFAULT_DATASETS)
+                        default=list(DEFAULTS))
     parser.add_argument("--fashion-root", default=None,
                         help="folder of the Fashion-MNIST IDX files (default: the Debian one)")
     parser.add_argument("--num-train", type=nonnegative_int, default=None,

@@ -189,18 +189,21 @@ def flag_error(script: str, flag: str, message: str) -> SystemExit:
     return SystemExit(f"{script}: error: argument {flag}: {message}")
 
 
-def asked_for(name: str, datasets: list, default: list,
-              roots: dict[str, tuple[str, str | None]]) -> str | None:
-    """The flag to blame when data set ``name``, named in ``--datasets`` (``datasets`` is not
-    the flag's ``default`` object, which argparse passes on as it is), cannot be loaded: its
-    root flag when given (``roots``: data set -> (flag, value)), else ``--datasets``. None in
-    a run over the default data sets, which skips one that cannot be loaded with a message;
-    one named is a usage error instead (a wrong root made a run that exited 0 with no
-    results)."""
-    if datasets is default:
-        return None
-    flag, root = roots.get(name, (None, None))
-    return flag if root is not None else "--datasets"
+def check_some_data(script: str, reasons: dict[str, str | None],
+                    roots: dict[str, tuple[str, str | None]]) -> None:
+    """``SystemExit`` (:func:`flag_error`) when none of the data sets a run asked for can be
+    loaded (``reasons``: data set -> why not, None when it can): the run skipped each with a
+    message and exited 0 with no results. The flag blamed is the data set's root flag when
+    given (``roots``: data set -> (flag, value)) and there is one data set, else
+    ``--datasets``. A run with some data sets skips the others."""
+    if not reasons or not all(reasons.values()):
+        return
+    if len(reasons) == 1:
+        name, reason = next(iter(reasons.items()))
+        flag, root = roots.get(name, (None, None))
+        raise flag_error(script, flag if root is not None else "--datasets", reason)
+    raise flag_error(script, "--datasets", "none of the data sets can be loaded: "
+                     + "; ".join(reasons.values()))
 
 
 def check_distinct(parser: argparse.ArgumentParser, args: argparse.Namespace,

@@ -255,12 +255,16 @@ def long_line(tmp_path):
     ("similarity", ["--datasets", "fashion-mnist", "--fashion-root", "AFILE"],
      "similarity: error: argument --fashion-root: fashion-mnist: root AFILE is a file"),
     # the only data set asked for, missing: skipped, and the run exited 0 with no results
+    # (with others that load, it is skipped with a message)
     ("similarity", ["--datasets", "fashion-mnist", "--fashion-root", "MISSING"],
      "similarity: error: argument --fashion-root: fashion-mnist: missing"),
     ("elbo_vs_iwae", ["--datasets", "mnist", "--tiny", "--data-root", "MISSING"],
      "elbo_vs_iwae: error: argument --data-root: mnist: the four IDX files are not in MISSING"),
     ("elbo_vs_iwae", ["--datasets", "fashion-mnist", "--tiny", "--fashion-root", "AFILE"],
      "elbo_vs_iwae: error: argument --fashion-root: fashion-mnist: root AFILE is a file"),
+    ("elbo_vs_iwae", ["--datasets", "fashion-mnist,mnist", "--tiny", "--fashion-root", "AFILE",
+                      "--data-root", "MISSING"], "elbo_vs_iwae: error: argument --datasets: "
+     "none of the data sets can be loaded: fashion-mnist: root AFILE is a file"),
 ])
 def test_flags_refused_once_the_data_are_loaded_before_any_training(
         script, argv, message, tmp_path, long_line, monkeypatch, keep_threads):
