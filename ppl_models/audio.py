@@ -293,8 +293,10 @@ def read_wav(path: str | Path, rate: int | None = None) -> tuple[torch.Tensor, i
         FileNotFoundError: no file at ``path``.
         IsADirectoryError: ``path`` is a folder.
         ValueError: the file is not a readable PCM WAV file (naming the chunk without its pad
-            byte where an odd-sized chunk misaligns the rest), holds fewer samples than its
-            header gives (truncated), a data chunk ending in a partial frame or one that
+            byte where an odd-sized chunk misaligns the rest), holds another format than
+            integer PCM (IEEE float, A-law, ...: named, with a conversion command), fewer
+            samples than its header gives (truncated), a data chunk ending in a partial frame
+            or one that
             declares 0 bytes but has bytes after it (a streaming writer's unset size), or
             resampling it to ``rate`` would need more than this machine's memory (checked
             before reading the samples).
