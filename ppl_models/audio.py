@@ -296,10 +296,9 @@ def read_wav(path: str | Path, rate: int | None = None) -> tuple[torch.Tensor, i
             byte where an odd-sized chunk misaligns the rest), holds another format than
             integer PCM (IEEE float, A-law, ...: named, with a conversion command), fewer
             samples than its header gives (truncated), a data chunk ending in a partial frame
-            or one that
-            declares 0 bytes but has bytes after it (a streaming writer's unset size), or
-            resampling it to ``rate`` would need more than this machine's memory (checked
-            before reading the samples).
+            or one that declares 0 bytes but has bytes after it (a streaming writer's unset
+            size), or resampling it to ``rate`` would need more than this machine's memory
+            (checked before reading the samples).
     """
     path = Path(path).expanduser()
     if rate is not None:
