@@ -92,7 +92,13 @@ from ppl_models import (  # noqa: E402
     load_images,
     training_representation,
 )
-from scaffold.flags import integer_in, numbers, positive_int, script_parser  # noqa: E402
+from scaffold.flags import (  # noqa: E402
+    check_some_data,
+    integer_in,
+    numbers,
+    positive_int,
+    script_parser,
+)
 from scaffold.plots import save_figure  # noqa: E402
 from scaffold.runs import finish_run, start_run, write_text  # noqa: E402
 
@@ -202,13 +208,13 @@ def load_dataset(name: str, budget: Budget, args) -> tuple:
 
 
 def dataset_available(name: str, args) -> str | None:
-    """None when ``name`` can be loaded, else the reason it is skipped."""
+    """None when ``name`` can be loaded, else why not (the loader's message)."""
     if name in ("toy", "digits"):
         return None
     try:
         load_images(name, root=args.fashion_root if name == "fashion-mnist" else args.data_root)
     except (FileNotFoundError, OSError, ValueError) as error:
-        return f"{name} skipped: {error}"
+        return str(error)
     return None
 
 
@@ -633,19 +639,23 @@ def main(args: argparse.Namespace) -> dict:
             print(f"\n{name}\n{table}")
         return metrics
     preset = "tiny" if args.tiny else "compare" if args.compare else "full"
+    reasons = {name: dataset_available(name, args) for name in args.datasets}
+    check_some_data("elbo_vs_iwae", reasons,  # none can load: an error now, not empty results
+                    {"fashion-mnist": ("--fashion-root", args.fashion_root),
+                     "mnist": ("--data-root", args.data_root)})
     if args.write_docs:
         check_docs_page(Path(args.docs_page), preset,
-                        [name for name in args.datasets if not dataset_available(name, args)])
+                        [name for name, reason in reasons.items() if not reason])
     presets = PRESETS[preset]
     metrics = {"units": "nats per test point, mean over test points; standard error over "
                         "repeats (bounds) or over test points (AIS)",
                "preset": preset, "datasets": {}, "skipped": {},
                "config": vars(args), "device": str(device)}
     for name in tqdm(args.datasets, desc="data sets", disable=args.quiet):
-        reason = dataset_available(name, args)
+        reason = reasons[name]
         if reason:
-            print(reason)
-            metrics["skipped"][name] = reason
+            print(f"{name} skipped: {reason}")
+            metrics["skipped"][name] = f"{name} skipped: {reason}"
             continue
         budget = dataset_budget(presets[name], args)
         metrics["datasets"][name] = run_dataset(name, budget, args, device, out)
@@ -674,6 +684,11 @@ def _names(choices):
         if unknown or not names:
             raise argparse.ArgumentTypeError(
                 f"unknown {unknown or 'empty list'}; choose from {', '.join(choices)}")
+        repeated = [n for i, n in enumerate(names) if n in names[:i]]
+        if repeated:  # a repeat ran again and replaced the first run's checkpoints
+            raise argparse.ArgumentTypeError(
+                f"{', '.join(dict.fromkeys(repeated))} given more than once; each value is run "
+                "once, its results keyed by it")
         return names
     return parse
 

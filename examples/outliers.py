@@ -43,6 +43,7 @@ from inference import fit
 from scaffold.plots import image_grid, save_figure
 from scaffold.flags import (
     check_count,
+    check_distinct,
     check_evaluation_memory,
     check_network_sizes,
     data_flags,
@@ -271,6 +272,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--pixelcnn-epochs", type=step_count, default=30)
     training_flags(parser, epochs=None, batch_size=64, lr=3e-3)
     args = parser.parse_args(argv)
+    check_distinct(parser, args, "models")
     if len(set(args.inlier_classes)) == 10:
         parser.error("argument --inlier-classes: leave one class out at least, for the "
                      "held-out-classes outlier set")

@@ -19,7 +19,8 @@ precision@k is the fraction with the query's label, averaged over queries; the s
 cosine similarity is reported beside it. Chance is ``sum_c p_c^2``, about 0.1 for these
 balanced ten-class sets. Fashion-MNIST is read from ``--fashion-root`` (default
 ``/usr/share/datasets/fashion-mnist``, ``make data``); when its files are missing the data set
-is skipped with a message (kept in ``metrics.json``).
+is skipped with a message (kept in ``metrics.json``), unless no data set asked for can be
+loaded: then the run stops with an error before any training.
 
 Figures ``similarity_<dataset>.png``: a few queries (one per class) and their ``--k`` nearest
 neighbours in every representation, wrong labels framed in red.
@@ -51,6 +52,7 @@ from scaffold.flags import (
     check_count,
     check_distinct,
     check_network_sizes,
+    check_some_data,
     flag_error,
     nonnegative_int,
     positive_float,
@@ -251,9 +253,12 @@ def main(args: argparse.Namespace) -> dict:
     for name in args.datasets:  # every data set loaded and checked before any training
         try:
             splits[name] = gallery_and_queries(name, args)
-        except FileNotFoundError as error:
+        except (OSError, ValueError) as error:  # missing files, a root that is a file
             skipped[name] = str(error)
-            print(f"skipping {name}: {error}")
+    check_some_data("similarity", {name: skipped.get(name) for name in args.datasets},
+                    {"fashion-mnist": ("--fashion-root", args.fashion_root)})
+    for name, reason in skipped.items():
+        print(f"skipping {name}: {reason}")
     for split in splits.values():  # networks too large for memory: a usage error, now
         shape = tuple(split["gallery"][0].shape[1:])
         check_network_sizes("similarity", *(partial(make, shape, args) for make in MODELS.values()))

@@ -64,6 +64,7 @@ from scaffold.flags import (
     positive_float,
     positive_int,
     positive_step_count,
+    refused_as_usage,
     script_parser,
     step_count,
 )
@@ -157,7 +158,8 @@ def figure(rows: dict, path, title: str, available: int, columns: int = 10) -> N
 
 def main(args: argparse.Namespace) -> dict:
     out, device, start = start_run(args)
-    grey_data = load_images(args.dataset, root=args.data_root)
+    with refused_as_usage("super_resolution", "--data-root"):  # missing, or a file as root
+        grey_data = load_images(args.dataset, root=args.data_root)
     binary = grey_data.binarized(args.seed)
     shape = grey_data.image_shape
     for f in args.factors:

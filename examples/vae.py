@@ -65,6 +65,10 @@ from ppl_models import DATASETS, load_images
 from ppl_models.likelihoods import LIKELIHOODS, make_likelihood, training_representation
 from ppl_models.vae import VAE, Autoencoder
 
+# --latent-dim's bound: more latents than this per pixel only slow the probes (sklearn on a
+# code of 100000 dims stalled for minutes after a one-second training)
+LATENTS_PER_PIXEL = 4
+
 
 def to_report(table, num_dims: int, discrete: bool) -> dict:
     """Bounds in nats per image and bits/dim of the discrete data (see likelihoods docs)."""
@@ -144,6 +148,11 @@ def main(args: argparse.Namespace) -> dict:
                          f"classes at least; the first {len(train_labels)} hold one")
     shape = data.image_shape
     num_dims = math.prod(shape)
+    if args.latent_dim > LATENTS_PER_PIXEL * num_dims:
+        raise flag_error("vae", "--latent-dim", f"{args.latent_dim} is more than "
+                         f"{LATENTS_PER_PIXEL} latents per pixel of the {num_dims}-pixel "
+                         f"{data.name} images (at most {LATENTS_PER_PIXEL * num_dims}): a code "
+                         "that large holds nothing more, and the probes on it stall for minutes")
     check_evaluation_memory("vae", "--max-k", args.max_k, test, args.eval_batch_size)
 
     with refused_as_usage("vae"):  # networks too large for memory, a conv net off 28x28

@@ -11,8 +11,9 @@ the round trip errs by at most ``(1 + mu |x|) ((1 + mu)^(1/mu) - 1) / mu`` (abou
 
 Sources, as chosen by :func:`load_signal`: a user WAV file, speech synthesized offline by
 the Debian package ``espeak-ng``, or a seeded synthetic voice-like signal
-(:func:`synthetic_signal`) when neither is available. WAV files are read and written with the
-standard library's :mod:`wave` as 16-bit PCM mono.
+(:func:`synthetic_signal`) when neither is available. WAV files are read with the standard
+library's :mod:`wave` (8, 16, 24 or 32-bit integer PCM, plain or WAVE_FORMAT_EXTENSIBLE) and
+written as 16-bit PCM mono.
 
 References:
     [1] ITU-T Recommendation G.711 (1988), Pulse code modulation of voice frequencies.
@@ -21,6 +22,7 @@ References:
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import shutil
@@ -48,6 +50,7 @@ from .checks import (
 MU = 255
 NUM_LEVELS = MU + 1
 DEFAULT_RATE = 8000
+MIN_RATE = 20  # the lowest rate of generated signals (synthetic or speech), in Hz
 DEFAULT_TEXT = (
     "A generative model of raw audio predicts every sample from the ones before it. "
     "Dilated convolutions let it hear a long stretch of the past at a small cost. "
@@ -60,8 +63,13 @@ DEFAULT_TEXT = (
     "cloak. And so the north wind was obliged to confess that the sun was the stronger of "
     "the two."
 )
-_PCM_SCALE = {1: 128.0, 2: 32768.0, 4: 2147483648.0}  # full scale per sample width in bytes
+_PCM_SCALE = {1: 128.0, 2: 32768.0, 3: 8388608.0, 4: 2147483648.0}  # full scale per width
 _PCM_DTYPE = {1: np.uint8, 2: "<i2", 4: "<i4"}
+WAVE_FORMAT_PCM, WAVE_FORMAT_EXTENSIBLE = 0x0001, 0xFFFE
+# an EXTENSIBLE header's sub-format: the format tag in its first two bytes, then this GUID tail
+_GUID_TAIL = bytes.fromhex("000000001000800000aa00389b71")
+_FORMAT_NAMES = {0x0002: "Microsoft ADPCM", 0x0003: "IEEE floating point", 0x0006: "A-law",
+                 0x0007: "mu-law", 0x0011: "IMA ADPCM", 0x0055: "MPEG Layer 3"}
 # The WAV header stores the rate and the bytes per second (2 * rate for 16-bit mono) and the
 # data size plus 36 in unsigned 32-bit fields.
 MAX_WAV_RATE = (2**32 - 1) // 2
@@ -170,19 +178,26 @@ def write_wav(path: str | Path, signal: torch.Tensor, rate: int) -> None:
         f.writeframes(pcm.tobytes())
 
 
-def _data_chunk_bytes(path: Path) -> tuple[int, int] | None:
-    """The size the RIFF ``data`` chunk of ``path`` declares and the number of bytes of the
-    file after that chunk's header, or None where none is found (the :mod:`wave` reader then
-    names what is wrong with the file)."""
+def _find_chunk(path: Path, name: bytes) -> tuple[int, int] | None:
+    """The byte offset of the body of ``path``'s first RIFF chunk called ``name`` and the size
+    it declares, or None where none is found (the :mod:`wave` reader then names what is wrong
+    with the file)."""
     with path.open("rb") as f:
         if f.read(12)[8:12] != b"WAVE":
             return None
         while len(header := f.read(8)) == 8:
             size = int.from_bytes(header[4:], "little")
-            if header[:4] == b"data":
-                return size, path.stat().st_size - f.tell()
+            if header[:4] == name:
+                return f.tell(), size
             f.seek(size + size % 2, os.SEEK_CUR)  # chunks are padded to even sizes
     return None
+
+
+def _data_chunk_bytes(path: Path) -> tuple[int, int] | None:
+    """The size the RIFF ``data`` chunk of ``path`` declares and the number of bytes of the
+    file after that chunk's header, or None where none is found."""
+    found = _find_chunk(path, b"data")
+    return None if found is None else (found[1], path.stat().st_size - found[0])
 
 
 def _unpadded_chunk(path: Path) -> str | None:
@@ -210,8 +225,63 @@ def _unpadded_chunk(path: Path) -> str | None:
     return None
 
 
+def _format_tag(path: Path) -> tuple[int, int, int | None] | None:
+    """Where the ``fmt `` chunk of ``path`` keeps its format tag (a byte offset), the tag, and
+    the tag of its sub-format when the tag is WAVE_FORMAT_EXTENSIBLE (None without one), or
+    None where no ``fmt `` chunk is found (the :mod:`wave` reader then names the problem)."""
+    found = _find_chunk(path, b"fmt ")
+    if found is None:
+        return None
+    start, size = found
+    with path.open("rb") as f:
+        f.seek(start)
+        body = f.read(min(size, 40))
+    if len(body) < 2:
+        return None
+    tag, sub = int.from_bytes(body[:2], "little"), None
+    if tag == WAVE_FORMAT_EXTENSIBLE:
+        # the sub-format GUID's tail is fixed for formats that have a tag; -1 for another
+        registered = len(body) == 40 and body[26:40] == _GUID_TAIL
+        sub = int.from_bytes(body[24:26], "little") if registered else -1
+    return start, tag, sub
+
+
+def _pcm_source(path: Path) -> str | io.BytesIO:
+    """What :func:`wave.open` reads for ``path``: the path itself, or for a
+    WAVE_FORMAT_EXTENSIBLE file with the PCM sub-format (which :mod:`wave` before Python 3.12
+    does not read) its bytes with the plain PCM format tag. ``ValueError`` naming the format
+    and a conversion command for anything else than integer PCM (IEEE float, A-law, ...)."""
+    found = _format_tag(path)
+    if found is None or found[1] == WAVE_FORMAT_PCM:
+        return str(path)
+    offset, tag, sub = found
+    if tag == WAVE_FORMAT_EXTENSIBLE and sub == WAVE_FORMAT_PCM:
+        data = bytearray(path.read_bytes())
+        data[offset:offset + 2] = WAVE_FORMAT_PCM.to_bytes(2, "little")
+        return io.BytesIO(bytes(data))
+    code = tag if sub is None else sub
+    name = ("an unknown sub-format" if code == -1 else
+            f"format {code:#06x} ({_FORMAT_NAMES.get(code, 'not integer PCM')})")
+    where = " in a WAVE_FORMAT_EXTENSIBLE header" if sub is not None else ""
+    raise ValueError(f"{path} holds {name}{where}; only integer PCM WAV files are read: "
+                     "convert it, e.g. sox in.wav -b 16 -e signed-integer out.wav, or "
+                     "ffmpeg -i in.wav -c:a pcm_s16le out.wav")
+
+
+def _pcm_samples(frames: bytes, width: int) -> np.ndarray:
+    """The integer PCM samples of ``frames`` (little-endian, ``width`` bytes each) as float64,
+    centred on 0 (8-bit WAV is unsigned, silence at 128; 24-bit is a 3-byte signed int)."""
+    if width == 3:
+        b = np.frombuffer(frames, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
+        value = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+        return np.where(value >= 1 << 23, value - (1 << 24), value).astype(np.float64)
+    pcm = np.frombuffer(frames, dtype=_PCM_DTYPE[width]).astype(np.float64)
+    return pcm - 128 if width == 1 else pcm
+
+
 def read_wav(path: str | Path, rate: int | None = None) -> tuple[torch.Tensor, int]:
-    """Read an integer-PCM WAV file (8, 16 or 32 bit; channels are averaged to mono).
+    """Read an integer-PCM WAV file (8, 16, 24 or 32 bit, plain or WAVE_FORMAT_EXTENSIBLE with
+    the PCM sub-format; channels are averaged to mono).
 
     Args:
         rate: resample to this rate in Hz; None keeps the file's rate.
@@ -223,11 +293,12 @@ def read_wav(path: str | Path, rate: int | None = None) -> tuple[torch.Tensor, i
         FileNotFoundError: no file at ``path``.
         IsADirectoryError: ``path`` is a folder.
         ValueError: the file is not a readable PCM WAV file (naming the chunk without its pad
-            byte where an odd-sized chunk misaligns the rest), holds fewer samples than its
-            header gives (truncated), a data chunk ending in a partial frame or one that
-            declares 0 bytes but has bytes after it (a streaming writer's unset size), or
-            resampling it to ``rate`` would need more than this machine's memory (checked
-            before reading the samples).
+            byte where an odd-sized chunk misaligns the rest), holds another format than
+            integer PCM (IEEE float, A-law, ...: named, with a conversion command), fewer
+            samples than its header gives (truncated), a data chunk ending in a partial frame
+            or one that declares 0 bytes but has bytes after it (a streaming writer's unset
+            size), or resampling it to ``rate`` would need more than this machine's memory
+            (checked before reading the samples).
     """
     path = Path(path).expanduser()
     if rate is not None:
@@ -237,8 +308,9 @@ def read_wav(path: str | Path, rate: int | None = None) -> tuple[torch.Tensor, i
                                 "file's path")
     if not path.is_file():
         raise FileNotFoundError(f"no WAV file at {path}")
+    source = _pcm_source(path)
     try:
-        with wave.open(str(path), "rb") as f:
+        with wave.open(source, "rb") as f:
             channels, width, file_rate = f.getnchannels(), f.getsampwidth(), f.getframerate()
             if file_rate < 1:
                 raise ValueError(f"{path}: the header gives a sample rate of {file_rate} Hz")
@@ -259,7 +331,8 @@ def read_wav(path: str | Path, rate: int | None = None) -> tuple[torch.Tensor, i
             f"truncated header: the file ends after {size} bytes")
         raise ValueError(f"{path} is not a readable PCM WAV file: {reason}") from error
     if width not in _PCM_SCALE:
-        raise ValueError(f"{path}: unsupported sample width of {width} bytes (need 1, 2 or 4)")
+        raise ValueError(f"{path}: unsupported sample width of {width} bytes (need 1, 2, 3 or "
+                         "4): convert it, e.g. sox in.wav -b 16 out.wav")
     if len(frames) != expected * channels * width:
         raise ValueError(f"{path} is truncated: its header gives {expected} frames of "
                          f"{channels * width} bytes ({expected * channels * width} bytes of "
@@ -276,10 +349,7 @@ def read_wav(path: str | Path, rate: int | None = None) -> tuple[torch.Tensor, i
         raise ValueError(f"{path} is corrupt: its data chunk declares {declared} bytes, not a "
                          f"whole number of frames of {channels * width} bytes "
                          f"({channels} channel(s) of {width} byte(s))")
-    pcm = np.frombuffer(frames, dtype=_PCM_DTYPE[width]).astype(np.float64)
-    if width == 1:  # 8-bit WAV is unsigned, silence at 128
-        pcm -= 128
-    samples = pcm.reshape(-1, channels).mean(1)
+    samples = _pcm_samples(frames, width).reshape(-1, channels).mean(1)
     signal = torch.from_numpy(samples / _PCM_SCALE[width]).float()  # [num_samples]
     if rate is not None:
         return resample(signal, file_rate, rate), rate
@@ -294,8 +364,19 @@ def speech_signal(text: str, path: str | Path, rate: int = DEFAULT_RATE,
         ``[num_samples]`` float32 in [-1, 1] at ``rate`` Hz.
 
     Raises:
+        TypeError/ValueError: ``text`` is not a string holding a word, ``rate`` is not an
+            integer >= ``MIN_RATE`` (as for :func:`synthetic_signal`).
+        IsADirectoryError: ``path`` is a folder.
         RuntimeError: ``espeak-ng`` is not installed or fails.
     """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise ValueError(f"text must hold at least one word to speak, got {text!r}")
+    rate = as_int(rate, "rate", minimum=MIN_RATE)
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise IsADirectoryError(f"path {path} is a folder; pass the WAV file to write")
     program = shutil.which("espeak-ng")
     if program is None:
         raise RuntimeError("espeak-ng is not installed (Debian: apt-get install espeak-ng)")
@@ -318,14 +399,14 @@ def synthetic_signal(seconds: float = 4.0, rate: int = DEFAULT_RATE,
 
     Args:
         seconds: length, > 0 and at least one sample long.
-        rate: samples per second, >= 20 (so every pause lasts at least one sample).
+        rate: samples per second, >= ``MIN_RATE`` = 20 (so every pause lasts a sample).
         seed: a non-negative integer.
 
     Returns:
         ``[round(seconds * rate)]`` float32 in [-1, 1].
     """
     seconds = as_number(seconds, "seconds", 0, low_open=True)
-    rate = as_int(rate, "rate", minimum=20)
+    rate = as_int(rate, "rate", minimum=MIN_RATE)
     rng = np.random.default_rng(as_int(seed, "seed", minimum=0))
     num_samples = round(seconds * rate)
     if num_samples < 1:
@@ -372,7 +453,8 @@ def load_signal(source: str | Path | None = None, *, rate: int = DEFAULT_RATE,
         source: a WAV path (a :class:`~pathlib.Path` always means a file); ``"speech"``
             (espeak-ng, error if missing); ``"synthetic"``; or None / ``"auto"``: espeak-ng
             speech of ``text`` when ``espeak-ng`` is installed, else synthetic.
-        rate: sample rate of the result in Hz (files and speech are resampled).
+        rate: sample rate of the result in Hz (files and speech are resampled); at least
+            ``MIN_RATE`` for speech and synthetic signals.
         seconds, seed: length and seed of the synthetic signal.
 
     Returns:

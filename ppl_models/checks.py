@@ -40,6 +40,14 @@ def check_not_special(path, action: str) -> None:
         raise ValueError(f"cannot {action} {path}: it is {kind}, not a regular file")
 
 
+def as_bool(value, name: str) -> bool:
+    """``value`` if it is True or False; ``TypeError`` naming ``name`` otherwise (a string
+    such as ``"no"``, or 0, would count as a truth value)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def as_int(value, name: str, minimum: int | None = 1) -> int:
     """``value`` as a Python ``int``; ``ValueError`` naming ``name`` unless it is an integer
     (numpy integers and 0-dim integer tensors accepted; bools and floats such as 2.0 refused)
@@ -440,16 +448,23 @@ class NonFiniteGuard:
                                  f"{CHECK_WEIGHTS_HINT}")
 
 
+NAME_MAX = 255  # bytes in a file name on Linux, macOS and Windows file systems
+
+
 @contextlib.contextmanager
 def atomic_file(path: Path):
     """A binary file to write ``path``'s new content to: a temporary file in the same folder,
     with the permission bits ``open`` would give, flushed to disk and renamed over ``path``
     when the block ends; on any error it is removed and ``path`` keeps its old content. A
-    symlink keeps pointing at its file, which is replaced."""
+    symlink keeps pointing at its file, which is replaced. The temporary name is
+    ``.<name>.<8 random characters>.partial`` with ``<name>`` cut to keep it within
+    ``NAME_MAX`` bytes (a legal 251-byte name was refused as "File name too long")."""
     if path.is_symlink():  # replace the file the link points at, keep the link
         path = Path(os.path.realpath(path))
+    # mkstemp adds 8 random characters; the dots and ".partial" add 10 more bytes
+    stem = os.fsdecode(os.fsencode(path.name)[:NAME_MAX - 18])
     try:
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{stem}.",
                                              suffix=".partial")
     except OSError as error:
         raise type(error)(error.errno, f"cannot write {path}: {error.strerror}") from error

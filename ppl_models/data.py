@@ -39,8 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checks import (as_seed, atomic_file, check_bytes, check_generator, check_not_special,
-                     check_values)
+from .checks import (as_bool, as_int, as_seed, atomic_file, check_bytes, check_generator,
+                     check_not_special, check_values)
 
 # Largest distance, in levels, of 255 x from an integer that still counts as level k / 255.
 # float32 stores k / 255 to ~1.5e-5 levels; dequantized data miss it by up to 0.5 levels.
@@ -69,6 +69,21 @@ class Split:
     images: torch.Tensor
     labels: torch.Tensor
 
+    def __post_init__(self) -> None:
+        """``TypeError``/``ValueError`` unless ``images`` is a tensor ``[n, ...]`` and
+        ``labels`` an integer tensor ``[n]`` (3 images with 2 labels were accepted)."""
+        for name, value in (("images", self.images), ("labels", self.labels)):
+            if not torch.is_tensor(value):
+                raise TypeError(f"Split: {name} must be a tensor, got {type(value).__name__}")
+        if self.images.dim() < 1:
+            raise ValueError("Split: images must be a tensor [n, 1, H, W], got a 0-dim tensor")
+        if self.labels.dim() != 1 or self.labels.is_floating_point() or self.labels.is_complex():
+            raise ValueError(f"Split: labels must be an integer tensor [n], got "
+                             f"{self.labels.dtype} {list(self.labels.shape)}")
+        if len(self.labels) != len(self.images):
+            raise ValueError(f"Split: {len(self.images)} images but {len(self.labels)} labels; "
+                             "give one label per image")
+
     def __len__(self) -> int:
         return self.images.shape[0]
 
@@ -82,6 +97,20 @@ class ImageData:
     valid: Split
     test: Split
     num_classes: int
+
+    def __post_init__(self) -> None:
+        """``ValueError`` unless ``num_classes`` is a positive integer and every split's labels
+        lie in ``0..num_classes - 1`` (a label 2 of 2 classes was accepted)."""
+        object.__setattr__(self, "num_classes", as_int(self.num_classes, "num_classes"))
+        for part in ("train", "valid", "test"):
+            split = getattr(self, part)
+            if not isinstance(split, Split):
+                raise TypeError(f"ImageData: {part} must be a Split, got {type(split).__name__}")
+            labels = split.labels
+            if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+                raise ValueError(f"ImageData: the {part} labels must lie in "
+                                 f"0..{self.num_classes - 1} (num_classes={self.num_classes}), "
+                                 f"got range [{int(labels.min())}, {int(labels.max())}]")
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -107,8 +136,14 @@ def load_images(name: str, root: str | Path | None = None, download: bool = Fals
     """Load data set ``name`` (one of :data:`DATASETS`) with its fixed split.
 
     ``root`` is the folder of the IDX files (ignored for ``"digits"``); ``download`` lets
-    torchvision fetch MNIST into ``root`` (only used for ``"mnist"``).
+    torchvision fetch MNIST into ``root`` (only used for ``"mnist"``). ``TypeError`` unless
+    ``root`` is None, a str or an ``os.PathLike`` and ``download`` is True or False (a truthy
+    ``"no"`` downloaded).
     """
+    if root is not None and not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"root must be a path (a str or os.PathLike) or None, got "
+                        f"{type(root).__name__}")
+    download = as_bool(download, "download")
     if name == "digits":
         return _load_digits()
     if name == "fashion-mnist":
@@ -167,7 +202,8 @@ def _fix_hint(name: str, folder: Path) -> str:
         return (f"Install them with `make data` (apt-get install dataset-fashion-mnist, which puts "
                 f"them in {FASHION_MNIST_ROOT}) or copy the four IDX files ({files}, plain or "
                 f".gz) into a folder and pass it as root= (the examples' --data-root).")
-    return (f"Either pass download=True (the examples' --download flag; needs internet) or copy "
+    return (f"Either pass download=True (needs internet; examples/vae.py and "
+            f"examples/pixelcnn.py take it as --download) or copy "
             f"the four IDX files ({files}, plain or .gz) into {folder} or "
             f"{folder / 'MNIST' / 'raw'}.")
 

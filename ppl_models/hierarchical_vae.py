@@ -31,7 +31,7 @@ from pyro.nn import PyroModule, pyro_method
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import (as_int, as_sizes, check_data, check_image_draws, check_input,
+from .checks import (as_bool, as_int, as_sizes, check_data, check_image_draws, check_input,
                      check_module_not_meta)
 from .likelihoods import make_likelihood
 from .local_guides import LocalGuide
@@ -174,10 +174,12 @@ class TwoLayerVAE(PyroModule):
         """Images from the model, ``[num, C, H, W]``: ``z2 ~ p``, ``z1 ~ p(z1 | z2)``, then the
         pixel means (``mean=True``) or pixel samples. Latent noise from ``generator`` (a
         :class:`torch.Generator` on any device, the draws moved to the model's) or None.
-        ``num`` is a positive integer whose images fit in memory."""
+        ``num`` is a positive integer whose images fit in memory; ``mean`` True or False
+        (``TypeError`` otherwise)."""
         check_module_not_meta(self, "TwoLayerVAE.sample_images")
         param = next(self.parameters())
         num = check_image_draws(num, generator, self.image_shape, param)
+        mean = as_bool(mean, "mean")
         device = param.device
         source = generator.device if generator is not None else device
         with torch.no_grad():

@@ -292,6 +292,24 @@ def _log1mexp(d: torch.Tensor) -> torch.Tensor:
     return torch.where(d < math.log(2), torch.log(-torch.expm1(-d)), torch.log1p(-torch.exp(-d)))
 
 
+def _check_logit_weights(logit_weights: torch.Tensor) -> None:
+    """``ValueError`` where ``logit_weights: [..., M]`` leaves a mixture without weights: a
+    row of M ``-inf`` logits (no component to draw) or a ``+inf`` logit (``inf - inf`` in the
+    normalization); both made every log-probability NaN."""
+    positive = int((logit_weights == math.inf).sum())
+    if positive:
+        raise ValueError(f"logit_weights holds {positive} +inf value(s) of "
+                         f"{logit_weights.numel()}, which normalize to NaN weights; pass "
+                         "finite logits (-inf masks a component)")
+    empty = (logit_weights == -math.inf).all(-1)
+    if empty.any():
+        index = [int(i) for i in empty.nonzero()[0]]
+        raise ValueError(f"logit_weights is -inf for all {logit_weights.shape[-1]} components "
+                         f"in {int(empty.sum())} of {empty.numel()} mixture(s) (the first at "
+                         f"index {index}): such a mixture has no weight to normalize; give "
+                         "each mixture at least one finite logit")
+
+
 class DiscretizedLogisticMixture(_PixelValidation, TorchDistribution):
     """A mixture of logistics discretized to the 256 levels, independently per pixel [1].
 
@@ -336,6 +354,7 @@ class DiscretizedLogisticMixture(_PixelValidation, TorchDistribution):
             raise ValueError(
                 "logit_weights, means and log_scales do not broadcast: "
                 f"{[list(t.shape) for t in (logit_weights, means, log_scales)]}") from None
+        _check_logit_weights(logit_weights.detach())
         self.logit_weights = logit_weights
         self.means = means
         self.log_scales = log_scales.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)

@@ -50,7 +50,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from .checks import (NonFiniteGuard, as_int, as_number, as_seed, as_sizes, check_generator,
-                     check_like, check_memory, check_module_not_meta, check_not_meta, check_values)
+                     check_finite_parameters, check_like, check_memory, check_module_not_meta,
+                     check_not_meta, check_values)
 from .layers import GatedResidualBlock, MaskedConv2d
 from .likelihoods import LEVELS, make_likelihood
 from .networks import check_parameters, full_precision
@@ -112,7 +113,8 @@ class PixelCNN(PyroModule):
         first_kernel_size: odd kernel of the first (mask "A") convolution.
         num_classes: class ids ``y`` for p(x | y); None for an unconditional model.
         cond_dim: size of a conditioning vector ``h: [batch, cond_dim]``; None for none.
-        num_mixtures: components of the logistic mixture.
+        num_mixtures: components of the logistic mixture (None: 5); refused with another
+            likelihood, which takes none (it was ignored).
         dropout: dropout on the gated activations of every block in training mode (a
             regularizer for small data sets); :meth:`log_prob` is exact only in evaluation
             mode (``m.eval()``), and the samplers switch to it themselves.
@@ -121,7 +123,8 @@ class PixelCNN(PyroModule):
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), likelihood: str = "bernoulli",
                  channels: int = 64, num_blocks: int = 5, kernel_size: int = 3,
                  first_kernel_size: int = 7, num_classes: int | None = None,
-                 cond_dim: int | None = None, num_mixtures: int = 5, dropout: float = 0.0):
+                 cond_dim: int | None = None, num_mixtures: int | None = None,
+                 dropout: float = 0.0):
         super().__init__()
         self.image_shape = as_sizes(image_shape, "image_shape", 3, "(C, H, W)")
         if likelihood not in ("bernoulli", "categorical256", "logistic-mixture"):
@@ -140,7 +143,12 @@ class PixelCNN(PyroModule):
         num_classes = None if num_classes is None else as_int(num_classes, "num_classes")
         cond_dim = None if cond_dim is None else as_int(cond_dim, "cond_dim")
         as_number(dropout, "dropout", 0, 1, high_open=True)
-        options = {"num_mixtures": num_mixtures} if likelihood == "logistic-mixture" else {}
+        if num_mixtures is not None and likelihood != "logistic-mixture":
+            raise ValueError(f"num_mixtures={num_mixtures!r} is for the logistic-mixture "
+                             f"likelihood; the {likelihood} likelihood takes no mixture: leave "
+                             "num_mixtures unset")
+        options = ({"num_mixtures": 5 if num_mixtures is None else num_mixtures}
+                   if likelihood == "logistic-mixture" else {})
         self.likelihood = make_likelihood(likelihood, **options)
         self.num_classes = num_classes
         self.cond_dim = cond_dim
@@ -260,7 +268,11 @@ class PixelCNN(PyroModule):
 
     def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None,
                  h: torch.Tensor | None = None) -> torch.Tensor:
-        """``log p(x | y, h)`` in nats per image: ``x: [batch, C, H, W]`` -> ``[*lead, batch]``."""
+        """``log p(x | y, h)`` in nats per image: ``x: [batch, C, H, W]`` -> ``[*lead, batch]``.
+
+        ``FloatingPointError`` naming the parameters that hold NaN or infinite values (a
+        diverged fit) before anything is computed."""
+        check_finite_parameters(dict(self.named_parameters()), "PixelCNN.log_prob")
         return self.distribution(x, y, h).log_prob(x).sum((-3, -2, -1))
 
     @pyro_method

@@ -149,12 +149,14 @@ class Vocabulary:
         return torch.tensor(rows, dtype=torch.long)
 
     def decode(self, x: torch.Tensor) -> list[str]:
-        """``x: [batch, length]`` integer ids in ``0..PAD`` -> words, each read up to its first
-        end symbol (or the whole row when it has none); ``BOS`` and ``PAD`` are skipped.
+        """``x: [batch, max_len]`` integer ids as :meth:`encode` gives them (characters, one
+        end symbol, then ``PAD``) -> the words.
 
         Raises:
             TypeError: ``x`` is not a tensor of integer ids (a float or bool tensor, a list).
-            ValueError: ``x`` is not two-dimensional, or holds ids outside ``0..PAD``.
+            ValueError: ``x`` is not two-dimensional, or not as :meth:`check` wants it (ids
+                outside ``0..PAD`` or ``BOS``, a row without its one end symbol, ``PAD`` inside
+                a word): such rows were read as some word, where :meth:`check` refuses them.
         """
         if not torch.is_tensor(x):
             raise TypeError(f"x must be a torch.Tensor of integer ids [batch, length], got "
@@ -163,21 +165,11 @@ class Vocabulary:
             raise TypeError(f"x must hold integer ids [batch, length], got {x.dtype}")
         if x.dim() != 2:
             raise ValueError(f"x must have shape [batch, length], got {list(x.shape)}")
-        check_not_meta(x, "x")
-        if x.numel() and (int(x.min()) < 0 or int(x.max()) > self.pad):
-            raise ValueError(f"x must hold ids in 0..{self.pad}, got range [{int(x.min())}, "
-                             f"{int(x.max())}] (EOS {self.EOS}, characters 1..{len(self)}, "
-                             f"BOS {self.bos}, PAD {self.pad})")
-        words = []
-        for row in x.tolist():
-            chars = []
-            for i in row:
-                if i == self.EOS:
-                    break
-                if 1 <= i <= len(self.characters):
-                    chars.append(self.characters[i - 1])
-            words.append("".join(chars))
-        return words
+        if not x.shape[0]:
+            return []
+        self.check(x.long())
+        return ["".join(self.characters[i - 1] for i in row if 1 <= i <= len(self.characters))
+                for row in x.tolist()]
 
     def lengths(self, x: torch.Tensor) -> torch.Tensor:
         """Scored symbols per word, end symbol included: ``x: [batch, max_len]`` -> ``[batch]``."""
@@ -246,7 +238,11 @@ def draw_words(vocab: Vocabulary, next_probs: Callable[[torch.Tensor], torch.Ten
         done |= step == vocab.EOS
         if done.all():
             break
-    return vocab.decode(torch.stack(symbols, 1))
+    # an end symbol after the words cut at max_length, PAD after each word's end (as encode)
+    x = torch.stack([*symbols, torch.full_like(step, vocab.EOS)], 1)  # [num, length + 1]
+    end = (x == vocab.EOS).long().argmax(1, keepdim=True)
+    x = torch.where(torch.arange(x.shape[1], device=x.device) > end, vocab.pad, x)
+    return vocab.decode(x)
 
 
 @dataclass(frozen=True)

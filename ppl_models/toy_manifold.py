@@ -25,7 +25,7 @@ from torch import nn
 from torch.distributions import constraints
 
 from .checks import (as_int, as_number, as_seed, check_data, check_input, check_memory,
-                     check_square_in_range_of)
+                     check_square_in_range_of, check_values)
 from .networks import check_parameters, full_precision
 
 IMAGE_SIDE = 4
@@ -33,7 +33,14 @@ NUM_PIXELS = IMAGE_SIDE * IMAGE_SIDE
 
 
 def manifold_mean(z: torch.Tensor) -> torch.Tensor:
-    """Noise-free image at latent ``z: [...]`` -> ``[..., 16]`` (row-major 4x4)."""
+    """Noise-free image at latent ``z: [...]`` -> ``[..., 16]`` (row-major 4x4).
+
+    ``TypeError``/``ValueError`` naming ``z`` unless it is a floating-point tensor of finite
+    values (a NaN or infinite ``z`` made NaN pixels)."""
+    if not torch.is_tensor(z) or not z.is_floating_point():
+        raise TypeError(f"z must be a floating-point tensor, got "
+                        f"{getattr(z, 'dtype', type(z).__name__)}")
+    check_values(z, "z")
     rows = torch.arange(IMAGE_SIDE, dtype=z.dtype, device=z.device).repeat_interleave(IMAGE_SIDE)
     cols = torch.arange(IMAGE_SIDE, dtype=z.dtype, device=z.device).repeat(IMAGE_SIDE)
     phase = (1 + rows / 3) * z[..., None] + math.pi * cols / 2

@@ -17,8 +17,9 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule, pyro_method
 
-from .checks import (as_int, as_number, as_sizes, check_data, check_image_draws, check_input,
-                     check_memory, check_module_not_meta)
+from .checks import (as_bool, as_int, as_number, as_sizes, check_data,
+                     check_finite_parameters, check_image_draws, check_input, check_memory,
+                     check_module_not_meta)
 from .likelihoods import make_likelihood
 from .networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 
@@ -50,6 +51,13 @@ class _ImageModel(PyroModule):
         """An encoder's input: type, shape, dtype and device, and finite values while Pyro's
         validation is enabled (any values the likelihood could not score are still encoded)."""
         check_input(x, self.image_shape, "x", like=self)
+
+    def _check_parameters(self, what: str, prefix: str = "") -> None:
+        """``FloatingPointError`` naming ``what`` (the method) and the model's parameters
+        whose names start with ``prefix`` that hold NaN or infinite values (a diverged fit),
+        which made NaN codes blamed on ``z`` or raw torch errors."""
+        check_finite_parameters({name: p for name, p in self.named_parameters()
+                                 if name.startswith(prefix)}, f"{type(self).__name__}.{what}")
 
     def pixel_distribution(self, raw: torch.Tensor):
         """Per-pixel distribution from decoder output ``raw: [..., P, C, H, W]``.
@@ -105,8 +113,10 @@ class VAE(_ImageModel):
 
         ``x`` is a float tensor of the model's dtype and device (named otherwise, as in
         :meth:`reconstruct`); NaN or infinite values are refused while Pyro's validation is
-        enabled (they made NaN codes)."""
+        enabled (they made NaN codes), and so are an encoder's NaN or infinite parameters
+        (``FloatingPointError`` naming them)."""
         self._check_input(x)
+        self._check_parameters("encode", "encoder.")
         return self.encoder(x)
 
     def decode(self, z: torch.Tensor):
@@ -129,7 +139,7 @@ class VAE(_ImageModel):
     @pyro_method
     def guide(self, x: torch.Tensor) -> None:
         self._check(x)
-        loc, scale = self.encode(x)
+        loc, scale = self.encoder(x)  # no parameter check: a diverged fit reports them itself
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
@@ -142,8 +152,12 @@ class VAE(_ImageModel):
 
         Returns:
             ``[batch, C, H, W]``, or ``[num_samples, batch, C, H, W]`` from ``z ~ q(z | x)``.
+
+        Raises ``FloatingPointError`` naming the model's parameters that hold NaN or infinite
+        values (a diverged fit).
         """
         self._check(x)
+        self._check_parameters("reconstruct")
         return decoded_posterior(self.encode, self.decode, x, num_samples)
 
     def sample_images(self, num: int, generator: torch.Generator | None = None,
@@ -159,8 +173,7 @@ class VAE(_ImageModel):
         check_module_not_meta(self, "VAE.sample_images")
         param = next(self.parameters())
         num = check_image_draws(num, generator, self.image_shape, param)
-        if not isinstance(mean, bool):
-            raise TypeError(f"mean must be True or False, got {mean!r}")
+        mean = as_bool(mean, "mean")
         device = param.device
         source = generator.device if generator is not None else device
         with torch.no_grad():

@@ -74,6 +74,7 @@ def seed_int(text: str) -> int:
 
 
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+FLOAT32_TINY = 2.0**-149  # float32's smallest positive (subnormal) number, about 1.4e-45
 """The largest number a float flag takes: the models compute in float32, where a larger one
 (``--free-bits 1e39``, ``--sparsity 1e300``) is ``inf`` and failed in torch after the models
 before it had trained."""
@@ -89,6 +90,11 @@ def _real(text: str, what: str) -> float:
     if abs(value) > FLOAT32_MAX:
         raise argparse.ArgumentTypeError(f"must be at most {FLOAT32_MAX:.3g} (float32's "
                                          f"largest number, where the models compute), got "
+                                         f"{text!r}")
+    if value and abs(value) < FLOAT32_TINY / 2:  # rounds to 0 in float32: fit refused it
+        raise argparse.ArgumentTypeError(f"rounds to 0 in float32, where the models compute "
+                                         f"(its smallest positive number is "
+                                         f"{FLOAT32_TINY:.2g}); give 0 or a larger number, got "
                                          f"{text!r}")
     return value
 
@@ -181,6 +187,23 @@ def flag_error(script: str, flag: str, message: str) -> SystemExit:
     """The ``SystemExit`` that refuses ``flag`` for a reason only the loaded data show (so
     after parsing, but before any training), worded as argparse words its errors."""
     return SystemExit(f"{script}: error: argument {flag}: {message}")
+
+
+def check_some_data(script: str, reasons: dict[str, str | None],
+                    roots: dict[str, tuple[str, str | None]]) -> None:
+    """``SystemExit`` (:func:`flag_error`) when none of the data sets a run asked for can be
+    loaded (``reasons``: data set -> why not, None when it can): the run skipped each with a
+    message and exited 0 with no results. The flag blamed is the data set's root flag when
+    given (``roots``: data set -> (flag, value)) and there is one data set, else
+    ``--datasets``. A run with some data sets skips the others."""
+    if not reasons or not all(reasons.values()):
+        return
+    if len(reasons) == 1:
+        name, reason = next(iter(reasons.items()))
+        flag, root = roots.get(name, (None, None))
+        raise flag_error(script, flag if root is not None else "--datasets", reason)
+    raise flag_error(script, "--datasets", "none of the data sets can be loaded: "
+                     + "; ".join(reasons.values()))
 
 
 def check_distinct(parser: argparse.ArgumentParser, args: argparse.Namespace,

@@ -68,6 +68,12 @@ MAX_ALPHABET = 2**24 - 2
 MIN_ROW_SUM, MAX_ROW_SUM = 1e-290, 1e300
 
 
+# the integer dtypes symbols may have (uint8 is the natural one of 8-bit image levels); they are
+# coded as int64
+SYMBOL_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+_SYMBOL_DTYPE_NAMES = ", ".join(str(t).removeprefix("torch.") for t in SYMBOL_DTYPES)
+
+
 def symbol_digest(symbols) -> int:
     """64-bit BLAKE2b digest of coded symbols ``[n]`` (a tensor or array of ints in
     ``0..MAX_ALPHABET``, in coding order), as the stream header records it."""
@@ -168,8 +174,8 @@ def _check_tables(symbols: torch.Tensor, probs: torch.Tensor, coding: bool = Tru
     if symbols.dim() != 1 or probs.dim() != 2 or probs.shape[0] != symbols.shape[0]:
         raise ValueError(f"need symbols [n] and probs [n, V], got {list(symbols.shape)} and "
                          f"{list(probs.shape)}")
-    if symbols.dtype not in (torch.int32, torch.int64):
-        raise ValueError(f"symbols must be integers, got {symbols.dtype}")
+    if symbols.dtype not in SYMBOL_DTYPES:
+        raise ValueError(f"symbols must be integers ({_SYMBOL_DTYPE_NAMES}), got {symbols.dtype}")
     if coding:
         _check_symbol_count(symbols.numel(), "symbols")
     if symbols.numel() and (symbols.min() < 0 or symbols.max() >= probs.shape[1]):
@@ -436,8 +442,8 @@ def encode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor],
         pixel_probs: ``symbols [batch, C, H, W]`` int64 -> ``p(x_i | x_<i)`` for every pixel,
             ``[batch, C, H, W, V]``, where pixel ``i`` may depend only on the pixels before it
             in raster order (a PixelCNN; or no pixel at all, an independent-pixel model).
-        symbols: int64 ``[batch, C, H, W]`` in ``0..V-1`` (0/1 for binary images, levels for
-            8-bit ones).
+        symbols: integers ``[batch, C, H, W]`` in ``0..V-1`` (0/1 for binary images, levels
+            for 8-bit ones) of a dtype in :data:`SYMBOL_DTYPES`, passed on as int64.
 
     Returns:
         a stream header (image count, pixel count, shape tag, digest of the pixels, CRC32),
@@ -446,7 +452,7 @@ def encode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor],
 
     Raises:
         TypeError: ``pixel_probs`` is not callable, or ``symbols`` not a tensor.
-        ValueError: symbols that are not int64 ``[batch, C, H, W]`` or hold more than
+        ValueError: symbols that are not integers ``[batch, C, H, W]`` or hold more than
             :data:`MAX_SYMBOLS` pixels, or ``pixel_probs`` returning something other than a
             tensor ``[batch, C, H, W, V]``, tables that the coder cannot take, or tables that
             decoding could not rebuild (other tables on a second call, a model that is not
@@ -454,20 +460,22 @@ def encode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor],
     """
     _check_callback(pixel_probs, "pixel_probs")
     if not torch.is_tensor(symbols):
-        raise TypeError(f"symbols must be an int64 tensor [batch, C, H, W], got "
-                        f"{type(symbols).__name__}")
-    if symbols.dim() != 4 or symbols.dtype != torch.long or not all(symbols.shape):
-        raise ValueError(f"symbols must be int64 [batch, C, H, W] with no empty dim, got "
-                         f"{symbols.dtype} {list(symbols.shape)}")
+        raise TypeError(f"symbols must be an int64 tensor [batch, C, H, W] (or another of "
+                        f"{_SYMBOL_DTYPE_NAMES}), got {type(symbols).__name__}")
+    if symbols.dim() != 4 or symbols.dtype not in SYMBOL_DTYPES or not all(symbols.shape):
+        raise ValueError(f"symbols must be integers ({_SYMBOL_DTYPE_NAMES}) [batch, C, H, W] "
+                         f"with no empty dim, got {symbols.dtype} {list(symbols.shape)}")
     check_not_meta(symbols, "symbols")
     _check_symbol_count(symbols.numel(), "images")
+    symbols = symbols.long()
     with torch.no_grad():  # a copy: a pixel_probs that changes its input in place must not
         probs = pixel_probs(symbols.clone())  # change the pixels coded (or the caller's)
     _check_pixel_tables(probs, symbols)
-    _check_decodable(pixel_probs, symbols, probs)
     order = symbols.permute(2, 3, 1, 0).reshape(-1)  # [H * W * C * batch], raster order
     tables = probs.permute(2, 3, 1, 0, 4).reshape(order.shape[0], -1)  # [..., V]
+    # the values first: NaN tables differ from themselves, and were blamed on dropout
     _check_tables(order, tables)
+    _check_decodable(pixel_probs, symbols, probs)
     return pack_stream(KIND_IMAGES, len(symbols), order.numel(), _encode_raw(order, tables),
                        symbol_digest(order), extra=_shape_tag(symbols.shape[1:]))
 

@@ -8,6 +8,7 @@ References:
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import numpy as np
@@ -31,6 +32,7 @@ from ..checks import (
 )
 from ..pair_check import (DATA_PLATE, PairError, data_frame, inspect_pair, sample_sites,
                           site_list, trace_pair)
+from ..pair_check.networks import nonfinite_parameters
 from ..weights import (check_data, check_particle_memory, trace_log_density,
                        vectorized_traces, weight_itemsize)
 
@@ -161,6 +163,24 @@ def kl_per_dimension(model: Callable, guide: Callable, *args, site: str = "z",
     return kl.reshape(value.shape[0], -1).mean(0)
 
 
+def _check_guide_arguments(guide, args: tuple, kwargs: dict) -> None:
+    """``TypeError`` naming the data when ``guide`` (its signature through wrappers such as
+    ``pyro_method``) cannot take ``args`` and ``kwargs``: ``posterior_means(vae.guide)``
+    failed inside Pyro ("missing 1 required positional argument"). Unchecked when the
+    signature cannot be read."""
+    try:
+        signature = inspect.signature(guide)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as error:
+        raise TypeError(f"posterior_means(guide, *args, **kwargs) passes its data to the guide, "
+                        f"whose signature {signature} does not take {len(args)} positional "
+                        f"and {len(kwargs)} keyword argument(s) ({error}): pass the data the "
+                        "guide takes, e.g. posterior_means(guide, x)") from None
+
+
 @leaves_buffers
 def posterior_means(guide: Callable, *args, site: str = "z", **kwargs) -> torch.Tensor:
     """Mean of the guide's ``q(z | x)`` at the latent ``site`` for every datapoint.
@@ -173,7 +193,9 @@ def posterior_means(guide: Callable, *args, site: str = "z", **kwargs) -> torch.
     a mean that is not finite (a Cauchy's). The mean is the distribution's closed form; a
     guide without one (a normalizing flow such as ``FlowVAE``'s) raises
     ``NotImplementedError`` naming the site, since an estimate from draws would carry Monte
-    Carlo noise into :func:`active_units`: average draws of the site yourself.
+    Carlo noise into :func:`active_units`: average draws of the site yourself. A guide
+    called without the data it takes raises ``TypeError``, one that fails to run with NaN
+    or infinite parameters (a diverged fit) ``ValueError`` naming them.
 
     Returns:
         ``[batch, *rest]``, the shape of the site's value.
@@ -182,9 +204,22 @@ def posterior_means(guide: Callable, *args, site: str = "z", **kwargs) -> torch.
     check_site_name(site, "posterior_means")
     check_program(guide, "guide")
     check_one_program_call(posterior_means, "guide", args)
+    _check_guide_arguments(guide, args, kwargs)
     check_data(args, kwargs)
     with poutine.block(), torch.no_grad():
-        trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        try:
+            trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        except (ValueError, RuntimeError) as error:  # e.g. a Normal of NaN loc
+            stale = nonfinite_parameters(guide, guide)
+            if not stale:
+                raise
+            shown = ", ".join(stale[:4]) + (f" and {len(stale) - 4} more" if len(stale) > 4
+                                            else "")
+            raise ValueError(f"posterior_means: the guide failed to run "
+                             f"({type(error).__name__}); its parameters hold NaN or infinite "
+                             f"values: {shown}. A diverged fit leaves its last values in "
+                             "place: train again (a lower lr) or load a good checkpoint"
+                             ) from error
     _refuse_swapped_programs("posterior_means", trace)
     node = trace.nodes.get(site)
     if node is None or node["type"] != "sample":

@@ -132,6 +132,15 @@ def parse(script: str, argv: list[str]):
     ("pixel_vae", ["--free-bits", "1e39"], "argument --free-bits: must be at most 3.4e+38"),
     ("vae", ["--sparsity", "1e300"], "argument --sparsity: must be at most 3.4e+38"),
     ("vae", ["--lr", "1e39"], "argument --lr: must be at most 3.4e+38"),
+    # 0 in float32: fit's own refusal surfaced as a traceback
+    ("vae", ["--lr", "1e-50"], "argument --lr: rounds to 0 in float32, where the models compute "
+     "(its smallest positive number is 1.4e-45); give 0 or a larger number, got '1e-50'"),
+    ("pixel_vae", ["--free-bits", "1e-60"], "argument --free-bits: rounds to 0 in float32"),
+    # a repeated data set trained again and replaced the first pass's checkpoints
+    ("elbo_vs_iwae", ["--datasets", "toy,toy"], "argument --datasets: toy given more than "
+     "once; each value is run once, its results keyed by it"),
+    ("elbo_vs_iwae", ["--objectives", "elbo,iwae-5,elbo"], "argument --objectives: elbo given"),
+    ("outliers", ["--models", "vae", "vae"], "argument --models: vae given more than once"),
 ])
 def test_flags_out_of_range_are_refused_by_argparse(script, argv, message, capsys):
     # each used to pass argparse and fail later, some after training, inside torch or numpy
@@ -237,13 +246,34 @@ def long_line(tmp_path):
     # the default 300 test images, 100 at a time: 1.2 TB of log weights at K = 3 * 10**9
     ("vae", ["--max-k", "3000000000"], "vae: error: argument --max-k: --max-k=3000000000 "
      "particles for 100 datapoints"),
+    # the probes on a code of 100000 dims stalled for minutes after training
+    ("vae", ["--latent-dim", "100000"], "vae: error: argument --latent-dim: 100000 is more "
+     "than 4 latents per pixel of the 64-pixel digits images (at most 256)"),
+    # a root that is a file: a NotADirectoryError traceback
+    ("super_resolution", ["--dataset", "mnist", "--data-root", "AFILE"],
+     "super_resolution: error: argument --data-root: mnist: root AFILE is a file"),
+    ("similarity", ["--datasets", "fashion-mnist", "--fashion-root", "AFILE"],
+     "similarity: error: argument --fashion-root: fashion-mnist: root AFILE is a file"),
+    # the only data set asked for, missing: skipped, and the run exited 0 with no results
+    # (with others that load, it is skipped with a message)
+    ("similarity", ["--datasets", "fashion-mnist", "--fashion-root", "MISSING"],
+     "similarity: error: argument --fashion-root: fashion-mnist: missing"),
+    ("elbo_vs_iwae", ["--datasets", "mnist", "--tiny", "--data-root", "MISSING"],
+     "elbo_vs_iwae: error: argument --data-root: mnist: the four IDX files are not in MISSING"),
+    ("elbo_vs_iwae", ["--datasets", "fashion-mnist", "--tiny", "--fashion-root", "AFILE"],
+     "elbo_vs_iwae: error: argument --fashion-root: fashion-mnist: root AFILE is a file"),
+    ("elbo_vs_iwae", ["--datasets", "fashion-mnist,mnist", "--tiny", "--fashion-root", "AFILE",
+                      "--data-root", "MISSING"], "elbo_vs_iwae: error: argument --datasets: "
+     "none of the data sets can be loaded: fashion-mnist: root AFILE is a file"),
 ])
 def test_flags_refused_once_the_data_are_loaded_before_any_training(
         script, argv, message, tmp_path, long_line, monkeypatch, keep_threads):
     module = load(script)
     if hasattr(module, "fit"):
         monkeypatch.setattr(module, "fit", no_training)
-    paths = {"LONG": str(long_line), "MISSING": str(tmp_path / "missing.txt")}
+    (tmp_path / "afile").write_text("not a folder")
+    paths = {"LONG": str(long_line), "MISSING": str(tmp_path / "missing.txt"),
+             "AFILE": str(tmp_path / "afile")}
     argv = [paths.get(a, a) for a in argv]
     args = module.parse_args([*argv, "--threads", "1", "--out-dir", str(tmp_path / "out")])
     with pytest.raises(SystemExit) as refused:

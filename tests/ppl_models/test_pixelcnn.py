@@ -82,7 +82,8 @@ def test_elbo_with_the_empty_guide_is_log_prob():
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "categorical256", "logistic-mixture"])
 def test_shapes_and_supports_of_the_three_likelihoods(likelihood):
-    m = small((2, 3, 4), likelihood, channels=4, num_mixtures=3)
+    mixtures = {"num_mixtures": 3} if likelihood == "logistic-mixture" else {}
+    m = small((2, 3, 4), likelihood, channels=4, **mixtures)
     x = random_images(m, 3)
     P = {"bernoulli": 1, "categorical256": 256, "logistic-mixture": 9}[likelihood]
     assert m.pixel_params(x).shape == (3, P, 2, 3, 4)

@@ -133,9 +133,16 @@ def test_a_file_that_is_not_utf8_is_named(tmp_path):
     (torch.tensor([[1.0, 0.0]]), TypeError, r"integer ids.*got torch.float32"),
     (torch.tensor([[True]]), TypeError, r"integer ids.*got torch.bool"),
     ([[1, 0]], TypeError, r"torch.Tensor.*got list"),
-    (torch.tensor([[1, -1, 0]]), ValueError, r"ids in 0..4, got range \[-1, 1\]"),
-    (torch.tensor([[1, 5, 0]]), ValueError, r"ids in 0..4, got range \[0, 5\]"),
-], ids=["1-d", "float", "bool", "list", "negative", "beyond PAD"])
+    (torch.tensor([[1, -1, 0]]), ValueError, r"ids in 0..4 other than BOS=3 .*got range \[-1, 1\]"),
+    (torch.tensor([[1, 5, 0]]), ValueError, r"ids in 0..4 other than BOS=3 .*got range \[0, 5\]"),
+    # read as some word, where log_prob and encode_words refuse them
+    (torch.tensor([[1, 4, 2, 0]]), ValueError, r"rows \[0\] of x are not padded with PAD=4 "
+     r"exactly after their end symbol"),
+    (torch.tensor([[2, 0, 1, 1]]), ValueError, r"rows \[0\] of x are not padded with PAD=4"),
+    (torch.tensor([[1, 2, 1]]), ValueError, r"needs exactly one end symbol \(id 0\); rows \[0\]"),
+    (torch.tensor([[3, 1, 0]]), ValueError, r"other than BOS=3"),
+], ids=["1-d", "float", "bool", "list", "negative", "beyond PAD", "PAD inside", "after the end",
+        "no end", "BOS"])
 def test_decode_refuses_what_it_cannot_read(x, error, match):
     # negative ids and ids beyond PAD were silently skipped, a 1-d tensor or float ids raised
     # TypeError from inside the loop
@@ -143,9 +150,10 @@ def test_decode_refuses_what_it_cannot_read(x, error, match):
         Vocabulary("ab").decode(x)
 
 
-def test_decode_skips_bos_and_pad_and_reads_rows_without_an_end():
+def test_decode_reads_what_encode_gives():
     vocab = Vocabulary("ab")  # EOS 0, a 1, b 2, BOS 3, PAD 4
-    assert vocab.decode(torch.tensor([[3, 1, 4, 2], [2, 0, 1, 1]])) == ["ab", "b"]
+    assert vocab.decode(torch.tensor([[1, 2, 0], [2, 0, 4]])) == ["ab", "b"]
+    assert vocab.decode(vocab.encode(["", "ba", "a"]).int()) == ["", "ba", "a"]
     assert vocab.decode(torch.zeros(0, 3, dtype=torch.long)) == []
 
 
