@@ -76,11 +76,14 @@ def _base_normal(fn, role: str, site: str) -> Normal:
     while isinstance(fn, Independent):
         fn = fn.base_dist
     if not isinstance(fn, Normal):
+        coupled = isinstance(fn, (torch.distributions.MultivariateNormal,
+                                  torch.distributions.LowRankMultivariateNormal))
         raise NotImplementedError(
             f"kl_per_dimension: the {role}'s site '{site}' is a {type(fn).__name__}; the KL "
-            "per latent dimension needs diagonal Normal distributions in guide and prior (a "
-            "full-covariance Gaussian couples the dimensions: compare whole KLs, or use a "
-            "diagonal guide)"
+            "per latent dimension needs diagonal Normal distributions in guide and prior"
+            + (" (a full-covariance Gaussian couples the dimensions: compare whole KLs, or use "
+               "a diagonal guide)" if coupled else
+               " (its closed form here): compare whole KLs, e.g. the ELBO's terms")
         )
     return fn
 
