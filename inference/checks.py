@@ -379,11 +379,8 @@ def check_positional_call(program, role: str, count: int, called: str, instead: 
     x)`` or one that requires more (``def model(x, y)``) failed inside Pyro's trace,
     naming neither. ``instead`` says what to call. Unchecked when the signature cannot be
     read."""
-    try:  # the wrapper's own signature: functools.wraps copies the wrapped one's
-        signature = inspect.signature(program, follow_wrapped=False)
-        if _passes_everything(signature):  # a pass-through wrapper (Pyro's pyro_method):
-            signature = inspect.signature(program)  # the wrapped function's
-    except (TypeError, ValueError):
+    signature = program_signature(program)
+    if signature is None:
         return
     try:
         signature.bind(*range(count))
@@ -393,10 +390,20 @@ def check_positional_call(program, role: str, count: int, called: str, instead: 
                         f"not take ({error}): {instead}") from None
 
 
-def _passes_everything(signature: inspect.Signature) -> bool:
-    """Whether ``signature`` is ``(*args, **kwargs)`` alone."""
-    kinds = [p.kind for p in signature.parameters.values()]
-    return kinds == [inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD]
+def program_signature(program) -> inspect.Signature | None:
+    """The signature ``program`` is called with: a wrapper's own (``functools.wraps`` copies
+    the wrapped function's, which a decorator that adds or drops arguments does not take),
+    except Pyro's ``pyro_method`` wrapper, ``(*args, **kwargs)`` passed on unchanged, read
+    through to the method's; None when it cannot be read."""
+    try:
+        signature = inspect.signature(program, follow_wrapped=False)
+        code = getattr(getattr(program, "__func__", program), "__code__", None)
+        if code is not None and code.co_name == "cached_fn" and \
+                code.co_filename == pyro.nn.module.__file__:
+            signature = inspect.signature(program)
+    except (TypeError, ValueError):
+        return None
+    return signature
 
 
 def check_one_program_call(entry, role: str, args: tuple) -> None:

@@ -185,8 +185,9 @@ def check_store_shapes(model, guide, called: str | None = None) -> None:
             (f"{called}: " if called else "") + "Pyro's param store holds tensors of another "
             f"shape under the names of the PyroParam(s) {', '.join(found)}, left by an "
             "earlier model of another size: PyroModule adopts the store's tensor at its "
-            "first use, and the pair would fail with a bare shape error. Call "
-            "pyro.clear_param_store() before building a new model")
+            "first use, and the pair would fail with a bare shape error, or compute with the "
+            "other model's tensor where it broadcasts. Call pyro.clear_param_store() before "
+            "building a new model")
 
 
 def _value_text(constraint, unconstrained: torch.Tensor) -> str:

@@ -410,7 +410,7 @@ def try_vectorized(model, guide, args, kwargs, nesting: int) -> str:
                 stray = _dim_without_plate(site, log_p)
                 if stray:
                     return stray
-        with evaluation_mode(_dropout_layers(model, guide)):
+        with evaluation_mode(reachable_modules(model, guide)):
             mismatch = _particle_mismatch(model, guide, args, kwargs, nesting)
     except Exception as error:  # the user's code failed on a leading particle dim
         return f"{type(error).__name__}: {error}"
@@ -433,20 +433,16 @@ def _dim_without_plate(site, log_p: torch.Tensor) -> str:
     return ""
 
 
-def _dropout_layers(model, guide) -> list[torch.nn.Module]:
-    """The dropout layers of the networks ``model`` and ``guide`` reach."""
-    return [sub for module in reachable_modules(model, guide) for sub in module.modules()
-            if isinstance(sub, torch.nn.modules.dropout._DropoutNd)]
-
-
 def _particle_mismatch(model, guide, args, kwargs, nesting: int) -> str:
     """'' when two guide draws score, site by site, the same in one run with 2 particles in a
     leftmost plate as each in a run of its own, else the first site that differs. Code that
     indexes a latent by position (``z[:, 0]`` for the first latent coordinate) picks another
     dim under the particle plate, and a reduction over all of a latent's dims (``z.sum()``)
-    adds the particles together: valid shapes with wrong numbers. Dropout layers run in
-    evaluation mode here (a mask of another shape draws other numbers); the random state is
-    the same for every run (randomness outside ``pyro.sample`` then draws alike)."""
+    adds the particles together: valid shapes with wrong numbers. The caller runs the
+    networks in evaluation mode (dropout, also inside a GRU or attention layer, draws masks
+    of another shape among particles); the random state is the same for every run
+    (randomness outside ``pyro.sample`` then draws alike). A guide's ``Delta`` is
+    recomputed from the replayed draws, not replayed."""
     state = pyro.util.get_rng_state()
     drawn = [poutine.trace(guide).get_trace(*args, **kwargs) for _ in range(2)]
     plain = []
@@ -462,7 +458,10 @@ def _particle_mismatch(model, guide, args, kwargs, nesting: int) -> str:
         leftmost particle dim: the model's own draws (a latent the guide leaves to the
         prior) are replayed too."""
         out = plain[0][role].copy()
-        for site in sample_sites(out, observed=False):
+        for site in list(sample_sites(out, observed=False)):
+            if role == 1 and is_delta(site["fn"]):  # recomputed from the replayed draws: its
+                out.remove_node(site["name"])      # value in batched kernels moves by ulps
+                continue
             values = [traces[role].nodes[site["name"]]["value"] for traces in plain]
             missing = nesting - (values[0].dim() - site["fn"].event_dim)
             site["value"] = torch.cat([v.reshape((1,) * missing + tuple(v.shape))

@@ -8,7 +8,6 @@ References:
 
 from __future__ import annotations
 
-import inspect
 from typing import Callable
 
 import numpy as np
@@ -29,6 +28,7 @@ from ..checks import (
     check_site_name,
     check_weights_memory,
     leaves_buffers,
+    program_signature,
 )
 from ..pair_check import (DATA_PLATE, PairError, data_frame, inspect_pair, sample_sites,
                           site_list, trace_pair)
@@ -167,13 +167,12 @@ def kl_per_dimension(model: Callable, guide: Callable, *args, site: str = "z",
 
 
 def _check_guide_arguments(guide, args: tuple, kwargs: dict) -> None:
-    """``TypeError`` naming the data when ``guide`` (its signature through wrappers such as
-    ``pyro_method``) cannot take ``args`` and ``kwargs``: ``posterior_means(vae.guide)``
-    failed inside Pyro ("missing 1 required positional argument"). Unchecked when the
-    signature cannot be read."""
-    try:
-        signature = inspect.signature(guide)
-    except (TypeError, ValueError):
+    """``TypeError`` naming the data when ``guide`` (its signature as
+    :func:`inference.checks.program_signature` reads it) cannot take ``args`` and ``kwargs``:
+    ``posterior_means(vae.guide)`` failed inside Pyro ("missing 1 required positional
+    argument"). Unchecked when the signature cannot be read."""
+    signature = program_signature(guide)
+    if signature is None:
         return
     try:
         signature.bind(*args, **kwargs)
