@@ -406,6 +406,24 @@ def program_signature(program) -> inspect.Signature | None:
     return signature
 
 
+def check_program_arguments(program, role: str, args: tuple, kwargs: dict, called: str,
+                            instead: str) -> None:
+    """``TypeError`` naming the data when ``program`` (the pair's ``role``, its signature as
+    :func:`program_signature` reads it) cannot take ``args`` and ``kwargs``, as ``called``
+    passes them (``posterior_means(vae.guide)`` failed inside Pyro, "missing 1 required
+    positional argument"); ``instead`` says what to pass. Unchecked when the signature
+    cannot be read."""
+    signature = program_signature(program)
+    if signature is None:
+        return
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as error:
+        raise TypeError(f"{called} passes its data to the {role}, whose signature {signature} "
+                        f"does not take {len(args)} positional and {len(kwargs)} keyword "
+                        f"argument(s) ({error}): {instead}") from None
+
+
 def check_one_program_call(entry, role: str, args: tuple) -> None:
     """Raise ``TypeError`` when ``entry(program, *args)``, which takes one Pyro program (its
     ``role``: ``"model"`` or ``"guide"``), got a callable as its first data argument: the

@@ -42,8 +42,8 @@ from pyro.distributions import Independent, MultivariateNormal, Normal
 from pyro.distributions.torch_distribution import MaskedDistribution
 
 from ..checks import (autograd_arguments, check_at_most, check_int, check_nonempty_batch,
-                      check_number, check_pair_call, check_program, check_weights_memory,
-                      leaves_buffers)
+                      check_number, check_pair_call, check_program, check_program_arguments,
+                      check_weights_memory, leaves_buffers)
 from ..pair_check import (
     DATA_PLATE,
     check_pair,
@@ -114,6 +114,9 @@ class LocalGaussianGuide:
 
     def __init__(self, guide: Callable, *args, **kwargs):
         check_program(guide, "guide")
+        check_program_arguments(guide, "guide", args, kwargs, "LocalGaussianGuide(guide, "
+                                "*args, **kwargs)", "pass the data the guide takes, e.g. "
+                                "LocalGaussianGuide(guide, x)")
         check_data(args, kwargs)
         with poutine.block(), torch.no_grad():
             trace = poutine.trace(guide).get_trace(*args, **kwargs)

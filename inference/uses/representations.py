@@ -24,11 +24,11 @@ from ..checks import (
     check_number,
     check_one_program_call,
     check_pair_call,
+    check_program_arguments,
     check_program,
     check_site_name,
     check_weights_memory,
     leaves_buffers,
-    program_signature,
 )
 from ..pair_check import (DATA_PLATE, PairError, data_frame, inspect_pair, sample_sites,
                           site_list, trace_pair)
@@ -166,23 +166,6 @@ def kl_per_dimension(model: Callable, guide: Callable, *args, site: str = "z",
     return kl.reshape(value.shape[0], -1).mean(0)
 
 
-def _check_guide_arguments(guide, args: tuple, kwargs: dict) -> None:
-    """``TypeError`` naming the data when ``guide`` (its signature as
-    :func:`inference.checks.program_signature` reads it) cannot take ``args`` and ``kwargs``:
-    ``posterior_means(vae.guide)`` failed inside Pyro ("missing 1 required positional
-    argument"). Unchecked when the signature cannot be read."""
-    signature = program_signature(guide)
-    if signature is None:
-        return
-    try:
-        signature.bind(*args, **kwargs)
-    except TypeError as error:
-        raise TypeError(f"posterior_means(guide, *args, **kwargs) passes its data to the guide, "
-                        f"whose signature {signature} does not take {len(args)} positional "
-                        f"and {len(kwargs)} keyword argument(s) ({error}): pass the data the "
-                        "guide takes, e.g. posterior_means(guide, x)") from None
-
-
 @leaves_buffers
 def posterior_means(guide: Callable, *args, site: str = "z", **kwargs) -> torch.Tensor:
     """Mean of the guide's ``q(z | x)`` at the latent ``site`` for every datapoint.
@@ -206,7 +189,9 @@ def posterior_means(guide: Callable, *args, site: str = "z", **kwargs) -> torch.
     check_site_name(site, "posterior_means")
     check_program(guide, "guide")
     check_one_program_call(posterior_means, "guide", args)
-    _check_guide_arguments(guide, args, kwargs)
+    check_program_arguments(guide, "guide", args, kwargs, "posterior_means(guide, *args, "
+                            "**kwargs)", "pass the data the guide takes, e.g. "
+                            "posterior_means(guide, x)")
     check_data(args, kwargs)
     with poutine.block(), torch.no_grad():
         try:

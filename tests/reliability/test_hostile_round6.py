@@ -248,6 +248,10 @@ def test_posterior_means_without_data_names_the_data():
         inference.posterior_means(vae.guide)
     assert inference.posterior_means(vae.guide, binary_images()).shape == (3, 2)
     assert inference.posterior_means(vae.guide, x=binary_images()).shape == (3, 2)
+    with pytest.raises(TypeError, match=r"LocalGaussianGuide\(guide, \*args, \*\*kwargs\) "
+                                        r"passes its data to the guide"):
+        inference.LocalGaussianGuide(vae.guide)
+    assert inference.LocalGaussianGuide(vae.guide, binary_images()).batch_size == 3
 
 
 @pytest.mark.parametrize("call, error, message", [
