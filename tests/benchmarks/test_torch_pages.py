@@ -18,5 +18,6 @@ def test_quick_run_writes_every_kernel(tmp_path):
     assert set(result["kernels"]) == set(benchmark.KERNELS)
     for entry in result["kernels"].values():
         assert entry["fresh"] > 0 and entry["mapped"] > 0
-        assert entry["ratio"] == pytest.approx(entry["fresh"] / entry["mapped"], rel=0.02)
+        # the ratio is written to two decimals
+        assert entry["ratio"] == pytest.approx(entry["fresh"] / entry["mapped"], abs=0.006)
     assert (tmp_path / "torch_pages.png").exists()
