@@ -172,6 +172,11 @@ def _is_jit_loss(loss) -> bool:
     return isinstance(loss, jit)
 
 
+# Where Pyro's Jit* losses keep the loss they compiled at their first step.
+_JIT_CLOSURES = ("_loss_and_surrogate_loss", "_differentiable_loss",
+                 "_jit_loss_and_surrogate_loss")
+
+
 def _check_jit_loss(loss, num_data: int, batch_size: int, kl_warmup_epochs: int) -> None:
     """Refuse a JIT-compiled Pyro loss where the scales ``fit`` puts around the loss change
     during training. Pyro compiles the loss once, on the first step, and keys its cache on
@@ -188,6 +193,12 @@ def _check_jit_loss(loss, num_data: int, batch_size: int, kl_warmup_epochs: int)
     first_jit = next(i for i, base in enumerate(mro) if base.__name__.startswith("Jit")
                      and base.__module__.startswith("pyro."))
     plain = next(base.__name__ for base in mro[first_jit:] if not base.__name__.startswith("Jit"))
+    if any(getattr(loss, closure, None) is not None for closure in _JIT_CLOSURES):
+        raise ValueError(
+            f"fit: this {name} object already compiled a loss in an earlier run (Pyro keeps it "
+            "in the object, with that run's pair, shapes and scales as constants; reused, it "
+            "failed in torch's JIT or scored the old pair). Pass a new one, "
+            f"loss=pyro.infer.{name}(), to each fit")
     if kl_warmup_epochs:
         raise ValueError(
             f"fit: loss={name} compiles the loss on the first step, with that step's scales "
@@ -788,9 +799,11 @@ def fit(
         valid_data: optional held-out data of the training data's datapoint shapes and
             dtypes; its single-sample ELBO per datapoint is recorded every epoch, without
             gradients, without touching parameters and on random streams of its own (a run
-            with ``valid_data`` trains the same model as one without). A pair for which that
-            is undefined (e.g. with a global latent, or a guide with parameters for each
-            training datapoint, such as an AutoNormal) is refused before training.
+            with ``valid_data`` trains the same model as one without), of the data as
+            ``batch_transform`` passes them to training (drawn afresh every epoch). A pair
+            for which that is undefined (e.g. with a global latent, or a guide with
+            parameters for each training datapoint, such as an AutoNormal) is refused before
+            training.
         checkpoint: file to write after every epoch (atomically, with a CRC32): module
             parameters, the Pyro parameters the pair uses outside its modules (its param
             sites; other entries of Pyro's param store are neither saved nor compared),
@@ -1116,7 +1129,9 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
             # no dropout masks, no moved batch-norm statistics, and its draws leave training's
             # streams alone: a run with valid_data trains the same model as one without
             with evaluation_mode(still), _apart_streams():
-                record["valid_elbo"] = parallel.valid_elbo(model, guide, valid)
+                scored = valid if batch_transform is None else transformed_batch(
+                    batch_transform(*copies(valid)), len(valid[0]), screen=False)
+                record["valid_elbo"] = parallel.valid_elbo(model, guide, scored)
         record["seconds"] = time.perf_counter() - start
         _check_finite_epoch(record, step_losses, _named_params(modules), epoch + 1, checkpoint,
                             saved, earlier, loss)
@@ -1159,6 +1174,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
         if callback is not None:
             before = None if checkpoint is None else _copies(
                 _checkpointed_tensors(modules, store_names, registered))
+            logged = dict(record)
             # its draws (a logged sample) leave training's random streams where they were,
             # so a resumed run draws as the uninterrupted one
             interrupted = None
@@ -1176,15 +1192,23 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                     "callback, then resume the checkpoint or start again from "
                     "pyro.clear_param_store() and fresh modules")
             if checkpoint is not None and parallel.from_first_rank(
-                    settings_record.moved_since_save() or not _same_tensors(
+                    settings_record.moved_since_save() or _record_changed(logged, record)
+                    or not _same_tensors(
                         before, _checkpointed_tensors(modules, store_names, registered))):
-                # it moved a setting (an annealed weight) or changed a parameter (a max-norm
-                # projection): the checkpoint holds the values the next epoch trains with,
-                # the callback's state after it ran, its record
+                # it moved a setting (an annealed weight), changed a parameter (a max-norm
+                # projection) or wrote into the epoch's record (a logged metric): the
+                # checkpoint holds the values the next epoch trains with, the callback's
+                # state after it ran, its record
                 parallel.save(checkpoint, lambda rng: state_of(rng, after_callback=True))
             if interrupted is not None:
                 raise interrupted
     return history
+
+
+def _record_changed(before: dict, record: dict) -> bool:
+    """Whether a callback added, removed or replaced an entry of the epoch's ``record``
+    (``before``: a shallow copy from before it ran)."""
+    return before.keys() != record.keys() or any(record[k] is not before[k] for k in record)
 
 
 def _warn_evaluation_mode(modules) -> None:

@@ -106,10 +106,18 @@ def transformed_batch(out, rows: int, screen: bool = True) -> tuple:
     along dim 0; ``TypeError``/``ValueError`` naming ``batch_transform`` otherwise, and, with
     ``screen`` (fit's first epoch and its survey), for NaN or infinite values."""
     tensors = (out,) if torch.is_tensor(out) else out
-    if not isinstance(tensors, (tuple, list)) or not tensors or not all(
-            torch.is_tensor(t) for t in tensors):
+    if not isinstance(tensors, (tuple, list)) or not tensors:
         raise TypeError(f"batch_transform must return a tensor or a tuple of tensors, got "
-                        f"{type(out).__name__}")
+                        f"{type(out).__name__}" + (" (empty)" if isinstance(out, tuple) else ""))
+    for i, tensor in enumerate(tensors):
+        if not torch.is_tensor(tensor):
+            raise TypeError(f"batch_transform's output {i} is a {type(tensor).__name__}, not a "
+                            "tensor: return a tensor or a tuple of tensors")
+        if tensor.is_meta or tensor.is_complex():
+            kind = ("meta tensor (it holds no values)" if tensor.is_meta
+                    else f"{tensor.dtype} tensor")
+            raise TypeError(f"batch_transform's output {i} is a {kind}; return real tensors on "
+                            "the data's device")
     shapes = [list(t.shape) for t in tensors]
     if any(t.dim() == 0 or t.shape[0] != rows for t in tensors):
         raise ValueError(f"batch_transform must keep the minibatch's {rows} rows along dim 0, "

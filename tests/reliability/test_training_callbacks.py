@@ -171,3 +171,65 @@ def test_a_callback_that_leaves_nan_parameters_keeps_the_epoch_saved_before_it(t
     history = fit(resumed.model, resumed.guide, x, epochs=4, batch_size=16, seed=3, lr=0.05,
                   progress=False, checkpoint=checkpoint, resume=True)
     assert len(history) == 4
+
+
+def test_a_callbacks_entry_in_the_record_survives_an_interruption(tmp_path):
+    """fit saved the epoch before its callback ran and again only when the callback moved a
+    parameter or a setting: a key it wrote into the record (a logged metric) was missing
+    from that epoch after a resume, so the history differed from the uninterrupted run's."""
+    def logging_callback(stop=None):
+        def callback(record):
+            record["note"] = record["epoch"]
+            if record["epoch"] == stop:
+                raise KeyboardInterrupt
+        return callback
+
+    x = _data()
+    whole = _fit(LinearGaussian(data_dim=3, latent_dim=1, seed=9), x,
+                 callback=logging_callback(), checkpoint=tmp_path / "whole.pt")
+    with pytest.raises(KeyboardInterrupt):
+        _fit(LinearGaussian(data_dim=3, latent_dim=1, seed=9), x, callback=logging_callback(2),
+             checkpoint=tmp_path / "cut.pt")
+    resumed = _fit(LinearGaussian(data_dim=3, latent_dim=1, seed=9), x,
+                   callback=logging_callback(), checkpoint=tmp_path / "cut.pt", resume=True)
+    assert [r["note"] for r in resumed] == [r["note"] for r in whole] == [1, 2, 3, 4]
+    assert [r["train_loss"] for r in resumed] == [r["train_loss"] for r in whole]
+
+
+def test_the_validation_elbo_scores_the_data_as_training_sees_them():
+    """valid_elbo scored the raw validation data while training saw batch_transform's
+    output (-2.3 against -65.8 for a x10 transform)."""
+    from inference import elbo
+
+    model, x = LinearGaussian(data_dim=3, latent_dim=1, seed=9), _data()
+    history = _fit(model, x[:32], valid_data=x[32:], batch_transform=lambda t: (t * 10,),
+                   lr=0.0, epochs=1)
+    pyro.set_rng_seed(0)
+    reference = float(elbo(model.model, model.guide, x[32:] * 10, num_samples=400).mean())
+    raw = float(elbo(model.model, model.guide, x[32:], num_samples=400).mean())
+    # one draw per datapoint: within a tenth of the gap between the two data's ELBOs
+    assert abs(history[0]["valid_elbo"] - reference) < 0.1 * abs(reference - raw), (
+        history, reference, raw)
+
+
+def test_a_jit_loss_object_used_by_an_earlier_fit_is_refused():
+    """Pyro keeps the loss a Jit* object compiled at its first step, with that run's pair and
+    shapes as constants; a second fit with it failed in torch's JIT ("Cannot insert a Tensor
+    that requires grad as a constant") or scored the earlier pair."""
+    loss = pyro.infer.JitTrace_ELBO()
+    x = _data()
+    _fit(LinearGaussian(data_dim=3, latent_dim=1, seed=9), x, loss=loss, epochs=1)
+    with pytest.raises(ValueError, match="already compiled a loss in an earlier run"):
+        _fit(LinearGaussian(data_dim=3, latent_dim=1, seed=9), x, loss=loss, epochs=1)
+
+
+@pytest.mark.parametrize("transform,message", [
+    (lambda t: (t.to("meta"),), "output 0 is a meta tensor"),
+    (lambda t: (t.to(torch.complex64),), "output 0 is a torch.complex64 tensor"),
+    (lambda t: (t.numpy(),), "output 0 is a ndarray, not a tensor"),
+    (lambda t: (t, None), "output 1 is a NoneType, not a tensor"),
+])
+def test_a_batch_transforms_bad_output_is_named(transform, message):
+    with pytest.raises(TypeError, match=f"batch_transform's {message}"):
+        _fit(LinearGaussian(data_dim=3, latent_dim=1, seed=9), _data(), batch_transform=transform,
+             epochs=1)
