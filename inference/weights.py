@@ -404,6 +404,50 @@ def _first_rows(trace, rows: int):
     return cut
 
 
+def _check_first_row_among_copies(model, guide, recorded, args: tuple, kwargs: dict,
+                                  structure: PairStructure, whole: torch.Tensor,
+                                  use: str) -> None:
+    """Raise :class:`PairError` when the first datapoint, scored in a batch of its own copies
+    (every tensor argument of ``batch_size`` rows, and every ``"data"``-plate latent of the
+    guide's trace ``recorded``, made of row 0 repeated: positions kept), gets another model
+    density than ``whole: [1, 1]``, its density in the batch; nothing when that batch fails
+    too. For pairs that cannot score fewer rows than the batch's (a BatchNorm in training
+    mode fails on one row)."""
+    batch = structure.batch_size
+    first = torch.zeros(batch, dtype=torch.long)
+
+    def copied(value):
+        if torch.is_tensor(value) and value.dim() and value.shape[0] == batch:
+            return value.index_select(0, first.to(value.device))
+        return value
+
+    repeated = recorded.copy()
+    repeated.nodes.pop(DATA_PLATE, None)
+    for site in sample_sites(recorded, observed=False):
+        frame, value = data_frame(site), site["value"]
+        dim = None if frame is None else frame.dim - len(site["fn"].event_shape)
+        if dim is not None and torch.is_tensor(value) and value.dim() >= -dim and \
+                value.shape[dim] == batch:
+            repeated.nodes[site["name"]] = dict(site, value=value.index_select(
+                dim, first.to(value.device)))
+    try:
+        alone, _ = _replayed_model_density(model, guide, repeated,
+                                           tuple(copied(a) for a in args),
+                                           {k: copied(v) for k, v in kwargs.items()}, structure)
+    except Exception:  # noqa: BLE001 - nothing to compare
+        return
+    if torch.allclose(whole, alone[:, :1], rtol=1e-4, atol=1e-4, equal_nan=True):
+        return
+    raise PairError(
+        f"{use}: the first datapoint, scored in a batch of {batch} copies of itself on the "
+        f"same draws, gets log p(x, z) = {tensor_text(alone[:, :1])} instead of "
+        f"{tensor_text(whole)}: the model's density of one datapoint depends on the other "
+        "datapoints (batch statistics: BatchNorm in training mode, call .eval(); "
+        "standardizing with the batch's mean or std, x.mean(0)), so every per-datapoint "
+        "number would change with the batch it is scored in. Compute such statistics once "
+        "on the whole data and pass them in")
+
+
 def _replayed_model_density(model, guide, recorded, args, kwargs, structure) -> tuple:
     """``(log p(x, z) [1, batch], site names)`` of one pass: the guide replayed on
     ``recorded`` (its trace), the model on the guide's draws; the names as
@@ -461,8 +505,10 @@ def check_rows_independent(model: Callable, guide: Callable, args: tuple, kwargs
                     dict(zip(kwargs, values[len(args):])),
                     dataclasses.replace(structure, batch_size=rows))
             except Exception:  # noqa: BLE001 - a pair that needs the whole batch
-                if kept is None:
-                    return  # nothing to compare
+                if kept is None:  # (BatchNorm fails on one row): the batch's other rows
+                    _check_first_row_among_copies(model, guide, recorded, args, kwargs,
+                                                  structure, whole[:, :1], use)
+                    return
                 continue
             if cut_names == names and torch.allclose(whole, alone, rtol=1e-4, atol=1e-4,
                                                      equal_nan=True):

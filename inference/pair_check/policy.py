@@ -432,6 +432,14 @@ def check_pair(structure: PairStructure, use: str, called: str | None = None) ->
             "density on the latents' space, so importance weights, bounds and AIS are "
             "undefined (they came out above log p(x)). Give every latent a distribution "
             "('normal' or 'mvn' conditionals, AutoNormal)")
+    if s.improper and not training:
+        raise PairError(
+            f"{called}: the model's latent site(s) {site_list(s.improper)} have an improper "
+            "prior (ImproperUniform, log density 0 everywhere): p(z) is no density, so "
+            "neither is p(x) = integral p(x | z) p(z) dz, and no evidence or bound exists "
+            "(every estimate read 0.0). "
+            "Give the latent a proper prior (fit trains with an improper one, as MAP or "
+            "variational fits do)")
     if s.surplus_auxiliary and not training:
         raise PairError(
             f"{called}: the guide's auxiliary draw(s) {site_list(s.surplus_auxiliary)} hold "

@@ -13,7 +13,7 @@ from typing import Callable
 import pyro
 import torch
 from pyro import poutine
-from pyro.distributions import constraints
+from pyro.distributions import ImproperUniform, constraints
 from pyro.distributions.torch_distribution import TorchDistributionMixin
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine.messenger import Messenger
@@ -82,6 +82,7 @@ from .sites import (
     trace_signature,
     unrecorded_randomness,
     unused_auxiliary_sites,
+    unwrapped,
 )
 
 
@@ -162,6 +163,8 @@ class PairStructure:
         beside_auxiliary: guide sites of a guide with auxiliary sites that are neither
             auxiliary nor ``Delta`` and whose distribution depends on no other draw: their
             density is their own, beside the auxiliary transform's.
+        improper: latent sites of the model with an improper prior (``ImproperUniform``,
+            whose log density is 0 everywhere): ``log p(x)`` is not defined.
         unused_auxiliary: auxiliary guide sites that no other guide site depends on: their
             ``log q`` would enter every weight with nothing in ``p`` to match it.
         dependent_support: observed sites whose support moves with the latents (``x ~
@@ -211,6 +214,7 @@ class PairStructure:
     surplus_auxiliary: tuple = ()
     beside_auxiliary: tuple = ()
     unused_auxiliary: tuple = ()
+    improper: tuple = ()
     plates: tuple = ()
     dependent_support: tuple = ()
     unrecorded_randomness: tuple = ()
@@ -404,6 +408,8 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
             f"pyro.plate('{DATA_PLATE}', len(x)):` and give each site the batch's values "
             "(joint_log_evidence, the evidence of the whole data, scores a loop over a plate "
             f"of another name, pyro.plate('data_loop', N))")
+    for role, sites in (("guide", guide_latents), ("model", model_sites)):
+        _check_scorable(role, sites)
     guide_observed = [s["name"] for s in sample_sites(guide_trace, observed=True)]
     if guide_observed:
         runs_model = {s["name"] for s in sample_sites(model_trace, observed=True)} >= set(
@@ -571,6 +577,8 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         surplus_auxiliary=balance[1],
         beside_auxiliary=beside_auxiliary,
         unused_auxiliary=unused_auxiliary,
+        improper=tuple(s["name"] for s in model_sites if not s["is_observed"]
+                       and isinstance(unwrapped(s["fn"]), ImproperUniform)),
         unrecorded_randomness=(unrecorded_randomness(model, guide, args, kwargs)
                                if probe_randomness else ()),
         dependent_support=dependent_support,
@@ -580,6 +588,22 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
                       for f in site["cond_indep_stack"] if f.vectorized}),
         **judged,
     )
+
+
+def _check_scorable(role: str, sites) -> None:
+    """Refuse a site whose distribution has no log density for its own value (a
+    ``TransformedDistribution`` through a transform without a Jacobian, such as
+    ``SoftmaxTransform``: torch raises a bare ``NotImplementedError``)."""
+    for site in sites:
+        try:
+            site["fn"].log_prob(site["value"])
+        except NotImplementedError as error:
+            raise PairError(
+                f"{role} site '{site['name']}' draws from a {family(site['fn'])} that has no "
+                f"log density (torch: NotImplementedError{': ' + str(error) if str(error) else ''}"
+                "; a transform without a Jacobian, such as SoftmaxTransform): the weights and "
+                "the ELBO need every site's density. Use a bijective transform "
+                "(StickBreakingTransform onto a simplex)") from error
 
 
 def _auxiliary_balance(model_sites, guide_latents, auxiliary, free_deltas) -> tuple:
