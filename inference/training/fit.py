@@ -193,7 +193,7 @@ def _check_jit_loss(loss, num_data: int, batch_size: int, kl_warmup_epochs: int)
     first_jit = next(i for i, base in enumerate(mro) if base.__name__.startswith("Jit")
                      and base.__module__.startswith("pyro."))
     plain = next(base.__name__ for base in mro[first_jit:] if not base.__name__.startswith("Jit"))
-    if any(getattr(loss, closure, None) is not None for closure in _JIT_CLOSURES):
+    if any(vars(loss).get(closure) is not None for closure in _JIT_CLOSURES):
         raise ValueError(
             f"fit: this {name} object already compiled a loss in an earlier run (Pyro keeps it "
             "in the object, with that run's pair, shapes and scales as constants; reused, it "

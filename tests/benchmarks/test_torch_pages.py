@@ -18,6 +18,7 @@ def test_quick_run_writes_every_kernel(tmp_path):
     assert set(result["kernels"]) == set(benchmark.KERNELS)
     for entry in result["kernels"].values():
         assert entry["fresh"] > 0 and entry["mapped"] > 0
-        # the ratio is written to two decimals
-        assert entry["ratio"] == pytest.approx(entry["fresh"] / entry["mapped"], abs=0.006)
+        # the ratio is written to two decimals, from the medians before their rounding
+        assert entry["ratio"] == pytest.approx(entry["fresh"] / entry["mapped"], rel=0.01,
+                                               abs=0.006)
     assert (tmp_path / "torch_pages.png").exists()
