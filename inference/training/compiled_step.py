@@ -124,8 +124,12 @@ class CompiledSVIStep:
         if self.loss_name == "dreg":
             obstacle = scorer_dreg_obstacle(scorer, self.guide, args, kwargs)
             if obstacle is not None:
-                raise ValueError(f"compiled 'dreg' steps need {obstacle}; use fit without "
-                                 "compile, which takes DReGLoss's path for such pairs")
+                raise ValueError(
+                    f"compiled 'dreg' steps need {obstacle}; use fit without compile, which "
+                    "takes DReGLoss's path for such pairs (for a parameter that model and "
+                    "guide share, the IWAE gradient, as DReGLoss warns), or register each "
+                    "network in one of them only (pyro.module in the guide alone for an "
+                    "encoder), which compiles")
         foreign = [p for p in unique_tensors(scorer.params)
                    if id(p) not in owned and p.requires_grad]
         if foreign:
