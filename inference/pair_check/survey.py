@@ -408,8 +408,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
             f"pyro.plate('{DATA_PLATE}', len(x)):` and give each site the batch's values "
             "(joint_log_evidence, the evidence of the whole data, scores a loop over a plate "
             f"of another name, pyro.plate('data_loop', N))")
-    for role, sites in (("guide", guide_latents), ("model", model_sites)):
-        _check_scorable(role, sites)
+    _check_scorable(guide_latents)
     guide_observed = [s["name"] for s in sample_sites(guide_trace, observed=True)]
     if guide_observed:
         runs_model = {s["name"] for s in sample_sites(model_trace, observed=True)} >= set(
@@ -590,20 +589,24 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     )
 
 
-def _check_scorable(role: str, sites) -> None:
-    """Refuse a site whose distribution has no log density for its own value (a
-    ``TransformedDistribution`` through a transform without a Jacobian, such as
-    ``SoftmaxTransform``: torch raises a bare ``NotImplementedError``)."""
-    for site in sites:
+def _check_scorable(guide_latents) -> None:
+    """Refuse a guide site whose ``TransformedDistribution`` has no log density for its own
+    draw (a transform without a Jacobian, such as ``SoftmaxTransform``: torch raises a bare
+    ``NotImplementedError``)."""
+    for site in guide_latents:
+        if not isinstance(unwrapped(site["fn"]), torch.distributions.TransformedDistribution):
+            continue
         try:
             site["fn"].log_prob(site["value"])
         except NotImplementedError as error:
             raise PairError(
-                f"{role} site '{site['name']}' draws from a {family(site['fn'])} that has no "
+                f"guide site '{site['name']}' draws from a {family(site['fn'])} that has no "
                 f"log density (torch: NotImplementedError{': ' + str(error) if str(error) else ''}"
                 "; a transform without a Jacobian, such as SoftmaxTransform): the weights and "
                 "the ELBO need every site's density. Use a bijective transform "
                 "(StickBreakingTransform onto a simplex)") from error
+        except (ValueError, RuntimeError, TypeError, IndexError):
+            continue  # a value outside the support and the like: the survey's checks name it
 
 
 def _auxiliary_balance(model_sites, guide_latents, auxiliary, free_deltas) -> tuple:
