@@ -571,10 +571,10 @@ def compiled_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: 
     """:func:`vectorized_log_weights` through a compiled graph (:mod:`inference.compiling`),
     without gradients: ``[num_particles, batch]``.
 
-    One graph per pair, particle count, argument shapes, Pyro handler setting and module
-    state (:func:`inference.compiling.module_key`: its plain settings, and tensor attributes
-    by identity and version), traced and compiled at its first use and kept for later calls
-    while the module lives. A new graph is checked once against the eager weights on the
+    One graph per pair, particle count, argument shapes, Pyro handler setting, backend and
+    module state (:func:`inference.compiling.module_key`: its plain settings, and tensor
+    attributes by identity and version), traced and compiled at its first use and kept for
+    later calls while the module lives. A new graph is checked once against the eager weights on the
     same random draws; a difference beyond float rounding (the pair's control flow depends
     on tensor values, or it reads tensors its module does not hold, such as a global)
     raises ``ValueError`` instead of returning numbers that eager code would not give.
@@ -587,7 +587,7 @@ def compiled_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: 
     named = list(module.named_parameters()) + list(module.named_buffers())
     names, tensors = [n for n, _ in named], [t for _, t in named]
     key = (model.__func__, guide.__func__, num_particles, arguments_key(args, kwargs),
-           handler_key(), module_key(module))
+           handler_key(), module_key(module), backend)
     graphs = _GRAPHS.setdefault(module, {})
     graph = graphs.get(key)
     inputs = tensor_leaves(args, kwargs)

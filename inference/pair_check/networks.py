@@ -163,8 +163,8 @@ def warn_adopted(held) -> None:
 
 def check_store_shapes(model, guide, called: str | None = None) -> None:
     """Refuse, before any run, a ``PyroParam`` of the ``PyroModule``s whose methods ``model``
-    and ``guide`` are when Pyro's param store holds a tensor of another shape under its
-    name: the module would adopt it at its first use (an instance of another size built
+    and ``guide`` are when Pyro's param store holds a tensor of another shape or dtype under
+    its name: the module would adopt it at its first use (an instance of another size built
     after an earlier one in one process), and the pair fail in torch with a bare shape error.
     """
     store = pyro.get_param_store()
@@ -177,17 +177,24 @@ def check_store_shapes(model, guide, called: str | None = None) -> None:
         with torch.no_grad():
             built = torch.distributions.transform_to(module._pyro_params[name][0])(tensor)
         held = store.get_param(full)
-        if held.shape != built.shape:
-            found.append(f"'{full}' of {type(module).__name__}: {list(built.shape)} built, "
-                         f"{list(held.shape)} in the store")
+        if held.shape != built.shape or held.dtype != built.dtype:
+            typed = held.dtype != built.dtype
+            found.append(f"'{full}' of {type(module).__name__}: {_shown(built, typed)} built, "
+                         f"{_shown(held, typed)} in the store")
     if found:
         raise PairError(
             (f"{called}: " if called else "") + "Pyro's param store holds tensors of another "
-            f"shape under the names of the PyroParam(s) {', '.join(found)}, left by an "
-            "earlier model of another size: PyroModule adopts the store's tensor at its "
-            "first use, and the pair would fail with a bare shape error, or compute with the "
-            "other model's tensor where it broadcasts. Call pyro.clear_param_store() before "
-            "building a new model")
+            f"shape or dtype under the names of the PyroParam(s) {', '.join(found)}, left by "
+            "an earlier model of another size or precision: PyroModule adopts the store's "
+            "tensor at its first use, and the pair would fail with a bare shape or dtype "
+            "error, or compute with the other model's tensor where it broadcasts. Call "
+            "pyro.clear_param_store() before building a new model")
+
+
+def _shown(tensor: torch.Tensor, typed: bool) -> str:
+    """``[2, 2]``, or with ``typed`` ``[2, 2] float64``."""
+    return f"{list(tensor.shape)}" + (f" {str(tensor.dtype).replace('torch.', '')}"
+                                      if typed else "")
 
 
 def _value_text(constraint, unconstrained: torch.Tensor) -> str:

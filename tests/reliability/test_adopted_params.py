@@ -66,3 +66,17 @@ def test_a_new_model_of_another_size_is_refused_before_it_runs():
     pyro.clear_param_store()
     assert torch.isfinite(iwae_bound(second.model, second.guide, x, num_samples=5,
                                      progress=False)).all()
+
+
+def test_a_new_model_of_another_precision_is_refused_before_it_runs():
+    """A float64 LinearGaussian built after a float32 one adopted its float32 tensors and
+    failed in torch ("expected scalar type Float but found Double")."""
+    from inference import PairError, iwae_bound
+
+    first = LinearGaussian(3, 1, seed=1)
+    x = first.simulate(4, seed=2)
+    iwae_bound(first.model, first.guide, x, num_samples=5, progress=False)
+    second = LinearGaussian(3, 1, seed=1).double()
+    with pytest.raises(PairError, match=r"'guide_scale_tril' of LinearGaussian: \[1, 1\] "
+                                        r"float64 built, \[1, 1\] float32 in the store"):
+        iwae_bound(second.model, second.guide, x.double(), num_samples=5, progress=False)

@@ -320,3 +320,20 @@ def test_exact_log_evidence_names_the_site_argument():
     torch.testing.assert_close(result.log_evidence,
                                dist.Normal(0.0, math.sqrt(1.25)).log_prob(x),
                                rtol=0, atol=1e-4)
+
+
+def test_each_backend_gets_its_own_graph():
+    """The compiled graphs were keyed without the backend: compile=True after
+    compile="eager" on one pair ran the eager replay (never inductor), and "eager", the
+    debugging mode, after True ran inductor's graph."""
+    x = torch.randn(8, 2, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    pair = TensorAttributePair()
+    with torch.no_grad():
+        eager = iwae_bound(pair.model, pair.guide, x, num_samples=4, compile="eager",
+                           progress=False)
+    assert compiled_graph_count(pair) == 1
+    with torch.no_grad():
+        iwae_bound(pair.model, pair.guide, x, num_samples=4, compile="aot_eager",
+                   progress=False)
+    assert compiled_graph_count(pair) == 2
+    assert torch.isfinite(eager).all()
