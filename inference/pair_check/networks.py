@@ -185,7 +185,8 @@ def check_store_shapes(model, guide, called: str | None = None) -> None:
         raise PairError(
             (f"{called}: " if called else "") + "Pyro's param store holds tensors of another "
             f"shape or dtype under the names of the PyroParam(s) {', '.join(found)}, left by "
-            "an earlier model of another size or precision: PyroModule adopts the store's "
+            "an earlier model of another size or precision (or by this one before .double() "
+            "or .float()): PyroModule adopts the store's "
             "tensor at its first use, and the pair would fail with a bare shape or dtype "
             "error, or compute with the other model's tensor where it broadcasts. Call "
             "pyro.clear_param_store() before building a new model")
