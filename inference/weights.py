@@ -404,21 +404,26 @@ def _first_rows(trace, rows: int):
     return cut
 
 
-def _check_first_row_among_copies(model, guide, recorded, args: tuple, kwargs: dict,
-                                  structure: PairStructure, whole: torch.Tensor,
-                                  use: str) -> None:
-    """Raise :class:`PairError` when the first datapoint, scored in a batch of its own copies
-    (every tensor argument of ``batch_size`` rows, and every ``"data"``-plate latent of the
-    guide's trace ``recorded``, made of row 0 repeated: positions kept), gets another model
-    density than ``whole: [1, 1]``, its density in the batch; nothing when that batch fails
-    too. For pairs that cannot score fewer rows than the batch's (a BatchNorm in training
-    mode fails on one row)."""
+def _check_row_among_copies(model, guide, recorded, args: tuple, kwargs: dict,
+                            structure: PairStructure, row: int, whole: torch.Tensor,
+                            use: str, data: list[bool] | None = None) -> None:
+    """Raise :class:`PairError` when datapoint ``row``, scored in a batch of its own copies
+    (every tensor argument of ``batch_size`` rows, or those ``data`` flags among
+    ``(*args, *kwargs.values())``, and every ``"data"``-plate latent of the guide's trace
+    ``recorded``, made of that row repeated: every row keeps its position),
+    gets another model density than ``whole: [1, 1]``, its density in the batch; nothing
+    when that batch fails. Row 0 for pairs that cannot score fewer rows than the batch's (a
+    BatchNorm in training mode fails on one row); the last row for a density that reads the
+    rows before it (a running sum over the data plate, ``z.cumsum(-1)``), which the first
+    rows scored alone do not show. A density that reads a row's position is unchanged."""
     batch = structure.batch_size
-    first = torch.zeros(batch, dtype=torch.long)
+    index = torch.full((batch,), row, dtype=torch.long)
 
-    def copied(value):
-        if torch.is_tensor(value) and value.dim() and value.shape[0] == batch:
-            return value.index_select(0, first.to(value.device))
+    flags = [True] * (len(args) + len(kwargs)) if data is None else data
+
+    def copied(value, flag):
+        if flag and torch.is_tensor(value) and value.dim() and value.shape[0] == batch:
+            return value.index_select(0, index.to(value.device))
         return value
 
     repeated = recorded.copy()
@@ -429,23 +434,27 @@ def _check_first_row_among_copies(model, guide, recorded, args: tuple, kwargs: d
         if dim is not None and torch.is_tensor(value) and value.dim() >= -dim and \
                 value.shape[dim] == batch:
             repeated.nodes[site["name"]] = dict(site, value=value.index_select(
-                dim, first.to(value.device)))
+                dim, index.to(value.device)))
     try:
-        alone, _ = _replayed_model_density(model, guide, repeated,
-                                           tuple(copied(a) for a in args),
-                                           {k: copied(v) for k, v in kwargs.items()}, structure)
+        alone, _ = _replayed_model_density(
+            model, guide, repeated, tuple(map(copied, args, flags)),
+            {k: copied(v, f) for (k, v), f in zip(kwargs.items(), flags[len(args):])},
+            structure)
     except Exception:  # noqa: BLE001 - nothing to compare
         return
-    if torch.allclose(whole, alone[:, :1], rtol=1e-4, atol=1e-4, equal_nan=True):
+    alone = alone[:, row:row + 1]
+    if torch.allclose(whole, alone, rtol=1e-4, atol=1e-4, equal_nan=True):
         return
+    which = "first datapoint" if row == 0 else f"last datapoint (row {row})"
     raise PairError(
-        f"{use}: the first datapoint, scored in a batch of {batch} copies of itself on the "
-        f"same draws, gets log p(x, z) = {tensor_text(alone[:, :1])} instead of "
+        f"{use}: the {which}, scored in a batch of {batch} copies of itself on the same draws "
+        f"(every row at its position), gets log p(x, z) = {tensor_text(alone)} instead of "
         f"{tensor_text(whole)}: the model's density of one datapoint depends on the other "
         "datapoints (batch statistics: BatchNorm in training mode, call .eval(); "
-        "standardizing with the batch's mean or std, x.mean(0)), so every per-datapoint "
-        "number would change with the batch it is scored in. Compute such statistics once "
-        "on the whole data and pass them in")
+        "standardizing with the batch's mean or std, x.mean(0); a running sum over the "
+        "rows, z.cumsum(-1)), so every per-datapoint number would change with the batch it is "
+        "scored in. Compute such statistics once on the whole data and pass them in, or "
+        "score the whole data as one with joint_log_evidence")
 
 
 def _replayed_model_density(model, guide, recorded, args, kwargs, structure) -> tuple:
@@ -495,6 +504,7 @@ def check_rows_independent(model: Callable, guide: Callable, args: tuple, kwargs
             pyro.validation_enabled(False), kept_plate_caches(modules):
         recorded = pyro.poutine.trace(guide).get_trace(*args, **kwargs)
         whole, names = _replayed_model_density(model, guide, recorded, args, kwargs, structure)
+        last = whole[:, -1:]
         whole = whole[:, :rows]
         for kept in trials:
             values = [b if kept is None or (k == kept[1]) == (kept[0] == "alone") else a
@@ -506,12 +516,19 @@ def check_rows_independent(model: Callable, guide: Callable, args: tuple, kwargs
                     dataclasses.replace(structure, batch_size=rows))
             except Exception:  # noqa: BLE001 - a pair that needs the whole batch
                 if kept is None:  # (BatchNorm fails on one row): the batch's other rows
-                    _check_first_row_among_copies(model, guide, recorded, args, kwargs,
-                                                  structure, whole[:, :1], use)
+                    _check_row_among_copies(model, guide, recorded, args, kwargs, structure,
+                                            0, whole[:, :1], use)
+                    _check_row_among_copies(model, guide, recorded, args, kwargs, structure,
+                                            batch - 1, last, use)
                     return
                 continue
             if cut_names == names and torch.allclose(whole, alone, rtol=1e-4, atol=1e-4,
                                                      equal_nan=True):
+                # the arguments this trial cut are the data: copied alike
+                _check_row_among_copies(model, guide, recorded, args, kwargs, structure,
+                                        batch - 1, last, use,
+                                        [v is c and c is not g
+                                         for v, c, g in zip(values, cut, given)])
                 return
             if kept is None:
                 found = (f"trace the sites {sorted(cut_names[0] | cut_names[1])} instead "
