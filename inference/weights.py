@@ -390,18 +390,21 @@ def cut_rows(args: tuple, kwargs: dict, start: int, stop: int,
     return tuple(cut(a) for a in args), {k: cut(v) for k, v in kwargs.items()}
 
 
-def _first_rows(trace, rows: int):
-    """A copy of a guide's trace with each ``"data"``-plate latent cut to its first ``rows``
-    datapoints (along the plate's dim of the value), without the plate's own indices."""
-    cut = trace.copy()
-    cut.nodes.pop(DATA_PLATE, None)
+def _rows_of(trace, index: torch.Tensor):
+    """A copy of a guide's trace with each ``"data"``-plate latent taken at the datapoints
+    ``index`` (``[rows]``, along the plate's dim of the value; a value broadcast along it is
+    kept), without the plate's own indices."""
+    taken = trace.copy()
+    taken.nodes.pop(DATA_PLATE, None)
     for site in sample_sites(trace, observed=False):
-        frame = data_frame(site)
-        value = site["value"]
+        frame, value = data_frame(site), site["value"]
+        if frame is None or not torch.is_tensor(value):
+            continue
         dim = frame.dim - len(site["fn"].event_shape)
-        if torch.is_tensor(value) and value.dim() >= -dim and value.shape[dim] > 1:
-            cut.nodes[site["name"]] = dict(site, value=value.narrow(dim, 0, rows))
-    return cut
+        if value.dim() >= -dim and value.shape[dim] > 1:
+            taken.nodes[site["name"]] = dict(site, value=value.index_select(
+                dim, index.to(value.device)))
+    return taken
 
 
 def _check_row_among_copies(model, guide, recorded, args: tuple, kwargs: dict,
@@ -426,18 +429,9 @@ def _check_row_among_copies(model, guide, recorded, args: tuple, kwargs: dict,
             return value.index_select(0, index.to(value.device))
         return value
 
-    repeated = recorded.copy()
-    repeated.nodes.pop(DATA_PLATE, None)
-    for site in sample_sites(recorded, observed=False):
-        frame, value = data_frame(site), site["value"]
-        dim = None if frame is None else frame.dim - len(site["fn"].event_shape)
-        if dim is not None and torch.is_tensor(value) and value.dim() >= -dim and \
-                value.shape[dim] == batch:
-            repeated.nodes[site["name"]] = dict(site, value=value.index_select(
-                dim, index.to(value.device)))
     try:
         alone, _ = _replayed_model_density(
-            model, guide, repeated, tuple(map(copied, args, flags)),
+            model, guide, _rows_of(recorded, index), tuple(map(copied, args, flags)),
             {k: copied(v, f) for (k, v), f in zip(kwargs.items(), flags[len(args):])},
             structure)
     except Exception:  # noqa: BLE001 - nothing to compare
@@ -511,7 +505,7 @@ def check_rows_independent(model: Callable, guide: Callable, args: tuple, kwargs
                       for k, (a, b) in enumerate(zip(given, cut))]
             try:
                 alone, cut_names = _replayed_model_density(
-                    model, guide, _first_rows(recorded, rows), tuple(values[:len(args)]),
+                    model, guide, _rows_of(recorded, torch.arange(rows)), tuple(values[:len(args)]),
                     dict(zip(kwargs, values[len(args):])),
                     dataclasses.replace(structure, batch_size=rows))
             except Exception:  # noqa: BLE001 - a pair that needs the whole batch
