@@ -222,8 +222,11 @@ def check_values(x: torch.Tensor, name: str, low: float | None = None,
     """Raise ``ValueError`` naming ``name`` when the float tensor ``x: [...]`` holds NaN
     (counted), infinite values (counted) or, with ``low``/``high``, values outside
     ``[low, high]`` (counted, with their range). NaN fails no comparison, so it is looked
-    for first. A tensor on the 'meta' device (no values) is refused by name."""
+    for first. A tensor on the 'meta' device (no values) is refused by name. Nothing is read
+    under a graph tracer (:func:`being_traced`), whose eager call before the trace checks."""
     check_not_meta(x, name)
+    if being_traced():
+        return
     nan = int(torch.isnan(x).sum())
     if nan:
         raise ValueError(f"{name} holds {nan} NaN value(s) of {x.numel()}")
@@ -390,8 +393,9 @@ def check_finite_rows(values: torch.Tensor, what: str, outputs: str = "the netwo
 def check_finite_parameters(tensors: dict[str, torch.Tensor], what: str) -> None:
     """Raise ``FloatingPointError`` naming ``what`` and the parameters (``name -> tensor``)
     that hold NaN or infinite values: a closed form or a simulation from them would return
-    NaN or fail deep inside (e.g. a Cholesky factorization)."""
-    if not tensors:
+    NaN or fail deep inside (e.g. a Cholesky factorization). Skipped under a graph tracer
+    (:func:`being_traced`): the eager call before the trace checks them."""
+    if not tensors or being_traced():
         return
     finite = torch.stack([torch.isfinite(t).all() for t in tensors.values()]).tolist()
     bad = [name for name, ok in zip(tensors, finite) if not ok]  # one host read for all

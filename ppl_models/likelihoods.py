@@ -39,7 +39,7 @@ from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 from torch.nn import functional as F
 
-from .checks import as_int, as_number, as_seed
+from .checks import as_int, as_number, as_seed, being_traced
 from .data import LEVEL_TOLERANCE, ImageData, off_level_grid, uniform_dequantize
 
 __all__ = [
@@ -354,7 +354,8 @@ class DiscretizedLogisticMixture(_PixelValidation, TorchDistribution):
             raise ValueError(
                 "logit_weights, means and log_scales do not broadcast: "
                 f"{[list(t.shape) for t in (logit_weights, means, log_scales)]}") from None
-        _check_logit_weights(logit_weights.detach())
+        if not being_traced():  # a traced graph stands for every call: checked eagerly
+            _check_logit_weights(logit_weights.detach())
         self.logit_weights = logit_weights
         self.means = means
         self.log_scales = log_scales.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)

@@ -14,8 +14,8 @@ import torch
 from pyro.nn import PyroModule, PyroParam, pyro_method
 from torch.distributions import constraints
 
-from .checks import (as_int, as_number, as_seed, check_data, check_finite_parameters,
-                     check_memory, check_square_in_range_of)
+from .checks import (as_int, as_number, as_seed, being_traced, check_data,
+                     check_finite_parameters, check_memory, check_square_in_range_of)
 
 
 class LinearGaussian(PyroModule):
@@ -64,7 +64,7 @@ class LinearGaussian(PyroModule):
                                 f"{type(self).__name__}.{what}")
 
     def _check_finite(self, matrix: torch.Tensor, what: str, name: str) -> None:
-        if not bool(torch.isfinite(matrix).all()):
+        if not being_traced() and not bool(torch.isfinite(matrix).all()):
             raise FloatingPointError(
                 f"{type(self).__name__}.{what}: the {name} overflows {matrix.dtype} (finite "
                 f"parameters, largest |weight| {float(self.weight.detach().abs().max()):.3g}, "

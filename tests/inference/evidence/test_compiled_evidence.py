@@ -361,3 +361,45 @@ def test_any_changed_setting_of_the_module_traces_again(change):
     assert compiled_graph_count(pair) == 2  # and an unchanged module keeps its graph
     _compiled_and_eager(pair, x)
     assert compiled_graph_count(pair) == 2
+
+
+def _logistic_mixture_vae():
+    from ppl_models.likelihoods import LEVELS
+    torch.manual_seed(0)
+    vae = VAE((1, 4, 4), latent_dim=2, hidden=(5,), likelihood="logistic-mixture").double()
+    levels = torch.randint(0, LEVELS, (4, 1, 4, 4), generator=torch.Generator().manual_seed(2))
+    return vae, vae.model, vae.guide, levels.double() / (LEVELS - 1)
+
+
+def _pixel_vae():
+    from ppl_models.pixel_vae import PixelVAE
+    torch.manual_seed(0)
+    vae = PixelVAE((1, 4, 4), latent_dim=2, channels=4, num_blocks=1).double()
+    x = (torch.rand(4, 1, 4, 4, generator=torch.Generator().manual_seed(2)) < 0.5).double()
+    return vae, vae.model, vae.guide, x
+
+
+def _linear_gaussian_exact_guide():
+    from ppl_models.linear_gaussian import LinearGaussian
+    lg = LinearGaussian(4, 2).double()
+    return lg, lg.model, lg.exact_guide, lg.simulate(5).double()
+
+
+@pytest.mark.parametrize("build", [_logistic_mixture_vae, _pixel_vae,
+                                   _linear_gaussian_exact_guide])
+def test_the_library_models_whose_checks_read_values_compile(build):
+    # their value checks (a mixture's logits, NaN codes, a precision's overflow) are skipped
+    # under the tracer and run in the eager call before it: the traced weights equal the
+    # eager ones, and a NaN parameter is still named on the compiled path
+    module, model, guide, x = build()
+    pyro.set_rng_seed(3)
+    eager = log_importance_weights(model, guide, x, num_samples=6, progress=False)
+    pyro.set_rng_seed(3)
+    traced = log_importance_weights(model, guide, x, num_samples=6, compile="eager",
+                                    progress=False)
+    torch.testing.assert_close(traced, eager, rtol=0, atol=0)
+    assert compiled_graph_count(module) == 1
+    with torch.no_grad():
+        next(module.parameters()).view(-1)[0] = float("nan")
+    with pytest.raises((ValueError, FloatingPointError), match="NaN"):
+        log_importance_weights(model, guide, x, num_samples=6, compile="eager", progress=False)
