@@ -1,7 +1,8 @@
-"""The ``nn.Module`` objects a function reaches: the networks behind a pair of plain
+"""The objects a function reaches: the ``nn.Module`` networks behind a pair of plain
 functions (``pyro.module("encoder", encoder)`` on a network held in a global or a closure)
-or of a pair of bound methods. The training wing keeps their buffers; the pair's survey puts
-them in evaluation mode while it reruns the pair."""
+or of a pair of bound methods, and the objects with a saved state behind a callback. The
+training wing keeps the networks' buffers and the callbacks' states; the pair's survey puts
+the networks in evaluation mode while it reruns the pair."""
 
 from __future__ import annotations
 
@@ -20,20 +21,40 @@ def reachable_modules(*functions) -> list[torch.nn.Module]:
     ``functools.partial`` arguments, following the functions and plain objects found there
     (three references deep). Top-level modules only (not their submodules), in the order
     found, each once."""
-    found: dict[int, torch.nn.Module] = {}
+    found = _reached(functions, lambda value: isinstance(value, torch.nn.Module))
+    submodules = {id(sub) for module in found for sub in list(module.modules())[1:]}
+    return [module for module in found if id(module) not in submodules]
+
+
+def reachable_with_state(function) -> list:
+    """The objects with a state to save that ``function`` references, found as
+    :func:`reachable_modules` finds networks: instances whose class defines ``get_state``
+    and ``set_state`` in Python (an :class:`inference.KeepBest` in a closure or a global of
+    a plain callback), in the order found, each once; not looked into further."""
+    def has_state(value) -> bool:
+        methods = [getattr(type(value), name, None) for name in ("get_state", "set_state")]
+        return not isinstance(value, type) and all(
+            isinstance(method, types.FunctionType) for method in methods)
+
+    return _reached((function,), has_state)
+
+
+def _reached(functions, wanted) -> list:
+    found: dict[int, object] = {}
     seen: set[int] = set()
     for function in functions:
-        _visit(function, found, seen, _DEPTH)
-    submodules = {id(sub) for module in found.values() for sub in list(module.modules())[1:]}
-    return [module for key, module in found.items() if key not in submodules]
+        _visit(function, found, seen, _DEPTH, wanted)
+    return list(found.values())
 
 
-def _visit(value, found: dict, seen: set, depth: int) -> None:
+def _visit(value, found: dict, seen: set, depth: int, wanted) -> None:
     if id(value) in seen or depth < 0:
         return
     seen.add(id(value))
-    if isinstance(value, torch.nn.Module):
+    if wanted(value):
         found.setdefault(id(value), value)
+        return
+    if isinstance(value, torch.nn.Module):
         return
     if isinstance(value, (types.MethodType, functools.partial)):
         owner = value.__self__ if isinstance(value, types.MethodType) else None
@@ -42,7 +63,7 @@ def _visit(value, found: dict, seen: set, depth: int) -> None:
         if isinstance(value, functools.partial):
             references += [*value.args, *value.keywords.values()]
         for reference in references:
-            _visit(reference, found, seen, depth)
+            _visit(reference, found, seen, depth, wanted)
     elif isinstance(value, types.FunctionType):
         code = value.__code__
         references = [cell.cell_contents for cell in value.__closure__ or ()
@@ -51,16 +72,16 @@ def _visit(value, found: dict, seen: set, depth: int) -> None:
                        if name in value.__globals__]
         references += [*(value.__defaults__ or ()), *(value.__kwdefaults__ or {}).values()]
         for reference in references:
-            _visit(reference, found, seen, depth - 1)
+            _visit(reference, found, seen, depth - 1, wanted)
     elif isinstance(value, (list, tuple)) and len(value) <= 64:
         for item in value:
-            _visit(item, found, seen, depth - 1)
+            _visit(item, found, seen, depth - 1, wanted)
     elif isinstance(value, dict) and len(value) <= 64:
         for item in value.values():
-            _visit(item, found, seen, depth - 1)
+            _visit(item, found, seen, depth - 1, wanted)
     elif hasattr(value, "__dict__") and not isinstance(value, (type, types.ModuleType)):
         for item in vars(value).values():
-            _visit(item, found, seen, depth - 1)
+            _visit(item, found, seen, depth - 1, wanted)
 
 
 def _filled(cell) -> bool:

@@ -26,7 +26,7 @@ from ..evidence.estimators import elbo
 from ..pair_check import (PairError, check_observed_values_validated, check_pair,
                           check_store_shapes, data_frame, trace_pair)
 from ..random_state import forked_rng
-from ..reachable import kept_buffers, reachable_modules
+from ..reachable import kept_buffers, reachable_modules, reachable_with_state
 from ..supports import describe_support
 from ..weights import check_compile
 from . import checkpoints, resume_settings
@@ -834,8 +834,10 @@ def fit(
             parameters or buffers (a max-norm projection), even by raising
             ``KeyboardInterrupt`` afterwards, the checkpoint is written again with them, so a
             resumed run goes on from what it did. A callback with ``get_state``
-            and ``set_state`` (e.g. :class:`inference.KeepBest`) has its state saved in each
-            checkpoint as it was before that epoch's call; a resumed run restores it and
+            and ``set_state`` (e.g. :class:`inference.KeepBest`), or a plain function that
+            reaches such objects (a ``KeepBest`` in its closure or a global), has the states
+            saved in each checkpoint as they were before that epoch's call; a resumed run
+            restores them and
             calls the callback again with the last saved record, so that it ends as in an
             uninterrupted run (a checkpoint without such a state is refused).
         distributed: data-parallel training over the default ``torch.distributed`` process
@@ -965,6 +967,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                 if not any(n is sub for m in modules for sub in m.modules())]
     still = [*modules, *networks]
     _warn_evaluation_mode(still)
+    saved_callback = _callback_state(callback, optimizer)
     state, store_names, registered = None, None, {}
     if resume and not Path(checkpoint).exists() and parallel.rank == 0:
         warnings.warn(f"fit: resume=True, but there is no checkpoint at {checkpoint}: "
@@ -985,10 +988,11 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
         # the same structure: now its settings (and those of the networks it registers)
         settings_record.add_networks(registered)
         _check_same_settings(state, checkpoint, settings_record, parallel)
-        if _has_state(callback) and "callback" not in state:
+        if saved_callback is not None and "callback" not in state:
             raise checkpoints.CheckpointError(
                 f"checkpoint {checkpoint} holds no state of the callback "
-                f"{type(callback).__name__} (the run that wrote it had another callback), so "
+                f"{_callback_name(saved_callback)} (the run that wrote it had another "
+                "callback), so "
                 "what it kept of the earlier epochs is lost; resume with that run's callback "
                 "or use another checkpoint path")
     # a fresh run keeps a checkpoint it will replace as <checkpoint>.previous (first save)
@@ -1035,7 +1039,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
     if checkpoint is not None:  # a constraint or callback state that no checkpoint can hold
         checkpoints.check_savable(checkpoint, {
             "param_store": checkpoints.param_store_state(store_names),
-            **({"callback": callback.get_state()} if _has_state(callback) else {})})
+            **({"callback": saved_callback.get_state()} if saved_callback else {})})
     shuffler = torch.Generator().manual_seed(seed)  # the same permutation on every process
     parallel.attach(stepper)
     history = []
@@ -1060,11 +1064,11 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                 f"checkpoint {checkpoint} holds settings that training moved (an annealed "
                 f"weight) which this pair cannot take back: {'; '.join(problems[:8])}. Resume "
                 "with the pair of that run, or use another checkpoint path")
-        if _has_state(callback):
-            callback.set_state(state["callback"])
+        if saved_callback is not None:
+            _restore_callback(saved_callback, state["callback"], checkpoint)
     _check_first_run(model, guide, first_rows, batch_transform, still)
     parallel.prepare(modules, tuple(t[:1] for t in tensors), batch_transform)
-    if state is not None and _has_state(callback) and history and \
+    if state is not None and saved_callback is not None and history and \
             not state.get("after_callback"):
         # the checkpoint was written before its last epoch's callback ran: run it again, as
         # the interrupted run did, on the same parameters and random state
@@ -1165,7 +1169,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                         **settings_record.for_checkpoint()},
                         **fingerprint},
                     "settings_values": settings_record.moved_values(),
-                    **({"callback": callback.get_state()} if _has_state(callback) else {}),
+                    **({"callback": saved_callback.get_state()} if saved_callback else {}),
                     **({"after_callback": True} if after_callback else {}),
                 }
 
@@ -1309,10 +1313,63 @@ def _other_batch_size(num_data: int, batch_size: int) -> str:
     return ""
 
 
-def _has_state(callback) -> bool:
-    """Whether ``callback`` has state to save with each checkpoint (``get_state``/
-    ``set_state``, e.g. :class:`inference.KeepBest`)."""
-    return hasattr(callback, "get_state") and hasattr(callback, "set_state")
+def _callback_state(callback, optimizer):
+    """What of ``callback`` each checkpoint saves: the callback itself when it has
+    ``get_state``/``set_state`` (:class:`inference.KeepBest`), else the objects with a state
+    that a plain callback reaches (a ``KeepBest`` it calls from a closure or a global:
+    :func:`inference.reachable.reachable_with_state`; optimizers left out, fit saves them),
+    or None."""
+    if callback is None:
+        return None
+    if hasattr(callback, "get_state") and hasattr(callback, "set_state"):
+        return callback
+    reached = [found for found in reachable_with_state(callback)
+               if found is not optimizer and not isinstance(found, (Adam, pyro.optim.PyroOptim))]
+    return _ReachedStates(reached) if reached else None
+
+
+class _ReachedStates:
+    """The states of the objects a plain callback reaches, saved as one callback state
+    ``{"reached": [state, ...]}`` in the order found."""
+
+    def __init__(self, objects: list):
+        self.objects = objects
+
+    def get_state(self) -> dict:
+        return {"reached": [found.get_state() for found in self.objects]}
+
+    def set_state(self, state: dict) -> None:
+        for found, found_state in zip(self.objects, state["reached"]):
+            found.set_state(found_state)
+
+    def names(self) -> str:
+        return ", ".join(type(found).__name__ for found in self.objects)
+
+
+def _callback_name(saved_callback) -> str:
+    if isinstance(saved_callback, _ReachedStates):
+        return f"(the {saved_callback.names()} it reaches)"
+    return type(saved_callback).__name__
+
+
+def _restore_callback(saved_callback, state, checkpoint) -> None:
+    """Give the callback (or the objects it reaches) its checkpointed ``state``;
+    ``CheckpointError`` when the state was saved for another kind of callback."""
+    reached = isinstance(state, dict) and set(state) == {"reached"}
+    if isinstance(saved_callback, _ReachedStates):
+        if not reached or len(state["reached"]) != len(saved_callback.objects):
+            had = (f"{len(state['reached'])} object(s) a callback reached" if reached
+                   else "the state of a callback object")
+            raise checkpoints.CheckpointError(
+                f"checkpoint {checkpoint} holds {had}, but this callback reaches "
+                f"{len(saved_callback.objects)} ({saved_callback.names()}): resume with the "
+                "callback of the run that wrote it, or use another checkpoint path")
+    elif reached:
+        raise checkpoints.CheckpointError(
+            f"checkpoint {checkpoint} holds the states of objects a plain callback reached, "
+            f"not of the callback {type(saved_callback).__name__}: resume with the callback "
+            "of the run that wrote it, or use another checkpoint path")
+    saved_callback.set_state(state)
 
 
 def _named_params(modules) -> list[tuple[str, torch.Tensor]]:
