@@ -26,6 +26,7 @@ import pyro
 import torch
 from pyro.poutine.guide import GuideMessenger
 
+from .effect_guides import traceable_guide
 from .reachable import kept_plate_caches, reachable_modules
 
 
@@ -213,10 +214,9 @@ def check_program(fn, name: str) -> None:
     if isinstance(fn, GuideMessenger):
         raise TypeError(
             f"{name} is a {type(fn).__name__}, an effect-based guide that runs the model under "
-            "itself (its trace holds the model's observed sites), which the estimators and "
-            "fit here do not score; use the guide of the same family that samples its own "
-            "sites, pyro.infer.autoguide.AutoNormal (AutoHierarchicalNormalMessenger: "
-            "AutoNormal, or a guide of your own)")
+            "itself (its trace holds the model's observed sites): fit, SVIStep and the "
+            "estimators take it (they trace its draws only), a compiled step does not (it "
+            "traces methods of one module); use SVIStep, or fit without compile")
     if isinstance(fn, torch.nn.Module) and \
             type(fn).forward is torch.nn.Module.forward:
         raise TypeError(f"{name} is a {type(fn).__name__} module without forward(); pass its "
@@ -559,19 +559,25 @@ def leaves_buffers(entry):
     ``local_guide`` argument) with the buffers that its runs of the programs move put back
     after it, also when it raises: an estimate reads the networks and must not update a
     training-mode batch norm's running statistics, which a later evaluation-mode use would
-    then see (:func:`_buffers_put_back`)."""
+    then see (:func:`_buffers_put_back`). An effect-based guide (``AutoNormalMessenger``)
+    reaches ``entry`` as a function that traces its draws only
+    (:func:`inference.effect_guides.traceable_guide`)."""
     signature = inspect.signature(entry)
 
     @functools.wraps(entry)
     def keeping(*args, **kwargs):
         try:
-            bound = signature.bind_partial(*args, **kwargs).arguments
+            bound = signature.bind_partial(*args, **kwargs)
         except TypeError:  # the call itself is wrong: the estimator says how
             return entry(*args, **kwargs)
-        programs = [bound[name] for name in PROGRAM_ARGUMENTS if name in bound]
+        for name in ("guide", "local_guide"):
+            if name in bound.arguments:
+                bound.arguments[name] = traceable_guide(bound.arguments[name])
+        programs = [bound.arguments[name] for name in PROGRAM_ARGUMENTS
+                    if name in bound.arguments]
         modules = reachable_modules(*programs)
         with _buffers_put_back(entry.__name__, modules), kept_plate_caches(modules):
-            return entry(*args, **kwargs)
+            return entry(*bound.args, **bound.kwargs)
     return keeping
 
 

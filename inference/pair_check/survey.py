@@ -22,6 +22,7 @@ from torch.distributions import biject_to
 
 from ..checks import (arguments_changed, check_pair_arguments, copied_arguments,
                       explain_run_failure)
+from ..effect_guides import traceable_guide
 from ..random_state import forked_rng
 from .latents import (
     check_latents_scorable,
@@ -330,6 +331,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     different sizes); every other finding is recorded for :func:`check_pair` to judge per
     entry point.
     """
+    guide = traceable_guide(guide)
     check_pair_arguments(model, guide)
     if not isinstance(args, (tuple, list)):
         raise PairError(
@@ -418,8 +420,9 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
             "obs=): a guide's density is that of its latent draws, so such a term has no "
             "place in q(z | x); move it to the model" + (
                 ". They are the model's own: a guide that runs the model (an effect-based "
-                "AutoNormalMessenger, a call of the model inside the guide) is not scored "
-                "here; use pyro.infer.autoguide.AutoNormal or a guide of your own"
+                "AutoNormalMessenger inside a function, a call of the model inside the guide) "
+                "is not scored here; pass the AutoNormalMessenger itself as the guide (its "
+                "draws are traced alone then), or use pyro.infer.autoguide.AutoNormal"
                 if runs_model else ""))
     global_sites, frames, role_sizes = [], [], {}
     for role, sites in (("model", model_sites), ("guide", guide_latents)):

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from ..checks import (autograd_tensor, check_dense, check_finite_tensor, check_int, check_number,
                       check_pair_arguments, check_positional_call, evaluation_mode,
                       training_mode_layers, user_stacklevel)
+from ..effect_guides import traceable_guide
 from ..evidence.estimators import elbo
 from ..pair_check import (PairError, check_observed_values_validated, check_pair,
                           check_store_shapes, data_frame, trace_pair)
@@ -880,6 +881,7 @@ def fit(
         datapoint, averaged over the epoch, each datapoint counted once), ``seconds``, and
         ``valid_elbo`` when asked.
     """
+    guide = traceable_guide(guide)  # an effect-based guide: its draws only
     _check_arguments(model, guide, loss, num_particles, epochs, batch_size, lr, seed,
                      kl_warmup_epochs, batch_transform, callback, checkpoint,
                      {"resume": resume, "progress": progress, "distributed": distributed,

@@ -35,6 +35,7 @@ from pyro import poutine
 from torch.distributions import constraints
 
 from ..checks import evaluation_mode, user_stacklevel
+from ..effect_guides import effect_messenger, keeps_rows
 from ..enumeration import enumerated_traces, log_density_dtypes
 from ..pair_check import (DATA_PLATE, FIT_LOSSES, TRACE_ENUM_FIT, PairError, PairStructure,
                           check_pair, data_frame, sample_sites, site_list, survey_pair,
@@ -65,11 +66,9 @@ class MinibatchPlan:
 
 
 def _is_autoguide(guide) -> bool:
-    try:
-        from pyro.infer.autoguide import AutoGuide
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(guide, AutoGuide)
+    """Whether ``guide`` is an AutoGuide with parameters for each datapoint of a model's
+    latents inside ``"data"`` (:func:`inference.effect_guides.keeps_rows`)."""
+    return keeps_rows(guide, DATA_PLATE)
 
 
 def _check_dreg_families(structure, first_batch, model, guide, called: str) -> None:
@@ -725,6 +724,17 @@ def _check_draws_keep_data_inside(model, guide, first_batch: tuple, structure: P
 
 
 def _positional_error(guide, num_data: int, shuffle: bool) -> PairError:
+    messenger = effect_messenger(guide)
+    if messenger is not None:
+        name = type(messenger).__name__
+        return PairError(
+            f"fit: {name} keeps parameters for each datapoint of pyro.plate('{DATA_PLATE}'), "
+            f"by position; {'shuffled ' if shuffle else ''}minibatches would give them other "
+            "datapoints' rows. Pass the indices with the data, fit(model, guide, (x, "
+            "torch.arange(N))), and write the model as `def model(x, idx): with "
+            f"pyro.plate('{DATA_PLATE}', N, subsample=idx): ...` ({name}'s parameters then "
+            f"follow the indices); or train on all data at once: batch_size >= {num_data} "
+            "and shuffle=False")
     # AutoNormal and AutoDelta take create_plates; the joint-vector AutoGuides
     # (AutoDiagonalNormal, AutoMultivariateNormal, ...) do not
     per_site = (pyro.infer.autoguide.AutoNormal, pyro.infer.autoguide.AutoDelta)

@@ -49,6 +49,7 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions import constraints, kl_divergence
 
 from ..checks import check_number, check_pair_arguments
+from ..effect_guides import traceable_guide
 from ..densities import drawn_normal_log_density, plain_normal
 from ..pair_check import (
     PARTICLE_PLATE,
@@ -599,6 +600,7 @@ class SVIStep:
 
     def __init__(self, model: Callable, guide: Callable, optim=None, loss: str = "elbo",
                  num_particles: int = 1, lean: bool = True):
+        guide = traceable_guide(guide)  # an effect-based guide: its draws only
         check_pair_arguments(model, guide, num_particles)
         if not isinstance(lean, bool):
             raise TypeError(f"lean must be True or False, got {lean!r}")
