@@ -8,7 +8,7 @@ best-epoch selection in :mod:`.early_stopping`, and the networks of plain-functi
 (found to keep their batch-norm statistics) in :mod:`.registered_modules`.
 """
 
-from .checkpoints import save_checkpoint
+from .checkpoints import CheckpointError, save_checkpoint
 from .compiled_step import CompiledSVIStep
 from .distributed import DataParallel, init_process_group
 from .early_stopping import KeepBest
@@ -16,12 +16,12 @@ from .fit import fit, resolve_device
 from .free_bits import FreeBitsELBO, free_bits_terms
 from .handlers import scale_data_plate, scale_latents
 from .minibatches import MinibatchPlan, plan_minibatches
-from .objectives import DReGLoss, IWAELoss, make_loss
+from .objectives import DReGLoss, IWAELoss, MeanFieldELBO, make_loss
 from .svi_step import Adam, SVIStep
 
 __all__ = [
-    "Adam", "CompiledSVIStep", "DReGLoss", "DataParallel", "FreeBitsELBO", "IWAELoss",
-    "KeepBest", "MinibatchPlan", "SVIStep", "fit", "free_bits_terms", "init_process_group",
-    "make_loss",
-    "plan_minibatches", "resolve_device", "save_checkpoint", "scale_data_plate", "scale_latents",
+    "Adam", "CheckpointError", "CompiledSVIStep", "DReGLoss", "DataParallel", "FreeBitsELBO",
+    "IWAELoss", "KeepBest", "MeanFieldELBO", "MinibatchPlan", "SVIStep", "fit",
+    "free_bits_terms", "init_process_group", "make_loss", "plan_minibatches", "resolve_device",
+    "save_checkpoint", "scale_data_plate", "scale_latents",
 ]

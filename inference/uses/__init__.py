@@ -9,6 +9,7 @@ Each use states what it needs from a model beyond a model/guide pair as a
 from ..protocols import EncoderDecoder
 from .completion import map_complete, metropolis_within_gibbs, observed_channel
 from .outliers import auroc, likelihood_ratio_scores, nll_scores, typicality_scores
+from .map_search import adam_map
 from .representations import (
     active_units,
     expected_log_likelihood,
@@ -17,6 +18,7 @@ from .representations import (
     probe_accuracy,
 )
 from .super_resolution import (
+    SuperResolution,
     average_pool,
     super_resolve_gibbs,
     super_resolve_map,
@@ -25,7 +27,8 @@ from .super_resolution import (
 )
 
 __all__ = [
-    "EncoderDecoder", "active_units", "auroc", "expected_log_likelihood", "kl_per_dimension",
+    "EncoderDecoder", "SuperResolution", "active_units", "adam_map", "auroc",
+    "expected_log_likelihood", "kl_per_dimension",
     "likelihood_ratio_scores", "map_complete", "metropolis_within_gibbs", "nll_scores",
     "observed_channel", "posterior_means", "probe_accuracy", "typicality_scores",
     "average_pool", "super_resolve_gibbs", "super_resolve_map", "super_resolve_mh",
