@@ -49,6 +49,9 @@ MIN_PARETO_SAMPLES = 21
 # ArviZ and R's loo fit no tail of fewer than 5 draws; a tail of fewer than 5 distinct values
 # is atoms, not a tail (pareto_k).
 MIN_TAIL_VALUES = 5
+# Log weights whose float spacing at the largest exceeds this are not resolved: their ratios
+# are rounding (float32 beyond about 1e6 nats, float64 beyond 5e14: unstandardized data).
+RESOLUTION_NATS = 0.125
 
 
 def _check_log_weights(log_w) -> torch.Tensor:
@@ -171,9 +174,12 @@ def pareto_k(log_w: torch.Tensor) -> torch.Tensor:
         ``[batch]`` (same dtype and device as ``log_w``): the GPD fit to the tail; ``-inf``
         or ``+inf`` for an atomic tail as above (all nonzero weights equal up to rounding is
         the case of one atom); ``+inf`` for a column of zero weights only (``log_w`` all
-        ``-inf``) or a tail fit that fails. Half-precision ``log_w`` (float16, bfloat16) is
-        read as float32 (its rounding is not taken for ties): the k-hats are those of
-        ``pareto_k(log_w.float())``, returned in ``log_w``'s dtype.
+        ``-inf``), a tail fit that fails, or weights too large for their dtype to resolve
+        (float spacing above :data:`RESOLUTION_NATS` at the largest: float32 beyond about
+        1e6 nats; standardize the data or compute the weights in float64). Half-precision
+        ``log_w`` (float16, bfloat16) is read as float32 (its rounding is not taken for
+        ties): the k-hats are those of ``pareto_k(log_w.float())``, returned in ``log_w``'s
+        dtype.
 
     Raises:
         ValueError: ``log_w`` is not a ``[K, batch]`` floating tensor, has fewer than 21
@@ -214,7 +220,12 @@ def pareto_k(log_w: torch.Tensor) -> torch.Tensor:
              for i in range(0, max(values.shape[1], 1), columns)]
     atomic, rarest = (torch.cat(part) for part in zip(*parts))
     k = torch.where(atomic, torch.where(rarest >= MIN_TAIL_VALUES, -math.inf, math.inf), k)
-    k = torch.where(finite.any(0), k, math.inf)
+    # weights whose rounding at the top exceeds RESOLUTION_NATS cannot be compared: their
+    # ties and tail are rounding (unstandardized data: log w near -6e10 in float32, spacing
+    # 4096 nats, read k-hat -inf with an ESS of 1)
+    top = values.where(finite, -math.inf).max(0).values.where(finite.any(0), 0.0)
+    spacing = torch.finfo(values.dtype).eps * top.abs()
+    k = torch.where(finite.any(0) & (spacing <= RESOLUTION_NATS), k, math.inf)
     return k.to(dtype=dtype, device=log_w.device)
 
 

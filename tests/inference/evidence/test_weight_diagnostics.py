@@ -195,3 +195,29 @@ def test_float32_weights_far_from_zero_keep_their_tail(offset):
     rounded = pareto_k((log_w + offset).float()).double()
     assert bool(rounded.isfinite().all()), rounded
     assert float((rounded - exact).abs().max()) < 0.1, (rounded, exact)
+
+
+def test_weights_too_large_for_their_dtype_are_unreliable():
+    # Unstandardized data: a linear-Gaussian pair's float32 log weights near -6e10 nats are
+    # spaced 4096 nats apart; rounding made their top values tie, and k-hat read -inf ("as
+    # good as it gets") with an ESS of 1 and a bound 4e8 nats below the closed form
+    from inference import log_importance_weights
+    from ppl_models.linear_gaussian import LinearGaussian
+
+    pair = LinearGaussian(3, 1)
+    torch.manual_seed(0)
+    for value in (1e5, 1e8):
+        x = torch.full((1, 3), value)
+        log_w = log_importance_weights(pair.model, pair.guide, x, num_samples=200,
+                                       progress=False)
+        assert float(pareto_k(log_w)[0]) == math.inf
+    # the same shape of weights where the dtype resolves them keeps its fit: an exact guide's
+    # equal weights, and a heavy tail, shifted to -1e5 nats in float32 and -1e13 in float64
+    gen = torch.Generator().manual_seed(3)
+    heavy = -torch.log(torch.rand(2000, 1, generator=gen, dtype=torch.float64)) / 1.25
+    unshifted = float(pareto_k(heavy)[0])
+    for shift, dtype in ((-1e5, torch.float32), (-1e13, torch.float64)):
+        equal = torch.full((2000, 1), shift, dtype=dtype)
+        assert float(pareto_k(equal)[0]) == -math.inf
+        shifted = float(pareto_k((heavy + shift).to(dtype))[0])
+        assert abs(shifted - unshifted) < 0.03, (shift, shifted, unshifted)
