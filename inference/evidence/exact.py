@@ -56,6 +56,10 @@ END_POWER = 3
 # Grid nodes per latent dimension when num_points is not given, by values per datapoint.
 DEFAULT_NUM_POINTS = {1: 8001, 2: 801}
 
+# A support end whose nearest node holds less posterior mass than this adds nothing the
+# quadrature must resolve (its shape there is not checked).
+LOG_NEGLIGIBLE_MASS = math.log(1e-9)
+
 
 # The most a node may move when it is rounded to the latent's dtype, as a fraction of the
 # nodes' spacing: the weights assume the nodes where the rule puts them.
@@ -298,9 +302,22 @@ def exact_log_evidence(
         trace = poutine.trace(model).get_trace(*args, **kwargs)
     latents = list(sample_sites(trace, observed=False))
     names = [s["name"] for s in latents]
+    missing = [name for name in names if name.endswith("_unobserved")
+               and trace.nodes.get(name[:-len("_unobserved")] + "_observed", {}).get(
+                   "is_observed")]
+    if missing:
+        base = missing[0][:-len("_unobserved")]
+        raise ValueError(
+            f"exact_log_evidence integrates over one latent site, and '{missing[0]}' holds the "
+            f"missing entries of pyro.sample('{base}', ..., obs_mask=...), a second latent "
+            "(conditioning it would add its density at the fixed value to the evidence): "
+            f"put the mask on the distribution instead, pyro.sample('{base}', d.mask(mask), "
+            "obs=...), so that the missing entries drop out of log p(x), or score the pair "
+            f"with iwae_bound and a guide that samples '{missing[0]}'")
     if names != [site]:
         hint = (f"; pass site={names[0]!r}" if len(names) == 1 else
-                "; fix the others (pyro.condition) to integrate over one" if names else
+                "; fix the others (pyro.condition) to integrate over one (the result is then "
+                "the joint density of the data and their fixed values)" if names else
                 "; without a latent, log p(x) is the model's log likelihood")
         raise ValueError(
             f"exact_log_evidence integrates over the single latent site '{site}' (argument "
@@ -366,9 +383,33 @@ def exact_log_evidence(
     log_evidence = torch.logsumexp(log_joint + log_w[:, None], 0)
     log_posterior = log_joint - log_evidence
     if not discrete:  # a sum over a finite support is exact: no grid to resolve
-        _check_resolution(log_posterior + log_w[:, None], num_points, latent_dim,
-                          support_ends, site)
+        _check_resolution(log_posterior + log_w[:, None], nodes, latent_dim, support_ends,
+                          site)
     return ExactEvidence(log_evidence, grid, log_posterior, structure.data_subsample)
+
+
+def _check_rounded_nodes(marginal: torch.Tensor, nodes: torch.Tensor, site: str) -> None:
+    """Raise when nodes that the latent's dtype rounded onto one value (near a support end
+    far from zero: float32 places no value within 6e-8 below 1.0) hold more than 1e-6 of a
+    datapoint's posterior mass: they are scored at one latent value, and a density rising
+    toward that end was integrated 2e-3 nats off. ``marginal: [num_points, batch]`` log
+    masses along one axis, ``nodes: [num_points]``."""
+    merged = torch.zeros_like(nodes, dtype=torch.bool)
+    same = nodes[1:] == nodes[:-1]
+    merged[1:] |= same
+    merged[:-1] |= same
+    if not merged.any():
+        return
+    on_merged = marginal[merged].logsumexp(0).exp()  # [batch]
+    if (on_merged > 1e-6).any():
+        worst = int(on_merged.argmax())
+        where = float(nodes[merged][0])
+        raise ValueError(
+            f"the posterior of datapoint {worst} puts {float(on_merged[worst]):.1e} of its "
+            f"mass on grid nodes of site '{site}' that {nodes.dtype} rounds onto one value "
+            f"near {where:.8g} (a support end its precision cannot approach): the integral "
+            "there is off by about that much; compute in float64 (model.double() and "
+            "double data)")
 
 
 # Values of a discrete latent summed over at most (per dimension).
@@ -443,15 +484,19 @@ def _check_grid_memory(num_points: int, latent_dim: int, batch: int, itemsize: i
             "per dimension suffice for a smooth 2-D posterior) or score fewer datapoints")
 
 
-def _check_resolution(log_mass: torch.Tensor, num_points: int, latent_dim: int,
+def _check_resolution(log_mass: torch.Tensor, nodes: torch.Tensor, latent_dim: int,
                       support_ends: tuple[bool, bool], site: str) -> None:
-    """Raise when posterior mass piles on a few nodes or reaches an edge of the grid that
-    truncates the latent's support.
+    """Raise when posterior mass piles on a few nodes, reaches an edge of the grid that
+    truncates the latent's support, or rests on nodes that the latent's dtype could not
+    place apart near a support end.
 
     Args:
         log_mass: ``[G, batch]`` log posterior mass of each node (sums to one per column).
+        nodes: ``[num_points]`` the nodes along each latent dimension (``G = num_points **
+            latent_dim``), in the latent's dtype.
         support_ends: whether the low and high ends of the grid are ends of the support.
     """
+    num_points = nodes.shape[0]
     mass = log_mass.exp()
     peak = mass.max(0).values
     # a Gaussian peak of standard deviation s grid spacings puts about 0.4 / s of its mass
@@ -477,6 +522,9 @@ def _check_resolution(log_mass: torch.Tensor, num_points: int, latent_dim: int,
             # smooth one, about equally: a rise means s < 0, a density that grows toward
             # the end faster than |z - end|^(1/END_POWER - 1)
             rise = (nearest[0] - nearest[1]) - (nearest[1] - nearest[2])
+            # where the end node holds next to no mass the end adds nothing to the integral
+            # (a probability clamped near 0 by torch, nodes rounded together in float32)
+            rise = rise.where(nearest[0] > LOG_NEGLIGIBLE_MASS, -math.inf)
             if (rise > 0.005).any():
                 worst = int(rise.nan_to_num(-1.0).argmax())
                 raise ValueError(
@@ -486,6 +534,7 @@ def _check_resolution(log_mass: torch.Tensor, num_points: int, latent_dim: int,
                     "Beta or Gamma concentration below that) cannot be integrated on this "
                     "grid; a bounded one that peaks within a few grid spacings of it needs a "
                     "larger num_points")
+        _check_rounded_nodes(marginal, nodes, site)
     truncated_ends = [end for end, is_support_end in zip((0, num_points - 1), support_ends)
                       if not is_support_end]
     if not truncated_ends:
