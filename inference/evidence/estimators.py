@@ -23,7 +23,8 @@ from ..checks import (
     check_weights_memory,
     leaves_buffers,
 )
-from ..pair_check import DATA_PLATE, PairError, PairStructure, attach_subsample, survey_pair
+from ..effect_guides import keeps_rows
+from ..pair_check import DATA_PLATE, PairStructure, attach_subsample, survey_pair
 from ..progress import check_progress, progress_bar
 from ..reachable import kept_plate_caches, reachable_modules
 from ..random_state import forked_rng
@@ -89,20 +90,23 @@ def _check_rows_are_datapoints(model, guide, args: tuple, kwargs: dict, n: int, 
         try:
             with kept_plate_caches(reachable_modules(model, guide)):
                 probe = survey_pair(model, guide, cut_args, cut_kwargs, probe_vectorized=False)
-        except PairError:
-            raise
         except Exception as error:
             # the pair's own failure, on the whole data too, propagates as it is
             survey_pair(model, guide, args, kwargs, probe_vectorized=False)
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            per_row = (f"the guide ({type(guide).__name__}) keeps parameters for each "
+                       "datapoint by position" if keeps_rows(guide, DATA_PLATE) else
+                       "the guide keeps a parameter with a row per datapoint (a pyro.param "
+                       "of shape [n, ...]), by position")
             raise ValueError(
                 f"{use}: {argument}={size} cuts {sliced} into slices along dim 0, and the "
                 f"pair, which runs on the whole data, fails on their first {rows} rows "
-                f"({type(error).__name__}: {first}): the slices would not be scored as "
-                "slices, since an argument that is not cut (an int, e.g. the plate's size "
-                f"in pyro.plate('{DATA_PLATE}', n), or a tensor inside a list or dict) "
-                f"decides the plate. Size the plate from the data (pyro.plate('{DATA_PLATE}', "
-                f"len(x))), or {remedy}") from error
+                f"({type(error).__name__}: {first[:300]}): the slices would not be scored as "
+                f"slices. Either {per_row}, which a slice cannot index: score all {n} rows "
+                f"in one call ({argument} >= {n}); or an argument that is not cut (an int, "
+                f"e.g. the plate's size in pyro.plate('{DATA_PLATE}', n), or a tensor inside "
+                "a list or dict) decides the plate: size the plate from the data "
+                f"(pyro.plate('{DATA_PLATE}', len(x))). Or {remedy}") from error
         _check_rows_scored(probe, rows, use, sliced, remedy, cut_args, cut_kwargs)
 
 

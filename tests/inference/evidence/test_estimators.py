@@ -552,3 +552,41 @@ def test_bound_sweep_slices_a_pair_given_its_subsample_indices():
                         data_batch_size=2)
     assert all(row["mean"] == pytest.approx(exact, abs=1e-5) for row in table.rows)
     assert torch.equal(table.subsample, torch.arange(5))
+
+
+def test_slicing_a_guide_with_a_row_per_datapoint_names_that_cause():
+    # the refusal blamed an uncut argument and advised sizing the plate from the data, which
+    # both programs already did; AutoNormal on 300 rows failed at log_evidence's default
+    # batch_size=256 with a replay message naming neither batch_size nor its parameters
+    from pyro.infer.autoguide import AutoNormal
+
+    from inference import bound_sweep, log_evidence
+
+    x = torch.randn(6)
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        scale = pyro.param("scale", torch.full((6,), 0.7),
+                           constraint=dist.constraints.positive)
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(x / 2, scale))
+
+    pyro.clear_param_store()
+    with pytest.raises(ValueError, match=r"data_batch_size=2 .* the guide keeps a parameter "
+                                         r"with a row per datapoint .* score all 6 rows in one "
+                                         r"call \(data_batch_size >= 6\)"):
+        bound_sweep(model, guide, x, num_samples=(1, 4), data_batch_size=2, progress=False)
+    pyro.clear_param_store()
+    auto = AutoNormal(model)
+    many = torch.randn(300)
+    auto(many)  # its parameters made for the 300 rows (trained on them, as a user's would be)
+    with pytest.raises(ValueError, match=r"batch_size=256 .* the guide \(AutoNormal\) keeps "
+                                         r"parameters for each datapoint by position.*"
+                                         r"batch_size >= 300"):
+        log_evidence(model, auto, many, num_samples=4, progress=False)
+    assert log_evidence(model, auto, many, num_samples=4, batch_size=300,
+                        progress=False).shape == (300,)
