@@ -20,8 +20,8 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from torch.distributions import biject_to
 
-from ..checks import (arguments_changed, check_pair_arguments, copied_arguments,
-                      explain_run_failure)
+from ..checks import (arguments_changed, check_pair_arguments, check_program_arguments,
+                      copied_arguments, explain_run_failure)
 from ..effect_guides import traceable_guide
 from ..random_state import forked_rng
 from .latents import (
@@ -333,6 +333,12 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     """
     guide = traceable_guide(guide)
     check_pair_arguments(model, guide)
+    if isinstance(args, (tuple, list)) and isinstance(kwargs or {}, dict):
+        for role, program in (("model", model), ("guide", guide)):
+            check_program_arguments(
+                program, role, tuple(args), kwargs or {}, "this call",
+                "pass the pair's data after the model and guide, as many arguments as they "
+                "take, e.g. iwae_bound(model, guide, x, num_samples=K)")
     if not isinstance(args, (tuple, list)):
         raise PairError(
             f"survey_pair: args must be a tuple (or list) of the pair's positional arguments, "

@@ -145,3 +145,30 @@ def test_fit_names_data_that_reach_a_pyro_method_as_too_many_arguments():
                                             r"arguments, which its signature \(x"):
             fit(vae.model, vae.guide, data, epochs=1, progress=False)
     assert len(fit(vae.model, vae.guide, x, epochs=1, progress=False)) == 1
+
+
+def test_data_forgotten_or_doubled_is_named_before_pyro_runs_the_pair():
+    # iwae_bound(model, guide, num_samples=5) failed inside Pyro's messenger with Python's
+    # "guide() missing 1 required positional argument", elbo(model, guide, x, x) likewise
+    from inference import elbo, iwae_bound
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(x / 2, 0.7))
+
+    x = torch.randn(4)
+    forgotten = r"passes its data to the model, whose signature \(x\) does not take 0 positional"
+    for call in (lambda: iwae_bound(model, guide, num_samples=5, progress=False),
+                 lambda: joint_log_evidence(model, guide, num_samples=5, progress=False),
+                 lambda: exact_log_evidence(model, progress=False)):
+        with pytest.raises(TypeError, match=forgotten):
+            call()
+    with pytest.raises(TypeError, match=r"does not take 2 positional .*iwae_bound\(model, "
+                                        r"guide, x, num_samples=K\)"):
+        elbo(model, guide, x, x, num_samples=5, progress=False)
+    assert elbo(model, guide, x=x, num_samples=5, progress=False).shape == (4,)
