@@ -325,12 +325,20 @@ def exact_log_evidence(
         )
     value, fn = latents[0]["value"], latents[0]["fn"]
     batch, nesting = structure.batch_size, structure.max_plate_nesting
+    discrete = (getattr(fn.support, "is_discrete", False) or not value.is_floating_point()
+                or getattr(fn, "has_enumerate_support", False))
+    # a discrete latent's mask is not applied (the values' probabilities sum to one, below)
+    masked = [] if discrete else _masked_rows(latents[0], nesting, batch)
+    if masked:
+        raise ValueError(
+            f"exact_log_evidence: the latent site '{site}' is masked out (poutine.mask) for "
+            f"datapoints {masked[:10]}{' ...' if len(masked) > 10 else ''}: a masked latent "
+            "has no density to integrate over (the weight-based estimators score such rows "
+            "0); pass only the rows whose latent is scored")
     per_point, full = _latent_layout(latents[0], nesting, batch)
     latent_dim = math.prod(per_point)
     if num_points is None:  # a latent of more values is refused below
         num_points = DEFAULT_NUM_POINTS.get(latent_dim, DEFAULT_NUM_POINTS[1])
-    discrete = (getattr(fn.support, "is_discrete", False) or not value.is_floating_point()
-                or getattr(fn, "has_enumerate_support", False))
     joint_support = None  # [S, latent_dim]: a discrete latent whose event is one value
     if discrete:
         nodes, joint_support = _discrete_support(site, fn, latent_dim)
@@ -386,6 +394,20 @@ def exact_log_evidence(
         _check_resolution(log_posterior + log_w[:, None], nodes, latent_dim, support_ends,
                           site)
     return ExactEvidence(log_evidence, grid, log_posterior, structure.data_subsample)
+
+
+def _masked_rows(latent, nesting: int, batch: int) -> list[int]:
+    """The datapoints (of ``batch``) in which ``latent``'s site is masked out, wholly or in
+    part, by ``poutine.mask`` (its ``mask``; ``nesting`` plate dims, no particles)."""
+    mask = latent["mask"]
+    if mask is None or mask is True:
+        return []
+    if mask is False:
+        return list(range(batch))
+    ones = torch.ones(latent["fn"].batch_shape, device=mask.device)
+    kept = per_datapoint(ones, latent, nesting + 1, batch)[0]  # [batch] elements scored
+    whole = per_datapoint(ones, {**latent, "mask": None}, nesting + 1, batch)[0]
+    return (kept < whole).nonzero().flatten().tolist()
 
 
 def _check_rounded_nodes(marginal: torch.Tensor, nodes: torch.Tensor, site: str) -> None:

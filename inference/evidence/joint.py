@@ -196,7 +196,8 @@ def joint_log_evidence(model: Callable, guide: Callable, *args, num_samples: int
     return JointEvidence(
         log_evidence=log_mean_exp(log_w, 0),
         elbo=log_w.mean(),
-        standard_error=delta_method_stderr(column)[0],
+        standard_error=(delta_method_stderr(column)[0] if num_samples > 1
+                        else log_w.new_tensor(math.nan)),  # no spread from one weight
         ess=effective_sample_size(column)[0],
         pareto_k=(pareto_k(column)[0] if num_samples >= MIN_PARETO_SAMPLES
                   else log_w.new_tensor(math.nan)),

@@ -538,3 +538,29 @@ def test_the_missing_entries_of_obs_mask_are_named_not_conditioned():
     result = exact_log_evidence(masked, x, mask, progress=False)
     truth = torch.where(mask, dist.Normal(0.0, 2.0 ** 0.5).log_prob(x), 0.0)
     assert float((result.log_evidence - truth).abs().max()) < 1e-5
+
+
+def test_rows_whose_latent_is_masked_out_are_named_not_sent_to_wider_bounds():
+    # the flat 'posterior' of a masked latent reached the grid's edges: "widen bounds", which
+    # no bounds fix; a masked discrete latent is still summed (its values' mass sums to one)
+    x, rows = torch.tensor([0.5, -1.0, 2.0]), torch.tensor([True, False, True])
+
+    def model(x, rows):
+        with pyro.plate("data", len(x)), pyro.poutine.mask(mask=rows):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    with pytest.raises(ValueError, match=r"latent site 'z' is masked out \(poutine.mask\) for "
+                                         r"datapoints \[1\]"):
+        exact_log_evidence(model, x, rows, bounds=(-30.0, 30.0), progress=False)
+
+    def switch(x, rows):
+        with pyro.plate("data", len(x)), pyro.poutine.mask(mask=rows):
+            c = pyro.sample("c", dist.Bernoulli(0.3))
+            pyro.sample("x", dist.Normal(2.0 * c, 1.0), obs=x)
+
+    result = exact_log_evidence(switch, x, rows, site="c", progress=False)
+    mixture = torch.logaddexp(torch.log(torch.tensor(0.7)) + dist.Normal(0.0, 1.0).log_prob(x),
+                              torch.log(torch.tensor(0.3)) + dist.Normal(2.0, 1.0).log_prob(x))
+    torch.testing.assert_close(result.log_evidence, torch.where(rows, mixture, 0.0),
+                               atol=1e-5, rtol=0)

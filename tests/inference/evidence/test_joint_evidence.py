@@ -7,6 +7,7 @@ each assertion is one draw that could fail.
 """
 
 import math
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -155,6 +156,15 @@ def test_fully_observed_pair_gives_its_log_likelihood_in_every_weight():
     assert float((result.log_weights - exact).abs().max()) < 1e-5
     assert float(result.standard_error) == 0.0 and float(result.ess) == 5.0
     assert math.isnan(float(result.pareto_k))  # K < 21: no tail to fit
+
+
+def test_one_weight_has_no_standard_error_and_no_warning():
+    # torch's "degrees of freedom is <= 0" warning leaked from the standard error of K = 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = joint_log_evidence(coin_model, coin_guide, COIN, num_samples=1,
+                                    progress=False)
+    assert math.isnan(float(result.standard_error)) and float(result.ess) == 1.0
 
 
 def test_per_datapoint_estimators_point_to_joint_log_evidence():
