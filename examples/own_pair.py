@@ -78,6 +78,8 @@ class FactorAnalysis(PyroModule):
 
     @pyro_method
     def model(self, x: torch.Tensor) -> None:
+        """``x: [batch, D]``; ``z: [..., batch, d]`` ~ N(0, I), ``x | z ~ N(W z + mu, diag(psi))``,
+        inside ``pyro.plate("data", batch)``."""
         self._check(x)
         zeros = x.new_zeros(self.num_factors)
         prior = dist.Normal(zeros, torch.ones_like(zeros)).to_event(1)
@@ -88,6 +90,8 @@ class FactorAnalysis(PyroModule):
 
     @pyro_method
     def guide(self, x: torch.Tensor) -> None:
+        """``q(z | x) = N(A x + b, diag(s^2))`` for ``x: [batch, D]``: ``z: [..., batch, d]`` inside
+        ``pyro.plate("data", batch)``."""
         self._check(x)
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.Normal(self.encoder(x), self.guide_scale).to_event(1))

@@ -88,7 +88,8 @@ def trained(make_model: Callable, embed_with: Callable) -> Builder:
 
 
 def pca_projection(train_x: torch.Tensor, args, device) -> Embed:
-    """Projection on the first ``args.latent_dim`` principal axes of the training pixels (at
+    """Projection on the first ``args.latent_dim`` principal axes of the pixels of
+    ``train_x: [n, C, H, W]`` (at
     most as many as pixels and training images: the ``dim`` of its results)."""
     pca = fit_pca(train_x.flatten(1).numpy(), args.latent_dim, args.seed)
     return lambda x: torch.from_numpy(pca.transform(x.flatten(1).cpu().numpy())).float()

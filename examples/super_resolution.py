@@ -91,7 +91,8 @@ def upsample(y: torch.Tensor, factor: int, mode: str) -> torch.Tensor:
 
 
 def pool_miss(estimate: torch.Tensor, truth: torch.Tensor, factor: int) -> float:
-    """Largest ``|average_pool(estimate) - average_pool(truth)|``: 0 (up to rounding) for an
+    """Largest ``|average_pool(estimate) - average_pool(truth)|`` over ``estimate, truth:
+    [n, C, H, W]``: 0 (up to rounding) for an
     estimate that agrees with the observation, as the exact posterior means do."""
     return float((average_pool(estimate, factor) - average_pool(truth, factor)).abs().max())
 
@@ -122,6 +123,7 @@ def grey_scores(mean: torch.Tensor, truth: torch.Tensor,
 
 
 def train(model, x: torch.Tensor, args, epochs: int, device, lr: float, **options) -> list:
+    """``fit`` ``model``'s pair on ``x: [n, C, H, W]``; the history."""
     pyro.clear_param_store()
     history = fit(model.model, model.guide, x, epochs=epochs, batch_size=args.batch_size,
                   lr=lr, seed=args.seed, device=device, **options)

@@ -73,6 +73,8 @@ class LinearGaussian(PyroModule):
 
     @pyro_method
     def model(self, x: torch.Tensor) -> None:
+        """``x: [batch, D]``; ``z: [..., batch, d]`` ~ N(0, I), ``x | z ~ N(W z + b, s^2 I)``,
+        inside ``pyro.plate("data", batch)``."""
         self._check(x)
         zeros = x.new_zeros(self.latent_dim)
         prior = dist.Normal(zeros, torch.ones_like(zeros)).to_event(1)
@@ -83,6 +85,8 @@ class LinearGaussian(PyroModule):
 
     @pyro_method
     def guide(self, x: torch.Tensor) -> None:
+        """``q(z | x)``, a full-covariance Gaussian with a mean linear in ``x: [batch, D]``:
+        ``z: [..., batch, d]`` inside ``pyro.plate("data", batch)``."""
         self._check(x)
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.MultivariateNormal(self.encoder(x),

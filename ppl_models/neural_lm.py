@@ -121,6 +121,8 @@ class GRULanguageModel(PyroModule):
 
     @pyro_method
     def model(self, x: torch.Tensor) -> None:
+        """``x: [batch, max_len]`` word ids (``PAD`` after the end symbol) observed symbol by symbol
+        inside ``pyro.plate("data", batch)`` (no latent sites)."""
         targets, mask = self.prepare(x)
         logits = self.logits(targets)  # [batch, T, V]
         with pyro.plate("data", x.shape[0]):

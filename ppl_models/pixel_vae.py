@@ -104,6 +104,7 @@ class PixelVAE(PyroModule):
         """``p(x_i | x_{<i}, z)`` for every pixel (teacher-forced on ``x: [batch, C, H, W]``).
 
         Args:
+            x: ``[batch, C, H, W]`` the images whose pixels condition the later ones.
             z: ``[*particles, batch, d]``; leading particle dims broadcast over ``x``. Both of
                 the model's dtype and device (named otherwise).
 
@@ -121,6 +122,9 @@ class PixelVAE(PyroModule):
 
     @pyro_method
     def model(self, x: torch.Tensor) -> None:
+        """``x: [batch, C, H, W]``; ``z: [..., batch, d]`` ~ N(0, I), then every pixel of ``x``
+        given the pixels before it and ``z`` (:meth:`decode`), inside
+        ``pyro.plate("data", batch)``."""
         self._check(x)
         zeros = x.new_zeros(self.latent_dim)
         prior = dist.Normal(zeros, torch.ones_like(zeros)).to_event(1)
@@ -130,6 +134,8 @@ class PixelVAE(PyroModule):
 
     @pyro_method
     def guide(self, x: torch.Tensor) -> None:
+        """``q(z | x) = N(encoder(x))`` for ``x: [batch, C, H, W]``: ``z: [..., batch, d]`` inside
+        ``pyro.plate("data", batch)``."""
         loc, scale = self.encode(x)
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
@@ -155,10 +161,13 @@ class PixelVAE(PyroModule):
         Args:
             num: number of images.
             generator: source of all randomness, a :class:`torch.Generator` on the model's
-                device (default: a new one seeded with ``seed``, an integer in
-                ``[0, 2**63)``); the same generator state gives the same images with ``fast``
-                True or False (:meth:`PixelCNN.sample_fast` and :meth:`PixelCNN.sample` agree).
+                device (default: a new one seeded with ``seed``); the same generator state
+                gives the same images with ``fast`` True or False (:meth:`PixelCNN.sample_fast`
+                and :meth:`PixelCNN.sample` agree).
+            seed: an integer in ``[0, 2**63)`` (0-d integer tensors accepted), used only
+                without ``generator``.
             fast: use the cached PixelCNN sampler (about one network pass per image).
+            return_latents: also return the latents ``z`` the images were drawn from.
 
         Returns:
             images ``[num, C, H, W]``, and the latents ``[num, d]`` when ``return_latents``.

@@ -278,6 +278,9 @@ class PixelCNN(PyroModule):
     @pyro_method
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None,
               h: torch.Tensor | None = None) -> None:
+        """``x: [batch, C, H, W]`` observed pixel by pixel inside ``pyro.plate("data", batch)``,
+        given the class ids ``y: [batch]`` or the vectors ``h: [batch, cond_dim]`` of a conditional
+        model (no latent sites)."""
         if torch.is_tensor(x) and x.dim() and x.shape[0] == 0:  # the rest in distribution
             raise ValueError(f"x has no datapoints (shape {list(x.shape)})")
         d = self.distribution(x, y, h)
@@ -453,11 +456,13 @@ class PixelCNN(PyroModule):
         Args:
             num: a positive integer; ``ValueError`` naming it, before any work, when the
                 images and the activations a pass holds beside them exceed physical memory.
-            y: ``[num]`` class ids; h: ``[num, cond_dim]`` conditioning vectors.
+            y: ``[num]`` class ids of a class-conditional model.
+            h: ``[num, cond_dim]`` conditioning vectors of a vector-conditional model.
             generator: source of the Gumbel noise, a :class:`torch.Generator` on the
-                model's device (default: a new one seeded with ``seed``, an integer in
-                ``[0, 2**63)``); :meth:`sample_fast` with an equally seeded generator draws the
-                same images.
+                model's device (default: a new one seeded with ``seed``); :meth:`sample_fast`
+                with an equally seeded generator draws the same images.
+            seed: an integer in ``[0, 2**63)`` (0-d integer tensors accepted), used only
+                without ``generator``.
             given, mask: completion: ``given: [num, C, H, W]`` values kept where the bool
                 ``mask`` (broadcasting to ``given``) is True; the rest is sampled given them
                 (only pixels before a position condition it, so given pixels below are kept

@@ -252,6 +252,8 @@ class WaveNet(PyroModule):
 
     @pyro_method
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        """``x: [batch, T]`` levels observed step by step inside ``pyro.plate("data", batch)``,
+        given the labels ``y: [batch]`` of a conditional model (no latent sites)."""
         logits = self.logits(x, y)  # [batch, T, num_levels]
         with pyro.plate("data", x.shape[0]):
             pyro.sample("x", dist.Categorical(logits=logits).to_event(1), obs=x)
@@ -339,7 +341,8 @@ class WaveNet(PyroModule):
     @torch.no_grad()
     def cached_logits(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """What the fast sampler computes, teacher-forced on ``x: [batch, T]``:
-        ``[batch, T, num_levels]``, equal to :meth:`logits` up to float rounding."""
+        ``[batch, T, num_levels]``, equal to :meth:`logits` up to float rounding: what to
+        compare with :meth:`logits` when the fast sampler is in doubt (the tests do)."""
         self._check(x, y, fast=True)
         steps = []
 
