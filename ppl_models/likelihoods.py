@@ -618,7 +618,9 @@ def training_representation(data, likelihood: str, binarization: str = "static",
     Bernoulli: binarized (``"static"``: one fixed draw; ``"dynamic"``: train redrawn every
     minibatch, test fixed). Continuous likelihoods: uniformly dequantized (train redrawn
     every minibatch, test fixed by ``seed``). Discrete 8-bit likelihoods: the levels as they are.
-    ``seed`` is an integer in ``[0, 2**63)``.
+    ``binarization`` applies to Bernoulli only: ``"dynamic"`` with another likelihood is
+    refused (``ValueError``), ``"static"`` (the default) is ignored there. ``seed`` is an
+    integer in ``[0, 2**63)``.
 
     Returns:
         ``(train [n, C, H, W], test [m, C, H, W], batch_transform or None)`` for
@@ -632,6 +634,10 @@ def training_representation(data, likelihood: str, binarization: str = "static",
     make_likelihood(likelihood)  # names an unknown likelihood
     if binarization not in ("static", "dynamic"):
         raise ValueError(f"binarization must be 'static' or 'dynamic', got {binarization!r}")
+    if binarization == "dynamic" and likelihood != "bernoulli":
+        raise ValueError(f"dynamic binarization is for the bernoulli likelihood; {likelihood!r} "
+                         "trains on the images as they are (or dequantized): leave "
+                         "binarization='static'")
     if likelihood == "bernoulli":
         fixed = data.binarized(seed)
         if binarization == "dynamic":

@@ -90,7 +90,7 @@ class GRULanguageModel(PyroModule):
         """
         if not being_traced():
             self.vocab.check(x)
-            x = x[:, :int(self.vocab.lengths(x).max())]
+            x = x[:, :int((x != self.vocab.pad).sum(1).max())]  # the longest word
         mask = x != self.vocab.pad
         return torch.where(mask, x, self.vocab.EOS), mask
 
