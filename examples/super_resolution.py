@@ -7,7 +7,7 @@ becomes 4x4 or 2x2), an exact, noiseless channel (:mod:`inference.uses.super_res
   ``f x f`` block. A Bernoulli VAE scores it exactly, ``p(y_b | z)`` being the Poisson-binomial
   probability of that count, and infers ``x`` by ``VAE MAP`` (Adam on ``z``), ``VAE MwG``
   (Metropolis-within-Gibbs over ``z`` and ``x`` with exact draws of ``x | y, z``, as
-  ``inference.completion`` does for masks) and ``VAE MH`` (random-walk Metropolis on ``z``
+  ``inference.uses.completion`` does for masks) and ``VAE MH`` (random-walk Metropolis on ``z``
   alone, the pixels summed out exactly; step adapted during burn-in). A PixelCNN,
   whose pixels are dependent under every conditioning, infers ``x`` by ``PixelCNN Gibbs``:
   block Gibbs over the binary image restricted to fillings with the observed counts, each step

@@ -440,7 +440,7 @@ class LocalFlowGuide(LocalGuide):
     ``q_lambda(z) = IAFNormal(loc, scale, context; W)`` with the trained flow weights ``W``
     held fixed, so it is the family the amortized guide chooses from, and the amortized guide
     is the member ``lambda = encoder(x)``. Optimizing ``lambda`` per datapoint
-    (:meth:`~ppl_models.local_guides.LocalGuide.fit`) gives the best member for each datapoint
+    (``inference.fit_local_guide(model, local_guide, x)``) gives the best member for each datapoint
     alone: the amortization gap is ``ELBO[local] - ELBO[amortized]``. (Freeing ``W`` as well
     would be a larger family than the amortized guide's.)
 

@@ -212,7 +212,7 @@ class LocalTwoLayerGuide(LocalGuide):
 
     Only ``q(z1 | x)`` sees x, so this is the family the amortized guide chooses from, and the
     amortized guide is its member ``(loc_i, scale_i) = encoder(x_i)``; optimizing the local
-    parameters (:meth:`~ppl_models.local_guides.LocalGuide.fit`) measures the amortization
+    parameters (``inference.fit_local_guide(model, local_guide, x)``) measures the amortization
     gap within that family. (``inference.amortization_gap`` would instead fit independent
     local Gaussians to z1 and z2, dropping the guide's z2-on-z1 dependence.)
 
