@@ -1,10 +1,10 @@
 """Input checks shared by the models: say what was expected instead of failing deep inside.
 
 :mod:`inference.checks` has twins of ``as_int``, ``check_generator``, ``physical_memory``,
-``check_memory``, ``check_not_meta`` and ``check_in_range_of`` for the inference side: the
-two packages never import each other (docs/architecture.md), and the twins differ where
-their callers do (here ``minimum=None`` allows any integer, a generator of the wrong type
-is a ``TypeError``, ``device=None`` accepts a generator on any device, and
+``check_memory``, ``check_not_meta``, ``check_dense`` and ``check_in_range_of`` for the
+inference side: the two packages never import each other (docs/architecture.md), and the
+twins differ where their callers do (here ``minimum=None`` allows any integer, a generator
+of the wrong type is a ``TypeError``, ``device=None`` accepts a generator on any device, and
 ``check_in_range_of`` says what a value out of range would do).
 """
 
