@@ -93,7 +93,8 @@ def damage(clean: torch.Tensor, seed: int) -> dict[str, tuple[torch.Tensor, torc
 
 
 def errors(estimate: torch.Tensor, clean: torch.Tensor, region: torch.Tensor) -> dict:
-    """Error rate of ``estimate > 0.5`` and mean absolute error, over ``region`` pixels."""
+    """Error rate of ``estimate > 0.5`` and mean absolute error, over ``region`` pixels;
+    ``estimate``, ``clean`` (binary) and the bool ``region`` all ``[n, C, H, W]``."""
     wrong = ((estimate > 0.5).float() != clean).float()
     return {"error_rate": float(wrong[region].mean()),
             "mean_absolute_error": float((estimate - clean).abs()[region].mean())}
@@ -123,7 +124,8 @@ def given_pixels_model(vae: VAE, given: torch.Tensor):
 @torch.no_grad()
 def conditional_nll(vae: VAE, pixelcnn: PixelCNN | None, clean: torch.Tensor,
                     missing: torch.Tensor, k: int) -> dict:
-    """``-log p(missing pixels | given pixels)`` in nats per image, for a mask whose missing
+    """``-log p(missing pixels | given pixels)`` in nats per image of ``clean: [n, C, H, W]``
+    (binary) with the bool ``missing: [n, C, H, W]``, for a mask whose missing
     pixels all follow the given ones in raster order (the bottom half), and each model's
     ``-log p(x)`` of the whole image beside it (the VAE's from IWAE_k).
 
@@ -144,6 +146,7 @@ def conditional_nll(vae: VAE, pixelcnn: PixelCNN | None, clean: torch.Tensor,
 
 
 def train(model, x: torch.Tensor, args, epochs: int, device, **fit_options) -> list:
+    """``fit`` ``model``'s pair on ``x: [n, C, H, W]`` with the flags' budget; the history."""
     pyro.clear_param_store()
     history = fit(model.model, model.guide, x, epochs=epochs, batch_size=args.batch_size,
                   lr=args.lr, seed=args.seed, device=device, **fit_options)

@@ -181,6 +181,8 @@ class IndependentPixels:
 
 
 def train_pixelcnn(args, train: torch.Tensor, device):
+    """A Bernoulli PixelCNN fitted to ``train: [n, C, H, W]`` (binary); the model (in eval
+    mode) and its history."""
     pyro.clear_param_store()
     model = PixelCNN(tuple(train.shape[1:]), likelihood="bernoulli", **pixelcnn_sizes(args))
     history = fit(model.model, model.guide, train, epochs=args.epochs,
@@ -193,7 +195,8 @@ def pixelcnn_sizes(args) -> dict:
 
 
 def train_vae(args, train: torch.Tensor, device) -> VAE:
-    """The VAE of ``examples/vae.py`` (16 latents, MLP 200, ELBO) on the static draw."""
+    """The VAE of ``examples/vae.py`` (16 latents, MLP 200, ELBO) on the static draw
+    ``train: [n, C, H, W]``."""
     pyro.clear_param_store()
     torch.manual_seed(args.seed)
     vae = VAE(tuple(train.shape[1:]), latent_dim=16, hidden=(200,))
@@ -203,7 +206,8 @@ def train_vae(args, train: torch.Tensor, device) -> VAE:
 
 
 def bits_back_row(args, vae: VAE, test: torch.Tensor, device) -> dict:
-    """Code ``test`` by bits-back with ``vae``; set the code length beside its -ELBO."""
+    """Code ``test: [n, C, H, W]`` (binary) by bits-back with ``vae``; set the code length
+    beside its -ELBO."""
     start = time.perf_counter()
     payload = bits_back_encode(vae, test, latent_bits=args.latent_bits, seed=args.seed)
     encode_seconds = time.perf_counter() - start
@@ -280,6 +284,7 @@ class PixelCNNProbs:
         return log_p.double().exp().movedim(0, -1)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: [batch, C, H, W]`` -> ``[batch]`` nats, the PixelCNN's exact ``log p(x)``."""
         return self.model.log_prob(x)
 
 

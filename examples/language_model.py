@@ -79,7 +79,8 @@ def bits_per_char(lm, x: torch.Tensor, vocab: Vocabulary, batch_size: int = 4096
 def train_gru(vocab: Vocabulary, train: torch.Tensor, valid: torch.Tensor,
               args: argparse.Namespace, device: torch.device
               ) -> tuple[GRULanguageModel, list[dict]]:
-    """Maximum likelihood with :func:`inference.fit`; returns the model at its best validation
+    """Maximum likelihood on ``train, valid: [n, max_len]`` word ids with
+    :func:`inference.fit`; returns the model at its best validation
     epoch (in eval mode) and the history with ``valid_bits_per_char`` per epoch."""
     with refused_as_usage("language_model"):  # a network too large for memory
         lm = GRULanguageModel(vocab, embedding=args.embedding, hidden=args.hidden,

@@ -120,6 +120,7 @@ def upsampled_digits(shape: tuple[int, int, int], n: int, seed: int) -> torch.Te
 
 
 def train(model, x: torch.Tensor, args, epochs: int, device, batch_transform=None) -> list:
+    """``fit`` ``model``'s pair on ``x: [n, C, H, W]`` with the flags' budget; the history."""
     pyro.clear_param_store()
     history = fit(model.model, model.guide, x, epochs=epochs, batch_size=args.batch_size,
                   lr=args.lr, seed=args.seed, device=device, batch_transform=batch_transform)
@@ -128,7 +129,8 @@ def train(model, x: torch.Tensor, args, epochs: int, device, batch_transform=Non
 
 
 def build_models(args, shape, train_x: torch.Tensor, device) -> dict:
-    """Pairs of (model, background model) with the number of IWAE samples to score them."""
+    """Pairs of (model, background model) trained on ``train_x: [n, *shape]``, with the
+    number of IWAE samples to score them."""
     pairs = {}
     sizes = []  # every network, checked before the first is trained
     if "vae" in args.models:
@@ -159,7 +161,8 @@ def build_models(args, shape, train_x: torch.Tensor, device) -> dict:
 
 def score_all(pairs: dict, sets: dict[str, torch.Tensor], valid: torch.Tensor,
               device) -> tuple[dict, dict]:
-    """AUROC of every score for every outlier set, and the mean ``log p`` per set."""
+    """AUROC of every score for every outlier set (each ``[n, C, H, W]``, against the inliers
+    ``valid: [m, C, H, W]``), and the mean ``log p`` per set."""
     aurocs, mean_log_p = {}, {}
     for name, (model, background, k) in tqdm(pairs.items(), desc="scoring"):
         def evidence(m, x, k=k):

@@ -96,7 +96,8 @@ def describe(name: str, args) -> str:
 
 
 def evaluate(name: str, model, test: torch.Tensor, args, num_dims: int) -> dict:
-    """Test-set bounds (nats per image), KL, reconstruction term and active units."""
+    """Test-set bounds (nats per image), KL, reconstruction term and active units of
+    ``model`` on ``test: [n, C, H, W]``."""
     if name == "pixelcnn":
         with torch.no_grad():
             log_p = torch.cat([model.log_prob(x) for x in test.split(args.eval_batch_size)])

@@ -88,7 +88,8 @@ def trained(make_model: Callable, embed_with: Callable) -> Builder:
 
 
 def pca_projection(train_x: torch.Tensor, args, device) -> Embed:
-    """Projection on the first ``args.latent_dim`` principal axes of the training pixels (at
+    """Projection on the first ``args.latent_dim`` principal axes of the pixels of
+    ``train_x: [n, C, H, W]`` (at
     most as many as pixels and training images: the ``dim`` of its results)."""
     pca = fit_pca(train_x.flatten(1).numpy(), args.latent_dim, args.seed)
     return lambda x: torch.from_numpy(pca.transform(x.flatten(1).cpu().numpy())).float()
@@ -205,7 +206,12 @@ def gallery_and_queries(name: str, args) -> dict:
     check_count("similarity", "--num-train", args.num_train, len(data.train),
                 f"the {name} training split")
     check_count("similarity", "--num-test", args.num_test, len(data.test), f"the {name} test split")
-    sizes = {key: getattr(args, key) or value for key, value in DEFAULTS[name].items()}
+    # an unset flag (None) takes the data set's default; --num-train/--num-test 0 mean the
+    # whole split, as in the other examples, and --epochs 0 leaves the networks untrained
+    sizes = {key: value if getattr(args, key) is None else getattr(args, key)
+             for key, value in DEFAULTS[name].items()}
+    sizes["num_train"] = sizes["num_train"] or len(data.train)
+    sizes["num_test"] = sizes["num_test"] or len(data.test)
     split = {"num_classes": data.num_classes, "epochs": sizes["epochs"],
              # copies, so that the rest of a large data set is not kept in memory
              "gallery": (data.train.images[:sizes["num_train"]].clone(),
@@ -290,13 +296,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--fashion-root", default=None,
                         help="folder of the Fashion-MNIST IDX files (default: the Debian one)")
     parser.add_argument("--num-train", type=nonnegative_int, default=None,
-                        help="gallery = first N training images (default: 1297 digits, "
-                             "10000 Fashion-MNIST)")
+                        help="gallery = first N training images (0: all; default: 1297 "
+                             "digits, 10000 Fashion-MNIST)")
     parser.add_argument("--num-test", type=nonnegative_int, default=None,
-                        help="queries = first N test images (default: 300 digits, 1000 "
-                             "Fashion-MNIST)")
+                        help="queries = first N test images (0: all; default: 300 digits, "
+                             "1000 Fashion-MNIST)")
     parser.add_argument("--epochs", type=step_count, default=None,
-                        help="VAE and autoencoder epochs (default: 100 digits, 10 Fashion-MNIST)")
+                        help="VAE and autoencoder epochs (0: untrained networks; default: 100 "
+                             "digits, 10 Fashion-MNIST)")
     parser.add_argument("--latent-dim", type=positive_int, default=16)
     parser.add_argument("--hidden", type=positive_int, default=200)
     parser.add_argument("--k", type=positive_int, default=10, help="neighbours per query")

@@ -7,7 +7,7 @@ becomes 4x4 or 2x2), an exact, noiseless channel (:mod:`inference.uses.super_res
   ``f x f`` block. A Bernoulli VAE scores it exactly, ``p(y_b | z)`` being the Poisson-binomial
   probability of that count, and infers ``x`` by ``VAE MAP`` (Adam on ``z``), ``VAE MwG``
   (Metropolis-within-Gibbs over ``z`` and ``x`` with exact draws of ``x | y, z``, as
-  ``inference.completion`` does for masks) and ``VAE MH`` (random-walk Metropolis on ``z``
+  ``inference.uses.completion`` does for masks) and ``VAE MH`` (random-walk Metropolis on ``z``
   alone, the pixels summed out exactly; step adapted during burn-in). A PixelCNN,
   whose pixels are dependent under every conditioning, infers ``x`` by ``PixelCNN Gibbs``:
   block Gibbs over the binary image restricted to fillings with the observed counts, each step
@@ -91,7 +91,8 @@ def upsample(y: torch.Tensor, factor: int, mode: str) -> torch.Tensor:
 
 
 def pool_miss(estimate: torch.Tensor, truth: torch.Tensor, factor: int) -> float:
-    """Largest ``|average_pool(estimate) - average_pool(truth)|``: 0 (up to rounding) for an
+    """Largest ``|average_pool(estimate) - average_pool(truth)|`` over ``estimate, truth:
+    [n, C, H, W]``: 0 (up to rounding) for an
     estimate that agrees with the observation, as the exact posterior means do."""
     return float((average_pool(estimate, factor) - average_pool(truth, factor)).abs().max())
 
@@ -122,6 +123,7 @@ def grey_scores(mean: torch.Tensor, truth: torch.Tensor,
 
 
 def train(model, x: torch.Tensor, args, epochs: int, device, lr: float, **options) -> list:
+    """``fit`` ``model``'s pair on ``x: [n, C, H, W]``; the history."""
     pyro.clear_param_store()
     history = fit(model.model, model.guide, x, epochs=epochs, batch_size=args.batch_size,
                   lr=lr, seed=args.seed, device=device, **options)

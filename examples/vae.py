@@ -84,7 +84,8 @@ def to_report(table, num_dims: int, discrete: bool) -> dict:
 
 
 def plot_latent_space(vae: VAE, x: torch.Tensor, labels: torch.Tensor, out: Path) -> None:
-    """For a 2-D latent: test means coloured by label, and decoded images on a grid."""
+    """For a 2-D latent: the means of ``x: [n, C, H, W]`` coloured by ``labels: [n]``, and
+    decoded images on a grid."""
     import matplotlib.pyplot as plt
 
     means = posterior_means(vae.guide, x).cpu()

@@ -440,8 +440,19 @@ class Signal:
     rate: int
     source: str
 
+    def __post_init__(self):
+        """Refuse, by name, ``samples`` that are not a 1-D floating tensor and a ``rate`` that
+        is not a positive integer (``seconds`` divided by a rate of 0)."""
+        if (not torch.is_tensor(self.samples) or not self.samples.is_floating_point()
+                or self.samples.dim() != 1):
+            raise ValueError(f"samples must be a floating tensor [num_samples], got "
+                             f"{getattr(self.samples, 'dtype', type(self.samples).__name__)} "
+                             f"{list(getattr(self.samples, 'shape', []))}")
+        object.__setattr__(self, "rate", as_int(self.rate, "rate"))
+
     @property
     def seconds(self) -> float:
+        """The signal's length in seconds."""
         return self.samples.shape[0] / self.rate
 
 
@@ -467,6 +478,9 @@ def load_signal(source: str | Path | None = None, *, rate: int = DEFAULT_RATE,
     if source == "speech":
         with tempfile.TemporaryDirectory() as tmp:
             return Signal(speech_signal(text, Path(tmp) / "speech.wav", rate), rate, "espeak-ng")
+    if isinstance(source, str) and not Path(source).exists():  # a misspelt name, most likely
+        raise FileNotFoundError(f"no WAV file at {source!r}; source must be 'synthetic', "
+                                f"'speech', 'auto', None or the path of a WAV file")
     samples, _ = read_wav(source, rate)
     return Signal(samples, rate, f"wav:{source}")
 

@@ -1,10 +1,10 @@
 """Input checks shared by the models: say what was expected instead of failing deep inside.
 
 :mod:`inference.checks` has twins of ``as_int``, ``check_generator``, ``physical_memory``,
-``check_memory``, ``check_not_meta`` and ``check_in_range_of`` for the inference side: the
-two packages never import each other (docs/architecture.md), and the twins differ where
-their callers do (here ``minimum=None`` allows any integer, a generator of the wrong type
-is a ``TypeError``, ``device=None`` accepts a generator on any device, and
+``check_memory``, ``check_not_meta``, ``check_dense`` and ``check_in_range_of`` for the
+inference side: the two packages never import each other (docs/architecture.md), and the
+twins differ where their callers do (here ``minimum=None`` allows any integer, a generator
+of the wrong type is a ``TypeError``, ``device=None`` accepts a generator on any device, and
 ``check_in_range_of`` says what a value out of range would do).
 """
 
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 from pyro.infer.util import is_validation_enabled
+from tqdm.auto import tqdm
 
 
 _NOT_FILES = {stat.S_IFDIR: "a folder", stat.S_IFCHR: "a character device",
@@ -48,13 +49,21 @@ def as_bool(value, name: str) -> bool:
     return value
 
 
+def _integer_scalar(value):
+    """``int(value)`` for a 0-dim integer tensor whose value can be read (not bool, not meta,
+    not sparse), else ``value`` unchanged: how the counts and seeds accept such a tensor."""
+    if (torch.is_tensor(value) and value.dim() == 0 and value.dtype != torch.bool
+            and not value.is_floating_point() and not value.is_complex() and not value.is_meta
+            and value.layout == torch.strided):
+        return int(value)
+    return value
+
+
 def as_int(value, name: str, minimum: int | None = 1) -> int:
     """``value`` as a Python ``int``; ``ValueError`` naming ``name`` unless it is an integer
     (numpy integers and 0-dim integer tensors accepted; bools and floats such as 2.0 refused)
     ``>= minimum`` (None: any)."""
-    if (torch.is_tensor(value) and value.dim() == 0 and value.dtype != torch.bool
-            and not value.is_floating_point() and not value.is_complex() and not value.is_meta):
-        value = int(value)
+    value = _integer_scalar(value)
     if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
             or (minimum is not None and value < minimum)):
         what = ("an integer" if minimum is None else "a positive integer" if minimum == 1
@@ -83,7 +92,15 @@ def as_number(value, name: str, low: float | None = None, high: float | None = N
     unless ``low_open``/``high_open``; None: unbounded). An integer beyond float range
     (``10**400``) is not finite. With ``dtype`` (a floating dtype: the one the number is
     computed in), it must also be finite there (``1e39`` is ``inf`` in float32) and, when not
-    0, not round to 0 there (``1e-46`` is ``0`` in float32)."""
+    0, not round to 0 there (``1e-46`` is ``0`` in float32). A 0-dim real tensor (not bool,
+    not complex) stands for its value, as ``x.min()`` does for a bound; a tensor of another
+    shape or kind is refused as one."""
+    if torch.is_tensor(value):
+        if (value.dim() or value.dtype == torch.bool or value.is_complex() or value.is_meta
+                or value.layout != torch.strided):
+            raise ValueError(f"{name} must be one real number (a float or a 0-dim tensor), got "
+                             f"a {value.dtype} tensor of shape {list(value.shape)}")
+        value = value.item()
     try:
         finite = not isinstance(value, bool) and isinstance(value, numbers.Real) \
             and math.isfinite(value)
@@ -143,7 +160,9 @@ own range, where ``-1`` and ``2**64 - 1`` give the same one."""
 
 def as_seed(value, name: str = "seed") -> int:
     """``value`` as a Python ``int``; ``ValueError`` naming ``name`` unless it is an integer
-    (numpy integers accepted; bools and floats refused) in ``[0, 2**63)``."""
+    (numpy integers and 0-dim integer tensors accepted, as by ``inference.fit``; bools and
+    floats refused) in ``[0, 2**63)``."""
+    value = _integer_scalar(value)
     if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
             or not 0 <= int(value) < SEED_LIMIT):
         raise ValueError(f"{name} must be an integer in [0, 2**63), got {value!r}")
@@ -224,7 +243,7 @@ def check_values(x: torch.Tensor, name: str, low: float | None = None,
     ``[low, high]`` (counted, with their range). NaN fails no comparison, so it is looked
     for first. A tensor on the 'meta' device (no values) is refused by name. Nothing is read
     under a graph tracer (:func:`being_traced`), whose eager call before the trace checks."""
-    check_not_meta(x, name)
+    check_has_values(x, name)
     if being_traced():
         return
     nan = int(torch.isnan(x).sum())
@@ -253,7 +272,7 @@ def check_levels(x, name: str, num_levels: int, nonempty: bool = False) -> None:
     if not torch.is_tensor(x) or x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
         raise TypeError(f"{name} must be an integer tensor, got "
                         f"{getattr(x, 'dtype', type(x).__name__)}")
-    check_not_meta(x, name)
+    check_has_values(x, name)
     if nonempty and not x.numel():
         raise ValueError(f"{name} holds no levels (shape {list(x.shape)})")
     low, high = (int(x.min()), int(x.max())) if x.numel() else (0, 0)
@@ -286,7 +305,7 @@ def check_tensor(x, event_shape: tuple[int, ...], name: str = "x",
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    check_not_meta(x, name)
+    check_has_values(x, name)
     if batch_dims not in ("batch", "..."):
         raise ValueError(f"batch_dims must be 'batch' or '...', got {batch_dims!r}")
     k = len(event_shape)
@@ -348,6 +367,24 @@ def check_not_meta(x, name: str) -> None:
                          "it has a shape but no values; create it on a real device (cpu, "
                          "cuda), e.g. torch.zeros(shape) or tensor.to_empty(device='cpu') and "
                          "fill it")
+
+
+def check_dense(x, name: str) -> None:
+    """Raise ``TypeError`` naming ``name`` when ``x`` is a sparse tensor (any layout but
+    strided): the models and the checks read strided tensors only (torch failed deep inside
+    with "Could not run 'aten::eq.Scalar' ... SparseCPU"). The twin of
+    :func:`inference.checks.check_dense`, naming the argument in the fix."""
+    if torch.is_tensor(x) and x.layout != torch.strided:
+        raise TypeError(f"{name} is a sparse tensor ({x.layout}, shape {list(x.shape)}): the "
+                        f"models score dense tensors; pass {name}.to_dense()")
+
+
+def check_has_values(x, name: str) -> None:
+    """Raise naming ``name`` unless the tensor ``x``'s values can be read:
+    :func:`check_dense` (``TypeError`` for a sparse tensor) and :func:`check_not_meta`
+    (``ValueError`` for a meta tensor)."""
+    check_dense(x, name)
+    check_not_meta(x, name)
 
 
 def check_module_not_meta(module: torch.nn.Module, call: str) -> None:
@@ -450,6 +487,14 @@ class NonFiniteGuard:
         raise FloatingPointError(f"{self.what}: the network's outputs for {self.describe(step)} "
                                  f"are NaN or infinite in {name_rows(bad)}{when}; "
                                  f"{CHECK_WEIGHTS_HINT}")
+
+
+def sampling_bar(total: int, desc: str, progress: bool) -> tqdm:
+    """A progress bar of a sampler's ``total`` draws (pixels, time steps), shown once the call
+    has run for a second, as ``inference``'s estimators show theirs, and removed when it ends;
+    ``progress=False`` hides it. ``update()`` it per draw and ``close()`` it (or use ``with``)."""
+    return tqdm(total=total, desc=desc, unit="draws", delay=1.0, leave=False,
+                disable=not progress)
 
 
 NAME_MAX = 255  # bytes in a file name on Linux, macOS and Windows file systems

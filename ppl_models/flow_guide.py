@@ -154,10 +154,14 @@ class IAFNormal(dist.TransformedDistribution):
         loc, scale: ``[..., d]`` the base Gaussian (``scale > 0``).
         context: ``[..., c]`` the encoder's context vector ``h(x)``; leading dims broadcast
             with those of ``loc`` and ``scale`` to the batch shape.
-        in_weight: ``[T, H, d]``, context_weight: ``[T, H, c]``, in_bias: ``[T, H]``: the
-            hidden layer of each step's masked network (masks applied here).
-        out_weight: ``[T, 2d, H]``, out_bias: ``[T, 2d]``: its output layer, the shifts ``m``
-            in the first d rows, the logits of ``s`` in the last d.
+        in_weight: ``[T, H, d]``, the weight on ``z`` of the hidden layer of each step's
+            masked network (masks applied here).
+        context_weight: ``[T, H, c]``, that layer's weight on the context.
+        in_bias: ``[T, H]``, that layer's bias.
+        out_weight: ``[T, 2d, H]``, the output layer's weight: the shifts ``m`` in the first
+            d rows, the logits of ``s`` in the last d.
+        out_bias: ``[T, 2d]``, the output layer's bias.
+        validate_args: as for any torch distribution (None: Pyro's global setting).
 
     Batch shape: the broadcast leading dims; event shape ``[d]``. ``rsample`` is
     reparameterized; ``log_prob(z)`` for ``z: [..., d]`` is exact (``[...]``). With
@@ -257,7 +261,8 @@ class IAFNormal(dist.TransformedDistribution):
         return terms
 
     def log_det_jacobian(self, z0: torch.Tensor) -> torch.Tensor:
-        """``log |det d z_T / d z0|`` at base points ``z0: [..., d]`` -> ``[...]``."""
+        """``log |det d z_T / d z0|`` at base points ``z0: [..., d]`` -> ``[...]``: the flow's
+        volume change alone, for checking ``log_prob`` against the change of variables."""
         total = 0.0
         for transform in self.transforms:
             z1 = transform(z0)
@@ -305,7 +310,9 @@ class ConditionalIAF(nn.Module):
         self.out_bias = nn.Parameter(torch.zeros(num_flows, 2 * latent_dim))
 
     def weights(self) -> dict[str, torch.Tensor]:
-        """The keyword arguments of :class:`IAFNormal` other than loc, scale and context."""
+        """The keyword arguments of :class:`IAFNormal` other than loc, scale and context, for
+        ``T = num_flows``: ``in_weight: [T, hidden, d]``, ``context_weight: [T, hidden, c]``,
+        ``in_bias: [T, hidden]``, ``out_weight: [T, 2d, hidden]``, ``out_bias: [T, 2d]``."""
         return {"in_weight": self.in_weight, "context_weight": self.context_weight,
                 "in_bias": self.in_bias, "out_weight": self.out_weight,
                 "out_bias": self.out_bias}
@@ -376,6 +383,8 @@ class FlowVAE(VAE):
 
     @pyro_method
     def guide(self, x: torch.Tensor) -> None:
+        """``q(z | x)`` the IAF posterior (:meth:`posterior`) of ``x: [batch, C, H, W]``:
+        ``z: [..., batch, d]`` inside ``pyro.plate("data", batch)``."""
         self._check(x)
         q = self.posterior(x)
         with pyro.plate("data", x.shape[0]):
@@ -431,7 +440,7 @@ class LocalFlowGuide(LocalGuide):
     ``q_lambda(z) = IAFNormal(loc, scale, context; W)`` with the trained flow weights ``W``
     held fixed, so it is the family the amortized guide chooses from, and the amortized guide
     is the member ``lambda = encoder(x)``. Optimizing ``lambda`` per datapoint
-    (:meth:`~ppl_models.local_guides.LocalGuide.fit`) gives the best member for each datapoint
+    (``inference.fit_local_guide(model, local_guide, x)``) gives the best member for each datapoint
     alone: the amortization gap is ``ELBO[local] - ELBO[amortized]``. (Freeing ``W`` as well
     would be a larger family than the amortized guide's.)
 
@@ -455,6 +464,8 @@ class LocalFlowGuide(LocalGuide):
         self.batch_size = loc.shape[0]
 
     def parameters(self) -> list[torch.Tensor]:
+        """``[loc, log_scale, context]``: ``[batch, d]``, ``[batch, d]``, ``[batch, c]``, the free
+        tensors an optimizer updates."""
         return [self.loc, self.log_scale, self.context]
 
     def distribution(self) -> IAFNormal:
@@ -462,6 +473,9 @@ class LocalFlowGuide(LocalGuide):
         return IAFNormal(self.loc, self.log_scale.exp(), self.context, **self.weights)
 
     def __call__(self, x: torch.Tensor, *args, **kwargs) -> None:
+        """``z: [..., batch, d]`` from :meth:`distribution` inside ``pyro.plate("data", batch)``,
+        for the same ``x: [batch, C, H, W]`` the guide was made from (only its batch size is
+        read)."""
         self._check_batch(x)
         with pyro.plate("data", self.batch_size):
             pyro.sample("z", self.distribution())

@@ -138,6 +138,8 @@ class TwoLayerVAE(PyroModule):
 
     @pyro_method
     def model(self, x: torch.Tensor) -> None:
+        """``x: [batch, C, H, W]``; ``z2: [..., batch, d2]`` ~ N(0, I), ``z1: [..., batch, d1]``
+        given ``z2``, then ``x`` given ``z1``, inside ``pyro.plate("data", batch)``."""
         self._check(x)
         zeros = x.new_zeros(self.top_latent_dim)
         prior = dist.Normal(zeros, torch.ones_like(zeros)).to_event(1)
@@ -148,6 +150,8 @@ class TwoLayerVAE(PyroModule):
 
     @pyro_method
     def guide(self, x: torch.Tensor) -> None:
+        """``q(z1 | x) q(z2 | z1)`` for ``x: [batch, C, H, W]``: ``z1: [..., batch, d1]`` and
+        ``z2: [..., batch, d2]`` inside ``pyro.plate("data", batch)``."""
         self._check(x)
         loc, scale = self.encode(x)
         with pyro.plate("data", x.shape[0]):
@@ -208,7 +212,7 @@ class LocalTwoLayerGuide(LocalGuide):
 
     Only ``q(z1 | x)`` sees x, so this is the family the amortized guide chooses from, and the
     amortized guide is its member ``(loc_i, scale_i) = encoder(x_i)``; optimizing the local
-    parameters (:meth:`~ppl_models.local_guides.LocalGuide.fit`) measures the amortization
+    parameters (``inference.fit_local_guide(model, local_guide, x)``) measures the amortization
     gap within that family. (``inference.amortization_gap`` would instead fit independent
     local Gaussians to z1 and z2, dropping the guide's z2-on-z1 dependence.)
 
@@ -227,9 +231,13 @@ class LocalTwoLayerGuide(LocalGuide):
         self.batch_size = loc.shape[0]
 
     def parameters(self) -> list[torch.Tensor]:
+        """``[loc, log_scale]``, each ``[batch, d1]``: the free tensors an optimizer updates."""
         return [self.loc, self.log_scale]
 
     def __call__(self, x: torch.Tensor, *args, **kwargs) -> None:
+        """``z1: [..., batch, d1]`` from the free ``q(z1)``, ``z2`` from the fixed ``q(z2 | z1)``,
+        for the same ``x: [batch, C, H, W]`` the guide was made from (only its batch size is
+        read)."""
         self._check_batch(x)
         with pyro.plate("data", self.batch_size):
             z1 = pyro.sample("z1", dist.Normal(self.loc, self.log_scale.exp()).to_event(1))

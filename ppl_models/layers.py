@@ -75,6 +75,7 @@ class MaskedConv2d(nn.Conv2d):
         kernel_size: odd ``k``; padding ``k // 2`` keeps ``H x W``.
         mask_type: ``"A"`` (first layer: excludes the current data channel) or ``"B"``.
         data_channels: ``C``, the channels of the modelled image (1 for grey, 3 for RGB).
+        bias: whether the convolution adds a learned bias per output channel.
 
     ``forward(x: [batch, in_channels, H, W]) -> [batch, out_channels, H, W]``.
     """
@@ -103,6 +104,7 @@ class MaskedConv2d(nn.Conv2d):
         return self.weight * self.mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: [batch, in_channels, H, W]`` -> ``[batch, out_channels, H, W]``."""
         return F.conv2d(x, self.masked_weight(), self.bias, padding=self.padding)
 
     @property

@@ -165,6 +165,8 @@ class BernoulliPixel(_PixelValidation, dist.Bernoulli):
     expects = _BINARY
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """``value: [..., *pixels]`` in {0, 1} -> ``[..., *pixels]``, one log-probability per
+        pixel."""
         if self._validate_args:
             self._validate_sample(value)
         logits = self.logits
@@ -258,6 +260,8 @@ class Categorical256(_PixelValidation, TorchDistribution):
         return new
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """``value: [..., *pixels]`` levels ``k / 255`` -> ``[..., *pixels]``, one log-probability
+        per pixel."""
         if self._validate_args:
             self._validate_sample(value)
         shape = torch.broadcast_shapes(self.batch_shape, value.shape)
@@ -392,6 +396,8 @@ class DiscretizedLogisticMixture(_PixelValidation, TorchDistribution):
         return torch.logsumexp(F.log_softmax(self.logit_weights, -1) + component, -1)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """``value: [..., *pixels]`` levels ``k / 255`` -> ``[..., *pixels]``, one log-probability
+        per pixel (the mixture's mass on the level's bin)."""
         if self._validate_args:
             self._validate_sample(value)
         return self._log_prob_levels(_level_index(value))
@@ -464,7 +470,8 @@ class PixelLikelihood:
     def distribution_from_flat(self, raw: torch.Tensor,
                                pixel_shape: Sequence[int]) -> TorchDistribution:
         """From a flat ``raw: [..., P * prod(pixel_shape)]``, laid out as ``[..., P, *pixels]``
-        (parameter-major, what ``unflatten(-1, (P, *pixel_shape))`` inverts)."""
+        (parameter-major, what ``unflatten(-1, (P, *pixel_shape))`` inverts): for a decoder of
+        your own whose last layer is a ``Linear`` to ``P * prod(pixel_shape)`` outputs."""
         size = self.params_per_pixel * math.prod(pixel_shape)
         if raw.dim() < 1 or raw.shape[-1] != size:
             raise ValueError(
@@ -611,7 +618,9 @@ def training_representation(data, likelihood: str, binarization: str = "static",
     Bernoulli: binarized (``"static"``: one fixed draw; ``"dynamic"``: train redrawn every
     minibatch, test fixed). Continuous likelihoods: uniformly dequantized (train redrawn
     every minibatch, test fixed by ``seed``). Discrete 8-bit likelihoods: the levels as they are.
-    ``seed`` is an integer in ``[0, 2**63)``.
+    ``binarization`` applies to Bernoulli only: ``"dynamic"`` with another likelihood is
+    refused (``ValueError``), ``"static"`` (the default) is ignored there. ``seed`` is an
+    integer in ``[0, 2**63)``.
 
     Returns:
         ``(train [n, C, H, W], test [m, C, H, W], batch_transform or None)`` for
@@ -625,6 +634,10 @@ def training_representation(data, likelihood: str, binarization: str = "static",
     make_likelihood(likelihood)  # names an unknown likelihood
     if binarization not in ("static", "dynamic"):
         raise ValueError(f"binarization must be 'static' or 'dynamic', got {binarization!r}")
+    if binarization == "dynamic" and likelihood != "bernoulli":
+        raise ValueError(f"dynamic binarization is for the bernoulli likelihood; {likelihood!r} "
+                         "trains on the images as they are (or dequantized): leave "
+                         "binarization='static'")
     if likelihood == "bernoulli":
         fixed = data.binarized(seed)
         if binarization == "dynamic":

@@ -8,6 +8,8 @@ so ``p(x) = N(x; b, W W^T + s^2 I)`` and ``p(z | x) = N(M^-1 W^T (x - b) / s^2, 
 
 from __future__ import annotations
 
+import math
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -73,6 +75,8 @@ class LinearGaussian(PyroModule):
 
     @pyro_method
     def model(self, x: torch.Tensor) -> None:
+        """``x: [batch, D]``; ``z: [..., batch, d]`` ~ N(0, I), ``x | z ~ N(W z + b, s^2 I)``,
+        inside ``pyro.plate("data", batch)``."""
         self._check(x)
         zeros = x.new_zeros(self.latent_dim)
         prior = dist.Normal(zeros, torch.ones_like(zeros)).to_event(1)
@@ -83,6 +87,8 @@ class LinearGaussian(PyroModule):
 
     @pyro_method
     def guide(self, x: torch.Tensor) -> None:
+        """``q(z | x)``, a full-covariance Gaussian with a mean linear in ``x: [batch, D]``:
+        ``z: [..., batch, d]`` inside ``pyro.plate("data", batch)``."""
         self._check(x)
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.MultivariateNormal(self.encoder(x),
@@ -109,14 +115,32 @@ class LinearGaussian(PyroModule):
             pyro.sample("z", self.posterior(x))
 
     def log_marginal(self, x: torch.Tensor) -> torch.Tensor:
-        """Closed-form ``log p(x)``, ``[batch]`` in nats; ``FloatingPointError`` as
-        :meth:`posterior` (for the covariance ``W W^T + s^2 I``)."""
+        """Closed-form ``log p(x)`` of ``x: [batch, D]``, ``[batch]`` in nats;
+        ``FloatingPointError`` as :meth:`posterior` (for the covariance ``W W^T + s^2 I``).
+
+        Data so large that the squared distance ``(x - b)^T C^{-1} (x - b)`` overflows (near
+        float32's maximum) gets ``-inf``, the value rounded to the dtype, not NaN: the
+        distance is computed on ``x`` and ``b`` divided by a power of two (exact) and scaled
+        back at the end."""
         self._check(x)
         self._check_parameters("log_marginal")
         eye = torch.eye(self.data_dim, dtype=x.dtype, device=x.device)
         covariance = self.weight @ self.weight.T + self.noise_scale**2 * eye
         self._check_finite(covariance, "log_marginal", "covariance W W^T + s^2 I")
-        return dist.MultivariateNormal(self.bias, covariance_matrix=covariance).log_prob(x)
+        scale_tril = torch.linalg.cholesky(covariance)  # [D, D]
+        largest = torch.maximum(x.detach().abs().amax(-1), self.bias.detach().abs().max())
+        # the power of two in (largest / 2, largest] (1 for small data), finite in the dtype:
+        # dividing by it is exact
+        exponent = torch.frexp(largest.clamp_min(1)).exponent - 1
+        scale = torch.ldexp(torch.ones_like(largest), exponent)[:, None]  # [batch, 1]
+        diff = x / scale - self.bias / scale  # [batch, D], entries in [-4, 4]
+        whitened = torch.linalg.solve_triangular(scale_tril, diff[..., None], upper=False)
+        squares = whitened[..., 0].pow(2).sum(-1)  # [batch]
+        # scaled back (inf for far data); 0 * inf would be NaN
+        scale = scale[:, 0]
+        distance = torch.where(squares > 0, squares * scale * scale, squares)
+        half_log_det = scale_tril.diagonal().log().sum()
+        return -0.5 * (self.data_dim * math.log(2 * math.pi) + distance) - half_log_det
 
     def simulate(self, num_data: int, seed: int = 0) -> torch.Tensor:
         """Draw ``[num_data, D]`` datapoints (``num_data >= 1``, fitting in memory) from the

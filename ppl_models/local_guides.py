@@ -31,6 +31,8 @@ class LocalGuide:
         raise NotImplementedError
 
     def __call__(self, x: torch.Tensor, *args, **kwargs) -> None:
+        """Sample the amortized guide's sites inside ``pyro.plate("data", batch_size)`` for
+        ``x: [batch_size, ...]``, the datapoints this guide holds parameters for."""
         raise NotImplementedError
 
     def _check_batch(self, x: torch.Tensor) -> None:

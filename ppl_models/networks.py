@@ -42,7 +42,7 @@ def check_parameters(count: int, what: str) -> None:
 
 
 def full_precision(t: torch.Tensor) -> torch.Tensor:
-    """``t`` as float32 when autocast left it in half or bfloat16 precision, else ``t``.
+    """``t: [...]`` as float32 when autocast left it in half or bfloat16 precision, else ``t``.
 
     Every network here returns its outputs through it, so that under mixed precision
     (``inference.fit(..., mixed_precision=True)``) only the networks' matrix products run in

@@ -90,7 +90,7 @@ class GRULanguageModel(PyroModule):
         """
         if not being_traced():
             self.vocab.check(x)
-            x = x[:, :int(self.vocab.lengths(x).max())]
+            x = x[:, :int((x != self.vocab.pad).sum(1).max())]  # the longest word
         mask = x != self.vocab.pad
         return torch.where(mask, x, self.vocab.EOS), mask
 
@@ -121,6 +121,8 @@ class GRULanguageModel(PyroModule):
 
     @pyro_method
     def model(self, x: torch.Tensor) -> None:
+        """``x: [batch, max_len]`` word ids (``PAD`` after the end symbol) observed symbol by symbol
+        inside ``pyro.plate("data", batch)`` (no latent sites)."""
         targets, mask = self.prepare(x)
         logits = self.logits(targets)  # [batch, T, V]
         with pyro.plate("data", x.shape[0]):

@@ -268,6 +268,8 @@ class NGramModel(PyroModule):
 
     @pyro_method
     def model(self, x: torch.Tensor) -> None:
+        """``x: [batch, max_len]`` word ids (``PAD`` after the end symbol), each symbol observed
+        given its context, inside ``pyro.plate("data", batch)`` (no latent sites)."""
         targets, contexts, mask = self.contexts(x)
         probs = self.conditional(contexts)  # [batch, max_len, V]
         with pyro.plate("data", x.shape[0]):

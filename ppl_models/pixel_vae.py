@@ -36,8 +36,9 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule, pyro_method
 
-from .checks import (as_int, as_seed, as_sizes, check_data, check_finite_rows, check_generator,
-                     check_like, check_memory, check_module_not_meta, check_values)
+from .checks import (as_bool, as_int, as_seed, as_sizes, check_data, check_finite_rows,
+                     check_generator, check_like, check_memory, check_module_not_meta,
+                     check_values)
 from .networks import ConvEncoder, MLPEncoder
 from .pixelcnn import PixelCNN
 
@@ -104,6 +105,7 @@ class PixelVAE(PyroModule):
         """``p(x_i | x_{<i}, z)`` for every pixel (teacher-forced on ``x: [batch, C, H, W]``).
 
         Args:
+            x: ``[batch, C, H, W]`` the images whose pixels condition the later ones.
             z: ``[*particles, batch, d]``; leading particle dims broadcast over ``x``. Both of
                 the model's dtype and device (named otherwise).
 
@@ -121,6 +123,9 @@ class PixelVAE(PyroModule):
 
     @pyro_method
     def model(self, x: torch.Tensor) -> None:
+        """``x: [batch, C, H, W]``; ``z: [..., batch, d]`` ~ N(0, I), then every pixel of ``x``
+        given the pixels before it and ``z`` (:meth:`decode`), inside
+        ``pyro.plate("data", batch)``."""
         self._check(x)
         zeros = x.new_zeros(self.latent_dim)
         prior = dist.Normal(zeros, torch.ones_like(zeros)).to_event(1)
@@ -130,18 +135,21 @@ class PixelVAE(PyroModule):
 
     @pyro_method
     def guide(self, x: torch.Tensor) -> None:
+        """``q(z | x) = N(encoder(x))`` for ``x: [batch, C, H, W]``: ``z: [..., batch, d]`` inside
+        ``pyro.plate("data", batch)``."""
         loc, scale = self.encode(x)
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
     # --------------------------------------------------------------------------- sampling
     def _draw(self, z: torch.Tensor, generator: torch.Generator | None, seed: int,
-              fast: bool, caller: str) -> torch.Tensor:
-        """Pixels given ``z: [n, d]`` by the PixelCNN sampler: ``[n, C, H, W]``; its
-        ``FloatingPointError`` (non-finite decoder outputs) names ``caller`` too."""
+              fast: bool, caller: str, progress: bool) -> torch.Tensor:
+        """Pixels given ``z: [n, d]`` by the PixelCNN sampler (its bar with ``progress``):
+        ``[n, C, H, W]``; its ``FloatingPointError`` (non-finite decoder outputs) names
+        ``caller`` too."""
         sampler = self.decoder.sample_fast if fast else self.decoder.sample
         try:
-            return sampler(z.shape[0], h=z, generator=generator, seed=seed)
+            return sampler(z.shape[0], h=z, generator=generator, seed=seed, progress=progress)
         except FloatingPointError as error:
             where, _, problem = str(error).partition(": ")
             raise FloatingPointError(f"{type(self).__name__}.{caller} (decoder {where}): "
@@ -149,16 +157,21 @@ class PixelVAE(PyroModule):
 
     @torch.no_grad()
     def sample(self, num: int, *, generator: torch.Generator | None = None, seed: int = 0,
-               fast: bool = True, return_latents: bool = False):
+               fast: bool = True, return_latents: bool = False, progress: bool = True):
         """Ancestral samples: ``z ~ N(0, I)``, then the pixels one by one given ``z``.
 
         Args:
             num: number of images.
             generator: source of all randomness, a :class:`torch.Generator` on the model's
-                device (default: a new one seeded with ``seed``, an integer in
-                ``[0, 2**63)``); the same generator state gives the same images with ``fast``
-                True or False (:meth:`PixelCNN.sample_fast` and :meth:`PixelCNN.sample` agree).
+                device (default: a new one seeded with ``seed``); the same generator state
+                gives the same images with ``fast`` True or False (:meth:`PixelCNN.sample_fast`
+                and :meth:`PixelCNN.sample` agree).
+            seed: an integer in ``[0, 2**63)`` (0-d integer tensors accepted), used only
+                without ``generator``.
             fast: use the cached PixelCNN sampler (about one network pass per image).
+            return_latents: also return the latents ``z`` the images were drawn from.
+            progress: show a bar of the pixels drawn once the call has run for a second
+                (True or False; ``TypeError`` naming it otherwise).
 
         Returns:
             images ``[num, C, H, W]``, and the latents ``[num, d]`` when ``return_latents``.
@@ -169,6 +182,7 @@ class PixelVAE(PyroModule):
         """
         check_module_not_meta(self, "PixelVAE.sample")
         num, seed = as_int(num, "num"), as_seed(seed)
+        progress = as_bool(progress, "progress")
         device = self.decoder.levels.device
         check_generator(generator, device)
         check_memory(num * (math.prod(self.image_shape) + self.latent_dim),
@@ -179,16 +193,17 @@ class PixelVAE(PyroModule):
             generator = torch.Generator(device).manual_seed(seed)
         z = torch.randn(num, self.latent_dim, generator=generator, device=device,
                         dtype=self.decoder.levels.dtype)
-        images = self._draw(z, generator, seed, fast, "sample")
+        images = self._draw(z, generator, seed, fast, "sample", progress)
         return (images, z) if return_latents else images
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, num_samples: int = 0, *,
-                    generator: torch.Generator | None = None, seed: int = 0) -> torch.Tensor:
+                    generator: torch.Generator | None = None, seed: int = 0,
+                    progress: bool = True) -> torch.Tensor:
         """Images sampled from ``p(x | z)`` with ``z`` the posterior mean (``num_samples=0``)
         or ``z ~ q(z | x)``; none of the pixels of ``x`` are shown to the decoder.
 
-        ``generator`` and ``seed`` as in :meth:`sample`.
+        ``generator``, ``seed`` and ``progress`` as in :meth:`sample`.
 
         Returns:
             ``[batch, C, H, W]``, or ``[num_samples, batch, C, H, W]``.
@@ -198,7 +213,7 @@ class PixelVAE(PyroModule):
                 drawn pixel, are NaN or infinite (rows and pixel named).
         """
         num_samples = as_int(num_samples, "num_samples", minimum=0)
-        seed = as_seed(seed)
+        seed, progress = as_seed(seed), as_bool(progress, "progress")
         self._check(x)  # the likelihood's support too, as the model checks it
         check_generator(generator, self.decoder.levels.device)
         check_memory(max(num_samples, 1) * x.numel(), x.dtype,
@@ -211,9 +226,9 @@ class PixelVAE(PyroModule):
         if generator is None:
             generator = torch.Generator(loc.device).manual_seed(seed)
         if not num_samples:
-            return self._draw(loc, generator, seed, True, "reconstruct")
+            return self._draw(loc, generator, seed, True, "reconstruct", progress)
         noise = torch.randn((num_samples, *loc.shape), generator=generator, device=loc.device,
                             dtype=loc.dtype)
         z = (loc + scale * noise).reshape(-1, self.latent_dim)  # [num_samples * batch, d]
-        return self._draw(z, generator, seed, True, "reconstruct").reshape(num_samples,
-                                                                           *x.shape)
+        return self._draw(z, generator, seed, True, "reconstruct", progress).reshape(
+            num_samples, *x.shape)

@@ -48,10 +48,11 @@ from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule, pyro_method
 from torch import nn
 from torch.nn import functional as F
+from tqdm.auto import tqdm
 
-from .checks import (NonFiniteGuard, as_int, as_number, as_seed, as_sizes, check_generator,
-                     check_finite_parameters, check_like, check_memory, check_module_not_meta,
-                     check_not_meta, check_values)
+from .checks import (NonFiniteGuard, as_bool, as_int, as_number, as_seed, as_sizes,
+                     check_generator, check_finite_parameters, check_like, check_memory,
+                     check_module_not_meta, check_has_values, check_values, sampling_bar)
 from .layers import GatedResidualBlock, MaskedConv2d
 from .likelihoods import LEVELS, make_likelihood
 from .networks import check_parameters, full_precision
@@ -188,7 +189,7 @@ class PixelCNN(PyroModule):
         if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
             raise ValueError(f"{name} must have shape [batch, "
                              f"{', '.join(map(str, self.image_shape))}], got {list(x.shape)}")
-        check_not_meta(x, name)
+        check_has_values(x, name)
         check_like(x, name, self)
         if is_validation_enabled() and x.numel():
             self.likelihood.check(x)
@@ -203,7 +204,7 @@ class PixelCNN(PyroModule):
                 raise ValueError(f"y must be an int64 tensor [batch] = [{batch}] of class ids, "
                                  f"got {getattr(y, 'dtype', type(y).__name__)} "
                                  f"{list(getattr(y, 'shape', []))}")
-            check_not_meta(y, "y")
+            check_has_values(y, "y")
             if batch and (y.min() < 0 or y.max() >= self.num_classes):
                 raise ValueError(f"y must hold class ids in 0..{self.num_classes - 1}, got "
                                  f"range [{int(y.min())}, {int(y.max())}]")
@@ -278,6 +279,9 @@ class PixelCNN(PyroModule):
     @pyro_method
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None,
               h: torch.Tensor | None = None) -> None:
+        """``x: [batch, C, H, W]`` observed pixel by pixel inside ``pyro.plate("data", batch)``,
+        given the class ids ``y: [batch]`` or the vectors ``h: [batch, cond_dim]`` of a conditional
+        model (no latent sites)."""
         if torch.is_tensor(x) and x.dim() and x.shape[0] == 0:  # the rest in distribution
             raise ValueError(f"x has no datapoints (shape {list(x.shape)})")
         d = self.distribution(x, y, h)
@@ -380,12 +384,13 @@ class PixelCNN(PyroModule):
                      f"{what}: the images [{batch}, {', '.join(map(str, self.image_shape))}] "
                      f"with {held}, {per_image:,} values per image")
 
-    def _sampler(self, num: int, y, h, generator, seed, given, mask, cached: bool
+    def _sampler(self, num: int, y, h, generator, seed, given, mask, cached: bool, bar: tqdm
                  ) -> tuple[Chooser, Callable[[int, int, int], bool] | None, NonFiniteGuard]:
         """Check the arguments (for :meth:`_run_cached` when ``cached``, else
-        :meth:`_run_naive`); the Gumbel-max chooser that keeps ``given`` where ``mask``, and
-        the guard that refuses non-finite network outputs at the drawn pixels (call its
-        ``finish()`` before returning the images)."""
+        :meth:`_run_naive`); the Gumbel-max chooser that keeps ``given`` where ``mask`` and
+        advances ``bar`` by one per pixel and channel, and the guard that refuses non-finite
+        network outputs at the drawn pixels (call its ``finish()`` before returning the
+        images)."""
         check_module_not_meta(self, "PixelCNN.sample_fast" if cached else "PixelCNN.sample")
         num, seed = as_int(num, "num"), as_seed(seed)
         device = self.levels.device
@@ -424,6 +429,7 @@ class PixelCNN(PyroModule):
                                device, describe)
 
         def choose(c: int, i: int, j: int, raw: torch.Tensor | None) -> torch.Tensor:
+            bar.update()
             u = torch.rand((num, len(levels)), generator=generator, device=device)
             if raw is None:  # every value is given: draw anyway so both samplers stay in step
                 return given[:, c, i, j]
@@ -446,22 +452,26 @@ class PixelCNN(PyroModule):
     @_in_eval_mode
     def sample(self, num: int, y: torch.Tensor | None = None, h: torch.Tensor | None = None,
                *, generator: torch.Generator | None = None, seed: int = 0,
-               given: torch.Tensor | None = None, mask: torch.Tensor | None = None
-               ) -> torch.Tensor:
+               given: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+               progress: bool = True) -> torch.Tensor:
         """Draw ``[num, C, H, W]`` images pixel by pixel, rerunning the network every draw.
 
         Args:
             num: a positive integer; ``ValueError`` naming it, before any work, when the
                 images and the activations a pass holds beside them exceed physical memory.
-            y: ``[num]`` class ids; h: ``[num, cond_dim]`` conditioning vectors.
+            y: ``[num]`` class ids of a class-conditional model.
+            h: ``[num, cond_dim]`` conditioning vectors of a vector-conditional model.
             generator: source of the Gumbel noise, a :class:`torch.Generator` on the
-                model's device (default: a new one seeded with ``seed``, an integer in
-                ``[0, 2**63)``); :meth:`sample_fast` with an equally seeded generator draws the
-                same images.
+                model's device (default: a new one seeded with ``seed``); :meth:`sample_fast`
+                with an equally seeded generator draws the same images.
+            seed: an integer in ``[0, 2**63)`` (0-d integer tensors accepted), used only
+                without ``generator``.
             given, mask: completion: ``given: [num, C, H, W]`` values kept where the bool
                 ``mask`` (broadcasting to ``given``) is True; the rest is sampled given them
                 (only pixels before a position condition it, so given pixels below are kept
                 but do not inform what is drawn above them).
+            progress: show a bar of the pixels drawn once the call has run for a second
+                (True or False; ``TypeError`` naming it otherwise).
 
         Raises:
             ValueError: ``h`` holds NaN or infinite values.
@@ -470,23 +480,28 @@ class PixelCNN(PyroModule):
                 CPU at that pixel, on an accelerator once after the run (no host
                 synchronization per pixel). No images are returned either way.
         """
-        choose, skip, guard = self._sampler(num, y, h, generator, seed, given, mask,
-                                            cached=False)
-        x = self._run_naive(num, y, h, choose, skip)
+        progress = as_bool(progress, "progress")
+        with sampling_bar(math.prod(self.image_shape), "PixelCNN.sample", progress) as bar:
+            choose, skip, guard = self._sampler(num, y, h, generator, seed, given, mask,
+                                                cached=False, bar=bar)
+            x = self._run_naive(num, y, h, choose, skip)
         guard.finish()
         return x
 
     @_in_eval_mode
     def sample_fast(self, num: int, y: torch.Tensor | None = None, h: torch.Tensor | None = None,
                     *, generator: torch.Generator | None = None, seed: int = 0,
-                    given: torch.Tensor | None = None, mask: torch.Tensor | None = None
-                    ) -> torch.Tensor:
+                    given: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                    progress: bool = True) -> torch.Tensor:
         """:meth:`sample` with cached activations (module docstring): same arguments, same
         images for the same seed, at the cost of about one forward pass. The caches hold
         every layer's input, ``[num, channels, H + p, W + 2p]`` per block: a ``num`` whose
         caches exceed physical memory is refused before any work (``ValueError`` naming it)."""
-        choose, _, guard = self._sampler(num, y, h, generator, seed, given, mask, cached=True)
-        x = self._run_cached(num, y, h, choose)
+        progress = as_bool(progress, "progress")
+        with sampling_bar(math.prod(self.image_shape), "PixelCNN.sample_fast", progress) as bar:
+            choose, _, guard = self._sampler(num, y, h, generator, seed, given, mask,
+                                             cached=True, bar=bar)
+            x = self._run_cached(num, y, h, choose)
         guard.finish()
         return x
 

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from .checks import (CHECK_WEIGHTS_HINT, as_int, as_number, check_bytes, check_memory,
-                     check_not_meta, check_not_special, check_word_draws, name_rows)
+                     check_has_values, check_not_special, check_word_draws, name_rows)
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +172,9 @@ class Vocabulary:
                 for row in x.tolist()]
 
     def lengths(self, x: torch.Tensor) -> torch.Tensor:
-        """Scored symbols per word, end symbol included: ``x: [batch, max_len]`` -> ``[batch]``."""
+        """Scored symbols per word, end symbol included: ``x: [batch, max_len]`` -> ``[batch]``;
+        ``x`` as :meth:`encode` returns it (``ValueError`` otherwise, as :meth:`check`)."""
+        self.check(x)
         return (x != self.pad).sum(1)
 
     def check(self, x: torch.Tensor, name: str = "x") -> None:
@@ -188,7 +190,7 @@ class Vocabulary:
         if x.dim() != 2 or x.shape[0] < 1 or x.shape[1] < 1:
             raise ValueError(f"{name} must have shape [batch, max_len] with both >= 1, "
                              f"got {list(x.shape)}")
-        check_not_meta(x, name)
+        check_has_values(x, name)
         low, high = int(x.min()), int(x.max())
         if low < 0 or high > self.pad or (x == self.bos).any():
             raise ValueError(f"{name} must hold ids in 0..{self.pad} other than BOS={self.bos} "

@@ -66,6 +66,8 @@ class ToyManifold(PyroModule):
 
     @pyro_method
     def model(self, x: torch.Tensor) -> None:
+        """The true model on ``x: [batch, 16]``: ``z: [..., batch]`` ~ N(0, 1) inside
+        ``pyro.plate("data", batch)``."""
         check_data(x, (NUM_PIXELS,), "x", like=self)
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0))  # [..., batch]
@@ -128,6 +130,8 @@ class ToyManifoldVAE(PyroModule):
 
     @pyro_method
     def model(self, x: torch.Tensor) -> None:
+        """``x: [batch, 16]``; ``z: [..., batch, 1]`` ~ N(0, 1) and the observed ``x`` inside
+        ``pyro.plate("data", batch)``."""
         check_data(x, (NUM_PIXELS,), "x", like=self)
         with pyro.plate("data", x.shape[0]):
             prior = dist.Normal(x.new_zeros(1), x.new_ones(1)).to_event(1)
@@ -136,6 +140,8 @@ class ToyManifoldVAE(PyroModule):
 
     @pyro_method
     def guide(self, x: torch.Tensor) -> None:
+        """``q(z | x) = N(mu(x), s(x)^2)`` for ``x: [batch, 16]``: ``z: [..., batch, 1]`` inside
+        ``pyro.plate("data", batch)``."""
         check_data(x, (NUM_PIXELS,), "x", like=self)
         loc, scale = self.encode(x)
         with pyro.plate("data", x.shape[0]):
@@ -143,6 +149,8 @@ class ToyManifoldVAE(PyroModule):
 
     @pyro_method
     def prior_guide(self, x: torch.Tensor) -> None:
-        """The prior as proposal: IWAE_K with it is plain importance sampling from p(z)."""
+        """The prior as proposal: IWAE_K with it is plain importance sampling from p(z), the
+        baseline the trained guide's bounds are compared with; for ``x: [batch, 16]`` it
+        draws ``z: [..., batch, 1]``."""
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.Normal(x.new_zeros(1), x.new_ones(1)).to_event(1))

@@ -129,6 +129,8 @@ class VAE(_ImageModel):
 
     @pyro_method
     def model(self, x: torch.Tensor) -> None:
+        """``x: [batch, C, H, W]`` images the likelihood scores; ``z: [..., batch, d]`` ~ N(0, I)
+        and the observed ``x`` inside ``pyro.plate("data", batch)``."""
         self._check(x)
         zeros = x.new_zeros(self.latent_dim)
         prior = dist.Normal(zeros, torch.ones_like(zeros)).to_event(1)
@@ -138,6 +140,8 @@ class VAE(_ImageModel):
 
     @pyro_method
     def guide(self, x: torch.Tensor) -> None:
+        """``q(z | x) = N(encoder(x))``: ``z: [..., batch, d]`` for ``x: [batch, C, H, W]``, inside
+        ``pyro.plate("data", batch)``."""
         self._check(x)
         loc, scale = self.encoder(x)  # no parameter check: a diverged fit reports them itself
         with pyro.plate("data", x.shape[0]):
@@ -215,6 +219,8 @@ class Autoencoder(_ImageModel):
 
     @pyro_method
     def model(self, x: torch.Tensor) -> None:
+        """``x: [batch, C, H, W]`` scored given its code ``encoder(x): [batch, d]`` (and the L1
+        penalty on the code), inside ``pyro.plate("data", batch)``."""
         self._check(x)
         code = self.encode(x)
         with pyro.plate("data", x.shape[0]):

@@ -44,8 +44,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from .audio import NUM_LEVELS
-from .checks import (NonFiniteGuard, as_int, as_seed, check_bytes, check_finite_rows,
-                     check_generator, check_memory, check_module_not_meta, check_not_meta)
+from .checks import (NonFiniteGuard, as_bool, as_int, as_seed, check_bytes, check_finite_rows,
+                     check_generator, check_memory, check_module_not_meta, check_has_values,
+                     sampling_bar)
 from .networks import full_precision
 
 
@@ -189,7 +190,7 @@ class WaveNet(PyroModule):
             raise ValueError(f"x must have shape [batch, T] with T >= 1, got {list(x.shape)}")
         if x.shape[0] == 0:
             raise ValueError(f"x has no datapoints (shape {list(x.shape)})")
-        check_not_meta(x, "x")
+        check_has_values(x, "x")
         what = f"x of shape {list(x.shape)}"
         if fast:
             self._check_run_memory(x.shape[0], x.shape[1], True, what)
@@ -212,7 +213,7 @@ class WaveNet(PyroModule):
         if not torch.is_tensor(y) or y.dtype != torch.long or y.shape != (batch,):
             raise ValueError(f"y must be an int64 tensor [batch] = [{batch}] of class ids, got "
                              f"{getattr(y, 'dtype', type(y))} {list(getattr(y, 'shape', []))}")
-        check_not_meta(y, "y")
+        check_has_values(y, "y")
         low, high = _range(y)  # indices of the class embeddings: checked always, as x
         if batch and (low < 0 or high >= self.num_classes):
             raise ValueError(f"y must hold class ids in 0..{self.num_classes - 1}, got range "
@@ -252,6 +253,8 @@ class WaveNet(PyroModule):
 
     @pyro_method
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        """``x: [batch, T]`` levels observed step by step inside ``pyro.plate("data", batch)``,
+        given the labels ``y: [batch]`` of a conditional model (no latent sites)."""
         logits = self.logits(x, y)  # [batch, T, num_levels]
         with pyro.plate("data", x.shape[0]):
             pyro.sample("x", dist.Categorical(logits=logits).to_event(1), obs=x)
@@ -339,7 +342,8 @@ class WaveNet(PyroModule):
     @torch.no_grad()
     def cached_logits(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """What the fast sampler computes, teacher-forced on ``x: [batch, T]``:
-        ``[batch, T, num_levels]``, equal to :meth:`logits` up to float rounding."""
+        ``[batch, T, num_levels]``, equal to :meth:`logits` up to float rounding: what to
+        compare with :meth:`logits` when the fast sampler is in doubt (the tests do)."""
         self._check(x, y, fast=True)
         steps = []
 
@@ -353,7 +357,8 @@ class WaveNet(PyroModule):
     @torch.no_grad()
     def generate(self, num_samples: int, *, batch_size: int | None = None,
                  y: torch.Tensor | None = None, seed: int = 0, method: str = "fast",
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, progress: bool = True
+                 ) -> torch.Tensor:
         """Draw ``[batch_size, num_samples]`` int64 levels from the model.
 
         Args:
@@ -371,7 +376,8 @@ class WaveNet(PyroModule):
                 (the full network on the receptive field every step).
             generator: source of the Gumbel noise instead of ``seed``, a
                 :class:`torch.Generator` on the model's device.
-
+            progress: show a bar of the time steps drawn once the call has run for a second
+                (True or False; ``TypeError`` naming it otherwise).
 
         Raises:
             FloatingPointError: the network's logits at a step are NaN or infinite (NaN
@@ -383,6 +389,7 @@ class WaveNet(PyroModule):
         if not isinstance(method, str) or method not in runs:
             raise ValueError(f"method must be 'fast' or 'naive', got {method!r}")
         num_samples = as_int(num_samples, "num_samples")
+        progress = as_bool(progress, "progress")
         if batch_size is not None:
             batch = as_int(batch_size, "batch_size")
         elif y is None:
@@ -404,12 +411,14 @@ class WaveNet(PyroModule):
         guard = NonFiniteGuard(f"{type(self).__name__}.generate(method={method!r})", device,
                                lambda t: f"time step {t}")
 
-        def choose(t: int, logits: torch.Tensor) -> torch.Tensor:
-            # -inf logits are levels of probability zero; NaN, +inf or no level left are not
-            guard.update(t, torch.isnan(logits).any(-1) | torch.isposinf(logits).any(-1)
-                         | torch.isneginf(logits.amax(-1)))
-            return _gumbel_max(logits, generator)
+        with sampling_bar(num_samples, f"WaveNet.generate({method})", progress) as bar:
+            def choose(t: int, logits: torch.Tensor) -> torch.Tensor:
+                # -inf logits are levels of probability zero; NaN, +inf or no level left are not
+                guard.update(t, torch.isnan(logits).any(-1) | torch.isposinf(logits).any(-1)
+                             | torch.isneginf(logits.amax(-1)))
+                bar.update()
+                return _gumbel_max(logits, generator)
 
-        x = runs[method](batch, num_samples, y, choose)
+            x = runs[method](batch, num_samples, y, choose)
         guard.finish()
         return x

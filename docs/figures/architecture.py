@@ -1,8 +1,9 @@
 """Draw docs/figures/architecture.svg, the package picture of docs/architecture.md.
 
-    python docs/figures/architecture.py
+    python docs/figures/architecture.py [--out FILE]
 """
 
+import argparse
 from pathlib import Path
 
 import matplotlib
@@ -33,7 +34,8 @@ def arrow(ax, start, end, label="", color="#44546a"):
                 color=color, va="center")
 
 
-def main() -> None:
+def main(out: Path) -> None:
+    """Draw the picture and save it as ``out`` (SVG, reproducible: no date, fixed ids)."""
     plt.rcParams["svg.fonttype"] = "none"
     plt.rcParams["svg.hashsalt"] = "architecture"
     fig, ax = plt.subplots(figsize=(10, 6.4))
@@ -82,10 +84,13 @@ def main() -> None:
     for x0 in (3.3, 6.6, 10.1):
         arrow(ax, (x0, 6.9), (4.6 + (x0 - 6.6) * 0.15, 5.1), color="#8497b0")
         arrow(ax, (x0, 6.9), (10.15 + (x0 - 6.6) * 0.1, 5.1), color="#8497b0")
-    fig.savefig(OUT, bbox_inches="tight", metadata={"Date": None})
+    fig.savefig(out, bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
-    print(OUT)
+    print(out)
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=OUT,
+                        help=f"the SVG file to write (default: {OUT.name} beside this script)")
+    main(parser.parse_args().out)
