@@ -157,16 +157,19 @@ def _check_structure(structure: PairStructure) -> None:
             "broadcast over leading batch dims (see docs/own-pair.md)")
 
 
-def _latent_layout(site, nesting: int, batch: int) -> tuple[tuple, tuple]:
+def _latent_layout(site, nesting: int, batch: int,
+                   max_values: int | None = 2) -> tuple[tuple, tuple]:
     """Shapes that place a grid node's ``latent_dim`` values in every datapoint of ``site``.
 
     Args:
         nesting: number of plate dims of the model (without the grid's).
+        max_values: the most values per datapoint (None: any, for a discrete latent whose
+            event is one value, a ``OneHotCategorical``'s vector).
 
     Returns:
         ``(per_datapoint, full)``: the value's shape with its batch dims padded to ``nesting``
-        and the ``"data"`` dim of size 1, resp. ``batch``; ``per_datapoint`` holds one or
-        two elements.
+        and the ``"data"`` dim of size 1, resp. ``batch``; ``per_datapoint`` holds at most
+        ``max_values`` elements.
     """
     fn, value = site["fn"], site["value"]
     batch_dims = value.dim() - len(fn.event_shape)
@@ -174,7 +177,7 @@ def _latent_layout(site, nesting: int, batch: int) -> tuple[tuple, tuple]:
     data_dim = nesting + data_frame(site).dim
     per_point = full[:data_dim] + (1,) + full[data_dim + 1:]
     latent_dim = math.prod(per_point)
-    if full[data_dim] != batch or latent_dim > 2:
+    if full[data_dim] != batch or (max_values is not None and latent_dim > max_values):
         raise ValueError(
             f"site '{site['name']}' has value shape {tuple(value.shape)} (batch shape "
             f"{tuple(fn.batch_shape)}, event shape {tuple(fn.event_shape)}), {latent_dim} "
@@ -335,7 +338,13 @@ def exact_log_evidence(
             f"datapoints {masked[:10]}{' ...' if len(masked) > 10 else ''}: a masked latent "
             "has no density to integrate over (the weight-based estimators score such rows "
             "0); pass only the rows whose latent is scored")
-    per_point, full = _latent_layout(latents[0], nesting, batch)
+    base = fn
+    while isinstance(base, torch.distributions.Independent):
+        base = base.base_dist
+    # a discrete event summed as one value (a OneHotCategorical's vector) may be any length
+    one_event = discrete and bool(base.event_shape) and getattr(base, "has_enumerate_support",
+                                                               False)
+    per_point, full = _latent_layout(latents[0], nesting, batch, None if one_event else 2)
     latent_dim = math.prod(per_point)
     if num_points is None:  # a latent of more values is refused below
         num_points = DEFAULT_NUM_POINTS.get(latent_dim, DEFAULT_NUM_POINTS[1])

@@ -564,3 +564,19 @@ def test_rows_whose_latent_is_masked_out_are_named_not_sent_to_wider_bounds():
                               torch.log(torch.tensor(0.3)) + dist.Normal(2.0, 1.0).log_prob(x))
     torch.testing.assert_close(result.log_evidence, torch.where(rows, mixture, 0.0),
                                atol=1e-5, rtol=0)
+
+
+def test_a_one_hot_latent_of_three_categories_is_summed_exactly():
+    # refused with "quadrature needs one or two values per datapoint" (3 per datapoint),
+    # where the Categorical form of the same model was summed exactly
+    weights, means = torch.tensor([0.2, 0.5, 0.3]), torch.tensor([-2.0, 0.0, 3.0])
+    x = torch.tensor([-1.5, 0.4, 2.0, 5.0])
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            c = pyro.sample("c", dist.OneHotCategorical(weights))
+            pyro.sample("x", dist.Normal((c * means).sum(-1), 1.0), obs=x)
+
+    truth = torch.logsumexp(weights.log() + dist.Normal(means, 1.0).log_prob(x[:, None]), -1)
+    result = exact_log_evidence(model, x, site="c", progress=False)
+    torch.testing.assert_close(result.log_evidence, truth, atol=1e-5, rtol=0)
