@@ -95,7 +95,9 @@ def restore_param_store(state: dict, names) -> None:
 MAGIC = b"PPLCKPT\x01"
 _HEADER = struct.Struct("<8sQI")
 # What a checkpoint's "param_store" entries hold (the state's "format"): 2, the Pyro parameters
-# the pair uses outside its modules (its param sites); 1 (no "format"), every entry of Pyro's
+# the pair uses outside its modules (its param sites, also those first met after the first
+# minibatch) and the entries its loss keeps there (TraceGraph_ELBO's baselines); its
+# fingerprint names the param sites of the first minibatch; 1 (no "format"), every entry of Pyro's
 # global param store that the modules do not own, unrelated ones included. Format 1 loads: its
 # unrelated entries are neither compared nor restored.
 FORMAT = 2

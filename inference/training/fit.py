@@ -807,7 +807,10 @@ def fit(
             training.
         checkpoint: file to write after every epoch (atomically, with a CRC32): module
             parameters, the Pyro parameters the pair uses outside its modules (its param
-            sites; other entries of Pyro's param store are neither saved nor compared),
+            sites, also those first met in a later minibatch, and the entries its loss keeps
+            in the store, such as ``TraceGraph_ELBO``'s decaying-average baselines; entries
+            of Pyro's param store made before the run and not trained by it are neither
+            saved nor compared),
             optimizer and random-number states, history, and fingerprints of the pair, the
             data and the settings. Its folder must be writable (checked before
             training); one run at a time may use it (a lock file ``checkpoint + ".lock"``).
@@ -970,6 +973,9 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
     still = [*modules, *networks]
     _warn_evaluation_mode(still)
     saved_callback = _callback_state(callback, optimizer)
+    # entries created from here on (restored, or made by the pair or its loss while it
+    # trains) are the run's: each checkpoint holds them (:func:`_run_store_names`)
+    held_before = set(pyro.get_param_store().keys())
     state, store_names, registered = None, None, {}
     if resume and not Path(checkpoint).exists() and parallel.rank == 0:
         warnings.warn(f"fit: resume=True, but there is no checkpoint at {checkpoint}: "
@@ -1038,6 +1044,8 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                                                 batch_transform, networks)
         store_names = list(shapes)
         settings_record.add_networks(registered)
+    # the pair's parameters on the first minibatch: the fingerprint a resume compares
+    surveyed_names = list(store_names or ())
     if checkpoint is not None:  # a constraint or callback state that no checkpoint can hold
         checkpoints.check_savable(checkpoint, {
             "param_store": checkpoints.param_store_state(store_names),
@@ -1048,6 +1056,9 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
     if state is not None:
         for module, module_state in zip(modules, state["modules"]):
             module.load_state_dict(module_state)
+        if state.get("format", 1) > 1:  # every entry it holds is the run's (format 1: not)
+            store_names += [name for name in state["param_store"]["params"]
+                            if name not in store_names]
         checkpoints.restore_param_store(state["param_store"], store_names)
         problems = restore_buffers(registered, state.get("network_buffers", {}))
         if problems:
@@ -1155,6 +1166,8 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                               f"{checkpoint}; the old one is kept as {previous}",
                               stacklevel=user_stacklevel())
                 replaces = False
+            store_names = _run_store_names(store_names, held_before, optimizer, modules)
+
             def state_of(rng, after_callback=False):
                 return {
                     "format": checkpoints.FORMAT,
@@ -1167,7 +1180,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                     "history": history,
                     "fingerprint": {"pair": {
                         **checkpoints.params_fingerprint(
-                            modules, checkpoints.store_shapes(store_names)),
+                            modules, checkpoints.store_shapes(surveyed_names)),
                         **settings_record.for_checkpoint()},
                         **fingerprint},
                     "settings_values": settings_record.moved_values(),
@@ -1230,6 +1243,21 @@ def _warn_evaluation_mode(modules) -> None:
                 "without dropout and with frozen batch-norm statistics; call .train() on it "
                 "first unless that is meant (fit leaves the modes as it finds them)",
                 stacklevel=user_stacklevel())
+
+
+def _run_store_names(names: list, held_before: set, optimizer, modules) -> list[str]:
+    """``names`` and the param-store entries outside ``modules`` that the run made its own
+    since :func:`fit` started (``held_before``: the store's names then): those the pair or
+    its loss created (a ``pyro.param`` first met in a later minibatch, one per group or
+    datapoint; ``TraceGraph_ELBO``'s decaying-average baselines), restored, or stepped by
+    ``optimizer``. Unrelated entries made before the run stay out."""
+    owned = {id(p) for m in modules for p in m.parameters()}
+    stepped = set(optimizer.get_state())
+    known = set(names)
+    added = sorted(name for name, value in pyro.get_param_store().named_parameters()
+                   if name not in known and id(value) not in owned
+                   and (name not in held_before or name in stepped))
+    return names + added
 
 
 def _checkpointed_tensors(modules, store_names, registered: dict) -> dict:
