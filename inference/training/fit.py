@@ -784,7 +784,11 @@ def fit(
             enumeration (the only loss that sums them out; the others refuse such a pair;
             no ``kl_warmup_epochs`` then). Pyro's ``Jit*`` losses compile the first step,
             scales included, so they are refused with ``kl_warmup_epochs`` or a
-            ``batch_size`` that leaves a shorter last minibatch.
+            ``batch_size`` that leaves a shorter last minibatch (a resumed call compiles
+            on a forked random stream, drawing as the uninterrupted run). So is
+            ``TraceGraph_ELBO`` with a guide site's decaying-average baseline in the
+            ``"data"`` plate (kept per row of the first minibatch), and a ``pyro.param``
+            sized by the minibatch that the shorter last one cannot use.
         seed: an integer in 0..2**32 - 1 (NumPy's range; numpy integers accepted) for
             torch's, NumPy's and Python's generators and the order of the minibatches.
         device: where data and, when ``model`` is a bound method of an ``nn.Module``, that
@@ -1014,6 +1018,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
         plan = plan_minibatches(model, guide, tensors, batch_size=batch_size, loss=loss,
                                 num_particles=num_particles, shuffle=shuffle,
                                 batch_transform=batch_transform)
+    _check_short_last_batch(model, guide, tensors, batch_size, batch_transform, still, loss)
     if kl_warmup_epochs and plan.structure.model_enumerated:
         names = ", ".join(f"'{name}'" for name in plan.structure.model_enumerated)
         raise PairError(
@@ -1092,136 +1097,169 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
     validate, first_epoch, saved = is_validation_enabled(), len(history), len(history)
     bar = tqdm(range(len(history), epochs), desc=f"fit ({loss})",
                disable=not progress or parallel.rank != 0, leave=False)
-    for epoch in bar:
-        start = time.perf_counter()
-        order = (torch.randperm(num_data, generator=shuffler) if shuffle
-                 else torch.arange(num_data)).to(device)
-        beta = min(1.0, epoch / kl_warmup_epochs) if kl_warmup_epochs else 1.0
-        checking = validate and epoch == first_epoch
-        # with Pyro's validation off, the first epoch's minibatches still have their observed
-        # values scored once on a validated run (no gradients), as the survey's is
-        screening = not validate and epoch == first_epoch
-        total, step_losses = 0.0, []
-        with scale_latents(beta):
-            for begin in range(0, num_data, batch_size):
-                index = order[begin:begin + batch_size]
-                local = parallel.shard(index)
-                batch = tuple(t[local] for t in tensors)
-                if batch_transform is not None and len(local):
-                    batch = transformed_batch(batch_transform(*batch), len(local),
-                                              screen=epoch == first_epoch)
-                with pyro.validation_enabled(checking), torch.autocast(
-                        device.type, dtype=torch.bfloat16, enabled=mixed_precision):
-                    try:
-                        if checking and compiled:
-                            _validate_observed(model, guide, batch, still)
-                        if screening and len(local):
-                            with kept_buffers(still):
-                                check_observed_values_validated(
-                                    model, guide, batch, {},
-                                    skip=plan.structure.dependent_support)
-                        step_loss = parallel.step(
-                            batch, _row_weight(num_data, batch_size, len(index), shuffle,
-                                               plan.model_scales) * len(index), len(index),
-                            plan.model_scales)
-                    except ValueError as error:
-                        if not (checking or screening):
-                            raise
-                        refused = _refused_step(
-                            error, model, guide, batch, local, still,
-                            f"step {len(step_losses) + 1} of epoch {epoch + 1}",
-                            batch_transform is not None, (checkpoint, saved, earlier))
-                        if refused is error:
-                            raise
-                        raise refused from error
-                # the step's loss counts each of its rows once in the record
-                total += step_loss / _row_weight(num_data, batch_size, len(index), shuffle)
-                step_losses.append(step_loss)
-        # the epoch's one read of the step losses (tensors on the device, or floats)
-        record = {"epoch": epoch + 1,
-                  "train_loss": float(total) / num_data}
-        if kl_warmup_epochs:
-            record["kl_weight"] = beta
-        if valid is not None:
-            # no dropout masks, no moved batch-norm statistics, and its draws leave training's
-            # streams alone: a run with valid_data trains the same model as one without
-            with evaluation_mode(still), _apart_streams():
-                scored = valid if batch_transform is None else transformed_batch(
-                    batch_transform(*copies(valid)), len(valid[0]), screen=False)
-                record["valid_elbo"] = parallel.valid_elbo(model, guide, scored)
-        record["seconds"] = time.perf_counter() - start
-        _check_finite_epoch(record, step_losses, _named_params(modules), epoch + 1, checkpoint,
-                            saved, earlier, loss)
-        if epoch == epochs - 1:
-            problem = _last_update_problem(model, guide, batch, still, epoch + 1,
-                                           getattr(stepper, "objective", None))
-            if problem is not None:
-                raise _diverged(problem, checkpoint, saved, earlier)
-        history.append(record)
-        bar.set_postfix(loss=f"{record['train_loss']:.3f}")
-        if checkpoint is not None:
-            if replaces:
-                previous = checkpoints.keep_previous(checkpoint)
-                warnings.warn(f"fit: this run (resume={resume}) replaces the checkpoint "
-                              f"{checkpoint}; the old one is kept as {previous}",
-                              stacklevel=user_stacklevel())
-                replaces = False
-            store_names = _run_store_names(store_names, held_before, optimizer, modules)
+    # a resumed call compiles a Jit loss apart, as the uninterrupted run compiled it before
+    with _compiled_apart(loss, resumed=bool(history)):
+        for epoch in bar:
+            start = time.perf_counter()
+            order = (torch.randperm(num_data, generator=shuffler) if shuffle
+                     else torch.arange(num_data)).to(device)
+            beta = min(1.0, epoch / kl_warmup_epochs) if kl_warmup_epochs else 1.0
+            checking = validate and epoch == first_epoch
+            # with Pyro's validation off, the first epoch's minibatches still have their observed
+            # values scored once on a validated run (no gradients), as the survey's is
+            screening = not validate and epoch == first_epoch
+            total, step_losses = 0.0, []
+            with scale_latents(beta):
+                for begin in range(0, num_data, batch_size):
+                    index = order[begin:begin + batch_size]
+                    local = parallel.shard(index)
+                    batch = tuple(t[local] for t in tensors)
+                    if batch_transform is not None and len(local):
+                        batch = transformed_batch(batch_transform(*batch), len(local),
+                                                  screen=epoch == first_epoch)
+                    with pyro.validation_enabled(checking), torch.autocast(
+                            device.type, dtype=torch.bfloat16, enabled=mixed_precision):
+                        try:
+                            if checking and compiled:
+                                _validate_observed(model, guide, batch, still)
+                            if screening and len(local):
+                                with kept_buffers(still):
+                                    check_observed_values_validated(
+                                        model, guide, batch, {},
+                                        skip=plan.structure.dependent_support)
+                            step_loss = parallel.step(
+                                batch, _row_weight(num_data, batch_size, len(index), shuffle,
+                                                   plan.model_scales) * len(index), len(index),
+                                plan.model_scales)
+                        except ValueError as error:
+                            if not (checking or screening):
+                                raise
+                            refused = _refused_step(
+                                error, model, guide, batch, local, still,
+                                f"step {len(step_losses) + 1} of epoch {epoch + 1}",
+                                batch_transform is not None, (checkpoint, saved, earlier))
+                            if refused is error:
+                                raise
+                            raise refused from error
+                    # the step's loss counts each of its rows once in the record
+                    total += step_loss / _row_weight(num_data, batch_size, len(index), shuffle)
+                    step_losses.append(step_loss)
+            # the epoch's one read of the step losses (tensors on the device, or floats)
+            record = {"epoch": epoch + 1,
+                      "train_loss": float(total) / num_data}
+            if kl_warmup_epochs:
+                record["kl_weight"] = beta
+            if valid is not None:
+                # no dropout masks, no moved batch-norm statistics, and its draws leave training's
+                # streams alone: a run with valid_data trains the same model as one without
+                with evaluation_mode(still), _apart_streams():
+                    scored = valid if batch_transform is None else transformed_batch(
+                        batch_transform(*copies(valid)), len(valid[0]), screen=False)
+                    record["valid_elbo"] = parallel.valid_elbo(model, guide, scored)
+            record["seconds"] = time.perf_counter() - start
+            _check_finite_epoch(record, step_losses, _named_params(modules), epoch + 1, checkpoint,
+                                saved, earlier, loss)
+            if epoch == epochs - 1:
+                problem = _last_update_problem(model, guide, batch, still, epoch + 1,
+                                               getattr(stepper, "objective", None))
+                if problem is not None:
+                    raise _diverged(problem, checkpoint, saved, earlier)
+            history.append(record)
+            bar.set_postfix(loss=f"{record['train_loss']:.3f}")
+            if checkpoint is not None:
+                if replaces:
+                    previous = checkpoints.keep_previous(checkpoint)
+                    warnings.warn(f"fit: this run (resume={resume}) replaces the checkpoint "
+                                  f"{checkpoint}; the old one is kept as {previous}",
+                                  stacklevel=user_stacklevel())
+                    replaces = False
+                store_names = _run_store_names(store_names, held_before, optimizer, modules)
 
-            def state_of(rng, after_callback=False):
-                return {
-                    "format": checkpoints.FORMAT,
-                    "modules": [m.state_dict() for m in modules],
-                    "param_store": checkpoints.param_store_state(store_names),
-                    "network_buffers": buffers_state(registered),
-                    "optimizer": optimizer.get_state(),
-                    "shuffler": shuffler.get_state(),
-                    "rng": rng,
-                    "history": history,
-                    "fingerprint": {"pair": {
-                        **checkpoints.params_fingerprint(
-                            modules, checkpoints.store_shapes(surveyed_names)),
-                        **settings_record.for_checkpoint()},
-                        **fingerprint},
-                    "settings_values": settings_record.moved_values(),
-                    **({"callback": saved_callback.get_state()} if saved_callback else {}),
-                    **({"after_callback": True} if after_callback else {}),
-                }
+                def state_of(rng, after_callback=False):
+                    return {
+                        "format": checkpoints.FORMAT,
+                        "modules": [m.state_dict() for m in modules],
+                        "param_store": checkpoints.param_store_state(store_names),
+                        "network_buffers": buffers_state(registered),
+                        "optimizer": optimizer.get_state(),
+                        "shuffler": shuffler.get_state(),
+                        "rng": rng,
+                        "history": history,
+                        "fingerprint": {"pair": {
+                            **checkpoints.params_fingerprint(
+                                modules, checkpoints.store_shapes(surveyed_names)),
+                            **settings_record.for_checkpoint()},
+                            **fingerprint},
+                        "settings_values": settings_record.moved_values(),
+                        **({"callback": saved_callback.get_state()} if saved_callback else {}),
+                        **({"after_callback": True} if after_callback else {}),
+                    }
 
-            parallel.save(checkpoint, state_of)
-            saved = epoch + 1
-        if callback is not None:
-            before = None if checkpoint is None else _copies(
-                _checkpointed_tensors(modules, store_names, registered))
-            logged = dict(record)
-            # its draws (a logged sample) leave training's random streams where they were,
-            # so a resumed run draws as the uninterrupted one
-            interrupted = None
-            try:
-                with _apart_streams():
-                    callback(record)
-            except KeyboardInterrupt as error:  # a callback that stops the run: what it did
-                interrupted = error             # before stopping is kept, as it would be
-            broken = _nonfinite_names(_named_params(modules))
-            if broken:  # (a projection dividing by a zero norm): not saved over the epoch
-                raise FloatingPointError(
-                    f"the callback left parameters {broken[:5]} NaN or infinite after epoch "
-                    f"{epoch + 1}{_on_disk(checkpoint, saved, earlier)}, as saved before the "
-                    "callback ran. The parameters now hold the callback's values: fix the "
-                    "callback, then resume the checkpoint or start again from "
-                    "pyro.clear_param_store() and fresh modules")
-            if checkpoint is not None and parallel.from_first_rank(
-                    settings_record.moved_since_save() or _record_changed(logged, record)
-                    or not _same_tensors(
-                        before, _checkpointed_tensors(modules, store_names, registered))):
-                # it moved a setting (an annealed weight), changed a parameter (a max-norm
-                # projection) or wrote into the epoch's record (a logged metric): the
-                # checkpoint holds the values the next epoch trains with, the callback's
-                # state after it ran, its record
-                parallel.save(checkpoint, lambda rng: state_of(rng, after_callback=True))
-            if interrupted is not None:
-                raise interrupted
+                parallel.save(checkpoint, state_of)
+                saved = epoch + 1
+            if callback is not None:
+                before = None if checkpoint is None else _copies(
+                    _checkpointed_tensors(modules, store_names, registered))
+                logged = dict(record)
+                # its draws (a logged sample) leave training's random streams where they were,
+                # so a resumed run draws as the uninterrupted one
+                interrupted = None
+                try:
+                    with _apart_streams():
+                        callback(record)
+                except KeyboardInterrupt as error:  # a callback that stops the run: what it did
+                    interrupted = error             # before stopping is kept, as it would be
+                broken = _nonfinite_names(_named_params(modules))
+                if broken:  # (a projection dividing by a zero norm): not saved over the epoch
+                    raise FloatingPointError(
+                        f"the callback left parameters {broken[:5]} NaN or infinite after epoch "
+                        f"{epoch + 1}{_on_disk(checkpoint, saved, earlier)}, as saved before the "
+                        "callback ran. The parameters now hold the callback's values: fix the "
+                        "callback, then resume the checkpoint or start again from "
+                        "pyro.clear_param_store() and fresh modules")
+                if checkpoint is not None and parallel.from_first_rank(
+                        settings_record.moved_since_save() or _record_changed(logged, record)
+                        or not _same_tensors(
+                            before, _checkpointed_tensors(modules, store_names, registered))):
+                    # it moved a setting (an annealed weight), changed a parameter (a max-norm
+                    # projection) or wrote into the epoch's record (a logged metric): the
+                    # checkpoint holds the values the next epoch trains with, the callback's
+                    # state after it ran, its record
+                    parallel.save(checkpoint, lambda rng: state_of(rng, after_callback=True))
+                if interrupted is not None:
+                    raise interrupted
     return history
+
+
+@contextlib.contextmanager
+def _compiled_apart(loss, resumed: bool):
+    """Inside the block, a resumed call's first step with a Pyro ``Jit*`` loss compiles it on
+    a forked random stream. Pyro's JIT runs the loss twice more on its first call (capturing
+    the parameters, then ``torch.jit.trace``), each run drawing from torch's generator: the
+    uninterrupted run paid those draws at its first step, a resumed call would pay them again
+    at its own and draw differently from then on (parameters 0.015 off). The compile's
+    gradients are dropped; the step then calls the compiled loss, as the uninterrupted run's
+    later steps do. Other losses and fresh calls are left as they are."""
+    if not resumed or not _is_jit_loss(loss):
+        yield
+        return
+    original = loss.loss_and_grads
+
+    def compile_then_step(model, guide, *args, **kwargs):
+        del loss.loss_and_grads  # the class's method from now on
+        named = pyro.get_param_store().named_parameters
+        grads = {param: param.grad for _, param in named()}
+        with forked_rng():
+            original(model, guide, *args, **kwargs)
+        for _, param in named():
+            param.grad = grads.get(param)
+        return original(model, guide, *args, **kwargs)
+
+    loss.loss_and_grads = compile_then_step
+    try:
+        yield
+    finally:
+        vars(loss).pop("loss_and_grads", None)
 
 
 def _record_changed(before: dict, record: dict) -> bool:
@@ -1312,10 +1350,8 @@ def _check_one_row_batches(model, guide, tensors: tuple, batch_size: int, batch_
     if not layers:
         return
     row = tuple(t[-1:] for t in tensors)
-    store = pyro.get_param_store()
-    before, rng = set(store.keys()), pyro.util.get_rng_state()
     try:
-        with forked_rng(), pyro.poutine.block(), torch.no_grad(), kept_buffers(modules):
+        with _probe(modules):
             if batch_transform is not None:
                 row = transformed_batch(batch_transform(*copies(row)), 1)
             trace_pair(model, guide, row, {})
@@ -1329,9 +1365,109 @@ def _check_one_row_batches(model, guide, tensors: tuple, batch_size: int, batch_
             f"(torch: {str(error).splitlines()[0]}). Choose a batch_size that leaves no "
             f"minibatch of one row{_other_batch_size(num_data, batch_size)}, or drop a "
             "datapoint") from error
+
+
+@contextlib.contextmanager
+def _probe(modules):
+    """A check's runs of the pair: effects hidden, no gradients, and the random state, the
+    buffers of ``modules`` and the param store's names kept (entries made inside are
+    forgotten)."""
+    store = pyro.get_param_store()
+    before, rng = set(store.keys()), pyro.util.get_rng_state()
+    try:
+        with forked_rng(), pyro.poutine.block(), torch.no_grad(), kept_buffers(modules):
+            yield
     finally:
         pyro.util.set_rng_state(rng)
         _forget_params(store, set(store.keys()) - before)
+
+
+def _check_short_last_batch(model, guide, tensors: tuple, batch_size: int, batch_transform,
+                            modules, loss) -> None:
+    """Refuse, before any step, a pair that keeps state shaped by the first minibatch when
+    ``tensors`` (``[N, ...]`` each) leave a shorter last one: a decaying-average baseline of
+    ``TraceGraph_ELBO`` on a guide site in the ``"data"`` plate (Pyro keeps the average per
+    row, ``[batch_size]``), or a ``pyro.param`` sized by the minibatch (``zeros(len(x), 1)``)
+    on which the pair then fails for the short one. Both failed at the last step of the
+    first epoch with torch's or Pyro's shape error, naming neither. The pair runs on the
+    first and last minibatches (effects hidden, random state, param store and buffers kept);
+    a parameter is blamed only when the last minibatch runs with it made afresh."""
+    num_data = tensors[0].shape[0]
+    if batch_size >= num_data or not num_data % batch_size:
+        return
+    last = num_data % batch_size
+    advice = (f"Choose a batch_size that divides {num_data}{_divisor_near(num_data, batch_size)} "
+              f"(or >= {num_data}, one batch of all data)")
+    with _probe(modules):
+        first, short = (tuple(t[begin:begin + batch_size] for t in tensors)
+                        for begin in (0, num_data - last))
+        if batch_transform is not None:
+            first, short = (transformed_batch(batch_transform(*copies(rows)), len(rows[0]))
+                            for rows in (first, short))
+        try:
+            traces = trace_pair(model, guide, first, {})
+        except Exception:  # noqa: BLE001 - fit's survey says how the first one failed
+            return
+        if isinstance(loss, pyro.infer.TraceGraph_ELBO):
+            averaged = [name for name, site in traces[1].nodes.items()
+                        if site["type"] == "sample" and data_frame(site) is not None
+                        and (site["infer"].get("baseline") or {}).get(
+                            "use_decaying_avg_baseline")]
+            if averaged:
+                raise ValueError(
+                    f"fit: guide site '{averaged[0]}' has a decaying-average baseline, "
+                    f"which {type(loss).__name__} keeps per row of the first minibatch "
+                    f"({batch_size} rows), but batch_size={batch_size} leaves a last "
+                    f"minibatch of {last} of the {num_data} rows: its step would fail "
+                    f"on the shapes. {advice}, or drop the baseline's "
+                    "use_decaying_avg_baseline")
+        try:
+            trace_pair(model, guide, short, {})
+        except Exception as error:  # noqa: BLE001 - only a minibatch-sized param is judged
+            networks = {id(p) for module in reachable_modules(model, guide)
+                        for p in module.parameters()}
+            sized = list(dict.fromkeys(
+                name for trace in traces for name, site in trace.nodes.items()
+                if site["type"] == "param" and torch.is_tensor(site["value"])
+                and batch_size in site["value"].shape and id(site["value"]) not in networks))
+            if not sized:
+                return
+            try:
+                with _FreshParams(sized):
+                    trace_pair(model, guide, short, {})
+            except Exception:  # noqa: BLE001 - not (only) the first minibatch's params
+                return
+            raise ValueError(
+                f"fit: the pair's parameter(s) {sized[:4]} take their shape from the first "
+                f"minibatch ({batch_size} rows), and the pair fails on the last one, of "
+                f"{last} rows, that batch_size={batch_size} leaves of the {num_data} "
+                f"(Pyro: {str(error).splitlines()[0] if str(error) else type(error).__name__})."
+                f" {advice}; for a parameter per datapoint, size it by N and pass the "
+                "indices with the data (pyro.plate('data', N, subsample=idx))") from error
+
+
+class _FreshParams(pyro.poutine.messenger.Messenger):
+    """Inside, the param sites ``names`` take the initial value their statement gives (as
+    for a new name) instead of the stored one; the store is left as it is."""
+
+    def __init__(self, names):
+        super().__init__()
+        self.names = set(names)
+
+    def _pyro_param(self, msg) -> None:
+        if msg["name"] not in self.names or len(msg["args"]) < 2:
+            return
+        init = msg["args"][1]
+        msg["value"] = init() if callable(init) else init
+        msg["done"] = True
+
+
+def _divisor_near(num_data: int, batch_size: int) -> str:
+    """``, e.g. batch_size=B`` for the divisor of ``num_data`` nearest ``batch_size``."""
+    divisors = [d for d in range(2, num_data) if not num_data % d]
+    if not divisors:
+        return ""
+    return f", e.g. batch_size={min(divisors, key=lambda d: (abs(d - batch_size), -d))}"
 
 
 def _other_batch_size(num_data: int, batch_size: int) -> str:
