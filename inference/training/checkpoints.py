@@ -161,9 +161,13 @@ def real_path(path: str | Path) -> Path:
 
 
 def _check_path(path) -> None:
-    """``TypeError`` naming the argument when ``path`` is no path (pathlib's says neither)."""
+    """``TypeError`` naming the argument when ``path`` is no path (pathlib's says neither);
+    ``CheckpointError`` for an empty string (pathlib reads it as the current folder)."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    if not os.fspath(path):
+        raise CheckpointError("checkpoint is an empty string; pass a file name (no "
+                              "checkpoint: None)")
 
 
 def _unique_partial(path: Path) -> Path:
@@ -200,7 +204,7 @@ def check_writable(path: str | Path) -> Path:
     Creates the parent folder if needed and writes (then removes) a probe file there.
 
     Raises:
-        CheckpointError: ``path`` is a folder (or ends in a separator), a device, a named
+        CheckpointError: ``path`` is empty, a folder (or ends in a separator), a device, a named
             pipe, a socket or a loop of symlinks, ``<path>.lock`` or ``<path>.previous`` is a
             folder, ``path`` or ``<path>.previous`` is a file that is not a checkpoint (a
             checkpoint would replace it), its name leaves no room for the temporary file's

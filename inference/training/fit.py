@@ -360,6 +360,8 @@ def _check_resumable(state: dict, path, epochs: int, current: dict) -> None:
         # older checkpoints held Pyro's guess, which the loss object changes as it trains
         compared["settings"] = {**compared["settings"], "loss": {
             key: value for key, value in loss.items() if key != "max_plate_nesting"}}
+    compared["settings"] = _effective_batch_size(compared.get("settings"), current)
+    compared, current = _defaults_shown(compared, current)
     differences = checkpoints.describe_differences(compared, current)
     if differences:
         shown = "; ".join(differences[:8]) + (" ..." if len(differences) > 8 else "")
@@ -375,6 +377,40 @@ def _check_resumable(state: dict, path, epochs: int, current: dict) -> None:
         raise checkpoints.CheckpointError(
             f"checkpoint {path} holds {done} epochs, more than epochs={epochs}; ask for "
             f"epochs >= {done} to continue it or use another checkpoint path")
+
+
+# Settings a checkpoint records only when not at their defaults (:func:`_settings`).
+_RECORDED_UNLESS_DEFAULT = {"shuffle": True, "batch_transform": None}
+
+
+def _defaults_shown(compared: dict, current: dict) -> tuple[dict, dict]:
+    """``compared`` (the checkpoint's) and ``current`` fingerprints with a setting that one
+    of them records and the other leaves at its default filled in with that default, so
+    that a refusal reads "shuffle: False in the checkpoint, True now", not "absent now"."""
+    saved, now = compared.get("settings"), current.get("settings")
+    if not isinstance(saved, dict) or not isinstance(now, dict):
+        return compared, current
+    saved, now = dict(saved), dict(now)
+    for name, default in _RECORDED_UNLESS_DEFAULT.items():
+        if (name in saved) != (name in now):
+            saved.setdefault(name, default)
+            now.setdefault(name, default)
+    return {**compared, "settings": saved}, {**current, "settings": now}
+
+
+def _effective_batch_size(saved, current: dict):
+    """The saved ``settings`` with the run's ``batch_size`` where both take all data at once
+    (``batch_size >= N`` of ``current``'s data): they train alike, so a checkpoint written
+    with the default 128 on 20 datapoints resumes with ``batch_size=20``."""
+    now = current.get("settings") or {}
+    data = current.get("data") or [{}]
+    num_data = (data[0].get("shape") or [None])[0]
+    if not isinstance(saved, dict) or not isinstance(num_data, int) or not all(
+            type(settings.get("batch_size")) is int for settings in (saved, now)):
+        return saved
+    if min(saved["batch_size"], num_data) != min(now["batch_size"], num_data):
+        return saved
+    return {**saved, "batch_size": now["batch_size"]}
 
 
 def _check_same_settings(state: dict, path, record: resume_settings.SettingsRecord,

@@ -3,10 +3,12 @@ keeps state that the first minibatch does not show (round 2 of the training prob
 
 import pyro
 import pyro.distributions as dist
+import pytest
 import torch
 
 from inference import fit
 from inference.training import checkpoints
+from inference.training.checkpoints import CheckpointError
 
 NUM_DATA = 30
 
@@ -167,3 +169,50 @@ def test_a_jit_loss_resumes_bit_identically(tmp_path):
     for name, value in uninterrupted.items():
         assert torch.equal(_store()[name], value), name
     assert [r["train_loss"] for r in resumed] == [r["train_loss"] for r in whole]
+
+
+def test_a_batch_size_of_all_data_resumes_one_written_with_a_larger_one(tmp_path):
+    # batch_size=128 (the default) and batch_size=N on N datapoints are one full batch each
+    # and train alike; the resume was refused ("batch_size: 128 in the checkpoint, 20 now")
+    model, guide = _normal_pair()
+    x = torch.randn(NUM_DATA)
+    path = tmp_path / "run.pt"
+    settings = dict(seed=3, progress=False, lr=0.05)
+    whole = fit(model, guide, x, epochs=3, batch_size=NUM_DATA, **settings)
+    uninterrupted = _store()
+    pyro.clear_param_store()
+    fit(model, guide, x, epochs=2, checkpoint=path, **settings)  # batch_size=128
+    pyro.clear_param_store()
+    resumed = fit(model, guide, x, epochs=3, batch_size=NUM_DATA, checkpoint=path,
+                  resume=True, **settings)
+    assert [r["train_loss"] for r in resumed] == [r["train_loss"] for r in whole]
+    for name, value in uninterrupted.items():
+        assert torch.equal(_store()[name], value), name
+    pyro.clear_param_store()
+    # the resumed run wrote batch_size=30; a true minibatch size is still refused
+    with pytest.raises(CheckpointError, match=r"settings\.batch_size: 30 in the checkpoint, "
+                                              r"10 now"):
+        fit(model, guide, x, epochs=4, batch_size=10, checkpoint=path, resume=True,
+            **settings)
+
+
+def test_a_refusal_names_a_default_setting_by_its_value(tmp_path):
+    # "settings.shuffle: False in the checkpoint, absent now": the user wrote nothing absent
+    model, guide = _normal_pair()
+    x = torch.randn(NUM_DATA)
+    path = tmp_path / "run.pt"
+    fit(model, guide, x, epochs=1, batch_size=5, shuffle=False, checkpoint=path,
+        progress=False)
+    pyro.clear_param_store()
+    with pytest.raises(CheckpointError, match=r"settings\.shuffle: False in the checkpoint, "
+                                              r"True now\."):
+        fit(model, guide, x, epochs=2, batch_size=5, checkpoint=path, resume=True,
+            progress=False)
+
+
+def test_an_empty_checkpoint_path_is_named_as_such():
+    # "checkpoint . is a folder; pass a file name" for checkpoint=""
+    model, guide = _normal_pair()
+    with pytest.raises(CheckpointError, match=r"checkpoint is an empty string; pass a file "
+                                              r"name"):
+        fit(model, guide, torch.randn(NUM_DATA), epochs=1, checkpoint="", progress=False)
