@@ -142,6 +142,12 @@ def _check_arguments(model, guide, loss, num_particles, epochs, batch_size, lr, 
     if epochs > MAX_EPOCHS:  # tqdm and range() index epochs with a C ssize_t
         raise ValueError(f"epochs must be at most {MAX_EPOCHS:,} (2**62), got {epochs}")
     check_int(batch_size, "batch_size")
+    if isinstance(lr, (dict, pyro.optim.PyroOptim, pyro.optim.lr_scheduler.PyroLRScheduler)):
+        shown = f"the dict {lr!r}" if isinstance(lr, dict) else f"a {type(lr).__name__}"
+        raise ValueError(f"lr must be a number, got {shown}: fit trains with "
+                         "Adam(lr) and no schedule; for another optimizer, a schedule or "
+                         "clipping, step your own loop with inference.SVIStep(model, guide, "
+                         "pyro.optim....)")
     check_number(lr, "lr", minimum=0.0, dtype=torch.float32)  # applied in float32 at least
     check_int(seed, "seed", 0)
     if seed > MAX_SEED:
@@ -809,7 +815,15 @@ def fit(
     is checked on the first minibatch (:mod:`inference.pair_check`): a loss the pair does not
     support is refused with the site's name.
 
+    The optimizer is always Adam (``torch.optim.Adam`` with ``lr`` and torch's other
+    defaults), with no learning-rate schedule and no gradient clipping. For another
+    optimizer, a scheduler or clipping, write the loop with :class:`inference.SVIStep`
+    and a ``pyro.optim`` optimizer, e.g. ``SVIStep(model, guide,
+    pyro.optim.ClippedAdam({"lr": 1e-3, "clip_norm": 10.0}))`` (the same steps as
+    ``pyro.infer.SVI`` with that optimizer).
+
     Args:
+        model, guide: a Pyro pair of callables, each called with a minibatch's tensors.
         data: ``[N, ...]`` tensor or tuple of such tensors (e.g. images and labels).
         loss: ``"elbo"`` (Trace_ELBO), ``"meanfield"`` (analytic KL where available),
             ``"iwae"`` (IWAE_K with K = ``num_particles``), ``"dreg"`` (IWAE_K with
@@ -825,6 +839,12 @@ def fit(
             ``TraceGraph_ELBO`` with a guide site's decaying-average baseline in the
             ``"data"`` plate (kept per row of the first minibatch), and a ``pyro.param``
             sized by the minibatch that the shorter last one cannot use.
+        num_particles: particles per step (K of ``"iwae"``/``"dreg"``; averaged by the
+            ELBOs); a loss object draws its own count (leave this at 1 or equal to it).
+        epochs: passes over the data (a resumed run counts the checkpoint's epochs in).
+        batch_size: datapoints per step (the global batch with ``distributed``); a value
+            ``>= N`` trains on all data at once.
+        lr: Adam's learning rate, a finite number ``>= 0`` (see above for other optimizers).
         seed: an integer in 0..2**32 - 1 (NumPy's range; numpy integers accepted) for
             torch's, NumPy's and Python's generators and the order of the minibatches.
         device: where data and, when ``model`` is a bound method of an ``nn.Module``, that
@@ -861,13 +881,18 @@ def fit(
             uninterrupted run with the same seed. A checkpoint of another pair (parameter
             names and shapes), other data (shape, dtype, a strided hash), other settings
             (loss, a loss object's class and plain settings, num_particles, batch_size, lr,
-            seed, kl_warmup_epochs, compile, mixed_precision) or of more epochs than
-            ``epochs`` is refused with what differs. So is one written with other plain
-            settings of the pair (:func:`.resume_settings.settings_fingerprint`: attributes of
-            its modules, of the networks a pair of plain functions registers with
-            ``pyro.module``, of a model or guide passed as a module or callable, and the
-            constants its functions use), each named by its path (``0.sparsity``,
-            ``decoder.2.p``, ``guide._init_scale``).
+            seed, kl_warmup_epochs, compile, mixed_precision; two batch sizes ``>= N`` are
+            alike) or of more epochs than ``epochs`` is refused with what differs. So is one
+            written with other plain settings of the pair
+            (:func:`.resume_settings.settings_fingerprint`: attributes of its modules, of the
+            networks a pair of plain functions registers with ``pyro.module``, of a model or
+            guide passed as a module or callable, and the constants its functions use),
+            each named by its path (``0.sparsity``, ``decoder.2.p``, ``guide._init_scale``).
+            Every loss resumes bit for bit except ``"dreg"`` with a network shared by model
+            and guide, and the loss objects :class:`inference.IWAELoss` and
+            :class:`inference.DReGLoss` (pass the names ``"iwae"``/``"dreg"`` for that),
+            which resume equal up to float rounding (the last bit of a parameter).
+        progress: show a progress bar of the epochs (on rank 0 only when ``distributed``).
         resume_ignore: setting paths, as such a refusal names them (``"0.started"``,
             ``"0.config['epochs']"``), that a resume does not compare (with what is inside
             them): settings that do not change the model, such as a run's start time or a
