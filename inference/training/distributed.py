@@ -60,13 +60,10 @@ def init_process_group(device: torch.device) -> torch.device:
         ValueError: no process group exists and torchrun's variables (``RANK``,
             ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) are not set.
     """
-    if not dist.is_initialized():
-        missing = _missing_variables()
-        if missing:
-            raise ValueError(
-                f"distributed training needs a process group: launch with torchrun ({missing}) "
-                "or call torch.distributed.init_process_group first"
-            )
+    if not dist.is_initialized() and any(name not in os.environ for name in TORCHRUN_VARIABLES):
+        raise ValueError(
+            f"distributed training needs a process group: launch with torchrun "
+            f"({_missing_variables()}) or call torch.distributed.init_process_group first")
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
