@@ -95,7 +95,9 @@ def restore_param_store(state: dict, names) -> None:
 MAGIC = b"PPLCKPT\x01"
 _HEADER = struct.Struct("<8sQI")
 # What a checkpoint's "param_store" entries hold (the state's "format"): 2, the Pyro parameters
-# the pair uses outside its modules (its param sites); 1 (no "format"), every entry of Pyro's
+# the pair uses outside its modules (its param sites, also those first met after the first
+# minibatch) and the entries its loss keeps there (TraceGraph_ELBO's baselines); its
+# fingerprint names the param sites of the first minibatch; 1 (no "format"), every entry of Pyro's
 # global param store that the modules do not own, unrelated ones included. Format 1 loads: its
 # unrelated entries are neither compared nor restored.
 FORMAT = 2
@@ -159,9 +161,13 @@ def real_path(path: str | Path) -> Path:
 
 
 def _check_path(path) -> None:
-    """``TypeError`` naming the argument when ``path`` is no path (pathlib's says neither)."""
+    """``TypeError`` naming the argument when ``path`` is no path (pathlib's says neither);
+    ``CheckpointError`` for an empty string (pathlib reads it as the current folder)."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    if not os.fspath(path):
+        raise CheckpointError("checkpoint is an empty string; pass a file name (no "
+                              "checkpoint: None)")
 
 
 def _unique_partial(path: Path) -> Path:
@@ -198,7 +204,7 @@ def check_writable(path: str | Path) -> Path:
     Creates the parent folder if needed and writes (then removes) a probe file there.
 
     Raises:
-        CheckpointError: ``path`` is a folder (or ends in a separator), a device, a named
+        CheckpointError: ``path`` is empty, a folder (or ends in a separator), a device, a named
             pipe, a socket or a loop of symlinks, ``<path>.lock`` or ``<path>.previous`` is a
             folder, ``path`` or ``<path>.previous`` is a file that is not a checkpoint (a
             checkpoint would replace it), its name leaves no room for the temporary file's

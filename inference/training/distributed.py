@@ -60,20 +60,23 @@ def init_process_group(device: torch.device) -> torch.device:
         ValueError: no process group exists and torchrun's variables (``RANK``,
             ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) are not set.
     """
-    if not dist.is_initialized():
-        missing = [name for name in TORCHRUN_VARIABLES if name not in os.environ]
-        if missing:
-            raise ValueError(
-                f"distributed training needs a process group: launch with torchrun (missing "
-                f"environment variables {', '.join(missing)}) or call "
-                "torch.distributed.init_process_group first"
-            )
+    if not dist.is_initialized() and any(name not in os.environ for name in TORCHRUN_VARIABLES):
+        raise ValueError(
+            f"distributed training needs a process group: launch with torchrun "
+            f"({_missing_variables()}) or call torch.distributed.init_process_group first")
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return device
+
+
+def _missing_variables() -> str:
+    """Which of torchrun's environment variables are not set, in words."""
+    missing = [name for name in TORCHRUN_VARIABLES if name not in os.environ]
+    return f"missing environment variables {', '.join(missing)}" if missing else \
+        "its environment variables are set"
 
 
 def _coalesced_all_reduce(tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
@@ -94,10 +97,15 @@ class DataParallel:
 
     Holds the SVI object, the ordered list of parameters that every rank reduces, and this
     rank's place in the default process group. Methods mirror
-    :class:`inference.training.OneProcess`.
+    :class:`inference.training.fit.OneProcess`.
     """
 
     def __init__(self, device: torch.device):
+        if not dist.is_initialized():
+            raise ValueError(
+                "DataParallel needs the default process group, which does not exist: build "
+                "it with DataParallel.from_env(device), under torchrun "
+                f"({_missing_variables()}), or call torch.distributed.init_process_group first")
         self.device = device
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.params: list[torch.Tensor] = []

@@ -142,6 +142,12 @@ def _check_arguments(model, guide, loss, num_particles, epochs, batch_size, lr, 
     if epochs > MAX_EPOCHS:  # tqdm and range() index epochs with a C ssize_t
         raise ValueError(f"epochs must be at most {MAX_EPOCHS:,} (2**62), got {epochs}")
     check_int(batch_size, "batch_size")
+    if isinstance(lr, (dict, pyro.optim.PyroOptim, pyro.optim.lr_scheduler.PyroLRScheduler)):
+        shown = f"the dict {lr!r}" if isinstance(lr, dict) else f"a {type(lr).__name__}"
+        raise ValueError(f"lr must be a number, got {shown}: fit trains with "
+                         "Adam(lr) and no schedule; for another optimizer, a schedule or "
+                         "clipping, step your own loop with inference.SVIStep(model, guide, "
+                         "pyro.optim....)")
     check_number(lr, "lr", minimum=0.0, dtype=torch.float32)  # applied in float32 at least
     check_int(seed, "seed", 0)
     if seed > MAX_SEED:
@@ -360,6 +366,8 @@ def _check_resumable(state: dict, path, epochs: int, current: dict) -> None:
         # older checkpoints held Pyro's guess, which the loss object changes as it trains
         compared["settings"] = {**compared["settings"], "loss": {
             key: value for key, value in loss.items() if key != "max_plate_nesting"}}
+    compared["settings"] = _effective_batch_size(compared.get("settings"), current)
+    compared, current = _defaults_shown(compared, current)
     differences = checkpoints.describe_differences(compared, current)
     if differences:
         shown = "; ".join(differences[:8]) + (" ..." if len(differences) > 8 else "")
@@ -375,6 +383,40 @@ def _check_resumable(state: dict, path, epochs: int, current: dict) -> None:
         raise checkpoints.CheckpointError(
             f"checkpoint {path} holds {done} epochs, more than epochs={epochs}; ask for "
             f"epochs >= {done} to continue it or use another checkpoint path")
+
+
+# Settings a checkpoint records only when not at their defaults (:func:`_settings`).
+_RECORDED_UNLESS_DEFAULT = {"shuffle": True, "batch_transform": None}
+
+
+def _defaults_shown(compared: dict, current: dict) -> tuple[dict, dict]:
+    """``compared`` (the checkpoint's) and ``current`` fingerprints with a setting that one
+    of them records and the other leaves at its default filled in with that default, so
+    that a refusal reads "shuffle: False in the checkpoint, True now", not "absent now"."""
+    saved, now = compared.get("settings"), current.get("settings")
+    if not isinstance(saved, dict) or not isinstance(now, dict):
+        return compared, current
+    saved, now = dict(saved), dict(now)
+    for name, default in _RECORDED_UNLESS_DEFAULT.items():
+        if (name in saved) != (name in now):
+            saved.setdefault(name, default)
+            now.setdefault(name, default)
+    return {**compared, "settings": saved}, {**current, "settings": now}
+
+
+def _effective_batch_size(saved, current: dict):
+    """The saved ``settings`` with the run's ``batch_size`` where both take all data at once
+    (``batch_size >= N`` of ``current``'s data): they train alike, so a checkpoint written
+    with the default 128 on 20 datapoints resumes with ``batch_size=20``."""
+    now = current.get("settings") or {}
+    data = current.get("data") or [{}]
+    num_data = (data[0].get("shape") or [None])[0]
+    if not isinstance(saved, dict) or not isinstance(num_data, int) or not all(
+            type(settings.get("batch_size")) is int for settings in (saved, now)):
+        return saved
+    if min(saved["batch_size"], num_data) != min(now["batch_size"], num_data):
+        return saved
+    return {**saved, "batch_size": now["batch_size"]}
 
 
 def _check_same_settings(state: dict, path, record: resume_settings.SettingsRecord,
@@ -773,7 +815,15 @@ def fit(
     is checked on the first minibatch (:mod:`inference.pair_check`): a loss the pair does not
     support is refused with the site's name.
 
+    The optimizer is always Adam (``torch.optim.Adam`` with ``lr`` and torch's other
+    defaults), with no learning-rate schedule and no gradient clipping. For another
+    optimizer, a scheduler or clipping, write the loop with :class:`inference.SVIStep`
+    and a ``pyro.optim`` optimizer, e.g. ``SVIStep(model, guide,
+    pyro.optim.ClippedAdam({"lr": 1e-3, "clip_norm": 10.0}))`` (the same steps as
+    ``pyro.infer.SVI`` with that optimizer).
+
     Args:
+        model, guide: a Pyro pair of callables, each called with a minibatch's tensors.
         data: ``[N, ...]`` tensor or tuple of such tensors (e.g. images and labels).
         loss: ``"elbo"`` (Trace_ELBO), ``"meanfield"`` (analytic KL where available),
             ``"iwae"`` (IWAE_K with K = ``num_particles``), ``"dreg"`` (IWAE_K with
@@ -784,7 +834,17 @@ def fit(
             enumeration (the only loss that sums them out; the others refuse such a pair;
             no ``kl_warmup_epochs`` then). Pyro's ``Jit*`` losses compile the first step,
             scales included, so they are refused with ``kl_warmup_epochs`` or a
-            ``batch_size`` that leaves a shorter last minibatch.
+            ``batch_size`` that leaves a shorter last minibatch (a resumed call compiles
+            on a forked random stream, drawing as the uninterrupted run). So is
+            ``TraceGraph_ELBO`` with a guide site's decaying-average baseline in the
+            ``"data"`` plate (kept per row of the first minibatch), and a ``pyro.param``
+            sized by the minibatch that the shorter last one cannot use.
+        num_particles: particles per step (K of ``"iwae"``/``"dreg"``; averaged by the
+            ELBOs); a loss object draws its own count (leave this at 1 or equal to it).
+        epochs: passes over the data (a resumed run counts the checkpoint's epochs in).
+        batch_size: datapoints per step (the global batch with ``distributed``); a value
+            ``>= N`` trains on all data at once.
+        lr: Adam's learning rate, a finite number ``>= 0`` (see above for other optimizers).
         seed: an integer in 0..2**32 - 1 (NumPy's range; numpy integers accepted) for
             torch's, NumPy's and Python's generators and the order of the minibatches.
         device: where data and, when ``model`` is a bound method of an ``nn.Module``, that
@@ -807,7 +867,10 @@ def fit(
             training.
         checkpoint: file to write after every epoch (atomically, with a CRC32): module
             parameters, the Pyro parameters the pair uses outside its modules (its param
-            sites; other entries of Pyro's param store are neither saved nor compared),
+            sites, also those first met in a later minibatch, and the entries its loss keeps
+            in the store, such as ``TraceGraph_ELBO``'s decaying-average baselines; entries
+            of Pyro's param store made before the run and not trained by it are neither
+            saved nor compared),
             optimizer and random-number states, history, and fingerprints of the pair, the
             data and the settings. Its folder must be writable (checked before
             training); one run at a time may use it (a lock file ``checkpoint + ".lock"``).
@@ -818,13 +881,18 @@ def fit(
             uninterrupted run with the same seed. A checkpoint of another pair (parameter
             names and shapes), other data (shape, dtype, a strided hash), other settings
             (loss, a loss object's class and plain settings, num_particles, batch_size, lr,
-            seed, kl_warmup_epochs, compile, mixed_precision) or of more epochs than
-            ``epochs`` is refused with what differs. So is one written with other plain
-            settings of the pair (:func:`.resume_settings.settings_fingerprint`: attributes of
-            its modules, of the networks a pair of plain functions registers with
-            ``pyro.module``, of a model or guide passed as a module or callable, and the
-            constants its functions use), each named by its path (``0.sparsity``,
-            ``decoder.2.p``, ``guide._init_scale``).
+            seed, kl_warmup_epochs, compile, mixed_precision; two batch sizes ``>= N`` are
+            alike) or of more epochs than ``epochs`` is refused with what differs. So is one
+            written with other plain settings of the pair
+            (:func:`.resume_settings.settings_fingerprint`: attributes of its modules, of the
+            networks a pair of plain functions registers with ``pyro.module``, of a model or
+            guide passed as a module or callable, and the constants its functions use),
+            each named by its path (``0.sparsity``, ``decoder.2.p``, ``guide._init_scale``).
+            Every loss resumes bit for bit except ``"dreg"`` with a network shared by model
+            and guide, and the loss objects :class:`inference.IWAELoss` and
+            :class:`inference.DReGLoss` (pass the names ``"iwae"``/``"dreg"`` for that),
+            which resume equal up to float rounding (the last bit of a parameter).
+        progress: show a progress bar of the epochs (on rank 0 only when ``distributed``).
         resume_ignore: setting paths, as such a refusal names them (``"0.started"``,
             ``"0.config['epochs']"``), that a resume does not compare (with what is inside
             them): settings that do not change the model, such as a run's start time or a
@@ -970,6 +1038,9 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
     still = [*modules, *networks]
     _warn_evaluation_mode(still)
     saved_callback = _callback_state(callback, optimizer)
+    # entries created from here on (restored, or made by the pair or its loss while it
+    # trains) are the run's: each checkpoint holds them (:func:`_run_store_names`)
+    held_before = set(pyro.get_param_store().keys())
     state, store_names, registered = None, None, {}
     if resume and not Path(checkpoint).exists() and parallel.rank == 0:
         warnings.warn(f"fit: resume=True, but there is no checkpoint at {checkpoint}: "
@@ -1008,6 +1079,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
         plan = plan_minibatches(model, guide, tensors, batch_size=batch_size, loss=loss,
                                 num_particles=num_particles, shuffle=shuffle,
                                 batch_transform=batch_transform)
+    _check_short_last_batch(model, guide, tensors, batch_size, batch_transform, still, loss)
     if kl_warmup_epochs and plan.structure.model_enumerated:
         names = ", ".join(f"'{name}'" for name in plan.structure.model_enumerated)
         raise PairError(
@@ -1038,6 +1110,8 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                                                 batch_transform, networks)
         store_names = list(shapes)
         settings_record.add_networks(registered)
+    # the pair's parameters on the first minibatch: the fingerprint a resume compares
+    surveyed_names = list(store_names or ())
     if checkpoint is not None:  # a constraint or callback state that no checkpoint can hold
         checkpoints.check_savable(checkpoint, {
             "param_store": checkpoints.param_store_state(store_names),
@@ -1048,6 +1122,9 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
     if state is not None:
         for module, module_state in zip(modules, state["modules"]):
             module.load_state_dict(module_state)
+        if state.get("format", 1) > 1:  # every entry it holds is the run's (format 1: not)
+            store_names += [name for name in state["param_store"]["params"]
+                            if name not in store_names]
         checkpoints.restore_param_store(state["param_store"], store_names)
         problems = restore_buffers(registered, state.get("network_buffers", {}))
         if problems:
@@ -1081,134 +1158,169 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
     validate, first_epoch, saved = is_validation_enabled(), len(history), len(history)
     bar = tqdm(range(len(history), epochs), desc=f"fit ({loss})",
                disable=not progress or parallel.rank != 0, leave=False)
-    for epoch in bar:
-        start = time.perf_counter()
-        order = (torch.randperm(num_data, generator=shuffler) if shuffle
-                 else torch.arange(num_data)).to(device)
-        beta = min(1.0, epoch / kl_warmup_epochs) if kl_warmup_epochs else 1.0
-        checking = validate and epoch == first_epoch
-        # with Pyro's validation off, the first epoch's minibatches still have their observed
-        # values scored once on a validated run (no gradients), as the survey's is
-        screening = not validate and epoch == first_epoch
-        total, step_losses = 0.0, []
-        with scale_latents(beta):
-            for begin in range(0, num_data, batch_size):
-                index = order[begin:begin + batch_size]
-                local = parallel.shard(index)
-                batch = tuple(t[local] for t in tensors)
-                if batch_transform is not None and len(local):
-                    batch = transformed_batch(batch_transform(*batch), len(local),
-                                              screen=epoch == first_epoch)
-                with pyro.validation_enabled(checking), torch.autocast(
-                        device.type, dtype=torch.bfloat16, enabled=mixed_precision):
-                    try:
-                        if checking and compiled:
-                            _validate_observed(model, guide, batch, still)
-                        if screening and len(local):
-                            with kept_buffers(still):
-                                check_observed_values_validated(
-                                    model, guide, batch, {},
-                                    skip=plan.structure.dependent_support)
-                        step_loss = parallel.step(
-                            batch, _row_weight(num_data, batch_size, len(index), shuffle,
-                                               plan.model_scales) * len(index), len(index),
-                            plan.model_scales)
-                    except ValueError as error:
-                        if not (checking or screening):
-                            raise
-                        refused = _refused_step(
-                            error, model, guide, batch, local, still,
-                            f"step {len(step_losses) + 1} of epoch {epoch + 1}",
-                            batch_transform is not None, (checkpoint, saved, earlier))
-                        if refused is error:
-                            raise
-                        raise refused from error
-                # the step's loss counts each of its rows once in the record
-                total += step_loss / _row_weight(num_data, batch_size, len(index), shuffle)
-                step_losses.append(step_loss)
-        # the epoch's one read of the step losses (tensors on the device, or floats)
-        record = {"epoch": epoch + 1,
-                  "train_loss": float(total) / num_data}
-        if kl_warmup_epochs:
-            record["kl_weight"] = beta
-        if valid is not None:
-            # no dropout masks, no moved batch-norm statistics, and its draws leave training's
-            # streams alone: a run with valid_data trains the same model as one without
-            with evaluation_mode(still), _apart_streams():
-                scored = valid if batch_transform is None else transformed_batch(
-                    batch_transform(*copies(valid)), len(valid[0]), screen=False)
-                record["valid_elbo"] = parallel.valid_elbo(model, guide, scored)
-        record["seconds"] = time.perf_counter() - start
-        _check_finite_epoch(record, step_losses, _named_params(modules), epoch + 1, checkpoint,
-                            saved, earlier, loss)
-        if epoch == epochs - 1:
-            problem = _last_update_problem(model, guide, batch, still, epoch + 1,
-                                           getattr(stepper, "objective", None))
-            if problem is not None:
-                raise _diverged(problem, checkpoint, saved, earlier)
-        history.append(record)
-        bar.set_postfix(loss=f"{record['train_loss']:.3f}")
-        if checkpoint is not None:
-            if replaces:
-                previous = checkpoints.keep_previous(checkpoint)
-                warnings.warn(f"fit: this run (resume={resume}) replaces the checkpoint "
-                              f"{checkpoint}; the old one is kept as {previous}",
-                              stacklevel=user_stacklevel())
-                replaces = False
-            def state_of(rng, after_callback=False):
-                return {
-                    "format": checkpoints.FORMAT,
-                    "modules": [m.state_dict() for m in modules],
-                    "param_store": checkpoints.param_store_state(store_names),
-                    "network_buffers": buffers_state(registered),
-                    "optimizer": optimizer.get_state(),
-                    "shuffler": shuffler.get_state(),
-                    "rng": rng,
-                    "history": history,
-                    "fingerprint": {"pair": {
-                        **checkpoints.params_fingerprint(
-                            modules, checkpoints.store_shapes(store_names)),
-                        **settings_record.for_checkpoint()},
-                        **fingerprint},
-                    "settings_values": settings_record.moved_values(),
-                    **({"callback": saved_callback.get_state()} if saved_callback else {}),
-                    **({"after_callback": True} if after_callback else {}),
-                }
+    # a resumed call compiles a Jit loss apart, as the uninterrupted run compiled it before
+    with _compiled_apart(loss, resumed=bool(history)):
+        for epoch in bar:
+            start = time.perf_counter()
+            order = (torch.randperm(num_data, generator=shuffler) if shuffle
+                     else torch.arange(num_data)).to(device)
+            beta = min(1.0, epoch / kl_warmup_epochs) if kl_warmup_epochs else 1.0
+            checking = validate and epoch == first_epoch
+            # with Pyro's validation off, the first epoch's minibatches still have their observed
+            # values scored once on a validated run (no gradients), as the survey's is
+            screening = not validate and epoch == first_epoch
+            total, step_losses = 0.0, []
+            with scale_latents(beta):
+                for begin in range(0, num_data, batch_size):
+                    index = order[begin:begin + batch_size]
+                    local = parallel.shard(index)
+                    batch = tuple(t[local] for t in tensors)
+                    if batch_transform is not None and len(local):
+                        batch = transformed_batch(batch_transform(*batch), len(local),
+                                                  screen=epoch == first_epoch)
+                    with pyro.validation_enabled(checking), torch.autocast(
+                            device.type, dtype=torch.bfloat16, enabled=mixed_precision):
+                        try:
+                            if checking and compiled:
+                                _validate_observed(model, guide, batch, still)
+                            if screening and len(local):
+                                with kept_buffers(still):
+                                    check_observed_values_validated(
+                                        model, guide, batch, {},
+                                        skip=plan.structure.dependent_support)
+                            step_loss = parallel.step(
+                                batch, _row_weight(num_data, batch_size, len(index), shuffle,
+                                                   plan.model_scales) * len(index), len(index),
+                                plan.model_scales)
+                        except ValueError as error:
+                            if not (checking or screening):
+                                raise
+                            refused = _refused_step(
+                                error, model, guide, batch, local, still,
+                                f"step {len(step_losses) + 1} of epoch {epoch + 1}",
+                                batch_transform is not None, (checkpoint, saved, earlier))
+                            if refused is error:
+                                raise
+                            raise refused from error
+                    # the step's loss counts each of its rows once in the record
+                    total += step_loss / _row_weight(num_data, batch_size, len(index), shuffle)
+                    step_losses.append(step_loss)
+            # the epoch's one read of the step losses (tensors on the device, or floats)
+            record = {"epoch": epoch + 1,
+                      "train_loss": float(total) / num_data}
+            if kl_warmup_epochs:
+                record["kl_weight"] = beta
+            if valid is not None:
+                # no dropout masks, no moved batch-norm statistics, and its draws leave training's
+                # streams alone: a run with valid_data trains the same model as one without
+                with evaluation_mode(still), _apart_streams():
+                    scored = valid if batch_transform is None else transformed_batch(
+                        batch_transform(*copies(valid)), len(valid[0]), screen=False)
+                    record["valid_elbo"] = parallel.valid_elbo(model, guide, scored)
+            record["seconds"] = time.perf_counter() - start
+            _check_finite_epoch(record, step_losses, _named_params(modules), epoch + 1, checkpoint,
+                                saved, earlier, loss)
+            if epoch == epochs - 1:
+                problem = _last_update_problem(model, guide, batch, still, epoch + 1,
+                                               getattr(stepper, "objective", None))
+                if problem is not None:
+                    raise _diverged(problem, checkpoint, saved, earlier)
+            history.append(record)
+            bar.set_postfix(loss=f"{record['train_loss']:.3f}")
+            if checkpoint is not None:
+                if replaces:
+                    previous = checkpoints.keep_previous(checkpoint)
+                    warnings.warn(f"fit: this run (resume={resume}) replaces the checkpoint "
+                                  f"{checkpoint}; the old one is kept as {previous}",
+                                  stacklevel=user_stacklevel())
+                    replaces = False
+                store_names = _run_store_names(store_names, held_before, optimizer, modules)
 
-            parallel.save(checkpoint, state_of)
-            saved = epoch + 1
-        if callback is not None:
-            before = None if checkpoint is None else _copies(
-                _checkpointed_tensors(modules, store_names, registered))
-            logged = dict(record)
-            # its draws (a logged sample) leave training's random streams where they were,
-            # so a resumed run draws as the uninterrupted one
-            interrupted = None
-            try:
-                with _apart_streams():
-                    callback(record)
-            except KeyboardInterrupt as error:  # a callback that stops the run: what it did
-                interrupted = error             # before stopping is kept, as it would be
-            broken = _nonfinite_names(_named_params(modules))
-            if broken:  # (a projection dividing by a zero norm): not saved over the epoch
-                raise FloatingPointError(
-                    f"the callback left parameters {broken[:5]} NaN or infinite after epoch "
-                    f"{epoch + 1}{_on_disk(checkpoint, saved, earlier)}, as saved before the "
-                    "callback ran. The parameters now hold the callback's values: fix the "
-                    "callback, then resume the checkpoint or start again from "
-                    "pyro.clear_param_store() and fresh modules")
-            if checkpoint is not None and parallel.from_first_rank(
-                    settings_record.moved_since_save() or _record_changed(logged, record)
-                    or not _same_tensors(
-                        before, _checkpointed_tensors(modules, store_names, registered))):
-                # it moved a setting (an annealed weight), changed a parameter (a max-norm
-                # projection) or wrote into the epoch's record (a logged metric): the
-                # checkpoint holds the values the next epoch trains with, the callback's
-                # state after it ran, its record
-                parallel.save(checkpoint, lambda rng: state_of(rng, after_callback=True))
-            if interrupted is not None:
-                raise interrupted
+                def state_of(rng, after_callback=False):
+                    return {
+                        "format": checkpoints.FORMAT,
+                        "modules": [m.state_dict() for m in modules],
+                        "param_store": checkpoints.param_store_state(store_names),
+                        "network_buffers": buffers_state(registered),
+                        "optimizer": optimizer.get_state(),
+                        "shuffler": shuffler.get_state(),
+                        "rng": rng,
+                        "history": history,
+                        "fingerprint": {"pair": {
+                            **checkpoints.params_fingerprint(
+                                modules, checkpoints.store_shapes(surveyed_names)),
+                            **settings_record.for_checkpoint()},
+                            **fingerprint},
+                        "settings_values": settings_record.moved_values(),
+                        **({"callback": saved_callback.get_state()} if saved_callback else {}),
+                        **({"after_callback": True} if after_callback else {}),
+                    }
+
+                parallel.save(checkpoint, state_of)
+                saved = epoch + 1
+            if callback is not None:
+                before = None if checkpoint is None else _copies(
+                    _checkpointed_tensors(modules, store_names, registered))
+                logged = dict(record)
+                # its draws (a logged sample) leave training's random streams where they were,
+                # so a resumed run draws as the uninterrupted one
+                interrupted = None
+                try:
+                    with _apart_streams():
+                        callback(record)
+                except KeyboardInterrupt as error:  # a callback that stops the run: what it did
+                    interrupted = error             # before stopping is kept, as it would be
+                broken = _nonfinite_names(_named_params(modules))
+                if broken:  # (a projection dividing by a zero norm): not saved over the epoch
+                    raise FloatingPointError(
+                        f"the callback left parameters {broken[:5]} NaN or infinite after epoch "
+                        f"{epoch + 1}{_on_disk(checkpoint, saved, earlier)}, as saved before the "
+                        "callback ran. The parameters now hold the callback's values: fix the "
+                        "callback, then resume the checkpoint or start again from "
+                        "pyro.clear_param_store() and fresh modules")
+                if checkpoint is not None and parallel.from_first_rank(
+                        settings_record.moved_since_save() or _record_changed(logged, record)
+                        or not _same_tensors(
+                            before, _checkpointed_tensors(modules, store_names, registered))):
+                    # it moved a setting (an annealed weight), changed a parameter (a max-norm
+                    # projection) or wrote into the epoch's record (a logged metric): the
+                    # checkpoint holds the values the next epoch trains with, the callback's
+                    # state after it ran, its record
+                    parallel.save(checkpoint, lambda rng: state_of(rng, after_callback=True))
+                if interrupted is not None:
+                    raise interrupted
     return history
+
+
+@contextlib.contextmanager
+def _compiled_apart(loss, resumed: bool):
+    """Inside the block, a resumed call's first step with a Pyro ``Jit*`` loss compiles it on
+    a forked random stream. Pyro's JIT runs the loss twice more on its first call (capturing
+    the parameters, then ``torch.jit.trace``), each run drawing from torch's generator: the
+    uninterrupted run paid those draws at its first step, a resumed call would pay them again
+    at its own and draw differently from then on (parameters 0.015 off). The compile's
+    gradients are dropped; the step then calls the compiled loss, as the uninterrupted run's
+    later steps do. Other losses and fresh calls are left as they are."""
+    if not resumed or not _is_jit_loss(loss):
+        yield
+        return
+    original = loss.loss_and_grads
+
+    def compile_then_step(model, guide, *args, **kwargs):
+        del loss.loss_and_grads  # the class's method from now on
+        named = pyro.get_param_store().named_parameters
+        grads = {param: param.grad for _, param in named()}
+        with forked_rng():
+            original(model, guide, *args, **kwargs)
+        for _, param in named():
+            param.grad = grads.get(param)
+        return original(model, guide, *args, **kwargs)
+
+    loss.loss_and_grads = compile_then_step
+    try:
+        yield
+    finally:
+        vars(loss).pop("loss_and_grads", None)
 
 
 def _record_changed(before: dict, record: dict) -> bool:
@@ -1230,6 +1342,21 @@ def _warn_evaluation_mode(modules) -> None:
                 "without dropout and with frozen batch-norm statistics; call .train() on it "
                 "first unless that is meant (fit leaves the modes as it finds them)",
                 stacklevel=user_stacklevel())
+
+
+def _run_store_names(names: list, held_before: set, optimizer, modules) -> list[str]:
+    """``names`` and the param-store entries outside ``modules`` that the run made its own
+    since :func:`fit` started (``held_before``: the store's names then): those the pair or
+    its loss created (a ``pyro.param`` first met in a later minibatch, one per group or
+    datapoint; ``TraceGraph_ELBO``'s decaying-average baselines), restored, or stepped by
+    ``optimizer``. Unrelated entries made before the run stay out."""
+    owned = {id(p) for m in modules for p in m.parameters()}
+    stepped = set(optimizer.get_state())
+    known = set(names)
+    added = sorted(name for name, value in pyro.get_param_store().named_parameters()
+                   if name not in known and id(value) not in owned
+                   and (name not in held_before or name in stepped))
+    return names + added
 
 
 def _checkpointed_tensors(modules, store_names, registered: dict) -> dict:
@@ -1284,10 +1411,8 @@ def _check_one_row_batches(model, guide, tensors: tuple, batch_size: int, batch_
     if not layers:
         return
     row = tuple(t[-1:] for t in tensors)
-    store = pyro.get_param_store()
-    before, rng = set(store.keys()), pyro.util.get_rng_state()
     try:
-        with forked_rng(), pyro.poutine.block(), torch.no_grad(), kept_buffers(modules):
+        with _probe(modules):
             if batch_transform is not None:
                 row = transformed_batch(batch_transform(*copies(row)), 1)
             trace_pair(model, guide, row, {})
@@ -1301,9 +1426,109 @@ def _check_one_row_batches(model, guide, tensors: tuple, batch_size: int, batch_
             f"(torch: {str(error).splitlines()[0]}). Choose a batch_size that leaves no "
             f"minibatch of one row{_other_batch_size(num_data, batch_size)}, or drop a "
             "datapoint") from error
+
+
+@contextlib.contextmanager
+def _probe(modules):
+    """A check's runs of the pair: effects hidden, no gradients, and the random state, the
+    buffers of ``modules`` and the param store's names kept (entries made inside are
+    forgotten)."""
+    store = pyro.get_param_store()
+    before, rng = set(store.keys()), pyro.util.get_rng_state()
+    try:
+        with forked_rng(), pyro.poutine.block(), torch.no_grad(), kept_buffers(modules):
+            yield
     finally:
         pyro.util.set_rng_state(rng)
         _forget_params(store, set(store.keys()) - before)
+
+
+def _check_short_last_batch(model, guide, tensors: tuple, batch_size: int, batch_transform,
+                            modules, loss) -> None:
+    """Refuse, before any step, a pair that keeps state shaped by the first minibatch when
+    ``tensors`` (``[N, ...]`` each) leave a shorter last one: a decaying-average baseline of
+    ``TraceGraph_ELBO`` on a guide site in the ``"data"`` plate (Pyro keeps the average per
+    row, ``[batch_size]``), or a ``pyro.param`` sized by the minibatch (``zeros(len(x), 1)``)
+    on which the pair then fails for the short one. Both failed at the last step of the
+    first epoch with torch's or Pyro's shape error, naming neither. The pair runs on the
+    first and last minibatches (effects hidden, random state, param store and buffers kept);
+    a parameter is blamed only when the last minibatch runs with it made afresh."""
+    num_data = tensors[0].shape[0]
+    if batch_size >= num_data or not num_data % batch_size:
+        return
+    last = num_data % batch_size
+    advice = (f"Choose a batch_size that divides {num_data}{_divisor_near(num_data, batch_size)} "
+              f"(or >= {num_data}, one batch of all data)")
+    with _probe(modules):
+        first, short = (tuple(t[begin:begin + batch_size] for t in tensors)
+                        for begin in (0, num_data - last))
+        if batch_transform is not None:
+            first, short = (transformed_batch(batch_transform(*copies(rows)), len(rows[0]))
+                            for rows in (first, short))
+        try:
+            traces = trace_pair(model, guide, first, {})
+        except Exception:  # noqa: BLE001 - fit's survey says how the first one failed
+            return
+        if isinstance(loss, pyro.infer.TraceGraph_ELBO):
+            averaged = [name for name, site in traces[1].nodes.items()
+                        if site["type"] == "sample" and data_frame(site) is not None
+                        and (site["infer"].get("baseline") or {}).get(
+                            "use_decaying_avg_baseline")]
+            if averaged:
+                raise ValueError(
+                    f"fit: guide site '{averaged[0]}' has a decaying-average baseline, "
+                    f"which {type(loss).__name__} keeps per row of the first minibatch "
+                    f"({batch_size} rows), but batch_size={batch_size} leaves a last "
+                    f"minibatch of {last} of the {num_data} rows: its step would fail "
+                    f"on the shapes. {advice}, or drop the baseline's "
+                    "use_decaying_avg_baseline")
+        try:
+            trace_pair(model, guide, short, {})
+        except Exception as error:  # noqa: BLE001 - only a minibatch-sized param is judged
+            networks = {id(p) for module in reachable_modules(model, guide)
+                        for p in module.parameters()}
+            sized = list(dict.fromkeys(
+                name for trace in traces for name, site in trace.nodes.items()
+                if site["type"] == "param" and torch.is_tensor(site["value"])
+                and batch_size in site["value"].shape and id(site["value"]) not in networks))
+            if not sized:
+                return
+            try:
+                with _FreshParams(sized):
+                    trace_pair(model, guide, short, {})
+            except Exception:  # noqa: BLE001 - not (only) the first minibatch's params
+                return
+            raise ValueError(
+                f"fit: the pair's parameter(s) {sized[:4]} take their shape from the first "
+                f"minibatch ({batch_size} rows), and the pair fails on the last one, of "
+                f"{last} rows, that batch_size={batch_size} leaves of the {num_data} "
+                f"(Pyro: {str(error).splitlines()[0] if str(error) else type(error).__name__})."
+                f" {advice}; for a parameter per datapoint, size it by N and pass the "
+                "indices with the data (pyro.plate('data', N, subsample=idx))") from error
+
+
+class _FreshParams(pyro.poutine.messenger.Messenger):
+    """Inside, the param sites ``names`` take the initial value their statement gives (as
+    for a new name) instead of the stored one; the store is left as it is."""
+
+    def __init__(self, names):
+        super().__init__()
+        self.names = set(names)
+
+    def _pyro_param(self, msg) -> None:
+        if msg["name"] not in self.names or len(msg["args"]) < 2:
+            return
+        init = msg["args"][1]
+        msg["value"] = init() if callable(init) else init
+        msg["done"] = True
+
+
+def _divisor_near(num_data: int, batch_size: int) -> str:
+    """``, e.g. batch_size=B`` for the divisor of ``num_data`` nearest ``batch_size``."""
+    divisors = [d for d in range(2, num_data) if not num_data % d]
+    if not divisors:
+        return ""
+    return f", e.g. batch_size={min(divisors, key=lambda d: (abs(d - batch_size), -d))}"
 
 
 def _other_batch_size(num_data: int, batch_size: int) -> str:

@@ -15,7 +15,7 @@ before any step and decides:
   (``pyro.plate("data", N, subsample=idx)``, the index-aware idiom, or
   ``subsample_size=B`` of a plate of size N) already scales by ``N / B``: ``fit`` adds nothing.
   (In a fixed order, ``shuffle=False``, with a short last minibatch every row weighs
-  ``ceil(N / B)`` instead, :func:`inference.training.fit._row_weight`.)
+  ``ceil(N / B)`` instead, as :func:`inference.fit` describes.)
   A plate of any other declared size is refused (its scale cannot be right for both);
 - whether the guide keeps per-datapoint parameters (Pyro's AutoGuides on a model with local
   latents) that shuffled minibatches would mix up.
@@ -34,7 +34,7 @@ import torch
 from pyro import poutine
 from torch.distributions import constraints
 
-from ..checks import evaluation_mode, user_stacklevel
+from ..checks import check_int, check_pair_arguments, evaluation_mode, user_stacklevel
 from ..effect_guides import effect_messenger, keeps_rows
 from ..enumeration import enumerated_traces, log_density_dtypes
 from ..pair_check import (DATA_PLATE, FIT_LOSSES, TRACE_ENUM_FIT, PairError, PairStructure,
@@ -71,7 +71,7 @@ def _is_autoguide(guide) -> bool:
     return keeps_rows(guide, DATA_PLATE)
 
 
-def _check_dreg_families(structure, first_batch, model, guide, called: str) -> None:
+def _check_dreg_families(structure, first_batch, guide, called: str) -> None:
     """DReG scores ``log q`` with the guide's parameters detached: refuse families it cannot
     rebuild (e.g. Beta, whose parameters live in an inner Dirichlet), naming the site."""
     from pyro import poutine
@@ -153,6 +153,25 @@ def _check_one_density_dtype(model, guide, first_batch: tuple, structure: PairSt
             "dtype: data.float(), or the parameters in float64 (model.double())")
 
 
+def _check_plan_arguments(model, guide, data, batch_size, loss, num_particles) -> None:
+    """What :func:`inference.fit` checks before it plans, for a direct call of
+    :func:`plan_minibatches`: a tensor passed for the tuple was unpacked row by row into
+    the model's arguments, ``batch_size=0`` blamed the data, an unknown loss name was
+    planned for as a custom loss."""
+    check_pair_arguments(model, guide, num_particles)
+    if not isinstance(data, tuple) or not data or not all(torch.is_tensor(t) for t in data):
+        got = type(data).__name__ + (" (pass (x,), a tuple of it)" if torch.is_tensor(data)
+                                     else "")
+        raise TypeError(f"plan_minibatches: data must be a tuple of [N, ...] tensors, as fit "
+                        f"passes model(*batch), got a {got}")
+    if any(t.dim() == 0 for t in data) or len({t.shape[0] for t in data}) != 1:
+        raise ValueError(f"plan_minibatches: data tensors need one leading data dim of the "
+                         f"same size, got shapes {[list(t.shape) for t in data]}")
+    check_int(batch_size, "batch_size")
+    if isinstance(loss, (str, type)):
+        make_loss(loss, num_particles)
+
+
 def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_particles: int,
                      shuffle: bool, batch_transform=None) -> MinibatchPlan:
     """Survey the pair on ``fit``'s first minibatch (the first ``batch_size`` rows of
@@ -162,7 +181,10 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
 
     Raises:
         PairError: naming the site, plate or setting ``fit`` cannot train correctly.
+        TypeError, ValueError: ``data`` is no tuple of tensors, ``batch_size`` or
+            ``num_particles`` no positive integer, ``loss`` an unknown name (as ``fit``).
     """
+    _check_plan_arguments(model, guide, data, batch_size, loss, num_particles)
     num_data = data[0].shape[0]
 
     def rows(stop: int) -> tuple:
@@ -236,7 +258,7 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
                         "train" + _undecorated_methods_hint(model, guide))
     _warn_untrained_networks(model, guide, first_batch, called)
     if name == "dreg":
-        _check_dreg_families(structure, first_batch, model, guide, called)
+        _check_dreg_families(structure, first_batch, guide, called)
     if structure.dependent_support:
         _check_draws_keep_data_inside(model, guide, first_batch, structure, called)
     if isinstance(loss, pyro.infer.RenyiELBO) and structure.data_subsample is not None:

@@ -318,4 +318,15 @@ def make_loss(name, num_particles: int = 1, free_bits: float | None = None):
         return IWAELoss(num_particles)
     if name == "dreg":
         return DReGLoss(num_particles)
-    raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(map(repr, LOSS_NAMES))}")
+    raise ValueError(f"unknown loss {name!r}{_did_you_mean(name)}; choose one of 'elbo', "
+                     "'meanfield', 'iwae', 'dreg', or a loss object such as FreeBitsELBO(0.25) "
+                     "(free bits; make_loss('elbo-free-bits', free_bits=0.25) builds it)")
+
+
+def _did_you_mean(name) -> str:
+    """`` (did you mean 'iwae'?)`` for a loss name that differs from one only in case or
+    surrounding blanks, else nothing."""
+    if not isinstance(name, str):
+        return ""
+    near = [known for known in LOSS_NAMES if known == name.strip().lower().replace("_", "-")]
+    return f" (did you mean {near[0]!r}?)" if near else ""

@@ -12,7 +12,7 @@ its standard-normal noise, which gives ``log q`` and its gradient with fewer ope
 (:func:`inference.densities.drawn_normal_log_density`; values set by other handlers are
 scored by ``log_prob``). The loss and gradients are those of ``Trace_ELBO`` /
 ``TraceMeanField_ELBO`` [1, 2] (equal up to float rounding, tested in
-``tests/inference/test_svi_step.py``).
+``tests/inference/training/test_svi_step.py``).
 
 Before the first step, a pair whose network parameters Pyro's param store shadows (a second
 instance of a model in one process, :func:`check_param_store`) is refused, and Pyro's own
@@ -32,9 +32,9 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
+import inspect
 import math
+from collections.abc import Callable
 
 import pyro
 import torch
@@ -345,7 +345,7 @@ def score_weights(model, guide, args, kwargs, num_particles: int, nesting: int,
     """Run the guide, then the model on its draws, with ``num_particles`` particles in a plate
     at ``dim=-nesting`` under one :class:`ImportanceScorer`; returns the scorer.
 
-    ``nesting``: the pair's plate nesting plus one (see :func:`inference.inspect_pair`).
+    ``nesting``: the pair's plate nesting plus one (see :func:`inference.pair_check.inspect_pair`).
     """
     scorer = ImportanceScorer(nesting, num_particles, dreg)
     with scorer:
@@ -362,7 +362,7 @@ def weights_eligible(model, guide, args, kwargs, called: str | None = None) -> i
     """``nesting`` (plate nesting plus one) when the importance-weighted lean path suits the
     pair: the guide reparameterizes (and does not enumerate) exactly the model's latents, and
     no plate draws its own subsample. None otherwise. Raises what
-    :func:`inference.inspect_pair` raises for unsuitable pairs, naming the user's call as
+    :func:`inference.pair_check.inspect_pair` raises for unsuitable pairs, naming the user's call as
     ``called`` (e.g. ``SVIStep(loss='iwae')``).
     """
     structure = inspect_pair(model, guide, args, kwargs, probe_randomness=False, called=called)
@@ -561,11 +561,18 @@ class Adam:
 
 def check_optimizer(optim) -> None:
     """``TypeError`` naming ``optim`` unless it is an optimizer the steps can call with the
-    parameters of each step: :class:`Adam` or a ``pyro.optim`` optimizer (an instance)."""
+    parameters of each step: :class:`Adam` or a ``pyro.optim`` optimizer (an instance, not
+    the factory ``pyro.optim.Adam`` itself)."""
     advice = "pass inference.Adam(lr) or a pyro.optim optimizer such as pyro.optim.Adam({'lr': lr})"
     if isinstance(optim, type):
         raise TypeError(f"optim must be an optimizer instance, got the class "
                         f"{optim.__module__}.{optim.__qualname__}: {advice}")
+    factory = getattr(optim, "__name__", None)
+    if inspect.isfunction(optim) and getattr(optim, "__module__", "").startswith("pyro.optim"):
+        raise TypeError(f"optim is the factory pyro.optim.{factory}, not an optimizer: call it "
+                        f"with its arguments, e.g. pyro.optim.{factory}({{'lr': lr}}) (Pyro "
+                        "would call it with the step's parameters and fail after the first "
+                        "backward pass)")
     if isinstance(optim, torch.optim.Optimizer):
         raise TypeError(f"optim is a torch.optim.{type(optim).__name__}, built on a fixed list of "
                         f"parameters, but a Pyro pair creates its parameters as it runs: "
@@ -583,7 +590,8 @@ class SVIStep:
     """A drop-in for ``pyro.infer.SVI(model, guide, optim, loss)`` with the lean ELBO path.
 
     ``step(*args, **kwargs) -> float`` takes one gradient step on a batch and returns the loss
-    before it, ``-ELBO`` (or ``-IWAE``) in nats with the scale of the gradient. Handlers active
+    before it, ``-ELBO`` (or ``-IWAE``) in nats with the scale of the gradient;
+    ``evaluate_loss(*args, **kwargs)`` returns the loss alone, as SVI's. Handlers active
     around it apply as they would to SVI, e.g. :class:`inference.scale_data_plate` for
     minibatches and :class:`inference.scale_latents` for KL warm-up.
 
@@ -639,6 +647,14 @@ class SVIStep:
                 "after an earlier divergence?), the data and the learning rate")
         self._apply(params)
         return value
+
+    def evaluate_loss(self, *args, **kwargs) -> float:
+        """The loss on the batch without a step or gradients, as ``pyro.infer.SVI``'s
+        ``evaluate_loss``: the objective's own ``loss`` (Pyro's ELBO for ``"elbo"``/
+        ``"meanfield"``, the IWAE bound for ``"iwae"``/``"dreg"``) under ``torch.no_grad``,
+        e.g. for held-out data."""
+        with torch.no_grad():
+            return float(self.objective.loss(self.model, self.guide, *args, **kwargs))
 
     def tensor_step(self, *args, **kwargs) -> torch.Tensor:
         """:meth:`step`, returning the loss as a detached 0-dim tensor on the loss's device.
