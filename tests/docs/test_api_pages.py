@@ -23,3 +23,20 @@ def test_every_public_module_has_an_api_entry():
     missing, stale = sorted(modules - documented), sorted(documented - modules)
     assert not missing, f"modules without a docs/api entry: {missing}"
     assert not stale, f"docs/api entries of no module: {stale}"
+
+
+def test_the_docstrings_sphinx_roles_render_as_the_names_code():
+    # 513 roles showed as ":func:" before the name on the API pages
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "docstring_roles", ROOT / "docs" / "hooks" / "docstring_roles.py")
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    html = ("<p>see :func:<code>inference.fit</code>, :class:<code>~inference.KeepBest</code>"
+            " and :meth:<code>~ppl_models.VAE.model</code>; a plain <code>x</code></p>")
+    assert hook.on_page_content(html) == (
+        "<p>see <code>inference.fit</code>, <code>KeepBest</code> and <code>model</code>; a "
+        "plain <code>x</code></p>")
+    config = (ROOT / "mkdocs.yml").read_text()
+    assert "docs/hooks/docstring_roles.py" in config
