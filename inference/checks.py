@@ -341,6 +341,29 @@ def check_generator(generator, device: torch.device, name: str = "generator") ->
                          f"pass torch.Generator(device={str(device)!r})")
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"``/None picks CUDA when available, else CPU; else a CPU or CUDA device as
+    given (other kinds, e.g. ``"meta"``, are refused)."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device, "
+                         f"got {device!r}") from error
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got '{device}': "
+                         "only CPU and CUDA devices are supported")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device '{device}' was requested but torch sees no CUDA device")
+    if device.type == "cuda" and device.index is not None and \
+            device.index >= torch.cuda.device_count():
+        raise RuntimeError(f"device '{device}' was requested but torch sees "
+                           f"{torch.cuda.device_count()} CUDA device(s), cuda:0 .. "
+                           f"cuda:{torch.cuda.device_count() - 1}")
+    return device
+
+
 def check_model_tensor(model, value: torch.Tensor, name: str) -> None:
     """Raise ``ValueError`` when the floating tensor ``value`` and ``model``'s parameters differ
     in dtype or device (naming both); a model without ``parameters()``, or without any, passes."""

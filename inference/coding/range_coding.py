@@ -32,9 +32,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ..checks import as_int_list, check_not_meta
+from ..checks import as_int_list, check_not_meta, resolve_device
 from ..protocols import MarkovTextModel, require
-from ..training.fit import resolve_device
 
 WORD_BYTES = 4  # constriction emits 32-bit words
 
