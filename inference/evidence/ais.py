@@ -69,8 +69,9 @@ from torch.distributions import biject_to
 from torch.distributions import constraints as torch_constraints
 from torch.distributions.transforms import ComposeTransform, IndependentTransform
 
-from ..checks import (as_number, autograd_arguments, check_at_most, check_int, check_number,
-                      check_pair_call, check_weights_memory, leaves_buffers, resolve_device)
+from ..checks import (as_number, autograd_arguments, check_at_most, check_dense_values, check_int,
+                      check_number, check_pair_call, check_weights_memory, leaves_buffers,
+                      resolve_device)
 from ..pair_check import PARTICLE_PLATE, PairStructure, data_frame, sample_sites
 from ..progress import check_progress, progress_bar
 from ..weights import (
@@ -412,6 +413,7 @@ def _check_options(num_chains, num_steps, transition, step_size, num_leapfrog, s
     check_at_most(num_leapfrog, "num_leapfrog", MAX_LEAPFROG, "each leapfrog step takes a "
                   "gradient of every chain, at every annealing step")
     if torch.is_tensor(step_size):
+        check_dense_values(step_size, "step_size")
         if not step_size.is_floating_point() or not bool((step_size > 0).all()) or not bool(
                 torch.isfinite(step_size).all()):
             raise ValueError(f"step_size must be a tensor of positive finite floats, got "
@@ -434,6 +436,7 @@ def _betas(schedule, num_steps) -> torch.Tensor:
                              f"{schedule!r}")
         return annealing_schedule(num_steps, schedule)
     message = f"a schedule sequence must increase strictly from 0 to 1, got {schedule!r}"
+    check_dense_values(schedule, "schedule")
     try:
         betas = torch.as_tensor(schedule, dtype=torch.float64).flatten()
     except (TypeError, ValueError, RuntimeError) as error:

@@ -43,7 +43,8 @@ from pyro.distributions.torch_distribution import MaskedDistribution
 
 from ..checks import (as_number, autograd_arguments, check_at_most, check_int,
                       check_nonempty_batch, check_pair_call, check_program,
-                      check_program_arguments, check_weights_memory, leaves_buffers)
+                      check_program_arguments, check_tensor_input, check_weights_memory,
+                      leaves_buffers)
 from ..pair_check import (
     DATA_PLATE,
     check_pair,
@@ -379,6 +380,7 @@ def _log_evidence_per_datapoint(log_evidence, structure: PairStructure) -> torch
                     f"its '{DATA_PLATE}' plate ({structure.batch_size} of {rows} datapoints, "
                     "drawn by this call and listed in result.subsample), so log_evidence is "
                     "read at those indices")
+    check_tensor_input(log_evidence, "log_evidence")
     if not torch.is_tensor(log_evidence) or tuple(log_evidence.shape) != (rows,):
         shape = tuple(log_evidence.shape) if torch.is_tensor(log_evidence) else log_evidence
         raise ValueError(f"log_evidence must be a tensor of shape {expected}, got {shape}")

@@ -142,18 +142,27 @@ def _offset_free(log_channel: torch.Tensor) -> torch.Tensor:
     return log_channel - log_channel.amax(-1, keepdim=True)
 
 
+def _check_codes_and_channel(z, log_channel) -> None:
+    """Name a numpy array or a sparse or meta tensor given as ``z`` or ``log_channel``."""
+    check_tensor_input(z, "z")
+    check_tensor_input(log_channel, "log_channel")
+
+
 def pixel_posterior(vae, z: torch.Tensor, log_channel: torch.Tensor) -> torch.Tensor:
     """``p(x_i = 1 | y_i, z)``: ``z: [..., batch, d]`` -> ``[..., batch, C, H, W]``."""
     require(vae, EncoderDecoder, "vae")
     require_standard_prior(vae, "vae")
+    _check_codes_and_channel(z, log_channel)
     joint = _log_bernoulli(_pixel_logits(vae, z)) + _offset_free(log_channel)
     return joint.softmax(-1)[..., 1]
 
 
 def marginal_log_likelihood(vae, z: torch.Tensor, log_channel: torch.Tensor) -> torch.Tensor:
-    """``log p(y | z) = sum_i log sum_k p(y_i | x_i = k) p(x_i = k | z)``: ``[..., batch]``."""
+    """``log p(y | z) = sum_i log sum_k p(y_i | x_i = k) p(x_i = k | z)``: ``z: [..., batch,
+    d]``, ``log_channel: [batch, C, H, W, 2]`` -> ``[..., batch]``."""
     require(vae, EncoderDecoder, "vae")
     require_standard_prior(vae, "vae")
+    _check_codes_and_channel(z, log_channel)
     joint = _log_bernoulli(_pixel_logits(vae, z)) + log_channel
     return joint.logsumexp(-1).flatten(-3).sum(-1)
 

@@ -325,6 +325,7 @@ def gaussian_pool_log_likelihood(loc: torch.Tensor, scale: torch.Tensor, y: torc
     Args:
         loc, scale: ``[..., batch, C, H, W]``.
         y: ``[batch, C, H / f, W / f]``.
+        factor: ``f``.
 
     Returns:
         ``[..., batch]`` in nats; differentiable in ``loc`` and ``scale``.

@@ -1,11 +1,13 @@
 """Hostile inputs, round 7 (inference side): each entry point computes the right thing or
 refuses by name.
 
-- F1: a sparse tensor given to the uses and coders (``active_units``, ``observed_channel``,
-  ``average_pool``, ``map_complete``, ``super_resolve_map``, ``auroc``, ``probe_accuracy``,
-  ``nll_scores``, ``bits_back_encode``, ``range_encode``, ``information_bits``,
-  ``encode_images``) failed in torch ("Could not run 'aten::eq.Scalar' ... SparseCPU"); it
-  is refused naming the argument and ``.to_dense()``, as the estimators do.
+- F1: a sparse tensor given to the uses, coders and AIS and gap settings (``active_units``,
+  ``observed_channel``, ``average_pool``, ``map_complete``, ``pixel_posterior``,
+  ``super_resolve_map``, ``auroc``, ``probe_accuracy``, ``nll_scores``, ``bits_back_encode``,
+  ``range_encode``, ``information_bits``, ``encode_images``, AIS's ``schedule`` and
+  ``step_size``, ``amortization_gap``'s ``log_evidence``) failed in torch ("Could not run
+  'aten::eq.Scalar' ... SparseCPU"); it is refused naming the argument and ``.to_dense()``,
+  as the estimators do.
 - F3: a real setting given as a 0-dim tensor (``flip_rate``, ``threshold``, ``sharpness``,
   ``lr``, ``step_jitter``, ``target_acceptance``) was refused as "must be a finite number,
   got tensor(0.1)"; it counts as its ``float()``. Where a tensor is still refused (a tensor
@@ -43,6 +45,7 @@ from inference import (active_units, amortization_gap, annealing_schedule, auroc
 from inference.checks import MAX_STEPS, as_number, check_number
 from inference.evidence.ais import ais_log_evidence
 from inference.protocols import EncoderDecoder
+from inference.uses.completion import pixel_posterior
 from ppl_models import VAE, LinearGaussian, PixelCNN, TwoLayerVAE
 
 BIG = 10 ** 12
@@ -84,6 +87,15 @@ SPARSE_CALLS = {
     "information_bits": lambda vae, x: information_bits(torch.tensor([0, 1]).to_sparse(),
                                                         torch.full((2, 2), 0.5)),
     "encode_images": lambda vae, x: encode_images(lambda s: None, x.long().to_sparse()),
+    "pixel_posterior": lambda vae, x: pixel_posterior(vae, torch.zeros(3, 2).to_sparse(),
+                                                      observed_channel(x)),
+    "ais_log_evidence schedule": lambda vae, x: ais_log_evidence(
+        vae.model, vae.guide, x, schedule=torch.linspace(0, 1, 4).to_sparse(), progress=False),
+    "ais_log_evidence step_size": lambda vae, x: ais_log_evidence(
+        vae.model, vae.guide, x, step_size=torch.full((3,), 0.1).to_sparse(), progress=False),
+    "amortization_gap log_evidence": lambda vae, x: amortization_gap(
+        vae.model, vae.guide, x, log_evidence=torch.zeros(3).to_sparse(), num_steps=1,
+        progress=False),
 }
 
 
