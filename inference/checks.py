@@ -60,9 +60,10 @@ def check_int(value, name: str, minimum: int = 1) -> None:
 
 
 MAX_STEPS = 10 ** 7
-"""The most steps (or sweeps) an iterative use takes, as AIS's annealing: a MAP search's Adam
-steps, a Markov chain's moves. At a millisecond a step that is close to three hours; a
-count beyond it is a typo (``10**12``) that would run for ever."""
+"""The most steps (or sweeps) an iterative entry point takes: AIS's annealing steps, the local
+guides' optimizer steps, a MAP search's Adam steps, a Markov chain's moves. At a millisecond a
+step that is close to three hours (a day of a small model's HMC); a count beyond it is a typo
+(``10**12``) that would run for ever."""
 
 
 def check_at_most(value: int, name: str, most: int, why: str) -> None:

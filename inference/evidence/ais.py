@@ -69,9 +69,9 @@ from torch.distributions import biject_to
 from torch.distributions import constraints as torch_constraints
 from torch.distributions.transforms import ComposeTransform, IndependentTransform
 
-from ..checks import (as_number, autograd_arguments, check_at_most, check_dense_values, check_int,
-                      check_number, check_pair_call, check_weights_memory, leaves_buffers,
-                      resolve_device)
+from ..checks import (MAX_STEPS, as_number, autograd_arguments, check_at_most,
+                      check_dense_values, check_int, check_number, check_pair_call,
+                      check_weights_memory, leaves_buffers, resolve_device)
 from ..pair_check import PARTICLE_PLATE, PairStructure, data_frame, sample_sites
 from ..progress import check_progress, progress_bar
 from ..weights import (
@@ -90,7 +90,6 @@ from ..weights import (
 
 TRANSITIONS = ("hmc", "mala", "uha", "ula")
 SCHEDULES = ("sigmoid", "linear")
-MAX_STEPS = 10 ** 7  # annealing steps: about a day of a small model's HMC on one core
 MAX_LEAPFROG = 10 ** 4  # leapfrog steps per HMC move (typical: 1 to 100)
 # torch's wrapper of a MixtureSameFamily's support (recent torch; absent before, then never)
 _MIXTURE_SUPPORT = getattr(torch_constraints, "MixtureSameFamilyConstraint", ())

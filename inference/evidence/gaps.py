@@ -41,7 +41,7 @@ from pyro import poutine
 from pyro.distributions import Independent, MultivariateNormal, Normal
 from pyro.distributions.torch_distribution import MaskedDistribution
 
-from ..checks import (as_number, autograd_arguments, check_at_most, check_int,
+from ..checks import (MAX_STEPS, as_number, autograd_arguments, check_at_most, check_int,
                       check_nonempty_batch, check_pair_call, check_program,
                       check_program_arguments, check_tensor_input, check_weights_memory,
                       leaves_buffers)
@@ -194,14 +194,11 @@ class LocalGaussianGuide:
                 pyro.sample(s.name, s.distribution())
 
 
-MAX_FIT_STEPS = 10 ** 7  # gradient steps of the local guides: as AIS's MAX_STEPS
-
-
 def _check_fit_arguments(num_steps, lr, num_particles) -> tuple[int, float, int]:
     """The local guides' fit options, checked; returned as Python numbers (a numpy or tensor
     count would overflow int64 in the memory checks' products)."""
     check_int(num_steps, "num_steps")
-    check_at_most(num_steps, "num_steps", MAX_FIT_STEPS, "each step fits every local guide "
+    check_at_most(num_steps, "num_steps", MAX_STEPS, "each step fits every local guide "
                   "once, so such a run would not end")
     # Adam computes lr in the local parameters' dtype, float32 at least: 1e39 failed there,
     # in torch ("value cannot be converted to type float without overflow")
