@@ -22,6 +22,7 @@ import sys
 import traceback
 import warnings
 
+import numpy
 import pyro
 import torch
 from pyro.poutine.guide import GuideMessenger
@@ -56,6 +57,13 @@ def check_int(value, name: str, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ValueError(f"{name} must be {what}, got {value!r}")
+
+
+MAX_STEPS = 10 ** 7
+"""The most steps (or sweeps) an iterative entry point takes: AIS's annealing steps, the local
+guides' optimizer steps, a MAP search's Adam steps, a Markov chain's moves. At a millisecond a
+step that is close to three hours (a day of a small model's HMC); a count beyond it is a typo
+(``10**12``) that would run for ever."""
 
 
 def check_at_most(value: int, name: str, most: int, why: str) -> None:
@@ -117,12 +125,32 @@ def finite_real(value) -> bool:
         return False
 
 
+def real_tensor(value) -> bool:
+    """Whether ``value`` is a 0-dim dense tensor of a real dtype (floating or integer, not
+    bool) with a value to read: ``torch.tensor(1e-3)`` or ``x.max()`` counts as the number
+    it holds, as ``np.float64(1e-3)`` does."""
+    return (torch.is_tensor(value) and value.dim() == 0 and value.dtype != torch.bool
+            and not value.is_complex() and not value.is_meta
+            and value.layout == torch.strided)
+
+
+def _tensor_as_number_message(value: torch.Tensor, name: str) -> str:
+    """Why the tensor ``value`` is not one real number, naming ``name`` and what to pass."""
+    if real_tensor(value):
+        return (f"{name} must be a Python or NumPy real number here, got the 0-dim tensor "
+                f"{value!r}: pass float({name})")
+    return (f"{name} must be a single real number, got a tensor of shape {list(value.shape)} "
+            f"({value.numel()} elements, {value.dtype}, {value.layout}): pass one number")
+
+
 def check_number(value, name: str, minimum: float | None = None, positive: bool = False,
                  dtype: torch.dtype | None = None) -> None:
     """Raise ``ValueError`` unless ``value`` is a finite real number (not a bool, not a
-    string, not an integer beyond float range), ``> 0`` when ``positive``, ``>= minimum``
-    when given, and, with ``dtype`` (the floating dtype it is computed in), within that
-    dtype's range (:func:`check_in_range_of`)."""
+    string, not an integer beyond float range, not a tensor: :func:`as_number` takes a 0-dim
+    one), ``> 0`` when ``positive``, ``>= minimum`` when given, and, with ``dtype`` (the
+    floating dtype it is computed in), within that dtype's range (:func:`check_in_range_of`)."""
+    if torch.is_tensor(value):
+        raise ValueError(_tensor_as_number_message(value, name))
     if not finite_real(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     if positive and not value > 0:
@@ -131,6 +159,17 @@ def check_number(value, name: str, minimum: float | None = None, positive: bool 
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
     if dtype is not None:
         check_in_range_of(value, name, dtype)
+
+
+def as_number(value, name: str, minimum: float | None = None, positive: bool = False,
+              dtype: torch.dtype | None = None) -> float:
+    """``value`` as a Python ``float`` after :func:`check_number`'s checks; a 0-dim real
+    tensor (:func:`real_tensor`: ``x.max()``, a scheduler's ``torch.tensor(1e-3)``) counts as
+    its ``float()``; a tensor of more elements is refused, naming ``name``."""
+    if real_tensor(value):
+        value = float(value)
+    check_number(value, name, minimum, positive, dtype)
+    return float(value)
 
 
 def check_in_range_of(value, name: str, dtype: torch.dtype, hint: str = "") -> None:
@@ -154,8 +193,9 @@ def check_in_range_of(value, name: str, dtype: torch.dtype, hint: str = "") -> N
 
 def check_finite_tensor(value, name: str) -> None:
     """Raise ``ValueError`` naming ``name`` and counting its NaN and infinite entries, or
-    saying that it is a meta tensor (no values to check: :func:`check_not_meta`)."""
-    check_not_meta(value, name)
+    saying that it is a meta tensor (no values to check: :func:`check_not_meta`);
+    ``TypeError`` for a sparse one (:func:`check_dense`)."""
+    check_dense_values(value, name)
     if torch.is_tensor(value) and (value.is_floating_point() or value.is_complex()):
         bad = ~torch.isfinite(value)
         if bad.any():
@@ -217,10 +257,17 @@ def check_program(fn, name: str) -> None:
             "itself (its trace holds the model's observed sites): fit, SVIStep and the "
             "estimators take it (they trace its draws only), a compiled step does not (it "
             "traces methods of one module); use SVIStep, or fit without compile")
+    check_function(fn, name, f"its method, e.g. {name}=module.{name}")
+
+
+def check_function(fn, name: str, instead: str) -> None:
+    """Raise ``TypeError`` naming ``name`` unless ``fn`` is callable; a module without a
+    ``forward`` (a whole ``PixelCNN`` passed for its ``log_prob``: callable, but calling it
+    fails inside torch) is refused saying what to pass ``instead``."""
     if isinstance(fn, torch.nn.Module) and \
             type(fn).forward is torch.nn.Module.forward:
-        raise TypeError(f"{name} is a {type(fn).__name__} module without forward(); pass its "
-                        f"method, e.g. {name}=module.{name}")
+        raise TypeError(f"{name} is a {type(fn).__name__} module without forward(); pass "
+                        f"{instead}")
     if not callable(fn):
         raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
 
@@ -277,6 +324,25 @@ def check_not_meta(value, name: str) -> None:
                          "it has a shape but no values; create it on a real device (cpu, "
                          "cuda), e.g. torch.zeros(shape) or tensor.to_empty(device='cpu') and "
                          "fill it")
+
+
+def check_tensor_input(value, name: str) -> None:
+    """Raise for an argument that should be a tensor but is a numpy array (``TypeError``
+    saying to pass ``torch.as_tensor(...)``: the dtype-only message read "must be a floating
+    tensor, got float32") or a tensor without dense values (:func:`check_dense_values`);
+    anything else passes (the caller checks its type, dtype and shape)."""
+    if isinstance(value, numpy.ndarray):
+        raise TypeError(f"{name} is a numpy array (shape {list(value.shape)}, {value.dtype}); "
+                        f"pass a tensor: torch.as_tensor({name})")
+    check_dense_values(value, name)
+
+
+def check_dense_values(value, name: str) -> None:
+    """Raise for a tensor ``value`` whose values cannot be read as a dense array: a meta
+    tensor (``ValueError``, :func:`check_not_meta`) or a sparse one (``TypeError``,
+    :func:`check_dense`), naming ``name``; anything else passes (the caller checks its type)."""
+    check_not_meta(value, name)
+    check_dense(value, name)
 
 
 def check_dense(value, name: str) -> None:
@@ -339,6 +405,29 @@ def check_generator(generator, device: torch.device, name: str = "generator") ->
     if torch.device(generator.device).type != torch.device(device).type:
         raise ValueError(f"{name} is on {generator.device} but the draws are made on {device}; "
                          f"pass torch.Generator(device={str(device)!r})")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"``/None picks CUDA when available, else CPU; else a CPU or CUDA device as
+    given (other kinds, e.g. ``"meta"``, are refused)."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device, "
+                         f"got {device!r}") from error
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got '{device}': "
+                         "only CPU and CUDA devices are supported")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device '{device}' was requested but torch sees no CUDA device")
+    if device.type == "cuda" and device.index is not None and \
+            device.index >= torch.cuda.device_count():
+        raise RuntimeError(f"device '{device}' was requested but torch sees "
+                           f"{torch.cuda.device_count()} CUDA device(s), cuda:0 .. "
+                           f"cuda:{torch.cuda.device_count() - 1}")
+    return device
 
 
 def check_model_tensor(model, value: torch.Tensor, name: str) -> None:

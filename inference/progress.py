@@ -1,7 +1,8 @@
-"""Progress bars of long estimates: a call shows its bar once it has run for a second.
+"""Progress bars of long calls: a call shows its bar once it has run for a second.
 
 The estimators count the log weights they draw (particles times datapoints), AIS its
-annealing steps, the local-guide fits their optimizer steps. A call that ends within
+annealing steps, the local-guide fits their optimizer steps, the uses (completion,
+super-resolution) their MAP steps and Markov chain sweeps. A call that ends within
 :data:`DELAY_SECONDS` prints nothing, so tests and quick estimates stay quiet; the bar is
 removed when the call ends (``leave=False``), and ``progress=False`` turns it off.
 """
@@ -16,11 +17,11 @@ DELAY_SECONDS = 1.0
 
 def check_progress(progress) -> bool:
     """``progress`` when it is True or False, else ``TypeError`` saying that the keyword is
-    the estimator's own: a model's keyword of that name cannot be passed through it (and
+    the function's own: a model's keyword of that name cannot be passed through it (and
     ``progress=0`` or ``"no"`` would otherwise be read by truth value)."""
     if not isinstance(progress, bool):
         raise TypeError(f"progress must be True or False, got {progress!r}: it is this "
-                        "estimator's own keyword (its progress bar), so a model's keyword of "
+                        "function's own keyword (its progress bar), so a model's keyword of "
                         "that name cannot be passed through it (bind it: lambda x: model(x, "
                         "progress=...))")
     return progress

@@ -130,8 +130,14 @@ def require(obj: Any, protocol: type, argument_name: str) -> None:
 
     The message names the argument, the protocol, the members it needs and those ``obj``
     lacks, e.g. ``vae must satisfy EncoderDecoder (decode, encode, image_shape); NGramModel
-    lacks decode, encode, image_shape``.
+    lacks decode, encode, image_shape``. A ``protocol`` that is not a
+    :class:`typing.Protocol` (``int``, a plain class) asks for no member, so everything would
+    satisfy it: ``TypeError`` naming it.
     """
+    if not getattr(protocol, "_is_protocol", False) or protocol is Protocol:
+        raise TypeError(f"require: protocol must be a typing.Protocol class such as "
+                        f"EncoderDecoder (it names the members {argument_name} needs), got "
+                        f"{getattr(protocol, '__name__', repr(protocol))}")
     needed = protocol_members(protocol)
     missing = [name for name in needed if not hasattr(obj, name)]
     if missing:

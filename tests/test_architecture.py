@@ -5,6 +5,8 @@
 - No module of the library imports another module's ``_private`` name.
 - ``inference``'s modules import each other without a cycle, and the modules the wings share
   (``pair_check``, ``weights``, ``checks``, ...) import no wing, not even inside a function.
+- One wing imports another in one direction only: ``training`` uses ``evidence`` (its
+  validation ELBO); no other wing imports another wing.
 """
 
 import ast
@@ -98,6 +100,37 @@ def test_the_shared_modules_import_no_wing():
             assert not wing, f"{path}:{line}: {module} imports the wing {wing[0]}"
 
 
+# (importing wing, imported wing) pairs docs/architecture.md allows
+WING_IMPORTS_ALLOWED = {("inference.training", "inference.evidence")}
+
+
+def _wing_of(module: str) -> str | None:
+    """The wing ``module`` belongs to, None for a root module."""
+    return next((w for w in WINGS if f"{module}.".startswith(f"{w}.")), None)
+
+
+def _wing_imports(root: Path) -> list[str]:
+    """``"file:line: wing imports wing"`` for each import of one wing by another that
+    :data:`WING_IMPORTS_ALLOWED` does not list (inside functions too)."""
+    offenders = []
+    for module, path in _modules("inference", root).items():
+        own = _wing_of(module)
+        if own is None:
+            continue
+        for target, names, line in _imports(module, path):
+            for candidate in [target, *(f"{target}.{n}" for n in names)]:
+                other = _wing_of(candidate)
+                if other not in (None, own) and (own, other) not in WING_IMPORTS_ALLOWED:
+                    offenders.append(f"{path.relative_to(root)}:{line}: {own} imports {other}")
+                    break
+    return offenders
+
+
+def test_only_training_imports_another_wing():
+    offenders = _wing_imports(ROOT)
+    assert not offenders, "\n".join(offenders)
+
+
 def _check_no_cycle(package: str, root: Path) -> None:
     modules = _modules(package, root)
     graph = {}
@@ -145,3 +178,16 @@ def test_the_checker_sees_a_cycle_a_private_import_and_a_model_import(tmp_path):
     assert any("_helper" in line for line in _private_imports("inference", tmp_path))
     assert _cross_imports("inference", "ppl_models", tmp_path) == [
         "inference/b.py:2 imports ppl_models"]
+
+
+def test_the_checker_sees_a_wing_importing_another(tmp_path):
+    """coding once imported resolve_device from training.fit, unseen by the rules above."""
+    package = tmp_path / "inference"
+    for wing in ("coding", "training", "evidence"):
+        (package / wing).mkdir(parents=True)
+        (package / wing / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    (package / "coding" / "coder.py").write_text("from ..training.fit import resolve_device\n")
+    (package / "training" / "fit.py").write_text("from ..evidence import elbo\n")
+    assert _wing_imports(tmp_path) == [
+        "inference/coding/coder.py:1: inference.coding imports inference.training"]

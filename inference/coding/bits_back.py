@@ -44,7 +44,7 @@ import struct
 import numpy as np
 import torch
 
-from ..checks import check_not_meta
+from ..checks import check_dense_values, integer_tensor
 from ..protocols import BernoulliLatentModel, require, require_standard_prior
 from .range_coding import (
     KIND_BITS_BACK,
@@ -72,7 +72,10 @@ MAX_INITIAL_WORDS = 2**20
 
 
 def _integer(value, name: str, low: int, high: int) -> int:
-    """``value`` (a Python or numpy integer, not a bool) in ``low..high`` as a Python int."""
+    """``value`` (a Python or numpy integer or a 0-dim integer tensor, not a bool) in
+    ``low..high`` as a Python int."""
+    if integer_tensor(value):
+        value = int(value)
     if (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral)
             or not low <= value <= high):
         raise ValueError(f"{name} must be an int in {low}..{high}, got {value!r}")
@@ -165,7 +168,7 @@ def _check_images(images: torch.Tensor, image_shape) -> None:
     if images.dim() != 4 or tuple(images.shape[1:]) != tuple(image_shape):
         raise ValueError(f"images must be [batch, {', '.join(map(str, image_shape))}], got "
                          f"{list(images.shape)}")
-    check_not_meta(images, "images")
+    check_dense_values(images, "images")
     if images.is_complex():
         raise TypeError(f"images must be real 0/1 pixels, got dtype {images.dtype}")
     if images.numel() and not ((images == 0) | (images == 1)).all():
@@ -199,11 +202,16 @@ def bits_back_encode(vae, images: torch.Tensor, latent_bits: int = 12,
     Bernoulli pixels) by bits-back coding.
 
     Args:
+        vae: a :class:`~inference.protocols.BernoulliLatentModel` with the standard normal
+            prior; the decoder must see the same VAE.
+        images: ``[n, C, H, W]`` 0/1 pixels of any real dtype, ``(C, H, W)`` the vae's
+            ``image_shape``.
         latent_bits: buckets per latent dimension, ``2^latent_bits`` (an int in 1..16).
         initial_words: random 32-bit words on the stack before the first image (drawn with
             ``seed``); the decoder gets them back. An int in ``1..MAX_INITIAL_WORDS``
             (2^20); ``ceil(3 * latent_dim / 4)`` words cover the first image's debt.
-        seed: an int in ``0..2^64-1``. Numpy integers are accepted for all three.
+        seed: an int in ``0..2^64-1``. Numpy integers and 0-dim integer tensors are
+            accepted for all three.
 
     Returns:
         a stream header (image count, ``latent_bits``, digest of the pixels, CRC32),

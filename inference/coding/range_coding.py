@@ -32,9 +32,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ..checks import as_int_list, check_not_meta
+from ..checks import (as_int_list, check_dense_values, check_function, check_tensor_input,
+                      resolve_device)
 from ..protocols import MarkovTextModel, require
-from ..training.fit import resolve_device
 
 WORD_BYTES = 4  # constriction emits 32-bit words
 
@@ -160,17 +160,19 @@ def load_constriction():
     return constriction
 
 
-def _check_callback(fn, name: str) -> None:
-    """Raise ``TypeError`` unless the table callback ``fn`` (reported as ``name``) is callable."""
-    if not callable(fn):
-        raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
+# what to pass for a table callback given a whole model module (TypeError, check_function)
+PIXEL_PROBS_INSTEAD = ("a function of the symbols [batch, C, H, W] that returns the model's "
+                       "tables [batch, C, H, W, V] (as examples/compression.py's pixel_probs "
+                       "wraps a PixelCNN)")
+NEXT_PROBS_INSTEAD = ("a function of the decoded chunks that returns the next symbols' tables "
+                      "[m, V], or None when the message is complete")
 
 
 def _check_tables(symbols: torch.Tensor, probs: torch.Tensor, coding: bool = True) -> None:
     for name, value in (("symbols", symbols), ("probs", probs)):
         if not torch.is_tensor(value):
             raise TypeError(f"{name} must be a tensor, got {type(value).__name__}")
-        check_not_meta(value, name)
+        check_dense_values(value, name)
     if symbols.dim() != 1 or probs.dim() != 2 or probs.shape[0] != symbols.shape[0]:
         raise ValueError(f"need symbols [n] and probs [n, V], got {list(symbols.shape)} and "
                          f"{list(probs.shape)}")
@@ -198,7 +200,7 @@ def check_probs(probs: torch.Tensor, source: str = "probability table",
     lies outside ``[MIN_ROW_SUM, MAX_ROW_SUM]``. The error names ``source`` and the row."""
     if not probs.is_floating_point():
         raise ValueError(f"{source} must hold finite, non-negative floats, got {probs.dtype}")
-    check_not_meta(probs, source)
+    check_dense_values(probs, source)
     size = probs.shape[1]
     if coding and not 2 <= size <= MAX_ALPHABET:
         raise ValueError(f"{source} has V={size} symbols (columns), the coder needs "
@@ -282,7 +284,7 @@ def range_decode(data: bytes,
             decoded symbols that do not consume exactly the stream or do not match its
             digest (other tables than the encoder's).
     """
-    _check_callback(next_probs, "next_probs")
+    check_function(next_probs, "next_probs", NEXT_PROBS_INSTEAD)
     stream = unpack_stream(data, KIND_RANGE)
     if stream.count != stream.symbols:
         raise ValueError(f"compressed range-coded symbols: header counts disagree "
@@ -360,7 +362,7 @@ def encode_words(lm, x: torch.Tensor) -> bytes:
             symbols, or tables the coder cannot take.
     """
     require(lm, MarkovTextModel, "lm")
-    check_not_meta(x, "x")
+    check_tensor_input(x, "x")
     targets, contexts, mask = lm.contexts(x)
     _check_symbol_count(int(mask.sum()), "words")
     with torch.no_grad():
@@ -458,14 +460,14 @@ def encode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor],
             decoding could not rebuild (other tables on a second call, a model that is not
             causal: three more calls of ``pixel_probs`` check it).
     """
-    _check_callback(pixel_probs, "pixel_probs")
+    check_function(pixel_probs, "pixel_probs", PIXEL_PROBS_INSTEAD)
     if not torch.is_tensor(symbols):
         raise TypeError(f"symbols must be an int64 tensor [batch, C, H, W] (or another of "
                         f"{_SYMBOL_DTYPE_NAMES}), got {type(symbols).__name__}")
     if symbols.dim() != 4 or symbols.dtype not in SYMBOL_DTYPES or not all(symbols.shape):
         raise ValueError(f"symbols must be integers ({_SYMBOL_DTYPE_NAMES}) [batch, C, H, W] "
                          f"with no empty dim, got {symbols.dtype} {list(symbols.shape)}")
-    check_not_meta(symbols, "symbols")
+    check_dense_values(symbols, "symbols")
     _check_symbol_count(symbols.numel(), "images")
     symbols = symbols.long()
     with torch.no_grad():  # a copy: a pixel_probs that changes its input in place must not
@@ -533,6 +535,9 @@ def decode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor], data: byt
     partly decoded batch (undecoded pixels are 0 and must not matter).
 
     Args:
+        pixel_probs: the same function :func:`encode_images` was given (the same model and
+            tables): ``symbols [batch, C, H, W]`` int64 -> ``[batch, C, H, W, V]``.
+        data: the bytes :func:`encode_images` returned.
         image_shape: ``(C, H, W)``, three positive integers: a tuple or list (numpy integers
             accepted) or a 1-D integer array.
         device: where the images are decoded: None (the CPU), or a CPU or CUDA device as
@@ -547,7 +552,7 @@ def decode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor], data: byt
             stream's digest; ``pixel_probs`` returning something other than a tensor
             ``[batch, C, H, W, V]``), or an ``image_shape`` other than the encoder's.
     """
-    _check_callback(pixel_probs, "pixel_probs")
+    check_function(pixel_probs, "pixel_probs", PIXEL_PROBS_INSTEAD)
     device = torch.device("cpu") if device is None else resolve_device(device)
     try:
         shape = as_int_list(image_shape, "image_shape")

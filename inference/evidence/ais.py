@@ -38,9 +38,9 @@ are heavy-tailed (check :func:`inference.evidence.weight_diagnostics.pareto_k` o
 
 Support: a chain that starts where the model's density is zero (log weight ``-inf``) keeps
 weight zero, never moves and does not steer the step-size adaptation; a datapoint whose chains
-all start there gets ``log_evidence = -inf`` with ``stderr = inf``. A start whose log weight is
-NaN or ``+inf`` is an error. Proposals with a NaN or infinite density are rejected (for the
-uncorrected moves: the chain's weight becomes zero), as divergences.
+all start there gets ``log_evidence = -inf`` with ``standard_error = inf``. A start whose log
+weight is NaN or ``+inf`` is an error. Proposals with a NaN or infinite density are rejected
+(for the uncorrected moves: the chain's weight becomes zero), as divergences.
 
 References:
     [1] Neal (2001), Annealed importance sampling. Statistics and Computing 11.
@@ -69,8 +69,9 @@ from torch.distributions import biject_to
 from torch.distributions import constraints as torch_constraints
 from torch.distributions.transforms import ComposeTransform, IndependentTransform
 
-from ..checks import (autograd_arguments, check_at_most, check_int, check_number, check_pair_call,
-                      check_weights_memory, leaves_buffers)
+from ..checks import (MAX_STEPS, as_number, autograd_arguments, check_at_most,
+                      check_dense_values, check_int, check_number, check_pair_call,
+                      check_weights_memory, leaves_buffers, resolve_device)
 from ..pair_check import PARTICLE_PLATE, PairStructure, data_frame, sample_sites
 from ..progress import check_progress, progress_bar
 from ..weights import (
@@ -89,7 +90,6 @@ from ..weights import (
 
 TRANSITIONS = ("hmc", "mala", "uha", "ula")
 SCHEDULES = ("sigmoid", "linear")
-MAX_STEPS = 10 ** 7  # annealing steps: about a day of a small model's HMC on one core
 MAX_LEAPFROG = 10 ** 4  # leapfrog steps per HMC move (typical: 1 to 100)
 # torch's wrapper of a MixtureSameFamily's support (recent torch; absent before, then never)
 _MIXTURE_SUPPORT = getattr(torch_constraints, "MixtureSameFamilyConstraint", ())
@@ -106,7 +106,8 @@ class AISResult:
     Attributes:
         log_evidence: ``[batch]`` ``log mean_k w_k`` in nats, an estimate of ``log p(x)``
             (a stochastic lower bound; exact for a pair without latent sites).
-        stderr: ``[batch]`` delta-method standard error of ``log_evidence``; 0 for a pair
+        standard_error: ``[batch]`` delta-method standard error of ``log_evidence`` (also
+            read as ``stderr``, its former name); 0 for a pair
             without latent sites, ``inf`` where every chain has weight zero. A large-chain
             approximation that assumes the weights have finite variance: with few chains
             (4) or heavy-tailed weights (a start narrower than the posterior; see
@@ -123,11 +124,16 @@ class AISResult:
     """
 
     log_evidence: torch.Tensor
-    stderr: torch.Tensor
+    standard_error: torch.Tensor
     log_weights: torch.Tensor
     acceptance_rate: torch.Tensor | None
     step_size: torch.Tensor
     subsample: torch.Tensor | None = None
+
+    @property
+    def stderr(self) -> torch.Tensor:
+        """``[batch]``: :attr:`standard_error` under its former name."""
+        return self.standard_error
 
     def to_dict(self) -> dict:
         """JSON-ready means over the datapoints (``acceptance_rate_mean`` None when no
@@ -135,7 +141,7 @@ class AISResult:
         acceptance = self.acceptance_rate
         return {
             "log_evidence_mean": float(self.log_evidence.double().mean()),
-            "stderr_mean": float(self.stderr.double().mean()),
+            "stderr_mean": float(self.standard_error.double().mean()),
             "num_chains": self.log_weights.shape[0],
             "acceptance_rate_mean": None if acceptance is None else float(
                 acceptance.double().mean()),
@@ -149,17 +155,21 @@ def annealing_schedule(num_steps: int, kind: str = "sigmoid", sharpness: float =
 
     ``"linear"``: ``beta_t = t / T``. ``"sigmoid"`` [2]: ``s_t = sigmoid(sharpness (2 t / T - 1))``
     rescaled to run from 0 to 1, which spends more steps near both ends of the path, where
-    the intermediate densities change fastest (``sharpness > 0``; larger is more so).
+    the intermediate densities change fastest (``sharpness > 0``, a number or a 0-dim tensor;
+    larger is more so).
 
+    ``device``: None (the CPU) or a device as :func:`inference.resolve_device` takes it,
+    checked first (``"gpu"``, or ``"cuda"`` where torch sees none, is refused by name).
     ``dtype`` must be a floating-point ``torch.dtype`` (an integer one would round every beta
     to 0 or 1); ``ValueError`` naming it otherwise, and when the schedule rounded to it no
     longer increases strictly (float16 or bfloat16 with many steps).
     """
+    device = torch.device("cpu") if device is None else resolve_device(device)
     check_int(num_steps, "num_steps")
     # its float64 schedule alone would take 8 bytes a step
     check_at_most(num_steps, "num_steps", MAX_STEPS, "each step moves every chain once (with "
                   "HMC's leapfrog gradients), so such a run would not end")
-    check_number(sharpness, "sharpness", positive=True)
+    sharpness = as_number(sharpness, "sharpness", positive=True)
     if kind not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {kind!r}")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
@@ -402,6 +412,7 @@ def _check_options(num_chains, num_steps, transition, step_size, num_leapfrog, s
     check_at_most(num_leapfrog, "num_leapfrog", MAX_LEAPFROG, "each leapfrog step takes a "
                   "gradient of every chain, at every annealing step")
     if torch.is_tensor(step_size):
+        check_dense_values(step_size, "step_size")
         if not step_size.is_floating_point() or not bool((step_size > 0).all()) or not bool(
                 torch.isfinite(step_size).all()):
             raise ValueError(f"step_size must be a tensor of positive finite floats, got "
@@ -409,10 +420,10 @@ def _check_options(num_chains, num_steps, transition, step_size, num_leapfrog, s
     else:
         check_number(step_size, "step_size", positive=True, dtype=torch.float32)
     if target_accept is not None:
-        check_number(target_accept, "target_accept")
+        target_accept = as_number(target_accept, "target_accept")
         if not 0 < target_accept < 1:
             raise ValueError(f"target_accept must lie in (0, 1), got {target_accept!r}")
-    check_number(adapt_rate, "adapt_rate", minimum=0, dtype=torch.float32)  # scales log eps
+    as_number(adapt_rate, "adapt_rate", minimum=0, dtype=torch.float32)  # scales log eps
     return _betas(schedule, num_steps)
 
 
@@ -424,6 +435,7 @@ def _betas(schedule, num_steps) -> torch.Tensor:
                              f"{schedule!r}")
         return annealing_schedule(num_steps, schedule)
     message = f"a schedule sequence must increase strictly from 0 to 1, got {schedule!r}"
+    check_dense_values(schedule, "schedule")
     try:
         betas = torch.as_tensor(schedule, dtype=torch.float64).flatten()
     except (TypeError, ValueError, RuntimeError) as error:
@@ -495,9 +507,9 @@ def ais_log_evidence(
             second.
 
     Returns:
-        :class:`AISResult` with ``log_evidence`` and ``stderr`` ``[batch]`` and
+        :class:`AISResult` with ``log_evidence`` and ``standard_error`` ``[batch]`` and
         ``log_weights`` ``[num_chains, batch]`` in nats. For a pair without latent sites
-        every chain's weight is ``log p(x)`` (exact, ``stderr`` 0, no transition).
+        every chain's weight is ``log p(x)`` (exact, ``standard_error`` 0, no transition).
 
     Raises:
         ValueError: a bad option, or chains whose initial log weights are NaN or ``+inf``
@@ -509,7 +521,9 @@ def ais_log_evidence(
     # Python ints from here: a numpy or tensor count (np.int64(2**61)) overflowed int64 in
     # the memory checks' products and failed in torch ("Storage size calculation overflowed")
     num_chains, num_steps, num_leapfrog = int(num_chains), int(num_steps), int(num_leapfrog)
-    check_number(step_jitter, "step_jitter", minimum=0.0)
+    step_jitter = as_number(step_jitter, "step_jitter", minimum=0.0)
+    target_accept = None if target_accept is None else float(target_accept)
+    adapt_rate = float(adapt_rate)  # checked, as a 0-dim tensor too
     check_progress(progress)
     if not step_jitter < 1:
         raise ValueError(f"step_jitter must lie in [0, 1), got {step_jitter!r}")
@@ -592,7 +606,7 @@ def ais_log_evidence(
     acceptance = accept_sums / (num_chains * num_moves) if num_moves else None
     return AISResult(
         log_evidence=log_mean_exp(log_w, 0),
-        stderr=delta_method_stderr(log_w),
+        standard_error=delta_method_stderr(log_w),
         log_weights=log_w,
         acceptance_rate=acceptance,
         step_size=torch.stack(steps).mean(0),
@@ -609,7 +623,7 @@ def _no_latents(model, guide, args, kwargs, num_chains, chunk_size, structure,
     eps = torch.as_tensor(step_size, dtype=log_w.dtype, device=log_w.device)
     return AISResult(
         log_evidence=log_evidence,
-        stderr=torch.zeros_like(log_evidence),
+        standard_error=torch.zeros_like(log_evidence),
         log_weights=log_w,
         acceptance_rate=None,
         step_size=eps.expand(structure.batch_size).clone(),

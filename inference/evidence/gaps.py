@@ -41,9 +41,10 @@ from pyro import poutine
 from pyro.distributions import Independent, MultivariateNormal, Normal
 from pyro.distributions.torch_distribution import MaskedDistribution
 
-from ..checks import (autograd_arguments, check_at_most, check_int, check_nonempty_batch,
-                      check_number, check_pair_call, check_program, check_program_arguments,
-                      check_weights_memory, leaves_buffers)
+from ..checks import (MAX_STEPS, as_number, autograd_arguments, check_at_most, check_int,
+                      check_nonempty_batch, check_pair_call, check_program,
+                      check_program_arguments, check_tensor_input, check_weights_memory,
+                      leaves_buffers)
 from ..pair_check import (
     DATA_PLATE,
     check_pair,
@@ -174,6 +175,10 @@ class LocalGaussianGuide:
         )
 
     def parameters(self) -> list[torch.Tensor]:
+        """The free tensors, two per latent site in the sites' order: ``loc`` with the
+        shape of the site's value (``[batch, latent_dim]``) and the raw scale, of the same
+        shape for a Normal site (its log scale) or ``[batch, d, d]`` for a
+        MultivariateNormal one (its Cholesky factor with the log of its diagonal)."""
         return [t for s in self.sites for t in (s.loc, s.raw_scale)]
 
     def __call__(self, *args, **kwargs) -> None:
@@ -189,20 +194,17 @@ class LocalGaussianGuide:
                 pyro.sample(s.name, s.distribution())
 
 
-MAX_FIT_STEPS = 10 ** 7  # gradient steps of the local guides: as AIS's MAX_STEPS
-
-
 def _check_fit_arguments(num_steps, lr, num_particles) -> tuple[int, float, int]:
     """The local guides' fit options, checked; returned as Python numbers (a numpy or tensor
     count would overflow int64 in the memory checks' products)."""
     check_int(num_steps, "num_steps")
-    check_at_most(num_steps, "num_steps", MAX_FIT_STEPS, "each step fits every local guide "
+    check_at_most(num_steps, "num_steps", MAX_STEPS, "each step fits every local guide "
                   "once, so such a run would not end")
     # Adam computes lr in the local parameters' dtype, float32 at least: 1e39 failed there,
     # in torch ("value cannot be converted to type float without overflow")
-    check_number(lr, "lr", positive=True, dtype=torch.float32)
+    lr = as_number(lr, "lr", positive=True, dtype=torch.float32)
     check_int(num_particles, "num_particles")
-    return int(num_steps), float(lr), int(num_particles)
+    return int(num_steps), lr, int(num_particles)
 
 
 def _check_step(loss: float, grads, step: int, num_steps: int, lr: float) -> None:
@@ -304,7 +306,8 @@ class GapResult:
 
     Attributes:
         elbo_amortized, elbo_local: ``[batch]`` ELBO of the amortized and the optimized local
-            guide; ``*_stderr`` their Monte Carlo standard errors ``[batch]``.
+            guide; ``*_standard_error`` their Monte Carlo standard errors ``[batch]`` (also
+            read as ``*_stderr``, their former names).
         amortization_gap: ``[batch]`` ``elbo_local - elbo_amortized`` (>= 0 up to MC error).
         log_evidence: ``[batch]`` the caller's best ``log p(x)`` (at ``subsample``), or None.
         approximation_gap: ``[batch]`` ``log_evidence - elbo_local``, or None.
@@ -316,9 +319,9 @@ class GapResult:
     """
 
     elbo_amortized: torch.Tensor
-    elbo_amortized_stderr: torch.Tensor
+    elbo_amortized_standard_error: torch.Tensor
     elbo_local: torch.Tensor
-    elbo_local_stderr: torch.Tensor
+    elbo_local_standard_error: torch.Tensor
     amortization_gap: torch.Tensor
     log_evidence: torch.Tensor | None = None
     approximation_gap: torch.Tensor | None = None
@@ -326,6 +329,16 @@ class GapResult:
     history: list[float] = field(default_factory=list)
     local_guide: LocalGaussianGuide | None = None
     subsample: torch.Tensor | None = None
+
+    @property
+    def elbo_amortized_stderr(self) -> torch.Tensor:
+        """``[batch]``: :attr:`elbo_amortized_standard_error` under its former name."""
+        return self.elbo_amortized_standard_error
+
+    @property
+    def elbo_local_stderr(self) -> torch.Tensor:
+        """``[batch]``: :attr:`elbo_local_standard_error` under its former name."""
+        return self.elbo_local_standard_error
 
     def to_dict(self) -> dict:
         """JSON-ready means over the datapoints (None where ``log_evidence`` was not given)."""
@@ -364,6 +377,7 @@ def _log_evidence_per_datapoint(log_evidence, structure: PairStructure) -> torch
                     f"its '{DATA_PLATE}' plate ({structure.batch_size} of {rows} datapoints, "
                     "drawn by this call and listed in result.subsample), so log_evidence is "
                     "read at those indices")
+    check_tensor_input(log_evidence, "log_evidence")
     if not torch.is_tensor(log_evidence) or tuple(log_evidence.shape) != (rows,):
         shape = tuple(log_evidence.shape) if torch.is_tensor(log_evidence) else log_evidence
         raise ValueError(f"log_evidence must be a tensor of shape {expected}, got {shape}")
@@ -435,6 +449,8 @@ def amortization_gap(model: Callable, guide: Callable, *args,
             (:func:`fit_local_guide`).
         num_eval_samples: draws for each final ELBO estimate (standard error
             ``sd(log w) / sqrt(num_eval_samples)``).
+        chunk_size: draws scored at a time in those estimates (as :func:`iwae_bound`'s),
+            None for all at once.
         progress: False hides the bar of the local guides' steps (shown after a second).
 
     Returns:
@@ -493,9 +509,9 @@ def amortization_gap(model: Callable, guide: Callable, *args,
                               structure.data_subsample, dtypes)
     return GapResult(
         elbo_amortized=amortized,
-        elbo_amortized_stderr=amortized_se,
+        elbo_amortized_standard_error=amortized_se,
         elbo_local=optimized,
-        elbo_local_stderr=optimized_se,
+        elbo_local_standard_error=optimized_se,
         amortization_gap=optimized - amortized,
         log_evidence=log_evidence,
         approximation_gap=None if log_evidence is None else log_evidence - optimized,

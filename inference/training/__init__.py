@@ -8,11 +8,12 @@ best-epoch selection in :mod:`.early_stopping`, and the networks of plain-functi
 (found to keep their batch-norm statistics) in :mod:`.registered_modules`.
 """
 
+from ..checks import resolve_device
 from .checkpoints import CheckpointError, save_checkpoint
 from .compiled_step import CompiledSVIStep
 from .distributed import DataParallel, init_process_group
 from .early_stopping import KeepBest
-from .fit import fit, resolve_device
+from .fit import fit
 from .free_bits import FreeBitsELBO, free_bits_terms
 from .handlers import scale_data_plate, scale_latents
 from .minibatches import MinibatchPlan, plan_minibatches

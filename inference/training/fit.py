@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ..checks import (autograd_tensor, check_dense, check_finite_tensor, check_int, check_number,
                       check_pair_arguments, check_positional_call, evaluation_mode,
-                      training_mode_layers, user_stacklevel)
+                      resolve_device, training_mode_layers, user_stacklevel)
 from ..effect_guides import traceable_guide
 from ..evidence.estimators import elbo
 from ..pair_check import (PairError, check_observed_values_validated, check_pair,
@@ -705,29 +705,6 @@ def _device_of(tensors: tuple, modules: list) -> torch.device:
         for parameter in module.parameters():
             return parameter.device
     return tensors[0].device
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/None picks CUDA when available, else CPU; else a CPU or CUDA device as
-    given (other kinds, e.g. ``"meta"``, are refused)."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device, "
-                         f"got {device!r}") from error
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got '{device}': "
-                         "only CPU and CUDA devices are supported")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{device}' was requested but torch sees no CUDA device")
-    if device.type == "cuda" and device.index is not None and \
-            device.index >= torch.cuda.device_count():
-        raise RuntimeError(f"device '{device}' was requested but torch sees "
-                           f"{torch.cuda.device_count()} CUDA device(s), cuda:0 .. "
-                           f"cuda:{torch.cuda.device_count() - 1}")
-    return device
 
 
 class OneProcess:

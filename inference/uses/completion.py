@@ -38,14 +38,17 @@ import math
 import torch
 
 from ..checks import (
+    MAX_STEPS,
     as_int,
+    as_number,
+    check_at_most,
     check_chain_length,
     check_generator,
     check_model_tensor,
     check_nonempty_batch,
-    check_not_meta,
-    check_number,
+    check_tensor_input,
 )
+from ..progress import bar_range, check_progress
 from ..protocols import EncoderDecoder, require, require_standard_prior
 from .map_search import adam_map
 
@@ -56,6 +59,7 @@ def _check_channel(log_channel: torch.Tensor, vae) -> None:
     """``log_channel``: a floating ``[batch, C, H, W, 2]`` table of log-likelihoods for ``vae``
     (its ``image_shape``, and its parameters' dtype and device)."""
     image_shape = tuple(vae.image_shape)
+    check_tensor_input(log_channel, "log_channel")
     if not torch.is_tensor(log_channel) or not log_channel.is_floating_point():
         raise ValueError(f"log_channel must be a floating tensor (observed_channel), got "
                          f"{getattr(log_channel, 'dtype', type(log_channel).__name__)}")
@@ -84,12 +88,12 @@ def observed_channel(y: torch.Tensor, missing: torch.Tensor | None = None,
         ``log p(y_i | x_i = k)``, ``[batch, C, H, W, 2]``, in ``y``'s dtype if it is floating,
         else in the default floating dtype.
     """
-    check_not_meta(y, "y")
+    check_tensor_input(y, "y")
     if not torch.is_tensor(y) or y.dim() != 4 or y.is_complex() or \
             not ((y == 0) | (y == 1)).all():
         raise ValueError(f"y must be a [batch, C, H, W] tensor of 0/1 pixels, got "
                          f"{getattr(y, 'dtype', '')} {getattr(y, 'shape', type(y).__name__)}")
-    check_number(flip_rate, "flip_rate", minimum=0)
+    flip_rate = as_number(flip_rate, "flip_rate", minimum=0)
     if not flip_rate < 0.5:
         raise ValueError(f"flip_rate must lie in [0, 0.5), got {flip_rate}")
     dtype = y.dtype if y.is_floating_point() else torch.get_default_dtype()
@@ -98,6 +102,7 @@ def observed_channel(y: torch.Tensor, missing: torch.Tensor | None = None,
     k = torch.arange(2, device=y.device, dtype=dtype)
     table = torch.where(y.to(dtype)[..., None] == k, k.new_tensor(same), k.new_tensor(other))
     if missing is not None:
+        check_tensor_input(missing, "missing")
         if not torch.is_tensor(missing) or missing.dtype != torch.bool:
             raise ValueError(f"missing must be a bool tensor, got "
                              f"{getattr(missing, 'dtype', type(missing).__name__)}")
@@ -137,18 +142,27 @@ def _offset_free(log_channel: torch.Tensor) -> torch.Tensor:
     return log_channel - log_channel.amax(-1, keepdim=True)
 
 
+def _check_codes_and_channel(z, log_channel) -> None:
+    """Name a numpy array or a sparse or meta tensor given as ``z`` or ``log_channel``."""
+    check_tensor_input(z, "z")
+    check_tensor_input(log_channel, "log_channel")
+
+
 def pixel_posterior(vae, z: torch.Tensor, log_channel: torch.Tensor) -> torch.Tensor:
     """``p(x_i = 1 | y_i, z)``: ``z: [..., batch, d]`` -> ``[..., batch, C, H, W]``."""
     require(vae, EncoderDecoder, "vae")
     require_standard_prior(vae, "vae")
+    _check_codes_and_channel(z, log_channel)
     joint = _log_bernoulli(_pixel_logits(vae, z)) + _offset_free(log_channel)
     return joint.softmax(-1)[..., 1]
 
 
 def marginal_log_likelihood(vae, z: torch.Tensor, log_channel: torch.Tensor) -> torch.Tensor:
-    """``log p(y | z) = sum_i log sum_k p(y_i | x_i = k) p(x_i = k | z)``: ``[..., batch]``."""
+    """``log p(y | z) = sum_i log sum_k p(y_i | x_i = k) p(x_i = k | z)``: ``z: [..., batch,
+    d]``, ``log_channel: [batch, C, H, W, 2]`` -> ``[..., batch]``."""
     require(vae, EncoderDecoder, "vae")
     require_standard_prior(vae, "vae")
+    _check_codes_and_channel(z, log_channel)
     joint = _log_bernoulli(_pixel_logits(vae, z)) + log_channel
     return joint.logsumexp(-1).flatten(-3).sum(-1)
 
@@ -161,8 +175,8 @@ def _initial_image(log_channel: torch.Tensor) -> torch.Tensor:
     return torch.where(informative, likely_one, 0.5)
 
 
-def map_complete(vae, log_channel: torch.Tensor, steps: int = 300, lr: float = 0.05
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def map_complete(vae, log_channel: torch.Tensor, steps: int = 300, lr: float = 0.05,
+                 progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """MAP over ``z`` of ``log p(y | z) + log p(z)`` by Adam, from the encoder's mean.
 
     Args:
@@ -170,8 +184,10 @@ def map_complete(vae, log_channel: torch.Tensor, steps: int = 300, lr: float = 0
             ``torch.distributions.Bernoulli``.
         log_channel: ``[batch, C, H, W, 2]`` (:func:`observed_channel`), in the dtype of the
             vae's parameters.
-        steps: Adam steps, an integer ``>= 0`` (0: the encoder's mean).
-        lr: Adam's learning rate, a finite number ``> 0``.
+        steps: Adam steps, an integer in ``0..MAX_STEPS`` (10**7; 0: the encoder's mean).
+        lr: Adam's learning rate, a finite number ``> 0`` (a 0-dim tensor counts as its
+            value).
+        progress: False hides the bar over the steps (shown after a second).
 
     Returns:
         ``(p(x_i = 1 | y, z*) [batch, C, H, W], z* [batch, d])``.
@@ -185,7 +201,10 @@ def map_complete(vae, log_channel: torch.Tensor, steps: int = 300, lr: float = 0
     require_standard_prior(vae, "vae")
     _check_channel(log_channel, vae)
     steps = as_int(steps, "steps", 0)
-    check_number(lr, "lr", positive=True)
+    check_at_most(steps, "steps", MAX_STEPS, "each one decodes the batch for an Adam step, so "
+                  "such a run would not end")
+    lr = as_number(lr, "lr", positive=True)
+    check_progress(progress)
     check_nonempty_batch((), {"log_channel": log_channel})
     log_channel = log_channel.detach()  # a table that requires grad is data here
     with torch.no_grad():
@@ -193,7 +212,7 @@ def map_complete(vae, log_channel: torch.Tensor, steps: int = 300, lr: float = 0
     channel = _offset_free(log_channel)  # a constant off the objective: the same z*
     z = adam_map(start, lambda z: marginal_log_likelihood(vae, z, channel)
                  - 0.5 * (z ** 2).sum(-1), steps, lr, "map_complete",
-                 "the vae's log-probabilities at the encoder's codes")
+                 "the vae's log-probabilities at the encoder's codes", progress)
     with torch.no_grad():
         return pixel_posterior(vae, z, log_channel), z
 
@@ -241,16 +260,18 @@ def independence_z_step(vae, log_joint, z: torch.Tensor, x: torch.Tensor,
 @torch.no_grad()
 def metropolis_within_gibbs(vae, log_channel: torch.Tensor, num_steps: int = 200,
                             burn_in: int | None = None,
-                            generator: torch.Generator | None = None
-                            ) -> tuple[torch.Tensor, float]:
+                            generator: torch.Generator | None = None,
+                            progress: bool = True) -> tuple[torch.Tensor, float]:
     """Metropolis-within-Gibbs over ``(z, x)`` given ``y`` (module docstring, [1]).
 
     Args:
         vae: as in :func:`map_complete`.
         log_channel: ``[batch, C, H, W, 2]``, ``batch >= 1``.
-        num_steps: sweeps, an integer ``>= 1``; the first ``burn_in`` (an integer, default
-            half) are not averaged.
+        num_steps: sweeps, an integer in ``1..MAX_STEPS`` (10**7).
+        burn_in: the first sweeps, not averaged: an integer in ``0..num_steps - 1``, or
+            None for half of them.
         generator: a ``torch.Generator`` on the channel's device, or None.
+        progress: False hides the bar over the sweeps (shown after a second).
 
     Returns:
         ``(mean of p(x_i = 1 | y_i, z) over the kept sweeps [batch, C, H, W],
@@ -261,14 +282,20 @@ def metropolis_within_gibbs(vae, log_channel: torch.Tensor, num_steps: int = 200
     _check_channel(log_channel, vae)
     check_nonempty_batch((), {"log_channel": log_channel})
     burn_in = check_chain_length(num_steps, burn_in)
+    num_steps = int(num_steps)
+    check_at_most(num_steps, "num_steps", MAX_STEPS, "each sweep encodes and decodes the "
+                  "batch, so such a run would not end")
     check_generator(generator, log_channel.device)
+    check_progress(progress)
 
     def draw_pixels(probs):  # x_i ~ Bernoulli(probs_i), [batch, C, H, W]
         uniform = torch.rand(probs.shape, generator=generator, dtype=log_channel.dtype,
                              device=log_channel.device)
         return (uniform < probs).to(probs.dtype)
 
-    def log_joint(z, x):  # log p(x | z) + log p(z), [batch]
+    def log_joint(z, x):
+        """``z: [batch, d]``, ``x: [batch, C, H, W]`` -> ``log p(x | z) + log p(z)``,
+        ``[batch]`` (the prior's constant left out)."""
         log_px = (_log_bernoulli(_pixel_logits(vae, z)) * torch.stack([1 - x, x], -1)).sum(-1)
         return log_px.flatten(1).sum(1) - 0.5 * (z ** 2).sum(-1)
 
@@ -276,7 +303,7 @@ def metropolis_within_gibbs(vae, log_channel: torch.Tensor, num_steps: int = 200
                                     log_channel))
     z, _, _ = encoder_draw(vae, x, generator, log_channel)
     accepted, total = 0.0, torch.zeros_like(x)
-    for step in range(num_steps):
+    for step in bar_range(num_steps, "metropolis_within_gibbs", progress):
         z, accept = independence_z_step(vae, log_joint, z, x, generator, log_channel)
         accepted += float(accept.float().mean())
         probs = pixel_posterior(vae, z, log_channel)

@@ -7,10 +7,12 @@ from collections.abc import Callable
 import torch
 
 from ..checks import check_in_range_of
+from ..progress import bar_range
 
 
 def adam_map(start: torch.Tensor, log_joint: Callable[[torch.Tensor], torch.Tensor],
-             steps: int, lr: float, entry: str, inputs: str) -> torch.Tensor:
+             steps: int, lr: float, entry: str, inputs: str,
+             progress: bool = True) -> torch.Tensor:
     """``argmax_z log_joint(z)`` by ``steps`` Adam steps from ``start``.
 
     Args:
@@ -21,6 +23,8 @@ def adam_map(start: torch.Tensor, log_joint: Callable[[torch.Tensor], torch.Tens
         entry: the public function's name, for the errors.
         inputs: what sets the objective at ``start`` (the caller's arguments, in words),
             named when it is not finite there.
+        progress: False hides the bar over the steps (shown after a second, named
+            ``entry``; checked by the caller).
 
     Returns:
         ``z*: [batch, d]``, detached.
@@ -38,19 +42,19 @@ def adam_map(start: torch.Tensor, log_joint: Callable[[torch.Tensor], torch.Tens
     with torch.inference_mode(False), torch.enable_grad():
         z = start.detach().clone().requires_grad_(True)
         optimizer = torch.optim.Adam([z], lr=lr)
-        for step in range(1, steps + 1):
+        for index in bar_range(steps, entry, progress):
             optimizer.zero_grad()
             loss = -log_joint(z).sum()
             if not torch.isfinite(loss):
-                if step == 1:
+                if index == 0:
                     raise ValueError(f"{entry}: the objective is {float(loss.detach())} at the "
                                      f"start, before any step (lr plays no part yet): {inputs} "
                                      "make it non-finite")
                 raise FloatingPointError(f"{entry}: the objective is {float(loss.detach())} at "
-                                         f"step {step} of {steps} (lr={lr}); lower lr")
+                                         f"step {index + 1} of {steps} (lr={lr}); lower lr")
             loss.backward()
             optimizer.step()
             if not torch.isfinite(z).all():
-                raise FloatingPointError(f"{entry}: the codes diverged at step {step} of {steps} "
-                                         f"(lr={lr}); lower lr")
+                raise FloatingPointError(f"{entry}: the codes diverged at step {index + 1} of "
+                                         f"{steps} (lr={lr}); lower lr")
     return z.detach()

@@ -37,7 +37,7 @@ import numbers
 import numpy as np
 import torch
 
-from ..checks import as_int, check_not_meta
+from ..checks import as_int, check_dense_values
 
 
 def _is_real(value) -> bool:
@@ -50,8 +50,8 @@ def _scores(values, name: str) -> np.ndarray:
     list holding integers that numpy would round into float64 (beyond ``2**53``, or beyond
     int64 beside negative values) or cannot hold (beyond 64 bits) becomes an object array of
     the Python numbers themselves."""
+    check_dense_values(values, name)
     if torch.is_tensor(values):
-        check_not_meta(values, name)
         if values.dtype == torch.bool or values.is_complex():
             raise TypeError(f"{name} must hold real scores, got dtype {values.dtype}")
         values = values.detach().cpu()
@@ -92,9 +92,10 @@ def auroc(inlier_scores, outlier_scores) -> float:
     """Area under the ROC curve of anomaly scores, outliers as the positive class.
 
     Args:
-        inlier_scores: ``[n_in]``; outlier_scores: ``[n_out]`` (tensors, arrays or lists of
-            real numbers). Scores are compared as the numbers they are: integers of any size
-            (Python ints beyond 64 bits included) exactly, also against floats.
+        inlier_scores: ``[n_in]``, a tensor, array or list of real numbers. Scores are
+            compared as the numbers they are: integers of any size (Python ints beyond 64
+            bits included) exactly, also against floats.
+        outlier_scores: ``[n_out]``, as ``inlier_scores``.
 
     Returns:
         the probability that a random outlier scores above a random inlier (ties count half).
@@ -120,7 +121,7 @@ def _log_densities(log_p, name: str, zero_density_allowed: bool = False) -> torc
         raise TypeError(f"{name} must hold real log densities, got dtype {log_p.dtype}")
     if log_p.dim() != 1:
         raise ValueError(f"{name} must be [n], got shape {list(log_p.shape)}")
-    check_not_meta(log_p, name)
+    check_dense_values(log_p, name)
     if not log_p.is_floating_point():
         log_p = log_p.to(torch.get_default_dtype())
     bad = torch.isnan(log_p) | (log_p == math.inf)

@@ -19,9 +19,9 @@ from torch.distributions import kl_divergence
 
 from ..checks import (
     as_int,
+    as_number,
+    check_dense_values,
     check_finite_tensor,
-    check_not_meta,
-    check_number,
     check_one_program_call,
     check_pair_call,
     check_program_arguments,
@@ -58,7 +58,19 @@ def _refuse_swapped_programs(entry: str, guide_trace, model_trace=None) -> None:
                          "guide?); pass the model, which observes the data")
 
 
+def _latent_sites_hint(trace, site: str, role: str) -> str:
+    """``"; the guide's latent sites are ['z1', 'z2']: pass site='z1'"``, the hint after a
+    refusal of ``site``, which ``trace`` (the ``role``'s) does not sample; ``""`` when it has
+    no latent site at all."""
+    names = [node["name"] for node in sample_sites(trace, observed=False)]
+    if not names:
+        return f"; the {role} has no latent site"
+    return f"; the {role}'s latent sites are {names}: pass site={names[0]!r}"
+
+
 def _latent_pair(entry, model, guide, site, args, kwargs):
+    """The model's and guide's traces on the data, after refusing swapped programs and a
+    ``site`` that is not a latent site of both (naming the guide's latent sites)."""
     check_program(model, "model")
     check_program(guide, "guide")
     check_data(args, kwargs)
@@ -66,7 +78,8 @@ def _latent_pair(entry, model, guide, site, args, kwargs):
         model_trace, guide_trace = trace_pair(model, guide, args, kwargs)
     _refuse_swapped_programs(entry, guide_trace, model_trace)
     if site not in guide_trace.nodes or site not in model_trace.nodes:
-        raise ValueError(f"no latent site '{site}' in both model and guide")
+        raise ValueError(f"{entry}: no latent site '{site}' in both model and guide"
+                         f"{_latent_sites_hint(guide_trace, site, 'guide')}")
     return model_trace, guide_trace
 
 
@@ -210,7 +223,8 @@ def posterior_means(guide: Callable, *args, site: str = "z", **kwargs) -> torch.
     _refuse_swapped_programs("posterior_means", trace)
     node = trace.nodes.get(site)
     if node is None or node["type"] != "sample":
-        raise ValueError(f"posterior_means: the guide has no sample site '{site}'")
+        raise ValueError(f"posterior_means: the guide has no sample site '{site}'"
+                         f"{_latent_sites_hint(trace, site, 'guide')}")
     if not _batch_first(node):
         raise ValueError(
             f"posterior_means: site '{site}' has value shape {list(node['value'].shape)} "
@@ -239,8 +253,8 @@ def active_units(means: torch.Tensor, threshold: float = 0.01) -> tuple[int, tor
     Args:
         means: ``[batch, latent_dim]`` posterior means (see :func:`posterior_means`), real
             numbers (integers are converted to the default float dtype).
-        threshold: a finite number ``>= 0``; a unit is active when ``Var_x(E_q[z_j])``
-            exceeds it (0.01 as in [1]).
+        threshold: a finite number ``>= 0`` (a 0-dim tensor counts as its value); a unit
+            is active when ``Var_x(E_q[z_j])`` exceeds it (0.01 as in [1]).
 
     Returns:
         the number of active units and the per-dimension variances ``[latent_dim]``. The
@@ -251,12 +265,13 @@ def active_units(means: torch.Tensor, threshold: float = 0.01) -> tuple[int, tor
         means of +-1e20 and more) all are returned in float64, finite for means below about
         1e154.
     """
+    check_dense_values(means, "means")
     if not torch.is_tensor(means):
         raise TypeError(f"means must be a tensor [batch, latent_dim] (posterior_means), got "
                         f"{type(means).__name__}")
     if means.dtype == torch.bool or means.is_complex():
         raise TypeError(f"means must hold real numbers, got dtype {means.dtype}")
-    check_number(threshold, "threshold", minimum=0)
+    threshold = as_number(threshold, "threshold", minimum=0)
     if means.dim() != 2 or means.shape[0] < 2:
         hint = "" if means.dim() == 2 else " (a latent of other shape: means.reshape(batch, -1))"
         raise ValueError(f"means must be [batch >= 2, latent_dim], got {list(means.shape)}{hint}")
@@ -314,8 +329,8 @@ def expected_log_likelihood(model: Callable, guide: Callable, *args, num_samples
 def _probe_input(value, name: str, shape: str, labels: bool = False) -> np.ndarray:
     """A tensor, array or list checked for :func:`probe_accuracy`: ``[n >= 1]`` integer (or
     bool) labels, or ``[n >= 1, k >= 1]`` finite real features."""
+    check_dense_values(value, name)
     if torch.is_tensor(value):
-        check_not_meta(value, name)
         value = value.detach().cpu()
         value = (value.double() if value.is_floating_point() else value).numpy()
     array = np.asarray(value)
@@ -334,11 +349,14 @@ def probe_accuracy(train_features, train_labels, test_features, test_labels,
     """Test accuracy of a logistic-regression probe on frozen features [2].
 
     Args:
-        train_features: ``[n_train, k]``; test_features: ``[n_test, k]`` (tensors, arrays or
-            lists of finite real numbers).
-        train_labels: ``[n_train]``, integer classes, at least two distinct;
-            test_labels: ``[n_test]``.
+        train_features: ``[n_train, k]``, tensors, arrays or lists of finite real numbers.
+        train_labels: ``[n_train]``, integer classes, at least two distinct.
+        test_features: ``[n_test, k]``, as ``train_features``.
+        test_labels: ``[n_test]``, as ``train_labels``.
         max_iter: a positive integer, the solver's iteration limit.
+
+    Returns:
+        the fraction of ``test_labels`` the probe predicts, in ``[0, 1]``.
 
     Features are standardized with the training statistics first (in float64, without
     overflow for any finite features); test features so far beyond the training range that

@@ -64,16 +64,20 @@ import torch
 from torch.nn import functional as F
 
 from ..checks import (
+    MAX_STEPS,
     as_int,
+    as_number,
+    check_at_most,
     check_chain_length,
     check_finite_tensor,
+    check_function,
     check_generator,
     check_model_tensor,
     check_nonempty_batch,
-    check_not_meta,
-    check_number,
+    check_tensor_input,
     physical_memory_bytes,
 )
+from ..progress import bar_range, check_progress
 from ..protocols import require_standard_prior
 from .completion import encoder_draw, independence_z_step
 from .map_search import adam_map
@@ -126,6 +130,7 @@ def _check_factor(factor) -> None:
 def _check_image(x, name: str, factor: int) -> None:
     """``ValueError`` naming ``name`` unless ``x`` is a float tensor ``[..., C, H, W]`` with
     ``H`` and ``W`` multiples of ``factor``."""
+    check_tensor_input(x, name)
     if not torch.is_tensor(x) or not x.is_floating_point() or x.dim() < 3:
         raise ValueError(f"{name} must be a float tensor [..., C, H, W], got "
                          f"{getattr(x, 'dtype', type(x).__name__)} "
@@ -133,12 +138,12 @@ def _check_image(x, name: str, factor: int) -> None:
     if x.shape[-1] % factor or x.shape[-2] % factor:
         raise ValueError(f"{name}: height and width {list(x.shape[-2:])} must be multiples of "
                          f"factor={factor}")
-    check_not_meta(x, name)
 
 
 def _check_low(y, name: str, high_shape, factor: int) -> None:
     """``y: [batch, C, H / f, W / f]`` matching a high-resolution ``[..., C, H, W]``."""
     C, H, W = high_shape[-3:]
+    check_tensor_input(y, name)
     if not torch.is_tensor(y) or not y.is_floating_point() or y.dim() != 4 or \
             tuple(y.shape[1:]) != (C, H // factor, W // factor):
         raise ValueError(f"{name} must be a float tensor [batch, {C}, {H // factor}, "
@@ -177,6 +182,7 @@ def pooled_counts(y: torch.Tensor, factor: int) -> torch.Tensor:
     """Number of ones per block of a pooled binary image: ``y: [batch, C, h, w]`` with values
     ``k / f^2`` -> int64 ``[batch, C, h, w]`` in ``0..f^2``."""
     _check_factor(factor)
+    check_tensor_input(y, "y")
     if not torch.is_tensor(y) or not y.is_floating_point():
         raise ValueError(f"y must be a float tensor, got {getattr(y, 'dtype', type(y).__name__)}")
     check_finite_tensor(y, "y")
@@ -302,6 +308,7 @@ def _gaussian_terms(loc, scale, y, factor
     ``[..., C, h, w, f * f]``, and the block sums ``S = f^2 y`` ``[batch, C, h, w]``."""
     _check_factor(factor)
     _check_image(loc, "loc", factor)
+    check_tensor_input(scale, "scale")
     if not torch.is_tensor(scale) or (scale <= 0).any():
         raise ValueError("scale must be a tensor of positive standard deviations")
     loc, scale = torch.broadcast_tensors(loc, scale)
@@ -318,6 +325,7 @@ def gaussian_pool_log_likelihood(loc: torch.Tensor, scale: torch.Tensor, y: torc
     Args:
         loc, scale: ``[..., batch, C, H, W]``.
         y: ``[batch, C, H / f, W / f]``.
+        factor: ``f``.
 
     Returns:
         ``[..., batch]`` in nats; differentiable in ``loc`` and ``scale``.
@@ -427,6 +435,7 @@ def _check_pooled_inputs(y, factor, truth, held: str, bytes_per_pixel: int) -> t
     ``ValueError`` naming ``factor`` when the caller's full-size images (``held``, in words;
     ``bytes_per_pixel`` in all) would exceed physical memory, before any is allocated."""
     _check_factor(factor)
+    check_tensor_input(y, "y")
     if not torch.is_tensor(y) or not y.is_floating_point() or y.dim() != 4:
         raise ValueError(f"y must be a float tensor [batch, C, h, w], got "
                          f"{getattr(y, 'dtype', type(y).__name__)} {list(getattr(y, 'shape', []))}")
@@ -438,6 +447,8 @@ def _check_pooled_inputs(y, factor, truth, held: str, bytes_per_pixel: int) -> t
         raise ValueError(f"factor={factor}: y {list(y.shape)} pooled by it stands for images "
                          f"{list(shape)}; {held} need {need:,} bytes, more than this "
                          f"machine's {total:,} bytes of memory; lower factor")
+    if truth is not None:
+        check_tensor_input(truth, "truth")
     if truth is not None and (not torch.is_tensor(truth) or truth.is_complex() or
                               tuple(truth.shape) != shape):
         raise ValueError(f"truth must be a real tensor {list(shape)}, got "
@@ -498,7 +509,8 @@ class _ChainMoments:
 
 
 def super_resolve_map(vae, y: torch.Tensor, factor: int, steps: int = 300, lr: float = 0.05,
-                      truth: torch.Tensor | None = None) -> SuperResolution:
+                      truth: torch.Tensor | None = None, progress: bool = True
+                      ) -> SuperResolution:
     """MAP over ``z`` of ``log p(y | z) + log p(z)`` by Adam, then ``x | y, z*`` exactly.
 
     Args:
@@ -510,22 +522,27 @@ def super_resolve_map(vae, y: torch.Tensor, factor: int, steps: int = 300, lr: f
             of its parameters.
         factor: ``f``, an int ``>= 2``.
         steps, lr: Adam from the encoder's mean of the nearest-neighbour up-sampled ``y``;
-            ``steps`` an integer ``>= 0``, ``lr`` a finite number ``> 0``.
+            ``steps`` an integer in ``0..MAX_STEPS`` (10**7), ``lr`` a finite number ``> 0``
+            (a 0-dim tensor counts as its value).
         truth: optional ``[batch, C, H, W]`` to score (``log_predictive``): 0/1 pixels for
             a Bernoulli model, finite values for a Gaussian one.
+        progress: False hides the bar over the steps (shown after a second).
 
     Returns:
         :class:`SuperResolution` with the pixel posterior at ``z*`` and ``z*: [batch, d]``.
     """
     _check_vae_inputs(vae, y, factor, truth)
     steps = as_int(steps, "steps", 0)
-    check_number(lr, "lr", positive=True)
+    check_at_most(steps, "steps", MAX_STEPS, "each one decodes the batch for an Adam step, so "
+                  "such a run would not end")
+    lr = as_number(lr, "lr", positive=True)
+    check_progress(progress)
     with torch.no_grad():
         start, _ = vae.encode(_upsampled(y, factor))
         channel = _Channel.of(vae.decode(start), factor, y, truth)
     z = adam_map(start, lambda z: channel.log_likelihood(vae.decode(z)) - 0.5 * (z ** 2).sum(-1),
                  steps, lr, "super_resolve_map",
-                 "y and the vae's pixel distributions at the encoder's codes for it")
+                 "y and the vae's pixel distributions at the encoder's codes for it", progress)
     with torch.no_grad():
         mean, variance = channel.posterior(vae.decode(z))
         scored = None if truth is None else channel.log_predictive(mean, variance, truth)
@@ -535,14 +552,17 @@ def super_resolve_map(vae, y: torch.Tensor, factor: int, steps: int = 300, lr: f
 @torch.no_grad()
 def super_resolve_mwg(vae, y: torch.Tensor, factor: int, num_steps: int = 200,
                       burn_in: int | None = None, generator: torch.Generator | None = None,
-                      truth: torch.Tensor | None = None) -> SuperResolution:
+                      truth: torch.Tensor | None = None, progress: bool = True
+                      ) -> SuperResolution:
     """Metropolis-within-Gibbs over ``(z, x)`` given ``y`` (module docstring).
 
     Args:
         vae, y, factor, truth: as in :func:`super_resolve_map`.
-        num_steps: sweeps, an integer ``>= 1``; the first ``burn_in`` (an integer, default
-            half) are not averaged.
+        num_steps: sweeps, an integer in ``1..MAX_STEPS`` (10**7).
+        burn_in: the first sweeps, not averaged: an integer in ``0..num_steps - 1``, or
+            None for half of them.
         generator: a ``torch.Generator`` on ``y``'s device, or None.
+        progress: False hides the bar over the sweeps (shown after a second).
 
     Returns:
         :class:`SuperResolution`: ``mean`` the chain average of ``E[x_i | y, z]``, ``variance``
@@ -552,8 +572,14 @@ def super_resolve_mwg(vae, y: torch.Tensor, factor: int, num_steps: int = 200,
     """
     _check_vae_inputs(vae, y, factor, truth, generator)
     burn_in = check_chain_length(num_steps, burn_in, minimum=1)
+    num_steps = int(num_steps)
+    check_at_most(num_steps, "num_steps", MAX_STEPS, "each sweep encodes and decodes the "
+                  "batch, so such a run would not end")
+    check_progress(progress)
 
-    def log_joint(z, x):  # log p(x | z) + log p(z), [batch]
+    def log_joint(z, x):
+        """``z: [batch, d]``, ``x: [batch, C, H, W]`` -> ``log p(x | z) + log p(z)``,
+        ``[batch]`` (the prior's constant left out)."""
         return vae.decode(z).log_prob(x).flatten(1).sum(1) - 0.5 * (z ** 2).sum(-1)
 
     start, _ = vae.encode(_upsampled(y, factor))
@@ -562,7 +588,7 @@ def super_resolve_mwg(vae, y: torch.Tensor, factor: int, num_steps: int = 200,
     z, _, _ = encoder_draw(vae, x, generator, y)
     accepted = 0.0
     moments = _ChainMoments(channel, truth)
-    for step in range(num_steps):
+    for step in bar_range(num_steps, "super_resolve_mwg", progress):
         z, accept = independence_z_step(vae, log_joint, z, x, generator, y)
         accepted += float(accept.float().mean())
         pixels = vae.decode(z)
@@ -579,7 +605,8 @@ def super_resolve_mwg(vae, y: torch.Tensor, factor: int, num_steps: int = 200,
 def super_resolve_mh(vae, y: torch.Tensor, factor: int, num_steps: int = 1600,
                      burn_in: int | None = None, target_acceptance: float = 0.3,
                      generator: torch.Generator | None = None,
-                     truth: torch.Tensor | None = None) -> SuperResolution:
+                     truth: torch.Tensor | None = None, progress: bool = True
+                     ) -> SuperResolution:
     """Random-walk Metropolis on ``z`` alone, targeting ``p(z | y) ∝ p(y | z) p(z)`` with the
     pixels summed out exactly (the channel's closed form), then ``x | y, z`` exactly.
 
@@ -593,10 +620,12 @@ def super_resolve_mh(vae, y: torch.Tensor, factor: int, num_steps: int = 1600,
 
     Args:
         vae, y, factor, truth: as in :func:`super_resolve_map`.
-        num_steps: Metropolis steps, an integer ``>= 2``; the first ``burn_in`` (an integer,
-            default half) adapt the step and are not averaged.
+        num_steps: Metropolis steps, an integer in ``2..MAX_STEPS`` (10**7).
+        burn_in: the first steps, which adapt the step size and are not averaged: an
+            integer in ``0..num_steps - 1``, or None for half of them.
         target_acceptance: in ``(0, 1)``.
         generator: a ``torch.Generator`` on ``y``'s device, or None.
+        progress: False hides the bar over the steps (shown after a second).
 
     Returns:
         :class:`SuperResolution` as from :func:`super_resolve_mwg`; ``acceptance_rate`` over
@@ -604,21 +633,26 @@ def super_resolve_mh(vae, y: torch.Tensor, factor: int, num_steps: int = 1600,
     """
     _check_vae_inputs(vae, y, factor, truth, generator)
     burn_in = check_chain_length(num_steps, burn_in, minimum=2)
-    check_number(target_acceptance, "target_acceptance", positive=True)
+    num_steps = int(num_steps)
+    check_at_most(num_steps, "num_steps", MAX_STEPS, "each step decodes the batch, so such a "
+                  "run would not end")
+    target_acceptance = as_number(target_acceptance, "target_acceptance", positive=True)
+    check_progress(progress)
     if not target_acceptance < 1:
         raise ValueError(f"target_acceptance must lie in (0, 1), got {target_acceptance}")
     like = {"device": y.device, "dtype": y.dtype}
     z, scale = vae.encode(_upsampled(y, factor))
     channel = _Channel.of(vae.decode(z), factor, y, truth)
 
-    def log_posterior(z):  # log p(y | z) + log p(z) up to a constant, [batch]
+    def log_posterior(z):
+        """``z: [batch, d]`` -> ``log p(y | z) + log p(z)`` up to a constant, ``[batch]``."""
         return channel.log_likelihood(vae.decode(z)) - 0.5 * (z ** 2).sum(-1)
 
     step = scale.mean(-1, keepdim=True)  # [batch, 1]
     current = log_posterior(z)
     accepted, kept = 0.0, num_steps - burn_in
     moments = _ChainMoments(channel, truth)
-    for t in range(num_steps):
+    for t in bar_range(num_steps, "super_resolve_mh", progress):
         proposal = z + step * torch.randn(z.shape, generator=generator, **like)
         candidate = log_posterior(proposal)
         accept = torch.rand(current.shape, generator=generator, **like).log() < candidate - current
@@ -676,15 +710,17 @@ def _configurations(m: int, device) -> list[torch.Tensor]:
 
 
 def _check_gibbs_arguments(log_prob, y, factor, num_sweeps, burn_in, subset_size, max_batch,
-                           generator, truth) -> tuple[tuple[int, ...], int, int]:
+                           generator, truth, progress) -> tuple[tuple[int, ...], int, int]:
     """:func:`super_resolve_gibbs`'s checks, before any work; returns the images' shape
     ``(batch, C, H, W)``, the burn-in and ``k``, the pixels redrawn together."""
-    if not callable(log_prob):
-        raise ValueError(f"log_prob must be callable, got {type(log_prob).__name__}")
+    check_function(log_prob, "log_prob", "its method, e.g. log_prob=pixelcnn.log_prob")
     shape = _check_pooled_inputs(y, factor, truth, "the chain's start, image and running "
                                  "mean and the int64 ranking of the start's pixels",
                                  4 * y.dtype.itemsize + 16)
     burn_in = check_chain_length(num_sweeps, burn_in, name="num_sweeps")
+    check_at_most(int(num_sweeps), "num_sweeps", MAX_STEPS, "each sweep scores every block's "
+                  "fillings, so such a run would not end")
+    check_progress(progress)
     subset_size = as_int(subset_size, "subset_size", 2)
     max_batch = as_int(max_batch, "max_batch")
     check_generator(generator, y.device)
@@ -750,7 +786,8 @@ def super_resolve_gibbs(log_prob: Callable[[torch.Tensor], torch.Tensor], y: tor
                         factor: int, num_sweeps: int = 40, burn_in: int | None = None,
                         subset_size: int = 4, init: torch.Tensor | None = None,
                         generator: torch.Generator | None = None, max_batch: int = 4096,
-                        truth: torch.Tensor | None = None) -> SuperResolution:
+                        truth: torch.Tensor | None = None, progress: bool = True
+                        ) -> SuperResolution:
     """Block Gibbs over binary images with the exact pooling constraint (module docstring).
 
     Args:
@@ -762,8 +799,9 @@ def super_resolve_gibbs(log_prob: Callable[[torch.Tensor], torch.Tensor], y: tor
             ``batch >= 1``.
         factor: ``f``; refused (``ValueError`` naming it) before any work when the
             ``[batch, C, H, W]`` images the chain holds would exceed physical memory.
-        num_sweeps: sweeps over every pixel, an integer ``>= 1``; the first ``burn_in`` (an
-            integer, default half) are not averaged.
+        num_sweeps: sweeps over every pixel, an integer in ``1..MAX_STEPS`` (10**7).
+        burn_in: the first sweeps, not averaged: an integer in ``0..num_sweeps - 1``, or
+            None for half of them.
         subset_size: pixels redrawn together, an integer ``>= 2``; ``k = min(subset_size,
             f^2)`` is used, and ``f^2`` makes every step a whole block's exact conditional.
             All ``2^k`` assignments are enumerated, so ``k`` may be at most
@@ -776,13 +814,15 @@ def super_resolve_gibbs(log_prob: Callable[[torch.Tensor], torch.Tensor], y: tor
         max_batch: most images per call of ``log_prob``, and of candidate images held at
             once (at least one block's ``C(k, k / 2)`` fillings of one image).
         truth: optional ``[batch, C, H, W]`` 0/1 to score (``log_predictive``).
+        progress: False hides the bar over the sweeps (shown after a second).
 
     Returns:
         :class:`SuperResolution`: ``mean`` the Rao-Blackwellized ``p(x_i = 1 | y)``, the
         average over kept sweeps of ``E[x_i | x_{-S}, y]`` at the step that redrew ``x_i``.
     """
     shape, burn_in, m = _check_gibbs_arguments(log_prob, y, factor, num_sweeps, burn_in,
-                                               subset_size, max_batch, generator, truth)
+                                               subset_size, max_batch, generator, truth,
+                                               progress)
     start = _gibbs_start_scores(init, y, factor, shape, generator)
     counts = pooled_counts(y, factor)
     x = feasible_binary_image(start, y, factor)
@@ -811,7 +851,7 @@ def super_resolve_gibbs(log_prob: Callable[[torch.Tensor], torch.Tensor], y: tor
                            device=y.device)
     total = torch.zeros(batch, C * H * W, device=y.device, dtype=y.dtype)
     flat = x.reshape(batch, -1).clone()
-    for sweep in range(num_sweeps):
+    for sweep in bar_range(int(num_sweeps), "super_resolve_gibbs", progress):
         for c, bi, bj in itertools.product(range(C), range(h), range(w)):
             corner = c * H * W + bi * factor * W + bj * factor
             order = torch.randperm(m_total, generator=generator, device=y.device)
