@@ -33,7 +33,7 @@ import numbers
 
 import torch
 
-from .checks import as_int, check_not_meta
+from .checks import as_int, check_dense_values
 
 LN2 = math.log(2.0)
 
@@ -46,7 +46,7 @@ def _check_log_value(value, name: str, allow: tuple[str, ...] = ()) -> None:
     if torch.is_tensor(value):
         if value.dtype == torch.bool or value.is_complex():
             raise TypeError(f"{name} must hold real numbers, got dtype {value.dtype}")
-        check_not_meta(value, name)
+        check_dense_values(value, name)
         values = value
     elif isinstance(value, numbers.Real) and not isinstance(value, bool):
         try:

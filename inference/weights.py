@@ -24,7 +24,7 @@ import pyro
 import torch
 from pyro.infer.util import is_validation_enabled
 
-from .checks import (as_int, check_data_arguments, check_nonempty_batch, check_not_meta,
+from .checks import (as_int, check_data_arguments, check_dense_values, check_nonempty_batch,
                      check_pair_call, check_weights_memory, evaluation_mode, leaves_buffers,
                      physical_memory_bytes, tensors_in)
 from .compiling import (
@@ -897,7 +897,7 @@ def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
     positions of the result, flattened, where they occur); ``-inf`` is weight zero."""
     if not torch.is_tensor(log_w):
         raise TypeError(f"log_w must be a tensor, got {type(log_w).__name__}")
-    check_not_meta(log_w, "log_w")
+    check_dense_values(log_w, "log_w")
     if isinstance(dim, numpy.integer) or (torch.is_tensor(dim) and dim.dim() == 0 and not (
             dim.is_floating_point() or dim.is_complex() or dim.dtype == torch.bool)):
         dim = int(dim)  # a NumPy or 0-dim tensor integer

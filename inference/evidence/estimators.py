@@ -17,7 +17,7 @@ from ..checks import (
     as_int,
     as_int_list,
     check_at_most,
-    check_not_meta,
+    check_dense_values,
     check_pair_call,
     check_positional_call,
     check_weights_memory,
@@ -308,7 +308,7 @@ def iwae_from_weights(log_w: torch.Tensor, k: int) -> torch.Tensor:
                          f"{list(log_w.shape) if torch.is_tensor(log_w) else type(log_w).__name__}")
     if not log_w.is_floating_point():
         raise TypeError(f"log_w must be a real floating-point tensor, got dtype {log_w.dtype}")
-    check_not_meta(log_w, "log_w")
+    check_dense_values(log_w, "log_w")
     groups = log_w.shape[0] // k
     if groups < 1:
         raise ValueError(f"need at least k={k} weights, got {log_w.shape[0]}")

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..checks import as_int, check_not_meta, check_pair_call, leaves_buffers
+from ..checks import as_int, check_dense_values, check_pair_call, leaves_buffers
 from ..weights import check_num_samples, log_mean_exp, log_weights_for
 
 GOOD_K = 0.5
@@ -65,7 +65,7 @@ def _check_log_weights(log_w) -> torch.Tensor:
         raise ValueError(f"log_w must have shape [K, batch], got {list(log_w.shape)}")
     if not log_w.is_floating_point():
         raise ValueError(f"log_w must be a floating-point tensor, got dtype {log_w.dtype}")
-    check_not_meta(log_w, "log_w")
+    check_dense_values(log_w, "log_w")
     if log_w.shape[0] == 0:
         raise ValueError(f"log_w has no weights (shape {list(log_w.shape)}: K = 0); pass at "
                          "least one weight per column")

@@ -304,3 +304,18 @@ def test_standard_error_is_the_name_of_every_estimate():
     assert gaps.elbo_amortized_stderr is gaps.elbo_amortized_standard_error
     assert gaps.elbo_local_stderr is gaps.elbo_local_standard_error
     assert gaps.elbo_local_standard_error.shape == (2,)
+
+
+def test_sparse_weights_and_values_are_named_by_the_weight_helpers():
+    # torch's "Could not run 'aten::...' with arguments from the 'SparseCPU' backend", and
+    # bits_per_dim returned a sparse tensor without a word
+    from inference import (bits_per_dim, effective_sample_size, iwae_from_weights,
+                           log_mean_exp, pareto_k)
+
+    log_w = torch.randn(30, 2).to_sparse()
+    for call in (lambda: pareto_k(log_w), lambda: effective_sample_size(log_w),
+                 lambda: iwae_from_weights(log_w, 5), lambda: log_mean_exp(log_w, 0)):
+        with pytest.raises(TypeError, match=r"log_w is a sparse tensor.*to_dense\(\)"):
+            call()
+    with pytest.raises(TypeError, match=r"nats_per_datapoint is a sparse tensor"):
+        bits_per_dim(torch.tensor([80.0, 90.0]).to_sparse(), 784)
