@@ -1,11 +1,13 @@
 """Training any pair by SVI: :func:`fit`, its steppers, objectives and helpers.
 
-:func:`fit` (:mod:`.fit`) runs minibatch SVI with checkpoints (:mod:`.checkpoints`) and the
-plate-scaling handlers (:mod:`.handlers`); one step is :class:`SVIStep` (:mod:`.svi_step`) or
-:class:`CompiledSVIStep` (:mod:`.compiled_step`); the multi-sample objectives live in
-:mod:`.objectives`, free bits in :mod:`.free_bits`, data parallelism in :mod:`.distributed`
-best-epoch selection in :mod:`.early_stopping`, and the networks of plain-function pairs
-(found to keep their batch-norm statistics) in :mod:`.registered_modules`.
+:func:`fit` (:mod:`.fit`) runs minibatch SVI with checkpoints (:mod:`.checkpoints`; what a
+resumed run restores and must share, :mod:`.resume`), the checks before its first step
+(:mod:`.first_batch`) and the plate-scaling handlers (:mod:`.handlers`); one step is
+:class:`SVIStep` (:mod:`.svi_step`) or :class:`CompiledSVIStep` (:mod:`.compiled_step`); the
+multi-sample objectives live in :mod:`.objectives`, free bits in :mod:`.free_bits`, data
+parallelism in :mod:`.distributed`, best-epoch selection in :mod:`.early_stopping`, and the
+networks of plain-function pairs (found to keep their batch-norm statistics) in
+:mod:`.registered_modules`.
 """
 
 from ..checks import resolve_device

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import random
@@ -24,17 +23,21 @@ from ..checks import (autograd_tensor, check_dense, check_finite_tensor, check_i
                       resolve_device, training_mode_layers, user_stacklevel)
 from ..effect_guides import traceable_guide
 from ..evidence.estimators import elbo
-from ..pair_check import (PairError, check_observed_values_validated, check_pair,
-                          check_store_shapes, data_frame, trace_pair)
+from ..pair_check import PairError, check_observed_values_validated, check_pair, check_store_shapes
 from ..random_state import forked_rng
-from ..reachable import kept_buffers, reachable_modules, reachable_with_state
+from ..reachable import kept_buffers, reachable_modules
 from ..supports import describe_support
 from ..weights import check_compile
 from . import checkpoints, resume_settings
+from .first_batch import (check_first_run, check_one_row_batches, check_short_last_batch,
+                          check_valid_data, unscored_site, validate_observed)
 from .handlers import scale_data_plate, scale_latents
 from .minibatches import (check_valid_data_guide, copies, plan_minibatches, reports_no_loss,
                           transformed_batch)
-from .registered_modules import buffers_state, registered_prefix, restore_buffers
+from .registered_modules import buffers_state, restore_buffers
+from .resume import (align_store_aliases, callback_name, callback_state, check_resumable,
+                     check_same_settings, checkpointed_tensors, copied_tensors,
+                     pair_store_shapes, restore_callback, run_store_names, same_tensors)
 from .objectives import DReGLoss, IWAELoss, make_loss
 from .svi_step import WEIGHTED_LOSSES, Adam, SVIStep
 
@@ -259,192 +262,6 @@ def _settings(loss, num_particles, batch_size, lr, seed, kl_warmup_epochs, compi
     return settings
 
 
-def _pair_store_shapes(model, guide, batch: tuple, modules, batch_transform,
-                       networks=()) -> tuple[dict, dict]:
-    """name -> shape (as stored, unconstrained) of the pair's Pyro parameters outside
-    ``modules``, and name -> network of those of ``networks`` (plain-function pairs'
-    networks, :func:`inference.reachable.reachable_modules`) that ``pyro.module`` registered
-    under that name: from the param sites of one pass on ``batch`` (through
-    ``batch_transform``), which leaves the param store, every random state and the buffers
-    as they were. A site whose value, or the
-    initial value that ``pyro.module`` passed, is a parameter of ``modules`` is theirs (their
-    ``state_dict`` holds it), also where an earlier run left another tensor in the store
-    under its name."""
-    store = pyro.get_param_store()
-    before = set(store.keys())
-    rng = pyro.util.get_rng_state()
-    owned = {id(p) for m in modules for p in m.parameters()}
-    try:
-        with forked_rng(), pyro.poutine.block(), evaluation_mode([*modules, *networks]):
-            if batch_transform is not None:
-                batch = transformed_batch(batch_transform(*copies(batch)), batch[0].shape[0])
-            traces = trace_pair(model, guide, batch, {})
-        names, registered = set(), {}
-        for trace in traces:
-            for name, site in trace.nodes.items():
-                if site["type"] != "param":
-                    continue
-                value = site["value"]
-                value = value.unconstrained() if hasattr(value, "unconstrained") else value
-                if id(value) not in owned and not any(id(a) in owned for a in site["args"][1:]):
-                    names.add(name)
-                for network in networks:
-                    prefix = registered_prefix(name, site["args"], network)
-                    if prefix is not None:
-                        registered[prefix] = network
-        return checkpoints.store_shapes(sorted(names)), registered
-    finally:
-        pyro.util.set_rng_state(rng)
-        _forget_params(store, set(store.keys()) - before)
-
-
-def _forget_params(store, names) -> None:
-    """Remove the entries ``names`` from Pyro's param store ``store``, by name only.
-
-    ``del store[name]`` also pops the tensor from the store's tensor -> name table, which
-    holds one name per tensor: a tensor registered under two names (an AutoIAFNormal's
-    network, as a PyroModule's parameter and through ``pyro.module``) raised ``KeyError`` for
-    the second. Here a tensor's entry in that table goes only with the name it holds."""
-    params = getattr(store, "_params", None)
-    to_name = getattr(store, "_param_to_name", None)
-    held = getattr(store, "_constraints", None)
-    if not (isinstance(params, dict) and isinstance(to_name, dict) and isinstance(held, dict)):
-        for name in names:  # another layout of Pyro's store: its own deletion
-            with contextlib.suppress(KeyError):
-                del store[name]
-        return
-    for name in names:
-        value = params.pop(name, None)
-        held.pop(name, None)
-        if value is not None and to_name.get(value) == name:
-            del to_name[value]
-    # a tensor still stored under another name maps to that one
-    for name, value in params.items():
-        to_name.setdefault(value, name)
-
-
-def _align_store_aliases(saved_optimizer) -> None:
-    """A tensor the param store holds under several names (an AutoIAFNormal's first network
-    weight is also its ``_prototype_tensor``) is known to the optimizer by one of them, the
-    one Pyro's tensor -> name table gives; which one depends on the order the names were
-    registered, which a resumed run's checks change. Point the table at the name under which
-    the checkpoint holds the tensor's optimizer state, so that the state is restored."""
-    store = pyro.get_param_store()
-    to_name = getattr(store, "_param_to_name", None)
-    if not isinstance(to_name, dict) or not isinstance(saved_optimizer, dict):
-        return
-    held: dict = {}
-    for name, value in store.named_parameters():
-        held.setdefault(id(value), (value, []))[1].append(name)
-    for value, names in held.values():
-        with_state = [name for name in names if name in saved_optimizer]
-        if len(names) > 1 and with_state and to_name.get(value) not in with_state:
-            to_name[value] = with_state[0]
-
-
-def _check_resumable(state: dict, path, epochs: int, current: dict) -> None:
-    """Refuse a checkpoint of another pair, other data or other settings, or of more epochs
-    than asked for; say what differs."""
-    saved = state.get("fingerprint")
-    if not isinstance(saved, dict) or "history" not in state:
-        raise checkpoints.CheckpointError(
-            f"checkpoint {path} has no fingerprint (written by an older version or another "
-            "program); delete it to start afresh")
-    # compare what ``current`` holds (its "pair" part may hold the modules only)
-    compared = {key: saved.get(key) for key in current}
-    if isinstance(compared.get("pair"), dict) and isinstance(current.get("pair"), dict):
-        compared["pair"] = {key: compared["pair"].get(key) for key in current["pair"]}
-        store = compared["pair"].get("param_store")
-        if state.get("format", 1) == 1 and isinstance(store, dict) and \
-                "param_store" in current["pair"]:
-            # format 1 saved every store entry outside the modules: compare the pair's own
-            compared["pair"]["param_store"] = {
-                name: shape for name, shape in store.items()
-                if name in current["pair"]["param_store"]}
-    loss = (compared.get("settings") or {}).get("loss")
-    if isinstance(loss, dict) and "max_plate_nesting" in loss:
-        # older checkpoints held Pyro's guess, which the loss object changes as it trains
-        compared["settings"] = {**compared["settings"], "loss": {
-            key: value for key, value in loss.items() if key != "max_plate_nesting"}}
-    compared["settings"] = _effective_batch_size(compared.get("settings"), current)
-    compared, current = _defaults_shown(compared, current)
-    differences = checkpoints.describe_differences(compared, current)
-    if differences:
-        shown = "; ".join(differences[:8]) + (" ..." if len(differences) > 8 else "")
-        why = (" (it was written when a fixed order weighed its short last minibatch's rows "
-               "by N / B_last, more than the others: another objective, so start afresh)"
-               if any(d.startswith("settings.fixed_order_row_weight") for d in differences)
-               else "")
-        raise checkpoints.CheckpointError(
-            f"checkpoint {path} was written by another run, it differs in: {shown}{why}. "
-            "Resume with the same pair, data and settings, or use another checkpoint path")
-    done = len(state["history"])
-    if done > epochs:
-        raise checkpoints.CheckpointError(
-            f"checkpoint {path} holds {done} epochs, more than epochs={epochs}; ask for "
-            f"epochs >= {done} to continue it or use another checkpoint path")
-
-
-# Settings a checkpoint records only when not at their defaults (:func:`_settings`).
-_RECORDED_UNLESS_DEFAULT = {"shuffle": True, "batch_transform": None}
-
-
-def _defaults_shown(compared: dict, current: dict) -> tuple[dict, dict]:
-    """``compared`` (the checkpoint's) and ``current`` fingerprints with a setting that one
-    of them records and the other leaves at its default filled in with that default, so
-    that a refusal reads "shuffle: False in the checkpoint, True now", not "absent now"."""
-    saved, now = compared.get("settings"), current.get("settings")
-    if not isinstance(saved, dict) or not isinstance(now, dict):
-        return compared, current
-    saved, now = dict(saved), dict(now)
-    for name, default in _RECORDED_UNLESS_DEFAULT.items():
-        if (name in saved) != (name in now):
-            saved.setdefault(name, default)
-            now.setdefault(name, default)
-    return {**compared, "settings": saved}, {**current, "settings": now}
-
-
-def _effective_batch_size(saved, current: dict):
-    """The saved ``settings`` with the run's ``batch_size`` where both take all data at once
-    (``batch_size >= N`` of ``current``'s data): they train alike, so a checkpoint written
-    with the default 128 on 20 datapoints resumes with ``batch_size=20``."""
-    now = current.get("settings") or {}
-    data = current.get("data") or [{}]
-    num_data = (data[0].get("shape") or [None])[0]
-    if not isinstance(saved, dict) or not isinstance(num_data, int) or not all(
-            type(settings.get("batch_size")) is int for settings in (saved, now)):
-        return saved
-    if min(saved["batch_size"], num_data) != min(now["batch_size"], num_data):
-        return saved
-    return {**saved, "batch_size": now["batch_size"]}
-
-
-def _check_same_settings(state: dict, path, record: resume_settings.SettingsRecord,
-                         parallel) -> None:
-    """Refuse a checkpoint written with other plain settings of the pair (its modules, the
-    networks it registers, its model and guide callables: a sparsity weight, a likelihood's
-    fixed scale, a dropout rate), naming each: resuming would mix two objectives in one
-    history. ``record.ignore`` (``fit(resume_ignore=...)``) is not compared, nor what a run in
-    this process moved after writing the checkpoint (:class:`.resume_settings.SettingsRecord`).
-    Checkpoints written before settings were recorded are not checked. With several
-    processes, rank 0's settings decide (they are the ones its checkpoints record)."""
-    pair = state["fingerprint"].get("pair", {})
-    saved, moved = pair.get("settings"), pair.get("settings_moved", [])
-    differences = (record.differences(saved, moved if isinstance(moved, list) else [])
-                   if isinstance(saved, dict) else [])
-    differences = parallel.from_first_rank(differences)
-    if differences:
-        shown = "; ".join(differences[:8]) + (" ..." if len(differences) > 8 else "")
-        named = differences[0].split(": ", 1)[0]
-        raise checkpoints.CheckpointError(
-            f"checkpoint {path} was written with other settings of the model or guide: "
-            f"{shown}. Resume with the settings of that run, or use another checkpoint path. "
-            f"A setting that does not change the model (a training length, a run id or "
-            f"start time) can be left out of this check: fit(..., resume_ignore="
-            f"[{json.dumps(named)}]), or keep it in an attribute whose name starts with \"_\" "
-            "(and does not name a constructor argument)")
-
-
 def _nonfinite_names(params) -> list[str]:
     """Names of the parameters holding NaN or infinite values: one read per device (on a GPU
     one host synchronization per epoch, not one per parameter)."""
@@ -542,106 +359,6 @@ def _last_update_problem(model, guide, batch: tuple, modules, epoch: int,
     return None
 
 
-def _validate_observed(model, guide, batch: tuple, modules) -> None:
-    """Run the pair once on ``batch`` (effects hidden, random state and modules' buffers
-    kept) and score each observed value, so that Pyro's validation, when on, refuses a value
-    outside its site's support as an eager step would; a compiled step validates nothing."""
-    with forked_rng(), pyro.poutine.block(), torch.no_grad(), evaluation_mode(modules):
-        model_trace, _ = trace_pair(model, guide, batch, {})
-        for site in model_trace.nodes.values():
-            if site["type"] == "sample" and site["is_observed"]:
-                site["fn"].log_prob(site["value"])
-
-
-def _check_valid_data(model, guide, valid: tuple, batch_size: int, modules) -> None:
-    """Refuse ``valid_data`` (tensors ``[M, ...]``) that the pair cannot score (a value outside
-    its likelihood's support) before any training, naming ``valid_data`` and the rows; it
-    used to fail after the first epoch, in a message that read as one about the data."""
-    num_valid = valid[0].shape[0]
-    for begin in range(0, num_valid, batch_size):
-        stop = min(begin + batch_size, num_valid)
-        try:
-            _validate_observed(model, guide, tuple(t[begin:stop] for t in valid), modules)
-        except ValueError as error:
-            raise ValueError(f"fit: valid_data cannot be scored by the pair (rows {begin} to "
-                             f"{stop - 1} of {num_valid}): {error}") from error
-
-
-def _unscored_site(model, guide, batch: tuple, modules):
-    """Why a validated step on ``batch`` could not be scored, from one pass of the pair
-    without validation (effects hidden, random state and modules' buffers kept):
-    ``("support", site, distribution, support, positions)`` for the first observed value
-    outside its distribution's support, ``positions`` the offending places along the
-    ``"data"`` plate (None when the site has no data dim); ``("density", site)`` for the
-    first site whose log density is NaN or infinite; None when neither."""
-    with forked_rng(), pyro.poutine.block(), torch.no_grad(), evaluation_mode(modules), \
-            pyro.validation_enabled(False):
-        model_trace, guide_trace = trace_pair(model, guide, batch, {})
-        sites = [(name, site) for trace in (guide_trace, model_trace)
-                 for name, site in trace.nodes.items() if site["type"] == "sample"]
-        for name, site in sites:
-            fn = site["fn"]
-            if not site["is_observed"]:
-                continue
-            try:
-                outside = ~fn.support.check(site["value"])  # the value's batch shape
-            except NotImplementedError:  # a support that depends on the parameters
-                continue
-            if not outside.any():
-                continue
-            while isinstance(fn, torch.distributions.Independent):
-                fn = fn.base_dist
-            frame, positions = data_frame(site), None
-            if frame is not None and outside.dim() >= -frame.dim and \
-                    outside.shape[frame.dim] > 1:
-                rows = outside.movedim(frame.dim, 0)
-                positions = rows.reshape(rows.shape[0], -1).any(1).nonzero().flatten()
-            return "support", name, type(fn).__name__, fn.support, positions
-        for name, site in sites:
-            if not torch.isfinite(site["fn"].log_prob(site["value"])).all():
-                return "density", name
-    return None
-
-
-def _check_first_run(model, guide, batch: tuple, batch_transform, modules) -> None:
-    """``ValueError`` before any update when one run of the pair on the first minibatch
-    removes parameters from Pyro's param store (``pyro.clear_param_store()`` inside the
-    model or guide: each step would start from fresh values and fit would return them lost),
-    or a guide site's log density at its own draw is NaN or infinite (a scale that
-    overflowed to inf or underflowed to 0) or a model site's is NaN: the first step would put
-    NaN into every parameter. One pass, effects hidden, random state and buffers kept."""
-    store = pyro.get_param_store()
-    before = set(store.keys())
-    with forked_rng(), pyro.poutine.block(), torch.no_grad(), kept_buffers(modules), \
-            pyro.validation_enabled(False):
-        if batch_transform is not None:
-            batch = transformed_batch(batch_transform(*copies(batch)), len(batch[0]), screen=False)
-        model_trace, guide_trace = trace_pair(model, guide, batch, {})
-        used = {name for trace in (guide_trace, model_trace)
-                for name, site in trace.nodes.items() if site["type"] == "param"}
-        lost = sorted((before | used) - set(store.keys()))
-        if lost:
-            raise ValueError(
-                f"fit: one run of the pair removed parameters {lost[:5]} from Pyro's param "
-                "store (a pyro.clear_param_store() or del inside the model or guide?): every "
-                "step would start them afresh and the trained values would be lost. Clear the "
-                "store once before fit, never inside the pair")
-        for role, trace in (("guide", guide_trace), ("model", model_trace)):
-            for name, site in trace.nodes.items():
-                if site["type"] != "sample":
-                    continue
-                log_p = site["fn"].log_prob(site["value"])
-                bad = ~torch.isfinite(log_p) if role == "guide" else torch.isnan(log_p)
-                if bad.any():
-                    raise ValueError(
-                        f"fit: at the parameters training starts from, the {role}'s site "
-                        f"'{name}' has a {'NaN or infinite' if role == 'guide' else 'NaN'} "
-                        "log density on the first minibatch (e.g. a scale that overflows to inf or "
-                        "underflows to 0 for these data), so the first step would make every "
-                        "parameter NaN; nothing was trained, the parameters are untouched. "
-                        "Bound the scale (softplus, clamp) or normalize the data")
-
-
 def _refused_step(error: ValueError, model, guide, batch: tuple, rows: torch.Tensor, modules,
                   where: str, transformed: bool, disk: tuple) -> Exception:
     """What to raise for a step of the first epoch that Pyro's validation (or the model's own
@@ -657,7 +374,7 @@ def _refused_step(error: ValueError, model, guide, batch: tuple, rows: torch.Ten
                          f"where Pyro's validation refused them ({reason})",
                          checkpoint, saved, earlier)
     try:
-        found = _unscored_site(model, guide, batch, modules)
+        found = unscored_site(model, guide, batch, modules)
     except Exception as secondary:  # noqa: BLE001 - the step's own error is the one to raise
         found = None
         if hasattr(error, "add_note"):
@@ -1014,9 +731,9 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                 if not any(n is sub for m in modules for sub in m.modules())]
     still = [*modules, *networks]
     _warn_evaluation_mode(still)
-    saved_callback = _callback_state(callback, optimizer)
+    saved_callback = callback_state(callback, optimizer)
     # entries created from here on (restored, or made by the pair or its loss while it
-    # trains) are the run's: each checkpoint holds them (:func:`_run_store_names`)
+    # trains) are the run's: each checkpoint holds them (:func:`run_store_names`)
     held_before = set(pyro.get_param_store().keys())
     state, store_names, registered = None, None, {}
     if resume and not Path(checkpoint).exists() and parallel.rank == 0:
@@ -1028,20 +745,20 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
         checkpoints.check_run_state(state, checkpoint)
         # modules first, before anything runs the pair; the pair's Pyro parameters below
         pair_print = checkpoints.params_fingerprint(modules, {})
-        _check_resumable(state, checkpoint, epochs, {
+        check_resumable(state, checkpoint, epochs, {
             "pair": {"modules": pair_print["modules"]}, **fingerprint})
         check_store_shapes(model, guide, "fit")  # before the pair runs
-        pair_print["param_store"], registered = _pair_store_shapes(
+        pair_print["param_store"], registered = pair_store_shapes(
             model, guide, first_rows, modules, batch_transform, networks)
         store_names = list(pair_print["param_store"])
-        _check_resumable(state, checkpoint, epochs, {"pair": pair_print, **fingerprint})
+        check_resumable(state, checkpoint, epochs, {"pair": pair_print, **fingerprint})
         # the same structure: now its settings (and those of the networks it registers)
         settings_record.add_networks(registered)
-        _check_same_settings(state, checkpoint, settings_record, parallel)
+        check_same_settings(state, checkpoint, settings_record, parallel)
         if saved_callback is not None and "callback" not in state:
             raise checkpoints.CheckpointError(
                 f"checkpoint {checkpoint} holds no state of the callback "
-                f"{_callback_name(saved_callback)} (the run that wrote it had another "
+                f"{callback_name(saved_callback)} (the run that wrote it had another "
                 "callback), so "
                 "what it kept of the earlier epochs is lost; resume with that run's callback "
                 "or use another checkpoint path")
@@ -1050,13 +767,13 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
     replaces = earlier and parallel.rank == 0
     pyro.set_rng_seed(parallel.process_seed(seed))
     check_store_shapes(model, guide, "fit")
-    _check_one_row_batches(model, guide, tensors, batch_size, batch_transform, still)
+    check_one_row_batches(model, guide, tensors, batch_size, batch_transform, still)
     # the pair checked on a first minibatch (random state restored) before any step
     with kept_buffers(still):  # the survey runs the pair in training mode
         plan = plan_minibatches(model, guide, tensors, batch_size=batch_size, loss=loss,
                                 num_particles=num_particles, shuffle=shuffle,
                                 batch_transform=batch_transform)
-    _check_short_last_batch(model, guide, tensors, batch_size, batch_transform, still, loss)
+    check_short_last_batch(model, guide, tensors, batch_size, batch_transform, still, loss)
     if kl_warmup_epochs and plan.structure.model_enumerated:
         names = ", ".join(f"'{name}'" for name in plan.structure.model_enumerated)
         raise PairError(
@@ -1081,10 +798,10 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                             f"defined for this pair, so valid_data cannot be scored (train "
                             f"without it): {error}") from None
     if valid is not None and is_validation_enabled():
-        _check_valid_data(model, guide, valid, batch_size, still)
+        check_valid_data(model, guide, valid, batch_size, still)
     if checkpoint is not None and store_names is None:
-        shapes, registered = _pair_store_shapes(model, guide, first_rows, modules,
-                                                batch_transform, networks)
+        shapes, registered = pair_store_shapes(model, guide, first_rows, modules,
+                                               batch_transform, networks)
         store_names = list(shapes)
         settings_record.add_networks(registered)
     # the pair's parameters on the first minibatch: the fingerprint a resume compares
@@ -1109,7 +826,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                 f"checkpoint {checkpoint} holds buffers of pyro.module networks that this pair "
                 f"does not have: {'; '.join(problems[:8])}. Resume with the same pair, or "
                 "use another checkpoint path")
-        _align_store_aliases(state["optimizer"])
+        align_store_aliases(state["optimizer"])
         optimizer.set_state(state["optimizer"])
         shuffler.set_state(state["shuffler"].cpu())
         parallel.set_rng_state(state["rng"])
@@ -1121,8 +838,8 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                 f"weight) which this pair cannot take back: {'; '.join(problems[:8])}. Resume "
                 "with the pair of that run, or use another checkpoint path")
         if saved_callback is not None:
-            _restore_callback(saved_callback, state["callback"], checkpoint)
-    _check_first_run(model, guide, first_rows, batch_transform, still)
+            restore_callback(saved_callback, state["callback"], checkpoint)
+    check_first_run(model, guide, first_rows, batch_transform, still)
     parallel.prepare(modules, tuple(t[:1] for t in tensors), batch_transform)
     if state is not None and saved_callback is not None and history and \
             not state.get("after_callback"):
@@ -1159,7 +876,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                             device.type, dtype=torch.bfloat16, enabled=mixed_precision):
                         try:
                             if checking and compiled:
-                                _validate_observed(model, guide, batch, still)
+                                validate_observed(model, guide, batch, still)
                             if screening and len(local):
                                 with kept_buffers(still):
                                     check_observed_values_validated(
@@ -1211,7 +928,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                                   f"{checkpoint}; the old one is kept as {previous}",
                                   stacklevel=user_stacklevel())
                     replaces = False
-                store_names = _run_store_names(store_names, held_before, optimizer, modules)
+                store_names = run_store_names(store_names, held_before, optimizer, modules)
 
                 def state_of(rng, after_callback=False):
                     return {
@@ -1236,8 +953,8 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                 parallel.save(checkpoint, state_of)
                 saved = epoch + 1
             if callback is not None:
-                before = None if checkpoint is None else _copies(
-                    _checkpointed_tensors(modules, store_names, registered))
+                before = None if checkpoint is None else copied_tensors(
+                    checkpointed_tensors(modules, store_names, registered))
                 logged = dict(record)
                 # its draws (a logged sample) leave training's random streams where they were,
                 # so a resumed run draws as the uninterrupted one
@@ -1257,8 +974,8 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                         "pyro.clear_param_store() and fresh modules")
                 if checkpoint is not None and parallel.from_first_rank(
                         settings_record.moved_since_save() or _record_changed(logged, record)
-                        or not _same_tensors(
-                            before, _checkpointed_tensors(modules, store_names, registered))):
+                        or not same_tensors(
+                            before, checkpointed_tensors(modules, store_names, registered))):
                     # it moved a setting (an annealed weight), changed a parameter (a max-norm
                     # projection) or wrote into the epoch's record (a logged metric): the
                     # checkpoint holds the values the next epoch trains with, the callback's
@@ -1321,45 +1038,6 @@ def _warn_evaluation_mode(modules) -> None:
                 stacklevel=user_stacklevel())
 
 
-def _run_store_names(names: list, held_before: set, optimizer, modules) -> list[str]:
-    """``names`` and the param-store entries outside ``modules`` that the run made its own
-    since :func:`fit` started (``held_before``: the store's names then): those the pair or
-    its loss created (a ``pyro.param`` first met in a later minibatch, one per group or
-    datapoint; ``TraceGraph_ELBO``'s decaying-average baselines), restored, or stepped by
-    ``optimizer``. Unrelated entries made before the run stay out."""
-    owned = {id(p) for m in modules for p in m.parameters()}
-    stepped = set(optimizer.get_state())
-    known = set(names)
-    added = sorted(name for name, value in pyro.get_param_store().named_parameters()
-                   if name not in known and id(value) not in owned
-                   and (name not in held_before or name in stepped))
-    return names + added
-
-
-def _checkpointed_tensors(modules, store_names, registered: dict) -> dict:
-    """``{name: tensor}`` of what a checkpoint holds of the pair (the tensors themselves):
-    the modules' parameters and buffers, the param store's entries ``store_names``, the
-    buffers of networks registered with ``pyro.module``."""
-    tensors = {f"module {i}: {key}": value for i, module in enumerate(modules)
-               for key, value in module.state_dict().items()}
-    tensors.update({f"param {name}": value for name, value
-                    in pyro.get_param_store().named_parameters() if name in store_names})
-    tensors.update({f"network {name}: {key}": value for name, network in registered.items()
-                    for key, value in network.named_buffers()})
-    return tensors
-
-
-def _copies(tensors: dict) -> dict:
-    return {name: value.detach().clone() for name, value in tensors.items()}
-
-
-def _same_tensors(before: dict, after: dict) -> bool:
-    """Whether ``after`` holds the same names with bitwise the same values as ``before``."""
-    return before.keys() == after.keys() and all(
-        before[name].shape == value.shape and before[name].dtype == value.dtype
-        and torch.equal(before[name], value.detach()) for name, value in after.items())
-
-
 @contextlib.contextmanager
 def _apart_streams():
     """Inside the block, draws from torch's (CPU and CUDA in use), Python's and NumPy's
@@ -1371,209 +1049,6 @@ def _apart_streams():
     finally:
         random.setstate(python)
         np.random.set_state(numpy_state)
-
-
-def _check_one_row_batches(model, guide, tensors: tuple, batch_size: int, batch_transform,
-                           modules) -> None:
-    """Refuse, before any step, a minibatch of one row (the ragged last one) for a pair with
-    batch norm in training mode that cannot normalize one row (torch's "Expected more than 1
-    value per channel" at that step): the pair is tried on that row (effects hidden, random
-    state, param store and buffers kept)."""
-    num_data = tensors[0].shape[0]
-    if min(batch_size, num_data) != 1 and num_data % batch_size != 1:
-        return
-    layers = [f"{type(sub).__name__} at {name or 'the top'}" for module in modules
-              for name, sub in module.named_modules()
-              if isinstance(sub, torch.nn.modules.batchnorm._BatchNorm) and sub.training]
-    if not layers:
-        return
-    row = tuple(t[-1:] for t in tensors)
-    try:
-        with _probe(modules):
-            if batch_transform is not None:
-                row = transformed_batch(batch_transform(*copies(row)), 1)
-            trace_pair(model, guide, row, {})
-    except Exception as error:  # noqa: BLE001 - only batch norm's refusal is this check's
-        if "more than 1 value per channel" not in str(error):
-            return
-        last = "every minibatch" if min(batch_size, num_data) == 1 else "the last minibatch"
-        raise ValueError(
-            f"fit: {last} has one row (batch_size={batch_size}, N={num_data}), and the pair's "
-            f"batch norm in training mode ({', '.join(layers[:4])}) cannot normalize one row "
-            f"(torch: {str(error).splitlines()[0]}). Choose a batch_size that leaves no "
-            f"minibatch of one row{_other_batch_size(num_data, batch_size)}, or drop a "
-            "datapoint") from error
-
-
-@contextlib.contextmanager
-def _probe(modules):
-    """A check's runs of the pair: effects hidden, no gradients, and the random state, the
-    buffers of ``modules`` and the param store's names kept (entries made inside are
-    forgotten)."""
-    store = pyro.get_param_store()
-    before, rng = set(store.keys()), pyro.util.get_rng_state()
-    try:
-        with forked_rng(), pyro.poutine.block(), torch.no_grad(), kept_buffers(modules):
-            yield
-    finally:
-        pyro.util.set_rng_state(rng)
-        _forget_params(store, set(store.keys()) - before)
-
-
-def _check_short_last_batch(model, guide, tensors: tuple, batch_size: int, batch_transform,
-                            modules, loss) -> None:
-    """Refuse, before any step, a pair that keeps state shaped by the first minibatch when
-    ``tensors`` (``[N, ...]`` each) leave a shorter last one: a decaying-average baseline of
-    ``TraceGraph_ELBO`` on a guide site in the ``"data"`` plate (Pyro keeps the average per
-    row, ``[batch_size]``), or a ``pyro.param`` sized by the minibatch (``zeros(len(x), 1)``)
-    on which the pair then fails for the short one. Both failed at the last step of the
-    first epoch with torch's or Pyro's shape error, naming neither. The pair runs on the
-    first and last minibatches (effects hidden, random state, param store and buffers kept);
-    a parameter is blamed only when the last minibatch runs with it made afresh."""
-    num_data = tensors[0].shape[0]
-    if batch_size >= num_data or not num_data % batch_size:
-        return
-    last = num_data % batch_size
-    advice = (f"Choose a batch_size that divides {num_data}{_divisor_near(num_data, batch_size)} "
-              f"(or >= {num_data}, one batch of all data)")
-    with _probe(modules):
-        first, short = (tuple(t[begin:begin + batch_size] for t in tensors)
-                        for begin in (0, num_data - last))
-        if batch_transform is not None:
-            first, short = (transformed_batch(batch_transform(*copies(rows)), len(rows[0]))
-                            for rows in (first, short))
-        try:
-            traces = trace_pair(model, guide, first, {})
-        except Exception:  # noqa: BLE001 - fit's survey says how the first one failed
-            return
-        if isinstance(loss, pyro.infer.TraceGraph_ELBO):
-            averaged = [name for name, site in traces[1].nodes.items()
-                        if site["type"] == "sample" and data_frame(site) is not None
-                        and (site["infer"].get("baseline") or {}).get(
-                            "use_decaying_avg_baseline")]
-            if averaged:
-                raise ValueError(
-                    f"fit: guide site '{averaged[0]}' has a decaying-average baseline, "
-                    f"which {type(loss).__name__} keeps per row of the first minibatch "
-                    f"({batch_size} rows), but batch_size={batch_size} leaves a last "
-                    f"minibatch of {last} of the {num_data} rows: its step would fail "
-                    f"on the shapes. {advice}, or drop the baseline's "
-                    "use_decaying_avg_baseline")
-        try:
-            trace_pair(model, guide, short, {})
-        except Exception as error:  # noqa: BLE001 - only a minibatch-sized param is judged
-            networks = {id(p) for module in reachable_modules(model, guide)
-                        for p in module.parameters()}
-            sized = list(dict.fromkeys(
-                name for trace in traces for name, site in trace.nodes.items()
-                if site["type"] == "param" and torch.is_tensor(site["value"])
-                and batch_size in site["value"].shape and id(site["value"]) not in networks))
-            if not sized:
-                return
-            try:
-                with _FreshParams(sized):
-                    trace_pair(model, guide, short, {})
-            except Exception:  # noqa: BLE001 - not (only) the first minibatch's params
-                return
-            raise ValueError(
-                f"fit: the pair's parameter(s) {sized[:4]} take their shape from the first "
-                f"minibatch ({batch_size} rows), and the pair fails on the last one, of "
-                f"{last} rows, that batch_size={batch_size} leaves of the {num_data} "
-                f"(Pyro: {str(error).splitlines()[0] if str(error) else type(error).__name__})."
-                f" {advice}; for a parameter per datapoint, size it by N and pass the "
-                "indices with the data (pyro.plate('data', N, subsample=idx))") from error
-
-
-class _FreshParams(pyro.poutine.messenger.Messenger):
-    """Inside, the param sites ``names`` take the initial value their statement gives (as
-    for a new name) instead of the stored one; the store is left as it is."""
-
-    def __init__(self, names):
-        super().__init__()
-        self.names = set(names)
-
-    def _pyro_param(self, msg) -> None:
-        if msg["name"] not in self.names or len(msg["args"]) < 2:
-            return
-        init = msg["args"][1]
-        msg["value"] = init() if callable(init) else init
-        msg["done"] = True
-
-
-def _divisor_near(num_data: int, batch_size: int) -> str:
-    """``, e.g. batch_size=B`` for the divisor of ``num_data`` nearest ``batch_size``."""
-    divisors = [d for d in range(2, num_data) if not num_data % d]
-    if not divisors:
-        return ""
-    return f", e.g. batch_size={min(divisors, key=lambda d: (abs(d - batch_size), -d))}"
-
-
-def _other_batch_size(num_data: int, batch_size: int) -> str:
-    """``, e.g. batch_size=B`` for the nearest size above 1 that leaves no one-row batch."""
-    for offset in range(1, max(batch_size, 2)):
-        for candidate in (batch_size + offset, batch_size - offset):
-            if 1 < candidate < num_data and num_data % candidate != 1:
-                return f", e.g. batch_size={candidate}"
-    return ""
-
-
-def _callback_state(callback, optimizer):
-    """What of ``callback`` each checkpoint saves: the callback itself when it has
-    ``get_state``/``set_state`` (:class:`inference.KeepBest`), else the objects with a state
-    that a plain callback reaches (a ``KeepBest`` it calls from a closure or a global:
-    :func:`inference.reachable.reachable_with_state`; optimizers left out, fit saves them),
-    or None."""
-    if callback is None:
-        return None
-    if hasattr(callback, "get_state") and hasattr(callback, "set_state"):
-        return callback
-    reached = [found for found in reachable_with_state(callback)
-               if found is not optimizer and not isinstance(found, (Adam, pyro.optim.PyroOptim))]
-    return _ReachedStates(reached) if reached else None
-
-
-class _ReachedStates:
-    """The states of the objects a plain callback reaches, saved as one callback state
-    ``{"reached": [state, ...]}`` in the order found."""
-
-    def __init__(self, objects: list):
-        self.objects = objects
-
-    def get_state(self) -> dict:
-        return {"reached": [found.get_state() for found in self.objects]}
-
-    def set_state(self, state: dict) -> None:
-        for found, found_state in zip(self.objects, state["reached"]):
-            found.set_state(found_state)
-
-    def names(self) -> str:
-        return ", ".join(type(found).__name__ for found in self.objects)
-
-
-def _callback_name(saved_callback) -> str:
-    if isinstance(saved_callback, _ReachedStates):
-        return f"(the {saved_callback.names()} it reaches)"
-    return type(saved_callback).__name__
-
-
-def _restore_callback(saved_callback, state, checkpoint) -> None:
-    """Give the callback (or the objects it reaches) its checkpointed ``state``;
-    ``CheckpointError`` when the state was saved for another kind of callback."""
-    reached = isinstance(state, dict) and set(state) == {"reached"}
-    if isinstance(saved_callback, _ReachedStates):
-        if not reached or len(state["reached"]) != len(saved_callback.objects):
-            had = (f"{len(state['reached'])} object(s) a callback reached" if reached
-                   else "the state of a callback object")
-            raise checkpoints.CheckpointError(
-                f"checkpoint {checkpoint} holds {had}, but this callback reaches "
-                f"{len(saved_callback.objects)} ({saved_callback.names()}): resume with the "
-                "callback of the run that wrote it, or use another checkpoint path")
-    elif reached:
-        raise checkpoints.CheckpointError(
-            f"checkpoint {checkpoint} holds the states of objects a plain callback reached, "
-            f"not of the callback {type(saved_callback).__name__}: resume with the callback "
-            "of the run that wrote it, or use another checkpoint path")
-    saved_callback.set_state(state)
 
 
 def _named_params(modules) -> list[tuple[str, torch.Tensor]]:

@@ -309,13 +309,15 @@ def test_an_autoiafnormal_pair_resumes_bit_identical(tmp_path):
 
 
 def test_forgetting_a_parameter_stored_under_two_names():
+    from inference.training.resume import forget_params
+
     pyro.clear_param_store()
     store = pyro.get_param_store()
     before = set(store.keys())
     shared = torch.nn.Linear(2, 2)
     pyro.module("twice", shared)
     pyro.module("again", shared)
-    fit_module._forget_params(store, set(store.keys()) - before)
+    forget_params(store, set(store.keys()) - before)
     assert set(store.keys()) == before
     pyro.clear_param_store()
 
