@@ -10,7 +10,7 @@ import torch
 from pyro import poutine
 from torch.distributions import constraints
 
-from ..checks import (check_int, check_number, check_one_program_call, check_pair_call,
+from ..checks import (as_number, check_int, check_one_program_call, check_pair_call,
                       check_site_name, leaves_buffers, physical_memory_bytes)
 from ..pair_check import (
     DATA_PLATE,
@@ -303,8 +303,9 @@ def exact_log_evidence(
     check_progress(progress)
     if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
         raise ValueError(f"bounds must be a pair (low, high), got {bounds!r}")
-    for name, bound in zip(("bounds[0]", "bounds[1]"), bounds):
-        check_number(bound, name)
+    # 0-dim tensors (bounds=(x.min(), x.max())) count as their values
+    bounds = tuple(as_number(bound, name) for name, bound in zip(("bounds[0]", "bounds[1]"),
+                                                                 bounds))
     if not bounds[0] < bounds[1]:
         raise ValueError(f"bounds must satisfy low < high, got {tuple(bounds)}")
     structure = survey_pair(model, _no_guide, args, kwargs)

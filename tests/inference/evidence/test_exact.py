@@ -609,3 +609,22 @@ def test_a_support_that_moves_with_the_latent_is_integrated_to_second_order(num_
     truth = torch.log((standard.cdf(window + 1) - standard.cdf(window - 1)) / 2)
     result = exact_log_evidence(normal_window, window, num_points=num_points, progress=False)
     assert float((result.log_evidence - truth).abs().max()) < tolerance
+
+
+def test_bounds_may_be_zero_dim_tensors_and_bad_ones_are_named():
+    # bounds=(x.min(), x.max()) was refused as "bounds[0] must be a finite number, got
+    # tensor(-8.)", a finite value
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    x = torch.tensor([-1.0, 0.5])
+    wide = torch.tensor([-12.0, 12.0])
+    result = exact_log_evidence(model, x, bounds=(wide.min(), wide.max()), progress=False)
+    truth = dist.Normal(0.0, 2.0 ** 0.5).log_prob(x)
+    torch.testing.assert_close(result.log_evidence, truth, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match=r"bounds\[1\]"):
+        exact_log_evidence(model, x, bounds=(-12.0, float("nan")), progress=False)
+    with pytest.raises(ValueError, match=r"bounds\[0\]"):
+        exact_log_evidence(model, x, bounds=(torch.zeros(2), 12.0), progress=False)
