@@ -37,6 +37,7 @@ from .compiling import (
     trace_with_inputs,
 )
 from .densities import normal_log_density, plain_normal, summed_log_density
+from .effect_guides import effect_messenger
 from .enumeration import enumerated_log_density, enumerated_traces
 from .progress import check_progress, progress_bar
 from .random_state import forked_rng
@@ -560,6 +561,12 @@ def check_compile(compile, model: Callable | None = None, guide: Callable | None
     else:
         raise ValueError(f"compile must be True, False or a torch.compile backend name, "
                          f"got {compile!r}")
+    messenger = effect_messenger(guide) if guide is not None else None
+    if messenger is not None:
+        raise ValueError(
+            f"compile={compile!r}: the guide is a {type(messenger).__name__}, an effect-based "
+            "guide that runs the model under itself; a compiled path traces methods of one "
+            "module (a PyroModule's model and guide), so use the eager path (compile=False)")
     if model is not None:
         owning_module(model, guide, "compile=True")
     arguments_key(args, kwargs or {})

@@ -141,5 +141,10 @@ def test_a_messenger_resumes_as_an_uninterrupted_run(tmp_path):
 def test_a_compiled_path_refuses_a_messenger_by_name():
     pyro.clear_param_store()
     guide = AutoNormalMessenger(model)
-    with pytest.raises((TypeError, ValueError), match="AutoNormalMessenger"):
-        iwae_bound(model, guide, X, num_samples=4, compile=True, progress=False)
+    for call in (lambda: iwae_bound(model, guide, X, num_samples=4, compile=True,
+                                    progress=False),
+                 lambda: fit(model, guide, X, epochs=1, batch_size=N, shuffle=False,
+                             compile=True, progress=False)):
+        with pytest.raises(ValueError, match=r"compile=True: the guide is a "
+                                             r"AutoNormalMessenger, an effect-based guide"):
+            call()
