@@ -1,5 +1,7 @@
 """Quadrature evidence against closed forms, and the toy manifold against it."""
 
+import math
+
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -514,6 +516,17 @@ def test_mass_on_nodes_float32_rounds_together_is_refused_naming_float64():
     result = exact_log_evidence(model, k.double(), progress=False)
     truth = _beta_binomial_truth(k, 8, 2.0, 0.4)
     assert float((result.log_evidence - truth).abs().max()) < 2e-5
+    # a density that stays bounded there (20 of 20 on a flat prior: Beta(21, 1)) puts mass
+    # on the same rounded nodes, but scoring them at one value costs nothing: integrated
+    heads = torch.tensor([20.0])
+
+    def coin(k):
+        with pyro.plate("data", len(k)):
+            z = pyro.sample("z", dist.Beta(1.0, 1.0))
+            pyro.sample("k", dist.Binomial(20, z), obs=k)
+
+    result = exact_log_evidence(coin, heads, progress=False)
+    assert abs(float(result.log_evidence[0]) - math.log(1 / 21)) < 1e-6
 
 
 def test_the_missing_entries_of_obs_mask_are_named_not_conditioned():
