@@ -755,13 +755,22 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
         # the same structure: now its settings (and those of the networks it registers)
         settings_record.add_networks(registered)
         check_same_settings(state, checkpoint, settings_record, parallel)
-        if saved_callback is not None and "callback" not in state:
+        if saved_callback is not None and saved_callback is callback and \
+                "callback" not in state:
             raise checkpoints.CheckpointError(
                 f"checkpoint {checkpoint} holds no state of the callback "
                 f"{callback_name(saved_callback)} (the run that wrote it had another "
-                "callback), so "
-                "what it kept of the earlier epochs is lost; resume with that run's callback "
-                "or use another checkpoint path")
+                "callback), so what it kept of the earlier epochs is lost; resume with that "
+                "run's callback or use another checkpoint path")
+        if saved_callback is not None and "callback" not in state:
+            # the objects a plain callback reaches, which checkpoints hold since the sixth
+            # session of 2026-11-29: an older checkpoint resumes as it did then
+            warnings.warn(
+                f"fit: checkpoint {checkpoint} holds no state of the "
+                f"{saved_callback.names()} the callback reaches (written before fit saved "
+                "what a plain callback reaches): it goes on from its state now, without what "
+                "it kept of the earlier epochs",
+                stacklevel=user_stacklevel())
     # a fresh run keeps a checkpoint it will replace as <checkpoint>.previous (first save)
     earlier = checkpoint is not None and state is None and Path(checkpoint).exists()
     replaces = earlier and parallel.rank == 0
@@ -837,12 +846,12 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                 f"checkpoint {checkpoint} holds settings that training moved (an annealed "
                 f"weight) which this pair cannot take back: {'; '.join(problems[:8])}. Resume "
                 "with the pair of that run, or use another checkpoint path")
-        if saved_callback is not None:
+        if saved_callback is not None and "callback" in state:
             restore_callback(saved_callback, state["callback"], checkpoint)
     check_first_run(model, guide, first_rows, batch_transform, still)
     parallel.prepare(modules, tuple(t[:1] for t in tensors), batch_transform)
-    if state is not None and saved_callback is not None and history and \
-            not state.get("after_callback"):
+    if state is not None and saved_callback is not None and "callback" in state and history \
+            and not state.get("after_callback"):
         # the checkpoint was written before its last epoch's callback ran: run it again, as
         # the interrupted run did, on the same parameters and random state
         with _apart_streams():
