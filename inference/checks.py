@@ -452,11 +452,11 @@ OTHER_NAMES = {"num_particles": "num_samples", "K": "num_samples", "Ks": "num_sa
 
 def _keywords_taken(program) -> tuple[set[str], bool] | None:
     """The keyword names ``program`` declares and whether it takes ``**kwargs``; None when
-    its signature cannot be read."""
-    try:
-        parameters = inspect.signature(program).parameters.values()
-    except (TypeError, ValueError):
+    its signature (:func:`program_signature`) cannot be read."""
+    signature = program_signature(program)
+    if signature is None:
         return None
+    parameters = signature.parameters.values()
     named = {p.name for p in parameters
              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     return named, any(p.kind == p.VAR_KEYWORD for p in parameters)
@@ -489,7 +489,13 @@ def program_signature(program) -> inspect.Signature | None:
         code = getattr(getattr(program, "__func__", program), "__code__", None)
         if code is not None and code.co_name == "cached_fn" and \
                 code.co_filename == pyro.nn.module.__file__:
-            signature = inspect.signature(program)
+            # one layer: the function pyro_method wraps, itself perhaps another decorator's
+            # wrapper that adds or drops arguments (its own signature is the one called)
+            wrapped = getattr(program, "__func__", program).__wrapped__
+            signature = inspect.signature(wrapped, follow_wrapped=False)
+            if hasattr(program, "__self__"):  # bound: without self
+                signature = signature.replace(
+                    parameters=list(signature.parameters.values())[1:])
     except (TypeError, ValueError):
         return None
     return signature

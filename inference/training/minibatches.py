@@ -162,8 +162,8 @@ def _check_plan_arguments(model, guide, data, batch_size, loss, num_particles) -
     if not isinstance(data, tuple) or not data or not all(torch.is_tensor(t) for t in data):
         got = type(data).__name__ + (" (pass (x,), a tuple of it)" if torch.is_tensor(data)
                                      else "")
-        raise TypeError(f"plan_minibatches: data must be a tuple of [N, ...] tensors, as fit "
-                        f"passes model(*batch), got a {got}")
+        raise TypeError(f"plan_minibatches: data must be a tuple (or list) of [N, ...] "
+                        f"tensors, as fit passes model(*batch), got a {got}")
     if any(t.dim() == 0 for t in data) or len({t.shape[0] for t in data}) != 1:
         raise ValueError(f"plan_minibatches: data tensors need one leading data dim of the "
                          f"same size, got shapes {[list(t.shape) for t in data]}")
@@ -181,9 +181,10 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
 
     Raises:
         PairError: naming the site, plate or setting ``fit`` cannot train correctly.
-        TypeError, ValueError: ``data`` is no tuple of tensors, ``batch_size`` or
+        TypeError, ValueError: ``data`` is no tuple or list of tensors, ``batch_size`` or
             ``num_particles`` no positive integer, ``loss`` an unknown name (as ``fit``).
     """
+    data = tuple(data) if isinstance(data, list) else data  # a list, as fit takes it
     _check_plan_arguments(model, guide, data, batch_size, loss, num_particles)
     num_data = data[0].shape[0]
 

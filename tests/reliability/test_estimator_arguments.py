@@ -172,3 +172,37 @@ def test_data_forgotten_or_doubled_is_named_before_pyro_runs_the_pair():
                                         r"guide, x, num_samples=K\)"):
         elbo(model, guide, x, x, num_samples=5, progress=False)
     assert elbo(model, guide, x=x, num_samples=5, progress=False).shape == (4,)
+
+
+def test_a_pyro_method_over_a_decorator_that_adds_an_argument_takes_it():
+    # the signature check read through every functools.wraps layer to the innermost
+    # function, which lacks the argument the decorator adds: refused, though Pyro runs it
+    import functools
+
+    from pyro.nn import PyroModule, pyro_method
+
+    from inference import iwae_bound
+
+    def with_y(fn):
+        @functools.wraps(fn)
+        def wrapper(self, x, y=None):
+            return fn(self, x)
+        return wrapper
+
+    class Pair(PyroModule):
+        @pyro_method
+        def model(self, x, y=None):
+            with pyro.plate("data", x.shape[0]):
+                z = pyro.sample("z", dist.Normal(0.0, 1.0))
+                pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+        @pyro_method
+        @with_y
+        def guide(self, x):
+            with pyro.plate("data", x.shape[0]):
+                pyro.sample("z", dist.Normal(x / 2, 0.8))
+
+    pair, x, y = Pair(), torch.randn(5), torch.randn(5)
+    assert iwae_bound(pair.model, pair.guide, x, y, num_samples=4, progress=False).shape == (5,)
+    assert iwae_bound(pair.model, pair.guide, x, y=y, num_samples=4,
+                      progress=False).shape == (5,)

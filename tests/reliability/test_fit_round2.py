@@ -100,8 +100,8 @@ def test_plan_minibatches_checks_its_arguments_as_fit_does():
     model, guide = _normal_pair()
     x = torch.randn(NUM_DATA)
     settings = dict(batch_size=5, loss="elbo", num_particles=1, shuffle=True)
-    with pytest.raises(TypeError, match=r"data must be a tuple of \[N, \.\.\.\] tensors.*"
-                                        r"got a Tensor \(pass \(x,\)"):
+    with pytest.raises(TypeError, match=r"data must be a tuple \(or list\) of \[N, \.\.\.\] "
+                                        r"tensors.*got a Tensor \(pass \(x,\)"):
         plan_minibatches(model, guide, x, **settings)
     with pytest.raises(ValueError, match=r"unknown loss 'elbow'"):
         plan_minibatches(model, guide, (x,), **{**settings, "loss": "elbow"})
@@ -110,6 +110,8 @@ def test_plan_minibatches_checks_its_arguments_as_fit_does():
     with pytest.raises(ValueError, match=r"num_particles must be a positive integer, got 0"):
         plan_minibatches(model, guide, (x,), **{**settings, "num_particles": 0})
     assert plan_minibatches(model, guide, (x,), **settings).model_scales is False
+    # a list, as fit takes it
+    assert plan_minibatches(model, guide, [x], **settings).model_scales is False
 
 
 def test_data_parallel_outside_torchrun_names_the_missing_environment(monkeypatch):
