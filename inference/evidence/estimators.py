@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import pyro
 import torch
 
 from ..checks import (
@@ -23,8 +24,9 @@ from ..checks import (
     check_weights_memory,
     leaves_buffers,
 )
-from ..effect_guides import keeps_rows
-from ..pair_check import DATA_PLATE, PairStructure, attach_subsample, survey_pair
+from ..effect_guides import effect_messenger, keeps_rows
+from ..pair_check import (DATA_PLATE, PairStructure, attach_subsample, forget_params,
+                          survey_pair)
 from ..progress import check_progress, progress_bar
 from ..reachable import kept_plate_caches, reachable_modules
 from ..random_state import forked_rng
@@ -87,17 +89,27 @@ def _check_rows_are_datapoints(model, guide, args: tuple, kwargs: dict, n: int, 
     if n > size:
         rows = size + 1 if size + 1 < n else size  # fewer rows than the whole data
         cut_args, cut_kwargs = cut_rows(args, kwargs, 0, rows)
+        per_row = (f"the guide ({type(effect_messenger(guide) or guide).__name__}) keeps "
+                   "parameters for each "
+                   "datapoint by position" if keeps_rows(guide, DATA_PLATE) else
+                   "the guide keeps a parameter with a row per datapoint (a pyro.param "
+                   "of shape [n, ...]), by position")
+        store = pyro.get_param_store()
+        before = set(store.keys())
+        guides = [(module, dict(vars(module)), dict(module._modules))
+                  for module in reachable_modules(guide) if keeps_rows(module, DATA_PLATE)]
         try:
             with kept_plate_caches(reachable_modules(model, guide)):
                 probe = survey_pair(model, guide, cut_args, cut_kwargs, probe_vectorized=False)
         except Exception as error:
-            # the pair's own failure, on the whole data too, propagates as it is
-            survey_pair(model, guide, args, kwargs, probe_vectorized=False)
+            # the probe's parameters go (sized by its rows); the pair's own failure, on the
+            # whole data too, propagates as it is
+            forget_params(store, set(store.keys()) - before)
+            try:
+                survey_pair(model, guide, args, kwargs, probe_vectorized=False)
+            finally:
+                forget_params(store, set(store.keys()) - before)
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            per_row = (f"the guide ({type(guide).__name__}) keeps parameters for each "
-                       "datapoint by position" if keeps_rows(guide, DATA_PLATE) else
-                       "the guide keeps a parameter with a row per datapoint (a pyro.param "
-                       "of shape [n, ...]), by position")
             raise ValueError(
                 f"{use}: {argument}={size} cuts {sliced} into slices along dim 0, and the "
                 f"pair, which runs on the whole data, fails on their first {rows} rows "
@@ -107,7 +119,41 @@ def _check_rows_are_datapoints(model, guide, args: tuple, kwargs: dict, n: int, 
                 f"e.g. the plate's size in pyro.plate('{DATA_PLATE}', n), or a tensor inside "
                 "a list or dict) decides the plate: size the plate from the data "
                 f"(pyro.plate('{DATA_PLATE}', len(x))). Or {remedy}") from error
+        made = [name for name in set(store.keys()) - before
+                if _leading_size(store[name]) == rows]
+        forget_params(store, set(store.keys()) - before)
+        if made:
+            for module, attributes, submodules in guides:  # AutoGuides as they were, unbuilt
+                _set_back(module, attributes, submodules)
+            # an untrained guide made them on this first call, one row per row it was given:
+            # each slice would get parameters of its own
+            raise ValueError(
+                f"{use}: {argument}={size} cuts {sliced} into slices along dim 0, but "
+                f"{per_row}, made on its first call with one row per datapoint it is given "
+                f"({', '.join(sorted(made)[:4])}): each slice would get rows of its own. "
+                f"Score all {n} rows in one call ({argument} >= {n}), after training the "
+                "guide on them")
         _check_rows_scored(probe, rows, use, sliced, remedy, cut_args, cut_kwargs)
+
+
+def _set_back(module: torch.nn.Module, attributes: dict, submodules: dict) -> None:
+    """``module``'s attributes and submodules as they were (``attributes``: its ``vars``,
+    ``submodules``: its ``_modules``, shallow copies): what an AutoGuide's first call built
+    (its prototype trace, its ``locs`` and ``scales``) is undone."""
+    for key in list(vars(module)):
+        if key not in attributes:
+            del module.__dict__[key]
+        elif key != "_modules":
+            module.__dict__[key] = attributes[key]
+    module._modules.clear()
+    module._modules.update(submodules)
+
+
+def _leading_size(value) -> int | None:
+    """The leading size of a param-store entry (its unconstrained tensor), None for a
+    scalar."""
+    value = value.unconstrained() if hasattr(value, "unconstrained") else value
+    return value.shape[0] if torch.is_tensor(value) and value.dim() else None
 
 
 # Draws of the probe that tells a cut setting from cut data (its own seed, state restored).

@@ -52,7 +52,7 @@ Other modules import from this package, not from its modules.
 
 from .latents import (biased_late_parents, check_observed_values_validated,
                       late_parent_message, late_parents)
-from .networks import AdoptedParamWarning, check_store_shapes
+from .networks import AdoptedParamWarning, check_store_shapes, forget_params
 from .policy import (
     COVERAGE_USES,
     FIT_LOSSES,
@@ -91,6 +91,7 @@ from .survey import (
 __all__ = [
     "AdoptedParamWarning",
     "check_store_shapes",
+    "forget_params",
     "COVERAGE_USES",
     "DATA_PLATE",
     "DrawsAsLeaves",

@@ -5,6 +5,7 @@ that take an earlier instance's values from the store under their names."""
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import pyro
@@ -237,3 +238,28 @@ def nonfinite_param_sites(traces) -> tuple[str, ...]:
                     and value.is_floating_point() else 0
                 found[site["name"]] = f"{site['name']} ({bad} of {value.numel()})" if bad else ""
     return tuple(text for text in found.values() if text)
+
+
+def forget_params(store, names) -> None:
+    """Remove the entries ``names`` from Pyro's param store ``store``, by name only.
+
+    ``del store[name]`` also pops the tensor from the store's tensor -> name table, which
+    holds one name per tensor: a tensor registered under two names (an AutoIAFNormal's
+    network, as a PyroModule's parameter and through ``pyro.module``) raised ``KeyError`` for
+    the second. Here a tensor's entry in that table goes only with the name it holds."""
+    params = getattr(store, "_params", None)
+    to_name = getattr(store, "_param_to_name", None)
+    held = getattr(store, "_constraints", None)
+    if not (isinstance(params, dict) and isinstance(to_name, dict) and isinstance(held, dict)):
+        for name in names:  # another layout of Pyro's store: its own deletion
+            with contextlib.suppress(KeyError):
+                del store[name]
+        return
+    for name in names:
+        value = params.pop(name, None)
+        held.pop(name, None)
+        if value is not None and to_name.get(value) == name:
+            del to_name[value]
+    # a tensor still stored under another name maps to that one
+    for name, value in params.items():
+        to_name.setdefault(value, name)

@@ -12,11 +12,10 @@ import pyro
 import torch
 
 from ..checks import evaluation_mode
-from ..pair_check import data_frame, trace_pair
+from ..pair_check import data_frame, forget_params, trace_pair
 from ..random_state import forked_rng
 from ..reachable import kept_buffers, reachable_modules
 from .minibatches import copies, transformed_batch
-from .resume import forget_params
 
 
 def validate_observed(model, guide, batch: tuple, modules) -> None:

@@ -5,14 +5,13 @@ callback's state (its own, or that of the objects a plain callback reaches)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 import pyro
 import torch
 
 from ..checks import evaluation_mode
-from ..pair_check import trace_pair
+from ..pair_check import forget_params, trace_pair
 from ..random_state import forked_rng
 from ..reachable import reachable_with_state
 from . import checkpoints, resume_settings
@@ -58,31 +57,6 @@ def pair_store_shapes(model, guide, batch: tuple, modules, batch_transform,
     finally:
         pyro.util.set_rng_state(rng)
         forget_params(store, set(store.keys()) - before)
-
-
-def forget_params(store, names) -> None:
-    """Remove the entries ``names`` from Pyro's param store ``store``, by name only.
-
-    ``del store[name]`` also pops the tensor from the store's tensor -> name table, which
-    holds one name per tensor: a tensor registered under two names (an AutoIAFNormal's
-    network, as a PyroModule's parameter and through ``pyro.module``) raised ``KeyError`` for
-    the second. Here a tensor's entry in that table goes only with the name it holds."""
-    params = getattr(store, "_params", None)
-    to_name = getattr(store, "_param_to_name", None)
-    held = getattr(store, "_constraints", None)
-    if not (isinstance(params, dict) and isinstance(to_name, dict) and isinstance(held, dict)):
-        for name in names:  # another layout of Pyro's store: its own deletion
-            with contextlib.suppress(KeyError):
-                del store[name]
-        return
-    for name in names:
-        value = params.pop(name, None)
-        held.pop(name, None)
-        if value is not None and to_name.get(value) == name:
-            del to_name[value]
-    # a tensor still stored under another name maps to that one
-    for name, value in params.items():
-        to_name.setdefault(value, name)
 
 
 def align_store_aliases(saved_optimizer) -> None:

@@ -309,7 +309,7 @@ def test_an_autoiafnormal_pair_resumes_bit_identical(tmp_path):
 
 
 def test_forgetting_a_parameter_stored_under_two_names():
-    from inference.training.resume import forget_params
+    from inference.pair_check import forget_params
 
     pyro.clear_param_store()
     store = pyro.get_param_store()

@@ -590,3 +590,28 @@ def test_slicing_a_guide_with_a_row_per_datapoint_names_that_cause():
         log_evidence(model, auto, many, num_samples=4, progress=False)
     assert log_evidence(model, auto, many, num_samples=4, batch_size=300,
                         progress=False).shape == (300,)
+
+
+def test_slicing_an_untrained_per_datapoint_guide_is_refused_and_leaves_it_unbuilt():
+    # the probe of the first rows built AutoNormal's (and AutoNormalMessenger's) parameters
+    # for those rows: the refusal was Pyro's raw shape error, and the next whole-data call
+    # failed on the parameters the probe had left
+    from pyro.infer.autoguide import AutoNormal, AutoNormalMessenger
+
+    from inference import log_evidence
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    x = torch.randn(6)
+    for kind in (AutoNormal, AutoNormalMessenger):
+        pyro.clear_param_store()
+        guide = kind(model)
+        with pytest.raises(ValueError, match=rf"batch_size=2 .* the guide \({kind.__name__}\) "
+                                             r"keeps parameters for each datapoint by position, "
+                                             r"made on its first call"):
+            log_evidence(model, guide, x, num_samples=3, batch_size=2, progress=False)
+        assert len(pyro.get_param_store()) == 0
+        assert iwae_bound(model, guide, x, num_samples=3, progress=False).shape == (6,)
