@@ -123,8 +123,24 @@ def _check_rows_are_datapoints(model, guide, args: tuple, kwargs: dict, n: int, 
                 if _leading_size(store[name]) == rows]
         forget_params(store, set(store.keys()) - before)
         if made:
+            # made on this first call with as many rows as it was given (or a network's
+            # size by chance)? made again for one row fewer, they have one row fewer
             for module, attributes, submodules in guides:  # AutoGuides as they were, unbuilt
                 _set_back(module, attributes, submodules)
+            fewer_args, fewer_kwargs = cut_rows(args, kwargs, 0, rows - 1)
+            try:
+                with kept_plate_caches(reachable_modules(model, guide)):
+                    survey_pair(model, guide, fewer_args, fewer_kwargs,
+                                probe_vectorized=False)
+                made = [name for name in made
+                        if name in store and _leading_size(store[name]) == rows - 1]
+            except Exception:  # noqa: BLE001 - fewer rows fail: the rows' sizes stand
+                pass
+            finally:
+                forget_params(store, set(store.keys()) - before)
+                for module, attributes, submodules in guides:
+                    _set_back(module, attributes, submodules)
+        if made:
             # an untrained guide made them on this first call, one row per row it was given:
             # each slice would get parameters of its own
             raise ValueError(

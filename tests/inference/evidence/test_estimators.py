@@ -615,3 +615,17 @@ def test_slicing_an_untrained_per_datapoint_guide_is_refused_and_leaves_it_unbui
             log_evidence(model, guide, x, num_samples=3, batch_size=2, progress=False)
         assert len(pyro.get_param_store()) == 0
         assert iwae_bound(model, guide, x, num_samples=3, progress=False).shape == (6,)
+
+
+def test_a_network_whose_size_matches_the_probes_rows_is_no_per_datapoint_parameter():
+    # a VAE with 3 hidden units registered its networks on the probe of 3 rows: their
+    # leading size 3 read as parameters made one per row, and log_evidence was refused
+    from inference import log_evidence
+    from ppl_models.vae import VAE
+
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    vae = VAE((1, 4, 4), latent_dim=2, hidden=(3,))
+    x = (torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(1)) < 0.4).float()
+    sliced = log_evidence(vae.model, vae.guide, x, num_samples=6, batch_size=2, progress=False)
+    assert sliced.shape == (5,) and torch.isfinite(sliced).all()
