@@ -96,8 +96,8 @@ def _check_rows_are_datapoints(model, guide, args: tuple, kwargs: dict, n: int, 
                    "of shape [n, ...]), by position")
         store = pyro.get_param_store()
         before = set(store.keys())
-        guides = [(module, dict(vars(module)), dict(module._modules))
-                  for module in reachable_modules(guide) if keeps_rows(module, DATA_PLATE)]
+        built = [(module, dict(vars(module)), dict(module._modules))
+                 for module in reachable_modules(guide) if keeps_rows(module, DATA_PLATE)]
         try:
             with kept_plate_caches(reachable_modules(model, guide)):
                 probe = survey_pair(model, guide, cut_args, cut_kwargs, probe_vectorized=False)
@@ -119,27 +119,7 @@ def _check_rows_are_datapoints(model, guide, args: tuple, kwargs: dict, n: int, 
                 f"e.g. the plate's size in pyro.plate('{DATA_PLATE}', n), or a tensor inside "
                 "a list or dict) decides the plate: size the plate from the data "
                 f"(pyro.plate('{DATA_PLATE}', len(x))). Or {remedy}") from error
-        made = [name for name in set(store.keys()) - before
-                if _leading_size(store[name]) == rows]
-        forget_params(store, set(store.keys()) - before)
-        if made:
-            # made on this first call with as many rows as it was given (or a network's
-            # size by chance)? made again for one row fewer, they have one row fewer
-            for module, attributes, submodules in guides:  # AutoGuides as they were, unbuilt
-                _set_back(module, attributes, submodules)
-            fewer_args, fewer_kwargs = cut_rows(args, kwargs, 0, rows - 1)
-            try:
-                with kept_plate_caches(reachable_modules(model, guide)):
-                    survey_pair(model, guide, fewer_args, fewer_kwargs,
-                                probe_vectorized=False)
-                made = [name for name in made
-                        if name in store and _leading_size(store[name]) == rows - 1]
-            except Exception:  # noqa: BLE001 - fewer rows fail: the rows' sizes stand
-                pass
-            finally:
-                forget_params(store, set(store.keys()) - before)
-                for module, attributes, submodules in guides:
-                    _set_back(module, attributes, submodules)
+        made = _made_per_row(model, guide, args, kwargs, rows, before, built)
         if made:
             # an untrained guide made them on this first call, one row per row it was given:
             # each slice would get parameters of its own
@@ -150,6 +130,36 @@ def _check_rows_are_datapoints(model, guide, args: tuple, kwargs: dict, n: int, 
                 f"Score all {n} rows in one call ({argument} >= {n}), after training the "
                 "guide on them")
         _check_rows_scored(probe, rows, use, sliced, remedy, cut_args, cut_kwargs)
+
+
+def _made_per_row(model, guide, args: tuple, kwargs: dict, rows: int, before: set,
+                  built: list) -> list[str]:
+    """The param-store entries (not in ``before``) that the probe of ``rows`` rows made
+    with ``rows`` leading rows and that a probe of one row fewer makes with one row fewer:
+    an untrained guide's parameters per datapoint (a network whose size equals ``rows`` by
+    chance is not one). The probes' entries are forgotten, and when any had ``rows`` rows,
+    the AutoGuides in ``built`` (``(module, vars, submodules)`` from before the probe) are
+    set back unbuilt."""
+    store = pyro.get_param_store()
+    made = [name for name in set(store.keys()) - before
+            if _leading_size(store[name]) == rows]
+    forget_params(store, set(store.keys()) - before)
+    if not made:
+        return []
+    for module, attributes, submodules in built:
+        _set_back(module, attributes, submodules)
+    fewer_args, fewer_kwargs = cut_rows(args, kwargs, 0, rows - 1)
+    try:
+        with kept_plate_caches(reachable_modules(model, guide)):
+            survey_pair(model, guide, fewer_args, fewer_kwargs, probe_vectorized=False)
+        return [name for name in made
+                if name in store and _leading_size(store[name]) == rows - 1]
+    except Exception:  # noqa: BLE001 - fewer rows fail: the rows' sizes stand
+        return made
+    finally:
+        forget_params(store, set(store.keys()) - before)
+        for module, attributes, submodules in built:
+            _set_back(module, attributes, submodules)
 
 
 def _set_back(module: torch.nn.Module, attributes: dict, submodules: dict) -> None:

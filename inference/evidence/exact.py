@@ -408,7 +408,13 @@ def exact_log_evidence(
             )
         return total.expand(z.shape[0], batch)
 
-    data_axis = nesting + data_frame(latents[0]).dim  # the "data" dim of full
+    def score_each(values: torch.Tensor) -> torch.Tensor:
+        """``log p(x, z)`` per datapoint, ``[batch]``, each with its own latent value,
+        ``values: [batch]`` (one value per datapoint)."""
+        data_axis = nesting + data_frame(latents[0]).dim  # the "data" dim of full
+        layout = tuple(batch if i == data_axis else 1 for i in range(len(full)))
+        return score(values.reshape((1,) + layout).expand((1,) + full))[0]
+
     log_joint = []
     with progress_bar(grid.shape[0], "exact_log_evidence", progress, "nodes") as bar:
         for start in range(0, grid.shape[0], chunk_size):
@@ -427,9 +433,7 @@ def exact_log_evidence(
         log_evidence = _cut_cells_corrected(
             log_evidence, log_joint, log_w, nodes,
             _cell_edges(low, high, num_points, support_ends),
-            lambda values: score(values.reshape((1,) + tuple(
-                batch if i == data_axis else 1 for i in range(len(full)))).expand(
-                    (1,) + full))[0])
+            score_each)
     log_posterior = log_joint - log_evidence
     if not discrete:  # a sum over a finite support is exact: no grid to resolve
         _check_resolution(log_posterior + log_w[:, None], nodes,
@@ -518,30 +522,28 @@ def _check_rounded_nodes(marginal: torch.Tensor, nodes: torch.Tensor, log_w: tor
     for a density flat there; a Beta(10, 0.4) posterior, rising toward 1, was 2e-3 nats
     off). ``marginal: [num_points, batch]`` log masses along one axis, ``nodes`` and the
     nodes' ``log_w``: ``[num_points]``."""
-    same = nodes[1:] == nodes[:-1]
-    if not same.any():
+    counts = torch.unique_consecutive(nodes, return_counts=True)[1].tolist()
+    if max(counts) == 1:
         return
     log_density = marginal - log_w[:, None].to(marginal.dtype)  # [num_points, batch]
-    start = 0
-    while start < nodes.shape[0]:
-        end = start
-        while end + 1 < nodes.shape[0] and bool(same[end]):
-            end += 1
-        if end > start:  # nodes start..end share one value
-            neighbour = end + 1 if end + 1 < nodes.shape[0] else start - 1
-            mass = marginal[start:end + 1].logsumexp(0).exp()  # [batch]
-            change = (log_density[start] - log_density[neighbour]).abs()
+    first = 0
+    for count in counts:
+        last = first + count - 1  # nodes first..last share one value
+        if count > 1:
+            neighbour = last + 1 if last + 1 < nodes.shape[0] else first - 1
+            mass = marginal[first:last + 1].logsumexp(0).exp()  # [batch]
+            change = (log_density[first] - log_density[neighbour]).abs()
             error = mass * -torch.expm1(-change.nan_to_num(math.inf))
             if (error > 1e-6).any():
                 worst = int(error.argmax())
                 raise ValueError(
                     f"the posterior of datapoint {worst} puts {float(mass[worst]):.1e} of its "
                     f"mass on grid nodes of site '{site}' that {nodes.dtype} rounds onto one "
-                    f"value near {float(nodes[start]):.8g} (a support end its precision cannot "
+                    f"value near {float(nodes[first]):.8g} (a support end its precision cannot "
                     "approach), where its density changes fast: the integral there is off by "
                     f"up to {float(error[worst]):.1e}; compute in float64 (model.double(), "
                     "double data and constants)")
-        start = end + 1
+        first = last + 1
 
 
 # Values of a discrete latent summed over at most (per dimension).

@@ -755,8 +755,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
         # the same structure: now its settings (and those of the networks it registers)
         settings_record.add_networks(registered)
         check_same_settings(state, checkpoint, settings_record, parallel)
-        if saved_callback is not None and saved_callback is callback and \
-                "callback" not in state:
+        if callback is not None and saved_callback is callback and "callback" not in state:
             raise checkpoints.CheckpointError(
                 f"checkpoint {checkpoint} holds no state of the callback "
                 f"{callback_name(saved_callback)} (the run that wrote it had another "

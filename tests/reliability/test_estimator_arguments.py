@@ -81,19 +81,21 @@ def test_joint_evidence_refuses_weights_beyond_memory_before_drawing(monkeypatch
     assert len(draws) < 40  # the survey's runs, no chunk
 
 
+def normal_model(x):
+    with pyro.plate("data", len(x)):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+
+def normal_guide(x):
+    with pyro.plate("data", len(x)):
+        pyro.sample("z", dist.Normal(x / 2, 0.7))
+
+
 def test_check_pair_names_the_uses_it_knows():
     from inference import check_pair, survey_pair
 
-    def model(x):
-        with pyro.plate("data", len(x)):
-            z = pyro.sample("z", dist.Normal(0.0, 1.0))
-            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
-
-    def guide(x):
-        with pyro.plate("data", len(x)):
-            pyro.sample("z", dist.Normal(0.0, 1.0))
-
-    structure = survey_pair(model, guide, (torch.tensor([0.5, -1.0]),))
+    structure = survey_pair(normal_model, normal_guide, (torch.tensor([0.5, -1.0]),))
     for typo in ("iwae", "fit", "", "bogus"):
         with pytest.raises(ValueError, match=r"use must name an entry point.*'iwae_bound'"):
             check_pair(structure, typo)
@@ -152,16 +154,7 @@ def test_data_forgotten_or_doubled_is_named_before_pyro_runs_the_pair():
     # "guide() missing 1 required positional argument", elbo(model, guide, x, x) likewise
     from inference import elbo, iwae_bound
 
-    def model(x):
-        with pyro.plate("data", len(x)):
-            z = pyro.sample("z", dist.Normal(0.0, 1.0))
-            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
-
-    def guide(x):
-        with pyro.plate("data", len(x)):
-            pyro.sample("z", dist.Normal(x / 2, 0.7))
-
-    x = torch.randn(4)
+    model, guide, x = normal_model, normal_guide, torch.randn(4)
     forgotten = r"passes its data to the model, whose signature \(x\) does not take 0 positional"
     for call in (lambda: iwae_bound(model, guide, num_samples=5, progress=False),
                  lambda: joint_log_evidence(model, guide, num_samples=5, progress=False),
