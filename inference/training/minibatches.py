@@ -32,7 +32,7 @@ import pyro.infer.autoguide
 import pyro.nn
 import torch
 from pyro import poutine
-from torch.distributions import constraints
+from torch.distributions import biject_to, constraints
 
 from ..checks import check_int, check_pair_arguments, evaluation_mode, user_stacklevel
 from ..effect_guides import effect_messenger, keeps_rows
@@ -547,7 +547,9 @@ def _rows_not_followed(model, guide, batch: tuple, num_data: int) -> str | None:
 def _spread_params(guide, batch: tuple, rows: set) -> dict:
     """Values for the guide's own ``pyro.param`` sites (not a network's) of a leading size in
     ``rows`` (a row per datapoint of the batch or of the data) with their rows made apart:
-    real ones plus noise, positive ones times its exponential; others as they are."""
+    noise added in the unconstrained space of their constraint (``biject_to``: real,
+    positive, simplex, unit interval, ...), so that rows made alike (zeros, uniform
+    probabilities) differ; others as they are."""
     generator = torch.Generator().manual_seed(0)
     spread = {}
     for site in poutine.trace(guide).get_trace(*batch).nodes.values():
@@ -556,13 +558,13 @@ def _spread_params(guide, batch: tuple, rows: set) -> dict:
                 or not value.is_floating_point() or not value.dim() \
                 or value.shape[0] not in rows:
             continue
-        constraint = site["kwargs"].get("constraint", constraints.real)
-        noise = 0.5 * torch.randn(value.shape, generator=generator, dtype=value.dtype).to(
-            value.device)
-        if constraint is constraints.real:
-            spread[site["name"]] = value + noise
-        elif constraint is constraints.positive:
-            spread[site["name"]] = value * noise.exp()
+        try:
+            transform = biject_to(site["kwargs"].get("constraint", constraints.real))
+        except NotImplementedError:  # a constraint without a bijection: left as it is
+            continue
+        free = transform.inv(value)
+        noise = 0.5 * torch.randn(free.shape, generator=generator, dtype=free.dtype)
+        spread[site["name"]] = transform(free + noise.to(free.device))
     return spread
 
 

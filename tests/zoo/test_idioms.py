@@ -260,3 +260,54 @@ def test_a_guide_parameter_used_by_row_position_is_named_when_rows_move(guide, s
             shuffle=shuffle, progress=False)
     moved = [w for w in caught if "changes when the rows are reordered" in str(w.message)]
     assert bool(moved) == warned, [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("constraint", ["simplex", "unit_interval", "logits"])
+@pytest.mark.parametrize("shuffle, batch_size, warned", [(True, 4, True), (False, 12, False)])
+def test_a_discrete_guide_parameter_used_by_row_position_is_named(constraint, shuffle,
+                                                                  batch_size, warned):
+    # The usual start of a per-datapoint discrete guide is uniform, every row alike: the
+    # reorder probe compared equal rows and saw nothing (rows were made apart only for real
+    # and positive parameters), so shuffled training silently gave rows other datapoints'
+    # probabilities. Rows are now made apart in the constraint's unconstrained space.
+    n, k = 12, 3
+    x = torch.randn(n, generator=torch.Generator().manual_seed(0), dtype=DTYPE)
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            c = pyro.sample("c", dist.Categorical(logits=x.new_zeros(k)))
+            pyro.sample("x", dist.Normal(c.to(x.dtype) - 1.0, 0.5), obs=x)
+
+    def guide(x):
+        if constraint == "simplex":
+            probs = pyro.param("q", torch.full((n, k), 1.0 / k, dtype=DTYPE),
+                               constraint=constraints.simplex)
+            pyro.sample("c", dist.Categorical(probs=probs[:len(x)]).to_event(0))
+        elif constraint == "unit_interval":
+            probs = pyro.param("q", torch.full((n,), 0.5, dtype=DTYPE),
+                               constraint=constraints.unit_interval)
+            with pyro.plate("data", len(x)):
+                pyro.sample("c", dist.Bernoulli(probs[:len(x)]).to_event(0))
+            return
+        else:
+            logits = pyro.param("q", torch.zeros(n, k, dtype=DTYPE))
+            pyro.sample("c", dist.Categorical(logits=logits[:len(x)]).to_event(0))
+
+    def bernoulli_model(x):
+        with pyro.plate("data", len(x)):
+            c = pyro.sample("c", dist.Bernoulli(x.new_tensor(0.5)))
+            pyro.sample("x", dist.Normal(c - 0.5, 0.5), obs=x)
+
+    def guide_in_plate(x):
+        with pyro.plate("data", len(x)):
+            guide(x)
+
+    pair_model = bernoulli_model if constraint == "unit_interval" else model
+    pair_guide = guide if constraint == "unit_interval" else guide_in_plate
+    pyro.clear_param_store()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(pair_model, pair_guide, x, epochs=1, batch_size=batch_size, shuffle=shuffle,
+            loss=pyro.infer.TraceGraph_ELBO(), progress=False)
+    moved = [w for w in caught if "changes when the rows are reordered" in str(w.message)]
+    assert bool(moved) == warned, [str(w.message) for w in caught]
