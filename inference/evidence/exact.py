@@ -9,6 +9,7 @@ import pyro
 import torch
 from pyro import poutine
 from torch.distributions import constraints
+from torch.distributions.mixture_same_family import MixtureSameFamilyConstraint
 
 from ..checks import (as_number, check_int, check_one_program_call, check_pair_call,
                       check_site_name, leaves_buffers, physical_memory_bytes)
@@ -221,7 +222,8 @@ def _integration_range(name: str, fn, bounds) -> tuple[float, float, tuple[bool,
         end of the support (nothing lies beyond it) rather than a truncation.
     """
     support = support_of(fn)[0]  # a VonMises latent: its period, not torch's real line
-    while isinstance(support, constraints.independent):
+    # a mixture's support is its components' (MixtureSameFamily's constraint wraps theirs)
+    while isinstance(support, (constraints.independent, MixtureSameFamilyConstraint)):
         support = support.base_constraint
     if isinstance(support, type(constraints.real)):
         lower, upper = -math.inf, math.inf
@@ -308,7 +310,14 @@ def exact_log_evidence(
                                                                  bounds))
     if not bounds[0] < bounds[1]:
         raise ValueError(f"bounds must satisfy low < high, got {tuple(bounds)}")
-    structure = survey_pair(model, _no_guide, args, kwargs)
+    try:
+        structure = survey_pair(model, _no_guide, args, kwargs)
+    except NotImplementedError as error:  # a latent drawn from its prior, which cannot be
+        raise ValueError(
+            f"exact_log_evidence draws the model's latent from its prior to survey the model, "
+            f"and Pyro cannot ({str(error).splitlines()[0]}): an improper prior (ImproperUniform) has no density, "
+            "so neither has p(x) = integral p(x | z) p(z) dz; give the latent a proper "
+            "prior") from error
     _check_structure(structure)
     check_subsampled_plates(structure, "exact_log_evidence")
     warn_if_tempered(structure, "exact_log_evidence")

@@ -641,3 +641,37 @@ def test_bounds_may_be_zero_dim_tensors_and_bad_ones_are_named():
         exact_log_evidence(model, x, bounds=(-12.0, float("nan")), progress=False)
     with pytest.raises(ValueError, match=r"bounds\[0\]"):
         exact_log_evidence(model, x, bounds=(torch.zeros(2), 12.0), progress=False)
+
+
+def test_a_mixture_prior_on_the_real_line_is_integrated():
+    # MixtureSameFamily wraps its components' support in a constraint of its own, which the
+    # grid took for an unknown support and refused; a two-component prior against the
+    # closed form 0.4 N(x; -1, 1 + 0.5^2) + 0.6 N(x; 1.5, 0.8^2 + 0.5^2)
+    x = torch.tensor([-1.5, 0.2, 2.0], dtype=torch.float64)
+    weights = torch.tensor([0.4, 0.6], dtype=torch.float64)
+    locs = torch.tensor([-1.0, 1.5], dtype=torch.float64)
+    scales = torch.tensor([1.0, 0.8], dtype=torch.float64)
+
+    def model(x):
+        prior = dist.MixtureSameFamily(dist.Categorical(weights), dist.Normal(locs, scales))
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", prior)
+            pyro.sample("x", dist.Normal(z, 0.5), obs=x)
+
+    spread = (scales ** 2 + 0.25).sqrt()
+    exact = torch.logsumexp(weights.log() + dist.Normal(locs, spread).log_prob(x[:, None]), -1)
+    result = exact_log_evidence(model, x, site="z", progress=False)
+    torch.testing.assert_close(result.log_evidence, exact, atol=1e-6, rtol=0)
+
+
+def test_an_improper_prior_is_refused_by_name():
+    # the survey draws the latent from its prior, which Pyro cannot for ImproperUniform:
+    # its NotImplementedError reached the user raw
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.ImproperUniform(constraints.real, (), ()).expand([len(x)]))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    with pytest.raises(ValueError, match=r"ImproperUniform does not support sampling\): an "
+                                         r"improper prior .* give the latent a proper prior"):
+        exact_log_evidence(model, torch.tensor([0.5, 1.0]), progress=False)
