@@ -314,8 +314,8 @@ def exact_log_evidence(
         structure = survey_pair(model, _no_guide, args, kwargs)
     except NotImplementedError as error:  # a latent drawn from its prior, which cannot be
         raise ValueError(
-            f"exact_log_evidence draws the model's latent from its prior to survey the model, "
-            f"and Pyro cannot ({str(error).splitlines()[0]}): an improper prior (ImproperUniform) has no density, "
+            "exact_log_evidence draws the model's latent from its prior to survey the "
+            f"model, and Pyro cannot ({str(error).splitlines()[0]}): an improper prior (ImproperUniform) has no density, "
             "so neither has p(x) = integral p(x | z) p(z) dz; give the latent a proper "
             "prior") from error
     _check_structure(structure)
