@@ -316,8 +316,8 @@ def exact_log_evidence(
         raise ValueError(
             "exact_log_evidence draws the model's latent from its prior to survey the "
             f"model, and Pyro cannot ({str(error).splitlines()[0]}): an improper prior "
-            "(ImproperUniform) has no density, so neither has p(x) = integral p(x | z) p(z) dz; give the latent a proper "
-            "prior") from error
+            "(ImproperUniform) has no density, so neither has p(x) = integral p(x | z) p(z) "
+            "dz; give the latent a proper prior") from error
     _check_structure(structure)
     check_subsampled_plates(structure, "exact_log_evidence")
     warn_if_tempered(structure, "exact_log_evidence")
