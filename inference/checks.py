@@ -26,6 +26,7 @@ import numpy
 import pyro
 import torch
 from pyro.poutine.guide import GuideMessenger
+from pyro.poutine.runtime import _PYRO_STACK
 
 from .effect_guides import traceable_guide
 from .reachable import kept_plate_caches, reachable_modules
@@ -622,12 +623,44 @@ def training_mode_layers(module: torch.nn.Module, training: bool = True) -> list
     return found
 
 
+# Pyro handlers around a call of an entry point that leave its runs of the pair alone: a
+# block hides the runs' sites from outer handlers, a seed sets the random state, a scale
+# multiplies the densities (training scales its loss; the estimators score unscaled, as
+# their docstrings say); the training handlers of inference.training.handlers say so with
+# ``value_neutral``.
+_NEUTRAL_HANDLERS = (pyro.poutine.block_messenger.BlockMessenger,
+                     pyro.poutine.seed_messenger.SeedMessenger,
+                     pyro.poutine.scale_messenger.ScaleMessenger)
+
+
+def check_outer_handlers(called: str) -> None:
+    """``ValueError`` naming the first active Pyro handler around a call of ``called`` (a
+    ``pyro.plate``, ``poutine.trace``, ``condition``, ``mask``, ...) other than the neutral
+    ones: the entry points run the pair many times under handlers of their own, and an outer
+    one records, conditions or broadcasts all of those runs together."""
+    for handler in _PYRO_STACK:
+        if isinstance(handler, _NEUTRAL_HANDLERS) or getattr(handler, "value_neutral", False):
+            continue
+        kind = type(handler).__name__
+        name = getattr(handler, "name", None)
+        shown = f"pyro.plate('{name}')" if isinstance(
+            handler, pyro.poutine.indep_messenger.IndepMessenger) else kind
+        raise ValueError(
+            f"{called} was called inside an active Pyro handler ({shown}): it runs the pair "
+            "many times under handlers of its own, which the outer one would record, "
+            "condition or broadcast together. Call it outside any pyro.plate or poutine "
+            "context; to condition or mask the model, wrap the model itself "
+            "(poutine.condition(model, data={...}))")
+
+
 def check_pair_call(entry, kwargs: dict, **programs) -> None:
     """How ``entry`` (an estimator that passes the keywords it does not know on to the pair)
-    is about to call ``programs`` (e.g. ``model=..., guide=...``): :func:`check_pair_keywords`,
-    then a warning when a module a program reaches (:func:`inference.reachable.reachable_modules`:
-    its owner, or networks a plain function registers with ``pyro.module``) is in training
-    mode with layers that make the estimate depend on it (:func:`training_mode_layers`)."""
+    is about to call ``programs`` (e.g. ``model=..., guide=...``): no Pyro handler around the
+    call (:func:`check_outer_handlers`), :func:`check_pair_keywords`, then a warning when a
+    module a program reaches (:func:`inference.reachable.reachable_modules`: its owner, or
+    networks a plain function registers with ``pyro.module``) is in training mode with
+    layers that make the estimate depend on it (:func:`training_mode_layers`)."""
+    check_outer_handlers(entry.__name__)
     check_pair_keywords(entry, kwargs, **programs)
     owners = {}  # id -> (module, the roles it owns)
     for role, program in programs.items():
@@ -775,14 +808,14 @@ _PLATE_MISMATCH = re.compile(
     r"Shape mismatch inside plate\('([^']*)'\) at site (\S+) dim -?\d+, (\d+) vs (\d+)")
 
 
-def _note_stale_rows(error: BaseException) -> None:
+def _note_stale_rows(error: BaseException) -> bool:
     """Add a note to Pyro's "Shape mismatch inside plate" ``error`` when parameters in Pyro's
     param store have as many rows as the failing site and not the plate's: one row per
     datapoint, created on other data and kept by the store (``pyro.param`` returns the stored
-    value whatever initial value is passed)."""
+    value whatever initial value is passed). Whether it added one."""
     found = _PLATE_MISMATCH.match(str(error)) if isinstance(error, ValueError) else None
     if found is None:
-        return
+        return False
     plate, site, size, rows = found.group(1), found.group(2), int(found.group(3)), \
         int(found.group(4))
     stale = [name for name, value in pyro.get_param_store().items()
@@ -795,6 +828,7 @@ def _note_stale_rows(error: BaseException) -> None:
             "datapoint, created on other data and kept by the store. Pass the datapoints' "
             "indices with the data and index the parameter with them, or call "
             "pyro.clear_param_store() before scoring data of another size")
+    return bool(stale)
 
 
 def _where_failed(error: BaseException, model, guide) -> str:
@@ -836,7 +870,18 @@ def explain_run_failure(error: BaseException, model, guide, args: tuple, kwargs:
                             f"{path} is {tensor.dtype} but the parameters of the networks the "
                             f"pair uses are {wanted} (torch: {str(error).splitlines()[0]}); "
                             f"convert the data ({data}) or the networks ({nets})") from error
-    _note_stale_rows(error)
+    mismatch = _PLATE_MISMATCH.match(str(error)) if isinstance(error, ValueError) else None
+    if not _note_stale_rows(error) and mismatch is not None and mismatch.group(3) == "1":
+        # a plate of size 1 against rows of a site: the data's datapoints on another dim
+        plate, site, size, rows = mismatch.groups()
+        shapes = ", ".join(f"{name} {list(value.shape)}" for name, value
+                           in _named_arguments(args, kwargs) if torch.is_tensor(value))
+        raise refusal(
+            f"{_where_failed(error, model, guide)} gives site {site} {rows} rows along "
+            f"pyro.plate('{plate}'), whose size is {size}; the datapoints lie along the "
+            f"plate's dim of every site, and along dim 0 of the data (the arguments: "
+            f"{shapes or 'no tensors'}): a data tensor with a leading extra dim (x[None], "
+            "x.unsqueeze(0)) makes len(x) 1. Pyro: " + str(error).splitlines()[0]) from error
     if isinstance(error, ValueError) and str(error).startswith("Expected parameter "):
         where = _where_failed(error, model, guide)
         raise refusal(

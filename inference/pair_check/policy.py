@@ -95,6 +95,12 @@ def _check_sites_match(s: PairStructure, use: str = "log_importance_weights",
             "the model), which it sums out")
         raise PairError(f"{called}: " + "; ".join(parts) + ": the guide must propose exactly "
                         f"the model's latent sites ({enumeration})")
+    marked = [name for name in s.unused_auxiliary if name in s.model_latents]
+    if marked:
+        raise PairError(
+            f"{called}: the guide marks the model's latent site(s) {site_list(marked)} "
+            "infer={'is_auxiliary': True}, which makes a draw the model does not score; the "
+            "guide must propose the model's latents as latents: drop the mark")
     if s.unused_auxiliary:
         raise PairError(
             f"{called}: the guide's auxiliary site(s) {site_list(s.unused_auxiliary)} "

@@ -13,7 +13,7 @@ from typing import Callable
 import pyro
 import torch
 from pyro import poutine
-from pyro.distributions import ImproperUniform, constraints
+from pyro.distributions import ImproperUniform, Unit, constraints
 from pyro.distributions.torch_distribution import TorchDistributionMixin
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine.messenger import Messenger
@@ -421,6 +421,17 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     if guide_observed:
         runs_model = {s["name"] for s in sample_sites(model_trace, observed=True)} >= set(
             guide_observed)
+        factors = [s["name"] for s in sample_sites(guide_trace, observed=True)
+                   if isinstance(s["fn"], Unit)]
+        if factors and not runs_model:
+            # pyro.factor in a guide (Pyro's way to write a transform's Jacobian, with
+            # has_rsample): a term of log q, which the estimators read from latent sites
+            raise PairError(
+                f"the guide has factor(s) {site_list(factors)} (pyro.factor): a term of log "
+                "q, such as a transform's Jacobian, which these estimators and trainers read "
+                "from the guide's latent sites only. Put it on the transformed draw, "
+                "pyro.sample(name, dist.Delta(value, log_density=<the factor>)) -- the same "
+                "q -- and do not move it to the model, which would change p(x)")
         raise PairError(
             f"the guide has observed site(s) {site_list(guide_observed)} (pyro.factor or "
             "obs=): a guide's density is that of its latent draws, so such a term has no "

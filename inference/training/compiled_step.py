@@ -33,7 +33,7 @@ from collections.abc import Callable
 import pyro
 import torch
 
-from ..checks import check_pair_arguments
+from ..checks import check_outer_handlers, check_pair_arguments
 from .. import compiling
 from ..random_state import forked_rng
 from ..weights import gap_to_eager
@@ -181,6 +181,7 @@ class CompiledSVIStep:
         on copies of the parameters and states, and checked against the eager step. The
         passes that check the pair, trace and compare it run the pair without training it:
         the module's buffers (batch-norm statistics) are put back after them."""
+        check_outer_handlers("CompiledSVIStep")
         hyper = None if states is None else tuple((s["lr"], s["betas"], s["eps"])
                                                    for s in states)
         key = (compiling.arguments_key(args, kwargs), compiling.handler_key(),

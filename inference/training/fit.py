@@ -19,7 +19,8 @@ from pyro.infer.util import is_validation_enabled
 from tqdm.auto import tqdm
 
 from ..checks import (autograd_tensor, check_dense, check_finite_tensor, check_int, check_number,
-                      check_pair_arguments, check_positional_call, evaluation_mode,
+                      check_outer_handlers, check_pair_arguments, check_positional_call,
+                      evaluation_mode,
                       resolve_device, training_mode_layers, user_stacklevel)
 from ..effect_guides import traceable_guide
 from ..evidence.estimators import elbo
@@ -643,6 +644,7 @@ def fit(
         datapoint, averaged over the epoch, each datapoint counted once), ``seconds``, and
         ``valid_elbo`` when asked.
     """
+    check_outer_handlers("fit")
     guide = traceable_guide(guide)  # an effect-based guide: its draws only
     _check_arguments(model, guide, loss, num_particles, epochs, batch_size, lr, seed,
                      kl_warmup_epochs, batch_transform, callback, checkpoint,

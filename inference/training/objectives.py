@@ -185,6 +185,15 @@ def detach_parameters(fn):
     )
 
 
+def _detachable(fn) -> bool:
+    """Whether :func:`detach_parameters` rebuilds ``fn``."""
+    try:
+        detach_parameters(fn)
+    except NotImplementedError:
+        return False
+    return True
+
+
 def _log_q_at_fixed_values(guide, guide_trace, structure, args, kwargs, k):
     """``log q(z)`` per particle and datapoint with the drawn ``z`` detached: its gradient is
     the explicit one by the guide's parameters alone."""
@@ -234,8 +243,16 @@ class DReGLoss(IWAELoss):
             at_fixed = _log_q_at_fixed_values(guide, guide_trace, structure, args, kwargs, k)
             log_q_fixed = log_q - at_fixed + at_fixed.detach()
         else:
-            log_q_fixed = trace_log_density(guide_trace, structure, observed=False,
-                                            transform=detach_parameters)
+            try:
+                log_q_fixed = trace_log_density(guide_trace, structure, observed=False,
+                                                transform=detach_parameters)
+            except NotImplementedError as error:
+                failing = next(site["name"] for site in sample_sites(guide_trace, observed=False)
+                               if not _detachable(site["fn"]))
+                raise PairError(
+                    f"DReGLoss: guide site '{failing}' is a "
+                    f"{type(guide_trace.nodes[failing]['fn']).__name__}, whose parameters DReG "
+                    f"cannot hold fixed ({error}); use IWAELoss") from None
         scale = uniform_scale(model_trace, guide_trace, "DReGLoss")
         log_w = (log_p - log_q).expand(k, structure.batch_size)
         normalized = torch.softmax(log_w.detach(), 0)

@@ -48,11 +48,12 @@ from pyro.poutine.scale_messenger import ScaleMessenger
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import constraints, kl_divergence
 
-from ..checks import check_number, check_pair_arguments
+from ..checks import check_number, check_outer_handlers, check_pair_arguments
 from ..effect_guides import traceable_guide
 from ..densities import drawn_normal_log_density, plain_normal
 from ..pair_check import (
     PARTICLE_PLATE,
+    PairError,
     conditional_sites_of_guide,
     data_frame,
     inspect_pair,
@@ -303,7 +304,13 @@ class ImportanceScorer(_GuideThenModel):
         self._scale.add(guide_msg)
         fn, value = guide_msg["fn"], guide_msg["value"]
         if self.dreg:
-            log_q = detach_parameters(fn).log_prob(guide_msg.get("dreg_value", value))
+            try:
+                fixed = detach_parameters(fn)
+            except NotImplementedError as error:  # e.g. a Beta, a learned flow
+                raise PairError(
+                    f"loss 'dreg': guide site '{msg['name']}' is a {type(fn).__name__}, whose "
+                    f"parameters DReG cannot hold fixed ({error}); use loss='iwae'") from None
+            log_q = fixed.log_prob(guide_msg.get("dreg_value", value))
         else:
             normal, event_dims = plain_normal(fn) if msg["name"] in self.own_draws else (None, 0)
             log_q = (fn.log_prob(value) if normal is None
@@ -705,6 +712,7 @@ class SVIStep:
         return float(self._loss_and_grads(args, kwargs)[0])
 
     def _loss_and_grads(self, args, kwargs):
+        check_outer_handlers("SVIStep")
         if is_validation_enabled():  # as fit checks its data (a numpy batch, an empty one
             check_data(args, kwargs)  # or NaN failed inside Pyro or torch, naming nothing)
         if self._lean is None:  # first step: Pyro's tracing with its checks decides

@@ -619,7 +619,7 @@ def test_a_factor_in_the_guide_is_refused():
             z = pyro.sample("z", dist.Normal(x / 2, 1.0))
             pyro.factor("penalty", -z ** 2, has_rsample=True)
 
-    with pytest.raises(ValueError, match=r"guide has observed site\(s\) 'penalty'"):
+    with pytest.raises(ValueError, match=r"guide has factor\(s\) 'penalty' \(pyro.factor\)"):
         iwae_bound(model, guide, torch.randn(3), num_samples=10)
 
 
