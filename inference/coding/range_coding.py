@@ -444,13 +444,13 @@ def encode_words(lm, x: torch.Tensor, verify: bool = True) -> bytes:
             decoded = _decode_word_symbols(lm, unpack_stream(data, KIND_WORDS))
             problem = None if decoded == symbols.tolist() else "it returned other symbols"
         except ValueError as error:
-            problem, decoded = f"{error}", None
+            problem = f"{error}"
         if problem is not None:
             raise ValueError(
                 f"encode_words: a trial decode of the stream failed ({problem}): lm's tables "
                 "differ between encoding's calls and decoding's (one context [1, n - 1] at a "
                 "time, on the model's device), so decode_words could not read these bytes: "
-                f"lm.conditional is not deterministic, or its contexts() are not decoding's; "
+                "lm.conditional is not deterministic, or its contexts() are not decoding's; "
                 f"{_ROUND_TRIP_HELP}")
     return data
 
