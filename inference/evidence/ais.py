@@ -436,10 +436,15 @@ def _betas(schedule, num_steps) -> torch.Tensor:
         return annealing_schedule(num_steps, schedule)
     message = f"a schedule sequence must increase strictly from 0 to 1, got {schedule!r}"
     check_dense_values(schedule, "schedule")
+    if torch.is_tensor(schedule):  # numbers, not a graph (no requires_grad-to-scalar warning)
+        schedule = schedule.detach()
     try:
-        betas = torch.as_tensor(schedule, dtype=torch.float64).flatten()
+        betas = torch.as_tensor(schedule, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError) as error:
         raise ValueError(message) from error
+    if betas.dim() != 1:  # a 2-D one was flattened and run, rows end to end
+        raise ValueError(f"a schedule sequence must be 1-D and increase strictly from 0 to 1: "
+                         f"schedule has shape {list(betas.shape)}, got {schedule!r}")
     if betas.numel() < 2 or not bool(torch.isfinite(betas).all()) or float(betas[0]) != 0.0 \
             or float(betas[-1]) != 1.0 or bool((betas[1:] <= betas[:-1]).any()):
         raise ValueError(message)
@@ -495,8 +500,9 @@ def ais_log_evidence(
             ``[0, 1)``; 0 uses the size as it is. A random size independent of the state
             keeps each transition's target invariant, so the estimate stays unbiased.
         start: ``"guide"`` (``pi_0 = q(z | x)``) or ``"prior"`` (``pi_0 = p(z)``).
-        schedule: ``"sigmoid"``, ``"linear"`` or an explicit increasing sequence from 0 to 1
-            (then ``num_steps`` is ignored).
+        schedule: ``"sigmoid"``, ``"linear"`` or an explicit 1-D sequence ``[T + 1]``
+            increasing strictly from 0 to 1 (then ``num_steps`` is ignored; a tensor is
+            detached; a 2-D one is refused, naming its shape).
         target_accept: acceptance probability in (0, 1) the step size is adapted to (default
             per transition: 0.65 for HMC, 0.574 for Langevin, 0.9 uncorrected).
         adapt_rate: ``log eps += adapt_rate * (mean acceptance - target)`` after every move,

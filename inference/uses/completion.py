@@ -195,7 +195,11 @@ def map_complete(vae, log_channel: torch.Tensor, steps: int = 300, lr: float = 0
     The objective leaves out ``sum_i max_k log p(y_i | x_i = k)``, constant in ``z``, so a
     table's scale cannot overflow it (``-3e38`` for both values is a missing pixel).
     ``ValueError`` when the objective is not finite at the encoder's codes, before any step;
-    ``FloatingPointError`` naming the step and ``lr`` when a step makes it so.
+    ``FloatingPointError`` naming the step and ``lr`` when a step makes it so. ``z*`` is, per
+    image, the code of the highest objective seen along the search (the start included), so
+    its objective is never below the encoder's mean's; when an image's last iterate ends
+    below its start (a too-large ``lr`` jumps downhill with a finite objective), a
+    ``RuntimeWarning`` names ``lr``.
     """
     require(vae, EncoderDecoder, "vae")
     require_standard_prior(vae, "vae")

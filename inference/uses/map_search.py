@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -10,10 +11,24 @@ from ..checks import check_in_range_of
 from ..progress import bar_range
 
 
+# an objective below the start's by more than this (relative to 1 + |start|) after the search
+# is a divergence, not float rounding of an equal value
+DIVERGED_RTOL = 1e-6
+
+
 def adam_map(start: torch.Tensor, log_joint: Callable[[torch.Tensor], torch.Tensor],
              steps: int, lr: float, entry: str, inputs: str,
              progress: bool = True) -> torch.Tensor:
-    """``argmax_z log_joint(z)`` by ``steps`` Adam steps from ``start``.
+    """``argmax_z log_joint(z)`` by ``steps`` Adam steps from ``start``, keeping per row the
+    best code seen.
+
+    Every row (image) is its own search (Adam's moments are elementwise and the loss is the
+    sum over rows). The objective of each row is evaluated at every iterate, the start and
+    the last one included, and the row's best code is returned: so the returned objective is
+    never below the start's. A too-large ``lr`` can jump far downhill and stay there with a
+    finite objective (Bernoulli logits); when the last iterate of some row is worse than its
+    start by more than float rounding (``DIVERGED_RTOL * (1 + |start's objective|)``), a
+    ``RuntimeWarning`` names ``lr`` and the rows, and the best codes seen are returned.
 
     Args:
         start: ``[batch, d]`` initial codes (copied, not changed).
@@ -27,7 +42,8 @@ def adam_map(start: torch.Tensor, log_joint: Callable[[torch.Tensor], torch.Tens
             ``entry``; checked by the caller).
 
     Returns:
-        ``z*: [batch, d]``, detached.
+        ``z*: [batch, d]``, detached: per row the code of the highest objective seen
+        (``start`` itself for ``steps = 0``).
 
     Raises:
         ValueError: ``lr`` beyond the range of ``start``'s dtype.
@@ -38,23 +54,50 @@ def adam_map(start: torch.Tensor, log_joint: Callable[[torch.Tensor], torch.Tens
     """
     check_in_range_of(lr, f"{entry}: lr", start.dtype,
                       "use a learning rate such as 0.05 (Adam computes it in the codes' dtype)")
+    if not steps:
+        return start.detach().clone()
     # the search needs gradients whatever the caller's mode (torch.no_grad, inference_mode)
     with torch.inference_mode(False), torch.enable_grad():
         z = start.detach().clone().requires_grad_(True)
         optimizer = torch.optim.Adam([z], lr=lr)
+        best_z = z.detach().clone()  # [batch, d]
+        first = best = None  # [batch] objectives: at the start, the best so far
+
+        def score(done: int) -> torch.Tensor:
+            """The objective ``[batch]`` after ``done`` steps (a graph), kept if better."""
+            nonlocal best, best_z, first
+            objective = log_joint(z)
+            if not bool(torch.isfinite(objective).all()):
+                bad = float(objective.detach()[~torch.isfinite(objective.detach())][0])
+                if done == 0:
+                    raise ValueError(f"{entry}: the objective is {bad} at the start, before "
+                                     f"any step (lr plays no part yet): {inputs} make it "
+                                     "non-finite")
+                raise FloatingPointError(f"{entry}: the objective is {bad} at step {done} of "
+                                         f"{steps} (lr={lr}); lower lr")
+            value = objective.detach()
+            if best is None:
+                first, best = value.clone(), value.clone()
+            else:
+                better = value > best
+                best = torch.where(better, value, best)
+                best_z = torch.where(better[:, None], z.detach(), best_z)
+            return objective
+
         for index in bar_range(steps, entry, progress):
             optimizer.zero_grad()
-            loss = -log_joint(z).sum()
-            if not torch.isfinite(loss):
-                if index == 0:
-                    raise ValueError(f"{entry}: the objective is {float(loss.detach())} at the "
-                                     f"start, before any step (lr plays no part yet): {inputs} "
-                                     "make it non-finite")
-                raise FloatingPointError(f"{entry}: the objective is {float(loss.detach())} at "
-                                         f"step {index + 1} of {steps} (lr={lr}); lower lr")
-            loss.backward()
+            (-score(index).sum()).backward()
             optimizer.step()
             if not torch.isfinite(z).all():
                 raise FloatingPointError(f"{entry}: the codes diverged at step {index + 1} of "
                                          f"{steps} (lr={lr}); lower lr")
-    return z.detach()
+        value = score(steps).detach()  # the last iterate
+    worse = value < first - DIVERGED_RTOL * (1 + first.abs())
+    if bool(worse.any()):
+        rows = worse.nonzero()[:, 0].tolist()
+        warnings.warn(f"{entry}: the search diverged (lr={lr} too large?): after {steps} steps "
+                      f"the objective of {len(rows)} of {len(worse)} row(s) (first {rows[:5]}) "
+                      f"is below its start's (row {rows[0]}: {float(value[rows[0]]):.6g} < "
+                      f"{float(first[rows[0]]):.6g}); returning each row's best code seen. "
+                      "Lower lr", RuntimeWarning, stacklevel=3)
+    return best_z

@@ -46,10 +46,11 @@ def _is_real(value) -> bool:
 
 def _scores(values, name: str) -> np.ndarray:
     """``values`` (tensor, array or list) as a non-empty 1-D array of real numbers without NaN
-    or infinite entries. Floating tensors become float64 and integers keep their dtype; a
-    list holding integers that numpy would round into float64 (beyond ``2**53``, or beyond
-    int64 beside negative values) or cannot hold (beyond 64 bits) becomes an object array of
-    the Python numbers themselves."""
+    (``+inf`` and ``-inf`` are scores: ``nll_scores`` gives ``+inf`` to an input of density
+    zero, the clearest outlier; infinities of one sign tie). Floating tensors become float64
+    and integers keep their dtype; a list holding integers that numpy would round into
+    float64 (beyond ``2**53``, or beyond int64 beside negative values) or cannot hold (beyond
+    64 bits) becomes an object array of the Python numbers themselves."""
     check_dense_values(values, name)
     if torch.is_tensor(values):
         if values.dtype == torch.bool or values.is_complex():
@@ -66,10 +67,12 @@ def _scores(values, name: str) -> np.ndarray:
     if array.ndim != 1 or array.size == 0:
         raise ValueError(f"{name} must be a non-empty 1-D array of scores, got shape "
                          f"{list(array.shape)}")
-    finite = (np.isfinite(array) if array.dtype.kind != "O" else
-              np.array([isinstance(v, numbers.Integral) or math.isfinite(v) for v in array]))
-    if not finite.all():
-        raise ValueError(f"{name} holds {int((~finite).sum())} non-finite scores")
+    nan = (np.isnan(array) if array.dtype.kind == "f" else
+           np.array([not isinstance(v, numbers.Integral) and math.isnan(v) for v in array])
+           if array.dtype.kind == "O" else np.zeros(array.shape, bool))
+    if nan.any():
+        raise ValueError(f"{name} holds {int(nan.sum())} NaN score(s) (first at index "
+                         f"{int(nan.nonzero()[0][0])}): NaN has no rank")
     return array
 
 
@@ -92,13 +95,19 @@ def auroc(inlier_scores, outlier_scores) -> float:
     """Area under the ROC curve of anomaly scores, outliers as the positive class.
 
     Args:
-        inlier_scores: ``[n_in]``, a tensor, array or list of real numbers. Scores are
-            compared as the numbers they are: integers of any size (Python ints beyond 64
-            bits included) exactly, also against floats.
+        inlier_scores: ``[n_in]``, a tensor, array or list of real numbers, no NaN. Scores
+            are compared as the numbers they are: integers of any size (Python ints beyond 64
+            bits included) exactly, also against floats; ``+inf`` ranks above every finite
+            score (``nll_scores`` of an input of density zero) and ``-inf`` below, equal
+            infinities tie.
         outlier_scores: ``[n_out]``, as ``inlier_scores``.
 
     Returns:
         the probability that a random outlier scores above a random inlier (ties count half).
+
+    Raises:
+        TypeError: scores that are not real numbers (complex, bool, text).
+        ValueError: empty or not 1-D scores, or a NaN score (naming the argument and index).
     """
     inliers, outliers = _exactly_comparable(_scores(inlier_scores, "inlier_scores"),
                                             _scores(outlier_scores, "outlier_scores"))
@@ -112,8 +121,9 @@ def auroc(inlier_scores, outlier_scores) -> float:
 
 
 def _log_densities(log_p, name: str, zero_density_allowed: bool = False) -> torch.Tensor:
-    """``log_p`` checked: a 1-D real tensor without NaN or ``+inf`` (nor ``-inf`` unless
-    ``zero_density_allowed``); integers are converted to the default float dtype."""
+    """``log_p`` checked: a 1-D real tensor without NaN or ``+inf`` (nor ``-inf``, density
+    zero, unless ``zero_density_allowed``); integers are converted to the default float
+    dtype."""
     if not torch.is_tensor(log_p):
         raise TypeError(f"{name} must be a tensor [n] of log densities, got "
                         f"{type(log_p).__name__}")
@@ -128,8 +138,9 @@ def _log_densities(log_p, name: str, zero_density_allowed: bool = False) -> torc
     if not zero_density_allowed:
         bad |= log_p == -math.inf
     if bad.any():
-        raise ValueError(f"{name} holds {int(bad.sum())} NaN or infinite log densities "
-                         f"(first at index {int(bad.nonzero()[0])})")
+        what = "NaN or +inf" if zero_density_allowed else "NaN or infinite"
+        raise ValueError(f"{name} holds {int(bad.sum())} {what} log densities (first at "
+                         f"index {int(bad.nonzero()[0])})")
     return log_p
 
 
@@ -141,12 +152,24 @@ def nll_scores(log_p: torch.Tensor) -> torch.Tensor:
 def likelihood_ratio_scores(log_p: torch.Tensor, background_log_p: torch.Tensor) -> torch.Tensor:
     """``-(log p(x) - log p_0(x))`` of a model and its background model [2]: ``[n]``, ``[n]``
     -> ``[n]``, in the two inputs' dtype promoted together, float32 at least: the difference
-    of two finite float16 log densities can overflow float16 (60000 - -60000)."""
-    log_p = _log_densities(log_p, "log_p")
-    background_log_p = _log_densities(background_log_p, "background_log_p")
+    of two finite float16 log densities can overflow float16 (60000 - -60000).
+
+    A log density of ``-inf`` (density zero) is a value: ``log_p = -inf`` beside a finite
+    background gives ``+inf`` (the model rules out what the background allows: the clearest
+    outlier), a finite ``log_p`` beside ``background_log_p = -inf`` gives ``-inf``. Both
+    ``-inf`` at one input (a ratio 0/0, whose score would be NaN), NaN or ``+inf`` raise
+    ``ValueError`` naming the index."""
+    log_p = _log_densities(log_p, "log_p", zero_density_allowed=True)
+    background_log_p = _log_densities(background_log_p, "background_log_p",
+                                      zero_density_allowed=True)
     if log_p.shape != background_log_p.shape:
         raise ValueError(f"log_p {list(log_p.shape)} and background_log_p "
                          f"{list(background_log_p.shape)} must have the same shape")
+    both = (log_p == -math.inf) & (background_log_p == -math.inf)
+    if both.any():
+        raise ValueError(f"log_p and background_log_p are both -inf at {int(both.sum())} "
+                         f"input(s) (first at index {int(both.nonzero()[0])}): the ratio 0/0 "
+                         "has no score")
     dtype = torch.promote_types(torch.promote_types(log_p.dtype, background_log_p.dtype),
                                 torch.float32)
     return background_log_p.to(dtype) - log_p.to(dtype)
@@ -158,9 +181,9 @@ def typicality_scores(log_p: torch.Tensor, reference_log_p: torch.Tensor,
 
     Args:
         log_p: ``[n]``, scored in consecutive groups of ``group_size`` (a trailing partial
-            group is dropped).
-        reference_log_p: ``[m]`` of held-out inliers, ``m >= 1``;
-            ``H = -mean(reference_log_p)``.
+            group is dropped); ``-inf`` (density zero) makes its group's score ``+inf``.
+        reference_log_p: ``[m]`` of held-out inliers, ``m >= 1``, finite (``-inf`` would
+            make ``H`` and every score infinite); ``H = -mean(reference_log_p)``.
         group_size: a positive integer ``<= n``.
 
     Returns:
@@ -169,7 +192,7 @@ def typicality_scores(log_p: torch.Tensor, reference_log_p: torch.Tensor,
         summed from ``value / count`` so that no finite input overflows them; a score beyond
         the returned dtype's range is ``inf``, never NaN.
     """
-    log_p = _log_densities(log_p, "log_p")
+    log_p = _log_densities(log_p, "log_p", zero_density_allowed=True)
     reference_log_p = _log_densities(reference_log_p, "reference_log_p")
     if reference_log_p.shape[0] == 0:
         raise ValueError("reference_log_p is empty: the inliers' entropy H needs at least one "

@@ -523,7 +523,9 @@ def super_resolve_map(vae, y: torch.Tensor, factor: int, steps: int = 300, lr: f
         factor: ``f``, an int ``>= 2``.
         steps, lr: Adam from the encoder's mean of the nearest-neighbour up-sampled ``y``;
             ``steps`` an integer in ``0..MAX_STEPS`` (10**7), ``lr`` a finite number ``> 0``
-            (a 0-dim tensor counts as its value).
+            (a 0-dim tensor counts as its value). ``z*`` is per image the code of the highest
+            objective seen (the start included); a ``RuntimeWarning`` names ``lr`` when an
+            image's last iterate ends below its start (the search diverged).
         truth: optional ``[batch, C, H, W]`` to score (``log_predictive``): 0/1 pixels for
             a Bernoulli model, finite values for a Gaussian one.
         progress: False hides the bar over the steps (shown after a second).

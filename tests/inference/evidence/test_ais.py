@@ -1,6 +1,7 @@
 """Annealed importance sampling against closed forms and quadrature."""
 
 import math
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -186,6 +187,23 @@ def test_explicit_schedule_sequence():
     for schedule in ([0.0, 0.7, 0.5, 1.0], [0.0, math.nan, 1.0], ["a", "b"], 3, [0.0]):
         with pytest.raises(ValueError, match="increase strictly from 0 to 1"):
             ais_log_evidence(model.model, model.guide, x, schedule=schedule)
+
+
+def test_schedule_must_be_one_dimensional_and_a_tensor_one_is_detached():
+    # a 2-D schedule was flattened and run (rows end to end); a requires_grad tensor printed
+    # torch's "Converting a tensor with requires_grad=True to a scalar" warning
+    model = LinearGaussian(data_dim=4, latent_dim=2, seed=1).double()
+    x = model.simulate(2, seed=2)
+    for schedule, shape in (([[0.0, 0.5], [0.7, 1.0]], r"\[2, 2\]"),
+                            (torch.tensor([[0.0, 1.0]]), r"\[1, 2\]")):
+        with pytest.raises(ValueError, match=rf"1-D .*schedule has shape {shape}"):
+            ais_log_evidence(model.model, model.guide, x, schedule=schedule, progress=False)
+    schedule = torch.tensor([0.0, 0.1, 0.5, 1.0], requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = ais_log_evidence(model.model, model.exact_guide, x, num_chains=2,
+                                  schedule=schedule, progress=False)
+    assert float((result.log_weights - model.log_marginal(x).detach()).abs().max()) < 1e-9
 
 
 def test_bad_input():

@@ -1,6 +1,7 @@
 """VAE completion: channel tables by hand; MAP and Metropolis-within-Gibbs against quadrature."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -204,6 +205,32 @@ def test_map_complete_names_a_diverging_lr_and_an_empty_batch(tiny_vae):
         map_complete(tiny_vae, channel, steps=5, lr=1e300)
     with pytest.raises(ValueError, match="log_channel"):
         map_complete(tiny_vae, channel[:0], steps=5)
+
+
+def test_map_complete_never_returns_a_code_worse_than_its_start():
+    # probe C finding 3: lr=1000 jumped to codes whose objective was ~5e4 nats below the
+    # encoder's mean's (finite, Bernoulli logits) and returned them silently
+    torch.manual_seed(0)
+    vae = VAE((1, 4, 4), latent_dim=2, hidden=(16,)).eval()
+    y = (torch.rand(3, 1, 4, 4) < 0.5).float()
+    channel = observed_channel(y)
+
+    def objective(z):  # log p(y | z) + log p(z), up to a constant, [batch]
+        with torch.no_grad():
+            log_lik = -torch.nn.functional.binary_cross_entropy_with_logits(
+                vae.decode(z).logits.flatten(1), y.flatten(1), reduction="none").sum(1)
+            return log_lik - 0.5 * (z ** 2).sum(1)
+
+    _, start = map_complete(vae, channel, steps=0, progress=False)
+    with pytest.warns(RuntimeWarning, match=r"map_complete: the search diverged \(lr=1000"):
+        probs, z = map_complete(vae, channel, steps=20, lr=1000, progress=False)
+    # float32 objectives of ~10 nats: 1e-5 is rounding
+    assert bool((objective(z) >= objective(start) - 1e-5).all())
+    assert torch.allclose(probs, pixel_posterior(vae, z, channel))
+    with warnings.catch_warnings():  # a good lr: no warning, and an improvement
+        warnings.simplefilter("error")
+        _, z = map_complete(vae, channel, steps=20, lr=0.05, progress=False)
+    assert bool((objective(z) > objective(start)).all())
 
 
 def test_a_channel_offset_changes_nothing(tiny_vae):

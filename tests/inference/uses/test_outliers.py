@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 from inference import (
     auroc,
@@ -33,7 +34,8 @@ def test_auroc_is_the_pairwise_win_rate():
 def test_auroc_rejects_bad_scores():
     with pytest.raises(ValueError, match="non-empty"):
         auroc([], [1.0])
-    with pytest.raises(ValueError, match="non-finite"):
+    with pytest.raises(ValueError, match=r"inlier_scores holds 1 NaN score\(s\) \(first at "
+                                         r"index 1\)"):
         auroc([0.0, float("nan")], [1.0])
 
 
@@ -66,8 +68,10 @@ def test_scores_refuse_nan_and_non_tensors_by_name():
         likelihood_ratio_scores(good, nan)
     with pytest.raises(ValueError, match="reference_log_p holds 1 NaN"):
         typicality_scores(good, nan)
-    with pytest.raises(ValueError, match="log_p holds 1 NaN or infinite"):
-        typicality_scores(torch.tensor([-1.0, -math.inf]), good)
+    with pytest.raises(ValueError, match="reference_log_p holds 1 NaN or infinite"):
+        typicality_scores(good, torch.tensor([-1.0, -math.inf]))
+    with pytest.raises(ValueError, match="log_p holds 1 NaN or \\+inf"):
+        typicality_scores(torch.tensor([-1.0, math.inf]), good)
     with pytest.raises(TypeError, match="log_p must be a tensor"):
         nll_scores([-1.0, -2.0])
     # a model that gives an input density zero scores it as infinitely unusual
@@ -121,6 +125,40 @@ def test_auroc_compares_large_integers_exactly():
     # mixed float widths and ints against floats: the pairwise rate of the values themselves
     halves = torch.tensor([0.5, 1.5, 3.0], dtype=torch.float16)
     assert auroc(halves, [1, 2, 3]) == pairwise_win_rate([0.5, 1.5, 3.0], [1, 2, 3])
+
+
+def test_infinite_scores_rank_and_density_zero_scores_plus_inf():
+    # probe C finding 4: auroc refused nll_scores' own +inf (an input of density zero, the
+    # clearest outlier); likelihood_ratio_scores and typicality_scores refused log_p = -inf
+    inliers = nll_scores(torch.tensor([-3.0, -4.0, -5.0]))
+    outliers = nll_scores(torch.tensor([-math.inf, -10.0]))
+    assert outliers.tolist() == [math.inf, 10.0]
+    assert auroc(inliers, outliers) == 1.0
+    assert auroc([math.inf, 1.0], [math.inf, -math.inf]) == 0.375  # inf vs inf ties
+    generator = np.random.default_rng(0)
+    for _ in range(50):  # against sklearn, infinities mapped to +-1e300 (ties kept)
+        inl = generator.integers(-3, 4, size=generator.integers(1, 12)).astype(float)
+        out = generator.integers(-3, 4, size=generator.integers(1, 12)).astype(float)
+        for values in (inl, out):
+            values[values == 3] = math.inf
+            values[values == -3] = -math.inf
+        labels = np.r_[np.zeros(len(inl)), np.ones(len(out))]
+        if len(set(labels)) < 2:
+            continue
+        finite = np.nan_to_num(np.r_[inl, out], posinf=1e300, neginf=-1e300)
+        assert auroc(inl, out) == pytest.approx(roc_auc_score(labels, finite), abs=1e-12)
+        assert auroc(torch.tensor(inl), out.tolist()) == auroc(inl, out)
+    log_p = torch.tensor([-1.0, -math.inf, -2.0])
+    background = torch.tensor([-2.0, -3.0, -math.inf])
+    assert likelihood_ratio_scores(log_p, background).tolist() == [-1.0, math.inf, -math.inf]
+    with pytest.raises(ValueError, match=r"both -inf at 1 input\(s\) \(first at index 1\)"):
+        likelihood_ratio_scores(log_p, torch.tensor([-2.0, -math.inf, -1.0]))
+    with pytest.raises(ValueError, match="background_log_p holds 1 NaN or \\+inf"):
+        likelihood_ratio_scores(log_p, torch.tensor([-2.0, math.inf, -1.0]))
+    reference = torch.tensor([-2.0, -4.0])  # H = 3
+    assert typicality_scores(log_p, reference).tolist() == [2.0, math.inf, 1.0]
+    assert typicality_scores(torch.tensor([-1.0, -math.inf, -2.0, -4.0]), reference,
+                             group_size=2).tolist() == [math.inf, 0.0]
 
 
 def test_auroc_refuses_complex_bool_and_text_by_name():
@@ -191,5 +229,6 @@ def test_auroc_compares_integers_exactly_against_floats_and_beyond_64_bits():
     for bad in ([None], [True, 2**70], [2**70, "a"]):
         with pytest.raises(TypeError, match="outlier_scores must hold real scores"):
             auroc([1], bad)
-    with pytest.raises(ValueError, match="outlier_scores holds 1 non-finite scores"):
+    with pytest.raises(ValueError, match=r"outlier_scores holds 1 NaN score\(s\)"):
         auroc([1], [2**70, math.nan])
+    assert auroc([2**70, math.inf], [math.inf]) == 0.75  # beyond 64 bits, beside infinities
