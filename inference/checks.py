@@ -624,7 +624,8 @@ def training_mode_layers(module: torch.nn.Module, training: bool = True) -> list
 
 
 # Pyro handlers around a call of an entry point that leave its runs of the pair alone: a
-# block hides the runs' sites from outer handlers, a seed sets the random state, a scale
+# block hides the runs' sites from outer handlers, a seed sets the random state, a trace of
+# parameters only (param_only=True) records nothing of the samples, a scale
 # multiplies the densities (training scales its loss; the estimators score unscaled, as
 # their docstrings say); the training handlers of inference.training.handlers say so with
 # ``value_neutral``.
@@ -639,7 +640,8 @@ def check_outer_handlers(called: str) -> None:
     ones: the entry points run the pair many times under handlers of their own, and an outer
     one records, conditions or broadcasts all of those runs together."""
     for handler in _PYRO_STACK:
-        if isinstance(handler, _NEUTRAL_HANDLERS) or getattr(handler, "value_neutral", False):
+        if isinstance(handler, _NEUTRAL_HANDLERS) or getattr(handler, "value_neutral", False) \
+                or getattr(handler, "param_only", False):  # a trace of parameters only
             continue
         kind = type(handler).__name__
         name = getattr(handler, "name", None)
