@@ -7,8 +7,10 @@ weighted loss was refused only at the first step.
 """
 
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
+from torch.distributions import constraints
 
 from inference import fit, make_loss
 from ppl_models import LinearGaussian
@@ -233,3 +235,60 @@ def test_a_batch_transforms_bad_output_is_named(transform, message):
     with pytest.raises(TypeError, match=f"batch_transform's {message}"):
         _fit(LinearGaussian(data_dim=3, latent_dim=1, seed=9), _data(), batch_transform=transform,
              epochs=1)
+
+
+def _local_pair():
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        loc = pyro.param("loc", torch.zeros(len(x)))
+        scale = pyro.param("scale", torch.ones(len(x)), constraint=constraints.positive)
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(loc, scale))
+    return model, guide
+
+
+def test_a_callback_that_clears_the_param_store_is_refused(tmp_path):
+    # pyro.clear_param_store() in a callback made the next step start loc and scale again
+    # from their initial values: 35 of 40 epochs lost, the run ending as if nothing happened
+    model, guide = _local_pair()
+    x = torch.randn(20, generator=torch.Generator().manual_seed(0)) + 3.0
+
+    def clear_at_three(record):
+        if record["epoch"] == 3:
+            pyro.clear_param_store()
+
+    pyro.clear_param_store()
+    with pytest.raises(ValueError, match=r"callback removed or replaced Pyro's parameters "
+                                         r"\['loc', 'scale'\] after epoch 3 .*keeps epoch 3"):
+        fit(model, guide, x, epochs=6, batch_size=20, shuffle=False, callback=clear_at_three,
+            checkpoint=tmp_path / "run.pt", progress=False)
+
+
+def test_a_callback_that_changes_a_parameter_in_place_or_clears_networks_trains_on():
+    model, guide = _local_pair()
+    x = torch.randn(20, generator=torch.Generator().manual_seed(0)) + 3.0
+
+    def clip(record):
+        with torch.no_grad():
+            pyro.param("loc").clamp_(max=10.0)
+
+    pyro.clear_param_store()
+    assert len(fit(model, guide, x, epochs=3, batch_size=20, shuffle=False, callback=clip,
+                   progress=False)) == 3
+
+    net = torch.nn.Linear(1, 2)  # a network registered with pyro.module comes back as itself
+
+    def net_guide(x):
+        pyro.module("net", net)
+        out = net(x[:, None])
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(out[:, 0], out[:, 1].exp()))
+
+    pyro.clear_param_store()
+    history = fit(model, net_guide, x, epochs=3, batch_size=20, shuffle=False,
+                  callback=lambda record: pyro.clear_param_store(), progress=False)
+    assert len(history) == 3
