@@ -675,3 +675,31 @@ def test_an_improper_prior_is_refused_by_name():
     with pytest.raises(ValueError, match=r"ImproperUniform does not support sampling\): an "
                                          r"improper prior .* give the latent a proper prior"):
         exact_log_evidence(model, torch.tensor([0.5, 1.0]), progress=False)
+
+
+def test_float32_support_ends_are_reached_by_the_bounds_a_user_writes():
+    # float32 rounds a support's end one step outward (float32(pi) > math.pi): the user's
+    # bounds=(-math.pi, math.pi) were read as a cut inside a VonMises latent's support and
+    # refused ("widen bounds"), as was (0, 0.1) for Uniform(0, 0.1); closed form of the
+    # latter: log of the mean of N(0.05; z, 1) over z uniform on (0, 0.1)
+    x = torch.tensor([0.05])
+
+    def uniform_model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Uniform(0.0, 0.1))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    normal = torch.distributions.Normal(torch.tensor(0.05, dtype=torch.float64), 1.0)
+    mass = normal.cdf(torch.tensor(0.1, dtype=torch.float64)) - normal.cdf(
+        torch.tensor(0.0, dtype=torch.float64))
+    exact = float((mass / 0.1).log())
+    result = exact_log_evidence(uniform_model, x, bounds=(0.0, 0.1), progress=False)
+    assert float(result.log_evidence[0]) == pytest.approx(exact, abs=1e-5)
+
+    def von_mises_model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.VonMises(0.0, 2.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    exact_log_evidence(von_mises_model, torch.tensor([0.3, -1.0]),
+                       bounds=(-math.pi, math.pi), progress=False)
