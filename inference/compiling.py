@@ -241,6 +241,33 @@ def _reading_frame(error: BaseException) -> str:
     return ""
 
 
+# backends that ship with torch and compile on any machine; others are tried once
+_BUNDLED_BACKENDS = ("inductor", "eager", "aot_eager")
+
+
+def check_backend(backend: str, argument: str) -> None:
+    """``ValueError`` naming ``argument`` unless ``backend`` names a ``torch.compile``
+    backend that works here: listed by torch, and, beyond those bundled with it, compiling a
+    trial function (torch lists ``"tvm"`` and ``"openxla"`` whether or not their packages are
+    installed, which failed at the first compiled step)."""
+    from torch._dynamo import list_backends  # imported only when a backend is named
+
+    known = list_backends(exclude_tags=())
+    if backend not in known:
+        raise ValueError(f"{argument}={backend!r} is not a torch.compile backend; choose one "
+                         f"of {known}")
+    if backend in _BUNDLED_BACKENDS:
+        return
+    try:
+        torch.compile(lambda x: x + 1, backend=backend)(torch.zeros(2))
+    except Exception as error:  # noqa: BLE001 (the backend's own failure, whatever it is)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ValueError(
+            f"{argument}={backend!r}: torch lists the backend, but it fails here on a trial "
+            f"function ({type(error).__name__}: {first}); install what it needs or use "
+            "'inductor'") from None
+
+
 def compile_graph(graph, backend: str) -> Callable:
     """``graph`` compiled with ``torch.compile(backend=...)``, its random draws those of eager
     code (inductor's ``fallback_random``); ``"eager"`` replays the graph as traced."""

@@ -29,6 +29,7 @@ from .checks import (as_int, check_data_arguments, check_dense_values, check_non
                      physical_memory_bytes, tensors_in)
 from .compiling import (
     arguments_key,
+    check_backend,
     compile_graph,
     handler_key,
     module_key,
@@ -552,11 +553,7 @@ def check_compile(compile, model: Callable | None = None, guide: Callable | None
     if compile is True:
         backend = "inductor"
     elif isinstance(compile, str) and compile:
-        from torch._dynamo import list_backends  # imported only when a backend is named
-
-        if compile not in list_backends(exclude_tags=()):
-            raise ValueError(f"compile={compile!r} is not a torch.compile backend; use True "
-                             f"(inductor), False, or one of {list_backends(exclude_tags=())}")
+        check_backend(compile, "compile")
         backend = compile
     else:
         raise ValueError(f"compile must be True, False or a torch.compile backend name, "

@@ -63,12 +63,10 @@ def _check_backend(backend) -> str:
     the name of a ``torch.compile`` backend."""
     if backend is None:
         return DEFAULT_BACKEND
-    from torch._dynamo import list_backends  # imported only when a backend is named
-
-    known = list_backends(exclude_tags=())
-    if backend not in known:
+    if not isinstance(backend, str):
         raise ValueError(f"backend must be None or a torch.compile backend name, got "
-                         f"{backend!r}; choose one of {known}")
+                         f"{backend!r}")
+    compiling.check_backend(backend, "backend")
     return backend
 
 
