@@ -1,7 +1,6 @@
 """CompiledSVIStep: the traced (and compiled) step gives the eager step's loss and gradients."""
 
 import copy
-import re
 
 import pyro
 import pyro.distributions as dist
