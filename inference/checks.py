@@ -634,12 +634,20 @@ _NEUTRAL_HANDLERS = (pyro.poutine.block_messenger.BlockMessenger,
                      pyro.poutine.scale_messenger.ScaleMessenger)
 
 
-def check_outer_handlers(called: str) -> None:
+def check_outer_handlers(called: str, scales: bool = True) -> None:
     """``ValueError`` naming the first active Pyro handler around a call of ``called`` (a
     ``pyro.plate``, ``poutine.trace``, ``condition``, ``mask``, ...) other than the neutral
     ones: the entry points run the pair many times under handlers of their own, and an outer
-    one records, conditions or broadcasts all of those runs together."""
+    one records, conditions or broadcasts all of those runs together. With ``scales`` False
+    a user's ``poutine.scale`` is refused too (``fit`` scales the data plate itself and
+    reports nats per datapoint)."""
     for handler in _PYRO_STACK:
+        if not scales and type(handler) is pyro.poutine.scale_messenger.ScaleMessenger:
+            raise ValueError(
+                f"{called} was called inside poutine.scale(scale={handler.scale}): it scales "
+                "the data plate itself (N / batch size) and reports nats per datapoint, which "
+                "the outer scale would multiply; call it outside (for a tempered likelihood, "
+                "put poutine.scale inside the model)")
         if isinstance(handler, _NEUTRAL_HANDLERS) or getattr(handler, "value_neutral", False) \
                 or getattr(handler, "param_only", False):  # a trace of parameters only
             continue

@@ -644,7 +644,7 @@ def fit(
         datapoint, averaged over the epoch, each datapoint counted once), ``seconds``, and
         ``valid_elbo`` when asked.
     """
-    check_outer_handlers("fit")
+    check_outer_handlers("fit", scales=False)
     guide = traceable_guide(guide)  # an effect-based guide: its draws only
     _check_arguments(model, guide, loss, num_particles, epochs, batch_size, lr, seed,
                      kl_warmup_epochs, batch_transform, callback, checkpoint,
