@@ -106,6 +106,7 @@ class CompiledSVIStep:
         self.loss_name, self.backend = loss, backend
         self._graphs: dict[tuple, Callable] = {}
         self._checked = False
+        self._gradless: list[bool] = []  # per parameter, in the last folded trace
 
     def _named_params(self):
         return [(n, p) for n, p in self.module.named_parameters() if p.requires_grad]
@@ -164,8 +165,10 @@ class CompiledSVIStep:
         return loss.detach(), grads
 
     def _train(self, params, states, args, kwargs):
-        """Loss before the step; ``params`` and their Adam ``states`` stepped in place."""
+        """Loss before the step; ``params`` and their Adam ``states`` stepped in place. Which
+        parameters got no gradient is kept in ``_gradless`` (for the check of a new trace)."""
         loss, grads = self._loss_and_grads(params, args, kwargs, unused=None)
+        self._gradless = [grad is None for grad in grads]
         with torch.no_grad():
             for param, grad, state in zip(params, grads, states):
                 if grad is not None:  # torch's Adam leaves a parameter without gradient
@@ -176,9 +179,11 @@ class CompiledSVIStep:
         """The batch's graph: ``(params, tensor_leaves) -> (loss, grads)``, or with Adam's
         ``states`` (:meth:`Adam.fused_states`) ``(params, tensor_leaves((tensors of states,
         args), kwargs)) -> loss``, stepping them in place. A new one is traced and compiled
-        on copies of the parameters and states, and checked against the eager step. The
-        passes that check the pair, trace and compare it run the pair without training it:
-        the module's buffers (batch-norm statistics) are put back after them."""
+        (on the parameters themselves, put back after the trace's update, and copies of the
+        states: a ``PyroParam`` is read through Pyro's param store, which holds the
+        parameter, not a copy) and checked against the eager step. The passes that check
+        the pair, trace and compare it run the pair without training it: the module's
+        buffers (batch-norm statistics) are put back after them."""
         check_outer_handlers("CompiledSVIStep")
         hyper = None if states is None else tuple((s["lr"], s["betas"], s["eps"])
                                                    for s in states)
@@ -194,10 +199,17 @@ class CompiledSVIStep:
                 traced = compiling.trace_with_inputs(self.module, names, self._loss_and_grads,
                                                      params, args, kwargs)
             else:
-                traced = compiling.trace_with_inputs(
-                    self.module, names, lambda values, arguments, keywords: self._train(
-                        values, _bind_states(states, arguments[0]), arguments[1], keywords),
-                    _copies(params), (_state_tensors(_copied_states(states)), args), kwargs)
+                values = [p.detach().clone() for p in params]
+                try:
+                    traced = compiling.trace_with_inputs(
+                        self.module, names, lambda values, arguments, keywords: self._train(
+                            values, _bind_states(states, arguments[0]), arguments[1],
+                            keywords),
+                        params, (_state_tensors(_copied_states(states)), args), kwargs)
+                finally:
+                    with torch.no_grad():
+                        for param, value in zip(params, values):
+                            param.copy_(value)
             graph = compiling.compile_graph(traced, self.backend)
             self._check_against_eager(graph, params, args, kwargs, states)
             with torch.no_grad():
@@ -213,7 +225,15 @@ class CompiledSVIStep:
         changes between calls (numpy's or Python's random numbers, a value read outside
         torch): ``ValueError``."""
         with forked_rng():
-            eager, _ = self._loss_and_grads(params, args, kwargs)
+            eager, grads = self._loss_and_grads(params, args, kwargs, unused=None)
+        if states is not None:
+            names = [name for (name, _), gradless, grad in zip(
+                self._named_params(), self._gradless, grads) if gradless and grad is not None]
+            if names:  # the update would leave them as they are: a silent untrained model
+                raise ValueError(
+                    f"a compiled step's trace gives no gradient to the parameters {names[:5]}, "
+                    "which the eager step trains (a value read outside the module's "
+                    "parameters); train without compile")
         with forked_rng(), torch.no_grad():
             if states is None:
                 compiled, _ = graph(params, compiling.tensor_leaves(args, kwargs))
