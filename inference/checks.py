@@ -639,15 +639,19 @@ def check_outer_handlers(called: str, scales: bool = True) -> None:
     ``pyro.plate``, ``poutine.trace``, ``condition``, ``mask``, ...) other than the neutral
     ones: the entry points run the pair many times under handlers of their own, and an outer
     one records, conditions or broadcasts all of those runs together. With ``scales`` False
-    a user's ``poutine.scale`` is refused too (``fit`` scales the data plate itself and
-    reports nats per datapoint)."""
+    a scale is refused too, a user's ``poutine.scale`` or the training handlers
+    (``scale_data_plate``, ``scale_latents``): ``fit`` scales the data plate and the latents
+    itself and reports nats per datapoint."""
     for handler in _PYRO_STACK:
-        if not scales and type(handler) is pyro.poutine.scale_messenger.ScaleMessenger:
+        scaling = type(handler) is pyro.poutine.scale_messenger.ScaleMessenger \
+            or getattr(handler, "value_neutral", False)
+        if not scales and scaling:
             raise ValueError(
-                f"{called} was called inside poutine.scale(scale={handler.scale}): it scales "
-                "the data plate itself (N / batch size) and reports nats per datapoint, which "
-                "the outer scale would multiply; call it outside (for a tempered likelihood, "
-                "put poutine.scale inside the model)")
+                f"{called} was called inside {type(handler).__name__}, which scales log "
+                "densities: it scales the data plate (N / batch size) and the latents "
+                "(kl_warmup_epochs) itself and reports nats per datapoint, which the outer "
+                "scale would change; call it outside (for a tempered likelihood, put "
+                "poutine.scale inside the model)")
         if isinstance(handler, _NEUTRAL_HANDLERS) or getattr(handler, "value_neutral", False) \
                 or getattr(handler, "param_only", False):  # a trace of parameters only
             continue
@@ -891,7 +895,9 @@ def explain_run_failure(error: BaseException, model, guide, args: tuple, kwargs:
             f"pyro.plate('{plate}'), whose size is {size}; the datapoints lie along the "
             f"plate's dim of every site, and along dim 0 of the data (the arguments: "
             f"{shapes or 'no tensors'}): a data tensor with a leading extra dim (x[None], "
-            "x.unsqueeze(0)) makes len(x) 1. Pyro: " + str(error).splitlines()[0]) from error
+            "x.unsqueeze(0)) makes len(x) 1; or, for one datapoint of several values, the "
+            "site's values are one event: declare them with .to_event(1). Pyro: "
+            + str(error).splitlines()[0]) from error
     if isinstance(error, ValueError) and str(error).startswith("Expected parameter "):
         where = _where_failed(error, model, guide)
         raise refusal(

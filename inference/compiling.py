@@ -245,6 +245,14 @@ def _reading_frame(error: BaseException) -> str:
 _BUNDLED_BACKENDS = ("inductor", "eager", "aot_eager")
 
 
+class _TrialModule(torch.nn.Module):
+    """What :func:`check_backend` compiles: ``x: [n] -> (relu(x) + 1,)`` (a backend takes a
+    graph whose output is a tuple)."""
+
+    def forward(self, x: torch.Tensor):  # (no return annotation: TorchScript reads it)
+        return (torch.relu(x) + 1,)
+
+
 def check_backend(backend: str, argument: str) -> None:
     """``ValueError`` naming ``argument`` unless ``backend`` names a ``torch.compile``
     backend that works here: listed by torch, and, beyond those bundled with it, compiling a
@@ -258,8 +266,11 @@ def check_backend(backend: str, argument: str) -> None:
                          f"of {known}")
     if backend in _BUNDLED_BACKENDS:
         return
-    try:
-        torch.compile(lambda x: x + 1, backend=backend)(torch.zeros(2))
+    from torch._dynamo import lookup_backend
+
+    try:  # the backend itself on a graph of its own (no cache of dynamo's to reuse or fill)
+        graph = torch.fx.symbolic_trace(_TrialModule())
+        lookup_backend(backend)(graph, [torch.zeros(2)])(torch.zeros(2))
     except Exception as error:  # noqa: BLE001 (the backend's own failure, whatever it is)
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ValueError(

@@ -204,8 +204,9 @@ def _latent_layout(site, nesting: int, batch: int,
 
 
 def _support_end(name: str, fn, support, bound) -> float:
-    """A bound of an elementwise support as one number (it must be the same everywhere)."""
-    bound = torch.as_tensor(bound)
+    """A bound of an elementwise support as one number (it must be the same everywhere); a
+    Python number as it is (not rounded to torch's default dtype)."""
+    bound = bound if torch.is_tensor(bound) else torch.tensor(bound, dtype=torch.float64)
     if not bool((bound == bound.reshape(-1)[0]).all()):
         raise ValueError(
             f"site '{name}' ({type(fn).__name__}) has support {support} whose ends differ "
@@ -226,11 +227,13 @@ def _integration_range(name: str, fn, bounds) -> tuple[float, float, tuple[bool,
     while isinstance(support, (constraints.independent, MixtureSameFamilyConstraint)):
         support = support.base_constraint
     if isinstance(support, type(constraints.real)):
-        lower, upper = -math.inf, math.inf
+        lower, upper = lower_end, upper_end = -math.inf, math.inf
     elif support.event_dim == 0 and (hasattr(support, "lower_bound")
                                      or hasattr(support, "upper_bound")):
-        lower = _support_end(name, fn, support, getattr(support, "lower_bound", -math.inf))
-        upper = _support_end(name, fn, support, getattr(support, "upper_bound", math.inf))
+        lower_end = getattr(support, "lower_bound", -math.inf)
+        upper_end = getattr(support, "upper_bound", math.inf)
+        lower = _support_end(name, fn, support, lower_end)
+        upper = _support_end(name, fn, support, upper_end)
     else:
         raise ValueError(
             f"site '{name}' ({type(fn).__name__}) has support {support}; quadrature "
@@ -240,10 +243,19 @@ def _integration_range(name: str, fn, bounds) -> tuple[float, float, tuple[bool,
         raise ValueError(
             f"bounds {tuple(bounds)} miss the support {support} of site '{name}' "
             f"({type(fn).__name__}): pass bounds that overlap ({lower}, {upper})")
-    # a bound at the support's end up to its dtype's rounding (bounds=(-math.pi, math.pi) for
-    # a float32 VonMises, whose ends round one step outward) reaches the end
-    return low, high, (bounds[0] <= lower or math.isclose(bounds[0], lower, rel_tol=1e-6),
-                       bounds[1] >= upper or math.isclose(bounds[1], upper, rel_tol=1e-6))
+    # a bound within the rounding of the support's end in its dtype reaches the end
+    # (bounds=(-math.pi, math.pi) for a float32 VonMises, whose ends round one step outward)
+    return low, high, (bounds[0] <= lower + _rounding(lower_end),
+                       bounds[1] >= upper - _rounding(upper_end))
+
+
+def _rounding(end) -> float:
+    """How far a support's ``end`` (a number or a tensor) may lie from the number it stands
+    for: half a step of its floating dtype at its value (0 for Python numbers)."""
+    if not torch.is_tensor(end) or not end.is_floating_point():
+        return 0.0
+    value = float(end.reshape(-1)[0].abs())
+    return 0.5 * torch.finfo(end.dtype).eps * value if math.isfinite(value) else 0.0
 
 
 @leaves_buffers

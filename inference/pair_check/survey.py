@@ -423,7 +423,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
             guide_observed)
         factors = [s["name"] for s in sample_sites(guide_trace, observed=True)
                    if isinstance(s["fn"], Unit)]
-        if factors and not runs_model:
+        if factors and (len(factors) == len(guide_observed) or not runs_model):
             # pyro.factor in a guide (Pyro's way to write a transform's Jacobian, with
             # has_rsample): a term of log q, which the estimators read from latent sites
             raise PairError(

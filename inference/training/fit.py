@@ -966,7 +966,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                 before = None if checkpoint is None else copied_tensors(
                     checkpointed_tensors(modules, store_names, registered))
                 logged = dict(record)
-                held = _store_tensors(still)
+                held = _trained_store_names(optimizer, [*still, model, guide])
                 # its draws (a logged sample) leave training's random streams where they were,
                 # so a resumed run draws as the uninterrupted one
                 interrupted = None
@@ -975,7 +975,8 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                         callback(record)
                 except KeyboardInterrupt as error:  # a callback that stops the run: what it did
                     interrupted = error             # before stopping is kept, as it would be
-                _check_store_kept(held, epoch, checkpoint, saved, earlier)
+                if interrupted is None and epoch + 1 < epochs:  # a next step follows
+                    _check_store_kept(held, epoch, checkpoint, saved, earlier)
                 broken = _nonfinite_names(_named_params(modules))
                 if broken:  # (a projection dividing by a zero norm): not saved over the epoch
                     raise FloatingPointError(
@@ -1063,29 +1064,32 @@ def _apart_streams():
         np.random.set_state(numpy_state)
 
 
-def _store_tensors(modules) -> dict[str, torch.Tensor]:
-    """Pyro's param store by name (the unconstrained tensors), less the parameters of
-    ``modules``, which ``pyro.module`` registers again from the networks themselves."""
-    owned = {id(p) for m in modules for p in m.parameters()}
-    return {name: value for name, value in pyro.get_param_store().named_parameters()
-            if id(value) not in owned}
+def _trained_store_names(optimizer, owners) -> list[str]:
+    """The names of Pyro's param store entries that the run's ``optimizer`` trains, less the
+    parameters of ``owners`` (modules; other objects are skipped), which come back as
+    themselves after a clear (``pyro.module``, a PyroModule or AutoGuide re-registers its
+    own tensors)."""
+    owned = {id(p) for m in owners if isinstance(m, torch.nn.Module) for p in m.parameters()}
+    trained = set(optimizer.get_state())
+    return [name for name, value in pyro.get_param_store().named_parameters()
+            if name in trained and id(value) not in owned]
 
 
-def _check_store_kept(held: dict, epoch: int, checkpoint, saved: int, earlier: bool) -> None:
-    """``ValueError`` when a callback removed or replaced entries of Pyro's param store that
-    ``held`` (:func:`_store_tensors` before it ran) lists: ``pyro.clear_param_store()`` or
-    ``store[name] = ...`` made the next step start them again from their initial values (or
-    train new tensors with none of Adam's state), discarding the epochs before."""
-    now = dict(pyro.get_param_store().named_parameters())
-    lost = [name for name, value in held.items() if now.get(name) is not value]
+def _check_store_kept(held: list, epoch: int, checkpoint, saved: int, earlier: bool) -> None:
+    """``ValueError`` when a callback removed entries of Pyro's param store that ``held``
+    (:func:`_trained_store_names` before it ran) lists: after ``pyro.clear_param_store()``
+    the next step would make them again from their initial values, discarding the epochs
+    before. Entries set anew (a ``store.load`` of saved values) train on from those values."""
+    store = pyro.get_param_store()
+    lost = [name for name in held if name not in store]
     if lost:
         raise ValueError(
-            f"the callback removed or replaced Pyro's parameters {lost[:5]} after epoch "
-            f"{epoch + 1} (pyro.clear_param_store(), a store entry set anew): the next step "
-            "would make them again from their initial values, losing the epochs trained"
-            f"{_on_disk(checkpoint, saved, earlier)}. Change a parameter in place instead "
-            "(with torch.no_grad(): pyro.param(name).copy_(...)), or start a new fit to "
-            "begin again")
+            f"the callback removed Pyro's parameters {lost[:5]} after epoch {epoch + 1} "
+            "(pyro.clear_param_store()): the next step would make them again from their "
+            f"initial values, losing the epochs trained{_on_disk(checkpoint, saved, earlier)}."
+            " Change a parameter in place instead (with torch.no_grad(): "
+            "pyro.param(name).copy_(...)), load saved values (pyro.get_param_store().load), "
+            "or start a new fit to begin again")
 
 
 def _named_params(modules) -> list[tuple[str, torch.Tensor]]:

@@ -262,7 +262,7 @@ def test_a_callback_that_clears_the_param_store_is_refused(tmp_path):
             pyro.clear_param_store()
 
     pyro.clear_param_store()
-    with pytest.raises(ValueError, match=r"callback removed or replaced Pyro's parameters "
+    with pytest.raises(ValueError, match=r"callback removed Pyro's parameters "
                                          r"\['loc', 'scale'\] after epoch 3 .*keeps epoch 3"):
         fit(model, guide, x, epochs=6, batch_size=20, shuffle=False, callback=clear_at_three,
             checkpoint=tmp_path / "run.pt", progress=False)
@@ -290,5 +290,40 @@ def test_a_callback_that_changes_a_parameter_in_place_or_clears_networks_trains_
 
     pyro.clear_param_store()
     history = fit(model, net_guide, x, epochs=3, batch_size=20, shuffle=False,
+                  callback=lambda record: pyro.clear_param_store(), progress=False)
+    assert len(history) == 3
+
+
+def test_callbacks_that_load_saved_values_or_keep_their_own_entries_train_on(tmp_path):
+    # the store check refused (false-refusal probe): a callback restoring the best epoch's
+    # saved store (mid-run and at the last epoch), one deleting its own logging entry, and
+    # clearing the store under an AutoDiagonalNormal (a PyroModule: its tensors come back)
+    from pyro.infer.autoguide import AutoDiagonalNormal
+
+    model, guide = _local_pair()
+    x = torch.randn(20, generator=torch.Generator().manual_seed(0)) + 3.0
+    saved = tmp_path / "best.store"
+
+    def restore(record):
+        store = pyro.get_param_store()
+        if record["epoch"] == 1:
+            store.save(saved)
+        else:
+            store.load(saved)
+        pyro.param("seen", torch.zeros(()))  # the callback's own entry, deleted again
+        del store["seen"]
+
+    pyro.clear_param_store()
+    assert len(fit(model, guide, x, epochs=4, batch_size=20, shuffle=False, callback=restore,
+                   progress=False)) == 4
+
+    def joint_model(x):
+        loc = pyro.sample("loc", dist.Normal(0.0, 10.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(loc, 1.0), obs=x)
+
+    pyro.clear_param_store()
+    auto = AutoDiagonalNormal(joint_model)
+    history = fit(joint_model, auto, x, epochs=3, batch_size=20, shuffle=False,
                   callback=lambda record: pyro.clear_param_store(), progress=False)
     assert len(history) == 3

@@ -19,7 +19,8 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from inference import DReGLoss, PairError, SVIStep, elbo, fit, iwae_bound
+from inference import (DReGLoss, PairError, SVIStep, elbo, fit, iwae_bound, scale_data_plate,
+                       scale_latents)
 
 X = torch.tensor([3.0, 0.0, 7.0], dtype=torch.float64)
 
@@ -160,12 +161,19 @@ def test_an_entry_point_inside_an_active_pyro_handler_is_refused_by_name(handler
             call(model, guide, x)
 
 
-def test_fit_inside_a_user_s_scale_is_refused():
-    # fit reported 3x the loss per datapoint under poutine.scale(3), while the estimators
-    # scored the same pair unscaled
+@pytest.mark.parametrize("handler, shown", [
+    (lambda: pyro.poutine.scale(scale=3.0), "ScaleMessenger"),
+    (lambda: scale_data_plate(5.0), "scale_data_plate"),
+    (lambda: scale_latents(0.0), "scale_latents"),
+])
+def test_fit_inside_a_scale_is_refused(handler, shown):
+    # fit reported 3x (5x) the loss per datapoint under poutine.scale(3) (scale_data_plate(5)),
+    # while the estimators scored the same pair unscaled; under scale_latents(0) it trained
+    # another objective
     model, guide = _normal_pair()
-    with pytest.raises(ValueError, match=r"fit was called inside poutine.scale\(scale=3.0\)"):
-        with pyro.poutine.scale(scale=3.0):
+    with pytest.raises(ValueError, match=rf"fit was called inside {shown}, which scales log "
+                                         r"densities"):
+        with handler():
             fit(model, guide, torch.tensor([0.5, 1.0, -0.3]), epochs=1, progress=False)
 
 
@@ -182,3 +190,14 @@ def test_neutral_outer_handlers_are_accepted():
                 iwae_bound(model, guide, x, num_samples=8, progress=False), plain)
     with pyro.poutine.seed(rng_seed=0):
         iwae_bound(model, guide, x, num_samples=8, progress=False)
+
+
+def test_a_guide_factor_named_like_a_model_factor_is_still_pointed_to_delta():
+    # a guide factor sharing its name with one of the model's was taken for a guide that
+    # runs the model, and told to move to the model
+    def model(x):
+        _gamma_poisson(x)
+        pyro.factor("jacobian", x.new_zeros(()))
+
+    with pytest.raises(PairError, match=r"guide has factor\(s\) 'jacobian' \(pyro\.factor\)"):
+        elbo(model, _log_normal_guide("factor"), X, progress=False)

@@ -703,3 +703,21 @@ def test_float32_support_ends_are_reached_by_the_bounds_a_user_writes():
 
     exact_log_evidence(von_mises_model, torch.tensor([0.3, -1.0]),
                        bounds=(-math.pi, math.pi), progress=False)
+
+
+def test_a_bound_inside_a_support_far_from_zero_is_still_a_cut():
+    # a tolerance relative to the bound's size (1e-6 of 1e6) took a bound half-way through
+    # Uniform(1e6, 1e6 + 1) for the support's end and returned -43.6 nats silently (the
+    # truth -0.173): the tolerance is the rounding of the support's dtype at its end
+    low = torch.tensor(1e6, dtype=torch.float64)
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Uniform(low, low + 1.0))
+            pyro.sample("x", dist.Normal(z, 0.05), obs=x)
+
+    x = (low + 0.95).reshape(1)
+    with pytest.raises(ValueError, match="lies at the edge of the grid; widen bounds"):
+        exact_log_evidence(model, x, bounds=(1e6, 1e6 + 0.5), progress=False)
+    whole = exact_log_evidence(model, x, bounds=(1e6, 1e6 + 1.0), progress=False)
+    assert float(whole.log_evidence[0]) == pytest.approx(-0.17275378, abs=1e-5)

@@ -448,3 +448,28 @@ def test_the_folded_step_trains_a_pyro_param_read_through_the_param_store(monkey
         torch.testing.assert_close(folded_params[name], value, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(folded_params["noise_scale_unconstrained"],
                               initial.noise_scale_unconstrained)
+
+
+def test_the_backend_trial_refuses_a_missing_package_after_many_other_backends():
+    # the trial compiled one lambda with torch.compile: after 8 backends dynamo's recompile
+    # limit ran it uncompiled, and a missing package's backend passed
+    import importlib.util
+
+    from torch._dynamo import list_backends
+
+    from inference.compiling import check_backend
+
+    if importlib.util.find_spec("tvm") is not None:
+        pytest.skip("Apache TVM is installed here")
+    tried = 0
+    for backend in list_backends(exclude_tags=()):
+        if backend in ("tvm", "openxla", "openxla_eval"):
+            continue
+        try:
+            check_backend(backend, "compile")
+        except ValueError:
+            pass
+        tried += 1
+    assert tried >= 9
+    with pytest.raises(ValueError, match=r"compile='tvm': torch lists the backend, but it fails"):
+        check_backend("tvm", "compile")
