@@ -311,9 +311,7 @@ def expected_log_likelihood(model: Callable, guide: Callable, *args, num_samples
     # as the estimators' passes do: a pyro.factor that is NaN at some draws failed inside
     # torch ("Expected parameter log_factor"), naming no datapoint; the NaN is named below
     with poutine.block(), torch.no_grad(), pyro.validation_enabled(False):
-        model_trace, _ = vectorized_traces(model, guide, args, kwargs, num_samples,
-                                           structure.max_plate_nesting + 1)
-        log_lik = trace_log_density(model_trace, structure, observed=True)
+        log_lik = _observed_log_density(model, guide, args, kwargs, num_samples, structure)
     if not torch.is_tensor(log_lik):
         raise ValueError("expected_log_likelihood: the model has no observed site")
     log_lik = log_lik.expand(num_samples, structure.batch_size)  # [num_samples, batch]
@@ -324,6 +322,25 @@ def expected_log_likelihood(model: Callable, guide: Callable, *args, num_samples
                              f"{bad.nonzero().flatten().tolist()[:10]} (at some draws of z; "
                              "check the model's parameters, the guide's and the data range)")
     return log_lik.mean(0)
+
+
+def _observed_log_density(model, guide, args, kwargs, num_samples: int, structure):
+    """``log p(x | z)`` of the model's observed sites, ``[num_samples, batch]`` (or
+    broadcastable to it; 0 for a model with none), at ``num_samples`` draws of the guide: all
+    at once in a leftmost plate, or one pass per draw for a pair that fails there (a model
+    whose shapes broadcast by accident with the survey's two draws, ``z.expand(-1, D)``)."""
+    if structure.vectorizable:
+        try:
+            model_trace, _ = vectorized_traces(model, guide, args, kwargs, num_samples,
+                                               structure.max_plate_nesting + 1)
+            return trace_log_density(model_trace, structure, observed=True)
+        except (RuntimeError, ValueError):
+            pass  # the passes one draw at a time below
+    rows = [trace_log_density(trace_pair(model, guide, args, kwargs)[0], structure,
+                              observed=True) for _ in range(num_samples)]
+    if not torch.is_tensor(rows[0]):
+        return rows[0]
+    return torch.cat([row.expand(1, structure.batch_size) for row in rows])
 
 
 def _probe_input(value, name: str, shape: str, labels: bool = False) -> np.ndarray:
