@@ -216,6 +216,25 @@ def check_bytes(size: int, what: str) -> None:
                          f"machine's physical memory")
 
 
+#: The most blocks (PixelCNN ``num_blocks``, WaveNet ``layers * stacks``) or layers (GRU
+#: ``layers``) a bundled network may be built with. Building costs Python objects and time per
+#: module that the weight count does not see (measured on a 2-core CPU: about 0.7 ms and
+#: 19 KB per PixelCNN block, 0.25 ms and 9.5 KB per WaveNet block; a GRU of n layers about
+#: 1.3e-7 n^2 s): a million PixelCNN blocks of one channel hold 164 MB of weights but about
+#: 19 GB of modules. 1024 is far beyond the networks these models are used with (5 to 30).
+MAX_DEPTH = 1024
+
+
+def check_depth(count: int, what: str, unit: str, seconds: float, module_bytes: int) -> None:
+    """``ValueError`` before building when ``count`` ``unit`` (``"blocks"``, ``"layers"``)
+    exceed :data:`MAX_DEPTH`; ``what`` names the argument(s) and value(s), ``seconds`` and
+    ``module_bytes`` estimate the build's time and its modules' memory beyond the weights."""
+    if count > MAX_DEPTH:
+        raise ValueError(f"{what}: {count:,} {unit}, more than the limit of {MAX_DEPTH:,} "
+                         f"{unit} (building them would take about {seconds:,.1f} s and "
+                         f"{module_bytes / 1e6:,.0f} MB of modules besides the weights)")
+
+
 def check_word_draws(num, generator, max_length, device: torch.device) -> None:
     """A word sampler's arguments (:func:`ppl_models.text.draw_words`), before any draw:
     ``num`` and ``max_length`` positive integers whose ``[num, max_length]`` symbols fit in

@@ -34,8 +34,8 @@ import torch
 from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
-from .checks import (as_int, as_number, being_traced, check_finite_rows, check_memory,
-                     check_module_not_meta, check_word_draws)
+from .checks import (as_int, as_number, being_traced, check_depth, check_finite_rows,
+                     check_memory, check_module_not_meta, check_word_draws)
 from .networks import full_precision
 from .text import Vocabulary, draw_words
 
@@ -47,7 +47,8 @@ class GRULanguageModel(PyroModule):
         vocab: the characters; the network predicts ``vocab.num_outputs`` symbols.
         embedding: size of the symbol embedding (``BOS`` has one too).
         hidden: GRU state size.
-        layers: stacked GRU layers.
+        layers: stacked GRU layers, at most ``checks.MAX_DEPTH`` (1024; more is refused before
+            building, ``ValueError``: the build time grows with the square of ``layers``).
         dropout: dropout in ``[0, 1)`` on the GRU outputs in training mode (0 disables it); call
             ``.eval()`` before scoring or sampling.
     """
@@ -59,6 +60,7 @@ class GRULanguageModel(PyroModule):
             raise TypeError(f"vocab must be a Vocabulary, got {type(vocab).__name__}")
         embedding, hidden = as_int(embedding, "embedding"), as_int(hidden, "hidden")
         layers = as_int(layers, "layers")
+        check_depth(layers, f"layers={layers}", "layers", 1.3e-7 * layers**2, 1_000 * layers)
         dropout = as_number(dropout, "dropout", 0, 1, high_open=True)
         # the weights, counted before torch is asked for them: per layer 3 gates of
         # (input + hidden + 2) x hidden, the embedding and the output layer

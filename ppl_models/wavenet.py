@@ -44,9 +44,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from .audio import NUM_LEVELS
-from .checks import (NonFiniteGuard, as_bool, as_int, as_seed, check_bytes, check_finite_rows,
-                     check_generator, check_memory, check_module_not_meta, check_has_values,
-                     sampling_bar)
+from .checks import (NonFiniteGuard, as_bool, as_int, as_seed, check_bytes, check_depth,
+                     check_finite_rows, check_generator, check_memory, check_module_not_meta,
+                     check_has_values, sampling_bar)
 from .networks import full_precision
 
 
@@ -125,7 +125,8 @@ class WaveNet(PyroModule):
         layers: blocks per stack, with dilations ``1, 2, ..., 2^(layers-1)``; every block pads
             its input by its dilation, so a ``layers`` whose one-step input ``[channels, 1 +
             2^(layers-1)]`` exceeds physical memory is refused here (``ValueError``).
-        stacks: how many times the dilation pattern repeats.
+        stacks: how many times the dilation pattern repeats; ``layers * stacks`` blocks, at
+            most ``checks.MAX_DEPTH`` (1024; more is refused before building, ``ValueError``).
         channels: residual channels (also the size of the input embedding).
         gate_channels: channels of the gated activation (default: ``channels``).
         skip_channels: channels of the skip connections and of the output head.
@@ -154,6 +155,8 @@ class WaveNet(PyroModule):
             raise ValueError(f"{what}, more than any machine's memory")
         check_memory(channels * (1 + 2 ** (layers - 1)) + 2 * gate_channels,
                      torch.get_default_dtype(), what)
+        check_depth(layers * stacks, f"layers={layers}, stacks={stacks}", "blocks",
+                    2.5e-4 * layers * stacks, 9_500 * layers * stacks)
         # the weights themselves (a dilated convolution to 2 x gate channels, 1x1 maps to the
         # residual and skip paths, class embeddings), before torch is asked for them
         per_block = gate_channels * (4 * channels + channels + skip_channels
