@@ -1,11 +1,29 @@
 """Round 8 of a careless or hostile user's inputs to the models, data readers and examples:
 each is refused by name before any work (no huge build, no raw torch or pathlib error)."""
 
+import importlib.util
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from ppl_models import GRULanguageModel, PixelCNN, Vocabulary, WaveNet
+import ppl_models
+from ppl_models import Autoencoder, GRULanguageModel, PixelCNN, PixelVAE, VAE, Vocabulary, WaveNet
+
+# the examples of the checkout whose ppl_models is imported (they import ``scaffold``)
+EXAMPLES = Path(ppl_models.__file__).resolve().parents[1] / "examples"
+if str(EXAMPLES) not in sys.path:
+    sys.path.insert(0, str(EXAMPLES))
+
+
+def parse(script: str, argv: list[str]):
+    """``parse_args(argv)`` of the example ``script``."""
+    spec = importlib.util.spec_from_file_location(f"round8_{script}", EXAMPLES / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.parse_args(argv)
 
 
 # ------------------------------------------------------------------ 1. depth of the networks
@@ -37,3 +55,62 @@ def test_depth_at_the_limit_still_builds():
     """The bound is the documented maximum, not below it: small networks are unaffected."""
     assert len(WaveNet(layers=4, stacks=256, channels=1, skip_channels=1).blocks) == 1024
     assert len(PixelCNN((1, 4, 4), channels=1, num_blocks=3).blocks) == 3
+
+
+# ------------------------------------------------------ 2. hidden widths of a conv network
+@pytest.mark.parametrize("build", [
+    lambda: VAE((1, 28, 28), 4, network="conv", hidden=(10**7,)),
+    lambda: VAE((1, 28, 28), 4, network="conv", hidden=(16,)),
+    lambda: Autoencoder((1, 28, 28), 4, network="conv", hidden=(16,)),
+    lambda: PixelVAE((1, 28, 28), 4, network="conv", hidden=(16,), channels=2, num_blocks=1),
+])
+def test_hidden_given_with_the_conv_network_is_refused(build):
+    """``hidden`` was silently dropped for ``network="conv"``: (10**7,) built the same
+    network as (16,)."""
+    with pytest.raises(ValueError, match=r"hidden=\(.*\) is for network='mlp'.*conv"):
+        build()
+
+
+def test_hidden_left_unset_builds_both_networks():
+    assert VAE((1, 28, 28), 4, network="conv").latent_dim == 4
+    mlp = VAE((1, 4, 4), 2)  # the MLPs' default widths (400,)
+    assert mlp.encoder.net[0].out_features == 400
+    assert VAE((1, 4, 4), 2, hidden=(3,)).encoder.net[0].out_features == 3
+    assert PixelVAE((1, 4, 4), 2, channels=2, num_blocks=1).encoder.net[0].out_features == 200
+
+
+def test_vae_example_refuses_hidden_with_the_conv_network(capsys):
+    with pytest.raises(SystemExit):
+        parse("vae", ["--network", "conv", "--hidden", "300"])
+    assert "argument --hidden" in capsys.readouterr().err
+    assert parse("vae", ["--network", "conv"]).hidden is None
+    assert parse("vae", []).hidden == [200]
+
+
+# ------------------------------------- 5. --data-root / --download with a data set not using them
+@pytest.mark.parametrize("script, argv, flag", [
+    ("vae", ["--data-root", "does-not-exist"], "--data-root"),
+    ("vae", ["--data-root", "x", "--dataset", "digits"], "--data-root"),
+    ("vae", ["--download"], "--download"),
+    ("vae", ["--download", "--dataset", "fashion-mnist"], "--download"),
+    ("outliers", ["--data-root", "does-not-exist"], "--data-root"),
+    ("super_resolution", ["--data-root", "does-not-exist"], "--data-root"),
+    ("pixelcnn", ["--data-root", "x"], "--data-root"),
+    ("pixel_vae", ["--data-root", "x"], "--data-root"),
+    ("pixel_likelihoods", ["--data-root", "x"], "--data-root"),
+])
+def test_data_flags_the_dataset_does_not_use_are_usage_errors(script, argv, flag, capsys):
+    """They were silently ignored: a user's MNIST folder without ``--dataset mnist`` ran on
+    the built-in digits."""
+    with pytest.raises(SystemExit) as info:
+        parse(script, argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: " in err and "Traceback" not in err
+
+
+def test_data_flags_with_a_dataset_that_uses_them_are_accepted():
+    args = parse("vae", ["--data-root", "x", "--dataset", "fashion-mnist"])
+    assert args.data_root == "x"
+    assert parse("vae", ["--dataset", "mnist", "--download"]).download
+    assert parse("super_resolution", ["--dataset", "mnist", "--data-root", "x"]).data_root == "x"
