@@ -41,6 +41,22 @@ def check_not_special(path, action: str) -> None:
         raise ValueError(f"cannot {action} {path}: it is {kind}, not a regular file")
 
 
+def as_path(path, name: str = "path") -> Path:
+    """``path`` (a str or an ``os.PathLike`` of a str) as a ``Path``, ``~`` expanded;
+    ``TypeError`` naming ``name`` for anything else (bytes, an int: pathlib's own errors did
+    not name the argument), ``ValueError`` for a NUL byte in it (no file can have that name;
+    ``is_file`` just said False)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a str or a path, got {type(path).__name__}")
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        raise TypeError(f"{name} must be a str or a path of a str, got a path of "
+                        f"{type(text).__name__}")
+    if "\x00" in text:
+        raise ValueError(f"{name} {text!r} holds a NUL byte, which no file name can")
+    return Path(text).expanduser()
+
+
 def as_bool(value, name: str) -> bool:
     """``value`` if it is True or False; ``TypeError`` naming ``name`` otherwise (a string
     such as ``"no"``, or 0, would count as a truth value)."""

@@ -2,14 +2,19 @@
 each is refused by name before any work (no huge build, no raw torch or pathlib error)."""
 
 import importlib.util
+import os
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 import ppl_models
 from ppl_models import Autoencoder, GRULanguageModel, PixelCNN, PixelVAE, VAE, Vocabulary, WaveNet
+from ppl_models.audio import load_signal, read_wav, write_wav
+from ppl_models.data import read_idx, write_idx
 
 # the examples of the checkout whose ppl_models is imported (they import ``scaffold``)
 EXAMPLES = Path(ppl_models.__file__).resolve().parents[1] / "examples"
@@ -114,3 +119,64 @@ def test_data_flags_with_a_dataset_that_uses_them_are_accepted():
     assert args.data_root == "x"
     assert parse("vae", ["--dataset", "mnist", "--download"]).download
     assert parse("super_resolution", ["--dataset", "mnist", "--data-root", "x"]).data_root == "x"
+
+
+# ------------------------------------------------- 4. path arguments of the readers and writers
+PATH_CALLS = {
+    "read_wav": lambda p: read_wav(p),
+    "write_wav": lambda p: write_wav(p, torch.zeros(80), 8000),
+    "write_idx": lambda p: write_idx(p, np.zeros((2, 2), np.uint8)),
+    "read_idx": lambda p: read_idx(p),
+}
+
+
+@pytest.mark.parametrize("call", list(PATH_CALLS), ids=list(PATH_CALLS))
+@pytest.mark.parametrize("path", [b"x.dat", 3, None], ids=["bytes", "int", "None"])
+def test_a_path_of_the_wrong_type_is_named(call, path, tmp_path, monkeypatch):
+    """bytes or an int failed inside pathlib ("argument should be a str object or an
+    os.PathLike object returning str"), not naming the argument."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TypeError, match=rf"^path must be a str or a path, got "
+                                        rf"{type(path).__name__}$"):
+        PATH_CALLS[call](path)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("call", list(PATH_CALLS), ids=list(PATH_CALLS))
+def test_a_nul_byte_in_a_path_is_named(call, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"path 'a\\x00b' holds a NUL byte"):
+        PATH_CALLS[call]("a\x00b")
+
+
+@pytest.mark.parametrize("source", [b"x.wav", 3, 2.5, ["a.wav"]],
+                         ids=["bytes", "int", "float", "list"])
+def test_load_signal_names_a_source_of_the_wrong_type(source):
+    with pytest.raises(TypeError, match=r"^source must be None, 'auto', 'speech', 'synthetic' "
+                                        r"or the path of a WAV file"):
+        load_signal(source)
+
+
+def test_read_wav_names_a_fifo_and_a_device(tmp_path):
+    """A named pipe or /dev/zero was "no WAV file at ..." (the file exists); read_idx says
+    what it is."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"cannot read .*fifo: it is a named pipe, not a "
+                                         r"regular file"):
+        read_wav(fifo)
+    with pytest.raises(ValueError, match=r"cannot read /dev/zero: it is a character device"):
+        read_wav("/dev/zero")
+    with pytest.raises(ValueError, match=r"it is a named pipe"):
+        load_signal(fifo)
+    assert time.perf_counter() - start < 2
+
+
+def test_write_idx_names_a_meta_tensor_and_writes_a_cpu_tensor(tmp_path):
+    """A meta tensor failed in numpy ("can't convert meta device type tensor to numpy")."""
+    with pytest.raises(ValueError, match=r"array is a meta tensor"):
+        write_idx(tmp_path / "m.idx", torch.empty(2, 3, dtype=torch.uint8, device="meta"))
+    assert not (tmp_path / "m.idx").exists()
+    write_idx(tmp_path / "t.idx", torch.arange(6, dtype=torch.uint8).reshape(2, 3))
+    assert read_idx(tmp_path / "t.idx").tolist() == [[0, 1, 2], [3, 4, 5]]
