@@ -180,3 +180,63 @@ def test_write_idx_names_a_meta_tensor_and_writes_a_cpu_tensor(tmp_path):
     assert not (tmp_path / "m.idx").exists()
     write_idx(tmp_path / "t.idx", torch.arange(6, dtype=torch.uint8).reshape(2, 3))
     assert read_idx(tmp_path / "t.idx").tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
+# -------------------------------------------- 6. GRULanguageModel.logits and the embedding entries
+def small_gru() -> GRULanguageModel:
+    torch.manual_seed(0)
+    return GRULanguageModel(Vocabulary("abc"), embedding=4, hidden=4)
+
+
+@pytest.mark.parametrize("targets, error, match", [
+    # torch's embedding took CPU weights and meta ids: logits from uninitialized memory
+    (torch.zeros(2, 5, dtype=torch.long, device="meta"), ValueError, r"targets is a meta tensor"),
+    (torch.zeros(2, 5), TypeError, r"targets must be an int64 tensor .* got torch.float32"),
+    (torch.zeros(2, 5, dtype=torch.bool), TypeError, r"got torch.bool"),
+    (torch.zeros(2, 5, dtype=torch.uint8), TypeError, r"got torch.uint8"),
+    (torch.full((2, 5), -1), ValueError, r"targets must hold ids in 0..3 .* got range \[-1, -1\]"),
+    (torch.full((2, 5), 10**6), ValueError, r"got range \[1000000, 1000000\]"),
+    (torch.full((2, 5), 4), ValueError, r"no BOS or PAD"),  # BOS
+    (torch.zeros(2, 0, dtype=torch.long), ValueError, r"shape \[batch, T\] with T >= 1"),
+    (torch.zeros(5, dtype=torch.long), ValueError, r"shape \[batch, T\] with T >= 1"),
+    ((i for i in range(3)), TypeError, r"targets must be an int64 tensor .* got generator"),
+    ("abc", TypeError, r"got str"),
+    (None, TypeError, r"got NoneType"),
+])
+def test_gru_logits_names_its_bad_targets(targets, error, match):
+    with pytest.raises(error, match=match):
+        small_gru().logits(targets)
+
+
+def test_gru_logits_of_valid_targets_match_log_prob():
+    lm = small_gru()
+    x = lm.vocab.encode(["abc", "ca"])
+    targets, mask = lm.prepare(x)
+    log_p = lm.logits(targets).log_softmax(-1).gather(-1, targets[..., None])[..., 0]
+    assert torch.allclose(torch.where(mask, log_p, 0.0).sum(1), lm.log_prob(x))
+
+
+@pytest.mark.parametrize("e, match", [
+    (torch.empty(2, 5, 4, device="meta"), r"e is a meta tensor"),
+    (torch.zeros(2, 5, 3), r"e must have shape \[batch, T, 4\]"),
+    (torch.zeros(2, 0, 4), r"with T >= 1"),
+    (torch.zeros(2, 5, 4, dtype=torch.float64), r"e is torch.float64 on cpu"),
+    (torch.zeros(2, 5, 4, dtype=torch.long), r"e must be a floating-point tensor"),
+])
+def test_gru_logits_from_embedding_names_a_bad_embedding(e, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        small_gru().logits_from_embedding(e)
+
+
+@pytest.mark.parametrize("e, y, match", [
+    (torch.zeros(2, 4, 6), None, r"y must be an int64 tensor \[batch\]"),  # conditional net
+    (torch.empty(2, 4, 6, device="meta"), torch.tensor([0, 1]), r"e is a meta tensor"),
+    (torch.zeros(2, 4, 6), torch.tensor([0, 3]), r"y must hold class ids in 0..2"),
+    (torch.zeros(2, 3, 6), torch.tensor([0, 1]), r"e must have shape \[batch, 4, T\]"),
+])
+def test_wavenet_logits_from_embedding_names_a_bad_input(e, y, match):
+    torch.manual_seed(0)
+    wn = WaveNet(layers=2, channels=4, skip_channels=4, num_classes=3)
+    with pytest.raises((TypeError, ValueError), match=match):
+        wn.logits_from_embedding(e, y)
+    assert wn.logits_from_embedding(torch.zeros(2, 4, 6), torch.tensor([0, 2])).shape == (2, 6, 256)
