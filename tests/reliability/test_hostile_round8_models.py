@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import ppl_models
-from ppl_models import Autoencoder, GRULanguageModel, PixelCNN, PixelVAE, VAE, Vocabulary, WaveNet
+from ppl_models import (Autoencoder, GRULanguageModel, LinearGaussian, PixelCNN, PixelVAE,
+                        ToyManifoldVAE, VAE, Vocabulary, WaveNet)
 from ppl_models.audio import load_signal, read_wav, write_wav
 from ppl_models.data import read_idx, write_idx
 
@@ -240,3 +241,24 @@ def test_wavenet_logits_from_embedding_names_a_bad_input(e, y, match):
     with pytest.raises((TypeError, ValueError), match=match):
         wn.logits_from_embedding(e, y)
     assert wn.logits_from_embedding(torch.zeros(2, 4, 6), torch.tensor([0, 2])).shape == (2, 6, 256)
+
+
+# ----------------------------------------------------- 7. the bundled models' extra guides
+@pytest.mark.parametrize("x", [(i for i in range(3)), (torch.zeros(4, 3),),
+                               {"x": torch.zeros(4, 3)}, "abc", None],
+                         ids=["generator", "tuple", "dict", "str", "None"])
+def test_extra_guides_check_x_before_reading_its_shape(x):
+    """``exact_guide``/``prior_guide`` read ``x.shape`` first: a raw AttributeError."""
+    with pytest.raises(TypeError, match=r"^x must be a torch.Tensor, got "):
+        LinearGaussian(3, 2).exact_guide(x)
+    with pytest.raises(TypeError, match=r"^x must be a torch.Tensor, got "):
+        ToyManifoldVAE(hidden=4).prior_guide(x)
+
+
+def test_extra_guides_still_draw_for_valid_data():
+    import pyro.poutine as poutine
+    lg, vae = LinearGaussian(3, 2), ToyManifoldVAE(hidden=4)
+    trace = poutine.trace(lg.exact_guide).get_trace(torch.zeros(4, 3))
+    assert trace.nodes["z"]["value"].shape == (4, 2)
+    trace = poutine.trace(vae.prior_guide).get_trace(torch.zeros(5, 16))
+    assert trace.nodes["z"]["value"].shape == (5, 1)
