@@ -262,3 +262,9 @@ def test_extra_guides_still_draw_for_valid_data():
     assert trace.nodes["z"]["value"].shape == (4, 2)
     trace = poutine.trace(vae.prior_guide).get_trace(torch.zeros(5, 16))
     assert trace.nodes["z"]["value"].shape == (5, 1)
+
+
+def test_flow_vae_takes_hidden_none_as_the_vae_does():
+    """VAE's hidden now defaults to None; FlowVAE (MLP only) reads None as (400,) too."""
+    from ppl_models import FlowVAE
+    assert FlowVAE((1, 4, 4), 2, hidden=None, num_flows=1).encoder[0].out_features == 400
