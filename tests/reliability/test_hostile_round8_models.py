@@ -23,13 +23,18 @@ if str(EXAMPLES) not in sys.path:
     sys.path.insert(0, str(EXAMPLES))
 
 
-def parse(script: str, argv: list[str]):
-    """``parse_args(argv)`` of the example ``script``."""
+def load(script: str):
+    """The example ``script`` as a module."""
     spec = importlib.util.spec_from_file_location(f"round8_{script}", EXAMPLES / f"{script}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    return module.parse_args(argv)
+    return module
+
+
+def parse(script: str, argv: list[str]):
+    """``parse_args(argv)`` of the example ``script``."""
+    return load(script).parse_args(argv)
 
 
 # ------------------------------------------------------------------ 1. depth of the networks
@@ -55,6 +60,15 @@ def test_depth_beyond_the_limit_refused_before_building(build, named):
     assert time.perf_counter() - start < 1.0
     message = str(info.value)
     assert named in message and "would take about" in message and "MB of modules" in message
+
+
+def test_pixelcnn_example_refuses_too_many_blocks_as_usage(tmp_path):
+    """The example let the library's ValueError out as a traceback."""
+    example = load("pixelcnn")
+    args = example.parse_args(["--blocks", "5000", "--epochs", "1", "--threads", "1",
+                               "--out-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"^pixelcnn: error: num_blocks=5000: .* limit of 1,024"):
+        example.main(args)
 
 
 def test_depth_at_the_limit_still_builds():
