@@ -282,3 +282,20 @@ def test_flow_vae_takes_hidden_none_as_the_vae_does():
     """VAE's hidden now defaults to None; FlowVAE (MLP only) reads None as (400,) too."""
     from ppl_models import FlowVAE
     assert FlowVAE((1, 4, 4), 2, hidden=None, num_flows=1).encoder[0].out_features == 400
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--data-root", "x"], "--data-root"),  # default --datasets: toy, digits, fashion-mnist
+    (["--datasets", "toy", "--fashion-root", "x"], "--fashion-root"),
+])
+def test_elbo_vs_iwae_refuses_a_root_for_a_dataset_not_run(argv, flag, capsys):
+    with pytest.raises(SystemExit):
+        parse("elbo_vs_iwae", argv)
+    assert f"argument {flag}: " in capsys.readouterr().err
+    assert parse("elbo_vs_iwae", ["--datasets", "mnist", "--data-root", "x"]).data_root == "x"
+
+
+def test_similarity_refuses_a_fashion_root_without_fashion_mnist(capsys):
+    with pytest.raises(SystemExit):
+        parse("similarity", ["--datasets", "digits", "--fashion-root", "x"])
+    assert "argument --fashion-root: " in capsys.readouterr().err
