@@ -741,7 +741,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true",
                         help="reuse the training checkpoints in --out-dir")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # a root for a data set the run does not load was silently ignored (a user's MNIST
+    # folder with the default --datasets, which hold no mnist)
+    for flag, root, name in (("--data-root", args.data_root, "mnist"),
+                             ("--fashion-root", args.fashion_root, "fashion-mnist")):
+        if root is not None and name not in args.datasets and not args.tables_from:
+            parser.error(f"argument {flag}: the folder of the {name} files, but --datasets "
+                         f"({','.join(args.datasets)}) holds no {name}: add {name} to "
+                         f"--datasets, or leave out {flag}")
+    return args
 
 
 if __name__ == "__main__":

@@ -127,10 +127,11 @@ def main(args: argparse.Namespace) -> dict:
     args.blocks, args.first_kernel_size = default_depth(data.image_shape, args.blocks,
                                                        args.first_kernel_size)
     torch.manual_seed(args.seed)
-    m = PixelCNN(data.image_shape, args.likelihood, channels=args.channels,
-                 num_blocks=args.blocks, kernel_size=args.kernel_size,
-                 first_kernel_size=args.first_kernel_size, num_classes=num_classes,
-                 dropout=args.dropout)
+    with refused_as_usage("pixelcnn"):  # a network beyond memory, or too deep (--blocks)
+        m = PixelCNN(data.image_shape, args.likelihood, channels=args.channels,
+                     num_blocks=args.blocks, kernel_size=args.kernel_size,
+                     first_kernel_size=args.first_kernel_size, num_classes=num_classes,
+                     dropout=args.dropout)
     fit_data = (train, train_y) if args.class_conditional else train
     valid_y = cond(valid_y.to(device))
     # keep the epoch with the best exact validation NLL (evaluation mode, no dropout); with

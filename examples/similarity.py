@@ -312,6 +312,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--lr", type=positive_float, default=1e-3)
     args = parser.parse_args(argv)
+    if args.fashion_root is not None and "fashion-mnist" not in args.datasets:
+        # silently ignored before: the run had no fashion-mnist to read it for
+        parser.error(f"argument --fashion-root: the folder of the fashion-mnist files, but "
+                     f"--datasets ({' '.join(args.datasets)}) holds no fashion-mnist: add it "
+                     f"to --datasets, or leave out --fashion-root")
     check_distinct(parser, args, "datasets")
     return args
 

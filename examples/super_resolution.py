@@ -55,6 +55,7 @@ from inference import KeepBest, fit
 from scaffold.plots import image_grid
 from scaffold.flags import (
     check_count,
+    check_dataset_flags,
     check_distinct,
     check_network_sizes,
     flag_error,
@@ -315,6 +316,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = script_parser(__doc__, "runs/super_resolution")
     parser.add_argument("--dataset", choices=DATASETS, default="digits")
     parser.add_argument("--data-root", default=None, help="folder of the IDX files")
+    parser.after_parse.append(check_dataset_flags)  # --data-root with digits: refused
     parser.add_argument("--factors", type=integer_in(2), nargs="+", default=[2, 4],
                         help="pooling factors f >= 2 (each must divide the image size)")
     parser.add_argument("--num-train", type=nonnegative_int, default=0, help="0: all")

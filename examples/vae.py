@@ -104,6 +104,11 @@ def plot_latent_space(vae: VAE, x: torch.Tensor, labels: torch.Tensor, out: Path
     image_grid(images, out / "latent_grid.png", "decoded latent plane", columns=10)
 
 
+def hidden_widths(args) -> tuple[int, ...] | None:
+    """``--hidden`` as the models' ``hidden``: None for ``--network conv`` (fixed layers)."""
+    return None if args.hidden is None else tuple(args.hidden)
+
+
 def train_baselines(args, shape, train, batch_transform, device) -> dict:
     """Autoencoder and sparse autoencoder with the same networks and code size."""
     baselines = {}
@@ -113,7 +118,7 @@ def train_baselines(args, shape, train, batch_transform, device) -> dict:
         # depend on how long it trained, so a resumed run would start the baselines elsewhere
         pyro.set_rng_seed(args.seed)
         model = Autoencoder(shape, args.latent_dim, args.likelihood, args.network,
-                            tuple(args.hidden), sparsity=sparsity)
+                            hidden_widths(args), sparsity=sparsity)
         history = fit(model.model, model.guide, train, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device,
                       batch_transform=batch_transform,
@@ -157,7 +162,7 @@ def main(args: argparse.Namespace) -> dict:
     check_evaluation_memory("vae", "--max-k", args.max_k, test, args.eval_batch_size)
 
     with refused_as_usage("vae"):  # networks too large for memory, a conv net off 28x28
-        vae = VAE(shape, args.latent_dim, args.likelihood, args.network, tuple(args.hidden))
+        vae = VAE(shape, args.latent_dim, args.likelihood, args.network, hidden_widths(args))
     history = fit(vae.model, vae.guide, train, loss=args.objective,
                   num_particles=args.num_particles, epochs=args.epochs,
                   batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device,
@@ -268,6 +273,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "fixed draw)")
     parser.add_argument("--network", choices=["mlp", "conv"], default="mlp")
     numbers(parser, hidden=[200], latent_dim=16)
+    parser.set_defaults(hidden=None)  # [200] for the MLPs; given with --network conv: refused
     objective_flags(parser, objective="elbo", num_particles=1)
     parser.add_argument("--kl-warmup", type=nonnegative_int, default=0, help="epochs of KL warm-up")
     parser.add_argument("--sparsity", type=nonnegative_float, default=0.1,
@@ -287,6 +293,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="data-parallel training over torch.distributed (on by default "
                              "under torchrun, or wherever WORLD_SIZE is set)")
     args = parser.parse_args(argv)
+    if args.network == "conv" and args.hidden is not None:
+        parser.error("argument --hidden: the widths of the MLP networks; the conv networks' "
+                     "layers are fixed: leave out --hidden with --network conv")
+    if args.hidden is None and args.network == "mlp":
+        args.hidden = [200]
     if args.num_test == 1:
         parser.error("argument --num-test: the active-unit count needs at least 2 test images")
     if args.kl_warmup and args.objective in ("iwae", "dreg"):

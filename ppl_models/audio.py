@@ -39,6 +39,7 @@ from scipy.signal import resample_poly
 from .checks import (
     as_int,
     as_number,
+    as_path,
     atomic_file,
     check_levels,
     check_memory,
@@ -154,9 +155,12 @@ def write_wav(path: str | Path, signal: torch.Tensor, rate: int) -> None:
     would give it (``0o666`` less the umask).
 
     Raises:
-        TypeError: ``signal`` is not a floating-point tensor.
-        ValueError: a wrong shape, NaN or infinite samples (counted), or a ``rate`` out of range.
+        TypeError: ``signal`` is not a floating-point tensor, or ``path`` is not a str or an
+            ``os.PathLike`` (bytes, an int).
+        ValueError: a wrong shape, NaN or infinite samples (counted), a ``rate`` out of range,
+            or a NUL byte in ``path``.
     """
+    path = as_path(path)
     _check_signal(signal)
     if signal.shape[0] > MAX_WAV_SAMPLES:
         raise ValueError(f"signal has {signal.shape[0]} samples; a WAV file holds at most "
@@ -167,7 +171,6 @@ def write_wav(path: str | Path, signal: torch.Tensor, rate: int) -> None:
                          f"bytes per second in 32 bits), got {rate}")
     samples = signal.detach().cpu().double()
     pcm = np.round(np.clip(samples.numpy(), -1, 1) * 32767).astype("<i2")
-    path = Path(path).expanduser()
     if path.is_dir():
         raise IsADirectoryError(f"cannot write {path}: it is a folder; pass a file name")
     check_not_special(path, "write")
@@ -290,6 +293,7 @@ def read_wav(path: str | Path, rate: int | None = None) -> tuple[torch.Tensor, i
         ``signal: [num_samples]`` float32 in [-1, 1] and its rate in Hz.
 
     Raises:
+        TypeError: ``path`` is not a str or an ``os.PathLike`` (bytes, an int).
         FileNotFoundError: no file at ``path``.
         IsADirectoryError: ``path`` is a folder.
         ValueError: the file is not a readable PCM WAV file (naming the chunk without its pad
@@ -298,14 +302,17 @@ def read_wav(path: str | Path, rate: int | None = None) -> tuple[torch.Tensor, i
             samples than its header gives (truncated), a data chunk ending in a partial frame
             or one that declares 0 bytes but has bytes after it (a streaming writer's unset
             size), or resampling it to ``rate`` would need more than this machine's memory
-            (checked before reading the samples).
+            (checked before reading the samples); also a NUL byte in ``path``, or a ``path``
+            that is a named pipe, a device or a socket (not a regular file: read before, it
+            was "no WAV file").
     """
-    path = Path(path).expanduser()
+    path = as_path(path)
     if rate is not None:
         rate = as_int(rate, "rate")
     if path.is_dir():
         raise IsADirectoryError(f"cannot read {path} as a WAV file: it is a folder; pass a "
                                 "file's path")
+    check_not_special(path, "read")
     if not path.is_file():
         raise FileNotFoundError(f"no WAV file at {path}")
     source = _pcm_source(path)
@@ -374,7 +381,7 @@ def speech_signal(text: str, path: str | Path, rate: int = DEFAULT_RATE,
     if not text.strip():
         raise ValueError(f"text must hold at least one word to speak, got {text!r}")
     rate = as_int(rate, "rate", minimum=MIN_RATE)
-    path = Path(path).expanduser()
+    path = as_path(path)
     if path.is_dir():
         raise IsADirectoryError(f"path {path} is a folder; pass the WAV file to write")
     program = shutil.which("espeak-ng")
@@ -470,7 +477,13 @@ def load_signal(source: str | Path | None = None, *, rate: int = DEFAULT_RATE,
 
     Returns:
         a :class:`Signal`; ``source`` says which one was used.
+
+    Raises:
+        TypeError: ``source`` is not None, a str or an ``os.PathLike`` (bytes, an int).
     """
+    if source is not None and not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"source must be None, 'auto', 'speech', 'synthetic' or the path of a "
+                        f"WAV file (a str or a path), got {type(source).__name__}")
     if source in (None, "auto"):
         source = "speech" if shutil.which("espeak-ng") else "synthetic"
     if source == "synthetic":
@@ -481,7 +494,7 @@ def load_signal(source: str | Path | None = None, *, rate: int = DEFAULT_RATE,
     if isinstance(source, str) and not Path(source).exists():  # a misspelt name, most likely
         raise FileNotFoundError(f"no WAV file at {source!r}; source must be 'synthetic', "
                                 f"'speech', 'auto', None or the path of a WAV file")
-    samples, _ = read_wav(source, rate)
+    samples, _ = read_wav(as_path(source, "source"), rate)
     return Signal(samples, rate, f"wav:{source}")
 
 

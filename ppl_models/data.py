@@ -39,8 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checks import (as_bool, as_int, as_seed, atomic_file, check_bytes, check_generator,
-                     check_not_special, check_values)
+from .checks import (as_bool, as_int, as_path, as_seed, atomic_file, check_bytes,
+                     check_generator, check_not_meta, check_not_special, check_values)
 
 # Largest distance, in levels, of 255 x from an integer that still counts as level k / 255.
 # float32 stores k / 255 to ~1.5e-5 levels; dequantized data miss it by up to 0.5 levels.
@@ -289,9 +289,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     decompressing that much, not all of it; a payload that would not fit in physical memory
     (:data:`IDX_READ_FACTOR` times its bytes) is refused before reading any of it.
     """
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a str or a path, got {type(path).__name__}")
-    path = Path(path).expanduser()
+    path = as_path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; pass an IDX file in it")
     check_not_special(path, "read")
@@ -355,7 +353,14 @@ def write_idx(path: str | Path, array) -> None:
     """Write a uint8 IDX file, gzip-compressed if ``path`` ends in ``.gz`` (for tests, tiny data).
 
     ``array``: integers in 0..255, e.g. images ``[n, H, W]`` (magic 2051) or labels ``[n]`` (2049).
+    ``TypeError`` unless ``path`` is a str or an ``os.PathLike`` (bytes, an int: named, as in
+    :func:`read_idx`); ``ValueError`` for a NUL byte in it, or for a tensor on the ``meta``
+    device (no values to write).
     """
+    path = as_path(path)
+    if torch.is_tensor(array):
+        check_not_meta(array, "array")
+        array = array.detach().cpu()
     array = np.asarray(array)
     if array.dtype != np.uint8:
         if array.dtype.kind not in "iu":
@@ -371,7 +376,6 @@ def write_idx(path: str | Path, array) -> None:
     check_not_special(path, "write")
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
         int(d).to_bytes(4, "big") for d in array.shape)
-    path = Path(path).expanduser()
     if path.is_dir():
         raise IsADirectoryError(f"cannot write {path}: it is a folder; pass a file name")
     with atomic_file(path) as file:  # a failure half-way keeps the old file

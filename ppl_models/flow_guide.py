@@ -52,7 +52,7 @@ from torch import nn
 from torch.distributions import constraints
 from torch.nn import functional as F
 
-from .checks import as_int, check_memory
+from .checks import as_int, as_sizes, check_memory
 from .local_guides import LocalGuide
 from .networks import check_parameters, full_precision, mlp
 from .vae import VAE
@@ -343,10 +343,11 @@ class FlowVAE(VAE):
     """
 
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), latent_dim: int = 50,
-                 likelihood: str = "bernoulli", hidden: Sequence[int] = (400,),
+                 likelihood: str = "bernoulli", hidden: Sequence[int] | None = None,
                  num_flows: int = 2, flow_hidden: int | None = None,
                  context_dim: int | None = None, likelihood_options: dict | None = None):
         as_int(num_flows, "num_flows", minimum=0)
+        hidden = (400,) if hidden is None else as_sizes(hidden, "hidden")  # as VAE's None
         super().__init__(image_shape, latent_dim, likelihood, "mlp", hidden, likelihood_options)
         latent_dim = self.latent_dim
         context_dim = 2 * latent_dim if context_dim is None else as_int(context_dim, "context_dim")

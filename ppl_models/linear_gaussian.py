@@ -110,7 +110,11 @@ class LinearGaussian(PyroModule):
 
     @pyro_method
     def exact_guide(self, x: torch.Tensor) -> None:
-        """Guide that samples the exact posterior: every importance weight equals log p(x)."""
+        """Guide that samples the exact posterior: every importance weight equals log p(x).
+        ``x: [batch, D]`` (checked first, as :meth:`guide` does: a generator, tuple or dict
+        is named, not an ``AttributeError`` on ``x.shape``); ``z: [..., batch, d]`` inside
+        ``pyro.plate("data", batch)``."""
+        self._check(x)
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", self.posterior(x))
 

@@ -149,3 +149,15 @@ class ConvDecoder(nn.Module):
         leading = z.shape[:-1]
         out = self.deconv(self.dense(z.reshape(-1, z.shape[-1])))  # [n, P*C, 28, 28]
         return full_precision(out).reshape(*leading, *self.out_shape)
+
+
+def check_hidden_for(network: str, hidden) -> None:
+    """``ValueError`` for an unknown ``network``, or a ``hidden`` given (not None) with
+    ``network="conv"``: the conv networks' layers are fixed, so the widths would be silently
+    ignored (``hidden=(10**7,)`` built the same network as ``(16,)``)."""
+    if network not in ("mlp", "conv"):
+        raise ValueError(f"unknown network {network!r}; choose 'mlp' or 'conv'")
+    if network == "conv" and hidden is not None:
+        raise ValueError(f"hidden={hidden!r} is for network='mlp' (the MLPs' widths); the "
+                         "conv network's layers are fixed: leave hidden unset (None) with "
+                         "network='conv'")

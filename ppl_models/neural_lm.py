@@ -34,8 +34,9 @@ import torch
 from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
-from .checks import (as_int, as_number, being_traced, check_finite_rows, check_memory,
-                     check_module_not_meta, check_word_draws)
+from .checks import (as_int, as_number, being_traced, check_depth, check_finite_rows,
+                     check_has_values, check_like, check_memory, check_module_not_meta,
+                     check_word_draws)
 from .networks import full_precision
 from .text import Vocabulary, draw_words
 
@@ -47,7 +48,8 @@ class GRULanguageModel(PyroModule):
         vocab: the characters; the network predicts ``vocab.num_outputs`` symbols.
         embedding: size of the symbol embedding (``BOS`` has one too).
         hidden: GRU state size.
-        layers: stacked GRU layers.
+        layers: stacked GRU layers, at most ``checks.MAX_DEPTH`` (1024; more is refused before
+            building, ``ValueError``: the build time grows with the square of ``layers``).
         dropout: dropout in ``[0, 1)`` on the GRU outputs in training mode (0 disables it); call
             ``.eval()`` before scoring or sampling.
     """
@@ -59,6 +61,7 @@ class GRULanguageModel(PyroModule):
             raise TypeError(f"vocab must be a Vocabulary, got {type(vocab).__name__}")
         embedding, hidden = as_int(embedding, "embedding"), as_int(hidden, "hidden")
         layers = as_int(layers, "layers")
+        check_depth(layers, f"layers={layers}", "layers", 1.3e-7 * layers**2, 1_000 * layers)
         dropout = as_number(dropout, "dropout", 0, 1, high_open=True)
         # the weights, counted before torch is asked for them: per layer 3 gates of
         # (input + hidden + 2) x hidden, the embedding and the output layer
@@ -96,22 +99,72 @@ class GRULanguageModel(PyroModule):
 
     def logits_from_embedding(self, e: torch.Tensor) -> torch.Tensor:
         """Network on embedded symbols ``e: [batch, T, embedding]`` (``e[:, t]`` = embedding of
-        ``s_t``) -> ``[batch, T, V]``, entry ``t`` depending on ``e[:, :t]`` only."""
+        ``s_t``, ``T >= 1``, the dtype and device of the model's parameters) -> ``[batch, T, V]``,
+        entry ``t`` depending on ``e[:, :t]`` only. ``TypeError``/``ValueError`` naming ``e``
+        otherwise (a meta tensor: torch combined it with the CPU weights into numbers from
+        uninitialized memory)."""
+        embedding = self.embed.embedding_dim
+        if not torch.is_tensor(e) or not e.is_floating_point():
+            raise TypeError(f"e must be a floating-point tensor [batch, T, {embedding}] of "
+                            f"embedded symbols, got {getattr(e, 'dtype', type(e).__name__)}")
+        if e.dim() != 3 or e.shape[1] < 1 or e.shape[2] != embedding:
+            raise ValueError(f"e must have shape [batch, T, {embedding}] with T >= 1, got "
+                             f"{list(e.shape)}")
+        check_has_values(e, "e")
+        check_like(e, "e", self)
+        return self._logits_from_embedding(e)
+
+    def _logits_from_embedding(self, e: torch.Tensor) -> torch.Tensor:
+        """:meth:`logits_from_embedding` without the checks: ``[batch, T, embedding]`` ->
+        ``[batch, T, V]``."""
         bos = self.embed.weight[self.vocab.bos].expand(e.shape[0], 1, -1)
         h, _ = self.gru(torch.cat([bos, e[:, :-1]], 1))  # [batch, T, hidden], t reads s_{<t}
         return full_precision(self.head(self.dropout(h)))
 
+    def check_targets(self, targets: torch.Tensor, name: str = "targets") -> None:
+        """``TypeError`` unless ``targets`` is an int64 tensor on the model's device;
+        ``ValueError`` unless it has
+        shape ``[batch, T]`` with ``T >= 1``, values that can be read (not meta, not sparse)
+        and ids in ``0..V - 1`` (``V = vocab.num_outputs``: end symbol and characters, no
+        ``BOS``/``PAD``). The ids index the embedding: out of range they failed as a bare
+        ``IndexError`` (a device-side assert on CUDA). Under a graph tracer
+        (:func:`being_traced`) the range, which reads the values, is not checked."""
+        if not torch.is_tensor(targets) or targets.dtype != torch.long:
+            raise TypeError(f"{name} must be an int64 tensor [batch, T] of symbol ids, got "
+                            f"{getattr(targets, 'dtype', type(targets).__name__)}")
+        if targets.dim() != 2 or targets.shape[1] < 1:
+            raise ValueError(f"{name} must have shape [batch, T] with T >= 1, got "
+                             f"{list(targets.shape)}")
+        check_has_values(targets, name)
+        device = self.embed.weight.device
+        if targets.device != device:
+            raise TypeError(f"{name} is on {targets.device}, the model's parameters on "
+                            f"{device}: move one to the other ({name}.to(...) or the model's "
+                            f".to(...))")
+        if being_traced() or not targets.numel():
+            return
+        low, high = int(targets.min()), int(targets.max())
+        if low < 0 or high >= self.vocab.num_outputs:
+            raise ValueError(f"{name} must hold ids in 0..{self.vocab.num_outputs - 1} (the end "
+                             f"symbol and the characters; no BOS or PAD), got range "
+                             f"[{low}, {high}]")
+
     def logits(self, targets: torch.Tensor) -> torch.Tensor:
-        """``targets: [batch, T]`` ids (no ``PAD``) -> logits ``[batch, T, V]`` of
-        ``p(s_t | s_{<t})``."""
-        return self.logits_from_embedding(self.embed(targets))
+        """``targets: [batch, T]`` int64 ids in ``0..V - 1`` (no ``PAD``; :meth:`check_targets`,
+        run on every call) -> logits ``[batch, T, V]`` of ``p(s_t | s_{<t})``."""
+        self.check_targets(targets)
+        return self._logits(targets)
+
+    def _logits(self, targets: torch.Tensor) -> torch.Tensor:
+        """:meth:`logits` for targets already checked (:meth:`prepare`)."""
+        return self._logits_from_embedding(self.embed(targets))
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """``log p(word)`` in nats, end symbol included: ``x: [batch, max_len]`` -> ``[batch]``;
         ``FloatingPointError`` naming the rows whose score is NaN or ``+inf`` (NaN weights,
         an overflow); ``-inf`` (a word of probability zero) is returned."""
         targets, mask = self.prepare(x)
-        log_p = self.logits(targets).log_softmax(-1)  # [batch, T, V]
+        log_p = self._logits(targets).log_softmax(-1)  # [batch, T, V]
         log_p = log_p.gather(-1, targets[..., None]).squeeze(-1)  # [batch, T]
         log_p = torch.where(mask, log_p, 0.0).sum(1)
         check_finite_rows(log_p.detach(), f"{type(self).__name__}.log_prob",
@@ -124,7 +177,7 @@ class GRULanguageModel(PyroModule):
         """``x: [batch, max_len]`` word ids (``PAD`` after the end symbol) observed symbol by symbol
         inside ``pyro.plate("data", batch)`` (no latent sites)."""
         targets, mask = self.prepare(x)
-        logits = self.logits(targets)  # [batch, T, V]
+        logits = self._logits(targets)  # [batch, T, V]
         with pyro.plate("data", x.shape[0]):
             pyro.sample("x", dist.Categorical(logits=logits).mask(mask).to_event(1),
                         obs=targets)

@@ -39,7 +39,7 @@ from pyro.nn import PyroModule, pyro_method
 from .checks import (as_bool, as_int, as_seed, as_sizes, check_data, check_finite_rows,
                      check_generator, check_like, check_memory, check_module_not_meta,
                      check_values)
-from .networks import ConvEncoder, MLPEncoder
+from .networks import ConvEncoder, MLPEncoder, check_hidden_for
 from .pixelcnn import PixelCNN
 
 __all__ = ["PixelVAE"]
@@ -59,23 +59,28 @@ class PixelVAE(PyroModule):
             ``"logistic-mixture"`` (8-bit levels ``k / 255``), as in
             :class:`ppl_models.pixelcnn.PixelCNN`.
         network: encoder, ``"mlp"`` (any size) or ``"conv"`` (28x28).
-        hidden: hidden widths of the MLP encoder.
+        hidden: hidden widths of the MLP encoder; None means ``(200,)``. Only for
+            ``network="mlp"``: given with ``"conv"`` (fixed layers) it is refused
+            (``ValueError``) rather than silently ignored.
         channels, num_blocks, kernel_size, first_kernel_size: the PixelCNN decoder; a small
             receptive field leaves more for the latent to explain.
     """
 
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), latent_dim: int = 16,
                  likelihood: str = "bernoulli", network: str = "mlp",
-                 hidden: Sequence[int] = (200,), channels: int = 32, num_blocks: int = 2,
+                 hidden: Sequence[int] | None = None, channels: int = 32, num_blocks: int = 2,
                  kernel_size: int = 3, first_kernel_size: int = 5):
         super().__init__()
-        latent_dim, hidden = as_int(latent_dim, "latent_dim"), as_sizes(hidden, "hidden")
+        latent_dim = as_int(latent_dim, "latent_dim")
+        hidden = None if hidden is None else as_sizes(hidden, "hidden")
+        check_hidden_for(network, hidden)
         self.decoder = PixelCNN(image_shape, likelihood, channels, num_blocks, kernel_size,
                                 first_kernel_size, cond_dim=latent_dim)
         self.image_shape = self.decoder.image_shape
         self.latent_dim = latent_dim
         if network == "mlp":
-            self.encoder = MLPEncoder(self.image_shape, latent_dim, hidden)
+            self.encoder = MLPEncoder(self.image_shape, latent_dim,
+                                      (200,) if hidden is None else hidden)
         elif network == "conv":
             self.encoder = ConvEncoder(self.image_shape, latent_dim)
         else:

@@ -51,8 +51,9 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from .checks import (NonFiniteGuard, as_bool, as_int, as_number, as_seed, as_sizes,
-                     check_generator, check_finite_parameters, check_like, check_memory,
-                     check_module_not_meta, check_has_values, check_values, sampling_bar)
+                     check_depth, check_generator, check_finite_parameters, check_like,
+                     check_memory, check_module_not_meta, check_has_values, check_values,
+                     sampling_bar)
 from .layers import GatedResidualBlock, MaskedConv2d
 from .likelihoods import LEVELS, make_likelihood
 from .networks import check_parameters, full_precision
@@ -109,7 +110,9 @@ class PixelCNN(PyroModule):
         image_shape: ``(C, H, W)``.
         likelihood: ``"bernoulli"``, ``"categorical256"`` or ``"logistic-mixture"``.
         channels: residual channels (a multiple of ``C``).
-        num_blocks: gated residual blocks.
+        num_blocks: gated residual blocks, at most ``checks.MAX_DEPTH`` (1024; more is refused
+            before building, ``ValueError``: each block costs time and memory the weight
+            count does not see).
         kernel_size: odd kernel of the blocks' masked convolutions.
         first_kernel_size: odd kernel of the first (mask "A") convolution.
         num_classes: class ids ``y`` for p(x | y); None for an unconditional model.
@@ -138,6 +141,8 @@ class PixelCNN(PyroModule):
                              f"{self.image_shape[0]} channels (image_shape="
                              f"{self.image_shape}), got {channels}")
         num_blocks = as_int(num_blocks, "num_blocks", minimum=0)
+        check_depth(num_blocks, f"num_blocks={num_blocks}", "blocks", 7e-4 * num_blocks,
+                    19_000 * num_blocks)
         for name, size in (("kernel_size", kernel_size), ("first_kernel_size", first_kernel_size)):
             if as_int(size, name) % 2 == 0:
                 raise ValueError(f"{name} must be odd, got {size}")

@@ -37,7 +37,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from .checks import (CHECK_WEIGHTS_HINT, as_int, as_number, check_bytes, check_memory,
+from .checks import (CHECK_WEIGHTS_HINT, as_int, as_number, as_path, check_bytes, check_memory,
                      check_has_values, check_not_special, check_word_draws, name_rows)
 
 logger = logging.getLogger(__name__)
@@ -382,7 +382,7 @@ def load_words(path: str | Path | None = None, *, valid_fraction: float = 0.1,
     if path is not None:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a str, a path or None, got {type(path).__name__}")
-        path = Path(path).expanduser()
+        path = as_path(path)  # a NUL byte in it named (os.stat said "embedded null byte")
         check_not_special(path, "read the word list")
         if not path.is_file():
             raise FileNotFoundError(f"no word list at {path}")

@@ -151,6 +151,8 @@ class ToyManifoldVAE(PyroModule):
     def prior_guide(self, x: torch.Tensor) -> None:
         """The prior as proposal: IWAE_K with it is plain importance sampling from p(z), the
         baseline the trained guide's bounds are compared with; for ``x: [batch, 16]`` it
-        draws ``z: [..., batch, 1]``."""
+        draws ``z: [..., batch, 1]``. ``x`` is checked first, as :meth:`guide` does (a
+        generator, tuple or dict is named, not an ``AttributeError`` on ``x.shape``)."""
+        check_data(x, (NUM_PIXELS,), "x", like=self)
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.Normal(x.new_zeros(1), x.new_ones(1)).to_event(1))

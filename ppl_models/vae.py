@@ -21,17 +21,20 @@ from .checks import (as_bool, as_int, as_number, as_sizes, check_data,
                      check_finite_parameters, check_image_draws, check_input, check_memory,
                      check_module_not_meta)
 from .likelihoods import make_likelihood
-from .networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from .networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, check_hidden_for
 
 
-def _networks(network: str, image_shape, latent_dim, params_per_pixel, hidden):
+def _networks(network: str, image_shape, latent_dim, params_per_pixel, hidden,
+              default_hidden: tuple[int, ...] = (400,)):
+    """Encoder and decoder of ``network``; ``hidden`` (the MLPs' widths, ``default_hidden``
+    when None) must be left None for ``"conv"``, whose layers are fixed."""
+    check_hidden_for(network, hidden)
     if network == "mlp":
+        hidden = default_hidden if hidden is None else hidden
         return (MLPEncoder(image_shape, latent_dim, hidden),
                 MLPDecoder(latent_dim, image_shape, params_per_pixel, hidden))
-    if network == "conv":
-        return (ConvEncoder(image_shape, latent_dim),
-                ConvDecoder(latent_dim, image_shape, params_per_pixel))
-    raise ValueError(f"unknown network {network!r}; choose 'mlp' or 'conv'")
+    return (ConvEncoder(image_shape, latent_dim),
+            ConvDecoder(latent_dim, image_shape, params_per_pixel))
 
 
 class _ImageModel(PyroModule):
@@ -95,14 +98,17 @@ class VAE(_ImageModel):
         likelihood: ``"bernoulli"``, ``"gaussian-fixed"``, ``"gaussian-learned"``,
             ``"categorical256"`` or ``"logistic-mixture"`` (see :mod:`ppl_models.likelihoods`).
         network: ``"mlp"`` (any size) or ``"conv"`` (28x28).
-        hidden: hidden widths of the MLPs (depth = number of entries).
+        hidden: hidden widths of the MLPs (depth = number of entries); None means ``(400,)``.
+            Only for ``network="mlp"``: given with ``"conv"`` (fixed layers) it is refused
+            (``ValueError``) rather than silently ignored.
         likelihood_options: keyword arguments of the likelihood (e.g. ``{"scale": 0.1}``).
     """
 
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), latent_dim: int = 50,
                  likelihood: str = "bernoulli", network: str = "mlp",
-                 hidden: Sequence[int] = (400,), likelihood_options: dict | None = None):
-        latent_dim, hidden = as_int(latent_dim, "latent_dim"), as_sizes(hidden, "hidden")
+                 hidden: Sequence[int] | None = None, likelihood_options: dict | None = None):
+        latent_dim = as_int(latent_dim, "latent_dim")
+        hidden = None if hidden is None else as_sizes(hidden, "hidden")
         super().__init__(image_shape, likelihood, likelihood_options)
         self.latent_dim = latent_dim
         self.encoder, self.decoder = _networks(
@@ -195,13 +201,17 @@ class Autoencoder(_ImageModel):
     lecture, whose L1 penalty on the code activity drives most units to zero. SVI with
     Trace_ELBO then maximizes the (penalized) reconstruction likelihood; the returned
     numbers are not evidence bounds.
+
+    The arguments are :class:`VAE`'s (``hidden``: the MLPs' widths, None for ``(400,)``,
+    refused with ``network="conv"``) and ``sparsity >= 0``.
     """
 
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), latent_dim: int = 50,
                  likelihood: str = "bernoulli", network: str = "mlp",
-                 hidden: Sequence[int] = (400,), sparsity: float = 0.0,
+                 hidden: Sequence[int] | None = None, sparsity: float = 0.0,
                  likelihood_options: dict | None = None):
-        latent_dim, hidden = as_int(latent_dim, "latent_dim"), as_sizes(hidden, "hidden")
+        latent_dim = as_int(latent_dim, "latent_dim")
+        hidden = None if hidden is None else as_sizes(hidden, "hidden")
         # the penalty -sparsity * |code| is computed in float32 (at least): 1e39 is inf there,
         # and fit only said "training diverged ... Lower lr"
         sparsity = as_number(sparsity, "sparsity", 0, dtype=torch.float32)

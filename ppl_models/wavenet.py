@@ -44,9 +44,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from .audio import NUM_LEVELS
-from .checks import (NonFiniteGuard, as_bool, as_int, as_seed, check_bytes, check_finite_rows,
-                     check_generator, check_memory, check_module_not_meta, check_has_values,
-                     sampling_bar)
+from .checks import (NonFiniteGuard, as_bool, as_int, as_seed, check_bytes, check_depth,
+                     check_finite_rows, check_generator, check_like, check_memory,
+                     check_module_not_meta, check_has_values, sampling_bar)
 from .networks import full_precision
 
 
@@ -125,7 +125,8 @@ class WaveNet(PyroModule):
         layers: blocks per stack, with dilations ``1, 2, ..., 2^(layers-1)``; every block pads
             its input by its dilation, so a ``layers`` whose one-step input ``[channels, 1 +
             2^(layers-1)]`` exceeds physical memory is refused here (``ValueError``).
-        stacks: how many times the dilation pattern repeats.
+        stacks: how many times the dilation pattern repeats; ``layers * stacks`` blocks, at
+            most ``checks.MAX_DEPTH`` (1024; more is refused before building, ``ValueError``).
         channels: residual channels (also the size of the input embedding).
         gate_channels: channels of the gated activation (default: ``channels``).
         skip_channels: channels of the skip connections and of the output head.
@@ -154,6 +155,8 @@ class WaveNet(PyroModule):
             raise ValueError(f"{what}, more than any machine's memory")
         check_memory(channels * (1 + 2 ** (layers - 1)) + 2 * gate_channels,
                      torch.get_default_dtype(), what)
+        check_depth(layers * stacks, f"layers={layers}, stacks={stacks}", "blocks",
+                    2.5e-4 * layers * stacks, 9_500 * layers * stacks)
         # the weights themselves (a dilated convolution to 2 x gate channels, 1x1 maps to the
         # residual and skip paths, class embeddings), before torch is asked for them
         per_block = gate_channels * (4 * channels + channels + skip_channels
@@ -222,7 +225,25 @@ class WaveNet(PyroModule):
     def logits_from_embedding(self, e: torch.Tensor, y: torch.Tensor | None = None
                               ) -> torch.Tensor:
         """Network on embedded samples ``e: [batch, channels, T]`` (``e[..., t]`` = embedding
-        of ``x_t``) -> ``[batch, T, num_levels]``, entry ``t`` depending on ``e[..., :t]`` only."""
+        of ``x_t``, ``T >= 1``, the dtype and device of the model's parameters) and the class
+        ids ``y: [batch]`` of a conditional model -> ``[batch, T, num_levels]``, entry ``t``
+        depending on ``e[..., :t]`` only. ``TypeError``/``ValueError`` naming ``e`` or ``y``
+        otherwise (``y=None`` on a conditional model failed inside torch's embedding)."""
+        if not torch.is_tensor(e) or not e.is_floating_point():
+            raise TypeError(f"e must be a floating-point tensor [batch, {self.channels}, T] of "
+                            f"embedded levels, got {getattr(e, 'dtype', type(e).__name__)}")
+        if e.dim() != 3 or e.shape[1] != self.channels or e.shape[2] < 1:
+            raise ValueError(f"e must have shape [batch, {self.channels}, T] with T >= 1, got "
+                             f"{list(e.shape)}")
+        check_has_values(e, "e")
+        check_like(e, "e", self)
+        self._check_condition(y, e.shape[0])
+        return self._logits_from_embedding(e, y)
+
+    def _logits_from_embedding(self, e: torch.Tensor, y: torch.Tensor | None = None
+                               ) -> torch.Tensor:
+        """:meth:`logits_from_embedding` without the checks: ``[batch, channels, T]`` ->
+        ``[batch, T, num_levels]``."""
         h = F.pad(e, (1, 0))[:, :, :-1]  # [batch, channels, T], position t holds x_{t-1}
         skip = 0
         for block in self.blocks:
@@ -238,7 +259,7 @@ class WaveNet(PyroModule):
         fail as a bare ``IndexError``, a device-side assert on CUDA), after a run whose widest
         layer exceeds physical memory is refused (``ValueError`` naming the shape)."""
         self._check(x, y)
-        return self.logits_from_embedding(self.embed(x).transpose(1, 2), y)
+        return self._logits_from_embedding(self.embed(x).transpose(1, 2), y)
 
     def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """``log p(x | y)`` in nats per sequence: ``x: [batch, T]`` -> ``[batch]``;
@@ -271,7 +292,7 @@ class WaveNet(PyroModule):
         field = self.receptive_field
         for t in range(num_steps):
             window = x[:, max(0, t - field):t + 1]  # x_t itself is a placeholder: causality
-            logits = self.logits_from_embedding(self.embed(window).transpose(1, 2), y)
+            logits = self._logits_from_embedding(self.embed(window).transpose(1, 2), y)
             x[:, t] = choose(t, logits[:, -1])
         return x
 

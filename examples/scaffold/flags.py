@@ -331,6 +331,39 @@ OBJECTIVES = ("elbo", "meanfield", "iwae", "dreg")
 """The training objectives (of :func:`inference.training.objectives.make_loss`) offered."""
 
 
+class ScriptParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that runs ``after_parse`` checks (functions of the parser and the
+    parsed namespace, which call ``parser.error``) once all flags are read: checks of
+    combinations of flags given in any order (``--data-root`` before ``--dataset``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.after_parse = []
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        for check in self.after_parse:
+            check(self, namespace)
+        return namespace, extras
+
+
+def check_dataset_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``parser.error`` when ``--data-root`` or ``--download`` is given with a ``--dataset``
+    that does not use it (they were silently ignored: a user who passed their MNIST folder
+    but not ``--dataset mnist`` got a run on the built-in digits that looked like theirs).
+    ``--data-root`` is read by mnist and fashion-mnist, ``--download`` by mnist only."""
+    dataset = getattr(args, "dataset", None)
+    if dataset is None:
+        return
+    if getattr(args, "data_root", None) is not None and dataset == "digits":
+        parser.error("argument --data-root: not used by --dataset digits (built in, from "
+                     "scikit-learn); it is the folder of the mnist or fashion-mnist IDX "
+                     "files: pass --dataset mnist (or fashion-mnist), or leave out --data-root")
+    if getattr(args, "download", False) and dataset != "mnist":
+        parser.error(f"argument --download: only --dataset mnist is downloaded, not "
+                     f"{dataset}: pass --dataset mnist, or leave out --download")
+
+
 def script_parser(doc: str | None, out_dir: str, device: bool = True) -> argparse.ArgumentParser:
     """A parser described by the first line of ``doc``, with the common flags.
 
@@ -338,7 +371,7 @@ def script_parser(doc: str | None, out_dir: str, device: bool = True) -> argpars
     False, for scripts that run on the CPU only), ``--threads`` (torch's CPU threads; default
     torch's choice) and ``--out-dir`` (default ``out_dir``).
     """
-    parser = argparse.ArgumentParser(description=(doc or "").strip().split("\n")[0])
+    parser = ScriptParser(description=(doc or "").strip().split("\n")[0])
     parser.add_argument("--seed", type=seed_int, default=0,
                         help="Pyro's and torch's seed (an integer in 0..2**32 - 1)")
     if device:
@@ -403,11 +436,15 @@ def data_flags(parser: argparse.ArgumentParser, *, num_train: int | None, num_te
     ``simulated``, the number of points drawn, at least 1).
 
     With ``datasets``: also ``--dataset`` (one of them, default ``dataset``) and
-    ``--data-root`` (the folder of the IDX files); with ``download``: ``--download``.
+    ``--data-root`` (the folder of the IDX files); with ``download``: ``--download``. On a
+    :class:`ScriptParser` the two are refused with a data set that does not use them
+    (:func:`check_dataset_flags`).
     """
     if datasets is not None:
         parser.add_argument("--dataset", choices=list(datasets), default=dataset)
         parser.add_argument("--data-root", default=None, help="folder of the IDX files")
+        if isinstance(parser, ScriptParser):  # refused with a data set that does not use them
+            parser.after_parse.append(check_dataset_flags)
     if download:
         parser.add_argument("--download", action="store_true",
                             help="let torchvision fetch MNIST")
