@@ -186,8 +186,8 @@ def remove_stale_partials(path: str | Path) -> list[Path]:
     removed = []
     for partial in path.parent.glob(glob.escape(path.name) + ".*.partial"):
         match = own.fullmatch(partial.name)
-        if match is None or int(match[1]) == os.getpid() or _is_complete_checkpoint(partial):
-            continue  # a complete checkpoint is nobody's unfinished write: a file to keep
+        if match is None or int(match[1]) == os.getpid():
+            continue
         try:
             os.kill(int(match[1]), 0)
         except ProcessLookupError:
@@ -288,21 +288,6 @@ def _check_name_length(path: Path, shown: Path) -> None:
             f"is written to (<name>.<pid>.<8 hex digits>.partial) up to "
             f"{length + _PARTIAL_SUFFIX_BYTES}, more than the {limit} a file name may have "
             f"there; use a file name of at most {limit - _PARTIAL_SUFFIX_BYTES} bytes")
-
-
-def _is_complete_checkpoint(path: Path) -> bool:
-    """Whether the file at ``path`` is a whole checkpoint: :data:`MAGIC`, the payload's length
-    and its CRC32 as written (a temporary file left by a killed write is cut short)."""
-    try:
-        with open(path, "rb") as file:
-            header = file.read(_HEADER.size)
-            if len(header) < _HEADER.size:
-                return False
-            magic, length, crc = _HEADER.unpack(header)
-            payload = file.read(length + 1)
-    except OSError:
-        return False
-    return magic == MAGIC and len(payload) == length and zlib.crc32(payload) == crc
 
 
 def _is_checkpoint_or_empty(path: Path) -> bool:

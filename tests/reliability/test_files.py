@@ -262,25 +262,6 @@ def test_save_checkpoint_never_replaces_another_programs_file(tmp_path):
         assert load_checkpoint(path)["a"] == 2
 
 
-def test_a_complete_checkpoint_named_like_a_temporary_file_is_kept(tmp_path):
-    # the clean-up of a killed run's temporary files (<path>.<dead pid>.<hex>.partial) deleted
-    # a finished checkpoint that happened to bear such a name; it keeps whole checkpoints
-    # and still removes a cut-short one
-    import subprocess
-    import sys
-
-    from inference.training.checkpoints import remove_stale_partials
-
-    child = subprocess.Popen([sys.executable, "-c", ""])
-    child.wait()
-    whole = tmp_path / f"c.pt.{child.pid}.deadbeef.partial"
-    save_checkpoint(whole, {"epoch": 3})
-    cut = tmp_path / f"c.pt.{child.pid}.0badf00d.partial"
-    cut.write_bytes(whole.read_bytes()[:-5])
-    assert remove_stale_partials(tmp_path / "c.pt") == [cut]
-    assert whole.exists() and not cut.exists()
-
-
 def test_a_checkpoint_name_too_long_for_the_file_system_is_named(tmp_path):
     # fit reached pathlib's raw "File name too long" before its first epoch
     from inference import fit
