@@ -7,11 +7,6 @@ random draws included) and compiles that graph of tensor operations from ``(para
 batch)`` to ``(loss, gradients)``. The draws are those of the eager step, so loss and
 gradients equal the eager ones up to float rounding.
 
-With the default optimizer (:class:`inference.training.svi_step.Adam`, fused) the Adam update
-is traced into the same graph, applied in place to the parameters and moments, as NumPyro's
-jitted ``SVI.update`` holds its optimizer (about 7% of a step on the 784-400-50 VAE, one
-core); other optimizers step the gradients the graph returns.
-
 The importance-weighted objectives ``"iwae"`` and ``"dreg"`` with K particles are traced the
 same way from :class:`inference.training.svi_step.ImportanceScorer` (the per-datapoint log
 weights of K vectorized particles; DReG's weighted latent gradients are tensor hooks, which
@@ -42,7 +37,6 @@ from .svi_step import (
     LEAN_LOSSES,
     WEIGHTED_LOSSES,
     Adam,
-    adam_update,
     check_optimizer,
     check_param_store,
     importance_loss,
@@ -106,7 +100,6 @@ class CompiledSVIStep:
         self.loss_name, self.backend = loss, backend
         self._graphs: dict[tuple, Callable] = {}
         self._checked = False
-        self._gradless: list[bool] = []  # per parameter, in the last folded trace
 
     def _named_params(self):
         return [(n, p) for n, p in self.module.named_parameters() if p.requires_grad]
@@ -150,96 +143,49 @@ class CompiledSVIStep:
                                  self._nesting, dreg=self.loss_name == "dreg")
         return score_pair(self.model, self.guide, args, kwargs, self.loss_name == "meanfield")
 
-    def _loss_and_grads(self, params, args, kwargs, unused: str | None = "zeros"):
-        """Loss and gradients by ``params``, the module's parameters bound to them; a
-        parameter the loss does not use gets zeros (``unused="zeros"``) or None."""
+    def _loss_and_grads(self, params, args, kwargs):
+        """Loss and gradients by ``params``, the module's parameters bound to them."""
         scorer = self._score(args, kwargs)
         if self.loss_name in WEIGHTED_LOSSES:
             surrogate, loss = importance_loss(scorer)
         else:
             surrogate = loss = -scorer.elbo
         grads = torch.autograd.grad(surrogate, params, allow_unused=True)
-        if unused == "zeros":
-            grads = tuple(torch.zeros_like(p) if g is None else g
-                          for p, g in zip(params, grads))
+        grads = tuple(torch.zeros_like(p) if g is None else g for p, g in zip(params, grads))
         return loss.detach(), grads
 
-    def _train(self, params, states, args, kwargs):
-        """Loss before the step; ``params`` and their Adam ``states`` stepped in place. Which
-        parameters got no gradient is kept in ``_gradless`` (for the check of a new trace)."""
-        loss, grads = self._loss_and_grads(params, args, kwargs, unused=None)
-        self._gradless = [grad is None for grad in grads]
-        with torch.no_grad():
-            for param, grad, state in zip(params, grads, states):
-                if grad is not None:  # torch's Adam leaves a parameter without gradient
-                    adam_update(param, grad, state)
-        return loss
-
-    def _graph(self, params, args, kwargs, states=None) -> Callable:
-        """The batch's graph: ``(params, tensor_leaves) -> (loss, grads)``, or with Adam's
-        ``states`` (:meth:`Adam.fused_states`) ``(params, tensor_leaves((tensors of states,
-        args), kwargs)) -> loss``, stepping them in place. A new one is traced and compiled
-        (on the parameters themselves, put back after the trace's update, and copies of the
-        states: a ``PyroParam`` is read through Pyro's param store, which holds the
-        parameter, not a copy) and checked against the eager step. The passes that check
-        the pair, trace and compare it run the pair without training it: the module's
-        buffers (batch-norm statistics) are put back after them."""
+    def _graph(self, params, args, kwargs) -> Callable:
+        """The batch's graph; a new one is traced, compiled and checked against the eager
+        step. The passes that check the pair, trace and compare it run the pair without
+        training it: the module's buffers (batch-norm statistics) are put back after them."""
         check_outer_handlers("CompiledSVIStep")
-        hyper = None if states is None else tuple((s["lr"], s["betas"], s["eps"])
-                                                   for s in states)
         key = (compiling.arguments_key(args, kwargs), compiling.handler_key(),
-               compiling.module_key(self.module), hyper)
+               compiling.module_key(self.module))
         graph = self._graphs.get(key)
         if graph is None:
             buffers = {name: b.clone() for name, b in self.module.named_buffers()}
             if not self._checked:
                 self._check(args, kwargs)
             names = [n for n, _ in self._named_params()]
-            if states is None:
-                traced = compiling.trace_with_inputs(self.module, names, self._loss_and_grads,
-                                                     params, args, kwargs)
-            else:
-                values = [p.detach().clone() for p in params]
-                try:
-                    traced = compiling.trace_with_inputs(
-                        self.module, names, lambda values, arguments, keywords: self._train(
-                            values, _bind_states(states, arguments[0]), arguments[1],
-                            keywords),
-                        params, (_state_tensors(_copied_states(states)), args), kwargs)
-                finally:
-                    with torch.no_grad():
-                        for param, value in zip(params, values):
-                            param.copy_(value)
+            traced = compiling.trace_with_inputs(self.module, names, self._loss_and_grads,
+                                                 params, args, kwargs)
             graph = compiling.compile_graph(traced, self.backend)
-            self._check_against_eager(graph, params, args, kwargs, states)
+            self._check_against_eager(graph, params, args, kwargs)
             with torch.no_grad():
                 for name, buffer in self.module.named_buffers():
                     buffer.copy_(buffers[name])
             self._graphs[key] = graph
         return graph
 
-    def _check_against_eager(self, graph, params, args, kwargs, states) -> None:
-        """Run a new graph (on copies of the parameters and states when it steps them) and
-        the eager step on the same draws (the random state restored after each); a loss
-        beyond float rounding from the eager one means the trace froze something that
-        changes between calls (numpy's or Python's random numbers, a value read outside
-        torch): ``ValueError``."""
+    def _check_against_eager(self, graph, params, args, kwargs) -> None:
+        """Run a new graph and the eager step on the same draws (the random state restored
+        after each); a loss beyond float rounding from the eager one means the trace froze
+        something that changes between calls (numpy's or Python's random numbers, a value
+        read outside torch): ``ValueError``."""
         with forked_rng():
-            eager, grads = self._loss_and_grads(params, args, kwargs, unused=None)
-        if states is not None:
-            names = [name for (name, _), gradless, grad in zip(
-                self._named_params(), self._gradless, grads) if gradless and grad is not None]
-            if names:  # the update would leave them as they are: a silent untrained model
-                raise ValueError(
-                    f"a compiled step's trace gives no gradient to the parameters {names[:5]}, "
-                    "which the eager step trains (a value read outside the module's "
-                    "parameters); train without compile")
+            eager, _ = self._loss_and_grads(params, args, kwargs)
         with forked_rng(), torch.no_grad():
-            if states is None:
-                compiled, _ = graph(params, compiling.tensor_leaves(args, kwargs))
-            else:
-                compiled = graph(_copies(params), compiling.tensor_leaves(
-                    (_state_tensors(_copied_states(states)), args), kwargs))
+            compiled, _ = graph(params, compiling.tensor_leaves(args, kwargs))
         gap, tolerance = gap_to_eager(compiled.reshape(1), eager.reshape(1))
         if not gap <= tolerance:
             raise ValueError(
@@ -270,43 +216,11 @@ class CompiledSVIStep:
     def tensor_step(self, *args, **kwargs) -> torch.Tensor:
         """:meth:`step` with the loss as a 0-dim tensor, read by nobody yet (no host
         synchronization; see :meth:`inference.training.svi_step.SVIStep.tensor_step`)."""
-        params = [p for _, p in self._named_params()]
-        states = self.optim.fused_states(params) if isinstance(self.optim, Adam) else None
-        if states is not None:
-            graph = self._graph(params, args, kwargs, states)
-            with torch.no_grad():
-                return graph(params, compiling.tensor_leaves((_state_tensors(states), args),
-                                                             kwargs))
         loss = self._replay(args, kwargs)
+        params = [p for _, p in self._named_params()]
         self.optim(params)
         for param in params:
             param.grad = None
         return loss
 
     __call__ = step
-
-
-_STATE_TENSORS = ("step", "exp_avg", "exp_avg_sq")
-
-
-def _state_tensors(states: list[dict]) -> list[list[torch.Tensor]]:
-    """The tensors of Adam states (:meth:`Adam.fused_states`), a list per parameter."""
-    return [[state[key] for key in _STATE_TENSORS] for state in states]
-
-
-def _bind_states(states: list[dict], tensors: list[list[torch.Tensor]]) -> list[dict]:
-    """``states`` with their tensors replaced by ``tensors`` (:func:`_state_tensors`'s order)."""
-    return [{**state, **dict(zip(_STATE_TENSORS, values))}
-            for state, values in zip(states, tensors)]
-
-
-def _copies(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Detached copies of ``tensors``, each of its original's type (``nn.Parameter``) and
-    requiring a gradient as it does: a compiled graph takes them without compiling again."""
-    return [torch.nn.Parameter(t.detach().clone(), requires_grad=t.requires_grad)
-            if isinstance(t, torch.nn.Parameter) else
-            t.detach().clone().requires_grad_(t.requires_grad) for t in tensors]
-
-
-def _copied_states(states: list[dict]) -> list[dict]:
-    return _bind_states(states, [_copies(values) for values in _state_tensors(states)])

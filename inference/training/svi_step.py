@@ -537,33 +537,6 @@ class Adam:
                 self.optimizer.state[param] = {
                     key: self._state_value(key, value, param) for key, value in state.items()}
 
-    def fused_states(self, params: list[torch.Tensor]) -> list[dict] | None:
-        """Each parameter's Adam state (``step``, ``exp_avg``, ``exp_avg_sq``, made as torch's
-        fused Adam makes them when a parameter has none yet) and hyperparameters (``lr``,
-        ``betas``, ``eps``), for a compiled step that applies this update inside its graph
-        (:func:`adam_update`); None when the update is not torch's plain fused Adam (not
-        fused, or a group with weight decay, amsgrad or another non-default option), which
-        the caller then steps by calling this optimizer. Registers new parameters."""
-        self._register(params)
-        if self.optimizer is None or not self.optimizer.defaults["fused"]:
-            return None
-        groups = {id(p): group for group in self.optimizer.param_groups for p in group["params"]}
-        states = []
-        for param in params:
-            group = groups[id(param)]
-            if any(group[key] != value for key, value in _PLAIN_ADAM.items()) \
-                    or torch.is_tensor(group["lr"]):
-                return None
-            state = self.optimizer.state[param]
-            if not state:
-                state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
-                state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(param,
-                                                       memory_format=torch.preserve_format)
-            states.append({**state, "lr": float(group["lr"]), "betas": tuple(group["betas"]),
-                           "eps": float(group["eps"])})
-        return states
-
     def _state_value(self, key: str, value, param: torch.Tensor):
         """A checkpointed state entry placed as this optimizer keeps it (the fused kernel
         wants ``step`` as a float tensor on the parameter's device)."""
@@ -770,30 +743,6 @@ class SVIStep:
         if loss.requires_grad:
             loss.backward()
         return loss.detach(), params
-
-
-# torch.optim.Adam's options that :meth:`Adam.fused_states` folds into a graph as they are
-_PLAIN_ADAM = {"weight_decay": 0, "amsgrad": False, "maximize": False, "capturable": False,
-               "differentiable": False, "decoupled_weight_decay": False}
-
-
-def adam_update(param: torch.Tensor, grad: torch.Tensor, state: dict) -> None:
-    """One Adam step of ``param`` in place, in the order of torch's fused Adam kernel (its
-    scalars in float64, cast to the parameter's dtype), from ``grad`` and ``state``
-    (:meth:`Adam.fused_states`: ``step``, ``exp_avg``, ``exp_avg_sq`` updated in place,
-    ``lr``, ``betas``, ``eps``); tensor operations, so that a traced graph holds it. Equal to
-    ``torch.optim.Adam``'s step up to float rounding. Shapes: ``param``, ``grad`` and the
-    moments alike; ``step`` 0-d."""
-    beta1, beta2 = state["betas"]
-    step = state["step"]
-    step.add_(1)
-    exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-    exp_avg.mul_(beta1).add_(grad * (1 - beta1))
-    exp_avg_sq.mul_(beta2).add_(grad * grad * (1 - beta2))
-    count = step.to(torch.float64)
-    step_size = (state["lr"] / (1 - torch.pow(beta1, count))).to(param.dtype)
-    correction2_sqrt = torch.sqrt(1 - torch.pow(beta2, count)).to(param.dtype)
-    param.sub_(step_size * exp_avg / (exp_avg_sq.sqrt() / correction2_sqrt + state["eps"]))
 
 
 def _fusable(param: torch.Tensor) -> bool:
