@@ -491,7 +491,7 @@ def load_signal(source: str | Path | None = None, *, rate: int = DEFAULT_RATE,
     if source == "speech":
         with tempfile.TemporaryDirectory() as tmp:
             return Signal(speech_signal(text, Path(tmp) / "speech.wav", rate), rate, "espeak-ng")
-    if isinstance(source, str) and not Path(source).exists():  # a misspelt name, most likely
+    if isinstance(source, str) and not Path(source).expanduser().exists():  # misspelt, likely
         raise FileNotFoundError(f"no WAV file at {source!r}; source must be 'synthetic', "
                                 f"'speech', 'auto', None or the path of a WAV file")
     samples, _ = read_wav(as_path(source, "source"), rate)

@@ -409,8 +409,9 @@ def encode_words(lm, x: torch.Tensor, verify: bool = True) -> bytes:
             disagree with decoding's (``BOS`` padding, the last ``n - 1`` symbols).
 
     Raises:
+        TypeError: ``verify`` not a bool.
         ValueError: ``x`` not as ``Vocabulary.encode`` gives it, more than :data:`MAX_SYMBOLS`
-            symbols, tables the coder cannot take, ``verify`` not a bool, or (``verify``) a
+            symbols, tables the coder cannot take, or (``verify``) a
             trial decode that fails or returns other symbols: the model's tables differ
             between the encoder's calls and the decoder's.
     """
@@ -457,7 +458,7 @@ def encode_words(lm, x: torch.Tensor, verify: bool = True) -> bytes:
 
 def _check_verify(verify) -> None:
     if not isinstance(verify, bool):
-        raise ValueError(f"verify must be True or False, got {verify!r}")
+        raise TypeError(f"verify must be True or False, got {verify!r}")
 
 
 def decode_words(lm, data: bytes) -> torch.Tensor:
@@ -564,9 +565,10 @@ def encode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor],
         each position), the order :func:`decode_images` reads them in.
 
     Raises:
-        TypeError: ``pixel_probs`` is not callable, or ``symbols`` not a tensor.
+        TypeError: ``pixel_probs`` is not callable, ``symbols`` not a tensor, or ``verify``
+            not a bool.
         ValueError: symbols that are not integers ``[batch, C, H, W]`` or hold more than
-            :data:`MAX_SYMBOLS` pixels, ``verify`` not a bool, ``pixel_probs`` returning
+            :data:`MAX_SYMBOLS` pixels, ``pixel_probs`` returning
             something other than a tensor ``[batch, C, H, W, V]``, tables that the coder
             cannot take, or tables that decoding could not rebuild: other tables on a second
             call, a model that is not causal, or (``verify``) a trial decode that fails or

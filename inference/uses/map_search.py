@@ -12,8 +12,9 @@ from ..progress import bar_range
 
 
 # an objective below the start's by more than this (relative to 1 + |start|) after the search
-# is a divergence, not float rounding of an equal value
-DIVERGED_RTOL = 1e-6
+# is a divergence, not Adam's jitter about a start already at the optimum (its first steps
+# move every coordinate by about lr, however small the gradient: 1e-4 nats below there)
+DIVERGED_RTOL = 1e-3
 
 
 def adam_map(start: torch.Tensor, log_joint: Callable[[torch.Tensor], torch.Tensor],
@@ -27,7 +28,7 @@ def adam_map(start: torch.Tensor, log_joint: Callable[[torch.Tensor], torch.Tens
     the last one included, and the row's best code is returned: so the returned objective is
     never below the start's. A too-large ``lr`` can jump far downhill and stay there with a
     finite objective (Bernoulli logits); when the last iterate of some row is worse than its
-    start by more than float rounding (``DIVERGED_RTOL * (1 + |start's objective|)``), a
+    start by more than Adam's jitter (``DIVERGED_RTOL * (1 + |start's objective|)``), a
     ``RuntimeWarning`` names ``lr`` and the rows, and the best codes seen are returned.
 
     Args:

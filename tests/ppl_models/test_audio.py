@@ -370,3 +370,12 @@ def test_write_wav_through_a_symlink_keeps_the_link(tmp_path):
     link.symlink_to(target)
     write_wav(link, torch.full((20,), 0.5), 8000)
     assert link.is_symlink() and read_wav(target)[0].shape == (20,)
+
+
+def test_load_signal_expands_a_home_path_given_as_a_string(tmp_path, monkeypatch):
+    # read_wav and a Path took '~/a.wav'; the string was looked up unexpanded and refused as
+    # a misspelt source name (also through wavenet.py --wav '~/a.wav')
+    monkeypatch.setenv("HOME", str(tmp_path))
+    audio.write_wav(tmp_path / "a.wav", torch.linspace(-0.5, 0.5, 800), audio.DEFAULT_RATE)
+    signal = audio.load_signal("~/a.wav")
+    assert signal.samples.shape == (800,)

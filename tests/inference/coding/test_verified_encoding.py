@@ -100,7 +100,7 @@ def test_verified_encoding_still_round_trips_and_writes_the_same_bytes():
     assert stream == encode_images(causal, images, verify=False)
     assert torch.equal(decode_images(causal, stream, (1, 4, 4)), images)
     for bad in (1, None, "yes"):
-        with pytest.raises(ValueError, match="verify must be True or False"):
+        with pytest.raises(TypeError, match="verify must be True or False"):
             encode_images(causal, images, verify=bad)
 
 
@@ -156,5 +156,5 @@ def test_encode_words_refuses_a_model_that_decoding_could_not_follow():
     stream = encode_words(lm, x, verify=False)  # what verify spares
     with pytest.raises(ValueError, match="compressed words"):
         decode_words(lm, stream)
-    with pytest.raises(ValueError, match="verify must be True or False"):
+    with pytest.raises(TypeError, match="verify must be True or False"):
         encode_words(lm, x, verify=0)
