@@ -264,19 +264,27 @@ def check_backend(backend: str, argument: str) -> None:
     if backend not in known:
         raise ValueError(f"{argument}={backend!r} is not a torch.compile backend; choose one "
                          f"of {known}")
-    if backend in _BUNDLED_BACKENDS:
-        return
+    failure = None if backend in _BUNDLED_BACKENDS else _trial_failure(backend)
+    if failure is not None:
+        raise ValueError(
+            f"{argument}={backend!r}: torch lists the backend, but it fails here on a trial "
+            f"function ({failure}); install what it needs or use 'inductor'")
+
+
+@functools.cache
+def _trial_failure(backend: str) -> str | None:
+    """How ``backend`` fails on :class:`_TrialModule`'s graph (``"ImportError: ..."``), or
+    None when it compiles and runs it; once per backend and process. The backend is called
+    on a graph of its own, so no cache of dynamo's is reused or filled."""
     from torch._dynamo import lookup_backend
 
-    try:  # the backend itself on a graph of its own (no cache of dynamo's to reuse or fill)
+    try:
         graph = torch.fx.symbolic_trace(_TrialModule())
         lookup_backend(backend)(graph, [torch.zeros(2)])(torch.zeros(2))
     except Exception as error:  # noqa: BLE001 (the backend's own failure, whatever it is)
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise ValueError(
-            f"{argument}={backend!r}: torch lists the backend, but it fails here on a trial "
-            f"function ({type(error).__name__}: {first}); install what it needs or use "
-            "'inductor'") from None
+        return f"{type(error).__name__}: {first}"
+    return None
 
 
 def compile_graph(graph, backend: str) -> Callable:

@@ -966,7 +966,9 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                 before = None if checkpoint is None else copied_tensors(
                     checkpointed_tensors(modules, store_names, registered))
                 logged = dict(record)
-                held = _trained_store_names(optimizer, [*still, model, guide])
+                # what a next step would make again if the callback removed it
+                held = (_trained_store_names(optimizer, [*still, model, guide])
+                        if epoch + 1 < epochs else [])
                 # its draws (a logged sample) leave training's random streams where they were,
                 # so a resumed run draws as the uninterrupted one
                 interrupted = None
@@ -975,7 +977,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                         callback(record)
                 except KeyboardInterrupt as error:  # a callback that stops the run: what it did
                     interrupted = error             # before stopping is kept, as it would be
-                if interrupted is None and epoch + 1 < epochs:  # a next step follows
+                if interrupted is None:
                     _check_store_kept(held, epoch, checkpoint, saved, earlier)
                 broken = _nonfinite_names(_named_params(modules))
                 if broken:  # (a projection dividing by a zero norm): not saved over the epoch
