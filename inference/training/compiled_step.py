@@ -46,6 +46,7 @@ from .svi_step import (
     score_weights,
     unique_tensors,
     weights_eligible,
+    with_gradients,
 )
 
 # torch.compile backend; "eager" replays the traced graph uncompiled (tests, debugging).
@@ -195,6 +196,7 @@ class CompiledSVIStep:
                 "numpy's or Python's random numbers, or values read outside torch); train "
                 "without compile")
 
+    @with_gradients
     def loss_and_grads(self, *args, **kwargs) -> float:
         """The loss, with its gradient written to ``.grad`` of the module's parameters."""
         return float(self._replay(args, kwargs))
@@ -209,10 +211,12 @@ class CompiledSVIStep:
             param.grad = grad
         return loss
 
+    @with_gradients
     def step(self, *args, **kwargs) -> float:
         """One optimizer step on the batch; returns the loss before the step."""
         return float(self.tensor_step(*args, **kwargs))
 
+    @with_gradients
     def tensor_step(self, *args, **kwargs) -> torch.Tensor:
         """:meth:`step` with the loss as a 0-dim tensor, read by nobody yet (no host
         synchronization; see :meth:`inference.training.svi_step.SVIStep.tensor_step`)."""

@@ -32,6 +32,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable
@@ -48,7 +49,8 @@ from pyro.poutine.scale_messenger import ScaleMessenger
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import constraints, kl_divergence
 
-from ..checks import check_number, check_outer_handlers, check_pair_arguments
+from ..checks import (autograd_arguments, check_number, check_outer_handlers,
+                      check_pair_arguments, recording_autograd)
 from ..effect_guides import traceable_guide
 from ..densities import drawn_normal_log_density, plain_normal
 from ..pair_check import (
@@ -588,6 +590,21 @@ def check_optimizer(optim) -> None:
         raise TypeError(f"optim must be an optimizer, got {type(optim).__name__}: {advice}")
 
 
+def with_gradients(method: Callable) -> Callable:
+    """``method(self, *args, **kwargs)`` run with autograd recording, whatever the caller's
+    mode, and the arguments' inference tensors copied: a step called under
+    ``torch.no_grad()`` or ``torch.inference_mode()`` (an evaluation block left around a
+    training loop) trains, as :func:`inference.fit` does, instead of returning losses and
+    moving nothing."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with recording_autograd():
+            args, kwargs = autograd_arguments(args, kwargs)
+            return method(self, *args, **kwargs)
+
+    return run
+
+
 def _clear_grads(params) -> None:
     for param in params:
         param.grad = None
@@ -637,8 +654,10 @@ class SVIStep:
         """True once the first step has chosen the lean path."""
         return bool(self._lean)
 
+    @with_gradients
     def step(self, *args, **kwargs) -> float:
-        """One optimizer step on the batch; returns the loss before the step.
+        """One optimizer step on the batch; returns the loss before the step (gradients are
+        recorded also under ``torch.no_grad()`` or ``torch.inference_mode()``).
 
         Raises:
             FloatingPointError: the loss is NaN or infinite (the step is not applied; Pyro's
@@ -663,6 +682,7 @@ class SVIStep:
         with torch.no_grad():
             return float(self.objective.loss(self.model, self.guide, *args, **kwargs))
 
+    @with_gradients
     def tensor_step(self, *args, **kwargs) -> torch.Tensor:
         """:meth:`step`, returning the loss as a detached 0-dim tensor on the loss's device.
 
@@ -678,6 +698,7 @@ class SVIStep:
         self.optim(params)
         _clear_grads(params)
 
+    @with_gradients
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
         """``SVI.loss_and_grads``'s signature: the loss, gradients left in ``.grad``."""
         if (model, guide) != (self.model, self.guide):

@@ -382,3 +382,23 @@ def test_the_backend_trial_refuses_a_missing_package_after_many_other_backends()
     assert tried >= 9
     with pytest.raises(ValueError, match=r"compile='tvm': torch lists the backend, but it fails"):
         check_backend("tvm", "compile")
+
+
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_a_compiled_step_trains_alike_whatever_the_callers_gradient_mode(mode):
+    # Under torch.no_grad() the first step failed in dynamo's trace with torch's raw
+    # "element 0 of tensors does not require grad".
+    params = {}
+    for name, context in (("reference", torch.enable_grad), ("mode", mode)):
+        vae, x = small_vae_and_images()
+        with pyro.get_param_store().scope():
+            step = CompiledSVIStep(vae.model, vae.guide, backend="eager")
+            pyro.set_rng_seed(0)
+            with context():
+                for _ in range(2):
+                    step.step(x * 1)
+        params[name] = [p.detach().clone() for p in vae.parameters()]
+    initial = [p.detach() for p in small_vae_and_images()[0].parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(params["reference"], initial))
+    for a, b in zip(params["mode"], params["reference"]):
+        assert torch.equal(a, b)

@@ -576,3 +576,36 @@ def test_every_analytic_kl_objective_keeps_a_delta_guide_sites_log_density(event
     assert abs(loss_of(TraceMeanField_ELBO(**vectorize)) - reference) > 1  # Pyro's drops it
     if num_particles == 1:
         assert loss_of(FreeBitsELBO(0.0)) == pytest.approx(reference, rel=1e-6)
+
+
+def _steps_under(mode, loss: str, kind: str = "step", particles: int = 1):
+    """The parameters of a small VAE after 3 steps taken inside ``mode`` (a context factory,
+    or None), the data made inside it too."""
+    pyro.clear_param_store()
+    pair = small_vae()
+    stepper = SVIStep(pair.model, pair.guide, Adam(0.05), loss=loss, num_particles=particles)
+    pyro.set_rng_seed(0)
+    with mode() if mode else torch.enable_grad():
+        x = binary_images() * 1  # an inference tensor under torch.inference_mode()
+        for _ in range(3):
+            getattr(stepper, kind)(x)
+    return [p.detach().clone() for p in pair.parameters()]
+
+
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode,
+                                  lambda: torch.set_grad_enabled(False)])
+@pytest.mark.parametrize("loss, particles, kind", [
+    ("elbo", 1, "step"), ("elbo", 1, "tensor_step"), ("iwae", 3, "step"), ("dreg", 3, "step"),
+])
+def test_steps_train_alike_whatever_the_callers_gradient_mode(mode, loss, particles, kind):
+    # A step inside an evaluation block (torch.no_grad, inference_mode) returned normal
+    # losses and moved no parameter. It takes the same steps as with gradients on.
+    reference = _steps_under(None, loss, kind, particles)
+    moved = _steps_under(mode, loss, kind, particles)
+    assert any(not torch.equal(a, b) for a, b in zip(reference, _initial_parameters()))
+    for a, b in zip(moved, reference):
+        assert torch.equal(a, b)
+
+
+def _initial_parameters():
+    return [p.detach().clone() for p in small_vae().parameters()]
