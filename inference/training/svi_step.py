@@ -50,12 +50,13 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions import constraints, kl_divergence
 
 from ..checks import (autograd_arguments, check_number, check_outer_handlers,
-                      check_pair_arguments, recording_autograd)
+                      check_pair_arguments, explain_run_failure, recording_autograd)
 from ..effect_guides import traceable_guide
 from ..densities import drawn_normal_log_density, plain_normal
 from ..pair_check import (
     PARTICLE_PLATE,
     PairError,
+    check_observed_values_validated,
     conditional_sites_of_guide,
     data_frame,
     inspect_pair,
@@ -680,7 +681,11 @@ class SVIStep:
         ``"meanfield"``, the IWAE bound for ``"iwae"``/``"dreg"``) under ``torch.no_grad``,
         e.g. for held-out data."""
         with torch.no_grad():
-            return float(self.objective.loss(self.model, self.guide, *args, **kwargs))
+            try:
+                return float(self.objective.loss(self.model, self.guide, *args, **kwargs))
+            except (ValueError, RuntimeError, TypeError, NotImplementedError) as error:
+                self._explain(error, args, kwargs)
+                raise
 
     @with_gradients
     def tensor_step(self, *args, **kwargs) -> torch.Tensor:
@@ -712,14 +717,12 @@ class SVIStep:
         if self._lean is None:  # first step: Pyro's tracing with its checks decides
             # the checks run the pair in training mode: batch-norm statistics stay put
             with kept_buffers(reachable_modules(self.model, self.guide)):
-                check_param_store(self.model, self.guide, args, kwargs)
-                if self._weighted and self._lean_allowed:
-                    self._lean = self._choose_weighted_path(args, kwargs)
-                else:
-                    self._lean = self._lean_allowed and lean_eligible(
-                        self.objective, self.model, self.guide, args, kwargs)
-                if not self._lean:
-                    settle_plate_nesting(self.objective, self.model, self.guide, args, kwargs)
+                try:
+                    check_param_store(self.model, self.guide, args, kwargs)
+                    self._choose_path(args, kwargs)
+                except (ValueError, RuntimeError, TypeError, NotImplementedError) as error:
+                    self._explain(error, args, kwargs)
+                    raise
         if self._lean and self._weighted:
             return self._weighted_loss_and_grads(args, kwargs)
         if self._lean:
@@ -728,6 +731,31 @@ class SVIStep:
         with capture:
             loss = self.objective.loss_and_grads(self.model, self.guide, *args, **kwargs)
         return torch.tensor(float(loss), dtype=torch.float64), unique_tensors(capture.params)
+
+    def _choose_path(self, args, kwargs) -> None:
+        """The first step's choice of path (:attr:`lean`), after Pyro's tracing of the pair."""
+        if self._weighted and self._lean_allowed:
+            self._lean = self._choose_weighted_path(args, kwargs)
+        else:
+            self._lean = self._lean_allowed and lean_eligible(
+                self.objective, self.model, self.guide, args, kwargs)
+        if not self._lean:
+            settle_plate_nesting(self.objective, self.model, self.guide, args, kwargs)
+
+    def _explain(self, error: Exception, args, kwargs) -> None:
+        """Called while the pair's first run fails with ``error`` inside torch or Pyro:
+        raises ``PairError`` naming an observed site that cannot score its data (bool data
+        for a Normal) or the program and line a distribution refused its parameters at, as
+        :func:`inference.fit` would; else returns, and the caller re-raises ``error``."""
+        if isinstance(error, PairError):
+            return
+        try:
+            check_observed_values_validated(self.model, self.guide, args, kwargs)
+        except PairError as found:
+            raise found from error
+        except Exception:  # noqa: BLE001 - the pair fails before its data: error stands
+            pass
+        explain_run_failure(error, self.model, self.guide, args, kwargs, PairError)
 
     def _choose_weighted_path(self, args, kwargs) -> bool:
         """Whether IWAE/DReG can take :class:`ImportanceScorer`'s path (and remember the

@@ -609,3 +609,35 @@ def test_steps_train_alike_whatever_the_callers_gradient_mode(mode, loss, partic
 
 def _initial_parameters():
     return [p.detach().clone() for p in small_vae().parameters()]
+
+
+@pytest.mark.parametrize("call", ["step", "evaluate_loss"])
+def test_data_a_site_cannot_score_is_named_as_fit_names_it(call):
+    # Bool data for a Normal site failed inside torch's Normal.log_prob ("Subtraction ... with
+    # a bool tensor"); fit and the estimators named the site.
+    model, guide = _shift_pair()
+    x = torch.tensor([True, False, True])
+    with pytest.raises(ValueError, match=r"observed site 'x' \(Normal\) cannot score its value "
+                                         r"of dtype torch.bool.*x.float\(\)"):
+        getattr(SVIStep(model, guide), call)(x)
+
+
+def test_data_of_another_dtype_than_the_networks_is_named():
+    # A plain pair whose float64 network meets float32 data failed inside F.linear.
+    net = torch.nn.Linear(2, 1).double()
+
+    def model(x):
+        pyro.module("net", net)
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(torch.zeros(len(x), 2, dtype=x.dtype), 1.0)
+                            .to_event(1))
+            pyro.sample("x", dist.Normal(net(z).squeeze(-1), 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(torch.zeros(len(x), 2, dtype=x.dtype), 1.0)
+                        .to_event(1))
+
+    with pytest.raises(TypeError, match=r"argument 0 is torch.float32 but the parameters of "
+                                        r"the networks the pair uses are torch.float64"):
+        SVIStep(model, guide).step(torch.randn(4))
