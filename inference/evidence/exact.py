@@ -11,7 +11,7 @@ from pyro import poutine
 from torch.distributions import constraints
 from torch.distributions.mixture_same_family import MixtureSameFamilyConstraint
 
-from ..checks import (as_number, check_int, check_one_program_call, check_pair_call,
+from ..checks import (as_int, as_number, check_one_program_call, check_pair_call,
                       check_site_name, leaves_buffers, physical_memory_bytes)
 from ..pair_check import (
     DATA_PLATE,
@@ -315,8 +315,8 @@ def exact_log_evidence(
     check_site_name(site, "exact_log_evidence")
     check_data(args, kwargs)
     if num_points is not None:
-        check_int(num_points, "num_points", 3)
-    check_int(chunk_size, "chunk_size")
+        num_points = as_int(num_points, "num_points", 3)
+    chunk_size = as_int(chunk_size, "chunk_size")
     check_progress(progress)
     if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
         raise ValueError(f"bounds must be a pair (low, high), got {bounds!r}")

@@ -721,3 +721,29 @@ def test_a_bound_inside_a_support_far_from_zero_is_still_a_cut():
         exact_log_evidence(model, x, bounds=(1e6, 1e6 + 0.5), progress=False)
     whole = exact_log_evidence(model, x, bounds=(1e6, 1e6 + 1.0), progress=False)
     assert float(whole.log_evidence[0]) == pytest.approx(-0.17275378, abs=1e-5)
+
+
+@pytest.mark.parametrize("num_points, chunk_size", [
+    (8001, "uint8:200"), (8001, "int8:100"), (40001, "int16:30000"), ("int16:2001", 300)])
+def test_numpy_integer_counts_give_the_python_integers_result(num_points, chunk_size):
+    # A numpy int8/uint8/int16 chunk_size kept its dtype in the chunk loop's `start +
+    # chunk_size`, which wrapped around (Pyro's ZeroDivisionError, NumPy's OverflowError, or
+    # torch's size mismatch).
+    import numpy as np
+
+    def numpy_int(value):
+        if isinstance(value, str):
+            kind, number = value.split(":")
+            return getattr(np, kind)(int(number))
+        return value
+
+    x = torch.linspace(-1.0, 4.0, 4, dtype=torch.float64)
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0))
+            pyro.sample("x", dist.Normal(SLOPE * z + OFFSET, NOISE), obs=x)
+
+    result = exact_log_evidence(model, x, num_points=numpy_int(num_points),
+                                chunk_size=numpy_int(chunk_size), progress=False)
+    torch.testing.assert_close(result.log_evidence, conjugate_log_evidence(x), atol=1e-6, rtol=0)
