@@ -49,7 +49,7 @@ from pyro.poutine.scale_messenger import ScaleMessenger
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import constraints, kl_divergence
 
-from ..checks import (autograd_arguments, check_number, check_outer_handlers,
+from ..checks import (as_number, autograd_arguments, check_outer_handlers,
                       check_pair_arguments, explain_run_failure, recording_autograd)
 from ..effect_guides import traceable_guide
 from ..densities import drawn_normal_log_density, plain_normal
@@ -499,7 +499,8 @@ class Adam:
             raise TypeError(f"Adam(lr) takes the learning rate itself, got the dict {lr!r} that "
                             "pyro.optim.Adam takes: write Adam(lr=...) (or pass "
                             "pyro.optim.Adam({...}) where an optimizer is asked for)")
-        check_number(lr, "lr", minimum=0.0, dtype=torch.float32)  # applied in float32 at least
+        # applied in float32 at least; a Fraction or numpy float taken as a Python float
+        lr = as_number(lr, "lr", minimum=0.0, dtype=torch.float32)
         if fused not in (None, True, False):
             raise TypeError(f"fused must be True, False or None, got {fused!r}")
         self.lr = lr

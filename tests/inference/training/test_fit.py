@@ -131,3 +131,27 @@ def test_a_last_update_that_breaks_the_pair_is_a_divergence(tmp_path, validate):
         fit(vae.model, vae.guide, x, epochs=1, lr=1e10, checkpoint=path, progress=False)
     assert not path.exists()
 
+
+
+def test_a_fraction_or_numpy_learning_rate_trains_as_its_float():
+    # fractions.Fraction passed the check (a numbers.Real) and failed at the first step in
+    # torch's fused Adam with a raw TypeError, after the checkpoint's lock was made.
+    import fractions
+
+    import numpy as np
+
+    def model(x):
+        shift = pyro.sample("shift", dist.Normal(0.0, 10.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(shift, 1.0), obs=x)
+
+    def guide(x):
+        pyro.sample("shift", dist.Normal(pyro.param("mean", torch.tensor(0.0)), 0.5))
+
+    x = torch.tensor([0.3, -1.2, 2.0, 0.7])
+    means = []
+    for lr in (0.25, fractions.Fraction(1, 4), np.float32(0.25)):
+        pyro.clear_param_store()
+        history = fit(model, guide, x, epochs=3, lr=lr, seed=0, progress=False)
+        means.append((pyro.param("mean").item(), [h["train_loss"] for h in history]))
+    assert means[0][0] != 0.0 and means[1] == means[0] and means[2] == means[0]
