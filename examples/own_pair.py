@@ -147,19 +147,22 @@ def main(args: argparse.Namespace) -> dict:
 
     rows, dim, factors = args.num_train + args.num_test, args.data_dim, args.num_factors
     with refused_as_usage("own_pair"):  # sizes the allocator alone would refuse, unnamed
-        # the simulated factors, data and noise, the loadings (simulated, learned), the encoder
-        check_memory(rows * factors + 2 * rows * dim + 3 * dim * factors,
+        # the simulated factors, data and noise, the loadings (simulated, learned), the
+        # encoder, and the closed form's D x D covariance with its Cholesky factor
+        check_memory(rows * factors + 2 * rows * dim + 3 * dim * factors + 2 * dim * dim,
                      torch.get_default_dtype(),
                      f"--num-train + --num-test = {rows} rows of --data-dim {dim} with "
-                     f"--num-factors {factors}: the data and the networks")
+                     f"--num-factors {factors}: the data, the networks and the closed form's "
+                     f"{dim} x {dim} covariance")
     data = simulate(rows, dim, factors, args.seed)
     train, test = data[:args.num_train], data[args.num_train:].to(device)
     check_evaluation_memory("own_pair", "--max-k", args.max_k, test)
     check_evaluation_memory("own_pair", "--ais-chains", args.ais_chains, test)
     pair = FactorAnalysis(args.data_dim, args.num_factors)
-    history = fit(pair.model, pair.guide, train, loss=args.objective,
-                  num_particles=args.num_particles, epochs=args.epochs,
-                  batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device)
+    with refused_as_usage("own_pair"):  # fit's refusals come before its first step
+        history = fit(pair.model, pair.guide, train, loss=args.objective,
+                      num_particles=args.num_particles, epochs=args.epochs,
+                      batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device)
 
     table, results = estimate(pair, test, evaluation_ks(args.max_k), args)
     metrics = {**results, "history": history, "config": vars(args), "device": str(device)}

@@ -163,13 +163,15 @@ def main(args: argparse.Namespace) -> dict:
 
     with refused_as_usage("vae"):  # networks too large for memory, a conv net off 28x28
         vae = VAE(shape, args.latent_dim, args.likelihood, args.network, hidden_widths(args))
-    history = fit(vae.model, vae.guide, train, loss=args.objective,
-                  num_particles=args.num_particles, epochs=args.epochs,
-                  batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device,
-                  kl_warmup_epochs=args.kl_warmup, batch_transform=batch_transform,
-                  checkpoint=out / "checkpoint_vae.pt", resume=args.resume,
-                  distributed=args.distributed, compile=args.compile,
-                  mixed_precision=args.mixed_precision)
+    with refused_as_usage("vae"):  # fit's refusals (--num-particles beyond memory, a
+        # checkpoint of other settings) come before its first step
+        history = fit(vae.model, vae.guide, train, loss=args.objective,
+                      num_particles=args.num_particles, epochs=args.epochs,
+                      batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device,
+                      kl_warmup_epochs=args.kl_warmup, batch_transform=batch_transform,
+                      checkpoint=out / "checkpoint_vae.pt", resume=args.resume,
+                      distributed=args.distributed, compile=args.compile,
+                      mixed_precision=args.mixed_precision)
     if args.distributed and torch.distributed.get_rank() != 0:
         train_baselines(args, shape, train, batch_transform, device)  # every rank takes part
         return {"rank": torch.distributed.get_rank(), "history": history}

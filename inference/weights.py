@@ -719,6 +719,13 @@ def particle_bytes(model: Callable, guide: Callable, args: tuple, kwargs: dict,
                for trace in traces for site in sample_sites(trace))
 
 
+def _leading_digit(count: int) -> int:
+    """``count`` rounded down to its leading digit's power of ten (1234 -> 1000), at least
+    1: a suggested count that fits with room to spare."""
+    count = max(1, int(count))
+    return 10 ** int(math.log10(count)) if count >= 10 else count
+
+
 def check_particle_memory(model: Callable, guide: Callable, args: tuple, kwargs: dict,
                           structure: PairStructure, num_samples: int, chunk_size: int | None,
                           name: str = "num_samples", gradients: bool = False,
@@ -741,18 +748,20 @@ def check_particle_memory(model: Callable, guide: Callable, args: tuple, kwargs:
     if not per_particle:
         return
     per_particle *= 2 if gradients else 1
-    weights = num_samples * structure.batch_size * weight_itemsize(args, kwargs)
+    weight_row = structure.batch_size * weight_itemsize(args, kwargs)  # bytes per particle
+    weights = num_samples * weight_row
     need = chunk * per_particle + weights
     if need <= total:
         return
-    fits = max(1, (total - weights) // (4 * per_particle))  # a quarter of the memory
-    fits = 10 ** int(math.log10(fits)) if fits >= 10 else fits
-    if not chunkable:
-        how, remedy = "all in one pass", f"lower {name} (at most about {fits} fit)"
-    else:
-        how = ("chunk_size=None draws them all in one pass" if chunk_size is None
-               else f"chunk_size={chunk_size} draws that many per pass")
-        remedy = f"pass chunk_size={fits} (particles per pass), or lower {name}"
+    how = ("all in one pass" if not chunkable else
+           "chunk_size=None draws them all in one pass" if chunk_size is None
+           else f"chunk_size={chunk_size} draws that many per pass")
+    if chunkable and 2 * weights < total:  # smaller passes fit (in a quarter of the memory)
+        remedy = (f"pass chunk_size={_leading_digit((total - weights) // (4 * per_particle))} "
+                  f"(particles per pass), or lower {name}")
+    else:  # the weights of every particle are kept: fewer particles
+        remedy = (f"lower {name} (at most about "
+                  f"{_leading_digit(total // (4 * (per_particle + weight_row)))} fit)")
     raise ValueError(
         f"{name}={num_samples} particles for {structure.batch_size} datapoints: {how}, "
         f"which needs at least {need:,} bytes ({need / 2 ** 30:.3g} GiB: {per_particle:,} "

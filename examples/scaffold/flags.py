@@ -289,7 +289,8 @@ MAX_REPEATS = 1000
 @contextlib.contextmanager
 def refused_as_usage(script: str, flag: str | None = None):
     """Turn a library's ``ValueError``, ``TypeError`` or ``OSError`` raised in a script's
-    set-up (before any training) into the ``SystemExit`` of :func:`flag_error` (or, with no
+    set-up (before any training, or by ``fit``, which checks everything before its first
+    step) into the ``SystemExit`` of :func:`flag_error` (or, with no
     single flag to blame, ``"<script>: error: <message>"``): a refusal, not a traceback."""
     try:
         yield

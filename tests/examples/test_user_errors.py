@@ -210,6 +210,9 @@ def long_line(tmp_path):
     # the allocator's raw error, after the data were half simulated
     ("own_pair", ["--num-factors", "100000000"], "own_pair: error: --num-train + --num-test"),
     ("own_pair", ["--data-dim", "100000000"], "more than the"),
+    # trained, then the closed form's 10^5 x 10^5 covariance failed in the allocator
+    ("own_pair", ["--data-dim", "100000", "--epochs", "1"],
+     "own_pair: error: --num-train + --num-test = 2200 rows of --data-dim 100000"),
     # 10**9 test words were cut to the split's 6388 without a word
     ("compression", ["--num-test-words", "1000000000"],
      "--num-test-words: 1000000000 asked for, but the test split of"),
@@ -281,6 +284,18 @@ def test_flags_refused_once_the_data_are_loaded_before_any_training(
     for name, path in paths.items():
         message = message.replace(name, path)
     assert message in str(refused.value)
+
+
+@pytest.mark.parametrize("script", ["own_pair", "toy_manifold", "vae"])
+def test_fits_refusal_is_a_usage_error(script, tmp_path, keep_threads):
+    # fit refuses particles beyond memory before its first step; the refusal came as a
+    # traceback through the example
+    module = load(script)
+    args = module.parse_args(["--num-particles", "100000000", "--epochs", "1", "--threads", "1",
+                              "--out-dir", str(tmp_path / "out")])
+    with pytest.raises(SystemExit, match=f"{script}: error: num_particles=100000000 particles "
+                                         "for .* lower num_particles"):
+        module.main(args)
 
 
 @pytest.fixture

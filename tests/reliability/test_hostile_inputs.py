@@ -18,6 +18,7 @@
 """
 
 import math
+import re
 
 import numpy as np
 import pyro
@@ -343,6 +344,24 @@ def test_elbo_refuses_particles_that_do_not_fit_before_drawing(monkeypatch):
     with pytest.raises(ValueError, match="num_samples=10000 .*chunk_size=5000 draws that many"):
         elbo(vae.model, vae.guide, x, num_samples=10**4, chunk_size=5000)
     assert elbo(vae.model, vae.guide, x, num_samples=10**4, chunk_size=1000).shape == (20,)
+
+
+@pytest.mark.parametrize("num_particles", [10**5, 10**7])
+def test_fits_particle_refusal_suggests_a_count_that_fits(monkeypatch, num_particles):
+    # When the [K, batch] weights alone exceeded the memory the suggestion read "at most
+    # about 1 fit" (the weights' bytes were taken off the memory before dividing).
+    vae = _vae()
+    x = (torch.rand(20, 1, 4, 4) > 0.5).float()
+    total = 64 * 2**20
+    _small_memory(monkeypatch, total)
+    with pytest.raises(ValueError, match=r"lower num_particles \(at most about \d+ fit\)") as info:
+        fit(vae.model, vae.guide, x, loss="iwae", num_particles=num_particles, epochs=1,
+            progress=False)
+    suggested = int(re.search(r"at most about (\d+) fit", str(info.value)).group(1))
+    per_particle = int(re.search(r"([\d,]+) bytes per particle", str(info.value))
+                       .group(1).replace(",", ""))
+    assert suggested > 1
+    assert suggested * (per_particle + 20 * 4) <= total / 4 < 10 * suggested * (per_particle + 80)
 
 
 def test_the_memory_check_does_not_change_the_draws(monkeypatch):
