@@ -348,7 +348,9 @@ def _last_update_problem(model, guide, batch: tuple, modules, epoch: int,
                 pyro.validation_enabled(False), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pyro's "Encountered NaN: loss", said below
             value = float(objective.loss(model, guide, *batch))
-    except (ValueError, RuntimeError, FloatingPointError) as error:
+    except Exception as error:  # noqa: BLE001 - a loss that cannot score the pair (Pyro's
+        # TraceMeanField_ELBO asserts on a guide's pyro.deterministic, which the steps take)
+        # is no verdict, and must not lose the run the steps trained
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         if not isinstance(error, FloatingPointError) and not _NON_FINITE.search(first):
             return None
