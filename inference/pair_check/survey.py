@@ -79,6 +79,7 @@ from .sites import (
     sample_sites,
     site_data_size,
     site_list,
+    site_mask,
     sites_moved_by_auxiliary,
     trace_signature,
     unrecorded_randomness,
@@ -416,6 +417,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
             f"pyro.plate('{DATA_PLATE}', len(x)):` and give each site the batch's values "
             "(joint_log_evidence, the evidence of the whole data, scores a loop over a plate "
             f"of another name, pyro.plate('data_loop', N))")
+    _check_observations_not_reparameterized(model_sites)
     _check_scorable(guide_latents)
     guide_observed = [s["name"] for s in sample_sites(guide_trace, observed=True)]
     if guide_observed:
@@ -607,6 +609,28 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
                       for f in site["cond_indep_stack"] if f.vectorized}),
         **judged,
     )
+
+
+def _check_observations_not_reparameterized(model_sites) -> None:
+    """Refuse an observed site that ``poutine.reparam`` replaced: its record is a masked
+    ``Delta`` (not a ``pyro.deterministic``) beside an observed ``<name>_...`` site that holds
+    the transformed data (``TransformReparam``'s ``x_base``, ``LocScaleReparam``'s
+    ``x_decentered``). That site's density lacks the transform's Jacobian, so every estimate
+    would be off by ``log |J|`` (Pyro's reparameterizers are for latent sites)."""
+    observed = [s["name"] for s in model_sites if s["is_observed"] and not is_delta(s["fn"])]
+    for site in model_sites:
+        if not site["is_observed"] or site["infer"].get("_deterministic") \
+                or not is_delta(site["fn"]) or site_mask(site).any():
+            continue
+        bases = [name for name in observed if name.startswith(site["name"] + "_")]
+        if bases:
+            raise PairError(
+                f"the model's observed site '{site['name']}' was replaced by a reparameterizer "
+                f"(poutine.reparam): its data are scored at site '{bases[0]}' after the "
+                "transform, whose density lacks the transform's Jacobian, so every estimate "
+                "of log p(x) would be off by log|J| (Pyro's TransformReparam, LocScaleReparam "
+                f"and their kin are for latent sites only). Leave '{site['name']}' out of the "
+                "reparam config")
 
 
 def _check_scorable(guide_latents) -> None:
