@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -363,11 +364,25 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
             guide_full = poutine.trace(_PyroDistributionsOnly("guide")(guide)).get_trace(
                 *copy_args, **copy_kwargs)
             _check_arguments_unchanged(copies, "the guide")
+            _check_guide_not_reparameterized(guide_full)
             model_full = replay_model(_PyroDistributionsOnly("model")(model), guide_full,
                                       copy_args, copy_kwargs)
             _check_arguments_unchanged(copies, "the model")
         except _NotPyroDistribution as found:
             raise PairError(str(found)) from None
+        except KeyError as error:  # pyro.param(name) read before any run stored it
+            name = error.args[0] if len(error.args) == 1 else None
+            if isinstance(name, str) and name not in pyro.get_param_store():
+                raise PairError(
+                    f"the pair reads pyro.param('{name}') without an initial value, and no "
+                    f"earlier run stored one (Pyro: KeyError '{name}'): the guide runs "
+                    "before the model, so a parameter the guide reads needs its initial "
+                    f"value there, pyro.param('{name}', <initial tensor>)") from error
+            raise
+        except NotImplementedError as error:
+            if "Cannot transform" in str(error):  # an AutoGuide's biject_to(support)
+                _check_latents_unconstrainable(model, args, kwargs, error)
+            raise
         except (ValueError, RuntimeError) as error:  # e.g. a distribution's NaN argument
             if not isinstance(error, PairError):  # this check's own, or the replay's
                 _check_arguments_unchanged(copies, "the model or the guide")
@@ -611,6 +626,53 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     )
 
 
+def _reparam_records(sites) -> list[str]:
+    """The names of the ``sites`` that ``poutine.reparam`` made: observed, masked ``Delta``
+    records of a transformed value, other than ``pyro.deterministic``'s."""
+    return [site["name"] for site in sites
+            if site["is_observed"] and is_delta(site["fn"])
+            and not site["infer"].get("_deterministic") and not site_mask(site).any()]
+
+
+def _check_guide_not_reparameterized(guide_trace) -> None:
+    """Refuse a guide wrapped in ``poutine.reparam``: its site becomes a record of a value
+    drawn at another site, which no model site can replay (Pyro: "site z must be sampled
+    in trace")."""
+    records = _reparam_records(sample_sites(guide_trace, observed=True))
+    if records:
+        raise PairError(
+            f"the guide's site '{records[0]}' was replaced by a reparameterizer "
+            "(poutine.reparam around the guide): the guide then draws at another site and "
+            f"only records '{records[0]}', so the model's '{records[0]}' has no draw to "
+            "replay. Reparameterize the model instead (a guide written for the model's new "
+            "sites, or an AutoGuide built on the reparameterized model), or draw the "
+            "guide's site from its distribution directly")
+
+
+def _check_latents_unconstrainable(model, args, kwargs, error: Exception) -> None:
+    """Called while a guide fails with torch's "Cannot transform <constraint>" (an AutoGuide
+    asking ``biject_to`` for a support torch has no bijection onto): raise ``PairError``
+    naming the model's latent site of that support; return when none is found."""
+    try:
+        with forked_rng(), poutine.block(), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the prior's draws ("Singular sample detected")
+            trace = poutine.trace(model).get_trace(*args, **kwargs)
+    except Exception:  # noqa: BLE001 - the model alone fails too: the error stands
+        return
+    for site in sample_sites(trace, observed=False):
+        try:
+            biject_to(site["fn"].support)
+        except NotImplementedError:
+            raise PairError(
+                f"the guide fails on latent site '{site['name']}', whose "
+                f"{family(site['fn'])} has support {site['fn'].support}, onto which torch has "
+                f"no bijection from unconstrained space (torch: {_first_line(str(error))}): "
+                "an AutoGuide (AutoNormal and its kin) cannot be built for it. Write the "
+                f"guide's '{site['name']}' yourself, from a distribution on that support (a "
+                "Wishart for a positive definite matrix) or a TransformedDistribution onto "
+                "it") from error
+
+
 def _check_observations_not_reparameterized(model_sites) -> None:
     """Refuse an observed site that ``poutine.reparam`` replaced: its record is a masked
     ``Delta`` (not a ``pyro.deterministic``) beside an observed ``<name>_...`` site that holds
@@ -618,18 +680,15 @@ def _check_observations_not_reparameterized(model_sites) -> None:
     ``x_decentered``). That site's density lacks the transform's Jacobian, so every estimate
     would be off by ``log |J|`` (Pyro's reparameterizers are for latent sites)."""
     observed = [s["name"] for s in model_sites if s["is_observed"] and not is_delta(s["fn"])]
-    for site in model_sites:
-        if not site["is_observed"] or site["infer"].get("_deterministic") \
-                or not is_delta(site["fn"]) or site_mask(site).any():
-            continue
-        bases = [name for name in observed if name.startswith(site["name"] + "_")]
+    for name in _reparam_records(model_sites):
+        bases = [other for other in observed if other.startswith(name + "_")]
         if bases:
             raise PairError(
-                f"the model's observed site '{site['name']}' was replaced by a reparameterizer "
+                f"the model's observed site '{name}' was replaced by a reparameterizer "
                 f"(poutine.reparam): its data are scored at site '{bases[0]}' after the "
                 "transform, whose density lacks the transform's Jacobian, so every estimate "
                 "of log p(x) would be off by log|J| (Pyro's TransformReparam, LocScaleReparam "
-                f"and their kin are for latent sites only). Leave '{site['name']}' out of the "
+                f"and their kin are for latent sites only). Leave '{name}' out of the "
                 "reparam config")
 
 

@@ -88,3 +88,68 @@ def test_reparameterized_latents_are_still_scored_exactly():
         torch.testing.assert_close(elbo(reparameterized, guide, X, num_samples=3), EVIDENCE)
         torch.testing.assert_close(iwae_bound(reparameterized, guide, X, num_samples=3),
                                    EVIDENCE)
+
+
+def test_a_guide_wrapped_in_reparam_is_refused_by_name():
+    # The guide's 'z' became a record of 'z_base': Pyro's replay failed with "site z must
+    # be sampled in trace" from every entry point.
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.TransformedDistribution(
+                dist.Normal(x.new_zeros(()), 1.0), [transforms.AffineTransform(x / 2, 0.7)]))
+
+    wrapped = poutine.reparam(guide, config={"z": TransformReparam()})
+    assert elbo(model, guide, X, num_samples=2).shape == (4,)
+    for call in (lambda: elbo(model, wrapped, X), lambda: fit(model, wrapped, X, epochs=1,
+                                                               progress=False)):
+        with pytest.raises(PairError, match=r"the guide's site 'z' was replaced by a "
+                                            r"reparameterizer .* Reparameterize the model"):
+            call()
+
+
+def test_a_parameter_read_before_any_run_made_it_is_named():
+    # The guide read pyro.param("mu") that only the model (running second) creates: a bare
+    # KeyError: 'mu'.
+    def model(x):
+        mu = pyro.param("mu", torch.tensor(0.0, dtype=x.dtype))
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(mu, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(pyro.param("mu") + x / 2, 0.7))
+
+    pyro.clear_param_store()
+    for call in (lambda: elbo(model, guide, X), lambda: fit(model, guide, X, epochs=1,
+                                                             progress=False)):
+        with pytest.raises(PairError, match=r"reads pyro.param\('mu'\) without an initial "
+                                            r"value.*pyro.param\('mu', <initial tensor>\)"):
+            call()
+    pyro.param("mu", torch.tensor(0.0, dtype=X.dtype))  # made by an earlier run: accepted
+    assert elbo(model, guide, X, num_samples=2).shape == (4,)
+
+
+def test_an_autoguide_for_a_support_without_a_bijection_names_the_site():
+    # AutoNormal of a Wishart latent failed in torch's biject_to with "Cannot transform
+    # _PositiveDefinite constraints" and a dump of Pyro's trace shapes.
+    from pyro.infer.autoguide import AutoNormal
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            precision = pyro.sample("precision", dist.Wishart(
+                torch.tensor(4.0, dtype=x.dtype), covariance_matrix=torch.eye(2, dtype=x.dtype)))
+            pyro.sample("x", dist.MultivariateNormal(
+                x.new_zeros(2), precision_matrix=precision.unsqueeze(-3)).to_event(1), obs=x)
+
+    x = torch.randn(3, 4, 2, dtype=torch.float64)
+    for call in (lambda: elbo(model, AutoNormal(model), x),
+                 lambda: fit(model, AutoNormal(model), x, epochs=1, progress=False)):
+        with pytest.raises(PairError, match=r"latent site 'precision', whose Wishart has "
+                                            r"support PositiveDefinite\(\).*AutoGuide"):
+            call()
