@@ -671,7 +671,8 @@ def fit(
     optimizer = Adam(lr)
     compiled = check_compile(compile, model, guide) is not None
     if not compiled:
-        stepper = SVIStep(model, guide, optimizer, loss=loss, num_particles=num_particles)
+        stepper = SVIStep(model, guide, optimizer, loss=loss, num_particles=num_particles,
+                          check=False)  # the plan surveyed the pair on the first minibatch
     else:
         if mixed_precision:
             raise ValueError("mixed_precision=True does not combine with compile=True")

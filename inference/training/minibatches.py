@@ -199,8 +199,7 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
 
     called = loss_call(loss, num_particles)
     name, num_particles, vectorized = loss_traits(loss, num_particles)
-    use = (f"fit:{name}" if name in FIT_LOSSES else
-           TRACE_ENUM_FIT if isinstance(loss, pyro.infer.TraceEnum_ELBO) else "fit:custom")
+    use = training_use(loss, name)
     minibatched = batch_size < num_data
     _check_tail_adaptive_settings(loss, called)
     if minibatched and isinstance(loss, pyro.infer.RenyiELBO):  # (the model's own: below)
@@ -438,6 +437,14 @@ def _check_tail_adaptive_pair(structure, called: str, batch_size: int, num_data:
             f"batch, and the ranks of a minibatch are not those of all {num_data} datapoints. "
             f"Train on all data at once (batch_size >= {num_data}, a model that does not "
             "subsample its own plate)")
+
+
+def training_use(loss, name: str) -> str:
+    """The entry point :func:`inference.pair_check.check_pair` judges a pair trained with
+    ``loss`` for (``name``: its :func:`loss_traits` name): ``"fit:<name>"``, the enumerating
+    loss's, or ``"fit:custom"`` (the site checks alone)."""
+    return (f"fit:{name}" if name in FIT_LOSSES else
+            TRACE_ENUM_FIT if isinstance(loss, pyro.infer.TraceEnum_ELBO) else "fit:custom")
 
 
 def loss_traits(loss, num_particles: int) -> tuple[str, int, bool]:

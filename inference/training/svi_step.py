@@ -57,16 +57,18 @@ from ..pair_check import (
     PARTICLE_PLATE,
     PairError,
     check_observed_values_validated,
+    check_pair,
     conditional_sites_of_guide,
     data_frame,
     inspect_pair,
     is_delta,
+    survey_pair,
     trace_pair,
 )
 from ..random_state import forked_rng
 from ..reachable import kept_buffers, reachable_modules
 from ..weights import UniformScale, check_data, log_mean_exp, per_datapoint
-from .minibatches import reports_no_loss
+from .minibatches import loss_traits, reports_no_loss, training_use
 from .objectives import detach_parameters, make_loss
 
 LEAN_LOSSES = ("elbo", "meanfield")
@@ -630,14 +632,19 @@ class SVIStep:
         lean: allow the lean paths (False: Pyro's objective, or :class:`inference.IWAELoss` /
             :class:`inference.DReGLoss`, on every step); True or False, other values are a
             ``TypeError``.
+        check: survey the pair on the first call (:mod:`inference.pair_check`, as
+            :func:`inference.fit` does), so that what it cannot train (the guide passed as
+            the model, data outside a site's support) is refused by name before a step;
+            False when the caller has checked it (``fit`` does).
     """
 
     def __init__(self, model: Callable, guide: Callable, optim=None, loss: str = "elbo",
-                 num_particles: int = 1, lean: bool = True):
+                 num_particles: int = 1, lean: bool = True, *, check: bool = True):
         guide = traceable_guide(guide)  # an effect-based guide: its draws only
         check_pair_arguments(model, guide, num_particles)
-        if not isinstance(lean, bool):
-            raise TypeError(f"lean must be True or False, got {lean!r}")
+        for name, flag in (("lean", lean), ("check", check)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, got {flag!r}")
         if optim is not None:
             check_optimizer(optim)
         self.model, self.guide = model, guide
@@ -650,6 +657,20 @@ class SVIStep:
                                        or self._weighted)
         self._lean: bool | None = None  # decided on the first step
         self._nesting: int | None = None  # plate nesting + 1, for the weighted lean path
+        self._unchecked = check  # the pair is surveyed on the first call
+
+    def _check_pair(self, args, kwargs) -> None:
+        """Survey the pair on the batch of the first call and judge it as ``fit`` would for
+        this loss (:func:`inference.pair_check.check_pair`)."""
+        name, particles, _ = loss_traits(self.objective, self.num_particles)
+        called = (f"SVIStep(loss='{self.loss_name}'"
+                  + (f", num_particles={particles})" if particles > 1 else ")")
+                  if isinstance(self.loss_name, str) else
+                  f"SVIStep(loss={type(self.loss_name).__name__}(...))")
+        check_pair(survey_pair(self.model, self.guide, args, kwargs, probe_vectorized=False,
+                               probe_randomness=False), training_use(self.objective, name),
+                   called)
+        self._unchecked = False
 
     @property
     def lean(self) -> bool:
@@ -682,6 +703,8 @@ class SVIStep:
         ``"meanfield"``, the IWAE bound for ``"iwae"``/``"dreg"``) under ``torch.no_grad``,
         e.g. for held-out data."""
         with torch.no_grad():
+            if self._unchecked:
+                self._check_pair(args, kwargs)
             try:
                 return float(self.objective.loss(self.model, self.guide, *args, **kwargs))
             except (ValueError, RuntimeError, TypeError, NotImplementedError) as error:
@@ -718,6 +741,8 @@ class SVIStep:
         if self._lean is None:  # first step: Pyro's tracing with its checks decides
             # the checks run the pair in training mode: batch-norm statistics stay put
             with kept_buffers(reachable_modules(self.model, self.guide)):
+                if self._unchecked:
+                    self._check_pair(args, kwargs)
                 try:
                     check_param_store(self.model, self.guide, args, kwargs)
                     self._choose_path(args, kwargs)

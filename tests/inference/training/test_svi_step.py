@@ -474,7 +474,10 @@ def test_step_refuses_a_nan_loss_without_stepping():
         pass
 
     with pyro.get_param_store().scope(), pyro.validation_enabled(False):
-        step = SVIStep(model, guide)
+        with pytest.raises(ValueError, match="the pair's parameters hold NaN or infinite "
+                                             "values: loc"):
+            SVIStep(model, guide).step(torch.zeros(3))  # the first call's survey
+        step = SVIStep(model, guide, check=False)  # the step's own guard
         with pytest.raises(FloatingPointError, match="SVIStep.step: the loss is nan, not applied"):
             step.step(torch.zeros(3))
         assert pyro.param("loc").grad is None
@@ -641,3 +644,43 @@ def test_data_of_another_dtype_than_the_networks_is_named():
     with pytest.raises(TypeError, match=r"argument 0 is torch.float32 but the parameters of "
                                         r"the networks the pair uses are torch.float64"):
         SVIStep(model, guide).step(torch.randn(4))
+
+
+@pytest.mark.parametrize("call", ["step", "evaluate_loss"])
+def test_the_first_call_surveys_the_pair_as_fit_does(call):
+    # SVIStep ran no survey: the guide passed as the model trained at loss 0.000 for 100
+    # steps, and with Pyro's validation off a Bernoulli VAE trained on pixels of 3 to a loss
+    # of -2.4e9 nats; fit and every estimator refuse both by name.
+    model, guide = _shift_pair()
+    x = torch.tensor([0.3, -1.2, 2.0])
+    with pytest.raises(ValueError, match=r"the model observes no site .* Is the guide passed "
+                                         r"as the model\?"):
+        getattr(SVIStep(guide, guide), call)(x)
+
+    def bernoulli_model(x):
+        with pyro.plate("data", len(x)):
+            p = pyro.sample("p", dist.Beta(1.0, 1.0))
+            pyro.sample("x", dist.Bernoulli(p), obs=x)
+
+    def beta_guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("p", dist.Beta(2.0, 2.0))
+
+    counts = torch.tensor([0.0, 3.0, 1.0])
+    with pyro.validation_enabled(False):
+        with pytest.raises(ValueError, match=r"site 'x'.*3"):
+            getattr(SVIStep(bernoulli_model, beta_guide), call)(counts)
+
+
+def test_fit_does_not_survey_twice_and_check_must_be_a_bool(monkeypatch):
+    import inference.training.svi_step as svi_step
+
+    calls = []
+    original = svi_step.survey_pair
+    monkeypatch.setattr(svi_step, "survey_pair",
+                        lambda *a, **k: calls.append(1) or original(*a, **k))
+    model, guide = _shift_pair()
+    fit(model, guide, torch.tensor([0.3, -1.2, 2.0]), epochs=2, progress=False)
+    assert calls == []  # fit's plan surveyed the pair on its first minibatch
+    with pytest.raises(TypeError, match="check must be True or False, got 'yes'"):
+        SVIStep(model, guide, check="yes")
