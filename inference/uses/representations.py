@@ -31,8 +31,9 @@ from ..checks import (
     check_weights_memory,
     leaves_buffers,
 )
-from ..pair_check import (DATA_PLATE, PairError, attach_subsample, data_frame, inspect_pair,
-                          is_delta, sample_sites, site_list, trace_pair)
+from ..pair_check import (DATA_PLATE, PairError, attach_subsample, conditional_sites_of_guide,
+                          data_frame, inspect_pair, is_delta, sample_sites, site_list,
+                          trace_pair)
 from ..pair_check.networks import nonfinite_parameters
 from ..weights import (check_data, check_particle_memory, trace_log_density,
                        vectorized_traces, weight_itemsize)
@@ -293,7 +294,11 @@ def posterior_means(guide: Callable, *args, site: str = "z", **kwargs) -> torch.
     ``NotImplementedError`` naming the site, since an estimate from draws would carry Monte
     Carlo noise into :func:`active_units`: average draws of the site yourself. A guide
     called without the data it takes raises ``TypeError``, one that fails to run with NaN
-    or infinite parameters (a diverged fit) ``ValueError`` naming them.
+    or infinite parameters (a diverged fit) ``ValueError`` naming them. A ``Delta`` site
+    whose value is computed from another latent's draw (an AutoGuide's, such as
+    ``AutoNormal``'s, at the transformed draw of its auxiliary site) raises
+    ``NotImplementedError`` too: its mean would be that one draw. A ``Delta`` at parameters
+    (``AutoDelta``'s point estimate) is its own mean.
 
     For a guide whose ``"data"`` plate keeps a subsample (``pyro.plate("data", N,
     subsample_size=B)``) the means are those of the ``B`` datapoints of this call, whose
@@ -340,14 +345,24 @@ def posterior_means(guide: Callable, *args, site: str = "z", **kwargs) -> torch.
             f"(event dims {node['fn'].event_dim}); expected [batch, ...] with batch the "
             f"leftmost dim, that of pyro.plate('{DATA_PLATE}')")
     fn = node["fn"]
+    average_draws = (f"average draws of the site instead, e.g. torch.stack([poutine.trace("
+                     f"guide).get_trace(x).nodes['{site}']['value'] for _ in range(100)])"
+                     ".mean(0)")
+    if is_delta(fn) and site in conditional_sites_of_guide(guide, args, kwargs):
+        auxiliary = [other["name"] for other in sample_sites(trace, observed=False)
+                     if other["infer"].get("is_auxiliary")]
+        whose = (f" (an AutoGuide's Delta at the transformed draw of its auxiliary sites "
+                 f"{auxiliary})" if auxiliary else "")
+        raise NotImplementedError(
+            f"posterior_means: the guide's site '{site}' is a Delta at a value computed from "
+            f"the draw of another latent{whose}, so its mean would be one random draw, "
+            f"another on every call; {average_draws}")
     try:
         mean = fn.mean
     except NotImplementedError:
         raise NotImplementedError(
             f"posterior_means: the guide's distribution at site '{site}' "
-            f"({type(fn).__name__}) has no closed-form mean; average draws of the site "
-            f"instead, e.g. torch.stack([poutine.trace(guide).get_trace(x).nodes['{site}']"
-            f"['value'] for _ in range(100)]).mean(0)") from None
+            f"({type(fn).__name__}) has no closed-form mean; {average_draws}") from None
     bad = ~torch.isfinite(mean)
     if bad.any():
         raise ValueError(f"posterior_means: the mean of the guide's {type(fn).__name__} at site "

@@ -7,7 +7,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from pyro.infer.autoguide import AutoNormal
+from pyro.infer.autoguide import AutoDelta, AutoNormal
 
 from inference import expected_log_likelihood, kl_per_dimension, posterior_means
 
@@ -202,3 +202,32 @@ def test_kl_per_dimension_says_an_autoguide_delta_needs_a_normal_guide_site():
     with pytest.raises(NotImplementedError, match=r"'w' is a Delta.*needs a diagonal Normal "
                                                   r"guide site"):
         kl_per_dimension(model, guide, X, site="w")
+
+
+def test_posterior_means_of_an_autoguides_delta_is_refused_not_a_draw():
+    # it returned AutoNormal's transformed draw at 'w' as the mean, another on every call
+    _, guide = autonormal_pair()
+    with pytest.raises(NotImplementedError, match=r"site 'w' is a Delta at a value computed "
+                                                  r"from the draw.*\['w_unconstrained'\].*"
+                                                  r"average draws"):
+        posterior_means(guide, X, site="w")
+    unconstrained = posterior_means(guide, X, site="w_unconstrained")  # a Normal's mean
+    torch.testing.assert_close(unconstrained, guide.locs.w.detach())
+
+
+def test_posterior_means_of_a_point_mass_delta_is_its_value():
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    pyro.clear_param_store()
+    guide = AutoDelta(model)
+    guide(X)
+    torch.testing.assert_close(posterior_means(guide, X), guide.z.detach())
+
+    def data_delta_guide(x):  # a point mass computed from the data alone
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Delta(x / 2))
+
+    torch.testing.assert_close(posterior_means(data_delta_guide, X), X / 2)
