@@ -14,6 +14,7 @@ import numpy as np
 import pyro
 import torch
 from pyro import poutine
+from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from pyro.distributions import Independent, Normal
 from torch.distributions import kl_divergence
 
@@ -30,8 +31,9 @@ from ..checks import (
     check_weights_memory,
     leaves_buffers,
 )
-from ..pair_check import (DATA_PLATE, PairError, data_frame, inspect_pair, sample_sites,
-                          site_list, trace_pair)
+from ..pair_check import (DATA_PLATE, PairError, attach_subsample, conditional_sites_of_guide,
+                          data_frame, inspect_pair, is_delta, sample_sites, site_list,
+                          trace_pair)
 from ..pair_check.networks import nonfinite_parameters
 from ..weights import (check_data, check_particle_memory, trace_log_density,
                        vectorized_traces, weight_itemsize)
@@ -68,19 +70,72 @@ def _latent_sites_hint(trace, site: str, role: str) -> str:
     return f"; the {role}'s latent sites are {names}: pass site={names[0]!r}"
 
 
+def _shared_latents_hint(model_trace, guide_trace) -> str:
+    """``"; the guide's latent sites are ['z']: pass site='z'"``, the hint after a refusal of
+    a site that is not latent in both: only the guide's latents the model samples too are
+    suggested, never an AutoGuide's auxiliary sites (``w_unconstrained``); the others are
+    named as left out."""
+    in_model = {node["name"] for node in sample_sites(model_trace, observed=False)}
+    names, left_out = [], []
+    for node in sample_sites(guide_trace, observed=False):
+        shared = node["name"] in in_model and not node["infer"].get("is_auxiliary")
+        (names if shared else left_out).append(node["name"])
+    left = f" (leaving out {left_out}, which the model does not sample)" if left_out else ""
+    if not names:
+        return f"; the model samples none of the guide's latent sites{left}"
+    return f"; the guide's latent sites are {names}{left}: pass site={names[0]!r}"
+
+
+def _plate_subsamples(trace) -> dict:
+    """``{plate name: (indices [subsample size], full size, drawn)}`` of the plates of an
+    unpruned ``trace`` that keep fewer members than they declare; ``drawn``: the plate drew
+    them at random (``subsample_size=B``), rather than being given them (``subsample=``)."""
+    found = {}
+    for node in trace.nodes.values():
+        if node["type"] != "sample" or not site_is_subsample(node):
+            continue
+        fn = node["fn"]
+        if node["value"].shape[0] < fn.size:
+            drawn = fn.subsample_size is not None and fn.subsample_size < fn.size
+            found[node["name"]] = (node["value"], fn.size, drawn)
+    return found
+
+
+def _refuse_drawn_inner_plates(entry: str, node, subsamples: dict) -> None:
+    """``ValueError`` naming the plate when a plate of ``node`` other than ``"data"`` draws
+    its members at random: the result would cover a random part of them, another each call."""
+    for frame in node["cond_indep_stack"]:
+        found = subsamples.get(frame.name)
+        if frame.name != DATA_PLATE and found is not None and found[2]:
+            raise ValueError(
+                f"{entry}: site '{node['name']}' lies in pyro.plate('{frame.name}'), which "
+                f"draws a random subsample ({len(found[0])} of its {found[1]} members), so "
+                f"the result would cover another part of them on every call; call it with "
+                f"pyro.plate('{frame.name}', {found[1]}) (no subsample_size)")
+
+
 def _latent_pair(entry, model, guide, site, args, kwargs):
-    """The model's and guide's traces on the data, after refusing swapped programs and a
-    ``site`` that is not a latent site of both (naming the guide's latent sites)."""
+    """The model's and guide's traces on the data (subsample sites pruned) and the guide's
+    plates that keep fewer members than they declare (:func:`_plate_subsamples`), after
+    refusing swapped programs and a ``site`` that is not a latent site of both (naming the
+    latent sites they share)."""
     check_program(model, "model")
     check_program(guide, "guide")
     check_data(args, kwargs)
     with poutine.block(), torch.no_grad():
-        model_trace, guide_trace = trace_pair(model, guide, args, kwargs)
+        guide_full = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_full)).get_trace(
+            *args, **kwargs)
+    model_trace = prune_subsample_sites(model_trace)
+    guide_trace = prune_subsample_sites(guide_full)
     _refuse_swapped_programs(entry, guide_trace, model_trace)
     if site not in guide_trace.nodes or site not in model_trace.nodes:
+        node = guide_trace.nodes.get(site)
+        auxiliary = " (it is an AutoGuide's auxiliary site)" \
+            if node is not None and node["infer"].get("is_auxiliary") else ""
         raise ValueError(f"{entry}: no latent site '{site}' in both model and guide"
-                         f"{_latent_sites_hint(guide_trace, site, 'guide')}")
-    return model_trace, guide_trace
+                         f"{auxiliary}{_shared_latents_hint(model_trace, guide_trace)}")
+    return model_trace, guide_trace, _plate_subsamples(guide_full)
 
 
 def _base_normal(fn, role: str, site: str) -> Normal:
@@ -88,6 +143,15 @@ def _base_normal(fn, role: str, site: str) -> Normal:
     naming the ``role`` ("guide", "model"), the site and the family otherwise."""
     while isinstance(fn, Independent):
         fn = fn.base_dist
+    if role == "guide" and is_delta(fn):
+        raise NotImplementedError(
+            f"kl_per_dimension: the guide's site '{site}' is a Delta, a point mass (an "
+            "AutoGuide such as AutoNormal samples an auxiliary site, e.g. "
+            f"'{site}_unconstrained', and puts a Delta at its transformed draw), whose KL "
+            "from a continuous prior is not finite; "
+            "kl_per_dimension needs a diagonal Normal guide site: a guide of your own with "
+            f"pyro.sample('{site}', dist.Normal(loc, scale)) in pyro.plate('{DATA_PLATE}') "
+            "(.to_event(1) for a vector latent)")
     if not isinstance(fn, Normal):
         coupled = isinstance(fn, (torch.distributions.MultivariateNormal,
                                   torch.distributions.LowRankMultivariateNormal))
@@ -157,13 +221,51 @@ def kl_per_dimension(model: Callable, guide: Callable, *args, site: str = "z",
     ``ValueError`` naming the sites, since the KL would then be a one-draw Monte Carlo value
     that changes from call to call.
 
+    A pair whose ``"data"`` plate draws a random subsample (``pyro.plate("data", N,
+    subsample_size=B)``) is averaged over all ``N`` datapoints, not over one random ``B``:
+    the pair runs once per block of ``B`` consecutive indices, the plate given each block in
+    turn, so the value is the same on every call. A plate inside ``"data"`` that draws a
+    random subsample at ``site`` raises ``ValueError`` naming it.
+
     Returns:
         ``[latent_dim]`` in nats; dimensions near zero carry no information (collapsed).
     """
     check_pair_call(kl_per_dimension, kwargs, model=model, guide=guide)
     check_site_name(site, "kl_per_dimension")
-    model_trace, guide_trace = _latent_pair("kl_per_dimension", model, guide, site, args,
-                                            kwargs)
+    model_trace, guide_trace, subsamples = _latent_pair("kl_per_dimension", model, guide,
+                                                        site, args, kwargs)
+    _refuse_drawn_inner_plates("kl_per_dimension", guide_trace.nodes[site], subsamples)
+    indices, size, drawn = subsamples.get(DATA_PLATE, (None, None, False))
+    if not drawn:
+        kl = _kl_rows(model_trace, guide_trace, site)
+        _draws_read("kl_per_dimension", model, guide, site, args, kwargs, guide_trace)
+        return kl.mean(0)
+    rows = []
+    for block, keep_from in _index_blocks(size, len(indices)):
+        block_model, block_guide = (poutine.condition(fn, data={DATA_PLATE: block})
+                                    for fn in (model, guide))
+        with poutine.block(), torch.no_grad():
+            model_trace, guide_trace = trace_pair(block_model, block_guide, args, kwargs)
+        rows.append(_kl_rows(model_trace, guide_trace, site)[keep_from:])
+        if len(rows) == 1:
+            _draws_read("kl_per_dimension", block_model, block_guide, site, args, kwargs,
+                        guide_trace)
+    return torch.cat(rows).mean(0)
+
+
+def _index_blocks(size: int, block_size: int):
+    """``(indices [block_size], keep_from)`` covering ``range(size)`` in blocks of
+    ``block_size`` consecutive indices; the last block ends at ``size`` and overlaps the one
+    before, whose indices it repeats up to ``keep_from``."""
+    for start in range(0, size, block_size):
+        stop = min(start + block_size, size)
+        yield torch.arange(stop - block_size, stop), block_size - (stop - start)
+
+
+def _kl_rows(model_trace, guide_trace, site: str) -> torch.Tensor:
+    """``KL(q || p)`` at ``site`` of one run, ``[batch, latent_dim]`` (``latent_dim`` 1 for
+    a ``[batch]`` value); ``ValueError`` for another shape, ``NotImplementedError`` for a
+    distribution that is not a diagonal Normal."""
     node = guide_trace.nodes[site]
     value = node["value"]
     if value.dim() not in (1, 2) or not _batch_first(node):
@@ -174,9 +276,8 @@ def kl_per_dimension(model: Callable, guide: Callable, *args, site: str = "z",
             f"one-dimensional latent) with batch the dim of pyro.plate('{DATA_PLATE}')")
     q = _base_normal(node["fn"], "guide", site)
     p = _base_normal(model_trace.nodes[site]["fn"], "model", site)
-    _draws_read("kl_per_dimension", model, guide, site, args, kwargs, guide_trace)
     kl = kl_divergence(q, p).expand(value.shape)  # [batch, latent_dim] or [batch]
-    return kl.reshape(value.shape[0], -1).mean(0)
+    return kl.reshape(value.shape[0], -1)
 
 
 @leaves_buffers
@@ -193,7 +294,18 @@ def posterior_means(guide: Callable, *args, site: str = "z", **kwargs) -> torch.
     ``NotImplementedError`` naming the site, since an estimate from draws would carry Monte
     Carlo noise into :func:`active_units`: average draws of the site yourself. A guide
     called without the data it takes raises ``TypeError``, one that fails to run with NaN
-    or infinite parameters (a diverged fit) ``ValueError`` naming them.
+    or infinite parameters (a diverged fit) ``ValueError`` naming them. A ``Delta`` site
+    whose value is computed from another latent's draw (an AutoGuide's, such as
+    ``AutoNormal``'s, at the transformed draw of its auxiliary site) raises
+    ``NotImplementedError`` too: its mean would be that one draw. A ``Delta`` at parameters
+    (``AutoDelta``'s point estimate) is its own mean.
+
+    For a guide whose ``"data"`` plate keeps a subsample (``pyro.plate("data", N,
+    subsample_size=B)``) the means are those of the ``B`` datapoints of this call, whose
+    indices are the result's ``subsample`` attribute ``[B]`` (as for
+    :func:`inference.elbo`): index labels with them, ``labels[means.subsample]``. A plate
+    inside ``"data"`` that draws a random subsample at ``site`` raises ``ValueError``
+    naming it (the means would cover a random part of its members).
 
     Returns:
         ``[batch, *rest]``, the shape of the site's value.
@@ -225,26 +337,41 @@ def posterior_means(guide: Callable, *args, site: str = "z", **kwargs) -> torch.
     if node is None or node["type"] != "sample":
         raise ValueError(f"posterior_means: the guide has no sample site '{site}'"
                          f"{_latent_sites_hint(trace, site, 'guide')}")
+    subsamples = _plate_subsamples(trace)
+    _refuse_drawn_inner_plates("posterior_means", node, subsamples)
     if not _batch_first(node):
         raise ValueError(
             f"posterior_means: site '{site}' has value shape {list(node['value'].shape)} "
             f"(event dims {node['fn'].event_dim}); expected [batch, ...] with batch the "
             f"leftmost dim, that of pyro.plate('{DATA_PLATE}')")
     fn = node["fn"]
+    average_draws = (f"average draws of the site instead, e.g. torch.stack([poutine.trace("
+                     f"guide).get_trace(x).nodes['{site}']['value'] for _ in range(100)])"
+                     ".mean(0)")
+    if is_delta(fn) and site in conditional_sites_of_guide(guide, args, kwargs):
+        auxiliary = [other["name"] for other in sample_sites(trace, observed=False)
+                     if other["infer"].get("is_auxiliary")]
+        whose = (f" (an AutoGuide's Delta at the transformed draw of its auxiliary sites "
+                 f"{auxiliary})" if auxiliary else "")
+        raise NotImplementedError(
+            f"posterior_means: the guide's site '{site}' is a Delta at a value computed from "
+            f"the draw of another latent{whose}, so its mean would be one random draw, "
+            f"another on every call; {average_draws}")
     try:
         mean = fn.mean
     except NotImplementedError:
         raise NotImplementedError(
             f"posterior_means: the guide's distribution at site '{site}' "
-            f"({type(fn).__name__}) has no closed-form mean; average draws of the site "
-            f"instead, e.g. torch.stack([poutine.trace(guide).get_trace(x).nodes['{site}']"
-            f"['value'] for _ in range(100)]).mean(0)") from None
+            f"({type(fn).__name__}) has no closed-form mean; {average_draws}") from None
     bad = ~torch.isfinite(mean)
     if bad.any():
         raise ValueError(f"posterior_means: the mean of the guide's {type(fn).__name__} at site "
                          f"'{site}' is not finite in {int(bad.sum())} of {mean.numel()} values "
                          "(its mean is undefined, or its parameters are not finite)")
-    return mean.expand(node["value"].shape)
+    mean = mean.expand(node["value"].shape)
+    if DATA_PLATE in subsamples:
+        mean.subsample = subsamples[DATA_PLATE][0]
+    return mean
 
 
 def active_units(means: torch.Tensor, threshold: float = 0.01) -> tuple[int, torch.Tensor]:
@@ -290,7 +417,10 @@ def expected_log_likelihood(model: Callable, guide: Callable, *args, num_samples
 
     Computed from the observed sites of the model's trace, averaged over ``num_samples``
     (a positive integer) draws of ``z ~ q(z | x)``; ``-inf`` where a draw gives the data
-    density zero, ``ValueError`` naming the datapoints where it is NaN or ``+inf``.
+    density zero, ``ValueError`` naming the datapoints where it is NaN or ``+inf``. For a
+    model that subsamples its ``"data"`` plate (``pyro.plate("data", N, subsample_size=B)``)
+    every draw scores the same ``B`` datapoints, whose indices are the result's
+    ``subsample`` attribute, as for :func:`inference.elbo`.
     """
     check_pair_call(expected_log_likelihood, kwargs, model=model, guide=guide)
     check_program(model, "model")
@@ -304,6 +434,8 @@ def expected_log_likelihood(model: Callable, guide: Callable, *args, num_samples
                         "sample: log p(x | z) would score a sampled value of them; elbo and "
                         "iwae_bound sum them out")
     check_weights_memory(num_samples, structure.batch_size, weight_itemsize(args, kwargs))
+    # every pass replays the survey's subsample: one call scores one set of datapoints
+    model, guide = structure.fix_subsample(model), structure.fix_subsample(guide)
     # all draws in one vectorized pass: refused, naming num_samples, beyond the memory
     check_particle_memory(model, guide, args, kwargs, structure, num_samples, None,
                           chunkable=False)
@@ -321,7 +453,7 @@ def expected_log_likelihood(model: Callable, guide: Callable, *args, num_samples
             raise ValueError(f"expected_log_likelihood: log p(x | z) is {what} for datapoints "
                              f"{bad.nonzero().flatten().tolist()[:10]} (at some draws of z; "
                              "check the model's parameters, the guide's and the data range)")
-    return log_lik.mean(0)
+    return attach_subsample(log_lik.mean(0), structure)
 
 
 def _observed_log_density(model, guide, args, kwargs, num_samples: int, structure):
