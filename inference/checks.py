@@ -347,10 +347,24 @@ def check_dense_values(value, name: str) -> None:
 
 
 def check_dense(value, name: str) -> None:
-    """Raise ``TypeError`` naming ``name`` when ``value`` is a sparse tensor: Pyro's
-    distributions and torch's checks score strided tensors only (torch fails deep inside with
-    "Could not run 'aten::ne.Scalar' ... SparseCPU")."""
-    if torch.is_tensor(value) and value.layout != torch.strided:
+    """Raise ``TypeError`` naming ``name`` when ``value`` is a sparse, nested, quantized or
+    masked tensor: Pyro's distributions and torch's checks score plain strided tensors only
+    (torch fails deep inside with "Could not run 'aten::ne.Scalar' ... SparseCPU", or
+    "Internal error: NestedTensorImpl doesn't support sizes")."""
+    if not torch.is_tensor(value):
+        return
+    if value.is_nested:
+        raise TypeError(f"{name} is a nested tensor (rows of different lengths): the models "
+                        "score one tensor per batch; pad the rows to one length and pass a "
+                        "mask (poutine.mask or obs_mask), or score each length apart")
+    if isinstance(value, torch.masked.MaskedTensor):
+        raise TypeError(f"{name} is a torch.masked.MaskedTensor: the models score plain "
+                        "tensors; pass its data (x.get_data()) and its mask to the model "
+                        "(poutine.mask or obs_mask)")
+    if value.is_quantized:
+        raise TypeError(f"{name} is a quantized tensor ({value.dtype}): the models score "
+                        "floating or integer tensors; pass x.dequantize()")
+    if value.layout != torch.strided:
         raise TypeError(f"{name} is a sparse tensor ({value.layout}, shape "
                         f"{list(value.shape)}): the models score dense tensors; pass "
                         "x.to_dense()")

@@ -201,7 +201,8 @@ def trace_with_inputs(module: torch.nn.Module, names: list[str], fn: Callable,
     (:func:`arguments_key`). Traced with the random state restored afterwards and Pyro's
     validation off (its checks are data-dependent Python, not tensor arithmetic). Python
     that reads the value of a tensor computed from the inputs or the draws (``if
-    x.sum() > 0``, ``float(z)``) cannot be frozen into a graph: ``ValueError``.
+    x.sum() > 0``, ``float(z)``) cannot be frozen into a graph: ``ValueError``. Traced
+    without torch's anomaly detection, whose checks of gradient values no graph holds.
     """
     leaves, spec = pytree.tree_flatten((args, kwargs))
     positions = [i for i, leaf in enumerate(leaves) if torch.is_tensor(leaf)]
@@ -214,7 +215,10 @@ def trace_with_inputs(module: torch.nn.Module, names: list[str], fn: Callable,
         with _reparametrize_module(module, dict(zip(names, values))):
             return fn(values, arguments, keywords)
 
-    with forked_rng(), pyro.validation_enabled(False):
+    # anomaly detection (torch.autograd.set_detect_anomaly) reads every gradient's values,
+    # which no graph can hold: the trace is taken without it
+    with forked_rng(), pyro.validation_enabled(False), \
+            torch.autograd.set_detect_anomaly(False):
         try:
             return make_fx(bound)(tensors, [leaves[i] for i in positions])
         except RuntimeError as error:

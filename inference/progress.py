@@ -9,6 +9,8 @@ removed when the call ends (``leave=False``), and ``progress=False`` turns it of
 
 from __future__ import annotations
 
+import sys
+
 from tqdm.auto import tqdm
 
 # Seconds a call runs before its bar appears (tqdm's ``delay``).
@@ -27,11 +29,19 @@ def check_progress(progress) -> bool:
     return progress
 
 
+def shows_bars(progress: bool) -> bool:
+    """Whether a bar is shown: ``progress`` asked for, and a standard error stream to write
+    it to (a process started with stderr closed, or ``pythonw``, has ``sys.stderr`` None,
+    where tqdm fails at its first write)."""
+    return progress and sys.stderr is not None
+
+
 def progress_bar(total: int, desc: str, progress: bool, unit: str = "it") -> tqdm:
     """A bar of ``total`` units, shown after :data:`DELAY_SECONDS` unless ``progress`` is
-    False; ``update(n)`` it as the work is done, and ``close()`` it (or use it in ``with``)."""
+    False (or there is no stderr: :func:`shows_bars`); ``update(n)`` it as the work is done,
+    and ``close()`` it (or use it in ``with``)."""
     return tqdm(total=total, desc=desc, unit=unit, unit_scale=unit != "it",
-                delay=DELAY_SECONDS, leave=False, disable=not progress)
+                delay=DELAY_SECONDS, leave=False, disable=not shows_bars(progress))
 
 
 def bar_range(count: int, desc: str, progress: bool):

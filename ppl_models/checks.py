@@ -16,6 +16,7 @@ import math
 import numbers
 import os
 import stat
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -529,7 +530,7 @@ def sampling_bar(total: int, desc: str, progress: bool) -> tqdm:
     has run for a second, as ``inference``'s estimators show theirs, and removed when it ends;
     ``progress=False`` hides it. ``update()`` it per draw and ``close()`` it (or use ``with``)."""
     return tqdm(total=total, desc=desc, unit="draws", delay=1.0, leave=False,
-                disable=not progress)
+                disable=not progress or sys.stderr is None)  # (stderr closed: no bar)
 
 
 NAME_MAX = 255  # bytes in a file name on Linux, macOS and Windows file systems

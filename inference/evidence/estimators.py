@@ -18,6 +18,7 @@ from ..checks import (
     as_int,
     as_int_list,
     check_at_most,
+    check_dense,
     check_dense_values,
     check_pair_call,
     check_positional_call,
@@ -320,6 +321,8 @@ def log_evidence(model: Callable, guide: Callable, x: torch.Tensor, *,
             "score such a pair with iwae_bound(model, guide, <its arguments>, num_samples=K) "
             "(keywords such as x=x pass through), or bound_sweep(..., data_batch_size=...) "
             "for a large data set")
+    if torch.is_tensor(x):
+        check_dense(x, "x")  # (a nested tensor has no shape to read)
     if not torch.is_tensor(x) or x.dim() < 1 or x.shape[0] < 1:
         raise ValueError(f"x must be a tensor [n, ...] with n >= 1, got "
                          f"{getattr(x, 'shape', type(x).__name__)}")

@@ -447,13 +447,19 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
         raise (OSError(error.errno, message) if error.errno else OSError(message)) from error
 
 
-def keep_previous(path: str | Path) -> Path:
-    """Make ``<path>.previous`` a copy of the file at ``path`` (replacing an older one)
-    atomically, leaving ``path`` in place; returns the new name. A hard link where the file
-    system has them, else a copy flushed to disk, renamed into place. A symlink's target is
-    meant (:func:`real_path`)."""
+def previous_path(path: str | Path) -> Path:
+    """Where :func:`keep_previous` keeps the file at ``path``: ``<path>.previous`` (beside a
+    symlink's target, :func:`real_path`)."""
     path = real_path(path)
-    previous = path.with_name(path.name + ".previous")
+    return path.with_name(path.name + ".previous")
+
+
+def keep_previous(path: str | Path) -> Path:
+    """Make ``<path>.previous`` (:func:`previous_path`) a copy of the file at ``path``
+    (replacing an older one) atomically, leaving ``path`` in place; returns the new name. A
+    hard link where the file system has them, else a copy flushed to disk, renamed into
+    place. A symlink's target is meant (:func:`real_path`)."""
+    path, previous = real_path(path), previous_path(path)
     partial = _unique_partial(path)
     try:
         try:

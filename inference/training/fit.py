@@ -25,6 +25,7 @@ from ..checks import (autograd_tensor, check_dense, check_finite_tensor, check_i
 from ..effect_guides import traceable_guide
 from ..evidence.estimators import elbo
 from ..pair_check import PairError, check_observed_values_validated, check_pair, check_store_shapes
+from ..progress import shows_bars
 from ..random_state import forked_rng
 from ..reachable import kept_buffers, reachable_modules
 from ..supports import describe_support
@@ -52,6 +53,8 @@ def _as_tensors(data, name: str = "data") -> tuple[torch.Tensor, ...]:
     if not tensors or not all(torch.is_tensor(t) for t in tensors):
         raise TypeError(f"{name} must be a tensor, a tuple of tensors with a leading data dim "
                         f"or a TensorDataset, got {_describe(data)}")
+    for i, tensor in enumerate(tensors):  # (a nested tensor has no shape to read)
+        check_dense(tensor, name if len(tensors) == 1 else f"{name}[{i}]")
     if any(t.dim() == 0 for t in tensors):
         raise ValueError(f"{name} tensors need a leading data dim, got shapes "
                          f"{[list(t.shape) for t in tensors]}")
@@ -778,6 +781,10 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
     # a fresh run keeps a checkpoint it will replace as <checkpoint>.previous (first save)
     earlier = checkpoint is not None and state is None and Path(checkpoint).exists()
     replaces = earlier and parallel.rank == 0
+    if replaces:  # said before any step: under `-W error` it stops the run before work
+        warnings.warn(f"fit: this run (resume={resume}) replaces the checkpoint {checkpoint}; "
+                      f"the old one is kept as {checkpoints.previous_path(checkpoint)} (at "
+                      "the run's first save)", stacklevel=user_stacklevel())
     pyro.set_rng_seed(parallel.process_seed(seed))
     check_store_shapes(model, guide, "fit")
     check_one_row_batches(model, guide, tensors, batch_size, batch_transform, still)
@@ -864,7 +871,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
     # datapoint is checked once; later epochs skip it
     validate, first_epoch, saved = is_validation_enabled(), len(history), len(history)
     bar = tqdm(range(len(history), epochs), desc=f"fit ({loss})",
-               disable=not progress or parallel.rank != 0, leave=False)
+               disable=not shows_bars(progress) or parallel.rank != 0, leave=False)
     # a resumed call compiles a Jit loss apart, as the uninterrupted run compiled it before
     with _compiled_apart(loss, resumed=bool(history)):
         for epoch in bar:
@@ -936,10 +943,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
             bar.set_postfix(loss=f"{record['train_loss']:.3f}")
             if checkpoint is not None:
                 if replaces:
-                    previous = checkpoints.keep_previous(checkpoint)
-                    warnings.warn(f"fit: this run (resume={resume}) replaces the checkpoint "
-                                  f"{checkpoint}; the old one is kept as {previous}",
-                                  stacklevel=user_stacklevel())
+                    checkpoints.keep_previous(checkpoint)
                     replaces = False
                 store_names = run_store_names(store_names, held_before, optimizer, modules)
 

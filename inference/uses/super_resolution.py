@@ -67,6 +67,7 @@ from ..checks import (
     MAX_STEPS,
     as_int,
     as_number,
+    autograd_tensor,
     check_at_most,
     check_chain_length,
     check_finite_tensor,
@@ -76,6 +77,7 @@ from ..checks import (
     check_nonempty_batch,
     check_tensor_input,
     physical_memory_bytes,
+    recording_autograd,
 )
 from ..progress import bar_range, check_progress
 from ..protocols import require_standard_prior
@@ -251,9 +253,9 @@ def bernoulli_pool_posterior(logits: torch.Tensor, y: torch.Tensor, factor: int
     pixel's posterior at once.
     """
     _bernoulli_terms(logits, y, factor)  # checks
-    with torch.enable_grad():
-        leaf = logits.detach().requires_grad_(True)
-        total = bernoulli_pool_log_likelihood(leaf, y, factor)
+    with recording_autograd():  # also under torch.inference_mode()
+        leaf = autograd_tensor(logits.detach()).requires_grad_(True)
+        total = bernoulli_pool_log_likelihood(leaf, autograd_tensor(y), factor)
         (grad,) = torch.autograd.grad(total.sum(), leaf)
     post = (torch.sigmoid(logits.detach()) + grad).clamp(0, 1)
     counts = _unblock(pooled_counts(y, factor)[..., None].expand(

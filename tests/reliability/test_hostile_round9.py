@@ -1,0 +1,121 @@
+"""A careless user's inputs that a probe of 2026-11-29 (eighth session) found failing raw or
+losing work; each test fails on the code before its fix.
+
+- Super-resolution called inside ``torch.inference_mode()``: torch's "element 0 of tensors
+  does not require grad" (``enable_grad`` does not lift inference mode).
+- A compiled step under ``torch.autograd.set_detect_anomaly(True)``: refused, blaming the
+  pair's Python code for reading a tensor's value at the library's own gradient line.
+- ``sys.stderr`` None (a process started with stderr closed, ``pythonw``): tqdm's raw
+  ``AttributeError`` from ``fit`` and every estimator with a bar.
+- ``python -W error``: a fit that replaces an earlier checkpoint trained its first epoch,
+  then stopped on its own "replaces the checkpoint" warning; the warning comes first now.
+- Nested, quantized and masked tensors as data: torch's raw errors ("Internal error:
+  NestedTensorImpl doesn't support sizes. Please file an issue.").
+"""
+
+import math
+import sys
+import warnings
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from torch.distributions import constraints
+
+from inference import CompiledSVIStep, elbo, fit, iwae_bound, log_evidence
+from inference.uses import average_pool, super_resolve_map, super_resolve_mh, super_resolve_mwg
+from ppl_models.vae import VAE
+
+X = torch.tensor([0.3, -1.2, 2.0, 0.7])
+
+
+def model(x):
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(torch.zeros((), dtype=x.dtype), 1.0))
+        pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+
+def guide(x):
+    a = pyro.param("a", torch.tensor(0.5, dtype=x.dtype))
+    s = pyro.param("s", torch.tensor(math.sqrt(0.5), dtype=x.dtype),
+                   constraint=constraints.positive)
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist.Normal(a * x, s))
+
+
+def test_super_resolution_inside_inference_mode_gives_the_same_results():
+    torch.manual_seed(0)
+    vae = VAE((1, 8, 8), latent_dim=2, hidden=(16,)).eval()
+    y = average_pool(torch.bernoulli(torch.full((3, 1, 8, 8), 0.3)), 2)
+    for call in (lambda: super_resolve_map(vae, y, 2, steps=10, progress=False),
+                 lambda: super_resolve_mwg(vae, y, 2, num_steps=3, progress=False),
+                 lambda: super_resolve_mh(vae, y, 2, num_steps=3, progress=False)):
+        pyro.set_rng_seed(1)
+        plain = call()
+        pyro.set_rng_seed(1)
+        with torch.inference_mode():
+            inside = call()
+        assert torch.equal(plain.z, inside.z)
+
+
+@pytest.mark.parametrize("how", ["step", "fit"])
+def test_a_compiled_step_under_anomaly_detection_trains_as_without_it(how):
+    results = []
+    for anomaly in (False, True):
+        pyro.clear_param_store()
+        torch.manual_seed(0)
+        vae = VAE((1, 4, 4), latent_dim=2, hidden=(3,)).double()
+        x = (torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(1)) < 0.4).double()
+        pyro.set_rng_seed(0)
+        with torch.autograd.set_detect_anomaly(anomaly):
+            if how == "step":
+                results.append(CompiledSVIStep(vae.model, vae.guide, backend="eager").step(x))
+            else:
+                results.append(fit(vae.model, vae.guide, x, epochs=1, compile="eager",
+                                   progress=False)[0]["train_loss"])
+    assert results[0] == results[1]
+
+
+def test_no_stderr_hides_the_bars_instead_of_failing(monkeypatch):
+    # bars are shown after a second: these calls run longer than that on a busy machine
+    # as on a quiet one only with the delay patched away
+    import inference.progress as progress
+
+    monkeypatch.setattr(progress, "DELAY_SECONDS", 0.0)
+    monkeypatch.setattr(sys, "stderr", None)
+    pyro.clear_param_store()
+    assert len(fit(model, guide, X, epochs=2, progress=True)) == 2
+    assert iwae_bound(model, guide, X, num_samples=10, progress=True).shape == (4,)
+
+
+def test_a_replaced_checkpoints_warning_comes_before_any_step(tmp_path):
+    path = tmp_path / "run.pt"
+    fit(model, guide, X, epochs=1, progress=False, checkpoint=path)
+    before = path.read_bytes()
+    steps = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UserWarning, match="replaces the checkpoint"):
+            fit(model, guide, X, epochs=3, progress=False, checkpoint=path,
+                callback=lambda record: steps.append(record))
+    assert steps == [] and path.read_bytes() == before
+    assert not (tmp_path / "run.pt.previous").exists()
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("nested", "is a nested tensor"),
+    ("quantized", r"is a quantized tensor \(torch.qint8\).*x.dequantize\(\)"),
+    ("masked", r"is a torch.masked.MaskedTensor.*x.get_data\(\)"),
+])
+def test_tensors_of_other_layouts_are_named(kind, message):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's prototype warnings for these layouts
+        data = {"nested": lambda: torch.nested.nested_tensor([X[:2], X[2:]]),
+                "quantized": lambda: torch.quantize_per_tensor(X, 0.01, 0, torch.qint8),
+                "masked": lambda: torch.masked.masked_tensor(
+                    X.clone(), torch.tensor([True, True, False, True]))}[kind]()
+        for call in (lambda: elbo(model, guide, data), lambda: log_evidence(model, guide, data),
+                     lambda: fit(model, guide, data, epochs=1, progress=False)):
+            with pytest.raises(TypeError, match=message):
+                call()
