@@ -388,6 +388,17 @@ def tensors_in(value, name: str, depth: int = 0):
         yield from tensors_in(v, inner, depth + 1)
 
 
+def check_default_device() -> None:
+    """Raise ``ValueError`` while ``torch.set_default_device("meta")`` is in effect: every
+    tensor made without a device (the models' constants, the checks' masks) would hold no
+    values."""
+    if torch.get_default_device().type == "meta":
+        raise ValueError("torch.set_default_device('meta') is in effect: the tensors a model "
+                         "or the library makes without a device would hold no values; set the "
+                         "data's device as the default (or torch.set_default_device(None)) "
+                         "before the call")
+
+
 def check_data_arguments(args, kwargs=None) -> None:
     """Raise ``ValueError`` naming an argument that is (or holds, inside a list, tuple or
     dict) a meta tensor (:func:`check_not_meta`: no values to score), ``TypeError`` for a
@@ -395,6 +406,7 @@ def check_data_arguments(args, kwargs=None) -> None:
     no argument holds a tensor but one is a list, tuple or string: the data the model
     observes must be a tensor (Pyro's distributions score tensors). Numbers, strings and None
     beside tensor data, and calls without arguments (data the model holds itself), pass."""
+    check_default_device()
     named = _named_arguments(args, kwargs)
     for name, value in named:
         for path, tensor in tensors_in(value, name):

@@ -70,8 +70,8 @@ from torch.distributions import constraints as torch_constraints
 from torch.distributions.transforms import ComposeTransform, IndependentTransform
 
 from ..checks import (MAX_STEPS, as_number, autograd_arguments, check_at_most,
-                      check_dense_values, check_int, check_number, check_pair_call,
-                      check_weights_memory, leaves_buffers, resolve_device)
+                      check_default_device, check_dense_values, check_int, check_number,
+                      check_pair_call, check_weights_memory, leaves_buffers, resolve_device)
 from ..pair_check import PARTICLE_PLATE, PairStructure, data_frame, sample_sites
 from ..progress import check_progress, progress_bar
 from ..weights import (
@@ -522,6 +522,7 @@ def ais_log_evidence(
             (naming the datapoints).
     """
     check_pair_call(ais_log_evidence, kwargs, model=model, guide=guide)
+    check_default_device()  # (the schedule is made below, before the data are checked)
     schedule_betas = _check_options(num_chains, num_steps, transition, step_size, num_leapfrog,
                                     start, target_accept, adapt_rate, chunk_size, schedule)
     # Python ints from here: a numpy or tensor count (np.int64(2**61)) overflowed int64 in

@@ -386,11 +386,14 @@ def is_delta(fn) -> bool:
 def site_mask(site) -> torch.Tensor:
     """The site's mask as a bool tensor: its ``poutine.mask`` (``obs_mask``'s latent half is
     one) and the masks of ``dist.mask(...)`` wrappers of its distribution, combined."""
-    mask = torch.as_tensor(True if site["mask"] is None else site["mask"], dtype=torch.bool)
+    # on the value's device, not the default one (torch.set_default_device)
+    device = site["value"].device if torch.is_tensor(site["value"]) else None
+    mask = torch.as_tensor(True if site["mask"] is None else site["mask"], dtype=torch.bool,
+                           device=device)
     fn = site["fn"]
     while isinstance(fn, (MaskedDistribution, torch.distributions.Independent)):
         if isinstance(fn, MaskedDistribution):
-            mask = mask & torch.as_tensor(fn._mask, dtype=torch.bool)
+            mask = mask & torch.as_tensor(fn._mask, dtype=torch.bool, device=device)
         fn = fn.base_dist
     return mask
 

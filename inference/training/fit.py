@@ -18,7 +18,8 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from tqdm.auto import tqdm
 
-from ..checks import (autograd_tensor, check_dense, check_finite_tensor, check_int, check_number,
+from ..checks import (autograd_tensor, check_default_device, check_dense, check_finite_tensor,
+                      check_int, check_number,
                       check_outer_handlers, check_pair_arguments, check_positional_call,
                       evaluation_mode,
                       resolve_device, training_mode_layers, user_stacklevel)
@@ -53,6 +54,7 @@ def _as_tensors(data, name: str = "data") -> tuple[torch.Tensor, ...]:
     if not tensors or not all(torch.is_tensor(t) for t in tensors):
         raise TypeError(f"{name} must be a tensor, a tuple of tensors with a leading data dim "
                         f"or a TensorDataset, got {_describe(data)}")
+    check_default_device()
     for i, tensor in enumerate(tensors):  # (a nested tensor has no shape to read)
         check_dense(tensor, name if len(tensors) == 1 else f"{name}[{i}]")
     if any(t.dim() == 0 for t in tensors):

@@ -119,3 +119,17 @@ def test_tensors_of_other_layouts_are_named(kind, message):
                      lambda: fit(model, guide, data, epochs=1, progress=False)):
             with pytest.raises(TypeError, match=message):
                 call()
+
+
+def test_a_meta_default_device_is_named():
+    # torch.set_default_device("meta") put the checks' masks on the meta device: torch's
+    # raw "aten::equal ... Meta tensors", or "Tensor.item() cannot be called on meta tensors"
+    from inference import ais_log_evidence
+
+    with torch.device("meta"):
+        for call in (lambda: elbo(model, guide, X), lambda: fit(model, guide, X, epochs=1),
+                     lambda: ais_log_evidence(model, guide, X, num_steps=3)):
+            with pytest.raises(ValueError, match=r"torch.set_default_device\('meta'\) is in "
+                                                 "effect"):
+                call()
+    assert elbo(model, guide, X, num_samples=2).shape == (4,)
