@@ -502,6 +502,7 @@ def check_rows_independent(model: Callable, guide: Callable, args: tuple, kwargs
         whole, names = _replayed_model_density(model, guide, recorded, args, kwargs, structure)
         last = whole[:, -1:]
         whole = whole[:, :rows]
+        found = None  # what the first trial that ran found
         for kept in trials:
             values = [b if kept is None or (k == kept[1]) == (kept[0] == "alone") else a
                       for k, (a, b) in enumerate(zip(given, cut))]
@@ -510,14 +511,8 @@ def check_rows_independent(model: Callable, guide: Callable, args: tuple, kwargs
                     model, guide, _rows_of(recorded, torch.arange(rows)), tuple(values[:len(args)]),
                     dict(zip(kwargs, values[len(args):])),
                     dataclasses.replace(structure, batch_size=rows))
-            except Exception:  # noqa: BLE001 - a pair that needs the whole batch
-                if kept is None:  # (BatchNorm fails on one row): the batch's other rows
-                    _check_row_among_copies(model, guide, recorded, args, kwargs, structure,
-                                            0, whole[:, :1], use)
-                    _check_row_among_copies(model, guide, recorded, args, kwargs, structure,
-                                            batch - 1, last, use)
-                    return
-                continue
+            except Exception:  # noqa: BLE001 - cut wrongly (a setting of batch_size rows
+                continue  # cut with the data), or a pair that needs the whole batch
             if cut_names == names and torch.allclose(whole, alone, rtol=1e-4, atol=1e-4,
                                                      equal_nan=True):
                 # the arguments this trial cut are the data: copied alike
@@ -526,11 +521,17 @@ def check_rows_independent(model: Callable, guide: Callable, args: tuple, kwargs
                                         [v is c and c is not g
                                          for v, c, g in zip(values, cut, given)])
                 return
-            if kept is None:
+            if found is None:
                 found = (f"trace the sites {sorted(cut_names[0] | cut_names[1])} instead "
                          f"of {sorted(names[0] | names[1])}" if cut_names != names else
                          f"get log p(x, z) = {tensor_text(alone)} instead of "
                          f"{tensor_text(whole)}")
+        if found is None:  # no trial ran (BatchNorm fails on one row): the batch's rows
+            _check_row_among_copies(model, guide, recorded, args, kwargs, structure,
+                                    0, whole[:, :1], use)
+            _check_row_among_copies(model, guide, recorded, args, kwargs, structure,
+                                    batch - 1, last, use)
+            return
     raise PairError(
         f"{use}: the first {rows} datapoint(s), scored without the rest of the batch of "
         f"{batch} on the same draws, {found}: the model's density of one datapoint "

@@ -153,3 +153,29 @@ def test_an_autoguide_for_a_support_without_a_bijection_names_the_site():
         with pytest.raises(PairError, match=r"latent site 'precision', whose Wishart has "
                                             r"support PositiveDefinite\(\).*AutoGuide"):
             call()
+
+
+@pytest.mark.parametrize("n", [3, 4, 5])
+def test_a_shared_setting_with_as_many_entries_as_datapoints_is_not_taken_for_data(n):
+    # x: [n, 4] and a per-feature scale w: [4] passed beside it. With n == 4 the check of
+    # rows cut w with x to 2 entries, which no longer broadcast, and then took the failure
+    # for batch statistics: "the model's density of one datapoint depends on the other
+    # datapoints", for a valid pair that Pyro's Trace_ELBO scores.
+    w = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+    x = torch.linspace(-2.0, 3.0, 4 * n, dtype=torch.float64).reshape(n, 4)
+
+    def model(x, w):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0))
+            pyro.sample("x", dist.Normal(z[..., None], w).to_event(1), obs=x)
+
+    def exact_guide(x, w):
+        # z | x: precision 1 + sum 1 / w^2, mean (sum x / w^2) / precision
+        precision = 1 + (1 / w ** 2).sum()
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal((x / w ** 2).sum(-1) / precision, precision ** -0.5))
+
+    covariance = torch.ones(4, 4, dtype=torch.float64) + torch.diag(w ** 2)
+    evidence = dist.MultivariateNormal(x.new_zeros(4), covariance).log_prob(x)
+    torch.testing.assert_close(elbo(model, exact_guide, x, w, num_samples=2), evidence)
+    torch.testing.assert_close(iwae_bound(model, exact_guide, x, w, num_samples=2), evidence)
