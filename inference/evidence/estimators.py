@@ -47,24 +47,14 @@ from ..weights import (
 )
 
 
-def _subsample_given(structure: PairStructure, args: tuple, kwargs: dict) -> bool:
-    """Whether the ``"data"`` plate's subsample is one of the pair's own integer tensor
-    arguments (``pyro.plate("data", N, subsample=idx)`` with ``idx`` passed, and cut, with
-    the data): its rows are then the arguments' rows, in order."""
-    indices = structure.data_subsample
-    return indices is not None and any(
-        torch.is_tensor(value) and not value.is_floating_point() and value.shape == indices.shape
-        and torch.equal(value.to(indices.device), indices) for value in (*args, *kwargs.values()))
-
-
 def _check_rows_scored(structure: PairStructure, rows: int, use: str, sliced: str,
                        remedy: str, args: tuple = (), kwargs: dict | None = None) -> None:
     """Raise ``ValueError`` unless the pair, given ``rows`` rows of ``sliced`` (cut along
     dim 0, ``args`` and ``kwargs`` as passed), scored exactly those rows: no subsample the
-    model draws itself (one it is given, :func:`_subsample_given`, keeps the rows), one
-    datapoint per row."""
-    if structure.data_subsample is not None and not _subsample_given(structure, args,
-                                                                       kwargs or {}):
+    model draws itself (one it is given, :meth:`PairStructure.subsample_passed`, keeps the
+    rows), one datapoint per row."""
+    if structure.data_subsample is not None and \
+            not structure.subsample_passed(args, kwargs or {}):
         raise ValueError(
             f"{use}: the model subsamples its own '{DATA_PLATE}' plate "
             f"({structure.batch_size} of {structure.data_size} datapoints), so the rows scored "

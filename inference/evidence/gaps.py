@@ -364,29 +364,36 @@ def _elbo_with_stderr(model, guide, args, kwargs, num_samples, chunk_size):
     return log_w.mean(0), log_w.std(0) / math.sqrt(num_samples), log_mean_exp(log_w, 0)
 
 
-def _log_evidence_per_datapoint(log_evidence, structure: PairStructure) -> torch.Tensor:
+def _log_evidence_per_datapoint(log_evidence, structure: PairStructure,
+                                passed: bool) -> torch.Tensor:
     """The caller's ``log_evidence`` for the datapoints this call scores, ``[batch]``: as given,
-    or, when the model subsamples its ``"data"`` plate, the ``[N]`` given (one per datapoint of
-    the full data) at the subsample's indices."""
-    subsample = structure.data_subsample
-    if subsample is None:
-        rows, expected = structure.batch_size, f"[batch] = [{structure.batch_size}]"
-    else:
-        rows = structure.data_size
-        expected = (f"[N] = [{rows}], one per datapoint of the full data: the model subsamples "
-                    f"its '{DATA_PLATE}' plate ({structure.batch_size} of {rows} datapoints, "
-                    "drawn by this call and listed in result.subsample), so log_evidence is "
-                    "read at those indices")
+    or, when the model subsamples its ``"data"`` plate, the ``[N]`` of the full data read at
+    the subsample's indices (only those entries need be finite), or, when the caller passed
+    the subsample (``passed``), also ``[batch]`` in the order of the indices passed."""
+    subsample, batch = structure.data_subsample, structure.batch_size
     check_tensor_input(log_evidence, "log_evidence")
-    if not torch.is_tensor(log_evidence) or tuple(log_evidence.shape) != (rows,):
-        shape = tuple(log_evidence.shape) if torch.is_tensor(log_evidence) else log_evidence
-        raise ValueError(f"log_evidence must be a tensor of shape {expected}, got {shape}")
+    shape = tuple(log_evidence.shape) if torch.is_tensor(log_evidence) else log_evidence
+    if subsample is None:
+        if shape != (batch,):
+            raise ValueError(f"log_evidence must be a tensor of shape [batch] = [{batch}], "
+                             f"got {shape}")
+    elif shape == (structure.data_size,):
+        log_evidence = log_evidence[subsample.to(log_evidence.device)]
+    elif not (passed and shape == (batch,)):
+        raise ValueError(
+            f"log_evidence must be a tensor of shape [N] = [{structure.data_size}], one per "
+            f"datapoint of the full data: the model subsamples its '{DATA_PLATE}' plate "
+            f"({batch} of {structure.data_size} datapoints, "
+            + ("the indices passed, in their order; or [batch]" if passed else
+               "drawn by this call and listed in result.subsample") +
+            f"), so log_evidence is read at those indices; got {shape}")
     bad = ~torch.isfinite(log_evidence)
     if bad.any():
-        raise ValueError(f"log_evidence holds NaN or infinite values at indices "
-                         f"{bad.nonzero().flatten().tolist()[:10]}; pass finite log p(x)")
-    log_evidence = log_evidence.detach()
-    return log_evidence if subsample is None else log_evidence[subsample]
+        rows = bad.nonzero().flatten()
+        where = (rows if subsample is None else subsample.to(rows.device)[rows]).tolist()[:10]
+        raise ValueError(f"log_evidence holds NaN or infinite values at indices {where}; "
+                         "pass finite log p(x)")
+    return log_evidence.detach()
 
 
 # How many Monte Carlo standard errors an ELBO estimate may lie above the caller's log p(x)
@@ -481,7 +488,8 @@ def amortization_gap(model: Callable, guide: Callable, *args,
             "amortization gap can come out negative). Free what the encoder computes from x "
             "and keep the rest of the guide, as ppl_models.TwoLayerVAE.local_guide does")
     if log_evidence is not None:
-        log_evidence = _log_evidence_per_datapoint(log_evidence, structure)
+        log_evidence = _log_evidence_per_datapoint(log_evidence, structure,
+                                                   structure.subsample_passed(args, kwargs))
     for count, name in ((num_eval_samples, "num_eval_samples"),
                         (num_particles, "num_particles")):
         check_weights_memory(count, structure.batch_size, weight_itemsize(args, kwargs), name)

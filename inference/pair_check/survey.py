@@ -231,6 +231,16 @@ class PairStructure:
         """``[batch_size]`` indices of the datapoints of an in-model subsample, or None."""
         return self.subsample.get(DATA_PLATE)
 
+    def subsample_passed(self, args: tuple, kwargs: dict) -> bool:
+        """Whether the ``"data"`` plate's subsample is one of the pair's own integer tensor
+        arguments (``pyro.plate("data", N, subsample=idx)`` with ``idx`` passed): its rows
+        are then the caller's, in the caller's order, not drawn by the call."""
+        indices = self.data_subsample
+        return indices is not None and any(
+            torch.is_tensor(value) and not value.is_floating_point()
+            and value.shape == indices.shape and torch.equal(value.to(indices.device), indices)
+            for value in (*args, *kwargs.values()))
+
     def fix_subsample(self, fn: Callable) -> Callable:
         """``fn`` replaying this run's subsample indices (``fn`` itself when none was drawn)."""
         if not self.subsample:

@@ -179,3 +179,37 @@ def test_a_shared_setting_with_as_many_entries_as_datapoints_is_not_taken_for_da
     evidence = dist.MultivariateNormal(x.new_zeros(4), covariance).log_prob(x)
     torch.testing.assert_close(elbo(model, exact_guide, x, w, num_samples=2), evidence)
     torch.testing.assert_close(iwae_bound(model, exact_guide, x, w, num_samples=2), evidence)
+
+
+def test_amortization_gap_reads_log_evidence_for_indices_the_caller_passed():
+    # pyro.plate("data", N, subsample=idx) with idx passed: [B] log_evidence (the rows
+    # passed, in their order) was refused as "drawn by this call", and [N] with NaN at rows
+    # not scored was refused for those rows.
+    from inference import amortization_gap
+
+    n = 12
+    x_all = torch.linspace(-3.0, 3.0, n, dtype=torch.float64)
+
+    def model(x, idx):
+        with pyro.plate("data", n, subsample=idx):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(()), 2.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x, idx):  # the exact posterior: z | x ~ N(0.8 x, sqrt 0.8)
+        with pyro.plate("data", n, subsample=idx):
+            pyro.sample("z", dist.Normal(0.8 * x, math.sqrt(0.8)))
+
+    idx = torch.tensor([6, 1, 2, 11, 3])
+    truth = dist.Normal(0.0, math.sqrt(5.0)).log_prob(x_all[idx])
+    full = torch.full((n,), float("nan"), dtype=torch.float64)
+    full[idx] = truth
+    for given in (truth, full):
+        result = amortization_gap(model, guide, x_all[idx], idx, log_evidence=given,
+                                  num_steps=5, progress=False)
+        assert result.subsample.tolist() == idx.tolist()
+        torch.testing.assert_close(result.log_evidence, truth)
+        torch.testing.assert_close(result.elbo_amortized, truth)  # exact guide: ELBO = log p
+    with pytest.raises(ValueError, match=r"NaN or infinite values at indices \[1\]"):
+        bad = full.clone()
+        bad[1] = float("nan")
+        amortization_gap(model, guide, x_all[idx], idx, log_evidence=bad, num_steps=5)
