@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro import poutine
+from pyro.infer import config_enumerate
 from pyro.infer.autoguide import AutoNormal
 from pyro.infer.reparam import AutoReparam, LocScaleReparam
 
@@ -131,6 +133,27 @@ def test_handlers_nested_three_deep(tmp_path):
                           r"model\.msngr\.config\['z'\]\.centered: 0\.0 in the checkpoint")
 
 
+def _record(model):
+    return resume_settings.settings_fingerprint([], {"model": model})
+
+
+@pytest.mark.parametrize("wrap, first, changed, named", [
+    (lambda default: config_enumerate(_hierarchical, default=default), "parallel",
+     "sequential", r"model\.args\[0\]\.config_fn\.args: \('parallel'"),
+    (lambda mu: poutine.do(_hierarchical, data={"mu": torch.tensor(mu)}), 0.0, 1.0,
+     r"model\.args\[0\]\.data\['mu'\]: 'tensor \[\] "),
+    (lambda mu: poutine.substitute(_hierarchical, data={"mu": torch.tensor(mu)}), 0.0, 1.0,
+     r"model\.args\[0\]\.data\['mu'\]: 'tensor \[\] "),
+    (lambda s: poutine.lift(_hierarchical, prior={"w": dist.Normal(torch.zeros(2), s)
+                                                  .to_event(1)}), 1.0, 2.0,
+     r"model\.args\[0\]\.prior\['w'\]\.base_dist\.scale: 'tensor \[2\] "),
+])
+def test_other_handlers_settings(wrap, first, changed, named):
+    described = resume_settings.changed_settings(_record(wrap(first)), _record(wrap(changed)))
+    assert len(described) == 1 and re.match(named, described[0]), described
+    assert resume_settings.changed_settings(_record(wrap(first)), _record(wrap(first))) == []
+
+
 def _auto_reparam(_):
     return poutine.reparam(_hierarchical, config=AutoReparam())
 
@@ -223,12 +246,24 @@ def test_nested_distributions_in_module_globals(restore_globals, prior):
                                             _global_record(prior(2.0))) == []
 
 
+def _model_logging_through(log, generator):
+    def model(x):
+        log.debug("jitter %s", generator.random())
+        pyro.sample("z", dist.Normal(0.0, 1.0))
+
+    return model
+
+
 def test_loggers_and_random_generators_are_run_state(restore_globals):
     record = _global_record(dist.Normal(0.0, 2.0))
     assert not any(path.startswith(("model.LOG", "model.RANDOM")) for path in record)
-    LOG.setLevel(logging.DEBUG)
+    closure_model = _model_logging_through(LOG, RANDOM)
+    in_closure = resume_settings.settings_fingerprint([], {"model": closure_model})
+    LOG.setLevel(logging.DEBUG)  # a script run with --verbose
+    closure_model(_DATA)
     try:
         assert _global_record(dist.Normal(0.0, 2.0)) == record
+        assert resume_settings.settings_fingerprint([], {"model": closure_model}) == in_closure
     finally:
         LOG.setLevel(logging.NOTSET)
 
@@ -263,6 +298,7 @@ _PRINT = """
 import sys
 import torch, pyro, pyro.distributions as dist
 from pyro import poutine
+from pyro.infer import config_enumerate
 from pyro.infer.autoguide import AutoNormal
 from pyro.infer.reparam import AutoReparam, LocScaleReparam
 sys.path.insert(0, {root!r})
