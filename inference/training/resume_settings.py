@@ -2,10 +2,11 @@
 settings.
 
 :func:`settings_fingerprint` flattens the settings of a pair's modules, networks and
-functions into ``"path" -> value`` (attributes, constants, closure values, priors, buffers by
-value); :func:`changed_settings` names what differs; :class:`SettingsRecord` follows one run:
-what training moved is left out of the comparison, saved with each checkpoint and put back on
-resume (:func:`locate_setting`). :func:`object_fingerprint` and :func:`callable_fingerprint`
+functions into ``"path" -> value`` (attributes, constants, closure values, globals, priors,
+buffers by value, what Pyro's handlers around a function hold); :func:`changed_settings`
+names what differs; :class:`SettingsRecord` follows one run: what training moved is left out
+of the comparison, saved with each checkpoint and put back on resume
+(:func:`locate_setting`). :func:`object_fingerprint` and :func:`callable_fingerprint`
 describe a loss object and a ``batch_transform``. :func:`inference.fit` uses all of them
 (see docs/reliability.md).
 """
@@ -19,7 +20,9 @@ import enum
 import functools
 import hashlib
 import inspect
+import logging
 import numbers
+import random
 import re
 import types
 from pathlib import Path
@@ -29,6 +32,7 @@ import pyro
 import pyro.poutine
 import pyro.util
 import torch
+from pyro.poutine.messenger import Messenger
 
 from .checkpoints import data_fingerprint
 
@@ -70,11 +74,16 @@ def settings_fingerprint(modules, functions: dict | None = None,
     entry, ``0.layers['act']``); classes and enum members by name; NumPy arrays and tensors
     that are not parameters or buffers by shape, dtype and a hash; functions by name, the
     numbers in their code, their default arguments, the values their closures capture (a
-    likelihood's fixed scale) and the plain values of the globals they use (a script's
-    ``NOISE = 0.1``; functions of the same module are followed), not by the rest of their
-    code (an edit that leaves those alone, or a library upgrade, still resumes);
-    ``functools.partial`` objects by function, arguments and keywords; other owned objects by
-    their own attributes, up to three levels deep.
+    likelihood's fixed scale) and the values of the globals they use (a script's
+    ``NOISE = 0.1``, a ``PRIOR = dist.Normal(0., 2.)`` or config object whose attributes are
+    such values; functions of the same module, also inside Pyro handlers, are followed), not
+    by the rest of their code (an edit that leaves those alone, or a library upgrade, still
+    resumes); ``functools.partial`` objects by function, arguments and keywords; other owned
+    objects by their own attributes, up to three levels deep. A Pyro handler around a
+    function (``poutine.reparam``, ``condition``, ``block``, nested) is no level: its
+    messenger's settings (``model.msngr.config['z'].centered``, ``model.args[0].data['mu']``,
+    ``model.args[0].hide_fn.args``) and the function it wraps are followed as deep as the
+    handler itself.
 
     ``functions`` (name -> the pair's model and guide) adds each callable under its name:
     an ``nn.Module`` called as the model (a ``PyroModule``, an ``AutoNormal`` guide) as a
@@ -84,8 +93,8 @@ def settings_fingerprint(modules, functions: dict | None = None,
 
     Left out as run-time state: modules' ``training`` flags, attributes named ``device`` or
     ``args``, command-line ``argparse.Namespace`` objects, Pyro traces (an AutoGuide's
-    prototype trace) and progress bars. All of it is deterministic across processes (no
-    memory addresses, sets sorted).
+    prototype trace), progress bars, loggers and ``random.Random`` generators. All of it is
+    deterministic across processes (no memory addresses, sets sorted).
     """
     out: dict = {}
     seen: set = set()
@@ -207,9 +216,12 @@ def _record_setting(value, path: str, out: dict, seen: set, depth: int) -> None:
         _record_setting(value.func, path, out, seen, depth)
         if path in out:  # not the bare function: a partial of it
             out[path] = f"functools.partial({out[path]})"
+        # a Pyro handler's messenger and the function it wraps (args[0], args[1]) are as
+        # deep as the handler: its arguments tuple is no level
+        args_depth = depth - 1 if _is_handler(value) else depth + 1
         for key, item in (("args", value.args), ("keywords", value.keywords)):
             if item:
-                _record_setting(item, f"{path}.{key}", out, seen, depth + 1)
+                _record_setting(item, f"{path}.{key}", out, seen, args_depth)
     elif isinstance(value, (list, tuple, dict, set, frozenset)):
         _record_container(value, path, out, seen, depth)
     elif callable(value) and hasattr(getattr(value, "__func__", value), "__code__"):
@@ -219,11 +231,11 @@ def _record_setting(value, path: str, out: dict, seen: set, depth: int) -> None:
     elif hasattr(value, "__dict__") or _is_dataclass(value):
         seen.add(id(value))
         out[path + ".class"] = type(value).__qualname__
-        fields = (vars(value) if hasattr(value, "__dict__")
-                  else {f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
-        for key, item in sorted(fields.items()):
-            if not key.startswith("_"):
-                _record_setting(item, f"{path}.{key}", out, seen, depth + 1)
+        # a Pyro handler (poutine.reparam's) and its messenger are no level: the settings
+        # they hold (a reparam config's objects, condition's data) are the wrapped pair's
+        inner = depth if _is_handler(value) or isinstance(value, Messenger) else depth + 1
+        for key, item in sorted(_public_fields(value).items()):
+            _record_setting(item, f"{path}.{key}", out, seen, inner)
 
 
 def _record_container(value, path: str, out: dict, seen: set, depth: int) -> None:
@@ -284,8 +296,9 @@ def _record_function(value, path: str, out: dict, seen: set, depth: int) -> None
                 or name in code.co_freevars):
             continue  # private module state (a library's flags) is not a setting
         held = names[name]
-        if _value_like(held) or (isinstance(held, types.FunctionType)
-                                 and held.__module__ == function.__module__):
+        wrapped = _unwrap_handlers(held)  # a function of the module, or one wrapped by handlers
+        if _value_like(held) or (isinstance(wrapped, types.FunctionType)
+                                 and wrapped.__module__ == function.__module__):
             _record_setting(held, f"{path}.{name}", out, seen, depth + 1)
 
 
@@ -298,21 +311,70 @@ def _global_names(code) -> set:
     return names
 
 
-def _value_like(value) -> bool:
-    """A value a global constant may hold (not a module, class, function or other object)."""
+def _value_like(value, depth: int = 1) -> bool:
+    """A value a global constant may hold: a plain value, array, tensor, enum member, device
+    or dtype, a container of them, or an object that holds only such values in its public
+    attributes (a distribution, a config namespace; objects ``_MAX_DEPTH`` levels deep).
+    Not a module, class, function, network or other object."""
     if isinstance(value, (list, tuple, set, frozenset)):
-        return len(value) <= _MAX_LISTED and all(_value_like(v) for v in value)
+        return len(value) <= _MAX_LISTED and all(_value_like(v, depth) for v in value)
     if isinstance(value, dict):
-        return len(value) <= _MAX_LISTED and all(_value_like(v) for v in value.values())
-    return (_plain(value) or isinstance(value, (np.generic, np.ndarray, enum.Enum,
-                                                torch.device, torch.dtype))
-            or torch.is_tensor(value))
+        return len(value) <= _MAX_LISTED and all(_value_like(v, depth) for v in value.values())
+    if (_plain(value) or isinstance(value, (np.generic, np.ndarray, enum.Enum,
+                                            torch.device, torch.dtype))
+            or torch.is_tensor(value)):
+        return True
+    if (depth > _MAX_DEPTH or _is_run_state(value) or _is_handler(value)
+            or isinstance(value, (type, types.ModuleType, types.FunctionType, types.MethodType,
+                                  functools.partial, torch.nn.Module, argparse.Namespace))
+            or not (hasattr(value, "__dict__") or _is_dataclass(value))):
+        return False
+    fields = _public_fields(value)  # a global object with no public attribute is no setting
+    return (bool(fields) or depth > 1) and all(_value_like(item, depth + 1)
+                                               for item in fields.values())
+
+
+def _public_fields(value) -> dict:
+    """``name -> value`` of an object's public attributes (a dataclass's fields)."""
+    fields = (vars(value) if hasattr(value, "__dict__")
+              else {f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
+    return {key: item for key, item in fields.items() if not key.startswith("_")}
+
+
+def _is_handler(value) -> bool:
+    """Whether ``value`` is a Pyro handler applied to a function: ``partial(_context_wrap,
+    messenger, fn)`` (``poutine.condition(model, data=...)``, ``poutine.block``) or an object
+    holding ``msngr`` and ``fn`` (``poutine.reparam``'s ``ReparamHandler``)."""
+    if isinstance(value, functools.partial):
+        return (len(value.args) == 2 and not value.keywords
+                and isinstance(value.args[0], Messenger) and callable(value.args[1]))
+    held = getattr(value, "__dict__", None)  # not getattr: a proxy may answer any name
+    return (isinstance(held, dict) and isinstance(held.get("msngr"), Messenger)
+            and callable(held.get("fn")))
+
+
+def _unwrap_handlers(value):
+    """The function inside the Pyro handlers wrapping ``value`` (``value`` itself when none
+    does)."""
+    for _ in range(64):  # handlers nest a few deep (bounded: an object may hold itself)
+        if isinstance(value, functools.partial) and _is_handler(value):
+            value = value.args[1]
+        elif isinstance(value, functools.partial) and not value.args and not value.keywords:
+            value = value.func  # the bound partial poutine's handlers return around it
+        elif _is_handler(value):
+            value = value.fn
+        else:
+            break
+    return value
 
 
 def _is_run_state(value) -> bool:
-    """Progress bars and Pyro traces: state of a run, not settings."""
+    """Progress bars, loggers, random generators and Pyro traces: state of a run, not
+    settings."""
     module = type(value).__module__ or ""
-    return module.split(".")[0] == "tqdm" or isinstance(value, pyro.poutine.Trace)
+    return (module.split(".")[0] == "tqdm"
+            or isinstance(value, (pyro.poutine.Trace, logging.Logger, logging.LoggerAdapter,
+                                  random.Random)))
 
 
 def _name_of(member: enum.Enum) -> str:
