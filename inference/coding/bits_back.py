@@ -333,4 +333,9 @@ def net_bits(data: bytes, initial_words: int | None = None) -> int:
     if initial_words is None:
         initial_words = recorded
     initial_words = _integer(initial_words, "initial_words", 0, most)
-    return 8 * (len(data) - HEADER_BYTES) - 32 * initial_words
+    net = 8 * (len(data) - HEADER_BYTES) - 32 * initial_words
+    if net < 0:  # more words taken off than the stream holds
+        raise ValueError(f"initial_words={initial_words} takes off more bits than the stream's "
+                         f"{8 * (len(data) - HEADER_BYTES)} (it records {recorded} initial "
+                         "words): leave initial_words out to use the recorded count")
+    return net

@@ -342,7 +342,13 @@ def test_net_bits_checks_initial_words(vae):
     for words in (-5, 10**6, most + 1, True, 2.0, "3"):
         with pytest.raises(ValueError, match=rf"initial_words must be an int in 0\.\.{most}"):
             net_bits(data, words)
-    assert net_bits(data, most) == 8 * (len(data) - HEADER_BYTES) - 32 * most
+    # more words than the stream holds (the stream records 3) gave a negative code length
+    fits = (len(data) - HEADER_BYTES) // 4
+    assert net_bits(data, fits) == 8 * (len(data) - HEADER_BYTES) - 32 * fits >= 0
+    for words in (fits + 1, most):
+        with pytest.raises(ValueError, match=rf"initial_words={words} takes off more bits than "
+                                             r"the stream's .* records 3 initial words"):
+            net_bits(data, words)
     with pytest.raises(ValueError, match="CRC32"):  # the stream is checked, too
         net_bits(data[:-1] + bytes([data[-1] ^ 1]), 3)
 
