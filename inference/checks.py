@@ -25,6 +25,7 @@ import warnings
 import numpy
 import pyro
 import torch
+from pyro.infer.util import is_validation_enabled
 from pyro.poutine.guide import GuideMessenger
 from pyro.poutine.runtime import _PYRO_STACK
 
@@ -594,6 +595,25 @@ def check_pair_keywords(entry, kwargs: dict, **programs) -> None:
                 f"{entry.__name__}() got keyword argument '{key}', which only the pair's "
                 f"**kwargs would take{hint} (declare '{key}' in the model's or guide's "
                 "signature to pass it to the pair on purpose)")
+
+
+@contextlib.contextmanager
+def validation_enabled(flag: bool = True):
+    """``pyro.validation_enabled(flag)`` that leaves torch's default ``validate_args`` as it
+    found it: Pyro's block sets both and restores torch's to Pyro's own flag, so a user who
+    had turned one off without the other got it changed behind their back by any call."""
+    torch_default = torch.distributions.Distribution._validate_args
+    try:
+        with pyro.validation_enabled(flag):
+            yield
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(torch_default)
+
+
+def validation_on() -> bool:
+    """Whether distributions built now validate their values: Pyro's validation flag and
+    torch's default ``validate_args`` both on (a user may turn off either)."""
+    return is_validation_enabled() and torch.distributions.Distribution._validate_args
 
 
 def autograd_tensor(tensor: torch.Tensor) -> torch.Tensor:

@@ -35,6 +35,7 @@ from pyro.poutine.runtime import _PYRO_STACK
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.nn.utils.stateless import _reparametrize_module
 
+from .checks import validation_enabled
 from .random_state import forked_rng
 
 
@@ -217,7 +218,7 @@ def trace_with_inputs(module: torch.nn.Module, names: list[str], fn: Callable,
 
     # anomaly detection (torch.autograd.set_detect_anomaly) reads every gradient's values,
     # which no graph can hold: the trace is taken without it
-    with forked_rng(), pyro.validation_enabled(False), \
+    with forked_rng(), validation_enabled(False), \
             torch.autograd.set_detect_anomaly(False):
         try:
             return make_fx(bound)(tensors, [leaves[i] for i in positions])

@@ -27,6 +27,7 @@ from pyro.infer.util import is_validation_enabled
 from .checks import (as_int, check_data_arguments, check_dense_values, check_nonempty_batch,
                      check_pair_call, check_weights_memory, evaluation_mode, leaves_buffers,
                      physical_memory_bytes, tensors_in)
+from .checks import validation_enabled
 from .compiling import (
     arguments_key,
     check_backend,
@@ -366,7 +367,7 @@ def _check_enumerated_pass(model, guide, args, kwargs, structure: PairStructure,
     particles = 2 if structure.vectorizable else None
     try:
         with forked_rng(), torch.no_grad(), pyro.poutine.block(), \
-                pyro.validation_enabled(False):
+                validation_enabled(False):
             model_trace, _ = enumerated_traces(model, guide, args, kwargs, particles,
                                                structure)
             enumerated_log_density(model_trace, structure)
@@ -497,7 +498,7 @@ def check_rows_independent(model: Callable, guide: Callable, args: tuple, kwargs
     trials = ([None] + [("whole", k) for k in cut_keys if len(cut_keys) > 1]
               + [("alone", k) for k in cut_keys if len(cut_keys) > 2])  # 2: the same pairs
     with forked_rng(), torch.no_grad(), pyro.poutine.block(), evaluation_mode(dropout), \
-            pyro.validation_enabled(False), kept_plate_caches(modules):
+            validation_enabled(False), kept_plate_caches(modules):
         recorded = pyro.poutine.trace(guide).get_trace(*args, **kwargs)
         whole, names = _replayed_model_density(model, guide, recorded, args, kwargs, structure)
         last = whole[:, -1:]
@@ -708,7 +709,7 @@ def particle_bytes(model: Callable, guide: Callable, args: tuple, kwargs: dict,
     real pass will say why)."""
     nesting = structure.max_plate_nesting + 1
     try:
-        with forked_rng(), torch.no_grad(), pyro.validation_enabled(False), \
+        with forked_rng(), torch.no_grad(), validation_enabled(False), \
                 pyro.poutine.block():
             if structure.model_enumerated:  # the values the model enumerates count too
                 traces = enumerated_traces(model, guide, args, kwargs, 2, structure)
@@ -795,7 +796,7 @@ def checked_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: d
     chunks = []
     # The survey ran the pair once with Pyro's validation as configured; the passes here
     # skip it, since its checks cost more than the passes themselves.
-    with torch.no_grad(), pyro.validation_enabled(False):
+    with torch.no_grad(), validation_enabled(False):
         for start in range(0, num_samples, chunk):
             size = min(chunk, num_samples - start)
             if backend is None:

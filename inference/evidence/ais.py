@@ -69,9 +69,11 @@ from torch.distributions import biject_to
 from torch.distributions import constraints as torch_constraints
 from torch.distributions.transforms import ComposeTransform, IndependentTransform
 
-from ..checks import (MAX_STEPS, as_number, autograd_arguments, check_at_most,
+from ..checks import (MAX_STEPS, as_number, autograd_arguments, autograd_tensor, check_at_most,
                       check_default_device, check_dense_values, check_int, check_number,
-                      check_pair_call, check_weights_memory, leaves_buffers, resolve_device)
+                      check_pair_call, check_weights_memory, leaves_buffers,
+                      recording_autograd, resolve_device)
+from ..checks import validation_enabled
 from ..pair_check import PARTICLE_PLATE, PairStructure, data_frame, sample_sites
 from ..progress import check_progress, progress_bar
 from ..weights import (
@@ -298,8 +300,8 @@ class _AnnealingPath:
         annealed log density is ``(1 - beta) a + beta b`` in the unconstrained space.
         """
         num_chains, batch = flat.shape[:2]
-        with torch.enable_grad():
-            flat = flat.detach().requires_grad_(True)
+        with recording_autograd():  # also inside the caller's torch.inference_mode()
+            flat = autograd_tensor(flat.detach()).requires_grad_(True)
             values, log_jac = self.unflatten(flat)
             guide_trace = self._trace(self.guide, values, num_chains)
             log_q_free = 0.0  # the free latents' density: pi_0 in their space
@@ -565,7 +567,7 @@ def ais_log_evidence(
     log_weights, accept_sums, steps = [], 0.0, []
     bar = None
     # inspect_pair validated the pair once; the many conditioned passes skip the checks.
-    with torch.no_grad(), pyro.validation_enabled(False):
+    with torch.no_grad(), validation_enabled(False):
         for size in sizes:
             _, guide_trace = vectorized_traces(
                 model, guide, args, kwargs, size, structure.max_plate_nesting + 1

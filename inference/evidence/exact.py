@@ -13,6 +13,7 @@ from torch.distributions.mixture_same_family import MixtureSameFamilyConstraint
 
 from ..checks import (as_int, as_number, check_one_program_call, check_pair_call,
                       check_site_name, leaves_buffers, physical_memory_bytes)
+from ..checks import validation_enabled
 from ..pair_check import (
     DATA_PLATE,
     PARTICLE_PLATE,
@@ -417,7 +418,7 @@ def exact_log_evidence(
         # autograd graph over every node of the grid in the results
         # validation off: the survey checked the data; a support that moves with the latent
         # (x ~ Uniform(0, z)) leaves them outside at some nodes, density zero there
-        with poutine.block(), torch.no_grad(), pyro.validation_enabled(False):
+        with poutine.block(), torch.no_grad(), validation_enabled(False):
             with pyro.plate(PARTICLE_PLATE, z.shape[0], dim=-nesting - 1):
                 trace = poutine.trace(conditioned).get_trace(*args, **kwargs)
             # a discrete latent's own poutine.mask is not applied, as in Pyro's

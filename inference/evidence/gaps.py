@@ -45,6 +45,7 @@ from ..checks import (MAX_STEPS, as_number, autograd_arguments, check_at_most, c
                       check_nonempty_batch, check_pair_call, check_program,
                       check_program_arguments, check_tensor_input, check_weights_memory,
                       leaves_buffers)
+from ..checks import validation_enabled
 from ..pair_check import (
     DATA_PLATE,
     check_pair,
@@ -281,7 +282,7 @@ def fit_local_guide(model: Callable, local_guide: LocalGaussianGuide | Callable,
     )
     history = []
     # gradients are the point here, also when called under no_grad or inference_mode
-    with pyro.validation_enabled(False), torch.inference_mode(False):
+    with validation_enabled(False), torch.inference_mode(False):
         for step in bar_range(num_steps, "fit_local_guide", progress):
             with poutine.block(), torch.enable_grad():
                 log_w = particle_log_weights(model, local_guide, args, kwargs,

@@ -26,10 +26,10 @@ import dataclasses
 import math
 from typing import Callable, NamedTuple
 
-import pyro
 import torch
 
 from ..checks import check_pair_call, check_weights_memory, leaves_buffers, tensors_in
+from ..checks import validation_enabled
 from ..enumeration import enumerated_log_density, enumerated_traces
 from ..pair_check import JOINT_USE, PairStructure, check_sites_as_surveyed, trace_pair
 from ..progress import check_progress, progress_bar
@@ -176,7 +176,7 @@ def joint_log_evidence(model: Callable, guide: Callable, *args, num_samples: int
                           chunk_size)
     chunk = chunk_size or num_samples
     chunks = []
-    with torch.no_grad(), pyro.validation_enabled(False), \
+    with torch.no_grad(), validation_enabled(False), \
             progress_bar(num_samples, JOINT_USE, progress, "draws") as bar:
         for start in range(0, num_samples, chunk):
             size = min(chunk, num_samples - start)

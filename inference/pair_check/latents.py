@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 import warnings
 
-import pyro
 import torch
 from pyro import poutine
 from pyro.poutine.messenger import Messenger
@@ -16,6 +15,7 @@ from pyro.infer.autoguide import AutoGuide
 from pyro.poutine.util import prune_subsample_sites
 
 from ..checks import autograd_arguments, recording_autograd, user_stacklevel
+from ..checks import validation_enabled
 from ..random_state import forked_rng
 from ..supports import (describe_support, measure_zero, support_bounds, support_kinds_differ,
                         support_of, support_within)
@@ -99,7 +99,7 @@ def draw_dependent_supports(model, guide, args, kwargs, model_sites) -> tuple[st
     if not bounded:
         return ()
     try:
-        with forked_rng(), poutine.block(), torch.no_grad(), pyro.validation_enabled(False):
+        with forked_rng(), poutine.block(), torch.no_grad(), validation_enabled(False):
             torch.manual_seed(OTHER_DRAW_SEED)
             other, _ = trace_pair(model, guide, args, kwargs)
     except Exception:  # noqa: BLE001 - the caller's refusal stands when this run fails
@@ -139,7 +139,7 @@ def check_observed_values_validated(model, guide, args, kwargs, skip=()) -> None
     turned off: then nothing is judged. A distribution built with ``validate_args=False``
     keeps its choice."""
     try:
-        with forked_rng(), poutine.block(), torch.no_grad(), pyro.validation_enabled(True):
+        with forked_rng(), poutine.block(), torch.no_grad(), validation_enabled(True):
             model_trace, _ = trace_pair(model, guide, args, kwargs)
             check_observed_values(list(sample_sites(model_trace, observed=True)), skip)
     except PairError:
@@ -423,7 +423,7 @@ def gaps_the_data_rule_out(model, guide_latents, args, kwargs, gap_names,
     seen = dict.fromkeys(gap_names, False)  # a prior draw in the gap
     open_ = dict.fromkeys(gap_names, False)  # ... with the data inside their support
     try:
-        with forked_rng(), poutine.block(), torch.no_grad(), pyro.validation_enabled(False):
+        with forked_rng(), poutine.block(), torch.no_grad(), validation_enabled(False):
             torch.manual_seed(OTHER_DRAW_SEED)
             for _ in range(GAP_PROBE_RUNS):
                 trace = poutine.trace(model).get_trace(*args, **kwargs)

@@ -16,13 +16,13 @@ import torch
 from pyro import poutine
 from pyro.distributions import ImproperUniform, Unit, constraints
 from pyro.distributions.torch_distribution import TorchDistributionMixin
-from pyro.infer.util import is_validation_enabled
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from torch.distributions import biject_to
 
 from ..checks import (arguments_changed, check_pair_arguments, check_program_arguments,
                       copied_arguments, explain_run_failure)
+from ..checks import validation_enabled, validation_on
 from ..effect_guides import traceable_guide
 from ..random_state import forked_rng
 from .latents import (
@@ -508,7 +508,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     dependent_support = () if reuse else draw_dependent_supports(model, guide, args, kwargs,
                                                                  model_sites)
     check_observed_values(model_sites, skip=dependent_support)
-    if not is_validation_enabled():
+    if not validation_on():  # Pyro's flag or torch's default validate_args off
         check_observed_values_validated(model, guide, args, kwargs, skip=dependent_support)
 
     model_latent_names = [s["name"] for s in model_sites if not s["is_observed"]]
@@ -590,7 +590,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     if probe_vectorized:
         fixed = PairStructure(nesting, batch_size, subsample=subsample)
         with forked_rng(), poutine.block(), \
-                torch.no_grad(), pyro.validation_enabled(False):
+                torch.no_grad(), validation_enabled(False):
             error = try_vectorized(fixed.fix_subsample(model), fixed.fix_subsample(guide),
                                     args, kwargs, nesting + 1)
     return PairStructure(

@@ -40,6 +40,7 @@ import torch
 import torch.distributed as dist
 from pyro import poutine
 
+from ..checks import validation_enabled
 from ..evidence.estimators import elbo
 from ..random_state import forked_rng
 from ..pair_check import trace_pair
@@ -134,7 +135,7 @@ class DataParallel:
                 ``pyro.param`` sites exist before the first step.
         """
         with forked_rng(), poutine.block(), \
-                pyro.validation_enabled(False):
+                validation_enabled(False):
             if batch_transform is not None:
                 example = tuple(batch_transform(*copies(example)))
             trace_pair(self.svi.model, self.svi.guide, example, {})

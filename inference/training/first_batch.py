@@ -12,6 +12,7 @@ import pyro
 import torch
 
 from ..checks import evaluation_mode
+from ..checks import validation_enabled
 from ..pair_check import data_frame, forget_params, trace_pair
 from ..random_state import forked_rng
 from ..reachable import kept_buffers, reachable_modules
@@ -51,7 +52,7 @@ def unscored_site(model, guide, batch: tuple, modules):
     ``"data"`` plate (None when the site has no data dim); ``("density", site)`` for the
     first site whose log density is NaN or infinite; None when neither."""
     with forked_rng(), pyro.poutine.block(), torch.no_grad(), evaluation_mode(modules), \
-            pyro.validation_enabled(False):
+            validation_enabled(False):
         model_trace, guide_trace = trace_pair(model, guide, batch, {})
         sites = [(name, site) for trace in (guide_trace, model_trace)
                  for name, site in trace.nodes.items() if site["type"] == "sample"]
@@ -89,7 +90,7 @@ def check_first_run(model, guide, batch: tuple, batch_transform, modules) -> Non
     store = pyro.get_param_store()
     before = set(store.keys())
     with forked_rng(), pyro.poutine.block(), torch.no_grad(), kept_buffers(modules), \
-            pyro.validation_enabled(False):
+            validation_enabled(False):
         if batch_transform is not None:
             batch = transformed_batch(batch_transform(*copies(batch)), len(batch[0]), screen=False)
         model_trace, guide_trace = trace_pair(model, guide, batch, {})

@@ -23,6 +23,7 @@ from ..checks import (autograd_tensor, check_default_device, check_dense, check_
                       check_outer_handlers, check_pair_arguments, check_positional_call,
                       evaluation_mode,
                       resolve_device, training_mode_layers, user_stacklevel)
+from ..checks import validation_enabled
 from ..effect_guides import traceable_guide
 from ..evidence.estimators import elbo
 from ..pair_check import PairError, check_observed_values_validated, check_pair, check_store_shapes
@@ -350,7 +351,7 @@ def _last_update_problem(model, guide, batch: tuple, modules, epoch: int,
         objective = pyro.infer.Trace_ELBO()
     try:
         with _apart_streams(), pyro.poutine.block(), torch.no_grad(), kept_buffers(modules), \
-                pyro.validation_enabled(False), warnings.catch_warnings():
+                validation_enabled(False), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pyro's "Encountered NaN: loss", said below
             value = float(objective.loss(model, guide, *batch))
     except Exception as error:  # noqa: BLE001 - a loss that cannot score the pair (Pyro's
@@ -894,7 +895,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                     if batch_transform is not None and len(local):
                         batch = transformed_batch(batch_transform(*batch), len(local),
                                                   screen=epoch == first_epoch)
-                    with pyro.validation_enabled(checking), torch.autocast(
+                    with validation_enabled(checking), torch.autocast(
                             device.type, dtype=torch.bfloat16, enabled=mixed_precision):
                         try:
                             if checking and compiled:

@@ -35,6 +35,7 @@ from pyro import poutine
 from torch.distributions import biject_to, constraints
 
 from ..checks import check_int, check_pair_arguments, evaluation_mode, user_stacklevel
+from ..checks import validation_enabled
 from ..effect_guides import effect_messenger, keeps_rows
 from ..enumeration import enumerated_traces, log_density_dtypes
 from ..pair_check import (DATA_PLATE, FIT_LOSSES, TRACE_ENUM_FIT, PairError, PairStructure,
@@ -136,7 +137,7 @@ def _check_one_density_dtype(model, guide, first_batch: tuple, structure: PairSt
     """Refuse, naming the sites, a model whose log densities come in more than one float
     dtype (float64 data scored by float32 parameters beside float32 sites): Pyro's
     ``TraceEnum_ELBO`` contracts them in one einsum, which fails at the first step."""
-    with forked_rng(), torch.no_grad(), poutine.block(), pyro.validation_enabled(False):
+    with forked_rng(), torch.no_grad(), poutine.block(), validation_enabled(False):
         model_trace, _ = enumerated_traces(model, guide, first_batch, {}, None, structure)
         dtypes = log_density_dtypes(model_trace)
     by_dtype: dict[torch.dtype, list[str]] = {}
@@ -737,7 +738,7 @@ def _check_draws_keep_data_inside(model, guide, first_batch: tuple, structure: P
     whatever the learning rate; the estimators give such draws weight zero."""
     # the weights of the structure in hand: no estimator's policy (a guide on z > x, the
     # remedy below, has a narrower support than the prior's z > 0, which is fine here)
-    with forked_rng(), poutine.block(), torch.no_grad(), pyro.validation_enabled(False):
+    with forked_rng(), poutine.block(), torch.no_grad(), validation_enabled(False):
         log_w = particle_log_weights(model, guide, first_batch, {}, SUPPORT_PROBE_DRAWS,
                                      structure)  # [draws, batch]
     outside = torch.isneginf(log_w)

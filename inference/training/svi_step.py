@@ -51,6 +51,7 @@ from torch.distributions import constraints, kl_divergence
 
 from ..checks import (as_number, autograd_arguments, check_outer_handlers,
                       check_pair_arguments, explain_run_failure, recording_autograd)
+from ..checks import validation_enabled
 from ..effect_guides import traceable_guide
 from ..densities import drawn_normal_log_density, plain_normal
 from ..pair_check import (
@@ -793,7 +794,7 @@ class SVIStep:
             return False
         if self.loss_name == "dreg":
             with pyro.poutine.block(), torch.no_grad(), forked_rng(), \
-                    pyro.validation_enabled(False):
+                    validation_enabled(False):
                 scorer = score_weights(self.model, self.guide, args, kwargs,
                                        self.num_particles, self._nesting, dreg=True)
             return scorer_dreg_obstacle(scorer, self.guide, args, kwargs) is None

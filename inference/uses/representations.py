@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-import pyro
 import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
@@ -21,6 +20,8 @@ from torch.distributions import kl_divergence
 from ..checks import (
     as_int,
     as_number,
+    autograd_arguments,
+    autograd_tensor,
     check_dense_values,
     check_finite_tensor,
     check_one_program_call,
@@ -30,7 +31,9 @@ from ..checks import (
     check_site_name,
     check_weights_memory,
     leaves_buffers,
+    recording_autograd,
 )
+from ..checks import validation_enabled
 from ..pair_check import (DATA_PLATE, PairError, attach_subsample, conditional_sites_of_guide,
                           data_frame, inspect_pair, is_delta, sample_sites, site_list,
                           trace_pair)
@@ -176,14 +179,17 @@ def _draws_read(entry, model, guide, site, args, kwargs, guide_trace) -> None:
     drawn values fixed to leaf tensors that require grad, and a parameter that reaches a leaf
     depends on that draw (whatever the random state, dropout included). Latents with integer
     values (discrete) cannot be leaves and are not looked at."""
-    leaves = {name: node["value"].detach().clone().requires_grad_(True)
-              for name, node in guide_trace.nodes.items()
-              if node["type"] == "sample" and not node["is_observed"] and name != site
-              and torch.is_tensor(node["value"]) and node["value"].is_floating_point()}
-    if not leaves:
+    drawn = {name: node["value"] for name, node in guide_trace.nodes.items()
+             if node["type"] == "sample" and not node["is_observed"] and name != site
+             and torch.is_tensor(node["value"]) and node["value"].is_floating_point()}
+    if not drawn:
         return
-    value = guide_trace.nodes[site]["value"].detach()
-    with poutine.block(), torch.enable_grad():
+    # a graph also inside the caller's torch.inference_mode()
+    with poutine.block(), recording_autograd():
+        args, kwargs = autograd_arguments(args, kwargs)
+        leaves = {name: autograd_tensor(value.detach()).clone().requires_grad_(True)
+                  for name, value in drawn.items()}
+        value = autograd_tensor(guide_trace.nodes[site]["value"].detach())
         traces = (("guide", poutine.trace(poutine.condition(guide, data=leaves)).get_trace(
                       *args, **kwargs)),
                   ("model", poutine.trace(poutine.condition(model, data={**leaves, site: value}))
@@ -442,7 +448,7 @@ def expected_log_likelihood(model: Callable, guide: Callable, *args, num_samples
     # The survey ran the pair once with Pyro's validation as configured; this pass skips it,
     # as the estimators' passes do: a pyro.factor that is NaN at some draws failed inside
     # torch ("Expected parameter log_factor"), naming no datapoint; the NaN is named below
-    with poutine.block(), torch.no_grad(), pyro.validation_enabled(False):
+    with poutine.block(), torch.no_grad(), validation_enabled(False):
         log_lik = _observed_log_density(model, guide, args, kwargs, num_samples, structure)
     if not torch.is_tensor(log_lik):
         raise ValueError("expected_log_likelihood: the model has no observed site")

@@ -133,3 +133,87 @@ def test_a_meta_default_device_is_named():
                                                  "effect"):
                 call()
     assert elbo(model, guide, X, num_samples=2).shape == (4,)
+
+
+def test_ais_inside_inference_mode_moves_as_outside():
+    # Under torch.inference_mode() the chains' gradients were zeros (enable_grad records no
+    # graph there): UHA's estimate fell 1.7 nats below log p(x), silently.
+    from inference import ais_log_evidence
+    from ppl_models import LinearGaussian
+
+    torch.manual_seed(0)
+    pair = LinearGaussian(data_dim=3, latent_dim=2)
+    x = pair.simulate(4).detach()
+    results = []
+    for context in (torch.enable_grad, torch.inference_mode):
+        pyro.set_rng_seed(2)
+        with context():
+            results.append(ais_log_evidence(pair.model, pair.guide, x, num_chains=4,
+                                            num_steps=10, transition="uha",
+                                            progress=False).log_evidence)
+    torch.testing.assert_close(results[1], results[0])
+
+
+def test_kl_per_dimension_refuses_a_hierarchical_site_inside_inference_mode():
+    # The refusal reads autograd; inside inference_mode it saw no dependence and returned a
+    # one-draw value that changed with every call.
+    from inference.uses import kl_per_dimension
+    from ppl_models.hierarchical_vae import TwoLayerVAE
+
+    torch.manual_seed(0)
+    vae = TwoLayerVAE((1, 4, 4), latent_dim=3).eval()
+    x = torch.bernoulli(torch.full((6, 1, 4, 4), 0.4))
+    for site in ("z1", "z2"):
+        with torch.inference_mode(), pytest.raises(ValueError, match="hierarchical pair"):
+            kl_per_dimension(vae.model, vae.guide, x, site=site)
+
+
+def test_a_callback_that_turns_gradients_off_does_not_stop_training():
+    # fit trained inside one enable_grad block; a callback's torch.set_grad_enabled(False)
+    # left every later step without gradients, with a normal-looking history.
+    def values(callback):
+        pyro.clear_param_store()
+        fit(model, guide, X, epochs=4, lr=0.1, seed=0, progress=False, callback=callback)
+        return pyro.param("a").item()
+
+    def turn_off(record):
+        if record["epoch"] == 2:
+            torch.set_grad_enabled(False)
+
+    try:
+        assert values(turn_off) == values(lambda record: None)
+    finally:
+        torch.set_grad_enabled(True)
+
+
+def bernoulli_model(x):
+    with pyro.plate("data", len(x)):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("x", dist.Bernoulli(logits=z), obs=x)
+
+
+def bernoulli_guide(x):
+    with pyro.plate("data", len(x)):
+        pyro.sample("z", dist.Normal(0.0, 1.0))
+
+
+@pytest.mark.parametrize("torch_flag, pyro_flag", [(False, True), (True, False)])
+def test_torch_and_pyro_validation_flags_are_left_as_found(torch_flag, pyro_flag):
+    # torch's default validate_args off with Pyro's on: the first elbo call scored
+    # Bernoulli observations of 3 at log p(x) = +1.4 nats, and reset torch's flag (Pyro's
+    # validation_enabled block restores it to Pyro's flag); the reverse turned torch's off.
+    from torch.distributions import Distribution
+
+    counts = torch.tensor([3.0, 0.0, 1.0, 3.0])
+    before = Distribution._validate_args
+    try:
+        Distribution.set_default_validate_args(torch_flag)
+        with pyro.validation_enabled(pyro_flag):
+            Distribution.set_default_validate_args(torch_flag)
+            with pytest.raises(ValueError, match="site 'x'"):
+                elbo(bernoulli_model, bernoulli_guide, counts)
+            assert Distribution._validate_args is torch_flag
+            assert elbo(bernoulli_model, bernoulli_guide, counts.clamp(max=1)).shape == (4,)
+            assert Distribution._validate_args is torch_flag
+    finally:
+        Distribution.set_default_validate_args(before)
