@@ -184,10 +184,10 @@ def plot(neighbours: dict, query_x, query_y, gallery_x, gallery_y, path: Path,
     for q, query in enumerate(chosen):
         for r, name in enumerate(names):
             row = axes[q * len(names) + r]
-            row[0].imshow(query_x[query, 0], cmap="gray", vmin=0, vmax=1)
+            row[0].imshow(query_x[query, 0].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
             row[0].set_ylabel(name, fontsize=6, rotation=0, ha="right", va="center")
             for ax, index in zip(row[1:], neighbours[name][query]):
-                ax.imshow(gallery_x[index, 0], cmap="gray", vmin=0, vmax=1)
+                ax.imshow(gallery_x[index, 0].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
                 wrong = int(gallery_y[index]) != int(query_y[query])
                 for side in ax.spines.values():
                     side.set_edgecolor("red" if wrong else "white")

@@ -56,7 +56,7 @@ def plot_images(images: torch.Tensor, path: Path, title: str, columns: int = 8) 
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.9, rows * 0.9))
     for ax in axes.flat:
         ax.axis("off")
-    for ax, image in zip(axes.flat, images.cpu()):
+    for ax, image in zip(axes.flat, images.detach().cpu().numpy()):  # arrays for matplotlib
         ax.imshow(image.reshape(SIDE, SIDE), cmap="gray", vmin=0, vmax=1)
     fig.suptitle(title)
     save_figure(fig, path)
@@ -68,7 +68,8 @@ def plot_manifold(vae: ToyManifoldVAE, path: Path) -> None:
     with torch.no_grad():
         device = next(vae.parameters()).device
         learned = vae.decode(z[:, None].to(device)).cpu()
-    true = manifold_mean(z)
+    true = manifold_mean(z).numpy()
+    learned = learned.numpy()
     fig, axes = plt.subplots(2, len(z), figsize=(len(z) * 0.9, 2.2))
     for row, images, label in ((0, true, "truth"), (1, learned, "learned")):
         for ax, image, value in zip(axes[row], images, z):
@@ -93,13 +94,15 @@ def plot_posterior(vae: ToyManifoldVAE, x: torch.Tensor, path: Path) -> None:
         loc, scale = vae.encode(x)
     guide = torch.distributions.Normal(loc.item(), scale.item()).log_prob(z).exp()
     keep = (log_posterior > log_posterior.max() - 12) | (guide > guide.max() * 1e-5)
-    window = z[keep].min() - 0.5, z[keep].max() + 0.5
+    window = float(z[keep].min()) - 0.5, float(z[keep].max()) + 0.5
+    z, prior, joint, posterior, guide = (  # arrays for matplotlib
+        t.numpy() for t in (z, log_prior.exp(), log_joint.exp(), log_posterior.exp(), guide))
     fig, axes = plt.subplots(1, 3, figsize=(11, 3))
-    axes[0].plot(z, log_prior.exp())
+    axes[0].plot(z, prior)
     axes[0].set_title("prior p(z)")
-    axes[1].plot(z, log_joint.exp())
+    axes[1].plot(z, joint)
     axes[1].set_title(f"joint p(x, z); area = p(x) = e^{exact.log_evidence.item():.2f}")
-    axes[2].plot(z, log_posterior.exp(), label="posterior p(z | x)")
+    axes[2].plot(z, posterior, label="posterior p(z | x)")
     axes[2].plot(z, guide, "--", label="guide q(z | x)")
     axes[2].legend(fontsize=8)
     axes[2].set_title("posterior against guide")

@@ -48,7 +48,8 @@ def image_grid(images: torch.Tensor | Sequence[torch.Tensor], path: str | Path,
     for axes_row, row in zip(axes, rows):
         for ax, image in zip(axes_row, row):
             shown = image[0] if image.shape[0] == 1 else image.permute(1, 2, 0)
-            ax.imshow(shown, cmap="gray", vmin=0, vmax=1)
+            # as an array: matplotlib's conversion of a tensor warns under NumPy 2
+            ax.imshow(shown.detach().cpu().numpy(), cmap="gray", vmin=0, vmax=1)
     for axes_row, label in zip(axes, labels):
         axes_row[0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
     if title:

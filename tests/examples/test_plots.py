@@ -52,3 +52,16 @@ def test_the_figure_is_written(tmp_path):
     plots.image_grid([torch.rand(3, 1, 4, 4), torch.rand(1, 1, 4, 4)], tmp_path / "g.png",
                      row_labels=["three", "one"])
     assert (tmp_path / "g.png").stat().st_size > 0
+
+
+def test_figures_of_tensors_raise_no_warnings(drawn, tmp_path):
+    # matplotlib's conversion of a torch tensor warns under NumPy 2 ("__array__
+    # implementation doesn't accept a copy keyword"): under `python -W error` vae.py
+    # trained, then died at its first figure without writing metrics.json.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plots.image_grid([torch.rand(3, 1, 4, 4), torch.rand(3, 1, 4, 4)], tmp_path / "a.png",
+                         row_labels=["a", "b"])
+    assert labels_and_images(drawn[0]) == [("a", 3), ("b", 3)]
