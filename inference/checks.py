@@ -45,8 +45,11 @@ def user_stacklevel() -> int:
 
 
 def integer_tensor(value) -> bool:
-    """Whether ``value`` is a 0-dim tensor of an integer dtype (not bool): ``torch.tensor(10)``
-    counts as the integer it holds, as ``np.int64(10)`` does."""
+    """Whether ``value`` is a 0-dim tensor or numpy array of an integer dtype (not bool):
+    ``torch.tensor(10)`` and ``np.array(10)`` count as the integer they hold, as
+    ``np.int64(10)`` does."""
+    if isinstance(value, numpy.ndarray):
+        return value.ndim == 0 and value.dtype.kind in "iu"
     return (torch.is_tensor(value) and value.dim() == 0 and value.dtype != torch.bool
             and not value.is_floating_point() and not value.is_complex() and not value.is_meta)
 

@@ -51,6 +51,15 @@ from .minibatches import copies
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
+def check_process_group() -> None:
+    """``ValueError`` unless a process group exists or torchrun's variables (``RANK``,
+    ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) are set to make one."""
+    if not dist.is_initialized() and any(name not in os.environ for name in TORCHRUN_VARIABLES):
+        raise ValueError(
+            f"distributed training needs a process group: launch with torchrun "
+            f"({_missing_variables()}) or call torch.distributed.init_process_group first")
+
+
 def init_process_group(device: torch.device) -> torch.device:
     """Join the default process group (creating it from torchrun's environment); this rank's device.
 
@@ -61,10 +70,7 @@ def init_process_group(device: torch.device) -> torch.device:
         ValueError: no process group exists and torchrun's variables (``RANK``,
             ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) are not set.
     """
-    if not dist.is_initialized() and any(name not in os.environ for name in TORCHRUN_VARIABLES):
-        raise ValueError(
-            f"distributed training needs a process group: launch with torchrun "
-            f"({_missing_variables()}) or call torch.distributed.init_process_group first")
+    check_process_group()
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)

@@ -135,6 +135,12 @@ def _check_arguments(model, guide, loss, num_particles, epochs, batch_size, lr, 
                      kl_warmup_epochs, batch_transform, callback, checkpoint, flags: dict) -> None:
     """Every argument of :func:`fit` that is not data, checked before any work; ``flags``:
     name -> value of the arguments that must be True or False."""
+    if pyro.settings.get("module_local_params"):
+        raise ValueError(
+            "fit: pyro.settings.set(module_local_params=True) is in effect: PyroModules then "
+            "keep their parameters out of Pyro's param store, which fit reads to train, "
+            "checkpoint and resume them. Turn it off (pyro.settings.set("
+            "module_local_params=False)) for fit, or train with inference.SVIStep")
     check_pair_arguments(model, guide, num_particles)
     for name, fn in (("batch_transform", batch_transform), ("callback", callback)):
         if fn is not None and not callable(fn):
@@ -694,6 +700,10 @@ def fit(
     if mixed_precision and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ValueError("mixed_precision=True needs bfloat16 support on the CUDA device "
                          "(compute capability 8.0 or newer)")
+    if distributed:  # before the checkpoint's folder and lock are made
+        from .distributed import check_process_group
+
+        check_process_group()
     settings_record = resume_settings.SettingsRecord(checkpoint, resume_ignore)
     # gradients on whatever the caller's context (a fit under torch.no_grad() or
     # inference_mode() trained nothing and returned a normal history)

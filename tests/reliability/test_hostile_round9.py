@@ -217,3 +217,32 @@ def test_torch_and_pyro_validation_flags_are_left_as_found(torch_flag, pyro_flag
             assert Distribution._validate_args is torch_flag
     finally:
         Distribution.set_default_validate_args(before)
+
+
+def test_a_zero_dim_numpy_integer_array_counts_as_its_integer():
+    import numpy as np
+
+    pyro.set_rng_seed(0)
+    reference = elbo(model, guide, X, num_samples=3)
+    pyro.set_rng_seed(0)
+    assert torch.equal(elbo(model, guide, X, num_samples=np.array(3)), reference)
+    with pytest.raises(ValueError, match="num_samples must be a positive integer"):
+        elbo(model, guide, X, num_samples=np.array(2.5))
+
+
+def test_fit_names_pyros_module_local_params_setting():
+    # fit refused the library's own VAE, blaming a pyro.clear_param_store() inside the pair
+    torch.manual_seed(0)
+    vae = VAE((1, 4, 4), latent_dim=2, hidden=(3,))
+    x = (torch.rand(5, 1, 4, 4) < 0.4).float()
+    with pyro.settings.context(module_local_params=True):
+        with pytest.raises(ValueError, match=r"set\(module_local_params=True\) is in effect"):
+            fit(vae.model, vae.guide, x, epochs=1, progress=False)
+
+
+def test_a_distributed_fit_without_a_process_group_leaves_no_lock(tmp_path, monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ValueError, match="needs a process group"):
+        fit(model, guide, X, epochs=1, distributed=True, checkpoint=tmp_path / "sub" / "run.pt")
+    assert list(tmp_path.iterdir()) == []
