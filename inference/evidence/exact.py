@@ -463,7 +463,7 @@ def exact_log_evidence(
     if not discrete:  # a sum over a finite support is exact: no grid to resolve
         _check_resolution(log_posterior + log_w[:, None], nodes,
                           axis_log_w if latent_dim == 2 else log_w, latent_dim, support_ends,
-                          site)
+                          site, (low, high))
     return ExactEvidence(log_evidence, grid, log_posterior, structure.data_subsample)
 
 
@@ -644,7 +644,8 @@ def _check_grid_memory(num_points: int, latent_dim: int, batch: int, itemsize: i
 
 
 def _check_resolution(log_mass: torch.Tensor, nodes: torch.Tensor, axis_log_w: torch.Tensor,
-                      latent_dim: int, support_ends: tuple[bool, bool], site: str) -> None:
+                      latent_dim: int, support_ends: tuple[bool, bool], site: str,
+                      bounds: tuple[float, float]) -> None:
     """Raise when posterior mass piles on a few nodes, reaches an edge of the grid that
     truncates the latent's support, or rests on nodes that the latent's dtype could not
     place apart near a support end.
@@ -654,6 +655,7 @@ def _check_resolution(log_mass: torch.Tensor, nodes: torch.Tensor, axis_log_w: t
         nodes: ``[num_points]`` the nodes along each latent dimension (``G = num_points **
             latent_dim``), in the latent's dtype; ``axis_log_w``: their log weights.
         support_ends: whether the low and high ends of the grid are ends of the support.
+        bounds: the grid's ``(low, high)``, as the messages name them.
     """
     num_points = nodes.shape[0]
     mass = log_mass.exp()
@@ -701,12 +703,17 @@ def _check_resolution(log_mass: torch.Tensor, nodes: torch.Tensor, axis_log_w: t
     mass = log_mass.exp()
     width = max(1, num_points // 100)
     all_dims = tuple(range(latent_dim))
-    edge_mass = sum(
-        mass.narrow(axis, 0 if end == 0 else num_points - width, width).sum(all_dims)
-        for axis in all_dims for end in truncated_ends
-    )
-    if (edge_mass > 1e-6).any():
-        raise ValueError(
-            f"posterior mass {float(edge_mass.max()):.2e} lies at the edge of the grid; "
-            "widen bounds"
-        )
+    low, high = (float(bound) for bound in bounds)
+    for end in truncated_ends:
+        edge_mass = sum(mass.narrow(axis, 0 if end == 0 else num_points - width, width)
+                        .sum(all_dims) for axis in all_dims)  # [batch]
+        if (edge_mass > 1e-6).any():
+            worst = int(edge_mass.argmax())
+            span = high - low
+            wider = (low - span, high) if end == 0 else (low, high + span)
+            raise ValueError(
+                f"the posterior of datapoint {worst} at site '{site}' puts "
+                f"{float(edge_mass[worst]):.2e} of its mass within 1% of the grid's "
+                f"{'low' if end == 0 else 'high'} end, {low if end == 0 else high:.6g}: the "
+                f"grid ({low:.6g}, {high:.6g}) cuts the posterior off there. Widen it, e.g. "
+                f"bounds=({wider[0]:.6g}, {wider[1]:.6g})")

@@ -81,7 +81,7 @@ def test_rejects_several_latents_and_coarse_grids():
     with pytest.raises(ValueError, match="raise num_points"):
         exact_log_evidence(narrow.model, x, num_points=101)
     wide = LinearGaussian(data_dim=2, latent_dim=1, noise_scale=3.0)
-    with pytest.raises(ValueError, match="widen bounds"):
+    with pytest.raises(ValueError, match="cuts the posterior off there. Widen it, e.g. bounds="):
         exact_log_evidence(wide.model, wide.simulate(2).detach(), bounds=(-1.0, 1.0))
 
     def two_latents(x):
@@ -250,7 +250,7 @@ def test_constrained_latents_are_integrated_over_their_support(model, site, supp
 def test_a_truncated_half_line_still_asks_to_widen_bounds():
     # Gamma(2, 1) clipped to (0, 10): the posterior Gamma(32, 2) of y = 30 (mean 16) lies
     # mostly beyond 10, where the grid truncates it; its end at 0 is the support's
-    with pytest.raises(ValueError, match="widen bounds"):
+    with pytest.raises(ValueError, match="cuts the posterior off there. Widen it, e.g. bounds="):
         exact_log_evidence(gamma_poisson, torch.tensor([30.0]), site="rate")
 
 
@@ -717,7 +717,8 @@ def test_a_bound_inside_a_support_far_from_zero_is_still_a_cut():
             pyro.sample("x", dist.Normal(z, 0.05), obs=x)
 
     x = (low + 0.95).reshape(1)
-    with pytest.raises(ValueError, match="lies at the edge of the grid; widen bounds"):
+    with pytest.raises(ValueError, match=r"datapoint 0 at site 'z' .* grid's high end, "
+                                         r"1e\+06: the grid \(1e\+06, 1e\+06\) cuts"):
         exact_log_evidence(model, x, bounds=(1e6, 1e6 + 0.5), progress=False)
     whole = exact_log_evidence(model, x, bounds=(1e6, 1e6 + 1.0), progress=False)
     assert float(whole.log_evidence[0]) == pytest.approx(-0.17275378, abs=1e-5)
@@ -747,3 +748,21 @@ def test_numpy_integer_counts_give_the_python_integers_result(num_points, chunk_
     result = exact_log_evidence(model, x, num_points=numpy_int(num_points),
                                 chunk_size=numpy_int(chunk_size), progress=False)
     torch.testing.assert_close(result.log_evidence, conjugate_log_evidence(x), atol=1e-6, rtol=0)
+
+
+def test_a_grid_that_cuts_the_posterior_off_names_datapoint_end_and_wider_bounds():
+    # the message said only "posterior mass 9.35e-04 lies at the edge of the grid; widen
+    # bounds": no site, datapoint, end or bounds= to pass
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(()), 10.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    x = torch.tensor([0.0, 9.0, -1.0], dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"the posterior of datapoint 1 at site 'z' puts .* "
+                                         r"the grid's high end, 10: the grid \(-10, 10\) cuts "
+                                         r"the posterior off there. Widen it, e.g. "
+                                         r"bounds=\(-10, 30\)"):
+        exact_log_evidence(model, x, progress=False)
+    torch.testing.assert_close(exact_log_evidence(model, x, bounds=(-10, 30)).log_evidence,
+                               dist.Normal(0.0, math.sqrt(101.0)).log_prob(x))
