@@ -201,7 +201,8 @@ def _fix_hint(name: str, folder: Path) -> str:
     if name == "fashion-mnist":
         return (f"Install them with `make data` (apt-get install dataset-fashion-mnist, which puts "
                 f"them in {FASHION_MNIST_ROOT}) or copy the four IDX files ({files}, plain or "
-                f".gz) into a folder and pass it as root= (the examples' --data-root).")
+                f".gz) into a folder and pass it as root= (in the examples: --data-root, or "
+                f"--fashion-root in similarity.py and elbo_vs_iwae.py).")
     return (f"Either pass download=True (needs internet; examples/vae.py and "
             f"examples/pixelcnn.py take it as --download) or copy "
             f"the four IDX files ({files}, plain or .gz) into {folder} or "
