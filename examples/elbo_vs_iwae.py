@@ -219,7 +219,8 @@ def dataset_available(name: str, args) -> str | None:
 
 
 def local_family_gaps(model, guide, local_guide, x: torch.Tensor, log_evidence: torch.Tensor,
-                      num_steps: int, chunk_size: int, num_eval_samples: int = 1000) -> dict:
+                      num_steps: int, chunk_size: int, num_eval_samples: int = 1000,
+                      progress: bool = True) -> dict:
     """Cremer et al.'s gaps [4] within the family of a pair's own local guide.
 
     ``local_guide`` (a pair's ``local_guide(x)``, a :class:`ppl_models.LocalGuide`: the
@@ -227,13 +228,13 @@ def local_family_gaps(model, guide, local_guide, x: torch.Tensor, log_evidence: 
     is optimized by :func:`inference.fit_local_guide`, as :func:`inference.amortization_gap`
     optimizes its local Gaussians (same steps, learning rate and particles); both ELBOs from
     ``num_eval_samples`` draws. ``x: [n, ...]``, ``log_evidence: [n]``; returns tensors
-    ``[n]`` in nats.
+    ``[n]`` in nats. ``progress``: the estimators' bars.
     """
     amortized = log_importance_weights(model, guide, x, num_samples=num_eval_samples,
-                                       chunk_size=chunk_size).mean(0)
-    fit_local_guide(model, local_guide, x, num_steps=num_steps)
+                                       chunk_size=chunk_size, progress=progress).mean(0)
+    fit_local_guide(model, local_guide, x, num_steps=num_steps, progress=progress)
     local = log_importance_weights(model, local_guide, x, num_samples=num_eval_samples,
-                                   chunk_size=chunk_size).mean(0)
+                                   chunk_size=chunk_size, progress=progress).mean(0)
     return {"elbo_amortized": amortized, "elbo_local": local,
             "amortization_gap": local - amortized, "approximation_gap": log_evidence - local}
 
@@ -252,11 +253,13 @@ def evaluate(pair, test: torch.Tensor, budget: Budget, args,
     model, guide = pair.model, pair.guide
     ks = [k for k in EVAL_KS if k <= budget.max_k]
     pyro.set_rng_seed(args.seed)
+    progress = not args.quiet  # the estimators' bars, as fit's
     table = bound_sweep(model, guide, test, num_samples=ks, repeats=args.repeats,
-                        chunk_size=args.chunk_size, data_batch_size=args.eval_batch_size)
+                        chunk_size=args.chunk_size, data_batch_size=args.eval_batch_size,
+                        progress=progress)
     pyro.set_rng_seed(args.seed)
     ais = ais_log_evidence(model, guide, test, num_chains=budget.ais_chains,
-                           num_steps=budget.ais_steps)
+                           num_steps=budget.ais_steps, progress=progress)
     n = test.shape[0]
     result = {
         "bounds": table.rows,
@@ -268,7 +271,7 @@ def evaluate(pair, test: torch.Tensor, budget: Budget, args,
         result["exact"] = {"mean": float(exact.mean()), "stderr": 0.0}
     pyro.set_rng_seed(args.seed)
     weights = weight_diagnostics(model, guide, test, num_samples=budget.khat_k,
-                                 chunk_size=args.chunk_size)
+                                 chunk_size=args.chunk_size, progress=progress)
     result["k_hat"] = weights.pareto_k.tolist()
     result["ess_fraction"] = (weights.ess / budget.khat_k).tolist()
     best = exact if exact is not None else ais.log_evidence
@@ -276,11 +279,13 @@ def evaluate(pair, test: torch.Tensor, budget: Budget, args,
     pyro.set_rng_seed(args.seed)
     if hasattr(pair, "local_guide"):
         gaps = local_family_gaps(model, guide, pair.local_guide(test[points]), test[points],
-                                 best[points], budget.gap_steps, args.chunk_size)
+                                 best[points], budget.gap_steps, args.chunk_size,
+                                 progress=progress)
         family = "local"
     else:
         result_gaps = amortization_gap(model, guide, test[points], log_evidence=best[points],
-                                       num_steps=budget.gap_steps, chunk_size=args.chunk_size)
+                                       num_steps=budget.gap_steps, chunk_size=args.chunk_size,
+                                       progress=progress)
         gaps = {k: getattr(result_gaps, k) for k in ("elbo_amortized", "elbo_local",
                                                      "amortization_gap", "approximation_gap")}
         family = "gaussian"
@@ -322,7 +327,8 @@ def run_dataset(name: str, budget: Budget, args, device, out: Path) -> dict:
                           seed=args.seed, device=device, progress=not args.quiet,
                           checkpoint=out / f"checkpoint_{name}_{tag}.pt", resume=args.resume)
             pair.eval()
-            exact = exact_log_evidence(pair.model, test).log_evidence if name == "toy" else None
+            exact = (exact_log_evidence(pair.model, test, progress=not args.quiet).log_evidence
+                     if name == "toy" else None)
             metrics = evaluate(pair, test, budget, args, exact)
             metrics["train_seconds"] = sum(r["seconds"] for r in history)
             metrics["final_train_loss"] = history[-1]["train_loss"] if history else None
