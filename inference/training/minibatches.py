@@ -630,11 +630,13 @@ def _untrained_networks(model, guide, batch: tuple) -> tuple[list[str], list[str
         return [], []
     # a parameter passed to pyro.param is registered, also where the store keeps another
     # tensor under its name (the first step refuses that: check_param_store)
-    registered_ids = set()
+    registered_ids, store_names = set(), {}
     for site in (s for trace in traces for s in trace.nodes.values() if s["type"] == "param"):
         value = site["value"]
         stored = value.unconstrained() if hasattr(value, "unconstrained") else value
         registered_ids |= {id(stored), *map(id, site["args"][1:])}
+        for tensor in (stored, *site["args"][1:]):
+            store_names.setdefault(id(tensor), site["name"])
     params = [[p for p in sub.parameters(recurse=False) if p.requires_grad] for sub in used]
     grads = torch.autograd.grad(loss, [p for group in params for p in group],
                                 allow_unused=True)
@@ -649,7 +651,9 @@ def _untrained_networks(model, guide, batch: tuple) -> tuple[list[str], list[str
         if any(moved) and not any(registered):
             unregistered.append(labels[sub])
         elif all(registered) and all(g is None for g in found):
-            gradless.append(labels[sub])
+            # named as pyro.module registered it ('decoder' of 'decoder$$$net.0.weight')
+            name = store_names.get(id(group[0]), "").split("$$$")[0]
+            gradless.append(f"'{name}': {labels[sub]}" if name else labels[sub])
     return unregistered, gradless
 
 

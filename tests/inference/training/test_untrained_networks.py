@@ -122,3 +122,32 @@ def test_a_layer_behind_a_zero_initialized_head_is_not_called_gradless():
         warnings.simplefilter("error")
         fit(model, guide, torch.randn(8, 3), epochs=3, batch_size=4, progress=False)
     assert (enc[0].weight - before).abs().max() > 0
+
+
+def test_a_gradless_network_of_plain_functions_is_named_as_pyro_module_registered_it():
+    # named only by class and path ("Sequential.0 (Linear)"), an encoder could not be told
+    # from a decoder of the same layers
+    torch.manual_seed(0)
+    encoder = torch.nn.Sequential(torch.nn.Linear(D, 2 * L))
+    decoder = torch.nn.Sequential(torch.nn.Linear(L, D))
+
+    def model(x):
+        pyro.module("decoder", decoder)
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(L), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(decoder(z), 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        pyro.module("encoder", encoder)
+        with torch.no_grad():
+            loc, raw = encoder(x).chunk(2, -1)
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(loc, F.softplus(raw)).to_event(1))
+
+    pyro.clear_param_store()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(model, guide, torch.randn(8, D), epochs=1, progress=False)
+    found = [str(w.message) for w in caught if "no gradient" in str(w.message)]
+    assert len(found) == 1 and "'encoder': Sequential.0 (Linear)" in found[0], found
+    assert "'decoder'" not in found[0]
