@@ -114,6 +114,7 @@ class ImageData:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of every image."""
         return tuple(self.train.images.shape[1:])
 
     def binarized(self, seed: int = 0) -> ImageData:

@@ -227,6 +227,7 @@ class IAFNormal(dist.TransformedDistribution):
 
     @property
     def num_steps(self) -> int:
+        """The number of autoregressive steps (IAF layers)."""
         return self.in_weight.shape[0]
 
     def expand(self, batch_shape, _instance=None):
@@ -359,6 +360,7 @@ class FlowVAE(VAE):
 
     @property
     def num_flows(self) -> int:
+        """The number of IAF steps of the guide's flow."""
         return self.flow.num_flows
 
     def encode_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

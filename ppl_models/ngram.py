@@ -125,6 +125,7 @@ class NGramModel(PyroModule):
 
     @property
     def num_outputs(self) -> int:
+        """The size of the predicted alphabet (characters and the end-of-word symbol)."""
         return self.vocab.num_outputs
 
     def contexts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

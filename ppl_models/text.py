@@ -261,6 +261,7 @@ class WordData:
 
     @property
     def words(self) -> list[str]:
+        """Every word: the training, validation and test splits, in that order."""
         return self.train + self.valid + self.test
 
 

@@ -119,9 +119,13 @@ class DataParallel:
 
     @classmethod
     def from_env(cls, device: torch.device) -> "DataParallel":
+        """Join (or create, from torchrun's environment) the default process group and
+        wrap it: :func:`init_process_group` with this rank's ``device``."""
         return cls(init_process_group(device))
 
     def attach(self, svi) -> None:
+        """Keep the step object (:class:`inference.SVIStep` or its compiled kin) whose
+        gradients each step averages over the ranks."""
         self.svi = svi
 
     def process_seed(self, seed: int) -> int:
@@ -248,6 +252,8 @@ class DataParallel:
         dist.barrier()
 
     def set_rng_state(self, state: dict) -> None:
+        """Restore this rank's random state from a checkpoint's ``state`` (every rank's,
+        as :meth:`save` gathered them); ``ValueError`` for another world size."""
         if state.get("world_size") != self.world_size:
             raise ValueError(
                 f"the checkpoint was written by {state.get('world_size', 1)} process(es); "

@@ -281,11 +281,15 @@ class FreeBitsELBO:
                                pair=(model, guide, args, kwargs))
 
     def loss(self, model, guide, *args, **kwargs) -> float:
+        """The negative free-bits objective, averaged over ``num_particles`` draws, without
+        gradients (Pyro's ELBO interface)."""
         with torch.no_grad():
             return -sum(float(self.terms(model, guide, *args, **kwargs).objective)
                         for _ in range(self.num_particles)) / self.num_particles
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        """:meth:`loss`, its gradient written to the parameters' ``.grad`` (Pyro's ELBO
+        interface)."""
         total = 0.0
         for _ in range(self.num_particles):
             surrogate = -self.terms(model, guide, *args, **kwargs).objective / self.num_particles

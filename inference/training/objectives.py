@@ -123,10 +123,14 @@ class IWAELoss:
         return scale * log_mean_exp(log_w).sum()
 
     def loss(self, model, guide, *args, **kwargs) -> float:
+        """The loss, ``-scale * sum_b IWAE_K(x_b)``, without gradients (Pyro's ELBO
+        interface)."""
         with torch.no_grad():
             return -float(self._scaled_bound(model, guide, args, kwargs))
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        """The loss, its gradient written to the parameters' ``.grad`` (Pyro's ELBO
+        interface)."""
         loss = -self._scaled_bound(model, guide, args, kwargs)
         loss.backward()
         return float(loss.detach())
@@ -233,6 +237,8 @@ class DReGLoss(IWAELoss):
     """
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        """The IWAE loss, with the doubly reparameterized gradient written to the
+        parameters' ``.grad`` (Pyro's ELBO interface)."""
         structure, model_trace, guide_trace = self._traces(model, guide, args, kwargs)
         k = self.num_particles
         log_p = trace_log_density(model_trace, structure)
