@@ -641,14 +641,21 @@ def recording_autograd():
 def autograd_arguments(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     """``args`` and ``kwargs`` with every tensor passed through :func:`autograd_tensor`
     (inside tuples, lists and dicts), for entry points that differentiate (AIS's moves, a
-    local guide's fit)."""
+    local guide's fit). A container without an inference tensor is passed as it is (a
+    namedtuple, a dict subclass keep their type)."""
     def plain(value):
         if torch.is_tensor(value):
             return autograd_tensor(value)
-        if isinstance(value, (tuple, list)):
-            return type(value)(plain(v) for v in value)
-        if isinstance(value, dict):
-            return {key: plain(v) for key, v in value.items()}
+        if isinstance(value, (tuple, list, dict)):
+            items = value.values() if isinstance(value, dict) else value
+            copies = [plain(v) for v in items]
+            if all(a is b for a, b in zip(copies, items)):
+                return value
+            if isinstance(value, dict):
+                return dict(zip(value.keys(), copies))
+            if hasattr(value, "_fields"):  # a namedtuple takes its fields one by one
+                return type(value)(*copies)
+            return type(value)(copies)
         return value
 
     return plain(tuple(args)), plain(dict(kwargs))

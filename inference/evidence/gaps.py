@@ -58,6 +58,7 @@ from ..pair_check import (
     survey_pair,
 )
 from ..progress import bar_range, check_progress
+from ..random_state import forked_rng
 from ..weights import (
     check_data,
     check_num_samples,
@@ -365,6 +366,25 @@ def _elbo_with_stderr(model, guide, args, kwargs, num_samples, chunk_size):
     return log_w.mean(0), log_w.std(0) / math.sqrt(num_samples), log_mean_exp(log_w, 0)
 
 
+def _check_rows_in_order(model, args, kwargs, structure: PairStructure) -> None:
+    """``ValueError`` when the caller passes all N datapoints' indices in another order
+    (``pyro.plate("data", N, subsample=idx)``, ``idx`` a permutation): a ``log_evidence`` of
+    N values could then follow the indices or the datapoints."""
+    if structure.data_subsample is not None:  # fewer rows than N: [N] is read at the indices
+        return
+    with forked_rng(), poutine.block(), torch.no_grad():
+        plate = poutine.trace(model).get_trace(*args, **kwargs).nodes.get(DATA_PLATE)
+    indices = plate["value"] if plate is not None else None
+    if torch.is_tensor(indices) and indices.numel() == structure.batch_size > 1 and \
+            not torch.equal(indices.cpu(), torch.arange(structure.batch_size)):
+        raise ValueError(
+            f"amortization_gap: the indices passed to pyro.plate('{DATA_PLATE}', "
+            f"{structure.batch_size}, subsample=...) are all {structure.batch_size} datapoints "
+            f"in another order ({indices[:6].tolist()}...), so a log_evidence of "
+            f"{structure.batch_size} values could follow the indices or the datapoints: pass "
+            "the indices in order (torch.arange(N)), or fewer than all of them")
+
+
 def _log_evidence_per_datapoint(log_evidence, structure: PairStructure,
                                 passed: bool) -> torch.Tensor:
     """The caller's ``log_evidence`` for the datapoints this call scores, ``[batch]``: as given,
@@ -489,6 +509,7 @@ def amortization_gap(model: Callable, guide: Callable, *args,
             "amortization gap can come out negative). Free what the encoder computes from x "
             "and keep the rest of the guide, as ppl_models.TwoLayerVAE.local_guide does")
     if log_evidence is not None:
+        _check_rows_in_order(model, args, kwargs, structure)
         log_evidence = _log_evidence_per_datapoint(log_evidence, structure,
                                                    structure.subsample_passed(args, kwargs))
     for count, name in ((num_eval_samples, "num_eval_samples"),

@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 import math
+import os
 import re
+import traceback
 import warnings
 
 from dataclasses import dataclass, field, replace
@@ -382,7 +384,8 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
             raise PairError(str(found)) from None
         except KeyError as error:  # pyro.param(name) read before any run stored it
             name = error.args[0] if len(error.args) == 1 else None
-            if isinstance(name, str) and name not in pyro.get_param_store():
+            if isinstance(name, str) and name not in pyro.get_param_store() \
+                    and _raised_by_param_store(error):
                 raise PairError(
                     f"the pair reads pyro.param('{name}') without an initial value, and no "
                     f"earlier run stored one (Pyro: KeyError '{name}'): the guide runs "
@@ -636,6 +639,14 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     )
 
 
+def _raised_by_param_store(error: BaseException) -> bool:
+    """Whether ``error`` was raised inside Pyro's param store (a ``pyro.param`` lookup), not
+    by the user's own code (a config dict's missing key)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and frames[-1].filename.endswith(os.path.join("params",
+                                                                         "param_store.py"))
+
+
 def _reparam_records(sites) -> list[str]:
     """The names of the ``sites`` that ``poutine.reparam`` made: observed, masked ``Delta``
     records of a transformed value, other than ``pyro.deterministic``'s."""
@@ -690,9 +701,12 @@ def _check_observations_not_reparameterized(model_sites) -> None:
     ``x_decentered``). That site's density lacks the transform's Jacobian, so every estimate
     would be off by ``log |J|`` (Pyro's reparameterizers are for latent sites)."""
     observed = [s["name"] for s in model_sites if s["is_observed"] and not is_delta(s["fn"])]
+    latent = [s["name"] for s in model_sites if not s["is_observed"]]
     for name in _reparam_records(model_sites):
         bases = [other for other in observed if other.startswith(name + "_")]
-        if bases:
+        # a reparameterized latent draws its base (z_decentered) beside the record: an
+        # observed 'z_obs' next to it is the user's own site
+        if bases and not any(other.startswith(name + "_") for other in latent):
             raise PairError(
                 f"the model's observed site '{name}' was replaced by a reparameterizer "
                 f"(poutine.reparam): its data are scored at site '{bases[0]}' after the "

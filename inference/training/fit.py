@@ -135,7 +135,8 @@ def _check_arguments(model, guide, loss, num_particles, epochs, batch_size, lr, 
                      kl_warmup_epochs, batch_transform, callback, checkpoint, flags: dict) -> None:
     """Every argument of :func:`fit` that is not data, checked before any work; ``flags``:
     name -> value of the arguments that must be True or False."""
-    if pyro.settings.get("module_local_params"):
+    if pyro.settings.get("module_local_params") and any(
+            isinstance(module, pyro.nn.PyroModule) for module in reachable_modules(model, guide)):
         raise ValueError(
             "fit: pyro.settings.set(module_local_params=True) is in effect: PyroModules then "
             "keep their parameters out of Pyro's param store, which fit reads to train, "

@@ -51,25 +51,23 @@ from torch.distributions import constraints, kl_divergence
 
 from ..checks import (as_number, autograd_arguments, check_outer_handlers,
                       check_pair_arguments, explain_run_failure, recording_autograd)
-from ..checks import validation_enabled
+from ..checks import validation_enabled, validation_on
 from ..effect_guides import traceable_guide
 from ..densities import drawn_normal_log_density, plain_normal
 from ..pair_check import (
     PARTICLE_PLATE,
     PairError,
     check_observed_values_validated,
-    check_pair,
     conditional_sites_of_guide,
     data_frame,
     inspect_pair,
     is_delta,
-    survey_pair,
     trace_pair,
 )
 from ..random_state import forked_rng
 from ..reachable import kept_buffers, reachable_modules
 from ..weights import UniformScale, check_data, log_mean_exp, per_datapoint
-from .minibatches import loss_traits, reports_no_loss, training_use
+from .minibatches import reports_no_loss
 from .objectives import detach_parameters, make_loss
 
 LEAN_LOSSES = ("elbo", "meanfield")
@@ -633,10 +631,10 @@ class SVIStep:
         lean: allow the lean paths (False: Pyro's objective, or :class:`inference.IWAELoss` /
             :class:`inference.DReGLoss`, on every step); True or False, other values are a
             ``TypeError``.
-        check: survey the pair on the first call (:mod:`inference.pair_check`, as
-            :func:`inference.fit` does), so that what it cannot train (the guide passed as
-            the model, data outside a site's support) is refused by name before a step;
-            False when the caller has checked it (``fit`` does).
+        check: check the pair on the first call for what would train silently on nothing
+            (the guide passed as the model) or on data outside a site's support while
+            validation is off; False when the caller has checked it (``fit`` surveys it).
+            Otherwise the step takes any pair Pyro's ``SVI`` takes.
     """
 
     def __init__(self, model: Callable, guide: Callable, optim=None, loss: str = "elbo",
@@ -661,17 +659,35 @@ class SVIStep:
         self._unchecked = check  # the pair is surveyed on the first call
 
     def _check_pair(self, args, kwargs) -> None:
-        """Survey the pair on the batch of the first call and judge it as ``fit`` would for
-        this loss (:func:`inference.pair_check.check_pair`)."""
-        name, particles, _ = loss_traits(self.objective, self.num_particles)
-        called = (f"SVIStep(loss='{self.loss_name}'"
-                  + (f", num_particles={particles})" if particles > 1 else ")")
-                  if isinstance(self.loss_name, str) else
-                  f"SVIStep(loss={type(self.loss_name).__name__}(...))")
-        check_pair(survey_pair(self.model, self.guide, args, kwargs, probe_vectorized=False,
-                               probe_randomness=False), training_use(self.objective, name),
-                   called)
+        """The first call's checks of the pair on its batch, those whose failure would train
+        silently on nothing or on impossible data: a model that observes no site (the guide
+        passed as the model: loss 0 on every step) and, while Pyro's or torch's validation
+        is off, observed values outside their site's support (a Bernoulli at 3, which trained
+        to -2.4e9 nats). Run with the random state restored, effects hidden and the networks'
+        buffers kept; a pair that fails to run here is left to the step, which names why."""
+        with kept_buffers(reachable_modules(self.model, self.guide)):
+            try:
+                with forked_rng(), pyro.poutine.block(), torch.no_grad():
+                    model_trace, _ = trace_pair(self.model, self.guide, args, kwargs)
+            except Exception:  # noqa: BLE001 - the step runs the pair and names the failure
+                return
+            if not any(site["is_observed"] for site in model_trace.nodes.values()
+                       if site["type"] == "sample"):
+                raise PairError(
+                    f"{self._called()}: the model observes no site (no obs= and no "
+                    "pyro.factor), so the data are never scored and every step would train "
+                    "nothing. Is the guide passed as the model? The model samples x with "
+                    "obs=x")
+            if not validation_on():
+                check_observed_values_validated(self.model, self.guide, args, kwargs)
         self._unchecked = False
+
+    def _called(self) -> str:
+        """How messages name this step: ``SVIStep(loss='iwae', num_particles=5)``."""
+        if not isinstance(self.loss_name, str):
+            return f"SVIStep(loss={type(self.loss_name).__name__}(...))"
+        particles = f", num_particles={self.num_particles}" if self.num_particles > 1 else ""
+        return f"SVIStep(loss='{self.loss_name}'{particles})"
 
     @property
     def lean(self) -> bool:

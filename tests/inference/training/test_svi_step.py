@@ -474,10 +474,7 @@ def test_step_refuses_a_nan_loss_without_stepping():
         pass
 
     with pyro.get_param_store().scope(), pyro.validation_enabled(False):
-        with pytest.raises(ValueError, match="the pair's parameters hold NaN or infinite "
-                                             "values: loc"):
-            SVIStep(model, guide).step(torch.zeros(3))  # the first call's survey
-        step = SVIStep(model, guide, check=False)  # the step's own guard
+        step = SVIStep(model, guide)
         with pytest.raises(FloatingPointError, match="SVIStep.step: the loss is nan, not applied"):
             step.step(torch.zeros(3))
         assert pyro.param("loc").grad is None
@@ -647,7 +644,7 @@ def test_data_of_another_dtype_than_the_networks_is_named():
 
 
 @pytest.mark.parametrize("call", ["step", "evaluate_loss"])
-def test_the_first_call_surveys_the_pair_as_fit_does(call):
+def test_the_first_call_refuses_a_pair_that_would_train_on_nothing(call):
     # SVIStep ran no survey: the guide passed as the model trained at loss 0.000 for 100
     # steps, and with Pyro's validation off a Bernoulli VAE trained on pixels of 3 to a loss
     # of -2.4e9 nats; fit and every estimator refuse both by name.
@@ -672,13 +669,12 @@ def test_the_first_call_surveys_the_pair_as_fit_does(call):
             getattr(SVIStep(bernoulli_model, beta_guide), call)(counts)
 
 
-def test_fit_does_not_survey_twice_and_check_must_be_a_bool(monkeypatch):
+def test_fit_does_not_check_twice_and_check_must_be_a_bool(monkeypatch):
     import inference.training.svi_step as svi_step
 
     calls = []
-    original = svi_step.survey_pair
-    monkeypatch.setattr(svi_step, "survey_pair",
-                        lambda *a, **k: calls.append(1) or original(*a, **k))
+    monkeypatch.setattr(svi_step.SVIStep, "_check_pair",
+                        lambda self, args, kwargs: calls.append(1))
     model, guide = _shift_pair()
     fit(model, guide, torch.tensor([0.3, -1.2, 2.0]), epochs=2, progress=False)
     assert calls == []  # fit's plan surveyed the pair on its first minibatch
