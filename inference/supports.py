@@ -325,6 +325,25 @@ def support_bounds(fn) -> list[torch.Tensor]:
     return [value for value in vars(support).values() if torch.is_tensor(value)]
 
 
+def outside_range(fn, value: torch.Tensor) -> torch.Tensor | None:
+    """Where ``value`` lies outside the range of ``fn``'s support (:func:`support_of`): the
+    ends of an integer support (a Bernoulli's 0 and 1, a Binomial's 0 and n) or of a real
+    interval. Inside the range but off the support (grey levels under a Bernoulli, the
+    relaxed objective Pyro's VAE tutorial trains) is not flagged: such a density stays
+    bounded, while one outside the range can grow without bound (a Bernoulli at 3). None
+    when the support has no such range (a simplex) or its ends do not broadcast with
+    ``value``."""
+    support = support_of(fn)[0]
+    bounds = _integer_range(support) or _range(support)
+    if bounds is None:
+        return None
+    low, high = bounds
+    try:
+        return (value < low) | (value > high)
+    except (RuntimeError, TypeError):
+        return None
+
+
 def mask_outside_support(fn, value: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
     """``log_p`` (the batch-shaped ``fn.log_prob(value)``) with ``-inf`` where ``value`` lies
     outside ``fn``'s support (:func:`support_of`, which for a ``TransformedDistribution`` is

@@ -192,3 +192,25 @@ def test_amortization_gap_refuses_all_indices_in_another_order():
     result = amortization_gap(model, guide, x_all, torch.arange(n), log_evidence=log_evidence,
                               num_steps=2, progress=False)
     torch.testing.assert_close(result.elbo_amortized, log_evidence)  # the exact guide
+
+
+def test_svistep_with_validation_off_takes_grey_levels_under_a_bernoulli():
+    # Pyro's VAE tutorial trains a Bernoulli on grey levels in [0, 1] with validation off (a
+    # bounded, relaxed objective); SVIStep refused it with fit's support check. Values outside
+    # the support's range (a Bernoulli at 3, whose loss runs to -inf) are still refused.
+    def model(x):
+        with pyro.plate("data", len(x)):
+            p = pyro.sample("p", dist.Beta(1.0, 1.0))
+            pyro.sample("x", dist.Bernoulli(p), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("p", dist.Beta(2.0, 2.0))
+
+    grey = torch.tensor([0.0, 0.25, 0.8, 1.0])
+    with pyro.validation_enabled(False):
+        loss = pyro.infer.Trace_ELBO()
+        assert _losses(SVIStep, model, guide, loss, grey) == _losses(SVI, model, guide, loss, grey)
+        with pytest.raises(ValueError, match=r"observed site 'x' has 1 value\(s\) outside the "
+                                             r"range of its support \(Boolean\(\)\), e.g. 3"):
+            SVIStep(model, guide).step(torch.tensor([0.0, 3.0, 1.0, 1.0]))
