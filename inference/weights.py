@@ -26,8 +26,7 @@ from pyro.infer.util import is_validation_enabled
 
 from .checks import (as_int, check_data_arguments, check_dense_values, check_nonempty_batch,
                      check_pair_call, check_weights_memory, evaluation_mode, leaves_buffers,
-                     physical_memory_bytes, tensors_in)
-from .checks import validation_enabled
+                     physical_memory_bytes, tensors_in, validation_enabled)
 from .compiling import (
     arguments_key,
     check_backend,

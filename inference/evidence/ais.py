@@ -71,9 +71,8 @@ from torch.distributions.transforms import ComposeTransform, IndependentTransfor
 
 from ..checks import (MAX_STEPS, as_number, autograd_arguments, autograd_tensor, check_at_most,
                       check_default_device, check_dense_values, check_int, check_number,
-                      check_pair_call, check_weights_memory, leaves_buffers,
-                      recording_autograd, resolve_device)
-from ..checks import validation_enabled
+                      check_pair_call, check_weights_memory, leaves_buffers, recording_autograd,
+                      resolve_device, validation_enabled)
 from ..pair_check import PARTICLE_PLATE, PairStructure, data_frame, sample_sites
 from ..progress import check_progress, progress_bar
 from ..weights import (

@@ -11,9 +11,8 @@ from pyro import poutine
 from torch.distributions import constraints
 from torch.distributions.mixture_same_family import MixtureSameFamilyConstraint
 
-from ..checks import (as_int, as_number, check_one_program_call, check_pair_call,
-                      check_site_name, leaves_buffers, physical_memory_bytes)
-from ..checks import validation_enabled
+from ..checks import (as_int, as_number, check_one_program_call, check_pair_call, check_site_name,
+                      leaves_buffers, physical_memory_bytes, validation_enabled)
 from ..pair_check import (
     DATA_PLATE,
     PARTICLE_PLATE,

@@ -44,8 +44,7 @@ from pyro.distributions.torch_distribution import MaskedDistribution
 from ..checks import (MAX_STEPS, as_number, autograd_arguments, check_at_most, check_int,
                       check_nonempty_batch, check_pair_call, check_program,
                       check_program_arguments, check_tensor_input, check_weights_memory,
-                      leaves_buffers)
-from ..checks import validation_enabled
+                      leaves_buffers, validation_enabled)
 from ..pair_check import (
     DATA_PLATE,
     check_pair,

@@ -28,8 +28,8 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from ..checks import check_pair_call, check_weights_memory, leaves_buffers, tensors_in
-from ..checks import validation_enabled
+from ..checks import (check_pair_call, check_weights_memory, leaves_buffers, tensors_in,
+                      validation_enabled)
 from ..enumeration import enumerated_log_density, enumerated_traces
 from ..pair_check import JOINT_USE, PairStructure, check_sites_as_surveyed, trace_pair
 from ..progress import check_progress, progress_bar

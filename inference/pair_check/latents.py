@@ -14,8 +14,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.infer.autoguide import AutoGuide
 from pyro.poutine.util import prune_subsample_sites
 
-from ..checks import autograd_arguments, recording_autograd, user_stacklevel
-from ..checks import validation_enabled
+from ..checks import autograd_arguments, recording_autograd, user_stacklevel, validation_enabled
 from ..random_state import forked_rng
 from ..supports import (describe_support, measure_zero, support_bounds, support_kinds_differ,
                         support_of, support_within)

@@ -23,8 +23,7 @@ from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from torch.distributions import biject_to
 
 from ..checks import (arguments_changed, check_pair_arguments, check_program_arguments,
-                      copied_arguments, explain_run_failure)
-from ..checks import validation_enabled, validation_on
+                      copied_arguments, explain_run_failure, validation_enabled, validation_on)
 from ..effect_guides import traceable_guide
 from ..random_state import forked_rng
 from .latents import (

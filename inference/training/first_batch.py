@@ -11,8 +11,7 @@ import contextlib
 import pyro
 import torch
 
-from ..checks import evaluation_mode
-from ..checks import validation_enabled
+from ..checks import evaluation_mode, validation_enabled
 from ..pair_check import data_frame, forget_params, trace_pair
 from ..random_state import forked_rng
 from ..reachable import kept_buffers, reachable_modules

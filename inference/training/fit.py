@@ -19,11 +19,9 @@ from pyro.infer.util import is_validation_enabled
 from tqdm.auto import tqdm
 
 from ..checks import (autograd_tensor, check_default_device, check_dense, check_finite_tensor,
-                      check_int, check_number,
-                      check_outer_handlers, check_pair_arguments, check_positional_call,
-                      evaluation_mode,
-                      resolve_device, training_mode_layers, user_stacklevel)
-from ..checks import validation_enabled
+                      check_int, check_number, check_outer_handlers, check_pair_arguments,
+                      check_positional_call, evaluation_mode, resolve_device, training_mode_layers,
+                      user_stacklevel, validation_enabled)
 from ..effect_guides import traceable_guide
 from ..evidence.estimators import elbo
 from ..pair_check import PairError, check_observed_values_validated, check_pair, check_store_shapes

@@ -34,8 +34,8 @@ import torch
 from pyro import poutine
 from torch.distributions import biject_to, constraints
 
-from ..checks import check_int, check_pair_arguments, evaluation_mode, user_stacklevel
-from ..checks import validation_enabled
+from ..checks import (check_int, check_pair_arguments, evaluation_mode, user_stacklevel,
+                      validation_enabled)
 from ..effect_guides import effect_messenger, keeps_rows
 from ..enumeration import enumerated_traces, log_density_dtypes
 from ..pair_check import (DATA_PLATE, FIT_LOSSES, TRACE_ENUM_FIT, PairError, PairStructure,

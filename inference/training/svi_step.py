@@ -49,9 +49,8 @@ from pyro.poutine.scale_messenger import ScaleMessenger
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import constraints, kl_divergence
 
-from ..checks import (as_number, autograd_arguments, check_outer_handlers,
-                      check_pair_arguments, explain_run_failure, recording_autograd)
-from ..checks import validation_enabled, validation_on
+from ..checks import (as_number, autograd_arguments, check_outer_handlers, check_pair_arguments,
+                      explain_run_failure, recording_autograd, validation_enabled, validation_on)
 from ..effect_guides import traceable_guide
 from ..densities import drawn_normal_log_density, plain_normal
 from ..pair_check import (
@@ -657,7 +656,7 @@ class SVIStep:
                                        or self._weighted)
         self._lean: bool | None = None  # decided on the first step
         self._nesting: int | None = None  # plate nesting + 1, for the weighted lean path
-        self._unchecked = check  # the pair is surveyed on the first call
+        self._unchecked = check  # the pair is checked on the first call
 
     def _check_pair(self, args, kwargs) -> None:
         """The first call's checks of the pair on its batch, those whose failure would train

@@ -26,14 +26,14 @@ from ..checks import (
     check_finite_tensor,
     check_one_program_call,
     check_pair_call,
-    check_program_arguments,
     check_program,
+    check_program_arguments,
     check_site_name,
     check_weights_memory,
     leaves_buffers,
     recording_autograd,
+    validation_enabled,
 )
-from ..checks import validation_enabled
 from ..pair_check import (DATA_PLATE, PairError, attach_subsample, conditional_sites_of_guide,
                           data_frame, inspect_pair, is_delta, sample_sites, site_list,
                           trace_pair)
