@@ -433,7 +433,8 @@ def expected_log_likelihood(model: Callable, guide: Callable, *args, num_samples
     check_program(guide, "guide")
     num_samples = as_int(num_samples, "num_samples")  # a Python int: np.int64(2**61) wrapped
     check_data(args, kwargs)
-    structure = inspect_pair(model, guide, args, kwargs, use="elbo")  # an ELBO term
+    structure = inspect_pair(model, guide, args, kwargs, use="elbo",  # an ELBO term
+                             called="expected_log_likelihood")
     if structure.model_enumerated:
         raise PairError(f"expected_log_likelihood: the model enumerates "
                         f"{site_list(structure.model_enumerated)}, which the guide does not "
