@@ -15,6 +15,7 @@ them, unlike ``pyro.infer.RenyiELBO``, which mixes the scale into its log-sum-ex
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import weakref
 from typing import Callable
@@ -409,18 +410,19 @@ def _rows_of(trace, index: torch.Tensor):
     return taken
 
 
-def _check_row_among_copies(model, guide, recorded, args: tuple, kwargs: dict,
+def _row_among_copies_error(model, guide, recorded, args: tuple, kwargs: dict,
                             structure: PairStructure, row: int, whole: torch.Tensor,
-                            use: str, data: list[bool] | None = None) -> None:
-    """Raise :class:`PairError` when datapoint ``row``, scored in a batch of its own copies
-    (every tensor argument of ``batch_size`` rows, or those ``data`` flags among
+                            use: str, data: list[bool] | None = None) -> PairError | None:
+    """The :class:`PairError` to raise when datapoint ``row``, scored in a batch of its own
+    copies (every tensor argument of ``batch_size`` rows, or those ``data`` flags among
     ``(*args, *kwargs.values())``, and every ``"data"``-plate latent of the guide's trace
-    ``recorded``, made of that row repeated: every row keeps its position),
-    gets another model density than ``whole: [1, 1]``, its density in the batch; nothing
-    when that batch fails. Row 0 for pairs that cannot score fewer rows than the batch's (a
-    BatchNorm in training mode fails on one row); the last row for a density that reads the
-    rows before it (a running sum over the data plate, ``z.cumsum(-1)``), which the first
-    rows scored alone do not show. A density that reads a row's position is unchanged."""
+    ``recorded``, made of that row repeated: every row keeps its position), gets another
+    model density than ``whole: [1, 1]``, its density in the batch; None when it gets the
+    same, or when that batch fails. Row 0 for pairs that cannot score fewer rows than the
+    batch's (a BatchNorm in training mode fails on one row); the last row for a density that
+    reads the rows before it (a running sum over the data plate, ``z.cumsum(-1)``), which
+    the first rows scored alone do not show. A density that reads a row's position is
+    unchanged."""
     batch = structure.batch_size
     index = torch.full((batch,), row, dtype=torch.long)
 
@@ -437,12 +439,12 @@ def _check_row_among_copies(model, guide, recorded, args: tuple, kwargs: dict,
             {k: copied(v, f) for (k, v), f in zip(kwargs.items(), flags[len(args):])},
             structure)
     except Exception:  # noqa: BLE001 - nothing to compare
-        return
+        return None
     alone = alone[:, row:row + 1]
     if torch.allclose(whole, alone, rtol=1e-4, atol=1e-4, equal_nan=True):
-        return
+        return None
     which = "first datapoint" if row == 0 else f"last datapoint (row {row})"
-    raise PairError(
+    return PairError(
         f"{use}: the {which}, scored in a batch of {batch} copies of itself on the same draws "
         f"(every row at its position), gets log p(x, z) = {tensor_text(alone)} instead of "
         f"{tensor_text(whole)}: the model's density of one datapoint depends on the other "
@@ -463,6 +465,11 @@ def _replayed_model_density(model, guide, recorded, args, kwargs, structure) -> 
              frozenset(s["name"] for s in sample_sites(guide_trace, observed=False)))
     log_p = torch.as_tensor(_model_log_density(model_trace, structure))
     return log_p.expand(1, structure.batch_size), names
+
+
+# Batch-sized arguments up to which the rows check tries every set of them to cut (2**n - 1
+# runs of two rows); beyond, each left whole and each cut alone.
+MAX_CUT_TRIALS_FROM = 4
 
 
 def check_rows_independent(model: Callable, guide: Callable, args: tuple, kwargs: dict,
@@ -492,10 +499,15 @@ def check_rows_independent(model: Callable, guide: Callable, args: tuple, kwargs
     given = (*args, *kwargs.values())
     cut = (*cut_args, *cut_kwargs.values())
     # a setting with as many rows as the batch (a mixture's component means, weights) is not
-    # the data: each tensor of batch_size rows in turn left whole, then each in turn cut alone
+    # the data: the sets of tensors of batch_size rows to cut, all of them first; every set
+    # for up to MAX_CUT_TRIALS_FROM tensors, else each left whole and each cut alone
     cut_keys = [k for k, (a, b) in enumerate(zip(given, cut)) if a is not b]
-    trials = ([None] + [("whole", k) for k in cut_keys if len(cut_keys) > 1]
-              + [("alone", k) for k in cut_keys if len(cut_keys) > 2])  # 2: the same pairs
+    if len(cut_keys) <= MAX_CUT_TRIALS_FROM:
+        trials = [set(keys) for size in range(len(cut_keys), 0, -1)
+                  for keys in itertools.combinations(cut_keys, size)]
+    else:
+        trials = ([set(cut_keys)] + [set(cut_keys) - {k} for k in cut_keys]
+                  + [{k} for k in cut_keys])
     with forked_rng(), torch.no_grad(), pyro.poutine.block(), evaluation_mode(dropout), \
             validation_enabled(False), kept_plate_caches(modules):
         recorded = pyro.poutine.trace(guide).get_trace(*args, **kwargs)
@@ -503,9 +515,9 @@ def check_rows_independent(model: Callable, guide: Callable, args: tuple, kwargs
         last = whole[:, -1:]
         whole = whole[:, :rows]
         found = None  # what the first trial that ran found
-        for kept in trials:
-            values = [b if kept is None or (k == kept[1]) == (kept[0] == "alone") else a
-                      for k, (a, b) in enumerate(zip(given, cut))]
+        refusals = []  # the copies check's, for each trial whose cut rows scored alike
+        for cut_now in trials:
+            values = [b if k in cut_now else a for k, (a, b) in enumerate(zip(given, cut))]
             try:
                 alone, cut_names = _replayed_model_density(
                     model, guide, _rows_of(recorded, torch.arange(rows)), tuple(values[:len(args)]),
@@ -515,22 +527,28 @@ def check_rows_independent(model: Callable, guide: Callable, args: tuple, kwargs
                 continue  # cut with the data), or a pair that needs the whole batch
             if cut_names == names and torch.allclose(whole, alone, rtol=1e-4, atol=1e-4,
                                                      equal_nan=True):
-                # the arguments this trial cut are the data: copied alike
-                _check_row_among_copies(model, guide, recorded, args, kwargs, structure,
-                                        batch - 1, last, use,
-                                        [v is c and c is not g
-                                         for v, c, g in zip(values, cut, given)])
-                return
+                # the arguments this trial cut are the data (or match them by chance, as
+                # indices into a setting can): copied alike; one trial that holds suffices
+                refusal = _row_among_copies_error(
+                    model, guide, recorded, args, kwargs, structure, batch - 1, last, use,
+                    [v is c and c is not g for v, c, g in zip(values, cut, given)])
+                if refusal is None:
+                    return
+                refusals.append(refusal)
+                continue
             if found is None:
                 found = (f"trace the sites {sorted(cut_names[0] | cut_names[1])} instead "
                          f"of {sorted(names[0] | names[1])}" if cut_names != names else
                          f"get log p(x, z) = {tensor_text(alone)} instead of "
                          f"{tensor_text(whole)}")
+        if refusals:
+            raise refusals[0]
         if found is None:  # no trial ran (BatchNorm fails on one row): the batch's rows
-            _check_row_among_copies(model, guide, recorded, args, kwargs, structure,
-                                    0, whole[:, :1], use)
-            _check_row_among_copies(model, guide, recorded, args, kwargs, structure,
-                                    batch - 1, last, use)
+            for row, density in ((0, whole[:, :1]), (batch - 1, last)):
+                refusal = _row_among_copies_error(model, guide, recorded, args, kwargs,
+                                                  structure, row, density, use)
+                if refusal is not None:
+                    raise refusal
             return
     raise PairError(
         f"{use}: the first {rows} datapoint(s), scored without the rest of the batch of "

@@ -214,3 +214,47 @@ def test_svistep_with_validation_off_takes_grey_levels_under_a_bernoulli():
         with pytest.raises(ValueError, match=r"observed site 'x' has 1 value\(s\) outside the "
                                              r"range of its support \(Boolean\(\)\), e.g. 3"):
             SVIStep(model, guide).step(torch.tensor([0.0, 3.0, 1.0, 1.0]))
+
+
+def _exact_table_guide_pair():
+    def model(x, idx, table):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(table[idx], 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x, idx, table):  # the exact posterior: N((table[idx] + x) / 2, sqrt 1/2)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal((table[idx] + x) / 2, math.sqrt(0.5)))
+
+    return model, guide
+
+
+@pytest.mark.parametrize("idx", [[2, 3, 0, 1], [0, 1, 2, 3], [0, 1, 2, 2], [2, 1, 2, 2]])
+def test_indices_into_a_setting_of_as_many_entries_as_datapoints_are_scored(idx):
+    # The rows check cut the table with the data; [0, 1, 2, 2] (its cut rows matching by
+    # chance) was refused as "the last datapoint ... copies of itself" (a pre-existing false
+    # refusal; [2, 3, 0, 1] was refused before this session's first fix).
+    model, guide = _exact_table_guide_pair()
+    x, table = torch.tensor([0.3, -1.2, 0.8, 2.0]), torch.tensor([0.0, 1.0, -1.0, 3.0])
+    idx = torch.tensor(idx)
+    torch.testing.assert_close(elbo(model, guide, x, idx, table, num_samples=2),
+                               dist.Normal(table[idx], math.sqrt(2.0)).log_prob(x))
+
+
+def test_two_data_tensors_beside_two_settings_of_as_many_entries():
+    # x, m: the data (N rows); mu0, w: settings of K entries; with K == N every trial the rows
+    # check made cut a setting with the data or left a data tensor whole: refused.
+    def model(x, m, mu0, w):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal((mu0 * w).sum(), 1.0))
+            pyro.sample("x", dist.Normal(z.unsqueeze(-1), 1.0).expand(x.shape).mask(m)
+                        .to_event(1), obs=x)
+
+    def guide(x, m, mu0, w):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(x.mean(-1) / 2, 0.8))
+
+    torch.manual_seed(0)
+    x, m = torch.randn(4, 3), torch.rand(4, 3) > 0.2
+    mu0, w = torch.randn(4), torch.rand(4)
+    assert elbo(model, guide, x, m, mu0, w, num_samples=2).shape == (4,)
