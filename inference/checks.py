@@ -216,6 +216,24 @@ def _named_arguments(args, kwargs=None) -> list[tuple[str, object]]:
         (f"keyword argument '{k}'", v) for k, v in (kwargs or {}).items()]
 
 
+def rebuilt(container, items: list):
+    """``container`` (a tuple, list or dict, or a subclass: a namedtuple, an ``OrderedDict``)
+    with ``items`` in place of its values, of its own type where its constructor takes them
+    (a namedtuple field by field), else a plain tuple, list or dict."""
+    if isinstance(container, dict):
+        pairs = list(zip(container.keys(), items))
+        try:
+            return type(container)(pairs)
+        except (TypeError, ValueError):
+            return dict(pairs)
+    try:
+        if hasattr(container, "_fields"):  # a namedtuple
+            return type(container)(*items)
+        return type(container)(items)
+    except (TypeError, ValueError):
+        return (tuple if isinstance(container, tuple) else list)(items)
+
+
 def copied_arguments(args: tuple, kwargs: dict) -> tuple[tuple, dict, list]:
     """``(args, kwargs, copies)``: the arguments with every tensor cloned (top level and
     inside lists, tuples and dicts), and ``[(name, copy, its _version)]``, named as the error
@@ -230,9 +248,9 @@ def copied_arguments(args: tuple, kwargs: dict) -> tuple[tuple, dict, list]:
             copies.append((name, clone, clone._version))
             return clone
         if isinstance(value, (tuple, list)):
-            return type(value)(copy(v, f"{name}[{i}]") for i, v in enumerate(value))
+            return rebuilt(value, [copy(v, f"{name}[{i}]") for i, v in enumerate(value)])
         if isinstance(value, dict):
-            return {key: copy(v, f"{name}[{key!r}]") for key, v in value.items()}
+            return rebuilt(value, [copy(v, f"{name}[{key!r}]") for key, v in value.items()])
         return value
 
     copied = [copy(value, name) for name, value in _named_arguments(args, kwargs)]
@@ -651,11 +669,7 @@ def autograd_arguments(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
             copies = [plain(v) for v in items]
             if all(a is b for a, b in zip(copies, items)):
                 return value
-            if isinstance(value, dict):
-                return dict(zip(value.keys(), copies))
-            if hasattr(value, "_fields"):  # a namedtuple takes its fields one by one
-                return type(value)(*copies)
-            return type(value)(copies)
+            return rebuilt(value, copies)
         return value
 
     return plain(tuple(args)), plain(dict(kwargs))

@@ -61,6 +61,7 @@ from ..pair_check import (
     data_frame,
     inspect_pair,
     is_delta,
+    site_mask,
     trace_pair,
 )
 from ..random_state import forked_rng
@@ -660,8 +661,8 @@ class SVIStep:
 
     def _check_pair(self, args, kwargs) -> None:
         """The first call's checks of the pair on its batch, those whose failure would train
-        silently on nothing or on impossible data: a model that observes no site (the guide
-        passed as the model: loss 0 on every step) and, while Pyro's or torch's validation
+        silently on nothing or on impossible data: the guide passed as the model (it observes
+        no site: loss 0 on every step) and, while Pyro's or torch's validation
         is off, observed values outside their site's support (a Bernoulli at 3, which trained
         to -2.4e9 nats). Run with the random state restored, effects hidden and the networks'
         buffers kept; a pair that fails to run here is left to the step, which names why."""
@@ -671,8 +672,11 @@ class SVIStep:
                     model_trace, _ = trace_pair(self.model, self.guide, args, kwargs)
             except Exception:  # noqa: BLE001 - the step runs the pair and names the failure
                 return
-            if not any(site["is_observed"] for site in model_trace.nodes.values()
-                       if site["type"] == "sample"):
+            # (a model of latents alone, fitted to a target density as Pyro's NeuTra example
+            # does, observes nothing either: only the guide itself as the model is refused)
+            if self.model == self.guide and not any(
+                    site["is_observed"] for site in model_trace.nodes.values()
+                    if site["type"] == "sample"):
                 raise PairError(
                     f"{self._called()}: the model observes no site (no obs= and no "
                     "pyro.factor), so the data are never scored and every step would train "
@@ -692,6 +696,8 @@ class SVIStep:
                     or not torch.is_tensor(site["value"]):
                 continue
             bad = outside_range(site["fn"], site["value"])
+            if bad is not None:  # masked-out values (padding) are not scored
+                bad = bad & site_mask(site).to(bad.device)
             if bad is not None and bool(bad.any()):
                 support = site["fn"].support
                 while hasattr(support, "base_constraint"):  # the per-element support
