@@ -138,7 +138,9 @@ def check_finite_inputs(args, kwargs) -> None:
                 if bad.any():
                     raise ValueError(
                         f"{path} (shape {tuple(tensor.shape)}) contains {int(bad.sum())} NaN "
-                        "or infinite entries; clean the data before estimating the evidence")
+                        "or infinite entries: clean the data; for missing values the model "
+                        "masks out (poutine.mask, obs_mask), fill them with any finite number "
+                        "(x.nan_to_num()) and keep the mask")
 
 
 def weight_itemsize(args: tuple, kwargs: dict) -> int:
