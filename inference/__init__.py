@@ -54,6 +54,7 @@ from .evidence import (
 )
 from .pair_check import (
     AdoptedParamWarning,
+    ShadowedParamWarning,
     PairError,
     PairStructure,
     TemperedPairWarning,
@@ -120,6 +121,7 @@ map_torch_constants()
 
 __all__ = [
     "AdoptedParamWarning",
+    "ShadowedParamWarning",
     "Adam",
     "AISResult",
     "BernoulliLatentModel",

@@ -52,7 +52,8 @@ Other modules import from this package, not from its modules.
 
 from .latents import (biased_late_parents, check_observed_values_validated,
                       late_parent_message, late_parents)
-from .networks import AdoptedParamWarning, check_store_shapes, forget_params
+from .networks import (AdoptedParamWarning, ShadowedParamWarning, check_store_shapes,
+                       forget_params, shadowed_parameters)
 from .policy import (
     COVERAGE_USES,
     FIT_LOSSES,
@@ -90,6 +91,7 @@ from .survey import (
 
 __all__ = [
     "AdoptedParamWarning",
+    "ShadowedParamWarning",
     "check_store_shapes",
     "forget_params",
     "COVERAGE_USES",
@@ -119,6 +121,7 @@ __all__ = [
     "late_parents",
     "sample_sites",
     "site_list",
+    "shadowed_parameters",
     "site_mask",
     "survey_pair",
     "tensor_text",

@@ -127,6 +127,11 @@ class AdoptedParamWarning(UserWarning):
     """A ``PyroModule``'s ``PyroParam`` took another value from Pyro's param store."""
 
 
+class ShadowedParamWarning(UserWarning):
+    """Pyro's param store holds another tensor under a network parameter's name (a loaded
+    store, another instance's): the network computes with its own."""
+
+
 def pyro_params_held(model, guide) -> list[tuple[torch.nn.Module, str, torch.Tensor]]:
     """``(module, name, unconstrained tensor)`` of the ``PyroParam``s of the ``PyroModule``s
     whose methods ``model`` and ``guide`` are (and of their submodules), before a run."""
@@ -203,6 +208,31 @@ def _value_text(constraint, unconstrained: torch.Tensor) -> str:
     """A parameter's constrained value, short (:func:`.sites.tensor_text`)."""
     with torch.no_grad():
         return tensor_text(torch.distributions.transform_to(constraint)(unconstrained.detach()))
+
+
+def shadowed_parameters(traces) -> dict[str, torch.nn.Parameter]:
+    """Site name -> parameter, for each param site of ``traces`` given a network's own
+    ``nn.Parameter`` (as ``pyro.module`` and a ``PyroModule`` give them) that got another
+    tensor back from Pyro's param store: the store shadows it, and the network computes with
+    its own (a second instance's, or a fresh network's beside a loaded store)."""
+    return {site["name"]: site["args"][1] for trace in traces for site in trace.nodes.values()
+            if site["type"] == "param" and len(site["args"]) > 1
+            and isinstance(site["args"][1], torch.nn.Parameter)
+            and site["kwargs"].get("constraint") is torch.distributions.constraints.real
+            and site["value"] is not site["args"][1]}
+
+
+def confirmed_shadowed(model, guide, args, kwargs, first_traces) -> tuple[str, ...]:
+    """The param sites of ``first_traces`` (the pair's traces) whose network parameter Pyro's
+    param store shadows (:func:`shadowed_parameters`), and again in a second run: the first
+    call of ``pyro.module(..., update_module_params=True)`` puts the store's tensors into the
+    network, which then computes with them."""
+    first = shadowed_parameters(first_traces)
+    if not first:
+        return ()
+    with poutine.block(), torch.no_grad(), forked_rng():
+        again = shadowed_parameters(trace_pair(model, guide, args, kwargs))
+    return tuple(name for name, param in again.items() if first.get(name) is param)
 
 
 def nonfinite_parameters(model, guide) -> list[str]:

@@ -9,6 +9,7 @@ from typing import Callable
 
 from ..checks import user_stacklevel
 from .latents import late_parent_message
+from .networks import ShadowedParamWarning
 from .sites import DATA_PLATE, PairError, site_list
 from .survey import PairStructure, survey_pair
 
@@ -407,6 +408,18 @@ def check_pair(structure: PairStructure, use: str, called: str | None = None) ->
             "cannot score a draw outside its classes (torch indexes its probabilities with "
             "the value: an out-of-bounds error, on a GPU a device-side assert). Give the "
             "guide the model's classes (as many categories)")
+    if s.shadowed and not training:  # (training refuses it at its first step, with advice
+        # for training: inference.training.svi_step.check_param_store)
+        more = f" (and {len(s.shadowed) - 1} more)" if len(s.shadowed) > 1 else ""
+        warnings.warn(
+            f"{called}: parameter '{s.shadowed[0]}'{more} is a network's own, but Pyro's "
+            "param store holds another tensor under that name, which the network does not "
+            "compute with: the estimates are of the network as it computes (its own "
+            "parameters). If you loaded trained parameters (pyro.get_param_store().load), "
+            "put them into the network with pyro.module(name, net, "
+            "update_module_params=True) or load its state_dict; for a second instance of a "
+            "model, pyro.clear_param_store() silences this", ShadowedParamWarning,
+            stacklevel=user_stacklevel())
     if s.unrecorded_randomness and not training:
         program, finding = s.unrecorded_randomness
         raise PairError(

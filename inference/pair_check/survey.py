@@ -45,6 +45,7 @@ from .latents import (
 )
 from .networks import (
     check_store_shapes,
+    confirmed_shadowed,
     nonfinite_param_sites,
     nonfinite_parameters,
     pyro_params_held,
@@ -148,6 +149,8 @@ class PairStructure:
         weighted_deltas: those of them with a nonzero ``log_density`` (an AutoGuide's
             Jacobian term, or a user's ``log q`` of a draw made outside the guide).
         trainable: whether model or guide touch a parameter that requires a gradient.
+        shadowed: param sites of a network parameter that Pyro's param store shadows (a
+            loaded store beside a fresh network: the network computes with its own).
         row_mismatch: ``(site, rows of its observed value, plate size)`` for observed sites
             whose data dim disagrees with the ``"data"`` plate (e.g. an AutoGuide built on
             other data replaying its plate's indices into the model).
@@ -211,6 +214,7 @@ class PairStructure:
     point_masses: tuple = ()
     weighted_deltas: tuple = ()
     trainable: bool = True
+    shadowed: tuple = ()
     row_mismatch: tuple = ()
     mask_mismatch: tuple = ()
     free_deltas: tuple = ()
@@ -415,6 +419,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     stale = nonfinite_param_sites((guide_full, model_full))
     if stale:  # it ran: the pair's own parameters, by their site names
         raise _stale_parameters(stale, "the pair's")
+    shadowed = confirmed_shadowed(model, guide, args, kwargs, (guide_full, model_full))
     subsample = {}
     for trace in (guide_full, model_full):
         for site in trace.nodes.values():
@@ -562,6 +567,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         mask_mismatch=mask_mismatches(model_sites, guide_latents),
         row_mismatch=tuple(row_mismatches(model_sites)),
         weighted_deltas=tuple(s["name"] for s in guide_latents if is_weighted_delta(s["fn"])),
+        shadowed=shadowed,
         trainable=any(param_requires_grad(site) for trace in (guide_full, model_full)
                       for site in trace.nodes.values() if site["type"] == "param"),
     )

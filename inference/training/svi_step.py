@@ -47,7 +47,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.scale_messenger import ScaleMessenger
 from pyro.poutine.util import site_is_subsample
-from torch.distributions import constraints, kl_divergence
+from torch.distributions import kl_divergence
 
 from ..checks import (as_number, autograd_arguments, check_outer_handlers, check_pair_arguments,
                       explain_run_failure, recording_autograd, validation_enabled, validation_on)
@@ -61,6 +61,7 @@ from ..pair_check import (
     data_frame,
     inspect_pair,
     is_delta,
+    shadowed_parameters,
     site_mask,
     trace_pair,
 )
@@ -436,16 +437,10 @@ def settle_plate_nesting(objective, model, guide, args, kwargs) -> None:
 
 
 def _shadowed_parameters(model, guide, args, kwargs) -> dict[str, torch.nn.Parameter]:
-    """name -> parameter of each param site given a network's own ``nn.Parameter`` (as
-    ``pyro.module`` and a ``PyroModule`` give them) that got another tensor back from Pyro's
-    param store; one pass of the pair, random state restored, effects hidden."""
+    """:func:`inference.pair_check.shadowed_parameters` of one pass of the pair, random
+    state restored, effects hidden."""
     with pyro.poutine.block(), torch.no_grad(), forked_rng():
-        traces = trace_pair(model, guide, args, kwargs)
-    return {site["name"]: site["args"][1] for trace in traces for site in trace.nodes.values()
-            if site["type"] == "param" and len(site["args"]) > 1
-            and isinstance(site["args"][1], torch.nn.Parameter)
-            and site["kwargs"].get("constraint") is constraints.real
-            and site["value"] is not site["args"][1]}
+        return shadowed_parameters(trace_pair(model, guide, args, kwargs))
 
 
 def check_param_store(model, guide, args, kwargs) -> None:
