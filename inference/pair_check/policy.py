@@ -69,7 +69,10 @@ def _check_sites_match(s: PairStructure, use: str = "log_importance_weights",
             "(poutine.mask, or obs_mask, whose '<name>_unobserved' site the model masks where "
             "the data are observed): where one side's density is masked out and the other's "
             "is not, p(x, z) / q(z) is not a density ratio. Sample it in the guide under the "
-            f"same mask: `with pyro.poutine.mask(mask=...): pyro.sample('{name}', ...)`")
+            f"same mask: `with pyro.poutine.mask(mask=...): pyro.sample('{name}', ...)`; an "
+            "AutoGuide cannot mask its sites: mask only the model's observed sites instead (a "
+            "padded latent then keeps its prior, and log p(x) is unchanged), or write the "
+            "guide's site yourself")
     if s.row_mismatch:
         name, rows, size = s.row_mismatch[0]
         raise PairError(
