@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,11 +12,23 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from .runs import replaced_atomically  # noqa: E402
+
 
 def save_figure(fig, path: str | Path) -> None:
-    """Write a matplotlib figure at 120 dpi, trimmed, and close it."""
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    """Write a matplotlib figure at 120 dpi, trimmed, atomically, and close it. A figure that
+    cannot be written (a full disk) is a warning, not an error: the run goes on to write its
+    metrics.json, which a failed figure used to cost after all the work."""
+    path = Path(path)
+    try:
+        with replaced_atomically(path) as temporary:
+            fig.savefig(temporary, dpi=120, bbox_inches="tight",
+                        format=path.suffix.lstrip(".") or "png")
+    except OSError as error:
+        warnings.warn(f"could not write the figure {path} ({error}); the run goes on",
+                      stacklevel=2)
+    finally:
+        plt.close(fig)
 
 
 def image_grid(images: torch.Tensor | Sequence[torch.Tensor], path: str | Path,

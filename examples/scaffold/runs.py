@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import json
 import math
 import os
@@ -119,22 +120,32 @@ def write_json(path: str | Path, data: dict) -> Path:
 
 
 def write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically: a reader (or a run killed half-way) sees the old
-    file or the new one, never half of one; the file gets the mode ``open`` would give it."""
+    """Write ``text`` to ``path`` atomically (:func:`replaced_atomically`)."""
+    with replaced_atomically(path) as temporary:
+        with open(temporary, "w", newline="") as file:
+            file.write(text)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def replaced_atomically(path: str | Path):
+    """Yield a temporary path beside ``path`` to write the new file to, then rename it into
+    place: a reader (or a run killed half-way, or a disk that fills up) sees the old file or
+    the new one, never half of one; the file gets the mode ``open`` would give it. On an
+    error the temporary file is removed and the error raised."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(temporary, 0o666 & ~umask)  # as open() would make it, not mkstemp's 0600
     try:
-        with os.fdopen(handle, "w", newline="") as file:
-            file.write(text)
+        yield temporary
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    return path
 
 
 def finish_run(out_dir: str | Path, metrics: dict, start: float,

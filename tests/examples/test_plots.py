@@ -65,3 +65,26 @@ def test_figures_of_tensors_raise_no_warnings(drawn, tmp_path):
         plots.image_grid([torch.rand(3, 1, 4, 4), torch.rand(3, 1, 4, 4)], tmp_path / "a.png",
                          row_labels=["a", "b"])
     assert labels_and_images(drawn[0]) == [("a", 3), ("b", 3)]
+
+
+def test_a_figure_that_cannot_be_written_warns_and_keeps_the_old_file(tmp_path, monkeypatch):
+    # a full disk ended the run in PIL's raw traceback after all the work, with a 0-byte PNG
+    # (an earlier run's figure truncated) and no metrics.json
+    import errno
+    import warnings
+
+    import matplotlib.figure
+
+    path = tmp_path / "a.png"
+    path.write_bytes(b"an earlier run's figure")
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full_disk)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plots.save_figure(plt.figure(), path)
+    assert any("could not write the figure" in str(w.message) for w in caught)
+    assert path.read_bytes() == b"an earlier run's figure"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]  # no temporary file left
