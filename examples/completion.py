@@ -59,7 +59,7 @@ from scaffold.flags import (
     step_count,
     training_flags,
 )
-from scaffold.runs import finish_run, start_run
+from scaffold.runs import finish_run, run_script, start_run
 from ppl_models.data import binarize_dynamic, load_images
 from ppl_models.pixelcnn import PixelCNN
 from ppl_models.vae import VAE
@@ -257,4 +257,4 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_script("completion", main, parse_args())

@@ -75,7 +75,7 @@ from scaffold.flags import (
     training_flags,
 )
 from scaffold.plots import save_figure
-from scaffold.runs import finish_run, start_run
+from scaffold.runs import finish_run, run_script, start_run
 from ppl_models.data import load_images
 from ppl_models.ngram import NGramModel
 from ppl_models.pixelcnn import PixelCNN
@@ -355,4 +355,4 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_script("compression", main, parse_args())

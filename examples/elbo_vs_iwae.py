@@ -764,7 +764,7 @@ if __name__ == "__main__":
         main(parse_args())
     except CheckpointError as error:  # --resume met a checkpoint of another run
         raise SystemExit(f"elbo_vs_iwae: {error}") from None
-    except (FileNotFoundError, ValueError) as error:  # a data set not here; a bad file
+    except (FileNotFoundError, ValueError, FloatingPointError) as error:  # no data; diverged
         raise SystemExit(f"elbo_vs_iwae: {error}") from None
     except KeyboardInterrupt:
         raise SystemExit("elbo_vs_iwae: interrupted; finished models are in --out-dir's "

@@ -101,7 +101,7 @@ from scaffold.flags import (  # noqa: E402
     script_parser,
     step_count,
 )
-from scaffold.runs import finish_run, start_run, writable_folder  # noqa: E402
+from scaffold.runs import finish_run, run_script, start_run, writable_folder  # noqa: E402
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                    "Sneaker", "Bag", "Ankle boot")
@@ -646,4 +646,4 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_script("gallery", main, parse_args())

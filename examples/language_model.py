@@ -59,7 +59,7 @@ from scaffold.flags import (  # noqa: E402
     script_parser,
     training_flags,
 )
-from scaffold.runs import finish_run, start_run  # noqa: E402
+from scaffold.runs import finish_run, run_script, start_run  # noqa: E402
 from ppl_models.neural_lm import GRULanguageModel  # noqa: E402
 from ppl_models.ngram import NGramModel  # noqa: E402
 from ppl_models.text import Vocabulary, load_words  # noqa: E402
@@ -216,4 +216,4 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_script("language_model", main, parse_args())

@@ -56,7 +56,7 @@ from scaffold.flags import (
     step_count,
     training_flags,
 )
-from scaffold.runs import finish_run, start_run
+from scaffold.runs import finish_run, run_script, start_run
 from inference import (
     auroc,
     likelihood_ratio_scores,
@@ -285,4 +285,4 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_script("outliers", main, parse_args())

@@ -51,7 +51,7 @@ from scaffold.flags import (
     training_flags,
 )
 from scaffold.plots import bounds_against_k
-from scaffold.runs import finish_run, start_run
+from scaffold.runs import finish_run, run_script, start_run
 
 
 class FactorAnalysis(PyroModule):
@@ -197,4 +197,4 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_script("own_pair", main, parse_args())

@@ -39,7 +39,7 @@ from scaffold.flags import (
     training_flags,
 )
 from scaffold.plots import image_grid
-from scaffold.runs import finish_run, start_run
+from scaffold.runs import finish_run, run_script, start_run
 from ppl_models import DATASETS, load_images
 from ppl_models.likelihoods import LIKELIHOODS, make_likelihood, training_representation
 from ppl_models.vae import VAE
@@ -117,4 +117,4 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_script("pixel_likelihoods", main, parse_args())

@@ -58,7 +58,7 @@ from scaffold.flags import (
     training_flags,
 )
 from scaffold.plots import image_grid, save_figure, training_curves
-from scaffold.runs import finish_run, start_run
+from scaffold.runs import finish_run, run_script, start_run
 from ppl_models import DATASETS, load_images
 from inference import bits_per_dim
 from ppl_models.likelihoods import training_representation
@@ -271,4 +271,4 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_script("pixel_vae", main, parse_args())

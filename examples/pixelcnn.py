@@ -54,7 +54,7 @@ from scaffold.flags import (
     script_parser,
     training_flags,
 )
-from scaffold.runs import finish_run, start_run
+from scaffold.runs import finish_run, run_script, start_run
 from ppl_models.data import DATASETS, load_images
 from inference import bits_per_dim
 from ppl_models.likelihoods import training_representation
@@ -250,4 +250,4 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_script("pixelcnn", main, parse_args())

@@ -52,7 +52,7 @@ from scaffold.flags import (
     script_parser,
     training_flags,
 )
-from scaffold.runs import finish_run, start_run
+from scaffold.runs import finish_run, run_script, start_run
 from ppl_models.data import load_images
 from ppl_models.vae import VAE, Autoencoder
 
@@ -182,4 +182,4 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_script("representations", main, parse_args())

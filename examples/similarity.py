@@ -60,7 +60,7 @@ from scaffold.flags import (
     script_parser,
     step_count,
 )
-from scaffold.runs import finish_run, start_run
+from scaffold.runs import finish_run, run_script, start_run
 from ppl_models.data import load_images
 from ppl_models import FlowVAE
 from ppl_models.vae import VAE, Autoencoder
@@ -322,4 +322,4 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_script("similarity", main, parse_args())

@@ -69,7 +69,7 @@ from scaffold.flags import (
     script_parser,
     step_count,
 )
-from scaffold.runs import finish_run, start_run
+from scaffold.runs import finish_run, run_script, start_run
 from inference.uses.super_resolution import (
     MAX_SUBSET_SIZE,
     average_pool,
@@ -363,4 +363,4 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_script("super_resolution", main, parse_args())

@@ -40,7 +40,7 @@ from scaffold.flags import (  # noqa: E402
     training_flags,
 )
 from scaffold.plots import bounds_against_k, save_figure  # noqa: E402
-from scaffold.runs import finish_run, start_run  # noqa: E402
+from scaffold.runs import finish_run, run_script, start_run  # noqa: E402
 from ppl_models import ToyManifold, ToyManifoldVAE, manifold_mean  # noqa: E402
 
 SIDE = 4
@@ -192,4 +192,4 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_script("toy_manifold", main, parse_args())

@@ -324,7 +324,7 @@ if __name__ == "__main__":
         main(parse_args())
     except CheckpointError as error:  # --resume met a checkpoint of another run
         raise SystemExit(f"vae: {error}") from None
-    except FileNotFoundError as error:  # a data set not on the machine
+    except (FileNotFoundError, FloatingPointError) as error:  # no data set; a diverged fit
         raise SystemExit(f"vae: {error}") from None
     except KeyboardInterrupt:
         raise SystemExit("vae: interrupted; the last finished epoch is in --out-dir's "

@@ -49,7 +49,7 @@ from scaffold.flags import (  # noqa: E402
     script_parser,
     training_flags,
 )
-from scaffold.runs import finish_run, start_run  # noqa: E402
+from scaffold.runs import finish_run, run_script, start_run  # noqa: E402
 from ppl_models.audio import (  # noqa: E402
     histogram_bits_per_sample,
     load_signal,
@@ -174,4 +174,4 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_script("wavenet", main, parse_args())

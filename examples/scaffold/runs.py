@@ -148,6 +148,18 @@ def replaced_atomically(path: str | Path):
         raise
 
 
+def run_script(script: str, main, args: argparse.Namespace) -> None:
+    """``main(args)`` of an example, a diverged training (``fit``'s ``FloatingPointError``,
+    whose message says what the checkpoint holds and what to lower) and Ctrl-C ending in one
+    line under the script's name rather than in a traceback from inside torch."""
+    try:
+        main(args)
+    except FloatingPointError as error:
+        raise SystemExit(f"{script}: {error}") from None
+    except KeyboardInterrupt:
+        raise SystemExit(f"{script}: interrupted") from None
+
+
 def finish_run(out_dir: str | Path, metrics: dict, start: float,
                files: str = "metrics.json and figures") -> dict:
     """Add ``wall_seconds`` (since ``start``) to ``metrics``, write them to

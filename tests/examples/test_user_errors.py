@@ -463,3 +463,21 @@ def test_an_input_file_that_is_a_folder_or_a_broken_link_is_named(script, flag, 
         assert f"argument {flag}: {message}" in capsys.readouterr().err
     assert parse(script, [flag, str(tmp_path / "missing")]).__dict__[flag[2:]] == \
         str(tmp_path / "missing")  # left to the reader, which names it
+
+
+@pytest.mark.parametrize("script", ["toy_manifold"])
+def test_a_diverged_training_ends_in_one_line(script, tmp_path):
+    # --lr 1e30 ended in a 121-line chain of two tracebacks from inside torch and pyro
+    import subprocess
+    import sys
+
+    example = Path(__file__).resolve().parents[2] / "examples" / f"{script}.py"
+    done = subprocess.run(
+        [sys.executable, str(example), "--lr", "1e30", "--epochs", "2", "--threads", "1",
+         "--num-train", "64", "--num-test", "21", "--max-k", "21",
+         "--out-dir", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(
+            Path(__file__).resolve().parents[2])})
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert f"{script}: training diverged" in done.stderr.replace("\r", "\n").splitlines()[-1]
