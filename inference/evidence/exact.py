@@ -18,6 +18,7 @@ from ..pair_check import (
     PARTICLE_PLATE,
     check_subsampled_plates,
     data_frame,
+    distribution_masked,
     PairStructure,
     sample_sites,
     survey_pair,
@@ -371,6 +372,12 @@ def exact_log_evidence(
     batch, nesting = structure.batch_size, structure.max_plate_nesting
     discrete = (getattr(fn.support, "is_discrete", False) or not value.is_floating_point()
                 or getattr(fn, "has_enumerate_support", False))
+    if discrete and distribution_masked(fn):
+        raise ValueError(
+            f"exact_log_evidence: the discrete latent site '{site}' masks its own "
+            "distribution (dist.mask(m) / .mask(m)): summed over its values, each weighs one "
+            "where the mask is off, which adds log K to log p(x) there. Mask the site with "
+            "`with pyro.poutine.mask(mask=m):` around it, which leaves those rows out")
     # a discrete latent's mask is not applied (the values' probabilities sum to one, below)
     masked = [] if discrete else _masked_rows(latents[0], nesting, batch)
     if masked:

@@ -383,6 +383,18 @@ def is_delta(fn) -> bool:
     return family(fn) == "Delta"
 
 
+def distribution_masked(fn) -> bool:
+    """Whether ``fn`` masks out some of its own values (a ``dist.mask(m)`` wrapper, through
+    ``Independent``, whose mask is not all True). On a discrete latent summed out by
+    enumeration such a mask gives each of the K values weight one at the masked positions:
+    ``log K`` added to the evidence, where ``poutine.mask`` leaves it out."""
+    while isinstance(fn, (MaskedDistribution, torch.distributions.Independent)):
+        if isinstance(fn, MaskedDistribution) and not bool(torch.as_tensor(fn._mask).all()):
+            return True
+        fn = fn.base_dist
+    return False
+
+
 def site_mask(site) -> torch.Tensor:
     """The site's mask as a bool tensor: its ``poutine.mask`` (``obs_mask``'s latent half is
     one) and the masks of ``dist.mask(...)`` wrappers of its distribution, combined."""

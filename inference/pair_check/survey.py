@@ -73,6 +73,7 @@ from .sites import (
     PairError,
     conditional_sites_of_guide,
     data_frame,
+    distribution_masked,
     family,
     is_delta,
     is_factor,
@@ -525,6 +526,15 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     marked = {s["name"]: s["infer"].get("enumerate") for s in model_sites
               if not s["is_observed"] and s["name"] not in guide_names
               and s["infer"].get("enumerate")}
+    masked_sums = [s["name"] for s in model_sites
+                   if s["name"] in marked and distribution_masked(s["fn"])]
+    if masked_sums:
+        raise PairError(
+            f"the model's enumerated site '{masked_sums[0]}' masks its own distribution "
+            "(dist.mask(m) / .mask(m)): summed out, each of its values then weighs one where "
+            "the mask is off, which adds log K to log p(x) for every masked position (Pyro's "
+            "TraceEnum_ELBO sums it so too). Mask the site with `with "
+            "pyro.poutine.mask(mask=m):` around it, which leaves those positions out")
     missing_in_guide = tuple(n for n in model_latent_names
                              if n not in guide_names and n not in marked)
     missing_in_model = tuple(s["name"] for s in guide_latents if s["name"] not in auxiliary
