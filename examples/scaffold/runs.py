@@ -65,8 +65,15 @@ def writable_folder(out: str | Path, flag: str = "--out-dir") -> Path:
     if not str(out).strip():  # Path("") is the working folder: an unset shell variable
         raise SystemExit(f"{flag} is empty; name a folder (the working folder: {flag} .)")
     out = Path(out)
-    if out.exists() and not out.is_dir():
+    try:
+        is_file = out.exists() and not out.is_dir()
+    except OSError as error:  # a name too long for the file system
+        raise SystemExit(f"{flag} {str(out)[:80]}... cannot be used: {error.strerror}") from None
+    if is_file:
         raise SystemExit(f"{flag} {out} is a file, not a folder")
+    if (out / "metrics.json").is_dir():  # found only when the results are written
+        raise SystemExit(f"{flag} {out} holds a folder named metrics.json, where the run "
+                         "writes its results: move it away")
     created = [folder for folder in (out, *out.parents) if not folder.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -169,7 +176,12 @@ def finish_run(out_dir: str | Path, metrics: dict, start: float,
         ``metrics``, with ``wall_seconds``.
     """
     metrics["wall_seconds"] = time.perf_counter() - start
-    write_json(Path(out_dir) / "metrics.json", metrics)
+    try:
+        write_json(Path(out_dir) / "metrics.json", metrics)
+    except OSError as error:  # a full disk at the end: the results are not lost
+        print(json.dumps(_strict(metrics), indent=2, allow_nan=False))
+        raise SystemExit(f"could not write {Path(out_dir) / 'metrics.json'} "
+                         f"({error.strerror or error}); the metrics are printed above") from None
     print(f"results: {Path(out_dir).resolve()} ({files}), {metrics['wall_seconds']:.0f} s")
     return metrics
 

@@ -481,3 +481,30 @@ def test_a_diverged_training_ends_in_one_line(script, tmp_path):
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert f"{script}: training diverged" in done.stderr.replace("\r", "\n").splitlines()[-1]
+
+
+def test_out_dir_names_and_folders_refused_before_any_work(tmp_path, keep_threads):
+    # a name over the file system's limit ended in pathlib's raw "File name too long"; a
+    # folder named metrics.json was found only when the results were written, after the work
+    from scaffold.runs import writable_folder
+
+    with pytest.raises(SystemExit, match="--out-dir .* cannot be used: File name too long"):
+        writable_folder(tmp_path / ("x" * 300))
+    (tmp_path / "run" / "metrics.json").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="holds a folder named metrics.json"):
+        writable_folder(tmp_path / "run")
+
+
+def test_metrics_that_cannot_be_written_are_printed(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import scaffold.runs as runs
+
+    def full_disk(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runs, "write_json", full_disk)
+    with pytest.raises(SystemExit, match="could not write .*metrics.json \\(No space left on "
+                                         "device\\); the metrics are printed above"):
+        runs.finish_run(tmp_path, {"elbo": -1.5}, 0.0)
+    assert json.loads(capsys.readouterr().out)["elbo"] == -1.5
