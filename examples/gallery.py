@@ -101,7 +101,8 @@ from scaffold.flags import (  # noqa: E402
     script_parser,
     step_count,
 )
-from scaffold.runs import finish_run, run_script, start_run, writable_folder  # noqa: E402
+from scaffold.runs import (finish_run, run_script, start_run, writable_folder,  # noqa: E402
+                           write_text)
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                    "Sneaker", "Bag", "Ankle boot")
@@ -490,7 +491,7 @@ def language_samples(data, args, device, cache_dir: Path, out: Path) -> dict:
     lines = ["| model | test bits per character | sampled words |", "|---|---|---|"]
     lines += [f"| {r['model']} | {r['bits']:.2f} | {shown(r['samples'])} |" for r in rows]
     lines.append(f"| held-out words (for comparison) | | {shown(held_out)} |")
-    (out / "language_samples.md").write_text("\n".join(lines) + "\n")
+    write_text(out / "language_samples.md", "\n".join(lines) + "\n")
     return {"source": data.source, "num_train_words": len(train), "gru": info,
             "models": rows, "held_out_words": held_out}
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import math
 from pathlib import Path
 
@@ -58,7 +59,7 @@ from scaffold.flags import (
     training_flags,
 )
 from scaffold.plots import image_grid, save_figure, training_curves
-from scaffold.runs import finish_run, run_script, start_run
+from scaffold.runs import finish_run, run_script, start_run, write_text
 from ppl_models import DATASETS, load_images
 from inference import bits_per_dim
 from ppl_models.likelihoods import training_representation
@@ -146,11 +147,12 @@ def write_tables(rows: list[dict], out: Path) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row[h] for h in header) + " |" for row in rows]
     markdown = "\n".join(lines)
-    (out / "results.md").write_text(markdown + "\n")
-    with open(out / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=header)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_text(out / "results.md", markdown + "\n")  # atomically, as metrics.json
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=header)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(out / "results.csv", table.getvalue())
     return markdown
 
 

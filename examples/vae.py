@@ -59,7 +59,7 @@ from scaffold.flags import (
     script_parser,
     training_flags,
 )
-from scaffold.plots import bounds_against_k, image_grid, training_curves
+from scaffold.plots import bounds_against_k, image_grid, save_figure, training_curves
 from scaffold.runs import finish_run, start_run
 from ppl_models import DATASETS, load_images
 from ppl_models.likelihoods import LIKELIHOODS, make_likelihood, training_representation
@@ -94,8 +94,7 @@ def plot_latent_space(vae: VAE, x: torch.Tensor, labels: torch.Tensor, out: Path
     fig.colorbar(points, ax=ax, label="label")
     ax.set_xlabel("z1")
     ax.set_ylabel("z2")
-    fig.savefig(out / "latent_space.png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, out / "latent_space.png")
     # quantiles of the prior, so the grid covers where the decoder has seen data
     values = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, 10))
     grid = torch.cartesian_prod(values, values.flip(0))[:, [1, 0]]
@@ -327,7 +326,8 @@ if __name__ == "__main__":
     except (FileNotFoundError, FloatingPointError) as error:  # no data set; a diverged fit
         raise SystemExit(f"vae: {error}") from None
     except KeyboardInterrupt:
-        raise SystemExit("vae: interrupted; the last finished epoch is in --out-dir's "
-                         "checkpoints: run again with --resume to continue") from None
+        raise SystemExit("vae: interrupted; each finished epoch is in --out-dir's "
+                         "checkpoints (none before the first ends): run again with --resume "
+                         "to continue") from None
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
