@@ -636,11 +636,10 @@ def fit(
             scaling is needed. Pays off on GPUs with bfloat16 units (CUDA compute capability
             8.0 and newer) and CPUs with AVX-512 BF16 or AMX; elsewhere it is slower.
         shuffle: draw a new order of the datapoints every epoch (False: the order of
-            ``data``); one batch of all data keeps the order of ``data`` either way.
-            Guides with a parameter per datapoint *by position* (AutoGuides on a model with
-            local latents) need one batch of all data, or the minibatch's indices passed as
-            data (``fit(model, guide, (x, torch.arange(N)))`` with ``pyro.plate("data", N,
-            subsample=idx)`` in the model and guide).
+            ``data``). Guides with a parameter per datapoint *by position* (AutoGuides on a
+            model with local latents) need ``shuffle=False`` and one batch of all data, or
+            the minibatch's indices passed as data (``fit(model, guide, (x, torch.arange(N)))``
+            with ``pyro.plate("data", N, subsample=idx)`` in the model and guide).
 
     The arguments, and the data for NaN/inf and empty sets, are checked up front, before the
     checkpoint is locked. Pyro's validation (argument and support checks of distributions and

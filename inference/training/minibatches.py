@@ -516,8 +516,7 @@ def _check_rows_followed(model, guide, batch: tuple, num_data: int, shuffle: boo
             f"{'Shuffled' if shuffle else 'Minibatched'} training gives those rows other "
             "datapoints, and they do not train. Pass the indices and index the parameter "
             "(fit(model, guide, (x, torch.arange(N))) with `def guide(x, idx): loc[idx]`), "
-            "or train on all the data in one batch (batch_size >= N)",
-            stacklevel=user_stacklevel())
+            "or train with shuffle=False and batch_size >= N", stacklevel=user_stacklevel())
 
 
 def _rows_not_followed(model, guide, batch: tuple, num_data: int) -> str | None:

@@ -114,7 +114,7 @@ def test_a_guide_plate_of_another_size_than_the_models_is_refused_by_fit(guide_p
     torch.testing.assert_close(bounds[0], bounds[1], rtol=0, atol=1e-12)
 
 
-def test_autonormal_without_indices_trains_on_all_data_and_is_refused_shuffled():
+def test_autonormal_without_indices_trains_on_all_data_unshuffled_and_is_refused_shuffled():
     n, noise = 8, 0.5
     x = 2 * torch.randn(n, generator=torch.Generator().manual_seed(2), dtype=DTYPE)
 
@@ -125,9 +125,8 @@ def test_autonormal_without_indices_trains_on_all_data_and_is_refused_shuffled()
 
     guide = AutoNormal(model, init_loc_fn=init_to_value(values={"z": torch.zeros(n, dtype=DTYPE)}))
     with pytest.raises(ValueError, match="keeps parameters for each datapoint"):
-        fit(model, guide, x, epochs=1, batch_size=n // 2, progress=False)
-    # one batch of all the data keeps its order, whatever shuffle says (fit's default True)
-    fit(model, guide, x, epochs=400, batch_size=n, lr=0.05, progress=False)
+        fit(model, guide, x, epochs=1, batch_size=n, progress=False)
+    fit(model, guide, x, epochs=400, batch_size=n, lr=0.05, shuffle=False, progress=False)
     locs = pyro.param("AutoNormal.locs.z").detach()
     assert float((locs - x / (1 + noise ** 2)).abs().max()) < 0.15
     # the trained guide now gives an IWAE bound at the exact evidence
@@ -243,8 +242,7 @@ def _row_pairs(n):
 
 
 @pytest.mark.parametrize("guide, shuffle, batch_size, warned", [
-    # (one batch of all 12 rows keeps their order, whatever shuffle says: nothing moves)
-    ("positional", True, 12, False), ("positional", True, 4, True),
+    ("positional", True, 12, True), ("positional", True, 4, True),
     ("positional", False, 12, False), ("amortized", True, 4, False),
     ("indexed", True, 4, False)])
 def test_a_guide_parameter_used_by_row_position_is_named_when_rows_move(guide, shuffle,
