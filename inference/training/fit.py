@@ -742,11 +742,14 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                    "settings": _settings(loss, num_particles, batch_size, lr, seed,
                                          kl_warmup_epochs, compile, mixed_precision,
                                          batch_transform, shuffle, num_data)}
-    # one batch of all the data keeps the data's order: shuffling it changes no gradient,
-    # but Pyro indexes per-row parameters (AutoNormal's, pyro.param(..., event_dim=...))
-    # by pyro.plate("data", N, subsample=idx) only when idx holds fewer than N rows, so a
-    # batch of all N in another order trained each row's parameters on another datapoint
-    shuffle = shuffle and batch_size < num_data
+    # the indices idiom (an integer tensor of the data holding 0..N-1, passed to
+    # pyro.plate("data", N, subsample=idx)): one batch of all the data keeps its order, as
+    # Pyro selects per-row parameters (AutoNormal's, pyro.param(..., event_dim=...)) by idx
+    # only when it holds fewer than N rows; all N in another order trained each row's
+    # parameters on another datapoint
+    shuffle = shuffle and (batch_size < num_data or not any(
+        not t.is_floating_point() and t.dim() == 1
+        and torch.equal(t.cpu(), torch.arange(num_data)) for t in tensors))
     # plain settings of the modules and the pair's callables (and, once the pair has run,
     # of the networks it registers): compared on resume, recorded in each checkpoint
     settings_record.watch(modules, {"model": model, "guide": guide})
