@@ -125,25 +125,18 @@ def _check_sites_match(s: PairStructure, use: str = "log_importance_weights",
                 "guide's density q(z) of the model's latents, known only when they are "
                 "deterministic functions (Delta sites) of the auxiliary ones, as in Pyro's "
                 "AutoGuides, or drawn independently of them (these depend on another draw)")
-    if s.enumerated:
-        marked = (f"guide site(s) {site_list(s.enumerated)} are marked for enumeration "
-                  "(infer={'enumerate': ...}, or config_enumerate)")
-        if training:
-            raise PairError(
-                f"{called}: {marked}; fit trains with one sampled value per guide site and "
-                "does not enumerate guide sites, whatever loss is passed (TraceEnum_ELBO "
-                "included): its pair checks, minibatch scaling and particles assume sampled "
-                "draws. Remove the mark to train the site by sampling (loss='elbo' gives a "
-                "discrete site Trace_ELBO's score-function gradient), or train the "
-                "enumerating guide with pyro.infer.SVI(model, guide, optim, "
-                "TraceEnum_ELBO(...)) directly")
-        raise PairError(f"{called}: {marked}; {called} draws the guide's values as samples "
-                        "(importance sampling), it does not enumerate them: remove the mark. "
-                        "(AutoDiscreteParallel marks every discrete site it guides: leave "
-                        "those sites to the model instead, config_enumerate on the model and "
-                        "no guide site, and the per-datapoint estimators sum them out; or draw "
-                        "them in a guide of your own, pyro.sample(name, "
-                        "dist.Categorical(logits=...)))")
+    if s.enumerated and training:
+        # the estimators draw such a site as any other: its guide distribution is the
+        # proposal, and the weights p(x, y, z) / q(y, z | x) stay exact importance weights
+        raise PairError(
+            f"{called}: guide site(s) {site_list(s.enumerated)} are marked for enumeration "
+            "(infer={'enumerate': ...}, or config_enumerate); fit trains with one sampled "
+            "value per guide site and does not enumerate guide sites, whatever loss is passed "
+            "(TraceEnum_ELBO included): its pair checks, minibatch scaling and particles "
+            "assume sampled draws. Remove the mark to train the site by sampling "
+            "(loss='elbo' gives a discrete site Trace_ELBO's score-function gradient), or "
+            "train the enumerating guide with pyro.infer.SVI(model, guide, optim, "
+            "TraceEnum_ELBO(...)) directly")
 
 
 def _check_model_enumerated(s: PairStructure, use: str, called: str) -> None:
