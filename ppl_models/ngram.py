@@ -123,6 +123,61 @@ class NGramModel(PyroModule):
         self.register_buffer("context_codes", torch.zeros(0, dtype=torch.long))
         self.register_buffer("context_counts", torch.zeros(0, dtype=torch.float64))
 
+    COUNT_BUFFERS = ("pair_codes", "pair_counts", "context_codes", "context_counts")
+
+    def get_extra_state(self) -> dict:
+        """What ``state_dict`` keeps besides the counts: the concentration (a fitted one
+        included, :meth:`fit_concentration`)."""
+        return {"concentration": self.concentration}
+
+    def set_extra_state(self, state) -> None:
+        """The concentration of a ``state_dict``, checked as the constructor checks it."""
+        if not isinstance(state, dict) or "concentration" not in state:
+            raise ValueError(f"the n-gram state's extra entry must be a dict with the "
+                             f"concentration, got {state!r}")
+        self.concentration = _check_concentration(state["concentration"],
+                                                  "the state's concentration")
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs) -> None:
+        # the counts have as many entries as the pairs a fit saw: take the saved lengths
+        for name in self.COUNT_BUFFERS:
+            saved = state_dict.get(prefix + name)
+            if torch.is_tensor(saved) and saved.dim() == 1:
+                current = getattr(self, name)
+                setattr(self, name, current.new_zeros(saved.shape[0]))
+        errors = len(error_msgs)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        if len(error_msgs) == errors:
+            problem = self._counts_problem()
+            if problem:
+                error_msgs.append(f"the counts of {prefix or 'the model'} are not an n-gram "
+                                  f"model's ({problem}): a damaged or edited state")
+
+    def _counts_problem(self) -> str | None:
+        """What makes the count buffers inconsistent (as :meth:`fit_counts` leaves them:
+        pair codes sorted and distinct within range, counts positive whole numbers, contexts
+        and their totals those of the pairs), or None."""
+        codes, counts = self.pair_codes, self.pair_counts
+        if codes.shape != counts.shape:
+            return f"{len(codes)} pair codes but {len(counts)} pair counts"
+        limit = self.vocab.num_symbols ** (self.order - 1) * self.num_outputs
+        if codes.numel() and (codes.min() < 0 or codes.max() >= limit
+                              or (codes.diff() <= 0).any()):
+            return f"pair codes not distinct, sorted and within 0..{limit - 1}"
+        if counts.numel() and not (torch.isfinite(counts).all() and (counts >= 1).all()
+                                   and (counts == counts.round()).all()):
+            return "pair counts not whole numbers >= 1"
+        contexts, inverse = torch.unique_consecutive(codes // self.num_outputs,
+                                                     return_inverse=True)
+        totals = torch.zeros(len(contexts), dtype=torch.float64,
+                             device=codes.device).index_add_(0, inverse, counts)
+        if not (torch.equal(self.context_codes, contexts)
+                and torch.equal(self.context_counts, totals)):
+            return "context codes or totals differ from those of the pairs"
+        return None
+
     @property
     def num_outputs(self) -> int:
         """The size of the predicted alphabet (characters and the end-of-word symbol)."""

@@ -123,10 +123,10 @@ class SuperResolution:
 
 
 # ------------------------------------------------------------------------------ blocks
-def _check_factor(factor) -> None:
-    """``ValueError`` unless the pooling ``factor`` is an int ``>= 2``."""
-    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 2:
-        raise ValueError(f"factor must be an int >= 2, got {factor!r}")
+def _check_factor(factor) -> int:
+    """The pooling ``factor`` as a Python ``int``; ``ValueError`` unless it is an integer
+    ``>= 2`` (numpy integers and 0-dim integer tensors accepted, bools and 2.0 refused)."""
+    return as_int(factor, "factor", minimum=2)
 
 
 def _check_image(x, name: str, factor: int) -> None:
@@ -173,7 +173,7 @@ def _unblock(b: torch.Tensor, factor: int) -> torch.Tensor:
 def average_pool(x: torch.Tensor, factor: int) -> torch.Tensor:
     """The observation: means of ``factor x factor`` blocks, ``[..., C, H, W]`` ->
     ``[..., C, H / f, W / f]``."""
-    _check_factor(factor)
+    factor = _check_factor(factor)
     _check_image(x, "x", factor)
     if not torch.isfinite(x).all():
         raise ValueError("x contains NaN or infinite values")
@@ -183,7 +183,7 @@ def average_pool(x: torch.Tensor, factor: int) -> torch.Tensor:
 def pooled_counts(y: torch.Tensor, factor: int) -> torch.Tensor:
     """Number of ones per block of a pooled binary image: ``y: [batch, C, h, w]`` with values
     ``k / f^2`` -> int64 ``[batch, C, h, w]`` in ``0..f^2``."""
-    _check_factor(factor)
+    factor = _check_factor(factor)
     check_tensor_input(y, "y")
     if not torch.is_tensor(y) or not y.is_floating_point():
         raise ValueError(f"y must be a float tensor, got {getattr(y, 'dtype', type(y).__name__)}")
@@ -216,7 +216,7 @@ def _bernoulli_terms(logits: torch.Tensor, y: torch.Tensor, factor: int
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Check the arguments, then ``(log P(x_i = 0), log P(x_i = 1))`` by block, each
     ``[..., C, h, w, f * f]``, and the ones per block ``[..., C, h, w]`` (int64)."""
-    _check_factor(factor)
+    factor = _check_factor(factor)
     _check_image(logits, "logits", factor)
     _check_low(y, "y", logits.shape, factor)
     blocks = _blocks(logits, factor)  # [..., C, h, w, m]
@@ -308,7 +308,7 @@ def _gaussian_terms(loc, scale, y, factor
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Check the arguments, then the pixels' means and variances by block, each
     ``[..., C, h, w, f * f]``, and the block sums ``S = f^2 y`` ``[batch, C, h, w]``."""
-    _check_factor(factor)
+    factor = _check_factor(factor)
     _check_image(loc, "loc", factor)
     check_tensor_input(scale, "scale")
     if not torch.is_tensor(scale) or (scale <= 0).any():
@@ -436,7 +436,7 @@ def _check_pooled_inputs(y, factor, truth, held: str, bytes_per_pixel: int) -> t
 
     ``ValueError`` naming ``factor`` when the caller's full-size images (``held``, in words;
     ``bytes_per_pixel`` in all) would exceed physical memory, before any is allocated."""
-    _check_factor(factor)
+    factor = _check_factor(factor)
     check_tensor_input(y, "y")
     if not torch.is_tensor(y) or not y.is_floating_point() or y.dim() != 4:
         raise ValueError(f"y must be a float tensor [batch, C, h, w], got "
@@ -535,6 +535,7 @@ def super_resolve_map(vae, y: torch.Tensor, factor: int, steps: int = 300, lr: f
     Returns:
         :class:`SuperResolution` with the pixel posterior at ``z*`` and ``z*: [batch, d]``.
     """
+    factor = _check_factor(factor)
     _check_vae_inputs(vae, y, factor, truth)
     steps = as_int(steps, "steps", 0)
     check_at_most(steps, "steps", MAX_STEPS, "each one decodes the batch for an Adam step, so "
@@ -574,6 +575,7 @@ def super_resolve_mwg(vae, y: torch.Tensor, factor: int, num_steps: int = 200,
         chain average of ``p(truth_i | y, z)`` (a mixture over the kept ``z``), ``z`` the last
         state and the acceptance rate of the ``z`` step.
     """
+    factor = _check_factor(factor)
     _check_vae_inputs(vae, y, factor, truth, generator)
     burn_in = check_chain_length(num_steps, burn_in, minimum=1)
     num_steps = int(num_steps)
@@ -635,6 +637,7 @@ def super_resolve_mh(vae, y: torch.Tensor, factor: int, num_steps: int = 1600,
         :class:`SuperResolution` as from :func:`super_resolve_mwg`; ``acceptance_rate`` over
         the kept steps.
     """
+    factor = _check_factor(factor)
     _check_vae_inputs(vae, y, factor, truth, generator)
     burn_in = check_chain_length(num_steps, burn_in, minimum=2)
     num_steps = int(num_steps)
@@ -677,7 +680,7 @@ def super_resolve_mh(vae, y: torch.Tensor, factor: int, num_steps: int = 1600,
 def feasible_binary_image(score: torch.Tensor, y: torch.Tensor, factor: int) -> torch.Tensor:
     """A 0/1 image with block sums ``f^2 y``: in every block the ``s_b`` pixels of highest
     ``score: [batch, C, H, W]`` are 1 (ties broken by position). Returns ``[batch, C, H, W]``."""
-    _check_factor(factor)
+    factor = _check_factor(factor)
     _check_image(score, "score", factor)
     _check_low(y, "y", score.shape, factor)
     blocks = _blocks(score, factor)
@@ -824,6 +827,7 @@ def super_resolve_gibbs(log_prob: Callable[[torch.Tensor], torch.Tensor], y: tor
         :class:`SuperResolution`: ``mean`` the Rao-Blackwellized ``p(x_i = 1 | y)``, the
         average over kept sweeps of ``E[x_i | x_{-S}, y]`` at the step that redrew ``x_i``.
     """
+    factor = _check_factor(factor)
     shape, burn_in, m = _check_gibbs_arguments(log_prob, y, factor, num_sweeps, burn_in,
                                                subset_size, max_batch, generator, truth,
                                                progress)

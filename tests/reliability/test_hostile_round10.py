@@ -1,0 +1,72 @@
+"""A careless user's inputs that a probe of 2026-11-29 (ninth session) found failing raw or
+losing work; each test fails on the code before its fix.
+
+- A fitted ``NGramModel`` did not load from its own ``state_dict`` (torch's size mismatch:
+  its count buffers have as many entries as the pairs a fit saw), and a fitted concentration
+  was not in the state at all (a restored model would have scored with alpha = 1).
+- Super-resolution refused ``factor=np.int64(2)`` where every other count accepts numpy
+  integers.
+"""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from inference.uses import average_pool, super_resolve_map
+from ppl_models import NGramModel, Vocabulary
+from ppl_models.vae import VAE
+
+WORDS = ["ab", "abc", "cab", "ba", "a", "cc"]
+
+
+def _saved_and_loaded(state: dict) -> dict:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer)
+
+
+@pytest.mark.parametrize("order, backoff", [(1, False), (2, False), (3, True)])
+def test_a_fitted_ngram_model_loads_from_its_state_dict_with_its_concentration(order, backoff):
+    vocab = Vocabulary("abc")
+    x = vocab.encode(WORDS)
+    fitted = NGramModel(order, vocab, backoff=backoff).fit_counts(x)
+    alpha = fitted.fit_concentration()
+    assert alpha != 1.0
+    restored = NGramModel(order, vocab, backoff=backoff)
+    restored.load_state_dict(_saved_and_loaded(fitted.state_dict()))
+    assert restored.concentration == alpha
+    if backoff:
+        assert restored.lower.concentration == fitted.lower.concentration
+    assert torch.equal(restored.log_prob(x), fitted.log_prob(x))
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda s: s.__setitem__("pair_counts", s["pair_counts"] * 0.5), "not whole numbers"),
+    (lambda s: s.__setitem__("pair_codes", s["pair_codes"].flip(0)), "not distinct, sorted"),
+    (lambda s: s.__setitem__("context_counts", s["context_counts"] + 1), "context codes or "
+                                                                         "totals"),
+    (lambda s: s.__setitem__("_extra_state", {"concentration": -1.0}), "concentration"),
+])
+def test_an_edited_ngram_state_is_refused_naming_the_problem(edit, problem):
+    vocab = Vocabulary("abc")
+    state = NGramModel(2, vocab).fit_counts(vocab.encode(WORDS)).state_dict()
+    edit(state)
+    with pytest.raises((RuntimeError, ValueError), match=problem):
+        NGramModel(2, vocab).load_state_dict(state)
+
+
+def test_super_resolution_takes_a_numpy_or_tensor_integer_factor():
+    x = (torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    expected = average_pool(x, 2)
+    for factor in (np.int64(2), torch.tensor(2)):
+        assert torch.equal(average_pool(x, factor), expected)
+    torch.manual_seed(0)
+    vae = VAE((1, 4, 4), latent_dim=2, hidden=(3,))
+    result = super_resolve_map(vae, expected, np.int64(2), steps=2)
+    assert result.mean.shape == (2, 1, 4, 4)
+    for bad in (True, 2.0, 1, np.int64(1)):
+        with pytest.raises(ValueError, match="factor must be an integer >= 2"):
+            average_pool(x, bad)
