@@ -245,13 +245,33 @@ class IAFNormal(dist.TransformedDistribution):
             z0 = transform(z0)
         return z0
 
+    def _broadcast(self, value: torch.Tensor) -> torch.Tensor:
+        """``value: [..., d]`` expanded to ``broadcast(..., batch shape) + [d]`` (the
+        autoregressive inverse needs the context's shape); itself when already that shape,
+        so that a draw of this distribution is scored from the transforms' caches."""
+        _check_tensor(value, "value", 1)
+        try:
+            shape = torch.broadcast_shapes(value.shape[:-1], self.batch_shape)
+        except RuntimeError:
+            raise ValueError(f"value of shape {list(value.shape)} does not broadcast with the "
+                             f"batch shape {list(self.batch_shape)} (event shape "
+                             f"{list(self.event_shape)})") from None
+        shape = shape + value.shape[-1:]
+        return value if value.shape == shape else value.expand(shape)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """``log q(z)`` of ``value: [..., d]`` (leading dims broadcast with the batch shape)
+        -> ``[...]``, exact: the base density at the inverse flow, less the log volume
+        change."""
+        return super().log_prob(self._broadcast(value))
+
     def log_prob_elements(self, value: torch.Tensor) -> torch.Tensor:
         """``log q(z)`` split per coordinate: ``[..., d]`` terms ``log N(z0_i; loc_i,
         scale_i) - sum_t log s_{t,i}`` that sum to ``log_prob(value)`` (Kingma et al.'s
         per-dimension terms of an IAF posterior, used by free bits). ``z0`` and the steps'
         inputs come from the transforms' caches for a value this distribution drew, and
         from their exact inverse otherwise."""
-        inputs = [value]
+        inputs = [self._broadcast(value)]
         for transform in reversed(self.transforms):
             inputs.append(transform.inv(inputs[-1]))
         inputs.reverse()  # z_0 .. z_T
@@ -287,10 +307,9 @@ class ConditionalIAF(nn.Module):
 
     def __init__(self, latent_dim: int, context_dim: int, num_flows: int = 2, hidden: int = 64):
         super().__init__()
-        for name, value, low in (("latent_dim", latent_dim, 1), ("context_dim", context_dim, 1),
-                                 ("num_flows", num_flows, 0), ("hidden", hidden, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        latent_dim, context_dim = as_int(latent_dim, "latent_dim"), as_int(context_dim,
+                                                                           "context_dim")
+        num_flows, hidden = as_int(num_flows, "num_flows", minimum=0), as_int(hidden, "hidden")
         self.latent_dim, self.context_dim = latent_dim, context_dim
         self.num_flows, self.hidden = num_flows, hidden
         # in, context and out weights and the biases of every step, before torch allocates them
@@ -347,7 +366,7 @@ class FlowVAE(VAE):
                  likelihood: str = "bernoulli", hidden: Sequence[int] | None = None,
                  num_flows: int = 2, flow_hidden: int | None = None,
                  context_dim: int | None = None, likelihood_options: dict | None = None):
-        as_int(num_flows, "num_flows", minimum=0)
+        num_flows = as_int(num_flows, "num_flows", minimum=0)
         hidden = (400,) if hidden is None else as_sizes(hidden, "hidden")  # as VAE's None
         super().__init__(image_shape, latent_dim, likelihood, "mlp", hidden, likelihood_options)
         latent_dim = self.latent_dim

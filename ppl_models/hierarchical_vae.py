@@ -33,7 +33,7 @@ from torch.nn import functional as F
 
 from .checks import (as_bool, as_int, as_sizes, check_data, check_image_draws, check_input,
                      check_module_not_meta)
-from .likelihoods import make_likelihood
+from .likelihoods import likelihood_with_options
 from .local_guides import LocalGuide
 from .networks import full_precision, mlp
 from .vae import decoded_posterior
@@ -91,7 +91,7 @@ class TwoLayerVAE(PyroModule):
                              f"{', '.join(ACTIVATIONS)}")
         self.image_shape = image_shape
         self.latent_dim, self.top_latent_dim = latent_dim, top_latent_dim
-        self.likelihood = make_likelihood(likelihood, **(likelihood_options or {}))
+        self.likelihood = likelihood_with_options(likelihood, likelihood_options)
         act = ACTIVATIONS[activation]
         pixels = math.prod(self.image_shape)
         self.out_shape = (self.likelihood.params_per_pixel, *self.image_shape)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import pyro.distributions as dist
 import torch
@@ -601,8 +601,9 @@ def make_likelihood(name: str, **options) -> PixelLikelihood:
     Raises:
         ValueError: unknown ``name``, or an option the likelihood does not take.
     """
-    if name not in LIKELIHOODS:
-        raise ValueError(f"unknown likelihood {name!r}; choose one of {', '.join(LIKELIHOODS)}")
+    if not isinstance(name, str) or name not in LIKELIHOODS:
+        raise ValueError(f"unknown likelihood {name!r}; choose one of {', '.join(LIKELIHOODS)} "
+                         "(a str)")
     builder = LIKELIHOODS[name]
     accepted = list(inspect.signature(builder).parameters)
     unknown = sorted(set(options) - set(accepted))
@@ -610,6 +611,15 @@ def make_likelihood(name: str, **options) -> PixelLikelihood:
         raise ValueError(f"likelihood {name!r} takes no option(s) {unknown}; "
                          f"it takes {accepted or 'none'}")
     return builder(**options)
+
+
+def likelihood_with_options(name: str, options: dict | None) -> PixelLikelihood:
+    """:func:`make_likelihood` of a model's ``likelihood`` and ``likelihood_options`` (a dict,
+    or None for none); ``TypeError`` naming ``likelihood_options`` when it is not a mapping."""
+    if options is not None and not isinstance(options, Mapping):
+        raise TypeError(f"likelihood_options must be a dict of the likelihood's options "
+                        f"(e.g. {{'scale': 0.1}}), got {type(options).__name__}")
+    return make_likelihood(name, **(options or {}))
 
 
 def training_representation(data, likelihood: str, binarization: str = "static", seed: int = 0):

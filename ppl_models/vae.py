@@ -20,7 +20,7 @@ from pyro.nn import PyroModule, pyro_method
 from .checks import (as_bool, as_int, as_number, as_sizes, check_data,
                      check_finite_parameters, check_image_draws, check_input, check_memory,
                      check_module_not_meta)
-from .likelihoods import make_likelihood
+from .likelihoods import likelihood_with_options
 from .networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, check_hidden_for
 
 
@@ -43,7 +43,7 @@ class _ImageModel(PyroModule):
     def __init__(self, image_shape: Sequence[int], likelihood: str, likelihood_options):
         super().__init__()
         self.image_shape = as_sizes(image_shape, "image_shape", 3, "(C, H, W)")
-        self.likelihood = make_likelihood(likelihood, **(likelihood_options or {}))
+        self.likelihood = likelihood_with_options(likelihood, likelihood_options)
 
     def _check(self, x: torch.Tensor) -> None:
         check_data(x, self.image_shape, "x", like=self)

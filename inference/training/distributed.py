@@ -60,6 +60,13 @@ def check_process_group() -> None:
             f"({_missing_variables()}) or call torch.distributed.init_process_group first")
 
 
+def process_rank() -> int:
+    """This process's rank: the process group's when one exists (a user's
+    ``init_process_group(rank=...)`` sets no environment variable), else torchrun's ``RANK``
+    (0 when unset)."""
+    return dist.get_rank() if dist.is_initialized() else int(os.environ.get("RANK", "0"))
+
+
 def init_process_group(device: torch.device) -> torch.device:
     """Join the default process group (creating it from torchrun's environment); this rank's device.
 

@@ -242,7 +242,12 @@ def _check_jit_loss(loss, num_data: int, batch_size: int, kl_warmup_epochs: int)
 def _checkpoint_lock(checkpoint, distributed: bool):
     """Check that ``checkpoint`` can be written and lock it for the whole run (rank 0 of a
     distributed run), so that two runs on one checkpoint refuse rather than interleave."""
-    if checkpoint is None or (distributed and int(os.environ.get("RANK", "0")) != 0):
+    if distributed:
+        from .distributed import process_rank  # torch.distributed only when asked for
+
+        if process_rank() != 0:
+            checkpoint = None
+    if checkpoint is None:
         yield
         return
     checkpoints.check_writable(checkpoint)

@@ -70,3 +70,57 @@ def test_super_resolution_takes_a_numpy_or_tensor_integer_factor():
     for bad in (True, 2.0, 1, np.int64(1)):
         with pytest.raises(ValueError, match="factor must be an integer >= 2"):
             average_pool(x, bad)
+
+
+def _flow_vae_and_posterior():
+    from ppl_models import FlowVAE
+
+    torch.manual_seed(0)
+    flow_vae = FlowVAE((1, 8, 8), 3, hidden=(16,), num_flows=2)
+    with torch.no_grad():  # a flow away from the identity
+        for parameter in flow_vae.parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    x = (torch.rand(4, 1, 8, 8) < 0.5).float()
+    return flow_vae, flow_vae.posterior(x)
+
+
+def test_an_iaf_posterior_scores_values_that_broadcast_against_its_batch():
+    # a code scored under every image's posterior, as torch's distributions allow
+    _, posterior = _flow_vae_and_posterior()
+    z = torch.randn(5, 4, 3)
+    for value, full in ((z[0, 0], z[0, 0].expand(4, 3)), (z[0, :1], z[0, :1].expand(4, 3)),
+                        (z[:, :1], z[:, :1].expand(5, 4, 3))):
+        torch.testing.assert_close(posterior.log_prob(value), posterior.log_prob(full.clone()))
+        torch.testing.assert_close(posterior.log_prob_elements(value),
+                                   posterior.log_prob_elements(full.clone()))
+    with pytest.raises(ValueError, match=r"value of shape \[3, 3\] does not broadcast with the "
+                                         r"batch shape \[4\]"):
+        posterior.log_prob(torch.zeros(3, 3))
+
+
+def test_flow_sizes_take_numpy_and_tensor_integers():
+    from ppl_models import FlowVAE
+    from ppl_models.flow_guide import ConditionalIAF
+
+    torch.manual_seed(0)
+    plain = FlowVAE((1, 4, 4), 2, hidden=(3,), num_flows=1)
+    torch.manual_seed(0)
+    numpy_sized = FlowVAE((1, 4, 4), 2, hidden=(3,), num_flows=np.int64(1))
+    assert numpy_sized.flow.num_flows == 1 and type(numpy_sized.flow.num_flows) is int
+    for (name, a), b in zip(plain.state_dict().items(), numpy_sized.state_dict().values()):
+        assert torch.equal(a, b), name
+    flow = ConditionalIAF(np.int64(3), torch.tensor(2), np.int32(0), np.int64(5))
+    assert (flow.latent_dim, flow.context_dim, flow.num_flows, flow.hidden) == (3, 2, 0, 5)
+    with pytest.raises(ValueError, match="num_flows must be an integer >= 0"):
+        ConditionalIAF(3, 2, -1, 5)
+
+
+def test_a_likelihood_of_the_wrong_type_is_named():
+    from ppl_models import VAE as ImageVAE
+
+    with pytest.raises(ValueError, match=r"unknown likelihood \['bernoulli'\]; choose one of "
+                                         r"bernoulli"):
+        ImageVAE((1, 4, 4), 2, likelihood=["bernoulli"])
+    with pytest.raises(TypeError, match="likelihood_options must be a dict"):
+        ImageVAE((1, 4, 4), 2, likelihood="gaussian-fixed",
+                 likelihood_options=[("scale", 0.1)])

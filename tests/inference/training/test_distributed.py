@@ -247,5 +247,38 @@ def test_distributed_fit_without_a_process_group_says_how_to_launch(monkeypatch)
         fit(pair.model, pair.guide, make_data(), distributed=True, progress=False)
 
 
+def user_group_worker(out: Path, rank: int) -> None:
+    """A rank of a group the user made (``init_process_group(rank=..., world_size=...)``,
+    a shared file, none of torchrun's variables): fit with a checkpoint."""
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{out / 'group'}",
+                                         rank=rank, world_size=2)
+    torch.save(fit_run(True, 10 * rank, out / "user_group.pt"), out / f"user{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_distributed_fit_in_a_group_the_user_made_checkpoints_on_rank_0(tmp_path):
+    """Without RANK in the environment every rank took the checkpoint's lock: one was refused
+    as "another run is writing the checkpoint", the other died in gloo."""
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
+        [str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    processes = [subprocess.Popen([sys.executable, __file__, str(tmp_path), "--user-group",
+                                   str(rank)], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True) for rank in range(2)]
+    for rank, process in enumerate(processes):
+        output, _ = process.communicate(timeout=240)
+        assert process.returncode == 0, f"rank {rank} failed:\n{output}"
+    _, expected = fit_run(False, init=0, checkpoint=tmp_path / "single.pt")
+    for rank in range(2):
+        _, params = torch.load(tmp_path / f"user{rank}.pt", weights_only=False)
+        assert_same(params, expected, f"fit in a user's group, rank {rank}")
+    assert load_checkpoint(tmp_path / "user_group.pt")["rng"]["world_size"] == 2
+
+
 if __name__ == "__main__":
-    worker(Path(sys.argv[1]))
+    if sys.argv[2:3] == ["--user-group"]:
+        user_group_worker(Path(sys.argv[1]), int(sys.argv[3]))
+    else:
+        worker(Path(sys.argv[1]))
