@@ -33,7 +33,7 @@ from torch.nn import functional as F
 
 from .checks import (as_bool, as_int, as_sizes, check_data, check_image_draws, check_input,
                      check_module_not_meta)
-from .likelihoods import likelihood_with_options
+from .likelihoods import likelihood_with_options, sample_from
 from .local_guides import LocalGuide
 from .networks import full_precision, mlp
 from .vae import decoded_posterior
@@ -177,7 +177,8 @@ class TwoLayerVAE(PyroModule):
                       mean: bool = True) -> torch.Tensor:
         """Images from the model, ``[num, C, H, W]``: ``z2 ~ p``, ``z1 ~ p(z1 | z2)``, then the
         pixel means (``mean=True``) or pixel samples. Latent noise from ``generator`` (a
-        :class:`torch.Generator` on any device, the draws moved to the model's) or None.
+        :class:`torch.Generator` on any device, the draws moved to the model's) or None; the
+        pixel samples from a seed drawn from it (the global random state left as it was).
         ``num`` is a positive integer whose images fit in memory; ``mean`` True or False
         (``TypeError`` otherwise)."""
         check_module_not_meta(self, "TwoLayerVAE.sample_images")
@@ -193,7 +194,7 @@ class TwoLayerVAE(PyroModule):
             eps = torch.randn(num, self.latent_dim, generator=generator, device=source,
                               dtype=param.dtype)
             pixels = self.decode(loc + scale * eps.to(device))
-            return pixels.mean if mean else pixels.sample()
+            return pixels.mean if mean else sample_from(pixels, generator)
 
     def local_guide(self, x: torch.Tensor) -> LocalTwoLayerGuide:
         """A guide with free ``q(z1)`` parameters per datapoint of ``x`` and ``q(z2 | z1)`` fixed.

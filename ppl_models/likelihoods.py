@@ -613,6 +613,23 @@ def make_likelihood(name: str, **options) -> PixelLikelihood:
     return builder(**options)
 
 
+def sample_from(pixels, generator: torch.Generator | None) -> torch.Tensor:
+    """``pixels.sample()`` (a pixel distribution of :func:`make_likelihood`'s) with its noise
+    determined by ``generator``: a seed drawn from it seeds a forked random state on the
+    draws' device, so the global generators are left as they were; None draws from them."""
+    if generator is None:
+        return pixels.sample()
+    device = pixels.mean.device
+    seed = int(torch.randint(0, 2 ** 62, (), generator=generator, device=generator.device))
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        if device.type == "cuda":
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
+        else:
+            torch.default_generator.manual_seed(seed)
+        return pixels.sample()
+
+
 def likelihood_with_options(name: str, options: dict | None) -> PixelLikelihood:
     """:func:`make_likelihood` of a model's ``likelihood`` and ``likelihood_options`` (a dict,
     or None for none); ``TypeError`` naming ``likelihood_options`` when it is not a mapping."""

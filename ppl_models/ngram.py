@@ -179,6 +179,25 @@ class NGramModel(PyroModule):
         return None
 
     @property
+    def concentration(self) -> float:
+        """``alpha``, in ``(0, MAX_CONCENTRATION]`` (checked when set)."""
+        return self._concentration
+
+    @concentration.setter
+    def concentration(self, value) -> None:
+        self._concentration = _check_concentration(value, "concentration")
+
+    def _check_underflow(self, probabilities: torch.Tensor, what: str) -> None:
+        """``FloatingPointError`` when a predictive probability (never 0 for ``alpha > 0``)
+        rounded to 0 in float64: a concentration so small that its pseudo-counts vanish."""
+        if bool((probabilities == 0).any()):
+            raise FloatingPointError(
+                f"NGramModel.{what}: a predictive probability of an unseen symbol rounds to 0 "
+                f"in float64 at concentration {self.concentration:.3g} (the pseudo-count "
+                f"alpha / {self.num_outputs} per symbol, or its share of a lower order's "
+                "prediction, underflows); use a larger concentration")
+
+    @property
     def num_outputs(self) -> int:
         """The size of the predicted alphabet (characters and the end-of-word symbol)."""
         return self.vocab.num_outputs
@@ -238,7 +257,9 @@ class NGramModel(PyroModule):
             raise ValueError(f"context ids must lie in 0..{self.vocab.bos}, got range "
                              f"[{int(contexts.min())}, {int(contexts.max())}]")
         symbols = torch.arange(self.num_outputs, device=contexts.device)
-        return self._predictive(contexts[..., None, :], symbols)
+        probabilities = self._predictive(contexts[..., None, :], symbols)
+        self._check_underflow(probabilities, "conditional")
+        return probabilities
 
     def _strength(self, alpha: float) -> float:
         """Total prior pseudo-count of a context."""
@@ -264,15 +285,22 @@ class NGramModel(PyroModule):
         """Exact ``log p(word)`` in nats, end symbol included: ``x: [batch, max_len]`` ->
         ``[batch]`` float64."""
         targets, contexts, mask = self.contexts(x)
-        log_p = self._predictive(contexts, targets).log()  # [batch, max_len]
-        return torch.where(mask, log_p, 0.0).sum(1)
+        probabilities = self._predictive(contexts, targets)  # [batch, max_len]
+        self._check_underflow(probabilities[mask], "log_prob")
+        return torch.where(mask, probabilities.log(), 0.0).sum(1)
 
     def log_evidence(self, alpha: float | None = None) -> float:
         """Exact ``log p(training symbols | alpha)`` in nats (module docstring); ``alpha`` in
         ``(0, MAX_CONCENTRATION]`` defaults to the model's concentration."""
         alpha = (self.concentration if alpha is None
                  else _check_concentration(alpha, "alpha (the concentration)"))
-        return self._log_evidence(alpha, self._pair_prior_means())
+        evidence = self._log_evidence(alpha, self._pair_prior_means())
+        if not math.isfinite(evidence):
+            raise FloatingPointError(
+                f"NGramModel.log_evidence: not finite in float64 at concentration {alpha:.3g} "
+                "(the Gamma functions of pseudo-counts that round to 0); use a larger "
+                "concentration")
+        return evidence
 
     def _log_evidence(self, alpha: float, prior_means: torch.Tensor | float) -> float:
         """:meth:`log_evidence` given :meth:`_pair_prior_means` (fixed while ``alpha`` is

@@ -20,7 +20,7 @@ from pyro.nn import PyroModule, pyro_method
 from .checks import (as_bool, as_int, as_number, as_sizes, check_data,
                      check_finite_parameters, check_image_draws, check_input, check_memory,
                      check_module_not_meta)
-from .likelihoods import likelihood_with_options
+from .likelihoods import likelihood_with_options, sample_from
 from .networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, check_hidden_for
 
 
@@ -175,7 +175,9 @@ class VAE(_ImageModel):
         """Images from the prior, ``[num, C, H, W]``: pixel means, or pixel samples.
 
         The latents are drawn on ``generator``'s device (a CPU generator gives the same
-        images on every device) or, without one, on the model's device. ``generator`` is a
+        means on every device) or, without one, on the model's device; the pixel samples
+        (``mean=False``) from a seed drawn from ``generator``, on the model's device, leaving
+        the global random state as it was. ``generator`` is a
         :class:`torch.Generator` or None; ``num`` a positive integer whose images fit in
         memory; ``mean`` True or False (``TypeError`` otherwise: a string such as ``"no"``
         would count as True).
@@ -190,7 +192,7 @@ class VAE(_ImageModel):
             z = torch.randn(num, self.latent_dim, generator=generator, device=source,
                             dtype=param.dtype).to(device)
             pixels = self.decode(z)
-            return pixels.mean if mean else pixels.sample()
+            return pixels.mean if mean else sample_from(pixels, generator)
 
 
 class Autoencoder(_ImageModel):

@@ -5,7 +5,19 @@ losing work; each test fails on the code before its fix.
   its count buffers have as many entries as the pairs a fit saw), and a fitted concentration
   was not in the state at all (a restored model would have scored with alpha = 1).
 - Super-resolution refused ``factor=np.int64(2)`` where every other count accepts numpy
-  integers.
+  integers; ``FlowVAE(num_flows=np.int64(1))`` passed its own check, then ``ConditionalIAF``
+  refused it.
+- ``IAFNormal.log_prob`` of a value that broadcasts against the batch (one code under every
+  image's posterior) failed inside Pyro's autoregressive inverse.
+- ``VAE(likelihood=["bernoulli"])`` and ``likelihood_options=[...]`` failed with Python's
+  "unhashable type" and "argument after ** must be a mapping".
+- ``sample_images(..., mean=False)`` drew the pixels from the global generator: the same
+  seeded generator gave other images on every call.
+- ``NGramModel`` at a concentration whose pseudo-counts round to 0 (5e-324) scored an unseen
+  pair ``-inf`` (exact: -748); one set by attribute to -1 gave NaN.
+- ``LinearGaussian.log_marginal``, the closed form the estimators are checked against, lost
+  0.05-1.7 nats in float32 for noise scales of 3e-3 to 3e-4 and failed in torch's Cholesky
+  below.
 """
 
 import io
@@ -124,3 +136,56 @@ def test_a_likelihood_of_the_wrong_type_is_named():
     with pytest.raises(TypeError, match="likelihood_options must be a dict"):
         ImageVAE((1, 4, 4), 2, likelihood="gaussian-fixed",
                  likelihood_options=[("scale", 0.1)])
+
+
+@pytest.mark.parametrize("make", [
+    lambda: __import__("ppl_models").VAE((1, 8, 8), 3, hidden=(8,)),
+    lambda: __import__("ppl_models").VAE((1, 8, 8), 3, hidden=(8,),
+                                         likelihood="logistic-mixture"),
+    lambda: __import__("ppl_models").TwoLayerVAE((1, 8, 8), 4, 2, hidden=(8,),
+                                                 top_hidden=(8,)),
+], ids=["bernoulli", "logistic-mixture", "two-layer"])
+def test_sampled_images_come_from_the_generator_and_leave_the_global_state(make):
+    torch.manual_seed(0)
+    model = make()
+    state = torch.get_rng_state()
+    first = model.sample_images(6, generator=torch.Generator().manual_seed(5), mean=False)
+    assert torch.equal(torch.get_rng_state(), state), "the global generator was drawn from"
+    again = model.sample_images(6, generator=torch.Generator().manual_seed(5), mean=False)
+    other = model.sample_images(6, generator=torch.Generator().manual_seed(6), mean=False)
+    assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+def test_an_ngram_concentration_whose_pseudo_counts_underflow_is_named():
+    vocab = Vocabulary("abc")
+    train, test = vocab.encode(["ab", "abc", "cab"]), vocab.encode(["cc", "ab"])
+    model = NGramModel(2, vocab, concentration=1e-300).fit_counts(train)
+    exact = model.log_prob(test)  # an unseen pair: log(1e-300 / V) and the like, finite
+    assert torch.isfinite(exact).all() and exact[0] < -690
+    model.concentration = 5e-324  # alpha / V rounds to 0 in float64 (it gave -inf)
+    with pytest.raises(FloatingPointError, match=r"NGramModel.log_prob: a predictive "
+                                                 r"probability of an unseen symbol rounds to 0"):
+        model.log_prob(test)
+    with pytest.raises(ValueError, match="concentration must be"):
+        model.concentration = -1.0  # it gave NaN log probabilities
+    with pytest.raises(ValueError, match="concentration must be"):
+        model.concentration = 0.0
+
+
+def test_the_linear_gaussian_closed_form_stays_exact_for_a_small_noise_scale():
+    from ppl_models import LinearGaussian
+
+    # float32 parameters, truth from the same values in float64; C = W W^T + s^2 I with
+    # s^2 below float32's rounding of W W^T lost 0.7 nats at s = 1e-3, then failed
+    for noise, (data_dim, latent_dim) in [(1e-3, (6, 2)), (3e-4, (6, 2)), (1e-4, (6, 2)),
+                                           (1e-4, (3, 5)), (0.5, (4, 4))]:
+        model = LinearGaussian(data_dim, latent_dim, noise_scale=noise)
+        x = model.simulate(50)
+        weight, bias = model.weight.detach().double(), model.bias.detach().double()
+        covariance = weight @ weight.T + model.noise_scale.detach().double() ** 2 * torch.eye(
+            data_dim, dtype=torch.float64)
+        truth = torch.distributions.MultivariateNormal(bias, covariance).log_prob(x.double())
+        estimate = model.log_marginal(x)
+        assert estimate.dtype == torch.float32
+        error = float((estimate.detach().double() - truth).abs().max())
+        assert error < 1e-5 * float(truth.abs().max()) + 1e-5, (noise, error)
