@@ -675,6 +675,13 @@ def autograd_arguments(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     return plain(tuple(args)), plain(dict(kwargs))
 
 
+def drops_out(module: torch.nn.Module) -> bool:
+    """Whether ``module`` itself draws a dropout mask in training mode: a dropout layer, or a
+    recurrent layer with dropout between its layers (``nn.GRU(num_layers=2, dropout=0.5)``)."""
+    return (isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.p > 0) or (
+        isinstance(module, torch.nn.RNNBase) and module.dropout > 0 and module.num_layers > 1)
+
+
 def training_mode_layers(module: torch.nn.Module, training: bool = True) -> list[str]:
     """``"BatchNorm1d at encoder.1"`` for each submodule of ``module`` in training mode (in
     evaluation mode with ``training=False``) whose output depends on the mode: batch norm
@@ -686,10 +693,9 @@ def training_mode_layers(module: torch.nn.Module, training: bool = True) -> list
             continue
         if isinstance(sub, torch.nn.modules.batchnorm._NormBase) and sub.track_running_stats:
             found.append(f"{type(sub).__name__} at {name or 'the top'}")
-        elif isinstance(sub, torch.nn.modules.dropout._DropoutNd) and sub.p > 0:
-            found.append(f"{type(sub).__name__}(p={sub.p}) at {name or 'the top'}")
-        elif isinstance(sub, torch.nn.RNNBase) and sub.dropout > 0 and sub.num_layers > 1:
-            found.append(f"{type(sub).__name__}(dropout={sub.dropout}) at {name or 'the top'}")
+        elif drops_out(sub):
+            rate = f"p={sub.p}" if hasattr(sub, "p") else f"dropout={sub.dropout}"
+            found.append(f"{type(sub).__name__}({rate}) at {name or 'the top'}")
     return found
 
 

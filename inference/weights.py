@@ -26,8 +26,8 @@ import torch
 from pyro.infer.util import is_validation_enabled
 
 from .checks import (as_int, check_data_arguments, check_dense_values, check_nonempty_batch,
-                     check_pair_call, check_weights_memory, evaluation_mode, leaves_buffers,
-                     physical_memory_bytes, tensors_in, validation_enabled)
+                     check_pair_call, check_weights_memory, drops_out, evaluation_mode,
+                     leaves_buffers, physical_memory_bytes, tensors_in, validation_enabled)
 from .compiling import (
     arguments_key,
     check_backend,
@@ -496,8 +496,7 @@ def check_rows_independent(model: Callable, guide: Callable, args: tuple, kwargs
                                   (*cut_args, *cut_kwargs.values()))):
         return  # the data do not come in as arguments of batch_size rows
     modules = reachable_modules(model, guide)
-    dropout = [sub for module in modules for sub in module.modules()
-               if isinstance(sub, torch.nn.modules.dropout._DropoutNd)]
+    dropout = [sub for module in modules for sub in module.modules() if drops_out(sub)]
     given = (*args, *kwargs.values())
     cut = (*cut_args, *cut_kwargs.values())
     # a setting with as many rows as the batch (a mixture's component means, weights) is not

@@ -202,7 +202,8 @@ class Autoencoder(_ImageModel):
     ``sparsity * |z|_1`` per image when ``sparsity > 0``: the sparse autoencoder of the
     lecture, whose L1 penalty on the code activity drives most units to zero. SVI with
     Trace_ELBO then maximizes the (penalized) reconstruction likelihood; the returned
-    numbers are not evidence bounds.
+    numbers are not evidence bounds: the observed site is marked ``infer={"not_a_density":
+    True}``, and the evidence estimators refuse it (``elbo`` gives the objective).
 
     The arguments are :class:`VAE`'s (``hidden``: the MLPs' widths, None for ``(400,)``,
     refused with ``network="conv"``) and ``sparsity >= 0``.
@@ -238,7 +239,10 @@ class Autoencoder(_ImageModel):
         with pyro.plate("data", x.shape[0]):
             if self.sparsity:
                 pyro.factor("l1_activity", -self.sparsity * code.abs().sum(-1))
-            pyro.sample("x", self.pixel_distribution(self.decoder(code)).to_event(3), obs=x)
+            # x scored given a code read from x: no density of x, which the estimators
+            # refuse by this mark (inference.pair_check.NOT_A_DENSITY)
+            pyro.sample("x", self.pixel_distribution(self.decoder(code)).to_event(3), obs=x,
+                        infer={"not_a_density": True})
 
     @pyro_method
     def guide(self, x: torch.Tensor) -> None:

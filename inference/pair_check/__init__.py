@@ -70,6 +70,7 @@ from .policy import (
 )
 from .sites import (
     DATA_PLATE,
+    NOT_A_DENSITY,
     PARTICLE_PLATE,
     DrawsAsLeaves,
     PairError,
@@ -100,6 +101,7 @@ __all__ = [
     "DrawsAsLeaves",
     "FIT_LOSSES",
     "JOINT_USE",
+    "NOT_A_DENSITY",
     "PARTICLE_PLATE",
     "PER_DATAPOINT_USES",
     "PairError",

@@ -447,6 +447,15 @@ def check_pair(structure: PairStructure, use: str, called: str | None = None) ->
             "density on the latents' space, so importance weights, bounds and AIS are "
             "undefined (they came out above log p(x)). Give every latent a distribution "
             "('normal' or 'mvn' conditionals, AutoNormal)")
+    if s.not_densities and not training and use != "elbo":
+        # elbo stays: it is the training objective fit reports on validation data
+        raise PairError(
+            f"{called}: the model marks observed site(s) {site_list(s.not_densities)} as no "
+            "density of the data (infer={'not_a_density': True}: an autoencoder's "
+            "reconstruction term p(x | z = encoder(x)) reads x to score x), so its numbers "
+            "are no log-probabilities of x and no evidence or bound exists (over all 2x2 "
+            "binary images they summed to 15). fit trains it and elbo gives its objective; "
+            "for evidence, use a model with a latent prior (VAE)")
     if s.improper and not training:
         raise PairError(
             f"{called}: the model's latent site(s) {site_list(s.improper)} have an improper "

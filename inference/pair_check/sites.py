@@ -24,6 +24,12 @@ DATA_PLATE = "data"
 PARTICLE_PLATE = "particles"
 
 
+NOT_A_DENSITY = "not_a_density"
+"""The ``infer`` key that marks an observed site whose score is no density of its value
+(``infer={"not_a_density": True}``: an autoencoder's reconstruction term ``p(x | z =
+encoder(x))``, which reads ``x`` to score ``x``): training takes it, the estimators refuse it."""
+
+
 class PairError(ValueError):
     """A model/guide pair an entry point cannot handle; the message names the construct."""
 

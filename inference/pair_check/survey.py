@@ -70,6 +70,7 @@ from .shapes import (
 )
 from .sites import (
     DATA_PLATE,
+    NOT_A_DENSITY,
     PairError,
     conditional_sites_of_guide,
     data_frame,
@@ -173,6 +174,8 @@ class PairStructure:
             density is their own, beside the auxiliary transform's.
         improper: latent sites of the model with an improper prior (``ImproperUniform``,
             whose log density is 0 everywhere): ``log p(x)`` is not defined.
+        not_densities: observed sites the model marks as no density of their value
+            (:data:`.sites.NOT_A_DENSITY`).
         unused_auxiliary: auxiliary guide sites that no other guide site depends on: their
             ``log q`` would enter every weight with nothing in ``p`` to match it.
         dependent_support: observed sites whose support moves with the latents (``x ~
@@ -224,6 +227,7 @@ class PairStructure:
     beside_auxiliary: tuple = ()
     unused_auxiliary: tuple = ()
     improper: tuple = ()
+    not_densities: tuple = ()
     plates: tuple = ()
     dependent_support: tuple = ()
     unrecorded_randomness: tuple = ()
@@ -642,7 +646,9 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         surplus_auxiliary=balance[1],
         beside_auxiliary=beside_auxiliary,
         unused_auxiliary=unused_auxiliary,
-        improper=tuple(s["name"] for s in model_sites if not s["is_observed"]
+not_densities=tuple(s["name"] for s in model_sites
+                            if s["is_observed"] and s["infer"].get(NOT_A_DENSITY)),
+                improper=tuple(s["name"] for s in model_sites if not s["is_observed"]
                        and isinstance(unwrapped(s["fn"]), ImproperUniform)),
         unrecorded_randomness=(unrecorded_randomness(model, guide, args, kwargs)
                                if probe_randomness else ()),

@@ -21,6 +21,7 @@ losing work; each test fails on the code before its fix.
 """
 
 import io
+import math
 
 import numpy as np
 import pytest
@@ -189,3 +190,41 @@ def test_the_linear_gaussian_closed_form_stays_exact_for_a_small_noise_scale():
         assert estimate.dtype == torch.float32
         error = float((estimate.detach().double() - truth).abs().max())
         assert error < 1e-5 * float(truth.abs().max()) + 1e-5, (noise, error)
+
+
+def test_a_gru_with_dropout_in_training_mode_is_warned_about_not_refused():
+    # the rows check replays with dropout off; a GRU's dropout between layers was left on,
+    # and its masks, drawn per batch, were taken for a dependence between datapoints
+    from inference import elbo
+    from ppl_models import GRULanguageModel
+
+    vocab = Vocabulary("abc")
+    torch.manual_seed(0)
+    language_model = GRULanguageModel(vocab, embedding=8, hidden=16, layers=2, dropout=0.5)
+    x = vocab.encode(["ab", "abc", "ca", "b"])
+    with pytest.warns(UserWarning, match=r"training mode with GRU\(dropout=0.5\)"):
+        result = elbo(language_model.model, language_model.guide, x, progress=False)
+    assert result.shape == (4,) and torch.isfinite(result).all()
+    assert language_model.training
+
+
+def test_the_estimators_refuse_an_autoencoders_reconstruction_score():
+    # p(x | z = encoder(x)) reads x to score x: its exp summed to 15 over all 2x2 binary images
+    from inference import PairError, bound_sweep, elbo, fit, iwae_bound, log_evidence
+    from ppl_models import Autoencoder
+
+    torch.manual_seed(0)
+    autoencoder = Autoencoder((1, 2, 2), 2, hidden=(8,))
+    images = (torch.rand(8, 1, 2, 2) < 0.5).float()
+    for estimate in (lambda: log_evidence(autoencoder.model, autoencoder.guide, images),
+                     lambda: iwae_bound(autoencoder.model, autoencoder.guide, images,
+                                        num_samples=2),
+                     lambda: bound_sweep(autoencoder.model, autoencoder.guide, images,
+                                         num_samples=(1, 2))):
+        with pytest.raises(PairError, match=r"observed site\(s\) 'x' as no density of the data"):
+            estimate()
+    # training, and its objective on validation data (fit's valid_elbo), stay
+    history = fit(autoencoder.model, autoencoder.guide, images, valid_data=images, epochs=1,
+                  progress=False)
+    assert math.isfinite(history[-1]["valid_elbo"])
+    assert torch.isfinite(elbo(autoencoder.model, autoencoder.guide, images)).all()
