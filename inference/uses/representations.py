@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import pyro.distributions as dist
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from pyro.distributions import Independent, Normal
@@ -363,6 +364,13 @@ def posterior_means(guide: Callable, *args, site: str = "z", **kwargs) -> torch.
             f"posterior_means: the guide's site '{site}' is a Delta at a value computed from "
             f"the draw of another latent{whose}, so its mean would be one random draw, "
             f"another on every call; {average_draws}")
+    circular = _circular_family(fn)
+    if circular:
+        raise NotImplementedError(
+            f"posterior_means: the guide's distribution at site '{site}' is a {circular}, "
+            "whose .mean is a circular mean (an angle, or a direction on the sphere), not the "
+            f"expectation of z that active_units compares; {average_draws}, or read "
+            f"{circular}.mean of the site yourself if the circular mean is what you want")
     try:
         mean = fn.mean
     except NotImplementedError:
@@ -378,6 +386,21 @@ def posterior_means(guide: Callable, *args, site: str = "z", **kwargs) -> torch.
     if DATA_PLATE in subsamples:
         mean.subsample = subsamples[DATA_PLATE][0]
     return mean
+
+
+# Families on the circle or the sphere: their .mean is a circular mean, not E[z].
+CIRCULAR_FAMILIES = (dist.VonMises, dist.ProjectedNormal, dist.SineBivariateVonMises,
+                     dist.SineSkewed)
+
+
+def _circular_family(fn) -> str | None:
+    """The class name of ``fn``'s base distribution (under ``Independent``, expansions and
+    masks) when it lives on the circle or the sphere, else None."""
+    while hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    if isinstance(fn, CIRCULAR_FAMILIES) or fn.support is dist.constraints.sphere:
+        return type(fn).__name__
+    return None
 
 
 def active_units(means: torch.Tensor, threshold: float = 0.01) -> tuple[int, torch.Tensor]:

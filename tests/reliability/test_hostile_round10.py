@@ -18,6 +18,12 @@ losing work; each test fails on the code before its fix.
 - ``LinearGaussian.log_marginal``, the closed form the estimators are checked against, lost
   0.05-1.7 nats in float32 for noise scales of 3e-3 to 3e-4 and failed in torch's Cholesky
   below.
+- ``GRULanguageModel(dropout=0.5)`` in training mode was refused as a dependence between
+  datapoints (the rows check's replay left the GRU's dropout between layers on).
+- ``Autoencoder``'s reconstruction score p(x | z = encoder(x)) came out of ``log_evidence``
+  as "evidences" summing to 15 over all 2x2 binary images.
+- ``bits_back_encode``'s 8 initial words charged a 16-latent VAE's first draw to the images.
+- ``posterior_means`` of a ``VonMises`` or ``ProjectedNormal`` site returned circular means.
 """
 
 import io
@@ -243,3 +249,24 @@ def test_bits_back_default_initial_words_cover_the_first_image():
     default = net_bits(bits_back_encode(vae, images))
     assert default == net_bits(bits_back_encode(vae, images, initial_words=12))
     assert net_bits(bits_back_encode(vae, images, initial_words=1)) > default + 100
+
+
+@pytest.mark.parametrize("family, draw", [
+    ("VonMises", lambda n: __import__("pyro").distributions.VonMises(
+        torch.tensor([0.0, 2.5, 3.0, -3.1])[:n], torch.tensor(1.0))),
+    ("ProjectedNormal", lambda n: __import__("pyro").distributions.ProjectedNormal(
+        torch.tensor([[1.0, 1.0]]).expand(n, 2))),
+])
+def test_posterior_means_refuses_circular_means(family, draw):
+    # VonMises(2.5, 1).mean is 2.5 where its draws average 0.64: a circular mean, not E[z]
+    import pyro
+
+    from inference.uses import posterior_means
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", draw(x.shape[0]))
+
+    with pytest.raises(NotImplementedError, match=rf"site 'z' is a {family}, whose \.mean is "
+                                                  r"a circular mean"):
+        posterior_means(guide, torch.zeros(4))
