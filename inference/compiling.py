@@ -176,12 +176,33 @@ def owning_module(model: Callable, guide: Callable, purpose: str) -> torch.nn.Mo
                 "compiled graph is built from methods of one torch.nn.Module; call without "
                 "compile" + (" (compiled graphs do not sum out enumerated sites either)"
                              if handler == "InferConfigMessenger" else ""))
+    for role, fn in (("model", model), ("guide", guide)):
+        if isinstance(fn, functools.partial):
+            fixed = [*map(repr, fn.args), *(f"{key}={value!r}" for key, value in
+                                             fn.keywords.items())]
+            raise ValueError(
+                f"{purpose}: the {role} is a functools.partial of {_described(fn.func)} "
+                f"(fixing {', '.join(fixed) or 'nothing'}), and a compiled graph is built from "
+                "the methods of one torch.nn.Module themselves: pass the methods and give the "
+                "fixed arguments to the call, which forwards them (e.g. elbo(pair.model, "
+                "pair.guide, x, prior_scale=2.0)), or call without compile")
     owner = getattr(model, "__self__", None)
     if not isinstance(owner, torch.nn.Module) or getattr(guide, "__self__", None) is not owner:
         raise ValueError(f"{purpose} needs model and guide to be methods of one "
                          "torch.nn.Module that owns their parameters (e.g. a PyroModule with "
-                         f"pyro_method); got model={model!r}, guide={guide!r}")
+                         f"pyro_method); got model={_described(model)}, "
+                         f"guide={_described(guide)}")
     return owner
+
+
+def _described(fn) -> str:
+    """``Pair.model`` (a bound method, named by its class), a function's qualified name, or
+    the object's type: a short name for messages (a module's repr runs over many lines)."""
+    owner = getattr(fn, "__self__", None)
+    if owner is not None and hasattr(fn, "__func__"):
+        return f"the method {type(owner).__name__}.{fn.__func__.__name__}"
+    name = getattr(fn, "__qualname__", None)
+    return f"the function {name}" if name else f"a {type(fn).__name__} object"
 
 
 def tensor_leaves(args: tuple, kwargs: dict) -> list[torch.Tensor]:

@@ -10,6 +10,7 @@ import warnings
 
 import torch
 from pyro import poutine
+from torch.distributions import constraints
 from pyro.poutine.messenger import Messenger
 from pyro.infer.autoguide import AutoGuide
 from pyro.poutine.util import prune_subsample_sites
@@ -67,7 +68,33 @@ def check_observed_values(model_sites, skip=()) -> None:
                 f"observed site '{site['name']}' ({family(site['fn'])}) cannot score its "
                 f"value of dtype {value.dtype} and shape {list(value.shape)} "
                 f"({type(error).__name__}: {first}){remedy}{_plate_size_hint(site)}") from None
+        _check_whole_counts(site)
         _warn_point_mass_observation(site, log_p)
+
+
+def _check_whole_counts(site) -> None:
+    """``PairError`` for an observed value of a multinomial support (``Multinomial``,
+    ``DirichletMultinomial``) that is not whole counts: torch's constraint checks only the
+    signs and the total, and ``log_prob`` (Gamma functions of the values) scores proportions
+    such as ``[0.5, 0.3, 0.2]`` at a finite number where the model gives them probability 0."""
+    support = site["fn"].support
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    value = site["value"]
+    if not isinstance(support, constraints._Multinomial) or not value.is_floating_point():
+        return
+    fractional = value != value.round()
+    if site["mask"] is not None and site["mask"] is not True:  # masked values go unscored
+        mask = torch.as_tensor(site["mask"], device=value.device)
+        fractional = fractional & mask.reshape(mask.shape + (1,) * site["fn"].event_dim)
+    if fractional.any():
+        row = value[fractional.any(-1)][0] if value.dim() > 1 else value
+        raise PairError(
+            f"observed site '{site['name']}' ({family(site['fn'])}) observes values that are not "
+            f"whole counts, e.g. {row.tolist()[:8]}: the model gives them probability 0 "
+            "(torch's multinomial constraint checks only signs and totals, and log_prob would "
+            "score them at a finite number). Pass counts (non-negative integers), or a "
+            "continuous likelihood of proportions (dist.Dirichlet)")
 
 
 def _warn_point_mass_observation(site, log_p: torch.Tensor) -> None:

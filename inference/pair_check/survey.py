@@ -18,6 +18,7 @@ import torch
 from pyro import poutine
 from pyro.distributions import ImproperUniform, Unit, constraints
 from pyro.distributions.torch_distribution import TorchDistributionMixin
+from pyro.infer.autoguide import AutoGuideList
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from torch.distributions import biject_to
@@ -329,6 +330,21 @@ def _dependent_late_parents(model, guide, args, kwargs, model_sites, guide_laten
                                   guide_dependencies, registered_only=True)
 
 
+def _check_guide_list_parts(guide) -> None:
+    """``PairError`` for an ``AutoGuideList`` part given ``create_plates``: the list makes
+    the plates for its parts, and Pyro stops such a part with a bare ``AssertionError``
+    ("Cannot pass create_plates() to non-master guide") at its first run."""
+    if not isinstance(guide, AutoGuideList):
+        return
+    for index, part in enumerate(guide):
+        if getattr(part, "create_plates", None) is not None:
+            raise PairError(
+                f"the guide's AutoGuideList part {index} ({type(part).__name__}) was given "
+                "create_plates: pass create_plates to the AutoGuideList only "
+                "(AutoGuideList(model, create_plates=...)); its parts run inside the list's "
+                "plates")
+
+
 def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
                 probe_vectorized: bool = True, probe_randomness: bool = True,
                 reference: PairStructure | None = None) -> PairStructure:
@@ -374,6 +390,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     args = tuple(args)
     kwargs = kwargs or {}
     check_store_shapes(model, guide)
+    _check_guide_list_parts(guide)
     held = pyro_params_held(model, guide)
     # the first run, on copies of the tensor arguments: a program that changes one in
     # place is refused before it touches the caller's

@@ -1,0 +1,135 @@
+"""Pairs a Pyro user writes, round 7 (a probe of 2026-11-29, ninth session); each test of a
+fix fails on the code before it, and the ragged-totals test guards the new check against
+false refusals.
+
+- Proportions observed under a ``Multinomial`` or ``DirichletMultinomial`` (a common slip:
+  ``[0.5, 0.3, 0.2]`` for counts) were scored at finite numbers and trained on: torch's
+  multinomial constraint checks only signs and totals.
+- ``AutoGuideList`` parts given ``create_plates`` too: Pyro's bare ``AssertionError``.
+- ``compile=True`` with ``functools.partial`` of a module's methods: a refusal that said the
+  pair must be methods of one module (they are) and printed the module's repr.
+"""
+
+import functools
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer.autoguide import AutoGuideList, AutoNormal
+from pyro.nn import PyroModule, pyro_method
+
+from inference import PairError, elbo, fit, iwae_bound
+
+ALPHA = torch.tensor([1.5, 2.0, 0.7])
+
+
+def _dirichlet_multinomial(total):
+    def model(x):
+        with pyro.plate("data", len(x)):
+            p = pyro.sample("p", dist.Dirichlet(ALPHA.expand(len(x), 3)))
+            pyro.sample("x", dist.Multinomial(total, probs=p), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("p", dist.Dirichlet(ALPHA + x))
+
+    return model, guide
+
+
+@pytest.mark.parametrize("validation", [True, False])
+def test_proportions_under_a_multinomial_are_refused_naming_the_site(validation):
+    model, guide = _dirichlet_multinomial(1)
+    proportions = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]])
+    with pyro.validation_enabled(validation):
+        for call in (lambda: elbo(model, guide, proportions),
+                     lambda: iwae_bound(model, guide, proportions, num_samples=5),
+                     lambda: fit(model, guide, proportions, epochs=1, progress=False)):
+            with pytest.raises(PairError, match=r"observed site 'x' \(Multinomial\) observes "
+                                                r"values that are not whole counts"):
+                call()
+
+
+def test_counts_and_ragged_totals_under_a_multinomial_stay_exact():
+    # a row summing below total_count is torch's documented per-row total: still scored; the
+    # exact log p(x) of a Dirichlet-multinomial is DirichletMultinomial.log_prob
+    model, guide = _dirichlet_multinomial(6)
+    counts = torch.tensor([[3.0, 1.0, 2.0], [0.0, 0.0, 6.0], [0.0, 0.0, 5.0]])
+    guide_exact = lambda x: _exact_guide(x)  # noqa: E731
+    truth = torch.stack([dist.DirichletMultinomial(ALPHA, row.sum()).log_prob(row)
+                         for row in counts])
+    torch.testing.assert_close(elbo(model, guide_exact, counts, num_samples=3), truth)
+    # masked rows go unscored: their values are not judged
+    masked = counts.clone()
+    masked[2] = torch.tensor([0.5, 0.5, 4.0])
+
+    def masked_model(x):
+        with pyro.plate("data", len(x)):
+            p = pyro.sample("p", dist.Dirichlet(ALPHA.expand(len(x), 3)))
+            with pyro.poutine.mask(mask=torch.tensor([True, True, False])):
+                pyro.sample("x", dist.Multinomial(6, probs=p), obs=x)
+
+    assert elbo(masked_model, guide, masked, num_samples=2).shape == (3,)
+
+
+def _exact_guide(x):
+    with pyro.plate("data", len(x)):
+        pyro.sample("p", dist.Dirichlet(ALPHA + x))
+
+
+def test_auto_guide_list_parts_given_create_plates_are_named():
+    size = 12
+
+    def model(x, idx):
+        with pyro.plate("data", size, subsample=idx):
+            z1 = pyro.sample("z1", dist.Normal(torch.zeros(len(idx)), 1.0))
+            z2 = pyro.sample("z2", dist.Normal(torch.zeros(len(idx)), 1.0))
+            pyro.sample("x", dist.Normal(z1 + z2, 1.0), obs=x)
+
+    def plates(x, idx):
+        return pyro.plate("data", size, subsample=idx)
+
+    pyro.clear_param_store()
+    guide = AutoGuideList(model, create_plates=plates)
+    guide.append(AutoNormal(pyro.poutine.block(model, hide=["z2"]), create_plates=plates))
+    guide.append(AutoNormal(pyro.poutine.block(model, hide=["z1"]), create_plates=plates))
+    x = torch.randn(size)
+    for call in (lambda: elbo(model, guide, x, torch.arange(size)),
+                 lambda: fit(model, guide, (x, torch.arange(size)), epochs=1, batch_size=4,
+                             progress=False)):
+        with pytest.raises(PairError, match=r"AutoGuideList part 0 \(AutoNormal\) was given "
+                                            r"create_plates"):
+            call()
+    pyro.clear_param_store()
+
+
+class _Pair(PyroModule):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Linear(1, 2)
+
+    @pyro_method
+    def model(self, x, prior_scale=1.0):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(()), prior_scale))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    @pyro_method
+    def guide(self, x, prior_scale=1.0):
+        loc, log_scale = self.net(x[:, None]).unbind(-1)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(loc, log_scale.exp()))
+
+
+def test_compile_names_a_partial_of_the_modules_methods():
+    pair = _Pair()
+    model = functools.partial(pair.model, prior_scale=2.0)
+    guide = functools.partial(pair.guide, prior_scale=2.0)
+    x = torch.randn(5)
+    eager = elbo(model, guide, x, num_samples=2)  # the eager path takes it
+    assert eager.shape == (5,)
+    with pytest.raises(ValueError, match=r"the model is a functools.partial of the method "
+                                         r"_Pair.model \(fixing prior_scale=2.0\).*give the fixed "
+                                         r"arguments to the call") as caught:
+        elbo(model, guide, x, num_samples=2, compile="eager")
+    assert "Linear" not in str(caught.value)  # no module repr
