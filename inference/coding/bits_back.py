@@ -38,7 +38,6 @@ References:
 from __future__ import annotations
 
 import contextlib
-import math
 import numbers
 import struct
 
@@ -197,14 +196,8 @@ def _prefix(stream: Stream) -> tuple[int, int, int, tuple[int, int, int], int]:
     return initial_words, seed, latent_dim, tuple(image_shape), most
 
 
-def first_image_words(latent_dim: int) -> int:
-    """``ceil(3 * latent_dim / 4)``: the initial 32-bit words that pay for the first image's
-    latent draw (24 bits per latent dimension at most), so that no image is charged for it."""
-    return max(1, math.ceil(3 * int(latent_dim) / 4))
-
-
 def bits_back_encode(vae, images: torch.Tensor, latent_bits: int = 12,
-                     initial_words: int | None = None, seed: int = 0) -> bytes:
+                     initial_words: int = 8, seed: int = 0) -> bytes:
     """Code binary ``images: [n, C, H, W]`` with ``vae`` (a :class:`ppl_models.vae.VAE` with
     Bernoulli pixels) by bits-back coding.
 
@@ -216,10 +209,7 @@ def bits_back_encode(vae, images: torch.Tensor, latent_bits: int = 12,
         latent_bits: buckets per latent dimension, ``2^latent_bits`` (an int in 1..16).
         initial_words: random 32-bit words on the stack before the first image (drawn with
             ``seed``); the decoder gets them back. An int in ``1..MAX_INITIAL_WORDS``
-            (2^20); None (the default) is ``ceil(3 * latent_dim / 4)``, the words that cover
-            the first image's debt (with fewer, :func:`net_bits` charges the bits the first
-            image could not take back to the images: 160 more for 1 word than for 12 with
-            ``latent_dim=16``).
+            (2^20); ``ceil(3 * latent_dim / 4)`` words cover the first image's debt.
         seed: an int in ``0..2^64-1``. Numpy integers and 0-dim integer tensors are
             accepted for all three.
 
@@ -241,8 +231,7 @@ def bits_back_encode(vae, images: torch.Tensor, latent_bits: int = 12,
                          f"pixels, more than MAX_SYMBOLS ({MAX_SYMBOLS}), which the decoder "
                          "refuses")
     latent_bits = _check_latent_bits(latent_bits)
-    initial_words = (first_image_words(vae.latent_dim) if initial_words is None else
-                     _integer(initial_words, "initial_words", 1, MAX_INITIAL_WORDS))
+    initial_words = _integer(initial_words, "initial_words", 1, MAX_INITIAL_WORDS)
     seed = _integer(seed, "seed", 0, 2**64 - 1)
     constriction = load_constriction()
     tables = _Tables(vae, latent_bits)
@@ -333,9 +322,7 @@ def bits_back_decode(vae, data: bytes, latent_bits: int = 12) -> tuple[torch.Ten
 
 def net_bits(data: bytes, initial_words: int | None = None) -> int:
     """Code length of :func:`bits_back_encode`'s output without the header and the initial
-    words (by default the number the stream records): what the images themselves cost, with
-    about two words of the coder's 64-bit head (a stream coded with fewer initial words than
-    :func:`first_image_words` also charges the first image's latent draw to the images).
+    words (by default the number the stream records): what the images themselves cost.
 
     Raises:
         ValueError: a stream :func:`bits_back_decode` would refuse for its header or prefix,

@@ -22,7 +22,6 @@ losing work; each test fails on the code before its fix.
   datapoints (the rows check's replay left the GRU's dropout between layers on).
 - ``Autoencoder``'s reconstruction score p(x | z = encoder(x)) came out of ``log_evidence``
   as "evidences" summing to 15 over all 2x2 binary images.
-- ``bits_back_encode``'s 8 initial words charged a 16-latent VAE's first draw to the images.
 - ``posterior_means`` of a ``VonMises`` or ``ProjectedNormal`` site returned circular means.
 """
 
@@ -234,21 +233,6 @@ def test_the_estimators_refuse_an_autoencoders_reconstruction_score():
                   progress=False)
     assert math.isfinite(history[-1]["valid_elbo"])
     assert torch.isfinite(elbo(autoencoder.model, autoencoder.guide, images)).all()
-
-
-def test_bits_back_default_initial_words_cover_the_first_image():
-    # with 8 words for a 16-dim latent the first image's draw was charged to the images:
-    # net_bits moved from 448 to 640 bits with initial_words (1 word), 480 at the default
-    pytest.importorskip("constriction")
-    from inference.coding.bits_back import bits_back_encode, first_image_words, net_bits
-
-    torch.manual_seed(0)
-    vae = VAE((1, 4, 4), 16, hidden=(16,))
-    images = (torch.rand(20, 1, 4, 4, generator=torch.Generator().manual_seed(1)) < 0.5).float()
-    assert first_image_words(16) == 12
-    default = net_bits(bits_back_encode(vae, images))
-    assert default == net_bits(bits_back_encode(vae, images, initial_words=12))
-    assert net_bits(bits_back_encode(vae, images, initial_words=1)) > default + 100
 
 
 @pytest.mark.parametrize("family, draw", [
