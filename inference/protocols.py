@@ -21,7 +21,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 __all__ = ["EncoderDecoder", "BernoulliLatentModel", "MarkovTextModel", "STANDARD_NORMAL",
-           "protocol_members", "require", "require_standard_prior"]
+           "GAUSSIAN_ENCODER", "protocol_members", "require", "require_encoded_posterior",
+           "require_standard_prior"]
 
 STANDARD_NORMAL = "standard normal"
 """The ``latent_prior`` an :class:`EncoderDecoder` has when it declares none: ``N(0, I)``."""
@@ -123,6 +124,24 @@ def require_standard_prior(vae: Any, argument_name: str) -> None:
         raise TypeError(f"{argument_name}.decode must take z alone; "
                         f"{type(vae).__name__}.decode needs {', '.join(required)} (an "
                         "autoregressive decoder such as PixelVAE's is not supported here)")
+
+
+GAUSSIAN_ENCODER = "the Gaussian encode(x) gives"
+"""The ``encoded_posterior`` an :class:`EncoderDecoder` has when it declares none: its guide's
+``q(z | x)`` is ``N(loc, scale)`` of ``encode(x)``."""
+
+
+def require_encoded_posterior(vae: Any, argument_name: str, use: str) -> None:
+    """``TypeError`` naming ``argument_name`` unless ``vae``'s guide ``q(z | x)`` is the
+    Gaussian ``encode(x)`` gives, which ``use`` (bits-back coding) codes with: a model whose
+    guide is another distribution says so in an ``encoded_posterior`` attribute
+    (:class:`ppl_models.FlowVAE`, whose ``encode`` is the base of its flow, does)."""
+    posterior = getattr(vae, "encoded_posterior", GAUSSIAN_ENCODER)
+    if posterior != GAUSSIAN_ENCODER:
+        raise TypeError(f"{argument_name}: {type(vae).__name__}'s q(z | x) is {posterior}, but "
+                        f"{use} uses N(encode(x)) as q, so its cost would be that guide's "
+                        "-ELBO, not the model's; it takes VAEs whose guide is their encoder's "
+                        "Gaussian (ppl_models.VAE)")
 
 
 def require(obj: Any, protocol: type, argument_name: str) -> None:

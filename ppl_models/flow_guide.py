@@ -394,6 +394,10 @@ class FlowVAE(VAE):
         loc, raw_scale, context = raw.split([d, d, self.context_dim], dim=-1)
         return loc, F.softplus(raw_scale) + 1e-5, context
 
+    #: ``encode`` gives the base of the flow, not ``q(z | x)``: bits-back coding, which codes
+    #: with ``N(encode(x))``, refuses this model (inference.protocols.require_encoded_posterior)
+    encoded_posterior = "an IAF flow of the Gaussian encode(x) gives"
+
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The base Gaussian's ``loc, scale``, each ``[batch, d]`` (before the flow)."""
         loc, scale, _ = self.encode_all(x)

@@ -23,6 +23,8 @@ losing work; each test fails on the code before its fix.
 - ``Autoencoder``'s reconstruction score p(x | z = encoder(x)) came out of ``log_evidence``
   as "evidences" summing to 15 over all 2x2 binary images.
 - ``posterior_means`` of a ``VonMises`` or ``ProjectedNormal`` site returned circular means.
+- ``bits_back_encode`` coded a ``FlowVAE`` with its flow's base Gaussian as q (15% above the
+  model's -ELBO, silently).
 """
 
 import io
@@ -254,3 +256,19 @@ def test_posterior_means_refuses_circular_means(family, draw):
     with pytest.raises(NotImplementedError, match=rf"site 'z' is a {family}, whose \.mean is "
                                                   r"a circular mean"):
         posterior_means(guide, torch.zeros(4))
+
+
+def test_bits_back_refuses_a_flow_vae_whose_encoder_is_not_its_guide():
+    # FlowVAE.encode is the base Gaussian of its IAF posterior: bits-back coded with it at
+    # 40.5 bits per image against the model's -ELBO of 35.2, silently
+    pytest.importorskip("constriction")
+    from inference.coding.bits_back import bits_back_encode
+    from ppl_models import FlowVAE
+
+    torch.manual_seed(0)
+    flow_vae = FlowVAE((1, 4, 4), 2, hidden=(8,), num_flows=1)
+    images = (torch.rand(3, 1, 4, 4) < 0.5).float()
+    with pytest.raises(TypeError, match=r"vae: FlowVAE's q\(z \| x\) is an IAF flow of the "
+                                        r"Gaussian encode\(x\) gives, but bits-back coding"):
+        bits_back_encode(flow_vae, images)
+    assert bits_back_encode(VAE((1, 4, 4), 2, hidden=(8,)), images)  # a VAE's is
