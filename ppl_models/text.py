@@ -259,6 +259,18 @@ class WordData:
     test: list[str]
     source: str
 
+    def __post_init__(self) -> None:
+        """``TypeError`` unless the splits are lists of strings and ``source`` a string (a
+        single string as a split would be read as its characters)."""
+        for name in ("train", "valid", "test"):
+            value = getattr(self, name)
+            if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
+                raise TypeError(f"WordData: {name} must be a list of str, got "
+                                f"{type(value).__name__}" + (
+                                    "" if not isinstance(value, list) else " with other items"))
+        if not isinstance(self.source, str):
+            raise TypeError(f"WordData: source must be a str, got {type(self.source).__name__}")
+
     @property
     def words(self) -> list[str]:
         """Every word: the training, validation and test splits, in that order."""
@@ -336,9 +348,11 @@ def _read_utf8(path: Path) -> str:
         return data[start:].decode("utf-8")
     except UnicodeDecodeError as error:
         byte = error.object[error.start]
+        # a byte-order mark names the encoding (Notepad's "Unicode" is UTF-16)
+        utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
         raise ValueError(f"{path} is not UTF-8 text: byte 0x{byte:02x} at offset "
-                         f"{start + error.start} ({error.reason}); convert it, e.g. "
-                         f"iconv -f latin1 -t utf-8") from error
+                         f"{start + error.start} ({error.reason}); convert it, e.g. iconv -f "
+                         f"{'utf-16' if utf16 else 'latin1'} -t utf-8") from error
 
 
 MAX_WORD_LENGTH = 100

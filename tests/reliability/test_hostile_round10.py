@@ -25,6 +25,8 @@ losing work; each test fails on the code before its fix.
 - ``posterior_means`` of a ``VonMises`` or ``ProjectedNormal`` site returned circular means.
 - ``bits_back_encode`` coded a ``FlowVAE`` with its flow's base Gaussian as q (15% above the
   model's -ELBO, silently).
+- A UTF-16 word list got the hint to convert from latin1; ``WordData("cat", ...)`` failed with
+  Python's "can only concatenate str".
 """
 
 import io
@@ -272,3 +274,23 @@ def test_bits_back_refuses_a_flow_vae_whose_encoder_is_not_its_guide():
                                         r"Gaussian encode\(x\) gives, but bits-back coding"):
         bits_back_encode(flow_vae, images)
     assert bits_back_encode(VAE((1, 4, 4), 2, hidden=(8,)), images)  # a VAE's is
+
+
+def test_a_utf16_word_list_gets_the_right_conversion_hint(tmp_path):
+    from ppl_models.text import load_words
+
+    path = tmp_path / "words.txt"
+    path.write_bytes("cat\ndog\n".encode("utf-16"))
+    with pytest.raises(ValueError, match=r"not UTF-8 text: byte 0xff at offset 0.*iconv -f "
+                                         r"utf-16 -t utf-8"):
+        load_words(path)
+
+
+def test_word_data_checks_its_fields():
+    from ppl_models.text import WordData
+
+    with pytest.raises(TypeError, match="WordData: train must be a list of str, got str"):
+        WordData("cat", ["dog"], ["eel"], "file:x")
+    with pytest.raises(TypeError, match="WordData: source must be a str"):
+        WordData(["cat"], ["dog"], ["eel"], None)
+    assert WordData(["cat"], [], ["eel"], "file:x").words == ["cat", "eel"]
