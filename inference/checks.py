@@ -799,6 +799,29 @@ def leaves_buffers(entry):
     return keeping
 
 
+def in_evaluation_mode(*names: str):
+    """Decorate an entry point so that the networks its arguments ``names`` reach (a VAE, a
+    ``log_prob`` method) run in evaluation mode inside it, each module's flag put back
+    after it: a coder or a Markov chain needs one fixed density, and dropout left on by
+    training drew a new mask at every evaluation (bits-back wrote bytes no decoder could
+    read; a Metropolis chain targeted a randomly masked density)."""
+    def decorate(entry):
+        signature = inspect.signature(entry)
+
+        @functools.wraps(entry)
+        def evaluating(*args, **kwargs):
+            try:
+                bound = signature.bind_partial(*args, **kwargs)
+            except TypeError:  # the call itself is wrong: the entry point says how
+                return entry(*args, **kwargs)
+            modules = reachable_modules(*(bound.arguments[name] for name in names
+                                          if name in bound.arguments))
+            with evaluation_mode(modules):
+                return entry(*args, **kwargs)
+        return evaluating
+    return decorate
+
+
 def _tracks_running_stats(module: torch.nn.Module) -> bool:
     return (isinstance(module, torch.nn.modules.batchnorm._NormBase)
             and module.track_running_stats)

@@ -44,7 +44,7 @@ import struct
 import numpy as np
 import torch
 
-from ..checks import check_dense_values, integer_tensor
+from ..checks import check_dense_values, in_evaluation_mode, integer_tensor
 from ..protocols import (BernoulliLatentModel, require, require_encoded_posterior,
                          require_standard_prior)
 from .range_coding import (
@@ -197,6 +197,7 @@ def _prefix(stream: Stream) -> tuple[int, int, int, tuple[int, int, int], int]:
     return initial_words, seed, latent_dim, tuple(image_shape), most
 
 
+@in_evaluation_mode("vae")
 def bits_back_encode(vae, images: torch.Tensor, latent_bits: int = 12,
                      initial_words: int = 8, seed: int = 0) -> bytes:
     """Code binary ``images: [n, C, H, W]`` with ``vae`` (a :class:`ppl_models.vae.VAE` with
@@ -259,6 +260,7 @@ def bits_back_encode(vae, images: torch.Tensor, latent_bits: int = 12,
                        extra=latent_bits)
 
 
+@in_evaluation_mode("vae")
 def bits_back_decode(vae, data: bytes, latent_bits: int = 12) -> tuple[torch.Tensor, np.ndarray]:
     """Invert :func:`bits_back_encode` (same ``vae`` and ``latent_bits``).
 

@@ -47,6 +47,7 @@ from ..checks import (
     check_model_tensor,
     check_nonempty_batch,
     check_tensor_input,
+    in_evaluation_mode,
 )
 from ..progress import bar_range, check_progress
 from ..protocols import EncoderDecoder, require, require_standard_prior
@@ -148,6 +149,7 @@ def _check_codes_and_channel(z, log_channel) -> None:
     check_tensor_input(log_channel, "log_channel")
 
 
+@in_evaluation_mode("vae")
 def pixel_posterior(vae, z: torch.Tensor, log_channel: torch.Tensor) -> torch.Tensor:
     """``p(x_i = 1 | y_i, z)``: ``z: [..., batch, d]`` -> ``[..., batch, C, H, W]``."""
     require(vae, EncoderDecoder, "vae")
@@ -157,6 +159,7 @@ def pixel_posterior(vae, z: torch.Tensor, log_channel: torch.Tensor) -> torch.Te
     return joint.softmax(-1)[..., 1]
 
 
+@in_evaluation_mode("vae")
 def marginal_log_likelihood(vae, z: torch.Tensor, log_channel: torch.Tensor) -> torch.Tensor:
     """``log p(y | z) = sum_i log sum_k p(y_i | x_i = k) p(x_i = k | z)``: ``z: [..., batch,
     d]``, ``log_channel: [batch, C, H, W, 2]`` -> ``[..., batch]``."""
@@ -175,6 +178,7 @@ def _initial_image(log_channel: torch.Tensor) -> torch.Tensor:
     return torch.where(informative, likely_one, 0.5)
 
 
+@in_evaluation_mode("vae")
 def map_complete(vae, log_channel: torch.Tensor, steps: int = 300, lr: float = 0.05,
                  progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """MAP over ``z`` of ``log p(y | z) + log p(z)`` by Adam, from the encoder's mean.
@@ -221,6 +225,7 @@ def map_complete(vae, log_channel: torch.Tensor, steps: int = 300, lr: float = 0
         return pixel_posterior(vae, z, log_channel), z
 
 
+@in_evaluation_mode("vae")
 def encoder_draw(vae, x: torch.Tensor, generator: torch.Generator | None,
                  draws_like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One ``z ~ q(z | x)`` from ``vae.encode``: ``x: [batch, C, H, W]`` -> ``(z, loc,
@@ -232,6 +237,7 @@ def encoder_draw(vae, x: torch.Tensor, generator: torch.Generator | None,
     return loc + scale * noise, loc, scale
 
 
+@in_evaluation_mode("vae")
 def independence_z_step(vae, log_joint, z: torch.Tensor, x: torch.Tensor,
                         generator: torch.Generator | None, draws_like: torch.Tensor
                         ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -262,6 +268,7 @@ def independence_z_step(vae, log_joint, z: torch.Tensor, x: torch.Tensor,
 
 
 @torch.no_grad()
+@in_evaluation_mode("vae")
 def metropolis_within_gibbs(vae, log_channel: torch.Tensor, num_steps: int = 200,
                             burn_in: int | None = None,
                             generator: torch.Generator | None = None,

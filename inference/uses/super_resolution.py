@@ -76,6 +76,7 @@ from ..checks import (
     check_model_tensor,
     check_nonempty_batch,
     check_tensor_input,
+    in_evaluation_mode,
     physical_memory_bytes,
     recording_autograd,
 )
@@ -510,6 +511,7 @@ class _ChainMoments:
         return mean, variance, scored
 
 
+@in_evaluation_mode("vae")
 def super_resolve_map(vae, y: torch.Tensor, factor: int, steps: int = 300, lr: float = 0.05,
                       truth: torch.Tensor | None = None, progress: bool = True
                       ) -> SuperResolution:
@@ -555,6 +557,7 @@ def super_resolve_map(vae, y: torch.Tensor, factor: int, steps: int = 300, lr: f
 
 
 @torch.no_grad()
+@in_evaluation_mode("vae")
 def super_resolve_mwg(vae, y: torch.Tensor, factor: int, num_steps: int = 200,
                       burn_in: int | None = None, generator: torch.Generator | None = None,
                       truth: torch.Tensor | None = None, progress: bool = True
@@ -608,6 +611,7 @@ def super_resolve_mwg(vae, y: torch.Tensor, factor: int, num_steps: int = 200,
 
 
 @torch.no_grad()
+@in_evaluation_mode("vae")
 def super_resolve_mh(vae, y: torch.Tensor, factor: int, num_steps: int = 1600,
                      burn_in: int | None = None, target_acceptance: float = 0.3,
                      generator: torch.Generator | None = None,
@@ -789,6 +793,7 @@ def _redraw_subset(flat: torch.Tensor, pos: torch.Tensor, fillings: list[torch.T
 
 
 @torch.no_grad()
+@in_evaluation_mode("log_prob")
 def super_resolve_gibbs(log_prob: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor,
                         factor: int, num_sweeps: int = 40, burn_in: int | None = None,
                         subset_size: int = 4, init: torch.Tensor | None = None,
