@@ -54,6 +54,17 @@ def integer_tensor(value) -> bool:
             and not value.is_floating_point() and not value.is_complex() and not value.is_meta)
 
 
+def held_count(value) -> int | None:
+    """``value`` as a Python ``int`` when it is an integer (numpy integers and 0-dim integer
+    tensors too; not a bool), else None: a count read from an object the user built (a
+    loss's ``num_particles`` from ``np.arange``), judged as the same count given as an int."""
+    if integer_tensor(value):
+        return int(value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    return None
+
+
 def check_int(value, name: str, minimum: int = 1) -> None:
     """Raise ``ValueError`` unless ``value`` is an integer (not a bool, not a float such as
     2.0; numpy integers and 0-dim integer tensors accepted) ``>= minimum``."""

@@ -398,12 +398,14 @@ def _check_unit(images: torch.Tensor) -> None:
 def binarize_static(images: torch.Tensor, seed: int) -> torch.Tensor:
     """Fixed Bernoulli sample: ``images`` ``[...]`` in [0, 1] -> 0/1 tensor ``[...]``, same dtype.
 
-    The uniforms are drawn on the CPU from ``torch.Generator().manual_seed(seed)``, so the same
-    ``seed`` (an integer in ``[0, 2**63)``) and shape give the same result on any device.
+    The uniforms are drawn in float32 on the CPU from ``torch.Generator().manual_seed(seed)``,
+    so the same ``seed`` (an integer in ``[0, 2**63)``) and shape give the same result on any
+    device and under any default dtype.
     """
     _check_unit(images)
     seed = as_seed(seed)
-    u = torch.rand(images.shape, generator=torch.Generator().manual_seed(seed))
+    u = torch.rand(images.shape, generator=torch.Generator().manual_seed(seed),
+                   dtype=torch.float32)
     return (u.to(images.device) < images).to(images.dtype)
 
 

@@ -423,8 +423,7 @@ class FlowVAE(VAE):
         ``z_T(mu(x))``, deterministic (for T = 0 the posterior mean). ``num_samples > 0``:
         the Monte Carlo mean of that many draws from ``q(z | x)`` (an estimate of its mean).
         """
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0:
-            raise ValueError(f"num_samples must be a non-negative integer, got {num_samples!r}")
+        num_samples = as_int(num_samples, "num_samples", minimum=0)
         self._check(x)
         with torch.no_grad():
             q = self.posterior(x)

@@ -75,13 +75,15 @@ class ToyManifold(PyroModule):
 
     def sample(self, num_data: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw data from the truth: ``x: [num_data, 16]`` and its latents ``z: [num_data]``
-        (``num_data >= 1``, both fitting in memory), fixed by ``seed`` in ``[0, 2**63)``."""
+        (``num_data >= 1``, both fitting in memory), fixed by ``seed`` in ``[0, 2**63)``
+        whatever the default dtype (the draws are float32, then in the default dtype)."""
         num_data, seed = as_int(num_data, "num_data"), as_seed(seed)
-        check_memory(num_data * (NUM_PIXELS + 1), torch.get_default_dtype(),
+        dtype = torch.get_default_dtype()
+        check_memory(num_data * (NUM_PIXELS + 1), dtype,
                      f"num_data={num_data}: x [num_data, {NUM_PIXELS}] and z [num_data]")
         gen = torch.Generator().manual_seed(seed)
-        z = torch.randn(num_data, generator=gen)
-        noise = torch.randn(num_data, NUM_PIXELS, generator=gen)
+        z = torch.randn(num_data, generator=gen, dtype=torch.float32).to(dtype)
+        noise = torch.randn(num_data, NUM_PIXELS, generator=gen, dtype=torch.float32).to(dtype)
         return manifold_mean(z) + self.noise_scale * noise, z
 
 

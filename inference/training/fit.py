@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 
 from ..checks import (autograd_tensor, check_default_device, check_dense, check_finite_tensor,
                       check_int, check_number, check_outer_handlers, check_pair_arguments,
-                      check_positional_call, evaluation_mode, resolve_device, training_mode_layers,
-                      user_stacklevel, validation_enabled)
+                      check_positional_call, evaluation_mode, held_count, resolve_device,
+                      training_mode_layers, user_stacklevel, validation_enabled)
 from ..effect_guides import traceable_guide
 from ..evidence.estimators import elbo
 from ..pair_check import PairError, check_observed_values_validated, check_pair, check_store_shapes
@@ -148,8 +148,8 @@ def _check_arguments(model, guide, loss, num_particles, epochs, batch_size, lr, 
                                           and hasattr(loss, "loss_and_grads")):
         raise TypeError(f"loss must be a loss name or an object with loss and loss_and_grads, "
                         f"got {loss!r}")
-    held = getattr(loss, "num_particles", None)
-    if not isinstance(loss, str) and isinstance(held, int) and num_particles not in (1, held):
+    held = held_count(getattr(loss, "num_particles", None))
+    if not isinstance(loss, str) and held is not None and num_particles not in (1, held):
         raise ValueError(f"fit(num_particles={num_particles}) disagrees with the loss object "
                          f"{type(loss).__name__}, which draws {held}: the object's count is "
                          "the one used; set it there and leave num_particles out")

@@ -34,8 +34,8 @@ import torch
 from pyro import poutine
 from torch.distributions import biject_to, constraints
 
-from ..checks import (check_int, check_pair_arguments, evaluation_mode, user_stacklevel,
-                      validation_enabled)
+from ..checks import (check_int, check_pair_arguments, evaluation_mode, held_count,
+                      user_stacklevel, validation_enabled)
 from ..effect_guides import effect_messenger, keeps_rows
 from ..enumeration import enumerated_traces, log_density_dtypes
 from ..pair_check import (DATA_PLATE, FIT_LOSSES, TRACE_ENUM_FIT, PairError, PairStructure,
@@ -391,8 +391,8 @@ def loss_call(loss, num_particles: int) -> str:
         extra = f", num_particles={num_particles}" if num_particles != 1 else ""
         return f"fit(loss='{loss}'{extra})"
     settings = []
-    particles = getattr(loss, "num_particles", None)
-    if isinstance(particles, int) and particles != 1:
+    particles = held_count(getattr(loss, "num_particles", None))
+    if particles is not None and particles != 1:
         settings.append(f"num_particles={particles}")
     if getattr(loss, "vectorize_particles", False) is True:
         settings.append("vectorize_particles=True")
@@ -457,8 +457,8 @@ def loss_traits(loss, num_particles: int) -> tuple[str, int, bool]:
     objects are ``"custom"``, vectorized when they say ``vectorize_particles``."""
     if isinstance(loss, str):
         return loss, num_particles, num_particles > 1
-    particles = getattr(loss, "num_particles", 1)
-    particles = particles if isinstance(particles, int) and particles >= 1 else 1
+    particles = held_count(getattr(loss, "num_particles", 1))
+    particles = particles if particles is not None and particles >= 1 else 1
     if isinstance(loss, (IWAELoss, DReGLoss)):
         return ("dreg" if isinstance(loss, DReGLoss) else "iwae"), particles, particles > 1
     vectorized = bool(getattr(loss, "vectorize_particles", False)) and particles > 1

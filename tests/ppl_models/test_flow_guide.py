@@ -150,7 +150,7 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="num_flows must be an integer >= 0"):
         ConditionalIAF(3, 2, num_flows=-1)
     vae = FlowVAE((1, 4, 4), latent_dim=2, hidden=(8,))
-    with pytest.raises(ValueError, match="num_samples must be a non-negative integer"):
+    with pytest.raises(ValueError, match="num_samples must be an integer >= 0"):
         vae.representation(torch.zeros(2, 1, 4, 4), num_samples=-1)
     with pytest.raises(ValueError, match=r"shape \[batch, 1, 4, 4\]"):
         vae.guide(torch.zeros(2, 1, 8, 8))

@@ -27,6 +27,8 @@ losing work; each test fails on the code before its fix.
   model's -ELBO, silently).
 - Bits-back coding, completion and super-resolution ran a VAE with dropout left in training
   mode: bytes no decoder could read back, chains targeting a randomly masked density.
+- A loss object's numpy-integer ``num_particles`` skipped fit's particle survey (counted as
+  1); the seeded binarization and ``ToyManifold.sample`` changed with the default dtype.
 - A UTF-16 word list got the hint to convert from latin1; ``WordData("cat", ...)`` failed with
   Python's "can only concatenate str".
 """
@@ -345,3 +347,51 @@ def test_super_resolution_and_completion_use_the_evaluation_mode_density():
                                     generator=torch.Generator().manual_seed(1))[0]))
     for trained, evaluated in zip(*runs):
         assert torch.equal(trained, evaluated)
+
+
+def test_a_numpy_particle_count_in_a_loss_object_is_surveyed_as_an_int():
+    # np.int64(4) was counted as 1 particle, not vectorized: the pair that cannot take a
+    # particle dim failed inside Pyro at the first step instead of being refused by name
+    import pyro
+    import pyro.distributions as dist
+    from pyro.infer import Trace_ELBO
+
+    from inference import PairError, fit
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(x.shape[0], 2), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(torch.cat([z, x], -1).sum(-1), 1.0), obs=x[:, 0])
+
+    def guide(x):
+        loc = pyro.param("loc", torch.zeros(2))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(loc.expand(x.shape[0], 2), 1.0).to_event(1))
+
+    x = torch.randn(16, 2)
+    for count in (4, np.int64(4)):
+        pyro.clear_param_store()
+        with pytest.raises(PairError, match=r"num_particles=4, vectorize_particles=True.*"
+                                            r"the pair fails with particles"):
+            fit(model, guide, x, loss=Trace_ELBO(num_particles=count, vectorize_particles=True),
+                epochs=1, progress=False)
+    pyro.clear_param_store()
+
+
+def test_seeded_data_do_not_depend_on_the_default_dtype():
+    # under a float64 default 2673 of 19200 binarized test pixels of digits differed
+    from ppl_models import ToyManifold
+    from ppl_models.data import binarize_static
+
+    images = torch.rand(50, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    first, data = binarize_static(images, 3), ToyManifold().sample(20, seed=4)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        assert torch.equal(binarize_static(images, 3), first)
+        x, z = ToyManifold().sample(20, seed=4)
+        assert x.dtype == torch.float64
+        torch.testing.assert_close(x.float(), data[0])
+        torch.testing.assert_close(z.float(), data[1])
+    finally:
+        torch.set_default_dtype(previous)
