@@ -330,6 +330,28 @@ def _dependent_late_parents(model, guide, args, kwargs, model_sites, guide_laten
                                   guide_dependencies, registered_only=True)
 
 
+# Pyro's refusal of a stored parameter whose rows disagree with the plate it is read in
+_STORE_ROWS = re.compile(r"Inside pyro\.plate\((\w+), (\d+), dim=-?\d+\) invalid shape of "
+                         r"pyro\.param\(([^,]+), ")
+
+
+def _check_store_rows(error: Exception) -> None:
+    """``PairError`` for Pyro's "invalid shape of pyro.param(...)" when the parameter is in
+    the param store already: rows per datapoint left by an earlier guide of the same names
+    (a second ``AutoNormal`` on other data) that this run read instead of making its own."""
+    found = _STORE_ROWS.search(str(error))
+    if found is None or found.group(3) not in pyro.get_param_store():
+        return
+    plate, size, name = found.groups()
+    held = pyro.get_param_store()[name]
+    raise PairError(
+        f"Pyro's param store holds pyro.param('{name}') of shape {list(held.shape)}, left by "
+        f"an earlier run (a guide of the same names on another number of datapoints), and "
+        f"this run read it inside pyro.plate('{plate}') of size {size}: call "
+        "pyro.clear_param_store() before building the new guide, or give it names of its "
+        "own (AutoNormal(model, prefix='...'))") from error
+
+
 def _check_guide_list_parts(guide) -> None:
     """``PairError`` for an ``AutoGuideList`` part given ``create_plates``: the list makes
     the plates for its parts, and Pyro stops such a part with a bare ``AssertionError``
@@ -428,6 +450,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
             if stale:
                 raise _stale_parameters(stale, f"the pair failed to run ({type(error).__name__}"
                                         f": {_first_line(str(error))}); its") from error
+            _check_store_rows(error)
             name = _twice_named(error)
             if name is not None:
                 raise PairError(

@@ -6,6 +6,8 @@ false refusals.
   ``[0.5, 0.3, 0.2]`` for counts) were scored at finite numbers and trained on: torch's
   multinomial constraint checks only signs and totals.
 - ``AutoGuideList`` parts given ``create_plates`` too: Pyro's bare ``AssertionError``.
+- A second ``AutoNormal`` on another number of datapoints, the store still holding the
+  first one's rows: Pyro's "invalid shape of pyro.param" and its trace table.
 - ``compile=True`` with ``functools.partial`` of a module's methods: a refusal that said the
   pair must be methods of one module (they are) and printed the module's repr.
 """
@@ -133,3 +135,21 @@ def test_compile_names_a_partial_of_the_modules_methods():
                                          r"arguments to the call") as caught:
         elbo(model, guide, x, num_samples=2, compile="eager")
     assert "Linear" not in str(caught.value)  # no module repr
+
+
+def test_a_second_auto_normal_on_other_data_names_the_stale_store():
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    pyro.clear_param_store()
+    iwae_bound(model, AutoNormal(model), torch.randn(3), num_samples=4)
+    for call in (lambda: iwae_bound(model, AutoNormal(model), torch.randn(2), num_samples=4),
+                 lambda: fit(model, AutoNormal(model), torch.randn(2), epochs=1,
+                             progress=False)):
+        with pytest.raises(PairError, match=r"param store holds pyro.param\('AutoNormal.locs.z'\) "
+                                            r"of shape \[3\].*pyro.plate\('data'\) of size 2: "
+                                            r"call pyro.clear_param_store\(\)"):
+            call()
+    pyro.clear_param_store()
