@@ -116,6 +116,56 @@ def check_first_run(model, guide, batch: tuple, batch_transform, modules) -> Non
                         "underflows to 0 for these data), so the first step would make every "
                         "parameter NaN; nothing was trained, the parameters are untouched. "
                         "Bound the scale (softplus, clamp) or normalize the data")
+        _check_data_densities(model, guide, batch, model_trace)
+
+
+def _check_data_densities(model, guide, batch: tuple, model_trace) -> None:
+    """``ValueError`` naming the observed site and its first datapoint whose log density is
+    ``+inf``, or ``-inf`` on two draws of the guide (not a support that moves with one draw):
+    data at a Beta's edge (0 under ``concentration1 < 1``, 1 under ``concentration0 > 1``),
+    an exact 0 under a ``Gamma(0.5)``. The loss is infinite for every parameter value there, and
+    the first step would put NaN into the parameters, then read as a learning rate too large.
+    Called inside :func:`check_first_run`'s protected block."""
+    other = None
+    for name, site in model_trace.nodes.items():
+        if site["type"] != "sample" or not site["is_observed"] or site["mask"] is False:
+            continue
+        log_p = site["fn"].log_prob(site["value"])
+        if site["mask"] is not None:
+            log_p = torch.where(torch.as_tensor(site["mask"]), log_p, 0.0)
+        infinite = torch.isposinf(log_p)
+        if not infinite.any() and torch.isneginf(log_p).any():
+            if other is None:
+                other, _ = trace_pair(model, guide, batch, {})
+            again = other.nodes[name]["fn"].log_prob(other.nodes[name]["value"])
+            infinite = torch.isneginf(log_p) & torch.isneginf(again)
+        if not infinite.any():
+            continue
+        frame = data_frame(site)
+        where = ""
+        if frame is not None and infinite.dim() >= -frame.dim:
+            rows = infinite.movedim(frame.dim, 0).reshape(infinite.shape[frame.dim], -1).any(1)
+            first = int(rows.nonzero()[0])
+            value = site["value"].movedim(frame.dim - site["fn"].event_dim, 0)[first] \
+                if site["value"].dim() >= -frame.dim + site["fn"].event_dim else site["value"]
+            where = f" at datapoint {first} of the first minibatch (value {_short(value)})"
+        sign = "+inf (an infinite density)" if torch.isposinf(log_p).any() else \
+            "-inf (density zero, whatever the guide draws)"
+        raise ValueError(
+            f"fit: the observed site '{name}' ({type(site['fn']).__name__}) has log density "
+            f"{sign}{where} at the parameters training starts from: the loss is infinite "
+            "there and the first step would make the parameters NaN (no learning rate helps). "
+            "Data on the edge of a support (a Beta at exactly 0 or 1, a Gamma at 0) need "
+            "moving inside it, e.g. (x * (n - 1) + 0.5) / n, or another likelihood; data so "
+            "far from the model's start that the density underflows in the dtype need "
+            "normalizing; nothing was trained")
+
+
+def _short(value: torch.Tensor) -> str:
+    """A datapoint's value in a few characters."""
+    flat = value.reshape(-1)[:4].tolist()
+    return (f"{flat[0]:.4g}" if value.numel() == 1 else
+            "[" + ", ".join(f"{v:.4g}" for v in flat) + (", ...]" if value.numel() > 4 else "]"))
 
 
 def check_one_row_batches(model, guide, tensors: tuple, batch_size: int, batch_transform,

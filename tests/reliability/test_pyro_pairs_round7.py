@@ -8,6 +8,8 @@ false refusals.
 - ``AutoGuideList`` parts given ``create_plates`` too: Pyro's bare ``AssertionError``.
 - A second ``AutoNormal`` on another number of datapoints, the store still holding the
   first one's rows: Pyro's "invalid shape of pyro.param" and its trace table.
+- ``fit`` on data where a Beta likelihood's density is infinite or zero (an exact 0 or 1)
+  stepped, left NaN parameters and said "training diverged ... Lower lr".
 - ``compile=True`` with ``functools.partial`` of a module's methods: a refusal that said the
   pair must be methods of one module (they are) and printed the module's repr.
 """
@@ -153,3 +155,28 @@ def test_a_second_auto_normal_on_other_data_names_the_stale_store():
                                             r"call pyro.clear_param_store\(\)"):
             call()
     pyro.clear_param_store()
+
+
+@pytest.mark.parametrize("edge, density", [(0.0, r"\+inf"), (1.0, "-inf")])
+def test_fit_names_data_on_the_edge_of_a_beta_likelihood(edge, density):
+    # the loss is infinite for every parameter value: fit stepped, left NaN parameters and
+    # said "training diverged ... Lower lr"
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(torch.zeros(len(x)), 1.0))
+            pyro.sample("x", dist.Beta(torch.exp(z).clamp(max=1.5) * 0.5, 2.0), obs=x)
+
+    def guide(x):
+        a = pyro.param("a", torch.tensor(0.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(a + torch.zeros(len(x)), 1.0))
+
+    pyro.clear_param_store()
+    data = torch.tensor([0.3, edge, 0.5, 0.2])
+    with pytest.raises(ValueError, match=rf"observed site 'x' \(Beta\) has log density "
+                                         rf"{density}.*at datapoint 1 of the first minibatch "
+                                         rf"\(value {edge:g}\)"):
+        fit(model, guide, data, epochs=2, batch_size=4, progress=False)
+    assert float(pyro.param("a")) == 0.0  # untouched
+    pyro.clear_param_store()
+    fit(model, guide, torch.tensor([0.3, 0.1, 0.5, 0.2]), epochs=2, progress=False)  # inside

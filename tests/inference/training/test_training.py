@@ -149,8 +149,14 @@ def test_a_pair_failing_on_the_first_minibatch_is_told_how_fit_called_it():
 def test_a_diverged_fit_says_what_it_left_behind():
     model = LinearGaussian(data_dim=3, latent_dim=1)
     with pytest.raises(FloatingPointError, match="diverged.*clear_param_store"):
-        fit(model.model, model.guide, torch.full((8, 3), 1e30), epochs=2, lr=1e10,
+        fit(model.model, model.guide, torch.full((8, 3), 1e3), epochs=2, lr=1e10,
             progress=False)
+    # data whose density underflows at the start: refused before the first step
+    pyro.clear_param_store()
+    model = LinearGaussian(data_dim=3, latent_dim=1)
+    with pytest.raises(ValueError, match=r"observed site 'x' \(Independent\) has log density "
+                                         r"-inf .*underflows in the dtype"):
+        fit(model.model, model.guide, torch.full((8, 3), 1e30), epochs=2, progress=False)
 
 
 def _mean_gradients(objective, model, x, groups):
