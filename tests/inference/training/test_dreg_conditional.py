@@ -95,6 +95,12 @@ def test_weighted_fit_of_a_model_that_subsamples_its_own_plate(loss):
     x = torch.randn(200) * 1.49 ** 0.5
     fit(sub_model, sub_guide, x, loss=loss, num_particles=5, epochs=150, batch_size=200,
         lr=0.05, seed=0, progress=False)
-    # exact posterior: mean 0.671 x (the IWAE optimum of a Gaussian guide is wider than the
-    # posterior's sd 0.573, so only the slope is pinned); SGD noise of 150 steps of 20 rows
-    assert abs(float(pyro.param("slope").detach()) - 1 / 1.49) < 0.1
+    # exact posterior N(x / 1.49, 0.573^2), in the guide's family and so the optimum of both
+    # objectives. DReG's gradient vanishes there and it converges (sd of the final slope over
+    # seeds below 3e-4); IWAE's final iterate keeps Adam's noise (sd 0.068 over 316 seeds, a
+    # probe of 2026-11-29): 0.25 is 3.7 sd, and the failure this guards against gave 0.0
+    slope, scale = float(pyro.param("slope").detach()), float(pyro.param("scale").detach())
+    if loss == "dreg":
+        assert abs(slope - 1 / 1.49) < 0.01 and abs(scale - (0.49 / 1.49) ** 0.5) < 0.01
+    else:
+        assert abs(slope - 1 / 1.49) < 0.25
