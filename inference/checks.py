@@ -702,7 +702,7 @@ def training_mode_layers(module: torch.nn.Module, training: bool = True) -> list
     for name, sub in module.named_modules():
         if sub.training != training:
             continue
-        if isinstance(sub, torch.nn.modules.batchnorm._NormBase) and sub.track_running_stats:
+        if _tracks_running_stats(sub):
             found.append(f"{type(sub).__name__} at {name or 'the top'}")
         elif drops_out(sub):
             rate = f"p={sub.p}" if hasattr(sub, "p") else f"dropout={sub.dropout}"
@@ -834,8 +834,12 @@ def in_evaluation_mode(*names: str):
 
 
 def _tracks_running_stats(module: torch.nn.Module) -> bool:
-    return (isinstance(module, torch.nn.modules.batchnorm._NormBase)
-            and module.track_running_stats)
+    """A norm layer with running statistics: torch's, or Pyro's ``BatchNorm`` flow transform
+    (its training-mode log-Jacobian uses the spread of the draws over their leading dim, so
+    an estimate depends on the batch and on K, and its inverse moves its statistics)."""
+    return ((isinstance(module, torch.nn.modules.batchnorm._NormBase)
+             and module.track_running_stats)
+            or isinstance(module, pyro.distributions.transforms.BatchNorm))
 
 
 @contextlib.contextmanager

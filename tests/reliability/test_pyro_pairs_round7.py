@@ -10,6 +10,9 @@ false refusals.
   first one's rows: Pyro's "invalid shape of pyro.param" and its trace table.
 - ``fit`` on data where a Beta likelihood's density is infinite or zero (an exact 0 or 1)
   stepped, left NaN parameters and said "training diverged ... Lower lr".
+- Pyro's ``BatchNorm`` flow transform in a guide left in training mode: estimates that moved
+  with the batch and K, without the warning torch's norm layers get, and its statistics
+  overwritten by every call.
 - ``compile=True`` with ``functools.partial`` of a module's methods: a refusal that said the
   pair must be methods of one module (they are) and printed the module's repr.
 """
@@ -180,3 +183,33 @@ def test_fit_names_data_on_the_edge_of_a_beta_likelihood(edge, density):
     assert float(pyro.param("a")) == 0.0  # untouched
     pyro.clear_param_store()
     fit(model, guide, torch.tensor([0.3, 0.1, 0.5, 0.2]), epochs=2, progress=False)  # inside
+
+
+def test_pyros_batchnorm_flow_in_training_mode_is_warned_about_and_put_back():
+    # its training-mode log-Jacobian uses the spread of the draws: every estimate moved with
+    # the batch and K (-13.4 alone, -41.1 in a batch of 16), and overwrote its statistics
+    import pyro.distributions.transforms as T
+
+    torch.manual_seed(0)
+    norm = T.batchnorm(2)
+    with torch.no_grad():
+        norm.moving_mean.fill_(0.5)
+        norm.moving_variance.fill_(2.0)
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(torch.zeros(len(x), 2), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z.sum(-1), 0.3), obs=x)
+
+    def guide(x):
+        pyro.module("norm", norm)
+        with pyro.plate("data", len(x)):
+            base = dist.Normal(torch.zeros(len(x), 2), 1.0).to_event(1)
+            pyro.sample("z", dist.TransformedDistribution(base, [norm]))
+
+    pyro.clear_param_store()
+    with pytest.warns(UserWarning, match=r"BatchNorm .*is in training mode with BatchNorm"):
+        elbo(model, guide, torch.randn(4), num_samples=10)
+    assert torch.equal(norm.moving_mean, torch.full((2,), 0.5))
+    assert torch.equal(norm.moving_variance, torch.full((2,), 2.0))
+    pyro.clear_param_store()
