@@ -122,28 +122,28 @@ class LinearGaussian(PyroModule):
         """Closed-form ``log p(x)`` of ``x: [batch, D]``, ``[batch]`` in nats (in ``x``'s
         dtype, computed in float64); ``FloatingPointError`` as :meth:`posterior`.
 
-        ``C = W W^T + s^2 I`` is never formed: with ``W = Q R`` (``Q: [D, k]`` orthonormal,
-        ``k = min(D, d)``), ``log det C = log det(R R^T + s^2 I_k) + (D - k) log s^2`` and the
-        squared distance is ``u^T (R R^T + s^2 I_k)^{-1} u + |r - Q u|^2 / s^2`` for ``r = x -
-        b``, ``u = Q^T r``: a small noise scale (``s^2`` below the rounding of ``W W^T``'s
-        entries, where ``C``'s Cholesky factor lost nats in float32, then failed) stays exact.
-        Data so large that the distance overflows get ``-inf``, not NaN: it is computed on
-        ``x`` and ``b`` divided by a power of two (exact) and scaled back at the end."""
+        ``C = W W^T + s^2 I`` is never formed: with ``M = W^T W + s^2 I_d`` (positive
+        definite for any ``W``, so its Cholesky factor and the gradients stay finite at a
+        rank-deficient ``W``), ``log det C = (D - d) log s^2 + log det M`` and, for ``r = x -
+        b`` and ``a = M^{-1} W^T r``, ``r^T C^{-1} r = |r - W a|^2 / s^2 + |a|^2``: two sums
+        of squares, so a small noise scale (``s^2`` below the rounding of ``W W^T``'s
+        entries, where ``C``'s Cholesky factor lost nats in float32, then failed) stays
+        exact. Data so large that the distance overflows get ``-inf``, not NaN: it is
+        computed on ``x`` and ``b`` divided by a power of two (exact) and scaled back."""
         self._check(x)
         self._check_parameters("log_marginal")
         wide = torch.float64
         weight, bias = self.weight.to(wide), self.bias.to(wide)
         variance = self.noise_scale.to(wide) ** 2
-        q, r = torch.linalg.qr(weight)  # [D, k], [k, d]
-        k = q.shape[-1]
-        inner = r @ r.T + variance * torch.eye(k, dtype=wide, device=x.device)  # [k, k]
+        inner = weight.T @ weight + variance * torch.eye(self.latent_dim, dtype=wide,
+                                                         device=x.device)  # [d, d]
         self._check_finite(inner, "log_marginal", "covariance W W^T + s^2 I")
         scale_tril, info = torch.linalg.cholesky_ex(inner)
         if not being_traced() and int(info):
             raise FloatingPointError(
-                f"{type(self).__name__}.log_marginal: the covariance W W^T + s^2 I is singular "
-                f"in float64 (noise_scale {float(self.noise_scale.detach()):.3g} with a "
-                "rank-deficient weight); raise noise_scale")
+                f"{type(self).__name__}.log_marginal: W^T W + s^2 I is not positive definite "
+                f"in float64 (noise_scale {float(self.noise_scale.detach()):.3g}); raise "
+                "noise_scale")
         x_wide = x.to(wide)
         largest = torch.maximum(x_wide.detach().abs().amax(-1), bias.detach().abs().max())
         # the power of two in (largest / 2, largest] (1 for small data), finite in float64:
@@ -151,15 +151,14 @@ class LinearGaussian(PyroModule):
         exponent = torch.frexp(largest.clamp_min(1)).exponent - 1
         scale = torch.ldexp(torch.ones_like(largest), exponent)[:, None]  # [batch, 1]
         diff = x_wide / scale - bias / scale  # [batch, D], entries in [-4, 4]
-        along = diff @ q  # [batch, k]
-        across = diff - along @ q.T  # [batch, D], orthogonal to W's columns
-        whitened = torch.linalg.solve_triangular(scale_tril, along[..., None], upper=False)
-        squares = whitened[..., 0].pow(2).sum(-1) + across.pow(2).sum(-1) / variance  # [batch]
+        along = torch.cholesky_solve((diff @ weight)[..., None], scale_tril)[..., 0]  # [batch, d]
+        across = diff - along @ weight.T  # [batch, D]
+        squares = across.pow(2).sum(-1) / variance + along.pow(2).sum(-1)  # [batch]
         # scaled back (inf for far data); 0 * inf would be NaN
         scale = scale[:, 0]
         distance = torch.where(squares > 0, squares * scale * scale, squares)
         half_log_det = (scale_tril.diagonal().log().sum()
-                        + 0.5 * (self.data_dim - k) * variance.log())
+                        + 0.5 * (self.data_dim - self.latent_dim) * variance.log())
         log_p = -0.5 * (self.data_dim * math.log(2 * math.pi) + distance) - half_log_det
         return log_p.to(x.dtype)
 

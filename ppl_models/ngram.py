@@ -46,6 +46,7 @@ References:
 from __future__ import annotations
 
 import math
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -149,6 +150,13 @@ class NGramModel(PyroModule):
         errors = len(error_msgs)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
+        extra = prefix + "_extra_state"
+        if extra in missing_keys:  # a state saved before the concentration was in it
+            missing_keys.remove(extra)
+            warnings.warn(f"NGramModel: the state holds no concentration (saved before it was "
+                          f"kept); {prefix or 'the model'} keeps its own, "
+                          f"{self.concentration:.6g}: set it or call fit_concentration()",
+                          stacklevel=2)
         if len(error_msgs) == errors:
             problem = self._counts_problem()
             if problem:
@@ -181,6 +189,8 @@ class NGramModel(PyroModule):
     @property
     def concentration(self) -> float:
         """``alpha``, in ``(0, MAX_CONCENTRATION]`` (checked when set)."""
+        if "_concentration" not in self.__dict__:  # a module pickled before the property
+            self.concentration = self.__dict__.pop("concentration")
         return self._concentration
 
     @concentration.setter

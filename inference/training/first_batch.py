@@ -126,6 +126,9 @@ def _check_data_densities(model, guide, batch: tuple, model_trace) -> None:
     an exact 0 under a ``Gamma(0.5)``. The loss is infinite for every parameter value there, and
     the first step would put NaN into the parameters, then read as a learning rate too large.
     Called inside :func:`check_first_run`'s protected block."""
+    if any(site["type"] == "sample" and not site["is_observed"]
+           and site["infer"].get("enumerate") for site in model_trace.nodes.values()):
+        return  # the trace samples what the loss sums out: a zero at one value is no zero
     other = None
     for name, site in model_trace.nodes.items():
         if site["type"] != "sample" or not site["is_observed"] or site["mask"] is False:
@@ -146,11 +149,13 @@ def _check_data_densities(model, guide, batch: tuple, model_trace) -> None:
         if frame is not None and infinite.dim() >= -frame.dim:
             rows = infinite.movedim(frame.dim, 0).reshape(infinite.shape[frame.dim], -1).any(1)
             first = int(rows.nonzero()[0])
-            value = site["value"].movedim(frame.dim - site["fn"].event_dim, 0)[first] \
-                if site["value"].dim() >= -frame.dim + site["fn"].event_dim else site["value"]
+            value = site["value"]
+            if value.dim() >= -frame.dim + site["fn"].event_dim:
+                value = value.movedim(frame.dim - site["fn"].event_dim, 0)
+                value = value[first if value.shape[0] > 1 else 0]  # or shared by the rows
             where = f" at datapoint {first} of the first minibatch (value {_short(value)})"
         sign = "+inf (an infinite density)" if torch.isposinf(log_p).any() else \
-            "-inf (density zero, whatever the guide draws)"
+            "-inf (density zero on two draws)"
         raise ValueError(
             f"fit: the observed site '{name}' ({type(site['fn']).__name__}) has log density "
             f"{sign}{where} at the parameters training starts from: the loss is infinite "

@@ -395,3 +395,44 @@ def test_seeded_data_do_not_depend_on_the_default_dtype():
         torch.testing.assert_close(z.float(), data[1])
     finally:
         torch.set_default_dtype(previous)
+
+
+def test_the_linear_gaussian_closed_form_has_gradients_at_a_rank_deficient_weight():
+    # a first rewrite through W's QR factors gave NaN gradients at W = 0 or a zero column
+    from ppl_models import LinearGaussian
+
+    torch.manual_seed(0)
+    model = LinearGaussian(4, 2).double()
+    x = model.simulate(10).detach()
+    for weight in (torch.zeros(4, 2), torch.cat([torch.randn(4, 1), torch.zeros(4, 1)], 1)):
+        with torch.no_grad():
+            model.weight.copy_(weight)
+        model.zero_grad()
+        model.log_marginal(x).sum().backward()
+        w = model.weight.detach().clone().requires_grad_()
+        covariance = w @ w.T + model.noise_scale.detach() ** 2 * torch.eye(4, dtype=torch.float64)
+        torch.distributions.MultivariateNormal(model.bias.detach(), covariance).log_prob(
+            x).sum().backward()
+        torch.testing.assert_close(model.weight.grad, w.grad)
+
+
+def test_an_ngram_model_saved_before_its_concentration_was_kept_still_loads():
+    import pickle
+    import warnings
+
+    vocab = Vocabulary("abc")
+    x = vocab.encode(WORDS)
+    fitted = NGramModel(2, vocab, concentration=0.5).fit_counts(x)
+    state = fitted.state_dict()
+    del state["_extra_state"]  # the format before
+    restored = NGramModel(2, vocab, concentration=0.5)
+    with pytest.warns(UserWarning, match="the state holds no concentration"):
+        restored.load_state_dict(state)
+    assert torch.equal(restored.log_prob(x), fitted.log_prob(x))
+    # a whole module pickled before concentration became a property
+    old = pickle.loads(pickle.dumps(fitted))
+    old.__dict__["concentration"] = old.__dict__.pop("_concentration")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert old.concentration == 0.5
+    assert torch.equal(old.log_prob(x), fitted.log_prob(x))
