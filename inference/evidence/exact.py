@@ -359,6 +359,14 @@ def exact_log_evidence(
             f"put the mask on the distribution instead, pyro.sample('{base}', d.mask(mask), "
             "obs=...), so that the missing entries drop out of log p(x), or score the pair "
             f"with iwae_bound and a guide that samples '{missing[0]}'")
+    enumerated = [s["name"] for s in latents if s["name"] != site and s["infer"].get("enumerate")]
+    if names != [site] and enumerated:
+        raise ValueError(
+            f"exact_log_evidence integrates over the single latent site '{site}' and does not "
+            f"sum out the model's enumerated site(s) {enumerated} (config_enumerate): "
+            "conditioning them would give log p(x, their values), not log p(x). The "
+            "weight-based estimators sum them out: iwae_bound or log_evidence with a guide "
+            f"for '{site}' and a large num_samples")
     if names != [site]:
         hint = (f"; pass site={names[0]!r}" if len(names) == 1 else
                 "; fix the others (pyro.condition) to integrate over one (the result is then "

@@ -10,6 +10,7 @@ from typing import Callable
 from ..checks import user_stacklevel
 from .latents import late_parent_message
 from .networks import ShadowedParamWarning
+from .shapes import NO_INVERSE
 from .sites import DATA_PLATE, PairError, site_list
 from .survey import PairStructure, survey_pair
 
@@ -526,6 +527,11 @@ def check_pair(structure: PairStructure, use: str, called: str | None = None) ->
             raise PairError(f"ais_log_evidence: guide site(s) {site_list(discrete)} are "
                             "discrete; AIS moves continuous latents (use iwae_bound, whose "
                             "weights need no gradient)")
+        if s.vectorize_error.startswith(NO_INVERSE):
+            raise PairError(
+                f"ais_log_evidence: {s.vectorize_error}; AIS scores the guide at the "
+                "chains' moves, which needs the inverse: use an invertible flow (T.spline, "
+                "T.affine_autoregressive, T.affine_coupling), or iwae_bound")
         if not s.vectorizable:
             raise PairError("ais_log_evidence: the pair fails with chains in a leftmost "
                             f"pyro.plate ({s.vectorize_error}); AIS runs all chains at once, "
@@ -555,7 +561,13 @@ def check_pair(structure: PairStructure, use: str, called: str | None = None) ->
                 "reparameterized; the importance-weighted objectives here follow pathwise "
                 "gradients only and would miss its score-function term. Use loss='elbo' "
                 "(Trace_ELBO's score-function estimator) for such guides")
-        if not s.vectorizable:
+        if s.vectorize_error.startswith(NO_INVERSE) and use == "fit:dreg":
+            raise PairError(
+                f"{called}: {s.vectorize_error}; DReG scores each draw again under a copy of "
+                "the guide with its parameters held fixed, which needs the inverse: use an "
+                "invertible flow (T.spline, T.affine_autoregressive, T.affine_coupling) or "
+                "loss='iwae'")
+        if not s.vectorizable and not s.vectorize_error.startswith(NO_INVERSE):
             raise PairError(
                 f"{called}: the pair fails with particles in a leftmost pyro.plate "
                 f"({s.vectorize_error}); the importance-weighted losses draw the particles at "

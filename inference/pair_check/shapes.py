@@ -413,8 +413,32 @@ def try_vectorized(model, guide, args, kwargs, nesting: int) -> str:
         with evaluation_mode(reachable_modules(model, guide)):
             mismatch = _particle_mismatch(model, guide, args, kwargs, nesting)
     except Exception as error:  # the user's code failed on a leading particle dim
+        if missing_inverse(error):
+            return (f"{NO_INVERSE}: a guide transform without an inverse (Pyro's planar, "
+                    "radial and neural autoregressive flows) scores only the draw it just "
+                    f"made ({type(error).__name__}: {error})")
         return f"{type(error).__name__}: {error}"
     return mismatch
+
+
+NO_INVERSE = "a guide site cannot score a value again"
+"""How :func:`try_vectorized` begins its error when the particle comparison had to score a
+guide draw again and a transform has no inverse: the draws' own weights are right (each is
+scored from the transform's cache), while a check or an objective that re-scores a value
+(DReG's stopped-gradient copy, AIS's moves) cannot run."""
+
+
+def missing_inverse(error: Exception) -> bool:
+    """Whether ``error`` came from a transform's ``_inverse`` that has none (torch's default
+    ``NotImplementedError``, or Pyro's ``KeyError`` of a value not in its cache)."""
+    if not isinstance(error, (KeyError, NotImplementedError)):
+        return False
+    frame = error.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code.co_name == "_inverse":
+            return True
+        frame = frame.tb_next
+    return False
 
 
 def _dim_without_plate(site, log_p: torch.Tensor) -> str:

@@ -13,6 +13,9 @@ false refusals.
 - Pyro's ``BatchNorm`` flow transform in a guide left in training mode: estimates that moved
   with the batch and K, without the warning torch's norm layers get, and its statistics
   overwritten by every call.
+- A flow guide without an inverse (Pyro's planar flow) was refused by ``fit(loss='iwae')`` as
+  a pair that does not broadcast over particles; ``exact_log_evidence`` advised conditioning
+  a model-enumerated site (which gives ``log p(x, g)``).
 - ``compile=True`` with ``functools.partial`` of a module's methods: a refusal that said the
   pair must be methods of one module (they are) and printed the module's repr.
 """
@@ -212,4 +215,59 @@ def test_pyros_batchnorm_flow_in_training_mode_is_warned_about_and_put_back():
         elbo(model, guide, torch.randn(4), num_samples=10)
     assert torch.equal(norm.moving_mean, torch.full((2,), 0.5))
     assert torch.equal(norm.moving_variance, torch.full((2,), 2.0))
+    pyro.clear_param_store()
+
+
+def test_exact_log_evidence_names_a_model_enumerated_site_it_does_not_sum():
+    # it advised conditioning the gate, which gives log p(x, g), not log p(x)
+    from pyro.infer import config_enumerate
+
+    from inference import exact_log_evidence
+
+    @config_enumerate
+    def model(x):
+        with pyro.plate("data", len(x)):
+            r = pyro.sample("r", dist.Gamma(torch.full((len(x),), 2.0), 0.5))
+            g = pyro.sample("g", dist.Bernoulli(torch.full((len(x),), 0.3)))
+            pyro.sample("x", dist.Poisson(r * (1 - g) + 1e-30 * g), obs=x)
+
+    with pytest.raises(ValueError, match=r"does not sum out the model's enumerated site\(s\) "
+                                         r"\['g'\].*not log p\(x\)"):
+        exact_log_evidence(model, torch.tensor([0.0, 3.0]), site="r", bounds=(0.0, 60.0))
+
+
+def test_a_flow_guide_without_an_inverse_trains_with_iwae_and_is_named_elsewhere():
+    # planar flows score only their own draws: fit(loss='iwae') was refused as a pair that
+    # does not broadcast over particles (Pyro's vectorized RenyiELBO trains it); DReG and
+    # AIS, which score values again, now say why they cannot
+    import pyro.distributions.transforms as T
+
+    from inference import ais_log_evidence
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(torch.zeros(len(x), 2), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z[..., 0], 0.5), obs=x)
+
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    flows = [T.planar(2), T.planar(2)]
+
+    def guide(x):
+        for i, flow in enumerate(flows):
+            pyro.module(f"flow{i}", flow)
+        with pyro.plate("data", len(x)):
+            base = dist.Normal(torch.zeros(len(x), 2), 1.0).to_event(1)
+            pyro.sample("z", dist.TransformedDistribution(base, flows))
+
+    x = torch.tensor([0.3, -1.5, 2.5, 0.0])
+    history = fit(model, guide, x, loss="iwae", num_particles=4, epochs=3, progress=False)
+    assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in history)
+    for call in (lambda: fit(model, guide, x, loss="dreg", num_particles=4, epochs=1,
+                             progress=False),
+                 lambda: ais_log_evidence(model, guide, x, num_chains=4, num_steps=5,
+                                          progress=False)):
+        with pytest.raises(PairError, match=r"a guide site cannot score a value again: a guide "
+                                            r"transform without an inverse"):
+            call()
     pyro.clear_param_store()
