@@ -260,14 +260,18 @@ class WordData:
     source: str
 
     def __post_init__(self) -> None:
-        """``TypeError`` unless the splits are lists of strings and ``source`` a string (a
-        single string as a split would be read as its characters)."""
+        """The splits as lists (any sequence of strings is taken); ``TypeError`` for one
+        string as a split (it would be read as its characters), a split of other items, or a
+        ``source`` that is not a string."""
         for name in ("train", "valid", "test"):
             value = getattr(self, name)
-            if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
                 raise TypeError(f"WordData: {name} must be a list of str, got "
-                                f"{type(value).__name__}" + (
-                                    "" if not isinstance(value, list) else " with other items"))
+                                f"{type(value).__name__}")
+            value = list(value)
+            if not all(isinstance(w, str) for w in value):
+                raise TypeError(f"WordData: {name} must be a list of str, got other items")
+            object.__setattr__(self, name, value)
         if not isinstance(self.source, str):
             raise TypeError(f"WordData: source must be a str, got {type(self.source).__name__}")
 

@@ -279,7 +279,6 @@ def bits_back_decode(vae, data: bytes, latent_bits: int = 12) -> tuple[torch.Ten
     """
     require(vae, BernoulliLatentModel, "vae")
     require_standard_prior(vae, "vae")
-    require_encoded_posterior(vae, "vae", "bits-back coding")
     latent_bits = _check_latent_bits(latent_bits)
     stream = unpack_stream(data, KIND_BITS_BACK)
     count = stream.count

@@ -348,8 +348,7 @@ def _check_store_rows(error: Exception) -> None:
         f"Pyro's param store holds pyro.param('{name}') of shape {list(held.shape)}, left by "
         f"an earlier run (a guide of the same names on another number of datapoints), and "
         f"this run read it inside pyro.plate('{plate}') of size {size}: call "
-        "pyro.clear_param_store() before building the new guide, or give it names of its "
-        "own (AutoNormal(model, prefix='...'))") from error
+        "pyro.clear_param_store() before building the new guide") from error
 
 
 def _check_guide_list_parts(guide) -> None:

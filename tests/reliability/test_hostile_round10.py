@@ -278,6 +278,10 @@ def test_bits_back_refuses_a_flow_vae_whose_encoder_is_not_its_guide():
                                         r"Gaussian encode\(x\) gives, but bits-back coding"):
         bits_back_encode(flow_vae, images)
     assert bits_back_encode(VAE((1, 4, 4), 2, hidden=(8,)), images)  # a VAE's is
+    # decoding stays open: N(encode(x)) decodes what it coded, bytes of the code before too
+    from inference.coding.bits_back import bits_back_decode
+    with pytest.raises(ValueError, match="bits-back images"):  # not a refusal of the model
+        bits_back_decode(flow_vae, bits_back_encode(VAE((1, 4, 4), 2, hidden=(8,)), images))
 
 
 def test_a_utf16_word_list_gets_the_right_conversion_hint(tmp_path):
@@ -298,6 +302,7 @@ def test_word_data_checks_its_fields():
     with pytest.raises(TypeError, match="WordData: source must be a str"):
         WordData(["cat"], ["dog"], ["eel"], None)
     assert WordData(["cat"], [], ["eel"], "file:x").words == ["cat", "eel"]
+    assert WordData(("cat",), (), ("eel",), "file:x").words == ["cat", "eel"]  # sequences
 
 
 class _DropoutVAE(VAE):
