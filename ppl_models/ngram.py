@@ -153,10 +153,11 @@ class NGramModel(PyroModule):
         extra = prefix + "_extra_state"
         if extra in missing_keys:  # a state saved before the concentration was in it
             missing_keys.remove(extra)
-            warnings.warn(f"NGramModel: the state holds no concentration (saved before it was "
-                          f"kept); {prefix or 'the model'} keeps its own, "
-                          f"{self.concentration:.6g}: set it or call fit_concentration()",
-                          stacklevel=2)
+            if not prefix.endswith("lower."):  # once, for the model and its lower orders
+                warnings.warn(f"NGramModel: the state holds no concentration (saved before it "
+                              f"was kept); the model and its lower orders keep their own "
+                              f"({self.concentration:.6g} here): set them or call "
+                              "fit_concentration()", stacklevel=2)
         if len(error_msgs) == errors:
             problem = self._counts_problem()
             if problem:
