@@ -485,14 +485,19 @@ def test_guide_draws_outside_the_model_support_have_weight_zero_not_nan():
     assert abs(float(torch.isneginf(log_w).double().mean()) - 0.1587) < 0.013
 
 
-def test_an_enumerating_guide_is_still_refused():
-    def guide(x):
+def test_an_enumerating_guide_is_drawn_like_any_guide():
+    # the mark is TraceEnum_ELBO's; the estimators draw the site from the guide (the weights
+    # are importance weights with it as the proposal): the same weights as without the mark
+    def guide(x, mark=True):
         with pyro.plate("data", len(x)):
-            pyro.sample("a", dist.Categorical(MIX), infer={"enumerate": "parallel"})
+            pyro.sample("a", dist.Categorical(MIX),
+                        infer={"enumerate": "parallel"} if mark else {})
 
-    with pytest.raises(PairError, match=r"^iwae_bound: guide site\(s\) 'a' are marked for "
-                                        r"enumeration"):
-        iwae_bound(mixture, guide, X, num_samples=2)
+    pyro.set_rng_seed(0)
+    marked = iwae_bound(mixture, guide, X, num_samples=20)
+    pyro.set_rng_seed(0)
+    torch.testing.assert_close(marked, iwae_bound(mixture, lambda x: guide(x, mark=False), X,
+                                                  num_samples=20), rtol=0, atol=0)
 
 
 def test_sums_agree_with_pyro_trace_enum_elbo_for_an_empty_guide():

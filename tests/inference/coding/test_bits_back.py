@@ -55,8 +55,10 @@ def test_round_trip_is_exact_and_returns_the_initial_words(latent_bits):
 
 def test_net_code_length_is_minus_elbo(digits_vae):
     # 300 test digits, one z per image: the net code length is a sum of 300 single-draw
-    # estimates of -ELBO (bits), so its mean lies within a few tenths of a bit of -ELBO
-    # (measured +0.3 bits of 36.2 at 8 bits per latent dimension); allowed: 3%.
+    # estimates of -ELBO (bits) plus the buckets' discretization at 8 bits per latent
+    # dimension. Measured over training seeds 0-3 (2026-11-29): +0.2% to +3.7% of -ELBO (37.0
+    # to 37.5 bits); allowed: 5%. Coding with another q than the guide's (a FlowVAE's flow
+    # base) cost 15%.
     vae, test = digits_vae
     data = bits_back_encode(vae, test, latent_bits=8)
     decoded, _ = bits_back_decode(vae, data, latent_bits=8)
@@ -66,7 +68,7 @@ def test_net_code_length_is_minus_elbo(digits_vae):
         neg_elbo_bits = -torch.stack([elbo(vae.model, vae.guide, test) for _ in range(20)]
                                      ).mean().item() / math.log(2)
     per_image = net_bits(data) / len(test)
-    assert abs(per_image / neg_elbo_bits - 1) < 0.03, (per_image, neg_elbo_bits)
+    assert abs(per_image / neg_elbo_bits - 1) < 0.05, (per_image, neg_elbo_bits)
     assert per_image < 0.7 * 64  # far below the 64 raw bits of an 8x8 binary image
 
 
