@@ -335,12 +335,13 @@ _STORE_ROWS = re.compile(r"Inside pyro\.plate\((\w+), (\d+), dim=-?\d+\) invalid
                          r"pyro\.param\(([^,]+), ")
 
 
-def _check_store_rows(error: Exception) -> None:
-    """``PairError`` for Pyro's "invalid shape of pyro.param(...)" when the parameter is in
-    the param store already: rows per datapoint left by an earlier guide of the same names
-    (a second ``AutoNormal`` on other data) that this run read instead of making its own."""
+def _check_store_rows(error: Exception, stored: set) -> None:
+    """``PairError`` for Pyro's "invalid shape of pyro.param(...)" when the parameter was in
+    the param store before the run (``stored``): rows per datapoint left by an earlier guide
+    of the same names (a second ``AutoNormal`` on other data) that this run read instead of
+    making its own. One the run made with the wrong rows is the program's own error."""
     found = _STORE_ROWS.search(str(error))
-    if found is None or found.group(3) not in pyro.get_param_store():
+    if found is None or found.group(3) not in stored:
         return
     plate, size, name = found.groups()
     held = pyro.get_param_store()[name]
@@ -416,6 +417,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     # the first run, on copies of the tensor arguments: a program that changes one in
     # place is refused before it touches the caller's
     copy_args, copy_kwargs, copies = copied_arguments(args, kwargs)
+    stored = set(pyro.get_param_store().keys())  # before the runs: an earlier run's names
     with forked_rng(), poutine.block(), \
             torch.no_grad():
         try:
@@ -449,7 +451,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
             if stale:
                 raise _stale_parameters(stale, f"the pair failed to run ({type(error).__name__}"
                                         f": {_first_line(str(error))}); its") from error
-            _check_store_rows(error)
+            _check_store_rows(error, stored)
             name = _twice_named(error)
             if name is not None:
                 raise PairError(

@@ -398,7 +398,11 @@ def _circular_family(fn) -> str | None:
     masks) when it lives on the circle or the sphere, else None."""
     while hasattr(fn, "base_dist"):
         fn = fn.base_dist
-    if isinstance(fn, CIRCULAR_FAMILIES) or fn.support is dist.constraints.sphere:
+    try:
+        support = fn.support
+    except NotImplementedError:  # a user's class without one: judged by its type alone
+        support = None
+    if isinstance(fn, CIRCULAR_FAMILIES) or support is dist.constraints.sphere:
         return type(fn).__name__
     return None
 

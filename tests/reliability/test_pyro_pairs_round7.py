@@ -271,3 +271,37 @@ def test_a_flow_guide_without_an_inverse_trains_with_iwae_and_is_named_elsewhere
                                             r"transform without an inverse"):
             call()
     pyro.clear_param_store()
+
+
+def test_own_changes_a_guides_own_wrong_rows_and_a_distribution_without_support():
+    # the stale-store message blamed an earlier run for a parameter the guide made itself
+    # with the wrong rows; the circular-family check read .support of a user's class that
+    # has none (torch's bare NotImplementedError)
+    from inference.uses import posterior_means
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        loc = pyro.param("loc", torch.zeros(5))
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(loc, 1.0))
+
+    pyro.clear_param_store()
+    with pytest.raises(ValueError) as caught:
+        iwae_bound(model, guide, torch.randn(7), num_samples=2)
+    assert "earlier run" not in str(caught.value)
+
+    class Plain(dist.Normal):
+        @property
+        def support(self):
+            raise NotImplementedError
+
+    def plain_guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", Plain(torch.ones(len(x), 2), 1.0).to_event(1))
+
+    torch.testing.assert_close(posterior_means(plain_guide, torch.zeros(3)), torch.ones(3, 2))
+    pyro.clear_param_store()
