@@ -1,6 +1,7 @@
 """Checks :func:`inference.fit` runs on the pair and the data before its first step, each
 on a probe that leaves the random state, the param store and the buffers as they were: the
-observed values against their supports, a first run of the pair on the first minibatch,
+observed values against their supports, a first run of the pair on the first minibatch
+(parameters it removes, non-finite densities, data where the likelihood is infinite or zero),
 minibatches of one row that batch norm cannot normalize, and a short last minibatch that
 meets state shaped by the first (a loss's baseline, a guide parameter sized by the batch)."""
 
@@ -140,7 +141,12 @@ def _check_data_densities(model, guide, batch: tuple, model_trace) -> None:
         if not infinite.any() and torch.isneginf(log_p).any():
             if other is None:
                 other, _ = trace_pair(model, guide, batch, {})
-            again = other.nodes[name]["fn"].log_prob(other.nodes[name]["value"])
+            node = other.nodes.get(name)
+            if node is None or node["type"] != "sample":
+                continue  # the other draw took another path: no verdict
+            again = node["fn"].log_prob(node["value"])
+            if again.shape != log_p.shape:
+                continue
             infinite = torch.isneginf(log_p) & torch.isneginf(again)
         if not infinite.any():
             continue
