@@ -77,7 +77,10 @@ def _check_whole_counts(site) -> None:
     ``DirichletMultinomial``) that is not whole counts: torch's constraint checks only the
     signs and the total, and ``log_prob`` (Gamma functions of the values) scores proportions
     such as ``[0.5, 0.3, 0.2]`` at a finite number where the model gives them probability 0."""
-    support = site["fn"].support
+    try:
+        support = site["fn"].support
+    except NotImplementedError:  # a user's distribution without one
+        return
     while isinstance(support, constraints.independent):
         support = support.base_constraint
     value = site["value"]
