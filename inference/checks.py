@@ -11,6 +11,7 @@ weights, and ``check_in_range_of`` ends with a hint where the models' twin says 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import difflib
 import functools
 import inspect
@@ -821,16 +822,28 @@ def in_evaluation_mode(*names: str):
 
         @functools.wraps(entry)
         def evaluating(*args, **kwargs):
+            if _EVALUATING.get():  # inside another such entry point (a chain's steps)
+                return entry(*args, **kwargs)
             try:
                 bound = signature.bind_partial(*args, **kwargs)
             except TypeError:  # the call itself is wrong: the entry point says how
                 return entry(*args, **kwargs)
-            modules = reachable_modules(*(bound.arguments[name] for name in names
-                                          if name in bound.arguments))
-            with evaluation_mode(modules):
-                return entry(*args, **kwargs)
+            given = [bound.arguments[name] for name in names if name in bound.arguments]
+            modules = [value for value in given if isinstance(value, torch.nn.Module)]
+            modules += reachable_modules(*(value for value in given
+                                           if not isinstance(value, torch.nn.Module)))
+            token = _EVALUATING.set(True)
+            try:
+                with evaluation_mode(modules):
+                    return entry(*args, **kwargs)
+            finally:
+                _EVALUATING.reset(token)
         return evaluating
     return decorate
+
+
+# Set inside an entry point of :func:`in_evaluation_mode`: the ones it calls skip the work.
+_EVALUATING = contextvars.ContextVar("in_evaluation_mode", default=False)
 
 
 def _tracks_running_stats(module: torch.nn.Module) -> bool:
