@@ -133,21 +133,36 @@ class NGramModel(PyroModule):
 
     def set_extra_state(self, state) -> None:
         """The concentration of a ``state_dict``, checked as the constructor checks it."""
+        self.concentration = self._checked_extra_state(state)
+
+    @staticmethod
+    def _checked_extra_state(state) -> float:
+        """The concentration a ``state_dict``'s extra entry holds; ``ValueError`` naming what
+        is wrong with it."""
         if not isinstance(state, dict) or "concentration" not in state:
             raise ValueError(f"the n-gram state's extra entry must be a dict with the "
                              f"concentration, got {state!r}")
-        self.concentration = _check_concentration(state["concentration"],
-                                                  "the state's concentration")
+        return _check_concentration(state["concentration"], "the state's concentration")
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs) -> None:
-        # the counts have as many entries as the pairs a fit saw: take the saved lengths
-        for name in self.COUNT_BUFFERS:
-            saved = state_dict.get(prefix + name)
-            if torch.is_tensor(saved) and saved.dim() == 1:
-                current = getattr(self, name)
-                setattr(self, name, current.new_zeros(saved.shape[0]))
-        errors = len(error_msgs)
+        saved = {name: state_dict.get(prefix + name) for name in self.COUNT_BUFFERS}
+        if all(torch.is_tensor(value) and value.dim() == 1 for value in saved.values()):
+            # checked before anything is copied: a damaged state leaves the model as it was
+            problem = self._counts_problem(*saved.values())
+            extra = state_dict.get(prefix + "_extra_state")
+            if problem is None and extra is not None:
+                try:
+                    self._checked_extra_state(extra)
+                except ValueError as error:
+                    problem = str(error)
+            if problem:
+                error_msgs.append(f"the counts of {prefix or 'the model'} are not an n-gram "
+                                  f"model's ({problem}): a damaged or edited state")
+                return
+            # the counts have as many entries as the pairs a fit saw: take the saved lengths
+            for name, value in saved.items():
+                setattr(self, name, getattr(self, name).new_zeros(value.shape[0]))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
         extra = prefix + "_extra_state"
@@ -158,17 +173,16 @@ class NGramModel(PyroModule):
                               f"was kept); the model and its lower orders keep their own "
                               f"({self.concentration:.6g} here): set them or call "
                               "fit_concentration()", stacklevel=2)
-        if len(error_msgs) == errors:
-            problem = self._counts_problem()
-            if problem:
-                error_msgs.append(f"the counts of {prefix or 'the model'} are not an n-gram "
-                                  f"model's ({problem}): a damaged or edited state")
 
-    def _counts_problem(self) -> str | None:
-        """What makes the count buffers inconsistent (as :meth:`fit_counts` leaves them:
-        pair codes sorted and distinct within range, counts positive whole numbers, contexts
-        and their totals those of the pairs), or None."""
-        codes, counts = self.pair_codes, self.pair_counts
+    def _counts_problem(self, codes: torch.Tensor, counts: torch.Tensor,
+                        context_codes: torch.Tensor, context_counts: torch.Tensor) -> str | None:
+        """What makes count tensors inconsistent (as :meth:`fit_counts` leaves them: pair
+        codes sorted and distinct within range, counts positive whole numbers, contexts and
+        their totals those of the pairs), or None."""
+        if not (codes.dtype == context_codes.dtype == torch.long
+                and counts.dtype == context_counts.dtype == torch.float64):
+            return (f"codes of dtype {codes.dtype} and {context_codes.dtype}, counts of "
+                    f"{counts.dtype} and {context_counts.dtype}; expected int64 and float64")
         if codes.shape != counts.shape:
             return f"{len(codes)} pair codes but {len(counts)} pair counts"
         limit = self.vocab.num_symbols ** (self.order - 1) * self.num_outputs
@@ -182,8 +196,7 @@ class NGramModel(PyroModule):
                                                      return_inverse=True)
         totals = torch.zeros(len(contexts), dtype=torch.float64,
                              device=codes.device).index_add_(0, inverse, counts)
-        if not (torch.equal(self.context_codes, contexts)
-                and torch.equal(self.context_counts, totals)):
+        if not (torch.equal(context_codes, contexts) and torch.equal(context_counts, totals)):
             return "context codes or totals differ from those of the pairs"
         return None
 

@@ -10,6 +10,7 @@ import warnings
 
 import torch
 from pyro import poutine
+from pyro.distributions import MaskedDistribution
 from torch.distributions import constraints
 from pyro.poutine.messenger import Messenger
 from pyro.infer.autoguide import AutoGuide
@@ -87,9 +88,18 @@ def _check_whole_counts(site) -> None:
     if not isinstance(support, constraints._Multinomial) or not value.is_floating_point():
         return
     fractional = value != value.round()
-    if site["mask"] is not None and site["mask"] is not True:  # masked values go unscored
-        mask = torch.as_tensor(site["mask"], device=value.device)
-        fractional = fractional & mask.reshape(mask.shape + (1,) * site["fn"].event_dim)
+    # masked values go unscored: poutine.mask's, and those of Distribution.mask(m) at any
+    # level of the distribution (each mask over that level's batch dims)
+    masks = [(site["mask"], site["fn"].event_dim)]
+    fn = site["fn"]
+    while fn is not None:
+        if isinstance(fn, MaskedDistribution):
+            masks.append((fn._mask, len(fn.event_shape)))
+        fn = getattr(fn, "base_dist", None)
+    for mask, event_dims in masks:
+        if mask is not None and mask is not True:
+            mask = torch.as_tensor(mask, device=value.device)
+            fractional = fractional & mask.reshape(mask.shape + (1,) * event_dims)
     if fractional.any():
         row = value[fractional.any(-1)][0] if value.dim() > 1 else value
         raise PairError(

@@ -691,11 +691,17 @@ def data_fingerprint(tensors) -> list[dict]:
     return prints
 
 
+def state_shapes(state: dict) -> dict:
+    """``{name: shape}`` of a module's ``state_dict``; an entry that is not a tensor (a
+    module's ``get_extra_state``, such as an n-gram's concentration) by its type's name."""
+    return {name: list(value.shape) if torch.is_tensor(value) else type(value).__name__
+            for name, value in state.items()}
+
+
 def params_fingerprint(modules, shapes: dict) -> dict:
     """Parameter and buffer names with shapes of each module, and ``shapes`` (name -> shape)
     of the pair's Pyro parameters outside them (:func:`store_shapes`)."""
-    return {"modules": [{name: list(t.shape) for name, t in m.state_dict().items()}
-                        for m in modules],
+    return {"modules": [state_shapes(m.state_dict()) for m in modules],
             "param_store": {name: list(shape) for name, shape in sorted(shapes.items())}}
 
 

@@ -25,6 +25,7 @@ import torch
 
 from ..checks import evaluation_mode
 from ..reachable import reachable_modules
+from .checkpoints import state_shapes
 
 __all__ = ["KeepBest"]
 
@@ -188,8 +189,8 @@ class KeepBest:
         fit the modules (names and shapes)."""
         best = state["best_state"]
         if best is not None:
-            mine = [{k: list(v.shape) for k, v in m.state_dict().items()} for m in self.modules]
-            theirs = [{k: list(v.shape) for k, v in s.items()} for s in best]
+            mine = [state_shapes(m.state_dict()) for m in self.modules]
+            theirs = [state_shapes(s) for s in best]
             if mine != theirs:
                 raise ValueError("KeepBest.set_state: the saved best parameters do not fit the "
                                  f"modules: saved {theirs}, modules {mine}")

@@ -201,7 +201,7 @@ def checkpointed_tensors(modules, store_names, registered: dict) -> dict:
     the modules' parameters and buffers, the param store's entries ``store_names``, the
     buffers of networks registered with ``pyro.module``."""
     tensors = {f"module {i}: {key}": value for i, module in enumerate(modules)
-               for key, value in module.state_dict().items()}
+               for key, value in module.state_dict().items() if torch.is_tensor(value)}
     tensors.update({f"param {name}": value for name, value
                     in pyro.get_param_store().named_parameters() if name in store_names})
     tensors.update({f"network {name}: {key}": value for name, network in registered.items()

@@ -441,3 +441,56 @@ def test_an_ngram_model_saved_before_its_concentration_was_kept_still_loads():
         warnings.simplefilter("error")
         assert old.concentration == 0.5
     assert torch.equal(old.log_prob(x), fitted.log_prob(x))
+
+
+def test_a_damaged_ngram_state_leaves_the_model_as_it_was():
+    vocab = Vocabulary("abc")
+    x = vocab.encode(WORDS)
+    fitted = NGramModel(2, vocab).fit_counts(x)
+    before = fitted.log_prob(x)
+    for edit in (lambda s: s.__setitem__("pair_counts", s["pair_counts"] * 0.5),
+                 lambda s: s.__setitem__("pair_counts", s["pair_counts"].float()),
+                 lambda s: s.__setitem__("_extra_state", {"concentration": float("nan")})):
+        state = NGramModel(2, vocab).fit_counts(vocab.encode(["cab", "cc"])).state_dict()
+        edit(state)
+        with pytest.raises((RuntimeError, ValueError)):
+            fitted.load_state_dict(state)
+        assert torch.equal(fitted.log_prob(x), before)
+
+
+def test_fit_checkpoints_a_pair_that_holds_an_ngram_model(tmp_path):
+    # its extra state (a dict) broke the checkpoint's fingerprint after the first epoch
+    import pyro
+    import pyro.distributions as dist
+    from pyro.nn import PyroModule, PyroParam, pyro_method
+
+    from inference import fit
+
+    vocab = Vocabulary("abc")
+    words = vocab.encode(WORDS)
+
+    class Pair(PyroModule):
+        def __init__(self):
+            super().__init__()
+            self.ngram = NGramModel(2, vocab).fit_counts(words)
+            self.weight = PyroParam(torch.tensor(0.5))
+
+        @pyro_method
+        def model(self, x):
+            baseline = self.ngram.log_prob(x).float()
+            with pyro.plate("data", len(x)):
+                pyro.sample("y", dist.Normal(self.weight * baseline, 1.0),
+                            obs=torch.zeros(len(x)))
+
+        @pyro_method
+        def guide(self, x):
+            pass
+
+    pyro.clear_param_store()
+    pair = Pair()
+    checkpoint = tmp_path / "run.pt"
+    fit(pair.model, pair.guide, words, epochs=2, checkpoint=checkpoint, progress=False)
+    history = fit(pair.model, pair.guide, words, epochs=3, checkpoint=checkpoint, resume=True,
+                  progress=False)
+    assert [record["epoch"] for record in history] == [1, 2, 3]
+    pyro.clear_param_store()

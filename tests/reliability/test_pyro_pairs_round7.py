@@ -305,3 +305,19 @@ def test_own_changes_a_guides_own_wrong_rows_and_a_distribution_without_support(
 
     torch.testing.assert_close(posterior_means(plain_guide, torch.zeros(3)), torch.ones(3, 2))
     pyro.clear_param_store()
+
+
+def test_rows_masked_by_the_distribution_are_not_judged_as_counts():
+    # Distribution.mask(m), Pyro's other masking idiom, was judged by the whole-counts check
+    model, guide = _dirichlet_multinomial(6)
+    values = torch.tensor([[3.0, 1.0, 2.0], [0.5, 0.5, 5.0]])
+    keep = torch.tensor([True, False])
+
+    def masked_model(x):
+        with pyro.plate("data", len(x)):
+            p = pyro.sample("p", dist.Dirichlet(ALPHA.expand(len(x), 3)))
+            pyro.sample("x", dist.Multinomial(6, probs=p).mask(keep), obs=x)
+
+    assert elbo(masked_model, guide, values, num_samples=2).shape == (2,)
+    with pytest.raises(PairError, match="not whole counts"):
+        elbo(model, guide, values, num_samples=2)
