@@ -146,6 +146,11 @@ class NGramModel(PyroModule):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs) -> None:
+        powers = state_dict.get(prefix + "powers")
+        if torch.is_tensor(powers) and powers.shape != self.powers.shape:
+            error_msgs.append(f"{prefix or 'the model'}: the state is an n-gram of order "
+                              f"{powers.shape[0] + 1}, the model's order is {self.order}")
+            return
         saved = {name: state_dict.get(prefix + name) for name in self.COUNT_BUFFERS}
         if all(torch.is_tensor(value) and value.dim() == 1 for value in saved.values()):
             # checked before anything is copied: a damaged state leaves the model as it was
@@ -179,10 +184,14 @@ class NGramModel(PyroModule):
         """What makes count tensors inconsistent (as :meth:`fit_counts` leaves them: pair
         codes sorted and distinct within range, counts positive whole numbers, contexts and
         their totals those of the pairs), or None."""
-        if not (codes.dtype == context_codes.dtype == torch.long
-                and counts.dtype == context_counts.dtype == torch.float64):
+        if codes.is_floating_point() or context_codes.is_floating_point() or not (
+                counts.is_floating_point() and context_counts.is_floating_point()):
             return (f"codes of dtype {codes.dtype} and {context_codes.dtype}, counts of "
-                    f"{counts.dtype} and {context_counts.dtype}; expected int64 and float64")
+                    f"{counts.dtype} and {context_counts.dtype}; expected integer codes and "
+                    "floating counts")
+        # as the model holds them (a module cast with .float() keeps whole counts exactly)
+        codes, context_codes = codes.long(), context_codes.long()
+        counts, context_counts = counts.double(), context_counts.double()
         if codes.shape != counts.shape:
             return f"{len(codes)} pair codes but {len(counts)} pair counts"
         limit = self.vocab.num_symbols ** (self.order - 1) * self.num_outputs

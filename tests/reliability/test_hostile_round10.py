@@ -449,7 +449,7 @@ def test_a_damaged_ngram_state_leaves_the_model_as_it_was():
     fitted = NGramModel(2, vocab).fit_counts(x)
     before = fitted.log_prob(x)
     for edit in (lambda s: s.__setitem__("pair_counts", s["pair_counts"] * 0.5),
-                 lambda s: s.__setitem__("pair_counts", s["pair_counts"].float()),
+                 lambda s: s.__setitem__("pair_codes", s["pair_codes"].double()),
                  lambda s: s.__setitem__("_extra_state", {"concentration": float("nan")})):
         state = NGramModel(2, vocab).fit_counts(vocab.encode(["cab", "cc"])).state_dict()
         edit(state)
@@ -494,3 +494,17 @@ def test_fit_checkpoints_a_pair_that_holds_an_ngram_model(tmp_path):
                   progress=False)
     assert [record["epoch"] for record in history] == [1, 2, 3]
     pyro.clear_param_store()
+
+
+def test_ngram_states_of_another_order_or_cast_to_float_are_told_apart():
+    vocab = Vocabulary("abc")
+    x = vocab.encode(WORDS)
+    trigram = NGramModel(3, vocab).fit_counts(x)
+    with pytest.raises(RuntimeError, match="the state is an n-gram of order 3, the model's "
+                                           "order is 2"):
+        NGramModel(2, vocab).load_state_dict(trigram.state_dict())
+    bigram = NGramModel(2, vocab).fit_counts(x)
+    cast = NGramModel(2, vocab).fit_counts(x).float()  # float32 counts, exact
+    restored = NGramModel(2, vocab)
+    restored.load_state_dict(cast.state_dict())
+    assert torch.equal(restored.log_prob(x), bigram.log_prob(x))
