@@ -692,10 +692,10 @@ def data_fingerprint(tensors) -> list[dict]:
 
 
 def state_shapes(state: dict) -> dict:
-    """``{name: shape}`` of a module's ``state_dict``; an entry that is not a tensor (a
-    module's ``get_extra_state``, such as an n-gram's concentration) by its type's name."""
-    return {name: list(value.shape) if torch.is_tensor(value) else type(value).__name__
-            for name, value in state.items()}
+    """``{name: shape}`` of the tensors of a module's ``state_dict``; an entry that is not a
+    tensor (a module's ``get_extra_state``, such as an n-gram's concentration) is left out,
+    as fingerprints written before such entries existed left it out."""
+    return {name: list(value.shape) for name, value in state.items() if torch.is_tensor(value)}
 
 
 def params_fingerprint(modules, shapes: dict) -> dict:
