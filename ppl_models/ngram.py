@@ -46,6 +46,8 @@ References:
 from __future__ import annotations
 
 import math
+import os
+import sys
 import warnings
 
 import pyro
@@ -68,6 +70,18 @@ MAX_CONCENTRATION = 1e6
 def _check_concentration(value, name: str) -> float:
     """``value`` as a float in ``(0, MAX_CONCENTRATION]``; ``ValueError`` naming ``name``."""
     return as_number(value, name, 0, MAX_CONCENTRATION, low_open=True)
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` that makes a ``warnings.warn`` in the calling function name the
+    first frame outside this package and torch (the user's ``load_state_dict`` call, however
+    deep torch's loader nests)."""
+    ours = os.path.dirname(os.path.abspath(__file__))
+    theirs = os.path.dirname(os.path.abspath(torch.__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith((ours, theirs)):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _lookup(codes: torch.Tensor, counts: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
@@ -177,7 +191,7 @@ class NGramModel(PyroModule):
                 warnings.warn(f"NGramModel: the state holds no concentration (saved before it "
                               f"was kept); the model and its lower orders keep their own "
                               f"({self.concentration:.6g} here): set them or call "
-                              "fit_concentration()", stacklevel=2)
+                              "fit_concentration()", stacklevel=_caller_stacklevel())
 
     def _counts_problem(self, codes: torch.Tensor, counts: torch.Tensor,
                         context_codes: torch.Tensor, context_counts: torch.Tensor) -> str | None:
