@@ -20,6 +20,7 @@ import numbers
 import os
 import re
 import sys
+import threading
 import traceback
 import warnings
 
@@ -834,7 +835,7 @@ def in_evaluation_mode(*names: str):
                                            if not isinstance(value, torch.nn.Module)))
             token = _EVALUATING.set(True)
             try:
-                with evaluation_mode(modules):
+                with _shared_evaluation_mode(modules):
                     return entry(*args, **kwargs)
             finally:
                 _EVALUATING.reset(token)
@@ -844,6 +845,37 @@ def in_evaluation_mode(*names: str):
 
 # Set inside an entry point of :func:`in_evaluation_mode`: the ones it calls skip the work.
 _EVALUATING = contextvars.ContextVar("in_evaluation_mode", default=False)
+# id(module) -> [calls inside, (submodule, training flag) before the first, module]: calls
+# that overlap in threads put the flags back once, when the last one leaves
+_EVALUATED: dict = {}
+_EVALUATED_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _shared_evaluation_mode(modules):
+    """:func:`evaluation_mode` for calls that may overlap in threads on one module: the
+    first call in saves the flags, the last one out puts them back."""
+    modules = list({id(module): module for module in modules}.values())
+    with _EVALUATED_LOCK:
+        for module in modules:
+            held = _EVALUATED.get(id(module))
+            if held is None:
+                _EVALUATED[id(module)] = [1, [(sub, sub.training) for sub in module.modules()],
+                                          module]
+                module.eval()
+            else:
+                held[0] += 1
+    try:
+        yield
+    finally:
+        with _EVALUATED_LOCK:
+            for module in modules:
+                held = _EVALUATED[id(module)]
+                held[0] -= 1
+                if held[0] == 0:
+                    for sub, flag in held[1]:
+                        sub.training = flag
+                    del _EVALUATED[id(module)]
 
 
 def _tracks_running_stats(module: torch.nn.Module) -> bool:

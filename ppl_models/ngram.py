@@ -160,38 +160,68 @@ class NGramModel(PyroModule):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs) -> None:
-        powers = state_dict.get(prefix + "powers")
-        if torch.is_tensor(powers) and powers.shape != self.powers.shape:
-            error_msgs.append(f"{prefix or 'the model'}: the state is an n-gram of order "
-                              f"{powers.shape[0] + 1}, the model's order is {self.order}")
+        verdict = self.__dict__.pop("_load_verdict", None)  # left by the order above
+        if verdict == "refused":
             return
+        if verdict is None:  # the outermost n-gram of this load: every order checked first,
+            problem = self._state_problem(state_dict, prefix)  # so a refusal copies nothing
+            self._mark_lower_orders("refused" if problem else "checked")
+            if problem:
+                error_msgs.append(problem)
+                return
         saved = {name: state_dict.get(prefix + name) for name in self.COUNT_BUFFERS}
         if all(torch.is_tensor(value) and value.dim() == 1 for value in saved.values()):
-            # checked before anything is copied: a damaged state leaves the model as it was
-            problem = self._counts_problem(*saved.values())
-            extra = state_dict.get(prefix + "_extra_state")
-            if problem is None and extra is not None:
-                try:
-                    self._checked_extra_state(extra)
-                except ValueError as error:
-                    problem = str(error)
-            if problem:
-                error_msgs.append(f"the counts of {prefix or 'the model'} are not an n-gram "
-                                  f"model's ({problem}): a damaged or edited state")
-                return
             # the counts have as many entries as the pairs a fit saw: take the saved lengths
             for name, value in saved.items():
                 setattr(self, name, getattr(self, name).new_zeros(value.shape[0]))
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
+        try:
+            super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
+                                          missing_keys, unexpected_keys, error_msgs)
+        except BaseException:
+            self._mark_lower_orders(None)
+            raise
         extra = prefix + "_extra_state"
         if extra in missing_keys:  # a state saved before the concentration was in it
             missing_keys.remove(extra)
-            if not prefix.endswith("lower."):  # once, for the model and its lower orders
+            if verdict is None:  # once, for the model and its lower orders
                 warnings.warn(f"NGramModel: the state holds no concentration (saved before it "
                               f"was kept); the model and its lower orders keep their own "
                               f"({self.concentration:.6g} here): set them or call "
                               "fit_concentration()", stacklevel=_caller_stacklevel())
+
+    def _mark_lower_orders(self, verdict: str | None) -> None:
+        """Tell the lower orders, which torch's loader visits next, what this order found of
+        the state (None: nothing, a load that stopped)."""
+        lower = self.lower
+        while lower is not None:
+            if verdict is None:
+                lower.__dict__.pop("_load_verdict", None)
+            else:
+                lower.__dict__["_load_verdict"] = verdict
+            lower = lower.lower
+
+    def _state_problem(self, state_dict, prefix: str) -> str | None:
+        """What is wrong with this order's entries of ``state_dict`` under ``prefix`` (its
+        order, counts, concentration) or with its lower orders', or None."""
+        where = prefix or "the model"
+        powers = state_dict.get(prefix + "powers")
+        if torch.is_tensor(powers) and powers.shape != self.powers.shape:
+            return (f"{where}: the state is an n-gram of order {powers.shape[0] + 1}, the "
+                    f"model's order is {self.order}")
+        saved = [state_dict.get(prefix + name) for name in self.COUNT_BUFFERS]
+        if all(torch.is_tensor(value) and value.dim() == 1 for value in saved):
+            problem = self._counts_problem(*saved)
+            if problem:
+                return (f"the counts of {where} are not an n-gram model's ({problem}): a "
+                        "damaged or edited state")
+        extra = state_dict.get(prefix + "_extra_state")
+        if extra is not None:
+            try:
+                self._checked_extra_state(extra)
+            except ValueError as error:
+                return f"{where}: {error}"
+        return None if self.lower is None else self.lower._state_problem(state_dict,
+                                                                          prefix + "lower.")
 
     def _counts_problem(self, codes: torch.Tensor, counts: torch.Tensor,
                         context_codes: torch.Tensor, context_counts: torch.Tensor) -> str | None:

@@ -508,3 +508,48 @@ def test_ngram_states_of_another_order_or_cast_to_float_are_told_apart():
     restored = NGramModel(2, vocab)
     restored.load_state_dict(cast.state_dict())
     assert torch.equal(restored.log_prob(x), bigram.log_prob(x))
+
+
+def test_a_backoff_ngram_refuses_a_state_damaged_in_a_lower_order_without_loading_any():
+    # the check ran per order: the top orders were replaced before the lowest was refused
+    vocab = Vocabulary("abc")
+    x = vocab.encode(WORDS)
+    fitted = NGramModel(3, vocab, backoff=True).fit_counts(x)
+    before = fitted.log_prob(x)
+    state = NGramModel(3, vocab, backoff=True).fit_counts(vocab.encode(["cab", "cc"])).state_dict()
+    state["lower.lower.pair_counts"] = state["lower.lower.pair_counts"] * 0.5
+    with pytest.raises(RuntimeError, match=r"the counts of lower.lower. are not"):
+        fitted.load_state_dict(state)
+    assert torch.equal(fitted.log_prob(x), before)
+    assert not any("_load_verdict" in m.__dict__ for m in fitted.modules())
+    good = NGramModel(3, vocab, backoff=True).fit_counts(vocab.encode(["cab", "cc"]))
+    fitted.load_state_dict(good.state_dict())  # and a sound state loads afterwards
+    assert torch.equal(fitted.log_prob(x), good.log_prob(x))
+
+
+def test_overlapping_uses_in_threads_put_the_training_flags_back_once():
+    # two threads' completion chains on one VAE left it in evaluation mode for good
+    import threading
+
+    from inference.uses import metropolis_within_gibbs, observed_channel
+
+    torch.manual_seed(0)
+    vae = _DropoutVAE((1, 4, 4), 2, hidden=(8,))
+    images = (torch.rand(2, 1, 4, 4) < 0.5).float()
+    missing = torch.zeros_like(images, dtype=torch.bool)
+    missing[..., :2, :] = True
+    channel = observed_channel(images, missing)
+    errors = []
+
+    def chain():
+        try:
+            metropolis_within_gibbs(vae, channel, num_steps=30, progress=False)
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=chain) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and vae.training and vae.drop.training
