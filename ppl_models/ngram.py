@@ -142,8 +142,9 @@ class NGramModel(PyroModule):
 
     def get_extra_state(self) -> dict:
         """What ``state_dict`` keeps besides the counts: the concentration (a fitted one
-        included, :meth:`fit_concentration`)."""
-        return {"concentration": self.concentration}
+        included, :meth:`fit_concentration`) and the vocabulary's characters, whose ids the
+        counts' codes hold."""
+        return {"concentration": self.concentration, "characters": "".join(self.vocab.characters)}
 
     def set_extra_state(self, state) -> None:
         """The concentration of a ``state_dict``, checked as the constructor checks it."""
@@ -208,18 +209,23 @@ class NGramModel(PyroModule):
         if torch.is_tensor(powers) and powers.shape != self.powers.shape:
             return (f"{where}: the state is an n-gram of order {powers.shape[0] + 1}, the "
                     f"model's order is {self.order}")
-        saved = [state_dict.get(prefix + name) for name in self.COUNT_BUFFERS]
-        if all(torch.is_tensor(value) and value.dim() == 1 for value in saved):
-            problem = self._counts_problem(*saved)
-            if problem:
-                return (f"the counts of {where} are not an n-gram model's ({problem}): a "
-                        "damaged or edited state")
         extra = state_dict.get(prefix + "_extra_state")
         if extra is not None:
             try:
                 self._checked_extra_state(extra)
             except ValueError as error:
                 return f"{where}: {error}"
+            characters = extra.get("characters")
+            if characters is not None and characters != "".join(self.vocab.characters):
+                return (f"{where}: the state counts words over the characters "
+                        f"{characters!r}, the model's vocabulary is "
+                        f"{''.join(self.vocab.characters)!r}")
+        saved = [state_dict.get(prefix + name) for name in self.COUNT_BUFFERS]
+        if all(torch.is_tensor(value) and value.dim() == 1 for value in saved):
+            problem = self._counts_problem(*saved)
+            if problem:
+                return (f"the counts of {where} are not an n-gram model's ({problem}): a "
+                        "damaged or edited state")
         return None if self.lower is None else self.lower._state_problem(state_dict,
                                                                           prefix + "lower.")
 

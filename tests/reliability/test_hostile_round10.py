@@ -553,3 +553,12 @@ def test_overlapping_uses_in_threads_put_the_training_flags_back_once():
     for thread in threads:
         thread.join()
     assert not errors and vae.training and vae.drop.training
+
+
+def test_an_ngram_state_of_another_vocabulary_is_named():
+    # the counts hold character ids: an "abc" state loaded into an "xyz" model silently
+    fitted = NGramModel(2, Vocabulary("abc")).fit_counts(Vocabulary("abc").encode(WORDS))
+    for other in ("xyz", "abcd"):
+        with pytest.raises(RuntimeError, match=r"the state counts words over the characters "
+                                               rf"'abc', the model's vocabulary is '{other}'"):
+            NGramModel(2, Vocabulary(other)).load_state_dict(fitted.state_dict())
