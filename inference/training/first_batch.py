@@ -122,11 +122,13 @@ def check_first_run(model, guide, batch: tuple, batch_transform, modules) -> Non
 
 def _check_data_densities(model, guide, batch: tuple, model_trace) -> None:
     """``ValueError`` naming the observed site and its first datapoint whose log density is
-    ``+inf``, or ``-inf`` on two draws of the guide (not a support that moves with one draw):
-    data at a Beta's edge (0 under ``concentration1 < 1``, 1 under ``concentration0 > 1``),
-    an exact 0 under a ``Gamma(0.5)``. The loss is infinite for every parameter value there, and
-    the first step would put NaN into the parameters, then read as a learning rate too large.
-    Called inside :func:`check_first_run`'s protected block."""
+    ``+inf`` (data at a Beta's edge, 0 under ``concentration1 < 1``; an exact 0 under a
+    ``Gamma(0.5)``), or ``-inf`` at a site whose log density is the same on two draws of the
+    guide (it does not depend on them: zero whatever the guide draws; one that moves with the
+    draws, a truncation by ``pyro.factor``, is left to the weights, which give such particles
+    weight zero). The loss is infinite there, and the first step would put NaN into the
+    parameters, then read as a learning rate too large. Called inside
+    :func:`check_first_run`'s protected block."""
     if any(site["type"] == "sample" and not site["is_observed"]
            and site["infer"].get("enumerate") for site in model_trace.nodes.values()):
         return  # the trace samples what the loss sums out: a zero at one value is no zero
@@ -145,9 +147,11 @@ def _check_data_densities(model, guide, batch: tuple, model_trace) -> None:
             if node is None or node["type"] != "sample":
                 continue  # the other draw took another path: no verdict
             again = node["fn"].log_prob(node["value"])
-            if again.shape != log_p.shape:
-                continue
-            infinite = torch.isneginf(log_p) & torch.isneginf(again)
+            if site["mask"] is not None:
+                again = torch.where(torch.as_tensor(site["mask"]), again, 0.0)
+            if again.shape != log_p.shape or not torch.equal(again, log_p):
+                continue  # it moves with the draws: a zero at some draws is the weights' own
+            infinite = torch.isneginf(log_p)
         if not infinite.any():
             continue
         frame = data_frame(site)
@@ -161,7 +165,7 @@ def _check_data_densities(model, guide, batch: tuple, model_trace) -> None:
                 value = value[first if value.shape[0] > 1 else 0]  # or shared by the rows
             where = f" at datapoint {first} of the first minibatch (value {_short(value)})"
         sign = "+inf (an infinite density)" if torch.isposinf(log_p).any() else \
-            "-inf (density zero on two draws)"
+            "-inf (density zero, whatever the guide draws)"
         raise ValueError(
             f"fit: the observed site '{name}' ({type(site['fn']).__name__}) has log density "
             f"{sign}{where} at the parameters training starts from: the loss is infinite "

@@ -26,6 +26,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from torch.distributions import constraints
 from pyro.infer.autoguide import AutoGuideList, AutoNormal
 from pyro.nn import PyroModule, pyro_method
 
@@ -163,8 +164,7 @@ def test_a_second_auto_normal_on_other_data_names_the_stale_store():
     pyro.clear_param_store()
 
 
-@pytest.mark.parametrize("edge, density", [(0.0, r"\+inf"), (1.0, "-inf")])
-def test_fit_names_data_on_the_edge_of_a_beta_likelihood(edge, density):
+def test_fit_names_data_where_a_beta_likelihood_is_infinite_or_zero():
     # the loss is infinite for every parameter value: fit stepped, left NaN parameters and
     # said "training diverged ... Lower lr"
     def model(x):
@@ -178,43 +178,48 @@ def test_fit_names_data_on_the_edge_of_a_beta_likelihood(edge, density):
             pyro.sample("z", dist.Normal(a + torch.zeros(len(x)), 1.0))
 
     pyro.clear_param_store()
-    data = torch.tensor([0.3, edge, 0.5, 0.2])
-    with pytest.raises(ValueError, match=rf"observed site 'x' \(Beta\) has log density "
-                                         rf"{density}.*at datapoint 1 of the first minibatch "
-                                         rf"\(value {edge:g}\)"):
-        fit(model, guide, data, epochs=2, batch_size=4, progress=False)
+    with pytest.raises(ValueError, match=r"observed site 'x' \(Beta\) has log density "
+                                         r"\+inf.*at datapoint 1 of the first minibatch "
+                                         r"\(value 0\)"):
+        fit(model, guide, torch.tensor([0.3, 0.0, 0.5, 0.2]), epochs=2, progress=False)
     assert float(pyro.param("a")) == 0.0  # untouched
     pyro.clear_param_store()
     fit(model, guide, torch.tensor([0.3, 0.1, 0.5, 0.2]), epochs=2, progress=False)  # inside
 
-
-def test_pyros_batchnorm_flow_in_training_mode_is_warned_about_and_put_back():
-    # its training-mode log-Jacobian uses the spread of the draws: every estimate moved with
-    # the batch and K (-13.4 alone, -41.1 in a batch of 16), and overwrote its statistics
-    import pyro.distributions.transforms as T
-
-    torch.manual_seed(0)
-    norm = T.batchnorm(2)
-    with torch.no_grad():
-        norm.moving_mean.fill_(0.5)
-        norm.moving_variance.fill_(2.0)
-
-    def model(x):
+    # zero density whatever the guide draws: a likelihood that reads no latent
+    def fixed(x):
+        concentration = pyro.param("c", torch.tensor(2.0), constraint=constraints.positive)
         with pyro.plate("data", len(x)):
-            z = pyro.sample("z", dist.Normal(torch.zeros(len(x), 2), 1.0).to_event(1))
-            pyro.sample("x", dist.Normal(z.sum(-1), 0.3), obs=x)
-
-    def guide(x):
-        pyro.module("norm", norm)
-        with pyro.plate("data", len(x)):
-            base = dist.Normal(torch.zeros(len(x), 2), 1.0).to_event(1)
-            pyro.sample("z", dist.TransformedDistribution(base, [norm]))
+            pyro.sample("x", dist.Beta(concentration, 2.0), obs=x)
 
     pyro.clear_param_store()
-    with pytest.warns(UserWarning, match=r"BatchNorm .*is in training mode with BatchNorm"):
-        elbo(model, guide, torch.randn(4), num_samples=10)
-    assert torch.equal(norm.moving_mean, torch.full((2,), 0.5))
-    assert torch.equal(norm.moving_variance, torch.full((2,), 2.0))
+    with pytest.raises(ValueError, match=r"observed site 'x' \(Beta\) has log density -inf "
+                                         r"\(density zero, whatever the guide draws\) at "
+                                         r"datapoint 1 of the first minibatch \(value 1\)"):
+        fit(fixed, lambda x: None, torch.tensor([0.3, 1.0, 0.5, 0.2]), epochs=2,
+            progress=False)
+    pyro.clear_param_store()
+
+
+def test_a_truncation_by_a_factor_that_moves_with_the_draws_still_trains_with_iwae():
+    # the second own-changes probe: -inf at a few particles is the weights' business (IWAE
+    # gives them weight zero); the check refused it in 2 of 3 seeds
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(torch.zeros(len(x)), 1.0))
+            pyro.factor("positive", torch.where(z > 0, 0.0, -float("inf")))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        loc = pyro.param("loc", torch.tensor(0.5))
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(loc + torch.zeros(len(x)), 1.0))
+
+    for seed in range(3):
+        pyro.clear_param_store()
+        history = fit(model, guide, torch.linspace(0.5, 2.0, 20), loss="iwae",
+                      num_particles=32, epochs=2, seed=seed, progress=False)
+        assert len(history) == 2
     pyro.clear_param_store()
 
 

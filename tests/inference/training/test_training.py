@@ -151,7 +151,7 @@ def test_a_diverged_fit_says_what_it_left_behind():
     with pytest.raises(FloatingPointError, match="diverged.*clear_param_store"):
         fit(model.model, model.guide, torch.full((8, 3), 1e3), epochs=2, lr=1e10,
             progress=False)
-    # data whose density underflows at the start: refused before the first step
+    # data whose density underflows at the start, at every draw: refused before the first step
     pyro.clear_param_store()
     model = LinearGaussian(data_dim=3, latent_dim=1)
     with pytest.raises(ValueError, match=r"observed site 'x' \(Independent\) has log density "
