@@ -20,7 +20,7 @@ from ..checks import autograd_arguments, recording_autograd, user_stacklevel, va
 from ..random_state import forked_rng
 from ..supports import (describe_support, measure_zero, support_bounds, support_kinds_differ,
                         support_of, support_within)
-from .shapes import shape_mismatch
+from .shapes import missing_inverse, shape_mismatch
 from .sites import (
     DATA_PLATE,
     PairError,
@@ -576,6 +576,16 @@ def check_latents_scorable(model_sites, guide_latents, skip=()) -> None:
                 model_site["fn"].log_prob(value, *model_site["args"], **model_site["kwargs"])
         except ValueError:  # a distribution's own check of the value: the support checks'
             continue
+        except (KeyError, NotImplementedError) as error:
+            if not missing_inverse(error):
+                raise
+            raise PairError(
+                f"latent site '{guide_site['name']}': the model's prior "
+                f"({family(model_site['fn'])}) is a transform without an inverse (Pyro's "
+                "planar, radial and neural autoregressive flows score only the draw they just "
+                "made), so it cannot score the guide's draw, which every weight and loss "
+                "needs: give the prior an invertible flow (T.spline, T.affine_autoregressive, "
+                "T.affine_coupling)") from None
         except (RuntimeError, TypeError, IndexError) as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             guide_family, model_family = family(guide_site["fn"]), family(model_site["fn"])

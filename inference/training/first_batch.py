@@ -13,7 +13,7 @@ import pyro
 import torch
 
 from ..checks import evaluation_mode, validation_enabled
-from ..pair_check import data_frame, forget_params, trace_pair
+from ..pair_check import data_frame, family, forget_params, trace_pair
 from ..random_state import forked_rng
 from ..reachable import kept_buffers, reachable_modules
 from .minibatches import copies, transformed_batch
@@ -167,7 +167,7 @@ def _check_data_densities(model, guide, batch: tuple, model_trace) -> None:
         sign = "+inf (an infinite density)" if torch.isposinf(log_p).any() else \
             "-inf (density zero, whatever the guide draws)"
         raise ValueError(
-            f"fit: the observed site '{name}' ({type(site['fn']).__name__}) has log density "
+            f"fit: the observed site '{name}' ({family(site['fn'])}) has log density "
             f"{sign}{where} at the parameters training starts from: the loss is infinite "
             "there and the first step would make the parameters NaN (no learning rate helps). "
             "Data on the edge of a support (a Beta at exactly 0 or 1, a Gamma at 0) need "

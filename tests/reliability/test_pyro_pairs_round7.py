@@ -326,3 +326,27 @@ def test_rows_masked_by_the_distribution_are_not_judged_as_counts():
     assert elbo(masked_model, guide, values, num_samples=2).shape == (2,)
     with pytest.raises(PairError, match="not whole counts"):
         elbo(model, guide, values, num_samples=2)
+
+
+def test_a_model_prior_flow_without_an_inverse_is_named():
+    # the model cannot score the guide's draw: Pyro's raw KeyError from every entry point
+    import pyro.distributions.transforms as T
+
+    flow = T.planar(2)
+
+    def model(x):
+        pyro.module("flow", flow)
+        with pyro.plate("data", len(x)):
+            base = dist.Normal(torch.zeros(len(x), 2), 1.0).to_event(1)
+            z = pyro.sample("z", dist.TransformedDistribution(base, [flow]))
+            pyro.sample("x", dist.Normal(z[..., 0], 0.5), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(torch.zeros(len(x), 2), 1.0).to_event(1))
+
+    pyro.clear_param_store()
+    with pytest.raises(PairError, match=r"latent site 'z': the model's prior .* is a transform "
+                                        r"without an inverse"):
+        elbo(model, guide, torch.randn(3))
+    pyro.clear_param_store()

@@ -154,7 +154,7 @@ def test_a_diverged_fit_says_what_it_left_behind():
     # data whose density underflows at the start, at every draw: refused before the first step
     pyro.clear_param_store()
     model = LinearGaussian(data_dim=3, latent_dim=1)
-    with pytest.raises(ValueError, match=r"observed site 'x' \(Independent\) has log density "
+    with pytest.raises(ValueError, match=r"observed site 'x' \(Normal\) has log density "
                                          r"-inf .*underflows in the dtype"):
         fit(model.model, model.guide, torch.full((8, 3), 1e30), epochs=2, progress=False)
 
