@@ -845,37 +845,37 @@ def in_evaluation_mode(*names: str):
 
 # Set inside an entry point of :func:`in_evaluation_mode`: the ones it calls skip the work.
 _EVALUATING = contextvars.ContextVar("in_evaluation_mode", default=False)
-# id(module) -> [calls inside, (submodule, training flag) before the first, module]: calls
-# that overlap in threads put the flags back once, when the last one leaves
+# id(submodule) -> [calls inside, its training flag before the first, submodule]: calls that
+# overlap in threads, on one network or on nested ones, put each flag back once, when the
+# last call holding that submodule leaves
 _EVALUATED: dict = {}
 _EVALUATED_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
 def _shared_evaluation_mode(modules):
-    """:func:`evaluation_mode` for calls that may overlap in threads on one module: the
-    first call in saves the flags, the last one out puts them back."""
-    modules = list({id(module): module for module in modules}.values())
+    """:func:`evaluation_mode` for calls that may overlap in threads on one network (or on a
+    network and its parts): per submodule, the first call in saves its flag, the last one
+    out puts it back."""
+    subs = list({id(sub): sub for module in modules for sub in module.modules()}.values())
     with _EVALUATED_LOCK:
-        for module in modules:
-            held = _EVALUATED.get(id(module))
+        for sub in subs:
+            held = _EVALUATED.get(id(sub))
             if held is None:
-                _EVALUATED[id(module)] = [1, [(sub, sub.training) for sub in module.modules()],
-                                          module]
-                module.eval()
+                _EVALUATED[id(sub)] = [1, sub.training, sub]
+                sub.training = False
             else:
                 held[0] += 1
     try:
         yield
     finally:
         with _EVALUATED_LOCK:
-            for module in modules:
-                held = _EVALUATED[id(module)]
+            for sub in subs:
+                held = _EVALUATED[id(sub)]
                 held[0] -= 1
                 if held[0] == 0:
-                    for sub, flag in held[1]:
-                        sub.training = flag
-                    del _EVALUATED[id(module)]
+                    sub.training = held[1]
+                    del _EVALUATED[id(sub)]
 
 
 def _tracks_running_stats(module: torch.nn.Module) -> bool:

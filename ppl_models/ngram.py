@@ -205,6 +205,11 @@ class NGramModel(PyroModule):
         """What is wrong with this order's entries of ``state_dict`` under ``prefix`` (its
         order, counts, concentration) or with its lower orders', or None."""
         where = prefix or "the model"
+        has_lower = any(key.startswith(prefix + "lower.") for key in state_dict)
+        if has_lower != (self.lower is not None):
+            kind = {True: "with backoff (lower orders)", False: "without backoff"}
+            return (f"{where}: the state is an n-gram {kind[has_lower]}, the model is one "
+                    f"{kind[self.lower is not None]}")
         powers = state_dict.get(prefix + "powers")
         if torch.is_tensor(powers) and powers.shape != self.powers.shape:
             return (f"{where}: the state is an n-gram of order {powers.shape[0] + 1}, the "

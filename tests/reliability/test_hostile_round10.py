@@ -562,3 +562,61 @@ def test_an_ngram_state_of_another_vocabulary_is_named():
         with pytest.raises(RuntimeError, match=r"the state counts words over the characters "
                                                rf"'abc', the model's vocabulary is '{other}'"):
             NGramModel(2, Vocabulary(other)).load_state_dict(fitted.state_dict())
+
+
+def test_an_ngram_state_with_or_without_backoff_is_told_apart_before_loading():
+    # torch's missing-key refusal came after the top order's counts were copied in
+    vocab = Vocabulary("abc")
+    x = vocab.encode(WORDS)
+    for target, source in ((True, False), (False, True)):
+        fitted = NGramModel(3, vocab, backoff=target).fit_counts(x)
+        before = fitted.log_prob(x)
+        state = NGramModel(3, vocab, backoff=source).fit_counts(vocab.encode(["cab"])).state_dict()
+        for strict in (True, False):
+            with pytest.raises(RuntimeError, match="the state is an n-gram with"):
+                fitted.load_state_dict(state, strict=strict)
+            assert torch.equal(fitted.log_prob(x), before)
+
+
+def test_overlapping_uses_on_nested_networks_put_each_flag_back():
+    # one thread's chain on the VAE, another's on its decoder alone: the decoder stayed in
+    # evaluation mode for good (the count was kept per network, not per layer)
+    import threading
+
+    from inference.uses import super_resolve_gibbs
+
+    torch.manual_seed(0)
+    vae = _DropoutVAE((1, 4, 4), 2, hidden=(8,))
+    images = (torch.rand(2, 1, 4, 4) < 0.5).float()
+    low = average_pool(images, 2)
+    z = torch.zeros(2, 2)
+    decoder, drop = vae.decoder, vae.drop  # parts of the VAE, reached alone
+
+    def log_prob(x):
+        logits = drop(decoder(z[:1].expand(x.shape[0], 2))).reshape(x.shape)
+        return -torch.nn.functional.binary_cross_entropy_with_logits(
+            logits, x, reduction="none").flatten(1).sum(1)
+
+    errors = []
+
+    def run(call):
+        try:
+            call()
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    calls = [lambda: super_resolve_mh_call(vae, low), lambda: super_resolve_gibbs(
+        log_prob, low, 2, num_sweeps=6, progress=False)] * 2
+    threads = [threading.Thread(target=run, args=(call,)) for call in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert all(module.training for module in vae.modules())
+
+
+def super_resolve_mh_call(vae, low):
+    from inference.uses import super_resolve_mh
+
+    return super_resolve_mh(vae, low, 2, num_steps=30)
