@@ -78,7 +78,8 @@ def test_iwae_bound_on_cuda_is_exact_with_the_exact_posterior(device):
                                         "logistic-mixture"])
 def test_vae_on_cuda(device, network, likelihood):
     pyro.set_rng_seed(0)
-    vae = VAE((1, 28, 28), 4, likelihood, network, hidden=(32,))
+    pyro.clear_param_store()
+    vae = VAE((1, 28, 28), 4, likelihood, network, hidden=(32,) if network == "mlp" else None)
     levels = torch.randint(0, 256, (64, 1, 28, 28), generator=torch.Generator().manual_seed(1))
     x = (levels >= 128).float() if likelihood == "bernoulli" else levels / 255.0
     if likelihood == "gaussian-learned":  # a density scores dequantized levels, not k / 255
@@ -90,6 +91,9 @@ def test_vae_on_cuda(device, network, likelihood):
         gpu = moved.decode(z.to(device)).log_prob(x.to(device)).sum((1, 2, 3)).cpu()
     torch.testing.assert_close(gpu, cpu, rtol=1e-4, atol=1e-3)
     cpu_elbo = elbo(vae.model, vae.guide, x).detach()
+    # the copy is another instance: the CPU one's parameters left in Pyro's store would
+    # shadow it (ShadowedParamWarning, and fit refuses)
+    pyro.clear_param_store()
     gpu_elbo = elbo(moved.model, moved.guide, x.to(device)).detach()
     assert gpu_elbo.device.type == "cuda"
     assert_close_statistically(cpu_elbo, gpu_elbo.cpu(), f"VAE {network} {likelihood}")
