@@ -87,7 +87,6 @@ from .sites import (
     tensor_text,
     trace_pair,
 )
-from .shapes import NO_INVERSE
 from .survey import (
     PairStructure,
     survey_pair,
@@ -104,7 +103,6 @@ __all__ = [
     "FIT_LOSSES",
     "JOINT_USE",
     "NOT_A_DENSITY",
-    "NO_INVERSE",
     "PARTICLE_PLATE",
     "PER_DATAPOINT_USES",
     "PairError",

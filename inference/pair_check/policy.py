@@ -10,7 +10,6 @@ from typing import Callable
 from ..checks import user_stacklevel
 from .latents import late_parent_message
 from .networks import ShadowedParamWarning
-from .shapes import NO_INVERSE
 from .sites import DATA_PLATE, PairError, site_list
 from .survey import PairStructure, survey_pair
 
@@ -527,7 +526,7 @@ def check_pair(structure: PairStructure, use: str, called: str | None = None) ->
             raise PairError(f"ais_log_evidence: guide site(s) {site_list(discrete)} are "
                             "discrete; AIS moves continuous latents (use iwae_bound, whose "
                             "weights need no gradient)")
-        if s.vectorize_error.startswith(NO_INVERSE):
+        if s.lacks_inverse:
             raise PairError(
                 f"ais_log_evidence: {s.vectorize_error}; AIS scores the guide at the "
                 "chains' moves, which needs the inverse: use an invertible flow (T.spline, "
@@ -561,13 +560,13 @@ def check_pair(structure: PairStructure, use: str, called: str | None = None) ->
                 "reparameterized; the importance-weighted objectives here follow pathwise "
                 "gradients only and would miss its score-function term. Use loss='elbo' "
                 "(Trace_ELBO's score-function estimator) for such guides")
-        if s.vectorize_error.startswith(NO_INVERSE) and use == "fit:dreg":
+        if s.lacks_inverse and use == "fit:dreg":
             raise PairError(
                 f"{called}: {s.vectorize_error}; DReG scores each draw again under a copy of "
                 "the guide with its parameters held fixed, which needs the inverse: use an "
                 "invertible flow (T.spline, T.affine_autoregressive, T.affine_coupling) or "
                 "loss='iwae'")
-        if not s.vectorizable and not s.vectorize_error.startswith(NO_INVERSE):
+        if not s.vectorizable and not s.lacks_inverse:
             raise PairError(
                 f"{called}: the pair fails with particles in a leftmost pyro.plate "
                 f"({s.vectorize_error}); the importance-weighted losses draw the particles at "

@@ -55,6 +55,7 @@ from .networks import (
     warn_adopted,
 )
 from .shapes import (
+    NO_INVERSE,
     check_batch_dims,
     check_latents_agree,
     check_mask_shapes,
@@ -236,6 +237,13 @@ class PairStructure:
     site_names: tuple = field(default=(), compare=False)
     late_parents: tuple = ()
     signature: tuple = field(default=(), compare=False, repr=False)
+
+    @property
+    def lacks_inverse(self) -> bool:
+        """Whether the particle trial failed only because a guide transform has no inverse
+        (:data:`.shapes.NO_INVERSE`): each draw is scored from the transform's cache, so the
+        weights of fresh draws are right, and only a re-scoring of a value is impossible."""
+        return self.vectorize_error.startswith(NO_INVERSE)
 
     @property
     def data_subsample(self) -> torch.Tensor | None:

@@ -38,7 +38,7 @@ from ..checks import (check_int, check_pair_arguments, evaluation_mode, held_cou
                       user_stacklevel, validation_enabled)
 from ..effect_guides import effect_messenger, keeps_rows
 from ..enumeration import enumerated_traces, log_density_dtypes
-from ..pair_check import (DATA_PLATE, FIT_LOSSES, NO_INVERSE, TRACE_ENUM_FIT, PairError,
+from ..pair_check import (DATA_PLATE, FIT_LOSSES, TRACE_ENUM_FIT, PairError,
                           PairStructure, check_pair, data_frame, sample_sites, site_list,
                           survey_pair, trace_pair)
 from ..random_state import forked_rng
@@ -310,8 +310,7 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
             "If the datapoints lie along another dim of the data (documents as columns of a "
             "[words, documents] tensor), put them along dim 0, which fit cuts into "
             "minibatches (x.T)")
-    if structure.vectorizable is False and vectorized and \
-            not structure.vectorize_error.startswith(NO_INVERSE):  # draws scored from cache
+    if structure.vectorizable is False and vectorized and not structure.lacks_inverse:
         if loss in ("elbo", "meanfield"):
             remedy = (f"use num_particles=1, or loss=pyro.infer.{type(make_loss(loss)).__name__}"
                       f"(num_particles={num_particles}) (vectorize_particles=False: one "
