@@ -784,6 +784,22 @@ def check_pair_call(entry, kwargs: dict, **programs) -> None:
 
 PROGRAM_ARGUMENTS = ("model", "guide", "local_guide")
 
+# Pyro keeps one handler stack for the whole process (pyro.poutine.runtime._PYRO_STACK), so
+# two threads running Pyro programs at once interleave their handlers: each sees the other's
+# traces and plates, and one may pop the other's handler. The entry points take this lock
+# for their whole run (reentrant: a fit callback may call an estimator), so calls from
+# several threads run one after another and each gives what it gives alone.
+PYRO_LOCK = threading.RLock()
+
+
+def one_thread_at_a_time(entry):
+    """``entry`` holding :data:`PYRO_LOCK` while it runs."""
+    @functools.wraps(entry)
+    def locked(*args, **kwargs):
+        with PYRO_LOCK:
+            return entry(*args, **kwargs)
+    return locked
+
 
 def leaves_buffers(entry):
     """``entry`` (an estimator whose programs are its ``model``, ``guide`` or
@@ -807,7 +823,8 @@ def leaves_buffers(entry):
         programs = [bound.arguments[name] for name in PROGRAM_ARGUMENTS
                     if name in bound.arguments]
         modules = reachable_modules(*programs)
-        with _buffers_put_back(entry.__name__, modules), kept_plate_caches(modules):
+        with PYRO_LOCK, _buffers_put_back(entry.__name__, modules), \
+                kept_plate_caches(modules):
             return entry(*bound.args, **bound.kwargs)
     return keeping
 
@@ -835,7 +852,7 @@ def in_evaluation_mode(*names: str):
                                            if not isinstance(value, torch.nn.Module)))
             token = _EVALUATING.set(True)
             try:
-                with _shared_evaluation_mode(modules):
+                with PYRO_LOCK, _shared_evaluation_mode(modules):
                     return entry(*args, **kwargs)
             finally:
                 _EVALUATING.reset(token)
@@ -946,6 +963,9 @@ def evaluation_mode(modules):
 # torch's refusal of mixed dtypes ("mat1 and mat2 must have the same dtype", "Input type
 # (double) and bias type (float) should be the same")
 _DTYPE_CLASH = re.compile(r"dtype|double|float|half", re.IGNORECASE)
+# torch's refusal of an index tensor of another dtype (int16, uint8, float)
+_INDEX_DTYPE = re.compile(r"Expected dtype int(32|64) or int(32|64) for index|"
+                          r"tensors used as indices must be long, int, byte or bool")
 
 
 def _program_code(program):
@@ -1017,6 +1037,27 @@ def _where_failed(error: BaseException, model, guide) -> str:
             f"{frame.line})")
 
 
+def explain_index_dtype(error: BaseException, model, guide, args: tuple, kwargs: dict,
+                        refusal: type[ValueError] = ValueError) -> None:
+    """Raise ``refusal``, chained from ``error``, when torch refused an index tensor's dtype
+    (``pyro.plate(..., subsample=idx)`` or ``locs[idx]`` with ``idx`` of ``int16``, ``int8``
+    or float), naming the arguments of such dtypes; else return."""
+    odd = [f"{path} ({tensor.dtype})" for name, value in _named_arguments(args, kwargs)
+           for path, tensor in tensors_in(value, name)
+           if not tensor.is_floating_point() and not tensor.is_complex()
+           and tensor.dtype not in (torch.int32, torch.int64, torch.bool)]
+    # uint8 indices index as a mask (locs[idx] keeps the rows where idx is not 0)
+    as_mask = "uint8" in " ".join(odd) and str(error).startswith("The shape of the mask")
+    if not (_INDEX_DTYPE.search(str(error)) or as_mask):
+        return
+    shown = ", ".join(odd[:4]) if odd else "none (float indices?)"
+    raise refusal(
+        f"{_where_failed(error, model, guide)} indexes with a tensor of a dtype torch cannot "
+        "index with: pyro.plate(..., subsample=idx) and tensor indexing take int64 (or int32) "
+        f"indices; the arguments of another integer dtype: {shown}. Pass idx.long() "
+        f"(torch: {str(error).splitlines()[0]})") from error
+
+
 def explain_run_failure(error: BaseException, model, guide, args: tuple, kwargs: dict,
                         refusal: type[ValueError] = ValueError) -> None:
     """Called while the first run of a pair fails with ``error``; raises, chained from it:
@@ -1027,7 +1068,11 @@ def explain_run_failure(error: BaseException, model, guide, args: tuple, kwargs:
     - ``refusal`` (a ``ValueError`` class) naming the program (model or guide) and line for a
       distribution's refusal of its parameters ("Expected parameter scale ... GreaterThan").
 
+    - ``refusal`` naming the index arguments of a dtype Pyro cannot index with (``int16``,
+      ``uint8``, float) when ``pyro.plate(..., subsample=idx)`` failed on them.
+
     Else it returns, and the caller re-raises ``error``."""
+    explain_index_dtype(error, model, guide, args, kwargs, refusal)
     if _DTYPE_CLASH.search(str(error)):
         dtypes = {p.dtype for m in reachable_modules(model, guide) for p in m.parameters()
                   if p.is_floating_point()}

@@ -207,22 +207,25 @@ def _mapped_range(transform, low, high) -> tuple | None:
     except NotImplementedError:
         return None
     affine = isinstance(transform, torch.distributions.AffineTransform)
-    codomain = None if affine or not transform.bijective else _range(transform.codomain)
+    bijective = not affine and transform.bijective
+    domain = _range(transform.domain) if bijective else None
+    codomain = _range(transform.codomain) if bijective else None
     ends = []
     with torch.no_grad():
         for end in (low, high):
             end = torch.as_tensor(end, dtype=torch.float64)
             image = torch.as_tensor(transform(end)).detach()
-            if codomain is not None:
-                # a bijection onto its codomain sends an infinite end to the codomain's end
-                # (Sigmoid(-inf) is clamped to 1e-308 in floating point, not 0)
+            if domain is not None and codomain is not None:
+                # a bijection sends its domain's ends to its codomain's ends, which floating
+                # point misses where it clamps (Sigmoid(-inf) is 1e-308, not 0, and the
+                # inverse sigmoid of 0 is -708, not -inf)
                 sign = torch.as_tensor(transform.sign)
+                lowest = end == torch.as_tensor(domain[0], dtype=end.dtype)
+                highest = end == torch.as_tensor(domain[1], dtype=end.dtype)
                 below = torch.as_tensor(codomain[0], dtype=image.dtype)
                 above = torch.as_tensor(codomain[1], dtype=image.dtype)
-                image = torch.where((end == -math.inf) & (sign > 0) | (end == math.inf)
-                                    & (sign < 0), below, image)
-                image = torch.where((end == math.inf) & (sign > 0) | (end == -math.inf)
-                                    & (sign < 0), above, image)
+                image = torch.where(lowest & (sign > 0) | highest & (sign < 0), below, image)
+                image = torch.where(highest & (sign > 0) | lowest & (sign < 0), above, image)
             ends.append(image)
         try:
             new_low, new_high = torch.minimum(*ends), torch.maximum(*ends)
@@ -297,7 +300,8 @@ def support_of(fn) -> tuple:
     the interval's ends, so ``TransformedDistribution(Normal, biject_to(positive))`` has
     support ``GreaterThan(0)`` where torch reports its last transform's codomain
     ``Real()``; past any other transform, its codomain holds the values (not exact).
-    A distribution's declared support counts as exact; a circular one (``VonMises``,
+    A distribution's declared support counts as exact (one that declares none has
+    ``constraints.dependent``, not exact); a circular one (``VonMises``,
     ``SineBivariateVonMises``, ``SineSkewed``), declared on the real line, has the period it
     draws in, ``[-pi, pi]`` per angle.
     """
@@ -311,10 +315,21 @@ def support_of(fn) -> tuple:
         try:
             return _transformed_support(fn)
         except (NotImplementedError, TypeError, ValueError, RuntimeError):
-            return fn.support, False
+            return _declared_support(fn), False
     if type(fn).__name__ in _CIRCULAR:
         return _with_event_dims(constraints.interval(-math.pi, math.pi), len(fn.event_shape)), True
-    return fn.support, True
+    support = _declared_support(fn)
+    return support, support is not constraints.dependent
+
+
+def _declared_support(fn):
+    """``fn.support``, or ``constraints.dependent`` (a support of unknown kind and range,
+    which no check compares) for a distribution that declares none (torch's base class
+    raises ``NotImplementedError``: Pyro's ``GaussianScaleMixture``, a user's class)."""
+    try:
+        return fn.support
+    except NotImplementedError:
+        return constraints.dependent
 
 
 def support_bounds(fn) -> list[torch.Tensor]:
@@ -390,6 +405,8 @@ def describe_support(constraint) -> str:
     if isinstance(constraint, constraints.independent):
         return (f"IndependentConstraint({describe_support(constraint.base_constraint)}, "
                 f"{constraint.reinterpreted_batch_ndims})")
+    if constraint is constraints.dependent:
+        return "none declared"
     ends = [name for name in ("lower_bound", "upper_bound") if hasattr(constraint, name)]
     if not ends:
         return str(constraint)

@@ -19,7 +19,9 @@ from ..pair_check import (
     check_subsampled_plates,
     data_frame,
     distribution_masked,
+    own_mask,
     PairStructure,
+    per_batch_element,
     sample_sites,
     survey_pair,
     warn_if_tempered,
@@ -141,6 +143,19 @@ def _cell_edges(low: float, high: float, n: int, support_ends: tuple[bool, bool]
         return torch.cat([nodes[:1], (nodes[1:] + nodes[:-1]) / 2, nodes[-1:]])
     return _substituted(torch.arange(n + 1, dtype=torch.float64) / n, low, high,
                         support_ends)[0]
+
+
+def _failed_in(error: Exception) -> str:
+    """The class of the distribution whose method raised ``error`` (its innermost frame with
+    a ``self`` that is a distribution), e.g. ``"ImproperUniform"``, else ``"Pyro"``."""
+    found = "Pyro"
+    frame = error.__traceback__
+    while frame is not None:
+        owner = frame.tb_frame.f_locals.get("self")
+        if isinstance(owner, torch.distributions.Distribution):
+            found = type(owner).__name__
+        frame = frame.tb_next
+    return found
 
 
 def _check_structure(structure: PairStructure) -> None:
@@ -329,11 +344,16 @@ def exact_log_evidence(
     try:
         structure = survey_pair(model, _no_guide, args, kwargs)
     except NotImplementedError as error:  # a latent drawn from its prior, which cannot be
+        culprit = _failed_in(error)
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else "no message"
+        remedy = ("an improper prior has no density, so neither has p(x) = integral "
+                  "p(x | z) p(z) dz; give the latent a proper prior"
+                  if culprit in ("ImproperUniform", "Pyro") else
+                  "give the latent a prior that Pyro can draw from in the model's plates")
         raise ValueError(
-            "exact_log_evidence draws the model's latent from its prior to survey the "
-            f"model, and Pyro cannot ({str(error).splitlines()[0]}): an improper prior "
-            "(ImproperUniform) has no density, so neither has p(x) = integral p(x | z) p(z) "
-            "dz; give the latent a proper prior") from error
+            "exact_log_evidence draws the model's latents from their priors to survey the "
+            f"model, and {culprit} cannot ({type(error).__name__}: {detail}): "
+            f"{remedy}") from error
     _check_structure(structure)
     check_subsampled_plates(structure, "exact_log_evidence")
     warn_if_tempered(structure, "exact_log_evidence")
@@ -390,7 +410,8 @@ def exact_log_evidence(
     masked = [] if discrete else _masked_rows(latents[0], nesting, batch)
     if masked:
         raise ValueError(
-            f"exact_log_evidence: the latent site '{site}' is masked out (poutine.mask) for "
+            f"exact_log_evidence: the latent site '{site}' is masked out (poutine.mask or "
+            f"dist.mask) for "
             f"datapoints {masked[:10]}{' ...' if len(masked) > 10 else ''}: a masked latent "
             "has no density to integrate over (the weight-based estimators score such rows "
             "0); pass only the rows whose latent is scored")
@@ -540,14 +561,19 @@ def _cut_cells_corrected(log_evidence: torch.Tensor, log_joint: torch.Tensor,
 
 def _masked_rows(latent, nesting: int, batch: int) -> list[int]:
     """The datapoints (of ``batch``) in which ``latent``'s site is masked out, wholly or in
-    part, by ``poutine.mask`` (its ``mask``; ``nesting`` plate dims, no particles)."""
-    mask = latent["mask"]
+    part, by ``poutine.mask`` (its ``mask``) or by its distribution's own ``dist.mask(m)``
+    (``nesting`` plate dims, no particles)."""
+    mask, fn = latent["mask"], latent["fn"]
+    own = own_mask(fn)
+    if own is not None:  # one flag per batch element: masked when any of its values is
+        own = per_batch_element(own, fn)
+        mask = own if mask is None or mask is True else own & mask
     if mask is None or mask is True:
         return []
     if mask is False:
         return list(range(batch))
     ones = torch.ones(latent["fn"].batch_shape, device=mask.device)
-    kept = per_datapoint(ones, latent, nesting + 1, batch)[0]  # [batch] elements scored
+    kept = per_datapoint(ones, {**latent, "mask": mask}, nesting + 1, batch)[0]  # [batch] scored
     whole = per_datapoint(ones, {**latent, "mask": None}, nesting + 1, batch)[0]
     return (kept < whole).nonzero().flatten().tolist()
 

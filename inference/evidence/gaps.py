@@ -53,6 +53,7 @@ from ..pair_check import (
     PairError,
     PairStructure,
     sample_sites,
+    per_batch_element,
     site_mask,
     survey_pair,
 )
@@ -164,7 +165,7 @@ class LocalGaussianGuide:
                 f"guide site '{node['name']}' has a {type(base).__name__} distribution; the "
                 "local guide supports Normal (diagonal) and MultivariateNormal sites"
             )
-        mask = site_mask(node)
+        mask = per_batch_element(site_mask(node), fn)
         # free parameters in float32 at least: half-precision ones (a guide computing from
         # float16 data) diverge at Adam's second step
         wide = torch.promote_types(loc.dtype, torch.float32)

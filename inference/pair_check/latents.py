@@ -586,8 +586,10 @@ def check_latents_scorable(model_sites, guide_latents, skip=()) -> None:
                 "made), so it cannot score the guide's draw, which every weight and loss "
                 "needs: give the prior an invertible flow (T.spline, T.affine_autoregressive, "
                 "T.affine_coupling)") from None
-        except (RuntimeError, TypeError, IndexError) as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        except (RuntimeError, TypeError, IndexError, AssertionError) as error:
+            # (an assert inside the distribution: GaussianScaleMixture scores one vector)
+            first = str(error).strip().splitlines()[0] if str(error).strip() else \
+                "(no message: a failed check inside its log_prob)"
             guide_family, model_family = family(guide_site["fn"]), family(model_site["fn"])
             hint = (" Give the guide a family whose draws the model's distribution scores "
                     "(the model's own family, on its support).")

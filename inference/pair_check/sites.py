@@ -9,7 +9,7 @@ import math
 
 import torch
 from pyro import poutine
-from pyro.distributions.torch_distribution import MaskedDistribution
+from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
@@ -381,12 +381,36 @@ def site_data_size(site, frame) -> int:
 
 
 def family(fn) -> str:
-    """The class name of a distribution, through ``Independent`` and ``dist.mask`` wrappers."""
-    return type(unwrapped(fn)).__name__
+    """The class name of a distribution, through ``Independent``, ``dist.mask`` and
+    ``expand`` wrappers (a plate expands a distribution without batch dims)."""
+    return type(_innermost(fn)).__name__
+
+
+def _innermost(fn):
+    """A distribution without its ``Independent``, ``dist.mask`` and ``expand`` wrappers."""
+    fn = unwrapped(fn)
+    while isinstance(fn, ExpandedDistribution):
+        fn = unwrapped(fn.base_dist)
+    return fn
 
 
 def is_delta(fn) -> bool:
     return family(fn) == "Delta"
+
+
+def own_mask(fn) -> torch.Tensor | None:
+    """Which values ``fn``'s own ``dist.mask(m)`` wrappers score, as a bool tensor that
+    broadcasts to its values' shape ``[*batch_shape, *event_shape]`` (a mask outside an
+    ``Independent`` covers each event whole), through ``Independent`` and ``expand``
+    wrappers; None for a distribution without such a wrapper."""
+    if isinstance(fn, MaskedDistribution):
+        mask = torch.as_tensor(fn._mask, dtype=torch.bool)
+        mask = mask.reshape(mask.shape + (1,) * len(fn.event_shape))
+        inner = own_mask(fn.base_dist)
+        return mask if inner is None else mask & inner
+    if isinstance(fn, (torch.distributions.Independent, ExpandedDistribution)):
+        return own_mask(fn.base_dist)
+    return None
 
 
 def distribution_masked(fn) -> bool:
@@ -402,18 +426,24 @@ def distribution_masked(fn) -> bool:
 
 
 def site_mask(site) -> torch.Tensor:
-    """The site's mask as a bool tensor: its ``poutine.mask`` (``obs_mask``'s latent half is
-    one) and the masks of ``dist.mask(...)`` wrappers of its distribution, combined."""
+    """The site's mask as a bool tensor that broadcasts to its value's shape: its
+    ``poutine.mask`` (over the batch dims; ``obs_mask``'s latent half is one) and the masks
+    of ``dist.mask(...)`` wrappers of its distribution (:func:`own_mask`), combined."""
     # on the value's device, not the default one (torch.set_default_device)
     device = site["value"].device if torch.is_tensor(site["value"]) else None
     mask = torch.as_tensor(True if site["mask"] is None else site["mask"], dtype=torch.bool,
                            device=device)
-    fn = site["fn"]
-    while isinstance(fn, (MaskedDistribution, torch.distributions.Independent)):
-        if isinstance(fn, MaskedDistribution):
-            mask = mask & torch.as_tensor(fn._mask, dtype=torch.bool, device=device)
-        fn = fn.base_dist
-    return mask
+    mask = mask.reshape(mask.shape + (1,) * len(site["fn"].event_shape))
+    own = own_mask(site["fn"])
+    return mask if own is None else mask & own.to(mask.device)
+
+
+def per_batch_element(mask: torch.Tensor, fn) -> torch.Tensor:
+    """A value-shaped ``mask`` (:func:`site_mask`, :func:`own_mask`) as one flag per batch
+    element of ``fn`` (``[*fn.batch_shape]``): an element counts as scored when all of its
+    event's values are."""
+    mask = mask.expand(fn.batch_shape + fn.event_shape)
+    return mask.flatten(len(fn.batch_shape)).all(-1) if fn.event_shape else mask
 
 
 def param_requires_grad(param_site) -> bool:
@@ -424,7 +454,7 @@ def param_requires_grad(param_site) -> bool:
 
 def is_weighted_delta(fn) -> bool:
     """A ``Delta`` with a nonzero ``log_density``."""
-    fn = unwrapped(fn)
+    fn = _innermost(fn)
     return family(fn) == "Delta" and bool(torch.as_tensor(fn.log_density).ne(0).any())
 
 

@@ -24,7 +24,8 @@ from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from torch.distributions import biject_to
 
 from ..checks import (arguments_changed, check_pair_arguments, check_program_arguments,
-                      copied_arguments, explain_run_failure, validation_enabled, validation_on)
+                      copied_arguments, explain_index_dtype, explain_run_failure,
+                      validation_enabled, validation_on)
 from ..effect_guides import traceable_guide
 from ..random_state import forked_rng
 from .latents import (
@@ -469,6 +470,9 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
                     f"`with {name}:` around each group of sites (two pyro.plate('{name}', "
                     "...) calls make two). Two sample statements need two names") from error
             explain_run_failure(error, model, guide, args, kwargs, PairError)
+            raise
+        except IndexError as error:  # a guide's locs[idx] with idx of int16
+            explain_index_dtype(error, model, guide, args, kwargs, PairError)
             raise
     stale = nonfinite_param_sites((guide_full, model_full))
     if stale:  # it ran: the pair's own parameters, by their site names

@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from ..checks import (autograd_tensor, check_default_device, check_dense, check_finite_tensor,
                       check_int, check_number, check_outer_handlers, check_pair_arguments,
-                      check_positional_call, evaluation_mode, held_count, resolve_device,
+                      check_positional_call, evaluation_mode, held_count,
+                      one_thread_at_a_time, resolve_device,
                       training_mode_layers, user_stacklevel, validation_enabled)
 from ..effect_guides import traceable_guide
 from ..evidence.estimators import elbo
@@ -357,6 +358,8 @@ def _check_finite_epoch(record: dict, step_losses: list, params, epoch: int, che
 
 # An error about NaN or infinite values ("probability tensor contains either inf, nan").
 _NON_FINITE = re.compile(r"\b(nan|inf)\b|infinite|non-finite", re.IGNORECASE)
+# torch's message when anomaly detection finds a NaN made by a backward function
+_ANOMALY_NAN = re.compile(r"Function '\w+' returned nan values")
 
 
 def _last_update_problem(model, guide, batch: tuple, modules, epoch: int,
@@ -504,6 +507,7 @@ class OneProcess:
         checkpoints.set_rng_state(state)
 
 
+@one_thread_at_a_time
 def fit(
     model: Callable,
     guide: Callable,
@@ -955,6 +959,14 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                             if refused is error:
                                 raise
                             raise refused from error
+                        except RuntimeError as error:  # set_detect_anomaly(True) of the user's
+                            if not _ANOMALY_NAN.search(str(error)):
+                                raise
+                            raise _diverged(
+                                "torch's anomaly detection (set_detect_anomaly) found NaN in "
+                                f"the gradient at step {len(step_losses) + 1} of epoch "
+                                f"{epoch + 1} ({str(error).strip().splitlines()[0]})",
+                                checkpoint, saved, earlier) from error
                     # the step's loss counts each of its rows once in the record
                     total += step_loss / _row_weight(num_data, batch_size, len(index), shuffle)
                     step_losses.append(step_loss)

@@ -34,8 +34,8 @@ import torch
 from pyro import poutine
 from torch.distributions import biject_to, constraints
 
-from ..checks import (check_int, check_pair_arguments, evaluation_mode, held_count,
-                      user_stacklevel, validation_enabled)
+from ..checks import (check_int, check_pair_arguments, evaluation_mode, explain_index_dtype,
+                      held_count, user_stacklevel, validation_enabled)
 from ..effect_guides import effect_messenger, keeps_rows
 from ..enumeration import enumerated_traces, log_density_dtypes
 from ..pair_check import (DATA_PLATE, FIT_LOSSES, TRACE_ENUM_FIT, PairError,
@@ -817,7 +817,11 @@ def _check_autoguide_rows(model, guide, rows, first_batch, use, num_data, shuffl
     try:
         first = survey_pair(model, guide, probe, {}, probe_vectorized=False,
                             probe_randomness=False)
-    except Exception:  # the guide's per-row parameters do not fit a minibatch
+    except Exception as error:  # the guide's per-row parameters do not fit a minibatch
+        # (indices of int16: the survey's refusal, remade for the pair's arguments here)
+        explain_index_dtype(error.__cause__ if isinstance(error, PairError) and
+                            error.__cause__ is not None else error,
+                            model, guide, probe, {}, PairError)
         raise _positional_error(guide, num_data, shuffle) from None
     if first.row_mismatch or first.data_size != num_data:
         raise _positional_error(guide, num_data, shuffle)

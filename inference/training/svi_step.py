@@ -49,8 +49,9 @@ from pyro.poutine.scale_messenger import ScaleMessenger
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 
-from ..checks import (as_number, autograd_arguments, check_outer_handlers, check_pair_arguments,
-                      explain_run_failure, recording_autograd, validation_enabled, validation_on)
+from ..checks import (PYRO_LOCK, as_number, autograd_arguments, check_outer_handlers,
+                      check_pair_arguments, explain_run_failure, recording_autograd,
+                      validation_enabled, validation_on)
 from ..effect_guides import traceable_guide
 from ..densities import drawn_normal_log_density, plain_normal
 from ..pair_check import (
@@ -594,10 +595,11 @@ def with_gradients(method: Callable) -> Callable:
     mode, and the arguments' inference tensors copied: a step called under
     ``torch.no_grad()`` or ``torch.inference_mode()`` (an evaluation block left around a
     training loop) trains, as :func:`inference.fit` does, instead of returning losses and
-    moving nothing."""
+    moving nothing. The step holds :data:`inference.checks.PYRO_LOCK` (steps in several
+    threads run one at a time: Pyro's handler stack is the process's)."""
     @functools.wraps(method)
     def run(self, *args, **kwargs):
-        with recording_autograd():
+        with PYRO_LOCK, recording_autograd():
             args, kwargs = autograd_arguments(args, kwargs)
             return method(self, *args, **kwargs)
 
@@ -742,7 +744,7 @@ class SVIStep:
         ``evaluate_loss``: the objective's own ``loss`` (Pyro's ELBO for ``"elbo"``/
         ``"meanfield"``, the IWAE bound for ``"iwae"``/``"dreg"``) under ``torch.no_grad``,
         e.g. for held-out data."""
-        with torch.no_grad():
+        with PYRO_LOCK, torch.no_grad():
             if self._unchecked:
                 self._check_pair(args, kwargs)
             try:

@@ -16,6 +16,7 @@ import pyro.distributions as dist
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from pyro.distributions import Independent, Normal
+from pyro.distributions.torch_distribution import MaskedDistribution
 from torch.distributions import kl_divergence
 
 from ..checks import (
@@ -37,7 +38,7 @@ from ..checks import (
 )
 from ..pair_check import (DATA_PLATE, PairError, attach_subsample, conditional_sites_of_guide,
                           data_frame, inspect_pair, is_delta, sample_sites, site_list,
-                          trace_pair)
+                          site_mask, trace_pair)
 from ..pair_check.networks import nonfinite_parameters
 from ..weights import (check_data, check_particle_memory, trace_log_density,
                        vectorized_traces, weight_itemsize)
@@ -143,9 +144,10 @@ def _latent_pair(entry, model, guide, site, args, kwargs):
 
 
 def _base_normal(fn, role: str, site: str) -> Normal:
-    """The diagonal Normal inside ``fn``'s ``Independent`` wrappers; ``NotImplementedError``
-    naming the ``role`` ("guide", "model"), the site and the family otherwise."""
-    while isinstance(fn, Independent):
+    """The diagonal Normal inside ``fn``'s ``Independent`` and ``dist.mask`` wrappers (the
+    masks are read by :func:`_kl_rows`); ``NotImplementedError`` naming the ``role``
+    ("guide", "model"), the site and the family otherwise."""
+    while isinstance(fn, (Independent, MaskedDistribution)):
         fn = fn.base_dist
     if role == "guide" and is_delta(fn):
         raise NotImplementedError(
@@ -228,6 +230,10 @@ def kl_per_dimension(model: Callable, guide: Callable, *args, site: str = "z",
     ``ValueError`` naming the sites, since the KL would then be a one-draw Monte Carlo value
     that changes from call to call.
 
+    Values masked out (``poutine.mask`` or ``dist.mask``, alike in model and guide: a
+    variable-length sequence's absent steps) count 0, as in the ELBO, so the dimensions sum
+    to the ELBO's KL term per datapoint; masks that differ raise ``ValueError``.
+
     A pair whose ``"data"`` plate draws a random subsample (``pyro.plate("data", N,
     subsample_size=B)``) is averaged over all ``N`` datapoints, not over one random ``B``:
     the pair runs once per block of ``B`` consecutive indices, the plate given each block in
@@ -283,7 +289,15 @@ def _kl_rows(model_trace, guide_trace, site: str) -> torch.Tensor:
             f"one-dimensional latent) with batch the dim of pyro.plate('{DATA_PLATE}')")
     q = _base_normal(node["fn"], "guide", site)
     p = _base_normal(model_trace.nodes[site]["fn"], "model", site)
+    scored = site_mask(node).expand(value.shape)
+    if not torch.equal(scored, site_mask(model_trace.nodes[site]).expand(value.shape)):
+        raise ValueError(
+            f"kl_per_dimension: site '{site}' is masked differently in the model and the "
+            "guide (poutine.mask or dist.mask): where one side's density is masked out and "
+            "the other's is not, there is no KL between them; mask both alike")
     kl = kl_divergence(q, p).expand(value.shape)  # [batch, latent_dim] or [batch]
+    # a masked value has no KL term in the ELBO (a variable-length sequence's absent steps)
+    kl = torch.where(scored, kl, torch.zeros((), dtype=kl.dtype, device=kl.device))
     return kl.reshape(value.shape[0], -1)
 
 
