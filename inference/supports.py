@@ -315,14 +315,20 @@ def support_of(fn) -> tuple:
         try:
             return _transformed_support(fn)
         except (NotImplementedError, TypeError, ValueError, RuntimeError):
-            return _declared_support(fn), False
+            return declared_support(fn), False
     if type(fn).__name__ in _CIRCULAR:
         return _with_event_dims(constraints.interval(-math.pi, math.pi), len(fn.event_shape)), True
-    support = _declared_support(fn)
+    support = declared_support(fn)
     return support, support is not constraints.dependent
 
 
-def _declared_support(fn):
+def discrete_support(fn) -> bool | None:
+    """Whether ``fn``'s declared support is discrete; None when it declares none or its kind
+    is unknown (a dependent support)."""
+    return _is_discrete(declared_support(fn))
+
+
+def declared_support(fn):
     """``fn.support``, or ``constraints.dependent`` (a support of unknown kind and range,
     which no check compares) for a distribution that declares none (torch's base class
     raises ``NotImplementedError``: Pyro's ``GaussianScaleMixture``, a user's class)."""

@@ -457,6 +457,52 @@ def _row_among_copies_error(model, guide, recorded, args: tuple, kwargs: dict,
         "score the whole data as one with joint_log_evidence")
 
 
+def check_rows_keep_density_when_moved(model: Callable, guide: Callable, args: tuple,
+                                       kwargs: dict, structure: PairStructure, use: str,
+                                       remedy: str) -> None:
+    """Raise :class:`PairError` when the first datapoint, scored at every position of a
+    batch made of copies of it (every tensor argument of ``batch_size`` rows, and the
+    guide's draws, taken at row 0), gets another model density than at position 0: the
+    model reads a row's position in the batch (``t = torch.arange(len(x))``), which whole
+    batches score as written but slices of the data move (a row scored at position 0 of
+    its slice instead of its place in the data). For the entry points that cut the data
+    (``remedy``: how to score it whole); skipped for a batch of one and for subsamples."""
+    batch = structure.batch_size
+    if batch < 2 or structure.data_subsample is not None:
+        return
+    index = torch.zeros(batch, dtype=torch.long)
+
+    def copied(value):
+        if torch.is_tensor(value) and value.dim() and value.shape[0] == batch:
+            return value.index_select(0, index.to(value.device))
+        return value
+
+    modules = reachable_modules(model, guide)
+    dropout = [sub for module in modules for sub in module.modules() if drops_out(sub)]
+    with forked_rng(), torch.no_grad(), pyro.poutine.block(), evaluation_mode(dropout), \
+            validation_enabled(False), kept_plate_caches(modules):
+        recorded = pyro.poutine.trace(guide).get_trace(*args, **kwargs)
+        try:
+            density, _ = _replayed_model_density(
+                model, guide, _rows_of(recorded, index), tuple(map(copied, args)),
+                {k: copied(v) for k, v in kwargs.items()}, structure)
+        except Exception:  # noqa: BLE001 - a pair that cannot score copies: nothing to compare
+            return
+    first = density[:, :1].expand_as(density)
+    if torch.allclose(density, first, rtol=1e-4, atol=1e-4, equal_nan=True):
+        return
+    moved = int((~torch.isclose(density, first, rtol=1e-4, atol=1e-4,
+                                equal_nan=True)).nonzero()[0, 1])
+    raise PairError(
+        f"{use}: the first datapoint, scored at position {moved} of a batch of copies of "
+        f"itself on the same draws, gets log p(x, z) = {tensor_text(density[:, moved])} "
+        f"instead of {tensor_text(density[:, 0])} at position 0: the model's density reads "
+        "a row's position in the batch (e.g. t = torch.arange(len(x))), and cutting the data "
+        "into slices moves every row after the first slice to another position. Pass the "
+        "positions in as data (a tensor of n rows, cut with x), or "
+        f"{remedy}")
+
+
 def _replayed_model_density(model, guide, recorded, args, kwargs, structure) -> tuple:
     """``(log p(x, z) [1, batch], site names)`` of one pass: the guide replayed on
     ``recorded`` (its trace), the model on the guide's draws; the names as

@@ -75,6 +75,7 @@ from ..checks import (MAX_STEPS, as_number, autograd_arguments, autograd_tensor,
                       resolve_device, validation_enabled)
 from ..pair_check import PARTICLE_PLATE, PairStructure, data_frame, sample_sites
 from ..progress import check_progress, progress_bar
+from ..supports import declared_support, discrete_support
 from ..weights import (
     check_data,
     check_log_weights,
@@ -228,12 +229,14 @@ class _AnnealingPath:
             fn = node["fn"]
             if _is_delta(fn):
                 continue
-            if fn.support.is_discrete:
+            if discrete_support(fn):
                 raise ValueError(
                     f"latent site '{node['name']}' is discrete ({type(fn).__name__}); AIS "
                     "needs continuous latents"
                 )
-            support = fn.support  # a mixture's support is its components' (torch wraps it)
+            # a mixture's support is its components' (torch wraps it); a distribution
+            # that declares none has `dependent`, which no bijection reaches (refused below)
+            support = declared_support(fn)
             while isinstance(support, _MIXTURE_SUPPORT):
                 support = support.base_constraint
             try:

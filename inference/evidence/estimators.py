@@ -8,6 +8,7 @@ expectation with K (Burda et al. 2015, Theorem 1).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -24,6 +25,7 @@ from ..checks import (
     check_positional_call,
     check_weights_memory,
     leaves_buffers,
+    user_stacklevel,
 )
 from ..effect_guides import effect_messenger, keeps_rows
 from ..pair_check import (DATA_PLATE, PairStructure, attach_subsample, forget_params,
@@ -37,6 +39,7 @@ from ..weights import (
     check_finite_inputs,
     check_log_weights,
     check_num_samples,
+    check_rows_keep_density_when_moved,
     checked_log_weights,
     checked_pair,
     cut_rows,
@@ -121,6 +124,9 @@ def _check_rows_are_datapoints(model, guide, args: tuple, kwargs: dict, n: int, 
                 f"Score all {n} rows in one call ({argument} >= {n}), after training the "
                 "guide on them")
         _check_rows_scored(probe, rows, use, sliced, remedy, cut_args, cut_kwargs)
+        check_rows_keep_density_when_moved(model, guide, cut_args, cut_kwargs, probe, use,
+                                           f"score all {n} rows in one call ({argument} >= "
+                                           f"{n}), whose positions are those of the data")
 
 
 def _made_per_row(model, guide, args: tuple, kwargs: dict, rows: int, before: set,
@@ -256,7 +262,27 @@ def elbo(model: Callable, guide: Callable, *args, num_samples: int = 1,
     check_pair_call(elbo, kwargs, model=model, guide=guide)
     log_w, structure = log_weights_for("elbo", model, guide, args, kwargs, num_samples,
                                        chunk_size, compile, progress)
+    _warn_zero_weights(log_w)
     return attach_subsample(log_w.mean(0), structure)
+
+
+def _warn_zero_weights(log_w: torch.Tensor) -> None:
+    """Warn, naming the datapoints (columns of ``log_w: [K, batch]``), when a draw has
+    weight zero: where the survey found the guide's support inside the model's, such a draw
+    is one that rounding put on the end of a support, or a density that underflowed, and
+    the ELBO is -inf where the exact one is finite."""
+    zero = torch.isneginf(log_w).any(0)
+    if bool(zero.any()):
+        rows = zero.nonzero().flatten().tolist()
+        warnings.warn(
+            f"elbo: {int(torch.isneginf(log_w).sum())} of {log_w.numel()} draws have "
+            f"log p(x, z) = -inf (datapoints {rows[:10]}{' ...' if len(rows) > 10 else ''}), "
+            "so their ELBO is -inf. Where the guide's support lies inside the model's, a "
+            "draw rounded onto the end of a support (a float32 tanh or sigmoid saturates to "
+            "exactly 1 beyond |b| ~ 9) or a probability of exactly 0 or 1 "
+            "(Bernoulli(probs=...): use logits=) makes it. Score in float64, or keep the "
+            "guide off the end; iwae_bound gives such draws weight zero", RuntimeWarning,
+            stacklevel=user_stacklevel())
 
 
 @leaves_buffers

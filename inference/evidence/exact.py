@@ -27,7 +27,8 @@ from ..pair_check import (
     warn_if_tempered,
 )
 from ..progress import check_progress, progress_bar
-from ..supports import mask_outside_support, support_of
+from ..supports import (declared_support, describe_support, discrete_support,
+                        mask_outside_support, support_of)
 from ..weights import check_data, check_rows_independent, per_datapoint
 
 
@@ -398,7 +399,7 @@ def exact_log_evidence(
         )
     value, fn = latents[0]["value"], latents[0]["fn"]
     batch, nesting = structure.batch_size, structure.max_plate_nesting
-    discrete = (getattr(fn.support, "is_discrete", False) or not value.is_floating_point()
+    discrete = (discrete_support(fn) or not value.is_floating_point()
                 or getattr(fn, "has_enumerate_support", False))
     if discrete and distribution_masked(fn):
         raise ValueError(
@@ -628,7 +629,8 @@ def _discrete_support(name: str, fn, latent_dim: int):
         fn = fn.base_dist
     if not getattr(fn, "has_enumerate_support", False):
         raise ValueError(
-            f"site '{name}' is discrete ({type(fn).__name__}, support {fn.support}) without a "
+            f"site '{name}' is discrete ({type(fn).__name__}, support "
+            f"{describe_support(declared_support(fn))}) without a "
             "finite support to sum over; truncate it (e.g. a Categorical over the values that "
             "matter) or sum over its values yourself")
     try:

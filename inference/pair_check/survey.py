@@ -27,6 +27,7 @@ from ..checks import (arguments_changed, check_pair_arguments, check_program_arg
                       copied_arguments, explain_index_dtype, explain_run_failure,
                       validation_enabled, validation_on)
 from ..effect_guides import traceable_guide
+from ..supports import declared_support, discrete_support
 from ..random_state import forked_rng
 from .latents import (
     check_latents_scorable,
@@ -598,7 +599,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
                              and s["name"] not in model_latent_names)
     non_reparam = tuple(s["name"] for s in guide_latents
                         if not getattr(s["fn"], "has_rsample", False) and not is_delta(s["fn"]))
-    discrete = tuple(s["name"] for s in guide_latents if s["fn"].support.is_discrete)
+    discrete = tuple(s["name"] for s in guide_latents if discrete_support(s["fn"]))
     enumerated = tuple(s["name"] for s in guide_latents if s["infer"].get("enumerate"))
     dims = [-frame.dim for site in (*model_sites, *guide_latents)
             for frame in site["cond_indep_stack"] if frame.vectorized]
@@ -844,7 +845,7 @@ def _auxiliary_balance(model_sites, guide_latents, auxiliary, free_deltas) -> tu
     site's free coordinates are those of its model support's unconstrained space
     (``biject_to(support)``: a simplex of K values has K - 1, a 3 x 3 correlation Cholesky
     factor 3); a support without a known bijection leaves the check out."""
-    supports = {s["name"]: s["fn"].support for s in model_sites}
+    supports = {s["name"]: declared_support(s["fn"]) for s in model_sites}
     derived = [s for s in guide_latents if is_delta(s["fn"]) and s["name"] not in auxiliary
                and s["name"] not in free_deltas]
     drawn = sum(s["value"].numel() for s in guide_latents

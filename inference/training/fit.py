@@ -346,6 +346,15 @@ def _check_finite_epoch(record: dict, step_losses: list, params, epoch: int, che
         bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
         problem = (f"the loss is {values[bad]} at step {bad + 1} of epoch {epoch}"
                    if bad is not None else f"the loss is {record['train_loss']} in epoch {epoch}")
+        if bad == 0 and epoch == 1:  # no update has run: the initial parameters score so
+            raise FloatingPointError(
+                f"fit: {problem}, before any update (no learning rate caused it): on the "
+                "initial parameters some draw has log p(x, z) = -inf or log q(z) = inf. "
+                "Likely a value rounded onto the end of a support (a float32 tanh or sigmoid "
+                "of the guide saturates to exactly 1 beyond |b| ~ 9, where the model's "
+                "density is 0; compute in float64, or keep the guide's draws off the end), or "
+                "a probability of exactly 0 or 1 (Bernoulli(probs=torch.sigmoid(...)): pass "
+                f"logits=){_on_disk(checkpoint, saved, earlier)}")
     elif math.isnan(record.get("valid_elbo", 0.0)):
         problem = f"the validation ELBO is NaN after epoch {epoch}"
     else:
