@@ -315,6 +315,25 @@ def check_pair_arguments(model, guide, num_particles: int = 1) -> None:
     check_int(num_particles, "num_particles")
 
 
+def check_no_inference_tensors(modules, refusal: type[ValueError] = ValueError) -> None:
+    """Refuse networks whose parameters or buffers are inference tensors (built or loaded
+    under ``torch.inference_mode()``): Pyro's param store cannot make them require
+    gradients, and autograd cannot save them, so every pass would fail inside torch;
+    ``refusal`` names the first such tensor and the fix."""
+    for module in modules:
+        for kind, named in (("parameter", module.named_parameters()),
+                            ("buffer", module.named_buffers())):
+            for name, tensor in named:
+                if tensor.is_inference():
+                    raise refusal(
+                        f"{type(module).__name__}'s {kind} '{name}' is an inference tensor: "
+                        "the network was built or loaded inside torch.inference_mode(), and "
+                        "such tensors can neither require gradients nor be saved for them. "
+                        "Build or load it outside (torch.no_grad() is enough to skip "
+                        "gradients), or make plain copies: for p in net.parameters(): "
+                        "p.data = p.data.clone() (outside inference_mode)")
+
+
 def physical_memory_bytes() -> int | None:
     """This machine's total physical memory in bytes (``os.sysconf``), None where the
     platform does not report it. Read afresh at each call (tests patch it by name)."""

@@ -454,7 +454,8 @@ def _row_among_copies_error(model, guide, recorded, args: tuple, kwargs: dict,
         "standardizing with the batch's mean or std, x.mean(0); a running sum over the "
         "rows, z.cumsum(-1)), so every per-datapoint number would change with the batch it is "
         "scored in. Compute such statistics once on the whole data and pass them in, or "
-        "score the whole data as one with joint_log_evidence")
+        "score the whole data as one with joint_log_evidence"
+        f"{_other_dims_hint((*args, *kwargs.values()), batch)}")
 
 
 def check_rows_keep_density_when_moved(model: Callable, guide: Callable, args: tuple,
@@ -572,8 +573,10 @@ def check_rows_independent(model: Callable, guide: Callable, args: tuple, kwargs
                     dataclasses.replace(structure, batch_size=rows))
             except Exception:  # noqa: BLE001 - cut wrongly (a setting of batch_size rows
                 continue  # cut with the data), or a pair that needs the whole batch
-            if cut_names == names and torch.allclose(whole, alone, rtol=1e-4, atol=1e-4,
-                                                     equal_nan=True):
+            # the cut rows may trace fewer sites (a loop to the batch's longest sequence,
+            # pyro.markov(range(lengths.max())), whose steps past theirs the whole batch masks)
+            fewer = cut_names[0] <= names[0] and cut_names[1] <= names[1]
+            if fewer and torch.allclose(whole, alone, rtol=1e-4, atol=1e-4, equal_nan=True):
                 # the arguments this trial cut are the data (or match them by chance, as
                 # indices into a setting can): copied alike; one trial that holds suffices
                 refusal = _row_among_copies_error(
@@ -604,7 +607,21 @@ def check_rows_independent(model: Callable, guide: Callable, args: tuple, kwargs
         "mode, call .eval(); standardizing with the batch's mean or std, x.mean(0); control "
         "flow on the batch's values, if x.sum() > 0; sites that depend on the batch size), "
         "so every per-datapoint number would change with the batch it is scored in. Compute "
-        "such statistics once on the whole data and pass them in")
+        f"such statistics once on the whole data and pass them in{_other_dims_hint(given, batch)}")
+
+
+def _other_dims_hint(given: tuple, batch: int) -> str:
+    """A note for arguments with another dim of ``batch`` entries besides dim 0 (time-major
+    ``[T, N]`` data with ``T == N``): the check cut dim 0, which may not be the data's."""
+    square = [k for k, value in enumerate(given) if torch.is_tensor(value) and value.dim() > 1
+              and value.shape[0] == batch and batch in value.shape[1:]]
+    if not square:
+        return ""
+    return (f". (Arguments {square} (counting keywords after the positional ones) have "
+            f"{batch} entries along dim 0 and along another dim: this check takes the "
+            "datapoints along dim 0. Data laid out time-major, [T, N] with T equal to the "
+            "batch, is cut wrongly here: pass it batch-first, [N, T], with the data plate "
+            "on the datapoints' dim)")
 
 
 def check_compile(compile, model: Callable | None = None, guide: Callable | None = None,

@@ -586,7 +586,9 @@ def encode_images(pixel_probs: Callable[[torch.Tensor], torch.Tensor],
     check_dense_values(symbols, "symbols")
     _check_symbol_count(symbols.numel(), "images")
     _check_verify(verify)
-    symbols = symbols.long()
+    # in torch's default layout, which decoding builds its partial images in: a
+    # channels_last batch takes other convolution kernels, whose tables differ in the last bits
+    symbols = symbols.long().contiguous()
     with torch.no_grad():  # a copy: a pixel_probs that changes its input in place must not
         probs = pixel_probs(symbols.clone())  # change the pixels coded (or the caller's)
     _check_pixel_tables(probs, symbols)

@@ -70,10 +70,12 @@ from torch.distributions import constraints as torch_constraints
 from torch.distributions.transforms import ComposeTransform, IndependentTransform
 
 from ..checks import (MAX_STEPS, as_number, autograd_arguments, autograd_tensor, check_at_most,
-                      check_default_device, check_dense_values, check_int, check_number,
-                      check_pair_call, check_weights_memory, leaves_buffers, recording_autograd,
+                      check_default_device, check_dense_values, check_int,
+                      check_no_inference_tensors, check_number, check_pair_call,
+                      check_weights_memory, leaves_buffers, recording_autograd,
                       resolve_device, validation_enabled)
 from ..pair_check import PARTICLE_PLATE, PairStructure, data_frame, sample_sites
+from ..reachable import reachable_modules
 from ..progress import check_progress, progress_bar
 from ..supports import declared_support, discrete_support
 from ..weights import (
@@ -526,6 +528,7 @@ def ais_log_evidence(
             (naming the datapoints).
     """
     check_pair_call(ais_log_evidence, kwargs, model=model, guide=guide)
+    check_no_inference_tensors(reachable_modules(model, guide))  # (gradients are run)
     check_default_device()  # (the schedule is made below, before the data are checked)
     schedule_betas = _check_options(num_chains, num_steps, transition, step_size, num_leapfrog,
                                     start, target_accept, adapt_rate, chunk_size, schedule)

@@ -42,7 +42,8 @@ from pyro.distributions import Independent, MultivariateNormal, Normal
 from pyro.distributions.torch_distribution import MaskedDistribution
 
 from ..checks import (MAX_STEPS, as_number, autograd_arguments, check_at_most, check_int,
-                      check_nonempty_batch, check_pair_call, check_program,
+                      check_no_inference_tensors, check_nonempty_batch, check_pair_call,
+                      check_program,
                       check_program_arguments, check_tensor_input, check_weights_memory,
                       leaves_buffers, validation_enabled)
 from ..pair_check import (
@@ -58,6 +59,7 @@ from ..pair_check import (
     survey_pair,
 )
 from ..progress import bar_range, check_progress
+from ..reachable import reachable_modules
 from ..random_state import forked_rng
 from ..weights import (
     check_data,
@@ -492,6 +494,7 @@ def amortization_gap(model: Callable, guide: Callable, *args,
             naming the datapoints.
     """
     check_pair_call(amortization_gap, kwargs, model=model, guide=guide)
+    check_no_inference_tensors(reachable_modules(model, guide))  # (gradients are run)
     check_int(num_eval_samples, "num_eval_samples", 2)  # two at least, for a standard error
     num_eval_samples, chunk_size = check_num_samples(num_eval_samples, chunk_size)
     num_steps, lr, num_particles = _check_fit_arguments(num_steps, lr, num_particles)

@@ -23,12 +23,13 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from torch.distributions import biject_to
 
-from ..checks import (arguments_changed, check_pair_arguments, check_program_arguments,
-                      copied_arguments, explain_index_dtype, explain_run_failure,
-                      validation_enabled, validation_on)
+from ..checks import (arguments_changed, check_no_inference_tensors, check_pair_arguments,
+                      check_program_arguments, copied_arguments, explain_index_dtype,
+                      explain_run_failure, validation_enabled, validation_on)
 from ..effect_guides import traceable_guide
 from ..supports import declared_support, discrete_support
 from ..random_state import forked_rng
+from ..reachable import reachable_modules
 from .latents import (
     check_latents_scorable,
     check_observed_values,
@@ -422,6 +423,9 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     args = tuple(args)
     kwargs = kwargs or {}
     check_store_shapes(model, guide)
+    if not torch.is_inference_mode_enabled():  # (inside it, the passes without gradients
+        # run; the entry points that need gradients check for themselves)
+        check_no_inference_tensors(reachable_modules(model, guide), PairError)
     _check_guide_list_parts(guide)
     held = pyro_params_held(model, guide)
     # the first run, on copies of the tensor arguments: a program that changes one in

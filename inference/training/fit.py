@@ -19,6 +19,7 @@ from pyro.infer.util import is_validation_enabled
 from tqdm.auto import tqdm
 
 from ..checks import (autograd_tensor, check_default_device, check_dense, check_finite_tensor,
+                      check_no_inference_tensors,
                       check_int, check_number, check_outer_handlers, check_pair_arguments,
                       check_positional_call, evaluation_mode, held_count,
                       one_thread_at_a_time, resolve_device,
@@ -839,6 +840,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                       "the run's first save)", stacklevel=user_stacklevel())
     pyro.set_rng_seed(parallel.process_seed(seed))
     check_store_shapes(model, guide, "fit")
+    check_no_inference_tensors(still, PairError)
     check_one_row_batches(model, guide, tensors, batch_size, batch_transform, still)
     # the pair checked on a first minibatch (random state restored) before any step
     with kept_buffers(still):  # the survey runs the pair in training mode

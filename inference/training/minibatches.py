@@ -24,6 +24,7 @@ before any step and decides:
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from dataclasses import dataclass
 
@@ -232,8 +233,26 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
                 f"scales by {num_data} / len(x)), or as {num_data} with the minibatch's indices "
                 "(pyro.plate('data', N, subsample=idx), idx passed as data), or train with "
                 f"batch_size >= {num_data}") from error
+        if minibatched and f"plate('{DATA_PLATE}') at site" in str(error) and \
+                f"{length} vs {num_data}" in str(error):
+            raise PairError(
+                f"{called or 'fit'}: a tensor with a row for each of the {num_data} datapoints "
+                f"that fit does not cut (a module-level constant such as precomputed posterior "
+                f"parameters, or a pyro.param used by position) meets pyro.plate('{DATA_PLATE}') "
+                f"of a minibatch of {length} (Pyro: {str(error).splitlines()[0]}): pass it with "
+                "the data, fit(model, guide, (x, table)), so that each minibatch gets its rows; "
+                "or pass the indices (fit(model, guide, (x, torch.arange(N)))) and index it; "
+                f"or train with batch_size >= {num_data}") from error
         _note_first_batch(error, data, batch_size, batch_transform)
         raise
+    declared = getattr(loss, "max_plate_nesting", math.inf)
+    if isinstance(declared, numbers.Integral) and declared < structure.max_plate_nesting:
+        raise PairError(
+            f"{called or 'fit'}: the loss was built with max_plate_nesting={declared}, but the "
+            f"pair nests {structure.max_plate_nesting} plates (the data plate among them): "
+            "Pyro puts its particle and enumeration dims left of that many, where they collide "
+            f"with the pair's plates. Build it with max_plate_nesting="
+            f"{structure.max_plate_nesting}, or leave the argument out")
     if (shuffle or minibatched) and not _is_autoguide(guide) and structure.batch_size > 1 \
             and structure.data_subsample is None:
         _check_rows_followed(model, guide, first_batch, num_data, shuffle, called)

@@ -49,9 +49,9 @@ from pyro.poutine.scale_messenger import ScaleMessenger
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 
-from ..checks import (PYRO_LOCK, as_number, autograd_arguments, check_outer_handlers,
-                      check_pair_arguments, explain_run_failure, recording_autograd,
-                      validation_enabled, validation_on)
+from ..checks import (PYRO_LOCK, as_number, autograd_arguments, check_no_inference_tensors,
+                      check_outer_handlers, check_pair_arguments, explain_run_failure,
+                      recording_autograd, validation_enabled, validation_on)
 from ..effect_guides import traceable_guide
 from ..densities import drawn_normal_log_density, plain_normal
 from ..pair_check import (
@@ -639,6 +639,7 @@ class SVIStep:
                  num_particles: int = 1, lean: bool = True, *, check: bool = True):
         guide = traceable_guide(guide)  # an effect-based guide: its draws only
         check_pair_arguments(model, guide, num_particles)
+        check_no_inference_tensors(reachable_modules(model, guide), PairError)
         for name, flag in (("lean", lean), ("check", check)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be True or False, got {flag!r}")
