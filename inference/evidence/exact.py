@@ -344,8 +344,11 @@ def exact_log_evidence(
         raise ValueError(f"bounds must satisfy low < high, got {tuple(bounds)}")
     try:
         structure = survey_pair(model, _no_guide, args, kwargs)
-    except NotImplementedError as error:  # a latent drawn from its prior, which cannot be
+    except (NotImplementedError, AssertionError) as error:  # a latent drawn from its
+        # prior, which cannot be (an improper prior), or scored in a batch (an assert inside)
         culprit = _failed_in(error)
+        if isinstance(error, AssertionError) and culprit == "Pyro":
+            raise  # the user's own assert
         detail = str(error).strip().splitlines()[0] if str(error).strip() else "no message"
         remedy = ("an improper prior has no density, so neither has p(x) = integral "
                   "p(x | z) p(z) dz; give the latent a proper prior"

@@ -243,16 +243,11 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
                 "the data, fit(model, guide, (x, table)), so that each minibatch gets its rows; "
                 "or pass the indices (fit(model, guide, (x, torch.arange(N)))) and index it; "
                 f"or train with batch_size >= {num_data}") from error
+        if "collide at dim" in str(error):  # the particle plate at a pair's plate's dim
+            _check_declared_nesting(loss, called, None)
         _note_first_batch(error, data, batch_size, batch_transform)
         raise
-    declared = getattr(loss, "max_plate_nesting", math.inf)
-    if isinstance(declared, numbers.Integral) and declared < structure.max_plate_nesting:
-        raise PairError(
-            f"{called or 'fit'}: the loss was built with max_plate_nesting={declared}, but the "
-            f"pair nests {structure.max_plate_nesting} plates (the data plate among them): "
-            "Pyro puts its particle and enumeration dims left of that many, where they collide "
-            f"with the pair's plates. Build it with max_plate_nesting="
-            f"{structure.max_plate_nesting}, or leave the argument out")
+    _check_declared_nesting(loss, called, structure.max_plate_nesting)
     if (shuffle or minibatched) and not _is_autoguide(guide) and structure.batch_size > 1 \
             and structure.data_subsample is None:
         _check_rows_followed(model, guide, first_batch, num_data, shuffle, called)
@@ -816,6 +811,28 @@ def _positional_error(guide, num_data: int, shuffle: bool) -> PairError:
         f"guide with {guide_name}(model, create_plates=lambda x, idx: "
         f"pyro.plate('data', N, subsample=idx)){joint}; or train on all data at once: "
         f"batch_size >= {num_data} and shuffle=False")
+
+
+def _check_declared_nesting(loss, called: str | None, needed: int | None) -> None:
+    """``PairError`` when ``loss`` was built with a ``max_plate_nesting`` below the ``needed``
+    plate dims of the pair (None: a run already failed on the particle plate's collision):
+    Pyro puts its particle and enumeration dims left of that many, onto the pair's plates."""
+    declared = getattr(loss, "max_plate_nesting", math.inf)
+    if not isinstance(declared, numbers.Integral):
+        return
+    # Pyro adds one for its vectorized particles' plate to the number it was given
+    declared -= 1 if getattr(loss, "vectorize_particles", False) and \
+        getattr(loss, "num_particles", 1) > 1 else 0
+    if needed is not None and declared >= needed:
+        return
+    need = f"the pair nests {needed} plates" if needed is not None else \
+        "the pair nests more plates (Pyro's particle plate collided with one of them)"
+    raise PairError(
+        f"{called or 'fit'}: the loss was built with max_plate_nesting={declared}, but {need}: "
+        "Pyro puts its particle and enumeration dims left of that many, where they collide "
+        "with the pair's plates. Build it with max_plate_nesting="
+        f"{needed if needed is not None else 'the number of plates nested'}, or leave the "
+        "argument out (Pyro then finds it)")
 
 
 def _check_autoguide_rows(model, guide, rows, first_batch, use, num_data, shuffle,

@@ -13,6 +13,12 @@ misnamed; each test fails on the code before its fix.
 - ``SVIStep``'s first-call check of observed values failed with a size mismatch on an
   observed site with event dims under ``poutine.mask`` (found beside the probe: the mask
   was combined with the value's last dims).
+- Networks built or loaded under ``torch.inference_mode()`` failed in every entry point with
+  torch's "Setting requires_grad=True on inference tensor" from Pyro's param store.
+- ``encode_images`` refused ``channels_last`` symbols as non-causal tables (another
+  convolution kernel, 4e-8 apart), and with ``verify=False`` wrote undecodable bytes.
+- A loss built with too small a ``max_plate_nesting`` and a guide reading a full-data tensor
+  by position under minibatches ended in Pyro's raw shape errors inside ``fit``.
 """
 
 import threading
@@ -105,16 +111,18 @@ def test_seeded_fits_in_two_threads_train_as_they_do_alone():
         pyro.clear_param_store()
         alone[name] = history(pair_seed, f"encoder_{name}")
     found, errors = {}, []
+    pyro.clear_param_store()
+    pairs = {name: amortized_pair(pair_seed, f"encoder_{name}")  # built before the threads
+             for name, pair_seed in (("a", 0), ("b", 1))}  # (torch.manual_seed is global)
 
-    def run(name, pair_seed):
+    def run(name):
         try:
-            found[name] = history(pair_seed, f"encoder_{name}")
+            found[name] = [r["train_loss"] for r in fit(*pairs[name], x, epochs=3, batch_size=8,
+                                                        lr=0.01, seed=0, progress=False)]
         except Exception as error:  # noqa: BLE001 - collected for the assertion
             errors.append(f"{type(error).__name__}: {error}")
 
-    pyro.clear_param_store()
-    threads = [threading.Thread(target=run, args=(name, pair_seed))
-               for name, pair_seed in (("a", 0), ("b", 1))]
+    threads = [threading.Thread(target=run, args=(name,)) for name in pairs]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -199,3 +207,95 @@ def test_svi_step_checks_masked_observations_with_event_dims():
         loss = SVIStep(model, guide).step(x)
     expected = -dist.Bernoulli(logits=torch.zeros(3)).log_prob(x[keep]).sum()
     assert abs(loss - float(expected)) < 1e-5
+
+
+def test_networks_built_under_inference_mode_are_named():
+    from inference import ais_log_evidence
+
+    with torch.inference_mode():
+        net = torch.nn.Linear(3, 6)
+    model, _ = amortized_pair(0, "encoder_inference")
+
+    def inference_guide(x):
+        pyro.module("encoder_inference", net)
+        loc, raw = net(x).chunk(2, -1)
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(loc, torch.nn.functional.softplus(raw)).to_event(1))
+
+    x = torch.randn(4, 3)
+    pyro.clear_param_store()
+    with pytest.raises(PairError, match=r"Linear's parameter 'weight' is an inference tensor"):
+        iwae_bound(model, inference_guide, x, num_samples=3, progress=False)
+    with pytest.raises(PairError, match="inference tensor"):
+        fit(model, inference_guide, x, epochs=1, progress=False)
+    with pytest.raises(PairError, match="inference tensor"):
+        SVIStep(model, inference_guide)
+    with pytest.raises(ValueError, match="inference tensor"):
+        ais_log_evidence(model, inference_guide, x, num_chains=2, num_steps=2, progress=False)
+    with torch.inference_mode():  # a pass without gradients inside it still runs
+        assert iwae_bound(model, inference_guide, x, num_samples=3, progress=False).shape == (4,)
+
+
+def test_channels_last_symbols_are_coded_as_contiguous_ones():
+    from inference import decode_images, encode_images
+    from ppl_models import PixelCNN
+
+    torch.manual_seed(0)
+    net = PixelCNN((3, 4, 4), channels=6, num_blocks=1, kernel_size=3,
+                   first_kernel_size=3).eval()
+
+    def pixel_probs(symbols):  # [batch, C, H, W] -> [batch, C, H, W, 2]
+        levels = net.levels
+        pixels = net.distribution(levels[symbols])
+        shape = (len(levels), *symbols.shape)
+        return pixels.log_prob(levels.view(-1, 1, 1, 1, 1).expand(shape)).double().exp() \
+            .movedim(0, -1)
+
+    symbols = (torch.rand(5, 3, 4, 4, generator=torch.Generator().manual_seed(1)) > 0.5).long()
+    layout = symbols.to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert not torch.equal(pixel_probs(symbols), pixel_probs(layout))  # what made it fail
+    coded = encode_images(pixel_probs, layout)
+    assert coded == encode_images(pixel_probs, symbols)
+    assert torch.equal(decode_images(pixel_probs, coded, (3, 4, 4)), symbols)
+
+
+def test_a_loss_with_too_small_a_plate_nesting_is_named():
+    def model(x):
+        with pyro.plate("features", x.shape[1], dim=-1), pyro.plate("data", len(x), dim=-2):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, pyro.param("s", torch.tensor(1.0),
+                                                       constraint=dist.constraints.positive)),
+                        obs=x)
+
+    def guide(x):
+        with pyro.plate("features", x.shape[1], dim=-1), pyro.plate("data", len(x), dim=-2):
+            pyro.sample("z", dist.Normal(x / 2, 0.7))
+
+    pyro.clear_param_store()
+    loss = pyro.infer.Trace_ELBO(num_particles=2, vectorize_particles=True, max_plate_nesting=1)
+    with pytest.raises(PairError, match="max_plate_nesting=1, but the pair nests 2 plates"):
+        fit(model, guide, torch.randn(8, 3), loss=loss, epochs=1, progress=False)
+    enumerated = pyro.infer.TraceEnum_ELBO(max_plate_nesting=1)
+    with pytest.raises(PairError, match="max_plate_nesting=1, but the pair nests 2 plates"):
+        fit(model, guide, torch.randn(8, 3), loss=enumerated, epochs=1, progress=False)
+
+
+def test_fit_names_a_full_data_tensor_used_by_position_in_minibatches():
+    x = torch.randn(6)
+    posterior_loc = x / 2  # precomputed on the whole data, read by position
+
+    def model(x):
+        scale = pyro.param("s", torch.tensor(1.0), constraint=dist.constraints.positive)
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, scale), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(posterior_loc, 0.7))
+
+    pyro.clear_param_store()
+    with pytest.raises(PairError, match="a tensor with a row for each of the 6 datapoints "
+                                        "that fit does not cut"):
+        fit(model, guide, x, epochs=1, batch_size=4, progress=False)

@@ -12,6 +12,14 @@ refused falsely or failing raw; each test fails on the code before its fix.
   the masked rows) where ``poutine.mask`` was refused.
 - ``kl_per_dimension`` averaged masked-out values (a variable-length sequence's absent
   steps) as if present, and refused a ``Normal(...).mask(m)`` site.
+- An observed distribution without a declared support (a user's class with ``log_prob``
+  only) failed with torch's empty ``NotImplementedError`` in every entry point.
+- ``log_evidence(batch_size=2)`` and ``bound_sweep(data_batch_size=2)`` rescored rows of a
+  model that reads a row's position at other positions (rows 2-5 were 1-4 nats low).
+- A tanh-Normal guide whose float32 draws round onto a Uniform's end gave ``elbo`` = -inf
+  without a word, and ``fit`` blamed the learning rate at its first step.
+- Pyro's ``for t in pyro.markov(range(lengths.max()))`` HMM loop was refused as rows that
+  depend on each other whenever the first two sequences were not the longest.
 """
 
 import math
@@ -187,3 +195,134 @@ def test_kl_per_dimension_refuses_masks_that_differ():
 
     with pytest.raises(ValueError, match="masked differently in the model and the guide"):
         kl_per_dimension(model, guide, x, site="z")
+
+
+class NormalWithoutSupport(dist.TorchDistribution):
+    """A user's likelihood class with only ``log_prob`` (no ``support``), as Pyro scores it."""
+
+    arg_constraints = {}
+
+    def __init__(self, loc, scale):
+        self.loc, self.scale = loc, scale
+        super().__init__(loc.shape, validate_args=False)
+
+    def expand(self, batch_shape, _instance=None):
+        shape = torch.Size(batch_shape)
+        return NormalWithoutSupport(self.loc.expand(shape), self.scale.expand(shape))
+
+    def log_prob(self, value):
+        return dist.Normal(self.loc, self.scale).log_prob(value)
+
+
+def test_an_observed_distribution_without_a_support_is_scored():
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
+            pyro.sample("x", NormalWithoutSupport(z, torch.full_like(x, NOISE)), obs=x)
+
+    def guide(x):  # the exact posterior: every weight is log p(x)
+        variance = NOISE ** 2 / (1 + NOISE ** 2)
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(x / (1 + NOISE ** 2), variance ** 0.5))
+
+    closed = dist.Normal(0.0, math.sqrt(1 + NOISE ** 2)).log_prob(X).float()
+    value = iwae_bound(model, guide, X.float(), num_samples=5, progress=False)
+    assert torch.allclose(value, closed, atol=1e-4)
+
+
+def test_slicing_estimators_refuse_a_density_that_reads_row_positions():
+    """x_i ~ N(z_i + 0.8 i, 0.7): whole batches score it as written; slices would move every
+    row after the first slice to another position (rows 2-5 came out 1-4 nats low)."""
+    from inference import bound_sweep, log_evidence
+
+    def model(x):
+        t = torch.arange(len(x), dtype=x.dtype)
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
+            pyro.sample("x", dist.Normal(z + 0.8 * t, NOISE), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
+
+    x = torch.randn(6)
+    whole = log_evidence(model, guide, x, num_samples=10, batch_size=6, progress=False)
+    assert whole.shape == (6,)
+    with pytest.raises(PairError, match="reads a row's position.*batch_size >= 6"):
+        log_evidence(model, guide, x, num_samples=10, batch_size=2, progress=False)
+    with pytest.raises(PairError, match="reads a row's position"):
+        bound_sweep(model, guide, x, num_samples=[1], data_batch_size=2, progress=False)
+
+
+def tanh_pair():
+    """z ~ Uniform(-1, 1), x ~ N(z, 0.1), a tanh-Normal guide pushed to the edge: in float32
+    about 2% of its draws round to exactly 1.0, where the model's density is 0."""
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Uniform(-torch.ones_like(x), torch.ones_like(x)))
+            pyro.sample("x", dist.Normal(z, 0.1), obs=x)
+
+    def guide(x):
+        loc = pyro.param("loc", torch.full_like(x, 6.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.TransformedDistribution(
+                dist.Normal(loc, 1.5), [dist.transforms.TanhTransform(cache_size=1)]))
+
+    return model, guide
+
+
+def test_an_elbo_of_draws_rounded_onto_a_support_end_is_said():
+    from inference import fit
+
+    pyro.clear_param_store()
+    model, guide = tanh_pair()
+    x = torch.tensor([0.95, 0.98])
+    pyro.set_rng_seed(0)
+    with pytest.warns(RuntimeWarning, match=r"draws have log p\(x, z\) = -inf \(datapoints "
+                                            r"\[0, 1\]\)"):
+        value = elbo(model, guide, x, num_samples=2000, progress=False)
+    assert bool(torch.isneginf(value).all())
+    pyro.set_rng_seed(0)
+    with pytest.raises(FloatingPointError, match="before any update"):
+        fit(model, guide, x, epochs=2, batch_size=2, num_particles=2000, lr=0.01,
+            progress=False)
+
+
+INIT = torch.tensor([0.6, 0.4], dtype=torch.float64)
+TRANS = torch.tensor([[0.8, 0.2], [0.3, 0.7]], dtype=torch.float64)
+MEANS = torch.tensor([-1.0, 1.0], dtype=torch.float64)
+
+
+def hmm_model(y, lengths):
+    """Pyro's examples/hmm.py loop: to the batch's longest sequence, later steps masked."""
+    with pyro.plate("data", y.shape[0]):
+        state = None
+        for t in pyro.markov(range(int(lengths.max()))):
+            with pyro.poutine.mask(mask=t < lengths):
+                state = pyro.sample(f"x_{t}", dist.Categorical(INIT if state is None
+                                                               else TRANS[state]),
+                                    infer={"enumerate": "parallel"})
+                pyro.sample(f"y_{t}", dist.Normal(MEANS[state], 1.0), obs=y[:, t])
+
+
+def forward_algorithm(y, lengths):
+    """log p(y_i) of each sequence by the forward recursion."""
+    emissions = dist.Normal(MEANS, 1.0).log_prob(y[..., None]) * \
+        (torch.arange(y.shape[1]) < lengths[:, None])[..., None]
+    alpha = INIT.log() + emissions[:, 0]
+    for t in range(1, y.shape[1]):
+        alpha = (alpha[:, :, None] + TRANS.log()).logsumexp(1) + emissions[:, t]
+    return alpha.logsumexp(-1)
+
+
+def test_sequences_looped_to_the_batchs_longest_are_scored_in_any_order():
+    """The rows check scored the first two (shorter) sequences alone, which loop over fewer
+    steps, and refused the pair whenever they were not the longest."""
+    lengths = torch.tensor([1, 2, 3, 4])
+    y = torch.randn(4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * \
+        (torch.arange(4) < lengths[:, None])
+    truth = forward_algorithm(y, lengths)
+    for order in (torch.tensor([3, 2, 1, 0]), torch.arange(4)):
+        value = elbo(hmm_model, lambda y, lengths: None, y[order], lengths[order],
+                     progress=False)
+        assert torch.allclose(value, truth[order], atol=1e-10)
