@@ -460,14 +460,17 @@ def _row_among_copies_error(model, guide, recorded, args: tuple, kwargs: dict,
 
 def check_rows_keep_density_when_moved(model: Callable, guide: Callable, args: tuple,
                                        kwargs: dict, structure: PairStructure, use: str,
-                                       remedy: str) -> None:
+                                       remedy: str, gradients: bool = False) -> None:
     """Raise :class:`PairError` when the first datapoint, scored at every position of a
     batch made of copies of it (every tensor argument of ``batch_size`` rows, and the
     guide's draws, taken at row 0), gets another model density than at position 0: the
     model reads a row's position in the batch (``t = torch.arange(len(x))``), which whole
     batches score as written but slices of the data move (a row scored at position 0 of
-    its slice instead of its place in the data). For the entry points that cut the data
-    (``remedy``: how to score it whole); skipped for a batch of one and for subsamples."""
+    its slice instead of its place in the data). For the entry points that cut or reorder
+    the data (``remedy``: how to keep the rows in place); skipped for a batch of one and for
+    subsamples. With ``gradients`` (training), also when the densities' gradients with
+    respect to the parameters differ: a trend whose slope starts at 0 reads the position
+    only through its gradient at the start."""
     batch = structure.batch_size
     if batch < 2 or structure.data_subsample is not None:
         return
@@ -480,8 +483,8 @@ def check_rows_keep_density_when_moved(model: Callable, guide: Callable, args: t
 
     modules = reachable_modules(model, guide)
     dropout = [sub for module in modules for sub in module.modules() if drops_out(sub)]
-    with forked_rng(), torch.no_grad(), pyro.poutine.block(), evaluation_mode(dropout), \
-            validation_enabled(False), kept_plate_caches(modules):
+    with forked_rng(), torch.set_grad_enabled(gradients), pyro.poutine.block(), \
+            evaluation_mode(dropout), validation_enabled(False), kept_plate_caches(modules):
         recorded = pyro.poutine.trace(guide).get_trace(*args, **kwargs)
         try:
             density, _ = _replayed_model_density(
@@ -490,18 +493,46 @@ def check_rows_keep_density_when_moved(model: Callable, guide: Callable, args: t
         except Exception:  # noqa: BLE001 - a pair that cannot score copies: nothing to compare
             return
     first = density[:, :1].expand_as(density)
-    if torch.allclose(density, first, rtol=1e-4, atol=1e-4, equal_nan=True):
+    same = torch.isclose(density, first, rtol=1e-4, atol=1e-4, equal_nan=True)
+    if bool(same.all()) and gradients and density.requires_grad:
+        same = _same_gradients(density, modules)
+    if bool(same.all()):
         return
-    moved = int((~torch.isclose(density, first, rtol=1e-4, atol=1e-4,
-                                equal_nan=True)).nonzero()[0, 1])
+    moved = int((~same).nonzero()[0, -1])
+    found = (f"gets log p(x, z) = {tensor_text(density[:, moved].detach())} instead of "
+             f"{tensor_text(density[:, 0].detach())} at position 0" if not bool(torch.isclose(
+                 density[:, moved], density[:, 0], rtol=1e-4, atol=1e-4).all()) else
+             "gets the same log p(x, z) as at position 0 but another gradient with respect "
+             "to the parameters")
     raise PairError(
         f"{use}: the first datapoint, scored at position {moved} of a batch of copies of "
-        f"itself on the same draws, gets log p(x, z) = {tensor_text(density[:, moved])} "
-        f"instead of {tensor_text(density[:, 0])} at position 0: the model's density reads "
-        "a row's position in the batch (e.g. t = torch.arange(len(x))), and cutting the data "
-        "into slices moves every row after the first slice to another position. Pass the "
-        "positions in as data (a tensor of n rows, cut with x), or "
-        f"{remedy}")
+        f"itself on the same draws, {found}: the model's density reads a row's position in "
+        "the batch (e.g. t = torch.arange(len(x))), and cutting or reordering the data moves "
+        "rows to other positions. Pass the positions in as data (a tensor of n rows, cut "
+        f"with x), or {remedy}")
+
+
+def _same_gradients(density: torch.Tensor, modules) -> torch.Tensor:
+    """``[1, batch]`` flags: whether each position's density has, to 1e-4 of the largest,
+    the gradient of position 0's with respect to the parameters (Pyro's store, unconstrained,
+    and the networks'), compared along one random direction of the positions."""
+    leaves = [p for _, p in pyro.get_param_store().named_parameters() if p.requires_grad]
+    leaves += [p for module in modules for p in module.parameters() if p.requires_grad]
+    leaves = list({id(p): p for p in leaves}.values())
+    flags = torch.ones_like(density, dtype=torch.bool)
+    if not leaves:
+        return flags
+    weights = torch.randn(density.shape, generator=torch.Generator().manual_seed(0),
+                          dtype=density.dtype).to(density.device)
+    difference = ((density - density[:, :1]) * weights).sum()
+    reference = (density * weights).sum()
+    grads = torch.autograd.grad(reference, leaves, allow_unused=True, retain_graph=True)
+    moved = torch.autograd.grad(difference, leaves, allow_unused=True)
+    size = sum(float(g.pow(2).sum()) for g in grads if g is not None) ** 0.5
+    gap = sum(float(g.pow(2).sum()) for g in moved if g is not None) ** 0.5
+    if gap > 1e-4 * size:
+        flags[:, 1:] = False
+    return flags
 
 
 def _replayed_model_density(model, guide, recorded, args, kwargs, structure) -> tuple:

@@ -44,7 +44,8 @@ from ..pair_check import (DATA_PLATE, FIT_LOSSES, TRACE_ENUM_FIT, PairError,
                           survey_pair, trace_pair)
 from ..random_state import forked_rng
 from ..reachable import reachable_modules
-from ..weights import check_particle_memory, particle_log_weights
+from ..weights import (check_particle_memory, check_rows_keep_density_when_moved,
+                       particle_log_weights)
 from .free_bits import FreeBitsELBO
 from .objectives import DReGLoss, IWAELoss, MeanFieldELBO, make_loss
 
@@ -248,6 +249,12 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
         _note_first_batch(error, data, batch_size, batch_transform)
         raise
     _check_declared_nesting(loss, called, structure.max_plate_nesting)
+    if shuffle or minibatched:  # rows at other positions than the data's: a density that
+        # reads the position (a trend, t = torch.arange(len(x))) would train on wrong ones
+        check_rows_keep_density_when_moved(
+            model, guide, first_batch, {}, structure, called or "fit",
+            f"train on the rows in place: shuffle=False and batch_size >= {num_data}",
+            gradients=True)
     if (shuffle or minibatched) and not _is_autoguide(guide) and structure.batch_size > 1 \
             and structure.data_subsample is None:
         _check_rows_followed(model, guide, first_batch, num_data, shuffle, called)

@@ -14,12 +14,13 @@ References:
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import pyro
 import torch
 from pyro import poutine
-from pyro.distributions import Independent, MultivariateNormal, TransformedDistribution
+from pyro.distributions import Independent, TransformedDistribution
 from pyro.distributions.torch_distribution import MaskedDistribution
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch.distributions.transforms import AffineTransform, ComposeTransform, IndependentTransform
@@ -162,31 +163,38 @@ def _detached_transform(transform):
 def detach_parameters(fn):
     """The same distribution with its parameters cut from the graph (values keep their path).
 
-    Supports the guide families used here: ``Normal``-like distributions whose parameters
-    are their ``arg_constraints``, ``MultivariateNormal``, ``LogNormal``, and a
-    ``TransformedDistribution`` of those through parameter-free or affine transforms (what
-    ``biject_to`` builds); any of them wrapped in ``Independent`` or ``dist.mask`` (the mask
-    kept).
+    A shallow copy of ``fn`` whose tensors (its parameters and what it cached from them) are
+    detached: the constructor is not called again, so a user's subclass that transforms its
+    arguments (a scale widened in ``__init__``) keeps the parameters it holds. Through
+    ``Independent`` and ``dist.mask`` (the mask kept); a ``LogNormal`` or a
+    ``TransformedDistribution`` of such a distribution through parameter-free or affine
+    transforms (what ``biject_to`` builds). ``NotImplementedError`` for a distribution that
+    holds other distributions or transforms (a mixture, a subclass of
+    ``TransformedDistribution``) or no tensors at all.
     """
     if isinstance(fn, Independent):
         return Independent(detach_parameters(fn.base_dist), fn.reinterpreted_batch_ndims)
     if isinstance(fn, MaskedDistribution):
         return MaskedDistribution(detach_parameters(fn.base_dist), fn._mask)
-    if isinstance(fn, MultivariateNormal):
-        return MultivariateNormal(fn.loc.detach(), scale_tril=fn.scale_tril.detach())
-    params = {k: fn.__dict__[k].detach() for k in fn.arg_constraints if k in fn.__dict__}
-    if "logits" in params:  # both are cached once read; the constructor takes one
-        params.pop("probs", None)
-    if params:
-        return type(fn)(**params)
     if isinstance(fn, torch.distributions.LogNormal):
         return type(fn)(fn.loc.detach(), fn.scale.detach())
     if type(fn) in (TransformedDistribution, torch.distributions.TransformedDistribution):
         return type(fn)(detach_parameters(fn.base_dist),
                         [_detached_transform(t) for t in fn.transforms])
-    raise NotImplementedError(
-        f"DReG cannot detach the parameters of a {type(fn).__name__} guide distribution"
-    )
+    held = vars(fn)
+    parts = (torch.distributions.Distribution, torch.distributions.Transform)
+    nested = [k for k, v in held.items() if isinstance(v, parts) or (
+        isinstance(v, (list, tuple, dict)) and not isinstance(v, torch.Size) and any(
+            torch.is_tensor(item) or isinstance(item, parts)
+            for item in (v.values() if isinstance(v, dict) else v)))]
+    tensors = [k for k, v in held.items() if torch.is_tensor(v)]
+    if nested or not tensors:
+        raise NotImplementedError(
+            f"DReG cannot detach the parameters of a {type(fn).__name__} guide distribution")
+    detached = copy.copy(fn)
+    for name in tensors:
+        detached.__dict__[name] = held[name].detach()
+    return detached
 
 
 def _detachable(fn) -> bool:
