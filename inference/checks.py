@@ -982,6 +982,10 @@ def evaluation_mode(modules):
 # torch's refusal of mixed dtypes ("mat1 and mat2 must have the same dtype", "Input type
 # (double) and bias type (float) should be the same")
 _DTYPE_CLASH = re.compile(r"dtype|double|float|half", re.IGNORECASE)
+# torch's names of scalar types in its messages ("expected m1 and m2 to have the same dtype,
+# but got: long int != float")
+_TORCH_TYPE_NAMES = {"Long": torch.int64, "Int": torch.int32, "Short": torch.int16,
+                     "Char": torch.int8, "Byte": torch.uint8, "Bool": torch.bool}
 # torch's refusal of an index tensor of another dtype (int16, uint8, float)
 _INDEX_DTYPE = re.compile(r"Expected dtype int(32|64) or int(32|64) for index|"
                           r"tensors used as indices must be long, int, byte or bool")
@@ -1097,16 +1101,25 @@ def explain_run_failure(error: BaseException, model, guide, args: tuple, kwargs:
                   if p.is_floating_point()}
         if len(dtypes) == 1:
             wanted = dtypes.pop()
+            # an integer or bool tensor, when torch's message names its type ("got Long
+            # and Float"): images of 0/1 as int64 fed to a float network
+            named = {_TORCH_TYPE_NAMES[word] for word in re.findall(r"\b[A-Z][A-Za-z0-9]+\b",
+                                                                    str(error))
+                     if word in _TORCH_TYPE_NAMES}
             for name, value in _named_arguments(args, kwargs):
                 for path, tensor in tensors_in(value, name):
-                    if tensor.is_floating_point() and tensor.dtype != wanted:
+                    if tensor.dtype != wanted and not tensor.is_complex() and (
+                            tensor.is_floating_point() or tensor.dtype in named):
                         data = "x.float()" if wanted == torch.float32 else f"x.to({wanted})"
                         nets = ("model.double()" if tensor.dtype == torch.float64
                                 else f"model.to({tensor.dtype})")
+                        fix = (f"convert the data ({data}) or the networks ({nets})"
+                               if tensor.is_floating_point() else
+                               f"convert the data ({data}): networks compute in floating point")
                         raise TypeError(
                             f"{path} is {tensor.dtype} but the parameters of the networks the "
                             f"pair uses are {wanted} (torch: {str(error).splitlines()[0]}); "
-                            f"convert the data ({data}) or the networks ({nets})") from error
+                            f"{fix}") from error
     mismatch = _PLATE_MISMATCH.match(str(error)) if isinstance(error, ValueError) else None
     if not _note_stale_rows(error) and mismatch is not None and mismatch.group(3) == "1":
         # a plate of size 1 against rows of a site: the data's datapoints on another dim

@@ -31,9 +31,16 @@ def check_progress(progress) -> bool:
 
 def shows_bars(progress: bool) -> bool:
     """Whether a bar is shown: ``progress`` asked for, and a standard error stream to write
-    it to (a process started with stderr closed, or ``pythonw``, has ``sys.stderr`` None,
-    where tqdm fails at its first write)."""
-    return progress and sys.stderr is not None
+    it to (a process started with stderr closed, or ``pythonw``, has ``sys.stderr`` None; a
+    stream closed or opened read-only by the program is as good as none: tqdm fails at its
+    first write to either)."""
+    stream = sys.stderr
+    if not progress or stream is None:
+        return False
+    try:
+        return not stream.closed and stream.writable()
+    except (AttributeError, ValueError, OSError):  # a stand-in without those methods
+        return hasattr(stream, "write")
 
 
 def progress_bar(total: int, desc: str, progress: bool, unit: str = "it") -> tqdm:

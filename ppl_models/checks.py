@@ -530,7 +530,19 @@ def sampling_bar(total: int, desc: str, progress: bool) -> tqdm:
     has run for a second, as ``inference``'s estimators show theirs, and removed when it ends;
     ``progress=False`` hides it. ``update()`` it per draw and ``close()`` it (or use ``with``)."""
     return tqdm(total=total, desc=desc, unit="draws", delay=1.0, leave=False,
-                disable=not progress or sys.stderr is None)  # (stderr closed: no bar)
+                disable=not progress or not _stderr_writable())
+
+
+def _stderr_writable() -> bool:
+    """Whether ``sys.stderr`` takes a bar: None (a process started without it), closed or
+    read-only streams make tqdm fail at its first write."""
+    stream = sys.stderr
+    if stream is None:
+        return False
+    try:
+        return not stream.closed and stream.writable()
+    except (AttributeError, ValueError, OSError):  # a stand-in without those methods
+        return hasattr(stream, "write")
 
 
 NAME_MAX = 255  # bytes in a file name on Linux, macOS and Windows file systems

@@ -192,7 +192,9 @@ def pareto_k(log_w: torch.Tensor) -> torch.Tensor:
             f"pareto_k needs at least {MIN_PARETO_SAMPLES} weights per column to fit the "
             f"tail, got K={log_w.shape[0]}"
         )
-    with warnings.catch_warnings():
+    # (numpy's floating-point errors as numpy's defaults treat them: a caller's
+    # np.seterr(all="raise") made the tail fit's harmless underflow in exp an error)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")  # ArviZ announces its refactor on import
         import arviz
 

@@ -698,8 +698,9 @@ def fit(
                       "mixed_precision": mixed_precision, "shuffle": shuffle})
     num_particles, epochs, batch_size, seed, kl_warmup_epochs = map(
         int, (num_particles, epochs, batch_size, seed, kl_warmup_epochs))
-    if checkpoint is not None:  # "~/run.pt" is in the home folder, not in a folder named "~"
-        checkpoint = os.path.expanduser(checkpoint)
+    if checkpoint is not None:  # "~/run.pt" is in the home folder, not in a folder named "~";
+        # and a relative path is resolved once: a callback's os.chdir must not move the saves
+        checkpoint = os.path.abspath(os.path.expanduser(checkpoint))
     tensors = _as_tensors(data, "data")
     for role, program in (("model", model), ("guide", guide)) if batch_transform is None else ():
         check_positional_call(program, role, len(tensors), "fit", "fit passes each minibatch "

@@ -163,8 +163,10 @@ def _detached_transform(transform):
 def detach_parameters(fn):
     """The same distribution with its parameters cut from the graph (values keep their path).
 
-    A shallow copy of ``fn`` whose tensors (its parameters and what it cached from them) are
-    detached: the constructor is not called again, so a user's subclass that transforms its
+    Torch's, Pyro's and this project's classes built again from their detached
+    ``arg_constraints`` values (a distribution that derives transforms from its parameters,
+    such as ``IAFNormal``); any other, a shallow copy of ``fn`` whose tensors (its parameters
+    and what it cached from them) are detached, so that a user's subclass that transforms its
     arguments (a scale widened in ``__init__``) keeps the parameters it holds. Through
     ``Independent`` and ``dist.mask`` (the mask kept); a ``LogNormal`` or a
     ``TransformedDistribution`` of such a distribution through parameter-free or affine
@@ -181,6 +183,9 @@ def detach_parameters(fn):
     if type(fn) in (TransformedDistribution, torch.distributions.TransformedDistribution):
         return type(fn)(detach_parameters(fn.base_dist),
                         [_detached_transform(t) for t in fn.transforms])
+    rebuilt = _rebuilt(fn)
+    if rebuilt is not None:
+        return rebuilt
     held = vars(fn)
     parts = (torch.distributions.Distribution, torch.distributions.Transform)
     nested = [k for k, v in held.items() if isinstance(v, parts) or (
@@ -195,6 +200,25 @@ def detach_parameters(fn):
     for name in tensors:
         detached.__dict__[name] = held[name].detach()
     return detached
+
+
+def _rebuilt(fn):
+    """``type(fn)`` built again from the detached values of its ``arg_constraints``
+    parameters, for the classes of torch, Pyro and this project, whose constructors store
+    the parameters they are given (``IAFNormal`` derives its transforms from them); None for
+    any other class (a user's subclass may transform its arguments: a scale widened in
+    ``__init__`` was widened twice) or one without such parameters."""
+    if not type(fn).__module__.startswith(_KNOWN_CONSTRUCTORS):
+        return None
+    held = vars(fn)
+    params = {k: held[k].detach() for k in fn.arg_constraints if torch.is_tensor(held.get(k))}
+    if "logits" in params:  # both are cached once read; the constructor takes one
+        params.pop("probs", None)
+    return type(fn)(**params) if params else None
+
+
+# Modules whose distribution classes store the parameters their constructors take.
+_KNOWN_CONSTRUCTORS = ("torch.distributions.", "pyro.distributions.", "ppl_models.")
 
 
 def _detachable(fn) -> bool:
