@@ -55,6 +55,7 @@ from .pair_check import (
     check_pair,
     check_sites_as_surveyed,
     data_frame,
+    family,
     sample_sites,
     site_list,
     survey_pair,
@@ -367,6 +368,28 @@ def _check_enumerated_pass(model, guide, args, kwargs, structure: PairStructure,
     guide's draw outside the model's support has weight zero there); a failure raises
     ``PairError`` naming the sites."""
     particles = 2 if structure.vectorizable else None
+    with forked_rng(), torch.no_grad(), pyro.poutine.block(), validation_enabled(False):
+        guide_trace = pyro.poutine.trace(guide).get_trace(*args, **kwargs)
+        drawn = pyro.poutine.trace(pyro.poutine.replay(model, trace=guide_trace)).get_trace(
+            *args, **kwargs)
+    infinite = [f"'{name}' ({family(drawn.nodes[name]['fn'])})"
+                for name in structure.model_enumerated if name in drawn.nodes
+                and not getattr(drawn.nodes[name]["fn"], "has_enumerate_support", False)]
+    sampled = [f"'{name}' (num_samples={drawn.nodes[name]['infer']['num_samples']})"
+               for name in structure.model_enumerated if name in drawn.nodes
+               and drawn.nodes[name]["infer"].get("num_samples")]
+    if sampled:
+        raise PairError(
+            f"{use}: the model marks {', '.join(sampled)} for Pyro's Monte Carlo enumeration, "
+            "which draws some of the values instead of summing all of them: the estimators "
+            "sum a marked site exactly or sample it in the guide. Drop num_samples from its "
+            "infer dict (exact enumeration), or sample the site in the guide")
+    if infinite:
+        raise PairError(
+            f"{use}: the model marks {', '.join(infinite)} for enumeration, but its "
+            "distribution has no finite support to sum over (a Poisson, Geometric or "
+            "continuous latent): sample it in the guide instead, or truncate it to a "
+            "Categorical over the values that matter")
     try:
         with forked_rng(), torch.no_grad(), pyro.poutine.block(), \
                 validation_enabled(False):

@@ -96,7 +96,9 @@ def _check_sites_match(s: PairStructure, use: str = "log_importance_weights",
             if training else
             f"{called} draws every latent from the guide, except the discrete ones the model "
             "marks for enumeration (infer={'enumerate': 'parallel'}, or config_enumerate on "
-            "the model), which it sums out")
+            "the model), which it sums out; only a finite support can be summed (Bernoulli, "
+            "Categorical, Binomial: config_enumerate skips a Poisson or Geometric, which the "
+            "guide must sample)")
         raise PairError(f"{called}: " + "; ".join(parts) + ": the guide must propose exactly "
                         f"the model's latent sites ({enumeration})")
     marked = [name for name in s.unused_auxiliary if name in s.model_latents]
