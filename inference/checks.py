@@ -334,6 +334,15 @@ def check_no_inference_tensors(modules, refusal: type[ValueError] = ValueError) 
                         "p.data = p.data.clone() (outside inference_mode)")
 
 
+def anomaly_found_nan(error: BaseException) -> bool:
+    """Whether ``error`` is torch's report, under ``set_detect_anomaly(True)``, of a backward
+    function that returned NaN (a divergence the caller names as its own)."""
+    return isinstance(error, RuntimeError) and bool(_ANOMALY_NAN.search(str(error)))
+
+
+_ANOMALY_NAN = re.compile(r"Function '\w+' returned nan values")
+
+
 def physical_memory_bytes() -> int | None:
     """This machine's total physical memory in bytes (``os.sysconf``), None where the
     platform does not report it. Read afresh at each call (tests patch it by name)."""

@@ -248,7 +248,9 @@ def _check_slice_keeps_settings(model, guide, args, kwargs, candidates, start: i
 def elbo(model: Callable, guide: Callable, *args, num_samples: int = 1,
          chunk_size: int | None = None, compile: bool | str = False, progress: bool = True,
          **kwargs) -> torch.Tensor:
-    """Monte Carlo ELBO ``mean_k log w_k`` per datapoint.
+    """Monte Carlo ELBO ``mean_k log w_k`` per datapoint; a draw of weight zero (``log p(x, z)
+    = -inf``, e.g. rounded onto the end of a support) makes it ``-inf``, with a
+    ``RuntimeWarning`` naming the datapoints.
 
     ``compile``: score the chunks through a compiled graph, as in
     :func:`inference.log_importance_weights`. ``progress``: False hides the bar a call

@@ -41,11 +41,11 @@ from pyro import poutine
 from pyro.distributions import Independent, MultivariateNormal, Normal
 from pyro.distributions.torch_distribution import MaskedDistribution
 
-from ..checks import (MAX_STEPS, as_number, autograd_arguments, check_at_most, check_int,
-                      check_no_inference_tensors, check_nonempty_batch, check_pair_call,
-                      check_program,
-                      check_program_arguments, check_tensor_input, check_weights_memory,
-                      leaves_buffers, validation_enabled)
+from ..checks import (MAX_STEPS, anomaly_found_nan, as_number, autograd_arguments,
+                      check_at_most, check_int, check_no_inference_tensors, check_nonempty_batch,
+                      check_pair_call, check_program, check_program_arguments,
+                      check_tensor_input, check_weights_memory, leaves_buffers,
+                      validation_enabled)
 from ..pair_check import (
     DATA_PLATE,
     check_pair,
@@ -291,7 +291,16 @@ def fit_local_guide(model: Callable, local_guide: LocalGaussianGuide | Callable,
                 log_w = particle_log_weights(model, local_guide, args, kwargs,
                                              num_particles, structure)
                 loss = -log_w.mean(0).sum()
-                grads = torch.autograd.grad(loss, params)
+                try:
+                    grads = torch.autograd.grad(loss, params)
+                except RuntimeError as error:  # the user's set_detect_anomaly(True)
+                    if not anomaly_found_nan(error):
+                        raise
+                    raise FloatingPointError(
+                        f"fit_local_guide diverged: torch's anomaly detection found NaN in the "
+                        f"gradient at step {step + 1} of {num_steps} (lr={lr}); the local "
+                        f"parameters keep the values after step {step}. Lower lr, or check "
+                        "the model and the data") from error
             loss = float(loss.detach())
             _check_step(loss, grads, step, num_steps, lr)
             for p, g in zip(params, grads):

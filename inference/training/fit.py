@@ -18,8 +18,8 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from tqdm.auto import tqdm
 
-from ..checks import (autograd_tensor, check_default_device, check_dense, check_finite_tensor,
-                      check_no_inference_tensors,
+from ..checks import (anomaly_found_nan, autograd_tensor, check_default_device, check_dense,
+                      check_finite_tensor, check_no_inference_tensors,
                       check_int, check_number, check_outer_handlers, check_pair_arguments,
                       check_positional_call, evaluation_mode, held_count,
                       one_thread_at_a_time, resolve_device,
@@ -368,8 +368,6 @@ def _check_finite_epoch(record: dict, step_losses: list, params, epoch: int, che
 
 # An error about NaN or infinite values ("probability tensor contains either inf, nan").
 _NON_FINITE = re.compile(r"\b(nan|inf)\b|infinite|non-finite", re.IGNORECASE)
-# torch's message when anomaly detection finds a NaN made by a backward function
-_ANOMALY_NAN = re.compile(r"Function '\w+' returned nan values")
 
 
 def _last_update_problem(model, guide, batch: tuple, modules, epoch: int,
@@ -972,7 +970,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                                 raise
                             raise refused from error
                         except RuntimeError as error:  # set_detect_anomaly(True) of the user's
-                            if not _ANOMALY_NAN.search(str(error)):
+                            if not anomaly_found_nan(error):
                                 raise
                             raise _diverged(
                                 "torch's anomaly detection (set_detect_anomaly) found NaN in "
