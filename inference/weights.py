@@ -553,7 +553,7 @@ def _same_gradients(density: torch.Tensor, modules) -> torch.Tensor:
     moved = torch.autograd.grad(difference, leaves, allow_unused=True)
     size = sum(float(g.pow(2).sum()) for g in grads if g is not None) ** 0.5
     gap = sum(float(g.pow(2).sum()) for g in moved if g is not None) ** 0.5
-    if gap > 1e-4 * size:
+    if gap > max(1e-4 * size, 1e-6):  # (rounding apart: equal up to 1e-4 of the gradient)
         flags[:, 1:] = False
     return flags
 
