@@ -14,6 +14,7 @@ them, unlike ``pyro.infer.RenyiELBO``, which mixes the scale into its log-sum-ex
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import math
@@ -483,17 +484,18 @@ def _row_among_copies_error(model, guide, recorded, args: tuple, kwargs: dict,
 
 def check_rows_keep_density_when_moved(model: Callable, guide: Callable, args: tuple,
                                        kwargs: dict, structure: PairStructure, use: str,
-                                       remedy: str, gradients: bool = False) -> None:
+                                       remedy: str, perturb: bool = False) -> None:
     """Raise :class:`PairError` when the first datapoint, scored at every position of a
     batch made of copies of it (every tensor argument of ``batch_size`` rows, and the
     guide's draws, taken at row 0), gets another model density than at position 0: the
     model reads a row's position in the batch (``t = torch.arange(len(x))``), which whole
     batches score as written but slices of the data move (a row scored at position 0 of
     its slice instead of its place in the data). For the entry points that cut or reorder
-    the data (``remedy``: how to keep the rows in place); skipped for a batch of one and for
-    subsamples. With ``gradients`` (training), also when the densities' gradients with
-    respect to the parameters differ: a trend whose slope starts at 0 reads the position
-    only through its gradient at the start."""
+    the data (``remedy``: how to keep the rows in place); skipped for a batch of one, for
+    subsamples, and for a model whose densities change between two runs on one batch
+    (randomness outside ``pyro.sample``). With ``perturb`` (training, which moves the
+    parameters), also at parameters moved slightly off their values (a trend whose slope
+    starts at 0 reads the position only once it moves), which are put back exactly."""
     batch = structure.batch_size
     if batch < 2 or structure.data_subsample is not None:
         return
@@ -506,56 +508,67 @@ def check_rows_keep_density_when_moved(model: Callable, guide: Callable, args: t
 
     modules = reachable_modules(model, guide)
     dropout = [sub for module in modules for sub in module.modules() if drops_out(sub)]
-    with forked_rng(), torch.set_grad_enabled(gradients), pyro.poutine.block(), \
-            evaluation_mode(dropout), validation_enabled(False), kept_plate_caches(modules):
-        recorded = pyro.poutine.trace(guide).get_trace(*args, **kwargs)
-        try:
-            density, _ = _replayed_model_density(
-                model, guide, _rows_of(recorded, index), tuple(map(copied, args)),
-                {k: copied(v) for k, v in kwargs.items()}, structure)
-        except Exception:  # noqa: BLE001 - a pair that cannot score copies: nothing to compare
-            return
-    first = density[:, :1].expand_as(density)
-    same = torch.isclose(density, first, rtol=1e-4, atol=1e-4, equal_nan=True)
-    if bool(same.all()) and gradients and density.requires_grad:
-        same = _same_gradients(density, modules)
-    if bool(same.all()):
+    copied_args = tuple(map(copied, args))
+    copied_kwargs = {k: copied(v) for k, v in kwargs.items()}
+
+    def densities(seed: int) -> torch.Tensor:  # [1, batch] on the copies, one set of draws
+        with forked_rng(), torch.no_grad(), pyro.poutine.block(), evaluation_mode(dropout), \
+                validation_enabled(False), kept_plate_caches(modules):
+            pyro.set_rng_seed(seed)  # (for randomness outside pyro.sample)
+            return _replayed_model_density(model, guide, copies, copied_args, copied_kwargs,
+                                           structure)[0]
+
+    try:
+        with forked_rng(), torch.no_grad(), pyro.poutine.block(), evaluation_mode(dropout), \
+                validation_enabled(False), kept_plate_caches(modules):
+            copies = _rows_of(pyro.poutine.trace(guide).get_trace(*args, **kwargs), index)
+        density = densities(0)
+        if not torch.allclose(density, densities(1), rtol=1e-4, atol=1e-4, equal_nan=True):
+            return  # randomness the pair does not record: positions cannot be compared
+        where = ""
+        if _same_at_every_position(density) and perturb:
+            with _parameters_moved(modules):
+                density, where = densities(0), " at parameters moved slightly off their values"
+    except Exception:  # noqa: BLE001 - a pair that cannot score copies: nothing to compare
         return
-    moved = int((~same).nonzero()[0, -1])
-    found = (f"gets log p(x, z) = {tensor_text(density[:, moved].detach())} instead of "
-             f"{tensor_text(density[:, 0].detach())} at position 0" if not bool(torch.isclose(
-                 density[:, moved], density[:, 0], rtol=1e-4, atol=1e-4).all()) else
-             "gets the same log p(x, z) as at position 0 but another gradient with respect "
-             "to the parameters")
+    if _same_at_every_position(density):
+        return
+    moved = int((density - density[:, :1]).abs().nan_to_num(math.inf).argmax())
     raise PairError(
         f"{use}: the first datapoint, scored at position {moved} of a batch of copies of "
-        f"itself on the same draws, {found}: the model's density reads a row's position in "
-        "the batch (e.g. t = torch.arange(len(x))), and cutting or reordering the data moves "
-        "rows to other positions. Pass the positions in as data (a tensor of n rows, cut "
-        f"with x), or {remedy}")
+        f"itself on the same draws{where}, gets log p(x, z) = "
+        f"{float(density[0, moved]):.6g} instead of {float(density[0, 0]):.6g} at "
+        "position 0: the model's density reads a row's position in the batch (e.g. t = "
+        "torch.arange(len(x))), and cutting or reordering the data moves rows to other "
+        f"positions. Pass the positions in as data (a tensor of n rows, cut with x), or {remedy}")
 
 
-def _same_gradients(density: torch.Tensor, modules) -> torch.Tensor:
-    """``[1, batch]`` flags: whether each position's density has, to 1e-4 of the largest,
-    the gradient of position 0's with respect to the parameters (Pyro's store, unconstrained,
-    and the networks'), compared along one random direction of the positions."""
-    leaves = [p for _, p in pyro.get_param_store().named_parameters() if p.requires_grad]
-    leaves += [p for module in modules for p in module.parameters() if p.requires_grad]
-    leaves = list({id(p): p for p in leaves}.values())
-    flags = torch.ones_like(density, dtype=torch.bool)
-    if not leaves:
-        return flags
-    weights = torch.randn(density.shape, generator=torch.Generator().manual_seed(0),
-                          dtype=density.dtype).to(density.device)
-    difference = ((density - density[:, :1]) * weights).sum()
-    reference = (density * weights).sum()
-    grads = torch.autograd.grad(reference, leaves, allow_unused=True, retain_graph=True)
-    moved = torch.autograd.grad(difference, leaves, allow_unused=True)
-    size = sum(float(g.pow(2).sum()) for g in grads if g is not None) ** 0.5
-    gap = sum(float(g.pow(2).sum()) for g in moved if g is not None) ** 0.5
-    if gap > max(1e-4 * size, 1e-6):  # (rounding apart: equal up to 1e-4 of the gradient)
-        flags[:, 1:] = False
-    return flags
+def _same_at_every_position(density: torch.Tensor) -> bool:
+    """Whether ``density: [1, batch]`` is position 0's at every position, up to 1e-4."""
+    return torch.allclose(density, density[:, :1].expand_as(density), rtol=1e-4, atol=1e-4,
+                          equal_nan=True)
+
+
+@contextlib.contextmanager
+def _parameters_moved(modules):
+    """The parameters (Pyro's store, unconstrained, and the networks') each moved by a tenth
+    of its typical size (0.1 at least) in a fixed random direction, and put back exactly."""
+    leaves = [p for _, p in pyro.get_param_store().named_parameters()]
+    leaves += [p for module in modules for p in module.parameters()]
+    leaves = [p for p in {id(p): p for p in leaves}.values()
+              if p.is_floating_point() and p.numel()]
+    saved = [p.detach().clone() for p in leaves]
+    generator = torch.Generator().manual_seed(0)
+    try:
+        with torch.no_grad():
+            for p in leaves:
+                size = float(p.detach().abs().mean()) + 0.1
+                p.add_(torch.randn(p.shape, generator=generator).to(p) * (0.1 * size))
+        yield
+    finally:
+        with torch.no_grad():
+            for p, value in zip(leaves, saved):
+                p.copy_(value)
 
 
 def _replayed_model_density(model, guide, recorded, args, kwargs, structure) -> tuple:

@@ -698,7 +698,10 @@ def fit(
         int, (num_particles, epochs, batch_size, seed, kl_warmup_epochs))
     if checkpoint is not None:  # "~/run.pt" is in the home folder, not in a folder named "~";
         # and a relative path is resolved once: a callback's os.chdir must not move the saves
-        checkpoint = os.path.abspath(os.path.expanduser(checkpoint))
+        checkpoint = os.path.expanduser(checkpoint)
+        if isinstance(checkpoint, str) and checkpoint and not checkpoint.endswith(
+                ("/", os.sep)):  # (an empty name and a folder's are refused below)
+            checkpoint = os.path.abspath(checkpoint)
     tensors = _as_tensors(data, "data")
     for role, program in (("model", model), ("guide", guide)) if batch_transform is None else ():
         check_positional_call(program, role, len(tensors), "fit", "fit passes each minibatch "

@@ -234,16 +234,6 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
                 f"scales by {num_data} / len(x)), or as {num_data} with the minibatch's indices "
                 "(pyro.plate('data', N, subsample=idx), idx passed as data), or train with "
                 f"batch_size >= {num_data}") from error
-        if minibatched and f"plate('{DATA_PLATE}') at site" in str(error) and \
-                f"{length} vs {num_data}" in str(error):
-            raise PairError(
-                f"{called or 'fit'}: a tensor with a row for each of the {num_data} datapoints "
-                f"that fit does not cut (a module-level constant such as precomputed posterior "
-                f"parameters, or a pyro.param used by position) meets pyro.plate('{DATA_PLATE}') "
-                f"of a minibatch of {length} (Pyro: {str(error).splitlines()[0]}): pass it with "
-                "the data, fit(model, guide, (x, table)), so that each minibatch gets its rows; "
-                "or pass the indices (fit(model, guide, (x, torch.arange(N)))) and index it; "
-                f"or train with batch_size >= {num_data}") from error
         if "collide at dim" in str(error):  # the particle plate at a pair's plate's dim
             _check_declared_nesting(loss, called, None)
         _note_first_batch(error, data, batch_size, batch_transform)
@@ -254,7 +244,7 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
         check_rows_keep_density_when_moved(
             model, guide, first_batch, {}, structure, called or "fit",
             f"train on the rows in place: shuffle=False and batch_size >= {num_data}",
-            gradients=True)
+            perturb=True)
     if (shuffle or minibatched) and not _is_autoguide(guide) and structure.batch_size > 1 \
             and structure.data_subsample is None:
         _check_rows_followed(model, guide, first_batch, num_data, shuffle, called)
@@ -504,8 +494,10 @@ def _note_first_batch(error: Exception, data: tuple, batch_size: int, batch_tran
         f"(pyro.plate('data', N, subsample_size=B) indexing x) needs batch_size >= {num_data}, "
         f"and so does a pyro.param with one row per datapoint ({num_data} rows, sized on the "
         "whole data) unless the pair takes the minibatch's indices, fit(model, guide, (x, "
-        "torch.arange(N))), and indexes the parameter with them; a pair written for one "
-        "tensor gets one per element of a data tuple."
+        "torch.arange(N))), and indexes the parameter with them; a tensor of such rows that "
+        "the pair reads by position (precomputed posterior parameters, a module-level "
+        "constant) must come with the data, fit(model, guide, (x, table)), to be cut with "
+        "it; a pair written for one tensor gets one per element of a data tuple."
         + _device_hint(data[0].device))
 
 
