@@ -812,12 +812,58 @@ def check_pair_call(entry, kwargs: dict, **programs) -> None:
 
 PROGRAM_ARGUMENTS = ("model", "guide", "local_guide")
 
+class _PyroLock:
+    """A reentrant lock that its holder can hand over while it waits on the user's code:
+    :meth:`released` lets go of every level the thread holds and takes them back after."""
+
+    def __init__(self):
+        self._condition = threading.Condition(threading.Lock())
+        self._owner: int | None = None
+        self._depth = 0
+
+    def __enter__(self):
+        me = threading.get_ident()
+        with self._condition:
+            while self._owner not in (None, me):
+                self._condition.wait()
+            self._owner, self._depth = me, self._depth + 1
+        return self
+
+    def __exit__(self, *exc):
+        with self._condition:
+            self._depth -= 1
+            if not self._depth:
+                self._owner = None
+                self._condition.notify_all()
+
+    @contextlib.contextmanager
+    def released(self):
+        """While the body runs (a user's callback), other threads may take the lock: one
+        the callback starts and waits for (an estimator in a worker thread) runs then."""
+        me = threading.get_ident()
+        with self._condition:
+            if self._owner != me:  # not held here: nothing to hand over
+                depth = 0
+            else:
+                depth, self._owner, self._depth = self._depth, None, 0
+                self._condition.notify_all()
+        try:
+            yield
+        finally:
+            if depth:
+                with self._condition:
+                    while self._owner is not None:
+                        self._condition.wait()
+                    self._owner, self._depth = me, depth
+
+
 # Pyro keeps one handler stack for the whole process (pyro.poutine.runtime._PYRO_STACK), so
 # two threads running Pyro programs at once interleave their handlers: each sees the other's
 # traces and plates, and one may pop the other's handler. The entry points take this lock
-# for their whole run (reentrant: a fit callback may call an estimator), so calls from
+# for their whole run (reentrant: a fit callback may call an estimator; fit hands it over
+# while its callback runs, whose worker threads may then call estimators), so calls from
 # several threads run one after another and each gives what it gives alone.
-PYRO_LOCK = threading.RLock()
+PYRO_LOCK = _PyroLock()
 
 
 def one_thread_at_a_time(entry):

@@ -18,8 +18,8 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from tqdm.auto import tqdm
 
-from ..checks import (anomaly_found_nan, autograd_tensor, check_default_device, check_dense,
-                      check_finite_tensor, check_no_inference_tensors,
+from ..checks import (PYRO_LOCK, anomaly_found_nan, autograd_tensor, check_default_device,
+                      check_dense, check_finite_tensor, check_no_inference_tensors,
                       check_int, check_number, check_outer_handlers, check_pair_arguments,
                       check_positional_call, evaluation_mode, held_count,
                       one_thread_at_a_time, resolve_device,
@@ -921,7 +921,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
             and not state.get("after_callback"):
         # the checkpoint was written before its last epoch's callback ran: run it again, as
         # the interrupted run did, on the same parameters and random state
-        with _apart_streams():
+        with _apart_streams(), PYRO_LOCK.released():
             callback(history[-1])
     # Pyro's validation (when on) checks every step of the first epoch run here, so that each
     # datapoint is checked once; later epochs skip it
@@ -1044,8 +1044,8 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                 # so a resumed run draws as the uninterrupted one
                 interrupted = None
                 try:
-                    with _apart_streams():
-                        callback(record)
+                    with _apart_streams(), PYRO_LOCK.released():  # (its threads may call
+                        callback(record)                        # estimators meanwhile)
                 except KeyboardInterrupt as error:  # a callback that stops the run: what it did
                     interrupted = error             # before stopping is kept, as it would be
                 if interrupted is None:

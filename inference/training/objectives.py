@@ -187,11 +187,9 @@ def detach_parameters(fn):
     if rebuilt is not None:
         return rebuilt
     held = vars(fn)
-    parts = (torch.distributions.Distribution, torch.distributions.Transform)
-    nested = [k for k, v in held.items() if isinstance(v, parts) or (
-        isinstance(v, (list, tuple, dict)) and not isinstance(v, torch.Size) and any(
-            torch.is_tensor(item) or isinstance(item, parts)
-            for item in (v.values() if isinstance(v, dict) else v)))]
+    # only tensors beside plain settings: parameters held in anything else (another
+    # distribution, a transform, a network) would keep their gradient path
+    nested = [k for k, v in held.items() if not torch.is_tensor(v) and not _plain_setting(v)]
     tensors = [k for k, v in held.items() if torch.is_tensor(v)]
     if nested or not tensors:
         raise NotImplementedError(
@@ -200,6 +198,15 @@ def detach_parameters(fn):
     for name in tensors:
         detached.__dict__[name] = held[name].detach()
     return detached
+
+
+def _plain_setting(value) -> bool:
+    """Whether an attribute holds no parameters: a number, string, flag, shape, dtype,
+    device, None, or a tuple or list of those."""
+    if value is None or isinstance(value, (bool, int, float, str, torch.Size, torch.dtype,
+                                           torch.device)):
+        return True
+    return isinstance(value, (tuple, list)) and all(_plain_setting(item) for item in value)
 
 
 def _rebuilt(fn):
