@@ -243,6 +243,11 @@ def _integration_range(name: str, fn, bounds) -> tuple[float, float, tuple[bool,
     # a mixture's support is its components' (MixtureSameFamily's constraint wraps theirs)
     while isinstance(support, (constraints.independent, MixtureSameFamilyConstraint)):
         support = support.base_constraint
+    if support is constraints.dependent:
+        raise ValueError(
+            f"site '{name}' ({type(fn).__name__}) declares no support: quadrature must know "
+            "where the latent's density lives (outside it, log_prob may return any number); "
+            "give the class a support (e.g. support = constraints.real), or use iwae_bound")
     if isinstance(support, type(constraints.real)):
         lower, upper = lower_end, upper_end = -math.inf, math.inf
     elif support.event_dim == 0 and (hasattr(support, "lower_bound")

@@ -54,7 +54,6 @@ from ..pair_check import (
     PairError,
     PairStructure,
     sample_sites,
-    per_batch_element,
     site_mask,
     survey_pair,
 )
@@ -81,7 +80,8 @@ class _LocalSite:
     data_dim: int  # the "data" plate's dim, negative
     loc: torch.Tensor  # value shape (no particle dim)
     raw_scale: torch.Tensor  # log scale (normal) or tril with log diagonal (mvn)
-    mask: torch.Tensor | None  # the amortized site's mask (poutine.mask, dist.mask)
+    mask: torch.Tensor | None  # the amortized site's mask (poutine.mask, dist.mask): value-
+    # shaped for "normal", one flag per vector for "mvn"
     dtype: torch.dtype  # of the amortized site's value, which the model is given
 
     def distribution(self):
@@ -89,13 +89,13 @@ class _LocalSite:
         # float16); the draws have the amortized guide's dtype, as the model expects
         if self.family == "normal":
             fn = Normal(self.loc.to(self.dtype), self.raw_scale.exp().to(self.dtype))
-            fn = fn.to_event(self.event_dim)
-        else:
-            diagonal = self.raw_scale.diagonal(dim1=-2, dim2=-1).exp()
-            scale_tril = (self.raw_scale.tril(-1) + torch.diag_embed(diagonal)).to(self.dtype)
-            fn = MultivariateNormal(self.loc.to(self.dtype), scale_tril=scale_tril)
-            fn = fn.to_event(self.event_dim - 1)
-        return fn if self.mask is None else fn.mask(self.mask)
+            fn = fn if self.mask is None else fn.mask(self.mask)
+            return fn.to_event(self.event_dim)
+        diagonal = self.raw_scale.diagonal(dim1=-2, dim2=-1).exp()
+        scale_tril = (self.raw_scale.tril(-1) + torch.diag_embed(diagonal)).to(self.dtype)
+        fn = MultivariateNormal(self.loc.to(self.dtype), scale_tril=scale_tril)
+        fn = fn if self.mask is None else fn.mask(self.mask)
+        return fn.to_event(self.event_dim - 1)
 
 
 class LocalGaussianGuide:
@@ -167,7 +167,12 @@ class LocalGaussianGuide:
                 f"guide site '{node['name']}' has a {type(base).__name__} distribution; the "
                 "local guide supports Normal (diagonal) and MultivariateNormal sites"
             )
-        mask = per_batch_element(site_mask(node), fn)
+        # the site's mask on the values the local guide's Normal draws: each value for a
+        # diagonal Normal (a partly masked event, as the amortized guide masks it), each
+        # vector for a MultivariateNormal
+        mask = site_mask(node).expand(value.shape)
+        if family == "mvn":
+            mask = mask.all(-1)
         # free parameters in float32 at least: half-precision ones (a guide computing from
         # float16 data) diverge at Adam's second step
         wide = torch.promote_types(loc.dtype, torch.float32)

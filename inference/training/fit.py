@@ -843,6 +843,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
     pyro.set_rng_seed(parallel.process_seed(seed))
     check_store_shapes(model, guide, "fit")
     check_no_inference_tensors(still, PairError)
+    _check_dense_gradients(still)
     check_one_row_batches(model, guide, tensors, batch_size, batch_transform, still)
     # the pair checked on a first minibatch (random state restored) before any step
     with kept_buffers(still):  # the survey runs the pair in training mode
@@ -1101,6 +1102,20 @@ def _compiled_apart(loss, resumed: bool):
         yield
     finally:
         vars(loss).pop("loss_and_grads", None)
+
+
+def _check_dense_gradients(modules) -> None:
+    """Refuse an embedding with ``sparse=True`` among the networks: its gradients are sparse
+    tensors, which fit's Adam (torch's) refuses at the first step."""
+    for module in modules:
+        for name, sub in module.named_modules():
+            if isinstance(sub, (torch.nn.Embedding, torch.nn.EmbeddingBag)) and sub.sparse:
+                where = f" at {type(module).__name__}.{name}" if name else ""
+                raise PairError(
+                    f"fit: {type(sub).__name__}({sub.num_embeddings}, {sub.embedding_dim})"
+                    f"{where} has sparse=True: its gradients are sparse "
+                    "tensors, which fit's Adam does not take; build it with sparse=False (or "
+                    "train with your own loop and torch.optim.SparseAdam)")
 
 
 def _record_changed(before: dict, record: dict) -> bool:
