@@ -500,10 +500,16 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     if not model_sites:
         raise PairError("the model has no sample sites: nothing to estimate or train")
     if not any(site["is_observed"] for site in model_sites):
+        units = [site["name"] for site in model_sites if family(site["fn"]) == "Unit"]
+        hint = (f" The model samples {site_list(units)} from dist.Unit without obs=, a "
+                "latent of no values that nothing scores: write pyro.factor(name, "
+                "log_factor), which observes such a site"
+                if units else " Is the guide passed as the model? The model samples x with "
+                "obs=x")
         raise PairError(
             "the model observes no site (no obs= and no pyro.factor), so the data are never "
-            "scored: every estimate of log p(x) would be 0 and training would fit nothing. "
-            "Is the guide passed as the model? The model samples x with obs=x")
+            "scored: every estimate of log p(x) would be 0 and training would fit "
+            f"nothing.{hint}")
     sequential = sequential_data_plate(model_sites + guide_latents)
     if sequential is not None:
         raise PairError(
