@@ -315,14 +315,19 @@ def check_pair_arguments(model, guide, num_particles: int = 1) -> None:
     check_int(num_particles, "num_particles")
 
 
-def check_no_inference_tensors(modules, refusal: type[ValueError] = ValueError) -> None:
-    """Refuse networks whose parameters or buffers are inference tensors (built or loaded
-    under ``torch.inference_mode()``): Pyro's param store cannot make them require
-    gradients, and autograd cannot save them, so every pass would fail inside torch;
-    ``refusal`` names the first such tensor and the fix."""
+def check_no_inference_tensors(modules, refusal: type[ValueError] = ValueError,
+                               buffers: bool = False) -> None:
+    """Refuse networks whose parameters are inference tensors (built or loaded under
+    ``torch.inference_mode()``): Pyro's param store cannot make them require gradients, and
+    autograd cannot save them, so every pass would fail inside torch; ``refusal`` names the
+    first such tensor and the fix. Buffers made so (a data mean and scale) are read as
+    constants by passes without gradients, and judged only with ``buffers`` (training,
+    which updates a batch norm's statistics in place)."""
     for module in modules:
-        for kind, named in (("parameter", module.named_parameters()),
-                            ("buffer", module.named_buffers())):
+        kinds = (("parameter", module.named_parameters()),)
+        if buffers:
+            kinds += (("buffer", module.named_buffers()),)
+        for kind, named in kinds:
             for name, tensor in named:
                 if tensor.is_inference():
                     raise refusal(
@@ -864,6 +869,24 @@ class _PyroLock:
 # while its callback runs, whose worker threads may then call estimators), so calls from
 # several threads run one after another and each gives what it gives alone.
 PYRO_LOCK = _PyroLock()
+
+
+_HELD_ELSEWHERE_AT_FORK = threading.local()
+
+
+def _note_lock_before_fork() -> None:
+    _HELD_ELSEWHERE_AT_FORK.value = PYRO_LOCK._owner not in (None, threading.get_ident())
+
+
+def _free_lock_in_child() -> None:
+    """A process forked while another thread held the lock starts with it free (the thread
+    does not exist in the child, which would wait for good). Pyro's state of that thread's
+    run is copied too: the child's entry points refuse its handlers by name."""
+    if getattr(_HELD_ELSEWHERE_AT_FORK, "value", False):
+        PYRO_LOCK.__init__()
+
+
+os.register_at_fork(before=_note_lock_before_fork, after_in_child=_free_lock_in_child)
 
 
 def one_thread_at_a_time(entry):

@@ -842,7 +842,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                       "the run's first save)", stacklevel=user_stacklevel())
     pyro.set_rng_seed(parallel.process_seed(seed))
     check_store_shapes(model, guide, "fit")
-    check_no_inference_tensors(still, PairError)
+    check_no_inference_tensors(still, PairError, buffers=True)
     _check_dense_gradients(still)
     check_one_row_batches(model, guide, tensors, batch_size, batch_transform, still)
     # the pair checked on a first minibatch (random state restored) before any step

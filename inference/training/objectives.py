@@ -183,6 +183,9 @@ def detach_parameters(fn):
     if type(fn) in (TransformedDistribution, torch.distributions.TransformedDistribution):
         return type(fn)(detach_parameters(fn.base_dist),
                         [_detached_transform(t) for t in fn.transforms])
+    if isinstance(fn, torch.distributions.MultivariateNormal):  # (from whichever of its
+        # three matrices it was built: each is cached once read, the constructor takes one)
+        return type(fn)(fn.loc.detach(), scale_tril=fn.scale_tril.detach())
     rebuilt = _rebuilt(fn)
     if rebuilt is not None:
         return rebuilt

@@ -202,3 +202,48 @@ def test_fit_names_a_sparse_embedding():
     with pytest.raises(PairError, match=r"Embedding\(3, 2\) has sparse=True"):
         fit(model, guide, (torch.randn(8), torch.randint(0, 3, (8,))), epochs=1,
             progress=False)
+
+
+def test_dreg_holds_a_covariance_built_multivariate_normal_fixed():
+    """Built from covariance_matrix, its scale_tril cached once read: the copy took both."""
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.MultivariateNormal(torch.zeros(2), torch.eye(2)))
+            pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        shift = pyro.param("shift", torch.zeros(2))
+        with pyro.plate("data", len(x)):
+            q = dist.MultivariateNormal(x / 2 + shift, covariance_matrix=0.6 * torch.eye(2))
+            q.scale_tril  # noqa: B018 - read, as a user's logging might
+            pyro.sample("z", q)
+
+    pyro.clear_param_store()
+    loss = DReGLoss(4).loss_and_grads(model, guide, torch.randn(3, 2))
+    assert math.isfinite(loss)
+
+
+def test_inference_mode_buffers_are_read_by_estimators_and_named_by_fit():
+    class Standardized(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            with torch.inference_mode():
+                self.register_buffer("mu", torch.zeros(3))
+
+        def model(self, x):
+            pyro.module("standardized", self)
+            with pyro.plate("data", len(x)):
+                z = pyro.sample("z", dist.Normal(torch.zeros(len(x), 3), 1.0).to_event(1))
+                pyro.sample("x", dist.Normal(z + self.mu, 1.0).to_event(1), obs=x)
+
+        def guide(self, x):
+            loc = pyro.param("loc", torch.zeros(3))
+            with pyro.plate("data", len(x)):
+                pyro.sample("z", dist.Normal(x / 2 + loc, 0.7).to_event(1))
+
+    pyro.clear_param_store()
+    pair = Standardized()
+    x = torch.randn(4, 3)
+    assert torch.isfinite(elbo(pair.model, pair.guide, x, progress=False)).all()
+    with pytest.raises(PairError, match="buffer 'mu' is an inference tensor"):
+        fit(pair.model, pair.guide, x, epochs=1, progress=False)
