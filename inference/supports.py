@@ -365,12 +365,14 @@ def outside_range(fn, value: torch.Tensor) -> torch.Tensor | None:
         return None
 
 
-def mask_outside_support(fn, value: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
+def mask_outside_support(fn, value: torch.Tensor, log_p: torch.Tensor,
+                         scored: torch.Tensor | None = None) -> torch.Tensor:
     """``log_p`` (the batch-shaped ``fn.log_prob(value)``) with ``-inf`` where ``value`` lies
     outside ``fn``'s support (:func:`support_of`, which for a ``TransformedDistribution`` is
     its transforms' image, not torch's codomain): such a value has density zero, whatever
     formula ``log_prob`` extends past the support. The real line is skipped (nothing lies
-    outside it)."""
+    outside it). ``scored``: ``[batch]`` flags (``log_p``'s shape) of the values scored at
+    all; masked-out ones keep their ``log_p``."""
     support = support_of(fn)[0]
     if isinstance(_base(support), type(constraints.real)):
         return log_p
@@ -378,6 +380,8 @@ def mask_outside_support(fn, value: torch.Tensor, log_p: torch.Tensor) -> torch.
         inside = support.check(value)
     except (NotImplementedError, ValueError):  # a dependent support that cannot check
         return log_p
+    if scored is not None:  # masked-out values (padding) are not scored, wherever they lie
+        inside = inside | ~scored
     return torch.where(inside, log_p, log_p.new_tensor(-math.inf))
 
 

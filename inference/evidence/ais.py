@@ -651,12 +651,13 @@ def _warn_heavy_tails(log_w: torch.Tensor, transition: str) -> None:
     if not bad:
         return
     shown = ", ".join(f"{float(khat[i]):.2f}" for i in bad[:5])
-    remedy = ("transition='hmc' (Metropolis-adjusted), adapt_rate=0 or a smaller step_size"
-              if transition in ("uha", "ula") else "more num_steps or a better start")
+    remedy = ("more num_steps or a better start" if transition not in ("uha", "ula") else
+              "transition='hmc' (Metropolis-adjusted), adapt_rate=0 or a smaller step_size: "
+              "adapted uncorrected moves can also bias datapoints whose weights look tame")
     warnings.warn(
         f"ais_log_evidence: the chains' weights have Pareto k-hat above 0.7 for datapoints "
-        f"{bad[:10]}{' ...' if len(bad) > 10 else ''} ({shown}): a few chains carry the "
-        f"estimate, which may lie far below log p(x) with a small standard error; try "
+        f"{bad[:10]}{' ...' if len(bad) > 10 else ''} ({shown}): a few chains carry their "
+        f"estimates, which may lie far below log p(x) with a small standard error; try "
         f"{remedy}", RuntimeWarning, stacklevel=user_stacklevel())
 
 

@@ -214,11 +214,14 @@ def _plain_setting(value) -> bool:
 
 def _rebuilt(fn):
     """``type(fn)`` built again from the detached values of its ``arg_constraints``
-    parameters, for the classes of torch, Pyro and this project, whose constructors store
-    the parameters they are given (``IAFNormal`` derives its transforms from them); None for
-    any other class (a user's subclass may transform its arguments: a scale widened in
-    ``__init__`` was widened twice) or one without such parameters."""
-    if not type(fn).__module__.startswith(_KNOWN_CONSTRUCTORS):
+    parameters, when its constructor is one of torch's, Pyro's or this project's, which
+    store the parameters they are given (``IAFNormal`` derives its transforms from them);
+    None for a class with a constructor of its own (a user's may transform its arguments: a
+    scale widened in ``__init__`` was widened twice) or without such parameters."""
+    # the class whose constructor runs: a user's subclass that keeps torch's or Pyro's
+    # (class MyT(dist.StudentT): pass) is built as that one is
+    builder = next(klass for klass in type(fn).__mro__ if "__init__" in vars(klass))
+    if not builder.__module__.startswith(_KNOWN_CONSTRUCTORS):
         return None
     held = vars(fn)
     params = {k: held[k].detach() for k in fn.arg_constraints if torch.is_tensor(held.get(k))}
