@@ -23,6 +23,7 @@ refused falsely or failing raw; each test fails on the code before its fix.
 """
 
 import math
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -326,3 +327,41 @@ def test_sequences_looped_to_the_batchs_longest_are_scored_in_any_order():
         value = elbo(hmm_model, lambda y, lengths: None, y[order], lengths[order],
                      progress=False)
         assert torch.allclose(value, truth[order], atol=1e-10)
+
+
+def weibull_pair():
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Weibull(torch.full_like(x, 1.5), torch.full_like(x, 2.0)))
+            pyro.sample("x", dist.Normal(z, NOISE), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Weibull(torch.full_like(x, 1.3), 1.0 + x.abs()))
+
+    return model, guide
+
+
+def weibull_evidence(x: float) -> float:
+    value, _ = integrate.quad(lambda z: stats.weibull_min.pdf(z, 2.0, scale=1.5)
+                              * stats.norm.pdf(x, z, NOISE), 0, 40, limit=200)
+    return math.log(value)
+
+
+@pytest.mark.parametrize("transition", ["uha", "ula"])
+def test_uncorrected_ais_keeps_its_step_by_default_and_warns_when_adapted(transition):
+    """Adapted (the old default), these were 3-5 nats low with standard errors of 0.5."""
+    from inference import ais_log_evidence
+
+    model, guide = weibull_pair()
+    exact = torch.tensor([weibull_evidence(float(v)) for v in X], dtype=torch.float64)
+    pyro.set_rng_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = ais_log_evidence(model, guide, X, num_chains=200, transition=transition,
+                                  progress=False)
+    error = (result.log_evidence - exact).abs()
+    assert bool((error < 4 * result.standard_error + 0.02).all()), (result.log_evidence, exact)
+    with pytest.warns(RuntimeWarning, match="biases the estimate"):
+        ais_log_evidence(model, guide, X, num_chains=8, num_steps=3, transition=transition,
+                         adapt_rate=0.2, progress=False)
