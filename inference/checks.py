@@ -316,17 +316,23 @@ def check_pair_arguments(model, guide, num_particles: int = 1) -> None:
 
 
 def check_no_inference_tensors(modules, refusal: type[ValueError] = ValueError,
-                               buffers: bool = False) -> None:
+                               buffers: str = "all") -> None:
     """Refuse networks whose parameters are inference tensors (built or loaded under
     ``torch.inference_mode()``): Pyro's param store cannot make them require gradients, and
     autograd cannot save them, so every pass would fail inside torch; ``refusal`` names the
-    first such tensor and the fix. Buffers made so (a data mean and scale) are read as
-    constants by passes without gradients, and judged only with ``buffers`` (training,
-    which updates a batch norm's statistics in place)."""
+    first such tensor and the fix. ``buffers``: ``"all"`` for the entry points that run
+    gradients (autograd cannot save them either); ``"training"`` for passes without them,
+    which read a buffer as a constant (a data mean made so passes) but update those of a
+    layer in training mode in place (a batch norm's statistics)."""
     for module in modules:
-        kinds = (("parameter", module.named_parameters()),)
-        if buffers:
-            kinds += (("buffer", module.named_buffers()),)
+        kinds = [("parameter", module.named_parameters())]
+        if buffers == "all":
+            kinds.append(("buffer", module.named_buffers()))
+        elif buffers == "training":  # the statistics a norm layer updates in place
+            kinds.append(("buffer", ((f"{name}.{buffer_name}" if name else buffer_name, b)
+                                     for name, sub in module.named_modules()
+                                     if sub.training and _tracks_running_stats(sub)
+                                     for buffer_name, b in sub.named_buffers(recurse=False))))
         for kind, named in kinds:
             for name, tensor in named:
                 if tensor.is_inference():

@@ -23,6 +23,7 @@ from ..pair_check import (
     PairStructure,
     per_batch_element,
     sample_sites,
+    site_mask,
     survey_pair,
     warn_if_tempered,
 )
@@ -468,11 +469,14 @@ def exact_log_evidence(
             # a discrete latent's own poutine.mask is not applied, as in Pyro's
             # TraceEnum_ELBO: its probabilities sum to one over the values, and the mask
             # acts on the sites that depend on it (a masked prior would count each value)
+            # (masked-out values, padding, keep their masked density wherever they lie)
             total = sum(
-                per_datapoint(mask_outside_support(s["fn"], s["value"],
-                                                   s["fn"].log_prob(s["value"])),
-                              {**s, "mask": None} if discrete and s["name"] == site else s,
-                              nesting + 1, batch)
+                per_datapoint(mask_outside_support(
+                    s["fn"], s["value"], s["fn"].log_prob(s["value"]),
+                    None if s["mask"] is None and own_mask(s["fn"]) is None else
+                    per_batch_element(site_mask(s), s["fn"])),
+                    {**s, "mask": None} if discrete and s["name"] == site else s,
+                    nesting + 1, batch)
                 for s in sample_sites(trace)
             )
         return total.expand(z.shape[0], batch)

@@ -425,7 +425,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     check_store_shapes(model, guide)
     if not torch.is_inference_mode_enabled():  # (inside it, the passes without gradients
         # run; the entry points that need gradients check for themselves)
-        check_no_inference_tensors(reachable_modules(model, guide), PairError)
+        check_no_inference_tensors(reachable_modules(model, guide), PairError, "training")
     _check_guide_list_parts(guide)
     held = pyro_params_held(model, guide)
     # the first run, on copies of the tensor arguments: a program that changes one in

@@ -842,7 +842,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                       "the run's first save)", stacklevel=user_stacklevel())
     pyro.set_rng_seed(parallel.process_seed(seed))
     check_store_shapes(model, guide, "fit")
-    check_no_inference_tensors(still, PairError, buffers=True)
+    check_no_inference_tensors(still, PairError)
     _check_dense_gradients(still)
     check_one_row_batches(model, guide, tensors, batch_size, batch_transform, still)
     # the pair checked on a first minibatch (random state restored) before any step
@@ -1109,7 +1109,8 @@ def _check_dense_gradients(modules) -> None:
     tensors, which fit's Adam (torch's) refuses at the first step."""
     for module in modules:
         for name, sub in module.named_modules():
-            if isinstance(sub, (torch.nn.Embedding, torch.nn.EmbeddingBag)) and sub.sparse:
+            if isinstance(sub, (torch.nn.Embedding, torch.nn.EmbeddingBag)) and sub.sparse \
+                    and sub.weight.requires_grad:  # (a frozen one has no gradients)
                 where = f" at {type(module).__name__}.{name}" if name else ""
                 raise PairError(
                     f"fit: {type(sub).__name__}({sub.num_embeddings}, {sub.embedding_dim})"

@@ -178,13 +178,14 @@ def detach_parameters(fn):
         return Independent(detach_parameters(fn.base_dist), fn.reinterpreted_batch_ndims)
     if isinstance(fn, MaskedDistribution):
         return MaskedDistribution(detach_parameters(fn.base_dist), fn._mask)
-    if isinstance(fn, torch.distributions.LogNormal):
+    known = _builder(fn).__module__.startswith(_KNOWN_CONSTRUCTORS)
+    if known and isinstance(fn, torch.distributions.LogNormal):
         return type(fn)(fn.loc.detach(), fn.scale.detach())
     if type(fn) in (TransformedDistribution, torch.distributions.TransformedDistribution):
         return type(fn)(detach_parameters(fn.base_dist),
                         [_detached_transform(t) for t in fn.transforms])
-    if isinstance(fn, torch.distributions.MultivariateNormal):  # (from whichever of its
-        # three matrices it was built: each is cached once read, the constructor takes one)
+    if known and isinstance(fn, torch.distributions.MultivariateNormal):  # (from whichever
+        # of its three matrices it was built: each is cached once read, it takes one)
         return type(fn)(fn.loc.detach(), scale_tril=fn.scale_tril.detach())
     rebuilt = _rebuilt(fn)
     if rebuilt is not None:
@@ -212,22 +213,34 @@ def _plain_setting(value) -> bool:
     return isinstance(value, (tuple, list)) and all(_plain_setting(item) for item in value)
 
 
+def _builder(fn) -> type:
+    """The class whose constructor builds ``fn``: a user's subclass that keeps torch's or
+    Pyro's (``class MyT(dist.StudentT): pass``) is built as that one is."""
+    return next(klass for klass in type(fn).__mro__ if "__init__" in vars(klass))
+
+
 def _rebuilt(fn):
     """``type(fn)`` built again from the detached values of its ``arg_constraints``
     parameters, when its constructor is one of torch's, Pyro's or this project's, which
     store the parameters they are given (``IAFNormal`` derives its transforms from them);
     None for a class with a constructor of its own (a user's may transform its arguments: a
     scale widened in ``__init__`` was widened twice) or without such parameters."""
-    # the class whose constructor runs: a user's subclass that keeps torch's or Pyro's
-    # (class MyT(dist.StudentT): pass) is built as that one is
-    builder = next(klass for klass in type(fn).__mro__ if "__init__" in vars(klass))
-    if not builder.__module__.startswith(_KNOWN_CONSTRUCTORS):
+    if not _builder(fn).__module__.startswith(_KNOWN_CONSTRUCTORS):
         return None
     held = vars(fn)
     params = {k: held[k].detach() for k in fn.arg_constraints if torch.is_tensor(held.get(k))}
+    if not params and isinstance(fn, torch.distributions.TransformedDistribution):
+        # HalfNormal, InverseGamma, LogisticNormal: parameters read through their base
+        params = {k: getattr(fn, k).detach() for k in fn.arg_constraints
+                  if torch.is_tensor(getattr(fn, k, None))}
     if "logits" in params:  # both are cached once read; the constructor takes one
         params.pop("probs", None)
-    return type(fn)(**params) if params else None
+    if not params:
+        return None
+    try:
+        return type(fn)(**params)
+    except (TypeError, ValueError):  # a constructor that takes other names: not this way
+        return None
 
 
 # Modules whose distribution classes store the parameters their constructors take.

@@ -291,3 +291,123 @@ def test_masked_padding_of_an_observed_site_with_a_draw_dependent_support():
     trimmed = iwae_bound(model, guide, torch.where(m, x, 0.1), m, num_samples=4000,
                          progress=False)  # the padding moved inside every support
     assert torch.allclose(masked, trimmed, atol=1e-5)
+
+
+def test_ais_warns_when_one_chain_carries_the_estimate_below_21_chains_too():
+    """A prior start far from x = 6 (posterior N(5.77, 0.2^2)): 50 chains of 10 steps came out
+    4.6 nats low with a standard error of 1 and no word (k-hat needed 100 chains)."""
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
+            pyro.sample("x", dist.Normal(z, 0.2), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
+
+    pyro.set_rng_seed(0)
+    with pytest.warns(RuntimeWarning, match=r"a few chains carry the estimates of datapoints "
+                                            r"\[1\]"):
+        ais_log_evidence(model, guide, torch.tensor([0.3, 6.0]), num_chains=16, num_steps=10,
+                         progress=False)
+
+
+def test_dreg_refuses_a_lognormal_subclass_with_its_own_constructor():
+    class LogScaleLogNormal(dist.LogNormal):  # (loc, log_scale): rebuilt as (loc, scale) it
+        def __init__(self, loc, log_scale, validate_args=None):  # was another density
+            super().__init__(loc, log_scale.exp(), validate_args=validate_args)
+
+        def expand(self, batch_shape, _instance=None):
+            return super().expand(batch_shape, _instance=type(self).__new__(type(self)))
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.LogNormal(torch.zeros_like(x), 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        log_scale = pyro.param("log_scale", torch.full((3,), -0.5))
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", LogScaleLogNormal(torch.zeros_like(x), log_scale))
+
+    pyro.clear_param_store()
+    with pytest.raises(PairError, match="LogScaleLogNormal, whose parameters DReG cannot"):
+        DReGLoss(4).loss_and_grads(model, guide, torch.tensor([0.5, 1.0, 2.0]))
+
+
+@pytest.mark.parametrize("family", ["HalfNormal", "HalfCauchy"])
+def test_dreg_takes_pyros_half_families(family):
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.HalfNormal(torch.ones_like(x)))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        scale = pyro.param("scale", torch.ones(3), constraint=dist.constraints.positive)
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", getattr(dist, family)(scale))
+
+    pyro.clear_param_store()
+    assert math.isfinite(DReGLoss(4).loss_and_grads(model, guide, torch.tensor([0.5, 1.0, 2.0])))
+
+
+def test_exact_log_evidence_keeps_masked_padding_outside_the_support():
+    def model(x, m, masking):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(torch.zeros(len(x)), 1.0))
+            likelihood = dist.Exponential(z.exp().unsqueeze(-1) * torch.ones(2),
+                                          validate_args=False)
+            if masking == "dist":
+                pyro.sample("x", likelihood.mask(m).to_event(1), obs=x)
+            else:
+                with pyro.poutine.mask(mask=m.all(-1)):
+                    pyro.sample("x", likelihood.mask(m).to_event(1), obs=x)
+
+    x = torch.tensor([[0.5, -1.0], [1.5, 2.0]])  # -1: padding, outside (0, inf)
+    m = torch.tensor([[True, False], [True, True]])
+    with pyro.validation_enabled(False):
+        dist_masked = exact_log_evidence(model, x, m, "dist", progress=False).log_evidence
+        reference = exact_log_evidence(model, torch.where(m, x, 1.0), m, "dist",
+                                       progress=False).log_evidence
+    assert torch.allclose(dist_masked, reference, atol=1e-5)
+
+
+def test_a_frozen_sparse_embedding_trains():
+    embedding = torch.nn.Embedding(3, 2, sparse=True)
+    embedding.weight.requires_grad_(False)
+
+    def model(x, y):
+        pyro.module("frozen_embedding", embedding)
+        shift = pyro.param("shift", torch.tensor(0.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(embedding(y).sum(-1) + shift, 1.0), obs=x)
+
+    pyro.clear_param_store()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # (Pyro's: a frozen module's weight)
+        history = fit(model, lambda x, y: None, (torch.randn(8), torch.randint(0, 3, (8,))),
+                      epochs=2, progress=False)
+    assert math.isfinite(history[-1]["train_loss"])
+
+
+def test_batch_norm_statistics_made_under_inference_mode():
+    with torch.inference_mode():
+        norm = torch.nn.BatchNorm1d(1, affine=False)  # (its statistics alone)
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        pyro.module("made_in_inference_mode", norm)
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(norm(x[:, None])[:, 0] / 2, 0.7))
+
+    x = torch.randn(4)
+    pyro.clear_param_store()
+    norm.train()
+    with pytest.raises(PairError, match="buffer 'running_mean' is an inference tensor"):
+        elbo(model, guide, x, progress=False)  # (training mode updates them in place)
+    norm.eval()
+    assert torch.isfinite(elbo(model, guide, x, progress=False)).all()
