@@ -552,6 +552,12 @@ def ais_log_evidence(
     step_jitter = as_number(step_jitter, "step_jitter", minimum=0.0)
     target_accept = None if target_accept is None else float(target_accept)
     adapt_rate = float(adapt_rate)  # checked, as a 0-dim tensor too
+    if target_accept is not None and adapt_rate == 0:
+        warnings.warn(
+            f"ais_log_evidence: target_accept={target_accept:g} has no effect with "
+            f"adapt_rate=0{' (the default for uha and ula)' if uncorrected else ''}: the step "
+            "size stays step_size; pass adapt_rate > 0 to adapt it", RuntimeWarning,
+            stacklevel=user_stacklevel())
     if uncorrected and adapt_rate > 0:
         warnings.warn(
             f"ais_log_evidence: transition='{transition}' with adapt_rate={adapt_rate:g} adapts "

@@ -411,3 +411,19 @@ def test_batch_norm_statistics_made_under_inference_mode():
         elbo(model, guide, x, progress=False)  # (training mode updates them in place)
     norm.eval()
     assert torch.isfinite(elbo(model, guide, x, progress=False)).all()
+
+
+def test_ais_says_target_accept_is_unused_without_adaptation():
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(x / 2, 0.7))
+
+    with pytest.warns(RuntimeWarning, match="target_accept=0.8 has no effect with adapt_rate=0 "
+                                            r"\(the default for uha and ula\)"):
+        ais_log_evidence(model, guide, torch.tensor([0.5]), num_chains=4, num_steps=3,
+                         transition="uha", target_accept=0.8, progress=False)
