@@ -57,11 +57,9 @@ from .pair_check import (
     check_sites_as_surveyed,
     data_frame,
     family,
-    own_mask,
-    per_batch_element,
     sample_sites,
+    scored_elements,
     site_list,
-    site_mask,
     survey_pair,
     tensor_text,
     trace_pair,
@@ -250,9 +248,7 @@ def trace_log_density(trace, structure: PairStructure, observed: bool | None = N
             # the survey checked the observed values, but for a support that moves with the
             # draw (x ~ Uniform(0, z)), outside which a value has density zero
             if not site["is_observed"] or site["name"] in structure.dependent_support:
-                scored = None if site["mask"] is None and own_mask(fn) is None else \
-                    per_batch_element(site_mask(site), fn)
-                log_p = mask_outside_support(fn, site["value"], log_p, scored)
+                log_p = mask_outside_support(fn, site["value"], log_p, scored_elements(site))
         term = (per_datapoint(log_p, site, nesting, structure.batch_size) if reduce is None
                 else reduce(log_p, site, nesting))
         if not site["is_observed"]:

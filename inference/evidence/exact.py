@@ -23,7 +23,7 @@ from ..pair_check import (
     PairStructure,
     per_batch_element,
     sample_sites,
-    site_mask,
+    scored_elements,
     survey_pair,
     warn_if_tempered,
 )
@@ -472,9 +472,7 @@ def exact_log_evidence(
             # (masked-out values, padding, keep their masked density wherever they lie)
             total = sum(
                 per_datapoint(mask_outside_support(
-                    s["fn"], s["value"], s["fn"].log_prob(s["value"]),
-                    None if s["mask"] is None and own_mask(s["fn"]) is None else
-                    per_batch_element(site_mask(s), s["fn"])),
+                    s["fn"], s["value"], s["fn"].log_prob(s["value"]), scored_elements(s)),
                     {**s, "mask": None} if discrete and s["name"] == site else s,
                     nesting + 1, batch)
                 for s in sample_sites(trace)

@@ -438,6 +438,15 @@ def site_mask(site) -> torch.Tensor:
     return mask if own is None else mask & own.to(mask.device)
 
 
+def scored_elements(site) -> torch.Tensor | None:
+    """``[*batch_shape]`` flags of the site's batch elements that its masks (``poutine.mask``,
+    ``dist.mask``) score whole (:func:`site_mask`, :func:`per_batch_element`); None for a site
+    that nothing masks."""
+    if site["mask"] is None and own_mask(site["fn"]) is None:
+        return None
+    return per_batch_element(site_mask(site), site["fn"])
+
+
 def per_batch_element(mask: torch.Tensor, fn) -> torch.Tensor:
     """A value-shaped ``mask`` (:func:`site_mask`, :func:`own_mask`) as one flag per batch
     element of ``fn`` (``[*fn.batch_shape]``): an element counts as scored when all of its

@@ -178,7 +178,7 @@ def detach_parameters(fn):
         return Independent(detach_parameters(fn.base_dist), fn.reinterpreted_batch_ndims)
     if isinstance(fn, MaskedDistribution):
         return MaskedDistribution(detach_parameters(fn.base_dist), fn._mask)
-    known = _builder(fn).__module__.startswith(_KNOWN_CONSTRUCTORS)
+    known = _known_constructor(fn)
     if known and isinstance(fn, torch.distributions.LogNormal):
         return type(fn)(fn.loc.detach(), fn.scale.detach())
     if type(fn) in (TransformedDistribution, torch.distributions.TransformedDistribution):
@@ -187,7 +187,7 @@ def detach_parameters(fn):
     if known and isinstance(fn, torch.distributions.MultivariateNormal):  # (from whichever
         # of its three matrices it was built: each is cached once read, it takes one)
         return type(fn)(fn.loc.detach(), scale_tril=fn.scale_tril.detach())
-    rebuilt = _rebuilt(fn)
+    rebuilt = _rebuilt(fn) if known else None
     if rebuilt is not None:
         return rebuilt
     held = vars(fn)
@@ -213,20 +213,20 @@ def _plain_setting(value) -> bool:
     return isinstance(value, (tuple, list)) and all(_plain_setting(item) for item in value)
 
 
-def _builder(fn) -> type:
-    """The class whose constructor builds ``fn``: a user's subclass that keeps torch's or
-    Pyro's (``class MyT(dist.StudentT): pass``) is built as that one is."""
-    return next(klass for klass in type(fn).__mro__ if "__init__" in vars(klass))
+def _known_constructor(fn) -> bool:
+    """Whether the constructor that builds ``fn`` is torch's, Pyro's or this project's,
+    which store the parameters they are given: a user's subclass that keeps one (``class
+    MyT(dist.StudentT): pass``) is built as that one is; one with its own may transform its
+    arguments (a scale widened in ``__init__`` was widened twice)."""
+    builder = next(klass for klass in type(fn).__mro__ if "__init__" in vars(klass))
+    return builder.__module__.startswith(_KNOWN_CONSTRUCTORS)
 
 
 def _rebuilt(fn):
-    """``type(fn)`` built again from the detached values of its ``arg_constraints``
-    parameters, when its constructor is one of torch's, Pyro's or this project's, which
-    store the parameters they are given (``IAFNormal`` derives its transforms from them);
-    None for a class with a constructor of its own (a user's may transform its arguments: a
-    scale widened in ``__init__`` was widened twice) or without such parameters."""
-    if not _builder(fn).__module__.startswith(_KNOWN_CONSTRUCTORS):
-        return None
+    """``type(fn)``, whose constructor is a known one (:func:`_known_constructor`), built
+    again from the detached values of its ``arg_constraints`` parameters (``IAFNormal``
+    derives its transforms from them); None for one without such parameters or whose
+    constructor takes other names."""
     held = vars(fn)
     params = {k: held[k].detach() for k in fn.arg_constraints if torch.is_tensor(held.get(k))}
     if not params and isinstance(fn, torch.distributions.TransformedDistribution):

@@ -28,6 +28,13 @@ from inference import DReGLoss, ais_log_evidence, amortization_gap, elbo, exact_
 from inference.pair_check import PairError
 
 
+def normal_model(x):
+    """z ~ N(0, 1), x ~ N(z, 1) per datapoint: log p(x) = log N(x; 0, 2)."""
+    with pyro.plate("data", len(x)):
+        z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
+        pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+
 class TinyVAE(torch.nn.Module):
     """x: [batch, 8] real; z: [batch, 2]; Normal likelihood; optional functional dropout."""
 
@@ -99,11 +106,6 @@ class NetNormal(dist.Normal):
 def test_dreg_refuses_a_guide_distribution_that_holds_a_network():
     net = torch.nn.Linear(1, 1)
 
-    def model(x):
-        with pyro.plate("data", len(x)):
-            z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
-            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
-
     def guide(x):
         pyro.module("net_normal", net)
         with pyro.plate("data", len(x)):
@@ -111,7 +113,7 @@ def test_dreg_refuses_a_guide_distribution_that_holds_a_network():
 
     pyro.clear_param_store()
     with pytest.raises(PairError, match="NetNormal, whose parameters DReG cannot hold fixed"):
-        DReGLoss(4).loss_and_grads(model, guide, torch.tensor([0.5, -1.0, 2.0]))
+        DReGLoss(4).loss_and_grads(normal_model, guide, torch.tensor([0.5, -1.0, 2.0]))
 
 
 def test_amortization_gap_takes_a_partly_masked_event():
@@ -169,11 +171,6 @@ def test_exact_log_evidence_names_a_latent_without_a_support():
 
 
 def test_ais_does_not_warn_on_nearly_equal_weights():
-    def model(x):
-        with pyro.plate("data", len(x)):
-            z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
-            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
-
     def guide(x):  # close to the exact posterior N(x / 2, 1 / 2)
         with pyro.plate("data", len(x)):
             pyro.sample("z", dist.Normal(x / 2 + 0.3, 0.9))
@@ -182,7 +179,8 @@ def test_ais_does_not_warn_on_nearly_equal_weights():
     x = torch.randn(200) * 1.5
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        result = ais_log_evidence(model, guide, x, num_chains=32, num_steps=50, progress=False)
+        result = ais_log_evidence(normal_model, guide, x, num_chains=32, num_steps=50,
+                                  progress=False)
     exact = dist.Normal(0.0, 2 ** 0.5).log_prob(x)
     assert float((result.log_evidence.float() - exact).abs().max()) < 0.1
 
@@ -253,18 +251,13 @@ def test_dreg_rebuilds_a_users_subclass_that_keeps_pyros_constructor():
     class MyStudentT(dist.StudentT):
         pass
 
-    def model(x):
-        with pyro.plate("data", len(x)):
-            z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
-            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
-
     def guide(x):
         loc = pyro.param("loc", torch.zeros(3))
         with pyro.plate("data", len(x)):
             pyro.sample("z", MyStudentT(5.0, loc, torch.ones(3)))
 
     pyro.clear_param_store()
-    assert math.isfinite(DReGLoss(4).loss_and_grads(model, guide,
+    assert math.isfinite(DReGLoss(4).loss_and_grads(normal_model, guide,
                                                      torch.tensor([0.5, -1.0, 2.0])))
 
 
@@ -394,11 +387,6 @@ def test_batch_norm_statistics_made_under_inference_mode():
     with torch.inference_mode():
         norm = torch.nn.BatchNorm1d(1, affine=False)  # (its statistics alone)
 
-    def model(x):
-        with pyro.plate("data", len(x)):
-            z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
-            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
-
     def guide(x):
         pyro.module("made_in_inference_mode", norm)
         with pyro.plate("data", len(x)):
@@ -408,22 +396,17 @@ def test_batch_norm_statistics_made_under_inference_mode():
     pyro.clear_param_store()
     norm.train()
     with pytest.raises(PairError, match="buffer 'running_mean' is an inference tensor"):
-        elbo(model, guide, x, progress=False)  # (training mode updates them in place)
+        elbo(normal_model, guide, x, progress=False)  # (training mode updates them in place)
     norm.eval()
-    assert torch.isfinite(elbo(model, guide, x, progress=False)).all()
+    assert torch.isfinite(elbo(normal_model, guide, x, progress=False)).all()
 
 
 def test_ais_says_target_accept_is_unused_without_adaptation():
-    def model(x):
-        with pyro.plate("data", len(x)):
-            z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
-            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
-
     def guide(x):
         with pyro.plate("data", len(x)):
             pyro.sample("z", dist.Normal(x / 2, 0.7))
 
     with pytest.warns(RuntimeWarning, match="target_accept=0.8 has no effect with adapt_rate=0 "
                                             r"\(the default for uha and ula\)"):
-        ais_log_evidence(model, guide, torch.tensor([0.5]), num_chains=4, num_steps=3,
+        ais_log_evidence(normal_model, guide, torch.tensor([0.5]), num_chains=4, num_steps=3,
                          transition="uha", target_accept=0.8, progress=False)
