@@ -132,6 +132,14 @@ def fit_run(distributed: bool, init: int, checkpoint: Path, indexed: bool = Fals
     return history, parameters()
 
 
+def leave_the_group() -> None:
+    """Wait for every rank before tearing gloo down: a rank that destroyed its group while the
+    other was still tearing its own down aborted once in CI ("terminate called without an
+    active exception", SIGABRT)."""
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
 def worker(out: Path) -> None:
     """What each of the two processes runs; rank 1 starts from other initial values."""
     torch.set_num_threads(1)
@@ -144,7 +152,7 @@ def worker(out: Path) -> None:
     fit_run(True, init, out / "resume.pt", epochs=1)
     results["resumed"] = fit_run(True, init, out / "resume.pt", resume=True)
     torch.save(results, out / f"rank{rank}.pt")
-    torch.distributed.destroy_process_group()
+    leave_the_group()
 
 
 def free_port() -> int:
@@ -254,7 +262,7 @@ def user_group_worker(out: Path, rank: int) -> None:
     torch.distributed.init_process_group("gloo", init_method=f"file://{out / 'group'}",
                                          rank=rank, world_size=2)
     torch.save(fit_run(True, 10 * rank, out / "user_group.pt"), out / f"user{rank}.pt")
-    torch.distributed.destroy_process_group()
+    leave_the_group()
 
 
 def test_distributed_fit_in_a_group_the_user_made_checkpoints_on_rank_0(tmp_path):
