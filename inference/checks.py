@@ -144,9 +144,11 @@ def finite_real(value) -> bool:
 
 
 def real_tensor(value) -> bool:
-    """Whether ``value`` is a 0-dim dense tensor of a real dtype (floating or integer, not
-    bool) with a value to read: ``torch.tensor(1e-3)`` or ``x.max()`` counts as the number
-    it holds, as ``np.float64(1e-3)`` does."""
+    """Whether ``value`` is a 0-dim dense tensor or numpy array of a real dtype (floating or
+    integer, not bool) with a value to read: ``torch.tensor(1e-3)``, ``x.max()`` or
+    ``np.array(1e-3)`` counts as the number it holds, as ``np.float64(1e-3)`` does."""
+    if isinstance(value, numpy.ndarray):
+        return value.ndim == 0 and value.dtype.kind in "fiu"
     return (torch.is_tensor(value) and value.dim() == 0 and value.dtype != torch.bool
             and not value.is_complex() and not value.is_meta
             and value.layout == torch.strided)
@@ -182,8 +184,9 @@ def check_number(value, name: str, minimum: float | None = None, positive: bool 
 def as_number(value, name: str, minimum: float | None = None, positive: bool = False,
               dtype: torch.dtype | None = None) -> float:
     """``value`` as a Python ``float`` after :func:`check_number`'s checks; a 0-dim real
-    tensor (:func:`real_tensor`: ``x.max()``, a scheduler's ``torch.tensor(1e-3)``) counts as
-    its ``float()``; a tensor of more elements is refused, naming ``name``."""
+    tensor or numpy array (:func:`real_tensor`: ``x.max()``, a scheduler's
+    ``torch.tensor(1e-3)``, ``np.array(0.1)``) counts as its ``float()``; a tensor of more
+    elements is refused, naming ``name``."""
     if real_tensor(value):
         value = float(value)
     check_number(value, name, minimum, positive, dtype)

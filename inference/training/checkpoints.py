@@ -435,10 +435,10 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
                 f.write(payload)
                 f.flush()
                 os.fsync(f.fileno())
-        except BaseException:
+            os.replace(partial, target)
+        except BaseException:  # Ctrl-C before the rename too: no temporary file left
             partial.unlink(missing_ok=True)
             raise
-        os.replace(partial, target)
     except OSError as error:
         if partial is not None:
             partial.unlink(missing_ok=True)
@@ -469,8 +469,10 @@ def keep_previous(path: str | Path) -> Path:
             with open(partial, "rb+") as f:
                 os.fsync(f.fileno())
         os.replace(partial, previous)
-    except OSError as error:
+    except BaseException as error:  # Ctrl-C mid-copy too: no temporary file left
         partial.unlink(missing_ok=True)
+        if not isinstance(error, OSError):
+            raise
         raise OSError(f"could not keep the checkpoint {path} as {previous} "
                       f"({error.strerror or error}); it is unchanged") from error
     return previous

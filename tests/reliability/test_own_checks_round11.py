@@ -1,0 +1,73 @@
+"""Gaps of the eleventh session (2026-11-30) in the library's own checks and writes; each
+test fails on the code before its fix.
+
+- A 0-dim numpy array (``np.array(0.1)``, what ``np.mean`` of an array of arrays or
+  ``np.asarray`` gives) was refused as a real-valued argument ("must be a finite number"),
+  while the same for an integer argument was taken.
+- A ``KeyboardInterrupt`` between the checkpoint's last byte on disk and its rename into
+  place left the temporary ``.partial`` file beside it (as did one while keeping the
+  previous checkpoint).
+"""
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from inference import ais_log_evidence
+from inference.training import checkpoints
+
+
+def normal_pair():
+    """z ~ N(0, 1), x | z ~ N(z, 1) per datapoint; the guide is the prior."""
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(0.0, 1.0))
+
+    return model, guide
+
+
+@pytest.mark.parametrize("make", [np.array, np.float32, torch.tensor, float])
+def test_a_zero_dim_numpy_array_counts_as_its_number(make):
+    model, guide = normal_pair()
+    x = torch.tensor([0.3, -1.2])
+    torch.manual_seed(0)
+    estimate = ais_log_evidence(model, guide, x, num_chains=200, num_steps=20,
+                                adapt_rate=make(0.1), progress=False).log_evidence
+    # p(x) = N(x; 0, 2); 200 chains of 20 steps from the prior: within 0.1 nats
+    exact = torch.distributions.Normal(0.0, 2 ** 0.5).log_prob(x)
+    assert torch.allclose(estimate, exact, atol=0.1), (estimate, exact)
+
+
+def test_a_zero_dim_numpy_array_out_of_range_is_still_named():
+    model, guide = normal_pair()
+    with pytest.raises(ValueError, match="adapt_rate"):
+        ais_log_evidence(model, guide, torch.zeros(2), num_chains=4, num_steps=2,
+                         adapt_rate=np.array(-0.5), progress=False)
+    with pytest.raises(ValueError, match="adapt_rate"):
+        ais_log_evidence(model, guide, torch.zeros(2), num_chains=4, num_steps=2,
+                         adapt_rate=np.array([0.1, 0.2]), progress=False)
+
+
+def test_an_interrupt_before_the_rename_leaves_no_temporary_file(tmp_path, monkeypatch):
+    path = tmp_path / "run.pt"
+    checkpoints.save_checkpoint(path, {"step": 1})
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoints.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.save_checkpoint(path, {"step": 2})
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.keep_previous(path)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pt"]
+    assert checkpoints.load_checkpoint(path)["step"] == 1
