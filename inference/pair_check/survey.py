@@ -380,7 +380,8 @@ def _check_guide_list_parts(guide) -> None:
 
 def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
                 probe_vectorized: bool = True, probe_randomness: bool = True,
-                reference: PairStructure | None = None) -> PairStructure:
+                reference: PairStructure | None = None,
+                rows_run_whole: bool = True) -> PairStructure:
     """Run the pair once (hidden from outer handlers, random state restored) and describe it.
 
     Args:
@@ -397,6 +398,9 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
             from it, and only what these rows' values decide (supports, masks, scales) is
             judged anew: one or two runs of the pair instead of about a dozen. A pair whose
             supports move with its draws, or that subsamples, is surveyed in full.
+        rows_run_whole: whether the pair will run on these rows as they are (False: only
+            on fewer of them at a time, fit's minibatches, where all N subsample indices in
+            another order, ``(x[perm], perm)``, never reach ``pyro.plate`` at once).
 
     Raises only when the pair cannot be described at all (no sample site, plates of
     different sizes); every other finding is recorded for :func:`check_pair` to judge per
@@ -483,7 +487,8 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     if stale:  # it ran: the pair's own parameters, by their site names
         raise _stale_parameters(stale, "the pair's")
     shadowed = confirmed_shadowed(model, guide, args, kwargs, (guide_full, model_full))
-    _check_rows_follow_the_indices(guide_full)
+    if rows_run_whole:
+        _check_rows_follow_the_indices(guide_full)
     subsample = {}
     for trace in (guide_full, model_full):
         for site in trace.nodes.values():

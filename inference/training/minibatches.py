@@ -216,7 +216,7 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
         first_batch = rows(batch_size)
         if _is_autoguide(guide) and (minibatched or shuffle):
             _check_autoguide_rows(model, guide, rows, first_batch, use, num_data, shuffle,
-                                  called)
+                                  minibatched, called)
         structure = check_pair(survey_pair(model, guide, first_batch, {},
                                            probe_vectorized=vectorized,
                                            probe_randomness=num_particles > 1 and vectorized),
@@ -835,11 +835,13 @@ def _check_declared_nesting(loss, called: str | None, needed: int | None) -> Non
 
 
 def _check_autoguide_rows(model, guide, rows, first_batch, use, num_data, shuffle,
-                          called: str | None = None) -> None:
+                          minibatched: bool, called: str | None = None) -> None:
     """An AutoGuide on a model with local latents is index-aware only when the model's
-    ``"data"`` plate declares the full size (and takes the minibatch's indices)."""
+    ``"data"`` plate declares the full size (and takes the minibatch's indices). Surveyed on
+    all rows (where the guide makes its parameters); ``minibatched``: fit passes fewer at a
+    time, so all N indices in another order, ``(x[perm], perm)``, are no fault."""
     whole = check_pair(survey_pair(model, guide, rows(num_data), {}, probe_vectorized=False,
-                                   probe_randomness=False),
+                                   probe_randomness=False, rows_run_whole=not minibatched),
                        use, called)
     global_names = {name for _, name in whole.global_sites}
     if not any(name not in global_names and name not in whole.model_enumerated
