@@ -15,6 +15,7 @@ References:
 from __future__ import annotations
 
 import copy
+import inspect
 import warnings
 
 import pyro
@@ -184,6 +185,8 @@ def detach_parameters(fn):
     if type(fn) in (TransformedDistribution, torch.distributions.TransformedDistribution):
         return type(fn)(detach_parameters(fn.base_dist),
                         [_detached_transform(t) for t in fn.transforms])
+    if known and _constructor_arguments(type(fn)) == ["base_dist"]:  # FoldedDistribution
+        return type(fn)(detach_parameters(fn.base_dist))
     if known and isinstance(fn, torch.distributions.MultivariateNormal):  # (from whichever
         # of its three matrices it was built: each is cached once read, it takes one)
         return type(fn)(fn.loc.detach(), scale_tril=fn.scale_tril.detach())
@@ -229,9 +232,12 @@ def _rebuilt(fn):
     constructor takes other names."""
     held = vars(fn)
     params = {k: held[k].detach() for k in fn.arg_constraints if torch.is_tensor(held.get(k))}
-    if not params and isinstance(fn, torch.distributions.TransformedDistribution):
-        # HalfNormal, InverseGamma, LogisticNormal: parameters read through their base
-        params = {k: getattr(fn, k).detach() for k in fn.arg_constraints
+    if not params:
+        # parameters read through properties: of a base (HalfNormal, InverseGamma,
+        # LogisticNormal), of an inner Dirichlet (Beta); with the constructor's other
+        # tensors (RelaxedBernoulli's temperature)
+        names = dict.fromkeys([*fn.arg_constraints, *_constructor_arguments(type(fn))])
+        params = {k: getattr(fn, k).detach() for k in names
                   if torch.is_tensor(getattr(fn, k, None))}
     if "logits" in params:  # both are cached once read; the constructor takes one
         params.pop("probs", None)
@@ -241,6 +247,18 @@ def _rebuilt(fn):
         return type(fn)(**params)
     except (TypeError, ValueError):  # a constructor that takes other names: not this way
         return None
+
+
+def _constructor_arguments(klass) -> list[str]:
+    """The names ``klass``'s constructor takes, but ``validate_args`` (``[]`` when its
+    signature cannot be read)."""
+    try:
+        signature = inspect.signature(klass.__init__)
+    except (TypeError, ValueError):
+        return []
+    return [name for name, parameter in list(signature.parameters.items())[1:]
+            if name != "validate_args" and parameter.kind in (
+                parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)]
 
 
 # Modules whose distribution classes store the parameters their constructors take.

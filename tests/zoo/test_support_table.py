@@ -10,7 +10,6 @@ from zoo_pairs import ENTRY_POINTS, FEATURES, PAIRS, WORKS  # noqa: E402
 DOC = Path(__file__).resolve().parents[2] / "docs" / "own-pair.md"
 REASONS = [  # (fragment of the refusal regex, the table's short reason)
     ("not reparameterized", "no score-function term"),
-    ("DReG cannot", "DReG cannot hold a Beta's parameters"),
     ("discrete", "discrete latent"),
     ("keeps parameters", "per-row params: pass indices"),
     ("lies outside", "global latent"),

@@ -119,8 +119,7 @@ def beta_bernoulli() -> Pair:
     two = torch.tensor(2.0, dtype=DTYPE)
     truth = log_beta(2 + k, 2 + trials - k) - log_beta(two, two)
     return Pair("beta_bernoulli", model, guide, (x,), truth, refusals={
-        "amortization_gap": "site 'p' is a Beta",
-        "fit:dreg": "guide site 'p' is a Beta, whose parameters DReG cannot hold fixed"})
+        "amortization_gap": "site 'p' is a Beta"})
 
 
 # 3. Poisson-Gamma with an inner plate of counts -----------------------------------------
