@@ -23,20 +23,26 @@ the draws.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pyro
 import torch
 
+from pyro.infer.util import is_validation_enabled
+
 from ..checks import check_outer_handlers, check_pair_arguments
 from .. import compiling
+from ..pair_check import site_mask, trace_pair
 from ..random_state import forked_rng
-from ..weights import gap_to_eager
+from ..supports import describe_support
+from ..weights import check_data, gap_to_eager
 from .objectives import make_loss
 from .svi_step import (
     LEAN_LOSSES,
     WEIGHTED_LOSSES,
     Adam,
+    check_model_observes,
     check_optimizer,
     check_param_store,
     importance_loss,
@@ -101,6 +107,8 @@ class CompiledSVIStep:
         self.loss_name, self.backend = loss, backend
         self._graphs: dict[tuple, Callable] = {}
         self._checked = False
+        # (argument leaf, site, support) of observed sites whose value is an argument
+        self._observed_arguments: list[tuple[int, str, object]] = []
 
     def _named_params(self):
         return [(n, p) for n, p in self.module.named_parameters() if p.requires_grad]
@@ -129,6 +137,7 @@ class CompiledSVIStep:
                     "guide share, the IWAE gradient, as DReGLoss warns), or register each "
                     "network in one of them only (pyro.module in the guide alone for an "
                     "encoder), which compiles")
+        self._record_observed_arguments(args, kwargs)
         foreign = [p for p in unique_tensors(scorer.params)
                    if id(p) not in owned and p.requires_grad]
         if foreign:
@@ -136,6 +145,49 @@ class CompiledSVIStep:
                              f"{type(self.module).__name__} (pyro.param outside the module); "
                              "compiled steps optimize the module's parameters only")
         self._checked = True
+
+    def _record_observed_arguments(self, args, kwargs) -> None:
+        """Refuse a swapped pair (:func:`check_model_observes`), and note the observed
+        sites, unmasked, whose value is one of the arguments (``obs=x``): a graph scores
+        later batches without Pyro's checks, so :meth:`_check_batch` checks those arguments
+        against the site's support."""
+        with pyro.poutine.block(), torch.no_grad(), forked_rng():
+            model_trace, guide_trace = trace_pair(self.model, self.guide, args, kwargs)
+        check_model_observes(model_trace, guide_trace, False, "CompiledSVIStep")
+        leaves = compiling.tensor_leaves(args, kwargs)
+        for site in model_trace.nodes.values():
+            if site["type"] != "sample" or not site["is_observed"] \
+                    or not bool(site_mask(site).all()):
+                continue
+            position = next((i for i, leaf in enumerate(leaves) if leaf is site["value"]),
+                            None)
+            if position is not None:
+                support = site["fn"].support
+                while hasattr(support, "base_constraint"):  # the per-element support
+                    support = support.base_constraint
+                # ends that are tensors may move with the parameters or draws (x ~ Uniform(0,
+                # z)): only supports fixed by the distribution's family are checked
+                if support is not pyro.distributions.constraints.dependent and not any(
+                        torch.is_tensor(v) for v in vars(support).values()):
+                    self._observed_arguments.append((position, site["name"], support))
+
+    def _check_batch(self, args, kwargs) -> None:
+        """While Pyro's validation is on (as :class:`SVIStep` checks every batch): NaN or
+        infinite data, and observed arguments outside their site's support, ``ValueError``
+        naming them (the graph would step on a NaN loss, or train on impossible data)."""
+        if not is_validation_enabled():
+            return
+        check_data(args, kwargs)
+        leaves = compiling.tensor_leaves(args, kwargs)
+        for position, name, support in self._observed_arguments:
+            value = leaves[position]
+            inside = support.check(value)
+            if not bool(inside.all()):
+                raise ValueError(
+                    f"CompiledSVIStep: observed site '{name}' has "
+                    f"{int((~inside).sum())} value(s) outside its support "
+                    f"({describe_support(support)}) in this batch (argument leaf {position}, "
+                    f"shape {list(value.shape)}): fix the data or the likelihood")
 
     def _score(self, args, kwargs):
         """The eager scorer of one step (``.params``: parameters touched)."""
@@ -199,6 +251,7 @@ class CompiledSVIStep:
     @with_gradients
     def loss_and_grads(self, *args, **kwargs) -> float:
         """The loss, with its gradient written to ``.grad`` of the module's parameters."""
+        self._check_batch(args, kwargs)
         return float(self._replay(args, kwargs))
 
     def _replay(self, args, kwargs) -> torch.Tensor:
@@ -213,13 +266,35 @@ class CompiledSVIStep:
 
     @with_gradients
     def step(self, *args, **kwargs) -> float:
-        """One optimizer step on the batch; returns the loss before the step."""
-        return float(self.tensor_step(*args, **kwargs))
+        """One optimizer step on the batch; returns the loss before the step.
+
+        Raises:
+            ValueError: while Pyro's validation is on, NaN or infinite data, or observed
+                arguments outside their site's support (:meth:`_check_batch`).
+            FloatingPointError: the loss is NaN or infinite (the step is not applied).
+        """
+        self._check_batch(args, kwargs)
+        loss = self._replay(args, kwargs)
+        params = [p for _, p in self._named_params()]
+        value = float(loss)
+        if not math.isfinite(value):
+            for param in params:
+                param.grad = None
+            raise FloatingPointError(
+                f"CompiledSVIStep.step: the loss is {value}, not applied: check the "
+                "parameters (NaN after a diverged step) and the data")
+        self.optim(params)
+        for param in params:
+            param.grad = None
+        return value
 
     @with_gradients
     def tensor_step(self, *args, **kwargs) -> torch.Tensor:
         """:meth:`step` with the loss as a 0-dim tensor, read by nobody yet (no host
-        synchronization; see :meth:`inference.training.svi_step.SVIStep.tensor_step`)."""
+        synchronization; see :meth:`inference.training.svi_step.SVIStep.tensor_step`), for a
+        caller that checked its data beforehand and reads the losses for NaN itself, as
+        :func:`inference.fit` does: the batch is not checked and a non-finite loss is
+        applied."""
         loss = self._replay(args, kwargs)
         params = [p for _, p in self._named_params()]
         self.optim(params)

@@ -63,6 +63,7 @@ from ..pair_check import (
     inspect_pair,
     is_delta,
     shadowed_parameters,
+    site_list,
     site_mask,
     trace_pair,
 )
@@ -611,6 +612,25 @@ def _clear_grads(params) -> None:
         param.grad = None
 
 
+def check_model_observes(model_trace, guide_trace, same_program: bool, called: str) -> None:
+    """``PairError`` when the model observes no site while the guide is the model's own
+    program (``same_program``) or observes sites itself: model and guide passed swapped,
+    where every step would train nothing. A model of latents alone, fitted to a target
+    density as Pyro's NeuTra example does, passes."""
+    guide_observes = [site["name"] for site in guide_trace.nodes.values()
+                      if site["type"] == "sample" and site["is_observed"]]
+    if not (same_program or guide_observes) or any(
+            site["is_observed"] for site in model_trace.nodes.values()
+            if site["type"] == "sample"):
+        return
+    swapped = (f" The guide observes {site_list(guide_observes)}: are model and guide "
+               "swapped? The model comes first, then the guide." if guide_observes
+               else " Is the guide passed as the model?")
+    raise PairError(f"{called}: the model observes no site (no obs= and no pyro.factor), so "
+                    f"the data are never scored and every step would train nothing.{swapped} "
+                    "The model samples x with obs=x")
+
+
 class SVIStep:
     """A drop-in for ``pyro.infer.SVI(model, guide, optim, loss)`` with the lean ELBO path.
 
@@ -667,19 +687,11 @@ class SVIStep:
         with kept_buffers(reachable_modules(self.model, self.guide)):
             try:
                 with forked_rng(), pyro.poutine.block(), torch.no_grad():
-                    model_trace, _ = trace_pair(self.model, self.guide, args, kwargs)
+                    model_trace, guide_trace = trace_pair(self.model, self.guide, args, kwargs)
             except Exception:  # noqa: BLE001 - the step runs the pair and names the failure
                 return
-            # (a model of latents alone, fitted to a target density as Pyro's NeuTra example
-            # does, observes nothing either: only the guide itself as the model is refused)
-            if self.model == self.guide and not any(
-                    site["is_observed"] for site in model_trace.nodes.values()
-                    if site["type"] == "sample"):
-                raise PairError(
-                    f"{self._called()}: the model observes no site (no obs= and no "
-                    "pyro.factor), so the data are never scored and every step would train "
-                    "nothing. Is the guide passed as the model? The model samples x with "
-                    "obs=x")
+            check_model_observes(model_trace, guide_trace, self.model == self.guide,
+                                 self._called())
             if not validation_on():
                 self._check_observed_ranges(model_trace)
         self._unchecked = False
