@@ -46,9 +46,14 @@ def full_precision(t: torch.Tensor) -> torch.Tensor:
 
     Every network here returns its outputs through it, so that under mixed precision
     (``inference.fit(..., mixed_precision=True)``) only the networks' matrix products run in
-    low precision while the log densities, their sums and the KL stay in float32.
+    low precision while the log densities, their sums and the KL stay in float32. Outside
+    autocast a network whose parameters are half precision (``vae.to(torch.bfloat16)``) keeps
+    its outputs in that dtype: its model scores codes of its own dtype.
     """
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+    if t.dtype in (torch.float16, torch.bfloat16) and torch.is_autocast_enabled(
+            t.device.type):
+        return t.float()
+    return t
 
 
 def _gaussian_params(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -56,6 +56,13 @@ from .map_search import adam_map
 NEG_INF = -math.inf
 
 
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a chain's running sums of ``dtype`` values are kept in: float32 for the
+    half types (a bfloat16 sum of probabilities stops growing past 256, a float16 one past
+    2048), else ``dtype``."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def _check_channel(log_channel: torch.Tensor, vae) -> None:
     """``log_channel``: a floating ``[batch, C, H, W, 2]`` table of log-likelihoods for ``vae``
     (its ``image_shape``, and its parameters' dtype and device)."""
@@ -313,7 +320,8 @@ def metropolis_within_gibbs(vae, log_channel: torch.Tensor, num_steps: int = 200
     x = draw_pixels(pixel_posterior(vae, vae.encode(_initial_image(log_channel))[0],
                                     log_channel))
     z, _, _ = encoder_draw(vae, x, generator, log_channel)
-    accepted, total = 0.0, torch.zeros_like(x)
+    # summed in float32 at least: a bfloat16 sum stops growing past 256 sweeps
+    accepted, total = 0.0, torch.zeros_like(x, dtype=accumulation_dtype(x.dtype))
     for step in bar_range(num_steps, "metropolis_within_gibbs", progress):
         z, accept = independence_z_step(vae, log_joint, z, x, generator, log_channel)
         accepted += float(accept.float().mean())
@@ -321,4 +329,4 @@ def metropolis_within_gibbs(vae, log_channel: torch.Tensor, num_steps: int = 200
         x = draw_pixels(probs)
         if step >= burn_in:
             total += probs
-    return total / (num_steps - burn_in), accepted / num_steps
+    return (total / (num_steps - burn_in)).to(x.dtype), accepted / num_steps

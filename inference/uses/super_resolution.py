@@ -82,7 +82,7 @@ from ..checks import (
 )
 from ..progress import bar_range, check_progress
 from ..protocols import require_standard_prior
-from .completion import encoder_draw, independence_z_step
+from .completion import accumulation_dtype, encoder_draw, independence_z_step
 from .map_search import adam_map
 
 __all__ = [
@@ -494,21 +494,27 @@ class _ChainMoments:
         self.count, self.mean_sum, self.second_sum, self.scored = 0, None, None, None
 
     def add(self, mean: torch.Tensor, variance: torch.Tensor) -> None:
+        # summed in float32 at least: a bfloat16 sum stops growing past 256 states
+        wide = accumulation_dtype(mean.dtype)
         if self.mean_sum is None:
-            self.mean_sum, self.second_sum = torch.zeros_like(mean), torch.zeros_like(mean)
+            self.dtype = mean.dtype
+            self.mean_sum = torch.zeros_like(mean, dtype=wide)
+            self.second_sum = torch.zeros_like(mean, dtype=wide)
         self.count += 1
         self.mean_sum += mean
-        self.second_sum += variance + mean ** 2
+        self.second_sum += variance.to(wide) + mean.to(wide) ** 2
         if self.truth is not None:
-            term = self.channel.log_predictive(mean, variance, self.truth)
+            term = self.channel.log_predictive(mean, variance, self.truth).to(wide)
             self.scored = term if self.scored is None else torch.logaddexp(self.scored, term)
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """``(mean, variance, log predictive of truth or None)`` over the states added."""
+        """``(mean, variance, log predictive of truth or None)`` over the states added, in
+        the states' dtype."""
         mean = self.mean_sum / self.count
         variance = (self.second_sum / self.count - mean ** 2).clamp(min=0)
         scored = None if self.truth is None else self.scored - math.log(self.count)
-        return mean, variance, scored
+        return (mean.to(self.dtype), variance.to(self.dtype),
+                None if scored is None else scored.to(self.dtype))
 
 
 @in_evaluation_mode("vae")
@@ -862,7 +868,7 @@ def super_resolve_gibbs(log_prob: Callable[[torch.Tensor], torch.Tensor], y: tor
     # flat pixel index of offset k inside block (c, bi, bj)
     offsets = torch.tensor([(k // factor) * W + k % factor for k in range(m_total)],
                            device=y.device)
-    total = torch.zeros(batch, C * H * W, device=y.device, dtype=y.dtype)
+    total = torch.zeros(batch, C * H * W, device=y.device, dtype=accumulation_dtype(y.dtype))
     flat = x.reshape(batch, -1).clone()
     for sweep in bar_range(int(num_sweeps), "super_resolve_gibbs", progress):
         for c, bi, bj in itertools.product(range(C), range(h), range(w)):
@@ -876,7 +882,7 @@ def super_resolve_gibbs(log_prob: Callable[[torch.Tensor], torch.Tensor], y: tor
                 if sweep >= burn_in:
                     total[:, pos] += expected
     kept = num_sweeps - burn_in
-    mean = (total / kept).reshape(shape)
+    mean = (total / kept).to(y.dtype).reshape(shape)
     if not torch.equal(pooled_counts(average_pool(flat.reshape(shape), factor), factor), counts):
         raise RuntimeError("the chain left the images whose pooled version is y")
     scored = None if truth is None else _bernoulli_log_predictive(mean, truth)
