@@ -245,7 +245,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"argument --binarization: binarization is for the bernoulli likelihood; "
                      f"the {args.likelihood} likelihood's training images are dequantized "
                      "(continuous) or kept as 8-bit levels (discrete), never binarized")
-    args.binarization = args.binarization or "dynamic"
+    # (training_representation takes "static" for the 8-bit likelihoods: images as they are)
+    args.binarization = args.binarization or (
+        "dynamic" if args.likelihood == "bernoulli" else "static")
     return args
 
 

@@ -117,7 +117,8 @@ def main(args: argparse.Namespace) -> dict:
     out, device, start = start_run(args)
     pyro.clear_param_store()
 
-    truth = ToyManifold(noise_scale=args.noise_scale)
+    with refused_as_usage("toy_manifold", "--noise-scale"):  # a variance beyond float32
+        truth = ToyManifold(noise_scale=args.noise_scale)
     train, _ = truth.sample(args.num_train, seed=args.seed)
     test, _ = truth.sample(args.num_test, seed=args.seed + 1)
     # the true model's evidence needs no training: computed first, a noise scale too small

@@ -496,21 +496,38 @@ def exact_log_evidence(
             bar.update(g)
     log_joint = torch.cat(log_joint)  # [G, batch]
     _check_log_joint(log_joint, grid)
-    log_w = log_w.to(log_joint.dtype)
-    log_evidence = torch.logsumexp(log_joint + log_w[:, None], 0)
+    dtype = log_joint.dtype
+    wide = _wide(dtype, log_joint.device)
+    log_joint, log_w = log_joint.to(wide), log_w.to(wide)
+    # Each column relative to its largest node: a log joint of -1e10 (a posterior far
+    # narrower than the grid) absorbed the node weights (-6) when added to them, and the
+    # resolution check saw 0.0025 of the mass on a node that held all of it (an evidence
+    # 1e10 nats off passed)
+    top = log_joint.max(0).values  # [batch]
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    shifted = log_joint - top  # 0 at each column's largest node
+    log_norm = torch.logsumexp(shifted + log_w[:, None], 0)  # log p(x) - top
     if not discrete and latent_dim == 1:
         # a support that moves with the latent (x ~ Uniform(0, z)) cuts a cell: first-order
         # error (7e-4 nats on the default grid) unless the cut is found
-        log_evidence = _cut_cells_corrected(
-            log_evidence, log_joint, log_w, nodes,
-            _cell_edges(low, high, num_points, support_ends),
-            score_each)
-    log_posterior = log_joint - log_evidence
+        uncut = top + log_norm
+        corrected = _cut_cells_corrected(uncut, log_joint, log_w, nodes,
+                                         _cell_edges(low, high, num_points, support_ends),
+                                         score_each)
+        log_norm = torch.where(corrected != uncut, corrected - top, log_norm)
+    log_evidence = top + log_norm
+    log_posterior = shifted - log_norm
     if not discrete:  # a sum over a finite support is exact: no grid to resolve
         _check_resolution(log_posterior + log_w[:, None], nodes,
                           axis_log_w if latent_dim == 2 else log_w, latent_dim, support_ends,
                           site, (low, high))
-    return ExactEvidence(log_evidence, grid, log_posterior, structure.data_subsample)
+    return ExactEvidence(log_evidence.to(dtype), grid, log_posterior.to(dtype),
+                         structure.data_subsample)
+
+
+def _wide(dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """float64 where the device computes in it (not Apple's MPS), else ``dtype``."""
+    return dtype if device.type == "mps" else torch.promote_types(dtype, torch.float64)
 
 
 # Halvings of a cut cell when searching the point where the density turns zero.
@@ -719,7 +736,8 @@ def _check_resolution(log_mass: torch.Tensor, nodes: torch.Tensor, axis_log_w: t
     if (peak > 0.5).any():
         worst = int(peak.argmax())
         raise ValueError(
-            f"posterior of datapoint {worst} puts {float(peak[worst]):.2f} of its mass on one "
+            f"posterior of datapoint {worst} puts {min(float(peak[worst]), 1.0):.2f} of its "
+            "mass on one "
             "grid node; raise num_points or narrow bounds"
         )
     log_mass = log_mass.reshape((num_points,) * latent_dim + (log_mass.shape[-1],))

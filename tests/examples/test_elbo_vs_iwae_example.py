@@ -126,3 +126,17 @@ def test_max_k_caps_the_particles_of_k_hat_too():
     budget = example["dataset_budget"](tiny, example["parse_args"](["--max-k", "5000"]))
     assert (budget.max_k, budget.khat_k) == (5000, tiny.khat_k)
     assert example["dataset_budget"](tiny, example["parse_args"]([])) == tiny
+
+
+def test_a_data_set_without_the_pairs_asked_for_gets_no_figures(tmp_path, monkeypatch, capsys):
+    # the toy has no flow pair: its empty panels failed after the training ("max() arg is
+    # an empty sequence"), and tables.md, results.csv and every figure went unwritten
+    with pytest.raises(SystemExit):
+        run(["--datasets", "toy", "--pairs", "flow"], monkeypatch)
+    assert "--pairs: none of flow runs on toy" in capsys.readouterr().err
+    out = tmp_path / "out"
+    run(["--tiny", "--threads", "1", "--quiet", "--datasets", "toy,digits", "--pairs", "flow",
+         "--objectives", "elbo", "--out-dir", str(out)], monkeypatch)
+    written = {path.name for path in out.iterdir()}
+    assert {"tables.md", "results.csv", "bounds_vs_k_digits.png"} <= written
+    assert "bounds_vs_k_toy.png" not in written

@@ -64,3 +64,13 @@ def test_more_timing_images_than_test_images(tmp_path):
     metrics = run_main(["--class-conditional", "--num-train", "20", "--num-test", "2",
                         "--epochs", "1", "--num-timing", "3"], tmp_path)
     assert metrics["num_timing_images"] == 3 and metrics["samples_identical"] is True
+
+
+def test_the_8bit_likelihoods_run_without_a_binarization_flag(tmp_path):
+    # every likelihood was given "dynamic" binarization, which only the bernoulli takes: a
+    # traceback without --binarization, a usage error with the "static" it suggested
+    for likelihood in ("categorical256", "logistic-mixture"):
+        metrics = run_main(["--likelihood", likelihood, "--num-train", "20", "--num-test", "4",
+                            "--epochs", "1", "--num-timing", "1"], tmp_path / likelihood)
+        # 8-bit pixels: a uniform model costs 8 bits per dimension, an untrained one more
+        assert math.isfinite(metrics["test_bits_per_dim"]) and metrics["test_bits_per_dim"] > 0

@@ -238,6 +238,9 @@ def long_line(tmp_path):
           ("pixel_likelihoods", ["--num-train", "100", "--num-test", "10", "--k"]),
           ("outliers", ["--num-train", "100", "--num-test", "10", "--num-samples"]),
           ("completion", ["--num-train", "100", "--num-test", "10", "--nll-k"]))],
+    # a variance beyond float32: a traceback from ToyManifold's constructor
+    ("toy_manifold", ["--num-train", "50", "--num-test", "20", "--noise-scale", "1e-19"],
+     "toy_manifold: error: argument --noise-scale: noise_scale=1e-19: its square is beyond"),
     # the gallery cut its training sets to the data without a word
     ("gallery", ["--dataset", "digits", "--num-train", "100000"],
      "gallery: error: argument --num-train: 100000 asked for, but the digits training split "
