@@ -458,8 +458,12 @@ def keep_previous(path: str | Path) -> Path:
     """Make ``<path>.previous`` (:func:`previous_path`) a copy of the file at ``path``
     (replacing an older one) atomically, leaving ``path`` in place; returns the new name. A
     hard link where the file system has them, else a copy flushed to disk, renamed into
-    place. A symlink's target is meant (:func:`real_path`)."""
+    place. A symlink's target is meant (:func:`real_path`). ``CheckpointError`` for a file
+    that is no intact checkpoint (:func:`checkpoint_problem`): ``<path>.previous`` stays."""
     path, previous = real_path(path), previous_path(path)
+    problem = checkpoint_problem(path)
+    if problem is not None:  # it would replace what may be the only intact checkpoint
+        raise CheckpointError(f"{problem}: not kept as {previous}")
     partial = _unique_partial(path)
     try:
         try:
@@ -501,20 +505,9 @@ def _check_map_location(map_location) -> None:
                              "is not available here; pass 'cpu'")
 
 
-def load_checkpoint(path: str | Path, map_location=None) -> dict:
-    """Read what :func:`save_checkpoint` wrote, after checking its header, length and CRC32,
-    with torch's weights-only unpickler (:data:`ALLOWED_CLASSES` beside tensors and plain
-    values).
-
-    Raises:
-        CheckpointError: naming ``path`` for a missing, unreadable, truncated, altered or
-            foreign file, or one that names a class outside :data:`ALLOWED_CLASSES`.
-        TypeError, ValueError: ``path`` is no path, or ``map_location`` names no device
-            (or a CUDA device this machine lacks); checked before the file is read.
-    """
-    _check_path(path)
-    _check_map_location(map_location)
-    path = Path(path).expanduser()
+def _verified_payload(path: Path) -> bytes:
+    """The payload of the checkpoint file at ``path`` after checking its header, length and
+    CRC32; ``CheckpointError`` naming ``path`` otherwise."""
     kind = special_file(path)
     if kind is not None:
         raise CheckpointError(f"checkpoint {path} is {kind}, not a checkpoint file")
@@ -541,6 +534,35 @@ def load_checkpoint(path: str | Path, map_location=None) -> dict:
                               f"says {length} bytes of payload, {len(payload)} were read")
     if zlib.crc32(payload) != crc:
         raise CheckpointError(f"checkpoint {path} is corrupt: its CRC32 does not match")
+    return payload
+
+
+def checkpoint_problem(path: str | Path) -> str | None:
+    """What is wrong with the checkpoint file at ``path`` (not one, truncated, altered:
+    :func:`load_checkpoint`'s checks of its header, length and CRC32, nothing unpickled), or
+    None for an intact one."""
+    try:
+        _verified_payload(Path(path).expanduser())
+    except CheckpointError as error:
+        return str(error)
+    return None
+
+
+def load_checkpoint(path: str | Path, map_location=None) -> dict:
+    """Read what :func:`save_checkpoint` wrote, after checking its header, length and CRC32,
+    with torch's weights-only unpickler (:data:`ALLOWED_CLASSES` beside tensors and plain
+    values).
+
+    Raises:
+        CheckpointError: naming ``path`` for a missing, unreadable, truncated, altered or
+            foreign file, or one that names a class outside :data:`ALLOWED_CLASSES`.
+        TypeError, ValueError: ``path`` is no path, or ``map_location`` names no device
+            (or a CUDA device this machine lacks); checked before the file is read.
+    """
+    _check_path(path)
+    _check_map_location(map_location)
+    path = Path(path).expanduser()
+    payload = _verified_payload(path)
     try:
         disallowed = _disallowed_globals(payload)
         if disallowed:

@@ -89,6 +89,14 @@ def _describe(data) -> str:
     return f"a {kind}"
 
 
+def _intact_previous(checkpoint) -> Path | None:
+    """``<checkpoint>.previous`` when it holds an intact checkpoint, else None."""
+    previous = checkpoints.previous_path(checkpoint)
+    if previous.exists() and checkpoints.checkpoint_problem(previous) is None:
+        return previous
+    return None
+
+
 def _check_data(tensors: tuple, name: str, like: tuple | None = None) -> None:
     """Sparse tensors (``TypeError``), no datapoints, NaN/inf values, or (``like``: the
     training data) other shapes or dtypes: raise ``ValueError`` naming ``name`` before any
@@ -799,12 +807,22 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
     # trains) are the run's: each checkpoint holds them (:func:`run_store_names`)
     held_before = set(pyro.get_param_store().keys())
     state, store_names, registered = None, None, {}
+    kept = None if checkpoint is None else _intact_previous(checkpoint)
     if resume and not Path(checkpoint).exists() and parallel.rank == 0:
         warnings.warn(f"fit: resume=True, but there is no checkpoint at {checkpoint}: "
-                      "training starts afresh (a mistyped path would cost a whole run)",
+                      "training starts afresh (a mistyped path would cost a whole run)"
+                      + (f"; {kept} holds an earlier run's checkpoint: rename it to "
+                         f"{checkpoint} to resume that run" if kept else ""),
                       stacklevel=user_stacklevel())
     if resume and Path(checkpoint).exists():
-        state = checkpoints.load_checkpoint(checkpoint, map_location=device)
+        try:
+            state = checkpoints.load_checkpoint(checkpoint, map_location=device)
+        except checkpoints.CheckpointError as error:
+            if kept is None:
+                raise
+            raise checkpoints.CheckpointError(
+                f"{error}; {kept} holds the checkpoint before it, intact: rename it to "
+                f"{checkpoint} to resume from there") from None
         checkpoints.check_run_state(state, checkpoint)
         # modules first, before anything runs the pair; the pair's Pyro parameters below
         pair_print = checkpoints.params_fingerprint(modules, {})
@@ -836,6 +854,13 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
     # a fresh run keeps a checkpoint it will replace as <checkpoint>.previous (first save)
     earlier = checkpoint is not None and state is None and Path(checkpoint).exists()
     replaces = earlier and parallel.rank == 0
+    problem = checkpoints.checkpoint_problem(checkpoint) if replaces else None
+    if problem is not None:  # kept, it would replace an intact <checkpoint>.previous
+        replaces = False
+        warnings.warn(f"fit: this run (resume={resume}) replaces the checkpoint {checkpoint}, "
+                      f"which is not intact ({problem}): it is not kept"
+                      + (f"; {kept} is left as it is" if kept else ""),
+                      stacklevel=user_stacklevel())
     if replaces:  # said before any step: under `-W error` it stops the run before work
         warnings.warn(f"fit: this run (resume={resume}) replaces the checkpoint {checkpoint}; "
                       f"the old one is kept as {checkpoints.previous_path(checkpoint)} (at "

@@ -170,3 +170,41 @@ def test_chains_in_half_precision_average_their_states_exactly():
         result = sampler(vae, ones, 2, steps, burn_in=100,
                          generator=torch.Generator().manual_seed(0), progress=False)
         assert result.mean.dtype == dtype and bool((result.mean == 1).all()), sampler.__name__
+
+
+def test_a_corrupt_checkpoint_is_never_kept_over_an_intact_previous_one(tmp_path):
+    """Run A, then a fresh run B (A kept as run.pt.previous); run.pt cut short outside fit
+    (a copy interrupted): resuming is refused and points to the intact previous file, and a
+    fresh run C does not rotate the broken file over it (it did: the only readable
+    checkpoint of run A was lost)."""
+    from inference import fit
+    from inference.training.checkpoints import CheckpointError, load_checkpoint
+
+    def model(x):
+        loc = pyro.param("loc", torch.zeros(2))
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(loc, 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        pass
+
+    x, path = torch.randn(8, 2), tmp_path / "run.pt"
+    previous = tmp_path / "run.pt.previous"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for epochs in (3, 1):  # run A, then run B
+            pyro.clear_param_store()
+            fit(model, guide, x, epochs=epochs, checkpoint=path, progress=False)
+    assert len(load_checkpoint(previous)["history"]) == 3
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    pyro.clear_param_store()
+    with pytest.raises(CheckpointError, match=r"truncated.*run\.pt\.previous holds the "
+                                              r"checkpoint before it, intact: rename it"):
+        fit(model, guide, x, epochs=2, checkpoint=path, resume=True, progress=False)
+    pyro.clear_param_store()
+    with pytest.warns(UserWarning, match=r"which is not intact .*it is not kept; .*previous is "
+                                         r"left as it is"):
+        fit(model, guide, x, epochs=1, checkpoint=path, progress=False)
+    assert len(load_checkpoint(previous)["history"]) == 3  # run A's, still readable
+    assert len(load_checkpoint(path)["history"]) == 1  # run C's
