@@ -624,6 +624,83 @@ def check_run_state(state: dict, path) -> None:
             raise CheckpointError(
                 f"checkpoint {path} holds a {kind} as its {key!r}, not "
                 f"{expected}: it cannot be resumed; delete it to start afresh")
+    problem = _entries_problem(state)
+    if problem is not None:
+        raise CheckpointError(f"checkpoint {path} {problem}: it cannot be resumed (edited, or "
+                              "written by another program); delete it to start afresh")
+
+
+def _generator_state_problem(value) -> str | None:
+    """Why ``value`` is no CPU generator state (a uint8 tensor of its size), or None."""
+    size = torch.Generator().get_state().numel()
+    if not torch.is_tensor(value) or value.dtype != torch.uint8 or value.numel() != size:
+        shown = (f"a {value.dtype} tensor of {value.numel()} elements" if torch.is_tensor(value)
+                 else f"a {type(value).__name__}")
+        return f"{shown}, not a generator state ({size} bytes)"
+    return None
+
+
+def _rng_problem(rng) -> str | None:
+    """Why ``rng`` (:func:`rng_state`'s dict, or a distributed run's ``{"ranks": [...]}``)
+    cannot be restored, or None."""
+    if "ranks" in rng:
+        ranks = rng["ranks"]
+        if not isinstance(ranks, list) or not all(isinstance(r, dict) for r in ranks):
+            return "holds an 'rng' entry whose 'ranks' are no list of random states"
+        return next((p for p in map(_rng_problem, ranks) if p is not None), None)
+    states = rng.get("pyro")
+    if not isinstance(states, dict) or not {"torch", "random", "numpy"} <= states.keys():
+        return "holds an 'rng' entry without the torch, random and numpy states"
+    problem = _generator_state_problem(states["torch"])
+    return None if problem is None else f"holds as its torch random state {problem}"
+
+
+def _entries_problem(state: dict) -> str | None:
+    """What in a run's entries :func:`check_run_state` finds malformed (a generator state of
+    another size, epochs that do not count 1, 2, ...), or None."""
+    problem = _generator_state_problem(state["shuffler"])
+    if problem is not None:
+        return f"holds as its 'shuffler' {problem}"
+    problem = _rng_problem(state["rng"])
+    if problem is not None:
+        return problem
+    epochs = [record.get("epoch") for record in state["history"]]
+    if epochs != list(range(1, len(epochs) + 1)):
+        return (f"holds a history whose epochs are {epochs[:6]}{'...' if len(epochs) > 6 else ''}"
+                f", not 1..{len(epochs)}")
+    for key in ("settings_values", "network_buffers"):
+        if key in state and not isinstance(state[key], dict):
+            return f"holds a {type(state[key]).__name__} as its {key!r}, not a dict"
+    return None
+
+
+def check_module_states(states: list, modules, path) -> None:
+    """``CheckpointError`` naming ``path`` unless ``states`` (a checkpoint's ``"modules"``)
+    holds one state dict per module of ``modules``, with the same entries and shapes (a
+    missing one would leave that module as initialized, silently)."""
+    if len(states) != len(modules):
+        raise CheckpointError(
+            f"checkpoint {path} holds {len(states)} module state(s), but the pair has "
+            f"{len(modules)} module(s) to restore: resume with the pair of that run, or use "
+            "another checkpoint path")
+    for index, (module, saved) in enumerate(zip(modules, states)):
+        own = module.state_dict()
+        if not isinstance(saved, dict) or saved.keys() != own.keys():
+            missing = sorted(set(own) - set(saved)) if isinstance(saved, dict) else []
+            raise CheckpointError(
+                f"checkpoint {path} holds for module {index} ({type(module).__name__}) a state "
+                f"that is not its own (missing {missing[:4]}): resume with the pair of that "
+                "run, or use another checkpoint path")
+        for name, tensor in saved.items():
+            if not torch.is_tensor(own[name]):  # a module's extra state (get_extra_state)
+                continue
+            if not torch.is_tensor(tensor) or tensor.shape != own[name].shape:
+                shape = list(tensor.shape) if torch.is_tensor(tensor) else type(tensor).__name__
+                raise CheckpointError(
+                    f"checkpoint {path} holds {name} of module {index} "
+                    f"({type(module).__name__}) as {shape}, where the module has "
+                    f"{list(own[name].shape)}: resume with the pair of that run, or use "
+                    "another checkpoint path")
 
 
 class CheckpointLock:

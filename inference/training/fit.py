@@ -916,6 +916,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
     parallel.attach(stepper)
     history = []
     if state is not None:
+        checkpoints.check_module_states(state["modules"], modules, checkpoint)
         for module, module_state in zip(modules, state["modules"]):
             module.load_state_dict(module_state)
         if state.get("format", 1) > 1:  # every entry it holds is the run's (format 1: not)

@@ -208,3 +208,37 @@ def test_a_corrupt_checkpoint_is_never_kept_over_an_intact_previous_one(tmp_path
         fit(model, guide, x, epochs=1, checkpoint=path, progress=False)
     assert len(load_checkpoint(previous)["history"]) == 3  # run A's, still readable
     assert len(load_checkpoint(path)["history"]) == 1  # run C's
+
+
+@pytest.mark.parametrize("entry, edit, match", [
+    ("modules", lambda state: [], r"holds 0 module state\(s\), but the pair has 1"),
+    ("modules", lambda state: [{k: v[:1] for k, v in state.items()} for state in state],
+     r"as \[1(, \d+)?\], where the module has"),
+    ("shuffler", lambda value: value[:3], r"'shuffler' a torch.uint8 tensor of 3 elements"),
+    ("rng", lambda value: {"pyro": {}}, r"'rng' entry without the torch, random and numpy"),
+    ("history", lambda value: value[1:], r"history whose epochs are \[2\], not 1..1"),
+    ("settings_values", lambda value: [1], r"list as its 'settings_values'"),
+])
+def test_an_edited_checkpoint_is_refused_by_entry_before_anything_is_restored(
+        tmp_path, entry, edit, match):
+    """A checkpoint edited by hand and saved again (a valid CRC): with modules=[] fit resumed
+    'epoch 3' from a freshly initialized VAE, silently; other entries failed inside torch
+    after the parameters were restored."""
+    from inference import fit
+    from inference.training.checkpoints import (CheckpointError, load_checkpoint,
+                                                save_checkpoint)
+
+    vae, x, path = small_vae(), binary_images(), tmp_path / "run.pt"
+    fit(vae.model, vae.guide, x, epochs=2, checkpoint=path, progress=False)
+    state = load_checkpoint(path)
+    state[entry] = edit(state.get(entry, {}))
+    save_checkpoint(path, state)
+    trained = parameters(vae)
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.add_(1.0)  # so that a restore would show
+    moved = parameters(vae)
+    with pytest.raises(CheckpointError, match=match):
+        fit(vae.model, vae.guide, x, epochs=3, checkpoint=path, resume=True, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(parameters(vae), moved)), "nothing restored"
+    assert not all(torch.equal(a, b) for a, b in zip(moved, trained))
