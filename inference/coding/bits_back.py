@@ -112,15 +112,28 @@ class _Tables:
         self.edges = bucket_edges(latent_bits)
         self.centres = bucket_centres(latent_bits)
         self.num_buckets = 2**latent_bits
-        self.device = next(vae.parameters()).device
-        self.dtype = next(vae.parameters()).dtype
+        # parameters, else buffers (weights a user keeps as buffers), else the defaults
+        held = next(iter([*vae.parameters(), *vae.buffers()]), None)
+        self.device = held.device if held is not None else torch.device("cpu")
+        self.dtype = held.dtype if held is not None else torch.get_default_dtype()
 
     def posterior(self, image: torch.Tensor, index: int) -> np.ndarray:
         """``q`` of every bucket, ``[d, 2^b]``, for one ``image: [C, H, W]`` (0/1), the
         ``index``-th: a ValueError names it when the tables are not finite."""
         with _model_step("posterior (guide)", index):
-            loc, scale = self.vae.encode(image[None].to(self.device, self.dtype))  # [1, d]
-        loc, scale = loc[0].double().cpu()[:, None], scale[0].double().cpu()[:, None]
+            code = self.vae.encode(image[None].to(self.device, self.dtype))  # [1, d] each
+        expected = [1, int(self.vae.latent_dim)]
+        if not (isinstance(code, (tuple, list)) and len(code) == 2 and all(
+                torch.is_tensor(part) and list(part.shape) == expected for part in code)):
+            shapes = ([list(part.shape) if torch.is_tensor(part) else type(part).__name__
+                       for part in code] if isinstance(code, (tuple, list))
+                      else type(code).__name__)
+            # the decoder reads vae.latent_dim buckets: a stream it could not decode
+            raise _ModelError(f"bits-back images: vae.encode returned {shapes} for one image, "
+                              f"not (loc, scale) of shape {expected} (vae.latent_dim="
+                              f"{self.vae.latent_dim}), so the decoder could not read the "
+                              "stream back; make latent_dim the encoder's code size")
+        loc, scale = code[0][0].double().cpu()[:, None], code[1][0].double().cpu()[:, None]
         cdf = torch.special.ndtr((self.edges - loc) / scale)  # [d, 2^b + 1]
         return _checked(cdf[:, 1:] - cdf[:, :-1], "posterior (guide)", index)
 
@@ -129,7 +142,19 @@ class _Tables:
         the ``index``-th image: a ValueError names it when the tables are not finite."""
         z = self.centres[torch.as_tensor(buckets, dtype=torch.long)].to(self.device, self.dtype)
         with _model_step("pixel (decoder)", index):
-            on = self.vae.decode(z[None]).probs.reshape(-1).double().cpu()  # [P]
+            pixels = self.vae.decode(z[None])
+            while isinstance(pixels, torch.distributions.Independent):  # .to_event(3)
+                pixels = pixels.base_dist
+            on = getattr(pixels, "probs", None)
+            size = int(np.prod(self.vae.image_shape))
+            if not torch.is_tensor(on) or on.numel() != size:
+                held = (f"with probs of shape {list(on.shape)}" if torch.is_tensor(on)
+                        else "without probs")
+                raise _ModelError(
+                    f"bits-back images: vae.decode returned a {type(pixels).__name__} {held} "
+                    f"for one code, not Bernoulli pixels of {size} probabilities "
+                    f"(image_shape {tuple(self.vae.image_shape)})")
+            on = on.reshape(-1).double().cpu()  # [P]
         return _checked(torch.stack([1 - on, on], 1), "pixel (decoder)", index)
 
 

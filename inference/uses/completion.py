@@ -131,10 +131,26 @@ def _log_bernoulli(logits: torch.Tensor) -> torch.Tensor:
                         torch.nn.functional.logsigmoid(logits)], -1)
 
 
+def decoded_pixels(vae, z: torch.Tensor):
+    """``vae.decode(z)`` for ``z: [..., d]`` as one distribution per pixel, batch shape
+    ``[..., C, H, W]`` (an ``Independent`` wrapper, ``.to_event(3)``, taken off);
+    ``ValueError`` naming ``vae.decode`` when its pixels are not shaped as ``image_shape``."""
+    pixels = vae.decode(z)
+    while isinstance(pixels, torch.distributions.Independent):
+        pixels = pixels.base_dist
+    shape = tuple(getattr(pixels, "batch_shape", ()))
+    if isinstance(pixels, torch.distributions.Distribution) and \
+            shape[-3:] != tuple(vae.image_shape):
+        raise ValueError(f"vae.decode(z) for codes {list(z.shape)} returned pixels of shape "
+                         f"{list(shape)}, which do not end in image_shape "
+                         f"{tuple(vae.image_shape)}: reshape its output to [..., C, H, W]")
+    return pixels
+
+
 def _pixel_logits(vae, z: torch.Tensor) -> torch.Tensor:
     """The Bernoulli logits of ``vae.decode(z)``, ``[..., C, H, W]``; ``ValueError`` naming any
     other pixel distribution (the channel sums binary pixels out)."""
-    pixels = vae.decode(z)
+    pixels = decoded_pixels(vae, z)
     if not isinstance(pixels, torch.distributions.Bernoulli):
         raise ValueError(f"vae.decode(z) must return a torch.distributions.Bernoulli over "
                          f"pixels (completion is for binary images), got "
@@ -148,6 +164,55 @@ def _offset_free(log_channel: torch.Tensor) -> torch.Tensor:
     whose entries cannot swamp the decoder's log-probabilities (a finite table of ``-3e38``
     for both values absorbed them in float32) nor overflow a sum over pixels."""
     return log_channel - log_channel.amax(-1, keepdim=True)
+
+
+def checked_code(vae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``vae.encode(x)`` for ``x: [batch, C, H, W]``, checked: two tensors ``(loc, scale)``,
+    each ``[batch, d]``, ``loc`` finite and ``scale`` finite and positive (an
+    ``exp(0.5 * logvar)`` that overflowed to inf made NaN posterior means, silently);
+    ``ValueError`` naming ``vae.encode`` and the images otherwise."""
+    code = vae.encode(x)
+    if not (isinstance(code, (tuple, list)) and len(code) == 2
+            and all(torch.is_tensor(part) for part in code)):
+        kind = (f"a {type(code).__name__} of {len(code)}" if isinstance(code, (tuple, list))
+                else f"a {type(code).__name__}")
+        raise ValueError(f"vae.encode must return (loc, scale), two tensors [batch, d], got "
+                         f"{kind}")
+    loc, scale = code
+    if loc.dim() != 2 or loc.shape[0] != x.shape[0] or scale.shape != loc.shape:
+        raise ValueError(f"vae.encode returned loc {list(loc.shape)} and scale "
+                         f"{list(scale.shape)} for {x.shape[0]} images: each must be [batch, d]")
+    bad = ~(torch.isfinite(loc) & torch.isfinite(scale) & (scale > 0)).all(-1)
+    if bool(bad.any()):
+        raise ValueError(
+            f"vae.encode returned a non-finite loc, or a scale that is not finite and positive, "
+            f"for images {bad.nonzero().flatten().tolist()[:10]} (e.g. exp(0.5 * logvar) "
+            "overflowing to inf): check the encoder's parameters, or bound its scale")
+    return loc, scale
+
+
+def check_finite_result(mean: torch.Tensor, entry: str) -> None:
+    """``FloatingPointError`` naming ``entry`` and the images of ``mean: [batch, ...]`` with
+    NaN or infinite values (a decoder's NaN output, a posterior of an observation the model
+    gives probability 0)."""
+    bad = ~torch.isfinite(mean).flatten(1).all(1)
+    if bool(bad.any()):
+        raise FloatingPointError(
+            f"{entry}: the posterior means of images {bad.nonzero().flatten().tolist()[:10]} "
+            "are NaN or infinite: check vae.decode's outputs at the chain's codes")
+
+
+def check_start_likelihood(log_likelihood: torch.Tensor, entry: str) -> None:
+    """``ValueError`` naming ``entry`` and the images whose ``log p(y | z)`` at the start,
+    ``log_likelihood: [batch]``, is not finite: an observation the decoder gives probability
+    0 has no posterior (a chain reported NaN, or a confident 1.0, for it)."""
+    bad = ~torch.isfinite(log_likelihood)
+    if bool(bad.any()):
+        raise ValueError(
+            f"{entry}: log p(y | z) is {float(log_likelihood[bad][0])} at the encoder's codes "
+            f"for images {bad.nonzero().flatten().tolist()[:10]}: the decoder gives the "
+            "observation probability zero there (a logit of -inf under a pixel seen as 1?), "
+            "and p(y) = 0 has no posterior")
 
 
 def _check_codes_and_channel(z, log_channel) -> None:
@@ -223,7 +288,7 @@ def map_complete(vae, log_channel: torch.Tensor, steps: int = 300, lr: float = 0
     check_nonempty_batch((), {"log_channel": log_channel})
     log_channel = log_channel.detach()  # a table that requires grad is data here
     with torch.no_grad():
-        start, _ = vae.encode(_initial_image(log_channel))
+        start, _ = checked_code(vae, _initial_image(log_channel))
     channel = _offset_free(log_channel)  # a constant off the objective: the same z*
     z = adam_map(start, lambda z: marginal_log_likelihood(vae, z, channel)
                  - 0.5 * (z ** 2).sum(-1), steps, lr, "map_complete",
@@ -238,7 +303,7 @@ def encoder_draw(vae, x: torch.Tensor, generator: torch.Generator | None,
     """One ``z ~ q(z | x)`` from ``vae.encode``: ``x: [batch, C, H, W]`` -> ``(z, loc,
     scale)``, each ``[batch, d]``; the noise is drawn from ``generator`` in the dtype and on
     the device of ``draws_like``."""
-    loc, scale = vae.encode(x)
+    loc, scale = checked_code(vae, x)
     noise = torch.randn(loc.shape, generator=generator, dtype=draws_like.dtype,
                         device=draws_like.device)
     return loc + scale * noise, loc, scale
@@ -317,8 +382,10 @@ def metropolis_within_gibbs(vae, log_channel: torch.Tensor, num_steps: int = 200
         log_px = (_log_bernoulli(_pixel_logits(vae, z)) * torch.stack([1 - x, x], -1)).sum(-1)
         return log_px.flatten(1).sum(1) - 0.5 * (z ** 2).sum(-1)
 
-    x = draw_pixels(pixel_posterior(vae, vae.encode(_initial_image(log_channel))[0],
-                                    log_channel))
+    start, _ = checked_code(vae, _initial_image(log_channel))
+    check_start_likelihood(marginal_log_likelihood(vae, start, _offset_free(log_channel)),
+                           "metropolis_within_gibbs")
+    x = draw_pixels(pixel_posterior(vae, start, log_channel))
     z, _, _ = encoder_draw(vae, x, generator, log_channel)
     # summed in float32 at least: a bfloat16 sum stops growing past 256 sweeps
     accepted, total = 0.0, torch.zeros_like(x, dtype=accumulation_dtype(x.dtype))
@@ -329,4 +396,6 @@ def metropolis_within_gibbs(vae, log_channel: torch.Tensor, num_steps: int = 200
         x = draw_pixels(probs)
         if step >= burn_in:
             total += probs
-    return (total / (num_steps - burn_in)).to(x.dtype), accepted / num_steps
+    mean = (total / (num_steps - burn_in)).to(x.dtype)
+    check_finite_result(mean, "metropolis_within_gibbs")
+    return mean, accepted / num_steps

@@ -82,7 +82,8 @@ from ..checks import (
 )
 from ..progress import bar_range, check_progress
 from ..protocols import require_standard_prior
-from .completion import accumulation_dtype, encoder_draw, independence_z_step
+from .completion import (accumulation_dtype, check_finite_result, check_start_likelihood,
+                         checked_code, decoded_pixels, encoder_draw, independence_z_step)
 from .map_search import adam_map
 
 __all__ = [
@@ -551,13 +552,13 @@ def super_resolve_map(vae, y: torch.Tensor, factor: int, steps: int = 300, lr: f
     lr = as_number(lr, "lr", positive=True)
     check_progress(progress)
     with torch.no_grad():
-        start, _ = vae.encode(_upsampled(y, factor))
-        channel = _Channel.of(vae.decode(start), factor, y, truth)
-    z = adam_map(start, lambda z: channel.log_likelihood(vae.decode(z)) - 0.5 * (z ** 2).sum(-1),
+        start, _ = checked_code(vae, _upsampled(y, factor))
+        channel = _Channel.of(decoded_pixels(vae, start), factor, y, truth)
+    z = adam_map(start, lambda z: channel.log_likelihood(decoded_pixels(vae, z)) - 0.5 * (z ** 2).sum(-1),
                  steps, lr, "super_resolve_map",
                  "y and the vae's pixel distributions at the encoder's codes for it", progress)
     with torch.no_grad():
-        mean, variance = channel.posterior(vae.decode(z))
+        mean, variance = channel.posterior(decoded_pixels(vae, z))
         scored = None if truth is None else channel.log_predictive(mean, variance, truth)
     return SuperResolution(mean, variance, scored, z)
 
@@ -595,24 +596,26 @@ def super_resolve_mwg(vae, y: torch.Tensor, factor: int, num_steps: int = 200,
     def log_joint(z, x):
         """``z: [batch, d]``, ``x: [batch, C, H, W]`` -> ``log p(x | z) + log p(z)``,
         ``[batch]`` (the prior's constant left out)."""
-        return vae.decode(z).log_prob(x).flatten(1).sum(1) - 0.5 * (z ** 2).sum(-1)
+        return decoded_pixels(vae, z).log_prob(x).flatten(1).sum(1) - 0.5 * (z ** 2).sum(-1)
 
-    start, _ = vae.encode(_upsampled(y, factor))
-    channel = _Channel.of(vae.decode(start), factor, y, truth)
-    x = channel.sample(vae.decode(start), generator)
+    start, _ = checked_code(vae, _upsampled(y, factor))
+    channel = _Channel.of(decoded_pixels(vae, start), factor, y, truth)
+    check_start_likelihood(channel.log_likelihood(decoded_pixels(vae, start)), "super_resolve_mwg")
+    x = channel.sample(decoded_pixels(vae, start), generator)
     z, _, _ = encoder_draw(vae, x, generator, y)
     accepted = 0.0
     moments = _ChainMoments(channel, truth)
     for step in bar_range(num_steps, "super_resolve_mwg", progress):
         z, accept = independence_z_step(vae, log_joint, z, x, generator, y)
         accepted += float(accept.float().mean())
-        pixels = vae.decode(z)
+        pixels = decoded_pixels(vae, z)
         x = channel.sample(pixels, generator)
         if step < burn_in:
             continue
         mean, variance = channel.posterior(pixels)
         moments.add(mean, variance)
     mean, variance, scored = moments.result()
+    check_finite_result(mean, "super_resolve_mwg")
     return SuperResolution(mean, variance, scored, z, accepted / num_steps)
 
 
@@ -658,15 +661,16 @@ def super_resolve_mh(vae, y: torch.Tensor, factor: int, num_steps: int = 1600,
     if not target_acceptance < 1:
         raise ValueError(f"target_acceptance must lie in (0, 1), got {target_acceptance}")
     like = {"device": y.device, "dtype": y.dtype}
-    z, scale = vae.encode(_upsampled(y, factor))
-    channel = _Channel.of(vae.decode(z), factor, y, truth)
+    z, scale = checked_code(vae, _upsampled(y, factor))
+    channel = _Channel.of(decoded_pixels(vae, z), factor, y, truth)
 
     def log_posterior(z):
         """``z: [batch, d]`` -> ``log p(y | z) + log p(z)`` up to a constant, ``[batch]``."""
-        return channel.log_likelihood(vae.decode(z)) - 0.5 * (z ** 2).sum(-1)
+        return channel.log_likelihood(decoded_pixels(vae, z)) - 0.5 * (z ** 2).sum(-1)
 
     step = scale.mean(-1, keepdim=True)  # [batch, 1]
     current = log_posterior(z)
+    check_start_likelihood(current, "super_resolve_mh")
     accepted, kept = 0.0, num_steps - burn_in
     moments = _ChainMoments(channel, truth)
     for t in bar_range(num_steps, "super_resolve_mh", progress):
@@ -680,9 +684,10 @@ def super_resolve_mh(vae, y: torch.Tensor, factor: int, num_steps: int = 1600,
                                     / (1 + t) ** 0.6)
             continue
         accepted += float(accept.float().mean())
-        mean, variance = channel.posterior(vae.decode(z))
+        mean, variance = channel.posterior(decoded_pixels(vae, z))
         moments.add(mean, variance)
     mean, variance, scored = moments.result()
+    check_finite_result(mean, "super_resolve_mh")
     return SuperResolution(mean, variance, scored, z, accepted / kept)
 
 

@@ -4,9 +4,17 @@ wrong or failing raw; each test fails on the code before its fix.
 - ``exact_log_evidence`` of a posterior far narrower than its grid (x ~ N(z, 1e-9)) returned
   -7.6e9 nats against an exact -0.96: the float32 log joint (-1e10) absorbed the nodes'
   weights, and the resolution check saw 0.0025 of the mass on the node that held all of it.
+- A user's encoder whose ``exp(0.5 * logvar)`` overflowed made the completion and
+  super-resolution chains return NaN means silently; an observation the decoder gives
+  probability 0 came out NaN or as a confident 1.0 for every pixel.
+- A decoder returning ``Independent(Bernoulli, 3)`` was refused (completion,
+  super-resolution) or failed raw (bits-back); flat pixels failed in a size mismatch.
+- ``bits_back_encode`` wrote a stream its own VAE could not decode when ``latent_dim`` was
+  not the encoder's code size.
 """
 
 import math
+from types import SimpleNamespace
 
 import pyro
 import pyro.distributions as dist
@@ -39,3 +47,97 @@ def test_a_narrow_posterior_the_grid_resolves_is_exact():
     assert torch.allclose(result.log_evidence, exact, atol=1e-6), (result.log_evidence, exact)
     # the posterior is a density on the nodes: it integrates to one with the grid's weights
     assert result.log_posterior.exp().max() > 1  # a density of scale 0.01 peaks near 40
+
+
+class LinearCoder(torch.nn.Module):
+    """A user's encoder/decoder written the common way: ``scale = exp(0.5 * logvar)``,
+    Bernoulli pixels ``sigmoid(W z + b)`` over a 2x2 image, one latent."""
+
+    image_shape = (1, 2, 2)
+    latent_dim = 1
+    likelihood = SimpleNamespace(name="bernoulli")  # as bits-back asks
+
+    def __init__(self, log_var=0.0, flat=False, event=False, bias=None):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.tensor([[2.0], [-1.0], [0.5], [1.5]]))
+        self.bias = torch.nn.Parameter(torch.zeros(4) if bias is None else bias)
+        self.log_var, self.flat, self.event = log_var, flat, event
+
+    def encode(self, x):
+        loc = (x.flatten(1) - 0.5) @ self.weight
+        return loc, torch.exp(0.5 * torch.full_like(loc, self.log_var))
+
+    def decode(self, z):
+        logits = z @ self.weight.T + self.bias
+        pixels = torch.distributions.Bernoulli(
+            logits=logits if self.flat else logits.unflatten(-1, self.image_shape))
+        return torch.distributions.Independent(pixels, 3) if self.event else pixels
+
+
+def completion_inputs():
+    from inference.uses import observed_channel
+
+    y = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]])
+    return observed_channel(y, torch.tensor([[[[False, True], [False, True]]]]))
+
+
+def test_an_encoder_scale_that_overflowed_is_named_not_averaged_into_nan():
+    from inference.uses import metropolis_within_gibbs, super_resolve_mh, super_resolve_mwg
+
+    coder = LinearCoder(log_var=400.0)  # exp(200) is inf in float32
+    with pytest.raises(ValueError, match=r"vae.encode returned .* scale that is not finite "
+                                         r"and positive, for images \[0\]"):
+        metropolis_within_gibbs(coder, completion_inputs(), 20, progress=False)
+    for sampler in (super_resolve_mwg, super_resolve_mh):
+        with pytest.raises(ValueError, match="vae.encode returned"):
+            sampler(coder, torch.ones(1, 1, 1, 1), 2, 20, progress=False)
+
+
+def test_an_observation_of_probability_zero_has_no_posterior():
+    """Pixel 0 has logit -inf for every code and is observed as 1: p(y) = 0. The samplers
+    returned NaN (completion) or a confident 1.0 for every pixel (super-resolution)."""
+    from inference.uses import metropolis_within_gibbs, super_resolve_mh, super_resolve_mwg
+
+    coder = LinearCoder(bias=torch.tensor([-math.inf, 0.0, 0.0, 0.0]))
+    with pytest.raises(ValueError, match=r"log p\(y \| z\) is -inf .* images \[0\]"):
+        metropolis_within_gibbs(coder, completion_inputs(), 20, progress=False)
+    for sampler in (super_resolve_mwg, super_resolve_mh):
+        with pytest.raises(ValueError, match=r"log p\(y \| z\) is -inf"):
+            sampler(coder, torch.ones(1, 1, 1, 1), 2, 20, progress=False)
+
+
+def test_a_decoder_with_event_dims_or_flat_pixels():
+    """``Bernoulli(...).to_event(3)`` is the same pixels (refused by completion and
+    super-resolution, an AttributeError in bits-back); flat ``[..., 4]`` pixels are named
+    (a raw size mismatch)."""
+    from inference.coding import bits_back_decode, bits_back_encode
+    from inference.uses import map_complete, super_resolve_mh
+
+    plain, wrapped = LinearCoder(), LinearCoder(event=True)
+    channel = completion_inputs()
+    probs, _ = map_complete(plain, channel, steps=20, progress=False)
+    assert torch.allclose(map_complete(wrapped, channel, steps=20, progress=False)[0], probs)
+    y = torch.full((1, 1, 1, 1), 0.5)
+    torch.manual_seed(0)
+    expected = super_resolve_mh(plain, y, 2, 40, progress=False).mean
+    torch.manual_seed(0)
+    assert torch.allclose(super_resolve_mh(wrapped, y, 2, 40, progress=False).mean, expected)
+    images = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]], [[[0.0, 0.0], [1.0, 1.0]]]])
+    decoded, _ = bits_back_decode(wrapped, bits_back_encode(wrapped, images))
+    assert torch.equal(decoded, images)
+    with pytest.raises(ValueError, match=r"returned pixels of shape \[1, 4\], which do not end "
+                                         r"in image_shape \(1, 2, 2\)"):
+        map_complete(LinearCoder(flat=True), channel, steps=20, progress=False)
+
+
+def test_bits_back_refuses_a_latent_dim_its_encoder_does_not_have():
+    """latent_dim 2 with a 1-latent encoder: the stream was written, and the same VAE could
+    not read it back ("corrupt stream or another VAE")."""
+    from inference.coding import bits_back_encode
+
+    coder = LinearCoder()
+    coder.latent_dim = 2
+    images = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]])
+    with pytest.raises(ValueError, match=r"vae.encode returned \[\[1, 1\], \[1, 1\]\] for one "
+                                         r"image, not \(loc, scale\) of shape \[1, 2\]"):
+        bits_back_encode(coder, images)
