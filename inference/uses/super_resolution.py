@@ -554,7 +554,8 @@ def super_resolve_map(vae, y: torch.Tensor, factor: int, steps: int = 300, lr: f
     with torch.no_grad():
         start, _ = checked_code(vae, _upsampled(y, factor))
         channel = _Channel.of(decoded_pixels(vae, start), factor, y, truth)
-    z = adam_map(start, lambda z: channel.log_likelihood(decoded_pixels(vae, z)) - 0.5 * (z ** 2).sum(-1),
+    z = adam_map(start, lambda z: channel.log_likelihood(decoded_pixels(vae, z))
+                 - 0.5 * (z ** 2).sum(-1),
                  steps, lr, "super_resolve_map",
                  "y and the vae's pixel distributions at the encoder's codes for it", progress)
     with torch.no_grad():
