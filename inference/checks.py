@@ -22,6 +22,7 @@ import re
 import sys
 import threading
 import traceback
+import types
 import warnings
 
 import numpy
@@ -486,6 +487,7 @@ def check_data_arguments(args, kwargs=None) -> None:
     check_default_device()
     named = _named_arguments(args, kwargs)
     for name, value in named:
+        _check_not_a_container_of_batches(value, name)
         for path, tensor in tensors_in(value, name):
             check_not_meta(tensor, path)
             check_dense(tensor, path)
@@ -496,6 +498,25 @@ def check_data_arguments(args, kwargs=None) -> None:
             raise TypeError(f"{name} is a {type(value).__name__} and no argument is a tensor: "
                             "the data the model observes must be a tensor, e.g. "
                             "torch.tensor(values, dtype=torch.get_default_dtype())")
+
+
+def _check_not_a_container_of_batches(value, name: str) -> None:
+    """``TypeError`` naming ``name`` for a ``DataLoader``, a ``TensorDataset`` or a pandas
+    object: what a PyTorch or pandas user has in hand, which a model cannot score (it failed
+    inside the user's code or inside pandas)."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    if isinstance(value, DataLoader):
+        raise TypeError(f"{name} is a DataLoader: the pair scores one batch of tensors; pass "
+                        "the tensors (loader.dataset.tensors), or call once per batch of the "
+                        "loader")
+    if isinstance(value, TensorDataset):
+        raise TypeError(f"{name} is a TensorDataset: pass its tensors, *dataset.tensors")
+    if isinstance(value, types.GeneratorType):
+        raise TypeError(f"{name} is a generator: pass a tensor, e.g. torch.stack(list(...))")
+    if type(value).__module__.split(".")[0] == "pandas":
+        raise TypeError(f"{name} is a pandas {type(value).__name__}: pass a tensor, "
+                        "torch.tensor(frame.to_numpy(), dtype=torch.get_default_dtype())")
 
 
 def check_generator(generator, device: torch.device, name: str = "generator") -> None:

@@ -19,6 +19,7 @@ from ..checks import (
     as_int,
     as_int_list,
     check_at_most,
+    check_data_arguments,
     check_dense,
     check_dense_values,
     check_pair_call,
@@ -341,9 +342,14 @@ def log_evidence(model: Callable, guide: Callable, x: torch.Tensor, *,
             "for a large data set")
     if torch.is_tensor(x):
         check_dense(x, "x")  # (a nested tensor has no shape to read)
-    if not torch.is_tensor(x) or x.dim() < 1 or x.shape[0] < 1:
-        raise ValueError(f"x must be a tensor [n, ...] with n >= 1, got "
-                         f"{getattr(x, 'shape', type(x).__name__)}")
+    else:
+        check_data_arguments((x,))  # a DataLoader, a pandas object: named
+        shape = getattr(x, "shape", None)
+        raise TypeError(f"x must be a tensor [n, ...], got a {type(x).__name__}"
+                        + (f" of shape {tuple(shape)}" if shape is not None else "")
+                        + ": pass torch.as_tensor(x, dtype=torch.get_default_dtype())")
+    if x.dim() < 1 or x.shape[0] < 1:
+        raise ValueError(f"x must be a tensor [n, ...] with n >= 1, got shape {list(x.shape)}")
     batch_size = as_int(batch_size, "batch_size")
     default_k = num_samples is None
     num_samples, chunk_size = check_num_samples(1 if default_k else num_samples, chunk_size)

@@ -242,3 +242,58 @@ def test_an_edited_checkpoint_is_refused_by_entry_before_anything_is_restored(
         fit(vae.model, vae.guide, x, epochs=3, checkpoint=path, resume=True, progress=False)
     assert all(torch.equal(a, b) for a, b in zip(parameters(vae), moved)), "nothing restored"
     assert not all(torch.equal(a, b) for a, b in zip(moved, trained))
+
+
+def normal_pair():
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(torch.zeros(x.shape[-1]), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(x / 2, 0.7).to_event(1))
+
+    return model, guide
+
+
+@pytest.mark.parametrize("kind, match", [
+    ("loader", "argument 0 is a DataLoader: the pair scores one batch of tensors"),
+    ("dataset", r"argument 0 is a TensorDataset: pass its tensors, \*dataset.tensors"),
+    ("generator", "argument 0 is a generator: pass a tensor"),
+    ("pandas", "argument 0 is a pandas DataFrame: pass a tensor"),
+])
+def test_containers_of_batches_are_named_by_the_estimators(kind, match):
+    """They reached the pair and failed in the user's code or inside pandas."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from inference import elbo, iwae_bound, log_evidence
+
+    x = torch.randn(6, 3)
+    if kind == "pandas":
+        pandas = pytest.importorskip("pandas")
+        data = pandas.DataFrame(x.numpy())
+    else:
+        data = {"loader": lambda: DataLoader(TensorDataset(x), batch_size=2),
+                "dataset": lambda: TensorDataset(x),
+                "generator": lambda: (row for row in x)}[kind]()
+    model, guide = normal_pair()
+    with pytest.raises(TypeError, match=match):
+        iwae_bound(model, guide, data, num_samples=4, progress=False)
+    with pytest.raises(TypeError, match=match):
+        elbo(model, guide, data, progress=False)
+    with pytest.raises(TypeError, match=match):
+        SVIStep(model, guide).step(data)
+    with pytest.raises(TypeError, match=match):
+        log_evidence(model, guide, data, progress=False)
+
+
+def test_log_evidence_names_a_numpy_array_as_such():
+    import numpy as np
+
+    from inference import log_evidence
+
+    model, guide = normal_pair()
+    with pytest.raises(TypeError, match=r"x must be a tensor \[n, ...\], got a ndarray of shape "
+                                        r"\(6, 3\): pass torch.as_tensor"):
+        log_evidence(model, guide, np.zeros((6, 3)), progress=False)
