@@ -66,6 +66,7 @@ from .policy import (
     check_subsampled_plates,
     entry_label,
     inspect_pair,
+    renamed_plate_error,
     warn_if_tempered,
 )
 from .sites import (
@@ -116,6 +117,7 @@ __all__ = [
     "biased_late_parents",
     "check_observed_values_validated",
     "check_pair",
+    "renamed_plate_error",
     "check_sites_as_surveyed",
     "check_subsampled_plates",
     "conditional_sites_in_trace",

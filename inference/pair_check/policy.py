@@ -220,6 +220,19 @@ def warn_if_tempered(s: PairStructure, use: str) -> None:
         TemperedPairWarning, stacklevel=user_stacklevel())
 
 
+def renamed_plate_error(s: PairStructure, called: str) -> PairError:
+    """The refusal of a site inside a plate named otherwise than the other program's
+    ``"data"`` for it (:attr:`PairStructure.renamed_data_plates`)."""
+    role, name, plate = s.renamed_data_plates[0]
+    other = "guide" if role == "model" else "model"
+    return PairError(
+        f"{called}: {role} site '{name}' lies in pyro.plate('{plate}'), where the {other}'s "
+        f"'{name}' lies in pyro.plate('{DATA_PLATE}') of the same dim and size: Pyro matches "
+        "the plates of model and guide by name, so for it they are two plates (minibatches "
+        f"would scale one and not the other, and '{name}' counts as shared by all "
+        f"datapoints). Name the plate '{DATA_PLATE}' in both model and guide")
+
+
 def _global_site_error(s: PairStructure, use: str, called: str | None = None) -> PairError:
     """The refusal of the first site outside ``"data"``, with the remedy for its kind: a
     global latent is conditioned on a value, an AutoGuide's joint vector is replaced by a
@@ -239,6 +252,8 @@ def _global_site_error(s: PairStructure, use: str, called: str | None = None) ->
             f"does every other site, and none is scored per datapoint{rename}. For the "
             f"evidence of the whole data, log p(x_1..N), with latents shared by all "
             f"datapoints, call {JOINT_USE}(model, guide, ...)")
+    if s.renamed_data_plates:
+        return renamed_plate_error(s, called)
     where = (f"{called}: {role} site '{name}' lies outside pyro.plate('{DATA_PLATE}'), so it "
              "is shared by all datapoints")
     split = "log p(x_1..N) does not split into per-datapoint terms"

@@ -132,6 +132,9 @@ class PairStructure:
             ``"data"`` that draw a subsample.
         factors: model sites that are a ``pyro.factor``.
         global_sites: ``("model" | "guide", name)`` of sample sites outside ``"data"``.
+        renamed_data_plates: ``("model" | "guide", name, plate)`` of those among them inside
+            a plate with the dim and size of the other program's ``"data"`` for the same
+            site: a plate named otherwise (Pyro matches plates by name).
         global_observed: observed model sites outside ``"data"``.
         non_reparameterized: guide latent sites without a reparameterized sampler.
         discrete: guide latent sites with discrete support.
@@ -206,6 +209,7 @@ class PairStructure:
     subsampled_plates: tuple = ()
     factors: tuple = ()
     global_sites: tuple = ()
+    renamed_data_plates: tuple = ()
     global_observed: tuple = ()
     non_reparameterized: tuple = ()
     discrete: tuple = ()
@@ -560,6 +564,15 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
                 frames.append((site, frame))
                 role_sizes.setdefault(role, frame.full_size if frame.full_size is not None
                                       else frame.size)
+    # a site outside "data" but inside a plate of its dim and size where the same site of the
+    # other program is in "data": plates of another name (Pyro matches them by name)
+    data_frames = {site["name"]: (frame.dim, frame.size) for site, frame in frames}
+    renamed = tuple((role, site["name"], frame.name)
+                    for role, sites in (("model", model_sites), ("guide", guide_latents))
+                    for site in sites if data_frame(site) is None
+                    for frame in site["cond_indep_stack"]
+                    if frame.vectorized and data_frames.get(site["name"]) == (frame.dim,
+                                                                             frame.size))
     declared = {frame.full_size if frame.full_size is not None else frame.size
                 for _, frame in frames}
     sizes = {frame.size for _, frame in frames}
@@ -692,6 +705,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         subsampled_plates=subsampled_plates(model_sites + guide_latents),
         factors=tuple(s["name"] for s in model_sites if is_factor(s)),
         global_sites=tuple(global_sites),
+        renamed_data_plates=renamed,
         global_observed=tuple(s["name"] for s in model_sites
                               if s["is_observed"] and data_frame(s) is None),
         non_reparameterized=non_reparam,

@@ -40,8 +40,8 @@ from ..checks import (check_int, check_pair_arguments, evaluation_mode, explain_
 from ..effect_guides import effect_messenger, keeps_rows
 from ..enumeration import enumerated_traces, log_density_dtypes
 from ..pair_check import (DATA_PLATE, FIT_LOSSES, TRACE_ENUM_FIT, PairError,
-                          PairStructure, check_pair, data_frame, sample_sites, site_list,
-                          survey_pair, trace_pair)
+                          PairStructure, check_pair, data_frame, renamed_plate_error,
+                          sample_sites, site_list, survey_pair, trace_pair)
 from ..random_state import forked_rng
 from ..reachable import reachable_modules
 from ..weights import (check_particle_memory, check_rows_keep_density_when_moved,
@@ -217,10 +217,11 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
         if _is_autoguide(guide) and (minibatched or shuffle):
             _check_autoguide_rows(model, guide, rows, first_batch, use, num_data, shuffle,
                                   minibatched, called)
-        structure = check_pair(survey_pair(model, guide, first_batch, {},
-                                           probe_vectorized=vectorized,
-                                           probe_randomness=num_particles > 1 and vectorized),
-                               use, called)
+        surveyed = survey_pair(model, guide, first_batch, {}, probe_vectorized=vectorized,
+                               probe_randomness=num_particles > 1 and vectorized)
+        if minibatched and surveyed.renamed_data_plates:
+            raise renamed_plate_error(surveyed, called or "fit")
+        structure = check_pair(surveyed, use, called)
     except PairError:
         raise
     except Exception as error:  # the user's code failed on fit's minibatch: say how it ran

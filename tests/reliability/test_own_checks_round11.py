@@ -175,3 +175,32 @@ def test_dreg_of_a_beta_or_folded_guide_matches_pyros_iwae_gradient(model, guide
     z = (ours - pyros) / (ours_se ** 2 + pyros_se ** 2).sqrt()
     assert (z.abs() < 4.5).all(), (ours, pyros, z)
     assert (pyros.abs() > 5 * pyros_se).any(), "the gradient must be far from 0 to mean much"
+
+
+@pytest.mark.parametrize("model_plate, guide_plate", [("data", "batch"), ("batch", "data")])
+def test_plates_named_otherwise_in_model_and_guide_are_named(model_plate, guide_plate):
+    """The guide's plate called "batch" where the model's is "data" (a frequent slip: Pyro's
+    Trace_ELBO ignores the names on a full batch) was told that 'z' is shared by all
+    datapoints (estimators) or that the model reads a row's position (fit in minibatches)."""
+    from inference import elbo, iwae_bound
+
+    def model(x):
+        with pyro.plate(model_plate, len(x)):
+            z = pyro.sample("z", dist.Normal(torch.zeros(len(x)), 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        scale = pyro.param("scale", torch.tensor(0.7), constraint=dist.constraints.positive)
+        with pyro.plate(guide_plate, len(x)):
+            pyro.sample("z", dist.Normal(x / 2, scale))
+
+    x = torch.tensor([0.5, -1.0, 2.0, 0.1])
+    match = (r"site 'z' lies in pyro.plate\('batch'\), where the (model|guide)'s 'z' lies in "
+             r"pyro.plate\('data'\) of the same dim and size")
+    for estimate in (elbo, iwae_bound):
+        with pytest.raises(PairError, match=match):
+            estimate(model, guide, x, num_samples=4, progress=False) \
+                if estimate is iwae_bound else estimate(model, guide, x, progress=False)
+    pyro.clear_param_store()
+    with pytest.raises(PairError, match=match):
+        fit(model, guide, x, epochs=1, batch_size=2, progress=False)
