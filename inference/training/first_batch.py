@@ -80,20 +80,31 @@ def unscored_site(model, guide, batch: tuple, modules):
     return None
 
 
-def check_first_run(model, guide, batch: tuple, batch_transform, modules) -> None:
+def check_first_run(model, guide, batch: tuple, batch_transform, modules,
+                    layout_change=None) -> None:
     """``ValueError`` before any update when one run of the pair on the first minibatch
     removes parameters from Pyro's param store (``pyro.clear_param_store()`` inside the
     model or guide: each step would start from fresh values and fit would return them lost),
     or a guide site's log density at its own draw is NaN or infinite (a scale that
     overflowed to inf or underflowed to 0) or a model site's is NaN: the first step would put
-    NaN into every parameter. One pass, effects hidden, random state and buffers kept."""
+    NaN into every parameter. One pass, effects hidden, random state and buffers kept.
+    ``layout_change(batch)``: how a transformed batch differs from the one the pair was
+    checked on (:meth:`inference.training.minibatches.MinibatchPlan.layout_change`), named
+    when the run fails."""
     store = pyro.get_param_store()
     before = set(store.keys())
     with forked_rng(), pyro.poutine.block(), torch.no_grad(), kept_buffers(modules), \
             validation_enabled(False):
         if batch_transform is not None:
             batch = transformed_batch(batch_transform(*copies(batch)), len(batch[0]), screen=False)
-        model_trace, guide_trace = trace_pair(model, guide, batch, {})
+        try:
+            model_trace, guide_trace = trace_pair(model, guide, batch, {})
+        except (ValueError, RuntimeError, TypeError) as error:
+            change = layout_change(batch) if layout_change and batch_transform else None
+            if change is None:
+                raise
+            raise ValueError(f"fit: the pair failed on the first minibatch "
+                             f"({str(error).strip().splitlines()[0][:200]}): {change}") from error
         used = {name for trace in (guide_trace, model_trace)
                 for name, site in trace.nodes.items() if site["type"] == "param"}
         lost = sorted((before | used) - set(store.keys()))

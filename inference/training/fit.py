@@ -89,6 +89,17 @@ def _describe(data) -> str:
     return f"a {kind}"
 
 
+def _check_layout_kept(plan, batch: tuple, batch_transform, error: BaseException, step: int,
+                       epoch: int) -> None:
+    """Name ``batch_transform`` when a failed step's ``batch`` differs in per-row shapes or
+    dtypes from the minibatch the pair was checked on (torch's matmul error named no
+    transform). A size-agnostic network may take other shapes: only a failure is named."""
+    change = plan.layout_change(batch) if batch_transform is not None else None
+    if change is not None:
+        raise ValueError(f"fit: step {step} of epoch {epoch} failed "
+                         f"({str(error).strip().splitlines()[0][:200]}): {change}") from error
+
+
 def _intact_previous(checkpoint) -> Path | None:
     """``<checkpoint>.previous`` when it holds an intact checkpoint, else None."""
     previous = checkpoints.previous_path(checkpoint)
@@ -942,7 +953,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                 "with the pair of that run, or use another checkpoint path")
         if saved_callback is not None and "callback" in state:
             restore_callback(saved_callback, state["callback"], checkpoint)
-    check_first_run(model, guide, first_rows, batch_transform, still)
+    check_first_run(model, guide, first_rows, batch_transform, still, plan.layout_change)
     parallel.prepare(modules, tuple(t[:1] for t in tensors), batch_transform)
     if state is not None and saved_callback is not None and "callback" in state and history \
             and not state.get("after_callback"):
@@ -990,6 +1001,8 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                                                    plan.model_scales) * len(index), len(index),
                                 plan.model_scales)
                         except ValueError as error:
+                            _check_layout_kept(plan, batch, batch_transform, error,
+                                               len(step_losses) + 1, epoch + 1)
                             if not (checking or screening):
                                 raise
                             refused = _refused_step(
@@ -999,7 +1012,13 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                             if refused is error:
                                 raise
                             raise refused from error
+                        except TypeError as error:
+                            _check_layout_kept(plan, batch, batch_transform, error,
+                                               len(step_losses) + 1, epoch + 1)
+                            raise
                         except RuntimeError as error:  # set_detect_anomaly(True) of the user's
+                            _check_layout_kept(plan, batch, batch_transform, error,
+                                               len(step_losses) + 1, epoch + 1)
                             if not anomaly_found_nan(error):
                                 raise
                             raise _diverged(

@@ -58,14 +58,37 @@ class MinibatchPlan:
         model_scales: the model declares the full data size on its ``"data"`` plate and so
             scales its minibatch itself; ``fit`` must not multiply again.
         structure: the survey of the pair on the first minibatch.
+        layout: ``(per-row shape, dtype)`` of each tensor of that minibatch, as the pair
+            saw it (after ``batch_transform``).
     """
 
     model_scales: bool
     structure: PairStructure
+    layout: tuple = ()
+
+    def layout_change(self, batch: tuple) -> str | None:
+        """How ``batch``'s tensors differ from :attr:`layout` (their number, per-row shapes
+        or dtypes), or None: a ``batch_transform`` that changes them after the minibatch
+        the pair was checked on."""
+        now = layout_of(batch)
+        if not self.layout or now == self.layout:
+            return None
+        return (f"batch_transform returned datapoints of (shape, dtype) {_shown(now)} where "
+                f"the minibatch the pair was checked on had {_shown(self.layout)}")
 
     def factor(self, num_data: int, global_size: int) -> float:
         """The multiplier ``fit`` applies to the ``"data"`` plate of a ``global_size`` batch."""
         return 1.0 if self.model_scales else num_data / global_size
+
+
+def layout_of(batch: tuple) -> tuple:
+    """``((per-row shape, dtype), ...)`` of ``batch``'s tensors ``[rows, ...]``."""
+    return tuple((tuple(t.shape[1:]), t.dtype) for t in batch)
+
+
+def _shown(layout: tuple) -> str:
+    return ", ".join(f"({list(shape)}, {str(dtype).replace('torch.', '')})"
+                     for shape, dtype in layout)
 
 
 def _is_autoguide(guide) -> bool:
@@ -302,7 +325,7 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
                 f"of {batch_size} of the {num_data} datapoints cannot be scaled to the full "
                 f"data: put the per-datapoint sites in `with pyro.plate('{DATA_PLATE}', "
                 f"len(x)):` or use batch_size >= {num_data}")
-        return MinibatchPlan(False, structure)
+        return MinibatchPlan(False, structure, layout_of(first_batch))
     if minibatched and structure.global_observed:
         raise PairError(
             f"fit: observed site '{structure.global_observed[0]}' lies outside "
@@ -339,7 +362,7 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
             f"{called}: the pair fails with particles in a leftmost pyro.plate "
             f"({structure.vectorize_error}); {remedy}, or make the model broadcast over "
             "leading batch dims (docs/own-pair.md)")
-    return MinibatchPlan(model_scales, structure)
+    return MinibatchPlan(model_scales, structure, layout_of(first_batch))
 
 
 def _check_same_data_size(structure: PairStructure, called: str | None) -> None:

@@ -297,3 +297,41 @@ def test_log_evidence_names_a_numpy_array_as_such():
     with pytest.raises(TypeError, match=r"x must be a tensor \[n, ...\], got a ndarray of shape "
                                         r"\(6, 3\): pass torch.as_tensor"):
         log_evidence(model, guide, np.zeros((6, 3)), progress=False)
+
+
+@pytest.mark.parametrize("changed_from_call", [3, 9])
+@pytest.mark.parametrize("change, shown", [
+    (lambda b: b[:, :2], r"\(\[2\], float32\) where the minibatch the pair was checked on had "
+                         r"\(\[3\], float32\)"),
+    (lambda b: b.double(), r"\(\[3\], float64\) where .* had \(\[3\], float32\)"),
+])
+def test_a_batch_transform_that_changes_the_datapoints_is_named(changed_from_call, change,
+                                                                 shown):
+    """The transform's output changed shape or dtype after the minibatch the pair was
+    checked on: torch's raw matmul error, naming no transform."""
+    from inference import fit
+
+    encoder = torch.nn.Linear(3, 2)
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z.unsqueeze(-1), 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        pyro.module("encoder", encoder)
+        with pyro.plate("data", x.shape[0]):
+            out = encoder(x)
+            pyro.sample("z", dist.Normal(out[:, 0], torch.nn.functional.softplus(out[:, 1])))
+
+    calls = {"n": 0}
+
+    def transform(batch):
+        calls["n"] += 1
+        return (batch if calls["n"] < changed_from_call else change(batch),)
+
+    pyro.clear_param_store()
+    with pytest.raises(ValueError, match=r"batch_transform returned datapoints of \(shape, "
+                                         r"dtype\) " + shown):
+        fit(model, guide, torch.randn(40, 3), epochs=2, batch_size=16,
+            batch_transform=transform, progress=False)
