@@ -297,6 +297,10 @@ def check_program(fn, name: str) -> None:
             "itself (its trace holds the model's observed sites): fit, SVIStep and the "
             "estimators take it (they trace its draws only), a compiled step does not (it "
             "traces methods of one module); use SVIStep, or fit without compile")
+    if isinstance(fn, type):  # AutoNormal, not AutoNormal(model): calling it builds one
+        raise TypeError(f"{name} is the class {fn.__name__}, not a {name}: pass an instance, "
+                        f"e.g. {fn.__name__}(model) for an AutoGuide, or a function or "
+                        "method")
     check_function(fn, name, f"its method, e.g. {name}=module.{name}")
 
 

@@ -409,7 +409,12 @@ def _log_evidence_per_datapoint(log_evidence, structure: PairStructure,
     the subsample (``passed``), also ``[batch]`` in the order of the indices passed."""
     subsample, batch = structure.data_subsample, structure.batch_size
     check_tensor_input(log_evidence, "log_evidence")
-    shape = tuple(log_evidence.shape) if torch.is_tensor(log_evidence) else log_evidence
+    if not torch.is_tensor(log_evidence):
+        result = torch.is_tensor(getattr(log_evidence, "log_evidence", None))
+        raise TypeError(f"log_evidence must be a tensor [batch], got "
+                        f"{type(log_evidence).__name__}"
+                        + ("; pass its .log_evidence" if result else ""))
+    shape = tuple(log_evidence.shape)
     if subsample is None:
         if shape != (batch,):
             raise ValueError(f"log_evidence must be a tensor of shape [batch] = [{batch}], "

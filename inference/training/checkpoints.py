@@ -168,6 +168,10 @@ def _check_path(path) -> None:
     if not os.fspath(path):
         raise CheckpointError("checkpoint is an empty string; pass a file name (no "
                               "checkpoint: None)")
+    name = os.fspath(path)
+    if ("\0" if isinstance(name, str) else b"\0") in name:
+        raise CheckpointError(f"checkpoint path {name!r} holds a NUL byte, which no file name "
+                              "may hold")
 
 
 def _unique_partial(path: Path) -> Path:

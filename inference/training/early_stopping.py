@@ -23,7 +23,7 @@ import numpy
 import pyro
 import torch
 
-from ..checks import evaluation_mode
+from ..checks import check_positional_call, evaluation_mode
 from ..reachable import reachable_modules
 from .checkpoints import state_shapes
 
@@ -77,6 +77,10 @@ class KeepBest:
             raise ValueError(wanted)
         if not callable(score):  # the project answers bad input with ValueError
             raise ValueError(f"score must be callable, got {type(score).__name__}")  # noqa: TRY004
+        # (a score taking the record failed after the first epoch, naming nothing)
+        check_positional_call(score, "score", 0, "KeepBest",
+                              "it is called with no arguments after every epoch; read what "
+                              "it needs from the networks or the validation data it holds")
         self.modules = modules
         self.score = score
         self.best_score = -math.inf

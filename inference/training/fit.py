@@ -165,6 +165,9 @@ def _check_arguments(model, guide, loss, num_particles, epochs, batch_size, lr, 
     for name, fn in (("batch_transform", batch_transform), ("callback", callback)):
         if fn is not None and not callable(fn):
             raise TypeError(f"{name} must be callable or None, got {type(fn).__name__}")
+    if callback is not None:  # (failed after the first epoch's work, naming nothing)
+        check_positional_call(callback, "callback", 1, "fit",
+                              "it is called with the epoch's record, callback(record)")
     if not isinstance(loss, str) and not (hasattr(loss, "loss")
                                           and hasattr(loss, "loss_and_grads")):
         raise TypeError(f"loss must be a loss name or an object with loss and loss_and_grads, "
@@ -200,6 +203,9 @@ def _check_arguments(model, guide, loss, num_particles, epochs, batch_size, lr, 
             "kl_warmup_epochs=0")
     if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
         raise TypeError(f"checkpoint must be a path or None, got {type(checkpoint).__name__}")
+    if checkpoint is not None and "\0" in str(checkpoint):
+        raise ValueError(f"checkpoint {str(checkpoint)!r} holds a NUL byte, which no file name "
+                         "may hold")
     for name, value in flags.items():
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be True or False, got {value!r}")

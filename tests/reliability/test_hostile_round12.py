@@ -6,6 +6,15 @@ silently or raw; each test fails on the code before its fix.
   the graph validates nothing. Each call checks its batch now while Pyro's validation is
   on, as ``SVIStep`` does, and a non-finite loss is not applied.
 - ``SVIStep(guide, model)``, model and guide swapped, trained on nothing (loss about 0).
+- Completion and super-resolution chains in bfloat16 stopped summing past 256 states.
+- A fresh run rotated a truncated checkpoint over the intact ``<path>.previous``; a
+  checkpoint edited and saved again resumed a freshly initialized network (``modules=[]``)
+  or failed inside torch after restoring parameters.
+- A DataLoader, TensorDataset, generator or pandas object passed as data reached the pair;
+  an AutoGuide class passed for an instance failed inside Pyro; a ``batch_transform`` whose
+  datapoints changed shape failed in a raw matmul error; ``amortization_gap`` given an
+  ``ExactEvidence`` failed in torch; callbacks of the wrong arity failed after an epoch; a
+  NUL byte in a checkpoint path was "embedded null byte".
 """
 
 import math
@@ -335,3 +344,53 @@ def test_a_batch_transform_that_changes_the_datapoints_is_named(changed_from_cal
                                          r"dtype\) " + shown):
         fit(model, guide, torch.randn(40, 3), epochs=2, batch_size=16,
             batch_transform=transform, progress=False)
+
+
+def test_an_autoguide_class_passed_for_an_instance_is_named():
+    """fit(model, AutoNormal, x): Pyro called the class with the data as the model and
+    printed the data as "not callable"."""
+    from pyro.infer.autoguide import AutoNormal
+
+    from inference import elbo, fit
+
+    model, _ = normal_pair()
+    x = torch.randn(4, 3)
+    for call in (lambda: fit(model, AutoNormal, x, epochs=1, progress=False),
+                 lambda: elbo(model, AutoNormal, x, progress=False),
+                 lambda: SVIStep(model, AutoNormal).step(x)):
+        with pytest.raises(TypeError, match=r"guide is the class AutoNormal, not a guide: pass "
+                                            r"an instance, e.g. AutoNormal\(model\)"):
+            call()
+
+
+def test_amortization_gap_names_an_evidence_result_passed_for_its_tensor():
+    from inference import amortization_gap, exact_log_evidence
+
+    model, guide = normal_pair()
+    x = torch.randn(3, 1)
+    result = exact_log_evidence(model, x, progress=False)
+    with pytest.raises(TypeError, match=r"log_evidence must be a tensor \[batch\], got "
+                                        r"ExactEvidence; pass its .log_evidence"):
+        amortization_gap(model, guide, x, log_evidence=result, progress=False)
+
+
+def test_callbacks_of_the_wrong_arity_and_nul_paths_are_named_before_work(tmp_path):
+    """A score taking the record, a callback taking nothing: both failed after the first
+    epoch, naming nothing; a NUL byte in a checkpoint path gave "embedded null byte"."""
+    from inference import KeepBest, fit
+    from inference.training.checkpoints import (CheckpointError, load_checkpoint,
+                                                save_checkpoint)
+
+    with pytest.raises(TypeError, match=r"KeepBest calls the score with 0 positional "
+                                        r"arguments, which its signature \(record\)"):
+        KeepBest(torch.nn.Linear(1, 1), lambda record: 1.0)
+    model, guide = normal_pair()
+    x = torch.randn(4, 3)
+    with pytest.raises(TypeError, match=r"fit calls the callback with 1 positional argument"):
+        fit(model, guide, x, epochs=1, callback=lambda: None, progress=False)
+    path = str(tmp_path / "a\0b.pt")
+    with pytest.raises(ValueError, match="holds a NUL byte"):
+        fit(model, guide, x, epochs=1, checkpoint=path, progress=False)
+    for call in (lambda: save_checkpoint(path, {}), lambda: load_checkpoint(path)):
+        with pytest.raises(CheckpointError, match="holds a NUL byte"):
+            call()
