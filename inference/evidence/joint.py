@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Callable, NamedTuple
 
 import torch
 
 from ..checks import (check_pair_call, check_weights_memory, leaves_buffers, tensors_in,
-                      validation_enabled)
+                      user_stacklevel, validation_enabled)
 from ..enumeration import enumerated_log_density, enumerated_traces
 from ..pair_check import JOINT_USE, PairStructure, check_sites_as_surveyed, trace_pair
 from ..progress import check_progress, progress_bar
@@ -193,14 +194,24 @@ def joint_log_evidence(model: Callable, guide: Callable, *args, num_samples: int
             "(check the model's parameters, the guide's and the data range; +inf: the "
             "model's density is infinite, or the guide's underflows to zero, at a draw)")
     column = log_w[:, None]
+    k_hat = (pareto_k(column)[0] if num_samples >= MIN_PARETO_SAMPLES
+             else log_w.new_tensor(math.nan))
+    ess = effective_sample_size(column)[0]
+    if float(k_hat) > 0.7 and float(log_w[torch.isfinite(log_w)].std()) > 0.5:
+        # (nearly equal weights carry no tail: their k-hat is noise)
+        warnings.warn(
+            f"{JOINT_USE}: the weights' Pareto k-hat is {float(k_hat):.2f} (effective sample "
+            f"size {float(ess):.0f} of {num_samples}): a few draws carry the estimate, which "
+            "may lie far from log p(x) with a standard error that does not show it; use a "
+            "guide closer to the posterior (wider in its tails), or more num_samples",
+            RuntimeWarning, stacklevel=user_stacklevel())
     return JointEvidence(
         log_evidence=log_mean_exp(log_w, 0),
         elbo=log_w.mean(),
         standard_error=(delta_method_stderr(column)[0] if num_samples > 1
                         else log_w.new_tensor(math.nan)),  # no spread from one weight
-        ess=effective_sample_size(column)[0],
-        pareto_k=(pareto_k(column)[0] if num_samples >= MIN_PARETO_SAMPLES
-                  else log_w.new_tensor(math.nan)),
+        ess=ess,
+        pareto_k=k_hat,
         num_samples=num_samples,
         log_weights=log_w,
     )
