@@ -16,8 +16,7 @@ import pyro.distributions as dist
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from pyro.distributions import Independent, Normal
-from pyro.distributions.torch_distribution import MaskedDistribution
-from torch.distributions import kl_divergence
+from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 
 from ..checks import (
     as_int,
@@ -147,15 +146,18 @@ def _base_normal(fn, role: str, site: str) -> Normal:
     """The diagonal Normal inside ``fn``'s ``Independent`` and ``dist.mask`` wrappers (the
     masks are read by :func:`_kl_rows`); ``NotImplementedError`` naming the ``role``
     ("guide", "model"), the site and the family otherwise."""
-    while isinstance(fn, (Independent, MaskedDistribution)):
-        fn = fn.base_dist
+    while isinstance(fn, (Independent, MaskedDistribution, ExpandedDistribution)):
+        # an explicit expand, dist.ExpandedDistribution(Normal(...), shape), is the Normal
+        # of the expanded parameters
+        fn = (fn.base_dist.expand(fn.batch_shape) if isinstance(fn, ExpandedDistribution)
+              else fn.base_dist)
     if role == "guide" and is_delta(fn):
         raise NotImplementedError(
-            f"kl_per_dimension: the guide's site '{site}' is a Delta, a point mass (an "
-            "AutoGuide such as AutoNormal samples an auxiliary site, e.g. "
-            f"'{site}_unconstrained', and puts a Delta at its transformed draw), whose KL "
-            "from a continuous prior is not finite; "
-            "kl_per_dimension needs a diagonal Normal guide site: a guide of your own with "
+            f"kl_per_dimension: the guide's site '{site}' is a Delta (an AutoGuide such as "
+            "AutoNormal samples an auxiliary site, e.g. "
+            f"'{site}_unconstrained', and puts a Delta at its transformed draw), so the "
+            "guide's distribution at the site is a point, not the Normal the KL is read "
+            "from; kl_per_dimension needs a diagonal Normal guide site: a guide of your own with "
             f"pyro.sample('{site}', dist.Normal(loc, scale)) in pyro.plate('{DATA_PLATE}') "
             "(.to_event(1) for a vector latent)")
     if not isinstance(fn, Normal):
@@ -266,6 +268,14 @@ def kl_per_dimension(model: Callable, guide: Callable, *args, site: str = "z",
     return torch.cat(rows).mean(0)
 
 
+def _normal_kl(q: Normal, p: Normal) -> torch.Tensor:
+    """``KL(q || p)`` of two Normals, elementwise, from the log of the scales' ratio: torch's
+    squares the ratio first, which underflows in float32 for a scale of 1e-30 (KL inf where
+    it is 69 nats)."""
+    log_ratio = q.scale.log() - p.scale.log()
+    return 0.5 * (torch.exp(2 * log_ratio) + ((q.loc - p.loc) / p.scale) ** 2 - 1) - log_ratio
+
+
 def _index_blocks(size: int, block_size: int):
     """``(indices [block_size], keep_from)`` covering ``range(size)`` in blocks of
     ``block_size`` consecutive indices; the last block ends at ``size`` and overlaps the one
@@ -295,7 +305,7 @@ def _kl_rows(model_trace, guide_trace, site: str) -> torch.Tensor:
             f"kl_per_dimension: site '{site}' is masked differently in the model and the "
             "guide (poutine.mask or dist.mask): where one side's density is masked out and "
             "the other's is not, there is no KL between them; mask both alike")
-    kl = kl_divergence(q, p).expand(value.shape)  # [batch, latent_dim] or [batch]
+    kl = _normal_kl(q, p).expand(value.shape)  # [batch, latent_dim] or [batch]
     # a masked value has no KL term in the ELBO (a variable-length sequence's absent steps)
     kl = torch.where(scored, kl, torch.zeros((), dtype=kl.dtype, device=kl.device))
     return kl.reshape(value.shape[0], -1)

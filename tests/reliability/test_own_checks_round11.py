@@ -10,6 +10,12 @@ test fails on the code before its fix.
 - ``fit`` refused index-aware data stored in another order than its indices, ``(x[perm],
   perm)``, even when every minibatch holds fewer than N rows (where Pyro selects the
   guide's rows by the indices): the full-batch rule was applied to the whole data.
+- DReG refused Beta, FoldedDistribution and the relaxed families (parameters held by an inner
+  distribution, or a temperature beside them).
+- A plate named otherwise in model and guide was blamed on a shared latent or on a model
+  that reads a row's position.
+- ``joint_log_evidence`` said nothing of a Pareto k-hat above 1; ``kl_per_dimension``
+  refused an ``ExpandedDistribution`` of a Normal and gave inf for a scale of 1e-30.
 """
 
 import warnings
@@ -237,3 +243,30 @@ def test_joint_log_evidence_warns_when_a_few_draws_carry_it():
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         joint_log_evidence(model, exact, x, num_samples=4000, progress=False)
+
+
+def test_kl_per_dimension_reads_an_expanded_normal_and_tiny_scales():
+    """dist.ExpandedDistribution(Normal) is a diagonal Normal (refused as another family);
+    a float32 guide scale of 1e-30 gave KL inf where it is about 69 nats (torch squares the
+    scales' ratio, which underflows)."""
+    from inference import kl_per_dimension
+
+    x = torch.tensor([[0.5, -1.0], [2.0, 0.3]])
+
+    def model(x, scale):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.ExpandedDistribution(dist.Normal(torch.zeros(2), 1.0),
+                                                           (len(x), 2)).to_event(1))
+            pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=x)
+
+    def guide(x, scale):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(x, scale).to_event(1))
+
+    def analytic(scale):
+        loc, scale = x.double(), torch.tensor(scale, dtype=torch.float64)
+        return (0.5 * (scale ** 2 + loc ** 2 - 1) - scale.log()).mean(0)
+
+    for scale in (0.5, 1e-30):
+        kl = kl_per_dimension(model, guide, x, torch.tensor(scale))
+        assert torch.allclose(kl.double(), analytic(scale), rtol=1e-5), (scale, kl)
