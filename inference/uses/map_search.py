@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 import torch
 
-from ..checks import check_in_range_of
-from ..progress import bar_range
+from ..checks import (MAX_STEPS, as_int, as_number, check_at_most, check_finite_tensor,
+                      check_in_range_of, check_tensor_input)
+from ..progress import bar_range, check_progress
 
 
 # an objective below the start's by more than this (relative to 1 + |start|) after the search
@@ -34,25 +35,43 @@ def adam_map(start: torch.Tensor, log_joint: Callable[[torch.Tensor], torch.Tens
     Args:
         start: ``[batch, d]`` initial codes (copied, not changed).
         log_joint: maps ``z: [batch, d]`` to ``[batch]`` log densities to maximize.
-        steps: Adam steps, an integer ``>= 0`` (checked by the caller).
-        lr: Adam's learning rate, a finite number ``> 0`` (checked by the caller).
+        steps: Adam steps, an integer in ``0..MAX_STEPS``.
+        lr: Adam's learning rate, a finite number ``> 0``.
         entry: the public function's name, for the errors.
         inputs: what sets the objective at ``start`` (the caller's arguments, in words),
             named when it is not finite there.
         progress: False hides the bar over the steps (shown after a second, named
-            ``entry``; checked by the caller).
+            ``entry``).
 
     Returns:
         ``z*: [batch, d]``, detached: per row the code of the highest objective seen
         (``start`` itself for ``steps = 0``).
 
     Raises:
+        TypeError, ValueError: ``start`` no floating tensor ``[batch, d]``, ``steps``, ``lr``
+            or ``progress`` out of range, or ``log_joint(start)`` not of shape ``[batch]``.
         ValueError: ``lr`` beyond the range of ``start``'s dtype.
         ValueError: the objective is NaN or infinite at ``start``, before any step (so no
             fault of ``lr``), naming ``inputs``.
         FloatingPointError: the objective or the codes turn NaN or infinite after a step
             (``lr`` too large), naming the step.
     """
+    check_tensor_input(start, "start")
+    if not torch.is_tensor(start) or start.dim() != 2 or not start.is_floating_point():
+        raise TypeError(f"{entry}: start must be a floating tensor [batch, d], got "
+                        f"{getattr(start, 'dtype', type(start).__name__)} "
+                        f"{list(getattr(start, 'shape', []))}")
+    check_finite_tensor(start, "start")
+    if not start.shape[0]:
+        raise ValueError(f"{entry}: start holds no codes (shape {list(start.shape)})")
+    if not callable(log_joint):
+        raise TypeError(f"{entry}: log_joint must be callable, got "
+                        f"{type(log_joint).__name__}")
+    steps = as_int(steps, "steps", minimum=0)
+    check_at_most(steps, "steps", MAX_STEPS, "each step evaluates the objective and its "
+                  "gradient, so such a search would not end")
+    lr = as_number(lr, "lr", positive=True)
+    check_progress(progress)
     check_in_range_of(lr, f"{entry}: lr", start.dtype,
                       "use a learning rate such as 0.05 (Adam computes it in the codes' dtype)")
     if not steps:
@@ -68,6 +87,13 @@ def adam_map(start: torch.Tensor, log_joint: Callable[[torch.Tensor], torch.Tens
             """The objective ``[batch]`` after ``done`` steps (a graph), kept if better."""
             nonlocal best, best_z, first
             objective = log_joint(z)
+            if not torch.is_tensor(objective) or tuple(objective.shape) != (z.shape[0],):
+                raise ValueError(f"{entry}: the objective must return [batch] = "
+                                 f"[{z.shape[0]}] log densities for codes {list(z.shape)}, got "
+                                 f"{list(getattr(objective, 'shape', [type(objective)]))}")
+            if not objective.requires_grad:
+                raise ValueError(f"{entry}: the objective is not differentiable in the codes "
+                                 "(computed under torch.no_grad, or from detached codes)")
             if not bool(torch.isfinite(objective).all()):
                 bad = float(objective.detach()[~torch.isfinite(objective.detach())][0])
                 if done == 0:

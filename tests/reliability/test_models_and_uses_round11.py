@@ -141,3 +141,27 @@ def test_bits_back_refuses_a_latent_dim_its_encoder_does_not_have():
     with pytest.raises(ValueError, match=r"vae.encode returned \[\[1, 1\], \[1, 1\]\] for one "
                                          r"image, not \(loc, scale\) of shape \[1, 2\]"):
         bits_back_encode(coder, images)
+
+
+def test_adam_map_checks_its_arguments_and_the_objectives_shape():
+    """Exported from inference.uses, it checked nothing: an objective of shape [batch, 1]
+    returned codes of the wrong shape silently, steps=-5 ran."""
+    from inference.uses import adam_map
+
+    start = torch.zeros(2, 2)
+
+    def quadratic(z):  # maximum at (1, -1) for every row: [batch]
+        return -((z - torch.tensor([1.0, -1.0])) ** 2).sum(-1)
+
+    found = adam_map(start, quadratic, 300, 0.05, "test", "the start", progress=False)
+    assert found.shape == (2, 2) and torch.allclose(found, torch.tensor([[1.0, -1.0]] * 2),
+                                                    atol=0.05)
+    for objective, match in ((lambda z: quadratic(z)[:, None], r"must return \[batch\] = \[2\]"),
+                             (lambda z: quadratic(z.detach()), "not differentiable")):
+        with pytest.raises(ValueError, match=match):
+            adam_map(start, objective, 5, 0.05, "test", "the start", progress=False)
+    for steps, lr in ((-5, 0.05), (2.5, 0.05), (5, -0.1), (5, math.nan)):
+        with pytest.raises(ValueError, match="steps|lr"):
+            adam_map(start, quadratic, steps, lr, "test", "the start", progress=False)
+    with pytest.raises(TypeError, match=r"start must be a floating tensor \[batch, d\]"):
+        adam_map(torch.zeros(2), quadratic, 5, 0.05, "test", "the start", progress=False)
