@@ -228,6 +228,8 @@ def bits_back_row(args, vae: VAE, test: torch.Tensor, device) -> dict:
 def compress_images(args, device) -> tuple[list[dict], dict]:
     data = load_images("digits").binarized(args.seed)
     train, test = data.train.images, data.test.images
+    check_count("compression", "--num-test-images", args.num_test_images, len(test),
+                "the digits test split")
     if args.num_test_images:
         test = test[:args.num_test_images]
     symbols = test.long()  # [n, 1, 8, 8], 0/1

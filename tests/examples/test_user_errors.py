@@ -238,6 +238,10 @@ def long_line(tmp_path):
           ("pixel_likelihoods", ["--num-train", "100", "--num-test", "10", "--k"]),
           ("outliers", ["--num-train", "100", "--num-test", "10", "--num-samples"]),
           ("completion", ["--num-train", "100", "--num-test", "10", "--nll-k"]))],
+    # the test images were cut to the split's 300 without a word (the config said 5000)
+    ("compression", ["--num-train", "100", "--num-test-words", "10", "--num-test-images",
+                     "5000"], "compression: error: argument --num-test-images: 5000 asked for, "
+     "but the digits test split holds"),
     # a variance beyond float32: a traceback from ToyManifold's constructor
     ("toy_manifold", ["--num-train", "50", "--num-test", "20", "--noise-scale", "1e-19"],
      "toy_manifold: error: argument --noise-scale: noise_scale=1e-19: its square is beyond"),
