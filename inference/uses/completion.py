@@ -97,18 +97,9 @@ def observed_channel(y: torch.Tensor, missing: torch.Tensor | None = None,
         else in the default floating dtype.
     """
     check_tensor_input(y, "y")
-    if not torch.is_tensor(y) or y.dim() != 4 or y.is_complex() or \
-            not ((y == 0) | (y == 1)).all():
+    if not torch.is_tensor(y) or y.dim() != 4 or y.is_complex():
         raise ValueError(f"y must be a [batch, C, H, W] tensor of 0/1 pixels, got "
                          f"{getattr(y, 'dtype', '')} {getattr(y, 'shape', type(y).__name__)}")
-    flip_rate = as_number(flip_rate, "flip_rate", minimum=0)
-    if not flip_rate < 0.5:
-        raise ValueError(f"flip_rate must lie in [0, 0.5), got {flip_rate}")
-    dtype = y.dtype if y.is_floating_point() else torch.get_default_dtype()
-    same = math.log1p(-flip_rate)
-    other = math.log(flip_rate) if flip_rate > 0 else NEG_INF
-    k = torch.arange(2, device=y.device, dtype=dtype)
-    table = torch.where(y.to(dtype)[..., None] == k, k.new_tensor(same), k.new_tensor(other))
     if missing is not None:
         check_tensor_input(missing, "missing")
         if not torch.is_tensor(missing) or missing.dtype != torch.bool:
@@ -121,7 +112,24 @@ def observed_channel(y: torch.Tensor, missing: torch.Tensor | None = None,
         if not fits:
             raise ValueError(f"missing {list(missing.shape)} does not broadcast to y "
                              f"{list(y.shape)}")
-        table = torch.where(missing.expand(y.shape)[..., None], 0.0, table)
+        missing = missing.expand(y.shape)
+    # a missing pixel's value is never read: any filler (NaN, 0.5, -1) may stand there
+    observed = ((y == 0) | (y == 1)) if missing is None else ((y == 0) | (y == 1) | missing)
+    if not bool(observed.all()):
+        bad = y[~observed]
+        raise ValueError(f"y must hold 0/1 pixels where it is observed: {bad.numel()} "
+                         f"observed pixel(s) are not, e.g. {float(bad[0]):g} (mark missing "
+                         "ones in missing)")
+    flip_rate = as_number(flip_rate, "flip_rate", minimum=0)
+    if not flip_rate < 0.5:
+        raise ValueError(f"flip_rate must lie in [0, 0.5), got {flip_rate}")
+    dtype = y.dtype if y.is_floating_point() else torch.get_default_dtype()
+    same = math.log1p(-flip_rate)
+    other = math.log(flip_rate) if flip_rate > 0 else NEG_INF
+    k = torch.arange(2, device=y.device, dtype=dtype)
+    table = torch.where(y.to(dtype)[..., None] == k, k.new_tensor(same), k.new_tensor(other))
+    if missing is not None:
+        table = torch.where(missing[..., None], 0.0, table)
     return table  # [batch, C, H, W, 2]
 
 

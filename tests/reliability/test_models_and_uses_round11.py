@@ -165,3 +165,17 @@ def test_adam_map_checks_its_arguments_and_the_objectives_shape():
             adam_map(start, quadratic, steps, lr, "test", "the start", progress=False)
     with pytest.raises(TypeError, match=r"start must be a floating tensor \[batch, d\]"):
         adam_map(torch.zeros(2), quadratic, 5, 0.05, "test", "the start", progress=False)
+
+
+def test_observed_channel_reads_no_filler_under_missing():
+    """NaN or 0.5 standing at pixels marked missing (never read) was refused, by a message
+    that named only the dtype and shape."""
+    from inference.uses import observed_channel
+
+    y = torch.tensor([[[[1.0, math.nan], [0.0, 0.5]]]])
+    missing = torch.tensor([[[[False, True], [False, True]]]])
+    filled = observed_channel(torch.where(missing, 0.0, y), missing)
+    assert torch.equal(observed_channel(y, missing), filled)
+    with pytest.raises(ValueError, match=r"0/1 pixels where it is observed: 2 observed "
+                                         r"pixel\(s\) are not, e.g. nan"):
+        observed_channel(y)
