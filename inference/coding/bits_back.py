@@ -290,8 +290,9 @@ def bits_back_decode(vae, data: bytes, latent_bits: int = 12) -> tuple[torch.Ten
     """Invert :func:`bits_back_encode` (same ``vae`` and ``latent_bits``).
 
     Returns:
-        ``(images, initial words)``: float ``[n, C, H, W]`` of 0/1 on the VAE's device, in
-        the order they were encoded, and the stack's words left after the last image.
+        ``(images, initial words)``: ``[n, C, H, W]`` of 0/1 on the VAE's device and in its
+        dtype, in the order they were encoded, and the stack's words left after the last
+        image.
 
     Raises:
         ValueError: a corrupt or truncated stream (header, length, CRC32), a stream of format
@@ -351,7 +352,7 @@ def bits_back_decode(vae, data: bytes, latent_bits: int = 12) -> tuple[torch.Ten
     if symbol_digest(stacked.reshape(-1).to(torch.int32)) != stream.digest:
         raise ValueError("bits-back images: the decoded images do not match the stream's "
                          "digest: decoded with another VAE than it was written with")
-    return stacked.to(tables.device), left
+    return stacked.to(tables.device, tables.dtype), left
 
 
 def net_bits(data: bytes, initial_words: int | None = None) -> int:

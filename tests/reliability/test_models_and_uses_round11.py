@@ -179,3 +179,14 @@ def test_observed_channel_reads_no_filler_under_missing():
     with pytest.raises(ValueError, match=r"0/1 pixels where it is observed: 2 observed "
                                          r"pixel\(s\) are not, e.g. nan"):
         observed_channel(y)
+
+
+def test_bits_back_decodes_in_the_vaes_dtype():
+    """A float64 VAE's images came back float32 (an empty batch in the default dtype)."""
+    from inference.coding import bits_back_decode, bits_back_encode
+
+    coder = LinearCoder().double()
+    images = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]], dtype=torch.float64)
+    for batch in (images, images[:0]):
+        decoded, _ = bits_back_decode(coder, bits_back_encode(coder, batch))
+        assert decoded.dtype == torch.float64 and torch.equal(decoded, batch)
