@@ -117,8 +117,7 @@ def main(args: argparse.Namespace) -> dict:
     out, device, start = start_run(args)
     pyro.clear_param_store()
 
-    with refused_as_usage("toy_manifold", "--noise-scale"):  # a variance beyond float32
-        truth = ToyManifold(noise_scale=args.noise_scale)
+    truth = ToyManifold(noise_scale=args.noise_scale)
     train, _ = truth.sample(args.num_train, seed=args.seed)
     test, _ = truth.sample(args.num_test, seed=args.seed + 1)
     # the true model's evidence needs no training: computed first, a noise scale too small
@@ -184,6 +183,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     training_flags(parser, epochs=150, batch_size=100, lr=3e-3)
     evidence_flags(parser, max_k=5000, repeats=3, chunk_size=1000)
     args = parser.parse_args(argv)
+    try:  # a variance beyond float32 (a traceback from ToyManifold's constructor)
+        ToyManifold(noise_scale=args.noise_scale)
+    except ValueError as error:
+        parser.error(f"argument --noise-scale: {error}")
     if args.noise_scale > MAX_NOISE_SCALE:
         parser.error(f"argument --noise-scale: must be at most {MAX_NOISE_SCALE:g}, got "
                      f"{args.noise_scale:g}: the manifold's pixel means span 0.1..0.9, and "

@@ -168,10 +168,13 @@ def check_number(value, name: str, minimum: float | None = None, positive: bool 
                  dtype: torch.dtype | None = None) -> None:
     """Raise ``ValueError`` unless ``value`` is a finite real number (not a bool, not a
     string, not an integer beyond float range, not a tensor: :func:`as_number` takes a 0-dim
-    one), ``> 0`` when ``positive``, ``>= minimum`` when given, and, with ``dtype`` (the
-    floating dtype it is computed in), within that dtype's range (:func:`check_in_range_of`)."""
+    one; a 0-dim numpy array counts as its number), ``> 0`` when ``positive``, ``>= minimum``
+    when given, and, with ``dtype`` (the floating dtype it is computed in), within that
+    dtype's range (:func:`check_in_range_of`)."""
     if torch.is_tensor(value):
         raise ValueError(_tensor_as_number_message(value, name))
+    if isinstance(value, numpy.ndarray) and real_tensor(value):
+        value = value.item()  # np.array(0.01): the number it holds (callers take float())
     if not finite_real(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     if positive and not value > 0:
@@ -518,7 +521,8 @@ def _check_not_a_container_of_batches(value, name: str) -> None:
         raise TypeError(f"{name} is a TensorDataset: pass its tensors, *dataset.tensors")
     if isinstance(value, types.GeneratorType):
         raise TypeError(f"{name} is a generator: pass a tensor, e.g. torch.stack(list(...))")
-    if type(value).__module__.split(".")[0] == "pandas":
+    if type(value).__module__.split(".")[0] == "pandas" and \
+            type(value).__name__ in ("DataFrame", "Series"):
         raise TypeError(f"{name} is a pandas {type(value).__name__}: pass a tensor, "
                         "torch.tensor(frame.to_numpy(), dtype=torch.get_default_dtype())")
 

@@ -112,8 +112,10 @@ class _Tables:
         self.edges = bucket_edges(latent_bits)
         self.centres = bucket_centres(latent_bits)
         self.num_buckets = 2**latent_bits
-        # parameters, else buffers (weights a user keeps as buffers), else the defaults
-        held = next(iter([*vae.parameters(), *vae.buffers()]), None)
+        # floating parameters, else floating buffers (weights a user keeps as buffers; not
+        # an integer counter), else the defaults
+        held = next((t for t in [*vae.parameters(), *vae.buffers()] if t.is_floating_point()),
+                    None)
         self.device = held.device if held is not None else torch.device("cpu")
         self.dtype = held.dtype if held is not None else torch.get_default_dtype()
 

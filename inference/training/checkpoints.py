@@ -696,7 +696,8 @@ def check_module_states(states: list, modules, path) -> None:
                 f"that is not its own (missing {missing[:4]}): resume with the pair of that "
                 "run, or use another checkpoint path")
         for name, tensor in saved.items():
-            if not torch.is_tensor(own[name]):  # a module's extra state (get_extra_state)
+            # a module's extra state (get_extra_state) is its own to read, whatever its shape
+            if not torch.is_tensor(own[name]) or name.rsplit(".", 1)[-1] == "_extra_state":
                 continue
             if not torch.is_tensor(tensor) or tensor.shape != own[name].shape:
                 shape = list(tensor.shape) if torch.is_tensor(tensor) else type(tensor).__name__
@@ -797,10 +798,12 @@ def data_fingerprint(tensors) -> list[dict]:
 
 
 def state_shapes(state: dict) -> dict:
-    """``{name: shape}`` of the tensors of a module's ``state_dict``; an entry that is not a
-    tensor (a module's ``get_extra_state``, such as an n-gram's concentration) is left out,
-    as fingerprints written before such entries existed left it out."""
-    return {name: list(value.shape) for name, value in state.items() if torch.is_tensor(value)}
+    """``{name: shape}`` of the tensors of a module's ``state_dict``; a module's extra state
+    (``get_extra_state``, such as an n-gram's concentration; a tensor that grows in training)
+    is left out: the module's own to read, as fingerprints written before such entries
+    existed left it out."""
+    return {name: list(value.shape) for name, value in state.items()
+            if torch.is_tensor(value) and name.rsplit(".", 1)[-1] != "_extra_state"}
 
 
 def params_fingerprint(modules, shapes: dict) -> dict:

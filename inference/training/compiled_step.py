@@ -55,6 +55,12 @@ from .svi_step import (
     with_gradients,
 )
 
+# Supports that a distribution's family fixes, whatever its parameters: the only ones a
+# compiled step checks later batches' observed arguments against.
+FIXED_SUPPORTS = tuple(getattr(pyro.distributions.constraints, name) for name in (
+    "boolean", "real", "positive", "nonnegative", "unit_interval", "nonnegative_integer",
+    "positive_integer", "simplex", "real_vector", "corr_cholesky", "positive_definite"))
+
 # torch.compile backend; "eager" replays the traced graph uncompiled (tests, debugging).
 DEFAULT_BACKEND = "inductor"
 
@@ -107,8 +113,9 @@ class CompiledSVIStep:
         self.loss_name, self.backend = loss, backend
         self._graphs: dict[tuple, Callable] = {}
         self._checked = False
-        # (argument leaf, site, support) of observed sites whose value is an argument
-        self._observed_arguments: list[tuple[int, str, object]] = []
+        # per arguments key (their structure and shapes, as graphs are keyed): (argument leaf,
+        # site, support) of observed sites whose value is an argument
+        self._observed_arguments: dict[tuple, list[tuple[int, str, object]]] = {}
 
     def _named_params(self):
         return [(n, p) for n, p in self.module.named_parameters() if p.requires_grad]
@@ -137,7 +144,9 @@ class CompiledSVIStep:
                     "guide share, the IWAE gradient, as DReGLoss warns), or register each "
                     "network in one of them only (pyro.module in the guide alone for an "
                     "encoder), which compiles")
-        self._record_observed_arguments(args, kwargs)
+        with pyro.poutine.block(), torch.no_grad(), forked_rng():
+            model_trace, guide_trace = trace_pair(self.model, self.guide, args, kwargs)
+        check_model_observes(model_trace, guide_trace, False, "CompiledSVIStep")
         foreign = [p for p in unique_tensors(scorer.params)
                    if id(p) not in owned and p.requires_grad]
         if foreign:
@@ -147,29 +156,27 @@ class CompiledSVIStep:
         self._checked = True
 
     def _record_observed_arguments(self, args, kwargs) -> None:
-        """Refuse a swapped pair (:func:`check_model_observes`), and note the observed
-        sites, unmasked, whose value is one of the arguments (``obs=x``): a graph scores
-        later batches without Pyro's checks, so :meth:`_check_batch` checks those arguments
-        against the site's support."""
+        """Note, for this structure of arguments, the observed sites, unmasked, whose value
+        is one of the arguments (``obs=x``) and whose family fixes their support (Bernoulli's
+        0/1, Poisson's counts, a Normal's reals; not ends read from parameters, draws or
+        arguments, such as a Multinomial's ``total_count``): a graph scores later batches
+        without Pyro's checks, so :meth:`_check_batch` checks those arguments."""
         with pyro.poutine.block(), torch.no_grad(), forked_rng():
-            model_trace, guide_trace = trace_pair(self.model, self.guide, args, kwargs)
-        check_model_observes(model_trace, guide_trace, False, "CompiledSVIStep")
+            model_trace, _ = trace_pair(self.model, self.guide, args, kwargs)
         leaves = compiling.tensor_leaves(args, kwargs)
+        found = []
         for site in model_trace.nodes.values():
             if site["type"] != "sample" or not site["is_observed"] \
                     or not bool(site_mask(site).all()):
                 continue
             position = next((i for i, leaf in enumerate(leaves) if leaf is site["value"]),
                             None)
-            if position is not None:
-                support = site["fn"].support
-                while hasattr(support, "base_constraint"):  # the per-element support
-                    support = support.base_constraint
-                # ends that are tensors may move with the parameters or draws (x ~ Uniform(0,
-                # z)): only supports fixed by the distribution's family are checked
-                if support is not pyro.distributions.constraints.dependent and not any(
-                        torch.is_tensor(v) for v in vars(support).values()):
-                    self._observed_arguments.append((position, site["name"], support))
+            support = site["fn"].support
+            while hasattr(support, "base_constraint"):  # the per-element support
+                support = support.base_constraint
+            if position is not None and any(support is fixed for fixed in FIXED_SUPPORTS):
+                found.append((position, site["name"], support))
+        self._observed_arguments[compiling.arguments_key(args, kwargs)] = found
 
     def _check_batch(self, args, kwargs) -> None:
         """While Pyro's validation is on (as :class:`SVIStep` checks every batch): NaN or
@@ -179,7 +186,9 @@ class CompiledSVIStep:
             return
         check_data(args, kwargs)
         leaves = compiling.tensor_leaves(args, kwargs)
-        for position, name, support in self._observed_arguments:
+        # (arguments of a structure not seen yet: their graph is traced with Pyro's checks)
+        for position, name, support in self._observed_arguments.get(
+                compiling.arguments_key(args, kwargs), ()):
             value = leaves[position]
             inside = support.check(value)
             if not bool(inside.all()):
@@ -219,6 +228,7 @@ class CompiledSVIStep:
             buffers = {name: b.clone() for name, b in self.module.named_buffers()}
             if not self._checked:
                 self._check(args, kwargs)
+            self._record_observed_arguments(args, kwargs)
             names = [n for n, _ in self._named_params()]
             traced = compiling.trace_with_inputs(self.module, names, self._loss_and_grads,
                                                  params, args, kwargs)

@@ -721,6 +721,7 @@ def fit(
                       "mixed_precision": mixed_precision, "shuffle": shuffle})
     num_particles, epochs, batch_size, seed, kl_warmup_epochs = map(
         int, (num_particles, epochs, batch_size, seed, kl_warmup_epochs))
+    lr = float(lr)  # (np.array(1e-3) would make float64 steps)
     if checkpoint is not None:  # "~/run.pt" is in the home folder, not in a folder named "~";
         # and a relative path is resolved once: a callback's os.chdir must not move the saves
         checkpoint = os.path.expanduser(checkpoint)

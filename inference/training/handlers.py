@@ -24,7 +24,7 @@ class scale_data_plate(Messenger):
     def __init__(self, factor: float):
         check_number(factor, "scale_data_plate factor", positive=True, dtype=torch.float32)
         super().__init__()
-        self.factor = factor
+        self.factor = float(factor)
 
     def _process_message(self, msg):
         if any(frame.name == DATA_PLATE for frame in msg["cond_indep_stack"]):
@@ -47,7 +47,7 @@ class scale_latents(Messenger):
     def __init__(self, beta: float):
         check_number(beta, "scale_latents beta", minimum=0.0, dtype=torch.float32)
         super().__init__()
-        self.beta = beta
+        self.beta = float(beta)
 
     def _process_message(self, msg):
         if msg["type"] == "sample" and not msg["is_observed"]:

@@ -190,3 +190,19 @@ def test_bits_back_decodes_in_the_vaes_dtype():
     for batch in (images, images[:0]):
         decoded, _ = bits_back_decode(coder, bits_back_encode(coder, batch))
         assert decoded.dtype == torch.float64 and torch.equal(decoded, batch)
+
+
+def test_bits_back_reads_the_dtype_of_a_buffers_only_vae_from_its_floating_buffers():
+    """A VAE whose weights are buffers, the first an integer step counter: its codes and
+    images were cast to int64 (codes of 0.37 decoded as 0)."""
+    from inference.coding import bits_back_decode, bits_back_encode
+
+    coder = LinearCoder()
+    weight, bias = coder.weight.detach(), coder.bias.detach()
+    del coder.weight, coder.bias
+    coder.register_buffer("steps", torch.tensor(7))
+    coder.register_buffer("weight", weight)
+    coder.register_buffer("bias", bias)
+    images = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]], [[[0.0, 1.0], [1.0, 1.0]]]])
+    decoded, _ = bits_back_decode(coder, bits_back_encode(coder, images))
+    assert decoded.dtype == torch.float32 and torch.equal(decoded, images)

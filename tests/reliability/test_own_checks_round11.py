@@ -18,6 +18,7 @@ test fails on the code before its fix.
   refused an ``ExpandedDistribution`` of a Normal and gave inf for a scale of 1e-30.
 """
 
+import math
 import warnings
 
 import numpy as np
@@ -270,3 +271,135 @@ def test_kl_per_dimension_reads_an_expanded_normal_and_tiny_scales():
     for scale in (0.5, 1e-30):
         kl = kl_per_dimension(model, guide, x, torch.tensor(scale))
         assert torch.allclose(kl.double(), analytic(scale), rtol=1e-5), (scale, kl)
+
+
+# The probe of this session's own changes --------------------------------------------------
+def test_fit_takes_a_zero_dim_numpy_learning_rate():
+    x = torch.tensor([0.5, 1.5, 1.0])
+
+    def model(x):
+        loc = pyro.param("loc", torch.tensor(0.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(loc, 1.0), obs=x)
+
+    def guide(x):
+        pass
+
+    histories = []
+    for lr in (0.1, np.array(0.1)):
+        pyro.clear_param_store()
+        histories.append(fit(model, guide, x, epochs=3, lr=lr, seed=0, progress=False))
+    assert [r["train_loss"] for r in histories[0]] == [r["train_loss"] for r in histories[1]]
+
+
+class CountsPair(torch.nn.Module):
+    """x ~ Multinomial(n, softmax(W z)) with the total n passed per batch; an optional
+    covariate c shifts z's effect."""
+
+    def __init__(self):
+        super().__init__()
+        self.decoder = torch.nn.Linear(1, 4)
+        self.loc = torch.nn.Parameter(torch.zeros(()))
+
+    def model(self, c, x, n):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([1]).to_event(1))
+            shift = 0.0 if c is None else c[:, None]
+            pyro.sample("x", dist.Multinomial(n, logits=self.decoder(z + shift)), obs=x)
+
+    def guide(self, c, x, n):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(self.loc.expand(x.shape[0], 1), 1.0).to_event(1))
+
+
+def test_a_compiled_step_does_not_hold_later_batches_to_the_first_ones_support():
+    """A Multinomial's total count passed per batch (4, then 8) was held to the first
+    batch's bound; an optional argument (None, then a tensor) shifted the positions the
+    observed argument was looked up at (a covariate checked against x's support)."""
+    from inference import CompiledSVIStep
+
+    pair = CountsPair()
+    step = CompiledSVIStep(pair.model, pair.guide, backend="eager")
+    first = torch.tensor([[1.0, 2.0, 0.0, 1.0], [0.0, 1.0, 1.0, 2.0]])
+    second = torch.tensor([[3.0, 2.0, 2.0, 1.0], [4.0, 1.0, 1.0, 2.0]])
+    assert math.isfinite(step.step(None, first, 4))
+    assert math.isfinite(step.step(None, second, 8))
+    assert math.isfinite(step.step(-torch.ones(2), second, 8))
+    with pytest.raises(ValueError, match="NaN or infinite"):  # the checks still run
+        step.step(None, torch.full_like(second, math.nan), 8)
+
+
+def test_a_pandas_setting_beside_tensor_data_is_no_frame():
+    pandas = pytest.importorskip("pandas")
+    from inference import elbo
+
+    def model(x, start):
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(0.0, 1.0), obs=x)
+
+    def guide(x, start):
+        pass
+
+    assert torch.isfinite(elbo(model, guide, torch.zeros(3), pandas.Timestamp("2026-11-30"),
+                               progress=False)).all()
+
+
+class Growing(torch.nn.Module):
+    """A network whose extra state (the batch sizes it saw) grows as it trains."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(1, 1)
+        self._seen = []
+
+    def forward(self, x):
+        self._seen.append(len(x))
+        return self.linear(x[:, None])[:, 0]
+
+    def get_extra_state(self):
+        return torch.tensor(self._seen, dtype=torch.float32)
+
+    def set_extra_state(self, state):
+        self._seen = [int(v) for v in state]
+
+
+class GrowingPair(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = Growing()
+
+    def model(self, x):
+        pyro.module("growing", self)
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(self.net(x * 0), 1.0), obs=x)
+
+    def guide(self, x):
+        pass
+
+
+def test_a_resume_takes_an_extra_state_that_grew(tmp_path):
+    """Refused as "written by another run" (its shape entered the fingerprint)."""
+    x, path = torch.randn(6), tmp_path / "run.pt"
+    pyro.clear_param_store()
+    pair = GrowingPair()
+    fit(pair.model, pair.guide, x, epochs=2, checkpoint=path, progress=False)
+    trained = len(pair.net._seen)
+    pyro.clear_param_store()
+    again = GrowingPair()
+    history = fit(again.model, again.guide, x, epochs=3, checkpoint=path, resume=True,
+                  progress=False)
+    assert len(history) == 3 and len(again.net._seen) > trained  # restored, then grown
+
+
+def test_dreg_keeps_a_constructor_setting_that_is_no_tensor():
+    """StableWithLogProb(coords="S") was rebuilt with the default coords "S0": another
+    density held fixed, 13 nats off."""
+    from inference.training.objectives import detach_parameters
+
+    loc = torch.tensor([0.2, -0.5], requires_grad=True)
+    stable = dist.StableWithLogProb(torch.tensor(1.8), torch.tensor(0.5), torch.tensor(1.0),
+                                    loc, coords="S")
+    fixed = detach_parameters(stable)
+    value = torch.tensor([0.4, -0.1])
+    assert fixed.coords == "S"
+    assert torch.allclose(fixed.log_prob(value), stable.log_prob(value).detach())
