@@ -28,7 +28,6 @@ from collections.abc import Callable
 
 import pyro
 import torch
-
 from pyro.infer.util import is_validation_enabled
 
 from ..checks import check_outer_handlers, check_pair_arguments
