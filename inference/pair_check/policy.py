@@ -84,6 +84,14 @@ def _check_sites_match(s: PairStructure, use: str = "log_importance_weights",
         if s.missing_in_guide:
             parts.append(f"the model's latent site(s) {site_list(s.missing_in_guide)} are not "
                          "sampled by the guide")
+            done = [name for name in s.missing_in_guide if name in s.intervened]
+            if done:  # what Pyro's do leaves behind
+                parts.append(
+                    f"{site_list(done)} is a pyro.poutine.do intervention's own draw, which "
+                    "do keeps in the model as a latent (the sites after it read the "
+                    "intervened value): sample it in the guide from its prior (it is cut from "
+                    "the data), or hide it, poutine.block(poutine.do(model, data=...), "
+                    f"hide={list(done)})")
         if s.missing_in_model:
             parts.append(f"the guide samples {site_list(s.missing_in_model)}, which the model "
                          "does not have (mark a guide-only variable with "

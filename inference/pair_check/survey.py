@@ -142,6 +142,8 @@ class PairStructure:
         auxiliary: guide-only sites marked ``infer={"is_auxiliary": True}``.
         missing_in_guide, missing_in_model: latent site names one side lacks (the model's
             enumerated sites of :attr:`model_enumerated` are not missing).
+        intervened: model latent sites that a ``pyro.poutine.do`` intervention keeps as
+            draws of their own (the sites after them read the intervened value).
         model_enumerated: latent sites of the model marked for enumeration
             (``infer={"enumerate": ...}``, ``config_enumerate``) that the guide does not
             sample: the weights sum them out (:mod:`inference.enumeration`).
@@ -216,6 +218,7 @@ class PairStructure:
     enumerated: tuple = ()
     auxiliary: tuple = ()
     missing_in_guide: tuple = ()
+    intervened: tuple = ()
     missing_in_model: tuple = ()
     model_enumerated: tuple = ()
     sequential_enumerated: tuple = ()
@@ -714,6 +717,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
         auxiliary=auxiliary,
         missing_in_guide=missing_in_guide,
         missing_in_model=missing_in_model,
+        intervened=tuple(site["name"] for site in model_sites if "_intervener_id" in site),
         model_enumerated=tuple(marked),
         sequential_enumerated=tuple(n for n, how in marked.items() if how != "parallel"),
         vectorizable=not error,

@@ -403,3 +403,29 @@ def test_dreg_keeps_a_constructor_setting_that_is_no_tensor():
     value = torch.tensor([0.4, -0.1])
     assert fixed.coords == "S"
     assert torch.allclose(fixed.log_prob(value), stable.log_prob(value).detach())
+
+
+def test_a_do_intervention_is_named_and_its_hidden_form_is_exact():
+    """poutine.do keeps the intervened site as a latent of its own: refused as a site the
+    guide lacks with no word of do (Pyro's Trace_ELBO scores it, 5.7 nats off in the
+    probe); hidden with poutine.block, log p(x | do(s = 1)) is x ~ N(1, 2) per datapoint."""
+    from inference import iwae_bound
+
+    def model(x):
+        s = pyro.sample("s", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(s, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):  # the exact posterior of z given s = 1: N((x + 1) / 2, 1/2)
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal((x + 1) / 2, 0.5 ** 0.5))
+
+    x = torch.tensor([0.5, 1.0, -2.0])
+    intervened = pyro.poutine.do(model, data={"s": torch.tensor(1.0)})
+    with pytest.raises(PairError, match=r"'s' is a pyro.poutine.do intervention's own draw"):
+        iwae_bound(intervened, guide, x, num_samples=10, progress=False)
+    hidden = pyro.poutine.block(intervened, hide=["s"])
+    bound = iwae_bound(hidden, guide, x, num_samples=10, progress=False)
+    exact = torch.distributions.Normal(1.0, 2 ** 0.5).log_prob(x)
+    assert torch.allclose(bound, exact, atol=1e-5), (bound, exact)  # an exact guide
