@@ -691,10 +691,11 @@ def check_module_states(states: list, modules, path) -> None:
         own = module.state_dict()
         if not isinstance(saved, dict) or saved.keys() != own.keys():
             missing = sorted(set(own) - set(saved)) if isinstance(saved, dict) else []
+            extra = sorted(set(saved) - set(own)) if isinstance(saved, dict) else []
             raise CheckpointError(
                 f"checkpoint {path} holds for module {index} ({type(module).__name__}) a state "
-                f"that is not its own (missing {missing[:4]}): resume with the pair of that "
-                "run, or use another checkpoint path")
+                f"that is not its own (missing {missing[:4]}, not the module's {extra[:4]}): "
+                "resume with the pair of that run, or use another checkpoint path")
         for name, tensor in saved.items():
             # a module's extra state (get_extra_state) is its own to read, whatever its shape
             if not torch.is_tensor(own[name]) or name.rsplit(".", 1)[-1] == "_extra_state":

@@ -225,17 +225,19 @@ class CompiledSVIStep:
         graph = self._graphs.get(key)
         if graph is None:
             buffers = {name: b.clone() for name, b in self.module.named_buffers()}
-            if not self._checked:
-                self._check(args, kwargs)
-            self._record_observed_arguments(args, kwargs)
-            names = [n for n, _ in self._named_params()]
-            traced = compiling.trace_with_inputs(self.module, names, self._loss_and_grads,
-                                                 params, args, kwargs)
-            graph = compiling.compile_graph(traced, self.backend)
-            self._check_against_eager(graph, params, args, kwargs)
-            with torch.no_grad():
-                for name, buffer in self.module.named_buffers():
-                    buffer.copy_(buffers[name])
+            try:
+                if not self._checked:
+                    self._check(args, kwargs)
+                self._record_observed_arguments(args, kwargs)
+                names = [n for n, _ in self._named_params()]
+                traced = compiling.trace_with_inputs(self.module, names, self._loss_and_grads,
+                                                     params, args, kwargs)
+                graph = compiling.compile_graph(traced, self.backend)
+                self._check_against_eager(graph, params, args, kwargs)
+            finally:  # a refused batch too: its check passes trained nothing
+                with torch.no_grad():
+                    for name, buffer in self.module.named_buffers():
+                        buffer.copy_(buffers[name])
             self._graphs[key] = graph
         return graph
 

@@ -21,10 +21,11 @@ import warnings
 import pyro
 import torch
 from pyro import poutine
-from pyro.distributions import Independent, TransformedDistribution
+from pyro.distributions import TransformedDistribution
 from pyro.distributions.torch_distribution import MaskedDistribution
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
-from torch.distributions.transforms import AffineTransform, ComposeTransform, IndependentTransform
+from torch.distributions.transforms import (AffineTransform, CatTransform, ComposeTransform,
+                                           IndependentTransform, StackTransform)
 
 from ..checks import as_int, check_number, check_weights_memory
 from ..pair_check import (
@@ -150,8 +151,18 @@ def _detached_transform(transform):
         loc, scale = (v.detach() if torch.is_tensor(v) else v
                       for v in (transform.loc, transform.scale))
         return AffineTransform(loc, scale, event_dim=transform.event_dim)
-    held = [k for k, v in vars(transform).items()
-            if torch.is_tensor(v) and k not in ("_cached_x_y",)]
+    if type(transform) is CatTransform:  # parts along a dim: each detached (their
+        # parameters kept their gradient path, a biased guide gradient)
+        return CatTransform([_detached_transform(t) for t in transform.transforms],
+                            transform.dim, transform.lengths)
+    if type(transform) is StackTransform:
+        return StackTransform([_detached_transform(t) for t in transform.transforms],
+                              transform.dim)
+    nested = [k for k, v in vars(transform).items() if isinstance(v, (list, tuple)) and any(
+        isinstance(t, torch.distributions.transforms.Transform) for t in v)]
+    # tensors on the graph (a constant exponent of PowerTransform is no parameter)
+    held = nested + [k for k, v in vars(transform).items()
+                     if torch.is_tensor(v) and v.requires_grad and k not in ("_cached_x_y",)]
     if isinstance(transform, torch.nn.Module):  # a learned transform: its parameters live
         held += [name for name, p in transform.named_parameters() if p.requires_grad]
     if held:
@@ -175,8 +186,9 @@ def detach_parameters(fn):
     holds other distributions or transforms (a mixture, a subclass of
     ``TransformedDistribution``) or no tensors at all.
     """
-    if isinstance(fn, Independent):
-        return Independent(detach_parameters(fn.base_dist), fn.reinterpreted_batch_ndims)
+    if isinstance(fn, torch.distributions.Independent):  # Pyro's, or torch's own (a
+        # TransformedDistribution of a vector transform wraps its base in it)
+        return type(fn)(detach_parameters(fn.base_dist), fn.reinterpreted_batch_ndims)
     if isinstance(fn, MaskedDistribution):
         return MaskedDistribution(detach_parameters(fn.base_dist), fn._mask)
     known = _known_constructor(fn)
@@ -280,10 +292,11 @@ def _check_same_density(log_q: torch.Tensor, log_q_fixed: torch.Tensor, guide_tr
     """``PairError`` naming the guide's families when ``log_q_fixed`` (scored with the
     parameters held fixed, :func:`detach_parameters`) differs from ``log_q`` at the same
     draws beyond rounding: a rebuilt distribution that is another density. Rounding is taken
-    generously (1% of ``|log q|`` in float32: an ill-conditioned low-rank Gaussian's two
-    float32 evaluations differed by 0.13 nats of 76); a lost setting moved it by nats."""
+    generously (1% of ``|log q|`` in float32, 0.1% in float64: an ill-conditioned low-rank
+    Gaussian's two evaluations differed by 0.13 nats of 76); a lost setting moved it by
+    nats."""
     gap = (log_q.detach() - log_q_fixed.detach()).abs()
-    relative = 1e-5 if log_q.dtype == torch.float64 else 1e-2
+    relative = 1e-3 if log_q.dtype == torch.float64 else 1e-2
     scale = relative * (1 + log_q.detach().abs())
     if bool((gap > scale).any()):
         families = sorted({type(site["fn"]).__name__

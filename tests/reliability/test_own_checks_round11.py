@@ -453,3 +453,29 @@ def test_dreg_takes_an_ill_conditioned_low_rank_guide_in_float32():
 
     pyro.clear_param_store()
     assert math.isfinite(DReGLoss(8).loss_and_grads(model, guide, torch.tensor([0.5, -1.0])))
+
+
+def test_dreg_detaches_the_parts_of_cat_and_stick_breaking_guides():
+    """A learned affine inside torch's CatTransform kept its gradient path in the log q DReG
+    holds fixed (a guide gradient of 1.5 where IWAE's is 5.0); a stick-breaking simplex guide
+    (its base inside torch's own Independent) and constant-tensor transforms were refused."""
+    from torch.distributions import transforms as T
+
+    from inference.training.objectives import detach_parameters
+
+    loc = torch.zeros(3, 4, requires_grad=True)
+    scale = torch.ones(2, requires_grad=True)
+    base = dist.Normal(loc, 1.0)
+    guides = [
+        dist.TransformedDistribution(base, [T.CatTransform(
+            [T.AffineTransform(scale[0], 2.0), T.AffineTransform(0.5, scale[1])], dim=-1,
+            lengths=[2, 2])]),
+        dist.TransformedDistribution(base, [T.StickBreakingTransform()]),
+        dist.TransformedDistribution(dist.LogNormal(loc, 1.0),
+                                     [T.PowerTransform(torch.tensor(2.0))]),
+    ]
+    for guide in guides:
+        value = guide.sample()
+        fixed = detach_parameters(guide).log_prob(value)
+        assert not fixed.requires_grad, type(guide.transforms[0]).__name__
+        assert torch.allclose(fixed, guide.log_prob(value).detach(), atol=1e-5)
