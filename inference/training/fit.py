@@ -80,7 +80,14 @@ def _describe(data) -> str:
     if type(data).__module__ == "numpy":
         return f"a numpy {kind}: torch.as_tensor(array, dtype=torch.get_default_dtype())"
     if isinstance(data, (tuple, list)):
-        return f"a {kind} of {', '.join(type(t).__name__ for t in data) or 'nothing'}"
+        held = f"a {kind} of {', '.join(type(t).__name__ for t in data) or 'nothing'}"
+        if any(torch.is_tensor(t) for t in data) and not all(torch.is_tensor(t) for t in data):
+            # a setting beside the data (fit(model, guide, (x, 0.5))): fit cuts every entry
+            # into minibatches, so settings are bound to the pair instead
+            held += (": fit cuts each entry into minibatches, so pass settings bound to the "
+                     "pair, e.g. fit(functools.partial(model, t=0.5), "
+                     "functools.partial(guide, t=0.5), x)")
+        return held
     if isinstance(data, dict):
         keys = ", ".join(map(repr, list(data)[:4])) + (", ..." if len(data) > 4 else "")
         return (f"a dict (keys {keys or 'none'}): pass a tuple of its tensors, e.g. "

@@ -394,3 +394,14 @@ def test_callbacks_of_the_wrong_arity_and_nul_paths_are_named_before_work(tmp_pa
     for call in (lambda: save_checkpoint(path, {}), lambda: load_checkpoint(path)):
         with pytest.raises(CheckpointError, match="holds a NUL byte"):
             call()
+
+
+def test_a_setting_passed_beside_the_data_points_to_binding_it():
+    """fit(model, guide, (x, 0.5)) was refused without saying how to pass a setting."""
+    from inference import fit
+
+    model, guide = normal_pair()
+    with pytest.raises(TypeError, match=r"got a tuple of Tensor, float: fit cuts each entry "
+                                        r"into minibatches, so pass settings bound to the pair, "
+                                        r"e.g. fit\(functools.partial"):
+        fit(model, guide, (torch.randn(4, 3), 0.5), epochs=1, progress=False)
