@@ -119,7 +119,7 @@ class CompiledSVIStep:
     def _named_params(self):
         return [(n, p) for n, p in self.module.named_parameters() if p.requires_grad]
 
-    def _check(self, args, kwargs) -> None:
+    def _check(self, args, kwargs, model_trace, guide_trace) -> None:
         check_param_store(self.model, self.guide, args, kwargs)
         if self.loss_name in WEIGHTED_LOSSES:
             self._nesting = weights_eligible(self.model, self.guide, args, kwargs,
@@ -143,8 +143,6 @@ class CompiledSVIStep:
                     "guide share, the IWAE gradient, as DReGLoss warns), or register each "
                     "network in one of them only (pyro.module in the guide alone for an "
                     "encoder), which compiles")
-        with pyro.poutine.block(), torch.no_grad(), forked_rng():
-            model_trace, guide_trace = trace_pair(self.model, self.guide, args, kwargs)
         check_model_observes(model_trace, guide_trace, False, "CompiledSVIStep")
         foreign = [p for p in unique_tensors(scorer.params)
                    if id(p) not in owned and p.requires_grad]
@@ -154,14 +152,12 @@ class CompiledSVIStep:
                              "compiled steps optimize the module's parameters only")
         self._checked = True
 
-    def _record_observed_arguments(self, args, kwargs) -> None:
+    def _record_observed_arguments(self, args, kwargs, model_trace) -> None:
         """Note, for this structure of arguments, the observed sites, unmasked, whose value
         is one of the arguments (``obs=x``) and whose family fixes their support (Bernoulli's
         0/1, Poisson's counts, a Normal's reals; not ends read from parameters, draws or
         arguments, such as a Multinomial's ``total_count``): a graph scores later batches
         without Pyro's checks, so :meth:`_check_batch` checks those arguments."""
-        with pyro.poutine.block(), torch.no_grad(), forked_rng():
-            model_trace, _ = trace_pair(self.model, self.guide, args, kwargs)
         leaves = compiling.tensor_leaves(args, kwargs)
         found = []
         for site in model_trace.nodes.values():
@@ -226,9 +222,12 @@ class CompiledSVIStep:
         if graph is None:
             buffers = {name: b.clone() for name, b in self.module.named_buffers()}
             try:
+                # one eager run of the pair on this batch, for the checks of a new graph
+                with pyro.poutine.block(), torch.no_grad(), forked_rng():
+                    model_trace, guide_trace = trace_pair(self.model, self.guide, args, kwargs)
                 if not self._checked:
-                    self._check(args, kwargs)
-                self._record_observed_arguments(args, kwargs)
+                    self._check(args, kwargs, model_trace, guide_trace)
+                self._record_observed_arguments(args, kwargs, model_trace)
                 names = [n for n, _ in self._named_params()]
                 traced = compiling.trace_with_inputs(self.module, names, self._loss_and_grads,
                                                      params, args, kwargs)
