@@ -346,6 +346,12 @@ def check_no_inference_tensors(modules, refusal: type[ValueError] = ValueError,
                                      for buffer_name, b in sub.named_buffers(recurse=False))))
         for kind, named in kinds:
             for name, tensor in named:
+                if isinstance(tensor, torch.nn.parameter.UninitializedTensorMixin):
+                    raise refusal(
+                        f"{type(module).__name__}'s {kind} '{name}' is not initialized yet (a "
+                        "lazy layer such as LazyLinear, whose shape comes from its first "
+                        "input): run the network once on a batch, e.g. net(x[:1]), before "
+                        "passing the pair")
                 if tensor.is_inference():
                     raise refusal(
                         f"{type(module).__name__}'s {kind} '{name}' is an inference tensor: "

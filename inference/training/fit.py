@@ -933,8 +933,10 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
         settings_record.add_networks(registered)
     # the pair's parameters on the first minibatch: the fingerprint a resume compares
     surveyed_names = list(store_names or ())
-    if checkpoint is not None:  # a constraint or callback state that no checkpoint can hold
+    if checkpoint is not None:  # a constraint, extra or callback state no checkpoint can hold
         checkpoints.check_savable(checkpoint, {
+            "modules": [m.state_dict() for m in modules],
+            "network_buffers": buffers_state(registered),
             "param_store": checkpoints.param_store_state(store_names),
             **({"callback": saved_callback.get_state()} if saved_callback else {})})
     shuffler = torch.Generator().manual_seed(order_seed(seed))  # the same on every process

@@ -3,15 +3,20 @@
 A pair written as methods of an ``nn.Module`` hands :func:`inference.fit` its networks; a pair
 of plain functions (``pyro.module("encoder", encoder)`` on a network held in a global or a
 closure) does not, and Pyro's param store holds only their parameters. Their buffers (batch
-norm's running statistics) would then be neither put in evaluation mode for validation nor
-saved with a checkpoint. :func:`inference.reachable.reachable_modules` finds the candidates in
-what the functions reference; :func:`registered_prefix` tells which of them a param site
+norm's running statistics) and extra state (``get_extra_state``) would then be neither put in
+evaluation mode for validation nor saved with a checkpoint.
+:func:`inference.reachable.reachable_modules` finds the candidates in what the functions
+reference; :func:`registered_prefix` tells which of them a param site
 registers.
 """
 
 from __future__ import annotations
 
+import copy
+
 import torch
+
+EXTRA_STATE = "_extra_state"  # the suffix under which state_dict keeps a module's extra state
 
 
 def registered_prefix(site_name: str, site_args: tuple, network: torch.nn.Module) -> str | None:
@@ -25,31 +30,61 @@ def registered_prefix(site_name: str, site_args: tuple, network: torch.nn.Module
     return prefix if parameter is not None and parameter is site_args[1] else None
 
 
+def _keeps_extra_state(module: torch.nn.Module) -> bool:
+    """Whether ``module`` has state of its own beyond parameters and buffers
+    (``get_extra_state`` overridden), which ``state_dict`` keeps as ``<name>._extra_state``."""
+    return type(module).get_extra_state is not torch.nn.Module.get_extra_state
+
+
+def _extra_state_key(submodule_name: str) -> str:
+    return f"{submodule_name}.{EXTRA_STATE}" if submodule_name else EXTRA_STATE
+
+
 def buffers_state(networks: dict) -> dict:
-    """``{name: {buffer: tensor}}`` of ``networks`` (name -> module), copies; networks
-    without buffers are left out."""
-    return {name: {key: value.detach().clone() for key, value in network.named_buffers()}
-            for name, network in networks.items() if any(True for _ in network.buffers())}
+    """``{name: {buffer: tensor}}`` of ``networks`` (name -> module), copies, with each
+    submodule's extra state (``get_extra_state()``, copied) under ``"<submodule>._extra_state"``
+    as ``state_dict`` names it; networks with neither are left out."""
+    state = {}
+    for name, network in networks.items():
+        entries = {key: value.detach().clone() for key, value in network.named_buffers()}
+        entries.update({_extra_state_key(sub_name): copy.deepcopy(sub.get_extra_state())
+                        for sub_name, sub in network.named_modules() if _keeps_extra_state(sub)})
+        if entries:
+            state[name] = entries
+    return state
 
 
 def restore_buffers(networks: dict, state: dict) -> list[str]:
-    """Copy the buffers of ``state`` (from :func:`buffers_state`) into ``networks`` in place;
-    returns descriptions of what does not fit (a missing network or buffer, another shape)."""
+    """Copy the buffers of ``state`` (from :func:`buffers_state`) into ``networks`` in place
+    and hand each submodule its extra state (``set_extra_state``); returns descriptions of
+    what does not fit (a missing network, buffer or submodule with extra state, another
+    shape), in which case nothing is restored."""
     problems = []
-    for name, buffers in state.items():
+    for name, entries in state.items():
         network = networks.get(name)
         if network is None:
             problems.append(f"network {name!r}: in the checkpoint, not registered now")
             continue
         live = dict(network.named_buffers())
-        for key, value in buffers.items():
-            if key not in live or live[key].shape != value.shape:
-                problems.append(f"{name}.{key}: {list(value.shape)} in the checkpoint, "
+        keeping = {_extra_state_key(sub_name) for sub_name, sub in network.named_modules()
+                   if _keeps_extra_state(sub)}
+        for key, value in entries.items():
+            if key.rpartition(".")[2] == EXTRA_STATE:
+                if key not in keeping:
+                    problems.append(f"{name}.{key}: in the checkpoint, no such extra state now")
+            elif key not in live or not torch.is_tensor(value) or live[key].shape != value.shape:
+                saved = list(value.shape) if torch.is_tensor(value) else type(value).__name__
+                problems.append(f"{name}.{key}: {saved} in the checkpoint, "
                                 f"{list(live[key].shape) if key in live else 'absent'} now")
     if not problems:
         with torch.no_grad():
-            for name, buffers in state.items():
-                live = dict(networks[name].named_buffers())
-                for key, value in buffers.items():
-                    live[key].copy_(value)
+            for name, entries in state.items():
+                network = networks[name]
+                live = dict(network.named_buffers())
+                for key, value in entries.items():
+                    if key.rpartition(".")[2] == EXTRA_STATE:
+                        sub_name = key[:-len(EXTRA_STATE)].rstrip(".")
+                        network.get_submodule(sub_name).set_extra_state(value)
+                    else:
+                        live[key].copy_(value)
     return problems

@@ -583,6 +583,10 @@ def check_optimizer(optim) -> None:
                         f"with its arguments, e.g. pyro.optim.{factory}({{'lr': lr}}) (Pyro "
                         "would call it with the step's parameters and fail after the first "
                         "backward pass)")
+    if isinstance(optim, torch.nn.Module):
+        raise TypeError(f"optim is a network ({type(optim).__name__}, a torch.nn.Module), not an "
+                        f"optimizer: the pair's networks are found through the model and guide; "
+                        f"{advice}")
     if isinstance(optim, torch.optim.Optimizer):
         raise TypeError(f"optim is a torch.optim.{type(optim).__name__}, built on a fixed list of "
                         f"parameters, but a Pyro pair creates its parameters as it runs: "

@@ -318,6 +318,13 @@ def _gaussian_terms(loc, scale, y, factor
     loc, scale = torch.broadcast_tensors(loc, scale)
     _check_low(y, "y", loc.shape, factor)
     mu, var = _blocks(loc, factor), _blocks(scale ** 2, factor)  # [..., C, h, w, m]
+    limits = torch.finfo(var.dtype)
+    if not bool(((var >= limits.tiny) & (var <= limits.max)).all()):
+        raise ValueError(
+            f"scale (the decoded pixels' standard deviations) runs from {scale.min().item():.3g} "
+            f"to {scale.max().item():.3g}, whose squares leave {var.dtype}'s normal range: the "
+            f"pooled channel works with the pixels' variances; keep the scales within "
+            f"[{limits.tiny ** 0.5:.3g}, {limits.max ** 0.5:.3g}] or decode in float64")
     return mu, var, y * factor ** 2  # the block sums S
 
 

@@ -1,0 +1,149 @@
+"""Gaps of the twelfth session (2026-11-30) that earlier probes left open; each test fails
+on the code before its fix.
+
+- ``GaussianPixel.log_prob`` divided by ``scale ** 2``, which underflows to 0 in float32
+  below a scale of about 1e-19: NaN where the density is finite (torch's ``Normal`` too).
+- Gaussian super-resolution with such scales failed inside torch's ``Normal`` (or returned
+  NaN means) instead of naming the scale.
+- A network passed as ``optim`` was accepted and failed after the first backward pass; an
+  uninitialized lazy layer (``nn.LazyLinear``) failed inside torch.
+- A plain-function pair's ``pyro.module`` networks lost their extra state
+  (``get_extra_state``) on resume, silently: the checkpoint held only their buffers.
+"""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from torch import nn
+
+from inference import Adam, SVIStep, elbo, fit
+from inference.pair_check import PairError
+from inference.training import checkpoints
+from inference.uses.super_resolution import gaussian_pool_log_likelihood
+from ppl_models.likelihoods import GaussianPixel
+
+
+def test_gaussian_pixel_density_is_finite_for_scales_whose_square_underflows():
+    scale = torch.tensor(1e-30)  # float32: scale ** 2 == 0
+    x = torch.tensor([0.0, 1e-30, -2e-30])
+    got = GaussianPixel(torch.zeros(3), scale).log_prob(x)
+    # the closed form in float64: -z^2 / 2 - log(scale) - log(2 pi) / 2, z = x / scale
+    z = x.double() / 1e-30
+    exact = -0.5 * z ** 2 - math.log(1e-30) - 0.5 * math.log(2 * math.pi)
+    assert torch.isfinite(got).all()
+    assert torch.allclose(got.double(), exact, rtol=1e-6), (got, exact)
+
+
+def test_gaussian_pixel_density_equals_torch_normal_for_ordinary_scales():
+    generator = torch.Generator().manual_seed(0)
+    loc, x = torch.randn(2, 3, 4, 4, generator=generator, dtype=torch.float64).unbind(0)
+    scale = torch.rand(3, 4, 4, generator=generator, dtype=torch.float64) + 0.05
+    assert torch.allclose(GaussianPixel(loc, scale).log_prob(x),
+                          torch.distributions.Normal(loc, scale).log_prob(x), atol=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1e-20, 1e-30, 1e25])
+def test_gaussian_super_resolution_names_scales_whose_squares_leave_the_dtype(scale):
+    loc = torch.zeros(1, 1, 4, 4)
+    y = torch.zeros(1, 1, 2, 2)
+    with pytest.raises(ValueError, match=r"scale .* runs from .*float64"):
+        gaussian_pool_log_likelihood(loc, torch.full_like(loc, scale), y, 2)
+    # in float64 the same scales are representable and the density is finite
+    if scale < 1e20:
+        got = gaussian_pool_log_likelihood(loc.double(), torch.full_like(loc, scale).double(),
+                                           y.double(), 2)
+        # each pooled pixel ~ N(0, (scale / 2)^2) at 0: -log(scale / 2) - log(2 pi) / 2
+        exact = 4 * (-math.log(scale / 2) - 0.5 * math.log(2 * math.pi))
+        assert torch.allclose(got, torch.tensor([exact], dtype=torch.float64), rtol=1e-9)
+
+
+def functional_pair(encoder: nn.Module, decoder: nn.Module):
+    """A plain-function VAE pair over ``x: [N, 3]`` with a 1-dim code."""
+
+    def model(x):
+        pyro.module("decoder", decoder)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([1]).to_event(1))
+            pyro.sample("x", dist.Normal(decoder(z), 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        pyro.module("encoder", encoder)
+        with pyro.plate("data", x.shape[0]):
+            h = encoder(x)
+            pyro.sample("z", dist.Normal(h[:, :1], nn.functional.softplus(h[:, 1:]) + 0.1)
+                        .to_event(1))
+
+    return model, guide
+
+
+def test_a_network_in_the_optimizers_place_is_refused_by_name():
+    model, guide = functional_pair(nn.Linear(3, 2), nn.Linear(1, 3))
+    with pytest.raises(TypeError, match=r"optim is a network \(Linear"):
+        SVIStep(model, guide, nn.Linear(1, 3))
+
+
+def test_an_uninitialized_lazy_layer_is_named_before_anything_runs():
+    pyro.clear_param_store()
+    model, guide = functional_pair(nn.Sequential(nn.LazyLinear(2)), nn.Linear(1, 3))
+    x = torch.randn(8, 3)
+    for call in (lambda: elbo(model, guide, x, num_samples=2, progress=False),
+                 lambda: SVIStep(model, guide, Adam(1e-3)).step(x),
+                 lambda: fit(model, guide, x, epochs=1, batch_size=4, progress=False)):
+        with pytest.raises(PairError, match=r"'0\.weight' is not initialized yet .*LazyLinear"):
+            call()
+
+
+class CountingEncoder(nn.Module):
+    """``nn.Linear(3, 2)`` that counts its training-mode forward passes in extra state (a
+    dict, as a user's module keeps a step count or a schedule)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear, self.calls = nn.Linear(3, 2), 0
+
+    def get_extra_state(self):
+        return {"calls": self.calls}
+
+    def set_extra_state(self, state):
+        self.calls = state["calls"]
+
+    def forward(self, x):
+        if torch.is_grad_enabled():
+            self.calls += 1
+        return self.linear(x)
+
+
+def test_a_plain_function_pairs_network_extra_state_survives_resume(tmp_path):
+    path = tmp_path / "run.pt"
+    x = torch.randn(32, 3, generator=torch.Generator().manual_seed(1))
+    pyro.clear_param_store()
+    encoder = CountingEncoder()
+    fit(*functional_pair(encoder, nn.Linear(1, 3)), x, epochs=3, batch_size=8,
+        checkpoint=path, progress=False)
+    after_three_epochs = encoder.calls  # 12 steps and the checks' passes
+    saved = checkpoints.load_checkpoint(path)["network_buffers"]["encoder"]
+    assert saved["_extra_state"] == {"calls": after_three_epochs}
+
+    pyro.clear_param_store()
+    fresh = CountingEncoder()
+    fit(*functional_pair(fresh, nn.Linear(1, 3)), x, epochs=4, batch_size=8,
+        checkpoint=path, resume=True, progress=False)
+    # the saved count carried on by the fourth epoch's 4 steps (before the fix: the fresh
+    # module's count of those alone)
+    assert fresh.calls >= after_three_epochs + 4, (fresh.calls, after_three_epochs)
+
+
+def test_extra_state_no_checkpoint_can_hold_is_refused_before_training(tmp_path):
+    class Unsavable(CountingEncoder):
+        def get_extra_state(self):
+            return {"calls": self.calls, "hook": lambda: None}
+
+    pyro.clear_param_store()
+    encoder = Unsavable()
+    with pytest.raises(TypeError, match="network_buffers"):
+        fit(*functional_pair(encoder, nn.Linear(1, 3)), torch.randn(8, 3), epochs=1,
+            batch_size=4, checkpoint=tmp_path / "run.pt", progress=False)
+    assert encoder.calls <= 2  # the checks' passes, no training step
