@@ -413,6 +413,17 @@ def own_mask(fn) -> torch.Tensor | None:
     return None
 
 
+def masked_off(fn) -> bool:
+    """Whether ``fn`` is wrapped in ``dist.mask(False)`` (through ``Independent`` and
+    ``expand`` wrappers): Pyro then neither scores nor checks its values."""
+    while isinstance(fn, (MaskedDistribution, torch.distributions.Independent,
+                          ExpandedDistribution)):
+        if isinstance(fn, MaskedDistribution) and fn._mask is False:
+            return True
+        fn = fn.base_dist
+    return False
+
+
 def distribution_masked(fn) -> bool:
     """Whether ``fn`` masks out some of its own values (a ``dist.mask(m)`` wrapper, through
     ``Independent``, whose mask is not all True). On a discrete latent summed out by

@@ -32,7 +32,7 @@ from pyro.infer.util import is_validation_enabled
 
 from ..checks import check_outer_handlers, check_pair_arguments
 from .. import compiling
-from ..pair_check import site_mask, trace_pair
+from ..pair_check import masked_off, trace_pair
 from ..random_state import forked_rng
 from ..supports import describe_support
 from ..weights import check_data, gap_to_eager
@@ -153,16 +153,19 @@ class CompiledSVIStep:
         self._checked = True
 
     def _record_observed_arguments(self, args, kwargs, model_trace) -> None:
-        """Note, for this structure of arguments, the observed sites, unmasked, whose value
-        is one of the arguments (``obs=x``) and whose family fixes their support (Bernoulli's
-        0/1, Poisson's counts, a Normal's reals; not ends read from parameters, draws or
-        arguments, such as a Multinomial's ``total_count``): a graph scores later batches
-        without Pyro's checks, so :meth:`_check_batch` checks those arguments."""
+        """Note, for this structure of arguments, the observed sites whose value is one of
+        the arguments (``obs=x``) and whose family fixes their support (Bernoulli's 0/1,
+        Poisson's counts, a Normal's reals; not ends read from parameters, draws or arguments,
+        such as a Multinomial's ``total_count``): a graph scores later batches without Pyro's
+        checks, so :meth:`_check_batch` checks those arguments. Masked sites too, values
+        under the mask included, as Pyro checks them (a batch whose mask is on where the
+        first batch's was off would train on them); not a site under ``.mask(False)``,
+        whose values Pyro never reads."""
         leaves = compiling.tensor_leaves(args, kwargs)
         found = []
         for site in model_trace.nodes.values():
             if site["type"] != "sample" or not site["is_observed"] \
-                    or not bool(site_mask(site).all()):
+                    or masked_off(site["fn"]):
                 continue
             position = next((i for i, leaf in enumerate(leaves) if leaf is site["value"]),
                             None)

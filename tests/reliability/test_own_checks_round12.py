@@ -9,6 +9,8 @@ on the code before its fix.
   uninitialized lazy layer (``nn.LazyLinear``) failed inside torch.
 - A plain-function pair's ``pyro.module`` networks lost their extra state
   (``get_extra_state``) on resume, silently: the checkpoint held only their buffers.
+- ``CompiledSVIStep`` did not check an observed argument whose site was partly masked in
+  the first batch of its shape: a later batch of that shape trained on impossible values.
 """
 
 import math
@@ -147,3 +149,51 @@ def test_extra_state_no_checkpoint_can_hold_is_refused_before_training(tmp_path)
         fit(*functional_pair(encoder, nn.Linear(1, 3)), torch.randn(8, 3), epochs=1,
             batch_size=4, checkpoint=tmp_path / "run.pt", progress=False)
     assert encoder.calls <= 2  # the checks' passes, no training step
+
+
+class MaskedBernoulliPair(nn.Module):
+    """Binary ``x: [N, 3]`` with per-row mask ``m: [N]`` (rows missing from a batch), or
+    ``m=False`` (a site switched off); one latent per row."""
+
+    def __init__(self):
+        super().__init__()
+        self.decoder, self.loc = nn.Linear(1, 3), nn.Parameter(torch.zeros(()))
+
+    def model(self, x, m):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([1]).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=self.decoder(z)).to_event(1).mask(m), obs=x)
+
+    def guide(self, x, m):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(self.loc.expand(x.shape[0], 1), 1.0).to_event(1))
+
+
+def test_a_compiled_step_checks_a_site_the_first_batch_of_its_shape_masked():
+    from inference import CompiledSVIStep
+
+    pair = MaskedBernoulliPair()
+    step = CompiledSVIStep(pair.model, pair.guide, backend="eager")
+    x = torch.bernoulli(torch.full((6, 3), 0.5, dtype=torch.float32),
+                        generator=torch.Generator().manual_seed(0))
+    first_mask = torch.ones(6, dtype=torch.bool)
+    first_mask[0] = False
+    step.step(x, first_mask)
+    impossible = x.clone()
+    impossible[2, 1] = 2.0  # not a Bernoulli value, in a row the mask scores
+    before = [p.detach().clone() for p in pair.parameters()]
+    with pytest.raises(ValueError, match=r"site 'x' has 1 value\(s\) outside its support"):
+        step.step(impossible, torch.ones(6, dtype=torch.bool))
+    assert all(torch.equal(b, p) for b, p in zip(before, pair.parameters()))
+
+
+def test_a_compiled_step_reads_nothing_of_a_site_masked_off():
+    from inference import CompiledSVIStep
+
+    x = torch.full((4, 3), -1.0)  # a filler no Bernoulli takes, never scored
+    for make in (lambda p: SVIStep(p.model, p.guide),
+                 lambda p: CompiledSVIStep(p.model, p.guide, backend="eager")):
+        pair = MaskedBernoulliPair()
+        step = make(pair)
+        for _ in range(2):
+            assert math.isfinite(step.step(x, False))
