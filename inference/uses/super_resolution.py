@@ -401,10 +401,12 @@ class _Channel:
         if isinstance(pixels, torch.distributions.Bernoulli):
             pooled_counts(y, factor)
             _check_binary_truth(truth, " for a Bernoulli model")
+            _check_truth_pools_to_y(truth, y, factor)
             return _BernoulliChannel(factor, y)
         if isinstance(pixels, torch.distributions.Normal):
             if truth is not None:
                 check_finite_tensor(truth, "truth")
+            _check_truth_pools_to_y(truth, y, factor)
             return _GaussianChannel(factor, y)
         raise ValueError(f"vae.decode(z) must return a torch.distributions.Bernoulli or Normal "
                          f"over pixels, got {type(pixels).__name__}")
@@ -465,6 +467,27 @@ def _check_pooled_inputs(y, factor, truth, held: str, bytes_per_pixel: int) -> t
         raise ValueError(f"truth must be a real tensor {list(shape)}, got "
                          f"{list(getattr(truth, 'shape', [])) or type(truth).__name__}")
     return shape
+
+
+def _check_truth_pools_to_y(truth: torch.Tensor | None, y: torch.Tensor, factor: int) -> None:
+    """``ValueError`` unless ``truth: [batch, C, H, W]`` (if given) average-pools to
+    ``y: [batch, C, h, w]`` within the rounding of a pooling in ``y``'s dtype: the posterior
+    is conditioned on ``y`` being ``truth``'s pool, and a truth that is not (images in
+    another order, another pooling) would be scored where it could not have been (-inf for
+    some pixels, a plausible number for others)."""
+    if truth is None:
+        return
+    blocks = _blocks(truth.double(), factor)  # [batch, C, h, w, f * f]
+    tolerance = 4 * factor ** 2 * torch.finfo(y.dtype).eps * (blocks.abs().amax(-1) + 1)
+    off = (blocks.mean(-1) - y.double()).abs() > tolerance
+    if not bool(off.any()):
+        return
+    images = off.flatten(1).any(1).nonzero().flatten().tolist()
+    raise ValueError(
+        f"truth does not average-pool to y by factor={factor}: {int(off.sum())} of "
+        f"{off.numel()} pooled pixels differ (images {images[:8]}"
+        f"{'...' if len(images) > 8 else ''}): pass the images y was pooled from, in the "
+        f"same order (y = average_pool(truth, {factor}))")
 
 
 def _check_vae_inputs(vae, y, factor, truth, generator=None) -> None:
@@ -544,8 +567,9 @@ def super_resolve_map(vae, y: torch.Tensor, factor: int, steps: int = 300, lr: f
             (a 0-dim tensor counts as its value). ``z*`` is per image the code of the highest
             objective seen (the start included); a ``RuntimeWarning`` names ``lr`` when an
             image's last iterate ends below its start (the search diverged).
-        truth: optional ``[batch, C, H, W]`` to score (``log_predictive``): 0/1 pixels for
-            a Bernoulli model, finite values for a Gaussian one.
+        truth: optional ``[batch, C, H, W]`` to score (``log_predictive``): the images ``y``
+            was pooled from (``average_pool(truth, factor) == y`` up to rounding, else
+            ``ValueError``), 0/1 pixels for a Bernoulli model, finite values for a Gaussian one.
         progress: False hides the bar over the steps (shown after a second).
 
     Returns:
@@ -761,6 +785,7 @@ def _check_gibbs_arguments(log_prob, y, factor, num_sweeps, burn_in, subset_size
                          f"than the limit 2^{MAX_SUBSET_SIZE} = {2 ** MAX_SUBSET_SIZE:,}; pass "
                          f"subset_size <= {MAX_SUBSET_SIZE}")
     _check_binary_truth(truth)
+    _check_truth_pools_to_y(truth, y, factor)
     return shape, burn_in, m
 
 
@@ -844,7 +869,8 @@ def super_resolve_gibbs(log_prob: Callable[[torch.Tensor], torch.Tensor], y: tor
         generator: a ``torch.Generator`` on ``y``'s device, or None.
         max_batch: most images per call of ``log_prob``, and of candidate images held at
             once (at least one block's ``C(k, k / 2)`` fillings of one image).
-        truth: optional ``[batch, C, H, W]`` 0/1 to score (``log_predictive``).
+        truth: optional ``[batch, C, H, W]`` 0/1 to score (``log_predictive``), pooling to
+            ``y`` as in :func:`super_resolve_map`.
         progress: False hides the bar over the sweeps (shown after a second).
 
     Returns:

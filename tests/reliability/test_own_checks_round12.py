@@ -9,6 +9,8 @@ on the code before its fix.
   uninitialized lazy layer (``nn.LazyLinear``) failed inside torch.
 - A plain-function pair's ``pyro.module`` networks lost their extra state
   (``get_extra_state``) on resume, silently: the checkpoint held only their buffers.
+- Super-resolution scored a ``truth`` that does not pool to ``y`` (images in another order):
+  -inf for some images, a plausible number for others.
 - ``CompiledSVIStep`` did not check an observed argument whose site was partly masked in
   the first batch of its shape: a later batch of that shape trained on impossible values.
 """
@@ -197,3 +199,31 @@ def test_a_compiled_step_reads_nothing_of_a_site_masked_off():
         step = make(pair)
         for _ in range(2):
             assert math.isfinite(step.step(x, False))
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian-learned"])
+def test_super_resolution_refuses_a_truth_that_does_not_pool_to_y(likelihood):
+    from inference.uses.super_resolution import (average_pool, super_resolve_gibbs,
+                                                 super_resolve_map, super_resolve_mh,
+                                                 super_resolve_mwg)
+    from ppl_models.vae import VAE
+
+    torch.manual_seed(0)
+    vae = VAE((1, 4, 4), latent_dim=2, hidden=(8,), likelihood=likelihood)
+    generator = torch.Generator().manual_seed(3)
+    truth = torch.rand(3, 1, 4, 4, generator=generator)
+    if likelihood == "bernoulli":
+        truth = (truth < 0.5).float()
+    y = average_pool(truth, 2)
+    shuffled = truth[[1, 2, 0]]  # the images in another order than y's
+    calls = [lambda t: super_resolve_map(vae, y, 2, steps=2, truth=t, progress=False),
+             lambda t: super_resolve_mwg(vae, y, 2, num_steps=4, truth=t, progress=False),
+             lambda t: super_resolve_mh(vae, y, 2, num_steps=4, truth=t, progress=False)]
+    if likelihood == "bernoulli":
+        calls.append(lambda t: super_resolve_gibbs(lambda x: x.flatten(1).sum(1), y, 2,
+                                                   num_sweeps=2, truth=t, progress=False))
+    for call in calls:
+        assert torch.isfinite(call(truth).log_predictive).all()
+        with pytest.raises(ValueError,
+                           match=r"truth does not average-pool to y .*images \[0, 1, 2\]"):
+            call(shuffled)
