@@ -833,15 +833,58 @@ def check_outer_handlers(called: str, scales: bool = True) -> None:
             "(poutine.condition(model, data={...}))")
 
 
-def check_pair_call(entry, kwargs: dict, **programs) -> None:
+def _is_count(value) -> bool:
+    """A plain int (not a bool), or a non-empty list or tuple of them: how a number of
+    samples, chains or steps is written."""
+    if isinstance(value, (list, tuple)):
+        return bool(value) and all(_is_count(v) and not isinstance(v, (list, tuple))
+                                   for v in value)
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def warn_count_passed_to_pair(entry, args: tuple, **programs) -> None:
+    """Warn when a positional argument after the first (the data) is a count (an int, or a
+    list of ints) that lands in a program's parameter with a default: ``elbo(model, guide,
+    x, 1000)`` for a ``model(x, scale=0.5)`` meant ``num_samples=1000`` and scored the
+    model at ``scale=1000``, silently. ``entry``'s counts are keyword-only, so the warning
+    names them; a count meant for the pair is passed by keyword to silence it."""
+    counted = [(index, value) for index, value in enumerate(args) if index and _is_count(value)]
+    if not counted:
+        return
+    own = [name for name, parameter in inspect.signature(entry).parameters.items()
+           if parameter.kind == parameter.KEYWORD_ONLY and name.startswith("num_")]
+    for role, program in programs.items():
+        signature = program_signature(program)
+        if signature is None:
+            continue
+        positional = [p for p in signature.parameters.values()
+                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        for index, value in counted:
+            if index >= len(positional) or positional[index].default is positional[index].empty:
+                continue
+            name, default = positional[index].name, positional[index].default
+            meant = " or ".join(f"{n}={value!r}" for n in own[:2])
+            warnings.warn(
+                f"{entry.__name__}: argument {index} ({value!r}) is passed to the {role}'s "
+                f"parameter '{name}' (default {default!r})"
+                + (f"; {entry.__name__}'s own counts are keywords: did you mean {meant}?"
+                   if meant else "")
+                + f" Pass {name}={value!r} by keyword when it is meant for the {role}",
+                stacklevel=user_stacklevel())
+            return
+
+
+def check_pair_call(entry, kwargs: dict, args: tuple = (), **programs) -> None:
     """How ``entry`` (an estimator that passes the keywords it does not know on to the pair)
-    is about to call ``programs`` (e.g. ``model=..., guide=...``): no Pyro handler around the
-    call (:func:`check_outer_handlers`), :func:`check_pair_keywords`, then a warning when a
+    is about to call ``programs`` (e.g. ``model=..., guide=...``) with ``args`` and
+    ``kwargs``: no Pyro handler around the call (:func:`check_outer_handlers`),
+    :func:`check_pair_keywords`, :func:`warn_count_passed_to_pair`, then a warning when a
     module a program reaches (:func:`inference.reachable.reachable_modules`: its owner, or
     networks a plain function registers with ``pyro.module``) is in training mode with
     layers that make the estimate depend on it (:func:`training_mode_layers`)."""
     check_outer_handlers(entry.__name__)
     check_pair_keywords(entry, kwargs, **programs)
+    warn_count_passed_to_pair(entry, args, **programs)
     owners = {}  # id -> (module, the roles it owns)
     for role, program in programs.items():
         for owner in reachable_modules(program):
@@ -933,11 +976,38 @@ def _free_lock_in_child() -> None:
 os.register_at_fork(before=_note_lock_before_fork, after_in_child=_free_lock_in_child)
 
 
+# what Pyro's trace appends to an error raised before the program reached any site
+EMPTY_SHAPES_TABLE = "Trace Shapes:\n Param Sites:\nSample Sites:"
+
+
+def without_empty_shapes_table(error: BaseException) -> BaseException:
+    """The program's own error when Pyro's trace re-raised it as ``error`` with an empty
+    shapes table appended (the program failed before any site, e.g. a model's check of its
+    input: the table adds three lines of nothing to the message); else ``error``."""
+    cause = error.__cause__
+    if type(cause) is type(error) and str(error) == f"{cause}\n{EMPTY_SHAPES_TABLE}":
+        return cause
+    return error
+
+
+@contextlib.contextmanager
+def empty_shapes_tables_dropped():
+    """Raise the errors of the block as :func:`without_empty_shapes_table` gives them."""
+    try:
+        yield
+    except (ValueError, RuntimeError) as error:
+        plain = without_empty_shapes_table(error)
+        if plain is error:
+            raise
+        raise plain from None
+
+
 def one_thread_at_a_time(entry):
-    """``entry`` holding :data:`PYRO_LOCK` while it runs."""
+    """``entry`` holding :data:`PYRO_LOCK` while it runs (its errors as
+    :func:`empty_shapes_tables_dropped` raises them)."""
     @functools.wraps(entry)
     def locked(*args, **kwargs):
-        with PYRO_LOCK:
+        with PYRO_LOCK, empty_shapes_tables_dropped():
             return entry(*args, **kwargs)
     return locked
 
@@ -965,7 +1035,7 @@ def leaves_buffers(entry):
                     if name in bound.arguments]
         modules = reachable_modules(*programs)
         with PYRO_LOCK, _buffers_put_back(entry.__name__, modules), \
-                kept_plate_caches(modules):
+                kept_plate_caches(modules), empty_shapes_tables_dropped():
             return entry(*bound.args, **bound.kwargs)
     return keeping
 
@@ -993,7 +1063,8 @@ def in_evaluation_mode(*names: str):
                                            if not isinstance(value, torch.nn.Module)))
             token = _EVALUATING.set(True)
             try:
-                with PYRO_LOCK, _shared_evaluation_mode(modules):
+                with PYRO_LOCK, _shared_evaluation_mode(modules), \
+                        empty_shapes_tables_dropped():
                     return entry(*args, **kwargs)
             finally:
                 _EVALUATING.reset(token)
@@ -1211,7 +1282,8 @@ def explain_run_failure(error: BaseException, model, guide, args: tuple, kwargs:
       of the networks the pair reaches (:func:`inference.reachable.reachable_modules`), when
       torch's message is about dtypes;
     - ``refusal`` (a ``ValueError`` class) naming the program (model or guide) and line for a
-      distribution's refusal of its parameters ("Expected parameter scale ... GreaterThan").
+      distribution's refusal of its parameters ("Expected parameter scale ... GreaterThan"),
+      or of their types (a list where a number or tensor goes).
 
     - ``refusal`` naming the index arguments of a dtype Pyro cannot index with (``int16``,
       ``uint8``, float) when ``pyro.plate(..., subsample=idx)`` failed on them.
@@ -1263,3 +1335,12 @@ def explain_run_failure(error: BaseException, model, guide, args: tuple, kwargs:
             "scale of 0 or below, a probability outside [0, 1]) for some datapoints; look at "
             "what computes it (a network's output, a pyro.param without a constraint). "
             f"torch: {str(error).splitlines()[0]}") from error
+    if isinstance(error, ValueError) and str(error).startswith(
+            "Input arguments must all be instances of Number, torch.Tensor"):
+        kinds = ", ".join(f"{name} ({type(value).__name__})" for name, value
+                          in _named_arguments(args, kwargs)
+                          if not torch.is_tensor(value) and not isinstance(value, numbers.Number))
+        raise refusal(
+            f"{_where_failed(error, model, guide)} built a distribution from a value that is "
+            f"neither a number nor a tensor (a list, a string, None); the pair's arguments of "
+            f"such types: {kinds or 'none'}. torch: {str(error).splitlines()[0]}") from error

@@ -1046,7 +1046,7 @@ def log_importance_weights(
         are the tensor's ``subsample`` attribute (column ``b`` is datapoint
         ``result.subsample[b]``).
     """
-    check_pair_call(log_importance_weights, kwargs, model=model, guide=guide)
+    check_pair_call(log_importance_weights, kwargs, args, model=model, guide=guide)
     log_w, structure = log_weights_for("log_importance_weights", model, guide, args, kwargs,
                                        num_samples, chunk_size, compile, progress)
     return attach_subsample(log_w, structure)

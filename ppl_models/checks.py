@@ -348,7 +348,14 @@ def check_tensor(x, event_shape: tuple[int, ...], name: str = "x",
     if ((x.dim() != k + 1 if batch_dims == "batch" else x.dim() < k)
             or tuple(x.shape[x.dim() - k:]) != tuple(event_shape)):
         expected = "[" + ", ".join([batch_dims, *map(str, event_shape)]) + "]"
-        raise ValueError(f"{name} must have shape {expected}, got {list(x.shape)}")
+        shape, hint = ", ".join(map(str, event_shape)), ""
+        if tuple(x.shape) == tuple(event_shape):
+            hint = f": one datapoint without its batch dim; pass {name}.unsqueeze(0)"
+        elif x.dim() <= k and x.numel() == math.prod(event_shape):
+            hint = f": one datapoint without its batch dim; pass {name}.reshape(1, {shape})"
+        elif x.dim() == 2 and k > 1 and x.shape[1] == math.prod(event_shape):
+            hint = f": flattened datapoints; pass {name}.reshape(-1, {shape})"
+        raise ValueError(f"{name} must have shape {expected}, got {list(x.shape)}{hint}")
     if like is not None:
         check_like(x, name, like)
 

@@ -538,7 +538,7 @@ def ais_log_evidence(
         ValueError: a bad option, or chains whose initial log weights are NaN or ``+inf``
             (naming the datapoints).
     """
-    check_pair_call(ais_log_evidence, kwargs, model=model, guide=guide)
+    check_pair_call(ais_log_evidence, kwargs, args, model=model, guide=guide)
     check_no_inference_tensors(reachable_modules(model, guide))  # (gradients are run)
     check_default_device()  # (the schedule is made below, before the data are checked)
     uncorrected = transition in ("uha", "ula") if isinstance(transition, str) else False

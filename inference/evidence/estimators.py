@@ -262,7 +262,7 @@ def elbo(model: Callable, guide: Callable, *args, num_samples: int = 1,
         subsample's indices are the result's ``subsample`` attribute
         (:func:`inference.log_importance_weights`).
     """
-    check_pair_call(elbo, kwargs, model=model, guide=guide)
+    check_pair_call(elbo, kwargs, args, model=model, guide=guide)
     log_w, structure = log_weights_for("elbo", model, guide, args, kwargs, num_samples,
                                        chunk_size, compile, progress)
     _warn_zero_weights(log_w)
@@ -304,7 +304,7 @@ def iwae_bound(model: Callable, guide: Callable, *args, num_samples: int,
     Returns:
         ``[batch]`` in nats.
     """
-    check_pair_call(iwae_bound, kwargs, model=model, guide=guide)
+    check_pair_call(iwae_bound, kwargs, args, model=model, guide=guide)
     log_w, structure = log_weights_for("iwae_bound", model, guide, args, kwargs, num_samples,
                                        chunk_size, compile, progress)
     return attach_subsample(log_mean_exp(log_w, 0), structure)
@@ -524,7 +524,7 @@ def bound_sweep(model: Callable, guide: Callable, *args,
         repeat and K (``BoundTable.subsample``); it cannot be combined with
         ``data_batch_size``.
     """
-    check_pair_call(bound_sweep, kwargs, model=model, guide=guide)
+    check_pair_call(bound_sweep, kwargs, args, model=model, guide=guide)
     ks = sorted(set(as_int_list(num_samples, "num_samples")))
     chunk_size = None if chunk_size is None else as_int(chunk_size, "chunk_size")
     repeats = as_int(repeats, "repeats")

@@ -333,7 +333,7 @@ def exact_log_evidence(
             at an end of it, a grid too coarse or too narrow for the posterior, or a discrete
             latent without a finite support.
     """
-    check_pair_call(exact_log_evidence, kwargs, model=model)
+    check_pair_call(exact_log_evidence, kwargs, args, model=model)
     check_one_program_call(exact_log_evidence, "model", args)
     check_site_name(site, "exact_log_evidence")
     check_data(args, kwargs)

@@ -267,7 +267,7 @@ def fit_local_guide(model: Callable, local_guide: LocalGaussianGuide | Callable,
     Returns:
         the mean negative ELBO over the datapoints after each step (nats), ``num_steps`` floats.
     """
-    check_pair_call(fit_local_guide, kwargs, model=model, local_guide=local_guide)
+    check_pair_call(fit_local_guide, kwargs, args, model=model, local_guide=local_guide)
     num_steps, lr, num_particles = _check_fit_arguments(num_steps, lr, num_particles)
     check_progress(progress)
     _local_parameters(local_guide)
@@ -512,7 +512,7 @@ def amortization_gap(model: Callable, guide: Callable, *args,
             ``log p(x)`` is with probability below 1e-6 (:func:`_check_evidence_above`),
             naming the datapoints.
     """
-    check_pair_call(amortization_gap, kwargs, model=model, guide=guide)
+    check_pair_call(amortization_gap, kwargs, args, model=model, guide=guide)
     check_no_inference_tensors(reachable_modules(model, guide))  # (gradients are run)
     check_int(num_eval_samples, "num_eval_samples", 2)  # two at least, for a standard error
     num_eval_samples, chunk_size = check_num_samples(num_eval_samples, chunk_size)

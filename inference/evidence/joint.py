@@ -164,7 +164,7 @@ def joint_log_evidence(model: Callable, guide: Callable, *args, num_samples: int
         ``pareto_k`` 0-dim tensors in the weights' dtype, ``num_samples`` an int,
         ``log_weights`` ``[K]``.
     """
-    check_pair_call(joint_log_evidence, kwargs, model=model, guide=guide)
+    check_pair_call(joint_log_evidence, kwargs, args, model=model, guide=guide)
     num_samples, chunk_size = check_num_samples(num_samples, chunk_size)
     check_progress(progress)
     check_data(args, kwargs)

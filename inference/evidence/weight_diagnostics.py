@@ -294,7 +294,7 @@ def weight_diagnostics(model: Callable, guide: Callable, *args, num_samples: int
     Returns:
         :class:`WeightDiagnostics` with ``[batch]`` tensors.
     """
-    check_pair_call(weight_diagnostics, kwargs, model=model, guide=guide)
+    check_pair_call(weight_diagnostics, kwargs, args, model=model, guide=guide)
     num_samples, chunk_size = check_num_samples(num_samples, chunk_size)
     if num_samples < MIN_PARETO_SAMPLES:
         raise ValueError(

@@ -51,7 +51,8 @@ from torch.distributions import kl_divergence
 
 from ..checks import (PYRO_LOCK, as_number, autograd_arguments, check_no_inference_tensors,
                       check_outer_handlers, check_pair_arguments, explain_run_failure,
-                      recording_autograd, validation_enabled, validation_on)
+                      recording_autograd, validation_enabled, validation_on,
+                      without_empty_shapes_table)
 from ..effect_guides import traceable_guide
 from ..densities import drawn_normal_log_density, plain_normal
 from ..pair_check import (
@@ -606,7 +607,13 @@ def with_gradients(method: Callable) -> Callable:
     def run(self, *args, **kwargs):
         with PYRO_LOCK, recording_autograd():
             args, kwargs = autograd_arguments(args, kwargs)
-            return method(self, *args, **kwargs)
+            try:
+                return method(self, *args, **kwargs)
+            except (ValueError, RuntimeError) as error:
+                plain = without_empty_shapes_table(error)
+                if plain is error:
+                    raise
+                raise plain from None
 
     return run
 

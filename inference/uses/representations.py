@@ -245,7 +245,7 @@ def kl_per_dimension(model: Callable, guide: Callable, *args, site: str = "z",
     Returns:
         ``[latent_dim]`` in nats; dimensions near zero carry no information (collapsed).
     """
-    check_pair_call(kl_per_dimension, kwargs, model=model, guide=guide)
+    check_pair_call(kl_per_dimension, kwargs, args, model=model, guide=guide)
     check_site_name(site, "kl_per_dimension")
     model_trace, guide_trace, subsamples = _latent_pair("kl_per_dimension", model, guide,
                                                         site, args, kwargs)
@@ -341,7 +341,7 @@ def posterior_means(guide: Callable, *args, site: str = "z", **kwargs) -> torch.
     Returns:
         ``[batch, *rest]``, the shape of the site's value.
     """
-    check_pair_call(posterior_means, kwargs, guide=guide)
+    check_pair_call(posterior_means, kwargs, args, guide=guide)
     check_site_name(site, "posterior_means")
     check_program(guide, "guide")
     check_one_program_call(posterior_means, "guide", args)
@@ -479,7 +479,7 @@ def expected_log_likelihood(model: Callable, guide: Callable, *args, num_samples
     every draw scores the same ``B`` datapoints, whose indices are the result's
     ``subsample`` attribute, as for :func:`inference.elbo`.
     """
-    check_pair_call(expected_log_likelihood, kwargs, model=model, guide=guide)
+    check_pair_call(expected_log_likelihood, kwargs, args, model=model, guide=guide)
     check_program(model, "model")
     check_program(guide, "guide")
     num_samples = as_int(num_samples, "num_samples")  # a Python int: np.int64(2**61) wrapped

@@ -11,11 +11,17 @@ on the code before its fix.
   (``get_extra_state``) on resume, silently: the checkpoint held only their buffers.
 - Super-resolution scored a ``truth`` that does not pool to ``y`` (images in another order):
   -inf for some images, a plausible number for others.
+- A model's own refusal of its input (a VAE given one image without its batch dim, or
+  flattened images) came with Pyro's empty "Trace Shapes" table appended and no hint.
+- ``elbo(model, guide, x, 1000)`` for a ``model(x, scale=0.5)`` scored the model at
+  ``scale=1000`` without a word (a count meant for ``num_samples``); a list there failed
+  inside torch.
 - ``CompiledSVIStep`` did not check an observed argument whose site was partly masked in
   the first batch of its shape: a later batch of that shape trained on impossible values.
 """
 
 import math
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -227,3 +233,61 @@ def test_super_resolution_refuses_a_truth_that_does_not_pool_to_y(likelihood):
         with pytest.raises(ValueError,
                            match=r"truth does not average-pool to y .*images \[0, 1, 2\]"):
             call(shuffled)
+
+
+@pytest.mark.parametrize("entry", ["elbo", "iwae_bound", "fit", "SVIStep", "kl_per_dimension"])
+def test_a_models_own_input_refusal_comes_without_pyros_empty_shapes_table(entry):
+    import inference
+    from ppl_models import VAE
+
+    vae = VAE(image_shape=(1, 8, 8), latent_dim=2)
+    calls = {
+        "elbo": lambda b: inference.elbo(vae.model, vae.guide, b, num_samples=2,
+                                         progress=False),
+        "iwae_bound": lambda b: inference.iwae_bound(vae.model, vae.guide, b, num_samples=2,
+                                                     progress=False),
+        "fit": lambda b: inference.fit(vae.model, vae.guide, b, epochs=1, progress=False),
+        "SVIStep": lambda b: inference.SVIStep(vae.model, vae.guide).step(b),
+        "kl_per_dimension": lambda b: inference.kl_per_dimension(vae.model, vae.guide, b)}
+    images = torch.bernoulli(torch.full((5, 1, 8, 8), 0.5))
+    for bad, hint in ((images[0], r"one datapoint without its batch dim; pass x.unsqueeze\(0\)"),
+                      (images[0, 0], r"pass x.reshape\(1, 1, 8, 8\)"),
+                      (images.reshape(5, 64), r"flattened datapoints; pass "
+                                              r"x.reshape\(-1, 1, 8, 8\)"),
+                      (images * 255, r"binary pixels")):
+        with pytest.raises(ValueError, match=hint) as caught:
+            calls[entry](bad)
+        assert "Trace Shapes" not in str(caught.value)
+
+
+def test_a_count_given_positionally_to_a_pair_with_a_defaulted_setting_is_warned_about():
+    import inference
+
+    def model(x, scale=0.5):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, scale), obs=x)
+
+    def guide(x, scale=0.5):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(x * 0.8, math.sqrt(0.2)))
+
+    x = torch.tensor([0.3, -1.0, 2.5])
+    for call, meant in (
+            (lambda: inference.elbo(model, guide, x, 1000, progress=False), "num_samples=1000"),
+            (lambda: inference.weight_diagnostics(model, guide, x, 100, progress=False),
+             "num_samples=100"),
+            (lambda: inference.expected_log_likelihood(model, guide, x, 10), "num_samples=10")):
+        with pytest.warns(UserWarning, match=rf"argument 1 \(\d+\) is passed to the model's "
+                                             rf"parameter 'scale' .*did you mean {meant}\?"):
+            call()
+    # a list of counts reaches the model: named, with the warning
+    with pytest.warns(UserWarning, match=r"num_samples=\[1, 10\]"), \
+            pytest.raises(PairError, match=r"neither a number nor a tensor .*argument 1 \(list\)"):
+        inference.bound_sweep(model, guide, x, [1, 10], progress=False)
+    # by keyword, or a tensor or float setting: no warning, and the setting is used
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        inference.elbo(model, guide, x, scale=2.0, num_samples=4, progress=False)
+        inference.elbo(model, guide, x, 2.0, num_samples=4, progress=False)
+        inference.elbo(model, guide, x, torch.tensor(2.0), num_samples=4, progress=False)
