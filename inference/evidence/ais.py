@@ -681,9 +681,10 @@ def _warn_heavy_tails(log_w: torch.Tensor, transition: str) -> None:
     warnings.warn(
         f"ais_log_evidence: a few chains carry the estimates of datapoints "
         f"{bad[:10]}{' ...' if len(bad) > 10 else ''} (the largest chain's share of the "
-        f"weight: {shown}; or a Pareto k-hat above 0.7), which may lie far below log p(x) "
-        f"with a small standard error; try {remedy}", RuntimeWarning,
-        stacklevel=user_stacklevel())
+        f"weight: {shown}; or a Pareto k-hat above 0.7), which may lie far from log p(x) "
+        f"(below it when the rare heavy chains were missed, above it when one chain's weight "
+        f"is a fluke of its path) with a standard error that does not show it; try {remedy}",
+        RuntimeWarning, stacklevel=user_stacklevel())
 
 
 def _no_latents(model, guide, args, kwargs, num_chains, chunk_size, structure,

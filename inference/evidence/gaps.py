@@ -265,7 +265,8 @@ def fit_local_guide(model: Callable, local_guide: LocalGaussianGuide | Callable,
             and not applied).
 
     Returns:
-        the mean negative ELBO over the datapoints after each step (nats), ``num_steps`` floats.
+        the mean negative ELBO over the datapoints that each step computed before it moved
+            the parameters (nats), ``num_steps`` floats: the first is the start's value.
     """
     check_pair_call(fit_local_guide, kwargs, args, model=model, local_guide=local_guide)
     num_steps, lr, num_particles = _check_fit_arguments(num_steps, lr, num_particles)
@@ -330,7 +331,7 @@ class GapResult:
         log_evidence: ``[batch]`` the caller's best ``log p(x)`` (at ``subsample``), or None.
         approximation_gap: ``[batch]`` ``log_evidence - elbo_local``, or None.
         inference_gap: ``[batch]`` ``log_evidence - elbo_amortized`` (the sum), or None.
-        history: mean negative ELBO per optimization step.
+        history: mean negative ELBO per optimization step, each before its step.
         local_guide: the optimized :class:`LocalGaussianGuide`.
         subsample: ``[batch]`` indices of the datapoints scored when the model subsamples its
             ``"data"`` plate (one subsample for every estimate of the call), else None.

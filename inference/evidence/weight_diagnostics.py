@@ -260,20 +260,22 @@ class WeightDiagnostics:
         }
 
     def to_dict(self) -> dict:
-        """JSON-ready summary: the counts, means and the k-hat quantiles."""
-        finite = self.pareto_k[torch.isfinite(self.pareto_k)].double()
-        quantiles = {}
-        if finite.numel():
-            for q in (0.5, 0.9, 1.0):
-                quantiles[f"pareto_k_q{int(q * 100)}"] = float(torch.quantile(finite, q))
-        return {
+        """Summary for strict JSON: the counts, means and the k-hat quantiles over every
+        datapoint (nearest rank: a k-hat of ``+inf``, an unreliable datapoint, counts in
+        them as it does in ``"unreliable"``); a value that is not finite (such a quantile, the
+        IWAE mean of a datapoint of weight zero) is None."""
+        k = self.pareto_k.double()
+        summary = {
             "num_samples": self.num_samples,
             **self.counts(),
-            **quantiles,
+            **{f"pareto_k_q{int(q * 100)}": float(torch.quantile(k, q, interpolation="higher"))
+               for q in (0.5, 0.9, 1.0) if k.numel()},
             "ess_mean": float(self.ess.double().mean()),
             "ess_fraction_mean": float(self.ess.double().mean()) / self.num_samples,
             "iwae_mean": float(self.iwae.double().mean()),
         }
+        return {key: None if isinstance(value, float) and not math.isfinite(value) else value
+                for key, value in summary.items()}
 
 
 @leaves_buffers

@@ -16,6 +16,8 @@ on the code before its fix.
 - ``elbo(model, guide, x, 1000)`` for a ``model(x, scale=0.5)`` scored the model at
   ``scale=1000`` without a word (a count meant for ``num_samples``); a list there failed
   inside torch.
+- ``WeightDiagnostics.to_dict`` gave k-hat quantiles over the finite k-hats only (a median
+  of -1.57 beside "unreliable: 7" of 10) and an IWAE mean of -inf (not strict JSON).
 - ``CompiledSVIStep`` did not check an observed argument whose site was partly masked in
   the first batch of its shape: a later batch of that shape trained on impossible values.
 """
@@ -291,3 +293,26 @@ def test_a_count_given_positionally_to_a_pair_with_a_defaulted_setting_is_warned
         inference.elbo(model, guide, x, scale=2.0, num_samples=4, progress=False)
         inference.elbo(model, guide, x, 2.0, num_samples=4, progress=False)
         inference.elbo(model, guide, x, torch.tensor(2.0), num_samples=4, progress=False)
+
+
+def test_weight_diagnostics_summary_counts_infinite_k_hats_and_is_strict_json():
+    import json
+
+    from inference import WeightDiagnostics
+
+    inf = math.inf
+    result = WeightDiagnostics(pareto_k=torch.tensor([inf] * 7 + [-1.57, -1.83, -1.56]),
+                               ess=torch.tensor([0.0] * 7 + [1445.5, 1435.1, 1337.5]),
+                               iwae=torch.tensor([-inf] * 7 + [-3.0, -3.1, -2.9]),
+                               num_samples=2000, subsample=None)
+    summary = result.to_dict()
+    # 7 of 10 unreliable: the median and the largest k-hat are +inf (None in JSON), not the
+    # finite -1.57 of the other three (before: -1.57 and -1.56 beside "unreliable: 7")
+    assert summary["unreliable"] == 7
+    assert summary["pareto_k_q50"] is None and summary["pareto_k_q100"] is None
+    assert summary["iwae_mean"] is None
+    json.dumps(summary, allow_nan=False)
+    good = WeightDiagnostics(pareto_k=torch.tensor([0.1, 0.2, 0.3]), ess=torch.ones(3),
+                             iwae=torch.zeros(3), num_samples=10, subsample=None).to_dict()
+    assert good["pareto_k_q50"] == pytest.approx(0.2) and good["pareto_k_q100"] == \
+        pytest.approx(0.3)
