@@ -712,6 +712,39 @@ def _check_grid_memory(num_points: int, latent_dim: int, batch: int, itemsize: i
             "per dimension suffice for a smooth 2-D posterior) or score fewer datapoints")
 
 
+def _check_grid_edges(log_mass: torch.Tensor, num_points: int, latent_dim: int,
+                      support_ends: tuple[bool, bool], site: str,
+                      bounds: tuple[float, float]) -> None:
+    """Raise when posterior mass reaches an edge of the grid that is not an end of the
+    latent's support (the grid cuts the posterior off there); ``log_mass: [G, batch]`` as
+    in :func:`_check_resolution`."""
+    truncated_ends = [end for end, is_support_end in zip((0, num_points - 1), support_ends)
+                      if not is_support_end]
+    if not truncated_ends:
+        return
+    mass = log_mass.exp().reshape((num_points,) * latent_dim + (log_mass.shape[-1],))
+    width = max(1, num_points // 100)
+    all_dims = tuple(range(latent_dim))
+    low, high = (float(bound) for bound in bounds)
+    for end in truncated_ends:
+        edge_mass = sum(mass.narrow(axis, 0 if end == 0 else num_points - width, width)
+                        .sum(all_dims) for axis in all_dims)  # [batch]
+        if (edge_mass > 1e-6).any():
+            worst = int(edge_mass.argmax())
+            span = high - low
+            wider = (low - span, high) if end == 0 else (low, high + span)
+            beyond = (f" Most of it lies there ({float(edge_mass[worst]):.2f}): the posterior "
+                      "may lie far beyond the grid; center the bounds on it (e.g. around the "
+                      "guide's mean for that datapoint) rather than widening a little"
+                      if float(edge_mass[worst]) > 0.5 else "")
+            raise ValueError(
+                f"the posterior of datapoint {worst} at site '{site}' puts "
+                f"{float(edge_mass[worst]):.2e} of its mass within 1% of the grid's "
+                f"{'low' if end == 0 else 'high'} end, {low if end == 0 else high:.6g}: the "
+                f"grid ({low:.6g}, {high:.6g}) cuts the posterior off there. Widen it, e.g. "
+                f"bounds=({wider[0]:.6g}, {wider[1]:.6g}).{beyond}")
+
+
 def _check_resolution(log_mass: torch.Tensor, nodes: torch.Tensor, axis_log_w: torch.Tensor,
                       latent_dim: int, support_ends: tuple[bool, bool], site: str,
                       bounds: tuple[float, float]) -> None:
@@ -727,6 +760,8 @@ def _check_resolution(log_mass: torch.Tensor, nodes: torch.Tensor, axis_log_w: t
         bounds: the grid's ``(low, high)``, as the messages name them.
     """
     num_points = nodes.shape[0]
+    # first: a posterior beyond the grid piles on its edge node, which is no resolution issue
+    _check_grid_edges(log_mass, num_points, latent_dim, support_ends, site, bounds)
     mass = log_mass.exp()
     peak = mass.max(0).values
     # a Gaussian peak of standard deviation s grid spacings puts about 0.4 / s of its mass
@@ -766,24 +801,3 @@ def _check_resolution(log_mass: torch.Tensor, nodes: torch.Tensor, axis_log_w: t
                     "grid; a bounded one that peaks within a few grid spacings of it needs a "
                     "larger num_points")
         _check_rounded_nodes(marginal, nodes, axis_log_w, site)
-    truncated_ends = [end for end, is_support_end in zip((0, num_points - 1), support_ends)
-                      if not is_support_end]
-    if not truncated_ends:
-        return
-    mass = log_mass.exp()
-    width = max(1, num_points // 100)
-    all_dims = tuple(range(latent_dim))
-    low, high = (float(bound) for bound in bounds)
-    for end in truncated_ends:
-        edge_mass = sum(mass.narrow(axis, 0 if end == 0 else num_points - width, width)
-                        .sum(all_dims) for axis in all_dims)  # [batch]
-        if (edge_mass > 1e-6).any():
-            worst = int(edge_mass.argmax())
-            span = high - low
-            wider = (low - span, high) if end == 0 else (low, high + span)
-            raise ValueError(
-                f"the posterior of datapoint {worst} at site '{site}' puts "
-                f"{float(edge_mass[worst]):.2e} of its mass within 1% of the grid's "
-                f"{'low' if end == 0 else 'high'} end, {low if end == 0 else high:.6g}: the "
-                f"grid ({low:.6g}, {high:.6g}) cuts the posterior off there. Widen it, e.g. "
-                f"bounds=({wider[0]:.6g}, {wider[1]:.6g})")

@@ -18,6 +18,8 @@ on the code before its fix.
   inside torch.
 - ``WeightDiagnostics.to_dict`` gave k-hat quantiles over the finite k-hats only (a median
   of -1.57 beside "unreliable: 7" of 10) and an IWAE mean of -inf (not strict JSON).
+- ``exact_log_evidence`` told a posterior far outside its grid (which piled on the edge
+  node) to "raise num_points or narrow bounds", the opposite of the fix.
 - ``CompiledSVIStep`` did not check an observed argument whose site was partly masked in
   the first batch of its shape: a later batch of that shape trained on impossible values.
 """
@@ -316,3 +318,21 @@ def test_weight_diagnostics_summary_counts_infinite_k_hats_and_is_strict_json():
                              iwae=torch.zeros(3), num_samples=10, subsample=None).to_dict()
     assert good["pareto_k_q50"] == pytest.approx(0.2) and good["pareto_k_q100"] == \
         pytest.approx(0.3)
+
+
+def test_exact_evidence_of_a_posterior_beyond_the_grid_says_to_move_the_grid():
+    from inference import exact_log_evidence
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 0.5), obs=x)
+
+    # x = 1000: the posterior sits at z = 800 (sd 0.45), far outside the default (-10, 10);
+    # it was told to "raise num_points or narrow bounds", which cannot help
+    with pytest.raises(ValueError, match=r"high end.*cuts the posterior off.*center the bounds"):
+        exact_log_evidence(model, torch.tensor([0.5, 1000.0]), progress=False)
+    centred = exact_log_evidence(model, torch.tensor([1000.0]), bounds=(780.0, 820.0),
+                                 progress=False).log_evidence
+    exact = torch.distributions.Normal(0.0, math.sqrt(1.25)).log_prob(torch.tensor(1000.0))
+    assert torch.allclose(centred, exact, rtol=1e-5), (centred, exact)
