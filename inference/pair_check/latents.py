@@ -11,15 +11,22 @@ import warnings
 import torch
 from pyro import poutine
 from pyro.distributions import MaskedDistribution
-from torch.distributions import constraints
-from pyro.poutine.messenger import Messenger
 from pyro.infer.autoguide import AutoGuide
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
+from torch.distributions import constraints
 
 from ..checks import autograd_arguments, recording_autograd, user_stacklevel, validation_enabled
+from ..densities import closed_form_kl
 from ..random_state import forked_rng
-from ..supports import (describe_support, measure_zero, support_bounds, support_kinds_differ,
-                        support_of, support_within)
+from ..supports import (
+    describe_support,
+    measure_zero,
+    support_bounds,
+    support_kinds_differ,
+    support_of,
+    support_within,
+)
 from .shapes import missing_inverse, shape_mismatch
 from .sites import (
     DATA_PLATE,
@@ -834,7 +841,7 @@ def _kl_registered(guide_fn, model_fn) -> bool:
         return False
     try:
         with torch.no_grad():
-            torch.distributions.kl_divergence(guide_fn, model_fn)
+            closed_form_kl(guide_fn, model_fn)
     except Exception:  # noqa: BLE001 - not registered, or failing: not a closed form used
         return False
     return True

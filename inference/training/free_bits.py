@@ -14,7 +14,7 @@ dimension ``j`` back towards the prior and the likelihood term is free to spend 
 ``group="site"`` floors each latent site's total KL instead (one group per site).
 ``L_lambda`` is a training objective, not a bound: report the ELBO or IWAE_K of the result.
 
-KL terms are analytic where :func:`torch.distributions.kl_divergence` knows the pair of
+KL terms are analytic where :func:`inference.densities.closed_form_kl` knows the pair of
 (base) distributions, and else the single-sample estimate ``log q(z) - log p(z)`` at the
 guide's draw, per dimension. The analytic term of a site is used only when the guide draws
 every latent that the model samples before the site (its possible parents) before the site
@@ -50,9 +50,9 @@ from dataclasses import dataclass
 
 import torch
 from pyro.distributions import Independent, Normal
-from torch.distributions import kl_divergence
 
 from ..checks import as_int, check_number
+from ..densities import closed_form_kl
 from ..pair_check import biased_late_parents, data_frame, is_delta, sample_sites, trace_pair
 
 __all__ = ["FreeBitsELBO", "FreeBitsTerms", "free_bits_terms"]
@@ -144,7 +144,7 @@ def _kl_elements(model_site, guide_site, analytic: bool = True,
     try:
         if not analytic or is_delta(q):  # Pyro's KL(Delta || p) = -log p(v) drops the
             raise NotImplementedError    # Delta's log_density
-        kl = kl_divergence(q, p)
+        kl = closed_form_kl(q, p)
     except NotImplementedError:
         kl = q.log_prob(value) - p.log_prob(value)
     shape = value.shape[:value.dim() - len(q.event_shape)]

@@ -28,6 +28,7 @@ from torch.distributions.transforms import (AffineTransform, CatTransform, Compo
                                            IndependentTransform, StackTransform)
 
 from ..checks import as_int, check_number, check_weights_memory
+from ..densities import has_closed_form_kl
 from ..pair_check import (
     PARTICLE_PLATE,
     check_pair,
@@ -44,10 +45,12 @@ from ..weights import (log_mean_exp, trace_log_density, uniform_scale, vectorize
 
 
 class _ScoredAsSampled(torch.distributions.Distribution):
-    """Stands in for a guide site's ``Delta`` once its trace is scored: no KL divergence is
-    registered for it, so ``TraceMeanField_ELBO`` takes ``log q(v) - log p(v)`` from the
-    trace, where Pyro's registered ``KL(Delta || p) = -log p(v)`` drops the Delta's
-    ``log_density`` (a hand-built guide ``Delta(v, log_density=log q(v))``)."""
+    """Stands in for a guide site's distribution once its trace is scored: no KL divergence
+    is registered for it, so ``TraceMeanField_ELBO`` takes ``log q(v) - log p(v)`` from the
+    trace. For a ``Delta``, where Pyro's registered ``KL(Delta || p) = -log p(v)`` drops its
+    ``log_density`` (a hand-built guide ``Delta(v, log_density=log q(v))``), and for a pair
+    of families whose only KL is torch's generic exponential-family one (Wishart's, wrong
+    over a batch: :func:`inference.densities.closed_form_kl`)."""
 
     arg_constraints: dict = {}
     has_rsample = True
@@ -58,7 +61,8 @@ class _ScoredAsSampled(torch.distributions.Distribution):
 
 class MeanFieldELBO(TraceMeanField_ELBO):
     """Pyro's ``TraceMeanField_ELBO`` (analytic KL where registered), but a ``Delta`` guide
-    site is scored as sampled: ``log q(v) - log p(v)``, its ``log_density`` included.
+    site is scored as sampled: ``log q(v) - log p(v)``, its ``log_density`` included, and so
+    is a site whose only KL would be torch's generic exponential-family one (a Wishart).
 
     A pair whose guide samples a latent's model parent after it (``q(z1 | x) q(z2 | z1)``
     for ``p(z2) p(z1 | z2)``) is refused naming the site, where Pyro only warns: the closed
@@ -79,7 +83,9 @@ class MeanFieldELBO(TraceMeanField_ELBO):
         if late:
             raise PairError(late_parent_message(*late[0], "loss='meanfield'"))
         for site in sample_sites(guide_trace, observed=False):
-            if is_delta(site["fn"]):
+            prior = model_trace.nodes.get(site["name"], {}).get("fn")
+            if is_delta(site["fn"]) or (
+                    prior is not None and not has_closed_form_kl(site["fn"], prior)):
                 site["fn"] = _ScoredAsSampled(site["fn"])  # its score parts are computed
         return model_trace, guide_trace
 

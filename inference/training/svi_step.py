@@ -47,14 +47,13 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.scale_messenger import ScaleMessenger
 from pyro.poutine.util import site_is_subsample
-from torch.distributions import kl_divergence
 
 from ..checks import (PYRO_LOCK, as_number, autograd_arguments, check_no_inference_tensors,
                       check_outer_handlers, check_pair_arguments, explain_run_failure,
                       recording_autograd, validation_enabled, validation_on,
                       without_empty_shapes_table)
 from ..effect_guides import traceable_guide
-from ..densities import drawn_normal_log_density, plain_normal
+from ..densities import closed_form_kl, drawn_normal_log_density, plain_normal
 from ..pair_check import (
     PARTICLE_PLATE,
     PairError,
@@ -179,7 +178,7 @@ class _ScoreAsSampled(_GuideThenModel):
         # (a hand reparameterization, an AutoGuide's Jacobian), so the entropy term is lost
         if self.analytic_kl and not is_delta(guide_msg["fn"]):
             try:
-                kl = kl_divergence(guide_msg["fn"], msg["fn"])
+                kl = closed_form_kl(guide_msg["fn"], msg["fn"])
             except NotImplementedError:
                 pass
             else:

@@ -23,6 +23,9 @@ on the code before its fix.
 - ``fit`` with minibatches refused every observed site or ``pyro.factor`` outside the data
   plate (a log prior on a parameter), and advised moving it into the plate (counting it N
   times); it refuses now only a term that changes with the minibatch's rows.
+- ``loss="meanfield"`` and ``FreeBitsELBO`` took torch's generic exponential-family KL for a
+  per-datapoint Wishart guide (wrong over a batch: a guide ran off to df = 1.8e5), and
+  ``SVIStep.evaluate_loss`` failed inside it.
 - ``CompiledSVIStep`` did not check an observed argument whose site was partly masked in
   the first batch of its shape: a later batch of that shape trained on impossible values.
 """
@@ -374,3 +377,40 @@ def test_fit_takes_a_global_log_prior_factor_under_minibatches_and_refuses_a_bat
     pyro.clear_param_store()
     with pytest.raises(PairError, match=r"'batch_mean' .*changes with the minibatch's rows"):
         fit(batch_statistic_model, guide, x, epochs=1, batch_size=50, progress=False)
+
+
+def test_meanfield_and_free_bits_do_not_take_torchs_generic_wishart_kl():
+    """A per-datapoint Wishart precision, x ~ MVN(0, precision=Lam); the exact posterior
+    guide Wishart(nu + 1, (V^-1 + x x^T)^-1) makes log p(x, z) - log q(z) = log p(x) at every
+    draw, so the loss of every objective is -sum log p(x) (multivariate t) exactly. torch has
+    no Wishart KL but its generic exponential-family one, which sums the degrees-of-freedom
+    term over the batch (12.8 nats for a KL of 3.7) and fails without gradients."""
+    from inference import FreeBitsELBO
+    from inference.densities import closed_form_kl
+
+    d, nu = 2, torch.tensor(4.0, dtype=torch.float64)
+    v = torch.tensor([[1.0, 0.3], [0.3, 0.5]], dtype=torch.float64)
+    x = torch.tensor([[0.5, 0.4], [1.2, -1.0], [-0.3, 0.8], [2.0, 1.0]], dtype=torch.float64)
+    df = nu - d + 1
+    exact = dist.MultivariateStudentT(df, torch.zeros(d, dtype=torch.float64),
+                                      torch.linalg.cholesky(torch.linalg.inv(v) / df)).log_prob(x)
+    posterior_cov = torch.linalg.inv(torch.linalg.inv(v) + x[:, :, None] * x[:, None, :])
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            lam = pyro.sample("Lam", dist.Wishart(nu, covariance_matrix=v))
+            pyro.sample("x", dist.MultivariateNormal(torch.zeros(d, dtype=torch.float64),
+                                                     precision_matrix=lam), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("Lam", dist.Wishart(nu + 1, covariance_matrix=posterior_cov))
+
+    with pytest.raises(NotImplementedError):
+        closed_form_kl(dist.Wishart(nu + 1, covariance_matrix=posterior_cov),
+                       dist.Wishart(nu, covariance_matrix=v))
+    for loss in ("meanfield", FreeBitsELBO(0.0)):
+        pyro.clear_param_store()
+        step = SVIStep(model, guide, Adam(0.0), loss=loss)
+        for value in (step.step(x), step.evaluate_loss(x)):
+            assert value == pytest.approx(-float(exact.sum()), abs=1e-6), (loss, value)
