@@ -1052,6 +1052,15 @@ def log_importance_weights(
     return attach_subsample(log_w, structure)
 
 
+def wide_mean(values: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """``values.mean(dim)`` accumulated in float64 and returned in ``values``' dtype: the
+    float32 sum of K log weights of -4e37 each is -inf where their mean is finite
+    (``values: [..., K, ...]`` -> the shape without ``dim``)."""
+    if not values.is_floating_point() or values.dtype == torch.float64:
+        return values.mean(dim)
+    return values.mean(dim, dtype=torch.float64).to(values.dtype)
+
+
 def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
     """Stable ``log(mean(exp(log_w)))`` along ``dim``: ``log_w: [..., K, ...]`` -> the shape
     without ``dim``.

@@ -48,6 +48,7 @@ from ..weights import (
     log_mean_exp,
     log_weights_for,
     weight_itemsize,
+    wide_mean,
 )
 
 
@@ -266,7 +267,7 @@ def elbo(model: Callable, guide: Callable, *args, num_samples: int = 1,
     log_w, structure = log_weights_for("elbo", model, guide, args, kwargs, num_samples,
                                        chunk_size, compile, progress)
     _warn_zero_weights(log_w)
-    return attach_subsample(log_w.mean(0), structure)
+    return attach_subsample(wide_mean(log_w), structure)
 
 
 def _warn_zero_weights(log_w: torch.Tensor) -> None:
@@ -491,7 +492,7 @@ def _sweep(slices: list, ks: list[int], repeats: int, chunk_size: int | None, co
                                         ks[-1], chunk_size, structure, compile, bar=bar,
                                         first_row=count)
             count += log_w.shape[1]
-            sums[0] += float(log_w.mean(0).sum())
+            sums[0] += float(wide_mean(log_w).double().sum())
             for i, k in enumerate(ks):
                 sums[i + 1] += float(iwae_from_weights(log_w, k).sum())
         for i, total in enumerate(sums):

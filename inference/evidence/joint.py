@@ -36,7 +36,7 @@ from ..pair_check import JOINT_USE, PairStructure, check_sites_as_surveyed, trac
 from ..progress import check_progress, progress_bar
 from ..weights import (check_data, check_num_samples, check_particle_memory, checked_pair,
                        log_mean_exp, plate_dims, trace_log_density, vectorized_traces,
-                       weight_itemsize)
+                       weight_itemsize, wide_mean)
 from .ais import delta_method_stderr
 from .weight_diagnostics import MIN_PARETO_SAMPLES, effective_sample_size, pareto_k
 
@@ -207,7 +207,7 @@ def joint_log_evidence(model: Callable, guide: Callable, *args, num_samples: int
             RuntimeWarning, stacklevel=user_stacklevel())
     return JointEvidence(
         log_evidence=log_mean_exp(log_w, 0),
-        elbo=log_w.mean(),
+        elbo=wide_mean(log_w.flatten()),
         standard_error=(delta_method_stderr(column)[0] if num_samples > 1
                         else log_w.new_tensor(math.nan)),  # no spread from one weight
         ess=ess,

@@ -40,7 +40,7 @@ from ..pair_check import (DATA_PLATE, PairError, attach_subsample, conditional_s
                           site_mask, trace_pair)
 from ..pair_check.networks import nonfinite_parameters
 from ..weights import (check_data, check_particle_memory, trace_log_density,
-                       vectorized_traces, weight_itemsize)
+                       vectorized_traces, weight_itemsize, wide_mean)
 
 
 def _batch_first(node) -> bool:
@@ -254,7 +254,7 @@ def kl_per_dimension(model: Callable, guide: Callable, *args, site: str = "z",
     if not drawn:
         kl = _kl_rows(model_trace, guide_trace, site)
         _draws_read("kl_per_dimension", model, guide, site, args, kwargs, guide_trace)
-        return kl.mean(0)
+        return wide_mean(kl)
     rows = []
     for block, keep_from in _index_blocks(size, len(indices)):
         block_model, block_guide = (poutine.condition(fn, data={DATA_PLATE: block})
@@ -265,7 +265,7 @@ def kl_per_dimension(model: Callable, guide: Callable, *args, site: str = "z",
         if len(rows) == 1:
             _draws_read("kl_per_dimension", block_model, block_guide, site, args, kwargs,
                         guide_trace)
-    return torch.cat(rows).mean(0)
+    return wide_mean(torch.cat(rows))
 
 
 def _normal_kl(q: Normal, p: Normal) -> torch.Tensor:
@@ -511,7 +511,7 @@ def expected_log_likelihood(model: Callable, guide: Callable, *args, num_samples
             raise ValueError(f"expected_log_likelihood: log p(x | z) is {what} for datapoints "
                              f"{bad.nonzero().flatten().tolist()[:10]} (at some draws of z; "
                              "check the model's parameters, the guide's and the data range)")
-    return attach_subsample(log_lik.mean(0), structure)
+    return attach_subsample(wide_mean(log_lik), structure)
 
 
 def _observed_log_density(model, guide, args, kwargs, num_samples: int, structure):

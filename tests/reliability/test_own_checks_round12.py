@@ -26,6 +26,8 @@ on the code before its fix.
 - ``loss="meanfield"`` and ``FreeBitsELBO`` took torch's generic exponential-family KL for a
   per-datapoint Wishart guide (wrong over a batch: a guide ran off to df = 1.8e5), and
   ``SVIStep.evaluate_loss`` failed inside it.
+- ``elbo``, ``expected_log_likelihood``, ``kl_per_dimension`` and the ELBO row of
+  ``bound_sweep`` summed float32 values of -4e37 to -inf where every log weight was finite.
 - ``CompiledSVIStep`` did not check an observed argument whose site was partly masked in
   the first batch of its shape: a later batch of that shape trained on impossible values.
 """
@@ -414,3 +416,28 @@ def test_meanfield_and_free_bits_do_not_take_torchs_generic_wishart_kl():
         step = SVIStep(model, guide, Adam(0.0), loss=loss)
         for value in (step.step(x), step.evaluate_loss(x)):
             assert value == pytest.approx(-float(exact.sum()), abs=1e-6), (loss, value)
+
+
+def test_mean_based_estimates_do_not_overflow_on_finite_float32_log_weights():
+    from inference import bound_sweep, elbo, expected_log_likelihood, iwae_bound
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 0.5), obs=x)
+
+    def guide(x):  # the exact posterior: every log weight is log p(x)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(0.8 * x, math.sqrt(0.2)))
+
+    x = torch.tensor([0.3, 1e19])  # log p(x) = -4e37: K = 10 of them sum past float32's range
+    exact = torch.distributions.Normal(0.0, math.sqrt(1.25)).log_prob(x.double())
+    estimate = elbo(model, guide, x, num_samples=10, progress=False)
+    assert torch.isfinite(estimate).all()
+    assert torch.allclose(estimate.double(), exact, rtol=1e-5), (estimate, exact)
+    assert torch.allclose(estimate, iwae_bound(model, guide, x, num_samples=10,
+                                               progress=False), rtol=1e-5)
+    assert math.isfinite(bound_sweep(model, guide, x, num_samples=[1, 10], repeats=2,
+                                     progress=False).rows[0]["mean"])
+    # E_q log p(x | z) = -(x - 0.8 x)^2 / (2 0.25) - ... ~ -8e36 for x = 1e19: 100 draws
+    assert torch.isfinite(expected_log_likelihood(model, guide, x, num_samples=100)).all()
