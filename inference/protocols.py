@@ -126,6 +126,24 @@ def require_standard_prior(vae: Any, argument_name: str) -> None:
                         "autoregressive decoder such as PixelVAE's is not supported here)")
 
 
+def require_finite_parameters(vae: Any, argument_name: str) -> None:
+    """``FloatingPointError`` naming ``argument_name`` and the parameters of ``vae`` (when it
+    is a module) that hold NaN or infinite values: a diverged fit leaves them, and the
+    decoder's NaN logits then failed deep inside torch's distributions. One host read."""
+    if not isinstance(vae, torch.nn.Module):
+        return
+    named = {name: p for name, p in vae.named_parameters() if not p.is_meta}
+    if not named:
+        return
+    finite = torch.stack([torch.isfinite(p.detach()).all().cpu() for p in named.values()])
+    bad = [name for name, ok in zip(named, finite.tolist()) if not ok]
+    if bad:
+        raise FloatingPointError(
+            f"{argument_name}: {type(vae).__name__}'s parameters {bad[:4]}"
+            f"{' ...' if len(bad) > 4 else ''} hold NaN or infinite values (training diverged, "
+            "or they were set so); reload or reinitialize them")
+
+
 GAUSSIAN_ENCODER = "the Gaussian encode(x) gives"
 """The ``encoded_posterior`` an :class:`EncoderDecoder` has when it declares none: its guide's
 ``q(z | x)`` is ``N(loc, scale)`` of ``encode(x)``."""

@@ -183,6 +183,7 @@ class VAE(_ImageModel):
         would count as True).
         """
         check_module_not_meta(self, "VAE.sample_images")
+        self._check_parameters("sample_images", "decoder.")
         param = next(self.parameters())
         num = check_image_draws(num, generator, self.image_shape, param)
         mean = as_bool(mean, "mean")

@@ -46,7 +46,7 @@ import torch
 
 from ..checks import check_dense_values, in_evaluation_mode, integer_tensor
 from ..protocols import (BernoulliLatentModel, require, require_encoded_posterior,
-                         require_standard_prior)
+                         require_finite_parameters, require_standard_prior)
 from .range_coding import (
     KIND_BITS_BACK,
     MAX_SYMBOLS,
@@ -259,6 +259,7 @@ def bits_back_encode(vae, images: torch.Tensor, latent_bits: int = 12,
     """
     require(vae, BernoulliLatentModel, "vae")
     require_standard_prior(vae, "vae")
+    require_finite_parameters(vae, "vae")
     require_encoded_posterior(vae, "vae", "bits-back coding")
     _check_images(images, vae.image_shape)
     if images.numel() > MAX_SYMBOLS or int(np.prod(vae.image_shape)) > MAX_SYMBOLS:
@@ -307,6 +308,7 @@ def bits_back_decode(vae, data: bytes, latent_bits: int = 12) -> tuple[torch.Ten
     """
     require(vae, BernoulliLatentModel, "vae")
     require_standard_prior(vae, "vae")
+    require_finite_parameters(vae, "vae")
     latent_bits = _check_latent_bits(latent_bits)
     stream = unpack_stream(data, KIND_BITS_BACK)
     count = stream.count

@@ -94,6 +94,7 @@ from .sites import (
 )
 from .survey import (
     PairStructure,
+    stale_parameters_error,
     survey_pair,
 )
 
@@ -139,6 +140,7 @@ __all__ = [
     "shadowed_parameters",
     "scored_elements",
     "site_mask",
+    "stale_parameters_error",
     "survey_pair",
     "tensor_text",
     "trace_pair",

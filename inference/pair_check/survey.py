@@ -277,7 +277,9 @@ class PairStructure:
         return poutine.condition(fn, data=dict(self.subsample))
 
 
-def _stale_parameters(stale: list, whose: str) -> PairError:
+def stale_parameters_error(stale: list, whose: str) -> PairError:
+    """The refusal of a pair whose ``whose`` (e.g. \"the pair's\") parameters ``stale``
+    (:func:`inference.pair_check.nonfinite_parameters`) hold NaN or infinite values."""
     shown = ", ".join(stale[:4]) + (f" and {len(stale) - 4} more" if len(stale) > 4 else "")
     return PairError(f"{whose} parameters hold NaN or infinite values: {shown}. A diverged fit "
                      "leaves its last values in place: start again from "
@@ -474,8 +476,9 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
                 _check_arguments_unchanged(copies, "the model or the guide")
             stale = nonfinite_parameters(model, guide)
             if stale:
-                raise _stale_parameters(stale, f"the pair failed to run ({type(error).__name__}"
-                                        f": {_first_line(str(error))}); its") from error
+                raise stale_parameters_error(
+                    stale, f"the pair failed to run ({type(error).__name__}: "
+                    f"{_first_line(str(error))}); its") from error
             _check_store_rows(error, stored)
             name = _twice_named(error)
             if name is not None:
@@ -492,7 +495,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
             raise
     stale = nonfinite_param_sites((guide_full, model_full))
     if stale:  # it ran: the pair's own parameters, by their site names
-        raise _stale_parameters(stale, "the pair's")
+        raise stale_parameters_error(stale, "the pair's")
     shadowed = confirmed_shadowed(model, guide, args, kwargs, (guide_full, model_full))
     if rows_run_whole:
         _check_rows_follow_the_indices(guide_full)

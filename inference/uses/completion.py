@@ -50,7 +50,8 @@ from ..checks import (
     in_evaluation_mode,
 )
 from ..progress import bar_range, check_progress
-from ..protocols import EncoderDecoder, require, require_standard_prior
+from ..protocols import (EncoderDecoder, require, require_finite_parameters,
+                         require_standard_prior)
 from .map_search import adam_map
 
 NEG_INF = -math.inf
@@ -234,6 +235,7 @@ def pixel_posterior(vae, z: torch.Tensor, log_channel: torch.Tensor) -> torch.Te
     """``p(x_i = 1 | y_i, z)``: ``z: [..., batch, d]`` -> ``[..., batch, C, H, W]``."""
     require(vae, EncoderDecoder, "vae")
     require_standard_prior(vae, "vae")
+    require_finite_parameters(vae, "vae")
     _check_codes_and_channel(z, log_channel)
     joint = _log_bernoulli(_pixel_logits(vae, z)) + _offset_free(log_channel)
     return joint.softmax(-1)[..., 1]
@@ -245,6 +247,7 @@ def marginal_log_likelihood(vae, z: torch.Tensor, log_channel: torch.Tensor) -> 
     d]``, ``log_channel: [batch, C, H, W, 2]`` -> ``[..., batch]``."""
     require(vae, EncoderDecoder, "vae")
     require_standard_prior(vae, "vae")
+    require_finite_parameters(vae, "vae")
     _check_codes_and_channel(z, log_channel)
     joint = _log_bernoulli(_pixel_logits(vae, z)) + log_channel
     return joint.logsumexp(-1).flatten(-3).sum(-1)
@@ -287,6 +290,7 @@ def map_complete(vae, log_channel: torch.Tensor, steps: int = 300, lr: float = 0
     """
     require(vae, EncoderDecoder, "vae")
     require_standard_prior(vae, "vae")
+    require_finite_parameters(vae, "vae")
     _check_channel(log_channel, vae)
     steps = as_int(steps, "steps", 0)
     check_at_most(steps, "steps", MAX_STEPS, "each one decodes the batch for an Adam step, so "
@@ -370,6 +374,7 @@ def metropolis_within_gibbs(vae, log_channel: torch.Tensor, num_steps: int = 200
     """
     require(vae, EncoderDecoder, "vae")
     require_standard_prior(vae, "vae")
+    require_finite_parameters(vae, "vae")
     _check_channel(log_channel, vae)
     check_nonempty_batch((), {"log_channel": log_channel})
     burn_in = check_chain_length(num_steps, burn_in)

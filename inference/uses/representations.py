@@ -37,7 +37,7 @@ from ..checks import (
 )
 from ..pair_check import (DATA_PLATE, PairError, attach_subsample, conditional_sites_of_guide,
                           data_frame, inspect_pair, is_delta, sample_sites, site_list,
-                          site_mask, trace_pair)
+                          site_mask, stale_parameters_error, trace_pair)
 from ..pair_check.networks import nonfinite_parameters
 from ..weights import (check_data, check_particle_memory, trace_log_density,
                        vectorized_traces, weight_itemsize, wide_mean)
@@ -126,10 +126,17 @@ def _latent_pair(entry, model, guide, site, args, kwargs):
     check_program(model, "model")
     check_program(guide, "guide")
     check_data(args, kwargs)
-    with poutine.block(), torch.no_grad():
-        guide_full = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_full)).get_trace(
-            *args, **kwargs)
+    try:
+        with poutine.block(), torch.no_grad():
+            guide_full = poutine.trace(guide).get_trace(*args, **kwargs)
+            model_trace = poutine.trace(poutine.replay(model, trace=guide_full)).get_trace(
+                *args, **kwargs)
+    except (ValueError, RuntimeError) as error:  # a diverged fit's NaN parameters: name them
+        stale = nonfinite_parameters(model, guide)
+        if stale:
+            raise stale_parameters_error(stale, f"{entry}: the pair failed to run; its") \
+                from error
+        raise
     model_trace = prune_subsample_sites(model_trace)
     guide_trace = prune_subsample_sites(guide_full)
     _refuse_swapped_programs(entry, guide_trace, model_trace)

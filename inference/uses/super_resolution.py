@@ -81,7 +81,7 @@ from ..checks import (
     recording_autograd,
 )
 from ..progress import bar_range, check_progress
-from ..protocols import require_standard_prior
+from ..protocols import require_finite_parameters, require_standard_prior
 from .completion import (accumulation_dtype, check_finite_result, check_start_likelihood,
                          checked_code, decoded_pixels, encoder_draw, independence_z_step)
 from .map_search import adam_map
@@ -498,6 +498,7 @@ def _check_vae_inputs(vae, y, factor, truth, generator=None) -> None:
             raise ValueError(f"vae must have encode(x), decode(z) and latent_dim; it has no "
                              f"{name!r}")
     require_standard_prior(vae, "vae")
+    require_finite_parameters(vae, "vae")
     itemsize = y.dtype.itemsize if torch.is_tensor(y) else 4  # a non-tensor y is refused
     shape = _check_pooled_inputs(y, factor, truth, "the up-sampled y and the pixel posterior's "
                                  "means and variances", 3 * itemsize)

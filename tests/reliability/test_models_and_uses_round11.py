@@ -60,7 +60,10 @@ class LinearCoder(torch.nn.Module):
     def __init__(self, log_var=0.0, flat=False, event=False, bias=None):
         super().__init__()
         self.weight = torch.nn.Parameter(torch.tensor([[2.0], [-1.0], [0.5], [1.5]]))
-        self.bias = torch.nn.Parameter(torch.zeros(4) if bias is None else bias)
+        if bias is None:
+            self.bias = torch.nn.Parameter(torch.zeros(4))
+        else:  # a fixed offset (-inf: a pixel the decoder never turns on), not trained
+            self.register_buffer("bias", bias)
         self.log_var, self.flat, self.event = log_var, flat, event
 
     def encode(self, x):

@@ -28,6 +28,8 @@ on the code before its fix.
   ``SVIStep.evaluate_loss`` failed inside it.
 - ``elbo``, ``expected_log_likelihood``, ``kl_per_dimension`` and the ELBO row of
   ``bound_sweep`` summed float32 values of -4e37 to -inf where every log weight was finite.
+- A diverged decoder (one NaN weight) failed inside torch in completion, super-resolution,
+  ``kl_per_dimension`` and ``VAE.sample_images`` instead of being named.
 - ``CompiledSVIStep`` did not check an observed argument whose site was partly masked in
   the first batch of its shape: a later batch of that shape trained on impossible values.
 """
@@ -441,3 +443,27 @@ def test_mean_based_estimates_do_not_overflow_on_finite_float32_log_weights():
                                      progress=False).rows[0]["mean"])
     # E_q log p(x | z) = -(x - 0.8 x)^2 / (2 0.25) - ... ~ -8e36 for x = 1e19: 100 draws
     assert torch.isfinite(expected_log_likelihood(model, guide, x, num_samples=100)).all()
+
+
+def test_a_diverged_decoder_is_named_by_the_uses_kl_per_dimension_and_sample_images():
+    from inference import kl_per_dimension
+    from inference.uses.completion import map_complete, observed_channel
+    from inference.uses.super_resolution import super_resolve_map
+    from ppl_models import VAE
+
+    torch.manual_seed(0)
+    vae = VAE(image_shape=(1, 4, 4), latent_dim=2, hidden=(8,))
+    with torch.no_grad():
+        vae.decoder.net[0].weight[0, 0] = math.nan  # what a diverged fit leaves
+    x = torch.bernoulli(torch.full((3, 1, 4, 4), 0.5))
+    missing = torch.zeros_like(x, dtype=torch.bool)
+    missing[..., 2:, :] = True
+    for call in (lambda: map_complete(vae, observed_channel(x, missing), steps=2,
+                                      progress=False),
+                 lambda: super_resolve_map(vae, x[..., ::2, ::2] * 0 + 0.5, 2, steps=2,
+                                           progress=False),
+                 lambda: vae.sample_images(2)):
+        with pytest.raises(FloatingPointError, match=r"decoder\.net\.0\.weight.*NaN or infinite"):
+            call()
+    with pytest.raises(PairError, match=r"kl_per_dimension: .*decoder\.net\.0\.weight"):
+        kl_per_dimension(vae.model, vae.guide, x)

@@ -257,7 +257,9 @@ def test_a_channel_offset_changes_nothing(tiny_vae):
 def test_map_complete_names_an_objective_not_finite_at_the_start(tiny_vae):
     # it was blamed on lr "at step 1", before any step had been taken
     with torch.no_grad():
-        list(tiny_vae.decoder.parameters())[-1].fill_(math.inf)  # every pixel's logit +inf
+        # every pixel's logit 1e308: finite parameters (infinite ones are refused by name),
+        # an objective whose sum over the pixels overflows to -inf
+        list(tiny_vae.decoder.parameters())[-1].fill_(1e308)
     channel = observed_channel(torch.zeros(1, *tiny_vae.image_shape, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"map_complete: the objective is .* at the start, "
                                          r"before any step \(lr plays no part yet\): the vae's "
