@@ -190,8 +190,8 @@ def remove_stale_partials(path: str | Path) -> list[Path]:
     removed = []
     for partial in path.parent.glob(glob.escape(path.name) + ".*.partial"):
         match = own.fullmatch(partial.name)
-        if match is None or int(match[1]) == os.getpid():
-            continue
+        if match is None or int(match[1]) == os.getpid() or not partial.is_file():
+            continue  # (a folder of that name is the user's, never a writer's leftover)
         try:
             os.kill(int(match[1]), 0)
         except ProcessLookupError:
@@ -232,6 +232,15 @@ def check_writable(path: str | Path) -> Path:
             raise CheckpointError(f"checkpoint {shown} is a loop of symlinks ({path} leads "
                                   "back to itself): no file can be written there; fix the "
                                   "links or pass another path") from error
+        if error.errno == errno.EACCES:
+            raise CheckpointError(f"cannot reach the checkpoint {shown}: {error.strerror} (a "
+                                  "folder on its path does not let this user in); fix the "
+                                  "folder's permissions or pass another path") from error
+    if path.is_file() and not os.access(path, os.R_OK):
+        raise CheckpointError(f"checkpoint {shown} exists but this user cannot read it (mode "
+                              f"{stat.S_IMODE(os.stat(path).st_mode):03o}): it could be neither "
+                              "checked nor kept as the previous run's; fix its permissions "
+                              "(chmod u+rw) or pass another path")
     kind = special_file(path)
     if kind == "a folder":
         raise CheckpointError(f"checkpoint {shown} is a folder; pass a file name")
@@ -427,7 +436,9 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
         _check_name_length(target, path)
         partial = _unique_partial(target)
         try:
-            mode = stat.S_IMODE(os.stat(target).st_mode)
+            # the owner keeps reading it: a mode of 000 copied over would make the run's own
+            # checkpoints unreadable to its resume
+            mode = stat.S_IMODE(os.stat(target).st_mode) | stat.S_IRUSR
         except FileNotFoundError:
             mode = None
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)

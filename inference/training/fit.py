@@ -547,6 +547,26 @@ class OneProcess:
         checkpoints.set_rng_state(state)
 
 
+def _save_over_own(parallel, checkpoint, state, saved_epoch: int, epoch: int) -> None:
+    """``parallel.save(checkpoint, state)`` after ``epoch``; when this run saved there
+    before (after ``saved_epoch`` > 0) and the file is no longer a checkpoint, another writer
+    replaced it (a callback's ``torch.save(model.state_dict(), checkpoint)``): the state is
+    saved beside it, at ``<checkpoint>.epoch<N>``, and ``CheckpointError`` says so."""
+    try:
+        parallel.save(checkpoint, state)
+    except checkpoints.CheckpointError as error:
+        if not saved_epoch or checkpoints.checkpoint_problem(checkpoint) is None:
+            raise
+        beside = Path(checkpoint).with_name(f"{Path(checkpoint).name}.epoch{epoch}")
+        parallel.save(beside, state)
+        raise checkpoints.CheckpointError(
+            f"the checkpoint fit wrote at {checkpoint} after epoch {saved_epoch} was "
+            f"replaced since by another writer (a callback or another program saving to that "
+            f"path, e.g. torch.save(model.state_dict(), ...)): epoch {epoch}'s state is saved "
+            f"at {beside} instead (resume from it with checkpoint={str(beside)!r}). Save "
+            "models to another path than fit's checkpoint") from error
+
+
 @one_thread_at_a_time
 def fit(
     model: Callable,
@@ -1093,7 +1113,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                         **({"after_callback": True} if after_callback else {}),
                     }
 
-                parallel.save(checkpoint, state_of)
+                _save_over_own(parallel, checkpoint, state_of, saved, epoch + 1)
                 saved = epoch + 1
             if callback is not None:
                 before = None if checkpoint is None else copied_tensors(
@@ -1128,7 +1148,9 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                     # projection) or wrote into the epoch's record (a logged metric): the
                     # checkpoint holds the values the next epoch trains with, the callback's
                     # state after it ran, its record
-                    parallel.save(checkpoint, lambda rng: state_of(rng, after_callback=True))
+                    _save_over_own(parallel, checkpoint,
+                                   lambda rng: state_of(rng, after_callback=True), saved,
+                                   epoch + 1)
                 if interrupted is not None:
                     raise interrupted
     return history

@@ -30,11 +30,15 @@ on the code before its fix.
   ``bound_sweep`` summed float32 values of -4e37 to -inf where every log weight was finite.
 - A diverged decoder (one NaN weight) failed inside torch in completion, super-resolution,
   ``kl_per_dimension`` and ``VAE.sample_images`` instead of being named.
+- A callback saving the model to fit's checkpoint path made the next save stop the run and
+  lose the epoch; a folder named like a writer's leftover file, a checkpoint this user
+  cannot read and a folder it cannot enter failed with bare OS errors or were replaced.
 - ``CompiledSVIStep`` did not check an observed argument whose site was partly masked in
   the first batch of its shape: a later batch of that shape trained on impossible values.
 """
 
 import math
+import os
 import warnings
 
 import pyro
@@ -467,3 +471,63 @@ def test_a_diverged_decoder_is_named_by_the_uses_kl_per_dimension_and_sample_ima
             call()
     with pytest.raises(PairError, match=r"kl_per_dimension: .*decoder\.net\.0\.weight"):
         kl_per_dimension(vae.model, vae.guide, x)
+
+
+def _small_vae_run():
+    from ppl_models import VAE
+
+    torch.manual_seed(0)
+    return VAE(image_shape=(1, 4, 4), latent_dim=2, hidden=(8,)), \
+        torch.bernoulli(torch.full((32, 1, 4, 4), 0.5))
+
+
+def test_a_callback_that_overwrites_the_checkpoint_costs_no_epoch(tmp_path):
+    path = tmp_path / "model.pt"
+    pyro.clear_param_store()
+    vae, x = _small_vae_run()
+
+    def save_model(record):  # "save the model every epoch", to the path the user has in mind
+        torch.save(vae.state_dict(), path)
+
+    with pytest.raises(checkpoints.CheckpointError,
+                       match=r"after epoch 1 was replaced since by another writer.*epoch 2's "
+                             r"state is saved at .*model\.pt\.epoch2"):
+        fit(vae.model, vae.guide, x, epochs=4, batch_size=16, checkpoint=path,
+            callback=save_model, progress=False)
+    pyro.clear_param_store()
+    vae2, _ = _small_vae_run()
+    history = fit(vae2.model, vae2.guide, x, epochs=4, batch_size=16,
+                  checkpoint=tmp_path / "model.pt.epoch2", resume=True, progress=False)
+    assert [record["epoch"] for record in history] == [1, 2, 3, 4]
+
+
+def test_a_folder_named_like_a_writers_leftover_is_left_alone(tmp_path):
+    (tmp_path / "c.pt.12345678.deadbeef.partial").mkdir()
+    pyro.clear_param_store()
+    vae, x = _small_vae_run()
+    fit(vae.model, vae.guide, x, epochs=1, batch_size=16, checkpoint=tmp_path / "c.pt",
+        progress=False)
+    assert (tmp_path / "c.pt.12345678.deadbeef.partial").is_dir()
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root reads and enters any file or folder")
+def test_unreadable_checkpoints_and_folders_are_refused_before_training(tmp_path):
+    pyro.clear_param_store()
+    vae, x = _small_vae_run()
+    path = tmp_path / "run.pt"
+    fit(vae.model, vae.guide, x, epochs=1, batch_size=16, checkpoint=path, progress=False)
+    path.chmod(0)
+    closed = tmp_path / "closed"
+    closed.mkdir()
+    closed.chmod(0)
+    try:
+        with pytest.raises(checkpoints.CheckpointError, match="cannot read it .*chmod u\\+rw"):
+            fit(vae.model, vae.guide, x, epochs=1, batch_size=16, checkpoint=path,
+                progress=False)
+        with pytest.raises(checkpoints.CheckpointError, match="cannot reach the checkpoint"):
+            fit(vae.model, vae.guide, x, epochs=1, batch_size=16,
+                checkpoint=closed / "c.pt", progress=False)
+    finally:
+        path.chmod(0o600)
+        closed.chmod(0o700)
