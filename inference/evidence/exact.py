@@ -395,8 +395,12 @@ def exact_log_evidence(
             f"exact_log_evidence integrates over the single latent site '{site}' and does not "
             f"sum out the model's enumerated site(s) {enumerated} (config_enumerate): "
             "conditioning them would give log p(x, their values), not log p(x). The "
-            "weight-based estimators sum them out: iwae_bound or log_evidence with a guide "
-            f"for '{site}' and a large num_samples")
+            "weight-based estimators sum them out: "
+            + ("every latent of this model is enumerated, so iwae_bound with a guide that "
+               "samples nothing and num_samples=1 is log p(x) exactly"
+               if all(s["infer"].get("enumerate") for s in latents) else
+               f"iwae_bound or log_evidence with a guide for '{site}' and a large "
+               "num_samples"))
     if names != [site]:
         hint = (f"; pass site={names[0]!r}" if len(names) == 1 else
                 "; fix the others (pyro.condition) to integrate over one (the result is then "

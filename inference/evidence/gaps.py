@@ -527,10 +527,11 @@ def amortization_gap(model: Callable, guide: Callable, *args,
     if conditional:
         raise PairError(
             f"amortization_gap: guide site '{conditional[0]}' depends on another latent the "
-            "guide draws (q(z2 | z1)); the local guides here are independent Gaussians per "
-            "site, not the guide's own family, so the split would mismeasure both gaps (the "
-            "amortization gap can come out negative). Free what the encoder computes from x "
-            "and keep the rest of the guide, as ppl_models.TwoLayerVAE.local_guide does")
+            "guide draws (its distribution reads that draw); the local guides here are "
+            "independent Gaussians per site, not the guide's own family, so the split would "
+            "mismeasure both gaps (the amortization gap can come out negative). Free what the "
+            "encoder computes from x and keep the rest of the guide, as "
+            "ppl_models.TwoLayerVAE.local_guide does")
     if log_evidence is not None:
         _check_rows_in_order(model, args, kwargs, structure)
         log_evidence = _log_evidence_per_datapoint(log_evidence, structure,

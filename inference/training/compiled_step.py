@@ -138,11 +138,9 @@ class CompiledSVIStep:
             obstacle = scorer_dreg_obstacle(scorer, self.guide, args, kwargs)
             if obstacle is not None:
                 raise ValueError(
-                    f"compiled 'dreg' steps need {obstacle}; use fit without compile, which "
-                    "takes DReGLoss's path for such pairs (for a parameter that model and "
-                    "guide share, the IWAE gradient, as DReGLoss warns), or register each "
-                    "network in one of them only (pyro.module in the guide alone for an "
-                    "encoder), which compiles")
+                    f"compiled 'dreg' steps need {obstacle}; or use fit without compile, "
+                    "which takes DReGLoss's path for such pairs (for a parameter that model "
+                    "and guide share, the IWAE gradient, as DReGLoss warns)")
         check_model_observes(model_trace, guide_trace, False, "CompiledSVIStep")
         foreign = [p for p in unique_tensors(scorer.params)
                    if id(p) not in owned and p.requires_grad]

@@ -347,11 +347,14 @@ def scorer_dreg_obstacle(scorer: ImportanceScorer, guide, args, kwargs) -> str |
     and guide (it would lose its guide-side gradient).
     ``scorer``: one run of :func:`score_weights` on the pair.
     """
-    if conditional_sites_of_guide(guide, args, kwargs):
-        return ("guide sites that do not depend on each other's values (q(z2 | z1) here)")
+    conditional = conditional_sites_of_guide(guide, args, kwargs)
+    if conditional:
+        return (f"guide sites that do not depend on each other's values (the guide draws "
+                f"{site_list(conditional)} given another latent it drew)")
     guide_ids = {id(p) for p in scorer.params[:scorer.num_guide_params]}
     if any(id(p) in guide_ids for p in scorer.params[scorer.num_guide_params:]):
-        return "model and guide to use separate parameters"
+        return ("model and guide to use separate parameters (register each network in one "
+                "of them only: pyro.module in the guide alone for an encoder)")
     return None
 
 

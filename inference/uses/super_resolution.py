@@ -8,8 +8,9 @@ independent pixels is the law of the block sums, in closed form for two pixel fa
 
 - **Binary pixels**, ``x_i | z ~ Bernoulli(pi_i)``: ``s_b = f^2 y_b`` is the number of ones in
   block ``b`` and ``p(y_b | z) = P(sum_{i in b} x_i = s_b)``, the Poisson-binomial
-  probability, computed exactly by the recursion ``P_{1..k}(t) = (1 - pi_k) P_{1..k-1}(t)
-  + pi_k P_{1..k-1}(t - 1)`` in log space (:func:`bernoulli_pool_log_likelihood`). Given ``z``,
+  probability, computed exactly by the recursion
+  ``P_{1..k}(t) = (1 - pi_k) P_{1..k-1}(t) + pi_k P_{1..k-1}(t - 1)`` in log space
+  (:func:`bernoulli_pool_log_likelihood`). Given ``z``,
   ``p(x_i = 1 | y_b, z) = pi_i P_{-i}(s_b - 1) / P(s_b)`` with ``P_{-i}`` the law of the sum
   of the other pixels of the block (:func:`bernoulli_pool_posterior`), and the block is drawn
   exactly given its sum pixel by pixel from suffix sums (:func:`bernoulli_pool_sample`).
@@ -17,9 +18,10 @@ independent pixels is the law of the block sums, in closed form for two pixel fa
   levels): ``y_b | z ~ N(f^-2 sum mu_i, f^-4 sum sigma_i^2)`` exactly, a density of ``y``
   (:func:`gaussian_pool_log_likelihood`), and ``x_b | y_b, z`` is the Gaussian conditioned on a
   linear constraint: with ``V = sum_b sigma_j^2``, ``S = f^2 y_b`` and ``M = sum_b mu_j``,
-  ``E[x_i | y, z] = mu_i + sigma_i^2 (S - M) / V``, ``Var[x_i | y, z] = sigma_i^2 (1 -
-  sigma_i^2 / V)`` (:func:`gaussian_pool_posterior`); a draw is ``mu + sigma eps`` moved
-  onto the constraint by the same rule (:func:`gaussian_pool_sample`).
+  ``E[x_i | y, z] = mu_i + sigma_i^2 (S - M) / V``,
+  ``Var[x_i | y, z] = sigma_i^2 (1 - sigma_i^2 / V)`` (:func:`gaussian_pool_posterior`); a
+  draw is ``mu + sigma eps`` moved onto the constraint by the same rule
+  (:func:`gaussian_pool_sample`).
 
 Inference over a latent-variable model's ``z`` (a VAE; any object with ``encode(x) ->
 (loc, scale)`` of ``q(z | x)``, ``decode(z)`` returning a ``torch.distributions.Bernoulli``
