@@ -24,11 +24,11 @@ gray) and each restoration, per task.
 
 Expected with the defaults (300 test images; about a minute on 2 idle CPU cores): error rates
 on the damaged pixels for bottom half / random 50% / scratch / flips of 0.248 / 0.228 /
-0.284 / 0.097 with pixel means, 0.208 / 0.172 / 0.196 / 0.064 with VAE MAP, 0.203 / 0.168 /
-0.200 / 0.064 with VAE MwG (acceptance about 0.55) and 0.220 / 0.205 / 0.231 with the
+0.284 / 0.097 with pixel means, 0.208 / 0.172 / 0.199 / 0.064 with VAE MAP, 0.208 / 0.172 /
+0.204 / 0.065 with VAE MwG (acceptance about 0.50) and 0.225 / 0.207 / 0.240 with the
 PixelCNN (trained as examples/pixelcnn.py trains it: dynamic binarization, best validation
-epoch). ``-log p(bottom half | top half)``: VAE 10.84, PixelCNN 11.25 nats per image
-(whole images: 23.14 and 22.90).
+epoch). ``-log p(bottom half | top half)``: VAE 10.84, PixelCNN 11.31 nats per image
+(whole images: 23.13 and 22.93).
 See docs/completion.md.
 
     python examples/completion.py --out-dir runs/completion

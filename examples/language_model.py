@@ -28,7 +28,7 @@ uniformly. The hierarchical prior backs off instead: on the bundled list 4.23, 3
 3.03, 3.03, 3.03 for n = 1..6 (from n = 5 the evidence sends alpha to its bound, 1e5: the
 longer contexts are left to the 4-gram); with ``wamerican`` 4.24, 3.57, 3.13, 2.84, 2.66,
 2.66, the 5-gram level with the GRU; word-like samples at every order. The GRU's samples
-are mostly pronounceable, English-like words ("forthe", "deserviacies").
+are mostly pronounceable, English-like words ("forthe", "thidstrips").
 
     python examples/language_model.py --out-dir runs/language_model
 """

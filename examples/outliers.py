@@ -19,11 +19,11 @@ simple images: blank, a single horizontal or vertical bar, and coin-flip noise. 
 include the scikit-learn digits upsampled to 28x28, an MNIST-like set.
 
 Expected with the defaults (digits 0-4 against 5-9; about four minutes on 2 idle CPU cores):
-``nll`` flags corruptions (AUROC 0.95-1.0) and held-out classes (0.77 VAE, 0.73 PixelCNN);
-on 8x8 digits blank and bar images are still *less* likely than real digits (AUROC 0.92-1.0).
+``nll`` flags corruptions (AUROC 0.95-1.0) and held-out classes (0.77 VAE, 0.72 PixelCNN);
+on 8x8 digits blank and bar images are still *less* likely than real digits (AUROC 0.86-1.0).
 The failure of Nalisnick et al. (2019) shows with ``--dataset fashion-mnist``: blank images
 and MNIST-like digits are *more* likely than Fashion-MNIST test images (nll AUROC 0.00 and
-0.2-0.3), the ratio to the local PixelCNN mends both (0.94 and 0.97) but loses the noise
+0.2-0.3), the ratio to the local PixelCNN mends both (0.93 and 0.97) but loses the noise
 images, and typicality mends blank images only. Numbers in docs/outliers.md.
 
     python examples/outliers.py --out-dir runs/outliers

@@ -19,8 +19,8 @@ coloured by label, and a bar chart of the three numbers.
 
 Expected with the defaults (ten minutes on our busy 2-core machine, about three idle): probes
 0.80-0.84 for every representation, raw pixels best (8x8 digits are nearly linearly
-separable); k-means ARI 0.20 on the VAE means against 0.51-0.54 for the autoencoders and PCA,
-GMM ARI 0.40-0.56. See docs/representations.md.
+separable); k-means ARI 0.27 on the VAE means against 0.54-0.56 for the autoencoders and PCA,
+GMM ARI 0.49-0.58. See docs/representations.md.
 
     python examples/representations.py --out-dir runs/representations
 """

@@ -26,9 +26,10 @@ Figures ``similarity_<dataset>.png``: a few queries (one per class) and their ``
 neighbours in every representation, wrong labels framed in red.
 
 Expected with the defaults (about a minute of CPU time, 4 minutes on our busy 2-core
-machine): precision@10 (Euclidean) on digits 0.69 / 0.72 / 0.74 / 0.71 for VAE / autoencoder /
-PCA / pixels, all within about two standard errors (0.016); on Fashion-MNIST 0.72 / 0.74 /
-0.71 / 0.66, the 16-number codes clearly ahead of the 784 pixels. See docs/similarity.md.
+machine): precision@10 (Euclidean) on digits 0.70 / 0.68 / 0.72 / 0.74 / 0.71 for VAE / flow
+guide / autoencoder / PCA / pixels, all within about four standard errors (0.016-0.018); on
+Fashion-MNIST 0.72 / 0.72 / 0.74 / 0.71 / 0.66, the 16-number codes clearly ahead of the 784
+pixels. See docs/similarity.md.
 
     python examples/similarity.py --out-dir runs/similarity
 """

@@ -31,9 +31,9 @@ density of the truth, ``log p(x_i | y)`` in nats. The PixelCNN chain runs on the
 ``super_resolution_<binary|grey>_<f>x.png``: truth, input (up-sampled by nearest), estimates.
 
 Expected with the defaults (8x8 digits, 300 test images, the PixelCNN chain on 50; about 4
-minutes of CPU time): on the undetermined binary pixels the VAE methods err 0.19-0.20 (2x) and
-0.18 (4x) against 0.30-0.34 and 0.31-0.32 for the up-samplings; grey-level PSNR 16.2 (2x) and
-12.6 (4x) dB for VAE MAP against at most 13.4 and 8.9; the PixelCNN chain matches the VAE at
+minutes of CPU time): on the undetermined binary pixels the VAE methods err 0.19 (2x) and
+0.18 (4x) against 0.30-0.34 and 0.31-0.32 for the up-samplings; grey-level PSNR 15.9 (2x) and
+12.4 (4x) dB for VAE MAP against at most 13.4 and 8.9; the PixelCNN chain matches the VAE at
 2x and is not converged at 4x after 60 sweeps (``--gibbs-sweeps 240 --gibbs-check``). See
 docs/super-resolution.md.
 

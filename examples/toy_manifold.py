@@ -7,8 +7,8 @@ ELBO, and IWAE_K for K up to 5000.
 
 Expected (defaults, seed 0: 30 s on 2 idle CPU cores, under a minute on a busy machine): the
 bounds come out ordered ELBO = IWAE_1 < IWAE_10 < ... < IWAE_5000 < exact, with the ELBO
-about one nat below the exact evidence (10.42 against 11.36) and IWAE_5000 a few tenths of a
-nat below it (11.06); docs/estimators.md shows the whole table.
+about one nat below the exact evidence (10.26 against 11.34) and IWAE_5000 about half a nat
+below it (10.84); docs/estimators.md shows the whole table.
 
     python examples/toy_manifold.py --out-dir runs/toy_manifold    # or: make toy
 """
