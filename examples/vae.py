@@ -281,8 +281,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="L1 weight on the sparse autoencoder's code")
     training_flags(parser, epochs=200, batch_size=64, lr=1e-3)
     parser.add_argument("--compile", action="store_true",
-                        help="compiled training step (objectives elbo/meanfield; see "
-                             "docs/performance.md)")
+                        help="compiled training step (torch.compile; every objective; "
+                             "see docs/performance.md)")
     parser.add_argument("--mixed-precision", action="store_true",
                         help="networks in bfloat16 under autocast, log densities in float32 "
                              "(GPUs with bfloat16 units; slower on most CPUs)")

@@ -332,6 +332,30 @@ OBJECTIVES = ("elbo", "meanfield", "iwae", "dreg")
 """The training objectives (of :func:`inference.training.objectives.make_loss`) offered."""
 
 
+_ONLY_DEFAULT = "(default: %(default)s)"
+
+
+class DefaultsShown(argparse.HelpFormatter):
+    """``--help`` lines that end in each flag's default, ``(default: 200)``, also for flags
+    without a help text (argparse's own formatter shows defaults only beside a text)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if text == _ONLY_DEFAULT and not _shows_default(action):
+            return ""  # (its default was set to None after the flag was added)
+        if "%(default)" in text or not _shows_default(action):
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
+def _shows_default(action: argparse.Action) -> bool:
+    """Whether ``--help`` names the flag's default (not for a switch, None or a
+    positional argument)."""
+    return bool(action.option_strings) and not (
+        action.default is None or action.default is False or action.default is True
+        or action.default == argparse.SUPPRESS)
+
+
 class ScriptParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` that runs ``after_parse`` checks (functions of the parser and the
     parsed namespace, which call ``parser.error``) once all flags are read: checks of
@@ -340,6 +364,12 @@ class ScriptParser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.after_parse = []
+
+    def add_argument(self, *args, **kwargs):
+        action = super().add_argument(*args, **kwargs)
+        if action.help is None and _shows_default(action):  # argparse skips a flag without
+            action.help = _ONLY_DEFAULT                      # help when it lists defaults
+        return action
 
     def parse_known_args(self, args=None, namespace=None):
         namespace, extras = super().parse_known_args(args, namespace)
@@ -372,7 +402,8 @@ def script_parser(doc: str | None, out_dir: str, device: bool = True) -> argpars
     False, for scripts that run on the CPU only), ``--threads`` (torch's CPU threads; default
     torch's choice) and ``--out-dir`` (default ``out_dir``).
     """
-    parser = ScriptParser(description=(doc or "").strip().split("\n")[0])
+    parser = ScriptParser(description=(doc or "").strip().split("\n")[0],
+                          formatter_class=DefaultsShown)
     parser.add_argument("--seed", type=seed_int, default=0,
                         help="Pyro's and torch's seed (an integer in 0..2**32 - 1)")
     if device:

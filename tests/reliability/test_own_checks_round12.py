@@ -33,6 +33,7 @@ on the code before its fix.
 - A callback saving the model to fit's checkpoint path made the next save stop the run and
   lose the epoch; a folder named like a writer's leftover file, a checkpoint this user
   cannot read and a folder it cannot enter failed with bare OS errors or were replaced.
+- No example's ``--help`` showed its defaults (``--epochs``, ``--lr``, ``--max-k``...).
 - ``CompiledSVIStep`` did not check an observed argument whose site was partly masked in
   the first batch of its shape: a later batch of that shape trained on impossible values.
 """
@@ -531,3 +532,19 @@ def test_unreadable_checkpoints_and_folders_are_refused_before_training(tmp_path
     finally:
         path.chmod(0o600)
         closed.chmod(0o700)
+
+
+def test_every_examples_help_names_its_flags_defaults():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    shown = subprocess.run([sys.executable, str(root / "examples" / "vae.py"), "--help"],
+                           capture_output=True, text=True, check=True,
+                           env={**os.environ, "COLUMNS": "200"}).stdout
+    for line in ("--epochs EPOCHS", "--lr LR", "--batch-size BATCH_SIZE", "--max-k MAX_K",
+                 "--latent-dim LATENT_DIM", "--out-dir OUT_DIR"):
+        row = next(r for r in shown.splitlines() if r.strip().startswith(line))
+        assert "(default: " in row, row
+    assert "(default: None)" not in shown and "(default: False)" not in shown
