@@ -545,6 +545,6 @@ def test_every_examples_help_names_its_flags_defaults():
                            env={**os.environ, "COLUMNS": "200"}).stdout
     for line in ("--epochs EPOCHS", "--lr LR", "--batch-size BATCH_SIZE", "--max-k MAX_K",
                  "--latent-dim LATENT_DIM", "--out-dir OUT_DIR"):
-        row = next(r for r in shown.splitlines() if r.strip().startswith(line))
-        assert "(default: " in row, row
+        entry = shown.split(f"  {line}", 1)[1].split("\n  -", 1)[0]  # its help, wrapped
+        assert "(default: " in entry, (line, entry)
     assert "(default: None)" not in shown and "(default: False)" not in shown
