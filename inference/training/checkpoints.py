@@ -402,6 +402,30 @@ def _first_key(state: dict, bad) -> str:
     return "state"
 
 
+def _locked_by_another_process(target: Path) -> str | None:
+    """The process id in ``<target>.lock`` when another process holds that lock (a running
+    :func:`inference.fit` writing ``target``: :class:`CheckpointLock`), else None."""
+    import fcntl
+
+    try:
+        fd = os.open(target.with_name(target.name + ".lock"),
+                     os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None  # no lock file (or none this user may read): nobody to ask
+    try:
+        owner = os.pread(fd, 64, 0).strip().decode(errors="replace")
+        if owner == str(os.getpid()):
+            return None  # this process's own run
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return owner or "?"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 def save_checkpoint(path: str | Path, state: dict) -> None:
     """Write ``state`` atomically: the file at ``path`` is either the old one or the new one.
 
@@ -414,7 +438,8 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     ``TypeError`` naming ``path`` (and the key), raised
     before anything is written; so is a ``CheckpointError`` when ``path`` is a folder, a
     special file or a file that is not a checkpoint (another program's file is never
-    replaced). A symlink keeps pointing at the file, which is replaced (:func:`real_path`).
+    replaced), and so is one when another process's ``fit`` holds the checkpoint's lock. A
+    symlink keeps pointing at the file, which is replaced (:func:`real_path`).
     """
     _check_path(path)
     if not isinstance(state, dict):
@@ -428,6 +453,11 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
         raise CheckpointError(f"cannot write the checkpoint {path}: it is a file that is not a "
                               f"checkpoint (no {MAGIC[:7].decode()} header), which the "
                               "checkpoint would replace; pass another path, or delete the file")
+    owner = _locked_by_another_process(target)
+    if owner is not None:
+        raise CheckpointError(f"cannot write the checkpoint {path}: a running fit (pid "
+                              f"{owner}) holds it (lock {target.name}.lock), and this save "
+                              "would replace that run's checkpoint; save to another path")
     payload = _serialized(path, state)
     header = _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload))
     partial = None

@@ -34,6 +34,8 @@ on the code before its fix.
   lose the epoch; a folder named like a writer's leftover file, a checkpoint this user
   cannot read and a folder it cannot enter failed with bare OS errors or were replaced.
 - No example's ``--help`` showed its defaults (``--epochs``, ``--lr``, ``--max-k``...).
+- The public ``save_checkpoint`` replaced the checkpoint a running ``fit`` in another
+  process holds (its lock was not asked).
 - ``CompiledSVIStep`` did not check an observed argument whose site was partly masked in
   the first batch of its shape: a later batch of that shape trained on impossible values.
 """
@@ -548,3 +550,29 @@ def test_every_examples_help_names_its_flags_defaults():
         entry = shown.split(f"  {line}", 1)[1].split("\n  -", 1)[0]  # its help, wrapped
         assert "(default: " in entry, (line, entry)
     assert "(default: None)" not in shown and "(default: False)" not in shown
+
+
+def test_save_checkpoint_does_not_replace_the_checkpoint_a_running_fit_holds(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "run.pt"
+    checkpoints.save_checkpoint(path, {"epoch": 1})
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from inference.training.checkpoints import CheckpointLock\n"
+         f"lock = CheckpointLock({str(path)!r}); lock.acquire(); print('held', flush=True)\n"
+         "sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        cwd=str(Path(__file__).resolve().parents[2]))
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(checkpoints.CheckpointError,
+                           match=rf"a running fit \(pid {holder.pid}\) holds it"):
+            checkpoints.save_checkpoint(path, {"epoch": 99})
+        assert checkpoints.load_checkpoint(path)["epoch"] == 1
+    finally:
+        holder.communicate("")
+    checkpoints.save_checkpoint(path, {"epoch": 2})  # the lock is free again
+    assert checkpoints.load_checkpoint(path)["epoch"] == 2

@@ -300,8 +300,9 @@ class _SharedScalePair(torch.nn.Module):
 def test_dreg_with_a_parameter_shared_by_model_and_guide():
     pair, x = _SharedScalePair(), torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
     with pyro.get_param_store().scope():
-        with pytest.raises(ValueError, match="compiled 'dreg' steps need model and guide to "
-                                             "use separate parameters; use fit without"):
+        with pytest.raises(ValueError, match=r"compiled 'dreg' steps need model and guide to "
+                                             r"use separate parameters \(register each network "
+                                             r"in one of them only.*\); or use fit without"):
             CompiledSVIStep(pair.model, pair.guide, loss="dreg", num_particles=3,
                             backend="eager").loss_and_grads(x)
     with pyro.get_param_store().scope():
