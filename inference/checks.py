@@ -853,15 +853,18 @@ def warn_count_passed_to_pair(entry, args: tuple, **programs) -> None:
         return
     own = [name for name, parameter in inspect.signature(entry).parameters.items()
            if parameter.kind == parameter.KEYWORD_ONLY and name.startswith("num_")]
+    positionals = {}
     for role, program in programs.items():
         signature = program_signature(program)
-        if signature is None:
-            continue
-        positional = [p for p in signature.parameters.values()
-                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        if signature is not None:
+            positionals[role] = [p for p in signature.parameters.values()
+                                 if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    for role, positional in positionals.items():
         for index, value in counted:
-            if index >= len(positional) or positional[index].default is positional[index].empty:
-                continue
+            if index >= len(positional) or any(
+                    index < len(other) and other[index].default is other[index].empty
+                    for other in positionals.values()):
+                continue  # a parameter some program requires: the count is meant for it
             name, default = positional[index].name, positional[index].default
             meant = " or ".join(f"{n}={value!r}" for n in own[:2])
             warnings.warn(

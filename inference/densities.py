@@ -32,7 +32,8 @@ from torch.distributions.kl import _dispatch_kl, _kl_expfamily_expfamily
 HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
 # wrappers whose KL torch and Pyro compute from their base distributions' KL
 _WRAPPERS = (Independent, pyro.distributions.Independent, pyro.distributions.MaskedDistribution,
-             pyro.distributions.ExpandedDistribution)
+             pyro.distributions.ExpandedDistribution,
+             torch.distributions.TransformedDistribution)
 
 
 def closed_form_kl(q, p) -> torch.Tensor:

@@ -132,7 +132,8 @@ def require_finite_parameters(vae: Any, argument_name: str) -> None:
     decoder's NaN logits then failed deep inside torch's distributions. One host read."""
     if not isinstance(vae, torch.nn.Module):
         return
-    named = {name: p for name, p in vae.named_parameters() if not p.is_meta}
+    named = {name: p for name, p in vae.named_parameters() if not p.is_meta and not
+             isinstance(p, torch.nn.parameter.UninitializedTensorMixin)}
     if not named:
         return
     finite = torch.stack([torch.isfinite(p.detach()).all().cpu() for p in named.values()])

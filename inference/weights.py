@@ -1056,7 +1056,8 @@ def wide_mean(values: torch.Tensor, dim: int = 0) -> torch.Tensor:
     """``values.mean(dim)`` accumulated in float64 and returned in ``values``' dtype: the
     float32 sum of K log weights of -4e37 each is -inf where their mean is finite
     (``values: [..., K, ...]`` -> the shape without ``dim``)."""
-    if not values.is_floating_point() or values.dtype == torch.float64:
+    if not values.is_floating_point() or values.dtype == torch.float64 \
+            or values.device.type == "mps":  # (MPS has no float64)
         return values.mean(dim)
     return values.mean(dim, dtype=torch.float64).to(values.dtype)
 

@@ -214,17 +214,14 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
     _check_plan_arguments(model, guide, data, batch_size, loss, num_particles)
     num_data = data[0].shape[0]
 
-    def as_stepped(part: tuple) -> tuple:
-        """Rows ``part`` of ``data`` as a step would see them."""
+    def rows(stop: int) -> tuple:
+        """The first ``stop`` rows of ``data`` as a step would see them."""
+        part = tuple(t[:stop] for t in data)
         if batch_transform is None:
             return part
         with forked_rng():
             out = batch_transform(*copies(part))
         return transformed_batch(out, part[0].shape[0])
-
-    def rows(stop: int) -> tuple:
-        """The first ``stop`` rows of ``data`` as a step would see them."""
-        return as_stepped(tuple(t[:stop] for t in data))
 
     called = loss_call(loss, num_particles)
     name, num_particles, vectorized = loss_traits(loss, num_particles)
@@ -330,16 +327,17 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
                 f"len(x)):` or use batch_size >= {num_data}")
         return MinibatchPlan(False, structure, layout_of(first_batch))
     if minibatched and structure.global_observed:
-        other = as_stepped(tuple(t[-batch_size:] for t in data))
-        moved = _global_terms_following_rows(model, guide, first_batch, other,
-                                             structure.global_observed)
-        if moved is not None:
-            raise PairError(
-                f"fit: observed site '{moved}' lies outside pyro.plate('{DATA_PLATE}') and "
-                f"its log density changes with the minibatch's rows (a statistic of the "
-                f"batch?): each step would score another term, not one of the whole data. "
-                f"Observe per-datapoint values inside the plate, compute such a term from the "
-                f"whole data outside fit's minibatches, or use batch_size >= {num_data}")
+        name = structure.global_observed[0]
+        raise PairError(
+            f"fit: observed site '{name}' lies outside pyro.plate('{DATA_PLATE}'), and with "
+            f"minibatches fit cannot tell whether it depends on the minibatch (its rows, their "
+            f"latents or its length: each step would then score another term, not one of the "
+            f"whole data). A log prior on a parameter is a prior of a latent with a point-mass "
+            f"guide, which fit counts once per step (mu = pyro.sample('mu', dist.Normal(0, "
+            f"s)), guided by pyro.sample('mu', dist.Delta(pyro.param('mu_map', ...)))); a "
+            f"global measurement, an observed site of a global latent, needs the whole data "
+            f"in each step: batch_size >= {num_data}. (Moving the term into the plate would "
+            f"count it once per datapoint.)")
     if declared is None or declared == length:
         model_scales = False
         _check_own_subsample(model, guide, rows, structure, num_data, batch_size)
@@ -372,29 +370,6 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
             f"({structure.vectorize_error}); {remedy}, or make the model broadcast over "
             "leading batch dims (docs/own-pair.md)")
     return MinibatchPlan(model_scales, structure, layout_of(first_batch))
-
-
-def _global_terms_following_rows(model, guide, first: tuple, other: tuple,
-                                 names: tuple) -> str | None:
-    """The first of the observed sites ``names`` outside the data plate (a log prior written
-    as ``pyro.factor`` on parameters, a global measurement) whose log density differs
-    between the model run on the rows ``first`` and on the rows ``other`` (both ``[B, ...]``),
-    replayed against one guide draw: a term that does not move with the rows counts once
-    in every step's estimate of the whole data's objective, as a global latent's prior
-    does; one computed from the batch scores another term at every step. None when all
-    stay put."""
-    with forked_rng(), poutine.block(), torch.no_grad():
-        guide_trace = poutine.trace(guide).get_trace(*first)
-        densities = []
-        for batch in (first, other):
-            trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*batch)
-            densities.append({name: trace.nodes[name]["fn"].log_prob(trace.nodes[name]["value"])
-                              for name in names if name in trace.nodes})
-    for name in names:
-        before, after = (d.get(name) for d in densities)
-        if before is None or after is None or not torch.equal(before, after):
-            return name
-    return None
 
 
 def _check_same_data_size(structure: PairStructure, called: str | None) -> None:

@@ -480,7 +480,9 @@ def _check_truth_pools_to_y(truth: torch.Tensor | None, y: torch.Tensor, factor:
     if truth is None:
         return
     blocks = _blocks(truth.double(), factor)  # [batch, C, h, w, f * f]
-    tolerance = 4 * factor ** 2 * torch.finfo(y.dtype).eps * (blocks.abs().amax(-1) + 1)
+    # (images are often pooled in float32 and cast up: float32's rounding at least)
+    eps = max(torch.finfo(y.dtype).eps, torch.finfo(torch.float32).eps)
+    tolerance = 4 * factor ** 2 * eps * (blocks.abs().amax(-1) + 1)
     off = (blocks.mean(-1) - y.double()).abs() > tolerance
     if not bool(off.any()):
         return
@@ -489,7 +491,7 @@ def _check_truth_pools_to_y(truth: torch.Tensor | None, y: torch.Tensor, factor:
         f"truth does not average-pool to y by factor={factor}: {int(off.sum())} of "
         f"{off.numel()} pooled pixels differ (images {images[:8]}"
         f"{'...' if len(images) > 8 else ''}): pass the images y was pooled from, in the "
-        f"same order (y = average_pool(truth, {factor}))")
+        f"same order and by the same average pooling (y = average_pool(truth, {factor}))")
 
 
 def _check_vae_inputs(vae, y, factor, truth, generator=None) -> None:
