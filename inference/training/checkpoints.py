@@ -398,8 +398,15 @@ def _first_key(state: dict, bad) -> str:
     else ``state``."""
     for key, value in state.items():
         if bad(value):
-            return f"state[{key!r}] ({type(value).__name__})"
+            return f"state[{key!r}] ({_ENTRY_ROLES.get(key, type(value).__name__)})"
     return "state"
+
+
+# what fit keeps under its checkpoints' keys, for the messages naming one
+_ENTRY_ROLES = {"modules": "the networks' state dicts, their get_extra_state included",
+                "network_buffers": "the buffers and get_extra_state of the networks the pair "
+                                   "registers with pyro.module",
+                "callback": "the callback's get_state"}
 
 
 def _locked_by_another_process(target: Path) -> str | None:
