@@ -983,26 +983,18 @@ os.register_at_fork(before=_note_lock_before_fork, after_in_child=_free_lock_in_
 EMPTY_SHAPES_TABLE = "Trace Shapes:\n Param Sites:\nSample Sites:"
 
 
-def without_empty_shapes_table(error: BaseException) -> BaseException:
-    """The program's own error when Pyro's trace re-raised it as ``error`` with an empty
-    shapes table appended (the program failed before any site, e.g. a model's check of its
-    input: the table adds three lines of nothing to the message); else ``error``."""
-    cause = error.__cause__
-    if type(cause) is type(error) and str(error) == f"{cause}\n{EMPTY_SHAPES_TABLE}":
-        return cause
-    return error
-
-
 @contextlib.contextmanager
 def empty_shapes_tables_dropped():
-    """Raise the errors of the block as :func:`without_empty_shapes_table` gives them."""
+    """Re-raise an error that Pyro's trace re-raised with an empty shapes table appended (the
+    program failed before any site, e.g. a model's check of its input: the table adds three
+    lines of nothing to the message) as the program's own error."""
     try:
         yield
     except (ValueError, RuntimeError) as error:
-        plain = without_empty_shapes_table(error)
-        if plain is error:
-            raise
-        raise plain from None
+        cause = error.__cause__
+        if type(cause) is type(error) and str(error) == f"{cause}\n{EMPTY_SHAPES_TABLE}":
+            raise cause from None
+        raise
 
 
 def one_thread_at_a_time(entry):

@@ -50,8 +50,8 @@ from pyro.poutine.util import site_is_subsample
 
 from ..checks import (PYRO_LOCK, as_number, autograd_arguments, check_no_inference_tensors,
                       check_outer_handlers, check_pair_arguments, explain_run_failure,
-                      recording_autograd, validation_enabled, validation_on,
-                      without_empty_shapes_table)
+                      empty_shapes_tables_dropped, recording_autograd, validation_enabled,
+                      validation_on)
 from ..effect_guides import traceable_guide
 from ..densities import closed_form_kl, drawn_normal_log_density, plain_normal
 from ..pair_check import (
@@ -607,15 +607,9 @@ def with_gradients(method: Callable) -> Callable:
     threads run one at a time: Pyro's handler stack is the process's)."""
     @functools.wraps(method)
     def run(self, *args, **kwargs):
-        with PYRO_LOCK, recording_autograd():
+        with PYRO_LOCK, recording_autograd(), empty_shapes_tables_dropped():
             args, kwargs = autograd_arguments(args, kwargs)
-            try:
-                return method(self, *args, **kwargs)
-            except (ValueError, RuntimeError) as error:
-                plain = without_empty_shapes_table(error)
-                if plain is error:
-                    raise
-                raise plain from None
+            return method(self, *args, **kwargs)
 
     return run
 
