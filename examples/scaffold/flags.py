@@ -341,11 +341,17 @@ class DefaultsShown(argparse.HelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if text == _ONLY_DEFAULT and not _shows_default(action):
-            return ""  # (its default was set to None after the flag was added)
-        if "%(default)" in text or not _shows_default(action):
-            return text
-        return f"{text} (default: %(default)s)".strip()
+        if not _shows_default(action):
+            # (a default set to None after the flag was added: no line of its own)
+            return "" if text == _ONLY_DEFAULT else text
+        if "%(default)" not in text:
+            text = f"{text} {_ONLY_DEFAULT}".strip()
+        if isinstance(action.default, (list, tuple)):  # as typed, not ['a', 'b']: --flag a b,
+            # or --flag a,b for a flag of one value its type splits
+            joint = " " if action.nargs is not None else ","
+            text = text.replace("%(default)s", joint.join(map(str, action.default))
+                                .replace("%", "%%"))
+        return text
 
 
 def _shows_default(action: argparse.Action) -> bool:

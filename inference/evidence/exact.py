@@ -391,8 +391,10 @@ def exact_log_evidence(
             f"with iwae_bound and a guide that samples '{missing[0]}'")
     enumerated = [s["name"] for s in latents if s["name"] != site and s["infer"].get("enumerate")]
     if names != [site] and enumerated:
+        integrated = (f"the single latent site '{site}'" if site in names else
+                      f"one latent site (site={site!r}, which this model does not have)")
         raise ValueError(
-            f"exact_log_evidence integrates over the single latent site '{site}' and does not "
+            f"exact_log_evidence integrates over {integrated} and does not "
             f"sum out the model's enumerated site(s) {enumerated} (config_enumerate): "
             "conditioning them would give log p(x, their values), not log p(x). The "
             "weight-based estimators sum them out: "
