@@ -44,12 +44,15 @@ class LinearGaussian(PyroModule):
                      torch.get_default_dtype(), f"data_dim={data_dim}, latent_dim={latent_dim}: "
                      f"the parameters (W, the encoder and the guide's [d, d] scale)")
         self.data_dim, self.latent_dim = data_dim, latent_dim
-        with torch.random.fork_rng(devices=[]):  # initialization fixed by `seed` alone
-            torch.manual_seed(seed)
-            self.weight = torch.nn.Parameter(torch.randn(data_dim, latent_dim) / latent_dim**0.5)
+        dtype = torch.get_default_dtype()
+        with torch.random.fork_rng(devices=[]):  # initialization fixed by `seed` alone, drawn
+            torch.manual_seed(seed)  # in float32 whatever the default dtype (torch's float64
+            # draws of 16 or more values follow another stream): the same model in any dtype
+            weight = torch.randn(data_dim, latent_dim, dtype=torch.float32) / latent_dim**0.5
+            self.weight = torch.nn.Parameter(weight.to(dtype))
             # Amortized guide: a linear map to the mean and a shared full-covariance factor,
             # a family that contains the exact posterior.
-            self.encoder = torch.nn.Linear(data_dim, latent_dim)
+            self.encoder = torch.nn.Linear(data_dim, latent_dim, dtype=torch.float32).to(dtype)
         self.bias = torch.nn.Parameter(torch.zeros(data_dim))
         self.noise_scale = PyroParam(torch.tensor(noise_scale), constraints.positive)
         self.guide_scale_tril = PyroParam(torch.eye(latent_dim), constraints.lower_cholesky)
@@ -164,7 +167,8 @@ class LinearGaussian(PyroModule):
 
     def simulate(self, num_data: int, seed: int = 0) -> torch.Tensor:
         """Draw ``[num_data, D]`` datapoints (``num_data >= 1``, fitting in memory) from the
-        model's current parameters, fixed by ``seed`` in ``[0, 2**63)``;
+        model's current parameters, fixed by ``seed`` in ``[0, 2**63)`` (the same draws,
+        made in float32, whatever the parameters' dtype);
         ``FloatingPointError`` naming the parameters that are NaN or infinite."""
         num_data, seed = as_int(num_data, "num_data"), as_seed(seed)
         self._check_parameters("simulate")
@@ -174,6 +178,6 @@ class LinearGaussian(PyroModule):
         gen = torch.Generator().manual_seed(seed)
         with torch.no_grad():  # drawn on the CPU generator: the same data on any device
             w, bias, scale = self.weight.cpu(), self.bias.cpu(), self.noise_scale.cpu()
-            z = torch.randn(num_data, self.latent_dim, generator=gen, dtype=w.dtype)
-            noise = torch.randn(num_data, self.data_dim, generator=gen, dtype=w.dtype)
+            z = torch.randn(num_data, self.latent_dim, generator=gen).to(w.dtype)
+            noise = torch.randn(num_data, self.data_dim, generator=gen).to(w.dtype)
             return (z @ w.T + bias + scale * noise).to(self.weight.device)

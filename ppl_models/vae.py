@@ -174,8 +174,9 @@ class VAE(_ImageModel):
                       mean: bool = True) -> torch.Tensor:
         """Images from the prior, ``[num, C, H, W]``: pixel means, or pixel samples.
 
-        The latents are drawn on ``generator``'s device (a CPU generator gives the same
-        means on every device) or, without one, on the model's device; the pixel samples
+        The latents are drawn in float32 (the same for a model in any dtype) on
+        ``generator``'s device (a CPU generator gives the same means on every device) or,
+        without one, on the model's device; the pixel samples
         (``mean=False``) from a seed drawn from ``generator``, on the model's device, leaving
         the global random state as it was. ``generator`` is a
         :class:`torch.Generator` or None; ``num`` a positive integer whose images fit in
@@ -191,7 +192,7 @@ class VAE(_ImageModel):
         source = generator.device if generator is not None else device
         with torch.no_grad():
             z = torch.randn(num, self.latent_dim, generator=generator, device=source,
-                            dtype=param.dtype).to(device)
+                            dtype=torch.float32).to(device, param.dtype)
             pixels = self.decode(z)
             return pixels.mean if mean else sample_from(pixels, generator)
 

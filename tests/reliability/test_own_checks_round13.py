@@ -46,3 +46,35 @@ def test_examples_help_shows_list_defaults_as_they_are_typed(script, shown):
                           env={**os.environ, "COLUMNS": "400"}).stdout
     assert shown in text
     assert "(default: [" not in text
+
+
+@pytest.fixture
+def float64_default():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def test_a_seeded_linear_gaussian_is_the_same_model_whatever_the_default_dtype(float64_default):
+    from ppl_models import LinearGaussian
+
+    wide = LinearGaussian(20, 4, seed=0)  # (16 or more values: torch's float64 stream differs)
+    torch.set_default_dtype(torch.float32)
+    narrow = LinearGaussian(20, 4, seed=0)
+    for name, value in narrow.state_dict().items():
+        assert torch.allclose(wide.state_dict()[name].float(), value, atol=1e-6), name
+    # the same data from the same seed, whatever the parameters' dtype
+    assert torch.allclose(wide.simulate(100, seed=1).float(), narrow.simulate(100, seed=1),
+                          atol=1e-5)
+
+
+def test_sampled_images_of_the_same_weights_agree_in_float32_and_float64():
+    from ppl_models import VAE
+
+    torch.manual_seed(0)
+    vae = VAE((1, 8, 8), latent_dim=20, likelihood="bernoulli", hidden=(16,))
+    narrow = vae.sample_images(50, generator=torch.Generator().manual_seed(3))
+    wide = vae.double().sample_images(50, generator=torch.Generator().manual_seed(3))
+    assert wide.dtype == torch.float64
+    assert torch.allclose(wide.float(), narrow, atol=1e-5)
