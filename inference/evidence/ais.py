@@ -364,9 +364,15 @@ def _is_delta(fn) -> bool:
 
 
 def _grad(output, flat, retain):
+    """``d output.sum() / d flat`` (zeros where it does not depend on ``flat``). A leapfrog
+    step off a support has density ``-inf`` and a NaN gradient there, which the Metropolis
+    step rejects: torch's anomaly mode, which a user debugging other code may have on,
+    must not turn that NaN into an error."""
     if not torch.is_tensor(output) or not output.requires_grad:
         return torch.zeros_like(flat)
-    (grad,) = torch.autograd.grad(output.sum(), flat, retain_graph=retain, allow_unused=True)
+    with torch.autograd.set_detect_anomaly(False):
+        (grad,) = torch.autograd.grad(output.sum(), flat, retain_graph=retain,
+                                      allow_unused=True)
     return torch.zeros_like(flat) if grad is None else grad
 
 

@@ -308,30 +308,76 @@ def _first_line(text: str, most: int = 200) -> str:
     return line if len(line) <= most else line[:most - 3] + "..."
 
 
-class _NotPyroDistribution(Exception):
-    """:class:`_PyroDistributionsOnly`'s finding, made a :class:`PairError` by the survey
+class _RunRefused(Exception):
+    """:class:`_FirstRunChecks`'s finding, made a :class:`PairError` by the survey
     (not a ``ValueError`` inside the run: Pyro's trace would append its shape table)."""
 
 
-class _PyroDistributionsOnly(Messenger):
-    """Stop the run, before Pyro draws from it or replays a value into it, at a sample site
-    whose distribution is a ``torch.distributions`` object rather than Pyro's: Pyro cannot
-    call it to draw ("'Normal' object is not callable"), and a replayed one breaks every
-    Pyro-specific step after (event dims, masks, enumeration)."""
+class _FirstRunChecks(Messenger):
+    """Stop the survey's first run at a site it cannot run past: a sample site whose
+    distribution is a ``torch.distributions`` object rather than Pyro's (before Pyro draws
+    from it or replays a value into it: Pyro cannot call it to draw, "'Normal' object is
+    not callable", and a replayed one breaks every Pyro-specific step after: event dims,
+    masks, enumeration), or a parameter the store holds in another shape
+    (:func:`_check_stored_shape`)."""
 
     def __init__(self, role: str):
         super().__init__()
         self.role = role
 
     def _process_message(self, msg):
+        if msg["type"] == "param":
+            _check_stored_shape(msg, self.role)
+            return
         fn = msg["fn"]
         if msg["type"] == "sample" and isinstance(fn, torch.distributions.Distribution) \
                 and not isinstance(fn, TorchDistributionMixin):
             name = type(fn).__name__
-            raise _NotPyroDistribution(
+            raise _RunRefused(
                 f"{self.role} site '{msg['name']}' is a torch.distributions.{name}, which "
                 f"Pyro cannot draw from or score; use pyro.distributions.{name} (import "
                 "pyro.distributions as dist), which takes the same arguments")
+
+
+def _check_stored_shape(msg, role: str) -> None:
+    """Stop the run at ``pyro.param(name, init)`` (or a network's parameter that
+    ``pyro.module`` registers) when Pyro's param store already holds a tensor of another
+    shape under ``name``: Pyro returns the stored tensor and ignores ``init``, so the pair
+    would compute with an earlier model's tensor where it broadcasts (one shared ``loc``
+    for every datapoint), or fail with a bare size mismatch where it does not."""
+    args = msg["args"]
+    if len(args) < 2 or not torch.is_tensor(args[1]) or not isinstance(args[0], str):
+        return  # no initial value, or a lazy one (a callable): nothing to compare
+    name, initial = args[0], args[1]
+    store = pyro.get_param_store()
+    if name not in store:
+        return
+    held = store[name]
+    if held.shape == initial.shape:
+        return
+    module, _, weight = name.partition("$$$")  # pyro.module's names: "<module>$$$<param>"
+    read = (f"the {role}'s network pyro.module('{module}') registers its parameter "
+            f"'{weight}' of shape {list(initial.shape)}" if weight else
+            f"the {role} reads pyro.param('{name}') with an initial value of shape "
+            f"{list(initial.shape)}")
+    plates = [f"pyro.plate('{f.name}') of size {f.size}" for f in msg["cond_indep_stack"]
+              if f.vectorized]
+    if plates:
+        read += f" inside {' and '.join(plates)}"
+    rows = (f" (If it has one row per datapoint: {held.shape[0]} rows, created on other "
+            f"data, cannot score these {initial.shape[0]}. Pass the datapoints' indices with "
+            "the data and index the parameter with them, as a minibatch must, or use a guide "
+            "with an encoder network, which scores any data.)"
+            if not weight and held.dim() and initial.dim()
+            and min(held.shape[0], initial.shape[0]) > 1
+            and held.shape[1:] == initial.shape[1:] else "")
+    raise _RunRefused(
+        f"{read}, but Pyro's param store already holds a tensor of shape "
+        f"{list(held.shape)} under that name, left by an earlier model or run: Pyro returns "
+        "the stored tensor and ignores the new one, so the pair would compute with the "
+        "other tensor (one value shared by every row where it broadcasts) or fail with a bare "
+        "size mismatch. Call pyro.clear_param_store() before running a new model, or give "
+        f"{'the network' if weight else 'the parameter'} another name.{rows}")
 
 
 def _dependent_late_parents(model, guide, args, kwargs, model_sites, guide_latents) -> tuple:
@@ -448,14 +494,14 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     with forked_rng(), poutine.block(), \
             torch.no_grad():
         try:
-            guide_full = poutine.trace(_PyroDistributionsOnly("guide")(guide)).get_trace(
+            guide_full = poutine.trace(_FirstRunChecks("guide")(guide)).get_trace(
                 *copy_args, **copy_kwargs)
             _check_arguments_unchanged(copies, "the guide")
             _check_guide_not_reparameterized(guide_full)
-            model_full = replay_model(_PyroDistributionsOnly("model")(model), guide_full,
+            model_full = replay_model(_FirstRunChecks("model")(model), guide_full,
                                       copy_args, copy_kwargs)
             _check_arguments_unchanged(copies, "the model")
-        except _NotPyroDistribution as found:
+        except _RunRefused as found:
             raise PairError(str(found)) from None
         except KeyError as error:  # pyro.param(name) read before any run stored it
             name = error.args[0] if len(error.args) == 1 else None
