@@ -81,7 +81,7 @@ from ..checks import (MAX_STEPS, as_number, autograd_arguments, autograd_tensor,
                       check_no_inference_tensors, check_number, check_pair_call,
                       check_weights_memory, leaves_buffers, recording_autograd,
                       resolve_device, user_stacklevel, validation_enabled)
-from ..pair_check import PARTICLE_PLATE, PairStructure, data_frame, sample_sites
+from ..pair_check import PARTICLE_PLATE, PairStructure, data_frame, is_delta, sample_sites
 from ..reachable import reachable_modules
 from .weight_diagnostics import pareto_k
 from ..progress import check_progress, progress_bar
@@ -237,7 +237,7 @@ class _AnnealingPath:
         # deterministic functions of its auxiliary sites) follow them.
         for node in sample_sites(guide_trace, observed=False):
             fn = node["fn"]
-            if _is_delta(fn):
+            if is_delta(fn):
                 continue
             if discrete_support(fn):
                 raise ValueError(
@@ -355,12 +355,6 @@ class _SetLatents(Messenger):
         if msg["name"] in self.values and not msg["is_observed"]:
             msg["value"] = self.values[msg["name"]]
             msg["done"] = True
-
-
-def _is_delta(fn) -> bool:
-    while isinstance(fn, torch.distributions.Independent):
-        fn = fn.base_dist
-    return type(fn).__name__ == "Delta"
 
 
 def _grad(output, flat, retain):

@@ -39,7 +39,7 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.distributions import Independent, MultivariateNormal, Normal
-from pyro.distributions.torch_distribution import MaskedDistribution
+from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 
 from ..checks import (MAX_STEPS, anomaly_found_nan, as_number, autograd_arguments,
                       check_at_most, check_int, check_no_inference_tensors, check_nonempty_batch,
@@ -151,8 +151,8 @@ class LocalGaussianGuide:
     def _local_site(node, data_dim: int) -> _LocalSite:
         fn, value = node["fn"], node["value"]
         base = fn
-        while isinstance(base, (Independent, MaskedDistribution)):  # the mask is kept below
-            base = base.base_dist
+        while isinstance(base, (Independent, MaskedDistribution, ExpandedDistribution)):
+            base = base.base_dist  # (the mask is kept below; the value has the expanded shape)
         if isinstance(base, Normal):
             loc = base.mean.expand(value.shape)
             raw = base.stddev.expand(value.shape).log()

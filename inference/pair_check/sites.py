@@ -426,14 +426,12 @@ def masked_off(fn) -> bool:
 
 def distribution_masked(fn) -> bool:
     """Whether ``fn`` masks out some of its own values (a ``dist.mask(m)`` wrapper, through
-    ``Independent``, whose mask is not all True). On a discrete latent summed out by
-    enumeration such a mask gives each of the K values weight one at the masked positions:
-    ``log K`` added to the evidence, where ``poutine.mask`` leaves it out."""
-    while isinstance(fn, (MaskedDistribution, torch.distributions.Independent)):
-        if isinstance(fn, MaskedDistribution) and not bool(torch.as_tensor(fn._mask).all()):
-            return True
-        fn = fn.base_dist
-    return False
+    ``Independent`` and ``expand`` wrappers, whose mask is not all True: :func:`own_mask`).
+    On a discrete latent summed out by enumeration such a mask gives each of the K values
+    weight one at the masked positions: ``log K`` added to the evidence, where
+    ``poutine.mask`` leaves it out."""
+    mask = own_mask(fn)
+    return mask is not None and not bool(mask.all())
 
 
 def site_mask(site) -> torch.Tensor:

@@ -340,14 +340,17 @@ class _FirstRunChecks(Messenger):
 
 
 def _check_stored_shape(msg, role: str) -> None:
-    """Stop the run at ``pyro.param(name, init)`` (or a network's parameter that
-    ``pyro.module`` registers) when Pyro's param store already holds a tensor of another
-    shape under ``name``: Pyro returns the stored tensor and ignores ``init``, so the pair
-    would compute with an earlier model's tensor where it broadcasts (one shared ``loc``
-    for every datapoint), or fail with a bare size mismatch where it does not."""
+    """Stop the run at ``pyro.param(name, init)`` when Pyro's param store already holds a
+    tensor of another shape under ``name``: Pyro returns the stored tensor and ignores
+    ``init``, so the pair would compute with an earlier model's tensor where it broadcasts
+    (one shared ``loc`` for every datapoint), or fail with a bare size mismatch where it does
+    not. Not for the parameters ``pyro.module`` registers (``"<module>$$$<parameter>"``):
+    the network computes with its own (two models of other sizes whose networks share a
+    name, as a ``PyroModule``'s plain submodules do, are fine)."""
     args = msg["args"]
-    if len(args) < 2 or not torch.is_tensor(args[1]) or not isinstance(args[0], str):
-        return  # no initial value, or a lazy one (a callable): nothing to compare
+    if len(args) < 2 or not torch.is_tensor(args[1]) or not isinstance(args[0], str) \
+            or "$$$" in args[0]:
+        return  # no initial value, a lazy one (a callable), or a network's: nothing to compare
     name, initial = args[0], args[1]
     store = pyro.get_param_store()
     if name not in store:
@@ -355,10 +358,7 @@ def _check_stored_shape(msg, role: str) -> None:
     held = store[name]
     if held.shape == initial.shape:
         return
-    module, _, weight = name.partition("$$$")  # pyro.module's names: "<module>$$$<param>"
-    read = (f"the {role}'s network pyro.module('{module}') registers its parameter "
-            f"'{weight}' of shape {list(initial.shape)}" if weight else
-            f"the {role} reads pyro.param('{name}') with an initial value of shape "
+    read = (f"the {role} reads pyro.param('{name}') with an initial value of shape "
             f"{list(initial.shape)}")
     plates = [f"pyro.plate('{f.name}') of size {f.size}" for f in msg["cond_indep_stack"]
               if f.vectorized]
@@ -368,7 +368,7 @@ def _check_stored_shape(msg, role: str) -> None:
             f"data, cannot score these {initial.shape[0]}. Pass the datapoints' indices with "
             "the data and index the parameter with them, as a minibatch must, or use a guide "
             "with an encoder network, which scores any data.)"
-            if not weight and held.dim() and initial.dim()
+            if held.dim() and initial.dim()
             and min(held.shape[0], initial.shape[0]) > 1
             and held.shape[1:] == initial.shape[1:] else "")
     raise _RunRefused(
@@ -377,7 +377,7 @@ def _check_stored_shape(msg, role: str) -> None:
         "the stored tensor and ignores the new one, so the pair would compute with the "
         "other tensor (one value shared by every row where it broadcasts) or fail with a bare "
         "size mismatch. Call pyro.clear_param_store() before running a new model, or give "
-        f"{'the network' if weight else 'the parameter'} another name.{rows}")
+        f"the parameter another name.{rows}")
 
 
 def _dependent_late_parents(model, guide, args, kwargs, model_sites, guide_latents) -> tuple:

@@ -53,7 +53,8 @@ from pyro.distributions import Independent, Normal
 
 from ..checks import as_int, check_number
 from ..densities import closed_form_kl
-from ..pair_check import biased_late_parents, data_frame, is_delta, sample_sites, trace_pair
+from ..pair_check import (biased_late_parents, data_frame, is_delta, sample_sites, site_mask,
+                          trace_pair)
 
 __all__ = ["FreeBitsELBO", "FreeBitsTerms", "free_bits_terms"]
 
@@ -69,6 +70,22 @@ def _base(fn):
 def _scaled(value: torch.Tensor, site) -> torch.Tensor:
     scale = site["scale"]
     return value if isinstance(scale, (int, float)) and scale == 1 else value * scale
+
+
+def _both_masked(kl: torch.Tensor, model_site, guide_site) -> torch.Tensor:
+    """Zero the KL elements ``kl: [*batch, *elements]`` (a prefix of the guide value's shape)
+    where either side's mask is off: each site's ``poutine.mask`` and ``dist.mask``
+    wrappers (:func:`inference.pair_check.site_mask`; the survey refuses masks that differ
+    between model and guide). A value's event dims past ``elements`` count as masked when
+    any of their entries is (a mask covers such an event whole)."""
+    value = guide_site["value"]
+    mask = site_mask(model_site) & site_mask(guide_site)
+    if bool(mask.all()):
+        return kl
+    mask = mask.reshape((1,) * (value.dim() - mask.dim()) + tuple(mask.shape)).expand(
+        value.shape)
+    mask = mask.reshape(tuple(kl.shape) + (-1,)).all(-1) if value.dim() > kl.dim() else mask
+    return torch.where(mask, kl, kl.new_zeros(()))
 
 
 def _masked(value: torch.Tensor, site, trailing: int = 0) -> torch.Tensor:
@@ -213,7 +230,7 @@ def free_bits_terms(model_trace, guide_trace, free_bits: float,
         # with lambda = 0 nothing is floored: a site without per-dimension terms is one group
         kl, split = _kl_elements(site, guide_sites[name], name not in late,
                                  group if free_bits > 0 else "site")
-        kl = _masked(kl, site, split)
+        kl = _both_masked(kl, site, guide_sites[name])
         frame = data_frame(site)
         if frame is None:
             penalty = penalty + _scaled(kl.sum(), site)

@@ -22,7 +22,7 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.distributions import TransformedDistribution
-from pyro.distributions.torch_distribution import MaskedDistribution
+from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch.distributions.transforms import (AffineTransform, CatTransform, ComposeTransform,
                                            IndependentTransform, StackTransform)
@@ -186,7 +186,7 @@ def detach_parameters(fn):
     such as ``IAFNormal``); any other, a shallow copy of ``fn`` whose tensors (its parameters
     and what it cached from them) are detached, so that a user's subclass that transforms its
     arguments (a scale widened in ``__init__``) keeps the parameters it holds. Through
-    ``Independent`` and ``dist.mask`` (the mask kept); a ``LogNormal`` or a
+    ``Independent``, ``dist.mask`` (the mask kept) and ``expand``; a ``LogNormal`` or a
     ``TransformedDistribution`` of such a distribution through parameter-free or affine
     transforms (what ``biject_to`` builds). ``NotImplementedError`` for a distribution that
     holds other distributions or transforms (a mixture, a subclass of
@@ -197,6 +197,8 @@ def detach_parameters(fn):
         return type(fn)(detach_parameters(fn.base_dist), fn.reinterpreted_batch_ndims)
     if isinstance(fn, MaskedDistribution):
         return MaskedDistribution(detach_parameters(fn.base_dist), fn._mask)
+    if isinstance(fn, ExpandedDistribution):
+        return ExpandedDistribution(detach_parameters(fn.base_dist), fn.batch_shape)
     known = _known_constructor(fn)
     if known and isinstance(fn, torch.distributions.LogNormal):
         return type(fn)(fn.loc.detach(), fn.scale.detach())
