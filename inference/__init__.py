@@ -14,8 +14,12 @@ entry point may do with it, or refuses naming the construct), :mod:`inference.we
 :mod:`inference.checks` and :mod:`inference.protocols` (what the uses and coders need
 from a model beyond a pair), :mod:`inference.torch_pages` (torch's constant tables mapped
 once at import, for its vector math's speed).
-Every estimator returns one value per datapoint of the ``pyro.plate("data", ...)``, except
-:func:`joint_log_evidence`, one value for all the data.
+The per-datapoint estimators return ``[batch]``, one value per datapoint of the
+``pyro.plate("data", ...)``, or a result object of such tensors (:func:`bound_sweep`,
+:func:`ais_log_evidence`, :func:`exact_log_evidence`, :func:`amortization_gap`,
+:func:`weight_diagnostics`); :func:`log_importance_weights` returns ``[K, batch]``,
+:func:`kl_per_dimension` ``[latent_dim]`` and :func:`joint_log_evidence` one value for all
+the data.
 """
 
 from .coding import (

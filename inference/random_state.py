@@ -10,12 +10,29 @@ import numpy
 import torch
 
 
-def forked_rng() -> contextlib.AbstractContextManager:
-    """``torch.random.fork_rng`` over the CPU generator and every CUDA device in use: the
-    generators are put back as they were when the block ends. CUDA stays uninitialized when
-    nothing has used it (a CPU-only run on a GPU machine)."""
+def forked_torch_rng() -> contextlib.AbstractContextManager:
+    """``torch.random.fork_rng`` over the CPU generator and every CUDA device in use: torch's
+    generators put back when the block ends, numpy's and Python's left where the block's
+    draws moved them (a check that two runs draw alike from torch and may differ through
+    the others)."""
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     return torch.random.fork_rng(devices=devices)
+
+
+@contextlib.contextmanager
+def forked_rng():
+    """Every global random generator put back as it was when the block ends: torch's CPU
+    generator and every CUDA device in use (``torch.random.fork_rng``), numpy's and
+    Python's ``random`` (a check that seeds them all with ``pyro.set_rng_seed`` must not
+    reset a user's numpy bootstrap around the call). CUDA stays uninitialized when nothing
+    has used it (a CPU-only run on a GPU machine)."""
+    numpy_state, python_state = numpy.random.get_state(), random.getstate()
+    try:
+        with forked_torch_rng():
+            yield
+    finally:
+        numpy.random.set_state(numpy_state)
+        random.setstate(python_state)
 
 
 def generator_states() -> dict:

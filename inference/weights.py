@@ -2,7 +2,8 @@
 
 Everything in :mod:`inference` that estimates evidence starts here. A model/guide pair
 qualifies when its per-datapoint dimension is a ``pyro.plate`` named ``"data"`` and every
-sample site lies inside that plate; other plates and event dimensions are summed.
+sample site lies inside that plate (:func:`inference.joint_log_evidence`, one value for all
+the data, also takes global latents); other plates and event dimensions are summed.
 
 Discrete latents the model marks for enumeration and the guide does not sample are summed
 out of ``log p(x, z)`` (:mod:`inference.enumeration`).

@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy
 import torch
 from pyro.infer.util import is_validation_enabled
 from tqdm.auto import tqdm
@@ -68,7 +69,10 @@ def as_bool(value, name: str) -> bool:
 
 def _integer_scalar(value):
     """``int(value)`` for a 0-dim integer tensor whose value can be read (not bool, not meta,
-    not sparse), else ``value`` unchanged: how the counts and seeds accept such a tensor."""
+    not sparse) or a 0-dim integer numpy array, else ``value`` unchanged: how the counts and
+    seeds accept such a value."""
+    if isinstance(value, numpy.ndarray) and value.ndim == 0 and value.dtype.kind in "iu":
+        return int(value)
     if (torch.is_tensor(value) and value.dim() == 0 and value.dtype != torch.bool
             and not value.is_floating_point() and not value.is_complex() and not value.is_meta
             and value.layout == torch.strided):
@@ -110,8 +114,13 @@ def as_number(value, name: str, low: float | None = None, high: float | None = N
     (``10**400``) is not finite. With ``dtype`` (a floating dtype: the one the number is
     computed in), it must also be finite there (``1e39`` is ``inf`` in float32) and, when not
     0, not round to 0 there (``1e-46`` is ``0`` in float32). A 0-dim real tensor (not bool,
-    not complex) stands for its value, as ``x.min()`` does for a bound; a tensor of another
-    shape or kind is refused as one."""
+    not complex) stands for its value, as ``x.min()`` does for a bound, and so does a 0-dim
+    real numpy array; a tensor or array of another shape or kind is refused as one."""
+    if isinstance(value, numpy.ndarray):
+        if value.ndim or value.dtype.kind not in "iuf":
+            raise ValueError(f"{name} must be one real number (a float or a 0-dim array), got "
+                             f"a numpy {value.dtype} array of shape {list(value.shape)}")
+        value = value.item()
     if torch.is_tensor(value):
         if (value.dim() or value.dtype == torch.bool or value.is_complex() or value.is_meta
                 or value.layout != torch.strided):
@@ -371,13 +380,12 @@ def check_input(x, event_shape: tuple[int, ...], name: str = "x",
 
 
 def check_data(x, event_shape: tuple[int, ...], name: str = "x",
-               low: float | None = None, high: float | None = None,
                like: torch.nn.Module | None = None) -> None:
     """Raise ``ValueError``/``TypeError`` unless ``x`` is a finite float tensor
     ``[batch, *event_shape]`` with at least one datapoint, of the dtype and on the device of
     ``like``'s parameters when a module is given.
 
-    ``low``/``high``, when given, bound the allowed values. Type, shape, dtype and device
+    Type, shape, dtype and device
     against ``like`` and an empty batch (which a ``pyro.plate`` cannot take) are always
     checked; the values (a pass over the data and, on a GPU, a synchronization) only while
     Pyro's validation is enabled, as it is by default and for the first epoch of a fit.
@@ -386,7 +394,7 @@ def check_data(x, event_shape: tuple[int, ...], name: str = "x",
     if x.shape[0] == 0:
         raise ValueError(f"{name} has no datapoints (shape {list(x.shape)})")
     if is_validation_enabled():
-        check_values(x, name, low, high)
+        check_values(x, name)
 
 
 def check_image_draws(num, generator, image_shape, like: torch.Tensor) -> int:
@@ -413,11 +421,23 @@ def check_not_meta(x, name: str) -> None:
 
 
 def check_dense(x, name: str) -> None:
-    """Raise ``TypeError`` naming ``name`` when ``x`` is a sparse tensor (any layout but
-    strided): the models and the checks read strided tensors only (torch failed deep inside
-    with "Could not run 'aten::eq.Scalar' ... SparseCPU"). The twin of
+    """Raise ``TypeError`` naming ``name`` when ``x`` is a sparse, nested, quantized or
+    masked tensor: the models and the checks read plain strided tensors only (torch failed
+    deep inside with "Could not run 'aten::eq.Scalar' ... SparseCPU", or "Internal error:
+    NestedTensorImpl doesn't support sizes"). The twin of
     :func:`inference.checks.check_dense`, naming the argument in the fix."""
-    if torch.is_tensor(x) and x.layout != torch.strided:
+    if not torch.is_tensor(x):
+        return
+    if x.is_nested:
+        raise TypeError(f"{name} is a nested tensor (rows of different lengths): the models "
+                        "take one tensor of equal rows; pad the rows to one length")
+    if isinstance(x, torch.masked.MaskedTensor):
+        raise TypeError(f"{name} is a torch.masked.MaskedTensor: the models take plain "
+                        f"tensors; pass its data ({name}.get_data())")
+    if x.is_quantized:
+        raise TypeError(f"{name} is a quantized tensor ({x.dtype}): the models take floating "
+                        f"or integer tensors; pass {name}.dequantize()")
+    if x.layout != torch.strided:
         raise TypeError(f"{name} is a sparse tensor ({x.layout}, shape {list(x.shape)}): the "
                         f"models score dense tensors; pass {name}.to_dense()")
 

@@ -406,7 +406,8 @@ def script_parser(doc: str | None, out_dir: str, device: bool = True) -> argpars
 
     ``--seed`` (0), ``--device`` (``auto``: CUDA when available; left out when ``device`` is
     False, for scripts that run on the CPU only), ``--threads`` (torch's CPU threads; default
-    torch's choice) and ``--out-dir`` (default ``out_dir``).
+    ``OMP_NUM_THREADS``, else the idle cores: :func:`scaffold.threads.configure_threads`)
+    and ``--out-dir`` (default ``out_dir``).
     """
     parser = ScriptParser(description=(doc or "").strip().split("\n")[0],
                           formatter_class=DefaultsShown)
@@ -416,7 +417,8 @@ def script_parser(doc: str | None, out_dir: str, device: bool = True) -> argpars
         parser.add_argument("--device", type=device_name, default="auto",
                             help="auto (CUDA when available), cpu, cuda:0, ...")
     parser.add_argument("--threads", type=thread_count, default=None,
-                        help="torch CPU threads (default: torch's choice); 1 on a busy machine")
+                        help="torch CPU threads (default: OMP_NUM_THREADS when set, else the "
+                        "cores the load average leaves idle)")
     parser.add_argument("--out-dir", default=out_dir, help="folder of metrics.json and figures")
     return parser
 

@@ -25,8 +25,10 @@ def start_run(args: argparse.Namespace,
               exclusive: bool = True) -> tuple[Path, torch.device, float]:
     """Set up a run from the common flags of :func:`scaffold.flags.script_parser`.
 
-    Sets torch's CPU threads (``args.threads`` when given, else as many as the load average
-    leaves idle: :func:`scaffold.threads.configure_threads`), asks glibc to keep freed
+    Sets torch's CPU threads (``args.threads`` when given, else ``OMP_NUM_THREADS`` when
+    set, else as many as the load average leaves idle: :func:`scaffold.threads.
+    configure_threads`) and records the count in ``args.threads_used`` (the runs'
+    ``metrics.json`` config), asks glibc to keep freed
     memory (:func:`scaffold.memory.retain_freed_memory`: no page faults for every chunk of an
     evidence estimate), seeds Pyro and torch with ``args.seed``, creates ``args.out_dir``
     (held for this run alone when ``exclusive``: :func:`hold_folder`; benchmarks, which write
@@ -35,7 +37,7 @@ def start_run(args: argparse.Namespace,
     Returns:
         ``(out_dir, device, start)`` with ``start`` from :func:`time.perf_counter`.
     """
-    configure_threads(getattr(args, "threads", None))
+    args.threads_used = configure_threads(getattr(args, "threads", None))
     retain_freed_memory()
     start = time.perf_counter()
     out = writable_folder(args.out_dir)

@@ -8,7 +8,8 @@ OpenMP team waits on threads that are not scheduled: on a machine at load 7-9 an
 busy processes; with ``OMP_WAIT_POLICY=PASSIVE`` two threads took 0.36 s. So an example run
 uses all cores only when the load average leaves them idle, one thread otherwise; an explicit
 ``--threads`` wins. The passive wait policy is not set: it is 2.5x slower on a quiet
-machine (docs/performance.md).
+machine (docs/performance.md). ``OMP_NUM_THREADS`` set to a positive count counts as
+an explicit choice too (a job scheduler's, or the user's on a shared machine).
 
 This module imports torch only inside :func:`configure_threads`.
 """
@@ -44,8 +45,16 @@ def default_threads(cores: int | None = None, load: float | None = None) -> int:
     return max(1, min(cores, math.floor(cores - load)))
 
 
+def threads_from_environment() -> int | None:
+    """``OMP_NUM_THREADS`` when it holds a positive count, else None (unset, 0 or not a
+    number: OpenMP ignores those too)."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def configure_threads(threads: int | None = None) -> int:
     """Set torch's intra-op threads for a run: ``threads`` when given (positive), else
+    ``OMP_NUM_THREADS`` when set (:func:`threads_from_environment`), else
     :func:`default_threads`. Returns the number set.
 
     Call it from the run set-up (``scaffold.runs.start_run``), never from the library.
@@ -54,6 +63,6 @@ def configure_threads(threads: int | None = None) -> int:
 
     if threads is not None and threads < 0:
         raise ValueError(f"threads must be positive (or 0/None for the default), got {threads}")
-    chosen = threads or default_threads()
+    chosen = threads or threads_from_environment() or default_threads()
     torch.set_num_threads(chosen)
     return chosen

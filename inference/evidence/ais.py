@@ -161,12 +161,13 @@ class AISResult:
         }
 
 
-def annealing_schedule(num_steps: int, kind: str = "sigmoid", sharpness: float = 4.0,
+def annealing_schedule(num_steps: int, schedule: str = "sigmoid", sharpness: float = 4.0,
                        dtype=torch.float64, device=None) -> torch.Tensor:
     """Inverse temperatures ``beta_0 = 0 < ... < beta_T = 1``, ``[num_steps + 1]``.
 
-    ``"linear"``: ``beta_t = t / T``. ``"sigmoid"`` [2]: ``s_t = sigmoid(sharpness (2 t / T - 1))``
-    rescaled to run from 0 to 1, which spends more steps near both ends of the path, where
+    ``schedule`` (as :func:`ais_log_evidence` names it): ``"linear"``: ``beta_t = t / T``.
+    ``"sigmoid"`` [2]: ``s_t = sigmoid(sharpness (2 t / T - 1))`` rescaled to run from 0 to
+    1, which spends more steps near both ends of the path, where
     the intermediate densities change fastest (``sharpness > 0``, a number or a 0-dim tensor;
     larger is more so).
 
@@ -182,13 +183,13 @@ def annealing_schedule(num_steps: int, kind: str = "sigmoid", sharpness: float =
     check_at_most(num_steps, "num_steps", MAX_STEPS, "each step moves every chain once (with "
                   "HMC's leapfrog gradients), so such a run would not end")
     sharpness = as_number(sharpness, "sharpness", positive=True)
-    if kind not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {kind!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating-point torch.dtype (e.g. torch.float64), "
                          f"got {dtype!r}")
     t = torch.linspace(0.0, 1.0, num_steps + 1, dtype=torch.float64)
-    if kind == "sigmoid" and num_steps > 1:
+    if schedule == "sigmoid" and num_steps > 1:
         s = torch.sigmoid(sharpness * (2 * t - 1))
         t = (s - s[0]) / (s[-1] - s[0])
         t[0], t[-1] = 0.0, 1.0
@@ -201,7 +202,7 @@ def annealing_schedule(num_steps: int, kind: str = "sigmoid", sharpness: float =
     rounded = t.to(dtype=dtype)
     if bool((rounded[1:] <= rounded[:-1]).any()):
         raise ValueError(f"dtype={dtype} cannot hold {num_steps} strictly increasing inverse "
-                         f"temperatures of the {kind!r} schedule (neighbours round to the same "
+                         f"temperatures of the {schedule!r} schedule (neighbours round to the same "
                          "value); use torch.float32 or torch.float64")
     return rounded.to(device=device)
 
@@ -253,9 +254,13 @@ class _AnnealingPath:
                 transform = biject_to(support)
             except NotImplementedError:
                 raise ValueError(
-                    f"latent site '{node['name']}': AIS moves its chains in the unconstrained "
-                    f"space of biject_to(support), and torch has no bijection onto the "
-                    f"support {support} of its {type(fn).__name__}") from None
+                    f"ais_log_evidence: latent site '{node['name']}': AIS moves its chains in "
+                    "the unconstrained space of biject_to(support), and torch has no "
+                    f"bijection onto the support {support} of its {type(fn).__name__} (a "
+                    "sphere, a manifold of lower dimension). Score the pair with iwae_bound "
+                    "and check its weights with weight_diagnostics, or write the latent in "
+                    "coordinates torch can unconstrain (an angle with a VonMises for a "
+                    "direction in the plane)") from None
             value = node["value"]
             u = transform.inv(value)
             batch_dims = value.dim() - fn.event_dim
@@ -271,7 +276,6 @@ class _AnnealingPath:
                 moved_shape=tuple(moved.shape[2:]), size=moved[0, 0].numel(),
                 extra_event_dims=fn.event_dim - transform.codomain.event_dim,
             ))
-        self.identity = all(_is_identity(s.transform) for s in self.sites)
         self.names = {s.name for s in self.sites}
 
     def flatten(self, trace) -> torch.Tensor:

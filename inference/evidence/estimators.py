@@ -394,6 +394,8 @@ def iwae_from_weights(log_w: torch.Tensor, k: int) -> torch.Tensor:
     """Average IWAE_k over the disjoint groups of ``k`` particles in ``log_w``.
 
     Each group gives an unbiased estimate of ``E[IWAE_k]``; averaging them lowers the variance.
+    The ``K mod k`` weights after the last whole group take no part (an unbiased estimate
+    needs groups of exactly ``k``).
 
     Args:
         log_w: ``[K, batch]`` log weights with ``K >= k``; NaN and ``+inf`` are refused,

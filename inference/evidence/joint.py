@@ -115,12 +115,8 @@ def joint_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: dic
 
 
 def _check_precision(args: tuple, kwargs: dict) -> None:
-    """Refuse half-precision data and a half-precision default dtype, naming them: a sum of
-    log densities over all the data in float16 (3 significant digits) loses the evidence."""
-    if torch.get_default_dtype() in (torch.float16, torch.bfloat16):
-        raise ValueError(f"{JOINT_USE}: the default dtype is {torch.get_default_dtype()}; the "
-                         "evidence of the whole data sums many log densities, which half "
-                         "precision rounds away: torch.set_default_dtype(torch.float32)")
+    """Refuse half-precision data, naming them: a sum of log densities over all the data in
+    float16 (3 significant digits) loses the evidence."""
     named = [(f"argument {i}", a) for i, a in enumerate(args)] + [
         (f"keyword argument '{k}'", v) for k, v in kwargs.items()]
     for name, value in named:
@@ -130,6 +126,20 @@ def _check_precision(args: tuple, kwargs: dict) -> None:
                     f"{JOINT_USE}: {path} has dtype {tensor.dtype}; the evidence of the whole "
                     "data sums many log densities, which half precision rounds away: pass it "
                     "as float32 or float64 (x.float())")
+
+
+def _check_sites_precision(structure: PairStructure) -> None:
+    """Refuse a pair whose sites draw or score half-precision values (a model that builds
+    its tensors in a float16 default dtype), naming the first: what the pair computes in,
+    not the default dtype, decides (a float32 pair under a float16 default is fine)."""
+    for role, name, *_, value, _plates, _infer, _mask in structure.signature:
+        dtype = value[1] if isinstance(value, tuple) else None
+        if dtype in (torch.float16, torch.bfloat16):
+            raise ValueError(
+                f"{JOINT_USE}: the {role}'s site '{name}' has values of dtype {dtype}; the "
+                "evidence of the whole data sums many log densities, which half precision "
+                "rounds away: build the pair in float32 or float64 (its tensors follow "
+                "torch.get_default_dtype() unless given a dtype)")
 
 
 @leaves_buffers
@@ -170,6 +180,7 @@ def joint_log_evidence(model: Callable, guide: Callable, *args, num_samples: int
     check_data(args, kwargs)
     _check_precision(args, kwargs)
     model, guide, structure = checked_pair(model, guide, args, kwargs, JOINT_USE)
+    _check_sites_precision(structure)
     # the memory checks count [K, batch] weights: here one column
     check_weights_memory(num_samples, 1, weight_itemsize(args, kwargs))
     check_particle_memory(model, guide, args, kwargs,

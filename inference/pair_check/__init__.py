@@ -53,7 +53,7 @@ Other modules import from this package, not from its modules.
 from .latents import (biased_late_parents, check_observed_values_validated,
                       late_parent_message, late_parents)
 from .networks import (AdoptedParamWarning, ShadowedParamWarning, check_store_shapes,
-                       forget_params, shadowed_parameters)
+                       forget_params, nonfinite_parameters, shadowed_parameters)
 from .policy import (
     COVERAGE_USES,
     FIT_LOSSES,
@@ -131,6 +131,7 @@ __all__ = [
     "inspect_pair",
     "is_delta",
     "masked_off",
+    "nonfinite_parameters",
     "own_mask",
     "per_batch_element",
     "late_parent_message",

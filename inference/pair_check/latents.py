@@ -70,8 +70,8 @@ def check_observed_values(model_sites, skip=()) -> None:
                             f"{_plate_size_hint(site)}") from None
         except (RuntimeError, TypeError, NotImplementedError) as error:  # torch's own
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            remedy = (": pass the data as floats (x.float())" if value.dtype == torch.bool
-                      else "")
+            remedy = ("" if value.is_floating_point() or value.is_complex() else
+                      ": pass the data as floats (x.float())")
             raise PairError(
                 f"observed site '{site['name']}' ({family(site['fn'])}) cannot score its "
                 f"value of dtype {value.dtype} and shape {list(value.shape)} "

@@ -303,6 +303,24 @@ def _twice_named(error: Exception) -> str | None:
     return None if match is None else match.group(1)
 
 
+def _check_same_subsample_sizes(error: Exception) -> None:
+    """A :class:`PairError` for Pyro's refusal of a plate the model subsamples and the guide
+    does not (or with another ``subsample_size``): the guide's run draws the subsample the
+    model's plate then meets with its own size."""
+    match = re.match(r"subsample_size does not match len\(subsample\), (\d+) vs (\d+)",
+                     str(error))
+    if match is None:
+        return
+    model_size, guide_size = match.groups()
+    raise PairError(
+        f"the model's and the guide's pyro.plate of the same name subsample differently: the "
+        f"model's takes {model_size} datapoints at a time (subsample_size={model_size}), the "
+        f"guide's {guide_size} (Pyro: {_first_line(str(error))}). The guide runs first and "
+        "draws the subsample the model's plate then scores: give both plates the same "
+        "subsample_size (the guide's pyro.plate('data', len(x), subsample_size=...)), or "
+        "subsample in neither") from error
+
+
 def _first_line(text: str, most: int = 200) -> str:
     line = text.splitlines()[0] if text else ""
     return line if len(line) <= most else line[:most - 3] + "..."
@@ -344,12 +362,13 @@ def _check_stored_shape(msg, role: str) -> None:
     tensor of another shape under ``name``: Pyro returns the stored tensor and ignores
     ``init``, so the pair would compute with an earlier model's tensor where it broadcasts
     (one shared ``loc`` for every datapoint), or fail with a bare size mismatch where it does
-    not. Not for the parameters ``pyro.module`` registers (``"<module>$$$<parameter>"``):
-    the network computes with its own (two models of other sizes whose networks share a
-    name, as a ``PyroModule``'s plain submodules do, are fine)."""
+    not. Not for a network's own ``nn.Parameter`` (registered by ``pyro.module`` or a
+    ``PyroModule``): the network computes with its own, whatever the store holds (two models
+    of other sizes whose networks share names are fine; a store entry that shadows one is
+    warned about or refused by :func:`.networks.shadowed_parameters`' callers)."""
     args = msg["args"]
     if len(args) < 2 or not torch.is_tensor(args[1]) or not isinstance(args[0], str) \
-            or "$$$" in args[0]:
+            or isinstance(args[1], torch.nn.Parameter):
         return  # no initial value, a lazy one (a callable), or a network's: nothing to compare
     name, initial = args[0], args[1]
     store = pyro.get_param_store()
@@ -526,6 +545,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
                     stale, f"the pair failed to run ({type(error).__name__}: "
                     f"{_first_line(str(error))}); its") from error
             _check_store_rows(error, stored)
+            _check_same_subsample_sizes(error)
             name = _twice_named(error)
             if name is not None:
                 raise PairError(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import random
 import re
 import time
 import warnings
@@ -38,12 +37,12 @@ from .first_batch import (check_first_run, check_one_row_batches, check_short_la
 from .handlers import scale_data_plate, scale_latents
 from .minibatches import (check_valid_data_guide, copies, plan_minibatches, reports_no_loss,
                           transformed_batch)
-from .registered_modules import buffers_state, restore_buffers
+from .registered_modules import buffers_state, frozen_parameters, restore_buffers, restore_frozen
 from .resume import (align_store_aliases, callback_name, callback_state, check_resumable,
                      check_same_settings, checkpointed_tensors, copied_tensors,
                      pair_store_shapes, restore_callback, run_store_names, same_tensors)
 from .objectives import DReGLoss, IWAELoss, make_loss
-from .svi_step import WEIGHTED_LOSSES, Adam, SVIStep
+from .svi_step import WEIGHTED_LOSSES, Adam, SVIStep, check_param_store
 
 
 def _as_tensors(data, name: str = "data") -> tuple[torch.Tensor, ...]:
@@ -417,7 +416,7 @@ def _last_update_problem(model, guide, batch: tuple, modules, epoch: int,
     if objective is None or reports_no_loss(objective) or not hasattr(objective, "loss"):
         objective = pyro.infer.Trace_ELBO()
     try:
-        with _apart_streams(), pyro.poutine.block(), torch.no_grad(), kept_buffers(modules), \
+        with forked_rng(), pyro.poutine.block(), torch.no_grad(), kept_buffers(modules), \
                 validation_enabled(False), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pyro's "Encountered NaN: loss", said below
             value = float(objective.loss(model, guide, *batch))
@@ -934,7 +933,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
     if valid is not None:
         probe = first_rows
         if batch_transform is not None:
-            with _apart_streams():  # training draws as it would without valid_data
+            with forked_rng():  # training draws as it would without valid_data
                 probe = transformed_batch(batch_transform(*copies(first_rows)),
                                           len(first_rows[0]), screen=False)
         check_valid_data_guide(model, guide, probe, plan.structure, num_data, tensors)
@@ -970,6 +969,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
             store_names += [name for name in state["param_store"]["params"]
                             if name not in store_names]
         checkpoints.restore_param_store(state["param_store"], store_names)
+        restore_frozen(modules, registered, state.get("frozen", {}))
         problems = restore_buffers(registered, state.get("network_buffers", {}))
         if problems:
             raise checkpoints.CheckpointError(
@@ -995,11 +995,12 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
             and not state.get("after_callback"):
         # the checkpoint was written before its last epoch's callback ran: run it again, as
         # the interrupted run did, on the same parameters and random state
-        with _apart_streams(), PYRO_LOCK.released():
+        with forked_rng(), PYRO_LOCK.released():
             callback(history[-1])
     # Pyro's validation (when on) checks every step of the first epoch run here, so that each
     # datapoint is checked once; later epochs skip it
     validate, first_epoch, saved = is_validation_enabled(), len(history), len(history)
+    warned_modes = False  # (a callback leaving layers in evaluation mode: once a run)
     bar = tqdm(range(len(history), epochs), desc=f"fit ({loss})",
                disable=not shows_bars(progress) or parallel.rank != 0, leave=False)
     # a resumed call compiles a Jit loss apart, as the uninterrupted run compiled it before
@@ -1073,7 +1074,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
             if valid is not None:
                 # no dropout masks, no moved batch-norm statistics, and its draws leave training's
                 # streams alone: a run with valid_data trains the same model as one without
-                with evaluation_mode(still), _apart_streams():
+                with evaluation_mode(still), forked_rng():
                     scored = valid if batch_transform is None else transformed_batch(
                         batch_transform(*copies(valid)), len(valid[0]), screen=False)
                     record["valid_elbo"] = parallel.valid_elbo(model, guide, scored)
@@ -1099,6 +1100,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                         "modules": [m.state_dict() for m in modules],
                         "param_store": checkpoints.param_store_state(store_names),
                         "network_buffers": buffers_state(registered),
+                        "frozen": frozen_parameters(modules, registered),
                         "optimizer": optimizer.get_state(),
                         "shuffler": shuffler.get_state(),
                         "rng": rng,
@@ -1122,11 +1124,13 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                 # what a next step would make again if the callback removed it
                 held = (_trained_store_names(optimizer, [*still, model, guide])
                         if epoch + 1 < epochs else [])
+                layouts = _store_layouts()
+                evaluating = {id(m): set(training_mode_layers(m, training=False)) for m in still}
                 # its draws (a logged sample) leave training's random streams where they were,
                 # so a resumed run draws as the uninterrupted one
                 interrupted = None
                 try:
-                    with _apart_streams(), PYRO_LOCK.released():  # (its threads may call
+                    with forked_rng(), PYRO_LOCK.released():  # (its threads may call
                         callback(record)                        # estimators meanwhile)
                 except KeyboardInterrupt as error:  # a callback that stops the run: what it did
                     interrupted = error             # before stopping is kept, as it would be
@@ -1140,6 +1144,13 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                         "callback ran. The parameters now hold the callback's values: fix the "
                         "callback, then resume the checkpoint or start again from "
                         "pyro.clear_param_store() and fresh modules")
+                if not warned_modes and epoch + 1 < epochs:
+                    warned_modes = _warn_modes_left(still, evaluating, epoch)
+                if interrupted is None and epoch + 1 < epochs:  # (not saved over the epoch)
+                    _check_callback_kept_layouts(layouts, epoch, checkpoint, saved, earlier)
+                    with kept_buffers(still):
+                        _check_callback_kept_networks(model, guide, batch, epoch, checkpoint,
+                                                      saved, earlier)
                 if checkpoint is not None and parallel.from_first_rank(
                         settings_record.moved_since_save() or _record_changed(logged, record)
                         or not same_tensors(
@@ -1223,19 +1234,6 @@ def _warn_evaluation_mode(modules) -> None:
                 stacklevel=user_stacklevel())
 
 
-@contextlib.contextmanager
-def _apart_streams():
-    """Inside the block, draws from torch's (CPU and CUDA in use), Python's and NumPy's
-    generators leave them as they were: a callback's draws do not move training's."""
-    python, numpy_state = random.getstate(), np.random.get_state()
-    try:
-        with forked_rng():
-            yield
-    finally:
-        random.setstate(python)
-        np.random.set_state(numpy_state)
-
-
 def _trained_store_names(optimizer, owners) -> list[str]:
     """The names of Pyro's param store entries that the run's ``optimizer`` trains, less the
     parameters of ``owners`` (modules; other objects are skipped), which come back as
@@ -1262,6 +1260,69 @@ def _check_store_kept(held: list, epoch: int, checkpoint, saved: int, earlier: b
             " Change a parameter in place instead (with torch.no_grad(): "
             "pyro.param(name).copy_(...)), load saved values (pyro.get_param_store().load), "
             "or start a new fit to begin again")
+
+
+def _warn_modes_left(modules, evaluating: dict, epoch: int) -> bool:
+    """Warn when a callback left layers that train differently (dropout, batch norm) in
+    evaluation mode that were not before it ran (``evaluating``: id of each module to its
+    layers in evaluation mode then): ``.eval()`` to score something without ``.train()``
+    after makes every later epoch train without dropout and with frozen batch-norm
+    statistics. Whether it warned (once a run is enough)."""
+    for module in modules:
+        left = [layer for layer in training_mode_layers(module, training=False)
+                if layer not in evaluating.get(id(module), ())]
+        if left:
+            shown = ", ".join(left[:4]) + (" ..." if len(left) > 4 else "")
+            warnings.warn(
+                f"fit: the callback of epoch {epoch + 1} left {type(module).__name__}'s {shown} "
+                "in evaluation mode (.eval() without .train() after it): the later epochs "
+                "train without dropout and with frozen batch-norm statistics; call .train() "
+                "at the end of the callback unless that is meant", stacklevel=user_stacklevel())
+            return True
+    return False
+
+
+def _store_layouts() -> dict[str, tuple]:
+    """``(shape, dtype)`` of each entry of Pyro's param store (its unconstrained tensor)."""
+    return {name: (tuple(p.shape), p.dtype)
+            for name, p in pyro.get_param_store().named_parameters()}
+
+
+def _check_callback_kept_layouts(before: dict, epoch: int, checkpoint, saved: int,
+                                 earlier: bool) -> None:
+    """``ValueError`` when a callback put a tensor of another shape or dtype under a name
+    Pyro's param store held before it ran (:func:`_store_layouts`): the next step would fail
+    in torch on it, or train another model, and the checkpoint keep it."""
+    now = _store_layouts()
+    changed = [f"'{name}' {list(before[name][0])} {str(before[name][1]).replace('torch.', '')}"
+               f" -> {list(now[name][0])} {str(now[name][1]).replace('torch.', '')}"
+               for name in before if name in now and now[name] != before[name]]
+    if changed:
+        raise ValueError(
+            f"the callback replaced Pyro's parameter(s) {', '.join(changed[:5])} after epoch "
+            f"{epoch + 1} with tensors of another shape or dtype: the next step would fail on "
+            f"them or train another model{_on_disk(checkpoint, saved, earlier)}, as saved "
+            "before the callback ran. Change a parameter in place with values of its shape "
+            "(with torch.no_grad(): pyro.param(name).copy_(...)), then resume the checkpoint, "
+            "or start a new fit for a model of other sizes")
+
+
+def _check_callback_kept_networks(model, guide, batch: tuple, epoch: int, checkpoint,
+                                  saved: int, earlier: bool) -> None:
+    """``ValueError`` when after a callback Pyro's param store shadows a network parameter
+    (:func:`inference.training.svi_step.check_param_store`, two passes of the pair on the
+    epoch's last minibatch ``batch``): a callback that put a fresh network in place
+    (``vae.decoder = new_decoder``) leaves the store holding the old one's tensors under its
+    names, and every later step would train those while the new network never moves."""
+    try:
+        check_param_store(model, guide, batch, {})
+    except ValueError as error:
+        raise ValueError(
+            f"after the callback of epoch {epoch + 1}: {error} (a callback that replaced a "
+            "network, e.g. vae.decoder = new_decoder: copy the new values into the old "
+            "network's parameters instead, old.load_state_dict(new.state_dict()))"
+            f"{_on_disk(checkpoint, saved, earlier)}, as saved before the callback ran") \
+            from None
 
 
 def _named_params(modules) -> list[tuple[str, torch.Tensor]]:

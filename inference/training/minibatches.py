@@ -731,15 +731,31 @@ def _warn_rows_of_the_whole_data(model, guide, first_batch: tuple, num_data: int
     model subsamples a ``"data"`` plate sized on the minibatch (``pyro.plate("data", len(x),
     subsample_size=B) as i``): ``i`` then counts positions inside fit's minibatch, not
     datapoints, so ``param[i]`` trains the first rows on every datapoint and never the
-    others. The networks' weights (of the modules the pair reaches) are not counted."""
+    others. Also those of the minibatch's rows (``torch.zeros(len(x))``, made on the first
+    minibatch), which every later minibatch trains on other datapoints. The networks'
+    weights (of the modules the pair reaches) are not counted."""
     networks = {id(p) for module in reachable_modules(model, guide) for p in module.parameters()}
     with forked_rng(), poutine.block(), torch.no_grad():
         trace = poutine.trace(guide).get_trace(*first_batch)
-    rows = [name for name, site in trace.nodes.items() if site["type"] == "param"
-            and torch.is_tensor(site["value"]) and site["value"].dim()
-            and site["value"].shape[0] == num_data
+    batch_rows = next((t.shape[0] for t in first_batch if torch.is_tensor(t) and t.dim()), None)
+    free = {name: site["value"].shape[0] for name, site in trace.nodes.items()
+            if site["type"] == "param" and torch.is_tensor(site["value"])
+            and site["value"].dim()
             and id(site["value"].unconstrained() if hasattr(site["value"], "unconstrained")
-                   else site["value"]) not in networks]
+                   else site["value"]) not in networks}
+    of_batch = [name for name, size in free.items() if size == batch_rows < num_data]
+    if of_batch:
+        warnings.warn(
+            f"{called or 'fit'}: the guide's {site_list(of_batch)} have {batch_rows} rows, as "
+            "many as fit's minibatch (made on the first one, pyro.param(name, "
+            "torch.zeros(len(x)))), and the model subsamples a pyro.plate("
+            f"'{DATA_PLATE}') sized on the minibatch: if those rows are per datapoint, every "
+            "minibatch trains the same rows on other datapoints (a global parameter of as "
+            f"many rows is unaffected). Give them {num_data} rows, pass the indices with the "
+            "data, fit(model, guide, (x, torch.arange(N))), and subsample with "
+            f"pyro.plate('{DATA_PLATE}', N, subsample=idx); or train with batch_size >= "
+            f"{num_data}", stacklevel=user_stacklevel())
+    rows = [name for name, size in free.items() if size == num_data]
     if rows:
         warnings.warn(
             f"{called or 'fit'}: the guide's {site_list(rows)} have {num_data} rows, one per "

@@ -44,7 +44,7 @@ from ..weights import (log_mean_exp, trace_log_density, uniform_scale, vectorize
                        weight_itemsize)
 
 
-class _ScoredAsSampled(torch.distributions.Distribution):
+class _NoRegisteredKL(torch.distributions.Distribution):
     """Stands in for a guide site's distribution once its trace is scored: no KL divergence
     is registered for it, so ``TraceMeanField_ELBO`` takes ``log q(v) - log p(v)`` from the
     trace. For a ``Delta``, where Pyro's registered ``KL(Delta || p) = -log p(v)`` drops its
@@ -86,7 +86,7 @@ class MeanFieldELBO(TraceMeanField_ELBO):
             prior = model_trace.nodes.get(site["name"], {}).get("fn")
             if is_delta(site["fn"]) or (
                     prior is not None and not has_closed_form_kl(site["fn"], prior)):
-                site["fn"] = _ScoredAsSampled(site["fn"])  # its score parts are computed
+                site["fn"] = _NoRegisteredKL(site["fn"])  # its score parts are computed
         return model_trace, guide_trace
 
 

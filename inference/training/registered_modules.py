@@ -88,3 +88,28 @@ def restore_buffers(networks: dict, state: dict) -> list[str]:
                     else:
                         live[key].copy_(value)
     return problems
+
+
+def frozen_parameters(modules: list, networks: dict) -> dict:
+    """The names of the parameters with ``requires_grad`` False (frozen, by the user or a
+    callback: "train the decoder alone from epoch 3"), of each module in ``modules`` and of
+    each network in ``networks`` (name -> module): what a resumed run must freeze again to
+    train as the interrupted one did."""
+    def frozen(module):
+        return [name for name, p in module.named_parameters() if not p.requires_grad]
+
+    return {"modules": [frozen(m) for m in modules],
+            "networks": {name: frozen(net) for name, net in networks.items()}}
+
+
+def restore_frozen(modules: list, networks: dict, state: dict) -> None:
+    """Set ``requires_grad`` of the parameters of ``modules`` and ``networks`` as
+    :func:`frozen_parameters` recorded them in ``state``: frozen where it lists them,
+    trainable elsewhere."""
+    pairs = list(zip(modules, state.get("modules", [])))
+    pairs += [(networks[name], names) for name, names in state.get("networks", {}).items()
+              if name in networks]
+    for module, names in pairs:
+        for name, p in module.named_parameters():
+            p.requires_grad_(name not in names)
+

@@ -38,7 +38,7 @@ from ..checks import (
 from ..pair_check import (DATA_PLATE, PairError, attach_subsample, conditional_sites_of_guide,
                           data_frame, inspect_pair, is_delta, sample_sites, site_list,
                           site_mask, stale_parameters_error, trace_pair)
-from ..pair_check.networks import nonfinite_parameters
+from ..pair_check import nonfinite_parameters
 from ..weights import (check_data, check_particle_memory, trace_log_density,
                        vectorized_traces, weight_itemsize, wide_mean)
 

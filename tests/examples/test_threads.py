@@ -35,3 +35,21 @@ def test_an_explicit_thread_count_wins():
         assert chosen == torch.get_num_threads() >= 1
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("value, expected", [("3", 3), ("0", None), ("abc", None), ("", None),
+                                             (" 2 ", 2), ("-1", None)])
+def test_omp_num_threads_counts_as_a_choice_when_it_is_a_positive_count(monkeypatch, value,
+                                                                        expected):
+    from scaffold.threads import threads_from_environment
+
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    assert threads_from_environment() == expected
+    before = torch.get_num_threads()
+    try:
+        chosen = configure_threads(None)
+        assert chosen == torch.get_num_threads()
+        if expected is not None:
+            assert chosen == expected  # (the user's count, whatever the load average says)
+    finally:
+        torch.set_num_threads(before)

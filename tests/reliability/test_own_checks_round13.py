@@ -120,9 +120,35 @@ def test_networks_of_other_sizes_under_one_pyro_module_name_are_not_refused():
     # sizes in one process, as the gallery example builds): warned about, not refused
     import warnings
 
+    from pyro.nn import PyroModule, pyro_method
+
     from ppl_models import VAE
 
     pyro.clear_param_store()
+
+    class Shift(PyroModule):  # a PyroModule's own nn.Parameter, of another size each time
+        def __init__(self, size):
+            super().__init__()
+            self.shift = torch.nn.Parameter(torch.zeros(size))
+
+        @pyro_method
+        def model(self, x):
+            with pyro.plate("data", len(x)):
+                z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([len(x), 2]).to_event(1))
+                pyro.sample("x", dist.Normal(z.sum(-1), 1.0), obs=x)
+
+        @pyro_method
+        def guide(self, x):
+            with pyro.plate("data", len(x)):
+                pyro.sample("z", dist.Normal(self.shift.sum() + 0.5 * x[:, None]
+                                             * torch.ones(2), 1.0).to_event(1))
+
+    for size in (3, 5):
+        shift = Shift(size)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (the second: its store entry is shadowed)
+            assert iwae_bound(shift.model, shift.guide, torch.randn(4), num_samples=3,
+                              progress=False).shape == (4,)
     x = torch.bernoulli(torch.full((5, 1, 8, 8), 0.3))
     for latent_dim in (2, 4):
         vae = VAE((1, 8, 8), latent_dim=latent_dim, likelihood="bernoulli", hidden=(16,))
@@ -318,3 +344,289 @@ def test_ais_holds_a_masked_point_mass_fixed_like_a_plain_one():
         estimates.append(ais_log_evidence(model, make_guide(masked), x, num_chains=16,
                                           num_steps=20, progress=False).log_evidence)
     assert torch.allclose(estimates[0], estimates[1], atol=1e-5)
+
+
+def test_the_estimators_leave_numpys_and_pythons_generators_where_they_were():
+    # log_evidence(batch_size=...) and bound_sweep(data_batch_size=...) reset numpy's and
+    # Python's generators to seed 1 on every call (a check's pyro.set_rng_seed inside a
+    # block that put back torch's generator only): a user's bootstrap around the call drew
+    # the same resample every round
+    import random
+
+    import numpy as np
+
+    from inference import bound_sweep, log_evidence
+
+    model, guide = _expanded_normal_pair(False)  # amortized: its slices score alike
+    x = torch.randn(6)
+
+    def calls():
+        pyro.clear_param_store()
+        log_evidence(model, guide, x, num_samples=3, batch_size=2, progress=False)
+        bound_sweep(model, guide, x, num_samples=[1, 2], data_batch_size=3, progress=False)
+
+    for call in (calls, lambda: None):
+        np.random.seed(5)
+        random.seed(5)
+        call()
+        drawn = (np.random.rand(3).tolist(), [random.random() for _ in range(3)])
+        if call is calls:
+            around = drawn
+    assert around == drawn
+    pyro.clear_param_store()
+
+
+def test_the_models_refuse_nested_and_masked_tensors_by_name_and_take_numpy_scalars():
+    # ppl_models' checks (twins of inference's) let a nested tensor reach torch's "Internal
+    # error: NestedTensorImpl doesn't support sizes", and called np.array(0.5) not finite
+    import numpy as np
+
+    from ppl_models import VAE, LinearGaussian, uniform_dequantize
+
+    vae = VAE((1, 8, 8), latent_dim=np.array(2), likelihood="bernoulli", hidden=(16,))
+    assert vae.latent_dim == 2
+    lg = LinearGaussian(4, 2, noise_scale=np.array(0.5))
+    assert float(lg.noise_scale) == pytest.approx(0.5)
+    nested = torch.nested.nested_tensor([torch.zeros(1, 8, 8), torch.zeros(1, 8, 8)])
+    for call in (lambda: vae.model(nested), lambda: vae.reconstruct(nested),
+                 lambda: uniform_dequantize(nested)):
+        with pytest.raises(TypeError, match="is a nested tensor"):
+            call()
+    with pytest.raises(ValueError, match="one real number .* numpy float64 array of shape"):
+        LinearGaussian(4, 2, noise_scale=np.array([0.5]))
+
+
+def test_annealing_schedule_takes_the_name_its_messages_use():
+    from inference import annealing_schedule
+
+    assert torch.equal(annealing_schedule(4, schedule="linear"),
+                       torch.linspace(0, 1, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        annealing_schedule(4, schedule="cosine")
+
+
+def test_a_callback_that_resizes_a_parameter_costs_no_epoch(tmp_path):
+    # the checkpoint of epoch 2 was rewritten with the callback's [5] tensor, the next step
+    # failed in torch ("size mismatch"), and the resume was refused: every epoch lost
+    from inference import fit
+    from inference.training.checkpoints import load_checkpoint
+
+    x = torch.randn(40, 3, generator=torch.Generator().manual_seed(0))
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z[..., None] * torch.ones(3), 0.7).to_event(1), obs=x)
+
+    def guide(x):
+        a = pyro.param("a", torch.zeros(3))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(x @ a, 0.5))
+
+    def callback(record):
+        if record["epoch"] == 2:
+            pyro.get_param_store()["a"] = torch.zeros(5)
+
+    checkpoint = tmp_path / "run.pt"
+    pyro.clear_param_store()
+    with pytest.raises(ValueError, match=r"the callback replaced Pyro's parameter\(s\) 'a' \[3\] "
+                       r"float32 -> \[5\] float32 after epoch 2.*keeps epoch 2"):
+        fit(model, guide, x, epochs=4, batch_size=10, lr=0.05, progress=False,
+            callback=callback, checkpoint=checkpoint)
+    saved = load_checkpoint(checkpoint)
+    assert len(saved["history"]) == 2 and saved["param_store"]["params"]["a"].shape == (3,)
+    pyro.clear_param_store()
+    history = fit(model, guide, x, epochs=4, batch_size=10, lr=0.05, progress=False,
+                  checkpoint=checkpoint, resume=True)
+    assert len(history) == 4
+    pyro.clear_param_store()
+
+
+def test_a_callback_that_swaps_in_a_fresh_network_is_named_not_trained_past():
+    # every later step trained the old decoder's tensors in the store, which the new decoder
+    # does not compute with: losses flat at 49 for the rest of the run, not a word
+    import copy
+
+    from inference import fit
+    from ppl_models import VAE
+
+    x = torch.bernoulli(torch.full((60, 1, 8, 8), 0.3, dtype=torch.float32),
+                        generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    vae = VAE((1, 8, 8), latent_dim=2, likelihood="bernoulli", hidden=(16,))
+    fresh = VAE((1, 8, 8), latent_dim=2, likelihood="bernoulli", hidden=(16,))
+
+    def callback(record):
+        if record["epoch"] == 2:
+            vae.decoder = copy.deepcopy(fresh.decoder)
+
+    pyro.clear_param_store()
+    with pytest.raises(ValueError, match=r"after the callback of epoch 2: parameter "
+                       r"'decoder\$\$\$.*load_state_dict"):
+        fit(vae.model, vae.guide, x, epochs=4, batch_size=30, lr=0.01, progress=False,
+            callback=callback)
+    # a callback that copies new values into the network in place trains on
+    pyro.clear_param_store()
+    vae = VAE((1, 8, 8), latent_dim=2, likelihood="bernoulli", hidden=(16,))
+
+    def in_place(record):
+        if record["epoch"] == 2:
+            vae.decoder.load_state_dict(fresh.decoder.state_dict())
+
+    assert len(fit(vae.model, vae.guide, x, epochs=4, batch_size=30, lr=0.01, progress=False,
+                   callback=in_place)) == 4
+    pyro.clear_param_store()
+
+
+def test_joint_evidence_judges_the_pairs_dtype_not_the_default_one():
+    # a float32 pair was refused whenever the default dtype was float16 ("the default dtype
+    # is torch.float16"); a pair that builds its tensors in that default is the one to refuse
+    from inference import joint_log_evidence
+
+    x = torch.tensor([0.3, -0.5, 1.2, 0.8])
+
+    def model(x, dtype=None):
+        mu = pyro.sample("mu", dist.Normal(torch.tensor(0.0, dtype=dtype),
+                                           torch.tensor(1.0, dtype=dtype)))
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(mu.to(x.dtype), 1.0), obs=x)
+
+    def guide(x, dtype=None):  # the exact posterior N(sum x / (n + 1), 1 / (n + 1))
+        loc = (x.sum() / (len(x) + 1)).to(dtype or torch.get_default_dtype())
+        pyro.sample("mu", dist.Normal(loc, torch.tensor((len(x) + 1.0) ** -0.5, dtype=dtype)))
+
+    pyro.set_rng_seed(0)
+    plain = joint_log_evidence(model, guide, x, num_samples=200, progress=False,
+                               dtype=torch.float32).log_evidence
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float16)
+    try:
+        pyro.set_rng_seed(0)
+        under_half = joint_log_evidence(model, guide, x, num_samples=200, progress=False,
+                                        dtype=torch.float32).log_evidence
+        with pytest.raises(ValueError, match=r"site 'mu' has values of dtype torch.float16"):
+            joint_log_evidence(model, guide, x, num_samples=20, progress=False)
+    finally:
+        torch.set_default_dtype(previous)
+    assert float(under_half) == pytest.approx(float(plain), abs=1e-5)
+    exact = torch.distributions.MultivariateNormal(
+        torch.zeros(4), torch.eye(4) + torch.ones(4, 4)).log_prob(x)
+    assert float(plain) == pytest.approx(float(exact), abs=1e-4)  # (exact posterior guide)
+
+
+def _self_subsampling_model(x):
+    with pyro.plate("data", len(x), subsample_size=3) as index:
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("x", dist.Normal(z, 0.5), obs=x[index])
+
+
+def test_a_model_that_subsamples_beside_a_guide_that_does_not_is_a_pair_error():
+    # was Pyro's raw "subsample_size does not match len(subsample), 3 vs 8" with its table
+    from inference.pair_check import PairError
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(0.8 * x, 0.45))
+
+    with pytest.raises(PairError, match=r"subsample differently: the model's takes 3 .* "
+                                         r"the guide's 8"):
+        iwae_bound(_self_subsampling_model, guide, torch.randn(8), num_samples=4,
+                   progress=False)
+
+
+def test_fit_warns_of_per_row_params_made_on_its_first_minibatch_under_a_subsampling_model():
+    # Pyro's local-param idiom sized by len(x) trained batch_size rows shared by position
+    # over all datapoints, without a word
+    from inference import fit
+
+    def guide(x):
+        with pyro.plate("data", len(x), subsample_size=3):
+            loc = pyro.param("loc", torch.zeros(len(x)), event_dim=0)
+            pyro.sample("z", dist.Normal(loc, 0.45))
+
+    pyro.clear_param_store()
+    with pytest.warns(UserWarning, match=r"'loc' have 6 rows, as many as fit's minibatch"):
+        fit(_self_subsampling_model, guide, torch.randn(12), epochs=1, batch_size=6,
+            progress=False)
+    pyro.clear_param_store()
+
+
+def test_ais_names_itself_and_a_remedy_for_a_latent_on_a_sphere():
+    from inference import ais_log_evidence
+
+    x = torch.tensor([0.3, -2.0, 1.0])
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            u = pyro.sample("u", dist.ProjectedNormal(torch.ones(len(x), 2)))
+            pyro.sample("x", dist.VonMises(torch.atan2(u[..., 1], u[..., 0]), 3.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("u", dist.ProjectedNormal(2 * torch.stack([x.cos(), x.sin()], -1)))
+
+    assert bool(torch.isfinite(iwae_bound(model, guide, x, num_samples=50,
+                                          progress=False)).all())
+    with pytest.raises(ValueError, match=r"ais_log_evidence: latent site 'u'.* Sphere .*"
+                                         r"iwae_bound .*VonMises"):
+        ais_log_evidence(model, guide, x, num_chains=4, num_steps=2, progress=False)
+
+
+def test_integer_labels_a_bernoulli_cannot_score_get_the_remedy():
+    from inference import elbo
+    from inference.pair_check import PairError
+
+    def model(y):
+        with pyro.plate("data", len(y)):
+            p = pyro.sample("p", dist.Beta(2.0, 2.0))
+            pyro.sample("y", dist.Bernoulli(p), obs=y)
+
+    def guide(y):
+        with pyro.plate("data", len(y)):
+            pyro.sample("p", dist.Beta(2.0 + y, 3.0 - y))
+
+    labels = torch.tensor([1, 0, 1, 1])
+    with pytest.raises(PairError, match=r"'y' \(Bernoulli\) cannot score .*torch.int64.*"
+                                         r"pass the data as floats \(x.float\(\)\)"):
+        elbo(model, guide, labels, progress=False)
+    assert elbo(model, guide, labels.float(), progress=False).shape == (4,)
+
+
+def test_a_callback_that_leaves_layers_in_evaluation_mode_is_warned_about_once():
+    from pyro.nn import PyroModule, pyro_method
+
+    from inference import fit
+
+    class Pair(PyroModule):
+        def __init__(self):
+            super().__init__()
+            self.enc = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.BatchNorm1d(8),
+                                           torch.nn.Linear(8, 2))
+
+        @pyro_method
+        def model(self, x):
+            with pyro.plate("data", x.shape[0]):
+                z = pyro.sample("z", dist.Normal(0.0, 1.0))
+                pyro.sample("x", dist.Normal(z[..., None], 0.7).to_event(1), obs=x)
+
+        @pyro_method
+        def guide(self, x):
+            h = self.enc(x)
+            with pyro.plate("data", x.shape[0]):
+                pyro.sample("z", dist.Normal(h[:, 0], torch.nn.functional.softplus(h[:, 1])
+                                             + 1e-3))
+
+    pair = Pair()
+
+    def callback(record):
+        if record["epoch"] >= 2:
+            pair.eval()  # to score something; no .train() after
+
+    x = torch.randn(40, 3, generator=torch.Generator().manual_seed(0))
+    pyro.clear_param_store()
+    with pytest.warns(UserWarning, match=r"the callback of epoch 2 left Pair's BatchNorm1d "
+                                         r"at enc.1 in evaluation mode") as caught:
+        fit(pair.model, pair.guide, x, epochs=4, batch_size=20, progress=False,
+            callback=callback)
+    assert sum("left Pair's" in str(w.message) for w in caught) == 1
+    pyro.clear_param_store()

@@ -19,17 +19,20 @@ from ppl_models.toy_manifold import ToyManifold
 @pytest.mark.slow
 def test_poor_guide_recovers_closed_form_and_beats_iwae_5000():
     # 8 latent dims and an untrained amortized guide (random encoder, unit covariance): even
-    # 5000 importance samples leave IWAE about 2.6 nats short, while 16 chains annealed over
-    # 200 HMC steps land within their standard errors (about 0.3 nats per datapoint, 0.1 for
-    # the mean over 8 datapoints) of the closed form.
+    # 5000 importance samples leave IWAE about 2.6 nats short, while 64 chains annealed over
+    # 200 HMC steps land within three standard errors (about 0.2 nats per datapoint, 0.06
+    # for the mean over 8 datapoints) of the closed form. (With 16 chains one datapoint of
+    # these data came out 1.0 nat low at 5 of its standard errors, without a warning: a
+    # standard error from 16 chains can understate the error; docs/reliability.md.)
     model = LinearGaussian(data_dim=16, latent_dim=8, noise_scale=0.5, seed=1).double()
     x = model.simulate(8, seed=2)
     exact = model.log_marginal(x).detach()
-    result = ais_log_evidence(model.model, model.guide, x, num_chains=16, num_steps=200,
+    pyro.set_rng_seed(0)
+    result = ais_log_evidence(model.model, model.guide, x, num_chains=64, num_steps=200,
                               num_leapfrog=3)
     assert isinstance(result, AISResult)
     assert result.log_evidence.shape == result.stderr.shape == (8,)
-    assert result.log_weights.shape == (16, 8)
+    assert result.log_weights.shape == (64, 8)
     assert result.acceptance_rate.shape == result.step_size.shape == (8,)
     diff = result.log_evidence - exact
     z = diff / result.stderr
