@@ -159,6 +159,15 @@ def build_models(args, shape, train_x: torch.Tensor, device) -> dict:
     return pairs
 
 
+def scored_log_p(model, x: torch.Tensor, k: int, device) -> torch.Tensor:
+    """``log p(x)`` per image of ``x: [n, C, H, W]`` (IWAE_k for a VAE), ``[n]`` on the CPU.
+    A model and its background share parameter names: each is scored from a param store of
+    its own tensors, not one the other's shadow."""
+    pyro.clear_param_store()
+    return log_evidence(model.model, model.guide, x.to(device), num_samples=k,
+                        batch_size=LOG_EVIDENCE_BATCH).cpu()
+
+
 def score_all(pairs: dict, sets: dict[str, torch.Tensor], valid: torch.Tensor,
               device) -> tuple[dict, dict]:
     """AUROC of every score for every outlier set (each ``[n, C, H, W]``, against the inliers
@@ -166,8 +175,7 @@ def score_all(pairs: dict, sets: dict[str, torch.Tensor], valid: torch.Tensor,
     aurocs, mean_log_p = {}, {}
     for name, (model, background, k) in tqdm(pairs.items(), desc="scoring"):
         def evidence(m, x, k=k):
-            return log_evidence(m.model, m.guide, x.to(device), num_samples=k,
-                                batch_size=LOG_EVIDENCE_BATCH).cpu()
+            return scored_log_p(m, x, k, device)
 
         reference = evidence(model, valid)
         scored = {s: (evidence(model, x), evidence(background, x)) for s, x in sets.items()}
@@ -198,8 +206,7 @@ def plot_histograms(pairs: dict, sets: dict, device, path: Path) -> None:
     fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs), 3.6), squeeze=False)
     for ax, (name, (model, _, k)) in zip(axes[0], pairs.items()):
         for set_name, x in sets.items():
-            log_p = log_evidence(model.model, model.guide, x.to(device), num_samples=k,
-                                 batch_size=LOG_EVIDENCE_BATCH).cpu()
+            log_p = scored_log_p(model, x, k, device)
             ax.hist(log_p.clamp(min=-400).numpy(), bins=30, alpha=0.5, label=set_name,
                     density=True)
         ax.set_title(f"{name}: log p(x), nats")

@@ -188,12 +188,13 @@ class TwoLayerVAE(PyroModule):
         device = param.device
         source = generator.device if generator is not None else device
         with torch.no_grad():
+            # drawn in float32 and cast: the same images for the model in any dtype
             z2 = torch.randn(num, self.top_latent_dim, generator=generator, device=source,
-                             dtype=param.dtype).to(device)
+                             dtype=torch.float32).to(device, param.dtype)
             loc, scale = self.prior_z1(z2)
             eps = torch.randn(num, self.latent_dim, generator=generator, device=source,
-                              dtype=param.dtype)
-            pixels = self.decode(loc + scale * eps.to(device))
+                              dtype=torch.float32)
+            pixels = self.decode(loc + scale * eps.to(device, param.dtype))
             return pixels.mean if mean else sample_from(pixels, generator)
 
     def local_guide(self, x: torch.Tensor) -> LocalTwoLayerGuide:

@@ -197,7 +197,7 @@ class PixelVAE(PyroModule):
         if generator is None:
             generator = torch.Generator(device).manual_seed(seed)
         z = torch.randn(num, self.latent_dim, generator=generator, device=device,
-                        dtype=self.decoder.levels.dtype)
+                        dtype=torch.float32).to(self.decoder.levels.dtype)  # (any dtype alike)
         images = self._draw(z, generator, seed, fast, "sample", progress)
         return (images, z) if return_latents else images
 
@@ -233,7 +233,7 @@ class PixelVAE(PyroModule):
         if not num_samples:
             return self._draw(loc, generator, seed, True, "reconstruct", progress)
         noise = torch.randn((num_samples, *loc.shape), generator=generator, device=loc.device,
-                            dtype=loc.dtype)
+                            dtype=torch.float32).to(loc.dtype)
         z = (loc + scale * noise).reshape(-1, self.latent_dim)  # [num_samples * batch, d]
         return self._draw(z, generator, seed, True, "reconstruct", progress).reshape(
             num_samples, *x.shape)

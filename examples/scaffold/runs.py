@@ -8,6 +8,7 @@ import contextlib
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +32,8 @@ def start_run(args: argparse.Namespace,
     ``metrics.json`` config), asks glibc to keep freed
     memory (:func:`scaffold.memory.retain_freed_memory`: no page faults for every chunk of an
     evidence estimate), seeds Pyro and torch with ``args.seed``, creates ``args.out_dir``
-    (held for this run alone when ``exclusive``: :func:`hold_folder`; benchmarks, which write
+    (held for this run alone when ``exclusive``: :func:`hold_folder`, and refused when it
+    holds another example's results: :func:`check_not_another_scripts`; benchmarks, which write
     files of their own names into a shared folder, pass False) and resolves ``args.device``.
 
     Returns:
@@ -43,6 +45,7 @@ def start_run(args: argparse.Namespace,
     out = writable_folder(args.out_dir)
     if exclusive and os.environ.get("RANK", "0") == "0":  # torchrun's ranks share the folder
         hold_folder(out)
+        check_not_another_scripts(out)
     device = resolve_device(args.device) if hasattr(args, "device") else torch.device("cpu")
     pyro.set_rng_seed(args.seed)
     return out, device, start
@@ -112,6 +115,27 @@ def hold_folder(out: Path, flag: str = "--out-dir") -> None:
     _HELD_FOLDERS[folder] = descriptor
 
 
+def _script_name() -> str:
+    """The running example's file name (``vae.py``), as its ``metrics.json`` records it."""
+    return Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+
+
+def check_not_another_scripts(out: Path, flag: str = "--out-dir") -> None:
+    """``SystemExit`` naming ``flag`` when ``out/metrics.json`` holds another example's
+    results (its ``"script"``): this run would replace that ``metrics.json`` and the figures
+    of the same names, leaving a folder of two runs mixed. A rerun of the same example
+    replaces its own results; a ``metrics.json`` that names no script (written before
+    scripts were recorded) or cannot be read is left to be replaced."""
+    try:
+        written = json.loads((out / "metrics.json").read_text()).get("script")
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(written, str) and written != _script_name():
+        raise SystemExit(f"{flag} {out} holds the results of {written} (metrics.json and its "
+                         f"figures), which this run of {_script_name()} would replace or mix "
+                         "with its own: choose another folder, or delete those results")
+
+
 def _remove_if_empty(folders: list[Path]) -> None:
     """Remove ``folders`` (innermost first) that are still empty as the program ends: those a
     run created and then wrote nothing into (its arguments refused after set-up)."""
@@ -171,13 +195,15 @@ def run_script(script: str, main, args: argparse.Namespace) -> None:
 
 def finish_run(out_dir: str | Path, metrics: dict, start: float,
                files: str = "metrics.json and figures") -> dict:
-    """Add ``wall_seconds`` (since ``start``) to ``metrics``, write them to
+    """Add ``wall_seconds`` (since ``start``) and the example's ``script`` name to
+    ``metrics``, write them to
     ``out_dir/metrics.json`` (atomically) and say where the results are.
 
     Returns:
         ``metrics``, with ``wall_seconds``.
     """
     metrics["wall_seconds"] = time.perf_counter() - start
+    metrics.setdefault("script", _script_name())  # (another example will not write over it)
     try:
         write_json(Path(out_dir) / "metrics.json", metrics)
     except OSError as error:  # a full disk at the end: the results are not lost

@@ -296,6 +296,12 @@ def range_decode(data: bytes,
     return _decode_raw(stream, next_probs, "range-coded symbols")
 
 
+# Why decoded symbols can differ from the encoded ones when the stream itself is intact.
+OTHER_TABLES = ("decoded with another model (tables) than it was written with, or with the same "
+                "model computing its tables a few ulps apart (another torch version or build, "
+                "convolution backend such as oneDNN on or off, CPU type or device): decode "
+                "with the model and machine setup that encoded")
+
 def _decode_raw(stream: Stream, next_probs, what: str) -> torch.Tensor:
     """Decode exactly ``stream.symbols`` symbols ``[n]`` from the coder words of ``stream``
     and check them against its digest."""
@@ -330,15 +336,14 @@ def _decode_raw(stream: Stream, next_probs, what: str) -> torch.Tensor:
         done += probs.shape[0]
     if done != expected:
         raise ValueError(f"compressed {what}: decoding stopped after {done} of the stream's "
-                         f"{expected} symbols: another model (tables) than the stream was "
-                         "written with")
+                         f"{expected} symbols: {OTHER_TABLES}")
     if not decoder.maybe_exhausted():
         raise ValueError(f"compressed {what}: the decoder did not consume exactly the stream: "
-                         "decoded with another model (tables) than it was written with")
+                         f"{OTHER_TABLES}")
     symbols = torch.cat(chunks) if chunks else torch.zeros(0, dtype=torch.long)
     if symbol_digest(symbols) != stream.digest:
         raise ValueError(f"compressed {what}: the decoded symbols do not match the stream's "
-                         "digest: decoded with another model (tables) than it was written with")
+                         f"digest: {OTHER_TABLES}")
     return symbols
 
 

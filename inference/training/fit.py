@@ -1146,8 +1146,10 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                         "pyro.clear_param_store() and fresh modules")
                 if not warned_modes and epoch + 1 < epochs:
                     warned_modes = _warn_modes_left(still, evaluating, epoch)
-                if interrupted is None and epoch + 1 < epochs:  # (not saved over the epoch)
+                if interrupted is None:  # (before the epoch's checkpoint is written again)
                     _check_callback_kept_layouts(layouts, epoch, checkpoint, saved, earlier)
+                if interrupted is None and epoch + 1 < epochs:  # (after the last epoch, a
+                    # network swapped in trains no more; a resume's first step would say)
                     with kept_buffers(still):
                         _check_callback_kept_networks(model, guide, batch, epoch, checkpoint,
                                                       saved, earlier)
@@ -1258,7 +1260,8 @@ def _check_store_kept(held: list, epoch: int, checkpoint, saved: int, earlier: b
             "(pyro.clear_param_store()): the next step would make them again from their "
             f"initial values, losing the epochs trained{_on_disk(checkpoint, saved, earlier)}."
             " Change a parameter in place instead (with torch.no_grad(): "
-            "pyro.param(name).copy_(...)), load saved values (pyro.get_param_store().load), "
+            "pyro.param(name).copy_(...)), load saved values (a network's with "
+            "net.load_state_dict(saved), a pyro.param's with pyro.get_param_store().load), "
             "or start a new fit to begin again")
 
 

@@ -103,13 +103,14 @@ def frozen_parameters(modules: list, networks: dict) -> dict:
 
 
 def restore_frozen(modules: list, networks: dict, state: dict) -> None:
-    """Set ``requires_grad`` of the parameters of ``modules`` and ``networks`` as
-    :func:`frozen_parameters` recorded them in ``state``: frozen where it lists them,
-    trainable elsewhere."""
+    """Freeze (``requires_grad_(False)``) the parameters of ``modules`` and ``networks`` that
+    :func:`frozen_parameters` recorded frozen in ``state``; the others are left as they are
+    (a parameter the user froze before resuming stays frozen)."""
     pairs = list(zip(modules, state.get("modules", [])))
     pairs += [(networks[name], names) for name, names in state.get("networks", {}).items()
               if name in networks]
     for module, names in pairs:
         for name, p in module.named_parameters():
-            p.requires_grad_(name not in names)
+            if name in names:
+                p.requires_grad_(False)
 

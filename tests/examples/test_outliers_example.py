@@ -3,7 +3,10 @@
 import json
 import runpy
 import sys
+import warnings
 from pathlib import Path
+
+from inference.pair_check import ShadowedParamWarning
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "outliers.py"
 
@@ -13,7 +16,10 @@ def test_outliers_example_runs(tmp_path, monkeypatch):
             "--num-test", "30", "--num-samples", "5", "--channels", "8", "--blocks", "1",
             "--hidden", "32", "--threads", "1", "--out-dir", str(tmp_path)]
     monkeypatch.setattr(sys, "argv", argv)
-    runpy.run_path(str(EXAMPLE), run_name="__main__")
+    with warnings.catch_warnings():  # the model and its background share parameter names:
+        # each is scored from its own store (a run under python -W error died at scoring)
+        warnings.simplefilter("error", ShadowedParamWarning)
+        runpy.run_path(str(EXAMPLE), run_name="__main__")
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     sets = {"held-out classes", "gaussian noise", "10% flips", "inversion", "blank", "bar",
             "coin flips"}

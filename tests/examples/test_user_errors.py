@@ -515,3 +515,25 @@ def test_metrics_that_cannot_be_written_are_printed(tmp_path, monkeypatch, capsy
                                          "device\\); the metrics are printed above"):
         runs.finish_run(tmp_path, {"elbo": -1.5}, 0.0)
     assert json.loads(capsys.readouterr().out)["elbo"] == -1.5
+
+
+def test_a_folder_holding_another_examples_results_is_refused(tmp_path, monkeypatch):
+    # vae.py --out-dir <own_pair.py's folder> replaced its metrics.json and bounds_vs_k.png
+    # silently, leaving a folder of two runs mixed
+    from scaffold.runs import finish_run
+
+    first = tmp_path / "first"
+    monkeypatch.setattr(sys, "argv", ["own_pair.py"])
+    out, _, start = start_run(argparse.Namespace(out_dir=str(first), seed=0, threads=1))
+    assert finish_run(out, {"loss": 1.0}, start)["script"] == "own_pair.py"
+    monkeypatch.setattr(sys, "argv", ["vae.py"])
+    with pytest.raises(SystemExit, match=r"holds the results of own_pair.py .* this run of "
+                                         r"vae.py would replace"):
+        start_run(argparse.Namespace(out_dir=str(first), seed=0, threads=1))
+    monkeypatch.setattr(sys, "argv", ["own_pair.py"])  # a rerun replaces its own results
+    start_run(argparse.Namespace(out_dir=str(first), seed=0, threads=1))
+    unnamed = tmp_path / "unnamed"  # results of a version that did not record the script
+    unnamed.mkdir()
+    write_json(unnamed / "metrics.json", {"loss": 1.0})
+    monkeypatch.setattr(sys, "argv", ["vae.py"])
+    start_run(argparse.Namespace(out_dir=str(unnamed), seed=0, threads=1))

@@ -136,7 +136,7 @@ def test_fit_refuses_draws_that_put_the_data_outside_before_training():
             pyro.sample("z", dist.LogNormal((x + 1.0).log(), scale))
 
     with pytest.raises(PairError, match=r"observed site 'x' has a support that moves with the "
-                                        r"latents.*guide draws put datapoints"):
+                                        r"latents.*guide draws put a datapoint"):
         fit(tank_model, guide, TANKS, epochs=1, progress=False)
 
 
