@@ -29,8 +29,8 @@ from ..checks import (
     user_stacklevel,
 )
 from ..effect_guides import effect_messenger, keeps_rows
-from ..pair_check import (DATA_PLATE, PairStructure, attach_subsample, forget_params,
-                          survey_pair)
+from ..pair_check import (DATA_PLATE, PairStructure, attach_subsample, conditioned_rows,
+                          forget_params, survey_pair)
 from ..progress import check_progress, progress_bar
 from ..reachable import kept_plate_caches, reachable_modules
 from ..random_state import forked_rng
@@ -83,6 +83,15 @@ def _check_rows_are_datapoints(model, guide, args: tuple, kwargs: dict, n: int, 
     would not be scored as slices (an argument that is not cut, such as the plate's size
     passed as an int, decides the plate)."""
     if n > size:
+        held = conditioned_rows(model, n)
+        if held:
+            raise ValueError(
+                f"{use}: {argument}={size} cuts {sliced} into slices along dim 0, but the "
+                f"model is conditioned by a handler holding site(s) {held} of {n} rows "
+                "(pyro.condition(model, data={...})), which slicing the arguments cannot "
+                f"reach: each slice would be scored against all {n} observed rows. Pass the "
+                "data as an argument the model observes (pyro.sample(name, ..., obs=x)), "
+                f"or score all {n} rows in one call ({argument} >= {n})")
         rows = size + 1 if size + 1 < n else size  # fewer rows than the whole data
         cut_args, cut_kwargs = cut_rows(args, kwargs, 0, rows)
         per_row = (f"the guide ({type(effect_messenger(guide) or guide).__name__}) keeps "

@@ -5,11 +5,13 @@ sites of a trace and what their distributions are (family, mask, conditional dep
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 
 import torch
 from pyro import poutine
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
+from pyro.poutine.condition_messenger import ConditionMessenger
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
@@ -517,3 +519,26 @@ def tensor_text(values: torch.Tensor) -> str:
     flat = values.detach().reshape(-1)
     shown = ", ".join(f"{float(v):.4g}" for v in flat[:3])
     return shown if flat.numel() == 1 else f"[{shown}{', ...' if flat.numel() > 3 else ''}]"
+
+
+def conditioned_rows(program, rows: int) -> list[str]:
+    """The sites whose values the ``pyro.condition``/``poutine.condition`` handlers wrapping
+    ``program`` hold as tensors of ``rows`` rows (``pyro.condition(model, data={"x": x})``,
+    Pyro's tutorial idiom): data the handler keeps whole, which slicing the call's arguments
+    or drawing minibatches from them cannot reach."""
+    found, value = [], program
+    for _ in range(64):  # handlers nest a few deep (bounded: an object may hold itself)
+        if isinstance(value, functools.partial) and len(value.args) == 2 \
+                and isinstance(value.args[0], Messenger) and callable(value.args[1]):
+            messenger, value = value.args  # partial(_context_wrap, messenger, fn)
+        elif isinstance(value, functools.partial) and not value.args and not value.keywords:
+            value, messenger = value.func, None  # the bound partial around a handler
+        else:
+            break
+        data = getattr(messenger, "data", None) if isinstance(messenger,
+                                                              ConditionMessenger) else None
+        if isinstance(data, dict):
+            found += [name for name, held in data.items()
+                      if torch.is_tensor(held) and held.dim() and held.shape[0] == rows]
+    return found
+

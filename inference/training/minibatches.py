@@ -40,8 +40,9 @@ from ..checks import (check_int, check_pair_arguments, evaluation_mode, explain_
 from ..effect_guides import effect_messenger, keeps_rows
 from ..enumeration import enumerated_traces, log_density_dtypes
 from ..pair_check import (DATA_PLATE, FIT_LOSSES, TRACE_ENUM_FIT, PairError,
-                          PairStructure, check_pair, data_frame, renamed_plate_error,
-                          sample_sites, site_list, survey_pair, trace_pair)
+                          PairStructure, check_pair, conditioned_rows, data_frame,
+                          renamed_plate_error, sample_sites, site_list, survey_pair,
+                          trace_pair)
 from ..random_state import forked_rng
 from ..reachable import reachable_modules
 from ..weights import (check_particle_memory, check_rows_keep_density_when_moved,
@@ -228,6 +229,15 @@ def plan_minibatches(model, guide, data: tuple, *, batch_size: int, loss, num_pa
     use = training_use(loss, name)
     minibatched = batch_size < num_data
     _check_tail_adaptive_settings(loss, called)
+    held = conditioned_rows(model, num_data) if minibatched or shuffle else []
+    if held:
+        raise PairError(
+            f"{called}: the model is conditioned by a handler holding site(s) {held} of "
+            f"{num_data} rows (pyro.condition(model, data={{...}})), which fit's "
+            f"{'minibatches' if minibatched else 'shuffled rows'} cannot reach: every step "
+            "would pair its rows with the handler's rows in their own order. Pass the data "
+            "to fit and observe it in the model (pyro.sample(name, ..., obs=x)), or train on "
+            f"all rows in order: batch_size >= {num_data}, shuffle=False")
     if minibatched and isinstance(loss, pyro.infer.RenyiELBO):  # (the model's own: below)
         raise PairError(
             f"{called}: pyro.infer.RenyiELBO takes the log-mean-exp over particles of the "

@@ -671,3 +671,39 @@ def test_a_support_the_guides_draws_leave_is_refused_with_a_share_per_datapoint(
     assert bool(torch.isfinite(iwae_bound(model, guide, x, num_samples=100,
                                           progress=False)).all())
     pyro.clear_param_store()
+
+
+def test_a_model_conditioned_by_a_handler_is_named_where_slices_or_minibatches_cannot_reach():
+    # Pyro's pyro.condition(model, data={"x": x}) idiom: slicing and minibatches were refused
+    # (rightly) with causes the pair does not have (per-row guide parameters, a guide's plate,
+    # a density reading positions)
+    from inference import fit, log_evidence
+    from inference.pair_check import PairError
+
+    x = torch.tensor([0.5, -1.0, 2.0, 0.3])
+
+    def raw_model(x):
+        w = pyro.param("w", torch.tensor(0.5))
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(w * z, 1.0))
+
+    model = pyro.condition(raw_model, data={"x": x})
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(0.4 * x, 0.9))
+
+    pyro.clear_param_store()
+    whole = iwae_bound(model, guide, x, num_samples=10, progress=False)  # all rows: right
+    assert whole.shape == (4,)
+    with pytest.raises(ValueError, match=r"batch_size=2 .* conditioned by a handler holding "
+                                         r"site\(s\) \['x'\] of 4 rows"):
+        log_evidence(model, guide, x, num_samples=10, batch_size=2, progress=False)
+    for batch_size, why in ((2, "minibatches"), (4, "shuffled rows")):
+        with pytest.raises(PairError, match=rf"holding site\(s\) \['x'\] of 4 rows .*fit's "
+                                            rf"{why} cannot reach"):
+            fit(model, guide, x, batch_size=batch_size, epochs=1, progress=False)
+    assert len(fit(model, guide, x, batch_size=4, shuffle=False, epochs=2,
+                   progress=False)) == 2  # all rows in order: trains
+    pyro.clear_param_store()
