@@ -321,6 +321,24 @@ def _check_same_subsample_sizes(error: Exception) -> None:
         "subsample in neither") from error
 
 
+def _check_obs_mask_shape(error: Exception) -> None:
+    """A :class:`PairError` for Pyro's refusal of an ``obs_mask`` that covers a site's event
+    dims: Pyro masks whole events only (its missing entries become a latent site of the
+    batch's shape)."""
+    match = re.match(r"Invalid obs_mask shape (\([^)]*\)); should be broadcastable to "
+                     r"batch_shape = (\([^)]*\))", str(error))
+    if match is None:
+        return
+    raise PairError(
+        f"an obs_mask of shape {match.group(1)} covers the event dims of its site, whose "
+        f"batch shape is {match.group(2)} (Pyro: {_first_line(str(error))}): Pyro's obs_mask "
+        "marks whole events observed or missing. To mask single entries of a vector, make "
+        "its dims batch dims, pyro.plate('features', D, dim=-1) inside the data plate "
+        "(pyro.plate('data', N, dim=-2)) with an elementwise distribution and a mask of "
+        "shape [N, D]; or drop the missing entries from the likelihood with "
+        "poutine.mask / .mask(m) instead of imputing them") from error
+
+
 def _first_line(text: str, most: int = 200) -> str:
     line = text.splitlines()[0] if text else ""
     return line if len(line) <= most else line[:most - 3] + "..."
@@ -546,6 +564,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
                     f"{_first_line(str(error))}); its") from error
             _check_store_rows(error, stored)
             _check_same_subsample_sizes(error)
+            _check_obs_mask_shape(error)
             name = _twice_named(error)
             if name is not None:
                 raise PairError(

@@ -707,3 +707,25 @@ def test_a_model_conditioned_by_a_handler_is_named_where_slices_or_minibatches_c
     assert len(fit(model, guide, x, batch_size=4, shuffle=False, epochs=2,
                    progress=False)) == 2  # all rows in order: trains
     pyro.clear_param_store()
+
+
+def test_an_event_shaped_obs_mask_is_a_pair_error_with_the_remedies():
+    # Pyro's "Invalid obs_mask shape (3, 2)" came out with its shapes table, from every entry
+    from inference.pair_check import PairError
+
+    x = torch.randn(3, 2)
+    mask = torch.tensor([[True, False], [True, True], [False, True]])
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z[:, None].expand(3, 2), 1.0).to_event(1), obs=x,
+                        obs_mask=mask)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(PairError, match=r"obs_mask of shape \(3, 2\) covers the event dims.*"
+                                         r"pyro.plate\('features'"):
+        iwae_bound(model, guide, x, num_samples=3, progress=False)
