@@ -37,7 +37,8 @@ from .first_batch import (check_first_run, check_one_row_batches, check_short_la
 from .handlers import scale_data_plate, scale_latents
 from .minibatches import (check_valid_data_guide, copies, plan_minibatches, reports_no_loss,
                           transformed_batch)
-from .registered_modules import buffers_state, frozen_parameters, restore_buffers, restore_frozen
+from .registered_modules import (buffers_state, evaluating_submodules, frozen_parameters,
+                                restore_buffers, restore_evaluating, restore_frozen)
 from .resume import (align_store_aliases, callback_name, callback_state, check_resumable,
                      check_same_settings, checkpointed_tensors, copied_tensors,
                      pair_store_shapes, restore_callback, run_store_names, same_tensors)
@@ -970,6 +971,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                             if name not in store_names]
         checkpoints.restore_param_store(state["param_store"], store_names)
         restore_frozen(modules, registered, state.get("frozen", {}))
+        restore_evaluating(modules, registered, state.get("evaluating", {}))
         problems = restore_buffers(registered, state.get("network_buffers", {}))
         if problems:
             raise checkpoints.CheckpointError(
@@ -1101,6 +1103,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                         "param_store": checkpoints.param_store_state(store_names),
                         "network_buffers": buffers_state(registered),
                         "frozen": frozen_parameters(modules, registered),
+                        "evaluating": evaluating_submodules(modules, registered),
                         "optimizer": optimizer.get_state(),
                         "shuffler": shuffler.get_state(),
                         "rng": rng,

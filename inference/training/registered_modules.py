@@ -114,3 +114,26 @@ def restore_frozen(modules: list, networks: dict, state: dict) -> None:
             if name in names:
                 p.requires_grad_(False)
 
+
+def evaluating_submodules(modules: list, networks: dict) -> dict:
+    """The names of the submodules in evaluation mode (``""`` for the module itself) of each
+    module in ``modules`` and each network in ``networks`` (name -> module): a callback's
+    ``.eval()`` that the later epochs train under, which a resumed run must repeat."""
+    def evaluating(module):
+        return [name for name, sub in module.named_modules() if not sub.training]
+
+    return {"modules": [evaluating(m) for m in modules],
+            "networks": {name: evaluating(net) for name, net in networks.items()}}
+
+
+def restore_evaluating(modules: list, networks: dict, state: dict) -> None:
+    """Put the submodules that :func:`evaluating_submodules` recorded in ``state`` in
+    evaluation mode (each alone, not its children); the others are left as they are."""
+    pairs = list(zip(modules, state.get("modules", [])))
+    pairs += [(networks[name], names) for name, names in state.get("networks", {}).items()
+              if name in networks]
+    for module, names in pairs:
+        for name, sub in module.named_modules():
+            if name in names:
+                sub.training = False
+

@@ -729,3 +729,61 @@ def test_an_event_shaped_obs_mask_is_a_pair_error_with_the_remedies():
     with pytest.raises(PairError, match=r"obs_mask of shape \(3, 2\) covers the event dims.*"
                                          r"pyro.plate\('features'"):
         iwae_bound(model, guide, x, num_samples=3, progress=False)
+
+
+def test_modes_and_freezes_a_callback_left_are_restored_on_resume(tmp_path):
+    # a resumed run built its modules in training mode with every parameter trainable, and
+    # trained on differently from the interrupted run whose callback had called .eval() and
+    # frozen the encoder (0.08 apart)
+    import warnings
+
+    from pyro.nn import PyroModule, pyro_method
+
+    from inference import fit
+
+    class Pair(PyroModule):
+        def __init__(self):
+            super().__init__()
+            self.enc = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.BatchNorm1d(8),
+                                           torch.nn.Linear(8, 2))
+            self.scale = torch.nn.Parameter(torch.tensor(0.7))
+
+        @pyro_method
+        def model(self, x):
+            with pyro.plate("data", x.shape[0]):
+                z = pyro.sample("z", dist.Normal(0.0, 1.0))
+                pyro.sample("x", dist.Normal(z[..., None], self.scale.abs() + 0.1)
+                            .to_event(1), obs=x)
+
+        @pyro_method
+        def guide(self, x):
+            h = self.enc(x)
+            with pyro.plate("data", x.shape[0]):
+                pyro.sample("z", dist.Normal(h[:, 0], torch.nn.functional.softplus(h[:, 1])
+                                             + 1e-3))
+
+    x = torch.randn(40, 3, generator=torch.Generator().manual_seed(0))
+
+    def run(epochs, path, resume):
+        torch.manual_seed(0)
+        pair = Pair()
+
+        def callback(record):
+            if record["epoch"] == 2:
+                pair.enc[1].eval()  # batch-norm statistics frozen from here on
+                for p in pair.enc[0].parameters():
+                    p.requires_grad_(False)  # then train the rest
+
+        pyro.clear_param_store()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (the callback's evaluation mode, warned)
+            fit(pair.model, pair.guide, x, epochs=epochs, batch_size=10, lr=0.05,
+                progress=False, callback=callback, checkpoint=path, resume=resume, seed=1)
+        return {k: v.clone() for k, v in pair.state_dict().items()}
+
+    straight = run(5, tmp_path / "straight.pt", False)
+    run(3, tmp_path / "part.pt", False)
+    resumed = run(5, tmp_path / "part.pt", True)
+    for name, value in straight.items():
+        assert torch.equal(resumed[name], value), name
+    pyro.clear_param_store()
