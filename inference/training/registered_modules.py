@@ -95,21 +95,15 @@ def frozen_parameters(modules: list, networks: dict) -> dict:
     callback: "train the decoder alone from epoch 3"), of each module in ``modules`` and of
     each network in ``networks`` (name -> module): what a resumed run must freeze again to
     train as the interrupted one did."""
-    def frozen(module):
-        return [name for name, p in module.named_parameters() if not p.requires_grad]
-
-    return {"modules": [frozen(m) for m in modules],
-            "networks": {name: frozen(net) for name, net in networks.items()}}
+    return _names_per_module(modules, networks, lambda module: [
+        name for name, p in module.named_parameters() if not p.requires_grad])
 
 
 def restore_frozen(modules: list, networks: dict, state: dict) -> None:
     """Freeze (``requires_grad_(False)``) the parameters of ``modules`` and ``networks`` that
     :func:`frozen_parameters` recorded frozen in ``state``; the others are left as they are
     (a parameter the user froze before resuming stays frozen)."""
-    pairs = list(zip(modules, state.get("modules", [])))
-    pairs += [(networks[name], names) for name, names in state.get("networks", {}).items()
-              if name in networks]
-    for module, names in pairs:
+    for module, names in _recorded_pairs(modules, networks, state):
         for name, p in module.named_parameters():
             if name in names:
                 p.requires_grad_(False)
@@ -119,21 +113,28 @@ def evaluating_submodules(modules: list, networks: dict) -> dict:
     """The names of the submodules in evaluation mode (``""`` for the module itself) of each
     module in ``modules`` and each network in ``networks`` (name -> module): a callback's
     ``.eval()`` that the later epochs train under, which a resumed run must repeat."""
-    def evaluating(module):
-        return [name for name, sub in module.named_modules() if not sub.training]
-
-    return {"modules": [evaluating(m) for m in modules],
-            "networks": {name: evaluating(net) for name, net in networks.items()}}
+    return _names_per_module(modules, networks, lambda module: [
+        name for name, sub in module.named_modules() if not sub.training])
 
 
 def restore_evaluating(modules: list, networks: dict, state: dict) -> None:
     """Put the submodules that :func:`evaluating_submodules` recorded in ``state`` in
     evaluation mode (each alone, not its children); the others are left as they are."""
-    pairs = list(zip(modules, state.get("modules", [])))
-    pairs += [(networks[name], names) for name, names in state.get("networks", {}).items()
-              if name in networks]
-    for module, names in pairs:
+    for module, names in _recorded_pairs(modules, networks, state):
         for name, sub in module.named_modules():
             if name in names:
                 sub.training = False
 
+
+def _names_per_module(modules: list, networks: dict, names) -> dict:
+    """``{"modules": [names(m) for m in modules], "networks": {name: names(net)}}``."""
+    return {"modules": [names(m) for m in modules],
+            "networks": {name: names(net) for name, net in networks.items()}}
+
+
+def _recorded_pairs(modules: list, networks: dict, state: dict) -> list:
+    """``(module, recorded names)`` for the modules and the networks (by name, those this
+    pair has) of a state of :func:`_names_per_module`'s layout."""
+    pairs = list(zip(modules, state.get("modules", [])))
+    return pairs + [(networks[name], names) for name, names in state.get("networks", {}).items()
+                    if name in networks]
