@@ -178,6 +178,8 @@ class LinearGaussian(PyroModule):
         gen = torch.Generator().manual_seed(seed)
         with torch.no_grad():  # drawn on the CPU generator: the same data on any device
             w, bias, scale = self.weight.cpu(), self.bias.cpu(), self.noise_scale.cpu()
-            z = torch.randn(num_data, self.latent_dim, generator=gen).to(w.dtype)
-            noise = torch.randn(num_data, self.data_dim, generator=gen).to(w.dtype)
+            z = torch.randn(num_data, self.latent_dim, generator=gen,
+                            dtype=torch.float32).to(w.dtype)
+            noise = torch.randn(num_data, self.data_dim, generator=gen,
+                                dtype=torch.float32).to(w.dtype)
             return (z @ w.T + bias + scale * noise).to(self.weight.device)

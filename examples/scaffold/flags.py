@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import math
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -407,10 +408,14 @@ def script_parser(doc: str | None, out_dir: str, device: bool = True) -> argpars
     ``--seed`` (0), ``--device`` (``auto``: CUDA when available; left out when ``device`` is
     False, for scripts that run on the CPU only), ``--threads`` (torch's CPU threads; default
     ``OMP_NUM_THREADS``, else the idle cores: :func:`scaffold.threads.configure_threads`)
-    and ``--out-dir`` (default ``out_dir``).
+    and ``--out-dir`` (default ``out_dir``). The parsed namespace's ``script`` is the file
+    name of the module that called this (``vae.py``), whether run as a script or imported
+    (from a notebook): what its ``metrics.json`` records.
     """
     parser = ScriptParser(description=(doc or "").strip().split("\n")[0],
                           formatter_class=DefaultsShown)
+    caller = sys._getframe(1).f_globals.get("__file__")
+    parser.set_defaults(script=Path(caller).name if caller else None)
     parser.add_argument("--seed", type=seed_int, default=0,
                         help="Pyro's and torch's seed (an integer in 0..2**32 - 1)")
     if device:

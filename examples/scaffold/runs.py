@@ -45,7 +45,7 @@ def start_run(args: argparse.Namespace,
     out = writable_folder(args.out_dir)
     if exclusive and os.environ.get("RANK", "0") == "0":  # torchrun's ranks share the folder
         hold_folder(out)
-        check_not_another_scripts(out)
+        check_not_another_scripts(out, getattr(args, "script", None) or _script_name())
     device = resolve_device(args.device) if hasattr(args, "device") else torch.device("cpu")
     pyro.set_rng_seed(args.seed)
     return out, device, start
@@ -116,24 +116,25 @@ def hold_folder(out: Path, flag: str = "--out-dir") -> None:
 
 
 def _script_name() -> str:
-    """The running example's file name (``vae.py``), as its ``metrics.json`` records it."""
+    """The running program's file name (``vae.py``): an example's when the parser did not
+    name it (:func:`scaffold.flags.script_parser` does)."""
     return Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
 
 
-def check_not_another_scripts(out: Path, flag: str = "--out-dir") -> None:
+def check_not_another_scripts(out: Path, script: str, flag: str = "--out-dir") -> None:
     """``SystemExit`` naming ``flag`` when ``out/metrics.json`` holds another example's
-    results (its ``"script"``): this run would replace that ``metrics.json`` and the figures
-    of the same names, leaving a folder of two runs mixed. A rerun of the same example
-    replaces its own results; a ``metrics.json`` that names no script (written before
-    scripts were recorded) or cannot be read is left to be replaced."""
+    results (its ``"script"``, not ``script``): this run would replace that ``metrics.json``
+    and the figures of the same names, leaving a folder of two runs mixed. A rerun of the
+    same example replaces its own results; a ``metrics.json`` that names no script (written
+    before scripts were recorded) or cannot be read is left to be replaced."""
     try:
         written = json.loads((out / "metrics.json").read_text()).get("script")
     except (OSError, ValueError, AttributeError):
         return
-    if isinstance(written, str) and written != _script_name():
+    if isinstance(written, str) and written != script:
         raise SystemExit(f"{flag} {out} holds the results of {written} (metrics.json and its "
-                         f"figures), which this run of {_script_name()} would replace or mix "
-                         "with its own: choose another folder, or delete those results")
+                         f"figures), which this run of {script} would replace or mix with "
+                         "its own: choose another folder, or delete those results")
 
 
 def _remove_if_empty(folders: list[Path]) -> None:
@@ -203,7 +204,9 @@ def finish_run(out_dir: str | Path, metrics: dict, start: float,
         ``metrics``, with ``wall_seconds``.
     """
     metrics["wall_seconds"] = time.perf_counter() - start
-    metrics.setdefault("script", _script_name())  # (another example will not write over it)
+    config = metrics.get("config")
+    metrics.setdefault("script", (config.get("script") if isinstance(config, dict) else None)
+                       or _script_name())  # (another example will not write over it)
     try:
         write_json(Path(out_dir) / "metrics.json", metrics)
     except OSError as error:  # a full disk at the end: the results are not lost

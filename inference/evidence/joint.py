@@ -27,13 +27,16 @@ import math
 import warnings
 from typing import Callable, NamedTuple
 
+import pyro
 import torch
 
 from ..checks import (check_pair_call, check_weights_memory, leaves_buffers, tensors_in,
                       user_stacklevel, validation_enabled)
 from ..enumeration import enumerated_log_density, enumerated_traces
-from ..pair_check import JOINT_USE, PairStructure, check_sites_as_surveyed, trace_pair
+from ..pair_check import (JOINT_USE, PairStructure, check_sites_as_surveyed, sample_sites,
+                          trace_pair)
 from ..progress import check_progress, progress_bar
+from ..random_state import forked_rng
 from ..weights import (check_data, check_num_samples, check_particle_memory, checked_pair,
                        log_mean_exp, plate_dims, trace_log_density, vectorized_traces,
                        weight_itemsize, wide_mean)
@@ -128,18 +131,32 @@ def _check_precision(args: tuple, kwargs: dict) -> None:
                     "as float32 or float64 (x.float())")
 
 
-def _check_sites_precision(structure: PairStructure) -> None:
+def _check_sites_precision(model, guide, args: tuple, kwargs: dict,
+                           structure: PairStructure) -> None:
     """Refuse a pair whose sites draw or score half-precision values (a model that builds
-    its tensors in a float16 default dtype), naming the first: what the pair computes in,
-    not the default dtype, decides (a float32 pair under a float16 default is fine)."""
+    its tensors in a float16 default dtype, a decoder computing integer labels' logits in
+    float16), naming the first: what the pair computes in, not the default dtype, decides
+    (a float32 pair under a float16 default is fine). One run of the pair (no gradients,
+    random state restored) scores each site."""
+    half = (torch.float16, torch.bfloat16)
     for role, name, *_, value, _plates, _infer, _mask in structure.signature:
-        dtype = value[1] if isinstance(value, tuple) else None
-        if dtype in (torch.float16, torch.bfloat16):
+        if isinstance(value, tuple) and value[1] in half:
             raise ValueError(
-                f"{JOINT_USE}: the {role}'s site '{name}' has values of dtype {dtype}; the "
-                "evidence of the whole data sums many log densities, which half precision "
-                "rounds away: build the pair in float32 or float64 (its tensors follow "
-                "torch.get_default_dtype() unless given a dtype)")
+                f"{JOINT_USE}: the {role}'s site '{name}' has values of dtype {value[1]}; "
+                "the evidence of the whole data sums many log densities, which half "
+                "precision rounds away: build the pair in float32 or float64 (its tensors "
+                "follow torch.get_default_dtype() unless given a dtype)")
+    with forked_rng(), torch.no_grad(), pyro.poutine.block():
+        traces = trace_pair(model, guide, args, kwargs)
+    for role, trace in zip(("model", "guide"), traces):
+        for site in sample_sites(trace):
+            scored = site["fn"].log_prob(site["value"]).dtype
+            if scored in half:
+                raise ValueError(
+                    f"{JOINT_USE}: the {role}'s site '{site['name']}' scores its values in "
+                    f"{scored} (its distribution's parameters are half precision); the "
+                    "evidence of the whole data sums many log densities, which half "
+                    "precision rounds away: compute them in float32 (e.g. logits.float())")
 
 
 @leaves_buffers
@@ -180,7 +197,7 @@ def joint_log_evidence(model: Callable, guide: Callable, *args, num_samples: int
     check_data(args, kwargs)
     _check_precision(args, kwargs)
     model, guide, structure = checked_pair(model, guide, args, kwargs, JOINT_USE)
-    _check_sites_precision(structure)
+    _check_sites_precision(model, guide, args, kwargs, structure)
     # the memory checks count [K, batch] weights: here one column
     check_weights_memory(num_samples, 1, weight_itemsize(args, kwargs))
     check_particle_memory(model, guide, args, kwargs,

@@ -134,9 +134,10 @@ class ShadowedParamWarning(UserWarning):
 
 def pyro_params_held(model, guide) -> list[tuple[torch.nn.Module, str, torch.Tensor]]:
     """``(module, name, unconstrained tensor)`` of the ``PyroParam``s of the ``PyroModule``s
-    whose methods ``model`` and ``guide`` are (and of their submodules), before a run."""
+    whose methods ``model`` and ``guide`` are, or that they are themselves (a module called
+    as the guide), and of their submodules, before a run."""
     owners = {id(o): o for o in (getattr(model, "__self__", None),
-                                 getattr(guide, "__self__", None))
+                                 getattr(guide, "__self__", None), model, guide)
               if isinstance(o, torch.nn.Module)}
     return [(sub, name, sub._parameters[name + "_unconstrained"])
             for owner in owners.values() for sub in owner.modules()

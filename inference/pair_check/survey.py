@@ -357,13 +357,14 @@ class _FirstRunChecks(Messenger):
     masks, enumeration), or a parameter the store holds in another shape
     (:func:`_check_stored_shape`)."""
 
-    def __init__(self, role: str):
+    def __init__(self, role: str, stored: set):
         super().__init__()
         self.role = role
+        self.stored = stored  # the param store's names before the survey's runs
 
     def _process_message(self, msg):
         if msg["type"] == "param":
-            _check_stored_shape(msg, self.role)
+            _check_stored_shape(msg, self.role, self.stored)
             return
         fn = msg["fn"]
         if msg["type"] == "sample" and isinstance(fn, torch.distributions.Distribution) \
@@ -375,25 +376,30 @@ class _FirstRunChecks(Messenger):
                 "pyro.distributions as dist), which takes the same arguments")
 
 
-def _check_stored_shape(msg, role: str) -> None:
-    """Stop the run at ``pyro.param(name, init)`` when Pyro's param store already holds a
-    tensor of another shape under ``name``: Pyro returns the stored tensor and ignores
-    ``init``, so the pair would compute with an earlier model's tensor where it broadcasts
-    (one shared ``loc`` for every datapoint), or fail with a bare size mismatch where it does
-    not. Not for a network's own ``nn.Parameter`` (registered by ``pyro.module`` or a
-    ``PyroModule``): the network computes with its own, whatever the store holds (two models
-    of other sizes whose networks share names are fine; a store entry that shadows one is
-    warned about or refused by :func:`.networks.shadowed_parameters`' callers)."""
+def _check_stored_shape(msg, role: str, stored: set) -> None:
+    """Stop the run at ``pyro.param(name, init)`` when Pyro's param store held a tensor of
+    another shape under ``name`` before the survey (``stored``: its names then): Pyro returns
+    the stored tensor and ignores ``init``, so the pair would compute with an earlier
+    model's tensor where it broadcasts (one shared ``loc`` for every datapoint), or fail with
+    a bare size mismatch where it does not. A lazy ``init`` (a callable, Pyro's idiom for a
+    large tensor) is called to compare. Not for shapes that differ by dims of size one only
+    (``[]`` and ``[1]``: the same values), nor for a network's own ``nn.Parameter``
+    (registered by ``pyro.module`` or a ``PyroModule``): the network computes with its own,
+    whatever the store holds (two models of other sizes whose networks share names are
+    fine; a store entry that shadows one is warned about or refused by
+    :func:`.networks.shadowed_parameters`' callers)."""
     args = msg["args"]
-    if len(args) < 2 or not torch.is_tensor(args[1]) or not isinstance(args[0], str) \
+    if len(args) < 2 or not isinstance(args[0], str) or args[0] not in stored \
             or isinstance(args[1], torch.nn.Parameter):
-        return  # no initial value, a lazy one (a callable), or a network's: nothing to compare
+        return  # no initial value, made in this run, or a network's: nothing to compare
     name, initial = args[0], args[1]
+    if callable(initial) and not torch.is_tensor(initial):
+        initial = initial()
     store = pyro.get_param_store()
-    if name not in store:
+    if not torch.is_tensor(initial) or name not in store:
         return
     held = store[name]
-    if held.shape == initial.shape:
+    if [n for n in held.shape if n != 1] == [n for n in initial.shape if n != 1]:
         return
     read = (f"the {role} reads pyro.param('{name}') with an initial value of shape "
             f"{list(initial.shape)}")
@@ -531,11 +537,11 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     with forked_rng(), poutine.block(), \
             torch.no_grad():
         try:
-            guide_full = poutine.trace(_FirstRunChecks("guide")(guide)).get_trace(
+            guide_full = poutine.trace(_FirstRunChecks("guide", stored)(guide)).get_trace(
                 *copy_args, **copy_kwargs)
             _check_arguments_unchanged(copies, "the guide")
             _check_guide_not_reparameterized(guide_full)
-            model_full = replay_model(_FirstRunChecks("model")(model), guide_full,
+            model_full = replay_model(_FirstRunChecks("model", stored)(model), guide_full,
                                       copy_args, copy_kwargs)
             _check_arguments_unchanged(copies, "the model")
         except _RunRefused as found:

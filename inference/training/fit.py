@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import random
 import re
 import time
 import warnings
@@ -970,7 +971,14 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
             store_names += [name for name in state["param_store"]["params"]
                             if name not in store_names]
         checkpoints.restore_param_store(state["param_store"], store_names)
-        restore_frozen(modules, registered, state.get("frozen", {}))
+        refrozen = restore_frozen(modules, registered, state.get("frozen", {}))
+        if refrozen:
+            warnings.warn(
+                f"fit: the checkpoint {checkpoint} records parameters {refrozen[:5]} frozen "
+                "(requires_grad False, by a callback or before the interrupted run), and the "
+                "resumed run freezes them again to train as that run did; to train them now, "
+                "unfreeze them in a callback, or start a new fit from the checkpoint's values",
+                stacklevel=user_stacklevel())
         restore_evaluating(modules, registered, state.get("evaluating", {}))
         problems = restore_buffers(registered, state.get("network_buffers", {}))
         if problems:
@@ -1129,12 +1137,16 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                         if epoch + 1 < epochs else [])
                 layouts = _store_layouts()
                 evaluating = {id(m): set(training_mode_layers(m, training=False)) for m in still}
+                flags = (frozen_parameters(modules, registered),
+                         evaluating_submodules(modules, registered))
+                networks = _network_identities(model, guide)
                 # its draws (a logged sample) leave training's random streams where they were,
-                # so a resumed run draws as the uninterrupted one
+                # so a resumed run draws as the uninterrupted one; numpy's and Python's,
+                # which training does not move, start from the run's seed and the epoch
                 interrupted = None
                 try:
-                    with forked_rng(), PYRO_LOCK.released():  # (its threads may call
-                        callback(record)                        # estimators meanwhile)
+                    with _callback_streams(seed, epoch), PYRO_LOCK.released():  # (its
+                        callback(record)  # threads may call estimators meanwhile)
                 except KeyboardInterrupt as error:  # a callback that stops the run: what it did
                     interrupted = error             # before stopping is kept, as it would be
                 if interrupted is None:
@@ -1151,17 +1163,22 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
                     warned_modes = _warn_modes_left(still, evaluating, epoch)
                 if interrupted is None:  # (before the epoch's checkpoint is written again)
                     _check_callback_kept_layouts(layouts, epoch, checkpoint, saved, earlier)
-                if interrupted is None and epoch + 1 < epochs:  # (after the last epoch, a
-                    # network swapped in trains no more; a resume's first step would say)
+                if interrupted is None and epoch + 1 < epochs \
+                        and networks != _network_identities(model, guide):  # (a network or a
+                    # store entry replaced; after the last epoch it trains no more, and a
+                    # resume's first step would say)
                     with kept_buffers(still):
                         _check_callback_kept_networks(model, guide, batch, epoch, checkpoint,
                                                       saved, earlier)
+                flags_moved = flags != (frozen_parameters(modules, registered),
+                                        evaluating_submodules(modules, registered))
                 if checkpoint is not None and parallel.from_first_rank(
                         settings_record.moved_since_save() or _record_changed(logged, record)
-                        or not same_tensors(
+                        or flags_moved or not same_tensors(
                             before, checkpointed_tensors(modules, store_names, registered))):
                     # it moved a setting (an annealed weight), changed a parameter (a max-norm
-                    # projection) or wrote into the epoch's record (a logged metric): the
+                    # projection), froze one or put a layer in evaluation mode, or wrote into
+                    # the epoch's record (a logged metric): the
                     # checkpoint holds the values the next epoch trains with, the callback's
                     # state after it ran, its record
                     _save_over_own(parallel, checkpoint,
@@ -1286,6 +1303,33 @@ def _warn_modes_left(modules, evaluating: dict, epoch: int) -> bool:
                 "at the end of the callback unless that is meant", stacklevel=user_stacklevel())
             return True
     return False
+
+
+# Seeds the numpy and Python streams a callback draws from (with the run's seed and epoch).
+CALLBACK_STREAM = 0x63616C6C
+
+
+@contextlib.contextmanager
+def _callback_streams(seed: int, epoch: int):
+    """Inside the block, draws from torch's, numpy's and Python's generators leave training's
+    streams where they were (:func:`inference.random_state.forked_rng`); numpy's and
+    Python's, which training does not move, start from ``(seed, epoch)``: a callback's random
+    subset or logged sample differs from epoch to epoch (each epoch drew the same before)
+    and is the same in a resumed run."""
+    state = np.random.SeedSequence([seed, epoch, CALLBACK_STREAM]).generate_state(1)[0]
+    with forked_rng():
+        np.random.seed(int(state))
+        random.seed(int(state))
+        yield
+
+
+def _network_identities(model, guide) -> tuple:
+    """The identity of each submodule the pair reaches and of each tensor in Pyro's param
+    store, by name: a callback that put another network in place (``vae.decoder = new``) or
+    loaded other tensors into the store (``store.load``) changes it."""
+    return (tuple(id(sub) for module in reachable_modules(model, guide)
+                  for sub in module.modules()),
+            tuple((name, id(p)) for name, p in pyro.get_param_store().named_parameters()))
 
 
 def _store_layouts() -> dict[str, tuple]:

@@ -754,12 +754,14 @@ def _warn_rows_of_the_whole_data(model, guide, first_batch: tuple, num_data: int
             and site["value"].dim()
             and id(site["value"].unconstrained() if hasattr(site["value"], "unconstrained")
                    else site["value"]) not in networks}
-    of_batch = [name for name, size in free.items() if size == batch_rows < num_data]
+    of_batch = _sized_by_rows(guide, first_batch, [
+        name for name, size in free.items() if size == batch_rows < num_data])
     if of_batch:
         warnings.warn(
             f"{called or 'fit'}: the guide's {site_list(of_batch)} have {batch_rows} rows, as "
-            "many as fit's minibatch (made on the first one, pyro.param(name, "
-            "torch.zeros(len(x)))), and the model subsamples a pyro.plate("
+            "many as fit's minibatch, and one row fewer when the guide is given one row fewer "
+            "(made on the first minibatch, pyro.param(name, torch.zeros(len(x)))), and the "
+            "model subsamples a pyro.plate("
             f"'{DATA_PLATE}') sized on the minibatch: if those rows are per datapoint, every "
             "minibatch trains the same rows on other datapoints (a global parameter of as "
             f"many rows is unaffected). Give them {num_data} rows, pass the indices with the "
@@ -778,6 +780,28 @@ def _warn_rows_of_the_whole_data(model, guide, first_batch: tuple, num_data: int
             f"torch.arange(N))), and subsample with pyro.plate('{DATA_PLATE}', N, "
             f"subsample=idx); or train with batch_size >= {num_data}",
             stacklevel=user_stacklevel())
+
+
+def _sized_by_rows(guide, batch: tuple, names: list[str]) -> list[str]:
+    """Those of the param-store ``names`` that the guide makes with one row fewer when given
+    one row fewer of ``batch`` (a run in a param store of its own, random state restored):
+    parameters sized by the rows (``torch.zeros(len(x))``), not a global of as many rows by
+    chance (16 mixture components beside a minibatch of 16). None when the guide fails on
+    the fewer rows."""
+    rows = next((t.shape[0] for t in batch if torch.is_tensor(t) and t.dim()), 0)
+    if not names or rows < 2:
+        return []
+    fewer = tuple(t[:rows - 1] if torch.is_tensor(t) and t.dim() and t.shape[0] == rows else t
+                  for t in batch)
+    try:
+        with pyro.get_param_store().scope(), forked_rng(), poutine.block(), torch.no_grad():
+            trace = poutine.trace(guide).get_trace(*fewer)
+    except Exception:  # noqa: BLE001 - a guide that needs the whole minibatch: no finding
+        return []
+    return [name for name in names if name in trace.nodes
+            and torch.is_tensor(trace.nodes[name]["value"])
+            and trace.nodes[name]["value"].dim()
+            and trace.nodes[name]["value"].shape[0] == rows - 1]
 
 
 def _warn_double_scaling(structure: PairStructure, num_data: int, batch_size: int,

@@ -99,14 +99,19 @@ def frozen_parameters(modules: list, networks: dict) -> dict:
         name for name, p in module.named_parameters() if not p.requires_grad])
 
 
-def restore_frozen(modules: list, networks: dict, state: dict) -> None:
+def restore_frozen(modules: list, networks: dict, state: dict) -> list[str]:
     """Freeze (``requires_grad_(False)``) the parameters of ``modules`` and ``networks`` that
     :func:`frozen_parameters` recorded frozen in ``state``; the others are left as they are
-    (a parameter the user froze before resuming stays frozen)."""
+    (a parameter the user froze before resuming stays frozen). Returns the names of those
+    it froze that were trainable (``"<Module>.<parameter>"``), for the caller to report."""
+    refrozen = []
     for module, names in _recorded_pairs(modules, networks, state):
         for name, p in module.named_parameters():
             if name in names:
+                if p.requires_grad:
+                    refrozen.append(f"{type(module).__name__}.{name}")
                 p.requires_grad_(False)
+    return refrozen
 
 
 def evaluating_submodules(modules: list, networks: dict) -> dict:

@@ -537,3 +537,24 @@ def test_a_folder_holding_another_examples_results_is_refused(tmp_path, monkeypa
     write_json(unnamed / "metrics.json", {"loss": 1.0})
     monkeypatch.setattr(sys, "argv", ["vae.py"])
     start_run(argparse.Namespace(out_dir=str(unnamed), seed=0, threads=1))
+
+
+def test_an_example_run_from_a_notebook_is_named_by_its_parser_not_by_the_kernel(tmp_path,
+                                                                                   monkeypatch):
+    # the folder check named the script by sys.argv[0]: from a notebook, every example was
+    # "ipykernel_launcher.py" (two examples mixed silently, a rerun into its CLI folder refused)
+    from scaffold.runs import finish_run
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "toy_manifold.py"
+    spec = importlib.util.spec_from_file_location("toy_manifold_example", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    monkeypatch.setattr(sys, "argv", ["ipykernel_launcher.py"])
+    args = example.parse_args(["--out-dir", str(tmp_path / "toy"), "--threads", "1"])
+    assert args.script == "toy_manifold.py"
+    out, _, start = start_run(args)
+    finish_run(out, {"config": vars(args)}, start)
+    assert json.loads((out / "metrics.json").read_text())["script"] == "toy_manifold.py"
+    other = argparse.Namespace(out_dir=str(out), seed=0, threads=1, script="vae.py")
+    with pytest.raises(SystemExit, match="results of toy_manifold.py"):
+        start_run(other)

@@ -60,8 +60,10 @@ def test_a_seeded_linear_gaussian_is_the_same_model_whatever_the_default_dtype(f
     from ppl_models import LinearGaussian
 
     wide = LinearGaussian(20, 4, seed=0)  # (16 or more values: torch's float64 stream differs)
+    wide_data = wide.simulate(100, seed=1)  # (drawn under the float64 default)
     torch.set_default_dtype(torch.float32)
     narrow = LinearGaussian(20, 4, seed=0)
+    assert torch.allclose(wide_data.float(), narrow.simulate(100, seed=1), atol=1e-5)
     for name, value in narrow.state_dict().items():
         assert torch.allclose(wide.state_dict()[name].float(), value, atol=1e-6), name
     # the same data from the same seed, whatever the parameters' dtype
@@ -786,4 +788,144 @@ def test_modes_and_freezes_a_callback_left_are_restored_on_resume(tmp_path):
     resumed = run(5, tmp_path / "part.pt", True)
     for name, value in straight.items():
         assert torch.equal(resumed[name], value), name
+    pyro.clear_param_store()
+
+
+def test_the_stored_shape_check_covers_lazy_inits_and_module_guides_and_spares_shared_params():
+    # probe of the session's own changes: the stale-shape refusal was bypassed by Pyro's lazy
+    # init and by a PyroModule guide's PyroParam (fit trained one shared loc), and refused a
+    # pair whose model and guide share pyro.param('noise') read as [] and [1]
+    from pyro.nn import PyroModule, PyroParam
+
+    from inference import fit
+    from inference.pair_check import PairError
+
+    x = torch.arange(8.0)
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def lazy_guide(x):
+        loc = pyro.param("loc", lambda: torch.zeros(len(x)))
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(loc, 0.7071))
+
+    class ModuleGuide(PyroModule):
+        def __init__(self, n):
+            super().__init__()
+            self.loc = PyroParam(torch.zeros(n))
+
+        def forward(self, x):
+            with pyro.plate("data", len(x)):
+                pyro.sample("z", dist.Normal(self.loc, 0.7071))
+
+    for guide in (lazy_guide, ModuleGuide(8)):
+        pyro.clear_param_store()
+        pyro.param("loc", torch.zeros(1))  # an earlier model's
+        with pytest.raises(PairError, match=r"'loc'.*\[8\].*\[1\]|'loc'.*\[1\].*\[8\]"):
+            fit(model, guide, x, epochs=1, progress=False)
+
+    def shared_model(x):
+        noise = pyro.param("noise", torch.tensor([0.5]), constraint=dist.constraints.positive)
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, noise), obs=x)
+
+    def shared_guide(x):
+        noise = pyro.param("noise", torch.tensor(0.5), constraint=dist.constraints.positive)
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(0.1 * x, noise))
+
+    pyro.clear_param_store()
+    assert iwae_bound(shared_model, shared_guide, x, num_samples=3, progress=False).shape == (8,)
+    pyro.clear_param_store()
+
+
+def test_callback_draws_differ_by_epoch_and_repeat_with_the_seed_and_no_op_callbacks_cost_nothing():
+    import random
+
+    import numpy as np
+
+    from inference import fit
+
+    x = torch.randn(20, generator=torch.Generator().manual_seed(0))
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        w = pyro.param("w", torch.tensor(0.1))
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(w * x, 0.8))
+
+    def run(callback):
+        drawn = []
+
+        def record(entry):
+            drawn.append((np.random.randint(1000), random.random()))
+            if callback is not None:
+                callback(entry)
+
+        pyro.clear_param_store()
+        history = fit(model, guide, x, epochs=3, batch_size=5, seed=4, progress=False,
+                      callback=record)
+        return drawn, [r["train_loss"] for r in history]
+
+    first, losses = run(None)
+    assert len(set(first)) == 3  # (each epoch drew the same before)
+    again, _ = run(None)
+    assert again == first  # the same seed, the same callback draws (a resume's too)
+    pyro.clear_param_store()
+    plain = [r["train_loss"] for r in fit(model, guide, x, epochs=3, batch_size=5, seed=4,
+                                            progress=False)]
+    assert plain == losses  # a callback that changes nothing changes no step
+    pyro.clear_param_store()
+
+
+def test_a_global_param_as_long_as_the_minibatch_is_not_taken_for_rows():
+    import warnings
+
+    from inference import fit
+
+    def guide(x):
+        pyro.param("components", torch.zeros(6))  # 6 mixture components, batch of 6
+        with pyro.plate("data", len(x), subsample_size=3):
+            pyro.sample("z", dist.Normal(0.0, 0.45))
+
+    pyro.clear_param_store()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit(_self_subsampling_model, guide, torch.randn(12), epochs=1, batch_size=6,
+            progress=False)
+    pyro.clear_param_store()
+
+
+def test_a_resume_that_freezes_again_what_the_checkpoint_records_says_so(tmp_path):
+    from inference import fit
+    from ppl_models import LinearGaussian
+
+    x = LinearGaussian(3, 1, seed=0).simulate(20, seed=1)
+
+    def run(epochs, resume):
+        lg = LinearGaussian(3, 1, seed=0)
+
+        def freeze(record):
+            if record["epoch"] == 1:
+                lg.encoder.weight.requires_grad_(False)
+
+        pyro.clear_param_store()
+        fit(lg.model, lg.guide, x, epochs=epochs, batch_size=10, progress=False,
+            callback=freeze if not resume else None, checkpoint=tmp_path / "run.pt",
+            resume=resume)
+        return lg
+
+    run(2, False)
+    with pytest.warns(UserWarning, match=r"records parameters \['LinearGaussian.encoder.weight'\] "
+                                         r"frozen .* freezes them again"):
+        resumed = run(3, True)
+    assert not resumed.encoder.weight.requires_grad
     pyro.clear_param_store()
