@@ -435,7 +435,8 @@ class PixelCNN(PyroModule):
 
         def choose(c: int, i: int, j: int, raw: torch.Tensor | None) -> torch.Tensor:
             bar.update()
-            u = torch.rand((num, len(levels)), generator=generator, device=device)
+            u = torch.rand((num, len(levels)), generator=generator, device=device,
+                           dtype=torch.float32)  # (the same draws whatever the default dtype)
             if raw is None:  # every value is given: draw anyway so both samplers stay in step
                 return given[:, c, i, j]
             # -inf outputs (logits of levels of probability zero) are allowed; NaN and +inf

@@ -929,3 +929,22 @@ def test_a_resume_that_freezes_again_what_the_checkpoint_records_says_so(tmp_pat
         resumed = run(3, True)
     assert not resumed.encoder.weight.requires_grad
     pyro.clear_param_store()
+
+
+def test_pixelcnn_samples_are_the_same_under_a_float64_default_dtype():
+    from ppl_models import PixelCNN
+
+    torch.manual_seed(0)
+    narrow_model = PixelCNN((1, 6, 6), channels=4, num_blocks=1)
+    narrow = narrow_model.sample(20, seed=1, progress=False)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        torch.manual_seed(0)
+        wide_model = PixelCNN((1, 6, 6), channels=4, num_blocks=1)
+        wide_model.load_state_dict({k: v.double() if v.is_floating_point() else v
+                                    for k, v in narrow_model.state_dict().items()})
+        wide = wide_model.sample(20, seed=1, progress=False)
+    finally:
+        torch.set_default_dtype(previous)
+    assert torch.equal(wide.float(), narrow.float())
