@@ -1005,7 +1005,7 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
             and not state.get("after_callback"):
         # the checkpoint was written before its last epoch's callback ran: run it again, as
         # the interrupted run did, on the same parameters and random state
-        with forked_rng(), PYRO_LOCK.released():
+        with _callback_streams(seed, len(history) - 1), PYRO_LOCK.released():
             callback(history[-1])
     # Pyro's validation (when on) checks every step of the first epoch run here, so that each
     # datapoint is checked once; later epochs skip it
