@@ -162,7 +162,8 @@ class AISResult:
 
 
 def annealing_schedule(num_steps: int, schedule: str = "sigmoid", sharpness: float = 4.0,
-                       dtype=torch.float64, device=None) -> torch.Tensor:
+                       dtype=torch.float64, device=None, *, kind: str | None = None
+                       ) -> torch.Tensor:
     """Inverse temperatures ``beta_0 = 0 < ... < beta_T = 1``, ``[num_steps + 1]``.
 
     ``schedule`` (as :func:`ais_log_evidence` names it): ``"linear"``: ``beta_t = t / T``.
@@ -173,10 +174,15 @@ def annealing_schedule(num_steps: int, schedule: str = "sigmoid", sharpness: flo
 
     ``device``: None (the CPU) or a device as :func:`inference.resolve_device` takes it,
     checked first (``"gpu"``, or ``"cuda"`` where torch sees none, is refused by name).
+    ``kind``: the former name of ``schedule``, still taken (with a ``FutureWarning``).
     ``dtype`` must be a floating-point ``torch.dtype`` (an integer one would round every beta
     to 0 or 1); ``ValueError`` naming it otherwise, and when the schedule rounded to it no
     longer increases strictly (float16 or bfloat16 with many steps).
     """
+    if kind is not None:  # the parameter's name before 2026-11-30
+        warnings.warn("annealing_schedule(kind=...) is now schedule=...", FutureWarning,
+                      stacklevel=2)
+        schedule = kind
     device = torch.device("cpu") if device is None else resolve_device(device)
     check_int(num_steps, "num_steps")
     # its float64 schedule alone would take 8 bytes a step

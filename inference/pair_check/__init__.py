@@ -96,6 +96,7 @@ from .sites import (
 from .survey import (
     PairStructure,
     stale_parameters_error,
+    stored_shapes_checked,
     survey_pair,
 )
 
@@ -144,6 +145,7 @@ __all__ = [
     "scored_elements",
     "site_mask",
     "stale_parameters_error",
+    "stored_shapes_checked",
     "survey_pair",
     "tensor_text",
     "trace_pair",

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -357,14 +358,15 @@ class _FirstRunChecks(Messenger):
     masks, enumeration), or a parameter the store holds in another shape
     (:func:`_check_stored_shape`)."""
 
-    def __init__(self, role: str, stored: set):
+    def __init__(self, role: str, stored: set, networks: set):
         super().__init__()
         self.role = role
         self.stored = stored  # the param store's names before the survey's runs
+        self.networks = networks  # ids of the parameters of the networks the pair reaches
 
     def _process_message(self, msg):
         if msg["type"] == "param":
-            _check_stored_shape(msg, self.role, self.stored)
+            _check_stored_shape(msg, self.role, self.stored, self.networks)
             return
         fn = msg["fn"]
         if msg["type"] == "sample" and isinstance(fn, torch.distributions.Distribution) \
@@ -376,7 +378,7 @@ class _FirstRunChecks(Messenger):
                 "pyro.distributions as dist), which takes the same arguments")
 
 
-def _check_stored_shape(msg, role: str, stored: set) -> None:
+def _check_stored_shape(msg, role: str, stored: set, networks: set) -> None:
     """Stop the run at ``pyro.param(name, init)`` when Pyro's param store held a tensor of
     another shape under ``name`` before the survey (``stored``: its names then): Pyro returns
     the stored tensor and ignores ``init``, so the pair would compute with an earlier
@@ -384,13 +386,14 @@ def _check_stored_shape(msg, role: str, stored: set) -> None:
     a bare size mismatch where it does not. A lazy ``init`` (a callable, Pyro's idiom for a
     large tensor) is called to compare. Not for shapes that differ by dims of size one only
     (``[]`` and ``[1]``: the same values), nor for a network's own ``nn.Parameter``
-    (registered by ``pyro.module`` or a ``PyroModule``): the network computes with its own,
+    (registered by ``pyro.module`` or a ``PyroModule``: ``networks`` holds the ids of the
+    parameters of the networks the pair reaches): the network computes with its own,
     whatever the store holds (two models of other sizes whose networks share names are
     fine; a store entry that shadows one is warned about or refused by
     :func:`.networks.shadowed_parameters`' callers)."""
     args = msg["args"]
     if len(args) < 2 or not isinstance(args[0], str) or args[0] not in stored \
-            or isinstance(args[1], torch.nn.Parameter):
+            or id(args[1]) in networks:
         return  # no initial value, made in this run, or a network's: nothing to compare
     name, initial = args[0], args[1]
     if callable(initial) and not torch.is_tensor(initial):
@@ -421,6 +424,27 @@ def _check_stored_shape(msg, role: str, stored: set) -> None:
         "other tensor (one value shared by every row where it broadcasts) or fail with a bare "
         "size mismatch. Call pyro.clear_param_store() before running a new model, or give "
         f"the parameter another name.{rows}")
+
+
+def stored_shapes_checked(model, guide) -> tuple:
+    """``(model, guide)`` wrapped so that a run of either stops with a :class:`PairError` at
+    a ``pyro.param`` whose tensor in Pyro's param store (held before the wrapping) has
+    another shape than its initial value (:func:`_check_stored_shape`): for entry points
+    that run a pair without :func:`survey_pair` (the uses' ``kl_per_dimension`` and
+    ``posterior_means``, a resume's parameter inventory)."""
+    stored = set(pyro.get_param_store().keys())
+    networks = {id(p) for module in reachable_modules(model, guide) for p in module.parameters()}
+
+    def checked(program, role):
+        @functools.wraps(program)
+        def run(*args, **kwargs):
+            try:
+                return _FirstRunChecks(role, stored, networks)(program)(*args, **kwargs)
+            except _RunRefused as found:
+                raise PairError(str(found)) from None
+        return run
+
+    return checked(model, "model"), checked(guide, "guide")
 
 
 def _dependent_late_parents(model, guide, args, kwargs, model_sites, guide_latents) -> tuple:
@@ -534,14 +558,15 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
     # place is refused before it touches the caller's
     copy_args, copy_kwargs, copies = copied_arguments(args, kwargs)
     stored = set(pyro.get_param_store().keys())  # before the runs: an earlier run's names
+    networks = {id(p) for module in reachable_modules(model, guide) for p in module.parameters()}
     with forked_rng(), poutine.block(), \
             torch.no_grad():
         try:
-            guide_full = poutine.trace(_FirstRunChecks("guide", stored)(guide)).get_trace(
+            guide_full = poutine.trace(_FirstRunChecks("guide", stored, networks)(guide)).get_trace(
                 *copy_args, **copy_kwargs)
             _check_arguments_unchanged(copies, "the guide")
             _check_guide_not_reparameterized(guide_full)
-            model_full = replay_model(_FirstRunChecks("model", stored)(model), guide_full,
+            model_full = replay_model(_FirstRunChecks("model", stored, networks)(model), guide_full,
                                       copy_args, copy_kwargs)
             _check_arguments_unchanged(copies, "the model")
         except _RunRefused as found:

@@ -971,15 +971,16 @@ def _train(model, guide, tensors: tuple, valid_data, stepper, optimizer, modules
             store_names += [name for name in state["param_store"]["params"]
                             if name not in store_names]
         checkpoints.restore_param_store(state["param_store"], store_names)
-        refrozen = restore_frozen(modules, registered, state.get("frozen", {}))
-        if refrozen:
+        moved_flags = (restore_frozen(modules, registered, state.get("frozen", {}))
+                       + restore_evaluating(modules, registered, state.get("evaluating", {})))
+        if moved_flags:
             warnings.warn(
-                f"fit: the checkpoint {checkpoint} records parameters {refrozen[:5]} frozen "
-                "(requires_grad False, by a callback or before the interrupted run), and the "
-                "resumed run freezes them again to train as that run did; to train them now, "
-                "unfreeze them in a callback, or start a new fit from the checkpoint's values",
+                f"fit: the checkpoint {checkpoint} records which parameters were frozen "
+                "(requires_grad False) and which layers in evaluation mode, set by a callback "
+                "or before the interrupted run, and the resumed run sets them so to train as "
+                f"that run did: {moved_flags[:5]}; to change them now, do it in a callback, "
+                "or start a new fit from the checkpoint's values",
                 stacklevel=user_stacklevel())
-        restore_evaluating(modules, registered, state.get("evaluating", {}))
         problems = restore_buffers(registered, state.get("network_buffers", {}))
         if problems:
             raise checkpoints.CheckpointError(
@@ -1324,11 +1325,13 @@ def _callback_streams(seed: int, epoch: int):
 
 
 def _network_identities(model, guide) -> tuple:
-    """The identity of each submodule the pair reaches and of each tensor in Pyro's param
-    store, by name: a callback that put another network in place (``vae.decoder = new``) or
+    """The identity of each submodule the pair reaches, of each of their parameters and of
+    each tensor in Pyro's param store, by name: a callback that put another network or
+    parameter in place (``vae.decoder = new``, ``layer.weight = nn.Parameter(...)``) or
     loaded other tensors into the store (``store.load``) changes it."""
-    return (tuple(id(sub) for module in reachable_modules(model, guide)
-                  for sub in module.modules()),
+    modules = reachable_modules(model, guide)
+    return (tuple(id(sub) for module in modules for sub in module.modules()),
+            tuple(id(p) for module in modules for p in module.parameters()),
             tuple((name, id(p)) for name, p in pyro.get_param_store().named_parameters()))
 
 

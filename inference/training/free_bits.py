@@ -72,20 +72,48 @@ def _scaled(value: torch.Tensor, site) -> torch.Tensor:
     return value if isinstance(scale, (int, float)) and scale == 1 else value * scale
 
 
-def _both_masked(kl: torch.Tensor, model_site, guide_site) -> torch.Tensor:
-    """Zero the KL elements ``kl: [*batch, *elements]`` (a prefix of the guide value's shape)
-    where either side's mask is off: each site's ``poutine.mask`` and ``dist.mask``
-    wrappers (:func:`inference.pair_check.site_mask`; the survey refuses masks that differ
-    between model and guide). A value's event dims past ``elements`` count as masked when
-    any of their entries is (a mask covers such an event whole)."""
+def _both_masked(kl: torch.Tensor, model_site, guide_site) -> tuple:
+    """``(kl, mask)``: the KL elements ``kl: [*batch, *elements]`` (a prefix of the guide
+    value's shape) zeroed where either side's mask is off, each site's ``poutine.mask`` and
+    ``dist.mask`` wrappers (:func:`inference.pair_check.site_mask`; the survey refuses masks
+    that differ between model and guide), and that mask in ``kl``'s shape (None: nothing
+    masked). A value's event dims past ``elements`` count as masked when any of their
+    entries is (a mask covers such an event whole)."""
     value = guide_site["value"]
     mask = site_mask(model_site) & site_mask(guide_site)
     if bool(mask.all()):
-        return kl
+        return kl, None
     mask = mask.reshape((1,) * (value.dim() - mask.dim()) + tuple(mask.shape)).expand(
         value.shape)
     mask = mask.reshape(tuple(kl.shape) + (-1,)).all(-1) if value.dim() > kl.dim() else mask
-    return torch.where(mask, kl, kl.new_zeros(()))
+    return torch.where(mask, kl, kl.new_zeros(())), mask
+
+
+def _floored_penalty(kl: torch.Tensor, mask, data_dim: int, free_bits: float,
+                     group: str) -> tuple:
+    """``(penalty, KL_j)`` of one data-plate site: ``KL_j`` the mean over the data plate's
+    scored rows of ``kl: [*batch, *elements]`` (masked elements zero, ``mask`` in its shape
+    or None) at each element, and the penalty ``rows * max(lambda, KL_j)`` summed (per
+    dimension), or ``rows * max(lambda, sum_j KL_j)`` (per site), with ``rows`` the rows
+    whose KL counts: a masked row (padding) is neither averaged in as KL 0 nor charged the
+    floor."""
+    if mask is None:
+        batch = kl.shape[data_dim]
+        mean_kl = kl.mean(data_dim)  # KL_j: [*other plates, *event]
+        if free_bits == 0:  # L_0 is the ELBO: no floor on a sampled (possibly < 0) KL_j
+            return batch * mean_kl.sum(), mean_kl
+        if group == "dimension":
+            return batch * mean_kl.clamp(min=free_bits).sum(), mean_kl
+        return batch * mean_kl.sum().clamp(min=free_bits), mean_kl
+    rows = mask.sum(data_dim)  # scored rows at each element
+    mean_kl = kl.sum(data_dim) / rows.clamp(min=1)
+    if free_bits == 0:
+        return kl.sum(), mean_kl
+    if group == "dimension":
+        return (rows * mean_kl.clamp(min=free_bits)).sum(), mean_kl
+    scored = mask.movedim(data_dim, 0).reshape(mask.shape[data_dim], -1).any(1).sum()
+    total = kl.sum() / scored.clamp(min=1)  # the site's mean KL over its scored rows
+    return scored * total.clamp(min=free_bits), mean_kl
 
 
 def _masked(value: torch.Tensor, site, trailing: int = 0) -> torch.Tensor:
@@ -230,22 +258,14 @@ def free_bits_terms(model_trace, guide_trace, free_bits: float,
         # with lambda = 0 nothing is floored: a site without per-dimension terms is one group
         kl, split = _kl_elements(site, guide_sites[name], name not in late,
                                  group if free_bits > 0 else "site")
-        kl = _both_masked(kl, site, guide_sites[name])
+        kl, mask = _both_masked(kl, site, guide_sites[name])
         frame = data_frame(site)
         if frame is None:
             penalty = penalty + _scaled(kl.sum(), site)
             continue
         data_dim = frame.dim - split  # frame.dim counts from the end of the batch dims
-        batch = kl.shape[data_dim]
-        mean_kl = kl.mean(data_dim)  # KL_j: [*other plates, *event]
-        kls[name] = mean_kl
-        if free_bits == 0:  # L_0 is the ELBO: no floor on a sampled (possibly < 0) KL_j
-            floored = mean_kl.sum()
-        elif group == "dimension":
-            floored = mean_kl.clamp(min=free_bits).sum()
-        else:
-            floored = mean_kl.sum().clamp(min=free_bits)
-        penalty = penalty + _scaled(batch * floored, site)
+        floored, kls[name] = _floored_penalty(kl, mask, data_dim, free_bits, group)
+        penalty = penalty + _scaled(floored, site)
     if not torch.is_tensor(log_likelihood):
         raise ValueError("the model has no observed site to score")
     penalty = penalty if torch.is_tensor(penalty) else log_likelihood.new_zeros(())

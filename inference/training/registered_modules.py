@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 
+import pyro
 import torch
 
 EXTRA_STATE = "_extra_state"  # the suffix under which state_dict keeps a module's extra state
@@ -92,26 +93,40 @@ def restore_buffers(networks: dict, state: dict) -> list[str]:
 
 def frozen_parameters(modules: list, networks: dict) -> dict:
     """The names of the parameters with ``requires_grad`` False (frozen, by the user or a
-    callback: "train the decoder alone from epoch 3"), of each module in ``modules`` and of
-    each network in ``networks`` (name -> module): what a resumed run must freeze again to
+    callback: "train the decoder alone from epoch 3"), of each module in ``modules``, of
+    each network in ``networks`` (name -> module) and of Pyro's param store (``"store"``: a
+    plain ``pyro.param``'s ``unconstrained()`` frozen): what a resumed run must set again to
     train as the interrupted one did."""
-    return _names_per_module(modules, networks, lambda module: [
+    record = _names_per_module(modules, networks, lambda module: [
         name for name, p in module.named_parameters() if not p.requires_grad])
+    record["store"] = [name for name, p in pyro.get_param_store().named_parameters()
+                       if not p.requires_grad]
+    return record
 
 
 def restore_frozen(modules: list, networks: dict, state: dict) -> list[str]:
-    """Freeze (``requires_grad_(False)``) the parameters of ``modules`` and ``networks`` that
-    :func:`frozen_parameters` recorded frozen in ``state``; the others are left as they are
-    (a parameter the user froze before resuming stays frozen). Returns the names of those
-    it froze that were trainable (``"<Module>.<parameter>"``), for the caller to report."""
-    refrozen = []
+    """Set ``requires_grad`` of the parameters of ``modules``, ``networks`` and Pyro's param
+    store as :func:`frozen_parameters` recorded them in ``state`` (frozen where it lists
+    them, trainable elsewhere; a module, network or record it does not hold is left as it
+    is). Returns what it changed, ``"froze <Module>.<parameter>"`` or ``"unfroze ..."``,
+    for the caller to report (a resumed run's own freezing is overridden)."""
+    changed = []
+
+    def set_flag(label: str, p: torch.Tensor, frozen: bool) -> None:
+        if p.requires_grad == frozen:
+            changed.append(f"{'froze' if frozen else 'unfroze'} {label}")
+            p.requires_grad_(not frozen)
+
+    seen = set()  # (a module's parameter is in the store too, under its Pyro name)
     for module, names in _recorded_pairs(modules, networks, state):
         for name, p in module.named_parameters():
-            if name in names:
-                if p.requires_grad:
-                    refrozen.append(f"{type(module).__name__}.{name}")
-                p.requires_grad_(False)
-    return refrozen
+            seen.add(id(p))
+            set_flag(f"{type(module).__name__}.{name}", p, name in names)
+    if "store" in state:
+        for name, p in pyro.get_param_store().named_parameters():
+            if id(p) not in seen:
+                set_flag(f"pyro.param('{name}')", p, name in state["store"])
+    return changed
 
 
 def evaluating_submodules(modules: list, networks: dict) -> dict:
@@ -122,13 +137,19 @@ def evaluating_submodules(modules: list, networks: dict) -> dict:
         name for name, sub in module.named_modules() if not sub.training])
 
 
-def restore_evaluating(modules: list, networks: dict, state: dict) -> None:
-    """Put the submodules that :func:`evaluating_submodules` recorded in ``state`` in
-    evaluation mode (each alone, not its children); the others are left as they are."""
+def restore_evaluating(modules: list, networks: dict, state: dict) -> list[str]:
+    """Set each submodule's mode as :func:`evaluating_submodules` recorded it in ``state``
+    (evaluation where it lists the submodule, training elsewhere; each alone, not its
+    children; a module or network it does not hold is left as it is). Returns what it
+    changed, ``"<Module>.<submodule> to evaluation mode"`` or ``"... to training mode"``."""
+    changed = []
     for module, names in _recorded_pairs(modules, networks, state):
         for name, sub in module.named_modules():
-            if name in names:
-                sub.training = False
+            if sub.training == (name in names):
+                sub.training = name not in names
+                changed.append(f"{type(module).__name__}{'.' + name if name else ''} to "
+                               f"{'training' if sub.training else 'evaluation'} mode")
+    return changed
 
 
 def _names_per_module(modules: list, networks: dict, names) -> dict:

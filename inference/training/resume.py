@@ -11,7 +11,7 @@ import pyro
 import torch
 
 from ..checks import evaluation_mode
-from ..pair_check import forget_params, trace_pair
+from ..pair_check import forget_params, stored_shapes_checked, trace_pair
 from ..random_state import forked_rng
 from ..reachable import reachable_with_state
 from . import checkpoints, resume_settings
@@ -39,7 +39,7 @@ def pair_store_shapes(model, guide, batch: tuple, modules, batch_transform,
         with forked_rng(), pyro.poutine.block(), evaluation_mode([*modules, *networks]):
             if batch_transform is not None:
                 batch = transformed_batch(batch_transform(*copies(batch)), batch[0].shape[0])
-            traces = trace_pair(model, guide, batch, {})
+            traces = trace_pair(*stored_shapes_checked(model, guide), batch, {})
         names, registered = set(), {}
         for trace in traces:
             for name, site in trace.nodes.items():

@@ -36,9 +36,9 @@ from ..checks import (
     validation_enabled,
 )
 from ..pair_check import (DATA_PLATE, PairError, attach_subsample, conditional_sites_of_guide,
-                          data_frame, inspect_pair, is_delta, sample_sites, site_list,
-                          site_mask, stale_parameters_error, trace_pair)
-from ..pair_check import nonfinite_parameters
+                          data_frame, inspect_pair, is_delta, nonfinite_parameters,
+                          sample_sites, site_list, site_mask, stale_parameters_error,
+                          stored_shapes_checked, trace_pair)
 from ..weights import (check_data, check_particle_memory, trace_log_density,
                        vectorized_traces, weight_itemsize, wide_mean)
 
@@ -126,11 +126,12 @@ def _latent_pair(entry, model, guide, site, args, kwargs):
     check_program(model, "model")
     check_program(guide, "guide")
     check_data(args, kwargs)
+    checked_model, checked_guide = stored_shapes_checked(model, guide)
     try:
         with poutine.block(), torch.no_grad():
-            guide_full = poutine.trace(guide).get_trace(*args, **kwargs)
-            model_trace = poutine.trace(poutine.replay(model, trace=guide_full)).get_trace(
-                *args, **kwargs)
+            guide_full = poutine.trace(checked_guide).get_trace(*args, **kwargs)
+            model_trace = poutine.trace(poutine.replay(checked_model, trace=guide_full)
+                                        ).get_trace(*args, **kwargs)
     except (ValueError, RuntimeError) as error:  # a diverged fit's NaN parameters: name them
         stale = nonfinite_parameters(model, guide)
         if stale:
@@ -356,9 +357,10 @@ def posterior_means(guide: Callable, *args, site: str = "z", **kwargs) -> torch.
                             "**kwargs)", "pass the data the guide takes, e.g. "
                             "posterior_means(guide, x)")
     check_data(args, kwargs)
+    checked_guide = stored_shapes_checked(guide, guide)[1]
     with poutine.block(), torch.no_grad():
         try:
-            trace = poutine.trace(guide).get_trace(*args, **kwargs)
+            trace = poutine.trace(checked_guide).get_trace(*args, **kwargs)
         except (ValueError, RuntimeError) as error:  # e.g. a Normal of NaN loc
             stale = nonfinite_parameters(guide, guide)
             if not stale:

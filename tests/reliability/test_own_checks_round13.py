@@ -1,5 +1,7 @@
 """Defects found in the thirteenth session (2026-11-30) by probing helpers and by review;
 each test fails on the code before its fix, unless it guards a valid neighbour."""
+import math
+
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -924,8 +926,8 @@ def test_a_resume_that_freezes_again_what_the_checkpoint_records_says_so(tmp_pat
         return lg
 
     run(2, False)
-    with pytest.warns(UserWarning, match=r"records parameters \['LinearGaussian.encoder.weight'\] "
-                                         r"frozen .* freezes them again"):
+    with pytest.warns(UserWarning, match=r"records which parameters were frozen .* sets them "
+                                         r"so .*\['froze LinearGaussian.encoder.weight'\]"):
         resumed = run(3, True)
     assert not resumed.encoder.weight.requires_grad
     pyro.clear_param_store()
@@ -948,3 +950,90 @@ def test_pixelcnn_samples_are_the_same_under_a_float64_default_dtype():
     finally:
         torch.set_default_dtype(previous)
     assert torch.equal(wide.float(), narrow.float())
+
+
+@pytest.mark.parametrize("group", ["dimension", "site"])
+def test_free_bits_floors_the_mean_kl_of_the_scored_rows_only(group):
+    # masked rows (padding) were averaged in as KL 0 and charged the floor: with half the
+    # rows masked, real rows of KL 0.405 > lambda = 0.25 paid 1.0 and got no gradient
+    from pyro import poutine
+
+    from inference import FreeBitsELBO
+
+    rows = torch.tensor([True, True, False, False])
+    x = torch.zeros(4, 1)
+
+    def model(x):
+        with pyro.plate("data", 4), poutine.mask(mask=rows):
+            z = pyro.sample("z", dist.Normal(torch.zeros(4, 1), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        loc = pyro.param("loc", torch.full((4, 1), 0.9))  # KL 0.405 nats per scored row
+        with pyro.plate("data", 4), poutine.mask(mask=rows):
+            pyro.sample("z", dist.Normal(loc, 1.0).to_event(1))
+
+    pyro.clear_param_store()
+    terms = FreeBitsELBO(0.25, group=group).terms(model, guide, x)
+    assert float(terms.penalty) == pytest.approx(2 * 0.405, abs=1e-5)  # above the floor
+    terms.penalty.backward()
+    assert torch.allclose(pyro.param("loc").grad.flatten(), torch.tensor([0.9, 0.9, 0.0, 0.0]))
+    high = FreeBitsELBO(0.6, group=group).terms(model, guide, x)
+    assert float(high.penalty) == pytest.approx(2 * 0.6, abs=1e-5)  # two rows charged
+    pyro.clear_param_store()
+
+
+def test_the_uses_and_a_resume_meet_the_stored_shape_check_too(tmp_path):
+    # kl_per_dimension and posterior_means ran no survey: a stale [1] loc gave posterior means
+    # all 3.0 and a KL of 4.6 for 0.097; fit(resume=True) died in torch's broadcast
+    from inference import fit, kl_per_dimension, posterior_means
+    from inference.pair_check import PairError
+
+    x = torch.arange(8.0)
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        loc = pyro.param("loc", torch.zeros(len(x)))
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(loc, 0.7071))
+
+    for call in (lambda: kl_per_dimension(model, guide, x),
+                 lambda: posterior_means(guide, x),
+                 lambda: fit(model, guide, x, epochs=1, progress=False,
+                             checkpoint=tmp_path / "run.pt", resume=True)):
+        pyro.clear_param_store()
+        pyro.param("loc", torch.full((1,), 3.0))  # an earlier model's
+        with pytest.raises(PairError, match=r"pyro.param\('loc'\) with an initial value of "
+                                             r"shape \[8\].* shape \[1\]"):
+            call()
+    pyro.clear_param_store()
+    assert float(kl_per_dimension(model, guide, x).sum()) == pytest.approx(
+        0.5 * (0.5 - 1 - math.log(0.5)), abs=1e-4)  # KL(N(0, 1/2) || N(0, 1)) per datapoint
+    pyro.clear_param_store()
+
+
+def test_a_callback_that_swaps_a_layers_parameter_is_named():
+    # the network check ran only when a submodule or a store entry changed identity: a new
+    # nn.Parameter assigned to a layer (which the store's old tensor shadows) trained no more
+    from inference import fit
+    from ppl_models import VAE
+
+    x = torch.bernoulli(torch.full((40, 1, 8, 8), 0.3),
+                        generator=torch.Generator().manual_seed(0))
+    vae = VAE((1, 8, 8), latent_dim=2, likelihood="bernoulli", hidden=(16,))
+
+    def callback(record):
+        if record["epoch"] == 1:
+            layer = vae.decoder.net[0]
+            layer.weight = torch.nn.Parameter(torch.full_like(layer.weight, 0.1))
+
+    pyro.clear_param_store()
+    with pytest.raises(ValueError, match=r"after the callback of epoch 1: parameter "
+                                         r"'decoder\$\$\$"):
+        fit(vae.model, vae.guide, x, epochs=3, batch_size=20, progress=False,
+            callback=callback)
+    pyro.clear_param_store()
