@@ -786,7 +786,7 @@ def _sized_by_rows(guide, batch: tuple, names: list[str]) -> list[str]:
     """Those of the param-store ``names`` that the guide makes with one row fewer when given
     one row fewer of ``batch`` (a run in a param store of its own, random state restored):
     parameters sized by the rows (``torch.zeros(len(x))``), not a global of as many rows by
-    chance (16 mixture components beside a minibatch of 16). None when the guide fails on
+    chance (16 mixture components beside a minibatch of 16). None of them when the guide fails on
     the fewer rows."""
     rows = next((t.shape[0] for t in batch if torch.is_tensor(t) and t.dim()), 0)
     if not names or rows < 2:
