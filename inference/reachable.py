@@ -17,7 +17,8 @@ _DEPTH = 3  # functions and plain objects are followed this many references deep
 
 def reachable_modules(*functions) -> list[torch.nn.Module]:
     """The ``nn.Module`` objects that ``functions`` reference: through a bound method's
-    object, closures, the globals their code names, default arguments and
+    object, closures, the globals their code names (and those globals' attributes it names,
+    for a module or class: ``mynets.enc``), default arguments and
     ``functools.partial`` arguments, following the functions and plain objects found there
     (three references deep). Top-level modules only (not their submodules), in the order
     found, each once."""
@@ -68,8 +69,14 @@ def _visit(value, found: dict, seen: set, depth: int, wanted) -> None:
         code = value.__code__
         references = [cell.cell_contents for cell in value.__closure__ or ()
                       if _filled(cell)]
-        references += [value.__globals__[name] for name in _names(code)
-                       if name in value.__globals__]
+        names = _names(code)
+        used = [value.__globals__[name] for name in names if name in value.__globals__]
+        references += used
+        # a network held in an imported module or a class (mynets.enc, Nets.enc): the
+        # attributes of such a global that the code names
+        references += [vars(held)[name] for held in used
+                       if isinstance(held, (types.ModuleType, type))
+                       for name in names if name in vars(held)]
         references += [*(value.__defaults__ or ()), *(value.__kwdefaults__ or {}).values()]
         for reference in references:
             _visit(reference, found, seen, depth - 1, wanted)

@@ -161,12 +161,13 @@ class AISResult:
         }
 
 
-def annealing_schedule(num_steps: int, schedule: str = "sigmoid", sharpness: float = 4.0,
+def annealing_schedule(num_steps: int, schedule: str | None = None, sharpness: float = 4.0,
                        dtype=torch.float64, device=None, *, kind: str | None = None
                        ) -> torch.Tensor:
     """Inverse temperatures ``beta_0 = 0 < ... < beta_T = 1``, ``[num_steps + 1]``.
 
-    ``schedule`` (as :func:`ais_log_evidence` names it): ``"linear"``: ``beta_t = t / T``.
+    ``schedule`` (as :func:`ais_log_evidence` names it; None: ``"sigmoid"``): ``"linear"``:
+    ``beta_t = t / T``.
     ``"sigmoid"`` [2]: ``s_t = sigmoid(sharpness (2 t / T - 1))`` rescaled to run from 0 to
     1, which spends more steps near both ends of the path, where
     the intermediate densities change fastest (``sharpness > 0``, a number or a 0-dim tensor;
@@ -180,9 +181,13 @@ def annealing_schedule(num_steps: int, schedule: str = "sigmoid", sharpness: flo
     longer increases strictly (float16 or bfloat16 with many steps).
     """
     if kind is not None:  # the parameter's name before 2026-11-30
+        if schedule is not None:
+            raise TypeError("annealing_schedule got both schedule= and kind= (its former "
+                            "name): pass schedule= alone")
         warnings.warn("annealing_schedule(kind=...) is now schedule=...", FutureWarning,
                       stacklevel=2)
         schedule = kind
+    schedule = "sigmoid" if schedule is None else schedule
     device = torch.device("cpu") if device is None else resolve_device(device)
     check_int(num_steps, "num_steps")
     # its float64 schedule alone would take 8 bytes a step

@@ -30,7 +30,7 @@ from typing import Callable, NamedTuple
 import pyro
 import torch
 
-from ..checks import (check_pair_call, check_weights_memory, leaves_buffers, tensors_in,
+from ..checks import (check_pair_call, check_weights_memory, leaves_buffers,
                       user_stacklevel, validation_enabled)
 from ..enumeration import enumerated_log_density, enumerated_traces
 from ..pair_check import (JOINT_USE, PairStructure, check_sites_as_surveyed, sample_sites,
@@ -117,20 +117,6 @@ def joint_log_weights(model: Callable, guide: Callable, args: tuple, kwargs: dic
     return torch.cat(rows)
 
 
-def _check_precision(args: tuple, kwargs: dict) -> None:
-    """Refuse half-precision data, naming them: a sum of log densities over all the data in
-    float16 (3 significant digits) loses the evidence."""
-    named = [(f"argument {i}", a) for i, a in enumerate(args)] + [
-        (f"keyword argument '{k}'", v) for k, v in kwargs.items()]
-    for name, value in named:
-        for path, tensor in tensors_in(value, name):
-            if tensor.dtype in (torch.float16, torch.bfloat16):
-                raise ValueError(
-                    f"{JOINT_USE}: {path} has dtype {tensor.dtype}; the evidence of the whole "
-                    "data sums many log densities, which half precision rounds away: pass it "
-                    "as float32 or float64 (x.float())")
-
-
 def _check_sites_precision(model, guide, args: tuple, kwargs: dict,
                            structure: PairStructure) -> None:
     """Refuse a pair whose sites draw or score half-precision values (a model that builds
@@ -195,7 +181,6 @@ def joint_log_evidence(model: Callable, guide: Callable, *args, num_samples: int
     num_samples, chunk_size = check_num_samples(num_samples, chunk_size)
     check_progress(progress)
     check_data(args, kwargs)
-    _check_precision(args, kwargs)
     model, guide, structure = checked_pair(model, guide, args, kwargs, JOINT_USE)
     _check_sites_precision(model, guide, args, kwargs, structure)
     # the memory checks count [K, batch] weights: here one column

@@ -383,27 +383,40 @@ def _check_stored_shape(msg, role: str, stored: set, networks: set) -> None:
     another shape under ``name`` before the survey (``stored``: its names then): Pyro returns
     the stored tensor and ignores ``init``, so the pair would compute with an earlier
     model's tensor where it broadcasts (one shared ``loc`` for every datapoint), or fail with
-    a bare size mismatch where it does not. A lazy ``init`` (a callable, Pyro's idiom for a
-    large tensor) is called to compare. Not for shapes that differ by dims of size one only
-    (``[]`` and ``[1]``: the same values), nor for a network's own ``nn.Parameter``
-    (registered by ``pyro.module`` or a ``PyroModule``: ``networks`` holds the ids of the
-    parameters of the networks the pair reaches): the network computes with its own,
+    a bare size mismatch where it does not; a name read twice in one run with initial values
+    of two shapes is refused too. A lazy ``init`` (a callable, Pyro's idiom for a large
+    tensor) is called to compare (skipped when it fails). Not for shapes that differ by
+    leading dims of size one only (``[]`` and ``[1]``: the same values), nor for a network's
+    own ``nn.Parameter`` (registered by ``pyro.module``, whose names hold ``"$$$"``, or a
+    ``PyroModule``: ``networks`` holds the ids of the parameters of the networks the pair
+    reaches): the network computes with its own,
     whatever the store holds (two models of other sizes whose networks share names are
     fine; a store entry that shadows one is warned about or refused by
     :func:`.networks.shadowed_parameters`' callers)."""
     args = msg["args"]
-    if len(args) < 2 or not isinstance(args[0], str) or args[0] not in stored \
+    if len(args) < 2 or not isinstance(args[0], str) or "$$$" in args[0] \
             or id(args[1]) in networks:
-        return  # no initial value, made in this run, or a network's: nothing to compare
+        return  # no initial value, or a network's (pyro.module's names hold "$$$")
     name, initial = args[0], args[1]
-    if callable(initial) and not torch.is_tensor(initial):
-        initial = initial()
     store = pyro.get_param_store()
-    if not torch.is_tensor(initial) or name not in store:
+    if name not in store:
+        return  # made by this read
+    if callable(initial) and not torch.is_tensor(initial):
+        try:
+            initial = initial()
+        except Exception:  # noqa: BLE001 - an init that cannot run now: nothing to compare
+            return
+    if not torch.is_tensor(initial):
         return
     held = store[name]
-    if [n for n in held.shape if n != 1] == [n for n in initial.shape if n != 1]:
+    if _without_leading_ones(held.shape) == _without_leading_ones(initial.shape):
         return
+    if name not in stored:  # made by an earlier read of this run, with another shape
+        raise _RunRefused(
+            f"pyro.param('{name}') is read with initial values of shapes {list(held.shape)} "
+            f"(first) and {list(initial.shape)} (the {role}'s): Pyro keeps the first, so "
+            "the second read computes with a tensor of another shape than it was written "
+            "for. Give both reads one shape, or the parameters two names")
     read = (f"the {role} reads pyro.param('{name}') with an initial value of shape "
             f"{list(initial.shape)}")
     plates = [f"pyro.plate('{f.name}') of size {f.size}" for f in msg["cond_indep_stack"]
@@ -445,6 +458,15 @@ def stored_shapes_checked(model, guide) -> tuple:
         return run
 
     return checked(model, "model"), checked(guide, "guide")
+
+
+def _without_leading_ones(shape) -> tuple:
+    """``shape`` without its leading dims of size one: ``[]``, ``[1]`` and ``[1, 1]`` hold
+    the same values, ``[N]`` and ``[N, 1]`` do not."""
+    shape = tuple(shape)
+    while shape and shape[0] == 1:
+        shape = shape[1:]
+    return shape
 
 
 def _dependent_late_parents(model, guide, args, kwargs, model_sites, guide_latents) -> tuple:

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 
 import torch
 from pyro.distributions import Independent, Normal
+from pyro.distributions.torch_distribution import MaskedDistribution
 
 from ..checks import as_int, check_number
 from ..densities import closed_form_kl
@@ -62,7 +63,9 @@ GROUPS = ("dimension", "site")
 
 
 def _base(fn):
-    while isinstance(fn, Independent):
+    """``fn`` without its ``Independent`` and ``dist.mask`` wrappers (the masks are applied
+    to the KL elements apart: :func:`_both_masked`)."""
+    while isinstance(fn, (Independent, MaskedDistribution)):
         fn = fn.base_dist
     return fn
 

@@ -1,6 +1,7 @@
 """Defects found in the thirteenth session (2026-11-30) by probing helpers and by review;
 each test fails on the code before its fix, unless it guards a valid neighbour."""
 import math
+import types
 
 import pyro
 import pyro.distributions as dist
@@ -8,6 +9,22 @@ import pytest
 import torch
 
 from inference import exact_log_evidence, iwae_bound
+
+# a network held in an imported module (mynets.enc), as a user's package holds one
+_NETS = types.ModuleType("mynets")
+_NETS.enc = torch.nn.Linear(3, 4)
+
+
+def _guide_of_a_module_network(x):
+    net = pyro.module("enc", _NETS.enc)
+    with pyro.plate("data", len(x)):
+        pyro.sample("z", dist.Normal(net(x)[:, :2], 1.0).to_event(1))
+
+
+def _model_of_two_latents(x):
+    with pyro.plate("data", len(x)):
+        z = pyro.sample("z", dist.Normal(torch.zeros(len(x), 2), 1.0).to_event(1))
+        pyro.sample("x", dist.Normal(z.sum(-1, keepdim=True), 1.0).to_event(1), obs=x)
 
 
 def _enumerated_mixture(x):
@@ -1037,3 +1054,89 @@ def test_a_callback_that_swaps_a_layers_parameter_is_named():
         fit(vae.model, vae.guide, x, epochs=3, batch_size=20, progress=False,
             callback=callback)
     pyro.clear_param_store()
+
+
+def test_a_network_in_an_imported_module_is_a_networks_and_other_stale_shapes_are_not():
+    # probe F: a network reached through an imported module was judged a stale pyro.param;
+    # [N] against [N, 1] was spared (size-one dims dropped anywhere); two reads of one name
+    # with [] and [3] in one run trained one shared scalar
+    from inference import kl_per_dimension
+    from inference.pair_check import PairError
+
+    x = torch.randn(4, 3)
+    pyro.clear_param_store()
+    pyro.module("enc", torch.nn.Linear(3, 8))  # an earlier network of that name
+    assert kl_per_dimension(_model_of_two_latents, _guide_of_a_module_network, x).shape == (2,)
+
+    def column_guide(x):
+        loc = pyro.param("loc", torch.zeros(len(x), 1))
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(loc, 1.0).expand([len(x), 2]).to_event(1))
+
+    pyro.clear_param_store()
+    pyro.param("loc", torch.zeros(4))
+    with pytest.raises(PairError, match=r"shape \[4, 1\], but .* shape \[4\]"):
+        iwae_bound(_model_of_two_latents, column_guide, x, num_samples=3, progress=False)
+
+    def model(x):
+        mu = pyro.param("mu", torch.zeros(3))
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(mu, 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        pyro.param("mu", torch.tensor(0.0))
+
+    pyro.clear_param_store()
+    with pytest.raises(PairError, match=r"pyro.param\('mu'\) is read with initial values of "
+                                         r"shapes \[\] \(first\) and \[3\]"):
+        iwae_bound(model, guide, x, num_samples=2, progress=False)
+    pyro.clear_param_store()
+
+
+def test_annealing_schedule_refuses_both_names_and_joint_takes_data_cast_in_the_model():
+    from inference import annealing_schedule, joint_log_evidence
+
+    with pytest.raises(TypeError, match="both schedule= and kind="):
+        annealing_schedule(4, "linear", kind="sigmoid")
+    with pytest.warns(FutureWarning):
+        assert torch.equal(annealing_schedule(4, kind="linear"),
+                           annealing_schedule(4, "linear"))
+    x = torch.tensor([0.3, -0.5, 1.2, 0.8]).bfloat16()  # stored in bfloat16, scored as float32
+
+    def model(x):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(mu, 1.0), obs=x.float())
+
+    def guide(x):
+        pyro.sample("mu", dist.Normal(x.float().sum() / 5, 5 ** -0.5))
+
+    exact = torch.distributions.MultivariateNormal(
+        torch.zeros(4), torch.eye(4) + torch.ones(4, 4)).log_prob(x.float())
+    result = joint_log_evidence(model, guide, x, num_samples=50, progress=False)
+    assert float(result.log_evidence) == pytest.approx(float(exact), abs=1e-4)
+
+
+def test_free_bits_per_dimension_takes_a_latent_masked_by_its_distribution():
+    # FreeBitsELBO(lambda > 0, group="dimension") refused dist.mask'ed latents as having no
+    # per-dimension density; the closed-form KL per dimension applies under the mask
+    from inference import FreeBitsELBO
+
+    rows = torch.tensor([True, True, False])
+    x = torch.zeros(3, 2)
+
+    def model(x):
+        with pyro.plate("data", 3):
+            z = pyro.sample("z", dist.Normal(torch.zeros(3, 2), 1.0).mask(rows[:, None])
+                            .to_event(1))
+            pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", 3):
+            pyro.sample("z", dist.Normal(torch.tensor([[0.9, 0.3]]).expand(3, 2), 1.0)
+                        .mask(rows[:, None]).to_event(1))
+
+    terms = FreeBitsELBO(0.1).terms(model, guide, x)
+    # per dimension, over the 2 scored rows: KL 0.405 (above 0.1) and 0.045 (floored to 0.1)
+    assert float(terms.penalty) == pytest.approx(2 * (0.405 + 0.1), abs=1e-5)
+

@@ -466,5 +466,5 @@ def test_refuses_nan_empty_and_half_precision_data():
         joint_log_evidence(coin_model, coin_guide, bad, num_samples=10)
     with pytest.raises(ValueError, match="argument 0 has no datapoints"):
         joint_log_evidence(coin_model, coin_guide, COIN[:0], num_samples=10)
-    with pytest.raises(ValueError, match=r"argument 0 has dtype torch.float16"):
+    with pytest.raises(ValueError, match=r"site 'obs_0' has values of dtype torch.float16"):
         joint_log_evidence(coin_model, coin_guide, COIN.half(), num_samples=10)
