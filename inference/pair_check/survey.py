@@ -51,6 +51,7 @@ from .latents import (
 from .networks import (
     check_store_shapes,
     confirmed_shadowed,
+    forget_params,
     nonfinite_param_sites,
     nonfinite_parameters,
     pyro_params_held,
@@ -454,10 +455,18 @@ def stored_shapes_checked(model, guide) -> tuple:
             try:
                 return _FirstRunChecks(role, stored, networks)(program)(*args, **kwargs)
             except _RunRefused as found:
+                _forget_made(stored)
                 raise PairError(str(found)) from None
         return run
 
     return checked(model, "model"), checked(guide, "guide")
+
+
+def _forget_made(stored: set) -> None:
+    """Remove from Pyro's param store what a refused run made (names not in ``stored``):
+    its parameters of the refused shapes would otherwise refuse the mended pair again."""
+    store = pyro.get_param_store()
+    forget_params(store, set(store.keys()) - stored)
 
 
 def _without_leading_ones(shape) -> tuple:
@@ -592,6 +601,7 @@ def survey_pair(model: Callable, guide: Callable, args=(), kwargs=None,
                                       copy_args, copy_kwargs)
             _check_arguments_unchanged(copies, "the model")
         except _RunRefused as found:
+            _forget_made(stored)
             raise PairError(str(found)) from None
         except KeyError as error:  # pyro.param(name) read before any run stored it
             name = error.args[0] if len(error.args) == 1 else None

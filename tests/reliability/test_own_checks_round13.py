@@ -1090,6 +1090,12 @@ def test_a_network_in_an_imported_module_is_a_networks_and_other_stale_shapes_ar
     with pytest.raises(PairError, match=r"pyro.param\('mu'\) is read with initial values of "
                                          r"shapes \[\] \(first\) and \[3\]"):
         iwae_bound(model, guide, x, num_samples=2, progress=False)
+    assert "mu" not in pyro.get_param_store()  # (the refused run's: the mended pair runs)
+
+    def mended_guide(x):
+        pyro.param("mu", torch.zeros(3))
+
+    assert iwae_bound(model, mended_guide, x, num_samples=2, progress=False).shape == (4,)
     pyro.clear_param_store()
 
 
