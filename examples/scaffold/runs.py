@@ -27,9 +27,9 @@ def start_run(args: argparse.Namespace,
     """Set up a run from the common flags of :func:`scaffold.flags.script_parser`.
 
     Sets torch's CPU threads (``args.threads`` when given, else ``OMP_NUM_THREADS`` when
-    set, else as many as the load average leaves idle: :func:`scaffold.threads.
-    configure_threads`) and records the count in ``args.threads_used`` (the runs'
-    ``metrics.json`` config), asks glibc to keep freed
+    set, else as many as the load average leaves idle:
+    :func:`scaffold.threads.configure_threads`) and records the count in
+    ``args.threads_used`` (the runs' ``metrics.json`` config), asks glibc to keep freed
     memory (:func:`scaffold.memory.retain_freed_memory`: no page faults for every chunk of an
     evidence estimate), seeds Pyro and torch with ``args.seed``, creates ``args.out_dir``
     (held for this run alone when ``exclusive``: :func:`hold_folder`, and refused when it
