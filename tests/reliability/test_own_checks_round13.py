@@ -21,6 +21,13 @@ def _guide_of_a_module_network(x):
         pyro.sample("z", dist.Normal(net(x)[:, :2], 1.0).to_event(1))
 
 
+def _normal_model(x):
+    """z_i ~ N(0, 1), x_i ~ N(z_i, 1): p(x_i) = N(0, 2)."""
+    with pyro.plate("data", len(x)):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+
 def _model_of_two_latents(x):
     with pyro.plate("data", len(x)):
         z = pyro.sample("z", dist.Normal(torch.zeros(len(x), 2), 1.0).to_event(1))
@@ -113,10 +120,7 @@ def test_sampled_images_of_the_same_weights_agree_in_float32_and_float64():
 
 
 def _per_datapoint_pair(size):
-    def model(x):
-        with pyro.plate("data", len(x)):
-            z = pyro.sample("z", dist.Normal(0.0, 1.0))
-            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+    model = _normal_model
 
     def guide(x):
         loc = pyro.param("loc", torch.zeros(size(x)))
@@ -308,10 +312,7 @@ def test_an_expanded_self_masked_enumerated_latent_is_refused_like_the_plain_one
 
 
 def _expanded_normal_pair(expanded):
-    def model(x):
-        with pyro.plate("data", len(x)):
-            z = pyro.sample("z", dist.Normal(0.0, 1.0))
-            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+    model = _normal_model
 
     def guide(x):
         loc = pyro.param("loc", torch.zeros(()))
@@ -821,10 +822,7 @@ def test_the_stored_shape_check_covers_lazy_inits_and_module_guides_and_spares_s
 
     x = torch.arange(8.0)
 
-    def model(x):
-        with pyro.plate("data", len(x)):
-            z = pyro.sample("z", dist.Normal(0.0, 1.0))
-            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+    model = _normal_model
 
     def lazy_guide(x):
         loc = pyro.param("loc", lambda: torch.zeros(len(x)))
@@ -871,10 +869,7 @@ def test_callback_draws_differ_by_epoch_and_repeat_with_the_seed_and_no_op_callb
 
     x = torch.randn(20, generator=torch.Generator().manual_seed(0))
 
-    def model(x):
-        with pyro.plate("data", len(x)):
-            z = pyro.sample("z", dist.Normal(0.0, 1.0))
-            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+    model = _normal_model
 
     def guide(x):
         w = pyro.param("w", torch.tensor(0.1))
@@ -1008,10 +1003,7 @@ def test_the_uses_and_a_resume_meet_the_stored_shape_check_too(tmp_path):
 
     x = torch.arange(8.0)
 
-    def model(x):
-        with pyro.plate("data", len(x)):
-            z = pyro.sample("z", dist.Normal(0.0, 1.0))
-            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+    model = _normal_model
 
     def guide(x):
         loc = pyro.param("loc", torch.zeros(len(x)))
